@@ -1,0 +1,1 @@
+//! dtls (work in progress)

@@ -1,0 +1,1 @@
+//! ice (work in progress)

@@ -1,0 +1,1 @@
+//! io (work in progress)

@@ -1,0 +1,12 @@
+//! Sluice packet path.
+//!
+//! Protocol machines here are sans-IO: they take input and the current time and return what to send
+//! and when to be woken. Only `io` and the shard loop own sockets, threads and clocks.
+
+pub mod dtls;
+pub mod ice;
+pub mod io;
+pub mod rtcp;
+pub mod rtp;
+pub mod srtp;
+pub mod stun;

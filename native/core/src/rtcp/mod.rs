@@ -1,0 +1,1 @@
+//! rtcp (work in progress)

@@ -1,0 +1,1 @@
+//! stun (work in progress)
