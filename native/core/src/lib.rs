@@ -6,7 +6,12 @@
 pub mod dtls;
 pub mod ice;
 pub mod io;
+pub mod router;
 pub mod rtcp;
 pub mod rtp;
+pub mod seam;
+pub mod shard;
 pub mod srtp;
+pub mod stats;
 pub mod stun;
+pub mod transport;

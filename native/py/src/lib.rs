@@ -1,7 +1,305 @@
-//! bridge._native: the PyO3 seam over sluice-core.
+//! bridge._native: the PyO3 seam over sluice-core. Converts Python values to Commands and Events to
+//! Python values; no media logic lives here.
+
+use std::net::{IpAddr, SocketAddr};
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use sluice_core::dtls::{DtlsCert, Fingerprint, HashAlg};
+use sluice_core::ice::{CandidateKind, IceCredentials};
+use sluice_core::seam::{Command, Event, MediaKind, RemoteCandidate, SourceSpec};
+use sluice_core::shard::{ShardConfig, ShardHandle};
+use sluice_core::srtp::{SrtpContext, SrtpProfile};
+use sluice_core::stats::{Counters, StatsSnapshot};
+
+/// One event from a shard; `kind` says which fields are meaningful.
+#[pyclass(frozen, get_all)]
+struct NativeEvent {
+    kind: &'static str,
+    transport_id: u64,
+    state: String,
+    detail: String,
+    request_id: u64,
+    ssrc: u32,
+    stats: Py<PyDict>,
+}
+
+#[pyclass]
+struct NativeBridge {
+    shard: Option<ShardHandle>,
+    fingerprint: Fingerprint,
+}
+
+impl NativeBridge {
+    fn shard(&self) -> PyResult<&ShardHandle> {
+        self.shard.as_ref().ok_or_else(|| PyRuntimeError::new_err("bridge is shut down"))
+    }
+
+    fn send(&self, cmd: Command) -> PyResult<()> {
+        self.shard()?.send(cmd);
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl NativeBridge {
+    #[new]
+    fn new(bind_addresses: Vec<String>, port: u16) -> PyResult<Self> {
+        let mut bind = Vec::new();
+        for a in &bind_addresses {
+            let ip: IpAddr = a.parse().map_err(|_| PyValueError::new_err(format!("bad bind address {a:?}")))?;
+            bind.push(SocketAddr::new(ip, port));
+        }
+        let cert = DtlsCert::generate().map_err(|e| PyRuntimeError::new_err(format!("certificate: {e:?}")))?;
+        let fingerprint = cert.fingerprint(HashAlg::Sha256);
+        let shard = ShardHandle::spawn(&ShardConfig { bind }, cert).map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(NativeBridge { shard: Some(shard), fingerprint })
+    }
+
+    fn local_addresses(&self) -> PyResult<Vec<(String, u16)>> {
+        Ok(self.shard()?.local_addrs().iter().map(|a| (a.ip().to_string(), a.port())).collect())
+    }
+
+    fn fingerprint(&self) -> (String, String) {
+        (self.fingerprint.hash_name().to_string(), self.fingerprint.value_hex())
+    }
+
+    fn event_fd(&self) -> PyResult<i32> {
+        Ok(self.shard()?.events.fd())
+    }
+
+    fn drain_events(&self, py: Python<'_>) -> PyResult<Vec<NativeEvent>> {
+        let mut events = Vec::new();
+        self.shard()?.events.drain_into(&mut events);
+        events.into_iter().map(|e| to_py_event(py, e)).collect()
+    }
+
+    fn create_router(&self, router_id: u64) -> PyResult<()> {
+        self.send(Command::CreateRouter { router: router_id })
+    }
+
+    fn close_router(&self, router_id: u64) -> PyResult<()> {
+        self.send(Command::CloseRouter { router: router_id })
+    }
+
+    fn create_transport(
+        &self,
+        router_id: u64,
+        transport_id: u64,
+        ufrag: String,
+        pwd: String,
+        controlling: bool,
+    ) -> PyResult<()> {
+        self.send(Command::CreateTransport {
+            router: router_id,
+            transport: transport_id,
+            ice: IceCredentials { ufrag, pwd },
+            controlling,
+        })
+    }
+
+    fn connect_transport(
+        &self,
+        transport_id: u64,
+        ufrag: String,
+        pwd: String,
+        fingerprints: Vec<(String, String)>,
+        setup: String,
+    ) -> PyResult<()> {
+        // Unsupported hashes are skipped: any supported fingerprint may match (RFC 8122 5).
+        let fps: Vec<Fingerprint> = fingerprints.iter().filter_map(|(h, v)| Fingerprint::parse(h, v).ok()).collect();
+        if fps.is_empty() {
+            return Err(PyValueError::new_err("no usable DTLS fingerprint"));
+        }
+        self.send(Command::ConnectTransport {
+            transport: transport_id,
+            remote_ice: IceCredentials { ufrag, pwd },
+            fingerprints: fps,
+            remote_setup: setup,
+        })
+    }
+
+    fn add_remote_candidates(&self, transport_id: u64, candidates: Vec<(String, u16, u32, String)>) -> PyResult<()> {
+        let mut out = Vec::with_capacity(candidates.len());
+        for (ip, port, priority, typ) in candidates {
+            let ip: IpAddr = ip.parse().map_err(|_| PyValueError::new_err(format!("bad candidate address {ip:?}")))?;
+            let kind = match typ.as_str() {
+                "host" => CandidateKind::Host,
+                "srflx" => CandidateKind::ServerReflexive,
+                "prflx" => CandidateKind::PeerReflexive,
+                "relay" => CandidateKind::Relayed,
+                _ => return Err(PyValueError::new_err(format!("bad candidate type {typ:?}"))),
+            };
+            out.push(RemoteCandidate { addr: SocketAddr::new(ip, port), priority, kind });
+        }
+        self.send(Command::AddRemoteCandidates { transport: transport_id, candidates: out })
+    }
+
+    fn set_sources(&self, transport_id: u64, sources: Vec<(u32, String, u32)>) -> PyResult<()> {
+        let mut specs = Vec::with_capacity(sources.len());
+        for (ssrc, kind, clock_rate) in sources {
+            let kind = MediaKind::parse(&kind).ok_or_else(|| PyValueError::new_err(format!("bad media kind {kind:?}")))?;
+            if clock_rate == 0 {
+                return Err(PyValueError::new_err("clock rate must be positive"));
+            }
+            specs.push(SourceSpec { ssrc, kind, clock_rate });
+        }
+        self.send(Command::SetSources { transport: transport_id, sources: specs })
+    }
+
+    fn request_keyframe(&self, transport_id: u64, ssrc: u32) -> PyResult<()> {
+        self.send(Command::RequestKeyframe { transport: transport_id, ssrc })
+    }
+
+    fn close_transport(&self, transport_id: u64) -> PyResult<()> {
+        self.send(Command::CloseTransport { transport: transport_id })
+    }
+
+    fn get_stats(&self, request_id: u64) -> PyResult<()> {
+        self.send(Command::GetStats { request: request_id })
+    }
+
+    fn shutdown(&mut self, py: Python<'_>) {
+        if let Some(mut shard) = self.shard.take() {
+            py.detach(move || shard.shutdown());
+        }
+    }
+}
+
+fn to_py_event(py: Python<'_>, e: Event) -> PyResult<NativeEvent> {
+    let mut ev = NativeEvent {
+        kind: "",
+        transport_id: 0,
+        state: String::new(),
+        detail: String::new(),
+        request_id: 0,
+        ssrc: 0,
+        stats: PyDict::new(py).unbind(),
+    };
+    match e {
+        Event::TransportState { transport, state, detail } => {
+            ev.kind = "transport_state";
+            ev.transport_id = transport;
+            ev.state = state.as_str().to_string();
+            ev.detail = detail;
+        }
+        Event::Stats { request, snapshot } => {
+            ev.kind = "stats";
+            ev.request_id = request;
+            ev.stats = stats_dict(py, &snapshot)?.unbind();
+        }
+        Event::CommandFailed { transport, detail } => {
+            ev.kind = "command_failed";
+            ev.transport_id = transport;
+            ev.detail = detail;
+        }
+    }
+    Ok(ev)
+}
+
+fn counters_dict<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("packets_in", c.packets_in)?;
+    d.set_item("bytes_in", c.bytes_in)?;
+    d.set_item("packets_out", c.packets_out)?;
+    d.set_item("bytes_out", c.bytes_out)?;
+    d.set_item("rtp_in", c.rtp_in)?;
+    d.set_item("rtp_out", c.rtp_out)?;
+    d.set_item("rtcp_in", c.rtcp_in)?;
+    d.set_item("rtcp_out", c.rtcp_out)?;
+    let drops = PyDict::new(py);
+    for (k, v) in c.drop_map() {
+        drops.set_item(k, v)?;
+    }
+    d.set_item("drops", drops)?;
+    Ok(d)
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("total", counters_dict(py, &s.total)?)?;
+    let f = PyDict::new(py);
+    f.set_item("ice", s.failures.ice)?;
+    f.set_item("consent", s.failures.consent)?;
+    f.set_item("dtls_handshake", s.failures.dtls_handshake)?;
+    f.set_item("dtls_fingerprint", s.failures.dtls_fingerprint)?;
+    f.set_item("panic", s.failures.panic)?;
+    d.set_item("failures", f)?;
+    let io = PyDict::new(py);
+    io.set_item("recv_calls", s.io.recv_calls)?;
+    io.set_item("recv_packets", s.io.recv_packets)?;
+    io.set_item("send_calls", s.io.send_calls)?;
+    io.set_item("send_packets", s.io.send_packets)?;
+    d.set_item("io", io)?;
+    d.set_item("routers", s.routers)?;
+    d.set_item("seam_commands", s.seam_commands)?;
+    d.set_item("seam_events", s.seam_events)?;
+    let ts = PyDict::new(py);
+    for t in &s.transports {
+        let td = counters_dict(py, &t.counters)?;
+        td.set_item("router", t.router)?;
+        td.set_item("state", t.state)?;
+        td.set_item("selected_remote", t.selected_remote.map(|a| a.to_string()))?;
+        td.set_item("srtp_profile", t.srtp_profile)?;
+        ts.set_item(t.id, td)?;
+    }
+    d.set_item("transports", ts)?;
+    Ok(d)
+}
+
+/// One SRTP/SRTCP session (a send and a receive context from one master key), for differential tests.
+#[pyclass]
+struct SrtpSession {
+    tx: SrtpContext,
+    rx: SrtpContext,
+}
+
+#[pymethods]
+impl SrtpSession {
+    #[new]
+    fn new(profile: &str, key: &[u8], salt: &[u8]) -> PyResult<Self> {
+        let p = SrtpProfile::from_dtls_name(profile)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown SRTP profile {profile:?}")))?;
+        let make = || SrtpContext::new(p, key, salt).map_err(|e| PyValueError::new_err(format!("{e:?}")));
+        Ok(SrtpSession { tx: make()?, rx: make()? })
+    }
+
+    fn protect_rtp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let overhead = self.tx.profile().rtp_overhead();
+        let mut buf = vec![0u8; packet.len() + overhead];
+        buf[..packet.len()].copy_from_slice(packet);
+        let n = self.tx.protect_rtp(&mut buf, packet.len()).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        Ok(PyBytes::new(py, &buf[..n]))
+    }
+
+    fn unprotect_rtp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let mut buf = packet.to_vec();
+        let n = self.rx.unprotect_rtp(&mut buf).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        Ok(PyBytes::new(py, &buf[..n]))
+    }
+
+    fn protect_rtcp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let overhead = self.tx.profile().rtcp_overhead();
+        let mut buf = vec![0u8; packet.len() + overhead];
+        buf[..packet.len()].copy_from_slice(packet);
+        let n = self.tx.protect_rtcp(&mut buf, packet.len()).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        Ok(PyBytes::new(py, &buf[..n]))
+    }
+
+    fn unprotect_rtcp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let mut buf = packet.to_vec();
+        let n = self.rx.unprotect_rtcp(&mut buf).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        Ok(PyBytes::new(py, &buf[..n]))
+    }
+}
 
 #[pymodule]
-fn _native(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeBridge>()?;
+    m.add_class::<NativeEvent>()?;
+    m.add_class::<SrtpSession>()?;
+    m.add("SRTP_PROFILES", ("SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80"))?;
     Ok(())
 }

@@ -1,0 +1,20 @@
+"""Bridge configuration with documented defaults (jvb.conf's names where they exist)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class BridgeConfig:
+    """Media settings of one bridge process."""
+
+    #: The one UDP port shared by every endpoint (jvb.conf `videobridge.ice.udp.port`).
+    udp_port: int = 10000
+    #: Local addresses to bind the UDP port on. IPv4 and IPv6 wildcards by default.
+    bind_addresses: list[str] = field(default_factory=lambda: ["0.0.0.0"])
+    #: Addresses put in candidates (what peers can reach). Empty: the bound addresses, wildcards resolved
+    #: to loopback, which is right only for one machine.
+    advertised_addresses: list[str] = field(default_factory=list)
+    #: Seconds a connected transport may go without consent before it fails (RFC 7675 fixes 30 s).
+    consent_timeout_s: float = 30.0

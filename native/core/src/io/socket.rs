@@ -1,0 +1,430 @@
+//! Non-blocking UDP sockets with `recvmmsg`/`sendmmsg` batches over preallocated buffers.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Largest datagram we receive or send. Media is ~1200 bytes; anything larger is truncated and dropped.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// Socket buffer size we ask for: bursts of fan-out must not overflow the kernel queue.
+const SOCKET_BUFFER: libc::c_int = 8 << 20;
+
+/// One UDP socket bound to one local address.
+pub struct UdpSocket {
+    fd: OwnedFd,
+    local: SocketAddr,
+}
+
+impl UdpSocket {
+    /// Binds a non-blocking UDP socket. IPv6 sockets are v6-only so that an IPv4 socket may share the port.
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        if addr.is_ipv6() {
+            setsockopt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+        }
+        // Best effort: the kernel caps these at rmem_max/wmem_max without failing.
+        let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
+        let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
+        let (storage, len) = to_sockaddr(addr);
+        // SAFETY: storage is a valid sockaddr of `len` bytes for this family.
+        let rc = unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let local = local_addr(raw)?;
+        Ok(UdpSocket { fd, local })
+    }
+
+    /// The bound address (with the kernel-chosen port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Receives up to `batch.capacity()` datagrams in one `recvmmsg`. Returns 0 when nothing is queued.
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.prepare();
+        // SAFETY: every mmsghdr points into buffers owned by `batch` that outlive the call; vlen matches.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                batch.hdrs.as_mut_ptr(),
+                batch.hdrs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            batch.count = 0;
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(err),
+            };
+        }
+        batch.count = n as usize;
+        batch.calls += 1;
+        batch.packets += n as u64;
+        Ok(batch.count)
+    }
+
+    /// Sends every queued datagram with as few `sendmmsg` calls as the kernel allows, then clears the batch.
+    /// Datagrams the kernel refuses (full buffer, unreachable) are dropped and counted in `batch.dropped`.
+    pub fn send_batch(&self, batch: &mut SendBatch) {
+        let mut start = 0;
+        batch.prepare();
+        while start < batch.count {
+            let remaining = batch.count - start;
+            // SAFETY: hdrs[start..count] point into buffers owned by `batch`, prepared above.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    batch.hdrs.as_mut_ptr().add(start),
+                    remaining as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            batch.calls += 1;
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Skip the datagram that failed (e.g. EAGAIN or an unreachable destination) and go on.
+                batch.dropped += 1;
+                start += 1;
+                continue;
+            }
+            batch.packets += n as u64;
+            start += n as usize;
+        }
+        batch.count = 0;
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Preallocated buffers and headers for `recvmmsg`.
+pub struct RecvBatch {
+    bufs: Box<[[u8; MAX_DATAGRAM]]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    iovecs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    count: usize,
+    /// `recvmmsg` calls that returned data, and datagrams received: their ratio is the batch size.
+    pub calls: u64,
+    pub packets: u64,
+}
+
+// SAFETY: the raw pointers inside iovecs/hdrs only ever point into this struct's own boxes and are
+// rewritten by `prepare` before every syscall.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        RecvBatch {
+            bufs: vec![[0u8; MAX_DATAGRAM]; capacity].into_boxed_slice(),
+            // SAFETY: all-zero is a valid value for these plain C structs.
+            addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            iovecs: (0..capacity)
+                .map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 })
+                .collect(),
+            // SAFETY: as above.
+            hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            count: 0,
+            calls: 0,
+            packets: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Datagrams from the last receive.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Datagram `i` of the last receive, mutable so it can be decrypted in place, and its source.
+    /// Returns `None` for a truncated datagram (larger than MAX_DATAGRAM) or an unknown address family.
+    pub fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], SocketAddr)> {
+        if i >= self.count {
+            return None;
+        }
+        let hdr = &self.hdrs[i];
+        if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return None;
+        }
+        let len = (hdr.msg_len as usize).min(MAX_DATAGRAM);
+        let from = from_sockaddr(&self.addrs[i])?;
+        Some((&mut self.bufs[i][..len], from))
+    }
+
+    fn prepare(&mut self) {
+        for i in 0..self.bufs.len() {
+            self.iovecs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM };
+            let hdr = &mut self.hdrs[i];
+            hdr.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_hdr.msg_iov = &mut self.iovecs[i];
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+            hdr.msg_hdr.msg_flags = 0;
+            hdr.msg_len = 0;
+        }
+    }
+}
+
+/// Preallocated buffers and headers for `sendmmsg`. Fill with `slot` + `commit`, flush with
+/// [`UdpSocket::send_batch`].
+pub struct SendBatch {
+    bufs: Box<[[u8; MAX_DATAGRAM]]>,
+    lens: Box<[usize]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    addr_lens: Box<[libc::socklen_t]>,
+    iovecs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    count: usize,
+    /// `sendmmsg` calls, datagrams sent, datagrams the kernel refused.
+    pub calls: u64,
+    pub packets: u64,
+    pub dropped: u64,
+}
+
+// SAFETY: see RecvBatch.
+unsafe impl Send for SendBatch {}
+
+impl SendBatch {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        SendBatch {
+            bufs: vec![[0u8; MAX_DATAGRAM]; capacity].into_boxed_slice(),
+            lens: vec![0; capacity].into_boxed_slice(),
+            // SAFETY: all-zero is a valid value for these plain C structs.
+            addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            addr_lens: vec![0; capacity].into_boxed_slice(),
+            iovecs: (0..capacity)
+                .map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 })
+                .collect(),
+            // SAFETY: as above.
+            hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            count: 0,
+            calls: 0,
+            packets: 0,
+            dropped: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.count == self.bufs.len()
+    }
+
+    /// The next free buffer to write a datagram into; `None` when the batch is full (flush first).
+    pub fn slot(&mut self) -> Option<&mut [u8; MAX_DATAGRAM]> {
+        self.bufs.get_mut(self.count)
+    }
+
+    /// Queues the datagram written into the current slot.
+    pub fn commit(&mut self, len: usize, to: SocketAddr) {
+        debug_assert!(self.count < self.bufs.len() && len <= MAX_DATAGRAM);
+        if self.count >= self.bufs.len() {
+            return;
+        }
+        let (storage, slen) = to_sockaddr(to);
+        self.addrs[self.count] = storage;
+        self.addr_lens[self.count] = slen;
+        self.lens[self.count] = len.min(MAX_DATAGRAM);
+        self.count += 1;
+    }
+
+    /// Copies `data` into the next slot and queues it. Returns false when the batch is full or it is too big.
+    pub fn push(&mut self, data: &[u8], to: SocketAddr) -> bool {
+        if data.len() > MAX_DATAGRAM {
+            return false;
+        }
+        let Some(slot) = self.slot() else {
+            return false;
+        };
+        slot[..data.len()].copy_from_slice(data);
+        self.commit(data.len(), to);
+        true
+    }
+
+    fn prepare(&mut self) {
+        for i in 0..self.count {
+            self.iovecs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.lens[i] };
+            let hdr = &mut self.hdrs[i];
+            hdr.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_hdr.msg_namelen = self.addr_lens[i];
+            hdr.msg_hdr.msg_iov = &mut self.iovecs[i];
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+            hdr.msg_hdr.msg_flags = 0;
+            hdr.msg_len = 0;
+        }
+    }
+}
+
+fn setsockopt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: value is a live c_int and the length matches.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    // SAFETY: zeroed sockaddr_storage is valid; getsockname writes at most `len` bytes.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage/len are valid for writing.
+    let rc = unsafe { libc::getsockname(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    from_sockaddr(&storage).ok_or_else(|| io::Error::other("unknown address family"))
+}
+
+/// Converts a Rust socket address to a C one.
+pub(crate) fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            (storage, size_of::<libc::sockaddr_in>() as libc::socklen_t)
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            (storage, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+        }
+    }
+}
+
+/// Converts a C socket address to a Rust one; `None` for other families.
+pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            // A v4-mapped source (dual-stack peer) is normalised so one peer has one address.
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return Some(SocketAddr::new(IpAddr::V4(v4), u16::from_be(sin6.sin6_port)));
+            }
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_round_trip() {
+        for s in ["127.0.0.1:10000", "[::1]:443", "[fe80::1%2]:5", "0.0.0.0:0"] {
+            let a: SocketAddr = s.parse().expect("test literal");
+            let (st, _) = to_sockaddr(a);
+            assert_eq!(from_sockaddr(&st), Some(a));
+        }
+    }
+
+    #[test]
+    fn batch_send_and_receive_on_loopback_v4_and_v6() {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let a = UdpSocket::bind(bind.parse().expect("literal")).expect("bind a");
+            let b = match UdpSocket::bind(bind.parse().expect("literal")) {
+                Ok(b) => b,
+                Err(_) if bind.starts_with('[') => return, // no IPv6 loopback here
+                Err(e) => panic!("bind b: {e}"),
+            };
+            let mut tx = SendBatch::new(16);
+            for i in 0..10u8 {
+                assert!(tx.push(&[i; 100], b.local_addr()));
+            }
+            a.send_batch(&mut tx);
+            assert_eq!(tx.packets, 10);
+            let mut rx = RecvBatch::new(32);
+            let mut got = 0;
+            for _ in 0..100 {
+                got += b.recv_batch(&mut rx).expect("recv");
+                for i in 0..rx.len() {
+                    let (data, from) = rx.get_mut(i).expect("datagram");
+                    assert_eq!(data.len(), 100);
+                    assert_eq!(from, a.local_addr());
+                }
+                if got == 10 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(got, 10);
+        }
+    }
+}

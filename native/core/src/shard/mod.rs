@@ -1,0 +1,681 @@
+//! The shard: one thread that owns sockets, Transports and Routers, and runs the hot path.
+//!
+//! recvmmsg → classify (RFC 7983) → route (STUN by ufrag, the rest by remote address) → SRTP unprotect in
+//! place → RTP view → Producer → for each other member: copy into the egress batch, SRTP protect → sendmmsg.
+//! Everything here is `&mut` on one thread: no locks on the media path.
+
+mod rtcp_path;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::dtls::DtlsCert;
+use crate::io::{classify, DatagramKind, RecvBatch, SendBatch, UdpSocket};
+use crate::router::Router;
+use crate::rtp::RtpView;
+use crate::seam::{Command, Event, Queue, RouterId, TransportId, TransportState};
+use crate::stats::{Counters, DropReason, FailureCounters, IoCounters, StatsSnapshot};
+use crate::stun::{local_ufrag_of, StunClass, StunMessage};
+use crate::transport::{FailureKind, Note, Transport};
+
+/// Datagrams per recvmmsg/sendmmsg call.
+pub const BATCH: usize = 64;
+/// Receive batches per socket per loop turn, so commands and timers are not starved under load.
+const RECV_ROUNDS: usize = 8;
+/// The longest the loop sleeps; also the granularity of protocol timers.
+const MAX_SLEEP: Duration = Duration::from_millis(10);
+
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Local addresses to bind, all on the shared port (port 0: the first gets an ephemeral port, the
+    /// others reuse it).
+    pub bind: Vec<SocketAddr>,
+}
+
+/// Sockets and egress batches, one batch per socket.
+pub struct Io {
+    sockets: Vec<UdpSocket>,
+    send: Vec<SendBatch>,
+}
+
+impl Io {
+    /// The socket index for a local address (same address, or else same family).
+    fn socket_for(&self, local: SocketAddr) -> usize {
+        self.sockets
+            .iter()
+            .position(|s| s.local_addr() == local)
+            .or_else(|| self.sockets.iter().position(|s| s.local_addr().is_ipv4() == local.is_ipv4()))
+            .unwrap_or(0)
+    }
+
+    /// A free egress slot on socket `idx`, flushing the batch first if it is full.
+    #[inline]
+    fn slot(&mut self, idx: usize) -> &mut SendBatch {
+        if self.send[idx].is_full() {
+            self.sockets[idx].send_batch(&mut self.send[idx]);
+        }
+        &mut self.send[idx]
+    }
+
+    fn flush(&mut self) {
+        for (s, b) in self.sockets.iter().zip(self.send.iter_mut()) {
+            if !b.is_empty() {
+                s.send_batch(b);
+            }
+        }
+    }
+}
+
+/// All state a shard mutates per packet.
+pub struct State {
+    cert: DtlsCert,
+    local_addrs: Vec<SocketAddr>,
+    routers: HashMap<RouterId, Router>,
+    transports: HashMap<TransportId, Transport>,
+    by_ufrag: HashMap<Vec<u8>, TransportId>,
+    by_addr: HashMap<SocketAddr, TransportId>,
+    total: Counters,
+    failures: FailureCounters,
+    events: Vec<Event>,
+    /// Earliest time a timer may be due; a sweep runs when it passes.
+    next_sweep: Instant,
+    commands_seen: u64,
+}
+
+pub struct Shard {
+    io: Io,
+    recv: RecvBatch,
+    state: State,
+}
+
+impl Shard {
+    pub fn new(config: &ShardConfig, cert: DtlsCert) -> io::Result<Self> {
+        if config.bind.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no bind address"));
+        }
+        let mut sockets: Vec<UdpSocket> = Vec::new();
+        let mut port = 0;
+        for addr in &config.bind {
+            let mut a = *addr;
+            if a.port() == 0 && port != 0 {
+                a.set_port(port);
+            }
+            let s = UdpSocket::bind(a)?;
+            port = s.local_addr().port();
+            sockets.push(s);
+        }
+        let local_addrs = sockets.iter().map(|s| s.local_addr()).collect();
+        let send = sockets.iter().map(|_| SendBatch::new(BATCH)).collect();
+        Ok(Shard {
+            io: Io { sockets, send },
+            recv: RecvBatch::new(BATCH),
+            state: State {
+                cert,
+                local_addrs,
+                routers: HashMap::new(),
+                transports: HashMap::new(),
+                by_ufrag: HashMap::new(),
+                by_addr: HashMap::new(),
+                total: Counters::default(),
+                failures: FailureCounters::default(),
+                events: Vec::new(),
+                next_sweep: Instant::now(),
+                commands_seen: 0,
+            },
+        })
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.state.local_addrs
+    }
+
+    /// Applies one control command. Returns false on Shutdown.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) -> bool {
+        self.state.commands_seen += 1;
+        let keep_going = self.state.handle_command(now, cmd, &mut self.io);
+        self.io.flush();
+        keep_going
+    }
+
+    /// Receives and processes whatever is queued on the sockets (bounded), then flushes egress.
+    pub fn poll_io(&mut self, now: Instant) {
+        let Shard { io, recv, state } = self;
+        for sock_idx in 0..io.sockets.len() {
+            let local = io.sockets[sock_idx].local_addr();
+            for _ in 0..RECV_ROUNDS {
+                let n = match io.sockets[sock_idx].recv_batch(recv) {
+                    Ok(n) => n,
+                    Err(_) => 0,
+                };
+                if n == 0 {
+                    break;
+                }
+                for i in 0..n {
+                    let Some((buf, from)) = recv.get_mut(i) else {
+                        state.total.packets_in += 1;
+                        state.total.drop(DropReason::Unclassified);
+                        continue;
+                    };
+                    let outcome = catch_unwind(AssertUnwindSafe(|| state.on_datagram(now, local, from, buf, io)));
+                    if outcome.is_err() {
+                        state.on_panic(from);
+                    }
+                }
+                io.flush();
+                if n < recv.capacity() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Runs due protocol timers (ICE pacing, retransmits, consent, DTLS) and periodic RTCP.
+    pub fn handle_timeouts(&mut self, now: Instant) {
+        if now < self.state.next_sweep {
+            return;
+        }
+        self.state.sweep(now, &mut self.io);
+        self.io.flush();
+    }
+
+    /// When the loop should wake at the latest.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        self.state.next_sweep.min(now + MAX_SLEEP)
+    }
+
+    pub fn take_events(&mut self, out: &mut Vec<Event>) {
+        out.append(&mut self.state.events);
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.snapshot(&self.io, &self.recv)
+    }
+
+    /// Sleeps until a socket or `extra_fd` is readable, or until `deadline`.
+    pub fn wait(&self, extra_fd: Option<i32>, deadline: Instant, now: Instant) {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.io.sockets.len() + 1);
+        for s in &self.io.sockets {
+            fds.push(libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(s), events: libc::POLLIN, revents: 0 });
+        }
+        if let Some(fd) = extra_fd {
+            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        }
+        let ms = deadline.saturating_duration_since(now).as_millis().min(1000) as libc::c_int;
+        // SAFETY: fds is a live array of pollfd of the given length.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    }
+}
+
+impl State {
+    fn handle_command(&mut self, now: Instant, cmd: Command, io: &mut Io) -> bool {
+        match cmd {
+            Command::CreateRouter { router } => {
+                self.routers.entry(router).or_insert_with(|| Router::new(router));
+            }
+            Command::CloseRouter { router } => {
+                if let Some(r) = self.routers.get(&router) {
+                    for t in r.members.clone() {
+                        self.close_transport(now, t, io);
+                    }
+                }
+                self.routers.remove(&router);
+            }
+            Command::CreateTransport { router, transport, ice, controlling } => {
+                let Some(r) = self.routers.get_mut(&router) else {
+                    self.command_failed(transport, format!("no router {router}"));
+                    return true;
+                };
+                if self.transports.contains_key(&transport) {
+                    self.command_failed(transport, "transport exists".into());
+                    return true;
+                }
+                let t = Transport::new(transport, router, ice, controlling, self.cert.clone(), &self.local_addrs);
+                self.by_ufrag.insert(t.local_ufrag().as_bytes().to_vec(), transport);
+                r.add_member(transport);
+                self.transports.insert(transport, t);
+            }
+            Command::ConnectTransport { transport, remote_ice, fingerprints, remote_setup } => {
+                let Some(t) = self.transports.get_mut(&transport) else {
+                    self.command_failed(transport, "no such transport".into());
+                    return true;
+                };
+                t.connect(now, remote_ice, fingerprints, &remote_setup);
+                self.after_transport(now, transport, io);
+            }
+            Command::AddRemoteCandidates { transport, candidates } => {
+                let Some(t) = self.transports.get_mut(&transport) else {
+                    self.command_failed(transport, "no such transport".into());
+                    return true;
+                };
+                t.add_remote_candidates(now, &candidates);
+                self.after_transport(now, transport, io);
+            }
+            Command::SetSources { transport, sources } => {
+                let Some(t) = self.transports.get(&transport) else {
+                    self.command_failed(transport, "no such transport".into());
+                    return true;
+                };
+                let Some(r) = self.routers.get_mut(&t.router) else {
+                    return true;
+                };
+                let refused = r.set_sources(transport, &sources);
+                if !refused.is_empty() {
+                    self.command_failed(transport, format!("ssrcs owned by another endpoint: {refused:?}"));
+                }
+            }
+            Command::RequestKeyframe { transport, ssrc } => {
+                let Some(router) = self.transports.get(&transport).map(|t| t.router) else {
+                    self.command_failed(transport, "no such transport".into());
+                    return true;
+                };
+                self.request_keyframe(now, router, ssrc, io);
+            }
+            Command::CloseTransport { transport } => self.close_transport(now, transport, io),
+            Command::GetStats { request } => {
+                // Io counters are filled in by the caller that owns the batches.
+                self.events.push(Event::Stats { request, snapshot: Box::default() });
+            }
+            Command::Shutdown => return false,
+        }
+        self.next_sweep = now;
+        true
+    }
+
+    fn command_failed(&mut self, transport: TransportId, detail: String) {
+        self.events.push(Event::CommandFailed { transport, detail });
+    }
+
+    fn close_transport(&mut self, now: Instant, id: TransportId, io: &mut Io) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        t.close();
+        self.after_transport(now, id, io);
+        let Some(t) = self.transports.remove(&id) else {
+            return;
+        };
+        self.by_ufrag.remove(t.local_ufrag().as_bytes());
+        self.by_addr.retain(|_, v| *v != id);
+        if let Some(r) = self.routers.get_mut(&t.router) {
+            r.remove_member(id);
+        }
+    }
+
+    /// Routes one received datagram.
+    fn on_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, buf: &mut [u8], io: &mut Io) {
+        self.total.packets_in += 1;
+        self.total.bytes_in += buf.len() as u64;
+        match classify(buf) {
+            DatagramKind::Stun => self.on_stun(now, local, from, buf, io),
+            DatagramKind::Dtls => {
+                let Some(&id) = self.by_addr.get(&from) else {
+                    self.total.drop(DropReason::UnknownAddress);
+                    return;
+                };
+                let Some(t) = self.transports.get_mut(&id) else {
+                    self.total.drop(DropReason::UnknownAddress);
+                    return;
+                };
+                t.counters.packets_in += 1;
+                t.counters.bytes_in += buf.len() as u64;
+                if let Err(reason) = t.handle_dtls(now, local, from, buf) {
+                    t.counters.drop(reason);
+                    self.total.drop(reason);
+                }
+                self.after_transport(now, id, io);
+            }
+            DatagramKind::Rtp => self.on_rtp(now, from, buf, io),
+            DatagramKind::Rtcp => self.on_rtcp(now, from, buf, io),
+            DatagramKind::Unknown => self.total.drop(DropReason::Unclassified),
+        }
+    }
+
+    fn on_stun(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, buf: &[u8], io: &mut Io) {
+        let msg = match StunMessage::parse(buf) {
+            Ok(m) => m,
+            Err(_) => {
+                self.total.drop(DropReason::StunMalformed);
+                return;
+            }
+        };
+        let id = match msg.class() {
+            StunClass::Request | StunClass::Indication => msg
+                .username()
+                .and_then(local_ufrag_of)
+                .and_then(|u| self.by_ufrag.get(u).copied()),
+            StunClass::SuccessResponse | StunClass::ErrorResponse => {
+                let tid = msg.transaction_id();
+                match self.by_addr.get(&from) {
+                    Some(id) if self.transports.get(id).is_some_and(|t| t.is_pending_transaction(&tid)) => Some(*id),
+                    // Responses from a candidate not yet routed: find the transaction's owner.
+                    _ => self.transports.iter().find(|(_, t)| t.is_pending_transaction(&tid)).map(|(id, _)| *id),
+                }
+            }
+        };
+        let Some(id) = id else {
+            self.total.drop(DropReason::StunUnroutable);
+            return;
+        };
+        let Some(t) = self.transports.get_mut(&id) else {
+            self.total.drop(DropReason::StunUnroutable);
+            return;
+        };
+        t.counters.packets_in += 1;
+        t.counters.bytes_in += buf.len() as u64;
+        t.handle_stun(now, local, from, &msg);
+        self.after_transport(now, id, io);
+    }
+
+    /// The media path: unprotect, parse, find the Producer, fan out to every other member.
+    #[inline]
+    fn on_rtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], io: &mut Io) {
+        let Some(&id) = self.by_addr.get(&from) else {
+            self.total.drop(DropReason::UnknownAddress);
+            return;
+        };
+        let Some(t) = self.transports.get_mut(&id) else {
+            self.total.drop(DropReason::UnknownAddress);
+            return;
+        };
+        t.counters.packets_in += 1;
+        t.counters.bytes_in += buf.len() as u64;
+        t.counters.rtp_in += 1;
+        self.total.rtp_in += 1;
+        let len = match t.unprotect_rtp(buf) {
+            Ok(len) => len,
+            Err(reason) => {
+                t.counters.drop(reason);
+                self.total.drop(reason);
+                return;
+            }
+        };
+        let router_id = t.router;
+        let Some(pkt) = buf.get(..len) else {
+            self.total.drop(DropReason::SrtpOther);
+            return;
+        };
+        let view = match RtpView::parse(pkt) {
+            Ok(v) => v,
+            Err(_) => {
+                t.counters.drop(DropReason::RtpMalformed);
+                self.total.drop(DropReason::RtpMalformed);
+                return;
+            }
+        };
+        let Some(router) = self.routers.get_mut(&router_id) else {
+            self.total.drop(DropReason::UnknownSsrc);
+            return;
+        };
+        match router.producers.get_mut(&view.ssrc()) {
+            Some(p) if p.transport == id => {
+                p.stats.on_packet(now, view.sequence_number(), view.timestamp());
+                p.packets += 1;
+            }
+            _ => {
+                t.counters.drop(DropReason::UnknownSsrc);
+                self.total.drop(DropReason::UnknownSsrc);
+                return;
+            }
+        }
+        for &m in &router.members {
+            if m == id {
+                continue;
+            }
+            let Some(r) = self.transports.get_mut(&m) else {
+                continue;
+            };
+            if !r.is_media_ready() {
+                continue;
+            }
+            let (Some(dst), Some(src)) = (r.remote_addr(), r.local_addr()) else {
+                continue;
+            };
+            let sock = io.socket_for(src);
+            let batch = io.slot(sock);
+            let Some(slot) = batch.slot() else {
+                continue;
+            };
+            // One copy per receiver is unavoidable: each has its own SRTP key. Encrypt in the egress buffer.
+            slot[..len].copy_from_slice(pkt);
+            match r.protect_rtp(slot, len) {
+                Ok(n) => {
+                    batch.commit(n, dst);
+                    r.counters.packets_out += 1;
+                    r.counters.bytes_out += n as u64;
+                    r.counters.rtp_out += 1;
+                    self.total.rtp_out += 1;
+                    self.total.packets_out += 1;
+                    self.total.bytes_out += n as u64;
+                }
+                Err(reason) => {
+                    r.counters.drop(reason);
+                    self.total.drop(reason);
+                }
+            }
+        }
+    }
+
+    /// Drains a Transport's control output and notes after any input or command.
+    fn after_transport(&mut self, now: Instant, id: TransportId, io: &mut Io) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        let mut media_ready = false;
+        let mut finished = false;
+        while let Some(tx) = t.poll_transmit() {
+            let sock = io.socket_for(tx.source);
+            if io.slot(sock).push(&tx.contents, tx.destination) {
+                t.counters.packets_out += 1;
+                t.counters.bytes_out += tx.contents.len() as u64;
+                self.total.packets_out += 1;
+                self.total.bytes_out += tx.contents.len() as u64;
+            } else {
+                t.counters.drop(DropReason::EgressFailed);
+                self.total.drop(DropReason::EgressFailed);
+            }
+        }
+        while let Some(note) = t.poll_note() {
+            match note {
+                Note::Address(addr) => {
+                    self.by_addr.insert(addr, id);
+                }
+                Note::State { state, detail, failure } => {
+                    if let Some(f) = failure {
+                        match f {
+                            FailureKind::Ice => self.failures.ice += 1,
+                            FailureKind::Consent => self.failures.consent += 1,
+                            FailureKind::DtlsHandshake => self.failures.dtls_handshake += 1,
+                            FailureKind::DtlsFingerprint => self.failures.dtls_fingerprint += 1,
+                            FailureKind::Panic => self.failures.panic += 1,
+                        }
+                    }
+                    if matches!(state, TransportState::Failed | TransportState::Closed) {
+                        finished = true;
+                    }
+                    self.events.push(Event::TransportState { transport: id, state, detail });
+                }
+                Note::MediaReady => media_ready = true,
+            }
+        }
+        if finished {
+            // Nothing more is routed to a failed transport; it stays for stats until closed.
+            self.by_addr.retain(|_, v| *v != id);
+        }
+        if media_ready {
+            let router = t.router;
+            if let Some(r) = self.routers.get_mut(&router) {
+                for (owner, ssrc) in r.keyframe_requests(now, id) {
+                    self.send_pli(router, owner, ssrc, io);
+                }
+            }
+        }
+    }
+
+    fn on_panic(&mut self, from: SocketAddr) {
+        self.total.drop(DropReason::Panic);
+        if let Some(&id) = self.by_addr.get(&from) {
+            if let Some(t) = self.transports.get_mut(&id) {
+                t.fail(FailureKind::Panic, "internal error while processing a packet".into());
+            }
+            // Deliver the failure now; a failed transport needs no egress.
+            self.drain_notes_only(id);
+        }
+    }
+
+    /// Handles the notes of a transport without sending anything (used after a panic).
+    fn drain_notes_only(&mut self, id: TransportId) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        while t.poll_transmit().is_some() {}
+        while let Some(note) = t.poll_note() {
+            if let Note::State { state, detail, failure } = note {
+                if failure == Some(FailureKind::Panic) {
+                    self.failures.panic += 1;
+                }
+                self.events.push(Event::TransportState { transport: id, state, detail });
+            }
+        }
+        self.by_addr.retain(|_, v| *v != id);
+    }
+
+    fn sweep(&mut self, now: Instant, io: &mut Io) {
+        let mut next = now + MAX_SLEEP;
+        let ids: Vec<TransportId> = self.transports.keys().copied().collect();
+        for id in ids {
+            let due = self.transports.get(&id).and_then(|t| t.poll_timeout());
+            if let Some(at) = due {
+                if at <= now {
+                    let outcome = catch_unwind(AssertUnwindSafe(|| {
+                        if let Some(t) = self.transports.get_mut(&id) {
+                            t.handle_timeout(now);
+                        }
+                        self.after_transport(now, id, io);
+                    }));
+                    if outcome.is_err() {
+                        if let Some(t) = self.transports.get_mut(&id) {
+                            t.fail(FailureKind::Panic, "internal error in a timer".into());
+                        }
+                        self.drain_notes_only(id);
+                    }
+                }
+                if let Some(at) = self.transports.get(&id).and_then(|t| t.poll_timeout()) {
+                    next = next.min(at);
+                }
+            }
+        }
+        self.send_receiver_reports(now, io);
+        for r in self.routers.values() {
+            if let Some(at) = r.next_report {
+                next = next.min(at);
+            }
+        }
+        self.next_sweep = next.max(now + Duration::from_millis(1));
+    }
+
+    fn snapshot(&self, io: &Io, recv: &RecvBatch) -> StatsSnapshot {
+        let mut total = self.total;
+        let mut io_counters = IoCounters { recv_calls: recv.calls, recv_packets: recv.packets, ..Default::default() };
+        for b in &io.send {
+            io_counters.send_calls += b.calls;
+            io_counters.send_packets += b.packets;
+            for _ in 0..b.dropped {
+                total.drop(DropReason::SendFailed);
+            }
+        }
+        let mut transports: Vec<_> = self.transports.values().map(|t| t.stats()).collect();
+        transports.sort_by_key(|t| t.id);
+        StatsSnapshot {
+            total,
+            failures: self.failures,
+            io: io_counters,
+            routers: self.routers.len() as u64,
+            transports,
+            seam_commands: self.commands_seen,
+            seam_events: 0,
+        }
+    }
+}
+
+/// A shard running on its own thread, driven through the seam queues.
+pub struct ShardHandle {
+    pub commands: Arc<Queue<Command>>,
+    pub events: Arc<Queue<Event>>,
+    local_addrs: Vec<SocketAddr>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ShardHandle {
+    pub fn spawn(config: &ShardConfig, cert: DtlsCert) -> io::Result<Self> {
+        let shard = Shard::new(config, cert)?;
+        let local_addrs = shard.local_addrs().to_vec();
+        let commands = Arc::new(Queue::new()?);
+        let events = Arc::new(Queue::new()?);
+        let (c, e) = (commands.clone(), events.clone());
+        let thread = std::thread::Builder::new().name("sluice-shard-0".into()).spawn(move || run(shard, &c, &e))?;
+        Ok(ShardHandle { commands, events, local_addrs, thread: Some(thread) })
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn send(&self, cmd: Command) {
+        self.commands.push(cmd);
+    }
+
+    /// Stops the shard thread and waits for it.
+    pub fn shutdown(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.commands.push(Command::Shutdown);
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ShardHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(mut shard: Shard, commands: &Queue<Command>, events: &Queue<Event>) {
+    let mut cmds = Vec::new();
+    let mut evs = Vec::new();
+    loop {
+        let now = Instant::now();
+        shard.wait(Some(commands.fd()), shard.poll_timeout(now), now);
+        let now = Instant::now();
+        commands.drain_into(&mut cmds);
+        for cmd in cmds.drain(..) {
+            let is_stats = matches!(cmd, Command::GetStats { .. });
+            if !shard.handle_command(now, cmd) {
+                return;
+            }
+            if is_stats {
+                fill_stats(&mut shard, commands, events);
+            }
+        }
+        shard.poll_io(now);
+        shard.handle_timeouts(now);
+        shard.take_events(&mut evs);
+        if !evs.is_empty() {
+            events.push_all(evs.drain(..));
+        }
+    }
+}
+
+/// Replaces the placeholder snapshot of the last GetStats event with the real one.
+fn fill_stats(shard: &mut Shard, commands: &Queue<Command>, events: &Queue<Event>) {
+    let mut snap = shard.stats();
+    snap.seam_commands = commands.pushed();
+    snap.seam_events = events.pushed();
+    if let Some(Event::Stats { snapshot, .. }) = shard.state.events.last_mut() {
+        **snapshot = snap;
+    }
+}

@@ -1,0 +1,236 @@
+//! RTCP terminated per leg, as an SFU does (RFC 7667 3.7):
+//! - senders get the bridge's own receiver reports (from RFC 3550 receive statistics of each Producer);
+//! - sender reports are passed on to receivers without report blocks (they keep lip sync working);
+//! - PLI, FIR and NACK from a receiver go to the sender of that SSRC, with the bridge as packet sender;
+//! - everything else (RR, REMB, transport-cc, SDES, BYE from receivers) ends here.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{Io, State};
+use crate::io::MAX_DATAGRAM;
+use crate::rtcp::{
+    parse_compound, set_sender_ssrc, validate_compound, write_pli, write_receiver_report, write_sdes_cname,
+    write_sender_report, ReportBlock, RtcpPacket,
+};
+use crate::router::{Router, RR_INTERVAL};
+use crate::seam::{RouterId, TransportId};
+use crate::stats::DropReason;
+
+/// RFC 3550 6.4.2: at most 31 report blocks fit one RR.
+const MAX_BLOCKS: usize = 31;
+/// The CNAME the bridge uses for its own RTCP.
+const BRIDGE_CNAME: &[u8] = b"sluice";
+
+impl State {
+    pub(super) fn on_rtcp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], io: &mut Io) {
+        let Some(&id) = self.by_addr.get(&from) else {
+            self.total.drop(DropReason::UnknownAddress);
+            return;
+        };
+        let Some(t) = self.transports.get_mut(&id) else {
+            self.total.drop(DropReason::UnknownAddress);
+            return;
+        };
+        t.counters.packets_in += 1;
+        t.counters.bytes_in += buf.len() as u64;
+        t.counters.rtcp_in += 1;
+        self.total.rtcp_in += 1;
+        let len = match t.unprotect_rtcp(buf) {
+            Ok(len) => len,
+            Err(reason) => {
+                t.counters.drop(reason);
+                self.total.drop(reason);
+                return;
+            }
+        };
+        let router_id = t.router;
+        let Some(pkt) = buf.get(..len) else {
+            self.total.drop(DropReason::SrtpOther);
+            return;
+        };
+        if validate_compound(pkt).is_err() {
+            t.counters.drop(DropReason::RtcpMalformed);
+            self.total.drop(DropReason::RtcpMalformed);
+            return;
+        }
+        for packet in parse_compound(pkt) {
+            let Ok(packet) = packet else {
+                self.total.drop(DropReason::RtcpMalformed);
+                return;
+            };
+            match packet {
+                RtcpPacket::SenderReport(sr) => {
+                    let owned = self.routers.get_mut(&router_id).and_then(|r| r.producers.get_mut(&sr.ssrc));
+                    let Some(p) = owned.filter(|p| p.transport == id) else {
+                        continue;
+                    };
+                    p.stats.on_sender_report(now, sr.ntp_timestamp);
+                    let mut out = [0u8; 64];
+                    let Ok(n) = write_sender_report(
+                        &mut out,
+                        sr.ssrc,
+                        sr.ntp_timestamp,
+                        sr.rtp_timestamp,
+                        sr.packet_count,
+                        sr.octet_count,
+                        &[],
+                    ) else {
+                        continue;
+                    };
+                    self.send_to_others(router_id, id, &out[..n], io);
+                }
+                RtcpPacket::Pli { media_ssrc, .. } => self.request_keyframe(now, router_id, media_ssrc, io),
+                RtcpPacket::Fir(fir) => {
+                    let media = fir.entries().next().map(|(ssrc, _)| ssrc);
+                    if let Some(owner) = media.and_then(|s| self.owner_of(router_id, s)) {
+                        self.forward_feedback(router_id, owner, fir.as_bytes(), io);
+                    }
+                }
+                RtcpPacket::Nack(nack) => {
+                    if let Some(owner) = self.owner_of(router_id, nack.media_ssrc) {
+                        self.forward_feedback(router_id, owner, nack.as_bytes(), io);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Asks the sender of `ssrc` for a keyframe with a PLI (rate-limited per Producer).
+    pub(super) fn request_keyframe(&mut self, now: Instant, router: RouterId, ssrc: u32, io: &mut Io) {
+        let Some(r) = self.routers.get_mut(&router) else {
+            return;
+        };
+        let Some(p) = r.producers.get_mut(&ssrc) else {
+            return;
+        };
+        if !Router::may_request_keyframe(p, now) {
+            return;
+        }
+        let owner = p.transport;
+        self.send_pli(router, owner, ssrc, io);
+    }
+
+    pub(super) fn send_pli(&mut self, router: RouterId, owner: TransportId, ssrc: u32, io: &mut Io) {
+        let Some(sender) = self.routers.get(&router).map(|r| r.rtcp_ssrc) else {
+            return;
+        };
+        let mut out = [0u8; 12];
+        if let Ok(n) = write_pli(&mut out, sender, ssrc) {
+            self.send_rtcp(owner, &out[..n], io);
+        }
+    }
+
+    fn owner_of(&self, router: RouterId, ssrc: u32) -> Option<TransportId> {
+        self.routers.get(&router)?.producers.get(&ssrc).map(|p| p.transport)
+    }
+
+    /// Forwards one feedback packet with the bridge as its sender.
+    fn forward_feedback(&mut self, router: RouterId, owner: TransportId, packet: &[u8], io: &mut Io) {
+        let Some(sender) = self.routers.get(&router).map(|r| r.rtcp_ssrc) else {
+            return;
+        };
+        let mut out = [0u8; MAX_DATAGRAM];
+        let Some(dst) = out.get_mut(..packet.len()) else {
+            return;
+        };
+        dst.copy_from_slice(packet);
+        set_sender_ssrc(dst, sender);
+        self.send_rtcp(owner, &out[..packet.len()], io);
+    }
+
+    fn send_to_others(&mut self, router: RouterId, except: TransportId, packet: &[u8], io: &mut Io) {
+        let Some(members) = self.routers.get(&router).map(|r| r.members.clone()) else {
+            return;
+        };
+        for m in members {
+            if m != except {
+                self.send_rtcp(m, packet, io);
+            }
+        }
+    }
+
+    /// Protects a plain RTCP compound for one transport and queues it.
+    pub(super) fn send_rtcp(&mut self, to: TransportId, packet: &[u8], io: &mut Io) {
+        let Some(t) = self.transports.get_mut(&to) else {
+            return;
+        };
+        if !t.is_media_ready() {
+            return;
+        }
+        let (Some(dst), Some(src)) = (t.remote_addr(), t.local_addr()) else {
+            return;
+        };
+        let sock = io.socket_for(src);
+        let batch = io.slot(sock);
+        let Some(slot) = batch.slot() else {
+            return;
+        };
+        let Some(head) = slot.get_mut(..packet.len()) else {
+            return;
+        };
+        head.copy_from_slice(packet);
+        match t.protect_rtcp(slot, packet.len()) {
+            Ok(n) => {
+                batch.commit(n, dst);
+                t.counters.packets_out += 1;
+                t.counters.bytes_out += n as u64;
+                t.counters.rtcp_out += 1;
+                self.total.rtcp_out += 1;
+                self.total.packets_out += 1;
+                self.total.bytes_out += n as u64;
+            }
+            Err(reason) => {
+                t.counters.drop(reason);
+                self.total.drop(reason);
+            }
+        }
+    }
+
+    /// Sends each sender an RR (plus SDES CNAME, RFC 3550 6.1) about the SSRCs it sends, every RR_INTERVAL.
+    pub(super) fn send_receiver_reports(&mut self, now: Instant, io: &mut Io) {
+        let due: Vec<RouterId> = self
+            .routers
+            .values_mut()
+            .filter_map(|r| match r.next_report {
+                Some(at) if at > now => None,
+                _ => {
+                    r.next_report = Some(now + RR_INTERVAL);
+                    Some(r.id)
+                }
+            })
+            .collect();
+        for router in due {
+            let Some(r) = self.routers.get_mut(&router) else {
+                continue;
+            };
+            let sender_ssrc = r.rtcp_ssrc;
+            let members = r.members.clone();
+            for m in members {
+                let Some(r) = self.routers.get_mut(&router) else {
+                    break;
+                };
+                let mut blocks = [ReportBlock::default(); MAX_BLOCKS];
+                let mut n = 0;
+                for p in r.producers.values_mut() {
+                    if p.transport == m && p.packets > 0 && n < MAX_BLOCKS {
+                        blocks[n] = p.stats.report_block(now);
+                        n += 1;
+                    }
+                }
+                if n == 0 {
+                    continue;
+                }
+                let mut out = [0u8; 1024];
+                let Ok(rr) = write_receiver_report(&mut out, sender_ssrc, &blocks[..n]) else {
+                    continue;
+                };
+                let Ok(sdes) = write_sdes_cname(&mut out[rr..], sender_ssrc, BRIDGE_CNAME) else {
+                    continue;
+                };
+                self.send_rtcp(m, &out[..rr + sdes], io);
+            }
+        }
+    }
+}

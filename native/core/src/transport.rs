@@ -1,0 +1,411 @@
+//! Transport: ICE + DTLS + SRTP for one remote peer on the shared UDP port (sans-IO).
+//!
+//! The shard routes datagrams here; the Transport answers with datagrams to send (STUN, DTLS) through
+//! `poll_transmit`, with notes for the shard (addresses it may now route, state changes) through
+//! `poll_note`, and offers in-place SRTP for the media path.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, Fingerprint};
+use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
+use crate::seam::{RemoteCandidate, RouterId, TransportId, TransportState};
+use crate::srtp::{SrtpContext, SrtpError, SrtpProfile};
+use crate::stats::{Counters, DropReason, TransportStats};
+use crate::stun::StunMessage;
+
+/// A datagram a Transport wants sent (control traffic: STUN and DTLS).
+#[derive(Debug)]
+pub struct Transmit {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// Why a transport failed, for the failure counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    Ice,
+    Consent,
+    DtlsHandshake,
+    DtlsFingerprint,
+    Panic,
+}
+
+/// What the shard must learn from a Transport.
+#[derive(Debug)]
+pub enum Note {
+    /// The peer proved itself (authenticated STUN) from this address: route its datagrams here.
+    Address(SocketAddr),
+    State { state: TransportState, detail: String, failure: Option<FailureKind> },
+    /// SRTP is ready: media may flow both ways.
+    MediaReady,
+}
+
+pub struct Transport {
+    pub id: TransportId,
+    pub router: RouterId,
+    ice: IceAgent,
+    cert: DtlsCert,
+    dtls: Option<DtlsConn>,
+    dtls_started: bool,
+    srtp_rx: Option<SrtpContext>,
+    srtp_tx: Option<SrtpContext>,
+    selected: Option<(SocketAddr, SocketAddr)>,
+    /// Where DTLS last came from: the path to answer on before ICE has nominated.
+    dtls_path: Option<(SocketAddr, SocketAddr)>,
+    state: TransportState,
+    transmits: VecDeque<Transmit>,
+    notes: VecDeque<Note>,
+    pub counters: Counters,
+}
+
+impl Transport {
+    pub fn new(
+        id: TransportId,
+        router: RouterId,
+        ice: IceCredentials,
+        controlling: bool,
+        cert: DtlsCert,
+        local_addrs: &[SocketAddr],
+    ) -> Self {
+        let mut tie = [0u8; 8];
+        // A tie-breaker only needs to be unlikely to collide; fall back to the id if RAND fails.
+        if openssl::rand::rand_bytes(&mut tie).is_err() {
+            tie = id.to_be_bytes();
+        }
+        let mut agent = IceAgent::new(controlling, ice, u64::from_be_bytes(tie));
+        for (i, addr) in local_addrs.iter().enumerate() {
+            agent.add_local_candidate(Candidate::host(*addr, 65535 - i as u16));
+        }
+        Transport {
+            id,
+            router,
+            ice: agent,
+            cert,
+            dtls: None,
+            dtls_started: false,
+            srtp_rx: None,
+            srtp_tx: None,
+            selected: None,
+            dtls_path: None,
+            state: TransportState::Checking,
+            transmits: VecDeque::new(),
+            notes: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn local_ufrag(&self) -> &str {
+        &self.ice.local_credentials().ufrag
+    }
+
+    pub fn state(&self) -> TransportState {
+        self.state
+    }
+
+    pub fn is_media_ready(&self) -> bool {
+        self.srtp_tx.is_some() && self.selected.is_some() && self.state == TransportState::Connected
+    }
+
+    /// The address media is sent to (the remote of the selected ICE pair).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.selected.map(|(_, r)| r)
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.selected.map(|(l, _)| l)
+    }
+
+    /// Remote ICE credentials, fingerprints and setup. DTLS runs once ICE has a path.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote_ice: IceCredentials,
+        fingerprints: Vec<Fingerprint>,
+        remote_setup: &str,
+    ) {
+        if self.is_finished() {
+            return;
+        }
+        self.ice.set_remote_credentials(remote_ice);
+        let Some(role) = DtlsRole::from_remote_setup(remote_setup) else {
+            self.fail(FailureKind::DtlsHandshake, format!("dtls: unknown remote setup {remote_setup:?}"));
+            return;
+        };
+        match &mut self.dtls {
+            Some(conn) if !self.dtls_started => conn.set_remote_fingerprints(fingerprints),
+            Some(_) => {} // DTLS already running: the session keeps its fingerprints.
+            None => match DtlsConn::new(&self.cert, role, fingerprints) {
+                Ok(conn) => self.dtls = Some(conn),
+                Err(e) => {
+                    self.fail(FailureKind::DtlsHandshake, format!("dtls: {e:?}"));
+                    return;
+                }
+            },
+        }
+        self.drive(now);
+    }
+
+    pub fn add_remote_candidates(&mut self, now: Instant, candidates: &[RemoteCandidate]) {
+        if self.is_finished() {
+            return;
+        }
+        for c in candidates {
+            self.ice.add_remote_candidate(Candidate {
+                addr: c.addr,
+                kind: c.kind,
+                priority: c.priority,
+                foundation: format!("r{}", c.priority),
+            });
+        }
+        self.drive(now);
+    }
+
+    /// A STUN message routed to this transport (by ufrag or transaction id).
+    pub fn handle_stun(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, msg: &StunMessage<'_>) {
+        if self.is_finished() {
+            return;
+        }
+        // Only an authenticated request teaches the shard a new address to route media from.
+        let authenticated_request = msg.class() == crate::stun::StunClass::Request
+            && msg.verify_integrity(self.ice.local_credentials().pwd.as_bytes());
+        self.ice.handle_stun(now, local, from, msg);
+        if authenticated_request {
+            self.notes.push_back(Note::Address(from));
+        }
+        self.drive(now);
+    }
+
+    pub fn is_pending_transaction(&self, tid: &[u8; 12]) -> bool {
+        self.ice.is_pending_transaction(tid)
+    }
+
+    /// A DTLS datagram from an address this transport owns.
+    pub fn handle_dtls(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), DropReason> {
+        if self.is_finished() {
+            return Err(DropReason::DtlsUnexpected);
+        }
+        let Some(conn) = &mut self.dtls else {
+            return Err(DropReason::DtlsUnexpected);
+        };
+        // A server learns it is in business from the peer's ClientHello.
+        self.dtls_started = true;
+        self.dtls_path = Some((local, from));
+        conn.handle_datagram(now, datagram);
+        self.drive(now);
+        Ok(())
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_finished() {
+            return;
+        }
+        self.ice.handle_timeout(now);
+        if let Some(conn) = &mut self.dtls {
+            if self.dtls_started {
+                conn.handle_timeout(now);
+            }
+        }
+        self.drive(now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_finished() {
+            return None;
+        }
+        let ice = self.ice.poll_timeout();
+        let dtls = self.dtls.as_ref().filter(|_| self.dtls_started).and_then(|d| d.poll_timeout());
+        match (ice, dtls) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_note(&mut self) -> Option<Note> {
+        self.notes.pop_front()
+    }
+
+    /// Decrypts an SRTP packet in place; returns the RTP length.
+    #[inline]
+    pub fn unprotect_rtp(&mut self, buf: &mut [u8]) -> Result<usize, DropReason> {
+        let ctx = self.srtp_rx.as_mut().ok_or(DropReason::NotConnected)?;
+        ctx.unprotect_rtp(buf).map_err(srtp_drop)
+    }
+
+    #[inline]
+    pub fn unprotect_rtcp(&mut self, buf: &mut [u8]) -> Result<usize, DropReason> {
+        let ctx = self.srtp_rx.as_mut().ok_or(DropReason::NotConnected)?;
+        ctx.unprotect_rtcp(buf).map_err(srtp_drop)
+    }
+
+    /// Encrypts `buf[..len]` (plain RTP) in place; returns the SRTP length.
+    #[inline]
+    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, DropReason> {
+        let ctx = self.srtp_tx.as_mut().ok_or(DropReason::NotConnected)?;
+        ctx.protect_rtp(buf, len).map_err(|_| DropReason::EgressFailed)
+    }
+
+    #[inline]
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, DropReason> {
+        let ctx = self.srtp_tx.as_mut().ok_or(DropReason::NotConnected)?;
+        ctx.protect_rtcp(buf, len).map_err(|_| DropReason::EgressFailed)
+    }
+
+    pub fn srtp_profile(&self) -> Option<SrtpProfile> {
+        self.srtp_tx.as_ref().map(|c| c.profile())
+    }
+
+    pub fn close(&mut self) {
+        if self.state == TransportState::Closed {
+            return;
+        }
+        if let Some(conn) = &mut self.dtls {
+            conn.close();
+            while let Some(d) = conn.poll_transmit() {
+                if let Some((local, remote)) = self.selected {
+                    self.transmits.push_back(Transmit { source: local, destination: remote, contents: d });
+                }
+            }
+        }
+        self.ice.close();
+        self.srtp_rx = None;
+        self.srtp_tx = None;
+        self.set_state(TransportState::Closed, "closed".into(), None);
+    }
+
+    /// Fails the transport (after a panic in its processing, or a protocol failure).
+    pub fn fail(&mut self, failure: FailureKind, detail: String) {
+        if self.is_finished() {
+            return;
+        }
+        self.ice.close();
+        self.srtp_rx = None;
+        self.srtp_tx = None;
+        self.set_state(TransportState::Failed, detail, Some(failure));
+    }
+
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            id: self.id,
+            router: self.router,
+            state: self.state.as_str(),
+            counters: self.counters,
+            selected_remote: self.remote_addr(),
+            srtp_profile: self.srtp_profile().map(|p| p.dtls_name()),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.state, TransportState::Failed | TransportState::Closed)
+    }
+
+    fn set_state(&mut self, state: TransportState, detail: String, failure: Option<FailureKind>) {
+        if self.state == state {
+            return;
+        }
+        self.state = state;
+        self.notes.push_back(Note::State { state, detail, failure });
+    }
+
+    /// Runs ICE and DTLS to quiescence after any input.
+    fn drive(&mut self, now: Instant) {
+        while let Some(t) = self.ice.poll_transmit() {
+            self.transmits.push_back(Transmit {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents,
+            });
+        }
+        while let Some(ev) = self.ice.poll_event() {
+            match ev {
+                IceEvent::SelectedPair { local, remote } => {
+                    self.selected = Some((local, remote));
+                    self.notes.push_back(Note::Address(remote));
+                    if let Some(conn) = &mut self.dtls {
+                        if !self.dtls_started && conn.role() == DtlsRole::Client {
+                            self.dtls_started = true;
+                            conn.start(now);
+                        }
+                    }
+                }
+                IceEvent::StateChanged(IceState::Failed) => {
+                    let (kind, detail) = if self.selected.is_some() {
+                        (FailureKind::Consent, "ice: consent expired")
+                    } else {
+                        (FailureKind::Ice, "ice: no candidate pair succeeded")
+                    };
+                    self.fail(kind, detail.into());
+                    return;
+                }
+                IceEvent::StateChanged(_) => {}
+            }
+        }
+        let Some(conn) = &mut self.dtls else {
+            return;
+        };
+        let mut events = Vec::new();
+        while let Some(d) = conn.poll_transmit() {
+            // DTLS goes to where ICE found the peer; before nomination, a server answers the sender.
+            if let Some((local, remote)) = self.selected.or(self.dtls_path) {
+                self.transmits.push_back(Transmit { source: local, destination: remote, contents: d });
+            }
+        }
+        while let Some(ev) = conn.poll_event() {
+            events.push(ev);
+        }
+        for ev in events {
+            match ev {
+                DtlsEvent::Connected(keys) => self.on_dtls_connected(keys),
+                DtlsEvent::Failed(DtlsError::FingerprintMismatch) => {
+                    self.fail(FailureKind::DtlsFingerprint, "dtls: fingerprint mismatch".into());
+                }
+                DtlsEvent::Failed(e) => self.fail(FailureKind::DtlsHandshake, format!("dtls: {e:?}")),
+                DtlsEvent::Closed => {
+                    self.ice.close();
+                    self.srtp_rx = None;
+                    self.srtp_tx = None;
+                    self.set_state(TransportState::Closed, "dtls: peer closed".into(), None);
+                }
+            }
+        }
+    }
+
+    fn on_dtls_connected(&mut self, keys: crate::dtls::SrtpKeyingMaterial) {
+        let Some(profile) = SrtpProfile::from_dtls_name(keys.profile.name()) else {
+            self.fail(FailureKind::DtlsHandshake, "dtls: unsupported srtp profile".into());
+            return;
+        };
+        let tx = SrtpContext::new(profile, &keys.local_key, &keys.local_salt);
+        let rx = SrtpContext::new(profile, &keys.remote_key, &keys.remote_salt);
+        match (tx, rx) {
+            (Ok(tx), Ok(rx)) => {
+                self.srtp_tx = Some(tx);
+                self.srtp_rx = Some(rx);
+                self.set_state(TransportState::Connected, format!("srtp {}", profile.dtls_name()), None);
+                self.notes.push_back(Note::MediaReady);
+            }
+            _ => self.fail(FailureKind::DtlsHandshake, "srtp: bad keying material".into()),
+        }
+    }
+}
+
+fn srtp_drop(e: SrtpError) -> DropReason {
+    match e {
+        SrtpError::AuthFailed => DropReason::SrtpAuth,
+        SrtpError::Replay => DropReason::SrtpReplay,
+        SrtpError::TooShort => DropReason::TooShort,
+        _ => DropReason::SrtpOther,
+    }
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian 12 machine (idempotent):
+# Debian packages, a venv with pinned Python deps, the Rust extension (release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PKGS=(chromium chromium-driver libssl-dev pkg-config prosody coturn)
+missing=()
+for p in "${DEB_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || { echo "bootstrap: Rust (rustup) is required" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.deps-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip==25.3
+    # Dependencies from pyproject (runtime + test), then the package itself via maturin.
+    .venv/bin/python - <<'PYEOF' > .venv/requirements.txt
+import tomllib
+p = tomllib.load(open("pyproject.toml", "rb"))
+print("\n".join(p["project"]["dependencies"] + p["project"]["optional-dependencies"]["test"]
+      + p["build-system"]["requires"]))
+PYEOF
+    .venv/bin/pip install -q -r .venv/requirements.txt
+    rm -f .venv/.deps-*; touch "$stamp"
+fi
+
+# Rebuild the extension only when the Rust or Python package sources changed.
+src_hash=$(find native/core/src native/py/src native/Cargo.toml native/core/Cargo.toml native/py/Cargo.toml \
+    pyproject.toml -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+if [ ! -f ".venv/.native-$src_hash" ]; then
+    VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release -q
+    rm -f .venv/.native-*; touch ".venv/.native-$src_hash"
+fi
+echo "bootstrap: ready"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: lint and type checks, Rust tests, fuzz build, pytest (unit, integration, e2e).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
+
+step() { echo; echo "=== $* ==="; }
+
+step "ruff"
+ruff check bridge signaling tests bench
+ruff format --check bridge signaling tests bench
+step "mypy (strict)"
+mypy
+step "cargo fmt --check"
+(cd native && cargo fmt --all --check)
+step "cargo clippy -D warnings"
+(cd native && cargo clippy --workspace --all-targets -q -- -D warnings)
+step "cargo test"
+(cd native && cargo test --workspace --release -q 2>&1)
+step "cargo fuzz build"
+scripts/fuzz.sh build
+step "pytest"
+pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,1 @@
+"""Sluice signaling: XMPP, Jingle, the focus (later issues)."""
