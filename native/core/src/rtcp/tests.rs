@@ -1,0 +1,1 @@
+// RTCP tests: added in the next commit.
