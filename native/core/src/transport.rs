@@ -59,6 +59,9 @@ pub struct Transport {
     transmits: VecDeque<Transmit>,
     notes: VecDeque<Note>,
     pub counters: Counters,
+    /// Test-only fault injection: the next DTLS datagram panics (proves the shard's isolation).
+    #[cfg(test)]
+    pub(crate) panic_on_dtls: bool,
 }
 
 impl Transport {
@@ -94,6 +97,8 @@ impl Transport {
             transmits: VecDeque::new(),
             notes: VecDeque::new(),
             counters: Counters::default(),
+            #[cfg(test)]
+            panic_on_dtls: false,
         }
     }
 
@@ -196,6 +201,10 @@ impl Transport {
         let Some(conn) = &mut self.dtls else {
             return Err(DropReason::DtlsUnexpected);
         };
+        #[cfg(test)]
+        if self.panic_on_dtls {
+            panic!("injected fault");
+        }
         // A server learns it is in business from the peer's ClientHello.
         self.dtls_started = true;
         self.dtls_path = Some((local, from));

@@ -242,6 +242,11 @@ impl SendBatch {
         self.count == 0
     }
 
+    /// Forgets every queued datagram without sending.
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
     pub fn is_full(&self) -> bool {
         self.count == self.bufs.len()
     }

@@ -679,3 +679,115 @@ fn fill_stats(shard: &mut Shard, commands: &Queue<Command>, events: &Queue<Event
         **snapshot = snap;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ice::IceCredentials;
+
+    fn shard_with_transports(ids: &[TransportId]) -> Shard {
+        let cert = DtlsCert::generate().expect("cert");
+        let mut shard =
+            Shard::new(&ShardConfig { bind: vec!["127.0.0.1:0".parse().expect("literal")] }, cert).expect("bind");
+        let now = Instant::now();
+        shard.handle_command(now, Command::CreateRouter { router: 1 });
+        for &id in ids {
+            let ice = IceCredentials { ufrag: format!("ufrag{id}"), pwd: "p".repeat(24) };
+            shard.handle_command(now, Command::CreateTransport { router: 1, transport: id, ice, controlling: true });
+            let fp = crate::dtls::DtlsCert::generate().expect("cert").fingerprint(crate::dtls::HashAlg::Sha256);
+            shard.handle_command(
+                now,
+                Command::ConnectTransport {
+                    transport: id,
+                    remote_ice: IceCredentials { ufrag: "peer".into(), pwd: "q".repeat(24) },
+                    fingerprints: vec![fp],
+                    remote_setup: "active".into(),
+                },
+            );
+        }
+        shard
+    }
+
+    #[test]
+    fn a_panic_in_one_transport_fails_it_and_the_shard_lives() {
+        let mut shard = shard_with_transports(&[10, 11]);
+        let peer = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let other = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        shard.state.by_addr.insert(peer.local_addr(), 10);
+        shard.state.by_addr.insert(other.local_addr(), 11);
+        shard.state.transports.get_mut(&10).expect("transport").panic_on_dtls = true;
+
+        let mut batch = SendBatch::new(4);
+        batch.push(&[22, 0xfe, 0xfd, 0, 0], shard.local_addrs()[0]);
+        peer.send_batch(&mut batch);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while shard.stats().total.drops(DropReason::Panic) == 0 && Instant::now() < deadline {
+            shard.poll_io(Instant::now());
+        }
+        let mut events = Vec::new();
+        shard.take_events(&mut events);
+        assert!(events.iter().any(|e| matches!(e,
+            Event::TransportState { transport: 10, state: TransportState::Failed, detail } if detail.contains("internal"))));
+        assert_eq!(shard.stats().failures.panic, 1);
+        assert!(!shard.state.by_addr.values().any(|v| *v == 10), "a failed transport is no longer routed");
+
+        // The other transport still gets its datagrams.
+        let before = shard.state.transports[&11].counters.packets_in;
+        batch.push(&[22, 0xfe, 0xfd, 0, 0], shard.local_addrs()[0]);
+        other.send_batch(&mut batch);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while shard.state.transports[&11].counters.packets_in == before && Instant::now() < deadline {
+            shard.poll_io(Instant::now());
+        }
+        assert_eq!(shard.state.transports[&11].counters.packets_in, before + 1);
+        assert_eq!(shard.state.transports[&11].state(), TransportState::Checking);
+    }
+}
+
+/// Entry points for native/fuzz: the whole per-datagram path of a shard, without threads.
+#[cfg(feature = "fuzzing")]
+pub mod fuzz {
+    use super::*;
+    use crate::ice::IceCredentials;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static SHARD: RefCell<Option<Shard>> = const { RefCell::new(None) };
+    }
+
+    const KNOWN: &str = "127.0.0.1:40000";
+    const UNKNOWN: &str = "127.0.0.1:40001";
+
+    fn setup() -> Shard {
+        let cert = DtlsCert::generate().expect("fuzz setup: certificate");
+        let config = ShardConfig { bind: vec!["127.0.0.1:0".parse().expect("literal")] };
+        let mut shard = Shard::new(&config, cert).expect("fuzz setup: bind");
+        let now = Instant::now();
+        shard.handle_command(now, Command::CreateRouter { router: 1 });
+        for (id, ufrag) in [(10, "fuzzufrag"), (11, "otherufrag")] {
+            let ice = IceCredentials { ufrag: ufrag.into(), pwd: "fuzzpasswordfuzzpassword".into() };
+            shard.handle_command(now, Command::CreateTransport { router: 1, transport: id, ice, controlling: true });
+        }
+        shard.state.by_addr.insert(KNOWN.parse().expect("literal"), 10);
+        shard
+    }
+
+    /// Routes one datagram through classify → STUN/DTLS/SRTP/RTCP handling, as from a known peer
+    /// (first byte even) or an unknown address (odd).
+    pub fn demux(data: &[u8]) {
+        let Some((&sel, rest)) = data.split_first() else {
+            return;
+        };
+        SHARD.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let shard = slot.get_or_insert_with(setup);
+            let from: SocketAddr = if sel % 2 == 0 { KNOWN } else { UNKNOWN }.parse().expect("literal");
+            let local = shard.io.sockets[0].local_addr();
+            let mut buf = rest.to_vec();
+            let Shard { io, state, .. } = shard;
+            state.on_datagram(Instant::now(), local, from, &mut buf, io);
+            // Never put fuzz output on the wire.
+            io.send.iter_mut().for_each(|b| b.clear());
+        });
+    }
+}

@@ -169,6 +169,26 @@ impl TestPeer {
         }
     }
 
+    /// A protected RTP packet, not sent (so a test can tamper with it or replay it).
+    pub fn protected_rtp(&mut self, ssrc: u32, seq: u16, payload_len: usize) -> Vec<u8> {
+        let tx = self.tx.as_mut().expect("connected");
+        let mut buf = vec![0u8; 12 + payload_len + 16];
+        buf[0] = 0x80;
+        buf[1] = 100;
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        let n = tx.protect_rtp(&mut buf, 12 + payload_len).expect("protect");
+        buf.truncate(n);
+        buf
+    }
+
+    /// Sends bytes as they are to the bridge.
+    pub fn send_raw(&mut self, data: &[u8]) {
+        let (_, remote) = self.ice.selected_pair().expect("selected pair");
+        self.send.push(data, remote);
+        self.sock.send_batch(&mut self.send);
+    }
+
     pub fn flush(&mut self) {
         self.sock.send_batch(&mut self.send);
     }
