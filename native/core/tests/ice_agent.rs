@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sluice_core::ice::{
-    Candidate, CandidateKind, IceAgent, IceConfig, IceCredentials, IceDrop, IceEvent, IceState, Transmit,
+    Candidate, CandidateKind, IceAgent, IceConfig, IceCredentials, IceDrop, IceEvent, IceState,
+    Transmit,
 };
 use sluice_core::stun::{StunClass, StunMessage, StunWriter, BINDING};
 
@@ -51,7 +52,13 @@ impl Net {
 
     fn add(&mut self, agent: IceAgent) -> usize {
         let addrs = agent.local_candidates().iter().map(|c| c.addr).collect();
-        self.nodes.push(Node { agent, addrs, events: Vec::new(), responses_in: Vec::new(), drops: Vec::new() });
+        self.nodes.push(Node {
+            agent,
+            addrs,
+            events: Vec::new(),
+            responses_in: Vec::new(),
+            drops: Vec::new(),
+        });
         self.nodes.len() - 1
     }
 
@@ -84,7 +91,11 @@ impl Net {
         if !self.delivering || self.dead.contains(&t.source) || self.dead.contains(&t.destination) {
             return;
         }
-        let source = self.nat.iter().find(|(i, _)| *i == t.source).map_or(t.source, |(_, e)| *e);
+        let source = self
+            .nat
+            .iter()
+            .find(|(i, _)| *i == t.source)
+            .map_or(t.source, |(_, e)| *e);
         let dest = match self.nat.iter().find(|(_, e)| *e == t.destination) {
             Some((i, _)) => *i,
             None if self.nat.iter().any(|(i, _)| *i == t.destination) => return,
@@ -162,7 +173,9 @@ impl Net {
     }
 
     fn all_connected(&self) -> bool {
-        self.nodes.iter().all(|n| n.agent.state() == IceState::Connected)
+        self.nodes
+            .iter()
+            .all(|n| n.agent.state() == IceState::Connected)
     }
 
     fn since_start(&self, t: Instant) -> Duration {
@@ -170,7 +183,11 @@ impl Net {
     }
 
     fn event_time(&self, i: usize, want: &IceEvent) -> Option<Instant> {
-        self.nodes[i].events.iter().find(|(_, e)| e == want).map(|(t, _)| *t)
+        self.nodes[i]
+            .events
+            .iter()
+            .find(|(_, e)| e == want)
+            .map(|(t, _)| *t)
     }
 
     fn states(&self, i: usize) -> Vec<IceState> {
@@ -186,7 +203,12 @@ impl Net {
 }
 
 fn agent(controlling: bool, tie_breaker: u64, addrs: &[&str], config: &IceConfig) -> IceAgent {
-    let mut a = IceAgent::with_config(controlling, IceCredentials::random(), tie_breaker, config.clone());
+    let mut a = IceAgent::with_config(
+        controlling,
+        IceCredentials::random(),
+        tie_breaker,
+        config.clone(),
+    );
     for (i, s) in addrs.iter().enumerate() {
         a.add_local_candidate(Candidate::host(sa(s), 65535 - i as u16));
     }
@@ -219,8 +241,14 @@ fn two(a_addrs: &[&str], b_addrs: &[&str]) -> Net {
 }
 
 fn assert_mirrored(net: &Net) -> (SocketAddr, SocketAddr) {
-    let a = net.nodes[0].agent.selected_pair().expect("a selected a pair");
-    let b = net.nodes[1].agent.selected_pair().expect("b selected a pair");
+    let a = net.nodes[0]
+        .agent
+        .selected_pair()
+        .expect("a selected a pair");
+    let b = net.nodes[1]
+        .agent
+        .selected_pair()
+        .expect("b selected a pair");
     assert_eq!(a, (b.1, b.0), "both sides use the same pair");
     a
 }
@@ -233,14 +261,26 @@ fn controlling_and_controlled_connect_ipv4() {
     assert_eq!(pair, (sa("10.0.0.1:10000"), sa("10.0.0.2:5000")));
     assert_eq!(net.states(0), [IceState::Checking, IceState::Connected]);
     assert_eq!(net.states(1), [IceState::Checking, IceState::Connected]);
-    let selected = IceEvent::SelectedPair { local: pair.0, remote: pair.1 };
+    let selected = IceEvent::SelectedPair {
+        local: pair.0,
+        remote: pair.1,
+    };
     assert!(net.event_time(0, &selected).is_some());
     // One pair, nothing pending: nominated at once, connected within a few round trips.
-    let t = net.event_time(0, &IceEvent::StateChanged(IceState::Connected)).unwrap();
-    assert!(net.since_start(t) < Duration::from_millis(200), "took {:?}", net.since_start(t));
+    let t = net
+        .event_time(0, &IceEvent::StateChanged(IceState::Connected))
+        .unwrap();
+    assert!(
+        net.since_start(t) < Duration::from_millis(200),
+        "took {:?}",
+        net.since_start(t)
+    );
     assert!(net.nodes[0].agent.controlling());
     assert!(!net.nodes[1].agent.controlling());
-    assert!(net.nodes.iter().all(|n| n.drops.is_empty()), "no drops on a clean network");
+    assert!(
+        net.nodes.iter().all(|n| n.drops.is_empty()),
+        "no drops on a clean network"
+    );
 }
 
 #[test]
@@ -253,7 +293,10 @@ fn controlling_and_controlled_connect_ipv6() {
 
 #[test]
 fn dual_stack_pairs_only_matching_families() {
-    let mut net = two(&["10.0.0.1:10000", "[2001:db8::1]:10000"], &["[2001:db8::2]:5000", "10.0.0.2:5000"]);
+    let mut net = two(
+        &["10.0.0.1:10000", "[2001:db8::1]:10000"],
+        &["[2001:db8::2]:5000", "10.0.0.2:5000"],
+    );
     assert!(net.run_until(Duration::from_secs(3), Net::all_connected));
     let (l, r) = assert_mirrored(&net);
     assert_eq!(l.is_ipv4(), r.is_ipv4());
@@ -263,14 +306,22 @@ fn dual_stack_pairs_only_matching_families() {
 fn one_unreachable_candidate_is_skipped() {
     // The peer's best candidate is a black hole; the agent nominates the working one after the
     // nomination delay instead of waiting for the dead pair's retransmissions to run out.
-    let mut net = two(&["10.0.0.1:10000"], &["192.168.1.7:5000", "10.0.0.2:5001", "10.0.0.2:5002"]);
+    let mut net = two(
+        &["10.0.0.1:10000"],
+        &["192.168.1.7:5000", "10.0.0.2:5001", "10.0.0.2:5002"],
+    );
     net.dead.push(sa("192.168.1.7:5000"));
     assert!(net.run_until(Duration::from_secs(3), Net::all_connected));
     let (_, remote) = assert_mirrored(&net);
     assert_eq!(remote, sa("10.0.0.2:5001"), "best reachable candidate");
-    let t = net.event_time(0, &IceEvent::StateChanged(IceState::Connected)).unwrap();
+    let t = net
+        .event_time(0, &IceEvent::StateChanged(IceState::Connected))
+        .unwrap();
     let took = net.since_start(t);
-    assert!(took >= IceConfig::default().nomination_delay && took < Duration::from_secs(1), "took {took:?}");
+    assert!(
+        took >= IceConfig::default().nomination_delay && took < Duration::from_secs(1),
+        "took {took:?}"
+    );
     // And it stays up while the dead pair's transaction times out in the background.
     net.run_for(Duration::from_secs(20));
     assert_eq!(net.state(0), IceState::Connected);
@@ -282,7 +333,9 @@ fn all_pairs_failing_fails_after_grace() {
     let mut net = two(&["10.0.0.1:10000"], &["10.0.0.2:5000"]);
     net.dead.push(sa("10.0.0.2:5000"));
     net.run_for(Duration::from_secs(30));
-    let t = net.event_time(0, &IceEvent::StateChanged(IceState::Failed)).expect("a fails");
+    let t = net
+        .event_time(0, &IceEvent::StateChanged(IceState::Failed))
+        .expect("a fails");
     // 7 requests: 0.25 + 0.5 + 1 + 2 + 2 + 2 + 2 (final wait) = 9.75 s, plus the 2 s grace.
     assert_eq!(net.since_start(t), Duration::from_millis(9750 + 2000));
     assert_eq!(net.nodes[0].agent.poll_timeout(), None);
@@ -301,7 +354,10 @@ fn no_candidates_fails_after_timeout() {
     assert_eq!(a.state(), IceState::New);
     a.handle_timeout(t0 + Duration::from_secs(10));
     assert_eq!(a.state(), IceState::Failed);
-    assert_eq!(a.poll_event(), Some(IceEvent::StateChanged(IceState::Failed)));
+    assert_eq!(
+        a.poll_event(),
+        Some(IceEvent::StateChanged(IceState::Failed))
+    );
 }
 
 #[test]
@@ -392,13 +448,19 @@ fn peer_reflexive_candidate_learned_behind_nat() {
     // The peer sits behind a NAT: its host candidate is unreachable and its checks arrive from
     // the NAT's external address, which the bridge learns as peer-reflexive (RFC 8445 7.3.1.3).
     let mut net = two(&["203.0.113.1:10000"], &["192.168.1.7:5000"]);
-    net.nat.push((sa("192.168.1.7:5000"), sa("198.51.100.9:41000")));
+    net.nat
+        .push((sa("192.168.1.7:5000"), sa("198.51.100.9:41000")));
     assert!(net.run_until(Duration::from_secs(3), Net::all_connected));
     let a = net.nodes[0].agent.selected_pair().unwrap();
     assert_eq!(a, (sa("203.0.113.1:10000"), sa("198.51.100.9:41000")));
     let b = net.nodes[1].agent.selected_pair().unwrap();
     assert_eq!(b, (sa("192.168.1.7:5000"), sa("203.0.113.1:10000")));
-    let prflx = net.nodes[0].agent.remote_candidates().iter().find(|c| c.addr == a.1).expect("learned");
+    let prflx = net.nodes[0]
+        .agent
+        .remote_candidates()
+        .iter()
+        .find(|c| c.addr == a.1)
+        .expect("learned");
     assert_eq!(prflx.kind, CandidateKind::PeerReflexive);
     // 110 << 24: the peer claimed a peer-reflexive priority in PRIORITY.
     assert_eq!(prflx.priority >> 24, 110);
@@ -407,7 +469,8 @@ fn peer_reflexive_candidate_learned_behind_nat() {
 #[test]
 fn prflx_replaced_by_signalled_candidate() {
     let mut net = two(&["203.0.113.1:10000"], &["192.168.1.7:5000"]);
-    net.nat.push((sa("192.168.1.7:5000"), sa("198.51.100.9:41000")));
+    net.nat
+        .push((sa("192.168.1.7:5000"), sa("198.51.100.9:41000")));
     assert!(net.run_until(Duration::from_secs(3), Net::all_connected));
     // The srflx candidate arrives late by trickle with the same address.
     net.agent(0).add_remote_candidate(Candidate::new(
@@ -417,7 +480,12 @@ fn prflx_replaced_by_signalled_candidate() {
         "srflx1",
     ));
     net.kick();
-    let c = net.nodes[0].agent.remote_candidates().iter().find(|c| c.addr == sa("198.51.100.9:41000")).unwrap();
+    let c = net.nodes[0]
+        .agent
+        .remote_candidates()
+        .iter()
+        .find(|c| c.addr == sa("198.51.100.9:41000"))
+        .unwrap();
     assert_eq!(c.kind, CandidateKind::ServerReflexive);
     net.run_for(Duration::from_secs(10));
     assert_eq!(net.state(0), IceState::Connected);
@@ -435,16 +503,33 @@ fn consent_expires_30s_after_last_response() {
     for i in 0..2 {
         let last_ok = *net.nodes[i].responses_in.last().unwrap();
         assert!(last_ok <= cut);
-        let disconnected = net.event_time(i, &IceEvent::StateChanged(IceState::Disconnected)).unwrap();
-        let failed = net.event_time(i, &IceEvent::StateChanged(IceState::Failed)).unwrap();
+        let disconnected = net
+            .event_time(i, &IceEvent::StateChanged(IceState::Disconnected))
+            .unwrap();
+        let failed = net
+            .event_time(i, &IceEvent::StateChanged(IceState::Failed))
+            .unwrap();
         assert_eq!(disconnected, last_ok + Duration::from_secs(8));
-        assert_eq!(failed, last_ok + Duration::from_secs(30), "fails exactly when consent expires");
+        assert_eq!(
+            failed,
+            last_ok + Duration::from_secs(30),
+            "fails exactly when consent expires"
+        );
         // The last response came at most one consent interval (6 s) plus a round trip before the cut.
-        assert!(failed - cut >= Duration::from_secs(23), "not before ~30 s: {:?}", failed - cut);
+        assert!(
+            failed - cut >= Duration::from_secs(23),
+            "not before ~30 s: {:?}",
+            failed - cut
+        );
         assert!(failed - cut <= Duration::from_secs(30));
         assert_eq!(
             net.states(i),
-            [IceState::Checking, IceState::Connected, IceState::Disconnected, IceState::Failed]
+            [
+                IceState::Checking,
+                IceState::Connected,
+                IceState::Disconnected,
+                IceState::Failed
+            ]
         );
         // Final: no timers, no pair, and checks are no longer answered.
         assert_eq!(net.nodes[i].agent.poll_timeout(), None);
@@ -472,12 +557,26 @@ fn consent_keeps_connection_for_five_minutes() {
     let connected_at = net.now;
     net.run_for(Duration::from_secs(300));
     for i in 0..2 {
-        assert_eq!(net.states(i), [IceState::Checking, IceState::Connected], "node {i}");
+        assert_eq!(
+            net.states(i),
+            [IceState::Checking, IceState::Connected],
+            "node {i}"
+        );
         // Consent responses every 4-6 s.
-        let n = net.nodes[i].responses_in.iter().filter(|t| **t > connected_at).count();
-        assert!((50..=76).contains(&n), "node {i}: {n} consent responses in 300 s");
+        let n = net.nodes[i]
+            .responses_in
+            .iter()
+            .filter(|t| **t > connected_at)
+            .count();
+        assert!(
+            (50..=76).contains(&n),
+            "node {i}: {n} consent responses in 300 s"
+        );
         let gaps = net.nodes[i].responses_in.windows(2).map(|w| w[1] - w[0]);
-        assert!(gaps.clone().all(|g| g <= Duration::from_millis(6100)), "a gap over 6 s");
+        assert!(
+            gaps.clone().all(|g| g <= Duration::from_millis(6100)),
+            "a gap over 6 s"
+        );
     }
     assert_mirrored(&net);
 }
@@ -493,7 +592,8 @@ fn check(
     let mut buf = Vec::new();
     let username = format!("{}:{}", agent_creds.ufrag, peer.ufrag);
     let mut w = StunWriter::new(&mut buf, StunClass::Request, BINDING, [0x42; 12]);
-    w.username(username.as_bytes()).priority(110 << 24 | 0xFFFF << 8 | 255);
+    w.username(username.as_bytes())
+        .priority(110 << 24 | 0xFFFF << 8 | 255);
     if controlling {
         w.ice_controlling(99);
     } else {
@@ -517,15 +617,30 @@ fn bad_requests_are_dropped_silently_and_counted() {
     let now = Instant::now();
 
     let wrong_pwd = check(&creds, &peer, b"not the password", false, false);
-    assert_eq!(a.handle_datagram(now, local, from, &wrong_pwd), Err(IceDrop::BadIntegrity));
+    assert_eq!(
+        a.handle_datagram(now, local, from, &wrong_pwd),
+        Err(IceDrop::BadIntegrity)
+    );
 
-    let other = IceCredentials { ufrag: "zzzz".into(), pwd: creds.pwd.clone() };
+    let other = IceCredentials {
+        ufrag: "zzzz".into(),
+        pwd: creds.pwd.clone(),
+    };
     let wrong_ufrag = check(&other, &peer, creds.pwd.as_bytes(), false, false);
-    assert_eq!(a.handle_datagram(now, local, from, &wrong_ufrag), Err(IceDrop::BadUsername));
+    assert_eq!(
+        a.handle_datagram(now, local, from, &wrong_ufrag),
+        Err(IceDrop::BadUsername)
+    );
 
-    let stranger = IceCredentials { ufrag: "yyyy".into(), pwd: peer.pwd.clone() };
+    let stranger = IceCredentials {
+        ufrag: "yyyy".into(),
+        pwd: peer.pwd.clone(),
+    };
     let wrong_remote_ufrag = check(&creds, &stranger, creds.pwd.as_bytes(), false, false);
-    assert_eq!(a.handle_datagram(now, local, from, &wrong_remote_ufrag), Err(IceDrop::BadUsername));
+    assert_eq!(
+        a.handle_datagram(now, local, from, &wrong_remote_ufrag),
+        Err(IceDrop::BadUsername)
+    );
 
     let mut bad_fingerprint = check(&creds, &peer, creds.pwd.as_bytes(), false, false);
     *bad_fingerprint.last_mut().unwrap() ^= 0xFF;
@@ -533,7 +648,10 @@ fn bad_requests_are_dropped_silently_and_counted() {
         StunMessage::parse(&bad_fingerprint).unwrap_err(),
         sluice_core::stun::StunError::BadFingerprint
     );
-    assert_eq!(a.handle_datagram(now, local, from, &bad_fingerprint), Err(IceDrop::Malformed));
+    assert_eq!(
+        a.handle_datagram(now, local, from, &bad_fingerprint),
+        Err(IceDrop::Malformed)
+    );
 
     let mut no_integrity = Vec::new();
     let username = format!("{}:{}", creds.ufrag, peer.ufrag);
@@ -541,14 +659,24 @@ fn bad_requests_are_dropped_silently_and_counted() {
         .username(username.as_bytes())
         .priority(1)
         .finish(None);
-    assert_eq!(a.handle_datagram(now, local, from, &no_integrity), Err(IceDrop::MissingIntegrity));
+    assert_eq!(
+        a.handle_datagram(now, local, from, &no_integrity),
+        Err(IceDrop::MissingIntegrity)
+    );
 
     let mut stray = Vec::new();
-    StunWriter::new(&mut stray, StunClass::SuccessResponse, BINDING, [9; 12]).finish(Some(peer.pwd.as_bytes()));
-    assert_eq!(a.handle_datagram(now, local, from, &stray), Err(IceDrop::UnknownTransaction));
+    StunWriter::new(&mut stray, StunClass::SuccessResponse, BINDING, [9; 12])
+        .finish(Some(peer.pwd.as_bytes()));
+    assert_eq!(
+        a.handle_datagram(now, local, from, &stray),
+        Err(IceDrop::UnknownTransaction)
+    );
 
     let elsewhere = check(&creds, &peer, creds.pwd.as_bytes(), false, false);
-    assert_eq!(a.handle_datagram(now, sa("10.0.0.99:1"), from, &elsewhere), Err(IceDrop::UnknownLocal));
+    assert_eq!(
+        a.handle_datagram(now, sa("10.0.0.99:1"), from, &elsewhere),
+        Err(IceDrop::UnknownLocal)
+    );
 
     // None of these got an answer (no 400/401), and each is counted once.
     assert_eq!(a.poll_transmit(), None);
@@ -562,7 +690,11 @@ fn bad_requests_are_dropped_silently_and_counted() {
         assert_eq!(a.drop_count(d), 1, "{d:?}");
     }
     assert_eq!(a.drop_count(IceDrop::BadUsername), 2);
-    assert_eq!(a.remote_candidates().len(), 0, "nothing learned from rejected checks");
+    assert_eq!(
+        a.remote_candidates().len(),
+        0,
+        "nothing learned from rejected checks"
+    );
 
     // A good one is answered: 200, XOR-MAPPED-ADDRESS = source, our password, FINGERPRINT.
     let good = check(&creds, &peer, creds.pwd.as_bytes(), false, false);
@@ -617,8 +749,15 @@ fn controlled_agent_honours_aggressive_nomination() {
     let req = check(&creds, &peer, creds.pwd.as_bytes(), true, true);
     assert_eq!(b.handle_datagram(t0, local, peer_addr, &req), Ok(()));
     let resp = b.poll_transmit().unwrap();
-    assert_eq!(StunMessage::parse(&resp.contents).unwrap().class(), StunClass::SuccessResponse);
-    assert_eq!(b.state(), IceState::Checking, "not selected before our own check succeeds");
+    assert_eq!(
+        StunMessage::parse(&resp.contents).unwrap().class(),
+        StunClass::SuccessResponse
+    );
+    assert_eq!(
+        b.state(),
+        IceState::Checking,
+        "not selected before our own check succeeds"
+    );
 
     // B's triggered check goes out at once (RFC 8445 7.3.1.4).
     let t = b.poll_transmit().expect("triggered check");
@@ -626,22 +765,38 @@ fn controlled_agent_honours_aggressive_nomination() {
     let chk = StunMessage::parse(&t.contents).unwrap();
     assert_eq!(chk.class(), StunClass::Request);
     assert!(chk.verify_integrity(peer.pwd.as_bytes()));
-    assert_eq!(chk.username(), Some(format!("{}:{}", peer.ufrag, creds.ufrag).as_bytes()));
+    assert_eq!(
+        chk.username(),
+        Some(format!("{}:{}", peer.ufrag, creds.ufrag).as_bytes())
+    );
     assert_eq!(chk.ice_controlled(), Some(5));
     assert!(!chk.use_candidate());
     assert!(b.is_pending_transaction(&chk.transaction_id()));
 
     let mut ok = Vec::new();
-    StunWriter::new(&mut ok, StunClass::SuccessResponse, BINDING, chk.transaction_id())
-        .xor_mapped_address(local)
-        .finish(Some(peer.pwd.as_bytes()));
+    StunWriter::new(
+        &mut ok,
+        StunClass::SuccessResponse,
+        BINDING,
+        chk.transaction_id(),
+    )
+    .xor_mapped_address(local)
+    .finish(Some(peer.pwd.as_bytes()));
     // A response signed with the wrong key is ignored and the transaction stays open.
     let mut forged = Vec::new();
-    StunWriter::new(&mut forged, StunClass::SuccessResponse, BINDING, chk.transaction_id())
-        .xor_mapped_address(local)
-        .finish(Some(b"guess"));
+    StunWriter::new(
+        &mut forged,
+        StunClass::SuccessResponse,
+        BINDING,
+        chk.transaction_id(),
+    )
+    .xor_mapped_address(local)
+    .finish(Some(b"guess"));
     let t1 = t0 + Duration::from_millis(20);
-    assert_eq!(b.handle_datagram(t1, local, peer_addr, &forged), Err(IceDrop::BadIntegrity));
+    assert_eq!(
+        b.handle_datagram(t1, local, peer_addr, &forged),
+        Err(IceDrop::BadIntegrity)
+    );
     assert!(b.is_pending_transaction(&chk.transaction_id()));
     assert_eq!(b.handle_datagram(t1, local, peer_addr, &ok), Ok(()));
     assert!(!b.is_pending_transaction(&chk.transaction_id()));
@@ -653,7 +808,10 @@ fn controlled_agent_honours_aggressive_nomination() {
         events,
         [
             IceEvent::StateChanged(IceState::Checking),
-            IceEvent::SelectedPair { local, remote: peer_addr },
+            IceEvent::SelectedPair {
+                local,
+                remote: peer_addr
+            },
             IceEvent::StateChanged(IceState::Connected),
         ]
     );
@@ -661,7 +819,10 @@ fn controlled_agent_honours_aggressive_nomination() {
     let again = check(&creds, &peer, creds.pwd.as_bytes(), true, true);
     assert_eq!(b.handle_datagram(t1, local, peer_addr, &again), Ok(()));
     let r = b.poll_transmit().unwrap();
-    assert_eq!(StunMessage::parse(&r.contents).unwrap().class(), StunClass::SuccessResponse);
+    assert_eq!(
+        StunMessage::parse(&r.contents).unwrap().class(),
+        StunClass::SuccessResponse
+    );
 }
 
 #[test]
@@ -689,7 +850,10 @@ fn role_conflict_answered_with_487() {
     let req = check(&creds, &peer, creds.pwd.as_bytes(), true, false);
     assert_eq!(a.handle_datagram(Instant::now(), local, from, &req), Ok(()));
     let t = a.poll_transmit().unwrap();
-    assert_eq!(StunMessage::parse(&t.contents).unwrap().class(), StunClass::SuccessResponse);
+    assert_eq!(
+        StunMessage::parse(&t.contents).unwrap().class(),
+        StunClass::SuccessResponse
+    );
     assert!(!a.controlling());
 }
 
@@ -703,7 +867,10 @@ fn closed_agent_answers_nothing() {
     assert_eq!(net.nodes[0].agent.poll_timeout(), None);
     net.run_for(Duration::from_secs(40));
     assert!(net.nodes[0].drops.iter().all(|d| *d == IceDrop::Inactive));
-    assert!(!net.nodes[0].drops.is_empty(), "peer's consent checks were dropped");
+    assert!(
+        !net.nodes[0].drops.is_empty(),
+        "peer's consent checks were dropped"
+    );
     assert_eq!(net.state(1), IceState::Failed, "peer lost consent");
 }
 
@@ -714,7 +881,10 @@ fn credentials_are_random_ice_chars() {
     assert_eq!(a.ufrag.len(), 8);
     assert_eq!(a.pwd.len(), 24);
     assert_ne!(a, b);
-    let ok = |s: &str| s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
+    let ok = |s: &str| {
+        s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+    };
     assert!(ok(&a.ufrag) && ok(&a.pwd));
 }
 
@@ -724,6 +894,12 @@ fn rfc8445_5_1_2_1_host_priority() {
     assert_eq!(c.priority, (126 << 24) | (65535 << 8) | 255);
     assert_eq!(c.kind, CandidateKind::Host);
     // Same type and IP give the same foundation; another IP another one.
-    assert_eq!(c.foundation, Candidate::host(sa("10.0.0.1:2"), 1).foundation);
-    assert_ne!(c.foundation, Candidate::host(sa("10.0.0.2:1"), 1).foundation);
+    assert_eq!(
+        c.foundation,
+        Candidate::host(sa("10.0.0.1:2"), 1).foundation
+    );
+    assert_ne!(
+        c.foundation,
+        Candidate::host(sa("10.0.0.2:1"), 1).foundation
+    );
 }

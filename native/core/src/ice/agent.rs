@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    candidate_priority, random_bytes, Candidate, CandidateKind, IceConfig, IceCredentials, IceDrop, IceEvent,
-    IceState, Transmit,
+    candidate_priority, random_bytes, Candidate, CandidateKind, IceConfig, IceCredentials, IceDrop,
+    IceEvent, IceState, Transmit,
 };
 use crate::stun::{StunClass, StunMessage, StunWriter, BINDING};
 
@@ -43,7 +43,11 @@ struct CandidatePair {
 /// Pair priority, RFC 8445 section 6.1.2.3, with G the controlling and D the controlled side's
 /// candidate priority: `2^32 * MIN(G,D) + 2 * MAX(G,D) + (G > D ? 1 : 0)`.
 fn pair_priority(controlling: bool, local: u32, remote: u32) -> u64 {
-    let (g, d) = if controlling { (local, remote) } else { (remote, local) };
+    let (g, d) = if controlling {
+        (local, remote)
+    } else {
+        (remote, local)
+    };
     let (g, d) = (u64::from(g), u64::from(d));
     (g.min(d) << 32) + 2 * g.max(d) + u64::from(g > d)
 }
@@ -116,7 +120,12 @@ impl IceAgent {
     }
 
     /// A new agent with explicit timers and limits.
-    pub fn with_config(controlling: bool, local: IceCredentials, tie_breaker: u64, config: IceConfig) -> Self {
+    pub fn with_config(
+        controlling: bool,
+        local: IceCredentials,
+        tie_breaker: u64,
+        config: IceConfig,
+    ) -> Self {
         IceAgent {
             config,
             controlling,
@@ -190,9 +199,11 @@ impl IceAgent {
     /// Sets the peer's credentials (ICE restarts are not supported: set them once).
     pub fn set_remote_credentials(&mut self, creds: IceCredentials) {
         self.outgoing_username.clear();
-        self.outgoing_username.extend_from_slice(creds.ufrag.as_bytes());
+        self.outgoing_username
+            .extend_from_slice(creds.ufrag.as_bytes());
         self.outgoing_username.push(b':');
-        self.outgoing_username.extend_from_slice(self.local.ufrag.as_bytes());
+        self.outgoing_username
+            .extend_from_slice(self.local.ufrag.as_bytes());
         self.remote = Some(creds);
     }
 
@@ -201,7 +212,8 @@ impl IceAgent {
     pub fn add_remote_candidate(&mut self, c: Candidate) {
         if let Some(i) = self.remote_candidates.iter().position(|r| r.addr == c.addr) {
             let known = &mut self.remote_candidates[i];
-            if known.kind == CandidateKind::PeerReflexive && c.kind != CandidateKind::PeerReflexive {
+            if known.kind == CandidateKind::PeerReflexive && c.kind != CandidateKind::PeerReflexive
+            {
                 *known = c;
                 self.recompute_priorities();
             }
@@ -285,10 +297,18 @@ impl IceAgent {
                 at(self.next_check_at.or(self.last_now));
             }
         }
-        if self.controlling && self.selected.is_none() && self.nominating.is_none() && self.best_valid().is_some() {
-            at(self.first_valid_at.map(|t| t + self.config.nomination_delay));
+        if self.controlling
+            && self.selected.is_none()
+            && self.nominating.is_none()
+            && self.best_valid().is_some()
+        {
+            at(self
+                .first_valid_at
+                .map(|t| t + self.config.nomination_delay));
         }
-        if self.selected.is_some() && matches!(self.state, IceState::Connected | IceState::Disconnected) {
+        if self.selected.is_some()
+            && matches!(self.state, IceState::Connected | IceState::Disconnected)
+        {
             at(self.consent_next);
             at(self.consent_ok.map(|t| t + self.config.consent_timeout));
             if self.state == IceState::Connected {
@@ -315,7 +335,10 @@ impl IceAgent {
             return None;
         }
         let pair = self.pairs.get(self.selected?)?;
-        Some((self.local_candidates.get(pair.local)?.addr, self.remote_candidates.get(pair.remote)?.addr))
+        Some((
+            self.local_candidates.get(pair.local)?.addr,
+            self.remote_candidates.get(pair.remote)?.addr,
+        ))
     }
 
     /// Stops everything; the agent answers nothing afterwards.
@@ -347,7 +370,13 @@ impl IceAgent {
 
     // ---- input ---------------------------------------------------------------------------------
 
-    fn on_stun(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, msg: &StunMessage<'_>) -> Result<(), IceDrop> {
+    fn on_stun(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        msg: &StunMessage<'_>,
+    ) -> Result<(), IceDrop> {
         if matches!(self.state, IceState::Closed | IceState::Failed) {
             return Err(IceDrop::Inactive);
         }
@@ -359,23 +388,38 @@ impl IceAgent {
             StunClass::Request => self.on_request(now, local, from, msg),
             // Binding indications are keepalives (RFC 8445 section 11): nothing to do.
             StunClass::Indication => Ok(()),
-            StunClass::SuccessResponse | StunClass::ErrorResponse => self.on_response(now, local, from, msg),
+            StunClass::SuccessResponse | StunClass::ErrorResponse => {
+                self.on_response(now, local, from, msg)
+            }
         }
     }
 
     /// An incoming check, RFC 8445 section 7.3.
-    fn on_request(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, msg: &StunMessage<'_>) -> Result<(), IceDrop> {
+    fn on_request(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        msg: &StunMessage<'_>,
+    ) -> Result<(), IceDrop> {
         if msg.unknown_required_attribute().is_some() {
             return Err(IceDrop::UnknownAttribute);
         }
         // USERNAME is "<our ufrag>:<their ufrag>" from our side (RFC 8445 section 7.3).
         let username = msg.username().ok_or(IceDrop::MissingUsername)?;
-        let colon = username.iter().position(|&b| b == b':').ok_or(IceDrop::BadUsername)?;
+        let colon = username
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(IceDrop::BadUsername)?;
         let (ours, theirs) = (&username[..colon], &username[colon + 1..]);
         if ours != self.local.ufrag.as_bytes() {
             return Err(IceDrop::BadUsername);
         }
-        if self.remote.as_ref().is_some_and(|r| r.ufrag.as_bytes() != theirs) {
+        if self
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.ufrag.as_bytes() != theirs)
+        {
             return Err(IceDrop::BadUsername);
         }
         if !msg.has_integrity() {
@@ -418,13 +462,20 @@ impl IceAgent {
                 }
                 self.prflx_count += 1;
                 let foundation = format!("prflx{}", self.prflx_count);
-                self.remote_candidates.push(Candidate::new(from, CandidateKind::PeerReflexive, priority, foundation));
+                self.remote_candidates.push(Candidate::new(
+                    from,
+                    CandidateKind::PeerReflexive,
+                    priority,
+                    foundation,
+                ));
                 self.remote_candidates.len() - 1
             }
         };
 
         // 7.3.1.4: triggered check.
-        let pair_idx = self.form_pair(local_idx, remote_idx).ok_or(IceDrop::Limit)?;
+        let pair_idx = self
+            .form_pair(local_idx, remote_idx)
+            .ok_or(IceDrop::Limit)?;
         let pair = &mut self.pairs[pair_idx];
         match pair.state {
             // A check of our own is already in flight or done; we keep it rather than cancelling.
@@ -449,10 +500,24 @@ impl IceAgent {
     }
 
     /// A response to one of our checks or consent requests, RFC 8445 section 7.2.5.
-    fn on_response(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, msg: &StunMessage<'_>) -> Result<(), IceDrop> {
+    fn on_response(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        msg: &StunMessage<'_>,
+    ) -> Result<(), IceDrop> {
         let tid = msg.transaction_id();
-        let ti = self.transactions.iter().position(|t| t.id == tid).ok_or(IceDrop::UnknownTransaction)?;
-        let remote_pwd = self.remote.as_ref().map(|r| r.pwd.as_bytes()).ok_or(IceDrop::UnknownTransaction)?;
+        let ti = self
+            .transactions
+            .iter()
+            .position(|t| t.id == tid)
+            .ok_or(IceDrop::UnknownTransaction)?;
+        let remote_pwd = self
+            .remote
+            .as_ref()
+            .map(|r| r.pwd.as_bytes())
+            .ok_or(IceDrop::UnknownTransaction)?;
         if !msg.has_integrity() {
             return Err(IceDrop::MissingIntegrity);
         }
@@ -465,7 +530,8 @@ impl IceAgent {
         // 7.2.5.2.1: source and destination must be symmetric with the request.
         let symmetric = {
             let pair = &self.pairs[pair_idx];
-            from == self.remote_candidates[pair.remote].addr && self.find_local(local) == Some(pair.local)
+            from == self.remote_candidates[pair.remote].addr
+                && self.find_local(local) == Some(pair.local)
         };
 
         match tx.kind {
@@ -568,7 +634,10 @@ impl IceAgent {
 
         if matches!(self.state, IceState::New | IceState::Checking) && self.remote.is_some() {
             let live = self.pairs.iter().any(|p| p.state != PairState::Failed)
-                || self.transactions.iter().any(|t| matches!(t.kind, TxKind::Check { .. }));
+                || self
+                    .transactions
+                    .iter()
+                    .any(|t| matches!(t.kind, TxKind::Check { .. }));
             if live {
                 self.idle_since = None;
             } else {
@@ -620,7 +689,11 @@ impl IceAgent {
     /// Regular nomination by the controlling agent (RFC 8445 section 8.1.1): once a pair is valid,
     /// nominate the best valid pair when nothing better is still pending or the delay has passed.
     fn maybe_nominate(&mut self, now: Instant) {
-        if !self.controlling || self.selected.is_some() || self.nominating.is_some() || self.remote.is_none() {
+        if !self.controlling
+            || self.selected.is_some()
+            || self.nominating.is_some()
+            || self.remote.is_none()
+        {
             return;
         }
         let Some(best) = self.best_valid() else {
@@ -628,9 +701,15 @@ impl IceAgent {
         };
         let best_priority = self.pairs[best].priority;
         let pending_better = self.pairs.iter().any(|p| {
-            p.priority > best_priority && matches!(p.state, PairState::Frozen | PairState::Waiting | PairState::InProgress)
+            p.priority > best_priority
+                && matches!(
+                    p.state,
+                    PairState::Frozen | PairState::Waiting | PairState::InProgress
+                )
         });
-        let waited = self.first_valid_at.is_some_and(|t| now >= t + self.config.nomination_delay);
+        let waited = self
+            .first_valid_at
+            .is_some_and(|t| now >= t + self.config.nomination_delay);
         if !pending_better || waited {
             self.nominating = Some(best);
             self.triggered.retain(|&(p, _)| p != best);
@@ -650,16 +729,28 @@ impl IceAgent {
             return None;
         }
         let best_in = |state: PairState| {
-            self.pairs.iter().enumerate().filter(|(_, p)| p.state == state).max_by_key(|(_, p)| p.priority).map(|(i, _)| i)
+            self.pairs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.state == state)
+                .max_by_key(|(_, p)| p.priority)
+                .map(|(i, _)| i)
         };
-        best_in(PairState::Waiting).or_else(|| best_in(PairState::Frozen)).map(|i| (i, false))
+        best_in(PairState::Waiting)
+            .or_else(|| best_in(PairState::Frozen))
+            .map(|i| (i, false))
     }
 
     /// Whether a paced check would be sent now if the pacing timer allowed.
     fn has_check_work(&self) -> bool {
-        self.triggered.iter().any(|&(p, uc)| uc || self.pairs[p].state == PairState::Waiting)
+        self.triggered
+            .iter()
+            .any(|&(p, uc)| uc || self.pairs[p].state == PairState::Waiting)
             || (self.selected.is_none()
-                && self.pairs.iter().any(|p| matches!(p.state, PairState::Waiting | PairState::Frozen)))
+                && self
+                    .pairs
+                    .iter()
+                    .any(|p| matches!(p.state, PairState::Waiting | PairState::Frozen)))
     }
 
     /// RFC 7675 section 5.1: the interval is randomised over 0.8..=1.2 of the base.
@@ -695,7 +786,12 @@ impl IceAgent {
         let mut bytes = Vec::with_capacity(128);
         let mut w = StunWriter::new(&mut bytes, StunClass::Request, BINDING, id);
         w.username(&self.outgoing_username).priority(prflx_priority);
-        let use_candidate = matches!(kind, TxKind::Check { use_candidate: true });
+        let use_candidate = matches!(
+            kind,
+            TxKind::Check {
+                use_candidate: true
+            }
+        );
         if self.controlling {
             w.ice_controlling(self.tie_breaker);
             if use_candidate {
@@ -729,9 +825,19 @@ impl IceAgent {
 
     /// Answers a check: 200 with XOR-MAPPED-ADDRESS, or an error (487), with MESSAGE-INTEGRITY
     /// (our password) and FINGERPRINT.
-    fn send_response(&mut self, local_idx: usize, to: SocketAddr, tid: [u8; 12], error: Option<u16>) {
+    fn send_response(
+        &mut self,
+        local_idx: usize,
+        to: SocketAddr,
+        tid: [u8; 12],
+        error: Option<u16>,
+    ) {
         let mut bytes = Vec::with_capacity(80);
-        let class = if error.is_some() { StunClass::ErrorResponse } else { StunClass::SuccessResponse };
+        let class = if error.is_some() {
+            StunClass::ErrorResponse
+        } else {
+            StunClass::SuccessResponse
+        };
         let mut w = StunWriter::new(&mut bytes, class, BINDING, tid);
         match error {
             None => w.xor_mapped_address(to),
@@ -763,36 +869,53 @@ impl IceAgent {
     /// The local candidate a datagram arrived on: exact address, else (for a wildcard-bound
     /// socket) the first candidate of the same family and port.
     fn find_local(&self, addr: SocketAddr) -> Option<usize> {
-        self.local_candidates.iter().position(|c| c.addr == addr).or_else(|| {
-            if !addr.ip().is_unspecified() {
-                return None;
-            }
-            self.local_candidates
-                .iter()
-                .position(|c| c.addr.port() == addr.port() && c.addr.is_ipv4() == addr.is_ipv4())
-        })
+        self.local_candidates
+            .iter()
+            .position(|c| c.addr == addr)
+            .or_else(|| {
+                if !addr.ip().is_unspecified() {
+                    return None;
+                }
+                self.local_candidates.iter().position(|c| {
+                    c.addr.port() == addr.port() && c.addr.is_ipv4() == addr.is_ipv4()
+                })
+            })
     }
 
     /// Finds or creates the pair (RFC 8445 section 6.1.2). None for mixed address families or
     /// when the pair limit is reached.
     fn form_pair(&mut self, local: usize, remote: usize) -> Option<usize> {
-        if let Some(i) = self.pairs.iter().position(|p| p.local == local && p.remote == remote) {
+        if let Some(i) = self
+            .pairs
+            .iter()
+            .position(|p| p.local == local && p.remote == remote)
+        {
             return Some(i);
         }
-        let (l, r) = (&self.local_candidates[local], &self.remote_candidates[remote]);
+        let (l, r) = (
+            &self.local_candidates[local],
+            &self.remote_candidates[remote],
+        );
         if l.addr.is_ipv4() != r.addr.is_ipv4() || self.pairs.len() >= self.config.max_pairs {
             return None;
         }
         let priority = pair_priority(self.controlling, l.priority, r.priority);
         // 6.1.2.6: one pair per foundation starts Waiting, the others Frozen.
         let busy = (0..self.pairs.len()).any(|i| {
-            matches!(self.pairs[i].state, PairState::Waiting | PairState::InProgress) && self.same_foundation(i, local, remote)
+            matches!(
+                self.pairs[i].state,
+                PairState::Waiting | PairState::InProgress
+            ) && self.same_foundation(i, local, remote)
         });
         self.pairs.push(CandidatePair {
             local,
             remote,
             priority,
-            state: if busy { PairState::Frozen } else { PairState::Waiting },
+            state: if busy {
+                PairState::Frozen
+            } else {
+                PairState::Waiting
+            },
             nominated: false,
             nominate_on_success: false,
             last_response: None,
@@ -804,7 +927,8 @@ impl IceAgent {
     fn same_foundation(&self, i: usize, local: usize, remote: usize) -> bool {
         let p = &self.pairs[i];
         self.local_candidates[p.local].foundation == self.local_candidates[local].foundation
-            && self.remote_candidates[p.remote].foundation == self.remote_candidates[remote].foundation
+            && self.remote_candidates[p.remote].foundation
+                == self.remote_candidates[remote].foundation
     }
 
     fn enqueue_triggered(&mut self, pair: usize, use_candidate: bool) {
@@ -857,10 +981,14 @@ impl IceAgent {
         }
         self.selected = Some(best);
         let pair = &self.pairs[best];
-        let (local, remote) = (self.local_candidates[pair.local].addr, self.remote_candidates[pair.remote].addr);
+        let (local, remote) = (
+            self.local_candidates[pair.local].addr,
+            self.remote_candidates[pair.remote].addr,
+        );
         self.consent_ok = Some(pair.last_response.unwrap_or(now));
         self.consent_next = Some(now + self.consent_jitter());
-        self.events.push_back(IceEvent::SelectedPair { local, remote });
+        self.events
+            .push_back(IceEvent::SelectedPair { local, remote });
         self.set_state(IceState::Connected);
     }
 }

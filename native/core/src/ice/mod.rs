@@ -38,13 +38,17 @@ const ICE_CHARS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 
 /// Fills `buf` from OpenSSL's CSPRNG.
 pub(crate) fn random_bytes(buf: &mut [u8]) {
-    openssl::rand::rand_bytes(buf).expect("OpenSSL RAND_bytes fails only if its CSPRNG cannot be seeded");
+    openssl::rand::rand_bytes(buf)
+        .expect("OpenSSL RAND_bytes fails only if its CSPRNG cannot be seeded");
 }
 
 fn random_ice_string(len: usize) -> String {
     let mut bytes = vec![0u8; len];
     random_bytes(&mut bytes);
-    bytes.iter().map(|b| char::from(ICE_CHARS[usize::from(b & 63)])).collect()
+    bytes
+        .iter()
+        .map(|b| char::from(ICE_CHARS[usize::from(b & 63)]))
+        .collect()
 }
 
 /// ICE username fragment and password of one side.
@@ -59,7 +63,10 @@ pub struct IceCredentials {
 impl IceCredentials {
     /// Fresh random credentials: an 8-char ufrag and a 24-char password from the ice-char set.
     pub fn random() -> Self {
-        IceCredentials { ufrag: random_ice_string(8), pwd: random_ice_string(24) }
+        IceCredentials {
+            ufrag: random_ice_string(8),
+            pwd: random_ice_string(24),
+        }
     }
 }
 
@@ -91,7 +98,9 @@ impl CandidateKind {
 /// Candidate priority, RFC 8445 section 5.1.2.1:
 /// `2^24 * type preference + 2^8 * local preference + (256 - component ID)`.
 pub fn candidate_priority(kind: CandidateKind, local_preference: u16, component: u8) -> u32 {
-    (kind.type_preference() << 24) | (u32::from(local_preference) << 8) | (256 - u32::from(component))
+    (kind.type_preference() << 24)
+        | (u32::from(local_preference) << 8)
+        | (256 - u32::from(component))
 }
 
 /// One transport address of either side (component 1, UDP).
@@ -119,8 +128,18 @@ impl Candidate {
     }
 
     /// A candidate of any type for component 1 (e.g. a remote one from signalling).
-    pub fn new(addr: SocketAddr, kind: CandidateKind, priority: u32, foundation: impl Into<String>) -> Self {
-        Candidate { addr, kind, priority, foundation: foundation.into() }
+    pub fn new(
+        addr: SocketAddr,
+        kind: CandidateKind,
+        priority: u32,
+        foundation: impl Into<String>,
+    ) -> Self {
+        Candidate {
+            addr,
+            kind,
+            priority,
+            foundation: foundation.into(),
+        }
     }
 }
 

@@ -202,8 +202,9 @@ impl<'a> StunMessage<'a> {
             0b10 => StunClass::SuccessResponse,
             _ => StunClass::ErrorResponse,
         };
-        let method =
-            (message_type & 0x000F) | ((message_type & 0x00E0) >> 1) | ((message_type & 0x3E00) >> 2);
+        let method = (message_type & 0x000F)
+            | ((message_type & 0x00E0) >> 1)
+            | ((message_type & 0x3E00) >> 2);
 
         let mut msg = StunMessage {
             buf,
@@ -237,7 +238,9 @@ impl<'a> StunMessage<'a> {
             let typ = be16(buf, pos).ok_or(StunError::TruncatedAttribute)?;
             let len = usize::from(be16(buf, pos + 2).ok_or(StunError::TruncatedAttribute)?);
             let start = pos + 4;
-            let value = buf.get(start..start + len).ok_or(StunError::TruncatedAttribute)?;
+            let value = buf
+                .get(start..start + len)
+                .ok_or(StunError::TruncatedAttribute)?;
             let next = start + padded(len);
             if next > buf.len() {
                 return Err(StunError::TruncatedAttribute);
@@ -246,7 +249,9 @@ impl<'a> StunMessage<'a> {
                 attr::FINGERPRINT => {
                     // RFC 8489 section 14.7: CRC-32 of the message up to (not including) this
                     // attribute, XORed with 0x5354554e. The header length already covers it.
-                    let want: [u8; 4] = array(value).filter(|_| len == 4).ok_or(StunError::BadAttribute)?;
+                    let want: [u8; 4] = array(value)
+                        .filter(|_| len == 4)
+                        .ok_or(StunError::BadAttribute)?;
                     let got = crc32fast::hash(buf.get(..pos).ok_or(StunError::TruncatedAttribute)?)
                         ^ FINGERPRINT_XOR;
                     if got != u32::from_be_bytes(want) {
@@ -269,7 +274,9 @@ impl<'a> StunMessage<'a> {
                     msg.username.get_or_insert(value);
                 }
                 attr::PRIORITY => {
-                    let v: [u8; 4] = array(value).filter(|_| len == 4).ok_or(StunError::BadAttribute)?;
+                    let v: [u8; 4] = array(value)
+                        .filter(|_| len == 4)
+                        .ok_or(StunError::BadAttribute)?;
                     msg.priority.get_or_insert(u32::from_be_bytes(v));
                 }
                 attr::USE_CANDIDATE => {
@@ -279,19 +286,21 @@ impl<'a> StunMessage<'a> {
                     msg.use_candidate = true;
                 }
                 attr::ICE_CONTROLLING => {
-                    let v: [u8; 8] = array(value).filter(|_| len == 8).ok_or(StunError::BadAttribute)?;
+                    let v: [u8; 8] = array(value)
+                        .filter(|_| len == 8)
+                        .ok_or(StunError::BadAttribute)?;
                     msg.ice_controlling.get_or_insert(u64::from_be_bytes(v));
                 }
                 attr::ICE_CONTROLLED => {
-                    let v: [u8; 8] = array(value).filter(|_| len == 8).ok_or(StunError::BadAttribute)?;
+                    let v: [u8; 8] = array(value)
+                        .filter(|_| len == 8)
+                        .ok_or(StunError::BadAttribute)?;
                     msg.ice_controlled.get_or_insert(u64::from_be_bytes(v));
                 }
-                attr::XOR_MAPPED_ADDRESS => {
-                    if msg.xor_mapped_address.is_none() {
-                        let addr = decode_xor_address(value, &transaction_id)
-                            .ok_or(StunError::BadAttribute)?;
-                        msg.xor_mapped_address = Some(addr);
-                    }
+                attr::XOR_MAPPED_ADDRESS if msg.xor_mapped_address.is_none() => {
+                    let addr = decode_xor_address(value, &transaction_id)
+                        .ok_or(StunError::BadAttribute)?;
+                    msg.xor_mapped_address = Some(addr);
                 }
                 attr::ERROR_CODE => {
                     // RFC 8489 section 14.8:
@@ -440,7 +449,9 @@ fn decode_xor_address(value: &[u8], tid: &[u8; 12]) -> Option<SocketAddr> {
         }
         (0, 0x02, 20) => {
             let mut ip: [u8; 16] = array(value.get(4..)?)?;
-            ip.iter_mut().zip(cookie.iter().chain(tid)).for_each(|(b, k)| *b ^= k);
+            ip.iter_mut()
+                .zip(cookie.iter().chain(tid))
+                .for_each(|(b, k)| *b ^= k);
             Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port))
         }
         _ => None,
@@ -456,7 +467,10 @@ fn encode_xor_address(addr: SocketAddr, tid: &[u8; 12], out: &mut [u8; 20]) -> u
     match addr.ip() {
         IpAddr::V4(ip) => {
             out[1] = 0x01;
-            for (o, (b, k)) in out[4..8].iter_mut().zip(ip.octets().into_iter().zip(cookie)) {
+            for (o, (b, k)) in out[4..8]
+                .iter_mut()
+                .zip(ip.octets().into_iter().zip(cookie))
+            {
                 *o = b ^ k;
             }
             8

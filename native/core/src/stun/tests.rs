@@ -1,7 +1,9 @@
 use super::*;
 
 const PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
-const TID: [u8; 12] = [0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae];
+const TID: [u8; 12] = [
+    0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+];
 
 fn hex(s: &str) -> Vec<u8> {
     let s: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
@@ -78,7 +80,10 @@ fn rfc5769_2_2_sample_ipv4_response() {
     assert_eq!(msg.class(), StunClass::SuccessResponse);
     assert_eq!(msg.method(), BINDING);
     assert_eq!(msg.transaction_id(), TID);
-    assert_eq!(msg.xor_mapped_address(), Some("192.0.2.1:32853".parse().unwrap()));
+    assert_eq!(
+        msg.xor_mapped_address(),
+        Some("192.0.2.1:32853".parse().unwrap())
+    );
     assert!(msg.has_fingerprint());
     assert!(msg.verify_integrity(PASSWORD));
 
@@ -96,7 +101,9 @@ fn rfc5769_2_3_sample_ipv6_response() {
     let buf = sample_ipv6_response();
     let msg = StunMessage::parse(&buf).expect("vector parses");
     assert_eq!(msg.class(), StunClass::SuccessResponse);
-    let want: SocketAddr = "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap();
+    let want: SocketAddr = "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+        .parse()
+        .unwrap();
     assert_eq!(msg.xor_mapped_address(), Some(want));
     assert!(msg.has_fingerprint());
     assert!(msg.verify_integrity(PASSWORD));
@@ -115,7 +122,10 @@ fn rfc8489_14_7_bad_fingerprint_rejected() {
     let mut buf = sample_request();
     let last = buf.len() - 1;
     buf[last] ^= 1;
-    assert_eq!(StunMessage::parse(&buf).unwrap_err(), StunError::BadFingerprint);
+    assert_eq!(
+        StunMessage::parse(&buf).unwrap_err(),
+        StunError::BadFingerprint
+    );
 }
 
 #[test]
@@ -178,10 +188,14 @@ fn writer_round_trips_ice_attributes_and_error_code() {
 #[test]
 fn writer_reuses_buffer() {
     let mut buf = Vec::with_capacity(256);
-    StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12]).username(b"a:b").finish(Some(b"k"));
+    StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12])
+        .username(b"a:b")
+        .finish(Some(b"k"));
     let first = buf.clone();
     let cap = buf.capacity();
-    StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12]).username(b"a:b").finish(Some(b"k"));
+    StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12])
+        .username(b"a:b")
+        .finish(Some(b"k"));
     assert_eq!(buf, first);
     assert_eq!(buf.capacity(), cap);
 }
@@ -197,7 +211,9 @@ fn rfc8489_14_unknown_optional_skipped_unknown_required_reported() {
     assert_eq!(msg.priority(), Some(7));
     assert_eq!(msg.unknown_required_attribute(), None);
 
-    StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12]).attribute(0x7001, b"x").finish(None);
+    StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12])
+        .attribute(0x7001, b"x")
+        .finish(None);
     let msg = StunMessage::parse(&buf).unwrap();
     assert_eq!(msg.unknown_required_attribute(), Some(0x7001));
 }
@@ -205,7 +221,9 @@ fn rfc8489_14_unknown_optional_skipped_unknown_required_reported() {
 #[test]
 fn rfc8489_14_5_attributes_after_integrity_ignored() {
     let mut buf = Vec::new();
-    StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12]).username(b"a:b").finish(Some(b"k"));
+    StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12])
+        .username(b"a:b")
+        .finish(Some(b"k"));
     // Insert a PRIORITY after MESSAGE-INTEGRITY (before FINGERPRINT) and fix lengths and CRC.
     let fp_at = buf.len() - 8;
     buf.truncate(fp_at);
@@ -231,13 +249,19 @@ fn rfc8489_14_7_fingerprint_must_be_last() {
     let fp_at = buf.len() - 12;
     let crc = crc32fast::hash(&buf[..fp_at]) ^ FINGERPRINT_XOR;
     buf[fp_at + 4..fp_at + 8].copy_from_slice(&crc.to_be_bytes());
-    assert_eq!(StunMessage::parse(&buf).unwrap_err(), StunError::FingerprintNotLast);
+    assert_eq!(
+        StunMessage::parse(&buf).unwrap_err(),
+        StunError::FingerprintNotLast
+    );
 }
 
 #[test]
 fn header_errors() {
     assert_eq!(StunMessage::parse(&[]).unwrap_err(), StunError::TooShort);
-    assert_eq!(StunMessage::parse(&[0; 19]).unwrap_err(), StunError::TooShort);
+    assert_eq!(
+        StunMessage::parse(&[0; 19]).unwrap_err(),
+        StunError::TooShort
+    );
     let mut buf = sample_request();
     buf[0] = 0x40;
     assert_eq!(StunMessage::parse(&buf).unwrap_err(), StunError::NotStun);
@@ -255,18 +279,34 @@ fn header_errors() {
 
 #[test]
 fn bad_attribute_lengths_rejected() {
-    for (typ, len) in [(0x0024u16, 3usize), (0x0025, 4), (0x802A, 4), (0x8029, 12), (0x0008, 16), (0x0020, 4)] {
+    for (typ, len) in [
+        (0x0024u16, 3usize),
+        (0x0025, 4),
+        (0x802A, 4),
+        (0x8029, 12),
+        (0x0008, 16),
+        (0x0020, 4),
+    ] {
         let mut buf = Vec::new();
-        StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12]).attribute(typ, &vec![0u8; len]);
+        StunWriter::new(&mut buf, StunClass::Request, BINDING, [1; 12])
+            .attribute(typ, &vec![0u8; len]);
         let total = (buf.len() - HEADER_LEN) as u16;
         buf[2..4].copy_from_slice(&total.to_be_bytes());
-        assert_eq!(StunMessage::parse(&buf).unwrap_err(), StunError::BadAttribute, "type {typ:#x}");
+        assert_eq!(
+            StunMessage::parse(&buf).unwrap_err(),
+            StunError::BadAttribute,
+            "type {typ:#x}"
+        );
     }
 }
 
 #[test]
 fn truncated_and_garbage_never_panic() {
-    let vectors = [sample_request(), sample_ipv4_response(), sample_ipv6_response()];
+    let vectors = [
+        sample_request(),
+        sample_ipv4_response(),
+        sample_ipv6_response(),
+    ];
     for v in &vectors {
         for end in 0..=v.len() {
             let _ = StunMessage::parse(&v[..end]).map(|m| exercise(&m));
@@ -302,9 +342,24 @@ fn truncated_and_garbage_never_panic() {
 }
 
 fn exercise(m: &StunMessage<'_>) {
-    let _ = (m.class(), m.method(), m.transaction_id(), m.username(), m.priority());
-    let _ = (m.use_candidate(), m.ice_controlling(), m.ice_controlled(), m.xor_mapped_address());
-    let _ = (m.error_code(), m.unknown_required_attribute(), m.verify_integrity(b"x"));
+    let _ = (
+        m.class(),
+        m.method(),
+        m.transaction_id(),
+        m.username(),
+        m.priority(),
+    );
+    let _ = (
+        m.use_candidate(),
+        m.ice_controlling(),
+        m.ice_controlled(),
+        m.xor_mapped_address(),
+    );
+    let _ = (
+        m.error_code(),
+        m.unknown_required_attribute(),
+        m.verify_integrity(b"x"),
+    );
 }
 
 #[test]

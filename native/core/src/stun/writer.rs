@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use super::{
-    attr, encode_xor_address, hmac_sha1, padded, StunClass, FINGERPRINT_XOR, HEADER_LEN, INTEGRITY_LEN,
-    MAGIC_COOKIE, MAX_USERNAME_LEN,
+    attr, encode_xor_address, hmac_sha1, padded, StunClass, FINGERPRINT_XOR, HEADER_LEN,
+    INTEGRITY_LEN, MAGIC_COOKIE, MAX_USERNAME_LEN,
 };
 
 /// Longest attribute value the writer emits; longer values are cut (keeps lengths within 16 bits).
@@ -56,13 +56,22 @@ fn message_type(class: StunClass, method: u16) -> u16 {
 
 impl<'b> StunWriter<'b> {
     /// Clears `buf` and writes the 20-byte header.
-    pub fn new(buf: &'b mut Vec<u8>, class: StunClass, method: u16, transaction_id: [u8; 12]) -> Self {
+    pub fn new(
+        buf: &'b mut Vec<u8>,
+        class: StunClass,
+        method: u16,
+        transaction_id: [u8; 12],
+    ) -> Self {
         buf.clear();
         buf.extend_from_slice(&message_type(class, method).to_be_bytes());
         buf.extend_from_slice(&[0, 0]);
         buf.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
         buf.extend_from_slice(&transaction_id);
-        StunWriter { buf, transaction_id, padding: 0 }
+        StunWriter {
+            buf,
+            transaction_id,
+            padding: 0,
+        }
     }
 
     /// Byte used to pad attribute values to 4 bytes (default 0; RFC 5769 vectors use 0x20).
