@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    candidate_priority, random_bytes, Candidate, CandidateKind, IceConfig, IceCredentials, IceDrop,
-    IceEvent, IceState, Transmit,
+    random_bytes, Candidate, CandidateKind, IceConfig, IceCredentials, IceDrop, IceEvent, IceState,
+    Transmit,
 };
 use crate::stun::{StunClass, StunMessage, StunWriter, BINDING};
 
@@ -539,10 +539,7 @@ impl IceAgent {
                 if msg.class() == StunClass::SuccessResponse && symmetric {
                     self.pairs[pair_idx].last_response = Some(now);
                     if self.selected == Some(pair_idx) {
-                        self.consent_ok = Some(now);
-                        if self.state == IceState::Disconnected {
-                            self.set_state(IceState::Connected);
-                        }
+                        self.refresh_consent(now);
                     }
                 }
             }
@@ -586,6 +583,10 @@ impl IceAgent {
                     }
                 }
                 self.update_selected(now);
+                // Any authenticated success on the selected pair also proves consent (RFC 7675).
+                if self.selected == Some(pair_idx) {
+                    self.refresh_consent(now);
+                }
             }
         }
         Ok(())
@@ -660,7 +661,7 @@ impl IceAgent {
             }
             if tx.sends < self.config.max_requests {
                 tx.sends += 1;
-                tx.rto = (tx.rto * 2).min(self.config.rto_max);
+                tx.rto = tx.rto.saturating_mul(2).min(self.config.rto_max);
                 tx.deadline = now + tx.rto;
                 let contents = tx.bytes.clone();
                 let pair = &self.pairs[tx.pair];
@@ -781,8 +782,8 @@ impl IceAgent {
         let pair = &self.pairs[pair_idx];
         let local = &self.local_candidates[pair.local];
         // PRIORITY carries the priority a peer-reflexive candidate of ours would have (7.2.2).
-        let prflx_priority = candidate_priority(CandidateKind::PeerReflexive, 0, 1) & 0xFF00_0000
-            | (local.priority & 0x00FF_FFFF);
+        let prflx_priority =
+            (CandidateKind::PeerReflexive.type_preference() << 24) | (local.priority & 0x00FF_FFFF);
         let mut bytes = Vec::with_capacity(128);
         let mut w = StunWriter::new(&mut bytes, StunClass::Request, BINDING, id);
         w.username(&self.outgoing_username).priority(prflx_priority);
@@ -857,6 +858,14 @@ impl IceAgent {
         if self.state != state {
             self.state = state;
             self.events.push_back(IceEvent::StateChanged(state));
+        }
+    }
+
+    /// An authenticated success response arrived on the selected pair.
+    fn refresh_consent(&mut self, now: Instant) {
+        self.consent_ok = Some(now);
+        if self.state == IceState::Disconnected {
+            self.set_state(IceState::Connected);
         }
     }
 
