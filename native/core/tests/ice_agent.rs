@@ -20,6 +20,8 @@ struct Node {
     /// When a STUN success response was delivered to this node.
     responses_in: Vec<Instant>,
     drops: Vec<IceDrop>,
+    /// Everything this node sent, when.
+    sent: Vec<(Instant, Transmit)>,
 }
 
 /// A network of agents. Packets take `latency`; `dead` addresses drop everything to or from them;
@@ -58,6 +60,7 @@ impl Net {
             events: Vec::new(),
             responses_in: Vec::new(),
             drops: Vec::new(),
+            sent: Vec::new(),
         });
         self.nodes.len() - 1
     }
@@ -79,6 +82,7 @@ impl Net {
         let (now, latency) = (self.now, self.latency);
         for n in &mut self.nodes {
             while let Some(t) = n.agent.poll_transmit() {
+                n.sent.push((now, t.clone()));
                 self.in_flight.push((now + latency, t));
             }
             while let Some(e) = n.agent.poll_event() {
@@ -902,4 +906,99 @@ fn rfc8445_5_1_2_1_host_priority() {
         c.foundation,
         Candidate::host(sa("10.0.0.2:1"), 1).foundation
     );
+}
+
+/// Requests a node sent: (time, transaction id, USE-CANDIDATE, destination).
+fn requests(net: &Net, i: usize) -> Vec<(Instant, [u8; 12], bool, SocketAddr)> {
+    net.nodes[i]
+        .sent
+        .iter()
+        .filter_map(|(t, x)| {
+            let m = StunMessage::parse(&x.contents).unwrap();
+            (m.class() == StunClass::Request)
+                .then(|| (*t, m.transaction_id(), m.use_candidate(), x.destination))
+        })
+        .collect()
+}
+
+#[test]
+fn regular_nomination_sends_one_use_candidate_check() {
+    let mut net = two(&["10.0.0.1:10000"], &["10.0.0.2:5000"]);
+    assert!(net.run_until(Duration::from_secs(2), Net::all_connected));
+    net.run_for(Duration::from_secs(30));
+    let reqs = requests(&net, 0);
+    let nominations: Vec<_> = reqs.iter().filter(|r| r.2).collect();
+    assert_eq!(
+        nominations.len(),
+        1,
+        "one USE-CANDIDATE check, answered first time"
+    );
+    // It follows an ordinary check that succeeded (RFC 8445 section 8.1.1).
+    assert!(!reqs[0].2);
+    assert!(nominations[0].0 > reqs[0].0);
+    // The controlled side never sends USE-CANDIDATE.
+    assert!(requests(&net, 1).iter().all(|r| !r.2));
+}
+
+#[test]
+fn rfc8445_14_2_checks_are_paced_by_ta() {
+    for ta_ms in [50u64, 20] {
+        let cfg = IceConfig {
+            ta: Duration::from_millis(ta_ms),
+            ..IceConfig::default()
+        };
+        let mut a = agent(true, 1, &["10.0.0.1:10000"], &cfg);
+        let remotes: Vec<String> = (1..=5).map(|i| format!("10.0.1.{i}:5000")).collect();
+        a.set_remote_credentials(IceCredentials::random());
+        for (i, r) in remotes.iter().enumerate() {
+            a.add_remote_candidate(Candidate::new(
+                sa(r),
+                CandidateKind::Host,
+                1000 + i as u32,
+                format!("f{i}"),
+            ));
+        }
+        let mut net = Net::new();
+        net.add(a);
+        net.kick();
+        net.run_for(Duration::from_secs(1));
+        // First transmission of each transaction: one every Ta, highest priority first.
+        let mut firsts: Vec<(Instant, [u8; 12], bool, SocketAddr)> = Vec::new();
+        for r in requests(&net, 0) {
+            if !firsts.iter().any(|f| f.1 == r.1) {
+                firsts.push(r);
+            }
+        }
+        assert_eq!(firsts.len(), 5);
+        for w in firsts.windows(2) {
+            assert_eq!(w[1].0 - w[0].0, Duration::from_millis(ta_ms));
+        }
+        let order: Vec<SocketAddr> = firsts.iter().map(|f| f.3).collect();
+        let want: Vec<SocketAddr> = remotes.iter().rev().map(|r| sa(r)).collect();
+        assert_eq!(order, want, "checklist in pair-priority order");
+    }
+}
+
+#[test]
+fn rfc8489_6_2_1_retransmissions_double_up_to_the_cap() {
+    let mut net = two(&["10.0.0.1:10000"], &["10.0.0.2:5000"]);
+    net.dead.push(sa("10.0.0.2:5000"));
+    net.run_for(Duration::from_secs(30));
+    let reqs = requests(&net, 0);
+    let tid = reqs[0].1;
+    let times: Vec<u64> = reqs
+        .iter()
+        .filter(|r| r.1 == tid)
+        .map(|r| (r.0 - net.start).as_millis() as u64)
+        .collect();
+    // 7 requests; RTO 250 ms doubling, capped at 2 s.
+    assert_eq!(times, [0, 250, 750, 1750, 3750, 5750, 7750]);
+    // Every retransmission is byte-identical.
+    let bytes: Vec<&Vec<u8>> = net.nodes[0]
+        .sent
+        .iter()
+        .filter(|(_, x)| StunMessage::parse(&x.contents).unwrap().transaction_id() == tid)
+        .map(|(_, x)| &x.contents)
+        .collect();
+    assert!(bytes.windows(2).all(|w| w[0] == w[1]));
 }
