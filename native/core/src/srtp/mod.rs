@@ -346,7 +346,7 @@ impl SrtpContext {
         let (packet, trailer) = buf.split_at_mut(len);
         let trailer = trailer.get_mut(..tag_len).ok_or(SrtpError::NoRoom)?;
         match &mut self.rtp {
-            Transform::CmSha1{ cipher, salt, hmac } => {
+            Transform::CmSha1 { cipher, salt, hmac } => {
                 let iv = cm_iv(salt, header.ssrc, index);
                 let payload = packet.get_mut(header.len..).ok_or(SrtpError::TooShort)?;
                 cipher.apply(&iv, payload)?;
@@ -376,10 +376,7 @@ impl SrtpContext {
         if buf.len() > MAX_PACKET_LEN + tag_len {
             return Err(SrtpError::Malformed);
         }
-        let auth_end = buf
-            .len()
-            .checked_sub(tag_len)
-            .ok_or(SrtpError::TooShort)?;
+        let auth_end = buf.len().checked_sub(tag_len).ok_or(SrtpError::TooShort)?;
         let (packet, tag) = buf.split_at_mut(auth_end);
         let header = RtpHeader::parse(packet)?;
 
@@ -408,7 +405,8 @@ impl SrtpContext {
                 cipher.apply(&iv, payload)?;
             }
             Transform::Gcm { cipher, salt } => {
-                let tag: &[u8; GCM_TAG_LEN] = (&*tag).try_into().map_err(|_| SrtpError::TooShort)?;
+                let tag: &[u8; GCM_TAG_LEN] =
+                    (&*tag).try_into().map_err(|_| SrtpError::TooShort)?;
                 let iv = gcm_rtp_iv(salt, header.ssrc, roc, header.seq);
                 let (aad, payload) = packet.split_at_mut(header.len);
                 cipher.open(&iv, &[aad], payload, tag)?;
@@ -463,9 +461,7 @@ impl SrtpContext {
                 index_field.copy_from_slice(&e_index);
                 let mut mac = [0u8; SHA1_LEN];
                 hmac.compute(&[header, payload, &e_index], &mut mac)?;
-                let tag_field = tag_field
-                    .get_mut(..HMAC_TAG_LEN)
-                    .ok_or(SrtpError::NoRoom)?;
+                let tag_field = tag_field.get_mut(..HMAC_TAG_LEN).ok_or(SrtpError::NoRoom)?;
                 tag_field.copy_from_slice(mac.get(..HMAC_TAG_LEN).ok_or(SrtpError::Crypto)?);
             }
             Transform::Gcm { cipher, salt } => {
@@ -492,10 +488,7 @@ impl SrtpContext {
         if buf.len() > MAX_PACKET_LEN + overhead {
             return Err(SrtpError::Malformed);
         }
-        let plain_end = buf
-            .len()
-            .checked_sub(overhead)
-            .ok_or(SrtpError::TooShort)?;
+        let plain_end = buf.len().checked_sub(overhead).ok_or(SrtpError::TooShort)?;
         let ssrc = rtcp_sender_ssrc(buf.get(..plain_end).ok_or(SrtpError::TooShort)?)?;
 
         // The E+index word sits after the payload for AES-CM, at the very end for GCM.
@@ -666,7 +659,9 @@ fn gcm_rtp_iv(salt: &[u8; GCM_IV_LEN], ssrc: u32, roc: u32, seq: u16) -> [u8; GC
     let ssrc = ssrc.to_be_bytes();
     let roc = roc.to_be_bytes();
     let seq = seq.to_be_bytes();
-    let fields = [0, 0, ssrc[0], ssrc[1], ssrc[2], ssrc[3], roc[0], roc[1], roc[2], roc[3], seq[0], seq[1]];
+    let fields = [
+        0, 0, ssrc[0], ssrc[1], ssrc[2], ssrc[3], roc[0], roc[1], roc[2], roc[3], seq[0], seq[1],
+    ];
     for (dst, src) in iv.iter_mut().zip(fields) {
         *dst ^= src;
     }
@@ -683,7 +678,9 @@ fn gcm_rtcp_iv(salt: &[u8; GCM_IV_LEN], ssrc: u32, index: u32) -> [u8; GCM_IV_LE
     let mut iv = *salt;
     let ssrc = ssrc.to_be_bytes();
     let index = (index & SRTCP_INDEX_MASK).to_be_bytes();
-    let fields = [0, 0, ssrc[0], ssrc[1], ssrc[2], ssrc[3], 0, 0, index[0], index[1], index[2], index[3]];
+    let fields = [
+        0, 0, ssrc[0], ssrc[1], ssrc[2], ssrc[3], 0, 0, index[0], index[1], index[2], index[3],
+    ];
     for (dst, src) in iv.iter_mut().zip(fields) {
         *dst ^= src;
     }

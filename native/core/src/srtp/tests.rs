@@ -163,7 +163,10 @@ fn rfc7714_8_1_and_9_1_iv_formation() {
 #[test]
 fn rfc7714_16_1_1_srtp_aead_aes_128_gcm_encryption() {
     let mut ctx = rfc7714_context();
-    assert_eq!(protect_rtp(&mut ctx, &hex(RFC7714_RTP)), hex(RFC7714_16_1_SRTP));
+    assert_eq!(
+        protect_rtp(&mut ctx, &hex(RFC7714_RTP)),
+        hex(RFC7714_16_1_SRTP)
+    );
 }
 
 #[test]
@@ -224,11 +227,11 @@ const LIBSRTP_RTCP: &str = "81c8000bcafebabe abababababababababababababababab";
 fn libsrtp_reference_aes_cm_128_hmac_sha1_80() {
     let key = hex("e1f97a0d3e018be0d64fa32c06de4139");
     let salt = hex("0ec675ad498afeebb6960b3aabe6");
-    let srtp = hex("800f1234decafbadcafebabe 4e55dc4ce79978d88ca4d215949d2402 b78d6acc99ea179b8dbb");
+    let srtp =
+        hex("800f1234decafbadcafebabe 4e55dc4ce79978d88ca4d215949d2402 b78d6acc99ea179b8dbb");
     // libsrtp sends SRTCP index 1 first; RFC 3711 §3.4 (and this module) start at 0.
-    let srtcp = hex(
-        "81c8000bcafebabe 7128035be487b9bdbef89041f977a5a8 80000001 993e08cd54d6c1230798",
-    );
+    let srtcp =
+        hex("81c8000bcafebabe 7128035be487b9bdbef89041f977a5a8 80000001 993e08cd54d6c1230798");
 
     let mut tx = SrtpContext::new(SrtpProfile::Aes128CmHmacSha1_80, &key, &salt).expect("keys");
     assert_eq!(protect_rtp(&mut tx, &hex(LIBSRTP_RTP)), srtp);
@@ -266,7 +269,8 @@ fn libsrtp_reference_aead_aes_128_gcm() {
 fn libsrtp_reference_aead_aes_128_gcm_header_extension() {
     let key = hex("e1f97a0d3e018be0d64fa32c06de4139");
     let salt = hex("0ec675ad498afeebb6960b3a");
-    let header = "900f1234decafbadcafebabe bede0006 17414273a475262748220000c8308e4655996386b395fb00";
+    let header =
+        "900f1234decafbadcafebabe bede0006 17414273a475262748220000c8308e4655996386b395fb00";
     let plain = hex(&format!("{header} abababababababababababababababab"));
     let srtp = hex(&format!(
         "{header} 0eca0cf95ee955b26cd3d288b49f6ca9 e0eb4eab09af2baef6804f141b9b02b0"
@@ -281,7 +285,10 @@ fn libsrtp_reference_aead_aes_128_gcm_header_extension() {
 #[test]
 fn profile_names_and_sizes() {
     for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80] {
-        assert_eq!(SrtpProfile::from_dtls_name(profile.dtls_name()), Some(profile));
+        assert_eq!(
+            SrtpProfile::from_dtls_name(profile.dtls_name()),
+            Some(profile)
+        );
         assert_eq!(profile.master_key_len(), 16);
     }
     assert_eq!(SrtpProfile::from_dtls_name("SRTP_AES128_CM_SHA1_32"), None);
@@ -296,9 +303,18 @@ fn profile_names_and_sizes() {
 #[test]
 fn wrong_key_lengths_are_refused() {
     let p = SrtpProfile::AeadAes128Gcm;
-    assert_eq!(SrtpContext::new(p, &[0; 15], &[0; 12]).err(), Some(SrtpError::Crypto));
-    assert_eq!(SrtpContext::new(p, &[0; 16], &[0; 14]).err(), Some(SrtpError::Crypto));
+    assert_eq!(
+        SrtpContext::new(p, &[0; 15], &[0; 12]).err(),
+        Some(SrtpError::Crypto)
+    );
+    assert_eq!(
+        SrtpContext::new(p, &[0; 16], &[0; 14]).err(),
+        Some(SrtpError::Crypto)
+    );
     let p = SrtpProfile::Aes128CmHmacSha1_80;
-    assert_eq!(SrtpContext::new(p, &[0; 16], &[0; 12]).err(), Some(SrtpError::Crypto));
+    assert_eq!(
+        SrtpContext::new(p, &[0; 16], &[0; 12]).err(),
+        Some(SrtpError::Crypto)
+    );
     assert!(SrtpContext::new(p, &[0; 16], &[0; 14]).is_ok());
 }

@@ -197,7 +197,10 @@ mod tests {
         assert_eq!(m.get(30), Some(&61));
         assert_eq!(m.get(40), None);
         assert_eq!(m.insert(40, 0).err(), Some(SrtpError::TooManySsrcs));
-        assert!(m.insert(20, 7).is_ok(), "replacing an existing SSRC is allowed at the limit");
+        assert!(
+            m.insert(20, 7).is_ok(),
+            "replacing an existing SSRC is allowed at the limit"
+        );
         assert_eq!(m.get(20), Some(&7));
         assert_eq!(m.len(), 3);
     }
