@@ -31,7 +31,7 @@ pub(super) fn feedback_ssrcs(body: &[u8]) -> Result<(u32, u32), RtcpError> {
 /// FCI after the feedback header, which must be a whole number of `entry`-byte entries.
 fn fci_entries(body: &[u8], entry: usize) -> Result<&[u8], RtcpError> {
     let fci = body.get(FEEDBACK_SSRCS_LEN..).ok_or(RtcpError::TooShort)?;
-    if fci.len() % entry != 0 {
+    if !fci.len().is_multiple_of(entry) {
         return Err(RtcpError::Truncated);
     }
     Ok(fci)

@@ -394,7 +394,10 @@ pub fn validate_compound(buf: &[u8]) -> Result<(), RtcpError> {
 /// forwarding feedback). Does nothing on a buffer shorter than 8 bytes (asserts in debug builds).
 #[inline]
 pub fn set_sender_ssrc(packet: &mut [u8], ssrc: u32) {
-    debug_assert!(packet.len() >= 8, "set_sender_ssrc on a packet without sender SSRC");
+    debug_assert!(
+        packet.len() >= 8,
+        "set_sender_ssrc on a packet without sender SSRC"
+    );
     if let Some(field) = packet.get_mut(4..8) {
         field.copy_from_slice(&ssrc.to_be_bytes());
     }
@@ -404,7 +407,10 @@ pub fn set_sender_ssrc(packet: &mut [u8], ssrc: u32) {
 /// Does nothing on a buffer shorter than 12 bytes (asserts in debug builds).
 #[inline]
 pub fn set_media_ssrc(packet: &mut [u8], ssrc: u32) {
-    debug_assert!(packet.len() >= 12, "set_media_ssrc on a packet without media SSRC");
+    debug_assert!(
+        packet.len() >= 12,
+        "set_media_ssrc on a packet without media SSRC"
+    );
     if let Some(field) = packet.get_mut(8..12) {
         field.copy_from_slice(&ssrc.to_be_bytes());
     }

@@ -11,7 +11,10 @@ pub const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
 ///
 /// The seconds wrap modulo 2^32 as NTP eras do.
 pub fn ntp_from_unix(since_unix_epoch: Duration) -> u64 {
-    let secs = since_unix_epoch.as_secs().wrapping_add(NTP_UNIX_OFFSET_SECS) & 0xffff_ffff;
+    let secs = since_unix_epoch
+        .as_secs()
+        .wrapping_add(NTP_UNIX_OFFSET_SECS)
+        & 0xffff_ffff;
     // subsec_nanos < 1e9, so the shifted value < 2^62 and the quotient < 2^32.
     let frac = (u64::from(since_unix_epoch.subsec_nanos()) << 32) / 1_000_000_000;
     secs << 32 | frac

@@ -61,7 +61,10 @@ impl ReportBlock {
 
     /// Encodes one block; `cumulative_lost` is clamped to the 24-bit signed range.
     pub fn write_to(&self, out: &mut [u8; Self::LEN]) {
-        let lost = self.cumulative_lost.clamp(-0x80_0000, 0x7f_ffff).to_be_bytes();
+        let lost = self
+            .cumulative_lost
+            .clamp(-0x80_0000, 0x7f_ffff)
+            .to_be_bytes();
         out[0..4].copy_from_slice(&self.ssrc.to_be_bytes());
         out[4] = self.fraction_lost;
         out[5..8].copy_from_slice(&lost[1..4]);

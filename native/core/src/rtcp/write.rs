@@ -1,11 +1,11 @@
 //! RTCP writers into caller buffers. Each returns the bytes written; none allocates.
 
 use super::feedback::{remb_exp_mantissa, REMB_ID};
-use super::{
-    RtcpError, ReportBlock, FMT_AFB, FMT_FIR, FMT_NACK, FMT_PLI, PT_BYE, PT_PSFB, PT_RR,
-    PT_RTPFB, PT_SDES, PT_SR, RTCP_VERSION,
-};
 use super::sdes::SDES_CNAME;
+use super::{
+    ReportBlock, RtcpError, FMT_AFB, FMT_FIR, FMT_NACK, FMT_PLI, PT_BYE, PT_PSFB, PT_RR, PT_RTPFB,
+    PT_SDES, PT_SR, RTCP_VERSION,
+};
 
 /// Largest RC/SC value (5 bits).
 const MAX_COUNT: usize = 31;
@@ -13,7 +13,10 @@ const MAX_COUNT: usize = 31;
 /// Takes the first `len` bytes of `buf` for a packet of `len` bytes (a multiple of 4), zeroed, with
 /// the common header written (RFC 3550 6.4.1, P = 0).
 fn packet(buf: &mut [u8], len: usize, count: u8, pt: u8) -> Result<&mut [u8], RtcpError> {
-    debug_assert!(len % 4 == 0 && len >= 4, "RTCP packets are whole 32-bit words");
+    debug_assert!(
+        len.is_multiple_of(4) && len >= 4,
+        "RTCP packets are whole 32-bit words"
+    );
     let words = u16::try_from(len / 4 - 1).map_err(|_| RtcpError::TooLarge)?;
     let out = buf.get_mut(..len).ok_or(RtcpError::NoRoom)?;
     out.fill(0);

@@ -8,7 +8,7 @@ mod ext;
 mod stats;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use ext::{ExtensionIter, ONE_BYTE_PROFILE, TWO_BYTE_PROFILE, TWO_BYTE_PROFILE_MASK};
 pub use stats::ReceiverStats;
@@ -277,7 +277,10 @@ pub fn is_rtcp(buf: &[u8]) -> bool {
 /// Overwrites the sequence number (bytes 2..4).
 #[inline]
 pub fn set_sequence_number(buf: &mut [u8], seq: u16) {
-    debug_assert!(buf.len() >= FIXED_HEADER_LEN, "set_sequence_number on a non-RTP buffer");
+    debug_assert!(
+        buf.len() >= FIXED_HEADER_LEN,
+        "set_sequence_number on a non-RTP buffer"
+    );
     if let Some(field) = buf.get_mut(2..4) {
         field.copy_from_slice(&seq.to_be_bytes());
     }
@@ -286,7 +289,10 @@ pub fn set_sequence_number(buf: &mut [u8], seq: u16) {
 /// Overwrites the RTP timestamp (bytes 4..8).
 #[inline]
 pub fn set_timestamp(buf: &mut [u8], ts: u32) {
-    debug_assert!(buf.len() >= FIXED_HEADER_LEN, "set_timestamp on a non-RTP buffer");
+    debug_assert!(
+        buf.len() >= FIXED_HEADER_LEN,
+        "set_timestamp on a non-RTP buffer"
+    );
     if let Some(field) = buf.get_mut(4..8) {
         field.copy_from_slice(&ts.to_be_bytes());
     }
@@ -295,7 +301,10 @@ pub fn set_timestamp(buf: &mut [u8], ts: u32) {
 /// Overwrites the SSRC (bytes 8..12).
 #[inline]
 pub fn set_ssrc(buf: &mut [u8], ssrc: u32) {
-    debug_assert!(buf.len() >= FIXED_HEADER_LEN, "set_ssrc on a non-RTP buffer");
+    debug_assert!(
+        buf.len() >= FIXED_HEADER_LEN,
+        "set_ssrc on a non-RTP buffer"
+    );
     if let Some(field) = buf.get_mut(8..12) {
         field.copy_from_slice(&ssrc.to_be_bytes());
     }
@@ -304,7 +313,10 @@ pub fn set_ssrc(buf: &mut [u8], ssrc: u32) {
 /// Overwrites the 7-bit payload type, keeping the marker bit.
 #[inline]
 pub fn set_payload_type(buf: &mut [u8], pt: u8) {
-    debug_assert!(buf.len() >= FIXED_HEADER_LEN, "set_payload_type on a non-RTP buffer");
+    debug_assert!(
+        buf.len() >= FIXED_HEADER_LEN,
+        "set_payload_type on a non-RTP buffer"
+    );
     debug_assert!(pt <= 0x7f, "payload type is 7 bits");
     if let Some(b1) = buf.get_mut(1) {
         *b1 = (*b1 & 0x80) | (pt & 0x7f);
@@ -314,7 +326,10 @@ pub fn set_payload_type(buf: &mut [u8], pt: u8) {
 /// Sets or clears the marker bit, keeping the payload type.
 #[inline]
 pub fn set_marker(buf: &mut [u8], m: bool) {
-    debug_assert!(buf.len() >= FIXED_HEADER_LEN, "set_marker on a non-RTP buffer");
+    debug_assert!(
+        buf.len() >= FIXED_HEADER_LEN,
+        "set_marker on a non-RTP buffer"
+    );
     if let Some(b1) = buf.get_mut(1) {
         *b1 = (*b1 & 0x7f) | if m { 0x80 } else { 0 };
     }

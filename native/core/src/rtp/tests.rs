@@ -92,7 +92,10 @@ fn rfc3550_5_1_csrc_list() {
     let v = RtpView::parse(&pkt).unwrap();
     assert!(!v.marker());
     assert_eq!(v.payload_type(), 0);
-    assert_eq!(v.csrcs().collect::<Vec<_>>(), vec![0xcafe_babe, 0x0102_0304]);
+    assert_eq!(
+        v.csrcs().collect::<Vec<_>>(),
+        vec![0xcafe_babe, 0x0102_0304]
+    );
     assert_eq!(v.header_len(), 20);
     assert_eq!(v.payload(), &[0x55]);
 }
@@ -125,7 +128,10 @@ fn rfc3550_5_1_padding_invalid() {
     // P set on a header-only packet: the count byte would be inside the header.
     let mut pkt = FIXED_ONLY;
     pkt[0] |= 0x20;
-    assert_eq!(RtpView::parse(&pkt[..12]).unwrap_err(), RtpError::BadPadding);
+    assert_eq!(
+        RtpView::parse(&pkt[..12]).unwrap_err(),
+        RtpError::BadPadding
+    );
 }
 
 #[test]
@@ -273,7 +279,10 @@ fn rfc8285_4_3_two_byte_header_example() {
 #[test]
 fn rfc3550_5_1_invalid_headers() {
     assert_eq!(RtpView::parse(&[]).unwrap_err(), RtpError::TooShort);
-    assert_eq!(RtpView::parse(&FIXED_ONLY[..11]).unwrap_err(), RtpError::TooShort);
+    assert_eq!(
+        RtpView::parse(&FIXED_ONLY[..11]).unwrap_err(),
+        RtpError::TooShort
+    );
     for version in [0u8, 1, 3] {
         let mut pkt = FIXED_ONLY;
         pkt[0] = (pkt[0] & 0x3f) | version << 6;
@@ -362,7 +371,10 @@ fn setters_write_through() {
         assert_eq!(after.payload_type(), 111);
         assert_eq!(after.marker(), !before.marker());
         // Everything else is unchanged.
-        assert_eq!(after.csrcs().collect::<Vec<_>>(), before.csrcs().collect::<Vec<_>>());
+        assert_eq!(
+            after.csrcs().collect::<Vec<_>>(),
+            before.csrcs().collect::<Vec<_>>()
+        );
         assert_eq!(after.payload(), before.payload());
         assert_eq!(after.extension_data(), before.extension_data());
         assert_eq!(after.padding_len(), before.padding_len());
@@ -498,7 +510,11 @@ fn rfc3550_a_1_sequence_rollover_increments_cycles() {
     assert_eq!(s.extended_highest_seq(), 65536 + 2);
     // A packet from before the wrap arriving after it does not add a cycle.
     let mut s = ReceiverStats::new(SSRC, 90_000);
-    feed(&mut s, t0, &[65534, 65535, 0, 65533 /* late, before base */, 1]);
+    feed(
+        &mut s,
+        t0,
+        &[65534, 65535, 0, 65533 /* late, before base */, 1],
+    );
     assert_eq!(s.extended_highest_seq(), 65536 + 1);
     assert_eq!(s.packets_lost(), 0);
     // Many wraps.
@@ -556,14 +572,20 @@ fn rfc3550_a_8_jitter_known_arrival_pattern() {
     // Constant transit: zero jitter.
     let mut s = ReceiverStats::new(SSRC, 90_000);
     for i in 0..50u32 {
-        s.on_packet(t0 + Duration::from_millis(20 * u64::from(i)), i as u16, 1000 + 1800 * i);
+        s.on_packet(
+            t0 + Duration::from_millis(20 * u64::from(i)),
+            i as u16,
+            1000 + 1800 * i,
+        );
     }
     assert_eq!(s.jitter(), 0);
 
     // Sent every 20 ms (1800 ticks at 90 kHz), arriving alternately on time and 10 ms late:
     // |D| = 900 ticks for every packet after the first, so J tends to 900.
     let n = 200;
-    let arrivals: Vec<u64> = (0..n).map(|i| 20 * i + if i % 2 == 1 { 10 } else { 0 }).collect();
+    let arrivals: Vec<u64> = (0..n)
+        .map(|i| 20 * i + if i % 2 == 1 { 10 } else { 0 })
+        .collect();
     let timestamps: Vec<u64> = (0..n).map(|i| 0xffff_0000 + 1800 * i).collect();
     let mut s = ReceiverStats::new(SSRC, 90_000);
     for i in 0..n as usize {
@@ -572,7 +594,10 @@ fn rfc3550_a_8_jitter_known_arrival_pattern() {
         let expect = reference_jitter(&arrivals[..=i], &timestamps[..=i], 90_000);
         let got = f64::from(s.jitter());
         // The integer form truncates and lags the real-valued one by up to about one tick.
-        assert!((got - expect).abs() <= 1.5, "packet {i}: got {got}, expected {expect}");
+        assert!(
+            (got - expect).abs() <= 1.5,
+            "packet {i}: got {got}, expected {expect}"
+        );
     }
     assert!((895..=900).contains(&s.jitter()), "{}", s.jitter());
     // After the first packet pair, J = 900/16.
@@ -583,14 +608,22 @@ fn rfc3550_a_8_jitter_known_arrival_pattern() {
     assert_eq!(s.report_block(t0).jitter, 900 / 16);
 
     // Audio at 48 kHz with 5 ms early/late swings; timestamps wrap through 2^32.
-    let arrivals: Vec<u64> = (0..100).map(|i| 20 * i + [0, 5, 0, 3][i as usize % 4]).collect();
-    let timestamps: Vec<u64> = (0..100).map(|i| u64::from(u32::MAX) - 2000 + 960 * i).collect();
+    let arrivals: Vec<u64> = (0..100)
+        .map(|i| 20 * i + [0, 5, 0, 3][i as usize % 4])
+        .collect();
+    let timestamps: Vec<u64> = (0..100)
+        .map(|i| u64::from(u32::MAX) - 2000 + 960 * i)
+        .collect();
     let mut s = ReceiverStats::new(SSRC, 48_000);
     for (i, (&a, &ts)) in arrivals.iter().zip(&timestamps).enumerate() {
         s.on_packet(t0 + Duration::from_millis(a), i as u16, ts as u32);
     }
     let expect = reference_jitter(&arrivals, &timestamps, 48_000);
-    assert!((f64::from(s.jitter()) - expect).abs() <= 1.5, "{} vs {expect}", s.jitter());
+    assert!(
+        (f64::from(s.jitter()) - expect).abs() <= 1.5,
+        "{} vs {expect}",
+        s.jitter()
+    );
 }
 
 #[test]
@@ -626,7 +659,13 @@ fn receiver_stats_before_any_packet() {
     assert_eq!(s.packets_lost(), 0);
     assert_eq!(s.jitter(), 0);
     let b = s.report_block(t0);
-    assert_eq!(b, ReportBlock { ssrc: SSRC, ..ReportBlock::default() });
+    assert_eq!(
+        b,
+        ReportBlock {
+            ssrc: SSRC,
+            ..ReportBlock::default()
+        }
+    );
     // Clock rate 0 disables jitter without failing.
     s.on_packet(t0, 1, 5);
     s.on_packet(t0 + Duration::from_millis(7), 2, 99);
