@@ -82,8 +82,8 @@ impl DtlsCert {
         serial.rand(63, MsbOption::MAYBE_ZERO, false).map_err(err)?;
         let serial: Asn1Integer = serial.to_asn1_integer().map_err(err)?;
 
-        let not_before = Asn1Time::from_unix(to_time_t(unix_now - NOT_BEFORE_BACKDATE_SECS))
-            .map_err(err)?;
+        let not_before =
+            Asn1Time::from_unix(to_time_t(unix_now - NOT_BEFORE_BACKDATE_SECS)).map_err(err)?;
         let not_after = Asn1Time::from_unix(to_time_t(unix_now + NOT_AFTER_SECS)).map_err(err)?;
 
         let mut builder = X509Builder::new().map_err(err)?;

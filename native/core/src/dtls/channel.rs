@@ -3,14 +3,20 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
+use super::record::{self, RECORD_HEADER_LEN};
+
 /// Datagram I/O for an `SslStream`, with no socket.
 ///
 /// Reads: OpenSSL's DTLS record layer reads one whole datagram per `read` call; we hold at most
 /// one (the one `DtlsConn::handle_datagram` is processing) and answer `WouldBlock` otherwise.
 ///
-/// Writes: OpenSSL writes one record per `write` call, each already fitted to the MTU we gave it
-/// (`SSL_set_mtu`). We pack consecutive records of a flight into one datagram while the sum stays
-/// within the MTU; `flush` (sent by OpenSSL at the end of a flight) closes the datagram.
+/// Writes: during the handshake OpenSSL stacks a buffering BIO on ours and hands us several
+/// records per `write` (what it thinks fits one datagram); afterwards one record per `write`.
+/// OpenSSL fits each handshake fragment to the MTU we gave it (`SSL_set_mtu`), but its packing
+/// ignores AEAD expansion (nonce and tag) of encrypted records, so a batch can exceed the MTU.
+/// We therefore split every write into records (RFC 6347 section 4.1 framing) and pack whole
+/// records into datagrams ourselves while the sum stays within the MTU; `flush` (end of a
+/// flight) closes the datagram.
 #[derive(Debug)]
 pub(crate) struct MemoryChannel {
     rx: Vec<u8>,
@@ -78,16 +84,29 @@ impl Read for MemoryChannel {
     }
 }
 
-impl Write for MemoryChannel {
-    fn write(&mut self, record: &[u8]) -> io::Result<usize> {
-        if record.is_empty() {
-            return Ok(0);
-        }
+impl MemoryChannel {
+    fn push_record(&mut self, record: &[u8]) {
         if !self.tx_current.is_empty() && self.tx_current.len() + record.len() > self.mtu {
             self.finish_datagram();
         }
         self.tx_current.extend_from_slice(record);
-        Ok(record.len())
+    }
+}
+
+impl Write for MemoryChannel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            // OpenSSL only writes whole records; if that ever fails to parse, keep the rest whole.
+            let len = match record::parse_record(rest) {
+                Ok((_, fragment, _)) => RECORD_HEADER_LEN + fragment.len(),
+                Err(_) => rest.len(),
+            };
+            let (record, next) = rest.split_at(len.min(rest.len()));
+            self.push_record(record);
+            rest = next;
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -100,17 +119,59 @@ impl Write for MemoryChannel {
 mod tests {
     use super::*;
 
+    /// A DTLS 1.2 handshake record of `len` bytes in total.
+    fn record(len: usize) -> Vec<u8> {
+        let body = len - RECORD_HEADER_LEN;
+        let mut out = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1];
+        out.extend_from_slice(&u16::try_from(body).expect("small").to_be_bytes());
+        out.resize(len, 0xaa);
+        out
+    }
+
+    fn sizes(ch: &mut MemoryChannel) -> Vec<usize> {
+        std::iter::from_fn(|| ch.pop_tx())
+            .map(|d| d.len())
+            .collect()
+    }
+
     #[test]
     fn packs_records_up_to_mtu() {
         let mut ch = MemoryChannel::new(100);
-        ch.write_all(&[1; 40]).expect("memory write");
-        ch.write_all(&[2; 40]).expect("memory write");
-        ch.write_all(&[3; 40]).expect("memory write"); // would make 120 > 100
+        ch.write_all(&record(40)).expect("memory write");
+        ch.write_all(&record(40)).expect("memory write");
+        ch.write_all(&record(40)).expect("memory write"); // would make 120 > 100
         ch.flush().expect("memory flush");
-        ch.write_all(&[4; 10]).expect("memory write");
+        ch.write_all(&record(20)).expect("memory write");
         ch.finish_datagram();
-        let sizes: Vec<usize> = std::iter::from_fn(|| ch.pop_tx()).map(|d| d.len()).collect();
-        assert_eq!(sizes, vec![80, 40, 10]);
+        assert_eq!(sizes(&mut ch), vec![80, 40, 20]);
+    }
+
+    #[test]
+    fn splits_a_multi_record_write_at_the_mtu() {
+        // OpenSSL's buffering BIO hands over 58+58+99+14+61 = 290 bytes for a 280-byte MTU.
+        let mut ch = MemoryChannel::new(280);
+        let batch: Vec<u8> = [58, 58, 99, 14, 61].into_iter().flat_map(record).collect();
+        assert_eq!(ch.write(&batch).expect("memory write"), batch.len());
+        ch.flush().expect("memory flush");
+        assert_eq!(sizes(&mut ch), vec![229, 61]);
+    }
+
+    #[test]
+    fn oversized_single_record_gets_its_own_datagram() {
+        let mut ch = MemoryChannel::new(100);
+        ch.write_all(&record(30)).expect("memory write");
+        ch.write_all(&record(150)).expect("memory write");
+        ch.write_all(&record(30)).expect("memory write");
+        ch.finish_datagram();
+        assert_eq!(sizes(&mut ch), vec![30, 150, 30]);
+    }
+
+    #[test]
+    fn unparsable_write_is_kept_whole() {
+        let mut ch = MemoryChannel::new(100);
+        ch.write_all(&[1, 2, 3]).expect("memory write");
+        ch.finish_datagram();
+        assert_eq!(sizes(&mut ch), vec![3]);
     }
 
     #[test]

@@ -136,6 +136,8 @@ pub struct DtlsConn {
     /// The retransmission deadline on the caller's clock.
     timeout: Option<Instant>,
     dropped_records: u64,
+    /// Server only: no ClientHello has been handed to OpenSSL yet.
+    awaiting_client_hello: bool,
 }
 
 impl std::fmt::Debug for DtlsConn {
@@ -197,6 +199,7 @@ impl DtlsConn {
             events: VecDeque::new(),
             timeout: None,
             dropped_records: 0,
+            awaiting_client_hello: role == DtlsRole::Server,
         };
         conn.set_mtu(config.mtu);
         Ok(conn)
@@ -238,23 +241,18 @@ impl DtlsConn {
 
     /// One DTLS record datagram (may hold several records).
     ///
-    /// A server accepts a ClientHello even before `start`; a client ignores datagrams until
-    /// `start`. Malformed framing is counted in [`DtlsConn::dropped_records`] and not shown to
-    /// OpenSSL.
+    /// A server accepts a ClientHello even before `start`, and nothing but a ClientHello until
+    /// its first one; a client ignores datagrams until `start`. Malformed framing is counted in
+    /// [`DtlsConn::dropped_records`] and not shown to OpenSSL. During the handshake OpenSSL
+    /// judges well-framed records and may fail the handshake on a bad one (`Failed`); after
+    /// `Connected` bad records are discarded.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
-        match self.state {
-            State::Closed | State::Failed => {
-                self.dropped_records += 1;
-                return;
-            }
-            State::Idle if self.role == DtlsRole::Client => {
-                self.dropped_records += 1;
-                return;
-            }
-            State::Idle => self.state = State::Handshaking,
-            State::Handshaking | State::Connected => {}
-        }
-        if datagram.len() > MAX_DATAGRAM_LEN {
+        let accepting = match self.state {
+            State::Closed | State::Failed => false,
+            State::Idle => self.role == DtlsRole::Server,
+            State::Handshaking | State::Connected => true,
+        };
+        if !accepting || datagram.len() > MAX_DATAGRAM_LEN {
             self.dropped_records += 1;
             return;
         }
@@ -265,6 +263,18 @@ impl DtlsConn {
         let Some(records) = datagram.get(..valid).filter(|r| !r.is_empty()) else {
             return;
         };
+        if self.awaiting_client_hello {
+            // A server that has not seen a ClientHello has no state worth risking: stray or
+            // injected records before it are dropped instead of letting OpenSSL abort on them.
+            if !record::starts_with_client_hello(records) {
+                self.dropped_records += 1;
+                return;
+            }
+            self.awaiting_client_hello = false;
+        }
+        if self.state == State::Idle {
+            self.state = State::Handshaking;
+        }
         self.stream.get_mut().push_rx(records);
         self.drive();
         if self.stream.get_mut().discard_rx() {
@@ -341,8 +351,9 @@ impl DtlsConn {
     }
 
     /// Received datagrams (or trailing parts of them) not handed to OpenSSL: malformed or
-    /// oversized framing, arrivals before `start` (client) or after close/failure, and DTLS
-    /// application data (Sluice sends none). Records OpenSSL itself discards (bad MAC,
+    /// oversized framing, arrivals before `start` (client), anything but a ClientHello before
+    /// the first one (server), arrivals after close/failure, and DTLS application data records
+    /// (Sluice sends none). Records OpenSSL itself discards (bad MAC,
     /// replays, stale epochs) are not visible here.
     pub fn dropped_records(&self) -> u64 {
         self.dropped_records

@@ -213,15 +213,15 @@ mod tests {
     fn parse_rejects_bad_hex() {
         let good = "AB:".repeat(31) + "CD";
         for bad in [
-            good.replacen("AB", "AG", 1),   // not hex
-            good.replacen("AB", "A", 1),    // one digit
-            good.replacen("AB", "ABC", 1),  // three digits
-            good.replacen(':', "::", 1),    // empty pair
-            good.replacen(':', "-", 1),     // wrong separator
-            good.replace(':', ""),          // no separators
-            format!(":{good}"),             // leading colon
-            format!("{good}:"),             // trailing colon
-            good.replacen("AB", "é", 1),    // non-ASCII (2 bytes in UTF-8)
+            good.replacen("AB", "AG", 1),  // not hex
+            good.replacen("AB", "A", 1),   // one digit
+            good.replacen("AB", "ABC", 1), // three digits
+            good.replacen(':', "::", 1),   // empty pair
+            good.replacen(':', "-", 1),    // wrong separator
+            good.replace(':', ""),         // no separators
+            format!(":{good}"),            // leading colon
+            format!("{good}:"),            // trailing colon
+            good.replacen("AB", "é", 1),   // non-ASCII (2 bytes in UTF-8)
             String::new(),
         ] {
             assert_eq!(

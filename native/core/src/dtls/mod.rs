@@ -108,9 +108,18 @@ impl fmt::Debug for SrtpKeyingMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SrtpKeyingMaterial")
             .field("profile", &self.profile)
-            .field("local_key", &format_args!("[{} bytes]", self.local_key.len()))
-            .field("local_salt", &format_args!("[{} bytes]", self.local_salt.len()))
-            .field("remote_key", &format_args!("[{} bytes]", self.remote_key.len()))
+            .field(
+                "local_key",
+                &format_args!("[{} bytes]", self.local_key.len()),
+            )
+            .field(
+                "local_salt",
+                &format_args!("[{} bytes]", self.local_salt.len()),
+            )
+            .field(
+                "remote_key",
+                &format_args!("[{} bytes]", self.remote_key.len()),
+            )
             .field(
                 "remote_salt",
                 &format_args!("[{} bytes]", self.remote_salt.len()),
@@ -203,7 +212,10 @@ mod tests {
 
     #[test]
     fn rfc5763_5_role_from_remote_setup() {
-        assert_eq!(DtlsRole::from_remote_setup("active"), Some(DtlsRole::Server));
+        assert_eq!(
+            DtlsRole::from_remote_setup("active"),
+            Some(DtlsRole::Server)
+        );
         assert_eq!(
             DtlsRole::from_remote_setup("passive"),
             Some(DtlsRole::Client)

@@ -129,6 +129,23 @@ pub fn valid_prefix(datagram: &[u8]) -> (usize, Option<RecordError>) {
     (datagram.len(), None)
 }
 
+/// RFC 6347 section 4.2.2 / RFC 5246 section 7.4: HandshakeType client_hello(1), the first byte
+/// of a handshake fragment.
+const HANDSHAKE_TYPE_CLIENT_HELLO: u8 = 1;
+
+/// True if the datagram starts with a plaintext (epoch 0) handshake record carrying a
+/// ClientHello: the only thing a server should accept before its handshake begins.
+pub fn starts_with_client_hello(datagram: &[u8]) -> bool {
+    match parse_record(datagram) {
+        Ok((header, fragment, _)) => {
+            header.content_type == ContentType::Handshake
+                && header.epoch == 0
+                && fragment.first() == Some(&HANDSHAKE_TYPE_CLIENT_HELLO)
+        }
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +217,46 @@ mod tests {
             parse_record(&bad).map(|r| r.0),
             Err(RecordError::TooLong(u16::MAX))
         );
+    }
+
+    #[test]
+    fn rfc6347_4_2_2_client_hello_detection() {
+        assert!(starts_with_client_hello(&record(
+            22,
+            DTLS1_0_VERSION,
+            0,
+            0,
+            &[1, 0, 0, 9]
+        )));
+        assert!(!starts_with_client_hello(&record(
+            22,
+            DTLS1_2_VERSION,
+            1,
+            0,
+            &[1, 0]
+        )));
+        assert!(!starts_with_client_hello(&record(
+            22,
+            DTLS1_2_VERSION,
+            0,
+            0,
+            &[2, 0]
+        )));
+        assert!(!starts_with_client_hello(&record(
+            21,
+            DTLS1_2_VERSION,
+            0,
+            0,
+            &[1, 0]
+        )));
+        assert!(!starts_with_client_hello(&record(
+            22,
+            DTLS1_2_VERSION,
+            0,
+            0,
+            &[]
+        )));
+        assert!(!starts_with_client_hello(b"junk"));
     }
 
     #[test]
