@@ -13,6 +13,8 @@ pub enum DropReason {
     StunMalformed,
     /// STUN whose ufrag or transaction matches no transport.
     StunUnroutable,
+    /// STUN the ICE agent refused (bad integrity, unknown transaction, missing attributes).
+    StunRejected,
     /// A DTLS record that arrived before DTLS could run, or after the transport failed.
     DtlsUnexpected,
     /// Media before SRTP keys exist.
@@ -39,11 +41,12 @@ pub enum DropReason {
     Panic,
 }
 
-pub const DROP_REASONS: [DropReason; 16] = [
+pub const DROP_REASONS: [DropReason; 17] = [
     DropReason::Unclassified,
     DropReason::UnknownAddress,
     DropReason::StunMalformed,
     DropReason::StunUnroutable,
+    DropReason::StunRejected,
     DropReason::DtlsUnexpected,
     DropReason::NotConnected,
     DropReason::TooShort,
@@ -65,6 +68,7 @@ impl DropReason {
             DropReason::UnknownAddress => "unknown_address",
             DropReason::StunMalformed => "stun_malformed",
             DropReason::StunUnroutable => "stun_unroutable",
+            DropReason::StunRejected => "stun_rejected",
             DropReason::DtlsUnexpected => "dtls_unexpected",
             DropReason::NotConnected => "not_connected",
             DropReason::TooShort => "too_short",

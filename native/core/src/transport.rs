@@ -168,19 +168,24 @@ impl Transport {
         self.drive(now);
     }
 
-    /// A STUN message routed to this transport (by ufrag or transaction id).
-    pub fn handle_stun(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, msg: &StunMessage<'_>) {
+    /// A STUN message routed to this transport (by ufrag or transaction id). The agent authenticates it.
+    pub fn handle_stun(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        msg: &StunMessage<'_>,
+    ) -> Result<(), DropReason> {
         if self.is_finished() {
-            return;
+            return Err(DropReason::StunUnroutable);
         }
+        let result = self.ice.handle_stun(now, local, from, msg);
         // Only an authenticated request teaches the shard a new address to route media from.
-        let authenticated_request = msg.class() == crate::stun::StunClass::Request
-            && msg.verify_integrity(self.ice.local_credentials().pwd.as_bytes());
-        self.ice.handle_stun(now, local, from, msg);
-        if authenticated_request {
+        if result.is_ok() && msg.class() == crate::stun::StunClass::Request {
             self.notes.push_back(Note::Address(from));
         }
         self.drive(now);
+        result.map_err(|_| DropReason::StunRejected)
     }
 
     pub fn is_pending_transaction(&self, tid: &[u8; 12]) -> bool {

@@ -367,7 +367,10 @@ impl State {
         };
         t.counters.packets_in += 1;
         t.counters.bytes_in += buf.len() as u64;
-        t.handle_stun(now, local, from, &msg);
+        if let Err(reason) = t.handle_stun(now, local, from, &msg) {
+            t.counters.drop(reason);
+            self.total.drop(reason);
+        }
         self.after_transport(now, id, io);
     }
 

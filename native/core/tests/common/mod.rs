@@ -91,7 +91,7 @@ impl TestPeer {
                 match classify(buf) {
                     DatagramKind::Stun => {
                         if let Ok(msg) = StunMessage::parse(buf) {
-                            self.ice.handle_stun(now, local, from, &msg);
+                            let _ = self.ice.handle_stun(now, local, from, &msg);
                         }
                     }
                     DatagramKind::Dtls => {
