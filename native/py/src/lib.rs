@@ -2,6 +2,7 @@
 //! Python values; no media logic lives here.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -252,8 +253,13 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
 /// One SRTP/SRTCP session (a send and a receive context from one master key), for differential tests.
 #[pyclass]
 struct SrtpSession {
-    tx: SrtpContext,
-    rx: SrtpContext,
+    // PyO3 objects may be shared across threads; the contexts are Send, not Sync.
+    tx: Mutex<SrtpContext>,
+    rx: Mutex<SrtpContext>,
+}
+
+fn lock(m: &Mutex<SrtpContext>) -> std::sync::MutexGuard<'_, SrtpContext> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[pymethods]
@@ -263,34 +269,36 @@ impl SrtpSession {
         let p = SrtpProfile::from_dtls_name(profile)
             .ok_or_else(|| PyValueError::new_err(format!("unknown SRTP profile {profile:?}")))?;
         let make = || SrtpContext::new(p, key, salt).map_err(|e| PyValueError::new_err(format!("{e:?}")));
-        Ok(SrtpSession { tx: make()?, rx: make()? })
+        Ok(SrtpSession { tx: Mutex::new(make()?), rx: Mutex::new(make()?) })
     }
 
-    fn protect_rtp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let overhead = self.tx.profile().rtp_overhead();
+    fn protect_rtp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let mut tx = lock(&self.tx);
+        let overhead = tx.profile().rtp_overhead();
         let mut buf = vec![0u8; packet.len() + overhead];
         buf[..packet.len()].copy_from_slice(packet);
-        let n = self.tx.protect_rtp(&mut buf, packet.len()).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        let n = tx.protect_rtp(&mut buf, packet.len()).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
         Ok(PyBytes::new(py, &buf[..n]))
     }
 
-    fn unprotect_rtp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn unprotect_rtp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let mut buf = packet.to_vec();
-        let n = self.rx.unprotect_rtp(&mut buf).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        let n = lock(&self.rx).unprotect_rtp(&mut buf).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
         Ok(PyBytes::new(py, &buf[..n]))
     }
 
-    fn protect_rtcp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let overhead = self.tx.profile().rtcp_overhead();
+    fn protect_rtcp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let mut tx = lock(&self.tx);
+        let overhead = tx.profile().rtcp_overhead();
         let mut buf = vec![0u8; packet.len() + overhead];
         buf[..packet.len()].copy_from_slice(packet);
-        let n = self.tx.protect_rtcp(&mut buf, packet.len()).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        let n = tx.protect_rtcp(&mut buf, packet.len()).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
         Ok(PyBytes::new(py, &buf[..n]))
     }
 
-    fn unprotect_rtcp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn unprotect_rtcp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let mut buf = packet.to_vec();
-        let n = self.rx.unprotect_rtcp(&mut buf).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        let n = lock(&self.rx).unprotect_rtcp(&mut buf).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
         Ok(PyBytes::new(py, &buf[..n]))
     }
 }
