@@ -164,6 +164,10 @@ impl AesGcm {
 ///
 /// `HMAC_Init_ex(ctx, NULL, 0, NULL, NULL)` restarts from the stored inner/outer pads without
 /// re-hashing the key, so per packet it costs one context copy instead of a new signer.
+/// Chosen over OpenSSL 3's `EVP_MAC` because in 3.0 the HMAC provider wraps this same `HMAC_CTX`:
+/// measured with callgrind on 104 octets, `EVP_MAC` reuse costs ~10% more instructions and a
+/// per-packet `openssl::sign::Signer` ~24x more time. `HMAC_CTX` is deprecated in OpenSSL 3; a
+/// build with `no-deprecated` would need the `EVP_MAC` equivalent.
 pub(crate) struct HmacSha1 {
     ctx: NonNull<ffi::HMAC_CTX>,
 }
