@@ -88,6 +88,23 @@ fn bench_rtp(c: &mut Criterion) {
             set_marker(out, black_box(true));
         })
     });
+
+    // Ingress receive statistics per packet (RFC 3550 A.1 + A.8).
+    let t0 = std::time::Instant::now();
+    let mut stats = sluice_core::rtp::ReceiverStats::new(0xcafe_babe, 90_000);
+    let mut seq = 0u16;
+    let mut at = t0;
+    group.bench_function("receiver_stats_on_packet", |b| {
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            at += std::time::Duration::from_micros(333);
+            stats.on_packet(
+                black_box(at),
+                black_box(seq),
+                u32::from(seq).wrapping_mul(30),
+            );
+        })
+    });
     group.finish();
 }
 
