@@ -858,6 +858,31 @@ fn client_ignores_datagrams_until_started_server_does_not() {
 }
 
 #[test]
+fn tiny_or_zero_retransmit_timeout_still_completes() {
+    for initial in [
+        Duration::ZERO,
+        Duration::from_micros(1),
+        Duration::from_millis(1),
+    ] {
+        let cfg = DtlsConfig {
+            initial_retransmit: initial,
+            ..DtlsConfig::default()
+        };
+        let mut pair = Pair::new(&cfg, &cfg);
+        pair.handshake();
+    }
+}
+
+#[test]
+fn connections_and_certificates_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<DtlsConn>();
+    send_sync::<DtlsCert>();
+    send_sync::<DtlsEvent>();
+}
+
+#[test]
 fn many_connections_share_one_certificate() {
     let cert = DtlsCert::generate().expect("cert");
     let fp = cert.fingerprint(HashAlg::Sha256);

@@ -96,10 +96,15 @@ unsafe extern "C" fn retransmit_timer_cb(ssl: *mut ffi::SSL, timer_us: c_uint) -
         })
 }
 
+/// Floor for the first timeout. OpenSSL counts a timer with under 15 ms left as expired and
+/// then resends on its next read, doubling each time; from 1 ms that is at most four resends,
+/// well inside its limit of 12 before it gives up.
+const MIN_RETRANSMIT_US: c_uint = 1_000;
+
 fn micros(d: Duration) -> c_uint {
     c_uint::try_from(d.as_micros())
         .unwrap_or(MAX_RETRANSMIT_US)
-        .clamp(1, MAX_RETRANSMIT_US)
+        .clamp(MIN_RETRANSMIT_US, MAX_RETRANSMIT_US)
 }
 
 fn profile_from_id(id: SrtpProfileId) -> Option<DtlsSrtpProfile> {

@@ -186,6 +186,8 @@ pub struct DtlsConfig {
     pub srtp_profiles: Vec<DtlsSrtpProfile>,
     /// First retransmission timeout; it doubles on each expiry up to 60 s (RFC 6347 section
     /// 4.2.4.1 suggests 1 s; browsers start lower since ICE has just proven the path).
+    /// Clamped to 1 ms..60 s. OpenSSL treats anything under 15 ms as already expired, so such
+    /// values make it resend a flight right after sending it (useful only in tests).
     pub initial_retransmit: Duration,
     /// Largest datagram we send (at least 256, OpenSSL's DTLS minimum).
     pub mtu: usize,
