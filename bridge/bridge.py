@@ -110,7 +110,7 @@ class Endpoint:
         """Trickled candidates (RFC 8838); only UDP ones are usable."""
         self._check_open()
         usable = [
-            (c.ip, c.port, c.priority, c.type)
+            (c.ip, c.port, c.priority, str(c.type))
             for c in candidates
             if c.protocol.lower() == "udp" and c.component == 1 and _is_ip(c.ip)
         ]
@@ -263,8 +263,9 @@ class Bridge:
         for ip, port in bound:
             addr = ipaddress.ip_address(ip)
             if addr.is_unspecified:
-                ip = "127.0.0.1" if addr.version == 4 else "::1"
-            out.append((ip, port))
+                out.append(("127.0.0.1" if addr.version == 4 else "::1", port))
+            else:
+                out.append((ip, port))
         return out
 
     def create_conference(self, meeting_id: str, conference_id: str | None = None) -> Conference:

@@ -40,7 +40,13 @@ impl Router {
             Ok(()) => u32::from_be_bytes(b) | 1,
             Err(_) => 0x5111_ce00 ^ id as u32,
         };
-        Router { id, members: Vec::new(), producers: HashMap::new(), rtcp_ssrc, next_report: None }
+        Router {
+            id,
+            members: Vec::new(),
+            producers: HashMap::new(),
+            rtcp_ssrc,
+            next_report: None,
+        }
     }
 
     pub fn add_member(&mut self, transport: TransportId) {
@@ -59,7 +65,8 @@ impl Router {
     /// SSRC that stays is kept. SSRCs owned by another transport are refused (returned).
     pub fn set_sources(&mut self, transport: TransportId, sources: &[SourceSpec]) -> Vec<u32> {
         let mut refused = Vec::new();
-        self.producers.retain(|ssrc, p| p.transport != transport || sources.iter().any(|s| s.ssrc == *ssrc));
+        self.producers
+            .retain(|ssrc, p| p.transport != transport || sources.iter().any(|s| s.ssrc == *ssrc));
         for s in sources {
             match self.producers.get(&s.ssrc) {
                 Some(p) if p.transport != transport => refused.push(s.ssrc),
@@ -82,7 +89,11 @@ impl Router {
     }
 
     /// Video SSRCs whose sender should be asked for a keyframe now (rate-limited), e.g. when a receiver joins.
-    pub fn keyframe_requests(&mut self, now: Instant, except: TransportId) -> Vec<(TransportId, u32)> {
+    pub fn keyframe_requests(
+        &mut self,
+        now: Instant,
+        except: TransportId,
+    ) -> Vec<(TransportId, u32)> {
         let mut out = Vec::new();
         for (ssrc, p) in self.producers.iter_mut() {
             if p.kind != MediaKind::Video || p.transport == except {
@@ -112,7 +123,15 @@ mod tests {
     use super::*;
 
     fn spec(ssrc: u32, kind: MediaKind) -> SourceSpec {
-        SourceSpec { ssrc, kind, clock_rate: if kind == MediaKind::Audio { 48000 } else { 90000 } }
+        SourceSpec {
+            ssrc,
+            kind,
+            clock_rate: if kind == MediaKind::Audio {
+                48000
+            } else {
+                90000
+            },
+        }
     }
 
     #[test]
@@ -120,8 +139,13 @@ mod tests {
         let mut r = Router::new(1);
         r.add_member(10);
         r.add_member(11);
-        assert!(r.set_sources(10, &[spec(1, MediaKind::Audio), spec(2, MediaKind::Video)]).is_empty());
-        assert_eq!(r.set_sources(11, &[spec(2, MediaKind::Video), spec(3, MediaKind::Video)]), vec![2]);
+        assert!(r
+            .set_sources(10, &[spec(1, MediaKind::Audio), spec(2, MediaKind::Video)])
+            .is_empty());
+        assert_eq!(
+            r.set_sources(11, &[spec(2, MediaKind::Video), spec(3, MediaKind::Video)]),
+            vec![2]
+        );
         assert_eq!(r.producers[&2].transport, 10);
         r.set_sources(10, &[spec(2, MediaKind::Video)]);
         assert!(!r.producers.contains_key(&1));
@@ -137,8 +161,15 @@ mod tests {
         r.set_sources(10, &[spec(1, MediaKind::Audio), spec(2, MediaKind::Video)]);
         let t0 = Instant::now();
         assert_eq!(r.keyframe_requests(t0, 11), vec![(10, 2)]);
-        assert!(r.keyframe_requests(t0 + Duration::from_millis(100), 12).is_empty());
-        assert_eq!(r.keyframe_requests(t0 + Duration::from_millis(400), 12), vec![(10, 2)]);
-        assert!(r.keyframe_requests(t0 + Duration::from_secs(5), 10).is_empty());
+        assert!(r
+            .keyframe_requests(t0 + Duration::from_millis(100), 12)
+            .is_empty());
+        assert_eq!(
+            r.keyframe_requests(t0 + Duration::from_millis(400), 12),
+            vec![(10, 2)]
+        );
+        assert!(r
+            .keyframe_requests(t0 + Duration::from_secs(5), 10)
+            .is_empty());
     }
 }

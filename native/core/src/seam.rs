@@ -115,10 +115,20 @@ impl TransportState {
 
 #[derive(Clone, Debug)]
 pub enum Event {
-    TransportState { transport: TransportId, state: TransportState, detail: String },
-    Stats { request: u64, snapshot: Box<StatsSnapshot> },
+    TransportState {
+        transport: TransportId,
+        state: TransportState,
+        detail: String,
+    },
+    Stats {
+        request: u64,
+        snapshot: Box<StatsSnapshot>,
+    },
     /// A command named an object that does not exist (or no longer does).
-    CommandFailed { transport: TransportId, detail: String },
+    CommandFailed {
+        transport: TransportId,
+        detail: String,
+    },
 }
 
 /// A Linux eventfd used as a wake-up signal.
@@ -165,11 +175,18 @@ pub struct Queue<T> {
 
 impl<T> Queue<T> {
     pub fn new() -> io::Result<Self> {
-        Ok(Queue { items: Mutex::new(VecDeque::new()), efd: EventFd::new()?, pushed: AtomicU64::new(0) })
+        Ok(Queue {
+            items: Mutex::new(VecDeque::new()),
+            efd: EventFd::new()?,
+            pushed: AtomicU64::new(0),
+        })
     }
 
     pub fn push(&self, item: T) {
-        self.items.lock().unwrap_or_else(|p| p.into_inner()).push_back(item);
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(item);
         self.pushed.fetch_add(1, Ordering::Relaxed);
         self.efd.signal();
     }

@@ -38,7 +38,11 @@ pub enum FailureKind {
 pub enum Note {
     /// The peer proved itself (authenticated STUN) from this address: route its datagrams here.
     Address(SocketAddr),
-    State { state: TransportState, detail: String, failure: Option<FailureKind> },
+    State {
+        state: TransportState,
+        detail: String,
+        failure: Option<FailureKind>,
+    },
     /// SRTP is ready: media may flow both ways.
     MediaReady,
 }
@@ -136,7 +140,10 @@ impl Transport {
         }
         self.ice.set_remote_credentials(remote_ice);
         let Some(role) = DtlsRole::from_remote_setup(remote_setup) else {
-            self.fail(FailureKind::DtlsHandshake, format!("dtls: unknown remote setup {remote_setup:?}"));
+            self.fail(
+                FailureKind::DtlsHandshake,
+                format!("dtls: unknown remote setup {remote_setup:?}"),
+            );
             return;
         };
         match &mut self.dtls {
@@ -236,7 +243,11 @@ impl Transport {
             return None;
         }
         let ice = self.ice.poll_timeout();
-        let dtls = self.dtls.as_ref().filter(|_| self.dtls_started).and_then(|d| d.poll_timeout());
+        let dtls = self
+            .dtls
+            .as_ref()
+            .filter(|_| self.dtls_started)
+            .and_then(|d| d.poll_timeout());
         match (ice, dtls) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -268,13 +279,15 @@ impl Transport {
     #[inline]
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, DropReason> {
         let ctx = self.srtp_tx.as_mut().ok_or(DropReason::NotConnected)?;
-        ctx.protect_rtp(buf, len).map_err(|_| DropReason::EgressFailed)
+        ctx.protect_rtp(buf, len)
+            .map_err(|_| DropReason::EgressFailed)
     }
 
     #[inline]
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, DropReason> {
         let ctx = self.srtp_tx.as_mut().ok_or(DropReason::NotConnected)?;
-        ctx.protect_rtcp(buf, len).map_err(|_| DropReason::EgressFailed)
+        ctx.protect_rtcp(buf, len)
+            .map_err(|_| DropReason::EgressFailed)
     }
 
     pub fn srtp_profile(&self) -> Option<SrtpProfile> {
@@ -289,7 +302,11 @@ impl Transport {
             conn.close();
             while let Some(d) = conn.poll_transmit() {
                 if let Some((local, remote)) = self.selected {
-                    self.transmits.push_back(Transmit { source: local, destination: remote, contents: d });
+                    self.transmits.push_back(Transmit {
+                        source: local,
+                        destination: remote,
+                        contents: d,
+                    });
                 }
             }
         }
@@ -330,7 +347,11 @@ impl Transport {
             return;
         }
         self.state = state;
-        self.notes.push_back(Note::State { state, detail, failure });
+        self.notes.push_back(Note::State {
+            state,
+            detail,
+            failure,
+        });
     }
 
     /// Runs ICE and DTLS to quiescence after any input.
@@ -373,7 +394,11 @@ impl Transport {
         while let Some(d) = conn.poll_transmit() {
             // DTLS goes to where ICE found the peer; before nomination, a server answers the sender.
             if let Some((local, remote)) = self.selected.or(self.dtls_path) {
-                self.transmits.push_back(Transmit { source: local, destination: remote, contents: d });
+                self.transmits.push_back(Transmit {
+                    source: local,
+                    destination: remote,
+                    contents: d,
+                });
             }
         }
         while let Some(ev) = conn.poll_event() {
@@ -383,9 +408,14 @@ impl Transport {
             match ev {
                 DtlsEvent::Connected(keys) => self.on_dtls_connected(keys),
                 DtlsEvent::Failed(DtlsError::FingerprintMismatch) => {
-                    self.fail(FailureKind::DtlsFingerprint, "dtls: fingerprint mismatch".into());
+                    self.fail(
+                        FailureKind::DtlsFingerprint,
+                        "dtls: fingerprint mismatch".into(),
+                    );
                 }
-                DtlsEvent::Failed(e) => self.fail(FailureKind::DtlsHandshake, format!("dtls: {e:?}")),
+                DtlsEvent::Failed(e) => {
+                    self.fail(FailureKind::DtlsHandshake, format!("dtls: {e:?}"))
+                }
                 DtlsEvent::Closed => {
                     self.ice.close();
                     self.srtp_rx = None;
@@ -398,7 +428,10 @@ impl Transport {
 
     fn on_dtls_connected(&mut self, keys: crate::dtls::SrtpKeyingMaterial) {
         let Some(profile) = SrtpProfile::from_dtls_name(keys.profile.name()) else {
-            self.fail(FailureKind::DtlsHandshake, "dtls: unsupported srtp profile".into());
+            self.fail(
+                FailureKind::DtlsHandshake,
+                "dtls: unsupported srtp profile".into(),
+            );
             return;
         };
         let tx = SrtpContext::new(profile, &keys.local_key, &keys.local_salt);
@@ -407,10 +440,17 @@ impl Transport {
             (Ok(tx), Ok(rx)) => {
                 self.srtp_tx = Some(tx);
                 self.srtp_rx = Some(rx);
-                self.set_state(TransportState::Connected, format!("srtp {}", profile.dtls_name()), None);
+                self.set_state(
+                    TransportState::Connected,
+                    format!("srtp {}", profile.dtls_name()),
+                    None,
+                );
                 self.notes.push_back(Note::MediaReady);
             }
-            _ => self.fail(FailureKind::DtlsHandshake, "srtp: bad keying material".into()),
+            _ => self.fail(
+                FailureKind::DtlsHandshake,
+                "srtp: bad keying material".into(),
+            ),
         }
     }
 }

@@ -56,7 +56,10 @@ fn forwarding_allocates_nothing_per_packet_in_steady_state() {
         seq = seq.wrapping_add(1);
     }
     conf.peers[0].flush();
-    assert!(conf.run_until(Duration::from_secs(5), |c| c.peers[1].rtp.len() >= 390 && c.peers[2].rtp.len() >= 390));
+    assert!(
+        conf.run_until(Duration::from_secs(5), |c| c.peers[1].rtp.len() >= 390
+            && c.peers[2].rtp.len() >= 390)
+    );
 
     // Steady state: count allocations inside the shard only.
     let before_rx = (conf.peers[1].rtp.len(), conf.peers[2].rtp.len());
@@ -84,7 +87,16 @@ fn forwarding_allocates_nothing_per_packet_in_steady_state() {
     }
     conf.run_until(Duration::from_secs(2), |_| false);
     let after_rx = (conf.peers[1].rtp.len(), conf.peers[2].rtp.len());
-    assert!(forwarded_in_window >= 5000, "forwarded only {forwarded_in_window} packets in the window");
-    assert!(after_rx.0 - before_rx.0 >= 3000 && after_rx.1 - before_rx.1 >= 3000, "receivers got {after_rx:?}");
-    assert_eq!(allocs, 0, "{allocs} heap allocations while forwarding {forwarded_in_window} packets");
+    assert!(
+        forwarded_in_window >= 5000,
+        "forwarded only {forwarded_in_window} packets in the window"
+    );
+    assert!(
+        after_rx.0 - before_rx.0 >= 3000 && after_rx.1 - before_rx.1 >= 3000,
+        "receivers got {after_rx:?}"
+    );
+    assert_eq!(
+        allocs, 0,
+        "{allocs} heap allocations while forwarding {forwarded_in_window} packets"
+    );
 }

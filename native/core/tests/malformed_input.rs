@@ -34,7 +34,9 @@ fn garbage_and_attacks_are_counted_and_media_keeps_flowing() {
     let mut tx = sluice_core::io::SendBatch::new(64);
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let templates: [&[u8]; 5] = [
-        &[0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+        &[
+            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ],
         &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10],
         &[0x80, 100, 0, 1, 0, 0, 0, 0, 0, 0, 0xAA, 0xAA, 1, 2, 3],
         &[0x80, 200, 0, 6, 0, 0, 0xAA, 0xAA],
@@ -81,10 +83,18 @@ fn garbage_and_attacks_are_counted_and_media_keeps_flowing() {
         DropReason::SrtpAuth,
         DropReason::UnknownSsrc,
     ] {
-        assert!(total.drops(reason) > 0, "no {} drops counted: {:?}", reason.as_str(), total.drop_map());
+        assert!(
+            total.drops(reason) > 0,
+            "no {} drops counted: {:?}",
+            reason.as_str(),
+            total.drop_map()
+        );
     }
     assert!(
-        total.drops(DropReason::TooShort) + total.drops(DropReason::SrtpAuth) + total.drops(DropReason::SrtpOther) > 0
+        total.drops(DropReason::TooShort)
+            + total.drops(DropReason::SrtpAuth)
+            + total.drops(DropReason::SrtpOther)
+            > 0
     );
     assert_eq!(total.drops(DropReason::Panic), 0);
 
@@ -94,6 +104,12 @@ fn garbage_and_attacks_are_counted_and_media_keeps_flowing() {
         conf.peers[0].send_rtp(0xAAAA, seq, 0, 100, 500);
     }
     conf.peers[0].flush();
-    assert!(conf.run_until(Duration::from_secs(5), |c| c.peers[1].rtp.len() >= before + 50));
-    assert_eq!(conf.peers[1].rtp.iter().filter(|(_, s)| *s == 100).count(), 1);
+    assert!(
+        conf.run_until(Duration::from_secs(5), |c| c.peers[1].rtp.len()
+            >= before + 50)
+    );
+    assert_eq!(
+        conf.peers[1].rtp.iter().filter(|(_, s)| *s == 100).count(),
+        1
+    );
 }

@@ -35,7 +35,9 @@ struct NativeBridge {
 
 impl NativeBridge {
     fn shard(&self) -> PyResult<&ShardHandle> {
-        self.shard.as_ref().ok_or_else(|| PyRuntimeError::new_err("bridge is shut down"))
+        self.shard
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("bridge is shut down"))
     }
 
     fn send(&self, cmd: Command) -> PyResult<()> {
@@ -50,21 +52,36 @@ impl NativeBridge {
     fn new(bind_addresses: Vec<String>, port: u16) -> PyResult<Self> {
         let mut bind = Vec::new();
         for a in &bind_addresses {
-            let ip: IpAddr = a.parse().map_err(|_| PyValueError::new_err(format!("bad bind address {a:?}")))?;
+            let ip: IpAddr = a
+                .parse()
+                .map_err(|_| PyValueError::new_err(format!("bad bind address {a:?}")))?;
             bind.push(SocketAddr::new(ip, port));
         }
-        let cert = DtlsCert::generate().map_err(|e| PyRuntimeError::new_err(format!("certificate: {e:?}")))?;
+        let cert = DtlsCert::generate()
+            .map_err(|e| PyRuntimeError::new_err(format!("certificate: {e:?}")))?;
         let fingerprint = cert.fingerprint(HashAlg::Sha256);
-        let shard = ShardHandle::spawn(&ShardConfig { bind }, cert).map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(NativeBridge { shard: Some(shard), fingerprint })
+        let shard = ShardHandle::spawn(&ShardConfig { bind }, cert)
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(NativeBridge {
+            shard: Some(shard),
+            fingerprint,
+        })
     }
 
     fn local_addresses(&self) -> PyResult<Vec<(String, u16)>> {
-        Ok(self.shard()?.local_addrs().iter().map(|a| (a.ip().to_string(), a.port())).collect())
+        Ok(self
+            .shard()?
+            .local_addrs()
+            .iter()
+            .map(|a| (a.ip().to_string(), a.port()))
+            .collect())
     }
 
     fn fingerprint(&self) -> (String, String) {
-        (self.fingerprint.hash_name().to_string(), self.fingerprint.value_hex())
+        (
+            self.fingerprint.hash_name().to_string(),
+            self.fingerprint.value_hex(),
+        )
     }
 
     fn event_fd(&self) -> PyResult<i32> {
@@ -110,7 +127,10 @@ impl NativeBridge {
         setup: String,
     ) -> PyResult<()> {
         // Unsupported hashes are skipped: any supported fingerprint may match (RFC 8122 5).
-        let fps: Vec<Fingerprint> = fingerprints.iter().filter_map(|(h, v)| Fingerprint::parse(h, v).ok()).collect();
+        let fps: Vec<Fingerprint> = fingerprints
+            .iter()
+            .filter_map(|(h, v)| Fingerprint::parse(h, v).ok())
+            .collect();
         if fps.is_empty() {
             return Err(PyValueError::new_err("no usable DTLS fingerprint"));
         }
@@ -122,10 +142,16 @@ impl NativeBridge {
         })
     }
 
-    fn add_remote_candidates(&self, transport_id: u64, candidates: Vec<(String, u16, u32, String)>) -> PyResult<()> {
+    fn add_remote_candidates(
+        &self,
+        transport_id: u64,
+        candidates: Vec<(String, u16, u32, String)>,
+    ) -> PyResult<()> {
         let mut out = Vec::with_capacity(candidates.len());
         for (ip, port, priority, typ) in candidates {
-            let ip: IpAddr = ip.parse().map_err(|_| PyValueError::new_err(format!("bad candidate address {ip:?}")))?;
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| PyValueError::new_err(format!("bad candidate address {ip:?}")))?;
             let kind = match typ.as_str() {
                 "host" => CandidateKind::Host,
                 "srflx" => CandidateKind::ServerReflexive,
@@ -133,33 +159,55 @@ impl NativeBridge {
                 "relay" => CandidateKind::Relayed,
                 _ => return Err(PyValueError::new_err(format!("bad candidate type {typ:?}"))),
             };
-            out.push(RemoteCandidate { addr: SocketAddr::new(ip, port), priority, kind });
+            out.push(RemoteCandidate {
+                addr: SocketAddr::new(ip, port),
+                priority,
+                kind,
+            });
         }
-        self.send(Command::AddRemoteCandidates { transport: transport_id, candidates: out })
+        self.send(Command::AddRemoteCandidates {
+            transport: transport_id,
+            candidates: out,
+        })
     }
 
     fn set_sources(&self, transport_id: u64, sources: Vec<(u32, String, u32)>) -> PyResult<()> {
         let mut specs = Vec::with_capacity(sources.len());
         for (ssrc, kind, clock_rate) in sources {
-            let kind = MediaKind::parse(&kind).ok_or_else(|| PyValueError::new_err(format!("bad media kind {kind:?}")))?;
+            let kind = MediaKind::parse(&kind)
+                .ok_or_else(|| PyValueError::new_err(format!("bad media kind {kind:?}")))?;
             if clock_rate == 0 {
                 return Err(PyValueError::new_err("clock rate must be positive"));
             }
-            specs.push(SourceSpec { ssrc, kind, clock_rate });
+            specs.push(SourceSpec {
+                ssrc,
+                kind,
+                clock_rate,
+            });
         }
-        self.send(Command::SetSources { transport: transport_id, sources: specs })
+        self.send(Command::SetSources {
+            transport: transport_id,
+            sources: specs,
+        })
     }
 
     fn request_keyframe(&self, transport_id: u64, ssrc: u32) -> PyResult<()> {
-        self.send(Command::RequestKeyframe { transport: transport_id, ssrc })
+        self.send(Command::RequestKeyframe {
+            transport: transport_id,
+            ssrc,
+        })
     }
 
     fn close_transport(&self, transport_id: u64) -> PyResult<()> {
-        self.send(Command::CloseTransport { transport: transport_id })
+        self.send(Command::CloseTransport {
+            transport: transport_id,
+        })
     }
 
     fn get_stats(&self, request_id: u64) -> PyResult<()> {
-        self.send(Command::GetStats { request: request_id })
+        self.send(Command::GetStats {
+            request: request_id,
+        })
     }
 
     fn shutdown(&mut self, py: Python<'_>) {
@@ -180,7 +228,11 @@ fn to_py_event(py: Python<'_>, e: Event) -> PyResult<NativeEvent> {
         stats: PyDict::new(py).unbind(),
     };
     match e {
-        Event::TransportState { transport, state, detail } => {
+        Event::TransportState {
+            transport,
+            state,
+            detail,
+        } => {
             ev.kind = "transport_state";
             ev.transport_id = transport;
             ev.state = state.as_str().to_string();
@@ -268,8 +320,12 @@ impl SrtpSession {
     fn new(profile: &str, key: &[u8], salt: &[u8]) -> PyResult<Self> {
         let p = SrtpProfile::from_dtls_name(profile)
             .ok_or_else(|| PyValueError::new_err(format!("unknown SRTP profile {profile:?}")))?;
-        let make = || SrtpContext::new(p, key, salt).map_err(|e| PyValueError::new_err(format!("{e:?}")));
-        Ok(SrtpSession { tx: Mutex::new(make()?), rx: Mutex::new(make()?) })
+        let make =
+            || SrtpContext::new(p, key, salt).map_err(|e| PyValueError::new_err(format!("{e:?}")));
+        Ok(SrtpSession {
+            tx: Mutex::new(make()?),
+            rx: Mutex::new(make()?),
+        })
     }
 
     fn protect_rtp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
@@ -277,13 +333,17 @@ impl SrtpSession {
         let overhead = tx.profile().rtp_overhead();
         let mut buf = vec![0u8; packet.len() + overhead];
         buf[..packet.len()].copy_from_slice(packet);
-        let n = tx.protect_rtp(&mut buf, packet.len()).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        let n = tx
+            .protect_rtp(&mut buf, packet.len())
+            .map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
         Ok(PyBytes::new(py, &buf[..n]))
     }
 
     fn unprotect_rtp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let mut buf = packet.to_vec();
-        let n = lock(&self.rx).unprotect_rtp(&mut buf).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        let n = lock(&self.rx)
+            .unprotect_rtp(&mut buf)
+            .map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
         Ok(PyBytes::new(py, &buf[..n]))
     }
 
@@ -292,13 +352,17 @@ impl SrtpSession {
         let overhead = tx.profile().rtcp_overhead();
         let mut buf = vec![0u8; packet.len() + overhead];
         buf[..packet.len()].copy_from_slice(packet);
-        let n = tx.protect_rtcp(&mut buf, packet.len()).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        let n = tx
+            .protect_rtcp(&mut buf, packet.len())
+            .map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
         Ok(PyBytes::new(py, &buf[..n]))
     }
 
     fn unprotect_rtcp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let mut buf = packet.to_vec();
-        let n = lock(&self.rx).unprotect_rtcp(&mut buf).map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
+        let n = lock(&self.rx)
+            .unprotect_rtcp(&mut buf)
+            .map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
         Ok(PyBytes::new(py, &buf[..n]))
     }
 }
@@ -308,6 +372,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeBridge>()?;
     m.add_class::<NativeEvent>()?;
     m.add_class::<SrtpSession>()?;
-    m.add("SRTP_PROFILES", ("SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80"))?;
+    m.add(
+        "SRTP_PROFILES",
+        ("SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80"),
+    )?;
     Ok(())
 }

@@ -20,9 +20,19 @@ pub struct UdpSocket {
 impl UdpSocket {
     /// Binds a non-blocking UDP socket. IPv6 sockets are v6-only so that an IPv4 socket may share the port.
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
         // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        let raw = unsafe {
+            libc::socket(
+                domain,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -36,7 +46,8 @@ impl UdpSocket {
         let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
         let (storage, len) = to_sockaddr(addr);
         // SAFETY: storage is a valid sockaddr of `len` bytes for this family.
-        let rc = unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) };
+        let rc =
+            unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -140,7 +151,10 @@ impl RecvBatch {
             // SAFETY: all-zero is a valid value for these plain C structs.
             addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             iovecs: (0..capacity)
-                .map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 })
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
                 .collect(),
             // SAFETY: as above.
             hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
@@ -180,7 +194,10 @@ impl RecvBatch {
 
     fn prepare(&mut self) {
         for i in 0..self.bufs.len() {
-            self.iovecs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM };
+            self.iovecs[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: MAX_DATAGRAM,
+            };
             let hdr = &mut self.hdrs[i];
             hdr.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -223,7 +240,10 @@ impl SendBatch {
             addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             addr_lens: vec![0; capacity].into_boxed_slice(),
             iovecs: (0..capacity)
-                .map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 })
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
                 .collect(),
             // SAFETY: as above.
             hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
@@ -284,7 +304,10 @@ impl SendBatch {
 
     fn prepare(&mut self) {
         for i in 0..self.count {
-            self.iovecs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.lens[i] };
+            self.iovecs[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: self.lens[i],
+            };
             let hdr = &mut self.hdrs[i];
             hdr.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
             hdr.msg_hdr.msg_namelen = self.addr_lens[i];
@@ -298,7 +321,12 @@ impl SendBatch {
     }
 }
 
-fn setsockopt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn setsockopt(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: value is a live c_int and the length matches.
     let rc = unsafe {
         libc::setsockopt(
@@ -321,7 +349,13 @@ fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: storage/len are valid for writing.
-    let rc = unsafe { libc::getsockname(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -337,7 +371,9 @@ pub(crate) fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::so
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
@@ -349,7 +385,9 @@ pub(crate) fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::so
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
@@ -364,17 +402,25 @@ pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAd
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
-            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let sin: &libc::sockaddr_in =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             // A v4-mapped source (dual-stack peer) is normalised so one peer has one address.
             if let Some(v4) = ip.to_ipv4_mapped() {
-                return Some(SocketAddr::new(IpAddr::V4(v4), u16::from_be(sin6.sin6_port)));
+                return Some(SocketAddr::new(
+                    IpAddr::V4(v4),
+                    u16::from_be(sin6.sin6_port),
+                ));
             }
             Some(SocketAddr::V6(SocketAddrV6::new(
                 ip,

@@ -49,7 +49,11 @@ impl Io {
         self.sockets
             .iter()
             .position(|s| s.local_addr() == local)
-            .or_else(|| self.sockets.iter().position(|s| s.local_addr().is_ipv4() == local.is_ipv4()))
+            .or_else(|| {
+                self.sockets
+                    .iter()
+                    .position(|s| s.local_addr().is_ipv4() == local.is_ipv4())
+            })
             .unwrap_or(0)
     }
 
@@ -96,7 +100,10 @@ pub struct Shard {
 impl Shard {
     pub fn new(config: &ShardConfig, cert: DtlsCert) -> io::Result<Self> {
         if config.bind.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no bind address"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no bind address",
+            ));
         }
         let mut sockets: Vec<UdpSocket> = Vec::new();
         let mut port = 0;
@@ -148,10 +155,8 @@ impl Shard {
         for sock_idx in 0..io.sockets.len() {
             let local = io.sockets[sock_idx].local_addr();
             for _ in 0..RECV_ROUNDS {
-                let n = match io.sockets[sock_idx].recv_batch(recv) {
-                    Ok(n) => n,
-                    Err(_) => 0,
-                };
+                // A receive error (e.g. ICMP unreachable reported on the socket) means no datagrams now.
+                let n = io.sockets[sock_idx].recv_batch(recv).unwrap_or_default();
                 if n == 0 {
                     break;
                 }
@@ -161,7 +166,9 @@ impl Shard {
                         state.total.drop(DropReason::Unclassified);
                         continue;
                     };
-                    let outcome = catch_unwind(AssertUnwindSafe(|| state.on_datagram(now, local, from, buf, io)));
+                    let outcome = catch_unwind(AssertUnwindSafe(|| {
+                        state.on_datagram(now, local, from, buf, io)
+                    }));
                     if outcome.is_err() {
                         state.on_panic(from);
                     }
@@ -200,12 +207,23 @@ impl Shard {
     pub fn wait(&self, extra_fd: Option<i32>, deadline: Instant, now: Instant) {
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.io.sockets.len() + 1);
         for s in &self.io.sockets {
-            fds.push(libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(s), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(s),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         if let Some(fd) = extra_fd {
-            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
-        let ms = deadline.saturating_duration_since(now).as_millis().min(1000) as libc::c_int;
+        let ms = deadline
+            .saturating_duration_since(now)
+            .as_millis()
+            .min(1000) as libc::c_int;
         // SAFETY: fds is a live array of pollfd of the given length.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
     }
@@ -215,7 +233,9 @@ impl State {
     fn handle_command(&mut self, now: Instant, cmd: Command, io: &mut Io) -> bool {
         match cmd {
             Command::CreateRouter { router } => {
-                self.routers.entry(router).or_insert_with(|| Router::new(router));
+                self.routers
+                    .entry(router)
+                    .or_insert_with(|| Router::new(router));
             }
             Command::CloseRouter { router } => {
                 if let Some(r) = self.routers.get(&router) {
@@ -225,7 +245,12 @@ impl State {
                 }
                 self.routers.remove(&router);
             }
-            Command::CreateTransport { router, transport, ice, controlling } => {
+            Command::CreateTransport {
+                router,
+                transport,
+                ice,
+                controlling,
+            } => {
                 let Some(r) = self.routers.get_mut(&router) else {
                     self.command_failed(transport, format!("no router {router}"));
                     return true;
@@ -234,12 +259,25 @@ impl State {
                     self.command_failed(transport, "transport exists".into());
                     return true;
                 }
-                let t = Transport::new(transport, router, ice, controlling, self.cert.clone(), &self.local_addrs);
-                self.by_ufrag.insert(t.local_ufrag().as_bytes().to_vec(), transport);
+                let t = Transport::new(
+                    transport,
+                    router,
+                    ice,
+                    controlling,
+                    self.cert.clone(),
+                    &self.local_addrs,
+                );
+                self.by_ufrag
+                    .insert(t.local_ufrag().as_bytes().to_vec(), transport);
                 r.add_member(transport);
                 self.transports.insert(transport, t);
             }
-            Command::ConnectTransport { transport, remote_ice, fingerprints, remote_setup } => {
+            Command::ConnectTransport {
+                transport,
+                remote_ice,
+                fingerprints,
+                remote_setup,
+            } => {
                 let Some(t) = self.transports.get_mut(&transport) else {
                     self.command_failed(transport, "no such transport".into());
                     return true;
@@ -247,7 +285,10 @@ impl State {
                 t.connect(now, remote_ice, fingerprints, &remote_setup);
                 self.after_transport(now, transport, io);
             }
-            Command::AddRemoteCandidates { transport, candidates } => {
+            Command::AddRemoteCandidates {
+                transport,
+                candidates,
+            } => {
                 let Some(t) = self.transports.get_mut(&transport) else {
                     self.command_failed(transport, "no such transport".into());
                     return true;
@@ -265,7 +306,10 @@ impl State {
                 };
                 let refused = r.set_sources(transport, &sources);
                 if !refused.is_empty() {
-                    self.command_failed(transport, format!("ssrcs owned by another endpoint: {refused:?}"));
+                    self.command_failed(
+                        transport,
+                        format!("ssrcs owned by another endpoint: {refused:?}"),
+                    );
                 }
             }
             Command::RequestKeyframe { transport, ssrc } => {
@@ -278,7 +322,10 @@ impl State {
             Command::CloseTransport { transport } => self.close_transport(now, transport, io),
             Command::GetStats { request } => {
                 // Io counters are filled in by the caller that owns the batches.
-                self.events.push(Event::Stats { request, snapshot: Box::default() });
+                self.events.push(Event::Stats {
+                    request,
+                    snapshot: Box::default(),
+                });
             }
             Command::Shutdown => return false,
         }
@@ -307,7 +354,14 @@ impl State {
     }
 
     /// Routes one received datagram.
-    fn on_datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, buf: &mut [u8], io: &mut Io) {
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        buf: &mut [u8],
+        io: &mut Io,
+    ) {
         self.total.packets_in += 1;
         self.total.bytes_in += buf.len() as u64;
         match classify(buf) {
@@ -335,7 +389,14 @@ impl State {
         }
     }
 
-    fn on_stun(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, buf: &[u8], io: &mut Io) {
+    fn on_stun(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        buf: &[u8],
+        io: &mut Io,
+    ) {
         let msg = match StunMessage::parse(buf) {
             Ok(m) => m,
             Err(_) => {
@@ -351,9 +412,20 @@ impl State {
             StunClass::SuccessResponse | StunClass::ErrorResponse => {
                 let tid = msg.transaction_id();
                 match self.by_addr.get(&from) {
-                    Some(id) if self.transports.get(id).is_some_and(|t| t.is_pending_transaction(&tid)) => Some(*id),
+                    Some(id)
+                        if self
+                            .transports
+                            .get(id)
+                            .is_some_and(|t| t.is_pending_transaction(&tid)) =>
+                    {
+                        Some(*id)
+                    }
                     // Responses from a candidate not yet routed: find the transaction's owner.
-                    _ => self.transports.iter().find(|(_, t)| t.is_pending_transaction(&tid)).map(|(id, _)| *id),
+                    _ => self
+                        .transports
+                        .iter()
+                        .find(|(_, t)| t.is_pending_transaction(&tid))
+                        .map(|(id, _)| *id),
                 }
             }
         };
@@ -416,7 +488,8 @@ impl State {
         };
         match router.producers.get_mut(&view.ssrc()) {
             Some(p) if p.transport == id => {
-                p.stats.on_packet(now, view.sequence_number(), view.timestamp());
+                p.stats
+                    .on_packet(now, view.sequence_number(), view.timestamp());
                 p.packets += 1;
             }
             _ => {
@@ -487,7 +560,11 @@ impl State {
                 Note::Address(addr) => {
                     self.by_addr.insert(addr, id);
                 }
-                Note::State { state, detail, failure } => {
+                Note::State {
+                    state,
+                    detail,
+                    failure,
+                } => {
                     if let Some(f) = failure {
                         match f {
                             FailureKind::Ice => self.failures.ice += 1,
@@ -500,7 +577,11 @@ impl State {
                     if matches!(state, TransportState::Failed | TransportState::Closed) {
                         finished = true;
                     }
-                    self.events.push(Event::TransportState { transport: id, state, detail });
+                    self.events.push(Event::TransportState {
+                        transport: id,
+                        state,
+                        detail,
+                    });
                 }
                 Note::MediaReady => media_ready = true,
             }
@@ -523,7 +604,10 @@ impl State {
         self.total.drop(DropReason::Panic);
         if let Some(&id) = self.by_addr.get(&from) {
             if let Some(t) = self.transports.get_mut(&id) {
-                t.fail(FailureKind::Panic, "internal error while processing a packet".into());
+                t.fail(
+                    FailureKind::Panic,
+                    "internal error while processing a packet".into(),
+                );
             }
             // Deliver the failure now; a failed transport needs no egress.
             self.drain_notes_only(id);
@@ -537,11 +621,20 @@ impl State {
         };
         while t.poll_transmit().is_some() {}
         while let Some(note) = t.poll_note() {
-            if let Note::State { state, detail, failure } = note {
+            if let Note::State {
+                state,
+                detail,
+                failure,
+            } = note
+            {
                 if failure == Some(FailureKind::Panic) {
                     self.failures.panic += 1;
                 }
-                self.events.push(Event::TransportState { transport: id, state, detail });
+                self.events.push(Event::TransportState {
+                    transport: id,
+                    state,
+                    detail,
+                });
             }
         }
         self.by_addr.retain(|_, v| *v != id);
@@ -583,7 +676,11 @@ impl State {
 
     fn snapshot(&self, io: &Io, recv: &RecvBatch) -> StatsSnapshot {
         let mut total = self.total;
-        let mut io_counters = IoCounters { recv_calls: recv.calls, recv_packets: recv.packets, ..Default::default() };
+        let mut io_counters = IoCounters {
+            recv_calls: recv.calls,
+            recv_packets: recv.packets,
+            ..Default::default()
+        };
         for b in &io.send {
             io_counters.send_calls += b.calls;
             io_counters.send_packets += b.packets;
@@ -620,8 +717,15 @@ impl ShardHandle {
         let commands = Arc::new(Queue::new()?);
         let events = Arc::new(Queue::new()?);
         let (c, e) = (commands.clone(), events.clone());
-        let thread = std::thread::Builder::new().name("sluice-shard-0".into()).spawn(move || run(shard, &c, &e))?;
-        Ok(ShardHandle { commands, events, local_addrs, thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("sluice-shard-0".into())
+            .spawn(move || run(shard, &c, &e))?;
+        Ok(ShardHandle {
+            commands,
+            events,
+            local_addrs,
+            thread: Some(thread),
+        })
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -690,19 +794,40 @@ mod tests {
 
     fn shard_with_transports(ids: &[TransportId]) -> Shard {
         let cert = DtlsCert::generate().expect("cert");
-        let mut shard =
-            Shard::new(&ShardConfig { bind: vec!["127.0.0.1:0".parse().expect("literal")] }, cert).expect("bind");
+        let mut shard = Shard::new(
+            &ShardConfig {
+                bind: vec!["127.0.0.1:0".parse().expect("literal")],
+            },
+            cert,
+        )
+        .expect("bind");
         let now = Instant::now();
         shard.handle_command(now, Command::CreateRouter { router: 1 });
         for &id in ids {
-            let ice = IceCredentials { ufrag: format!("ufrag{id}"), pwd: "p".repeat(24) };
-            shard.handle_command(now, Command::CreateTransport { router: 1, transport: id, ice, controlling: true });
-            let fp = crate::dtls::DtlsCert::generate().expect("cert").fingerprint(crate::dtls::HashAlg::Sha256);
+            let ice = IceCredentials {
+                ufrag: format!("ufrag{id}"),
+                pwd: "p".repeat(24),
+            };
+            shard.handle_command(
+                now,
+                Command::CreateTransport {
+                    router: 1,
+                    transport: id,
+                    ice,
+                    controlling: true,
+                },
+            );
+            let fp = crate::dtls::DtlsCert::generate()
+                .expect("cert")
+                .fingerprint(crate::dtls::HashAlg::Sha256);
             shard.handle_command(
                 now,
                 Command::ConnectTransport {
                     transport: id,
-                    remote_ice: IceCredentials { ufrag: "peer".into(), pwd: "q".repeat(24) },
+                    remote_ice: IceCredentials {
+                        ufrag: "peer".into(),
+                        pwd: "q".repeat(24),
+                    },
                     fingerprints: vec![fp],
                     remote_setup: "active".into(),
                 },
@@ -718,7 +843,12 @@ mod tests {
         let other = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
         shard.state.by_addr.insert(peer.local_addr(), 10);
         shard.state.by_addr.insert(other.local_addr(), 11);
-        shard.state.transports.get_mut(&10).expect("transport").panic_on_dtls = true;
+        shard
+            .state
+            .transports
+            .get_mut(&10)
+            .expect("transport")
+            .panic_on_dtls = true;
 
         let mut batch = SendBatch::new(4);
         batch.push(&[22, 0xfe, 0xfd, 0, 0], shard.local_addrs()[0]);
@@ -732,18 +862,25 @@ mod tests {
         assert!(events.iter().any(|e| matches!(e,
             Event::TransportState { transport: 10, state: TransportState::Failed, detail } if detail.contains("internal"))));
         assert_eq!(shard.stats().failures.panic, 1);
-        assert!(!shard.state.by_addr.values().any(|v| *v == 10), "a failed transport is no longer routed");
+        assert!(
+            !shard.state.by_addr.values().any(|v| *v == 10),
+            "a failed transport is no longer routed"
+        );
 
         // The other transport still gets its datagrams.
         let before = shard.state.transports[&11].counters.packets_in;
         batch.push(&[22, 0xfe, 0xfd, 0, 0], shard.local_addrs()[0]);
         other.send_batch(&mut batch);
         let deadline = Instant::now() + Duration::from_secs(2);
-        while shard.state.transports[&11].counters.packets_in == before && Instant::now() < deadline {
+        while shard.state.transports[&11].counters.packets_in == before && Instant::now() < deadline
+        {
             shard.poll_io(Instant::now());
         }
         assert_eq!(shard.state.transports[&11].counters.packets_in, before + 1);
-        assert_eq!(shard.state.transports[&11].state(), TransportState::Checking);
+        assert_eq!(
+            shard.state.transports[&11].state(),
+            TransportState::Checking
+        );
     }
 }
 
@@ -763,15 +900,31 @@ pub mod fuzz {
 
     fn setup() -> Shard {
         let cert = DtlsCert::generate().expect("fuzz setup: certificate");
-        let config = ShardConfig { bind: vec!["127.0.0.1:0".parse().expect("literal")] };
+        let config = ShardConfig {
+            bind: vec!["127.0.0.1:0".parse().expect("literal")],
+        };
         let mut shard = Shard::new(&config, cert).expect("fuzz setup: bind");
         let now = Instant::now();
         shard.handle_command(now, Command::CreateRouter { router: 1 });
         for (id, ufrag) in [(10, "fuzzufrag"), (11, "otherufrag")] {
-            let ice = IceCredentials { ufrag: ufrag.into(), pwd: "fuzzpasswordfuzzpassword".into() };
-            shard.handle_command(now, Command::CreateTransport { router: 1, transport: id, ice, controlling: true });
+            let ice = IceCredentials {
+                ufrag: ufrag.into(),
+                pwd: "fuzzpasswordfuzzpassword".into(),
+            };
+            shard.handle_command(
+                now,
+                Command::CreateTransport {
+                    router: 1,
+                    transport: id,
+                    ice,
+                    controlling: true,
+                },
+            );
         }
-        shard.state.by_addr.insert(KNOWN.parse().expect("literal"), 10);
+        shard
+            .state
+            .by_addr
+            .insert(KNOWN.parse().expect("literal"), 10);
         shard
     }
 
@@ -784,7 +937,9 @@ pub mod fuzz {
         SHARD.with(|cell| {
             let mut slot = cell.borrow_mut();
             let shard = slot.get_or_insert_with(setup);
-            let from: SocketAddr = if sel % 2 == 0 { KNOWN } else { UNKNOWN }.parse().expect("literal");
+            let from: SocketAddr = if sel % 2 == 0 { KNOWN } else { UNKNOWN }
+                .parse()
+                .expect("literal");
             let local = shard.io.sockets[0].local_addr();
             let mut buf = rest.to_vec();
             let Shard { io, state, .. } = shard;

@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use super::{Io, State};
 use crate::io::MAX_DATAGRAM;
-use crate::rtcp::{
-    parse_compound, set_sender_ssrc, validate_compound, write_pli, write_receiver_report, write_sdes_cname,
-    write_sender_report, ReportBlock, RtcpPacket,
-};
 use crate::router::{Router, RR_INTERVAL};
+use crate::rtcp::{
+    parse_compound, set_sender_ssrc, validate_compound, write_pli, write_receiver_report,
+    write_sdes_cname, write_sender_report, ReportBlock, RtcpPacket,
+};
 use crate::seam::{RouterId, TransportId};
 use crate::stats::DropReason;
 
@@ -61,7 +61,10 @@ impl State {
             };
             match packet {
                 RtcpPacket::SenderReport(sr) => {
-                    let owned = self.routers.get_mut(&router_id).and_then(|r| r.producers.get_mut(&sr.ssrc));
+                    let owned = self
+                        .routers
+                        .get_mut(&router_id)
+                        .and_then(|r| r.producers.get_mut(&sr.ssrc));
                     let Some(p) = owned.filter(|p| p.transport == id) else {
                         continue;
                     };
@@ -80,7 +83,9 @@ impl State {
                     };
                     self.send_to_others(router_id, id, &out[..n], io);
                 }
-                RtcpPacket::Pli { media_ssrc, .. } => self.request_keyframe(now, router_id, media_ssrc, io),
+                RtcpPacket::Pli { media_ssrc, .. } => {
+                    self.request_keyframe(now, router_id, media_ssrc, io)
+                }
                 RtcpPacket::Fir(fir) => {
                     let media = fir.entries().next().map(|(ssrc, _)| ssrc);
                     if let Some(owner) = media.and_then(|s| self.owner_of(router_id, s)) {
@@ -98,7 +103,13 @@ impl State {
     }
 
     /// Asks the sender of `ssrc` for a keyframe with a PLI (rate-limited per Producer).
-    pub(super) fn request_keyframe(&mut self, now: Instant, router: RouterId, ssrc: u32, io: &mut Io) {
+    pub(super) fn request_keyframe(
+        &mut self,
+        now: Instant,
+        router: RouterId,
+        ssrc: u32,
+        io: &mut Io,
+    ) {
         let Some(r) = self.routers.get_mut(&router) else {
             return;
         };
@@ -112,7 +123,13 @@ impl State {
         self.send_pli(router, owner, ssrc, io);
     }
 
-    pub(super) fn send_pli(&mut self, router: RouterId, owner: TransportId, ssrc: u32, io: &mut Io) {
+    pub(super) fn send_pli(
+        &mut self,
+        router: RouterId,
+        owner: TransportId,
+        ssrc: u32,
+        io: &mut Io,
+    ) {
         let Some(sender) = self.routers.get(&router).map(|r| r.rtcp_ssrc) else {
             return;
         };
@@ -123,11 +140,21 @@ impl State {
     }
 
     fn owner_of(&self, router: RouterId, ssrc: u32) -> Option<TransportId> {
-        self.routers.get(&router)?.producers.get(&ssrc).map(|p| p.transport)
+        self.routers
+            .get(&router)?
+            .producers
+            .get(&ssrc)
+            .map(|p| p.transport)
     }
 
     /// Forwards one feedback packet with the bridge as its sender.
-    fn forward_feedback(&mut self, router: RouterId, owner: TransportId, packet: &[u8], io: &mut Io) {
+    fn forward_feedback(
+        &mut self,
+        router: RouterId,
+        owner: TransportId,
+        packet: &[u8],
+        io: &mut Io,
+    ) {
         let Some(sender) = self.routers.get(&router).map(|r| r.rtcp_ssrc) else {
             return;
         };
@@ -140,7 +167,13 @@ impl State {
         self.send_rtcp(owner, &out[..packet.len()], io);
     }
 
-    fn send_to_others(&mut self, router: RouterId, except: TransportId, packet: &[u8], io: &mut Io) {
+    fn send_to_others(
+        &mut self,
+        router: RouterId,
+        except: TransportId,
+        packet: &[u8],
+        io: &mut Io,
+    ) {
         let Some(members) = self.routers.get(&router).map(|r| r.members.clone()) else {
             return;
         };

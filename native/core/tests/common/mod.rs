@@ -64,7 +64,12 @@ impl TestPeer {
     }
 
     /// The bridge's transport description: we answer with a=setup:active, so we are the DTLS client.
-    pub fn connect_to(&mut self, bridge: IceCredentials, bridge_addr: SocketAddr, bridge_fp: Fingerprint) {
+    pub fn connect_to(
+        &mut self,
+        bridge: IceCredentials,
+        bridge_addr: SocketAddr,
+        bridge_fp: Fingerprint,
+    ) {
         self.ice.set_remote_credentials(bridge);
         self.ice.add_remote_candidate(Candidate {
             addr: bridge_addr,
@@ -72,7 +77,8 @@ impl TestPeer {
             priority: 2_130_706_431,
             foundation: "1".into(),
         });
-        self.dtls = Some(DtlsConn::new(&self.cert, DtlsRole::Client, vec![bridge_fp]).expect("dtls"));
+        self.dtls =
+            Some(DtlsConn::new(&self.cert, DtlsRole::Client, vec![bridge_fp]).expect("dtls"));
     }
 
     pub fn is_connected(&self) -> bool {
@@ -87,7 +93,9 @@ impl TestPeer {
             }
             for i in 0..n {
                 let local = self.sock.local_addr();
-                let Some((buf, from)) = self.recv.get_mut(i) else { continue };
+                let Some((buf, from)) = self.recv.get_mut(i) else {
+                    continue;
+                };
                 match classify(buf) {
                     DatagramKind::Stun => {
                         if let Ok(msg) = StunMessage::parse(buf) {
@@ -138,8 +146,10 @@ impl TestPeer {
                 match ev {
                     DtlsEvent::Connected(k) => {
                         let p = SrtpProfile::from_dtls_name(k.profile.name()).expect("profile");
-                        self.tx = Some(SrtpContext::new(p, &k.local_key, &k.local_salt).expect("tx"));
-                        self.rx = Some(SrtpContext::new(p, &k.remote_key, &k.remote_salt).expect("rx"));
+                        self.tx =
+                            Some(SrtpContext::new(p, &k.local_key, &k.local_salt).expect("tx"));
+                        self.rx =
+                            Some(SrtpContext::new(p, &k.remote_key, &k.remote_salt).expect("rx"));
                     }
                     DtlsEvent::Failed(e) => self.failed = Some(format!("{e:?}")),
                     DtlsEvent::Closed => self.failed = Some("closed".into()),
@@ -151,7 +161,9 @@ impl TestPeer {
 
     /// Sends one SRTP packet with `payload_len` bytes of payload.
     pub fn send_rtp(&mut self, ssrc: u32, seq: u16, ts: u32, pt: u8, payload_len: usize) {
-        let Some((_, remote)) = self.ice.selected_pair() else { return };
+        let Some((_, remote)) = self.ice.selected_pair() else {
+            return;
+        };
         let Some(tx) = &mut self.tx else { return };
         let mut buf = [0u8; 1500];
         buf[0] = 0x80;
@@ -206,8 +218,13 @@ impl Conference {
     pub fn new(n: usize) -> Self {
         let cert = DtlsCert::generate().expect("cert");
         let bridge_fp = cert.fingerprint(HashAlg::Sha256);
-        let mut shard =
-            Shard::new(&ShardConfig { bind: vec!["127.0.0.1:0".parse().expect("literal")] }, cert).expect("shard");
+        let mut shard = Shard::new(
+            &ShardConfig {
+                bind: vec!["127.0.0.1:0".parse().expect("literal")],
+            },
+            cert,
+        )
+        .expect("shard");
         let bridge_addr = shard.local_addrs()[0];
         let now = Instant::now();
         shard.handle_command(now, Command::CreateRouter { router: 1 });
@@ -218,7 +235,12 @@ impl Conference {
             let id = 10 + i as u64;
             shard.handle_command(
                 now,
-                Command::CreateTransport { router: 1, transport: id, ice: creds.clone(), controlling: true },
+                Command::CreateTransport {
+                    router: 1,
+                    transport: id,
+                    ice: creds.clone(),
+                    controlling: true,
+                },
             );
             shard.handle_command(
                 now,
@@ -243,15 +265,33 @@ impl Conference {
             peer.connect_to(creds, bridge_addr, bridge_fp.clone());
             peers.push(peer);
         }
-        Conference { shard, peers, events: Vec::new() }
+        Conference {
+            shard,
+            peers,
+            events: Vec::new(),
+        }
     }
 
     pub fn set_sources(&mut self, peer: usize, ssrcs: &[(u32, MediaKind)]) {
         let sources = ssrcs
             .iter()
-            .map(|&(ssrc, kind)| SourceSpec { ssrc, kind, clock_rate: if kind == MediaKind::Audio { 48000 } else { 90000 } })
+            .map(|&(ssrc, kind)| SourceSpec {
+                ssrc,
+                kind,
+                clock_rate: if kind == MediaKind::Audio {
+                    48000
+                } else {
+                    90000
+                },
+            })
             .collect();
-        self.shard.handle_command(Instant::now(), Command::SetSources { transport: 10 + peer as u64, sources });
+        self.shard.handle_command(
+            Instant::now(),
+            Command::SetSources {
+                transport: 10 + peer as u64,
+                sources,
+            },
+        );
     }
 
     /// One turn of everything: shard I/O and timers, every peer.
@@ -281,7 +321,15 @@ impl Conference {
     pub fn connected_transports(&self) -> usize {
         self.events
             .iter()
-            .filter(|e| matches!(e, Event::TransportState { state: TransportState::Connected, .. }))
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::TransportState {
+                        state: TransportState::Connected,
+                        ..
+                    }
+                )
+            })
             .count()
     }
 
@@ -291,6 +339,10 @@ impl Conference {
             c.peers.iter().all(|p| p.is_connected()) && c.connected_transports() >= n
         });
         let failed: Vec<_> = self.peers.iter().filter_map(|p| p.failed.clone()).collect();
-        assert!(ok, "peers did not connect: failures {failed:?}, events {:?}", self.events);
+        assert!(
+            ok,
+            "peers did not connect: failures {failed:?}, events {:?}",
+            self.events
+        );
     }
 }
