@@ -17,7 +17,7 @@ step "cargo fmt --check"
 step "cargo clippy -D warnings"
 (cd native && cargo clippy --workspace --all-targets -q -- -D warnings)
 step "cargo test"
-(cd native && cargo test --workspace --release -q 2>&1)
+(cd native && cargo test --workspace -q 2>&1)
 step "cargo fuzz build"
 scripts/fuzz.sh build
 step "pytest"
