@@ -27,12 +27,18 @@ pub struct TestPeer {
     /// (ssrc, seq) of every RTP packet received and decrypted.
     pub rtp: Vec<(u32, u16)>,
     pub rtcp: usize,
+    /// Every decrypted RTCP compound received.
+    pub rtcp_packets: Vec<Vec<u8>>,
     pub failed: Option<String>,
 }
 
 impl TestPeer {
     pub fn new() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind peer");
+        Self::bind("127.0.0.1:0".parse().expect("literal"))
+    }
+
+    pub fn bind(addr: SocketAddr) -> Self {
+        let sock = UdpSocket::bind(addr).expect("bind peer");
         let mut ice = IceAgent::new(false, IceCredentials::random(), 7);
         ice.add_local_candidate(Candidate::host(sock.local_addr(), 65535));
         TestPeer {
@@ -47,6 +53,7 @@ impl TestPeer {
             send: SendBatch::new(64),
             rtp: Vec::new(),
             rtcp: 0,
+            rtcp_packets: Vec::new(),
             failed: None,
         }
     }
@@ -118,8 +125,9 @@ impl TestPeer {
                     }
                     DatagramKind::Rtcp => {
                         if let Some(rx) = &mut self.rx {
-                            if rx.unprotect_rtcp(buf).is_ok() {
+                            if let Ok(len) = rx.unprotect_rtcp(buf) {
                                 self.rtcp += 1;
+                                self.rtcp_packets.push(buf[..len].to_vec());
                             }
                         }
                     }
@@ -194,6 +202,15 @@ impl TestPeer {
         buf
     }
 
+    /// Protects and sends one plain RTCP compound.
+    pub fn send_rtcp(&mut self, plain: &[u8]) {
+        let tx = self.tx.as_mut().expect("connected");
+        let mut buf = vec![0u8; plain.len() + 32];
+        buf[..plain.len()].copy_from_slice(plain);
+        let n = tx.protect_rtcp(&mut buf, plain.len()).expect("protect rtcp");
+        self.send_raw(&buf[..n]);
+    }
+
     /// Sends bytes as they are to the bridge.
     pub fn send_raw(&mut self, data: &[u8]) {
         let (_, remote) = self.ice.selected_pair().expect("selected pair");
@@ -230,7 +247,7 @@ impl Conference {
         shard.handle_command(now, Command::CreateRouter { router: 1 });
         let mut peers = Vec::new();
         for i in 0..n {
-            let mut peer = TestPeer::new();
+            let mut peer = TestPeer::bind(SocketAddr::new(bind.ip(), 0));
             let creds = IceCredentials::random();
             let id = 10 + i as u64;
             shard.handle_command(
