@@ -93,10 +93,11 @@ impl Router {
         &mut self,
         now: Instant,
         except: TransportId,
+        ready: impl Fn(TransportId) -> bool,
     ) -> Vec<(TransportId, u32)> {
         let mut out = Vec::new();
         for (ssrc, p) in self.producers.iter_mut() {
-            if p.kind != MediaKind::Video || p.transport == except {
+            if p.kind != MediaKind::Video || p.transport == except || !ready(p.transport) {
                 continue;
             }
             if Self::may_request_keyframe(p, now) {
@@ -160,16 +161,9 @@ mod tests {
         let mut r = Router::new(1);
         r.set_sources(10, &[spec(1, MediaKind::Audio), spec(2, MediaKind::Video)]);
         let t0 = Instant::now();
-        assert_eq!(r.keyframe_requests(t0, 11), vec![(10, 2)]);
-        assert!(r
-            .keyframe_requests(t0 + Duration::from_millis(100), 12)
-            .is_empty());
-        assert_eq!(
-            r.keyframe_requests(t0 + Duration::from_millis(400), 12),
-            vec![(10, 2)]
-        );
-        assert!(r
-            .keyframe_requests(t0 + Duration::from_secs(5), 10)
-            .is_empty());
+        assert_eq!(r.keyframe_requests(t0, 11, |_| true), vec![(10, 2)]);
+        assert!(r.keyframe_requests(t0 + Duration::from_millis(100), 12, |_| true).is_empty());
+        assert_eq!(r.keyframe_requests(t0 + Duration::from_millis(400), 12, |_| true), vec![(10, 2)]);
+        assert!(r.keyframe_requests(t0 + Duration::from_secs(5), 10, |_| true).is_empty());
     }
 }

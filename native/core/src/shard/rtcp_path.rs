@@ -116,7 +116,8 @@ impl State {
         let Some(p) = r.producers.get_mut(&ssrc) else {
             return;
         };
-        if !Router::may_request_keyframe(p, now) {
+        let owner_ready = self.transports.get(&p.transport).is_some_and(|t| t.is_media_ready());
+        if !owner_ready || !Router::may_request_keyframe(p, now) {
             return;
         }
         let owner = p.transport;
