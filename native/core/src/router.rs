@@ -162,8 +162,15 @@ mod tests {
         r.set_sources(10, &[spec(1, MediaKind::Audio), spec(2, MediaKind::Video)]);
         let t0 = Instant::now();
         assert_eq!(r.keyframe_requests(t0, 11, |_| true), vec![(10, 2)]);
-        assert!(r.keyframe_requests(t0 + Duration::from_millis(100), 12, |_| true).is_empty());
-        assert_eq!(r.keyframe_requests(t0 + Duration::from_millis(400), 12, |_| true), vec![(10, 2)]);
-        assert!(r.keyframe_requests(t0 + Duration::from_secs(5), 10, |_| true).is_empty());
+        assert!(r
+            .keyframe_requests(t0 + Duration::from_millis(100), 12, |_| true)
+            .is_empty());
+        assert_eq!(
+            r.keyframe_requests(t0 + Duration::from_millis(400), 12, |_| true),
+            vec![(10, 2)]
+        );
+        assert!(r
+            .keyframe_requests(t0 + Duration::from_secs(5), 10, |_| true)
+            .is_empty());
     }
 }

@@ -33,14 +33,22 @@ fn every_stream_reaches_every_other_peer(bind: SocketAddr) {
     }
     let ok = conf.run_until(Duration::from_secs(5), |c| {
         (0..3).all(|r| {
-            (0..3)
-                .filter(|s| *s != r)
-                .all(|s| c.peers[r].rtp.iter().filter(|(x, _)| *x == ssrcs[s]).count() >= 100)
+            (0..3).filter(|s| *s != r).all(|s| {
+                c.peers[r]
+                    .rtp
+                    .iter()
+                    .filter(|(x, _)| *x == ssrcs[s])
+                    .count()
+                    >= 100
+            })
         })
     });
     assert!(ok, "not every stream reached every other peer");
     for (r, peer) in conf.peers.iter().enumerate() {
-        assert!(!peer.rtp.iter().any(|(x, _)| *x == ssrcs[r]), "peer {r} got its own stream back");
+        assert!(
+            !peer.rtp.iter().any(|(x, _)| *x == ssrcs[r]),
+            "peer {r} got its own stream back"
+        );
     }
 }
 
@@ -75,8 +83,20 @@ fn rtcp_is_terminated_per_leg() {
 
     // A sender report reaches the receiver without report blocks.
     let mut sr = [0u8; 64];
-    let block = ReportBlock { ssrc: 0xBEEF, ..Default::default() };
-    let n = write_sender_report(&mut sr, 0xA, 0x1234_5678_9abc_def0, 42, 50, 40_000, &[block]).expect("sr");
+    let block = ReportBlock {
+        ssrc: 0xBEEF,
+        ..Default::default()
+    };
+    let n = write_sender_report(
+        &mut sr,
+        0xA,
+        0x1234_5678_9abc_def0,
+        42,
+        50,
+        40_000,
+        &[block],
+    )
+    .expect("sr");
     conf.peers[0].send_rtcp(&sr[..n]);
     let ok = conf.run_until(Duration::from_secs(2), |c| {
         rtcp_seen(&c.peers[1], |p| {
@@ -84,7 +104,10 @@ fn rtcp_is_terminated_per_leg() {
                 if s.ssrc == 0xA && s.ntp_timestamp == 0x1234_5678_9abc_def0 && s.report_blocks().count() == 0)
         })
     });
-    assert!(ok, "the sender report was not passed on (stripped of report blocks)");
+    assert!(
+        ok,
+        "the sender report was not passed on (stripped of report blocks)"
+    );
 
     // The receiver's PLI for 0xA reaches the sender, with the bridge as the packet sender. (Forget the PLI
     // the bridge sent by itself when the receiver connected.)
@@ -98,7 +121,10 @@ fn rtcp_is_terminated_per_leg() {
     assert!(ok, "the PLI was not routed to the sender");
 
     // The receiver's own receiver reports end at the bridge.
-    assert!(!rtcp_seen(&conf.peers[0], |p| matches!(p, RtcpPacket::ReceiverReport(rr) if rr.ssrc == 0x7777)));
+    assert!(!rtcp_seen(
+        &conf.peers[0],
+        |p| matches!(p, RtcpPacket::ReceiverReport(rr) if rr.ssrc == 0x7777)
+    ));
 }
 
 #[test]
@@ -108,14 +134,25 @@ fn a_closed_transport_gets_nothing_and_sends_nothing() {
     conf.set_sources(2, &[(0xC, MediaKind::Audio)]);
     conf.connect_all();
     send_burst(&mut conf, 0, 0xA, 0..20);
-    assert!(conf.run_until(Duration::from_secs(3), |c| c.peers[2].rtp.len() >= 20 && c.peers[1].rtp.len() >= 20));
+    assert!(
+        conf.run_until(Duration::from_secs(3), |c| c.peers[2].rtp.len() >= 20
+            && c.peers[1].rtp.len() >= 20)
+    );
 
-    conf.shard.handle_command(Instant::now(), Command::CloseTransport { transport: 12 });
+    conf.shard
+        .handle_command(Instant::now(), Command::CloseTransport { transport: 12 });
     let before = conf.peers[2].rtp.len();
     send_burst(&mut conf, 0, 0xA, 20..40);
     send_burst(&mut conf, 2, 0xC, 0..20);
     assert!(conf.run_until(Duration::from_secs(3), |c| c.peers[1].rtp.len() >= 40));
     conf.run_until(Duration::from_millis(200), |_| false);
-    assert_eq!(conf.peers[2].rtp.len(), before, "a closed transport still received media");
-    assert!(!conf.peers[1].rtp.iter().any(|(s, _)| *s == 0xC), "a closed transport's media was forwarded");
+    assert_eq!(
+        conf.peers[2].rtp.len(),
+        before,
+        "a closed transport still received media"
+    );
+    assert!(
+        !conf.peers[1].rtp.iter().any(|(s, _)| *s == 0xC),
+        "a closed transport's media was forwarded"
+    );
 }

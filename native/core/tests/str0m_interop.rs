@@ -18,7 +18,6 @@
 //! - a peer whose certificate does not match the signalled fingerprint is refused, and the others
 //!   keep working.
 //!
-//! One more test is `#[ignore]`d: it reproduces a known bridge bug (a keyframe request that could
 //! not be sent still counts for the per-producer rate limit); see its doc comment.
 //!
 //! str0m API facts these tests rely on: in RTP mode (`RtcConfig::set_rtp_mode`) str0m keeps one
@@ -954,14 +953,9 @@ fn str0m_peer_with_wrong_fingerprint_is_refused_and_the_others_keep_working() {
 /// When a receiver becomes media-ready, the bridge asks every other video sender for a keyframe
 /// (`Router::keyframe_requests`, rate-limited to one request per producer per 300 ms).
 ///
-/// Known bug, hence ignored (run with `-- --ignored`): the rate limit also counts requests that
-/// were never sent. When str0m-0's transport becomes ready first, the bridge "requests" keyframes
-/// from str0m-1 and str0m-2, whose transports are not media-ready yet: `send_rtcp` drops both
-/// PLIs silently, but `may_request_keyframe` has already stamped `last_keyframe_request`. When
-/// str0m-2 then joins less than 300 ms later, the request to str0m-1 is suppressed, and str0m-2
-/// gets no keyframe from str0m-1 until it asks for one itself. str0m-1 never gets any.
+/// Regression: the rate limit once also counted requests that were never sent (to senders whose
+/// transport was not media-ready yet), so a receiver joining within 300 ms of another got no keyframe.
 #[test]
-#[ignore = "known bug: keyframe requests dropped for a not-ready sender still count for the rate limit"]
 fn str0m_receiver_joining_gets_a_keyframe_request_sent_to_every_ready_sender() {
     let mut call = Call::new(&Options {
         peers: 3,

@@ -594,7 +594,8 @@ impl State {
             let router = t.router;
             let transports = &self.transports;
             if let Some(r) = self.routers.get_mut(&router) {
-                let ready = |t: TransportId| transports.get(&t).is_some_and(Transport::is_media_ready);
+                let ready =
+                    |t: TransportId| transports.get(&t).is_some_and(Transport::is_media_ready);
                 for (owner, ssrc) in r.keyframe_requests(now, id, ready) {
                     self.send_pli(router, owner, ssrc, io);
                 }

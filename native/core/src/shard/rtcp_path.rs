@@ -116,7 +116,10 @@ impl State {
         let Some(p) = r.producers.get_mut(&ssrc) else {
             return;
         };
-        let owner_ready = self.transports.get(&p.transport).is_some_and(|t| t.is_media_ready());
+        let owner_ready = self
+            .transports
+            .get(&p.transport)
+            .is_some_and(|t| t.is_media_ready());
         if !owner_ready || !Router::may_request_keyframe(p, now) {
             return;
         }

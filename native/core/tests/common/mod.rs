@@ -207,7 +207,9 @@ impl TestPeer {
         let tx = self.tx.as_mut().expect("connected");
         let mut buf = vec![0u8; plain.len() + 32];
         buf[..plain.len()].copy_from_slice(plain);
-        let n = tx.protect_rtcp(&mut buf, plain.len()).expect("protect rtcp");
+        let n = tx
+            .protect_rtcp(&mut buf, plain.len())
+            .expect("protect rtcp");
         self.send_raw(&buf[..n]);
     }
 
@@ -233,15 +235,14 @@ pub struct Conference {
 
 impl Conference {
     pub fn new(n: usize) -> Self {
+        Self::on(n, "127.0.0.1:0".parse().expect("literal"))
+    }
+
+    /// A conference whose shard and peers all use `bind`'s address family (e.g. `[::1]:0`).
+    pub fn on(n: usize, bind: SocketAddr) -> Self {
         let cert = DtlsCert::generate().expect("cert");
         let bridge_fp = cert.fingerprint(HashAlg::Sha256);
-        let mut shard = Shard::new(
-            &ShardConfig {
-                bind: vec!["127.0.0.1:0".parse().expect("literal")],
-            },
-            cert,
-        )
-        .expect("shard");
+        let mut shard = Shard::new(&ShardConfig { bind: vec![bind] }, cert).expect("shard");
         let bridge_addr = shard.local_addrs()[0];
         let now = Instant::now();
         shard.handle_command(now, Command::CreateRouter { router: 1 });
