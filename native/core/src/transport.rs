@@ -15,6 +15,9 @@ use crate::srtp::{SrtpContext, SrtpError, SrtpProfile};
 use crate::stats::{Counters, DropReason, TransportStats};
 use crate::stun::StunMessage;
 
+/// DTLS datagrams kept while the remote description is not known yet (a ClientHello flight).
+const MAX_EARLY_DTLS: usize = 4;
+
 /// A datagram a Transport wants sent (control traffic: STUN and DTLS).
 #[derive(Debug)]
 pub struct Transmit {
@@ -59,6 +62,9 @@ pub struct Transport {
     selected: Option<(SocketAddr, SocketAddr)>,
     /// Where DTLS last came from: the path to answer on before ICE has nominated.
     dtls_path: Option<(SocketAddr, SocketAddr)>,
+    /// DTLS that arrived before the remote description (browsers start DTLS as soon as their own check
+    /// succeeds, which can precede the answer reaching the bridge); replayed on `connect`.
+    early_dtls: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     state: TransportState,
     transmits: VecDeque<Transmit>,
     notes: VecDeque<Note>,
@@ -97,6 +103,7 @@ impl Transport {
             srtp_tx: None,
             selected: None,
             dtls_path: None,
+            early_dtls: Vec::new(),
             state: TransportState::Checking,
             transmits: VecDeque::new(),
             notes: VecDeque::new(),
@@ -157,6 +164,10 @@ impl Transport {
                 }
             },
         }
+        for (local, from, datagram) in std::mem::take(&mut self.early_dtls) {
+            // Only our counterpart in the handshake can use them; a client ignores them.
+            let _ = self.handle_dtls(now, local, from, &datagram);
+        }
         self.drive(now);
     }
 
@@ -211,6 +222,10 @@ impl Transport {
             return Err(DropReason::DtlsUnexpected);
         }
         let Some(conn) = &mut self.dtls else {
+            if self.early_dtls.len() < MAX_EARLY_DTLS && datagram.len() <= crate::io::MAX_DATAGRAM {
+                self.early_dtls.push((local, from, datagram.to_vec()));
+                return Ok(());
+            }
             return Err(DropReason::DtlsUnexpected);
         };
         #[cfg(test)]

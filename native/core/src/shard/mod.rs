@@ -95,6 +95,8 @@ pub struct Shard {
     io: Io,
     recv: RecvBatch,
     state: State,
+    /// poll(2) set: every socket, then one slot for the caller's wake-up fd.
+    pollfds: Vec<libc::pollfd>,
 }
 
 impl Shard {
@@ -118,7 +120,21 @@ impl Shard {
         }
         let local_addrs = sockets.iter().map(|s| s.local_addr()).collect();
         let send = sockets.iter().map(|_| SendBatch::new(BATCH)).collect();
+        let mut pollfds: Vec<libc::pollfd> = sockets
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(s),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        pollfds.push(libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        });
         Ok(Shard {
+            pollfds,
             io: Io { sockets, send },
             recv: RecvBatch::new(BATCH),
             state: State {
@@ -151,7 +167,9 @@ impl Shard {
 
     /// Receives and processes whatever is queued on the sockets (bounded), then flushes egress.
     pub fn poll_io(&mut self, now: Instant) {
-        let Shard { io, recv, state } = self;
+        let Shard {
+            io, recv, state, ..
+        } = self;
         for sock_idx in 0..io.sockets.len() {
             let local = io.sockets[sock_idx].local_addr();
             for _ in 0..RECV_ROUNDS {
@@ -204,28 +222,23 @@ impl Shard {
     }
 
     /// Sleeps until a socket or `extra_fd` is readable, or until `deadline`.
-    pub fn wait(&self, extra_fd: Option<i32>, deadline: Instant, now: Instant) {
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.io.sockets.len() + 1);
-        for s in &self.io.sockets {
-            fds.push(libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(s),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        if let Some(fd) = extra_fd {
-            fds.push(libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+    pub fn wait(&mut self, extra_fd: Option<i32>, deadline: Instant, now: Instant) {
+        // A negative fd is ignored by poll(2).
+        if let Some(last) = self.pollfds.last_mut() {
+            last.fd = extra_fd.unwrap_or(-1);
         }
         let ms = deadline
             .saturating_duration_since(now)
             .as_millis()
             .min(1000) as libc::c_int;
-        // SAFETY: fds is a live array of pollfd of the given length.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        // SAFETY: pollfds is a live array of pollfd of the given length.
+        unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                ms,
+            )
+        };
     }
 }
 
@@ -837,6 +850,82 @@ mod tests {
             );
         }
         shard
+    }
+
+    #[test]
+    fn dtls_before_the_remote_description_is_kept_and_answered_on_connect() {
+        use crate::dtls::{DtlsConn, DtlsRole, HashAlg};
+        let cert = DtlsCert::generate().expect("cert");
+        let mut shard = Shard::new(
+            &ShardConfig {
+                bind: vec!["127.0.0.1:0".parse().expect("literal")],
+            },
+            cert.clone(),
+        )
+        .expect("bind");
+        let now = Instant::now();
+        shard.handle_command(now, Command::CreateRouter { router: 1 });
+        let ice = IceCredentials {
+            ufrag: "early".into(),
+            pwd: "p".repeat(24),
+        };
+        shard.handle_command(
+            now,
+            Command::CreateTransport {
+                router: 1,
+                transport: 10,
+                ice,
+                controlling: true,
+            },
+        );
+        let peer = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        // As if the peer's ICE check had been authenticated already.
+        shard.state.by_addr.insert(peer.local_addr(), 10);
+
+        let peer_cert = DtlsCert::generate().expect("cert");
+        let mut client = DtlsConn::new(
+            &peer_cert,
+            DtlsRole::Client,
+            vec![cert.fingerprint(HashAlg::Sha256)],
+        )
+        .expect("dtls");
+        client.start(now);
+        let mut batch = SendBatch::new(8);
+        while let Some(d) = client.poll_transmit() {
+            batch.push(&d, shard.local_addrs()[0]);
+        }
+        peer.send_batch(&mut batch);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while shard.state.transports[&10].counters.packets_in == 0 && Instant::now() < deadline {
+            shard.poll_io(Instant::now());
+        }
+        assert_eq!(shard.stats().total.drops(DropReason::DtlsUnexpected), 0);
+
+        shard.handle_command(
+            Instant::now(),
+            Command::ConnectTransport {
+                transport: 10,
+                remote_ice: IceCredentials {
+                    ufrag: "peer".into(),
+                    pwd: "q".repeat(24),
+                },
+                fingerprints: vec![peer_cert.fingerprint(HashAlg::Sha256)],
+                remote_setup: "active".into(),
+            },
+        );
+        // The server's first flight goes back to the peer without waiting for a retransmission.
+        let mut rx = RecvBatch::new(8);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got_dtls = false;
+        while !got_dtls && Instant::now() < deadline {
+            if peer.recv_batch(&mut rx).expect("recv") > 0 {
+                got_dtls = (0..rx.len()).any(|i| {
+                    rx.get_mut(i)
+                        .is_some_and(|(d, _)| classify(d) == DatagramKind::Dtls)
+                });
+            }
+        }
+        assert!(got_dtls, "no DTLS answer to the early ClientHello");
     }
 
     #[test]
