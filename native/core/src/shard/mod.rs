@@ -380,16 +380,15 @@ impl State {
         match classify(buf) {
             DatagramKind::Stun => self.on_stun(now, local, from, buf, io),
             DatagramKind::Dtls => {
-                let Some(&id) = self.by_addr.get(&from) else {
-                    self.total.drop(DropReason::UnknownAddress);
+                let Some((id, t)) = claim(
+                    &self.by_addr,
+                    &mut self.transports,
+                    &mut self.total,
+                    from,
+                    buf.len(),
+                ) else {
                     return;
                 };
-                let Some(t) = self.transports.get_mut(&id) else {
-                    self.total.drop(DropReason::UnknownAddress);
-                    return;
-                };
-                t.counters.packets_in += 1;
-                t.counters.bytes_in += buf.len() as u64;
                 if let Err(reason) = t.handle_dtls(now, local, from, buf) {
                     t.counters.drop(reason);
                     self.total.drop(reason);
@@ -462,16 +461,15 @@ impl State {
     /// The media path: unprotect, parse, find the Producer, fan out to every other member.
     #[inline]
     fn on_rtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], io: &mut Io) {
-        let Some(&id) = self.by_addr.get(&from) else {
-            self.total.drop(DropReason::UnknownAddress);
+        let Some((id, t)) = claim(
+            &self.by_addr,
+            &mut self.transports,
+            &mut self.total,
+            from,
+            buf.len(),
+        ) else {
             return;
         };
-        let Some(t) = self.transports.get_mut(&id) else {
-            self.total.drop(DropReason::UnknownAddress);
-            return;
-        };
-        t.counters.packets_in += 1;
-        t.counters.bytes_in += buf.len() as u64;
         t.counters.rtp_in += 1;
         self.total.rtp_in += 1;
         let len = match t.unprotect_rtp(buf) {
@@ -716,6 +714,26 @@ impl State {
             seam_events: 0,
         }
     }
+}
+
+/// The transport that owns datagrams from `from`, with their arrival counted on it; an unknown address
+/// is counted as a drop. Free function over the fields so the caller keeps the others borrowable.
+#[inline]
+fn claim<'a>(
+    by_addr: &HashMap<SocketAddr, TransportId>,
+    transports: &'a mut HashMap<TransportId, Transport>,
+    total: &mut Counters,
+    from: SocketAddr,
+    len: usize,
+) -> Option<(TransportId, &'a mut Transport)> {
+    let t = by_addr.get(&from).and_then(|id| transports.get_mut(id));
+    let Some(t) = t else {
+        total.drop(DropReason::UnknownAddress);
+        return None;
+    };
+    t.counters.packets_in += 1;
+    t.counters.bytes_in += len as u64;
+    Some((t.id, t))
 }
 
 /// A shard running on its own thread, driven through the seam queues.

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Io, State};
+use super::{claim, Io, State};
 use crate::io::MAX_DATAGRAM;
 use crate::router::{Router, RR_INTERVAL};
 use crate::rtcp::{
@@ -24,16 +24,15 @@ const BRIDGE_CNAME: &[u8] = b"sluice";
 
 impl State {
     pub(super) fn on_rtcp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], io: &mut Io) {
-        let Some(&id) = self.by_addr.get(&from) else {
-            self.total.drop(DropReason::UnknownAddress);
+        let Some((id, t)) = claim(
+            &self.by_addr,
+            &mut self.transports,
+            &mut self.total,
+            from,
+            buf.len(),
+        ) else {
             return;
         };
-        let Some(t) = self.transports.get_mut(&id) else {
-            self.total.drop(DropReason::UnknownAddress);
-            return;
-        };
-        t.counters.packets_in += 1;
-        t.counters.bytes_in += buf.len() as u64;
         t.counters.rtcp_in += 1;
         self.total.rtcp_in += 1;
         let len = match t.unprotect_rtcp(buf) {
