@@ -164,6 +164,8 @@ impl Transport {
                 }
             },
         }
+        // The agent schedules its checks from the `now` it is given after configuration.
+        self.ice.handle_timeout(now);
         for (local, from, datagram) in std::mem::take(&mut self.early_dtls) {
             // Only our counterpart in the handshake can use them; a client ignores them.
             let _ = self.handle_dtls(now, local, from, &datagram);
@@ -183,6 +185,7 @@ impl Transport {
                 foundation: format!("r{}", c.priority),
             });
         }
+        self.ice.handle_timeout(now);
         self.drive(now);
     }
 
