@@ -312,6 +312,13 @@ class Bridge:
                 fut = self._stats_waiters.get(ev.request_id)
                 if fut is not None and not fut.done():
                     fut.set_result(ev.stats)
+            elif ev.kind == "command_failed":
+                ep = self._transports.get(ev.transport_id)
+                log.warning(
+                    "bridge refused a request for endpoint %s: %s",
+                    ep.id if ep is not None else ev.transport_id,
+                    ev.detail,
+                )
             else:
                 log.debug("native event %s", ev.kind)
 

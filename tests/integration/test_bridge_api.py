@@ -117,3 +117,18 @@ async def test_stop_releases_the_port() -> None:
     with pytest.raises(BridgeError, match="not started"):
         again.create_conference(meeting_id="m")
     await asyncio.sleep(0)
+
+
+async def test_an_ssrc_owned_by_another_endpoint_is_refused_with_a_warning(
+    bridge: Bridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = bridge.create_conference(meeting_id="m")
+    a, b = conf.create_endpoint("a"), conf.create_endpoint("b")
+    a.set_sources([Source("video", (4242,))])
+    with caplog.at_level("WARNING", logger="bridge.bridge"):
+        b.set_sources([Source("video", (4242,))])
+        for _ in range(100):
+            if "owned by another endpoint" in caplog.text:
+                break
+            await asyncio.sleep(0.02)
+    assert "endpoint b" in caplog.text and "4242" in caplog.text, caplog.text
