@@ -1,4 +1,4 @@
-"""Colibri2 XML codec: `conference-modify` / `conference-modified` / errors <-> model (jitsi-protocol.md 2.1-2.5).
+"""Colibri2 XML codec: conference-modify, conference-modified, errors <-> model (jitsi-protocol.md 2.1-2.5).
 
 Parsing accepts an Element (as an XMPP library hands it over), or text/bytes holding the payload element
 or the whole `<iq>`. Unknown attributes and elements are ignored (newer Jicofo sends extras, 2.9); input
@@ -291,7 +291,9 @@ def _parse_endpoint(el: ET.Element) -> Endpoint:
         transport=_parse_transport(transport) if transport is not None else None,
         sources=_parse_sources(_child(el, q(NS, "sources"))),
         force_mute=(
-            ForceMute(_bool(force_mute, "audio"), _bool(force_mute, "video")) if force_mute is not None else None
+            ForceMute(_bool(force_mute, "audio"), _bool(force_mute, "video"))
+            if force_mute is not None
+            else None
         ),
         capabilities=_all(el, (q(NS, "capability"),), lambda e: _req(e, "name")),
         initial_last_n=_int(last_n, "value", 2**31 - 1, lo=-1, required=True) if last_n is not None else None,
@@ -417,7 +419,9 @@ def _build_parameters(parent: ET.Element, ns: str, parameters: tuple[Parameter, 
 def _build_media(parent: ET.Element, media: Media) -> None:
     el = _el(parent, NS, "media", type=media.type)
     for pt in media.payload_types:
-        pt_el = _el(el, NS_RTP, "payload-type", id=pt.id, name=pt.name, clockrate=pt.clockrate, channels=pt.channels)
+        pt_el = _el(
+            el, NS_RTP, "payload-type", id=pt.id, name=pt.name, clockrate=pt.clockrate, channels=pt.channels
+        )
         _build_parameters(pt_el, NS_RTP, pt.parameters)
         for fb in pt.rtcp_fbs:
             _el(pt_el, NS_RTCP_FB, "rtcp-fb", type=fb.type, subtype=fb.subtype)
