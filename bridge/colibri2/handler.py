@@ -1,0 +1,381 @@
+"""Sans-IO Colibri2 handler: applies a conference-modify to the real Bridge, returns conference-modified.
+
+No XMPP and no HTTP here: the caller parses (xml.py / json.py), calls `handle`, and sends the result or the
+raised `Colibri2Error` back. Errors follow JVB exactly (jitsi-protocol.md 2.3 restrictions, 2.5 table).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+from bridge import description as desc
+from bridge.bridge import Bridge, BridgeError, Conference
+from bridge.bridge import Endpoint as BridgeEndpoint
+from bridge.colibri2.model import (
+    Candidate,
+    Colibri2Error,
+    ConferenceModified,
+    ConferenceModify,
+    Endpoint,
+    Fingerprint,
+    IceUdpTransport,
+    Media,
+    MediaSource,
+    Reason,
+    Sctp,
+    SourceDesc,
+    Transport,
+    bad_request,
+)
+
+SCTP_PORT = 5000  # the only SCTP port JVB accepts
+_CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
+_BARE_JID = re.compile(r"^(?:[^@/\s]+@)?[^@/\s]+$")
+
+
+@dataclass(slots=True)
+class EndpointState:
+    """What Colibri2 told us about an endpoint that the packet path does not use yet (policy input)."""
+
+    stats_id: str | None = None
+    muc_role: str | None = None
+    capabilities: tuple[str, ...] = ()
+    medias: tuple[Media, ...] = ()
+    force_mute_audio: bool = False
+    force_mute_video: bool = False
+    initial_last_n: int | None = None
+
+
+@dataclass(slots=True)
+class ConferenceState:
+    conference: Conference
+    name: str | None
+    #: Per-conference SSRCs the bridge uses for its own RTCP (jvb-a0, jvb-v0).
+    feedback_audio_ssrc: int
+    feedback_video_ssrc: int
+    endpoints: dict[str, EndpointState] = field(default_factory=dict)
+
+
+def _random_ssrc() -> int:
+    return secrets.randbits(32) or 1
+
+
+class Colibri2Handler:
+    """Colibri2 for one Bridge. `handle()` either returns the response or raises Colibri2Error."""
+
+    def __init__(
+        self, bridge: Bridge, *, graceful_shutdown: bool = False, sctp_enabled: bool = False
+    ) -> None:
+        self.bridge = bridge
+        #: While true, conference creation is refused (JVB `graceful_shutdown`).
+        self.graceful_shutdown = graceful_shutdown
+        #: The native core has no SCTP data channel yet; when false, <sctp> requests are refused like JVB's
+        #: `videobridge.sctp.enabled=false`.
+        self.sctp_enabled = sctp_enabled
+        self._conferences: dict[str, ConferenceState] = {}
+
+    # -- queries ----------------------------------------------------------------------------------------
+
+    def conference(self, meeting_id: str) -> Conference | None:
+        state = self._live(meeting_id)
+        return state.conference if state is not None else None
+
+    def endpoint_state(self, meeting_id: str, endpoint_id: str) -> EndpointState | None:
+        state = self._live(meeting_id)
+        return state.endpoints.get(endpoint_id) if state is not None else None
+
+    def _live(self, meeting_id: str) -> ConferenceState | None:
+        state = self._conferences.get(meeting_id)
+        if state is not None and state.conference.closed:
+            # Closed behind our back (Bridge.stop, an operator): forget it.
+            del self._conferences[meeting_id]
+            return None
+        return state
+
+    # -- the request --------------------------------------------------------------------------------------
+
+    def handle(self, request: ConferenceModify) -> ConferenceModified:
+        self._validate(request)
+        state, created = self._conference_for(request)
+        try:
+            return self._apply(request, state, created)
+        except (Colibri2Error, BridgeError) as exc:
+            if created and not state.conference.endpoints:
+                # A create refused half-way must not leave an empty conference behind.
+                self._close(request.meeting_id, state)
+            if isinstance(exc, BridgeError):
+                # The Bridge refused what the request asked for (bad description, closed object).
+                raise bad_request(str(exc)) from None
+            raise
+
+    def _validate(self, request: ConferenceModify) -> None:
+        if not request.meeting_id.strip():
+            raise bad_request("meeting-id is blank")
+        if request.endpoints and request.relays:
+            raise Colibri2Error(
+                "feature-not-implemented",
+                "Mixing endpoints and relays in one request is not supported",
+                Reason.FEATURE_NOT_IMPLEMENTED,
+            )
+        if request.relays:
+            # Relays (Octo) need relay-id, SCTP or websockets: this bridge has them disabled.
+            raise Colibri2Error(
+                "feature-not-implemented",
+                "Relays are not enabled on this bridge",
+                Reason.FEATURE_NOT_IMPLEMENTED,
+            )
+        if len(request.endpoints) > 1 and not all(
+            _is_expire_or_force_mute_only(ep) for ep in request.endpoints
+        ):
+            raise Colibri2Error(
+                "feature-not-implemented",
+                "More than one endpoint in a request is only supported for expire or force-mute",
+                Reason.FEATURE_NOT_IMPLEMENTED,
+            )
+        if request.name is not None and not _BARE_JID.match(request.name):
+            raise bad_request(f"Invalid conference name (not a JID): {request.name}")
+
+    def _conference_for(self, request: ConferenceModify) -> tuple[ConferenceState, bool]:
+        existing = self._live(request.meeting_id)
+        if not request.create:
+            if existing is None:
+                raise Colibri2Error(
+                    "item-not-found",
+                    f"Conference not found for ID: {request.meeting_id}",
+                    Reason.CONFERENCE_NOT_FOUND,
+                )
+            return existing, False
+        if self.graceful_shutdown:
+            raise Colibri2Error("service-unavailable", "In graceful shutdown", Reason.GRACEFUL_SHUTDOWN)
+        if existing is not None:
+            raise Colibri2Error(
+                "conflict",
+                f"Conference already exists for ID: {request.meeting_id}",
+                Reason.CONFERENCE_ALREADY_EXISTS,
+            )
+        # Check the endpoints before creating anything, so a refused create leaves nothing behind.
+        for ep in request.endpoints:
+            if ep.create:
+                self._check_create(ep)
+        state = ConferenceState(
+            conference=self.bridge.create_conference(meeting_id=request.meeting_id),
+            name=request.name,
+            feedback_audio_ssrc=_random_ssrc(),
+            feedback_video_ssrc=_random_ssrc(),
+        )
+        self._conferences[request.meeting_id] = state
+        return state, True
+
+    def _apply(self, request: ConferenceModify, state: ConferenceState, created: bool) -> ConferenceModified:
+        endpoints: list[Endpoint] = []
+        feedback = False
+        for ep in request.endpoints:
+            answer, was_created = self._endpoint(state, ep)
+            feedback = feedback or was_created
+            if answer is not None:
+                endpoints.append(answer)
+        if request.expire:
+            self._close(request.meeting_id, state)
+        elif not request.create and not state.conference.endpoints:
+            # JVB expires a conference that a non-create request leaves without endpoints or relays.
+            self._close(request.meeting_id, state)
+        sources = self._feedback_sources(state) if (created or feedback) and not request.expire else None
+        return ConferenceModified(endpoints=tuple(endpoints), sources=sources)
+
+    def _close(self, meeting_id: str, state: ConferenceState) -> None:
+        state.conference.close()
+        self._conferences.pop(meeting_id, None)
+
+    # -- one endpoint -------------------------------------------------------------------------------------
+
+    def _endpoint(self, state: ConferenceState, request: Endpoint) -> tuple[Endpoint | None, bool]:
+        conference = state.conference
+        existing = conference.get_endpoint(request.id)
+        if request.create:
+            if existing is not None:
+                raise Colibri2Error("conflict", f"Endpoint with ID {request.id} already exists")
+            self._check_create(request)
+            ep = conference.create_endpoint(request.id)
+            info = EndpointState(
+                stats_id=request.stats_id,
+                muc_role=request.muc_role,
+                capabilities=request.capabilities,
+                medias=request.medias,
+            )
+            state.endpoints[request.id] = info
+            self._update(ep, info, request)
+            return Endpoint(id=request.id, transport=self._local_transport(ep, request.transport)), True
+        if existing is None:
+            if _is_expire_or_force_mute_only(request):
+                return None, False  # JVB ignores these for endpoints it does not know
+            raise Colibri2Error(
+                "item-not-found",
+                f"Endpoint not found for ID: {request.id}",
+                Reason.UNKNOWN_ENDPOINT,
+                endpoint_id=request.id,
+            )
+        if request.expire:
+            existing.close()
+            state.endpoints.pop(request.id, None)
+            return Endpoint(id=request.id, expire=True), False
+        info = state.endpoints.setdefault(request.id, EndpointState())
+        if request.stats_id is not None:
+            info.stats_id = request.stats_id
+        if request.medias:
+            info.medias = request.medias
+        self._update(existing, info, request)
+        return Endpoint(id=request.id), False
+
+    def _check_create(self, request: Endpoint) -> None:
+        if request.transport is None:
+            raise bad_request(f"Attempt to create endpoint {request.id} with no <transport>")
+        if "source-names" not in request.capabilities:
+            raise bad_request(f"Endpoint {request.id} does not support source names")
+        self._check_sctp(request)
+        self._check_visitor(request)
+
+    def _check_sctp(self, request: Endpoint) -> None:
+        sctp = request.transport.sctp if request.transport is not None else None
+        if sctp is None:
+            return
+        if not self.sctp_enabled:
+            raise Colibri2Error(
+                "feature-not-implemented", "SCTP support is not configured", Reason.FEATURE_NOT_IMPLEMENTED
+            )
+        if sctp.port is not None and sctp.port != SCTP_PORT:
+            raise bad_request(f"Specific SCTP port requested, not supported: {sctp.port}")
+
+    def _check_visitor(self, request: Endpoint) -> None:
+        if request.muc_role == "visitor" and request.sources:
+            raise bad_request(f"Visitor endpoint {request.id} may not send sources")
+
+    def _update(self, ep: BridgeEndpoint, info: EndpointState, request: Endpoint) -> None:
+        if not request.create:
+            self._check_sctp(request)
+            if info.muc_role == "visitor" and request.sources:
+                raise bad_request(f"Visitor endpoint {request.id} may not send sources")
+        if request.transport is not None and request.transport.ice is not None:
+            remote = _remote_description(request.transport.ice)
+            if remote is not None:
+                ep.set_remote_description(remote)
+        if request.sources is not None:
+            ep.set_sources(_bridge_sources(request.id, request.sources))
+        if request.force_mute is not None:
+            if request.force_mute.audio is not None:
+                info.force_mute_audio = request.force_mute.audio
+            if request.force_mute.video is not None:
+                info.force_mute_video = request.force_mute.video
+        if request.initial_last_n is not None:
+            info.initial_last_n = request.initial_last_n
+
+    def _local_transport(self, ep: BridgeEndpoint, requested: Transport | None) -> Transport:
+        local = ep.local_description()
+        ice = IceUdpTransport(
+            ufrag=local.ufrag,
+            pwd=local.pwd,
+            candidates=tuple(
+                Candidate(
+                    component=c.component,
+                    foundation=c.foundation,
+                    generation=c.generation,
+                    id=f"{ep.id}-{i}",
+                    ip=c.ip,
+                    network=0,
+                    port=c.port,
+                    priority=c.priority,
+                    protocol=c.protocol,
+                    type=c.type,
+                )
+                for i, c in enumerate(local.candidates)
+            ),
+            rtcp_mux=local.rtcp_mux,
+            fingerprints=tuple(Fingerprint(fp.hash, fp.value, fp.setup) for fp in local.fingerprints),
+        )
+        sctp = requested.sctp if requested is not None else None
+        return Transport(
+            ice=ice,
+            sctp=Sctp(port=SCTP_PORT, role="server") if sctp is not None else None,
+        )
+
+    def _feedback_sources(self, state: ConferenceState) -> tuple[MediaSource, ...]:
+        return (
+            MediaSource("audio", "jvb-a0", sources=(SourceDesc(state.feedback_audio_ssrc, "jvb-a0"),)),
+            MediaSource("video", "jvb-v0", sources=(SourceDesc(state.feedback_video_ssrc, "jvb-v0"),)),
+        )
+
+
+def _is_expire_or_force_mute_only(ep: Endpoint) -> bool:
+    if ep.expire:
+        return not ep.create
+    return (
+        ep.force_mute is not None
+        and not ep.create
+        and ep.transport is None
+        and ep.sources is None
+        and not ep.medias
+        and ep.initial_last_n is None
+    )
+
+
+def _remote_description(ice: IceUdpTransport) -> desc.TransportDescription | None:
+    """The client's ICE transport as the Bridge takes it; None without credentials (trickle only)."""
+    if ice.ufrag is None or ice.pwd is None:
+        if ice.fingerprints:
+            raise bad_request("transport has fingerprints but no ICE ufrag/pwd")
+        return None
+    fingerprints = []
+    for fp in ice.fingerprints:
+        setup = fp.setup or "active"
+        if setup not in ("actpass", "active", "passive"):
+            raise bad_request(f"unknown DTLS setup {fp.setup!r}")
+        fingerprints.append(desc.Fingerprint(fp.hash, fp.value, cast(desc.Setup, setup)))
+    candidates = []
+    for c in ice.candidates:
+        if c.type not in _CANDIDATE_TYPES:
+            raise bad_request(f"unknown candidate type {c.type!r}")
+        try:
+            ipaddress.ip_address(c.ip)
+        except ValueError:
+            continue  # mDNS (.local) or a host name: unusable, as in JVB without resolve-remote-candidates
+        candidates.append(
+            desc.Candidate(
+                ip=c.ip,
+                port=c.port,
+                priority=c.priority,
+                type=cast(desc.CandidateType, c.type),
+                foundation=c.foundation,
+                component=c.component,
+                protocol=c.protocol,
+                generation=c.generation or 0,
+            )
+        )
+    return desc.TransportDescription(
+        ufrag=ice.ufrag,
+        pwd=ice.pwd,
+        fingerprints=tuple(fingerprints),
+        candidates=tuple(candidates),
+        rtcp_mux=ice.rtcp_mux,
+    )
+
+
+def _bridge_sources(endpoint_id: str, sources: tuple[MediaSource, ...]) -> list[desc.Source]:
+    """Colibri2 media-sources -> Bridge Sources (the complete set; the Bridge replaces, never merges)."""
+    out = []
+    for ms in sources:
+        if ms.type not in ("audio", "video"):
+            raise bad_request(f"media-source {ms.id} of {endpoint_id} has unsupported type {ms.type!r}")
+        ssrcs = tuple(dict.fromkeys(s.ssrc for s in ms.sources if s.ssrc is not None))
+        groups = tuple(
+            desc.SsrcGroup(cast(Literal["FID", "SIM"], g.semantics), g.ssrcs)
+            for g in ms.ssrc_groups
+            if g.semantics in ("FID", "SIM")  # FEC-FR: kept in the model, not used by the packet path
+        )
+        for g in groups:
+            if not set(g.ssrcs) <= set(ssrcs):
+                raise bad_request(f"ssrc-group {g.semantics} of {ms.id} names an SSRC that is not a source")
+        out.append(desc.Source(kind=cast(desc.MediaKind, ms.type), ssrcs=ssrcs, name=ms.id, groups=groups))
+    return out
