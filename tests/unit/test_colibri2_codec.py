@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -166,7 +167,8 @@ MALFORMED_XML = [
     b"</sources></endpoint></conference-modify>",
     b'<conference-modify xmlns="jitsi:colibri2" meeting-id="m"><endpoint id="a"><transport><transport '
     b'xmlns="urn:xmpp:jingle:transports:ice-udp:1"><candidate component="1" foundation="1" ip="1.2.3.4" '
-    b'port="-1" priority="1" protocol="udp" type="host"/></transport></transport></endpoint></conference-modify>',
+    b'port="-1" priority="1" protocol="udp" type="host"/></transport></transport></endpoint>'
+    b"</conference-modify>",
     b'<!DOCTYPE x [<!ENTITY a "aaaa">]><conference-modify xmlns="jitsi:colibri2" meeting-id="&a;"/>',
     b'<iq xmlns="jabber:client" type="get"><query xmlns="jabber:iq:version"/></iq>',
     b"\xff\xfe<",
@@ -196,7 +198,8 @@ MALFORMED_JSON = [
     '{"meeting-id": "m", "endpoints": {}}',
     '{"meeting-id": "m", "endpoints": [5]}',
     '{"meeting-id": "m", "endpoints": [{"id": "a", "create": "perhaps"}]}',
-    '{"meeting-id": "m", "endpoints": [{"id": "a", "medias": [{"type": "audio", "payload-types": [{"id": true}]}]}]}',
+    '{"meeting-id": "m", "endpoints": [{"id": "a", "medias": [{"type": "audio", "payload-types": '
+    '[{"id": true}]}]}]}',
     '{"meeting-id": "m", "endpoints": [{"id": "a", "sources": [{"type": "audio", "id": "s", "sources": '
     '[{"ssrc": "x"}]}]}]}',
     '{"meeting-id": "m", "endpoints": [{"id": "a", "transport": {"transport": {"candidates": [{}]}}}]}',
@@ -218,16 +221,14 @@ def test_malformed_json_raises_bad_request(data: str) -> None:
 @settings(max_examples=200, deadline=None)
 def test_arbitrary_bytes_only_ever_raise_colibri2_error(data: bytes) -> None:
     for parse in (cxml.parse_conference_modify, cjson.conference_modify_from_json):
-        try:
+        with contextlib.suppress(Colibri2Error):
             parse(data)
-        except Colibri2Error:
-            pass
 
 
 # -- hypothesis round trips of the model ---------------------------------------------------------------------
 
 # XML attribute values: printable text (XML 1.0 cannot carry most control characters).
-text = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_categories=("Cs",)), max_size=12)
+text = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF), max_size=12)
 ident = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=10)
 u32 = st.integers(0, 0xFFFF_FFFF)
 opt_bool = st.none() | st.booleans()
