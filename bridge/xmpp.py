@@ -1,4 +1,4 @@
-"""The bridge's XMPP side ("MUC mode", jitsi-protocol.md section 1): brewery presence with stats, IQs, reconnect.
+"""The bridge's XMPP side (jitsi-protocol.md section 1, "MUC mode"): brewery presence, IQs, reconnect.
 
 The bridge is an ordinary c2s client (`jvb@auth.<domain>`). It joins the brewery MUC under a unique nickname;
 Jicofo sees it as that occupant JID and sends Colibri2 and health-check IQs there. Presence carrying
@@ -14,6 +14,7 @@ import importlib.metadata
 import logging
 import platform
 import random
+import ssl
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -123,7 +124,7 @@ def build_stats(
     endpoints: int,
     now_ms: int,
 ) -> ET.Element:
-    """`<stats xmlns="http://jitsi.org/protocol/colibri">` with one `<stat name value>` per field (section 1.3)."""
+    """The colibri `<stats>` presence extension: one `<stat name value>` per field (section 1.3)."""
     values: list[tuple[str, str]] = [
         ("stress_level", _fmt(load.stress_level)),
         ("average_participant_stress", _fmt(config.average_participant_stress)),
@@ -232,6 +233,16 @@ class BridgeXmppClient:
 
         await asyncio.wait_for(joined_all(), timeout)
 
+    async def wait_left(self, timeout: float = 10.0) -> None:
+        """Waits until no brewery is joined (the connection went away or we left)."""
+
+        async def left() -> None:
+            while self.joined:
+                self._joined_changed.clear()
+                await self._joined_changed.wait()
+
+        await asyncio.wait_for(left(), timeout)
+
     def occupant_jid(self, room: str) -> str:
         return f"{room}/{self.config.muc_nickname}"
 
@@ -250,7 +261,7 @@ class BridgeXmppClient:
             xmpp.enable_plaintext = False
             if cfg.disable_certificate_verification:
                 xmpp.ssl_context.check_hostname = False
-                xmpp.ssl_context.verify_mode = 0
+                xmpp.ssl_context.verify_mode = ssl.CERT_NONE
         else:
             xmpp.enable_starttls = False
             xmpp.enable_direct_tls = False
@@ -387,6 +398,7 @@ class BridgeXmppClient:
 
     async def _answer(self, iq: Any, payload: ET.Element | None) -> None:
         tag = payload.tag if payload is not None else ""
+        answer: ET.Element | None
         try:
             if payload is not None and tag == f"{{{NS_COLIBRI2}}}conference-modify":
                 answer = await self._handle_colibri2(payload)
@@ -435,7 +447,9 @@ class BridgeXmppClient:
     def _disco_info(self) -> ET.Element:
         query = ET.Element(f"{{{NS_DISCO_INFO}}}query")
         ET.SubElement(
-            query, f"{{{NS_DISCO_INFO}}}identity", {"category": "component", "type": "bridge", "name": "Sluice"}
+            query,
+            f"{{{NS_DISCO_INFO}}}identity",
+            {"category": "component", "type": "bridge", "name": "Sluice"},
         )
         for feature in DISCO_FEATURES:
             ET.SubElement(query, f"{{{NS_DISCO_INFO}}}feature", {"var": feature})

@@ -19,7 +19,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import slixmpp
+from slixmpp.exceptions import IqError
 
 DOMAIN = "meet.test"
 AUTH_DOMAIN = "auth.meet.test"
@@ -103,7 +106,15 @@ class Prosody:
             )
         )
         subprocess.run(
-            ["prosodyctl", "--config", str(server.config_file), "register", JVB_USER, AUTH_DOMAIN, jvb_password],
+            [
+                "prosodyctl",
+                "--config",
+                str(server.config_file),
+                "register",
+                JVB_USER,
+                AUTH_DOMAIN,
+                jvb_password,
+            ],
             check=True,
             capture_output=True,
             timeout=30,
@@ -169,8 +180,6 @@ class MucObserver:
     """
 
     def __init__(self, server: Prosody, room: str = BREWERY_JID, nickname: str = "focus") -> None:
-        import slixmpp  # imported here so the process helpers above need no XMPP library
-
         self.server = server
         self.room = room.lower()
         self.nickname = nickname
@@ -235,14 +244,14 @@ class MucObserver:
 
         await asyncio.wait_for(wait(), timeout)
 
-    async def iq(self, to: str, payload: ET.Element, iq_type: str = "get", timeout: float = 5.0) -> ET.Element:
+    async def iq(
+        self, to: str, payload: ET.Element, iq_type: Literal["get", "set"] = "get", timeout: float = 5.0
+    ) -> ET.Element:
         """Sends an IQ and returns the reply's XML, whether a result or an error."""
-        from slixmpp.exceptions import IqError
-
         iq = self.xmpp.make_iq(ito=to, itype=iq_type)
         iq.append(payload)
         try:
-            reply = await iq.send(timeout=timeout)
+            reply = await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
         except IqError as exc:
             return exc.iq.xml  # type: ignore[no-any-return]
         return reply.xml  # type: ignore[no-any-return]

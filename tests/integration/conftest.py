@@ -25,13 +25,21 @@ def prosody(tmp_path: Path) -> Iterator[Prosody]:
 
 
 class EchoColibri2:
-    """Stands in for the Colibri2 handler: records each request, answers `<conference-modified>`."""
+    """Stands in for the Colibri2 handler: records each request, answers `<conference-modified>`.
+
+    A non-create request for meeting-id `unknown` gets the section 2.5 `conference_not_found` error instead.
+    """
 
     def __init__(self) -> None:
         self.requests: list[ET.Element] = []
 
     async def __call__(self, request: ET.Element) -> ET.Element:
         self.requests.append(request)
+        if request.get("meeting-id") == "unknown" and request.get("create") != "true":
+            error = ET.Element("{jabber:client}error", {"type": "cancel"})
+            ET.SubElement(error, "{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found")
+            ET.SubElement(error, f"{{{NS_COLIBRI2}}}error", {"reason": "conference_not_found"})
+            return error
         return ET.Element(
             f"{{{NS_COLIBRI2}}}conference-modified",
             {k: v for k, v in request.attrib.items() if k in ("meeting-id", "name")},
