@@ -1,0 +1,257 @@
+"""A real Prosody (Debian package) in the foreground on free loopback ports, laid out like a Jitsi deployment.
+
+Hosts: `meet.test` (anonymous), `auth.meet.test` (internal_hashed, with a registered `jvb` account) and the
+brewery MUC component `internal.auth.meet.test`. Stopped by PID (SIGTERM, then SIGKILL); `restart()` brings it
+back on the same ports with the same data, which is how tests make the server "go away".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import slixmpp
+from slixmpp.exceptions import IqError
+
+DOMAIN = "meet.test"
+AUTH_DOMAIN = "auth.meet.test"
+BREWERY_DOMAIN = "internal.auth.meet.test"
+BREWERY_JID = f"JvbBrewery@{BREWERY_DOMAIN}"
+JVB_USER = "jvb"
+
+_CONFIG = """\
+run_as_root = true
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+log = {{ info = "{dir}/prosody.log" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s_port} }}
+s2s_ports = {{ }}
+legacy_ssl_ports = {{ }}
+c2s_direct_tls_ports = {{ }}
+certificates = "{dir}/certs"
+http_ports = {{ }}
+https_ports = {{ }}
+component_ports = {{ }}
+modules_enabled = {{ "disco"; "saslauth"; "roster"; "ping" }}
+modules_disabled = {{ "s2s"; "offline" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+
+VirtualHost "{domain}"
+    authentication = "anonymous"
+
+VirtualHost "{auth_domain}"
+    authentication = "internal_hashed"
+
+Component "{brewery_domain}" "muc"
+    storage = "memory"
+    restrict_room_creation = false
+    muc_room_locking = false
+    muc_room_default_public_jids = true
+"""
+
+
+def free_tcp_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Prosody:
+    """One Prosody process; `start()`/`stop()` may be called repeatedly (same dir, same ports)."""
+
+    directory: Path
+    c2s_port: int
+    jvb_password: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self.directory / "prosody.cfg.lua"
+
+    @property
+    def jvb_jid(self) -> str:
+        return f"{JVB_USER}@{AUTH_DOMAIN}"
+
+    @classmethod
+    def create(cls, directory: Path, jvb_password: str = "jvb-secret") -> Prosody:
+        """Writes the config and registers the `jvb` account; does not start the server."""
+        if shutil.which("prosody") is None:
+            raise RuntimeError("prosody is not installed: run scripts/bootstrap.sh")
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "data").mkdir(exist_ok=True)
+        (directory / "certs").mkdir(exist_ok=True)
+        server = cls(directory, free_tcp_port(), jvb_password)
+        server.config_file.write_text(
+            _CONFIG.format(
+                dir=directory,
+                c2s_port=server.c2s_port,
+                domain=DOMAIN,
+                auth_domain=AUTH_DOMAIN,
+                brewery_domain=BREWERY_DOMAIN,
+            )
+        )
+        subprocess.run(
+            [
+                "prosodyctl",
+                "--config",
+                str(server.config_file),
+                "register",
+                JVB_USER,
+                AUTH_DOMAIN,
+                jvb_password,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        return server
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Starts Prosody in the foreground and waits until c2s accepts TCP connections."""
+        if self.process is not None:
+            raise RuntimeError("prosody is already running")
+        out = (self.directory / "prosody.out").open("ab")
+        try:
+            self.process = subprocess.Popen(
+                ["prosody", "--config", str(self.config_file), "-F"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            out.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise RuntimeError(f"prosody exited with {code}: {self.log_tail()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.c2s_port), 0.2):
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"prosody c2s did not open within {timeout}s: {self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM to our PID, SIGKILL if it has not exited within `timeout`."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = ""
+        for name in ("prosody.out", "prosody.log"):
+            path = self.directory / name
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class MucObserver:
+    """A plain slixmpp client playing Jicofo: anonymous on `meet.test`, present in the brewery, sends IQs.
+
+    Records the last presence of every occupant so tests can wait for a bridge's stats.
+    """
+
+    def __init__(self, server: Prosody, room: str = BREWERY_JID, nickname: str = "focus") -> None:
+        self.server = server
+        self.room = room.lower()
+        self.nickname = nickname
+        self.xmpp = slixmpp.ClientXMPP(DOMAIN, "")
+        self.xmpp.enable_starttls = False
+        self.xmpp.enable_direct_tls = False
+        self.xmpp.enable_plaintext = True
+        self.presences: dict[str, ET.Element] = {}
+        self._changed = asyncio.Event()
+        self._session = asyncio.Event()
+        self.xmpp.add_event_handler("session_start", lambda _e: self._session.set())
+        self.xmpp.add_event_handler("presence", self._on_presence)
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self.xmpp.connect("127.0.0.1", self.server.c2s_port)
+        await asyncio.wait_for(self._session.wait(), timeout)
+        self.join()
+        await self.wait_presence(self.nickname, timeout=timeout)
+
+    def join(self) -> None:
+        pres = self.xmpp.make_presence(pto=f"{self.room}/{self.nickname}")
+        pres.append(ET.Element("{http://jabber.org/protocol/muc}x"))
+        pres.send()
+
+    async def stop(self) -> None:
+        self.xmpp.cancel_connection_attempt()
+        if self.xmpp.transport is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.xmpp.disconnect(wait=1.0), 2.0)
+            self.xmpp.abort()
+
+    def _on_presence(self, pres: Any) -> None:
+        sender = pres["from"]
+        if str(sender.bare).lower() != self.room:
+            return
+        if pres["type"] == "unavailable":
+            self.presences.pop(sender.resource, None)
+        else:
+            self.presences[sender.resource] = pres.xml
+        self._changed.set()
+
+    async def wait_presence(
+        self, nickname: str, timeout: float = 10.0, where: Callable[[ET.Element], bool] = lambda _p: True
+    ) -> ET.Element:
+        """The next (or current) presence of `nickname` for which `where` holds."""
+
+        async def wait() -> ET.Element:
+            while True:
+                self._changed.clear()
+                pres = self.presences.get(nickname)
+                if pres is not None and where(pres):
+                    return pres
+                await self._changed.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def wait_gone(self, nickname: str, timeout: float = 10.0) -> None:
+        async def wait() -> None:
+            while nickname in self.presences:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def iq(
+        self, to: str, payload: ET.Element, iq_type: Literal["get", "set"] = "get", timeout: float = 5.0
+    ) -> ET.Element:
+        """Sends an IQ and returns the reply's XML, whether a result or an error."""
+        iq = self.xmpp.make_iq(ito=to, itype=iq_type)
+        iq.append(payload)
+        try:
+            reply = await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
+        except IqError as exc:
+            return exc.iq.xml  # type: ignore[no-any-return]
+        return reply.xml  # type: ignore[no-any-return]
