@@ -1,0 +1,325 @@
+"""The bridge's private HTTP API (JVB's port 8080 surface, jitsi-protocol.md 3.1-3.4 and 2.7), on aiohttp.
+
+Routes:
+  GET   /about/health                       200 (empty body) if the native core answers get_stats in time,
+                                            else 500 {"healthy": false, "reason": ...}
+  GET   /about/version                      {"name", "version", "os"}
+  GET   /metrics                            Prometheus text or OpenMetrics by Accept (bridge/metrics.py)
+  GET   /colibri/stats                      flat JSON with the presence stats keys (3.3)
+  POST  /colibri/v2/conferences             Colibri2 conference-modify as JSON -> conference-modified JSON
+  PATCH /colibri/v2/conferences/{id}        the same; the path's meeting-id wins over the body's
+  GET   /colibri/v2/conferences[/{id}]      what the bridge hosts (JVB answers 501 here; ours is informative)
+  GET   /colibri/drain, POST /colibri/drain/enable|disable
+  POST  /colibri/shutdown                   {"graceful-shutdown": bool}
+
+Every error is JSON {"error": text, ...}; nothing a client sends can produce a traceback page. A Colibri2
+error is 400 like JVB's REST (`"Failed to create conference: <text>"`), with condition/reason/endpoint
+added so a client can tell them apart; PATCH of an unknown meeting-id is 404 like JVB.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from bridge.bridge import Bridge, BridgeError
+from bridge.colibri2.handler import Colibri2Handler
+from bridge.colibri2.json import MAX_JSON_BYTES, conference_modified_to_json, conference_modify_from_json
+from bridge.colibri2.model import Colibri2Error
+from bridge.load import LoadSampler
+from bridge.metrics import BridgeMetrics, render
+from bridge.xmpp import BridgeState
+
+log = logging.getLogger(__name__)
+
+#: jvb `videobridge.health.max-check-duration`: a core slower than this counts as unhealthy.
+HEALTH_TIMEOUT_S = 3.0
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, text: str, **extra: object) -> web.Response:
+    body: dict[str, object] = {"error": text}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return web.json_response(body, status=status)
+
+
+def _colibri2_error(exc: Colibri2Error) -> web.Response:
+    return _error(
+        400,
+        f"Failed to create conference: {exc.text}",
+        condition=exc.condition,
+        reason=exc.reason.value if exc.reason is not None else None,
+        endpoint=exc.endpoint_id,
+    )
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """aiohttp's own errors (404, 405, 413) and anything unexpected become JSON, never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _error(exc.status, exc.text or exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("http: %s %s failed", request.method, request.path)
+        return _error(500, "internal error")
+
+
+class PrivateApi:
+    """Request handlers over one Bridge, its Colibri2 handler, its shutdown/drain flags and load sampler."""
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        handler: Colibri2Handler,
+        state: BridgeState,
+        sampler: LoadSampler,
+        *,
+        version: str,
+        average_participant_stress: float = 0.01,
+        health_timeout: float = HEALTH_TIMEOUT_S,
+    ) -> None:
+        self.bridge = bridge
+        self.handler = handler
+        self.state = state
+        self.sampler = sampler
+        self.version = version
+        self.average_participant_stress = average_participant_stress
+        self.health_timeout = health_timeout
+
+    # ---- health, version, stats, metrics
+
+    async def _snapshot(self) -> tuple[dict[str, object] | None, str]:
+        """The native stats, or None and why not (the core is not running or too slow)."""
+        try:
+            return await self.bridge.get_stats(timeout=self.health_timeout), ""
+        except TimeoutError:
+            return None, f"native core did not answer within {self.health_timeout:g}s"
+        except BridgeError as exc:
+            return None, str(exc)
+
+    async def health(self, _request: web.Request) -> web.Response:
+        snapshot, reason = await self._snapshot()
+        if snapshot is None:
+            return web.json_response({"healthy": False, "reason": reason}, status=500)
+        return web.Response(status=200, content_type="application/json")
+
+    async def about_version(self, _request: web.Request) -> web.Response:
+        return web.json_response({"name": "Sluice", "version": self.version, "os": platform.system()})
+
+    def _counts(self) -> tuple[int, int, int]:
+        conferences = self.bridge.conferences.values()
+        sizes = [len(c.endpoints) for c in conferences]
+        return len(sizes), sum(sizes), max(sizes, default=0)
+
+    async def stats(self, _request: web.Request) -> web.Response:
+        snapshot, _ = await self._snapshot()
+        load = self.sampler.current
+        conferences, endpoints, largest = self._counts()
+        body: dict[str, object] = {
+            "stress_level": load.stress_level,
+            "average_participant_stress": self.average_participant_stress,
+            "healthy": snapshot is not None,
+            "drain": self.state.drain,
+            "graceful_shutdown": self.state.graceful_shutdown,
+            "shutting_down": self.state.shutting_down,
+            "version": self.version,
+            "conferences": conferences,
+            "endpoints": endpoints,
+            "local_endpoints": endpoints,
+            "participants": endpoints,
+            "largest_conference": largest,
+            "packet_rate_download": round(load.packet_rate_download),
+            "packet_rate_upload": round(load.packet_rate_upload),
+            "bit_rate_download": round(load.bit_rate_download),
+            "bit_rate_upload": round(load.bit_rate_upload),
+            "current_timestamp": int(time.time() * 1000),
+        }
+        if snapshot is not None:
+            total = snapshot.get("total")
+            failures = snapshot.get("failures")
+            if isinstance(total, Mapping):
+                body["total_packets_received"] = total.get("packets_in", 0)
+                body["total_packets_sent"] = total.get("packets_out", 0)
+                body["total_bytes_received"] = total.get("bytes_in", 0)
+                body["total_bytes_sent"] = total.get("bytes_out", 0)
+            if isinstance(failures, Mapping):
+                body["total_ice_failed"] = failures.get("ice", 0)
+                dtls = failures.get("dtls_handshake", 0), failures.get("dtls_fingerprint", 0)
+                body["dtls_failed_endpoints"] = sum(v for v in dtls if isinstance(v, int))
+        return web.json_response(body)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        snapshot, _ = await self._snapshot()
+        conferences, endpoints, _largest = self._counts()
+        body, content_type = render(
+            BridgeMetrics(
+                snapshot=snapshot,
+                conferences=conferences,
+                endpoints=endpoints,
+                load=self.sampler.current,
+                healthy=snapshot is not None,
+                drain=self.state.drain,
+                graceful_shutdown=self.state.graceful_shutdown,
+                shutting_down=self.state.shutting_down,
+            ),
+            request.headers.get("Accept"),
+        )
+        # Content-Type carries parameters (version, charset), so set the header as a whole.
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    # ---- Colibri2 over JSON (2.7)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise Colibri2Error("bad-request", f"could not parse JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise Colibri2Error("bad-request", "the body must be a JSON object")
+        return body
+
+    def _modify(self, body: Mapping[str, object]) -> web.Response:
+        # The flags may have been set elsewhere (XMPP side, operator); the handler refuses creates then.
+        if self.state.graceful_shutdown or self.state.shutting_down:
+            self.handler.graceful_shutdown = True
+        response = self.handler.handle(conference_modify_from_json(body))
+        return web.json_response(conference_modified_to_json(response))
+
+    async def create_conference(self, request: web.Request) -> web.Response:
+        try:
+            return self._modify(await self._body(request))
+        except Colibri2Error as exc:
+            return _colibri2_error(exc)
+
+    async def patch_conference(self, request: web.Request) -> web.Response:
+        meeting_id = request.match_info["meeting_id"]
+        if self.handler.conference(meeting_id) is None:
+            return _error(
+                404,
+                f"Conference not found for ID: {meeting_id}",
+                condition="item-not-found",
+                reason="conference_not_found",
+            )
+        try:
+            body = await self._body(request)
+            body["meeting-id"] = meeting_id
+            return self._modify(body)
+        except Colibri2Error as exc:
+            return _colibri2_error(exc)
+
+    def _describe(self, meeting_id: str) -> dict[str, object] | None:
+        conference = self.handler.conference(meeting_id)
+        if conference is None:
+            return None
+        endpoints = []
+        for ep in conference.endpoints.values():
+            info = self.handler.endpoint_state(meeting_id, ep.id)
+            item: dict[str, object] = {"id": ep.id, "transport-state": ep.state}
+            if info is not None and info.stats_id is not None:
+                item["stats-id"] = info.stats_id
+            endpoints.append(item)
+        return {"meeting-id": meeting_id, "endpoints": endpoints}
+
+    async def list_conferences(self, _request: web.Request) -> web.Response:
+        meeting_ids = sorted({c.meeting_id for c in self.bridge.conferences.values()})
+        described = [d for d in map(self._describe, meeting_ids) if d is not None]
+        return web.json_response({"conferences": described})
+
+    async def get_conference(self, request: web.Request) -> web.Response:
+        meeting_id = request.match_info["meeting_id"]
+        described = self._describe(meeting_id)
+        if described is None:
+            return _error(
+                404,
+                f"Conference not found for ID: {meeting_id}",
+                condition="item-not-found",
+                reason="conference_not_found",
+            )
+        return web.json_response(described)
+
+    # ---- drain and shutdown (3.4)
+
+    async def get_drain(self, _request: web.Request) -> web.Response:
+        return web.json_response({"drain": self.state.drain})
+
+    async def enable_drain(self, _request: web.Request) -> web.Response:
+        self.state.drain = True
+        return web.json_response({"drain": True})
+
+    async def disable_drain(self, _request: web.Request) -> web.Response:
+        self.state.drain = False
+        return web.json_response({"drain": False})
+
+    async def shutdown(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._body(request)
+        except Colibri2Error as exc:
+            return _error(400, exc.text)
+        graceful = body.get("graceful-shutdown")
+        if not isinstance(graceful, bool):
+            return _error(400, "'graceful-shutdown' (boolean) is required")
+        # Both refuse new conferences and keep the existing ones; leaving the process is the owner's job
+        # (it watches `state`), so an immediate shutdown here only raises `shutting_down`.
+        self.state.graceful_shutdown = True
+        self.handler.graceful_shutdown = True
+        if not graceful:
+            self.state.shutting_down = True
+        log.warning("http: %s shutdown requested by %s", "graceful" if graceful else "forced", request.remote)
+        return web.json_response(
+            {"graceful_shutdown": self.state.graceful_shutdown, "shutting_down": self.state.shutting_down}
+        )
+
+
+def create_private_app(
+    bridge: Bridge,
+    handler: Colibri2Handler,
+    state: BridgeState,
+    sampler: LoadSampler,
+    *,
+    version: str,
+    average_participant_stress: float = 0.01,
+    health_timeout: float = HEALTH_TIMEOUT_S,
+) -> web.Application:
+    """The private HTTP API (bind it to 127.0.0.1, as JVB does on 8080)."""
+    api = PrivateApi(
+        bridge,
+        handler,
+        state,
+        sampler,
+        version=version,
+        average_participant_stress=average_participant_stress,
+        health_timeout=health_timeout,
+    )
+    # A larger body is refused by aiohttp with 413 (made JSON by the middleware).
+    app = web.Application(middlewares=[_json_errors], client_max_size=MAX_JSON_BYTES)
+    app.add_routes(
+        [
+            web.get("/about/health", api.health),
+            web.get("/about/version", api.about_version),
+            web.get("/metrics", api.metrics),
+            web.get("/colibri/stats", api.stats),
+            web.post("/colibri/v2/conferences", api.create_conference),
+            web.get("/colibri/v2/conferences", api.list_conferences),
+            web.get("/colibri/v2/conferences/{meeting_id}", api.get_conference),
+            web.patch("/colibri/v2/conferences/{meeting_id}", api.patch_conference),
+            web.get("/colibri/drain", api.get_drain),
+            web.post("/colibri/drain/enable", api.enable_drain),
+            web.post("/colibri/drain/disable", api.disable_drain),
+            web.post("/colibri/shutdown", api.shutdown),
+        ]
+    )
+    return app

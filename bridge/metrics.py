@@ -1,0 +1,123 @@
+"""Prometheus metrics of one bridge, built from a native stats snapshot (no I/O, no clock).
+
+Names use the `sluice_` prefix, not JVB's `jitsi_`: the counters come from our native core and do not
+mean exactly what JVB's do, so a JVB dashboard must not silently mistake them for its own.
+
+| metric | type | labels | source |
+| --- | --- | --- | --- |
+| `sluice_packets_received_total` / `sluice_packets_sent_total` | counter | | native `total.packets_in/out` |
+| `sluice_bytes_received_total` / `sluice_bytes_sent_total` | counter | | native `total.bytes_in/out` |
+| `sluice_packets_dropped_total` | counter | `reason` (native drop reason) | native `total.drops` |
+| `sluice_transport_failures_total` | counter | `cause` (ice, consent, dtls_...) | native `failures` |
+| `sluice_seam_commands_total` / `sluice_seam_events_total` | counter | | Python/Rust crossings |
+| `sluice_conferences`, `sluice_endpoints` | gauge | | the Bridge's bookkeeping |
+| `sluice_stress_level` | gauge | | `LoadSampler` (packet rate / capacity) |
+| `sluice_packet_rate` | gauge | `direction` (download, upload) | packets per second |
+| `sluice_bit_rate_kbps` | gauge | `direction` | kbit/s |
+| `sluice_healthy`, `sluice_drain`, `sluice_graceful_shutdown`, `sluice_shutting_down` | gauge | | 0 or 1 |
+
+Without a snapshot (the core did not answer) only the gauges are exported and `sluice_healthy` is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from bridge.load import LoadSample
+
+PREFIX = "sluice"
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeMetrics:
+    """Everything one scrape exports; `snapshot` is `Bridge.get_stats()` or None if it failed."""
+
+    snapshot: Mapping[str, object] | None
+    conferences: int
+    endpoints: int
+    load: LoadSample
+    healthy: bool
+    drain: bool
+    graceful_shutdown: bool
+    shutting_down: bool
+
+
+def _int(section: Mapping[str, object], key: str) -> int:
+    value = section.get(key, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _section(parent: Mapping[str, object], key: str) -> Mapping[str, object]:
+    value = parent.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def families(m: BridgeMetrics) -> Iterator[Metric]:
+    """The metric families of one scrape, in a stable order."""
+    yield _gauge("conferences", "Conferences hosted by this bridge.", m.conferences)
+    yield _gauge("endpoints", "Endpoints on this bridge.", m.endpoints)
+    yield _gauge("stress_level", "Packet rate (both directions) over capacity.", m.load.stress_level)
+    rate = GaugeMetricFamily(f"{PREFIX}_packet_rate", "Packets per second.", labels=["direction"])
+    rate.add_metric(["download"], m.load.packet_rate_download)
+    rate.add_metric(["upload"], m.load.packet_rate_upload)
+    yield rate
+    bits = GaugeMetricFamily(f"{PREFIX}_bit_rate_kbps", "Bit rate in kbit/s.", labels=["direction"])
+    bits.add_metric(["download"], m.load.bit_rate_download)
+    bits.add_metric(["upload"], m.load.bit_rate_upload)
+    yield bits
+    yield _gauge("healthy", "1 if the native core answered in time.", float(m.healthy))
+    yield _gauge("drain", "1 while draining (no new conferences preferred).", float(m.drain))
+    yield _gauge("graceful_shutdown", "1 while in graceful shutdown.", float(m.graceful_shutdown))
+    yield _gauge("shutting_down", "1 while shutting down.", float(m.shutting_down))
+    if m.snapshot is None:
+        return
+    total = _section(m.snapshot, "total")
+    yield _counter("packets_received", "UDP packets received.", _int(total, "packets_in"))
+    yield _counter("packets_sent", "UDP packets sent.", _int(total, "packets_out"))
+    yield _counter("bytes_received", "UDP payload bytes received.", _int(total, "bytes_in"))
+    yield _counter("bytes_sent", "UDP payload bytes sent.", _int(total, "bytes_out"))
+    drops = CounterMetricFamily(f"{PREFIX}_packets_dropped", "Packets dropped, by reason.", labels=["reason"])
+    for reason, count in sorted(_section(total, "drops").items()):
+        if isinstance(count, int):
+            drops.add_metric([str(reason)], count)
+    yield drops
+    failures = CounterMetricFamily(
+        f"{PREFIX}_transport_failures", "Transports failed, by cause.", labels=["cause"]
+    )
+    for cause, count in sorted(_section(m.snapshot, "failures").items()):
+        if isinstance(count, int):
+            failures.add_metric([str(cause)], count)
+    yield failures
+    yield _counter(
+        "seam_commands", "Commands sent from Python to the native core.", _int(m.snapshot, "seam_commands")
+    )
+    yield _counter("seam_events", "Events from the native core to Python.", _int(m.snapshot, "seam_events"))
+
+
+class _Snapshot(Collector):
+    def __init__(self, metrics: BridgeMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return families(self._metrics)
+
+
+def render(metrics: BridgeMetrics, accept: str | None) -> tuple[bytes, str]:
+    """The exposition body and its Content-Type for the client's Accept header (text or OpenMetrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(metrics))
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
