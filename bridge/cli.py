@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -11,44 +12,97 @@ import sys
 
 import uvloop
 
-from bridge.bridge import Bridge
-from bridge.config import BridgeConfig
+from bridge.app import BridgeApp
+from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings
 
 log = logging.getLogger("sluice")
 
 
-async def _run_bridge(config: BridgeConfig, stats_interval: float) -> None:
+async def _run_bridge(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Bridge(config) as bridge:
+    async with BridgeApp(settings) as app:
+        bridge = app.bridge
         hash_name, value = bridge.fingerprint
         print(f"sluice bridge: media on UDP {bridge.local_addresses()}", flush=True)
         print(f"sluice bridge: DTLS fingerprint {hash_name} {value}", flush=True)
+        for client in app.xmpp:
+            rooms = ", ".join(client.occupant_jid(room) for room in client.config.muc_jids)
+            print(f"sluice bridge: XMPP {client.config.hostname}:{client.config.port} as {rooms}", flush=True)
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), stats_interval)
+                await asyncio.wait_for(stop.wait(), settings.stats_interval)
             except TimeoutError:
                 stats = await bridge.get_stats()
                 log.info("stats %s", json.dumps({k: stats[k] for k in ("total", "failures", "io")}))
+        log.info("sluice bridge: stopping")
+
+
+def _environment_help() -> str:
+    lines = ["environment variables (override the file; SLUICE_XMPP_* apply to every XMPP config):"]
+    lines += [f"  {var:46} {key}" for var, key in ENVIRONMENT.items()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sluice", description="Sluice video conferencing")
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("bridge", help="run the media bridge (native packet path)")
-    b.add_argument("--port", type=int, default=10000, help="shared UDP media port (default 10000)")
-    b.add_argument(
-        "--bind", action="append", default=None, help="local address to bind (repeatable; default 0.0.0.0)"
+    b = sub.add_parser(
+        "bridge",
+        help="run the media bridge (native packet path, Colibri2 over XMPP)",
+        description="Run the media bridge. Settings come from --config (see docs/bridge.example.toml), "
+        "then SLUICE_* environment variables, then the flags below.",
+        epilog=_environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats logs")
+    b.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="TOML settings file (jvb.conf key names); default: none",
+    )
+    b.add_argument(
+        "--port", type=int, default=None, help="shared UDP media port; overrides videobridge.ice.udp.port"
+    )
+    b.add_argument(
+        "--bind",
+        action="append",
+        default=None,
+        metavar="ADDRESS",
+        help="local address to bind the UDP port on (repeatable); overrides "
+        "videobridge.ice.udp.bind-addresses",
+    )
+    b.add_argument(
+        "--stats-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between stats logs and brewery presences; overrides videobridge.stats.interval",
+    )
     sub.add_parser("serve", help="the all-in-one server (not built yet: see the README)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "bridge":
-        config = BridgeConfig(udp_port=args.port, bind_addresses=args.bind or ["0.0.0.0"])
-        uvloop.run(_run_bridge(config, args.stats_interval))
+        try:
+            settings = load_settings(args.config)
+        except SettingsError as exc:
+            print(f"sluice bridge: {exc}", file=sys.stderr)
+            return 2
+        overrides: dict[str, object] = {}
+        if args.port is not None:
+            if not 0 <= args.port <= 65535:
+                parser.error(f"--port {args.port}: a port is 0..65535")
+            overrides["udp_port"] = args.port
+        if args.bind:
+            overrides["bind_addresses"] = tuple(args.bind)
+        if args.stats_interval is not None:
+            if not args.stats_interval > 0:
+                parser.error(f"--stats-interval {args.stats_interval}: must be positive")
+            overrides["stats_interval"] = args.stats_interval
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+        uvloop.run(_run_bridge(settings))
         return 0
     print(
         "sluice serve: the embedded XMPP server, focus and web client are not built yet; "

@@ -1,0 +1,458 @@
+"""Bridge settings loaded from TOML, with jvb.conf's names where jvb has one (jitsi-protocol.md section 6).
+
+A file holds the same tree as jvb.conf, written as TOML tables::
+
+    [videobridge.ice.udp]
+    port = 10000
+
+    [videobridge.apis.xmpp-client.configs.prosody]
+    hostname = "127.0.0.1"
+    domain = "auth.meet.example"
+    ...
+
+Every key with its default is in `docs/bridge.example.toml`. Key spelling follows jvb: `muc-jids` and
+`muc_jids` are the same key (jvb documents both). Keys marked "sluice" below have no jvb counterpart.
+An unknown key or a bad value raises `SettingsError` naming the key (and the value).
+
+Environment variables override the file (`ENVIRONMENT` lists them). The `SLUICE_XMPP_*` ones apply to every
+XMPP config; with no config in the file, they define one named `env`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.config import BridgeConfig
+from bridge.load import DEFAULT_CAPACITY_PPS
+from bridge.xmpp import XmppClientConfig
+
+
+class SettingsError(ValueError):
+    """A settings file or environment variable the bridge cannot run with; the message names the key."""
+
+
+# ---- value types: each parses a TOML value, or the text of an environment variable
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+_UNITS = {
+    "": 1.0,
+    "s": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "ms": 1e-3,
+    "milli": 1e-3,
+    "millis": 1e-3,
+    "millisecond": 1e-3,
+    "milliseconds": 1e-3,
+    "us": 1e-6,
+    "micros": 1e-6,
+    "microsecond": 1e-6,
+    "microseconds": 1e-6,
+    "m": 60.0,
+    "min": 60.0,
+    "mins": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+    "days": 86400.0,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a jvb (HOCON) duration string like "5 seconds", "500ms", "1min", or a plain number."""
+    if isinstance(value, bool):
+        raise ValueError('expected a duration such as 5 or "5 seconds"')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value.lower())
+        if match is None or match.group(2) not in _UNITS:
+            raise ValueError('expected a duration such as 5 or "5 seconds" (units: ms, s, min, h, d)')
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError('expected a duration such as 5 or "5 seconds"')
+    if not seconds > 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def _string(value: object, text: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _nonblank(value: object, text: bool) -> str:
+    s = _string(value, text)
+    if not s.strip():
+        raise ValueError("must not be blank")
+    return s
+
+
+def _int(value: object, text: bool) -> int:
+    if text and isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+def _port(value: object, text: bool) -> int:
+    port = _int(value, text)
+    if not 0 <= port <= 65535:
+        raise ValueError("a port is 0..65535 (0: any free port)")
+    return port
+
+
+def _port_or_disabled(value: object, text: bool) -> int:
+    port = _int(value, text)
+    if port != -1 and not 0 <= port <= 65535:
+        raise ValueError("a port is 0..65535, or -1 for disabled")
+    return port
+
+
+def _tcp_port(value: object, text: bool) -> int:
+    port = _int(value, text)
+    if not 1 <= port <= 65535:
+        raise ValueError("a TCP port to connect to is 1..65535")
+    return port
+
+
+def _positive(value: object, text: bool) -> float:
+    if text and isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number")
+    if not value > 0:
+        raise ValueError("must be positive")
+    return float(value)
+
+
+def _bool(value: object, text: bool) -> bool:
+    if text and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _strings(value: object, text: bool) -> tuple[str, ...]:
+    # docker's jvb writes lists as one comma-separated string; accept that form everywhere.
+    if isinstance(value, str):
+        items = [s.strip() for s in value.split(",")]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ValueError("expected a list of strings")
+    if not all(isinstance(s, str) and s.strip() for s in items):
+        raise ValueError("expected a list of non-blank strings")
+    return tuple(items)
+
+
+def _addresses(value: object, text: bool) -> tuple[str, ...]:
+    items = _strings(value, text)
+    for item in items:
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address") from None
+    return items
+
+
+def _bind_addresses(value: object, text: bool) -> tuple[str, ...]:
+    items = _addresses(value, text)
+    if not items:
+        raise ValueError("the UDP port needs at least one address to bind on")
+    return items
+
+
+def _duration(value: object, text: bool) -> float:
+    return parse_duration(value)
+
+
+Parse = Callable[[object, bool], Any]
+
+#: Every key a file may hold (dotted, as jvb names it) and how its value is read.
+_KEYS: dict[str, Parse] = {
+    "videobridge.region": _nonblank,
+    "videobridge.ice.udp.port": _port,
+    "videobridge.ice.udp.bind-addresses": _bind_addresses,  # sluice
+    "videobridge.ice.udp.advertised-addresses": _addresses,  # sluice
+    "videobridge.http-servers.private.host": _nonblank,
+    "videobridge.http-servers.private.port": _port_or_disabled,
+    "videobridge.http-servers.public.host": _nonblank,
+    "videobridge.http-servers.public.port": _port_or_disabled,
+    "videobridge.stats.interval": _duration,
+    "videobridge.relay.enabled": _bool,
+    "videobridge.relay.region": _nonblank,
+    "videobridge.relay.relay-id": _nonblank,
+    "videobridge.load-management.average-participant-stress": _positive,
+    "videobridge.load-management.load-measurements.packet-rate.load-threshold": _positive,
+}
+_XMPP_PREFIX = "videobridge.apis.xmpp-client.configs"
+#: Keys of one `[videobridge.apis.xmpp-client.configs.<name>]` table.
+_XMPP_KEYS: dict[str, Parse] = {
+    "hostname": _nonblank,
+    "port": _tcp_port,
+    "domain": _nonblank,
+    "username": _nonblank,
+    "password": _string,
+    "muc-jids": _strings,
+    "muc-nickname": _nonblank,
+    "disable-certificate-verification": _bool,
+    "use-tls": _bool,  # sluice: false only for a loopback server without TLS (tests)
+}
+_XMPP_REQUIRED = ("hostname", "domain", "username", "password", "muc-jids")
+
+#: Environment variable -> the key it overrides. `xmpp.<key>` applies to every XMPP config.
+ENVIRONMENT: dict[str, str] = {
+    "SLUICE_UDP_PORT": "videobridge.ice.udp.port",
+    "SLUICE_BIND_ADDRESSES": "videobridge.ice.udp.bind-addresses",
+    "SLUICE_ADVERTISED_ADDRESSES": "videobridge.ice.udp.advertised-addresses",
+    "SLUICE_PRIVATE_HTTP_HOST": "videobridge.http-servers.private.host",
+    "SLUICE_PRIVATE_HTTP_PORT": "videobridge.http-servers.private.port",
+    "SLUICE_PUBLIC_HTTP_PORT": "videobridge.http-servers.public.port",
+    "SLUICE_STATS_INTERVAL": "videobridge.stats.interval",
+    "SLUICE_REGION": "videobridge.region",
+    "SLUICE_RELAY_ID": "videobridge.relay.relay-id",
+    "SLUICE_LOAD_THRESHOLD": "videobridge.load-management.load-measurements.packet-rate.load-threshold",
+    "SLUICE_XMPP_HOST": "xmpp.hostname",
+    "SLUICE_XMPP_PORT": "xmpp.port",
+    "SLUICE_XMPP_DOMAIN": "xmpp.domain",
+    "SLUICE_XMPP_USERNAME": "xmpp.username",
+    "SLUICE_XMPP_PASSWORD": "xmpp.password",
+    "SLUICE_XMPP_MUC_JIDS": "xmpp.muc-jids",
+    "SLUICE_XMPP_MUC_NICKNAME": "xmpp.muc-nickname",
+    "SLUICE_XMPP_DISABLE_CERTIFICATE_VERIFICATION": "xmpp.disable-certificate-verification",
+    "SLUICE_XMPP_USE_TLS": "xmpp.use-tls",
+}
+
+#: Tables a file may contain (so `[videobridge.ice]` alone is fine, `[videobridge.foo]` is not).
+_TABLES = {key.rsplit(".", i)[0] for key in _KEYS for i in range(1, key.count(".") + 1)} | {
+    "videobridge.apis",
+    "videobridge.apis.xmpp-client",
+    _XMPP_PREFIX,
+}
+
+
+# ---- the settings
+
+
+@dataclass(frozen=True, slots=True)
+class XmppSettings:
+    """One `[videobridge.apis.xmpp-client.configs.<name>]` table."""
+
+    name: str
+    hostname: str
+    domain: str
+    username: str
+    password: str = field(repr=False)
+    muc_jids: tuple[str, ...] = ()
+    port: int = 5222
+    #: Must be unique per bridge (Jicofo identifies a bridge by it); a random UUID per start by default.
+    muc_nickname: str = field(default_factory=lambda: str(uuid.uuid4()))
+    disable_certificate_verification: bool = False
+    use_tls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `sluice bridge` needs; the defaults are jvb's."""
+
+    udp_port: int = 10000
+    bind_addresses: tuple[str, ...] = ("0.0.0.0",)
+    advertised_addresses: tuple[str, ...] = ()
+    private_http_host: str = "127.0.0.1"
+    private_http_port: int = 8080
+    public_http_host: str = "0.0.0.0"
+    #: -1: disabled (jvb's default; the public server only carries colibri websockets).
+    public_http_port: int = -1
+    #: Seconds between stats samples and brewery presences.
+    stats_interval: float = 5.0
+    region: str | None = None
+    relay_enabled: bool = False
+    relay_id: str | None = None
+    average_participant_stress: float = 0.01
+    #: Packets per second (in + out) at which stress_level reaches 1.0.
+    load_threshold_pps: float = DEFAULT_CAPACITY_PPS
+    xmpp: tuple[XmppSettings, ...] = ()
+
+    def bridge_config(self) -> BridgeConfig:
+        return BridgeConfig(
+            udp_port=self.udp_port,
+            bind_addresses=list(self.bind_addresses),
+            advertised_addresses=list(self.advertised_addresses),
+        )
+
+    def xmpp_client_configs(self) -> list[XmppClientConfig]:
+        return [
+            XmppClientConfig(
+                hostname=x.hostname,
+                port=x.port,
+                domain=x.domain,
+                username=x.username,
+                password=x.password,
+                muc_jids=list(x.muc_jids),
+                muc_nickname=x.muc_nickname,
+                use_tls=x.use_tls,
+                disable_certificate_verification=x.disable_certificate_verification,
+                presence_interval=self.stats_interval,
+                region=self.region,
+                # Section 8.7: advertise relay_id only when relays work.
+                relay_id=self.relay_id if self.relay_enabled else None,
+                average_participant_stress=self.average_participant_stress,
+                capacity_pps=self.load_threshold_pps,
+            )
+            for x in self.xmpp
+        ]
+
+
+# ---- loading
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("_", "-")
+
+
+def _flatten(
+    table: Mapping[str, object], prefix: str, flat: dict[str, object], xmpp: dict[str, dict[str, object]]
+) -> None:
+    for raw_key, value in table.items():
+        dotted = f"{prefix}.{_norm(raw_key)}" if prefix else _norm(raw_key)
+        if prefix == _XMPP_PREFIX:
+            # The config's name is the operator's, kept as written.
+            if not isinstance(value, dict):
+                raise SettingsError(f"{prefix}.{raw_key} must be a table of XMPP connection settings")
+            entry = xmpp.setdefault(raw_key, {})
+            for k, v in value.items():
+                key = _norm(k)
+                if key not in _XMPP_KEYS:
+                    raise SettingsError(f"unknown key {prefix}.{raw_key}.{k}")
+                entry[key] = v
+        elif isinstance(value, dict):
+            if dotted not in _TABLES:
+                raise SettingsError(f"unknown key {prefix + '.' if prefix else ''}{raw_key}")
+            _flatten(value, dotted, flat, xmpp)
+        elif dotted in _KEYS:
+            flat[dotted] = value
+        else:
+            raise SettingsError(f"unknown key {prefix + '.' if prefix else ''}{raw_key}")
+
+
+def _convert(parse: Parse, key: str, value: object, origin: str | None) -> Any:
+    try:
+        return parse(value, origin is not None)
+    except ValueError as exc:
+        where = f" (from {origin})" if origin else ""
+        raise SettingsError(f"bad value for {key}{where}: {value!r}: {exc}") from None
+
+
+def parse_settings(text: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from TOML text, then the SLUICE_* variables of `environ` (default: none)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"not valid TOML: {exc}") from None
+    flat: dict[str, object] = {}
+    xmpp: dict[str, dict[str, object]] = {}
+    _flatten(doc, "", flat, xmpp)
+
+    values: dict[str, Any] = {key: _convert(_KEYS[key], key, value, None) for key, value in flat.items()}
+    xmpp_values: dict[str, dict[str, Any]] = {
+        name: {k: _convert(_XMPP_KEYS[k], f"{_XMPP_PREFIX}.{name}.{k}", v, None) for k, v in entry.items()}
+        for name, entry in xmpp.items()
+    }
+
+    for var, key in ENVIRONMENT.items():
+        if environ is None or var not in environ:
+            continue
+        raw = environ[var]
+        if key.startswith("xmpp."):
+            sub = key.removeprefix("xmpp.")
+            for name in xmpp_values or {"env": {}}:
+                converted = _convert(_XMPP_KEYS[sub], f"{_XMPP_PREFIX}.{name}.{sub}", raw, var)
+                xmpp_values.setdefault(name, {})[sub] = converted
+        else:
+            values[key] = _convert(_KEYS[key], key, raw, var)
+
+    return _build(values, xmpp_values)
+
+
+def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any]]) -> Settings:
+    if values.get("videobridge.relay.enabled"):
+        raise SettingsError(
+            "bad value for videobridge.relay.enabled: True: relays (Octo) are not implemented yet; "
+            "leave it false so Jicofo keeps each conference on one bridge"
+        )
+    configs = []
+    for name, entry in xmpp_values.items():
+        missing = [k for k in _XMPP_REQUIRED if k not in entry]
+        if missing:
+            raise SettingsError(f"{_XMPP_PREFIX}.{name} lacks {', '.join(missing)}")
+        if not entry["muc-jids"]:
+            raise SettingsError(f"bad value for {_XMPP_PREFIX}.{name}.muc-jids: []: name the brewery room")
+        kwargs = {k.replace("-", "_"): v for k, v in entry.items()}
+        configs.append(XmppSettings(name=name, **kwargs))
+    defaults = Settings()
+    get = values.get
+    return Settings(
+        udp_port=get("videobridge.ice.udp.port", defaults.udp_port),
+        bind_addresses=get("videobridge.ice.udp.bind-addresses", defaults.bind_addresses),
+        advertised_addresses=get("videobridge.ice.udp.advertised-addresses", defaults.advertised_addresses),
+        private_http_host=get("videobridge.http-servers.private.host", defaults.private_http_host),
+        private_http_port=get("videobridge.http-servers.private.port", defaults.private_http_port),
+        public_http_host=get("videobridge.http-servers.public.host", defaults.public_http_host),
+        public_http_port=get("videobridge.http-servers.public.port", defaults.public_http_port),
+        stats_interval=get("videobridge.stats.interval", defaults.stats_interval),
+        # jvb reads the region from the relay block; the top-level key is the older spelling.
+        region=get("videobridge.relay.region", get("videobridge.region")),
+        relay_enabled=False,
+        relay_id=get("videobridge.relay.relay-id"),
+        average_participant_stress=get(
+            "videobridge.load-management.average-participant-stress", defaults.average_participant_stress
+        ),
+        load_threshold_pps=get(
+            "videobridge.load-management.load-measurements.packet-rate.load-threshold",
+            defaults.load_threshold_pps,
+        ),
+        xmpp=tuple(configs),
+    )
+
+
+def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the file at `path` (None: defaults only) and the process environment by default."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        return parse_settings("", env)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return parse_settings(text, env)
+    except SettingsError as exc:
+        raise SettingsError(f"{path}: {exc}") from None

@@ -1,0 +1,238 @@
+"""bridge.settings: TOML with jvb.conf names, defaults, environment overrides, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.settings import (
+    ENVIRONMENT,
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_duration,
+    parse_settings,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+XMPP = """
+[videobridge.apis.xmpp-client.configs.shard]
+hostname = "prosody.internal"
+domain = "auth.meet.example"
+username = "jvb"
+password = "s3cret"
+muc_jids = "jvbbrewery@internal.auth.meet.example"
+muc_nickname = "jvb-1"
+"""
+
+
+def test_empty_file_gives_jvb_defaults() -> None:
+    s = parse_settings("")
+    assert s == Settings()
+    assert (s.udp_port, s.private_http_host, s.private_http_port, s.public_http_port) == (
+        10000,
+        "127.0.0.1",
+        8080,
+        -1,
+    )
+    assert s.stats_interval == 5.0 and s.load_threshold_pps == 50000 and s.xmpp == ()
+    config = s.bridge_config()
+    assert (config.udp_port, config.bind_addresses) == (10000, ["0.0.0.0"])
+
+
+def test_example_file_documents_every_default() -> None:
+    s = load_settings(REPO / "docs" / "bridge.example.toml", environ={})
+    (x,) = s.xmpp
+    assert s == Settings(xmpp=s.xmpp)
+    assert (x.name, x.port, x.use_tls, x.disable_certificate_verification) == ("shard", 5222, True, False)
+    text = (REPO / "docs" / "bridge.example.toml").read_text()
+    for var in ENVIRONMENT:
+        assert var in text, f"{var} is not documented in the example"
+
+
+def test_full_file_maps_to_bridge_and_xmpp_configs() -> None:
+    s = parse_settings(
+        """
+[videobridge.ice.udp]
+port = 0
+bind-addresses = ["127.0.0.1"]
+advertised-addresses = ["198.51.100.7"]
+[videobridge.stats]
+interval = "500ms"
+[videobridge.relay]
+region = "eu-1"
+relay-id = "jvb-eu-1"
+[videobridge.load-management]
+average-participant-stress = 0.02
+[videobridge.load-management.load-measurements.packet-rate]
+load-threshold = 1000
+"""
+        + XMPP
+    )
+    config = s.bridge_config()
+    assert (config.udp_port, config.bind_addresses, config.advertised_addresses) == (
+        0,
+        ["127.0.0.1"],
+        ["198.51.100.7"],
+    )
+    (client,) = s.xmpp_client_configs()
+    assert (client.hostname, client.port, client.domain, client.username, client.password) == (
+        "prosody.internal",
+        5222,
+        "auth.meet.example",
+        "jvb",
+        "s3cret",
+    )
+    assert client.muc_jids == ["jvbbrewery@internal.auth.meet.example"] and client.muc_nickname == "jvb-1"
+    assert client.presence_interval == 0.5 and client.region == "eu-1"
+    assert client.relay_id is None, "relay_id advertised while relays are disabled"
+    assert (client.average_participant_stress, client.capacity_pps) == (0.02, 1000.0)
+    assert "s3cret" not in repr(s), "the password leaks into logs through repr"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (5, 5.0),
+        (0.25, 0.25),
+        ("5 seconds", 5.0),
+        ("5s", 5.0),
+        ("500ms", 0.5),
+        ("500 milliseconds", 0.5),
+        ("1min", 60.0),
+        ("1 minute", 60.0),
+        ("2 hours", 7200.0),
+        ("1d", 86400.0),
+        ("10", 10.0),
+    ],
+)
+def test_durations_in_jvb_spelling_or_seconds(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["five seconds", "5 fortnights", "-1s", 0, "", True, [5]])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_environment_overrides_file() -> None:
+    env = {
+        "SLUICE_UDP_PORT": "10001",
+        "SLUICE_BIND_ADDRESSES": "127.0.0.1, ::1",
+        "SLUICE_STATS_INTERVAL": "2 seconds",
+        "SLUICE_REGION": "us-2",
+        "SLUICE_XMPP_HOST": "10.0.0.5",
+        "SLUICE_XMPP_PORT": "6222",
+        "SLUICE_XMPP_PASSWORD": "from-env",
+        "SLUICE_XMPP_USE_TLS": "false",
+        "UNRELATED": "x",
+    }
+    s = parse_settings("[videobridge.ice.udp]\nport = 10000\n" + XMPP, env)
+    assert (s.udp_port, s.bind_addresses, s.stats_interval, s.region) == (
+        10001,
+        ("127.0.0.1", "::1"),
+        2.0,
+        "us-2",
+    )
+    (x,) = s.xmpp
+    assert (x.hostname, x.port, x.password, x.use_tls, x.domain) == (
+        "10.0.0.5",
+        6222,
+        "from-env",
+        False,
+        "auth.meet.example",
+    )
+
+
+def test_environment_alone_defines_an_xmpp_config() -> None:
+    env = {
+        "SLUICE_XMPP_HOST": "127.0.0.1",
+        "SLUICE_XMPP_DOMAIN": "auth.meet.test",
+        "SLUICE_XMPP_USERNAME": "jvb",
+        "SLUICE_XMPP_PASSWORD": "pw",
+        "SLUICE_XMPP_MUC_JIDS": "a@internal.auth.meet.test,b@internal.auth.meet.test",
+    }
+    (x,) = parse_settings("", env).xmpp
+    assert x.name == "env" and x.muc_jids == ("a@internal.auth.meet.test", "b@internal.auth.meet.test")
+    with pytest.raises(SettingsError, match=r"configs\.env lacks domain, username, password, muc-jids"):
+        parse_settings("", {"SLUICE_XMPP_HOST": "127.0.0.1"})
+
+
+def test_load_settings_reads_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text("[videobridge.ice.udp]\nport = 10000\n")
+    monkeypatch.setenv("SLUICE_UDP_PORT", "10002")
+    assert load_settings(path).udp_port == 10002
+    assert load_settings(None).udp_port == 10002
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[videobridge.ice.udp]\nprot = 1", "unknown key videobridge.ice.udp.prot"),
+        ("[videobridge.foo]\nx = 1", "unknown key videobridge.foo"),
+        ("[videobrige]\nregion = 'x'", "unknown key videobrige"),
+        ("[videobridge.stats]\ninterval = 5\njitter = true", "unknown key videobridge.stats.jitter"),
+        (
+            XMPP + "passwrd = 'x'\n",
+            "unknown key videobridge.apis.xmpp-client.configs.shard.passwrd",
+        ),
+    ],
+)
+def test_unknown_keys_are_named(text: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse_settings(text)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        ("[videobridge.ice.udp]\nport = 70000", "videobridge.ice.udp.port", "70000"),
+        ("[videobridge.ice.udp]\nport = '10000'", "videobridge.ice.udp.port", "'10000'"),
+        ("[videobridge.ice.udp]\nport = true", "videobridge.ice.udp.port", "True"),
+        ("[videobridge.ice.udp]\nbind-addresses = ['localhost']", "bind-addresses", "['localhost']"),
+        ("[videobridge.ice.udp]\nbind-addresses = []", "bind-addresses", "[]"),
+        ("[videobridge.stats]\ninterval = 'soon'", "videobridge.stats.interval", "'soon'"),
+        ("[videobridge.stats]\ninterval = -5", "videobridge.stats.interval", "-5"),
+        ("[videobridge.relay]\nenabled = 'yes'", "videobridge.relay.enabled", "'yes'"),
+        ("[videobridge.relay]\nenabled = true", "videobridge.relay.enabled", "True"),
+        (
+            "[videobridge.load-management.load-measurements.packet-rate]\nload-threshold = 0",
+            "load-threshold",
+            "0",
+        ),
+        (XMPP.replace('"jvb"', "7"), "configs.shard.username", "7"),
+        (XMPP + "port = 0\n", "configs.shard.port", "0"),
+        (XMPP.replace('"jvbbrewery@internal.auth.meet.example"', "[]"), "configs.shard.muc-jids", "[]"),
+    ],
+)
+def test_bad_values_name_key_and_value(text: str, key: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse_settings(text)
+    message = str(info.value)
+    assert key in message and value in message, message
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(SettingsError) as info:
+        parse_settings("", {"SLUICE_UDP_PORT": "ten thousand"})
+    message = str(info.value)
+    assert "videobridge.ice.udp.port" in message and "SLUICE_UDP_PORT" in message
+    assert "'ten thousand'" in message
+
+
+def test_missing_xmpp_keys_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"configs\.shard lacks password"):
+        parse_settings(XMPP.replace('password = "s3cret"', ""))
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        parse_settings("[videobridge\n")
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml", environ={})
+    path = tmp_path / "bad.toml"
+    path.write_text("[videobridge.ice.udp]\nport = -2\n")
+    with pytest.raises(SettingsError, match=r"bad\.toml: bad value for videobridge\.ice\.udp\.port"):
+        load_settings(path, environ={})
