@@ -1,20 +1,28 @@
-"""The bridge process: the native Bridge, one Colibri2 handler, and one XMPP client per configured server.
+"""The bridge process: the native Bridge, one Colibri2 handler, one XMPP client per configured server, and
+the private HTTP API.
 
 `BridgeApp` only wires the parts together; each part keeps its own rules (bridge/colibri2 for Colibri2,
-bridge/xmpp.py for the brewery). Colibri2 arrives as XML over XMPP and leaves as XML.
+bridge/xmpp.py for the brewery, bridge/http.py for HTTP). Colibri2 arrives as XML over XMPP or JSON over HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 import xml.etree.ElementTree as ET
+
+from aiohttp import web
 
 from bridge.bridge import Bridge
 from bridge.colibri2.handler import Colibri2Handler
 from bridge.colibri2.model import Colibri2Error
 from bridge.colibri2.xml import build_conference_modified, build_error, parse_conference_modify
+from bridge.http import create_private_app
+from bridge.load import LoadSampler
 from bridge.settings import Settings
-from bridge.xmpp import BridgeState, BridgeXmppClient
+from bridge.xmpp import BridgeState, BridgeXmppClient, _package_version
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +37,12 @@ class BridgeApp:
         #: Shared by every XMPP client, so drain/shutdown shows in every brewery at once.
         self.state = BridgeState()
         self.xmpp: list[BridgeXmppClient] = []
+        #: One load view for presence, /colibri/stats and /metrics.
+        self.sampler = LoadSampler(settings.load_threshold_pps)
+        #: The private HTTP API's bound port (None while stopped or disabled).
+        self.http_port: int | None = None
+        self._http: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -37,10 +51,16 @@ class BridgeApp:
         self._started = True
         await self.bridge.start()
         try:
+            await self._start_http()
             for config in self.settings.xmpp_client_configs():
-                client = BridgeXmppClient(self.bridge, config, self.handle_colibri2, state=self.state)
+                client = BridgeXmppClient(
+                    self.bridge, config, self.handle_colibri2, state=self.state, sampler=self.sampler
+                )
                 self.xmpp.append(client)
                 await client.start()
+            if not self.xmpp:
+                # Presence ticks the sampler; without any XMPP client, HTTP stats need their own tick.
+                self._ticker = asyncio.create_task(self._tick(), name="load-sampler")
         except BaseException:
             await self.stop()
             raise
@@ -56,6 +76,15 @@ class BridgeApp:
             except Exception:
                 log.exception("xmpp: stopping the client for %s failed", client.config.hostname)
         self.xmpp.clear()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+            self.http_port = None
         await self.bridge.stop()
 
     async def __aenter__(self) -> BridgeApp:
@@ -69,6 +98,34 @@ class BridgeApp:
         """Until every XMPP client sits in all its brewery rooms."""
         for client in self.xmpp:
             await client.wait_joined(timeout)
+
+    async def _start_http(self) -> None:
+        port = self.settings.private_http_port
+        if port == -1:
+            return
+        app = create_private_app(
+            self.bridge,
+            self.colibri2,
+            self.state,
+            self.sampler,
+            version=_package_version(),
+            average_participant_stress=self.settings.average_participant_stress,
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.private_http_host, port)
+        await site.start()
+        self._http = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else port
+        log.info("private HTTP API on %s:%s", self.settings.private_http_host, self.http_port)
+
+    async def _tick(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                self.sampler.update(time.monotonic(), await self.bridge.get_stats())
+            await asyncio.sleep(self.settings.stats_interval)
 
     async def handle_colibri2(self, request: ET.Element) -> ET.Element:
         """`<conference-modify>` -> `<conference-modified>`, or the stanza `<error>` of section 2.5."""

@@ -54,6 +54,10 @@ bind-addresses = ["127.0.0.1"]
 [videobridge.stats]
 interval = "300ms"
 
+[videobridge.http-servers.private]
+host = "127.0.0.1"
+port = 0
+
 [videobridge.apis.xmpp-client.configs.test-prosody]
 hostname = "127.0.0.1"
 port = {prosody.c2s_port}
