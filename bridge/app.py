@@ -22,7 +22,7 @@ from bridge.colibri2.xml import build_conference_modified, build_error, parse_co
 from bridge.http import create_private_app
 from bridge.load import LoadSampler
 from bridge.settings import Settings
-from bridge.xmpp import BridgeState, BridgeXmppClient, _package_version
+from bridge.xmpp import BridgeState, BridgeXmppClient, package_version
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class BridgeApp:
             self.colibri2,
             self.state,
             self.sampler,
-            version=_package_version(),
+            version=package_version(),
             average_participant_stress=self.settings.average_participant_stress,
         )
         runner = web.AppRunner(app, access_log=None)

@@ -34,7 +34,7 @@ from bridge.colibri2.json import MAX_JSON_BYTES, conference_modified_to_json, co
 from bridge.colibri2.model import Colibri2Error
 from bridge.load import LoadSampler
 from bridge.metrics import BridgeMetrics, render
-from bridge.xmpp import BridgeState
+from bridge.xmpp import BridgeState, colibri_stats
 
 log = logging.getLogger(__name__)
 
@@ -128,25 +128,20 @@ class PrivateApi:
         snapshot, _ = await self._snapshot()
         load = self.sampler.current
         conferences, endpoints, largest = self._counts()
-        body: dict[str, object] = {
-            "stress_level": load.stress_level,
-            "average_participant_stress": self.average_participant_stress,
-            "healthy": snapshot is not None,
-            "drain": self.state.drain,
-            "graceful_shutdown": self.state.graceful_shutdown,
-            "shutting_down": self.state.shutting_down,
-            "version": self.version,
-            "conferences": conferences,
-            "endpoints": endpoints,
-            "local_endpoints": endpoints,
-            "participants": endpoints,
-            "largest_conference": largest,
-            "packet_rate_download": round(load.packet_rate_download),
-            "packet_rate_upload": round(load.packet_rate_upload),
-            "bit_rate_download": round(load.bit_rate_download),
-            "bit_rate_upload": round(load.bit_rate_upload),
-            "current_timestamp": int(time.time() * 1000),
-        }
+        body: dict[str, object] = dict(
+            colibri_stats(
+                load=load,
+                state=self.state,
+                version=self.version,
+                average_participant_stress=self.average_participant_stress,
+                healthy=snapshot is not None,
+                conferences=conferences,
+                endpoints=endpoints,
+                now_ms=int(time.time() * 1000),
+            )
+        )
+        body["participants"] = endpoints
+        body["largest_conference"] = largest
         if snapshot is not None:
             total = snapshot.get("total")
             failures = snapshot.get("failures")

@@ -53,7 +53,7 @@ Colibri2Handler = Callable[[ET.Element], Awaitable[ET.Element]]
 HealthCheck = Callable[[], Awaitable[None]]
 
 
-def _package_version() -> str:
+def package_version() -> str:
     try:
         return importlib.metadata.version("sluice")
     except importlib.metadata.PackageNotFoundError:
@@ -84,7 +84,7 @@ class XmppClientConfig:
     reconnect_factor: float = 2.0
     #: Seconds from TCP connect to a bound session before the attempt counts as failed.
     login_timeout: float = 15.0
-    version: str = field(default_factory=_package_version)
+    version: str = field(default_factory=package_version)
     release: str | None = None
     region: str | None = None
     relay_id: str | None = None
@@ -114,6 +114,57 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
+StatValue = str | int | float | bool
+
+
+def colibri_stats(
+    *,
+    load: LoadSample,
+    state: BridgeState,
+    version: str,
+    average_participant_stress: float,
+    healthy: bool,
+    conferences: int,
+    endpoints: int,
+    now_ms: int,
+    release: str | None = None,
+    region: str | None = None,
+    relay_id: str | None = None,
+) -> dict[str, StatValue]:
+    """The colibri stats of section 1.3, in presence order; `/colibri/stats` carries the same keys (3.3)."""
+    values: dict[str, StatValue] = {
+        "stress_level": load.stress_level,
+        "average_participant_stress": average_participant_stress,
+        "healthy": healthy,
+        "drain": state.drain,
+        "graceful_shutdown": state.graceful_shutdown,
+        "shutting_down": state.shutting_down,
+        "version": version,
+    }
+    for name, optional in (("release", release), ("region", region), ("relay_id", relay_id)):
+        if optional is not None:
+            values[name] = optional
+    values.update(
+        conferences=conferences,
+        endpoints=endpoints,
+        local_endpoints=endpoints,
+        packet_rate_download=round(load.packet_rate_download),
+        packet_rate_upload=round(load.packet_rate_upload),
+        bit_rate_download=round(load.bit_rate_download),
+        bit_rate_upload=round(load.bit_rate_upload),
+        current_timestamp=now_ms,
+    )
+    return values
+
+
+def _stat_text(value: StatValue) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return _fmt(value)
+    return str(value)
+
+
 def build_stats(
     config: XmppClientConfig,
     state: BridgeState,
@@ -125,34 +176,22 @@ def build_stats(
     now_ms: int,
 ) -> ET.Element:
     """The colibri `<stats>` presence extension: one `<stat name value>` per field (section 1.3)."""
-    values: list[tuple[str, str]] = [
-        ("stress_level", _fmt(load.stress_level)),
-        ("average_participant_stress", _fmt(config.average_participant_stress)),
-        ("healthy", str(healthy).lower()),
-        ("drain", str(state.drain).lower()),
-        ("graceful_shutdown", str(state.graceful_shutdown).lower()),
-        ("shutting_down", str(state.shutting_down).lower()),
-        ("version", config.version),
-    ]
-    if config.release is not None:
-        values.append(("release", config.release))
-    if config.region is not None:
-        values.append(("region", config.region))
-    if config.relay_id is not None:
-        values.append(("relay_id", config.relay_id))
-    values += [
-        ("conferences", str(conferences)),
-        ("endpoints", str(endpoints)),
-        ("local_endpoints", str(endpoints)),
-        ("packet_rate_download", str(round(load.packet_rate_download))),
-        ("packet_rate_upload", str(round(load.packet_rate_upload))),
-        ("bit_rate_download", str(round(load.bit_rate_download))),
-        ("bit_rate_upload", str(round(load.bit_rate_upload))),
-        ("current_timestamp", str(now_ms)),
-    ]
+    values = colibri_stats(
+        load=load,
+        state=state,
+        version=config.version,
+        average_participant_stress=config.average_participant_stress,
+        healthy=healthy,
+        conferences=conferences,
+        endpoints=endpoints,
+        now_ms=now_ms,
+        release=config.release,
+        region=config.region,
+        relay_id=config.relay_id,
+    )
     stats = ET.Element(f"{{{NS_COLIBRI}}}stats")
-    for name, value in values:
-        ET.SubElement(stats, f"{{{NS_COLIBRI}}}stat", {"name": name, "value": value})
+    for name, value in values.items():
+        ET.SubElement(stats, f"{{{NS_COLIBRI}}}stat", {"name": name, "value": _stat_text(value)})
     return stats
 
 
