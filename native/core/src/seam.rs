@@ -8,7 +8,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::dtls::Fingerprint;
@@ -169,8 +168,6 @@ impl AsRawFd for EventFd {
 pub struct Queue<T> {
     items: Mutex<VecDeque<T>>,
     efd: EventFd,
-    /// Items ever pushed: the seam-crossing count.
-    pushed: AtomicU64,
 }
 
 impl<T> Queue<T> {
@@ -178,7 +175,6 @@ impl<T> Queue<T> {
         Ok(Queue {
             items: Mutex::new(VecDeque::new()),
             efd: EventFd::new()?,
-            pushed: AtomicU64::new(0),
         })
     }
 
@@ -187,7 +183,6 @@ impl<T> Queue<T> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back(item);
-        self.pushed.fetch_add(1, Ordering::Relaxed);
         self.efd.signal();
     }
 
@@ -195,10 +190,9 @@ impl<T> Queue<T> {
         let mut q = self.items.lock().unwrap_or_else(|p| p.into_inner());
         let before = q.len();
         q.extend(items);
-        let n = q.len() - before;
+        let added = q.len() > before;
         drop(q);
-        if n > 0 {
-            self.pushed.fetch_add(n as u64, Ordering::Relaxed);
+        if added {
             self.efd.signal();
         }
     }
@@ -212,9 +206,5 @@ impl<T> Queue<T> {
 
     pub fn fd(&self) -> RawFd {
         self.efd.as_raw_fd()
-    }
-
-    pub fn pushed(&self) -> u64 {
-        self.pushed.load(Ordering::Relaxed)
     }
 }

@@ -141,6 +141,16 @@ impl Counters {
     }
 }
 
+/// Why a transport failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    Ice,
+    Consent,
+    DtlsHandshake,
+    DtlsFingerprint,
+    Panic,
+}
+
 /// Why transports failed, counted per bridge.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FailureCounters {
@@ -149,6 +159,18 @@ pub struct FailureCounters {
     pub dtls_handshake: u64,
     pub dtls_fingerprint: u64,
     pub panic: u64,
+}
+
+impl FailureCounters {
+    pub fn count(&mut self, kind: FailureKind) {
+        match kind {
+            FailureKind::Ice => self.ice += 1,
+            FailureKind::Consent => self.consent += 1,
+            FailureKind::DtlsHandshake => self.dtls_handshake += 1,
+            FailureKind::DtlsFingerprint => self.dtls_fingerprint += 1,
+            FailureKind::Panic => self.panic += 1,
+        }
+    }
 }
 
 /// I/O batching counters: their ratios are packets per syscall.

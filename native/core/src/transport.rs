@@ -12,6 +12,7 @@ use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, Fingerprin
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
 use crate::seam::{RemoteCandidate, RouterId, TransportId, TransportState};
 use crate::srtp::{SrtpContext, SrtpError, SrtpProfile};
+pub use crate::stats::FailureKind;
 use crate::stats::{Counters, DropReason, TransportStats};
 use crate::stun::StunMessage;
 
@@ -24,16 +25,6 @@ pub struct Transmit {
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
-}
-
-/// Why a transport failed, for the failure counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
-    Ice,
-    Consent,
-    DtlsHandshake,
-    DtlsFingerprint,
-    Panic,
 }
 
 /// What the shard must learn from a Transport.
@@ -328,10 +319,7 @@ impl Transport {
                 }
             }
         }
-        self.ice.close();
-        self.srtp_rx = None;
-        self.srtp_tx = None;
-        self.set_state(TransportState::Closed, "closed".into(), None);
+        self.finish(TransportState::Closed, "closed".into(), None);
     }
 
     /// Fails the transport (after a panic in its processing, or a protocol failure).
@@ -339,10 +327,7 @@ impl Transport {
         if self.is_finished() {
             return;
         }
-        self.ice.close();
-        self.srtp_rx = None;
-        self.srtp_tx = None;
-        self.set_state(TransportState::Failed, detail, Some(failure));
+        self.finish(TransportState::Failed, detail, Some(failure));
     }
 
     pub fn stats(&self) -> TransportStats {
@@ -354,6 +339,14 @@ impl Transport {
             selected_remote: self.remote_addr(),
             srtp_profile: self.srtp_profile().map(|p| p.dtls_name()),
         }
+    }
+
+    /// Enters a terminal state: ICE stops and the SRTP keys are dropped, so nothing more flows.
+    fn finish(&mut self, state: TransportState, detail: String, failure: Option<FailureKind>) {
+        self.ice.close();
+        self.srtp_rx = None;
+        self.srtp_tx = None;
+        self.set_state(state, detail, failure);
     }
 
     fn is_finished(&self) -> bool {
@@ -435,10 +428,7 @@ impl Transport {
                     self.fail(FailureKind::DtlsHandshake, format!("dtls: {e:?}"))
                 }
                 DtlsEvent::Closed => {
-                    self.ice.close();
-                    self.srtp_rx = None;
-                    self.srtp_tx = None;
-                    self.set_state(TransportState::Closed, "dtls: peer closed".into(), None);
+                    self.finish(TransportState::Closed, "dtls: peer closed".into(), None)
                 }
             }
         }

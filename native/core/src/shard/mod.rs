@@ -88,7 +88,9 @@ pub struct State {
     events: Vec<Event>,
     /// Earliest time a timer may be due; a sweep runs when it passes.
     next_sweep: Instant,
+    /// Seam crossings: commands handled and events handed out since start.
     commands_seen: u64,
+    events_sent: u64,
 }
 
 pub struct Shard {
@@ -149,6 +151,7 @@ impl Shard {
                 events: Vec::new(),
                 next_sweep: Instant::now(),
                 commands_seen: 0,
+                events_sent: 0,
             },
         })
     }
@@ -160,7 +163,9 @@ impl Shard {
     /// Applies one control command. Returns false on Shutdown.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> bool {
         self.state.commands_seen += 1;
-        let keep_going = self.state.handle_command(now, cmd, &mut self.io);
+        let keep_going = self
+            .state
+            .handle_command(now, cmd, &mut self.io, &self.recv);
         self.io.flush();
         keep_going
     }
@@ -214,6 +219,7 @@ impl Shard {
     }
 
     pub fn take_events(&mut self, out: &mut Vec<Event>) {
+        self.state.events_sent += self.state.events.len() as u64;
         out.append(&mut self.state.events);
     }
 
@@ -243,7 +249,13 @@ impl Shard {
 }
 
 impl State {
-    fn handle_command(&mut self, now: Instant, cmd: Command, io: &mut Io) -> bool {
+    fn handle_command(
+        &mut self,
+        now: Instant,
+        cmd: Command,
+        io: &mut Io,
+        recv: &RecvBatch,
+    ) -> bool {
         match cmd {
             Command::CreateRouter { router } => {
                 self.routers
@@ -334,11 +346,8 @@ impl State {
             }
             Command::CloseTransport { transport } => self.close_transport(now, transport, io),
             Command::GetStats { request } => {
-                // Io counters are filled in by the caller that owns the batches.
-                self.events.push(Event::Stats {
-                    request,
-                    snapshot: Box::default(),
-                });
+                let snapshot = Box::new(self.snapshot(io, recv));
+                self.events.push(Event::Stats { request, snapshot });
             }
             Command::Shutdown => return false,
         }
@@ -553,7 +562,6 @@ impl State {
             return;
         };
         let mut media_ready = false;
-        let mut finished = false;
         while let Some(tx) = t.poll_transmit() {
             let sock = io.socket_for(tx.source);
             if io.slot(sock).push(&tx.contents, tx.destination) {
@@ -566,7 +574,8 @@ impl State {
                 self.total.drop(DropReason::EgressFailed);
             }
         }
-        while let Some(note) = t.poll_note() {
+        let router = t.router;
+        while let Some(note) = self.transports.get_mut(&id).and_then(Transport::poll_note) {
             match note {
                 Note::Address(addr) => {
                     self.by_addr.insert(addr, id);
@@ -575,34 +584,11 @@ impl State {
                     state,
                     detail,
                     failure,
-                } => {
-                    if let Some(f) = failure {
-                        match f {
-                            FailureKind::Ice => self.failures.ice += 1,
-                            FailureKind::Consent => self.failures.consent += 1,
-                            FailureKind::DtlsHandshake => self.failures.dtls_handshake += 1,
-                            FailureKind::DtlsFingerprint => self.failures.dtls_fingerprint += 1,
-                            FailureKind::Panic => self.failures.panic += 1,
-                        }
-                    }
-                    if matches!(state, TransportState::Failed | TransportState::Closed) {
-                        finished = true;
-                    }
-                    self.events.push(Event::TransportState {
-                        transport: id,
-                        state,
-                        detail,
-                    });
-                }
+                } => self.on_state(id, state, detail, failure),
                 Note::MediaReady => media_ready = true,
             }
         }
-        if finished {
-            // Nothing more is routed to a failed transport; it stays for stats until closed.
-            self.by_addr.retain(|_, v| *v != id);
-        }
         if media_ready {
-            let router = t.router;
             let transports = &self.transports;
             if let Some(r) = self.routers.get_mut(&router) {
                 let ready =
@@ -614,44 +600,53 @@ impl State {
         }
     }
 
+    /// Records a transport's state change: failure counters, the event, and no more routing to a
+    /// finished transport (it stays for stats until closed).
+    fn on_state(
+        &mut self,
+        id: TransportId,
+        state: TransportState,
+        detail: String,
+        failure: Option<FailureKind>,
+    ) {
+        if let Some(f) = failure {
+            self.failures.count(f);
+        }
+        if matches!(state, TransportState::Failed | TransportState::Closed) {
+            self.by_addr.retain(|_, v| *v != id);
+        }
+        self.events.push(Event::TransportState {
+            transport: id,
+            state,
+            detail,
+        });
+    }
+
     fn on_panic(&mut self, from: SocketAddr) {
         self.total.drop(DropReason::Panic);
         if let Some(&id) = self.by_addr.get(&from) {
-            if let Some(t) = self.transports.get_mut(&id) {
-                t.fail(
-                    FailureKind::Panic,
-                    "internal error while processing a packet".into(),
-                );
-            }
-            // Deliver the failure now; a failed transport needs no egress.
-            self.drain_notes_only(id);
+            self.fail_after_panic(id, "internal error while processing a packet");
         }
     }
 
-    /// Handles the notes of a transport without sending anything (used after a panic).
-    fn drain_notes_only(&mut self, id: TransportId) {
+    /// Fails a transport whose processing panicked and reports it at once; its pending output is
+    /// discarded, since a failed transport needs no egress.
+    fn fail_after_panic(&mut self, id: TransportId, detail: &str) {
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };
+        t.fail(FailureKind::Panic, detail.into());
         while t.poll_transmit().is_some() {}
-        while let Some(note) = t.poll_note() {
+        while let Some(note) = self.transports.get_mut(&id).and_then(Transport::poll_note) {
             if let Note::State {
                 state,
                 detail,
                 failure,
             } = note
             {
-                if failure == Some(FailureKind::Panic) {
-                    self.failures.panic += 1;
-                }
-                self.events.push(Event::TransportState {
-                    transport: id,
-                    state,
-                    detail,
-                });
+                self.on_state(id, state, detail, failure);
             }
         }
-        self.by_addr.retain(|_, v| *v != id);
     }
 
     fn sweep(&mut self, now: Instant, io: &mut Io) {
@@ -668,10 +663,7 @@ impl State {
                         self.after_transport(now, id, io);
                     }));
                     if outcome.is_err() {
-                        if let Some(t) = self.transports.get_mut(&id) {
-                            t.fail(FailureKind::Panic, "internal error in a timer".into());
-                        }
-                        self.drain_notes_only(id);
+                        self.fail_after_panic(id, "internal error in a timer");
                     }
                 }
                 if let Some(at) = self.transports.get(&id).and_then(|t| t.poll_timeout()) {
@@ -711,7 +703,7 @@ impl State {
             routers: self.routers.len() as u64,
             transports,
             seam_commands: self.commands_seen,
-            seam_events: 0,
+            seam_events: self.events_sent,
         }
     }
 }
@@ -794,12 +786,8 @@ fn run(mut shard: Shard, commands: &Queue<Command>, events: &Queue<Event>) {
         let now = Instant::now();
         commands.drain_into(&mut cmds);
         for cmd in cmds.drain(..) {
-            let is_stats = matches!(cmd, Command::GetStats { .. });
             if !shard.handle_command(now, cmd) {
                 return;
-            }
-            if is_stats {
-                fill_stats(&mut shard, commands, events);
             }
         }
         shard.poll_io(now);
@@ -808,16 +796,6 @@ fn run(mut shard: Shard, commands: &Queue<Command>, events: &Queue<Event>) {
         if !evs.is_empty() {
             events.push_all(evs.drain(..));
         }
-    }
-}
-
-/// Replaces the placeholder snapshot of the last GetStats event with the real one.
-fn fill_stats(shard: &mut Shard, commands: &Queue<Command>, events: &Queue<Event>) {
-    let mut snap = shard.stats();
-    snap.seam_commands = commands.pushed();
-    snap.seam_events = events.pushed();
-    if let Some(Event::Stats { snapshot, .. }) = shard.state.events.last_mut() {
-        **snapshot = snap;
     }
 }
 
