@@ -1,0 +1,669 @@
+//! One emulated endpoint: a UDP socket, the client role of the core's protocol machines (ICE
+//! controlled, DTLS by the remote's a=setup, SRTP), a synthetic media sender and per-stream
+//! receive tracking. Sans-IO like the machines it drives: it writes into the worker's batches and
+//! never reads the clock itself.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use sluice_core::dtls::{DtlsCert, DtlsConn, DtlsEvent, DtlsRole};
+use sluice_core::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
+use sluice_core::io::{classify, DatagramKind, UdpSocket};
+use sluice_core::rtcp::{ntp_from_system_time, write_sdes_cname, write_sender_report};
+use sluice_core::rtp::RtpView;
+use sluice_core::srtp::{SrtpContext, SrtpProfile};
+use sluice_core::stun::StunMessage;
+
+use crate::payload::{self, Fields, Kind, PayloadError, HEADER_LEN, RTP_HEADER_LEN};
+use crate::track::{Arrival, StreamTracker};
+use crate::worker::Ctx;
+use crate::{MediaConfig, RemoteDescription, Sources};
+
+/// Payload types on the wire (what a Jitsi client would use for VP8 and Opus).
+const PT_VIDEO: u8 = 100;
+const PT_AUDIO: u8 = 111;
+const VIDEO_CLOCK: u64 = 90_000;
+const AUDIO_CLOCK: u64 = 48_000;
+/// A schedule this far behind is reset instead of caught up (no bursts of a whole second).
+const MAX_CATCH_UP_NS: u64 = 200_000_000;
+/// Hello packets a raw endpoint sends when it learns the relay.
+const RAW_HELLOS: usize = 3;
+
+/// Where an endpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointState {
+    /// Created; no remote description yet.
+    New,
+    /// ICE/DTLS running.
+    Connecting,
+    /// Media may flow (SRTP keys exist, or raw mode with a relay address).
+    Connected,
+    /// ICE or DTLS failed (final).
+    Failed,
+}
+
+impl EndpointState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::New => "new",
+            EndpointState::Connecting => "connecting",
+            EndpointState::Connected => "connected",
+            EndpointState::Failed => "failed",
+        }
+    }
+}
+
+/// One SSRC this endpoint sends.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub ssrc: u32,
+    pub kind: Kind,
+    pub layer: u8,
+    seq16: u16,
+    /// Packets sent so far: also the next 64-bit sequence number.
+    pub sent: u64,
+    pub sent_bytes: u64,
+    payload_octets: u32,
+    rtp_ts: u32,
+    /// Video: payload bytes per frame.
+    frame_bytes: usize,
+}
+
+/// The ICE/DTLS/SRTP half of a secure endpoint.
+struct Secure {
+    ice: IceAgent,
+    cert: DtlsCert,
+    dtls: Option<DtlsConn>,
+    dtls_started: bool,
+    /// Where DTLS goes: the selected remote, or (a server before ICE selects) where DTLS came from.
+    remote: Option<SocketAddr>,
+    tx: Option<SrtpContext>,
+    rx: Option<SrtpContext>,
+}
+
+enum Proto {
+    Secure(Box<Secure>),
+    Raw { relay: Option<SocketAddr> },
+}
+
+pub struct Endpoint {
+    pub index: u32,
+    pub group: u32,
+    pub sock: UdpSocket,
+    proto: Proto,
+    pub state: EndpointState,
+    pub detail: String,
+    pub outgoing: Vec<Outgoing>,
+    pub streams: Vec<StreamTracker>,
+    stream_index: HashMap<(u32, u32), usize>,
+    cname: Vec<u8>,
+    next_audio_ns: u64,
+    next_video_ns: u64,
+    next_rtcp_ns: u64,
+    /// Wheel tick this endpoint is scheduled at (`u64::MAX`: none).
+    pub wheel_tick: u64,
+    /// Set by control input (STUN, DTLS) so the protocol machines are drained afterwards.
+    control_input: bool,
+}
+
+impl Endpoint {
+    /// A secure endpoint on `sock`, answering as ICE controlled with `ice` credentials.
+    pub fn secure(
+        index: u32,
+        group: u32,
+        sock: UdpSocket,
+        ice: IceCredentials,
+        cert: DtlsCert,
+    ) -> Self {
+        // The password is CSPRNG output, so its hash is as good a tie-breaker as fresh random bytes.
+        let tie = ice
+            .pwd
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let mut agent = IceAgent::new(false, ice, tie);
+        agent.add_local_candidate(Candidate::host(sock.local_addr(), 65535));
+        let secure = Secure {
+            ice: agent,
+            cert,
+            dtls: None,
+            dtls_started: false,
+            remote: None,
+            tx: None,
+            rx: None,
+        };
+        Self::with_proto(index, group, sock, Proto::Secure(Box::new(secure)))
+    }
+
+    /// A raw endpoint: clear RTP-shaped packets to a relay, no ICE/DTLS/SRTP.
+    pub fn raw(index: u32, group: u32, sock: UdpSocket) -> Self {
+        Self::with_proto(index, group, sock, Proto::Raw { relay: None })
+    }
+
+    fn with_proto(index: u32, group: u32, sock: UdpSocket, proto: Proto) -> Self {
+        Endpoint {
+            index,
+            group,
+            sock,
+            proto,
+            state: EndpointState::New,
+            detail: String::new(),
+            outgoing: Vec::new(),
+            streams: Vec::new(),
+            stream_index: HashMap::new(),
+            cname: format!("loadgen-{index}").into_bytes(),
+            next_audio_ns: 0,
+            next_video_ns: 0,
+            next_rtcp_ns: 0,
+            wheel_tick: u64::MAX,
+            control_input: false,
+        }
+    }
+
+    pub fn local_candidates(&self) -> Vec<Candidate> {
+        match &self.proto {
+            Proto::Secure(s) => s.ice.local_candidates().to_vec(),
+            Proto::Raw { .. } => vec![Candidate::host(self.sock.local_addr(), 65535)],
+        }
+    }
+
+    fn fail(&mut self, detail: String, ctx: &mut Ctx) {
+        if self.state != EndpointState::Failed {
+            if self.state == EndpointState::Connected {
+                ctx.shared.connected_dec();
+            }
+            self.state = EndpointState::Failed;
+            self.detail = detail;
+            ctx.shared.failed_inc();
+        }
+    }
+
+    fn set_connected(&mut self, ctx: &mut Ctx) {
+        if self.state != EndpointState::Connected && self.state != EndpointState::Failed {
+            self.state = EndpointState::Connected;
+            ctx.shared.connected_inc();
+        }
+    }
+
+    /// The remote (bridge) description: starts ICE, and DTLS once a pair is selected.
+    pub fn connect(&mut self, now: Instant, remote: RemoteDescription, ctx: &mut Ctx) {
+        let Proto::Secure(s) = &mut self.proto else {
+            self.detail = "connect on a raw endpoint".into();
+            return;
+        };
+        if s.dtls.is_some() {
+            return; // one remote description per endpoint; ICE restarts are not emulated
+        }
+        let Some(role) = DtlsRole::from_remote_setup(&remote.setup) else {
+            let detail = format!("unknown remote DTLS setup {:?}", remote.setup);
+            self.fail(detail, ctx);
+            return;
+        };
+        match DtlsConn::new(&s.cert, role, remote.fingerprints) {
+            Ok(d) => s.dtls = Some(d),
+            Err(e) => {
+                self.fail(format!("dtls: {e}"), ctx);
+                return;
+            }
+        }
+        s.ice.set_remote_credentials(remote.ice);
+        for c in remote.candidates {
+            s.ice.add_remote_candidate(c);
+        }
+        // The agent starts checking on its next timeout call (see sluice_core::ice).
+        s.ice.handle_timeout(now);
+        self.state = EndpointState::Connecting;
+        self.control_input = true;
+    }
+
+    /// Raw mode: learn the relay and register with it (hello packets carry our group tag).
+    pub fn connect_raw(&mut self, relay: SocketAddr, ctx: &mut Ctx) {
+        let Proto::Raw { relay: r } = &mut self.proto else {
+            self.detail = "connect_raw on a secure endpoint".into();
+            return;
+        };
+        *r = Some(relay);
+        for _ in 0..RAW_HELLOS {
+            let Some(slot) = ctx.slot(&self.sock) else {
+                break;
+            };
+            payload::write_rtp_header(slot, false, PT_AUDIO, 0, 0, 0);
+            let n = payload::write_hello(&mut slot[RTP_HEADER_LEN..], self.group, self.index);
+            ctx.send.commit(RTP_HEADER_LEN + n, relay);
+        }
+        self.set_connected(ctx);
+    }
+
+    /// Replaces the SSRCs this endpoint sends (counts restart for new SSRCs only).
+    pub fn set_sources(&mut self, sources: &Sources, media: &MediaConfig) {
+        let mut out = Vec::new();
+        let mut add = |ssrc: u32, kind: Kind, layer: u8, frame_bytes: usize| {
+            if let Some(o) = self.outgoing.iter().find(|o| o.ssrc == ssrc) {
+                let mut o = o.clone();
+                o.frame_bytes = frame_bytes;
+                out.push(o);
+            } else {
+                out.push(Outgoing {
+                    ssrc,
+                    kind,
+                    layer,
+                    seq16: (ssrc as u16).wrapping_mul(31),
+                    sent: 0,
+                    sent_bytes: 0,
+                    payload_octets: 0,
+                    rtp_ts: ssrc.rotate_left(7),
+                    frame_bytes,
+                });
+            }
+        };
+        if media.audio {
+            if let Some(a) = sources.audio {
+                add(a, Kind::Audio, 0, 0);
+            }
+        }
+        if media.video {
+            let n = sources.video.len();
+            for (i, &ssrc) in sources.video.iter().enumerate() {
+                // Simulcast: each lower layer carries a quarter of the one above (≈ half the
+                // resolution in each dimension).
+                let shift = 2 * (n - 1 - i) as u32;
+                let bps = u64::from(media.video_bitrate_bps) >> shift.min(63);
+                let frame_bytes = (bps / 8 / u64::from(media.fps.max(1))) as usize;
+                add(ssrc, Kind::Video, i as u8, frame_bytes.max(HEADER_LEN));
+            }
+        }
+        self.outgoing = out;
+    }
+
+    /// Starts the media clock: audio, video and RTCP begin at a phase spread over one interval,
+    /// so thousands of endpoints do not send in the same millisecond.
+    pub fn start(&mut self, now_ns: u64, media: &MediaConfig) {
+        let h = u64::from(self.index).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20;
+        self.next_audio_ns = now_ns + h % media.audio_interval_ns().max(1);
+        self.next_video_ns = now_ns + h % media.frame_interval_ns().max(1);
+        self.next_rtcp_ns = now_ns + h % media.rtcp_interval_ns().max(1);
+    }
+
+    fn remote_for_media(&self) -> Option<SocketAddr> {
+        match &self.proto {
+            Proto::Secure(s) if s.tx.is_some() => s.remote,
+            Proto::Secure(_) => None,
+            Proto::Raw { relay } => *relay,
+        }
+    }
+
+    /// Runs due protocol timers and, while `sending`, due media. Output goes into `ctx.send`.
+    pub fn on_timer(&mut self, now: Instant, now_ns: u64, sending: bool, ctx: &mut Ctx) {
+        if let Proto::Secure(s) = &mut self.proto {
+            let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+            if due(s.ice.poll_timeout()) {
+                s.ice.handle_timeout(now);
+                self.control_input = true;
+            }
+            if s.dtls.as_ref().is_some_and(|d| due(d.poll_timeout())) {
+                if let Some(d) = &mut s.dtls {
+                    d.handle_timeout(now);
+                }
+                self.control_input = true;
+            }
+        }
+        self.drive(now, ctx);
+        if sending && self.state == EndpointState::Connected {
+            self.send_due_media(now_ns, ctx);
+        }
+    }
+
+    /// When this endpoint next needs `on_timer`, in CLOCK_MONOTONIC ns.
+    pub fn next_wake_ns(&self, now: Instant, now_ns: u64, sending: bool) -> Option<u64> {
+        let to_ns = |t: Instant| now_ns + t.saturating_duration_since(now).as_nanos() as u64;
+        let mut next: Option<u64> = None;
+        let mut at = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
+        if let Proto::Secure(s) = &self.proto {
+            if let Some(t) = s.ice.poll_timeout() {
+                at(to_ns(t));
+            }
+            if let Some(t) = s.dtls.as_ref().and_then(DtlsConn::poll_timeout) {
+                at(to_ns(t));
+            }
+        }
+        if sending && self.state == EndpointState::Connected {
+            let has = |k: Kind| self.outgoing.iter().any(|o| o.kind == k);
+            if has(Kind::Audio) {
+                at(self.next_audio_ns);
+            }
+            if has(Kind::Video) {
+                at(self.next_video_ns);
+            }
+            if matches!(self.proto, Proto::Secure(_)) && !self.outgoing.is_empty() {
+                at(self.next_rtcp_ns);
+            }
+        }
+        next
+    }
+
+    /// Drains the protocol machines after input or timers: transmits, events, DTLS start, keys.
+    fn drive(&mut self, now: Instant, ctx: &mut Ctx) {
+        if !std::mem::take(&mut self.control_input) {
+            return;
+        }
+        let Proto::Secure(s) = &mut self.proto else {
+            return;
+        };
+        let mut failure = None;
+        while let Some(t) = s.ice.poll_transmit() {
+            ctx.push(&self.sock, &t.contents, t.destination);
+            ctx.totals.stun_out += 1;
+        }
+        while let Some(ev) = s.ice.poll_event() {
+            match ev {
+                IceEvent::SelectedPair { remote, .. } => s.remote = Some(remote),
+                IceEvent::StateChanged(IceState::Failed) => failure = Some("ice failed".to_string()),
+                IceEvent::StateChanged(_) => {}
+            }
+        }
+        if let Some(d) = &mut s.dtls {
+            if !s.dtls_started && s.ice.selected_pair().is_some() {
+                s.dtls_started = true;
+                d.start(now);
+            }
+            if let Some(remote) = s.remote {
+                while let Some(datagram) = d.poll_transmit() {
+                    ctx.push(&self.sock, &datagram, remote);
+                    ctx.totals.dtls_out += 1;
+                }
+            }
+            let mut keys = None;
+            while let Some(ev) = d.poll_event() {
+                match ev {
+                    DtlsEvent::Connected(k) => keys = Some(k),
+                    DtlsEvent::Failed(e) => failure = Some(format!("dtls: {e}")),
+                    DtlsEvent::Closed => failure = Some("dtls closed by the remote".into()),
+                }
+            }
+            if let Some(k) = keys {
+                let made = SrtpProfile::from_dtls_name(k.profile.name())
+                    .ok_or(sluice_core::srtp::SrtpError::Crypto)
+                    .and_then(|p| {
+                        Ok((
+                            SrtpContext::new(p, &k.local_key, &k.local_salt)?,
+                            SrtpContext::new(p, &k.remote_key, &k.remote_salt)?,
+                        ))
+                    });
+                match made {
+                    Ok((tx, rx)) => {
+                        s.tx = Some(tx);
+                        s.rx = Some(rx);
+                    }
+                    Err(e) => failure = Some(format!("srtp: {e}")),
+                }
+            }
+        }
+        let ready = s.tx.is_some();
+        if let Some(f) = failure {
+            self.fail(f, ctx);
+        } else if ready {
+            self.set_connected(ctx);
+        }
+    }
+
+    /// One received datagram. `arrival_ns` was read right after the receive call.
+    pub fn on_datagram(
+        &mut self,
+        now: Instant,
+        arrival_ns: u64,
+        from: SocketAddr,
+        buf: &mut [u8],
+        ctx: &mut Ctx,
+    ) {
+        let wire = buf.len();
+        let local = self.sock.local_addr();
+        let kind = classify(buf);
+        let proto = &mut self.proto;
+        let len = match (proto, kind) {
+            (Proto::Secure(s), DatagramKind::Stun) => {
+                ctx.totals.stun_in += 1;
+                match StunMessage::parse(buf) {
+                    Ok(msg) => {
+                        let _ = s.ice.handle_stun(now, local, from, &msg);
+                    }
+                    Err(_) => ctx.totals.foreign += 1,
+                }
+                self.control_input = true;
+                return;
+            }
+            (Proto::Secure(s), DatagramKind::Dtls) => {
+                ctx.totals.dtls_in += 1;
+                match &mut s.dtls {
+                    Some(d) => {
+                        if s.remote.is_none() {
+                            s.remote = Some(from);
+                        }
+                        d.handle_datagram(now, buf);
+                    }
+                    None => ctx.totals.foreign += 1,
+                }
+                self.control_input = true;
+                return;
+            }
+            (Proto::Secure(s), DatagramKind::Rtcp) => {
+                match s.rx.as_mut().map(|rx| rx.unprotect_rtcp(buf)) {
+                    Some(Ok(_)) => ctx.totals.recv_rtcp += 1,
+                    _ => ctx.totals.decrypt_failures += 1,
+                }
+                return;
+            }
+            (Proto::Secure(s), DatagramKind::Rtp) => match s.rx.as_mut().map(|rx| rx.unprotect_rtp(buf)) {
+                Some(Ok(len)) => len,
+                _ => {
+                    ctx.totals.decrypt_failures += 1;
+                    return;
+                }
+            },
+            (Proto::Raw { .. }, DatagramKind::Rtp) => wire,
+            _ => {
+                ctx.totals.foreign += 1;
+                return;
+            }
+        };
+        let Some(pkt) = buf.get(..len) else {
+            ctx.totals.integrity_failures += 1;
+            return;
+        };
+        self.on_media(pkt, wire, arrival_ns, ctx);
+    }
+
+    fn on_media(&mut self, pkt: &[u8], wire: usize, arrival_ns: u64, ctx: &mut Ctx) {
+        let fields = match RtpView::parse(pkt).map(|v| payload::verify(v.payload())) {
+            Ok(Ok(f)) => f,
+            Ok(Err(PayloadError::Hello)) => {
+                ctx.totals.hello += 1;
+                return;
+            }
+            _ => {
+                ctx.totals.integrity_failures += 1;
+                return;
+            }
+        };
+        if fields.group != self.group || fields.sender == self.index {
+            ctx.totals.misrouted += 1;
+            return;
+        }
+        ctx.totals.recv_packets += 1;
+        ctx.totals.recv_bytes += wire as u64;
+        let key = (fields.sender, fields.ssrc);
+        let idx = match self.stream_index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.streams.push(StreamTracker::new(
+                    fields.sender,
+                    fields.ssrc,
+                    fields.kind == Kind::Video,
+                ));
+                self.stream_index.insert(key, self.streams.len() - 1);
+                self.streams.len() - 1
+            }
+        };
+        let t = &mut self.streams[idx];
+        let before = t.highest;
+        let first = t.received == 0;
+        let arrival = t.on_packet(fields.seq, wire);
+        let gap_delta: i64 = match arrival {
+            Arrival::InOrder if !first => (t.highest - before - 1) as i64,
+            Arrival::InOrder => 0,
+            Arrival::Reordered | Arrival::Late => -1,
+            Arrival::Duplicate => return,
+        };
+        let latency = arrival_ns.saturating_sub(fields.send_ns);
+        t.on_latency(latency);
+        ctx.on_received(fields.kind, wire, latency, gap_delta, arrival_ns);
+    }
+
+    /// Called after a batch of input: drains protocol output if control traffic arrived.
+    pub fn after_input(&mut self, now: Instant, ctx: &mut Ctx) {
+        self.drive(now, ctx);
+    }
+
+    fn send_due_media(&mut self, now_ns: u64, ctx: &mut Ctx) {
+        let Some(remote) = self.remote_for_media() else {
+            return;
+        };
+        let media = ctx.media;
+        let frame = media.frame_interval_ns();
+        let audio = media.audio_interval_ns();
+        let rtcp = media.rtcp_interval_ns();
+        let has_audio = self.outgoing.iter().any(|o| o.kind == Kind::Audio);
+        let has_video = self.outgoing.iter().any(|o| o.kind == Kind::Video);
+        if has_audio {
+            catch_up(&mut self.next_audio_ns, now_ns, audio, &mut ctx.totals.schedule_resets);
+            while self.next_audio_ns <= now_ns {
+                self.next_audio_ns += audio;
+                let send_ns = payload::mono_ns();
+                for i in 0..self.outgoing.len() {
+                    if self.outgoing[i].kind == Kind::Audio {
+                        let size = media.audio_packet_size.max(RTP_HEADER_LEN + HEADER_LEN);
+                        self.send_packet(i, true, size - RTP_HEADER_LEN, send_ns, remote, ctx);
+                        self.outgoing[i].rtp_ts = self.outgoing[i]
+                            .rtp_ts
+                            .wrapping_add((AUDIO_CLOCK * audio / 1_000_000_000) as u32);
+                    }
+                }
+            }
+        }
+        if has_video {
+            catch_up(&mut self.next_video_ns, now_ns, frame, &mut ctx.totals.schedule_resets);
+            let max_payload = media.video_packet_size.max(RTP_HEADER_LEN + HEADER_LEN) - RTP_HEADER_LEN;
+            while self.next_video_ns <= now_ns {
+                self.next_video_ns += frame;
+                let send_ns = payload::mono_ns();
+                for i in 0..self.outgoing.len() {
+                    if self.outgoing[i].kind != Kind::Video {
+                        continue;
+                    }
+                    let bytes = self.outgoing[i].frame_bytes;
+                    let packets = bytes.div_ceil(max_payload).max(1);
+                    let each = (bytes / packets).max(HEADER_LEN);
+                    for p in 0..packets {
+                        self.send_packet(i, p + 1 == packets, each, send_ns, remote, ctx);
+                    }
+                    self.outgoing[i].rtp_ts = self.outgoing[i]
+                        .rtp_ts
+                        .wrapping_add((VIDEO_CLOCK * frame / 1_000_000_000) as u32);
+                }
+            }
+        }
+        if matches!(self.proto, Proto::Secure(_)) && self.next_rtcp_ns <= now_ns {
+            self.next_rtcp_ns = now_ns + rtcp;
+            self.send_sender_reports(remote, ctx);
+        }
+    }
+
+    fn send_packet(
+        &mut self,
+        i: usize,
+        marker: bool,
+        payload_len: usize,
+        send_ns: u64,
+        remote: SocketAddr,
+        ctx: &mut Ctx,
+    ) {
+        let (index, group) = (self.index, self.group);
+        let o = &mut self.outgoing[i];
+        let Some(slot) = ctx.slot(&self.sock) else {
+            return;
+        };
+        let pt = if o.kind == Kind::Audio { PT_AUDIO } else { PT_VIDEO };
+        payload::write_rtp_header(slot, marker, pt, o.seq16, o.rtp_ts, o.ssrc);
+        payload::write(
+            &mut slot[RTP_HEADER_LEN..],
+            payload_len,
+            &Fields {
+                group,
+                sender: index,
+                ssrc: o.ssrc,
+                seq: o.sent,
+                send_ns,
+                kind: o.kind,
+                layer: o.layer,
+            },
+        );
+        let plain = RTP_HEADER_LEN + payload_len;
+        let len = match &mut self.proto {
+            Proto::Secure(s) => match s.tx.as_mut().map(|tx| tx.protect_rtp(slot, plain)) {
+                Some(Ok(n)) => n,
+                _ => {
+                    ctx.totals.protect_failures += 1;
+                    return;
+                }
+            },
+            Proto::Raw { .. } => plain,
+        };
+        ctx.send.commit(len, remote);
+        o.sent += 1;
+        o.sent_bytes += len as u64;
+        o.seq16 = o.seq16.wrapping_add(1);
+        o.payload_octets = o.payload_octets.wrapping_add(payload_len as u32);
+        ctx.on_sent(len, send_ns);
+    }
+
+    /// RFC 3550 6.4.1: one SR (+ SDES CNAME, 6.1 compound rule) per sent SSRC.
+    fn send_sender_reports(&mut self, remote: SocketAddr, ctx: &mut Ctx) {
+        let Proto::Secure(s) = &mut self.proto else {
+            return;
+        };
+        let Some(tx) = s.tx.as_mut() else {
+            return;
+        };
+        let ntp = ntp_from_system_time(SystemTime::now());
+        for o in &self.outgoing {
+            let Some(slot) = ctx.slot(&self.sock) else {
+                return;
+            };
+            let Ok(sr) = write_sender_report(
+                slot,
+                o.ssrc,
+                ntp,
+                o.rtp_ts,
+                o.sent as u32,
+                o.payload_octets,
+                &[],
+            ) else {
+                continue;
+            };
+            let Ok(sdes) = write_sdes_cname(&mut slot[sr..], o.ssrc, &self.cname) else {
+                continue;
+            };
+            if let Ok(n) = tx.protect_rtcp(slot, sr + sdes) {
+                ctx.send.commit(n, remote);
+                ctx.totals.sent_rtcp += 1;
+            }
+        }
+    }
+}
+
+/// Keeps a periodic deadline from falling far behind (after a stall, skip instead of bursting).
+fn catch_up(next: &mut u64, now_ns: u64, interval: u64, resets: &mut u64) {
+    if now_ns > *next + MAX_CATCH_UP_NS.max(interval) {
+        *next = now_ns;
+        *resets += 1;
+    }
+}

@@ -1,0 +1,406 @@
+//! Sluice load generator: emulated endpoints in the client role of the same sans-IO machines the
+//! bridge runs (`sluice_core::ice` controlled, `dtls`, `srtp`), thousands per process on a few
+//! worker threads, and a raw UDP relay to measure the physical limit against.
+//!
+//! # Use
+//! 1. [`LoadGen::new`], then [`LoadGen::create_endpoints`] per group (conference): each endpoint
+//!    reports its ICE credentials, DTLS fingerprint (sha-256, setup `active`) and host candidate.
+//! 2. Allocate the endpoints on the bridge (Colibri2), then hand each endpoint the bridge's side
+//!    ([`LoadGen::connect`]) and the SSRCs it sends ([`LoadGen::set_sources`]). In raw mode,
+//!    [`LoadGen::connect_raw`] names the relay instead.
+//! 3. Wait for [`LoadGen::connected`], [`LoadGen::start`], let it run, [`LoadGen::stop`] with a
+//!    drain time, and read [`LoadGen::snapshot`] (as JSON with [`Snapshot::to_json`]).
+//!
+//! # What is measured
+//! Every packet's payload carries its sender, ssrc, a 64-bit sequence number, the send time
+//! (CLOCK_MONOTONIC, same host) and a CRC-32 (see [`payload`]). Receivers verify it and track loss,
+//! reordering, duplicates and one-way latency per (sender, ssrc). Each receiver is expected to get
+//! every stream of every other member of its group (what the bridge does today: forward all). Loss is
+//! `sent - received` per stream once sending stopped and in-flight packets drained; while running,
+//! only sequence gaps are known.
+//!
+//! Latency is taken when the batch is read from the socket, so it includes the load generator's own
+//! scheduling delay; with the generator and the bridge sharing two cores, treat p99 as an upper bound.
+
+pub mod endpoint;
+pub mod histogram;
+pub mod payload;
+pub mod relay;
+pub mod stats;
+pub mod track;
+mod worker;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sluice_core::dtls::{DtlsCert, Fingerprint, HashAlg};
+use sluice_core::ice::{Candidate, IceCredentials};
+use sluice_core::io::UdpSocket;
+use sluice_core::seam::Queue;
+
+use endpoint::Endpoint;
+pub use endpoint::EndpointState;
+pub use payload::Kind;
+pub use stats::{Latency, Snapshot, StreamStats, Totals};
+use worker::{Cmd, Shared, Worker};
+
+/// Whether endpoints speak ICE/DTLS/SRTP to a bridge or clear RTP to the raw relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Secure,
+    Raw,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Secure => "secure",
+            Mode::Raw => "raw",
+        }
+    }
+}
+
+/// What every endpoint sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaConfig {
+    pub audio: bool,
+    pub video: bool,
+    /// Bitrate of the top video layer, bits/s. With simulcast, layer i of n sends
+    /// `top / 4^(n-1-i)`.
+    pub video_bitrate_bps: u32,
+    pub fps: u32,
+    /// Largest video packet before SRTP, RTP header included (frames are split evenly below it).
+    pub video_packet_size: usize,
+    /// Audio packet size before SRTP, RTP header included.
+    pub audio_packet_size: usize,
+    /// Audio packet interval (20 ms: 50 packets/s).
+    pub audio_interval_ms: u32,
+    /// Sender report interval per sent SSRC (secure mode).
+    pub rtcp_interval_ms: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            audio: true,
+            video: true,
+            video_bitrate_bps: 1_000_000,
+            fps: 30,
+            video_packet_size: 1200,
+            audio_packet_size: 100,
+            audio_interval_ms: 20,
+            rtcp_interval_ms: 1000,
+        }
+    }
+}
+
+impl MediaConfig {
+    pub fn frame_interval_ns(&self) -> u64 {
+        1_000_000_000 / u64::from(self.fps.max(1))
+    }
+    pub fn audio_interval_ns(&self) -> u64 {
+        u64::from(self.audio_interval_ms.max(1)) * 1_000_000
+    }
+    pub fn rtcp_interval_ns(&self) -> u64 {
+        u64::from(self.rtcp_interval_ms.max(1)) * 1_000_000
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadGenConfig {
+    /// Worker threads the endpoints are spread over.
+    pub threads: usize,
+    /// Address every endpoint socket binds to (its host candidate).
+    pub bind_ip: IpAddr,
+    pub mode: Mode,
+    pub media: MediaConfig,
+}
+
+impl Default for LoadGenConfig {
+    fn default() -> Self {
+        LoadGenConfig {
+            threads: 1,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mode: Mode::Secure,
+            media: MediaConfig::default(),
+        }
+    }
+}
+
+/// The SSRCs one endpoint sends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sources {
+    pub audio: Option<u32>,
+    /// One per simulcast layer, lowest first.
+    pub video: Vec<u32>,
+}
+
+impl Sources {
+    /// Distinct SSRCs derived from the endpoint index: audio and `layers` video SSRCs.
+    pub fn for_endpoint(index: u32, layers: usize) -> Self {
+        let base = 0x1000_0000u32.wrapping_add(index.wrapping_mul(8));
+        Sources {
+            audio: Some(base),
+            video: (0..layers.min(7) as u32).map(|l| base + 1 + l).collect(),
+        }
+    }
+}
+
+/// The bridge's side of one endpoint's transport.
+#[derive(Clone, Debug)]
+pub struct RemoteDescription {
+    pub ice: IceCredentials,
+    pub candidates: Vec<Candidate>,
+    /// Every fingerprint it announced (any supported one may match).
+    pub fingerprints: Vec<Fingerprint>,
+    /// Its a=setup: "actpass" or "passive" makes us the DTLS client, "active" the server.
+    pub setup: String,
+}
+
+/// One endpoint's side, to put into the Colibri2 endpoint transport.
+#[derive(Clone, Debug)]
+pub struct LocalDescription {
+    pub index: u32,
+    pub group: u32,
+    pub ice: IceCredentials,
+    pub fingerprint: Fingerprint,
+    /// Our a=setup: we offer to be the DTLS client, as browsers answering Jitsi do.
+    pub setup: &'static str,
+    pub candidates: Vec<Candidate>,
+}
+
+struct WorkerHandle {
+    commands: Arc<Queue<Cmd>>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The controller: creates endpoints, routes control to their workers, merges reports.
+pub struct LoadGen {
+    config: LoadGenConfig,
+    /// One certificate for all endpoints: the bridge checks each fingerprint, and one key pair keeps
+    /// setting up thousands of endpoints cheap.
+    cert: DtlsCert,
+    workers: Vec<WorkerHandle>,
+    endpoints: u32,
+    started: Option<Instant>,
+    sending: bool,
+    stopped: bool,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl LoadGen {
+    pub fn new(config: LoadGenConfig) -> io::Result<Self> {
+        raise_fd_limit();
+        let cert = DtlsCert::generate().map_err(|e| io::Error::other(e.to_string()))?;
+        let mut workers = Vec::new();
+        for i in 0..config.threads.max(1) {
+            let commands = Arc::new(Queue::new()?);
+            let shared = Arc::new(Shared::default());
+            let worker = Worker::new(commands.clone(), config.media, shared.clone())?;
+            let thread = std::thread::Builder::new()
+                .name(format!("loadgen-{i}"))
+                .spawn(move || worker.run())?;
+            workers.push(WorkerHandle {
+                commands,
+                shared,
+                thread: Some(thread),
+            });
+        }
+        Ok(LoadGen {
+            config,
+            cert,
+            workers,
+            endpoints: 0,
+            started: None,
+            sending: false,
+            stopped: false,
+        })
+    }
+
+    pub fn config(&self) -> &LoadGenConfig {
+        &self.config
+    }
+
+    /// Endpoint `index` lives on worker `index % threads` at position `index / threads`.
+    fn route(&self, index: u32) -> io::Result<(&WorkerHandle, usize)> {
+        if index >= self.endpoints {
+            return Err(invalid(format!("no endpoint {index}")));
+        }
+        let n = self.workers.len() as u32;
+        Ok((&self.workers[(index % n) as usize], (index / n) as usize))
+    }
+
+    /// Creates `n` endpoints in `group`, each on its own socket; returns their descriptions.
+    pub fn create_endpoints(&mut self, n: usize, group: u32) -> io::Result<Vec<LocalDescription>> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let index = self.endpoints;
+            let sock = UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?;
+            let ice = IceCredentials::random();
+            let ep = match self.config.mode {
+                Mode::Secure => Endpoint::secure(index, group, sock, ice.clone(), self.cert.clone()),
+                Mode::Raw => Endpoint::raw(index, group, sock),
+            };
+            out.push(LocalDescription {
+                index,
+                group,
+                ice,
+                fingerprint: self.cert.fingerprint(HashAlg::Sha256),
+                setup: "active",
+                candidates: ep.local_candidates(),
+            });
+            let w = &self.workers[(index as usize) % self.workers.len()];
+            w.commands.push(Cmd::Add(Box::new(ep)));
+            self.endpoints += 1;
+        }
+        Ok(out)
+    }
+
+    /// Gives endpoint `index` the bridge's transport; ICE and DTLS start at once.
+    pub fn connect(&self, index: u32, remote: RemoteDescription) -> io::Result<()> {
+        if self.config.mode != Mode::Secure {
+            return Err(invalid("connect needs secure mode".into()));
+        }
+        if remote.fingerprints.is_empty() {
+            return Err(invalid("no DTLS fingerprint".into()));
+        }
+        let (w, local) = self.route(index)?;
+        w.commands.push(Cmd::Connect { local, remote });
+        Ok(())
+    }
+
+    /// Raw mode: endpoint `index` sends to (and registers with) the relay at `relay`.
+    pub fn connect_raw(&self, index: u32, relay: SocketAddr) -> io::Result<()> {
+        if self.config.mode != Mode::Raw {
+            return Err(invalid("connect_raw needs raw mode".into()));
+        }
+        let (w, local) = self.route(index)?;
+        w.commands.push(Cmd::ConnectRaw { local, relay });
+        Ok(())
+    }
+
+    /// The SSRCs endpoint `index` sends (replaces the previous set).
+    pub fn set_sources(&self, index: u32, sources: Sources) -> io::Result<()> {
+        let (w, local) = self.route(index)?;
+        w.commands.push(Cmd::SetSources { local, sources });
+        Ok(())
+    }
+
+    pub fn endpoints(&self) -> usize {
+        self.endpoints as usize
+    }
+
+    /// Endpoints with media ready (SRTP keys, or a relay address in raw mode).
+    pub fn connected(&self) -> usize {
+        self.workers.iter().map(|w| w.shared.connected()).sum()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.workers.iter().map(|w| w.shared.failed()).sum()
+    }
+
+    /// Waits until every endpoint is connected (true) or one failed or the timeout passed (false).
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.connected() >= self.endpoints() {
+                return true;
+            }
+            if self.failed() > 0 || Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts sending on every endpoint (connected ones send; the rest join when connected).
+    pub fn start(&mut self) {
+        let epoch_ns = payload::mono_ns();
+        self.started = Some(Instant::now());
+        self.sending = true;
+        self.stopped = false;
+        for w in &self.workers {
+            w.commands.push(Cmd::Start { epoch_ns });
+        }
+    }
+
+    /// Stops sending, then keeps receiving for `drain` so in-flight packets are counted.
+    pub fn stop(&mut self, drain: Duration) {
+        for w in &self.workers {
+            w.commands.push(Cmd::Stop);
+        }
+        std::thread::sleep(drain);
+        self.sending = false;
+        self.stopped = true;
+    }
+
+    /// Merges every worker's counters. `detail` adds per-stream, per-endpoint and per-second lists.
+    pub fn snapshot(&self, detail: bool) -> Snapshot {
+        let (tx, rx) = mpsc::channel();
+        for w in &self.workers {
+            w.commands.push(Cmd::Report {
+                series: detail,
+                reply: tx.clone(),
+            });
+        }
+        drop(tx);
+        let mut reports = Vec::with_capacity(self.workers.len());
+        while let Ok(r) = rx.recv_timeout(Duration::from_secs(10)) {
+            reports.push(r);
+            if reports.len() == self.workers.len() {
+                break;
+            }
+        }
+        let elapsed = self
+            .started
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        Snapshot::build(
+            self.config.mode.as_str(),
+            reports,
+            elapsed,
+            self.sending,
+            self.stopped,
+            self.connected(),
+            self.failed(),
+            detail,
+        )
+    }
+
+    /// Stops the workers and closes every socket.
+    pub fn shutdown(&mut self) {
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                w.commands.push(Cmd::Shutdown);
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for LoadGen {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One socket per endpoint: lift the soft descriptor limit to the hard one (best effort).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on a live local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

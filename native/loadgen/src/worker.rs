@@ -1,0 +1,452 @@
+//! A worker thread: owns a share of the endpoints and runs them with epoll (one socket per
+//! endpoint), recvmmsg/sendmmsg batches and a timer wheel. Control arrives on a queue; nothing on
+//! the packet path takes a lock or allocates in steady state.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_core::io::{RecvBatch, SendBatch, UdpSocket, MAX_DATAGRAM};
+use sluice_core::seam::Queue;
+
+use crate::endpoint::Endpoint;
+use crate::histogram::Histogram;
+use crate::payload::{mono_ns, Kind};
+use crate::stats::{EndpointReport, OutgoingReport, Second, Totals, WorkerReport};
+use crate::{MediaConfig, RemoteDescription, Sources};
+
+/// Datagrams per recvmmsg/sendmmsg.
+pub const BATCH: usize = 64;
+/// Receive batches per readable socket per turn, so one busy socket cannot starve the others.
+const RECV_ROUNDS: usize = 4;
+/// Timer wheel resolution and size (about 4 s ahead; later deadlines are re-checked on the way).
+const TICK_NS: u64 = 1_000_000;
+const SLOTS: u64 = 4096;
+/// Longest epoll sleep.
+const MAX_SLEEP_MS: u64 = 50;
+/// epoll user data for the command queue.
+const CMD_TOKEN: u64 = u64::MAX;
+
+/// Counters every worker shares with the controller without a round trip.
+#[derive(Default)]
+pub struct Shared {
+    connected: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl Shared {
+    pub fn connected(&self) -> usize {
+        self.connected.load(Ordering::Relaxed)
+    }
+    pub fn failed(&self) -> usize {
+        self.failed.load(Ordering::Relaxed)
+    }
+    pub fn connected_inc(&self) {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn connected_dec(&self) {
+        self.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn failed_inc(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub enum Cmd {
+    Add(Box<Endpoint>),
+    Connect {
+        local: usize,
+        remote: RemoteDescription,
+    },
+    ConnectRaw {
+        local: usize,
+        relay: SocketAddr,
+    },
+    SetSources {
+        local: usize,
+        sources: Sources,
+    },
+    Start {
+        epoch_ns: u64,
+    },
+    Stop,
+    Report {
+        series: bool,
+        reply: mpsc::Sender<WorkerReport>,
+    },
+    Shutdown,
+}
+
+/// Everything an endpoint writes to besides itself.
+pub struct Ctx {
+    pub send: SendBatch,
+    pub totals: Totals,
+    pub media: MediaConfig,
+    pub shared: Arc<Shared>,
+    pub latency: Histogram,
+    pub latency_audio: Histogram,
+    pub latency_video: Histogram,
+    /// Per-second series from `epoch_ns` (set at start).
+    pub series: Vec<Second>,
+    pub epoch_ns: Option<u64>,
+}
+
+impl Ctx {
+    /// A free egress slot, flushing the batch to `sock` first if it is full.
+    #[inline]
+    pub fn slot(&mut self, sock: &UdpSocket) -> Option<&mut [u8; MAX_DATAGRAM]> {
+        if self.send.is_full() {
+            sock.send_batch(&mut self.send);
+        }
+        self.send.slot()
+    }
+
+    pub fn push(&mut self, sock: &UdpSocket, data: &[u8], to: SocketAddr) {
+        if self.send.is_full() {
+            sock.send_batch(&mut self.send);
+        }
+        self.send.push(data, to);
+    }
+
+    fn second(&mut self, at_ns: u64) -> Option<&mut Second> {
+        let epoch = self.epoch_ns?;
+        let i = (at_ns.saturating_sub(epoch) / 1_000_000_000) as usize;
+        if i >= self.series.len() {
+            // One entry per second of the run: amortised, not per packet.
+            self.series.resize_with(i + 1, Second::default);
+        }
+        self.series.get_mut(i)
+    }
+
+    #[inline]
+    pub fn on_sent(&mut self, bytes: usize, at_ns: u64) {
+        self.totals.sent_packets += 1;
+        self.totals.sent_bytes += bytes as u64;
+        if let Some(s) = self.second(at_ns) {
+            s.sent_packets += 1;
+            s.sent_bytes += bytes as u64;
+        }
+    }
+
+    #[inline]
+    pub fn on_received(&mut self, kind: Kind, bytes: usize, latency_ns: u64, gap: i64, at_ns: u64) {
+        self.latency.record(latency_ns);
+        match kind {
+            Kind::Audio => self.latency_audio.record(latency_ns),
+            Kind::Video => self.latency_video.record(latency_ns),
+        }
+        if let Some(s) = self.second(at_ns) {
+            s.recv_packets += 1;
+            s.recv_bytes += bytes as u64;
+            s.gap_lost += gap;
+            s.latency.record(latency_ns);
+        }
+    }
+}
+
+/// Deadlines in 1 ms ticks. Entries are endpoint indices; an entry whose endpoint has since been
+/// rescheduled elsewhere is skipped when it comes up.
+struct Wheel {
+    slots: Vec<Vec<u32>>,
+    /// First tick not yet processed.
+    next_tick: u64,
+}
+
+impl Wheel {
+    fn new(now_ns: u64) -> Self {
+        Wheel {
+            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            next_tick: now_ns / TICK_NS,
+        }
+    }
+
+    /// Files `ep` at `at_ns` (clamped into the wheel's horizon) and returns the tick used.
+    fn schedule(&mut self, ep: u32, at_ns: u64) -> u64 {
+        let tick = (at_ns / TICK_NS).clamp(self.next_tick, self.next_tick + SLOTS - 1);
+        self.slots[(tick % SLOTS) as usize].push(ep);
+        tick
+    }
+
+    /// Moves every entry of ticks up to `now_ns` into `due` as (endpoint, tick).
+    fn advance(&mut self, now_ns: u64, due: &mut Vec<(u32, u64)>) {
+        let now_tick = now_ns / TICK_NS;
+        // After a long stall, one lap covers every slot.
+        let start = self.next_tick.max((now_tick + 1).saturating_sub(SLOTS));
+        for tick in start..=now_tick {
+            let slot = &mut self.slots[(tick % SLOTS) as usize];
+            due.extend(slot.drain(..).map(|ep| (ep, tick)));
+        }
+        self.next_tick = self.next_tick.max(now_tick + 1);
+    }
+
+    /// Milliseconds until the next non-empty tick (looking a little way ahead), capped.
+    fn timeout_ms(&self, now_ns: u64) -> i32 {
+        let now_tick = now_ns / TICK_NS;
+        for tick in self.next_tick..self.next_tick + MAX_SLEEP_MS {
+            if !self.slots[(tick % SLOTS) as usize].is_empty() {
+                return tick.saturating_sub(now_tick) as i32;
+            }
+        }
+        MAX_SLEEP_MS as i32
+    }
+}
+
+pub struct Worker {
+    endpoints: Vec<Endpoint>,
+    epoll: OwnedFd,
+    commands: Arc<Queue<Cmd>>,
+    recv: RecvBatch,
+    ctx: Ctx,
+    wheel: Wheel,
+    sending: bool,
+    due: Vec<(u32, u64)>,
+}
+
+impl Worker {
+    pub fn new(commands: Arc<Queue<Cmd>>, media: MediaConfig, shared: Arc<Shared>) -> io::Result<Self> {
+        // SAFETY: plain epoll_create1(2); the result is checked.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        epoll_add(epoll.as_raw_fd(), commands.fd(), CMD_TOKEN)?;
+        Ok(Worker {
+            endpoints: Vec::new(),
+            epoll,
+            commands,
+            recv: RecvBatch::new(BATCH),
+            ctx: Ctx {
+                send: SendBatch::new(BATCH),
+                totals: Totals::default(),
+                media,
+                shared,
+                latency: Histogram::new(),
+                latency_audio: Histogram::new(),
+                latency_video: Histogram::new(),
+                series: Vec::new(),
+                epoch_ns: None,
+            },
+            wheel: Wheel::new(mono_ns()),
+            sending: false,
+            due: Vec::new(),
+        })
+    }
+
+    pub fn run(mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut cmds = Vec::new();
+        loop {
+            let timeout = self.wheel.timeout_ms(mono_ns());
+            // SAFETY: `events` is a live array of the given length.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as libc::c_int,
+                    timeout,
+                )
+            };
+            let now = Instant::now();
+            let now_ns = mono_ns();
+            for ev in events.iter().take(n.max(0) as usize) {
+                let token = ev.u64;
+                if token == CMD_TOKEN {
+                    self.commands.drain_into(&mut cmds);
+                    for cmd in cmds.drain(..) {
+                        if !self.handle_command(now, now_ns, cmd) {
+                            return;
+                        }
+                    }
+                } else {
+                    self.on_readable(token as usize, now);
+                }
+            }
+            self.run_timers(now, mono_ns());
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant, now_ns: u64) {
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(now_ns, &mut due);
+        for &(idx, tick) in &due {
+            let i = idx as usize;
+            let Some(ep) = self.endpoints.get_mut(i) else {
+                continue;
+            };
+            if ep.wheel_tick > tick {
+                continue; // stale: rescheduled to a later tick
+            }
+            ep.wheel_tick = u64::MAX;
+            ep.on_timer(now, now_ns, self.sending, &mut self.ctx);
+            self.flush(i);
+            self.reschedule(i, now, now_ns);
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    fn flush(&mut self, i: usize) {
+        if !self.ctx.send.is_empty() {
+            self.endpoints[i].sock.send_batch(&mut self.ctx.send);
+        }
+    }
+
+    /// Files endpoint `i` at its next deadline if that is earlier than where it is filed now.
+    fn reschedule(&mut self, i: usize, now: Instant, now_ns: u64) {
+        let ep = &mut self.endpoints[i];
+        let Some(at) = ep.next_wake_ns(now, now_ns, self.sending) else {
+            return;
+        };
+        let tick = at / TICK_NS;
+        if ep.wheel_tick != u64::MAX && ep.wheel_tick <= tick {
+            return;
+        }
+        ep.wheel_tick = self.wheel.schedule(i as u32, at);
+    }
+
+    fn on_readable(&mut self, i: usize, now: Instant) {
+        let Some(ep) = self.endpoints.get_mut(i) else {
+            return;
+        };
+        for _ in 0..RECV_ROUNDS {
+            let n = match ep.sock.recv_batch(&mut self.recv) {
+                Ok(n) => n,
+                Err(_) => {
+                    // E.g. an ICMP error queued on the socket: nothing to read this time.
+                    self.ctx.totals.recv_errors += 1;
+                    0
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let arrival_ns = mono_ns();
+            for k in 0..n {
+                match self.recv.get_mut(k) {
+                    Some((buf, from)) => ep.on_datagram(now, arrival_ns, from, buf, &mut self.ctx),
+                    None => self.ctx.totals.foreign += 1,
+                }
+            }
+            if n < self.recv.capacity() {
+                break;
+            }
+        }
+        ep.after_input(now, &mut self.ctx);
+        self.flush(i);
+        self.reschedule(i, now, mono_ns());
+    }
+
+    fn handle_command(&mut self, now: Instant, now_ns: u64, cmd: Cmd) -> bool {
+        let touched = match cmd {
+            Cmd::Add(ep) => {
+                let i = self.endpoints.len();
+                if epoll_add(self.epoll.as_raw_fd(), ep.sock.as_raw_fd(), i as u64).is_err() {
+                    self.ctx.totals.setup_errors += 1;
+                }
+                self.endpoints.push(*ep);
+                Some(i)
+            }
+            Cmd::Connect { local, remote } => self.endpoints.get_mut(local).map(|ep| {
+                ep.connect(now, remote, &mut self.ctx);
+                ep.after_input(now, &mut self.ctx);
+                local
+            }),
+            Cmd::ConnectRaw { local, relay } => self.endpoints.get_mut(local).map(|ep| {
+                ep.connect_raw(relay, &mut self.ctx);
+                local
+            }),
+            Cmd::SetSources { local, sources } => {
+                let media = self.ctx.media;
+                self.endpoints.get_mut(local).map(|ep| {
+                    ep.set_sources(&sources, &media);
+                    local
+                })
+            }
+            Cmd::Start { epoch_ns } => {
+                self.sending = true;
+                self.ctx.epoch_ns = Some(epoch_ns);
+                let media = self.ctx.media;
+                for i in 0..self.endpoints.len() {
+                    self.endpoints[i].start(now_ns, &media);
+                    self.reschedule(i, now, now_ns);
+                }
+                None
+            }
+            Cmd::Stop => {
+                self.sending = false;
+                None
+            }
+            Cmd::Report { series, reply } => {
+                let _ = reply.send(self.report(series));
+                None
+            }
+            Cmd::Shutdown => return false,
+        };
+        if let Some(i) = touched {
+            self.flush(i);
+            self.reschedule(i, now, now_ns);
+        }
+        true
+    }
+
+    fn report(&self, series: bool) -> WorkerReport {
+        let mut totals = self.ctx.totals;
+        totals.recv_calls = self.recv.calls;
+        totals.recv_syscall_packets = self.recv.packets;
+        totals.send_calls = self.ctx.send.calls;
+        totals.send_syscall_packets = self.ctx.send.packets;
+        totals.send_failed = self.ctx.send.dropped;
+        WorkerReport {
+            totals,
+            latency: self.ctx.latency.clone(),
+            latency_audio: self.ctx.latency_audio.clone(),
+            latency_video: self.ctx.latency_video.clone(),
+            series: if series {
+                self.ctx.series.clone()
+            } else {
+                Vec::new()
+            },
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|ep| EndpointReport {
+                    index: ep.index,
+                    group: ep.group,
+                    state: ep.state,
+                    detail: ep.detail.clone(),
+                    outgoing: ep
+                        .outgoing
+                        .iter()
+                        .map(|o| OutgoingReport {
+                            ssrc: o.ssrc,
+                            kind: o.kind,
+                            sent: o.sent,
+                            sent_bytes: o.sent_bytes,
+                        })
+                        .collect(),
+                    streams: ep.streams.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn epoll_add(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: `ev` is a live epoll_event; both descriptors are open.
+    let rc = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
