@@ -117,10 +117,9 @@ impl Endpoint {
         cert: DtlsCert,
     ) -> Self {
         // The password is CSPRNG output, so its hash is as good a tie-breaker as fresh random bytes.
-        let tie = ice
-            .pwd
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let tie = ice.pwd.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         let mut agent = IceAgent::new(false, ice, tie);
         agent.add_local_candidate(Candidate::host(sock.local_addr(), 65535));
         let secure = Secure {
@@ -357,7 +356,9 @@ impl Endpoint {
         while let Some(ev) = s.ice.poll_event() {
             match ev {
                 IceEvent::SelectedPair { remote, .. } => s.remote = Some(remote),
-                IceEvent::StateChanged(IceState::Failed) => failure = Some("ice failed".to_string()),
+                IceEvent::StateChanged(IceState::Failed) => {
+                    failure = Some("ice failed".to_string())
+                }
                 IceEvent::StateChanged(_) => {}
             }
         }
@@ -448,17 +449,24 @@ impl Endpoint {
             (Proto::Secure(s), DatagramKind::Rtcp) => {
                 match s.rx.as_mut().map(|rx| rx.unprotect_rtcp(buf)) {
                     Some(Ok(_)) => ctx.totals.recv_rtcp += 1,
-                    _ => ctx.totals.decrypt_failures += 1,
+                    Some(Err(_)) => ctx.totals.decrypt_failures += 1,
+                    None => ctx.totals.before_keys += 1,
                 }
                 return;
             }
-            (Proto::Secure(s), DatagramKind::Rtp) => match s.rx.as_mut().map(|rx| rx.unprotect_rtp(buf)) {
-                Some(Ok(len)) => len,
-                _ => {
-                    ctx.totals.decrypt_failures += 1;
-                    return;
+            (Proto::Secure(s), DatagramKind::Rtp) => {
+                match s.rx.as_mut().map(|rx| rx.unprotect_rtp(buf)) {
+                    Some(Ok(len)) => len,
+                    Some(Err(_)) => {
+                        ctx.totals.decrypt_failures += 1;
+                        return;
+                    }
+                    None => {
+                        ctx.totals.before_keys += 1;
+                        return;
+                    }
                 }
-            },
+            }
             (Proto::Raw { .. }, DatagramKind::Rtp) => wire,
             _ => {
                 ctx.totals.foreign += 1;
@@ -534,7 +542,12 @@ impl Endpoint {
         let has_audio = self.outgoing.iter().any(|o| o.kind == Kind::Audio);
         let has_video = self.outgoing.iter().any(|o| o.kind == Kind::Video);
         if has_audio {
-            catch_up(&mut self.next_audio_ns, now_ns, audio, &mut ctx.totals.schedule_resets);
+            catch_up(
+                &mut self.next_audio_ns,
+                now_ns,
+                audio,
+                &mut ctx.totals.schedule_resets,
+            );
             while self.next_audio_ns <= now_ns {
                 self.next_audio_ns += audio;
                 let send_ns = payload::mono_ns();
@@ -550,8 +563,14 @@ impl Endpoint {
             }
         }
         if has_video {
-            catch_up(&mut self.next_video_ns, now_ns, frame, &mut ctx.totals.schedule_resets);
-            let max_payload = media.video_packet_size.max(RTP_HEADER_LEN + HEADER_LEN) - RTP_HEADER_LEN;
+            catch_up(
+                &mut self.next_video_ns,
+                now_ns,
+                frame,
+                &mut ctx.totals.schedule_resets,
+            );
+            let max_payload =
+                media.video_packet_size.max(RTP_HEADER_LEN + HEADER_LEN) - RTP_HEADER_LEN;
             while self.next_video_ns <= now_ns {
                 self.next_video_ns += frame;
                 let send_ns = payload::mono_ns();
@@ -591,7 +610,11 @@ impl Endpoint {
         let Some(slot) = ctx.slot(&self.sock) else {
             return;
         };
-        let pt = if o.kind == Kind::Audio { PT_AUDIO } else { PT_VIDEO };
+        let pt = if o.kind == Kind::Audio {
+            PT_AUDIO
+        } else {
+            PT_VIDEO
+        };
         payload::write_rtp_header(slot, marker, pt, o.seq16, o.rtp_ts, o.ssrc);
         payload::write(
             &mut slot[RTP_HEADER_LEN..],

@@ -177,8 +177,14 @@ mod tests {
         }
         let p50 = h.quantile(0.5).expect("p50");
         let p99 = h.quantile(0.99).expect("p99");
-        assert!((5_000_000..=5_000_000 + 5_000_000 / 32).contains(&p50), "{p50}");
-        assert!((9_900_000..=9_900_000 + 9_900_000 / 32).contains(&p99), "{p99}");
+        assert!(
+            (5_000_000..=5_000_000 + 5_000_000 / 32).contains(&p50),
+            "{p50}"
+        );
+        assert!(
+            (9_900_000..=9_900_000 + 9_900_000 / 32).contains(&p99),
+            "{p99}"
+        );
         assert_eq!(h.quantile(1.0), Some(10_000_000));
         assert_eq!(h.min(), Some(1000));
         assert_eq!(h.count(), 10_000);

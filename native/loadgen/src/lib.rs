@@ -245,7 +245,9 @@ impl LoadGen {
             let sock = UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?;
             let ice = IceCredentials::random();
             let ep = match self.config.mode {
-                Mode::Secure => Endpoint::secure(index, group, sock, ice.clone(), self.cert.clone()),
+                Mode::Secure => {
+                    Endpoint::secure(index, group, sock, ice.clone(), self.cert.clone())
+                }
                 Mode::Raw => Endpoint::raw(index, group, sock),
             };
             out.push(LocalDescription {
@@ -358,9 +360,7 @@ impl LoadGen {
                 break;
             }
         }
-        let elapsed = self
-            .started
-            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let elapsed = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
         Snapshot::build(
             self.config.mode.as_str(),
             reports,

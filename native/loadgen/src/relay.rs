@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sluice_core::io::{RecvBatch, SendBatch, UdpSocket};
 
-pub use crate::payload::GROUP_TAG_OFFSET;
 use crate::payload::group_tag;
+pub use crate::payload::GROUP_TAG_OFFSET;
 use crate::stats::Obj;
 
 /// Datagrams per recvmmsg/sendmmsg, as in the bridge's shard.

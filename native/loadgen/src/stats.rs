@@ -20,8 +20,11 @@ pub struct Totals {
     /// Media packets received that decrypted and verified (duplicates included), and their wire bytes.
     pub recv_packets: u64,
     pub recv_bytes: u64,
-    /// SRTP/SRTCP unprotect failures (or media before keys exist).
+    /// SRTP/SRTCP unprotect failures.
     pub decrypt_failures: u64,
+    /// SRTP/SRTCP that arrived before our DTLS handshake finished (the bridge, as DTLS server,
+    /// has keys one flight earlier and may already send RTCP feedback).
+    pub before_keys: u64,
     /// Decrypted packets whose RTP header or payload (magic, checksum) did not verify.
     pub integrity_failures: u64,
     /// Verified packets from our own endpoint or from another group: the forwarder misrouted them.
@@ -61,6 +64,7 @@ impl Totals {
             recv_packets,
             recv_bytes,
             decrypt_failures,
+            before_keys,
             integrity_failures,
             misrouted,
             foreign,
@@ -93,6 +97,7 @@ impl Totals {
             recv_packets,
             recv_bytes,
             decrypt_failures,
+            before_keys,
             integrity_failures,
             misrouted,
             foreign,
@@ -457,8 +462,14 @@ impl Snapshot {
         o.num("reordered", self.reordered);
         o.num("late", self.late);
         let t = &self.totals;
-        o.float("packets_per_recv_call", ratio(t.recv_syscall_packets, t.recv_calls));
-        o.float("packets_per_send_call", ratio(t.send_syscall_packets, t.send_calls));
+        o.float(
+            "packets_per_recv_call",
+            ratio(t.recv_syscall_packets, t.recv_calls),
+        );
+        o.float(
+            "packets_per_send_call",
+            ratio(t.send_syscall_packets, t.send_calls),
+        );
         o.raw("totals", |s| {
             let mut to = Obj::new(s);
             t.write_json(&mut to);

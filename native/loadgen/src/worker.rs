@@ -207,7 +207,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(commands: Arc<Queue<Cmd>>, media: MediaConfig, shared: Arc<Shared>) -> io::Result<Self> {
+    pub fn new(
+        commands: Arc<Queue<Cmd>>,
+        media: MediaConfig,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
         // SAFETY: plain epoll_create1(2); the result is checked.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {

@@ -51,7 +51,9 @@ fn parse_args() -> Result<Args, String> {
                 args.stats_every = (ms > 0).then(|| Duration::from_millis(ms));
             }
             "-h" | "--help" => {
-                return Err("usage: raw_relay [--bind ADDR] [--duration SECS] [--stats-ms MS]".into())
+                return Err(
+                    "usage: raw_relay [--bind ADDR] [--duration SECS] [--stats-ms MS]".into(),
+                )
             }
             other => return Err(format!("unknown argument {other:?}")),
         }

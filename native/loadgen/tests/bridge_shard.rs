@@ -1,0 +1,260 @@
+//! Loadgen endpoints against a real in-process `sluice_core` shard on loopback: ICE, DTLS-SRTP and
+//! forwarding end to end, every endpoint receiving every other member's audio and video.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::time::{Duration, Instant};
+
+use sluice_core::dtls::{DtlsCert, HashAlg};
+use sluice_core::ice::{Candidate, IceCredentials};
+use sluice_core::seam::{Command, Event, MediaKind, RemoteCandidate, SourceSpec, TransportState};
+use sluice_core::shard::{ShardConfig, ShardHandle};
+use sluice_loadgen::{
+    Kind, LoadGen, LoadGenConfig, MediaConfig, RemoteDescription, Snapshot, Sources,
+};
+
+use common::{assert_complete, assert_paced};
+
+struct Scenario {
+    groups: u32,
+    per_group: usize,
+    layers: usize,
+    media: MediaConfig,
+    /// What the bridge is told our a=setup is, and what we are told the bridge's is.
+    our_setup: &'static str,
+    bridge_setup: &'static str,
+}
+
+struct Run {
+    shard: ShardHandle,
+    lg: LoadGen,
+    addrs: Vec<SocketAddr>,
+}
+
+fn transport_id(index: u32) -> u64 {
+    1000 + u64::from(index)
+}
+
+/// Allocates every endpoint on the shard the way the bridge's Colibri2 handler does, and hands
+/// each loadgen endpoint the bridge's side; returns once both sides report connected.
+fn connect(sc: &Scenario, threads: usize) -> Run {
+    let cert = DtlsCert::generate().expect("cert");
+    let bridge_fp = cert.fingerprint(HashAlg::Sha256);
+    let bind: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    let shard = ShardHandle::spawn(&ShardConfig { bind: vec![bind] }, cert).expect("shard");
+    let bridge_addr = shard.local_addrs()[0];
+    let mut lg = LoadGen::new(LoadGenConfig {
+        threads,
+        media: sc.media,
+        ..LoadGenConfig::default()
+    })
+    .expect("loadgen");
+    let mut addrs = Vec::new();
+    for g in 0..sc.groups {
+        let router = u64::from(g) + 1;
+        shard.send(Command::CreateRouter { router });
+        for local in lg.create_endpoints(sc.per_group, g).expect("endpoints") {
+            let tid = transport_id(local.index);
+            let bridge_ice = IceCredentials::random();
+            shard.send(Command::CreateTransport {
+                router,
+                transport: tid,
+                ice: bridge_ice.clone(),
+                controlling: true,
+            });
+            shard.send(Command::ConnectTransport {
+                transport: tid,
+                remote_ice: local.ice.clone(),
+                fingerprints: vec![local.fingerprint.clone()],
+                remote_setup: sc.our_setup.into(),
+            });
+            shard.send(Command::AddRemoteCandidates {
+                transport: tid,
+                candidates: local
+                    .candidates
+                    .iter()
+                    .map(|c| RemoteCandidate {
+                        addr: c.addr,
+                        priority: c.priority,
+                        kind: c.kind,
+                    })
+                    .collect(),
+            });
+            addrs.push(local.candidates[0].addr);
+            let sources = Sources::for_endpoint(local.index, sc.layers);
+            let mut specs: Vec<SourceSpec> = sources
+                .audio
+                .iter()
+                .map(|&ssrc| SourceSpec {
+                    ssrc,
+                    kind: MediaKind::Audio,
+                    clock_rate: 48_000,
+                })
+                .collect();
+            specs.extend(sources.video.iter().map(|&ssrc| SourceSpec {
+                ssrc,
+                kind: MediaKind::Video,
+                clock_rate: 90_000,
+            }));
+            shard.send(Command::SetSources {
+                transport: tid,
+                sources: specs,
+            });
+            lg.set_sources(local.index, sources).expect("sources");
+            lg.connect(
+                local.index,
+                RemoteDescription {
+                    ice: bridge_ice,
+                    candidates: vec![Candidate::host(bridge_addr, 65535)],
+                    fingerprints: vec![bridge_fp.clone()],
+                    setup: sc.bridge_setup.into(),
+                },
+            )
+            .expect("connect");
+        }
+    }
+    let total = sc.groups as usize * sc.per_group;
+    let ok = lg.wait_connected(Duration::from_secs(20));
+    assert!(
+        ok,
+        "loadgen connected {} of {total}, failed {}: {:?}",
+        lg.connected(),
+        lg.failed(),
+        lg.snapshot(true).endpoint_list
+    );
+    // The bridge side must be media-ready too before anyone sends, or the first packets are not
+    // forwarded and show up as loss.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    loop {
+        shard.events.drain_into(&mut events);
+        let up = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::TransportState {
+                        state: TransportState::Connected,
+                        ..
+                    }
+                )
+            })
+            .count();
+        if up >= total {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge connected {up} of {total}: {events:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Run { shard, lg, addrs }
+}
+
+fn run_media(run: &mut Run, secs: f64) -> (Snapshot, f64) {
+    let t0 = Instant::now();
+    run.lg.start();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let sent_for = t0.elapsed().as_secs_f64();
+    run.lg.stop(Duration::from_millis(400));
+    (run.lg.snapshot(true), sent_for)
+}
+
+#[test]
+fn three_conferences_of_three_with_simulcast_all_receive_everything() {
+    let media = MediaConfig {
+        video_bitrate_bps: 600_000,
+        fps: 30,
+        ..MediaConfig::default()
+    };
+    let sc = Scenario {
+        groups: 3,
+        per_group: 3,
+        layers: 3,
+        media,
+        our_setup: "active",
+        bridge_setup: "actpass",
+    };
+    let mut run = connect(&sc, 2);
+    let (snap, secs) = run_media(&mut run, 2.0);
+    eprintln!("{}", snap.to_json().chars().take(1500).collect::<String>());
+    assert_complete(&snap, 3, 3, 1 + 3);
+    assert_eq!(snap.totals.decrypt_failures, 0);
+    // Senders' SRs reach the bridge, which answers with RRs and passes SRs on.
+    assert!(
+        snap.totals.sent_rtcp > 0 && snap.totals.recv_rtcp > 0,
+        "{:?}",
+        snap.totals
+    );
+    // Layer i of 3 sends 600k / 4^(2-i): 18.75 kB/s, 75 kB/s, 18.75 kB/s... per frame
+    // 78, 312 and 2500 payload bytes, i.e. 1, 1 and 3 packets per frame.
+    assert_paced(&snap, secs, |s| match s.kind {
+        Kind::Audio => 50.0,
+        Kind::Video if s.ssrc == Sources::for_endpoint(s.sender, 3).video[2] => 90.0,
+        Kind::Video => 30.0,
+    });
+    run.shard.shutdown();
+}
+
+#[test]
+fn dtls_server_role_when_the_bridge_is_active() {
+    let sc = Scenario {
+        groups: 1,
+        per_group: 2,
+        layers: 1,
+        media: MediaConfig {
+            video_bitrate_bps: 300_000,
+            ..MediaConfig::default()
+        },
+        // The bridge is told we are passive, so it connects as the DTLS client; we answer.
+        our_setup: "passive",
+        bridge_setup: "active",
+    };
+    let mut run = connect(&sc, 1);
+    let (snap, _) = run_media(&mut run, 1.0);
+    assert_complete(&snap, 1, 2, 2);
+    run.shard.shutdown();
+}
+
+#[test]
+fn garbage_to_an_endpoint_is_counted_and_harmless() {
+    let sc = Scenario {
+        groups: 1,
+        per_group: 3,
+        layers: 1,
+        media: MediaConfig {
+            video_bitrate_bps: 300_000,
+            ..MediaConfig::default()
+        },
+        our_setup: "active",
+        bridge_setup: "actpass",
+    };
+    let mut run = connect(&sc, 1);
+    let attacker = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+    let target = run.addrs[0];
+    let mut fake_rtp = vec![0u8; 200];
+    fake_rtp[0] = 0x80;
+    fake_rtp[1] = 100;
+    let mut fake_rtcp = vec![0u8; 60];
+    fake_rtcp[0] = 0x80;
+    fake_rtcp[1] = 200;
+    let garbage: [&[u8]; 6] = [
+        &fake_rtp,               // SRTP auth fails
+        &fake_rtcp,              // SRTCP auth fails
+        &[0xff; 30],             // no protocol of ours
+        &[0x00, 0x01, 0x00],     // truncated STUN
+        &[22, 0xfe, 0xfd, 0, 0], // truncated DTLS record
+        &[],
+    ];
+    for g in garbage {
+        attacker.send_to(g, target).expect("send");
+    }
+    let (snap, _) = run_media(&mut run, 1.0);
+    let t = &snap.totals;
+    assert_eq!(t.decrypt_failures, 2, "{t:?}");
+    assert_eq!(t.foreign, 3, "{t:?}");
+    assert_complete(&snap, 1, 3, 2);
+    run.shard.shutdown();
+}
