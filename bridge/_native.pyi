@@ -1,5 +1,5 @@
 # Typed stub of the PyO3 seam (native/py). Commands return at once; results come back as events.
-from typing import Final
+from typing import Final, TypedDict
 
 SRTP_PROFILES: Final[tuple[str, ...]]
 
@@ -53,3 +53,73 @@ class SrtpSession:
     def unprotect_rtp(self, packet: bytes) -> bytes: ...
     def protect_rtcp(self, packet: bytes) -> bytes: ...
     def unprotect_rtcp(self, packet: bytes) -> bytes: ...
+
+class LoadGenCandidate(TypedDict):
+    ip: str
+    port: int
+    priority: int
+    type: str
+    foundation: str
+
+class LoadGenEndpoint(TypedDict):
+    """One emulated endpoint's side, to put into its Colibri2 endpoint transport."""
+
+    index: int
+    group: int
+    ufrag: str
+    pwd: str
+    fingerprint_hash: str  # "sha-256"
+    fingerprint: str
+    setup: str  # "active": we offer to be the DTLS client
+    candidates: list[LoadGenCandidate]
+
+class LoadGen:
+    """Emulated endpoints (native/loadgen) on their own threads; no packet is handled under the GIL.
+
+    mode "secure": ICE controlled, DTLS-SRTP to a bridge; mode "raw": clear RTP to the raw relay.
+    Each receiver expects every stream of every other endpoint in its group (conference).
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        bind_ip: str = "127.0.0.1",
+        mode: str = "secure",
+        audio: bool = True,
+        video: bool = True,
+        video_bitrate_bps: int = 1_000_000,
+        fps: int = 30,
+        video_packet_size: int = 1200,
+        audio_packet_size: int = 100,
+    ) -> None: ...
+    def create_endpoints(self, count: int, group: int) -> list[LoadGenEndpoint]: ...
+    def connect(
+        self,
+        index: int,
+        ufrag: str,
+        pwd: str,
+        candidates: list[tuple[str, int, int, str]],
+        fingerprints: list[tuple[str, str]],
+        setup: str,
+    ) -> None: ...
+    def connect_raw(self, index: int, host: str, port: int) -> None: ...
+    def set_sources(self, index: int, audio_ssrc: int | None, video_ssrcs: list[int]) -> None: ...
+    @staticmethod
+    def default_sources(index: int, layers: int) -> tuple[int | None, list[int]]: ...
+    def endpoints(self) -> int: ...
+    def connected(self) -> int: ...
+    def failed(self) -> int: ...
+    def wait_connected(self, timeout: float) -> bool: ...
+    def start(self) -> None: ...
+    def stop(self, drain: float = 0.5) -> None: ...
+    def stats_json(self, detail: bool = False) -> str: ...
+    # Keys: mode, threads, elapsed_s, sending, stopped, endpoints, connected, failed, expected, received,
+    # lost (final once stopped), lost_gap, loss_ratio, duplicates, reordered, late, packets_per_recv_call,
+    # packets_per_send_call, totals{...}, latency / latency_audio / latency_video {count, min_ns, mean_ns,
+    # p50_ns, p90_ns, p99_ns, p999_ns, max_ns}, histogram [[upper_ns, count]], and with detail: series
+    # [{t, sent_packets, sent_bytes, recv_packets, recv_bytes, gap_lost, latency}], streams [{receiver,
+    # group, sender, ssrc, kind, sent, received, lost, gap_lost, duplicates, reordered, latency_mean_ns,
+    # latency_max_ns}], endpoint_list [{index, group, state, detail, sent, received}].
+    def stats(self, detail: bool = False) -> dict[str, object]: ...
+    def shutdown(self) -> None: ...

@@ -230,6 +230,7 @@ impl LoadGen {
 
     /// Endpoint `index` lives on worker `index % threads` at position `index / threads`.
     fn route(&self, index: u32) -> io::Result<(&WorkerHandle, usize)> {
+        self.check_running()?;
         if index >= self.endpoints {
             return Err(invalid(format!("no endpoint {index}")));
         }
@@ -237,8 +238,16 @@ impl LoadGen {
         Ok((&self.workers[(index % n) as usize], (index / n) as usize))
     }
 
+    fn check_running(&self) -> io::Result<()> {
+        if self.workers.iter().any(|w| w.thread.is_none()) {
+            return Err(io::Error::other("the load generator is shut down"));
+        }
+        Ok(())
+    }
+
     /// Creates `n` endpoints in `group`, each on its own socket; returns their descriptions.
     pub fn create_endpoints(&mut self, n: usize, group: u32) -> io::Result<Vec<LocalDescription>> {
+        self.check_running()?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let index = self.endpoints;
@@ -346,18 +355,21 @@ impl LoadGen {
     /// Merges every worker's counters. `detail` adds per-stream, per-endpoint and per-second lists.
     pub fn snapshot(&self, detail: bool) -> Snapshot {
         let (tx, rx) = mpsc::channel();
-        for w in &self.workers {
+        let mut asked = 0;
+        // After shutdown no worker answers: the snapshot is then empty rather than late.
+        for w in self.workers.iter().filter(|w| w.thread.is_some()) {
             w.commands.push(Cmd::Report {
                 series: detail,
                 reply: tx.clone(),
             });
+            asked += 1;
         }
         drop(tx);
-        let mut reports = Vec::with_capacity(self.workers.len());
-        while let Ok(r) = rx.recv_timeout(Duration::from_secs(10)) {
-            reports.push(r);
-            if reports.len() == self.workers.len() {
-                break;
+        let mut reports = Vec::with_capacity(asked);
+        while reports.len() < asked {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(r) => reports.push(r),
+                Err(_) => break,
             }
         }
         let elapsed = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());

@@ -1,6 +1,8 @@
 //! bridge._native: the PyO3 seam over sluice-core. Converts Python values to Commands and Events to
 //! Python values; no media logic lives here.
 
+mod loadgen;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
@@ -372,6 +374,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeBridge>()?;
     m.add_class::<NativeEvent>()?;
     m.add_class::<SrtpSession>()?;
+    m.add_class::<loadgen::LoadGen>()?;
     m.add(
         "SRTP_PROFILES",
         ("SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80"),

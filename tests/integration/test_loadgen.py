@@ -1,0 +1,192 @@
+"""bridge._native.LoadGen against a real Bridge, allocated through the Colibri2 HTTP API (as `sluice bench`).
+
+Two conferences of three emulated endpoints: ICE, DTLS-SRTP, audio and video for two seconds, then every
+endpoint must have received every other member's streams, and the numbers must add up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge import Bridge, _native
+from bridge.colibri2.handler import Colibri2Handler
+from bridge.http import create_private_app
+from bridge.load import LoadSampler
+from bridge.xmpp import BridgeState
+
+if TYPE_CHECKING:
+    from bridge._native import LoadGenEndpoint
+
+pytestmark = pytest.mark.integration
+
+CONFERENCES = 2
+PER_CONFERENCE = 3
+
+
+@pytest.fixture
+async def client(bridge: Bridge) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_private_app(bridge, Colibri2Handler(bridge), BridgeState(), LoadSampler(), version="test")
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+def endpoint_id(ep: LoadGenEndpoint) -> str:
+    return f"lg{ep['index']}"
+
+
+def update(ep: LoadGenEndpoint) -> dict[str, Any]:
+    """The endpoint's transport and sources, as Jicofo passes a client's session-accept on."""
+    audio, video = _native.LoadGen.default_sources(ep["index"], 1)
+    assert audio is not None
+    name = endpoint_id(ep)
+    return {
+        "id": name,
+        "transport": {
+            "transport": {
+                "ufrag": ep["ufrag"],
+                "pwd": ep["pwd"],
+                "rtcp-mux": True,
+                "candidates": [
+                    {
+                        "component": 1,
+                        "foundation": c["foundation"],
+                        "ip": c["ip"],
+                        "port": c["port"],
+                        "priority": c["priority"],
+                        "protocol": "udp",
+                        "type": c["type"],
+                    }
+                    for c in ep["candidates"]
+                ],
+                "fingerprints": [
+                    {"hash": ep["fingerprint_hash"], "fingerprint": ep["fingerprint"], "setup": ep["setup"]}
+                ],
+            }
+        },
+        "sources": [
+            {"type": "audio", "id": f"{name}-a0", "sources": [{"ssrc": audio, "name": f"{name}-a0"}]},
+            {
+                "type": "video",
+                "id": f"{name}-v0",
+                "sources": [{"ssrc": s, "name": f"{name}-v0"} for s in video],
+            },
+        ],
+    }
+
+
+async def allocate(client: TestClient[Any, Any], lg: _native.LoadGen, meeting: str, group: int) -> list[str]:
+    """Allocates each endpoint (one per request, as JVB requires), then connects it to its bridge side."""
+    eps = lg.create_endpoints(PER_CONFERENCE, group)
+    answer: dict[str, dict[str, Any]] = {}
+    for i, ep in enumerate(eps):
+        allocation = {
+            "id": endpoint_id(ep),
+            "create": True,
+            "capabilities": ["source-names"],
+            "transport": {"ice-controlling": True},
+        }
+        if i == 0:
+            body = {"meeting-id": meeting, "create": True, "endpoints": [allocation]}
+            resp = await client.post("/colibri/v2/conferences", json=body)
+        else:
+            resp = await client.patch(f"/colibri/v2/conferences/{meeting}", json={"endpoints": [allocation]})
+        assert resp.status == 200, await resp.text()
+        (created,) = (await resp.json())["endpoints"]
+        answer[created["id"]] = created["transport"]["transport"]
+    for ep in eps:
+        resp = await client.patch(f"/colibri/v2/conferences/{meeting}", json={"endpoints": [update(ep)]})
+        assert resp.status == 200, await resp.text()
+    for ep in eps:
+        ice = answer[endpoint_id(ep)]
+        audio, video = _native.LoadGen.default_sources(ep["index"], 1)
+        lg.set_sources(ep["index"], audio, video)
+        lg.connect(
+            ep["index"],
+            ice["ufrag"],
+            ice["pwd"],
+            [(c["ip"], c["port"], c["priority"], c["type"]) for c in ice["candidates"]],
+            [(f["hash"], f["fingerprint"]) for f in ice["fingerprints"]],
+            ice["fingerprints"][0]["setup"],
+        )
+    return [endpoint_id(ep) for ep in eps]
+
+
+async def bridge_connected(client: TestClient[Any, Any], meetings: list[str]) -> bool:
+    for m in meetings:
+        body = await (await client.get(f"/colibri/v2/conferences/{m}")).json()
+        if any(e["transport-state"] != "connected" for e in body["endpoints"]):
+            return False
+    return True
+
+
+async def test_loadgen_through_the_colibri2_http_api(client: TestClient[Any, Any]) -> None:
+    lg = _native.LoadGen(threads=1, video_bitrate_bps=300_000)
+    try:
+        meetings = [f"bench-{g}" for g in range(CONFERENCES)]
+        for g, m in enumerate(meetings):
+            await allocate(client, lg, m, g)
+        total = CONFERENCES * PER_CONFERENCE
+        assert await asyncio.to_thread(lg.wait_connected, 15.0), lg.stats(detail=True)["endpoint_list"]
+        deadline = time.monotonic() + 10
+        while not await bridge_connected(client, meetings):
+            assert time.monotonic() < deadline, "bridge transports did not connect"
+            await asyncio.sleep(0.02)
+
+        lg.start()
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(lg.stop, 0.4)
+        stats = lg.stats(detail=True)
+        assert json.loads(lg.stats_json())["received"] == stats["received"]
+    finally:
+        lg.shutdown()
+
+    assert (stats["endpoints"], stats["connected"], stats["failed"]) == (total, total, 0)
+    totals = stats["totals"]
+    assert isinstance(totals, dict)
+    for counter in ("decrypt_failures", "integrity_failures", "misrouted", "send_failed"):
+        assert totals[counter] == 0, (counter, totals)
+    streams = stats["streams"]
+    assert isinstance(streams, list)
+    # Each endpoint gets audio and video from each of the other two members of its conference.
+    assert len(streams) == total * (PER_CONFERENCE - 1) * 2
+    for s in streams:
+        assert s["received"] > 0 and s["sent"] == s["received"] + s["lost"], s
+    expected, received, lost = stats["expected"], stats["received"], stats["lost"]
+    assert isinstance(expected, int) and isinstance(received, int) and isinstance(lost, int)
+    assert expected == received + lost and expected > 0
+    assert lost <= expected // 1000, f"loss {lost} of {expected}"
+    latency = stats["latency"]
+    assert isinstance(latency, dict)
+    assert latency["count"] == received
+    assert 0 < latency["p50_ns"] <= latency["p99_ns"] <= latency["p999_ns"] <= latency["max_ns"]
+    # Once shut down, the workers are gone: stats are empty and control calls fail clearly.
+    assert lg.stats()["endpoints"] == 0
+    with pytest.raises(OSError, match="shut down"):
+        lg.create_endpoints(1, 0)
+
+
+def test_loadgen_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        _native.LoadGen(mode="carrier-pigeon")
+    with pytest.raises(ValueError):
+        _native.LoadGen(bind_ip="not an address")
+    lg = _native.LoadGen(threads=1)
+    try:
+        with pytest.raises(ValueError, match="no endpoint"):
+            lg.set_sources(5, 1, [2])
+        (ep,) = lg.create_endpoints(1, 0)
+        with pytest.raises(ValueError, match="raw mode"):
+            lg.connect_raw(ep["index"], "127.0.0.1", 9)
+        with pytest.raises(ValueError, match="fingerprint"):
+            lg.connect(ep["index"], "u", "p", [("127.0.0.1", 9, 1, "host")], [("md5", "00")], "actpass")
+        with pytest.raises(ValueError, match="candidate type"):
+            lg.connect(ep["index"], "u", "p", [("127.0.0.1", 9, 1, "bogus")], [], "actpass")
+    finally:
+        lg.shutdown()
