@@ -101,8 +101,6 @@ pub struct Endpoint {
     next_audio_ns: u64,
     next_video_ns: u64,
     next_rtcp_ns: u64,
-    /// Wheel tick this endpoint is scheduled at (`u64::MAX`: none).
-    pub wheel_tick: u64,
     /// Set by control input (STUN, DTLS) so the protocol machines are drained afterwards.
     control_input: bool,
 }
@@ -154,7 +152,6 @@ impl Endpoint {
             next_audio_ns: 0,
             next_video_ns: 0,
             next_rtcp_ns: 0,
-            wheel_tick: u64::MAX,
             control_input: false,
         }
     }

@@ -32,6 +32,7 @@ mod worker;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -185,6 +186,7 @@ pub struct LoadGen {
     /// setting up thousands of endpoints cheap.
     cert: DtlsCert,
     workers: Vec<WorkerHandle>,
+    epoch_ns: Arc<AtomicU64>,
     endpoints: u32,
     started: Option<Instant>,
     sending: bool,
@@ -200,10 +202,16 @@ impl LoadGen {
         raise_fd_limit();
         let cert = DtlsCert::generate().map_err(|e| io::Error::other(e.to_string()))?;
         let mut workers = Vec::new();
+        let epoch_ns = Arc::new(AtomicU64::new(0));
         for i in 0..config.threads.max(1) {
             let commands = Arc::new(Queue::new()?);
             let shared = Arc::new(Shared::default());
-            let worker = Worker::new(commands.clone(), config.media, shared.clone())?;
+            let worker = Worker::new(
+                commands.clone(),
+                config.media,
+                shared.clone(),
+                epoch_ns.clone(),
+            )?;
             let thread = std::thread::Builder::new()
                 .name(format!("loadgen-{i}"))
                 .spawn(move || worker.run())?;
@@ -217,6 +225,7 @@ impl LoadGen {
             config,
             cert,
             workers,
+            epoch_ns,
             endpoints: 0,
             started: None,
             sending: false,
@@ -333,12 +342,12 @@ impl LoadGen {
 
     /// Starts sending on every endpoint (connected ones send; the rest join when connected).
     pub fn start(&mut self) {
-        let epoch_ns = payload::mono_ns();
+        self.epoch_ns.store(payload::mono_ns(), Ordering::Release);
         self.started = Some(Instant::now());
         self.sending = true;
         self.stopped = false;
         for w in &self.workers {
-            w.commands.push(Cmd::Start { epoch_ns });
+            w.commands.push(Cmd::Start);
         }
     }
 

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,9 +70,7 @@ pub enum Cmd {
         local: usize,
         sources: Sources,
     },
-    Start {
-        epoch_ns: u64,
-    },
+    Start,
     Stop,
     Report {
         series: bool,
@@ -90,9 +88,11 @@ pub struct Ctx {
     pub latency: Histogram,
     pub latency_audio: Histogram,
     pub latency_video: Histogram,
-    /// Per-second series from `epoch_ns` (set at start).
+    /// Per-second series from the epoch.
     pub series: Vec<Second>,
-    pub epoch_ns: Option<u64>,
+    /// When `start` was called (CLOCK_MONOTONIC ns, 0 before), shared by every worker: a worker
+    /// may receive media before its own Start command arrives.
+    pub epoch_ns: Arc<AtomicU64>,
 }
 
 impl Ctx {
@@ -113,7 +113,10 @@ impl Ctx {
     }
 
     fn second(&mut self, at_ns: u64) -> Option<&mut Second> {
-        let epoch = self.epoch_ns?;
+        let epoch = self.epoch_ns.load(Ordering::Acquire);
+        if epoch == 0 {
+            return None;
+        }
         let i = (at_ns.saturating_sub(epoch) / 1_000_000_000) as usize;
         if i >= self.series.len() {
             // One entry per second of the run: amortised, not per packet.
@@ -148,10 +151,19 @@ impl Ctx {
     }
 }
 
-/// Deadlines in 1 ms ticks. Entries are endpoint indices; an entry whose endpoint has since been
-/// rescheduled elsewhere is skipped when it comes up.
+/// No endpoint (list end).
+const NONE: u32 = u32::MAX;
+/// Not scheduled.
+const UNSCHEDULED: u64 = u64::MAX;
+
+/// Deadlines in 1 ms ticks: one doubly linked list per slot threaded through per-endpoint arrays,
+/// so scheduling, moving and expiring an endpoint are O(1) and never allocate.
 struct Wheel {
-    slots: Vec<Vec<u32>>,
+    heads: Vec<u32>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    /// The tick each endpoint is filed at, or UNSCHEDULED.
+    tick: Vec<u64>,
     /// First tick not yet processed.
     next_tick: u64,
 }
@@ -159,26 +171,76 @@ struct Wheel {
 impl Wheel {
     fn new(now_ns: u64) -> Self {
         Wheel {
-            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            heads: vec![NONE; SLOTS as usize],
+            next: Vec::new(),
+            prev: Vec::new(),
+            tick: Vec::new(),
             next_tick: now_ns / TICK_NS,
         }
     }
 
-    /// Files `ep` at `at_ns` (clamped into the wheel's horizon) and returns the tick used.
-    fn schedule(&mut self, ep: u32, at_ns: u64) -> u64 {
-        let tick = (at_ns / TICK_NS).clamp(self.next_tick, self.next_tick + SLOTS - 1);
-        self.slots[(tick % SLOTS) as usize].push(ep);
-        tick
+    fn add_endpoint(&mut self) {
+        self.next.push(NONE);
+        self.prev.push(NONE);
+        self.tick.push(UNSCHEDULED);
     }
 
-    /// Moves every entry of ticks up to `now_ns` into `due` as (endpoint, tick).
-    fn advance(&mut self, now_ns: u64, due: &mut Vec<(u32, u64)>) {
+    fn scheduled(&self, ep: usize) -> Option<u64> {
+        self.tick.get(ep).copied().filter(|&t| t != UNSCHEDULED)
+    }
+
+    fn unlink(&mut self, ep: usize) {
+        let t = self.tick[ep];
+        if t == UNSCHEDULED {
+            return;
+        }
+        let (p, n) = (self.prev[ep], self.next[ep]);
+        if p == NONE {
+            self.heads[(t % SLOTS) as usize] = n;
+        } else {
+            self.next[p as usize] = n;
+        }
+        if n != NONE {
+            self.prev[n as usize] = p;
+        }
+        self.next[ep] = NONE;
+        self.prev[ep] = NONE;
+        self.tick[ep] = UNSCHEDULED;
+    }
+
+    /// Files `ep` at `at_ns`, clamped into the wheel's horizon (a later deadline is re-checked when
+    /// it comes up), moving it if it was filed elsewhere.
+    fn schedule(&mut self, ep: usize, at_ns: u64) {
+        let tick = (at_ns / TICK_NS).clamp(self.next_tick, self.next_tick + SLOTS - 1);
+        if self.tick[ep] == tick {
+            return;
+        }
+        self.unlink(ep);
+        let slot = (tick % SLOTS) as usize;
+        let head = self.heads[slot];
+        self.next[ep] = head;
+        if head != NONE {
+            self.prev[head as usize] = ep as u32;
+        }
+        self.heads[slot] = ep as u32;
+        self.tick[ep] = tick;
+    }
+
+    /// Moves every endpoint due by `now_ns` into `due`.
+    fn advance(&mut self, now_ns: u64, due: &mut Vec<u32>) {
         let now_tick = now_ns / TICK_NS;
         // After a long stall, one lap covers every slot.
         let start = self.next_tick.max((now_tick + 1).saturating_sub(SLOTS));
         for tick in start..=now_tick {
-            let slot = &mut self.slots[(tick % SLOTS) as usize];
-            due.extend(slot.drain(..).map(|ep| (ep, tick)));
+            let mut e = self.heads[(tick % SLOTS) as usize];
+            while e != NONE {
+                let n = self.next[e as usize];
+                if self.tick[e as usize] <= tick {
+                    self.unlink(e as usize);
+                    due.push(e);
+                }
+                e = n;
+            }
         }
         self.next_tick = self.next_tick.max(now_tick + 1);
     }
@@ -187,7 +249,7 @@ impl Wheel {
     fn timeout_ms(&self, now_ns: u64) -> i32 {
         let now_tick = now_ns / TICK_NS;
         for tick in self.next_tick..self.next_tick + MAX_SLEEP_MS {
-            if !self.slots[(tick % SLOTS) as usize].is_empty() {
+            if self.heads[(tick % SLOTS) as usize] != NONE {
                 return tick.saturating_sub(now_tick) as i32;
             }
         }
@@ -203,7 +265,7 @@ pub struct Worker {
     ctx: Ctx,
     wheel: Wheel,
     sending: bool,
-    due: Vec<(u32, u64)>,
+    due: Vec<u32>,
 }
 
 impl Worker {
@@ -211,6 +273,7 @@ impl Worker {
         commands: Arc<Queue<Cmd>>,
         media: MediaConfig,
         shared: Arc<Shared>,
+        epoch_ns: Arc<AtomicU64>,
     ) -> io::Result<Self> {
         // SAFETY: plain epoll_create1(2); the result is checked.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -234,7 +297,7 @@ impl Worker {
                 latency_audio: Histogram::new(),
                 latency_video: Histogram::new(),
                 series: Vec::new(),
-                epoch_ns: None,
+                epoch_ns,
             },
             wheel: Wheel::new(mono_ns()),
             sending: false,
@@ -278,15 +341,11 @@ impl Worker {
     fn run_timers(&mut self, now: Instant, now_ns: u64) {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(now_ns, &mut due);
-        for &(idx, tick) in &due {
+        for &idx in &due {
             let i = idx as usize;
             let Some(ep) = self.endpoints.get_mut(i) else {
                 continue;
             };
-            if ep.wheel_tick > tick {
-                continue; // stale: rescheduled to a later tick
-            }
-            ep.wheel_tick = u64::MAX;
             ep.on_timer(now, now_ns, self.sending, &mut self.ctx);
             self.flush(i);
             self.reschedule(i, now, now_ns);
@@ -303,15 +362,13 @@ impl Worker {
 
     /// Files endpoint `i` at its next deadline if that is earlier than where it is filed now.
     fn reschedule(&mut self, i: usize, now: Instant, now_ns: u64) {
-        let ep = &mut self.endpoints[i];
-        let Some(at) = ep.next_wake_ns(now, now_ns, self.sending) else {
+        let Some(at) = self.endpoints[i].next_wake_ns(now, now_ns, self.sending) else {
             return;
         };
-        let tick = at / TICK_NS;
-        if ep.wheel_tick != u64::MAX && ep.wheel_tick <= tick {
+        if self.wheel.scheduled(i).is_some_and(|t| t <= at / TICK_NS) {
             return;
         }
-        ep.wheel_tick = self.wheel.schedule(i as u32, at);
+        self.wheel.schedule(i, at);
     }
 
     fn on_readable(&mut self, i: usize, now: Instant) {
@@ -354,6 +411,9 @@ impl Worker {
                     self.ctx.totals.setup_errors += 1;
                 }
                 self.endpoints.push(*ep);
+                self.wheel.add_endpoint();
+                // Room for every endpoint being due at once: the timer path never grows it.
+                self.due.reserve(self.endpoints.len());
                 Some(i)
             }
             Cmd::Connect { local, remote } => self.endpoints.get_mut(local).map(|ep| {
@@ -372,9 +432,8 @@ impl Worker {
                     local
                 })
             }
-            Cmd::Start { epoch_ns } => {
+            Cmd::Start => {
                 self.sending = true;
-                self.ctx.epoch_ns = Some(epoch_ns);
                 let media = self.ctx.media;
                 for i in 0..self.endpoints.len() {
                     self.endpoints[i].start(now_ns, &media);
