@@ -103,6 +103,8 @@ pub struct Endpoint {
     next_rtcp_ns: u64,
     /// Set by control input (STUN, DTLS) so the protocol machines are drained afterwards.
     control_input: bool,
+    /// Earliest ICE or DTLS deadline, refreshed whenever the machines are driven.
+    proto_wake: Option<Instant>,
 }
 
 impl Endpoint {
@@ -153,6 +155,7 @@ impl Endpoint {
             next_video_ns: 0,
             next_rtcp_ns: 0,
             control_input: false,
+            proto_wake: None,
         }
     }
 
@@ -291,12 +294,9 @@ impl Endpoint {
     /// Runs due protocol timers and, while `sending`, due media. Output goes into `ctx.send`.
     pub fn on_timer(&mut self, now: Instant, now_ns: u64, sending: bool, ctx: &mut Ctx) {
         if let Proto::Secure(s) = &mut self.proto {
-            let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-            if due(s.ice.poll_timeout()) {
+            if self.proto_wake.is_some_and(|t| t <= now) {
+                // Each machine checks its own deadline; an early call does nothing.
                 s.ice.handle_timeout(now);
-                self.control_input = true;
-            }
-            if s.dtls.as_ref().is_some_and(|d| due(d.poll_timeout())) {
                 if let Some(d) = &mut s.dtls {
                     d.handle_timeout(now);
                 }
@@ -314,13 +314,8 @@ impl Endpoint {
         let to_ns = |t: Instant| now_ns + t.saturating_duration_since(now).as_nanos() as u64;
         let mut next: Option<u64> = None;
         let mut at = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
-        if let Proto::Secure(s) = &self.proto {
-            if let Some(t) = s.ice.poll_timeout() {
-                at(to_ns(t));
-            }
-            if let Some(t) = s.dtls.as_ref().and_then(DtlsConn::poll_timeout) {
-                at(to_ns(t));
-            }
+        if let Some(t) = self.proto_wake {
+            at(to_ns(t));
         }
         if sending && self.state == EndpointState::Connected {
             let has = |k: Kind| self.outgoing.iter().any(|o| o.kind == k);
@@ -338,12 +333,13 @@ impl Endpoint {
     }
 
     /// Drains the protocol machines after input or timers: transmits, events, DTLS start, keys.
-    fn drive(&mut self, now: Instant, ctx: &mut Ctx) {
+    /// Returns whether anything was driven (so deadlines may have moved).
+    fn drive(&mut self, now: Instant, ctx: &mut Ctx) -> bool {
         if !std::mem::take(&mut self.control_input) {
-            return;
+            return false;
         }
         let Proto::Secure(s) = &mut self.proto else {
-            return;
+            return true;
         };
         let mut failure = None;
         while let Some(t) = s.ice.poll_transmit() {
@@ -397,11 +393,17 @@ impl Endpoint {
             }
         }
         let ready = s.tx.is_some();
+        let dtls_wake = s.dtls.as_ref().and_then(DtlsConn::poll_timeout);
+        self.proto_wake = match (s.ice.poll_timeout(), dtls_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(f) = failure {
             self.fail(f, ctx);
         } else if ready {
             self.set_connected(ctx);
         }
+        true
     }
 
     /// One received datagram. `arrival_ns` was read right after the receive call.
@@ -523,9 +525,10 @@ impl Endpoint {
         ctx.on_received(fields.kind, wire, latency, gap_delta, arrival_ns);
     }
 
-    /// Called after a batch of input: drains protocol output if control traffic arrived.
-    pub fn after_input(&mut self, now: Instant, ctx: &mut Ctx) {
-        self.drive(now, ctx);
+    /// Called after a batch of input: drains protocol output if control traffic arrived. Returns
+    /// whether deadlines may have moved (media alone never moves them).
+    pub fn after_input(&mut self, now: Instant, ctx: &mut Ctx) -> bool {
+        self.drive(now, ctx)
     }
 
     fn send_due_media(&mut self, now_ns: u64, ctx: &mut Ctx) {

@@ -398,9 +398,11 @@ impl Worker {
                 break;
             }
         }
-        ep.after_input(now, &mut self.ctx);
+        let moved = ep.after_input(now, &mut self.ctx);
         self.flush(i);
-        self.reschedule(i, now, mono_ns());
+        if moved {
+            self.reschedule(i, now, mono_ns());
+        }
     }
 
     fn handle_command(&mut self, now: Instant, now_ns: u64, cmd: Cmd) -> bool {
