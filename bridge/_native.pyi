@@ -92,6 +92,8 @@ class LoadGen:
         fps: int = 30,
         video_packet_size: int = 1200,
         audio_packet_size: int = 100,
+        # With an IPv4 loopback bind_ip: one socket per worker, each endpoint its own 127.a.b.c address.
+        shared_sockets: bool = True,
     ) -> None: ...
     def create_endpoints(self, count: int, group: int) -> list[LoadGenEndpoint]: ...
     def connect(

@@ -27,6 +27,7 @@ struct Opts {
     secs: f64,
     threads: usize,
     mode: String,
+    shared: bool,
 }
 
 fn opts() -> Opts {
@@ -38,6 +39,7 @@ fn opts() -> Opts {
         secs: 10.0,
         threads: 1,
         mode: "both".into(),
+        shared: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -52,6 +54,7 @@ fn opts() -> Opts {
             "--secs" => o.secs = num(),
             "--threads" => o.threads = num() as usize,
             "--mode" => o.mode = v.to_string(),
+            "--shared-sockets" => o.shared = num() != 0.0,
             other => panic!("unknown option {other}"),
         }
     }
@@ -152,6 +155,7 @@ fn secure(o: &Opts) {
     let bridge = shard.local_addrs()[0];
     let mut lg = LoadGen::new(LoadGenConfig {
         threads: o.threads,
+        shared_sockets: o.shared,
         media: o.media,
         ..LoadGenConfig::default()
     })
@@ -275,6 +279,7 @@ fn raw(o: &Opts) {
         .expect("relay thread");
     let mut lg = LoadGen::new(LoadGenConfig {
         threads: o.threads,
+        shared_sockets: o.shared,
         mode: Mode::Raw,
         media: o.media,
         ..LoadGenConfig::default()

@@ -30,6 +30,23 @@ const MAX_CATCH_UP_NS: u64 = 200_000_000;
 /// Hello packets a raw endpoint sends when it learns the relay.
 const RAW_HELLOS: usize = 3;
 
+/// An endpoint's UDP address.
+pub enum Sock {
+    /// Its own socket (any address family).
+    Own(UdpSocket),
+    /// A 127/8 address on its worker's shared socket (see `io`).
+    Shared { local: SocketAddr },
+}
+
+impl Sock {
+    pub fn local_addr(&self) -> SocketAddr {
+        match self {
+            Sock::Own(s) => s.local_addr(),
+            Sock::Shared { local } => *local,
+        }
+    }
+}
+
 /// Where an endpoint is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndpointState {
@@ -90,7 +107,7 @@ enum Proto {
 pub struct Endpoint {
     pub index: u32,
     pub group: u32,
-    pub sock: UdpSocket,
+    pub sock: Sock,
     proto: Proto,
     pub state: EndpointState,
     pub detail: String,
@@ -109,13 +126,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// A secure endpoint on `sock`, answering as ICE controlled with `ice` credentials.
-    pub fn secure(
-        index: u32,
-        group: u32,
-        sock: UdpSocket,
-        ice: IceCredentials,
-        cert: DtlsCert,
-    ) -> Self {
+    pub fn secure(index: u32, group: u32, sock: Sock, ice: IceCredentials, cert: DtlsCert) -> Self {
         // The password is CSPRNG output, so its hash is as good a tie-breaker as fresh random bytes.
         let tie = ice.pwd.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -135,11 +146,11 @@ impl Endpoint {
     }
 
     /// A raw endpoint: clear RTP-shaped packets to a relay, no ICE/DTLS/SRTP.
-    pub fn raw(index: u32, group: u32, sock: UdpSocket) -> Self {
+    pub fn raw(index: u32, group: u32, sock: Sock) -> Self {
         Self::with_proto(index, group, sock, Proto::Raw { relay: None })
     }
 
-    fn with_proto(index: u32, group: u32, sock: UdpSocket, proto: Proto) -> Self {
+    fn with_proto(index: u32, group: u32, sock: Sock, proto: Proto) -> Self {
         Endpoint {
             index,
             group,
@@ -228,7 +239,7 @@ impl Endpoint {
             };
             payload::write_rtp_header(slot, false, PT_AUDIO, 0, 0, 0);
             let n = payload::write_hello(&mut slot[RTP_HEADER_LEN..], self.group, self.index);
-            ctx.send.commit(RTP_HEADER_LEN + n, relay);
+            ctx.commit(&self.sock, RTP_HEADER_LEN + n, relay);
         }
         self.set_connected(ctx);
     }
@@ -525,6 +536,11 @@ impl Endpoint {
         ctx.on_received(fields.kind, wire, latency, gap_delta, arrival_ns);
     }
 
+    /// Whether control traffic arrived that `after_input` has not handled yet.
+    pub fn has_control_input(&self) -> bool {
+        self.control_input
+    }
+
     /// Called after a batch of input: drains protocol output if control traffic arrived. Returns
     /// whether deadlines may have moved (media alone never moves them).
     pub fn after_input(&mut self, now: Instant, ctx: &mut Ctx) -> bool {
@@ -640,7 +656,7 @@ impl Endpoint {
             },
             Proto::Raw { .. } => plain,
         };
-        ctx.send.commit(len, remote);
+        ctx.commit(&self.sock, len, remote);
         o.sent += 1;
         o.sent_bytes += len as u64;
         o.seq16 = o.seq16.wrapping_add(1);
@@ -676,7 +692,7 @@ impl Endpoint {
                 continue;
             };
             if let Ok(n) = tx.protect_rtcp(slot, sr + sdes) {
-                ctx.send.commit(n, remote);
+                ctx.commit(&self.sock, n, remote);
                 ctx.totals.sent_rtcp += 1;
             }
         }

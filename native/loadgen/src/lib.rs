@@ -24,13 +24,14 @@
 
 pub mod endpoint;
 pub mod histogram;
+pub mod io;
 pub mod payload;
 pub mod relay;
 pub mod stats;
 pub mod track;
 mod worker;
 
-use std::io;
+use std::io as stdio;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -42,8 +43,8 @@ use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::io::UdpSocket;
 use sluice_core::seam::Queue;
 
-use endpoint::Endpoint;
 pub use endpoint::EndpointState;
+use endpoint::{Endpoint, Sock};
 pub use payload::Kind;
 pub use stats::{Latency, Snapshot, StreamStats, Totals};
 use worker::{Cmd, Shared, Worker};
@@ -116,6 +117,10 @@ pub struct LoadGenConfig {
     pub threads: usize,
     /// Address every endpoint socket binds to (its host candidate).
     pub bind_ip: IpAddr,
+    /// With an IPv4 loopback `bind_ip`: every worker serves its endpoints from one socket bound to
+    /// 0.0.0.0, each endpoint with its own 127.a.b.c address (see `io`), so sends and receives are
+    /// batched across endpoints. Otherwise (or when false) each endpoint has its own socket.
+    pub shared_sockets: bool,
     pub mode: Mode,
     pub media: MediaConfig,
 }
@@ -125,6 +130,7 @@ impl Default for LoadGenConfig {
         LoadGenConfig {
             threads: 1,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            shared_sockets: true,
             mode: Mode::Secure,
             media: MediaConfig::default(),
         }
@@ -175,6 +181,8 @@ pub struct LocalDescription {
 
 struct WorkerHandle {
     commands: Arc<Queue<Cmd>>,
+    /// Port of the worker's shared socket, when endpoints share one.
+    shared_port: Option<u16>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -193,30 +201,43 @@ pub struct LoadGen {
     stopped: bool,
 }
 
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg)
+fn invalid(msg: String) -> stdio::Error {
+    stdio::Error::new(stdio::ErrorKind::InvalidInput, msg)
 }
 
 impl LoadGen {
-    pub fn new(config: LoadGenConfig) -> io::Result<Self> {
+    pub fn new(config: LoadGenConfig) -> stdio::Result<Self> {
         raise_fd_limit();
-        let cert = DtlsCert::generate().map_err(|e| io::Error::other(e.to_string()))?;
+        let cert = DtlsCert::generate().map_err(|e| stdio::Error::other(e.to_string()))?;
         let mut workers = Vec::new();
         let epoch_ns = Arc::new(AtomicU64::new(0));
+        let share =
+            config.shared_sockets && matches!(config.bind_ip, IpAddr::V4(ip) if ip.is_loopback());
         for i in 0..config.threads.max(1) {
             let commands = Arc::new(Queue::new()?);
             let shared = Arc::new(Shared::default());
+            let shared_sock = if share {
+                Some(UdpSocket::bind(SocketAddr::from((
+                    Ipv4Addr::UNSPECIFIED,
+                    0,
+                )))?)
+            } else {
+                None
+            };
+            let shared_port = shared_sock.as_ref().map(|s| s.local_addr().port());
             let worker = Worker::new(
                 commands.clone(),
                 config.media,
                 shared.clone(),
                 epoch_ns.clone(),
+                shared_sock,
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("loadgen-{i}"))
                 .spawn(move || worker.run())?;
             workers.push(WorkerHandle {
                 commands,
+                shared_port,
                 shared,
                 thread: Some(thread),
             });
@@ -238,7 +259,7 @@ impl LoadGen {
     }
 
     /// Endpoint `index` lives on worker `index % threads` at position `index / threads`.
-    fn route(&self, index: u32) -> io::Result<(&WorkerHandle, usize)> {
+    fn route(&self, index: u32) -> stdio::Result<(&WorkerHandle, usize)> {
         self.check_running()?;
         if index >= self.endpoints {
             return Err(invalid(format!("no endpoint {index}")));
@@ -247,20 +268,30 @@ impl LoadGen {
         Ok((&self.workers[(index % n) as usize], (index / n) as usize))
     }
 
-    fn check_running(&self) -> io::Result<()> {
+    fn check_running(&self) -> stdio::Result<()> {
         if self.workers.iter().any(|w| w.thread.is_none()) {
-            return Err(io::Error::other("the load generator is shut down"));
+            return Err(stdio::Error::other("the load generator is shut down"));
         }
         Ok(())
     }
 
     /// Creates `n` endpoints in `group`, each on its own socket; returns their descriptions.
-    pub fn create_endpoints(&mut self, n: usize, group: u32) -> io::Result<Vec<LocalDescription>> {
+    pub fn create_endpoints(
+        &mut self,
+        n: usize,
+        group: u32,
+    ) -> stdio::Result<Vec<LocalDescription>> {
         self.check_running()?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let index = self.endpoints;
-            let sock = UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?;
+            let w = &self.workers[(index as usize) % self.workers.len()];
+            let sock = match w.shared_port {
+                Some(port) => Sock::Shared {
+                    local: SocketAddr::new(IpAddr::V4(io::loopback_ip(index)), port),
+                },
+                None => Sock::Own(UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?),
+            };
             let ice = IceCredentials::random();
             let ep = match self.config.mode {
                 Mode::Secure => {
@@ -276,7 +307,6 @@ impl LoadGen {
                 setup: "active",
                 candidates: ep.local_candidates(),
             });
-            let w = &self.workers[(index as usize) % self.workers.len()];
             w.commands.push(Cmd::Add(Box::new(ep)));
             self.endpoints += 1;
         }
@@ -284,7 +314,7 @@ impl LoadGen {
     }
 
     /// Gives endpoint `index` the bridge's transport; ICE and DTLS start at once.
-    pub fn connect(&self, index: u32, remote: RemoteDescription) -> io::Result<()> {
+    pub fn connect(&self, index: u32, remote: RemoteDescription) -> stdio::Result<()> {
         if self.config.mode != Mode::Secure {
             return Err(invalid("connect needs secure mode".into()));
         }
@@ -297,7 +327,7 @@ impl LoadGen {
     }
 
     /// Raw mode: endpoint `index` sends to (and registers with) the relay at `relay`.
-    pub fn connect_raw(&self, index: u32, relay: SocketAddr) -> io::Result<()> {
+    pub fn connect_raw(&self, index: u32, relay: SocketAddr) -> stdio::Result<()> {
         if self.config.mode != Mode::Raw {
             return Err(invalid("connect_raw needs raw mode".into()));
         }
@@ -307,7 +337,7 @@ impl LoadGen {
     }
 
     /// The SSRCs endpoint `index` sends (replaces the previous set).
-    pub fn set_sources(&self, index: u32, sources: Sources) -> io::Result<()> {
+    pub fn set_sources(&self, index: u32, sources: Sources) -> stdio::Result<()> {
         let (w, local) = self.route(index)?;
         w.commands.push(Cmd::SetSources { local, sources });
         Ok(())

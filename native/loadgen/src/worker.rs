@@ -2,19 +2,21 @@
 //! endpoint), recvmmsg/sendmmsg batches and a timer wheel. Control arrives on a queue; nothing on
 //! the packet path takes a lock or allocates in steady state.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_core::io::{RecvBatch, SendBatch, UdpSocket, MAX_DATAGRAM};
+use sluice_core::io::UdpSocket;
 use sluice_core::seam::Queue;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Sock};
 use crate::histogram::Histogram;
+use crate::io::{enable_pktinfo, RxBatch, TxBatch, MAX_DATAGRAM};
 use crate::payload::{mono_ns, Kind};
 use crate::stats::{EndpointReport, OutgoingReport, Second, Totals, WorkerReport};
 use crate::{MediaConfig, RemoteDescription, Sources};
@@ -28,8 +30,9 @@ const TICK_NS: u64 = 1_000_000;
 const SLOTS: u64 = 4096;
 /// Longest epoll sleep.
 const MAX_SLEEP_MS: u64 = 50;
-/// epoll user data for the command queue.
+/// epoll user data for the command queue and the shared socket (others: endpoint index).
 const CMD_TOKEN: u64 = u64::MAX;
+const SHARED_TOKEN: u64 = u64::MAX - 1;
 
 /// Counters every worker shares with the controller without a round trip.
 #[derive(Default)]
@@ -81,7 +84,12 @@ pub enum Cmd {
 
 /// Everything an endpoint writes to besides itself.
 pub struct Ctx {
-    pub send: SendBatch,
+    /// Egress for one socket at a time (`batch_fd`); flushed when full, when another socket's
+    /// datagram comes, and at the end of every loop turn.
+    pub send: TxBatch,
+    batch_fd: RawFd,
+    /// The worker's shared loopback socket, or -1.
+    shared_fd: RawFd,
     pub totals: Totals,
     pub media: MediaConfig,
     pub shared: Arc<Shared>,
@@ -96,20 +104,50 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// A free egress slot, flushing the batch to `sock` first if it is full.
-    #[inline]
-    pub fn slot(&mut self, sock: &UdpSocket) -> Option<&mut [u8; MAX_DATAGRAM]> {
-        if self.send.is_full() {
-            sock.send_batch(&mut self.send);
+    fn fd_of(&self, sock: &Sock) -> RawFd {
+        match sock {
+            Sock::Own(s) => s.as_raw_fd(),
+            Sock::Shared { .. } => self.shared_fd,
         }
+    }
+
+    /// A free egress slot for a datagram from `sock` (write it, then [`Ctx::commit`]).
+    #[inline]
+    pub fn slot(&mut self, sock: &Sock) -> Option<&mut [u8; MAX_DATAGRAM]> {
+        let fd = self.fd_of(sock);
+        if !self.send.is_empty() && (fd != self.batch_fd || self.send.is_full()) {
+            self.flush();
+        }
+        self.batch_fd = fd;
         self.send.slot()
     }
 
-    pub fn push(&mut self, sock: &UdpSocket, data: &[u8], to: SocketAddr) {
-        if self.send.is_full() {
-            sock.send_batch(&mut self.send);
+    /// Queues the datagram written into the slot from [`Ctx::slot`].
+    #[inline]
+    pub fn commit(&mut self, sock: &Sock, len: usize, to: SocketAddr) {
+        let src = match sock {
+            Sock::Shared {
+                local: SocketAddr::V4(a),
+            } => Some(*a.ip()),
+            _ => None,
+        };
+        self.send.commit(len, to, src);
+    }
+
+    pub fn push(&mut self, sock: &Sock, data: &[u8], to: SocketAddr) {
+        if data.len() > MAX_DATAGRAM {
+            return;
         }
-        self.send.push(data, to);
+        if let Some(slot) = self.slot(sock) {
+            slot[..data.len()].copy_from_slice(data);
+            self.commit(sock, data.len(), to);
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if !self.send.is_empty() {
+            self.send.send(self.batch_fd);
+        }
     }
 
     fn second(&mut self, at_ns: u64) -> Option<&mut Second> {
@@ -261,7 +299,12 @@ pub struct Worker {
     endpoints: Vec<Endpoint>,
     epoll: OwnedFd,
     commands: Arc<Queue<Cmd>>,
-    recv: RecvBatch,
+    recv: RxBatch,
+    /// The shared loopback socket and which endpoint each of its addresses belongs to.
+    shared_sock: Option<UdpSocket>,
+    by_ip: HashMap<Ipv4Addr, u32>,
+    /// Endpoints that got control traffic in the current receive batch.
+    touched: Vec<u32>,
     ctx: Ctx,
     wheel: Wheel,
     sending: bool,
@@ -274,6 +317,7 @@ impl Worker {
         media: MediaConfig,
         shared: Arc<Shared>,
         epoch_ns: Arc<AtomicU64>,
+        shared_sock: Option<UdpSocket>,
     ) -> io::Result<Self> {
         // SAFETY: plain epoll_create1(2); the result is checked.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -283,13 +327,27 @@ impl Worker {
         // SAFETY: a fresh descriptor nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
         epoll_add(epoll.as_raw_fd(), commands.fd(), CMD_TOKEN)?;
+        let shared_fd = match &shared_sock {
+            Some(s) => {
+                enable_pktinfo(s.as_raw_fd())?;
+                epoll_add(epoll.as_raw_fd(), s.as_raw_fd(), SHARED_TOKEN)?;
+                s.as_raw_fd()
+            }
+            None => -1,
+        };
         Ok(Worker {
             endpoints: Vec::new(),
             epoll,
             commands,
-            recv: RecvBatch::new(BATCH),
+            recv: RxBatch::new(BATCH),
+            shared_sock,
+            by_ip: HashMap::new(),
+            // At most one entry per datagram of a receive turn: never grows.
+            touched: Vec::with_capacity(BATCH * RECV_ROUNDS),
             ctx: Ctx {
-                send: SendBatch::new(BATCH),
+                send: TxBatch::new(BATCH),
+                batch_fd: -1,
+                shared_fd,
                 totals: Totals::default(),
                 media,
                 shared,
@@ -330,11 +388,14 @@ impl Worker {
                             return;
                         }
                     }
+                } else if token == SHARED_TOKEN {
+                    self.on_shared_readable(now);
                 } else {
                     self.on_readable(token as usize, now);
                 }
             }
             self.run_timers(now, mono_ns());
+            self.ctx.flush();
         }
     }
 
@@ -347,17 +408,10 @@ impl Worker {
                 continue;
             };
             ep.on_timer(now, now_ns, self.sending, &mut self.ctx);
-            self.flush(i);
             self.reschedule(i, now, now_ns);
         }
         due.clear();
         self.due = due;
-    }
-
-    fn flush(&mut self, i: usize) {
-        if !self.ctx.send.is_empty() {
-            self.endpoints[i].sock.send_batch(&mut self.ctx.send);
-        }
     }
 
     /// Files endpoint `i` at its next deadline if that is earlier than where it is filed now.
@@ -371,12 +425,17 @@ impl Worker {
         self.wheel.schedule(i, at);
     }
 
+    /// An endpoint's own socket is readable.
     fn on_readable(&mut self, i: usize, now: Instant) {
         let Some(ep) = self.endpoints.get_mut(i) else {
             return;
         };
+        let Sock::Own(sock) = &ep.sock else {
+            return;
+        };
+        let fd = sock.as_raw_fd();
         for _ in 0..RECV_ROUNDS {
-            let n = match ep.sock.recv_batch(&mut self.recv) {
+            let n = match self.recv.recv(fd) {
                 Ok(n) => n,
                 Err(_) => {
                     // E.g. an ICMP error queued on the socket: nothing to read this time.
@@ -390,7 +449,9 @@ impl Worker {
             let arrival_ns = mono_ns();
             for k in 0..n {
                 match self.recv.get_mut(k) {
-                    Some((buf, from)) => ep.on_datagram(now, arrival_ns, from, buf, &mut self.ctx),
+                    Some((buf, from, _)) => {
+                        ep.on_datagram(now, arrival_ns, from, buf, &mut self.ctx)
+                    }
                     None => self.ctx.totals.foreign += 1,
                 }
             }
@@ -398,19 +459,75 @@ impl Worker {
                 break;
             }
         }
-        let moved = ep.after_input(now, &mut self.ctx);
-        self.flush(i);
-        if moved {
+        if ep.after_input(now, &mut self.ctx) {
             self.reschedule(i, now, mono_ns());
         }
+    }
+
+    /// The shared loopback socket is readable: each datagram goes to the endpoint whose address it
+    /// was sent to.
+    fn on_shared_readable(&mut self, now: Instant) {
+        let Some(sock) = &self.shared_sock else {
+            return;
+        };
+        let fd = sock.as_raw_fd();
+        for _ in 0..RECV_ROUNDS {
+            let n = match self.recv.recv(fd) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.ctx.totals.recv_errors += 1;
+                    0
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let arrival_ns = mono_ns();
+            for k in 0..n {
+                let Some((buf, from, Some(dst))) = self.recv.get_mut(k) else {
+                    self.ctx.totals.foreign += 1;
+                    continue;
+                };
+                let Some(&i) = self.by_ip.get(&dst) else {
+                    self.ctx.totals.foreign += 1;
+                    continue;
+                };
+                let ep = &mut self.endpoints[i as usize];
+                ep.on_datagram(now, arrival_ns, from, buf, &mut self.ctx);
+                if ep.has_control_input() {
+                    self.touched.push(i);
+                }
+            }
+            if n < self.recv.capacity() {
+                break;
+            }
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        for &i in &touched {
+            if self.endpoints[i as usize].after_input(now, &mut self.ctx) {
+                self.reschedule(i as usize, now, mono_ns());
+            }
+        }
+        touched.clear();
+        self.touched = touched;
     }
 
     fn handle_command(&mut self, now: Instant, now_ns: u64, cmd: Cmd) -> bool {
         let touched = match cmd {
             Cmd::Add(ep) => {
                 let i = self.endpoints.len();
-                if epoll_add(self.epoll.as_raw_fd(), ep.sock.as_raw_fd(), i as u64).is_err() {
-                    self.ctx.totals.setup_errors += 1;
+                match &ep.sock {
+                    Sock::Own(sock) => {
+                        if epoll_add(self.epoll.as_raw_fd(), sock.as_raw_fd(), i as u64).is_err() {
+                            self.ctx.totals.setup_errors += 1;
+                        }
+                    }
+                    Sock::Shared {
+                        local: SocketAddr::V4(a),
+                    } => {
+                        self.by_ip.insert(*a.ip(), i as u32);
+                    }
+                    Sock::Shared { .. } => self.ctx.totals.setup_errors += 1,
                 }
                 self.endpoints.push(*ep);
                 self.wheel.add_endpoint();
@@ -454,9 +571,9 @@ impl Worker {
             Cmd::Shutdown => return false,
         };
         if let Some(i) = touched {
-            self.flush(i);
             self.reschedule(i, now, now_ns);
         }
+        self.ctx.flush();
         true
     }
 

@@ -42,6 +42,12 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn sending_receiving_and_relaying_allocate_nothing_per_packet() {
+    for shared_sockets in [true, false] {
+        steady_state(shared_sockets);
+    }
+}
+
+fn steady_state(shared_sockets: bool) {
     const THREADS: usize = 2;
     let mut relay = RawRelay::bind("127.0.0.1:0".parse().expect("literal")).expect("relay");
     let addr = relay.local_addr();
@@ -53,6 +59,7 @@ fn sending_receiving_and_relaying_allocate_nothing_per_packet() {
     });
     let mut lg = LoadGen::new(LoadGenConfig {
         threads: THREADS,
+        shared_sockets,
         mode: Mode::Raw,
         media: MediaConfig {
             video_bitrate_bps: 2_000_000,
@@ -84,7 +91,7 @@ fn sending_receiving_and_relaying_allocate_nothing_per_packet() {
     stop.store(true, Ordering::Relaxed);
     let relayed = thread.join().expect("relay").packets_out;
 
-    eprintln!("{allocs} allocations in the window");
+    eprintln!("shared sockets {shared_sockets}: {allocs} allocations in the window");
     let packets =
         (after.sent_packets - before.sent_packets) + (after.recv_packets - before.recv_packets);
     assert!(packets > 10_000, "only {packets} packets in the window");

@@ -15,9 +15,16 @@ use sluice_loadgen::{Kind, LoadGen, LoadGenConfig, MediaConfig, Mode, Snapshot, 
 
 use common::{assert_complete, assert_paced};
 
-fn raw_loadgen(relay: SocketAddr, groups: u32, per_group: usize, media: MediaConfig) -> LoadGen {
+fn raw_loadgen(
+    relay: SocketAddr,
+    groups: u32,
+    per_group: usize,
+    media: MediaConfig,
+    shared_sockets: bool,
+) -> LoadGen {
     let mut lg = LoadGen::new(LoadGenConfig {
         threads: 2,
+        shared_sockets,
         mode: Mode::Raw,
         media,
         ..LoadGenConfig::default()
@@ -72,7 +79,7 @@ fn three_groups_of_three_through_the_raw_relay() {
         video_bitrate_bps: 500_000,
         ..MediaConfig::default()
     };
-    let mut lg = raw_loadgen(addr, 3, 3, media);
+    let mut lg = raw_loadgen(addr, 3, 3, media, true);
     wait_for("the relay to learn every member", || {
         members.load(Ordering::Relaxed) == 9
     });
@@ -110,7 +117,7 @@ fn the_relay_binary_relays_and_reports_on_sigterm() {
         video_bitrate_bps: 200_000,
         ..MediaConfig::default()
     };
-    let mut lg = raw_loadgen(addr, 1, 2, media);
+    let mut lg = raw_loadgen(addr, 1, 2, media, false);
     // Registration is not observable from outside: wait for both hellos to be fanned out (the
     // second member's hello reaches the first one).
     wait_for("a hello to come back", || {

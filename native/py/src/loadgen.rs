@@ -50,7 +50,8 @@ impl LoadGen {
     #[new]
     #[pyo3(signature = (
         *, threads = 1, bind_ip = "127.0.0.1", mode = "secure", audio = true, video = true,
-        video_bitrate_bps = 1_000_000, fps = 30, video_packet_size = 1200, audio_packet_size = 100
+        video_bitrate_bps = 1_000_000, fps = 30, video_packet_size = 1200, audio_packet_size = 100,
+        shared_sockets = true
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -63,6 +64,7 @@ impl LoadGen {
         fps: u32,
         video_packet_size: usize,
         audio_packet_size: usize,
+        shared_sockets: bool,
     ) -> PyResult<Self> {
         let bind_ip: IpAddr = bind_ip
             .parse()
@@ -94,6 +96,7 @@ impl LoadGen {
         let inner = Inner::new(LoadGenConfig {
             threads,
             bind_ip,
+            shared_sockets,
             mode,
             media,
         })
