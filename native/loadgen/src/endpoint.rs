@@ -27,6 +27,9 @@ const VIDEO_CLOCK: u64 = 90_000;
 const AUDIO_CLOCK: u64 = 48_000;
 /// A schedule this far behind is reset instead of caught up (no bursts of a whole second).
 const MAX_CATCH_UP_NS: u64 = 200_000_000;
+/// Streams one endpoint tracks; more (only a broken or hostile sender makes them) are counted and
+/// dropped so memory stays bounded.
+const MAX_STREAMS: usize = 4096;
 /// Hello packets a raw endpoint sends when it learns the relay.
 const RAW_HELLOS: usize = 3;
 
@@ -511,6 +514,10 @@ impl Endpoint {
         let key = (fields.sender, fields.ssrc);
         let idx = match self.stream_index.get(&key) {
             Some(&i) => i,
+            None if self.streams.len() >= MAX_STREAMS => {
+                ctx.totals.stream_limit += 1;
+                return;
+            }
             None => {
                 self.streams.push(StreamTracker::new(
                     fields.sender,
@@ -526,7 +533,7 @@ impl Endpoint {
         let first = t.received == 0;
         let arrival = t.on_packet(fields.seq, wire);
         let gap_delta: i64 = match arrival {
-            Arrival::InOrder if !first => (t.highest - before - 1) as i64,
+            Arrival::InOrder if !first => (t.highest - before - 1).min(i64::MAX as u64) as i64,
             Arrival::InOrder => 0,
             Arrival::Reordered | Arrival::Late => -1,
             Arrival::Duplicate => return,

@@ -29,6 +29,8 @@ pub struct Totals {
     pub integrity_failures: u64,
     /// Verified packets from our own endpoint or from another group: the forwarder misrouted them.
     pub misrouted: u64,
+    /// Packets of a new stream beyond the per-endpoint stream limit (dropped uncounted otherwise).
+    pub stream_limit: u64,
     /// Datagrams that are none of STUN, DTLS, RTP, RTCP for this endpoint.
     pub foreign: u64,
     /// Raw-mode hello packets received (the relay fans them out like media).
@@ -67,6 +69,7 @@ impl Totals {
             before_keys,
             integrity_failures,
             misrouted,
+            stream_limit,
             foreign,
             hello,
             protect_failures,
@@ -100,6 +103,7 @@ impl Totals {
             before_keys,
             integrity_failures,
             misrouted,
+            stream_limit,
             foreign,
             hello,
             protect_failures,
@@ -269,8 +273,10 @@ pub struct Snapshot {
     /// Packets every receiver should have got: for each receiver, everything every other member of its
     /// group sent.
     pub expected: u64,
-    /// Unique packets received.
+    /// Unique packets received from members of the receiver's group.
     pub received: u64,
+    /// Packets that verified but name a sender outside the receiver's group (forged).
+    pub unexpected: u64,
     pub lost: u64,
     pub lost_gap: u64,
     pub duplicates: u64,
@@ -358,6 +364,7 @@ impl Snapshot {
             totals,
             expected: 0,
             received: 0,
+            unexpected: 0,
             lost: 0,
             lost_gap: 0,
             duplicates: 0,
@@ -383,9 +390,16 @@ impl Snapshot {
             streams: Vec::new(),
             endpoint_list: Vec::new(),
         };
+        let group_of: HashMap<u32, u32> = endpoints.iter().map(|e| (e.index, e.group)).collect();
         for rx in &endpoints {
             let mut received_here = 0;
             for t in &rx.streams {
+                // Only streams of members of the receiver's group count: anything else was forged
+                // (a raw-mode receiver accepts any source) and must not skew loss.
+                if group_of.get(&t.sender) != Some(&rx.group) {
+                    snap.unexpected += t.received;
+                    continue;
+                }
                 snap.received += t.received;
                 snap.lost_gap += t.gap_lost();
                 snap.duplicates += t.duplicates;
@@ -455,6 +469,7 @@ impl Snapshot {
         o.num("failed", self.failed as u64);
         o.num("expected", self.expected);
         o.num("received", self.received);
+        o.num("unexpected", self.unexpected);
         o.num("lost", self.lost);
         o.num("lost_gap", self.lost_gap);
         o.float("loss_ratio", self.loss_ratio());

@@ -99,7 +99,7 @@ impl StreamTracker {
     }
 
     pub fn on_latency(&mut self, ns: u64) {
-        self.latency_sum_ns += ns;
+        self.latency_sum_ns = self.latency_sum_ns.saturating_add(ns);
         self.latency_max_ns = self.latency_max_ns.max(ns);
     }
 
@@ -129,7 +129,9 @@ impl StreamTracker {
         if self.received == 0 {
             return 0;
         }
-        (self.highest - self.first + 1).saturating_sub(self.received)
+        (self.highest - self.first)
+            .saturating_add(1)
+            .saturating_sub(self.received)
     }
 }
 
@@ -185,6 +187,18 @@ mod tests {
         t.on_packet(10 + 5 * WINDOW, 1);
         assert_eq!(t.gap_lost(), 5 * WINDOW - 1);
         assert_eq!(t.on_packet(10 + 5 * WINDOW - 1, 1), Arrival::Reordered);
+    }
+
+    #[test]
+    fn extreme_sequence_numbers_do_not_overflow() {
+        let mut t = StreamTracker::new(1, 2, false);
+        t.on_packet(0, 1);
+        t.on_packet(u64::MAX, 1);
+        // 2^64 numbers span the range; the count saturates at u64::MAX before the two received.
+        assert_eq!(t.gap_lost(), u64::MAX - 2);
+        t.on_latency(u64::MAX);
+        t.on_latency(u64::MAX);
+        assert_eq!(t.latency_sum_ns, u64::MAX);
     }
 
     #[test]

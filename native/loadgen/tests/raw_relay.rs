@@ -145,3 +145,60 @@ fn the_relay_binary_relays_and_reports_on_sigterm() {
         "{last}"
     );
 }
+
+#[test]
+fn forged_and_corrupt_packets_are_counted_not_tracked() {
+    use sluice_loadgen::payload::{self, Fields, RTP_HEADER_LEN};
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut lg = LoadGen::new(LoadGenConfig {
+        mode: Mode::Raw,
+        ..LoadGenConfig::default()
+    })
+    .expect("loadgen");
+    let (me,) = match lg.create_endpoints(1, 7).expect("endpoint").as_slice() {
+        [l] => (l.candidates[0].addr,),
+        _ => unreachable!("asked for one"),
+    };
+    lg.connect_raw(0, sink.local_addr().expect("addr"))
+        .expect("connect");
+    let packet = |group: u32, sender: u32, seq: u64| {
+        let mut p = vec![0u8; 200];
+        payload::write_rtp_header(&mut p, false, 100, 1, 2, 3);
+        let f = Fields {
+            group,
+            sender,
+            ssrc: 3,
+            seq,
+            send_ns: 1,
+            kind: Kind::Video,
+            layer: 0,
+        };
+        payload::write(&mut p[RTP_HEADER_LEN..], 188, &f);
+        p
+    };
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut corrupt = packet(7, 1, 5);
+    corrupt[100] ^= 1;
+    attacker.send_to(&corrupt, me).expect("send"); // checksum fails
+    attacker.send_to(&packet(8, 1, 5), me).expect("send"); // another group
+    attacker.send_to(&packet(7, 0, 5), me).expect("send"); // claims to be us
+    attacker.send_to(&packet(7, 1, u64::MAX), me).expect("send"); // valid, extreme sequence
+    attacker.send_to(&packet(7, 1, 0), me).expect("send");
+    attacker.send_to(&[0x80], me).expect("send"); // too short for RTP
+    wait_for("six datagrams", || {
+        let t = lg.snapshot(false).totals;
+        t.integrity_failures + t.misrouted + t.recv_packets + t.foreign >= 6
+    });
+    let snap = lg.snapshot(true);
+    let t = &snap.totals;
+    assert_eq!(
+        (t.integrity_failures, t.misrouted, t.foreign),
+        (1, 2, 1),
+        "{t:?}"
+    );
+    assert_eq!(t.recv_packets, 2);
+    // The forged sender is no member: it is in no expected stream, and nothing overflowed.
+    assert!(snap.streams.is_empty());
+    assert_eq!((snap.expected, snap.received, snap.lost_gap), (0, 0, 0));
+    assert_eq!(snap.unexpected, 2);
+}
