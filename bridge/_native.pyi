@@ -117,11 +117,11 @@ class LoadGen:
     def stop(self, drain: float = 0.5) -> None: ...
     def stats_json(self, detail: bool = False) -> str: ...
     # Keys: mode, threads, elapsed_s, sending, stopped, endpoints, connected, failed, expected, received,
-    # unexpected, lost (final once stopped), lost_gap, loss_ratio, duplicates, reordered, late, packets_per_recv_call,
-    # packets_per_send_call, totals{...}, latency / latency_audio / latency_video {count, min_ns, mean_ns,
-    # p50_ns, p90_ns, p99_ns, p999_ns, max_ns}, histogram [[upper_ns, count]], and with detail: series
-    # [{t, sent_packets, sent_bytes, recv_packets, recv_bytes, gap_lost, latency}], streams [{receiver,
-    # group, sender, ssrc, kind, sent, received, lost, gap_lost, duplicates, reordered, latency_mean_ns,
-    # latency_max_ns}], endpoint_list [{index, group, state, detail, sent, received}].
+    # unexpected, lost (final once stopped), lost_gap, loss_ratio, duplicates, reordered, late,
+    # packets_per_recv_call, packets_per_send_call, totals{...}, latency / latency_audio / latency_video
+    # {count, min_ns, mean_ns, p50_ns, p90_ns, p99_ns, p999_ns, max_ns}, histogram [[upper_ns, count]], and
+    # with detail: series [{t, sent_packets, sent_bytes, recv_packets, recv_bytes, gap_lost, latency}],
+    # streams [{receiver, group, sender, ssrc, kind, sent, received, lost, gap_lost, duplicates, reordered,
+    # latency_mean_ns, latency_max_ns}], endpoint_list [{index, group, state, detail, sent, received}].
     def stats(self, detail: bool = False) -> dict[str, object]: ...
     def shutdown(self) -> None: ...
