@@ -16,6 +16,19 @@
 //! ```
 //! All integers are big-endian.
 
+/// 0, 1, ..., 255, 0, 1, ... long enough for any start byte plus a whole datagram.
+const RAMP: [u8; 256 + MAX_PAYLOAD] = {
+    let mut a = [0u8; 256 + MAX_PAYLOAD];
+    let mut i = 0;
+    while i < a.len() {
+        a[i] = i as u8;
+        i += 1;
+    }
+    a
+};
+/// Largest payload written (a whole datagram buffer).
+const MAX_PAYLOAD: usize = sluice_core::io::MAX_DATAGRAM;
+
 /// Media packets.
 pub const MAGIC: [u8; 4] = *b"SLG1";
 /// Raw-mode registration packets (teach the relay our address and group; carry no media).
@@ -77,7 +90,7 @@ pub enum PayloadError {
 
 /// Writes a payload of `len` bytes (at least [`HEADER_LEN`]) into `out[..len]`. Allocates nothing.
 pub fn write(out: &mut [u8], len: usize, f: &Fields) {
-    let len = len.max(HEADER_LEN).min(out.len());
+    let len = len.max(HEADER_LEN).min(out.len()).min(MAX_PAYLOAD);
     let p = &mut out[..len];
     p[0..4].copy_from_slice(&MAGIC);
     p[4..8].copy_from_slice(&f.group.to_be_bytes());
@@ -89,10 +102,10 @@ pub fn write(out: &mut [u8], len: usize, f: &Fields) {
     p[33] = f.layer;
     p[34] = 0;
     p[35] = 0;
-    let fill = f.seq as u8;
-    for (i, b) in p[HEADER_LEN..].iter_mut().enumerate() {
-        *b = fill.wrapping_add(i as u8);
-    }
+    // Filler byte i is (seq + i) mod 256: a slice of a precomputed ramp, copied in one go.
+    let start = usize::from(f.seq as u8);
+    let n = len - HEADER_LEN;
+    p[HEADER_LEN..].copy_from_slice(&RAMP[start..start + n]);
     let crc = checksum(p);
     p[36..40].copy_from_slice(&crc.to_be_bytes());
 }
