@@ -573,11 +573,10 @@ impl Endpoint {
             );
             while self.next_audio_ns <= now_ns {
                 self.next_audio_ns += audio;
-                let send_ns = payload::mono_ns();
                 for i in 0..self.outgoing.len() {
                     if self.outgoing[i].kind == Kind::Audio {
                         let size = media.audio_packet_size.max(RTP_HEADER_LEN + HEADER_LEN);
-                        self.send_packet(i, true, size - RTP_HEADER_LEN, send_ns, remote, ctx);
+                        self.send_packet(i, true, size - RTP_HEADER_LEN, remote, ctx);
                         self.outgoing[i].rtp_ts = self.outgoing[i]
                             .rtp_ts
                             .wrapping_add((AUDIO_CLOCK * audio / 1_000_000_000) as u32);
@@ -596,7 +595,6 @@ impl Endpoint {
                 media.video_packet_size.max(RTP_HEADER_LEN + HEADER_LEN) - RTP_HEADER_LEN;
             while self.next_video_ns <= now_ns {
                 self.next_video_ns += frame;
-                let send_ns = payload::mono_ns();
                 for i in 0..self.outgoing.len() {
                     if self.outgoing[i].kind != Kind::Video {
                         continue;
@@ -605,7 +603,7 @@ impl Endpoint {
                     let packets = bytes.div_ceil(max_payload).max(1);
                     let each = (bytes / packets).max(HEADER_LEN);
                     for p in 0..packets {
-                        self.send_packet(i, p + 1 == packets, each, send_ns, remote, ctx);
+                        self.send_packet(i, p + 1 == packets, each, remote, ctx);
                     }
                     self.outgoing[i].rtp_ts = self.outgoing[i]
                         .rtp_ts
@@ -624,10 +622,12 @@ impl Endpoint {
         i: usize,
         marker: bool,
         payload_len: usize,
-        send_ns: u64,
         remote: SocketAddr,
         ctx: &mut Ctx,
     ) {
+        // Stamped per packet, as late as possible: what waits in our own batch after this is the
+        // load generator's delay, and it is counted in the latency (see the crate docs).
+        let send_ns = payload::mono_ns();
         let (index, group) = (self.index, self.group);
         let o = &mut self.outgoing[i];
         let Some(slot) = ctx.slot(&self.sock) else {

@@ -19,8 +19,16 @@
 //! `sent - received` per stream once sending stopped and in-flight packets drained; while running,
 //! only sequence gaps are known.
 //!
-//! Latency is taken when the batch is read from the socket, so it includes the load generator's own
-//! scheduling delay; with the generator and the bridge sharing two cores, treat p99 as an upper bound.
+//! Latency runs from the moment a packet is written (just before encryption) to the moment its
+//! receive batch is read from the socket, so it includes the load generator's own delays on both
+//! ends (the rest of its send batch, its thread's wake-up); with the generator and the bridge sharing
+//! two cores, treat p99 as an upper bound of what the forwarder adds. The same holds against the raw
+//! relay, so the two are comparable.
+//!
+//! # Sockets
+//! With an IPv4 loopback bind address (the default) each worker serves its endpoints from one socket
+//! bound to 0.0.0.0, every endpoint with its own 127.a.b.c address ([`io`]); otherwise each endpoint
+//! has its own socket. Either way the bridge sees one address per endpoint.
 
 pub mod endpoint;
 pub mod histogram;
