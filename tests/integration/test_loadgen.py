@@ -190,3 +190,40 @@ def test_loadgen_rejects_bad_arguments() -> None:
             lg.connect(ep["index"], "u", "p", [("127.0.0.1", 9, 1, "bogus")], [], "actpass")
     finally:
         lg.shutdown()
+
+
+def test_raw_mode_through_the_raw_relay() -> None:
+    relay = _native.RawRelay()
+    relay.start()
+    host, port = relay.local_address()
+    lg = _native.LoadGen(threads=1, mode="raw", video_bitrate_bps=300_000)
+    try:
+        for group in range(CONFERENCES):
+            for ep in lg.create_endpoints(PER_CONFERENCE, group):
+                audio, video = _native.LoadGen.default_sources(ep["index"], 1)
+                lg.set_sources(ep["index"], audio, video)
+                lg.connect_raw(ep["index"], host, port)
+        assert lg.wait_connected(5.0)
+        deadline = time.monotonic() + 5
+        while relay.stats()["members"] < CONFERENCES * PER_CONFERENCE:
+            assert time.monotonic() < deadline, relay.stats()
+            time.sleep(0.02)
+        lg.start()
+        time.sleep(1.0)
+        lg.stop(0.3)
+        stats = lg.stats(detail=True)
+    finally:
+        lg.shutdown()
+        relay.stop()
+    expected, received, lost = stats["expected"], stats["received"], stats["lost"]
+    assert isinstance(expected, int) and isinstance(received, int) and isinstance(lost, int)
+    assert expected == received + lost and expected > 0 and lost <= expected // 1000
+    streams = stats["streams"]
+    assert isinstance(streams, list)
+    assert len(streams) == CONFERENCES * PER_CONFERENCE * (PER_CONFERENCE - 1) * 2
+    rs = relay.stats()
+    totals = stats["totals"]
+    assert isinstance(totals, dict)
+    # Every copy the relay sent arrived: media and the three registration hellos per endpoint.
+    assert rs["packets_out"] == totals["recv_packets"] + totals["hello"]
+    assert (rs["members"], rs["groups"], rs["untagged"]) == (6, 2, 0)

@@ -375,6 +375,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEvent>()?;
     m.add_class::<SrtpSession>()?;
     m.add_class::<loadgen::LoadGen>()?;
+    m.add_class::<loadgen::RawRelay>()?;
     m.add(
         "SRTP_PROFILES",
         ("SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80"),

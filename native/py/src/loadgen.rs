@@ -2,7 +2,9 @@
 //! every packet is handled on the loadgen's own threads, never under the GIL.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -10,6 +12,7 @@ use pyo3::types::{PyDict, PyList};
 
 use sluice_core::dtls::Fingerprint;
 use sluice_core::ice::{Candidate, CandidateKind, IceCredentials};
+use sluice_loadgen::relay::RelayStats;
 use sluice_loadgen::{
     LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Sources,
 };
@@ -261,5 +264,98 @@ impl LoadGen {
     fn shutdown(&mut self, py: Python<'_>) {
         let inner = &mut self.inner;
         py.detach(move || inner.shutdown());
+    }
+}
+
+/// The raw relay baseline (sluice_loadgen::relay) on its own thread named "raw-relay", so a bench
+/// can read its CPU from /proc/<pid>/task. No packet touches Python.
+#[pyclass(module = "bridge._native")]
+pub struct RawRelay {
+    addr: SocketAddr,
+    /// Until `start` moves it to its thread.
+    relay: Mutex<Option<sluice_loadgen::relay::RawRelay>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Published by the thread a few times a second, and once more when it stops.
+    stats: Arc<Mutex<RelayStats>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[pymethods]
+impl RawRelay {
+    #[new]
+    #[pyo3(signature = (host = "127.0.0.1", port = 0))]
+    fn new(host: &str, port: u16) -> PyResult<Self> {
+        let ip: IpAddr = host
+            .parse()
+            .map_err(|_| PyValueError::new_err(format!("bad relay address {host:?}")))?;
+        let relay = sluice_loadgen::relay::RawRelay::bind(SocketAddr::new(ip, port))
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(RawRelay {
+            addr: relay.local_addr(),
+            relay: Mutex::new(Some(relay)),
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+            stats: Arc::new(Mutex::new(RelayStats::default())),
+        })
+    }
+
+    fn local_address(&self) -> (String, u16) {
+        (self.addr.ip().to_string(), self.addr.port())
+    }
+
+    /// Starts relaying on a thread (once).
+    fn start(&mut self) -> PyResult<()> {
+        let Some(mut relay) = locked(&self.relay).take() else {
+            return Err(PyValueError::new_err("the relay was already started"));
+        };
+        let (stop, stats) = (self.stop.clone(), self.stats.clone());
+        let thread = std::thread::Builder::new()
+            .name("raw-relay".into())
+            .spawn(move || {
+                let mut published = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if relay.poll() == 0 {
+                        relay.wait(10);
+                    }
+                    if published.elapsed() >= Duration::from_millis(100) {
+                        *locked(&stats) = relay.stats();
+                        published = Instant::now();
+                    }
+                }
+                *locked(&stats) = relay.stats();
+            })
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    /// Counters as a dict: at most 100 ms old while running, exact after `stop`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let s = match locked(&self.relay).as_ref() {
+            Some(r) => r.stats(),
+            None => *locked(&self.stats),
+        };
+        py.import("json")?.call_method1("loads", (s.to_json(),))
+    }
+
+    /// Stops the thread and waits for it.
+    fn stop(&mut self, py: Python<'_>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = py.detach(move || t.join());
+        }
+    }
+}
+
+impl Drop for RawRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
