@@ -20,6 +20,7 @@ from bridge.colibri2.handler import Colibri2Handler
 from bridge.colibri2.model import Colibri2Error
 from bridge.colibri2.xml import build_conference_modified, build_error, parse_conference_modify
 from bridge.http import create_private_app
+from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.settings import Settings
 from bridge.xmpp import BridgeState, BridgeXmppClient, package_version
@@ -35,8 +36,22 @@ class BridgeApp:
         self.bridge = Bridge(settings.bridge_config())
         self.colibri2 = Colibri2Handler(self.bridge)
         #: Shared by every XMPP client, so drain/shutdown shows in every brewery at once.
-        self.state = BridgeState()
+        self.state = BridgeState(drain=settings.initial_drain_mode)
         self.xmpp: list[BridgeXmppClient] = []
+        #: Drain, graceful shutdown and idle expiry; `lifecycle.finished` says when to exit.
+        self.lifecycle = Lifecycle(
+            self.bridge,
+            self.colibri2,
+            self.state,
+            LifecycleConfig(
+                graceful_shutdown_max_duration=settings.graceful_shutdown_max_duration,
+                graceful_shutdown_min_participants=settings.graceful_shutdown_min_participants,
+                shutting_down_delay=settings.shutting_down_delay,
+                entity_expiration_timeout=settings.entity_expiration_timeout,
+                entity_expiration_check_interval=settings.entity_expiration_check_interval,
+            ),
+            on_change=self._publish_now,
+        )
         #: One load view for presence, /colibri/stats and /metrics.
         self.sampler = LoadSampler(settings.load_threshold_pps)
         #: The private HTTP API's bound port (None while stopped or disabled).
@@ -58,6 +73,7 @@ class BridgeApp:
                 )
                 self.xmpp.append(client)
                 await client.start()
+            self.lifecycle.start()
             if not self.xmpp:
                 # Presence ticks the sampler; without any XMPP client, HTTP stats need their own tick.
                 self._ticker = asyncio.create_task(self._tick(), name="load-sampler")
@@ -70,6 +86,7 @@ class BridgeApp:
         if not self._started:
             return
         self._started = False
+        await self.lifecycle.stop()
         for client in self.xmpp:
             try:
                 await client.stop()
@@ -106,7 +123,7 @@ class BridgeApp:
         app = create_private_app(
             self.bridge,
             self.colibri2,
-            self.state,
+            self.lifecycle,
             self.sampler,
             version=package_version(),
             average_participant_stress=self.settings.average_participant_stress,
@@ -120,6 +137,10 @@ class BridgeApp:
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else port
         log.info("private HTTP API on %s:%s", self.settings.private_http_host, self.http_port)
+
+    def _publish_now(self) -> None:
+        for client in self.xmpp:
+            client.publish_now()
 
     async def _tick(self) -> None:
         while True:

@@ -31,13 +31,16 @@ async def _run_bridge(settings: Settings) -> None:
         for client in app.xmpp:
             rooms = ", ".join(client.occupant_jid(room) for room in client.config.muc_jids)
             print(f"sluice bridge: XMPP {client.config.hostname}:{client.config.port} as {rooms}", flush=True)
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), settings.stats_interval)
-            except TimeoutError:
+        finished = app.lifecycle.finished
+        while not (stop.is_set() or finished.is_set()):
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(finished.wait())]
+            await asyncio.wait(waits, timeout=settings.stats_interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if not (stop.is_set() or finished.is_set()):
                 stats = await bridge.get_stats()
                 log.info("stats %s", json.dumps({k: stats[k] for k in ("total", "failures", "io")}))
-        log.info("sluice bridge: stopping")
+        log.info("sluice bridge: stopping (%s)", "shutdown finished" if finished.is_set() else "signal")
 
 
 def _environment_help() -> str:

@@ -194,6 +194,13 @@ def _duration(value: object, text: bool) -> float:
     return parse_duration(value)
 
 
+def _count(value: object, text: bool) -> int:
+    n = _int(value, text)
+    if n < 0:
+        raise ValueError("must not be negative")
+    return n
+
+
 Parse = Callable[[object, bool], Any]
 
 #: Every key a file may hold (dotted, as jvb names it) and how its value is read.
@@ -207,6 +214,12 @@ _KEYS: dict[str, Parse] = {
     "videobridge.http-servers.public.host": _nonblank,
     "videobridge.http-servers.public.port": _port_or_disabled,
     "videobridge.stats.interval": _duration,
+    "videobridge.entity-expiration.timeout": _duration,
+    "videobridge.entity-expiration.check-interval": _duration,
+    "videobridge.shutdown.graceful-shutdown-max-duration": _duration,
+    "videobridge.shutdown.graceful-shutdown-min-participants": _count,
+    "videobridge.shutdown.shutting-down-delay": _duration,
+    "videobridge.initial-drain-mode": _bool,
     "videobridge.relay.enabled": _bool,
     "videobridge.relay.region": _nonblank,
     "videobridge.relay.relay-id": _nonblank,
@@ -237,6 +250,7 @@ ENVIRONMENT: dict[str, str] = {
     "SLUICE_PRIVATE_HTTP_PORT": "videobridge.http-servers.private.port",
     "SLUICE_PUBLIC_HTTP_PORT": "videobridge.http-servers.public.port",
     "SLUICE_STATS_INTERVAL": "videobridge.stats.interval",
+    "SLUICE_INITIAL_DRAIN_MODE": "videobridge.initial-drain-mode",
     "SLUICE_REGION": "videobridge.region",
     "SLUICE_RELAY_ID": "videobridge.relay.relay-id",
     "SLUICE_LOAD_THRESHOLD": "videobridge.load-management.load-measurements.packet-rate.load-threshold",
@@ -293,6 +307,16 @@ class Settings:
     public_http_port: int = -1
     #: Seconds between stats samples and brewery presences.
     stats_interval: float = 5.0
+    #: An endpoint with no packet in (nor a conference with no endpoint) for this long is expired.
+    entity_expiration_timeout: float = 60.0
+    entity_expiration_check_interval: float = 60.0
+    #: Section 3.4: how long a graceful shutdown may wait for conferences to end.
+    graceful_shutdown_max_duration: float = 24 * 3600.0
+    #: The graceful shutdown moves on to shutting down at or below this many participants.
+    graceful_shutdown_min_participants: int = 0
+    #: Between shutting_down=true in presence and the exit (Jicofo moves endpoints away meanwhile).
+    shutting_down_delay: float = 60.0
+    initial_drain_mode: bool = False
     region: str | None = None
     relay_enabled: bool = False
     relay_id: str | None = None
@@ -428,6 +452,21 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         public_http_host=get("videobridge.http-servers.public.host", defaults.public_http_host),
         public_http_port=get("videobridge.http-servers.public.port", defaults.public_http_port),
         stats_interval=get("videobridge.stats.interval", defaults.stats_interval),
+        entity_expiration_timeout=get(
+            "videobridge.entity-expiration.timeout", defaults.entity_expiration_timeout
+        ),
+        entity_expiration_check_interval=get(
+            "videobridge.entity-expiration.check-interval", defaults.entity_expiration_check_interval
+        ),
+        graceful_shutdown_max_duration=get(
+            "videobridge.shutdown.graceful-shutdown-max-duration", defaults.graceful_shutdown_max_duration
+        ),
+        graceful_shutdown_min_participants=get(
+            "videobridge.shutdown.graceful-shutdown-min-participants",
+            defaults.graceful_shutdown_min_participants,
+        ),
+        shutting_down_delay=get("videobridge.shutdown.shutting-down-delay", defaults.shutting_down_delay),
+        initial_drain_mode=get("videobridge.initial-drain-mode", defaults.initial_drain_mode),
         # jvb reads the region from the relay block; the top-level key is the older spelling.
         region=get("videobridge.relay.region", get("videobridge.region")),
         relay_enabled=False,

@@ -384,6 +384,11 @@ class BridgeXmppClient:
                 # Rooms not joined yet (say, after a nickname conflict) get a fresh join attempt.
                 self._publish(join=False)
 
+    def publish_now(self) -> None:
+        """Presence with the current stats at once (after a drain or shutdown change), if connected."""
+        if self._session.is_set() and not self._lost.is_set():
+            self._publish(join=False)
+
     def _publish(self, *, join: bool) -> None:
         """Sends presence with stats to every brewery; `<x xmlns=muc>` only on a join."""
         conferences = self.bridge.conferences

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -48,6 +49,9 @@ class EndpointState:
     force_mute_audio: bool = False
     force_mute_video: bool = False
     initial_last_n: int | None = None
+    #: Idle expiry: when `packets_in` of the transport last changed (None: not observed yet).
+    last_activity: float | None = None
+    last_packets_in: int = -1
 
 
 @dataclass(slots=True)
@@ -58,6 +62,8 @@ class ConferenceState:
     feedback_audio_ssrc: int
     feedback_video_ssrc: int
     endpoints: dict[str, EndpointState] = field(default_factory=dict)
+    #: Idle expiry: the last check that saw an endpoint here (None: not observed yet).
+    last_activity: float | None = None
 
 
 def _random_ssrc() -> int:
@@ -95,6 +101,40 @@ class Colibri2Handler:
             del self._conferences[meeting_id]
             return None
         return state
+
+    # -- idle expiry -------------------------------------------------------------------------------------
+
+    def expire_idle(
+        self, now: float, packets_in: Mapping[int, int], timeout: float
+    ) -> list[tuple[str, str | None]]:
+        """Expires what has been idle for `timeout` seconds (jvb `entity-expiration.timeout`).
+
+        An endpoint is idle while its transport's `packets_in` (native per-transport counter; any STUN, DTLS
+        or media counts) does not change; a conference is idle while it has no endpoint. Call this
+        periodically; the first call that sees an entity starts its clock. Returns (meeting-id, endpoint-id)
+        for each expired endpoint and (meeting-id, None) for each expired conference.
+        """
+        expired: list[tuple[str, str | None]] = []
+        for meeting_id in list(self._conferences):
+            state = self._live(meeting_id)
+            if state is None:
+                continue
+            for ep in list(state.conference.endpoints.values()):
+                info = state.endpoints.setdefault(ep.id, EndpointState())
+                count = packets_in.get(ep.transport_id, 0)
+                if info.last_activity is None or count != info.last_packets_in:
+                    info.last_activity = now
+                    info.last_packets_in = count
+                elif now - info.last_activity >= timeout:
+                    ep.close()
+                    state.endpoints.pop(ep.id, None)
+                    expired.append((meeting_id, ep.id))
+            if state.conference.endpoints or state.last_activity is None:
+                state.last_activity = now
+            elif now - state.last_activity >= timeout:
+                self._close(meeting_id, state)
+                expired.append((meeting_id, None))
+        return expired
 
     # -- the request --------------------------------------------------------------------------------------
 

@@ -236,3 +236,28 @@ def test_missing_xmpp_keys_and_broken_files(tmp_path: Path) -> None:
     path.write_text("[videobridge.ice.udp]\nport = -2\n")
     with pytest.raises(SettingsError, match=r"bad\.toml: bad value for videobridge\.ice\.udp\.port"):
         load_settings(path, environ={})
+
+
+def test_expiry_shutdown_and_drain_keys() -> None:
+    s = parse_settings(
+        """
+[videobridge]
+initial-drain-mode = true
+[videobridge.entity-expiration]
+timeout = "30s"
+check-interval = "5 seconds"
+[videobridge.shutdown]
+graceful-shutdown-max-duration = "2h"
+graceful-shutdown-min-participants = 3
+shutting-down-delay = "10s"
+""",
+        environ={},
+    )
+    assert (s.entity_expiration_timeout, s.entity_expiration_check_interval) == (30.0, 5.0)
+    assert (s.graceful_shutdown_max_duration, s.graceful_shutdown_min_participants) == (7200.0, 3)
+    assert (s.shutting_down_delay, s.initial_drain_mode) == (10.0, True)
+    assert parse_settings("", environ={"SLUICE_INITIAL_DRAIN_MODE": "yes"}).initial_drain_mode
+    with pytest.raises(SettingsError, match="graceful-shutdown-min-participants"):
+        parse_settings("[videobridge.shutdown]\ngraceful-shutdown-min-participants = -1\n", environ={})
+    with pytest.raises(SettingsError, match=r"entity-expiration\.timeout"):
+        parse_settings('[videobridge.entity-expiration]\ntimeout = "0s"\n', environ={})
