@@ -11,7 +11,7 @@ import os
 import sys
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -265,3 +265,50 @@ async def test_idle_endpoints_then_the_empty_conference_expire(
     _el(request, C2, "endpoint", id="alice", stats_id="alice-stats")
     reply = await jicofo.iq(bridge_jid, request)
     assert error_reason(reply) == ("item-not-found", "conference_not_found")
+
+
+# ---- more than one XMPP server
+
+
+@pytest.fixture
+def second_prosody(tmp_path: Path) -> Iterator[Prosody]:
+    server = Prosody.create(tmp_path / "prosody-2", jvb_password="other-secret")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_one_bridge_in_two_breweries_serves_both(
+    prosody: Prosody, second_prosody: Prosody, jicofo: MucObserver
+) -> None:
+    """Two xmpp-client configs: presence in both breweries, Colibri2 from either, drain shown in both."""
+    first = bridge_toml(prosody, nickname="sluice-multi")
+    second = bridge_toml(second_prosody, nickname="sluice-multi").split("[videobridge.apis")[1]
+    toml = first + "\n[videobridge.apis" + second.replace("configs.test-prosody", "configs.second")
+    other = MucObserver(second_prosody)
+    await other.start()
+    app = BridgeApp(parse_settings(toml, environ={}))
+    await app.start()
+    try:
+        await app.wait_joined(timeout=10)
+        assert len(app.xmpp) == 2
+        for observer in (jicofo, other):
+            await observer.wait_presence("sluice-multi", where=flag("drain", "false"))
+        # Each focus allocates its own conference through its own server.
+        meetings = []
+        for observer in (jicofo, other):
+            meeting = str(uuid.uuid4())
+            meetings.append(meeting)
+            reply = await observer.iq(f"{BREWERY_JID.lower()}/sluice-multi", create_request(meeting, "a"))
+            result_payload(reply)
+        assert all(app.colibri2.conference(m) is not None for m in meetings)
+        for observer in (jicofo, other):
+            await observer.wait_presence("sluice-multi", where=flag("conferences", "2"))
+        app.lifecycle.set_drain(True)
+        for observer in (jicofo, other):
+            await observer.wait_presence("sluice-multi", timeout=3, where=flag("drain"))
+    finally:
+        await app.stop()
+        await other.stop()
