@@ -10,6 +10,7 @@ mean exactly what JVB's do, so a JVB dashboard must not silently mistake them fo
 | `sluice_packets_dropped_total` | counter | `reason` (native drop reason) | native `total.drops` |
 | `sluice_transport_failures_total` | counter | `cause` (ice, consent, dtls_...) | native `failures` |
 | `sluice_seam_commands_total` / `sluice_seam_events_total` | counter | | Python/Rust crossings |
+| `sluice_io_syscalls_total` / `sluice_io_packets_total` | counter | `op` (recvmmsg, sendmmsg) | native `io` |
 | `sluice_conferences`, `sluice_endpoints` | gauge | | the Bridge's bookkeeping |
 | `sluice_stress_level` | gauge | | `LoadSampler` (packet rate / capacity) |
 | `sluice_packet_rate` | gauge | `direction` (download, upload) | packets per second |
@@ -105,6 +106,17 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
         "seam_commands", "Commands sent from Python to the native core.", _int(m.snapshot, "seam_commands")
     )
     yield _counter("seam_events", "Events from the native core to Python.", _int(m.snapshot, "seam_events"))
+    io = _section(m.snapshot, "io")
+    calls = CounterMetricFamily(f"{PREFIX}_io_syscalls", "Batched UDP syscalls.", labels=["op"])
+    calls.add_metric(["recvmmsg"], _int(io, "recv_calls"))
+    calls.add_metric(["sendmmsg"], _int(io, "send_calls"))
+    yield calls
+    batched = CounterMetricFamily(
+        f"{PREFIX}_io_packets", "Packets moved by the batched UDP syscalls.", labels=["op"]
+    )
+    batched.add_metric(["recvmmsg"], _int(io, "recv_packets"))
+    batched.add_metric(["sendmmsg"], _int(io, "send_packets"))
+    yield batched
 
 
 class _Snapshot(Collector):

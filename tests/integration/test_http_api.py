@@ -148,6 +148,9 @@ async def test_metrics_parse_and_follow_real_traffic(api: Api) -> None:
     assert {"ice", "consent"} <= {dict(k)["cause"] for k in m["sluice_transport_failures_total"]}
     for name in ("sluice_bytes_sent_total", "sluice_seam_commands_total", "sluice_drain"):
         assert name in m
+    # The five datagrams came in through recvmmsg: at least one call, and the packets counted.
+    assert m["sluice_io_syscalls_total"][(("op", "recvmmsg"),)] >= 1
+    assert m["sluice_io_packets_total"][(("op", "recvmmsg"),)] >= 5
 
     resp = await api.client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert resp.content_type == "application/openmetrics-text"
