@@ -67,6 +67,10 @@ class _Connection:
     def closing(self) -> bool:
         return self._close is not None
 
+    @property
+    def close_reason(self) -> str:
+        return self._close[1] if self._close is not None else ""
+
     def close(self, code: int, reason: str) -> None:
         """Closes after what is already queued has been sent."""
         if self._close is None:
@@ -225,7 +229,8 @@ class ColibriWebSockets:
             except Exception:
                 log.exception("colibri-ws: writer of %s failed", endpoint_id)
             conn.finished.set()
-            log.info("colibri-ws: %s/%s closed (%s)", conference_id, endpoint_id, ws.close_code)
+            how = f"by the bridge: {conn.close_reason}" if conn.closing else f"(code {ws.close_code})"
+            log.info("colibri-ws: %s/%s closed %s", conference_id, endpoint_id, how)
         return ws
 
 
