@@ -9,19 +9,23 @@ from __future__ import annotations
 import asyncio
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge import Bridge
 from bridge.app import BridgeApp
+from bridge.channel import BridgeChannels, Send
 from bridge.colibri2.json import conference_modified_from_json, conference_modify_to_json
 from bridge.colibri2.model import ConferenceModify, Endpoint, MediaSource, SourceDesc, Transport
+from bridge.public_http import ColibriWebSockets, create_public_app
 from bridge.settings import parse_settings
 from bridge.xmpp import NS_COLIBRI, NS_COLIBRI2
 
@@ -112,6 +116,13 @@ async def connect(http: aiohttp.ClientSession, url: str) -> tuple[WS, list[dict[
     ws = await http.ws_connect(url)
     greeting = [await next_json(ws), await next_json(ws)]
     return ws, greeting
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
 
 
 async def expect_closed(ws: WS, code: int) -> None:
@@ -295,7 +306,9 @@ async def test_a_second_socket_replaces_the_first(setup: Setup) -> None:
     assert setup.app.channels.stats.replaced == 1
     # b's socket closing is not a's business; a message to b now is dropped and counted.
     await ws_b.close()
-    await asyncio.sleep(0.2)
+    conference = setup.app.colibri2.conference(MEETING)
+    assert conference is not None and setup.app.web_sockets is not None
+    await until(lambda: not setup.app.web_sockets.connected(conference.id, "b"))  # type: ignore[union-attr]
     await second.send_json({"colibriClass": "EndpointMessage", "to": "b", "msgPayload": {}})
     await second.send_json({"colibriClass": "ClientHello"})
     assert await next_json(second) == {"colibriClass": "ServerHello"}
@@ -325,9 +338,8 @@ async def test_keepalive_pings_are_sent_and_an_answered_socket_stays_open(setup:
     ):
         assert asyncio.get_running_loop().time() < deadline
     conference = setup.app.colibri2.conference(MEETING)
-    assert conference is not None
-    await asyncio.sleep(0.1)
-    assert not setup.app.web_sockets.connected(conference.id, "b")  # type: ignore[union-attr]
+    assert conference is not None and setup.app.web_sockets is not None
+    await until(lambda: not setup.app.web_sockets.connected(conference.id, "b"))  # type: ignore[union-attr]
 
 
 async def test_stopping_the_app_closes_the_sockets() -> None:
@@ -362,3 +374,31 @@ async def test_domains_and_tls_shape_the_advertised_urls() -> None:
             f"wss://meet.example:443/colibri-ws/jvb-7/{conference.id}/a",
             f"wss://b.example/colibri-ws/jvb-7/{conference.id}/a",
         ]
+
+
+async def test_a_slow_receiver_loses_messages_beyond_its_queue_not_the_others(bridge: Bridge) -> None:
+    """ColibriWebSockets alone over a Bridge driven through its Python API (no Colibri2 at all)."""
+    channels = BridgeChannels()
+    sockets = ColibriWebSockets(bridge, channels, server_id="s", queue_size=2)
+    conference = bridge.create_conference(meeting_id="m")
+    a = conference.create_endpoint("a")
+    async with TestClient(TestServer(create_public_app(sockets), host="127.0.0.1")) as client:
+        ws = await client.ws_connect(f"/colibri-ws/s/{conference.id}/a?pwd={quote(a.pwd, safe='')}")
+        assert (await next_json(ws))["colibriClass"] == "ServerHello"
+        assert await next_json(ws) == {"colibriClass": "ForwardedSources", "forwardedSources": []}
+        # Three sends in one go (no chance for the writer to run between them): the third does not fit.
+        sockets.apply(conference.id, [Send("a", f'{{"n":{i}}}') for i in range(3)])
+        assert [await next_json(ws), await next_json(ws)] == [{"n": 0}, {"n": 1}]
+        assert channels.stats.dropped == {"queue_full": 1}
+        # An endpoint created later is picked up when its socket connects.
+        b = conference.create_endpoint("b")
+        ws_b = await client.ws_connect(f"/colibri-ws/s/{conference.id}/b?pwd={quote(b.pwd, safe='')}")
+        assert (await next_json(ws_b))["colibriClass"] == "ServerHello"
+        assert (await next_json(ws_b))["colibriClass"] == "ForwardedSources"
+        await ws_b.send_json({"colibriClass": "EndpointMessage", "to": "a", "msgPayload": {}})
+        assert (await next_json(ws))["from"] == "b"
+        # Closing the conference behind the handler's back: the next sync closes both sockets.
+        conference.close()
+        sockets.apply(conference.id, channels.sync_conference(conference))
+        await expect_closed(ws, 1001)
+        await expect_closed(ws_b, 1001)
