@@ -28,6 +28,11 @@ async def _run_bridge(settings: Settings) -> None:
         hash_name, value = bridge.fingerprint
         print(f"sluice bridge: media on UDP {bridge.local_addresses()}", flush=True)
         print(f"sluice bridge: DTLS fingerprint {hash_name} {value}", flush=True)
+        if app.http_port is not None:
+            print(f"sluice bridge: private HTTP API on port {app.http_port}", flush=True)
+        if app.public_http_port is not None:
+            bases = ", ".join(app.colibri2.web_socket_bases)
+            print(f"sluice bridge: colibri websockets on port {app.public_http_port} as {bases}", flush=True)
         for client in app.xmpp:
             rooms = ", ".join(client.occupant_jid(room) for room in client.config.muc_jids)
             print(f"sluice bridge: XMPP {client.config.hostname}:{client.config.port} as {rooms}", flush=True)
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser(
         "bridge",
-        help="run the media bridge (native packet path, Colibri2 over XMPP)",
+        help="run the media bridge (native packet path, Colibri2 over XMPP or HTTP, colibri websockets)",
         description="Run the media bridge. Settings come from --config (see docs/bridge.example.toml), "
         "then SLUICE_* environment variables, then the flags below.",
         epilog=_environment_help(),

@@ -171,6 +171,7 @@ class PrivateApi:
                 drain=self.state.drain,
                 graceful_shutdown=self.state.graceful_shutdown,
                 shutting_down=self.state.shutting_down,
+                channels=self.state.channel_stats,
             ),
             request.headers.get("Accept"),
         )

@@ -9,13 +9,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
 from bridge import description as desc
 from bridge.bridge import Bridge, BridgeError, Conference
 from bridge.bridge import Endpoint as BridgeEndpoint
+from bridge.channel import colibri_ws_url
 from bridge.colibri2.model import (
     Candidate,
     Colibri2Error,
@@ -74,7 +75,13 @@ class Colibri2Handler:
     """Colibri2 for one Bridge. `handle()` either returns the response or raises Colibri2Error."""
 
     def __init__(
-        self, bridge: Bridge, *, graceful_shutdown: bool = False, sctp_enabled: bool = False
+        self,
+        bridge: Bridge,
+        *,
+        graceful_shutdown: bool = False,
+        sctp_enabled: bool = False,
+        web_socket_bases: tuple[str, ...] = (),
+        on_change: Callable[[Conference], None] | None = None,
     ) -> None:
         self.bridge = bridge
         #: While true, conference creation is refused (JVB `graceful_shutdown`).
@@ -82,6 +89,11 @@ class Colibri2Handler:
         #: The native core has no SCTP data channel yet; when false, <sctp> requests are refused like JVB's
         #: `videobridge.sctp.enabled=false`.
         self.sctp_enabled = sctp_enabled
+        #: `ws[s]://<domain>/colibri-ws/<server-id>`, one per websockets domain; empty: no <web-socket>.
+        self.web_socket_bases = web_socket_bases
+        #: Called after every request that reached a conference (endpoints or sources may have changed, or
+        #: the conference closed), so the bridge channel can follow. Keeps this handler free of I/O.
+        self.on_change = on_change
         self._conferences: dict[str, ConferenceState] = {}
 
     # -- queries ----------------------------------------------------------------------------------------
@@ -134,6 +146,8 @@ class Colibri2Handler:
             elif now - state.last_activity >= timeout:
                 self._close(meeting_id, state)
                 expired.append((meeting_id, None))
+            if expired and expired[-1][0] == meeting_id and self.on_change is not None:
+                self.on_change(state.conference)
         return expired
 
     # -- the request --------------------------------------------------------------------------------------
@@ -151,6 +165,10 @@ class Colibri2Handler:
                 # The Bridge refused what the request asked for (bad description, closed object).
                 raise bad_request(str(exc)) from None
             raise
+        finally:
+            # Also after an error: a refused request may have applied its first endpoints already.
+            if self.on_change is not None:
+                self.on_change(state.conference)
 
     def _validate(self, request: ConferenceModify) -> None:
         if not request.meeting_id.strip():
@@ -334,6 +352,9 @@ class Colibri2Handler:
             ),
             rtcp_mux=local.rtcp_mux,
             fingerprints=tuple(Fingerprint(fp.hash, fp.value, fp.setup) for fp in local.fingerprints),
+            web_sockets=tuple(
+                colibri_ws_url(base, ep.conference.id, ep.id, ep.pwd) for base in self.web_socket_bases
+            ),
         )
         sctp = requested.sctp if requested is not None else None
         return Transport(
