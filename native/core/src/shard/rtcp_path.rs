@@ -3,6 +3,10 @@
 //! - sender reports are passed on to receivers without report blocks (they keep lip sync working);
 //! - PLI, FIR and NACK from a receiver go to the sender of that SSRC, with the bridge as packet sender;
 //! - everything else (RR, REMB, transport-cc, SDES, BYE from receivers) ends here.
+//!
+//! Force-mute stops what an endpoint sends, not what it receives: the SRs of its muted SSRCs are not passed
+//! on (receivers get no such stream) and nobody is asked for a keyframe of a muted stream, while its own
+//! feedback about others' streams (PLI, FIR, NACK) is routed as usual and it still gets the bridge's RRs.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -14,7 +18,7 @@ use crate::rtcp::{
     parse_compound, set_sender_ssrc, validate_compound, write_pli, write_receiver_report,
     write_sdes_cname, write_sender_report, ReportBlock, RtcpPacket,
 };
-use crate::seam::{RouterId, TransportId};
+use crate::seam::{MediaKind, RouterId, TransportId};
 use crate::stats::DropReason;
 
 /// RFC 3550 6.4.2: at most 31 report blocks fit one RR.
@@ -44,6 +48,7 @@ impl State {
             }
         };
         let router_id = t.router;
+        let force_mute = t.force_mute;
         let Some(pkt) = buf.get(..len) else {
             self.total.drop(DropReason::SrtpOther);
             return;
@@ -68,6 +73,9 @@ impl State {
                         continue;
                     };
                     p.stats.on_sender_report(now, sr.ntp_timestamp);
+                    if force_mute.mutes(p.kind) {
+                        continue;
+                    }
                     let mut out = [0u8; 64];
                     let Ok(n) = write_sender_report(
                         &mut out,
@@ -115,15 +123,41 @@ impl State {
         let Some(p) = r.producers.get_mut(&ssrc) else {
             return;
         };
+        let kind = p.kind;
         let owner_ready = self
             .transports
             .get(&p.transport)
-            .is_some_and(|t| t.is_media_ready());
+            .is_some_and(|t| t.is_media_ready() && !t.force_mute.mutes(kind));
         if !owner_ready || !Router::may_request_keyframe(p, now) {
             return;
         }
         let owner = p.transport;
         self.send_pli(router, owner, ssrc, io);
+    }
+
+    /// A video sender was just unmuted: receivers need a keyframe to decode it at once. Not rate-limited,
+    /// since a request made just before (at a join) produced a keyframe that nobody got.
+    pub(super) fn keyframe_after_unmute(&mut self, now: Instant, owner: TransportId, io: &mut Io) {
+        let Some(t) = self.transports.get(&owner) else {
+            return;
+        };
+        let router = t.router;
+        if !t.is_media_ready() {
+            return; // its first packets after connecting start with a keyframe anyway
+        }
+        let Some(r) = self.routers.get_mut(&router) else {
+            return;
+        };
+        let mut ssrcs = Vec::new();
+        for (ssrc, p) in r.producers.iter_mut() {
+            if p.transport == owner && p.kind == MediaKind::Video {
+                p.last_keyframe_request = Some(now);
+                ssrcs.push(*ssrc);
+            }
+        }
+        for ssrc in ssrcs {
+            self.send_pli(router, owner, ssrc, io);
+        }
     }
 
     pub(super) fn send_pli(
