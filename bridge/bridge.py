@@ -60,6 +60,9 @@ class Endpoint:
         self.detail = ""
         self.sources: tuple[Source, ...] = ()
         self.remote: TransportDescription | None = None
+        #: Colibri2 force-mute: kinds whose media from this endpoint reaches nobody (it still receives).
+        self.force_mute_audio = False
+        self.force_mute_video = False
         self._state_waiters: list[tuple[frozenset[str], asyncio.Future[TransportState]]] = []
         self.closed = False
 
@@ -125,6 +128,17 @@ class Endpoint:
             self.transport_id,
             [(ssrc, s.kind, s.clock_rate()) for s in self.sources for ssrc in s.ssrcs],
         )
+
+    def set_force_mute(self, audio: bool, video: bool) -> None:
+        """Stops (or resumes) forwarding what this endpoint sends, per kind; what it receives is untouched.
+
+        Applies at once, also before the endpoint has sources or a connection; unmuting video asks the
+        endpoint for a keyframe so receivers can decode it at once.
+        """
+        self._check_open()
+        self.force_mute_audio = audio
+        self.force_mute_video = video
+        self._native.set_force_mute(self.transport_id, audio, video)
 
     def request_keyframe(self, ssrc: int) -> None:
         self._check_open()
