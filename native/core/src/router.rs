@@ -14,6 +14,11 @@ pub const RR_INTERVAL: Duration = Duration::from_millis(1000);
 /// A keyframe request to one sender is sent at most this often: receivers joining together share one.
 pub const KEYFRAME_REQUEST_MIN_INTERVAL: Duration = Duration::from_millis(300);
 
+/// How far (in sequence numbers) the stream may move past a force-muted run before that run is forgotten:
+/// beyond any age a receiver still asks retransmissions for (libwebrtc stops at 10,000), well short of a
+/// wrap of the 16-bit sequence number.
+const MUTED_RUN_MEMORY: u16 = 0x4000;
+
 /// Ingress of one signalled SSRC.
 pub struct Producer {
     pub transport: TransportId,
@@ -21,6 +26,36 @@ pub struct Producer {
     pub stats: ReceiverStats,
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
+    /// Sequence numbers (first, last) of the latest run this stream had dropped by force-mute. Receivers
+    /// see the gap after an unmute and ask for it with NACKs; retransmitting it would deliver muted media.
+    pub muted_run: Option<(u16, u16)>,
+}
+
+impl Producer {
+    /// Records a packet dropped by force-mute: starts the run or widens it (packets may come out of order).
+    #[inline]
+    pub fn note_muted(&mut self, seq: u16) {
+        let Some((first, last)) = &mut self.muted_run else {
+            self.muted_run = Some((seq, seq));
+            return;
+        };
+        if (1..0x8000).contains(&seq.wrapping_sub(*last)) {
+            *last = seq;
+        } else if (1..0x8000).contains(&first.wrapping_sub(seq)) {
+            *first = seq;
+        }
+    }
+
+    /// Whether `seq` was dropped by force-mute in the latest run, while that run is recent enough for a
+    /// receiver to still ask for it.
+    pub fn was_muted(&self, seq: u16) -> bool {
+        let Some((first, last)) = self.muted_run else {
+            return false;
+        };
+        let highest = self.stats.extended_highest_seq() as u16;
+        highest.wrapping_sub(last) < MUTED_RUN_MEMORY
+            && seq.wrapping_sub(first) <= last.wrapping_sub(first)
+    }
 }
 
 pub struct Router {
@@ -80,12 +115,22 @@ impl Router {
                             stats: ReceiverStats::new(s.ssrc, s.clock_rate),
                             last_keyframe_request: None,
                             packets: 0,
+                            muted_run: None,
                         },
                     );
                 }
             }
         }
         refused
+    }
+
+    /// A new force-mute of `kind` on `transport` starts a new muted run for its streams of that kind.
+    pub fn start_muted_runs(&mut self, transport: TransportId, kind: MediaKind) {
+        for p in self.producers.values_mut() {
+            if p.transport == transport && p.kind == kind {
+                p.muted_run = None;
+            }
+        }
     }
 
     /// Video SSRCs whose sender should be asked for a keyframe now (rate-limited), e.g. when a receiver joins.
@@ -154,6 +199,32 @@ mod tests {
         r.remove_member(10);
         assert!(!r.producers.contains_key(&2));
         assert_eq!(r.members, vec![11]);
+    }
+
+    #[test]
+    fn a_muted_run_covers_what_was_dropped_and_is_forgotten_far_behind() {
+        let t0 = Instant::now();
+        let mut r = Router::new(1);
+        r.set_sources(10, &[spec(2, MediaKind::Video)]);
+        let p = r.producers.get_mut(&2).expect("producer");
+        // Wrapping run 65530..=4, one packet out of order.
+        for seq in [65531u16, 65530, 65532, 65535, 0, 4] {
+            p.stats.on_packet(t0, seq, 0);
+            p.note_muted(seq);
+        }
+        assert_eq!(p.muted_run, Some((65530, 4)));
+        assert!(p.was_muted(65530) && p.was_muted(2) && p.was_muted(4));
+        assert!(!p.was_muted(65529) && !p.was_muted(5));
+        // Forwarded packets move the stream on (in steps RFC 3550 A.1 takes as in order); far enough,
+        // the run no longer matters.
+        for seq in (1000..=16000).step_by(1000) {
+            p.stats.on_packet(t0, seq, 0);
+        }
+        assert!(p.was_muted(3), "16000 is 15996 past the run");
+        p.stats.on_packet(t0, 17000, 0);
+        assert!(!p.was_muted(3), "17000 is 16996 past the run");
+        r.start_muted_runs(10, MediaKind::Video);
+        assert_eq!(r.producers[&2].muted_run, None);
     }
 
     #[test]

@@ -231,6 +231,58 @@ fn a_muted_video_sender_gets_no_keyframe_requests_until_unmuted_then_one_at_once
 }
 
 #[test]
+fn receivers_nacks_never_ask_the_sender_for_what_force_mute_dropped() {
+    let mut conf = common::Conference::new(2);
+    conf.set_sources(0, &[(A_VIDEO, MediaKind::Video)]);
+    conf.connect_all();
+    send_burst(&mut conf, 0, A_VIDEO, 0..10);
+    assert!(
+        conf.run_until(Duration::from_secs(5), |c| count(&c.peers[1], A_VIDEO)
+            >= 10)
+    );
+    set_force_mute(&mut conf, 0, false, true);
+    send_burst(&mut conf, 0, A_VIDEO, 10..30);
+    assert!(conf.run_until(Duration::from_secs(5), |c| force_muted_drops(c, 0) >= 20));
+    set_force_mute(&mut conf, 0, false, false);
+    send_burst(&mut conf, 0, A_VIDEO, 30..40);
+    assert!(
+        conf.run_until(Duration::from_secs(5), |c| count(&c.peers[1], A_VIDEO)
+            >= 20)
+    );
+
+    // B saw 9 then 30: it asks for the gap, which is exactly what was muted, and for some real losses.
+    conf.peers[0].rtcp_packets.clear();
+    let mut nack = [0u8; 64];
+    let n = write_nack(&mut nack, 0x5eed, A_VIDEO, &[12, 20, 29]).expect("nack");
+    conf.peers[1].send_rtcp(&nack[..n]);
+    let n = write_nack(&mut nack, 0x5eed, A_VIDEO, &[5, 15, 25, 35]).expect("nack");
+    conf.peers[1].send_rtcp(&nack[..n]);
+    let nacked = |c: &common::Conference| -> Vec<Vec<u16>> {
+        c.peers[0]
+            .rtcp_packets
+            .iter()
+            .flat_map(|c| parse_compound(c).filter_map(Result::ok).collect::<Vec<_>>())
+            .filter_map(|p| match p {
+                RtcpPacket::Nack(k) if k.media_ssrc == A_VIDEO => {
+                    Some(k.lost_sequence_numbers().collect())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        conf.run_until(Duration::from_secs(2), |c| !nacked(c).is_empty()),
+        "no NACK reached the sender"
+    );
+    conf.run_until(Duration::from_millis(100), |_| false);
+    assert_eq!(
+        nacked(&conf),
+        vec![vec![5u16, 35]],
+        "NACKs for force-muted packets reached the sender"
+    );
+}
+
+#[test]
 fn force_mute_of_an_unknown_transport_fails_the_command() {
     let mut conf = common::Conference::new(1);
     conf.shard.handle_command(

@@ -7,6 +7,7 @@
 //! Force-mute stops what an endpoint sends, not what it receives: the SRs of its muted SSRCs are not passed
 //! on (receivers get no such stream) and nobody is asked for a keyframe of a muted stream, while its own
 //! feedback about others' streams (PLI, FIR, NACK) is routed as usual and it still gets the bridge's RRs.
+//! Receivers' NACKs lose the sequence numbers force-mute dropped, so an unmute never replays muted media.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -15,14 +16,16 @@ use super::{claim, Io, State};
 use crate::io::MAX_DATAGRAM;
 use crate::router::{Router, RR_INTERVAL};
 use crate::rtcp::{
-    parse_compound, set_sender_ssrc, validate_compound, write_pli, write_receiver_report,
-    write_sdes_cname, write_sender_report, ReportBlock, RtcpPacket,
+    parse_compound, set_sender_ssrc, validate_compound, write_nack, write_pli,
+    write_receiver_report, write_sdes_cname, write_sender_report, Nack, ReportBlock, RtcpPacket,
 };
 use crate::seam::{MediaKind, RouterId, TransportId};
 use crate::stats::DropReason;
 
 /// RFC 3550 6.4.2: at most 31 report blocks fit one RR.
 const MAX_BLOCKS: usize = 31;
+/// Sequence numbers kept when a NACK is rewritten without force-muted ones (the rest is best effort).
+const MAX_NACK_KEPT: usize = 256;
 /// The CNAME the bridge uses for its own RTCP.
 const BRIDGE_CNAME: &[u8] = b"sluice";
 
@@ -99,12 +102,42 @@ impl State {
                         self.forward_feedback(router_id, owner, fir.as_bytes(), io);
                     }
                 }
-                RtcpPacket::Nack(nack) => {
-                    if let Some(owner) = self.owner_of(router_id, nack.media_ssrc) {
-                        self.forward_feedback(router_id, owner, nack.as_bytes(), io);
-                    }
-                }
+                RtcpPacket::Nack(nack) => self.on_nack(router_id, &nack, io),
                 _ => {}
+            }
+        }
+    }
+
+    /// Routes a receiver's NACK to the sender, without the sequence numbers force-mute dropped: those were
+    /// never forwarded, and retransmitting them after an unmute would deliver what the focus muted.
+    fn on_nack(&mut self, router: RouterId, nack: &Nack<'_>, io: &mut Io) {
+        let Some(p) = self
+            .routers
+            .get(&router)
+            .and_then(|r| r.producers.get(&nack.media_ssrc))
+        else {
+            return;
+        };
+        let owner = p.transport;
+        if p.muted_run.is_none() {
+            self.forward_feedback(router, owner, nack.as_bytes(), io);
+            return;
+        }
+        let mut kept = [0u16; MAX_NACK_KEPT];
+        let (mut n, mut total) = (0, 0);
+        for seq in nack.lost_sequence_numbers() {
+            total += 1;
+            if !p.was_muted(seq) && n < MAX_NACK_KEPT {
+                kept[n] = seq;
+                n += 1;
+            }
+        }
+        if n == total {
+            self.forward_feedback(router, owner, nack.as_bytes(), io);
+        } else if n > 0 {
+            let mut out = [0u8; MAX_DATAGRAM];
+            if let Ok(len) = write_nack(&mut out, nack.sender_ssrc, nack.media_ssrc, &kept[..n]) {
+                self.forward_feedback(router, owner, &out[..len], io);
             }
         }
     }
