@@ -26,28 +26,42 @@ pub struct Producer {
     pub stats: ReceiverStats,
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
-    /// Sequence numbers (first, last) of the latest run this stream had dropped by force-mute. Receivers
-    /// see the gap after an unmute and ask for it with NACKs; retransmitting it would deliver muted media.
+    /// Sequence numbers (first, last) this stream had dropped by force-mute, spanning at most
+    /// MUTED_RUN_MEMORY. Receivers see the gap after an unmute and ask for it with NACKs; retransmitting it
+    /// would deliver muted media.
     pub muted_run: Option<(u16, u16)>,
 }
 
 impl Producer {
-    /// Records a packet dropped by force-mute: starts the run or widens it (packets may come out of order).
+    /// Records a packet dropped by force-mute: starts a run or widens it (packets may come out of order).
+    /// A re-mute soon after an unmute widens the run over what was forwarded in between, so NACKs for those
+    /// packets are held back too: never replaying muted media is worth more than those retransmissions.
     #[inline]
     pub fn note_muted(&mut self, seq: u16) {
         let Some((first, last)) = &mut self.muted_run else {
             self.muted_run = Some((seq, seq));
             return;
         };
-        if (1..0x8000).contains(&seq.wrapping_sub(*last)) {
+        if seq.wrapping_sub(*last) < MUTED_RUN_MEMORY {
             *last = seq;
-        } else if (1..0x8000).contains(&first.wrapping_sub(seq)) {
-            *first = seq;
+            if last.wrapping_sub(*first) > MUTED_RUN_MEMORY {
+                *first = last.wrapping_sub(MUTED_RUN_MEMORY);
+            }
+        } else if seq.wrapping_sub(*first) <= last.wrapping_sub(*first) {
+            // Already inside the run.
+        } else if first.wrapping_sub(seq) < MUTED_RUN_MEMORY {
+            // Late, just before the run: taken in unless the run would span too far.
+            if last.wrapping_sub(seq) <= MUTED_RUN_MEMORY {
+                *first = seq;
+            }
+        } else {
+            // Far from a run that no longer matters: start over.
+            self.muted_run = Some((seq, seq));
         }
     }
 
-    /// Whether `seq` was dropped by force-mute in the latest run, while that run is recent enough for a
-    /// receiver to still ask for it.
+    /// Whether `seq` was dropped by force-mute, while that is recent enough for a receiver to still ask
+    /// for it.
     pub fn was_muted(&self, seq: u16) -> bool {
         let Some((first, last)) = self.muted_run else {
             return false;
@@ -122,15 +136,6 @@ impl Router {
             }
         }
         refused
-    }
-
-    /// A new force-mute of `kind` on `transport` starts a new muted run for its streams of that kind.
-    pub fn start_muted_runs(&mut self, transport: TransportId, kind: MediaKind) {
-        for p in self.producers.values_mut() {
-            if p.transport == transport && p.kind == kind {
-                p.muted_run = None;
-            }
-        }
     }
 
     /// Video SSRCs whose sender should be asked for a keyframe now (rate-limited), e.g. when a receiver joins.
@@ -223,8 +228,26 @@ mod tests {
         assert!(p.was_muted(3), "16000 is 15996 past the run");
         p.stats.on_packet(t0, 17000, 0);
         assert!(!p.was_muted(3), "17000 is 16996 past the run");
-        r.start_muted_runs(10, MediaKind::Video);
-        assert_eq!(r.producers[&2].muted_run, None);
+        // Muted again far from the old run: a new one.
+        p.stats.on_packet(t0, 17001, 0);
+        p.note_muted(17001);
+        assert_eq!(p.muted_run, Some((17001, 17001)));
+        // Unmuted for a while, then muted again: the run widens over what was forwarded in between.
+        for seq in [17100u16, 17101] {
+            p.stats.on_packet(t0, seq, 0);
+            p.note_muted(seq);
+        }
+        assert_eq!(p.muted_run, Some((17001, 17101)));
+        assert!(p.was_muted(17050));
+        // The run never spans more than MUTED_RUN_MEMORY.
+        for seq in (18000..=40000).step_by(1000) {
+            p.stats.on_packet(t0, seq, 0);
+            p.note_muted(seq);
+        }
+        assert_eq!(p.muted_run, Some((40000 - MUTED_RUN_MEMORY, 40000)));
+        // A late packet from before a run already at its widest changes nothing.
+        p.note_muted(40000 - MUTED_RUN_MEMORY - 1);
+        assert_eq!(p.muted_run, Some((40000 - MUTED_RUN_MEMORY, 40000)));
     }
 
     #[test]

@@ -18,9 +18,7 @@ use crate::dtls::DtlsCert;
 use crate::io::{classify, DatagramKind, RecvBatch, SendBatch, UdpSocket};
 use crate::router::Router;
 use crate::rtp::RtpView;
-use crate::seam::{
-    Command, Event, ForceMute, MediaKind, Queue, RouterId, TransportId, TransportState,
-};
+use crate::seam::{Command, Event, ForceMute, Queue, RouterId, TransportId, TransportState};
 use crate::stats::{Counters, DropReason, FailureCounters, IoCounters, StatsSnapshot};
 use crate::stun::{local_ufrag_of, StunClass, StunMessage};
 use crate::transport::{FailureKind, Note, Transport};
@@ -357,14 +355,6 @@ impl State {
                 };
                 let was = t.force_mute;
                 t.force_mute = ForceMute { audio, video };
-                if let Some(r) = self.routers.get_mut(&t.router) {
-                    if audio && !was.audio {
-                        r.start_muted_runs(transport, MediaKind::Audio);
-                    }
-                    if video && !was.video {
-                        r.start_muted_runs(transport, MediaKind::Video);
-                    }
-                }
                 if was.video && !video {
                     self.keyframe_after_unmute(now, transport, io);
                 }
