@@ -41,7 +41,7 @@ _BARE_JID = re.compile(r"^(?:[^@/\s]+@)?[^@/\s]+$")
 
 @dataclass(slots=True)
 class EndpointState:
-    """What Colibri2 told us about an endpoint that the packet path does not use yet (policy input)."""
+    """What Colibri2 told us about an endpoint (policy input); force-mute is also applied to its Endpoint."""
 
     stats_id: str | None = None
     muc_role: str | None = None
@@ -316,17 +316,20 @@ class Colibri2Handler:
             self._check_sctp(request)
             if info.muc_role == "visitor" and request.sources:
                 raise bad_request(f"Visitor endpoint {request.id} may not send sources")
+        if request.force_mute is not None:
+            if request.force_mute.audio is not None:
+                info.force_mute_audio = request.force_mute.audio
+            if request.force_mute.video is not None:
+                info.force_mute_video = request.force_mute.video
+            # First, so the shard mutes before it learns this request's sources; it holds whether or not
+            # sources or a connection exist yet.
+            ep.set_force_mute(info.force_mute_audio, info.force_mute_video)
         if request.transport is not None and request.transport.ice is not None:
             remote = _remote_description(request.transport.ice)
             if remote is not None:
                 ep.set_remote_description(remote)
         if request.sources is not None:
             ep.set_sources(_bridge_sources(request.id, request.sources))
-        if request.force_mute is not None:
-            if request.force_mute.audio is not None:
-                info.force_mute_audio = request.force_mute.audio
-            if request.force_mute.video is not None:
-                info.force_mute_video = request.force_mute.video
         if request.initial_last_n is not None:
             info.initial_last_n = request.initial_last_n
 
