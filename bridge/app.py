@@ -1,26 +1,31 @@
-"""The bridge process: the native Bridge, one Colibri2 handler, one XMPP client per configured server, and
-the private HTTP API.
+"""The bridge process: the native Bridge, one Colibri2 handler, one XMPP client per configured server, the
+private HTTP API, and the public HTTP server with the colibri websockets.
 
 `BridgeApp` only wires the parts together; each part keeps its own rules (bridge/colibri2 for Colibri2,
-bridge/xmpp.py for the brewery, bridge/http.py for HTTP). Colibri2 arrives as XML over XMPP or JSON over HTTP.
+bridge/xmpp.py for the brewery, bridge/http.py for HTTP, bridge/channel.py for the bridge channel and
+bridge/public_http.py for its sockets). Colibri2 arrives as XML over XMPP or JSON over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 import xml.etree.ElementTree as ET
 
 from aiohttp import web
 
-from bridge.bridge import Bridge
+from bridge.bridge import Bridge, Conference
+from bridge.channel import BridgeChannels
 from bridge.colibri2.handler import Colibri2Handler
 from bridge.colibri2.model import Colibri2Error
 from bridge.colibri2.xml import build_conference_modified, build_error, parse_conference_modify
 from bridge.http import create_private_app
+from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
+from bridge.public_http import ColibriWebSockets, create_public_app
 from bridge.settings import Settings
 from bridge.xmpp import BridgeState, BridgeXmppClient, package_version
 
@@ -33,15 +38,35 @@ class BridgeApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.bridge = Bridge(settings.bridge_config())
-        self.colibri2 = Colibri2Handler(self.bridge)
+        self.colibri2 = Colibri2Handler(self.bridge, on_change=self._conference_changed)
+        #: The bridge channel of every conference (sans-IO); its sockets live in `self.web_sockets`.
+        self.channels = BridgeChannels(version=package_version() if settings.version_announce else None)
         #: Shared by every XMPP client, so drain/shutdown shows in every brewery at once.
-        self.state = BridgeState()
+        self.state = BridgeState(drain=settings.initial_drain_mode, channel_stats=self.channels.stats)
         self.xmpp: list[BridgeXmppClient] = []
+        #: Drain, graceful shutdown and idle expiry; `lifecycle.finished` says when to exit.
+        self.lifecycle = Lifecycle(
+            self.bridge,
+            self.colibri2,
+            self.state,
+            LifecycleConfig(
+                graceful_shutdown_max_duration=settings.graceful_shutdown_max_duration,
+                graceful_shutdown_min_participants=settings.graceful_shutdown_min_participants,
+                shutting_down_delay=settings.shutting_down_delay,
+                entity_expiration_timeout=settings.entity_expiration_timeout,
+                entity_expiration_check_interval=settings.entity_expiration_check_interval,
+            ),
+            on_change=self._publish_now,
+        )
         #: One load view for presence, /colibri/stats and /metrics.
         self.sampler = LoadSampler(settings.load_threshold_pps)
         #: The private HTTP API's bound port (None while stopped or disabled).
         self.http_port: int | None = None
         self._http: web.AppRunner | None = None
+        #: The public server's bound port and its websockets (None while stopped or disabled).
+        self.public_http_port: int | None = None
+        self.web_sockets: ColibriWebSockets | None = None
+        self._public: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
 
@@ -52,12 +77,14 @@ class BridgeApp:
         await self.bridge.start()
         try:
             await self._start_http()
+            await self._start_public_http()
             for config in self.settings.xmpp_client_configs():
                 client = BridgeXmppClient(
                     self.bridge, config, self.handle_colibri2, state=self.state, sampler=self.sampler
                 )
                 self.xmpp.append(client)
                 await client.start()
+            self.lifecycle.start()
             if not self.xmpp:
                 # Presence ticks the sampler; without any XMPP client, HTTP stats need their own tick.
                 self._ticker = asyncio.create_task(self._tick(), name="load-sampler")
@@ -70,6 +97,7 @@ class BridgeApp:
         if not self._started:
             return
         self._started = False
+        await self.lifecycle.stop()
         for client in self.xmpp:
             try:
                 await client.stop()
@@ -81,6 +109,13 @@ class BridgeApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        if self._public is not None:
+            # Closes every colibri websocket (on_shutdown) before the conferences go.
+            await self._public.cleanup()
+            self._public = None
+            self.public_http_port = None
+            self.web_sockets = None
+            self.colibri2.web_socket_bases = ()
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
@@ -99,6 +134,49 @@ class BridgeApp:
         for client in self.xmpp:
             await client.wait_joined(timeout)
 
+    async def _start_public_http(self) -> None:
+        """The colibri websockets, when enabled (jvb serves nothing else on the public server)."""
+        settings = self.settings
+        if settings.public_http_port == -1 or not settings.websockets_enabled:
+            return
+        sockets = ColibriWebSockets(
+            self.bridge,
+            self.channels,
+            server_id=settings.websockets_server_id,
+            heartbeat=settings.websockets_keepalive_interval if settings.websockets_keepalive_pings else None,
+            compress=settings.websockets_compression,
+        )
+        runner = web.AppRunner(create_public_app(sockets), access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        self._public = runner
+        site = web.TCPSite(runner, settings.public_http_host, settings.public_http_port)
+        await site.start()
+        self.web_sockets = sockets
+        self.public_http_port = _bound_port(site, settings.public_http_port)
+        domains = settings.websockets_domains or (
+            f"{_url_host(settings.public_http_host)}:{self.public_http_port}",
+        )
+        scheme = "wss" if settings.websockets_tls else "ws"
+        self.colibri2.web_socket_bases = tuple(
+            f"{scheme}://{domain}/colibri-ws/{settings.websockets_server_id}" for domain in domains
+        )
+        log.info(
+            "colibri websockets on %s:%s, advertised as %s",
+            settings.public_http_host,
+            self.public_http_port,
+            ", ".join(self.colibri2.web_socket_bases),
+        )
+
+    def _conference_changed(self, conference: Conference) -> None:
+        """Colibri2 changed a conference: the bridge channel follows (ForwardedSources, closed sockets)."""
+        if self.web_sockets is None:
+            return
+        try:
+            self.web_sockets.apply(conference.id, self.channels.sync_conference(conference))
+        except Exception:
+            # The Colibri2 answer must not fail because of the channel.
+            log.exception("colibri-ws: following conference %s failed", conference.id)
+
     async def _start_http(self) -> None:
         port = self.settings.private_http_port
         if port == -1:
@@ -106,7 +184,7 @@ class BridgeApp:
         app = create_private_app(
             self.bridge,
             self.colibri2,
-            self.state,
+            self.lifecycle,
             self.sampler,
             version=package_version(),
             average_participant_stress=self.settings.average_participant_stress,
@@ -116,10 +194,12 @@ class BridgeApp:
         site = web.TCPSite(runner, self.settings.private_http_host, port)
         await site.start()
         self._http = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else port
+        self.http_port = _bound_port(site, port)
         log.info("private HTTP API on %s:%s", self.settings.private_http_host, self.http_port)
+
+    def _publish_now(self) -> None:
+        for client in self.xmpp:
+            client.publish_now()
 
     async def _tick(self) -> None:
         while True:
@@ -135,3 +215,22 @@ class BridgeApp:
             log.info("colibri2: %s refused: %s (%s)", request.get("meeting-id"), exc.condition, exc.text)
             return build_error(exc)
         return build_conference_modified(response)
+
+
+def _bound_port(site: web.TCPSite, configured: int) -> int:
+    """The port the site listens on (differs from the configured one when that is 0)."""
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    port: int = sockets[0].getsockname()[1] if sockets else configured
+    return port
+
+
+def _url_host(host: str) -> str:
+    """`host` as it goes in a URL; a wildcard bind address becomes loopback (right only on one machine)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.is_unspecified:
+        address = ipaddress.ip_address("127.0.0.1" if address.version == 4 else "::1")
+    return f"[{address}]" if address.version == 6 else str(address)

@@ -60,6 +60,9 @@ class Endpoint:
         self.detail = ""
         self.sources: tuple[Source, ...] = ()
         self.remote: TransportDescription | None = None
+        #: Colibri2 force-mute: kinds whose media from this endpoint reaches nobody (it still receives).
+        self.force_mute_audio = False
+        self.force_mute_video = False
         self._state_waiters: list[tuple[frozenset[str], asyncio.Future[TransportState]]] = []
         self.closed = False
 
@@ -126,6 +129,17 @@ class Endpoint:
             [(ssrc, s.kind, s.clock_rate()) for s in self.sources for ssrc in s.ssrcs],
         )
 
+    def set_force_mute(self, audio: bool, video: bool) -> None:
+        """Stops (or resumes) forwarding what this endpoint sends, per kind; what it receives is untouched.
+
+        Applies at once, also before the endpoint has sources or a connection; unmuting video asks the
+        endpoint for a keyframe so receivers can decode it at once.
+        """
+        self._check_open()
+        self.force_mute_audio = audio
+        self.force_mute_video = video
+        self._native.set_force_mute(self.transport_id, audio, video)
+
     def request_keyframe(self, ssrc: int) -> None:
         self._check_open()
         self._native.request_keyframe(self.transport_id, ssrc)
@@ -137,7 +151,9 @@ class Endpoint:
             return self.state
         fut: asyncio.Future[TransportState] = asyncio.get_running_loop().create_future()
         self._state_waiters.append((wanted, fut))
-        return await asyncio.wait_for(fut, timeout)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the result.
+        async with asyncio.timeout(timeout):
+            return await fut
 
     def close(self) -> None:
         """Expires the endpoint: its transport closes and nothing more is forwarded to or from it."""
@@ -292,7 +308,9 @@ class Bridge:
         self._stats_waiters[request_id] = fut
         self.native.get_stats(request_id)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the result.
+            async with asyncio.timeout(timeout):
+                return await fut
         finally:
             self._stats_waiters.pop(request_id, None)
 

@@ -28,16 +28,24 @@ async def _run_bridge(settings: Settings) -> None:
         hash_name, value = bridge.fingerprint
         print(f"sluice bridge: media on UDP {bridge.local_addresses()}", flush=True)
         print(f"sluice bridge: DTLS fingerprint {hash_name} {value}", flush=True)
+        if app.http_port is not None:
+            print(f"sluice bridge: private HTTP API on port {app.http_port}", flush=True)
+        if app.public_http_port is not None:
+            bases = ", ".join(app.colibri2.web_socket_bases)
+            print(f"sluice bridge: colibri websockets on port {app.public_http_port} as {bases}", flush=True)
         for client in app.xmpp:
             rooms = ", ".join(client.occupant_jid(room) for room in client.config.muc_jids)
             print(f"sluice bridge: XMPP {client.config.hostname}:{client.config.port} as {rooms}", flush=True)
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), settings.stats_interval)
-            except TimeoutError:
+        finished = app.lifecycle.finished
+        while not (stop.is_set() or finished.is_set()):
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(finished.wait())]
+            await asyncio.wait(waits, timeout=settings.stats_interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if not (stop.is_set() or finished.is_set()):
                 stats = await bridge.get_stats()
                 log.info("stats %s", json.dumps({k: stats[k] for k in ("total", "failures", "io")}))
-        log.info("sluice bridge: stopping")
+        log.info("sluice bridge: stopping (%s)", "shutdown finished" if finished.is_set() else "signal")
 
 
 def _environment_help() -> str:
@@ -51,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser(
         "bridge",
-        help="run the media bridge (native packet path, Colibri2 over XMPP)",
+        help="run the media bridge (native packet path, Colibri2 over XMPP or HTTP, colibri websockets)",
         description="Run the media bridge. Settings come from --config (see docs/bridge.example.toml), "
         "then SLUICE_* environment variables, then the flags below.",
         epilog=_environment_help(),

@@ -32,9 +32,10 @@ from bridge.bridge import Bridge, BridgeError
 from bridge.colibri2.handler import Colibri2Handler
 from bridge.colibri2.json import MAX_JSON_BYTES, conference_modified_to_json, conference_modify_from_json
 from bridge.colibri2.model import Colibri2Error
+from bridge.lifecycle import Lifecycle
 from bridge.load import LoadSampler
 from bridge.metrics import BridgeMetrics, render
-from bridge.xmpp import BridgeState, colibri_stats
+from bridge.xmpp import colibri_stats
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class PrivateApi:
         self,
         bridge: Bridge,
         handler: Colibri2Handler,
-        state: BridgeState,
+        lifecycle: Lifecycle,
         sampler: LoadSampler,
         *,
         version: str,
@@ -93,7 +94,8 @@ class PrivateApi:
     ) -> None:
         self.bridge = bridge
         self.handler = handler
-        self.state = state
+        self.lifecycle = lifecycle
+        self.state = lifecycle.state
         self.sampler = sampler
         self.version = version
         self.average_participant_stress = average_participant_stress
@@ -169,6 +171,7 @@ class PrivateApi:
                 drain=self.state.drain,
                 graceful_shutdown=self.state.graceful_shutdown,
                 shutting_down=self.state.shutting_down,
+                channels=self.state.channel_stats,
             ),
             request.headers.get("Accept"),
         )
@@ -252,11 +255,11 @@ class PrivateApi:
         return web.json_response({"drain": self.state.drain})
 
     async def enable_drain(self, _request: web.Request) -> web.Response:
-        self.state.drain = True
+        self.lifecycle.set_drain(True)
         return web.json_response({"drain": True})
 
     async def disable_drain(self, _request: web.Request) -> web.Response:
-        self.state.drain = False
+        self.lifecycle.set_drain(False)
         return web.json_response({"drain": False})
 
     async def shutdown(self, request: web.Request) -> web.Response:
@@ -267,12 +270,9 @@ class PrivateApi:
         graceful = body.get("graceful-shutdown")
         if not isinstance(graceful, bool):
             return _error(400, "'graceful-shutdown' (boolean) is required")
-        # Both refuse new conferences and keep the existing ones; leaving the process is the owner's job
-        # (it watches `state`), so an immediate shutdown here only raises `shutting_down`.
-        self.state.graceful_shutdown = True
-        self.handler.graceful_shutdown = True
-        if not graceful:
-            self.state.shutting_down = True
+        # Graceful: refuse new conferences, exit once empty (or at the maximum duration). Forced: exit now.
+        # Leaving the process is the owner's job: it waits on `lifecycle.finished`.
+        self.lifecycle.begin_shutdown(graceful)
         log.warning("http: %s shutdown requested by %s", "graceful" if graceful else "forced", request.remote)
         return web.json_response(
             {"graceful_shutdown": self.state.graceful_shutdown, "shutting_down": self.state.shutting_down}
@@ -282,7 +282,7 @@ class PrivateApi:
 def create_private_app(
     bridge: Bridge,
     handler: Colibri2Handler,
-    state: BridgeState,
+    lifecycle: Lifecycle,
     sampler: LoadSampler,
     *,
     version: str,
@@ -293,7 +293,7 @@ def create_private_app(
     api = PrivateApi(
         bridge,
         handler,
-        state,
+        lifecycle,
         sampler,
         version=version,
         average_participant_stress=average_participant_stress,

@@ -10,11 +10,16 @@ mean exactly what JVB's do, so a JVB dashboard must not silently mistake them fo
 | `sluice_packets_dropped_total` | counter | `reason` (native drop reason) | native `total.drops` |
 | `sluice_transport_failures_total` | counter | `cause` (ice, consent, dtls_...) | native `failures` |
 | `sluice_seam_commands_total` / `sluice_seam_events_total` | counter | | Python/Rust crossings |
+| `sluice_io_syscalls_total` / `sluice_io_packets_total` | counter | `op` (recvmmsg, sendmmsg) | native `io` |
 | `sluice_conferences`, `sluice_endpoints` | gauge | | the Bridge's bookkeeping |
 | `sluice_stress_level` | gauge | | `LoadSampler` (packet rate / capacity) |
 | `sluice_packet_rate` | gauge | `direction` (download, upload) | packets per second |
 | `sluice_bit_rate_kbps` | gauge | `direction` | kbit/s |
 | `sluice_healthy`, `sluice_drain`, `sluice_graceful_shutdown`, `sluice_shutting_down` | gauge | | 0 or 1 |
+| `sluice_colibri_web_socket_messages_received_total` / `_sent_total` | counter | | bridge channel |
+| `sluice_colibri_web_socket_errors_total` | counter | `reason` (malformed_json, ...) | frames refused |
+| `sluice_colibri_web_socket_dropped_total` | counter | `reason` (no_socket, ...) | messages not delivered |
+| `sluice_colibri_web_socket_refused_total` | counter | `reason` (bad_pwd, ...) | upgrades refused |
 
 Without a snapshot (the core did not answer) only the gauges are exported and `sluice_healthy` is 0.
 """
@@ -28,6 +33,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from bridge.channel import ChannelStats
 from bridge.load import LoadSample
 
 PREFIX = "sluice"
@@ -45,6 +51,8 @@ class BridgeMetrics:
     drain: bool
     graceful_shutdown: bool
     shutting_down: bool
+    #: The bridge channel's counters (colibri websockets); None leaves them out.
+    channels: ChannelStats | None = None
 
 
 def _int(section: Mapping[str, object], key: str) -> int:
@@ -82,6 +90,8 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
     yield _gauge("drain", "1 while draining (no new conferences preferred).", float(m.drain))
     yield _gauge("graceful_shutdown", "1 while in graceful shutdown.", float(m.graceful_shutdown))
     yield _gauge("shutting_down", "1 while shutting down.", float(m.shutting_down))
+    if m.channels is not None:
+        yield from _channel_families(m.channels)
     if m.snapshot is None:
         return
     total = _section(m.snapshot, "total")
@@ -105,6 +115,33 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
         "seam_commands", "Commands sent from Python to the native core.", _int(m.snapshot, "seam_commands")
     )
     yield _counter("seam_events", "Events from the native core to Python.", _int(m.snapshot, "seam_events"))
+    io = _section(m.snapshot, "io")
+    calls = CounterMetricFamily(f"{PREFIX}_io_syscalls", "Batched UDP syscalls.", labels=["op"])
+    calls.add_metric(["recvmmsg"], _int(io, "recv_calls"))
+    calls.add_metric(["sendmmsg"], _int(io, "send_calls"))
+    yield calls
+    batched = CounterMetricFamily(
+        f"{PREFIX}_io_packets", "Packets moved by the batched UDP syscalls.", labels=["op"]
+    )
+    batched.add_metric(["recvmmsg"], _int(io, "recv_packets"))
+    batched.add_metric(["sendmmsg"], _int(io, "send_packets"))
+    yield batched
+
+
+def _channel_families(c: ChannelStats) -> Iterator[Metric]:
+    yield _counter(
+        "colibri_web_socket_messages_received", "Bridge channel messages received.", c.messages_received
+    )
+    yield _counter("colibri_web_socket_messages_sent", "Bridge channel messages sent.", c.messages_sent)
+    for name, doc, counts in (
+        ("errors", "Bridge channel frames refused, by reason.", c.errors),
+        ("dropped", "Bridge channel messages not delivered, by reason.", c.dropped),
+        ("refused", "Colibri websocket upgrades refused, by reason.", c.refused),
+    ):
+        family = CounterMetricFamily(f"{PREFIX}_colibri_web_socket_{name}", doc, labels=["reason"])
+        for reason, count in sorted(counts.items()):
+            family.add_metric([reason], count)
+        yield family
 
 
 class _Snapshot(Collector):

@@ -194,6 +194,31 @@ def _duration(value: object, text: bool) -> float:
     return parse_duration(value)
 
 
+def _count(value: object, text: bool) -> int:
+    n = _int(value, text)
+    if n < 0:
+        raise ValueError("must not be negative")
+    return n
+
+
+def _path_segment(value: object, text: bool) -> str:
+    s = _nonblank(value, text)
+    if "/" in s or "?" in s or "#" in s or any(c.isspace() for c in s):
+        raise ValueError("must be one URL path segment (no /, ?, # or spaces)")
+    return s
+
+
+def _domains(value: object, text: bool) -> tuple[str, ...]:
+    # An empty environment variable clears the list (the public server's own host:port is used then).
+    if text and isinstance(value, str) and not value.strip():
+        return ()
+    items = _strings(value, text)
+    for item in items:
+        if "/" in item or "?" in item or any(c.isspace() for c in item):
+            raise ValueError(f"{item!r} is not a host[:port] (no scheme, no path)")
+    return items
+
+
 Parse = Callable[[object, bool], Any]
 
 #: Every key a file may hold (dotted, as jvb names it) and how its value is read.
@@ -207,6 +232,20 @@ _KEYS: dict[str, Parse] = {
     "videobridge.http-servers.public.host": _nonblank,
     "videobridge.http-servers.public.port": _port_or_disabled,
     "videobridge.stats.interval": _duration,
+    "videobridge.entity-expiration.timeout": _duration,
+    "videobridge.entity-expiration.check-interval": _duration,
+    "videobridge.shutdown.graceful-shutdown-max-duration": _duration,
+    "videobridge.shutdown.graceful-shutdown-min-participants": _count,
+    "videobridge.shutdown.shutting-down-delay": _duration,
+    "videobridge.initial-drain-mode": _bool,
+    "videobridge.websockets.enabled": _bool,
+    "videobridge.websockets.server-id": _path_segment,
+    "videobridge.websockets.domains": _domains,
+    "videobridge.websockets.tls": _bool,
+    "videobridge.websockets.enable-compression": _bool,
+    "videobridge.websockets.send-keepalive-pings": _bool,
+    "videobridge.websockets.keepalive-ping-interval": _duration,
+    "videobridge.version.announce": _bool,
     "videobridge.relay.enabled": _bool,
     "videobridge.relay.region": _nonblank,
     "videobridge.relay.relay-id": _nonblank,
@@ -236,7 +275,10 @@ ENVIRONMENT: dict[str, str] = {
     "SLUICE_PRIVATE_HTTP_HOST": "videobridge.http-servers.private.host",
     "SLUICE_PRIVATE_HTTP_PORT": "videobridge.http-servers.private.port",
     "SLUICE_PUBLIC_HTTP_PORT": "videobridge.http-servers.public.port",
+    "SLUICE_WEBSOCKETS_ENABLED": "videobridge.websockets.enabled",
+    "SLUICE_WEBSOCKETS_DOMAINS": "videobridge.websockets.domains",
     "SLUICE_STATS_INTERVAL": "videobridge.stats.interval",
+    "SLUICE_INITIAL_DRAIN_MODE": "videobridge.initial-drain-mode",
     "SLUICE_REGION": "videobridge.region",
     "SLUICE_RELAY_ID": "videobridge.relay.relay-id",
     "SLUICE_LOAD_THRESHOLD": "videobridge.load-management.load-measurements.packet-rate.load-threshold",
@@ -291,8 +333,31 @@ class Settings:
     public_http_host: str = "0.0.0.0"
     #: -1: disabled (jvb's default; the public server only carries colibri websockets).
     public_http_port: int = -1
+    #: Colibri websockets (the bridge channel) on the public server; needs `public_http_port` != -1.
+    websockets_enabled: bool = False
+    #: The first path segment after /colibri-ws/; tells bridges apart behind one reverse proxy.
+    websockets_server_id: str = "default-id"
+    #: host[:port] put in the advertised URLs; empty: the public server's own address.
+    websockets_domains: tuple[str, ...] = ()
+    #: wss:// (behind a TLS-terminating proxy) rather than ws:// in the advertised URLs.
+    websockets_tls: bool = False
+    websockets_compression: bool = True
+    websockets_keepalive_pings: bool = True
+    websockets_keepalive_interval: float = 15.0
+    #: Put the version in ServerHello (jvb `videobridge.version.announce`).
+    version_announce: bool = False
     #: Seconds between stats samples and brewery presences.
     stats_interval: float = 5.0
+    #: An endpoint with no packet in (nor a conference with no endpoint) for this long is expired.
+    entity_expiration_timeout: float = 60.0
+    entity_expiration_check_interval: float = 60.0
+    #: Section 3.4: how long a graceful shutdown may wait for conferences to end.
+    graceful_shutdown_max_duration: float = 24 * 3600.0
+    #: The graceful shutdown moves on to shutting down at or below this many participants.
+    graceful_shutdown_min_participants: int = 0
+    #: Between shutting_down=true in presence and the exit (Jicofo moves endpoints away meanwhile).
+    shutting_down_delay: float = 60.0
+    initial_drain_mode: bool = False
     region: str | None = None
     relay_enabled: bool = False
     relay_id: str | None = None
@@ -419,6 +484,11 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         configs.append(XmppSettings(name=name, **kwargs))
     defaults = Settings()
     get = values.get
+    if get("videobridge.websockets.enabled") and get("videobridge.http-servers.public.port", -1) == -1:
+        raise SettingsError(
+            "videobridge.websockets.enabled is true but videobridge.http-servers.public.port is -1: "
+            "colibri websockets are served on the public HTTP server, so give it a port"
+        )
     return Settings(
         udp_port=get("videobridge.ice.udp.port", defaults.udp_port),
         bind_addresses=get("videobridge.ice.udp.bind-addresses", defaults.bind_addresses),
@@ -427,7 +497,36 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         private_http_port=get("videobridge.http-servers.private.port", defaults.private_http_port),
         public_http_host=get("videobridge.http-servers.public.host", defaults.public_http_host),
         public_http_port=get("videobridge.http-servers.public.port", defaults.public_http_port),
+        websockets_enabled=get("videobridge.websockets.enabled", defaults.websockets_enabled),
+        websockets_server_id=get("videobridge.websockets.server-id", defaults.websockets_server_id),
+        websockets_domains=get("videobridge.websockets.domains", defaults.websockets_domains),
+        websockets_tls=get("videobridge.websockets.tls", defaults.websockets_tls),
+        websockets_compression=get(
+            "videobridge.websockets.enable-compression", defaults.websockets_compression
+        ),
+        websockets_keepalive_pings=get(
+            "videobridge.websockets.send-keepalive-pings", defaults.websockets_keepalive_pings
+        ),
+        websockets_keepalive_interval=get(
+            "videobridge.websockets.keepalive-ping-interval", defaults.websockets_keepalive_interval
+        ),
+        version_announce=get("videobridge.version.announce", defaults.version_announce),
         stats_interval=get("videobridge.stats.interval", defaults.stats_interval),
+        entity_expiration_timeout=get(
+            "videobridge.entity-expiration.timeout", defaults.entity_expiration_timeout
+        ),
+        entity_expiration_check_interval=get(
+            "videobridge.entity-expiration.check-interval", defaults.entity_expiration_check_interval
+        ),
+        graceful_shutdown_max_duration=get(
+            "videobridge.shutdown.graceful-shutdown-max-duration", defaults.graceful_shutdown_max_duration
+        ),
+        graceful_shutdown_min_participants=get(
+            "videobridge.shutdown.graceful-shutdown-min-participants",
+            defaults.graceful_shutdown_min_participants,
+        ),
+        shutting_down_delay=get("videobridge.shutdown.shutting-down-delay", defaults.shutting_down_delay),
+        initial_drain_mode=get("videobridge.initial-drain-mode", defaults.initial_drain_mode),
         # jvb reads the region from the relay block; the top-level key is the older spelling.
         region=get("videobridge.relay.region", get("videobridge.region")),
         relay_enabled=False,

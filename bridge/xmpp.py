@@ -27,6 +27,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from bridge.bridge import Bridge
+from bridge.channel import ChannelStats
 from bridge.load import DEFAULT_CAPACITY_PPS, LoadSample, LoadSampler
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class BridgeState:
     drain: bool = False
     graceful_shutdown: bool = False
     shutting_down: bool = False
+    #: The bridge channel's counters, for the total_colibri_web_socket_messages_* stats.
+    channel_stats: ChannelStats = field(default_factory=ChannelStats)
 
 
 def _stanza_error(condition: str, text: str | None = None, error_type: str = "cancel") -> ET.Element:
@@ -152,6 +155,8 @@ def colibri_stats(
         packet_rate_upload=round(load.packet_rate_upload),
         bit_rate_download=round(load.bit_rate_download),
         bit_rate_upload=round(load.bit_rate_upload),
+        total_colibri_web_socket_messages_received=state.channel_stats.messages_received,
+        total_colibri_web_socket_messages_sent=state.channel_stats.messages_sent,
         current_timestamp=now_ms,
     )
     return values
@@ -383,6 +388,11 @@ class BridgeXmppClient:
             if self._session.is_set() and not self._lost.is_set():
                 # Rooms not joined yet (say, after a nickname conflict) get a fresh join attempt.
                 self._publish(join=False)
+
+    def publish_now(self) -> None:
+        """Presence with the current stats at once (after a drain or shutdown change), if connected."""
+        if self._session.is_set() and not self._lost.is_set():
+            self._publish(join=False)
 
     def _publish(self, *, join: bool) -> None:
         """Sends presence with stats to every brewery; `<x xmlns=muc>` only on a join."""

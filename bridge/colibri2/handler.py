@@ -9,12 +9,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
 from bridge import description as desc
 from bridge.bridge import Bridge, BridgeError, Conference
 from bridge.bridge import Endpoint as BridgeEndpoint
+from bridge.channel import colibri_ws_url
 from bridge.colibri2.model import (
     Candidate,
     Colibri2Error,
@@ -39,7 +41,7 @@ _BARE_JID = re.compile(r"^(?:[^@/\s]+@)?[^@/\s]+$")
 
 @dataclass(slots=True)
 class EndpointState:
-    """What Colibri2 told us about an endpoint that the packet path does not use yet (policy input)."""
+    """What Colibri2 told us about an endpoint (policy input); force-mute is also applied to its Endpoint."""
 
     stats_id: str | None = None
     muc_role: str | None = None
@@ -48,6 +50,9 @@ class EndpointState:
     force_mute_audio: bool = False
     force_mute_video: bool = False
     initial_last_n: int | None = None
+    #: Idle expiry: when `packets_in` of the transport last changed (None: not observed yet).
+    last_activity: float | None = None
+    last_packets_in: int = -1
 
 
 @dataclass(slots=True)
@@ -58,6 +63,8 @@ class ConferenceState:
     feedback_audio_ssrc: int
     feedback_video_ssrc: int
     endpoints: dict[str, EndpointState] = field(default_factory=dict)
+    #: Idle expiry: the last check that saw an endpoint here (None: not observed yet).
+    last_activity: float | None = None
 
 
 def _random_ssrc() -> int:
@@ -68,7 +75,13 @@ class Colibri2Handler:
     """Colibri2 for one Bridge. `handle()` either returns the response or raises Colibri2Error."""
 
     def __init__(
-        self, bridge: Bridge, *, graceful_shutdown: bool = False, sctp_enabled: bool = False
+        self,
+        bridge: Bridge,
+        *,
+        graceful_shutdown: bool = False,
+        sctp_enabled: bool = False,
+        web_socket_bases: tuple[str, ...] = (),
+        on_change: Callable[[Conference], None] | None = None,
     ) -> None:
         self.bridge = bridge
         #: While true, conference creation is refused (JVB `graceful_shutdown`).
@@ -76,6 +89,11 @@ class Colibri2Handler:
         #: The native core has no SCTP data channel yet; when false, <sctp> requests are refused like JVB's
         #: `videobridge.sctp.enabled=false`.
         self.sctp_enabled = sctp_enabled
+        #: `ws[s]://<domain>/colibri-ws/<server-id>`, one per websockets domain; empty: no <web-socket>.
+        self.web_socket_bases = web_socket_bases
+        #: Called after every request that reached a conference (endpoints or sources may have changed, or
+        #: the conference closed), so the bridge channel can follow. Keeps this handler free of I/O.
+        self.on_change = on_change
         self._conferences: dict[str, ConferenceState] = {}
 
     # -- queries ----------------------------------------------------------------------------------------
@@ -96,6 +114,42 @@ class Colibri2Handler:
             return None
         return state
 
+    # -- idle expiry -------------------------------------------------------------------------------------
+
+    def expire_idle(
+        self, now: float, packets_in: Mapping[int, int], timeout: float
+    ) -> list[tuple[str, str | None]]:
+        """Expires what has been idle for `timeout` seconds (jvb `entity-expiration.timeout`).
+
+        An endpoint is idle while its transport's `packets_in` (native per-transport counter; any STUN, DTLS
+        or media counts) does not change; a conference is idle while it has no endpoint. Call this
+        periodically; the first call that sees an entity starts its clock. Returns (meeting-id, endpoint-id)
+        for each expired endpoint and (meeting-id, None) for each expired conference.
+        """
+        expired: list[tuple[str, str | None]] = []
+        for meeting_id in list(self._conferences):
+            state = self._live(meeting_id)
+            if state is None:
+                continue
+            for ep in list(state.conference.endpoints.values()):
+                info = state.endpoints.setdefault(ep.id, EndpointState())
+                count = packets_in.get(ep.transport_id, 0)
+                if info.last_activity is None or count != info.last_packets_in:
+                    info.last_activity = now
+                    info.last_packets_in = count
+                elif now - info.last_activity >= timeout:
+                    ep.close()
+                    state.endpoints.pop(ep.id, None)
+                    expired.append((meeting_id, ep.id))
+            if state.conference.endpoints or state.last_activity is None:
+                state.last_activity = now
+            elif now - state.last_activity >= timeout:
+                self._close(meeting_id, state)
+                expired.append((meeting_id, None))
+            if expired and expired[-1][0] == meeting_id and self.on_change is not None:
+                self.on_change(state.conference)
+        return expired
+
     # -- the request --------------------------------------------------------------------------------------
 
     def handle(self, request: ConferenceModify) -> ConferenceModified:
@@ -111,6 +165,10 @@ class Colibri2Handler:
                 # The Bridge refused what the request asked for (bad description, closed object).
                 raise bad_request(str(exc)) from None
             raise
+        finally:
+            # Also after an error: a refused request may have applied its first endpoints already.
+            if self.on_change is not None:
+                self.on_change(state.conference)
 
     def _validate(self, request: ConferenceModify) -> None:
         if not request.meeting_id.strip():
@@ -258,17 +316,20 @@ class Colibri2Handler:
             self._check_sctp(request)
             if info.muc_role == "visitor" and request.sources:
                 raise bad_request(f"Visitor endpoint {request.id} may not send sources")
+        if request.force_mute is not None:
+            if request.force_mute.audio is not None:
+                info.force_mute_audio = request.force_mute.audio
+            if request.force_mute.video is not None:
+                info.force_mute_video = request.force_mute.video
+            # First, so the shard mutes before it learns this request's sources; it holds whether or not
+            # sources or a connection exist yet.
+            ep.set_force_mute(info.force_mute_audio, info.force_mute_video)
         if request.transport is not None and request.transport.ice is not None:
             remote = _remote_description(request.transport.ice)
             if remote is not None:
                 ep.set_remote_description(remote)
         if request.sources is not None:
             ep.set_sources(_bridge_sources(request.id, request.sources))
-        if request.force_mute is not None:
-            if request.force_mute.audio is not None:
-                info.force_mute_audio = request.force_mute.audio
-            if request.force_mute.video is not None:
-                info.force_mute_video = request.force_mute.video
         if request.initial_last_n is not None:
             info.initial_last_n = request.initial_last_n
 
@@ -294,6 +355,9 @@ class Colibri2Handler:
             ),
             rtcp_mux=local.rtcp_mux,
             fingerprints=tuple(Fingerprint(fp.hash, fp.value, fp.setup) for fp in local.fingerprints),
+            web_sockets=tuple(
+                colibri_ws_url(base, ep.conference.id, ep.id, ep.pwd) for base in self.web_socket_bases
+            ),
         )
         sctp = requested.sctp if requested is not None else None
         return Transport(

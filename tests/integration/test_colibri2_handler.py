@@ -45,6 +45,15 @@ def expect(handler: Colibri2Handler, request: ConferenceModify) -> Colibri2Error
     return info.value
 
 
+async def native_force_mute(bridge: Bridge, transport_id: int) -> tuple[object, object]:
+    """(audio, video) force-mute as the native core holds it for one transport."""
+    transports = (await bridge.get_stats())["transports"]
+    assert isinstance(transports, dict)
+    t = transports[transport_id]
+    assert isinstance(t, dict)
+    return t["force_mute_audio"], t["force_mute_video"]
+
+
 async def test_jicofo_flow_create_update_sources_expire(bridge: Bridge) -> None:
     handler = Colibri2Handler(bridge)
     first = handler.handle(recorded("create-conference.request.xml"))
@@ -75,6 +84,10 @@ async def test_jicofo_flow_create_update_sources_expire(bridge: Bridge) -> None:
     state = handler.endpoint_state(MEETING, "abcd1234")
     assert state is not None and state.force_mute_audio and not state.force_mute_video
     assert state.stats_id == "Alice-x1y" and len(state.medias) == 2
+    # The force-mute of the create reached the native transport, before any source or connection.
+    created_ep = conference.endpoints["abcd1234"]
+    assert (created_ep.force_mute_audio, created_ep.force_mute_video) == (True, False)
+    assert await native_force_mute(bridge, created_ep.transport_id) == (True, False)
 
     # A second endpoint: no conference-level create; same feedback sources.
     second = handler.handle(ConferenceModify(MEETING, endpoints=(create_endpoint("efgh5678"),)))
@@ -108,6 +121,8 @@ async def test_jicofo_flow_create_update_sources_expire(bridge: Bridge) -> None:
     handler.handle(recorded("force-mute.request.xml"))
     other = handler.endpoint_state(MEETING, "efgh5678")
     assert other is not None and (other.force_mute_audio, other.force_mute_video) == (False, True)
+    other_ep = conference.endpoints["efgh5678"]
+    assert await native_force_mute(bridge, other_ep.transport_id) == (False, True)
 
     # Expire one endpoint: its transport closes, the conference lives on.
     gone = conference.endpoints["efgh5678"]

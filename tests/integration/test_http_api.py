@@ -19,6 +19,7 @@ from bridge.colibri2 import xml as cxml
 from bridge.colibri2.handler import Colibri2Handler
 from bridge.colibri2.json import conference_modify_to_json
 from bridge.http import create_private_app
+from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.xmpp import BridgeState
 
@@ -47,15 +48,18 @@ class Api:
     handler: Colibri2Handler
     state: BridgeState
     sampler: LoadSampler
+    lifecycle: Lifecycle
 
 
 @pytest.fixture
 async def api(bridge: Bridge) -> AsyncIterator[Api]:
     handler = Colibri2Handler(bridge)
-    state, sampler = BridgeState(), LoadSampler()
-    app = create_private_app(bridge, handler, state, sampler, version="1.2.3")
+    lifecycle = Lifecycle(bridge, handler, BridgeState(), LifecycleConfig(shutting_down_delay=0.1))
+    sampler = LoadSampler()
+    app = create_private_app(bridge, handler, lifecycle, sampler, version="1.2.3")
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield Api(client, bridge, handler, state, sampler)
+        yield Api(client, bridge, handler, lifecycle.state, sampler, lifecycle)
+    await lifecycle.stop()
 
 
 def recorded_json(name: str) -> dict[str, Any]:
@@ -91,7 +95,9 @@ async def test_health_and_version(api: Api) -> None:
 
 async def test_health_is_500_with_a_reason_when_the_core_does_not_answer() -> None:
     stopped = Bridge()  # never started: the native core cannot answer get_stats
-    app = create_private_app(stopped, Colibri2Handler(stopped), BridgeState(), LoadSampler(), version="x")
+    handler = Colibri2Handler(stopped)
+    lifecycle = Lifecycle(stopped, handler, BridgeState(), LifecycleConfig())
+    app = create_private_app(stopped, handler, lifecycle, LoadSampler(), version="x")
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         resp = await client.get("/about/health")
         assert resp.status == 500
@@ -142,6 +148,9 @@ async def test_metrics_parse_and_follow_real_traffic(api: Api) -> None:
     assert {"ice", "consent"} <= {dict(k)["cause"] for k in m["sluice_transport_failures_total"]}
     for name in ("sluice_bytes_sent_total", "sluice_seam_commands_total", "sluice_drain"):
         assert name in m
+    # The five datagrams came in through recvmmsg: at least one call, and the packets counted.
+    assert m["sluice_io_syscalls_total"][(("op", "recvmmsg"),)] >= 1
+    assert m["sluice_io_packets_total"][(("op", "recvmmsg"),)] >= 5
 
     resp = await api.client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert resp.content_type == "application/openmetrics-text"

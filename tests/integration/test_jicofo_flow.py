@@ -25,7 +25,7 @@ from bridge import Candidate, Fingerprint, TransportDescription
 from bridge.app import BridgeApp
 from bridge.description import CandidateType, Setup
 from bridge.settings import parse_settings
-from tests.helpers.call import wait_until
+from tests.helpers.call import wait_until, wait_until_async
 from tests.helpers.peers import AiortcPeer, PeerFactory
 from tests.helpers.prosody import AUTH_DOMAIN, BREWERY_JID, JVB_USER, MucObserver, Prosody
 from tests.helpers.sdp import OfferBuilder, PeerAnswer, RemoteParticipant, only_loopback, parse_answer
@@ -211,6 +211,29 @@ async def answer_of(peer: AiortcPeer, builder: OfferBuilder) -> PeerAnswer:
     return parse_answer(await peer.answer(builder.offer()), peer.name, candidate_filter=only_loopback)
 
 
+async def force_mute(
+    jicofo: MucObserver, bridge_jid: str, meeting: str, endpoint_id: str, *, audio: bool, video: bool
+) -> None:
+    """Jicofo's force-mute update for one endpoint (2.2, 2.3 item 3)."""
+    request = conference_modify(meeting)
+    ep = _el(request, C2, "endpoint", id=endpoint_id)
+    _el(ep, C2, "force-mute", audio=str(audio).lower(), video=str(video).lower())
+    result_payload(await jicofo.iq(bridge_jid, request))
+
+
+async def force_muted_drops(app: BridgeApp, transport_id: int) -> int:
+    """Packets of `transport_id` the native core dropped as force-muted."""
+    transports = (await app.bridge.get_stats())["transports"]
+    assert isinstance(transports, dict)
+    counters = transports[transport_id]
+    assert isinstance(counters, dict)
+    drops = counters["drops"]
+    assert isinstance(drops, dict)
+    count = drops.get("force_muted", 0)
+    assert isinstance(count, int)
+    return count
+
+
 def summary(*peers: AiortcPeer) -> str:
     return "; ".join(p.summary() for p in peers)
 
@@ -275,14 +298,80 @@ async def test_jicofo_allocates_two_peers_through_prosody_then_expires_one(
     assert alice.audio_frames_from("bob") > 0 and bob.audio_frames_from("alice") > 0
     print(f"both directions at >= 30 video frames after {took:.1f} s: {summary(alice, bob)}")
 
-    # 4. force-mute is accepted and recorded, but the native core cannot drop a muted sender's packets
-    # yet, so media is NOT checked here.
-    request = conference_modify(meeting)
-    ep = _el(request, C2, "endpoint", id="bob")
-    _el(ep, C2, "force-mute", audio="true", video="true")
-    result_payload(await jicofo.iq(bridge_jid, request))
+    # 4. force-mute (2.3 step 3) stops what bob sends, kind by kind, and nothing else; the native core counts
+    # the packets it drops. Each "stopped" check first waits until enough of bob's packets were dropped for
+    # anything already in flight to be decoded, then until the other streams grew, and compares.
+    conference = app.colibri2.conference(meeting)
+    assert conference is not None
+    bob_endpoint = conference.endpoints["bob"]
+
+    async def dropped() -> int:
+        return await force_muted_drops(app, bob_endpoint.transport_id)
+
+    async def describe() -> str:
+        return f"{summary(alice, bob)}; bob's packets dropped as force_muted: {await dropped()}"
+
+    def describe_now() -> str:
+        return summary(alice, bob)
+
+    async def wait_dropped(count: int) -> None:
+        async def enough() -> bool:
+            return await dropped() >= count
+
+        await wait_until_async(enough, within=10, interval=0.1, describe=describe)
+
+    async def muted_window(drops: int) -> tuple[int, int]:
+        """Once half of `drops` more of bob's packets were dropped (what was in flight is decoded by then):
+        alice's (audio, video) frame counts from bob. Returns after the other half, with alice's media still
+        reaching bob meanwhile."""
+        start = await dropped()
+        await wait_dropped(start + drops // 2)
+        from_bob = (alice.audio_frames_from("bob"), alice.frames_from("bob"))
+        to_bob = (bob.audio_frames_from("alice"), bob.frames_from("alice"))
+        await wait_dropped(start + drops)
+        await wait_until(
+            lambda: (
+                bob.audio_frames_from("alice") >= to_bob[0] + 25
+                and bob.frames_from("alice") >= to_bob[1] + 15
+            ),
+            within=10,
+            describe=describe_now,
+        )
+        return from_bob
+
+    # 4a. Audio only: bob's audio stops reaching alice, his video does not.
+    await force_mute(jicofo, bridge_jid, meeting, "bob", audio=True, video=False)
+    assert (bob_endpoint.force_mute_audio, bob_endpoint.force_mute_video) == (True, False)
+    from_bob = await muted_window(50)
+    await wait_until(lambda: alice.frames_from("bob") >= from_bob[1] + 15, within=10, describe=describe_now)
+    assert alice.audio_frames_from("bob") == from_bob[0], (
+        f"bob's muted audio reached alice: {await describe()}"
+    )
+
+    # 4b. Audio and video: nothing of bob's reaches alice; alice's media still reaches bob.
+    await force_mute(jicofo, bridge_jid, meeting, "bob", audio=True, video=True)
     state = app.colibri2.endpoint_state(meeting, "bob")
     assert state is not None and state.force_mute_audio and state.force_mute_video
+    from_bob = await muted_window(100)
+    assert (alice.audio_frames_from("bob"), alice.frames_from("bob")) == from_bob, (
+        f"bob's muted media reached alice: {await describe()}"
+    )
+
+    # 4c. Unmuted: both kinds flow again (video after the keyframe the bridge asks bob for; aiortc's jitter
+    # buffer first waits out the sequence gap the mute left), and nothing more is dropped.
+    await force_mute(jicofo, bridge_jid, meeting, "bob", audio=False, video=False)
+    took = await wait_until(
+        lambda: (
+            alice.audio_frames_from("bob") >= from_bob[0] + 25
+            and alice.frames_from("bob") >= from_bob[1] + 15
+        ),
+        within=30,
+        describe=describe_now,
+    )
+    print(f"bob's media reached alice again {took:.1f} s after the unmute: {await describe()}")
+    after_unmute = await dropped()
+    await wait_until(lambda: alice.frames_from("bob") >= from_bob[1] + 30, within=10, describe=describe_now)
+    assert await dropped() == after_unmute
 
     # 5. Expire bob (2.3 step 4): nothing more is forwarded to or from him.
     request = conference_modify(meeting)

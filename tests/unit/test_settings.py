@@ -236,3 +236,95 @@ def test_missing_xmpp_keys_and_broken_files(tmp_path: Path) -> None:
     path.write_text("[videobridge.ice.udp]\nport = -2\n")
     with pytest.raises(SettingsError, match=r"bad\.toml: bad value for videobridge\.ice\.udp\.port"):
         load_settings(path, environ={})
+
+
+def test_expiry_shutdown_and_drain_keys() -> None:
+    s = parse_settings(
+        """
+[videobridge]
+initial-drain-mode = true
+[videobridge.entity-expiration]
+timeout = "30s"
+check-interval = "5 seconds"
+[videobridge.shutdown]
+graceful-shutdown-max-duration = "2h"
+graceful-shutdown-min-participants = 3
+shutting-down-delay = "10s"
+""",
+        environ={},
+    )
+    assert (s.entity_expiration_timeout, s.entity_expiration_check_interval) == (30.0, 5.0)
+    assert (s.graceful_shutdown_max_duration, s.graceful_shutdown_min_participants) == (7200.0, 3)
+    assert (s.shutting_down_delay, s.initial_drain_mode) == (10.0, True)
+    assert parse_settings("", environ={"SLUICE_INITIAL_DRAIN_MODE": "yes"}).initial_drain_mode
+    with pytest.raises(SettingsError, match="graceful-shutdown-min-participants"):
+        parse_settings("[videobridge.shutdown]\ngraceful-shutdown-min-participants = -1\n", environ={})
+    with pytest.raises(SettingsError, match=r"entity-expiration\.timeout"):
+        parse_settings('[videobridge.entity-expiration]\ntimeout = "0s"\n', environ={})
+
+
+WEBSOCKETS = """
+[videobridge.http-servers.public]
+port = 9090
+
+[videobridge.websockets]
+enabled = true
+server-id = "jvb-1"
+domains = ["meet.example:443"]
+tls = true
+enable-compression = false
+send-keepalive-pings = false
+keepalive-ping-interval = "30 seconds"
+
+[videobridge.version]
+announce = true
+"""
+
+
+def test_websockets_keys_and_defaults() -> None:
+    d = Settings()
+    assert (d.websockets_enabled, d.websockets_server_id, d.websockets_domains, d.websockets_tls) == (
+        False,
+        "default-id",
+        (),
+        False,
+    )
+    assert d.websockets_compression and d.websockets_keepalive_pings and d.websockets_keepalive_interval == 15
+    assert not d.version_announce
+    s = parse_settings(WEBSOCKETS, environ={})
+    assert (s.public_http_port, s.websockets_enabled, s.websockets_server_id, s.websockets_domains) == (
+        9090,
+        True,
+        "jvb-1",
+        ("meet.example:443",),
+    )
+    assert s.websockets_tls and not s.websockets_compression and not s.websockets_keepalive_pings
+    assert s.websockets_keepalive_interval == 30.0 and s.version_announce
+
+
+def test_websockets_environment_overrides() -> None:
+    s = parse_settings(
+        "[videobridge.http-servers.public]\nport = 9090\n",
+        {"SLUICE_WEBSOCKETS_ENABLED": "true", "SLUICE_WEBSOCKETS_DOMAINS": "a.example:443, b.example"},
+    )
+    assert s.websockets_enabled and s.websockets_domains == ("a.example:443", "b.example")
+    s = parse_settings(WEBSOCKETS, {"SLUICE_WEBSOCKETS_DOMAINS": "", "SLUICE_WEBSOCKETS_ENABLED": "0"})
+    assert not s.websockets_enabled and s.websockets_domains == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[videobridge.websockets]\nenabled = true", "videobridge.http-servers.public.port is -1"),
+        ("[videobridge.websockets]\nserver-id = 'a/b'", "videobridge.websockets.server-id"),
+        ("[videobridge.websockets]\nserver-id = ''", "videobridge.websockets.server-id"),
+        ("[videobridge.websockets]\ndomains = ['wss://meet.example']", "videobridge.websockets.domains"),
+        ("[videobridge.websockets]\ndomains = ['meet.example/x']", "videobridge.websockets.domains"),
+        ("[videobridge.websockets]\ntls = 'yes'", "videobridge.websockets.tls"),
+        ("[videobridge.websockets]\nrelay-domains = []", "unknown key videobridge.websockets.relay-domains"),
+    ],
+)
+def test_bad_websockets_settings(text: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse_settings(text, environ={})
+    assert message in str(info.value)

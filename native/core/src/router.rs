@@ -14,6 +14,11 @@ pub const RR_INTERVAL: Duration = Duration::from_millis(1000);
 /// A keyframe request to one sender is sent at most this often: receivers joining together share one.
 pub const KEYFRAME_REQUEST_MIN_INTERVAL: Duration = Duration::from_millis(300);
 
+/// How far (in sequence numbers) the stream may move past a force-muted run before that run is forgotten:
+/// beyond any age a receiver still asks retransmissions for (libwebrtc stops at 10,000), well short of a
+/// wrap of the 16-bit sequence number.
+const MUTED_RUN_MEMORY: u16 = 0x4000;
+
 /// Ingress of one signalled SSRC.
 pub struct Producer {
     pub transport: TransportId,
@@ -21,6 +26,50 @@ pub struct Producer {
     pub stats: ReceiverStats,
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
+    /// Sequence numbers (first, last) this stream had dropped by force-mute, spanning at most
+    /// MUTED_RUN_MEMORY. Receivers see the gap after an unmute and ask for it with NACKs; retransmitting it
+    /// would deliver muted media.
+    pub muted_run: Option<(u16, u16)>,
+}
+
+impl Producer {
+    /// Records a packet dropped by force-mute: starts a run or widens it (packets may come out of order).
+    /// A re-mute soon after an unmute widens the run over what was forwarded in between, so NACKs for those
+    /// packets are held back too: never replaying muted media is worth more than those retransmissions.
+    #[inline]
+    pub fn note_muted(&mut self, seq: u16) {
+        let Some((first, last)) = &mut self.muted_run else {
+            self.muted_run = Some((seq, seq));
+            return;
+        };
+        if seq.wrapping_sub(*last) < MUTED_RUN_MEMORY {
+            *last = seq;
+            if last.wrapping_sub(*first) > MUTED_RUN_MEMORY {
+                *first = last.wrapping_sub(MUTED_RUN_MEMORY);
+            }
+        } else if seq.wrapping_sub(*first) <= last.wrapping_sub(*first) {
+            // Already inside the run.
+        } else if first.wrapping_sub(seq) < MUTED_RUN_MEMORY {
+            // Late, just before the run: taken in unless the run would span too far.
+            if last.wrapping_sub(seq) <= MUTED_RUN_MEMORY {
+                *first = seq;
+            }
+        } else {
+            // Far from a run that no longer matters: start over.
+            self.muted_run = Some((seq, seq));
+        }
+    }
+
+    /// Whether `seq` was dropped by force-mute, while that is recent enough for a receiver to still ask
+    /// for it.
+    pub fn was_muted(&self, seq: u16) -> bool {
+        let Some((first, last)) = self.muted_run else {
+            return false;
+        };
+        let highest = self.stats.extended_highest_seq() as u16;
+        highest.wrapping_sub(last) < MUTED_RUN_MEMORY
+            && seq.wrapping_sub(first) <= last.wrapping_sub(first)
+    }
 }
 
 pub struct Router {
@@ -80,6 +129,7 @@ impl Router {
                             stats: ReceiverStats::new(s.ssrc, s.clock_rate),
                             last_keyframe_request: None,
                             packets: 0,
+                            muted_run: None,
                         },
                     );
                 }
@@ -154,6 +204,50 @@ mod tests {
         r.remove_member(10);
         assert!(!r.producers.contains_key(&2));
         assert_eq!(r.members, vec![11]);
+    }
+
+    #[test]
+    fn a_muted_run_covers_what_was_dropped_and_is_forgotten_far_behind() {
+        let t0 = Instant::now();
+        let mut r = Router::new(1);
+        r.set_sources(10, &[spec(2, MediaKind::Video)]);
+        let p = r.producers.get_mut(&2).expect("producer");
+        // Wrapping run 65530..=4, one packet out of order.
+        for seq in [65531u16, 65530, 65532, 65535, 0, 4] {
+            p.stats.on_packet(t0, seq, 0);
+            p.note_muted(seq);
+        }
+        assert_eq!(p.muted_run, Some((65530, 4)));
+        assert!(p.was_muted(65530) && p.was_muted(2) && p.was_muted(4));
+        assert!(!p.was_muted(65529) && !p.was_muted(5));
+        // Forwarded packets move the stream on (in steps RFC 3550 A.1 takes as in order); far enough,
+        // the run no longer matters.
+        for seq in (1000..=16000).step_by(1000) {
+            p.stats.on_packet(t0, seq, 0);
+        }
+        assert!(p.was_muted(3), "16000 is 15996 past the run");
+        p.stats.on_packet(t0, 17000, 0);
+        assert!(!p.was_muted(3), "17000 is 16996 past the run");
+        // Muted again far from the old run: a new one.
+        p.stats.on_packet(t0, 17001, 0);
+        p.note_muted(17001);
+        assert_eq!(p.muted_run, Some((17001, 17001)));
+        // Unmuted for a while, then muted again: the run widens over what was forwarded in between.
+        for seq in [17100u16, 17101] {
+            p.stats.on_packet(t0, seq, 0);
+            p.note_muted(seq);
+        }
+        assert_eq!(p.muted_run, Some((17001, 17101)));
+        assert!(p.was_muted(17050));
+        // The run never spans more than MUTED_RUN_MEMORY.
+        for seq in (18000..=40000).step_by(1000) {
+            p.stats.on_packet(t0, seq, 0);
+            p.note_muted(seq);
+        }
+        assert_eq!(p.muted_run, Some((40000 - MUTED_RUN_MEMORY, 40000)));
+        // A late packet from before a run already at its widest changes nothing.
+        p.note_muted(40000 - MUTED_RUN_MEMORY - 1);
+        assert_eq!(p.muted_run, Some((40000 - MUTED_RUN_MEMORY, 40000)));
     }
 
     #[test]

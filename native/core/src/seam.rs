@@ -33,6 +33,24 @@ impl MediaKind {
     }
 }
 
+/// The kinds of media a transport may not send on (Colibri2 `force-mute`): its RTP of a muted kind reaches
+/// nobody, while everything it receives, and its own feedback about others' streams, keeps flowing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForceMute {
+    pub audio: bool,
+    pub video: bool,
+}
+
+impl ForceMute {
+    #[inline]
+    pub fn mutes(self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.audio,
+            MediaKind::Video => self.video,
+        }
+    }
+}
+
 /// One SSRC an endpoint sends (a Producer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SourceSpec {
@@ -82,6 +100,13 @@ pub enum Command {
     RequestKeyframe {
         transport: TransportId,
         ssrc: u32,
+    },
+    /// Force-mute (or unmute) what this transport sends, by kind; replaces the previous setting. Holds
+    /// from the moment it is applied, whatever sources or connection state come later.
+    SetForceMute {
+        transport: TransportId,
+        audio: bool,
+        video: bool,
     },
     CloseTransport {
         transport: TransportId,

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::seam::ForceMute;
+
 /// Why a datagram was dropped. One name per reason in Rust, Python, logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
@@ -33,6 +35,8 @@ pub enum DropReason {
     RtcpMalformed,
     /// RTP whose SSRC this transport has not signalled.
     UnknownSsrc,
+    /// RTP of a kind the focus force-muted on its sender: received (and reported on), forwarded to nobody.
+    ForceMuted,
     /// Forwarding was impossible: the egress packet would not fit, or protect failed.
     EgressFailed,
     /// The kernel refused to send it.
@@ -41,7 +45,7 @@ pub enum DropReason {
     Panic,
 }
 
-pub const DROP_REASONS: [DropReason; 17] = [
+pub const DROP_REASONS: [DropReason; 18] = [
     DropReason::Unclassified,
     DropReason::UnknownAddress,
     DropReason::StunMalformed,
@@ -56,6 +60,7 @@ pub const DROP_REASONS: [DropReason; 17] = [
     DropReason::RtpMalformed,
     DropReason::RtcpMalformed,
     DropReason::UnknownSsrc,
+    DropReason::ForceMuted,
     DropReason::EgressFailed,
     DropReason::SendFailed,
     DropReason::Panic,
@@ -78,6 +83,7 @@ impl DropReason {
             DropReason::RtpMalformed => "rtp_malformed",
             DropReason::RtcpMalformed => "rtcp_malformed",
             DropReason::UnknownSsrc => "unknown_ssrc",
+            DropReason::ForceMuted => "force_muted",
             DropReason::EgressFailed => "egress_failed",
             DropReason::SendFailed => "send_failed",
             DropReason::Panic => "panic",
@@ -190,6 +196,7 @@ pub struct TransportStats {
     pub counters: Counters,
     pub selected_remote: Option<std::net::SocketAddr>,
     pub srtp_profile: Option<&'static str>,
+    pub force_mute: ForceMute,
 }
 
 /// A point-in-time copy of a shard's counters.
@@ -204,4 +211,21 @@ pub struct StatsSnapshot {
     /// Commands received and events sent across the seam since start.
     pub seam_commands: u64,
     pub seam_events: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_slot_and_name() {
+        let mut c = Counters::default();
+        for (i, r) in DROP_REASONS.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?} is out of place in DROP_REASONS");
+            c.drop(*r);
+        }
+        let names = c.drop_map();
+        assert_eq!(names.len(), DROP_REASONS.len(), "two reasons share a name");
+        assert_eq!(names.get("force_muted"), Some(&1));
+    }
 }

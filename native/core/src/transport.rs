@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, Fingerprint};
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
-use crate::seam::{RemoteCandidate, RouterId, TransportId, TransportState};
+use crate::seam::{ForceMute, RemoteCandidate, RouterId, TransportId, TransportState};
 use crate::srtp::{SrtpContext, SrtpError, SrtpProfile};
 pub use crate::stats::FailureKind;
 use crate::stats::{Counters, DropReason, TransportStats};
@@ -60,6 +60,8 @@ pub struct Transport {
     transmits: VecDeque<Transmit>,
     notes: VecDeque<Note>,
     pub counters: Counters,
+    /// What the focus force-muted: read once per RTP packet that already has its Producer in hand.
+    pub force_mute: ForceMute,
     /// Test-only fault injection: the next DTLS datagram panics (proves the shard's isolation).
     #[cfg(test)]
     pub(crate) panic_on_dtls: bool,
@@ -99,6 +101,7 @@ impl Transport {
             transmits: VecDeque::new(),
             notes: VecDeque::new(),
             counters: Counters::default(),
+            force_mute: ForceMute::default(),
             #[cfg(test)]
             panic_on_dtls: false,
         }
@@ -338,6 +341,7 @@ impl Transport {
             counters: self.counters,
             selected_remote: self.remote_addr(),
             srtp_profile: self.srtp_profile().map(|p| p.dtls_name()),
+            force_mute: self.force_mute,
         }
     }
 

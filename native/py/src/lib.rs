@@ -200,6 +200,14 @@ impl NativeBridge {
         })
     }
 
+    fn set_force_mute(&self, transport_id: u64, audio: bool, video: bool) -> PyResult<()> {
+        self.send(Command::SetForceMute {
+            transport: transport_id,
+            audio,
+            video,
+        })
+    }
+
     fn close_transport(&self, transport_id: u64) -> PyResult<()> {
         self.send(Command::CloseTransport {
             transport: transport_id,
@@ -298,6 +306,8 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
         td.set_item("state", t.state)?;
         td.set_item("selected_remote", t.selected_remote.map(|a| a.to_string()))?;
         td.set_item("srtp_profile", t.srtp_profile)?;
+        td.set_item("force_mute_audio", t.force_mute.audio)?;
+        td.set_item("force_mute_video", t.force_mute.video)?;
         ts.set_item(t.id, td)?;
     }
     d.set_item("transports", ts)?;

@@ -18,7 +18,7 @@ use crate::dtls::DtlsCert;
 use crate::io::{classify, DatagramKind, RecvBatch, SendBatch, UdpSocket};
 use crate::router::Router;
 use crate::rtp::RtpView;
-use crate::seam::{Command, Event, Queue, RouterId, TransportId, TransportState};
+use crate::seam::{Command, Event, ForceMute, Queue, RouterId, TransportId, TransportState};
 use crate::stats::{Counters, DropReason, FailureCounters, IoCounters, StatsSnapshot};
 use crate::stun::{local_ufrag_of, StunClass, StunMessage};
 use crate::transport::{FailureKind, Note, Transport};
@@ -344,6 +344,21 @@ impl State {
                 };
                 self.request_keyframe(now, router, ssrc, io);
             }
+            Command::SetForceMute {
+                transport,
+                audio,
+                video,
+            } => {
+                let Some(t) = self.transports.get_mut(&transport) else {
+                    self.command_failed(transport, "no such transport".into());
+                    return true;
+                };
+                let was = t.force_mute;
+                t.force_mute = ForceMute { audio, video };
+                if was.video && !video {
+                    self.keyframe_after_unmute(now, transport, io);
+                }
+            }
             Command::CloseTransport { transport } => self.close_transport(now, transport, io),
             Command::GetStats { request } => {
                 let snapshot = Box::new(self.snapshot(io, recv));
@@ -481,6 +496,7 @@ impl State {
         };
         t.counters.rtp_in += 1;
         self.total.rtp_in += 1;
+        let force_mute = t.force_mute;
         let len = match t.unprotect_rtp(buf) {
             Ok(len) => len,
             Err(reason) => {
@@ -508,9 +524,16 @@ impl State {
         };
         match router.producers.get_mut(&view.ssrc()) {
             Some(p) if p.transport == id => {
+                // A muted stream still counts as received: the bridge's RRs to its sender stay true.
                 p.stats
                     .on_packet(now, view.sequence_number(), view.timestamp());
                 p.packets += 1;
+                if force_mute.mutes(p.kind) {
+                    p.note_muted(view.sequence_number());
+                    t.counters.drop(DropReason::ForceMuted);
+                    self.total.drop(DropReason::ForceMuted);
+                    return;
+                }
             }
             _ => {
                 t.counters.drop(DropReason::UnknownSsrc);
@@ -591,8 +614,12 @@ impl State {
         if media_ready {
             let transports = &self.transports;
             if let Some(r) = self.routers.get_mut(&router) {
-                let ready =
-                    |t: TransportId| transports.get(&t).is_some_and(Transport::is_media_ready);
+                // A force-muted video sender's keyframe would reach nobody; it gets a PLI on unmute.
+                let ready = |t: TransportId| {
+                    transports
+                        .get(&t)
+                        .is_some_and(|t| t.is_media_ready() && !t.force_mute.video)
+                };
                 for (owner, ssrc) in r.keyframe_requests(now, id, ready) {
                     self.send_pli(router, owner, ssrc, io);
                 }

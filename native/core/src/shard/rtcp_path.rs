@@ -3,6 +3,11 @@
 //! - sender reports are passed on to receivers without report blocks (they keep lip sync working);
 //! - PLI, FIR and NACK from a receiver go to the sender of that SSRC, with the bridge as packet sender;
 //! - everything else (RR, REMB, transport-cc, SDES, BYE from receivers) ends here.
+//!
+//! Force-mute stops what an endpoint sends, not what it receives: the SRs of its muted SSRCs are not passed
+//! on (receivers get no such stream) and nobody is asked for a keyframe of a muted stream, while its own
+//! feedback about others' streams (PLI, FIR, NACK) is routed as usual and it still gets the bridge's RRs.
+//! Receivers' NACKs lose the sequence numbers force-mute dropped, so an unmute never replays muted media.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -11,14 +16,16 @@ use super::{claim, Io, State};
 use crate::io::MAX_DATAGRAM;
 use crate::router::{Router, RR_INTERVAL};
 use crate::rtcp::{
-    parse_compound, set_sender_ssrc, validate_compound, write_pli, write_receiver_report,
-    write_sdes_cname, write_sender_report, ReportBlock, RtcpPacket,
+    parse_compound, set_sender_ssrc, validate_compound, write_nack, write_pli,
+    write_receiver_report, write_sdes_cname, write_sender_report, Nack, ReportBlock, RtcpPacket,
 };
-use crate::seam::{RouterId, TransportId};
+use crate::seam::{MediaKind, RouterId, TransportId};
 use crate::stats::DropReason;
 
 /// RFC 3550 6.4.2: at most 31 report blocks fit one RR.
 const MAX_BLOCKS: usize = 31;
+/// Sequence numbers kept when a NACK is rewritten without force-muted ones (the rest is best effort).
+const MAX_NACK_KEPT: usize = 256;
 /// The CNAME the bridge uses for its own RTCP.
 const BRIDGE_CNAME: &[u8] = b"sluice";
 
@@ -44,6 +51,7 @@ impl State {
             }
         };
         let router_id = t.router;
+        let force_mute = t.force_mute;
         let Some(pkt) = buf.get(..len) else {
             self.total.drop(DropReason::SrtpOther);
             return;
@@ -68,6 +76,9 @@ impl State {
                         continue;
                     };
                     p.stats.on_sender_report(now, sr.ntp_timestamp);
+                    if force_mute.mutes(p.kind) {
+                        continue;
+                    }
                     let mut out = [0u8; 64];
                     let Ok(n) = write_sender_report(
                         &mut out,
@@ -91,12 +102,42 @@ impl State {
                         self.forward_feedback(router_id, owner, fir.as_bytes(), io);
                     }
                 }
-                RtcpPacket::Nack(nack) => {
-                    if let Some(owner) = self.owner_of(router_id, nack.media_ssrc) {
-                        self.forward_feedback(router_id, owner, nack.as_bytes(), io);
-                    }
-                }
+                RtcpPacket::Nack(nack) => self.on_nack(router_id, &nack, io),
                 _ => {}
+            }
+        }
+    }
+
+    /// Routes a receiver's NACK to the sender, without the sequence numbers force-mute dropped: those were
+    /// never forwarded, and retransmitting them after an unmute would deliver what the focus muted.
+    fn on_nack(&mut self, router: RouterId, nack: &Nack<'_>, io: &mut Io) {
+        let Some(p) = self
+            .routers
+            .get(&router)
+            .and_then(|r| r.producers.get(&nack.media_ssrc))
+        else {
+            return;
+        };
+        let owner = p.transport;
+        if p.muted_run.is_none() {
+            self.forward_feedback(router, owner, nack.as_bytes(), io);
+            return;
+        }
+        let mut kept = [0u16; MAX_NACK_KEPT];
+        let (mut n, mut total) = (0, 0);
+        for seq in nack.lost_sequence_numbers() {
+            total += 1;
+            if !p.was_muted(seq) && n < MAX_NACK_KEPT {
+                kept[n] = seq;
+                n += 1;
+            }
+        }
+        if n == total {
+            self.forward_feedback(router, owner, nack.as_bytes(), io);
+        } else if n > 0 {
+            let mut out = [0u8; MAX_DATAGRAM];
+            if let Ok(len) = write_nack(&mut out, nack.sender_ssrc, nack.media_ssrc, &kept[..n]) {
+                self.forward_feedback(router, owner, &out[..len], io);
             }
         }
     }
@@ -115,15 +156,41 @@ impl State {
         let Some(p) = r.producers.get_mut(&ssrc) else {
             return;
         };
+        let kind = p.kind;
         let owner_ready = self
             .transports
             .get(&p.transport)
-            .is_some_and(|t| t.is_media_ready());
+            .is_some_and(|t| t.is_media_ready() && !t.force_mute.mutes(kind));
         if !owner_ready || !Router::may_request_keyframe(p, now) {
             return;
         }
         let owner = p.transport;
         self.send_pli(router, owner, ssrc, io);
+    }
+
+    /// A video sender was just unmuted: receivers need a keyframe to decode it at once. Not rate-limited,
+    /// since a request made just before (at a join) produced a keyframe that nobody got.
+    pub(super) fn keyframe_after_unmute(&mut self, now: Instant, owner: TransportId, io: &mut Io) {
+        let Some(t) = self.transports.get(&owner) else {
+            return;
+        };
+        let router = t.router;
+        if !t.is_media_ready() {
+            return; // its first packets after connecting start with a keyframe anyway
+        }
+        let Some(r) = self.routers.get_mut(&router) else {
+            return;
+        };
+        let mut ssrcs = Vec::new();
+        for (ssrc, p) in r.producers.iter_mut() {
+            if p.transport == owner && p.kind == MediaKind::Video {
+                p.last_keyframe_request = Some(now);
+                ssrcs.push(*ssrc);
+            }
+        }
+        for ssrc in ssrcs {
+            self.send_pli(router, owner, ssrc, io);
+        }
     }
 
     pub(super) fn send_pli(

@@ -1,0 +1,107 @@
+"""What the kernel says about a process and about UDP: CPU time from /proc/<pid>/stat, drops from
+/proc/net/snmp. Read between samples; each reading is a few hundred bytes of text."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """User and system CPU seconds a process has used so far."""
+
+    user: float
+    system: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+
+def process_cpu(pid: int, proc: Path = Path("/proc")) -> CpuTimes:
+    """CPU seconds of `pid` (all its threads). Raises ProcessLookupError once it has gone."""
+    try:
+        text = (proc / str(pid) / "stat").read_text()
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    # The command name is in parentheses and may hold spaces; fields resume after the last ')'.
+    fields = text[text.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return CpuTimes(utime / _TICKS, stime / _TICKS)
+
+
+@dataclass(frozen=True, slots=True)
+class UdpCounters:
+    """The kernel's UDP counters (RFC 4113 names) for this network namespace."""
+
+    in_datagrams: int = 0
+    out_datagrams: int = 0
+    in_errors: int = 0
+    rcvbuf_errors: int = 0
+    sndbuf_errors: int = 0
+    no_ports: int = 0
+
+    @property
+    def drops(self) -> int:
+        """Datagrams the kernel dropped: full receive or send buffers, other input errors."""
+        return self.in_errors + self.sndbuf_errors
+
+    def __sub__(self, other: UdpCounters) -> UdpCounters:
+        return UdpCounters(
+            self.in_datagrams - other.in_datagrams,
+            self.out_datagrams - other.out_datagrams,
+            self.in_errors - other.in_errors,
+            self.rcvbuf_errors - other.rcvbuf_errors,
+            self.sndbuf_errors - other.sndbuf_errors,
+            self.no_ports - other.no_ports,
+        )
+
+
+def parse_snmp(text: str) -> UdpCounters:
+    """The `Udp:` header/value line pair of /proc/net/snmp (IPv4; loopback benches use IPv4)."""
+    lines = [line.split() for line in text.splitlines() if line.startswith("Udp:")]
+    if len(lines) < 2:
+        raise ValueError("no Udp: lines in snmp text")
+    row = dict(zip(lines[0][1:], (int(v) for v in lines[1][1:]), strict=True))
+    return UdpCounters(
+        in_datagrams=row.get("InDatagrams", 0),
+        out_datagrams=row.get("OutDatagrams", 0),
+        in_errors=row.get("InErrors", 0),
+        rcvbuf_errors=row.get("RcvbufErrors", 0),
+        sndbuf_errors=row.get("SndbufErrors", 0),
+        no_ports=row.get("NoPorts", 0),
+    )
+
+
+def udp_counters(snmp: Path = Path("/proc/net/snmp")) -> UdpCounters:
+    return parse_snmp(snmp.read_text())
+
+
+def hardware() -> dict[str, object]:
+    """CPU model, core count and memory, for the result header."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpus": os.cpu_count() or 0,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": os.uname().release,
+    }

@@ -1,0 +1,201 @@
+"""Scenario files for `sluice bench`: TOML describing conferences, who sends, media, duration and ramp.
+
+```toml
+name = "meeting"
+duration = "20s"          # per run (per step when ramping)
+loss-limit = 0.1          # percent; the run fails above it
+[load]
+conferences = 2
+senders = 4               # per conference; each sends and receives everyone else
+receivers = 0             # per conference; receive-only endpoints
+[media]
+video-kbps = 500          # per sender; 0 = no video
+video-fps = 30
+video-packet-bytes = 1200
+simulcast = false         # three SSRCs per sender (each at the full rate: the bridge forwards all)
+audio = true              # 50 packets/s of ~100 bytes
+[ramp]                    # optional: step the number of conferences to find the knee
+start = 1
+step = 1
+max = 20
+```
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bridge.settings import parse_duration
+
+AUDIO_PPS = 50
+AUDIO_BYTES = 100
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run, with the key at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    video_kbps: float = 500.0
+    video_fps: float = 30.0
+    video_packet_bytes: int = 1200
+    simulcast: bool = False
+    audio: bool = True
+
+    @property
+    def video_ssrcs(self) -> int:
+        return 0 if self.video_kbps == 0 else (3 if self.simulcast else 1)
+
+    def video_pps(self) -> float:
+        """Packets per second per video SSRC: at least one packet per frame."""
+        if self.video_kbps == 0:
+            return 0.0
+        per_frame = math.ceil(self.video_kbps * 1000 / 8 / self.video_fps / self.video_packet_bytes)
+        return max(1, per_frame) * self.video_fps
+
+    def sender_pps(self) -> float:
+        return self.video_pps() * self.video_ssrcs + (AUDIO_PPS if self.audio else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Ramp:
+    start: int
+    step: int
+    max: int
+
+    def steps(self) -> list[int]:
+        return list(range(self.start, self.max + 1, self.step))
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    conferences: int
+    senders: int
+    receivers: int = 0
+    duration: float = 20.0
+    loss_limit_pct: float = 0.1
+    media: Media = Media()
+    ramp: Ramp | None = None
+    description: str = ""
+
+    @property
+    def endpoints_per_conference(self) -> int:
+        return self.senders + self.receivers
+
+    @property
+    def publishers(self) -> int:
+        return self.conferences * self.senders
+
+    @property
+    def subscribers(self) -> int:
+        """Endpoints that receive something: everyone, when there are at least two per conference."""
+        return self.conferences * self.endpoints_per_conference if self.endpoints_per_conference > 1 else 0
+
+    def expected_egress_pps(self) -> float:
+        """What a lossless bridge sends: every sender's packets to every other endpoint."""
+        fan_out = self.endpoints_per_conference - 1
+        return self.conferences * self.senders * fan_out * self.media.sender_pps()
+
+    def expected_ingress_pps(self) -> float:
+        return self.conferences * self.senders * self.media.sender_pps()
+
+    def at(self, conferences: int) -> Scenario:
+        """This scenario with `conferences` conferences (one ramp step)."""
+        return replace(self, conferences=conferences, ramp=None)
+
+
+def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    if isinstance(value, bool) and kind is not bool:
+        raise ScenarioError(f"{where}{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ScenarioError(f"{where}{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ScenarioError(f"unknown key {where}{unknown[0]}")
+
+
+def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"not TOML: {exc}") from None
+    _check_keys(data, {"name", "description", "duration", "loss-limit", "load", "media", "ramp"}, "")
+    load = _get(data, "load", dict, "", {})
+    media_t = _get(data, "media", dict, "", {})
+    ramp_t = _get(data, "ramp", dict, "", None)
+    _check_keys(load, {"conferences", "senders", "receivers"}, "load.")
+    _check_keys(media_t, {"video-kbps", "video-fps", "video-packet-bytes", "simulcast", "audio"}, "media.")
+
+    try:
+        duration = parse_duration(data.get("duration", 20))
+    except ValueError as exc:
+        raise ScenarioError(f"duration: {exc}") from None
+    defaults = Media()
+    media = Media(
+        video_kbps=float(_get(media_t, "video-kbps", (int, float), "media.", defaults.video_kbps)),
+        video_fps=float(_get(media_t, "video-fps", (int, float), "media.", defaults.video_fps)),
+        video_packet_bytes=_get(media_t, "video-packet-bytes", int, "media.", defaults.video_packet_bytes),
+        simulcast=_get(media_t, "simulcast", bool, "media.", defaults.simulcast),
+        audio=_get(media_t, "audio", bool, "media.", defaults.audio),
+    )
+    if media.video_kbps < 0 or (media.video_kbps > 0 and media.video_fps <= 0):
+        raise ScenarioError("media: video-kbps must be >= 0 and video-fps > 0")
+    if not 200 <= media.video_packet_bytes <= 1400:
+        raise ScenarioError("media.video-packet-bytes: 200..1400 (one RTP packet within the MTU)")
+    if media.sender_pps() == 0:
+        raise ScenarioError("media: nothing to send (no video and no audio)")
+
+    ramp = None
+    if ramp_t is not None:
+        _check_keys(ramp_t, {"start", "step", "max"}, "ramp.")
+        ramp = Ramp(
+            start=_get(ramp_t, "start", int, "ramp.", 1),
+            step=_get(ramp_t, "step", int, "ramp.", 1),
+            max=_get(ramp_t, "max", int, "ramp.", 0),
+        )
+        if not (1 <= ramp.start <= ramp.max and ramp.step >= 1):
+            raise ScenarioError("ramp: need 1 <= start <= max and step >= 1")
+
+    scenario = Scenario(
+        name=_get(data, "name", str, "", default_name),
+        description=_get(data, "description", str, "", ""),
+        conferences=_get(load, "conferences", int, "load.", ramp.start if ramp else 1),
+        senders=_get(load, "senders", int, "load.", 2),
+        receivers=_get(load, "receivers", int, "load.", 0),
+        duration=duration,
+        loss_limit_pct=float(_get(data, "loss-limit", (int, float), "", 0.1)),
+        media=media,
+        ramp=ramp,
+    )
+    if scenario.conferences < 1 or scenario.senders < 1 or scenario.receivers < 0:
+        raise ScenarioError("load: need conferences >= 1, senders >= 1, receivers >= 0")
+    if scenario.endpoints_per_conference < 2:
+        raise ScenarioError("load: a conference needs at least two endpoints for anything to be forwarded")
+    if not 0 <= scenario.loss_limit_pct <= 100:
+        raise ScenarioError("loss-limit: a percentage, 0..100")
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read {p}: {exc.strerror}") from None
+    try:
+        return parse_scenario(text, default_name=p.stem)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{p}: {exc}") from None

@@ -1,0 +1,92 @@
+"""bench/: scenario files and the /proc readers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.procstat import UdpCounters, parse_snmp, process_cpu, udp_counters
+from bench.scenario import ScenarioError, load_scenario, parse_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
+
+SNMP = """Ip: Forwarding DefaultTTL InReceives
+Ip: 1 64 100
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+Udp: 1000 3 7 900 5 2 0 0 0
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors
+UdpLite: 0 0 0 0 0 0 0
+"""
+
+
+def test_snmp_udp_line_is_read_by_name() -> None:
+    c = parse_snmp(SNMP)
+    assert c == UdpCounters(
+        in_datagrams=1000, out_datagrams=900, in_errors=7, rcvbuf_errors=5, sndbuf_errors=2, no_ports=3
+    )
+    assert c.drops == 9
+    assert (c - UdpCounters(in_datagrams=10, in_errors=7)).in_datagrams == 990
+    with pytest.raises(ValueError):
+        parse_snmp("Ip: a\nIp: 1\n")
+    assert udp_counters().in_datagrams >= 0  # this machine's own file parses
+
+
+def test_process_cpu_grows_and_vanished_process_is_reported() -> None:
+    before = process_cpu(os.getpid())
+    sum(i * i for i in range(300_000))
+    after = process_cpu(os.getpid())
+    assert after.total >= before.total >= 0
+    with pytest.raises(ProcessLookupError):
+        process_cpu(2**22 + 12345)
+
+
+def test_scenario_defaults_and_derived_rates() -> None:
+    s = parse_scenario(
+        """
+name = "m"
+duration = "10s"
+[load]
+conferences = 2
+senders = 3
+receivers = 1
+[media]
+video-kbps = 500
+video-fps = 30
+"""
+    )
+    # 500 kbit/s at 30 fps in 1200-byte packets: 2 packets a frame, 60/s, plus 50/s of audio.
+    assert s.media.video_pps() == 60 and s.media.sender_pps() == 110
+    assert (s.publishers, s.subscribers, s.duration) == (6, 8, 10.0)
+    assert s.expected_egress_pps() == 2 * 3 * 3 * 110
+    assert s.at(5).conferences == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "fault"),
+    [
+        ("[load]\nconferences = 0\n", "conferences"),
+        ("[load]\nsenders = 1\n", "two endpoints"),
+        ("[load]\nsenders = true\n", "load.senders"),
+        ("[media]\nvideo-kbps = 0\naudio = false\n", "nothing to send"),
+        ("[media]\nvideo-packet-bytes = 9000\n", "video-packet-bytes"),
+        ("[ramp]\nstart = 5\nmax = 2\n", "ramp"),
+        ("[load]\nconference = 2\n", "unknown key load.conference"),
+        ('duration = "soon"\n', "duration"),
+        ("loss-limit = 200\n", "loss-limit"),
+        ("not toml = = 1", "not TOML"),
+    ],
+)
+def test_bad_scenarios_name_the_key(text: str, fault: str) -> None:
+    with pytest.raises(ScenarioError, match=fault):
+        parse_scenario(text)
+
+
+def test_shipped_scenarios_parse() -> None:
+    files = sorted(SCENARIOS.glob("*.toml"))
+    assert {f.stem for f in files} >= {"meeting", "livestream", "audio-large", "ramp"}
+    for f in files:
+        s = load_scenario(f)
+        assert s.expected_egress_pps() > 0, f.name
+    assert load_scenario(SCENARIOS / "ramp.toml").ramp is not None
