@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge import Bridge, _native
 from bridge.colibri2.handler import Colibri2Handler
 from bridge.http import create_private_app
+from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.xmpp import BridgeState
 
@@ -32,9 +33,12 @@ PER_CONFERENCE = 3
 
 @pytest.fixture
 async def client(bridge: Bridge) -> AsyncIterator[TestClient[Any, Any]]:
-    app = create_private_app(bridge, Colibri2Handler(bridge), BridgeState(), LoadSampler(), version="test")
+    handler = Colibri2Handler(bridge)
+    lifecycle = Lifecycle(bridge, handler, BridgeState(), LifecycleConfig())
+    app = create_private_app(bridge, handler, lifecycle, LoadSampler(), version="test")
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
+    await lifecycle.stop()
 
 
 def endpoint_id(ep: LoadGenEndpoint) -> str:
