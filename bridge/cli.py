@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import uvloop
 
@@ -46,6 +47,59 @@ async def _run_bridge(settings: Settings) -> None:
                 stats = await bridge.get_stats()
                 log.info("stats %s", json.dumps({k: stats[k] for k in ("total", "failures", "io")}))
         log.info("sluice bridge: stopping (%s)", "shutdown finished" if finished.is_set() else "signal")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # Imported here: the bench pulls in matplotlib, which `sluice bridge` does not need.
+    from bench.report import markdown, plot, write_json  # noqa: PLC0415
+    from bench.run import BenchError, run_bench  # noqa: PLC0415
+    from bench.scenario import ScenarioError, load_scenario  # noqa: PLC0415
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"sluice bench: {exc}", file=sys.stderr)
+        return 2
+    if args.duration is not None:
+        if not args.duration > 0:
+            print("sluice bench: --duration must be positive", file=sys.stderr)
+            return 2
+        scenario = dataclasses.replace(scenario, duration=args.duration)
+    if args.threads < 1:
+        print("sluice bench: --threads must be at least 1", file=sys.stderr)
+        return 2
+
+    def progress(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    try:
+        result = uvloop.run(
+            run_bench(
+                scenario,
+                url=args.url,
+                pid=args.pid,
+                raw=not args.no_raw,
+                threads=args.threads,
+                progress=progress,
+            )
+        )
+    except BenchError as exc:
+        print(f"sluice bench: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    write_json(result, out / f"{scenario.name}.json")
+    plots = plot(result, out)
+    table = markdown(result)
+    (out / f"{scenario.name}.md").write_text(table)
+    print(table)
+    print(f"results: {out / f'{scenario.name}.json'}; plots: {', '.join(str(p) for p in plots)}")
+    if not result["passed"]:
+        print(
+            f"sluice bench: loss above the scenario's limit of {scenario.loss_limit_pct} %", file=sys.stderr
+        )
+        return 1
+    return 0
 
 
 def _environment_help() -> str:
@@ -89,6 +143,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="seconds between stats logs and brewery presences; overrides videobridge.stats.interval",
     )
+    bench = sub.add_parser(
+        "bench",
+        help="run a load scenario against a bridge and the raw relay baseline",
+        description="Run a scenario file (bench/scenarios/*.toml) with emulated endpoints speaking ICE, "
+        "DTLS-SRTP and RTP, against a bridge started here (or --url) and against the raw relay. Writes "
+        "<out>/<name>.json, PNG plots and a Markdown table; exits 1 if the bridge lost more than the "
+        "scenario's loss-limit.",
+    )
+    bench.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
+    bench.add_argument(
+        "--url", default=None, help="private HTTP API of a running bridge (default: start one here)"
+    )
+    bench.add_argument("--pid", type=int, default=None, help="PID of the bridge at --url, for its CPU time")
+    bench.add_argument("--out", default="bench/results", metavar="DIR", help="where results go")
+    bench.add_argument("--no-raw", action="store_true", help="skip the raw relay baseline")
+    bench.add_argument(
+        "--threads", type=int, default=1, help="load generator threads (default 1, for a 2-core machine)"
+    )
+    bench.add_argument("--duration", type=float, default=None, help="override the scenario's duration (s)")
     sub.add_parser("serve", help="the all-in-one server (not built yet: see the README)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -112,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
         uvloop.run(_run_bridge(settings))
         return 0
+    if args.command == "bench":
+        return _bench(args)
     print(
         "sluice serve: the embedded XMPP server, focus and web client are not built yet; "
         "`sluice bridge` runs the media bridge alone.",

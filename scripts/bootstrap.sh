@@ -41,10 +41,12 @@ PYEOF
 fi
 
 # Rebuild the extension only when the Rust or Python package sources changed.
-src_hash=$(find native/core/src native/py/src native/Cargo.toml native/core/Cargo.toml native/py/Cargo.toml \
+src_hash=$(find native/core/src native/py/src native/loadgen/src native/Cargo.toml native/*/Cargo.toml \
     pyproject.toml -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-if [ ! -f ".venv/.native-$src_hash" ]; then
+if [ ! -f ".venv/.native-$src_hash" ] || [ ! -x native/target/release/raw_relay ]; then
     VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release -q
+    # The raw relay baseline `sluice bench` runs next to the bridge.
+    (cd native && cargo build --release -q -p sluice-loadgen --bin raw_relay)
     rm -f .venv/.native-*; touch ".venv/.native-$src_hash"
 fi
 echo "bootstrap: ready"

@@ -1,0 +1,572 @@
+"""`sluice bench`: runs a scenario against the bridge and against the raw relay, in one invocation.
+
+For each target (and each ramp step) the same emulated endpoints (native/loadgen, on their own threads)
+are allocated, connected, made to send for the scenario's duration, and measured: the load generator
+counts what arrived (loss, latency), /proc gives the target's CPU and the kernel's UDP drops, and for the
+bridge its /metrics gives egress packets, syscall batches and seam crossings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.colibri import ColibriClient, LocalTransport, SourceSet
+from bench.procstat import CpuTimes, UdpCounters, hardware, process_cpu, udp_counters
+from bench.scenario import Scenario
+from bridge import _native
+
+REPO = Path(__file__).resolve().parents[1]
+RAW_RELAY = REPO / "native" / "target" / "release" / "raw_relay"
+
+
+class BenchError(RuntimeError):
+    """The bench could not run (a target did not start, endpoints did not connect)."""
+
+
+# ---- targets: what the load goes through
+
+
+@dataclass
+class Sample:
+    """One second of a run."""
+
+    t: float
+    cpu_cores: float
+    egress_pps: float
+    received_pps: float
+    loss_pct: float
+    latency_p99_us: float | None
+
+
+@dataclass
+class Counters:
+    """Cumulative counters of a target at one instant (None where the target does not have them)."""
+
+    at: float
+    cpu: CpuTimes | None
+    udp: UdpCounters
+    packets_out: int | None = None
+    packets_in: int | None = None
+    seam: int | None = None
+    recv_calls: int | None = None
+    recv_packets: int | None = None
+    send_calls: int | None = None
+    send_packets: int | None = None
+
+
+class Target:
+    name = "target"
+    pid: int | None = None
+
+    async def counters(self) -> Counters:
+        cpu = None
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                cpu = process_cpu(self.pid)
+        return Counters(at=time.monotonic(), cpu=cpu, udp=udp_counters())
+
+
+class BridgeTarget(Target):
+    """A bridge reached through its private HTTP API: started here (`sluice bridge`) or given by URL."""
+
+    name = "bridge"
+
+    def __init__(self, url: str, session: aiohttp.ClientSession, pid: int | None) -> None:
+        self.url = url.rstrip("/")
+        self.session = session
+        self.pid = pid
+        self.colibri = ColibriClient(self.url, session)
+
+    async def counters(self) -> Counters:
+        base = await super().counters()
+        async with self.session.get(f"{self.url}/metrics") as resp:
+            text = await resp.text()
+        values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                values[(s.name, tuple(sorted(s.labels.items())))] = s.value
+
+        def get(name: str, **labels: str) -> int | None:
+            v = values.get((name, tuple(sorted(labels.items()))))
+            return int(v) if v is not None else None
+
+        base.packets_out = get("sluice_packets_sent_total")
+        base.packets_in = get("sluice_packets_received_total")
+        commands, events = get("sluice_seam_commands_total"), get("sluice_seam_events_total")
+        base.seam = commands + events if commands is not None and events is not None else None
+        base.recv_calls = get("sluice_io_syscalls_total", op="recvmmsg")
+        base.recv_packets = get("sluice_io_packets_total", op="recvmmsg")
+        base.send_calls = get("sluice_io_syscalls_total", op="sendmmsg")
+        base.send_packets = get("sluice_io_packets_total", op="sendmmsg")
+        return base
+
+
+class RawRelayTarget(Target):
+    """native/loadgen's raw_relay: recvmmsg -> fan-out -> sendmmsg, no crypto, no parsing."""
+
+    name = "raw-relay"
+
+    def __init__(self, process: subprocess.Popen[str], address: tuple[str, int]) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.address = address
+        self.last: dict[str, Any] = {}
+
+    def _read_stats(self) -> None:
+        # The relay prints a JSON line per --stats-ms; keep the newest without blocking.
+        assert self.process.stdout is not None
+        os.set_blocking(self.process.stdout.fileno(), False)
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            with contextlib.suppress(ValueError):
+                data = json.loads(line)
+                if isinstance(data, dict) and "packets_out" in data:
+                    self.last = data
+
+    async def counters(self) -> Counters:
+        base = await super().counters()
+        self._read_stats()
+        if self.last:
+            base.packets_out = int(self.last.get("packets_out", 0))
+            base.packets_in = int(self.last.get("packets_in", 0))
+            for key in ("recv_calls", "recv_packets", "send_calls", "send_packets"):
+                if key in self.last:
+                    setattr(base, key, int(self.last[key]))
+        return base
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def started_bridge(session: aiohttp.ClientSession) -> AsyncIterator[BridgeTarget]:
+    """`sluice bridge` on loopback with its private API on a free port; stopped by PID afterwards."""
+    port = _free_tcp_port()
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        config = Path(tmp) / "bridge.toml"
+        config.write_text(
+            '[videobridge.ice.udp]\nport = 0\nbind-addresses = ["127.0.0.1"]\n'
+            f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {port}\n'
+            '[videobridge.stats]\ninterval = "1s"\n'
+            # A bench outlives the default idle timeout only if nobody stops sending; keep it long.
+            '[videobridge.entity-expiration]\ntimeout = "10min"\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        log_path = Path(tmp) / "bridge.log"
+        log_fd = _log_file(log_path)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "bridge.cli", "bridge", "--config", str(config)),
+                cwd=REPO,
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log_fd,
+            )
+        finally:
+            os.close(log_fd)  # the child has its own copy
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            while True:
+                if proc.returncode is not None:
+                    raise BenchError(
+                        f"the bridge exited with {proc.returncode}: {log_path.read_text()[-2000:]}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{url}/about/health") as resp:
+                        if resp.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    raise BenchError("the bridge did not become healthy within 20 s")
+                await asyncio.sleep(0.1)
+            yield BridgeTarget(url, session, proc.pid)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
+def _log_file(path: Path) -> int:
+    """A write-only descriptor for a child's stderr."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+
+@contextlib.contextmanager
+def started_raw_relay() -> Any:
+    if not RAW_RELAY.exists():
+        raise BenchError(f"{RAW_RELAY} is missing: run scripts/bootstrap.sh (it builds the raw relay)")
+    proc = subprocess.Popen(
+        [str(RAW_RELAY), "--bind", "127.0.0.1:0", "--stats-ms", "500"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        host, _, port = str(first["listening"]).rpartition(":")
+        yield RawRelayTarget(proc, (host, int(port)))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---- one run
+
+
+@dataclass
+class RunResult:
+    target: str
+    scenario: Scenario
+    duration_s: float
+    loadgen: dict[str, Any]
+    before: Counters
+    after: Counters
+    loadgen_cpu_cores: float
+    series: list[Sample] = field(default_factory=list)
+
+    def _delta(self, name: str) -> int | None:
+        a, b = getattr(self.after, name), getattr(self.before, name)
+        return a - b if a is not None and b is not None else None
+
+    def summary(self) -> dict[str, Any]:
+        s, lg = self.scenario, self.loadgen
+        elapsed = self.after.at - self.before.at
+        egress = self._delta("packets_out")
+        cpu_s = (
+            self.after.cpu.total - self.before.cpu.total
+            if self.after.cpu is not None and self.before.cpu is not None
+            else None
+        )
+        latency = lg.get("latency") or {}
+        expected = int(lg.get("expected", 0))
+        lost = int(lg.get("lost", 0))
+        totals = lg.get("totals") or {}
+        seam = self._delta("seam")
+        send_calls, send_packets = self._delta("send_calls"), self._delta("send_packets")
+        recv_calls, recv_packets = self._delta("recv_calls"), self._delta("recv_packets")
+        udp = self.after.udp - self.before.udp
+
+        def us(key: str) -> float | None:
+            v = latency.get(key)
+            return round(v / 1000, 1) if isinstance(v, int | float) and latency.get("count") else None
+
+        return {
+            "target": self.target,
+            "publishers": s.publishers,
+            "subscribers": s.subscribers,
+            "conferences": s.conferences,
+            "endpoints": s.conferences * s.endpoints_per_conference,
+            "duration_s": round(elapsed, 2),
+            "offered_egress_pps": round(s.expected_egress_pps()),
+            "egress_pps": round(egress / elapsed) if egress is not None else None,
+            "received_pps": round(int(lg.get("received", 0)) / max(self.duration_s, 1e-9)),
+            "payload_bytes_per_s": round(int(totals.get("recv_bytes", 0)) / max(self.duration_s, 1e-9)),
+            "cpu_cores": round(cpu_s / elapsed, 3) if cpu_s is not None else None,
+            "cpu_us_per_egress_packet": round(cpu_s * 1e6 / egress, 3)
+            if cpu_s is not None and egress
+            else None,
+            "loadgen_cpu_cores": round(self.loadgen_cpu_cores, 3),
+            "expected_packets": expected,
+            "received_packets": int(lg.get("received", 0)),
+            "lost_packets": lost,
+            "loss_pct": round(100 * lost / expected, 4) if expected else None,
+            "duplicates": int(lg.get("duplicates", 0)),
+            "reordered": int(lg.get("reordered", 0)),
+            "latency_us": {
+                "p50": us("p50_ns"),
+                "p99": us("p99_ns"),
+                "p999": us("p999_ns"),
+                "max": us("max_ns"),
+            },
+            "kernel_udp_drops": {
+                "rcvbuf_errors": udp.rcvbuf_errors,
+                "sndbuf_errors": udp.sndbuf_errors,
+                "in_errors": udp.in_errors,
+            },
+            "seam_crossings_per_packet": round(seam / egress, 6) if seam is not None and egress else None,
+            "packets_per_sendmmsg": round(send_packets / send_calls, 2)
+            if send_calls and send_packets
+            else None,
+            "packets_per_recvmmsg": round(recv_packets / recv_calls, 2)
+            if recv_calls and recv_packets
+            else None,
+            "loadgen_packets_per_send_call": lg.get("packets_per_send_call"),
+            "loadgen_packets_per_recv_call": lg.get("packets_per_recv_call"),
+            "failed_endpoints": int(lg.get("failed", 0)),
+        }
+
+
+Progress = Callable[[str], None]
+
+
+def _progress_line(target: str, elapsed: float, duration: float, sample: Sample | None) -> str:
+    width = 24
+    done = min(width, int(width * elapsed / duration)) if duration else width
+    bar = "#" * done + "-" * (width - done)
+    live = ""
+    if sample is not None:
+        live = (
+            f"  egress {sample.egress_pps:>9,.0f} pps  cpu {sample.cpu_cores:4.2f}"
+            f"  loss {sample.loss_pct:6.3f}%"
+        )
+    return f"\r{target:>9} [{bar}] {elapsed:5.1f}/{duration:.0f} s{live}"
+
+
+async def _allocate_bridge(
+    target: BridgeTarget, lg: _native.LoadGen, scenario: Scenario, layers: int
+) -> list[str]:
+    meetings = []
+    for conf in range(scenario.conferences):
+        meeting = f"bench-{uuid.uuid4()}"
+        meetings.append(meeting)
+        eps = lg.create_endpoints(scenario.endpoints_per_conference, conf)
+        answers = {}
+        for i, ep in enumerate(eps):
+            answers[ep["index"]] = await target.colibri.create_endpoint(
+                meeting, f"lg{ep['index']}", first=i == 0
+            )
+        for i, ep in enumerate(eps):
+            index = ep["index"]
+            sender = i < scenario.senders
+            audio, video = _native.LoadGen.default_sources(index, layers) if sender else (None, [])
+            if sender and not scenario.media.audio:
+                audio = None
+            if sender and scenario.media.video_ssrcs == 0:
+                video = []
+            lg.set_sources(index, audio, video)
+            local = LocalTransport(
+                ufrag=ep["ufrag"],
+                pwd=ep["pwd"],
+                fingerprint_hash=ep["fingerprint_hash"],
+                fingerprint=ep["fingerprint"],
+                candidates=tuple((c["ip"], c["port"]) for c in ep["candidates"]),
+                setup=ep["setup"],
+            )
+            await target.colibri.connect_endpoint(
+                meeting, f"lg{index}", local, SourceSet(f"lg{index}", audio, tuple(video))
+            )
+            bt = answers[index]
+            lg.connect(
+                index,
+                bt.ufrag,
+                bt.pwd,
+                [(ip, port, 2130706431, "host") for ip, port in bt.candidates],
+                [(bt.fingerprint_hash, bt.fingerprint)],
+                "actpass",
+            )
+    return meetings
+
+
+def _allocate_raw(target: RawRelayTarget, lg: _native.LoadGen, scenario: Scenario, layers: int) -> None:
+    host, port = target.address
+    for conf in range(scenario.conferences):
+        eps = lg.create_endpoints(scenario.endpoints_per_conference, conf)
+        for i, ep in enumerate(eps):
+            index = ep["index"]
+            sender = i < scenario.senders
+            audio, video = _native.LoadGen.default_sources(index, layers) if sender else (None, [])
+            if sender and not scenario.media.audio:
+                audio = None
+            if sender and scenario.media.video_ssrcs == 0:
+                video = []
+            lg.set_sources(index, audio, video)
+            lg.connect_raw(index, host, port)
+
+
+async def run_once(
+    target: Target, scenario: Scenario, *, threads: int, progress: Progress | None = None
+) -> RunResult:
+    m = scenario.media
+    mode = "raw" if isinstance(target, RawRelayTarget) else "secure"
+    lg = _native.LoadGen(
+        threads=threads,
+        mode=mode,
+        audio=m.audio,
+        video=m.video_ssrcs > 0,
+        video_bitrate_bps=int(m.video_kbps * 1000) or 1,
+        fps=max(1, round(m.video_fps)),
+        video_packet_size=m.video_packet_bytes,
+    )
+    meetings: list[str] = []
+    try:
+        if isinstance(target, BridgeTarget):
+            meetings = await _allocate_bridge(target, lg, scenario, m.video_ssrcs)
+        elif isinstance(target, RawRelayTarget):
+            _allocate_raw(target, lg, scenario, m.video_ssrcs)
+        if not await asyncio.to_thread(lg.wait_connected, 30.0):
+            raise BenchError(f"{lg.failed()} endpoints failed, {lg.connected()}/{lg.endpoints()} connected")
+        own_cpu0 = process_cpu(os.getpid())
+        before = await target.counters()
+        lg.start()
+        started = time.monotonic()
+        series: list[Sample] = []
+        last = before
+        last_lg: dict[str, Any] = {"received": 0, "expected": 0, "lost_gap": 0}
+        while (elapsed := time.monotonic() - started) < scenario.duration:
+            await asyncio.sleep(min(1.0, scenario.duration - elapsed))
+            now = await target.counters()
+            stats: dict[str, Any] = lg.stats()
+            dt = max(now.at - last.at, 1e-6)
+            cpu = now.cpu.total - last.cpu.total if now.cpu and last.cpu else 0.0
+            egress = (now.packets_out or 0) - (last.packets_out or 0)
+            received = int(stats.get("received", 0)) - int(last_lg.get("received", 0))
+            gaps = int(stats.get("lost_gap", 0)) - int(last_lg.get("lost_gap", 0))
+            p99 = (stats.get("latency") or {}).get("p99_ns")
+            sample = Sample(
+                t=round(now.at - started, 2),
+                cpu_cores=round(cpu / dt, 3),
+                egress_pps=round(egress / dt) if now.packets_out is not None else round(received / dt),
+                received_pps=round(received / dt),
+                loss_pct=round(100 * gaps / max(received + gaps, 1), 4),
+                latency_p99_us=round(p99 / 1000, 1) if isinstance(p99, int | float) else None,
+            )
+            series.append(sample)
+            last, last_lg = now, stats
+            if progress is not None:
+                progress(_progress_line(target.name, now.at - started, scenario.duration, sample))
+        await asyncio.to_thread(lg.stop, 0.5)
+        after = await target.counters()
+        own_cpu1 = process_cpu(os.getpid())
+        final: dict[str, Any] = lg.stats()
+        ran = time.monotonic() - started
+        return RunResult(
+            target=target.name,
+            scenario=scenario,
+            duration_s=ran,
+            loadgen=final,
+            before=before,
+            after=after,
+            loadgen_cpu_cores=(own_cpu1.total - own_cpu0.total) / max(ran, 1e-6),
+            series=series,
+        )
+    finally:
+        lg.shutdown()
+        if isinstance(target, BridgeTarget):
+            for meeting in meetings:
+                with contextlib.suppress(Exception):
+                    await target.colibri.expire_conference(meeting)
+        if progress is not None:
+            progress("\n")
+
+
+# ---- the whole bench
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _step(bridge: RunResult, raw: RunResult | None) -> dict[str, Any]:
+    b = bridge.summary()
+    step: dict[str, Any] = {"conferences": bridge.scenario.conferences, "bridge": b}
+    if raw is not None:
+        r = raw.summary()
+        step["raw_relay"] = r
+        bu, ru = b["cpu_us_per_egress_packet"], r["cpu_us_per_egress_packet"]
+        step["cpu_per_packet_ratio"] = round(bu / ru, 3) if bu and ru else None
+    step["series"] = {
+        "bridge": [vars(s) for s in bridge.series],
+        "raw_relay": [vars(s) for s in raw.series] if raw is not None else [],
+    }
+    step["latency_histogram_ns"] = bridge.loadgen.get("histogram", [])
+    return step
+
+
+async def run_bench(
+    scenario: Scenario,
+    *,
+    url: str | None = None,
+    pid: int | None = None,
+    raw: bool = True,
+    threads: int = 1,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Runs `scenario` (every ramp step) against the bridge and the raw relay; returns the JSON result."""
+    steps = [scenario.at(n) for n in scenario.ramp.steps()] if scenario.ramp else [scenario]
+    results: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
+        if url is None:
+            target = await stack.enter_async_context(started_bridge(session))
+        else:
+            target = BridgeTarget(url, session, pid)
+        relay = stack.enter_context(started_raw_relay()) if raw else None
+        for step in steps:
+            bridge_run = await run_once(target, step, threads=threads, progress=progress)
+            raw_run = await run_once(relay, step, threads=threads, progress=progress) if relay else None
+            results.append(_step(bridge_run, raw_run))
+            loss = results[-1]["bridge"]["loss_pct"]
+            if scenario.ramp and (loss is None or loss > scenario.loss_limit_pct):
+                break  # past the knee: more load only loses more
+    passing = [
+        r
+        for r in results
+        if r["bridge"]["loss_pct"] is not None and r["bridge"]["loss_pct"] <= scenario.loss_limit_pct
+    ]
+    knee = max(passing, key=lambda r: r["bridge"]["egress_pps"] or 0, default=None)
+    return {
+        "scenario": {
+            "name": scenario.name,
+            "description": scenario.description,
+            "duration_s": scenario.duration,
+            "loss_limit_pct": scenario.loss_limit_pct,
+            "senders_per_conference": scenario.senders,
+            "receivers_per_conference": scenario.receivers,
+            "media": dataclasses.asdict(scenario.media),
+            "ramp": None if scenario.ramp is None else dataclasses.asdict(scenario.ramp),
+        },
+        "hardware": hardware(),
+        "commit": _commit(),
+        "loadgen_threads": threads,
+        "bridge_url": url,
+        "steps": results,
+        "knee": None
+        if knee is None
+        else {
+            "conferences": knee["conferences"],
+            "egress_pps": knee["bridge"]["egress_pps"],
+            "loss_pct": knee["bridge"]["loss_pct"],
+            "cpu_per_packet_ratio": knee.get("cpu_per_packet_ratio"),
+        },
+        "passed": bool(passing) if scenario.ramp else bool(passing) and len(passing) == len(results),
+    }

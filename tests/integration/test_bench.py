@@ -1,0 +1,145 @@
+"""`sluice bench` end to end, and a load-generator endpoint heard by an independent WebRTC peer (aiortc)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import Bridge, Candidate, Fingerprint, Source, TransportDescription, _native
+from tests.helpers.peers import PeerFactory
+from tests.helpers.sdp import OfferBuilder, RemoteParticipant, only_loopback, parse_answer
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCENARIO = """
+name = "small"
+duration = "3s"
+loss-limit = 1.0
+[load]
+conferences = 2
+senders = 3
+receivers = 1
+[media]
+video-kbps = 300
+video-fps = 30
+audio = true
+"""
+
+
+async def test_bench_runs_a_small_scenario_and_writes_a_consistent_result(tmp_path: Path) -> None:
+    scenario = tmp_path / "small.toml"
+    scenario.write_text(SCENARIO)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bridge.cli", "bench", str(scenario), "--out", str(out)),
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(proc.communicate(), 90)
+    text = output.decode()
+    assert proc.returncode == 0, text
+
+    result: dict[str, Any] = json.loads((out / "small.json").read_text())
+    assert result["passed"] is True
+    assert result["commit"] and result["hardware"]["cpus"] >= 1
+    (step,) = result["steps"]
+    bridge, raw = step["bridge"], step["raw_relay"]
+    for run in (bridge, raw):
+        assert (run["conferences"], run["publishers"], run["subscribers"]) == (2, 6, 8)
+        assert run["failed_endpoints"] == 0
+        # What was expected either arrived or is counted lost: nothing unaccounted for.
+        assert run["expected_packets"] == run["received_packets"] + run["lost_packets"] > 0
+        assert run["loss_pct"] is not None and run["loss_pct"] <= 1.0
+        latency = run["latency_us"]
+        assert 0 < latency["p50"] <= latency["p99"] <= latency["p999"] <= latency["max"]
+        assert run["egress_pps"] > 0 and run["cpu_cores"] > 0 and run["cpu_us_per_egress_packet"] > 0
+    # 6 senders, each heard by the 3 others: 300 kbit/s at 30 fps is 1250 B a frame, 2 packets; + 50 audio.
+    assert bridge["offered_egress_pps"] == 2 * 3 * 3 * (60 + 50)
+    assert bridge["packets_per_sendmmsg"] >= 1 and bridge["packets_per_recvmmsg"] >= 1
+    assert bridge["seam_crossings_per_packet"] is not None and bridge["seam_crossings_per_packet"] < 0.01
+    assert step["cpu_per_packet_ratio"] > 0
+    assert len(step["series"]["bridge"]) >= 2 and step["latency_histogram_ns"]
+    for name in ("small-timeline.png", "small-latency.png", "small.md"):
+        assert (out / name).stat().st_size > 0, name
+    assert "| small | 2 | 6 | 8 |" in (out / "small.md").read_text()
+
+
+async def test_an_aiortc_peer_receives_a_loadgen_endpoints_media_through_the_bridge(
+    bridge: Bridge, aiortc_peers: PeerFactory
+) -> None:
+    conference = bridge.create_conference(meeting_id="interop")
+    lg = _native.LoadGen(threads=1, video_bitrate_bps=300_000)
+    try:
+        (gen,) = lg.create_endpoints(1, 0)
+        audio_ssrc, video_ssrcs = _native.LoadGen.default_sources(gen["index"], 1)
+        assert audio_ssrc is not None
+        lg.set_sources(gen["index"], audio_ssrc, video_ssrcs)
+        generator = conference.create_endpoint("loadgen")
+        generator.set_remote_description(
+            TransportDescription(
+                ufrag=gen["ufrag"],
+                pwd=gen["pwd"],
+                fingerprints=(Fingerprint(gen["fingerprint_hash"], gen["fingerprint"], "active"),),
+                candidates=tuple(
+                    Candidate(ip=c["ip"], port=c["port"], priority=c["priority"], type="host", foundation="1")
+                    for c in gen["candidates"]
+                ),
+            )
+        )
+        sources = (
+            Source(kind="audio", ssrcs=(audio_ssrc,), name="loadgen-a0"),
+            Source(kind="video", ssrcs=tuple(video_ssrcs), name="loadgen-v0"),
+        )
+        generator.set_sources(sources)
+        local = generator.local_description()
+        lg.connect(
+            gen["index"],
+            local.ufrag,
+            local.pwd,
+            [(c.ip, c.port, c.priority, c.type) for c in local.candidates],
+            [(fp.hash, fp.value) for fp in local.fingerprints],
+            "actpass",
+        )
+
+        # The aiortc peer is offered the generator's streams, as a focus would offer them.
+        peer = aiortc_peers("alice", send_audio=True, send_video=True)
+        alice = conference.create_endpoint("alice")
+        offer = OfferBuilder(alice.local_description())
+        offer.add(RemoteParticipant("loadgen", sources))
+        answer = parse_answer(await peer.answer(offer.offer()), "alice", candidate_filter=only_loopback)
+        alice.set_remote_description(peer.describe_for_bridge(answer))
+        alice.set_sources(answer.sources)
+        assert await alice.wait_state("connected", timeout=10) == "connected"
+        assert await asyncio.to_thread(lg.wait_connected, 10.0), lg.stats(detail=True)
+        lg.start()
+
+        async def inbound() -> dict[int, int]:
+            report = await peer.pc.getStats()
+            return {
+                s.ssrc: s.packetsReceived for s in report.values() if getattr(s, "type", "") == "inbound-rtp"
+            }
+
+        received: dict[int, int] = {}
+
+        async def poll() -> bool:
+            received.update(await inbound())
+            return all(received.get(ssrc, 0) >= 20 for ssrc in (audio_ssrc, *video_ssrcs))
+
+        # aiortc counts a packet only after SRTP authenticated and decrypted it.
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await poll():
+            assert asyncio.get_running_loop().time() < deadline, f"aiortc received {received}"
+            await asyncio.sleep(0.2)
+    finally:
+        lg.shutdown()
