@@ -35,6 +35,8 @@ from bridge import _native
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_RELAY = REPO / "native" / "target" / "release" / "raw_relay"
+#: How often the raw relay prints its counters.
+RAW_STATS_MS = 100
 
 
 class BenchError(RuntimeError):
@@ -128,7 +130,15 @@ class RawRelayTarget(Target):
         self.process = process
         self.pid = process.pid
         self.address = address
-        self.last: dict[str, Any] = {}
+        # A fresh relay has relayed nothing until its first stats line says otherwise.
+        self.last: dict[str, Any] = {
+            "packets_out": 0,
+            "packets_in": 0,
+            "recv_calls": 0,
+            "recv_packets": 0,
+            "send_calls": 0,
+            "send_packets": 0,
+        }
 
     def _read_stats(self) -> None:
         # The relay prints a JSON line per --stats-ms; keep the newest without blocking.
@@ -144,6 +154,8 @@ class RawRelayTarget(Target):
                     self.last = data
 
     async def counters(self) -> Counters:
+        # Stats lines come every STATS_MS: wait for one that postdates this call.
+        await asyncio.sleep(RAW_STATS_MS * 1.5 / 1000)
         base = await super().counters()
         self._read_stats()
         if self.last:
@@ -224,7 +236,7 @@ def started_raw_relay() -> Any:
     if not RAW_RELAY.exists():
         raise BenchError(f"{RAW_RELAY} is missing: run scripts/bootstrap.sh (it builds the raw relay)")
     proc = subprocess.Popen(
-        [str(RAW_RELAY), "--bind", "127.0.0.1:0", "--stats-ms", "500"],
+        [str(RAW_RELAY), "--bind", "127.0.0.1:0", "--stats-ms", str(RAW_STATS_MS)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -290,7 +302,7 @@ class RunResult:
             "endpoints": s.conferences * s.endpoints_per_conference,
             "duration_s": round(elapsed, 2),
             "offered_egress_pps": round(s.expected_egress_pps()),
-            "egress_pps": round(egress / elapsed) if egress is not None else None,
+            "egress_pps": round(egress / self.duration_s) if egress is not None else None,
             "received_pps": round(int(lg.get("received", 0)) / max(self.duration_s, 1e-9)),
             "payload_bytes_per_s": round(int(totals.get("recv_bytes", 0)) / max(self.duration_s, 1e-9)),
             "cpu_cores": round(cpu_s / elapsed, 3) if cpu_s is not None else None,
@@ -456,11 +468,12 @@ async def run_once(
             last, last_lg = now, stats
             if progress is not None:
                 progress(_progress_line(target.name, now.at - started, scenario.duration, sample))
+        # Rates are over the sending time; the drain after it only lets packets in flight arrive.
+        ran = time.monotonic() - started
         await asyncio.to_thread(lg.stop, 0.5)
         after = await target.counters()
         own_cpu1 = process_cpu(os.getpid())
         final: dict[str, Any] = lg.stats()
-        ran = time.monotonic() - started
         return RunResult(
             target=target.name,
             scenario=scenario,
@@ -530,10 +543,14 @@ async def run_bench(
             target = await stack.enter_async_context(started_bridge(session))
         else:
             target = BridgeTarget(url, session, pid)
-        relay = stack.enter_context(started_raw_relay()) if raw else None
         for step in steps:
             bridge_run = await run_once(target, step, threads=threads, progress=progress)
-            raw_run = await run_once(relay, step, threads=threads, progress=progress) if relay else None
+            raw_run = None
+            if raw:
+                # A fresh relay per step: it learns members from their first datagram and never forgets
+                # them, so a relay kept across steps would also fan out to the previous step's endpoints.
+                with started_raw_relay() as relay:
+                    raw_run = await run_once(relay, step, threads=threads, progress=progress)
             results.append(_step(bridge_run, raw_run))
             loss = results[-1]["bridge"]["loss_pct"]
             if scenario.ramp and (loss is None or loss > scenario.loss_limit_pct):
