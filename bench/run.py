@@ -356,9 +356,16 @@ def _progress_line(target: str, elapsed: float, duration: float, sample: Sample 
     return f"\r{target:>9} [{bar}] {elapsed:5.1f}/{duration:.0f} s{live}"
 
 
-async def _allocate_bridge(
-    target: BridgeTarget, lg: _native.LoadGen, scenario: Scenario, layers: int
-) -> list[str]:
+def _sources(scenario: Scenario, index: int, *, sender: bool) -> tuple[int | None, list[int]]:
+    """The SSRCs endpoint `index` sends: none for a receive-only one, else what the media asks for."""
+    if not sender:
+        return None, []
+    m = scenario.media
+    audio, video = _native.LoadGen.default_sources(index, m.video_ssrcs)
+    return (audio if m.audio else None), (video if m.video_ssrcs else [])
+
+
+async def _allocate_bridge(target: BridgeTarget, lg: _native.LoadGen, scenario: Scenario) -> list[str]:
     meetings = []
     for conf in range(scenario.conferences):
         meeting = f"bench-{uuid.uuid4()}"
@@ -371,12 +378,7 @@ async def _allocate_bridge(
             )
         for i, ep in enumerate(eps):
             index = ep["index"]
-            sender = i < scenario.senders
-            audio, video = _native.LoadGen.default_sources(index, layers) if sender else (None, [])
-            if sender and not scenario.media.audio:
-                audio = None
-            if sender and scenario.media.video_ssrcs == 0:
-                video = []
+            audio, video = _sources(scenario, index, sender=i < scenario.senders)
             lg.set_sources(index, audio, video)
             local = LocalTransport(
                 ufrag=ep["ufrag"],
@@ -401,18 +403,13 @@ async def _allocate_bridge(
     return meetings
 
 
-def _allocate_raw(target: RawRelayTarget, lg: _native.LoadGen, scenario: Scenario, layers: int) -> None:
+def _allocate_raw(target: RawRelayTarget, lg: _native.LoadGen, scenario: Scenario) -> None:
     host, port = target.address
     for conf in range(scenario.conferences):
         eps = lg.create_endpoints(scenario.endpoints_per_conference, conf)
         for i, ep in enumerate(eps):
             index = ep["index"]
-            sender = i < scenario.senders
-            audio, video = _native.LoadGen.default_sources(index, layers) if sender else (None, [])
-            if sender and not scenario.media.audio:
-                audio = None
-            if sender and scenario.media.video_ssrcs == 0:
-                video = []
+            audio, video = _sources(scenario, index, sender=i < scenario.senders)
             lg.set_sources(index, audio, video)
             lg.connect_raw(index, host, port)
 
@@ -434,9 +431,9 @@ async def run_once(
     meetings: list[str] = []
     try:
         if isinstance(target, BridgeTarget):
-            meetings = await _allocate_bridge(target, lg, scenario, m.video_ssrcs)
+            meetings = await _allocate_bridge(target, lg, scenario)
         elif isinstance(target, RawRelayTarget):
-            _allocate_raw(target, lg, scenario, m.video_ssrcs)
+            _allocate_raw(target, lg, scenario)
         if not await asyncio.to_thread(lg.wait_connected, 30.0):
             raise BenchError(f"{lg.failed()} endpoints failed, {lg.connected()}/{lg.endpoints()} connected")
         own_cpu0 = process_cpu(os.getpid())

@@ -131,6 +131,7 @@ class Colibri2Handler:
             state = self._live(meeting_id)
             if state is None:
                 continue
+            before = len(expired)
             for ep in list(state.conference.endpoints.values()):
                 info = state.endpoints.setdefault(ep.id, EndpointState())
                 count = packets_in.get(ep.transport_id, 0)
@@ -146,7 +147,7 @@ class Colibri2Handler:
             elif now - state.last_activity >= timeout:
                 self._close(meeting_id, state)
                 expired.append((meeting_id, None))
-            if expired and expired[-1][0] == meeting_id and self.on_change is not None:
+            if len(expired) > before and self.on_change is not None:
                 self.on_change(state.conference)
         return expired
 
