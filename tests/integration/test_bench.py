@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge import Bridge, Candidate, Fingerprint, Source, TransportDescription, _native
+from tests.helpers.jicofo import start_sluice
 from tests.helpers.peers import PeerFactory
 from tests.helpers.sdp import OfferBuilder, RemoteParticipant, only_loopback, parse_answer
 
@@ -38,14 +37,7 @@ async def test_bench_runs_a_small_scenario_and_writes_a_consistent_result(tmp_pa
     scenario = tmp_path / "small.toml"
     scenario.write_text(SCENARIO)
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bridge.cli", "bench", str(scenario), "--out", str(out)),
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await start_sluice("bench", str(scenario), "--out", str(out))
     output, _ = await asyncio.wait_for(proc.communicate(), 90)
     text = output.decode()
     assert proc.returncode == 0, text

@@ -7,8 +7,6 @@ bridge's occupant JID; the process-level test runs `sluice bridge` itself and wa
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,24 +18,24 @@ import pytest
 from bridge.app import BridgeApp
 from bridge.settings import parse_settings
 from tests.helpers.call import wait_until
-from tests.helpers.peers import PeerFactory
-from tests.helpers.prosody import BREWERY_JID, MucObserver, Prosody, free_tcp_port
-from tests.helpers.sdp import OfferBuilder, RemoteParticipant
-from tests.integration.test_jicofo_flow import (
+from tests.helpers.jicofo import (
     C2,
-    REPO,
     ROOM,
-    STANZAS,
-    _el,
     answer_of,
     bridge_toml,
     conference_modify,
     create_endpoint,
+    el,
+    error_reason,
     result_payload,
+    start_sluice,
     summary,
     transport_of,
     update_endpoint,
 )
+from tests.helpers.peers import PeerFactory
+from tests.helpers.prosody import BREWERY_JID, MucObserver, Prosody, free_tcp_port
+from tests.helpers.sdp import OfferBuilder, RemoteParticipant
 
 pytestmark = pytest.mark.integration
 
@@ -55,17 +53,6 @@ def flag(name: str, value: str = "true") -> Callable[[ET.Element], bool]:
         return p.find(f"{COLIBRI}stats") is not None and stats_of(p).get(name) == value
 
     return where
-
-
-def error_reason(reply: ET.Element) -> tuple[str | None, str | None]:
-    """(XMPP condition, colibri2 reason) of an IQ error reply."""
-    assert reply.get("type") == "error", ET.tostring(reply, encoding="unicode")
-    error = reply.find("{jabber:client}error")
-    assert error is not None
-    names = [c.tag.split("}")[1] for c in error if c.tag.startswith(f"{{{STANZAS}}}")]
-    condition = next((n for n in names if n != "text"), None)
-    c2 = error.find(f"{{{C2}}}error")
-    return condition, c2.get("reason") if c2 is not None else None
 
 
 def create_request(meeting: str, endpoint_id: str, *, name: str | None = ROOM) -> ET.Element:
@@ -88,14 +75,7 @@ async def test_cli_drains_shuts_down_gracefully_and_exits_when_empty(
         )
         + '\n[videobridge.shutdown]\nshutting-down-delay = "1s"\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bridge.cli", "bridge", "--config", str(config)),
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await start_sluice("bridge", "--config", str(config))
     base = f"http://127.0.0.1:{http_port}"
     bridge_jid = f"{BREWERY_JID.lower()}/{nick}"
     try:
@@ -262,7 +242,7 @@ async def test_idle_endpoints_then_the_empty_conference_expire(
 
     # Jicofo's next request for it finds no conference (2.5).
     request = conference_modify(meeting)
-    _el(request, C2, "endpoint", id="alice", stats_id="alice-stats")
+    el(request, C2, "endpoint", id="alice", stats_id="alice-stats")
     reply = await jicofo.iq(bridge_jid, request)
     assert error_reason(reply) == ("item-not-found", "conference_not_found")
 

@@ -15,19 +15,19 @@ import pytest
 
 from bridge.app import BridgeApp
 from bridge.settings import parse_settings
-from tests.helpers.prosody import BREWERY_JID, MucObserver, Prosody
-from tests.integration.test_bridge_lifecycle import error_reason
-from tests.integration.test_jicofo_flow import (
+from tests.helpers.jicofo import (
     C2,
     ICE,
     NICK,
     SSMA,
-    _el,
     bridge_toml,
     conference_modify,
     create_endpoint,
+    el,
+    error_reason,
     result_payload,
 )
+from tests.helpers.prosody import BREWERY_JID, MucObserver, Prosody
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def join(meeting: str, endpoint_id: str) -> ET.Element:
 def bare_endpoint_create(meeting: str, endpoint_id: str, **attrs: str) -> tuple[ET.Element, ET.Element]:
     """A create for `endpoint_id` with only what the caller adds (no capability, no transport)."""
     request = conference_modify(meeting)
-    ep = _el(request, C2, "endpoint", id=endpoint_id, create="true", **attrs)
+    ep = el(request, C2, "endpoint", id=endpoint_id, create="true", **attrs)
     return request, ep
 
 
@@ -81,8 +81,8 @@ class Live:
     async def check(self) -> None:
         self.updates += 1
         request = conference_modify(self.meeting)
-        ep = _el(request, C2, "endpoint", id="steady", stats_id="steady-stats")
-        _el(ep, C2, "initial-last-n", value=str(self.updates))
+        ep = el(request, C2, "endpoint", id="steady", stats_id="steady-stats")
+        el(ep, C2, "initial-last-n", value=str(self.updates))
         result_payload(await self.jicofo.iq(BRIDGE_JID, request))
 
 
@@ -109,14 +109,14 @@ async def test_every_section_2_5_error_over_xmpp(app: BridgeApp, jicofo: MucObse
 
     # endpoint id unknown (non-expire update): the reason and an <endpoint id> child
     request = conference_modify(meeting)
-    ep = _el(request, C2, "endpoint", id="nobody")
-    _el(ep, C2, "initial-last-n", value="3")
+    ep = el(request, C2, "endpoint", id="nobody")
+    el(ep, C2, "initial-last-n", value="3")
     reply = await expect(jicofo, live, request, "item-not-found", "unknown_endpoint")
     child = reply.find(f"{{jabber:client}}error/{{{C2}}}endpoint")
     assert child is not None and child.get("id") == "nobody"
     # ... while expire and force-mute for unknown endpoints are ignored, as JVB does
     request = conference_modify(meeting)
-    _el(request, C2, "endpoint", id="nobody", expire="true")
+    el(request, C2, "endpoint", id="nobody", expire="true")
     result_payload(await jicofo.iq(BRIDGE_JID, request))
 
     # unsupported combination: two endpoints in one non-expire request
@@ -126,17 +126,17 @@ async def test_every_section_2_5_error_over_xmpp(app: BridgeApp, jicofo: MucObse
     await expect(jicofo, live, request, "feature-not-implemented", "feature_not_implemented")
     # relays are disabled on this bridge
     request = conference_modify(meeting)
-    _el(request, C2, "relay", id="jvb-2", create="true")
+    el(request, C2, "relay", id="jvb-2", create="true")
     await expect(jicofo, live, request, "feature-not-implemented", "feature_not_implemented")
     # endpoints and relays mixed
     request = join(meeting, "e1")
-    _el(request, C2, "relay", id="jvb-2", create="true")
+    el(request, C2, "relay", id="jvb-2", create="true")
     await expect(jicofo, live, request, "feature-not-implemented", "feature_not_implemented")
     # SCTP while SCTP is disabled
     request = join(meeting, "e2")
     transport = request.find(f"{{{C2}}}endpoint/{{{C2}}}transport")
     assert transport is not None
-    _el(transport, C2, "sctp", role="server", port="5000")
+    el(transport, C2, "sctp", role="server", port="5000")
     await expect(jicofo, live, request, "feature-not-implemented", "feature_not_implemented")
 
     # create existing endpoint: conflict without a reason
@@ -144,18 +144,18 @@ async def test_every_section_2_5_error_over_xmpp(app: BridgeApp, jicofo: MucObse
 
     # bad-request: create endpoint without transport
     request, ep = bare_endpoint_create(meeting, "f1")
-    _el(ep, C2, "capability", name="source-names")
+    el(ep, C2, "capability", name="source-names")
     await expect(jicofo, live, request, "bad-request", None)
     # ... without the source-names capability
     request, ep = bare_endpoint_create(meeting, "f2")
-    _el(ep, C2, "transport", ice_controlling="true")
+    el(ep, C2, "transport", ice_controlling="true")
     await expect(jicofo, live, request, "bad-request", None)
     # ... sources for a visitor
     request, ep = bare_endpoint_create(meeting, "f3", muc_role="visitor")
-    _el(ep, C2, "capability", name="source-names")
-    _el(ep, C2, "transport", ice_controlling="true")
-    ms = _el(_el(ep, C2, "sources"), C2, "media-source", type="audio", id="f3-a0")
-    _el(ms, SSMA, "source", ssrc="1234", name="f3-a0")
+    el(ep, C2, "capability", name="source-names")
+    el(ep, C2, "transport", ice_controlling="true")
+    ms = el(el(ep, C2, "sources"), C2, "media-source", type="audio", id="f3-a0")
+    el(ms, SSMA, "source", ssrc="1234", name="f3-a0")
     await expect(jicofo, live, request, "bad-request", None)
     # ... a conference name that is not a JID
     await expect(jicofo, live, create(str(uuid.uuid4()), name="not a jid@@/"), "bad-request", None)
@@ -165,7 +165,7 @@ async def test_every_section_2_5_error_over_xmpp(app: BridgeApp, jicofo: MucObse
         request = join(meeting, "e3")
         transport = request.find(f"{{{C2}}}endpoint/{{{C2}}}transport")
         assert transport is not None
-        _el(transport, C2, "sctp", role="server", port="5001")
+        el(transport, C2, "sctp", role="server", port="5001")
         await expect(jicofo, live, request, "bad-request", None)
     finally:
         app.colibri2.sctp_enabled = False
@@ -185,30 +185,30 @@ def _malformed() -> list[tuple[str, ET.Element]]:
     cases.append(("blank meeting-id", conference_modify("  ", create="true")))
     cases.append(("create is not a boolean", conference_modify(str(uuid.uuid4()), create="maybe")))
     request = conference_modify(str(uuid.uuid4()), create="true")
-    _el(request, C2, "endpoint", create="true")
+    el(request, C2, "endpoint", create="true")
     cases.append(("endpoint without id", request))
     request = create(str(uuid.uuid4()))
     ep = request.find(f"{{{C2}}}endpoint")
     assert ep is not None
-    _el(ep, C2, "force-mute", audio="perhaps")
+    el(ep, C2, "force-mute", audio="perhaps")
     cases.append(("force-mute not a boolean", request))
     request = create(str(uuid.uuid4()))
     ep = request.find(f"{{{C2}}}endpoint")
     assert ep is not None
-    _el(ep, C2, "initial-last-n", value="many")
+    el(ep, C2, "initial-last-n", value="many")
     cases.append(("initial-last-n not a number", request))
     request = create(str(uuid.uuid4()))
     transport = request.find(f"{{{C2}}}endpoint/{{{C2}}}transport")
     assert transport is not None
-    ice = _el(transport, ICE, "transport", ufrag="u", pwd="p" * 22)
-    _el(ice, ICE, "candidate", component="1", foundation="1", generation="0", id="c", ip="127.0.0.1",
+    ice = el(transport, ICE, "transport", ufrag="u", pwd="p" * 22)
+    el(ice, ICE, "candidate", component="1", foundation="1", generation="0", id="c", ip="127.0.0.1",
         network="0", port="not-a-port", priority="1", protocol="udp", type="host")  # fmt: skip
     cases.append(("candidate port not a number", request))
     request = create(str(uuid.uuid4()))
     sources = request.find(f"{{{C2}}}endpoint/{{{C2}}}sources")
     assert sources is not None
-    ms = _el(sources, C2, "media-source", type="audio", id="x-a0")
-    _el(ms, SSMA, "source", ssrc="-5", name="x-a0")
+    ms = el(sources, C2, "media-source", type="audio", id="x-a0")
+    el(ms, SSMA, "source", ssrc="-5", name="x-a0")
     cases.append(("negative ssrc", request))
     return cases
 

@@ -3,8 +3,8 @@
 A slixmpp client plays Jicofo and sends `conference-modify` IQs shaped as jitsi-protocol.md 2.3 to the
 bridge's occupant JID through Prosody. Two aiortc peers get offers built from the transports the bridge
 returns, and their answers go back to the bridge as Colibri2 updates, as Jicofo does after session-accept.
-The requests are written out here element by element (not with bridge/colibri2's builder), so the test
-checks the wire shape, not our codec against itself.
+The requests are written out element by element in tests/helpers/jicofo.py (not with bridge/colibri2's
+builder), so the test checks the wire shape, not our codec against itself.
 """
 
 from __future__ import annotations
@@ -12,62 +12,37 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
-from bridge import Candidate, Fingerprint, TransportDescription
 from bridge.app import BridgeApp
-from bridge.description import CandidateType, Setup
 from bridge.settings import parse_settings
 from tests.helpers.call import wait_until, wait_until_async
-from tests.helpers.peers import AiortcPeer, PeerFactory
-from tests.helpers.prosody import AUTH_DOMAIN, BREWERY_JID, JVB_USER, MucObserver, Prosody
-from tests.helpers.sdp import OfferBuilder, PeerAnswer, RemoteParticipant, only_loopback, parse_answer
+from tests.helpers.jicofo import (
+    C2,
+    NICK,
+    ROOM,
+    STANZAS,
+    answer_of,
+    bridge_toml,
+    conference_modify,
+    create_endpoint,
+    el,
+    result_payload,
+    start_sluice,
+    summary,
+    transport_of,
+    update_endpoint,
+)
+from tests.helpers.peers import PeerFactory
+from tests.helpers.prosody import BREWERY_JID, MucObserver, Prosody
+from tests.helpers.sdp import OfferBuilder, RemoteParticipant
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-C2 = "jitsi:colibri2"
-RTP = "urn:xmpp:jingle:apps:rtp:1"
-FB = "urn:xmpp:jingle:apps:rtp:rtcp-fb:0"
-HDREXT = "urn:xmpp:jingle:apps:rtp:rtp-hdrext:0"
-SSMA = "urn:xmpp:jingle:apps:rtp:ssma:0"
-ICE = "urn:xmpp:jingle:transports:ice-udp:1"
-DTLS = "urn:xmpp:jingle:apps:dtls:0"
-STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-NICK = "sluice-jvb-test"
-ROOM = "room1@conference.meet.test"
-
-
-def bridge_toml(prosody: Prosody, nickname: str = NICK) -> str:
-    return f"""
-[videobridge.ice.udp]
-port = 0
-bind-addresses = ["127.0.0.1"]
-
-[videobridge.stats]
-interval = "300ms"
-
-[videobridge.http-servers.private]
-host = "127.0.0.1"
-port = 0
-
-[videobridge.apis.xmpp-client.configs.test-prosody]
-hostname = "127.0.0.1"
-port = {prosody.c2s_port}
-domain = "{AUTH_DOMAIN}"
-username = "{JVB_USER}"
-password = "{prosody.jvb_password}"
-muc_jids = "{BREWERY_JID}"
-muc_nickname = "{nickname}"
-use-tls = false
-"""
 
 
 @pytest.fixture
@@ -81,143 +56,13 @@ async def app(prosody: Prosody) -> AsyncIterator[BridgeApp]:
         await app.stop()
 
 
-# ---- Jicofo's side: requests as in section 2.3, responses read as section 2.4
-
-
-def _el(parent: ET.Element, ns: str, tag: str, **attrs: str) -> ET.Element:
-    return ET.SubElement(parent, f"{{{ns}}}{tag}", {k.replace("_", "-"): v for k, v in attrs.items()})
-
-
-def conference_modify(meeting_id: str, **attrs: str) -> ET.Element:
-    return ET.Element(f"{{{C2}}}conference-modify", {"meeting-id": meeting_id, **attrs})
-
-
-def add_media(endpoint: ET.Element) -> None:
-    """Jicofo's default offer (2.8): opus 111 + telephone-event 126; VP8 100 with rtx 96."""
-    audio = _el(endpoint, C2, "media", type="audio")
-    opus = _el(audio, RTP, "payload-type", id="111", name="opus", clockrate="48000", channels="2")
-    _el(opus, RTP, "parameter", name="minptime", value="10")
-    _el(opus, RTP, "parameter", name="useinbandfec", value="1")
-    _el(opus, FB, "rtcp-fb", type="transport-cc")
-    _el(audio, RTP, "payload-type", id="126", name="telephone-event", clockrate="8000")
-    _el(audio, HDREXT, "rtp-hdrext", id="1", uri="urn:ietf:params:rtp-hdrext:ssrc-audio-level")
-    _el(audio, HDREXT, "extmap-allow-mixed")
-    video = _el(endpoint, C2, "media", type="video")
-    vp8 = _el(video, RTP, "payload-type", id="100", name="VP8", clockrate="90000")
-    for fb_type, subtype in (("ccm", "fir"), ("nack", None), ("nack", "pli"), ("transport-cc", None)):
-        fb = _el(vp8, FB, "rtcp-fb", type=fb_type)
-        if subtype:
-            fb.set("subtype", subtype)
-    rtx = _el(video, RTP, "payload-type", id="96", name="rtx", clockrate="90000")
-    _el(rtx, RTP, "parameter", name="apt", value="100")
-    _el(video, HDREXT, "rtp-hdrext", id="3", uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time")
-    _el(video, HDREXT, "extmap-allow-mixed")
-
-
-def create_endpoint(request: ET.Element, endpoint_id: str) -> None:
-    ep = _el(request, C2, "endpoint", id=endpoint_id, create="true", stats_id=f"{endpoint_id}-stats")
-    _el(ep, C2, "capability", name="source-names")
-    add_media(ep)
-    _el(ep, C2, "transport", ice_controlling="true")
-    _el(ep, C2, "sources")
-
-
-def update_endpoint(meeting_id: str, endpoint_id: str, answer: PeerAnswer) -> ET.Element:
-    """After session-accept: the client's ICE transport and its complete source set."""
-    request = conference_modify(meeting_id)
-    ep = _el(request, C2, "endpoint", id=endpoint_id, stats_id=f"{endpoint_id}-stats")
-    wrapper = _el(ep, C2, "transport")
-    t = answer.transport
-    ice = _el(wrapper, ICE, "transport", ufrag=t.ufrag, pwd=t.pwd)
-    for i, c in enumerate(t.candidates):
-        _el(
-            ice,
-            ICE,
-            "candidate",
-            component=str(c.component),
-            foundation=c.foundation,
-            generation=str(c.generation),
-            id=f"{endpoint_id}-c{i}",
-            ip=c.ip,
-            network="0",
-            port=str(c.port),
-            priority=str(c.priority),
-            protocol=c.protocol,
-            type=c.type,
-        )
-    _el(ice, ICE, "rtcp-mux")
-    for fp in t.fingerprints:
-        _el(ice, DTLS, "fingerprint", hash=fp.hash, setup=fp.setup).text = fp.value
-    sources = _el(ep, C2, "sources")
-    for source in answer.sources:
-        ms = _el(sources, C2, "media-source", type=source.kind, id=source.name)
-        for ssrc in source.ssrcs:
-            _el(ms, SSMA, "source", ssrc=str(ssrc), name=source.name)
-        for group in source.groups:
-            g = _el(ms, SSMA, "ssrc-group", semantics=group.semantics)
-            for ssrc in group.ssrcs:
-                _el(g, SSMA, "source", ssrc=str(ssrc))
-    return request
-
-
-def result_payload(reply: ET.Element) -> ET.Element:
-    if reply.get("type") != "result":
-        raise AssertionError(f"colibri2 request failed: {ET.tostring(reply, encoding='unicode')}")
-    modified = reply.find(f"{{{C2}}}conference-modified")
-    assert modified is not None, ET.tostring(reply, encoding="unicode")
-    return modified
-
-
-def transport_of(modified: ET.Element, endpoint_id: str) -> TransportDescription:
-    """The bridge's ICE transport for `endpoint_id`, read from the response as Jicofo reads it."""
-    ep = modified.find(f"{{{C2}}}endpoint[@id='{endpoint_id}']")
-    assert ep is not None, f"no endpoint {endpoint_id} in the response"
-    ice = ep.find(f"{{{C2}}}transport/{{{ICE}}}transport")
-    assert ice is not None, f"no ICE transport for {endpoint_id}"
-    assert ice.find(f"{{{ICE}}}rtcp-mux") is not None
-    fingerprints = tuple(
-        Fingerprint(hash=fp.get("hash", ""), value=(fp.text or "").strip(), setup=_setup(fp.get("setup")))
-        for fp in ice.iterfind(f"{{{DTLS}}}fingerprint")
-    )
-    candidates = tuple(
-        Candidate(
-            ip=c.get("ip", ""),
-            port=int(c.get("port", "0")),
-            priority=int(c.get("priority", "0")),
-            type=_candidate_type(c.get("type")),
-            foundation=c.get("foundation", "1"),
-            component=int(c.get("component", "1")),
-            protocol=c.get("protocol", "udp"),
-            generation=int(c.get("generation", "0")),
-        )
-        for c in ice.iterfind(f"{{{ICE}}}candidate")
-    )
-    return TransportDescription(
-        ufrag=ice.get("ufrag", ""), pwd=ice.get("pwd", ""), fingerprints=fingerprints, candidates=candidates
-    )
-
-
-def _setup(value: str | None) -> Setup:
-    assert value in ("actpass", "active", "passive"), value
-    return cast(Setup, value)
-
-
-def _candidate_type(value: str | None) -> CandidateType:
-    assert value in ("host", "srflx", "prflx", "relay"), value
-    return cast(CandidateType, value)
-
-
-async def answer_of(peer: AiortcPeer, builder: OfferBuilder) -> PeerAnswer:
-    return parse_answer(await peer.answer(builder.offer()), peer.name, candidate_filter=only_loopback)
-
-
 async def force_mute(
     jicofo: MucObserver, bridge_jid: str, meeting: str, endpoint_id: str, *, audio: bool, video: bool
 ) -> None:
     """Jicofo's force-mute update for one endpoint (2.2, 2.3 item 3)."""
     request = conference_modify(meeting)
-    ep = _el(request, C2, "endpoint", id=endpoint_id)
-    _el(ep, C2, "force-mute", audio=str(audio).lower(), video=str(video).lower())
+    ep = el(request, C2, "endpoint", id=endpoint_id)
+    el(ep, C2, "force-mute", audio=str(audio).lower(), video=str(video).lower())
     result_payload(await jicofo.iq(bridge_jid, request))
 
 
@@ -232,10 +77,6 @@ async def force_muted_drops(app: BridgeApp, transport_id: int) -> int:
     count = drops.get("force_muted", 0)
     assert isinstance(count, int)
     return count
-
-
-def summary(*peers: AiortcPeer) -> str:
-    return "; ".join(p.summary() for p in peers)
 
 
 async def test_jicofo_allocates_two_peers_through_prosody_then_expires_one(
@@ -375,7 +216,7 @@ async def test_jicofo_allocates_two_peers_through_prosody_then_expires_one(
 
     # 5. Expire bob (2.3 step 4): nothing more is forwarded to or from him.
     request = conference_modify(meeting)
-    _el(request, C2, "endpoint", id="bob", expire="true")
+    el(request, C2, "endpoint", id="bob", expire="true")
     result_payload(await jicofo.iq(bridge_jid, request))
     conference = app.colibri2.conference(meeting)
     assert conference is not None and set(conference.endpoints) == {"alice"}
@@ -407,14 +248,7 @@ async def test_cli_runs_from_a_config_file_and_leaves_on_sigterm(
     """`sluice bridge --config FILE` joins the brewery; SIGTERM makes it leave and exit 0."""
     config = tmp_path / "bridge.toml"
     config.write_text(bridge_toml(prosody, nickname="sluice-cli"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bridge.cli", "bridge", "--config", str(config), "--stats-interval", "0.5"),
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await start_sluice("bridge", "--config", str(config), "--stats-interval", "0.5")
     try:
         await jicofo.wait_presence(
             "sluice-cli",
