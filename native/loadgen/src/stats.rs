@@ -53,12 +53,10 @@ pub struct Totals {
     pub send_syscall_packets: u64,
 }
 
-impl Totals {
-    pub fn add(&mut self, o: &Totals) {
-        macro_rules! sum {
-            ($($f:ident),*) => { $( self.$f += o.$f; )* };
-        }
-        sum!(
+/// Calls `$m!` with every counter of [`Totals`], so summing and JSON cannot drift from each other.
+macro_rules! totals_fields {
+    ($m:ident) => {
+        $m!(
             sent_packets,
             sent_bytes,
             sent_rtcp,
@@ -85,41 +83,23 @@ impl Totals {
             recv_syscall_packets,
             send_calls,
             send_syscall_packets
-        );
+        )
+    };
+}
+
+impl Totals {
+    pub fn add(&mut self, o: &Totals) {
+        macro_rules! sum {
+            ($($f:ident),*) => { $( self.$f += o.$f; )* };
+        }
+        totals_fields!(sum);
     }
 
     fn write_json(&self, o: &mut Obj<'_>) {
         macro_rules! put {
             ($($f:ident),*) => { $( o.num(stringify!($f), self.$f); )* };
         }
-        put!(
-            sent_packets,
-            sent_bytes,
-            sent_rtcp,
-            recv_rtcp,
-            recv_packets,
-            recv_bytes,
-            decrypt_failures,
-            before_keys,
-            integrity_failures,
-            misrouted,
-            stream_limit,
-            foreign,
-            hello,
-            protect_failures,
-            send_failed,
-            recv_errors,
-            setup_errors,
-            schedule_resets,
-            stun_in,
-            stun_out,
-            dtls_in,
-            dtls_out,
-            recv_calls,
-            recv_syscall_packets,
-            send_calls,
-            send_syscall_packets
-        );
+        totals_fields!(put);
     }
 }
 
