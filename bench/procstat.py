@@ -34,6 +34,18 @@ def process_cpu(pid: int, proc: Path = Path("/proc")) -> CpuTimes:
     return CpuTimes(utime / _TICKS, stime / _TICKS)
 
 
+def machine_busy_seconds(stat: Path = Path("/proc/stat")) -> float:
+    """CPU seconds all cores have spent busy since boot (the aggregate `cpu` line of proc(5), less idle
+    and iowait). Compared with the bench's own processes, it shows what else ran during a step."""
+    with stat.open() as f:
+        first = f.readline().split()
+    if not first or first[0] != "cpu":
+        raise ValueError(f"{stat}: no aggregate cpu line")
+    # user nice system idle iowait irq softirq steal (guest time is already inside user and nice)
+    ticks = [int(v) for v in first[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS
+
+
 @dataclass(frozen=True, slots=True)
 class UdpCounters:
     """The kernel's UDP counters (RFC 4113 names) for this network namespace."""

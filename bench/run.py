@@ -29,7 +29,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.colibri import ColibriClient, LocalTransport, SourceSet
-from bench.procstat import CpuTimes, UdpCounters, hardware, process_cpu, udp_counters
+from bench.procstat import CpuTimes, UdpCounters, hardware, machine_busy_seconds, process_cpu, udp_counters
 from bench.scenario import Scenario
 from bridge import _native
 
@@ -266,6 +266,8 @@ class RunResult:
     before: Counters
     after: Counters
     loadgen_cpu_cores: float
+    #: All cores' busy time over the run, in cores: the target, the load generator and everything else.
+    machine_cpu_cores: float | None = None
     series: list[Sample] = field(default_factory=list)
 
     def _delta(self, name: str) -> int | None:
@@ -310,6 +312,10 @@ class RunResult:
             if cpu_s is not None and egress
             else None,
             "loadgen_cpu_cores": round(self.loadgen_cpu_cores, 3),
+            # What neither the target nor the load generator used: other jobs competing for the cores.
+            "other_cpu_cores": round(self.machine_cpu_cores - self.loadgen_cpu_cores - cpu_s / elapsed, 3)
+            if self.machine_cpu_cores is not None and cpu_s is not None
+            else None,
             "expected_packets": expected,
             "received_packets": int(lg.get("received", 0)),
             "lost_packets": lost,
@@ -437,6 +443,7 @@ async def run_once(
         if not await asyncio.to_thread(lg.wait_connected, 30.0):
             raise BenchError(f"{lg.failed()} endpoints failed, {lg.connected()}/{lg.endpoints()} connected")
         own_cpu0 = process_cpu(os.getpid())
+        machine0 = machine_busy_seconds()
         before = await target.counters()
         lg.start()
         started = time.monotonic()
@@ -470,6 +477,7 @@ async def run_once(
         await asyncio.to_thread(lg.stop, 0.5)
         after = await target.counters()
         own_cpu1 = process_cpu(os.getpid())
+        machine1 = machine_busy_seconds()
         final: dict[str, Any] = lg.stats()
         return RunResult(
             target=target.name,
@@ -479,6 +487,7 @@ async def run_once(
             before=before,
             after=after,
             loadgen_cpu_cores=(own_cpu1.total - own_cpu0.total) / max(ran, 1e-6),
+            machine_cpu_cores=(machine1 - machine0) / max(after.at - before.at, 1e-6),
             series=series,
         )
     finally:

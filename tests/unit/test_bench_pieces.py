@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.procstat import UdpCounters, parse_snmp, process_cpu, udp_counters
+from bench.procstat import (
+    _TICKS,
+    UdpCounters,
+    machine_busy_seconds,
+    parse_snmp,
+    process_cpu,
+    udp_counters,
+)
 from bench.scenario import ScenarioError, load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
@@ -31,6 +38,17 @@ def test_snmp_udp_line_is_read_by_name() -> None:
     with pytest.raises(ValueError):
         parse_snmp("Ip: a\nIp: 1\n")
     assert udp_counters().in_datagrams >= 0  # this machine's own file parses
+
+
+def test_machine_busy_time_leaves_out_idle_and_iowait(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    #                user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 5 40 9000 30 2 3 10 7 0\ncpu0 50 2 20 4500 15 1 1 5 3 0\n")
+    assert machine_busy_seconds(stat) == pytest.approx(160 / _TICKS)
+    stat.write_text("intr 1 2 3\n")
+    with pytest.raises(ValueError):
+        machine_busy_seconds(stat)
+    assert machine_busy_seconds() > 0  # this machine's own file parses
 
 
 def test_process_cpu_grows_and_vanished_process_is_reported() -> None:
