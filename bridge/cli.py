@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import signal
@@ -37,6 +38,9 @@ async def _run_bridge(settings: Settings) -> None:
         for client in app.xmpp:
             rooms = ", ".join(client.occupant_jid(room) for room in client.config.muc_jids)
             print(f"sluice bridge: XMPP {client.config.hostname}:{client.config.port} as {rooms}", flush=True)
+        # Startup objects (modules, settings, the app) live until exit: freezing them keeps every later
+        # full collection from walking them again (it was ~5 % of the process's CPU under load in perf).
+        gc.freeze()
         finished = app.lifecycle.finished
         while not (stop.is_set() or finished.is_set()):
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(finished.wait())]
