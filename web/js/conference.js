@@ -490,7 +490,7 @@ export class Conference extends EventTarget {
   _sendCandidates(cands) {
     if (!this.remote || !this.pc) return;
     const local = this.pc.localDescription?.sdp ?? '';
-    const list = cands.map((c) => candidateFromSdp(c.candidate));
+    const list = cands.map((c) => candidateFromSdp(c.candidate)).filter((c) => c.protocol === 'udp');
     if (!list.length) return;
     const ufrag = (local.match(/a=ice-ufrag:(\S+)/) || [])[1];
     const pwd = (local.match(/a=ice-pwd:(\S+)/) || [])[1];

@@ -278,8 +278,8 @@ export function parseJingle(jingle) {
   const json = kid(jingle, 'json-message', NS.JITMEET);
   const reasonEl = kid(jingle, 'reason');
   const sm = kid(jingle, 'startmuted', NS.START_MUTED);
-  let sourceSets = inlineSourceSets(contents);
-  if (json) sourceSets = sourceSets.concat(parseJsonSources(json.textContent));
+  const jsonSets = json ? parseJsonSources(json.textContent) : null;
+  const sourceSets = inlineSourceSets(contents).concat(jsonSets ?? []);
   return {
     action,
     sid,
@@ -291,7 +291,28 @@ export function parseJingle(jingle) {
     reason: reasonEl ? { condition: reasonEl.children[0] ? reasonEl.children[0].localName : undefined, text: kid(reasonEl, 'text')?.textContent } : null,
     startMuted: sm ? { audio: attr(sm, 'audio') === 'true', video: attr(sm, 'video') === 'true' } : null,
     sources: groupRemoteSources(sourceSets),
+    jsonSources: jsonSets,
   };
+}
+
+/** The compact JSON form of source sets (inverse of parseJsonSources). */
+export function encodeJsonSources(sets) {
+  const out = {};
+  const src = (s) => {
+    const o = { s: s.ssrc };
+    if (s.name !== undefined) o.n = s.name;
+    if (s.msid !== undefined) o.m = s.msid;
+    if (s.videoType === 'desktop') o.v = 'd';
+    return o;
+  };
+  const grp = (g) => [{ SIM: 's', FID: 'f' }[g.semantics] ?? g.semantics, ...g.ssrcs];
+  for (const set of sets) {
+    const entry = (out[set.owner] ??= [[], [], [], []]);
+    const base = set.media === 'video' ? 0 : 2;
+    entry[base].push(...set.sources.map(src));
+    entry[base + 1].push(...set.groups.map(grp));
+  }
+  return JSON.stringify({ sources: out });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -717,7 +738,9 @@ export function jingleXml(j) {
     ...(j.contents ?? []).map(contentXml),
     ...(j.groups ?? []).map((g) => el('group', { xmlns: NS.GROUPING, semantics: g.semantics }, g.contents.map((n) => el('content', { name: n })))),
     j.reason ? el('reason', {}, [el(j.reason.condition ?? 'success'), j.reason.text ? el('text', {}, [], j.reason.text) : null]) : null,
-    j.bridgeSession ? el('bridge-session', { xmlns: NS.FOCUS, id: j.bridgeSession.id, restart: j.bridgeSession.restart ? 'true' : undefined }) : null,
+    j.bridgeSession ? el('bridge-session', { xmlns: NS.FOCUS, id: j.bridgeSession.id, region: j.bridgeSession.region, restart: j.bridgeSession.restart ? 'true' : undefined }) : null,
+    j.jsonSources ? el('json-message', { xmlns: NS.JITMEET }, [], encodeJsonSources(j.jsonSources)) : null,
+    j.startMuted ? el('startmuted', { xmlns: NS.START_MUTED, audio: String(j.startMuted.audio), video: String(j.startMuted.video) }) : null,
   ]);
 }
 
@@ -736,6 +759,8 @@ export function answerContents(answerSdp, remote, nick) {
   if (!bundled) throw new JingleError('answer has no m-line');
   const transport = {
     ...bundled.transport,
+    // The bridge speaks ICE over UDP only (and Chrome's tcptype=active candidates carry port 9).
+    candidates: bundled.transport.candidates.filter((c) => c.protocol === 'udp'),
     fingerprints: bundled.transport.fingerprints.map((f) => ({ ...f, setup: f.setup === 'actpass' || !f.setup ? 'active' : f.setup })),
   };
   const contents = [];
