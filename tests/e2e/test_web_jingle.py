@@ -100,7 +100,13 @@ def description(content: ET.Element, media: str, *, rtx: bool = True) -> ET.Elem
         el(d, "rtp-hdrext", HDREXT, id=5, uri=TCC)
     else:
         pt = el(d, "payload-type", RTP, id=100, name="VP8", clockrate=90000)
-        for t, s in (("ccm", "fir"), ("nack", None), ("nack", "pli"), ("goog-remb", None), ("transport-cc", None)):
+        for t, s in (
+            ("ccm", "fir"),
+            ("nack", None),
+            ("nack", "pli"),
+            ("goog-remb", None),
+            ("transport-cc", None),
+        ):
             el(pt, "rtcp-fb", FB, type=t, subtype=s)
         if rtx:
             r = el(d, "payload-type", RTP, id=96, name="rtx", clockrate=90000)
@@ -117,10 +123,38 @@ def transport(content: ET.Element, *, sctp: bool = False) -> ET.Element:
     el(t, "rtcp-mux", ICE)
     f = el(t, "fingerprint", DTLS, hash="sha-256", setup="actpass")
     f.text = FINGERPRINT
-    el(t, "candidate", ICE, component=1, foundation=1, generation=0, id="c1", ip="127.0.0.1", network=0,
-       port=10000, priority=2130706431, protocol="udp", type="host")
-    el(t, "candidate", ICE, component=1, foundation=2, generation=0, id="c2", ip="198.51.100.7", network=0,
-       port=10000, priority=1694498815, protocol="udp", type="srflx", rel_addr="127.0.0.1", rel_port=10000)
+    el(
+        t,
+        "candidate",
+        ICE,
+        component=1,
+        foundation=1,
+        generation=0,
+        id="c1",
+        ip="127.0.0.1",
+        network=0,
+        port=10000,
+        priority=2130706431,
+        protocol="udp",
+        type="host",
+    )
+    el(
+        t,
+        "candidate",
+        ICE,
+        component=1,
+        foundation=2,
+        generation=0,
+        id="c2",
+        ip="198.51.100.7",
+        network=0,
+        port=10000,
+        priority=1694498815,
+        protocol="udp",
+        type="srflx",
+        rel_addr="127.0.0.1",
+        rel_port=10000,
+    )
     if sctp:
         el(t, "sctpmap", SCTP, number=5000, protocol="webrtc-datachannel", streams=1024)
     return t
@@ -145,7 +179,7 @@ def json_message(j: ET.Element, owners: list[Owner], jvb: bool = True) -> None:
 
 
 def session_initiate(owners: list[Owner], *, data: bool = True, rtx: bool = True, jvb: bool = True) -> str:
-    iq, j = jingle_iq("session-initiate")
+    _, j = jingle_iq("session-initiate")
     names = ["audio", "video"] + (["data"] if data else [])
     for name in ("audio", "video"):
         c = el(j, "content", JINGLE, creator="initiator", name=name, senders="both")
@@ -246,11 +280,17 @@ def test_session_initiate_is_accepted_and_answered(harness: ChromiumBrowser) -> 
         ("audio", "sendrecv", "sendrecv", True),
         ("video", "sendrecv", "sendrecv", True),
     ]
-    assert sorted((t["kind"], t["current"]) for t in tr[2:]) == [("audio", "recvonly")] * 2 + [
-        ("video", "recvonly")
-    ] * 2
+    assert (
+        sorted((t["kind"], t["current"]) for t in tr[2:])
+        == [("audio", "recvonly")] * 2 + [("video", "recvonly")] * 2
+    )
     owners = {(s["owner"], s["media"]) for s in out["sources"]}
-    assert owners == {("a11ce0aa", "audio"), ("a11ce0aa", "video"), ("b0b0b0bb", "audio"), ("b0b0b0bb", "video")}
+    assert owners == {
+        ("a11ce0aa", "audio"),
+        ("a11ce0aa", "video"),
+        ("b0b0b0bb", "audio"),
+        ("b0b0b0bb", "video"),
+    }
     assert harness.call("ownerOfSsrc", bob.video[0].rtx) == "b0b0b0bb"
     assert harness.call("ownerOfSsrc", 3191927963) == "jvb"  # the bridge's own, never a tile
 
@@ -302,8 +342,9 @@ def test_session_initiate_is_accepted_and_answered(harness: ChromiumBrowser) -> 
         else:
             assert len(sources) == 1
         t = c.find(q("transport", ICE))
-        assert t is not None and t.get("ufrag") and t.get("pwd")
-        assert t.get("ufrag") in answer and t.get("pwd") in answer
+        ufrag, pwd = t.get("ufrag") if t is not None else None, t.get("pwd") if t is not None else None
+        assert t is not None and ufrag and pwd
+        assert f"a=ice-ufrag:{ufrag}" in answer and f"a=ice-pwd:{pwd}" in answer
         fp = t.find(q("fingerprint", DTLS))
         assert fp is not None and fp.get("setup") == "active" and fp.get("hash") == "sha-256"
         assert fp.text is not None and re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", fp.text)
@@ -366,8 +407,21 @@ def test_transport_info_candidates_are_added(harness: ChromiumBrowser) -> None:
     _, j = jingle_iq("transport-info")
     c = el(j, "content", JINGLE, name="audio", creator="initiator")
     t = el(c, "transport", ICE, ufrag="7mf2a1j4nqb7bq", pwd="1d8r3hrvvhj8hf1bfm2u1b7tsp")
-    el(t, "candidate", ICE, component=1, foundation=9, generation=0, id="c9", ip="127.0.0.2", network=0,
-       port=10001, priority=2130706000, protocol="udp", type="host")
+    el(
+        t,
+        "candidate",
+        ICE,
+        component=1,
+        foundation=9,
+        generation=0,
+        id="c9",
+        ip="127.0.0.2",
+        network=0,
+        port=10001,
+        priority=2130706000,
+        protocol="udp",
+        type="host",
+    )
     out = harness.call("apply", ET.tostring(j, encoding="unicode"))
     assert "a=candidate:9 1 udp 2130706000 127.0.0.2 10001 typ host generation 0" in out["offer"]
 
@@ -395,7 +449,9 @@ def test_transport_info_candidates_are_added(harness: ChromiumBrowser) -> None:
         ),
     ],
 )
-def test_malformed_jingle_is_refused_with_a_reason(harness: ChromiumBrowser, stanza: str, message: str) -> None:
+def test_malformed_jingle_is_refused_with_a_reason(
+    harness: ChromiumBrowser, stanza: str, message: str
+) -> None:
     with pytest.raises(PageError, match=message):
         harness.call("parseJingle", stanza)
 
@@ -472,7 +528,9 @@ def test_generated_initiates_are_accepted_and_round_trip(
     expected_lines = sum(len(o.audio) + len(o.video) for o in owners)
     assert len(out["transceivers"]) == 2 + expected_lines
     offered = {int(x) for x in re.findall(r"a=ssrc:(\d+) msid", out["offer"])}
-    signalled = {s for o in owners for x in o.audio + o.video for s in [x.ssrc, x.rtx, *x.sim] if s is not None}
+    signalled = {
+        s for o in owners for x in o.audio + o.video for s in [x.ssrc, x.rtx, *x.sim] if s is not None
+    }
     if jvb:
         signalled |= {1863439907, 3191927963}
     assert offered == signalled
@@ -490,8 +548,12 @@ def test_artifacts_of_a_recorded_exchange(harness: ChromiumBrowser, artifact_dir
     target = artifact_dir / "web-jingle-exchange.txt"
     target.write_text(
         "\n\n".join(
-            [f"== session-initiate\n{xml}", f"== offer\n{out['offer']}", f"== answer\n{out['answer']}",
-             f"== session-accept\n{out['accept']}"]
+            [
+                f"== session-initiate\n{xml}",
+                f"== offer\n{out['offer']}",
+                f"== answer\n{out['answer']}",
+                f"== session-accept\n{out['accept']}",
+            ]
         )
     )
     assert target.stat().st_size > 2000

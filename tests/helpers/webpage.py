@@ -66,14 +66,18 @@ const renegotiate = async () => {
   await pc.setRemoteDescription({ type: 'offer', sdp: offer });
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
-  return { offer, answer: pc.localDescription.sdp, transceivers: transceivers(), sources: remote.activeSources() };
+  return { offer, answer: pc.localDescription.sdp, transceivers: transceivers(),
+           sources: remote.activeSources() };
 };
 window.J = J;
 window.sluice = {
   parseJingle: (xml) => J.parseJingle(parse(xml)),
   jingleRoundTrip: (xml) => J.toXml(J.jingleXml(J.parseJingle(parse(xml)))),
   offer: (xml) => new J.RemoteSession(J.parseJingle(parse(xml))).toSdp(),
-  sdpToContents: (sdp) => { const s = J.parseSdp(sdp); return s.media.map((m) => J.mediaToContent(m, s.session)); },
+  sdpToContents: (sdp) => {
+    const s = J.parseSdp(sdp);
+    return s.media.map((m) => J.mediaToContent(m, s.session));
+  },
   contentsXml: (contents) => contents.map((c) => J.toXml(J.contentXml(c))),
   // session-initiate → offer → real answer → session-accept XML
   initiate: async (xml, nick, media) => {
@@ -94,7 +98,8 @@ window.sluice = {
       setTimeout(resolve, 3000);
     });
     const sdp = pc.localDescription.sdp;
-    return { offer, answer: sdp, accept: J.sessionAcceptXml(remote, sdp, { nick, responder: 'client@meet.test/r' }),
+    const accept = J.sessionAcceptXml(remote, sdp, { nick, responder: 'client@meet.test/r' });
+    return { offer, answer: sdp, accept,
              transceivers: transceivers(), sources: remote.activeSources() };
   },
   apply: async (xml) => {
@@ -104,7 +109,9 @@ window.sluice = {
     else if (j.action === 'transport-info') {
       const cands = j.contents.flatMap((c) => c.transport ? c.transport.candidates : []);
       remote.addCandidates(cands);
-      for (const c of cands) await pc.addIceCandidate({ candidate: J.candidateToSdp(c), sdpMid: 'audio', sdpMLineIndex: 0 });
+      for (const c of cands) {
+        await pc.addIceCandidate({ candidate: J.candidateToSdp(c), sdpMid: 'audio', sdpMLineIndex: 0 });
+      }
       return { offer: remote.toSdp(), transceivers: transceivers() };
     } else throw new Error('harness: unsupported action ' + j.action);
     return renegotiate();
@@ -119,7 +126,9 @@ window.sluice = {
 class WebServer:
     """web/ over http://127.0.0.1:<port>/ on a private thread; `stop()` joins it."""
 
-    def __init__(self, config: Mapping[str, Any] | None = None, websocket_upstream: str | None = None) -> None:
+    def __init__(
+        self, config: Mapping[str, Any] | None = None, websocket_upstream: str | None = None
+    ) -> None:
         self.config = dict(config or client_config())
         self.websocket_upstream = websocket_upstream
         self.port = 0
@@ -169,8 +178,8 @@ class WebServer:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.Server)
+        self.port = int(server.sockets[0].getsockname()[1])
 
     @web.middleware
     async def _log(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -271,7 +280,7 @@ class WebProsody(Prosody):
 
     @classmethod
     def create_web(cls, directory: Path) -> WebProsody:
-        if subprocess.run(["which", "prosody"], capture_output=True).returncode != 0:
+        if subprocess.run(["which", "prosody"], check=False, capture_output=True).returncode != 0:
             raise RuntimeError("prosody is not installed: run scripts/bootstrap.sh")
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "data").mkdir(exist_ok=True)

@@ -128,8 +128,14 @@ function renderLanding(error) {
 
 // -------------------------------------------------------------------------------------------- pre-join
 
-async function acquireMedia() {
-  if (localStream) return localStream;
+let mediaPromise = null;
+
+function acquireMedia() {
+  mediaPromise ??= openMedia();
+  return mediaPromise;
+}
+
+async function openMedia() {
   try {
     localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
   } catch (e) {
@@ -185,6 +191,7 @@ function renderPrejoin(room) {
     localStorage.setItem(NAME_KEY, name);
     joinBtn.disabled = true;
     joinBtn.textContent = 'Joining…';
+    await acquireMedia(); // a quick click must not join before the camera and microphone are ready
     startCall(room, name, !audioOn, !videoOn);
   };
 
@@ -442,7 +449,7 @@ function renderCall(room, conf) {
   conf.addEventListener('participants', (e) => paintParticipants(e.detail));
   conf.addEventListener('locked', (e) => {
     paintLock();
-    toast(e.detail ? 'This room is now password-protected.' : 'The room password was removed.');
+    if (!e.detail.initial) toast(e.detail.locked ? 'This room is now password-protected.' : 'The room password was removed.');
   });
   conf.addEventListener('notice', (e) => toast(e.detail));
   conf.addEventListener('ended', (e) => {
@@ -465,6 +472,7 @@ function renderCall(room, conf) {
 function renderEnded(room, reason, isError) {
   for (const t of localStream?.getTracks() ?? []) t.stop();
   localStream = null;
+  mediaPromise = null;
   setView('ended', h('div.page.ended', {},
     h('header.topbar', {}, brand()),
     h('main.hero', {},

@@ -256,7 +256,7 @@ export class Conference extends EventTarget {
         const waiter = this._joinWaiter;
         this._joinWaiter = null;
         this._set({ joined: true, error: null });
-        this._refreshLocked();
+        this._refreshLocked(true);
         waiter.resolve();
       }
       this._participantsChanged();
@@ -290,20 +290,20 @@ export class Conference extends EventTarget {
     return true;
   }
 
-  async _refreshLocked() {
+  async _refreshLocked(initial = false) {
     try {
       const res = await this.xmpp.iq($iq({ type: 'get', to: this.roomJid }).c('query', { xmlns: DISCO_INFO }), 'room info');
       const features = [...res.getElementsByTagNameNS(DISCO_INFO, 'feature')].map((f) => f.getAttribute('var'));
-      this._setLocked(features.includes('muc_passwordprotected'));
+      this._setLocked(features.includes('muc_passwordprotected'), initial);
     } catch (e) {
       console.warn('room disco#info failed:', e.message);
     }
   }
 
-  _setLocked(locked) {
+  _setLocked(locked, initial = false) {
     if (locked !== this.locked) {
       this.locked = locked;
-      this._emit('locked', locked);
+      this._emit('locked', { locked, initial });
     }
   }
 
