@@ -16,7 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge import Bridge, Candidate, Fingerprint, Source, SsrcGroup, TransportDescription
+from bridge.description import MediaKind
+from tests.helpers.call import Call, wait_until, wait_until_async
 from tests.helpers.chromium import ChromiumBrowser, PageError
+from tests.helpers.peers import PeerFactory
+from tests.helpers.sdp import RTX_PT, RemoteParticipant, only_loopback
 from tests.helpers.webpage import WebServer
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +94,7 @@ def el(parent: ET.Element, tag: str, ns: str | None = None, **attrs: Any) -> ET.
     return e
 
 
-def description(content: ET.Element, media: str, *, rtx: bool = True) -> ET.Element:
+def description(content: ET.Element, media: str, *, rtx: bool = True, rtx_pt: int = 96) -> ET.Element:
     d = el(content, "description", RTP, media=media, maxptime=60 if media == "audio" else None)
     if media == "audio":
         pt = el(d, "payload-type", RTP, id=111, name="opus", clockrate=48000, channels=2)
@@ -109,7 +114,7 @@ def description(content: ET.Element, media: str, *, rtx: bool = True) -> ET.Elem
         ):
             el(pt, "rtcp-fb", FB, type=t, subtype=s)
         if rtx:
-            r = el(d, "payload-type", RTP, id=96, name="rtx", clockrate=90000)
+            r = el(d, "payload-type", RTP, id=rtx_pt, name="rtx", clockrate=90000)
             el(r, "parameter", RTP, name="apt", value=100)
         el(d, "rtp-hdrext", HDREXT, id=3, uri=ABS_SEND_TIME)
         el(d, "rtp-hdrext", HDREXT, id=5, uri=TCC)
@@ -557,3 +562,141 @@ def test_artifacts_of_a_recorded_exchange(harness: ChromiumBrowser, artifact_dir
         )
     )
     assert target.stat().st_size > 2000
+
+
+# ------------------------------------------------------------------ media through the real bridge
+
+
+def bridge_initiate(transport_desc: TransportDescription, remotes: dict[str, tuple[Source, ...]]) -> str:
+    """The session-initiate a focus would send for this bridge endpoint (transport copied from the bridge)."""
+    _, j = jingle_iq("session-initiate")
+    for media in ("audio", "video"):
+        c = el(j, "content", JINGLE, creator="initiator", name=media, senders="both")
+        description(c, media, rtx_pt=RTX_PT)
+        t = el(c, "transport", ICE, ufrag=transport_desc.ufrag, pwd=transport_desc.pwd)
+        el(t, "rtcp-mux", ICE)
+        for f in transport_desc.fingerprints:
+            el(t, "fingerprint", DTLS, hash=f.hash, setup="actpass").text = f.value
+        for i, cand in enumerate(c2 for c2 in transport_desc.candidates if only_loopback(c2)):
+            el(
+                t,
+                "candidate",
+                ICE,
+                component=cand.component,
+                foundation=cand.foundation,
+                generation=0,
+                id=f"b{i}",
+                ip=cand.ip,
+                network=0,
+                port=cand.port,
+                priority=cand.priority,
+                protocol=cand.protocol,
+                type=cand.type,
+            )
+    g = el(j, "group", GROUPING, semantics="BUNDLE")
+    for n in ("audio", "video"):
+        el(g, "content", GROUPING, name=n)
+    sources: dict[str, Any] = {}
+    for endpoint, srcs in remotes.items():
+        entry: list[list[Any]] = [[], [], [], []]
+        for s in srcs:
+            base = 0 if s.kind == "video" else 2
+            msid = f"{endpoint}-{s.kind} {s.name or s.kind}"
+            entry[base] += [{"s": x, "n": s.name or f"{endpoint}-{s.kind[0]}0", "m": msid} for x in s.ssrcs]
+            entry[base + 1] += [["f" if grp.semantics == "FID" else "s", *grp.ssrcs] for grp in s.groups]
+        sources[endpoint] = entry
+    el(j, "json-message", JITMEET).text = json.dumps({"sources": sources})
+    return ET.tostring(j, encoding="unicode")
+
+
+def accept_for_bridge(accept_xml: str) -> tuple[TransportDescription, tuple[Source, ...]]:
+    """What a focus passes on to the bridge from a session-accept: transport and sources."""
+    accept = ET.fromstring(accept_xml)
+    contents = accept.findall(q("content", JINGLE))
+    t = contents[0].find(q("transport", ICE))
+    assert t is not None
+    fps = tuple(
+        Fingerprint(hash=f.get("hash", ""), value=(f.text or "").strip(), setup="active")
+        for f in t.findall(q("fingerprint", DTLS))
+    )
+    cands = tuple(
+        Candidate(
+            ip=c.get("ip", ""),
+            port=int(c.get("port", "0")),
+            priority=int(c.get("priority", "0")),
+            type="host",
+            foundation=c.get("foundation", "1"),
+        )
+        for c in t.findall(q("candidate", ICE))
+        if c.get("type") == "host"
+    )
+    out: list[Source] = []
+    for c in contents:
+        d = c.find(q("description", RTP))
+        assert d is not None
+        kind: MediaKind = "audio" if d.get("media") == "audio" else "video"
+        ssrcs = [int(s.get("ssrc", "0")) for s in d.findall(q("source", SSMA))]
+        groups = tuple(
+            SsrcGroup(
+                semantics="FID" if g.get("semantics") == "FID" else "SIM",
+                ssrcs=tuple(int(x.get("ssrc", "0")) for x in g),
+            )
+            for g in d.findall(q("ssrc-group", SSMA))
+        )
+        if ssrcs:
+            first = [g.ssrcs[0] for g in groups if g.semantics == "FID"]
+            ordered = first + [x for x in ssrcs if x not in first]
+            name = d.find(q("source", SSMA))
+            out.append(
+                Source(
+                    kind=kind,
+                    ssrcs=tuple(ordered),
+                    name=name.get("name", "") if name is not None else "",
+                    groups=groups,
+                )
+            )
+    return TransportDescription(
+        ufrag=t.get("ufrag", ""), pwd=t.get("pwd", ""), fingerprints=fps, candidates=cands
+    ), tuple(out)
+
+
+async def test_media_flows_through_the_bridge_with_jingle_signalling(
+    harness: ChromiumBrowser, bridge: Bridge, aiortc_peers: PeerFactory
+) -> None:
+    """An aiortc participant and the page, via the real bridge: the page's offer comes from a session-initiate
+    built from the bridge's transport, the bridge learns the page's transport and sources from the
+    session-accept, and both sides decode each other's video (the page also receives audio)."""
+    call = Call(bridge.create_conference(meeting_id="web-jingle"))
+    alice = aiortc_peers("alice")
+    member = await call.join(alice)
+    endpoint = call.conference.create_endpoint("c0ffee01")
+    try:
+        xml = bridge_initiate(endpoint.local_description(), {"alice": member.sources})
+        out = await harness.acall("initiate", xml, "c0ffee01", True)
+        transport_desc, sources = accept_for_bridge(out["accept"])
+        assert {s.kind for s in sources} == {"audio", "video"}
+        assert all(s.name in ("c0ffee01-a0", "c0ffee01-v0") for s in sources)
+        endpoint.set_remote_description(transport_desc)
+        endpoint.set_sources(sources)
+        assert await endpoint.wait_state("connected", "failed", timeout=15) == "connected"
+        # alice learns the page's sources (the focus's source-add, here as alice's re-offer).
+        member.builder.add(RemoteParticipant("c0ffee01", sources))
+        await call._renegotiate(member)
+
+        async def page_receives() -> bool:
+            stats = await harness.acall("inbound")
+            video = sum(s["framesDecoded"] for s in stats if s["owner"] == "alice" and s["kind"] == "video")
+            audio = sum(
+                s["totalSamplesReceived"] for s in stats if s["owner"] == "alice" and s["kind"] == "audio"
+            )
+            return bool(video > 20 and audio > 4800)
+
+        async def page_stats() -> str:
+            return json.dumps(await harness.acall("inbound"))
+
+        await wait_until_async(page_receives, within=20, describe=page_stats)
+        await wait_until(lambda: alice.frames_from("c0ffee01") > 20, within=20, describe=alice.summary)
+    finally:
+        endpoint.close()
+        await harness.acall("close")
+        await call.close()

@@ -84,6 +84,14 @@ window.sluice = {
     if (pc) pc.close();
     remote = new J.RemoteSession(J.parseJingle(parse(xml)));
     pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    // Remote audio is only decoded (totalSamplesReceived) when something plays it, as the client does.
+    pc.ontrack = (e) => {
+      if (e.track.kind !== 'audio') return;
+      const a = document.createElement('audio');
+      a.autoplay = true;
+      a.srcObject = new MediaStream([e.track]);
+      document.body.append(a);
+    };
     if (media) {
       stream ??= await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
       for (const t of stream.getTracks()) pc.addTrack(t, stream);
@@ -117,6 +125,18 @@ window.sluice = {
     return renegotiate();
   },
   ownerOfSsrc: (ssrc) => remote.ownerOfSsrc(ssrc) ?? null,
+  // inbound-rtp per remote owner (mid → owner from the Jingle sources), as the client's getStats() does
+  inbound: async () => {
+    const out = [];
+    (await pc.getStats()).forEach((r) => {
+      if (r.type !== 'inbound-rtp') return;
+      out.push({ kind: r.kind, ssrc: r.ssrc, mid: r.mid, owner: remote.ownerOfMid(r.mid) ?? null,
+                 framesDecoded: r.framesDecoded ?? 0, totalSamplesReceived: r.totalSamplesReceived ?? 0,
+                 packetsReceived: r.packetsReceived ?? 0, payloadType: r.codecId ?? null });
+    });
+    return out;
+  },
+  iceState: () => pc.iceConnectionState,
   close: () => { if (pc) pc.close(); pc = null; },
 };
 </script></body></html>
