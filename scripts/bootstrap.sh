@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PKGS=(chromium chromium-driver libssl-dev pkg-config prosody coturn)
+DEB_PKGS=(chromium chromium-driver libssl-dev pkg-config prosody coturn nodejs npm)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,5 +48,11 @@ if [ ! -f ".venv/.native-$src_hash" ] || [ ! -x native/target/release/raw_relay 
     # The raw relay baseline `sluice bench` runs next to the bridge.
     (cd native && cargo build --release -q -p sluice-loadgen --bin raw_relay)
     rm -f .venv/.native-*; touch ".venv/.native-$src_hash"
+fi
+# The web client's one npm dependency (strophe.js, pinned in web/package-lock.json), served from web/node_modules.
+web_stamp=web/node_modules/.lock-$(sha256sum web/package-lock.json | cut -c1-16)
+if [ ! -f "$web_stamp" ]; then
+    npm ci --prefix web --omit=optional --no-audit --no-fund --loglevel=error
+    touch "$web_stamp"
 fi
 echo "bootstrap: ready"

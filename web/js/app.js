@@ -1,0 +1,550 @@
+// The page: landing (/), pre-join (/<room>), the call, and the screens around it. Plain DOM, no framework.
+
+import { Conference, PasswordRequired } from './conference.js';
+import { icons } from './icons.js';
+
+const ROOM_RE = /^[a-z0-9_-]{1,64}$/;
+const NAME_KEY = 'sluice.displayName';
+const ADJECTIVES = ['amber', 'brisk', 'calm', 'clear', 'quiet', 'bright', 'swift', 'gentle', 'lucky', 'silver', 'bold', 'mellow'];
+const NOUNS = ['river', 'harbor', 'meadow', 'canyon', 'lagoon', 'summit', 'forest', 'delta', 'island', 'valley', 'orchard', 'comet'];
+
+const app = document.getElementById('app');
+let conference = null;
+let view = 'loading';
+let localStream = null;
+let mediaError = null;
+let configPromise = null;
+
+// ------------------------------------------------------------------------------------------- helpers
+
+function h(tag, props = {}, ...children) {
+  // "tag.class1.class2#id" (the id may come anywhere after the tag name)
+  const name = tag.match(/^[a-z0-9]*/)[0];
+  const e = document.createElement(name || 'div');
+  for (const [, sigil, value] of tag.slice(name.length).matchAll(/([.#])([^.#]+)/g)) {
+    if (sigil === '#') e.id = value;
+    else e.classList.add(value);
+  }
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'html') e.innerHTML = v;
+    else if (k in e && typeof v !== 'string') e[k] = v;
+    else e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) e.append(c);
+  return e;
+}
+
+function randomRoom() {
+  const pick = (a) => a[Math.floor(Math.random() * a.length)];
+  return `${pick(ADJECTIVES)}-${pick(NOUNS)}-${Math.floor(10 + Math.random() * 90)}`;
+}
+
+function normalizeRoom(s) {
+  return s.trim().toLowerCase().replace(/\s+/g, '-').replace(/[^a-z0-9_-]/g, '');
+}
+
+function initials(name) {
+  const parts = (name || '?').trim().split(/\s+/).filter(Boolean);
+  return ((parts[0]?.[0] ?? '?') + (parts.length > 1 ? parts[parts.length - 1][0] : '')).toUpperCase();
+}
+
+// A stable colour per participant id, for avatars.
+function hue(id) {
+  let x = 0;
+  for (const c of id) x = (x * 31 + c.charCodeAt(0)) % 360;
+  return x;
+}
+
+function avatar(id, name, big = false) {
+  return h(`div.avatar${big ? '.big' : ''}`, { style: `--hue:${hue(id)}` }, initials(name));
+}
+
+function brand() {
+  return h('a.brand', { href: '/', html: `${icons.logo}<span>Sluice</span>` });
+}
+
+function toast(text, kind = 'info') {
+  let box = document.querySelector('.toasts');
+  if (!box) {
+    box = h('div.toasts');
+    document.body.append(box);
+  }
+  const t = h(`div.toast.${kind}`, {}, text);
+  box.append(t);
+  setTimeout(() => t.classList.add('gone'), 3500);
+  setTimeout(() => t.remove(), 4000);
+}
+
+function loadConfig() {
+  configPromise ??= fetch('/config.json', { cache: 'no-store' }).then((r) => {
+    if (!r.ok) throw new Error(`/config.json: HTTP ${r.status}`);
+    return r.json();
+  });
+  return configPromise;
+}
+
+function setView(name, node) {
+  view = name;
+  document.body.dataset.view = name;
+  app.replaceChildren(node);
+}
+
+// --------------------------------------------------------------------------------------------- landing
+
+function renderLanding(error) {
+  const suggestion = randomRoom();
+  const input = h('input#room-name', { type: 'text', value: suggestion, autocomplete: 'off', spellcheck: 'false', 'aria-label': 'Room name', maxlength: '64' });
+  const hint = h('p.hint', {}, error || 'Letters, digits, dashes and underscores.');
+  if (error) hint.classList.add('error');
+  const go = (e) => {
+    e.preventDefault();
+    const room = normalizeRoom(input.value);
+    if (!ROOM_RE.test(room)) {
+      hint.textContent = 'Please enter a room name: letters, digits, dashes or underscores.';
+      hint.classList.add('error');
+      return;
+    }
+    location.assign(`/${room}`);
+  };
+  const form = h('form.join-form', { onsubmit: go },
+    h('div.field-row', {}, h('span.prefix', {}, `${location.host}/`), input),
+    h('button.btn.primary#join-room', { type: 'submit' }, 'Join'));
+  const shuffle = h('button.link', { type: 'button', onclick: () => { input.value = randomRoom(); input.focus(); } }, 'Suggest another name');
+  setView('landing', h('div.page.landing', {},
+    h('header.topbar', {}, brand()),
+    h('main.hero', {},
+      h('h1', {}, 'Video meetings on your own server'),
+      h('p.lead', {}, 'Pick a room name and share the link. Everyone who opens it joins the same meeting — no accounts, no installs.'),
+      h('div.card.landing-card', {}, h('label.label', { for: 'room-name' }, 'Room name'), form, h('div.hint-row', {}, hint, shuffle)),
+      h('ul.features', {},
+        h('li', { html: `${icons.cam}<span>HD video and audio in the browser</span>` }),
+        h('li', { html: `${icons.lock}<span>Password-protect any room</span>` }),
+        h('li', { html: `${icons.people}<span>Self-hosted, Jitsi-compatible</span>` }))),
+    h('footer.foot', {}, 'Sluice')));
+  input.select();
+}
+
+// -------------------------------------------------------------------------------------------- pre-join
+
+let mediaPromise = null;
+
+function acquireMedia() {
+  mediaPromise ??= openMedia();
+  return mediaPromise;
+}
+
+async function openMedia() {
+  try {
+    localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
+  } catch (e) {
+    mediaError = e;
+    try {
+      localStream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (e2) {
+      localStream = null;
+    }
+  }
+  return localStream;
+}
+
+function renderPrejoin(room) {
+  const saved = localStorage.getItem(NAME_KEY) || '';
+  let audioOn = true;
+  let videoOn = true;
+  const video = h('video.mirror', { autoplay: true, muted: true, playsInline: true });
+  const av = h('div.preview-avatar', {}, avatar('me', saved || 'You', true));
+  const status = h('p.media-status', {}, 'Starting camera and microphone…');
+  const nameInput = h('input#display-name', { type: 'text', value: saved, placeholder: 'Your name', autocomplete: 'name', maxlength: '48', 'aria-label': 'Your name' });
+  const micBtn = h('button.round#pre-mic', { type: 'button', title: 'Microphone' });
+  const camBtn = h('button.round#pre-cam', { type: 'button', title: 'Camera' });
+  const joinBtn = h('button.btn.primary.wide#join-button', { type: 'submit' }, 'Join meeting');
+  const preview = h('div.preview', {}, video, av, h('div.preview-controls', {}, micBtn, camBtn));
+
+  const paint = () => {
+    const hasA = Boolean(localStream?.getAudioTracks().length);
+    const hasV = Boolean(localStream?.getVideoTracks().length);
+    micBtn.innerHTML = audioOn && hasA ? icons.mic : icons.micOff;
+    camBtn.innerHTML = videoOn && hasV ? icons.cam : icons.camOff;
+    micBtn.classList.toggle('off', !(audioOn && hasA));
+    camBtn.classList.toggle('off', !(videoOn && hasV));
+    micBtn.disabled = !hasA;
+    camBtn.disabled = !hasV;
+    preview.classList.toggle('video-off', !(videoOn && hasV));
+    for (const t of localStream?.getAudioTracks() ?? []) t.enabled = audioOn;
+    for (const t of localStream?.getVideoTracks() ?? []) t.enabled = videoOn;
+    av.replaceChildren(avatar('me', nameInput.value || 'You', true));
+  };
+  micBtn.addEventListener('click', () => { audioOn = !audioOn; paint(); });
+  camBtn.addEventListener('click', () => { videoOn = !videoOn; paint(); });
+  nameInput.addEventListener('input', paint);
+
+  const submit = async (e) => {
+    e.preventDefault();
+    const name = nameInput.value.trim();
+    if (!name) {
+      nameInput.classList.add('invalid');
+      nameInput.focus();
+      return;
+    }
+    localStorage.setItem(NAME_KEY, name);
+    joinBtn.disabled = true;
+    joinBtn.textContent = 'Joining…';
+    await acquireMedia(); // a quick click must not join before the camera and microphone are ready
+    startCall(room, name, !audioOn, !videoOn);
+  };
+
+  setView('prejoin', h('div.page.prejoin', {},
+    h('header.topbar', {}, brand(), h('span.room-chip', {}, room)),
+    h('main.prejoin-main', {},
+      h('div.card.prejoin-card', {},
+        preview,
+        h('form.prejoin-form', { onsubmit: submit },
+          h('h2', {}, 'Ready to join?'),
+          h('p.sub', {}, 'Room ', h('strong', {}, room)),
+          h('label.label', { for: 'display-name' }, 'Display name'),
+          nameInput,
+          status,
+          joinBtn)))));
+  paint();
+  if (!saved) nameInput.focus();
+
+  acquireMedia().then((stream) => {
+    if (stream && stream.getVideoTracks().length) video.srcObject = stream;
+    if (!stream) status.textContent = 'No camera or microphone: you can still join and watch.';
+    else if (!stream.getVideoTracks().length) status.textContent = 'No camera found; microphone ready.';
+    else status.textContent = 'Camera and microphone ready.';
+    if (mediaError && stream) console.info('camera unavailable:', mediaError.name);
+    paint();
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ call
+
+function passwordDialog({ title, text, confirm, allowClear = false, error = null }) {
+  return new Promise((resolve) => {
+    const input = h('input#password-input', { type: 'password', placeholder: 'Password', autocomplete: 'off', 'aria-label': 'Password' });
+    const err = h('p.hint.error', {}, error || '');
+    const close = (v) => {
+      back.remove();
+      resolve(v);
+    };
+    const form = h('form.dialog', {
+      onsubmit: (e) => {
+        e.preventDefault();
+        if (!input.value) {
+          err.textContent = 'Please enter a password.';
+          return;
+        }
+        close(input.value);
+      },
+    },
+    h('div.dialog-icon', { html: icons.lock }),
+    h('h3', {}, title),
+    h('p.sub', {}, text),
+    input,
+    err,
+    h('div.dialog-actions', {},
+      allowClear ? h('button.btn.ghost#password-clear', { type: 'button', onclick: () => close('') }, 'Remove password') : null,
+      h('span.spacer'),
+      h('button.btn.ghost#password-cancel', { type: 'button', onclick: () => close(null) }, 'Cancel'),
+      h('button.btn.primary#password-submit', { type: 'submit' }, confirm)));
+    const back = h('div.backdrop', { onclick: (e) => { if (e.target === back) close(null); } }, form);
+    document.body.append(back);
+    input.focus();
+  });
+}
+
+async function startCall(room, name, audioMuted, videoMuted) {
+  let config;
+  try {
+    config = await loadConfig();
+  } catch (e) {
+    renderEnded(room, `Cannot load the server configuration (${e.message}).`, true);
+    return;
+  }
+  conference = new Conference({ config, room, displayName: name, localStream, audioMuted, videoMuted });
+  const ui = renderCall(room, conference);
+  let password = null;
+  let wrong = false;
+  for (;;) {
+    try {
+      await conference.join(password);
+      break;
+    } catch (e) {
+      if (e instanceof PasswordRequired) {
+        window.sluice._prompt = 'password';
+        password = await passwordDialog({
+          title: 'This meeting is protected',
+          text: 'Enter the room password to join.',
+          confirm: 'Join',
+          error: wrong ? 'Wrong password, please try again.' : null,
+        });
+        window.sluice._prompt = null;
+        wrong = true;
+        if (password === null) {
+          await conference.leave();
+          location.assign('/');
+          return;
+        }
+        continue;
+      }
+      console.error('join failed:', e);
+      await conference.leave().catch(() => {});
+      renderEnded(room, `Could not join: ${e.message}`, true);
+      return;
+    }
+  }
+  ui.joined();
+}
+
+function renderCall(room, conf) {
+  const grid = h('div.grid#grid');
+  const list = h('ul.people#people');
+  const panel = h('aside.panel#panel', {}, h('div.panel-head', {}, h('h3', {}, 'Participants'), h('span.count#people-count')), list);
+  const xmppDot = h('span.dot');
+  const iceDot = h('span.dot');
+  const conn = h('div.conn#conn', { title: 'Connection' },
+    h('span.conn-item', {}, xmppDot, h('span.conn-label', {}, 'Server'), h('span.conn-value#xmpp-state')),
+    h('span.conn-item', {}, iceDot, h('span.conn-label', {}, 'Media'), h('span.conn-value#ice-state')));
+  const lockBadge = h('span.lock-badge#lock-badge', { hidden: true, html: `${icons.lock}<span>Locked</span>` });
+  const micBtn = h('button.tool#toggle-audio', { type: 'button' });
+  const camBtn = h('button.tool#toggle-video', { type: 'button' });
+  const peopleBtn = h('button.tool#toggle-people', { type: 'button', title: 'Participants', html: `${icons.people}<span class="tool-label">People</span>` });
+  const lockBtn = h('button.tool#room-password', { type: 'button', title: 'Room password', hidden: true });
+  const linkBtn = h('button.tool#copy-link', { type: 'button', title: 'Copy meeting link', html: `${icons.link}<span class="tool-label">Invite</span>` });
+  const leaveBtn = h('button.tool.danger#leave', { type: 'button', title: 'Leave', html: `${icons.leave}<span class="tool-label">Leave</span>` });
+  const tiles = new Map(); // id → {el, video, audios: Map}
+
+  micBtn.addEventListener('click', () => conf.setAudioMuted(!conf.audioMuted));
+  camBtn.addEventListener('click', () => conf.setVideoMuted(!conf.videoMuted));
+  peopleBtn.addEventListener('click', () => document.body.classList.toggle('panel-open'));
+  linkBtn.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(location.href);
+      toast('Meeting link copied.');
+    } catch {
+      toast(location.href);
+    }
+  });
+  lockBtn.addEventListener('click', async () => {
+    const pw = await passwordDialog({
+      title: conf.locked ? 'Change the room password' : 'Protect this room',
+      text: 'People joining will need this password. Those already here stay.',
+      confirm: 'Set password',
+      allowClear: conf.locked,
+    });
+    if (pw === null) return;
+    try {
+      await conf.setPassword(pw);
+      toast(pw ? 'Room password set.' : 'Room password removed.', 'ok');
+    } catch (e) {
+      toast(`Could not change the password: ${e.message}`, 'error');
+    }
+  });
+  leaveBtn.addEventListener('click', () => conf.leave());
+
+  const paintState = (s) => {
+    const good = (v) => ['connected', 'completed'].includes(v);
+    const bad = (v) => ['failed', 'disconnected', 'closed'].includes(v) || /^unavailable/.test(v);
+    const xmppText = s.joined ? 'in room' : s.xmpp === 'connected' ? (s.focus === 'ready' || s.focus === 'in room' ? 'joining' : `focus ${s.focus}`) : s.xmpp;
+    conn.querySelector('#xmpp-state').textContent = xmppText;
+    xmppDot.className = `dot ${s.joined ? 'ok' : bad(s.xmpp) ? 'bad' : 'wait'}`;
+    const media = s.jingle === 'none' ? (s.joined ? 'waiting for others' : '—') : s.jingle === 'restarting' ? 'reconnecting' : s.ice;
+    conn.querySelector('#ice-state').textContent = media;
+    iceDot.className = `dot ${good(s.ice) ? 'ok' : bad(s.ice) && s.jingle !== 'none' ? 'bad' : s.jingle === 'none' ? 'idle' : 'wait'}`;
+  };
+
+  const tileFor = (p) => {
+    let t = tiles.get(p.id);
+    if (!t) {
+      const video = h('video', { autoplay: true, playsInline: true, muted: true });
+      if (p.local) video.classList.add('mirror');
+      const el = h('div.tile', { 'data-id': p.id },
+        video,
+        h('div.tile-avatar'),
+        h('div.tile-label', {}, h('span.tile-mic'), h('span.tile-name')),
+        h('div.tile-badges'));
+      t = { el, video, audios: new Map(), stream: new MediaStream() };
+      video.srcObject = t.stream;
+      tiles.set(p.id, t);
+      grid.append(el);
+    }
+    return t;
+  };
+
+  const paintParticipants = (people) => {
+    const seen = new Set();
+    for (const p of people) {
+      seen.add(p.id);
+      const t = tileFor(p);
+      const videoTracks = p.tracks.filter((x) => x.kind === 'video' && x.readyState === 'live');
+      const audioTracks = p.local ? [] : p.tracks.filter((x) => x.kind === 'audio');
+      const current = t.stream.getVideoTracks();
+      if (current[0] !== videoTracks[0]) {
+        for (const x of current) t.stream.removeTrack(x);
+        if (videoTracks[0]) t.stream.addTrack(videoTracks[0]);
+        t.video.play().catch(() => {});
+      }
+      for (const a of audioTracks) {
+        if (!t.audios.has(a.id)) {
+          const el = h('audio', { autoplay: true });
+          el.srcObject = new MediaStream([a]);
+          t.audios.set(a.id, el);
+          t.el.append(el);
+        }
+      }
+      for (const [id, el] of t.audios) if (!audioTracks.some((a) => a.id === id)) { el.remove(); t.audios.delete(id); }
+      const showVideo = Boolean(videoTracks[0]) && !p.videoMuted;
+      t.el.classList.toggle('no-video', !showVideo);
+      t.el.classList.toggle('local', p.local);
+      t.el.dataset.audioMuted = String(p.audioMuted);
+      t.el.dataset.videoMuted = String(p.videoMuted);
+      t.el.querySelector('.tile-name').textContent = p.local ? `${p.name} (you)` : p.name;
+      t.el.querySelector('.tile-mic').innerHTML = p.audioMuted ? icons.micOff : '';
+      t.el.querySelector('.tile-mic').hidden = !p.audioMuted;
+      const avatarBox = t.el.querySelector('.tile-avatar');
+      if (avatarBox.dataset.name !== p.name) {
+        avatarBox.dataset.name = p.name;
+        avatarBox.replaceChildren(avatar(p.id, p.name, true));
+      }
+      t.el.querySelector('.tile-badges').innerHTML = p.videoMuted ? `<span class="badge" title="Camera off">${icons.camOff}</span>` : '';
+    }
+    for (const [id, t] of tiles) {
+      if (!seen.has(id)) {
+        t.el.remove();
+        tiles.delete(id);
+      }
+    }
+    const n = tiles.size;
+    const cols = n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4;
+    grid.style.setProperty('--cols', String(cols));
+    grid.style.setProperty('--rows', String(Math.ceil(n / cols)));
+    grid.dataset.count = String(n);
+
+    list.replaceChildren(...people.map((p) => h('li.person', { 'data-id': p.id },
+      avatar(p.id, p.name),
+      h('span.person-name', {}, p.name, p.local ? h('span.you', {}, ' (you)') : null),
+      p.affiliation === 'owner' ? h('span.role', { title: 'Owner', html: icons.star }) : null,
+      h('span.person-icons', { html: (p.audioMuted ? icons.micOff : icons.mic) + (p.videoMuted ? icons.camOff : icons.cam) }))));
+    panel.querySelector('#people-count').textContent = String(people.length);
+    micBtn.innerHTML = (conf.audioMuted ? icons.micOff : icons.mic) + `<span class="tool-label">${conf.audioMuted ? 'Unmute' : 'Mute'}</span>`;
+    camBtn.innerHTML = (conf.videoMuted ? icons.camOff : icons.cam) + `<span class="tool-label">${conf.videoMuted ? 'Start video' : 'Stop video'}</span>`;
+    micBtn.classList.toggle('off', conf.audioMuted);
+    camBtn.classList.toggle('off', conf.videoMuted);
+    micBtn.title = conf.audioMuted ? 'Unmute microphone' : 'Mute microphone';
+    camBtn.title = conf.videoMuted ? 'Turn camera on' : 'Turn camera off';
+    lockBtn.hidden = conf.affiliation !== 'owner';
+    paintLock();
+  };
+
+  const paintLock = () => {
+    lockBadge.hidden = !conf.locked;
+    lockBtn.innerHTML = (conf.locked ? icons.lock : icons.unlock) + `<span class="tool-label">${conf.locked ? 'Locked' : 'Lock'}</span>`;
+    lockBtn.classList.toggle('active', conf.locked);
+  };
+
+  conf.addEventListener('state', (e) => paintState(e.detail));
+  conf.addEventListener('participants', (e) => paintParticipants(e.detail));
+  conf.addEventListener('locked', (e) => {
+    paintLock();
+    if (!e.detail.initial) toast(e.detail.locked ? 'This room is now password-protected.' : 'The room password was removed.');
+  });
+  conf.addEventListener('notice', (e) => toast(e.detail));
+  conf.addEventListener('ended', (e) => {
+    if (view === 'call') renderEnded(room, e.detail.reason, false);
+  });
+
+  setView('call', h('div.page.call', {},
+    h('header.topbar.call-top', {}, brand(), h('span.room-chip', {}, room), lockBadge, h('span.spacer'), conn),
+    h('div.call-body', {}, h('main.stage', {}, grid), panel),
+    h('footer.toolbar', {}, micBtn, camBtn, h('span.sep'), peopleBtn, linkBtn, lockBtn, h('span.sep'), leaveBtn)));
+  paintState(conf.state);
+  paintParticipants(conf.participantList());
+  return {
+    joined() {
+      paintParticipants(conf.participantList());
+    },
+  };
+}
+
+function renderEnded(room, reason, isError) {
+  for (const t of localStream?.getTracks() ?? []) t.stop();
+  localStream = null;
+  mediaPromise = null;
+  setView('ended', h('div.page.ended', {},
+    h('header.topbar', {}, brand()),
+    h('main.hero', {},
+      h(`div.card.ended-card${isError ? '.error' : ''}`, {},
+        h('h2', {}, isError ? 'Something went wrong' : 'You left the meeting'),
+        h('p.sub#ended-reason', {}, reason),
+        h('div.dialog-actions', {},
+          h('a.btn.ghost', { href: '/' }, 'Home'),
+          h('a.btn.primary', { href: `/${room}` }, 'Rejoin'))))));
+}
+
+// ------------------------------------------------------------------------------------------ test API
+
+window.sluice = {
+  _prompt: null,
+  view: () => view,
+  state: () => ({
+    view,
+    prompt: window.sluice._prompt,
+    xmpp: conference?.state.xmpp ?? 'disconnected',
+    ice: conference?.state.ice ?? 'new',
+    joined: conference?.state.joined ?? false,
+    jingle: conference?.state.jingle ?? 'none',
+    focus: conference?.state.focus ?? 'none',
+    error: conference?.state.error ?? null,
+    nick: conference?.nick ?? null,
+    room: conference?.room ?? null,
+    affiliation: conference?.affiliation ?? null,
+    locked: conference?.locked ?? false,
+    counters: conference ? { ...conference.counters } : {},
+  }),
+  participants: () => (conference ? conference.participantList() : []).map((p) => ({
+    id: p.id, name: p.name, local: p.local, audioMuted: p.audioMuted, videoMuted: p.videoMuted,
+    affiliation: p.affiliation ?? null, videoTracks: p.tracks.filter((t) => t.kind === 'video').length,
+    audioTracks: p.tracks.filter((t) => t.kind === 'audio').length,
+  })),
+  getStats: () => (conference ? conference.stats() : {}),
+  remoteSources: () => (conference?.remote ? conference.remote.activeSources().map((s) => ({ mid: s.mid, owner: s.owner, media: s.media, name: s.name, ssrcs: s.ssrcs })) : []),
+  toggleAudio: () => { conference.setAudioMuted(!conference.audioMuted); return conference.audioMuted; },
+  toggleVideo: () => { conference.setVideoMuted(!conference.videoMuted); return conference.videoMuted; },
+  leave: () => conference?.leave(),
+  setPassword: (pw) => conference.setPassword(pw),
+  /** Fills the pre-join form and clicks Join (as a person would). */
+  join: (name) => {
+    const input = document.getElementById('display-name');
+    if (!input) throw new Error(`not on the pre-join screen (view ${view})`);
+    input.value = name;
+    input.dispatchEvent(new Event('input'));
+    document.getElementById('join-button').click();
+  },
+  /** Types into the password prompt and submits it. */
+  submitPassword: (pw) => {
+    const input = document.getElementById('password-input');
+    if (!input) throw new Error('no password prompt');
+    input.value = pw;
+    document.getElementById('password-submit').click();
+  },
+};
+
+// ------------------------------------------------------------------------------------------------ route
+
+function route() {
+  const path = decodeURIComponent(location.pathname).replace(/^\/+|\/+$/g, '');
+  if (!path) return renderLanding();
+  if (!ROOM_RE.test(path)) return renderLanding(`"${path}" is not a valid room name.`);
+  document.title = `${path} · Sluice`;
+  loadConfig().catch(() => {}); // warm up
+  return renderPrejoin(path);
+}
+
+window.addEventListener('beforeunload', () => {
+  if (conference && !conference.left) conference.leave();
+});
+
+route();

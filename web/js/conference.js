@@ -1,0 +1,666 @@
+// One conference: XMPP login, the conference request to the focus, the MUC room, and the Jingle session
+// with the bridge (jitsi-protocol.md §5). No DOM: the UI listens to the events this object dispatches
+// ("state", "participants", "tracks", "locked", "error", "ended").
+
+import { $iq, $pres, Strophe, XmppClient, xmlElement, StanzaError } from './xmpp.js';
+import {
+  NS, JingleError, RemoteSession, parseJingle, sessionAcceptXml, sessionTerminateXml, transportInfoXml,
+  candidateFromSdp, candidateToSdp,
+} from './jingle-sdp.js';
+
+const MUC = 'http://jabber.org/protocol/muc';
+const MUC_USER = 'http://jabber.org/protocol/muc#user';
+const MUC_OWNER = 'http://jabber.org/protocol/muc#owner';
+const DISCO_INFO = 'http://jabber.org/protocol/disco#info';
+const NICK = 'http://jabber.org/protocol/nick';
+const AUDIO_NS = 'http://jitsi.org/jitmeet/audio';
+const VIDEO_NS = 'http://jitsi.org/jitmeet/video';
+const STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
+const JINGLE_ERRORS = 'urn:xmpp:jingle:errors:1';
+
+// disco#info features we answer with (§5.6): the focus picks JSON sources and audio+video, no SCTP.
+const FEATURES = [
+  DISCO_INFO, 'urn:xmpp:jingle:1', 'urn:xmpp:jingle:apps:rtp:1', 'urn:xmpp:jingle:apps:rtp:audio',
+  'urn:xmpp:jingle:apps:rtp:video', 'urn:xmpp:jingle:transports:ice-udp:1', 'urn:xmpp:jingle:apps:dtls:0',
+  'urn:ietf:rfc:4588', 'urn:ietf:rfc:5761', 'urn:ietf:rfc:5888', 'http://jitsi.org/tcc', 'http://jitsi.org/remb',
+  'http://jitsi.org/source-name', 'http://jitsi.org/receive-multiple-video-streams',
+  'http://jitsi.org/json-encoded-sources', 'urn:xmpp:ping',
+];
+
+export class PasswordRequired extends Error {
+  constructor(wrong) {
+    super(wrong ? 'wrong password' : 'this room is protected by a password');
+    this.wrong = wrong;
+  }
+}
+
+export function randomNick() {
+  const b = new Uint8Array(4);
+  crypto.getRandomValues(b);
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function websocketUrl(path) {
+  const u = new URL(path, location.href);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  else if (u.protocol === 'https:') u.protocol = 'wss:';
+  return u.href;
+}
+
+export class Conference extends EventTarget {
+  constructor({ config, room, displayName, localStream, audioMuted = false, videoMuted = false }) {
+    super();
+    this.config = config;
+    this.room = room;
+    this.roomJid = `${room}@${config.hosts.muc}`;
+    this.nick = randomNick();
+    this.displayName = displayName;
+    this.localStream = localStream;
+    this.audioMuted = audioMuted || !localStream?.getAudioTracks().length;
+    this.videoMuted = videoMuted || !localStream?.getVideoTracks().length;
+    this.applyLocalMute();
+    this.password = null;
+    this.participants = new Map(); // nick → participant
+    this.state = { xmpp: 'disconnected', ice: 'new', joined: false, focus: 'none', jingle: 'none', error: null };
+    this.affiliation = 'none';
+    this.locked = false;
+    this.pc = null;
+    this.remote = null;
+    this.queue = Promise.resolve();
+    this.pendingCandidates = null; // local candidates found after session-accept was sent
+    this.restartAt = 0;
+    this.counters = { jingleErrors: 0, rejectedStanzas: 0, renegotiations: 0, sessions: 0 };
+    this.xmpp = null;
+    this.left = false;
+  }
+
+  // -------------------------------------------------------------------------------------------- events
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _set(patch) {
+    Object.assign(this.state, patch);
+    this._emit('state', { ...this.state });
+  }
+
+  _participantsChanged() {
+    this._emit('participants', this.participantList());
+  }
+
+  participantList() {
+    const local = {
+      id: this.nick, name: this.displayName, local: true, audioMuted: this.audioMuted, videoMuted: this.videoMuted,
+      affiliation: this.affiliation, role: 'participant', tracks: this.localStream ? this.localStream.getTracks() : [],
+    };
+    const remote = [...this.participants.values()].filter((p) => !p.isFocus).map((p) => ({ ...p, local: false, tracks: [...p.tracks.values()] }));
+    return [local, ...remote];
+  }
+
+  // ------------------------------------------------------------------------------------------ joining
+
+  /** Logs in, asks the focus for the room and joins it; rejects with PasswordRequired on <not-authorized/>. */
+  async join(password = null) {
+    this.password = password;
+    if (!this.xmpp) {
+      this.xmpp = new XmppClient(websocketUrl(this.config.websocket));
+      this.xmpp.addEventListener('status', (e) => {
+        this._set({ xmpp: e.detail.status });
+        if (e.detail.status === 'disconnected' && !this.left) {
+          this._closeSession();
+          this._set({ joined: false, error: 'connection to the server lost' });
+          this._emit('ended', { reason: 'connection to the server lost' });
+        }
+      });
+      this._set({ xmpp: 'connecting' });
+      await this.xmpp.connect(this.config.hosts.domain);
+      this._installHandlers();
+    }
+    await this._requestConference();
+    await this._joinRoom();
+  }
+
+  _installHandlers() {
+    const x = this.xmpp;
+    x.on((st) => this._onPresence(st), { name: 'presence' });
+    x.on((st) => this._onJingle(st), { name: 'iq', type: 'set', ns: NS.JINGLE });
+    x.on((st) => this._onMute(st, 'audio'), { name: 'iq', type: 'set', ns: AUDIO_NS });
+    x.on((st) => this._onMute(st, 'video'), { name: 'iq', type: 'set', ns: VIDEO_NS });
+    x.on((st) => this._onDisco(st), { name: 'iq', type: 'get', ns: DISCO_INFO });
+    x.on((st) => this._reply(st), { name: 'iq', type: 'get', ns: 'urn:xmpp:ping' });
+    x.on((st) => this._onMessage(st), { name: 'message' });
+  }
+
+  async _requestConference() {
+    this._set({ focus: 'requesting' });
+    for (let attempt = 0; ; attempt += 1) {
+      if (this.left) throw new Error('left');
+      const req = $iq({ type: 'set', to: this.config.hosts.focus })
+        .c('conference', { xmlns: NS.FOCUS, room: this.roomJid, 'machine-uid': this.nick })
+        .c('property', { name: 'visitors-version', value: '1' });
+      try {
+        const res = await this.xmpp.iq(req, 'conference request', 10000);
+        const conf = res.getElementsByTagNameNS(NS.FOCUS, 'conference')[0];
+        if (conf && conf.getAttribute('ready') === 'true') {
+          const focusJid = conf.getAttribute('focusjid');
+          if (focusJid) this.focusUserJid = focusJid;
+          this._set({ focus: 'ready' });
+          return;
+        }
+        this._set({ focus: 'waiting' });
+      } catch (e) {
+        this._set({ focus: `unavailable (${e.condition ?? e.message})` });
+        if (attempt >= 30) throw new Error(`the conference focus does not answer: ${e.message}`);
+      }
+      await sleep(Math.min(500 * 2 ** attempt, 5000));
+    }
+  }
+
+  _presence(join) {
+    const p = $pres({ to: `${this.roomJid}/${this.nick}` });
+    if (join) {
+      p.c('x', { xmlns: MUC });
+      if (this.password) p.c('password').t(this.password).up();
+      p.up();
+    }
+    const sourceInfo = {};
+    if (this.localStream?.getAudioTracks().length) sourceInfo[`${this.nick}-a0`] = { muted: this.audioMuted };
+    if (this.localStream?.getVideoTracks().length) sourceInfo[`${this.nick}-v0`] = { muted: this.videoMuted, videoType: 'camera' };
+    p.c('nick', { xmlns: NICK }).t(this.displayName).up()
+      .c('audiomuted', { xmlns: AUDIO_NS }).t(String(this.audioMuted)).up()
+      .c('videomuted', { xmlns: VIDEO_NS }).t(String(this.videoMuted)).up()
+      .c('SourceInfo').t(JSON.stringify(sourceInfo)).up();
+    return p;
+  }
+
+  _joinRoom() {
+    this._set({ joined: false });
+    return new Promise((resolve, reject) => {
+      this._joinWaiter = { resolve, reject };
+      this.xmpp.send(this._presence(true));
+    });
+  }
+
+  // --------------------------------------------------------------------------------------- presences
+
+  get focusUserJid() {
+    return this._focusUserJid ?? this.config.focusUserJid;
+  }
+
+  set focusUserJid(v) {
+    this._focusUserJid = v;
+  }
+
+  _onPresence(st) {
+    try {
+      this._handlePresence(st);
+    } catch (e) {
+      this.counters.rejectedStanzas += 1;
+      console.warn('bad presence ignored:', e, st);
+    }
+    return true;
+  }
+
+  _handlePresence(st) {
+    const from = st.getAttribute('from') || '';
+    if (Strophe.getBareJidFromJid(from) !== this.roomJid) return;
+    const nick = Strophe.getResourceFromJid(from);
+    const type = st.getAttribute('type');
+    const xuser = st.getElementsByTagNameNS(MUC_USER, 'x')[0];
+    const codes = xuser ? [...xuser.getElementsByTagNameNS(MUC_USER, 'status')].map((s) => s.getAttribute('code')) : [];
+    const self = nick === this.nick;
+
+    if (type === 'error') {
+      if (!self || !this._joinWaiter) return;
+      const err = st.getElementsByTagName('error')[0];
+      const condition = err && err.firstElementChild ? err.firstElementChild.localName : 'unknown';
+      const waiter = this._joinWaiter;
+      this._joinWaiter = null;
+      if (condition === 'not-authorized') waiter.reject(new PasswordRequired(Boolean(this.password)));
+      else if (condition === 'conflict') {
+        this.nick = randomNick();
+        this._joinRoom().then(waiter.resolve, waiter.reject);
+      } else waiter.reject(new Error(`cannot join the room: ${condition}`));
+      return;
+    }
+
+    const item = xuser ? xuser.getElementsByTagNameNS(MUC_USER, 'item')[0] : null;
+    if (type === 'unavailable') {
+      if (self) {
+        if (!this.left) {
+          this._closeSession();
+          this._set({ joined: false, error: codes.includes('307') ? 'removed from the room' : 'left the room' });
+          this._emit('ended', { reason: codes.includes('307') ? 'You were removed from the room.' : 'The room was closed.' });
+        }
+        return;
+      }
+      const p = this.participants.get(nick);
+      this.participants.delete(nick);
+      if (p && p.isFocus) {
+        // FOCUS_LEFT: the media session ends with the focus (§5.7 step 4); a new focus re-invites.
+        this._closeSession();
+      } else if (this.remote) {
+        this.queue = this.queue.then(() => this._removeOwner(nick));
+      }
+      this._participantsChanged();
+      return;
+    }
+
+    const text = (ns, name) => st.getElementsByTagNameNS(ns, name)[0]?.textContent;
+    if (self) {
+      if (item) this.affiliation = item.getAttribute('affiliation') || 'none';
+      if (!this.state.joined && this._joinWaiter) {
+        const waiter = this._joinWaiter;
+        this._joinWaiter = null;
+        this._set({ joined: true, error: null });
+        this._refreshLocked(true);
+        waiter.resolve();
+      }
+      this._participantsChanged();
+      return;
+    }
+    const realJid = item ? item.getAttribute('jid') : null;
+    const isFocus = Boolean(realJid && realJid.startsWith(`${this.focusUserJid}/`));
+    const prev = this.participants.get(nick);
+    const p = prev ?? { id: nick, tracks: new Map() };
+    Object.assign(p, {
+      name: text(NICK, 'nick') || p.name || nick,
+      audioMuted: text(AUDIO_NS, 'audiomuted') === 'true',
+      videoMuted: text(VIDEO_NS, 'videomuted') === 'true',
+      jid: realJid,
+      isFocus,
+      role: item ? item.getAttribute('role') : undefined,
+      affiliation: item ? item.getAttribute('affiliation') : undefined,
+    });
+    this.participants.set(nick, p);
+    if (isFocus) this._set({ focus: 'in room' });
+    this._participantsChanged();
+  }
+
+  _onMessage(st) {
+    // Room configuration changed (status 104): the password may have been set or cleared.
+    const from = st.getAttribute('from') || '';
+    if (Strophe.getBareJidFromJid(from) === this.roomJid) {
+      const codes = [...st.getElementsByTagNameNS(MUC_USER, 'status')].map((s) => s.getAttribute('code'));
+      if (codes.includes('104')) this._refreshLocked();
+    }
+    return true;
+  }
+
+  async _refreshLocked(initial = false) {
+    try {
+      const res = await this.xmpp.iq($iq({ type: 'get', to: this.roomJid }).c('query', { xmlns: DISCO_INFO }), 'room info');
+      const features = [...res.getElementsByTagNameNS(DISCO_INFO, 'feature')].map((f) => f.getAttribute('var'));
+      this._setLocked(features.includes('muc_passwordprotected'), initial);
+    } catch (e) {
+      console.warn('room disco#info failed:', e.message);
+    }
+  }
+
+  _setLocked(locked, initial = false) {
+    if (locked !== this.locked) {
+      this.locked = locked;
+      this._emit('locked', { locked, initial });
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------- IQs in
+
+  _reply(st) {
+    this.xmpp.send($iq({ type: 'result', to: st.getAttribute('from'), id: st.getAttribute('id') }));
+    return true;
+  }
+
+  _error(st, type, condition, appNs, appCondition, text) {
+    const iq = $iq({ type: 'error', to: st.getAttribute('from'), id: st.getAttribute('id') })
+      .c('error', { type }).c(condition, { xmlns: STANZAS }).up();
+    if (text) iq.c('text', { xmlns: STANZAS }).t(text).up();
+    if (appNs) iq.c(appCondition, { xmlns: appNs }).up();
+    this.xmpp.send(iq);
+  }
+
+  _onDisco(st) {
+    if (st.getAttribute('to') && Strophe.getResourceFromJid(st.getAttribute('to')) === null) return true;
+    const q = $iq({ type: 'result', to: st.getAttribute('from'), id: st.getAttribute('id') })
+      .c('query', { xmlns: DISCO_INFO }).c('identity', { category: 'client', type: 'web', name: 'Sluice' }).up();
+    for (const f of FEATURES) q.c('feature', { var: f }).up();
+    this.xmpp.send(q);
+    return true;
+  }
+
+  _fromFocus(st) {
+    const from = st.getAttribute('from') || '';
+    if (from !== `${this.roomJid}/focus`) return false;
+    const focus = this.participants.get('focus');
+    return Boolean(focus && focus.isFocus);
+  }
+
+  _onMute(st, kind) {
+    const ns = kind === 'audio' ? AUDIO_NS : VIDEO_NS;
+    const mute = st.getElementsByTagNameNS(ns, 'mute')[0];
+    if (!mute) return true;
+    if (!this._fromFocus(st)) {
+      this.counters.rejectedStanzas += 1;
+      this._error(st, 'auth', 'not-authorized', null, null, 'mute requests are accepted from the focus only');
+      return true;
+    }
+    this._reply(st);
+    // Only "mute" is obeyed: nobody else may turn our microphone or camera on.
+    if (mute.textContent.trim() === 'true') {
+      if (kind === 'audio') this.setAudioMuted(true);
+      else this.setVideoMuted(true);
+      this._emit('notice', `The moderator muted your ${kind === 'audio' ? 'microphone' : 'camera'}.`);
+    }
+    return true;
+  }
+
+  _onJingle(st) {
+    const jingleEl = st.getElementsByTagNameNS(NS.JINGLE, 'jingle')[0];
+    if (!jingleEl) return true;
+    if (!this._fromFocus(st)) {
+      this.counters.rejectedStanzas += 1;
+      this._error(st, 'auth', 'not-authorized', null, null, 'Jingle is accepted from the conference focus only');
+      return true;
+    }
+    let j;
+    try {
+      j = parseJingle(jingleEl);
+    } catch (e) {
+      this.counters.jingleErrors += 1;
+      this._error(st, 'modify', 'bad-request', null, null, e.message);
+      console.warn('bad jingle:', e.message);
+      return true;
+    }
+    if (j.action !== 'session-initiate' && (!this.remote || this.remote.sid !== j.sid)) {
+      this.counters.jingleErrors += 1;
+      this._error(st, 'cancel', 'item-not-found', JINGLE_ERRORS, 'unknown-session');
+      return true;
+    }
+    this._reply(st);
+    this.queue = this.queue.then(() => this._jingle(j)).catch((e) => {
+      this.counters.jingleErrors += 1;
+      console.error(`jingle ${j.action} failed:`, e);
+      this._set({ error: `${j.action}: ${e.message}` });
+    });
+    return true;
+  }
+
+  async _jingle(j) {
+    switch (j.action) {
+      case 'session-initiate':
+        return this._sessionInitiate(j);
+      case 'source-add':
+        this.remote.addSources(j.sources);
+        return this._renegotiate();
+      case 'source-remove':
+        this.remote.removeSources(j.sources);
+        this._dropTracksOfInactive();
+        return this._renegotiate();
+      case 'transport-info':
+        return this._transportInfo(j);
+      case 'session-terminate':
+        this._closeSession();
+        this._set({ jingle: j.bridgeSession?.restart ? 'restarting' : 'terminated' });
+        return undefined;
+      default:
+        console.info('ignored jingle action', j.action);
+        return undefined;
+    }
+  }
+
+  // ------------------------------------------------------------------------------------ media session
+
+  async _sessionInitiate(j) {
+    this._closeSession();
+    const remote = new RemoteSession(j);
+    this.remote = remote;
+    this.counters.sessions += 1;
+    this._set({ jingle: 'negotiating', ice: 'new' });
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = pc;
+    this.pendingCandidates = [];
+    if (this.localStream) for (const t of this.localStream.getTracks()) pc.addTrack(t, this.localStream);
+    pc.ontrack = (e) => this._onTrack(e);
+    pc.onicecandidate = (e) => this._onLocalCandidate(pc, e.candidate);
+    pc.oniceconnectionstatechange = () => {
+      if (pc !== this.pc) return;
+      this._set({ ice: pc.iceConnectionState });
+      if (pc.iceConnectionState === 'failed') this._requestRestart('ICE failed');
+    };
+    await pc.setRemoteDescription({ type: 'offer', sdp: remote.toSdp() });
+    this._bindLocalTracks(pc);
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    await this._gathered(pc, 3000);
+    if (pc !== this.pc) return;
+    const localSdp = pc.localDescription.sdp;
+    const xml = sessionAcceptXml(remote, localSdp, { nick: this.nick, responder: this.xmpp.jid });
+    // Candidates gathered after this point are not in session-accept: they follow as transport-info.
+    const late = this.pendingCandidates.filter((c) => !localSdp.includes(c.candidate.trim()));
+    this.pendingCandidates = null;
+    await this._sendJingle(xml, 'session-accept');
+    if (late.length) this._sendCandidates(late);
+    this._set({ jingle: 'active' });
+    if (j.startMuted) {
+      if (j.startMuted.audio) this.setAudioMuted(true);
+      if (j.startMuted.video) this.setVideoMuted(true);
+    }
+  }
+
+  // Our tracks go on the first audio/video m-lines (the focus's "audio" and "video" contents).
+  _bindLocalTracks(pc) {
+    for (const c of this.remote.contents) {
+      const tr = pc.getTransceivers().find((t) => t.mid === c.name);
+      const track = this.localStream?.getTracks().find((t) => t.kind === c.media);
+      if (!tr || !track) continue;
+      if (tr.sender.track !== track) {
+        tr.sender.replaceTrack(track);
+        tr.sender.setStreams(this.localStream);
+      }
+      tr.direction = 'sendrecv';
+    }
+    // addTrack transceivers that did not bind to an m-line would add m-lines to our answer: stop them.
+    for (const t of pc.getTransceivers()) if (t.mid === null && !t.stopped) t.stop();
+  }
+
+  _gathered(pc, timeoutMs) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        if (pc.iceGatheringState === 'complete') {
+          pc.removeEventListener('icegatheringstatechange', done);
+          resolve();
+        }
+      };
+      pc.addEventListener('icegatheringstatechange', done);
+      setTimeout(resolve, timeoutMs);
+    });
+  }
+
+  _onLocalCandidate(pc, cand) {
+    if (pc !== this.pc || !cand || !cand.candidate) return;
+    // Before session-accept the candidates travel in it (from the local description).
+    if (this.pendingCandidates) this.pendingCandidates.push(cand);
+    else this._sendCandidates([cand]);
+  }
+
+  _sendCandidates(cands) {
+    if (!this.remote || !this.pc) return;
+    const local = this.pc.localDescription?.sdp ?? '';
+    const list = cands.map((c) => candidateFromSdp(c.candidate)).filter((c) => c.protocol === 'udp');
+    if (!list.length) return;
+    const ufrag = (local.match(/a=ice-ufrag:(\S+)/) || [])[1];
+    const pwd = (local.match(/a=ice-pwd:(\S+)/) || [])[1];
+    const xml = transportInfoXml(this.remote, this.remote.contents[0].name, { ufrag, pwd, list }, { responder: this.xmpp.jid });
+    this._sendJingle(xml, 'transport-info').catch((e) => console.warn(e.message));
+  }
+
+  async _sendJingle(xml, what) {
+    const iq = $iq({ type: 'set', to: `${this.roomJid}/focus` }).cnode(xmlElement(xml));
+    await this.xmpp.iq(iq, what);
+  }
+
+  async _renegotiate() {
+    const pc = this.pc;
+    if (!pc || !this.remote) return;
+    this.counters.renegotiations += 1;
+    await pc.setRemoteDescription({ type: 'offer', sdp: this.remote.toSdp() });
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this._participantsChanged();
+  }
+
+  async _transportInfo(j) {
+    const cands = j.contents.flatMap((c) => (c.transport ? c.transport.candidates : []));
+    this.remote.addCandidates(cands);
+    const mid = this.remote.contents[0].name;
+    for (const c of cands) {
+      await this.pc.addIceCandidate({ candidate: candidateToSdp(c), sdpMid: mid, sdpMLineIndex: 0 });
+    }
+  }
+
+  async _removeOwner(nick) {
+    if (!this.remote) return;
+    if (this.remote.removeOwner(nick).length) {
+      this._dropTracksOfInactive();
+      await this._renegotiate();
+    }
+  }
+
+  _dropTracksOfInactive() {
+    const active = new Set(this.remote.activeSources().map((s) => s.mid));
+    for (const p of this.participants.values()) {
+      for (const mid of [...p.tracks.keys()]) if (!active.has(mid)) p.tracks.delete(mid);
+    }
+    this._participantsChanged();
+  }
+
+  _onTrack(e) {
+    const mid = e.transceiver.mid;
+    const src = this.remote?.sourceOfMid(mid);
+    if (!src) return; // the bridge's own (jvb) lines or our sendrecv lines
+    const p = this.participants.get(src.owner);
+    if (!p) {
+      // Sources can arrive before the owner's presence: keep a placeholder until it shows up.
+      this.participants.set(src.owner, { id: src.owner, name: src.owner, audioMuted: false, videoMuted: false, isFocus: false, tracks: new Map([[mid, e.track]]) });
+    } else {
+      p.tracks.set(mid, e.track);
+    }
+    this._emit('tracks', { owner: src.owner, mid, track: e.track });
+    this._participantsChanged();
+  }
+
+  _requestRestart(why) {
+    const now = Date.now();
+    if (!this.remote || now - this.restartAt < 10000) return;
+    this.restartAt = now;
+    const xml = sessionTerminateXml(this.remote.sid, {
+      initiator: this.remote.initiator, condition: 'connectivity-error', text: why,
+      bridgeSessionId: this.remote.bridgeSession?.id, restart: true,
+    });
+    this._sendJingle(xml, 'session-terminate').catch((e) => console.warn(e.message));
+    this._closeSession();
+    this._set({ jingle: 'restarting' });
+  }
+
+  _closeSession() {
+    if (this.pc) {
+      this.pc.close();
+      this.pc = null;
+    }
+    this.remote = null;
+    for (const p of this.participants.values()) p.tracks.clear();
+    this._set({ ice: 'closed', jingle: 'none' });
+    this._participantsChanged();
+  }
+
+  // ------------------------------------------------------------------------------------ local controls
+
+  applyLocalMute() {
+    for (const t of this.localStream?.getAudioTracks() ?? []) t.enabled = !this.audioMuted;
+    for (const t of this.localStream?.getVideoTracks() ?? []) t.enabled = !this.videoMuted;
+  }
+
+  setAudioMuted(muted) {
+    if (!this.localStream?.getAudioTracks().length) muted = true;
+    this.audioMuted = muted;
+    this.applyLocalMute();
+    if (this.state.joined) this.xmpp.send(this._presence(false));
+    this._participantsChanged();
+  }
+
+  setVideoMuted(muted) {
+    if (!this.localStream?.getVideoTracks().length) muted = true;
+    this.videoMuted = muted;
+    this.applyLocalMute();
+    if (this.state.joined) this.xmpp.send(this._presence(false));
+    this._participantsChanged();
+  }
+
+  /** Owner only: sets (or with "" clears) the room password through the MUC owner config form. */
+  async setPassword(password) {
+    if (this.affiliation !== 'owner') throw new Error('only the room owner can set a password');
+    const form = await this.xmpp.iq($iq({ type: 'get', to: this.roomJid }).c('query', { xmlns: MUC_OWNER }), 'room config');
+    const vars = new Set([...form.getElementsByTagNameNS('jabber:x:data', 'field')].map((f) => f.getAttribute('var')));
+    if (!vars.has('muc#roomconfig_roomsecret')) throw new Error('the room has no password setting');
+    const iq = $iq({ type: 'set', to: this.roomJid }).c('query', { xmlns: MUC_OWNER }).c('x', { xmlns: 'jabber:x:data', type: 'submit' });
+    const field = (name, value) => iq.c('field', { var: name }).c('value').t(value).up().up();
+    field('FORM_TYPE', 'http://jabber.org/protocol/muc#roomconfig');
+    if (vars.has('muc#roomconfig_passwordprotectedroom')) field('muc#roomconfig_passwordprotectedroom', password ? '1' : '0');
+    field('muc#roomconfig_roomsecret', password);
+    await this.xmpp.iq(iq, 'set room password');
+    this._setLocked(Boolean(password));
+  }
+
+  async stats() {
+    const out = {};
+    const pc = this.pc;
+    const remote = this.remote;
+    if (!pc || !remote) return out;
+    const report = await pc.getStats();
+    report.forEach((r) => {
+      if (r.type !== 'inbound-rtp') return;
+      const owner = (r.mid !== undefined ? remote.ownerOfMid(r.mid) : undefined) ?? remote.ownerOfSsrc(r.ssrc);
+      if (!owner) return;
+      const s = (out[owner] ??= { framesDecoded: 0, frameWidth: 0, frameHeight: 0, videoPacketsReceived: 0, totalSamplesReceived: 0, audioPacketsReceived: 0, audioLevel: 0 });
+      if (r.kind === 'video') {
+        s.framesDecoded += r.framesDecoded ?? 0;
+        s.frameWidth = Math.max(s.frameWidth, r.frameWidth ?? 0);
+        s.frameHeight = Math.max(s.frameHeight, r.frameHeight ?? 0);
+        s.videoPacketsReceived += r.packetsReceived ?? 0;
+      } else if (r.kind === 'audio') {
+        s.totalSamplesReceived += r.totalSamplesReceived ?? 0;
+        s.audioPacketsReceived += r.packetsReceived ?? 0;
+        s.audioLevel = Math.max(s.audioLevel, r.audioLevel ?? 0);
+      }
+    });
+    return out;
+  }
+
+  /** Ends the session (session-terminate to the focus), leaves the room and closes the connection. */
+  async leave() {
+    if (this.left) return;
+    this.left = true;
+    if (this.remote && this.pc && this.xmpp?.status === 'connected') {
+      const xml = sessionTerminateXml(this.remote.sid, { initiator: this.remote.initiator, condition: 'success', text: 'left' });
+      try {
+        await this._sendJingle(xml, 'session-terminate');
+      } catch (e) {
+        console.info('session-terminate:', e.message);
+      }
+    }
+    this._closeSession();
+    if (this.xmpp && this.xmpp.status === 'connected') {
+      this.xmpp.send($pres({ to: `${this.roomJid}/${this.nick}`, type: 'unavailable' }));
+      this.xmpp.disconnect('left');
+    }
+    this.participants.clear();
+    this._set({ joined: false, xmpp: 'disconnected' });
+    this._emit('ended', { reason: 'You left the meeting.' });
+  }
+}
+
+export { JingleError, StanzaError };
