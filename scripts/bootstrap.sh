@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PKGS=(chromium chromium-driver libssl-dev pkg-config prosody coturn nodejs npm)
+DEB_PKGS=(chromium chromium-driver libssl-dev pkg-config prosody coturn)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -52,6 +52,8 @@ fi
 # The web client's one npm dependency (strophe.js, pinned in web/package-lock.json), served from web/node_modules.
 web_stamp=web/node_modules/.lock-$(sha256sum web/package-lock.json | cut -c1-16)
 if [ ! -f "$web_stamp" ]; then
+    # The machine's own Node.js and npm (Debian's npm conflicts with the preinstalled nodejs).
+    command -v npm >/dev/null || { echo "bootstrap: npm is required for the web client" >&2; exit 1; }
     npm ci --prefix web --omit=optional --no-audit --no-fund --loglevel=error
     touch "$web_stamp"
 fi
