@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 import uvloop
 
 from bridge.app import BridgeApp
+from bridge.serve import Served, ServeConfig
 from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings
+from signaling.focus import Focus, FocusConfig
 
 log = logging.getLogger("sluice")
 
@@ -166,7 +169,36 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="load generator threads (default 1, for a 2-core machine)"
     )
     bench.add_argument("--duration", type=float, default=None, help="override the scenario's duration (s)")
-    sub.add_parser("serve", help="the all-in-one server (not built yet: see the README)")
+    serve = sub.add_parser(
+        "serve",
+        help="the whole system in one process: XMPP server, focus, bridge and web client",
+        description="Run the embedded XMPP server, the focus, a bridge and the web client in one process "
+        "and print the URL to open. The bridge's settings come from --config like `sluice bridge`.",
+    )
+    serve.add_argument("--config", metavar="FILE", default=None, help="bridge TOML settings file")
+    serve.add_argument("--host", default="0.0.0.0", help="web HTTP address (default 0.0.0.0)")
+    serve.add_argument("--http-port", type=int, default=8000, help="web HTTP port (default 8000)")
+    serve.add_argument("--port", type=int, default=None, help="UDP media port (default 10000)")
+    serve.add_argument("--domain", default="meet.sluice", help="XMPP base domain (default meet.sluice)")
+    serve.add_argument(
+        "--xmpp-port", type=int, default=5222, help="c2s port of the embedded XMPP server on 127.0.0.1"
+    )
+    focus = sub.add_parser(
+        "focus",
+        help="run the focus alone against an XMPP server (Prosody in production)",
+        description="Log in as focus@auth.<domain>/focus, answer conference requests on focus.<domain>, "
+        "and allocate conferences on the bridges of the brewery. The password comes from "
+        "SLUICE_FOCUS_PASSWORD.",
+    )
+    focus.add_argument("--xmpp-host", default="127.0.0.1")
+    focus.add_argument("--xmpp-port", type=int, default=5222)
+    focus.add_argument("--domain", required=True, help="XMPP base domain, e.g. meet.example.org")
+    focus.add_argument("--username", default="focus")
+    focus.add_argument("--brewery", default=None, help="default: jvbbrewery@internal.auth.<domain>")
+    focus.add_argument("--no-tls", action="store_true", help="plain c2s (loopback only)")
+    focus.add_argument(
+        "--insecure", action="store_true", help="do not verify the XMPP server's certificate"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "bridge":
@@ -191,12 +223,79 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "bench":
         return _bench(args)
-    print(
-        "sluice serve: the embedded XMPP server, focus and web client are not built yet; "
-        "`sluice bridge` runs the media bridge alone.",
-        file=sys.stderr,
+    if args.command == "focus":
+        return _focus(args)
+    return _serve(args, parser)
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        bridge = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"sluice serve: {exc}", file=sys.stderr)
+        return 2
+    for flag, port in (("--http-port", args.http_port), ("--xmpp-port", args.xmpp_port), ("--port", args.port)):
+        if port is not None and not 0 <= port <= 65535:
+            parser.error(f"{flag} {port}: a port is 0..65535")
+    if args.port is not None:
+        bridge = dataclasses.replace(bridge, udp_port=args.port)
+    config = ServeConfig(
+        domain=args.domain,
+        http_host=args.host,
+        http_port=args.http_port,
+        xmpp_port=args.xmpp_port,
+        bridge=bridge,
     )
-    return 2
+    try:
+        uvloop.run(_run_served(config))
+    except (OSError, FileNotFoundError) as exc:
+        print(f"sluice serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run_served(config: ServeConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Served(config) as served:
+        assert served.bridge is not None
+        print(f"sluice serve: media on UDP {served.bridge.bridge.local_addresses()}", flush=True)
+        print(f"sluice serve: XMPP c2s on {config.xmpp_host}:{served.xmpp.tcp_port}", flush=True)
+        print(f"sluice serve: open {served.url}", flush=True)
+        gc.freeze()
+        await stop.wait()
+        log.info("sluice serve: stopping (signal)")
+
+
+def _focus(args: argparse.Namespace) -> int:
+    password = os.environ.get("SLUICE_FOCUS_PASSWORD", "")
+    if not password:
+        print("sluice focus: set SLUICE_FOCUS_PASSWORD to the focus account's password", file=sys.stderr)
+        return 2
+    config = FocusConfig(
+        xmpp_host=args.xmpp_host,
+        xmpp_port=args.xmpp_port,
+        domain=args.domain,
+        username=args.username,
+        password=password,
+        brewery=args.brewery,
+        use_tls=not args.no_tls,
+        disable_certificate_verification=args.insecure,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with Focus(config):
+            print(f"sluice focus: {config.focus_full_jid} on {config.xmpp_host}:{config.xmpp_port}", flush=True)
+            await stop.wait()
+
+    uvloop.run(run())
+    return 0
 
 
 if __name__ == "__main__":
