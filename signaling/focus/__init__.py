@@ -2,5 +2,6 @@
 
 from signaling.focus.config import FocusConfig
 from signaling.focus.core import FocusCore
+from signaling.focus.service import Focus
 
-__all__ = ["FocusConfig", "FocusCore"]
+__all__ = ["Focus", "FocusConfig", "FocusCore"]

@@ -570,6 +570,9 @@ class FocusCore:
         room.feedback = EndpointSources()
         for p in room.participants.values():
             p.endpoint = None
+            # A client answers a new session-initiate with a new PeerConnection (new SSRCs): its old sources
+            # must not be announced to the others again; its session-accept brings the current ones.
+            p.sources = EndpointSources()
             if p.session is not None:
                 self.stats["participants_reinvited"] += 1
                 self._terminate(room, p, "bridge failure: reinvite")
