@@ -746,12 +746,19 @@ def test_bridge_leaving_moves_its_conference_to_another_bridge() -> None:
     creates = net.colibri("jvb2")
     assert [e.id for r in creates for e in r.endpoints] == ["aaaa0001", "bbbb0002"]
     assert creates[0].create and not creates[1].create
-    # Sources known from the first session go to the new bridge with the allocation.
-    assert creates[1].endpoints[0].sources is not None and creates[1].endpoints[0].sources
+    # The old sessions' sources are not announced again: the new PeerConnections bring new ones.
+    assert creates[1].endpoints[0].sources == ()
+    init_a = single(net.jingles("aaaa0001", "session-initiate"))
     init_b = single(net.jingles("bbbb0002", "session-initiate"))
     assert init_b.contents[0].transport is not None and init_b.contents[0].transport.ufrag == "2-bbbb0002"
-    assert set(owners(init_b)) == {"aaaa0001", "jvb"}
+    assert set(owners(init_b)) == {"jvb"}
     assert net.core.stats["participants_reinvited"] == 2
+    net.accept("aaaa0001", init_a.sid, (500, 600))
+    net.accept("bbbb0002", init_b.sid, (700, 800))
+    assert [s.ssrc for s in owners(single(net.jingles("bbbb0002", "source-add")))["aaaa0001"].audio] == [500]
+    assert [s.ssrc for s in owners(single(net.jingles("aaaa0001", "source-add")))["bbbb0002"].audio] == [700]
+    updates = net.colibri("jvb2")
+    assert [e.id for r in updates for e in r.endpoints] == ["aaaa0001", "bbbb0002"]
 
 
 def test_failed_health_check_moves_conferences_and_the_bridge_gets_a_second_chance() -> None:
