@@ -1,8 +1,14 @@
 """A real Prosody (Debian package) in the foreground on free loopback ports, laid out like a Jitsi deployment.
 
-Hosts: `meet.test` (anonymous), `auth.meet.test` (internal_hashed, with a registered `jvb` account) and the
-brewery MUC component `internal.auth.meet.test`. Stopped by PID (SIGTERM, then SIGKILL); `restart()` brings it
-back on the same ports with the same data, which is how tests make the server "go away".
+Hosts: `meet.test` (anonymous), `auth.meet.test` (internal_hashed, with registered `jvb` and `focus`
+accounts; `focus` is a Prosody admin), the brewery MUC component `internal.auth.meet.test`, the conference
+MUC `conference.meet.test` (only admins may create rooms, as in Jitsi's Debian layout) and `focus.meet.test`,
+which forwards the conference IQ to the focus's full JID. Stopped by PID (SIGTERM, then SIGKILL); `restart()`
+brings it back on the same ports with the same data, which is how tests make the server "go away".
+
+Jitsi deployments route `focus.<domain>` with mod_client_proxy from prosody-modules, which Debian's prosody
+does not ship; `mod_sluice_focus_proxy` below does the part the focus needs: an IQ to the component goes to
+the focus (from the component, with a fresh id) and the focus's answer goes back to the client.
 """
 
 from __future__ import annotations
@@ -29,6 +35,41 @@ AUTH_DOMAIN = "auth.meet.test"
 BREWERY_DOMAIN = "internal.auth.meet.test"
 BREWERY_JID = f"JvbBrewery@{BREWERY_DOMAIN}"
 JVB_USER = "jvb"
+FOCUS_USER = "focus"
+MUC_DOMAIN = f"conference.{DOMAIN}"
+FOCUS_COMPONENT = f"focus.{DOMAIN}"
+
+_FOCUS_PROXY = """\
+-- focus.<domain>: IQs from clients go to the focus, and its answers come back (see tests/helpers/prosody.py).
+local st = require "util.stanza";
+local new_id = require "util.id".short;
+local target = module:get_option_string("sluice_focus_jid");
+local pending = {};
+
+module:hook("iq/host", function(event)
+    local stanza = event.stanza;
+    local kind = stanza.attr.type;
+    if kind == "get" or kind == "set" then
+        local id = new_id();
+        pending[id] = { from = stanza.attr.from, id = stanza.attr.id };
+        local forward = st.clone(stanza);
+        forward.attr.from = module.host;
+        forward.attr.to = target;
+        forward.attr.id = id;
+        module:send(forward);
+        return true;
+    end
+    local waiting = pending[stanza.attr.id];
+    if waiting == nil then return true; end
+    pending[stanza.attr.id] = nil;
+    local back = st.clone(stanza);
+    back.attr.from = module.host;
+    back.attr.to = waiting.from;
+    back.attr.id = waiting.id;
+    module:send(back);
+    return true;
+end, 10);
+"""
 
 _CONFIG = """\
 run_as_root = true
@@ -45,6 +86,8 @@ http_ports = {{ }}
 https_ports = {{ }}
 component_ports = {{ }}
 modules_enabled = {{ "disco"; "saslauth"; "roster"; "ping" }}
+plugin_paths = {{ "{dir}/plugins" }}
+admins = {{ "{focus_jid}" }}
 modules_disabled = {{ "s2s"; "offline" }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
@@ -60,6 +103,15 @@ Component "{brewery_domain}" "muc"
     restrict_room_creation = false
     muc_room_locking = false
     muc_room_default_public_jids = true
+
+Component "{muc_domain}" "muc"
+    storage = "memory"
+    restrict_room_creation = true
+    muc_room_locking = false
+    muc_room_default_public_jids = true
+
+Component "{focus_component}" "sluice_focus_proxy"
+    sluice_focus_jid = "{focus_jid}/focus"
 """
 
 
@@ -78,6 +130,7 @@ class Prosody:
     c2s_port: int
     jvb_password: str
     process: subprocess.Popen[bytes] | None = None
+    focus_password: str = "focus-secret"
 
     @property
     def config_file(self) -> Path:
@@ -87,15 +140,23 @@ class Prosody:
     def jvb_jid(self) -> str:
         return f"{JVB_USER}@{AUTH_DOMAIN}"
 
+    @property
+    def focus_jid(self) -> str:
+        return f"{FOCUS_USER}@{AUTH_DOMAIN}"
+
     @classmethod
-    def create(cls, directory: Path, jvb_password: str = "jvb-secret") -> Prosody:
-        """Writes the config and registers the `jvb` account; does not start the server."""
+    def create(
+        cls, directory: Path, jvb_password: str = "jvb-secret", focus_password: str = "focus-secret"
+    ) -> Prosody:
+        """Writes the config and registers the `jvb` and `focus` accounts; does not start the server."""
         if shutil.which("prosody") is None:
             raise RuntimeError("prosody is not installed: run scripts/bootstrap.sh")
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "data").mkdir(exist_ok=True)
         (directory / "certs").mkdir(exist_ok=True)
-        server = cls(directory, free_tcp_port(), jvb_password)
+        (directory / "plugins").mkdir(exist_ok=True)
+        (directory / "plugins" / "mod_sluice_focus_proxy.lua").write_text(_FOCUS_PROXY)
+        server = cls(directory, free_tcp_port(), jvb_password, focus_password=focus_password)
         server.config_file.write_text(
             _CONFIG.format(
                 dir=directory,
@@ -103,23 +164,23 @@ class Prosody:
                 domain=DOMAIN,
                 auth_domain=AUTH_DOMAIN,
                 brewery_domain=BREWERY_DOMAIN,
+                muc_domain=MUC_DOMAIN,
+                focus_component=FOCUS_COMPONENT,
+                focus_jid=server.focus_jid,
             )
         )
+        server.register(JVB_USER, jvb_password)
+        server.register(FOCUS_USER, focus_password)
+        return server
+
+    def register(self, user: str, password: str, host: str = AUTH_DOMAIN) -> None:
+        """Registers (or re-keys) an account, e.g. one more bridge account; works while the server runs."""
         subprocess.run(
-            [
-                "prosodyctl",
-                "--config",
-                str(server.config_file),
-                "register",
-                JVB_USER,
-                AUTH_DOMAIN,
-                jvb_password,
-            ],
+            ["prosodyctl", "--config", str(self.config_file), "register", user, host, password],
             check=True,
             capture_output=True,
             timeout=30,
         )
-        return server
 
     def start(self, timeout: float = 15.0) -> None:
         """Starts Prosody in the foreground and waits until c2s accepts TCP connections."""
