@@ -76,6 +76,7 @@ class _Expat:
         self.boundary = 0
         #: A WebSocket <open/> or <close/> frame (no stanza is built from it).
         self.frame_root = False
+        self.header_opened = False
         p = expat.ParserCreate(encoding="UTF-8", namespace_separator=" ")
         p.buffer_text = True
         p.StartElementHandler = self._start
@@ -121,7 +122,8 @@ class _Expat:
             return  # children of <open/>/<close/> carry nothing we use
         if depth < self.stanza_depth or (self.owner.framed and depth == 0 and tag in (OPEN_TAG, CLOSE_TAG)):
             self.frame_root = self.owner.framed
-            self.boundary = self.parser.CurrentByteIndex
+            # The header's own bytes do not count; its end is unknown here, so feed() moves the boundary.
+            self.header_opened = True
             self.owner._on_root(tag, attrib)
             return
         if self.depth - self.stanza_depth > self.owner.max_depth:
@@ -206,6 +208,10 @@ class StreamParser:
         self._fed += len(data)
         try:
             doc.parser.Parse(data, False)
+            if doc.header_opened:
+                doc.header_opened = False
+                if doc.depth == doc.stanza_depth:
+                    doc.boundary = self._fed
             if doc.pending_bytes(self._fed) > self.max_stanza_bytes:
                 raise _Fail("policy-violation", f"stanza larger than {self.max_stanza_bytes} bytes")
         except _Fail as fail:
