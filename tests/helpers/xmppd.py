@@ -295,7 +295,7 @@ class SlixClient:
         return await asyncio.wait_for(find(), timeout)
 
     async def iq(
-        self, to: str, payload: ET.Element, iq_type: str = "get", timeout: float = 10.0
+        self, to: str, payload: ET.Element, iq_type: Literal["get", "set"] = "get", timeout: float = 10.0
     ) -> ET.Element:
         """Sends an IQ and returns the reply, result or error."""
         iq = self.xmpp.make_iq(ito=to, itype=iq_type)
