@@ -179,7 +179,7 @@ def test_groupchat_broadcast_and_non_occupant_refused() -> None:
 
 
 def test_private_iq_relay_rewrites_from_like_jingle() -> None:
-    """focus -> room/nick -> participant's real JID, from = room/focus; the reply travels back the same way."""
+    """focus -> room/nick -> participant's real JID with from = room/focus; the reply goes back alike."""
     h = Harness()
     focus = focus_in_room(h)
     alice, _ = participant(h, "aaaa0001")
