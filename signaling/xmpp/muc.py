@@ -169,6 +169,12 @@ class MucService:
             if reply is not None:
                 reply.set("to", str(sender))
                 reply.set("from", str(to))
+                error = reply.find(f"{{{NS_CLIENT}}}error")
+                if error is not None:
+                    error.set("by", str(to.bare))
+                if stanza.tag == PRESENCE and error is not None:
+                    # XEP-0045 §7.2.6: a refused join echoes <x xmlns=muc/>; clients match errors on it.
+                    reply.insert(0, ET.Element(f"{{{NS_MUC}}}x"))
                 out.append(reply)
         return out
 

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import aiohttp
 import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from signaling.xmpp import XmppServerConfig
 from signaling.xmpp.core import Close, Connection, Framing, StartTls, XmppCore
@@ -245,8 +247,13 @@ class SlixClient:
         self._failed = asyncio.Event()
         self.xmpp.add_event_handler("session_start", lambda _e: self._session.set())
         self.xmpp.add_event_handler("failed_all_auth", lambda _e: self._failed.set())
-        self.xmpp.add_event_handler("presence", self._on_presence)
-        self.xmpp.add_event_handler("message", self._on_message)
+        # A raw handler: slixmpp's "presence" event is muted for rooms joined through xep_0045.
+        self.xmpp.register_handler(
+            Callback("log presence", MatchXPath(f"{{{CLIENT}}}presence"), self._on_presence)
+        )
+        self.xmpp.register_handler(
+            Callback("log message", MatchXPath(f"{{{CLIENT}}}message"), self._on_message)
+        )
 
     def _on_presence(self, pres: Any) -> None:
         self.presences.append(pres.xml)
