@@ -244,7 +244,7 @@ class MucService:
         if room is not None and occupant is not None:
             if occupant.nick == to.resource:
                 occupant.payload = _payload(stanza)
-                self._broadcast_presence(room, occupant, out)
+                self._broadcast_presence(room, occupant, out, stanza_id=stanza.get("id"))
             else:
                 self._change_nick(room, occupant, to.resource, stanza, out)
             return
@@ -292,7 +292,7 @@ class MucService:
         room.occupants[nick] = occupant
         self.counters["muc_joins"] += 1
         extra = [STATUS_CREATED] if created else []
-        self._broadcast_presence(room, occupant, out, self_codes=extra)
+        self._broadcast_presence(room, occupant, out, self_codes=extra, stanza_id=stanza.get("id"))
         subject = ET.Element(MESSAGE, {"type": "groupchat", "from": str(room.jid), "to": str(sender)})
         ET.SubElement(subject, f"{{{NS_CLIENT}}}subject").text = room.subject or None
         out.append(subject)
@@ -346,11 +346,19 @@ class MucService:
             out.append(pres)
 
     def _broadcast_presence(
-        self, room: Room, occupant: Occupant, out: list[ET.Element], self_codes: Iterable[str] = ()
+        self,
+        room: Room,
+        occupant: Occupant,
+        out: list[ET.Element],
+        self_codes: Iterable[str] = (),
+        stanza_id: str | None = None,
     ) -> None:
         for recipient in room.occupants.values():
             codes = list(self_codes) if recipient is occupant else []
-            out.append(self._presence_of(room, occupant, recipient, codes=codes))
+            pres = self._presence_of(room, occupant, recipient, codes=codes)
+            if recipient is occupant and stanza_id:
+                pres.set("id", stanza_id)  # XEP-0045 §7.2.3: the self-presence reflects the join's id
+            out.append(pres)
 
     def _presence_of(
         self,

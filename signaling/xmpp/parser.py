@@ -229,6 +229,8 @@ class StreamParser:
         if self.dead or not self.framed:
             return []
         data = message.encode() if isinstance(message, str) else message
+        if not data.strip():
+            return []  # tolerated like whitespace keepalives on TCP (RFC 7395 clients use WS pings)
         if len(data) > self.max_stanza_bytes:
             self._die("policy-violation", f"stanza larger than {self.max_stanza_bytes} bytes")
             return self._take()

@@ -392,3 +392,15 @@ def test_brewery_presence_with_stats_reaches_observer() -> None:
     (bridge,) = presences(got, f"{BREWERY}/jvb-1")
     stat = bridge.find("{http://jitsi.org/protocol/colibri}stats/{http://jitsi.org/protocol/colibri}stat")
     assert stat is not None and stat.get("value") == "0.1"
+
+
+def test_self_presence_reflects_the_join_id() -> None:
+    h = Harness()
+    focus_in_room(h)
+    alice = h.client()
+    alice.login_anonymous()
+    alice.stanza(
+        f"<presence to='{ROOM}/aaaa0001' id='join-1'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    )
+    (own,) = presences(alice.take(), f"{ROOM}/aaaa0001")
+    assert own.get("id") == "join-1"

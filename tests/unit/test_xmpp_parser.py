@@ -252,3 +252,9 @@ def test_junk_inside_a_stanza_never_raises(junk: bytes) -> None:
     parser.feed(HEADER + b"<message><body>")
     events = parser.feed(junk) + parser.feed(b"</body></message>")
     assert all(isinstance(e, Stanza | ParseError | StreamClose | StreamOpen) for e in events)
+
+
+def test_websocket_whitespace_message_is_ignored() -> None:
+    parser = StreamParser(max_stanza_bytes=100, framed=True)
+    assert parser.feed_frame(" \r\n") == []
+    assert not parser.dead
