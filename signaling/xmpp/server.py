@@ -13,6 +13,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -178,6 +179,15 @@ class XmppServer:
         self._links.pop(conn.id, None)
         self._connections.pop(conn.id, None)
 
+    def _guarded(self, conn: Connection, receive: Callable[[float, Any], None], data: Any) -> None:
+        """A bug in the core must cost one stream, never the server: log, count, end that stream."""
+        try:
+            receive(self._now(), data)
+        except Exception:
+            log.exception("xmpp: internal error on connection %d", conn.id)
+            self._count("internal_errors")
+            conn.stream_error("internal-server-error")
+
     def _flush(self) -> None:
         for conn in self.core.take_dirty():
             items = conn.take_output()
@@ -217,7 +227,7 @@ class XmppServer:
                 data = await reader.read(READ_CHUNK)
                 if not data:
                     break
-                conn.receive_data(self._now(), data)
+                self._guarded(conn, conn.receive_data, data)
                 self._flush()
                 if link.starttls:
                     await self._upgrade(conn, link)
@@ -268,7 +278,7 @@ class XmppServer:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    conn.receive_frame(self._now(), msg.data)
+                    self._guarded(conn, conn.receive_frame, msg.data)
                 elif msg.type == WSMsgType.BINARY:
                     self._count("websocket_binary_frames")
                     conn.stream_error("unsupported-encoding", "RFC 7395 streams use text frames")

@@ -8,6 +8,8 @@ import hmac
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from signaling.xmpp import XmppLimits, XmppServerConfig
 from signaling.xmpp.core import Framing
@@ -467,3 +469,97 @@ def test_unknown_top_level_element_is_unsupported_stanza_type() -> None:
     a.login_anonymous()
     a.send("<enable xmlns='urn:xmpp:sm:3'/>")
     assert stream_error(a) == "unsupported-stanza-type"
+
+
+# ---- fuzz: arbitrary stanzas from one session never break the core or other sessions
+
+_ROOM = "room1@conference.meet.sluice"
+_targets = st.sampled_from(
+    [
+        None,
+        _ROOM,
+        f"{_ROOM}/focus",
+        f"{_ROOM}/obs",
+        f"{_ROOM}/fuzz",
+        f"{_ROOM}/other",
+        "other@conference.meet.sluice/x",
+        "conference.meet.sluice",
+        "jvbbrewery@internal.auth.meet.sluice/j",
+        "meet.sluice",
+        "auth.meet.sluice",
+        "focus.meet.sluice",
+        "focus@auth.meet.sluice",
+        "focus@auth.meet.sluice/focus",
+        "ghost@meet.sluice/r",
+        "x@example.org",
+        "@@bad",
+        "",
+    ]
+)
+_types = st.sampled_from(
+    [None, "get", "set", "result", "error", "groupchat", "chat", "unavailable", "subscribe", "bogus"]
+)
+_payloads = st.sampled_from(
+    [
+        "",
+        "<x xmlns='http://jabber.org/protocol/muc'><password>p</password></x>",
+        "<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='owner'/></x>",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query>",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>"
+        "<field var='muc#roomconfig_whois'><value>anyone</value></field></x></query>",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='owner' jid='a@b'/></query>",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item role='none' nick='focus'/></query>",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member'/></query>",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'/>",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+        "<ping xmlns='urn:xmpp:ping'/>",
+        "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind>",
+        "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>",
+        "<query xmlns='jabber:iq:roster'/>",
+        "<body>hi</body>",
+        "<subject>s</subject>",
+        "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+        "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate'/>",
+    ]
+)
+
+
+@st.composite
+def fuzz_stanzas(draw: st.DrawFn) -> str:
+    tag = draw(st.sampled_from(["iq", "message", "presence"]))
+    attrs = ""
+    to = draw(_targets)
+    if to is not None:
+        attrs += f" to='{to}'"
+    kind = draw(_types)
+    if kind is not None:
+        attrs += f" type='{kind}'"
+    if draw(st.booleans()):
+        attrs += " id='f1'"
+    body = "".join(draw(st.lists(_payloads, max_size=3)))
+    return f"<{tag}{attrs}>{body}</{tag}>"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(fuzz_stanzas(), min_size=1, max_size=12))
+def test_fuzzed_stanzas_never_break_the_core(batch: list[str]) -> None:
+    h = Harness()
+    focus = h.client(Framing.TCP)
+    focus.login_plain("focus", "focus-pw", resource="focus")
+    focus.join(_ROOM, "focus")
+    observer = h.client()
+    observer.login_anonymous()
+    observer.join(_ROOM, "obs")
+    fuzz = h.client()
+    fuzz.login_anonymous()
+    fuzz.join(_ROOM, "fuzz")
+    for stanza in batch:
+        fuzz.stanza(stanza)  # must not raise
+    h.core.stats()
+    focus.take()
+    observer.take()
+    focus.send(f"<message to='{_ROOM}' type='groupchat'><body>still fine</body></message>")
+    bodies = [m.findtext(f"{{{CLIENT}}}body") for m in observer.take() if m.tag.endswith("message")]
+    assert "still fine" in bodies
