@@ -1,0 +1,82 @@
+"""Configuration of the embedded XMPP server (Debian Jitsi layout: one base domain, derived domains)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class XmppLimits:
+    """Per-server limits; exceeding one gets a clear XMPP error and bumps a counter in `stats()`."""
+
+    #: Largest stanza (bytes on the wire); larger is a `policy-violation` stream error (RFC 6120 §4.9.3.14).
+    max_stanza_bytes: int = 256 * 1024
+    #: Deepest element nesting inside a stanza.
+    max_depth: int = 64
+    #: Token bucket per session: sustained stanzas per second and burst size.
+    stanza_rate: float = 100.0
+    stanza_burst: float = 300.0
+    #: Sessions authenticated with a configured account (focus, bridges) are not rate limited, like Jitsi's
+    #: Prosody `unlimited_jids`.
+    rate_limit_accounts: bool = False
+    #: Open connections (authenticated or not); more get `resource-constraint`.
+    max_connections: int = 10_000
+    #: Seconds from connect until a bound resource; then `connection-timeout`.
+    unauthenticated_timeout: float = 30.0
+    #: Failed SASL attempts on one connection before it is closed.
+    max_auth_failures: int = 3
+    max_occupants_per_room: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class XmppServerConfig:
+    domain: str = "meet.sluice"
+    #: Bare JID (`focus@auth.<domain>`) -> password, for SASL PLAIN/SCRAM on the auth domain.
+    accounts: Mapping[str, str] = field(default_factory=dict)
+    #: Bare JIDs allowed to create rooms on the conference MUC (the focus is always one).
+    admins: tuple[str, ...] = ()
+    tcp_host: str = "127.0.0.1"
+    #: 0 = an ephemeral port, readable as `XmppServer.tcp_port` after start.
+    tcp_port: int = 5222
+    #: With both set, c2s offers STARTTLS and requires it (RFC 6120 §5.3.1); without, streams are plain.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    limits: XmppLimits = field(default_factory=XmppLimits)
+
+    @property
+    def auth_domain(self) -> str:
+        return f"auth.{self.domain}"
+
+    @property
+    def muc_domain(self) -> str:
+        return f"conference.{self.domain}"
+
+    @property
+    def internal_muc_domain(self) -> str:
+        return f"internal.auth.{self.domain}"
+
+    @property
+    def focus_domain(self) -> str:
+        """Clients send the conference IQ here; the server hands it to the focus (Prosody client_proxy)."""
+        return f"focus.{self.domain}"
+
+    @property
+    def focus_bare_jid(self) -> str:
+        return f"focus@{self.auth_domain}"
+
+    @property
+    def focus_jid(self) -> str:
+        return f"{self.focus_bare_jid}/focus"
+
+    @property
+    def brewery_jid(self) -> str:
+        return f"jvbbrewery@{self.internal_muc_domain}"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+    def is_admin(self, bare_jid: str) -> bool:
+        bare = bare_jid.lower()
+        return bare == self.focus_bare_jid.lower() or any(bare == admin.lower() for admin in self.admins)

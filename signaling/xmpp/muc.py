@@ -1,0 +1,836 @@
+"""Multi-User Chat (XEP-0045), sans-IO: one service domain's rooms; stanzas in, stanzas out.
+
+`MucService.handle(stanza, sender, to)` takes a stanza a local user sent to the service, its room or an
+occupant JID, and returns the stanzas to deliver, each addressed (`to`) to a real full JID. The router
+delivers them; nothing here touches a connection or a clock.
+
+Behaviour follows the Jitsi Prosody setup: rooms are not locked on creation (`muc_room_locking = false`),
+non-anonymous by default (`muc_room_default_public_jids = true`, whois=anyone), temporary (destroyed when
+the last occupant leaves), and a service may restrict creation to admins (`restrict_room_creation`).
+Each room gets a `muc#roominfo_meetingId` UUID on creation (Jitsi's mod_muc_meeting_id).
+"""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from signaling.xmpp.jid import Jid, JidError
+from signaling.xmpp.xmlutil import (
+    IQ,
+    MESSAGE,
+    NS_CLIENT,
+    NS_DATA,
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_PING,
+    PRESENCE,
+    error_reply,
+    iq_result,
+)
+
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_USER = f"{NS_MUC}#user"
+NS_MUC_ADMIN = f"{NS_MUC}#admin"
+NS_MUC_OWNER = f"{NS_MUC}#owner"
+NS_ROOMCONFIG = f"{NS_MUC}#roomconfig"
+NS_ROOMINFO = f"{NS_MUC}#roominfo"
+
+AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
+ROLES = ("moderator", "participant", "visitor", "none")
+
+# XEP-0045 §15.6 status codes used here.
+STATUS_NON_ANONYMOUS = "100"
+STATUS_SELF = "110"
+STATUS_CONFIG_CHANGED = "104"
+STATUS_NOW_NON_ANONYMOUS = "172"
+STATUS_NOW_SEMI_ANONYMOUS = "173"
+STATUS_CREATED = "201"
+STATUS_BANNED = "301"
+STATUS_NICK_CHANGED = "303"
+STATUS_KICKED = "307"
+
+
+@dataclass(slots=True)
+class RoomConfig:
+    name: str = ""
+    description: str = ""
+    persistent: bool = False
+    public: bool = True
+    members_only: bool = False
+    moderated: bool = False
+    password: str = ""
+    #: "anyone" (non-anonymous: every occupant sees real JIDs) or "moderators" (semi-anonymous).
+    whois: str = "anyone"
+    change_subject: bool = False
+
+    @property
+    def password_protected(self) -> bool:
+        return bool(self.password)
+
+
+@dataclass(slots=True)
+class Occupant:
+    nick: str
+    jid: Jid
+    role: str
+    #: The payload of the occupant's last available presence, without the MUC elements.
+    payload: list[ET.Element] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Room:
+    jid: Jid
+    meeting_id: str
+    config: RoomConfig = field(default_factory=RoomConfig)
+    occupants: dict[str, Occupant] = field(default_factory=dict)
+    affiliations: dict[Jid, str] = field(default_factory=dict)
+    subject: str = ""
+
+    def affiliation(self, jid: Jid) -> str:
+        return self.affiliations.get(jid.bare, "none")
+
+    def occupant_of(self, real: Jid) -> Occupant | None:
+        return next((o for o in self.occupants.values() if o.jid == real), None)
+
+    def occupant_jid(self, nick: str) -> str:
+        return f"{self.jid}/{nick}"
+
+
+class MucError(Exception):
+    """A request we refuse: becomes the error reply of the stanza."""
+
+    def __init__(self, condition: str, error_type: str = "cancel", text: str | None = None) -> None:
+        super().__init__(text or condition)
+        self.condition = condition
+        self.error_type = error_type
+        self.text = text
+
+
+def _role_for(affiliation: str, config: RoomConfig) -> str:
+    if affiliation in ("owner", "admin"):
+        return "moderator"
+    if config.moderated and affiliation == "none":
+        return "visitor"
+    return "participant"
+
+
+def _bool(value: str) -> bool:
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    raise MucError("not-acceptable", "modify", f"not a boolean: {value!r}")
+
+
+class MucService:
+    """The rooms of one MUC domain (e.g. `conference.meet.sluice`)."""
+
+    def __init__(
+        self,
+        domain: str,
+        *,
+        restrict_creation: bool,
+        is_admin: Callable[[Jid], bool],
+        max_occupants: int = 500,
+        counters: Counter[str] | None = None,
+        new_meeting_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        name: str = "Chatrooms",
+    ) -> None:
+        self.domain = domain
+        self.restrict_creation = restrict_creation
+        self.is_admin = is_admin
+        self.max_occupants = max_occupants
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.new_meeting_id = new_meeting_id
+        self.name = name
+        self.rooms: dict[Jid, Room] = {}
+
+    # ---- entry points
+
+    def handle(self, stanza: ET.Element, sender: Jid, to: Jid) -> list[ET.Element]:
+        """One stanza from the local full JID `sender` to `to` (the service, a room, or an occupant)."""
+        out: list[ET.Element] = []
+        try:
+            if not to.local:
+                self._service_stanza(stanza, sender, out)
+            elif stanza.tag == PRESENCE:
+                self._presence(stanza, sender, to, out)
+            elif stanza.tag == MESSAGE:
+                self._message(stanza, sender, to, out)
+            elif stanza.tag == IQ:
+                self._iq(stanza, sender, to, out)
+        except MucError as err:
+            self.counters["muc_errors"] += 1
+            reply = error_reply(stanza, err.condition, err.error_type, err.text)
+            if reply is not None:
+                reply.set("to", str(sender))
+                reply.set("from", str(to))
+                error = reply.find(f"{{{NS_CLIENT}}}error")
+                if error is not None:
+                    error.set("by", str(to.bare))
+                if stanza.tag == PRESENCE and error is not None:
+                    # XEP-0045 §7.2.6: a refused join echoes <x xmlns=muc/>; clients match errors on it.
+                    reply.insert(0, ET.Element(f"{{{NS_MUC}}}x"))
+                out.append(reply)
+        return out
+
+    def session_ended(self, real: Jid) -> list[ET.Element]:
+        """`real` (a full JID) went away: it leaves every room it was in, as if it sent unavailable."""
+        out: list[ET.Element] = []
+        for room in list(self.rooms.values()):
+            occupant = room.occupant_of(real)
+            if occupant is not None:
+                self._leave(room, occupant, [], out)
+        return out
+
+    # ---- service domain
+
+    def _service_stanza(self, stanza: ET.Element, sender: Jid, out: list[ET.Element]) -> None:
+        if stanza.tag != IQ:
+            if stanza.tag == MESSAGE and stanza.get("type") not in ("error", "groupchat"):
+                raise MucError("service-unavailable")
+            return
+        kind = stanza.get("type")
+        if kind not in ("get", "set"):
+            return
+        payload = stanza[0] if len(stanza) else None
+        tag = payload.tag if payload is not None else ""
+        if kind == "get" and tag == f"{{{NS_DISCO_INFO}}}query":
+            query = ET.Element(tag)
+            ET.SubElement(
+                query,
+                f"{{{NS_DISCO_INFO}}}identity",
+                {"category": "conference", "type": "text", "name": self.name},
+            )
+            for feature in (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_PING):
+                ET.SubElement(query, f"{{{NS_DISCO_INFO}}}feature", {"var": feature})
+            out.append(self._result(stanza, sender, query))
+        elif kind == "get" and tag == f"{{{NS_DISCO_ITEMS}}}query":
+            query = ET.Element(tag)
+            for room in self.rooms.values():
+                if room.config.public:
+                    name = room.config.name or room.jid.local
+                    ET.SubElement(query, f"{{{NS_DISCO_ITEMS}}}item", {"jid": str(room.jid), "name": name})
+            out.append(self._result(stanza, sender, query))
+        elif kind == "get" and tag == f"{{{NS_PING}}}ping":
+            out.append(self._result(stanza, sender, None))
+        else:
+            raise MucError("service-unavailable")
+
+    @staticmethod
+    def _result(request: ET.Element, sender: Jid, payload: ET.Element | None) -> ET.Element:
+        reply = iq_result(request, payload)
+        reply.set("to", str(sender))
+        return reply
+
+    # ---- presence: join, update, nick change, leave
+
+    def _presence(self, stanza: ET.Element, sender: Jid, to: Jid, out: list[ET.Element]) -> None:
+        kind = stanza.get("type")
+        room = self.rooms.get(to.bare)
+        occupant = room.occupant_of(sender) if room else None
+        if kind in ("unavailable", "error"):
+            if room is not None and occupant is not None:
+                self._leave(room, occupant, _status_children(stanza) if kind == "unavailable" else [], out)
+            return
+        if kind is not None:
+            return  # subscriptions and probes mean nothing to a room
+        if not to.resource:
+            raise MucError("jid-malformed", "modify", "join with room@service/nick")
+        if room is not None and occupant is not None:
+            if occupant.nick == to.resource:
+                occupant.payload = _payload(stanza)
+                self._broadcast_presence(room, occupant, out, stanza_id=stanza.get("id"))
+            else:
+                self._change_nick(room, occupant, to.resource, stanza, out)
+            return
+        self._join(room, stanza, sender, to, out)
+
+    def _join(
+        self, room: Room | None, stanza: ET.Element, sender: Jid, to: Jid, out: list[ET.Element]
+    ) -> None:
+        nick = to.resource
+        muc_x = stanza.find(f"{{{NS_MUC}}}x")
+        password = muc_x.findtext(f"{{{NS_MUC}}}password") if muc_x is not None else None
+        created = room is None
+        if room is None:
+            if self.restrict_creation and not self.is_admin(sender.bare):
+                self.counters["muc_join_refused"] += 1
+                raise MucError("not-allowed", "cancel", "Room creation is restricted")
+            room = Room(to.bare, self.new_meeting_id())
+            room.affiliations[sender.bare] = "owner"
+        else:
+            affiliation = room.affiliation(sender)
+            refusal: MucError | None = None
+            if affiliation == "outcast":
+                refusal = MucError("forbidden", "auth", "You are banned from this room")
+            elif room.config.members_only and affiliation == "none":
+                refusal = MucError("registration-required", "auth", "Members only")
+            elif (
+                room.config.password_protected
+                and affiliation not in ("owner", "admin")
+                and password != room.config.password
+            ):
+                refusal = MucError("not-authorized", "auth", "A password is required to join this room")
+            elif nick in room.occupants:
+                refusal = MucError("conflict", "cancel", "That nickname is already in use")
+            elif len(room.occupants) >= self.max_occupants:
+                refusal = MucError("service-unavailable", "wait", "The room is full")
+            if refusal is not None:
+                self.counters["muc_join_refused"] += 1
+                raise refusal
+        if created:
+            self.rooms[room.jid] = room
+            self.counters["muc_rooms_created"] += 1
+        occupant = Occupant(nick, sender, _role_for(room.affiliation(sender), room.config), _payload(stanza))
+        for other in room.occupants.values():
+            out.append(self._presence_of(room, other, occupant))
+        room.occupants[nick] = occupant
+        self.counters["muc_joins"] += 1
+        extra = [STATUS_CREATED] if created else []
+        self._broadcast_presence(room, occupant, out, self_codes=extra, stanza_id=stanza.get("id"))
+        subject = ET.Element(MESSAGE, {"type": "groupchat", "from": str(room.jid), "to": str(sender)})
+        ET.SubElement(subject, f"{{{NS_CLIENT}}}subject").text = room.subject or None
+        out.append(subject)
+
+    def _leave(self, room: Room, occupant: Occupant, status: list[ET.Element], out: list[ET.Element]) -> None:
+        del room.occupants[occupant.nick]
+        occupant.role = "none"
+        occupant.payload = status
+        self._send_unavailable(room, occupant, out, codes=[])
+        self.counters["muc_leaves"] += 1
+        self._maybe_destroy(room)
+
+    def _maybe_destroy(self, room: Room) -> None:
+        if not room.occupants and not room.config.persistent and self.rooms.get(room.jid) is room:
+            del self.rooms[room.jid]
+            self.counters["muc_rooms_destroyed"] += 1
+
+    def _change_nick(
+        self, room: Room, occupant: Occupant, new_nick: str, stanza: ET.Element, out: list[ET.Element]
+    ) -> None:
+        if new_nick in room.occupants:
+            raise MucError("conflict", "cancel", "That nickname is already in use")
+        # XEP-0045 §7.6: unavailable with 303 and the new nick, then available under the new nick.
+        self._send_unavailable(room, occupant, out, codes=[STATUS_NICK_CHANGED], new_nick=new_nick)
+        del room.occupants[occupant.nick]
+        occupant.nick = new_nick
+        occupant.payload = _payload(stanza)
+        room.occupants[new_nick] = occupant
+        self._broadcast_presence(room, occupant, out)
+
+    def _send_unavailable(
+        self,
+        room: Room,
+        occupant: Occupant,
+        out: list[ET.Element],
+        *,
+        codes: list[str],
+        new_nick: str | None = None,
+        extra: Iterable[ET.Element] = (),
+        reason: str | None = None,
+    ) -> None:
+        recipients = [*room.occupants.values()]
+        if occupant not in recipients:
+            recipients.append(occupant)
+        extra = list(extra)
+        for recipient in recipients:
+            pres = self._presence_of(
+                room, occupant, recipient, codes=codes, new_nick=new_nick, extra=extra, reason=reason
+            )
+            pres.set("type", "unavailable")
+            out.append(pres)
+
+    def _broadcast_presence(
+        self,
+        room: Room,
+        occupant: Occupant,
+        out: list[ET.Element],
+        self_codes: Iterable[str] = (),
+        stanza_id: str | None = None,
+    ) -> None:
+        for recipient in room.occupants.values():
+            codes = list(self_codes) if recipient is occupant else []
+            pres = self._presence_of(room, occupant, recipient, codes=codes)
+            if recipient is occupant and stanza_id:
+                pres.set("id", stanza_id)  # XEP-0045 §7.2.3: the self-presence reflects the join's id
+            out.append(pres)
+
+    def _presence_of(
+        self,
+        room: Room,
+        occupant: Occupant,
+        recipient: Occupant,
+        *,
+        codes: Iterable[str] = (),
+        new_nick: str | None = None,
+        extra: Iterable[ET.Element] = (),
+        reason: str | None = None,
+    ) -> ET.Element:
+        """`occupant`'s presence as `recipient` sees it (XEP-0045 §7.2.3: jid only where whois allows)."""
+        pres = ET.Element(PRESENCE, {"from": room.occupant_jid(occupant.nick), "to": str(recipient.jid)})
+        pres.extend(occupant.payload)
+        x = ET.SubElement(pres, f"{{{NS_MUC_USER}}}x")
+        item = ET.SubElement(
+            x,
+            f"{{{NS_MUC_USER}}}item",
+            {"affiliation": room.affiliation(occupant.jid), "role": occupant.role},
+        )
+        if room.config.whois == "anyone" or recipient.role == "moderator":
+            item.set("jid", str(occupant.jid))
+        if new_nick is not None:
+            item.set("nick", new_nick)
+        if reason:
+            ET.SubElement(item, f"{{{NS_MUC_USER}}}reason").text = reason
+        x.extend(extra)
+        all_codes = list(codes)
+        if recipient is occupant:
+            if room.config.whois == "anyone":
+                all_codes.insert(0, STATUS_NON_ANONYMOUS)
+            all_codes.insert(0, STATUS_SELF)
+        for code in all_codes:
+            ET.SubElement(x, f"{{{NS_MUC_USER}}}status", {"code": code})
+        return pres
+
+    # ---- messages
+
+    def _message(self, stanza: ET.Element, sender: Jid, to: Jid, out: list[ET.Element]) -> None:
+        kind = stanza.get("type", "normal")
+        room = self.rooms.get(to.bare)
+        if room is None:
+            if kind != "error":
+                raise MucError("item-not-found", "cancel", "No such room")
+            return
+        occupant = room.occupant_of(sender)
+        if to.resource:
+            self._private(room, occupant, stanza, to.resource, out)
+            return
+        if kind == "error":
+            return
+        if kind != "groupchat":
+            raise MucError("bad-request", "modify", "Only groupchat messages may be sent to the room")
+        if occupant is None:
+            raise MucError("not-acceptable", "modify", "You are not in this room")
+        if occupant.role == "visitor":
+            raise MucError("forbidden", "auth", "Visitors may not speak")
+        subject = stanza.find(f"{{{NS_CLIENT}}}subject")
+        if subject is not None and stanza.find(f"{{{NS_CLIENT}}}body") is None:
+            if occupant.role != "moderator" and not room.config.change_subject:
+                raise MucError("forbidden", "auth", "You may not change the subject")
+            room.subject = subject.text or ""
+        for recipient in room.occupants.values():
+            copy = ET.Element(MESSAGE, {**stanza.attrib, "from": room.occupant_jid(occupant.nick)})
+            copy.set("to", str(recipient.jid))
+            copy.extend(list(stanza))
+            out.append(copy)
+        self.counters["muc_groupchat_messages"] += 1
+
+    def _private(
+        self, room: Room, occupant: Occupant | None, stanza: ET.Element, nick: str, out: list[ET.Element]
+    ) -> None:
+        kind = stanza.get("type", "normal")
+        if occupant is None:
+            if kind != "error":
+                raise MucError("not-acceptable", "modify", "You are not in this room")
+            return
+        if kind == "groupchat":
+            raise MucError("bad-request", "modify", "Groupchat messages go to the room")
+        target = room.occupants.get(nick)
+        if target is None:
+            if kind != "error":
+                raise MucError("item-not-found", "cancel", "No such occupant")
+            return
+        copy = self._forward(room, occupant, target, stanza)
+        if kind != "error" and copy.find(f"{{{NS_MUC_USER}}}x") is None:
+            ET.SubElement(copy, f"{{{NS_MUC_USER}}}x")  # XEP-0045 §7.5: marks a private message
+        out.append(copy)
+
+    @staticmethod
+    def _forward(room: Room, sender: Occupant, target: Occupant, stanza: ET.Element) -> ET.Element:
+        copy = ET.Element(stanza.tag, dict(stanza.attrib))
+        copy.set("from", room.occupant_jid(sender.nick))
+        copy.set("to", str(target.jid))
+        copy.extend(list(stanza))
+        return copy
+
+    # ---- iqs
+
+    def _iq(self, stanza: ET.Element, sender: Jid, to: Jid, out: list[ET.Element]) -> None:
+        kind = stanza.get("type")
+        request = kind in ("get", "set")
+        room = self.rooms.get(to.bare)
+        if room is None:
+            if request:
+                raise MucError("item-not-found", "cancel", "No such room")
+            return
+        if to.resource:
+            # Occupant-to-occupant IQs (Jingle travels this way): relayed with the sender's occupant JID.
+            occupant = room.occupant_of(sender)
+            target = room.occupants.get(to.resource)
+            if occupant is None:
+                if request:
+                    raise MucError("not-acceptable", "modify", "You are not in this room")
+                return
+            if target is None:
+                if request:
+                    raise MucError("item-not-found", "cancel", "No such occupant")
+                return
+            out.append(self._forward(room, occupant, target, stanza))
+            self.counters["muc_iqs_relayed"] += 1
+            return
+        if not request:
+            return
+        payload = stanza[0] if len(stanza) else None
+        tag = payload.tag if payload is not None else ""
+        if payload is not None and kind == "get" and tag == f"{{{NS_DISCO_INFO}}}query":
+            out.append(self._result(stanza, sender, self._room_info(room)))
+        elif kind == "get" and tag == f"{{{NS_DISCO_ITEMS}}}query":
+            out.append(self._result(stanza, sender, ET.Element(tag)))
+        elif kind == "get" and tag == f"{{{NS_PING}}}ping":
+            out.append(self._result(stanza, sender, None))
+        elif payload is not None and tag == f"{{{NS_MUC_OWNER}}}query":
+            self._owner(room, stanza, payload, sender, out)
+        elif payload is not None and tag == f"{{{NS_MUC_ADMIN}}}query":
+            self._admin(room, stanza, payload, sender, out)
+        else:
+            raise MucError("service-unavailable")
+
+    def _room_info(self, room: Room) -> ET.Element:
+        cfg = room.config
+        query = ET.Element(f"{{{NS_DISCO_INFO}}}query")
+        ET.SubElement(
+            query,
+            f"{{{NS_DISCO_INFO}}}identity",
+            {"category": "conference", "type": "text", "name": cfg.name or room.jid.local},
+        )
+        features = [
+            NS_MUC,
+            NS_PING,
+            "muc_public" if cfg.public else "muc_hidden",
+            "muc_persistent" if cfg.persistent else "muc_temporary",
+            "muc_membersonly" if cfg.members_only else "muc_open",
+            "muc_moderated" if cfg.moderated else "muc_unmoderated",
+            "muc_nonanonymous" if cfg.whois == "anyone" else "muc_semianonymous",
+            "muc_passwordprotected" if cfg.password_protected else "muc_unsecured",
+        ]
+        for feature in features:
+            ET.SubElement(query, f"{{{NS_DISCO_INFO}}}feature", {"var": feature})
+        form = _form(
+            "result",
+            NS_ROOMINFO,
+            [
+                ("muc#roominfo_meetingId", "text-single", [room.meeting_id]),
+                ("muc#roominfo_occupants", "text-single", [str(len(room.occupants))]),
+                ("muc#roominfo_description", "text-single", [cfg.description]),
+                ("muc#roomconfig_roomname", "text-single", [cfg.name]),
+                ("muc#roominfo_subject", "text-single", [room.subject]),
+            ],
+        )
+        query.append(form)
+        return query
+
+    # ---- owner: configuration (XEP-0045 §10.2) and destruction (§10.9)
+
+    def _owner(
+        self, room: Room, stanza: ET.Element, query: ET.Element, sender: Jid, out: list[ET.Element]
+    ) -> None:
+        if room.affiliation(sender) != "owner":
+            raise MucError("forbidden", "auth", "Only owners may configure the room")
+        kind = stanza.get("type")
+        if kind == "get":
+            reply = ET.Element(f"{{{NS_MUC_OWNER}}}query")
+            reply.append(self._config_form(room))
+            out.append(self._result(stanza, sender, reply))
+            return
+        destroy = query.find(f"{{{NS_MUC_OWNER}}}destroy")
+        if destroy is not None:
+            self._destroy(room, destroy, out)
+            out.append(self._result(stanza, sender, None))
+            return
+        form = query.find(f"{{{NS_DATA}}}x")
+        if form is None:
+            raise MucError("bad-request", "modify", "Expected a data form")
+        if form.get("type") == "cancel":
+            out.append(self._result(stanza, sender, None))
+            return
+        if form.get("type") != "submit":
+            raise MucError("bad-request", "modify", "Expected a submitted form")
+        old_whois = room.config.whois
+        meeting_id = self._apply_config(room, _form_values(form), sender)
+        if meeting_id is not None:
+            room.meeting_id = meeting_id
+        out.append(self._result(stanza, sender, None))
+        codes = [STATUS_CONFIG_CHANGED]
+        if room.config.whois != old_whois:
+            codes.append(
+                STATUS_NOW_NON_ANONYMOUS if room.config.whois == "anyone" else STATUS_NOW_SEMI_ANONYMOUS
+            )
+        for recipient in room.occupants.values():
+            note = ET.Element(MESSAGE, {"type": "groupchat", "from": str(room.jid), "to": str(recipient.jid)})
+            x = ET.SubElement(note, f"{{{NS_MUC_USER}}}x")
+            for code in codes:
+                ET.SubElement(x, f"{{{NS_MUC_USER}}}status", {"code": code})
+            out.append(note)
+        self.counters["muc_config_changes"] += 1
+
+    def _apply_config(self, room: Room, values: dict[str, list[str]], sender: Jid) -> str | None:
+        """Validates every field first, then applies all (a bad field changes nothing)."""
+        cfg = RoomConfig(**{name: getattr(room.config, name) for name in RoomConfig.__dataclass_fields__})
+        secret_given = False
+
+        def one(var: str) -> str | None:
+            vals = values.get(var)
+            return (vals[0] if vals else "") if vals is not None else None
+
+        for var, attr in (("muc#roomconfig_roomname", "name"), ("muc#roomconfig_roomdesc", "description")):
+            text = one(var)
+            if text is not None:
+                setattr(cfg, attr, text)
+        for var, attr in (
+            ("muc#roomconfig_persistentroom", "persistent"),
+            ("muc#roomconfig_publicroom", "public"),
+            ("muc#roomconfig_membersonly", "members_only"),
+            ("muc#roomconfig_moderatedroom", "moderated"),
+            ("muc#roomconfig_changesubject", "change_subject"),
+        ):
+            text = one(var)
+            if text is not None:
+                setattr(cfg, attr, _bool(text))
+        whois = one("muc#roomconfig_whois")
+        if whois is not None:
+            if whois not in ("anyone", "moderators"):
+                raise MucError(
+                    "not-acceptable", "modify", f"whois must be anyone or moderators, not {whois!r}"
+                )
+            cfg.whois = whois
+        secret = one("muc#roomconfig_roomsecret")
+        if secret is not None:
+            cfg.password = secret
+            secret_given = True
+        protected = one("muc#roomconfig_passwordprotectedroom")
+        if protected is not None:
+            if not _bool(protected):
+                cfg.password = ""
+            elif not cfg.password:
+                raise MucError("not-acceptable", "modify", "A password-protected room needs a roomsecret")
+        elif secret_given and not cfg.password:
+            cfg.password = ""
+        meeting_id = one("muc#roominfo_meetingId")
+        if meeting_id and meeting_id != room.meeting_id and not self.is_admin(sender.bare):
+            raise MucError("forbidden", "auth", "Only admins may set the meeting id")
+        room.config = cfg
+        return meeting_id or None
+
+    def _config_form(self, room: Room) -> ET.Element:
+        cfg = room.config
+        b = {True: "1", False: "0"}
+        return _form(
+            "form",
+            NS_ROOMCONFIG,
+            [
+                ("muc#roomconfig_roomname", "text-single", [cfg.name]),
+                ("muc#roomconfig_roomdesc", "text-single", [cfg.description]),
+                ("muc#roomconfig_persistentroom", "boolean", [b[cfg.persistent]]),
+                ("muc#roomconfig_publicroom", "boolean", [b[cfg.public]]),
+                ("muc#roomconfig_membersonly", "boolean", [b[cfg.members_only]]),
+                ("muc#roomconfig_moderatedroom", "boolean", [b[cfg.moderated]]),
+                ("muc#roomconfig_changesubject", "boolean", [b[cfg.change_subject]]),
+                ("muc#roomconfig_passwordprotectedroom", "boolean", [b[cfg.password_protected]]),
+                ("muc#roomconfig_roomsecret", "text-private", [cfg.password]),
+                ("muc#roomconfig_whois", "list-single", [cfg.whois], ("moderators", "anyone")),
+                ("muc#roominfo_meetingId", "text-single", [room.meeting_id]),
+            ],
+        )
+
+    def _destroy(self, room: Room, destroy: ET.Element, out: list[ET.Element]) -> None:
+        marker = ET.Element(f"{{{NS_MUC_USER}}}destroy", dict(destroy.attrib))
+        marker.extend(ET.Element(f"{{{NS_MUC_USER}}}{c.tag.rpartition('}')[2]}") for c in destroy)
+        for child, src in zip(marker, destroy, strict=True):
+            child.text = src.text
+        occupants = list(room.occupants.values())
+        for occupant in occupants:
+            occupant.role = "none"
+        room.affiliations.clear()
+        for occupant in occupants:
+            pres = self._presence_of(room, occupant, occupant, extra=[marker])
+            pres.set("type", "unavailable")
+            out.append(pres)
+        room.occupants.clear()
+        if self.rooms.get(room.jid) is room:
+            del self.rooms[room.jid]
+            self.counters["muc_rooms_destroyed"] += 1
+
+    # ---- admin: affiliations and roles (XEP-0045 §9, §10)
+
+    def _admin(
+        self, room: Room, stanza: ET.Element, query: ET.Element, sender: Jid, out: list[ET.Element]
+    ) -> None:
+        actor_aff = room.affiliation(sender)
+        actor = room.occupant_of(sender)
+        items = query.findall(f"{{{NS_MUC_ADMIN}}}item")
+        if not items:
+            raise MucError("bad-request", "modify", "No items")
+        if stanza.get("type") == "get":
+            self._admin_list(room, stanza, items[0], sender, out)
+            return
+        affiliation_changes: list[tuple[Jid, str, ET.Element]] = []
+        role_changes: list[tuple[Occupant, str, ET.Element]] = []
+        for item in items:
+            affiliation = item.get("affiliation")
+            role = item.get("role")
+            if affiliation is not None:
+                if affiliation not in AFFILIATIONS:
+                    raise MucError("bad-request", "modify", f"Unknown affiliation {affiliation!r}")
+                target = self._item_jid(room, item)
+                current = room.affiliation(target)
+                needs_owner = affiliation in ("owner", "admin") or current in ("owner", "admin")
+                if actor_aff != "owner" and (needs_owner or actor_aff != "admin"):
+                    raise MucError("not-allowed", "cancel", "You may not change that affiliation")
+                affiliation_changes.append((target, affiliation, item))
+            elif role is not None:
+                if role not in ROLES:
+                    raise MucError("bad-request", "modify", f"Unknown role {role!r}")
+                occupant = room.occupants.get(item.get("nick", ""))
+                if occupant is None:
+                    raise MucError("item-not-found", "cancel", "No such occupant")
+                if actor is None or actor.role != "moderator":
+                    raise MucError("not-allowed", "cancel", "Only moderators may change roles")
+                if room.affiliation(occupant.jid) in ("owner", "admin") and actor_aff != "owner":
+                    raise MucError("not-allowed", "cancel", "You may not change that occupant's role")
+                role_changes.append((occupant, role, item))
+            else:
+                raise MucError("bad-request", "modify", "An item needs an affiliation or a role")
+        owners_after = {j for j, a in room.affiliations.items() if a == "owner"}
+        for jid, value, _item in affiliation_changes:
+            owners_after.discard(jid)
+            if value == "owner":
+                owners_after.add(jid)
+        if not owners_after:
+            raise MucError("conflict", "cancel", "The room must keep an owner")
+        out.append(self._result(stanza, sender, None))
+        for jid, value, item in affiliation_changes:
+            self._set_affiliation(room, jid, value, item, out)
+        for occupant, value, item in role_changes:
+            if room.occupants.get(occupant.nick) is occupant:  # not banned by an affiliation change above
+                self._set_role(room, occupant, value, item, out)
+        self.counters["muc_admin_changes"] += 1
+
+    def _item_jid(self, room: Room, item: ET.Element) -> Jid:
+        text = item.get("jid")
+        if text:
+            try:
+                return Jid.parse(text).bare
+            except JidError as exc:
+                raise MucError("jid-malformed", "modify", str(exc)) from None
+        occupant = room.occupants.get(item.get("nick", ""))
+        if occupant is None:
+            raise MucError("item-not-found", "cancel", "No such occupant")
+        return occupant.jid.bare
+
+    def _set_affiliation(
+        self, room: Room, target: Jid, value: str, item: ET.Element, out: list[ET.Element]
+    ) -> None:
+        if value == "none":
+            room.affiliations.pop(target, None)
+        else:
+            room.affiliations[target] = value
+        for occupant in [o for o in room.occupants.values() if o.jid.bare == target]:
+            if value == "outcast":
+                self._kick(room, occupant, STATUS_BANNED, item, out)
+            else:
+                occupant.role = _role_for(value, room.config)
+                self._broadcast_presence(room, occupant, out)
+
+    def _set_role(
+        self, room: Room, occupant: Occupant, value: str, item: ET.Element, out: list[ET.Element]
+    ) -> None:
+        if value == "none":
+            self._kick(room, occupant, STATUS_KICKED, item, out)
+            return
+        occupant.role = value
+        self._broadcast_presence(room, occupant, out)
+
+    def _kick(
+        self, room: Room, occupant: Occupant, code: str, item: ET.Element, out: list[ET.Element]
+    ) -> None:
+        occupant.role = "none"
+        occupant.payload = []
+        reason = item.findtext(f"{{{NS_MUC_ADMIN}}}reason")
+        self._send_unavailable(room, occupant, out, codes=[code], reason=reason)
+        del room.occupants[occupant.nick]
+        self.counters["muc_kicks"] += 1
+        self._maybe_destroy(room)
+
+    def _admin_list(
+        self,
+        room: Room,
+        stanza: ET.Element,
+        item: ET.Element,
+        sender: Jid,
+        out: list[ET.Element],
+    ) -> None:
+        actor_aff = room.affiliation(sender)
+        actor = room.occupant_of(sender)
+        query = ET.Element(f"{{{NS_MUC_ADMIN}}}query")
+        affiliation = item.get("affiliation")
+        role = item.get("role")
+        if affiliation is not None:
+            if actor_aff not in ("owner", "admin"):
+                raise MucError("forbidden", "auth", "Only owners and admins may list affiliations")
+            for jid, aff in room.affiliations.items():
+                if aff == affiliation:
+                    ET.SubElement(query, f"{{{NS_MUC_ADMIN}}}item", {"affiliation": aff, "jid": str(jid)})
+        elif role is not None:
+            if actor is None or actor.role != "moderator":
+                raise MucError("forbidden", "auth", "Only moderators may list roles")
+            for occupant in room.occupants.values():
+                if occupant.role == role:
+                    ET.SubElement(
+                        query,
+                        f"{{{NS_MUC_ADMIN}}}item",
+                        {"role": role, "nick": occupant.nick, "jid": str(occupant.jid)},
+                    )
+        else:
+            raise MucError("bad-request", "modify", "Ask for an affiliation or a role")
+        out.append(self._result(stanza, sender, query))
+
+
+def _payload(stanza: ET.Element) -> list[ET.Element]:
+    """Presence children an occupant broadcasts: all but the MUC join/user elements."""
+    return [c for c in stanza if c.tag not in (f"{{{NS_MUC}}}x", f"{{{NS_MUC_USER}}}x")]
+
+
+def _status_children(stanza: ET.Element) -> list[ET.Element]:
+    return [c for c in stanza if c.tag == f"{{{NS_CLIENT}}}status"]
+
+
+def _form(
+    form_type: str,
+    form_ns: str,
+    fields: list[tuple[str, str, list[str]] | tuple[str, str, list[str], tuple[str, ...]]],
+) -> ET.Element:
+    """A XEP-0004 data form with FORM_TYPE `form_ns`."""
+    x = ET.Element(f"{{{NS_DATA}}}x", {"type": form_type})
+    hidden = ET.SubElement(x, f"{{{NS_DATA}}}field", {"var": "FORM_TYPE", "type": "hidden"})
+    ET.SubElement(hidden, f"{{{NS_DATA}}}value").text = form_ns
+    for spec in fields:
+        var, kind, values = spec[0], spec[1], spec[2]
+        f = ET.SubElement(x, f"{{{NS_DATA}}}field", {"var": var, "type": kind})
+        if len(spec) == 4:
+            for option in spec[3]:
+                opt = ET.SubElement(f, f"{{{NS_DATA}}}option")
+                ET.SubElement(opt, f"{{{NS_DATA}}}value").text = option
+        for value in values:
+            ET.SubElement(f, f"{{{NS_DATA}}}value").text = value
+    return x
+
+
+def _form_values(form: ET.Element) -> dict[str, list[str]]:
+    return {
+        f.get("var", ""): [v.text or "" for v in f.findall(f"{{{NS_DATA}}}value")]
+        for f in form.findall(f"{{{NS_DATA}}}field")
+    }
