@@ -7,6 +7,7 @@ Python owns policy and bookkeeping; the native core owns every packet. Calls her
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import itertools
 import logging
@@ -95,6 +96,13 @@ class Endpoint:
         """The peer's credentials, fingerprints (any supported one may match) and candidates."""
         self._check_open()
         if not remote.fingerprints:
+            # A trickle update (transport-info) repeats the credentials but not the fingerprints.
+            if self.remote is not None and (self.remote.ufrag, self.remote.pwd) == (remote.ufrag, remote.pwd):
+                self.add_remote_candidates(remote.candidates)
+                self.remote = dataclasses.replace(
+                    self.remote, candidates=(*self.remote.candidates, *remote.candidates)
+                )
+                return
             raise BridgeError("remote transport has no DTLS fingerprint")
         setups = {fp.setup for fp in remote.fingerprints}
         setup = "active" if "active" in setups else next(iter(setups))

@@ -16,7 +16,7 @@ from pathlib import Path
 import uvloop
 
 from bridge.app import BridgeApp
-from bridge.serve import Served, ServeConfig
+from bridge.serve import ServeConfig, Served
 from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings
 from signaling.focus import Focus, FocusConfig
 
@@ -196,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     focus.add_argument("--username", default="focus")
     focus.add_argument("--brewery", default=None, help="default: jvbbrewery@internal.auth.<domain>")
     focus.add_argument("--no-tls", action="store_true", help="plain c2s (loopback only)")
-    focus.add_argument(
-        "--insecure", action="store_true", help="do not verify the XMPP server's certificate"
-    )
+    focus.add_argument("--insecure", action="store_true", help="do not verify the XMPP server's certificate")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "bridge":
@@ -234,7 +232,11 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except SettingsError as exc:
         print(f"sluice serve: {exc}", file=sys.stderr)
         return 2
-    for flag, port in (("--http-port", args.http_port), ("--xmpp-port", args.xmpp_port), ("--port", args.port)):
+    for flag, port in (
+        ("--http-port", args.http_port),
+        ("--xmpp-port", args.xmpp_port),
+        ("--port", args.port),
+    ):
         if port is not None and not 0 <= port <= 65535:
             parser.error(f"{flag} {port}: a port is 0..65535")
     if args.port is not None:
@@ -291,7 +293,9 @@ def _focus(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with Focus(config):
-            print(f"sluice focus: {config.focus_full_jid} on {config.xmpp_host}:{config.xmpp_port}", flush=True)
+            print(
+                f"sluice focus: {config.focus_full_jid} on {config.xmpp_host}:{config.xmpp_port}", flush=True
+            )
             await stop.wait()
 
     uvloop.run(run())
