@@ -3,7 +3,7 @@
 setup:
 	scripts/bootstrap.sh
 run: setup
-	.venv/bin/sluice bridge
+	.venv/bin/sluice serve
 test:
 	scripts/test.sh
 bench: setup

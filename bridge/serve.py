@@ -82,6 +82,7 @@ class Served:
             xmpp_host = "127.0.0.1" if cfg.xmpp_host in ("0.0.0.0", "") else cfg.xmpp_host
             bridge_settings = dataclasses.replace(
                 cfg.bridge,
+                advertised_addresses=cfg.bridge.advertised_addresses or default_advertised(cfg.bridge),
                 xmpp=(
                     XmppSettings(
                         name="embedded",
@@ -140,3 +141,19 @@ class Served:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def default_advertised(settings: Settings) -> tuple[str, ...]:
+    """Candidates other machines on the network can reach, not just loopback, when the media port is bound to
+    the wildcard and nothing was configured: this host's primary IPv4 address (the source address of its
+    default route) and loopback. An explicit `advertised-addresses` always wins."""
+    if "0.0.0.0" not in settings.bind_addresses:
+        return ()
+    out = []
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1: connect() only picks a route, nothing is sent
+        primary = str(probe.getsockname()[0])
+        if primary != "0.0.0.0" and not primary.startswith("127."):
+            out.append(primary)
+    out.append("127.0.0.1")
+    return tuple(out)

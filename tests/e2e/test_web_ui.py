@@ -3,9 +3,8 @@ test-artifacts/web-*.png), and the XMPP side of a call works against a real Pros
 anonymous login, the conference request, MUC join with name and mute flags seen by the others, the owner's
 room password through the owner config form, the password prompt, leaving.
 
-There is no focus here (signaling/focus is built separately): `focus.meet.test` is a Prosody component that
-answers only the conference IQ (first "not ready", then ready), so Jingle and media are not exercised by this
-file; test_web_jingle.py covers the Jingle ⇄ SDP side with a real RTCPeerConnection.
+The focus is ours (signaling.focus, in this process) logged in to Prosody; no bridge is in its brewery, so
+this call has no media (tests/e2e/test_serve.py and test_prosody_call.py have it).
 """
 
 from __future__ import annotations
@@ -14,21 +13,16 @@ import asyncio
 import contextlib
 import json
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import slixmpp
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
 
+from signaling.focus import Focus, FocusConfig
 from tests.helpers.chromium import ChromiumBrowser
+from tests.helpers.prosody import DOMAIN, Prosody
 from tests.helpers.webpage import (
-    FOCUS_DOMAIN,
-    FOCUS_USER_JID,
-    WebProsody,
     WebServer,
     client_config,
     console_errors,
@@ -140,60 +134,21 @@ def test_landing_and_prejoin_screens(web: WebServer, tmp_path: Path, artifact_di
 # ---------------------------------------------------------------- Prosody over WebSocket, no focus
 
 
-class ConferenceIqComponent:
-    """`focus.meet.test` as a Prosody component answering only the conference IQ (§5.2): the first request
-    per room gets ready="false" (the client must retry), later ones ready="true". Not a focus: no MUC, no
-    Jingle."""
-
-    def __init__(self, server: WebProsody) -> None:
-        self.server = server
-        self.requests: list[str] = []
-        self.xmpp = slixmpp.ComponentXMPP(  # type: ignore[no-untyped-call]
-            FOCUS_DOMAIN, server.component_secret, "127.0.0.1", server.component_port
-        )
-        self._ready = asyncio.Event()
-        self.xmpp.add_event_handler("session_start", lambda _e: self._ready.set())
-        self.xmpp.register_handler(
-            Callback(
-                "conference-iq",
-                MatchXPath(f"{{jabber:component:accept}}iq/{{{FOCUS_NS}}}conference"),
-                self._on_conference,
-            )
-        )
-
-    async def start(self) -> None:
-        self.xmpp.connect("127.0.0.1", self.server.component_port)
-        await asyncio.wait_for(self._ready.wait(), 10)
-
-    async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.xmpp.disconnect(wait=1.0), 2.0)
-        self.xmpp.abort()
-
-    def _on_conference(self, iq: Any) -> None:
-        if iq["type"] != "set":
-            return
-        room = iq.xml.find(f"{{{FOCUS_NS}}}conference").get("room", "")
-        self.requests.append(room)
-        reply = iq.reply(clear=True)
-        conf = ET.SubElement(reply.xml, f"{{{FOCUS_NS}}}conference")
-        conf.set("room", room)
-        conf.set("ready", "true" if self.requests.count(room) > 1 else "false")
-        conf.set("focusjid", FOCUS_USER_JID)
-        reply.send()
-
-
 @pytest.fixture
-async def prosody_web(tmp_path: Path) -> AsyncIterator[tuple[WebServer, ConferenceIqComponent]]:
-    prosody = WebProsody.create_web(tmp_path / "prosody")
+async def prosody_web(tmp_path: Path) -> AsyncIterator[WebServer]:
+    """Prosody (Jitsi's layout, mod_websocket), our focus logged in to it, and web/ proxying XMPP to it."""
+    prosody = Prosody.create(tmp_path / "prosody", websocket=True)
     await asyncio.to_thread(prosody.start)
-    component = ConferenceIqComponent(prosody)
+    focus = Focus(
+        FocusConfig(xmpp_port=prosody.c2s_port, domain=DOMAIN, password=prosody.focus_password, use_tls=False)
+    )
     try:
-        await component.start()
+        await focus.start()
+        await focus.wait_ready(timeout=15)
         with WebServer(client_config("/xmpp-websocket"), websocket_upstream=prosody.websocket_url) as server:
-            yield server, component
+            yield server
     finally:
-        await component.stop()
+        await focus.stop()
         await asyncio.to_thread(prosody.stop)
 
 
@@ -202,9 +157,9 @@ def participants(browser: ChromiumBrowser) -> dict[str, dict[str, Any]]:
 
 
 async def test_room_presence_mute_password_and_leave_over_prosody(
-    prosody_web: tuple[WebServer, ConferenceIqComponent], tmp_path: Path, artifact_dir: Path
+    prosody_web: WebServer, tmp_path: Path, artifact_dir: Path
 ) -> None:
-    web, component = prosody_web
+    web = prosody_web
     room = "design-review"
     alice = await asyncio.to_thread(open_browser, tmp_path, "alice", f"{web.url}/{room}")
     bob: ChromiumBrowser | None = None
@@ -212,9 +167,8 @@ async def test_room_presence_mute_password_and_leave_over_prosody(
         await alice.acall("join", "Alice Liddell")
         a_state = await await_for(alice, "alice joined", lambda s: s["joined"])
         assert a_state["xmpp"] == "connected" and a_state["view"] == "call"
-        assert component.requests.count(f"{room}@conference.meet.test") >= 2  # retried after ready=false
         assert len(a_state["nick"]) == 8 and int(a_state["nick"], 16) >= 0
-        # Prosody makes the creator owner (our focus grants owner to the first participant the same way).
+        # The focus grants owner to the first participant.
         await await_for(alice, "alice owner", lambda s: s["affiliation"] == "owner")
         await asyncio.to_thread(shot, alice, artifact_dir, "call-alone")
 

@@ -10,6 +10,7 @@ import asyncio
 import os
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 from typing import cast
 
@@ -199,9 +200,10 @@ def error_reason(reply: ET.Element) -> tuple[str | None, str | None]:
     return condition, c2.get("reason") if c2 is not None else None
 
 
-async def start_sluice(*args: str) -> asyncio.subprocess.Process:
-    """`python -m bridge.cli ARGS` from the repository, without our SLUICE_* variables; output piped."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+async def start_sluice(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
+    """`python -m bridge.cli ARGS` from the repository, without our SLUICE_* variables (but with `env`'s);
+    output piped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")} | dict(env or {})
     return await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "bridge.cli", *args),
         cwd=REPO,

@@ -82,10 +82,13 @@ s2s_ports = {{ }}
 legacy_ssl_ports = {{ }}
 c2s_direct_tls_ports = {{ }}
 certificates = "{dir}/certs"
-http_ports = {{ }}
+http_ports = {{ {http_ports} }}
+http_interfaces = {{ "127.0.0.1" }}
+http_default_host = "{domain}"
 https_ports = {{ }}
 component_ports = {{ }}
-modules_enabled = {{ "disco"; "saslauth"; "roster"; "ping" }}
+modules_enabled = {{ "disco"; "saslauth"; "roster"; "ping"{extra_modules} }}
+consider_websocket_secure = true
 plugin_paths = {{ "{dir}/plugins" }}
 admins = {{ "{focus_jid}" }}
 modules_disabled = {{ "s2s"; "offline" }}
@@ -131,6 +134,8 @@ class Prosody:
     jvb_password: str
     process: subprocess.Popen[bytes] | None = None
     focus_password: str = "focus-secret"
+    #: mod_websocket's HTTP port (RFC 7395 at /xmpp-websocket), when created with `websocket=True`.
+    http_port: int | None = None
 
     @property
     def config_file(self) -> Path:
@@ -144,9 +149,20 @@ class Prosody:
     def focus_jid(self) -> str:
         return f"{FOCUS_USER}@{AUTH_DOMAIN}"
 
+    @property
+    def websocket_url(self) -> str:
+        if self.http_port is None:
+            raise RuntimeError("this Prosody was created without websocket=True")
+        return f"ws://127.0.0.1:{self.http_port}/xmpp-websocket"
+
     @classmethod
     def create(
-        cls, directory: Path, jvb_password: str = "jvb-secret", focus_password: str = "focus-secret"
+        cls,
+        directory: Path,
+        jvb_password: str = "jvb-secret",
+        focus_password: str = "focus-secret",
+        *,
+        websocket: bool = False,
     ) -> Prosody:
         """Writes the config and registers the `jvb` and `focus` accounts; does not start the server."""
         if shutil.which("prosody") is None:
@@ -157,9 +173,12 @@ class Prosody:
         (directory / "plugins").mkdir(exist_ok=True)
         (directory / "plugins" / "mod_sluice_focus_proxy.lua").write_text(_FOCUS_PROXY)
         server = cls(directory, free_tcp_port(), jvb_password, focus_password=focus_password)
+        server.http_port = free_tcp_port() if websocket else None
         server.config_file.write_text(
             _CONFIG.format(
                 dir=directory,
+                http_ports=server.http_port or "",
+                extra_modules='; "websocket"' if websocket else "",
                 c2s_port=server.c2s_port,
                 domain=DOMAIN,
                 auth_domain=AUTH_DOMAIN,

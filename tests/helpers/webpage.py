@@ -1,13 +1,9 @@
-"""Serving web/ for browser tests, and a Prosody laid out for the web client.
+"""Serving web/ for browser tests that bring their own XMPP server (Prosody).
 
 `WebServer` is a small aiohttp app on its own thread and event loop (so blocking Selenium calls and async
 tests both work): web/'s static files, `/config.json`, `/<room>` → index.html, an optional
-`/xmpp-websocket` proxy to an upstream XMPP WebSocket (same origin, as `sluice serve` will offer), and a
-test harness page for web/js/jingle-sdp.js. The real server wiring (`sluice serve`) is the lead's; this only
-serves the same files the same way.
-
-`WebProsody` is a copy of tests/helpers/prosody.py's layout extended with what the browser needs:
-mod_websocket, the conference MUC and an external component for `focus.<domain>`.
+`/xmpp-websocket` proxy to an upstream XMPP WebSocket (same origin, as `sluice serve` offers its own), and a
+test harness page for web/js/jingle-sdp.js. `sluice serve` itself serves web/ with signaling/web.py.
 """
 
 from __future__ import annotations
@@ -16,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import re
-import subprocess
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,23 +20,16 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiohttp.client import ClientSession
 
-from tests.helpers.prosody import DOMAIN, Prosody, free_tcp_port
+from signaling.web import client_config as signaling_client_config
+from tests.helpers.prosody import DOMAIN
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 ROOM_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 
-MUC_DOMAIN = f"conference.{DOMAIN}"
-FOCUS_DOMAIN = f"focus.{DOMAIN}"
-FOCUS_USER_JID = f"focus@auth.{DOMAIN}"
-
 
 def client_config(websocket: str = "/xmpp-websocket", domain: str = DOMAIN) -> dict[str, Any]:
-    """The `/config.json` of the contract (i5-contract.md)."""
-    return {
-        "hosts": {"domain": domain, "muc": f"conference.{domain}", "focus": f"focus.{domain}"},
-        "focusUserJid": f"focus@auth.{domain}",
-        "websocket": websocket,
-    }
+    """The page's `/config.json`, as `sluice serve` gives it (signaling/web.py), for Prosody's domain."""
+    return signaling_client_config(domain, websocket)
 
 
 # The harness page: jingle-sdp.js and a real RTCPeerConnection with the fake camera and microphone.
@@ -252,79 +240,6 @@ class WebServer:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
         return down
-
-
-_WEB_CONFIG = """\
-run_as_root = true
-pidfile = "{dir}/prosody.pid"
-data_path = "{dir}/data"
-log = {{ info = "{dir}/prosody.log" }}
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ {c2s_port} }}
-s2s_ports = {{ }}
-legacy_ssl_ports = {{ }}
-c2s_direct_tls_ports = {{ }}
-certificates = "{dir}/certs"
-http_ports = {{ {http_port} }}
-http_interfaces = {{ "127.0.0.1" }}
-https_ports = {{ }}
-http_default_host = "{domain}"
-component_ports = {{ {component_port} }}
-component_interfaces = {{ "127.0.0.1" }}
-modules_enabled = {{ "disco"; "saslauth"; "roster"; "ping"; "websocket" }}
-modules_disabled = {{ "s2s"; "offline" }}
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-consider_websocket_secure = true
-
-VirtualHost "{domain}"
-    authentication = "anonymous"
-
-Component "{muc_domain}" "muc"
-    storage = "memory"
-    restrict_room_creation = false
-    muc_room_locking = false
-    muc_room_default_public_jids = true
-
-Component "{focus_domain}"
-    component_secret = "{component_secret}"
-"""
-
-
-class WebProsody(Prosody):
-    """Prosody with WebSocket on `http_port`, the conference MUC and `focus.<domain>` as a component."""
-
-    http_port: int = 0
-    component_port: int = 0
-    component_secret: str = "focus-component-secret"
-
-    @classmethod
-    def create_web(cls, directory: Path) -> WebProsody:
-        if subprocess.run(["which", "prosody"], check=False, capture_output=True).returncode != 0:
-            raise RuntimeError("prosody is not installed: run scripts/bootstrap.sh")
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "data").mkdir(exist_ok=True)
-        (directory / "certs").mkdir(exist_ok=True)
-        server = cls(directory, free_tcp_port(), "unused")
-        server.http_port = free_tcp_port()
-        server.component_port = free_tcp_port()
-        server.config_file.write_text(
-            _WEB_CONFIG.format(
-                dir=directory,
-                c2s_port=server.c2s_port,
-                http_port=server.http_port,
-                component_port=server.component_port,
-                component_secret=server.component_secret,
-                domain=DOMAIN,
-                muc_domain=MUC_DOMAIN,
-                focus_domain=FOCUS_DOMAIN,
-            )
-        )
-        return server
-
-    @property
-    def websocket_url(self) -> str:
-        return f"ws://127.0.0.1:{self.http_port}/xmpp-websocket"
 
 
 def console_errors(entries: list[dict[str, Any]]) -> list[str]:

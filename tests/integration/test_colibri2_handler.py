@@ -248,3 +248,32 @@ async def test_a_bridge_refusal_becomes_bad_request(bridge: Bridge) -> None:
     )
     err = expect(handler, no_fingerprint)
     assert err.condition == "bad-request" and "fingerprint" in err.text
+
+
+async def test_a_trickle_update_keeps_the_fingerprint(bridge: Bridge) -> None:
+    """transport-info after session-accept: the same ufrag/pwd and a new candidate, no fingerprint."""
+    handler = Colibri2Handler(bridge)
+    handler.handle(recorded("create-conference.request.xml"))
+    handler.handle(recorded("update-endpoint.request.xml"))
+    conference = handler.conference(MEETING)
+    assert conference is not None
+    ep = conference.endpoints["abcd1234"]
+    assert ep.remote is not None
+    fingerprints = ep.remote.fingerprints
+    trickle = cxml.parse_conference_modify(
+        f'<conference-modify xmlns="jitsi:colibri2" meeting-id="{MEETING}"><endpoint id="abcd1234">'
+        f'<transport><transport xmlns="urn:xmpp:jingle:transports:ice-udp:1" ufrag="{ep.remote.ufrag}" '
+        f'pwd="{ep.remote.pwd}"><candidate component="1" foundation="2" generation="0" id="c9" '
+        'ip="192.0.2.45" network="0" port="50000" priority="1000" protocol="udp" type="host"/>'
+        "</transport></transport></endpoint></conference-modify>"
+    )
+    handler.handle(trickle)
+    assert ep.remote.fingerprints == fingerprints
+    assert [(c.ip, c.port) for c in ep.remote.candidates] == [("192.0.2.44", 54321), ("192.0.2.45", 50000)]
+    # Other credentials without a fingerprint are still refused: that is a new, unauthenticated transport.
+    other = cxml.parse_conference_modify(
+        f'<conference-modify xmlns="jitsi:colibri2" meeting-id="{MEETING}"><endpoint id="abcd1234">'
+        '<transport><transport xmlns="urn:xmpp:jingle:transports:ice-udp:1" ufrag="u" '
+        'pwd="pppppppppppppppppppppp"/></transport></endpoint></conference-modify>'
+    )
+    assert expect(handler, other).condition == "bad-request"

@@ -9,76 +9,23 @@ stopped bridge's participants moved to the other one with media resuming, and th
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from signaling.focus import Focus, FocusConfig
 from signaling.jingle import Jingle, build_jingle
+from tests.helpers.bridges import BridgeProcess, start_bridge
 from tests.helpers.call import wait_until
-from tests.helpers.jicofo import bridge_toml, start_sluice
 from tests.helpers.jingle_peer import JinglePeer
-from tests.helpers.prosody import BREWERY_JID, DOMAIN, Prosody, free_tcp_port
+from tests.helpers.prosody import DOMAIN, Prosody
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("loopback_ice")]
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-
-
-@dataclass
-class BridgeProcess:
-    nick: str
-    http_port: int
-    proc: asyncio.subprocess.Process
-
-    @property
-    def jid(self) -> str:
-        return f"{BREWERY_JID.lower()}/{self.nick}"
-
-    async def endpoints(self, meeting_id: str) -> set[str]:
-        """The endpoint ids the bridge hosts for `meeting_id` (its private HTTP API)."""
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{self.http_port}/colibri/v2/conferences/{meeting_id}") as r,
-        ):
-            if r.status == 404:
-                return set()
-            body = await r.json()
-        return {e["id"] for e in body.get("endpoints", [])}
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                await self.proc.wait()
-
-
-async def start_bridge(
-    prosody: Prosody, tmp_path: Path, nick: str, load_threshold: int = 100
-) -> BridgeProcess:
-    """`sluice bridge` in the brewery; a low packet-rate threshold so a running call shows as stress."""
-    http_port = free_tcp_port()
-    config = tmp_path / f"{nick}.toml"
-    config.write_text(
-        bridge_toml(prosody, nickname=nick).replace(
-            '[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = 0',
-            f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {http_port}',
-        )
-        + "\n[videobridge.load-management.load-measurements.packet-rate]\n"
-        + f"load-threshold = {load_threshold}\n"
-    )
-    proc = await start_sluice("bridge", "--config", str(config))
-    return BridgeProcess(nick, http_port, proc)
 
 
 @pytest.fixture
