@@ -8,27 +8,42 @@ that cannot be understood raises `Colibri2Error("bad-request", ...)` and nothing
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 from xml.sax.saxutils import escape, quoteattr
 
+from bridge.colibri2.elements import (
+    MalformedElement,
+    build_candidate,
+    build_fingerprint,
+    build_payload_type,
+    build_rtp_hdrext,
+    parse_candidate,
+    parse_fingerprint,
+    parse_parameter,
+    parse_payload_type,
+    parse_rtp_hdrext,
+)
+from bridge.colibri2.elements import all_of as _all
+from bridge.colibri2.elements import child as _child
+from bridge.colibri2.elements import element as _el
+from bridge.colibri2.elements import local as _local
+from bridge.colibri2.elements import opt_bool as _bool
+from bridge.colibri2.elements import opt_int as _int
+from bridge.colibri2.elements import req as _req
+from bridge.colibri2.elements import reqint as _reqint
 from bridge.colibri2.model import (
-    Candidate,
     Colibri2Error,
     ConferenceModified,
     ConferenceModify,
     Endpoint,
-    Fingerprint,
     ForceMute,
     IceUdpTransport,
     Media,
     MediaSource,
     Parameter,
-    PayloadType,
     Reason,
     Relay,
-    RtcpFb,
-    RtpHdrExt,
     Sctp,
     SourceDesc,
     SsrcGroupDesc,
@@ -50,7 +65,6 @@ NS_CLIENT = "jabber:client"
 #: Largest payload accepted as text (the XMPP server normally limits stanzas before this).
 MAX_XML_BYTES = 512 * 1024
 
-_U8 = 0xFF
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
 _T = TypeVar("_T")
@@ -71,63 +85,8 @@ def _str(el: ET.Element, name: str, *, required: bool = False) -> str | None:
     return value
 
 
-def _req(el: ET.Element, name: str) -> str:
-    value = _str(el, name, required=True)
-    assert value is not None  # _str raised otherwise
-    return value
-
-
-def _bool(el: ET.Element, name: str) -> bool | None:
-    value = el.get(name)
-    if value is None:
-        return None
-    low = value.strip().lower()
-    if low in ("true", "1"):
-        return True
-    if low in ("false", "0"):
-        return False
-    raise bad_request(f"<{_local(el.tag)} {name}> is not a boolean: {value!r}")
-
-
 def _flag(el: ET.Element, name: str) -> bool:
     return _bool(el, name) or False
-
-
-def _int(el: ET.Element, name: str, hi: int, *, lo: int = 0, required: bool = False) -> int | None:
-    value = el.get(name)
-    if value is None:
-        if required:
-            raise bad_request(f"<{_local(el.tag)}> lacks the '{name}' attribute")
-        return None
-    try:
-        number = int(value.strip(), 10)
-    except ValueError:
-        raise bad_request(f"<{_local(el.tag)} {name}> is not an integer: {value!r}") from None
-    if not lo <= number <= hi:
-        raise bad_request(f"<{_local(el.tag)} {name}> is out of range: {number}")
-    return number
-
-
-def _reqint(el: ET.Element, name: str, hi: int, *, lo: int = 0) -> int:
-    value = _int(el, name, hi, lo=lo, required=True)
-    assert value is not None
-    return value
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
-def _children(el: ET.Element, *tags: str) -> Iterator[ET.Element]:
-    return (child for child in el if child.tag in tags)
-
-
-def _child(el: ET.Element, *tags: str) -> ET.Element | None:
-    return next(_children(el, *tags), None)
-
-
-def _all(el: ET.Element, tags: tuple[str, ...], parse: Callable[[ET.Element], _T]) -> tuple[_T, ...]:
-    return tuple(parse(child) for child in _children(el, *tags))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -161,57 +120,12 @@ def _payload(data: ET.Element | str | bytes, name: str) -> ET.Element:
     return el
 
 
-def _parse_parameter(el: ET.Element) -> Parameter:
-    return Parameter(_req(el, "name"), el.get("value"))
-
-
-def _parse_payload_type(el: ET.Element) -> PayloadType:
-    return PayloadType(
-        id=_reqint(el, "id", 127),
-        name=el.get("name"),
-        clockrate=_int(el, "clockrate", _U32),
-        channels=_int(el, "channels", _U8),
-        parameters=_all(el, (q(NS_RTP, "parameter"),), _parse_parameter),
-        rtcp_fbs=_all(el, (q(NS_RTCP_FB, "rtcp-fb"),), lambda e: RtcpFb(_req(e, "type"), e.get("subtype"))),
-    )
-
-
 def _parse_media(el: ET.Element) -> Media:
     return Media(
         type=_req(el, "type"),
-        payload_types=_all(el, (q(NS_RTP, "payload-type"),), _parse_payload_type),
-        rtp_hdrexts=_all(
-            el,
-            (q(NS_HDREXT, "rtp-hdrext"),),
-            lambda e: RtpHdrExt(_reqint(e, "id", 255), _req(e, "uri")),
-        ),
+        payload_types=_all(el, (q(NS_RTP, "payload-type"),), parse_payload_type),
+        rtp_hdrexts=_all(el, (q(NS_HDREXT, "rtp-hdrext"),), parse_rtp_hdrext),
         extmap_allow_mixed=_child(el, q(NS_HDREXT, "extmap-allow-mixed")) is not None,
-    )
-
-
-def _parse_candidate(el: ET.Element) -> Candidate:
-    return Candidate(
-        component=_reqint(el, "component", 256, lo=1),
-        foundation=_req(el, "foundation"),
-        generation=_int(el, "generation", _U32),
-        id=el.get("id"),
-        ip=_req(el, "ip"),
-        network=_int(el, "network", _U32),
-        port=_reqint(el, "port", _U16),
-        priority=_reqint(el, "priority", _U32),
-        protocol=_req(el, "protocol"),
-        type=_req(el, "type"),
-        rel_addr=el.get("rel-addr"),
-        rel_port=_int(el, "rel-port", _U16),
-    )
-
-
-def _parse_fingerprint(el: ET.Element) -> Fingerprint:
-    return Fingerprint(
-        hash=_req(el, "hash"),
-        value=(el.text or "").strip(),
-        setup=el.get("setup"),
-        cryptex=_bool(el, "cryptex"),
     )
 
 
@@ -219,9 +133,9 @@ def _parse_ice(el: ET.Element) -> IceUdpTransport:
     return IceUdpTransport(
         ufrag=el.get("ufrag"),
         pwd=el.get("pwd"),
-        candidates=_all(el, (q(NS_ICE, "candidate"),), _parse_candidate),
+        candidates=_all(el, (q(NS_ICE, "candidate"),), parse_candidate),
         rtcp_mux=_child(el, q(NS_ICE, "rtcp-mux")) is not None,
-        fingerprints=_all(el, (q(NS_DTLS, "fingerprint"),), _parse_fingerprint),
+        fingerprints=_all(el, (q(NS_DTLS, "fingerprint"),), lambda e: parse_fingerprint(e, allow_empty=True)),
         web_sockets=_all(el, (q(NS_COLIBRI, "web-socket"),), lambda e: _req(e, "url")),
         ice_generation=_int(el, "ice-generation", _U32),
     )
@@ -247,7 +161,7 @@ def _parse_source(el: ET.Element) -> SourceDesc:
         video_type=el.get("videoType"),
         rid=el.get("rid"),
         # Jingle writes the msid parameter in the source's namespace; accept the RTP one too.
-        parameters=_all(el, (q(NS_SSMA, "parameter"), q(NS_RTP, "parameter")), _parse_parameter),
+        parameters=_all(el, (q(NS_SSMA, "parameter"), q(NS_RTP, "parameter")), parse_parameter),
     )
 
 
@@ -320,6 +234,8 @@ def _guarded(parse: Callable[[], _T]) -> _T:
         return parse()
     except Colibri2Error:
         raise
+    except MalformedElement as exc:
+        raise bad_request(str(exc)) from None
     except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise bad_request(f"malformed colibri2 payload: {exc}") from None
 
@@ -393,20 +309,6 @@ def parse_error(data: ET.Element | str | bytes) -> Colibri2Error:
 # building
 
 
-def _el(parent: ET.Element | None, ns: str, tag: str, /, **attrs: str | int | bool | None) -> ET.Element:
-    # Keyword names are attribute names with "_" for "-" (stats_id -> stats-id).
-    values = {k.replace("_", "-"): _attr(v) for k, v in attrs.items() if v is not None}
-    if parent is None:
-        return ET.Element(q(ns, tag), values)
-    return ET.SubElement(parent, q(ns, tag), values)
-
-
-def _attr(value: str | int | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _true_or_none(value: bool) -> bool | None:
     return True if value else None
 
@@ -419,14 +321,9 @@ def _build_parameters(parent: ET.Element, ns: str, parameters: tuple[Parameter, 
 def _build_media(parent: ET.Element, media: Media) -> None:
     el = _el(parent, NS, "media", type=media.type)
     for pt in media.payload_types:
-        pt_el = _el(
-            el, NS_RTP, "payload-type", id=pt.id, name=pt.name, clockrate=pt.clockrate, channels=pt.channels
-        )
-        _build_parameters(pt_el, NS_RTP, pt.parameters)
-        for fb in pt.rtcp_fbs:
-            _el(pt_el, NS_RTCP_FB, "rtcp-fb", type=fb.type, subtype=fb.subtype)
+        build_payload_type(el, pt)
     for ext in media.rtp_hdrexts:
-        _el(el, NS_HDREXT, "rtp-hdrext", id=ext.id, uri=ext.uri)
+        build_rtp_hdrext(el, ext)
     if media.extmap_allow_mixed:
         _el(el, NS_HDREXT, "extmap-allow-mixed")
 
@@ -434,27 +331,11 @@ def _build_media(parent: ET.Element, media: Media) -> None:
 def _build_ice(parent: ET.Element, ice: IceUdpTransport) -> None:
     el = _el(parent, NS_ICE, "transport", ufrag=ice.ufrag, pwd=ice.pwd, ice_generation=ice.ice_generation)
     for c in ice.candidates:
-        _el(
-            el,
-            NS_ICE,
-            "candidate",
-            component=c.component,
-            foundation=c.foundation,
-            generation=c.generation,
-            id=c.id,
-            ip=c.ip,
-            network=c.network,
-            port=c.port,
-            priority=c.priority,
-            protocol=c.protocol,
-            type=c.type,
-            rel_addr=c.rel_addr,
-            rel_port=c.rel_port,
-        )
+        build_candidate(el, c)
     if ice.rtcp_mux:
         _el(el, NS_ICE, "rtcp-mux")
     for fp in ice.fingerprints:
-        _el(el, NS_DTLS, "fingerprint", hash=fp.hash, setup=fp.setup, cryptex=fp.cryptex).text = fp.value
+        build_fingerprint(el, fp)
     for url in ice.web_sockets:
         _el(el, NS_COLIBRI, "web-socket", url=url)
 

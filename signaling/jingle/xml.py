@@ -8,27 +8,41 @@ the attribute at fault, and nothing else.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
 from typing import TypeVar, cast
 
+from bridge.colibri2.elements import (
+    MalformedElement,
+    build_candidate,
+    build_fingerprint,
+    build_payload_type,
+    build_rtp_hdrext,
+    parse_candidate,
+    parse_fingerprint,
+    parse_parameter,
+    parse_payload_type,
+    parse_rtp_hdrext,
+    q,
+)
+from bridge.colibri2.elements import all_of as _all
+from bridge.colibri2.elements import child as _child
+from bridge.colibri2.elements import element as _el
+from bridge.colibri2.elements import local as _local
+from bridge.colibri2.elements import opt_bool as _bool
+from bridge.colibri2.elements import opt_int as _int
+from bridge.colibri2.elements import req as _req
+from bridge.colibri2.elements import reqint as _reqint
 from signaling.jingle import sources as json_sources
 from signaling.jingle.model import (
     ACTIONS,
     Action,
     BridgeSession,
-    Candidate,
     Content,
     Description,
-    Fingerprint,
     Group,
     IceTransport,
     Jingle,
     JingleError,
-    Parameter,
-    PayloadType,
     Reason,
-    RtcpFb,
-    RtpHdrExt,
     SctpMap,
     Source,
     SsrcGroup,
@@ -73,88 +87,13 @@ REASONS = frozenset(
     }
 )
 
-_U8 = 0xFF
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
 _T = TypeVar("_T")
 
 
-def q(ns: str, name: str) -> str:
-    return f"{{{ns}}}{name}"
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # parsing
-
-
-def _req(el: ET.Element, name: str) -> str:
-    value = el.get(name)
-    if value is None:
-        raise JingleError(f"<{_local(el.tag)}> lacks the '{name}' attribute")
-    return value
-
-
-def _int(el: ET.Element, name: str, hi: int, *, lo: int = 0) -> int | None:
-    value = el.get(name)
-    if value is None:
-        return None
-    try:
-        number = int(value.strip(), 10)
-    except ValueError:
-        raise JingleError(f"<{_local(el.tag)} {name}> is not an integer: {value!r}") from None
-    if not lo <= number <= hi:
-        raise JingleError(f"<{_local(el.tag)} {name}> is out of range: {number}")
-    return number
-
-
-def _reqint(el: ET.Element, name: str, hi: int, *, lo: int = 0) -> int:
-    _req(el, name)
-    value = _int(el, name, hi, lo=lo)
-    assert value is not None
-    return value
-
-
-def _bool(el: ET.Element, name: str) -> bool | None:
-    value = el.get(name)
-    if value is None:
-        return None
-    low = value.strip().lower()
-    if low in ("true", "1"):
-        return True
-    if low in ("false", "0"):
-        return False
-    raise JingleError(f"<{_local(el.tag)} {name}> is not a boolean: {value!r}")
-
-
-def _children(el: ET.Element, tag: str) -> Iterator[ET.Element]:
-    return (child for child in el if child.tag == tag)
-
-
-def _child(el: ET.Element, tag: str) -> ET.Element | None:
-    return next(_children(el, tag), None)
-
-
-def _all(el: ET.Element, tag: str, parse: Callable[[ET.Element], _T]) -> tuple[_T, ...]:
-    return tuple(parse(child) for child in _children(el, tag))
-
-
-def _parse_parameter(el: ET.Element) -> Parameter:
-    return Parameter(_req(el, "name"), el.get("value"))
-
-
-def _parse_payload_type(el: ET.Element) -> PayloadType:
-    return PayloadType(
-        id=_reqint(el, "id", 127),
-        name=el.get("name"),
-        clockrate=_int(el, "clockrate", _U32),
-        channels=_int(el, "channels", _U8),
-        parameters=_all(el, q(NS_RTP, "parameter"), _parse_parameter),
-        rtcp_fbs=_all(el, q(NS_RTCP_FB, "rtcp-fb"), lambda e: RtcpFb(_req(e, "type"), e.get("subtype"))),
-    )
 
 
 def _parse_source(el: ET.Element) -> Source:
@@ -165,7 +104,7 @@ def _parse_source(el: ET.Element) -> Source:
         video_type=el.get("videoType"),
         # lib-jitsi-meet writes the msid parameter in the source's namespace; older code in the RTP one.
         parameters=tuple(
-            _parse_parameter(p) for p in el if p.tag in (q(NS_SSMA, "parameter"), q(NS_RTP, "parameter"))
+            parse_parameter(p) for p in el if p.tag in (q(NS_SSMA, "parameter"), q(NS_RTP, "parameter"))
         ),
         owner=_req(info, "owner") if info is not None else None,
     )
@@ -183,40 +122,12 @@ def _parse_description(el: ET.Element) -> Description:
     return Description(
         media=_req(el, "media"),
         maxptime=_int(el, "maxptime", _U32),
-        payload_types=_all(el, q(NS_RTP, "payload-type"), _parse_payload_type),
-        rtp_hdrexts=_all(
-            el, q(NS_HDREXT, "rtp-hdrext"), lambda e: RtpHdrExt(_reqint(e, "id", 255), _req(e, "uri"))
-        ),
+        payload_types=_all(el, q(NS_RTP, "payload-type"), parse_payload_type),
+        rtp_hdrexts=_all(el, q(NS_HDREXT, "rtp-hdrext"), parse_rtp_hdrext),
         extmap_allow_mixed=_child(el, q(NS_HDREXT, "extmap-allow-mixed")) is not None,
         rtcp_mux=_child(el, q(NS_RTP, "rtcp-mux")) is not None,
         sources=_all(el, q(NS_SSMA, "source"), _parse_source),
         ssrc_groups=_all(el, q(NS_SSMA, "ssrc-group"), _parse_group),
-    )
-
-
-def _parse_candidate(el: ET.Element) -> Candidate:
-    return Candidate(
-        component=_reqint(el, "component", 256, lo=1),
-        foundation=_req(el, "foundation"),
-        generation=_int(el, "generation", _U32),
-        id=el.get("id"),
-        ip=_req(el, "ip"),
-        network=_int(el, "network", _U32),
-        port=_reqint(el, "port", _U16),
-        priority=_reqint(el, "priority", _U32),
-        protocol=_req(el, "protocol"),
-        type=_req(el, "type"),
-        rel_addr=el.get("rel-addr"),
-        rel_port=_int(el, "rel-port", _U16),
-    )
-
-
-def _parse_fingerprint(el: ET.Element) -> Fingerprint:
-    value = (el.text or "").strip()
-    if not value:
-        raise JingleError("<fingerprint> is empty")
-    return Fingerprint(
-        hash=_req(el, "hash"), value=value, setup=el.get("setup"), cryptex=_bool(el, "cryptex")
     )
 
 
@@ -225,9 +136,9 @@ def _parse_transport(el: ET.Element) -> IceTransport:
     return IceTransport(
         ufrag=el.get("ufrag"),
         pwd=el.get("pwd"),
-        candidates=_all(el, q(NS_ICE, "candidate"), _parse_candidate),
+        candidates=_all(el, q(NS_ICE, "candidate"), parse_candidate),
         rtcp_mux=_child(el, q(NS_ICE, "rtcp-mux")) is not None,
-        fingerprints=_all(el, q(NS_DTLS, "fingerprint"), _parse_fingerprint),
+        fingerprints=_all(el, q(NS_DTLS, "fingerprint"), parse_fingerprint),
         web_sockets=_all(el, q(NS_COLIBRI, "web-socket"), lambda e: _req(e, "url")),
         sctpmap=(
             SctpMap(
@@ -305,6 +216,8 @@ def parse_jingle(data: ET.Element) -> Jingle:
         return _parse(el)
     except JingleError:
         raise
+    except MalformedElement as exc:
+        raise JingleError(str(exc)) from None
     except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise JingleError(f"malformed Jingle: {exc}") from None
 
@@ -347,20 +260,6 @@ def _parse(el: ET.Element) -> Jingle:
 # building
 
 
-def _el(parent: ET.Element | None, ns: str, tag: str, /, **attrs: str | int | bool | None) -> ET.Element:
-    # Keyword names are attribute names with "_" for "-" (rel_addr -> rel-addr).
-    values = {k.replace("_", "-"): _attr(v) for k, v in attrs.items() if v is not None}
-    if parent is None:
-        return ET.Element(q(ns, tag), values)
-    return ET.SubElement(parent, q(ns, tag), values)
-
-
-def _attr(value: str | int | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _build_source(parent: ET.Element, source: Source) -> None:
     el = _el(parent, NS_SSMA, "source", ssrc=source.ssrc, name=source.name, videoType=source.video_type)
     for p in source.parameters:
@@ -378,15 +277,9 @@ def _build_group(parent: ET.Element, group: SsrcGroup) -> None:
 def _build_description(parent: ET.Element, d: Description) -> None:
     el = _el(parent, NS_RTP, "description", media=d.media, maxptime=d.maxptime)
     for pt in d.payload_types:
-        pt_el = _el(
-            el, NS_RTP, "payload-type", id=pt.id, name=pt.name, clockrate=pt.clockrate, channels=pt.channels
-        )
-        for p in pt.parameters:
-            _el(pt_el, NS_RTP, "parameter", name=p.name, value=p.value)
-        for fb in pt.rtcp_fbs:
-            _el(pt_el, NS_RTCP_FB, "rtcp-fb", type=fb.type, subtype=fb.subtype)
+        build_payload_type(el, pt)
     for ext in d.rtp_hdrexts:
-        _el(el, NS_HDREXT, "rtp-hdrext", id=ext.id, uri=ext.uri)
+        build_rtp_hdrext(el, ext)
     if d.extmap_allow_mixed:
         _el(el, NS_HDREXT, "extmap-allow-mixed")
     if d.rtcp_mux:
@@ -400,27 +293,11 @@ def _build_description(parent: ET.Element, d: Description) -> None:
 def _build_transport(parent: ET.Element, t: IceTransport) -> None:
     el = _el(parent, NS_ICE, "transport", ufrag=t.ufrag, pwd=t.pwd)
     for c in t.candidates:
-        _el(
-            el,
-            NS_ICE,
-            "candidate",
-            component=c.component,
-            foundation=c.foundation,
-            generation=c.generation,
-            id=c.id,
-            ip=c.ip,
-            network=c.network,
-            port=c.port,
-            priority=c.priority,
-            protocol=c.protocol,
-            type=c.type,
-            rel_addr=c.rel_addr,
-            rel_port=c.rel_port,
-        )
+        build_candidate(el, c)
     if t.rtcp_mux:
         _el(el, NS_ICE, "rtcp-mux")
     for fp in t.fingerprints:
-        _el(el, NS_DTLS, "fingerprint", hash=fp.hash, setup=fp.setup, cryptex=fp.cryptex).text = fp.value
+        build_fingerprint(el, fp)
     for url in t.web_sockets:
         _el(el, NS_COLIBRI, "web-socket", url=url)
     if t.sctpmap is not None:

@@ -28,7 +28,7 @@ from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.jicofo import start_sluice
 from tests.helpers.jingle_peer import JinglePeer
 from tests.helpers.prosody import DOMAIN, Prosody
-from tests.helpers.webpage import WebServer, client_config
+from tests.helpers.webpage import WebServer, client_config, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("loopback_ice")]
 
@@ -44,19 +44,6 @@ def hosted(bridge: BridgeProcess) -> set[str]:
 def stress(bridge: BridgeProcess) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{bridge.http_port}/colibri/stats", timeout=5) as resp:
         return float(json.loads(resp.read())["stress_level"])
-
-
-def wait_for(
-    browser: ChromiumBrowser, what: str, check: Callable[[Any], bool], fn: str = "state", within: float = 40.0
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = browser.call(fn)
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {fn}() = {json.dumps(value)[:3000]}")
-        time.sleep(0.2)
 
 
 async def until(what: str, check: Callable[[], bool], within: float = 40.0) -> None:

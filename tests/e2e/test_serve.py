@@ -15,9 +15,10 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,14 @@ import pytest
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.jicofo import start_sluice
 from tests.helpers.prosody import free_tcp_port
+from tests.helpers.webpage import await_for, open_browser
 
 pytestmark = pytest.mark.e2e
 
 ROOM = "standup"
-WINDOW = (1280, 800)
 
 
 def free_udp_port() -> int:
-    import socket  # noqa: PLC0415
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -106,35 +105,6 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
                 proc.kill()
                 await proc.wait()
         (tmp_path / "serve.log").write_text("".join(output))
-
-
-def open_browser(tmp: Path, name: str, url: str) -> ChromiumBrowser:
-    browser = ChromiumBrowser.start(tmp / f"{name}-profile", url)
-    browser.driver.set_window_size(*WINDOW)
-    return browser
-
-
-def wait_for(
-    browser: ChromiumBrowser, what: str, check: Callable[[Any], bool], fn: str = "state", within: float = 30.0
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = browser.call(fn)
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {fn}() = {json.dumps(value)[:3000]}")
-        time.sleep(0.2)
-
-
-async def await_for(
-    browser: ChromiumBrowser, what: str, check: Callable[[Any], bool], fn: str = "state", within: float = 30.0
-) -> Any:
-    return await asyncio.to_thread(wait_for, browser, what, check, fn, within)
-
-
-def by_name(browser: ChromiumBrowser) -> dict[str, dict[str, Any]]:
-    return {p["name"]: p for p in browser.call("participants")}
 
 
 async def join(browser: ChromiumBrowser, name: str) -> str:
@@ -241,7 +211,7 @@ async def test_three_browsers_in_one_room(serve: Serve, tmp_path: Path, artifact
         await asyncio.sleep(1.5)
         refused = await m.acall("state")
         assert not refused["joined"] and refused["prompt"] == "password", refused
-        assert "Margaret" not in by_name(browsers["Ada"])
+        assert "Margaret" not in by_name_of(browsers["Ada"].call("participants"))
         await asyncio.to_thread(m.call, "submitPassword", "correct horse")
         await await_for(m, "Margaret admitted", lambda s: s["joined"])
         await await_for(

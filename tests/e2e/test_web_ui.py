@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +23,16 @@ from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.prosody import DOMAIN, Prosody
 from tests.helpers.webpage import (
     WebServer,
+    await_for,
     client_config,
     console_errors,
+    open_browser,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
 
 FOCUS_NS = "http://jitsi.org/protocol/focus"
-WINDOW = (1280, 800)
-
-
-def open_browser(tmp: Path, name: str, url: str) -> ChromiumBrowser:
-    browser = ChromiumBrowser.start(tmp / f"{name}-profile", url)
-    browser.driver.set_window_size(*WINDOW)
-    return browser
-
-
-def wait_for(
-    browser: ChromiumBrowser, what: str, check: Callable[[Any], bool], fn: str = "state", within: float = 15.0
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = browser.call(fn)
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {fn}() = {json.dumps(value)[:2000]}")
-        time.sleep(0.1)
-
-
-async def await_for(
-    browser: ChromiumBrowser, what: str, check: Callable[[Any], bool], fn: str = "state", within: float = 15.0
-) -> Any:
-    return await asyncio.to_thread(wait_for, browser, what, check, fn, within)
 
 
 def shot(browser: ChromiumBrowser, artifact_dir: Path, name: str) -> Path:

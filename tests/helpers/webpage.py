@@ -13,7 +13,8 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.client import ClientSession
 
 from signaling.web import client_config as signaling_client_config
+from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.prosody import DOMAIN
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -249,3 +251,35 @@ def console_errors(entries: list[dict[str, Any]]) -> list[str]:
 
 def dump(obj: object) -> str:
     return json.dumps(obj, indent=1, default=str)[:4000]
+
+
+# ---- driving the client's page (window.sluice, web/js/app.js)
+
+WINDOW = (1280, 800)
+
+
+def open_browser(tmp: Path, name: str, url: str) -> ChromiumBrowser:
+    """A fresh headless Chromium profile under `tmp`, on `url`, at a laptop-sized window."""
+    browser = ChromiumBrowser.start(tmp / f"{name}-profile", url)
+    browser.driver.set_window_size(*WINDOW)
+    return browser
+
+
+def wait_for(
+    browser: ChromiumBrowser, what: str, check: Callable[[Any], bool], fn: str = "state", within: float = 30.0
+) -> Any:
+    """Polls `window.sluice[fn]()` until `check` holds; the assertion shows the last value."""
+    deadline = time.monotonic() + within
+    while True:
+        value = browser.call(fn)
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {fn}() = {json.dumps(value)[:3000]}")
+        time.sleep(0.1)
+
+
+async def await_for(
+    browser: ChromiumBrowser, what: str, check: Callable[[Any], bool], fn: str = "state", within: float = 30.0
+) -> Any:
+    return await asyncio.to_thread(wait_for, browser, what, check, fn, within)
