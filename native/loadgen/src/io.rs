@@ -8,10 +8,11 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::RawFd;
 
 pub use sluice_core::io::MAX_DATAGRAM;
+use sluice_core::io::{from_sockaddr, to_sockaddr};
 
 /// Room for one IP_PKTINFO control message (CMSG_SPACE(12) = 32 on 64-bit), 8-byte aligned.
 type CmsgBuf = [u64; 8];
@@ -317,74 +318,6 @@ impl RxBatch {
     }
 }
 
-fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            (storage, size_of::<libc::sockaddr_in>() as libc::socklen_t)
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            (storage, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
-        }
-    }
-}
-
-fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match storage.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let sin: &libc::sockaddr_in =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            if let Some(v4) = ip.to_ipv4_mapped() {
-                return Some(SocketAddr::new(
-                    IpAddr::V4(v4),
-                    u16::from_be(sin6.sin6_port),
-                ));
-            }
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
 /// The loopback address of shared-socket endpoint `index`: 127.a.b.c with c in 1..=254, starting at
 /// 127.1.0.1 (127.0.0.0/16 is left to everything else on the host).
 pub fn loopback_ip(index: u32) -> Ipv4Addr {
@@ -399,6 +332,7 @@ pub fn loopback_ip(index: u32) -> Ipv4Addr {
 mod tests {
     use super::*;
     use sluice_core::io::UdpSocket;
+    use std::net::IpAddr;
     use std::os::fd::AsRawFd;
 
     #[test]

@@ -5,7 +5,7 @@
 
 mod socket;
 
-pub use socket::{RecvBatch, SendBatch, UdpSocket, MAX_DATAGRAM};
+pub use socket::{from_sockaddr, to_sockaddr, RecvBatch, SendBatch, UdpSocket, MAX_DATAGRAM};
 
 /// What a datagram on the shared port carries, by RFC 7983 section 7:
 ///

@@ -363,7 +363,7 @@ fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
 }
 
 /// Converts a Rust socket address to a C one.
-pub(crate) fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
     match addr {
@@ -398,7 +398,7 @@ pub(crate) fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::so
 }
 
 /// Converts a C socket address to a Rust one; `None` for other families.
-pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
