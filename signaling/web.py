@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from signaling.domains import JitsiDomains
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 #: Room names the client accepts (web/js/app.js); anything else under / is a 404, not the page.
@@ -29,11 +32,17 @@ WebSocketHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def client_config(domain: str, websocket: str = "/xmpp-websocket") -> dict[str, Any]:
     """What the page fetches as `/config.json`: Debian Jitsi's layout under one base domain."""
+    layout = _Layout(domain)
     return {
-        "hosts": {"domain": domain, "muc": f"conference.{domain}", "focus": f"focus.{domain}"},
-        "focusUserJid": f"focus@auth.{domain}",
+        "hosts": {"domain": domain, "muc": layout.muc_domain, "focus": layout.focus_domain},
+        "focusUserJid": f"focus@{layout.auth_domain}",
         "websocket": websocket,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout(JitsiDomains):
+    domain: str
 
 
 def create_web_app(domain: str, websocket: WebSocketHandler, web_dir: Path = WEB_DIR) -> web.Application:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from signaling.domains import JitsiDomains
+
 
 @dataclass(frozen=True, slots=True)
-class FocusConfig:
+class FocusConfig(JitsiDomains):
     """The focus's XMPP account and policy knobs; JIDs follow the Debian Jitsi layout (jitsi-protocol.md 5.1).
 
     Defaults are Jicofo's (reference.conf) where Jicofo has one.
@@ -54,18 +56,6 @@ class FocusConfig:
     reconnect_max: float = 30.0
 
     @property
-    def auth_domain(self) -> str:
-        return f"auth.{self.domain}"
-
-    @property
-    def muc_domain(self) -> str:
-        return f"conference.{self.domain}"
-
-    @property
-    def internal_muc_domain(self) -> str:
-        return f"internal.auth.{self.domain}"
-
-    @property
     def focus_jid(self) -> str:
         """The bare JID clients see as `focusjid` (`focus@auth.<domain>`)."""
         return f"{self.username}@{self.auth_domain}"
@@ -75,10 +65,5 @@ class FocusConfig:
         return f"{self.focus_jid}/{self.resource}"
 
     @property
-    def focus_component(self) -> str:
-        """Where clients send the conference IQ (`focus.<domain>`)."""
-        return f"focus.{self.domain}"
-
-    @property
     def brewery_jid(self) -> str:
-        return (self.brewery or f"jvbbrewery@{self.internal_muc_domain}").lower()
+        return (self.brewery or self.default_brewery_jid).lower()

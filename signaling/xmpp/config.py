@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from signaling.domains import JitsiDomains
+
 
 @dataclass(frozen=True, slots=True)
 class XmppLimits:
@@ -30,7 +32,7 @@ class XmppLimits:
 
 
 @dataclass(frozen=True, slots=True)
-class XmppServerConfig:
+class XmppServerConfig(JitsiDomains):
     domain: str = "meet.sluice"
     #: Bare JID (`focus@auth.<domain>`) -> password, for SASL PLAIN/SCRAM on the auth domain.
     accounts: Mapping[str, str] = field(default_factory=dict)
@@ -45,23 +47,6 @@ class XmppServerConfig:
     limits: XmppLimits = field(default_factory=XmppLimits)
 
     @property
-    def auth_domain(self) -> str:
-        return f"auth.{self.domain}"
-
-    @property
-    def muc_domain(self) -> str:
-        return f"conference.{self.domain}"
-
-    @property
-    def internal_muc_domain(self) -> str:
-        return f"internal.auth.{self.domain}"
-
-    @property
-    def focus_domain(self) -> str:
-        """Clients send the conference IQ here; the server hands it to the focus (Prosody client_proxy)."""
-        return f"focus.{self.domain}"
-
-    @property
     def focus_bare_jid(self) -> str:
         return f"focus@{self.auth_domain}"
 
@@ -71,7 +56,7 @@ class XmppServerConfig:
 
     @property
     def brewery_jid(self) -> str:
-        return f"jvbbrewery@{self.internal_muc_domain}"
+        return self.default_brewery_jid
 
     @property
     def tls_enabled(self) -> bool:
