@@ -28,7 +28,16 @@ class XmppLimits:
     unauthenticated_timeout: float = 30.0
     #: Failed SASL attempts on one connection before it is closed.
     max_auth_failures: int = 3
-    max_occupants_per_room: int = 500
+    max_occupants_per_room: int = 100
+    #: Open connections from one source address; more get `resource-constraint`. Offices behind one NAT
+    #: share an address, so this is generous.
+    max_connections_per_address: int = 100
+    #: Conference rooms one session may sit in at once (a visitor needs one; a tab per room is plenty).
+    max_rooms_per_session: int = 5
+    #: Conference IQs that would create a room (the room does not exist yet), per source address and minute.
+    room_creations_per_minute_per_address: int = 20
+    #: Rooms alive at once that were created at the request of one source address.
+    max_rooms_per_address: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,10 @@ class XmppServerConfig(JitsiDomains):
     accounts: Mapping[str, str] = field(default_factory=dict)
     #: Bare JIDs allowed to create rooms on the conference MUC (the focus is always one).
     admins: tuple[str, ...] = ()
+    #: Bare JIDs of the deployment's other components (the bridge accounts). With the focus they are the
+    #: only sessions admitted to the internal MUC (the brewery) and the only ones that may address each
+    #: other's accounts directly; every other session, anonymous or not, is refused there.
+    components: tuple[str, ...] = ()
     tcp_host: str = "127.0.0.1"
     #: 0 = an ephemeral port, readable as `XmppServer.tcp_port` after start.
     tcp_port: int = 5222
@@ -65,3 +78,8 @@ class XmppServerConfig(JitsiDomains):
     def is_admin(self, bare_jid: str) -> bool:
         bare = bare_jid.lower()
         return bare == self.focus_bare_jid.lower() or any(bare == admin.lower() for admin in self.admins)
+
+    def is_component(self, bare_jid: str) -> bool:
+        """The focus or a configured component account (never an anonymous or ordinary session)."""
+        bare = bare_jid.lower()
+        return bare == self.focus_bare_jid.lower() or any(bare == c.lower() for c in self.components)

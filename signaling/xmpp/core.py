@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
 
+from signaling.quota import RateLimit
 from signaling.xmpp import sasl
 from signaling.xmpp.config import XmppServerConfig
 from signaling.xmpp.jid import Jid, JidError
@@ -53,6 +54,12 @@ from signaling.xmpp.xmlutil import (
 )
 
 SERVER_NAME = "Sluice"
+#: The focus's namespace: the conference IQ a client sends to `focus.<domain>` (jitsi-protocol.md 5.2).
+NS_FOCUS = "http://jitsi.org/protocol/focus"
+#: What a session that is not a component may ask of `focus.<domain>`.
+_FOCUS_REQUESTS = (f"{{{NS_FOCUS}}}conference", f"{{{NS_DISCO_INFO}}}query", f"{{{NS_PING}}}ping")
+#: A room asked for but not created within this long no longer counts against its requester's address.
+_PENDING_ROOM_GRACE = 30.0
 
 
 class Framing(enum.Enum):
@@ -84,12 +91,16 @@ class _Phase(enum.Enum):
 class Connection:
     """One client connection (TCP or WebSocket) and, once bound, its session."""
 
-    def __init__(self, core: XmppCore, cid: int, framing: Framing, now: float, *, secure: bool) -> None:
+    def __init__(
+        self, core: XmppCore, cid: int, framing: Framing, now: float, *, secure: bool, address: str
+    ) -> None:
         limits = core.config.limits
         self.core = core
         self.id = cid
         self.framing = framing
         self.secure = secure
+        #: The peer's IP address (quotas per source address); "" when the adapter does not know it.
+        self.address = address
         self.parser = StreamParser(
             max_stanza_bytes=limits.max_stanza_bytes,
             max_depth=limits.max_depth,
@@ -109,7 +120,8 @@ class Connection:
         self.deadline: float | None = now + limits.unauthenticated_timeout
         self.tokens = limits.stanza_burst
         self.tokens_at = now
-        self.over_limit = False
+        #: Why this connection is refused at its stream header ("" while it is not).
+        self.over_limit = ""
         self._restarted = False
 
     # ---- input from the adapter
@@ -146,6 +158,11 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self.phase is _Phase.CLOSED
+
+    @property
+    def component(self) -> bool:
+        """Authenticated as the focus or a configured component account (see `XmppServerConfig`)."""
+        return self.account and self.user is not None and self.core.config.is_component(str(self.user))
 
     # ---- output
 
@@ -232,7 +249,7 @@ class Connection:
         to = attrs.get("to", "").lower()
         if self.over_limit:
             self.host = cfg.domain
-            self.stream_error("resource-constraint", "Too many connections")
+            self.stream_error("resource-constraint", self.over_limit)
             return
         if to not in (cfg.domain, cfg.auth_domain) or (self.host is not None and to != self.host):
             self.stream_error("host-unknown", f"This server does not serve {to or 'an empty host'}")
@@ -291,7 +308,7 @@ class Connection:
         elif self.phase is _Phase.BIND:
             self.stream_error("not-authorized", "bind a resource first")
         else:
-            self.core._route_from(self, elem)
+            self.core._route_from(now, self, elem)
 
     def _on_tls_phase(self, elem: ET.Element) -> None:
         if elem.tag == f"{{{NS_TLS}}}starttls":
@@ -458,11 +475,18 @@ class XmppCore:
         self.sessions: dict[Jid, Connection] = {}
         self._next_id = 0
         self._dirty: dict[int, Connection] = {}
+        limits = config.limits
+        self._per_address: Counter[str] = Counter()
+        self._room_creations = RateLimit(limits.room_creations_per_minute_per_address, 60.0)
+        #: Conference rooms asked for by a session that is not a component: room -> (address, when asked).
+        self._room_requesters: dict[Jid, tuple[str, float]] = {}
 
         def is_admin(jid: Jid) -> bool:
             return config.is_admin(str(jid.bare))
 
-        limits = config.limits
+        def is_component(jid: Jid) -> bool:
+            return config.is_component(str(jid.bare))
+
         self.mucs: dict[str, MucService] = {
             config.muc_domain: MucService(
                 config.muc_domain,
@@ -471,27 +495,43 @@ class XmppCore:
                 max_occupants=limits.max_occupants_per_room,
                 counters=self.counters,
                 name="Conferences",
+                max_rooms_per_occupant=limits.max_rooms_per_session,
+                on_destroyed=self._room_destroyed,
             ),
+            # The brewery: components only; real JIDs for the focus (the only admin) alone.
             config.internal_muc_domain: MucService(
                 config.internal_muc_domain,
                 restrict_creation=False,
-                is_admin=is_admin,
+                is_admin=lambda jid: jid.bare == Jid.parse(config.focus_bare_jid),
                 max_occupants=limits.max_occupants_per_room,
                 counters=self.counters,
                 name="Internal",
+                admit=is_component,
+                default_whois="moderators",
+                creator_is_owner=False,
             ),
         }
         self._hosts = (config.domain, config.auth_domain)
 
     # ---- adapter interface
 
-    def open_connection(self, now: float, framing: Framing, *, secure: bool = False) -> Connection:
+    def open_connection(
+        self, now: float, framing: Framing, *, secure: bool = False, address: str = ""
+    ) -> Connection:
+        """A new transport; `address` is the peer's IP (per-address quotas) when the adapter knows it."""
         self._next_id += 1
-        conn = Connection(self, self._next_id, framing, now, secure=secure)
-        if len(self.connections) >= self.config.limits.max_connections:
-            conn.over_limit = True
+        conn = Connection(self, self._next_id, framing, now, secure=secure, address=address)
+        limits = self.config.limits
+        if len(self.connections) >= limits.max_connections:
+            conn.over_limit = "Too many connections"
             self.counters["connections_refused"] += 1
+        elif address and self._per_address[address] >= limits.max_connections_per_address:
+            conn.over_limit = "Too many connections from your address"
+            self.counters["connections_refused"] += 1
+            self.counters["connections_refused_per_address"] += 1
         self.connections[conn.id] = conn
+        if address:
+            self._per_address[address] += 1
         self.counters["connections_opened"] += 1
         return conn
 
@@ -550,22 +590,29 @@ class XmppCore:
         self._session_ended(conn)
         if self.connections.pop(conn.id, None) is not None:
             self.counters["connections_closed"] += 1
+            if conn.address:
+                self._per_address[conn.address] -= 1
+                if self._per_address[conn.address] <= 0:
+                    del self._per_address[conn.address]
         self._dirty.pop(conn.id, None)
 
     # ---- routing
 
-    def _route_from(self, conn: Connection, stanza: ET.Element) -> None:
+    def _route_from(self, now: float, conn: Connection, stanza: ET.Element) -> None:
         to = self._destination(conn, stanza)
         if to is None:
             return
         sender = conn.jid
         assert sender is not None, "only bound sessions route"
+        if not conn.component and to.local and self._is_component_account(to):
+            self._refuse_component_address(conn, stanza)
+            return
         muc = self.mucs.get(to.domain)
         if muc is not None:
             for out in muc.handle(stanza, sender, to):
                 self._deliver_generated(out)
         elif to.domain == self.config.focus_domain:
-            self._to_focus(conn, stanza)
+            self._to_focus(now, conn, stanza)
         elif to.domain not in self._hosts:
             if stanza.tag != PRESENCE:
                 conn._bounce(stanza, "remote-server-not-found", "cancel", "This server does not federate")
@@ -623,13 +670,84 @@ class XmppCore:
                 for out in muc.session_ended(conn.jid):
                     self._deliver_generated(out)
 
-    def _to_focus(self, conn: Connection, stanza: ET.Element) -> None:
-        """Prosody's client_proxy: stanzas for focus.<domain> reach the focus session, `to` unchanged."""
+    def _room_destroyed(self, room: Jid) -> None:
+        self._room_requesters.pop(room, None)
+
+    def _is_component_account(self, to: Jid) -> bool:
+        return to.domain == self.config.auth_domain and self.config.is_component(str(to.bare))
+
+    def _refuse_component_address(self, conn: Connection, stanza: ET.Element) -> None:
+        """Sessions that are not components never reach the focus's or a bridge's account directly: they
+        talk to the focus through `focus.<domain>` and their rooms. `service-unavailable` also hides
+        whether the account exists (RFC 6121 §8.5.3.1)."""
+        self.counters["component_stanzas_refused"] += 1
+        if stanza.tag != PRESENCE:
+            conn._bounce(stanza, "service-unavailable", "cancel")
+
+    def _to_focus(self, now: float, conn: Connection, stanza: ET.Element) -> None:
+        """Prosody's client_proxy: stanzas for focus.<domain> reach the focus session, `to` unchanged.
+
+        A session that is not a component may send only what a client needs: the conference IQ (subject to
+        the room-creation quotas of its address), disco#info and ping."""
+        if not conn.component:
+            payload = stanza[0] if stanza.tag == IQ and len(stanza) == 1 else None
+            if (
+                payload is None
+                or stanza.get("type") not in ("get", "set")
+                or payload.tag not in _FOCUS_REQUESTS
+            ):
+                self.counters["focus_requests_refused"] += 1
+                if stanza.tag != PRESENCE:
+                    conn._bounce(stanza, "service-unavailable", "cancel", "Only the conference request")
+                return
+            if payload.tag == f"{{{NS_FOCUS}}}conference" and not self._room_quota(
+                now, conn, stanza, payload
+            ):
+                return
         focus = self.sessions.get(Jid.parse(self.config.focus_jid))
         if focus is None:
             conn._bounce(stanza, "service-unavailable", "cancel", "The focus is not connected")
             return
         focus.send_stanza(stanza)
+
+    def _room_quota(self, now: float, conn: Connection, stanza: ET.Element, payload: ET.Element) -> bool:
+        """Per source address: rooms created per minute and rooms alive at once. True: forward it."""
+        try:
+            room = Jid.parse(payload.get("room", ""))
+        except JidError:
+            return True  # the focus answers bad-request
+        muc = self.mucs[self.config.muc_domain]
+        if room.domain != muc.domain or room.bare in muc.rooms or room.bare in self._room_requesters:
+            return True  # not a creation
+        address = conn.address or f"session:{conn.id}"
+        limits = self.config.limits
+        for other, (_, asked) in list(self._room_requesters.items()):
+            if other not in muc.rooms and now - asked > _PENDING_ROOM_GRACE:
+                del self._room_requesters[other]  # asked for, never created
+        alive = sum(1 for addr, _ in self._room_requesters.values() if addr == address)
+        if alive >= limits.max_rooms_per_address:
+            self.counters["room_creations_refused"] += 1
+            self.counters["room_creations_refused_concurrent"] += 1
+            conn._bounce(
+                stanza,
+                "resource-constraint",
+                "wait",
+                f"Too many rooms created from your address ({limits.max_rooms_per_address} at once)",
+            )
+            return False
+        if not self._room_creations.allow(address, now):
+            self.counters["room_creations_refused"] += 1
+            self.counters["room_creations_refused_rate"] += 1
+            conn._bounce(
+                stanza,
+                "resource-constraint",
+                "wait",
+                f"Too many rooms created from your address "
+                f"({limits.room_creations_per_minute_per_address} per minute)",
+            )
+            return False
+        self._room_requesters[room.bare] = (address, now)
+        return True
 
     def _to_full(self, conn: Connection, stanza: ET.Element, to: Jid) -> None:
         target = self.sessions.get(to)
@@ -685,7 +803,7 @@ class XmppCore:
         elif kind == "get" and tag == f"{{{NS_DISCO_INFO}}}query" and not payload.get("node"):
             reply_payload = self._disco_info(to)
         elif kind == "get" and tag == f"{{{NS_DISCO_ITEMS}}}query" and not payload.get("node"):
-            reply_payload = self._disco_items(to)
+            reply_payload = self._disco_items(to, conn.component)
         elif kind == "get" and tag == f"{{{NS_VERSION}}}query" and not to.local:
             reply_payload = ET.Element(tag)
             ET.SubElement(reply_payload, f"{{{NS_VERSION}}}name").text = SERVER_NAME
@@ -716,16 +834,16 @@ class XmppCore:
             ET.SubElement(query, f"{{{NS_DISCO_INFO}}}feature", {"var": feature})
         return query
 
-    def _disco_items(self, to: Jid) -> ET.Element:
+    def _disco_items(self, to: Jid, component: bool) -> ET.Element:
         query = ET.Element(f"{{{NS_DISCO_ITEMS}}}query")
         if to.local:
             return query
         cfg = self.config
-        items = (
-            [(cfg.muc_domain, "Conferences"), (cfg.focus_domain, "Focus")]
-            if to.domain == cfg.domain
-            else [(cfg.internal_muc_domain, "Internal")]
-        )
+        items: list[tuple[str, str]] = []
+        if to.domain == cfg.domain:
+            items = [(cfg.muc_domain, "Conferences"), (cfg.focus_domain, "Focus")]
+        elif component:
+            items = [(cfg.internal_muc_domain, "Internal")]  # nothing there for anyone else
         for jid, name in items:
             ET.SubElement(query, f"{{{NS_DISCO_ITEMS}}}item", {"jid": jid, "name": name})
         return query

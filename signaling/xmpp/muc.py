@@ -110,6 +110,10 @@ class MucError(Exception):
         self.text = text
 
 
+class _Silent(Exception):
+    """A stanza dropped without an answer (an outsider's unavailable presence)."""
+
+
 def _role_for(affiliation: str, config: RoomConfig) -> str:
     if affiliation in ("owner", "admin"):
         return "moderator"
@@ -139,6 +143,11 @@ class MucService:
         counters: Counter[str] | None = None,
         new_meeting_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         name: str = "Chatrooms",
+        admit: Callable[[Jid], bool] | None = None,
+        default_whois: str = "anyone",
+        creator_is_owner: bool = True,
+        max_rooms_per_occupant: int | None = None,
+        on_destroyed: Callable[[Jid], None] | None = None,
     ) -> None:
         self.domain = domain
         self.restrict_creation = restrict_creation
@@ -147,6 +156,16 @@ class MucService:
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.new_meeting_id = new_meeting_id
         self.name = name
+        #: Who may use the service at all (bare JIDs); None: everyone. Others get `forbidden` on anything.
+        self.admit = admit
+        #: whois of new rooms: "moderators" keeps real JIDs from everyone but moderators (admins).
+        self.default_whois = default_whois
+        #: False: the creator of a room gets no owner affiliation (only admins own rooms here).
+        self.creator_is_owner = creator_is_owner
+        #: Rooms of this service one full JID may be in at once (None: unbounded).
+        self.max_rooms_per_occupant = max_rooms_per_occupant
+        #: Called with each destroyed room's JID (quota bookkeeping outside the service).
+        self.on_destroyed = on_destroyed
         self.rooms: dict[Jid, Room] = {}
 
     # ---- entry points
@@ -155,6 +174,8 @@ class MucService:
         """One stanza from the local full JID `sender` to `to` (the service, a room, or an occupant)."""
         out: list[ET.Element] = []
         try:
+            if self.admit is not None and not self.admit(sender.bare):
+                self._refuse_outsider(stanza, sender, to)
             if not to.local:
                 self._service_stanza(stanza, sender, out)
             elif stanza.tag == PRESENCE:
@@ -163,6 +184,8 @@ class MucService:
                 self._message(stanza, sender, to, out)
             elif stanza.tag == IQ:
                 self._iq(stanza, sender, to, out)
+        except _Silent:
+            pass
         except MucError as err:
             self.counters["muc_errors"] += 1
             reply = error_reply(stanza, err.condition, err.error_type, err.text)
@@ -177,6 +200,17 @@ class MucService:
                     reply.insert(0, ET.Element(f"{{{NS_MUC}}}x"))
                 out.append(reply)
         return out
+
+    def _refuse_outsider(self, stanza: ET.Element, sender: Jid, to: Jid) -> None:
+        """Raises `forbidden` for a sender the service does not admit; its presence leaves no trace."""
+        self.counters["muc_outsiders_refused"] += 1
+        if stanza.tag == PRESENCE and stanza.get("type") not in (None, "error"):
+            raise _Silent
+        raise MucError("forbidden", "auth", "This service is for the deployment's components only")
+
+    def rooms_of(self, real: Jid) -> int:
+        """How many rooms of this service `real` (a full JID) is in."""
+        return sum(1 for room in self.rooms.values() if room.occupant_of(real) is not None)
 
     def session_ended(self, real: Jid) -> list[ET.Element]:
         """`real` (a full JID) went away: it leaves every room it was in, as if it sent unavailable."""
@@ -257,12 +291,18 @@ class MucService:
         muc_x = stanza.find(f"{{{NS_MUC}}}x")
         password = muc_x.findtext(f"{{{NS_MUC}}}password") if muc_x is not None else None
         created = room is None
+        limit = self.max_rooms_per_occupant
+        if limit is not None and not self.is_admin(sender.bare) and self.rooms_of(sender) >= limit:
+            self.counters["muc_join_refused"] += 1
+            self.counters["muc_rooms_per_occupant_refused"] += 1
+            raise MucError("resource-constraint", "wait", f"You are in {limit} rooms already")
         if room is None:
             if self.restrict_creation and not self.is_admin(sender.bare):
                 self.counters["muc_join_refused"] += 1
                 raise MucError("not-allowed", "cancel", "Room creation is restricted")
-            room = Room(to.bare, self.new_meeting_id())
-            room.affiliations[sender.bare] = "owner"
+            room = Room(to.bare, self.new_meeting_id(), config=RoomConfig(whois=self.default_whois))
+            if self.creator_is_owner:
+                room.affiliations[sender.bare] = "owner"
         else:
             affiliation = room.affiliation(sender)
             refusal: MucError | None = None
@@ -286,6 +326,8 @@ class MucService:
         if created:
             self.rooms[room.jid] = room
             self.counters["muc_rooms_created"] += 1
+        if self.is_admin(sender.bare) and room.affiliation(sender) != "owner":
+            room.affiliations[sender.bare] = "owner"  # service admins own every room (as in Prosody)
         occupant = Occupant(nick, sender, _role_for(room.affiliation(sender), room.config), _payload(stanza))
         for other in room.occupants.values():
             out.append(self._presence_of(room, other, occupant))
@@ -307,8 +349,7 @@ class MucService:
 
     def _maybe_destroy(self, room: Room) -> None:
         if not room.occupants and not room.config.persistent and self.rooms.get(room.jid) is room:
-            del self.rooms[room.jid]
-            self.counters["muc_rooms_destroyed"] += 1
+            self._forget(room)
 
     def _change_nick(
         self, room: Room, occupant: Occupant, new_nick: str, stanza: ET.Element, out: list[ET.Element]
@@ -661,8 +702,13 @@ class MucService:
             out.append(pres)
         room.occupants.clear()
         if self.rooms.get(room.jid) is room:
-            del self.rooms[room.jid]
-            self.counters["muc_rooms_destroyed"] += 1
+            self._forget(room)
+
+    def _forget(self, room: Room) -> None:
+        del self.rooms[room.jid]
+        self.counters["muc_rooms_destroyed"] += 1
+        if self.on_destroyed is not None:
+            self.on_destroyed(room.jid)
 
     # ---- admin: affiliations and roles (XEP-0045 §9, §10)
 

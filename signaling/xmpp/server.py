@@ -219,7 +219,10 @@ class XmppServer:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
-        conn = self.core.open_connection(self._now(), Framing.TCP)
+        peer = writer.get_extra_info("peername")
+        conn = self.core.open_connection(
+            self._now(), Framing.TCP, address=str(peer[0]) if isinstance(peer, tuple) else ""
+        )
         link = _TcpLink(writer, self._count)
         self._register(conn, link)
         try:
@@ -272,7 +275,9 @@ class XmppServer:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
-        conn = self.core.open_connection(self._now(), Framing.WEBSOCKET, secure=request.secure)
+        conn = self.core.open_connection(
+            self._now(), Framing.WEBSOCKET, secure=request.secure, address=request.remote or ""
+        )
         link = _WsLink(ws)
         self._register(conn, link)
         try:

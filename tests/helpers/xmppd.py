@@ -72,10 +72,10 @@ class FakeClock:
 class SansIoClient:
     """One client connection on a `Harness`; `received` holds what the server sent, parsed."""
 
-    def __init__(self, harness: Harness, framing: Framing) -> None:
+    def __init__(self, harness: Harness, framing: Framing, address: str = "") -> None:
         self.harness = harness
         self.framing = framing
-        self.conn: Connection = harness.core.open_connection(harness.clock.now, framing)
+        self.conn: Connection = harness.core.open_connection(harness.clock.now, framing, address=address)
         self.received: list[ET.Element] = []
         self.headers: list[dict[str, str]] = []
         self.closed = False
@@ -183,14 +183,19 @@ class Harness:
 
     def __init__(self, config: XmppServerConfig | None = None) -> None:
         self.config = config or XmppServerConfig(
-            accounts={"focus@auth.meet.sluice": "focus-pw", "jvb@auth.meet.sluice": "jvb-pw"}
+            accounts={
+                "focus@auth.meet.sluice": "focus-pw",
+                "jvb@auth.meet.sluice": "jvb-pw",
+                "alice@auth.meet.sluice": "alice-pw",  # an ordinary account: not a component
+            },
+            components=("jvb@auth.meet.sluice",),
         )
         self.clock = FakeClock()
         self.core = XmppCore(self.config)
         self.clients: dict[int, SansIoClient] = {}
 
-    def client(self, framing: Framing = Framing.WEBSOCKET) -> SansIoClient:
-        return SansIoClient(self, framing)
+    def client(self, framing: Framing = Framing.WEBSOCKET, address: str = "") -> SansIoClient:
+        return SansIoClient(self, framing, address)
 
     def pump(self) -> None:
         for conn in self.core.take_dirty():

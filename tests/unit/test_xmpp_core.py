@@ -204,7 +204,7 @@ def test_resource_conflict_new_session_replaces_old() -> None:
     assert stream_error(old) == "conflict"
     assert old.closed and not new.closed
     other = h.client()
-    other.login_anonymous()
+    other.login_plain("jvb", "jvb-pw")
     other.stanza("<message to='focus@auth.meet.sluice/focus' id='m'><body>to the new one</body></message>")
     assert new.take_one("message").findtext(f"{{{CLIENT}}}body") == "to the new one"
     assert h.core.stats()["sessions_replaced"] == 1
