@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 NS_COLIBRI = "http://jitsi.org/protocol/colibri"
@@ -22,6 +22,9 @@ class BridgeInfo:
     """One bridge, identified by its brewery occupant JID."""
 
     jid: str
+    #: The account behind the occupant (from its presence): Colibri2 and health checks go here, and only
+    #: replies from here count.
+    real_jid: str = ""
     stress: float = 0.0
     average_participant_stress: float | None = None
     healthy: bool = True
@@ -91,9 +94,11 @@ def select_bridge(
     rampup: float = 20.0,
     participant_stress: float = 0.01,
     stress_threshold: float = 0.8,
+    exclude: Container[str] = (),
 ) -> BridgeInfo | None:
-    """The least stressed selectable bridge, preferring ones below the stress threshold; ties by JID."""
-    candidates = [b for b in bridges if b.selectable]
+    """The least stressed selectable bridge not in `exclude`, preferring ones below the stress threshold;
+    ties by JID."""
+    candidates = [b for b in bridges if b.selectable and b.jid not in exclude]
     if not candidates:
         return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from signaling.domains import JitsiDomains
@@ -54,6 +55,25 @@ class FocusConfig(JitsiDomains):
     #: Reconnect backoff of the c2s connection (seconds).
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
+    #: Real JIDs (full JID, a regular expression matched whole, case-insensitive) whose brewery presence
+    #: makes a bridge; None: the bridge account `jvb@auth.<domain>` with any resource. Any other occupant
+    #: that publishes stats is ignored and counted: the brewery's MUC is not trusted to be closed.
+    bridge_jid_regexp: str | None = None
+    #: Quotas on rooms (each refusal a `resource-constraint` error and a counter): rooms alive at once, and
+    #: rooms created per minute in total and per requester (the JID the conference request came from).
+    max_rooms: int = 200
+    rooms_per_minute: int = 60
+    rooms_per_minute_per_requester: int = 10
+    #: Participants put on a bridge per room (Colibri2 endpoints of one conference); more wait.
+    max_endpoints_per_conference: int = 100
+    #: Conferences the focus places on one bridge; with every bridge full, rooms get bridgeNotAvailable.
+    max_conferences_per_bridge: int = 200
+    #: A room whose conference request was answered but that nobody joins within this long is left (the
+    #: MUC destroys it) and its bridge conference expired; Jicofo waits about as long.
+    room_join_timeout: float = 20.0
+    #: Colibri2 errors restart one room's conference; more restarts than this within a minute and the room
+    #: avoids that bridge for `failure_reset` (the bridge itself is failed only by health checks).
+    max_conference_restarts: int = 3
 
     @property
     def focus_jid(self) -> str:
@@ -67,3 +87,7 @@ class FocusConfig(JitsiDomains):
     @property
     def brewery_jid(self) -> str:
         return (self.brewery or self.default_brewery_jid).lower()
+
+    def bridge_jid_pattern(self) -> re.Pattern[str]:
+        pattern = self.bridge_jid_regexp or re.escape(f"jvb@{self.auth_domain}") + "(?:/.*)?"
+        return re.compile(pattern, re.IGNORECASE | re.DOTALL)

@@ -50,6 +50,7 @@ from signaling.focus.stanzas import (
     bare,
     q,
     resource,
+    same_jid,
 )
 from signaling.jingle.model import (
     JVB_OWNER,
@@ -67,12 +68,18 @@ from signaling.jingle.model import (
     SsrcGroup,
 )
 from signaling.jingle.xml import NS_JINGLE, build_jingle, parse_jingle, unknown_session_error
+from signaling.quota import RateLimit
 
 log = logging.getLogger(__name__)
 
 FEATURE_JSON_SOURCES = "http://jitsi.org/json-encoded-sources"
 FEEDBACK_MSID = {"audio": "mixedmslabel mixedlabelaudio0", "video": "mixedmslabel mixedlabelvideo0"}
 MUTE_NAMESPACES = {NS_JITMEET_AUDIO: "audio", NS_JITMEET_VIDEO: "video", NS_JITMEET_DESKTOP: "video"}
+#: Stanza errors a server returns for a recipient that is gone (RFC 6120 8.3.3): the bridge itself is
+#: unreachable, unlike any error the bridge answers about one conference.
+UNREACHABLE = frozenset(
+    {"service-unavailable", "recipient-unavailable", "remote-server-not-found", "remote-server-timeout"}
+)
 
 OnReply = Callable[[float, ET.Element], None]
 OnFailure = Callable[[float, ET.Element | None], None]  # None: timed out
@@ -80,6 +87,8 @@ OnFailure = Callable[[float, ET.Element | None], None]  # None: timed out
 
 @dataclass(slots=True)
 class _PendingIq:
+    #: Where the request went: a reply counts only from there.
+    to: str
     deadline: float
     on_result: OnReply
     on_error: OnFailure
@@ -146,6 +155,12 @@ class Room:
     colibri_busy: bool = False
     feedback: EndpointSources = field(default_factory=EndpointSources)
     bridge_not_available: bool = False
+    #: Until someone joins: when the room is given up (`room_join_timeout` after its request was answered).
+    join_deadline: float | None = None
+    #: When Colibri2 errors restarted this room's conference (the last minute's).
+    restarts: deque[float] = field(default_factory=deque)
+    #: Bridges this room stays away from, and until when (after repeated Colibri2 errors there).
+    avoid: dict[str, float] = field(default_factory=dict)
 
     def occupant(self, nick: str) -> str:
         return f"{self.jid}/{nick}"
@@ -164,6 +179,11 @@ class FocusCore:
         self._pending: dict[str, _PendingIq] = {}
         self._caps: dict[str, frozenset[str]] = {}
         self._started = False
+        self._bridge_pattern = config.bridge_jid_pattern()
+        #: Brewery occupants with stats that are not bridges (logged once each while present).
+        self._untrusted: set[str] = set()
+        self._creations = RateLimit(config.rooms_per_minute, 60.0)
+        self._creations_by_requester = RateLimit(config.rooms_per_minute_per_requester, 60.0)
 
     # ---- the sans-IO surface
 
@@ -186,6 +206,7 @@ class FocusCore:
         """The connection was lost: everything the focus knew about rooms and bridges is gone."""
         self.rooms.clear()
         self.bridges.clear()
+        self._untrusted.clear()
         self._pending.clear()
         self._out.clear()
         self._started = False
@@ -196,6 +217,10 @@ class FocusCore:
     def poll_timeout(self) -> float | None:
         deadlines = [p.deadline for p in self._pending.values()]
         deadlines.extend(b.next_health for b in self.bridges.values() if not b.health_pending)
+        for room in self.rooms.values():
+            if room.join_deadline is not None:
+                deadlines.append(room.join_deadline)
+            deadlines.extend(room.avoid.values())
         return min(deadlines, default=None)
 
     def handle_timeout(self, now: float) -> None:
@@ -206,6 +231,12 @@ class FocusCore:
         for bridge in list(self.bridges.values()):
             if not bridge.health_pending and bridge.next_health <= now and bridge.jid in self.bridges:
                 self._health_check(now, bridge)
+        for room in list(self.rooms.values()):
+            if room.join_deadline is not None and room.join_deadline <= now and not room.participants:
+                self._give_up_room(now, room)
+            elif room.avoid and min(room.avoid.values()) <= now:
+                room.avoid = {b: until for b, until in room.avoid.items() if until > now}
+                self._maybe_invite(now, room)
 
     def handle_stanza(self, now: float, el: ET.Element) -> None:
         """One stanza from the server; bad input gets an error reply, never an exception."""
@@ -241,7 +272,7 @@ class FocusCore:
         timeout: float | None = None,
     ) -> str:
         iq_id = self._new_id()
-        self._pending[iq_id] = _PendingIq(now + (timeout or self.config.iq_timeout), on_result, on_error)
+        self._pending[iq_id] = _PendingIq(to, now + (timeout or self.config.iq_timeout), on_result, on_error)
         self._send(stanzas.iq(iq_type, to, iq_id, payload))
         return iq_id
 
@@ -254,9 +285,15 @@ class FocusCore:
     def _on_iq(self, now: float, el: ET.Element) -> None:
         iq_type = el.get("type")
         if iq_type in ("result", "error"):
-            pending = self._pending.pop(el.get("id", ""), None)
+            iq_id = el.get("id", "")
+            pending = self._pending.get(iq_id)
             if pending is None:
                 return
+            if not same_jid(el.get("from", ""), pending.to):
+                # Someone else answering our request (a guessed id): ignored; the real reply still counts.
+                self.stats["iq_replies_from_elsewhere"] += 1
+                return
+            del self._pending[iq_id]
             if iq_type == "result":
                 pending.on_result(now, el)
             else:
@@ -301,14 +338,46 @@ class FocusCore:
             return
         room = self.rooms.get(room_jid)
         if room is None:
-            room = Room(room_jid)
+            refusal = self._room_quota(now, request.get("from", ""))
+            if refusal is not None:
+                self._send(stanzas.error(request, "resource-constraint", refusal))
+                return
+            room = Room(room_jid, join_deadline=now + self.config.room_join_timeout)
             self.rooms[room_jid] = room
+            self.stats["rooms_created"] += 1
             log.info("focus: creating %s", room_jid)
             self._send(stanzas.presence(room.occupant(self.config.nickname), None, _muc_x()))
         if room.state == "ready":
             self._send(self._conference_reply(request, room_jid))
         else:
             room.waiting.append(request)
+
+    def _room_quota(self, now: float, requester: str) -> str | None:
+        """Why one more room cannot be created now (counted), or None."""
+        cfg = self.config
+        why = None
+        if len(self.rooms) >= cfg.max_rooms:
+            why, text = "concurrent", f"this server holds {cfg.max_rooms} rooms already"
+        elif not self._creations_by_requester.allow(bare(requester) or requester, now):
+            why, text = "requester", f"at most {cfg.rooms_per_minute_per_requester} new rooms a minute each"
+        elif not self._creations.allow("", now):
+            why, text = "total", f"at most {cfg.rooms_per_minute} new rooms a minute"
+        if why is None:
+            return None
+        self.stats["rooms_refused"] += 1
+        self.stats[f"rooms_refused_{why}"] += 1
+        log.info("focus: no new room for %s: %s", requester, text)
+        return f"No new room: {text}; try again later"
+
+    def _give_up_room(self, now: float, room: Room) -> None:
+        """Nobody joined in time (or the MUC never let us in): leave it; the MUC destroys it when empty."""
+        self.stats["rooms_expired_unjoined"] += 1
+        log.info("focus: nobody joined %s in time, leaving it", room.jid)
+        for request in room.waiting:
+            self._send(stanzas.error(request, "remote-server-timeout", f"{room.jid} could not be set up"))
+        self._expire_conference(now, room)
+        self._send(stanzas.presence(room.occupant(self.config.nickname), "unavailable"))
+        self.rooms.pop(room.jid, None)
 
     def _conference_reply(self, request: ET.Element, room_jid: str) -> ET.Element:
         conf = ET.Element(
@@ -355,6 +424,8 @@ class FocusCore:
         for request in room.waiting:
             self._send(self._conference_reply(request, room.jid))
         room.waiting.clear()
+        if not room.participants:
+            room.join_deadline = now + self.config.room_join_timeout
         self._maybe_invite(now, room)
 
     # ---- presence
@@ -385,6 +456,7 @@ class FocusCore:
         if p is None:
             p = Participant(nick)
             room.participants[nick] = p
+            room.join_deadline = None
             self.stats["participants_joined"] += 1
             log.info("focus: %s joined %s", nick, room.jid)
         if item is not None:
@@ -472,6 +544,7 @@ class FocusCore:
             log.info("focus: %s is empty, left it", room.jid)
             return
         self._maybe_grant_owner(now, room)
+        self._maybe_invite(now, room)  # someone waiting for an endpoint may fit now
 
     # ---- bridges (1.2-1.5)
 
@@ -480,6 +553,7 @@ class FocusCore:
             return
         jid = f"{self.config.brewery_jid}/{nick}"
         if el.get("type") == "unavailable":
+            self._untrusted.discard(jid)
             if self.bridges.pop(jid, None) is not None:
                 self.stats["bridges_left"] += 1
                 log.warning("focus: bridge %s left the brewery", jid)
@@ -490,11 +564,28 @@ class FocusCore:
         values = parse_stats(el)
         if values is None:
             return  # only members that publish stats are bridges
+        item = el.find(f"{q(NS_MUC_USER, 'x')}/{q(NS_MUC_USER, 'item')}")
+        real = item.get("jid", "") if item is not None else ""
         bridge = self.bridges.get(jid)
+        if not self._bridge_pattern.fullmatch(real):
+            # Stats presence from an account that is not a bridge's (or with its real JID hidden from us).
+            self.stats["brewery_untrusted_presences"] += 1
+            if jid not in self._untrusted:
+                self._untrusted.add(jid)
+                log.warning("focus: %s (%s) publishes stats but is not a bridge account", jid, real or "?")
+            if bridge is not None:
+                del self.bridges[jid]
+                self._bridge_gone(now, jid)
+            return
+        if bridge is not None and not same_jid(bridge.real_jid, real):
+            # Another session took this nickname: the bridge we knew is gone.
+            del self.bridges[jid]
+            self._bridge_gone(now, jid)
+            bridge = None
         if bridge is None:
-            bridge = BridgeInfo(jid, next_health=now)
+            bridge = BridgeInfo(jid, real_jid=real, next_health=now)
             self.bridges[jid] = bridge
-            log.info("focus: bridge %s joined the brewery", jid)
+            log.info("focus: bridge %s (%s) joined the brewery", jid, real)
         was = (bridge.selectable, bridge.usable)
         bridge.update(values)
         if was[1] and not bridge.usable:
@@ -534,7 +625,7 @@ class FocusCore:
         self._request(
             now,
             "get",
-            bridge.jid,
+            bridge.real_jid,
             ET.Element(q(NS_HEALTHCHECK, "healthcheck")),
             on_result=ok,
             on_error=failed,
@@ -586,14 +677,20 @@ class FocusCore:
         """The room's bridge, choosing one (single-bridge strategy) when it has none."""
         if room.bridge is not None:
             return room.bridge
+        hosted = Counter(r.bridge for r in self.rooms.values() if r.bridge is not None)
+        full = {b for b, n in hosted.items() if n >= self.config.max_conferences_per_bridge}
+        avoid = {b for b, until in room.avoid.items() if until > now}
         chosen = select_bridge(
             self.bridges.values(),
             now,
             rampup=self.config.participant_rampup,
             participant_stress=self.config.average_participant_stress,
             stress_threshold=self.config.stress_threshold,
+            exclude=full | avoid,
         )
         if chosen is None:
+            if any(b.selectable for b in self.bridges.values() if b.jid in full):
+                self.stats["bridges_full"] += 1
             return None
         room.bridge = chosen.jid
         room.epoch += 1
@@ -619,6 +716,13 @@ class FocusCore:
             for p in room.participants.values()
             if p.session is None and p.endpoint is None and not p.declined and p.features is not None
         ]
+        room_left = self.config.max_endpoints_per_conference - sum(
+            1 for p in room.participants.values() if p.endpoint is not None
+        )
+        if len(waiting) > room_left:
+            # The rest wait until someone leaves (then _participant_left tries again).
+            self.stats["endpoints_over_quota"] += len(waiting) - max(room_left, 0)
+            waiting = waiting[: max(room_left, 0)]
         if not waiting:
             return
         current = self.bridges.get(room.bridge) if room.bridge is not None else None
@@ -1054,8 +1158,13 @@ class FocusCore:
         endpoint: str | None = None,
         tolerate: bool = False,
     ) -> bool:
-        """Sends one request of the room's queue; errors other than unknown_endpoint fail the bridge."""
-        bridge = room.bridge
+        """Sends one request of the room's queue.
+
+        A Colibri2 error is about this room's conference: unknown_endpoint re-invites that participant,
+        anything else re-creates the conference. A timeout also asks the bridge for a health check now. Only
+        the server's word that the bridge is unreachable fails the bridge (jitsi-protocol.md 1.5 lets one
+        error fail a bridge; anyone who can make a bridge answer an error could then empty it)."""
+        bridge = self.bridges.get(room.bridge or "")
         if bridge is None:
             return False
         self.stats["colibri_requests"] += 1
@@ -1066,24 +1175,31 @@ class FocusCore:
             self._colibri_done(now, room, epoch)
             if tolerate:
                 return
-            reason = None
-            if err is not None:
-                try:
-                    reason = c2xml.parse_error(err)
-                except c2.Colibri2Error:
-                    reason = None
+            if err is None:
+                self.stats["colibri_timeouts"] += 1
+                if bridge.jid in self.bridges and not bridge.health_pending:
+                    bridge.next_health = now
+                self._restart_conference(now, room, "colibri2 timeout")
+                return
+            try:
+                reason: c2.Colibri2Error | None = c2xml.parse_error(err)
+            except c2.Colibri2Error:
+                reason = None
             if reason is not None and reason.reason == c2.Reason.UNKNOWN_ENDPOINT and endpoint is not None:
                 self._reinvite_one(now, room, endpoint)
                 return
+            if reason is not None and reason.reason is None and reason.condition in UNREACHABLE:
+                self._fail_bridge(now, bridge.jid, f"unreachable ({reason.condition})")
+                return
             self.stats["colibri_errors"] += 1
-            what = "timeout" if err is None else (reason.text if reason is not None else "error")
-            self._colibri_failed(now, room, epoch, f"colibri2 {what}")
+            text = reason.text or reason.condition if reason is not None else "malformed error"
+            self._restart_conference(now, room, f"colibri2 error: {text}")
 
         payload = c2xml.build_conference_modify(request)
         self._request(
             now,
             "get",
-            bridge,
+            bridge.real_jid,
             payload,
             on_result=on_result,
             on_error=failed,
@@ -1092,8 +1208,26 @@ class FocusCore:
         return True
 
     def _colibri_failed(self, now: float, room: Room, epoch: int, why: str) -> None:
+        """The bridge's answer for this room made no sense: re-create the room's conference."""
         if room.epoch == epoch and room.bridge is not None:
-            self._fail_bridge(now, room.bridge, why)
+            self.stats["colibri_errors"] += 1
+            self._restart_conference(now, room, why)
+
+    def _restart_conference(self, now: float, room: Room, why: str) -> None:
+        """Re-creates the room's conference and re-invites everyone (Jicofo's restart of one conference).
+
+        Bounded: after `max_conference_restarts` within a minute the room keeps away from that bridge for
+        `failure_reset`, so a bridge that keeps refusing one conference cannot loop it."""
+        while room.restarts and room.restarts[0] <= now - 60.0:
+            room.restarts.popleft()
+        room.restarts.append(now)
+        self.stats["conference_restarts"] += 1
+        log.warning("focus: restarting the conference of %s on %s: %s", room.jid, room.bridge, why)
+        if room.bridge is not None and len(room.restarts) > self.config.max_conference_restarts:
+            self.stats["conference_bridges_avoided"] += 1
+            room.avoid[room.bridge] = now + self.config.failure_reset
+            room.restarts.clear()
+        self._move_room(now, room)
 
     def _colibri_enqueue_simple(
         self, now: float, room: Room, request: c2.ConferenceModify, *, tolerate: bool = False
@@ -1141,14 +1275,15 @@ class FocusCore:
 
     def _expire_conference(self, now: float, room: Room) -> None:
         """Fire and forget: the conference is dropped whatever the bridge answers."""
-        if room.bridge is None or not room.conference_created or room.bridge not in self.bridges:
+        bridge = self.bridges.get(room.bridge or "")
+        if bridge is None or not room.conference_created:
             return
         request = c2.ConferenceModify(meeting_id=room.meeting_id or "", expire=True)
         payload = c2xml.build_conference_modify(request)
         self._request(
             now,
             "get",
-            room.bridge,
+            bridge.real_jid,
             payload,
             on_result=lambda _n, _r: None,
             on_error=lambda _n, _e: None,

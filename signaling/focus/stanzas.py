@@ -33,7 +33,13 @@ ERROR_TYPES = {
     "feature-not-implemented": "cancel",
     "internal-server-error": "wait",
     "conflict": "cancel",
+    "remote-server-timeout": "wait",
 }
+
+
+def same_jid(a: str, b: str) -> bool:
+    """Equal as JIDs: local part and domain case-insensitive, resource exact."""
+    return bare(a) == bare(b) and resource(a) == resource(b)
 
 
 def q(ns: str, name: str) -> str:

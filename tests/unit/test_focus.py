@@ -45,16 +45,22 @@ class FakeBridge:
     """Answers Colibri2 like our bridge: one conference per meeting-id, endpoints by id, feedback sources."""
 
     jid: str
+    #: The bridge's account, where the focus sends its requests (the occupant JID is only its name).
+    real: str
     conferences: dict[str, set[str]] = field(default_factory=dict)
     requests: list[c2.ConferenceModify] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     answer: bool = True
+    #: Refuse every conference-modify with this Colibri2 error reason.
+    refuse: c2.Reason | None = None
 
     def handle(self, iq: ET.Element) -> ET.Element | None:
         req = c2xml.parse_conference_modify(iq)
         self.requests.append(req)
         if not self.answer:
             return None
+        if self.refuse is not None:
+            return _error(iq, "bad-request", self.refuse)
         if req.create:
             assert req.meeting_id not in self.conferences, "conference created twice"
             self.conferences[req.meeting_id] = set()
@@ -160,13 +166,13 @@ class Net:
             if el.tag != f"{{{CLIENT}}}iq" or el.get("type") not in ("get", "set"):
                 continue
             payload = el[0]
-            if to in self.bridges:
+            by_real = {b.real: b for b in self.bridges.values()}
+            if to in by_real:
                 if payload.tag == "{http://jitsi.org/protocol/healthcheck}healthcheck":
-                    bridge = self.bridges[to]
-                    if bridge.answer:
+                    if by_real[to].answer:
                         self.core.handle_stanza(self.now, _result(el))
                     continue
-                reply = self.bridges[to].handle(el)
+                reply = by_real[to].handle(el)
                 if reply is not None:
                     self.core.handle_stanza(self.now, reply)
             elif to == ROOM or ("/" not in to and to.endswith(f"conference.{DOMAIN}")):
@@ -213,27 +219,23 @@ class Net:
 
     # ---- the world
 
-    def add_bridge(self, nick: str, **stats: str) -> FakeBridge:
+    def add_bridge(self, nick: str, real: str | None = None, **stats: str) -> FakeBridge:
+        """Brewery presence with stats from `nick`, whose account is `real` (default: a bridge account)."""
         jid = f"{BREWERY}/{nick}"
-        bridge = self.bridges.setdefault(jid, FakeBridge(jid))
-        values = {"stress_level": "0.0", "drain": "false", "healthy": "true", **stats}
-        stat_xml = "".join(f'<stat name="{k}" value="{v}"/>' for k, v in values.items())
-        self.feed(
-            x(
-                f'<presence xmlns="{CLIENT}" from="{jid}"><x xmlns="http://jabber.org/protocol/muc#user">'
-                '<item affiliation="none" role="participant"/></x>'
-                f'<stats xmlns="http://jitsi.org/protocol/colibri">{stat_xml}</stats></presence>'
-            )
-        )
+        real = real if real is not None else f"jvb@auth.{DOMAIN}/{nick}"
+        bridge = self.bridges.setdefault(jid, FakeBridge(jid, real))
+        self.feed(bridge_presence(jid, real, **stats))
         return bridge
 
     def remove_bridge(self, nick: str) -> None:
         self.feed(x(f'<presence xmlns="{CLIENT}" from="{BREWERY}/{nick}" type="unavailable"/>'))
 
-    def conference_iq(self, room: str = ROOM, iq_id: str = "conf1") -> None:
+    def conference_iq(
+        self, room: str = ROOM, iq_id: str = "conf1", requester: str = f"focus.{DOMAIN}"
+    ) -> None:
         self.feed(
             x(
-                f'<iq xmlns="{CLIENT}" type="set" id="{iq_id}" from="focus.{DOMAIN}" to="{FOCUS_FULL}">'
+                f'<iq xmlns="{CLIENT}" type="set" id="{iq_id}" from="{requester}" to="{FOCUS_FULL}">'
                 f'<conference xmlns="http://jitsi.org/protocol/focus" room="{room}" machine-uid="m1">'
                 '<property name="visitors-version" value="1"/></conference></iq>'
             )
@@ -290,6 +292,16 @@ class Net:
         reqs = self.bridges[f"{BREWERY}/{bridge}"].requests
         out, reqs[:] = list(reqs), []
         return out
+
+
+def bridge_presence(occupant: str, real: str, **stats: str) -> ET.Element:
+    values = {"stress_level": "0.0", "drain": "false", "healthy": "true", **stats}
+    stat_xml = "".join(f'<stat name="{k}" value="{v}"/>' for k, v in values.items())
+    item = f'<item affiliation="none" role="participant" jid="{real}"/>' if real else "<item/>"
+    return x(
+        f'<presence xmlns="{CLIENT}" from="{occupant}"><x xmlns="{MUC_USER}">{item}</x>'
+        f'<stats xmlns="http://jitsi.org/protocol/colibri">{stat_xml}</stats></presence>'
+    )
 
 
 def client_transport(nick: str) -> IceTransport:
@@ -773,7 +785,7 @@ def test_failed_health_check_moves_conferences_and_the_bridge_gets_a_second_chan
     jvb1.answer = False
     net.sent.clear()
     net.advance(10.0)
-    (check,) = [el for el in net.sent if el.get("to") == jvb1.jid and el[0].tag.endswith("healthcheck")]
+    (check,) = [el for el in net.sent if el.get("to") == jvb1.real and el[0].tag.endswith("healthcheck")]
     net.feed(_error(check, "internal-server-error"))
     assert net.core.rooms[ROOM].bridge == f"{BREWERY}/jvb2"
     assert not net.core.bridges[jvb1.jid].operational
@@ -802,21 +814,27 @@ def test_two_health_check_timeouts_fail_the_bridge() -> None:
     assert net.core.rooms[ROOM].bridge == f"{BREWERY}/jvb2"
 
 
-def test_colibri_timeout_fails_the_bridge() -> None:
-    net = Net(colibri_timeout=5.0, health_interval=1000.0)
+def test_colibri_timeout_checks_the_bridge_now_and_its_health_checks_fail_it() -> None:
+    net = Net(colibri_timeout=5.0, health_interval=10.0, health_timeout=3.0)
     jvb1 = net.add_bridge("jvb1", stress_level="0.1")
     net.add_bridge("jvb2", stress_level="0.5")
     net.advance(1.0)
-    jvb1.answer = False
-    in_call_nicks = ("aaaa0001", "bbbb0002")
+    jvb1.answer = False  # gone silent: neither Colibri2 nor health checks are answered
     net.open_room()
-    for nick in in_call_nicks:
+    for nick in ("aaaa0001", "bbbb0002"):
         net.join(nick)
     assert not net.jingles("aaaa0001")
+    net.sent.clear()
     net.advance(5.0)
+    # The timeout re-creates the conference (still on jvb1, not failed by one request) and checks it now.
+    assert net.core.stats["colibri_timeouts"] == 1 and net.core.stats["conference_restarts"] == 1
+    assert any(el.get("to") == jvb1.real and el[0].tag.endswith("healthcheck") for el in net.sent)
+    assert net.core.bridges[jvb1.jid].operational
+    net.advance(12.0)  # the check and its retry time out: now the bridge is failed and the room moves
+    assert not net.core.bridges[jvb1.jid].operational
+    assert net.core.stats["bridges_failed"] == 1 and net.core.stats["health_timeouts"] == 2
     assert net.core.rooms[ROOM].bridge == f"{BREWERY}/jvb2"
-    assert single(net.jingles("aaaa0001", "session-initiate"))
-    assert net.core.stats["colibri_errors"] == 1
+    assert net.jingles("aaaa0001", "session-initiate")
 
 
 def test_unknown_endpoint_reinvites_only_that_participant() -> None:
