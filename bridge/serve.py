@@ -57,6 +57,7 @@ class Served:
                 f"focus@auth.{config.domain}": focus_password,
                 f"{BRIDGE_USER}@auth.{config.domain}": bridge_password,
             },
+            components=(f"{BRIDGE_USER}@auth.{config.domain}",),
             tcp_host=config.xmpp_host,
             tcp_port=config.xmpp_port,
         )

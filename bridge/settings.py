@@ -208,6 +208,15 @@ def _path_segment(value: object, text: bool) -> str:
     return s
 
 
+def _regexp(value: object, text: bool) -> str:
+    s = _nonblank(value, text)
+    try:
+        re.compile(s)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return s
+
+
 def _domains(value: object, text: bool) -> tuple[str, ...]:
     # An empty environment variable clears the list (the public server's own host:port is used then).
     if text and isinstance(value, str) and not value.strip():
@@ -264,6 +273,7 @@ _XMPP_KEYS: dict[str, Parse] = {
     "muc-nickname": _nonblank,
     "disable-certificate-verification": _bool,
     "use-tls": _bool,  # sluice: false only for a loopback server without TLS (tests)
+    "authorized-source-regexp": _regexp,  # jvb's old AUTHORIZED_SOURCE_REGEXP; default: focus@<domain>
 }
 _XMPP_REQUIRED = ("hostname", "domain", "username", "password", "muc-jids")
 
@@ -291,6 +301,7 @@ ENVIRONMENT: dict[str, str] = {
     "SLUICE_XMPP_MUC_NICKNAME": "xmpp.muc-nickname",
     "SLUICE_XMPP_DISABLE_CERTIFICATE_VERIFICATION": "xmpp.disable-certificate-verification",
     "SLUICE_XMPP_USE_TLS": "xmpp.use-tls",
+    "SLUICE_XMPP_AUTHORIZED_SOURCE_REGEXP": "xmpp.authorized-source-regexp",
 }
 
 #: Tables a file may contain (so `[videobridge.ice]` alone is fine, `[videobridge.foo]` is not).
@@ -319,6 +330,9 @@ class XmppSettings:
     muc_nickname: str = field(default_factory=lambda: str(uuid.uuid4()))
     disable_certificate_verification: bool = False
     use_tls: bool = True
+    #: Who may send Colibri2 and health checks (a regular expression on the sender's real JID); None: the
+    #: focus account `focus@<domain>`.
+    authorized_source_regexp: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +399,7 @@ class Settings:
                 muc_nickname=x.muc_nickname,
                 use_tls=x.use_tls,
                 disable_certificate_verification=x.disable_certificate_verification,
+                authorized_source_regexp=x.authorized_source_regexp,
                 presence_interval=self.stats_interval,
                 region=self.region,
                 # Section 8.7: advertise relay_id only when relays work.

@@ -14,6 +14,7 @@ import importlib.metadata
 import logging
 import platform
 import random
+import re
 import ssl
 import time
 import uuid
@@ -41,6 +42,7 @@ NS_COLIBRI2 = "jitsi:colibri2"
 NS_HEALTHCHECK = "http://jitsi.org/protocol/healthcheck"
 NS_VERSION = "jabber:iq:version"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_PING = "urn:xmpp:ping"
 
 #: Section 1.4: what jvb advertises in disco#info.
 DISCO_FEATURES = (
@@ -92,6 +94,15 @@ class XmppClientConfig:
     #: jvb `load-management.average-participant-stress`.
     average_participant_stress: float = 0.01
     capacity_pps: float = DEFAULT_CAPACITY_PPS
+    #: Who may send Colibri2 and health checks: a regular expression matched against the whole real JID
+    #: of the sender (JVB's old AUTHORIZED_SOURCE_REGEXP). None: the focus account of this domain,
+    #: `focus@<domain>` with any resource. A sender in the brewery is judged by the real JID its presence
+    #: shows; an occupant whose real JID we cannot see is refused.
+    authorized_source_regexp: str | None = None
+
+    def authorized_source_pattern(self) -> re.Pattern[str]:
+        pattern = self.authorized_source_regexp or re.escape(f"focus@{self.domain}") + "(?:/.*)?"
+        return re.compile(pattern, re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -103,6 +114,8 @@ class BridgeState:
     shutting_down: bool = False
     #: The bridge channel's counters, for the total_colibri_web_socket_messages_* stats.
     channel_stats: ChannelStats = field(default_factory=ChannelStats)
+    #: IQs refused because their sender is not an authorized source (every XMPP connection counts here).
+    xmpp_iqs_refused: int = 0
 
 
 def _stanza_error(condition: str, text: str | None = None, error_type: str = "cancel") -> ET.Element:
@@ -111,6 +124,10 @@ def _stanza_error(condition: str, text: str | None = None, error_type: str = "ca
     if text:
         ET.SubElement(err, f"{{{NS_STANZAS}}}text").text = text
     return err
+
+
+def _local(payload: ET.Element | None) -> str:
+    return payload.tag.rpartition("}")[2] if payload is not None else "empty"
 
 
 def _fmt(value: float) -> str:
@@ -219,6 +236,9 @@ class BridgeXmppClient:
         self.sampler = sampler or LoadSampler(config.capacity_pps)
         self._handle_colibri2 = handle_colibri2
         self._health_check = health_check or self._default_health_check
+        self._authorized = config.authorized_source_pattern()
+        #: Real JIDs of the other brewery occupants, by room (lower case) and nickname, when shown to us.
+        self._occupants: dict[str, dict[str, str]] = {}
         self.healthy = True
         #: Rooms whose self-presence (status 110) we saw since the last connect.
         self.joined: set[str] = set()
@@ -366,6 +386,7 @@ class BridgeXmppClient:
         self._lost.set()
 
     def _set_left(self) -> None:
+        self._occupants.clear()
         if self.joined:
             self.joined.clear()
             self._joined_changed.set()
@@ -417,7 +438,10 @@ class BridgeXmppClient:
         sender = pres["from"]
         room = str(sender.bare)
         match = next((r for r in self.config.muc_jids if r.lower() == room.lower()), None)
-        if match is None or sender.resource != self.config.muc_nickname:
+        if match is None:
+            return
+        if sender.resource != self.config.muc_nickname:
+            self._track_occupant(match, sender.resource, pres)
             return
         if pres["type"] == "error":
             condition = pres["error"]["condition"]
@@ -433,6 +457,27 @@ class BridgeXmppClient:
             self.joined.add(match)
             self._joined_changed.set()
 
+    def _track_occupant(self, room: str, nick: str, pres: Any) -> None:
+        occupants = self._occupants.setdefault(room.lower(), {})
+        item = pres.xml.find(f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}item")
+        real = item.get("jid") if item is not None else None
+        if pres["type"] in ("unavailable", "error") or not real:
+            occupants.pop(nick, None)
+        else:
+            occupants[nick] = real
+
+    def sender_real_jid(self, sender: str) -> str | None:
+        """The account behind `sender`: itself, or for a brewery occupant the real JID its presence showed."""
+        bare, _, nick = sender.partition("/")
+        room = next((r for r in self.config.muc_jids if r.lower() == bare.lower()), None)
+        if room is None:
+            return sender
+        return self._occupants.get(room.lower(), {}).get(nick)
+
+    def is_authorized(self, sender: str) -> bool:
+        real = self.sender_real_jid(sender)
+        return real is not None and self._authorized.fullmatch(real) is not None
+
     # ---- IQs (section 1.4)
 
     def _on_iq(self, iq: Any) -> None:
@@ -441,6 +486,16 @@ class BridgeXmppClient:
         payload = next(iter(iq.xml), None)
         if payload is not None and payload.tag == "{jabber:iq:roster}query":
             return  # roster pushes are answered by slixmpp itself
+        if payload is not None and payload.tag == f"{{{NS_PING}}}ping":
+            self._reply(iq, None)  # XEP-0199: anyone may learn we are alive
+            return
+        sender = str(iq["from"])
+        if not self.is_authorized(sender):
+            # Only the focus drives the bridge: anyone else could end or take over calls.
+            self.state.xmpp_iqs_refused += 1
+            log.info("xmpp: refused %s IQ from %s (not an authorized source)", _local(payload), sender)
+            self._reply(iq, _stanza_error("forbidden", "Not an authorized source", "auth"))
+            return
         task = asyncio.create_task(self._answer(iq, payload))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -101,11 +101,15 @@ VirtualHost "{domain}"
 VirtualHost "{auth_domain}"
     authentication = "internal_hashed"
 
+-- The brewery, closed as docs/security.md says: only the focus and bridge accounts (its admins, so owners
+-- of every room) may create or join rooms there; anonymous and other accounts are refused.
 Component "{brewery_domain}" "muc"
     storage = "memory"
-    restrict_room_creation = false
+    admins = {{ "{focus_jid}"; "{jvb_jid}" }}
+    restrict_room_creation = true
+    muc_room_default_members_only = true
+    muc_room_default_public_jids = false
     muc_room_locking = false
-    muc_room_default_public_jids = true
 
 Component "{muc_domain}" "muc"
     storage = "memory"
@@ -186,6 +190,7 @@ class Prosody:
                 muc_domain=MUC_DOMAIN,
                 focus_component=FOCUS_COMPONENT,
                 focus_jid=server.focus_jid,
+                jvb_jid=server.jvb_jid,
             )
         )
         server.register(JVB_USER, jvb_password)
@@ -254,16 +259,27 @@ class Prosody:
 
 
 class MucObserver:
-    """A plain slixmpp client playing Jicofo: anonymous on `meet.test`, present in the brewery, sends IQs.
+    """A plain slixmpp client playing Jicofo: the focus account (`focus@auth.meet.test`, the only sender our
+    bridge takes Colibri2 from by default), present in the brewery, sends IQs to the bridge's occupant JID
+    as Jicofo does. `anonymous=True` logs in anonymously instead (an outsider).
 
     Records the last presence of every occupant so tests can wait for a bridge's stats.
     """
 
-    def __init__(self, server: Prosody, room: str = BREWERY_JID, nickname: str = "focus") -> None:
+    def __init__(
+        self, server: Prosody, room: str = BREWERY_JID, nickname: str = "focus", *, anonymous: bool = False
+    ) -> None:
         self.server = server
         self.room = room.lower()
         self.nickname = nickname
-        self.xmpp = slixmpp.ClientXMPP(DOMAIN, "")
+        if anonymous:
+            self.xmpp = slixmpp.ClientXMPP(DOMAIN, "")
+        else:
+            self.xmpp = slixmpp.ClientXMPP(
+                server.focus_jid,
+                server.focus_password,
+                plugin_config={"feature_mechanisms": {"unencrypted_plain": True, "unencrypted_scram": True}},
+            )
         self.xmpp.enable_starttls = False
         self.xmpp.enable_direct_tls = False
         self.xmpp.enable_plaintext = True
@@ -273,11 +289,12 @@ class MucObserver:
         self.xmpp.add_event_handler("session_start", lambda _e: self._session.set())
         self.xmpp.add_event_handler("presence", self._on_presence)
 
-    async def start(self, timeout: float = 10.0) -> None:
+    async def start(self, timeout: float = 10.0, *, join: bool = True) -> None:
         self.xmpp.connect("127.0.0.1", self.server.c2s_port)
         await asyncio.wait_for(self._session.wait(), timeout)
-        self.join()
-        await self.wait_presence(self.nickname, timeout=timeout)
+        if join:
+            self.join()
+            await self.wait_presence(self.nickname, timeout=timeout)
 
     def join(self) -> None:
         pres = self.xmpp.make_presence(pto=f"{self.room}/{self.nickname}")

@@ -47,6 +47,7 @@ ROOM_JID = slixmpp.JID(ROOM)
 BREWERY = f"jvbbrewery@internal.auth.{DOMAIN}"
 PASSWORDS = {"focus": "focus-secret", "jvb": "jvb-secret"}
 ACCOUNTS = {f"{user}@auth.{DOMAIN}": pw for user, pw in PASSWORDS.items()}
+COMPONENTS = (f"jvb@auth.{DOMAIN}",)
 MAX_STANZA = 8192
 
 
@@ -77,7 +78,11 @@ async def _serve(config: XmppServerConfig) -> AsyncIterator[Xmppd]:
 @pytest.fixture
 async def xmppd() -> AsyncIterator[Xmppd]:
     config = XmppServerConfig(
-        domain=DOMAIN, accounts=ACCOUNTS, tcp_port=0, limits=XmppLimits(max_stanza_bytes=MAX_STANZA)
+        domain=DOMAIN,
+        accounts=ACCOUNTS,
+        components=COMPONENTS,
+        tcp_port=0,
+        limits=XmppLimits(max_stanza_bytes=MAX_STANZA),
     )
     async for served in _serve(config):
         yield served
@@ -282,9 +287,16 @@ async def test_bridge_joins_brewery_and_answers_health_checks(
         }
         assert stats["region"] == "test-region" and "stress_level" in stats
         item = muc_item(pres)
-        assert item is not None and (item.get("jid") or "").startswith(f"jvb@auth.{DOMAIN}/")
-        reply = await focus.iq(f"{BREWERY}/{nick}", ET.Element(f"{{{NS_HEALTHCHECK}}}healthcheck"))
+        real = item.get("jid") if item is not None else None
+        assert real is not None and real.startswith(f"jvb@auth.{DOMAIN}/")
+        # Our focus asks the bridge's account (the brewery shows real JIDs to the focus alone).
+        reply = await focus.iq(real, ET.Element(f"{{{NS_HEALTHCHECK}}}healthcheck"))
         assert reply.get("type") == "result"
+        # Through the occupant JID the bridge cannot see who asks (real JIDs are hidden from bridges
+        # here), so it refuses: only a sender it can verify drives it.
+        reply = await focus.iq(f"{BREWERY}/{nick}", ET.Element(f"{{{NS_HEALTHCHECK}}}healthcheck"))
+        assert reply.get("type") == "error" and error_condition(reply) == "forbidden"
+        assert jvb.state.xmpp_iqs_refused == 1
     await focus.wait_for(from_nick(nick, unavailable=True))
 
 
@@ -315,7 +327,9 @@ def make_self_signed(directory: Path) -> tuple[str, str]:
 
 async def test_starttls_required_with_certificate(tmp_path: Path, clients: list[SlixClient]) -> None:
     cert, key = make_self_signed(tmp_path)
-    config = XmppServerConfig(domain=DOMAIN, accounts=ACCOUNTS, tcp_port=0, tls_cert=cert, tls_key=key)
+    config = XmppServerConfig(
+        domain=DOMAIN, accounts=ACCOUNTS, components=COMPONENTS, tcp_port=0, tls_cert=cert, tls_key=key
+    )
     async for xmppd in _serve(config):
         jvb = SlixClient(f"jvb@auth.{DOMAIN}", PASSWORDS["jvb"], tls=True, mechanism="PLAIN")
         clients.append(jvb)
