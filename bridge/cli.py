@@ -17,8 +17,9 @@ import uvloop
 
 from bridge.app import BridgeApp
 from bridge.serve import ServeConfig, Served
-from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings
+from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings, read_toml
 from signaling.focus import Focus, FocusConfig
+from signaling.settings import SignalingSettings, SignalingSettingsError, signaling_settings
 
 log = logging.getLogger("sluice")
 
@@ -197,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     focus.add_argument("--brewery", default=None, help="default: jvbbrewery@internal.auth.<domain>")
     focus.add_argument("--no-tls", action="store_true", help="plain c2s (loopback only)")
     focus.add_argument("--insecure", action="store_true", help="do not verify the XMPP server's certificate")
+    focus.add_argument(
+        "--config", metavar="FILE", default=None, help="settings file; its [signaling.focus] table is read"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "bridge":
@@ -226,10 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(args, parser)
 
 
+def _signaling(path: str | None) -> SignalingSettings:
+    """The file's `[signaling.*]` tables (none: defaults); raises SettingsError or SignalingSettingsError."""
+    return signaling_settings(read_toml(path)) if path is not None else SignalingSettings()
+
+
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         bridge = load_settings(args.config)
-    except SettingsError as exc:
+        signaling = _signaling(args.config)
+    except (SettingsError, SignalingSettingsError) as exc:
         print(f"sluice serve: {exc}", file=sys.stderr)
         return 2
     for flag, port in (
@@ -247,6 +257,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         http_port=args.http_port,
         xmpp_port=args.xmpp_port,
         bridge=bridge,
+        signaling=signaling,
     )
     try:
         uvloop.run(_run_served(config))
@@ -276,15 +287,22 @@ def _focus(args: argparse.Namespace) -> int:
     if not password:
         print("sluice focus: set SLUICE_FOCUS_PASSWORD to the focus account's password", file=sys.stderr)
         return 2
-    config = FocusConfig(
-        xmpp_host=args.xmpp_host,
-        xmpp_port=args.xmpp_port,
-        domain=args.domain,
-        username=args.username,
-        password=password,
-        brewery=args.brewery,
-        use_tls=not args.no_tls,
-        disable_certificate_verification=args.insecure,
+    try:
+        signaling = _signaling(args.config)
+    except (SettingsError, SignalingSettingsError) as exc:
+        print(f"sluice focus: {exc}", file=sys.stderr)
+        return 2
+    config = signaling.focus_config(
+        FocusConfig(
+            xmpp_host=args.xmpp_host,
+            xmpp_port=args.xmpp_port,
+            domain=args.domain,
+            username=args.username,
+            password=password,
+            brewery=args.brewery,
+            use_tls=not args.no_tls,
+            disable_certificate_verification=args.insecure,
+        )
     )
 
     async def run() -> None:

@@ -23,6 +23,7 @@ from aiohttp import web
 from bridge.app import BridgeApp
 from bridge.settings import Settings, XmppSettings
 from signaling.focus import Focus, FocusConfig
+from signaling.settings import SignalingSettings
 from signaling.web import create_web_app
 from signaling.xmpp import XmppServer, XmppServerConfig
 
@@ -42,6 +43,8 @@ class ServeConfig:
     xmpp_port: int = 5222
     #: The bridge's own settings (UDP port, addresses, private API, expiry ...); XMPP is filled in here.
     bridge: Settings = dataclasses.field(default_factory=Settings)
+    #: The focus's policy and the XMPP server's limits (quotas), from the file's `[signaling.*]` tables.
+    signaling: SignalingSettings = dataclasses.field(default_factory=SignalingSettings)
 
 
 class Served:
@@ -60,6 +63,7 @@ class Served:
             components=(f"{BRIDGE_USER}@auth.{config.domain}",),
             tcp_host=config.xmpp_host,
             tcp_port=config.xmpp_port,
+            limits=config.signaling.xmpp_limits_config(),
         )
         self.xmpp = XmppServer(self.xmpp_config)
         self._focus_password = focus_password
@@ -101,12 +105,14 @@ class Served:
             await self.bridge.start()
             await self.bridge.wait_joined()
             self.focus = Focus(
-                FocusConfig(
-                    xmpp_host=xmpp_host,
-                    xmpp_port=self.xmpp.tcp_port,
-                    domain=cfg.domain,
-                    password=self._focus_password,
-                    use_tls=False,
+                cfg.signaling.focus_config(
+                    FocusConfig(
+                        xmpp_host=xmpp_host,
+                        xmpp_port=self.xmpp.tcp_port,
+                        domain=cfg.domain,
+                        password=self._focus_password,
+                        use_tls=False,
+                    )
                 )
             )
             await self.focus.start()

@@ -423,6 +423,8 @@ def _flatten(
 ) -> None:
     for raw_key, value in table.items():
         dotted = f"{prefix}.{_norm(raw_key)}" if prefix else _norm(raw_key)
+        if dotted == "signaling":
+            continue  # the focus's and XMPP server's tables (signaling/settings.py), not the bridge's
         if prefix == _XMPP_PREFIX:
             # The config's name is the operator's, kept as written.
             if not isinstance(value, dict):
@@ -555,6 +557,16 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         ),
         xmpp=tuple(configs),
     )
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A settings file as a TOML document (for the `[signaling.*]` tables `sluice serve` also reads)."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
 
 
 def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,61 @@
+"""`[signaling.*]` tables: the focus's quotas and the XMPP server's limits from the settings file."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from bridge.settings import parse_settings
+from signaling.focus import FocusConfig
+from signaling.settings import SignalingSettingsError, signaling_settings
+from signaling.xmpp import XmppLimits
+
+FILE = """
+[videobridge.ice.udp]
+port = 10000
+
+[signaling.focus]
+max-rooms = 50
+rooms-per-minute-per-requester = 3
+room-join-timeout = 30
+bridge-jid-regexp = "jvb-[0-9]+@auth\\\\.meet\\\\.example/.*"
+
+[signaling.xmpp.limits]
+room-creations-per-minute-per-address = 5
+max-rooms-per-session = 2
+"""
+
+
+def test_tables_override_only_what_they_name() -> None:
+    settings = signaling_settings(tomllib.loads(FILE))
+    focus = settings.focus_config(FocusConfig(domain="meet.example", password="pw"))
+    assert (focus.max_rooms, focus.rooms_per_minute_per_requester, focus.room_join_timeout) == (50, 3, 30.0)
+    assert focus.rooms_per_minute == FocusConfig().rooms_per_minute
+    assert (focus.domain, focus.password) == ("meet.example", "pw")
+    assert focus.bridge_jid_pattern().fullmatch("jvb-7@auth.meet.example/r")
+    assert not focus.bridge_jid_pattern().fullmatch("jvb@auth.meet.example/r")
+    limits = settings.xmpp_limits_config()
+    assert (limits.room_creations_per_minute_per_address, limits.max_rooms_per_session) == (5, 2)
+    assert limits.max_connections == XmppLimits().max_connections
+    # The bridge reads the same file and leaves these tables alone.
+    assert parse_settings(FILE).udp_port == 10000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[signaling.focus]\nmax-roomz = 1", "unknown key signaling.focus.max-roomz"),
+        ("[signaling.focus]\npassword = 'x'", "unknown key signaling.focus.password"),
+        ("[signaling.focus]\nmax-rooms = -1", "bad value for signaling.focus.max-rooms"),
+        ("[signaling.focus]\nmax-rooms = true", "bad value for signaling.focus.max-rooms"),
+        ("[signaling.focus]\nroom-join-timeout = 'soon'", "bad value for signaling.focus.room-join-timeout"),
+        ("[signaling.focus]\nbridge-jid-regexp = '('", "bridge-jid-regexp"),
+        ("[signaling.xmpp.limits]\nstanza-rate = 'fast'", "bad value for signaling.xmpp.limits.stanza-rate"),
+        ("[signaling.xmpp]\nlimitz = {}", "only a [signaling.xmpp.limits] table"),
+        ("[signaling.other]\nx = 1", "unknown key signaling.other"),
+    ],
+)
+def test_bad_tables_name_the_key(text: str, message: str) -> None:
+    with pytest.raises(SignalingSettingsError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        signaling_settings(tomllib.loads(text))
