@@ -212,7 +212,8 @@ class BridgeApp:
         try:
             response = self.colibri2.handle(parse_conference_modify(request))
         except Colibri2Error as exc:
-            log.info("colibri2: %s refused: %s (%s)", request.get("meeting-id"), exc.condition, exc.text)
+            # %.130s: the id is the sender's and unchecked when it is what was refused.
+            log.info("colibri2: %.130s refused: %s (%s)", request.get("meeting-id"), exc.condition, exc.text)
             return build_error(exc)
         return build_conference_modified(response)
 
