@@ -18,6 +18,7 @@ import ssl
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,8 @@ class BridgeState:
     shutting_down: bool = False
     #: The bridge channel's counters, for the total_colibri_web_socket_messages_* stats.
     channel_stats: ChannelStats = field(default_factory=ChannelStats)
+    #: Requests the private HTTP API refused before any route ran, by reason (bridge/http.py `_guard`).
+    private_http_refused: Counter[str] = field(default_factory=Counter)
 
 
 def _stanza_error(condition: str, text: str | None = None, error_type: str = "cancel") -> ET.Element:
