@@ -22,7 +22,7 @@ from bridge.channel import BridgeChannels
 from bridge.colibri2.handler import Colibri2Handler
 from bridge.colibri2.model import Colibri2Error
 from bridge.colibri2.xml import build_conference_modified, build_error, parse_conference_modify
-from bridge.http import create_private_app
+from bridge.http import create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.public_http import ColibriWebSockets, create_public_app
@@ -188,6 +188,10 @@ class BridgeApp:
             self.sampler,
             version=package_version(),
             average_participant_stress=self.settings.average_participant_stress,
+            allowed_hosts=private_host_names(
+                self.settings.private_http_allowed_hosts, self.settings.private_http_host
+            ),
+            token=self.settings.private_http_token,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -212,7 +216,8 @@ class BridgeApp:
         try:
             response = self.colibri2.handle(parse_conference_modify(request))
         except Colibri2Error as exc:
-            log.info("colibri2: %s refused: %s (%s)", request.get("meeting-id"), exc.condition, exc.text)
+            # %.130s: the id is the sender's and unchecked when it is what was refused.
+            log.info("colibri2: %.130s refused: %s (%s)", request.get("meeting-id"), exc.condition, exc.text)
             return build_error(exc)
         return build_conference_modified(response)
 

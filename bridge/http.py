@@ -15,18 +15,31 @@ Routes:
 Every error is JSON {"error": text, ...}; nothing a client sends can produce a traceback page. A Colibri2
 error is 400 like JVB's REST (`"Failed to create conference: <text>"`), with condition/reason/endpoint
 added so a client can tell them apart; PATCH of an unknown meeting-id is 404 like JVB.
+
+A web page in a browser on this host can reach 127.0.0.1 too, so before any route runs (`_guard`):
+  421  the Host header is not one of the API's names (DNS rebinding: a page's own name resolving here)
+  403  an Origin header other than the API's own (browsers send one on every cross-origin POST and fetch)
+  401  a token is configured and `Authorization: Bearer <token>` does not carry it
+  415  a request with a body, or any POST/PATCH/PUT/DELETE, without `Content-Type: application/json`
+       (a page can only send text/plain, form or multipart bodies cross-origin without a CORS preflight)
+Each refusal is counted by reason (`sluice_private_http_refused_total`).
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import platform
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from bridge.bridge import Bridge, BridgeError
 from bridge.colibri2.handler import Colibri2Handler
@@ -43,6 +56,15 @@ log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 3.0
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The names the Host header may carry by default (any port); the configured bind host is added to them.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: Why `_guard` refused a request: the label of `sluice_private_http_refused_total`.
+REFUSAL_REASONS = ("misdirected_host", "cross_origin", "unauthorized", "unsupported_content_type")
+_STATE_CHANGING = frozenset({hdrs.METH_POST, hdrs.METH_PATCH, hdrs.METH_PUT, hdrs.METH_DELETE})
+_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+_PORT = re.compile(r":([0-9]{1,5})")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _error(status: int, text: str, **extra: object) -> web.Response:
@@ -76,6 +98,115 @@ async def _json_errors(request: web.Request, handler: _Handler) -> web.StreamRes
     except Exception:
         log.exception("http: %s %s failed", request.method, request.path)
         return _error(500, "internal error")
+
+
+def _authority(text: str) -> tuple[str, int | None] | None:
+    """`host[:port]` (a Host header, an Origin's authority) as (host, port); None if it is not one.
+
+    The host is lower case, without IPv6 brackets or a final dot, IPv6 compressed, so equal names compare
+    equal. An unbracketed IPv6 address is refused, as RFC 9110 7.2 requires brackets.
+    """
+    text = text.strip().lower()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        try:
+            host = str(ipaddress.IPv6Address(text[1:end]))
+        except ValueError:
+            return None
+        rest = text[end + 1 :]
+    else:
+        host, colon, port_text = text.partition(":")
+        host, rest = host.removesuffix("."), colon + port_text
+        if not _NAME.fullmatch(host):
+            return None
+    if not rest:
+        return host, None
+    match = _PORT.fullmatch(rest)
+    if match is None or int(match.group(1)) > 65535:
+        return None
+    return host, int(match.group(1))
+
+
+def _origin(text: str) -> tuple[str, str, int] | None:
+    """An RFC 6454 origin `scheme://host[:port]` as (scheme, host, port); None for "null" or anything else."""
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower()
+    authority = _authority(rest) if sep and scheme in _DEFAULT_PORTS else None
+    if authority is None:
+        return None
+    host, port = authority
+    return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def private_host_names(allowed: Iterable[str], bind_host: str | None = None) -> frozenset[str]:
+    """The names `_guard` accepts in Host: `allowed` (host names or addresses, any port), plus the API's own
+    bind host unless it is a wildcard (a client may address it as configured)."""
+    names = set()
+    for name in (*allowed, *([bind_host] if bind_host else [])):
+        bare = name.strip()
+        parsed = _authority(f"[{bare}]" if ":" in bare and not bare.startswith("[") else bare)
+        if parsed is not None and parsed[0] not in ("0.0.0.0", "::"):
+            names.add(parsed[0])
+    return frozenset(names)
+
+
+def _shown(value: str, limit: int = 100) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _guard(allowed_hosts: frozenset[str], token: str | None, refused: Counter[str]) -> Middleware:
+    """The middleware that keeps web pages (and anyone without the token) out; see the module docstring."""
+    expected = token.encode() if token is not None else None
+
+    def refuse(reason: str, status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
+        refused[reason] += 1
+        if refused[reason] == 1:
+            # Only the first per reason: a hostile page could otherwise flood the log.
+            log.warning("http: refused (%s): %s; further refusals are only counted", reason, text)
+        response = _error(status, text, reason=reason)
+        response.headers.update(headers or {})
+        return response
+
+    @web.middleware
+    async def guard(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        host_header = request.headers.get(hdrs.HOST, "")
+        host = _authority(host_header)
+        if host is None or host[0] not in allowed_hosts:
+            return refuse(
+                "misdirected_host",
+                421,
+                f"Host {_shown(host_header)} is not a name of this API "
+                "(videobridge.http-servers.private.allowed-hosts)",
+            )
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and (
+            (theirs := _origin(origin)) is None or theirs != _origin(f"{request.scheme}://{host_header}")
+        ):
+            return refuse("cross_origin", 403, f"cross-origin request refused (Origin {_shown(origin)})")
+        if expected is not None:
+            scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+                return refuse(
+                    "unauthorized",
+                    401,
+                    "a bearer token is required "
+                    "(Authorization: Bearer <videobridge.http-servers.private.token>)",
+                    {hdrs.WWW_AUTHENTICATE: 'Bearer realm="sluice-bridge"'},
+                )
+        if (
+            request.method in _STATE_CHANGING or request.body_exists
+        ) and request.content_type != "application/json":
+            return refuse(
+                "unsupported_content_type",
+                415,
+                "Content-Type must be application/json, "
+                f"not {_shown(request.headers.get(hdrs.CONTENT_TYPE, ''))}",
+            )
+        return await handler(request)
+
+    return guard
 
 
 class PrivateApi:
@@ -144,6 +275,7 @@ class PrivateApi:
         )
         body["participants"] = endpoints
         body["largest_conference"] = largest
+        body["total_private_http_refused"] = sum(self.state.private_http_refused.values())
         if snapshot is not None:
             total = snapshot.get("total")
             failures = snapshot.get("failures")
@@ -172,6 +304,8 @@ class PrivateApi:
                 graceful_shutdown=self.state.graceful_shutdown,
                 shutting_down=self.state.shutting_down,
                 channels=self.state.channel_stats,
+                # Every reason, so a scrape shows 0 before the first refusal (rate() needs the series).
+                private_http_refused={r: self.state.private_http_refused[r] for r in REFUSAL_REASONS},
             ),
             request.headers.get("Accept"),
         )
@@ -288,8 +422,14 @@ def create_private_app(
     version: str,
     average_participant_stress: float = 0.01,
     health_timeout: float = HEALTH_TIMEOUT_S,
+    allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
+    token: str | None = None,
 ) -> web.Application:
-    """The private HTTP API (bind it to 127.0.0.1, as JVB does on 8080)."""
+    """The private HTTP API (bind it to 127.0.0.1, as JVB does on 8080).
+
+    `allowed_hosts` are the names the Host header may carry (pass them through `private_host_names` to add
+    the bind host); `token`, when set, is the bearer token every request must carry.
+    """
     api = PrivateApi(
         bridge,
         handler,
@@ -300,7 +440,8 @@ def create_private_app(
         health_timeout=health_timeout,
     )
     # A larger body is refused by aiohttp with 413 (made JSON by the middleware).
-    app = web.Application(middlewares=[_json_errors], client_max_size=MAX_JSON_BYTES)
+    guard = _guard(private_host_names(allowed_hosts), token, api.state.private_http_refused)
+    app = web.Application(middlewares=[_json_errors, guard], client_max_size=MAX_JSON_BYTES)
     app.add_routes(
         [
             web.get("/about/health", api.health),

@@ -20,6 +20,7 @@ mean exactly what JVB's do, so a JVB dashboard must not silently mistake them fo
 | `sluice_colibri_web_socket_errors_total` | counter | `reason` (malformed_json, ...) | frames refused |
 | `sluice_colibri_web_socket_dropped_total` | counter | `reason` (no_socket, ...) | messages not delivered |
 | `sluice_colibri_web_socket_refused_total` | counter | `reason` (bad_pwd, ...) | upgrades refused |
+| `sluice_private_http_refused_total` | counter | `reason` (cross_origin, ...) | private API refusals |
 
 Without a snapshot (the core did not answer) only the gauges are exported and `sluice_healthy` is 0.
 """
@@ -53,6 +54,8 @@ class BridgeMetrics:
     shutting_down: bool
     #: The bridge channel's counters (colibri websockets); None leaves them out.
     channels: ChannelStats | None = None
+    #: Private HTTP API requests refused, by reason (bridge/http.py); None leaves them out.
+    private_http_refused: Mapping[str, int] | None = None
 
 
 def _int(section: Mapping[str, object], key: str) -> int:
@@ -92,6 +95,15 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
     yield _gauge("shutting_down", "1 while shutting down.", float(m.shutting_down))
     if m.channels is not None:
         yield from _channel_families(m.channels)
+    if m.private_http_refused is not None:
+        refused = CounterMetricFamily(
+            f"{PREFIX}_private_http_refused",
+            "Private HTTP API requests refused, by reason.",
+            labels=["reason"],
+        )
+        for why, n in sorted(m.private_http_refused.items()):
+            refused.add_metric([why], n)
+        yield refused
     if m.snapshot is None:
         return
     total = _section(m.snapshot, "total")

@@ -228,6 +228,43 @@ def _domains(value: object, text: bool) -> tuple[str, ...]:
     return items
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _host_names(value: object, text: bool) -> tuple[str, ...]:
+    # Names the Host header may carry (any port); an empty environment variable clears the list.
+    if text and isinstance(value, str) and not value.strip():
+        return ()
+    items = _strings(value, text)
+    for item in items:
+        bare = item[1:-1] if item.startswith("[") and item.endswith("]") else item
+        if ":" in bare:
+            try:
+                ipaddress.IPv6Address(bare)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a host name or address (no port, no scheme)") from None
+        elif not _HOST_NAME.fullmatch(bare):
+            raise ValueError(f"{item!r} is not a host name or address (no port, no scheme)")
+    return items
+
+
+#: RFC 6750 2.1 b64token: what a client can put after "Bearer " unchanged.
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+MIN_TOKEN_LENGTH = 16
+
+
+def _token(value: object, text: bool) -> str | None:
+    # An empty environment variable means no token (docker-style configs set every variable).
+    if text and isinstance(value, str) and not value.strip():
+        return None
+    token = _string(value, text).strip() if text else _string(value, text)
+    if not _TOKEN.fullmatch(token):
+        raise ValueError("a bearer token is letters, digits and - . _ ~ + / (RFC 6750), without spaces")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"a bearer token needs at least {MIN_TOKEN_LENGTH} characters")
+    return token
+
+
 Parse = Callable[[object, bool], Any]
 
 #: Every key a file may hold (dotted, as jvb names it) and how its value is read.
@@ -238,6 +275,8 @@ _KEYS: dict[str, Parse] = {
     "videobridge.ice.udp.advertised-addresses": _addresses,  # sluice
     "videobridge.http-servers.private.host": _nonblank,
     "videobridge.http-servers.private.port": _port_or_disabled,
+    "videobridge.http-servers.private.allowed-hosts": _host_names,  # sluice
+    "videobridge.http-servers.private.token": _token,  # sluice
     "videobridge.http-servers.public.host": _nonblank,
     "videobridge.http-servers.public.port": _port_or_disabled,
     "videobridge.stats.interval": _duration,
@@ -284,6 +323,8 @@ ENVIRONMENT: dict[str, str] = {
     "SLUICE_ADVERTISED_ADDRESSES": "videobridge.ice.udp.advertised-addresses",
     "SLUICE_PRIVATE_HTTP_HOST": "videobridge.http-servers.private.host",
     "SLUICE_PRIVATE_HTTP_PORT": "videobridge.http-servers.private.port",
+    "SLUICE_PRIVATE_HTTP_ALLOWED_HOSTS": "videobridge.http-servers.private.allowed-hosts",
+    "SLUICE_PRIVATE_HTTP_TOKEN": "videobridge.http-servers.private.token",
     "SLUICE_PUBLIC_HTTP_PORT": "videobridge.http-servers.public.port",
     "SLUICE_WEBSOCKETS_ENABLED": "videobridge.websockets.enabled",
     "SLUICE_WEBSOCKETS_DOMAINS": "videobridge.websockets.domains",
@@ -344,6 +385,10 @@ class Settings:
     advertised_addresses: tuple[str, ...] = ()
     private_http_host: str = "127.0.0.1"
     private_http_port: int = 8080
+    #: Host header names (any port) the private API answers; its own concrete host is always added.
+    private_http_allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    #: When set, every private API request needs `Authorization: Bearer <token>`.
+    private_http_token: str | None = field(default=None, repr=False)
     public_http_host: str = "0.0.0.0"
     #: -1: disabled (jvb's default; the public server only carries colibri websockets).
     public_http_port: int = -1
@@ -445,12 +490,17 @@ def _flatten(
             raise SettingsError(f"unknown key {prefix + '.' if prefix else ''}{raw_key}")
 
 
+#: Keys whose value an error message must not repeat (it ends up in logs).
+_SECRET_KEYS = ("videobridge.http-servers.private.token", ".password")
+
+
 def _convert(parse: Parse, key: str, value: object, origin: str | None) -> Any:
     try:
         return parse(value, origin is not None)
     except ValueError as exc:
         where = f" (from {origin})" if origin else ""
-        raise SettingsError(f"bad value for {key}{where}: {value!r}: {exc}") from None
+        shown = "(hidden)" if key.endswith(_SECRET_KEYS) else repr(value)
+        raise SettingsError(f"bad value for {key}{where}: {shown}: {exc}") from None
 
 
 def parse_settings(text: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -506,12 +556,21 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
             "videobridge.websockets.enabled is true but videobridge.http-servers.public.port is -1: "
             "colibri websockets are served on the public HTTP server, so give it a port"
         )
+    host = get("videobridge.http-servers.private.host", defaults.private_http_host)
+    allowed_hosts = get("videobridge.http-servers.private.allowed-hosts", defaults.private_http_allowed_hosts)
+    if not allowed_hosts and _is_wildcard(host):
+        raise SettingsError(
+            f"videobridge.http-servers.private.allowed-hosts is empty and host is {host!r}: "
+            "every request to the private API would be refused; name the hosts it is reached by"
+        )
     return Settings(
         udp_port=get("videobridge.ice.udp.port", defaults.udp_port),
         bind_addresses=get("videobridge.ice.udp.bind-addresses", defaults.bind_addresses),
         advertised_addresses=get("videobridge.ice.udp.advertised-addresses", defaults.advertised_addresses),
-        private_http_host=get("videobridge.http-servers.private.host", defaults.private_http_host),
+        private_http_host=host,
         private_http_port=get("videobridge.http-servers.private.port", defaults.private_http_port),
+        private_http_allowed_hosts=allowed_hosts,
+        private_http_token=get("videobridge.http-servers.private.token", defaults.private_http_token),
         public_http_host=get("videobridge.http-servers.public.host", defaults.public_http_host),
         public_http_port=get("videobridge.http-servers.public.port", defaults.public_http_port),
         websockets_enabled=get("videobridge.websockets.enabled", defaults.websockets_enabled),
@@ -567,6 +626,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _is_wildcard(host: str) -> bool:
+    return host.strip("[]") in ("0.0.0.0", "::", "")
 
 
 def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:

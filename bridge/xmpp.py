@@ -19,6 +19,7 @@ import ssl
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,8 @@ class BridgeState:
     channel_stats: ChannelStats = field(default_factory=ChannelStats)
     #: IQs refused because their sender is not an authorized source (every XMPP connection counts here).
     xmpp_iqs_refused: int = 0
+    #: Requests the private HTTP API refused before any route ran, by reason (bridge/http.py `_guard`).
+    private_http_refused: Counter[str] = field(default_factory=Counter)
 
 
 def _stanza_error(condition: str, text: str | None = None, error_type: str = "cancel") -> ET.Element:

@@ -3,8 +3,10 @@
 One aiohttp application on one HTTP port (what `sluice serve` prints):
 
 - `/` and `/<room>` serve `web/index.html` (the client reads the room from its own path);
-- `/css/`, `/js/` and `/node_modules/` serve `web/`'s files (node_modules holds strophe.js, installed by
-  `npm ci` from web/package-lock.json);
+- `/css/<file>` and `/js/<file>` serve `web/css` and `web/js` (regular files only: no listing, no dotfiles,
+  no symlinks, no subdirectories);
+- from `web/node_modules` (installed by `npm ci` from web/package-lock.json) only the strophe.js build that
+  index.html loads; its package metadata, sources and other builds stay private;
 - `/config.json` tells the client its XMPP hosts (issue 5 contract) and where the WebSocket is;
 - `/xmpp-websocket` is the embedded server's RFC 7395 endpoint.
 """
@@ -26,6 +28,13 @@ WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 ROOM = re.compile(r"^[a-z0-9_-]{1,64}$")
 #: First path segments taken by static files: a room cannot be called this.
 RESERVED = ("css", "js", "node_modules", "config.json", "xmpp-websocket")
+#: The one node_modules file the page loads (web/index.html; web/js/xmpp.js names it too). It references
+#: no source map (no sourceMappingURL comment), so none is served.
+STROPHE = "node_modules/strophe.js/dist/strophe.umd.min.js"
+#: The directories whose files are served as they are; flat, as the client's are.
+STATIC_DIRS = ("css", "js")
+#: A served file name: no leading dot (dotfiles, "." and ".."), no slash.
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 WebSocketHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -45,10 +54,33 @@ class _Layout(JitsiDomains):
     domain: str
 
 
+def add_client_files(router: web.UrlDispatcher, web_dir: Path = WEB_DIR) -> None:
+    """Routes for the files the page loads: `/css/<file>`, `/js/<file>` and strophe.js, nothing else."""
+    strophe = web_dir / STROPHE
+
+    async def strophe_js(_request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(strophe)
+
+    def files_of(directory: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["name"]
+            path = directory / name
+            # A symlink could lead out of web/; the client has none.
+            if not _FILE_NAME.fullmatch(name) or path.is_symlink() or not path.is_file():
+                raise web.HTTPNotFound()
+            return web.FileResponse(path)
+
+        return serve
+
+    router.add_get(f"/{STROPHE}", strophe_js)
+    for sub in STATIC_DIRS:
+        router.add_get(f"/{sub}/{{name}}", files_of(web_dir / sub))
+
+
 def create_web_app(domain: str, websocket: WebSocketHandler, web_dir: Path = WEB_DIR) -> web.Application:
     """The application; raises FileNotFoundError when the client or its npm dependency is missing."""
     index = web_dir / "index.html"
-    strophe = web_dir / "node_modules" / "strophe.js" / "dist" / "strophe.umd.min.js"
+    strophe = web_dir / STROPHE
     for needed in (index, strophe):
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} is missing (run scripts/bootstrap.sh)")
@@ -66,8 +98,7 @@ def create_web_app(domain: str, websocket: WebSocketHandler, web_dir: Path = WEB
     app = web.Application()
     app.router.add_get("/config.json", config_json)
     app.router.add_get("/xmpp-websocket", websocket)
-    for sub in ("css", "js", "node_modules"):
-        app.router.add_static(f"/{sub}/", web_dir / sub, follow_symlinks=False)
+    add_client_files(app.router, web_dir)
     app.router.add_get("/", page)
     app.router.add_get("/{room}", page)
     return app

@@ -32,6 +32,9 @@ from bridge.colibri2.model import (
     SourceDesc,
     Transport,
     bad_request,
+    check_endpoint_id,
+    check_meeting_id,
+    check_stats_id,
 )
 
 SCTP_PORT = 5000  # the only SCTP port JVB accepts
@@ -172,8 +175,11 @@ class Colibri2Handler:
                 self.on_change(state.conference)
 
     def _validate(self, request: ConferenceModify) -> None:
-        if not request.meeting_id.strip():
-            raise bad_request("meeting-id is blank")
+        check_meeting_id(request.meeting_id)
+        for ep in request.endpoints:
+            check_endpoint_id(ep.id)
+            if ep.stats_id is not None:
+                check_stats_id(ep.id, ep.stats_id)
         if request.endpoints and request.relays:
             raise Colibri2Error(
                 "feature-not-implemented",

@@ -8,6 +8,7 @@ means "false" on the wire (`create`, `expire`, `rtcp-mux`) are plain bools.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 
@@ -69,6 +70,55 @@ class Colibri2Error(Exception):
 
 def bad_request(text: str) -> Colibri2Error:
     return Colibri2Error("bad-request", text)
+
+
+# ---- id bounds, shared with the focus (signaling/focus), which checks before it asks a bridge.
+#
+# Both ids end up in URL paths (/colibri/v2/conferences/<meeting-id>, /colibri-ws/<server>/<meeting-id>/
+# <endpoint-id>), in source names (<endpoint-id>-v0), in logs and metric labels, so they are limited to
+# RFC 3986's unreserved characters and never start with "." (no "." or ".." path segment, no dotfile).
+# Endpoint ids are MUC nicknames: lib-jitsi-meet and web/js/conference.js send 8 hex digits, jigasi and
+# jibri short words, the load generator `lg<n>`; 64 leaves room for all of them. Meeting ids are UUIDs
+# (Prosody's mod_muc_meeting_id, our MUC, the focus's fallback) or an operator's string over HTTP such as
+# bench's `bench-<uuid>`; "@" and ":" are allowed too (legal in a path segment) for JID-like names.
+
+#: An endpoint id: 1..64 unreserved URL characters, not starting with ".".
+ENDPOINT_ID = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,63}")
+#: A meeting id: 1..128 unreserved URL characters or "@" and ":", not starting with ".".
+MEETING_ID = re.compile(r"[A-Za-z0-9_~@:-][A-Za-z0-9._~@:-]{0,127}")
+#: `stats-id` is free text (Jicofo and our focus put the display name there); only its length is bounded.
+MAX_STATS_ID_LENGTH = 256
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """`value` quoted for an error text, cut so a huge id does not make a huge reply."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def check_meeting_id(meeting_id: str) -> None:
+    """Raises `bad-request` naming the id unless it matches `MEETING_ID`."""
+    if not MEETING_ID.fullmatch(meeting_id):
+        raise bad_request(
+            f"Invalid meeting-id {_shown(meeting_id)}: "
+            "1 to 128 of A-Z a-z 0-9 . _ ~ - @ :, not starting with ."
+        )
+
+
+def check_endpoint_id(endpoint_id: str) -> None:
+    """Raises `bad-request` naming the id unless it matches `ENDPOINT_ID`."""
+    if not ENDPOINT_ID.fullmatch(endpoint_id):
+        raise bad_request(
+            f"Invalid endpoint id {_shown(endpoint_id)}: 1 to 64 of A-Z a-z 0-9 . _ ~ -, not starting with ."
+        )
+
+
+def check_stats_id(endpoint_id: str, stats_id: str) -> None:
+    """Raises `bad-request` naming the endpoint if its stats-id is longer than `MAX_STATS_ID_LENGTH`."""
+    if len(stats_id) > MAX_STATS_ID_LENGTH:
+        raise bad_request(
+            f"stats-id of endpoint {_shown(endpoint_id)} is {len(stats_id)} characters long "
+            f"(at most {MAX_STATS_ID_LENGTH})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

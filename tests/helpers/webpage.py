@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiohttp.client import ClientSession
 
+from signaling.web import add_client_files
 from signaling.web import client_config as signaling_client_config
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.prosody import DOMAIN
@@ -179,8 +180,8 @@ class WebServer:
         app.router.add_get("/config.json", self._config)
         app.router.add_get("/__harness/jingle", self._harness)
         app.router.add_get("/xmpp-websocket", self._websocket)
-        for sub in ("css", "js", "node_modules"):
-            app.router.add_static(f"/{sub}/", WEB_DIR / sub, follow_symlinks=False)
+        # The same files `sluice serve` serves, so the browser tests also prove nothing else is needed.
+        add_client_files(app.router, WEB_DIR)
         app.router.add_get("/", self._index)
         app.router.add_get("/{room}", self._room)
         self._runner = web.AppRunner(app, access_log=None)

@@ -42,3 +42,30 @@ async def test_private_http_api_is_served_by_the_app() -> None:
                 assert r.status == 200
             assert app.state.graceful_shutdown
     assert app.http_port is None
+
+
+async def test_private_api_guard_follows_the_settings() -> None:
+    """allowed-hosts replaces the loopback default, the concrete bind host stays allowed, the token counts."""
+    token = "s3cr3t-t0ken-0123456789"
+    toml = TOML + f'allowed-hosts = ["jvb1.internal"]\ntoken = "{token}"\n'
+    async with BridgeApp(parse_settings(toml, environ={})) as app:
+        base = f"http://127.0.0.1:{app.http_port}"
+        auth = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as http:
+            for host, given, status in (
+                (None, auth, 200),  # 127.0.0.1:<port>, the bind host
+                (f"jvb1.internal:{app.http_port}", auth, 200),
+                (f"localhost:{app.http_port}", auth, 421),  # not listed any more
+                (None, {}, 401),
+            ):
+                headers = given | ({"Host": host} if host else {})
+                async with http.get(f"{base}/about/health", headers=headers) as r:
+                    assert r.status == status, (host, headers.keys(), await r.text())
+            async with http.post(f"{base}/colibri/drain/enable", data="{}", headers=auth) as r:
+                assert r.status == 415, "aiohttp's default text/plain"
+            assert not app.state.drain
+            assert dict(app.state.private_http_refused) == {
+                "misdirected_host": 1,
+                "unauthorized": 1,
+                "unsupported_content_type": 1,
+            }

@@ -40,6 +40,7 @@ from tests.helpers.sdp import OfferBuilder, RemoteParticipant
 pytestmark = pytest.mark.integration
 
 COLIBRI = "{http://jitsi.org/protocol/colibri}"
+JSON = {"Content-Type": "application/json"}
 
 
 def stats_of(presence: ET.Element) -> dict[str, str]:
@@ -81,7 +82,8 @@ async def test_cli_drains_shuts_down_gracefully_and_exits_when_empty(
     try:
         await jicofo.wait_presence(nick, timeout=15, where=flag("drain", "false"))
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{base}/colibri/drain/enable") as r:
+            # Body-less, but the private API wants the JSON content type on every POST.
+            async with http.post(f"{base}/colibri/drain/enable", headers=JSON) as r:
                 assert r.status == 200
             await jicofo.wait_presence(nick, timeout=5, where=flag("drain"))
             # Drain only steers Jicofo's choice: the bridge still takes a conference it is sent.

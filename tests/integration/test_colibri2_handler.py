@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bridge import Bridge
+from bridge.colibri2 import json as cjson
 from bridge.colibri2 import xml as cxml
 from bridge.colibri2.handler import Colibri2Handler
 from bridge.colibri2.model import (
+    MAX_STATS_ID_LENGTH,
     Colibri2Error,
     ConferenceModify,
     Endpoint,
@@ -24,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "colibri2"
 MEETING = "8f1c2a4e-5d6b-4c3a-9e8f-0a1b2c3d4e5f"
+C2 = "jitsi:colibri2"
 
 
 def recorded(name: str) -> ConferenceModify:
@@ -277,3 +283,54 @@ async def test_a_trickle_update_keeps_the_fingerprint(bridge: Bridge) -> None:
         'pwd="pppppppppppppppppppppp"/></transport></endpoint></conference-modify>'
     )
     assert expect(handler, other).condition == "bad-request"
+
+
+def _xml_request(meeting_id: str, endpoint_id: str, stats_id: str, create: bool) -> ConferenceModify:
+    ep = ET.Element(f"{{{C2}}}endpoint", {"id": endpoint_id, "stats-id": stats_id})
+    if create:
+        ep.set("create", "true")
+        ET.SubElement(ep, f"{{{C2}}}capability", {"name": "source-names"})
+        ET.SubElement(ep, f"{{{C2}}}transport", {"ice-controlling": "true"})
+    root = ET.Element(f"{{{C2}}}conference-modify", {"meeting-id": meeting_id})
+    if create:
+        root.set("create", "true")
+    root.append(ep)
+    return cxml.parse_conference_modify(cxml.to_string(root))
+
+
+def _json_request(meeting_id: str, endpoint_id: str, stats_id: str, create: bool) -> ConferenceModify:
+    ep: dict[str, object] = {"id": endpoint_id, "stats-id": stats_id}
+    if create:
+        ep |= {"create": True, "capabilities": ["source-names"], "transport": {"ice-controlling": True}}
+    body = {"meeting-id": meeting_id, "create": create, "endpoints": [ep]}
+    return cjson.conference_modify_from_json(json.dumps(body))
+
+
+@pytest.mark.parametrize("parse", [_xml_request, _json_request], ids=["xml", "json"])
+async def test_ids_out_of_bounds_are_bad_request_from_xml_and_json(
+    bridge: Bridge, parse: Callable[[str, str, str, bool], ConferenceModify]
+) -> None:
+    handler = Colibri2Handler(bridge)
+    handler.handle(parse(MEETING, "abcd1234", "Alice-x1y", True))
+    long_stats = "Ada " * (MAX_STATS_ID_LENGTH // 4 + 1)
+    cases = [
+        # (meeting-id, endpoint id, stats-id, create): what the error must name
+        (("m/../x", "ep1", "s", True), "'m/../x'"),
+        (("m" * 129, "ep1", "s", True), "'mmmm"),
+        (("fresh", "ep 1", "s", True), "'ep 1'"),
+        (("fresh", "../ep", "s", True), "'../ep'"),
+        (("fresh", "e" * 65, "s", True), "'eeee"),
+        (("fresh", "ep1", long_stats, True), "'ep1'"),
+        # on an existing conference: a new endpoint, and a stats-id update of an existing one
+        ((MEETING, "bad\u00e9", "s", True), "'bad\u00e9'"),
+        ((MEETING, "abcd1234", long_stats, False), "'abcd1234'"),
+    ]
+    for args, named in cases:
+        err = expect(handler, parse(*args))
+        assert (err.condition, err.reason, err.type) == ("bad-request", None, "modify"), args
+        assert named in err.text, (args, err.text)
+    assert handler.conference("fresh") is None and handler.conference("m" * 129) is None
+    conference = handler.conference(MEETING)
+    assert conference is not None and set(conference.endpoints) == {"abcd1234"}
+    state = handler.endpoint_state(MEETING, "abcd1234")
+    assert state is not None and state.stats_id == "Alice-x1y", "a refused update changed nothing"

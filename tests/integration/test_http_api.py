@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from bridge import Bridge
 from bridge.colibri2 import xml as cxml
 from bridge.colibri2.handler import Colibri2Handler
 from bridge.colibri2.json import conference_modify_to_json
-from bridge.http import create_private_app
+from bridge.http import LOOPBACK_HOSTS, create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.xmpp import BridgeState
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "colibri2"
 MEETING = "8f1c2a4e-5d6b-4c3a-9e8f-0a1b2c3d4e5f"
+JSON = {"Content-Type": "application/json"}
+TOKEN = "Zm9vYmFyYmF6cXV4cXV1eA-_"
 
 #: jvb's default stats-filter whitelist (section 1.3), minus the optional region/relay_id/release.
 PRESENCE_KEYS = {
@@ -278,20 +281,20 @@ async def test_http_level_errors_are_json(api: Api) -> None:
     assert resp.status == 405 and resp.content_type == "application/json"
     assert "POST" in resp.headers["Allow"]
 
-    resp = await api.client.post("/colibri/v2/conferences", data=b" " * (600 * 1024))
+    resp = await api.client.post("/colibri/v2/conferences", data=b" " * (600 * 1024), headers=JSON)
     assert resp.status == 413 and resp.content_type == "application/json"
     assert (await resp.json())["error"]
 
 
 async def test_drain_is_advertised_and_keeps_accepting(api: Api) -> None:
     assert await (await api.client.get("/colibri/drain")).json() == {"drain": False}
-    assert (await api.client.post("/colibri/drain/enable")).status == 200
+    assert (await api.client.post("/colibri/drain/enable", headers=JSON)).status == 200
     assert await (await api.client.get("/colibri/drain")).json() == {"drain": True}
     stats = await (await api.client.get("/colibri/stats")).json()
     assert stats["drain"] is True
     # Section 3.4: drain only changes what Jicofo prefers; the bridge still takes a conference it is sent.
     assert (await api.client.post("/colibri/v2/conferences", json=create_request("d1"))).status == 200
-    assert (await api.client.post("/colibri/drain/disable")).status == 200
+    assert (await api.client.post("/colibri/drain/disable", headers=JSON)).status == 200
     assert (await (await api.client.get("/colibri/stats")).json())["drain"] is False
 
 
@@ -332,3 +335,149 @@ async def test_graceful_shutdown_set_elsewhere_is_honoured(api: Api) -> None:
     resp = await api.client.post("/colibri/v2/conferences", json=create_request("x"))
     assert resp.status == 400
     assert (await resp.json())["reason"] == "graceful_shutdown"
+
+
+# ---- keeping web pages out (bridge/http.py `_guard`)
+
+#: What a page can send cross-origin without a CORS preflight (fetch no-cors, <form>): never JSON.
+BROWSER_BODIES = [
+    ("text/plain;charset=UTF-8", b'{"graceful-shutdown": false}'),
+    ("application/x-www-form-urlencoded", b"graceful-shutdown=false"),
+    (
+        "multipart/form-data; boundary=x",
+        b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--x--\r\n',
+    ),
+    (None, b'{"graceful-shutdown": false}'),
+]
+
+
+async def refused(api: Api) -> dict[str, float]:
+    return {
+        dict(k)["reason"]: v for k, v in (await _metrics(api))["sluice_private_http_refused_total"].items()
+    }
+
+
+@pytest.mark.parametrize(("content_type", "body"), BROWSER_BODIES)
+async def test_posts_that_are_not_json_are_415_and_change_nothing(
+    api: Api, content_type: str | None, body: bytes
+) -> None:
+    assert (await api.client.post("/colibri/v2/conferences", json=create_request("live"))).status == 200
+    assert await refused(api) == dict.fromkeys(
+        ("misdirected_host", "cross_origin", "unauthorized", "unsupported_content_type"), 0
+    )
+    headers = {"Content-Type": content_type} if content_type else {}
+    conference_body = json.dumps(create_request("new")).encode()
+    attempts = [
+        ("POST", "/colibri/shutdown", body),
+        ("POST", "/colibri/drain/enable", body),
+        ("POST", "/colibri/drain/enable", b""),
+        ("POST", "/colibri/v2/conferences", conference_body),
+        ("PATCH", "/colibri/v2/conferences/live", b'{"expire": true}'),
+    ]
+    for method, path, data in attempts:
+        # skip_auto_headers keeps aiohttp from adding its own application/octet-stream.
+        resp = await api.client.request(
+            method, path, data=data, headers=headers, skip_auto_headers=["Content-Type"]
+        )
+        assert resp.status == 415, (method, path, await resp.text())
+        assert resp.content_type == "application/json"
+        answer = await resp.json()
+        assert answer["reason"] == "unsupported_content_type" and "application/json" in answer["error"]
+    assert not (api.state.drain or api.state.graceful_shutdown or api.state.shutting_down)
+    assert api.handler.conference("new") is None and api.handler.conference("live") is not None
+    assert (await refused(api))["unsupported_content_type"] == len(attempts)
+    stats = await (await api.client.get("/colibri/stats")).json()
+    assert stats["total_private_http_refused"] == len(attempts)
+    # JSON with parameters is still JSON.
+    resp = await api.client.post(
+        "/colibri/drain/enable", headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert resp.status == 200 and api.state.drain
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.example",
+        "null",
+        "http://127.0.0.1:1",  # another port on this host is another origin (a page served there)
+        "http://localhost:{port}",  # same port, other name: still another origin
+        "https://127.0.0.1:{port}",
+        "garbage",
+    ],
+)
+async def test_a_foreign_origin_is_403_even_with_json(api: Api, origin: str) -> None:
+    headers = {"Origin": origin.format(port=api.client.port)}
+    attempts: list[tuple[str, str, object]] = [
+        ("POST", "/colibri/shutdown", {"graceful-shutdown": False}),
+        ("POST", "/colibri/drain/enable", None),
+        ("POST", "/colibri/v2/conferences", create_request("x")),
+        ("GET", "/colibri/stats", None),
+    ]
+    for method, path, body in attempts:
+        resp = await api.client.request(method, path, headers=headers | JSON, json=body)
+        assert resp.status == 403, (method, path, await resp.text())
+        assert (await resp.json())["reason"] == "cross_origin"
+    assert not (api.state.drain or api.state.graceful_shutdown) and api.handler.conference("x") is None
+    assert (await refused(api))["cross_origin"] == 4
+    # The API's own origin is not cross-origin.
+    resp = await api.client.post(
+        "/colibri/drain/enable", headers=JSON | {"Origin": f"http://127.0.0.1:{api.client.port}"}
+    )
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example:8080", "evil.example", "127.0.0.2:{port}", "a b", "[::1", ""])
+async def test_a_host_that_is_not_ours_is_421(api: Api, host: str) -> None:
+    """DNS rebinding: the attacker's own name resolves to 127.0.0.1; the Host header still carries it."""
+    headers = {"Host": host.format(port=api.client.port)}
+    resp = await api.client.get("/colibri/stats", headers=headers)
+    assert resp.status == 421, await resp.text()
+    assert (await resp.json())["reason"] == "misdirected_host"
+    resp = await api.client.post("/colibri/drain/enable", headers=headers | JSON)
+    assert resp.status == 421 and not api.state.drain
+    assert (await refused(api))["misdirected_host"] == 2
+
+
+@pytest.mark.parametrize("host", ["localhost:{port}", "LOCALHOST", "127.0.0.1", "[::1]:{port}", "localhost."])
+async def test_loopback_names_with_any_port_are_ours(api: Api, host: str) -> None:
+    resp = await api.client.get("/about/health", headers={"Host": host.format(port=api.client.port)})
+    assert resp.status == 200
+
+
+async def test_private_host_names_add_a_concrete_bind_host() -> None:
+    assert private_host_names(LOOPBACK_HOSTS) == {"localhost", "127.0.0.1", "::1"}
+    assert private_host_names(["[::1]", "Jvb1.Internal."], "10.0.0.7") == {"::1", "jvb1.internal", "10.0.0.7"}
+    assert private_host_names([], "0.0.0.0") == set() and private_host_names([], "::") == set()
+    assert private_host_names([], "0:0:0:0:0:0:0:1") == {"::1"}
+
+
+@pytest.fixture
+async def token_api(bridge: Bridge) -> AsyncIterator[Api]:
+    handler = Colibri2Handler(bridge)
+    lifecycle = Lifecycle(bridge, handler, BridgeState(), LifecycleConfig(shutting_down_delay=0.1))
+    app = create_private_app(bridge, handler, lifecycle, LoadSampler(), version="t", token=TOKEN)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield Api(client, bridge, handler, lifecycle.state, LoadSampler(), lifecycle)
+    await lifecycle.stop()
+
+
+async def test_with_a_token_every_request_needs_it(token_api: Api) -> None:
+    api = token_api
+    for auth in (None, "Bearer wrong-token-wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer"):
+        headers = {"Authorization": auth} if auth else {}
+        resp = await api.client.get("/about/health", headers=headers)
+        assert resp.status == 401, auth
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        assert (await resp.json())["reason"] == "unauthorized"
+        resp = await api.client.post("/colibri/drain/enable", headers=headers | JSON)
+        assert resp.status == 401 and not api.state.drain
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert (await api.client.get("/about/health", headers=good)).status == 200
+    assert (await api.client.post("/colibri/drain/enable", headers=good | JSON)).status == 200
+    assert api.state.drain
+    resp = await api.client.post("/colibri/v2/conferences", json=create_request("tok"), headers=good)
+    assert resp.status == 200 and api.handler.conference("tok") is not None
+    metrics = await api.client.get("/metrics", headers=good)
+    assert 'sluice_private_http_refused_total{reason="unauthorized"} 10.0' in await metrics.text()
+    assert TOKEN not in await metrics.text()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from bridge.colibri2 import json as cjson
 from bridge.colibri2 import xml as cxml
 from bridge.colibri2.model import (
+    MAX_STATS_ID_LENGTH,
     Candidate,
     Colibri2Error,
     ConferenceModified,
@@ -34,6 +35,9 @@ from bridge.colibri2.model import (
     SourceDesc,
     SsrcGroupDesc,
     Transport,
+    check_endpoint_id,
+    check_meeting_id,
+    check_stats_id,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "colibri2"
@@ -223,6 +227,57 @@ def test_arbitrary_bytes_only_ever_raise_colibri2_error(data: bytes) -> None:
     for parse in (cxml.parse_conference_modify, cjson.conference_modify_from_json):
         with contextlib.suppress(Colibri2Error):
             parse(data)
+
+
+# -- id bounds (model.py; the handler applies them to XML and JSON requests alike) --------------------------
+
+#: What real clients send: mod_muc_meeting_id UUIDs, bench's ids, operator strings.
+GOOD_MEETING_IDS = [
+    "8f1c2a4e-5d6b-4c3a-9e8f-0a1b2c3d4e5f",
+    "bench-8f1c2a4e-5d6b-4c3a-9e8f-0a1b2c3d4e5f",
+    "m1",
+    "room@conference.meet.example",
+    "urn:x:1",
+    "a" * 128,
+]
+BAD_MEETING_IDS = ["", " ", "a b", "a/b", "..", ".hidden", "a" * 129, "caf\u00e9", "m\n", "<x>", "a?b", "a#b"]
+#: lib-jitsi-meet and web/js/conference.js nicknames (8 hex), bench's lg<n>, jibri/jigasi-style words.
+GOOD_ENDPOINT_IDS = ["abcd1234", "0f3e9a7c", "lg0", "lg1023", "jibri-5f2a", "jigasi_1", "a.b~c", "e" * 64]
+BAD_ENDPOINT_IDS = ["", "a b", "a/b", ".", "..", "a@b", "a:b", "e" * 65, "\u00e9t\u00e9", "x\x00"]
+
+
+@pytest.mark.parametrize("meeting_id", GOOD_MEETING_IDS)
+def test_real_meeting_ids_are_accepted(meeting_id: str) -> None:
+    check_meeting_id(meeting_id)
+
+
+@pytest.mark.parametrize("meeting_id", BAD_MEETING_IDS)
+def test_bad_meeting_ids_are_bad_request_naming_the_id(meeting_id: str) -> None:
+    with pytest.raises(Colibri2Error) as info:
+        check_meeting_id(meeting_id)
+    assert info.value.condition == "bad-request" and "meeting-id" in info.value.text
+    assert repr(meeting_id[:80]).rstrip("'") in info.value.text
+    assert len(info.value.text) < 250, "a huge id must not make a huge error"
+
+
+@pytest.mark.parametrize("endpoint_id", GOOD_ENDPOINT_IDS)
+def test_real_endpoint_ids_are_accepted(endpoint_id: str) -> None:
+    check_endpoint_id(endpoint_id)
+
+
+@pytest.mark.parametrize("endpoint_id", BAD_ENDPOINT_IDS)
+def test_bad_endpoint_ids_are_bad_request_naming_the_id(endpoint_id: str) -> None:
+    with pytest.raises(Colibri2Error) as info:
+        check_endpoint_id(endpoint_id)
+    assert info.value.condition == "bad-request" and repr(endpoint_id) in info.value.text
+
+
+def test_stats_id_is_free_text_of_bounded_length() -> None:
+    check_stats_id("abcd1234", "Zoë O'Brien (she/her) 🎧")
+    check_stats_id("abcd1234", "x" * MAX_STATS_ID_LENGTH)
+    with pytest.raises(Colibri2Error) as info:
+        check_stats_id("abcd1234", "x" * (MAX_STATS_ID_LENGTH + 1))
+    assert info.value.condition == "bad-request" and "'abcd1234'" in info.value.text
 
 
 # -- hypothesis round trips of the model ---------------------------------------------------------------------

@@ -328,3 +328,68 @@ def test_bad_websockets_settings(text: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:
         parse_settings(text, environ={})
     assert message in str(info.value)
+
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def test_private_api_guard_keys_defaults_file_and_environment() -> None:
+    d = Settings()
+    assert d.private_http_allowed_hosts == ("localhost", "127.0.0.1", "::1")
+    assert d.private_http_token is None
+    s = parse_settings(
+        f"""
+[videobridge.http-servers.private]
+host = "10.0.0.7"
+allowed-hosts = ["localhost", "[::1]", "jvb1.internal", "10.0.0.7"]
+token = "{TOKEN}"
+""",
+        environ={},
+    )
+    assert s.private_http_allowed_hosts == ("localhost", "[::1]", "jvb1.internal", "10.0.0.7")
+    assert s.private_http_token == TOKEN
+    assert TOKEN not in repr(s), "the token leaks into logs through repr"
+    env = {
+        "SLUICE_PRIVATE_HTTP_ALLOWED_HOSTS": "jvb2.internal, 127.0.0.1",
+        "SLUICE_PRIVATE_HTTP_TOKEN": "t" * 16,
+    }
+    s = parse_settings(f'[videobridge.http-servers.private]\ntoken = "{TOKEN}"\n', env)
+    assert (s.private_http_allowed_hosts, s.private_http_token) == (("jvb2.internal", "127.0.0.1"), "t" * 16)
+    # docker-style: a variable set but empty means no token.
+    s = parse_settings(
+        f'[videobridge.http-servers.private]\ntoken = "{TOKEN}"\n', {"SLUICE_PRIVATE_HTTP_TOKEN": ""}
+    )
+    assert s.private_http_token is None
+    # A concrete host needs no list; a wildcard host with an empty list could answer nobody.
+    s = parse_settings(
+        '[videobridge.http-servers.private]\nhost = "127.0.0.1"\nallowed-hosts = []\n', environ={}
+    )
+    assert s.private_http_allowed_hosts == ()
+    with pytest.raises(SettingsError, match="allowed-hosts is empty"):
+        parse_settings(
+            '[videobridge.http-servers.private]\nhost = "0.0.0.0"\nallowed-hosts = []\n', environ={}
+        )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("allowed-hosts = ['evil.example:8080']", "'evil.example:8080' is not a host name"),
+        ("allowed-hosts = ['http://localhost']", "'http://localhost' is not a host name"),
+        ("allowed-hosts = ['*']", "'*' is not a host name"),
+        ("allowed-hosts = ['[::1']", "'[::1' is not a host name"),
+        ("allowed-hosts = 'a b'", "'a b' is not a host name"),
+        ("token = 'short'", "at least 16 characters"),
+        ("token = 'has a space in it, quite long'", "RFC 6750"),
+        ("token = ''", "RFC 6750"),
+        ('token = "0123456789abcdef0123\\n"', "RFC 6750"),  # a newline could never match a header
+        ("token = 12345678901234567890", "expected a string"),
+    ],
+)
+def test_bad_private_api_guard_values(line: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse_settings(f"[videobridge.http-servers.private]\n{line}\n", environ={})
+    text = str(info.value)
+    assert message in text and "videobridge.http-servers.private." in text, text
+    if line.startswith("token"):
+        assert "(hidden)" in text and "space in it" not in text and "short'" not in text, text
