@@ -14,8 +14,10 @@ import ipaddress
 import logging
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
+from prometheus_client.metrics_core import Metric
 
 from bridge.bridge import Bridge, Conference
 from bridge.channel import BridgeChannels
@@ -35,10 +37,16 @@ log = logging.getLogger(__name__)
 class BridgeApp:
     """`await start()` binds the media port and starts logging in; `await stop()` undoes all of it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, extra_metrics: Callable[[], Iterable[Metric]] | None = None
+    ) -> None:
+        """`extra_metrics`: more families for `/metrics` from whoever hosts this bridge (`sluice serve`)."""
         self.settings = settings
+        self.extra_metrics = extra_metrics
         self.bridge = Bridge(settings.bridge_config())
-        self.colibri2 = Colibri2Handler(self.bridge, on_change=self._conference_changed)
+        self.colibri2 = Colibri2Handler(
+            self.bridge, on_change=self._conference_changed, limits=settings.colibri2_limits()
+        )
         #: The bridge channel of every conference (sans-IO); its sockets live in `self.web_sockets`.
         self.channels = BridgeChannels(version=package_version() if settings.version_announce else None)
         #: Shared by every XMPP client, so drain/shutdown shows in every brewery at once.
@@ -192,6 +200,7 @@ class BridgeApp:
                 self.settings.private_http_allowed_hosts, self.settings.private_http_host
             ),
             token=self.settings.private_http_token,
+            extra_metrics=self.extra_metrics,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

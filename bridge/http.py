@@ -40,9 +40,10 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
+from prometheus_client.metrics_core import Metric
 
 from bridge.bridge import Bridge, BridgeError
-from bridge.colibri2.handler import Colibri2Handler
+from bridge.colibri2.handler import COLIBRI2_LIMITS, Colibri2Handler
 from bridge.colibri2.json import MAX_JSON_BYTES, conference_modified_to_json, conference_modify_from_json
 from bridge.colibri2.model import Colibri2Error
 from bridge.lifecycle import Lifecycle
@@ -222,9 +223,11 @@ class PrivateApi:
         version: str,
         average_participant_stress: float = 0.01,
         health_timeout: float = HEALTH_TIMEOUT_S,
+        extra_metrics: Callable[[], Iterable[Metric]] | None = None,
     ) -> None:
         self.bridge = bridge
         self.handler = handler
+        self.extra_metrics = extra_metrics
         self.lifecycle = lifecycle
         self.state = lifecycle.state
         self.sampler = sampler
@@ -276,6 +279,8 @@ class PrivateApi:
         body["participants"] = endpoints
         body["largest_conference"] = largest
         body["total_private_http_refused"] = sum(self.state.private_http_refused.values())
+        body["total_xmpp_iqs_refused"] = self.state.xmpp_iqs_refused
+        body["total_colibri2_refused"] = sum(self.handler.refused.values())
         if snapshot is not None:
             total = snapshot.get("total")
             failures = snapshot.get("failures")
@@ -306,6 +311,9 @@ class PrivateApi:
                 channels=self.state.channel_stats,
                 # Every reason, so a scrape shows 0 before the first refusal (rate() needs the series).
                 private_http_refused={r: self.state.private_http_refused[r] for r in REFUSAL_REASONS},
+                xmpp_iqs_refused=self.state.xmpp_iqs_refused,
+                colibri2_refused={limit: self.handler.refused[limit] for limit in COLIBRI2_LIMITS},
+                extra=tuple(self.extra_metrics()) if self.extra_metrics is not None else (),
             ),
             request.headers.get("Accept"),
         )
@@ -424,6 +432,7 @@ def create_private_app(
     health_timeout: float = HEALTH_TIMEOUT_S,
     allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
     token: str | None = None,
+    extra_metrics: Callable[[], Iterable[Metric]] | None = None,
 ) -> web.Application:
     """The private HTTP API (bind it to 127.0.0.1, as JVB does on 8080).
 
@@ -438,6 +447,7 @@ def create_private_app(
         version=version,
         average_participant_stress=average_participant_stress,
         health_timeout=health_timeout,
+        extra_metrics=extra_metrics,
     )
     # A larger body is refused by aiohttp with 413 (made JSON by the middleware).
     guard = _guard(private_host_names(allowed_hosts), token, api.state.private_http_refused)

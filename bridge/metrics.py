@@ -21,6 +21,10 @@ mean exactly what JVB's do, so a JVB dashboard must not silently mistake them fo
 | `sluice_colibri_web_socket_dropped_total` | counter | `reason` (no_socket, ...) | messages not delivered |
 | `sluice_colibri_web_socket_refused_total` | counter | `reason` (bad_pwd, ...) | upgrades refused |
 | `sluice_private_http_refused_total` | counter | `reason` (cross_origin, ...) | private API refusals |
+| `sluice_xmpp_iqs_refused_total` | counter | | IQs from senders that are not authorized sources |
+| `sluice_colibri2_refused_total` | counter | `limit` (conferences, ...) | Colibri2 refused at a limit |
+
+`sluice serve` adds its XMPP server's and focus's families (bridge/serve.py) through `extra`.
 
 Without a snapshot (the core did not answer) only the gauges are exported and `sluice_healthy` is 0.
 """
@@ -56,6 +60,12 @@ class BridgeMetrics:
     channels: ChannelStats | None = None
     #: Private HTTP API requests refused, by reason (bridge/http.py); None leaves them out.
     private_http_refused: Mapping[str, int] | None = None
+    #: IQs refused for their sender (bridge/xmpp.py); None leaves it out.
+    xmpp_iqs_refused: int | None = None
+    #: Colibri2 requests refused at a limit, by limit (bridge/colibri2/handler.py); None leaves them out.
+    colibri2_refused: Mapping[str, int] | None = None
+    #: More families from whoever composes the process (signaling in `sluice serve`).
+    extra: tuple[Metric, ...] = ()
 
 
 def _int(section: Mapping[str, object], key: str) -> int:
@@ -104,6 +114,18 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
         for why, n in sorted(m.private_http_refused.items()):
             refused.add_metric([why], n)
         yield refused
+    if m.xmpp_iqs_refused is not None:
+        yield _counter(
+            "xmpp_iqs_refused", "IQs refused: the sender is not an authorized source.", m.xmpp_iqs_refused
+        )
+    if m.colibri2_refused is not None:
+        limits = CounterMetricFamily(
+            f"{PREFIX}_colibri2_refused", "Colibri2 requests refused at a limit.", labels=["limit"]
+        )
+        for limit, n in sorted(m.colibri2_refused.items()):
+            limits.add_metric([limit], n)
+        yield limits
+    yield from m.extra
     if m.snapshot is None:
         return
     total = _section(m.snapshot, "total")

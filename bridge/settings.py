@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.colibri2.handler import Colibri2Limits
 from bridge.config import BridgeConfig
 from bridge.load import DEFAULT_CAPACITY_PPS
 from bridge.xmpp import XmppClientConfig
@@ -298,6 +299,9 @@ _KEYS: dict[str, Parse] = {
     "videobridge.relay.region": _nonblank,
     "videobridge.relay.relay-id": _nonblank,
     "videobridge.load-management.average-participant-stress": _positive,
+    "videobridge.limits.max-conferences": _count,  # sluice
+    "videobridge.limits.max-endpoints-per-conference": _count,  # sluice
+    "videobridge.limits.max-ssrcs-per-endpoint": _count,  # sluice
     "videobridge.load-management.load-measurements.packet-rate.load-threshold": _positive,
 }
 _XMPP_PREFIX = "videobridge.apis.xmpp-client.configs"
@@ -354,6 +358,8 @@ _TABLES = {key.rsplit(".", i)[0] for key in _KEYS for i in range(1, key.count(".
 
 
 # ---- the settings
+
+_LIMITS = Colibri2Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +429,10 @@ class Settings:
     average_participant_stress: float = 0.01
     #: Packets per second (in + out) at which stress_level reaches 1.0.
     load_threshold_pps: float = DEFAULT_CAPACITY_PPS
+    #: What Colibri2 may allocate here; beyond it, `resource-constraint` (a net under the focus's quotas).
+    max_conferences: int = _LIMITS.max_conferences
+    max_endpoints_per_conference: int = _LIMITS.max_endpoints_per_conference
+    max_ssrcs_per_endpoint: int = _LIMITS.max_ssrcs_per_endpoint
     xmpp: tuple[XmppSettings, ...] = ()
 
     def bridge_config(self) -> BridgeConfig:
@@ -430,6 +440,13 @@ class Settings:
             udp_port=self.udp_port,
             bind_addresses=list(self.bind_addresses),
             advertised_addresses=list(self.advertised_addresses),
+        )
+
+    def colibri2_limits(self) -> Colibri2Limits:
+        return Colibri2Limits(
+            max_conferences=self.max_conferences,
+            max_endpoints_per_conference=self.max_endpoints_per_conference,
+            max_ssrcs_per_endpoint=self.max_ssrcs_per_endpoint,
         )
 
     def xmpp_client_configs(self) -> list[XmppClientConfig]:
@@ -613,6 +630,13 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         load_threshold_pps=get(
             "videobridge.load-management.load-measurements.packet-rate.load-threshold",
             defaults.load_threshold_pps,
+        ),
+        max_conferences=get("videobridge.limits.max-conferences", defaults.max_conferences),
+        max_endpoints_per_conference=get(
+            "videobridge.limits.max-endpoints-per-conference", defaults.max_endpoints_per_conference
+        ),
+        max_ssrcs_per_endpoint=get(
+            "videobridge.limits.max-ssrcs-per-endpoint", defaults.max_ssrcs_per_endpoint
         ),
         xmpp=tuple(configs),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
@@ -40,6 +41,23 @@ from bridge.colibri2.model import (
 SCTP_PORT = 5000  # the only SCTP port JVB accepts
 _CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 _BARE_JID = re.compile(r"^(?:[^@/\s]+@)?[^@/\s]+$")
+
+
+#: The limits `Colibri2Handler.refused` counts refusals at.
+COLIBRI2_LIMITS = ("conferences", "endpoints_per_conference", "ssrcs_per_endpoint")
+
+
+@dataclass(frozen=True, slots=True)
+class Colibri2Limits:
+    """What a focus can make this bridge allocate; beyond it, Colibri2 `resource-constraint`.
+
+    Safety nets above what a focus asks for: ours puts at most 100 endpoints in a conference, Jicofo 80 on a
+    bridge by default (`max-bridge-participants`)."""
+
+    max_conferences: int = 1000
+    max_endpoints_per_conference: int = 500
+    #: SSRCs one endpoint may signal (simulcast with RTX is 6 per video source; Jicofo allows 20).
+    max_ssrcs_per_endpoint: int = 64
 
 
 @dataclass(slots=True)
@@ -85,8 +103,12 @@ class Colibri2Handler:
         sctp_enabled: bool = False,
         web_socket_bases: tuple[str, ...] = (),
         on_change: Callable[[Conference], None] | None = None,
+        limits: Colibri2Limits | None = None,
     ) -> None:
         self.bridge = bridge
+        self.limits = limits or Colibri2Limits()
+        #: Requests refused at a limit, by limit (`/colibri/stats`, `/metrics`).
+        self.refused: Counter[str] = Counter()
         #: While true, conference creation is refused (JVB `graceful_shutdown`).
         self.graceful_shutdown = graceful_shutdown
         #: The native core has no SCTP data channel yet; when false, <sctp> requests are refused like JVB's
@@ -226,6 +248,9 @@ class Colibri2Handler:
         for ep in request.endpoints:
             if ep.create:
                 self._check_create(ep)
+        live = sum(1 for m in list(self._conferences) if self._live(m) is not None)
+        if live >= self.limits.max_conferences:
+            raise self._at_limit("conferences", f"This bridge hosts {live} conferences (the maximum)")
         state = ConferenceState(
             conference=self.bridge.create_conference(meeting_id=request.meeting_id),
             name=request.name,
@@ -264,6 +289,12 @@ class Colibri2Handler:
             if existing is not None:
                 raise Colibri2Error("conflict", f"Endpoint with ID {request.id} already exists")
             self._check_create(request)
+            if len(conference.endpoints) >= self.limits.max_endpoints_per_conference:
+                raise self._at_limit(
+                    "endpoints_per_conference",
+                    f"Conference {state.conference.meeting_id} has "
+                    f"{self.limits.max_endpoints_per_conference} endpoints",
+                )
             ep = conference.create_endpoint(request.id)
             info = EndpointState(
                 stats_id=request.stats_id,
@@ -294,6 +325,10 @@ class Colibri2Handler:
             info.medias = request.medias
         self._update(existing, info, request)
         return Endpoint(id=request.id), False
+
+    def _at_limit(self, limit: str, text: str) -> Colibri2Error:
+        self.refused[limit] += 1
+        return Colibri2Error("resource-constraint", text)
 
     def _check_create(self, request: Endpoint) -> None:
         if request.transport is None:
@@ -336,6 +371,13 @@ class Colibri2Handler:
             if remote is not None:
                 ep.set_remote_description(remote)
         if request.sources is not None:
+            ssrcs = {s.ssrc for ms in request.sources for s in ms.sources if s.ssrc is not None}
+            if len(ssrcs) > self.limits.max_ssrcs_per_endpoint:
+                raise self._at_limit(
+                    "ssrcs_per_endpoint",
+                    f"Endpoint {request.id} signals {len(ssrcs)} SSRCs "
+                    f"(at most {self.limits.max_ssrcs_per_endpoint})",
+                )
             ep.set_sources(_bridge_sources(request.id, request.sources))
         if request.initial_last_n is not None:
             info.initial_last_n = request.initial_last_n

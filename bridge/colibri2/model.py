@@ -31,6 +31,7 @@ ERROR_TYPES = {
     "item-not-found": "cancel",
     "service-unavailable": "cancel",
     "internal-server-error": "wait",
+    "resource-constraint": "wait",
 }
 
 

@@ -118,6 +118,8 @@ class Participant:
     endpoint: Literal["allocating", "allocated"] | None = None
     #: The participant ended its session without asking for a restart: do not invite it again.
     declined: bool = False
+    #: Its nickname cannot be a Colibri2 endpoint id (c2.ENDPOINT_ID): it is never put on a bridge.
+    unallocatable: bool = False
     restarts: deque[float] = field(default_factory=deque)
     audio_muted: bool | None = None
     video_muted: bool | None = None
@@ -454,10 +456,14 @@ class FocusCore:
         p = room.participants.get(nick)
         joined = p is None
         if p is None:
-            p = Participant(nick)
+            p = Participant(nick, unallocatable=not c2.ENDPOINT_ID.fullmatch(nick))
             room.participants[nick] = p
             room.join_deadline = None
             self.stats["participants_joined"] += 1
+            if p.unallocatable:
+                # The nick becomes the endpoint id; a bridge refuses ids outside the rule, so do not try.
+                self.stats["participants_unallocatable_nick"] += 1
+                log.info("focus: %r in %s is not a usable endpoint id; no media for it", nick, room.jid)
             log.info("focus: %s joined %s", nick, room.jid)
         if item is not None:
             p.real_jid = item.get("jid") or p.real_jid
@@ -714,7 +720,11 @@ class FocusCore:
         waiting = [
             p
             for p in room.participants.values()
-            if p.session is None and p.endpoint is None and not p.declined and p.features is not None
+            if p.session is None
+            and p.endpoint is None
+            and not p.declined
+            and not p.unallocatable
+            and p.features is not None
         ]
         room_left = self.config.max_endpoints_per_conference - sum(
             1 for p in room.participants.values() if p.endpoint is not None
@@ -754,7 +764,7 @@ class FocusCore:
                     c2.Endpoint(
                         id=p.nick,
                         create=True,
-                        stats_id=p.display_name or p.nick,
+                        stats_id=_stats_id(p),
                         medias=media.colibri_medias(),
                         transport=c2.Transport(ice_controlling=True),
                         sources=colibri_sources(p.nick, p.sources),
@@ -1257,7 +1267,7 @@ class FocusCore:
             endpoints=(
                 c2.Endpoint(
                     id=p.nick,
-                    stats_id=p.display_name or p.nick,
+                    stats_id=_stats_id(p),
                     transport=c2_transport,
                     sources=colibri_sources(p.nick, p.sources) if sources else None,
                 ),
@@ -1303,6 +1313,11 @@ class FocusCore:
 
 
 # ---- conversions (pure)
+
+
+def _stats_id(p: Participant) -> str:
+    """The display name (free text from the client) cut to what a bridge accepts as `stats-id`."""
+    return (p.display_name or p.nick)[: c2.MAX_STATS_ID_LENGTH]
 
 
 def _muc_x() -> ET.Element:

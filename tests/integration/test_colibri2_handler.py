@@ -13,15 +13,17 @@ import pytest
 from bridge import Bridge
 from bridge.colibri2 import json as cjson
 from bridge.colibri2 import xml as cxml
-from bridge.colibri2.handler import Colibri2Handler
+from bridge.colibri2.handler import Colibri2Handler, Colibri2Limits
 from bridge.colibri2.model import (
     MAX_STATS_ID_LENGTH,
     Colibri2Error,
     ConferenceModify,
     Endpoint,
     ForceMute,
+    MediaSource,
     Reason,
     Sctp,
+    SourceDesc,
     Transport,
 )
 
@@ -334,3 +336,30 @@ async def test_ids_out_of_bounds_are_bad_request_from_xml_and_json(
     assert conference is not None and set(conference.endpoints) == {"abcd1234"}
     state = handler.endpoint_state(MEETING, "abcd1234")
     assert state is not None and state.stats_id == "Alice-x1y", "a refused update changed nothing"
+
+
+async def test_limits_refuse_with_resource_constraint_and_count(bridge: Bridge) -> None:
+    handler = Colibri2Handler(
+        bridge,
+        limits=Colibri2Limits(max_conferences=2, max_endpoints_per_conference=2, max_ssrcs_per_endpoint=3),
+    )
+    for n in range(2):
+        handler.handle(ConferenceModify(f"m{n}", create=True, endpoints=(create_endpoint("a"),)))
+    err = expect(handler, ConferenceModify("m2", create=True, endpoints=(create_endpoint("a"),)))
+    assert err.condition == "resource-constraint" and err.reason is None
+    assert handler.conference("m2") is None and len(bridge.conferences) == 2
+    handler.handle(ConferenceModify("m0", endpoints=(create_endpoint("b"),)))
+    err = expect(handler, ConferenceModify("m0", endpoints=(create_endpoint("c"),)))
+    assert err.condition == "resource-constraint"
+    conference = handler.conference("m0")
+    assert conference is not None and set(conference.endpoints) == {"a", "b"}
+    four = tuple(
+        MediaSource("video", f"a-v{i}", sources=(SourceDesc(1000 + i, f"a-v{i}"),)) for i in range(4)
+    )
+    err = expect(handler, ConferenceModify("m0", endpoints=(Endpoint("a", sources=four),)))
+    assert err.condition == "resource-constraint" and "4 SSRCs" in err.text
+    handler.handle(ConferenceModify("m0", endpoints=(Endpoint("a", sources=four[:3]),)))
+    assert handler.refused == {"conferences": 1, "endpoints_per_conference": 1, "ssrcs_per_endpoint": 1}
+    # Closing one makes room again.
+    handler.handle(ConferenceModify("m1", expire=True))
+    handler.handle(ConferenceModify("m2", create=True, endpoints=(create_endpoint("a"),)))

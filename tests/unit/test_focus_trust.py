@@ -260,3 +260,25 @@ def test_conferences_per_bridge_are_bounded() -> None:
     assert net.core.stats["bridges_full"] >= 1
     net.add_bridge("jvb2", stress_level="0.9")
     assert net.core.rooms[second].bridge == f"{BREWERY}/jvb2"
+
+
+def test_a_nick_that_cannot_be_an_endpoint_id_gets_no_allocation_and_long_names_are_cut() -> None:
+    net = Net()
+    jvb1 = net.add_bridge("jvb1")
+    net.open_room()
+    net.join("aaaa0001")
+    net.join("bbbb0002")
+    join_room(net, ROOM, "Alice Smith")  # another XMPP client's nick: a space is not allowed in an id
+    assert not net.jingles("Alice Smith")
+    assert net.core.stats["participants_unallocatable_nick"] == 1
+    assert jvb1.conferences[MEETING_ID] == {"aaaa0001", "bbbb0002"}
+    name = "x" * 1000
+    net.feed(
+        ET.fromstring(
+            f'<presence xmlns="{CLIENT}" from="{ROOM}/cccc0003"><x xmlns="http://jabber.org/protocol/muc#user">'
+            f'<item affiliation="none" role="participant" jid="c@meet.test/r"/></x>'
+            f'<nick xmlns="http://jabber.org/protocol/nick">{name}</nick></presence>'
+        )
+    )
+    (create,) = [e for r in net.colibri("jvb1") for e in r.endpoints if e.id == "cccc0003"]
+    assert create.stats_id == "x" * c2.MAX_STATS_ID_LENGTH
