@@ -16,9 +16,11 @@ import dataclasses
 import logging
 import secrets
 import socket
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from bridge.app import BridgeApp
 from bridge.settings import Settings, XmppSettings
@@ -101,7 +103,7 @@ class Served:
                     ),
                 ),
             )
-            self.bridge = BridgeApp(bridge_settings)
+            self.bridge = BridgeApp(bridge_settings, extra_metrics=self.signaling_metrics)
             await self.bridge.start()
             await self.bridge.wait_joined()
             self.focus = Focus(
@@ -142,12 +144,42 @@ class Served:
             self.bridge = None
         await self.xmpp.stop()
 
+    def signaling_metrics(self) -> Iterator[Metric]:
+        """The XMPP server's and the focus's counters and gauges, for the bridge's private `/metrics`."""
+        xmpp = self.xmpp.stats()
+        yield from _families("xmpp", xmpp, XMPP_GAUGES)
+        if self.focus is not None:
+            focus: dict[str, int] = dict(self.focus.core.stats)
+            focus["rooms"] = len(self.focus.core.rooms)
+            focus["bridges"] = len(self.focus.core.bridges)
+            yield from _families("focus", focus, ("rooms", "bridges"))
+
     async def __aenter__(self) -> Served:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+#: XmppServer.stats() keys that are current values, not counts since start.
+XMPP_GAUGES = ("connections", "sessions", "rooms", "occupants")
+
+
+def _families(component: str, stats: Mapping[str, int], gauges: tuple[str, ...]) -> Iterator[Metric]:
+    """`sluice_<component>_<gauge>` for each gauge and `sluice_<component>_events_total{event}` for the rest
+    (refusals, quotas, joins ...: the names docs/security.md lists)."""
+    for name in gauges:
+        yield GaugeMetricFamily(
+            f"sluice_{component}_{name}", f"{component}: {name} now", value=stats.get(name, 0)
+        )
+    events = CounterMetricFamily(
+        f"sluice_{component}_events", f"{component}: events since start, by name", labels=["event"]
+    )
+    for name, value in sorted(stats.items()):
+        if name not in gauges:
+            events.add_metric([name], value)
+    yield events
 
 
 def default_advertised(settings: Settings) -> tuple[str, ...]:
