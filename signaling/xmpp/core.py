@@ -19,7 +19,7 @@ import enum
 import secrets
 import uuid
 import xml.etree.ElementTree as ET
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from signaling.quota import RateLimit
@@ -60,6 +60,9 @@ NS_FOCUS = "http://jitsi.org/protocol/focus"
 _FOCUS_REQUESTS = (f"{{{NS_FOCUS}}}conference", f"{{{NS_DISCO_INFO}}}query", f"{{{NS_PING}}}ping")
 #: A room asked for but not created within this long no longer counts against its requester's address.
 _PENDING_ROOM_GRACE = 30.0
+#: Requests to `focus.<domain>` remembered (to make the focus's answer come from there), and for how long.
+_MAX_PROXIED = 10_000
+_PROXIED_TTL = 60.0
 
 
 class Framing(enum.Enum):
@@ -480,6 +483,8 @@ class XmppCore:
         self._room_creations = RateLimit(limits.room_creations_per_minute_per_address, 60.0)
         #: Conference rooms asked for by a session that is not a component: room -> (address, when asked).
         self._room_requesters: dict[Jid, tuple[str, float]] = {}
+        #: IQs forwarded to the focus through `focus.<domain>`: (requester, id) -> when, oldest first.
+        self._proxied: OrderedDict[tuple[Jid, str], float] = OrderedDict()
 
         def is_admin(jid: Jid) -> bool:
             return config.is_admin(str(jid.bare))
@@ -604,6 +609,14 @@ class XmppCore:
             return
         sender = conn.jid
         assert sender is not None, "only bound sessions route"
+        if (
+            stanza.tag == IQ
+            and stanza.get("type") in ("result", "error")
+            and self._is_focus(conn)
+            and self._proxied.pop((to, stanza.get("id", "")), None) is not None
+        ):
+            # client_proxy: the answer comes from where the client sent its request.
+            stanza.set("from", self.config.focus_domain)
         if not conn.component and to.local and self._is_component_account(to):
             self._refuse_component_address(conn, stanza)
             return
@@ -708,7 +721,16 @@ class XmppCore:
         if focus is None:
             conn._bounce(stanza, "service-unavailable", "cancel", "The focus is not connected")
             return
+        if stanza.tag == IQ and stanza.get("type") in ("get", "set") and conn.jid is not None:
+            while self._proxied and (
+                len(self._proxied) >= _MAX_PROXIED or next(iter(self._proxied.values())) < now - _PROXIED_TTL
+            ):
+                self._proxied.popitem(last=False)
+            self._proxied[(conn.jid, stanza.get("id", ""))] = now
         focus.send_stanza(stanza)
+
+    def _is_focus(self, conn: Connection) -> bool:
+        return conn.jid is not None and conn.jid == Jid.parse(self.config.focus_jid)
 
     def _room_quota(self, now: float, conn: Connection, stanza: ET.Element, payload: ET.Element) -> bool:
         """Per source address: rooms created per minute and rooms alive at once. True: forward it."""

@@ -22,7 +22,7 @@ import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
@@ -47,7 +47,7 @@ from signaling.jingle import Source as JSource
 from signaling.jingle import SsrcGroup as JGroup
 from signaling.jingle.model import Parameter
 from tests.helpers.peers import AiortcPeer
-from tests.helpers.prosody import DOMAIN, FOCUS_COMPONENT, MUC_DOMAIN, Prosody
+from tests.helpers.prosody import DOMAIN, FOCUS_COMPONENT, MUC_DOMAIN
 from tests.helpers.sdp import OfferBuilder, RemoteParticipant, only_loopback, parse_answer
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,23 @@ FEATURES = (
 )
 
 
+class XmppServerAddress(Protocol):
+    """Where a peer logs in: Prosody, or `sluice serve`'s embedded server run with `--domain meet.test`."""
+
+    @property
+    def c2s_port(self) -> int: ...
+
+
 class JinglePeer:
     """One participant: `await join()`, then watch `frames_from(other_nick)`; `await leave()` at the end."""
 
     def __init__(
-        self, prosody: Prosody, room: str, *, json_sources: bool = True, nick: str | None = None
+        self,
+        prosody: XmppServerAddress,
+        room: str,
+        *,
+        json_sources: bool = True,
+        nick: str | None = None,
     ) -> None:
         self.prosody = prosody
         self.room = f"{room}@{MUC_DOMAIN}"

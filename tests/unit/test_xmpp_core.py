@@ -316,7 +316,7 @@ def test_malformed_iqs_get_bad_request() -> None:
     assert error_condition(a.take_one("presence")) == "jid-malformed"
 
 
-def test_focus_proxy_routes_to_focus_session_with_from_unchanged() -> None:
+def test_focus_proxy_routes_to_the_focus_and_its_answer_comes_from_the_proxy() -> None:
     h = Harness()
     client = h.client()
     client_jid = client.login_anonymous()
@@ -332,7 +332,11 @@ def test_focus_proxy_routes_to_focus_session_with_from_unchanged() -> None:
     assert request.get("from") == client_jid
     focus.send(f"<iq to='{client_jid}' type='result' id='c2'/>")
     reply = client.take_one("iq")
-    assert reply.get("from") == "focus@auth.meet.sluice/focus" and reply.get("type") == "result"
+    # As Prosody's client_proxy: the answer comes from where the request went (clients check that).
+    assert reply.get("from") == "focus.meet.sluice" and reply.get("type") == "result"
+    # Only the answer to a forwarded request is rewritten: the focus's own stanzas keep its JID.
+    focus.send(f"<iq to='{client_jid}' type='result' id='c2'/>")
+    assert client.take_one("iq").get("from") == "focus@auth.meet.sluice/focus"
 
 
 # ---- server-handled IQs

@@ -1,0 +1,304 @@
+"""The trust-boundaries issue's attacks, as an anonymous visitor of a real `sluice serve` would try them.
+
+One `sluice serve` subprocess (embedded XMPP server, focus, bridge) hosts a call of two real participants
+(tests/helpers/jingle_peer.py: slixmpp + aiortc, real ICE/DTLS-SRTP) for the whole module. Each test is one
+attack from an anonymous login on the server's c2s port (or an HTTP client on the private API): it must be
+refused with its error, counted on the private `/metrics`, and the call must keep decoding media throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import aioice.ice
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers.call import wait_until
+from tests.helpers.jicofo import start_sluice
+from tests.helpers.jingle_peer import JinglePeer
+from tests.helpers.prosody import free_tcp_port
+from tests.helpers.xmppd import SlixClient, error_condition
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+DOMAIN = "meet.test"
+ROOM = "standup"
+ROOM_JID = f"{ROOM}@conference.{DOMAIN}"
+BREWERY = f"jvbbrewery@internal.auth.{DOMAIN}"
+NS_COLIBRI = "http://jitsi.org/protocol/colibri"
+NS_COLIBRI2 = "jitsi:colibri2"
+NS_FOCUS = "http://jitsi.org/protocol/focus"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+ROOM_JOIN_TIMEOUT = 4.0
+CREATIONS_PER_MINUTE = 10
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    proc: asyncio.subprocess.Process
+    c2s_port: int
+    private: str
+    output: list[str] = field(default_factory=list)
+
+    async def metrics(self) -> dict[str, float]:
+        """Every sample of the private /metrics as `name{label="value",...}` -> value."""
+        async with aiohttp.ClientSession() as http, http.get(f"{self.private}/metrics") as resp:
+            text = await resp.text()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return out
+
+    async def endpoints(self) -> dict[str, set[str]]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{self.private}/colibri/v2/conferences") as resp,
+        ):
+            body = await resp.json()
+        return {c["meeting-id"]: {e["id"] for e in c["endpoints"]} for c in body["conferences"]}
+
+
+def event(metrics: dict[str, float], component: str, name: str) -> float:
+    return metrics.get(f'sluice_{component}_events_total{{event="{name}"}}', 0.0)
+
+
+@pytest.fixture(scope="module")
+def loopback_only() -> Iterator[None]:
+    """aioice leaves 127.0.0.1 out when gathering; these peers need exactly that (module-wide)."""
+    original = aioice.ice.get_host_addresses
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    yield
+    aioice.ice.get_host_addresses = original
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    tmp = tmp_path_factory.mktemp("serve")
+    private, xmpp = free_tcp_port(), free_tcp_port()
+    config = tmp / "serve.toml"
+    config.write_text(
+        f'[videobridge.ice.udp]\nport = {free_udp_port()}\nbind-addresses = ["127.0.0.1"]\n'
+        f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {private}\n'
+        f"[signaling.focus]\nroom-join-timeout = {ROOM_JOIN_TIMEOUT}\n"
+        f"[signaling.xmpp.limits]\nroom-creations-per-minute-per-address = {CREATIONS_PER_MINUTE}\n"
+    )
+    proc = await start_sluice(
+        "serve", "--config", str(config), "--domain", DOMAIN, "--host", "127.0.0.1",
+        "--http-port", "0", "--xmpp-port", str(xmpp),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    out = Served(proc, xmpp, f"http://127.0.0.1:{private}")
+    try:
+        async with asyncio.timeout(30):
+            while not any("open http" in line for line in out.output):
+                line = (await proc.stdout.readline()).decode(errors="replace")
+                if not line:
+                    raise AssertionError("sluice serve exited:\n" + "".join(out.output))
+                out.output.append(line)
+
+        async def drain() -> None:
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                out.output.append(line.decode(errors="replace"))
+
+        pump = asyncio.create_task(drain())
+        yield out
+        pump.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        (tmp / "serve.log").write_text("".join(out.output))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def call(served: Served, loopback_only: None) -> AsyncIterator[list[JinglePeer]]:
+    """Two participants decoding each other's media for the whole module."""
+    peers = [JinglePeer(served, ROOM) for _ in range(2)]
+    try:
+        for peer in peers:
+            await peer.join()
+        await keeps_decoding(peers, within=40.0)
+        yield peers
+    finally:
+        for peer in peers:
+            await peer.leave()
+
+
+async def keeps_decoding(peers: list[JinglePeer], within: float = 10.0, frames: int = 15) -> None:
+    """Every peer decodes `frames` more video frames from every other, starting now."""
+    start = {(p.nick, o.nick): p.frames_from(o.nick) for p in peers for o in peers if o is not p}
+
+    def more() -> bool:
+        return all(
+            p.frames_from(o) >= n + frames for (nick, o), n in start.items() for p in peers if p.nick == nick
+        )
+
+    await wait_until(more, within=within, describe=lambda: "; ".join(p.summary() for p in peers))
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def visitor(served: Served) -> AsyncIterator[SlixClient]:
+    """An anonymous login, as any visitor of the web page gets."""
+    client = SlixClient(DOMAIN)
+    await client.connect(served.c2s_port)
+    try:
+        yield client
+    finally:
+        await client.disconnect()
+
+
+def stats_presence(to: str) -> ET.Element:
+    pres = ET.Element("{jabber:client}presence", {"to": to})
+    ET.SubElement(pres, f"{{{NS_MUC}}}x")
+    stats = ET.SubElement(pres, f"{{{NS_COLIBRI}}}stats")
+    for name, value in (("stress_level", "0.0"), ("drain", "false"), ("healthy", "true")):
+        ET.SubElement(stats, f"{{{NS_COLIBRI}}}stat", {"name": name, "value": value})
+    return pres
+
+
+async def test_attack_1_and_3_a_visitor_cannot_enter_the_brewery_nor_pose_as_a_bridge(
+    served: Served, call: list[JinglePeer], visitor: SlixClient
+) -> None:
+    before = await served.metrics()
+    # Join the brewery (to read the bridge's real JID) with bridge-shaped stats (to attract rooms).
+    visitor.xmpp.send_raw(ET.tostring(stats_presence(f"{BREWERY}/jvb-evil"), encoding="unicode"))
+    refused = await visitor.wait_for(lambda p: p.get("from") == f"{BREWERY}/jvb-evil")
+    assert refused.get("type") == "error" and error_condition(refused) == "forbidden"
+    assert not [p for p in visitor.presences if p.get("type") != "error"], "a bridge's presence leaked"
+    # Nor can it list or query the brewery.
+    reply = await visitor.iq(BREWERY, ET.Element(f"{{{NS_DISCO_INFO}}}query"))
+    assert error_condition(reply) == "forbidden"
+    after = await served.metrics()
+    assert event(after, "xmpp", "muc_outsiders_refused") >= event(before, "xmpp", "muc_outsiders_refused") + 2
+    assert after["sluice_focus_bridges"] == 1 and event(after, "focus", "bridges_failed") == 0
+    await keeps_decoding(call)
+
+
+async def test_attack_2_a_visitor_cannot_send_colibri2_to_the_bridge_or_the_focus(
+    served: Served, call: list[JinglePeer], visitor: SlixClient
+) -> None:
+    # The meeting-id is readable from the room's disco#info, as before.
+    info = await visitor.iq(ROOM_JID, ET.Element(f"{{{NS_DISCO_INFO}}}query"))
+    meeting_id = next(
+        (f.findtext("{jabber:x:data}value") for f in info.iter("{jabber:x:data}field")
+         if f.get("var") == "muc#roominfo_meetingId"),
+        None,
+    )  # fmt: skip
+    assert meeting_id and meeting_id in await served.endpoints()
+    before = await served.metrics()
+    targets = (
+        f"jvb@auth.{DOMAIN}",  # the bridge account (its resource is random, its bare JID is guessable)
+        f"focus@auth.{DOMAIN}/focus",  # the focus's account (public: clients are told it)
+        f"focus.{DOMAIN}",  # the focus's public address takes only the conference request
+        f"{BREWERY}/jvb-1",  # a brewery occupant JID
+    )
+    for to in targets:
+        for attack in ("expire", "mute"):
+            modify = ET.Element(f"{{{NS_COLIBRI2}}}conference-modify", {"meeting-id": meeting_id})
+            if attack == "expire":
+                modify.set("expire", "true")
+            else:
+                for nick in (p.nick for p in call):
+                    ep = ET.SubElement(modify, f"{{{NS_COLIBRI2}}}endpoint", {"id": nick})
+                    ET.SubElement(ep, f"{{{NS_COLIBRI2}}}force-mute", {"audio": "true", "video": "true"})
+            reply = await visitor.iq(to, modify, iq_type="set")
+            assert reply.get("type") == "error", (to, ET.tostring(reply))
+            assert error_condition(reply) in ("service-unavailable", "forbidden"), (to, ET.tostring(reply))
+    after = await served.metrics()
+    refused = sum(
+        event(after, "xmpp", n) - event(before, "xmpp", n)
+        for n in ("component_stanzas_refused", "focus_requests_refused", "muc_outsiders_refused")
+    )
+    assert refused == len(targets) * 2
+    # The conference and both endpoints are untouched, nobody was muted, and media still flows.
+    assert (await served.endpoints())[meeting_id] == {p.nick for p in call}
+    assert after.get('sluice_packets_dropped_total{reason="force_muted"}', 0.0) == 0.0
+    await keeps_decoding(call)
+
+
+async def test_attack_4_rooms_are_bounded_and_rooms_nobody_joins_are_given_up(
+    served: Served, call: list[JinglePeer], visitor: SlixClient
+) -> None:
+    before = await served.metrics()
+    answers: list[ET.Element] = []
+    for i in range(CREATIONS_PER_MINUTE + 5):
+        conference = ET.Element(f"{{{NS_FOCUS}}}conference", {"room": f"flood{i}@conference.{DOMAIN}"})
+        answers.append(await visitor.iq(f"focus.{DOMAIN}", conference, iq_type="set"))
+    accepted = [a for a in answers if a.get("type") == "result"]
+    refused = [a for a in answers if a.get("type") == "error"]
+    # The call's own room used one creation of this address's budget.
+    assert len(accepted) <= CREATIONS_PER_MINUTE - 1 and len(refused) >= 6
+    assert {error_condition(a) for a in refused} == {"resource-constraint"}
+    mid = await served.metrics()
+    assert event(mid, "xmpp", "room_creations_refused") - event(
+        before, "xmpp", "room_creations_refused"
+    ) == len(refused)
+    # Nobody joins them: they are given up and no bridge conference was ever made for them.
+    await asyncio.sleep(ROOM_JOIN_TIMEOUT + 1.5)
+    after = await served.metrics()
+    assert event(after, "focus", "rooms_expired_unjoined") - event(
+        before, "focus", "rooms_expired_unjoined"
+    ) == len(accepted)
+    assert after["sluice_focus_rooms"] == 1
+    assert after["sluice_xmpp_rooms"] == 2  # the call's room and the brewery
+    assert list((await served.endpoints()).values()) == [{p.nick for p in call}]
+    await keeps_decoding(call)
+
+
+async def test_attack_7_cross_site_requests_to_the_private_api_change_nothing(
+    served: Served, call: list[JinglePeer]
+) -> None:
+    before = await served.metrics()
+    shutdown = '{"graceful-shutdown": false}'
+    create = '{"meeting-id": "evil", "create": true}'
+    async with aiohttp.ClientSession() as http:
+        # What a page on any origin can send without a CORS preflight: text/plain and form bodies.
+        for path, body in (
+            ("/colibri/shutdown", shutdown),
+            ("/colibri/drain/enable", ""),
+            ("/colibri/v2/conferences", create),
+        ):
+            for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+                async with http.post(
+                    served.private + path, data=body, headers={"Content-Type": content_type}
+                ) as resp:
+                    assert resp.status == 415, (path, content_type, await resp.text())
+            headers = {"Content-Type": "application/json", "Origin": "http://evil.example"}
+            async with http.post(served.private + path, data=body, headers=headers) as resp:
+                assert resp.status == 403, (path, await resp.text())
+            # DNS rebinding: the page's own host name pointed at 127.0.0.1.
+            headers = {"Content-Type": "application/json", "Host": "evil.example:8080"}
+            async with http.post(served.private + path, data=body, headers=headers) as resp:
+                assert resp.status == 421, (path, await resp.text())
+        async with http.get(served.private + "/colibri/drain") as resp:
+            assert (await resp.json())["drain"] is False
+    assert served.proc.returncode is None
+    assert "evil" not in await served.endpoints()
+    after = await served.metrics()
+    for reason, n in (("unsupported_content_type", 6), ("cross_origin", 3), ("misdirected_host", 3)):
+        key = f'sluice_private_http_refused_total{{reason="{reason}"}}'
+        assert after[key] - before.get(key, 0.0) == n, (reason, after)
+    await keeps_decoding(call)
