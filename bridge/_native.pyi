@@ -7,7 +7,9 @@ class NativeEvent:
     """One event from a shard. `kind` says which fields are set."""
 
     # "transport_state": transport_id, state ("checking", "connected", "failed", "closed"), detail
-    # "stats": request_id, stats
+    # "stats": request_id, stats ({"total": {..., "drops": {reason: n}}, "failures": {cause: n}, ...};
+    #   drop reasons as in the README (e.g. "dtls_invalid"), failure causes "ice", "consent",
+    #   "dtls_handshake", "dtls_fingerprint", "dtls_alert", "panic")
     # "command_failed": transport_id, detail (a command named an unknown transport, or was refused)
     kind: str
     transport_id: int

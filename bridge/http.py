@@ -291,7 +291,8 @@ class PrivateApi:
                 body["total_bytes_sent"] = total.get("bytes_out", 0)
             if isinstance(failures, Mapping):
                 body["total_ice_failed"] = failures.get("ice", 0)
-                dtls = failures.get("dtls_handshake", 0), failures.get("dtls_fingerprint", 0)
+                # Every DTLS cause (handshake, fingerprint, the peer's fatal alert, ...).
+                dtls = (v for k, v in failures.items() if str(k).startswith("dtls_"))
                 body["dtls_failed_endpoints"] = sum(v for v in dtls if isinstance(v, int))
         return web.json_response(body)
 

@@ -19,6 +19,10 @@ pub enum DropReason {
     StunRejected,
     /// A DTLS record that arrived before DTLS could run, or after the transport failed.
     DtlsUnexpected,
+    /// A DTLS record (or unparsable datagram) the association discarded (RFC 6347 section
+    /// 4.1.2.7): malformed framing, or, once connected, a wrong epoch, content type or length
+    /// for the negotiated suite, a failed MAC or replay, or anything after reading stopped.
+    DtlsInvalid,
     /// Media before SRTP keys exist.
     NotConnected,
     /// Shorter than the smallest valid packet.
@@ -45,13 +49,14 @@ pub enum DropReason {
     Panic,
 }
 
-pub const DROP_REASONS: [DropReason; 18] = [
+pub const DROP_REASONS: [DropReason; 19] = [
     DropReason::Unclassified,
     DropReason::UnknownAddress,
     DropReason::StunMalformed,
     DropReason::StunUnroutable,
     DropReason::StunRejected,
     DropReason::DtlsUnexpected,
+    DropReason::DtlsInvalid,
     DropReason::NotConnected,
     DropReason::TooShort,
     DropReason::SrtpAuth,
@@ -75,6 +80,7 @@ impl DropReason {
             DropReason::StunUnroutable => "stun_unroutable",
             DropReason::StunRejected => "stun_rejected",
             DropReason::DtlsUnexpected => "dtls_unexpected",
+            DropReason::DtlsInvalid => "dtls_invalid",
             DropReason::NotConnected => "not_connected",
             DropReason::TooShort => "too_short",
             DropReason::SrtpAuth => "srtp_auth",
@@ -115,6 +121,12 @@ impl Counters {
         self.drops[reason.index()] += 1;
     }
 
+    /// Counts `count` drops at once (records discarded from one datagram).
+    #[inline]
+    pub fn drop_n(&mut self, reason: DropReason, count: u64) {
+        self.drops[reason.index()] += count;
+    }
+
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason.index()]
     }
@@ -147,14 +159,43 @@ impl Counters {
     }
 }
 
-/// Why a transport failed.
+/// Why a transport failed. One name per cause in Rust, Python, logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
+    /// No ICE candidate pair succeeded.
     Ice,
+    /// ICE consent expired after connecting (RFC 7675).
     Consent,
+    /// The DTLS handshake failed (or its keys were unusable).
     DtlsHandshake,
+    /// The peer's certificate matched none of its announced fingerprints.
     DtlsFingerprint,
+    /// After the handshake, the peer sent an authenticated fatal alert.
+    DtlsAlert,
+    /// Processing panicked.
     Panic,
+}
+
+pub const FAILURE_KINDS: [FailureKind; 6] = [
+    FailureKind::Ice,
+    FailureKind::Consent,
+    FailureKind::DtlsHandshake,
+    FailureKind::DtlsFingerprint,
+    FailureKind::DtlsAlert,
+    FailureKind::Panic,
+];
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Ice => "ice",
+            FailureKind::Consent => "consent",
+            FailureKind::DtlsHandshake => "dtls_handshake",
+            FailureKind::DtlsFingerprint => "dtls_fingerprint",
+            FailureKind::DtlsAlert => "dtls_alert",
+            FailureKind::Panic => "panic",
+        }
+    }
 }
 
 /// Why transports failed, counted per bridge.
@@ -164,17 +205,43 @@ pub struct FailureCounters {
     pub consent: u64,
     pub dtls_handshake: u64,
     pub dtls_fingerprint: u64,
+    pub dtls_alert: u64,
     pub panic: u64,
 }
 
 impl FailureCounters {
     pub fn count(&mut self, kind: FailureKind) {
+        *self.slot(kind) += 1;
+    }
+
+    pub fn get(&self, kind: FailureKind) -> u64 {
         match kind {
-            FailureKind::Ice => self.ice += 1,
-            FailureKind::Consent => self.consent += 1,
-            FailureKind::DtlsHandshake => self.dtls_handshake += 1,
-            FailureKind::DtlsFingerprint => self.dtls_fingerprint += 1,
-            FailureKind::Panic => self.panic += 1,
+            FailureKind::Ice => self.ice,
+            FailureKind::Consent => self.consent,
+            FailureKind::DtlsHandshake => self.dtls_handshake,
+            FailureKind::DtlsFingerprint => self.dtls_fingerprint,
+            FailureKind::DtlsAlert => self.dtls_alert,
+            FailureKind::Panic => self.panic,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        FAILURE_KINDS.iter().map(|k| self.get(*k)).sum()
+    }
+
+    /// Every cause by name, zeros included (a dashboard wants each series from the start).
+    pub fn by_name(&self) -> [(&'static str, u64); FAILURE_KINDS.len()] {
+        FAILURE_KINDS.map(|k| (k.as_str(), self.get(k)))
+    }
+
+    fn slot(&mut self, kind: FailureKind) -> &mut u64 {
+        match kind {
+            FailureKind::Ice => &mut self.ice,
+            FailureKind::Consent => &mut self.consent,
+            FailureKind::DtlsHandshake => &mut self.dtls_handshake,
+            FailureKind::DtlsFingerprint => &mut self.dtls_fingerprint,
+            FailureKind::DtlsAlert => &mut self.dtls_alert,
+            FailureKind::Panic => &mut self.panic,
         }
     }
 }
@@ -227,5 +294,26 @@ mod tests {
         let names = c.drop_map();
         assert_eq!(names.len(), DROP_REASONS.len(), "two reasons share a name");
         assert_eq!(names.get("force_muted"), Some(&1));
+        assert_eq!(names.get("dtls_invalid"), Some(&1));
+        c.drop_n(DropReason::DtlsInvalid, 4);
+        assert_eq!(c.drops(DropReason::DtlsInvalid), 5);
+    }
+
+    #[test]
+    fn every_failure_cause_has_its_own_counter_and_name() {
+        let mut f = FailureCounters::default();
+        for (i, k) in FAILURE_KINDS.iter().enumerate() {
+            for _ in 0..=i {
+                f.count(*k);
+            }
+        }
+        let names = f.by_name();
+        for (i, (name, count)) in names.iter().enumerate() {
+            assert_eq!(*count, i as u64 + 1, "{name}");
+            assert_eq!(names.iter().filter(|(n, _)| n == name).count(), 1);
+        }
+        assert_eq!(f.dtls_alert, 5);
+        assert_eq!(f.get(FailureKind::DtlsAlert), 5);
+        assert_eq!(f.total(), 21);
     }
 }

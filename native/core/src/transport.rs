@@ -39,6 +39,9 @@ pub enum Note {
     },
     /// SRTP is ready: media may flow both ways.
     MediaReady,
+    /// The transport discarded `count` datagrams or records for `reason`, already counted on
+    /// its own counters; the shard adds them to its total.
+    Dropped { reason: DropReason, count: u64 },
 }
 
 pub struct Transport {
@@ -232,9 +235,17 @@ impl Transport {
         // A server learns it is in business from the peer's ClientHello.
         self.dtls_started = true;
         self.dtls_path = Some((local, from));
-        conn.handle_datagram(now, datagram);
+        let discarded = conn.handle_datagram(now, datagram);
+        self.count_drops(DropReason::DtlsInvalid, discarded);
         self.drive(now);
         Ok(())
+    }
+
+    fn count_drops(&mut self, reason: DropReason, count: u64) {
+        if count > 0 {
+            self.counters.drop_n(reason, count);
+            self.notes.push_back(Note::Dropped { reason, count });
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -427,6 +438,11 @@ impl Transport {
                         FailureKind::DtlsFingerprint,
                         "dtls: fingerprint mismatch".into(),
                     );
+                }
+                // The only error an established association reports: the peer's authenticated
+                // fatal alert. Spoofed or invalid records never get here.
+                DtlsEvent::Failed(e @ DtlsError::Alert(_)) => {
+                    self.fail(FailureKind::DtlsAlert, format!("dtls: {e}"))
                 }
                 DtlsEvent::Failed(e) => {
                     self.fail(FailureKind::DtlsHandshake, format!("dtls: {e:?}"))

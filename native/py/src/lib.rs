@@ -284,11 +284,9 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
     let d = PyDict::new(py);
     d.set_item("total", counters_dict(py, &s.total)?)?;
     let f = PyDict::new(py);
-    f.set_item("ice", s.failures.ice)?;
-    f.set_item("consent", s.failures.consent)?;
-    f.set_item("dtls_handshake", s.failures.dtls_handshake)?;
-    f.set_item("dtls_fingerprint", s.failures.dtls_fingerprint)?;
-    f.set_item("panic", s.failures.panic)?;
+    for (cause, count) in s.failures.by_name() {
+        f.set_item(cause, count)?;
+    }
     d.set_item("failures", f)?;
     let io = PyDict::new(py);
     io.set_item("recv_calls", s.io.recv_calls)?;

@@ -25,6 +25,9 @@ ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
 ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:\
 ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA";
 
+/// ssl.h: `SSL_OP_NO_ENCRYPT_THEN_MAC` is `SSL_OP_BIT(19)`; rust-openssl has no name for it.
+const NO_ENCRYPT_THEN_MAC: SslOptions = SslOptions::from_bits_retain(1 << 19);
+
 /// Validity starts this long before generation, so peers with a slow clock accept it.
 const NOT_BEFORE_BACKDATE_SECS: i64 = 30 * 24 * 3600;
 /// Validity ends this long after generation.
@@ -183,12 +186,16 @@ pub(crate) fn build_context(
         .map_err(err)?;
     // No resumption (a resumed handshake carries no certificate to pin), no renegotiation,
     // and the MTU is ours (SSL_set_mtu), never queried from the BIO.
+    // No encrypt-then-MAC (RFC 7366) for the CBC suites: OpenSSL's DTLS treats a bad ETM MAC
+    // as fatal instead of discarding the record (RFC 6347 section 4.1.2.7), so anyone who can
+    // spoof the peer's address could end the association. Browsers do not negotiate ETM.
     ctx.set_session_cache_mode(SslSessionCacheMode::OFF);
     ctx.set_options(
         SslOptions::NO_TICKET
             | SslOptions::NO_RENEGOTIATION
             | SslOptions::NO_QUERY_MTU
-            | SslOptions::CIPHER_SERVER_PREFERENCE,
+            | SslOptions::CIPHER_SERVER_PREFERENCE
+            | NO_ENCRYPT_THEN_MAC,
     );
     // Both roles demand the peer's certificate; the callback accepts self-signed chains and
     // decides on the leaf's fingerprint (RFC 8122 section 5, RFC 5763 section 5).
@@ -197,4 +204,52 @@ pub(crate) fn build_context(
         verify_peer_fingerprint,
     );
     Ok(ctx.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use foreign_types::ForeignTypeRef;
+    use openssl::ssl::{SslCipher, SslContextRef};
+    use openssl::stack::StackRef;
+    use openssl_sys as ffi;
+
+    use super::*;
+    use crate::dtls::RecordProtection;
+
+    extern "C" {
+        // `STACK_OF(SSL_CIPHER) *SSL_CTX_get_ciphers(const SSL_CTX *ctx);`
+        fn SSL_CTX_get_ciphers(ctx: *const ffi::SSL_CTX) -> *mut ffi::stack_st_SSL_CIPHER;
+    }
+
+    fn enabled_suites(ctx: &SslContextRef) -> Vec<(String, u16)> {
+        // SAFETY: the stack belongs to the live context and is only read while `ctx` is borrowed.
+        let stack: &StackRef<SslCipher> = unsafe {
+            let ptr = SSL_CTX_get_ciphers(ctx.as_ptr());
+            assert!(!ptr.is_null(), "context has a cipher list");
+            StackRef::from_ptr(ptr)
+        };
+        stack
+            .iter()
+            .map(|c| (c.name().to_string(), u16::from_be_bytes(c.protocol_id())))
+            .collect()
+    }
+
+    #[test]
+    fn rfc6347_4_1_2_7_every_enabled_suite_has_a_known_record_protection() {
+        let cert = DtlsCert::generate().expect("cert");
+        let suites = enabled_suites(cert.context());
+        // The ten suites of CIPHER_LIST (TLS 1.3 suites are listed too but DTLS 1.2 never
+        // negotiates them).
+        let tls12: Vec<_> = suites
+            .iter()
+            .filter(|(name, _)| !name.starts_with("TLS_"))
+            .collect();
+        assert_eq!(tls12.len(), 10, "{suites:?}");
+        for (name, id) in tls12 {
+            assert!(
+                RecordProtection::from_suite(*id).is_some(),
+                "{name} ({id:#06x}) has no record protection"
+            );
+        }
+    }
 }

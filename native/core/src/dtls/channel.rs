@@ -65,6 +65,23 @@ impl MemoryChannel {
         self.tx.pop_front()
     }
 
+    /// Closes the pending datagram and returns a mark of everything queued so far.
+    pub(crate) fn tx_mark(&mut self) -> usize {
+        self.finish_datagram();
+        self.tx.len()
+    }
+
+    /// Whether anything was written since `mark`.
+    pub(crate) fn wrote_since(&self, mark: usize) -> bool {
+        self.tx.len() > mark || !self.tx_current.is_empty()
+    }
+
+    /// Forgets everything written since `mark`.
+    pub(crate) fn truncate_tx(&mut self, mark: usize) {
+        self.tx_current.clear();
+        self.tx.truncate(mark);
+    }
+
     pub(crate) fn set_mtu(&mut self, mtu: usize) {
         self.mtu = mtu;
     }
@@ -172,6 +189,21 @@ mod tests {
         ch.write_all(&[1, 2, 3]).expect("memory write");
         ch.finish_datagram();
         assert_eq!(sizes(&mut ch), vec![3]);
+    }
+
+    #[test]
+    fn writes_after_a_mark_can_be_taken_back() {
+        let mut ch = MemoryChannel::new(100);
+        ch.write_all(&record(30)).expect("memory write");
+        let mark = ch.tx_mark();
+        assert!(!ch.wrote_since(mark));
+        ch.write_all(&record(20)).expect("memory write");
+        assert!(ch.wrote_since(mark));
+        ch.flush().expect("memory flush");
+        ch.write_all(&record(20)).expect("memory write");
+        ch.truncate_tx(mark);
+        assert!(!ch.wrote_since(mark));
+        assert_eq!(sizes(&mut ch), vec![30]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `DtlsConn`: one DTLS association driven by datagrams and the caller's clock.
 
 use std::collections::VecDeque;
-use std::os::raw::c_uint;
+use std::os::raw::{c_int, c_uint};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -9,12 +10,13 @@ use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::srtp::SrtpProfileId;
-use openssl::ssl::{ErrorCode, Ssl, SslRef, SslStream};
+use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslRef, SslStream};
 use openssl::x509::{X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyResult};
 use openssl_sys as ffi;
 
 use super::cert::srtp_profile_list;
 use super::channel::MemoryChannel;
+use super::filter::{RecordFilter, RecordProtection};
 use super::record::{self, MAX_FRAGMENT_LEN, RECORD_HEADER_LEN};
 use super::{
     timer, DtlsCert, DtlsConfig, DtlsError, DtlsEvent, DtlsRole, DtlsSrtpProfile, Fingerprint,
@@ -38,10 +40,34 @@ const MAX_DATAGRAM_LEN: usize = RECORD_HEADER_LEN + MAX_FRAGMENT_LEN;
 /// data; anything read is counted and dropped.
 const READ_SCRATCH_LEN: usize = 2048;
 
+/// RFC 6347 section 4.1: the handshake's Finished messages are the first records of epoch 1, and
+/// with renegotiation disabled (see `cert::build_context`) no later epoch ever starts.
+const ESTABLISHED_EPOCH: u16 = 1;
+
+/// ssl.h: `SSL_AD_REASON_OFFSET` (1000). OpenSSL reports a received fatal alert as the error
+/// reason 1000 + the alert's description.
+const SSL_AD_REASON_OFFSET: c_int = 1000;
+
+/// err.h: `ERR_LIB_SSL` (20), the library of OpenSSL's SSL errors.
+const ERR_LIB_SSL: c_int = 20;
+
+/// ssl.h: `SSL_CB_READ_ALERT` = `SSL_CB_ALERT` (0x4000) | `SSL_CB_READ` (0x04).
+const SSL_CB_READ_ALERT: c_int = 0x4004;
+
+/// `void (*cb)(const SSL *ssl, int type, int val)`
+type InfoCb = unsafe extern "C" fn(ssl: *const ffi::SSL, kind: c_int, value: c_int);
+
+extern "C" {
+    // rust-openssl wraps only the context's variant: `void SSL_set_info_callback(SSL *ssl, cb)`.
+    fn SSL_set_info_callback(ssl: *mut ffi::SSL, cb: Option<InfoCb>);
+}
+
 /// Per-SSL data the OpenSSL callbacks need (they only get the `SSL*`).
 pub(crate) struct ConnData {
     remote_fingerprints: Vec<Fingerprint>,
     initial_retransmit_us: c_uint,
+    /// Alerts OpenSSL has read, i.e. decrypted and authenticated (it reports nothing else).
+    alerts_read: AtomicU32,
 }
 
 /// The ex_data slot holding `ConnData`, allocated once per process.
@@ -101,6 +127,20 @@ unsafe extern "C" fn retransmit_timer_cb(ssl: *mut ffi::SSL, timer_us: c_uint) -
 /// well inside its limit of 12 before it gives up.
 const MIN_RETRANSMIT_US: c_uint = 1_000;
 
+/// Info callback: counts the alerts OpenSSL accepted. A spoofed alert never gets here, so a
+/// count that did not move means OpenSSL discarded the record.
+unsafe extern "C" fn info_cb(ssl: *const ffi::SSL, kind: c_int, _value: c_int) {
+    if kind != SSL_CB_READ_ALERT {
+        return;
+    }
+    // SAFETY: OpenSSL passes the live SSL it is reading on; we only read its ex_data, whose
+    // counter is atomic.
+    let ssl = unsafe { SslRef::from_ptr(ssl.cast_mut()) };
+    if let Some(data) = conn_data_index().ok().and_then(|index| ssl.ex_data(index)) {
+        data.alerts_read.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 fn micros(d: Duration) -> c_uint {
     c_uint::try_from(d.as_micros())
         .unwrap_or(MAX_RETRANSMIT_US)
@@ -129,10 +169,23 @@ enum State {
     Failed,
 }
 
+/// How a read on an established association ended.
+enum ReadEnd {
+    /// OpenSSL wants the next datagram; `app_data` records were read (and dropped).
+    WantRead { app_data: u64 },
+    /// The peer's authenticated close_notify.
+    CloseNotify,
+    /// OpenSSL gave up on the association.
+    Fatal(openssl::ssl::Error),
+}
+
 /// One DTLS 1.2 association with use_srtp, sans-IO.
 ///
 /// Feed it datagrams and timeouts, drain `poll_transmit` and `poll_event` after each call.
 /// After `Closed` or `Failed` every input is ignored; already queued output can still be polled.
+///
+/// Once connected, only the peer's authenticated close_notify (`Closed`) or fatal alert
+/// (`Failed(DtlsError::Alert)`) ends it; invalid records are discarded (RFC 6347 section 4.1.2.7).
 pub struct DtlsConn {
     stream: SslStream<MemoryChannel>,
     role: DtlsRole,
@@ -143,6 +196,12 @@ pub struct DtlsConn {
     dropped_records: u64,
     /// Server only: no ClientHello has been handed to OpenSSL yet.
     awaiting_client_hello: bool,
+    /// Set when connected: which records OpenSSL may see from then on.
+    filter: Option<RecordFilter>,
+    /// Connected, but OpenSSL failed on something other than the peer's alert: its SSL object is
+    /// dead, so every later record is discarded. The SRTP keys were exported at `Connected`, so
+    /// media keeps flowing; only DTLS-level close and alerts can no longer be received.
+    read_stopped: bool,
 }
 
 impl std::fmt::Debug for DtlsConn {
@@ -152,6 +211,8 @@ impl std::fmt::Debug for DtlsConn {
             .field("state", &self.state)
             .field("timeout", &self.timeout)
             .field("dropped_records", &self.dropped_records)
+            .field("filter", &self.filter)
+            .field("read_stopped", &self.read_stopped)
             .finish()
     }
 }
@@ -193,10 +254,14 @@ impl DtlsConn {
             ConnData {
                 remote_fingerprints,
                 initial_retransmit_us: micros(config.initial_retransmit),
+                alerts_read: AtomicU32::new(0),
             },
         );
         let stream = SslStream::new(ssl, MemoryChannel::new(config.mtu)).map_err(err)?;
         timer::set_timer_cb(stream.ssl(), retransmit_timer_cb);
+        // SAFETY: the SSL is live and owned by `stream`; the callback is a plain function with
+        // the C signature OpenSSL expects and lives for the whole program.
+        unsafe { SSL_set_info_callback(stream.ssl().as_ptr(), Some(info_cb)) };
         let mut conn = DtlsConn {
             stream,
             role,
@@ -205,6 +270,8 @@ impl DtlsConn {
             timeout: None,
             dropped_records: 0,
             awaiting_client_hello: role == DtlsRole::Server,
+            filter: None,
+            read_stopped: false,
         };
         conn.set_mtu(config.mtu);
         Ok(conn)
@@ -244,36 +311,45 @@ impl DtlsConn {
         self.after_io(now);
     }
 
-    /// One DTLS record datagram (may hold several records).
+    /// One DTLS record datagram (may hold several records). Returns how many records (or
+    /// unparsable remainders) it discarded; they are also added to [`DtlsConn::dropped_records`].
     ///
     /// A server accepts a ClientHello even before `start`, and nothing but a ClientHello until
-    /// its first one; a client ignores datagrams until `start`. Malformed framing is counted in
-    /// [`DtlsConn::dropped_records`] and not shown to OpenSSL. During the handshake OpenSSL
-    /// judges well-framed records and may fail the handshake on a bad one (`Failed`); after
-    /// `Connected` bad records are discarded.
-    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+    /// its first one; a client ignores datagrams until `start`. Malformed framing is discarded
+    /// before OpenSSL sees it. During the handshake OpenSSL judges well-framed records and may
+    /// fail the handshake on a bad one (`Failed`). After `Connected`, OpenSSL sees only records
+    /// that pass the record filter (see the `filter` module), one at a time, and a record it
+    /// silently drops (bad MAC, replay) is counted as discarded too.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> u64 {
+        let discarded = self.receive(datagram);
+        self.dropped_records += discarded;
+        self.after_io(now);
+        discarded
+    }
+
+    fn receive(&mut self, datagram: &[u8]) -> u64 {
         let accepting = match self.state {
             State::Closed | State::Failed => false,
             State::Idle => self.role == DtlsRole::Server,
+            // After reading stopped, records are still parsed so each one is counted.
             State::Handshaking | State::Connected => true,
         };
         if !accepting || datagram.len() > MAX_DATAGRAM_LEN {
-            self.dropped_records += 1;
-            return;
+            return 1;
         }
         let (valid, error) = record::valid_prefix(datagram);
-        if error.is_some() {
-            self.dropped_records += 1;
-        }
+        let mut discarded = u64::from(error.is_some());
         let Some(records) = datagram.get(..valid).filter(|r| !r.is_empty()) else {
-            return;
+            return discarded;
         };
+        if self.state == State::Connected {
+            return discarded + self.receive_established(records);
+        }
         if self.awaiting_client_hello {
             // A server that has not seen a ClientHello has no state worth risking: stray or
             // injected records before it are dropped instead of letting OpenSSL abort on them.
             if !record::starts_with_client_hello(records) {
-                self.dropped_records += 1;
-                return;
+                return discarded + 1;
             }
             self.awaiting_client_hello = false;
         }
@@ -281,26 +357,79 @@ impl DtlsConn {
             self.state = State::Handshaking;
         }
         self.stream.get_mut().push_rx(records);
-        self.drive();
+        discarded += self.drive();
         if self.stream.get_mut().discard_rx() {
             // OpenSSL stopped (failure, close) before reading it.
-            self.dropped_records += 1;
+            discarded += 1;
         }
-        self.after_io(now);
+        discarded
+    }
+
+    /// RFC 6347 section 4.1.2.7: after the handshake, each record is either handed to OpenSSL
+    /// alone (so its fate is known) or discarded. `records` is a whole number of records.
+    fn receive_established(&mut self, records: &[u8]) -> u64 {
+        let mut discarded = 0;
+        let mut rest = records;
+        while let Ok((header, fragment, next)) = record::parse_record(rest) {
+            let (record, _) = rest.split_at(rest.len() - next.len());
+            rest = next;
+            let admitted = self.state == State::Connected
+                && !self.read_stopped
+                && self
+                    .filter
+                    .is_some_and(|f| f.admits(&header, fragment.len()));
+            if !admitted || !self.read_record(record) {
+                discarded += 1;
+            }
+        }
+        discarded
+    }
+
+    /// Hands one admitted record to OpenSSL; returns whether OpenSSL showed it was authentic
+    /// (it answered it, or read an alert from it). Silently dropped records return false.
+    fn read_record(&mut self, record: &[u8]) -> bool {
+        let alerts_before = self.alerts_read();
+        let mark = self.stream.get_mut().tx_mark();
+        self.stream.get_mut().push_rx(record);
+        let end = self.read_records();
+        // Nothing is left unread unless OpenSSL died first.
+        self.stream.get_mut().discard_rx();
+        match end {
+            ReadEnd::WantRead { app_data } => {
+                app_data == 0
+                    && (self.alerts_read() != alerts_before
+                        || self.stream.get_ref().wrote_since(mark))
+            }
+            ReadEnd::CloseNotify => {
+                self.on_peer_close();
+                true
+            }
+            ReadEnd::Fatal(error) => self.on_established_error(&error, mark),
+        }
+    }
+
+    fn alerts_read(&self) -> u32 {
+        conn_data_index()
+            .ok()
+            .and_then(|index| self.stream.ssl().ex_data(index))
+            .map_or(0, |data| data.alerts_read.load(Ordering::Relaxed))
     }
 
     /// Retransmission (RFC 6347 4.2.4): call at or after `poll_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !matches!(self.state, State::Handshaking | State::Connected) {
+        if !self.timer_running() || self.timeout.is_none_or(|deadline| now < deadline) {
             return;
         }
-        if self.timeout.is_none_or(|deadline| now < deadline) {
-            return;
-        }
+        let mark = self.stream.get_mut().tx_mark();
         if timer::handle_timeout(self.stream.ssl()) < 0 {
             // Drain OpenSSL's thread-local error queue so it cannot leak into later calls.
             let _ = ErrorStack::get();
-            self.fail(DtlsError::Timeout);
+            if self.state == State::Connected {
+                // The keys are out: a timer never ends an established association.
+                self.stop_reading(mark);
+            } else {
+                self.fail(DtlsError::Timeout);
+            }
         }
         self.after_io(now);
     }
@@ -312,9 +441,16 @@ impl DtlsConn {
 
     /// When to call `handle_timeout` next, on the caller's clock.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timeout.filter(|_| self.timer_running())
+    }
+
+    /// OpenSSL's retransmission timer matters while handshaking, and after it until reading
+    /// stopped (a connected server answers a resent Finished).
+    fn timer_running(&self) -> bool {
         match self.state {
-            State::Handshaking | State::Connected => self.timeout,
-            State::Idle | State::Closed | State::Failed => None,
+            State::Handshaking => true,
+            State::Connected => !self.read_stopped,
+            State::Idle | State::Closed | State::Failed => false,
         }
     }
 
@@ -326,6 +462,20 @@ impl DtlsConn {
     /// True between `Connected` and close or failure.
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
+    }
+
+    /// True once OpenSSL failed on the established association for a reason other than the
+    /// peer's alert: it stays connected (the SRTP keys are out) but reads no more records.
+    pub fn is_read_stopped(&self) -> bool {
+        self.read_stopped
+    }
+
+    /// The negotiated cipher suite's IANA number, once the handshake has chosen one.
+    pub fn cipher_suite(&self) -> Option<u16> {
+        self.stream
+            .ssl()
+            .current_cipher()
+            .map(|c| u16::from_be_bytes(c.protocol_id()))
     }
 
     /// Queue close_notify (if the handshake got far enough to send one) and stop.
@@ -355,17 +505,18 @@ impl DtlsConn {
         }
     }
 
-    /// Received datagrams (or trailing parts of them) not handed to OpenSSL: malformed or
-    /// oversized framing, arrivals before `start` (client), anything but a ClientHello before
-    /// the first one (server), arrivals after close/failure, and DTLS application data records
-    /// (Sluice sends none). Records OpenSSL itself discards (bad MAC,
-    /// replays, stale epochs) are not visible here.
+    /// Everything [`DtlsConn::handle_datagram`] discarded so far: malformed or oversized framing,
+    /// arrivals before `start` (client), anything but a ClientHello before the first one
+    /// (server), arrivals after close/failure or after reading stopped, DTLS application data
+    /// (Sluice sends none) and, once connected, records the filter refused or OpenSSL silently
+    /// dropped (bad MAC, replays). During the handshake OpenSSL's own silent drops are not
+    /// visible here.
     pub fn dropped_records(&self) -> u64 {
         self.dropped_records
     }
 
-    /// Advances OpenSSL with whatever input is queued.
-    fn drive(&mut self) {
+    /// Advances OpenSSL with whatever input is queued; returns the records it discarded.
+    fn drive(&mut self) -> u64 {
         if self.state == State::Handshaking {
             match self.stream.do_handshake() {
                 Ok(()) => self.on_handshake_done(),
@@ -385,33 +536,94 @@ impl DtlsConn {
                 },
             }
         }
-        if self.state == State::Connected {
-            self.read_records();
+        if self.state != State::Connected {
+            return 0;
+        }
+        // Whatever followed the peer's Finished in the same datagram; the flight that completed
+        // the handshake is already queued and must go out whatever happens next.
+        let mark = self.stream.get_mut().tx_mark();
+        match self.read_records() {
+            ReadEnd::WantRead { app_data } => app_data,
+            ReadEnd::CloseNotify => {
+                self.on_peer_close();
+                0
+            }
+            ReadEnd::Fatal(error) => u64::from(!self.on_established_error(&error, mark)),
         }
     }
 
     /// After the handshake: retransmitted flights (answered by OpenSSL), alerts, close_notify.
-    fn read_records(&mut self) {
+    fn read_records(&mut self) -> ReadEnd {
         let mut scratch = [0u8; READ_SCRATCH_LEN];
+        let mut app_data = 0;
         loop {
             match self.stream.ssl_read(&mut scratch) {
-                Ok(_) => self.dropped_records += 1,
+                Ok(_) => app_data += 1,
                 Err(e) => {
-                    match e.code() {
-                        ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => {}
-                        ErrorCode::ZERO_RETURN => self.on_peer_close(),
-                        _ => self.fail(DtlsError::Protocol(e.to_string())),
-                    }
-                    return;
+                    return match e.code() {
+                        ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => {
+                            ReadEnd::WantRead { app_data }
+                        }
+                        ErrorCode::ZERO_RETURN => ReadEnd::CloseNotify,
+                        _ => ReadEnd::Fatal(e),
+                    };
                 }
             }
         }
+    }
+
+    /// OpenSSL failed after the handshake. Returns true if the peer ended the association with
+    /// an authenticated fatal alert (we fail with its description); otherwise reading stops and
+    /// the association stays up (see `read_stopped`), and false is returned.
+    fn on_established_error(&mut self, error: &openssl::ssl::Error, mark: usize) -> bool {
+        match self.peer_fatal_alert(error) {
+            Some(description) => {
+                self.fail(DtlsError::Alert(description));
+                true
+            }
+            None => {
+                self.stop_reading(mark);
+                false
+            }
+        }
+    }
+
+    /// The description of the fatal alert OpenSSL has just read from the peer, if that is why it
+    /// failed: it then marks the shutdown as received and reports reason 1000 + description.
+    /// OpenSSL only reads alerts that decrypted and authenticated, so no one else can forge this.
+    fn peer_fatal_alert(&mut self, error: &openssl::ssl::Error) -> Option<u8> {
+        if !self.stream.get_shutdown().contains(ShutdownState::RECEIVED) {
+            return None;
+        }
+        error
+            .ssl_error()?
+            .errors()
+            .iter()
+            .filter(|e| e.library_code() == ERR_LIB_SSL)
+            .find_map(|e| u8::try_from(e.reason_code() - SSL_AD_REASON_OFFSET).ok())
+    }
+
+    /// Defense in depth for OpenSSL failing on something other than the peer's alert (a record
+    /// the filter could not foresee, or a timer). The SRTP keys were exported at `Connected` and
+    /// live outside OpenSSL, so media keeps flowing and we do not fail: the association only
+    /// stops reading, and every later record is discarded and counted. What OpenSSL queued while
+    /// failing (its own fatal alert) is taken back, since it would make the peer end the call.
+    fn stop_reading(&mut self, mark: usize) {
+        let _ = ErrorStack::get();
+        self.read_stopped = true;
+        self.timeout = None;
+        self.stream.get_mut().truncate_tx(mark);
+        self.stream.get_mut().discard_rx();
     }
 
     fn on_handshake_done(&mut self) {
         match self.keying_material() {
             Ok(material) => {
                 self.state = State::Connected;
+                self.filter = Some(RecordFilter {
+                    read_epoch: ESTABLISHED_EPOCH,
+                    protection: self.cipher_suite().and_then(RecordProtection::from_suite),
+                });
                 self.events.push_back(DtlsEvent::Connected(material));
             }
             Err(error) => {
@@ -487,11 +699,10 @@ impl DtlsConn {
     /// Closes the pending datagram and maps OpenSSL's timer onto the caller's clock.
     fn after_io(&mut self, now: Instant) {
         self.stream.get_mut().finish_datagram();
-        self.timeout = match self.state {
-            State::Handshaking | State::Connected => {
-                timer::get_timeout(self.stream.ssl()).map(|left| now + left)
-            }
-            State::Idle | State::Closed | State::Failed => None,
+        self.timeout = if self.timer_running() {
+            timer::get_timeout(self.stream.ssl()).map(|left| now + left)
+        } else {
+            None
         };
     }
 }

@@ -14,6 +14,7 @@
 mod cert;
 mod channel;
 mod conn;
+mod filter;
 mod fingerprint;
 pub mod record;
 mod timer;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use cert::DtlsCert;
 pub use conn::DtlsConn;
+pub use filter::{RecordFilter, RecordProtection};
 pub use fingerprint::{Fingerprint, HashAlg};
 
 /// Which side of the DTLS handshake we play.
@@ -145,8 +147,9 @@ pub enum DtlsError {
     UnsupportedHash,
     /// The handshake gave up after too many retransmissions (RFC 6347 section 4.2.4).
     Timeout,
-    /// A fatal error after the handshake (e.g. the peer sent a fatal alert).
-    Protocol(String),
+    /// After the handshake, the peer sent an authenticated fatal alert with this description
+    /// (RFC 5246 section 7.2). Nothing else ends an established association with an error.
+    Alert(u8),
 }
 
 impl fmt::Display for DtlsError {
@@ -161,19 +164,52 @@ impl fmt::Display for DtlsError {
             DtlsError::BadFingerprint => f.write_str("malformed fingerprint value"),
             DtlsError::UnsupportedHash => f.write_str("unsupported fingerprint hash function"),
             DtlsError::Timeout => f.write_str("DTLS handshake timed out"),
-            DtlsError::Protocol(reason) => write!(f, "DTLS connection failed: {reason}"),
+            DtlsError::Alert(description) => match alert_name(*description) {
+                Some(name) => write!(f, "peer sent fatal alert {name}({description})"),
+                None => write!(f, "peer sent fatal alert {description}"),
+            },
         }
     }
 }
 
 impl std::error::Error for DtlsError {}
 
+/// RFC 5246 section 7.2 (with RFC 5746, RFC 7301): the AlertDescription names.
+pub fn alert_name(description: u8) -> Option<&'static str> {
+    Some(match description {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        90 => "user_canceled",
+        100 => "no_renegotiation",
+        110 => "unsupported_extension",
+        120 => "no_application_protocol",
+        _ => return None,
+    })
+}
+
 /// What a [`DtlsConn`] reports through `poll_event`.
 #[derive(Clone, Debug)]
 pub enum DtlsEvent {
     /// Once, after the handshake and the fingerprint check.
     Connected(SrtpKeyingMaterial),
-    /// Handshake error or fingerprint mismatch; the connection is dead afterwards.
+    /// Handshake error, fingerprint mismatch, or the peer's fatal alert after the handshake;
+    /// the connection is dead afterwards.
     Failed(DtlsError),
     /// Peer sent close_notify.
     Closed,

@@ -609,6 +609,7 @@ impl State {
                     failure,
                 } => self.on_state(id, state, detail, failure),
                 Note::MediaReady => media_ready = true,
+                Note::Dropped { reason, count } => self.total.drop_n(reason, count),
             }
         }
         if media_ready {
@@ -665,13 +666,14 @@ impl State {
         t.fail(FailureKind::Panic, detail.into());
         while t.poll_transmit().is_some() {}
         while let Some(note) = self.transports.get_mut(&id).and_then(Transport::poll_note) {
-            if let Note::State {
-                state,
-                detail,
-                failure,
-            } = note
-            {
-                self.on_state(id, state, detail, failure);
+            match note {
+                Note::State {
+                    state,
+                    detail,
+                    failure,
+                } => self.on_state(id, state, detail, failure),
+                Note::Dropped { reason, count } => self.total.drop_n(reason, count),
+                Note::Address(_) | Note::MediaReady => {}
             }
         }
     }

@@ -2,6 +2,8 @@
 //! (ICE controlled, DTLS active), on a real loopback socket, talking to a real Shard.
 #![allow(dead_code)]
 
+pub mod spoof;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
