@@ -362,7 +362,15 @@ class PrivateApi:
         except Colibri2Error as exc:
             return _colibri2_error(exc)
 
-    def _describe(self, meeting_id: str) -> dict[str, object] | None:
+    async def _remotes(self) -> Mapping[object, object]:
+        """Each transport's selected remote address (operators' view; empty if the core is not answering)."""
+        snapshot, _ = await self._snapshot()
+        transports = snapshot.get("transports") if snapshot is not None else None
+        if not isinstance(transports, Mapping):
+            return {}
+        return {tid: t.get("selected_remote") for tid, t in transports.items() if isinstance(t, Mapping)}
+
+    def _describe(self, meeting_id: str, remotes: Mapping[object, object]) -> dict[str, object] | None:
         conference = self.handler.conference(meeting_id)
         if conference is None:
             return None
@@ -372,17 +380,21 @@ class PrivateApi:
             item: dict[str, object] = {"id": ep.id, "transport-state": ep.state}
             if info is not None and info.stats_id is not None:
                 item["stats-id"] = info.stats_id
+            remote = remotes.get(ep.transport_id)
+            if isinstance(remote, str):
+                item["remote-address"] = remote
             endpoints.append(item)
         return {"meeting-id": meeting_id, "endpoints": endpoints}
 
     async def list_conferences(self, _request: web.Request) -> web.Response:
         meeting_ids = sorted({c.meeting_id for c in self.bridge.conferences.values()})
-        described = [d for d in map(self._describe, meeting_ids) if d is not None]
+        remotes = await self._remotes()
+        described = [d for d in (self._describe(m, remotes) for m in meeting_ids) if d is not None]
         return web.json_response({"conferences": described})
 
     async def get_conference(self, request: web.Request) -> web.Response:
         meeting_id = request.match_info["meeting_id"]
-        described = self._describe(meeting_id)
+        described = self._describe(meeting_id, await self._remotes())
         if described is None:
             return _error(
                 404,

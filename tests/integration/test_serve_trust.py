@@ -9,6 +9,7 @@ refused with its error, counted on the private `/metrics`, and the call must kee
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import xml.etree.ElementTree as ET
@@ -21,10 +22,11 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers.call import wait_until
+from tests.helpers.call import wait_until, wait_until_async
 from tests.helpers.jicofo import start_sluice
 from tests.helpers.jingle_peer import JinglePeer
 from tests.helpers.prosody import free_tcp_port
+from tests.helpers.spoof import kernel_drops, spoof_every_kind
 from tests.helpers.xmppd import SlixClient, error_condition
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -66,13 +68,27 @@ class Served:
                 out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return out
 
-    async def endpoints(self) -> dict[str, set[str]]:
+    async def conferences(self) -> list[dict[str, object]]:
         async with (
             aiohttp.ClientSession() as http,
             http.get(f"{self.private}/colibri/v2/conferences") as resp,
         ):
             body = await resp.json()
-        return {c["meeting-id"]: {e["id"] for e in c["endpoints"]} for c in body["conferences"]}
+        conferences: list[dict[str, object]] = body["conferences"]
+        return conferences
+
+    async def endpoints(self) -> dict[str, set[str]]:
+        return {
+            str(c["meeting-id"]): {e["id"] for e in c["endpoints"]}  # type: ignore[attr-defined]
+            for c in await self.conferences()
+        }
+
+    @property
+    def media(self) -> tuple[str, int]:
+        line = next(line for line in self.output if "media on UDP" in line)
+        m = re.search(r"\('([0-9.]+)', ([0-9]+)\)", line)
+        assert m is not None, line
+        return m.group(1), int(m.group(2))
 
 
 def event(metrics: dict[str, float], component: str, name: str) -> float:
@@ -266,6 +282,36 @@ async def test_attack_4_rooms_are_bounded_and_rooms_nobody_joins_are_given_up(
     assert after["sluice_xmpp_rooms"] == 2  # the call's room and the brewery
     assert list((await served.endpoints()).values()) == [{p.nick for p in call}]
     await keeps_decoding(call)
+
+
+async def test_attack_5_spoofed_dtls_from_a_participants_address_ends_no_call(
+    served: Served, call: list[JinglePeer]
+) -> None:
+    (conference,) = await served.conferences()
+    endpoints = conference["endpoints"]
+    assert isinstance(endpoints, list)
+    victim = endpoints[0]
+    host, port = str(victim["remote-address"]).rsplit(":", 1)
+    before = await served.metrics()
+    drops_before = kernel_drops(served.media[1])
+    sent = await spoof_every_kind((host, int(port)), served.media)
+    key = 'sluice_packets_dropped_total{reason="dtls_invalid"}'
+
+    async def arrived() -> bool:
+        m = await served.metrics()
+        return m.get(key, 0.0) - before.get(key, 0.0) + kernel_drops(served.media[1]) - drops_before >= sent
+
+    await wait_until_async(arrived, within=15, interval=0.2)
+    after = await served.metrics()
+    counted = after.get(key, 0.0) - before.get(key, 0.0)
+    lost = kernel_drops(served.media[1]) - drops_before
+    print(f"spoofed {sent} DTLS records from {host}:{port}: {counted:.0f} counted dtls_invalid, {lost} lost")
+    assert sent - lost <= counted <= sent
+    failures = {k: v for k, v in after.items() if k.startswith("sluice_transport_failures_total")}
+    assert sum(failures.values()) == 0, failures
+    (still,) = await served.conferences()
+    assert {e["transport-state"] for e in still["endpoints"]} == {"connected"}  # type: ignore[attr-defined]
+    await keeps_decoding(call, frames=40)
 
 
 async def test_attack_7_cross_site_requests_to_the_private_api_change_nothing(
