@@ -22,6 +22,15 @@ class XmppLimits:
     #: Sessions authenticated with a configured account (focus, bridges) are not rate limited, like Jitsi's
     #: Prosody `unlimited_jids`.
     rate_limit_accounts: bool = False
+    #: Bytes waiting for one peer (our queue plus the transport's buffer, above the kernel's socket buffer)
+    #: before it is cut off as a slow reader. The biggest burst a healthy client gets is joining a full room:
+    #: one presence per occupant, about 1 KiB each from Jitsi clients (~100 KB at 100 occupants), so 1 MiB
+    #: leaves a tenfold margin while a client that stops reading costs at most this much.
+    max_send_queue_bytes: int = 1024 * 1024
+    #: Seconds output may wait with the peer taking no byte of it before the peer is cut off as stalled.
+    #: TCP backs off retransmits exponentially, so a live peer can stall about twice as long as its network
+    #: outage; 30 s rides out ~15 s outages, and the byte bound caps what a stalled peer holds meanwhile.
+    send_stall_timeout: float = 30.0
     #: Open connections (authenticated or not); more get `resource-constraint`.
     max_connections: int = 10_000
     #: Seconds from connect until a bound resource; then `connection-timeout`.

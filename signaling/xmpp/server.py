@@ -1,17 +1,22 @@
 """asyncio adapters for the sans-IO core: c2s over TCP (with STARTTLS) and over WebSocket (RFC 7395, aiohttp).
 
 The adapters own sockets and the clock; after each call into the core they flush every connection that has
-output. A peer that does not read its output is cut off once its write buffer passes a bound, so one slow
-client cannot grow the server's memory.
+output. What waits for each peer (our queue plus the transport's buffers) is watched by a `SendMonitor`: a
+peer with more than `max_send_queue_bytes` waiting, or one that takes nothing for `send_stall_timeout` while
+output waits, is a slow reader. Its transport is aborted at once (no close handshake, no drain), its session
+ends in the core right away (it leaves its rooms as if it had left) and what was queued for it is dropped, so
+one client that stops reading cannot grow the server's memory past that bound.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -19,77 +24,151 @@ from aiohttp import WSMsgType, web
 
 from signaling.xmpp.config import XmppServerConfig
 from signaling.xmpp.core import Close, Connection, Framing, Output, StartTls, XmppCore
+from signaling.xmpp.sendqueue import SendMonitor, SlowReader
 
 log = logging.getLogger(__name__)
 
-#: Bytes queued to one peer before it counts as a slow consumer and is disconnected.
-MAX_WRITE_BUFFER = 8 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 TLS_HANDSHAKE_TIMEOUT = 10.0
+#: Slow readers are looked for this often, as a fraction of `send_stall_timeout` (so a stall is seen
+#: between 1 and 1.25 timeouts after the peer last took a byte).
+SWEEPS_PER_STALL_TIMEOUT = 4
 
 
-class _TcpLink:
-    def __init__(self, writer: asyncio.StreamWriter, counters: Callable[[str], None]) -> None:
-        self.writer = writer
-        self.count = counters
-        self.starttls = False
-        self.pending: list[Output] = []
+class _Link(abc.ABC):
+    """One peer's way out: the raw transport (its buffer counts; it is what gets aborted) and a monitor."""
+
+    def __init__(self, cid: int, transport: asyncio.WriteTransport, monitor: SendMonitor) -> None:
+        self.id = cid
+        self.transport = transport
+        self.monitor = monitor
+        #: Bytes handed to the transport or queued for it since the link opened.
+        self.written = 0
+        #: A Close was pushed (or the link was aborted): nothing more is accepted.
         self.closing = False
+        self.aborted = False
+
+    @abc.abstractmethod
+    def push(self, items: list[Output]) -> None: ...
+
+    @abc.abstractmethod
+    def queued(self) -> int:
+        """Bytes waiting for the peer in our queue and the transports' buffers."""
+
+    def abort(self) -> None:
+        """Drops the connection now: RST, no close handshake, the transport's buffer freed."""
+        self.aborted = self.closing = True
+        self.transport.abort()
+
+
+class _TcpLink(_Link):
+    def __init__(self, cid: int, writer: asyncio.StreamWriter, monitor: SendMonitor) -> None:
+        super().__init__(cid, writer.transport, monitor)
+        self.writer = writer
+        self.starttls = False
+        #: Output after StartTls waits here until the handshake is done.
+        self.held: list[Output] = []
+        self.held_bytes = 0
 
     def push(self, items: list[Output]) -> None:
         for item in items:
-            if self.closing:
+            if self.closing or self.writer.transport.is_closing():  # gone: asyncio would drop it anyway
                 return
             if self.starttls:
-                self.pending.append(item)
+                self.held.append(item)
+                if isinstance(item, str):
+                    self.held_bytes += len(item.encode())
             elif isinstance(item, str):
-                self.writer.write(item.encode())
+                data = item.encode()
+                self.written += len(data)
+                self.writer.write(data)
             elif isinstance(item, StartTls):
                 self.starttls = True
             elif isinstance(item, Close):
                 self.closing = True
                 self.writer.close()
-        transport = self.writer.transport
-        if not self.closing and transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            self.count("slow_consumers_disconnected")
-            self.closing = True
-            transport.abort()
+
+    def tls_ready(self) -> None:
+        """The handshake is done: what waited for it goes out, in order."""
+        held, self.held, self.held_bytes = self.held, [], 0
+        self.starttls = False
+        self.push(held)
+
+    def queued(self) -> int:
+        if self.aborted:
+            return 0
+        size = self.held_bytes + self.transport.get_write_buffer_size()
+        if self.writer.transport is not self.transport:  # after STARTTLS the TLS layer buffers too
+            size += self.writer.transport.get_write_buffer_size()
+        return size
 
 
-class _WsLink:
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+class _WsLink(_Link):
+    """Frames wait in a deque for one sender task that exists only while there are frames.
+
+    aiohttp writes WebSocket frames only through coroutines, so a task does the writing; the deque is bounded
+    by the send monitor (its bytes count with the transport's), and one task keeps the frames in order.
+    """
+
+    def __init__(
+        self, cid: int, ws: web.WebSocketResponse, transport: asyncio.WriteTransport, monitor: SendMonitor
+    ) -> None:
+        super().__init__(cid, transport, monitor)
         self.ws = ws
-        self.queue: asyncio.Queue[Output] = asyncio.Queue()
-        self.queued_bytes = 0
-        self.closing = False
-        self.task = asyncio.create_task(self._send(), name="xmpp-ws-send")
+        self.frames: deque[bytes | Close] = deque()
+        self.frame_bytes = 0
+        self.sender: asyncio.Task[None] | None = None
 
-    def push(self, items: list[Output]) -> bool:
-        """False when the peer is too slow (the caller disconnects it)."""
+    def push(self, items: list[Output]) -> None:
         for item in items:
             if self.closing:
                 break
-            if isinstance(item, Close):
+            if isinstance(item, str):
+                data = item.encode()
+                self.frames.append(data)
+                self.frame_bytes += len(data)
+                self.written += len(data)
+            elif isinstance(item, Close):
                 self.closing = True
-            elif isinstance(item, str):
-                self.queued_bytes += len(item)
-            self.queue.put_nowait(item)
-        return self.queued_bytes <= MAX_WRITE_BUFFER
+                self.frames.append(item)
+            # StartTls never comes: TLS for WebSocket belongs to the HTTP server.
+        if self.frames and self.sender is None:
+            self.sender = asyncio.create_task(self._send(), name=f"xmpp-ws-send-{self.id}")
 
     async def _send(self) -> None:
-        while True:
-            item = await self.queue.get()
-            if isinstance(item, str):
-                self.queued_bytes -= len(item)
-                if self.ws.closed:
-                    continue
-                try:
-                    await self.ws.send_str(item)
-                except (ConnectionError, RuntimeError):
-                    continue
-            elif isinstance(item, Close):
-                await self.ws.close()
-                return
+        try:
+            while self.frames:
+                item = self.frames.popleft()
+                if isinstance(item, bytes):
+                    self.frame_bytes -= len(item)
+                    await self.ws.send_frame(item, WSMsgType.TEXT)
+                else:
+                    await self.ws.close()
+        except ConnectionError:
+            self.discard()  # the transport is closing or gone: nothing left can reach the peer
+        except Exception:
+            log.exception("xmpp: websocket %d: sending failed", self.id)
+            self.abort()
+        finally:
+            self.sender = None
+
+    def discard(self) -> None:
+        """Drops every queued frame and stops the sender."""
+        self.frames.clear()
+        self.frame_bytes = 0
+        sender, self.sender = self.sender, None
+        if sender is not None and sender is not asyncio.current_task():
+            sender.cancel()
+
+    def abort(self) -> None:
+        super().abort()
+        self.discard()
+
+    def queued(self) -> int:
+        if self.aborted:
+            return 0
+        # Behind a TLS-terminating aiohttp the raw socket's buffer is not visible here; ours is plain HTTP.
+        return self.frame_bytes + self.transport.get_write_buffer_size()
 
 
 class XmppServer:
@@ -100,13 +179,15 @@ class XmppServer:
         self.core = XmppCore(config)
         self._clock = clock
         self._server: asyncio.Server | None = None
-        self._links: dict[int, _TcpLink | _WsLink] = {}
+        #: Every link whose transport may still hold output for its peer, registered or closing.
+        self._links: dict[int, _Link] = {}
+        #: Connections the core still knows; a slow reader leaves here before its handler notices.
         self._connections: dict[int, Connection] = {}
         self._handlers: set[asyncio.Task[None]] = set()
-        self._closers: set[asyncio.Future[bool]] = set()
         self._timer_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._ssl: ssl.SSLContext | None = None
+        self._send_peak = 0
         self.tcp_port = 0
 
     # ---- lifecycle
@@ -130,9 +211,6 @@ class XmppServer:
         for conn in list(self._connections.values()):
             conn.stream_error("system-shutdown", "The server is shutting down")
         self._flush()
-        ws_tasks = [link.task for link in self._links.values() if isinstance(link, _WsLink)]
-        if ws_tasks:
-            await asyncio.wait(ws_tasks, timeout=2.0)
         handlers = list(self._handlers)
         if handlers:
             _, pending = await asyncio.wait(handlers, timeout=2.0)
@@ -141,6 +219,9 @@ class XmppServer:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        for link in list(self._links.values()):  # peers that did not take their last bytes in time
+            link.abort()
+        self._links.clear()
         if self._timer_task is not None:
             self._timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -158,7 +239,16 @@ class XmppServer:
         await self.stop()
 
     def stats(self) -> dict[str, int]:
-        return self.core.stats()
+        """The core's counters and gauges, plus the bytes waiting for peers now and the most one peer had."""
+        out = self.core.stats()
+        out["send_queue_bytes"] = sum(link.queued() for link in self._links.values())
+        out["send_queue_peak_bytes"] = self._send_peak
+        return out
+
+    def queued_bytes(self, connection_id: int) -> int | None:
+        """Bytes waiting for one connection's peer; None once its link is gone."""
+        link = self._links.get(connection_id)
+        return None if link is None else link.queued()
 
     # ---- plumbing
 
@@ -168,16 +258,24 @@ class XmppServer:
     def _count(self, name: str) -> None:
         self.core.counters[name] += 1
 
-    def _register(self, conn: Connection, link: _TcpLink | _WsLink) -> None:
+    def _monitor(self) -> SendMonitor:
+        limits = self.config.limits
+        return SendMonitor(limits.max_send_queue_bytes, limits.send_stall_timeout)
+
+    def _register(self, conn: Connection, link: _Link) -> None:
         self._links[conn.id] = link
         self._connections[conn.id] = conn
         self._wake.set()
 
-    def _unregister(self, conn: Connection) -> None:
-        conn.connection_lost(self._now())
-        self._flush()
-        self._links.pop(conn.id, None)
-        self._connections.pop(conn.id, None)
+    def _drop(self, conn: Connection) -> None:
+        """Ends `conn` in the core once (its session leaves its rooms); the caller flushes what follows."""
+        if self._connections.pop(conn.id, None) is not None:
+            conn.connection_lost(self._now())
+
+    def _release(self, link: _Link) -> None:
+        """The handler is done: forget the link unless its transport still has output to watch."""
+        if link.aborted or link.queued() == 0:
+            self._links.pop(link.id, None)
 
     def _guarded(self, conn: Connection, receive: Callable[[float, Any], None], data: Any) -> None:
         """A bug in the core must cost one stream, never the server: log, count, end that stream."""
@@ -189,28 +287,56 @@ class XmppServer:
             conn.stream_error("internal-server-error")
 
     def _flush(self) -> None:
-        for conn in self.core.take_dirty():
-            items = conn.take_output()
-            link = self._links.get(conn.id)
-            if link is None:
-                continue
-            if isinstance(link, _WsLink):
-                if not link.push(items):
-                    self._count("slow_consumers_disconnected")
-                    link.closing = True
-                    link.task.cancel()
-                    self._closers.add(asyncio.ensure_future(link.ws.close()))
-            else:
+        now = self._now()
+        # A slow reader cut off here makes output for the rest of its rooms: loop until none is left.
+        while dirty := self.core.take_dirty():
+            for conn in dirty:
+                items = conn.take_output()
+                link = self._links.get(conn.id)
+                if link is None or link.aborted:
+                    continue
                 link.push(items)
+                self._check(link, now)
+
+    def _check(self, link: _Link, now: float) -> None:
+        queued = link.queued()
+        self._send_peak = max(self._send_peak, queued)
+        verdict = link.monitor.check(now, queued, link.written)
+        if verdict is not None:
+            self._cut_off(link, verdict, now)
+        elif queued == 0 and link.id not in self._connections:
+            self._links.pop(link.id, None)  # closed, and its last bytes have gone out
+
+    def _cut_off(self, link: _Link, why: SlowReader, now: float) -> None:
+        self._count("slow_consumers_disconnected")
+        self._count(why.value)
+        log.info("xmpp: connection %d is a slow reader (%s): aborted", link.id, why.name.lower())
+        link.abort()
+        self._links.pop(link.id, None)
+        conn = self._connections.pop(link.id, None)
+        if conn is not None:
+            conn.connection_lost(now)
+
+    def _sweep(self, now: float) -> None:
+        """Finds peers that stalled while nothing new was written to them."""
+        for link in list(self._links.values()):
+            if not link.aborted:
+                self._check(link, now)
 
     async def _timer(self) -> None:
+        sweep_every = self.config.limits.send_stall_timeout / SWEEPS_PER_STALL_TIMEOUT
+        next_sweep = self._now() + sweep_every
         while True:
             deadline = self.core.poll_timeout()
+            deadline = next_sweep if deadline is None else min(deadline, next_sweep)
             self._wake.clear()
-            timeout = None if deadline is None else max(deadline - self._now(), 0.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self.core.handle_timer(self._now())
+                await asyncio.wait_for(self._wake.wait(), max(deadline - self._now(), 0.0))
+            now = self._now()
+            self.core.handle_timer(now)
+            if now >= next_sweep:
+                self._sweep(now)
+                next_sweep = now + sweep_every
             self._flush()
 
     # ---- TCP (RFC 6120)
@@ -223,7 +349,7 @@ class XmppServer:
         conn = self.core.open_connection(
             self._now(), Framing.TCP, address=str(peer[0]) if isinstance(peer, tuple) else ""
         )
-        link = _TcpLink(writer, self._count)
+        link = _TcpLink(conn.id, writer, self._monitor())
         self._register(conn, link)
         try:
             while not conn.closed and not link.closing:
@@ -232,17 +358,25 @@ class XmppServer:
                     break
                 self._guarded(conn, conn.receive_data, data)
                 self._flush()
-                if link.starttls:
+                if link.starttls and not link.closing:
                     await self._upgrade(conn, link)
         except (ConnectionError, OSError, ssl.SSLError, TimeoutError) as exc:
             log.info("xmpp: tcp connection %d: %s", conn.id, exc)
         finally:
-            self._unregister(conn)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            if task is not None:
-                self._handlers.discard(task)
+            self._drop(conn)
+            self._flush()
+            if not link.aborted and not writer.transport.is_closing():
+                # What is queued still goes out; the sweep aborts a peer that stops taking it. (Closing a TLS
+                # transport twice drops its protocol, after which it cannot even tell its buffer size.)
+                writer.close()
+            self._release(link)
+            try:
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+                self._links.pop(conn.id, None)
+            finally:  # even when cancelled while waiting
+                if task is not None:
+                    self._handlers.discard(task)
 
     async def _upgrade(self, conn: Connection, link: _TcpLink) -> None:
         """STARTTLS (RFC 6120 §5.4.3.3): `<proceed/>` is written; the handshake follows on the same socket."""
@@ -253,10 +387,8 @@ class XmppServer:
             self._count("tls_handshake_failures")
             raise
         self._count("tls_established")
-        link.starttls = False
         conn.tls_established(self._now())
-        pending, link.pending = link.pending, []
-        link.push(pending)
+        link.tls_ready()
         self._flush()
 
     # ---- WebSocket (RFC 7395)
@@ -272,13 +404,16 @@ class XmppServer:
             self._count("websocket_without_xmpp_protocol")
             await ws.close(code=1002, message=b"the xmpp subprotocol is required")
             return ws
+        transport = request.transport
+        if not isinstance(transport, asyncio.WriteTransport):  # gone already
+            return ws
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
         conn = self.core.open_connection(
             self._now(), Framing.WEBSOCKET, secure=request.secure, address=request.remote or ""
         )
-        link = _WsLink(ws)
+        link = _WsLink(conn.id, ws, transport, self._monitor())
         self._register(conn, link)
         try:
             async for msg in ws:
@@ -294,13 +429,20 @@ class XmppServer:
                 if conn.closed or link.closing:
                     break
         finally:
-            self._unregister(conn)
-            if not link.closing:
-                link.push([Close()])
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(link.task, 2.0)
-            if not ws.closed:
-                await ws.close()
-            if task is not None:
-                self._handlers.discard(task)
+            self._drop(conn)
+            self._flush()
+            try:
+                if not link.closing:
+                    # The peer left, or we are cancelled: nothing queued can reach it any more.
+                    link.discard()
+                    if not ws.closed:
+                        link.abort()
+                elif link.sender is not None:
+                    # Our Close: the sender writes what is left and closes the WebSocket. Bounded, as the
+                    # sweep aborts a peer that stops taking bytes (which cancels the sender).
+                    await asyncio.wait({link.sender})
+            finally:  # aiohttp cancels the handler when the connection is lost, maybe in that wait
+                self._release(link)
+                if task is not None:
+                    self._handlers.discard(task)
         return ws

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socket
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -319,6 +320,17 @@ class SlixClient:
         return reply.xml  # type: ignore[no-any-return]
 
 
+def small_receive_buffer(rcvbuf: int) -> Callable[[int, int, int], socket.socket]:
+    """A socket factory for a client that reads slowly or never: little fits in its kernel buffer."""
+
+    def make(family: int, kind: int, proto: int) -> socket.socket:
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        return sock
+
+    return make
+
+
 class RawTcp:
     """Hand-written XMPP over TCP: for bytes no well-behaved client library would send."""
 
@@ -330,8 +342,19 @@ class RawTcp:
         self.eof = False
 
     @classmethod
-    async def connect(cls, port: int) -> RawTcp:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def connect(cls, port: int, *, rcvbuf: int | None = None) -> RawTcp:
+        """`rcvbuf` shrinks the socket's receive buffer (before connecting, so the window is small too)."""
+        if rcvbuf is None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            return cls(reader, writer)
+        sock = small_receive_buffer(rcvbuf)(socket.AF_INET, socket.SOCK_STREAM, 0)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        reader, writer = await asyncio.open_connection(sock=sock)
         return cls(reader, writer)
 
     def write(self, data: bytes | str) -> None:
@@ -401,8 +424,16 @@ class RawWebSocket:
         self.ws = ws
 
     @classmethod
-    async def connect(cls, url: str, protocols: tuple[str, ...] = ("xmpp",)) -> RawWebSocket:
-        session = aiohttp.ClientSession()
+    async def connect(
+        cls, url: str, protocols: tuple[str, ...] = ("xmpp",), *, rcvbuf: int | None = None
+    ) -> RawWebSocket:
+        """`rcvbuf` shrinks the socket's receive buffer (before connecting, so the window is small too)."""
+        if rcvbuf is None:
+            session = aiohttp.ClientSession()
+        else:
+            factory = small_receive_buffer(rcvbuf)
+            connector = aiohttp.TCPConnector(socket_factory=lambda info: factory(info[0], info[1], info[2]))
+            session = aiohttp.ClientSession(connector=connector)
         try:
             ws = await session.ws_connect(url, protocols=protocols)
         except BaseException:
