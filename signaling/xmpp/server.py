@@ -404,8 +404,8 @@ class XmppServer:
             self._count("websocket_without_xmpp_protocol")
             await ws.close(code=1002, message=b"the xmpp subprotocol is required")
             return ws
-        transport = request.transport
-        if not isinstance(transport, asyncio.WriteTransport):  # gone already
+        transport = request.transport  # (uvloop's transports are not asyncio.Transport subclasses)
+        if transport is None:  # gone already
             return ws
         task = asyncio.current_task()
         if task is not None:

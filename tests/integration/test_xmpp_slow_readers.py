@@ -4,6 +4,9 @@ The focus floods a room with numbered groupchat messages while one participant n
 small SO_RCVBUF keeps the kernel from hiding the backlog). The server must cut that participant off at the
 byte bound or after the stall timeout, end its session at once (the others see it leave), drop what was
 queued for it, and keep serving the fast clients, who get every message in order.
+
+Each test runs twice, on its own event loop: asyncio with aiohttp's test server (which cancels a handler
+whose connection is lost), and uvloop with an AppRunner, as `sluice serve` runs (transports differ there).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import ssl
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 import slixmpp
+import uvloop
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from signaling.xmpp import XmppLimits, XmppServer, XmppServerConfig
 from tests.helpers.xmppd import CLIENT, FRAMING, MUC, RawTcp, RawWebSocket, SlixClient, status_codes
@@ -53,15 +56,28 @@ class Xmppd:
     server: XmppServer
     ws_url: str
     tls: bool
+    #: SlixClients to disconnect at the end.
+    clients: list[SlixClient]
 
     @property
     def port(self) -> int:
         return self.server.tcp_port
 
 
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
+    "asyncio": asyncio.run,
+    "uvloop-as-serve": uvloop.run,
+}
+
+
+@pytest.fixture(params=list(LOOPS))
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, None]], None]:
+    return LOOPS[request.param]
+
+
 @contextlib.asynccontextmanager
 async def serve(limits: XmppLimits, certs: tuple[str, str] | None = None) -> AsyncIterator[Xmppd]:
-    """With `certs`, c2s requires STARTTLS."""
+    """With `certs`, c2s requires STARTTLS. On uvloop, the web app runs as `sluice serve` runs it."""
     cert, key = certs or (None, None)
     config = XmppServerConfig(
         domain=DOMAIN, accounts=ACCOUNTS, tcp_port=0, limits=limits, tls_cert=cert, tls_key=key
@@ -70,41 +86,39 @@ async def serve(limits: XmppLimits, certs: tuple[str, str] | None = None) -> Asy
     await server.start()
     app = web.Application()
     app.router.add_get("/xmpp-websocket", server.websocket_handler)
-    http = TestServer(app, host="127.0.0.1")
-    await http.start_server()
+    as_serve = isinstance(asyncio.get_running_loop(), uvloop.Loop)
+    # aiohttp's TestServer cancels the handler of a lost connection; `sluice serve`'s AppRunner does not.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=not as_serve)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    clients: list[SlixClient] = []
     try:
-        yield Xmppd(
-            server, str(http.make_url("/xmpp-websocket")).replace("http://", "ws://"), certs is not None
-        )
+        yield Xmppd(server, f"ws://127.0.0.1:{port}/xmpp-websocket", certs is not None, clients)
     finally:
+        for client in clients:
+            if client.xmpp.transport is not None:
+                try:
+                    await client.disconnect()
+                except (TimeoutError, ConnectionError):
+                    client.xmpp.abort()
         await server.stop()
-        await http.close()
+        await runner.cleanup()
 
 
-@pytest.fixture
-async def clients() -> AsyncIterator[list[SlixClient]]:
-    made: list[SlixClient] = []
-    yield made
-    for client in made:
-        if client.xmpp.transport is not None:
-            try:
-                await client.disconnect()
-            except (TimeoutError, ConnectionError):
-                client.xmpp.abort()
-
-
-async def focus_in_room(xmppd: Xmppd, clients: list[SlixClient]) -> SlixClient:
+async def focus_in_room(xmppd: Xmppd) -> SlixClient:
     """The focus creates the room (only it may) and is the flooder: accounts are not rate limited."""
     focus = SlixClient(f"focus@auth.{DOMAIN}/focus", FOCUS_PASSWORD, tls=xmppd.tls)
-    clients.append(focus)
+    xmppd.clients.append(focus)
     await focus.connect(xmppd.port)
     await focus.join(ROOM, "focus")
     return focus
 
 
-async def fast_tcp(xmppd: Xmppd, clients: list[SlixClient]) -> SlixClient:
+async def fast_tcp(xmppd: Xmppd) -> SlixClient:
     client = SlixClient(DOMAIN, tls=xmppd.tls)
-    clients.append(client)
+    xmppd.clients.append(client)
     await client.connect(xmppd.port)
     await client.join(ROOM, "fast0001")
     return client
@@ -193,6 +207,12 @@ async def received_all(fast: SlixClient, fast_ws: FastWebSocket, sent: int, time
     assert fast_ws.seen == list(range(sent))
 
 
+def label(framing: str = "") -> str:
+    """For the measurements printed with `pytest -s`: the framing and the event loop."""
+    loop = "uvloop" if isinstance(asyncio.get_running_loop(), uvloop.Loop) else "asyncio"
+    return f"[{framing} on {loop}]" if framing else f"[{loop}]"
+
+
 def left(nick: str) -> Callable[[ET.Element], bool]:
     return lambda p: p.get("from") == f"{ROOM}/{nick}" and p.get("type") == "unavailable"
 
@@ -266,16 +286,19 @@ async def join_slow(xmppd: Xmppd, framing: str) -> SlowClient:
 
 
 @pytest.mark.parametrize("framing", ["ws", "tcp", "tls"])
-async def test_reader_that_stops_is_cut_off_at_the_byte_bound(
-    framing: str, clients: list[SlixClient], tmp_path: Path
+def test_reader_that_stops_is_cut_off_at_the_byte_bound(
+    run: Callable[[Coroutine[Any, Any, None]], None], framing: str, tmp_path: Path
 ) -> None:
     """`tls`: c2s after STARTTLS, where the TLS layer and the socket under it both buffer."""
-    certs = make_self_signed(tmp_path) if framing == "tls" else None
+    run(reader_that_stops(framing, make_self_signed(tmp_path) if framing == "tls" else None))
+
+
+async def reader_that_stops(framing: str, certs: tuple[str, str] | None) -> None:
     # A long stall timeout: here only the byte bound may act.
     async with serve(XmppLimits(max_send_queue_bytes=BOUND, send_stall_timeout=60.0), certs) as xmppd:
         server = xmppd.server
-        focus = await focus_in_room(xmppd, clients)
-        fast = await fast_tcp(xmppd, clients)
+        focus = await focus_in_room(xmppd)
+        fast = await fast_tcp(xmppd)
         fast_ws = await FastWebSocket.join(xmppd)
         slow = await join_slow(xmppd, framing)
         handlers = len(server._handlers)  # the slow client's handler must end
@@ -293,7 +316,7 @@ async def test_reader_that_stops_is_cut_off_at_the_byte_bound(
             await flood.stop()
         stats = server.stats()
         print(
-            f"\n[{framing}] {BACKLOG} bytes waiting at {queued_at - start:.2f}s,"
+            f"\n{label(framing)} {BACKLOG} bytes waiting at {queued_at - start:.2f}s,"
             f" cut off {cut_at - queued_at:.3f}s later, seen leaving {seen_at - cut_at:.3f}s after that;"
             f" peak queued {stats['send_queue_peak_bytes']} bytes (bound {BOUND}); {flood.sent} messages sent"
         )
@@ -317,14 +340,18 @@ async def test_reader_that_stops_is_cut_off_at_the_byte_bound(
 
 
 @pytest.mark.parametrize("framing", ["ws", "tcp"])
-async def test_stalled_reader_is_cut_off_after_the_stall_timeout(
-    framing: str, clients: list[SlixClient]
+def test_stalled_reader_is_cut_off_after_the_stall_timeout(
+    run: Callable[[Coroutine[Any, Any, None]], None], framing: str
 ) -> None:
+    run(stalled_reader(framing))
+
+
+async def stalled_reader(framing: str) -> None:
     # A big byte bound: the little that waits here is far below it, so only the stall timeout may act.
     async with serve(XmppLimits(max_send_queue_bytes=64 * BOUND, send_stall_timeout=STALL)) as xmppd:
         server = xmppd.server
-        focus = await focus_in_room(xmppd, clients)
-        fast = await fast_tcp(xmppd, clients)
+        focus = await focus_in_room(xmppd)
+        fast = await fast_tcp(xmppd)
         slow = await join_slow(xmppd, framing)
         flood = Flood(focus)
         flood.start()
@@ -339,7 +366,7 @@ async def test_stalled_reader_is_cut_off_after_the_stall_timeout(
         await fast.wait_for(left(SLOW), timeout=5)
         stats = server.stats()
         print(
-            f"\n[{framing}] {waiting} bytes waiting;"
+            f"\n{label(framing)} {waiting} bytes waiting;"
             f" cut off {cut_at - waiting_at:.3f}s later (stall {STALL}s)"
         )
         assert stats["slow_consumers_stalled"] == 1
@@ -353,15 +380,19 @@ async def test_stalled_reader_is_cut_off_after_the_stall_timeout(
 
 
 @pytest.mark.parametrize("framing", ["ws", "tcp"])
-async def test_reader_that_closes_its_stream_and_stops_reading_is_not_kept(
-    framing: str, clients: list[SlixClient]
+def test_reader_that_closes_its_stream_and_stops_reading_is_not_kept(
+    run: Callable[[Coroutine[Any, Any, None]], None], framing: str
 ) -> None:
     """The server's answer to `</stream>` / `<close/>` waits behind a backlog the peer never takes: the
     session ends at once, and the connection is aborted after the stall timeout instead of lingering."""
+    run(reader_that_closes_and_stops(framing))
+
+
+async def reader_that_closes_and_stops(framing: str) -> None:
     async with serve(XmppLimits(max_send_queue_bytes=64 * BOUND, send_stall_timeout=STALL)) as xmppd:
         server = xmppd.server
-        focus = await focus_in_room(xmppd, clients)
-        fast = await fast_tcp(xmppd, clients)
+        focus = await focus_in_room(xmppd)
+        fast = await fast_tcp(xmppd)
         slow = await join_slow(xmppd, framing)
         handlers = len(server._handlers)
         flood = Flood(focus)
@@ -377,17 +408,26 @@ async def test_reader_that_closes_its_stream_and_stops_reading_is_not_kept(
         gone_at = await until(lambda: server.queued_bytes(slow.conn_id) is None, 10)
         await until(lambda: len(server._handlers) == handlers - 1, 2)
         stats = server.stats()
-        print(f"\n[{framing}] closed stream's connection aborted {gone_at - closing_at:.3f}s after the close")
+        print(
+            f"\n{label(framing)} the closed stream's connection was aborted"
+            f" {gone_at - closing_at:.3f}s after the close"
+        )
         assert stats["slow_consumers_stalled"] == 1
         assert gone_at - closing_at <= STALL * 1.25 + 0.5
         await slow.close()
 
 
-async def test_fast_readers_under_the_same_load_are_not_cut_off(clients: list[SlixClient]) -> None:
+def test_fast_readers_under_the_same_load_are_not_cut_off(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
+    run(fast_readers())
+
+
+async def fast_readers() -> None:
     async with serve(XmppLimits(max_send_queue_bytes=BOUND, send_stall_timeout=STALL)) as xmppd:
         server = xmppd.server
-        focus = await focus_in_room(xmppd, clients)
-        fast = await fast_tcp(xmppd, clients)
+        focus = await focus_in_room(xmppd)
+        fast = await fast_tcp(xmppd)
         fast_ws = await FastWebSocket.join(xmppd)
         flood = Flood(focus)
         flood.start()
@@ -397,7 +437,10 @@ async def test_fast_readers_under_the_same_load_are_not_cut_off(clients: list[Sl
             await flood.stop()
         await received_all(fast, fast_ws, flood.sent)
         stats = server.stats()
-        print(f"\n{flood.sent} messages; peak queued {stats['send_queue_peak_bytes']} bytes (bound {BOUND})")
+        print(
+            f"\n{label()} {flood.sent} messages;"
+            f" peak queued {stats['send_queue_peak_bytes']} bytes (bound {BOUND})"
+        )
         assert flood.sent >= 500
         assert stats.get("slow_consumers_disconnected", 0) == 0
         assert stats["send_queue_peak_bytes"] < BOUND
