@@ -163,7 +163,7 @@ class Served:
 
 
 #: XmppServer.stats() keys that are current values, not counts since start.
-XMPP_GAUGES = ("connections", "sessions", "rooms", "occupants")
+XMPP_GAUGES = ("connections", "sessions", "rooms", "occupants", "send_queue_bytes", "send_queue_peak_bytes")
 
 
 def _families(component: str, stats: Mapping[str, int], gauges: tuple[str, ...]) -> Iterator[Metric]:

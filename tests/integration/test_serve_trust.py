@@ -9,17 +9,21 @@ refused with its error, counted on the private `/metrics`, and the call must kee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import socket
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import aioice.ice
 import pytest
 import pytest_asyncio
+import slixmpp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.call import wait_until, wait_until_async
@@ -27,7 +31,7 @@ from tests.helpers.jicofo import start_sluice
 from tests.helpers.jingle_peer import JinglePeer
 from tests.helpers.prosody import free_tcp_port
 from tests.helpers.spoof import kernel_drops, spoof_every_kind
-from tests.helpers.xmppd import SlixClient, error_condition
+from tests.helpers.xmppd import CLIENT, RawWebSocket, SlixClient, error_condition, status_codes
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -42,6 +46,10 @@ NS_MUC = "http://jabber.org/protocol/muc"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 ROOM_JOIN_TIMEOUT = 4.0
 CREATIONS_PER_MINUTE = 10
+#: Bytes waiting for one client before it counts as not reading (small here, so kernel buffers don't
+#: hide the backlog for long); what one flush may add past it before the check.
+SEND_QUEUE_BOUND = 256 * 1024
+ONE_FLUSH = 96 * 1024
 
 
 def free_udp_port() -> int:
@@ -84,6 +92,20 @@ class Served:
         }
 
     @property
+    def web(self) -> str:
+        line = next(line for line in self.output if "open http" in line)
+        m = re.search(r"open http://([^/]+)/", line)
+        assert m is not None, line
+        return m.group(1)
+
+    def rss(self) -> int:
+        """The process's resident memory in bytes (/proc)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    @property
     def media(self) -> tuple[str, int]:
         line = next(line for line in self.output if "media on UDP" in line)
         m = re.search(r"\('([0-9.]+)', ([0-9]+)\)", line)
@@ -114,6 +136,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {private}\n'
         f"[signaling.focus]\nroom-join-timeout = {ROOM_JOIN_TIMEOUT}\n"
         f"[signaling.xmpp.limits]\nroom-creations-per-minute-per-address = {CREATIONS_PER_MINUTE}\n"
+        f"max-send-queue-bytes = {SEND_QUEUE_BOUND}\n"
     )
     proc = await start_sluice(
         "serve", "--config", str(config), "--domain", DOMAIN, "--host", "127.0.0.1",
@@ -312,6 +335,58 @@ async def test_attack_5_spoofed_dtls_from_a_participants_address_ends_no_call(
     (still,) = await served.conferences()
     assert {e["transport-state"] for e in still["endpoints"]} == {"connected"}  # type: ignore[attr-defined]
     await keeps_decoding(call, frames=40)
+
+
+async def test_attack_6_a_websocket_session_that_never_reads_is_cut_off_and_leaves_its_room(
+    served: Served, call: list[JinglePeer], visitor: SlixClient
+) -> None:
+    slow_nick = "slow0001"
+    slow = await RawWebSocket.connect(f"ws://{served.web}/xmpp-websocket", rcvbuf=4096)
+    await slow.login_anonymous(DOMAIN)
+    await slow.send(
+        f'<presence xmlns="{CLIENT}" to="{ROOM_JID}/{slow_nick}"><x xmlns="{NS_MUC}"/></presence>'
+    )
+    await slow.recv_until(lambda e: e.get("from") == f"{ROOM_JID}/{slow_nick}" and "110" in status_codes(e))
+    await visitor.join(ROOM_JID, "flood001")
+    before, rss_before = await served.metrics(), served.rss()
+    # From now on the slow session reads nothing; the visitor floods it with private messages (32 KiB,
+    # as fast as the server's per-session stanza rate lets it).
+    body = "x" * (32 * 1024)
+    start = time.monotonic()
+
+    async def flood() -> None:
+        while True:
+            visitor.xmpp.send_message(mto=slixmpp.JID(f"{ROOM_JID}/{slow_nick}"), mbody=body, mtype="chat")
+            await asyncio.sleep(0.01)
+
+    flooding = asyncio.create_task(flood())
+    try:
+        gone = await visitor.wait_for(
+            lambda p: p.get("from") == f"{ROOM_JID}/{slow_nick}" and p.get("type") == "unavailable",
+            timeout=30,
+        )
+    finally:
+        flooding.cancel()
+    took = time.monotonic() - start
+    after, rss_after = await served.metrics(), served.rss()
+    peak = after["sluice_xmpp_send_queue_peak_bytes"]
+    print(
+        f"non-reader cut off after {took:.2f} s of flooding, peak queued {peak:.0f} bytes "
+        f"(bound {SEND_QUEUE_BOUND}), RSS {rss_before / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB"
+    )
+    assert gone is not None and took < 15
+    cut = event(after, "xmpp", "slow_consumers_disconnected") - event(
+        before, "xmpp", "slow_consumers_disconnected"
+    )
+    assert cut == 1
+    assert peak <= SEND_QUEUE_BOUND + ONE_FLUSH
+    assert rss_after - rss_before < 16 * 2**20
+    # It is gone from the room for everyone; the participants' sessions and the call are untouched.
+    assert after["sluice_xmpp_occupants"] == before["sluice_xmpp_occupants"] - 1
+    assert list((await served.endpoints()).values()) == [{p.nick for p in call}]
+    with contextlib.suppress(Exception):
+        await slow.close()
+    await keeps_decoding(call)
 
 
 async def test_attack_7_cross_site_requests_to_the_private_api_change_nothing(
