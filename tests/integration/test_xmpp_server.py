@@ -4,7 +4,6 @@ framing by hand over aiohttp's WebSocket client, and the bridge's own BridgeXmpp
 from __future__ import annotations
 
 import asyncio
-import datetime
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,10 +15,6 @@ import pytest
 import slixmpp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -36,6 +31,7 @@ from tests.helpers.xmppd import (
     RawWebSocket,
     SlixClient,
     error_condition,
+    make_self_signed,
     muc_item,
     status_codes,
 )
@@ -300,33 +296,8 @@ async def test_bridge_joins_brewery_and_answers_health_checks(
     await focus.wait_for(from_nick(nick, unavailable=True))
 
 
-def make_self_signed(directory: Path) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(DOMAIN)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
 async def test_starttls_required_with_certificate(tmp_path: Path, clients: list[SlixClient]) -> None:
-    cert, key = make_self_signed(tmp_path)
+    cert, key = make_self_signed(tmp_path, DOMAIN)
     config = XmppServerConfig(
         domain=DOMAIN, accounts=ACCOUNTS, components=COMPONENTS, tcp_port=0, tls_cert=cert, tls_key=key
     )

@@ -28,8 +28,16 @@ import uvloop
 from aiohttp import web
 
 from signaling.xmpp import XmppLimits, XmppServer, XmppServerConfig
-from tests.helpers.xmppd import CLIENT, FRAMING, MUC, RawTcp, RawWebSocket, SlixClient, status_codes
-from tests.integration.test_xmpp_server import make_self_signed
+from tests.helpers.xmppd import (
+    CLIENT,
+    FRAMING,
+    MUC,
+    RawTcp,
+    RawWebSocket,
+    SlixClient,
+    make_self_signed,
+    status_codes,
+)
 
 DOMAIN = "meet.sluice"
 ROOM = f"room1@conference.{DOMAIN}"
@@ -290,7 +298,7 @@ def test_reader_that_stops_is_cut_off_at_the_byte_bound(
     run: Callable[[Coroutine[Any, Any, None]], None], framing: str, tmp_path: Path
 ) -> None:
     """`tls`: c2s after STARTTLS, where the TLS layer and the socket under it both buffer."""
-    run(reader_that_stops(framing, make_self_signed(tmp_path) if framing == "tls" else None))
+    run(reader_that_stops(framing, make_self_signed(tmp_path, DOMAIN) if framing == "tls" else None))
 
 
 async def reader_that_stops(framing: str, certs: tuple[str, str] | None) -> None:
