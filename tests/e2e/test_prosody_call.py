@@ -23,11 +23,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.bridges import BridgeProcess, start_bridge
+from tests.helpers.bridges import BridgeProcess, start_bridge, start_focus
 from tests.helpers.chromium import ChromiumBrowser
-from tests.helpers.jicofo import start_sluice
 from tests.helpers.jingle_peer import JinglePeer
-from tests.helpers.prosody import DOMAIN, Prosody
+from tests.helpers.prosody import Prosody
 from tests.helpers.webpage import WebServer, client_config, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("loopback_ice")]
@@ -75,24 +74,7 @@ async def test_two_rooms_spread_over_two_bridges_and_move_when_one_stops(
     stack.push_async_callback(a.stop)
     b = await start_bridge(prosody, tmp_path, "jvb-b")
     stack.push_async_callback(b.stop)
-    focus = await start_sluice(
-        "focus",
-        "--xmpp-port",
-        str(prosody.c2s_port),
-        "--domain",
-        DOMAIN,
-        "--no-tls",
-        env={"SLUICE_FOCUS_PASSWORD": prosody.focus_password},
-    )
-
-    async def stop_focus() -> None:
-        if focus.returncode is None:
-            focus.terminate()
-            await focus.wait()
-        assert focus.stdout is not None
-        (tmp_path / "focus.log").write_bytes(await focus.stdout.read())
-
-    stack.push_async_callback(stop_focus)
+    await start_focus(prosody, tmp_path, stack)
     web = stack.enter_context(
         WebServer(client_config("/xmpp-websocket"), websocket_upstream=prosody.websocket_url)
     )

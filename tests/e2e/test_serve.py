@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
-import signal
-import socket
 import time
-import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.chromium import ChromiumBrowser
-from tests.helpers.jicofo import start_sluice
-from tests.helpers.prosody import free_tcp_port
+from tests.helpers.serve import ServeProcess, running_serve
 from tests.helpers.webpage import await_for, open_browser
 
 pytestmark = pytest.mark.e2e
@@ -35,76 +29,10 @@ pytestmark = pytest.mark.e2e
 ROOM = "standup"
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Serve:
-    process: asyncio.subprocess.Process
-    url: str
-    private_api: str
-    output: list[str]
-
-    def endpoint_ids(self) -> set[str]:
-        """Every endpoint the bridge hosts now (its private API's conference listing)."""
-        with urllib.request.urlopen(f"{self.private_api}/colibri/v2/conferences", timeout=5) as resp:
-            body = json.loads(resp.read())
-        return {ep["id"] for conf in body["conferences"] for ep in conf["endpoints"]}
-
-
 @pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
-    private = free_tcp_port()
-    config = tmp_path / "bridge.toml"
-    config.write_text(
-        f'[videobridge.ice.udp]\nport = {free_udp_port()}\nbind-addresses = ["127.0.0.1"]\n'
-        f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {private}\n'
-    )
-    proc = await start_sluice(
-        "serve",
-        "--config",
-        str(config),
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--xmpp-port",
-        "0",
-    )
-    assert proc.stdout is not None
-    output: list[str] = []
-    url = None
-    try:
-        async with asyncio.timeout(30):
-            while url is None:
-                line = (await proc.stdout.readline()).decode(errors="replace")
-                if not line:
-                    raise AssertionError("sluice serve exited:\n" + "".join(output))
-                output.append(line)
-                if m := re.search(r"open (http://\S+)", line):
-                    url = m.group(1).rstrip("/")
-
-        async def drain() -> None:
-            assert proc.stdout is not None
-            while line := await proc.stdout.readline():
-                output.append(line.decode(errors="replace"))
-
-        pump = asyncio.create_task(drain())
-        yield Serve(proc, url, f"http://127.0.0.1:{private}", output)
-        pump.cancel()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(15):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        (tmp_path / "serve.log").write_text("".join(output))
+async def serve(tmp_path: Path) -> AsyncIterator[ServeProcess]:
+    async with running_serve(tmp_path) as served:
+        yield served
 
 
 async def join(browser: ChromiumBrowser, name: str) -> str:
@@ -130,7 +58,7 @@ async def decoding_from(browser: ChromiumBrowser, nicks: set[str], within: float
     return stats
 
 
-async def test_three_browsers_in_one_room(serve: Serve, tmp_path: Path, artifact_dir: Path) -> None:
+async def test_three_browsers_in_one_room(serve: ServeProcess, tmp_path: Path, artifact_dir: Path) -> None:
     browsers: dict[str, ChromiumBrowser] = {}
     try:
         nicks: dict[str, str] = {}

@@ -1,17 +1,19 @@
-"""`sluice bridge` subprocesses in a Prosody brewery, each with its private HTTP API on a known port."""
+"""`sluice bridge` subprocesses in a Prosody brewery, each with its private HTTP API on a known port, and the
+`sluice focus` subprocess that drives them."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 from tests.helpers.jicofo import bridge_toml, start_sluice
-from tests.helpers.prosody import BREWERY_JID, Prosody, free_tcp_port
+from tests.helpers.prosody import BREWERY_JID, DOMAIN, Prosody, free_tcp_port
 
 
 @dataclass
@@ -61,3 +63,22 @@ async def start_bridge(
     )
     proc = await start_sluice("bridge", "--config", str(config))
     return BridgeProcess(nick, http_port, proc)
+
+
+async def start_focus(prosody: Prosody, tmp_path: Path, stack: AsyncExitStack) -> asyncio.subprocess.Process:
+    """`sluice focus` logged in to `prosody` as the focus account; stopped (and its log saved as focus.log)
+    when `stack` closes."""
+    focus = await start_sluice(
+        "focus", "--xmpp-port", str(prosody.c2s_port), "--domain", DOMAIN, "--no-tls",
+        env={"SLUICE_FOCUS_PASSWORD": prosody.focus_password},
+    )  # fmt: skip
+
+    async def stop() -> None:
+        if focus.returncode is None:
+            focus.terminate()
+            await focus.wait()
+        assert focus.stdout is not None
+        (tmp_path / "focus.log").write_bytes(await focus.stdout.read())
+
+    stack.push_async_callback(stop)
+    return focus

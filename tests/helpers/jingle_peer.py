@@ -46,6 +46,7 @@ from signaling.jingle import (
 from signaling.jingle import Source as JSource
 from signaling.jingle import SsrcGroup as JGroup
 from signaling.jingle.model import Parameter
+from tests.helpers.call import wait_until
 from tests.helpers.peers import AiortcPeer
 from tests.helpers.prosody import DOMAIN, FOCUS_COMPONENT, MUC_DOMAIN
 from tests.helpers.sdp import OfferBuilder, RemoteParticipant, only_loopback, parse_answer
@@ -433,3 +434,14 @@ def accept_contents(transport: TransportDescription, sources: tuple[Source, ...]
             )
         )
     return tuple(contents)
+
+
+async def keeps_decoding(peers: list[JinglePeer], *, frames: int = 15, within: float = 15.0) -> float:
+    """Waits until every peer decoded `frames` more video frames from every other, counted from now;
+    returns the seconds it took."""
+    start = {(p, o.nick): p.frames_from(o.nick) for p in peers for o in peers if o is not p}
+    return await wait_until(
+        lambda: all(p.frames_from(o) >= n + frames for (p, o), n in start.items()),
+        within=within,
+        describe=lambda: "; ".join(p.summary() for p in peers),
+    )

@@ -60,6 +60,16 @@ def error_condition(elem: ET.Element) -> str | None:
     return None
 
 
+def bridge_stats_presence(to: str) -> ET.Element:
+    """A MUC join carrying bridge-shaped colibri stats (what a fake bridge in the brewery would send)."""
+    pres = ET.Element(f"{{{CLIENT}}}presence", {"to": to})
+    ET.SubElement(pres, f"{{{MUC}}}x")
+    stats = ET.SubElement(pres, "{http://jitsi.org/protocol/colibri}stats")
+    for name, value in (("stress_level", "0.0"), ("drain", "false"), ("healthy", "true")):
+        ET.SubElement(stats, "{http://jitsi.org/protocol/colibri}stat", {"name": name, "value": value})
+    return pres
+
+
 def muc_item(presence: ET.Element) -> ET.Element | None:
     return presence.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}item")
 

@@ -10,28 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import signal
-import socket
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 import aioice.ice
 import pytest
 import pytest_asyncio
 import slixmpp
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers.call import wait_until, wait_until_async
-from tests.helpers.jicofo import start_sluice
-from tests.helpers.jingle_peer import JinglePeer
-from tests.helpers.prosody import free_tcp_port
+from tests.helpers.call import wait_until_async
+from tests.helpers.jingle_peer import JinglePeer, keeps_decoding
+from tests.helpers.serve import ServeProcess, running_serve
 from tests.helpers.spoof import kernel_drops, spoof_every_kind
-from tests.helpers.xmppd import CLIENT, RawWebSocket, SlixClient, error_condition, status_codes
+from tests.helpers.xmppd import (
+    CLIENT,
+    RawWebSocket,
+    SlixClient,
+    bridge_stats_presence,
+    error_condition,
+    status_codes,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -39,7 +39,6 @@ DOMAIN = "meet.test"
 ROOM = "standup"
 ROOM_JID = f"{ROOM}@conference.{DOMAIN}"
 BREWERY = f"jvbbrewery@internal.auth.{DOMAIN}"
-NS_COLIBRI = "http://jitsi.org/protocol/colibri"
 NS_COLIBRI2 = "jitsi:colibri2"
 NS_FOCUS = "http://jitsi.org/protocol/focus"
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -50,67 +49,6 @@ CREATIONS_PER_MINUTE = 10
 #: hide the backlog for long); what one flush may add past it before the check.
 SEND_QUEUE_BOUND = 256 * 1024
 ONE_FLUSH = 96 * 1024
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Served:
-    proc: asyncio.subprocess.Process
-    c2s_port: int
-    private: str
-    output: list[str] = field(default_factory=list)
-
-    async def metrics(self) -> dict[str, float]:
-        """Every sample of the private /metrics as `name{label="value",...}` -> value."""
-        async with aiohttp.ClientSession() as http, http.get(f"{self.private}/metrics") as resp:
-            text = await resp.text()
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return out
-
-    async def conferences(self) -> list[dict[str, object]]:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"{self.private}/colibri/v2/conferences") as resp,
-        ):
-            body = await resp.json()
-        conferences: list[dict[str, object]] = body["conferences"]
-        return conferences
-
-    async def endpoints(self) -> dict[str, set[str]]:
-        return {
-            str(c["meeting-id"]): {e["id"] for e in c["endpoints"]}  # type: ignore[attr-defined]
-            for c in await self.conferences()
-        }
-
-    @property
-    def web(self) -> str:
-        line = next(line for line in self.output if "open http" in line)
-        m = re.search(r"open http://([^/]+)/", line)
-        assert m is not None, line
-        return m.group(1)
-
-    def rss(self) -> int:
-        """The process's resident memory in bytes (/proc)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
-
-    @property
-    def media(self) -> tuple[str, int]:
-        line = next(line for line in self.output if "media on UDP" in line)
-        m = re.search(r"\('([0-9.]+)', ([0-9]+)\)", line)
-        assert m is not None, line
-        return m.group(1), int(m.group(2))
 
 
 def event(metrics: dict[str, float], component: str, name: str) -> float:
@@ -127,53 +65,18 @@ def loopback_only() -> Iterator[None]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
-    tmp = tmp_path_factory.mktemp("serve")
-    private, xmpp = free_tcp_port(), free_tcp_port()
-    config = tmp / "serve.toml"
-    config.write_text(
-        f'[videobridge.ice.udp]\nport = {free_udp_port()}\nbind-addresses = ["127.0.0.1"]\n'
-        f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {private}\n'
+async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServeProcess]:
+    settings = (
         f"[signaling.focus]\nroom-join-timeout = {ROOM_JOIN_TIMEOUT}\n"
         f"[signaling.xmpp.limits]\nroom-creations-per-minute-per-address = {CREATIONS_PER_MINUTE}\n"
         f"max-send-queue-bytes = {SEND_QUEUE_BOUND}\n"
     )
-    proc = await start_sluice(
-        "serve", "--config", str(config), "--domain", DOMAIN, "--host", "127.0.0.1",
-        "--http-port", "0", "--xmpp-port", str(xmpp),
-    )  # fmt: skip
-    assert proc.stdout is not None
-    out = Served(proc, xmpp, f"http://127.0.0.1:{private}")
-    try:
-        async with asyncio.timeout(30):
-            while not any("open http" in line for line in out.output):
-                line = (await proc.stdout.readline()).decode(errors="replace")
-                if not line:
-                    raise AssertionError("sluice serve exited:\n" + "".join(out.output))
-                out.output.append(line)
-
-        async def drain() -> None:
-            assert proc.stdout is not None
-            while line := await proc.stdout.readline():
-                out.output.append(line.decode(errors="replace"))
-
-        pump = asyncio.create_task(drain())
-        yield out
-        pump.cancel()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(15):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        (tmp / "serve.log").write_text("".join(out.output))
+    async with running_serve(tmp_path_factory.mktemp("serve"), settings, domain=DOMAIN) as served:
+        yield served
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def call(served: Served, loopback_only: None) -> AsyncIterator[list[JinglePeer]]:
+async def call(served: ServeProcess, loopback_only: None) -> AsyncIterator[list[JinglePeer]]:
     """Two participants decoding each other's media for the whole module."""
     peers = [JinglePeer(served, ROOM) for _ in range(2)]
     try:
@@ -186,20 +89,8 @@ async def call(served: Served, loopback_only: None) -> AsyncIterator[list[Jingle
             await peer.leave()
 
 
-async def keeps_decoding(peers: list[JinglePeer], within: float = 10.0, frames: int = 15) -> None:
-    """Every peer decodes `frames` more video frames from every other, starting now."""
-    start = {(p.nick, o.nick): p.frames_from(o.nick) for p in peers for o in peers if o is not p}
-
-    def more() -> bool:
-        return all(
-            p.frames_from(o) >= n + frames for (nick, o), n in start.items() for p in peers if p.nick == nick
-        )
-
-    await wait_until(more, within=within, describe=lambda: "; ".join(p.summary() for p in peers))
-
-
 @pytest_asyncio.fixture(loop_scope="module")
-async def visitor(served: Served) -> AsyncIterator[SlixClient]:
+async def visitor(served: ServeProcess) -> AsyncIterator[SlixClient]:
     """An anonymous login, as any visitor of the web page gets."""
     client = SlixClient(DOMAIN)
     await client.connect(served.c2s_port)
@@ -209,21 +100,12 @@ async def visitor(served: Served) -> AsyncIterator[SlixClient]:
         await client.disconnect()
 
 
-def stats_presence(to: str) -> ET.Element:
-    pres = ET.Element("{jabber:client}presence", {"to": to})
-    ET.SubElement(pres, f"{{{NS_MUC}}}x")
-    stats = ET.SubElement(pres, f"{{{NS_COLIBRI}}}stats")
-    for name, value in (("stress_level", "0.0"), ("drain", "false"), ("healthy", "true")):
-        ET.SubElement(stats, f"{{{NS_COLIBRI}}}stat", {"name": name, "value": value})
-    return pres
-
-
 async def test_attack_1_and_3_a_visitor_cannot_enter_the_brewery_nor_pose_as_a_bridge(
-    served: Served, call: list[JinglePeer], visitor: SlixClient
+    served: ServeProcess, call: list[JinglePeer], visitor: SlixClient
 ) -> None:
     before = await served.metrics()
     # Join the brewery (to read the bridge's real JID) with bridge-shaped stats (to attract rooms).
-    visitor.xmpp.send_raw(ET.tostring(stats_presence(f"{BREWERY}/jvb-evil"), encoding="unicode"))
+    visitor.xmpp.send_raw(ET.tostring(bridge_stats_presence(f"{BREWERY}/jvb-evil"), encoding="unicode"))
     refused = await visitor.wait_for(lambda p: p.get("from") == f"{BREWERY}/jvb-evil")
     assert refused.get("type") == "error" and error_condition(refused) == "forbidden"
     assert not [p for p in visitor.presences if p.get("type") != "error"], "a bridge's presence leaked"
@@ -237,7 +119,7 @@ async def test_attack_1_and_3_a_visitor_cannot_enter_the_brewery_nor_pose_as_a_b
 
 
 async def test_attack_2_a_visitor_cannot_send_colibri2_to_the_bridge_or_the_focus(
-    served: Served, call: list[JinglePeer], visitor: SlixClient
+    served: ServeProcess, call: list[JinglePeer], visitor: SlixClient
 ) -> None:
     # The meeting-id is readable from the room's disco#info, as before.
     info = await visitor.iq(ROOM_JID, ET.Element(f"{{{NS_DISCO_INFO}}}query"))
@@ -279,7 +161,7 @@ async def test_attack_2_a_visitor_cannot_send_colibri2_to_the_bridge_or_the_focu
 
 
 async def test_attack_4_rooms_are_bounded_and_rooms_nobody_joins_are_given_up(
-    served: Served, call: list[JinglePeer], visitor: SlixClient
+    served: ServeProcess, call: list[JinglePeer], visitor: SlixClient
 ) -> None:
     before = await served.metrics()
     answers: list[ET.Element] = []
@@ -308,7 +190,7 @@ async def test_attack_4_rooms_are_bounded_and_rooms_nobody_joins_are_given_up(
 
 
 async def test_attack_5_spoofed_dtls_from_a_participants_address_ends_no_call(
-    served: Served, call: list[JinglePeer]
+    served: ServeProcess, call: list[JinglePeer]
 ) -> None:
     (conference,) = await served.conferences()
     endpoints = conference["endpoints"]
@@ -338,7 +220,7 @@ async def test_attack_5_spoofed_dtls_from_a_participants_address_ends_no_call(
 
 
 async def test_attack_6_a_websocket_session_that_never_reads_is_cut_off_and_leaves_its_room(
-    served: Served, call: list[JinglePeer], visitor: SlixClient
+    served: ServeProcess, call: list[JinglePeer], visitor: SlixClient
 ) -> None:
     slow_nick = "slow0001"
     slow = await RawWebSocket.connect(f"ws://{served.web}/xmpp-websocket", rcvbuf=4096)
@@ -390,7 +272,7 @@ async def test_attack_6_a_websocket_session_that_never_reads_is_cut_off_and_leav
 
 
 async def test_attack_7_cross_site_requests_to_the_private_api_change_nothing(
-    served: Served, call: list[JinglePeer]
+    served: ServeProcess, call: list[JinglePeer]
 ) -> None:
     before = await served.metrics()
     shutdown = '{"graceful-shutdown": false}'

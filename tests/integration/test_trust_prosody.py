@@ -19,16 +19,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers.bridges import BridgeProcess, start_bridge
-from tests.helpers.call import wait_until
-from tests.helpers.jicofo import start_sluice
-from tests.helpers.jingle_peer import JinglePeer
+from tests.helpers.bridges import BridgeProcess, start_bridge, start_focus
+from tests.helpers.jingle_peer import JinglePeer, keeps_decoding
 from tests.helpers.prosody import BREWERY_DOMAIN, BREWERY_JID, DOMAIN, MucObserver, Prosody
-from tests.helpers.xmppd import SlixClient, error_condition
+from tests.helpers.xmppd import SlixClient, bridge_stats_presence, error_condition
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("loopback_ice")]
 
-NS_COLIBRI = "http://jitsi.org/protocol/colibri"
 NS_COLIBRI2 = "jitsi:colibri2"
 NS_HEALTHCHECK = "http://jitsi.org/protocol/healthcheck"
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -50,42 +47,12 @@ async def colibri_stats(bridge: BridgeProcess) -> dict[str, object]:
     return body
 
 
-async def keeps_decoding(peers: list[JinglePeer], frames: int = 15, within: float = 15.0) -> None:
-    start = {(p, o.nick): p.frames_from(o.nick) for p in peers for o in peers if o is not p}
-    await wait_until(
-        lambda: all(p.frames_from(o) >= n + frames for (p, o), n in start.items()),
-        within=within,
-        describe=lambda: "; ".join(p.summary() for p in peers),
-    )
-
-
-def stats_presence(to: str) -> ET.Element:
-    pres = ET.Element("{jabber:client}presence", {"to": to})
-    ET.SubElement(pres, f"{{{NS_MUC}}}x")
-    stats = ET.SubElement(pres, f"{{{NS_COLIBRI}}}stats")
-    for name, value in (("stress_level", "0.0"), ("drain", "false"), ("healthy", "true")):
-        ET.SubElement(stats, f"{{{NS_COLIBRI}}}stat", {"name": name, "value": value})
-    return pres
-
-
 async def test_attacks_1_to_3_against_prosody_as_documented(
     prosody: Prosody, tmp_path: Path, stack: AsyncExitStack
 ) -> None:
     bridge = await start_bridge(prosody, tmp_path, "jvb-a", load_threshold=1_000_000)
     stack.push_async_callback(bridge.stop)
-    focus = await start_sluice(
-        "focus", "--xmpp-port", str(prosody.c2s_port), "--domain", DOMAIN, "--no-tls",
-        env={"SLUICE_FOCUS_PASSWORD": prosody.focus_password},
-    )  # fmt: skip
-
-    async def stop_focus() -> None:
-        if focus.returncode is None:
-            focus.terminate()
-            await focus.wait()
-        assert focus.stdout is not None
-        (tmp_path / "focus.log").write_bytes(await focus.stdout.read())
-
-    stack.push_async_callback(stop_focus)
+    await start_focus(prosody, tmp_path, stack)
     # What the operator sees: the bridge's account behind its brewery nickname (the focus account is an
     # admin of the brewery, so Prosody shows it real JIDs).
     operator = MucObserver(prosody, nickname="operator")
@@ -110,7 +77,7 @@ async def test_attacks_1_to_3_against_prosody_as_documented(
     stack.push_async_callback(attacker.disconnect)
 
     # 1 and 3: join the brewery (to read the bridge's JID) with bridge-shaped stats (to attract rooms).
-    attacker.xmpp.send_raw(ET.tostring(stats_presence(f"{BREWERY_JID}/jvb-evil"), encoding="unicode"))
+    attacker.xmpp.send_raw(ET.tostring(bridge_stats_presence(f"{BREWERY_JID}/jvb-evil"), encoding="unicode"))
     refused = await attacker.wait_for(
         lambda p: p.get("from", "").lower() == f"{BREWERY_JID.lower()}/jvb-evil"
     )
@@ -118,7 +85,9 @@ async def test_attacks_1_to_3_against_prosody_as_documented(
     assert error_condition(refused) in ("registration-required", "forbidden", "not-allowed")
     assert not [p for p in attacker.presences if p.get("type") != "error"], "the brewery leaked presence"
     # ... nor open a brewery of its own on the internal MUC.
-    attacker.xmpp.send_raw(ET.tostring(stats_presence(f"evil@{BREWERY_DOMAIN}/jvb-evil"), encoding="unicode"))
+    attacker.xmpp.send_raw(
+        ET.tostring(bridge_stats_presence(f"evil@{BREWERY_DOMAIN}/jvb-evil"), encoding="unicode")
+    )
     refused = await attacker.wait_for(
         lambda p: p.get("from", "").lower() == f"evil@{BREWERY_DOMAIN}/jvb-evil"
     )

@@ -5,38 +5,10 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::counting_alloc::{counted, Counting};
 use sluice_core::seam::MediaKind;
-
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers to the system allocator; only adds a relaxed counter.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -75,11 +47,8 @@ fn forwarding_allocates_nothing_per_packet_in_steady_state() {
         // Give the kernel a moment so the shard sees whole batches.
         std::thread::sleep(Duration::from_micros(200));
         let now = Instant::now();
-        ALLOCS.store(0, Ordering::SeqCst);
-        COUNTING.store(true, Ordering::SeqCst);
-        conf.shard.poll_io(now);
-        COUNTING.store(false, Ordering::SeqCst);
-        allocs += ALLOCS.load(Ordering::SeqCst);
+        let ((), n) = counted(|| conf.shard.poll_io(now));
+        allocs += n;
         forwarded_in_window += conf.shard.stats().total.rtp_out - stats_before;
         for p in &mut conf.peers {
             p.poll(now);

@@ -5,39 +5,11 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use common::counting_alloc::{counted, Counting};
 use common::spoof::{self, record, ALERT};
 use sluice_core::dtls::{DtlsCert, DtlsConn, DtlsRole, HashAlg};
-
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers to the system allocator; only adds a relaxed counter.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -72,14 +44,12 @@ fn rfc6347_4_1_2_7_discarding_spoofed_records_allocates_nothing() {
     let big = record(ALERT, 1, 1, &[0; 1500]);
     server.handle_datagram(now, &big);
 
-    ALLOCS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
-    let mut discarded = 0;
-    for (datagram, _) in &datagrams {
-        discarded += server.handle_datagram(now, datagram);
-    }
-    COUNTING.store(false, Ordering::Relaxed);
-    let allocs = ALLOCS.load(Ordering::Relaxed);
+    let (discarded, allocs) = counted(|| {
+        datagrams
+            .iter()
+            .map(|(datagram, _)| server.handle_datagram(now, datagram))
+            .sum::<u64>()
+    });
 
     assert_eq!(discarded, datagrams.iter().map(|(_, n)| n).sum::<u64>());
     assert!(server.is_connected() && !server.is_read_stopped());

@@ -1,0 +1,142 @@
+"""`sluice serve` as a subprocess (the real command), on free loopback ports, with its private API's views.
+
+`running_serve(directory, settings)` starts it with a settings file (the bridge's media on loopback and its
+private API on a known port are written first, `settings` is appended), waits for the URL it prints, keeps
+reading its output, and stops it by PID (SIGTERM, then SIGKILL) at the end, saving the log as serve.log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import socket
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers.jicofo import start_sluice
+from tests.helpers.prosody import free_tcp_port
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServeProcess:
+    proc: asyncio.subprocess.Process
+    #: The web client's URL, without a trailing slash.
+    url: str
+    #: Where the embedded XMPP server takes c2s (tests/helpers/jingle_peer.py logs in here).
+    c2s_port: int
+    #: The bridge's private HTTP API.
+    private: str
+    #: The bridge's media address.
+    media: tuple[str, int]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def web(self) -> str:
+        """host:port of the web server (the XMPP WebSocket is ws://<web>/xmpp-websocket)."""
+        return self.url.removeprefix("http://")
+
+    def endpoint_ids(self) -> set[str]:
+        """Every endpoint the bridge hosts now (blocking; for browser tests that poll)."""
+        with urllib.request.urlopen(f"{self.private}/colibri/v2/conferences", timeout=5) as resp:
+            body = resp.read()
+        return {ep["id"] for conf in _json(body)["conferences"] for ep in conf["endpoints"]}
+
+    async def conferences(self) -> list[dict[str, object]]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{self.private}/colibri/v2/conferences") as resp,
+        ):
+            body = await resp.json()
+        conferences: list[dict[str, object]] = body["conferences"]
+        return conferences
+
+    async def endpoints(self) -> dict[str, set[str]]:
+        """meeting-id -> endpoint ids."""
+        return {
+            str(c["meeting-id"]): {e["id"] for e in c["endpoints"]}  # type: ignore[attr-defined]
+            for c in await self.conferences()
+        }
+
+    async def metrics(self) -> dict[str, float]:
+        """Every sample of the private /metrics as `name{label="value",...}` -> value."""
+        async with aiohttp.ClientSession() as http, http.get(f"{self.private}/metrics") as resp:
+            text = await resp.text()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return out
+
+    def rss(self) -> int:
+        """The process's resident memory in bytes (/proc)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+
+def _json(body: bytes) -> dict[str, list[dict[str, list[dict[str, str]]]]]:
+    value: dict[str, list[dict[str, list[dict[str, str]]]]] = json.loads(body)
+    return value
+
+
+@contextlib.asynccontextmanager
+async def running_serve(
+    directory: Path, settings: str = "", *args: str, domain: str = "meet.sluice"
+) -> AsyncIterator[ServeProcess]:
+    private, xmpp, udp = free_tcp_port(), free_tcp_port(), free_udp_port()
+    config = directory / "serve.toml"
+    config.write_text(
+        f'[videobridge.ice.udp]\nport = {udp}\nbind-addresses = ["127.0.0.1"]\n'
+        f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {private}\n' + settings
+    )
+    proc = await start_sluice(
+        "serve", "--config", str(config), "--domain", domain, "--host", "127.0.0.1",
+        "--http-port", "0", "--xmpp-port", str(xmpp), *args,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    output: list[str] = []
+    try:
+        url = None
+        async with asyncio.timeout(30):
+            while url is None:
+                line = (await proc.stdout.readline()).decode(errors="replace")
+                if not line:
+                    raise AssertionError("sluice serve exited:\n" + "".join(output))
+                output.append(line)
+                if m := re.search(r"open (http://\S+)", line):
+                    url = m.group(1).rstrip("/")
+
+        async def drain() -> None:
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                output.append(line.decode(errors="replace"))
+
+        pump = asyncio.create_task(drain())
+        yield ServeProcess(proc, url, xmpp, f"http://127.0.0.1:{private}", ("127.0.0.1", udp), output)
+        pump.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        (directory / "serve.log").write_text("".join(output))
