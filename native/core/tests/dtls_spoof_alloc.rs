@@ -9,32 +9,14 @@ use std::time::Instant;
 
 use common::counting_alloc::{counted, Counting};
 use common::spoof::{self, record, ALERT};
-use sluice_core::dtls::{DtlsCert, DtlsConn, DtlsRole, HashAlg};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 #[test]
 fn rfc6347_4_1_2_7_discarding_spoofed_records_allocates_nothing() {
-    let a = DtlsCert::generate().expect("cert");
-    let b = DtlsCert::generate().expect("cert");
-    let mut client =
-        DtlsConn::new(&a, DtlsRole::Client, vec![b.fingerprint(HashAlg::Sha256)]).expect("conn");
-    let mut server =
-        DtlsConn::new(&b, DtlsRole::Server, vec![a.fingerprint(HashAlg::Sha256)]).expect("conn");
     let now = Instant::now();
-    server.start(now);
-    client.start(now);
-    for _ in 0..10 {
-        while let Some(d) = client.poll_transmit() {
-            server.handle_datagram(now, &d);
-        }
-        while let Some(d) = server.poll_transmit() {
-            client.handle_datagram(now, &d);
-        }
-    }
-    assert!(server.is_connected());
-    while server.poll_event().is_some() {}
+    let (_client, mut server) = spoof::connected_pair(now);
 
     // Every kind, built before counting; a warm-up pass grows the receive buffer once.
     let datagrams: Vec<(Vec<u8>, u64)> = spoof::kinds(26)

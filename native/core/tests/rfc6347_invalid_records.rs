@@ -424,25 +424,8 @@ fn rfc6347_4_1_2_7_invalid_records_are_discarded_cbc_even_when_the_peer_offers_e
 
 #[test]
 fn rfc6347_4_1_2_7_invalid_records_between_two_of_our_own_connections() {
-    let a = DtlsCert::generate().expect("cert");
-    let b = DtlsCert::generate().expect("cert");
-    let mut client =
-        DtlsConn::new(&a, DtlsRole::Client, vec![b.fingerprint(HashAlg::Sha256)]).expect("conn");
-    let mut server =
-        DtlsConn::new(&b, DtlsRole::Server, vec![a.fingerprint(HashAlg::Sha256)]).expect("conn");
     let now = Instant::now();
-    server.start(now);
-    client.start(now);
-    for _ in 0..10 {
-        while let Some(d) = client.poll_transmit() {
-            server.handle_datagram(now, &d);
-        }
-        while let Some(d) = server.poll_transmit() {
-            client.handle_datagram(now, &d);
-        }
-    }
-    assert!(client.is_connected() && server.is_connected());
-    while client.poll_event().is_some() || server.poll_event().is_some() {}
+    let (mut client, mut server) = spoof::connected_pair(now);
     for (name, make) in spoof::kinds(Suite::Aes128Gcm.alert_len()) {
         for i in 0..PER_KIND {
             let (datagram, records) = make(i);

@@ -1,6 +1,10 @@
 //! Spoofed DTLS records: what an attacker who can send from a peer's address (but holds none of
 //! its keys) may throw at an established association.
 
+use std::time::Instant;
+
+use sluice_core::dtls::{DtlsCert, DtlsConn, DtlsRole, HashAlg};
+
 /// ContentType values (RFC 5246 section 6.2.1).
 pub const CHANGE_CIPHER_SPEC: u8 = 20;
 pub const ALERT: u8 = 21;
@@ -132,4 +136,27 @@ pub fn kinds(alert_len: usize) -> Vec<Spoof> {
             }),
         ),
     ]
+}
+
+/// Two of our own DtlsConns (client, server) after a real handshake in memory, their events drained.
+pub fn connected_pair(now: Instant) -> (DtlsConn, DtlsConn) {
+    let a = DtlsCert::generate().expect("cert");
+    let b = DtlsCert::generate().expect("cert");
+    let mut client =
+        DtlsConn::new(&a, DtlsRole::Client, vec![b.fingerprint(HashAlg::Sha256)]).expect("conn");
+    let mut server =
+        DtlsConn::new(&b, DtlsRole::Server, vec![a.fingerprint(HashAlg::Sha256)]).expect("conn");
+    server.start(now);
+    client.start(now);
+    for _ in 0..10 {
+        while let Some(d) = client.poll_transmit() {
+            server.handle_datagram(now, &d);
+        }
+        while let Some(d) = server.poll_transmit() {
+            client.handle_datagram(now, &d);
+        }
+    }
+    assert!(client.is_connected() && server.is_connected());
+    while client.poll_event().is_some() || server.poll_event().is_some() {}
+    (client, server)
 }
