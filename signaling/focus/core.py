@@ -120,6 +120,8 @@ class Participant:
     declined: bool = False
     #: Its nickname cannot be a Colibri2 endpoint id (c2.ENDPOINT_ID): it is never put on a bridge.
     unallocatable: bool = False
+    #: Waiting for a place on the bridge (the room is at `max_endpoints_per_conference`); counted once.
+    over_quota: bool = False
     restarts: deque[float] = field(default_factory=deque)
     audio_muted: bool | None = None
     video_muted: bool | None = None
@@ -731,7 +733,10 @@ class FocusCore:
         )
         if len(waiting) > room_left:
             # The rest wait until someone leaves (then _participant_left tries again).
-            self.stats["endpoints_over_quota"] += len(waiting) - max(room_left, 0)
+            for p in waiting[max(room_left, 0) :]:
+                if not p.over_quota:
+                    p.over_quota = True
+                    self.stats["endpoints_over_quota"] += 1
             waiting = waiting[: max(room_left, 0)]
         if not waiting:
             return
