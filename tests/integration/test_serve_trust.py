@@ -154,6 +154,7 @@ async def test_attack_2_a_visitor_cannot_send_colibri2_to_the_bridge_or_the_focu
         for n in ("component_stanzas_refused", "focus_requests_refused", "muc_outsiders_refused")
     )
     assert refused == len(targets) * 2
+    print(f"{refused:.0f} Colibri2 requests to {len(targets)} addresses refused")
     # The conference and both endpoints are untouched, nobody was muted, and media still flows.
     assert (await served.endpoints())[meeting_id] == {p.nick for p in call}
     assert after.get('sluice_packets_dropped_total{reason="force_muted"}', 0.0) == 0.0
@@ -174,18 +175,22 @@ async def test_attack_4_rooms_are_bounded_and_rooms_nobody_joins_are_given_up(
     assert len(accepted) <= CREATIONS_PER_MINUTE - 1 and len(refused) >= 6
     assert {error_condition(a) for a in refused} == {"resource-constraint"}
     mid = await served.metrics()
-    assert event(mid, "xmpp", "room_creations_refused") - event(
-        before, "xmpp", "room_creations_refused"
-    ) == len(refused)
+    counted = event(mid, "xmpp", "room_creations_refused") - event(before, "xmpp", "room_creations_refused")
+    assert counted == len(refused)
     # Nobody joins them: they are given up and no bridge conference was ever made for them.
     await asyncio.sleep(ROOM_JOIN_TIMEOUT + 1.5)
     after = await served.metrics()
-    assert event(after, "focus", "rooms_expired_unjoined") - event(
+    given_up = event(after, "focus", "rooms_expired_unjoined") - event(
         before, "focus", "rooms_expired_unjoined"
-    ) == len(accepted)
+    )
+    assert given_up == len(accepted)
     assert after["sluice_focus_rooms"] == 1
     assert after["sluice_xmpp_rooms"] == 2  # the call's room and the brewery
     assert list((await served.endpoints()).values()) == [{p.nick for p in call}]
+    print(
+        f"{len(answers)} room requests: {len(accepted)} answered, {len(refused)} refused"
+        f" (resource-constraint); {given_up:.0f} given up unjoined after {ROOM_JOIN_TIMEOUT:g} s"
+    )
     await keeps_decoding(call)
 
 
