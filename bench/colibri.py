@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bridge.colibri2.json import conference_modified_from_json, conference_modify_to_json
-from bridge.colibri2.model import (
+from colibri2.json import conference_modified_from_json, conference_modify_to_json
+from colibri2.model import (
     Candidate,
     ConferenceModify,
     Endpoint,

@@ -192,7 +192,7 @@ async def started_bridge(session: aiohttp.ClientSession) -> AsyncIterator[Bridge
         log_fd = _log_file(log_path)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "bridge.cli", "bridge", "--config", str(config)),
+                *(sys.executable, "-m", "sluice.cli", "bridge", "--config", str(config)),
                 cwd=REPO,
                 env=env,
                 stdout=asyncio.subprocess.DEVNULL,

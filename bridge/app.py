@@ -1,9 +1,9 @@
 """The bridge process: the native Bridge, one Colibri2 handler, one XMPP client per configured server, the
 private HTTP API, and the public HTTP server with the colibri websockets.
 
-`BridgeApp` only wires the parts together; each part keeps its own rules (bridge/colibri2 for Colibri2,
-bridge/xmpp.py for the brewery, bridge/http.py for HTTP, bridge/channel.py for the bridge channel and
-bridge/public_http.py for its sockets). Colibri2 arrives as XML over XMPP or JSON over HTTP.
+`BridgeApp` only wires the parts together; each part keeps its own rules (bridge/colibri2_handler.py for
+Colibri2, bridge/xmpp.py for the brewery, bridge/http.py for HTTP, bridge/channel.py for the bridge channel
+and bridge/public_http.py for its sockets). Colibri2 arrives as XML over XMPP or JSON over HTTP.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from prometheus_client.metrics_core import Metric
 
 from bridge.bridge import Bridge, Conference
 from bridge.channel import BridgeChannels
-from bridge.colibri2.handler import Colibri2Handler
-from bridge.colibri2.model import Colibri2Error
-from bridge.colibri2.xml import build_conference_modified, build_error, parse_conference_modify
+from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.public_http import ColibriWebSockets, create_public_app
 from bridge.settings import Settings
 from bridge.xmpp import BridgeState, BridgeXmppClient, package_version
+from colibri2.model import Colibri2Error
+from colibri2.xml import build_conference_modified, build_error, parse_conference_modify
 
 log = logging.getLogger(__name__)
 

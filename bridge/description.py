@@ -1,6 +1,6 @@
 """Transport and source descriptions exchanged between the bridge and whoever signals it.
 
-These are plain values: Colibri2 (bridge/colibri2), Jingle (signaling/) and tests convert to and from them.
+These are plain values: the Colibri2 handler (bridge/colibri2_handler.py) and tests convert to and from them.
 Names follow the wire (RFC 8445 candidates, RFC 8122 fingerprints, Jitsi sources).
 """
 

@@ -43,13 +43,13 @@ from aiohttp.typedefs import Middleware
 from prometheus_client.metrics_core import Metric
 
 from bridge.bridge import Bridge, BridgeError
-from bridge.colibri2.handler import COLIBRI2_LIMITS, Colibri2Handler
-from bridge.colibri2.json import MAX_JSON_BYTES, conference_modified_to_json, conference_modify_from_json
-from bridge.colibri2.model import Colibri2Error
+from bridge.colibri2_handler import COLIBRI2_LIMITS, Colibri2Handler
 from bridge.lifecycle import Lifecycle
 from bridge.load import LoadSampler
 from bridge.metrics import BridgeMetrics, render
 from bridge.xmpp import colibri_stats
+from colibri2.json import MAX_JSON_BYTES, conference_modified_to_json, conference_modify_from_json
+from colibri2.model import Colibri2Error
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.bridge import Bridge, BridgeError
-from bridge.colibri2.handler import Colibri2Handler
+from bridge.colibri2_handler import Colibri2Handler
 from bridge.xmpp import BridgeState
 
 log = logging.getLogger(__name__)

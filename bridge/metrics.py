@@ -24,7 +24,7 @@ mean exactly what JVB's do, so a JVB dashboard must not silently mistake them fo
 | `sluice_xmpp_iqs_refused_total` | counter | | IQs from senders that are not authorized sources |
 | `sluice_colibri2_refused_total` | counter | `limit` (conferences, ...) | Colibri2 refused at a limit |
 
-`sluice serve` adds its XMPP server's and focus's families (bridge/serve.py) through `extra`.
+`sluice serve` adds its XMPP server's and focus's families (sluice/serve.py) through `extra`.
 
 Without a snapshot (the core did not answer) only the gauges are exported and `sluice_healthy` is 0.
 """
@@ -62,7 +62,7 @@ class BridgeMetrics:
     private_http_refused: Mapping[str, int] | None = None
     #: IQs refused for their sender (bridge/xmpp.py); None leaves it out.
     xmpp_iqs_refused: int | None = None
-    #: Colibri2 requests refused at a limit, by limit (bridge/colibri2/handler.py); None leaves them out.
+    #: Colibri2 requests refused at a limit, by limit (bridge/colibri2_handler.py); None leaves them out.
     colibri2_refused: Mapping[str, int] | None = None
     #: More families from whoever composes the process (signaling in `sluice serve`).
     extra: tuple[Metric, ...] = ()

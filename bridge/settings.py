@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.colibri2.handler import Colibri2Limits
+from bridge.colibri2_handler import Colibri2Limits
 from bridge.config import BridgeConfig
 from bridge.load import DEFAULT_CAPACITY_PPS
 from bridge.xmpp import XmppClientConfig

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from bridge.colibri2 import model as c2
-from bridge.colibri2 import xml as c2xml
+from colibri2 import model as c2
+from colibri2 import xml as c2xml
 from signaling.focus import media, stanzas
 from signaling.focus.bridges import BridgeInfo, parse_stats, select_bridge
 from signaling.focus.config import FocusConfig

@@ -7,7 +7,7 @@ extension: a sender's MID would be wrong at the receiver.
 
 from __future__ import annotations
 
-from bridge.colibri2.model import Media, Parameter, PayloadType, RtcpFb, RtpHdrExt
+from colibri2.model import Media, Parameter, PayloadType, RtcpFb, RtpHdrExt
 from signaling.jingle.model import Description
 
 OPUS_PT = 111

@@ -18,7 +18,7 @@ import slixmpp
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from bridge.colibri2.xml import to_string
+from colibri2.xml import to_string
 from signaling.focus.config import FocusConfig
 from signaling.focus.core import FocusCore
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from bridge.colibri2.model import (
+from colibri2.model import (
     Candidate,
     Fingerprint,
     Parameter,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import TypeVar, cast
 
-from bridge.colibri2.elements import (
+from colibri2.elements import (
     MalformedElement,
     build_candidate,
     build_fingerprint,
@@ -23,14 +23,14 @@ from bridge.colibri2.elements import (
     parse_rtp_hdrext,
     q,
 )
-from bridge.colibri2.elements import all_of as _all
-from bridge.colibri2.elements import child as _child
-from bridge.colibri2.elements import element as _el
-from bridge.colibri2.elements import local as _local
-from bridge.colibri2.elements import opt_bool as _bool
-from bridge.colibri2.elements import opt_int as _int
-from bridge.colibri2.elements import req as _req
-from bridge.colibri2.elements import reqint as _reqint
+from colibri2.elements import all_of as _all
+from colibri2.elements import child as _child
+from colibri2.elements import element as _el
+from colibri2.elements import local as _local
+from colibri2.elements import opt_bool as _bool
+from colibri2.elements import opt_int as _int
+from colibri2.elements import req as _req
+from colibri2.elements import reqint as _reqint
 from signaling.jingle import sources as json_sources
 from signaling.jingle.model import (
     ACTIONS,

@@ -16,10 +16,10 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bridge import Bridge
-from bridge.colibri2 import json as cjson
-from bridge.colibri2 import xml as cxml
-from bridge.colibri2.handler import Colibri2Handler
-from bridge.colibri2.model import ConferenceModified, ConferenceModify, Endpoint
+from bridge.colibri2_handler import Colibri2Handler
+from colibri2 import json as cjson
+from colibri2 import xml as cxml
+from colibri2.model import ConferenceModified, ConferenceModify, Endpoint
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "colibri2"
 MEETING = "8f1c2a4e-5d6b-4c3a-9e8f-0a1b2c3d4e5f"

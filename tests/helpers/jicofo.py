@@ -1,7 +1,7 @@
 """Jicofo's side of Colibri2, written out element by element as jitsi-protocol.md 2.3 describes it.
 
 Shared by the tests that drive a bridge through a real Prosody: the requests are built here by hand (not with
-bridge/colibri2's builder), so those tests check the wire shape, not our codec against itself.
+colibri2's builder), so those tests check the wire shape, not our codec against itself.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -200,13 +200,20 @@ def error_reason(reply: ET.Element) -> tuple[str | None, str | None]:
     return condition, c2.get("reason") if c2 is not None else None
 
 
-async def start_sluice(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
-    """`python -m bridge.cli ARGS` from the repository, without our SLUICE_* variables (but with `env`'s);
-    output piped."""
+#: `sluice` from this checkout.
+SLUICE = (sys.executable, "-m", "sluice.cli")
+
+
+async def start_sluice(
+    *args: str, env: Mapping[str, str] | None = None, command: Sequence[str] = SLUICE, cwd: Path = REPO
+) -> asyncio.subprocess.Process:
+    """`python -m sluice.cli ARGS` from the repository (or another `command` in `cwd`, such as an installed
+    `sluice`), without our SLUICE_* variables (but with `env`'s); output piped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")} | dict(env or {})
     return await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bridge.cli", *args),
-        cwd=REPO,
+        *command,
+        *args,
+        cwd=cwd,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -30,8 +30,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from bridge import Candidate, Fingerprint, Source, SsrcGroup, TransportDescription
-from bridge.colibri2 import model as c2
 from bridge.description import CandidateType, Setup
+from colibri2 import model as c2
 from signaling.focus import media
 from signaling.jingle import (
     JVB_OWNER,

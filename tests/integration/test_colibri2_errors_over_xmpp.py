@@ -210,7 +210,7 @@ def _malformed() -> list[tuple[str, ET.Element]]:
     ms = el(sources, C2, "media-source", type="audio", id="x-a0")
     el(ms, SSMA, "source", ssrc="-5", name="x-a0")
     cases.append(("negative ssrc", request))
-    # Id bounds (bridge/colibri2/model.py): URL-safe, bounded meeting and endpoint ids, bounded stats-id.
+    # Id bounds (colibri2/model.py): URL-safe, bounded meeting and endpoint ids, bounded stats-id.
     cases.append(("meeting-id with a path", create(f"{uuid.uuid4()}/../x")))
     cases.append(("endpoint id too long", create(str(uuid.uuid4()), "e" * 65)))
     request = create(str(uuid.uuid4()))

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bridge import Bridge
-from bridge.colibri2 import json as cjson
-from bridge.colibri2 import xml as cxml
-from bridge.colibri2.handler import Colibri2Handler, Colibri2Limits
-from bridge.colibri2.model import (
+from bridge.colibri2_handler import Colibri2Handler, Colibri2Limits
+from colibri2 import json as cjson
+from colibri2 import xml as cxml
+from colibri2.model import (
     MAX_STATS_ID_LENGTH,
     Colibri2Error,
     ConferenceModify,

@@ -23,11 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge import Bridge
 from bridge.app import BridgeApp
 from bridge.channel import BridgeChannels, Send
-from bridge.colibri2.json import conference_modified_from_json, conference_modify_to_json
-from bridge.colibri2.model import ConferenceModify, Endpoint, MediaSource, SourceDesc, Transport
 from bridge.public_http import ColibriWebSockets, create_public_app
 from bridge.settings import parse_settings
 from bridge.xmpp import NS_COLIBRI, NS_COLIBRI2
+from colibri2.json import conference_modified_from_json, conference_modify_to_json
+from colibri2.model import ConferenceModify, Endpoint, MediaSource, SourceDesc, Transport
 
 pytestmark = pytest.mark.integration
 

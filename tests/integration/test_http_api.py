@@ -16,13 +16,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import Bridge
-from bridge.colibri2 import xml as cxml
-from bridge.colibri2.handler import Colibri2Handler
-from bridge.colibri2.json import conference_modify_to_json
+from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import LOOPBACK_HOSTS, create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.xmpp import BridgeState
+from colibri2 import xml as cxml
+from colibri2.json import conference_modify_to_json
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 A slixmpp client plays Jicofo and sends `conference-modify` IQs shaped as jitsi-protocol.md 2.3 to the
 bridge's occupant JID through Prosody. Two aiortc peers get offers built from the transports the bridge
 returns, and their answers go back to the bridge as Colibri2 updates, as Jicofo does after session-accept.
-The requests are written out element by element in tests/helpers/jicofo.py (not with bridge/colibri2's
+The requests are written out element by element in tests/helpers/jicofo.py (not with colibri2's
 builder), so the test checks the wire shape, not our codec against itself.
 """
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge import Bridge, _native
-from bridge.colibri2.handler import Colibri2Handler
+from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler

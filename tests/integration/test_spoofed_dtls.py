@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import Bridge
-from bridge.colibri2.handler import Colibri2Handler
+from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.colibri2 import json as cjson
-from bridge.colibri2 import xml as cxml
-from bridge.colibri2.model import (
+from colibri2 import json as cjson
+from colibri2 import xml as cxml
+from colibri2.model import (
     MAX_STATS_ID_LENGTH,
     Candidate,
     Colibri2Error,

@@ -2,7 +2,7 @@
 
 `Net` plays everyone around the focus: the MUC service (joins, owner config, disco#info with a meetingId),
 clients (presence, Jingle), and bridges (brewery presence, health checks, Colibri2 answers built with
-bridge/colibri2's codec and checked against 2.3's rules: one create per conference, endpoints known).
+colibri2's codec and checked against 2.3's rules: one create per conference, endpoints known).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bridge.colibri2 import model as c2
-from bridge.colibri2 import xml as c2xml
+from colibri2 import model as c2
+from colibri2 import xml as c2xml
 from signaling.focus import FocusConfig, FocusCore
 from signaling.focus.bridges import BridgeInfo, select_bridge
 from signaling.focus.media import FORBIDDEN_EXTENSIONS

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from bridge.colibri2 import model as c2
+from colibri2 import model as c2
 from tests.unit.test_focus import (
     BREWERY,
     CLIENT,

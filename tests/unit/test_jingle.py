@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.colibri2.xml import to_string
+from colibri2.xml import to_string
 from signaling.jingle import (
     BridgeSession,
     Content,

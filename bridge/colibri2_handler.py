@@ -1,7 +1,8 @@
 """Sans-IO Colibri2 handler: applies a conference-modify to the real Bridge, returns conference-modified.
 
-No XMPP and no HTTP here: the caller parses (xml.py / json.py), calls `handle`, and sends the result or the
-raised `Colibri2Error` back. Errors follow JVB exactly (jitsi-protocol.md 2.3 restrictions, 2.5 table).
+No XMPP and no HTTP here: the caller parses (colibri2.xml / colibri2.json), calls `handle`, and sends the
+result or the raised `Colibri2Error` back. Errors follow JVB exactly (jitsi-protocol.md 2.3 restrictions, 2.5
+table).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bridge import description as desc
 from bridge.bridge import Bridge, BridgeError, Conference
 from bridge.bridge import Endpoint as BridgeEndpoint
 from bridge.channel import colibri_ws_url
-from bridge.colibri2.model import (
+from colibri2.model import (
     Candidate,
     Colibri2Error,
     ConferenceModified,

@@ -6,7 +6,7 @@ and bridge log in to the XMPP server over c2s on loopback with accounts made up 
 the brewery, and the focus allocates on it with Colibri2. Browsers reach the web page and XMPP over
 WebSocket on one HTTP port; media goes to the bridge's UDP port.
 
-This is the one module that imports both halves; signaling itself never imports bridge.
+Only the sluice package imports both halves: signaling never imports bridge, nor bridge signaling.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Jingle elements Colibri2 borrows, with one parser and one builder for both codecs.
 
-Colibri2 (bridge/colibri2/xml.py) and Jingle (signaling/jingle/xml.py) carry the same `<payload-type>`
+Colibri2 (colibri2/xml.py) and Jingle (signaling/jingle/xml.py) carry the same `<payload-type>`
 (XEP-0167, with XEP-0293 `<rtcp-fb>`), `<rtp-hdrext>` (XEP-0294), `<candidate>` (XEP-0176) and
 `<fingerprint>` (XEP-0320) elements. Malformed input raises `MalformedElement`, which each codec turns into
 its own error (Colibri2's `bad-request`, JingleError) with the same text.
@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from bridge.colibri2.model import Candidate, Fingerprint, Parameter, PayloadType, RtcpFb, RtpHdrExt
+from colibri2.model import Candidate, Fingerprint, Parameter, PayloadType, RtcpFb, RtpHdrExt
 
 NS_RTP = "urn:xmpp:jingle:apps:rtp:1"
 NS_RTCP_FB = "urn:xmpp:jingle:apps:rtp:rtcp-fb:0"

@@ -11,7 +11,7 @@ import json as _json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from bridge.colibri2.model import (
+from colibri2.model import (
     Candidate,
     Colibri2Error,
     ConferenceModified,
@@ -33,7 +33,7 @@ from bridge.colibri2.model import (
     Transport,
     bad_request,
 )
-from bridge.colibri2.xml import NS_ICE
+from colibri2.xml import NS_ICE
 
 #: Largest JSON body accepted as text.
 MAX_JSON_BYTES = 512 * 1024

@@ -16,10 +16,10 @@ from pathlib import Path
 import uvloop
 
 from bridge.app import BridgeApp
-from bridge.serve import ServeConfig, Served
 from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings, read_toml
 from signaling.focus import Focus, FocusConfig
 from signaling.settings import SignalingSettings, SignalingSettingsError, signaling_settings
+from sluice.serve import ServeConfig, Served
 
 log = logging.getLogger("sluice")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from xml.sax.saxutils import escape, quoteattr
 
-from bridge.colibri2.elements import (
+from colibri2.elements import (
     MalformedElement,
     build_candidate,
     build_fingerprint,
@@ -24,15 +24,15 @@ from bridge.colibri2.elements import (
     parse_payload_type,
     parse_rtp_hdrext,
 )
-from bridge.colibri2.elements import all_of as _all
-from bridge.colibri2.elements import child as _child
-from bridge.colibri2.elements import element as _el
-from bridge.colibri2.elements import local as _local
-from bridge.colibri2.elements import opt_bool as _bool
-from bridge.colibri2.elements import opt_int as _int
-from bridge.colibri2.elements import req as _req
-from bridge.colibri2.elements import reqint as _reqint
-from bridge.colibri2.model import (
+from colibri2.elements import all_of as _all
+from colibri2.elements import child as _child
+from colibri2.elements import element as _el
+from colibri2.elements import local as _local
+from colibri2.elements import opt_bool as _bool
+from colibri2.elements import opt_int as _int
+from colibri2.elements import req as _req
+from colibri2.elements import reqint as _reqint
+from colibri2.model import (
     Colibri2Error,
     ConferenceModified,
     ConferenceModify,
