@@ -78,7 +78,7 @@ def bad_request(text: str) -> Colibri2Error:
 # Both ids end up in URL paths (/colibri/v2/conferences/<meeting-id>, /colibri-ws/<server>/<meeting-id>/
 # <endpoint-id>), in source names (<endpoint-id>-v0), in logs and metric labels, so they are limited to
 # RFC 3986's unreserved characters and never start with "." (no "." or ".." path segment, no dotfile).
-# Endpoint ids are MUC nicknames: lib-jitsi-meet and web/js/conference.js send 8 hex digits, jigasi and
+# Endpoint ids are MUC nicknames: lib-jitsi-meet and webclient/js/conference.js send 8 hex digits, jigasi and
 # jibri short words, the load generator `lg<n>`; 64 leaves room for all of them. Meeting ids are UUIDs
 # (Prosody's mod_muc_meeting_id, our MUC, the focus's fallback) or an operator's string over HTTP such as
 # bench's `bench-<uuid>`; "@" and ":" are allowed too (legal in a path segment) for JID-like names.

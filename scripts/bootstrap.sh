@@ -49,12 +49,14 @@ if [ ! -f ".venv/.native-$src_hash" ] || [ ! -x native/target/release/raw_relay 
     (cd native && cargo build --release -q -p sluice-loadgen --bin raw_relay)
     rm -f .venv/.native-*; touch ".venv/.native-$src_hash"
 fi
-# The web client's one npm dependency (strophe.js, pinned in web/package-lock.json), served from web/node_modules.
-web_stamp=web/node_modules/.lock-$(sha256sum web/package-lock.json | cut -c1-16)
+# The web client's one npm dependency (strophe.js, pinned in its package-lock.json), served from its
+# node_modules; it lives in the signaling package so that a built wheel carries it (pyproject.toml).
+web=signaling/webclient
+web_stamp=$web/node_modules/.lock-$(sha256sum $web/package-lock.json | cut -c1-16)
 if [ ! -f "$web_stamp" ]; then
     # The machine's own Node.js and npm (Debian's npm conflicts with the preinstalled nodejs).
     command -v npm >/dev/null || { echo "bootstrap: npm is required for the web client" >&2; exit 1; }
-    npm ci --prefix web --omit=optional --no-audit --no-fund --loglevel=error
+    npm ci --prefix "$web" --omit=optional --no-audit --no-fund --loglevel=error
     touch "$web_stamp"
 fi
 echo "bootstrap: ready"

@@ -2,11 +2,11 @@
 
 One aiohttp application on one HTTP port (what `sluice serve` prints):
 
-- `/` and `/<room>` serve `web/index.html` (the client reads the room from its own path);
-- `/css/<file>` and `/js/<file>` serve `web/css` and `web/js` (regular files only: no listing, no dotfiles,
-  no symlinks, no subdirectories);
-- from `web/node_modules` (installed by `npm ci` from web/package-lock.json) only the strophe.js build that
-  index.html loads; its package metadata, sources and other builds stay private;
+- `/` and `/<room>` serve `webclient/index.html` (the client reads the room from its own path);
+- `/css/<file>` and `/js/<file>` serve `webclient/css` and `webclient/js` (regular files only: no listing,
+  no dotfiles, no symlinks, no subdirectories);
+- from `webclient/node_modules` (installed by `npm ci` from webclient/package-lock.json) only the strophe.js
+  build that index.html loads; its package metadata, sources and other builds stay private;
 - `/config.json` tells the client its XMPP hosts (issue 5 contract) and where the WebSocket is;
 - `/xmpp-websocket` is the embedded server's RFC 7395 endpoint.
 """
@@ -23,13 +23,15 @@ from aiohttp import web
 
 from signaling.domains import JitsiDomains
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
-#: Room names the client accepts (web/js/app.js); anything else under / is a 404, not the page.
+#: The client's files are package data of signaling, so an installed wheel serves its own copy (the wheel
+#: carries only the files served below; pyproject.toml's [tool.maturin] include/exclude).
+WEB_DIR = Path(__file__).resolve().parent / "webclient"
+#: Room names the client accepts (webclient/js/app.js); anything else under / is a 404, not the page.
 ROOM = re.compile(r"^[a-z0-9_-]{1,64}$")
 #: First path segments taken by static files: a room cannot be called this.
 RESERVED = ("css", "js", "node_modules", "config.json", "xmpp-websocket")
-#: The one node_modules file the page loads (web/index.html; web/js/xmpp.js names it too). It references
-#: no source map (no sourceMappingURL comment), so none is served.
+#: The one node_modules file the page loads (webclient/index.html; webclient/js/xmpp.js names it too). It
+#: references no source map (no sourceMappingURL comment), so none is served.
 STROPHE = "node_modules/strophe.js/dist/strophe.umd.min.js"
 #: The directories whose files are served as they are; flat, as the client's are.
 STATIC_DIRS = ("css", "js")
@@ -65,7 +67,7 @@ def add_client_files(router: web.UrlDispatcher, web_dir: Path = WEB_DIR) -> None
         async def serve(request: web.Request) -> web.StreamResponse:
             name = request.match_info["name"]
             path = directory / name
-            # A symlink could lead out of web/; the client has none.
+            # A symlink could lead out of webclient/; the client has none.
             if not _FILE_NAME.fullmatch(name) or path.is_symlink() or not path.is_file():
                 raise web.HTTPNotFound()
             return web.FileResponse(path)

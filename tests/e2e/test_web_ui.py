@@ -112,7 +112,8 @@ def test_landing_and_prejoin_screens(web: WebServer, tmp_path: Path, artifact_di
 
 @pytest.fixture
 async def prosody_web(tmp_path: Path) -> AsyncIterator[WebServer]:
-    """Prosody (Jitsi's layout, mod_websocket), our focus logged in to it, and web/ proxying XMPP to it."""
+    """Prosody (Jitsi's layout, mod_websocket), our focus logged in to it, and the web client proxying XMPP
+    to it."""
     prosody = Prosody.create(tmp_path / "prosody", websocket=True)
     await asyncio.to_thread(prosody.start)
     focus = Focus(

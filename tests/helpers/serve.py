@@ -3,6 +3,8 @@
 `running_serve(directory, settings)` starts it with a settings file (the bridge's media on loopback and its
 private API on a known port are written first, `settings` is appended), waits for the URL it prints, keeps
 reading its output, and stops it by PID (SIGTERM, then SIGKILL) at the end, saving the log as serve.log.
+It runs this checkout's `sluice` unless given another `command` (tests/integration/test_wheel.py: the
+installed one).
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import re
 import signal
 import socket
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers.jicofo import start_sluice
+from tests.helpers.jicofo import REPO, SLUICE, start_sluice
 from tests.helpers.prosody import free_tcp_port
 
 
@@ -97,7 +99,12 @@ def _json(body: bytes) -> dict[str, list[dict[str, list[dict[str, str]]]]]:
 
 @contextlib.asynccontextmanager
 async def running_serve(
-    directory: Path, settings: str = "", *args: str, domain: str = "meet.sluice"
+    directory: Path,
+    settings: str = "",
+    *args: str,
+    domain: str = "meet.sluice",
+    command: Sequence[str] = SLUICE,
+    cwd: Path = REPO,
 ) -> AsyncIterator[ServeProcess]:
     private, xmpp, udp = free_tcp_port(), free_tcp_port(), free_udp_port()
     config = directory / "serve.toml"
@@ -107,7 +114,7 @@ async def running_serve(
     )
     proc = await start_sluice(
         "serve", "--config", str(config), "--domain", domain, "--host", "127.0.0.1",
-        "--http-port", "0", "--xmpp-port", str(xmpp), *args,
+        "--http-port", "0", "--xmpp-port", str(xmpp), *args, command=command, cwd=cwd,
     )  # fmt: skip
     assert proc.stdout is not None
     output: list[str] = []

@@ -1,9 +1,10 @@
-"""Serving web/ for browser tests that bring their own XMPP server (Prosody).
+"""Serving the web client for browser tests that bring their own XMPP server (Prosody).
 
 `WebServer` is a small aiohttp app on its own thread and event loop (so blocking Selenium calls and async
-tests both work): web/'s static files, `/config.json`, `/<room>` → index.html, an optional
+tests both work): the client's static files, `/config.json`, `/<room>` → index.html, an optional
 `/xmpp-websocket` proxy to an upstream XMPP WebSocket (same origin, as `sluice serve` offers its own), and a
-test harness page for web/js/jingle-sdp.js. `sluice serve` itself serves web/ with signaling/web.py.
+test harness page for its jingle-sdp.js. `sluice serve` itself serves signaling/webclient/ with
+signaling/web.py.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiohttp.client import ClientSession
 
-from signaling.web import add_client_files
+from signaling.web import WEB_DIR, add_client_files
 from signaling.web import client_config as signaling_client_config
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.prosody import DOMAIN
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 ROOM_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 
@@ -135,7 +135,7 @@ window.sluice = {
 
 
 class WebServer:
-    """web/ over http://127.0.0.1:<port>/ on a private thread; `stop()` joins it."""
+    """The web client over http://127.0.0.1:<port>/ on a private thread; `stop()` joins it."""
 
     def __init__(
         self, config: Mapping[str, Any] | None = None, websocket_upstream: str | None = None
@@ -155,7 +155,7 @@ class WebServer:
 
     def start(self) -> WebServer:
         if not (WEB_DIR / "node_modules" / "strophe.js").is_dir():
-            raise RuntimeError("web/node_modules is missing: run scripts/bootstrap.sh (npm ci --prefix web)")
+            raise RuntimeError(f"{WEB_DIR / 'node_modules'} is missing: run scripts/bootstrap.sh")
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -254,7 +254,7 @@ def dump(obj: object) -> str:
     return json.dumps(obj, indent=1, default=str)[:4000]
 
 
-# ---- driving the client's page (window.sluice, web/js/app.js)
+# ---- driving the client's page (window.sluice, webclient/js/app.js)
 
 WINDOW = (1280, 800)
 

@@ -1,8 +1,8 @@
 """signaling/web.py serves what the page loads and nothing else, over a real aiohttp server.
 
-Against the real web/ (with its npm-installed node_modules): the page, its css/js and the one strophe.js
-build answer; package metadata, other builds, listings and traversal are 404. Against a copy with a
-dotfile, a symlink out of the tree and a subdirectory: none of them is served.
+Against the real signaling/webclient/ (with its npm-installed node_modules): the page, its css/js and the one
+strophe.js build answer; package metadata, other builds, listings and traversal are 404. Against a copy with
+a dotfile, a symlink out of the tree and a subdirectory: none of them is served.
 """
 
 from __future__ import annotations

@@ -241,7 +241,7 @@ GOOD_MEETING_IDS = [
     "a" * 128,
 ]
 BAD_MEETING_IDS = ["", " ", "a b", "a/b", "..", ".hidden", "a" * 129, "caf\u00e9", "m\n", "<x>", "a?b", "a#b"]
-#: lib-jitsi-meet and web/js/conference.js nicknames (8 hex), bench's lg<n>, jibri/jigasi-style words.
+#: lib-jitsi-meet and webclient/js/conference.js nicknames (8 hex), bench's lg<n>, jibri/jigasi-style words.
 GOOD_ENDPOINT_IDS = ["abcd1234", "0f3e9a7c", "lg0", "lg1023", "jibri-5f2a", "jigasi_1", "a.b~c", "e" * 64]
 BAD_ENDPOINT_IDS = ["", "a b", "a/b", ".", "..", "a@b", "a:b", "e" * 65, "\u00e9t\u00e9", "x\x00"]
 
