@@ -1,1 +1,3 @@
-"""Sluice signaling: XMPP, Jingle, the focus (later issues)."""
+"""Sluice signaling: the embedded XMPP server, Jingle, the focus, and the web front door with the browser
+client's files (webclient/). Talks to bridges only in Colibri2 (the colibri2 package); never imports
+bridge."""

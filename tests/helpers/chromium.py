@@ -29,7 +29,8 @@ from tests.helpers.sdp import BridgeOffer, PeerAnswer
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
-# reference/real-peers.md; --user-data-dir is added per browser (fresh temp dir).
+# Headless, no background requests, fake camera and microphone granted without a prompt, loopback ICE allowed;
+# --user-data-dir is added per browser (fresh temp dir).
 CHROMIUM_FLAGS = (
     "--headless=new",
     "--no-sandbox",
