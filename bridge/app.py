@@ -29,7 +29,8 @@ from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.public_http import ColibriWebSockets, create_public_app
 from bridge.settings import Settings
-from bridge.xmpp import BridgeState, BridgeXmppClient, package_version
+from bridge.xmpp import BridgeXmppClient
+from bridge.xmpp_core import BridgeState, package_version
 
 log = logging.getLogger(__name__)
 

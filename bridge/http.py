@@ -49,7 +49,7 @@ from bridge.colibri2.model import Colibri2Error
 from bridge.lifecycle import Lifecycle
 from bridge.load import LoadSampler
 from bridge.metrics import BridgeMetrics, render
-from bridge.xmpp import colibri_stats
+from bridge.xmpp_core import colibri_stats
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from bridge.colibri2.json import conference_modified_from_json, conference_modif
 from bridge.colibri2.model import ConferenceModify, Endpoint, MediaSource, SourceDesc, Transport
 from bridge.public_http import ColibriWebSockets, create_public_app
 from bridge.settings import parse_settings
-from bridge.xmpp import NS_COLIBRI, NS_COLIBRI2
+from bridge.xmpp_core import NS_COLIBRI, NS_COLIBRI2
 
 pytestmark = pytest.mark.integration
 
