@@ -46,6 +46,9 @@ class SilentServer:
     port: int = 0
     held: list[float] = field(default_factory=list)
 
+    def account(self) -> Account:
+        return Account(f"{JVB_USER}@{AUTH_DOMAIN}", "pw", "127.0.0.1", self.port, use_tls=False)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
         opened = loop.time()
@@ -67,8 +70,7 @@ async def silent_server() -> AsyncIterator[SilentServer]:
 
 async def test_a_login_that_takes_too_long_is_given_up_and_tried_again(silent_server: SilentServer) -> None:
     events = Events()
-    account = Account(f"{JVB_USER}@{AUTH_DOMAIN}", "pw", "127.0.0.1", silent_server.port, use_tls=False)
-    client = events.client(account, Reconnect(min=0.05, max=0.1, login_timeout=0.3))
+    client = events.client(silent_server.account(), Reconnect(min=0.05, max=0.1, login_timeout=0.3))
     client.start()
     try:
         await wait_until(lambda: len(events.lost) >= 3, within=5, interval=0.05)
@@ -86,8 +88,7 @@ async def test_a_login_that_takes_too_long_is_given_up_and_tried_again(silent_se
 
 async def test_without_a_login_deadline_the_attempt_waits_for_the_server(silent_server: SilentServer) -> None:
     events = Events()
-    account = Account(f"{JVB_USER}@{AUTH_DOMAIN}", "pw", "127.0.0.1", silent_server.port, use_tls=False)
-    client = events.client(account, Reconnect(min=0.05, max=0.1, login_timeout=None))
+    client = events.client(silent_server.account(), Reconnect(min=0.05, max=0.1, login_timeout=None))
     client.start()
     try:
         await asyncio.sleep(0.6)
