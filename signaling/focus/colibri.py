@@ -188,16 +188,15 @@ class Colibri:
         """Sends one job; False when it had nothing to send any more (stale, or the room has no bridge)."""
         if room.epoch != job.epoch:
             return False
+        bridge = self._shared.bridges.get(room.bridge or "")
         if isinstance(job, Allocation):
             if room.participants.get(job.p.nick) is not job.p:
                 return False
             request = self._allocation(room, job.p)
-            chosen = self._shared.bridges.get(room.bridge or "")
-            if chosen is not None:
-                chosen.recent.append(now)
+            if bridge is not None:
+                bridge.recent.append(now)  # its stress shows this endpoint only later
         else:
             request = job.request
-        bridge = self._shared.bridges.get(room.bridge or "")
         if bridge is None:
             return False
         self._shared.stats["colibri_requests"] += 1
