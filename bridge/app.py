@@ -27,7 +27,8 @@ from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.public_http import ColibriWebSockets, create_public_app
 from bridge.settings import Settings
-from bridge.xmpp import BridgeState, BridgeXmppClient, package_version
+from bridge.xmpp import BridgeXmppClient
+from bridge.xmpp_core import BridgeState, package_version
 from colibri2.model import Colibri2Error
 from colibri2.xml import build_conference_modified, build_error, parse_conference_modify
 

@@ -47,7 +47,7 @@ from bridge.colibri2_handler import COLIBRI2_LIMITS, Colibri2Handler
 from bridge.lifecycle import Lifecycle
 from bridge.load import LoadSampler
 from bridge.metrics import BridgeMetrics, render
-from bridge.xmpp import colibri_stats
+from bridge.xmpp_core import colibri_stats
 from colibri2.json import MAX_JSON_BYTES, conference_modified_to_json, conference_modify_from_json
 from colibri2.model import Colibri2Error
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bridge.bridge import Bridge, BridgeError
 from bridge.colibri2_handler import Colibri2Handler
-from bridge.xmpp import BridgeState
+from bridge.xmpp_core import BridgeState
 
 log = logging.getLogger(__name__)
 

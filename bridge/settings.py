@@ -33,7 +33,7 @@ from typing import Any
 from bridge.colibri2_handler import Colibri2Limits
 from bridge.config import BridgeConfig
 from bridge.load import DEFAULT_CAPACITY_PPS
-from bridge.xmpp import XmppClientConfig
+from bridge.xmpp_core import XmppClientConfig
 
 
 class SettingsError(ValueError):

@@ -8,8 +8,8 @@ export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
 step() { echo; echo "=== $* ==="; }
 
 step "ruff"
-ruff check bridge signaling colibri2 sluice bench tests
-ruff format --check bridge signaling colibri2 sluice bench tests
+ruff check bridge signaling colibri2 sluice bench xmppclient tests
+ruff format --check bridge signaling colibri2 sluice bench xmppclient tests
 step "mypy (strict)"
 mypy
 step "cargo fmt --check"

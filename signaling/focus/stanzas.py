@@ -21,6 +21,8 @@ NS_JITMEET_AUDIO = "http://jitsi.org/jitmeet/audio"
 NS_JITMEET_VIDEO = "http://jitsi.org/jitmeet/video"
 NS_JITMEET_DESKTOP = "http://jitsi.org/jitmeet/desktop"
 NS_COLIBRI2 = "jitsi:colibri2"
+#: The client's disco feature for Jingle sources as JSON (Jicofo's default when a client says nothing).
+FEATURE_JSON_SOURCES = "http://jitsi.org/json-encoded-sources"
 
 # RFC 6120 8.3.2: the error type that goes with each condition used here.
 ERROR_TYPES = {
@@ -93,6 +95,13 @@ def presence(to: str, presence_type: str | None = None, *children: ET.Element) -
         el.set("type", presence_type)
     el.extend(children)
     return el
+
+
+def muc_join() -> ET.Element:
+    """The `<x xmlns=muc>` of a MUC join, asking for no history."""
+    x = ET.Element(q(NS_MUC, "x"))
+    ET.SubElement(x, q(NS_MUC, "history"), {"maxstanzas": "0"})
+    return x
 
 
 def bare(jid: str) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bridge import Bridge
-from bridge.xmpp import NS_COLIBRI2, BridgeXmppClient, XmppClientConfig
+from bridge.xmpp import BridgeXmppClient
+from bridge.xmpp_core import NS_COLIBRI2, XmppClientConfig
 from tests.helpers.prosody import AUTH_DOMAIN, BREWERY_JID, JVB_USER, MucObserver, Prosody
 
 

@@ -6,7 +6,8 @@ import asyncio
 import socket
 import xml.etree.ElementTree as ET
 
-from bridge.xmpp import NS_COLIBRI, NS_COLIBRI2, NS_HEALTHCHECK, NS_VERSION, BridgeXmppClient
+from bridge.xmpp import BridgeXmppClient
+from bridge.xmpp_core import NS_COLIBRI, NS_COLIBRI2, NS_HEALTHCHECK, NS_VERSION
 from tests.helpers.prosody import BREWERY_JID, MucObserver, Prosody
 from tests.integration.conftest import EchoColibri2
 

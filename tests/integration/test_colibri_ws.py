@@ -25,7 +25,7 @@ from bridge.app import BridgeApp
 from bridge.channel import BridgeChannels, Send
 from bridge.public_http import ColibriWebSockets, create_public_app
 from bridge.settings import parse_settings
-from bridge.xmpp import NS_COLIBRI, NS_COLIBRI2
+from bridge.xmpp_core import NS_COLIBRI, NS_COLIBRI2
 from colibri2.json import conference_modified_from_json, conference_modify_to_json
 from colibri2.model import ConferenceModify, Endpoint, MediaSource, SourceDesc, Transport
 

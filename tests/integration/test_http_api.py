@@ -20,7 +20,7 @@ from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import LOOPBACK_HOSTS, create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
-from bridge.xmpp import BridgeState
+from bridge.xmpp_core import BridgeState
 from colibri2 import xml as cxml
 from colibri2.json import conference_modify_to_json
 

@@ -20,7 +20,7 @@ from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
-from bridge.xmpp import BridgeState
+from bridge.xmpp_core import BridgeState
 
 if TYPE_CHECKING:
     from bridge._native import LoadGenEndpoint

@@ -22,7 +22,7 @@ from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
-from bridge.xmpp import BridgeState
+from bridge.xmpp_core import BridgeState
 from tests.helpers.call import Call, wait_until, wait_until_async
 from tests.helpers.peers import AiortcPeer, PeerFactory
 from tests.helpers.spoof import PER_KIND, SPOOFS, kernel_drops, spoof_every_kind

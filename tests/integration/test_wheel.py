@@ -79,7 +79,7 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_carries_the_packages_and_only_the_client_files_the_page_loads(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert tops == {"bridge", "signaling", "colibri2", "sluice", "bench"}
+    assert tops == {"bridge", "signaling", "colibri2", "xmppclient", "sluice", "bench"}
     assert "bridge/_native.abi3.so" in names
     client = sorted(
         n.removeprefix("signaling/webclient/") for n in names if n.startswith("signaling/webclient/")

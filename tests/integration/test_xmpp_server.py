@@ -19,7 +19,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from bridge import Bridge
-from bridge.xmpp import NS_COLIBRI, NS_HEALTHCHECK, BridgeXmppClient, XmppClientConfig
+from bridge.xmpp import BridgeXmppClient
+from bridge.xmpp_core import NS_COLIBRI, NS_HEALTHCHECK, XmppClientConfig
 from signaling.xmpp import XmppLimits, XmppServer, XmppServerConfig
 from tests.helpers.xmppd import (
     CLIENT,

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN: dict[str, frozenset[str]] = {
     "signaling": frozenset({"bridge", "sluice", "bench"}),
     "bridge": frozenset({"signaling", "sluice", "bench"}),
-    "colibri2": frozenset({"bridge", "signaling", "sluice", "bench"}),
+    "colibri2": frozenset({"bridge", "signaling", "sluice", "bench", "xmppclient"}),
+    "xmppclient": frozenset({"bridge", "signaling", "sluice", "bench", "colibri2"}),
     "bench": frozenset({"signaling", "sluice"}),
 }
 
@@ -90,7 +91,7 @@ def test_the_static_check_sees_imports_anywhere() -> None:
 
 
 #: Our top-level packages.
-OURS = ("bridge", "signaling", "colibri2", "sluice", "bench")
+OURS = ("bridge", "signaling", "colibri2", "xmppclient", "sluice", "bench")
 # Run in a fresh interpreter from the checkout: imports every module of the package named in argv[1] and
 # prints where it came from and which of the packages named after it ended up in sys.modules.
 _IMPORT_ALL = """
@@ -118,7 +119,7 @@ def loaded_by_importing(package: str) -> tuple[Path, list[str]]:
     return Path(result["file"]), list(result["modules"])
 
 
-@pytest.mark.parametrize("package", ["signaling", "colibri2", "bridge"])
+@pytest.mark.parametrize("package", ["signaling", "colibri2", "xmppclient", "bridge"])
 def test_importing_every_module_loads_nothing_across_the_border(package: str) -> None:
     init, modules = loaded_by_importing(package)
     assert init.is_relative_to(REPO / package), f"imported {init}, not this checkout's {package}"
