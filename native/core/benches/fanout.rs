@@ -10,13 +10,14 @@
 //! Throughput is in egress packets, so criterion's elements/s is egress packets/s and time ÷ receivers is
 //! the cost per egress packet (including its share of the one unprotect).
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, SourceSpec, TransportId};
+use sluice_core::domain::{
+    FeedbackSsrcs, IdMap, MediaKind, RemoteCandidate, SourceSpec, TransportId,
+};
 use sluice_core::dtls::{
     DtlsCert, DtlsConfig, DtlsConn, DtlsEvent, DtlsRole, DtlsSrtpProfile, HashAlg,
 };
@@ -179,7 +180,7 @@ fn name(profile: DtlsSrtpProfile) -> &'static str {
 /// One conference: the sender and `n` receivers, all connected, the sender's SSRC signalled.
 struct Conference {
     router: Router,
-    transports: HashMap<TransportId, Transport>,
+    transports: IdMap<Transport>,
 }
 
 impl Conference {
@@ -194,7 +195,7 @@ impl Conference {
                 video: 0xB0,
             },
         );
-        let mut transports = HashMap::new();
+        let mut transports = IdMap::default();
         let mut sender = None;
         for id in SENDER..=SENDER + n as u64 {
             let (t, tx) = connected(id, &bridge_cert, &peer_cert, profile);

@@ -1,12 +1,43 @@
 //! The nouns the seam, the shard and the protocol machines share: ids, media kinds, sources, force-mute,
 //! transport states and the bridge's feedback SSRCs. Plain values, no behaviour beyond naming.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
 use crate::ice::CandidateKind;
 
 pub type RouterId = u64;
 pub type TransportId = u64;
+
+/// A map keyed by Router or Transport id. The fan-out looks up every receiver per packet, so the ids
+/// get a one-multiply hash instead of SipHash; they come from the control plane, never from the network,
+/// so there is no flooding to defend against.
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Fibonacci hashing of one u64: the multiply spreads small sequential ids over the high bits, and the
+/// odd constant keeps distinct ids distinct.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    /// Only reached if a non-u64 key is ever used; still a fine hash, just slower.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MediaKind {
@@ -93,5 +124,28 @@ impl TransportState {
             TransportState::Failed => "failed",
             TransportState::Closed => "closed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    #[test]
+    fn sequential_ids_hash_apart_in_both_the_low_and_the_high_bits() {
+        let build = BuildHasherDefault::<IdHasher>::default();
+        let hashes: Vec<u64> = (1..=4096u64).map(|id| build.hash_one(id)).collect();
+        // hashbrown picks the bucket from the low bits and the control byte from the top 7.
+        let low: HashSet<u64> = hashes.iter().map(|h| h & 0xfff).collect();
+        let top: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert_eq!(low.len(), 4096, "low 12 bits collide");
+        assert_eq!(top.len(), 128, "top 7 bits do not cover every control byte");
+
+        let mut m: IdMap<u64> = IdMap::default();
+        m.extend((1..=4096u64).map(|id| (id, id * 2)));
+        assert!((1..=4096u64).all(|id| m.get(&id) == Some(&(id * 2))));
     }
 }

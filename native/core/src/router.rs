@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::domain::{FeedbackSsrcs, ForceMute, MediaKind, RouterId, SourceSpec, TransportId};
+use crate::domain::{
+    FeedbackSsrcs, ForceMute, IdMap, MediaKind, RouterId, SourceSpec, TransportId,
+};
 use crate::io::Egress;
 use crate::rtcp::{write_receiver_report, write_sdes_cname, ReportBlock};
 use crate::rtp::{ReceiverStats, RtpView};
@@ -121,7 +123,7 @@ impl Router {
         from: TransportId,
         force_mute: ForceMute,
         rtp: &RtpView<'_>,
-        transports: &mut HashMap<TransportId, Transport>,
+        transports: &mut IdMap<Transport>,
         egress: &mut impl Egress,
         total: &mut Counters,
     ) -> Result<usize, DropReason> {
@@ -157,7 +159,7 @@ impl Router {
         from: TransportId,
         kind: Protect,
         packet: &[u8],
-        transports: &mut HashMap<TransportId, Transport>,
+        transports: &mut IdMap<Transport>,
         egress: &mut impl Egress,
         total: &mut Counters,
     ) -> usize {

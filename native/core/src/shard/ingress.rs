@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::egress::Io;
 use super::State;
-use crate::domain::TransportId;
+use crate::domain::{IdMap, TransportId};
 use crate::io::{classify, DatagramKind};
 use crate::rtcp::validate_compound;
 use crate::rtp::RtpView;
@@ -217,7 +217,7 @@ impl State {
 #[inline]
 fn claim<'a>(
     by_addr: &HashMap<SocketAddr, TransportId>,
-    transports: &'a mut HashMap<TransportId, Transport>,
+    transports: &'a mut IdMap<Transport>,
     total: &mut Counters,
     from: SocketAddr,
     len: usize,

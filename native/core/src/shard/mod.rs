@@ -23,7 +23,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::domain::{RouterId, TransportId, TransportState};
+use crate::domain::{IdMap, TransportId, TransportState};
 use crate::dtls::DtlsCert;
 use crate::io::{RecvBatch, SendBatch, UdpSocket};
 use crate::router::Router;
@@ -51,8 +51,8 @@ pub struct ShardConfig {
 pub struct State {
     cert: DtlsCert,
     local_addrs: Vec<SocketAddr>,
-    routers: HashMap<RouterId, Router>,
-    transports: HashMap<TransportId, Transport>,
+    routers: IdMap<Router>,
+    transports: IdMap<Transport>,
     by_ufrag: HashMap<Vec<u8>, TransportId>,
     by_addr: HashMap<SocketAddr, TransportId>,
     total: Counters,
@@ -114,8 +114,8 @@ impl Shard {
             state: State {
                 cert,
                 local_addrs,
-                routers: HashMap::new(),
-                transports: HashMap::new(),
+                routers: IdMap::default(),
+                transports: IdMap::default(),
                 by_ufrag: HashMap::new(),
                 by_addr: HashMap::new(),
                 total: Counters::default(),
