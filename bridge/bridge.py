@@ -36,6 +36,15 @@ def _ice_string(length: int) -> str:
     return "".join(secrets.choice(_ICE_CHARS) for _ in range(length))
 
 
+def _feedback_ssrcs() -> tuple[int, int]:
+    """Two distinct non-zero SSRCs, chosen at random as RFC 3550 8.1 asks."""
+    audio = secrets.randbits(32) or 1
+    video = audio
+    while video in (0, audio):
+        video = secrets.randbits(32)
+    return audio, video
+
+
 def host_priority(local_preference: int) -> int:
     """RFC 8445 5.1.2.1 priority of a host candidate for component 1."""
     return (126 << 24) | (local_preference << 8) | (256 - 1)
@@ -190,11 +199,22 @@ class Endpoint:
 class Conference:
     """One meeting's forwarding domain (a native Router)."""
 
-    def __init__(self, bridge: Bridge, conference_id: str, router_id: int, meeting_id: str) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        conference_id: str,
+        router_id: int,
+        meeting_id: str,
+        feedback_ssrcs: tuple[int, int],
+    ) -> None:
         self.bridge = bridge
         self.id = conference_id
         self.meeting_id = meeting_id
         self.router_id = router_id
+        #: The SSRCs the bridge sends all its own RTCP from in this conference, for audio and for video
+        #: streams: chosen here once, given to the native Router when it is created, and signalled as the
+        #: `jvb-a0` and `jvb-v0` sources of every Colibri2 answer.
+        self.feedback_audio_ssrc, self.feedback_video_ssrc = feedback_ssrcs
         self.endpoints: dict[str, Endpoint] = {}
         self.closed = False
 
@@ -297,8 +317,9 @@ class Bridge:
         if conference_id in self._conferences:
             raise BridgeError(f"conference {conference_id} already exists")
         router_id = next(self._ids)
-        self.native.create_router(router_id)
-        conf = Conference(self, conference_id, router_id, meeting_id)
+        feedback = _feedback_ssrcs()
+        self.native.create_router(router_id, *feedback)
+        conf = Conference(self, conference_id, router_id, meeting_id, feedback)
         self._conferences[conference_id] = conf
         return conf
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,16 +80,9 @@ class EndpointState:
 class ConferenceState:
     conference: Conference
     name: str | None
-    #: Per-conference SSRCs the bridge uses for its own RTCP (jvb-a0, jvb-v0).
-    feedback_audio_ssrc: int
-    feedback_video_ssrc: int
     endpoints: dict[str, EndpointState] = field(default_factory=dict)
     #: Idle expiry: the last check that saw an endpoint here (None: not observed yet).
     last_activity: float | None = None
-
-
-def _random_ssrc() -> int:
-    return secrets.randbits(32) or 1
 
 
 class Colibri2Handler:
@@ -255,8 +247,6 @@ class Colibri2Handler:
         state = ConferenceState(
             conference=self.bridge.create_conference(meeting_id=request.meeting_id),
             name=request.name,
-            feedback_audio_ssrc=_random_ssrc(),
-            feedback_video_ssrc=_random_ssrc(),
         )
         self._conferences[request.meeting_id] = state
         return state, True
@@ -416,9 +406,11 @@ class Colibri2Handler:
         )
 
     def _feedback_sources(self, state: ConferenceState) -> tuple[MediaSource, ...]:
+        # The Conference owns these SSRCs (the native Router sends its RTCP from them); we only signal them.
+        conf = state.conference
         return (
-            MediaSource("audio", "jvb-a0", sources=(SourceDesc(state.feedback_audio_ssrc, "jvb-a0"),)),
-            MediaSource("video", "jvb-v0", sources=(SourceDesc(state.feedback_video_ssrc, "jvb-v0"),)),
+            MediaSource("audio", "jvb-a0", sources=(SourceDesc(conf.feedback_audio_ssrc, "jvb-a0"),)),
+            MediaSource("video", "jvb-v0", sources=(SourceDesc(conf.feedback_video_ssrc, "jvb-v0"),)),
         )
 
 

@@ -1,33 +1,162 @@
-//! Forwarding one incoming SRTP packet to 1, 10 and 50 receivers the way the shard's media path does it:
-//! unprotect once in place, parse the RTP view, then per receiver copy into an egress batch slot and
-//! protect there with that receiver's own SRTP context.
+//! Forwarding one incoming SRTP packet to 1, 10 and 50 receivers with the shard's own code: the sender's
+//! Transport unprotects it once in place, the RTP view is parsed, then `Router::on_rtp` counts it on its
+//! Producer and forwards it, per receiver: filter, copy into an egress batch slot, protect there with that
+//! receiver's own SRTP context, count. What the shard adds around this is the address lookup and the
+//! RFC 7983 classification (see the demux bench).
 //!
-//! The shard's own per-packet function (`State::on_rtp`) is private and needs DTLS-keyed Transports, so
-//! this drives the same public pieces (`SrtpContext`, `RtpView`, `SendBatch`) in the same order. A full
+//! Every Transport is real: before timing starts, each one's ICE and DTLS-SRTP handshake runs in memory
+//! against a client made of the same protocol machines, so the keys come from DTLS as in a call. A full
 //! batch is cleared where the shard would `sendmmsg` it: the syscall is not part of this figure.
-//! Throughput is in egress packets, so criterion's elements/s is egress packets/s and
-//! time ÷ receivers is the cost per egress packet (including its share of the one unprotect).
+//! Throughput is in egress packets, so criterion's elements/s is egress packets/s and time ÷ receivers is
+//! the cost per egress packet (including its share of the one unprotect).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use sluice_core::io::{SendBatch, MAX_DATAGRAM};
+use sluice_core::domain::{
+    FeedbackSsrcs, IdMap, MediaKind, RemoteCandidate, SourceSpec, TransportId,
+};
+use sluice_core::dtls::{
+    DtlsCert, DtlsConfig, DtlsConn, DtlsEvent, DtlsRole, DtlsSrtpProfile, HashAlg,
+};
+use sluice_core::ice::{Candidate, CandidateKind, IceAgent, IceCredentials};
+use sluice_core::io::{classify, DatagramKind, Egress, SendBatch, MAX_DATAGRAM};
+use sluice_core::router::Router;
 use sluice_core::rtp::RtpView;
 use sluice_core::shard::BATCH;
 use sluice_core::srtp::{SrtpContext, SrtpProfile};
+use sluice_core::stats::Counters;
+use sluice_core::stun::StunMessage;
+use sluice_core::transport::Transport;
 
-const PROFILES: [SrtpProfile; 2] = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80];
+const PROFILES: [DtlsSrtpProfile; 2] = [
+    DtlsSrtpProfile::AeadAes128Gcm,
+    DtlsSrtpProfile::Aes128CmSha1_80,
+];
 const RECEIVERS: [usize; 3] = [1, 10, 50];
 /// A full video packet.
 const SIZE: usize = 1200;
 const SSRC: u32 = 0x1234_5678;
+const ROUTER: u64 = 1;
+const SENDER: TransportId = 1;
 
-/// Each endpoint has its own DTLS-derived keys; `seed` stands in for them.
-fn context(profile: SrtpProfile, seed: u8) -> SrtpContext {
-    let key = [seed; 16];
-    let salt = vec![seed ^ 0x5a; profile.master_salt_len()];
-    SrtpContext::new(profile, &key, &salt).expect("valid keys")
+/// The batch the Router queues into, cleared when full where the shard would flush it with sendmmsg.
+struct ClearingEgress(SendBatch);
+
+impl Egress for ClearingEgress {
+    fn batch_for(&mut self, _local: SocketAddr) -> &mut SendBatch {
+        if self.0.is_full() {
+            self.0.clear();
+        }
+        &mut self.0
+    }
+}
+
+fn bridge_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 10_000)
+}
+
+fn peer_addr(i: usize) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, (i % 250) as u8 + 1)),
+        40_000 + i as u16,
+    )
+}
+
+/// A bridge Transport connected in memory to a client peer (ICE controlled, DTLS client offering only
+/// `profile`); returns it with the peer's sending SRTP context.
+fn connected(
+    id: TransportId,
+    bridge_cert: &DtlsCert,
+    peer_cert: &DtlsCert,
+    profile: DtlsSrtpProfile,
+) -> (Transport, SrtpContext) {
+    let (bridge, peer) = (bridge_addr(), peer_addr(id as usize));
+    let mut now = Instant::now();
+    let bridge_ice = IceCredentials::random();
+    let peer_ice = IceCredentials::random();
+    let mut t = Transport::new(
+        id,
+        ROUTER,
+        bridge_ice.clone(),
+        true,
+        bridge_cert.clone(),
+        &[bridge],
+    );
+    let mut agent = IceAgent::new(false, peer_ice.clone(), id);
+    agent.add_local_candidate(Candidate::host(peer, 65535));
+    agent.set_remote_credentials(bridge_ice);
+    agent.add_remote_candidate(Candidate::host(bridge, 65535));
+    let config = DtlsConfig {
+        srtp_profiles: vec![profile],
+        ..DtlsConfig::default()
+    };
+    let mut dtls = DtlsConn::with_config(
+        peer_cert,
+        DtlsRole::Client,
+        vec![bridge_cert.fingerprint(HashAlg::Sha256)],
+        &config,
+    )
+    .expect("client");
+    t.connect(
+        now,
+        peer_ice,
+        vec![peer_cert.fingerprint(HashAlg::Sha256)],
+        "active",
+    );
+    t.add_remote_candidates(
+        now,
+        &[RemoteCandidate {
+            addr: peer,
+            priority: Candidate::host(peer, 65535).priority,
+            kind: CandidateKind::Host,
+        }],
+    );
+    let mut started = false;
+    let mut keys = None;
+    for _ in 0..4000 {
+        while let Some(tx) = t.poll_transmit() {
+            match classify(&tx.contents) {
+                DatagramKind::Stun => {
+                    let _ = agent.handle_datagram(now, peer, bridge, &tx.contents);
+                }
+                DatagramKind::Dtls => {
+                    dtls.handle_datagram(now, &tx.contents);
+                }
+                _ => {}
+            }
+        }
+        agent.handle_timeout(now);
+        while let Some(tx) = agent.poll_transmit() {
+            let msg = StunMessage::parse(&tx.contents).expect("our own STUN");
+            let _ = t.handle_stun(now, bridge, peer, &msg);
+        }
+        while agent.poll_event().is_some() {}
+        if !started && agent.selected_pair().is_some() {
+            started = true;
+            dtls.start(now);
+        }
+        dtls.handle_timeout(now);
+        while let Some(d) = dtls.poll_transmit() {
+            let _ = t.handle_dtls(now, bridge, peer, &d);
+        }
+        while let Some(ev) = dtls.poll_event() {
+            if let DtlsEvent::Connected(k) = ev {
+                keys = Some(k);
+            }
+        }
+        t.handle_timeout(now);
+        while t.poll_note().is_some() {}
+        if let (true, Some(k)) = (t.is_media_ready(), &keys) {
+            let p = SrtpProfile::from_dtls_name(k.profile.name()).expect("profile");
+            let tx = SrtpContext::new(p, &k.local_key, &k.local_salt).expect("peer keys");
+            return (t, tx);
+        }
+        now += Duration::from_millis(5);
+    }
+    panic!("transport {id} did not connect in memory");
 }
 
 /// A plain RTP packet (12-octet header, one-word 0xBEDE extension) of `SIZE` octets.
@@ -41,44 +170,75 @@ fn write_rtp(buf: &mut [u8; MAX_DATAGRAM], seq: u16) {
     buf[12..16].copy_from_slice(&[0xbe, 0xde, 0, 1]);
 }
 
-fn name(profile: SrtpProfile) -> &'static str {
+fn name(profile: DtlsSrtpProfile) -> &'static str {
     match profile {
-        SrtpProfile::AeadAes128Gcm => "aead_aes_128_gcm",
-        SrtpProfile::Aes128CmHmacSha1_80 => "aes_128_cm_sha1_80",
+        DtlsSrtpProfile::AeadAes128Gcm => "aead_aes_128_gcm",
+        DtlsSrtpProfile::Aes128CmSha1_80 => "aes_128_cm_sha1_80",
     }
 }
 
-struct Receiver {
-    ctx: SrtpContext,
-    addr: SocketAddr,
+/// One conference: the sender and `n` receivers, all connected, the sender's SSRC signalled.
+struct Conference {
+    router: Router,
+    transports: IdMap<Transport>,
 }
 
-/// One forwarding step; returns the number of egress packets queued.
-fn forward(
-    ingress: &mut SrtpContext,
-    pkt: &mut [u8],
-    receivers: &mut [Receiver],
-    batch: &mut SendBatch,
-) -> usize {
-    let len = ingress.unprotect_rtp(pkt).expect("unprotects");
-    let plain = &pkt[..len];
-    let view = RtpView::parse(plain).expect("valid RTP");
-    // The shard looks the producer up by SSRC here; keep the read so it is not optimised away.
-    black_box(view.ssrc());
-    let mut sent = 0;
-    for r in receivers {
-        if batch.is_full() {
-            batch.clear();
+impl Conference {
+    /// The conference and the sender peer's SRTP context, to make ingress packets with.
+    fn new(profile: DtlsSrtpProfile, n: usize) -> (Self, SrtpContext) {
+        let bridge_cert = DtlsCert::generate().expect("cert");
+        let peer_cert = DtlsCert::generate().expect("cert");
+        let mut router = Router::new(
+            ROUTER,
+            FeedbackSsrcs {
+                audio: 0xA0,
+                video: 0xB0,
+            },
+        );
+        let mut transports = IdMap::default();
+        let mut sender = None;
+        for id in SENDER..=SENDER + n as u64 {
+            let (t, tx) = connected(id, &bridge_cert, &peer_cert, profile);
+            router.add_member(id);
+            transports.insert(id, t);
+            sender.get_or_insert(tx);
         }
-        let Some(slot) = batch.slot() else {
-            continue;
-        };
-        slot[..len].copy_from_slice(plain);
-        let n = r.ctx.protect_rtp(slot, len).expect("protects");
-        batch.commit(n, r.addr);
-        sent += 1;
+        router.set_sources(
+            SENDER,
+            &[SourceSpec {
+                ssrc: SSRC,
+                kind: MediaKind::Video,
+                clock_rate: 90_000,
+            }],
+        );
+        (Conference { router, transports }, sender.expect("a sender"))
     }
-    sent
+
+    /// One forwarding step, as the shard's ingress does it after the address lookup; returns the number
+    /// of egress packets queued.
+    fn forward(
+        &mut self,
+        now: Instant,
+        pkt: &mut [u8],
+        egress: &mut ClearingEgress,
+        total: &mut Counters,
+    ) -> usize {
+        let t = self.transports.get_mut(&SENDER).expect("sender");
+        let force_mute = t.force_mute;
+        let len = t.unprotect_rtp(pkt).expect("unprotects");
+        let rtp = RtpView::parse(&pkt[..len]).expect("valid RTP");
+        self.router
+            .on_rtp(
+                now,
+                SENDER,
+                force_mute,
+                &rtp,
+                &mut self.transports,
+                egress,
+                total,
+            )
+            .expect("forwarded")
+    }
 }
 
 fn fanout(c: &mut Criterion) {
@@ -87,18 +247,10 @@ fn fanout(c: &mut Criterion) {
         for n in RECEIVERS {
             g.throughput(Throughput::Elements(n as u64));
             g.bench_function(BenchmarkId::new(name(profile), n), |b| {
-                let mut sender = context(profile, 1);
-                let mut ingress = context(profile, 1);
-                let mut receivers: Vec<Receiver> = (0..n)
-                    .map(|i| Receiver {
-                        ctx: context(profile, 2 + i as u8),
-                        addr: SocketAddr::new(
-                            IpAddr::V4(Ipv4Addr::new(198, 51, 100, (i % 250) as u8 + 1)),
-                            40_000 + i as u16,
-                        ),
-                    })
-                    .collect();
-                let mut batch = SendBatch::new(BATCH);
+                let (mut conf, mut sender) = Conference::new(profile, n);
+                let mut egress = ClearingEgress(SendBatch::new(BATCH));
+                let mut total = Counters::default();
+                let now = Instant::now();
                 let mut seq = 0u16;
                 // A fresh sequence number per packet, protected outside the timed section, so the
                 // ingress replay window never refuses one.
@@ -111,12 +263,12 @@ fn fanout(c: &mut Criterion) {
                         (buf, len)
                     },
                     |(buf, len)| {
-                        let sent =
-                            forward(&mut ingress, &mut buf[..*len], &mut receivers, &mut batch);
+                        let sent = conf.forward(now, &mut buf[..*len], &mut egress, &mut total);
                         assert_eq!(sent, n);
                     },
                     BatchSize::SmallInput,
                 );
+                black_box(total.rtp_out);
             });
         }
     }

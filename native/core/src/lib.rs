@@ -3,9 +3,11 @@
 //! Protocol machines here are sans-IO: they take input and the current time and return what to send
 //! and when to be woken. Only `io` and the shard loop own sockets, threads and clocks.
 
+pub mod domain;
 pub mod dtls;
 pub mod ice;
 pub mod io;
+pub mod queue;
 pub mod router;
 pub mod rtcp;
 pub mod rtp;

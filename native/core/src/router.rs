@@ -1,11 +1,18 @@
 //! Router: one conference's forwarding domain. It knows its transports and, for every signalled SSRC,
-//! the Producer that sends it. The shard applies it per packet; the Router itself touches no socket.
+//! the Producer that sends it, and it owns forwarding: the shard hands it each decrypted packet and an
+//! egress to queue into. The Router itself touches no socket.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::rtp::ReceiverStats;
-use crate::seam::{MediaKind, RouterId, SourceSpec, TransportId};
+use crate::domain::{
+    FeedbackSsrcs, ForceMute, IdMap, MediaKind, RouterId, SourceSpec, TransportId,
+};
+use crate::io::Egress;
+use crate::rtcp::{write_receiver_report, write_sdes_cname, ReportBlock};
+use crate::rtp::{ReceiverStats, RtpView};
+use crate::stats::{Counters, DropReason};
+use crate::transport::{Protect, Transport};
 
 /// How often the bridge sends its own receiver reports to each sender (RFC 3550 6.2 allows 5 s;
 /// WebRTC senders use them for loss-based rate control, so we report faster).
@@ -18,6 +25,12 @@ pub const KEYFRAME_REQUEST_MIN_INTERVAL: Duration = Duration::from_millis(300);
 /// beyond any age a receiver still asks retransmissions for (libwebrtc stops at 10,000), well short of a
 /// wrap of the 16-bit sequence number.
 const MUTED_RUN_MEMORY: u16 = 0x4000;
+
+/// RFC 3550 6.4.2: at most 31 report blocks fit one RR.
+const MAX_BLOCKS: usize = 31;
+
+/// The CNAME the bridge uses for its own RTCP.
+const BRIDGE_CNAME: &[u8] = b"sluice";
 
 /// Ingress of one signalled SSRC.
 pub struct Producer {
@@ -75,27 +88,132 @@ impl Producer {
 pub struct Router {
     pub id: RouterId,
     /// Transports in join order; forwarding walks this list.
-    pub members: Vec<TransportId>,
+    members: Vec<TransportId>,
     pub producers: HashMap<u32, Producer>,
-    /// The SSRC the bridge uses as the sender of its own RTCP in this conference.
-    pub rtcp_ssrc: u32,
+    /// The SSRCs the bridge sends its own RTCP from, as signalled in Colibri2 (one per media kind).
+    pub feedback: FeedbackSsrcs,
     pub next_report: Option<Instant>,
 }
 
 impl Router {
-    pub fn new(id: RouterId) -> Self {
-        let mut b = [0u8; 4];
-        let rtcp_ssrc = match openssl::rand::rand_bytes(&mut b) {
-            Ok(()) => u32::from_be_bytes(b) | 1,
-            Err(_) => 0x5111_ce00 ^ id as u32,
-        };
+    pub fn new(id: RouterId, feedback: FeedbackSsrcs) -> Self {
         Router {
             id,
             members: Vec::new(),
             producers: HashMap::new(),
-            rtcp_ssrc,
+            feedback,
             next_report: None,
         }
+    }
+
+    /// Transports in join order.
+    pub fn members(&self) -> &[TransportId] {
+        &self.members
+    }
+
+    /// The media path for one decrypted RTP packet from member `from`: RFC 3550 receive statistics on
+    /// its Producer, the sender's force-mute, then `forward` to every other member. Returns the number of
+    /// egress packets queued, or why the packet goes nowhere (the caller counts that on the sender).
+    // The shard's fields come separately so that it keeps the others borrowable.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn on_rtp(
+        &mut self,
+        now: Instant,
+        from: TransportId,
+        force_mute: ForceMute,
+        rtp: &RtpView<'_>,
+        transports: &mut IdMap<Transport>,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> Result<usize, DropReason> {
+        match self.producers.get_mut(&rtp.ssrc()) {
+            Some(p) if p.transport == from => {
+                // A muted stream still counts as received: the bridge's RRs to its sender stay true.
+                p.stats
+                    .on_packet(now, rtp.sequence_number(), rtp.timestamp());
+                p.packets += 1;
+                if force_mute.mutes(p.kind) {
+                    p.note_muted(rtp.sequence_number());
+                    return Err(DropReason::ForceMuted);
+                }
+            }
+            _ => return Err(DropReason::UnknownSsrc),
+        }
+        Ok(self.forward(
+            from,
+            Protect::Rtp,
+            rtp.as_bytes(),
+            transports,
+            egress,
+            total,
+        ))
+    }
+
+    /// Forwards one plain packet from member `from` to every other member, each receiver in turn: the
+    /// filter (media ready), a copy into its egress slot (no rewrite yet: every stream goes out as it came
+    /// in), protect with its key, count. Returns the number queued.
+    #[inline]
+    pub fn forward(
+        &self,
+        from: TransportId,
+        kind: Protect,
+        packet: &[u8],
+        transports: &mut IdMap<Transport>,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> usize {
+        let mut queued = 0;
+        for &m in &self.members {
+            if m == from {
+                continue;
+            }
+            let Some(r) = transports.get_mut(&m) else {
+                continue;
+            };
+            if r.send_protected(kind, packet, egress, total) {
+                queued += 1;
+            }
+        }
+        queued
+    }
+
+    /// The packet sender SSRC for the bridge's RTCP about `media_ssrc` (PLI, FIR, NACK): the feedback
+    /// SSRC of that stream's kind; video for an SSRC no Producer sends.
+    pub fn feedback_ssrc_for(&self, media_ssrc: u32) -> u32 {
+        let kind = self
+            .producers
+            .get(&media_ssrc)
+            .map_or(MediaKind::Video, |p| p.kind);
+        self.feedback.for_kind(kind)
+    }
+
+    /// Writes the bridge's report on the streams of `kind` that `member` sends into `out`: an RR from
+    /// that kind's feedback SSRC (RFC 3550 6.4.2) and its SDES CNAME (RFC 3550 6.1). One compound per
+    /// reporting SSRC, as browsers send them (aiortc 1.16 also misreads SDES chunks after the first).
+    /// None while it has sent nothing of that kind, or when `out` is too small.
+    pub fn write_receiver_report(
+        &mut self,
+        now: Instant,
+        member: TransportId,
+        kind: MediaKind,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let mut blocks = [ReportBlock::default(); MAX_BLOCKS];
+        let mut n = 0;
+        for p in self.producers.values_mut() {
+            if p.transport == member && p.kind == kind && p.packets > 0 && n < MAX_BLOCKS {
+                blocks[n] = p.stats.report_block(now);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        let sender = self.feedback.for_kind(kind);
+        let rr = write_receiver_report(out, sender, &blocks[..n]).ok()?;
+        let sdes = write_sdes_cname(out.get_mut(rr..)?, sender, BRIDGE_CNAME).ok()?;
+        Some(rr + sdes)
     }
 
     pub fn add_member(&mut self, transport: TransportId) {
@@ -173,6 +291,11 @@ impl Router {
 mod tests {
     use super::*;
 
+    const FEEDBACK: FeedbackSsrcs = FeedbackSsrcs {
+        audio: 0xA0,
+        video: 0xB0,
+    };
+
     fn spec(ssrc: u32, kind: MediaKind) -> SourceSpec {
         SourceSpec {
             ssrc,
@@ -187,7 +310,7 @@ mod tests {
 
     #[test]
     fn sources_replace_and_are_owned_by_one_transport() {
-        let mut r = Router::new(1);
+        let mut r = Router::new(1, FEEDBACK);
         r.add_member(10);
         r.add_member(11);
         assert!(r
@@ -203,13 +326,13 @@ mod tests {
         assert!(r.producers.contains_key(&2));
         r.remove_member(10);
         assert!(!r.producers.contains_key(&2));
-        assert_eq!(r.members, vec![11]);
+        assert_eq!(r.members(), &[11]);
     }
 
     #[test]
     fn a_muted_run_covers_what_was_dropped_and_is_forgotten_far_behind() {
         let t0 = Instant::now();
-        let mut r = Router::new(1);
+        let mut r = Router::new(1, FEEDBACK);
         r.set_sources(10, &[spec(2, MediaKind::Video)]);
         let p = r.producers.get_mut(&2).expect("producer");
         // Wrapping run 65530..=4, one packet out of order.
@@ -251,8 +374,58 @@ mod tests {
     }
 
     #[test]
+    fn receiver_reports_come_from_the_feedback_ssrc_of_their_kind() {
+        use crate::rtcp::{parse_compound, RtcpPacket};
+        let t0 = Instant::now();
+        let mut r = Router::new(1, FEEDBACK);
+        r.set_sources(
+            10,
+            &[
+                spec(1, MediaKind::Audio),
+                spec(2, MediaKind::Video),
+                spec(3, MediaKind::Video),
+            ],
+        );
+        r.set_sources(11, &[spec(4, MediaKind::Audio)]);
+        for ssrc in [1, 2, 4] {
+            let p = r.producers.get_mut(&ssrc).expect("producer");
+            p.stats.on_packet(t0, 100, 0);
+            p.packets += 1;
+        }
+        let mut out = [0u8; 1024];
+        let mut report = |r: &mut Router, member, kind| {
+            let n = r.write_receiver_report(t0, member, kind, &mut out)?;
+            let mut got = Vec::new();
+            for p in parse_compound(&out[..n]) {
+                match p.expect("valid") {
+                    RtcpPacket::ReceiverReport(rr) => {
+                        got.push((rr.ssrc, rr.report_blocks().map(|b| b.ssrc).collect()))
+                    }
+                    RtcpPacket::Sdes(sdes) => {
+                        got.extend(sdes.chunks().map(|c| (c.ssrc, Vec::new())))
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            Some(got)
+        };
+        assert_eq!(
+            report(&mut r, 10, MediaKind::Audio),
+            Some(vec![(0xA0, vec![1]), (0xA0, vec![])])
+        );
+        // SSRC 3 has sent nothing yet: no block for it.
+        assert_eq!(
+            report(&mut r, 10, MediaKind::Video),
+            Some(vec![(0xB0, vec![2]), (0xB0, vec![])])
+        );
+        assert_eq!(report(&mut r, 11, MediaKind::Video), None);
+        assert_eq!(r.feedback_ssrc_for(4), 0xA0);
+        assert_eq!(r.feedback_ssrc_for(3), 0xB0);
+    }
+
+    #[test]
     fn keyframe_requests_are_rate_limited() {
-        let mut r = Router::new(1);
+        let mut r = Router::new(1, FEEDBACK);
         r.set_sources(10, &[spec(1, MediaKind::Audio), spec(2, MediaKind::Video)]);
         let t0 = Instant::now();
         assert_eq!(r.keyframe_requests(t0, 11, |_| true), vec![(10, 2)]);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::seam::ForceMute;
+use crate::domain::ForceMute;
 
 /// Why a datagram was dropped. One name per reason in Rust, Python, logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

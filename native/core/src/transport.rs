@@ -8,9 +8,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::domain::{ForceMute, RemoteCandidate, RouterId, TransportId, TransportState};
 use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, Fingerprint};
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
-use crate::seam::{ForceMute, RemoteCandidate, RouterId, TransportId, TransportState};
+use crate::io::Egress;
 use crate::srtp::{SrtpContext, SrtpError, SrtpProfile};
 pub use crate::stats::FailureKind;
 use crate::stats::{Counters, DropReason, TransportStats};
@@ -18,6 +19,13 @@ use crate::stun::StunMessage;
 
 /// DTLS datagrams kept while the remote description is not known yet (a ClientHello flight).
 const MAX_EARLY_DTLS: usize = 4;
+
+/// Which SRTP transform an egress packet takes (RFC 3711 3 for RTP, 3.4 for RTCP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protect {
+    Rtp,
+    Rtcp,
+}
 
 /// A datagram a Transport wants sent (control traffic: STUN and DTLS).
 #[derive(Debug)]
@@ -311,6 +319,67 @@ impl Transport {
         let ctx = self.srtp_tx.as_mut().ok_or(DropReason::NotConnected)?;
         ctx.protect_rtcp(buf, len)
             .map_err(|_| DropReason::EgressFailed)
+    }
+
+    /// The one protected-send path, for forwarded RTP, passed-on sender reports and the bridge's own
+    /// RTCP alike: copies `plain` into a free egress slot, protects it there with this transport's key,
+    /// commits it and counts it (here and in `total`). Returns whether it was queued; before media is
+    /// ready nothing is, and nothing is counted.
+    #[inline]
+    pub fn send_protected(
+        &mut self,
+        kind: Protect,
+        plain: &[u8],
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> bool {
+        if !self.is_media_ready() {
+            return false;
+        }
+        let Some((src, dst)) = self.selected else {
+            return false;
+        };
+        let batch = egress.batch_for(src);
+        let Some(slot) = batch.slot() else {
+            return false;
+        };
+        let Some(head) = slot.get_mut(..plain.len()) else {
+            self.counters.drop(DropReason::EgressFailed);
+            total.drop(DropReason::EgressFailed);
+            return false;
+        };
+        // Each receiver has its own key, so each gets its own copy, encrypted in the egress buffer.
+        head.copy_from_slice(plain);
+        let protected = match kind {
+            Protect::Rtp => self.protect_rtp(slot, plain.len()),
+            Protect::Rtcp => self.protect_rtcp(slot, plain.len()),
+        };
+        match protected {
+            Ok(n) => {
+                batch.commit(n, dst);
+                let c = &mut self.counters;
+                c.packets_out += 1;
+                c.bytes_out += n as u64;
+                total.packets_out += 1;
+                total.bytes_out += n as u64;
+                match kind {
+                    Protect::Rtp => {
+                        c.rtp_out += 1;
+                        total.rtp_out += 1;
+                    }
+                    Protect::Rtcp => {
+                        c.rtcp_out += 1;
+                        total.rtcp_out += 1;
+                    }
+                }
+                true
+            }
+            Err(reason) => {
+                self.counters.drop(reason);
+                total.drop(reason);
+                false
+            }
+        }
     }
 
     pub fn srtp_profile(&self) -> Option<SrtpProfile> {

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::counting_alloc::{counted, Counting};
-use sluice_core::seam::MediaKind;
+use sluice_core::domain::MediaKind;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;

@@ -4,8 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use sluice_core::domain::{ForceMute, MediaKind};
 use sluice_core::rtcp::{parse_compound, write_nack, write_pli, write_sender_report, RtcpPacket};
-use sluice_core::seam::{Command, Event, ForceMute, MediaKind};
+use sluice_core::seam::{Command, Event};
 use sluice_core::stats::DropReason;
 
 const A_AUDIO: u32 = 0xA1;

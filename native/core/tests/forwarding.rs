@@ -5,8 +5,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use sluice_core::domain::MediaKind;
 use sluice_core::rtcp::{parse_compound, write_pli, write_sender_report, ReportBlock, RtcpPacket};
-use sluice_core::seam::{Command, MediaKind};
+use sluice_core::seam::Command;
 
 fn rtcp_seen(peer: &common::TestPeer, pred: impl Fn(&RtcpPacket<'_>) -> bool) -> bool {
     peer.rtcp_packets

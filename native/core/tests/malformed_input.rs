@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
+use sluice_core::domain::MediaKind;
 use sluice_core::io::UdpSocket;
-use sluice_core::seam::MediaKind;
 use sluice_core::stats::DropReason;
 
 fn xorshift(state: &mut u64) -> u64 {

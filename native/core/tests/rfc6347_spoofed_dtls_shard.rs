@@ -6,7 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use sluice_core::seam::{Event, MediaKind, TransportState};
+use sluice_core::domain::{MediaKind, TransportState};
+use sluice_core::seam::Event;
 use sluice_core::stats::DropReason;
 
 const PER_KIND: u64 = 1000;

@@ -39,12 +39,12 @@ use openssl::ssl::{
     SslOptions, SslStream, SslVerifyMode,
 };
 use openssl::x509::X509;
+use sluice_core::domain::{
+    FeedbackSsrcs, MediaKind as SeamKind, RemoteCandidate, SourceSpec, TransportId, TransportState,
+};
 use sluice_core::dtls::{DtlsCert as BridgeCert, Fingerprint as BridgeFingerprint, HashAlg};
 use sluice_core::ice::{CandidateKind, IceCredentials};
-use sluice_core::seam::{
-    Command, Event as SeamEvent, MediaKind as SeamKind, RemoteCandidate, SourceSpec, TransportId,
-    TransportState,
-};
+use sluice_core::seam::{Command, Event as SeamEvent};
 use sluice_core::shard::{Shard, ShardConfig};
 use sluice_core::stats::DropReason;
 use str0m::config::Fingerprint;
@@ -467,7 +467,16 @@ impl Call {
         let mut shard = Shard::new(&config, cert).expect("shard");
         let bridge_addr = shard.local_addrs()[0];
         let now = Instant::now();
-        shard.handle_command(now, Command::CreateRouter { router: ROUTER });
+        shard.handle_command(
+            now,
+            Command::CreateRouter {
+                router: ROUTER,
+                feedback: FeedbackSsrcs {
+                    audio: 0xA0,
+                    video: 0xB0,
+                },
+            },
+        );
 
         let mut peers: Vec<Peer> = (0..opts.peers).map(|i| Peer::new(i, opts.dtls)).collect();
         let tracks: Vec<[Track; 2]> = peers

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, SourceSpec, TransportState};
 use sluice_core::dtls::{DtlsCert, HashAlg};
 use sluice_core::ice::{Candidate, IceCredentials};
-use sluice_core::seam::{Command, Event, MediaKind, RemoteCandidate, SourceSpec, TransportState};
+use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{ShardConfig, ShardHandle};
 use sluice_loadgen::relay::RawRelay;
 use sluice_loadgen::{
@@ -162,7 +163,13 @@ fn secure(o: &Opts) {
     .expect("loadgen");
     for g in 0..o.conferences {
         let router = u64::from(g) + 1;
-        shard.send(Command::CreateRouter { router });
+        shard.send(Command::CreateRouter {
+            router,
+            feedback: FeedbackSsrcs {
+                audio: 0xA000 + g,
+                video: 0xB000 + g,
+            },
+        });
         for l in lg.create_endpoints(o.per, g).expect("endpoints") {
             let tid = u64::from(l.index) + 1;
             let ice = IceCredentials::random();

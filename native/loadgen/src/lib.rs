@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use sluice_core::dtls::{DtlsCert, Fingerprint, HashAlg};
 use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::io::UdpSocket;
-use sluice_core::seam::Queue;
+use sluice_core::queue::Queue;
 
 pub use endpoint::EndpointState;
 use endpoint::{Endpoint, Sock};

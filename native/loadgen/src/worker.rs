@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_core::io::UdpSocket;
-use sluice_core::seam::Queue;
+use sluice_core::queue::Queue;
 
 use crate::endpoint::{Endpoint, Sock};
 use crate::histogram::Histogram;

@@ -6,9 +6,10 @@ mod common;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::{Duration, Instant};
 
+use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, SourceSpec, TransportState};
 use sluice_core::dtls::{DtlsCert, HashAlg};
 use sluice_core::ice::{Candidate, IceCredentials};
-use sluice_core::seam::{Command, Event, MediaKind, RemoteCandidate, SourceSpec, TransportState};
+use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{ShardConfig, ShardHandle};
 use sluice_loadgen::{
     Kind, LoadGen, LoadGenConfig, MediaConfig, RemoteDescription, Snapshot, Sources,
@@ -56,7 +57,13 @@ fn connect(sc: &Scenario, threads: usize) -> Run {
     let mut addrs = Vec::new();
     for g in 0..sc.groups {
         let router = u64::from(g) + 1;
-        shard.send(Command::CreateRouter { router });
+        shard.send(Command::CreateRouter {
+            router,
+            feedback: FeedbackSsrcs {
+                audio: 0xA000 + g,
+                video: 0xB000 + g,
+            },
+        });
         for local in lg.create_endpoints(sc.per_group, g).expect("endpoints") {
             let tid = transport_id(local.index);
             let bridge_ice = IceCredentials::random();

@@ -10,9 +10,10 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, SourceSpec};
 use sluice_core::dtls::{DtlsCert, Fingerprint, HashAlg};
 use sluice_core::ice::{CandidateKind, IceCredentials};
-use sluice_core::seam::{Command, Event, MediaKind, RemoteCandidate, SourceSpec};
+use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{ShardConfig, ShardHandle};
 use sluice_core::srtp::{SrtpContext, SrtpProfile};
 use sluice_core::stats::{Counters, StatsSnapshot};
@@ -96,8 +97,21 @@ impl NativeBridge {
         events.into_iter().map(|e| to_py_event(py, e)).collect()
     }
 
-    fn create_router(&self, router_id: u64) -> PyResult<()> {
-        self.send(Command::CreateRouter { router: router_id })
+    /// The feedback SSRCs are the ones the control plane signals as the bridge's own (Colibri2 `jvb-a0`,
+    /// `jvb-v0`): every RTCP packet the bridge makes for this conference is sent from one of them.
+    fn create_router(
+        &self,
+        router_id: u64,
+        feedback_audio_ssrc: u32,
+        feedback_video_ssrc: u32,
+    ) -> PyResult<()> {
+        self.send(Command::CreateRouter {
+            router: router_id,
+            feedback: FeedbackSsrcs {
+                audio: feedback_audio_ssrc,
+                video: feedback_video_ssrc,
+            },
+        })
     }
 
     fn close_router(&self, router_id: u64) -> PyResult<()> {

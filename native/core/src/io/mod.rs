@@ -5,7 +5,16 @@
 
 mod socket;
 
+use std::net::SocketAddr;
+
 pub use socket::{from_sockaddr, to_sockaddr, RecvBatch, SendBatch, UdpSocket, MAX_DATAGRAM};
+
+/// Where outgoing datagrams queue: one send batch per local address. The shard flushes a full batch
+/// with sendmmsg; a benchmark can clear it instead, so forwarding is measured without the syscall.
+pub trait Egress {
+    /// A batch with room for one more datagram leaving from `local`.
+    fn batch_for(&mut self, local: SocketAddr) -> &mut SendBatch;
+}
 
 /// What a datagram on the shared port carries, by RFC 7983 section 7:
 ///

@@ -8,11 +8,12 @@ pub mod spoof;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, SourceSpec, TransportState};
 use sluice_core::dtls::{DtlsCert, DtlsConn, DtlsEvent, DtlsRole, Fingerprint, HashAlg};
 use sluice_core::ice::{Candidate, CandidateKind, IceAgent, IceCredentials};
 use sluice_core::io::{classify, DatagramKind, RecvBatch, SendBatch, UdpSocket};
 use sluice_core::rtp::RtpView;
-use sluice_core::seam::{Command, Event, MediaKind, RemoteCandidate, SourceSpec, TransportState};
+use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{Shard, ShardConfig};
 use sluice_core::srtp::{SrtpContext, SrtpProfile};
 use sluice_core::stun::StunMessage;
@@ -228,6 +229,12 @@ impl TestPeer {
     }
 }
 
+/// The SSRCs the bridge sends its own RTCP from in the harness's conference (as Colibri2 signals them).
+pub const FEEDBACK: FeedbackSsrcs = FeedbackSsrcs {
+    audio: 0x0A0D_10A0,
+    video: 0x0B1D_E0B0,
+};
+
 /// A shard on 127.0.0.1 with one conference (router 1) and one transport per peer (ids 10, 11, ...),
 /// each peer connected and sending the SSRCs it is given.
 pub struct Conference {
@@ -248,7 +255,13 @@ impl Conference {
         let mut shard = Shard::new(&ShardConfig { bind: vec![bind] }, cert).expect("shard");
         let bridge_addr = shard.local_addrs()[0];
         let now = Instant::now();
-        shard.handle_command(now, Command::CreateRouter { router: 1 });
+        shard.handle_command(
+            now,
+            Command::CreateRouter {
+                router: 1,
+                feedback: FEEDBACK,
+            },
+        );
         let mut peers = Vec::new();
         for i in 0..n {
             let mut peer = TestPeer::bind(SocketAddr::new(bind.ip(), 0));

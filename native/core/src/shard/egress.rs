@@ -1,0 +1,96 @@
+//! The shard's way out: one socket and one send batch per local address, flushed with sendmmsg when a
+//! batch fills and at the end of every loop step.
+//!
+//! Media and the bridge's RTCP leave through `Transport::send_protected`, the one protected-send path
+//! (the Router's fan-out and `State::send_rtcp` both call it); control datagrams (STUN, DTLS) through
+//! `Io::send_plain`.
+
+use std::net::SocketAddr;
+
+use super::State;
+use crate::domain::TransportId;
+use crate::io::{Egress, SendBatch, UdpSocket};
+use crate::stats::{Counters, DropReason};
+use crate::transport::{Protect, Transmit, Transport};
+
+/// Sockets and egress batches, one batch per socket.
+pub struct Io {
+    sockets: Vec<UdpSocket>,
+    send: Vec<SendBatch>,
+}
+
+impl Io {
+    pub(super) fn new(sockets: Vec<UdpSocket>, send: Vec<SendBatch>) -> Self {
+        debug_assert_eq!(sockets.len(), send.len(), "one batch per socket");
+        Io { sockets, send }
+    }
+
+    pub(super) fn sockets(&self) -> &[UdpSocket] {
+        &self.sockets
+    }
+
+    pub(super) fn batches(&self) -> &[SendBatch] {
+        &self.send
+    }
+
+    /// The socket index for a local address (same address, or else same family).
+    fn socket_for(&self, local: SocketAddr) -> usize {
+        self.sockets
+            .iter()
+            .position(|s| s.local_addr() == local)
+            .or_else(|| {
+                self.sockets
+                    .iter()
+                    .position(|s| s.local_addr().is_ipv4() == local.is_ipv4())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Queues one control datagram of `t` as it is (STUN and DTLS carry their own protection).
+    pub(super) fn send_plain(&mut self, t: &mut Transport, total: &mut Counters, tx: &Transmit) {
+        if self.batch_for(tx.source).push(&tx.contents, tx.destination) {
+            t.counters.packets_out += 1;
+            t.counters.bytes_out += tx.contents.len() as u64;
+            total.packets_out += 1;
+            total.bytes_out += tx.contents.len() as u64;
+        } else {
+            t.counters.drop(DropReason::EgressFailed);
+            total.drop(DropReason::EgressFailed);
+        }
+    }
+
+    pub(super) fn flush(&mut self) {
+        for (s, b) in self.sockets.iter().zip(self.send.iter_mut()) {
+            if !b.is_empty() {
+                s.send_batch(b);
+            }
+        }
+    }
+
+    /// Forgets whatever is queued (the fuzz entry point never puts its output on the wire).
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn discard(&mut self) {
+        self.send.iter_mut().for_each(|b| b.clear());
+    }
+}
+
+impl Egress for Io {
+    /// The batch of the socket for `local`, flushed first with sendmmsg if it is full.
+    #[inline]
+    fn batch_for(&mut self, local: SocketAddr) -> &mut SendBatch {
+        let idx = self.socket_for(local);
+        if self.send[idx].is_full() {
+            self.sockets[idx].send_batch(&mut self.send[idx]);
+        }
+        &mut self.send[idx]
+    }
+}
+
+impl State {
+    /// Protects a plain RTCP compound for one transport and queues it.
+    pub(super) fn send_rtcp(&mut self, to: TransportId, packet: &[u8], io: &mut Io) {
+        if let Some(t) = self.transports.get_mut(&to) {
+            t.send_protected(Protect::Rtcp, packet, io, &mut self.total);
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The shard's loop: sleep in poll(2) until a socket, a command or a timer is due, then commands,
+//! received datagrams, timers and events, in that order. Each datagram and each transport timer runs
+//! under `catch_unwind`: a panic fails that one Transport and the shard lives.
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::egress::Io;
+use super::{Shard, ShardConfig, State, MAX_SLEEP, RECV_ROUNDS};
+use crate::domain::TransportId;
+use crate::dtls::DtlsCert;
+use crate::queue::Queue;
+use crate::seam::{Command, Event};
+use crate::stats::DropReason;
+use crate::transport::{FailureKind, Note, Transport};
+
+impl Shard {
+    /// Receives and processes whatever is queued on the sockets (bounded), then flushes egress.
+    pub fn poll_io(&mut self, now: Instant) {
+        let Shard {
+            io, recv, state, ..
+        } = self;
+        for sock_idx in 0..io.sockets().len() {
+            let local = io.sockets()[sock_idx].local_addr();
+            for _ in 0..RECV_ROUNDS {
+                // A receive error (e.g. ICMP unreachable reported on the socket) means no datagrams now.
+                let n = io.sockets()[sock_idx].recv_batch(recv).unwrap_or_default();
+                if n == 0 {
+                    break;
+                }
+                for i in 0..n {
+                    let Some((buf, from)) = recv.get_mut(i) else {
+                        state.total.packets_in += 1;
+                        state.total.drop(DropReason::Unclassified);
+                        continue;
+                    };
+                    let outcome = catch_unwind(AssertUnwindSafe(|| {
+                        state.on_datagram(now, local, from, buf, io)
+                    }));
+                    if outcome.is_err() {
+                        state.on_panic(from);
+                    }
+                }
+                io.flush();
+                if n < recv.capacity() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Runs due protocol timers (ICE pacing, retransmits, consent, DTLS) and periodic RTCP.
+    pub fn handle_timeouts(&mut self, now: Instant) {
+        if now < self.state.next_sweep {
+            return;
+        }
+        self.state.sweep(now, &mut self.io);
+        self.io.flush();
+    }
+
+    /// When the loop should wake at the latest.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        self.state.next_sweep.min(now + MAX_SLEEP)
+    }
+
+    /// Sleeps until a socket or `extra_fd` is readable, or until `deadline`.
+    pub fn wait(&mut self, extra_fd: Option<i32>, deadline: Instant, now: Instant) {
+        // A negative fd is ignored by poll(2).
+        if let Some(last) = self.pollfds.last_mut() {
+            last.fd = extra_fd.unwrap_or(-1);
+        }
+        let ms = deadline
+            .saturating_duration_since(now)
+            .as_millis()
+            .min(1000) as libc::c_int;
+        // SAFETY: pollfds is a live array of pollfd of the given length.
+        unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                ms,
+            )
+        };
+    }
+}
+
+impl State {
+    fn on_panic(&mut self, from: SocketAddr) {
+        self.total.drop(DropReason::Panic);
+        if let Some(&id) = self.by_addr.get(&from) {
+            self.fail_after_panic(id, "internal error while processing a packet");
+        }
+    }
+
+    /// Fails a transport whose processing panicked and reports it at once; its pending output is
+    /// discarded, since a failed transport needs no egress.
+    fn fail_after_panic(&mut self, id: TransportId, detail: &str) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        t.fail(FailureKind::Panic, detail.into());
+        while t.poll_transmit().is_some() {}
+        while let Some(note) = self.transports.get_mut(&id).and_then(Transport::poll_note) {
+            match note {
+                Note::State {
+                    state,
+                    detail,
+                    failure,
+                } => self.on_state(id, state, detail, failure),
+                Note::Dropped { reason, count } => self.total.drop_n(reason, count),
+                Note::Address(_) | Note::MediaReady => {}
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant, io: &mut Io) {
+        let mut next = now + MAX_SLEEP;
+        let ids: Vec<TransportId> = self.transports.keys().copied().collect();
+        for id in ids {
+            let due = self.transports.get(&id).and_then(|t| t.poll_timeout());
+            if let Some(at) = due {
+                if at <= now {
+                    let outcome = catch_unwind(AssertUnwindSafe(|| {
+                        if let Some(t) = self.transports.get_mut(&id) {
+                            t.handle_timeout(now);
+                        }
+                        self.after_transport(now, id, io);
+                    }));
+                    if outcome.is_err() {
+                        self.fail_after_panic(id, "internal error in a timer");
+                    }
+                }
+                if let Some(at) = self.transports.get(&id).and_then(|t| t.poll_timeout()) {
+                    next = next.min(at);
+                }
+            }
+        }
+        self.send_receiver_reports(now, io);
+        for r in self.routers.values() {
+            if let Some(at) = r.next_report {
+                next = next.min(at);
+            }
+        }
+        self.next_sweep = next.max(now + Duration::from_millis(1));
+    }
+}
+
+/// A shard running on its own thread, driven through the seam queues.
+pub struct ShardHandle {
+    pub commands: Arc<Queue<Command>>,
+    pub events: Arc<Queue<Event>>,
+    local_addrs: Vec<SocketAddr>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ShardHandle {
+    pub fn spawn(config: &ShardConfig, cert: DtlsCert) -> io::Result<Self> {
+        let shard = Shard::new(config, cert)?;
+        let local_addrs = shard.local_addrs().to_vec();
+        let commands = Arc::new(Queue::new()?);
+        let events = Arc::new(Queue::new()?);
+        let (c, e) = (commands.clone(), events.clone());
+        let thread = std::thread::Builder::new()
+            .name("sluice-shard-0".into())
+            .spawn(move || run(shard, &c, &e))?;
+        Ok(ShardHandle {
+            commands,
+            events,
+            local_addrs,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn send(&self, cmd: Command) {
+        self.commands.push(cmd);
+    }
+
+    /// Stops the shard thread and waits for it.
+    pub fn shutdown(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.commands.push(Command::Shutdown);
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ShardHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(mut shard: Shard, commands: &Queue<Command>, events: &Queue<Event>) {
+    let mut cmds = Vec::new();
+    let mut evs = Vec::new();
+    loop {
+        let now = Instant::now();
+        shard.wait(Some(commands.fd()), shard.poll_timeout(now), now);
+        let now = Instant::now();
+        commands.drain_into(&mut cmds);
+        for cmd in cmds.drain(..) {
+            if !shard.handle_command(now, cmd) {
+                return;
+            }
+        }
+        shard.poll_io(now);
+        shard.handle_timeouts(now);
+        shard.take_events(&mut evs);
+        if !evs.is_empty() {
+            events.push_all(evs.drain(..));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_shard;
+    use super::*;
+    use crate::domain::TransportState;
+    use crate::ice::IceCredentials;
+    use crate::io::{SendBatch, UdpSocket};
+
+    fn shard_with_transports(ids: &[TransportId]) -> Shard {
+        let mut shard = test_shard(DtlsCert::generate().expect("cert"));
+        let now = Instant::now();
+        for &id in ids {
+            let ice = IceCredentials {
+                ufrag: format!("ufrag{id}"),
+                pwd: "p".repeat(24),
+            };
+            shard.handle_command(
+                now,
+                Command::CreateTransport {
+                    router: 1,
+                    transport: id,
+                    ice,
+                    controlling: true,
+                },
+            );
+            let fp = DtlsCert::generate()
+                .expect("cert")
+                .fingerprint(crate::dtls::HashAlg::Sha256);
+            shard.handle_command(
+                now,
+                Command::ConnectTransport {
+                    transport: id,
+                    remote_ice: IceCredentials {
+                        ufrag: "peer".into(),
+                        pwd: "q".repeat(24),
+                    },
+                    fingerprints: vec![fp],
+                    remote_setup: "active".into(),
+                },
+            );
+        }
+        shard
+    }
+
+    #[test]
+    fn a_panic_in_one_transport_fails_it_and_the_shard_lives() {
+        let mut shard = shard_with_transports(&[10, 11]);
+        let peer = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let other = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        shard.state.by_addr.insert(peer.local_addr(), 10);
+        shard.state.by_addr.insert(other.local_addr(), 11);
+        shard
+            .state
+            .transports
+            .get_mut(&10)
+            .expect("transport")
+            .panic_on_dtls = true;
+
+        let mut batch = SendBatch::new(4);
+        batch.push(&[22, 0xfe, 0xfd, 0, 0], shard.local_addrs()[0]);
+        peer.send_batch(&mut batch);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while shard.stats().total.drops(DropReason::Panic) == 0 && Instant::now() < deadline {
+            shard.poll_io(Instant::now());
+        }
+        let mut events = Vec::new();
+        shard.take_events(&mut events);
+        assert!(events.iter().any(|e| matches!(e,
+            Event::TransportState { transport: 10, state: TransportState::Failed, detail } if detail.contains("internal"))));
+        assert_eq!(shard.stats().failures.panic, 1);
+        assert!(
+            !shard.state.by_addr.values().any(|v| *v == 10),
+            "a failed transport is no longer routed"
+        );
+
+        // The other transport still gets its datagrams.
+        let before = shard.state.transports[&11].counters.packets_in;
+        batch.push(&[22, 0xfe, 0xfd, 0, 0], shard.local_addrs()[0]);
+        other.send_batch(&mut batch);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while shard.state.transports[&11].counters.packets_in == before && Instant::now() < deadline
+        {
+            shard.poll_io(Instant::now());
+        }
+        assert_eq!(shard.state.transports[&11].counters.packets_in, before + 1);
+        assert_eq!(
+            shard.state.transports[&11].state(),
+            TransportState::Checking
+        );
+    }
+}
