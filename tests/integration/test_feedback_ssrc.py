@@ -27,8 +27,8 @@ from aiortc.rtp import (
 )
 
 from bridge import Bridge
-from bridge.colibri2.handler import Colibri2Handler
-from bridge.colibri2.model import ConferenceModify
+from bridge.colibri2_handler import Colibri2Handler
+from colibri2.model import ConferenceModify
 from tests.helpers.call import Call, wait_until
 from tests.helpers.peers import AiortcPeer, PeerFactory
 from tests.helpers.sdp import BridgeOffer
