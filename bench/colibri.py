@@ -1,4 +1,4 @@
-"""Allocates load-generator endpoints on a bridge through its Colibri2 HTTP API (jitsi-protocol.md 2.7).
+"""Allocates load-generator endpoints on a bridge through its Colibri2 HTTP API (docs/jitsi-protocol.md 2.7).
 
 The requests are what Jicofo would send (2.3): create the conference with the first endpoint, one create per
 further endpoint, then one update per endpoint with its ICE transport, fingerprint and full source set.

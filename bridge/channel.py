@@ -1,4 +1,4 @@
-"""The bridge channel (jitsi-protocol.md section 4), sans-IO: parsing, per-endpoint state and routing.
+"""The bridge channel (docs/jitsi-protocol.md section 4), sans-IO: parsing, per-endpoint state and routing.
 
 Every message is a JSON object with a `colibriClass`. `parse_message` turns one text frame into a typed
 message or raises `ChannelMessageError` (never anything else). A `ConferenceChannel` is the hub of one

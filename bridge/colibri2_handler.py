@@ -1,7 +1,8 @@
 """Sans-IO Colibri2 handler: applies a conference-modify to the real Bridge, returns conference-modified.
 
 No XMPP and no HTTP here: the caller parses (colibri2.xml / colibri2.json), calls `handle`, and sends the
-result or the raised `Colibri2Error` back. Errors follow JVB exactly (jitsi-protocol.md 2.3 restrictions, 2.5
+result or the raised `Colibri2Error` back. Errors follow JVB exactly (docs/jitsi-protocol.md 2.3
+restrictions, 2.5
 table).
 """
 

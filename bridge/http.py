@@ -1,4 +1,5 @@
-"""The bridge's private HTTP API (JVB's port 8080 surface, jitsi-protocol.md 3.1-3.4 and 2.7), on aiohttp.
+"""The bridge's private HTTP API (JVB's port 8080 surface, docs/jitsi-protocol.md 3.1-3.4 and 2.7), on
+aiohttp.
 
 Routes:
   GET   /about/health                       200 (empty body) if the native core answers get_stats in time,

@@ -1,4 +1,4 @@
-"""Drain, graceful shutdown and idle expiry for a bridge process (jitsi-protocol.md 2.3 item 4 and 3.4).
+"""Drain, graceful shutdown and idle expiry for a bridge process (docs/jitsi-protocol.md 2.3 item 4 and 3.4).
 
 States: running -> graceful shutdown (new conferences refused with `graceful_shutdown`, existing kept,
 presence `graceful_shutdown=true`) -> shutting down (presence `shutting_down=true`, once participants are at

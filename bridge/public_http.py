@@ -1,4 +1,4 @@
-"""The bridge's public HTTP server (jitsi-protocol.md 3.1, 3.2): colibri websockets, the bridge channel.
+"""The bridge's public HTTP server (docs/jitsi-protocol.md 3.1, 3.2): colibri websockets, the bridge channel.
 
 Route:
   GET /colibri-ws/{server-id}/{conf-id}/{endpoint-id}?pwd=<ICE pwd>     WebSocket upgrade

@@ -1,4 +1,5 @@
-"""Bridge settings loaded from TOML, with jvb.conf's names where jvb has one (jitsi-protocol.md section 6).
+"""Bridge settings loaded from TOML, with jvb.conf's names where jvb has one (docs/jitsi-protocol.md
+section 6).
 
 A file holds the same tree as jvb.conf, written as TOML tables::
 

@@ -1,4 +1,4 @@
-"""The bridge's XMPP side, sans-IO (jitsi-protocol.md section 1, "MUC mode"): what it says and answers.
+"""The bridge's XMPP side, sans-IO (docs/jitsi-protocol.md section 1, "MUC mode"): what it says and answers.
 
 The bridge is an ordinary c2s client (`jvb@auth.<domain>`). It joins the brewery MUC under a unique nickname;
 Jicofo sees it as that occupant JID and sends Colibri2 and health-check IQs there. `BridgeXmppCore` decides

@@ -1,4 +1,4 @@
-"""Colibri2 JSON codec (JVB's private REST form, jitsi-protocol.md 2.7): model <-> JSON-compatible dicts.
+"""Colibri2 JSON codec (JVB's private REST form, docs/jitsi-protocol.md 2.7): model <-> JSON-compatible dicts.
 
 The keys are the XML attribute and element names (`meeting-id`, `payload-types`, `rtcp-fbs`, ...). Numbers are
 written as JSON numbers; numeric strings are accepted too (UNVERIFIED which one JVB writes for every field).

@@ -1,4 +1,4 @@
-"""Typed values for Colibri2 `conference-modify` / `conference-modified` (jitsi-protocol.md 2.2-2.4).
+"""Typed values for Colibri2 `conference-modify` / `conference-modified` (docs/jitsi-protocol.md 2.2-2.4).
 
 Plain frozen dataclasses: the XML codec (`xml.py`), the JSON codec (`json.py`) and the handler share them.
 Absent optional attributes are `None` so that parse -> build -> parse is exact; boolean flags whose absence

@@ -1,4 +1,5 @@
-"""Colibri2 XML codec: conference-modify, conference-modified, errors <-> model (jitsi-protocol.md 2.1-2.5).
+"""Colibri2 XML codec: conference-modify, conference-modified, errors <-> model (docs/jitsi-protocol.md
+2.1-2.5).
 
 Parsing accepts an Element (as an XMPP library hands it over), or text/bytes holding the payload element
 or the whole `<iq>`. Unknown attributes and elements are ignored (newer Jicofo sends extras, 2.9); input

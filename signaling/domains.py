@@ -1,4 +1,4 @@
-"""The XMPP layout of a Debian Jitsi install, derived from one base domain (jitsi-protocol.md 5.1).
+"""The XMPP layout of a Debian Jitsi install, derived from one base domain (docs/jitsi-protocol.md 5.1).
 
 Shared by the embedded server's and the focus's configurations and by the web client's `/config.json`, so
 the three cannot disagree about where anything lives.

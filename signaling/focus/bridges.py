@@ -1,6 +1,6 @@
 """Bridges as the focus knows them from brewery presence and health checks, the choice among them, failover.
 
-Follows Jicofo's BridgeSelector (jitsi-protocol.md 1.3, 1.5): a bridge counts once its presence carries
+Follows Jicofo's BridgeSelector (docs/jitsi-protocol.md 1.3, 1.5): a bridge counts once its presence carries
 `<stats xmlns="http://jitsi.org/protocol/colibri">` and its real JID is a bridge account; `drain` is true
 until a presence says otherwise; `shutting_down` and failed bridges are never chosen; the least stressed
 remaining bridge wins, its stress corrected by the endpoints recently put on it (their load does not show in

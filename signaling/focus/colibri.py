@@ -1,4 +1,5 @@
-"""Colibri2 with the bridges (jitsi-protocol.md 2.3): each room's request queue, and what each answer means.
+"""Colibri2 with the bridges (docs/jitsi-protocol.md 2.3): each room's request queue, and what each
+answer means.
 
 A room's requests wait in its `ColibriQueue` and go out one at a time: the first creates the conference, and
 the bridge would refuse a second endpoint for a conference it does not know yet. A job remembers the room's
@@ -266,7 +267,7 @@ class Colibri:
     def _on_error(self, now: float, room: Room, job: Job, bridge: BridgeInfo, err: ET.Element | None) -> None:
         """A Colibri2 error is about this room's conference: unknown_endpoint re-invites that participant,
         anything else re-creates the conference. A timeout also asks the bridge for a health check now. Only
-        the server's word that the bridge is unreachable fails the bridge (jitsi-protocol.md 1.5 lets one
+        the server's word that the bridge is unreachable fails the bridge (docs/jitsi-protocol.md 1.5 lets one
         error fail a bridge; anyone who can make a bridge answer an error could then empty it)."""
         if room.epoch != job.epoch:
             return

@@ -10,7 +10,8 @@ from signaling.domains import JitsiDomains
 
 @dataclass(frozen=True, slots=True)
 class FocusConfig(JitsiDomains):
-    """The focus's XMPP account and policy knobs; JIDs follow the Debian Jitsi layout (jitsi-protocol.md 5.1).
+    """The focus's XMPP account and policy knobs; JIDs follow the Debian Jitsi layout
+    (docs/jitsi-protocol.md 5.1).
 
     Defaults are Jicofo's (reference.conf) where Jicofo has one.
     """

@@ -1,4 +1,5 @@
-"""The focus, sans-IO: every decision of jitsi-protocol.md section 5, driven by stanzas and a clock passed in.
+"""The focus, sans-IO: every decision of docs/jitsi-protocol.md section 5, driven by stanzas and a clock
+passed in.
 
 `FocusCore` takes incoming stanzas (`handle_stanza(now, el)`) and the time (`handle_timeout(now)`), and hands
 out stanzas to send (`poll_transmit()`) and when to be woken (`poll_timeout()`). It never reads a clock or

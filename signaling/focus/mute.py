@@ -1,4 +1,5 @@
-"""Mute (jitsi-protocol.md 5.5): a participant mutes itself, a moderator mutes others; the bridge enforces it.
+"""Mute (docs/jitsi-protocol.md 5.5): a participant mutes itself, a moderator mutes others; the bridge
+enforces it.
 
 A mute request from a moderator is forwarded to its target and becomes a Colibri2 force-mute on the bridge;
 the target lifts it by unmuting itself (its presence goes from muted to unmuted).

@@ -1,4 +1,4 @@
-"""Rooms (jitsi-protocol.md 5.2-5.3): conference requests, the focus's own MUC joins, and the occupants.
+"""Rooms (docs/jitsi-protocol.md 5.2-5.3): conference requests, the focus's own MUC joins, and the occupants.
 
 A conference request for `room@conference.<domain>` makes the focus join that room (within the room quotas),
 configure it (whois=anyone) and read its meetingId; the request is answered once that is done. Occupants

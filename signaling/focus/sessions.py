@@ -1,4 +1,5 @@
-"""Jingle with the participants (jitsi-protocol.md 5.3-5.5): invites, their answers, and sources kept in step.
+"""Jingle with the participants (docs/jitsi-protocol.md 5.3-5.5): invites, their answers, and sources
+kept in step.
 
 Once `min_participants` are in a ready room, each participant gets an endpoint on the room's bridge and then
 a session-initiate with the bridge's transport and everyone else's sources. session-accept, transport-info

@@ -1,4 +1,4 @@
-"""Typed, sans-IO values for Jingle as Jitsi speaks it (jitsi-protocol.md 5.4-5.5).
+"""Typed, sans-IO values for Jingle as Jitsi speaks it (docs/jitsi-protocol.md 5.4-5.5).
 
 XEP-0166 (Jingle), 0167 (RTP description), 0176 (ICE-UDP transport), 0320 (DTLS fingerprint), 0338
 (grouping, BUNDLE), 0339 (source-specific media attributes), 0293 (rtcp-fb), 0294 (rtp-hdrext), plus Jitsi's

@@ -1,4 +1,4 @@
-"""The compact JSON sources of `<json-message xmlns="http://jitsi.org/jitmeet">` (jitsi-protocol.md 5.4).
+"""The compact JSON sources of `<json-message xmlns="http://jitsi.org/jitmeet">` (docs/jitsi-protocol.md 5.4).
 
     {"sources": {owner: [videoSources, videoGroups, audioSources, audioGroups?]}}
 

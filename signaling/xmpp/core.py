@@ -54,7 +54,7 @@ from signaling.xmpp.xmlutil import (
 )
 
 SERVER_NAME = "Sluice"
-#: The focus's namespace: the conference IQ a client sends to `focus.<domain>` (jitsi-protocol.md 5.2).
+#: The focus's namespace: the conference IQ a client sends to `focus.<domain>` (docs/jitsi-protocol.md 5.2).
 NS_FOCUS = "http://jitsi.org/protocol/focus"
 #: What a session that is not a component may ask of `focus.<domain>`.
 _FOCUS_REQUESTS = (f"{{{NS_FOCUS}}}conference", f"{{{NS_DISCO_INFO}}}query", f"{{{NS_PING}}}ping")

@@ -1,6 +1,6 @@
 """signaling/webclient/js/jingle-sdp.js in headless Chromium: Jitsi-style Jingle → SDP offer that a real
 RTCPeerConnection accepts, its answer → session-accept with the fields the focus needs, source-add/remove
-renegotiation, and stable round trips (recorded stanzas shaped like jitsi-protocol.md §5.4, plus
+renegotiation, and stable round trips (recorded stanzas shaped like docs/jitsi-protocol.md §5.4, plus
 hypothesis-generated ones)."""
 
 from __future__ import annotations

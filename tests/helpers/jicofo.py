@@ -1,4 +1,4 @@
-"""Jicofo's side of Colibri2, written out element by element as jitsi-protocol.md 2.3 describes it.
+"""Jicofo's side of Colibri2, written out element by element as docs/jitsi-protocol.md 2.3 describes it.
 
 Shared by the tests that drive a bridge through a real Prosody: the requests are built here by hand (not with
 colibri2's builder), so those tests check the wire shape, not our codec against itself.

@@ -1,4 +1,4 @@
-"""A conference participant as lib-jitsi-meet behaves (jitsi-protocol.md 5.2-5.5), on slixmpp + aiortc.
+"""A conference participant as lib-jitsi-meet behaves (docs/jitsi-protocol.md 5.2-5.5), on slixmpp + aiortc.
 
 It logs in anonymously, asks `focus.<domain>` for the room (conference IQ, retried until `ready`), joins the
 MUC under an 8-hex nick, and answers the focus's Jingle: a session-initiate becomes an SDP offer (the bridge

@@ -1,4 +1,5 @@
-"""The bridge in a real Prosody's brewery MUC, seen by a client playing Jicofo (jitsi-protocol.md 1.2-1.5)."""
+"""The bridge in a real Prosody's brewery MUC, seen by a client playing Jicofo (docs/jitsi-protocol.md
+1.2-1.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Drain, graceful shutdown and idle expiry (jitsi-protocol.md 2.3 item 4, 3.4), seen as Jicofo sees them.
+"""Drain, graceful shutdown and idle expiry (docs/jitsi-protocol.md 2.3 item 4, 3.4), seen as Jicofo sees
+them.
 
 Presence is read by a slixmpp observer in a real Prosody's brewery; Colibri2 goes through Prosody to the
 bridge's occupant JID; the process-level test runs `sluice bridge` itself and watches it exit.

@@ -1,4 +1,4 @@
-"""Every Colibri2 error of jitsi-protocol.md 2.5, and malformed requests, through a real Prosody.
+"""Every Colibri2 error of docs/jitsi-protocol.md 2.5, and malformed requests, through a real Prosody.
 
 A slixmpp client in the brewery plays Jicofo. Each request is one that should produce the error; the reply's
 XMPP condition and colibri2 reason are checked as Jicofo reads them. Between the bad requests a live

@@ -1,6 +1,6 @@
 """The whole bridge as Jicofo sees it: configured from TOML, in a real Prosody's brewery, driven by Colibri2.
 
-A slixmpp client plays Jicofo and sends `conference-modify` IQs shaped as jitsi-protocol.md 2.3 to the
+A slixmpp client plays Jicofo and sends `conference-modify` IQs shaped as docs/jitsi-protocol.md 2.3 to the
 bridge's occupant JID through Prosody. Two aiortc peers get offers built from the transports the bridge
 returns, and their answers go back to the bridge as Colibri2 updates, as Jicofo does after session-accept.
 The requests are written out element by element in tests/helpers/jicofo.py (not with colibri2's

@@ -1,5 +1,5 @@
 """The bridge's XMPP decisions, sans-IO with a fake clock: presence and its stats, joins, occupants' real
-JIDs, who may drive the bridge, and which answer each IQ gets (jitsi-protocol.md 1.3-1.4)."""
+JIDs, who may drive the bridge, and which answer each IQ gets (docs/jitsi-protocol.md 1.3-1.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The focus's decisions, sans-IO with a fake clock: stanzas in, stanzas out (jitsi-protocol.md 1.3-2.3, 5).
+"""The focus's decisions, sans-IO with a fake clock: stanzas in, stanzas out (docs/jitsi-protocol.md
+1.3-2.3, 5).
 
 `Net` plays everyone around the focus: the MUC service (joins, owner config, disco#info with a meetingId),
 clients (presence, Jingle), and bridges (brewery presence, health checks, Colibri2 answers built with

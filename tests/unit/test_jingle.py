@@ -1,4 +1,5 @@
-"""Jingle model <-> XML and the compact JSON sources (jitsi-protocol.md 5.4-5.5), on recorded Jitsi stanzas.
+"""Jingle model <-> XML and the compact JSON sources (docs/jitsi-protocol.md 5.4-5.5), on recorded Jitsi
+stanzas.
 
 The stanzas in tests/data/jingle/ are written in the shape Jicofo and lib-jitsi-meet (Chrome) send them:
 session-initiate with BUNDLE, the bridge's transport, bridge-session and json-message; session-accept with

@@ -1,5 +1,5 @@
 // One conference: XMPP login, the conference request to the focus, the MUC room, and the Jingle session
-// with the bridge (jitsi-protocol.md §5). No DOM: the UI listens to the events this object dispatches
+// with the bridge (docs/jitsi-protocol.md §5). No DOM: the UI listens to the events this object dispatches
 // ("state", "participants", "tracks", "locked", "error", "ended").
 
 import { $iq, $pres, Strophe, XmppClient, xmlElement, StanzaError } from './xmpp.js';

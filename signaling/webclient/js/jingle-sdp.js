@@ -1,4 +1,4 @@
-// Jingle ⇄ SDP translation for a Jitsi-style focus (jitsi-protocol.md §5.4–5.5).
+// Jingle ⇄ SDP translation for a Jitsi-style focus (docs/jitsi-protocol.md §5.4–5.5).
 //
 // Pure: no DOM document, no window, no XMPP. Input stanzas are W3C DOM Elements (from DOMParser or
 // Strophe), outputs are plain objects, SDP strings and XML strings, so this module is testable alone.
