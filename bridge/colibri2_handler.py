@@ -2,8 +2,7 @@
 
 No XMPP and no HTTP here: the caller parses (colibri2.xml / colibri2.json), calls `handle`, and sends the
 result or the raised `Colibri2Error` back. Errors follow JVB exactly (docs/jitsi-protocol.md 2.3
-restrictions, 2.5
-table).
+restrictions, 2.5 table).
 """
 
 from __future__ import annotations
