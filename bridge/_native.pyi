@@ -1,7 +1,90 @@
 # Typed stub of the PyO3 seam (native/py). Commands return at once; results come back as events.
-from typing import Final, TypedDict
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv6Address
+from typing import ClassVar, Final, TypedDict
 
 SRTP_PROFILES: Final[tuple[str, ...]]
+
+# ---- the typed values Commands carry (native/py/src/seam.rs); built by bridge/seam.py
+
+class MediaKind:
+    AUDIO: ClassVar[MediaKind]
+    VIDEO: ClassVar[MediaKind]
+
+class CandidateType:
+    """RFC 8445 5.1.1 candidate types."""
+
+    HOST: ClassVar[CandidateType]
+    SRFLX: ClassVar[CandidateType]
+    PRFLX: ClassVar[CandidateType]
+    RELAY: ClassVar[CandidateType]
+
+class DtlsSetup:
+    """RFC 4145 4 a=setup."""
+
+    ACTIVE: ClassVar[DtlsSetup]
+    PASSIVE: ClassVar[DtlsSetup]
+    ACTPASS: ClassVar[DtlsSetup]
+
+class HashFunction:
+    """The fingerprint hash functions the native DTLS supports (RFC 8122 5)."""
+
+    SHA_1: ClassVar[HashFunction]
+    SHA_256: ClassVar[HashFunction]
+    SHA_384: ClassVar[HashFunction]
+    SHA_512: ClassVar[HashFunction]
+
+class Fingerprint:
+    """A remote DTLS fingerprint: the digest's bytes and the a=setup announced with it."""
+
+    def __init__(self, hash: HashFunction, digest: bytes, setup: DtlsSetup) -> None: ...
+    @property
+    def hash(self) -> HashFunction: ...
+    @property
+    def digest(self) -> bytes: ...
+    @property
+    def setup(self) -> DtlsSetup: ...
+
+class Candidate:
+    """A remote ICE candidate for component 1 over UDP; the address crosses as its packed bytes."""
+
+    def __init__(
+        self, ip: IPv4Address | IPv6Address, port: int, priority: int, type: CandidateType
+    ) -> None: ...
+    @property
+    def ip(self) -> IPv4Address | IPv6Address: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def type(self) -> CandidateType: ...
+
+class SsrcGroupSemantics:
+    SIM: ClassVar[SsrcGroupSemantics]
+    FID: ClassVar[SsrcGroupSemantics]
+
+class SsrcGroup:
+    def __init__(self, semantics: SsrcGroupSemantics, ssrcs: Sequence[int]) -> None: ...
+    @property
+    def semantics(self) -> SsrcGroupSemantics: ...
+    @property
+    def ssrcs(self) -> list[int]: ...
+
+class Source:
+    """A signalled Source: kind, every SSRC it sends, its SIM and FID groups intact, its name."""
+
+    def __init__(
+        self, kind: MediaKind, ssrcs: Sequence[int], groups: Sequence[SsrcGroup], name: str
+    ) -> None: ...
+    @property
+    def kind(self) -> MediaKind: ...
+    @property
+    def ssrcs(self) -> list[int]: ...
+    @property
+    def groups(self) -> list[SsrcGroup]: ...
+    @property
+    def name(self) -> str: ...
 
 class NativeEvent:
     """One event from a shard. `kind` says which fields are set."""
@@ -22,7 +105,8 @@ class NativeEvent:
 class NativeBridge:
     def __init__(self, bind_addresses: list[str], port: int) -> None: ...
     def local_addresses(self) -> list[tuple[str, int]]: ...
-    def fingerprint(self) -> tuple[str, str]: ...
+    # The bridge certificate's fingerprint: hash function and digest.
+    def fingerprint(self) -> tuple[HashFunction, bytes]: ...
     def event_fd(self) -> int: ...
     def drain_events(self) -> list[NativeEvent]: ...
     # The conference's feedback SSRCs (Colibri2 jvb-a0, jvb-v0): the senders of all the bridge's own RTCP.
@@ -31,18 +115,13 @@ class NativeBridge:
     def create_transport(
         self, router_id: int, transport_id: int, ufrag: str, pwd: str, controlling: bool
     ) -> None: ...
+    # Every announced fingerprint, each with its a=setup (any active one makes the remote the DTLS client).
     def connect_transport(
-        self,
-        transport_id: int,
-        ufrag: str,
-        pwd: str,
-        fingerprints: list[tuple[str, str]],
-        setup: str,
+        self, transport_id: int, ufrag: str, pwd: str, fingerprints: Sequence[Fingerprint]
     ) -> None: ...
-    def add_remote_candidates(
-        self, transport_id: int, candidates: list[tuple[str, int, int, str]]
-    ) -> None: ...
-    def set_sources(self, transport_id: int, sources: list[tuple[int, str, int]]) -> None: ...
+    def add_remote_candidates(self, transport_id: int, candidates: Sequence[Candidate]) -> None: ...
+    # Every Source the transport sends, replacing the previous set.
+    def set_sources(self, transport_id: int, sources: Sequence[Source]) -> None: ...
     def request_keyframe(self, transport_id: int, ssrc: int) -> None: ...
     def set_force_mute(self, transport_id: int, audio: bool, video: bool) -> None: ...
     def close_transport(self, transport_id: int) -> None: ...

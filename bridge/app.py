@@ -44,19 +44,20 @@ class BridgeApp:
         """`extra_metrics`: more families for `/metrics` from whoever hosts this bridge (`sluice serve`)."""
         self.settings = settings
         self.extra_metrics = extra_metrics
+        #: The registry of conferences and endpoints, over the native core.
         self.bridge = Bridge(settings.bridge_config())
-        self.colibri2 = Colibri2Handler(
-            self.bridge, on_change=self._conference_changed, limits=settings.colibri2_limits()
-        )
+        self.bridge.on_change = self._conference_changed
         #: The bridge channel of every conference (sans-IO); its sockets live in `self.web_sockets`.
-        self.channels = BridgeChannels(version=package_version() if settings.version_announce else None)
+        self.channels = BridgeChannels(
+            self.bridge, version=package_version() if settings.version_announce else None
+        )
         #: Shared by every XMPP client, so drain/shutdown shows in every brewery at once.
         self.state = BridgeState(drain=settings.initial_drain_mode, channel_stats=self.channels.stats)
+        self.colibri2 = Colibri2Handler(self.bridge, shutdown=self.state, limits=settings.colibri2_limits())
         self.xmpp: list[BridgeXmppClient] = []
         #: Drain, graceful shutdown and idle expiry; `lifecycle.finished` says when to exit.
         self.lifecycle = Lifecycle(
             self.bridge,
-            self.colibri2,
             self.state,
             LifecycleConfig(
                 graceful_shutdown_max_duration=settings.graceful_shutdown_max_duration,
@@ -177,11 +178,11 @@ class BridgeApp:
         )
 
     def _conference_changed(self, conference: Conference) -> None:
-        """Colibri2 changed a conference: the bridge channel follows (ForwardedSources, closed sockets)."""
+        """A conference changed in the registry: the bridge channel follows (ForwardedSources, closes)."""
         if self.web_sockets is None:
             return
         try:
-            self.web_sockets.apply(conference.id, self.channels.sync_conference(conference))
+            self.web_sockets.apply(conference.id, self.channels.sync(conference.id))
         except Exception:
             # The Colibri2 answer must not fail because of the channel.
             log.exception("colibri-ws: following conference %s failed", conference.id)

@@ -1,25 +1,47 @@
-"""The Python API over the native core: Bridge, Conference, Endpoint.
+"""The bridge's registry over the native core: Bridge, Conference, Endpoint.
 
-Python owns policy and bookkeeping; the native core owns every packet. Calls here turn into Commands
-(they return at once); the core answers with events that arrive through an eventfd watched by asyncio.
+`Bridge` is the one registry of this bridge's conferences (by id and by meeting-id) and their endpoints, and
+each fact about an endpoint is stored once, on its `Endpoint`: what Colibri2 said of it, its transport and
+sources, what its bridge channel asked for, how long it has been idle. The Colibri2 handler and the idle
+expiry plan changes (bridge/changes.py) that `Bridge.apply` makes; the bridge channel writes its endpoints'
+settings here. Changes that concern the native core become Commands (they return at once); the core answers
+with Events that arrive through an eventfd watched by asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import itertools
 import logging
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from bridge import _native
+from bridge.changes import (
+    Change,
+    CreateConference,
+    CreateEndpoint,
+    ExpireConference,
+    ExpireEndpoint,
+    UpdateEndpoint,
+)
+from bridge.channel import ReceiverAudioSubscription, ReceiverVideoConstraints, VideoType
 from bridge.config import BridgeConfig
 from bridge.description import Candidate, Fingerprint, Source, TransportDescription
+from bridge.seam import (
+    NativeSeam,
+    local_fingerprint,
+    to_native_candidate,
+    to_native_fingerprint,
+    to_native_source,
+)
+from colibri2.model import Media
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +72,17 @@ def host_priority(local_preference: int) -> int:
     return (126 << 24) | (local_preference << 8) | (256 - 1)
 
 
+def remote_refusal(current: TransportDescription | None, remote: TransportDescription) -> str | None:
+    """Why `remote` cannot replace `current` as an endpoint's remote description, or None if it can.
+
+    Without fingerprints it is only a trickle update (transport-info), which repeats the credentials."""
+    if remote.fingerprints:
+        return None
+    if current is not None and (current.ufrag, current.pwd) == (remote.ufrag, remote.pwd):
+        return None
+    return "remote transport has no DTLS fingerprint"
+
+
 @dataclass(frozen=True, slots=True)
 class TransportStateChange:
     endpoint_id: str
@@ -58,7 +91,7 @@ class TransportStateChange:
 
 
 class Endpoint:
-    """One participant on this bridge; owns one native Transport."""
+    """One participant on this bridge, and every fact about it; owns one native Transport."""
 
     def __init__(self, conference: Conference, endpoint_id: str, transport_id: int) -> None:
         self.conference = conference
@@ -68,83 +101,83 @@ class Endpoint:
         self.pwd = _ice_string(24)
         self.state: TransportState = "new"
         self.detail = ""
-        self.sources: tuple[Source, ...] = ()
+        self.closed = False
         self.remote: TransportDescription | None = None
+        self.sources: tuple[Source, ...] = ()
+        #: What Colibri2 said of it.
+        self.stats_id: str | None = None
+        self.muc_role: str | None = None
+        self.capabilities: tuple[str, ...] = ()
+        self.medias: tuple[Media, ...] = ()
         #: Colibri2 force-mute: kinds whose media from this endpoint reaches nobody (it still receives).
         self.force_mute_audio = False
         self.force_mute_video = False
+        #: How many video streams it wants (-1: any; None: never said): Colibri2's initial-last-n, then
+        #: what its bridge channel says (LastNChangedEvent, ReceiverVideoConstraints.lastN).
+        self.last_n: int | None = None
+        #: What its bridge channel said: receiver constraints merged so far (their lastN is `last_n`), the
+        #: video type of each of its sources and of the deprecated single one, its audio subscription.
+        self.video_constraints = ReceiverVideoConstraints()
+        self.video_types: dict[str, VideoType] = {}
+        self.video_type: VideoType | None = None
+        self.audio_subscription = ReceiverAudioSubscription()
+        #: Idle expiry (bridge/lifecycle.py): the transport's packets_in at the last check, and when it last
+        #: changed (None: not observed yet).
+        self.last_packets_in = -1
+        self.last_activity: float | None = None
         self._state_waiters: list[tuple[frozenset[str], asyncio.Future[TransportState]]] = []
-        self.closed = False
 
     @property
-    def _native(self) -> _native.NativeBridge:
+    def _native(self) -> NativeSeam:
         return self.conference.bridge.native
 
     def local_description(self) -> TransportDescription:
         """Our ICE credentials, one host candidate per advertised address, our fingerprint (actpass)."""
         bridge = self.conference.bridge
-        hash_name, value = bridge.fingerprint
         candidates = tuple(
-            Candidate(
-                ip=ip,
-                port=port,
-                priority=host_priority(65535 - i),
-                type="host",
-                foundation=str(i + 1),
-            )
+            Candidate(ip=ip, port=port, priority=host_priority(65535 - i), foundation=str(i + 1))
             for i, (ip, port) in enumerate(bridge.advertised_addresses())
         )
         return TransportDescription(
-            ufrag=self.ufrag,
-            pwd=self.pwd,
-            fingerprints=(Fingerprint(hash=hash_name, value=value, setup="actpass"),),
-            candidates=candidates,
+            ufrag=self.ufrag, pwd=self.pwd, fingerprints=(bridge.fingerprint,), candidates=candidates
         )
 
     def set_remote_description(self, remote: TransportDescription) -> None:
-        """The peer's credentials, fingerprints (any supported one may match) and candidates."""
+        """The peer's credentials, fingerprints (any of them may match) and candidates; without fingerprints,
+        a trickle update of the same credentials (see `remote_refusal`)."""
         self._check_open()
-        if not remote.fingerprints:
-            # A trickle update (transport-info) repeats the credentials but not the fingerprints.
-            if self.remote is not None and (self.remote.ufrag, self.remote.pwd) == (remote.ufrag, remote.pwd):
-                self.add_remote_candidates(remote.candidates)
-                self.remote = dataclasses.replace(
-                    self.remote, candidates=(*self.remote.candidates, *remote.candidates)
-                )
-                return
-            raise BridgeError("remote transport has no DTLS fingerprint")
-        setups = {fp.setup for fp in remote.fingerprints}
-        setup = "active" if "active" in setups else next(iter(setups))
+        refusal = remote_refusal(self.remote, remote)
+        if refusal is not None:
+            raise BridgeError(refusal)
+        if self.remote is not None and not remote.fingerprints:
+            self.add_remote_candidates(remote.candidates)
+            self.remote = dataclasses.replace(
+                self.remote, candidates=(*self.remote.candidates, *remote.candidates)
+            )
+            return
         if self.remote is None or (self.remote.ufrag, self.remote.pwd) != (remote.ufrag, remote.pwd):
             self._native.connect_transport(
                 self.transport_id,
                 remote.ufrag,
                 remote.pwd,
-                [(fp.hash, fp.value) for fp in remote.fingerprints],
-                setup,
+                [to_native_fingerprint(fp) for fp in remote.fingerprints],
             )
         self.add_remote_candidates(remote.candidates)
         self.remote = remote
 
-    def add_remote_candidates(self, candidates: tuple[Candidate, ...] | list[Candidate]) -> None:
-        """Trickled candidates (RFC 8838); only UDP ones are usable."""
+    def add_remote_candidates(self, candidates: Iterable[Candidate]) -> None:
+        """Trickled candidates (RFC 8838)."""
         self._check_open()
-        usable = [
-            (c.ip, c.port, c.priority, str(c.type))
-            for c in candidates
-            if c.protocol.lower() == "udp" and c.component == 1 and _is_ip(c.ip)
-        ]
-        if usable:
-            self._native.add_remote_candidates(self.transport_id, usable)
+        native = [to_native_candidate(c) for c in candidates]
+        if native:
+            self._native.add_remote_candidates(self.transport_id, native)
 
-    def set_sources(self, sources: list[Source] | tuple[Source, ...]) -> None:
-        """The full set of sources this endpoint sends; replaces the previous set (never merges)."""
+    def set_sources(self, sources: Iterable[Source]) -> None:
+        """The full set of sources this endpoint sends, groups and all; replaces the previous set."""
         self._check_open()
         self.sources = tuple(sources)
-        self._native.set_sources(
-            self.transport_id,
-            [(ssrc, s.kind, s.clock_rate()) for s in self.sources for ssrc in s.ssrcs],
-        )
+        self._native.set_sources(self.transport_id, [to_native_source(s) for s in self.sources])
+        self.conference.bridge._changed(self.conference)
 
     def set_force_mute(self, audio: bool, video: bool) -> None:
         """Stops (or resumes) forwarding what this endpoint sends, per kind; what it receives is untouched.
@@ -197,7 +230,7 @@ class Endpoint:
 
 
 class Conference:
-    """One meeting's forwarding domain (a native Router)."""
+    """One meeting's forwarding domain (a native Router) and its endpoints."""
 
     def __init__(
         self,
@@ -206,10 +239,14 @@ class Conference:
         router_id: int,
         meeting_id: str,
         feedback_ssrcs: tuple[int, int],
+        *,
+        name: str | None = None,
     ) -> None:
         self.bridge = bridge
         self.id = conference_id
         self.meeting_id = meeting_id
+        #: The Colibri2 conference name (the MUC's JID), if the focus gave one.
+        self.name = name
         self.router_id = router_id
         #: The SSRCs the bridge sends all its own RTCP from in this conference, for audio and for video
         #: streams: chosen here once, given to the native Router when it is created, and signalled as the
@@ -217,6 +254,8 @@ class Conference:
         self.feedback_audio_ssrc, self.feedback_video_ssrc = feedback_ssrcs
         self.endpoints: dict[str, Endpoint] = {}
         self.closed = False
+        #: Idle expiry: the last check that saw an endpoint here (None: not observed yet).
+        self.last_activity: float | None = None
 
     def create_endpoint(self, endpoint_id: str) -> Endpoint:
         if self.closed:
@@ -228,6 +267,7 @@ class Conference:
         self.bridge.native.create_transport(self.router_id, transport_id, ep.ufrag, ep.pwd, True)
         self.endpoints[endpoint_id] = ep
         self.bridge._transports[transport_id] = ep
+        self.bridge._changed(self)
         return ep
 
     def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
@@ -236,51 +276,73 @@ class Conference:
     def close(self) -> None:
         if self.closed:
             return
-        for ep in list(self.endpoints.values()):
-            ep.close()
-        self.closed = True
-        self.bridge.native.close_router(self.router_id)
-        self.bridge._conferences.pop(self.id, None)
+        with self.bridge.batch():
+            for ep in list(self.endpoints.values()):
+                ep.close()
+            self.closed = True
+            self.bridge.native.close_router(self.router_id)
+            self.bridge._forget(self)
 
     def _forget(self, ep: Endpoint) -> None:
         self.endpoints.pop(ep.id, None)
         self.bridge._transports.pop(ep.transport_id, None)
+        self.bridge._changed(self)
 
 
 class Bridge:
-    """The media-bridge process's core: binds the shared UDP port and hosts Conferences."""
+    """The media-bridge process's core: binds the shared UDP port and is the registry of Conferences."""
 
-    def __init__(self, config: BridgeConfig | None = None) -> None:
+    def __init__(self, config: BridgeConfig | None = None, *, native: NativeSeam | None = None) -> None:
+        """`native`: a seam to use instead of starting the native core (tests drive the registry so)."""
         self.config = config or BridgeConfig()
-        self._native: _native.NativeBridge | None = None
+        self._native: NativeSeam | None = None
         self._ids = itertools.count(1)
         self._conferences: dict[str, Conference] = {}
+        self._by_meeting: dict[str, Conference] = {}
         self._transports: dict[int, Endpoint] = {}
         self._stats_waiters: dict[int, asyncio.Future[dict[str, object]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.fingerprint: tuple[str, str] = ("", "")
+        self._fingerprint: Fingerprint | None = None
         self.on_transport_state: Callable[[TransportStateChange], None] | None = None
+        #: Called once for each conference whose endpoints or sources changed (or that closed), after the
+        #: change (after the whole batch, inside `batch()`), so the bridge channel can follow.
+        self.on_change: Callable[[Conference], None] | None = None
+        self._batch_depth = 0
+        self._changed_conferences: dict[str, Conference] = {}
+        if native is not None:
+            self._attach(native)
 
     @property
-    def native(self) -> _native.NativeBridge:
+    def native(self) -> NativeSeam:
         if self._native is None:
             raise BridgeError("bridge is not started")
         return self._native
 
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """The fingerprint of the bridge's DTLS certificate (one per bridge), with a=setup:actpass."""
+        if self._fingerprint is None:
+            raise BridgeError("bridge is not started")
+        return self._fingerprint
+
+    def _attach(self, native: NativeSeam) -> None:
+        self._native = native
+        self._fingerprint = local_fingerprint(native)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._native = _native.NativeBridge(self.config.bind_addresses, self.config.udp_port)
-        self.fingerprint = self._native.fingerprint()
-        self._loop.add_reader(self._native.event_fd(), self._drain_events)
-        log.info("bridge started on %s", self._native.local_addresses())
+        native = _native.NativeBridge(self.config.bind_addresses, self.config.udp_port)
+        self._attach(native)
+        self._loop.add_reader(native.event_fd(), self._drain_events)
+        log.info("bridge started on %s", native.local_addresses())
 
     async def stop(self) -> None:
         if self._native is None:
             return
         for conf in list(self._conferences.values()):
             conf.close()
-        assert self._loop is not None
-        self._loop.remove_reader(self._native.event_fd())
+        if self._loop is not None:
+            self._loop.remove_reader(self._native.event_fd())
         self._native.shutdown()
         self._native = None
         for fut in self._stats_waiters.values():
@@ -297,38 +359,123 @@ class Bridge:
     def local_addresses(self) -> list[tuple[str, int]]:
         return self.native.local_addresses()
 
-    def advertised_addresses(self) -> list[tuple[str, int]]:
-        """(ip, port) pairs to put in candidates."""
+    def advertised_addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        """(address, port) pairs to put in candidates; a wildcard bind address becomes loopback."""
         bound = self.local_addresses()
         if self.config.advertised_addresses:
             port = bound[0][1]
-            return [(ip, port) for ip in self.config.advertised_addresses]
+            return [(ipaddress.ip_address(ip), port) for ip in self.config.advertised_addresses]
         out = []
         for ip, port in bound:
             addr = ipaddress.ip_address(ip)
             if addr.is_unspecified:
-                out.append(("127.0.0.1" if addr.version == 4 else "::1", port))
-            else:
-                out.append((ip, port))
+                addr = ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
+            out.append((addr, port))
         return out
 
-    def create_conference(self, meeting_id: str, conference_id: str | None = None) -> Conference:
+    # -- the registry
+
+    def create_conference(
+        self, meeting_id: str, conference_id: str | None = None, *, name: str | None = None
+    ) -> Conference:
         conference_id = conference_id or secrets.token_hex(8)
         if conference_id in self._conferences:
             raise BridgeError(f"conference {conference_id} already exists")
+        if meeting_id in self._by_meeting:
+            raise BridgeError(f"a conference for meeting {meeting_id} already exists")
         router_id = next(self._ids)
         feedback = _feedback_ssrcs()
         self.native.create_router(router_id, *feedback)
-        conf = Conference(self, conference_id, router_id, meeting_id, feedback)
+        conf = Conference(self, conference_id, router_id, meeting_id, feedback, name=name)
         self._conferences[conference_id] = conf
+        self._by_meeting[meeting_id] = conf
         return conf
 
     def get_conference(self, conference_id: str) -> Conference | None:
         return self._conferences.get(conference_id)
 
+    def conference_by_meeting(self, meeting_id: str) -> Conference | None:
+        return self._by_meeting.get(meeting_id)
+
     @property
     def conferences(self) -> dict[str, Conference]:
         return dict(self._conferences)
+
+    def _forget(self, conference: Conference) -> None:
+        self._conferences.pop(conference.id, None)
+        if self._by_meeting.get(conference.meeting_id) is conference:
+            del self._by_meeting[conference.meeting_id]
+        self._changed(conference)
+
+    # -- changes
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        """Makes `changes`, in order (they were validated when planned); `on_change` runs once per conference
+        at the end, also when a change fails (BridgeError) half-way."""
+        with self.batch():
+            for change in changes:
+                self._apply(change)
+
+    def _apply(self, change: Change) -> None:
+        match change:
+            case CreateConference(meeting_id=meeting_id, name=name):
+                self.create_conference(meeting_id, name=name)
+            case ExpireConference(meeting_id=meeting_id):
+                self._conference(meeting_id).close()
+            case CreateEndpoint():
+                ep = self._conference(change.meeting_id).create_endpoint(change.endpoint_id)
+                ep.stats_id, ep.muc_role = change.stats_id, change.muc_role
+                ep.capabilities, ep.medias = change.capabilities, change.medias
+            case UpdateEndpoint():
+                self._update(self._endpoint(change.meeting_id, change.endpoint_id), change)
+            case ExpireEndpoint(meeting_id=meeting_id, endpoint_id=endpoint_id):
+                self._endpoint(meeting_id, endpoint_id).close()
+
+    def _update(self, ep: Endpoint, change: UpdateEndpoint) -> None:
+        if change.force_mute is not None:
+            ep.set_force_mute(*change.force_mute)
+        if change.stats_id is not None:
+            ep.stats_id = change.stats_id
+        if change.medias is not None:
+            ep.medias = change.medias
+        if change.remote is not None:
+            ep.set_remote_description(change.remote)
+        if change.sources is not None:
+            ep.set_sources(change.sources)
+        if change.last_n is not None:
+            ep.last_n = change.last_n
+
+    def _conference(self, meeting_id: str) -> Conference:
+        conference = self._by_meeting.get(meeting_id)
+        if conference is None:
+            raise BridgeError(f"no conference for meeting {meeting_id}")
+        return conference
+
+    def _endpoint(self, meeting_id: str, endpoint_id: str) -> Endpoint:
+        ep = self._conference(meeting_id).get_endpoint(endpoint_id)
+        if ep is None:
+            raise BridgeError(f"no endpoint {endpoint_id} in meeting {meeting_id}")
+        return ep
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Holds `on_change` calls until the outermost batch ends, then makes one per changed conference."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if self._batch_depth == 0:
+                changed, self._changed_conferences = self._changed_conferences, {}
+                for conference in changed.values():
+                    if self.on_change is not None:
+                        self.on_change(conference)
+
+    def _changed(self, conference: Conference) -> None:
+        with self.batch():
+            self._changed_conferences[conference.id] = conference
+
+    # -- the native core's answers
 
     async def get_stats(self, timeout: float = 5.0) -> dict[str, object]:
         """A stats snapshot from the native core: totals, drops by reason, per transport."""
@@ -368,11 +515,3 @@ class Bridge:
                 )
             else:
                 log.debug("native event %s", ev.kind)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

@@ -1,24 +1,26 @@
-"""The bridge channel (docs/jitsi-protocol.md section 4), sans-IO: parsing, per-endpoint state and routing.
+"""The bridge channel (docs/jitsi-protocol.md section 4), sans-IO: parsing, endpoint settings and routing.
 
 Every message is a JSON object with a `colibriClass`. `parse_message` turns one text frame into a typed
 message or raises `ChannelMessageError` (never anything else). A `ConferenceChannel` is the hub of one
-conference: it keeps what the allocator will read per endpoint (last-n, receiver video constraints, source
-video types, audio subscription), routes EndpointMessage / EndpointStats between endpoints, and tells each
-receiver which video sources it gets (`ForwardedSources`). It returns `Send` / `Close` actions; whoever owns
-the sockets (bridge/public_http.py) carries them out. No sockets, no clock, no aiohttp here.
+registry conference (bridge.Conference): it writes what the allocator will read onto each sender's
+bridge.Endpoint (last-n, receiver video constraints, source video types, audio subscription), routes
+EndpointMessage / EndpointStats between endpoints, and tells each receiver which video sources it gets
+(`ForwardedSources`). Membership and sources are the registry's; the hub keeps only which sockets are open.
+It returns `Send` / `Close` actions; whoever owns the sockets (bridge/public_http.py) carries them out. No
+sockets, no clock, no aiohttp here.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from bridge.bridge import Conference
+    from bridge.bridge import Conference, Endpoint
 
 #: Longest text frame we parse. Jitsi clients send a few kB at most (EndpointStats is the largest).
 MAX_MESSAGE_CHARS = 64 * 1024
@@ -405,86 +407,84 @@ class ChannelStats:
     refused: Counter[str] = field(default_factory=Counter)
 
 
-# ---- per endpoint and per conference
+# ---- per conference
 
 
 @dataclass(slots=True)
-class EndpointChannel:
-    """One endpoint's side of the channel and the policy inputs its messages set."""
+class _Socket:
+    """An endpoint's open socket: its generation and the ForwardedSources last sent on it (None: none yet)."""
 
-    id: str
-    video_sources: frozenset[str] = frozenset()
-    #: The generation of the open socket, None while none is open.
-    socket: int | None = None
-    #: Everything ReceiverVideoConstraints and LastNChangedEvent said so far, merged.
-    video_constraints: ReceiverVideoConstraints = field(default_factory=ReceiverVideoConstraints)
-    #: SourceVideoTypeMessage: source name -> video type.
-    video_types: dict[str, VideoType] = field(default_factory=dict)
-    #: The deprecated VideoTypeMessage.
-    video_type: VideoType | None = None
-    audio_subscription: ReceiverAudioSubscription = field(default_factory=ReceiverAudioSubscription)
-    #: The ForwardedSources last sent on the open socket (None: nothing sent yet).
+    generation: int
     forwarded: frozenset[str] | None = None
 
-    @property
-    def last_n(self) -> int | None:
-        return self.video_constraints.last_n
+
+class Registry(Protocol):
+    """Where the hubs find conferences: the Bridge."""
+
+    def get_conference(self, conference_id: str) -> Conference | None: ...
 
 
 class ConferenceChannel:
-    """The hub of one conference: endpoints, their channel state, and routing between them."""
+    """The hub of one registry conference: its endpoints' open sockets and routing between them."""
 
-    def __init__(self, conference_id: str, stats: ChannelStats, *, version: str | None = None) -> None:
-        self.id = conference_id
+    def __init__(self, conference: Conference, stats: ChannelStats, *, version: str | None = None) -> None:
+        self.conference = conference
         self.stats = stats
         self.version = version
-        self.endpoints: dict[str, EndpointChannel] = {}
+        self._sockets: dict[str, _Socket] = {}
         self._generations = 0
+
+    @property
+    def id(self) -> str:
+        return self.conference.id
+
+    def socket(self, endpoint_id: str) -> int | None:
+        """The generation of the endpoint's open socket, None while none is open."""
+        sock = self._sockets.get(endpoint_id)
+        return sock.generation if sock is not None else None
 
     # -- membership and sources
 
-    def set_endpoints(self, video_sources: Mapping[str, Collection[str]]) -> list[Action]:
-        """The conference's endpoints and each one's video source names, complete (not a delta).
+    def refresh(self) -> list[Action]:
+        """Follows the registry after the conference's endpoints or sources changed.
 
-        Endpoints no longer present get their socket closed; every open socket whose forwarded set changed
-        gets a new ForwardedSources.
+        Sockets of endpoints that left close; every open socket whose forwarded set changed gets a new
+        ForwardedSources.
         """
+        if self.conference.closed:
+            return self.close()
         actions: list[Action] = []
-        for gone in [ep_id for ep_id in self.endpoints if ep_id not in video_sources]:
-            ep = self.endpoints.pop(gone)
-            if ep.socket is not None:
-                actions.append(Close(gone, CLOSE_GOING_AWAY, "endpoint expired"))
-        for ep_id, names in video_sources.items():
-            ep = self.endpoints.setdefault(ep_id, EndpointChannel(ep_id))
-            ep.video_sources = frozenset(names)
+        for gone in [ep_id for ep_id in self._sockets if ep_id not in self.conference.endpoints]:
+            del self._sockets[gone]
+            actions.append(Close(gone, CLOSE_GOING_AWAY, "endpoint expired"))
         actions += self._refresh_forwarded()
         return actions
 
     def close(self) -> list[Action]:
         """The conference expired: every open socket closes."""
         actions: list[Action] = [
-            Close(ep.id, CLOSE_GOING_AWAY, "conference expired")
-            for ep in self.endpoints.values()
-            if ep.socket is not None
+            Close(ep_id, CLOSE_GOING_AWAY, "conference expired") for ep_id in self._sockets
         ]
-        self.endpoints.clear()
+        self._sockets.clear()
         return actions
 
     def forwarded_to(self, endpoint_id: str) -> frozenset[str]:
         """Without an allocator the bridge forwards every video source of every other endpoint."""
         return frozenset(
-            name for ep in self.endpoints.values() if ep.id != endpoint_id for name in ep.video_sources
+            s.name
+            for ep in self.conference.endpoints.values()
+            if ep.id != endpoint_id
+            for s in ep.sources
+            if s.kind == "video" and s.name
         )
 
     def _refresh_forwarded(self) -> list[Action]:
         actions: list[Action] = []
-        for ep in self.endpoints.values():
-            if ep.socket is None:
-                continue
-            names = self.forwarded_to(ep.id)
-            if names != ep.forwarded:
-                ep.forwarded = names
-                actions.append(Send(ep.id, forwarded_sources(names)))
+        for ep_id, sock in self._sockets.items():
+            names = self.forwarded_to(ep_id)
+            if names != sock.forwarded:
+                sock.forwarded = names
+                actions.append(Send(ep_id, forwarded_sources(names)))
         return actions
 
     # -- sockets
@@ -494,23 +494,21 @@ class ConferenceChannel:
 
         None if the endpoint is not (or no longer) in the conference.
         """
-        ep = self.endpoints.get(endpoint_id)
-        if ep is None:
+        if self.conference.closed or endpoint_id not in self.conference.endpoints:
             return None
         self._generations += 1
-        ep.socket = self._generations
-        ep.forwarded = None  # the new socket has not been told anything yet
+        # The new socket has not been told anything yet.
+        self._sockets[endpoint_id] = _Socket(self._generations)
         self.stats.connections += 1
         actions: list[Action] = [Send(endpoint_id, server_hello(self.version))]
         actions += self._refresh_forwarded()
-        return ep.socket, actions
+        return self._generations, actions
 
     def disconnect(self, endpoint_id: str, generation: int) -> None:
         """The socket of `generation` closed; a newer socket of the same endpoint stays."""
-        ep = self.endpoints.get(endpoint_id)
-        if ep is not None and ep.socket == generation:
-            ep.socket = None
-            ep.forwarded = None
+        sock = self._sockets.get(endpoint_id)
+        if sock is not None and sock.generation == generation:
+            del self._sockets[endpoint_id]
 
     # -- incoming
 
@@ -522,7 +520,7 @@ class ConferenceChannel:
         except ChannelMessageError as exc:
             self.stats.errors[exc.reason] += 1
             return Received(None, exc)
-        sender = self.endpoints.get(endpoint_id)
+        sender = self.conference.endpoints.get(endpoint_id)
         if sender is None:
             # The endpoint expired while its frame was in flight; its socket is closing.
             error = ChannelMessageError("endpoint_gone", f"endpoint {endpoint_id} is not in the conference")
@@ -535,7 +533,10 @@ class ConferenceChannel:
             return Received(message, exc)
         return Received(message, None, tuple(actions))
 
-    def _handle(self, sender: EndpointChannel, message: Message) -> list[Action]:
+    def _others(self, sender: Endpoint) -> list[str]:
+        return [ep_id for ep_id in self.conference.endpoints if ep_id != sender.id]
+
+    def _handle(self, sender: Endpoint, message: Message) -> list[Action]:
         match message:
             case ClientHello():
                 return self._send(sender.id, server_hello(self.version))
@@ -543,16 +544,19 @@ class ConferenceChannel:
                 text = _dumps({**body, "from": sender.id})
                 if to:
                     return self._send(to, text)
-                return [a for ep_id in self.endpoints if ep_id != sender.id for a in self._send(ep_id, text)]
+                return [a for ep_id in self._others(sender) for a in self._send(ep_id, text)]
             case EndpointStats(body=body):
                 # JVB filters stats to interested receivers only above 20 endpoints; everyone is interested
                 # while every source is forwarded to everyone.
                 text = _dumps({**body, "from": sender.id})
-                return [a for ep_id in self.endpoints if ep_id != sender.id for a in self._send(ep_id, text)]
+                return [a for ep_id in self._others(sender) for a in self._send(ep_id, text)]
             case LastNChangedEvent(last_n=last_n):
-                sender.video_constraints = replace(sender.video_constraints, last_n=last_n)
+                sender.last_n = last_n
             case ReceiverVideoConstraints():
-                sender.video_constraints = sender.video_constraints.merged(message)
+                # Its lastN is the endpoint's one last-n; the rest merges into what was said before.
+                if message.last_n is not None:
+                    sender.last_n = message.last_n
+                sender.video_constraints = sender.video_constraints.merged(replace(message, last_n=None))
             case SourceVideoTypeMessage(source_name=name, video_type=video_type):
                 if name not in sender.video_types and len(sender.video_types) >= MAX_VIDEO_TYPES:
                     raise ChannelMessageError(
@@ -566,11 +570,10 @@ class ConferenceChannel:
         return []
 
     def _send(self, endpoint_id: str, text: str) -> list[Action]:
-        target = self.endpoints.get(endpoint_id)
-        if target is None:
+        if endpoint_id not in self.conference.endpoints:
             self.stats.dropped["unknown_endpoint"] += 1
             return []
-        if target.socket is None:
+        if endpoint_id not in self._sockets:
             # JVB drops a message for an endpoint whose channel is not open, and so do we.
             self.stats.dropped["no_socket"] += 1
             return []
@@ -578,40 +581,47 @@ class ConferenceChannel:
 
 
 class BridgeChannels:
-    """The hubs of every conference on this bridge, sharing one ChannelStats."""
+    """The hubs of every conference of one registry (the Bridge), sharing one ChannelStats."""
 
-    def __init__(self, *, version: str | None = None, stats: ChannelStats | None = None) -> None:
+    def __init__(
+        self, registry: Registry, *, version: str | None = None, stats: ChannelStats | None = None
+    ) -> None:
+        self.registry = registry
         #: Put in ServerHello (jvb `videobridge.version.announce`); None leaves it out.
         self.version = version
         self.stats = stats or ChannelStats()
-        self._conferences: dict[str, ConferenceChannel] = {}
+        self._hubs: dict[str, ConferenceChannel] = {}
 
     def conference(self, conference_id: str) -> ConferenceChannel | None:
-        return self._conferences.get(conference_id)
+        """The hub of a live conference (made on first use)."""
+        conference = self.registry.get_conference(conference_id)
+        if conference is None or conference.closed:
+            return None
+        hub = self._hubs.get(conference_id)
+        if hub is None or hub.conference is not conference:
+            hub = self._hubs[conference_id] = ConferenceChannel(conference, self.stats, version=self.version)
+        return hub
 
-    def sync(self, conference_id: str, video_sources: Mapping[str, Collection[str]] | None) -> list[Action]:
-        """The conference's endpoints and video sources now (see `set_endpoints`); None: it is gone."""
-        if video_sources is None:
-            hub = self._conferences.pop(conference_id, None)
-            return hub.close() if hub is not None else []
-        hub = self._conferences.get(conference_id)
+    def sync(self, conference_id: str) -> list[Action]:
+        """Follow the registry after the conference changed (see `ConferenceChannel.refresh`); once it is
+        gone, close its sockets."""
+        hub = self.conference(conference_id)
         if hub is None:
-            hub = self._conferences[conference_id] = ConferenceChannel(
-                conference_id, self.stats, version=self.version
-            )
-        return hub.set_endpoints(video_sources)
+            stale = self._hubs.pop(conference_id, None)
+            return stale.close() if stale is not None else []
+        return hub.refresh()
 
     def connect(self, conference_id: str, endpoint_id: str) -> tuple[int, list[Action]] | None:
-        hub = self._conferences.get(conference_id)
+        hub = self.conference(conference_id)
         return hub.connect(endpoint_id) if hub is not None else None
 
     def disconnect(self, conference_id: str, endpoint_id: str, generation: int) -> None:
-        hub = self._conferences.get(conference_id)
+        hub = self._hubs.get(conference_id)
         if hub is not None:
             hub.disconnect(endpoint_id, generation)
 
     def receive(self, conference_id: str, endpoint_id: str, text: str) -> Received:
-        hub = self._conferences.get(conference_id)
+        hub = self.conference(conference_id)
         if hub is None:
             # The conference closed while the frame was in flight; the socket is closing.
             return self.reject("conference_gone", f"conference {conference_id} is closed")
@@ -622,15 +632,3 @@ class BridgeChannels:
         self.stats.messages_received += 1
         self.stats.errors[reason] += 1
         return Received(None, ChannelMessageError(reason, text))
-
-    def sync_conference(self, conference: Conference) -> list[Action]:
-        """`sync` from the Bridge's own bookkeeping (call it after endpoints or sources change)."""
-        if conference.closed:
-            return self.sync(conference.id, None)
-        return self.sync(
-            conference.id,
-            {
-                ep.id: [s.name for s in ep.sources if s.kind == "video" and s.name]
-                for ep in conference.endpoints.values()
-            },
-        )

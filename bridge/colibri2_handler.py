@@ -1,8 +1,12 @@
-"""Sans-IO Colibri2 handler: applies a conference-modify to the real Bridge, returns conference-modified.
+"""Sans-IO Colibri2 handler: a conference-modify in, the changes it asks for and conference-modified out.
 
-No XMPP and no HTTP here: the caller parses (colibri2.xml / colibri2.json), calls `handle`, and sends the
-result or the raised `Colibri2Error` back. Errors follow JVB exactly (docs/jitsi-protocol.md 2.3
-restrictions, 2.5 table).
+`plan(request)` checks a request against the Bridge's registry and returns the typed changes it asks for
+(bridge/changes.py), or raises `Colibri2Error` with JVB's exact condition, reason and text
+(docs/jitsi-protocol.md 2.3 restrictions, 2.5 table); a refused request changes nothing. `handle(request)`
+plans, has the registry apply the plan (`Colibri2Registry.apply`, the one way this handler changes anything)
+and answers from the registry. No XMPP, HTTP, clock or native object here: the caller parses (colibri2.xml /
+colibri2.json) and sends the result. The request's transport and sources become description values here,
+checked once (candidate types and addresses, fingerprints, SSRC groups); nothing downstream checks them again.
 """
 
 from __future__ import annotations
@@ -10,13 +14,20 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal, cast
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 from bridge import description as desc
-from bridge.bridge import Bridge, BridgeError, Conference
-from bridge.bridge import Endpoint as BridgeEndpoint
+from bridge.bridge import BridgeError, remote_refusal
+from bridge.changes import (
+    Change,
+    CreateConference,
+    CreateEndpoint,
+    ExpireConference,
+    ExpireEndpoint,
+    UpdateEndpoint,
+)
 from bridge.channel import colibri_ws_url
 from colibri2.model import (
     Candidate,
@@ -26,7 +37,6 @@ from colibri2.model import (
     Endpoint,
     Fingerprint,
     IceUdpTransport,
-    Media,
     MediaSource,
     Reason,
     Sctp,
@@ -38,8 +48,11 @@ from colibri2.model import (
     check_stats_id,
 )
 
+if TYPE_CHECKING:
+    from bridge.bridge import Conference
+    from bridge.bridge import Endpoint as BridgeEndpoint
+
 SCTP_PORT = 5000  # the only SCTP port JVB accepts
-_CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 _BARE_JID = re.compile(r"^(?:[^@/\s]+@)?[^@/\s]+$")
 
 
@@ -60,29 +73,58 @@ class Colibri2Limits:
     max_ssrcs_per_endpoint: int = 64
 
 
+class Colibri2Registry(Protocol):
+    """What the handler reads and changes: the Bridge."""
+
+    @property
+    def conferences(self) -> dict[str, Conference]: ...
+    def conference_by_meeting(self, meeting_id: str) -> Conference | None: ...
+    def apply(self, changes: Iterable[Change]) -> None: ...
+
+
+class ShutdownFlags(Protocol):
+    """The bridge's drain state (bridge.xmpp_core.BridgeState): while shutting down, no new conferences."""
+
+    graceful_shutdown: bool
+    shutting_down: bool
+
+
 @dataclass(slots=True)
-class EndpointState:
-    """What Colibri2 told us about an endpoint (policy input); force-mute is also applied to its Endpoint."""
-
-    stats_id: str | None = None
-    muc_role: str | None = None
-    capabilities: tuple[str, ...] = ()
-    medias: tuple[Media, ...] = ()
-    force_mute_audio: bool = False
-    force_mute_video: bool = False
-    initial_last_n: int | None = None
-    #: Idle expiry: when `packets_in` of the transport last changed (None: not observed yet).
-    last_activity: float | None = None
-    last_packets_in: int = -1
+class _Running:
+    graceful_shutdown: bool = False
+    shutting_down: bool = False
 
 
-@dataclass(slots=True)
-class ConferenceState:
-    conference: Conference
-    name: str | None
-    endpoints: dict[str, EndpointState] = field(default_factory=dict)
-    #: Idle expiry: the last check that saw an endpoint here (None: not observed yet).
-    last_activity: float | None = None
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """How the response names one requested endpoint."""
+
+    endpoint_id: str
+    how: Literal["created", "updated", "expired"]
+    sctp: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Colibri2Plan:
+    """A checked request: the changes to apply in order, and what the answer will say."""
+
+    meeting_id: str
+    changes: tuple[Change, ...]
+    answers: tuple[_Answer, ...]
+    #: Whether the answer signals the conference's feedback sources (a conference or endpoint was created).
+    feedback: bool
+
+
+class _Conference:
+    """The conference a request works on, as the changes planned so far leave it."""
+
+    def __init__(self, meeting_id: str, conference: Conference | None) -> None:
+        self.meeting_id = meeting_id
+        #: Its endpoints: the registry's, or None for one this request creates.
+        self.endpoints: dict[str, BridgeEndpoint | None] = dict(conference.endpoints) if conference else {}
+        #: Force-mute as earlier endpoints of this request left it.
+        self.force_mute: dict[str, tuple[bool, bool]] = {}
+        self.changes: list[Change] = []
 
 
 class Colibri2Handler:
@@ -90,104 +132,88 @@ class Colibri2Handler:
 
     def __init__(
         self,
-        bridge: Bridge,
+        bridge: Colibri2Registry,
         *,
-        graceful_shutdown: bool = False,
+        shutdown: ShutdownFlags | None = None,
         sctp_enabled: bool = False,
         web_socket_bases: tuple[str, ...] = (),
-        on_change: Callable[[Conference], None] | None = None,
         limits: Colibri2Limits | None = None,
     ) -> None:
         self.bridge = bridge
+        #: While it says shutting down, conference creation is refused (JVB `graceful_shutdown`).
+        self.shutdown: ShutdownFlags = shutdown if shutdown is not None else _Running()
         self.limits = limits or Colibri2Limits()
         #: Requests refused at a limit, by limit (`/colibri/stats`, `/metrics`).
         self.refused: Counter[str] = Counter()
-        #: While true, conference creation is refused (JVB `graceful_shutdown`).
-        self.graceful_shutdown = graceful_shutdown
         #: The native core has no SCTP data channel yet; when false, <sctp> requests are refused like JVB's
         #: `videobridge.sctp.enabled=false`.
         self.sctp_enabled = sctp_enabled
         #: `ws[s]://<domain>/colibri-ws/<server-id>`, one per websockets domain; empty: no <web-socket>.
         self.web_socket_bases = web_socket_bases
-        #: Called after every request that reached a conference (endpoints or sources may have changed, or
-        #: the conference closed), so the bridge channel can follow. Keeps this handler free of I/O.
-        self.on_change = on_change
-        self._conferences: dict[str, ConferenceState] = {}
-
-    # -- queries ----------------------------------------------------------------------------------------
-
-    def conference(self, meeting_id: str) -> Conference | None:
-        state = self._live(meeting_id)
-        return state.conference if state is not None else None
-
-    def endpoint_state(self, meeting_id: str, endpoint_id: str) -> EndpointState | None:
-        state = self._live(meeting_id)
-        return state.endpoints.get(endpoint_id) if state is not None else None
-
-    def _live(self, meeting_id: str) -> ConferenceState | None:
-        state = self._conferences.get(meeting_id)
-        if state is not None and state.conference.closed:
-            # Closed behind our back (Bridge.stop, an operator): forget it.
-            del self._conferences[meeting_id]
-            return None
-        return state
-
-    # -- idle expiry -------------------------------------------------------------------------------------
-
-    def expire_idle(
-        self, now: float, packets_in: Mapping[int, int], timeout: float
-    ) -> list[tuple[str, str | None]]:
-        """Expires what has been idle for `timeout` seconds (jvb `entity-expiration.timeout`).
-
-        An endpoint is idle while its transport's `packets_in` (native per-transport counter; any STUN, DTLS
-        or media counts) does not change; a conference is idle while it has no endpoint. Call this
-        periodically; the first call that sees an entity starts its clock. Returns (meeting-id, endpoint-id)
-        for each expired endpoint and (meeting-id, None) for each expired conference.
-        """
-        expired: list[tuple[str, str | None]] = []
-        for meeting_id in list(self._conferences):
-            state = self._live(meeting_id)
-            if state is None:
-                continue
-            before = len(expired)
-            for ep in list(state.conference.endpoints.values()):
-                info = state.endpoints.setdefault(ep.id, EndpointState())
-                count = packets_in.get(ep.transport_id, 0)
-                if info.last_activity is None or count != info.last_packets_in:
-                    info.last_activity = now
-                    info.last_packets_in = count
-                elif now - info.last_activity >= timeout:
-                    ep.close()
-                    state.endpoints.pop(ep.id, None)
-                    expired.append((meeting_id, ep.id))
-            if state.conference.endpoints or state.last_activity is None:
-                state.last_activity = now
-            elif now - state.last_activity >= timeout:
-                self._close(meeting_id, state)
-                expired.append((meeting_id, None))
-            if len(expired) > before and self.on_change is not None:
-                self.on_change(state.conference)
-        return expired
 
     # -- the request --------------------------------------------------------------------------------------
 
     def handle(self, request: ConferenceModify) -> ConferenceModified:
-        self._validate(request)
-        state, created = self._conference_for(request)
+        plan = self.plan(request)
         try:
-            return self._apply(request, state, created)
-        except (Colibri2Error, BridgeError) as exc:
-            if created and not state.conference.endpoints:
-                # A create refused half-way must not leave an empty conference behind.
-                self._close(request.meeting_id, state)
-            if isinstance(exc, BridgeError):
-                # The Bridge refused what the request asked for (bad description, closed object).
-                raise bad_request(str(exc)) from None
-            raise
-        finally:
-            # Also after an error: a refused request may have applied its first endpoints already.
-            if self.on_change is not None:
-                self.on_change(state.conference)
+            self.bridge.apply(plan.changes)
+        except BridgeError as exc:
+            # Planned changes fail only when the bridge itself cannot act (its core stopped).
+            raise bad_request(str(exc)) from None
+        return self.answer(plan)
+
+    def plan(self, request: ConferenceModify) -> Colibri2Plan:
+        """The changes `request` asks for, checked against the registry; raises Colibri2Error otherwise."""
+        self._validate(request)
+        existing = self.bridge.conference_by_meeting(request.meeting_id)
+        if not request.create:
+            if existing is None:
+                raise Colibri2Error(
+                    "item-not-found",
+                    f"Conference not found for ID: {request.meeting_id}",
+                    Reason.CONFERENCE_NOT_FOUND,
+                )
+        else:
+            if self.shutdown.graceful_shutdown or self.shutdown.shutting_down:
+                raise Colibri2Error("service-unavailable", "In graceful shutdown", Reason.GRACEFUL_SHUTDOWN)
+            if existing is not None:
+                raise Colibri2Error(
+                    "conflict",
+                    f"Conference already exists for ID: {request.meeting_id}",
+                    Reason.CONFERENCE_ALREADY_EXISTS,
+                )
+            for ep in request.endpoints:
+                if ep.create:
+                    self._check_create(ep)
+            live = len(self.bridge.conferences)
+            if live >= self.limits.max_conferences:
+                raise self._at_limit("conferences", f"This bridge hosts {live} conferences (the maximum)")
+        conference = _Conference(request.meeting_id, existing)
+        if request.create:
+            conference.changes.append(CreateConference(request.meeting_id, request.name))
+        answers = [a for ep in request.endpoints if (a := self._endpoint(conference, ep)) is not None]
+        if request.expire or (not request.create and not conference.endpoints):
+            # JVB also expires a conference that a non-create request leaves without endpoints or relays.
+            conference.changes.append(ExpireConference(request.meeting_id))
+        created = request.create or any(a.how == "created" for a in answers)
+        return Colibri2Plan(
+            request.meeting_id, tuple(conference.changes), tuple(answers), created and not request.expire
+        )
+
+    def answer(self, plan: Colibri2Plan) -> ConferenceModified:
+        """The response to a plan the registry applied: new endpoints get their transport."""
+        conference = self.bridge.conference_by_meeting(plan.meeting_id)
+        endpoints = []
+        for a in plan.answers:
+            ep = conference.get_endpoint(a.endpoint_id) if conference is not None else None
+            if a.how == "expired":
+                endpoints.append(Endpoint(a.endpoint_id, expire=True))
+            elif a.how == "created" and ep is not None:
+                endpoints.append(Endpoint(a.endpoint_id, transport=self._local_transport(ep, a.sctp)))
+            else:
+                endpoints.append(Endpoint(a.endpoint_id))
+        sources = _feedback_sources(conference) if plan.feedback and conference is not None else None
+        return ConferenceModified(endpoints=tuple(endpoints), sources=sources)
 
     def _validate(self, request: ConferenceModify) -> None:
         check_meeting_id(request.meeting_id)
@@ -219,86 +245,36 @@ class Colibri2Handler:
         if request.name is not None and not _BARE_JID.match(request.name):
             raise bad_request(f"Invalid conference name (not a JID): {request.name}")
 
-    def _conference_for(self, request: ConferenceModify) -> tuple[ConferenceState, bool]:
-        existing = self._live(request.meeting_id)
-        if not request.create:
-            if existing is None:
-                raise Colibri2Error(
-                    "item-not-found",
-                    f"Conference not found for ID: {request.meeting_id}",
-                    Reason.CONFERENCE_NOT_FOUND,
-                )
-            return existing, False
-        if self.graceful_shutdown:
-            raise Colibri2Error("service-unavailable", "In graceful shutdown", Reason.GRACEFUL_SHUTDOWN)
-        if existing is not None:
-            raise Colibri2Error(
-                "conflict",
-                f"Conference already exists for ID: {request.meeting_id}",
-                Reason.CONFERENCE_ALREADY_EXISTS,
-            )
-        # Check the endpoints before creating anything, so a refused create leaves nothing behind.
-        for ep in request.endpoints:
-            if ep.create:
-                self._check_create(ep)
-        live = sum(1 for m in list(self._conferences) if self._live(m) is not None)
-        if live >= self.limits.max_conferences:
-            raise self._at_limit("conferences", f"This bridge hosts {live} conferences (the maximum)")
-        state = ConferenceState(
-            conference=self.bridge.create_conference(meeting_id=request.meeting_id),
-            name=request.name,
-        )
-        self._conferences[request.meeting_id] = state
-        return state, True
-
-    def _apply(self, request: ConferenceModify, state: ConferenceState, created: bool) -> ConferenceModified:
-        endpoints: list[Endpoint] = []
-        feedback = False
-        for ep in request.endpoints:
-            answer, was_created = self._endpoint(state, ep)
-            feedback = feedback or was_created
-            if answer is not None:
-                endpoints.append(answer)
-        if request.expire:
-            self._close(request.meeting_id, state)
-        elif not request.create and not state.conference.endpoints:
-            # JVB expires a conference that a non-create request leaves without endpoints or relays.
-            self._close(request.meeting_id, state)
-        sources = self._feedback_sources(state) if (created or feedback) and not request.expire else None
-        return ConferenceModified(endpoints=tuple(endpoints), sources=sources)
-
-    def _close(self, meeting_id: str, state: ConferenceState) -> None:
-        state.conference.close()
-        self._conferences.pop(meeting_id, None)
-
     # -- one endpoint -------------------------------------------------------------------------------------
 
-    def _endpoint(self, state: ConferenceState, request: Endpoint) -> tuple[Endpoint | None, bool]:
-        conference = state.conference
-        existing = conference.get_endpoint(request.id)
+    def _endpoint(self, conference: _Conference, request: Endpoint) -> _Answer | None:
+        meeting_id = conference.meeting_id
         if request.create:
-            if existing is not None:
+            if request.id in conference.endpoints:
                 raise Colibri2Error("conflict", f"Endpoint with ID {request.id} already exists")
             self._check_create(request)
             if len(conference.endpoints) >= self.limits.max_endpoints_per_conference:
                 raise self._at_limit(
                     "endpoints_per_conference",
-                    f"Conference {state.conference.meeting_id} has "
-                    f"{self.limits.max_endpoints_per_conference} endpoints",
+                    f"Conference {meeting_id} has {self.limits.max_endpoints_per_conference} endpoints",
                 )
-            ep = conference.create_endpoint(request.id)
-            info = EndpointState(
-                stats_id=request.stats_id,
-                muc_role=request.muc_role,
-                capabilities=request.capabilities,
-                medias=request.medias,
+            conference.endpoints[request.id] = None
+            conference.changes.append(
+                CreateEndpoint(
+                    meeting_id,
+                    request.id,
+                    stats_id=request.stats_id,
+                    muc_role=request.muc_role,
+                    capabilities=request.capabilities,
+                    medias=request.medias,
+                )
             )
-            state.endpoints[request.id] = info
-            self._update(ep, info, request)
-            return Endpoint(id=request.id, transport=self._local_transport(ep, request.transport)), True
-        if existing is None:
+            conference.changes.append(self._update(conference, None, request))
+            sctp = request.transport is not None and request.transport.sctp is not None
+            return _Answer(request.id, "created", sctp)
+        if request.id not in conference.endpoints:
             if _is_expire_or_force_mute_only(request):
-                return None, False  # JVB ignores these for endpoints it does not know
+                return None  # JVB ignores these for endpoints it does not know
             raise Colibri2Error(
                 "item-not-found",
                 f"Endpoint not found for ID: {request.id}",
@@ -306,16 +282,61 @@ class Colibri2Handler:
                 endpoint_id=request.id,
             )
         if request.expire:
-            existing.close()
-            state.endpoints.pop(request.id, None)
-            return Endpoint(id=request.id, expire=True), False
-        info = state.endpoints.setdefault(request.id, EndpointState())
-        if request.stats_id is not None:
-            info.stats_id = request.stats_id
-        if request.medias:
-            info.medias = request.medias
-        self._update(existing, info, request)
-        return Endpoint(id=request.id), False
+            del conference.endpoints[request.id]
+            conference.changes.append(ExpireEndpoint(meeting_id, request.id))
+            return _Answer(request.id, "expired")
+        self._check_sctp(request)
+        current = conference.endpoints[request.id]
+        if current is not None and current.muc_role == "visitor" and request.sources:
+            raise bad_request(f"Visitor endpoint {request.id} may not send sources")
+        conference.changes.append(self._update(conference, current, request))
+        return _Answer(request.id, "updated")
+
+    def _update(
+        self, conference: _Conference, current: BridgeEndpoint | None, request: Endpoint
+    ) -> UpdateEndpoint:
+        """What `request` changes of an endpoint (`current`: as the registry has it; None: created now)."""
+        force_mute = None
+        if request.force_mute is not None:
+            now = (
+                (current.force_mute_audio, current.force_mute_video)
+                if current is not None
+                else (False, False)
+            )
+            audio, video = conference.force_mute.get(request.id, now)
+            if request.force_mute.audio is not None:
+                audio = request.force_mute.audio
+            if request.force_mute.video is not None:
+                video = request.force_mute.video
+            force_mute = conference.force_mute[request.id] = (audio, video)
+        remote = None
+        if request.transport is not None and request.transport.ice is not None:
+            remote = _remote_description(request.transport.ice)
+            if remote is not None:
+                refusal = remote_refusal(current.remote if current is not None else None, remote)
+                if refusal is not None:
+                    raise bad_request(refusal)
+        sources = None
+        if request.sources is not None:
+            ssrcs = {s.ssrc for ms in request.sources for s in ms.sources if s.ssrc is not None}
+            if len(ssrcs) > self.limits.max_ssrcs_per_endpoint:
+                raise self._at_limit(
+                    "ssrcs_per_endpoint",
+                    f"Endpoint {request.id} signals {len(ssrcs)} SSRCs "
+                    f"(at most {self.limits.max_ssrcs_per_endpoint})",
+                )
+            sources = _bridge_sources(request.id, request.sources)
+        return UpdateEndpoint(
+            conference.meeting_id,
+            request.id,
+            force_mute=force_mute,
+            # A create already carries these.
+            stats_id=None if request.create else request.stats_id,
+            medias=request.medias if request.medias and not request.create else None,
+            remote=remote,
+            sources=sources,
+            last_n=request.initial_last_n,
+        )
 
     def _at_limit(self, limit: str, text: str) -> Colibri2Error:
         self.refused[limit] += 1
@@ -327,7 +348,8 @@ class Colibri2Handler:
         if "source-names" not in request.capabilities:
             raise bad_request(f"Endpoint {request.id} does not support source names")
         self._check_sctp(request)
-        self._check_visitor(request)
+        if request.muc_role == "visitor" and request.sources:
+            raise bad_request(f"Visitor endpoint {request.id} may not send sources")
 
     def _check_sctp(self, request: Endpoint) -> None:
         sctp = request.transport.sctp if request.transport is not None else None
@@ -340,55 +362,22 @@ class Colibri2Handler:
         if sctp.port is not None and sctp.port != SCTP_PORT:
             raise bad_request(f"Specific SCTP port requested, not supported: {sctp.port}")
 
-    def _check_visitor(self, request: Endpoint) -> None:
-        if request.muc_role == "visitor" and request.sources:
-            raise bad_request(f"Visitor endpoint {request.id} may not send sources")
-
-    def _update(self, ep: BridgeEndpoint, info: EndpointState, request: Endpoint) -> None:
-        if not request.create:
-            self._check_sctp(request)
-            if info.muc_role == "visitor" and request.sources:
-                raise bad_request(f"Visitor endpoint {request.id} may not send sources")
-        if request.force_mute is not None:
-            if request.force_mute.audio is not None:
-                info.force_mute_audio = request.force_mute.audio
-            if request.force_mute.video is not None:
-                info.force_mute_video = request.force_mute.video
-            # First, so the shard mutes before it learns this request's sources; it holds whether or not
-            # sources or a connection exist yet.
-            ep.set_force_mute(info.force_mute_audio, info.force_mute_video)
-        if request.transport is not None and request.transport.ice is not None:
-            remote = _remote_description(request.transport.ice)
-            if remote is not None:
-                ep.set_remote_description(remote)
-        if request.sources is not None:
-            ssrcs = {s.ssrc for ms in request.sources for s in ms.sources if s.ssrc is not None}
-            if len(ssrcs) > self.limits.max_ssrcs_per_endpoint:
-                raise self._at_limit(
-                    "ssrcs_per_endpoint",
-                    f"Endpoint {request.id} signals {len(ssrcs)} SSRCs "
-                    f"(at most {self.limits.max_ssrcs_per_endpoint})",
-                )
-            ep.set_sources(_bridge_sources(request.id, request.sources))
-        if request.initial_last_n is not None:
-            info.initial_last_n = request.initial_last_n
-
-    def _local_transport(self, ep: BridgeEndpoint, requested: Transport | None) -> Transport:
+    def _local_transport(self, ep: BridgeEndpoint, sctp: bool) -> Transport:
         local = ep.local_description()
         ice = IceUdpTransport(
             ufrag=local.ufrag,
             pwd=local.pwd,
             candidates=tuple(
                 Candidate(
-                    component=c.component,
+                    component=1,
                     foundation=c.foundation,
                     generation=c.generation,
                     id=f"{ep.id}-{i}",
-                    ip=c.ip,
+                    ip=str(c.ip),
                     network=0,
                     port=c.port,
                     priority=c.priority,
-                    protocol=c.protocol,
+                    protocol="udp",
                     type=c.type,
                 )
                 for i, c in enumerate(local.candidates)
@@ -399,19 +388,15 @@ class Colibri2Handler:
                 colibri_ws_url(base, ep.conference.id, ep.id, ep.pwd) for base in self.web_socket_bases
             ),
         )
-        sctp = requested.sctp if requested is not None else None
-        return Transport(
-            ice=ice,
-            sctp=Sctp(port=SCTP_PORT, role="server") if sctp is not None else None,
-        )
+        return Transport(ice=ice, sctp=Sctp(port=SCTP_PORT, role="server") if sctp else None)
 
-    def _feedback_sources(self, state: ConferenceState) -> tuple[MediaSource, ...]:
-        # The Conference owns these SSRCs (the native Router sends its RTCP from them); we only signal them.
-        conf = state.conference
-        return (
-            MediaSource("audio", "jvb-a0", sources=(SourceDesc(conf.feedback_audio_ssrc, "jvb-a0"),)),
-            MediaSource("video", "jvb-v0", sources=(SourceDesc(conf.feedback_video_ssrc, "jvb-v0"),)),
-        )
+
+def _feedback_sources(conference: Conference) -> tuple[MediaSource, ...]:
+    # The Conference owns these SSRCs (the native Router sends its RTCP from them); we only signal them.
+    return (
+        MediaSource("audio", "jvb-a0", sources=(SourceDesc(conference.feedback_audio_ssrc, "jvb-a0"),)),
+        MediaSource("video", "jvb-v0", sources=(SourceDesc(conference.feedback_video_ssrc, "jvb-v0"),)),
+    )
 
 
 def _is_expire_or_force_mute_only(ep: Endpoint) -> bool:
@@ -427,8 +412,15 @@ def _is_expire_or_force_mute_only(ep: Endpoint) -> bool:
     )
 
 
+# -- the request's descriptions, checked once ----------------------------------------------------------------
+
+
 def _remote_description(ice: IceUdpTransport) -> desc.TransportDescription | None:
-    """The client's ICE transport as the Bridge takes it; None without credentials (trickle only)."""
+    """The client's ICE transport as the Bridge takes it; None without credentials (trickle only).
+
+    Keeps what the native core can use: fingerprints of a supported hash (any of them may match, RFC 8122 5),
+    UDP candidates for component 1 with an IP address.
+    """
     if ice.ufrag is None or ice.pwd is None:
         if ice.fingerprints:
             raise bad_request("transport has fingerprints but no ICE ufrag/pwd")
@@ -436,26 +428,31 @@ def _remote_description(ice: IceUdpTransport) -> desc.TransportDescription | Non
     fingerprints = []
     for fp in ice.fingerprints:
         setup = fp.setup or "active"
-        if setup not in ("actpass", "active", "passive"):
+        if setup not in desc.SETUPS:
             raise bad_request(f"unknown DTLS setup {fp.setup!r}")
-        fingerprints.append(desc.Fingerprint(fp.hash, fp.value, cast(desc.Setup, setup)))
+        try:
+            fingerprints.append(desc.Fingerprint.parse(fp.hash, fp.value, setup))
+        except ValueError:
+            continue
+    if ice.fingerprints and not fingerprints:
+        raise bad_request("no usable DTLS fingerprint (sha-1, sha-256, sha-384 or sha-512)")
     candidates = []
     for c in ice.candidates:
-        if c.type not in _CANDIDATE_TYPES:
+        if c.type not in desc.CANDIDATE_TYPES:
             raise bad_request(f"unknown candidate type {c.type!r}")
+        if c.protocol.lower() != "udp" or c.component != 1:
+            continue  # BUNDLE with rtcp-mux over UDP: nothing else can carry this transport
         try:
-            ipaddress.ip_address(c.ip)
+            ip = ipaddress.ip_address(c.ip)
         except ValueError:
             continue  # mDNS (.local) or a host name: unusable, as in JVB without resolve-remote-candidates
         candidates.append(
             desc.Candidate(
-                ip=c.ip,
+                ip=ip,
                 port=c.port,
                 priority=c.priority,
-                type=cast(desc.CandidateType, c.type),
+                type=c.type,
                 foundation=c.foundation,
-                component=c.component,
-                protocol=c.protocol,
                 generation=c.generation or 0,
             )
         )
@@ -468,7 +465,7 @@ def _remote_description(ice: IceUdpTransport) -> desc.TransportDescription | Non
     )
 
 
-def _bridge_sources(endpoint_id: str, sources: tuple[MediaSource, ...]) -> list[desc.Source]:
+def _bridge_sources(endpoint_id: str, sources: tuple[MediaSource, ...]) -> tuple[desc.Source, ...]:
     """Colibri2 media-sources -> Bridge Sources (the complete set; the Bridge replaces, never merges)."""
     out = []
     for ms in sources:
@@ -484,4 +481,4 @@ def _bridge_sources(endpoint_id: str, sources: tuple[MediaSource, ...]) -> list[
             if not set(g.ssrcs) <= set(ssrcs):
                 raise bad_request(f"ssrc-group {g.semantics} of {ms.id} names an SSRC that is not a source")
         out.append(desc.Source(kind=cast(desc.MediaKind, ms.type), ssrcs=ssrcs, name=ms.id, groups=groups))
-    return out
+    return tuple(out)

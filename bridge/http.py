@@ -335,9 +335,6 @@ class PrivateApi:
         return body
 
     def _modify(self, body: Mapping[str, object]) -> web.Response:
-        # The flags may have been set elsewhere (XMPP side, operator); the handler refuses creates then.
-        if self.state.graceful_shutdown or self.state.shutting_down:
-            self.handler.graceful_shutdown = True
         response = self.handler.handle(conference_modify_from_json(body))
         return web.json_response(conference_modified_to_json(response))
 
@@ -349,7 +346,7 @@ class PrivateApi:
 
     async def patch_conference(self, request: web.Request) -> web.Response:
         meeting_id = request.match_info["meeting_id"]
-        if self.handler.conference(meeting_id) is None:
+        if self.bridge.conference_by_meeting(meeting_id) is None:
             return _error(
                 404,
                 f"Conference not found for ID: {meeting_id}",
@@ -372,15 +369,14 @@ class PrivateApi:
         return {tid: t.get("selected_remote") for tid, t in transports.items() if isinstance(t, Mapping)}
 
     def _describe(self, meeting_id: str, remotes: Mapping[object, object]) -> dict[str, object] | None:
-        conference = self.handler.conference(meeting_id)
+        conference = self.bridge.conference_by_meeting(meeting_id)
         if conference is None:
             return None
         endpoints = []
         for ep in conference.endpoints.values():
-            info = self.handler.endpoint_state(meeting_id, ep.id)
             item: dict[str, object] = {"id": ep.id, "transport-state": ep.state}
-            if info is not None and info.stats_id is not None:
-                item["stats-id"] = info.stats_id
+            if ep.stats_id is not None:
+                item["stats-id"] = ep.stats_id
             remote = remotes.get(ep.transport_id)
             if isinstance(remote, str):
                 item["remote-address"] = remote

@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bridge.bridge import Bridge, BridgeError
-from bridge.colibri2_handler import Colibri2Handler
+from bridge.changes import ExpireConference, ExpireEndpoint
 from bridge.xmpp_core import BridgeState
 
 log = logging.getLogger(__name__)
@@ -34,19 +34,46 @@ class LifecycleConfig:
     entity_expiration_check_interval: float = 60.0
 
 
+def idle_expiry(
+    bridge: Bridge, now: float, packets_in: Mapping[int, int], timeout: float
+) -> list[ExpireEndpoint | ExpireConference]:
+    """What has been idle for `timeout` seconds (jvb `entity-expiration.timeout`), to expire.
+
+    An endpoint is idle while its transport's `packets_in` (the native per-transport counter; any STUN, DTLS
+    or media counts) does not change; a conference is idle while it has no endpoint. Call this periodically;
+    the first call that sees an entity starts its clock. Updates the idle clocks on the registry's objects
+    and returns the expiries for `Bridge.apply`.
+    """
+    expired: list[ExpireEndpoint | ExpireConference] = []
+    for conference in bridge.conferences.values():
+        staying = 0
+        for ep in conference.endpoints.values():
+            count = packets_in.get(ep.transport_id, 0)
+            if ep.last_activity is None or count != ep.last_packets_in:
+                ep.last_activity = now
+                ep.last_packets_in = count
+            elif now - ep.last_activity >= timeout:
+                expired.append(ExpireEndpoint(conference.meeting_id, ep.id))
+                continue
+            staying += 1
+        if staying or conference.last_activity is None:
+            conference.last_activity = now
+        elif now - conference.last_activity >= timeout:
+            expired.append(ExpireConference(conference.meeting_id))
+    return expired
+
+
 class Lifecycle:
     """Owns the drain and shutdown flags of `state`; `on_change` runs after each change (presence now)."""
 
     def __init__(
         self,
         bridge: Bridge,
-        handler: Colibri2Handler,
         state: BridgeState,
         config: LifecycleConfig,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.bridge = bridge
-        self.handler = handler
         self.state = state
         self.config = config
         self.on_change = on_change
@@ -82,7 +109,6 @@ class Lifecycle:
         if not graceful:
             log.warning("shutdown: forced, exiting now")
             self.state.graceful_shutdown = self.state.shutting_down = True
-            self.handler.graceful_shutdown = True
             self.on_change()
             self.finished.set()
             return
@@ -90,7 +116,6 @@ class Lifecycle:
             return  # already under way; the first request's clock keeps running
         log.warning("shutdown: graceful, %d participants", self.participants())
         self.state.graceful_shutdown = True
-        self.handler.graceful_shutdown = True
         self.on_change()
         self._shutdown = asyncio.create_task(self._graceful(time.monotonic()), name="graceful-shutdown")
 
@@ -126,11 +151,14 @@ class Lifecycle:
                     for tid, t in transports.items():
                         if isinstance(t, dict) and isinstance(t.get("packets_in"), int):
                             packets[int(tid)] = t["packets_in"]
-                for meeting_id, endpoint_id in self.handler.expire_idle(
-                    time.monotonic(), packets, cfg.entity_expiration_timeout
-                ):
-                    if endpoint_id is None:
-                        log.info("expired idle conference %s", meeting_id)
+                changes = idle_expiry(self.bridge, time.monotonic(), packets, cfg.entity_expiration_timeout)
+                try:
+                    self.bridge.apply(changes)
+                except BridgeError as exc:
+                    log.warning("idle expiry stopped: %s", exc)
+                for change in changes:
+                    if isinstance(change, ExpireEndpoint):
+                        log.info("expired idle endpoint %s of %s", change.endpoint_id, change.meeting_id)
                     else:
-                        log.info("expired idle endpoint %s of %s", endpoint_id, meeting_id)
+                        log.info("expired idle conference %s", change.meeting_id)
             await asyncio.sleep(cfg.entity_expiration_check_interval)

@@ -185,10 +185,6 @@ class ColibriWebSockets:
         if not ws.can_prepare(request).ok:
             return _refuse(self.stats, 400, "not_websocket", "expected a WebSocket upgrade")
         await ws.prepare(request)
-        # The hub may not know the endpoint yet (created without Colibri2, or the hook has not run).
-        conference = self.bridge.get_conference(conference_id)
-        if conference is not None:
-            self.apply(conference_id, self.channels.sync_conference(conference))
         connected = self.channels.connect(conference_id, endpoint_id)
         if connected is None:
             # Expired while the upgrade was under way.

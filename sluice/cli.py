@@ -31,9 +31,9 @@ async def _run_bridge(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with BridgeApp(settings) as app:
         bridge = app.bridge
-        hash_name, value = bridge.fingerprint
+        fingerprint = bridge.fingerprint
         print(f"sluice bridge: media on UDP {bridge.local_addresses()}", flush=True)
-        print(f"sluice bridge: DTLS fingerprint {hash_name} {value}", flush=True)
+        print(f"sluice bridge: DTLS fingerprint {fingerprint.hash} {fingerprint.value}", flush=True)
         if app.http_port is not None:
             print(f"sluice bridge: private HTTP API on port {app.http_port}", flush=True)
         if app.public_http_port is not None:

@@ -97,7 +97,7 @@ async def test_handler_create_and_update_endpoint(benchmark: BenchmarkFixture, b
 
     def release() -> None:
         handler.handle(expire)
-        assert handler.conference(MEETING) is None
+        assert bridge.conference_by_meeting(MEETING) is None
 
     # pytest-benchmark leaves pedantic() unannotated; the result is allocate()'s.
     created, updated = benchmark.pedantic(  # type: ignore[no-untyped-call]
@@ -105,8 +105,8 @@ async def test_handler_create_and_update_endpoint(benchmark: BenchmarkFixture, b
     )
     (ep,) = created.endpoints
     assert ep.id == "abcd1234" and ep.transport is not None and ep.transport.ice is not None
-    assert ep.transport.ice.fingerprints[0].value == bridge.fingerprint[1]
+    assert ep.transport.ice.fingerprints[0].value == bridge.fingerprint.value
     assert updated.endpoints == (Endpoint("abcd1234"),)
     # Every round's transports were closed again: nothing leaks across rounds.
-    assert handler.conference(MEETING) is None
+    assert bridge.conference_by_meeting(MEETING) is None
     assert (await bridge.get_stats())["transports"] == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,8 @@ def _bridge_like_transport() -> TransportDescription:
     return TransportDescription(
         ufrag="brUf",
         pwd="bridgebridgebridgebridge",
-        fingerprints=(Fingerprint("sha-256", fp.value, "actpass"),),
-        candidates=(Candidate("127.0.0.1", 9, 2130706431, "host"),),
+        fingerprints=(Fingerprint.parse("sha-256", fp.value, "actpass"),),
+        candidates=(Candidate(ipaddress.ip_address("127.0.0.1"), 9, 2130706431, "host"),),
     )
 
 

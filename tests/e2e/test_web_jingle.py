@@ -5,6 +5,7 @@ hypothesis-generated ones)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -583,15 +584,15 @@ def bridge_initiate(transport_desc: TransportDescription, remotes: dict[str, tup
                 t,
                 "candidate",
                 ICE,
-                component=cand.component,
+                component=1,
                 foundation=cand.foundation,
                 generation=0,
                 id=f"b{i}",
-                ip=cand.ip,
+                ip=str(cand.ip),
                 network=0,
                 port=cand.port,
                 priority=cand.priority,
-                protocol=cand.protocol,
+                protocol="udp",
                 type=cand.type,
             )
     g = el(j, "group", GROUPING, semantics="BUNDLE")
@@ -610,6 +611,14 @@ def bridge_initiate(transport_desc: TransportDescription, remotes: dict[str, tup
     return ET.tostring(j, encoding="unicode")
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def accept_for_bridge(accept_xml: str) -> tuple[TransportDescription, tuple[Source, ...]]:
     """What a focus passes on to the bridge from a session-accept: transport and sources."""
     accept = ET.fromstring(accept_xml)
@@ -617,19 +626,19 @@ def accept_for_bridge(accept_xml: str) -> tuple[TransportDescription, tuple[Sour
     t = contents[0].find(q("transport", ICE))
     assert t is not None
     fps = tuple(
-        Fingerprint(hash=f.get("hash", ""), value=(f.text or "").strip(), setup="active")
+        Fingerprint.parse(f.get("hash", ""), f.text or "", "active")
         for f in t.findall(q("fingerprint", DTLS))
     )
     cands = tuple(
         Candidate(
-            ip=c.get("ip", ""),
+            ip=ipaddress.ip_address(c.get("ip", "")),
             port=int(c.get("port", "0")),
             priority=int(c.get("priority", "0")),
             type="host",
             foundation=c.get("foundation", "1"),
         )
         for c in t.findall(q("candidate", ICE))
-        if c.get("type") == "host"
+        if c.get("type") == "host" and c.get("protocol") == "udp" and _is_ip(c.get("ip", ""))
     )
     out: list[Source] = []
     for c in contents:

@@ -7,6 +7,7 @@ colibri2's builder), so those tests check the wire shape, not our codec against 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -108,15 +109,15 @@ def update_endpoint(meeting_id: str, endpoint_id: str, answer: PeerAnswer) -> ET
             ice,
             ICE,
             "candidate",
-            component=str(c.component),
+            component="1",
             foundation=c.foundation,
             generation=str(c.generation),
             id=f"{endpoint_id}-c{i}",
-            ip=c.ip,
+            ip=str(c.ip),
             network="0",
             port=str(c.port),
             priority=str(c.priority),
-            protocol=c.protocol,
+            protocol="udp",
             type=c.type,
         )
     el(ice, ICE, "rtcp-mux")
@@ -150,21 +151,20 @@ def transport_of(modified: ET.Element, endpoint_id: str) -> TransportDescription
     assert ice is not None, f"no ICE transport for {endpoint_id}"
     assert ice.find(f"{{{ICE}}}rtcp-mux") is not None
     fingerprints = tuple(
-        Fingerprint(hash=fp.get("hash", ""), value=(fp.text or "").strip(), setup=_setup(fp.get("setup")))
+        Fingerprint.parse(fp.get("hash", ""), fp.text or "", _setup(fp.get("setup")))
         for fp in ice.iterfind(f"{{{DTLS}}}fingerprint")
     )
     candidates = tuple(
         Candidate(
-            ip=c.get("ip", ""),
+            ip=ipaddress.ip_address(c.get("ip", "")),
             port=int(c.get("port", "0")),
             priority=int(c.get("priority", "0")),
             type=_candidate_type(c.get("type")),
             foundation=c.get("foundation", "1"),
-            component=int(c.get("component", "1")),
-            protocol=c.get("protocol", "udp"),
             generation=int(c.get("generation", "0")),
         )
         for c in ice.iterfind(f"{{{ICE}}}candidate")
+        if (c.get("protocol"), c.get("component")) == ("udp", "1")
     )
     return TransportDescription(
         ufrag=ice.get("ufrag", ""), pwd=ice.get("pwd", ""), fingerprints=fingerprints, candidates=candidates

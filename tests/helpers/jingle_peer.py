@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import secrets
 import xml.etree.ElementTree as ET
@@ -331,21 +332,19 @@ def bridge_transport(t: IceTransport) -> TransportDescription:
         ufrag=t.ufrag or "",
         pwd=t.pwd or "",
         fingerprints=tuple(
-            Fingerprint(hash=f.hash, value=f.value, setup=cast(Setup, f.setup or "actpass"))
-            for f in t.fingerprints
+            Fingerprint.parse(f.hash, f.value, cast(Setup, f.setup or "actpass")) for f in t.fingerprints
         ),
         candidates=tuple(
             Candidate(
-                ip=c.ip,
+                ip=ipaddress.ip_address(c.ip),
                 port=c.port,
                 priority=c.priority,
                 type=cast(CandidateType, c.type),
                 foundation=c.foundation,
-                component=c.component,
-                protocol=c.protocol,
                 generation=c.generation or 0,
             )
             for c in t.candidates
+            if c.protocol.lower() == "udp" and c.component == 1
         ),
     )
 
@@ -397,15 +396,15 @@ def accept_contents(transport: TransportDescription, sources: tuple[Source, ...]
         pwd=transport.pwd,
         candidates=tuple(
             c2.Candidate(
-                component=c.component,
+                component=1,
                 foundation=c.foundation,
                 generation=c.generation,
                 id=None,
-                ip=c.ip,
+                ip=str(c.ip),
                 network=0,
                 port=c.port,
                 priority=c.priority,
-                protocol=c.protocol,
+                protocol="udp",
                 type=c.type,
             )
             for c in transport.candidates

@@ -212,9 +212,7 @@ class AiortcPeer:
 def foreign_fingerprints(setup: Setup = "active") -> tuple[Fingerprint, ...]:
     """Fingerprints of a freshly generated certificate that no peer uses."""
     cert = RTCCertificate.generateCertificate()
-    return tuple(
-        Fingerprint(hash=fp.algorithm, value=fp.value.upper(), setup=setup) for fp in cert.getFingerprints()
-    )
+    return tuple(Fingerprint.parse(fp.algorithm, fp.value, setup) for fp in cert.getFingerprints())
 
 
 class PeerFactory(Protocol):

@@ -178,8 +178,8 @@ def build_offer(
     return builder.offer()
 
 
-def _ip_line(ip: str) -> str:
-    return f"IN IP{ipaddress.ip_address(ip).version} {ip}"
+def _ip_line(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"IN IP{ip.version} {ip}"
 
 
 def _render_offer(
@@ -191,8 +191,7 @@ def _render_offer(
     rtx: bool,
     trickle: bool,
 ) -> str:
-    udp = [c for c in transport.candidates if c.protocol.lower() == "udp" and c.component == 1]
-    default = max(udp, key=lambda c: c.priority) if udp else None
+    default = max(transport.candidates, key=lambda c: c.priority) if transport.candidates else None
     lines = [
         "v=0",
         f"o=- {session_id} {version} IN IP4 127.0.0.1",
@@ -230,9 +229,9 @@ def _render_offer(
                 lines.append(f"a=fmtp:{RTX_PT} apt={VIDEO_PT}")
         if section.source is not None and section.participant is not None:
             lines.extend(_source_lines(section.participant, section.source, rtx))
-        for c in udp:
+        for c in transport.candidates:
             lines.append("a=candidate:" + candidate_to_sdp(c))
-        if not trickle or udp:
+        if not trickle or transport.candidates:
             lines.append("a=end-of-candidates")
     return "\r\n".join(lines) + "\r\n"
 
@@ -266,14 +265,12 @@ def _ordered_ssrcs(source: Source) -> list[int]:
 
 def candidate_to_sdp(c: Candidate) -> str:
     """RFC 8839 5.1 candidate-attribute value (without ``a=candidate:``)."""
-    return (
-        f"{c.foundation} {c.component} {c.protocol.lower()} {c.priority} {c.ip} {c.port} typ {c.type}"
-        f" generation {c.generation}"
-    )
+    return f"{c.foundation} 1 udp {c.priority} {c.ip} {c.port} typ {c.type} generation {c.generation}"
 
 
-def candidate_from_sdp(value: str) -> Candidate:
-    """Parses an ``a=candidate`` value (the part after ``candidate:``)."""
+def candidate_from_sdp(value: str) -> Candidate | None:
+    """Parses an ``a=candidate`` value (the part after ``candidate:``); None for a candidate the bridge cannot
+    use (TCP, RTCP's component, an mDNS name)."""
     value = value.removeprefix("candidate:")
     bits = value.split()
     if len(bits) < 8 or bits[6] != "typ":
@@ -282,14 +279,18 @@ def candidate_from_sdp(value: str) -> Candidate:
     ctype = bits[7]
     if ctype not in ("host", "srflx", "prflx", "relay"):
         raise ValueError(f"unknown candidate type {ctype!r}")
+    if bits[2].lower() != "udp" or bits[1] != "1":
+        return None
+    try:
+        ip = ipaddress.ip_address(bits[4])
+    except ValueError:
+        return None
     return Candidate(
-        ip=bits[4],
+        ip=ip,
         port=int(bits[5]),
         priority=int(bits[3]),
         type=cast(CandidateType, ctype),
         foundation=bits[0],
-        component=int(bits[1]),
-        protocol=bits[2].lower(),
         generation=int(extras.get("generation", "0")),
     )
 
@@ -378,16 +379,18 @@ def parse_answer(
     fingerprints: list[Fingerprint] = []
     for value in fp_values:
         hash_name, fp = value.split()
-        item = Fingerprint(hash=hash_name.lower(), value=fp.upper(), setup=cast(Setup, setup))
+        item = Fingerprint.parse(hash_name, fp, cast(Setup, setup))
         if item not in fingerprints:
             fingerprints.append(item)
 
     candidates: list[Candidate] = []
-    seen: set[tuple[str, int, str, int]] = set()
+    seen: set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = set()
     for m in [tagged, *[m for m in live if m is not tagged]]:
         for value in m.all("candidate"):
             c = candidate_from_sdp(value)
-            key = (c.ip, c.port, c.protocol, c.component)
+            if c is None:
+                continue
+            key = (c.ip, c.port)
             if key in seen or (candidate_filter is not None and not candidate_filter(c)):
                 continue
             seen.add(key)
@@ -432,11 +435,8 @@ def _media_source(m: _Media, endpoint_id: str, index: int) -> Source | None:
 
 
 def only_loopback(c: Candidate) -> bool:
-    """A candidate filter keeping UDP candidates on 127.0.0.0/8 (tests send nothing elsewhere)."""
-    try:
-        return c.protocol == "udp" and ipaddress.ip_address(c.ip).is_loopback and c.ip.startswith("127.")
-    except ValueError:
-        return False
+    """A candidate filter keeping candidates on 127.0.0.0/8 (tests send nothing elsewhere)."""
+    return c.ip.version == 4 and c.ip.is_loopback
 
 
 def with_fingerprints(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,9 @@ async def test_an_aiortc_peer_receives_a_loadgen_endpoints_media_through_the_bri
             TransportDescription(
                 ufrag=gen["ufrag"],
                 pwd=gen["pwd"],
-                fingerprints=(Fingerprint(gen["fingerprint_hash"], gen["fingerprint"], "active"),),
+                fingerprints=(Fingerprint.parse(gen["fingerprint_hash"], gen["fingerprint"], "active"),),
                 candidates=tuple(
-                    Candidate(ip=c["ip"], port=c["port"], priority=c["priority"], type="host", foundation="1")
+                    Candidate(ip_address(c["ip"]), c["port"], c["priority"], "host", foundation="1")
                     for c in gen["candidates"]
                 ),
             )
@@ -100,7 +101,7 @@ async def test_an_aiortc_peer_receives_a_loadgen_endpoints_media_through_the_bri
             gen["index"],
             local.ufrag,
             local.pwd,
-            [(c.ip, c.port, c.priority, c.type) for c in local.candidates],
+            [(str(c.ip), c.port, c.priority, c.type) for c in local.candidates],
             [(fp.hash, fp.value) for fp in local.fingerprints],
             "actpass",
         )

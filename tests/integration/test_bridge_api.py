@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from bridge.bridge import host_priority
 
 pytestmark = pytest.mark.integration
 
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
 FINGERPRINT = re.compile(r"^([0-9A-F]{2}:){31}[0-9A-F]{2}$")
 
 
@@ -56,8 +58,8 @@ async def test_stats_snapshot_has_totals_drops_failures_io_and_transports(bridge
         TransportDescription(
             "peer",
             "p" * 24,
-            fingerprints=(Fingerprint("sha-256", ":".join(["AB"] * 32), "active"),),
-            candidates=(Candidate("127.0.0.1", 9, 1, "host"),),
+            fingerprints=(Fingerprint("sha-256", bytes([0xAB] * 32), "active"),),
+            candidates=(Candidate(LOOPBACK, 9, 1, "host"),),
         )
     )
     ep.set_sources([Source("audio", (1111,)), Source("video", (2222, 3333))])
@@ -81,8 +83,8 @@ async def test_a_peer_that_never_answers_fails_ice(bridge: Bridge) -> None:
         TransportDescription(
             "ghost",
             "g" * 24,
-            fingerprints=(Fingerprint("sha-256", ":".join(["CD"] * 32), "active"),),
-            candidates=(Candidate("127.0.0.1", 9, 2130706431, "host"),),
+            fingerprints=(Fingerprint("sha-256", bytes([0xCD] * 32), "active"),),
+            candidates=(Candidate(LOOPBACK, 9, 2130706431, "host"),),
         )
     )
     state = await ep.wait_state("connected", timeout=20)

@@ -225,7 +225,7 @@ async def test_idle_endpoints_then_the_empty_conference_expire(
     result_payload(await jicofo.iq(bridge_jid, update_endpoint(meeting, "bob", bob_answer)))
     await wait_until(lambda: bob.frames_from("alice") > 0, within=15, describe=lambda: summary(alice, bob))
 
-    conference = app.colibri2.conference(meeting)
+    conference = app.bridge.conference_by_meeting(meeting)
     assert conference is not None
     await wait_until(
         lambda: "ghost" not in conference.endpoints,
@@ -286,7 +286,7 @@ async def test_one_bridge_in_two_breweries_serves_both(
             meetings.append(meeting)
             reply = await observer.iq(f"{BREWERY_JID.lower()}/sluice-multi", create_request(meeting, "a"))
             result_payload(reply)
-        assert all(app.colibri2.conference(m) is not None for m in meetings)
+        assert all(app.bridge.conference_by_meeting(m) is not None for m in meetings)
         for observer in (jicofo, other):
             await observer.wait_presence("sluice-multi", where=flag("conferences", "2"))
         app.lifecycle.set_drain(True)

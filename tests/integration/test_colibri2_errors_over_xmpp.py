@@ -171,7 +171,7 @@ async def test_every_section_2_5_error_over_xmpp(app: BridgeApp, jicofo: MucObse
         app.colibri2.sctp_enabled = False
 
     # None of the refused requests left anything behind.
-    conference = app.colibri2.conference(meeting)
+    conference = app.bridge.conference_by_meeting(meeting)
     assert conference is not None and set(conference.endpoints) == {"alice"}
 
     # create while in graceful shutdown (last: it refuses every create from now on)

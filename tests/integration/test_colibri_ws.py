@@ -134,7 +134,7 @@ async def expect_closed(ws: WS, code: int) -> None:
 
 async def test_urls_point_at_the_public_server_with_conference_id_and_ice_pwd(setup: Setup) -> None:
     url = await setup.create_endpoint("a", conference=True)
-    conference = setup.app.colibri2.conference(MEETING)
+    conference = setup.app.bridge.conference_by_meeting(MEETING)
     assert conference is not None
     pwd = conference.endpoints["a"].pwd
     parts = urlsplit(url)
@@ -151,7 +151,7 @@ async def test_xmpp_answer_carries_the_web_socket_element(setup: Setup) -> None:
     assert modify is not None
     answer = await setup.app.handle_colibri2(modify)
     (element,) = answer.iter(f"{{{NS_COLIBRI}}}web-socket")
-    conference = setup.app.colibri2.conference(modify.get("meeting-id", ""))
+    conference = setup.app.bridge.conference_by_meeting(modify.get("meeting-id", ""))
     assert conference is not None
     (endpoint,) = conference.endpoints.values()
     ws, greeting = await connect(setup.http, element.get("url", ""))
@@ -230,12 +230,11 @@ async def test_two_endpoints_talk_over_the_bridge_channel(setup: Setup) -> None:
     )
     await ws_a.send_json({"colibriClass": "ClientHello"})
     assert await next_json(ws_a) == {"colibriClass": "ServerHello"}  # the constraints were handled before
-    conference = setup.app.colibri2.conference(MEETING)
+    conference = setup.app.bridge.conference_by_meeting(MEETING)
     assert conference is not None
-    hub = setup.app.channels.conference(conference.id)
-    assert hub is not None
-    assert hub.endpoints["a"].last_n == 1
-    assert hub.endpoints["a"].video_constraints.selected_sources == ("b-v0",)
+    # On the registry's endpoint, the one place they are kept.
+    assert conference.endpoints["a"].last_n == 1
+    assert conference.endpoints["a"].video_constraints.selected_sources == ("b-v0",)
 
     # Expiring b closes b's socket and a stops getting b's source.
     await setup.modify(ConferenceModify(MEETING, endpoints=(Endpoint("b", expire=True),)), patch=True)
@@ -264,7 +263,7 @@ async def test_two_endpoints_talk_over_the_bridge_channel(setup: Setup) -> None:
 async def test_refusals_before_the_upgrade(setup: Setup) -> None:
     url = await setup.create_endpoint("a", conference=True)
     good = urlsplit(url)
-    conference = setup.app.colibri2.conference(MEETING)
+    conference = setup.app.bridge.conference_by_meeting(MEETING)
     assert conference is not None
     origin = f"{good.scheme}://{good.netloc}"
     cases = [
@@ -306,7 +305,7 @@ async def test_a_second_socket_replaces_the_first(setup: Setup) -> None:
     assert setup.app.channels.stats.replaced == 1
     # b's socket closing is not a's business; a message to b now is dropped and counted.
     await ws_b.close()
-    conference = setup.app.colibri2.conference(MEETING)
+    conference = setup.app.bridge.conference_by_meeting(MEETING)
     assert conference is not None and setup.app.web_sockets is not None
     await until(lambda: not setup.app.web_sockets.connected(conference.id, "b"))  # type: ignore[union-attr]
     await second.send_json({"colibriClass": "EndpointMessage", "to": "b", "msgPayload": {}})
@@ -337,7 +336,7 @@ async def test_keepalive_pings_are_sent_and_an_answered_socket_stays_open(setup:
         aiohttp.WSMsgType.CLOSED,
     ):
         assert asyncio.get_running_loop().time() < deadline
-    conference = setup.app.colibri2.conference(MEETING)
+    conference = setup.app.bridge.conference_by_meeting(MEETING)
     assert conference is not None and setup.app.web_sockets is not None
     await until(lambda: not setup.app.web_sockets.connected(conference.id, "b"))  # type: ignore[union-attr]
 
@@ -367,7 +366,7 @@ async def test_domains_and_tls_shape_the_advertised_urls() -> None:
     async with BridgeApp(parse_settings(toml, environ={})) as app, aiohttp.ClientSession() as http:
         setup = Setup(app, http, f"http://127.0.0.1:{app.http_port}")
         urls = await setup.web_sockets("a", conference=True)
-        conference = app.colibri2.conference(MEETING)
+        conference = app.bridge.conference_by_meeting(MEETING)
         assert conference is not None
         prefixes = [u.split("?")[0] for u in urls]
         assert prefixes == [
@@ -378,7 +377,7 @@ async def test_domains_and_tls_shape_the_advertised_urls() -> None:
 
 async def test_a_slow_receiver_loses_messages_beyond_its_queue_not_the_others(bridge: Bridge) -> None:
     """ColibriWebSockets alone over a Bridge driven through its Python API (no Colibri2 at all)."""
-    channels = BridgeChannels()
+    channels = BridgeChannels(bridge)
     sockets = ColibriWebSockets(bridge, channels, server_id="s", queue_size=2)
     conference = bridge.create_conference(meeting_id="m")
     a = conference.create_endpoint("a")
@@ -397,8 +396,8 @@ async def test_a_slow_receiver_loses_messages_beyond_its_queue_not_the_others(br
         assert (await next_json(ws_b))["colibriClass"] == "ForwardedSources"
         await ws_b.send_json({"colibriClass": "EndpointMessage", "to": "a", "msgPayload": {}})
         assert (await next_json(ws))["from"] == "b"
-        # Closing the conference behind the handler's back: the next sync closes both sockets.
+        # Closing the conference in the registry: the next sync closes both sockets.
         conference.close()
-        sockets.apply(conference.id, channels.sync_conference(conference))
+        sockets.apply(conference.id, channels.sync(conference.id))
         await expect_closed(ws, 1001)
         await expect_closed(ws_b, 1001)

@@ -97,7 +97,7 @@ async def test_every_rtcp_packet_of_the_bridge_comes_from_the_signalled_feedback
     assert created.sources is not None
     signalled = {ms.type: ms.sources[0].ssrc for ms in created.sources}
     assert set(signalled) == {"audio", "video"} and signalled["audio"] != signalled["video"], created.sources
-    conference = handler.conference(MEETING)
+    conference = bridge.conference_by_meeting(MEETING)
     assert conference is not None
 
     call = Call(conference)

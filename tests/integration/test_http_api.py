@@ -56,8 +56,9 @@ class Api:
 
 @pytest.fixture
 async def api(bridge: Bridge) -> AsyncIterator[Api]:
-    handler = Colibri2Handler(bridge)
-    lifecycle = Lifecycle(bridge, handler, BridgeState(), LifecycleConfig(shutting_down_delay=0.1))
+    state = BridgeState()
+    handler = Colibri2Handler(bridge, shutdown=state)
+    lifecycle = Lifecycle(bridge, state, LifecycleConfig(shutting_down_delay=0.1))
     sampler = LoadSampler()
     app = create_private_app(bridge, handler, lifecycle, sampler, version="1.2.3")
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
@@ -98,8 +99,9 @@ async def test_health_and_version(api: Api) -> None:
 
 async def test_health_is_500_with_a_reason_when_the_core_does_not_answer() -> None:
     stopped = Bridge()  # never started: the native core cannot answer get_stats
-    handler = Colibri2Handler(stopped)
-    lifecycle = Lifecycle(stopped, handler, BridgeState(), LifecycleConfig())
+    state = BridgeState()
+    handler = Colibri2Handler(stopped, shutdown=state)
+    lifecycle = Lifecycle(stopped, state, LifecycleConfig())
     app = create_private_app(stopped, handler, lifecycle, LoadSampler(), version="x")
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         resp = await client.get("/about/health")
@@ -193,7 +195,7 @@ async def test_colibri2_json_flow_create_update_get_expire(api: Api) -> None:
     update = recorded_json("update-endpoint.request.xml") | {"meeting-id": "elsewhere"}
     resp = await api.client.patch(f"/colibri/v2/conferences/{MEETING}", json=update)
     assert resp.status == 200, await resp.text()
-    conference = api.handler.conference(MEETING)
+    conference = api.bridge.conference_by_meeting(MEETING)
     assert conference is not None and conference.endpoints["abcd1234"].remote is not None
 
     listing = await (await api.client.get("/colibri/v2/conferences")).json()
@@ -205,7 +207,7 @@ async def test_colibri2_json_flow_create_update_get_expire(api: Api) -> None:
 
     resp = await api.client.patch(f"/colibri/v2/conferences/{MEETING}", json={"expire": True})
     assert resp.status == 200
-    assert api.handler.conference(MEETING) is None
+    assert api.bridge.conference_by_meeting(MEETING) is None
     resp = await api.client.get(f"/colibri/v2/conferences/{MEETING}")
     assert resp.status == 404
     assert (await resp.json())["reason"] == "conference_not_found"
@@ -235,7 +237,7 @@ async def test_colibri2_errors_are_400_json_like_jvb(api: Api) -> None:
     resp = await api.client.post("/colibri/v2/conferences", json=bad)
     assert resp.status == 400
     assert (await resp.json())["condition"] == "bad-request"
-    assert api.handler.conference("m2") is None
+    assert api.bridge.conference_by_meeting("m2") is None
 
 
 @pytest.mark.parametrize(
@@ -311,14 +313,14 @@ async def test_graceful_shutdown_refuses_new_conferences_and_keeps_existing(api:
     assert resp.status == 400
     body = await resp.json()
     assert (body["condition"], body["reason"]) == ("service-unavailable", "graceful_shutdown")
-    assert api.handler.conference("new") is None
+    assert api.bridge.conference_by_meeting("new") is None
 
     # The existing conference keeps working: a new endpoint joins it, an update applies.
     resp = await api.client.patch(
         "/colibri/v2/conferences/old", json=create_request("old", "late") | {"create": False}
     )
     assert resp.status == 200, await resp.text()
-    conference = api.handler.conference("old")
+    conference = api.bridge.conference_by_meeting("old")
     assert conference is not None and set(conference.endpoints) == {"ep1", "late"}
 
     resp = await api.client.post("/colibri/shutdown", json={"graceful-shutdown": False})
@@ -384,7 +386,10 @@ async def test_posts_that_are_not_json_are_415_and_change_nothing(
         answer = await resp.json()
         assert answer["reason"] == "unsupported_content_type" and "application/json" in answer["error"]
     assert not (api.state.drain or api.state.graceful_shutdown or api.state.shutting_down)
-    assert api.handler.conference("new") is None and api.handler.conference("live") is not None
+    assert (
+        api.bridge.conference_by_meeting("new") is None
+        and api.bridge.conference_by_meeting("live") is not None
+    )
     assert (await refused(api))["unsupported_content_type"] == len(attempts)
     stats = await (await api.client.get("/colibri/stats")).json()
     assert stats["total_private_http_refused"] == len(attempts)
@@ -418,7 +423,9 @@ async def test_a_foreign_origin_is_403_even_with_json(api: Api, origin: str) -> 
         resp = await api.client.request(method, path, headers=headers | JSON, json=body)
         assert resp.status == 403, (method, path, await resp.text())
         assert (await resp.json())["reason"] == "cross_origin"
-    assert not (api.state.drain or api.state.graceful_shutdown) and api.handler.conference("x") is None
+    assert (
+        not (api.state.drain or api.state.graceful_shutdown) and api.bridge.conference_by_meeting("x") is None
+    )
     assert (await refused(api))["cross_origin"] == 4
     # The API's own origin is not cross-origin.
     resp = await api.client.post(
@@ -454,8 +461,9 @@ async def test_private_host_names_add_a_concrete_bind_host() -> None:
 
 @pytest.fixture
 async def token_api(bridge: Bridge) -> AsyncIterator[Api]:
-    handler = Colibri2Handler(bridge)
-    lifecycle = Lifecycle(bridge, handler, BridgeState(), LifecycleConfig(shutting_down_delay=0.1))
+    state = BridgeState()
+    handler = Colibri2Handler(bridge, shutdown=state)
+    lifecycle = Lifecycle(bridge, state, LifecycleConfig(shutting_down_delay=0.1))
     app = create_private_app(bridge, handler, lifecycle, LoadSampler(), version="t", token=TOKEN)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield Api(client, bridge, handler, lifecycle.state, LoadSampler(), lifecycle)
@@ -477,7 +485,7 @@ async def test_with_a_token_every_request_needs_it(token_api: Api) -> None:
     assert (await api.client.post("/colibri/drain/enable", headers=good | JSON)).status == 200
     assert api.state.drain
     resp = await api.client.post("/colibri/v2/conferences", json=create_request("tok"), headers=good)
-    assert resp.status == 200 and api.handler.conference("tok") is not None
+    assert resp.status == 200 and api.bridge.conference_by_meeting("tok") is not None
     metrics = await api.client.get("/metrics", headers=good)
     assert 'sluice_private_http_refused_total{reason="unauthorized"} 10.0' in await metrics.text()
     assert TOKEN not in await metrics.text()

@@ -33,8 +33,9 @@ PER_CONFERENCE = 3
 
 @pytest.fixture
 async def client(bridge: Bridge) -> AsyncIterator[TestClient[Any, Any]]:
-    handler = Colibri2Handler(bridge)
-    lifecycle = Lifecycle(bridge, handler, BridgeState(), LifecycleConfig())
+    state = BridgeState()
+    handler = Colibri2Handler(bridge, shutdown=state)
+    lifecycle = Lifecycle(bridge, state, LifecycleConfig())
     app = create_private_app(bridge, handler, lifecycle, LoadSampler(), version="test")
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c

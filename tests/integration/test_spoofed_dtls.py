@@ -129,8 +129,9 @@ async def test_rfc6347_4_1_2_7_spoofed_dtls_from_a_participants_address_ends_no_
     assert isinstance(total, dict) and total["drops"]["dtls_invalid"] >= n, total
 
     # The same figures through the private HTTP API: Colibri stats and the Prometheus export.
-    handler = Colibri2Handler(bridge)
-    lifecycle = Lifecycle(bridge, handler, BridgeState(), LifecycleConfig(shutting_down_delay=0.1))
+    state = BridgeState()
+    handler = Colibri2Handler(bridge, shutdown=state)
+    lifecycle = Lifecycle(bridge, state, LifecycleConfig(shutting_down_delay=0.1))
     app = create_private_app(bridge, handler, lifecycle, LoadSampler(), version="test")
     try:
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:

@@ -1,4 +1,8 @@
-"""bridge.channel: bridge-channel parsing, per-endpoint state, routing and ForwardedSources (section 4)."""
+"""bridge.channel: bridge-channel parsing, endpoint settings, routing and ForwardedSources (section 4).
+
+The hubs run over the real registry (a Bridge over a FakeNative, no native core): membership and sources are
+the registry's, and what a client's messages set lands on its bridge.Endpoint.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge import Conference, Endpoint, Source
 from bridge.channel import (
     CLOSE_GOING_AWAY,
     MAX_MESSAGE_CHARS,
@@ -31,6 +36,7 @@ from bridge.channel import (
     colibri_ws_url,
     parse_message,
 )
+from tests.helpers.fake_native import fake_bridge
 
 
 def msg(colibri_class: str, **fields: Any) -> str:
@@ -46,12 +52,26 @@ def sent(actions: Any) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def hub_with(*endpoint_ids: str, connected: tuple[str, ...] | None = None) -> ConferenceChannel:
-    hub = ConferenceChannel("c0ffee", ChannelStats())
-    hub.set_endpoints({ep: () for ep in endpoint_ids})
+def conference_with(*endpoint_ids: str) -> Conference:
+    """A registry conference `c0ffee` with these endpoints."""
+    bridge, _ = fake_bridge()
+    conference = bridge.create_conference("m", "c0ffee")
+    for ep in endpoint_ids:
+        conference.create_endpoint(ep)
+    return conference
+
+
+def hub_with(
+    *endpoint_ids: str, connected: tuple[str, ...] | None = None, version: str | None = None
+) -> ConferenceChannel:
+    hub = ConferenceChannel(conference_with(*endpoint_ids), ChannelStats(), version=version)
     for ep in endpoint_ids if connected is None else connected:
         assert hub.connect(ep) is not None
     return hub
+
+
+def sends_video(ep: Endpoint, *names: str) -> None:
+    ep.set_sources([Source("video", (1000 + i,), name) for i, name in enumerate(names)])
 
 
 # ---- parsing
@@ -244,8 +264,9 @@ def test_fuzz_hub_never_raises_and_only_sends_to_connected_endpoints(frames: lis
 
 
 def test_connect_greets_with_server_hello_and_forwarded_sources() -> None:
-    hub = ConferenceChannel("c", ChannelStats())
-    hub.set_endpoints({"a": ["a-v0"], "b": ["b-v0", "b-v1"]})
+    hub = hub_with("a", "b", connected=())
+    sends_video(hub.conference.endpoints["a"], "a-v0")
+    sends_video(hub.conference.endpoints["b"], "b-v0", "b-v1")
     connected = hub.connect("a")
     assert connected is not None
     _generation, actions = connected
@@ -259,9 +280,7 @@ def test_connect_greets_with_server_hello_and_forwarded_sources() -> None:
 
 
 def test_server_hello_announces_the_version_only_when_configured() -> None:
-    hub = ConferenceChannel("c", ChannelStats(), version="1.2.3")
-    hub.set_endpoints({"a": ()})
-    assert hub.connect("a") is not None
+    hub = hub_with("a", version="1.2.3")
     assert sent(hub.receive("a", msg("ClientHello")).actions) == {
         "a": [{"colibriClass": "ServerHello", "version": "1.2.3"}]
     }
@@ -326,7 +345,7 @@ def test_bad_frame_is_counted_and_leaves_the_others_alone() -> None:
 
 def test_a_frame_from_an_expired_endpoint_is_an_error_not_a_crash() -> None:
     hub = hub_with("a", "b")
-    hub.set_endpoints({"b": ()})
+    hub.conference.endpoints["a"].close()
     result = hub.receive("a", msg("EndpointMessage", msgPayload={}))
     assert result.error is not None and result.error.reason == "endpoint_gone" and result.actions == ()
 
@@ -339,9 +358,10 @@ def test_video_constraints_merge_incrementally() -> None:
     hub.receive("a", msg("ReceiverVideoConstraints", lastN=3, selectedSources=["b-v0"], onStageSources=[]))
     hub.receive("a", msg("ReceiverVideoConstraints", defaultConstraints={"maxHeight": 180}))
     hub.receive("a", msg("ReceiverVideoConstraints", selectedEndpoints=["b"], constraints={"b-v0": {}}))
-    ep = hub.endpoints["a"]
+    # Stored on the registry's endpoint; lastN is its one last-n, not a second copy in the constraints.
+    ep = hub.conference.endpoints["a"]
+    assert ep.last_n == 3
     assert ep.video_constraints == ReceiverVideoConstraints(
-        last_n=3,
         selected_sources=("b-v0",),
         on_stage_sources=(),
         selected_endpoints=("b",),
@@ -361,12 +381,11 @@ def test_video_types_and_audio_subscription_are_kept_per_endpoint() -> None:
     hub.receive("a", msg("SourceVideoTypeMessage", sourceName="a-v0", videoType="Camera"))
     hub.receive("a", msg("VideoTypeMessage", videoType="desktop_high_fps"))
     hub.receive("b", msg("ReceiverAudioSubscription", mode="Exclude", list=["a-a0"]))
-    assert hub.endpoints["a"].video_types == {"a-v0": "camera"}
-    assert hub.endpoints["a"].video_type == "desktop_high_fps"
-    assert hub.endpoints["b"].audio_subscription == ReceiverAudioSubscription(
-        True, exclude=frozenset({"a-a0"})
-    )
-    assert hub.endpoints["a"].audio_subscription == ReceiverAudioSubscription(all=True)  # default
+    a, b = hub.conference.endpoints["a"], hub.conference.endpoints["b"]
+    assert a.video_types == {"a-v0": "camera"}
+    assert a.video_type == "desktop_high_fps"
+    assert b.audio_subscription == ReceiverAudioSubscription(True, exclude=frozenset({"a-a0"}))
+    assert a.audio_subscription == ReceiverAudioSubscription(all=True)  # default
 
 
 def test_video_types_are_bounded() -> None:
@@ -395,56 +414,77 @@ def forwarded(actions: Any) -> dict[str, list[str]]:
 
 
 def test_forwarded_sources_follow_sources_and_membership() -> None:
-    hub = ConferenceChannel("c", ChannelStats())
-    hub.set_endpoints({"a": (), "b": ()})
+    hub = hub_with("a", "b", connected=())
+    conference = hub.conference
     assert forwarded(hub.connect("a")[1]) == {"a": []}  # type: ignore[index]
     assert forwarded(hub.connect("b")[1]) == {"b": []}  # type: ignore[index]
     # b starts sending video: only a's set changes.
-    assert forwarded(hub.set_endpoints({"a": (), "b": ["b-v0"]})) == {"a": ["b-v0"]}
+    sends_video(conference.endpoints["b"], "b-v0")
+    assert forwarded(hub.refresh()) == {"a": ["b-v0"]}
     # Nothing changed: nothing sent.
-    assert hub.set_endpoints({"a": (), "b": ["b-v0"]}) == []
+    assert hub.refresh() == []
     # c joins with a source; c has no socket yet so only a and b hear of it.
-    assert forwarded(hub.set_endpoints({"a": (), "b": ["b-v0"], "c": ["c-v0"]})) == {
-        "a": ["b-v0", "c-v0"],
-        "b": ["c-v0"],
-    }
+    sends_video(conference.create_endpoint("c"), "c-v0")
+    assert forwarded(hub.refresh()) == {"a": ["b-v0", "c-v0"], "b": ["c-v0"]}
     # c's socket opens: it is told about b's source.
     assert forwarded(hub.connect("c")[1]) == {"c": ["b-v0"]}  # type: ignore[index]
     # b expires: its socket closes; a and c stop getting b-v0.
-    actions = hub.set_endpoints({"a": (), "c": ["c-v0"]})
+    conference.endpoints["b"].close()
+    actions = hub.refresh()
     assert Close("b", CLOSE_GOING_AWAY, "endpoint expired") in actions
     assert forwarded([a for a in actions if isinstance(a, Send)]) == {"a": ["c-v0"], "c": []}
 
 
 def test_reconnect_replaces_the_socket_and_resends_forwarded_sources() -> None:
-    hub = ConferenceChannel("c", ChannelStats())
-    hub.set_endpoints({"a": (), "b": ["b-v0"]})
+    hub = hub_with("a", "b", connected=())
+    sends_video(hub.conference.endpoints["b"], "b-v0")
     first = hub.connect("a")
     second = hub.connect("a")
     assert first is not None and second is not None and first[0] != second[0]
     assert forwarded(second[1]) == {"a": ["b-v0"]}
     # The old socket's close must not mark the endpoint disconnected.
     hub.disconnect("a", first[0])
-    assert hub.endpoints["a"].socket == second[0]
+    assert hub.socket("a") == second[0]
     hub.disconnect("a", second[0])
-    assert hub.endpoints["a"].socket is None
+    assert hub.socket("a") is None
     assert hub.stats.connections == 2
 
 
 def test_conference_close_closes_every_open_socket() -> None:
-    channels = BridgeChannels()
-    channels.sync("c", {"a": (), "b": (), "x": ()})
+    bridge, _ = fake_bridge()
+    conference = bridge.create_conference("m", "c")
+    for ep in ("a", "b", "x"):
+        conference.create_endpoint(ep)
+    channels = BridgeChannels(bridge)
     assert channels.connect("c", "a") is not None and channels.connect("c", "b") is not None
-    actions = channels.sync("c", None)
+    conference.close()
+    actions = channels.sync("c")
     assert sorted(a.endpoint_id for a in actions if isinstance(a, Close)) == ["a", "b"]
-    assert channels.conference("c") is None and channels.sync("c", None) == []
+    assert channels.conference("c") is None and channels.sync("c") == []
     result = channels.receive("c", "a", msg("ClientHello"))
     assert result.error is not None and result.error.reason == "conference_gone"
     assert channels.stats.errors == {"conference_gone": 1}
 
 
+def test_registry_changes_reach_the_channel_once_per_batch() -> None:
+    """Bridge.on_change is how the channel follows the registry: one call per conference and batch."""
+    bridge, _ = fake_bridge()
+    channels = BridgeChannels(bridge)
+    conference = bridge.create_conference("m", "c")
+    a = conference.create_endpoint("a")
+    assert channels.connect("c", "a") is not None
+    pushed: list[object] = []
+    bridge.on_change = lambda conf: pushed.extend(channels.sync(conf.id))
+    with bridge.batch():
+        b = conference.create_endpoint("b")
+        sends_video(b, "b-v0")
+        sends_video(a, "a-v0")
+        assert pushed == []
+    assert forwarded(pushed) == {"a": ["b-v0"]}
+
+
 def test_reject_counts_binary_frames() -> None:
-    channels = BridgeChannels()
+    channels = BridgeChannels(fake_bridge()[0])
     result = channels.reject("binary", "text frames only")
     assert result.error is not None and result.error.reason == "binary"
     assert channels.stats.messages_received == 1 and channels.stats.errors == {"binary": 1}

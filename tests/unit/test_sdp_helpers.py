@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
 from aiortc.rtcdtlstransport import RTCCertificate
@@ -22,14 +23,14 @@ from tests.helpers.sdp import (
     parse_answer,
 )
 
-BRIDGE_FP = Fingerprint("sha-256", ":".join(["AB"] * 32), "actpass")
+BRIDGE_FP = Fingerprint.parse("sha-256", ":".join(["AB"] * 32), "actpass")
 BRIDGE = TransportDescription(
     ufrag="brUf",
     pwd="bridgepasswordbridgepass",
     fingerprints=(BRIDGE_FP,),
     candidates=(
-        Candidate("127.0.0.1", 10000, 2130706431, "host", foundation="1"),
-        Candidate("127.0.0.2", 10000, 2130706175, "host", foundation="2"),
+        Candidate(ip_address("127.0.0.1"), 10000, 2130706431, "host", foundation="1"),
+        Candidate(ip_address("127.0.0.2"), 10000, 2130706175, "host", foundation="2"),
     ),
 )
 
@@ -212,7 +213,7 @@ def test_adding_a_participant_twice_is_an_error() -> None:
 
 
 def test_ipv6_candidate_sets_an_ip6_connection_line() -> None:
-    transport = TransportDescription("u", "p" * 22, (BRIDGE_FP,), (Candidate("::1", 4000, 100),))
+    transport = TransportDescription("u", "p" * 22, (BRIDGE_FP,), (Candidate(ip_address("::1"), 4000, 100),))
     assert "c=IN IP6 ::1" in build_offer(transport).sdp
 
 
@@ -283,12 +284,12 @@ def test_parse_chromium_like_answer() -> None:
     answer = parse_answer(CHROMIUM_LIKE_ANSWER, "chrome")
     t = answer.transport
     assert (t.ufrag, t.pwd) == ("Ch1m", "chromiumchromiumchromium")
-    assert t.fingerprints == (Fingerprint("sha-256", ":".join(["CD"] * 32), "active"),)
-    assert [(c.ip, c.port, c.protocol) for c in t.candidates] == [
-        ("127.0.0.1", 50000, "udp"),
-        ("192.0.2.2", 50001, "udp"),
-        ("::1", 50002, "udp"),
-        ("127.0.0.1", 9, "tcp"),
+    assert t.fingerprints == (Fingerprint("sha-256", bytes([0xCD] * 32), "active"),)
+    # The TCP candidate is not one the bridge can use: parsing drops it.
+    assert [(str(c.ip), c.port) for c in t.candidates] == [
+        ("127.0.0.1", 50000),
+        ("192.0.2.2", 50001),
+        ("::1", 50002),
     ]
     assert answer.sources == (
         Source("audio", (111111,), "chrome-a0"),
@@ -299,7 +300,7 @@ def test_parse_chromium_like_answer() -> None:
 
 def test_candidate_filter_keeps_loopback_udp_only() -> None:
     answer = parse_answer(CHROMIUM_LIKE_ANSWER, "chrome", candidate_filter=only_loopback)
-    assert [(c.ip, c.port) for c in answer.transport.candidates] == [("127.0.0.1", 50000)]
+    assert [(str(c.ip), c.port) for c in answer.transport.candidates] == [("127.0.0.1", 50000)]
 
 
 def test_session_level_transport_attributes() -> None:
@@ -311,7 +312,7 @@ def test_session_level_transport_attributes() -> None:
     )
     answer = parse_answer(sdp, "p")
     assert answer.transport.ufrag == "sess"
-    assert answer.transport.fingerprints == (Fingerprint("sha-256", ":".join(["0A"] * 32), "passive"),)
+    assert answer.transport.fingerprints == (Fingerprint("sha-256", bytes([0x0A] * 32), "passive"),)
     assert answer.sources == (Source("audio", (5,), "p-a0"),)
 
 
@@ -340,13 +341,15 @@ def test_rejected_sections_carry_no_sources() -> None:
 
 
 @given(
-    ip=st.ip_addresses().map(str),
+    ip=st.ip_addresses(),
     port=st.integers(1, 65535),
     priority=st.integers(0, 2**32 - 1),
     ctype=st.sampled_from(["host", "srflx", "prflx", "relay"]),
     foundation=st.text("abcdef0123456789", min_size=1, max_size=32),
 )
-def test_candidate_round_trip(ip: str, port: int, priority: int, ctype: str, foundation: str) -> None:
+def test_candidate_round_trip(
+    ip: IPv4Address | IPv6Address, port: int, priority: int, ctype: str, foundation: str
+) -> None:
     c = Candidate(ip, port, priority, ctype, foundation=foundation)  # type: ignore[arg-type]
     assert candidate_from_sdp(candidate_to_sdp(c)) == c
     assert candidate_from_sdp("candidate:" + candidate_to_sdp(c)) == c
@@ -355,6 +358,13 @@ def test_candidate_round_trip(ip: str, port: int, priority: int, ctype: str, fou
 def test_malformed_candidate() -> None:
     with pytest.raises(ValueError):
         candidate_from_sdp("1 1 udp 1 127.0.0.1 9 host")
+    # Well-formed but unusable by the bridge: TCP, RTCP's component, an mDNS name.
+    for value in (
+        "1 1 tcp 1 127.0.0.1 9 typ host",
+        "1 2 udp 1 127.0.0.1 9 typ host",
+        "1 1 udp 1 a.local 9 typ host",
+    ):
+        assert candidate_from_sdp(value) is None
 
 
 # --- against a real aiortc RTCPeerConnection ---------------------------------------------------------
@@ -373,7 +383,7 @@ def real_bridge_transport() -> TransportDescription:
     return TransportDescription(
         "bRuf",
         "bridgebridgebridgebridge",
-        (Fingerprint("sha-256", fp.value, "actpass"),),
+        (Fingerprint.parse("sha-256", fp.value, "actpass"),),
         BRIDGE.candidates[:1],
     )
 
@@ -389,7 +399,7 @@ async def test_aiortc_answers_a_built_offer(pc: AiortcPeer) -> None:
     assert {fp.hash for fp in answer.transport.fingerprints} == {"sha-256", "sha-384", "sha-512"}
     assert {fp.setup for fp in answer.transport.fingerprints} == {"active"}
     assert answer.transport.ufrag == re.findall(r"a=ice-ufrag:(\S+)", local)[0]
-    assert answer.transport.candidates and all(c.ip == "127.0.0.1" for c in answer.transport.candidates)
+    assert answer.transport.candidates and all(str(c.ip) == "127.0.0.1" for c in answer.transport.candidates)
     audio, video = answer.sources
     assert (audio.kind, len(audio.ssrcs), audio.name) == ("audio", 1, "alice-a0")
     assert (video.kind, len(video.ssrcs), video.name) == ("video", 2, "alice-v0")

@@ -15,11 +15,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use sluice_core::domain::{
-    FeedbackSsrcs, IdMap, MediaKind, RemoteCandidate, SourceSpec, TransportId,
-};
+use sluice_core::domain::{FeedbackSsrcs, IdMap, MediaKind, RemoteCandidate, Source, TransportId};
 use sluice_core::dtls::{
-    DtlsCert, DtlsConfig, DtlsConn, DtlsEvent, DtlsRole, DtlsSrtpProfile, HashAlg,
+    DtlsCert, DtlsConfig, DtlsConn, DtlsEvent, DtlsRole, DtlsSetup, DtlsSrtpProfile, HashAlg,
 };
 use sluice_core::ice::{Candidate, CandidateKind, IceAgent, IceCredentials};
 use sluice_core::io::{classify, DatagramKind, Egress, SendBatch, MAX_DATAGRAM};
@@ -104,7 +102,7 @@ fn connected(
         now,
         peer_ice,
         vec![peer_cert.fingerprint(HashAlg::Sha256)],
-        "active",
+        DtlsSetup::Active,
     );
     t.add_remote_candidates(
         now,
@@ -203,14 +201,7 @@ impl Conference {
             transports.insert(id, t);
             sender.get_or_insert(tx);
         }
-        router.set_sources(
-            SENDER,
-            &[SourceSpec {
-                ssrc: SSRC,
-                kind: MediaKind::Video,
-                clock_rate: 90_000,
-            }],
-        );
+        router.set_sources(SENDER, &[Source::single(SSRC, MediaKind::Video)]);
         (Conference { router, transports }, sender.expect("a sender"))
     }
 

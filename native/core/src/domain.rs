@@ -1,5 +1,5 @@
-//! The nouns the seam, the shard and the protocol machines share: ids, media kinds, sources, force-mute,
-//! transport states and the bridge's feedback SSRCs. Plain values, no behaviour beyond naming.
+//! The nouns the seam, the shard and the protocol machines share: ids, media kinds, sources with their
+//! SIM/FID groups and layers, force-mute, transport states and the bridge's feedback SSRCs. Plain values.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -46,11 +46,12 @@ pub enum MediaKind {
 }
 
 impl MediaKind {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "audio" => Some(MediaKind::Audio),
-            "video" => Some(MediaKind::Video),
-            _ => None,
+    /// The RTP clock rate of this kind's streams: 48 kHz for Opus (RFC 7587 4.1), 90 kHz for video
+    /// (RFC 7741, RFC 6184 and every video payload format WebRTC uses).
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            MediaKind::Audio => 48_000,
+            MediaKind::Video => 90_000,
         }
     }
 }
@@ -92,12 +93,89 @@ impl FeedbackSsrcs {
     }
 }
 
-/// One SSRC an endpoint sends (a Producer).
+/// The `ssrc-group` semantics the packet path uses (RFC 5576 4.2): simulcast layers, and the pairing of a
+/// stream with its retransmission stream (RFC 4588 8.1, "FID").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SourceSpec {
-    pub ssrc: u32,
+pub enum GroupSemantics {
+    Sim,
+    Fid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SsrcGroup {
+    pub semantics: GroupSemantics,
+    pub ssrcs: Vec<u32>,
+}
+
+/// A signalled Source as it crossed the seam: its kind, every SSRC it sends, its SIM and FID groups
+/// unchanged, and its name (`abcd1234-v0`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
     pub kind: MediaKind,
-    pub clock_rate: u32,
+    pub ssrcs: Vec<u32>,
+    pub groups: Vec<SsrcGroup>,
+    pub name: String,
+}
+
+/// One encoding of a Source: the SSRC it is sent on and the SSRC of its retransmissions, if it has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layer {
+    pub ssrc: u32,
+    pub rtx: Option<u32>,
+}
+
+impl Source {
+    /// A Source of one SSRC and no groups (audio, or video without simulcast or RTX).
+    pub fn single(ssrc: u32, kind: MediaKind) -> Self {
+        Source {
+            kind,
+            ssrcs: vec![ssrc],
+            groups: Vec::new(),
+            name: String::new(),
+        }
+    }
+
+    /// The Source's layers in the order of its SIM group (as signalled: lowest first from WebRTC
+    /// clients); without one, its primary SSRCs (each SSRC that is not the RTX of another, in
+    /// signalled order: one, for a Source without simulcast). Each layer carries the RTX SSRC its FID group pairs it with (the group lists
+    /// the primary first, RFC 4588 8.1). Group members the Source does not list are ignored, as are
+    /// FID groups of fewer than two SSRCs.
+    pub fn layers(&self) -> Vec<Layer> {
+        let listed = |ssrc: &u32| self.ssrcs.contains(ssrc);
+        let fid: Vec<(u32, u32)> = self
+            .groups
+            .iter()
+            .filter(|g| g.semantics == GroupSemantics::Fid)
+            .filter_map(|g| match g.ssrcs[..] {
+                [primary, rtx, ..] if listed(&primary) && listed(&rtx) => Some((primary, rtx)),
+                _ => None,
+            })
+            .collect();
+        let rtx_of = |ssrc: u32| fid.iter().find(|(p, _)| *p == ssrc).map(|(_, r)| *r);
+        let sim = self
+            .groups
+            .iter()
+            .find(|g| g.semantics == GroupSemantics::Sim);
+        let primaries: Vec<u32> = match sim {
+            Some(g) => g.ssrcs.iter().copied().filter(listed).collect(),
+            None => self
+                .ssrcs
+                .iter()
+                .copied()
+                .filter(|s| !fid.iter().any(|(_, r)| r == s))
+                .collect(),
+        };
+        let mut layers: Vec<Layer> = Vec::with_capacity(primaries.len());
+        for ssrc in primaries {
+            if !layers.iter().any(|l| l.ssrc == ssrc) {
+                layers.push(Layer {
+                    ssrc,
+                    rtx: rtx_of(ssrc),
+                });
+            }
+        }
+        layers
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -147,5 +225,78 @@ mod tests {
         let mut m: IdMap<u64> = IdMap::default();
         m.extend((1..=4096u64).map(|id| (id, id * 2)));
         assert!((1..=4096u64).all(|id| m.get(&id) == Some(&(id * 2))));
+    }
+
+    fn group(semantics: GroupSemantics, ssrcs: &[u32]) -> SsrcGroup {
+        SsrcGroup {
+            semantics,
+            ssrcs: ssrcs.to_vec(),
+        }
+    }
+
+    fn layer(ssrc: u32, rtx: Option<u32>) -> Layer {
+        Layer { ssrc, rtx }
+    }
+
+    #[test]
+    fn rfc5576_simulcast_with_rfc4588_rtx_gives_layers_in_sim_order() {
+        // Chrome's simulcast with RTX: SIM 1 2 3, FID 1 11, FID 2 12, FID 3 13 (SSRCs listed pairwise).
+        let source = Source {
+            kind: MediaKind::Video,
+            ssrcs: vec![1, 11, 2, 12, 3, 13],
+            groups: vec![
+                group(GroupSemantics::Sim, &[1, 2, 3]),
+                group(GroupSemantics::Fid, &[1, 11]),
+                group(GroupSemantics::Fid, &[2, 12]),
+                group(GroupSemantics::Fid, &[3, 13]),
+            ],
+            name: "abcd1234-v0".into(),
+        };
+        assert_eq!(
+            source.layers(),
+            vec![layer(1, Some(11)), layer(2, Some(12)), layer(3, Some(13))]
+        );
+    }
+
+    #[test]
+    fn without_simulcast_the_one_primary_is_the_layer() {
+        let rtx = Source {
+            kind: MediaKind::Video,
+            ssrcs: vec![7, 6],
+            groups: vec![group(GroupSemantics::Fid, &[6, 7])],
+            name: String::new(),
+        };
+        assert_eq!(rtx.layers(), vec![layer(6, Some(7))]);
+        assert_eq!(
+            Source::single(5, MediaKind::Audio).layers(),
+            vec![layer(5, None)]
+        );
+        // Simulcast without RTX.
+        let sim = Source {
+            kind: MediaKind::Video,
+            ssrcs: vec![3, 2, 1],
+            groups: vec![group(GroupSemantics::Sim, &[1, 2, 3])],
+            name: String::new(),
+        };
+        assert_eq!(
+            sim.layers(),
+            vec![layer(1, None), layer(2, None), layer(3, None)]
+        );
+    }
+
+    #[test]
+    fn groups_naming_unlisted_ssrcs_or_too_short_are_ignored() {
+        let source = Source {
+            kind: MediaKind::Video,
+            ssrcs: vec![1, 11, 2],
+            groups: vec![
+                group(GroupSemantics::Sim, &[1, 2, 99]),
+                group(GroupSemantics::Fid, &[1, 11]),
+                group(GroupSemantics::Fid, &[2, 98]),
+                group(GroupSemantics::Fid, &[2]),
+            ],
+            name: String::new(),
+        };
+        assert_eq!(source.layers(), vec![layer(1, Some(11)), layer(2, None)]);
     }
 }

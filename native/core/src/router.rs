@@ -1,12 +1,13 @@
-//! Router: one conference's forwarding domain. It knows its transports and, for every signalled SSRC,
-//! the Producer that sends it, and it owns forwarding: the shard hands it each decrypted packet and an
-//! egress to queue into. The Router itself touches no socket.
+//! Router: one conference's forwarding domain. It knows its transports, every Source each one signalled
+//! (with its layers and their RTX), and for every signalled SSRC the Producer that sends it; and it owns
+//! forwarding: the shard hands it each decrypted packet and an egress to queue into. The Router itself
+//! touches no socket.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::domain::{
-    FeedbackSsrcs, ForceMute, IdMap, MediaKind, RouterId, SourceSpec, TransportId,
+    FeedbackSsrcs, ForceMute, IdMap, Layer, MediaKind, RouterId, Source, TransportId,
 };
 use crate::io::Egress;
 use crate::rtcp::{write_receiver_report, write_sdes_cname, ReportBlock};
@@ -32,10 +33,50 @@ const MAX_BLOCKS: usize = 31;
 /// The CNAME the bridge uses for its own RTCP.
 const BRIDGE_CNAME: &[u8] = b"sluice";
 
+/// The part one SSRC plays in its Source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Layer `index` of its Source (in SIM order; 0 without simulcast), retransmitted on `rtx`.
+    Layer { index: u8, rtx: Option<u32> },
+    /// Retransmissions (RFC 4588) of the layer sent on `primary`.
+    Rtx { primary: u32 },
+    /// Neither: an SSRC the Source lists outside its layers and their RTX (FEC, say).
+    Other,
+}
+
+/// One signalled Source as the Router keeps it: who sends it, its kind, its name and its layers. Kept as
+/// signalled; an SSRC refused because another transport owns it has no Producer here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub transport: TransportId,
+    pub kind: MediaKind,
+    pub name: String,
+    pub layers: Vec<Layer>,
+}
+
+impl SourceRecord {
+    /// The part `ssrc` plays in this Source, if it is one of the Source's layers or their RTX.
+    fn stream(&self, ssrc: u32) -> Option<Stream> {
+        self.layers.iter().enumerate().find_map(|(i, l)| {
+            if l.ssrc == ssrc {
+                // Simulcast has at most a few layers; u8 saturates rather than wraps.
+                let index = u8::try_from(i).unwrap_or(u8::MAX);
+                Some(Stream::Layer { index, rtx: l.rtx })
+            } else if l.rtx == Some(ssrc) {
+                Some(Stream::Rtx { primary: l.ssrc })
+            } else {
+                None
+            }
+        })
+    }
+}
+
 /// Ingress of one signalled SSRC.
 pub struct Producer {
     pub transport: TransportId,
     pub kind: MediaKind,
+    /// Its place in its Source: which layer, or the RTX of which.
+    pub stream: Stream,
     pub stats: ReceiverStats,
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
@@ -90,6 +131,8 @@ pub struct Router {
     /// Transports in join order; forwarding walks this list.
     members: Vec<TransportId>,
     pub producers: HashMap<u32, Producer>,
+    /// Every Source each transport signalled, in signalled order.
+    sources: IdMap<Vec<SourceRecord>>,
     /// The SSRCs the bridge sends its own RTCP from, as signalled in Colibri2 (one per media kind).
     pub feedback: FeedbackSsrcs,
     pub next_report: Option<Instant>,
@@ -101,6 +144,7 @@ impl Router {
             id,
             members: Vec::new(),
             producers: HashMap::new(),
+            sources: IdMap::default(),
             feedback,
             next_report: None,
         }
@@ -109,6 +153,11 @@ impl Router {
     /// Transports in join order.
     pub fn members(&self) -> &[TransportId] {
         &self.members
+    }
+
+    /// The Sources `transport` signalled last, with their layers and RTX.
+    pub fn sources_of(&self, transport: TransportId) -> &[SourceRecord] {
+        self.sources.get(&transport).map_or(&[], Vec::as_slice)
     }
 
     /// The media path for one decrypted RTP packet from member `from`: RFC 3550 receive statistics on
@@ -222,37 +271,54 @@ impl Router {
         }
     }
 
-    /// Removes a transport and every Producer it owned.
+    /// Removes a transport, its Sources and every Producer it owned.
     pub fn remove_member(&mut self, transport: TransportId) {
         self.members.retain(|t| *t != transport);
         self.producers.retain(|_, p| p.transport != transport);
+        self.sources.remove(&transport);
     }
 
-    /// Replaces the SSRC set of one transport (Colibri2 sources replace, never merge). Receive state of an
-    /// SSRC that stays is kept. SSRCs owned by another transport are refused (returned).
-    pub fn set_sources(&mut self, transport: TransportId, sources: &[SourceSpec]) -> Vec<u32> {
+    /// Replaces the Sources of one transport (Colibri2 sources replace, never merge): one Producer per
+    /// SSRC, each knowing its layer or the layer it retransmits. Receive state of an SSRC that stays is
+    /// kept. SSRCs owned by another transport are refused (returned).
+    pub fn set_sources(&mut self, transport: TransportId, sources: &[Source]) -> Vec<u32> {
+        let records: Vec<SourceRecord> = sources
+            .iter()
+            .map(|s| SourceRecord {
+                transport,
+                kind: s.kind,
+                name: s.name.clone(),
+                layers: s.layers(),
+            })
+            .collect();
         let mut refused = Vec::new();
-        self.producers
-            .retain(|ssrc, p| p.transport != transport || sources.iter().any(|s| s.ssrc == *ssrc));
-        for s in sources {
-            match self.producers.get(&s.ssrc) {
-                Some(p) if p.transport != transport => refused.push(s.ssrc),
-                Some(_) => {}
-                None => {
-                    self.producers.insert(
-                        s.ssrc,
-                        Producer {
-                            transport,
-                            kind: s.kind,
-                            stats: ReceiverStats::new(s.ssrc, s.clock_rate),
-                            last_keyframe_request: None,
-                            packets: 0,
-                            muted_run: None,
-                        },
-                    );
+        self.producers.retain(|ssrc, p| {
+            p.transport != transport || sources.iter().any(|s| s.ssrcs.contains(ssrc))
+        });
+        for (s, record) in sources.iter().zip(&records) {
+            for &ssrc in &s.ssrcs {
+                let stream = record.stream(ssrc).unwrap_or(Stream::Other);
+                match self.producers.get_mut(&ssrc) {
+                    Some(p) if p.transport != transport => refused.push(ssrc),
+                    Some(p) => p.stream = stream,
+                    None => {
+                        self.producers.insert(
+                            ssrc,
+                            Producer {
+                                transport,
+                                kind: s.kind,
+                                stream,
+                                stats: ReceiverStats::new(ssrc, s.kind.clock_rate()),
+                                last_keyframe_request: None,
+                                packets: 0,
+                                muted_run: None,
+                            },
+                        );
+                    }
                 }
             }
         }
+        self.sources.insert(transport, records);
         refused
     }
 
@@ -296,16 +362,69 @@ mod tests {
         video: 0xB0,
     };
 
-    fn spec(ssrc: u32, kind: MediaKind) -> SourceSpec {
-        SourceSpec {
-            ssrc,
-            kind,
-            clock_rate: if kind == MediaKind::Audio {
-                48000
-            } else {
-                90000
-            },
-        }
+    fn spec(ssrc: u32, kind: MediaKind) -> Source {
+        Source::single(ssrc, kind)
+    }
+
+    #[test]
+    fn the_router_knows_each_sources_layers_and_rtx_after_set_sources() {
+        use crate::domain::{GroupSemantics, SsrcGroup};
+        let group = |semantics, ssrcs: &[u32]| SsrcGroup {
+            semantics,
+            ssrcs: ssrcs.to_vec(),
+        };
+        let video = Source {
+            kind: MediaKind::Video,
+            ssrcs: vec![1, 11, 2, 12, 3, 13],
+            groups: vec![
+                group(GroupSemantics::Sim, &[1, 2, 3]),
+                group(GroupSemantics::Fid, &[1, 11]),
+                group(GroupSemantics::Fid, &[2, 12]),
+                group(GroupSemantics::Fid, &[3, 13]),
+            ],
+            name: "a-v0".into(),
+        };
+        let mut audio = Source::single(5, MediaKind::Audio);
+        audio.name = "a-a0".into();
+        let mut r = Router::new(1, FEEDBACK);
+        r.add_member(10);
+        assert!(r.set_sources(10, &[audio, video.clone()]).is_empty());
+
+        let layer = |ssrc, rtx| Layer { ssrc, rtx };
+        let names: Vec<&str> = r.sources_of(10).iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a-a0", "a-v0"]);
+        assert_eq!(r.sources_of(10)[0].layers, [layer(5, None)]);
+        assert_eq!(
+            r.sources_of(10)[1].layers,
+            [layer(1, Some(11)), layer(2, Some(12)), layer(3, Some(13))]
+        );
+        assert_eq!(
+            r.producers[&3].stream,
+            Stream::Layer {
+                index: 2,
+                rtx: Some(13)
+            }
+        );
+        assert_eq!(r.producers[&12].stream, Stream::Rtx { primary: 2 });
+        assert_eq!(
+            r.producers[&5].stream,
+            Stream::Layer {
+                index: 0,
+                rtx: None
+            }
+        );
+
+        // A new set replaces the layers; a Producer that stays keeps its receive state.
+        r.producers.get_mut(&1).expect("producer").packets = 7;
+        let mut fewer = video;
+        fewer.ssrcs = vec![1, 11];
+        fewer.groups.truncate(2);
+        r.set_sources(10, &[fewer]);
+        assert_eq!(r.sources_of(10)[0].layers, [layer(1, Some(11))]);
+        assert_eq!(r.producers[&1].packets, 7);
+        assert!(!r.producers.contains_key(&3) && !r.producers.contains_key(&5));
+        r.remove_member(10);
+        assert!(r.sources_of(10).is_empty() && r.producers.is_empty());
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! scale with joins, leaves and control decisions, never with packets.
 
 use crate::domain::{
-    FeedbackSsrcs, RemoteCandidate, RouterId, SourceSpec, TransportId, TransportState,
+    FeedbackSsrcs, RemoteCandidate, RouterId, Source, TransportId, TransportState,
 };
-use crate::dtls::Fingerprint;
+use crate::dtls::{DtlsSetup, Fingerprint};
 use crate::ice::IceCredentials;
 use crate::stats::StatsSnapshot;
 
@@ -29,21 +29,23 @@ pub enum Command {
         ice: IceCredentials,
         controlling: bool,
     },
-    /// The remote's ICE credentials, every DTLS fingerprint it announced and its a=setup value.
+    /// The remote's ICE credentials, every DTLS fingerprint it announced (of a supported hash) and its
+    /// a=setup.
     ConnectTransport {
         transport: TransportId,
         remote_ice: IceCredentials,
         fingerprints: Vec<Fingerprint>,
-        remote_setup: String,
+        remote_setup: DtlsSetup,
     },
     AddRemoteCandidates {
         transport: TransportId,
         candidates: Vec<RemoteCandidate>,
     },
-    /// The full set of SSRCs this transport sends; replaces the previous set.
+    /// The full set of Sources this transport sends, each with its SSRCs and SIM/FID groups; replaces
+    /// the previous set.
     SetSources {
         transport: TransportId,
-        sources: Vec<SourceSpec>,
+        sources: Vec<Source>,
     },
     RequestKeyframe {
         transport: TransportId,

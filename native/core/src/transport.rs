@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::domain::{ForceMute, RemoteCandidate, RouterId, TransportId, TransportState};
-use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, Fingerprint};
+use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, DtlsSetup, Fingerprint};
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
 use crate::io::Egress;
 use crate::srtp::{SrtpContext, SrtpError, SrtpProfile};
@@ -145,19 +145,13 @@ impl Transport {
         now: Instant,
         remote_ice: IceCredentials,
         fingerprints: Vec<Fingerprint>,
-        remote_setup: &str,
+        remote_setup: DtlsSetup,
     ) {
         if self.is_finished() {
             return;
         }
         self.ice.set_remote_credentials(remote_ice);
-        let Some(role) = DtlsRole::from_remote_setup(remote_setup) else {
-            self.fail(
-                FailureKind::DtlsHandshake,
-                format!("dtls: unknown remote setup {remote_setup:?}"),
-            );
-            return;
-        };
+        let role = DtlsRole::for_remote(remote_setup);
         match &mut self.dtls {
             Some(conn) if !self.dtls_started => conn.set_remote_fingerprints(fingerprints),
             Some(_) => {} // DTLS already running: the session keeps its fingerprints.

@@ -157,3 +157,66 @@ fn a_closed_transport_gets_nothing_and_sends_nothing() {
         "a closed transport's media was forwarded"
     );
 }
+
+/// SIM and FID groups cross the seam intact: after SetSources the Router knows each layer and its RTX,
+/// and forwarding is unchanged (every SSRC of the Source, RTX included, reaches the other peer).
+#[test]
+fn set_sources_carries_simulcast_layers_and_rtx_into_the_router() {
+    use sluice_core::domain::{GroupSemantics, Layer, Source, SsrcGroup};
+    use sluice_core::router::Stream;
+
+    let group = |semantics, ssrcs: &[u32]| SsrcGroup {
+        semantics,
+        ssrcs: ssrcs.to_vec(),
+    };
+    let video = Source {
+        kind: MediaKind::Video,
+        ssrcs: vec![0x11, 0x21, 0x12, 0x22, 0x13, 0x23],
+        groups: vec![
+            group(GroupSemantics::Sim, &[0x11, 0x12, 0x13]),
+            group(GroupSemantics::Fid, &[0x11, 0x21]),
+            group(GroupSemantics::Fid, &[0x12, 0x22]),
+            group(GroupSemantics::Fid, &[0x13, 0x23]),
+        ],
+        name: "peer0-v0".into(),
+    };
+    let mut conf = common::Conference::new(2);
+    conf.set_grouped_sources(0, vec![video]);
+
+    let router = conf.shard.router(1).expect("router 1");
+    let sources = router.sources_of(10);
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0].name, "peer0-v0");
+    assert_eq!(
+        sources[0].layers,
+        [0x11, 0x12, 0x13].map(|ssrc| Layer {
+            ssrc,
+            rtx: Some(ssrc + 0x10)
+        })
+    );
+    assert_eq!(
+        router.producers[&0x12].stream,
+        Stream::Layer {
+            index: 1,
+            rtx: Some(0x22)
+        }
+    );
+    assert_eq!(
+        router.producers[&0x23].stream,
+        Stream::Rtx { primary: 0x13 }
+    );
+
+    conf.connect_all();
+    for ssrc in [0x11, 0x13, 0x23] {
+        send_burst(&mut conf, 0, ssrc, 0..20);
+    }
+    let ok = conf.run_until(Duration::from_secs(5), |c| {
+        [0x11, 0x13, 0x23]
+            .iter()
+            .all(|s| c.peers[1].rtp.iter().filter(|(x, _)| x == s).count() >= 20)
+    });
+    assert!(
+        ok,
+        "every layer and the RTX stream still reach the other peer"
+    );
+}

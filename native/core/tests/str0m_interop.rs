@@ -40,9 +40,11 @@ use openssl::ssl::{
 };
 use openssl::x509::X509;
 use sluice_core::domain::{
-    FeedbackSsrcs, MediaKind as SeamKind, RemoteCandidate, SourceSpec, TransportId, TransportState,
+    FeedbackSsrcs, MediaKind as SeamKind, RemoteCandidate, Source, TransportId, TransportState,
 };
-use sluice_core::dtls::{DtlsCert as BridgeCert, Fingerprint as BridgeFingerprint, HashAlg};
+use sluice_core::dtls::{
+    DtlsCert as BridgeCert, DtlsSetup, Fingerprint as BridgeFingerprint, HashAlg,
+};
 use sluice_core::ice::{CandidateKind, IceCredentials};
 use sluice_core::seam::{Command, Event as SeamEvent};
 use sluice_core::shard::{Shard, ShardConfig};
@@ -513,7 +515,7 @@ impl Call {
                     transport,
                     remote_ice: peer.ice_credentials(),
                     fingerprints: vec![fingerprint],
-                    remote_setup: "active".into(),
+                    remote_setup: DtlsSetup::Active,
                 },
                 Command::AddRemoteCandidates {
                     transport,
@@ -526,16 +528,8 @@ impl Call {
                 Command::SetSources {
                     transport,
                     sources: vec![
-                        SourceSpec {
-                            ssrc: *peer.video.ssrc,
-                            kind: SeamKind::Video,
-                            clock_rate: 90_000,
-                        },
-                        SourceSpec {
-                            ssrc: *peer.audio.ssrc,
-                            kind: SeamKind::Audio,
-                            clock_rate: 48_000,
-                        },
+                        Source::single(*peer.video.ssrc, SeamKind::Video),
+                        Source::single(*peer.audio.ssrc, SeamKind::Audio),
                     ],
                 },
             ];

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, SourceSpec, TransportState};
-use sluice_core::dtls::{DtlsCert, HashAlg};
+use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, Source, TransportState};
+use sluice_core::dtls::{DtlsCert, DtlsSetup, HashAlg};
 use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{ShardConfig, ShardHandle};
@@ -183,7 +183,7 @@ fn secure(o: &Opts) {
                 transport: tid,
                 remote_ice: l.ice.clone(),
                 fingerprints: vec![l.fingerprint.clone()],
-                remote_setup: l.setup.into(),
+                remote_setup: DtlsSetup::parse(l.setup).expect("a=setup"),
             });
             shard.send(Command::AddRemoteCandidates {
                 transport: tid,
@@ -198,20 +198,16 @@ fn secure(o: &Opts) {
                     .collect(),
             });
             let src = Sources::for_endpoint(l.index, o.layers);
-            let mut specs: Vec<SourceSpec> = src
+            let mut specs: Vec<Source> = src
                 .audio
                 .iter()
-                .map(|&ssrc| SourceSpec {
-                    ssrc,
-                    kind: MediaKind::Audio,
-                    clock_rate: 48_000,
-                })
+                .map(|&ssrc| Source::single(ssrc, MediaKind::Audio))
                 .collect();
-            specs.extend(src.video.iter().map(|&ssrc| SourceSpec {
-                ssrc,
-                kind: MediaKind::Video,
-                clock_rate: 90_000,
-            }));
+            specs.extend(
+                src.video
+                    .iter()
+                    .map(|&ssrc| Source::single(ssrc, MediaKind::Video)),
+            );
             shard.send(Command::SetSources {
                 transport: tid,
                 sources: specs,

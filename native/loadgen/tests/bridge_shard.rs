@@ -6,8 +6,8 @@ mod common;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::{Duration, Instant};
 
-use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, SourceSpec, TransportState};
-use sluice_core::dtls::{DtlsCert, HashAlg};
+use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, Source, TransportState};
+use sluice_core::dtls::{DtlsCert, DtlsSetup, HashAlg};
 use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{ShardConfig, ShardHandle};
@@ -77,7 +77,7 @@ fn connect(sc: &Scenario, threads: usize) -> Run {
                 transport: tid,
                 remote_ice: local.ice.clone(),
                 fingerprints: vec![local.fingerprint.clone()],
-                remote_setup: sc.our_setup.into(),
+                remote_setup: DtlsSetup::parse(sc.our_setup).expect("a=setup"),
             });
             shard.send(Command::AddRemoteCandidates {
                 transport: tid,
@@ -93,20 +93,17 @@ fn connect(sc: &Scenario, threads: usize) -> Run {
             });
             addrs.push(local.candidates[0].addr);
             let sources = Sources::for_endpoint(local.index, sc.layers);
-            let mut specs: Vec<SourceSpec> = sources
+            let mut specs: Vec<Source> = sources
                 .audio
                 .iter()
-                .map(|&ssrc| SourceSpec {
-                    ssrc,
-                    kind: MediaKind::Audio,
-                    clock_rate: 48_000,
-                })
+                .map(|&ssrc| Source::single(ssrc, MediaKind::Audio))
                 .collect();
-            specs.extend(sources.video.iter().map(|&ssrc| SourceSpec {
-                ssrc,
-                kind: MediaKind::Video,
-                clock_rate: 90_000,
-            }));
+            specs.extend(
+                sources
+                    .video
+                    .iter()
+                    .map(|&ssrc| Source::single(ssrc, MediaKind::Video)),
+            );
             shard.send(Command::SetSources {
                 transport: tid,
                 sources: specs,

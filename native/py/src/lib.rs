@@ -2,6 +2,7 @@
 //! Python values; no media logic lives here.
 
 mod loadgen;
+mod seam;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -10,9 +11,9 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, SourceSpec};
-use sluice_core::dtls::{DtlsCert, Fingerprint, HashAlg};
-use sluice_core::ice::{CandidateKind, IceCredentials};
+use sluice_core::domain::FeedbackSsrcs;
+use sluice_core::dtls::{DtlsCert, DtlsSetup, Fingerprint, HashAlg};
+use sluice_core::ice::IceCredentials;
 use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{ShardConfig, ShardHandle};
 use sluice_core::srtp::{SrtpContext, SrtpProfile};
@@ -80,11 +81,9 @@ impl NativeBridge {
             .collect())
     }
 
-    fn fingerprint(&self) -> (String, String) {
-        (
-            self.fingerprint.hash_name().to_string(),
-            self.fingerprint.value_hex(),
-        )
+    /// The bridge certificate's fingerprint: its hash function and digest.
+    fn fingerprint(&self) -> (seam::HashFunction, Vec<u8>) {
+        (self.fingerprint.hash.into(), self.fingerprint.value.clone())
     }
 
     fn event_fd(&self) -> PyResult<i32> {
@@ -134,76 +133,42 @@ impl NativeBridge {
         })
     }
 
+    /// The remote's ICE credentials and every DTLS fingerprint it announced, each with its a=setup.
     fn connect_transport(
         &self,
         transport_id: u64,
         ufrag: String,
         pwd: String,
-        fingerprints: Vec<(String, String)>,
-        setup: String,
+        fingerprints: Vec<seam::Fingerprint>,
     ) -> PyResult<()> {
-        // Unsupported hashes are skipped: any supported fingerprint may match (RFC 8122 5).
-        let fps: Vec<Fingerprint> = fingerprints
-            .iter()
-            .filter_map(|(h, v)| Fingerprint::parse(h, v).ok())
-            .collect();
-        if fps.is_empty() {
-            return Err(PyValueError::new_err("no usable DTLS fingerprint"));
-        }
+        let remote_setup = DtlsSetup::announced(fingerprints.iter().map(seam::Fingerprint::setup))
+            .ok_or_else(|| PyValueError::new_err("no DTLS fingerprint"))?;
         self.send(Command::ConnectTransport {
             transport: transport_id,
             remote_ice: IceCredentials { ufrag, pwd },
-            fingerprints: fps,
-            remote_setup: setup,
+            fingerprints: fingerprints
+                .iter()
+                .map(seam::Fingerprint::to_core)
+                .collect(),
+            remote_setup,
         })
     }
 
     fn add_remote_candidates(
         &self,
         transport_id: u64,
-        candidates: Vec<(String, u16, u32, String)>,
+        candidates: Vec<seam::Candidate>,
     ) -> PyResult<()> {
-        let mut out = Vec::with_capacity(candidates.len());
-        for (ip, port, priority, typ) in candidates {
-            let ip: IpAddr = ip
-                .parse()
-                .map_err(|_| PyValueError::new_err(format!("bad candidate address {ip:?}")))?;
-            let kind = match typ.as_str() {
-                "host" => CandidateKind::Host,
-                "srflx" => CandidateKind::ServerReflexive,
-                "prflx" => CandidateKind::PeerReflexive,
-                "relay" => CandidateKind::Relayed,
-                _ => return Err(PyValueError::new_err(format!("bad candidate type {typ:?}"))),
-            };
-            out.push(RemoteCandidate {
-                addr: SocketAddr::new(ip, port),
-                priority,
-                kind,
-            });
-        }
         self.send(Command::AddRemoteCandidates {
             transport: transport_id,
-            candidates: out,
+            candidates: candidates.iter().map(seam::Candidate::to_core).collect(),
         })
     }
 
-    fn set_sources(&self, transport_id: u64, sources: Vec<(u32, String, u32)>) -> PyResult<()> {
-        let mut specs = Vec::with_capacity(sources.len());
-        for (ssrc, kind, clock_rate) in sources {
-            let kind = MediaKind::parse(&kind)
-                .ok_or_else(|| PyValueError::new_err(format!("bad media kind {kind:?}")))?;
-            if clock_rate == 0 {
-                return Err(PyValueError::new_err("clock rate must be positive"));
-            }
-            specs.push(SourceSpec {
-                ssrc,
-                kind,
-                clock_rate,
-            });
-        }
+    fn set_sources(&self, transport_id: u64, sources: Vec<seam::Source>) -> PyResult<()> {
         self.send(Command::SetSources {
             transport: transport_id,
-            sources: specs,
+            sources: sources.iter().map(seam::Source::to_core).collect(),
         })
     }
 
@@ -395,6 +360,7 @@ impl SrtpSession {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeBridge>()?;
     m.add_class::<NativeEvent>()?;
+    seam::register(m)?;
     m.add_class::<SrtpSession>()?;
     m.add_class::<loadgen::LoadGen>()?;
     m.add_class::<loadgen::RawRelay>()?;

@@ -36,18 +36,58 @@ pub enum DtlsRole {
     Server,
 }
 
-impl DtlsRole {
-    /// Our role given the remote's a=setup value when we offered actpass: "active" → Server, "passive" → Client,
-    /// "actpass" (remote left it to us) → Client. Unknown → None.
-    pub fn from_remote_setup(setup: &str) -> Option<Self> {
+/// The remote's `a=setup` (RFC 4145 4, RFC 5763 5), as it announced it with its fingerprints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtlsSetup {
+    Active,
+    Passive,
+    Actpass,
+}
+
+impl DtlsSetup {
+    /// The SDP/Jingle word, case-insensitive and trimmed; anything else (`holdconn`) is None.
+    pub fn parse(setup: &str) -> Option<Self> {
         let setup = setup.trim();
-        if setup.eq_ignore_ascii_case("active") {
-            Some(DtlsRole::Server)
-        } else if setup.eq_ignore_ascii_case("passive") || setup.eq_ignore_ascii_case("actpass") {
-            Some(DtlsRole::Client)
-        } else {
-            None
+        [DtlsSetup::Active, DtlsSetup::Passive, DtlsSetup::Actpass]
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(setup))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DtlsSetup::Active => "active",
+            DtlsSetup::Passive => "passive",
+            DtlsSetup::Actpass => "actpass",
         }
+    }
+
+    /// The one setup of a remote that announced several fingerprints, each with its own setup
+    /// (Jicofo copies the client's onto each): `active` if any says so, as JVB reads it, else the first.
+    pub fn announced(setups: impl IntoIterator<Item = DtlsSetup>) -> Option<Self> {
+        let mut first = None;
+        for setup in setups {
+            if setup == DtlsSetup::Active {
+                return Some(setup);
+            }
+            first.get_or_insert(setup);
+        }
+        first
+    }
+}
+
+impl DtlsRole {
+    /// Our role given the remote's a=setup when we offered actpass: active → Server, passive → Client,
+    /// actpass (the remote left it to us) → Client.
+    pub fn for_remote(setup: DtlsSetup) -> Self {
+        match setup {
+            DtlsSetup::Active => DtlsRole::Server,
+            DtlsSetup::Passive | DtlsSetup::Actpass => DtlsRole::Client,
+        }
+    }
+
+    /// [`DtlsRole::for_remote`] of an `a=setup` word; unknown → None.
+    pub fn from_remote_setup(setup: &str) -> Option<Self> {
+        DtlsSetup::parse(setup).map(Self::for_remote)
     }
 }
 
@@ -268,6 +308,14 @@ mod tests {
         );
         assert_eq!(DtlsRole::from_remote_setup("holdconn"), None);
         assert_eq!(DtlsRole::from_remote_setup(""), None);
+    }
+
+    #[test]
+    fn several_fingerprints_announce_active_if_any_does() {
+        use DtlsSetup::*;
+        assert_eq!(DtlsSetup::announced([Actpass, Active]), Some(Active));
+        assert_eq!(DtlsSetup::announced([Passive, Actpass]), Some(Passive));
+        assert_eq!(DtlsSetup::announced([]), None);
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl State {
                     self.command_failed(transport, "no such transport".into());
                     return true;
                 };
-                t.connect(now, remote_ice, fingerprints, &remote_setup);
+                t.connect(now, remote_ice, fingerprints, remote_setup);
                 self.after_transport(now, transport, io);
             }
             Command::AddRemoteCandidates {

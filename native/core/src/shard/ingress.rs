@@ -237,7 +237,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::test_shard;
-    use crate::dtls::{DtlsCert, DtlsConn, DtlsRole, HashAlg};
+    use crate::dtls::{DtlsCert, DtlsConn, DtlsRole, DtlsSetup, HashAlg};
     use crate::ice::IceCredentials;
     use crate::io::{classify, DatagramKind, RecvBatch, SendBatch, UdpSocket};
     use crate::seam::Command;
@@ -294,7 +294,7 @@ mod tests {
                     pwd: "q".repeat(24),
                 },
                 fingerprints: vec![peer_cert.fingerprint(HashAlg::Sha256)],
-                remote_setup: "active".into(),
+                remote_setup: DtlsSetup::Active,
             },
         );
         // The server's first flight goes back to the peer without waiting for a retransmission.

@@ -23,7 +23,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::domain::{IdMap, TransportId, TransportState};
+use crate::domain::{IdMap, RouterId, TransportId, TransportState};
 use crate::dtls::DtlsCert;
 use crate::io::{RecvBatch, SendBatch, UdpSocket};
 use crate::router::Router;
@@ -139,6 +139,11 @@ impl Shard {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.state.snapshot(&self.io, &self.recv)
+    }
+
+    /// One Router, to inspect what the shard knows of a conference (its Sources, Producers, members).
+    pub fn router(&self, id: RouterId) -> Option<&Router> {
+        self.state.routers.get(&id)
     }
 }
 

@@ -225,6 +225,7 @@ mod tests {
     use super::super::test_shard;
     use super::*;
     use crate::domain::TransportState;
+    use crate::dtls::DtlsSetup;
     use crate::ice::IceCredentials;
     use crate::io::{SendBatch, UdpSocket};
 
@@ -257,7 +258,7 @@ mod tests {
                         pwd: "q".repeat(24),
                     },
                     fingerprints: vec![fp],
-                    remote_setup: "active".into(),
+                    remote_setup: DtlsSetup::Active,
                 },
             );
         }

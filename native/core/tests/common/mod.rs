@@ -8,8 +8,8 @@ pub mod spoof;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, SourceSpec, TransportState};
-use sluice_core::dtls::{DtlsCert, DtlsConn, DtlsEvent, DtlsRole, Fingerprint, HashAlg};
+use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, Source, TransportState};
+use sluice_core::dtls::{DtlsCert, DtlsConn, DtlsEvent, DtlsRole, DtlsSetup, Fingerprint, HashAlg};
 use sluice_core::ice::{Candidate, CandidateKind, IceAgent, IceCredentials};
 use sluice_core::io::{classify, DatagramKind, RecvBatch, SendBatch, UdpSocket};
 use sluice_core::rtp::RtpView;
@@ -282,7 +282,7 @@ impl Conference {
                     transport: id,
                     remote_ice: peer.credentials(),
                     fingerprints: vec![peer.fingerprint()],
-                    remote_setup: "active".into(),
+                    remote_setup: DtlsSetup::Active,
                 },
             );
             shard.handle_command(
@@ -306,19 +306,17 @@ impl Conference {
         }
     }
 
+    /// One Source of one SSRC per entry.
     pub fn set_sources(&mut self, peer: usize, ssrcs: &[(u32, MediaKind)]) {
         let sources = ssrcs
             .iter()
-            .map(|&(ssrc, kind)| SourceSpec {
-                ssrc,
-                kind,
-                clock_rate: if kind == MediaKind::Audio {
-                    48000
-                } else {
-                    90000
-                },
-            })
+            .map(|&(ssrc, kind)| Source::single(ssrc, kind))
             .collect();
+        self.set_grouped_sources(peer, sources);
+    }
+
+    /// Sources as signalled, with their groups.
+    pub fn set_grouped_sources(&mut self, peer: usize, sources: Vec<Source>) {
         self.shard.handle_command(
             Instant::now(),
             Command::SetSources {

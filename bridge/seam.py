@@ -1,0 +1,91 @@
+"""The Python side of the seam: what `Bridge` needs of `_native.NativeBridge`, and the typed values it sends.
+
+`NativeSeam` is the Command half of `NativeBridge` (bridge/_native.pyi); tests drive a `Bridge` over a fake
+one. The `to_native_*` functions turn description values (checked once where they were built) into the
+native module's pyclasses, field by field: enums for kinds, types, setups and hashes, an address object,
+digest bytes, SSRC groups intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from bridge import _native
+from bridge.description import (
+    Candidate,
+    CandidateType,
+    Fingerprint,
+    HashName,
+    MediaKind,
+    Setup,
+    Source,
+)
+
+
+class NativeSeam(Protocol):
+    """The methods of `_native.NativeBridge` the Bridge uses; each sends one Command and returns at once."""
+
+    def local_addresses(self) -> list[tuple[str, int]]: ...
+    def fingerprint(self) -> tuple[_native.HashFunction, bytes]: ...
+    def event_fd(self) -> int: ...
+    def drain_events(self) -> list[_native.NativeEvent]: ...
+    def create_router(self, router_id: int, feedback_audio_ssrc: int, feedback_video_ssrc: int) -> None: ...
+    def close_router(self, router_id: int) -> None: ...
+    def create_transport(
+        self, router_id: int, transport_id: int, ufrag: str, pwd: str, controlling: bool
+    ) -> None: ...
+    def connect_transport(
+        self, transport_id: int, ufrag: str, pwd: str, fingerprints: Sequence[_native.Fingerprint]
+    ) -> None: ...
+    def add_remote_candidates(self, transport_id: int, candidates: Sequence[_native.Candidate]) -> None: ...
+    def set_sources(self, transport_id: int, sources: Sequence[_native.Source]) -> None: ...
+    def request_keyframe(self, transport_id: int, ssrc: int) -> None: ...
+    def set_force_mute(self, transport_id: int, audio: bool, video: bool) -> None: ...
+    def close_transport(self, transport_id: int) -> None: ...
+    def get_stats(self, request_id: int) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+_KINDS: dict[MediaKind, _native.MediaKind] = {
+    "audio": _native.MediaKind.AUDIO,
+    "video": _native.MediaKind.VIDEO,
+}
+_CANDIDATE_TYPES: dict[CandidateType, _native.CandidateType] = {
+    "host": _native.CandidateType.HOST,
+    "srflx": _native.CandidateType.SRFLX,
+    "prflx": _native.CandidateType.PRFLX,
+    "relay": _native.CandidateType.RELAY,
+}
+_SETUPS: dict[Setup, _native.DtlsSetup] = {
+    "active": _native.DtlsSetup.ACTIVE,
+    "passive": _native.DtlsSetup.PASSIVE,
+    "actpass": _native.DtlsSetup.ACTPASS,
+}
+_HASHES: dict[HashName, _native.HashFunction] = {
+    "sha-1": _native.HashFunction.SHA_1,
+    "sha-256": _native.HashFunction.SHA_256,
+    "sha-384": _native.HashFunction.SHA_384,
+    "sha-512": _native.HashFunction.SHA_512,
+}
+_GROUPS = {"SIM": _native.SsrcGroupSemantics.SIM, "FID": _native.SsrcGroupSemantics.FID}
+
+
+def to_native_fingerprint(fp: Fingerprint) -> _native.Fingerprint:
+    return _native.Fingerprint(_HASHES[fp.hash], fp.digest, _SETUPS[fp.setup])
+
+
+def to_native_candidate(c: Candidate) -> _native.Candidate:
+    return _native.Candidate(c.ip, c.port, c.priority, _CANDIDATE_TYPES[c.type])
+
+
+def to_native_source(s: Source) -> _native.Source:
+    groups = [_native.SsrcGroup(_GROUPS[g.semantics], list(g.ssrcs)) for g in s.groups]
+    return _native.Source(_KINDS[s.kind], list(s.ssrcs), groups, s.name)
+
+
+def local_fingerprint(native: NativeSeam) -> Fingerprint:
+    """The bridge certificate's fingerprint, offered with a=setup:actpass (the bridge lets the peer pick)."""
+    hash_function, digest = native.fingerprint()
+    (name,) = (n for n, h in _HASHES.items() if h == hash_function)
+    return Fingerprint(name, digest, "actpass")

@@ -1,0 +1,282 @@
+//! The typed values the seam's Commands carry: transport descriptions (fingerprints, candidates) and
+//! Sources with their SIM/FID groups. Python builds them from values the bridge validated once
+//! (bridge/seam.py); here each converts field by field into sluice-core's types, parsing nothing again.
+
+use std::net::IpAddr;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+
+use sluice_core::domain;
+use sluice_core::dtls::{self, HashAlg};
+use sluice_core::ice::CandidateKind;
+
+#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    #[pyo3(name = "AUDIO")]
+    Audio,
+    #[pyo3(name = "VIDEO")]
+    Video,
+}
+
+impl From<MediaKind> for domain::MediaKind {
+    fn from(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => domain::MediaKind::Audio,
+            MediaKind::Video => domain::MediaKind::Video,
+        }
+    }
+}
+
+/// RFC 8445 5.1.1 candidate types.
+#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum CandidateType {
+    #[pyo3(name = "HOST")]
+    Host,
+    #[pyo3(name = "SRFLX")]
+    Srflx,
+    #[pyo3(name = "PRFLX")]
+    Prflx,
+    #[pyo3(name = "RELAY")]
+    Relay,
+}
+
+impl From<CandidateType> for CandidateKind {
+    fn from(kind: CandidateType) -> Self {
+        match kind {
+            CandidateType::Host => CandidateKind::Host,
+            CandidateType::Srflx => CandidateKind::ServerReflexive,
+            CandidateType::Prflx => CandidateKind::PeerReflexive,
+            CandidateType::Relay => CandidateKind::Relayed,
+        }
+    }
+}
+
+/// RFC 4145 4 a=setup.
+#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DtlsSetup {
+    #[pyo3(name = "ACTIVE")]
+    Active,
+    #[pyo3(name = "PASSIVE")]
+    Passive,
+    #[pyo3(name = "ACTPASS")]
+    Actpass,
+}
+
+impl From<DtlsSetup> for dtls::DtlsSetup {
+    fn from(setup: DtlsSetup) -> Self {
+        match setup {
+            DtlsSetup::Active => dtls::DtlsSetup::Active,
+            DtlsSetup::Passive => dtls::DtlsSetup::Passive,
+            DtlsSetup::Actpass => dtls::DtlsSetup::Actpass,
+        }
+    }
+}
+
+/// The fingerprint hash functions the native DTLS supports (RFC 8122 5).
+#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum HashFunction {
+    #[pyo3(name = "SHA_1")]
+    Sha1,
+    #[pyo3(name = "SHA_256")]
+    Sha256,
+    #[pyo3(name = "SHA_384")]
+    Sha384,
+    #[pyo3(name = "SHA_512")]
+    Sha512,
+}
+
+impl From<HashFunction> for HashAlg {
+    fn from(hash: HashFunction) -> Self {
+        match hash {
+            HashFunction::Sha1 => HashAlg::Sha1,
+            HashFunction::Sha256 => HashAlg::Sha256,
+            HashFunction::Sha384 => HashAlg::Sha384,
+            HashFunction::Sha512 => HashAlg::Sha512,
+        }
+    }
+}
+
+impl From<HashAlg> for HashFunction {
+    fn from(hash: HashAlg) -> Self {
+        match hash {
+            HashAlg::Sha1 => HashFunction::Sha1,
+            HashAlg::Sha256 => HashFunction::Sha256,
+            HashAlg::Sha384 => HashFunction::Sha384,
+            HashAlg::Sha512 => HashFunction::Sha512,
+        }
+    }
+}
+
+/// A remote DTLS fingerprint: the digest's bytes (a digest of the wrong length matches no certificate)
+/// and the a=setup announced with it.
+#[pyclass(frozen, get_all, eq, from_py_object, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    hash: HashFunction,
+    digest: Vec<u8>,
+    setup: DtlsSetup,
+}
+
+#[pymethods]
+impl Fingerprint {
+    #[new]
+    fn new(hash: HashFunction, digest: Vec<u8>, setup: DtlsSetup) -> Self {
+        Fingerprint {
+            hash,
+            digest,
+            setup,
+        }
+    }
+}
+
+impl Fingerprint {
+    pub fn to_core(&self) -> dtls::Fingerprint {
+        dtls::Fingerprint {
+            hash: self.hash.into(),
+            value: self.digest.clone(),
+        }
+    }
+
+    pub fn setup(&self) -> dtls::DtlsSetup {
+        self.setup.into()
+    }
+}
+
+/// A remote ICE candidate for component 1 over UDP (the only ones the bridge can use).
+#[pyclass(frozen, get_all, eq, from_py_object, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct Candidate {
+    ip: IpAddr,
+    port: u16,
+    priority: u32,
+    #[pyo3(name = "type")]
+    kind: CandidateType,
+}
+
+#[pymethods]
+impl Candidate {
+    /// `ip` is an `ipaddress` address object: its packed bytes cross, never its text.
+    #[new]
+    fn new(
+        ip: &Bound<'_, PyAny>,
+        port: u16,
+        priority: u32,
+        r#type: CandidateType,
+    ) -> PyResult<Self> {
+        let not_an_address =
+            || PyTypeError::new_err("ip must be an ipaddress.IPv4Address or IPv6Address");
+        let packed: Vec<u8> = ip
+            .getattr("packed")
+            .and_then(|p| p.extract())
+            .map_err(|_| not_an_address())?;
+        let ip = match <[u8; 16]>::try_from(packed.as_slice()) {
+            Ok(v6) => IpAddr::from(v6),
+            Err(_) => {
+                IpAddr::from(<[u8; 4]>::try_from(packed.as_slice()).map_err(|_| not_an_address())?)
+            }
+        };
+        Ok(Candidate {
+            ip,
+            port,
+            priority,
+            kind: r#type,
+        })
+    }
+}
+
+impl Candidate {
+    pub fn to_core(&self) -> domain::RemoteCandidate {
+        domain::RemoteCandidate {
+            addr: std::net::SocketAddr::new(self.ip, self.port),
+            priority: self.priority,
+            kind: self.kind.into(),
+        }
+    }
+}
+
+/// RFC 5576 ssrc-group semantics the packet path uses.
+#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SsrcGroupSemantics {
+    #[pyo3(name = "SIM")]
+    Sim,
+    #[pyo3(name = "FID")]
+    Fid,
+}
+
+#[pyclass(frozen, get_all, eq, from_py_object, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct SsrcGroup {
+    semantics: SsrcGroupSemantics,
+    ssrcs: Vec<u32>,
+}
+
+#[pymethods]
+impl SsrcGroup {
+    #[new]
+    fn new(semantics: SsrcGroupSemantics, ssrcs: Vec<u32>) -> Self {
+        SsrcGroup { semantics, ssrcs }
+    }
+}
+
+/// A signalled Source: its kind, every SSRC it sends, its SIM and FID groups, its name.
+#[pyclass(frozen, get_all, eq, from_py_object, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct Source {
+    kind: MediaKind,
+    ssrcs: Vec<u32>,
+    groups: Vec<SsrcGroup>,
+    name: String,
+}
+
+#[pymethods]
+impl Source {
+    #[new]
+    fn new(kind: MediaKind, ssrcs: Vec<u32>, groups: Vec<SsrcGroup>, name: String) -> Self {
+        Source {
+            kind,
+            ssrcs,
+            groups,
+            name,
+        }
+    }
+}
+
+impl Source {
+    pub fn to_core(&self) -> domain::Source {
+        domain::Source {
+            kind: self.kind.into(),
+            ssrcs: self.ssrcs.clone(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| domain::SsrcGroup {
+                    semantics: match g.semantics {
+                        SsrcGroupSemantics::Sim => domain::GroupSemantics::Sim,
+                        SsrcGroupSemantics::Fid => domain::GroupSemantics::Fid,
+                    },
+                    ssrcs: g.ssrcs.clone(),
+                })
+                .collect(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<MediaKind>()?;
+    m.add_class::<CandidateType>()?;
+    m.add_class::<DtlsSetup>()?;
+    m.add_class::<HashFunction>()?;
+    m.add_class::<Fingerprint>()?;
+    m.add_class::<Candidate>()?;
+    m.add_class::<SsrcGroupSemantics>()?;
+    m.add_class::<SsrcGroup>()?;
+    m.add_class::<Source>()?;
+    Ok(())
+}

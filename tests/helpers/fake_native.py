@@ -1,0 +1,95 @@
+"""A stand-in for `_native.NativeBridge` (bridge.seam.NativeSeam): records every Command, runs no core.
+
+Unit tests drive the real registry (`Bridge(native=FakeNative())`) with it and read back exactly what would
+have crossed the seam. Events never come: there is no shard behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bridge import Bridge, _native
+
+#: The bridge certificate's fake sha-256 digest.
+DIGEST = bytes(range(32))
+
+
+class FakeNative:
+    def __init__(self, addresses: Sequence[tuple[str, int]] = (("127.0.0.1", 10000),)) -> None:
+        self.addresses = list(addresses)
+        #: (method, arguments) of every Command, in order.
+        self.commands: list[tuple[str, tuple[object, ...]]] = []
+        #: The typed values of the Commands that carry them, in order.
+        self.connected: list[tuple[int, str, str, list[_native.Fingerprint]]] = []
+        self.candidates: list[tuple[int, list[_native.Candidate]]] = []
+        self.sources: list[tuple[int, list[_native.Source]]] = []
+        self.shut_down = False
+
+    def clear(self) -> None:
+        """Forgets every Command recorded so far."""
+        self.commands.clear()
+        self.connected.clear()
+        self.candidates.clear()
+        self.sources.clear()
+
+    def named(self, name: str) -> list[tuple[object, ...]]:
+        """The arguments of every Command sent by method `name`."""
+        return [args for method, args in self.commands if method == name]
+
+    def local_addresses(self) -> list[tuple[str, int]]:
+        return list(self.addresses)
+
+    def fingerprint(self) -> tuple[_native.HashFunction, bytes]:
+        return _native.HashFunction.SHA_256, DIGEST
+
+    def event_fd(self) -> int:
+        return -1
+
+    def drain_events(self) -> list[_native.NativeEvent]:
+        return []
+
+    def create_router(self, router_id: int, feedback_audio_ssrc: int, feedback_video_ssrc: int) -> None:
+        self.commands.append(("create_router", (router_id, feedback_audio_ssrc, feedback_video_ssrc)))
+
+    def close_router(self, router_id: int) -> None:
+        self.commands.append(("close_router", (router_id,)))
+
+    def create_transport(
+        self, router_id: int, transport_id: int, ufrag: str, pwd: str, controlling: bool
+    ) -> None:
+        self.commands.append(("create_transport", (router_id, transport_id, ufrag, pwd, controlling)))
+
+    def connect_transport(
+        self, transport_id: int, ufrag: str, pwd: str, fingerprints: Sequence[_native.Fingerprint]
+    ) -> None:
+        self.connected.append((transport_id, ufrag, pwd, list(fingerprints)))
+        self.commands.append(("connect_transport", self.connected[-1]))
+
+    def add_remote_candidates(self, transport_id: int, candidates: Sequence[_native.Candidate]) -> None:
+        self.candidates.append((transport_id, list(candidates)))
+        self.commands.append(("add_remote_candidates", self.candidates[-1]))
+
+    def set_sources(self, transport_id: int, sources: Sequence[_native.Source]) -> None:
+        self.sources.append((transport_id, list(sources)))
+        self.commands.append(("set_sources", self.sources[-1]))
+
+    def request_keyframe(self, transport_id: int, ssrc: int) -> None:
+        self.commands.append(("request_keyframe", (transport_id, ssrc)))
+
+    def set_force_mute(self, transport_id: int, audio: bool, video: bool) -> None:
+        self.commands.append(("set_force_mute", (transport_id, audio, video)))
+
+    def close_transport(self, transport_id: int) -> None:
+        self.commands.append(("close_transport", (transport_id,)))
+
+    def get_stats(self, request_id: int) -> None:
+        self.commands.append(("get_stats", (request_id,)))
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def fake_bridge() -> tuple[Bridge, FakeNative]:
+    """A registry over a FakeNative, ready to use (nothing to start)."""
+    native = FakeNative()
+    return Bridge(native=native), native
