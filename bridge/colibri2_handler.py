@@ -96,7 +96,7 @@ class _Running:
 
 
 @dataclass(frozen=True, slots=True)
-class _Answer:
+class Answer:
     """How the response names one requested endpoint."""
 
     endpoint_id: str
@@ -110,7 +110,7 @@ class Colibri2Plan:
 
     meeting_id: str
     changes: tuple[Change, ...]
-    answers: tuple[_Answer, ...]
+    answers: tuple[Answer, ...]
     #: Whether the answer signals the conference's feedback sources (a conference or endpoint was created).
     feedback: bool
 
@@ -247,7 +247,7 @@ class Colibri2Handler:
 
     # -- one endpoint -------------------------------------------------------------------------------------
 
-    def _endpoint(self, conference: _Conference, request: Endpoint) -> _Answer | None:
+    def _endpoint(self, conference: _Conference, request: Endpoint) -> Answer | None:
         meeting_id = conference.meeting_id
         if request.create:
             if request.id in conference.endpoints:
@@ -271,7 +271,7 @@ class Colibri2Handler:
             )
             conference.changes.append(self._update(conference, None, request))
             sctp = request.transport is not None and request.transport.sctp is not None
-            return _Answer(request.id, "created", sctp)
+            return Answer(request.id, "created", sctp)
         if request.id not in conference.endpoints:
             if _is_expire_or_force_mute_only(request):
                 return None  # JVB ignores these for endpoints it does not know
@@ -284,13 +284,13 @@ class Colibri2Handler:
         if request.expire:
             del conference.endpoints[request.id]
             conference.changes.append(ExpireEndpoint(meeting_id, request.id))
-            return _Answer(request.id, "expired")
+            return Answer(request.id, "expired")
         self._check_sctp(request)
         current = conference.endpoints[request.id]
         if current is not None and current.muc_role == "visitor" and request.sources:
             raise bad_request(f"Visitor endpoint {request.id} may not send sources")
         conference.changes.append(self._update(conference, current, request))
-        return _Answer(request.id, "updated")
+        return Answer(request.id, "updated")
 
     def _update(
         self, conference: _Conference, current: BridgeEndpoint | None, request: Endpoint

@@ -414,15 +414,23 @@ mod tests {
             }
         );
 
-        // A new set replaces the layers; a Producer that stays keeps its receive state.
-        r.producers.get_mut(&1).expect("producer").packets = 7;
+        // A new set replaces the layers; a Producer that stays keeps its receive state and learns its new
+        // place (the middle layer alone is now layer 0).
+        r.producers.get_mut(&2).expect("producer").packets = 7;
         let mut fewer = video;
-        fewer.ssrcs = vec![1, 11];
-        fewer.groups.truncate(2);
+        fewer.ssrcs = vec![2, 12];
+        fewer.groups = vec![group(GroupSemantics::Fid, &[2, 12])];
         r.set_sources(10, &[fewer]);
-        assert_eq!(r.sources_of(10)[0].layers, [layer(1, Some(11))]);
-        assert_eq!(r.producers[&1].packets, 7);
-        assert!(!r.producers.contains_key(&3) && !r.producers.contains_key(&5));
+        assert_eq!(r.sources_of(10)[0].layers, [layer(2, Some(12))]);
+        assert_eq!(r.producers[&2].packets, 7);
+        assert_eq!(
+            r.producers[&2].stream,
+            Stream::Layer {
+                index: 0,
+                rtx: Some(12)
+            }
+        );
+        assert!(!r.producers.contains_key(&1) && !r.producers.contains_key(&5));
         r.remove_member(10);
         assert!(r.sources_of(10).is_empty() && r.producers.is_empty());
     }

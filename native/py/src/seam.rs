@@ -11,8 +11,8 @@ use sluice_core::domain;
 use sluice_core::dtls::{self, HashAlg};
 use sluice_core::ice::CandidateKind;
 
-#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MediaKind {
     #[pyo3(name = "AUDIO")]
     Audio,
@@ -30,8 +30,8 @@ impl From<MediaKind> for domain::MediaKind {
 }
 
 /// RFC 8445 5.1.1 candidate types.
-#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CandidateType {
     #[pyo3(name = "HOST")]
     Host,
@@ -55,8 +55,8 @@ impl From<CandidateType> for CandidateKind {
 }
 
 /// RFC 4145 4 a=setup.
-#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DtlsSetup {
     #[pyo3(name = "ACTIVE")]
     Active,
@@ -77,8 +77,8 @@ impl From<DtlsSetup> for dtls::DtlsSetup {
 }
 
 /// The fingerprint hash functions the native DTLS supports (RFC 8122 5).
-#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashFunction {
     #[pyo3(name = "SHA_1")]
     Sha1,
@@ -200,8 +200,8 @@ impl Candidate {
 }
 
 /// RFC 5576 ssrc-group semantics the packet path uses.
-#[pyclass(eq, eq_int, frozen, from_py_object, module = "bridge._native")]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SsrcGroupSemantics {
     #[pyo3(name = "SIM")]
     Sim,
