@@ -1,7 +1,8 @@
 //! Router: one conference's forwarding domain. It knows its transports, every Source each one signalled
 //! (with its layers and their RTX), and for every signalled SSRC the Producer that sends it; and it owns
 //! forwarding: the shard hands it each decrypted packet and an egress to queue into. The Router itself
-//! touches no socket.
+//! touches no socket. Producers stay per SSRC and as small as the packet path needs; what an SSRC is within
+//! its Source is looked up in the Source's record (`Router::stream`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -75,8 +76,6 @@ impl SourceRecord {
 pub struct Producer {
     pub transport: TransportId,
     pub kind: MediaKind,
-    /// Its place in its Source: which layer, or the RTX of which.
-    pub stream: Stream,
     pub stats: ReceiverStats,
     pub last_keyframe_request: Option<Instant>,
     pub packets: u64,
@@ -158,6 +157,19 @@ impl Router {
     /// The Sources `transport` signalled last, with their layers and RTX.
     pub fn sources_of(&self, transport: TransportId) -> &[SourceRecord] {
         self.sources.get(&transport).map_or(&[], Vec::as_slice)
+    }
+
+    /// What `ssrc` is within the Source its Producer's transport signalled: a layer, the RTX of one, or
+    /// neither (`Other`). None when no Producer sends it.
+    pub fn stream(&self, ssrc: u32) -> Option<Stream> {
+        let p = self.producers.get(&ssrc)?;
+        let sources = self.sources_of(p.transport);
+        Some(
+            sources
+                .iter()
+                .find_map(|s| s.stream(ssrc))
+                .unwrap_or(Stream::Other),
+        )
     }
 
     /// The media path for one decrypted RTP packet from member `from`: RFC 3550 receive statistics on
@@ -278,9 +290,9 @@ impl Router {
         self.sources.remove(&transport);
     }
 
-    /// Replaces the Sources of one transport (Colibri2 sources replace, never merge): one Producer per
-    /// SSRC, each knowing its layer or the layer it retransmits. Receive state of an SSRC that stays is
-    /// kept. SSRCs owned by another transport are refused (returned).
+    /// Replaces the Sources of one transport (Colibri2 sources replace, never merge): a record of each
+    /// Source with its layers, and one Producer per SSRC. Receive state of an SSRC that stays is kept.
+    /// SSRCs owned by another transport are refused (returned).
     pub fn set_sources(&mut self, transport: TransportId, sources: &[Source]) -> Vec<u32> {
         let records: Vec<SourceRecord> = sources
             .iter()
@@ -295,19 +307,17 @@ impl Router {
         self.producers.retain(|ssrc, p| {
             p.transport != transport || sources.iter().any(|s| s.ssrcs.contains(ssrc))
         });
-        for (s, record) in sources.iter().zip(&records) {
+        for s in sources {
             for &ssrc in &s.ssrcs {
-                let stream = record.stream(ssrc).unwrap_or(Stream::Other);
-                match self.producers.get_mut(&ssrc) {
+                match self.producers.get(&ssrc) {
                     Some(p) if p.transport != transport => refused.push(ssrc),
-                    Some(p) => p.stream = stream,
+                    Some(_) => {}
                     None => {
                         self.producers.insert(
                             ssrc,
                             Producer {
                                 transport,
                                 kind: s.kind,
-                                stream,
                                 stats: ReceiverStats::new(ssrc, s.kind.clock_rate()),
                                 last_keyframe_request: None,
                                 packets: 0,
@@ -399,19 +409,19 @@ mod tests {
             [layer(1, Some(11)), layer(2, Some(12)), layer(3, Some(13))]
         );
         assert_eq!(
-            r.producers[&3].stream,
-            Stream::Layer {
+            r.stream(3),
+            Some(Stream::Layer {
                 index: 2,
                 rtx: Some(13)
-            }
+            })
         );
-        assert_eq!(r.producers[&12].stream, Stream::Rtx { primary: 2 });
+        assert_eq!(r.stream(12), Some(Stream::Rtx { primary: 2 }));
         assert_eq!(
-            r.producers[&5].stream,
-            Stream::Layer {
+            r.stream(5),
+            Some(Stream::Layer {
                 index: 0,
                 rtx: None
-            }
+            })
         );
 
         // A new set replaces the layers; a Producer that stays keeps its receive state and learns its new
@@ -424,11 +434,11 @@ mod tests {
         assert_eq!(r.sources_of(10)[0].layers, [layer(2, Some(12))]);
         assert_eq!(r.producers[&2].packets, 7);
         assert_eq!(
-            r.producers[&2].stream,
-            Stream::Layer {
+            r.stream(2),
+            Some(Stream::Layer {
                 index: 0,
                 rtx: Some(12)
-            }
+            })
         );
         assert!(!r.producers.contains_key(&1) && !r.producers.contains_key(&5));
         r.remove_member(10);

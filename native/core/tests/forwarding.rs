@@ -195,15 +195,16 @@ fn set_sources_carries_simulcast_layers_and_rtx_into_the_router() {
         })
     );
     assert_eq!(
-        router.producers[&0x12].stream,
-        Stream::Layer {
+        router.stream(0x12),
+        Some(Stream::Layer {
             index: 1,
             rtx: Some(0x22)
-        }
+        })
     );
-    assert_eq!(
-        router.producers[&0x23].stream,
-        Stream::Rtx { primary: 0x13 }
+    assert_eq!(router.stream(0x23), Some(Stream::Rtx { primary: 0x13 }));
+    assert!(
+        router.producers.contains_key(&0x23),
+        "every SSRC has its Producer"
     );
 
     conf.connect_all();
