@@ -327,6 +327,8 @@ impl SendBatch {
 
     /// Forgets every queued datagram without sending.
     pub fn clear(&mut self) {
+        let n = self.count.min(self.sources.len());
+        self.sources[..n].fill(None);
         self.count = 0;
     }
 
@@ -340,19 +342,7 @@ impl SendBatch {
     }
 
     /// Queues the datagram written into the current slot.
-    #[inline]
     pub fn commit(&mut self, len: usize, to: SocketAddr) {
-        self.commit_with(len, to, None);
-    }
-
-    /// Queues the datagram written into the current slot, to leave from local address `from`
-    /// (a batch made by [`SendBatch::with_pktinfo`]; otherwise like [`SendBatch::commit`]).
-    pub fn commit_from(&mut self, len: usize, to: SocketAddr, from: Ipv4Addr) {
-        self.commit_with(len, to, Some(from));
-    }
-
-    #[inline]
-    fn commit_with(&mut self, len: usize, to: SocketAddr, from: Option<Ipv4Addr>) {
         debug_assert!(self.count < self.bufs.len() && len <= MAX_DATAGRAM);
         if self.count >= self.bufs.len() {
             return;
@@ -361,10 +351,16 @@ impl SendBatch {
         self.addrs[self.count] = storage;
         self.addr_lens[self.count] = slen;
         self.lens[self.count] = len.min(MAX_DATAGRAM);
-        if let Some(s) = self.sources.get_mut(self.count) {
-            *s = from;
-        }
         self.count += 1;
+    }
+
+    /// Queues the datagram written into the current slot, to leave from local address `from`
+    /// (a batch made by [`SendBatch::with_pktinfo`]; otherwise like [`SendBatch::commit`]).
+    pub fn commit_from(&mut self, len: usize, to: SocketAddr, from: Ipv4Addr) {
+        if let Some(s) = self.sources.get_mut(self.count) {
+            *s = Some(from);
+        }
+        self.commit(len, to);
     }
 
     /// Copies `data` into the next slot and queues it. Returns false when the batch is full or it is too big.
@@ -426,11 +422,15 @@ impl SendBatch {
             hdr.msg_hdr.msg_iovlen = 1;
             hdr.msg_hdr.msg_control = std::ptr::null_mut();
             hdr.msg_hdr.msg_controllen = 0;
-            if let Some(src) = self.sources.get(i).copied().flatten() {
-                write_pktinfo(&mut hdr.msg_hdr, &mut self.cmsgs[i], src);
-            }
             hdr.msg_hdr.msg_flags = 0;
             hdr.msg_len = 0;
+        }
+        // Only a batch made with_pktinfo has sources; each is used once, so `commit` need not
+        // clear it (the shard's batches stay as they were without).
+        for i in 0..self.count.min(self.sources.len()) {
+            if let Some(src) = self.sources[i].take() {
+                write_pktinfo(&mut self.hdrs[i].msg_hdr, &mut self.cmsgs[i], src);
+            }
         }
     }
 }
@@ -665,6 +665,14 @@ mod tests {
             .collect();
         want.push((10, SocketAddr::from((Ipv4Addr::LOCALHOST, port)), None));
         assert_eq!(got, want);
+        // A source holds for its one datagram: the slot's next use leaves from the kernel's choice.
+        assert!(tx.push(&[11; 5], peer.local_addr()));
+        shared.send_batch(&mut tx);
+        let got = receive(&peer, &mut rx, 1);
+        assert_eq!(
+            got,
+            vec![(11, SocketAddr::from((Ipv4Addr::LOCALHOST, port)), None)]
+        );
 
         // Back: each datagram says which local address it was for; a plain batch says nothing.
         let mut back = SendBatch::new(16);
