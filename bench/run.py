@@ -4,6 +4,9 @@ For each target (and each ramp step) the same emulated endpoints (native/loadgen
 are allocated, connected, made to send for the scenario's duration, and measured: the load generator
 counts what arrived (loss, latency), /proc gives the target's CPU and the kernel's UDP drops, and for the
 bridge its /metrics gives egress packets, syscall batches and seam crossings.
+
+The load generator is bench._native (native/benchpy), which scripts/bootstrap.sh builds in a checkout;
+the bridge's wheel does not carry it, so it is imported only when a bench starts.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,7 +34,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.colibri import ColibriClient, LocalTransport, SourceSet
 from bench.procstat import CpuTimes, UdpCounters, hardware, machine_busy_seconds, process_cpu, udp_counters
 from bench.scenario import Scenario
-from bridge import _native
+
+if TYPE_CHECKING:
+    from bench._native import LoadGen, LoadGenStats
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_RELAY = REPO / "native" / "target" / "release" / "raw_relay"
@@ -41,6 +46,16 @@ RAW_STATS_MS = 100
 
 class BenchError(RuntimeError):
     """The bench could not run (a target did not start, endpoints did not connect)."""
+
+
+def _loadgen_class() -> type[LoadGen]:
+    try:
+        from bench import _native  # noqa: PLC0415
+    except ImportError as exc:
+        raise BenchError(
+            f"the load generator (bench._native) is missing: {exc}; run scripts/bootstrap.sh in a checkout"
+        ) from exc
+    return _native.LoadGen
 
 
 # ---- targets: what the load goes through
@@ -262,7 +277,7 @@ class RunResult:
     target: str
     scenario: Scenario
     duration_s: float
-    loadgen: dict[str, Any]
+    loadgen: LoadGenStats
     before: Counters
     after: Counters
     loadgen_cpu_cores: float
@@ -283,18 +298,15 @@ class RunResult:
             if self.after.cpu is not None and self.before.cpu is not None
             else None
         )
-        latency = lg.get("latency") or {}
-        expected = int(lg.get("expected", 0))
-        lost = int(lg.get("lost", 0))
-        totals = lg.get("totals") or {}
+        latency = lg["latency"]
+        expected, lost = lg["expected"], lg["lost"]
         seam = self._delta("seam")
         send_calls, send_packets = self._delta("send_calls"), self._delta("send_packets")
         recv_calls, recv_packets = self._delta("recv_calls"), self._delta("recv_packets")
         udp = self.after.udp - self.before.udp
 
-        def us(key: str) -> float | None:
-            v = latency.get(key)
-            return round(v / 1000, 1) if isinstance(v, int | float) and latency.get("count") else None
+        def us(ns: int | None) -> float | None:
+            return round(ns / 1000, 1) if ns is not None and latency["count"] else None
 
         return {
             "target": self.target,
@@ -305,8 +317,8 @@ class RunResult:
             "duration_s": round(elapsed, 2),
             "offered_egress_pps": round(s.expected_egress_pps()),
             "egress_pps": round(egress / self.duration_s) if egress is not None else None,
-            "received_pps": round(int(lg.get("received", 0)) / max(self.duration_s, 1e-9)),
-            "payload_bytes_per_s": round(int(totals.get("recv_bytes", 0)) / max(self.duration_s, 1e-9)),
+            "received_pps": round(lg["received"] / max(self.duration_s, 1e-9)),
+            "payload_bytes_per_s": round(lg["totals"]["recv_bytes"] / max(self.duration_s, 1e-9)),
             "cpu_cores": round(cpu_s / elapsed, 3) if cpu_s is not None else None,
             "cpu_us_per_egress_packet": round(cpu_s * 1e6 / egress, 3)
             if cpu_s is not None and egress
@@ -317,16 +329,16 @@ class RunResult:
             if self.machine_cpu_cores is not None and cpu_s is not None
             else None,
             "expected_packets": expected,
-            "received_packets": int(lg.get("received", 0)),
+            "received_packets": lg["received"],
             "lost_packets": lost,
             "loss_pct": round(100 * lost / expected, 4) if expected else None,
-            "duplicates": int(lg.get("duplicates", 0)),
-            "reordered": int(lg.get("reordered", 0)),
+            "duplicates": lg["duplicates"],
+            "reordered": lg["reordered"],
             "latency_us": {
-                "p50": us("p50_ns"),
-                "p99": us("p99_ns"),
-                "p999": us("p999_ns"),
-                "max": us("max_ns"),
+                "p50": us(latency["p50_ns"]),
+                "p99": us(latency["p99_ns"]),
+                "p999": us(latency["p999_ns"]),
+                "max": us(latency["max_ns"]),
             },
             "kernel_udp_drops": {
                 "rcvbuf_errors": udp.rcvbuf_errors,
@@ -340,9 +352,9 @@ class RunResult:
             "packets_per_recvmmsg": round(recv_packets / recv_calls, 2)
             if recv_calls and recv_packets
             else None,
-            "loadgen_packets_per_send_call": lg.get("packets_per_send_call"),
-            "loadgen_packets_per_recv_call": lg.get("packets_per_recv_call"),
-            "failed_endpoints": int(lg.get("failed", 0)),
+            "loadgen_packets_per_send_call": lg["packets_per_send_call"],
+            "loadgen_packets_per_recv_call": lg["packets_per_recv_call"],
+            "failed_endpoints": lg["failed"],
         }
 
 
@@ -362,16 +374,16 @@ def _progress_line(target: str, elapsed: float, duration: float, sample: Sample 
     return f"\r{target:>9} [{bar}] {elapsed:5.1f}/{duration:.0f} s{live}"
 
 
-def _sources(scenario: Scenario, index: int, *, sender: bool) -> tuple[int | None, list[int]]:
+def _sources(scenario: Scenario, lg: LoadGen, index: int, *, sender: bool) -> tuple[int | None, list[int]]:
     """The SSRCs endpoint `index` sends: none for a receive-only one, else what the media asks for."""
     if not sender:
         return None, []
     m = scenario.media
-    audio, video = _native.LoadGen.default_sources(index, m.video_ssrcs)
+    audio, video = lg.default_sources(index, m.video_ssrcs)
     return (audio if m.audio else None), (video if m.video_ssrcs else [])
 
 
-async def _allocate_bridge(target: BridgeTarget, lg: _native.LoadGen, scenario: Scenario) -> list[str]:
+async def _allocate_bridge(target: BridgeTarget, lg: LoadGen, scenario: Scenario) -> list[str]:
     meetings = []
     for conf in range(scenario.conferences):
         meeting = f"bench-{uuid.uuid4()}"
@@ -384,7 +396,7 @@ async def _allocate_bridge(target: BridgeTarget, lg: _native.LoadGen, scenario: 
             )
         for i, ep in enumerate(eps):
             index = ep["index"]
-            audio, video = _sources(scenario, index, sender=i < scenario.senders)
+            audio, video = _sources(scenario, lg, index, sender=i < scenario.senders)
             lg.set_sources(index, audio, video)
             local = LocalTransport(
                 ufrag=ep["ufrag"],
@@ -409,13 +421,13 @@ async def _allocate_bridge(target: BridgeTarget, lg: _native.LoadGen, scenario: 
     return meetings
 
 
-def _allocate_raw(target: RawRelayTarget, lg: _native.LoadGen, scenario: Scenario) -> None:
+def _allocate_raw(target: RawRelayTarget, lg: LoadGen, scenario: Scenario) -> None:
     host, port = target.address
     for conf in range(scenario.conferences):
         eps = lg.create_endpoints(scenario.endpoints_per_conference, conf)
         for i, ep in enumerate(eps):
             index = ep["index"]
-            audio, video = _sources(scenario, index, sender=i < scenario.senders)
+            audio, video = _sources(scenario, lg, index, sender=i < scenario.senders)
             lg.set_sources(index, audio, video)
             lg.connect_raw(index, host, port)
 
@@ -425,7 +437,7 @@ async def run_once(
 ) -> RunResult:
     m = scenario.media
     mode = "raw" if isinstance(target, RawRelayTarget) else "secure"
-    lg = _native.LoadGen(
+    lg = _loadgen_class()(
         threads=threads,
         mode=mode,
         audio=m.audio,
@@ -449,27 +461,27 @@ async def run_once(
         started = time.monotonic()
         series: list[Sample] = []
         last = before
-        last_lg: dict[str, Any] = {"received": 0, "expected": 0, "lost_gap": 0}
+        last_received = last_gaps = 0
         while (elapsed := time.monotonic() - started) < scenario.duration:
             await asyncio.sleep(min(1.0, scenario.duration - elapsed))
             now = await target.counters()
-            stats: dict[str, Any] = lg.stats()
+            stats = lg.stats()
             dt = max(now.at - last.at, 1e-6)
             cpu = now.cpu.total - last.cpu.total if now.cpu and last.cpu else 0.0
             egress = (now.packets_out or 0) - (last.packets_out or 0)
-            received = int(stats.get("received", 0)) - int(last_lg.get("received", 0))
-            gaps = int(stats.get("lost_gap", 0)) - int(last_lg.get("lost_gap", 0))
-            p99 = (stats.get("latency") or {}).get("p99_ns")
+            received = stats["received"] - last_received
+            gaps = stats["lost_gap"] - last_gaps
+            p99 = stats["latency"]["p99_ns"]
             sample = Sample(
                 t=round(now.at - started, 2),
                 cpu_cores=round(cpu / dt, 3),
                 egress_pps=round(egress / dt) if now.packets_out is not None else round(received / dt),
                 received_pps=round(received / dt),
                 loss_pct=round(100 * gaps / max(received + gaps, 1), 4),
-                latency_p99_us=round(p99 / 1000, 1) if isinstance(p99, int | float) else None,
+                latency_p99_us=round(p99 / 1000, 1) if p99 is not None else None,
             )
             series.append(sample)
-            last, last_lg = now, stats
+            last, last_received, last_gaps = now, stats["received"], stats["lost_gap"]
             if progress is not None:
                 progress(_progress_line(target.name, now.at - started, scenario.duration, sample))
         # Rates are over the sending time; the drain after it only lets packets in flight arrive.
@@ -478,7 +490,7 @@ async def run_once(
         after = await target.counters()
         own_cpu1 = process_cpu(os.getpid())
         machine1 = machine_busy_seconds()
-        final: dict[str, Any] = lg.stats()
+        final = lg.stats()
         return RunResult(
             target=target.name,
             scenario=scenario,
@@ -528,7 +540,7 @@ def _step(bridge: RunResult, raw: RunResult | None) -> dict[str, Any]:
         "bridge": [vars(s) for s in bridge.series],
         "raw_relay": [vars(s) for s in raw.series] if raw is not None else [],
     }
-    step["latency_histogram_ns"] = bridge.loadgen.get("histogram", [])
+    step["latency_histogram_ns"] = bridge.loadgen["histogram"]
     return step
 
 
@@ -543,6 +555,7 @@ async def run_bench(
 ) -> dict[str, Any]:
     """Runs `scenario` (every ramp step) against the bridge and the raw relay; returns the JSON result."""
     steps = [scenario.at(n) for n in scenario.ramp.steps()] if scenario.ramp else [scenario]
+    _loadgen_class()  # before anything starts: a checkout without it fails here, clearly
     results: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
         if url is None:

@@ -3,7 +3,6 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
 from typing import ClassVar, Final, TypedDict
 
-SRTP_PROFILES: Final[tuple[str, ...]]
 
 # ---- the typed values Commands carry (native/py/src/seam.rs); built by bridge/seam.py
 
@@ -127,96 +126,3 @@ class NativeBridge:
     def close_transport(self, transport_id: int) -> None: ...
     def get_stats(self, request_id: int) -> None: ...
     def shutdown(self) -> None: ...
-
-class SrtpSession:
-    """One direction of SRTP/SRTCP over the native implementation (for differential tests)."""
-
-    def __init__(self, profile: str, key: bytes, salt: bytes) -> None: ...
-    def protect_rtp(self, packet: bytes) -> bytes: ...
-    def unprotect_rtp(self, packet: bytes) -> bytes: ...
-    def protect_rtcp(self, packet: bytes) -> bytes: ...
-    def unprotect_rtcp(self, packet: bytes) -> bytes: ...
-
-class LoadGenCandidate(TypedDict):
-    ip: str
-    port: int
-    priority: int
-    type: str
-    foundation: str
-
-class LoadGenEndpoint(TypedDict):
-    """One emulated endpoint's side, to put into its Colibri2 endpoint transport."""
-
-    index: int
-    group: int
-    ufrag: str
-    pwd: str
-    fingerprint_hash: str  # "sha-256"
-    fingerprint: str
-    setup: str  # "active": we offer to be the DTLS client
-    candidates: list[LoadGenCandidate]
-
-class LoadGen:
-    """Emulated endpoints (native/loadgen) on their own threads; no packet is handled under the GIL.
-
-    mode "secure": ICE controlled, DTLS-SRTP to a bridge; mode "raw": clear RTP to the raw relay.
-    Each receiver expects every stream of every other endpoint in its group (conference).
-    """
-
-    def __init__(
-        self,
-        *,
-        threads: int = 1,
-        bind_ip: str = "127.0.0.1",
-        mode: str = "secure",
-        audio: bool = True,
-        video: bool = True,
-        video_bitrate_bps: int = 1_000_000,
-        fps: int = 30,
-        video_packet_size: int = 1200,
-        audio_packet_size: int = 100,
-        # With an IPv4 loopback bind_ip: one socket per worker, each endpoint its own 127.a.b.c address.
-        shared_sockets: bool = True,
-    ) -> None: ...
-    def create_endpoints(self, count: int, group: int) -> list[LoadGenEndpoint]: ...
-    def connect(
-        self,
-        index: int,
-        ufrag: str,
-        pwd: str,
-        candidates: list[tuple[str, int, int, str]],
-        fingerprints: list[tuple[str, str]],
-        setup: str,
-    ) -> None: ...
-    def connect_raw(self, index: int, host: str, port: int) -> None: ...
-    def set_sources(self, index: int, audio_ssrc: int | None, video_ssrcs: list[int]) -> None: ...
-    @staticmethod
-    def default_sources(index: int, layers: int) -> tuple[int | None, list[int]]: ...
-    def endpoints(self) -> int: ...
-    def connected(self) -> int: ...
-    def failed(self) -> int: ...
-    def wait_connected(self, timeout: float) -> bool: ...
-    def start(self) -> None: ...
-    def stop(self, drain: float = 0.5) -> None: ...
-    def stats_json(self, detail: bool = False) -> str: ...
-    # Keys: mode, threads, elapsed_s, sending, stopped, endpoints, connected, failed, expected, received,
-    # unexpected, lost (final once stopped), lost_gap, loss_ratio, duplicates, reordered, late,
-    # packets_per_recv_call, packets_per_send_call, totals{...}, latency / latency_audio / latency_video
-    # {count, min_ns, mean_ns, p50_ns, p90_ns, p99_ns, p999_ns, max_ns}, histogram [[upper_ns, count]], and
-    # with detail: series [{t, sent_packets, sent_bytes, recv_packets, recv_bytes, gap_lost, latency}],
-    # streams [{receiver, group, sender, ssrc, kind, sent, received, lost, gap_lost, duplicates, reordered,
-    # latency_mean_ns, latency_max_ns}], endpoint_list [{index, group, state, detail, sent, received}].
-    def stats(self, detail: bool = False) -> dict[str, object]: ...
-    def shutdown(self) -> None: ...
-
-class RawRelay:
-    """The raw relay baseline (recvmmsg -> fan-out to the sender's group -> sendmmsg, no crypto) on a
-    thread named "raw-relay". A sender's group is read once from its first datagram (loadgen payload)."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None: ...
-    def local_address(self) -> tuple[str, int]: ...
-    def start(self) -> None: ...
-    # Keys: packets_in, bytes_in, packets_out, bytes_out, untagged, send_failed, members, groups, recv_calls,
-    # recv_syscall_packets, send_calls, send_syscall_packets, packets_per_recv_call, packets_per_send_call.
-    def stats(self) -> dict[str, float]: ...
-    def stop(self) -> None: ...

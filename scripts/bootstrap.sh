@@ -40,11 +40,17 @@ PYEOF
     rm -f .venv/.deps-*; touch "$stamp"
 fi
 
-# Rebuild the extension only when the Rust or Python package sources changed.
-src_hash=$(find native/core/src native/py/src native/loadgen/src native/Cargo.toml native/*/Cargo.toml \
-    pyproject.toml -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-if [ ! -f ".venv/.native-$src_hash" ] || [ ! -x native/target/release/raw_relay ]; then
+# Rebuild the extensions only when the Rust or Python package sources changed.
+src_hash=$(find native/core/src native/py/src native/loadgen/src native/benchpy/src native/Cargo.toml \
+    native/*/Cargo.toml pyproject.toml native/benchpy/pyproject.toml -type f -print0 | sort -z \
+    | xargs -0 sha256sum | sha256sum | cut -c1-16)
+if [ ! -f ".venv/.native-$src_hash" ] || [ ! -x native/target/release/raw_relay ] \
+    || ! ls bench/_native*.so >/dev/null 2>&1; then
     VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release -q
+    # `sluice bench`'s own extension (bench._native: the load generator, the raw relay, the SRTP test
+    # helper): its own small maturin project, so the bridge's module and wheel stay without it.
+    VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" \
+        .venv/bin/maturin develop --release -q -m native/benchpy/Cargo.toml
     # The raw relay baseline `sluice bench` runs next to the bridge.
     (cd native && cargo build --release -q -p sluice-loadgen --bin raw_relay)
     rm -f .venv/.native-*; touch ".venv/.native-$src_hash"

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from bridge import Bridge, Candidate, Fingerprint, Source, TransportDescription, _native
+from bench import _native
+from bridge import Bridge, Candidate, Fingerprint, Source, TransportDescription
 from tests.helpers.jicofo import start_sluice
 from tests.helpers.peers import PeerFactory
 from tests.helpers.sdp import OfferBuilder, RemoteParticipant, only_loopback, parse_answer

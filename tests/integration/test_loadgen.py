@@ -1,21 +1,24 @@
-"""bridge._native.LoadGen against a real Bridge, allocated through the Colibri2 HTTP API (as `sluice bench`).
+"""bench._native.LoadGen against a real Bridge, allocated through the Colibri2 HTTP API (as `sluice bench`).
 
 Two conferences of three emulated endpoints: ICE, DTLS-SRTP, audio and video for two seconds, then every
-endpoint must have received every other member's streams, and the numbers must add up.
+endpoint must have received every other member's streams, and the numbers must add up. The statistics
+cross as dicts whose keys must be the ones bench/_native.pyi declares.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bridge import Bridge, _native
+from bench import _native
+from bridge import Bridge
 from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app
 from bridge.lifecycle import Lifecycle, LifecycleConfig
@@ -23,12 +26,26 @@ from bridge.load import LoadSampler
 from bridge.xmpp_core import BridgeState
 
 if TYPE_CHECKING:
-    from bridge._native import LoadGenEndpoint
+    from bench._native import LoadGenEndpoint
 
 pytestmark = pytest.mark.integration
 
 CONFERENCES = 2
 PER_CONFERENCE = 3
+STUB = Path(_native.__file__).with_name("_native.pyi")
+
+
+def stub_keys(name: str) -> set[str]:
+    """The fields of TypedDict `name` in bench/_native.pyi."""
+    tree = ast.parse(STUB.read_text())
+    (cls,) = (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+    return {a.target.id for a in cls.body if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)}
+
+
+def assert_keys(value: Mapping[str, object], name: str) -> None:
+    # A plain dict built by the extension, not parsed text, with exactly the stub's keys.
+    assert type(value) is dict
+    assert set(value) == stub_keys(name), name
 
 
 @pytest.fixture
@@ -148,31 +165,44 @@ async def test_loadgen_through_the_colibri2_http_api(client: TestClient[Any, Any
         await asyncio.sleep(2.0)
         await asyncio.to_thread(lg.stop, 0.4)
         stats = lg.stats(detail=True)
-        assert json.loads(lg.stats_json())["received"] == stats["received"]
     finally:
         lg.shutdown()
 
+    assert_keys(stats, "LoadGenStats")
+    for typed, name in (
+        (stats["totals"], "Totals"),
+        (stats["latency"], "Latency"),
+        (stats["latency_video"], "Latency"),
+        (stats["series"][0], "Second"),
+        (stats["streams"][0], "Stream"),
+        (stats["endpoint_list"][0], "EndpointSummary"),
+    ):
+        assert_keys(typed, name)
     assert (stats["endpoints"], stats["connected"], stats["failed"]) == (total, total, 0)
+    assert (stats["mode"], stats["stopped"]) == ("secure", True)
     totals = stats["totals"]
-    assert isinstance(totals, dict)
     for counter in ("decrypt_failures", "integrity_failures", "misrouted", "send_failed"):
         assert totals[counter] == 0, (counter, totals)
     streams = stats["streams"]
-    assert isinstance(streams, list)
     # Each endpoint gets audio and video from each of the other two members of its conference.
     assert len(streams) == total * (PER_CONFERENCE - 1) * 2
+    assert {s["kind"] for s in streams} == {"audio", "video"}
     for s in streams:
         assert s["received"] > 0 and s["sent"] == s["received"] + s["lost"], s
     expected, received, lost = stats["expected"], stats["received"], stats["lost"]
-    assert isinstance(expected, int) and isinstance(received, int) and isinstance(lost, int)
     assert expected == received + lost and expected > 0
     assert lost <= expected // 1000, f"loss {lost} of {expected}"
+    assert stats["loss_ratio"] == pytest.approx(lost / expected)
     latency = stats["latency"]
-    assert isinstance(latency, dict)
     assert latency["count"] == received
-    assert 0 < latency["p50_ns"] <= latency["p99_ns"] <= latency["p999_ns"] <= latency["max_ns"]
+    p50, p99, p999, top = latency["p50_ns"], latency["p99_ns"], latency["p999_ns"], latency["max_ns"]
+    assert p50 is not None and p99 is not None and p999 is not None and top is not None
+    assert 0 < p50 <= p99 <= p999 <= top
+    assert sum(count for _, count in stats["histogram"]) == received
+    assert {e["state"] for e in stats["endpoint_list"]} == {"connected"}
     # Once shut down, the workers are gone: stats are empty and control calls fail clearly.
-    assert lg.stats()["endpoints"] == 0
+    after = lg.stats()
+    assert (after["endpoints"], after["latency"]["p50_ns"], after["streams"]) == (0, None, [])
     with pytest.raises(OSError, match="shut down"):
         lg.create_endpoints(1, 0)
 
@@ -221,14 +251,13 @@ def test_raw_mode_through_the_raw_relay() -> None:
         lg.shutdown()
         relay.stop()
     expected, received, lost = stats["expected"], stats["received"], stats["lost"]
-    assert isinstance(expected, int) and isinstance(received, int) and isinstance(lost, int)
     assert expected == received + lost and expected > 0 and lost <= expected // 1000
     streams = stats["streams"]
-    assert isinstance(streams, list)
     assert len(streams) == CONFERENCES * PER_CONFERENCE * (PER_CONFERENCE - 1) * 2
     rs = relay.stats()
+    assert_keys(rs, "RelayStats")
     totals = stats["totals"]
-    assert isinstance(totals, dict)
     # Every copy the relay sent arrived: media and the three registration hellos per endpoint.
     assert rs["packets_out"] == totals["recv_packets"] + totals["hello"]
     assert (rs["members"], rs["groups"], rs["untagged"]) == (6, 2, 0)
+    assert rs["packets_per_send_call"] == rs["send_syscall_packets"] / rs["send_calls"] >= 1

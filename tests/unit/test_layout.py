@@ -128,3 +128,22 @@ def test_importing_every_module_loads_nothing_across_the_border(package: str) ->
     assert crossing == []
     if package != "bridge":
         assert "bridge._native" not in modules
+
+
+def test_the_commands_load_the_load_generator_only_for_a_bench() -> None:
+    # bench._native is built apart from the bridge's wheel (native/benchpy): `sluice serve`, `sluice bridge`
+    # and even importing the bench's runner must work without it.
+    code = (
+        "import importlib, json, pkgutil, sys\n"
+        "import sluice, bench.run, bench.report\n"
+        "for info in pkgutil.walk_packages(sluice.__path__, 'sluice.'):\n"
+        "    importlib.import_module(info.name)\n"
+        "print(json.dumps(sorted(n for n in sys.modules if n.startswith(('sluice.', 'bench.')))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "sluice.cli" in loaded and "sluice.serve" in loaded and "bench.run" in loaded
+    assert "bench._native" not in loaded

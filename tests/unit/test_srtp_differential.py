@@ -1,4 +1,4 @@
-"""Differential test: our SRTP/SRTCP (bridge._native.SrtpSession) against libsrtp (pylibsrtp).
+"""Differential test: our SRTP/SRTCP (bench._native.SrtpSession) against libsrtp (pylibsrtp).
 
 Both directions (ours protect -> libsrtp unprotect, libsrtp protect -> ours unprotect), both profiles the
 bridge negotiates, RTP and RTCP, packets with CSRCs and RFC 8285 header extensions, and runs crossing the
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge import _native
+from bench import _native
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ SALT = bytes(range(0xA0, 0xAE))
 def native() -> ModuleType:
     if not hasattr(_native, "SrtpSession"):
         pytest.fail(
-            "bridge._native.SrtpSession is missing: the native SRTP is not built yet "
+            "bench._native.SrtpSession is missing: the native SRTP is not built yet "
             f"(module exports {sorted(n for n in dir(_native) if not n.startswith('_'))})",
             pytrace=False,
         )

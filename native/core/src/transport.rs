@@ -2,7 +2,8 @@
 //!
 //! The shard routes datagrams here; the Transport answers with datagrams to send (STUN, DTLS) through
 //! `poll_transmit`, with notes for the shard (addresses it may now route, state changes) through
-//! `poll_note`, and offers in-place SRTP for the media path.
+//! `poll_note`, and offers in-place SRTP for the media path. Either role: the load generator's
+//! emulated endpoints (native/loadgen) run it ICE-controlled, as a browser's side of the call.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -120,6 +121,11 @@ impl Transport {
 
     pub fn local_ufrag(&self) -> &str {
         &self.ice.local_credentials().ufrag
+    }
+
+    /// The host candidates made from `local_addrs`, to signal to the peer.
+    pub fn local_candidates(&self) -> &[Candidate] {
+        self.ice.local_candidates()
     }
 
     pub fn state(&self) -> TransportState {

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::counting_alloc::{counted, Counting};
 use sluice_core::domain::MediaKind;
+use sluice_testutil::counting_alloc::{counted, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;

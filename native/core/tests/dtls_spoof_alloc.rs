@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Instant;
 
-use common::counting_alloc::{counted, Counting};
 use common::spoof::{self, record, ALERT};
+use sluice_testutil::counting_alloc::{counted, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;

@@ -1002,3 +1002,18 @@ fn rfc8489_6_2_1_retransmissions_double_up_to_the_cap() {
         .collect();
     assert!(bytes.windows(2).all(|w| w[0] == w[1]));
 }
+
+#[test]
+fn rfc8839_5_1_candidate_type_names_round_trip() {
+    use sluice_core::ice::CandidateKind::*;
+    let names: Vec<_> = [Host, ServerReflexive, PeerReflexive, Relayed]
+        .into_iter()
+        .map(|k| {
+            assert_eq!(CandidateKind::from_sdp_name(k.sdp_name()), Some(k));
+            k.sdp_name()
+        })
+        .collect();
+    assert_eq!(names, ["host", "srflx", "prflx", "relay"]);
+    assert_eq!(CandidateKind::from_sdp_name("Host"), None);
+    assert_eq!(CandidateKind::from_sdp_name(""), None);
+}

@@ -1,26 +1,8 @@
 //! STUN hot path allocates nothing on the Rust heap: parse, every accessor, verify_integrity, and
 //! writing into a reused buffer. (OpenSSL's own C-heap use inside HMAC is not counted here.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use sluice_core::stun::{local_ufrag_of, StunClass, StunMessage, StunWriter, BINDING};
-
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwards the caller's layout contract to the system allocator unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout (see `alloc`).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use sluice_testutil::counting_alloc::{allocations_here, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -41,7 +23,7 @@ fn parse_verify_and_write_do_not_allocate() {
     // Warm-up: OpenSSL's one-time library initialisation.
     assert!(StunMessage::parse(&buf).unwrap().verify_integrity(key));
 
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocations_here();
     let mut ok = 0;
     for _ in 0..1000 {
         let m = StunMessage::parse(&buf).unwrap();
@@ -69,7 +51,7 @@ fn parse_verify_and_write_do_not_allocate() {
         .xor_mapped_address(from)
         .finish(Some(key));
     }
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = allocations_here();
     assert_eq!(ok, 1000);
     assert_eq!(
         after - before,

@@ -5,20 +5,14 @@
 //! cargo run --release -p sluice-loadgen --example quick -- [--conferences 10] [--per 5] [--layers 1]
 //!     [--bitrate 1000000] [--fps 30] [--secs 10] [--threads 1] [--mode both|secure|raw]
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, Source, TransportState};
-use sluice_core::dtls::{DtlsCert, DtlsSetup, HashAlg};
-use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::seam::{Command, Event};
-use sluice_core::shard::{ShardConfig, ShardHandle};
+use sluice_loadgen::inproc::InProcessBridge;
 use sluice_loadgen::relay::RawRelay;
-use sluice_loadgen::{
-    LoadGen, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Snapshot, Sources,
-};
+use sluice_loadgen::{LoadGen, LoadGenConfig, MediaConfig, Mode, Snapshot, Sources};
 
 struct Opts {
     conferences: u32,
@@ -149,11 +143,7 @@ fn drive(lg: &mut LoadGen, secs: f64, fwd: &str) -> (Snapshot, f64, f64, f64, u6
 }
 
 fn secure(o: &Opts) {
-    let cert = DtlsCert::generate().expect("cert");
-    let fp = cert.fingerprint(HashAlg::Sha256);
-    let bind: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-    let shard = ShardHandle::spawn(&ShardConfig { bind: vec![bind] }, cert).expect("shard");
-    let bridge = shard.local_addrs()[0];
+    let mut bridge = InProcessBridge::spawn().expect("shard");
     let mut lg = LoadGen::new(LoadGenConfig {
         threads: o.threads,
         shared_sockets: o.shared,
@@ -162,67 +152,12 @@ fn secure(o: &Opts) {
     })
     .expect("loadgen");
     for g in 0..o.conferences {
-        let router = u64::from(g) + 1;
-        shard.send(Command::CreateRouter {
-            router,
-            feedback: FeedbackSsrcs {
-                audio: 0xA000 + g,
-                video: 0xB000 + g,
-            },
-        });
+        bridge.create_conference(g);
         for l in lg.create_endpoints(o.per, g).expect("endpoints") {
-            let tid = u64::from(l.index) + 1;
-            let ice = IceCredentials::random();
-            shard.send(Command::CreateTransport {
-                router,
-                transport: tid,
-                ice: ice.clone(),
-                controlling: true,
-            });
-            shard.send(Command::ConnectTransport {
-                transport: tid,
-                remote_ice: l.ice.clone(),
-                fingerprints: vec![l.fingerprint.clone()],
-                remote_setup: DtlsSetup::parse(l.setup).expect("a=setup"),
-            });
-            shard.send(Command::AddRemoteCandidates {
-                transport: tid,
-                candidates: l
-                    .candidates
-                    .iter()
-                    .map(|c| RemoteCandidate {
-                        addr: c.addr,
-                        priority: c.priority,
-                        kind: c.kind,
-                    })
-                    .collect(),
-            });
-            let src = Sources::for_endpoint(l.index, o.layers);
-            let mut specs: Vec<Source> = src
-                .audio
-                .iter()
-                .map(|&ssrc| Source::single(ssrc, MediaKind::Audio))
-                .collect();
-            specs.extend(
-                src.video
-                    .iter()
-                    .map(|&ssrc| Source::single(ssrc, MediaKind::Video)),
-            );
-            shard.send(Command::SetSources {
-                transport: tid,
-                sources: specs,
-            });
-            lg.set_sources(l.index, src).expect("sources");
-            lg.connect(
-                l.index,
-                RemoteDescription {
-                    ice,
-                    candidates: vec![Candidate::host(bridge, 65535)],
-                    fingerprints: vec![fp.clone()],
-                    setup: "actpass".into(),
-                },
-            )
-            .expect("connect");
+            let sources = Sources::for_endpoint(l.index, o.layers);
+            bridge
+                .allocate(&lg, &l, sources, l.setup, "actpass")
+                .expect("allocate");
         }
     }
     let n = lg.endpoints();
@@ -230,32 +165,17 @@ fn secure(o: &Opts) {
         lg.wait_connected(Duration::from_secs(60)),
         "loadgen did not connect"
     );
-    let mut events = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::TransportState {
-                    state: TransportState::Connected,
-                    ..
-                }
-            )
-        })
-        .count()
-        < n
-    {
-        assert!(Instant::now() < deadline, "bridge did not connect");
-        std::thread::sleep(Duration::from_millis(10));
-        shard.events.drain_into(&mut events);
-    }
+    assert!(
+        bridge.wait_connected(n, Duration::from_secs(30)),
+        "bridge did not connect"
+    );
     let (snap, secs, fwd, lgc, drops) = drive(&mut lg, o.secs, "sluice-shard");
     report("secure", &snap, secs, fwd, lgc, drops);
-    shard.send(Command::GetStats { request: 1 });
+    bridge.shard.send(Command::GetStats { request: 1 });
     std::thread::sleep(Duration::from_millis(200));
-    shard.events.drain_into(&mut events);
-    for e in events {
+    bridge.events.clear();
+    bridge.shard.events.drain_into(&mut bridge.events);
+    for e in bridge.events {
         if let Event::Stats { snapshot, .. } = e {
             let io = snapshot.io;
             println!(

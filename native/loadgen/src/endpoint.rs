@@ -1,4 +1,4 @@
-//! One emulated endpoint: a UDP socket, the client role of the core's protocol machines (ICE
+//! One emulated endpoint: a UDP socket, the bridge's own [`Transport`] in the client's seat (ICE
 //! controlled, DTLS by the remote's a=setup, SRTP), a synthetic media sender and per-stream
 //! receive tracking. Sans-IO like the machines it drives: it writes into the worker's batches and
 //! never reads the clock itself.
@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
-use sluice_core::dtls::{DtlsCert, DtlsConn, DtlsEvent, DtlsRole};
-use sluice_core::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
+use sluice_core::domain::TransportState;
+use sluice_core::dtls::{DtlsCert, DtlsSetup};
+use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::io::{classify, DatagramKind, UdpSocket};
 use sluice_core::rtcp::{ntp_from_system_time, write_sdes_cname, write_sender_report};
 use sluice_core::rtp::RtpView;
-use sluice_core::srtp::{SrtpContext, SrtpProfile};
+use sluice_core::stats::DropReason;
 use sluice_core::stun::StunMessage;
+use sluice_core::transport::{Note, Transport};
 
 use crate::payload::{self, Fields, Kind, PayloadError, HEADER_LEN, RTP_HEADER_LEN};
 use crate::track::{Arrival, StreamTracker};
@@ -90,21 +92,12 @@ pub struct Outgoing {
     frame_bytes: usize,
 }
 
-/// The ICE/DTLS/SRTP half of a secure endpoint.
-struct Secure {
-    ice: IceAgent,
-    cert: DtlsCert,
-    dtls: Option<DtlsConn>,
-    dtls_started: bool,
-    /// Where DTLS goes: the selected remote, or (a server before ICE selects) where DTLS came from.
-    remote: Option<SocketAddr>,
-    tx: Option<SrtpContext>,
-    rx: Option<SrtpContext>,
-}
-
 enum Proto {
-    Secure(Box<Secure>),
-    Raw { relay: Option<SocketAddr> },
+    /// ICE, DTLS and SRTP exactly as the bridge runs them, with the roles reversed.
+    Secure(Box<Transport>),
+    Raw {
+        relay: Option<SocketAddr>,
+    },
 }
 
 pub struct Endpoint {
@@ -128,24 +121,12 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// A secure endpoint on `sock`, answering as ICE controlled with `ice` credentials.
+    /// A secure endpoint on `sock`, answering as ICE controlled with `ice` credentials. Its
+    /// Transport's ids are the endpoint's index and group (they only name it in its own stats).
     pub fn secure(index: u32, group: u32, sock: Sock, ice: IceCredentials, cert: DtlsCert) -> Self {
-        // The password is CSPRNG output, so its hash is as good a tie-breaker as fresh random bytes.
-        let tie = ice.pwd.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        let mut agent = IceAgent::new(false, ice, tie);
-        agent.add_local_candidate(Candidate::host(sock.local_addr(), 65535));
-        let secure = Secure {
-            ice: agent,
-            cert,
-            dtls: None,
-            dtls_started: false,
-            remote: None,
-            tx: None,
-            rx: None,
-        };
-        Self::with_proto(index, group, sock, Proto::Secure(Box::new(secure)))
+        let local = [sock.local_addr()];
+        let t = Transport::new(index.into(), group.into(), ice, false, cert, &local);
+        Self::with_proto(index, group, sock, Proto::Secure(Box::new(t)))
     }
 
     /// A raw endpoint: clear RTP-shaped packets to a relay, no ICE/DTLS/SRTP.
@@ -175,7 +156,7 @@ impl Endpoint {
 
     pub fn local_candidates(&self) -> Vec<Candidate> {
         match &self.proto {
-            Proto::Secure(s) => s.ice.local_candidates().to_vec(),
+            Proto::Secure(t) => t.local_candidates().to_vec(),
             Proto::Raw { .. } => vec![Candidate::host(self.sock.local_addr(), 65535)],
         }
     }
@@ -198,33 +179,23 @@ impl Endpoint {
         }
     }
 
-    /// The remote (bridge) description: starts ICE, and DTLS once a pair is selected.
-    pub fn connect(&mut self, now: Instant, remote: RemoteDescription, ctx: &mut Ctx) {
-        let Proto::Secure(s) = &mut self.proto else {
+    /// The remote (bridge) description: starts ICE, and DTLS once a pair is selected. An unknown
+    /// a=setup fails the endpoint at once; other failures come out of the Transport later.
+    pub fn connect(&mut self, now: Instant, remote: RemoteDescription) {
+        let Proto::Secure(t) = &mut self.proto else {
             self.detail = "connect on a raw endpoint".into();
             return;
         };
-        if s.dtls.is_some() {
+        if self.state != EndpointState::New {
             return; // one remote description per endpoint; ICE restarts are not emulated
         }
-        let Some(role) = DtlsRole::from_remote_setup(&remote.setup) else {
-            let detail = format!("unknown remote DTLS setup {:?}", remote.setup);
-            self.fail(detail, ctx);
+        let Some(setup) = DtlsSetup::parse(&remote.setup) else {
+            self.state = EndpointState::Failed;
+            self.detail = format!("dtls: unknown remote setup {:?}", remote.setup);
             return;
         };
-        match DtlsConn::new(&s.cert, role, remote.fingerprints) {
-            Ok(d) => s.dtls = Some(d),
-            Err(e) => {
-                self.fail(format!("dtls: {e}"), ctx);
-                return;
-            }
-        }
-        s.ice.set_remote_credentials(remote.ice);
-        for c in remote.candidates {
-            s.ice.add_remote_candidate(c);
-        }
-        // The agent starts checking on its next timeout call (see sluice_core::ice).
-        s.ice.handle_timeout(now);
+        t.connect(now, remote.ice, remote.fingerprints, setup);
+        t.add_remote_candidates(now, &remote.candidates);
         self.state = EndpointState::Connecting;
         self.control_input = true;
     }
@@ -299,7 +270,7 @@ impl Endpoint {
 
     fn remote_for_media(&self) -> Option<SocketAddr> {
         match &self.proto {
-            Proto::Secure(s) if s.tx.is_some() => s.remote,
+            Proto::Secure(t) if t.is_media_ready() => t.remote_addr(),
             Proto::Secure(_) => None,
             Proto::Raw { relay } => *relay,
         }
@@ -307,17 +278,14 @@ impl Endpoint {
 
     /// Runs due protocol timers and, while `sending`, due media. Output goes into `ctx.send`.
     pub fn on_timer(&mut self, now: Instant, now_ns: u64, sending: bool, ctx: &mut Ctx) {
-        if let Proto::Secure(s) = &mut self.proto {
-            if self.proto_wake.is_some_and(|t| t <= now) {
+        if let Proto::Secure(t) = &mut self.proto {
+            if self.proto_wake.is_some_and(|at| at <= now) {
                 // Each machine checks its own deadline; an early call does nothing.
-                s.ice.handle_timeout(now);
-                if let Some(d) = &mut s.dtls {
-                    d.handle_timeout(now);
-                }
+                t.handle_timeout(now);
                 self.control_input = true;
             }
         }
-        self.drive(now, ctx);
+        self.drive(ctx);
         if sending && self.state == EndpointState::Connected {
             self.send_due_media(now_ns, ctx);
         }
@@ -346,72 +314,36 @@ impl Endpoint {
         next
     }
 
-    /// Drains the protocol machines after input or timers: transmits, events, DTLS start, keys.
+    /// Drains the Transport after input or timers: its datagrams, and its notes for failure.
     /// Returns whether anything was driven (so deadlines may have moved).
-    fn drive(&mut self, now: Instant, ctx: &mut Ctx) -> bool {
+    fn drive(&mut self, ctx: &mut Ctx) -> bool {
         if !std::mem::take(&mut self.control_input) {
             return false;
         }
-        let Proto::Secure(s) = &mut self.proto else {
+        let Proto::Secure(t) = &mut self.proto else {
             return true;
         };
+        while let Some(out) = t.poll_transmit() {
+            match classify(&out.contents) {
+                DatagramKind::Stun => ctx.totals.stun_out += 1,
+                _ => ctx.totals.dtls_out += 1,
+            }
+            ctx.push(&self.sock, &out.contents, out.destination);
+        }
         let mut failure = None;
-        while let Some(t) = s.ice.poll_transmit() {
-            ctx.push(&self.sock, &t.contents, t.destination);
-            ctx.totals.stun_out += 1;
-        }
-        while let Some(ev) = s.ice.poll_event() {
-            match ev {
-                IceEvent::SelectedPair { remote, .. } => s.remote = Some(remote),
-                IceEvent::StateChanged(IceState::Failed) => {
-                    failure = Some("ice failed".to_string())
-                }
-                IceEvent::StateChanged(_) => {}
+        while let Some(note) = t.poll_note() {
+            // Addresses and drops are for a shard's routing and counters; an endpoint has one peer.
+            if let Note::State {
+                state: TransportState::Failed | TransportState::Closed,
+                detail,
+                ..
+            } = note
+            {
+                failure = Some(detail);
             }
         }
-        if let Some(d) = &mut s.dtls {
-            if !s.dtls_started && s.ice.selected_pair().is_some() {
-                s.dtls_started = true;
-                d.start(now);
-            }
-            if let Some(remote) = s.remote {
-                while let Some(datagram) = d.poll_transmit() {
-                    ctx.push(&self.sock, &datagram, remote);
-                    ctx.totals.dtls_out += 1;
-                }
-            }
-            let mut keys = None;
-            while let Some(ev) = d.poll_event() {
-                match ev {
-                    DtlsEvent::Connected(k) => keys = Some(k),
-                    DtlsEvent::Failed(e) => failure = Some(format!("dtls: {e}")),
-                    DtlsEvent::Closed => failure = Some("dtls closed by the remote".into()),
-                }
-            }
-            if let Some(k) = keys {
-                let made = SrtpProfile::from_dtls_name(k.profile.name())
-                    .ok_or(sluice_core::srtp::SrtpError::Crypto)
-                    .and_then(|p| {
-                        Ok((
-                            SrtpContext::new(p, &k.local_key, &k.local_salt)?,
-                            SrtpContext::new(p, &k.remote_key, &k.remote_salt)?,
-                        ))
-                    });
-                match made {
-                    Ok((tx, rx)) => {
-                        s.tx = Some(tx);
-                        s.rx = Some(rx);
-                    }
-                    Err(e) => failure = Some(format!("srtp: {e}")),
-                }
-            }
-        }
-        let ready = s.tx.is_some();
-        let dtls_wake = s.dtls.as_ref().and_then(DtlsConn::poll_timeout);
-        self.proto_wake = match (s.ice.poll_timeout(), dtls_wake) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let ready = t.is_media_ready();
+        self.proto_wake = t.poll_timeout();
         if let Some(f) = failure {
             self.fail(f, ctx);
         } else if ready {
@@ -434,52 +366,45 @@ impl Endpoint {
         let kind = classify(buf);
         let proto = &mut self.proto;
         let len = match (proto, kind) {
-            (Proto::Secure(s), DatagramKind::Stun) => {
+            (Proto::Secure(t), DatagramKind::Stun) => {
                 ctx.totals.stun_in += 1;
                 match StunMessage::parse(buf) {
+                    // A rejected message is the agent's to count; it is ours for the peer.
                     Ok(msg) => {
-                        let _ = s.ice.handle_stun(now, local, from, &msg);
+                        let _ = t.handle_stun(now, local, from, &msg);
                     }
                     Err(_) => ctx.totals.foreign += 1,
                 }
                 self.control_input = true;
                 return;
             }
-            (Proto::Secure(s), DatagramKind::Dtls) => {
+            (Proto::Secure(t), DatagramKind::Dtls) => {
                 ctx.totals.dtls_in += 1;
-                match &mut s.dtls {
-                    Some(d) => {
-                        if s.remote.is_none() {
-                            s.remote = Some(from);
-                        }
-                        d.handle_datagram(now, buf);
-                    }
-                    None => ctx.totals.foreign += 1,
+                if t.handle_dtls(now, local, from, buf).is_err() {
+                    ctx.totals.foreign += 1;
                 }
                 self.control_input = true;
                 return;
             }
-            (Proto::Secure(s), DatagramKind::Rtcp) => {
-                match s.rx.as_mut().map(|rx| rx.unprotect_rtcp(buf)) {
-                    Some(Ok(_)) => ctx.totals.recv_rtcp += 1,
-                    Some(Err(_)) => ctx.totals.decrypt_failures += 1,
-                    None => ctx.totals.before_keys += 1,
+            (Proto::Secure(t), DatagramKind::Rtcp) => {
+                match t.unprotect_rtcp(buf) {
+                    Ok(_) => ctx.totals.recv_rtcp += 1,
+                    Err(DropReason::NotConnected) => ctx.totals.before_keys += 1,
+                    Err(_) => ctx.totals.decrypt_failures += 1,
                 }
                 return;
             }
-            (Proto::Secure(s), DatagramKind::Rtp) => {
-                match s.rx.as_mut().map(|rx| rx.unprotect_rtp(buf)) {
-                    Some(Ok(len)) => len,
-                    Some(Err(_)) => {
-                        ctx.totals.decrypt_failures += 1;
-                        return;
-                    }
-                    None => {
-                        ctx.totals.before_keys += 1;
-                        return;
-                    }
+            (Proto::Secure(t), DatagramKind::Rtp) => match t.unprotect_rtp(buf) {
+                Ok(len) => len,
+                Err(DropReason::NotConnected) => {
+                    ctx.totals.before_keys += 1;
+                    return;
                 }
-            }
+                Err(_) => {
+                    ctx.totals.decrypt_failures += 1;
+                    return;
+                }
+            },
             (Proto::Raw { .. }, DatagramKind::Rtp) => wire,
             _ => {
                 ctx.totals.foreign += 1;
@@ -550,8 +475,8 @@ impl Endpoint {
 
     /// Called after a batch of input: drains protocol output if control traffic arrived. Returns
     /// whether deadlines may have moved (media alone never moves them).
-    pub fn after_input(&mut self, now: Instant, ctx: &mut Ctx) -> bool {
-        self.drive(now, ctx)
+    pub fn after_input(&mut self, ctx: &mut Ctx) -> bool {
+        self.drive(ctx)
     }
 
     fn send_due_media(&mut self, now_ns: u64, ctx: &mut Ctx) {
@@ -654,9 +579,9 @@ impl Endpoint {
         );
         let plain = RTP_HEADER_LEN + payload_len;
         let len = match &mut self.proto {
-            Proto::Secure(s) => match s.tx.as_mut().map(|tx| tx.protect_rtp(slot, plain)) {
-                Some(Ok(n)) => n,
-                _ => {
+            Proto::Secure(t) => match t.protect_rtp(slot, plain) {
+                Ok(n) => n,
+                Err(_) => {
                     ctx.totals.protect_failures += 1;
                     return;
                 }
@@ -673,10 +598,7 @@ impl Endpoint {
 
     /// RFC 3550 6.4.1: one SR (+ SDES CNAME, 6.1 compound rule) per sent SSRC.
     fn send_sender_reports(&mut self, remote: SocketAddr, ctx: &mut Ctx) {
-        let Proto::Secure(s) = &mut self.proto else {
-            return;
-        };
-        let Some(tx) = s.tx.as_mut() else {
+        let Proto::Secure(t) = &mut self.proto else {
             return;
         };
         let ntp = ntp_from_system_time(SystemTime::now());
@@ -698,7 +620,7 @@ impl Endpoint {
             let Ok(sdes) = write_sdes_cname(&mut slot[sr..], o.ssrc, &self.cname) else {
                 continue;
             };
-            if let Ok(n) = tx.protect_rtcp(slot, sr + sdes) {
+            if let Ok(n) = t.protect_rtcp(slot, sr + sdes) {
                 ctx.commit(&self.sock, n, remote);
                 ctx.totals.sent_rtcp += 1;
             }

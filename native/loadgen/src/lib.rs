@@ -9,7 +9,7 @@
 //!    ([`LoadGen::connect`]) and the SSRCs it sends ([`LoadGen::set_sources`]). In raw mode,
 //!    [`LoadGen::connect_raw`] names the relay instead.
 //! 3. Wait for [`LoadGen::connected`], [`LoadGen::start`], let it run, [`LoadGen::stop`] with a
-//!    drain time, and read [`LoadGen::snapshot`] (as JSON with [`Snapshot::to_json`]).
+//!    drain time, and read [`LoadGen::snapshot`].
 //!
 //! # What is measured
 //! Every packet's payload carries its sender, ssrc, a 64-bit sequence number, the send time
@@ -32,6 +32,7 @@
 
 pub mod endpoint;
 pub mod histogram;
+pub mod inproc;
 pub mod io;
 pub mod payload;
 pub mod relay;
@@ -46,6 +47,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use sluice_core::domain::RemoteCandidate;
 use sluice_core::dtls::{DtlsCert, Fingerprint, HashAlg};
 use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::io::UdpSocket;
@@ -168,7 +170,7 @@ impl Sources {
 #[derive(Clone, Debug)]
 pub struct RemoteDescription {
     pub ice: IceCredentials,
-    pub candidates: Vec<Candidate>,
+    pub candidates: Vec<RemoteCandidate>,
     /// Every fingerprint it announced (any supported one may match).
     pub fingerprints: Vec<Fingerprint>,
     /// Its a=setup: "actpass" or "passive" makes us the DTLS client, "active" the server.

@@ -9,6 +9,7 @@
 //! short to carry the tag is dropped and counted.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -18,7 +19,6 @@ use sluice_core::io::{RecvBatch, SendBatch, UdpSocket};
 
 use crate::payload::group_tag;
 pub use crate::payload::GROUP_TAG_OFFSET;
-use crate::stats::Obj;
 
 /// Datagrams per recvmmsg/sendmmsg, as in the bridge's shard.
 const BATCH: usize = 64;
@@ -44,36 +44,44 @@ pub struct RelayStats {
 }
 
 impl RelayStats {
-    pub fn to_json(&self) -> String {
-        let mut out = String::new();
-        let mut o = Obj::new(&mut out);
-        macro_rules! put {
-            ($($f:ident),*) => { $( o.num(stringify!($f), self.$f); )* };
-        }
-        put!(
-            packets_in,
-            bytes_in,
-            packets_out,
-            bytes_out,
-            untagged,
-            send_failed,
-            members,
-            groups,
-            recv_calls,
-            recv_syscall_packets,
-            send_calls,
-            send_syscall_packets
-        );
+    /// Every counter with its field name.
+    pub fn named(&self) -> [(&'static str, u64); 12] {
+        [
+            ("packets_in", self.packets_in),
+            ("bytes_in", self.bytes_in),
+            ("packets_out", self.packets_out),
+            ("bytes_out", self.bytes_out),
+            ("untagged", self.untagged),
+            ("send_failed", self.send_failed),
+            ("members", self.members),
+            ("groups", self.groups),
+            ("recv_calls", self.recv_calls),
+            ("recv_syscall_packets", self.recv_syscall_packets),
+            ("send_calls", self.send_calls),
+            ("send_syscall_packets", self.send_syscall_packets),
+        ]
+    }
+
+    /// Mean datagrams per recvmmsg and per sendmmsg call (0 before any).
+    pub fn packets_per_call(&self) -> (f64, f64) {
         let per = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        o.float(
-            "packets_per_recv_call",
+        (
             per(self.recv_syscall_packets, self.recv_calls),
-        );
-        o.float(
-            "packets_per_send_call",
             per(self.send_syscall_packets, self.send_calls),
+        )
+    }
+
+    /// One JSON object: the raw_relay program's stats line.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{");
+        for (k, v) in self.named() {
+            let _ = write!(out, "\"{k}\":{v},");
+        }
+        let (recv, send) = self.packets_per_call();
+        let _ = write!(
+            out,
+            "\"packets_per_recv_call\":{recv},\"packets_per_send_call\":{send}}}"
         );
-        o.end();
         out
     }
 }

@@ -1,7 +1,6 @@
-//! What workers report and the snapshot the controller builds from their reports (also as JSON).
+//! What workers report and the snapshot the controller builds from their reports.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use crate::endpoint::EndpointState;
 use crate::histogram::Histogram;
@@ -53,7 +52,7 @@ pub struct Totals {
     pub send_syscall_packets: u64,
 }
 
-/// Calls `$m!` with every counter of [`Totals`], so summing and JSON cannot drift from each other.
+/// Calls `$m!` with every counter of [`Totals`], so summing and naming cannot drift from each other.
 macro_rules! totals_fields {
     ($m:ident) => {
         $m!(
@@ -95,11 +94,21 @@ impl Totals {
         totals_fields!(sum);
     }
 
-    fn write_json(&self, o: &mut Obj<'_>) {
-        macro_rules! put {
-            ($($f:ident),*) => { $( o.num(stringify!($f), self.$f); )* };
+    /// Every counter with its field name (the keys a bench reads).
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        macro_rules! list {
+            ($($f:ident),*) => { [ $( (stringify!($f), self.$f), )* ] };
         }
-        totals_fields!(put);
+        totals_fields!(list).into_iter()
+    }
+
+    /// Mean datagrams per recvmmsg call that returned data (0 before any).
+    pub fn packets_per_recv_call(&self) -> f64 {
+        ratio(self.recv_syscall_packets, self.recv_calls)
+    }
+
+    pub fn packets_per_send_call(&self) -> f64 {
+        ratio(self.send_syscall_packets, self.send_calls)
     }
 }
 
@@ -179,19 +188,6 @@ impl Latency {
             p999_ns: h.quantile(0.999),
             max_ns: h.max(),
         }
-    }
-
-    fn write_json(&self, out: &mut String) {
-        let mut o = Obj::new(out);
-        o.num("count", self.count);
-        o.opt("min_ns", self.min_ns);
-        o.optf("mean_ns", self.mean_ns);
-        o.opt("p50_ns", self.p50_ns);
-        o.opt("p90_ns", self.p90_ns);
-        o.opt("p99_ns", self.p99_ns);
-        o.opt("p999_ns", self.p999_ns);
-        o.opt("max_ns", self.max_ns);
-        o.end();
     }
 }
 
@@ -434,117 +430,6 @@ impl Snapshot {
         }
         snap
     }
-
-    /// The snapshot as one JSON object (what the Python bench reads).
-    pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(4096 + 256 * (self.streams.len() + self.series.len()));
-        let mut o = Obj::new(&mut out);
-        o.str("mode", self.mode);
-        o.num("threads", self.threads as u64);
-        o.float("elapsed_s", self.elapsed_s);
-        o.bool("sending", self.sending);
-        o.bool("stopped", self.stopped);
-        o.num("endpoints", self.endpoints as u64);
-        o.num("connected", self.connected as u64);
-        o.num("failed", self.failed as u64);
-        o.num("expected", self.expected);
-        o.num("received", self.received);
-        o.num("unexpected", self.unexpected);
-        o.num("lost", self.lost);
-        o.num("lost_gap", self.lost_gap);
-        o.float("loss_ratio", self.loss_ratio());
-        o.num("duplicates", self.duplicates);
-        o.num("reordered", self.reordered);
-        o.num("late", self.late);
-        let t = &self.totals;
-        o.float(
-            "packets_per_recv_call",
-            ratio(t.recv_syscall_packets, t.recv_calls),
-        );
-        o.float(
-            "packets_per_send_call",
-            ratio(t.send_syscall_packets, t.send_calls),
-        );
-        o.raw("totals", |s| {
-            let mut to = Obj::new(s);
-            t.write_json(&mut to);
-            to.end();
-        });
-        o.raw("latency", |s| self.latency.write_json(s));
-        o.raw("latency_audio", |s| self.latency_audio.write_json(s));
-        o.raw("latency_video", |s| self.latency_video.write_json(s));
-        o.raw("histogram", |s| {
-            s.push('[');
-            for (i, (up, c)) in self.histogram.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                let _ = write!(s, "[{up},{c}]");
-            }
-            s.push(']');
-        });
-        o.raw("series", |s| {
-            s.push('[');
-            for (i, x) in self.series.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                let mut so = Obj::new(s);
-                so.num("t", x.t as u64);
-                so.num("sent_packets", x.sent_packets);
-                so.num("sent_bytes", x.sent_bytes);
-                so.num("recv_packets", x.recv_packets);
-                so.num("recv_bytes", x.recv_bytes);
-                so.int("gap_lost", x.gap_lost);
-                so.raw("latency", |s| x.latency.write_json(s));
-                so.end();
-            }
-            s.push(']');
-        });
-        o.raw("streams", |s| {
-            s.push('[');
-            for (i, x) in self.streams.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                let mut so = Obj::new(s);
-                so.num("receiver", u64::from(x.receiver));
-                so.num("group", u64::from(x.group));
-                so.num("sender", u64::from(x.sender));
-                so.num("ssrc", u64::from(x.ssrc));
-                so.str("kind", x.kind.as_str());
-                so.num("sent", x.sent);
-                so.num("received", x.received);
-                so.num("lost", x.lost);
-                so.num("gap_lost", x.gap_lost);
-                so.num("duplicates", x.duplicates);
-                so.num("reordered", x.reordered);
-                so.optf("latency_mean_ns", x.latency_mean_ns);
-                so.opt("latency_max_ns", x.latency_max_ns);
-                so.end();
-            }
-            s.push(']');
-        });
-        o.raw("endpoint_list", |s| {
-            s.push('[');
-            for (i, x) in self.endpoint_list.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                let mut so = Obj::new(s);
-                so.num("index", u64::from(x.index));
-                so.num("group", u64::from(x.group));
-                so.str("state", x.state);
-                so.str("detail", &x.detail);
-                so.num("sent", x.sent);
-                so.num("received", x.received);
-                so.end();
-            }
-            s.push(']');
-        });
-        o.end();
-        out
-    }
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -552,115 +437,5 @@ fn ratio(a: u64, b: u64) -> f64 {
         0.0
     } else {
         a as f64 / b as f64
-    }
-}
-
-/// A minimal JSON object writer (numbers, strings, nested raw values); no dependency needed.
-pub(crate) struct Obj<'a> {
-    out: &'a mut String,
-    first: bool,
-}
-
-impl<'a> Obj<'a> {
-    pub(crate) fn new(out: &'a mut String) -> Self {
-        out.push('{');
-        Obj { out, first: true }
-    }
-
-    fn key(&mut self, k: &str) {
-        if !self.first {
-            self.out.push(',');
-        }
-        self.first = false;
-        write_str(self.out, k);
-        self.out.push(':');
-    }
-
-    pub(crate) fn num(&mut self, k: &str, v: u64) {
-        self.key(k);
-        let _ = write!(self.out, "{v}");
-    }
-
-    pub(crate) fn int(&mut self, k: &str, v: i64) {
-        self.key(k);
-        let _ = write!(self.out, "{v}");
-    }
-
-    pub(crate) fn float(&mut self, k: &str, v: f64) {
-        self.key(k);
-        if v.is_finite() {
-            let _ = write!(self.out, "{v}");
-        } else {
-            self.out.push_str("null");
-        }
-    }
-
-    pub(crate) fn bool(&mut self, k: &str, v: bool) {
-        self.key(k);
-        self.out.push_str(if v { "true" } else { "false" });
-    }
-
-    pub(crate) fn str(&mut self, k: &str, v: &str) {
-        self.key(k);
-        write_str(self.out, v);
-    }
-
-    fn opt(&mut self, k: &str, v: Option<u64>) {
-        match v {
-            Some(v) => self.num(k, v),
-            None => {
-                self.key(k);
-                self.out.push_str("null");
-            }
-        }
-    }
-
-    fn optf(&mut self, k: &str, v: Option<f64>) {
-        match v {
-            Some(v) => self.float(k, v),
-            None => {
-                self.key(k);
-                self.out.push_str("null");
-            }
-        }
-    }
-
-    pub(crate) fn raw(&mut self, k: &str, f: impl FnOnce(&mut String)) {
-        self.key(k);
-        f(self.out);
-    }
-
-    pub(crate) fn end(self) {
-        self.out.push('}');
-    }
-}
-
-fn write_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        let mut s = String::new();
-        let mut o = Obj::new(&mut s);
-        o.str("a\"b", "x\\y\n");
-        o.float("f", f64::NAN);
-        o.end();
-        assert_eq!(s, r#"{"a\"b":"x\\y\u000a","f":null}"#);
     }
 }

@@ -5,18 +5,17 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_core::io::UdpSocket;
+use sluice_core::io::{RecvBatch, SendBatch, UdpSocket, MAX_DATAGRAM};
 use sluice_core::queue::Queue;
 
 use crate::endpoint::{Endpoint, Sock};
 use crate::histogram::Histogram;
-use crate::io::{enable_pktinfo, RxBatch, TxBatch, MAX_DATAGRAM};
 use crate::payload::{mono_ns, Kind};
 use crate::stats::{EndpointReport, OutgoingReport, Second, Totals, WorkerReport};
 use crate::{MediaConfig, RemoteDescription, Sources};
@@ -86,7 +85,7 @@ pub enum Cmd {
 pub struct Ctx {
     /// Egress for one socket at a time (`batch_fd`); flushed when full, when another socket's
     /// datagram comes, and at the end of every loop turn.
-    pub send: TxBatch,
+    pub send: SendBatch,
     batch_fd: RawFd,
     /// The worker's shared loopback socket, or -1.
     shared_fd: RawFd,
@@ -125,13 +124,12 @@ impl Ctx {
     /// Queues the datagram written into the slot from [`Ctx::slot`].
     #[inline]
     pub fn commit(&mut self, sock: &Sock, len: usize, to: SocketAddr) {
-        let src = match sock {
+        match sock {
             Sock::Shared {
                 local: SocketAddr::V4(a),
-            } => Some(*a.ip()),
-            _ => None,
-        };
-        self.send.commit(len, to, src);
+            } => self.send.commit_from(len, to, *a.ip()),
+            _ => self.send.commit(len, to),
+        }
     }
 
     pub fn push(&mut self, sock: &Sock, data: &[u8], to: SocketAddr) {
@@ -146,7 +144,10 @@ impl Ctx {
 
     pub fn flush(&mut self) {
         if !self.send.is_empty() {
-            self.send.send(self.batch_fd);
+            // SAFETY: `batch_fd` is the shared socket's or an endpoint's; the worker owns them all
+            // and closes none while it runs.
+            self.send
+                .send_on(unsafe { BorrowedFd::borrow_raw(self.batch_fd) });
         }
     }
 
@@ -299,11 +300,11 @@ pub struct Worker {
     endpoints: Vec<Endpoint>,
     epoll: OwnedFd,
     commands: Arc<Queue<Cmd>>,
-    recv: RxBatch,
+    recv: RecvBatch,
     /// The shared loopback socket and which endpoint each of its addresses belongs to.
     shared_sock: Option<UdpSocket>,
     by_ip: HashMap<Ipv4Addr, u32>,
-    /// Endpoints that got control traffic in the current receive batch.
+    /// Endpoints that got control traffic in the current receive turn (at most one entry a datagram).
     touched: Vec<u32>,
     ctx: Ctx,
     wheel: Wheel,
@@ -329,7 +330,7 @@ impl Worker {
         epoll_add(epoll.as_raw_fd(), commands.fd(), CMD_TOKEN)?;
         let shared_fd = match &shared_sock {
             Some(s) => {
-                enable_pktinfo(s.as_raw_fd())?;
+                s.enable_pktinfo()?;
                 epoll_add(epoll.as_raw_fd(), s.as_raw_fd(), SHARED_TOKEN)?;
                 s.as_raw_fd()
             }
@@ -339,13 +340,13 @@ impl Worker {
             endpoints: Vec::new(),
             epoll,
             commands,
-            recv: RxBatch::new(BATCH),
+            recv: RecvBatch::with_pktinfo(BATCH),
             shared_sock,
             by_ip: HashMap::new(),
             // At most one entry per datagram of a receive turn: never grows.
             touched: Vec::with_capacity(BATCH * RECV_ROUNDS),
             ctx: Ctx {
-                send: TxBatch::new(BATCH),
+                send: SendBatch::with_pktinfo(BATCH),
                 batch_fd: -1,
                 shared_fd,
                 totals: Totals::default(),
@@ -389,9 +390,9 @@ impl Worker {
                         }
                     }
                 } else if token == SHARED_TOKEN {
-                    self.on_shared_readable(now);
+                    self.on_readable(None, now);
                 } else {
-                    self.on_readable(token as usize, now);
+                    self.on_readable(Some(token as u32), now);
                 }
             }
             self.run_timers(now, mono_ns());
@@ -425,17 +426,21 @@ impl Worker {
         self.wheel.schedule(i, at);
     }
 
-    /// An endpoint's own socket is readable.
-    fn on_readable(&mut self, i: usize, now: Instant) {
-        let Some(ep) = self.endpoints.get_mut(i) else {
-            return;
-        };
-        let Sock::Own(sock) = &ep.sock else {
-            return;
-        };
-        let fd = sock.as_raw_fd();
+    /// A socket is readable: endpoint `owner`'s own, or (None) the shared loopback one, where each
+    /// datagram goes to the endpoint whose address it was sent to.
+    fn on_readable(&mut self, owner: Option<u32>, now: Instant) {
         for _ in 0..RECV_ROUNDS {
-            let n = match self.recv.recv(fd) {
+            let sock = match owner {
+                Some(i) => match self.endpoints.get(i as usize).map(|ep| &ep.sock) {
+                    Some(Sock::Own(sock)) => sock,
+                    _ => return,
+                },
+                None => match &self.shared_sock {
+                    Some(sock) => sock,
+                    None => return,
+                },
+            };
+            let n = match self.recv.recv_on(sock.as_fd()) {
                 Ok(n) => n,
                 Err(_) => {
                     // E.g. an ICMP error queued on the socket: nothing to read this time.
@@ -448,47 +453,11 @@ impl Worker {
             }
             let arrival_ns = mono_ns();
             for k in 0..n {
-                match self.recv.get_mut(k) {
-                    Some((buf, from, _)) => {
-                        ep.on_datagram(now, arrival_ns, from, buf, &mut self.ctx)
-                    }
-                    None => self.ctx.totals.foreign += 1,
-                }
-            }
-            if n < self.recv.capacity() {
-                break;
-            }
-        }
-        if ep.after_input(now, &mut self.ctx) {
-            self.reschedule(i, now, mono_ns());
-        }
-    }
-
-    /// The shared loopback socket is readable: each datagram goes to the endpoint whose address it
-    /// was sent to.
-    fn on_shared_readable(&mut self, now: Instant) {
-        let Some(sock) = &self.shared_sock else {
-            return;
-        };
-        let fd = sock.as_raw_fd();
-        for _ in 0..RECV_ROUNDS {
-            let n = match self.recv.recv(fd) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.ctx.totals.recv_errors += 1;
-                    0
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            let arrival_ns = mono_ns();
-            for k in 0..n {
-                let Some((buf, from, Some(dst))) = self.recv.get_mut(k) else {
-                    self.ctx.totals.foreign += 1;
-                    continue;
-                };
-                let Some(&i) = self.by_ip.get(&dst) else {
+                let to = owner.or_else(|| {
+                    let dst = self.recv.destination(k)?;
+                    self.by_ip.get(&dst).copied()
+                });
+                let (Some((buf, from)), Some(i)) = (self.recv.get_mut(k), to) else {
                     self.ctx.totals.foreign += 1;
                     continue;
                 };
@@ -504,7 +473,7 @@ impl Worker {
         }
         let mut touched = std::mem::take(&mut self.touched);
         for &i in &touched {
-            if self.endpoints[i as usize].after_input(now, &mut self.ctx) {
+            if self.endpoints[i as usize].after_input(&mut self.ctx) {
                 self.reschedule(i as usize, now, mono_ns());
             }
         }
@@ -536,8 +505,8 @@ impl Worker {
                 Some(i)
             }
             Cmd::Connect { local, remote } => self.endpoints.get_mut(local).map(|ep| {
-                ep.connect(now, remote, &mut self.ctx);
-                ep.after_input(now, &mut self.ctx);
+                ep.connect(now, remote);
+                ep.after_input(&mut self.ctx);
                 local
             }),
             Cmd::ConnectRaw { local, relay } => self.endpoints.get_mut(local).map(|ep| {

@@ -6,14 +6,8 @@ mod common;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::{Duration, Instant};
 
-use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, Source, TransportState};
-use sluice_core::dtls::{DtlsCert, DtlsSetup, HashAlg};
-use sluice_core::ice::{Candidate, IceCredentials};
-use sluice_core::seam::{Command, Event};
-use sluice_core::shard::{ShardConfig, ShardHandle};
-use sluice_loadgen::{
-    Kind, LoadGen, LoadGenConfig, MediaConfig, RemoteDescription, Snapshot, Sources,
-};
+use sluice_loadgen::inproc::InProcessBridge;
+use sluice_loadgen::{Kind, LoadGen, LoadGenConfig, MediaConfig, Snapshot, Sources};
 
 use common::{assert_complete, assert_paced};
 
@@ -30,23 +24,15 @@ struct Scenario {
 }
 
 struct Run {
-    shard: ShardHandle,
+    bridge: InProcessBridge,
     lg: LoadGen,
     addrs: Vec<SocketAddr>,
-}
-
-fn transport_id(index: u32) -> u64 {
-    1000 + u64::from(index)
 }
 
 /// Allocates every endpoint on the shard the way the bridge's Colibri2 handler does, and hands
 /// each loadgen endpoint the bridge's side; returns once both sides report connected.
 fn connect(sc: &Scenario, threads: usize) -> Run {
-    let cert = DtlsCert::generate().expect("cert");
-    let bridge_fp = cert.fingerprint(HashAlg::Sha256);
-    let bind: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-    let shard = ShardHandle::spawn(&ShardConfig { bind: vec![bind] }, cert).expect("shard");
-    let bridge_addr = shard.local_addrs()[0];
+    let mut bridge = InProcessBridge::spawn().expect("shard");
     let mut lg = LoadGen::new(LoadGenConfig {
         threads,
         shared_sockets: sc.shared_sockets,
@@ -56,69 +42,13 @@ fn connect(sc: &Scenario, threads: usize) -> Run {
     .expect("loadgen");
     let mut addrs = Vec::new();
     for g in 0..sc.groups {
-        let router = u64::from(g) + 1;
-        shard.send(Command::CreateRouter {
-            router,
-            feedback: FeedbackSsrcs {
-                audio: 0xA000 + g,
-                video: 0xB000 + g,
-            },
-        });
+        bridge.create_conference(g);
         for local in lg.create_endpoints(sc.per_group, g).expect("endpoints") {
-            let tid = transport_id(local.index);
-            let bridge_ice = IceCredentials::random();
-            shard.send(Command::CreateTransport {
-                router,
-                transport: tid,
-                ice: bridge_ice.clone(),
-                controlling: true,
-            });
-            shard.send(Command::ConnectTransport {
-                transport: tid,
-                remote_ice: local.ice.clone(),
-                fingerprints: vec![local.fingerprint.clone()],
-                remote_setup: DtlsSetup::parse(sc.our_setup).expect("a=setup"),
-            });
-            shard.send(Command::AddRemoteCandidates {
-                transport: tid,
-                candidates: local
-                    .candidates
-                    .iter()
-                    .map(|c| RemoteCandidate {
-                        addr: c.addr,
-                        priority: c.priority,
-                        kind: c.kind,
-                    })
-                    .collect(),
-            });
             addrs.push(local.candidates[0].addr);
             let sources = Sources::for_endpoint(local.index, sc.layers);
-            let mut specs: Vec<Source> = sources
-                .audio
-                .iter()
-                .map(|&ssrc| Source::single(ssrc, MediaKind::Audio))
-                .collect();
-            specs.extend(
-                sources
-                    .video
-                    .iter()
-                    .map(|&ssrc| Source::single(ssrc, MediaKind::Video)),
-            );
-            shard.send(Command::SetSources {
-                transport: tid,
-                sources: specs,
-            });
-            lg.set_sources(local.index, sources).expect("sources");
-            lg.connect(
-                local.index,
-                RemoteDescription {
-                    ice: bridge_ice,
-                    candidates: vec![Candidate::host(bridge_addr, 65535)],
-                    fingerprints: vec![bridge_fp.clone()],
-                    setup: sc.bridge_setup.into(),
-                },
-            )
-            .expect("connect");
+            bridge
+                .allocate(&lg, &local, sources, sc.our_setup, sc.bridge_setup)
+                .expect("allocate");
         }
     }
     let total = sc.groups as usize * sc.per_group;
@@ -130,34 +60,12 @@ fn connect(sc: &Scenario, threads: usize) -> Run {
         lg.failed(),
         lg.snapshot(true).endpoint_list
     );
-    // The bridge side must be media-ready too before anyone sends, or the first packets are not
-    // forwarded and show up as loss.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut events = Vec::new();
-    loop {
-        shard.events.drain_into(&mut events);
-        let up = events
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e,
-                    Event::TransportState {
-                        state: TransportState::Connected,
-                        ..
-                    }
-                )
-            })
-            .count();
-        if up >= total {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bridge connected {up} of {total}: {events:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Run { shard, lg, addrs }
+    assert!(
+        bridge.wait_connected(total, Duration::from_secs(10)),
+        "bridge not connected: {:?}",
+        bridge.events
+    );
+    Run { bridge, lg, addrs }
 }
 
 fn run_media(run: &mut Run, secs: f64) -> (Snapshot, f64) {
@@ -202,7 +110,7 @@ fn three_conferences_of_three_with_simulcast_all_receive_everything() {
         Kind::Video if s.ssrc == Sources::for_endpoint(s.sender, 3).video[2] => 90.0,
         Kind::Video => 30.0,
     });
-    run.shard.shutdown();
+    run.bridge.shard.shutdown();
 }
 
 #[test]
@@ -223,7 +131,7 @@ fn dtls_server_role_when_the_bridge_is_active_on_per_endpoint_sockets() {
     let mut run = connect(&sc, 1);
     let (snap, _) = run_media(&mut run, 1.0);
     assert_complete(&snap, 1, 2, 2);
-    run.shard.shutdown();
+    run.bridge.shard.shutdown();
 }
 
 #[test]
@@ -268,5 +176,5 @@ fn garbage_to_an_endpoint_is_counted_and_harmless() {
     assert_eq!(t.decrypt_failures, 2, "{t:?}");
     assert_eq!(t.foreign, 4, "{t:?}");
     assert_complete(&snap, 1, 3, 2);
-    run.shard.shutdown();
+    run.bridge.shard.shutdown();
 }

@@ -2,40 +2,13 @@
 //! process while raw-mode endpoints and the raw relay exchange media. Allowed: one new per-second
 //! series entry per worker each second (a histogram box and the vector growing), nothing per packet.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_loadgen::relay::RawRelay;
 use sluice_loadgen::{LoadGen, LoadGenConfig, MediaConfig, Mode, Sources};
-
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers to the system allocator; only adds a relaxed counter.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use sluice_testutil::counting_alloc::{counted, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -81,11 +54,7 @@ fn steady_state(shared_sockets: bool) {
     // Warm-up: every stream tracker exists and the first series entries are there.
     std::thread::sleep(Duration::from_millis(1200));
     let before = lg.snapshot(false).totals;
-    ALLOCS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(1500));
-    COUNTING.store(false, Ordering::SeqCst);
-    let allocs = ALLOCS.load(Ordering::SeqCst);
+    let ((), allocs) = counted(|| std::thread::sleep(Duration::from_millis(1500)));
     let after = lg.snapshot(false).totals;
     lg.stop(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);

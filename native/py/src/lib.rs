@@ -1,22 +1,19 @@
 //! bridge._native: the PyO3 seam over sluice-core. Converts Python values to Commands and Events to
 //! Python values; no media logic lives here.
 
-mod loadgen;
 mod seam;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyDict;
 
 use sluice_core::domain::FeedbackSsrcs;
 use sluice_core::dtls::{DtlsCert, DtlsSetup, Fingerprint, HashAlg};
 use sluice_core::ice::IceCredentials;
 use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{ShardConfig, ShardHandle};
-use sluice_core::srtp::{SrtpContext, SrtpProfile};
 use sluice_core::stats::{Counters, StatsSnapshot};
 
 /// One event from a shard; `kind` says which fields are meaningful.
@@ -291,82 +288,10 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
     Ok(d)
 }
 
-/// One SRTP/SRTCP session (a send and a receive context from one master key), for differential tests.
-#[pyclass]
-struct SrtpSession {
-    // PyO3 objects may be shared across threads; the contexts are Send, not Sync.
-    tx: Mutex<SrtpContext>,
-    rx: Mutex<SrtpContext>,
-}
-
-fn lock(m: &Mutex<SrtpContext>) -> std::sync::MutexGuard<'_, SrtpContext> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[pymethods]
-impl SrtpSession {
-    #[new]
-    fn new(profile: &str, key: &[u8], salt: &[u8]) -> PyResult<Self> {
-        let p = SrtpProfile::from_dtls_name(profile)
-            .ok_or_else(|| PyValueError::new_err(format!("unknown SRTP profile {profile:?}")))?;
-        let make =
-            || SrtpContext::new(p, key, salt).map_err(|e| PyValueError::new_err(format!("{e:?}")));
-        Ok(SrtpSession {
-            tx: Mutex::new(make()?),
-            rx: Mutex::new(make()?),
-        })
-    }
-
-    fn protect_rtp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let mut tx = lock(&self.tx);
-        let overhead = tx.profile().rtp_overhead();
-        let mut buf = vec![0u8; packet.len() + overhead];
-        buf[..packet.len()].copy_from_slice(packet);
-        let n = tx
-            .protect_rtp(&mut buf, packet.len())
-            .map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
-        Ok(PyBytes::new(py, &buf[..n]))
-    }
-
-    fn unprotect_rtp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let mut buf = packet.to_vec();
-        let n = lock(&self.rx)
-            .unprotect_rtp(&mut buf)
-            .map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
-        Ok(PyBytes::new(py, &buf[..n]))
-    }
-
-    fn protect_rtcp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let mut tx = lock(&self.tx);
-        let overhead = tx.profile().rtcp_overhead();
-        let mut buf = vec![0u8; packet.len() + overhead];
-        buf[..packet.len()].copy_from_slice(packet);
-        let n = tx
-            .protect_rtcp(&mut buf, packet.len())
-            .map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
-        Ok(PyBytes::new(py, &buf[..n]))
-    }
-
-    fn unprotect_rtcp<'py>(&self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let mut buf = packet.to_vec();
-        let n = lock(&self.rx)
-            .unprotect_rtcp(&mut buf)
-            .map_err(|e| PyValueError::new_err(format!("{e:?}")))?;
-        Ok(PyBytes::new(py, &buf[..n]))
-    }
-}
-
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeBridge>()?;
     m.add_class::<NativeEvent>()?;
     seam::register(m)?;
-    m.add_class::<SrtpSession>()?;
-    m.add_class::<loadgen::LoadGen>()?;
-    m.add_class::<loadgen::RawRelay>()?;
-    m.add(
-        "SRTP_PROFILES",
-        ("SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80"),
-    )?;
     Ok(())
 }

@@ -93,6 +93,27 @@ impl CandidateKind {
             CandidateKind::Relayed => 0,
         }
     }
+
+    /// The type's name in SDP and Colibri2 (RFC 8839 section 5.1: `typ host` and so on).
+    pub fn sdp_name(self) -> &'static str {
+        match self {
+            CandidateKind::Host => "host",
+            CandidateKind::ServerReflexive => "srflx",
+            CandidateKind::PeerReflexive => "prflx",
+            CandidateKind::Relayed => "relay",
+        }
+    }
+
+    pub fn from_sdp_name(name: &str) -> Option<Self> {
+        [
+            CandidateKind::Host,
+            CandidateKind::ServerReflexive,
+            CandidateKind::PeerReflexive,
+            CandidateKind::Relayed,
+        ]
+        .into_iter()
+        .find(|k| k.sdp_name() == name)
+    }
 }
 
 /// Candidate priority, RFC 8445 section 5.1.2.1:

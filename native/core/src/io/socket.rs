@@ -3,7 +3,7 @@
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Largest datagram we receive or send. Media is ~1200 bytes; anything larger is truncated and dropped.
 pub const MAX_DATAGRAM: usize = 2048;
@@ -60,64 +60,23 @@ impl UdpSocket {
         self.local
     }
 
+    /// Asks the kernel for the local IPv4 address each datagram was sent to (IP_PKTINFO), read back
+    /// with [`RecvBatch::destination`] from a batch made by [`RecvBatch::with_pktinfo`]. With it, one
+    /// socket bound to 0.0.0.0 can answer for many local addresses (the load generator's loopback
+    /// endpoints).
+    pub fn enable_pktinfo(&self) -> io::Result<()> {
+        setsockopt(self.fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+    }
+
     /// Receives up to `batch.capacity()` datagrams in one `recvmmsg`. Returns 0 when nothing is queued.
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.prepare();
-        // SAFETY: every mmsghdr points into buffers owned by `batch` that outlive the call; vlen matches.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                batch.hdrs.as_mut_ptr(),
-                batch.hdrs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            batch.count = 0;
-            return match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(err),
-            };
-        }
-        batch.count = n as usize;
-        batch.calls += 1;
-        batch.packets += n as u64;
-        Ok(batch.count)
+        batch.recv_on(self.as_fd())
     }
 
     /// Sends every queued datagram with as few `sendmmsg` calls as the kernel allows, then clears the batch.
     /// Datagrams the kernel refuses (full buffer, unreachable) are dropped and counted in `batch.dropped`.
     pub fn send_batch(&self, batch: &mut SendBatch) {
-        let mut start = 0;
-        batch.prepare();
-        while start < batch.count {
-            let remaining = batch.count - start;
-            // SAFETY: hdrs[start..count] point into buffers owned by `batch`, prepared above.
-            let n = unsafe {
-                libc::sendmmsg(
-                    self.fd.as_raw_fd(),
-                    batch.hdrs.as_mut_ptr().add(start),
-                    remaining as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            batch.calls += 1;
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // Skip the datagram that failed (e.g. EAGAIN or an unreachable destination) and go on.
-                batch.dropped += 1;
-                start += 1;
-                continue;
-            }
-            batch.packets += n as u64;
-            start += n as usize;
-        }
-        batch.count = 0;
+        batch.send_on(self.as_fd());
     }
 }
 
@@ -127,10 +86,41 @@ impl AsRawFd for UdpSocket {
     }
 }
 
+impl AsFd for UdpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Room for one IP_PKTINFO control message (CMSG_SPACE of an in_pktinfo is 32 bytes on 64-bit),
+/// 8-byte aligned as cmsghdr requires.
+type CmsgBuf = [u64; 8];
+
+fn pktinfo_space() -> usize {
+    // SAFETY: CMSG_SPACE only computes a length.
+    unsafe { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize }
+}
+
+fn iovecs(capacity: usize) -> Box<[libc::iovec]> {
+    (0..capacity)
+        .map(|_| libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        })
+        .collect()
+}
+
+fn zeroed_slice<T>(capacity: usize) -> Box<[T]> {
+    // SAFETY: only used for plain C structs (sockaddr_storage, mmsghdr), for which all-zero is valid.
+    (0..capacity).map(|_| unsafe { zeroed() }).collect()
+}
+
 /// Preallocated buffers and headers for `recvmmsg`.
 pub struct RecvBatch {
     bufs: Box<[[u8; MAX_DATAGRAM]]>,
     addrs: Box<[libc::sockaddr_storage]>,
+    /// One control buffer per datagram with IP_PKTINFO, else empty.
+    cmsgs: Box<[CmsgBuf]>,
     iovecs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
     count: usize,
@@ -145,19 +135,23 @@ unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
     pub fn new(capacity: usize) -> Self {
+        Self::build(capacity, false)
+    }
+
+    /// A batch that also keeps each datagram's destination address, for a socket with
+    /// [`UdpSocket::enable_pktinfo`].
+    pub fn with_pktinfo(capacity: usize) -> Self {
+        Self::build(capacity, true)
+    }
+
+    fn build(capacity: usize, pktinfo: bool) -> Self {
         let capacity = capacity.max(1);
         RecvBatch {
             bufs: vec![[0u8; MAX_DATAGRAM]; capacity].into_boxed_slice(),
-            // SAFETY: all-zero is a valid value for these plain C structs.
-            addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
-            iovecs: (0..capacity)
-                .map(|_| libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                })
-                .collect(),
-            // SAFETY: as above.
-            hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            addrs: zeroed_slice(capacity),
+            cmsgs: vec![[0u64; 8]; if pktinfo { capacity } else { 0 }].into_boxed_slice(),
+            iovecs: iovecs(capacity),
+            hdrs: zeroed_slice(capacity),
             count: 0,
             calls: 0,
             packets: 0,
@@ -177,6 +171,34 @@ impl RecvBatch {
         self.count == 0
     }
 
+    /// One `recvmmsg` on `fd` (see [`UdpSocket::recv_batch`]), for a caller that keeps sockets apart
+    /// from their batches.
+    pub fn recv_on(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.prepare();
+        // SAFETY: every mmsghdr points into buffers owned by `self` that outlive the call; vlen matches.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            self.count = 0;
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(err),
+            };
+        }
+        self.count = n as usize;
+        self.calls += 1;
+        self.packets += n as u64;
+        Ok(self.count)
+    }
+
     /// Datagram `i` of the last receive, mutable so it can be decrypted in place, and its source.
     /// Returns `None` for a truncated datagram (larger than MAX_DATAGRAM) or an unknown address family.
     pub fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], SocketAddr)> {
@@ -192,6 +214,29 @@ impl RecvBatch {
         Some((&mut self.bufs[i][..len], from))
     }
 
+    /// The local IPv4 address datagram `i` was sent to, from its IP_PKTINFO (a batch made by
+    /// [`RecvBatch::with_pktinfo`], on a socket with [`UdpSocket::enable_pktinfo`]).
+    pub fn destination(&self, i: usize) -> Option<Ipv4Addr> {
+        if i >= self.count || self.cmsgs.is_empty() {
+            return None;
+        }
+        let hdr = &self.hdrs[i].msg_hdr;
+        // SAFETY: the kernel filled msg_control with msg_controllen bytes of well-formed cmsgs;
+        // CMSG_FIRSTHDR/NXTHDR stay inside that length.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                    let info: libc::in_pktinfo =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    return Some(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes()));
+                }
+                c = libc::CMSG_NXTHDR(hdr, c);
+            }
+        }
+        None
+    }
+
     fn prepare(&mut self) {
         for i in 0..self.bufs.len() {
             self.iovecs[i] = libc::iovec {
@@ -203,8 +248,16 @@ impl RecvBatch {
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_hdr.msg_iov = &mut self.iovecs[i];
             hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
+            match self.cmsgs.get_mut(i) {
+                Some(c) => {
+                    hdr.msg_hdr.msg_control = c.as_mut_ptr().cast();
+                    hdr.msg_hdr.msg_controllen = size_of::<CmsgBuf>();
+                }
+                None => {
+                    hdr.msg_hdr.msg_control = std::ptr::null_mut();
+                    hdr.msg_hdr.msg_controllen = 0;
+                }
+            }
             hdr.msg_hdr.msg_flags = 0;
             hdr.msg_len = 0;
         }
@@ -218,6 +271,10 @@ pub struct SendBatch {
     lens: Box<[usize]>,
     addrs: Box<[libc::sockaddr_storage]>,
     addr_lens: Box<[libc::socklen_t]>,
+    /// With IP_PKTINFO: the local IPv4 address each datagram leaves from (None: the socket's own)
+    /// and its control buffer. Both empty otherwise.
+    sources: Box<[Option<Ipv4Addr>]>,
+    cmsgs: Box<[CmsgBuf]>,
     iovecs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
     count: usize,
@@ -232,21 +289,27 @@ unsafe impl Send for SendBatch {}
 
 impl SendBatch {
     pub fn new(capacity: usize) -> Self {
+        Self::build(capacity, false)
+    }
+
+    /// A batch whose datagrams may each leave from a chosen local IPv4 address
+    /// ([`SendBatch::commit_from`]), through a socket bound to 0.0.0.0.
+    pub fn with_pktinfo(capacity: usize) -> Self {
+        Self::build(capacity, true)
+    }
+
+    fn build(capacity: usize, pktinfo: bool) -> Self {
         let capacity = capacity.max(1);
+        let with = if pktinfo { capacity } else { 0 };
         SendBatch {
             bufs: vec![[0u8; MAX_DATAGRAM]; capacity].into_boxed_slice(),
             lens: vec![0; capacity].into_boxed_slice(),
-            // SAFETY: all-zero is a valid value for these plain C structs.
-            addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            addrs: zeroed_slice(capacity),
             addr_lens: vec![0; capacity].into_boxed_slice(),
-            iovecs: (0..capacity)
-                .map(|_| libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                })
-                .collect(),
-            // SAFETY: as above.
-            hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            sources: vec![None; with].into_boxed_slice(),
+            cmsgs: vec![[0u64; 8]; with].into_boxed_slice(),
+            iovecs: iovecs(capacity),
+            hdrs: zeroed_slice(capacity),
             count: 0,
             calls: 0,
             packets: 0,
@@ -264,6 +327,8 @@ impl SendBatch {
 
     /// Forgets every queued datagram without sending.
     pub fn clear(&mut self) {
+        let n = self.count.min(self.sources.len());
+        self.sources[..n].fill(None);
         self.count = 0;
     }
 
@@ -289,6 +354,15 @@ impl SendBatch {
         self.count += 1;
     }
 
+    /// Queues the datagram written into the current slot, to leave from local address `from`
+    /// (a batch made by [`SendBatch::with_pktinfo`]; otherwise like [`SendBatch::commit`]).
+    pub fn commit_from(&mut self, len: usize, to: SocketAddr, from: Ipv4Addr) {
+        if let Some(s) = self.sources.get_mut(self.count) {
+            *s = Some(from);
+        }
+        self.commit(len, to);
+    }
+
     /// Copies `data` into the next slot and queues it. Returns false when the batch is full or it is too big.
     pub fn push(&mut self, data: &[u8], to: SocketAddr) -> bool {
         if data.len() > MAX_DATAGRAM {
@@ -300,6 +374,39 @@ impl SendBatch {
         slot[..data.len()].copy_from_slice(data);
         self.commit(data.len(), to);
         true
+    }
+
+    /// Sends everything queued on `fd` (see [`UdpSocket::send_batch`]), for a caller that keeps
+    /// sockets apart from their batches.
+    pub fn send_on(&mut self, fd: BorrowedFd<'_>) {
+        let mut start = 0;
+        self.prepare();
+        while start < self.count {
+            let remaining = self.count - start;
+            // SAFETY: hdrs[start..count] point into buffers owned by `self`, prepared above.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    self.hdrs.as_mut_ptr().add(start),
+                    remaining as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            self.calls += 1;
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Skip the datagram that failed (e.g. EAGAIN or an unreachable destination) and go on.
+                self.dropped += 1;
+                start += 1;
+                continue;
+            }
+            self.packets += n as u64;
+            start += n as usize;
+        }
+        self.count = 0;
     }
 
     fn prepare(&mut self) {
@@ -318,6 +425,36 @@ impl SendBatch {
             hdr.msg_hdr.msg_flags = 0;
             hdr.msg_len = 0;
         }
+        // Only a batch made with_pktinfo has sources; each is used once, so `commit` need not
+        // clear it (the shard's batches stay as they were without).
+        for i in 0..self.count.min(self.sources.len()) {
+            if let Some(src) = self.sources[i].take() {
+                write_pktinfo(&mut self.hdrs[i].msg_hdr, &mut self.cmsgs[i], src);
+            }
+        }
+    }
+}
+
+/// Points `hdr` at `buf` holding one IP_PKTINFO control message that sends from `src`.
+fn write_pktinfo(hdr: &mut libc::msghdr, buf: &mut CmsgBuf, src: Ipv4Addr) {
+    hdr.msg_control = buf.as_mut_ptr().cast();
+    hdr.msg_controllen = pktinfo_space();
+    // SAFETY: msg_control points at an aligned buffer of CMSG_SPACE(in_pktinfo) bytes or more (zeroed
+    // when made; only these fields are ever written), so CMSG_FIRSTHDR is non-null and one cmsghdr
+    // with its in_pktinfo fits.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(hdr);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from_ne_bytes(src.octets()),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
     }
 }
 
@@ -477,5 +614,84 @@ mod tests {
             }
             assert_eq!(got, 10);
         }
+    }
+
+    /// Receives up to `want` datagrams on `sock` within a second, each as (first byte, source,
+    /// destination).
+    fn receive(
+        sock: &UdpSocket,
+        rx: &mut RecvBatch,
+        want: usize,
+    ) -> Vec<(u8, SocketAddr, Option<Ipv4Addr>)> {
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            let n = sock.recv_batch(rx).expect("recv");
+            for k in 0..n {
+                let dst = rx.destination(k);
+                let (buf, from) = rx.get_mut(k).expect("datagram");
+                got.push((buf[0], from, dst));
+            }
+            if got.len() >= want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        got
+    }
+
+    #[test]
+    fn one_wildcard_socket_sends_from_and_receives_for_many_loopback_addresses() {
+        let shared = UdpSocket::bind("0.0.0.0:0".parse().expect("literal")).expect("bind");
+        shared.enable_pktinfo().expect("pktinfo");
+        let port = shared.local_addr().port();
+        let peer = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let ip = |i: u8| Ipv4Addr::new(127, 1, 0, i + 1);
+
+        // Out: each datagram leaves from its own loopback address; one without a source from the
+        // kernel's choice.
+        let mut tx = SendBatch::with_pktinfo(16);
+        for i in 0..10u8 {
+            let slot = tx.slot().expect("room");
+            slot[0] = i;
+            tx.commit_from(50, peer.local_addr(), ip(i));
+        }
+        assert!(tx.push(&[10; 50], peer.local_addr()));
+        shared.send_batch(&mut tx);
+        assert_eq!((tx.packets, tx.dropped), (11, 0));
+        let mut rx = RecvBatch::new(32);
+        let got = receive(&peer, &mut rx, 11);
+        let mut want: Vec<_> = (0..10u8)
+            .map(|i| (i, SocketAddr::from((ip(i), port)), None))
+            .collect();
+        want.push((10, SocketAddr::from((Ipv4Addr::LOCALHOST, port)), None));
+        assert_eq!(got, want);
+        // A source holds for its one datagram: the slot's next use leaves from the kernel's choice.
+        assert!(tx.push(&[11; 5], peer.local_addr()));
+        shared.send_batch(&mut tx);
+        let got = receive(&peer, &mut rx, 1);
+        assert_eq!(
+            got,
+            vec![(11, SocketAddr::from((Ipv4Addr::LOCALHOST, port)), None)]
+        );
+
+        // Back: each datagram says which local address it was for; a plain batch says nothing.
+        let mut back = SendBatch::new(16);
+        for i in 0..10u8 {
+            assert!(back.push(&[i; 20], SocketAddr::from((ip(i), port))));
+        }
+        peer.send_batch(&mut back);
+        let mut rx = RecvBatch::with_pktinfo(32);
+        let got = receive(&shared, &mut rx, 10);
+        let want: Vec<_> = (0..10u8)
+            .map(|i| (i, peer.local_addr(), Some(ip(i))))
+            .collect();
+        assert_eq!(got, want);
+        assert!(back.push(&[1], SocketAddr::from((ip(0), port))));
+        peer.send_batch(&mut back);
+        let mut plain = RecvBatch::new(4);
+        assert_eq!(
+            receive(&shared, &mut plain, 1),
+            vec![(1, peer.local_addr(), None)]
+        );
     }
 }

@@ -2,7 +2,6 @@
 //! (ICE controlled, DTLS active), on a real loopback socket, talking to a real Shard.
 #![allow(dead_code)]
 
-pub mod counting_alloc;
 pub mod spoof;
 
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
-//! bridge._native.LoadGen: the load generator (sluice-loadgen) for the Python bench. Conversions only;
-//! every packet is handled on the loadgen's own threads, never under the GIL.
+//! bench._native.LoadGen and RawRelay: the load generator (sluice-loadgen) and the raw relay for the
+//! Python bench. Conversions only; every packet is handled on their own threads, never under the GIL.
+//! Statistics cross as dicts whose keys are the Rust field names.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,11 +11,13 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use sluice_core::domain::RemoteCandidate;
 use sluice_core::dtls::Fingerprint;
-use sluice_core::ice::{Candidate, CandidateKind, IceCredentials};
+use sluice_core::ice::{CandidateKind, IceCredentials};
 use sluice_loadgen::relay::RelayStats;
 use sluice_loadgen::{
-    LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Sources,
+    Latency, LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Snapshot,
+    Sources,
 };
 
 fn os_err(e: std::io::Error) -> PyErr {
@@ -24,26 +27,7 @@ fn os_err(e: std::io::Error) -> PyErr {
     }
 }
 
-fn candidate_kind(typ: &str) -> PyResult<CandidateKind> {
-    Ok(match typ {
-        "host" => CandidateKind::Host,
-        "srflx" => CandidateKind::ServerReflexive,
-        "prflx" => CandidateKind::PeerReflexive,
-        "relay" => CandidateKind::Relayed,
-        _ => return Err(PyValueError::new_err(format!("bad candidate type {typ:?}"))),
-    })
-}
-
-fn kind_name(kind: CandidateKind) -> &'static str {
-    match kind {
-        CandidateKind::Host => "host",
-        CandidateKind::ServerReflexive => "srflx",
-        CandidateKind::PeerReflexive => "prflx",
-        CandidateKind::Relayed => "relay",
-    }
-}
-
-#[pyclass(module = "bridge._native")]
+#[pyclass(module = "bench._native")]
 pub struct LoadGen {
     inner: Inner,
 }
@@ -131,7 +115,7 @@ impl LoadGen {
                 cd.set_item("ip", c.addr.ip().to_string())?;
                 cd.set_item("port", c.addr.port())?;
                 cd.set_item("priority", c.priority)?;
-                cd.set_item("type", kind_name(c.kind))?;
+                cd.set_item("type", c.kind.sdp_name())?;
                 cd.set_item("foundation", &c.foundation)?;
                 cands.append(cd)?;
             }
@@ -152,16 +136,17 @@ impl LoadGen {
         setup: String,
     ) -> PyResult<()> {
         let mut cands = Vec::with_capacity(candidates.len());
-        for (i, (ip, port, priority, typ)) in candidates.into_iter().enumerate() {
+        for (ip, port, priority, typ) in candidates {
             let ip: IpAddr = ip
                 .parse()
                 .map_err(|_| PyValueError::new_err(format!("bad candidate address {ip:?}")))?;
-            cands.push(Candidate::new(
-                SocketAddr::new(ip, port),
-                candidate_kind(&typ)?,
+            let kind = CandidateKind::from_sdp_name(&typ)
+                .ok_or_else(|| PyValueError::new_err(format!("bad candidate type {typ:?}")))?;
+            cands.push(RemoteCandidate {
+                addr: SocketAddr::new(ip, port),
                 priority,
-                (i + 1).to_string(),
-            ));
+                kind,
+            });
         }
         // Unsupported hashes are skipped: any supported fingerprint may match (RFC 8122 5).
         let fps: Vec<Fingerprint> = fingerprints
@@ -247,17 +232,12 @@ impl LoadGen {
         py.detach(move || inner.stop(d));
     }
 
-    /// The snapshot as JSON text (see sluice_loadgen::Snapshot::to_json for the fields).
+    /// The snapshot as a dict (see bench/_native.pyi); `detail` adds the per-second, per-stream and
+    /// per-endpoint lists.
     #[pyo3(signature = (detail = false))]
-    fn stats_json(&self, py: Python<'_>, detail: bool) -> String {
-        py.detach(|| self.inner.snapshot(detail).to_json())
-    }
-
-    /// The snapshot as a dict.
-    #[pyo3(signature = (detail = false))]
-    fn stats<'py>(&self, py: Python<'py>, detail: bool) -> PyResult<Bound<'py, PyAny>> {
-        let text = self.stats_json(py, detail);
-        py.import("json")?.call_method1("loads", (text,))
+    fn stats<'py>(&self, py: Python<'py>, detail: bool) -> PyResult<Bound<'py, PyDict>> {
+        let snap = py.detach(|| self.inner.snapshot(detail));
+        snapshot_dict(py, &snap)
     }
 
     /// Stops the worker threads and closes every endpoint socket.
@@ -269,7 +249,7 @@ impl LoadGen {
 
 /// The raw relay baseline (sluice_loadgen::relay) on its own thread named "raw-relay", so a bench
 /// can read its CPU from /proc/<pid>/task. No packet touches Python.
-#[pyclass(module = "bridge._native")]
+#[pyclass(module = "bench._native")]
 pub struct RawRelay {
     addr: SocketAddr,
     /// Until `start` moves it to its thread.
@@ -334,12 +314,19 @@ impl RawRelay {
     }
 
     /// Counters as a dict: at most 100 ms old while running, exact after `stop`.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = match locked(&self.relay).as_ref() {
             Some(r) => r.stats(),
             None => *locked(&self.stats),
         };
-        py.import("json")?.call_method1("loads", (s.to_json(),))
+        let d = PyDict::new(py);
+        for (k, v) in s.named() {
+            d.set_item(k, v)?;
+        }
+        let (recv, send) = s.packets_per_call();
+        d.set_item("packets_per_recv_call", recv)?;
+        d.set_item("packets_per_send_call", send)?;
+        Ok(d)
     }
 
     /// Stops the thread and waits for it.
@@ -358,4 +345,94 @@ impl Drop for RawRelay {
             let _ = t.join();
         }
     }
+}
+
+fn latency_dict<'py>(py: Python<'py>, l: &Latency) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("count", l.count)?;
+    d.set_item("min_ns", l.min_ns)?;
+    d.set_item("mean_ns", l.mean_ns)?;
+    d.set_item("p50_ns", l.p50_ns)?;
+    d.set_item("p90_ns", l.p90_ns)?;
+    d.set_item("p99_ns", l.p99_ns)?;
+    d.set_item("p999_ns", l.p999_ns)?;
+    d.set_item("max_ns", l.max_ns)?;
+    Ok(d)
+}
+
+fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("mode", s.mode)?;
+    d.set_item("threads", s.threads)?;
+    d.set_item("elapsed_s", s.elapsed_s)?;
+    d.set_item("sending", s.sending)?;
+    d.set_item("stopped", s.stopped)?;
+    d.set_item("endpoints", s.endpoints)?;
+    d.set_item("connected", s.connected)?;
+    d.set_item("failed", s.failed)?;
+    d.set_item("expected", s.expected)?;
+    d.set_item("received", s.received)?;
+    d.set_item("unexpected", s.unexpected)?;
+    d.set_item("lost", s.lost)?;
+    d.set_item("lost_gap", s.lost_gap)?;
+    d.set_item("loss_ratio", s.loss_ratio())?;
+    d.set_item("duplicates", s.duplicates)?;
+    d.set_item("reordered", s.reordered)?;
+    d.set_item("late", s.late)?;
+    d.set_item("packets_per_recv_call", s.totals.packets_per_recv_call())?;
+    d.set_item("packets_per_send_call", s.totals.packets_per_send_call())?;
+    let totals = PyDict::new(py);
+    for (k, v) in s.totals.named() {
+        totals.set_item(k, v)?;
+    }
+    d.set_item("totals", totals)?;
+    d.set_item("latency", latency_dict(py, &s.latency)?)?;
+    d.set_item("latency_audio", latency_dict(py, &s.latency_audio)?)?;
+    d.set_item("latency_video", latency_dict(py, &s.latency_video)?)?;
+    d.set_item("histogram", &s.histogram)?;
+    let series = PyList::empty(py);
+    for x in &s.series {
+        let e = PyDict::new(py);
+        e.set_item("t", x.t)?;
+        e.set_item("sent_packets", x.sent_packets)?;
+        e.set_item("sent_bytes", x.sent_bytes)?;
+        e.set_item("recv_packets", x.recv_packets)?;
+        e.set_item("recv_bytes", x.recv_bytes)?;
+        e.set_item("gap_lost", x.gap_lost)?;
+        e.set_item("latency", latency_dict(py, &x.latency)?)?;
+        series.append(e)?;
+    }
+    d.set_item("series", series)?;
+    let streams = PyList::empty(py);
+    for x in &s.streams {
+        let e = PyDict::new(py);
+        e.set_item("receiver", x.receiver)?;
+        e.set_item("group", x.group)?;
+        e.set_item("sender", x.sender)?;
+        e.set_item("ssrc", x.ssrc)?;
+        e.set_item("kind", x.kind.as_str())?;
+        e.set_item("sent", x.sent)?;
+        e.set_item("received", x.received)?;
+        e.set_item("lost", x.lost)?;
+        e.set_item("gap_lost", x.gap_lost)?;
+        e.set_item("duplicates", x.duplicates)?;
+        e.set_item("reordered", x.reordered)?;
+        e.set_item("latency_mean_ns", x.latency_mean_ns)?;
+        e.set_item("latency_max_ns", x.latency_max_ns)?;
+        streams.append(e)?;
+    }
+    d.set_item("streams", streams)?;
+    let endpoints = PyList::empty(py);
+    for x in &s.endpoint_list {
+        let e = PyDict::new(py);
+        e.set_item("index", x.index)?;
+        e.set_item("group", x.group)?;
+        e.set_item("state", x.state)?;
+        e.set_item("detail", &x.detail)?;
+        e.set_item("sent", x.sent)?;
+        e.set_item("received", x.received)?;
+        endpoints.append(e)?;
+    }
+    d.set_item("endpoint_list", endpoints)?;
+    Ok(d)
 }

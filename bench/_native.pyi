@@ -1,0 +1,214 @@
+# Typed stub of bench._native (native/benchpy): the load generator, the raw relay and an SRTP test helper.
+# Built and installed apart from bridge._native by scripts/bootstrap.sh; the bridge's wheel does not carry it.
+from typing import Final, TypedDict
+
+#: The SRTP profiles SrtpSession accepts.
+SRTP_PROFILES: Final[tuple[str, ...]]
+
+class SrtpSession:
+    """One direction of SRTP/SRTCP over the native implementation (for differential tests)."""
+
+    def __init__(self, profile: str, key: bytes, salt: bytes) -> None: ...
+    def protect_rtp(self, packet: bytes) -> bytes: ...
+    def unprotect_rtp(self, packet: bytes) -> bytes: ...
+    def protect_rtcp(self, packet: bytes) -> bytes: ...
+    def unprotect_rtcp(self, packet: bytes) -> bytes: ...
+
+class LoadGenCandidate(TypedDict):
+    ip: str
+    port: int
+    priority: int
+    type: str
+    foundation: str
+
+class LoadGenEndpoint(TypedDict):
+    """One emulated endpoint's side, to put into its Colibri2 endpoint transport."""
+
+    index: int
+    group: int
+    ufrag: str
+    pwd: str
+    fingerprint_hash: str  # "sha-256"
+    fingerprint: str
+    setup: str  # "active": we offer to be the DTLS client
+    candidates: list[LoadGenCandidate]
+
+class Latency(TypedDict):
+    """One-way latency percentiles in ns; None while nothing was received."""
+
+    count: int
+    min_ns: int | None
+    mean_ns: float | None
+    p50_ns: int | None
+    p90_ns: int | None
+    p99_ns: int | None
+    p999_ns: int | None
+    max_ns: int | None
+
+class Totals(TypedDict):
+    """Every worker's counters, summed (sluice_loadgen::Totals)."""
+
+    sent_packets: int
+    sent_bytes: int
+    sent_rtcp: int
+    recv_rtcp: int
+    recv_packets: int
+    recv_bytes: int
+    decrypt_failures: int
+    before_keys: int
+    integrity_failures: int
+    misrouted: int
+    stream_limit: int
+    foreign: int
+    hello: int
+    protect_failures: int
+    send_failed: int
+    recv_errors: int
+    setup_errors: int
+    schedule_resets: int
+    stun_in: int
+    stun_out: int
+    dtls_in: int
+    dtls_out: int
+    recv_calls: int
+    recv_syscall_packets: int
+    send_calls: int
+    send_syscall_packets: int
+
+class Second(TypedDict):
+    t: int
+    sent_packets: int
+    sent_bytes: int
+    recv_packets: int
+    recv_bytes: int
+    gap_lost: int
+    latency: Latency
+
+class Stream(TypedDict):
+    """One stream as one receiver saw it; `sent` is what its sender sent."""
+
+    receiver: int
+    group: int
+    sender: int
+    ssrc: int
+    kind: str  # "audio" or "video"
+    sent: int
+    received: int
+    lost: int
+    gap_lost: int
+    duplicates: int
+    reordered: int
+    latency_mean_ns: float | None
+    latency_max_ns: int | None
+
+class EndpointSummary(TypedDict):
+    index: int
+    group: int
+    state: str  # "new", "connecting", "connected", "failed"
+    detail: str
+    sent: int
+    received: int
+
+class LoadGenStats(TypedDict):
+    """A snapshot of the whole load generator. `lost` is final once stopped (after the drain); the
+    lists `series`, `streams` and `endpoint_list` are empty unless asked for with `detail`."""
+
+    mode: str  # "secure" or "raw"
+    threads: int
+    elapsed_s: float
+    sending: bool
+    stopped: bool
+    endpoints: int
+    connected: int
+    failed: int
+    expected: int
+    received: int
+    unexpected: int
+    lost: int
+    lost_gap: int
+    loss_ratio: float
+    duplicates: int
+    reordered: int
+    late: int
+    packets_per_recv_call: float
+    packets_per_send_call: float
+    totals: Totals
+    latency: Latency
+    latency_audio: Latency
+    latency_video: Latency
+    histogram: list[tuple[int, int]]  # non-empty buckets: (upper edge ns, count)
+    series: list[Second]
+    streams: list[Stream]
+    endpoint_list: list[EndpointSummary]
+
+class LoadGen:
+    """Emulated endpoints (native/loadgen) on their own threads; no packet is handled under the GIL.
+
+    mode "secure": ICE controlled, DTLS-SRTP to a bridge; mode "raw": clear RTP to the raw relay.
+    Each receiver expects every stream of every other endpoint in its group (conference).
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        bind_ip: str = "127.0.0.1",
+        mode: str = "secure",
+        audio: bool = True,
+        video: bool = True,
+        video_bitrate_bps: int = 1_000_000,
+        fps: int = 30,
+        video_packet_size: int = 1200,
+        audio_packet_size: int = 100,
+        # With an IPv4 loopback bind_ip: one socket per worker, each endpoint its own 127.a.b.c address.
+        shared_sockets: bool = True,
+    ) -> None: ...
+    def create_endpoints(self, count: int, group: int) -> list[LoadGenEndpoint]: ...
+    def connect(
+        self,
+        index: int,
+        ufrag: str,
+        pwd: str,
+        candidates: list[tuple[str, int, int, str]],
+        fingerprints: list[tuple[str, str]],
+        setup: str,
+    ) -> None: ...
+    def connect_raw(self, index: int, host: str, port: int) -> None: ...
+    def set_sources(self, index: int, audio_ssrc: int | None, video_ssrcs: list[int]) -> None: ...
+    @staticmethod
+    def default_sources(index: int, layers: int) -> tuple[int | None, list[int]]: ...
+    def endpoints(self) -> int: ...
+    def connected(self) -> int: ...
+    def failed(self) -> int: ...
+    def wait_connected(self, timeout: float) -> bool: ...
+    def start(self) -> None: ...
+    def stop(self, drain: float = 0.5) -> None: ...
+    def stats(self, detail: bool = False) -> LoadGenStats: ...
+    def shutdown(self) -> None: ...
+
+class RelayStats(TypedDict):
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+    untagged: int
+    send_failed: int
+    members: int
+    groups: int
+    recv_calls: int
+    recv_syscall_packets: int
+    send_calls: int
+    send_syscall_packets: int
+    packets_per_recv_call: float
+    packets_per_send_call: float
+
+class RawRelay:
+    """The raw relay baseline (recvmmsg -> fan-out to the sender's group -> sendmmsg, no crypto) on a
+    thread named "raw-relay". A sender's group is read once from its first datagram (loadgen payload)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None: ...
+    def local_address(self) -> tuple[str, int]: ...
+    def start(self) -> None: ...
+    # At most 100 ms old while running, exact after `stop`.
+    def stats(self) -> RelayStats: ...
+    def stop(self) -> None: ...
