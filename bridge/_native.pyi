@@ -1,8 +1,7 @@
 # Typed stub of the PyO3 seam (native/py). Commands return at once; results come back as events.
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
-from typing import ClassVar, Final, TypedDict
-
+from typing import ClassVar
 
 # ---- the typed values Commands carry (native/py/src/seam.rs); built by bridge/seam.py
 
