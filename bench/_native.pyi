@@ -136,6 +136,8 @@ class LoadGenStats(TypedDict):
     latency: Latency
     latency_audio: Latency
     latency_video: Latency
+    #: Send to the kernel's queueing on the receiving socket: `latency` without the receiver's read delay.
+    latency_socket: Latency
     histogram: list[tuple[int, int]]  # non-empty buckets: (upper edge ns, count)
     series: list[Second]
     streams: list[Stream]

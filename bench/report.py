@@ -115,9 +115,9 @@ def markdown(result: dict[str, Any]) -> str:
     """One row per step: the figures an operator sizes hardware with."""
     head = (
         "| scenario | conf | pub | sub | egress pps | payload MB/s | CPU cores | loadgen / other cores "
-        "| µs/pkt | raw µs/pkt | ratio | loss % | p50 µs | p99 µs | p99.9 µs | raw p99 µs | UDP drops "
-        "| seam/pkt | pkts/sendmmsg | pkts/recvmmsg |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| µs/pkt | raw µs/pkt | ratio | loss % | p50 µs | p99 µs | p99.9 µs | raw p99 µs "
+        "| p99 at socket µs | raw p99 at socket µs | UDP drops | seam/pkt | pkts/sendmmsg | pkts/recvmmsg |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for step in result["steps"]:
@@ -132,6 +132,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_fmt(step.get('cpu_per_packet_ratio'), 2)} | {_fmt(b['loss_pct'], 3)} "
             f"| {_fmt(b['latency_us']['p50'], 1)} | {_fmt(b['latency_us']['p99'], 1)} "
             f"| {_fmt(b['latency_us']['p999'], 1)} | {_fmt((r.get('latency_us') or {}).get('p99'), 1)} "
+            f"| {_fmt((b.get('latency_at_socket_us') or {}).get('p99'), 1)} "
+            f"| {_fmt((r.get('latency_at_socket_us') or {}).get('p99'), 1)} "
             f"| {drops['rcvbuf_errors'] + drops['sndbuf_errors']} "
             f"| {_fmt(b['seam_crossings_per_packet'], 5)} | {_fmt(b['packets_per_sendmmsg'], 1)} "
             f"| {_fmt(b['packets_per_recvmmsg'], 1)} |"

@@ -298,7 +298,7 @@ class RunResult:
             if self.after.cpu is not None and self.before.cpu is not None
             else None
         )
-        latency = lg["latency"]
+        latency, at_socket = lg["latency"], lg["latency_socket"]
         expected, lost = lg["expected"], lg["lost"]
         seam = self._delta("seam")
         send_calls, send_packets = self._delta("send_calls"), self._delta("send_packets")
@@ -307,6 +307,9 @@ class RunResult:
 
         def us(ns: int | None) -> float | None:
             return round(ns / 1000, 1) if ns is not None and latency["count"] else None
+
+        def socket_us(ns: int | None) -> float | None:
+            return round(ns / 1000, 1) if ns is not None and at_socket["count"] else None
 
         return {
             "target": self.target,
@@ -339,6 +342,13 @@ class RunResult:
                 "p99": us(latency["p99_ns"]),
                 "p999": us(latency["p999_ns"]),
                 "max": us(latency["max_ns"]),
+            },
+            # Up to the kernel's queueing on the receiving socket: without the load generator's own
+            # delay in reading what arrived, which a busy single-threaded generator adds to both targets.
+            "latency_at_socket_us": {
+                "p50": socket_us(at_socket["p50_ns"]),
+                "p99": socket_us(at_socket["p99_ns"]),
+                "p999": socket_us(at_socket["p999_ns"]),
             },
             "kernel_udp_drops": {
                 "rcvbuf_errors": udp.rcvbuf_errors,

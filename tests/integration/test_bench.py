@@ -57,6 +57,8 @@ async def test_bench_runs_a_small_scenario_and_writes_a_consistent_result(tmp_pa
         assert run["loss_pct"] is not None and run["loss_pct"] <= 1.0
         latency = run["latency_us"]
         assert 0 < latency["p50"] <= latency["p99"] <= latency["p999"] <= latency["max"]
+        at_socket = run["latency_at_socket_us"]
+        assert 0 < at_socket["p50"] <= at_socket["p99"] <= latency["p99"]
         assert run["egress_pps"] > 0 and run["cpu_cores"] > 0 and run["cpu_us_per_egress_packet"] > 0
         assert isinstance(run["other_cpu_cores"], float)
     # 6 senders, each heard by the 3 others: 300 kbit/s at 30 fps is 1250 B a frame, 2 packets; + 50 audio.

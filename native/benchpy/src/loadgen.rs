@@ -389,6 +389,7 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDi
     d.set_item("latency", latency_dict(py, &s.latency)?)?;
     d.set_item("latency_audio", latency_dict(py, &s.latency_audio)?)?;
     d.set_item("latency_video", latency_dict(py, &s.latency_video)?)?;
+    d.set_item("latency_socket", latency_dict(py, &s.latency_socket)?)?;
     d.set_item("histogram", &s.histogram)?;
     let series = PyList::empty(py);
     for x in &s.series {

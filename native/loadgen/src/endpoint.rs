@@ -19,7 +19,7 @@ use sluice_core::transport::{Note, Transport};
 
 use crate::payload::{self, Fields, Kind, PayloadError, HEADER_LEN, RTP_HEADER_LEN};
 use crate::track::{Arrival, StreamTracker};
-use crate::worker::Ctx;
+use crate::worker::{Ctx, Latencies};
 use crate::{MediaConfig, RemoteDescription, Sources};
 
 /// Payload types on the wire (what a Jitsi client would use for VP8 and Opus).
@@ -352,10 +352,12 @@ impl Endpoint {
         true
     }
 
-    /// One received datagram. `arrival_ns` was read right after the receive call.
+    /// One received datagram. `arrival_ns` was read right after the receive call; `queued_ns` is
+    /// when the kernel queued it on our socket (`arrival_ns` where the kernel did not say).
     pub fn on_datagram(
         &mut self,
         now: Instant,
+        queued_ns: u64,
         arrival_ns: u64,
         from: SocketAddr,
         buf: &mut [u8],
@@ -415,10 +417,17 @@ impl Endpoint {
             ctx.totals.integrity_failures += 1;
             return;
         };
-        self.on_media(pkt, wire, arrival_ns, ctx);
+        self.on_media(pkt, wire, queued_ns, arrival_ns, ctx);
     }
 
-    fn on_media(&mut self, pkt: &[u8], wire: usize, arrival_ns: u64, ctx: &mut Ctx) {
+    fn on_media(
+        &mut self,
+        pkt: &[u8],
+        wire: usize,
+        queued_ns: u64,
+        arrival_ns: u64,
+        ctx: &mut Ctx,
+    ) {
         let fields = match RtpView::parse(pkt).map(|v| payload::verify(v.payload())) {
             Ok(Ok(f)) => f,
             Ok(Err(PayloadError::Hello)) => {
@@ -463,8 +472,11 @@ impl Endpoint {
             Arrival::Reordered | Arrival::Late => -1,
             Arrival::Duplicate => return,
         };
-        let latency = arrival_ns.saturating_sub(fields.send_ns);
-        t.on_latency(latency);
+        let latency = Latencies {
+            socket_ns: queued_ns.saturating_sub(fields.send_ns),
+            read_ns: arrival_ns.saturating_sub(fields.send_ns),
+        };
+        t.on_latency(latency.read_ns);
         ctx.on_received(fields.kind, wire, latency, gap_delta, arrival_ns);
     }
 

@@ -4,7 +4,7 @@
 //! thousands of endpoints, each with its own address 127.a.b.c on the same port. The bridge still sees
 //! one address per endpoint, and the load generator sends and receives for all of them in whole
 //! batches instead of one syscall per endpoint: core's `SendBatch::with_pktinfo` and
-//! `RecvBatch::with_pktinfo` carry each datagram's local address (IP_PKTINFO).
+//! `RecvBatch::with_control` carry each datagram's local address (IP_PKTINFO).
 
 use std::net::Ipv4Addr;
 

@@ -300,7 +300,11 @@ impl LoadGen {
                 Some(port) => Sock::Shared {
                     local: SocketAddr::new(IpAddr::V4(io::loopback_ip(index)), port),
                 },
-                None => Sock::Own(UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?),
+                None => {
+                    let sock = UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?;
+                    sock.enable_rx_timestamps()?;
+                    Sock::Own(sock)
+                }
             };
             let ice = IceCredentials::random();
             let ep = match self.config.mode {

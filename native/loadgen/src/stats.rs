@@ -159,6 +159,7 @@ pub struct WorkerReport {
     pub latency: Histogram,
     pub latency_audio: Histogram,
     pub latency_video: Histogram,
+    pub latency_socket: Histogram,
     pub series: Vec<Second>,
     pub endpoints: Vec<EndpointReport>,
 }
@@ -261,6 +262,9 @@ pub struct Snapshot {
     pub latency: Latency,
     pub latency_audio: Latency,
     pub latency_video: Latency,
+    /// Send to the kernel's queueing on the receiving socket, where the kernel stamps arrivals (the
+    /// shared loopback sockets): `latency` less the receiving worker's delay in reading.
+    pub latency_socket: Latency,
     /// Non-empty latency buckets as (upper edge ns, count).
     pub histogram: Vec<(u64, u64)>,
     pub series: Vec<SecondStats>,
@@ -303,6 +307,7 @@ impl Snapshot {
         let mut lat = Histogram::new();
         let mut lat_a = Histogram::new();
         let mut lat_v = Histogram::new();
+        let mut lat_s = Histogram::new();
         let mut series: Vec<Second> = Vec::new();
         let threads = reports.len();
         let mut endpoints: Vec<EndpointReport> = Vec::new();
@@ -311,6 +316,7 @@ impl Snapshot {
             lat.merge(&r.latency);
             lat_a.merge(&r.latency_audio);
             lat_v.merge(&r.latency_video);
+            lat_s.merge(&r.latency_socket);
             if series.len() < r.series.len() {
                 series.resize_with(r.series.len(), Second::default);
             }
@@ -349,6 +355,7 @@ impl Snapshot {
             latency: Latency::of(&lat),
             latency_audio: Latency::of(&lat_a),
             latency_video: Latency::of(&lat_v),
+            latency_socket: Latency::of(&lat_s),
             histogram: lat.buckets().collect(),
             series: series
                 .iter()

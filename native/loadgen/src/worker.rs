@@ -16,7 +16,7 @@ use sluice_core::queue::Queue;
 
 use crate::endpoint::{Endpoint, Sock};
 use crate::histogram::Histogram;
-use crate::payload::{mono_ns, Kind};
+use crate::payload::{mono_ns, realtime_ns, Kind};
 use crate::stats::{EndpointReport, OutgoingReport, Second, Totals, WorkerReport};
 use crate::{MediaConfig, RemoteDescription, Sources};
 
@@ -95,6 +95,9 @@ pub struct Ctx {
     pub latency: Histogram,
     pub latency_audio: Histogram,
     pub latency_video: Histogram,
+    /// Send to the moment the kernel queued the datagram on the receiving socket: the latency
+    /// without the receiving worker's own delay in reading it.
+    pub latency_socket: Histogram,
     /// Per-second series from the epoch.
     pub series: Vec<Second>,
     /// When `start` was called (CLOCK_MONOTONIC ns, 0 before), shared by every worker: a worker
@@ -175,8 +178,17 @@ impl Ctx {
     }
 
     #[inline]
-    pub fn on_received(&mut self, kind: Kind, bytes: usize, latency_ns: u64, gap: i64, at_ns: u64) {
+    pub fn on_received(
+        &mut self,
+        kind: Kind,
+        bytes: usize,
+        latency: Latencies,
+        gap: i64,
+        at_ns: u64,
+    ) {
+        let latency_ns = latency.read_ns;
         self.latency.record(latency_ns);
+        self.latency_socket.record(latency.socket_ns);
         match kind {
             Kind::Audio => self.latency_audio.record(latency_ns),
             Kind::Video => self.latency_video.record(latency_ns),
@@ -188,6 +200,13 @@ impl Ctx {
             s.latency.record(latency_ns);
         }
     }
+}
+
+/// One packet's latency, to where the receiving socket got it and to where we read it.
+#[derive(Clone, Copy, Debug)]
+pub struct Latencies {
+    pub socket_ns: u64,
+    pub read_ns: u64,
 }
 
 /// No endpoint (list end).
@@ -331,6 +350,7 @@ impl Worker {
         let shared_fd = match &shared_sock {
             Some(s) => {
                 s.enable_pktinfo()?;
+                s.enable_rx_timestamps()?;
                 epoll_add(epoll.as_raw_fd(), s.as_raw_fd(), SHARED_TOKEN)?;
                 s.as_raw_fd()
             }
@@ -340,7 +360,7 @@ impl Worker {
             endpoints: Vec::new(),
             epoll,
             commands,
-            recv: RecvBatch::with_pktinfo(BATCH),
+            recv: RecvBatch::with_control(BATCH),
             shared_sock,
             by_ip: HashMap::new(),
             // At most one entry per datagram of a receive turn: never grows.
@@ -355,6 +375,7 @@ impl Worker {
                 latency: Histogram::new(),
                 latency_audio: Histogram::new(),
                 latency_video: Histogram::new(),
+                latency_socket: Histogram::new(),
                 series: Vec::new(),
                 epoch_ns,
             },
@@ -452,17 +473,23 @@ impl Worker {
                 break;
             }
             let arrival_ns = mono_ns();
+            // The kernel stamps arrivals in CLOCK_REALTIME; our send times are CLOCK_MONOTONIC.
+            let realtime_to_mono = i128::from(arrival_ns) - i128::from(realtime_ns());
             for k in 0..n {
                 let to = owner.or_else(|| {
                     let dst = self.recv.destination(k)?;
                     self.by_ip.get(&dst).copied()
+                });
+                let queued_ns = self.recv.received_at(k).map_or(arrival_ns, |at| {
+                    let mono = i128::from(at) + realtime_to_mono;
+                    u64::try_from(mono).unwrap_or(0).min(arrival_ns)
                 });
                 let (Some((buf, from)), Some(i)) = (self.recv.get_mut(k), to) else {
                     self.ctx.totals.foreign += 1;
                     continue;
                 };
                 let ep = &mut self.endpoints[i as usize];
-                ep.on_datagram(now, arrival_ns, from, buf, &mut self.ctx);
+                ep.on_datagram(now, queued_ns, arrival_ns, from, buf, &mut self.ctx);
                 if ep.has_control_input() {
                     self.touched.push(i);
                 }
@@ -558,6 +585,7 @@ impl Worker {
             latency: self.ctx.latency.clone(),
             latency_audio: self.ctx.latency_audio.clone(),
             latency_video: self.ctx.latency_video.clone(),
+            latency_socket: self.ctx.latency_socket.clone(),
             series: if series {
                 self.ctx.series.clone()
             } else {

@@ -61,11 +61,24 @@ impl UdpSocket {
     }
 
     /// Asks the kernel for the local IPv4 address each datagram was sent to (IP_PKTINFO), read back
-    /// with [`RecvBatch::destination`] from a batch made by [`RecvBatch::with_pktinfo`]. With it, one
+    /// with [`RecvBatch::destination`] from a batch made by [`RecvBatch::with_control`]. With it, one
     /// socket bound to 0.0.0.0 can answer for many local addresses (the load generator's loopback
     /// endpoints).
     pub fn enable_pktinfo(&self) -> io::Result<()> {
         setsockopt(self.fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+    }
+
+    /// Asks the kernel to stamp each datagram with the time it reached this socket (SO_TIMESTAMPNS,
+    /// CLOCK_REALTIME), read back with [`RecvBatch::received_at`] from a batch made by
+    /// [`RecvBatch::with_control`]. The gap between that stamp and the read is how long the datagram
+    /// waited for its reader.
+    pub fn enable_rx_timestamps(&self) -> io::Result<()> {
+        setsockopt(
+            self.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            1,
+        )
     }
 
     /// Receives up to `batch.capacity()` datagrams in one `recvmmsg`. Returns 0 when nothing is queued.
@@ -92,8 +105,8 @@ impl AsFd for UdpSocket {
     }
 }
 
-/// Room for one IP_PKTINFO control message (CMSG_SPACE of an in_pktinfo is 32 bytes on 64-bit),
-/// 8-byte aligned as cmsghdr requires.
+/// Room for an IP_PKTINFO and an SCM_TIMESTAMPNS control message (CMSG_SPACE of each is 32 bytes
+/// on 64-bit), 8-byte aligned as cmsghdr requires.
 type CmsgBuf = [u64; 8];
 
 fn pktinfo_space() -> usize {
@@ -119,7 +132,8 @@ fn zeroed_slice<T>(capacity: usize) -> Box<[T]> {
 pub struct RecvBatch {
     bufs: Box<[[u8; MAX_DATAGRAM]]>,
     addrs: Box<[libc::sockaddr_storage]>,
-    /// One control buffer per datagram with IP_PKTINFO, else empty.
+    /// One control buffer per datagram (IP_PKTINFO, SO_TIMESTAMPNS) in a batch made with_control,
+    /// else empty.
     cmsgs: Box<[CmsgBuf]>,
     iovecs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
@@ -138,18 +152,18 @@ impl RecvBatch {
         Self::build(capacity, false)
     }
 
-    /// A batch that also keeps each datagram's destination address, for a socket with
-    /// [`UdpSocket::enable_pktinfo`].
-    pub fn with_pktinfo(capacity: usize) -> Self {
+    /// A batch that also keeps each datagram's control messages: its destination address on a socket
+    /// with [`UdpSocket::enable_pktinfo`], its arrival time with [`UdpSocket::enable_rx_timestamps`].
+    pub fn with_control(capacity: usize) -> Self {
         Self::build(capacity, true)
     }
 
-    fn build(capacity: usize, pktinfo: bool) -> Self {
+    fn build(capacity: usize, control: bool) -> Self {
         let capacity = capacity.max(1);
         RecvBatch {
             bufs: vec![[0u8; MAX_DATAGRAM]; capacity].into_boxed_slice(),
             addrs: zeroed_slice(capacity),
-            cmsgs: vec![[0u64; 8]; if pktinfo { capacity } else { 0 }].into_boxed_slice(),
+            cmsgs: vec![[0u64; 8]; if control { capacity } else { 0 }].into_boxed_slice(),
             iovecs: iovecs(capacity),
             hdrs: zeroed_slice(capacity),
             count: 0,
@@ -215,8 +229,28 @@ impl RecvBatch {
     }
 
     /// The local IPv4 address datagram `i` was sent to, from its IP_PKTINFO (a batch made by
-    /// [`RecvBatch::with_pktinfo`], on a socket with [`UdpSocket::enable_pktinfo`]).
+    /// [`RecvBatch::with_control`], on a socket with [`UdpSocket::enable_pktinfo`]).
     pub fn destination(&self, i: usize) -> Option<Ipv4Addr> {
+        let data = self.control(i, libc::IPPROTO_IP, libc::IP_PKTINFO)?;
+        // SAFETY: an IP_PKTINFO message carries one in_pktinfo; read_unaligned needs no alignment.
+        let info: libc::in_pktinfo = unsafe { std::ptr::read_unaligned(data.cast()) };
+        Some(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes()))
+    }
+
+    /// When datagram `i` reached the socket, in CLOCK_REALTIME nanoseconds, from its SCM_TIMESTAMPNS
+    /// (a batch made by [`RecvBatch::with_control`], on a socket with
+    /// [`UdpSocket::enable_rx_timestamps`]).
+    pub fn received_at(&self, i: usize) -> Option<u64> {
+        let data = self.control(i, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)?;
+        // SAFETY: an SCM_TIMESTAMPNS message carries one timespec; read_unaligned needs no alignment.
+        let ts: libc::timespec = unsafe { std::ptr::read_unaligned(data.cast()) };
+        let secs = u64::try_from(ts.tv_sec).ok()?;
+        let nanos = u64::try_from(ts.tv_nsec).ok()?;
+        secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+    }
+
+    /// The data of datagram `i`'s control message of this level and type, if the kernel gave one.
+    fn control(&self, i: usize, level: libc::c_int, kind: libc::c_int) -> Option<*const u8> {
         if i >= self.count || self.cmsgs.is_empty() {
             return None;
         }
@@ -226,10 +260,8 @@ impl RecvBatch {
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(hdr);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
-                    let info: libc::in_pktinfo =
-                        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    return Some(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes()));
+                if (*c).cmsg_level == level && (*c).cmsg_type == kind {
+                    return Some(libc::CMSG_DATA(c).cast_const());
                 }
                 c = libc::CMSG_NXTHDR(hdr, c);
             }
@@ -680,7 +712,7 @@ mod tests {
             assert!(back.push(&[i; 20], SocketAddr::from((ip(i), port))));
         }
         peer.send_batch(&mut back);
-        let mut rx = RecvBatch::with_pktinfo(32);
+        let mut rx = RecvBatch::with_control(32);
         let got = receive(&shared, &mut rx, 10);
         let want: Vec<_> = (0..10u8)
             .map(|i| (i, peer.local_addr(), Some(ip(i))))
@@ -693,5 +725,54 @@ mod tests {
             receive(&shared, &mut plain, 1),
             vec![(1, peer.local_addr(), None)]
         );
+    }
+
+    fn realtime_ns() -> u64 {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        u64::try_from(since.as_nanos()).expect("fits")
+    }
+
+    #[test]
+    fn a_datagram_carries_its_arrival_time_and_destination_together() {
+        let sock = UdpSocket::bind("0.0.0.0:0".parse().expect("literal")).expect("bind");
+        sock.enable_pktinfo().expect("pktinfo");
+        sock.enable_rx_timestamps().expect("timestamps");
+        let port = sock.local_addr().port();
+        let peer = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let before = realtime_ns();
+        let mut tx = SendBatch::new(4);
+        assert!(tx.push(
+            &[7; 20],
+            SocketAddr::from((Ipv4Addr::new(127, 2, 0, 1), port))
+        ));
+        peer.send_batch(&mut tx);
+        let mut rx = RecvBatch::with_control(4);
+        let got = receive(&sock, &mut rx, 1);
+        let after = realtime_ns();
+        assert_eq!(
+            got,
+            vec![(7, peer.local_addr(), Some(Ipv4Addr::new(127, 2, 0, 1)))]
+        );
+        let at = rx.received_at(0).expect("a timestamp");
+        assert!(before <= at && at <= after, "{before} <= {at} <= {after}");
+        assert_eq!(rx.received_at(1), None, "past the batch");
+
+        // Without the socket option, or without control buffers, there is no time.
+        let plain = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        assert!(tx.push(&[8; 20], plain.local_addr()));
+        peer.send_batch(&mut tx);
+        let got = receive(&plain, &mut rx, 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(rx.received_at(0), None);
+        assert!(tx.push(
+            &[9; 20],
+            SocketAddr::from((Ipv4Addr::new(127, 2, 0, 1), port))
+        ));
+        peer.send_batch(&mut tx);
+        let mut bare = RecvBatch::new(4);
+        assert_eq!(receive(&sock, &mut bare, 1).len(), 1);
+        assert_eq!(bare.received_at(0), None);
     }
 }
