@@ -48,6 +48,53 @@ class BenchError(RuntimeError):
     """The bench could not run (a target did not start, endpoints did not connect)."""
 
 
+@dataclass(frozen=True)
+class Placement:
+    """The CPUs the target's packet thread and the load generator run on (None: the kernel chooses).
+
+    On one host the load generator reads what the target sends, and the kernel places a reader woken by a
+    loopback send on the sender's CPU: unpinned, the generator preempts the target's packet thread in the
+    middle of its batch, the other core idles, and the latency measured is that ping-pong. Each target
+    (the bridge's shard, the raw relay) gets the last CPU; the generator the others.
+    """
+
+    target_cpu: int | None = None
+    loadgen_cpus: frozenset[int] | None = None
+
+    @classmethod
+    def split(cls) -> Placement:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return cls()
+        return cls(target_cpu=cpus[-1], loadgen_cpus=frozenset(cpus[:-1]))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target_cpu": self.target_cpu,
+            "loadgen_cpus": None if self.loadgen_cpus is None else sorted(self.loadgen_cpus),
+        }
+
+
+def _set_process_affinity(cpus: set[int] | frozenset[int]) -> None:
+    """Every thread of this process (threads started later inherit it from theirs)."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cpus)
+
+
+@contextlib.contextmanager
+def _pinned(cpus: frozenset[int] | None) -> Any:
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    _set_process_affinity(cpus)
+    try:
+        yield
+    finally:
+        _set_process_affinity(before)
+
+
 def _loadgen_class() -> type[LoadGen]:
     try:
         from bench import _native  # noqa: PLC0415
@@ -190,9 +237,12 @@ def _free_tcp_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def started_bridge(session: aiohttp.ClientSession) -> AsyncIterator[BridgeTarget]:
+async def started_bridge(
+    session: aiohttp.ClientSession, shard_cpu: int | None
+) -> AsyncIterator[BridgeTarget]:
     """`sluice bridge` on loopback with its private API on a free port; stopped by PID afterwards."""
     port = _free_tcp_port()
+    shard = f"[videobridge.shard]\ncpu = {shard_cpu}\n" if shard_cpu is not None else ""
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         config = Path(tmp) / "bridge.toml"
         config.write_text(
@@ -200,7 +250,7 @@ async def started_bridge(session: aiohttp.ClientSession) -> AsyncIterator[Bridge
             f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {port}\n'
             '[videobridge.stats]\ninterval = "1s"\n'
             # A bench outlives the default idle timeout only if nobody stops sending; keep it long.
-            '[videobridge.entity-expiration]\ntimeout = "10min"\n'
+            '[videobridge.entity-expiration]\ntimeout = "10min"\n' + shard
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
         log_path = Path(tmp) / "bridge.log"
@@ -247,7 +297,7 @@ def _log_file(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def started_raw_relay() -> Any:
+def started_raw_relay(cpu: int | None) -> Any:
     if not RAW_RELAY.exists():
         raise BenchError(f"{RAW_RELAY} is missing: run scripts/bootstrap.sh (it builds the raw relay)")
     proc = subprocess.Popen(
@@ -256,6 +306,8 @@ def started_raw_relay() -> Any:
         text=True,
     )
     try:
+        if cpu is not None:
+            os.sched_setaffinity(proc.pid, {cpu})  # one thread: as the bridge's shard
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
         host, _, port = str(first["listening"]).rpartition(":")
@@ -561,24 +613,32 @@ async def run_bench(
     pid: int | None = None,
     raw: bool = True,
     threads: int = 1,
+    pin: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Runs `scenario` (every ramp step) against the bridge and the raw relay; returns the JSON result."""
+    """Runs `scenario` (every ramp step) against the bridge and the raw relay; returns the JSON result.
+
+    With `pin` and a bridge started here, each target's packet thread and the load generator get their own
+    CPUs (`Placement`); a bridge at `url` is placed by whoever started it, so nothing is pinned then.
+    """
     steps = [scenario.at(n) for n in scenario.ramp.steps()] if scenario.ramp else [scenario]
     _loadgen_class()  # before anything starts: a checkout without it fails here, clearly
     results: list[dict[str, Any]] = []
+    place = Placement.split() if pin and url is None else Placement()
     async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
         if url is None:
-            target = await stack.enter_async_context(started_bridge(session))
+            target = await stack.enter_async_context(started_bridge(session, place.target_cpu))
         else:
             target = BridgeTarget(url, session, pid)
+        # After the bridge started: a child inherits its parent's CPUs, and the bridge may use them all.
+        stack.enter_context(_pinned(place.loadgen_cpus))
         for step in steps:
             bridge_run = await run_once(target, step, threads=threads, progress=progress)
             raw_run = None
             if raw:
                 # A fresh relay per step: it learns members from their first datagram and never forgets
                 # them, so a relay kept across steps would also fan out to the previous step's endpoints.
-                with started_raw_relay() as relay:
+                with started_raw_relay(place.target_cpu) as relay:
                     raw_run = await run_once(relay, step, threads=threads, progress=progress)
             results.append(_step(bridge_run, raw_run))
             loss = results[-1]["bridge"]["loss_pct"]
@@ -604,6 +664,7 @@ async def run_bench(
         "hardware": hardware(),
         "commit": _commit(),
         "loadgen_threads": threads,
+        "placement": place.as_dict(),
         "bridge_url": url,
         "steps": results,
         "knee": None

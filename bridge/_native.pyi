@@ -84,29 +84,53 @@ class Source:
     @property
     def name(self) -> str: ...
 
-class NativeEvent:
-    """One event from a shard. `kind` says which fields are set."""
+# ---- the Events a shard sends back (native/py/src/seam.rs), one class per kind
 
-    # "transport_state": transport_id, state ("checking", "connected", "failed", "closed"), detail
-    # "stats": request_id, stats ({"total": {..., "drops": {reason: n}}, "failures": {cause: n}, ...};
-    #   drop reasons as in the README (e.g. "dtls_invalid"), failure causes "ice", "consent",
-    #   "dtls_handshake", "dtls_fingerprint", "dtls_alert", "panic")
-    # "command_failed": transport_id, detail (a command named an unknown transport, or was refused)
-    kind: str
-    transport_id: int
-    state: str
-    detail: str
-    request_id: int
-    ssrc: int
-    stats: dict[str, object]
+class TransportState:
+    """A Transport's state as its shard reports it."""
+
+    CHECKING: ClassVar[TransportState]
+    CONNECTED: ClassVar[TransportState]
+    FAILED: ClassVar[TransportState]
+    CLOSED: ClassVar[TransportState]
+
+class TransportStateEvent:
+    """A Transport changed state; `detail` says why it failed."""
+
+    def __init__(self, transport_id: int, state: TransportState, detail: str) -> None: ...
+    @property
+    def transport_id(self) -> int: ...
+    @property
+    def state(self) -> TransportState: ...
+    @property
+    def detail(self) -> str: ...
+
+class StatsEvent:
+    """The answer to get_stats: {"total": {..., "drops": {reason: n}}, "failures": {cause: n}, "io": ...,
+    "transports": {id: {...}}}; drop reasons and failure causes as in docs/architecture.md."""
+
+    def __init__(self, request_id: int, stats: dict[str, object]) -> None: ...
+    @property
+    def request_id(self) -> int: ...
+    @property
+    def stats(self) -> dict[str, object]: ...
+
+class CommandFailedEvent:
+    """A Command named an unknown Transport, or the shard refused it."""
+
+    def __init__(self, transport_id: int, detail: str) -> None: ...
+    @property
+    def transport_id(self) -> int: ...
+    @property
+    def detail(self) -> str: ...
 
 class NativeBridge:
-    def __init__(self, bind_addresses: list[str], port: int) -> None: ...
+    def __init__(self, bind_addresses: list[str], port: int, shard_cpu: int | None = None) -> None: ...
     def local_addresses(self) -> list[tuple[str, int]]: ...
     # The bridge certificate's fingerprint: hash function and digest.
     def fingerprint(self) -> tuple[HashFunction, bytes]: ...
     def event_fd(self) -> int: ...
-    def drain_events(self) -> list[NativeEvent]: ...
+    def drain_events(self) -> list[TransportStateEvent | StatsEvent | CommandFailedEvent]: ...
     # The conference's feedback SSRCs (Colibri2 jvb-a0, jvb-v0): the senders of all the bridge's own RTCP.
     def create_router(self, router_id: int, feedback_audio_ssrc: int, feedback_video_ssrc: int) -> None: ...
     def close_router(self, router_id: int) -> None: ...

@@ -16,6 +16,7 @@ import dataclasses
 import ipaddress
 import itertools
 import logging
+import os
 import secrets
 import string
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,7 @@ from bridge.channel import ReceiverAudioSubscription, ReceiverVideoConstraints, 
 from bridge.config import BridgeConfig
 from bridge.description import Candidate, Fingerprint, Source, TransportDescription
 from bridge.seam import (
+    TRANSPORT_STATES,
     NativeSeam,
     local_fingerprint,
     to_native_candidate,
@@ -48,6 +50,26 @@ log = logging.getLogger(__name__)
 TransportState = Literal["new", "checking", "connected", "failed", "closed"]
 
 _ICE_CHARS = string.ascii_letters + string.digits + "+/"
+
+
+SHARD_THREAD_PREFIX = "sluice-shard"
+
+
+def keep_threads_off(cpu: int) -> None:
+    """Moves this process's threads, shards excepted, off `cpu` (a pinned shard's) when another CPU is
+    theirs: the control plane must not take the media thread's CPU. Threads started later inherit it."""
+    others = os.sched_getaffinity(0) - {cpu}
+    if not others:
+        return
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith(SHARD_THREAD_PREFIX):
+                    continue
+            os.sched_setaffinity(int(tid), others)
+        except OSError:
+            continue  # the thread ended meanwhile
+    log.info("shard pinned to CPU %d; the other threads run on %s", cpu, sorted(others))
 
 
 class BridgeError(Exception):
@@ -331,7 +353,10 @@ class Bridge:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        native = _native.NativeBridge(self.config.bind_addresses, self.config.udp_port)
+        cpu = self.config.shard_cpu
+        native = _native.NativeBridge(self.config.bind_addresses, self.config.udp_port, cpu)
+        if cpu is not None:
+            keep_threads_off(cpu)
         self._attach(native)
         self._loop.add_reader(native.event_fd(), self._drain_events)
         log.info("bridge started on %s", native.local_addresses())
@@ -494,24 +519,23 @@ class Bridge:
         if self._native is None:
             return
         for ev in self._native.drain_events():
-            if ev.kind == "transport_state":
-                ep = self._transports.get(ev.transport_id)
-                if ep is None:
-                    continue
-                state: TransportState = ev.state  # type: ignore[assignment]
-                ep._set_state(state, ev.detail)
-                if self.on_transport_state is not None:
-                    self.on_transport_state(TransportStateChange(ep.id, state, ev.detail))
-            elif ev.kind == "stats":
-                fut = self._stats_waiters.get(ev.request_id)
-                if fut is not None and not fut.done():
-                    fut.set_result(ev.stats)
-            elif ev.kind == "command_failed":
-                ep = self._transports.get(ev.transport_id)
-                log.warning(
-                    "bridge refused a request for endpoint %s: %s",
-                    ep.id if ep is not None else ev.transport_id,
-                    ev.detail,
-                )
-            else:
-                log.debug("native event %s", ev.kind)
+            match ev:
+                case _native.TransportStateEvent():
+                    ep = self._transports.get(ev.transport_id)
+                    if ep is None:
+                        continue
+                    state = TRANSPORT_STATES[ev.state]
+                    ep._set_state(state, ev.detail)
+                    if self.on_transport_state is not None:
+                        self.on_transport_state(TransportStateChange(ep.id, state, ev.detail))
+                case _native.StatsEvent():
+                    fut = self._stats_waiters.get(ev.request_id)
+                    if fut is not None and not fut.done():
+                        fut.set_result(ev.stats)
+                case _native.CommandFailedEvent():
+                    failed = self._transports.get(ev.transport_id)
+                    log.warning(
+                        "bridge refused a request for endpoint %s: %s",
+                        failed.id if failed is not None else ev.transport_id,
+                        ev.detail,
+                    )

@@ -16,5 +16,8 @@ class BridgeConfig:
     #: Addresses put in candidates (what peers can reach). Empty: the bound addresses, wildcards resolved
     #: to loopback, which is right only for one machine.
     advertised_addresses: list[str] = field(default_factory=list)
+    #: The CPU the shard (media) thread is pinned to; the process's other threads then keep off it when
+    #: another CPU is theirs. None: the kernel places every thread.
+    shard_cpu: int | None = None
     #: Seconds a connected transport may go without consent before it fails (RFC 7675 fixes 30 s).
     consent_timeout_s: float = 30.0

@@ -9,7 +9,7 @@ digest bytes, SSRC groups intact.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from bridge import _native
 from bridge.description import (
@@ -22,6 +22,17 @@ from bridge.description import (
     Source,
 )
 
+#: What `drain_events` returns: one class per kind of native Event.
+NativeEvent = _native.TransportStateEvent | _native.StatsEvent | _native.CommandFailedEvent
+
+#: The native state of a Transport, as the registry names it.
+TRANSPORT_STATES: dict[_native.TransportState, Literal["checking", "connected", "failed", "closed"]] = {
+    _native.TransportState.CHECKING: "checking",
+    _native.TransportState.CONNECTED: "connected",
+    _native.TransportState.FAILED: "failed",
+    _native.TransportState.CLOSED: "closed",
+}
+
 
 class NativeSeam(Protocol):
     """The methods of `_native.NativeBridge` the Bridge uses; each sends one Command and returns at once."""
@@ -29,7 +40,7 @@ class NativeSeam(Protocol):
     def local_addresses(self) -> list[tuple[str, int]]: ...
     def fingerprint(self) -> tuple[_native.HashFunction, bytes]: ...
     def event_fd(self) -> int: ...
-    def drain_events(self) -> list[_native.NativeEvent]: ...
+    def drain_events(self) -> list[NativeEvent]: ...
     def create_router(self, router_id: int, feedback_audio_ssrc: int, feedback_video_ssrc: int) -> None: ...
     def close_router(self, router_id: int) -> None: ...
     def create_transport(

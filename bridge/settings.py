@@ -122,6 +122,17 @@ def _port(value: object, text: bool) -> int:
     return port
 
 
+def _cpu(value: object, text: bool) -> int | None:
+    cpu = _int(value, text)
+    if cpu == -1:
+        return None
+    usable = sorted(os.sched_getaffinity(0))
+    if cpu not in usable:
+        usable_list = ", ".join(str(c) for c in usable)
+        raise ValueError(f"CPU {cpu} is not one this process may run on ({usable_list}); -1: not pinned")
+    return cpu
+
+
 def _port_or_disabled(value: object, text: bool) -> int:
     port = _int(value, text)
     if port != -1 and not 0 <= port <= 65535:
@@ -275,6 +286,7 @@ _KEYS: dict[str, Parse] = {
     "videobridge.ice.udp.port": _port,
     "videobridge.ice.udp.bind-addresses": _bind_addresses,  # sluice
     "videobridge.ice.udp.advertised-addresses": _addresses,  # sluice
+    "videobridge.shard.cpu": _cpu,  # sluice
     "videobridge.http-servers.private.host": _nonblank,
     "videobridge.http-servers.private.port": _port_or_disabled,
     "videobridge.http-servers.private.allowed-hosts": _host_names,  # sluice
@@ -326,6 +338,7 @@ ENVIRONMENT: dict[str, str] = {
     "SLUICE_UDP_PORT": "videobridge.ice.udp.port",
     "SLUICE_BIND_ADDRESSES": "videobridge.ice.udp.bind-addresses",
     "SLUICE_ADVERTISED_ADDRESSES": "videobridge.ice.udp.advertised-addresses",
+    "SLUICE_SHARD_CPU": "videobridge.shard.cpu",
     "SLUICE_PRIVATE_HTTP_HOST": "videobridge.http-servers.private.host",
     "SLUICE_PRIVATE_HTTP_PORT": "videobridge.http-servers.private.port",
     "SLUICE_PRIVATE_HTTP_ALLOWED_HOSTS": "videobridge.http-servers.private.allowed-hosts",
@@ -390,6 +403,8 @@ class Settings:
     udp_port: int = 10000
     bind_addresses: tuple[str, ...] = ("0.0.0.0",)
     advertised_addresses: tuple[str, ...] = ()
+    #: The CPU the media thread is pinned to (the control plane then keeps off it); None: not pinned.
+    shard_cpu: int | None = None
     private_http_host: str = "127.0.0.1"
     private_http_port: int = 8080
     #: Host header names (any port) the private API answers; its own concrete host is always added.
@@ -441,6 +456,7 @@ class Settings:
             udp_port=self.udp_port,
             bind_addresses=list(self.bind_addresses),
             advertised_addresses=list(self.advertised_addresses),
+            shard_cpu=self.shard_cpu,
         )
 
     def colibri2_limits(self) -> Colibri2Limits:
@@ -585,6 +601,7 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         udp_port=get("videobridge.ice.udp.port", defaults.udp_port),
         bind_addresses=get("videobridge.ice.udp.bind-addresses", defaults.bind_addresses),
         advertised_addresses=get("videobridge.ice.udp.advertised-addresses", defaults.advertised_addresses),
+        shard_cpu=get("videobridge.shard.cpu", defaults.shard_cpu),
         private_http_host=host,
         private_http_port=get("videobridge.http-servers.private.port", defaults.private_http_port),
         private_http_allowed_hosts=allowed_hosts,

@@ -89,6 +89,7 @@ def _bench(args: argparse.Namespace) -> int:
                 pid=args.pid,
                 raw=not args.no_raw,
                 threads=args.threads,
+                pin=not args.no_pin,
                 progress=progress,
             )
         )
@@ -170,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="load generator threads (default 1, for a 2-core machine)"
     )
     bench.add_argument("--duration", type=float, default=None, help="override the scenario's duration (s)")
+    bench.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the kernel place every thread (default: a bridge started here and the raw relay run on the "
+        "last CPU, the load generator on the others)",
+    )
     serve = sub.add_parser(
         "serve",
         help="the whole system in one process: XMPP server, focus, bridge and web client",

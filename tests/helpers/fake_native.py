@@ -1,7 +1,8 @@
 """A stand-in for `_native.NativeBridge` (bridge.seam.NativeSeam): records every Command, runs no core.
 
 Unit tests drive the real registry (`Bridge(native=FakeNative())`) with it and read back exactly what would
-have crossed the seam. Events never come: there is no shard behind it.
+have crossed the seam. There is no shard behind it: the Events a test queues (`push_event`) are what the
+registry's next drain gets.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bridge import Bridge, _native
+from bridge.seam import NativeEvent
 
 #: The bridge certificate's fake sha-256 digest.
 DIGEST = bytes(range(32))
@@ -24,6 +26,7 @@ class FakeNative:
         self.candidates: list[tuple[int, list[_native.Candidate]]] = []
         self.sources: list[tuple[int, list[_native.Source]]] = []
         self.shut_down = False
+        self.events: list[NativeEvent] = []
 
     def clear(self) -> None:
         """Forgets every Command recorded so far."""
@@ -45,8 +48,12 @@ class FakeNative:
     def event_fd(self) -> int:
         return -1
 
-    def drain_events(self) -> list[_native.NativeEvent]:
-        return []
+    def push_event(self, event: NativeEvent) -> None:
+        self.events.append(event)
+
+    def drain_events(self) -> list[NativeEvent]:
+        events, self.events = self.events, []
+        return events
 
     def create_router(self, router_id: int, feedback_audio_ssrc: int, feedback_video_ssrc: int) -> None:
         self.commands.append(("create_router", (router_id, feedback_audio_ssrc, feedback_video_ssrc)))

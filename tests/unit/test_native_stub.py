@@ -25,6 +25,10 @@ SEAM = (
     "SsrcGroupSemantics",
     "SsrcGroup",
     "Source",
+    "TransportState",
+    "TransportStateEvent",
+    "StatsEvent",
+    "CommandFailedEvent",
     "NativeBridge",
 )
 

@@ -7,6 +7,7 @@ lifecycle policy over the registry, driven here by a fake clock.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 import pytest
@@ -205,3 +206,33 @@ async def test_the_lifecycle_and_the_handler_share_one_drain_state() -> None:
     assert info.value.condition == "service-unavailable"
     assert lifecycle.participants() == 1
     await lifecycle.stop()
+
+
+async def test_native_events_arrive_typed_and_reach_their_owner(caplog: pytest.LogCaptureFixture) -> None:
+    bridge, native = fake_bridge()
+    changes: list[tuple[str, str, str]] = []
+    bridge.on_transport_state = lambda c: changes.append((c.endpoint_id, c.state, c.detail))
+    ep = bridge.create_conference("m").create_endpoint("a")
+
+    native.push_event(_native.TransportStateEvent(ep.transport_id, _native.TransportState.CONNECTED, ""))
+    native.push_event(_native.TransportStateEvent(ep.transport_id + 100, _native.TransportState.FAILED, "x"))
+    bridge._drain_events()
+    seen = [ep.state]
+    assert changes == [("a", "connected", "")]
+
+    native.push_event(_native.TransportStateEvent(ep.transport_id, _native.TransportState.FAILED, "consent"))
+    native.push_event(_native.CommandFailedEvent(ep.transport_id, "unknown transport"))
+    bridge._drain_events()
+    seen.append(ep.state)
+    assert seen == ["connected", "failed"] and changes[-1] == ("a", "failed", "consent")
+    assert "endpoint a: unknown transport" in caplog.text
+
+    # A stats request is answered by the StatsEvent with its id; the native side is asked exactly once.
+    stats = asyncio.ensure_future(bridge.get_stats(timeout=1.0))
+    await asyncio.sleep(0)
+    ((request_id,),) = native.named("get_stats")
+    assert isinstance(request_id, int)
+    native.push_event(_native.StatsEvent(request_id + 1, {"stale": True}))
+    native.push_event(_native.StatsEvent(request_id, {"total": {}}))
+    bridge._drain_events()
+    assert await stats == {"total": {}}

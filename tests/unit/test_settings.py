@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,21 @@ def test_bad_values_name_key_and_value(text: str, key: str, value: str) -> None:
         parse_settings(text)
     message = str(info.value)
     assert key in message and value in message, message
+
+
+def test_shard_cpu_from_file_or_environment_and_only_a_usable_one() -> None:
+    usable = sorted(os.sched_getaffinity(0))
+    assert parse_settings("").shard_cpu is None
+    assert parse_settings("[videobridge.shard]\ncpu = -1").shard_cpu is None
+    s = parse_settings(f"[videobridge.shard]\ncpu = {usable[-1]}")
+    assert (s.shard_cpu, s.bridge_config().shard_cpu) == (usable[-1], usable[-1])
+    assert parse_settings("", {"SLUICE_SHARD_CPU": str(usable[0])}).shard_cpu == usable[0]
+    for bad in ("1023", "-2"):
+        refused = f"videobridge.shard.cpu.*{bad}.*not one this process may run on"
+        with pytest.raises(SettingsError, match=refused):
+            parse_settings(f"[videobridge.shard]\ncpu = {bad}")
+    with pytest.raises(SettingsError, match="SLUICE_SHARD_CPU"):
+        parse_settings("", {"SLUICE_SHARD_CPU": "first"})
 
 
 def test_bad_environment_value_names_the_variable() -> None:

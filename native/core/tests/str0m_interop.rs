@@ -465,6 +465,7 @@ impl Call {
         let bridge_fp = cert.fingerprint(HashAlg::Sha256);
         let config = ShardConfig {
             bind: vec!["127.0.0.1:0".parse().expect("literal")],
+            ..Default::default()
         };
         let mut shard = Shard::new(&config, cert).expect("shard");
         let bridge_addr = shard.local_addrs()[0];

@@ -27,7 +27,13 @@ impl InProcessBridge {
         let cert = DtlsCert::generate().map_err(|e| io::Error::other(e.to_string()))?;
         let fingerprint = cert.fingerprint(HashAlg::Sha256);
         let bind = SocketAddr::from(([127, 0, 0, 1], 0));
-        let shard = ShardHandle::spawn(&ShardConfig { bind: vec![bind] }, cert)?;
+        let shard = ShardHandle::spawn(
+            &ShardConfig {
+                bind: vec![bind],
+                ..Default::default()
+            },
+            cert,
+        )?;
         let addr = shard.local_addrs()[0];
         Ok(InProcessBridge {
             shard,

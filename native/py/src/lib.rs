@@ -3,6 +3,8 @@
 
 mod seam;
 
+use seam::NativeEvent;
+
 use std::net::{IpAddr, SocketAddr};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -12,21 +14,9 @@ use pyo3::types::PyDict;
 use sluice_core::domain::FeedbackSsrcs;
 use sluice_core::dtls::{DtlsCert, DtlsSetup, Fingerprint, HashAlg};
 use sluice_core::ice::IceCredentials;
-use sluice_core::seam::{Command, Event};
+use sluice_core::seam::Command;
 use sluice_core::shard::{ShardConfig, ShardHandle};
 use sluice_core::stats::{Counters, StatsSnapshot};
-
-/// One event from a shard; `kind` says which fields are meaningful.
-#[pyclass(frozen, get_all)]
-struct NativeEvent {
-    kind: &'static str,
-    transport_id: u64,
-    state: String,
-    detail: String,
-    request_id: u64,
-    ssrc: u32,
-    stats: Py<PyDict>,
-}
 
 #[pyclass]
 struct NativeBridge {
@@ -50,7 +40,8 @@ impl NativeBridge {
 #[pymethods]
 impl NativeBridge {
     #[new]
-    fn new(bind_addresses: Vec<String>, port: u16) -> PyResult<Self> {
+    #[pyo3(signature = (bind_addresses, port, shard_cpu=None))]
+    fn new(bind_addresses: Vec<String>, port: u16, shard_cpu: Option<usize>) -> PyResult<Self> {
         let mut bind = Vec::new();
         for a in &bind_addresses {
             let ip: IpAddr = a
@@ -61,8 +52,12 @@ impl NativeBridge {
         let cert = DtlsCert::generate()
             .map_err(|e| PyRuntimeError::new_err(format!("certificate: {e:?}")))?;
         let fingerprint = cert.fingerprint(HashAlg::Sha256);
-        let shard = ShardHandle::spawn(&ShardConfig { bind }, cert)
-            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let config = ShardConfig {
+            bind,
+            cpu: shard_cpu,
+        };
+        let shard =
+            ShardHandle::spawn(&config, cert).map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(NativeBridge {
             shard: Some(shard),
             fingerprint,
@@ -90,7 +85,10 @@ impl NativeBridge {
     fn drain_events(&self, py: Python<'_>) -> PyResult<Vec<NativeEvent>> {
         let mut events = Vec::new();
         self.shard()?.events.drain_into(&mut events);
-        events.into_iter().map(|e| to_py_event(py, e)).collect()
+        events
+            .into_iter()
+            .map(|e| NativeEvent::from_core(e, |s| Ok(stats_dict(py, s)?.unbind())))
+            .collect()
     }
 
     /// The feedback SSRCs are the ones the control plane signals as the bridge's own (Colibri2 `jvb-a0`,
@@ -203,41 +201,6 @@ impl NativeBridge {
     }
 }
 
-fn to_py_event(py: Python<'_>, e: Event) -> PyResult<NativeEvent> {
-    let mut ev = NativeEvent {
-        kind: "",
-        transport_id: 0,
-        state: String::new(),
-        detail: String::new(),
-        request_id: 0,
-        ssrc: 0,
-        stats: PyDict::new(py).unbind(),
-    };
-    match e {
-        Event::TransportState {
-            transport,
-            state,
-            detail,
-        } => {
-            ev.kind = "transport_state";
-            ev.transport_id = transport;
-            ev.state = state.as_str().to_string();
-            ev.detail = detail;
-        }
-        Event::Stats { request, snapshot } => {
-            ev.kind = "stats";
-            ev.request_id = request;
-            ev.stats = stats_dict(py, &snapshot)?.unbind();
-        }
-        Event::CommandFailed { transport, detail } => {
-            ev.kind = "command_failed";
-            ev.transport_id = transport;
-            ev.detail = detail;
-        }
-    }
-    Ok(ev)
-}
-
 fn counters_dict<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("packets_in", c.packets_in)?;
@@ -291,7 +254,6 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeBridge>()?;
-    m.add_class::<NativeEvent>()?;
     seam::register(m)?;
     Ok(())
 }

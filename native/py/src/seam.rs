@@ -1,15 +1,19 @@
-//! The typed values the seam's Commands carry: transport descriptions (fingerprints, candidates) and
-//! Sources with their SIM/FID groups. Python builds them from values the bridge validated once
-//! (bridge/seam.py); here each converts field by field into sluice-core's types, parsing nothing again.
+//! The typed values that cross the seam. Commands carry transport descriptions (fingerprints,
+//! candidates) and Sources with their SIM/FID groups: Python builds them from values the bridge
+//! validated once (bridge/seam.py), and each converts field by field into sluice-core's types,
+//! parsing nothing again. Events come back as one class per kind of Event.
 
 use std::net::IpAddr;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use sluice_core::domain;
 use sluice_core::dtls::{self, HashAlg};
 use sluice_core::ice::CandidateKind;
+use sluice_core::seam::Event;
+use sluice_core::stats::StatsSnapshot;
 
 #[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -268,6 +272,124 @@ impl Source {
     }
 }
 
+/// A Transport's state as its shard reports it.
+#[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportState {
+    #[pyo3(name = "CHECKING")]
+    Checking,
+    #[pyo3(name = "CONNECTED")]
+    Connected,
+    #[pyo3(name = "FAILED")]
+    Failed,
+    #[pyo3(name = "CLOSED")]
+    Closed,
+}
+
+impl From<domain::TransportState> for TransportState {
+    fn from(state: domain::TransportState) -> Self {
+        match state {
+            domain::TransportState::Checking => TransportState::Checking,
+            domain::TransportState::Connected => TransportState::Connected,
+            domain::TransportState::Failed => TransportState::Failed,
+            domain::TransportState::Closed => TransportState::Closed,
+        }
+    }
+}
+
+/// Event::TransportState: a Transport changed state (`detail` says why it failed).
+#[pyclass(frozen, get_all, eq, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct TransportStateEvent {
+    transport_id: u64,
+    state: TransportState,
+    detail: String,
+}
+
+#[pymethods]
+impl TransportStateEvent {
+    #[new]
+    fn new(transport_id: u64, state: TransportState, detail: String) -> Self {
+        TransportStateEvent {
+            transport_id,
+            state,
+            detail,
+        }
+    }
+}
+
+/// Event::Stats: the answer to a stats request, as nested dicts (see NativeBridge.request_stats).
+#[pyclass(frozen, get_all, module = "bridge._native")]
+pub struct StatsEvent {
+    request_id: u64,
+    stats: Py<PyDict>,
+}
+
+#[pymethods]
+impl StatsEvent {
+    #[new]
+    fn new(request_id: u64, stats: Py<PyDict>) -> Self {
+        StatsEvent { request_id, stats }
+    }
+}
+
+/// Event::CommandFailed: a Command named an unknown Transport, or the shard refused it.
+#[pyclass(frozen, get_all, eq, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct CommandFailedEvent {
+    transport_id: u64,
+    detail: String,
+}
+
+#[pymethods]
+impl CommandFailedEvent {
+    #[new]
+    fn new(transport_id: u64, detail: String) -> Self {
+        CommandFailedEvent {
+            transport_id,
+            detail,
+        }
+    }
+}
+
+/// One Event from a shard, as the Python class of its kind.
+#[derive(IntoPyObject)]
+pub enum NativeEvent {
+    TransportState(TransportStateEvent),
+    Stats(StatsEvent),
+    CommandFailed(CommandFailedEvent),
+}
+
+impl NativeEvent {
+    /// `stats` is the snapshot of an Event::Stats, already converted (only that variant uses it).
+    pub fn from_core(
+        event: Event,
+        stats: impl FnOnce(&StatsSnapshot) -> PyResult<Py<PyDict>>,
+    ) -> PyResult<Self> {
+        Ok(match event {
+            Event::TransportState {
+                transport,
+                state,
+                detail,
+            } => NativeEvent::TransportState(TransportStateEvent {
+                transport_id: transport,
+                state: state.into(),
+                detail,
+            }),
+            Event::Stats { request, snapshot } => NativeEvent::Stats(StatsEvent {
+                request_id: request,
+                stats: stats(&snapshot)?,
+            }),
+            Event::CommandFailed { transport, detail } => {
+                NativeEvent::CommandFailed(CommandFailedEvent {
+                    transport_id: transport,
+                    detail,
+                })
+            }
+        })
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<MediaKind>()?;
     m.add_class::<CandidateType>()?;
@@ -278,5 +400,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SsrcGroupSemantics>()?;
     m.add_class::<SsrcGroup>()?;
     m.add_class::<Source>()?;
+    m.add_class::<TransportState>()?;
+    m.add_class::<TransportStateEvent>()?;
+    m.add_class::<StatsEvent>()?;
+    m.add_class::<CommandFailedEvent>()?;
     Ok(())
 }

@@ -21,6 +21,7 @@ fn setup() -> Shard {
     let cert = DtlsCert::generate().expect("fuzz setup: certificate");
     let config = ShardConfig {
         bind: vec!["127.0.0.1:0".parse().expect("literal")],
+        ..Default::default()
     };
     let mut shard = Shard::new(&config, cert).expect("fuzz setup: bind");
     let now = Instant::now();

@@ -40,11 +40,13 @@ const RECV_ROUNDS: usize = 8;
 /// The longest the loop sleeps; also the granularity of protocol timers.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ShardConfig {
     /// Local addresses to bind, all on the shared port (port 0: the first gets an ephemeral port, the
     /// others reuse it).
     pub bind: Vec<SocketAddr>,
+    /// The CPU the shard's thread is pinned to, if any (see [`ShardHandle::spawn`]).
+    pub cpu: Option<usize>,
 }
 
 /// All state a shard mutates per packet.
@@ -235,6 +237,7 @@ fn test_shard(cert: DtlsCert) -> Shard {
     let mut shard = Shard::new(
         &ShardConfig {
             bind: vec!["127.0.0.1:0".parse().expect("literal")],
+            ..Default::default()
         },
         cert,
     )

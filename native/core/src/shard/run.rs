@@ -158,15 +158,35 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// Binds the shard's sockets and starts its thread, pinned to `config.cpu` if one is given: then
+    /// the threads that wake it (peers on the same host, the control plane) cannot take its CPU,
+    /// and the kernel cannot pull a woken reader onto its CPU mid-batch. A CPU this process may not
+    /// use is an error here, before anything runs.
     pub fn spawn(config: &ShardConfig, cert: DtlsCert) -> io::Result<Self> {
         let shard = Shard::new(config, cert)?;
         let local_addrs = shard.local_addrs().to_vec();
         let commands = Arc::new(Queue::new()?);
         let events = Arc::new(Queue::new()?);
         let (c, e) = (commands.clone(), events.clone());
+        let cpu = config.cpu;
+        let (pinned_tx, pinned_rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("sluice-shard-0".into())
-            .spawn(move || run(shard, &c, &e))?;
+            .spawn(move || {
+                let pinned = cpu.map_or(Ok(()), pin_current_thread);
+                let ok = pinned.is_ok();
+                let _ = pinned_tx.send(pinned);
+                if ok {
+                    run(shard, &c, &e);
+                }
+            })?;
+        let pinned = pinned_rx
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the shard thread ended before starting")));
+        if let Err(err) = pinned {
+            let _ = thread.join();
+            return Err(err);
+        }
         Ok(ShardHandle {
             commands,
             events,
@@ -196,6 +216,33 @@ impl Drop for ShardHandle {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Pins the calling thread to one CPU.
+fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // CPU_SET indexes a fixed-size mask: a larger number must not reach it.
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    if cpu >= max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("CPU {cpu} is out of range (at most {})", max - 1),
+        ));
+    }
+    // SAFETY: cpu_set_t is a plain bit mask for which all-zero is the empty set; CPU_SET stays in
+    // it (checked above); sched_setaffinity(0, ..) reads the mask for the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("cannot pin the shard to CPU {cpu}: {err}"),
+        ));
+    }
+    Ok(())
 }
 
 fn run(mut shard: Shard, commands: &Queue<Command>, events: &Queue<Event>) {
@@ -310,5 +357,60 @@ mod tests {
             shard.state.transports[&11].state(),
             TransportState::Checking
         );
+    }
+
+    /// The CPUs a thread of this process named `name` may run on, from /proc.
+    fn allowed_cpus_of(name: &str) -> Option<String> {
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let dir = task.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if comm.trim() == name {
+                let status = std::fs::read_to_string(dir.join("status")).ok()?;
+                return status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                    .map(|v| v.trim().to_string());
+            }
+        }
+        None
+    }
+
+    fn config() -> ShardConfig {
+        ShardConfig {
+            bind: vec!["127.0.0.1:0".parse().expect("literal")],
+            cpu: None,
+        }
+    }
+
+    #[test]
+    fn a_pinned_shard_runs_on_its_cpu_and_an_unusable_cpu_is_refused() {
+        let cert = DtlsCert::generate().expect("cert");
+        let last = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let mut pinned = ShardHandle::spawn(
+            &ShardConfig {
+                cpu: Some(last),
+                ..config()
+            },
+            cert.clone(),
+        )
+        .expect("an allowed CPU");
+        assert_eq!(
+            allowed_cpus_of("sluice-shard-0").as_deref(),
+            Some(last.to_string().as_str())
+        );
+        pinned.shutdown();
+
+        for cpu in [1023, 1 << 20] {
+            let err = ShardHandle::spawn(
+                &ShardConfig {
+                    cpu: Some(cpu),
+                    ..config()
+                },
+                cert.clone(),
+            )
+            .err()
+            .expect("refused");
+            assert!(err.to_string().contains(&format!("CPU {cpu}")), "{err}");
+        }
     }
 }

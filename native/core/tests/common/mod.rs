@@ -251,7 +251,14 @@ impl Conference {
     pub fn on(n: usize, bind: SocketAddr) -> Self {
         let cert = DtlsCert::generate().expect("cert");
         let bridge_fp = cert.fingerprint(HashAlg::Sha256);
-        let mut shard = Shard::new(&ShardConfig { bind: vec![bind] }, cert).expect("shard");
+        let mut shard = Shard::new(
+            &ShardConfig {
+                bind: vec![bind],
+                ..Default::default()
+            },
+            cert,
+        )
+        .expect("shard");
         let bridge_addr = shard.local_addrs()[0];
         let now = Instant::now();
         shard.handle_command(
