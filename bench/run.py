@@ -55,7 +55,8 @@ class Placement:
     On one host the load generator reads what the target sends, and the kernel places a reader woken by a
     loopback send on the sender's CPU: unpinned, the generator preempts the target's packet thread in the
     middle of its batch, the other core idles, and the latency measured is that ping-pong. Each target
-    (the bridge's shard, the raw relay) gets the last CPU; the generator the others.
+    (the bridge's shard, the raw relay) gets the last CPU; the generator the others. The bridge's other
+    threads, which keep off its shard's CPU, run at nice 19 there (`_lower_control_plane`).
     """
 
     target_cpu: int | None = None
@@ -280,6 +281,8 @@ async def started_bridge(
                 if time.monotonic() > deadline:
                     raise BenchError("the bridge did not become healthy within 20 s")
                 await asyncio.sleep(0.1)
+            if shard_cpu is not None:
+                _lower_control_plane(proc.pid)
             yield BridgeTarget(url, session, proc.pid)
         finally:
             if proc.returncode is None:
@@ -289,6 +292,19 @@ async def started_bridge(
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
+
+
+def _lower_control_plane(pid: int) -> None:
+    """Gives the bridge's threads but its shard the lowest priority (nice 19).
+
+    With its shard pinned the bridge keeps its other threads off the shard's CPU, which leaves them on the
+    load generator's: there its stats and scrapes must not delay the instrument that measures it. The shard
+    keeps its priority; threads the bridge starts later inherit nice 19.
+    """
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            if not Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith("sluice-shard"):
+                os.setpriority(os.PRIO_PROCESS, int(tid), 19)
 
 
 def _log_file(path: Path) -> int:

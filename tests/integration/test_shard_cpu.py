@@ -8,11 +8,15 @@ tail. Pinning is the operator's fix; this checks it does what it says, on this m
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.run import _lower_control_plane
 from bridge import Bridge, BridgeConfig
 from bridge.bridge import SHARD_THREAD_PREFIX
 
@@ -68,3 +72,33 @@ async def test_a_cpu_the_process_may_not_use_is_refused_at_start(restored_affini
         await bridge.start()
     # Nothing moved: the refusal came before any thread was touched.
     assert all(cpus == restored_affinity for _, cpus in _threads().values())
+
+
+def test_the_bench_lowers_the_bridges_control_plane_and_not_its_shard() -> None:
+    # A stand-in process: a main thread and one named as a shard (PR_SET_NAME = 15).
+    script = (
+        "import ctypes, threading, time\n"
+        "def shard():\n"
+        "    ctypes.CDLL(None).prctl(15, b'sluice-shard-0', 0, 0, 0)\n"
+        "    time.sleep(30)\n"
+        "threading.Thread(target=shard, daemon=True).start()\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 10
+        names: dict[int, str] = {}
+        while "sluice-shard-0" not in names.values() and time.monotonic() < deadline:
+            names = {
+                int(t): Path(f"/proc/{proc.pid}/task/{t}/comm").read_text().strip()
+                for t in os.listdir(f"/proc/{proc.pid}/task")
+            }
+            time.sleep(0.01)
+        assert "sluice-shard-0" in names.values(), names
+        _lower_control_plane(proc.pid)
+        nice = {name: os.getpriority(os.PRIO_PROCESS, tid) for tid, name in names.items()}
+        assert nice.pop("sluice-shard-0") == 0
+        assert nice and set(nice.values()) == {19}, nice
+    finally:
+        proc.kill()
+        proc.wait()
