@@ -344,8 +344,7 @@ impl Transport {
             return false;
         };
         let Some(head) = slot.get_mut(..plain.len()) else {
-            self.counters.drop(DropReason::EgressFailed);
-            total.drop(DropReason::EgressFailed);
+            self.drop_counted(DropReason::EgressFailed, total);
             return false;
         };
         // Each receiver has its own key, so each gets its own copy, encrypted in the egress buffer.
@@ -375,11 +374,17 @@ impl Transport {
                 true
             }
             Err(reason) => {
-                self.counters.drop(reason);
-                total.drop(reason);
+                self.drop_counted(reason, total);
                 false
             }
         }
+    }
+
+    /// Counts a dropped datagram of this transport on it and in the shard's total.
+    #[inline]
+    pub fn drop_counted(&mut self, reason: DropReason, total: &mut Counters) {
+        self.counters.drop(reason);
+        total.drop(reason);
     }
 
     pub fn srtp_profile(&self) -> Option<SrtpProfile> {

@@ -54,8 +54,7 @@ impl Io {
             total.packets_out += 1;
             total.bytes_out += tx.contents.len() as u64;
         } else {
-            t.counters.drop(DropReason::EgressFailed);
-            total.drop(DropReason::EgressFailed);
+            t.drop_counted(DropReason::EgressFailed, total);
         }
     }
 

@@ -88,8 +88,7 @@ impl State {
         t.counters.packets_in += 1;
         t.counters.bytes_in += buf.len() as u64;
         if let Err(reason) = t.handle_stun(now, local, from, &msg) {
-            t.counters.drop(reason);
-            self.total.drop(reason);
+            t.drop_counted(reason, &mut self.total);
         }
         self.after_transport(now, id, io);
     }
@@ -112,8 +111,7 @@ impl State {
             return;
         };
         if let Err(reason) = t.handle_dtls(now, local, from, buf) {
-            t.counters.drop(reason);
-            self.total.drop(reason);
+            t.drop_counted(reason, &mut self.total);
         }
         self.after_transport(now, id, io);
     }
@@ -137,8 +135,7 @@ impl State {
         let len = match t.unprotect_rtp(buf) {
             Ok(len) => len,
             Err(reason) => {
-                t.counters.drop(reason);
-                self.total.drop(reason);
+                t.drop_counted(reason, &mut self.total);
                 return;
             }
         };
@@ -150,8 +147,7 @@ impl State {
         let rtp = match RtpView::parse(pkt) {
             Ok(v) => v,
             Err(_) => {
-                t.counters.drop(DropReason::RtpMalformed);
-                self.total.drop(DropReason::RtpMalformed);
+                t.drop_counted(DropReason::RtpMalformed, &mut self.total);
                 return;
             }
         };
@@ -192,8 +188,7 @@ impl State {
         let len = match t.unprotect_rtcp(buf) {
             Ok(len) => len,
             Err(reason) => {
-                t.counters.drop(reason);
-                self.total.drop(reason);
+                t.drop_counted(reason, &mut self.total);
                 return;
             }
         };
@@ -204,8 +199,7 @@ impl State {
             return;
         };
         if validate_compound(pkt).is_err() {
-            t.counters.drop(DropReason::RtcpMalformed);
-            self.total.drop(DropReason::RtcpMalformed);
+            t.drop_counted(DropReason::RtcpMalformed, &mut self.total);
             return;
         }
         self.terminate_rtcp(now, id, router, force_mute, pkt, io);
