@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.colibri import ColibriClient, LocalTransport, SourceSet
 from bench.procstat import CpuTimes, UdpCounters, hardware, machine_busy_seconds, process_cpu, udp_counters
 from bench.scenario import Scenario
+from bridge.bridge import process_threads
 
 if TYPE_CHECKING:
     from bench._native import LoadGen, LoadGenStats
@@ -78,9 +79,9 @@ class Placement:
 
 def _set_process_affinity(cpus: set[int] | frozenset[int]) -> None:
     """Every thread of this process (threads started later inherit it from theirs)."""
-    for tid in os.listdir("/proc/self/task"):
+    for tid, _ in process_threads():
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            os.sched_setaffinity(int(tid), cpus)
+            os.sched_setaffinity(tid, cpus)
 
 
 @contextlib.contextmanager
@@ -301,10 +302,10 @@ def _lower_control_plane(pid: int) -> None:
     load generator's: there its stats and scrapes must not delay the instrument that measures it. The shard
     keeps its priority; threads the bridge starts later inherit nice 19.
     """
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            if not Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith("sluice-shard"):
-                os.setpriority(os.PRIO_PROCESS, int(tid), 19)
+    for tid, shard in process_threads(pid):
+        if not shard:
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.setpriority(os.PRIO_PROCESS, tid, 19)
 
 
 def _log_file(path: Path) -> int:

@@ -55,20 +55,28 @@ _ICE_CHARS = string.ascii_letters + string.digits + "+/"
 SHARD_THREAD_PREFIX = "sluice-shard"
 
 
+def process_threads(pid: int | str = "self") -> Iterator[tuple[int, bool]]:
+    """Each thread of a process, from /proc: its id and whether it is a shard. A thread that ends while
+    this runs is left out."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read()
+        except OSError:
+            continue
+        yield int(tid), name.startswith(SHARD_THREAD_PREFIX)
+
+
 def keep_threads_off(cpu: int) -> None:
     """Moves this process's threads, shards excepted, off `cpu` (a pinned shard's) when another CPU is
     theirs: the control plane must not take the media thread's CPU. Threads started later inherit it."""
     others = os.sched_getaffinity(0) - {cpu}
     if not others:
         return
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                if f.read().startswith(SHARD_THREAD_PREFIX):
-                    continue
-            os.sched_setaffinity(int(tid), others)
-        except OSError:
-            continue  # the thread ended meanwhile
+    for tid, shard in process_threads():
+        if not shard:
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
+                os.sched_setaffinity(tid, others)
     log.info("shard pinned to CPU %d; the other threads run on %s", cpu, sorted(others))
 
 
