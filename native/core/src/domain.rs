@@ -205,6 +205,27 @@ impl TransportState {
     }
 }
 
+/// Chrome's simulcast with RTX, as Jitsi clients signal it: SIM 1 2 3, FID 1 11, FID 2 12, FID 3 13
+/// (SSRCs listed pairwise). A fixture for the tests of everything that reads a Source's layers.
+#[cfg(test)]
+pub(crate) fn chrome_simulcast(name: &str) -> Source {
+    let group = |semantics, ssrcs: &[u32]| SsrcGroup {
+        semantics,
+        ssrcs: ssrcs.to_vec(),
+    };
+    Source {
+        kind: MediaKind::Video,
+        ssrcs: vec![1, 11, 2, 12, 3, 13],
+        groups: vec![
+            group(GroupSemantics::Sim, &[1, 2, 3]),
+            group(GroupSemantics::Fid, &[1, 11]),
+            group(GroupSemantics::Fid, &[2, 12]),
+            group(GroupSemantics::Fid, &[3, 13]),
+        ],
+        name: name.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -240,18 +261,7 @@ mod tests {
 
     #[test]
     fn rfc5576_simulcast_with_rfc4588_rtx_gives_layers_in_sim_order() {
-        // Chrome's simulcast with RTX: SIM 1 2 3, FID 1 11, FID 2 12, FID 3 13 (SSRCs listed pairwise).
-        let source = Source {
-            kind: MediaKind::Video,
-            ssrcs: vec![1, 11, 2, 12, 3, 13],
-            groups: vec![
-                group(GroupSemantics::Sim, &[1, 2, 3]),
-                group(GroupSemantics::Fid, &[1, 11]),
-                group(GroupSemantics::Fid, &[2, 12]),
-                group(GroupSemantics::Fid, &[3, 13]),
-            ],
-            name: "abcd1234-v0".into(),
-        };
+        let source = chrome_simulcast("abcd1234-v0");
         assert_eq!(
             source.layers(),
             vec![layer(1, Some(11)), layer(2, Some(12)), layer(3, Some(13))]

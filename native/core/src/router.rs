@@ -378,22 +378,7 @@ mod tests {
 
     #[test]
     fn the_router_knows_each_sources_layers_and_rtx_after_set_sources() {
-        use crate::domain::{GroupSemantics, SsrcGroup};
-        let group = |semantics, ssrcs: &[u32]| SsrcGroup {
-            semantics,
-            ssrcs: ssrcs.to_vec(),
-        };
-        let video = Source {
-            kind: MediaKind::Video,
-            ssrcs: vec![1, 11, 2, 12, 3, 13],
-            groups: vec![
-                group(GroupSemantics::Sim, &[1, 2, 3]),
-                group(GroupSemantics::Fid, &[1, 11]),
-                group(GroupSemantics::Fid, &[2, 12]),
-                group(GroupSemantics::Fid, &[3, 13]),
-            ],
-            name: "a-v0".into(),
-        };
+        let video = crate::domain::chrome_simulcast("a-v0");
         let mut audio = Source::single(5, MediaKind::Audio);
         audio.name = "a-a0".into();
         let mut r = Router::new(1, FEEDBACK);
@@ -429,7 +414,10 @@ mod tests {
         r.producers.get_mut(&2).expect("producer").packets = 7;
         let mut fewer = video;
         fewer.ssrcs = vec![2, 12];
-        fewer.groups = vec![group(GroupSemantics::Fid, &[2, 12])];
+        fewer.groups = vec![crate::domain::SsrcGroup {
+            semantics: crate::domain::GroupSemantics::Fid,
+            ssrcs: vec![2, 12],
+        }];
         r.set_sources(10, &[fewer]);
         assert_eq!(r.sources_of(10)[0].layers, [layer(2, Some(12))]);
         assert_eq!(r.producers[&2].packets, 7);
