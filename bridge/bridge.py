@@ -41,6 +41,7 @@ from bridge.seam import (
     local_fingerprint,
     to_native_candidate,
     to_native_fingerprint,
+    to_native_payload_types,
     to_native_source,
 )
 from colibri2.model import Media
@@ -139,6 +140,8 @@ class Endpoint:
         self.muc_role: str | None = None
         self.capabilities: tuple[str, ...] = ()
         self.medias: tuple[Media, ...] = ()
+        #: The video payload types last sent to the packet path.
+        self._payload_types: list[_native.PayloadType] = []
         #: Colibri2 force-mute: kinds whose media from this endpoint reaches nobody (it still receives).
         self.force_mute_audio = False
         self.force_mute_video = False
@@ -219,6 +222,15 @@ class Endpoint:
         self.force_mute_audio = audio
         self.force_mute_video = video
         self._native.set_force_mute(self.transport_id, audio, video)
+
+    def set_medias(self, medias: tuple[Media, ...]) -> None:
+        """What Colibri2 says this endpoint sends with; the packet path learns its video payload types."""
+        self.medias = medias
+        self._check_open()
+        types = to_native_payload_types(medias)
+        if types != self._payload_types:
+            self._payload_types = types
+            self._native.set_payload_types(self.transport_id, types)
 
     def request_keyframe(self, ssrc: int) -> None:
         self._check_open()
@@ -458,7 +470,8 @@ class Bridge:
             case CreateEndpoint():
                 ep = self._conference(change.meeting_id).create_endpoint(change.endpoint_id)
                 ep.stats_id, ep.muc_role = change.stats_id, change.muc_role
-                ep.capabilities, ep.medias = change.capabilities, change.medias
+                ep.capabilities = change.capabilities
+                ep.set_medias(change.medias)
             case UpdateEndpoint():
                 self._update(self._endpoint(change.meeting_id, change.endpoint_id), change)
             case ExpireEndpoint(meeting_id=meeting_id, endpoint_id=endpoint_id):
@@ -470,7 +483,7 @@ class Bridge:
         if change.stats_id is not None:
             ep.stats_id = change.stats_id
         if change.medias is not None:
-            ep.medias = change.medias
+            ep.set_medias(change.medias)
         if change.remote is not None:
             ep.set_remote_description(change.remote)
         if change.sources is not None:

@@ -21,6 +21,7 @@ from bridge.description import (
     Setup,
     Source,
 )
+from colibri2.model import Media
 
 #: What `drain_events` returns: one class per kind of native Event.
 NativeEvent = _native.TransportStateEvent | _native.StatsEvent | _native.CommandFailedEvent
@@ -51,6 +52,8 @@ class NativeSeam(Protocol):
     ) -> None: ...
     def add_remote_candidates(self, transport_id: int, candidates: Sequence[_native.Candidate]) -> None: ...
     def set_sources(self, transport_id: int, sources: Sequence[_native.Source]) -> None: ...
+    def set_payload_types(self, transport_id: int, types: Sequence[_native.PayloadType]) -> None: ...
+    def set_allocation(self, transport_id: int, targets: Sequence[tuple[str, int | None]]) -> None: ...
     def request_keyframe(self, transport_id: int, ssrc: int) -> None: ...
     def set_force_mute(self, transport_id: int, audio: bool, video: bool) -> None: ...
     def close_transport(self, transport_id: int) -> None: ...
@@ -93,6 +96,36 @@ def to_native_candidate(c: Candidate) -> _native.Candidate:
 def to_native_source(s: Source) -> _native.Source:
     groups = [_native.SsrcGroup(_GROUPS[g.semantics], list(g.ssrcs)) for g in s.groups]
     return _native.Source(_KINDS[s.kind], list(s.ssrcs), groups, s.name)
+
+
+_CODECS = {
+    "vp8": _native.VideoCodec.VP8,
+    "vp9": _native.VideoCodec.VP9,
+    "h264": _native.VideoCodec.H264,
+    "av1": _native.VideoCodec.AV1,
+}
+
+
+def to_native_payload_types(medias: Sequence[Media]) -> list[_native.PayloadType]:
+    """The video payload types of an endpoint's Colibri2 medias: the codecs whose payload the packet path
+    reads (by name, case-insensitive), RTX with its `apt`, anything else as OTHER. An entry outside 0..127,
+    or an RTX whose apt is missing or out of range, is left out: it cannot name a packet on the wire."""
+    out: list[_native.PayloadType] = []
+    for media in medias:
+        if media.type != "video":
+            continue
+        for pt in media.payload_types:
+            if not 0 <= pt.id <= 127:
+                continue
+            name = (pt.name or "").lower()
+            if name == "rtx":
+                apt = next((p.value for p in pt.parameters if p.name == "apt"), None)
+                if apt is None or not apt.isdigit() or int(apt) > 127:
+                    continue
+                out.append(_native.PayloadType(pt.id, _native.VideoCodec.RTX, int(apt)))
+            else:
+                out.append(_native.PayloadType(pt.id, _CODECS.get(name, _native.VideoCodec.OTHER)))
+    return out
 
 
 def local_fingerprint(native: NativeSeam) -> Fingerprint:

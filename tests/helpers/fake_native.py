@@ -80,6 +80,12 @@ class FakeNative:
         self.sources.append((transport_id, list(sources)))
         self.commands.append(("set_sources", self.sources[-1]))
 
+    def set_payload_types(self, transport_id: int, types: Sequence[_native.PayloadType]) -> None:
+        self.commands.append(("set_payload_types", (transport_id, list(types))))
+
+    def set_allocation(self, transport_id: int, targets: Sequence[tuple[str, int | None]]) -> None:
+        self.commands.append(("set_allocation", (transport_id, list(targets))))
+
     def request_keyframe(self, transport_id: int, ssrc: int) -> None:
         self.commands.append(("request_keyframe", (transport_id, ssrc)))
 

@@ -117,7 +117,11 @@ async def test_every_rtcp_packet_of_the_bridge_comes_from_the_signalled_feedback
     await bob_video._send_rtcp_pli(video)
     fir = RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=0x7777, media_ssrc=0, fci=struct.pack("!LBxxx", video, 1))
     await bob_video._send_rtcp(fir)
-    await bob_video._send_rtcp_nack(video, [1])
+    # A video NACK names a sequence number Bob was sent (the bridge maps it back through Bob's Projection;
+    # one it never sent goes nowhere).
+    streams = bob_video._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+    sent_to_bob = streams[video].max_seq
+    await bob_video._send_rtcp_nack(video, [sent_to_bob])
     await bob_audio._send_rtcp_nack(audio, [1])
 
     wanted = {("rr", audio), ("rr", video), ("pli", video), ("fir", video), ("nack", audio), ("nack", video)}

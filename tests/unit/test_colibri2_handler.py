@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -113,10 +114,19 @@ def test_jicofo_flow_create_update_sources_expire(registry: tuple[Bridge, FakeNa
     assert [m for m, _ in native.commands] == [
         "create_router",
         "create_transport",
+        "set_payload_types",
         "set_force_mute",
         "set_sources",
     ]
     assert native.sources == [(ep.transport_id, [])], "the create's empty <sources/>"
+    # The packet path learns which video payload types it can read, and what RTX retransmits.
+    ((tid, types),) = native.named("set_payload_types")
+    assert tid == ep.transport_id
+    assert [(t.pt, t.codec, t.apt) for t in cast(list[_native.PayloadType], types)] == [
+        (100, _native.VideoCodec.VP8, None),
+        (96, _native.VideoCodec.RTX, 100),
+        (107, _native.VideoCodec.H264, None),
+    ]
     assert native.named("create_transport") == [(router, ep.transport_id, ep.ufrag, ep.pwd, True)]
     assert native.named("set_force_mute") == [(ep.transport_id, True, False)]
 

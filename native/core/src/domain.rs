@@ -56,6 +56,56 @@ impl MediaKind {
     }
 }
 
+/// What a video payload type carries, as far as forwarding cares: the codecs whose payload the bridge
+/// reads for keyframes and layers, RTX (RFC 4588) with the payload type it retransmits, or anything else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Codec {
+    Vp8,
+    Vp9,
+    H264,
+    Av1,
+    Rtx {
+        apt: u8,
+    },
+    #[default]
+    Other,
+}
+
+/// One signalled payload type (0..=127).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadType {
+    pub pt: u8,
+    pub codec: Codec,
+}
+
+/// A sender's video payload types, looked up per packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayloadMap([Codec; 128]);
+
+impl Default for PayloadMap {
+    fn default() -> Self {
+        PayloadMap([Codec::Other; 128])
+    }
+}
+
+impl PayloadMap {
+    /// The map of these payload types; one outside 0..=127 is ignored (it cannot be on the wire).
+    pub fn new(types: &[PayloadType]) -> Self {
+        let mut map = PayloadMap::default();
+        for t in types {
+            if let Some(slot) = map.0.get_mut(usize::from(t.pt)) {
+                *slot = t.codec;
+            }
+        }
+        map
+    }
+
+    #[inline]
+    pub fn get(&self, pt: u8) -> Codec {
+        self.0.get(usize::from(pt)).copied().unwrap_or_default()
+    }
+}
+
 /// The kinds of media a transport may not send on (Colibri2 `force-mute`): its RTP of a muted kind reaches
 /// nobody, while everything it receives, and its own feedback about others' streams, keeps flowing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

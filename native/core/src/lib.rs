@@ -8,6 +8,7 @@ pub mod domain;
 pub mod dtls;
 pub mod ice;
 pub mod io;
+pub mod projection;
 pub mod queue;
 pub mod router;
 pub mod rtcp;

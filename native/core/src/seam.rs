@@ -5,7 +5,7 @@
 //! scale with joins, leaves and control decisions, never with packets.
 
 use crate::domain::{
-    FeedbackSsrcs, RemoteCandidate, RouterId, Source, TransportId, TransportState,
+    FeedbackSsrcs, PayloadType, RemoteCandidate, RouterId, Source, TransportId, TransportState,
 };
 use crate::dtls::{DtlsSetup, Fingerprint};
 use crate::ice::IceCredentials;
@@ -46,6 +46,18 @@ pub enum Command {
     SetSources {
         transport: TransportId,
         sources: Vec<Source>,
+    },
+    /// The video payload types this transport sends with (codec, or RTX of which); replaces the
+    /// previous set. The bridge reads keyframes and layers of the codecs it knows and unwraps RTX.
+    SetPayloadTypes {
+        transport: TransportId,
+        types: Vec<PayloadType>,
+    },
+    /// What this transport receives of each named video Source: a layer index (in SIM order), or
+    /// None for nothing. Sources not named get their top layer. Replaces the previous allocation.
+    SetAllocation {
+        transport: TransportId,
+        targets: Vec<(String, Option<u8>)>,
     },
     RequestKeyframe {
         transport: TransportId,

@@ -41,6 +41,9 @@ pub enum DropReason {
     UnknownSsrc,
     /// RTP of a kind the focus force-muted on its sender: received (and reported on), forwarded to nobody.
     ForceMuted,
+    /// Video not selected for this receiver now (another layer, before the target layer's keyframe,
+    /// switched off by its allocation), or an RTX packet without an original to unwrap. Not loss.
+    Filtered,
     /// Forwarding was impossible: the egress packet would not fit, or protect failed.
     EgressFailed,
     /// The kernel refused to send it.
@@ -49,7 +52,7 @@ pub enum DropReason {
     Panic,
 }
 
-pub const DROP_REASONS: [DropReason; 19] = [
+pub const DROP_REASONS: [DropReason; 20] = [
     DropReason::Unclassified,
     DropReason::UnknownAddress,
     DropReason::StunMalformed,
@@ -66,6 +69,7 @@ pub const DROP_REASONS: [DropReason; 19] = [
     DropReason::RtcpMalformed,
     DropReason::UnknownSsrc,
     DropReason::ForceMuted,
+    DropReason::Filtered,
     DropReason::EgressFailed,
     DropReason::SendFailed,
     DropReason::Panic,
@@ -90,6 +94,7 @@ impl DropReason {
             DropReason::RtcpMalformed => "rtcp_malformed",
             DropReason::UnknownSsrc => "unknown_ssrc",
             DropReason::ForceMuted => "force_muted",
+            DropReason::Filtered => "filtered",
             DropReason::EgressFailed => "egress_failed",
             DropReason::SendFailed => "send_failed",
             DropReason::Panic => "panic",
@@ -266,6 +271,33 @@ pub struct TransportStats {
     pub force_mute: ForceMute,
 }
 
+/// One layer of a video Source as the bridge receives it: what the Allocator sizes allocations with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerStats {
+    pub router: u64,
+    /// The sender's transport.
+    pub transport: u64,
+    pub source: String,
+    /// Index in the Source's SIM order.
+    pub layer: u8,
+    pub ssrc: u32,
+    pub bitrate_bps: u64,
+    pub packets: u64,
+    /// Width and height of its last VP8 keyframe.
+    pub frame_size: Option<(u16, u16)>,
+}
+
+/// A receiver waiting for a layer of a Source to start (its keyframe has not come yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitingStats {
+    pub router: u64,
+    pub receiver: u64,
+    pub source: String,
+    pub target: u8,
+    /// The layer it gets meanwhile.
+    pub current: Option<u8>,
+}
+
 /// A point-in-time copy of a shard's counters.
 #[derive(Clone, Debug, Default)]
 pub struct StatsSnapshot {
@@ -275,6 +307,8 @@ pub struct StatsSnapshot {
     pub io: IoCounters,
     pub routers: u64,
     pub transports: Vec<TransportStats>,
+    pub layers: Vec<LayerStats>,
+    pub waiting: Vec<WaitingStats>,
     /// Commands received and events sent across the seam since start.
     pub seam_commands: u64,
     pub seam_events: u64,

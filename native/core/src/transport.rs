@@ -333,6 +333,20 @@ impl Transport {
         egress: &mut impl Egress,
         total: &mut Counters,
     ) -> bool {
+        self.send_rewritten(kind, plain, egress, total, |_| {})
+    }
+
+    /// `send_protected` with `rewrite` applied to this receiver's copy before it is protected (a
+    /// Projection's new SSRC, sequence number, timestamp and codec fields).
+    #[inline]
+    pub fn send_rewritten(
+        &mut self,
+        kind: Protect,
+        plain: &[u8],
+        egress: &mut impl Egress,
+        total: &mut Counters,
+        rewrite: impl FnOnce(&mut [u8]),
+    ) -> bool {
         if !self.is_media_ready() {
             return false;
         }
@@ -349,6 +363,7 @@ impl Transport {
         };
         // Each receiver has its own key, so each gets its own copy, encrypted in the egress buffer.
         head.copy_from_slice(plain);
+        rewrite(head);
         let protected = match kind {
             Protect::Rtp => self.protect_rtp(slot, plain.len()),
             Protect::Rtcp => self.protect_rtcp(slot, plain.len()),

@@ -167,6 +167,24 @@ impl NativeBridge {
         })
     }
 
+    fn set_payload_types(&self, transport_id: u64, types: Vec<seam::PayloadType>) -> PyResult<()> {
+        self.send(Command::SetPayloadTypes {
+            transport: transport_id,
+            types: types.iter().map(seam::PayloadType::to_core).collect(),
+        })
+    }
+
+    fn set_allocation(
+        &self,
+        transport_id: u64,
+        targets: Vec<(String, Option<u8>)>,
+    ) -> PyResult<()> {
+        self.send(Command::SetAllocation {
+            transport: transport_id,
+            targets,
+        })
+    }
+
     fn request_keyframe(&self, transport_id: u64, ssrc: u32) -> PyResult<()> {
         self.send(Command::RequestKeyframe {
             transport: transport_id,
@@ -248,6 +266,32 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
         ts.set_item(t.id, td)?;
     }
     d.set_item("transports", ts)?;
+    let layers = pyo3::types::PyList::empty(py);
+    for l in &s.layers {
+        let ld = PyDict::new(py);
+        ld.set_item("router", l.router)?;
+        ld.set_item("transport", l.transport)?;
+        ld.set_item("source", &l.source)?;
+        ld.set_item("layer", l.layer)?;
+        ld.set_item("ssrc", l.ssrc)?;
+        ld.set_item("bitrate_bps", l.bitrate_bps)?;
+        ld.set_item("packets", l.packets)?;
+        ld.set_item("width", l.frame_size.map(|s| s.0))?;
+        ld.set_item("height", l.frame_size.map(|s| s.1))?;
+        layers.append(ld)?;
+    }
+    d.set_item("layers", layers)?;
+    let waiting = pyo3::types::PyList::empty(py);
+    for w in &s.waiting {
+        let wd = PyDict::new(py);
+        wd.set_item("router", w.router)?;
+        wd.set_item("receiver", w.receiver)?;
+        wd.set_item("source", &w.source)?;
+        wd.set_item("target", w.target)?;
+        wd.set_item("current", w.current)?;
+        waiting.append(wd)?;
+    }
+    d.set_item("waiting", waiting)?;
     Ok(d)
 }
 

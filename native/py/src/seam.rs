@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -272,6 +272,62 @@ impl Source {
     }
 }
 
+/// A video payload type's codec, as far as forwarding cares.
+#[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    #[pyo3(name = "VP8")]
+    Vp8,
+    #[pyo3(name = "VP9")]
+    Vp9,
+    #[pyo3(name = "H264")]
+    H264,
+    #[pyo3(name = "AV1")]
+    Av1,
+    #[pyo3(name = "RTX")]
+    Rtx,
+    #[pyo3(name = "OTHER")]
+    Other,
+}
+
+/// One signalled video payload type: 0..=127, with the payload type an RTX one retransmits.
+#[pyclass(frozen, get_all, eq, from_py_object, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct PayloadType {
+    pt: u8,
+    codec: VideoCodec,
+    apt: Option<u8>,
+}
+
+#[pymethods]
+impl PayloadType {
+    #[new]
+    #[pyo3(signature = (pt, codec, apt=None))]
+    fn new(pt: u8, codec: VideoCodec, apt: Option<u8>) -> PyResult<Self> {
+        if pt > 127 || apt.is_some_and(|a| a > 127) {
+            return Err(PyValueError::new_err("an RTP payload type is 0..=127"));
+        }
+        if (codec == VideoCodec::Rtx) != apt.is_some() {
+            return Err(PyValueError::new_err("apt is given exactly for RTX"));
+        }
+        Ok(PayloadType { pt, codec, apt })
+    }
+}
+
+impl PayloadType {
+    pub fn to_core(&self) -> domain::PayloadType {
+        let codec = match (self.codec, self.apt) {
+            (VideoCodec::Vp8, _) => domain::Codec::Vp8,
+            (VideoCodec::Vp9, _) => domain::Codec::Vp9,
+            (VideoCodec::H264, _) => domain::Codec::H264,
+            (VideoCodec::Av1, _) => domain::Codec::Av1,
+            (VideoCodec::Rtx, Some(apt)) => domain::Codec::Rtx { apt },
+            (VideoCodec::Rtx, None) | (VideoCodec::Other, _) => domain::Codec::Other,
+        };
+        domain::PayloadType { pt: self.pt, codec }
+    }
+}
+
 /// A Transport's state as its shard reports it.
 #[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -400,6 +456,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SsrcGroupSemantics>()?;
     m.add_class::<SsrcGroup>()?;
     m.add_class::<Source>()?;
+    m.add_class::<VideoCodec>()?;
+    m.add_class::<PayloadType>()?;
     m.add_class::<TransportState>()?;
     m.add_class::<TransportStateEvent>()?;
     m.add_class::<StatsEvent>()?;

@@ -164,6 +164,31 @@ impl Vp8Descriptor {
     }
 }
 
+/// The width and height (14 bits each; the 2-bit scales dropped) a VP8 keyframe's header carries after
+/// its 3-byte frame tag and the start code 9d 01 2a (RFC 6386 9.1, 19.1). `frame` is the VP8 payload
+/// after the descriptor, of a packet that starts a keyframe; None when it is too short or the start
+/// code is not there.
+pub fn keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
+    let b = frame.get(..10)?;
+    if b[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([b[6], b[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([b[8], b[9]]) & 0x3fff;
+    Some((width, height))
+}
+
+/// Byte offsets in the payload of the PictureID and TL0PICIDX fields a descriptor carries, so a
+/// Projection can rewrite them in each receiver's copy without parsing again. With X=1 the PictureID
+/// follows the extension byte, and TL0PICIDX follows it (RFC 7741 4.2).
+pub fn field_offsets(d: &Vp8Descriptor) -> (Option<usize>, Option<usize>) {
+    let pid = d.picture_id_width.map(|_| 2);
+    let tl0 = d
+        .tl0picidx
+        .map(|_| 2 + d.picture_id_width.map_or(0, PictureIdWidth::byte_len));
+    (pid, tl0)
+}
+
 /// Rewrites the PictureID of the VP8 payload at the start of `payload` in place, keeping its width
 /// (7 or 15 bits; `value` is taken modulo that width, as PictureIDs wrap). Returns the width.
 ///
@@ -191,6 +216,32 @@ pub fn set_tl0picidx(payload: &mut [u8], value: u8) -> Result<(), CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 6386 9.1 / 19.1: a keyframe's frame tag (3 bytes), start code 9d 01 2a, then width and height
+    /// little-endian, 14 bits each with a 2-bit scale on top; here 1280x720 with scale bits set on the
+    /// height (they are not part of the size).
+    #[test]
+    fn rfc6386_9_1_keyframe_header_gives_the_frame_size() {
+        let frame = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x42];
+        assert_eq!(keyframe_size(&frame), Some((1280, 720)));
+        assert_eq!(keyframe_size(&frame[..9]), None);
+        let mut bad = frame;
+        bad[4] = 0x02;
+        assert_eq!(keyframe_size(&bad), None);
+    }
+
+    #[test]
+    fn field_offsets_point_at_the_picture_id_and_tl0picidx() {
+        let seven = [0x90, 0xC0, 0x05, 0x21, 0x10];
+        let d = Vp8Descriptor::parse(&seven).expect("parses");
+        assert_eq!(field_offsets(&d), (Some(2), Some(3)));
+        let fifteen = [0x90, 0xC0, 0x80 | 0x12, 0x34, 0x21, 0x10];
+        let d = Vp8Descriptor::parse(&fifteen).expect("parses");
+        assert_eq!(field_offsets(&d), (Some(2), Some(4)));
+        let tl0_only = [0x90, 0x40, 0x21, 0x10];
+        let d = Vp8Descriptor::parse(&tl0_only).expect("parses");
+        assert_eq!(field_offsets(&d), (None, Some(2)));
+    }
 
     /// RFC 7741 4.2, right-hand figure: X=1, S=1, PID=0; I, L, T set; M=1 with a 15-bit
     /// PictureID; then TL0PICIDX, then TID/Y/KEYIDX; then a keyframe payload header.

@@ -112,6 +112,29 @@ impl State {
                     );
                 }
             }
+            Command::SetPayloadTypes { transport, types } => {
+                let Some(t) = self.transports.get(&transport) else {
+                    self.command_failed(transport, "no such transport".into());
+                    return true;
+                };
+                if let Some(r) = self.routers.get_mut(&t.router) {
+                    r.set_payload_types(transport, &types);
+                }
+            }
+            Command::SetAllocation { transport, targets } => {
+                let Some(router) = self.transports.get(&transport).map(|t| t.router) else {
+                    self.command_failed(transport, "no such transport".into());
+                    return true;
+                };
+                let wanted = self
+                    .routers
+                    .get_mut(&router)
+                    .map(|r| r.set_allocation(now, transport, targets))
+                    .unwrap_or_default();
+                for ssrc in wanted {
+                    self.request_keyframe(now, router, ssrc, io);
+                }
+            }
             Command::RequestKeyframe { transport, ssrc } => {
                 let Some(router) = self.transports.get(&transport).map(|t| t.router) else {
                     self.command_failed(transport, "no such transport".into());

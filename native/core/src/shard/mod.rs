@@ -217,7 +217,16 @@ impl State {
         }
         let mut transports: Vec<_> = self.transports.values().map(|t| t.stats()).collect();
         transports.sort_by_key(|t| t.id);
+        let now = std::time::Instant::now();
+        let mut layers = Vec::new();
+        let mut waiting = Vec::new();
+        for r in self.routers.values() {
+            r.layer_stats(now, &mut layers);
+            r.waiting_stats(&mut waiting);
+        }
         StatsSnapshot {
+            layers,
+            waiting,
             total,
             failures: self.failures,
             io: io_counters,

@@ -20,9 +20,7 @@ use super::State;
 use crate::domain::{ForceMute, MediaKind, RouterId, TransportId};
 use crate::io::MAX_DATAGRAM;
 use crate::router::{Router, RR_INTERVAL};
-use crate::rtcp::{
-    parse_compound, set_sender_ssrc, write_nack, write_pli, write_sender_report, Nack, RtcpPacket,
-};
+use crate::rtcp::{parse_compound, set_sender_ssrc, write_nack, write_pli, Nack, RtcpPacket};
 use crate::stats::DropReason;
 use crate::transport::Protect;
 
@@ -58,23 +56,13 @@ impl State {
                     if force_mute.mutes(p.kind) {
                         continue;
                     }
-                    let mut out = [0u8; 64];
-                    let Ok(n) = write_sender_report(
-                        &mut out,
-                        sr.ssrc,
-                        sr.ntp_timestamp,
-                        sr.rtp_timestamp,
-                        sr.packet_count,
-                        sr.octet_count,
-                        &[],
-                    ) else {
-                        continue;
-                    };
                     if let Some(r) = self.routers.get(&router) {
-                        r.forward(
+                        r.forward_sender_report(
                             id,
-                            Protect::Rtcp,
-                            &out[..n],
+                            sr.ssrc,
+                            sr.ntp_timestamp,
+                            sr.rtp_timestamp,
+                            (sr.packet_count, sr.octet_count),
                             &mut self.transports,
                             io,
                             &mut self.total,
@@ -82,14 +70,21 @@ impl State {
                     }
                 }
                 RtcpPacket::Pli { media_ssrc, .. } => {
-                    self.request_keyframe(now, router, media_ssrc, io)
+                    let ssrc = self.keyframe_ssrc(router, id, media_ssrc);
+                    self.request_keyframe(now, router, ssrc, io)
                 }
                 RtcpPacket::Fir(fir) => {
                     if let Some((media, _)) = fir.entries().next() {
-                        self.forward_feedback(router, media, fir.as_bytes(), io);
+                        let ssrc = self.keyframe_ssrc(router, id, media);
+                        if ssrc == media {
+                            self.forward_feedback(router, media, fir.as_bytes(), io);
+                        } else {
+                            // The receiver's FIR names the primary SSRC; the layer's sender gets a PLI.
+                            self.request_keyframe(now, router, ssrc, io);
+                        }
                     }
                 }
-                RtcpPacket::Nack(nack) => self.on_nack(router, &nack, io),
+                RtcpPacket::Nack(nack) => self.on_nack(router, id, &nack, io),
                 _ => {}
             }
         }
@@ -97,35 +92,71 @@ impl State {
 
     /// Routes a receiver's NACK to the sender, without the sequence numbers force-mute dropped: those were
     /// never forwarded, and retransmitting them after an unmute would deliver what the focus muted.
-    fn on_nack(&mut self, router: RouterId, nack: &Nack<'_>, io: &mut Io) {
+    /// A NACK of a video Source's primary SSRC names the receiver's sequence numbers: it goes to each
+    /// layer's SSRC with the numbers its Projection made them from.
+    fn on_nack(&mut self, router: RouterId, receiver: TransportId, nack: &Nack<'_>, io: &mut Io) {
+        let translated = self.routers.get(&router).and_then(|r| {
+            r.translate_nack(receiver, nack.media_ssrc, nack.lost_sequence_numbers())
+        });
+        match translated {
+            None => self.nack_layer(router, nack, nack.media_ssrc, None, io),
+            Some(per_layer) => {
+                for (ssrc, seqs) in per_layer {
+                    self.nack_layer(router, nack, ssrc, Some(&seqs), io);
+                }
+            }
+        }
+    }
+
+    /// Sends the sender of `ssrc` a NACK of `seqs` (the received NACK's own when None), without the
+    /// sequence numbers force-mute dropped.
+    fn nack_layer(
+        &mut self,
+        router: RouterId,
+        nack: &Nack<'_>,
+        ssrc: u32,
+        seqs: Option<&[u16]>,
+        io: &mut Io,
+    ) {
         let Some(p) = self
             .routers
             .get(&router)
-            .and_then(|r| r.producers.get(&nack.media_ssrc))
+            .and_then(|r| r.producers.get(&ssrc))
         else {
             return;
         };
-        if p.muted_run.is_none() {
-            self.forward_feedback(router, nack.media_ssrc, nack.as_bytes(), io);
+        if seqs.is_none() && p.muted_run.is_none() {
+            self.forward_feedback(router, ssrc, nack.as_bytes(), io);
             return;
         }
         let mut kept = [0u16; MAX_NACK_KEPT];
         let (mut n, mut total) = (0, 0);
-        for seq in nack.lost_sequence_numbers() {
+        let mut keep = |seq: u16| {
             total += 1;
             if !p.was_muted(seq) && n < MAX_NACK_KEPT {
                 kept[n] = seq;
                 n += 1;
             }
+        };
+        match seqs {
+            Some(s) => s.iter().copied().for_each(&mut keep),
+            None => nack.lost_sequence_numbers().for_each(&mut keep),
         }
-        if n == total {
-            self.forward_feedback(router, nack.media_ssrc, nack.as_bytes(), io);
+        if seqs.is_none() && n == total {
+            self.forward_feedback(router, ssrc, nack.as_bytes(), io);
         } else if n > 0 {
             let mut out = [0u8; MAX_DATAGRAM];
-            if let Ok(len) = write_nack(&mut out, nack.sender_ssrc, nack.media_ssrc, &kept[..n]) {
-                self.forward_feedback(router, nack.media_ssrc, &out[..len], io);
+            if let Ok(len) = write_nack(&mut out, nack.sender_ssrc, ssrc, &kept[..n]) {
+                self.forward_feedback(router, ssrc, &out[..len], io);
             }
         }
+    }
+
+    /// The SSRC whose sender a receiver's keyframe request about `media_ssrc` is for.
+    fn keyframe_ssrc(&self, router: RouterId, receiver: TransportId, media_ssrc: u32) -> u32 {
+        self.routers
+            .get(&router)
+            .map_or(media_ssrc, |r| r.keyframe_ssrc_for(receiver, media_ssrc))
     }
 
     /// Asks the sender of `ssrc` for a keyframe with a PLI (rate-limited per Producer).

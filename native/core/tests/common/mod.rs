@@ -29,6 +29,8 @@ pub struct TestPeer {
     send: SendBatch,
     /// (ssrc, seq) of every RTP packet received and decrypted.
     pub rtp: Vec<(u32, u16)>,
+    /// Every RTP packet received, decrypted.
+    pub rtp_packets: Vec<Vec<u8>>,
     pub rtcp: usize,
     /// Every decrypted RTCP compound received.
     pub rtcp_packets: Vec<Vec<u8>>,
@@ -55,6 +57,7 @@ impl TestPeer {
             recv: RecvBatch::new(64),
             send: SendBatch::new(64),
             rtp: Vec::new(),
+            rtp_packets: Vec::new(),
             rtcp: 0,
             rtcp_packets: Vec::new(),
             failed: None,
@@ -122,6 +125,7 @@ impl TestPeer {
                             if let Ok(len) = rx.unprotect_rtp(buf) {
                                 if let Ok(v) = RtpView::parse(&buf[..len]) {
                                     self.rtp.push((v.ssrc(), v.sequence_number()));
+                                    self.rtp_packets.push(buf[..len].to_vec());
                                 }
                             }
                         }
@@ -186,6 +190,28 @@ impl TestPeer {
             *b = (i as u8) ^ (seq as u8);
         }
         let n = tx.protect_rtp(&mut buf, 12 + payload_len).expect("protect");
+        self.send.push(&buf[..n], remote);
+        if self.send.is_full() {
+            self.sock.send_batch(&mut self.send);
+        }
+    }
+
+    /// Sends one SRTP packet with this payload.
+    pub fn send_rtp_payload(&mut self, ssrc: u32, seq: u16, ts: u32, pt: u8, payload: &[u8]) {
+        let Some((_, remote)) = self.ice.selected_pair() else {
+            return;
+        };
+        let Some(tx) = &mut self.tx else { return };
+        let mut buf = [0u8; 1500];
+        buf[0] = 0x80;
+        buf[1] = pt;
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&ts.to_be_bytes());
+        buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        buf[12..12 + payload.len()].copy_from_slice(payload);
+        let n = tx
+            .protect_rtp(&mut buf, 12 + payload.len())
+            .expect("protect");
         self.send.push(&buf[..n], remote);
         if self.send.is_full() {
             self.sock.send_batch(&mut self.send);

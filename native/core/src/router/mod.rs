@@ -4,13 +4,18 @@
 //! touches no socket. Producers stay per SSRC and as small as the packet path needs; what an SSRC is within
 //! its Source is looked up in the Source's record (`Router::stream`).
 
+mod video;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub use video::{packet_meta, unwrap_rtx, Fields, Route, VideoSource};
+
 use crate::domain::{
-    FeedbackSsrcs, ForceMute, IdMap, Layer, MediaKind, RouterId, Source, TransportId,
+    Codec, FeedbackSsrcs, ForceMute, IdMap, Layer, MediaKind, PayloadMap, PayloadType, RouterId,
+    Source, TransportId,
 };
-use crate::io::Egress;
+use crate::io::{Egress, MAX_DATAGRAM};
 use crate::rtcp::{write_receiver_report, write_sdes_cname, ReportBlock};
 use crate::rtp::{ReceiverStats, RtpView};
 use crate::stats::{Counters, DropReason};
@@ -83,6 +88,45 @@ pub struct Producer {
     /// MUTED_RUN_MEMORY. Receivers see the gap after an unmute and ask for it with NACKs; retransmitting it
     /// would deliver muted media.
     pub muted_run: Option<(u16, u16)>,
+    /// Where its packets go: as they are, or through a video Source's Projections.
+    pub route: Route,
+    /// Its receive rate, measured on every packet.
+    pub rate: RateMeter,
+    /// Width and height of its last VP8 keyframe.
+    pub frame_size: Option<(u16, u16)>,
+}
+
+/// Bits per second over the last complete window of at least RATE_WINDOW.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    bps: u64,
+}
+
+/// The window a rate is measured over: long enough for a few frames at the lowest layer's rate.
+pub const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+impl RateMeter {
+    #[inline]
+    pub fn on_packet(&mut self, now: Instant, len: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        self.bytes += len as u64;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            self.bps = (u128::from(self.bytes) * 8_000_000 / elapsed.as_micros().max(1)) as u64;
+            self.bytes = 0;
+            self.window_start = Some(now);
+        }
+    }
+
+    /// The rate, 0 once nothing came for two windows.
+    pub fn bps(&self, now: Instant) -> u64 {
+        match self.window_start {
+            Some(s) if now.saturating_duration_since(s) < 2 * RATE_WINDOW => self.bps,
+            _ => 0,
+        }
+    }
 }
 
 impl Producer {
@@ -135,6 +179,15 @@ pub struct Router {
     /// The SSRCs the bridge sends its own RTCP from, as signalled in Colibri2 (one per media kind).
     pub feedback: FeedbackSsrcs,
     pub next_report: Option<Instant>,
+    /// Video Sources with layers, by a key their SSRCs' routes name.
+    video: IdMap<VideoSource>,
+    next_video: u64,
+    /// Each sender's video payload types.
+    payloads: IdMap<PayloadMap>,
+    /// What each receiver was allocated, by Source name.
+    allocations: IdMap<HashMap<String, Option<u8>>>,
+    /// An SSRC whose keyframe a receiver waits for, taken by the shard after each packet.
+    keyframe_wanted: Option<u32>,
 }
 
 impl Router {
@@ -146,6 +199,11 @@ impl Router {
             sources: IdMap::default(),
             feedback,
             next_report: None,
+            video: IdMap::default(),
+            next_video: 0,
+            payloads: IdMap::default(),
+            allocations: IdMap::default(),
+            keyframe_wanted: None,
         }
     }
 
@@ -194,6 +252,7 @@ impl Router {
                 p.stats
                     .on_packet(now, rtp.sequence_number(), rtp.timestamp());
                 p.packets += 1;
+                p.rate.on_packet(now, rtp.as_bytes().len());
                 if force_mute.mutes(p.kind) {
                     p.note_muted(rtp.sequence_number());
                     return Err(DropReason::ForceMuted);
@@ -201,14 +260,78 @@ impl Router {
             }
             _ => return Err(DropReason::UnknownSsrc),
         }
-        Ok(self.forward(
-            from,
-            Protect::Rtp,
-            rtp.as_bytes(),
-            transports,
-            egress,
-            total,
-        ))
+        let route = self
+            .producers
+            .get(&rtp.ssrc())
+            .map_or(Route::Plain, |p| p.route);
+        let codec_of = |r: &Self, pt: u8| r.payloads.get(&from).map_or(Codec::Other, |m| m.get(pt));
+        match route {
+            Route::Plain => Ok(self.forward(
+                from,
+                Protect::Rtp,
+                rtp.as_bytes(),
+                transports,
+                egress,
+                total,
+            )),
+            Route::Layer { source, layer } => {
+                let codec = codec_of(self, rtp.payload_type());
+                let (meta, fields) = packet_meta(codec, layer, rtp);
+                if let Some(size) = fields.keyframe_size {
+                    if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
+                        p.frame_size = Some(size);
+                    }
+                }
+                Ok(self.forward_layer(
+                    now,
+                    from,
+                    source,
+                    &meta,
+                    &fields,
+                    rtp.as_bytes(),
+                    transports,
+                    egress,
+                    total,
+                ))
+            }
+            Route::Rtx { source, layer } => {
+                let Codec::Rtx { apt } = codec_of(self, rtp.payload_type()) else {
+                    return Err(DropReason::Filtered);
+                };
+                let Some(ssrc) = self
+                    .video
+                    .get(&source)
+                    .and_then(|v| v.layers.get(usize::from(layer)))
+                    .map(|l| l.ssrc)
+                else {
+                    return Err(DropReason::Filtered);
+                };
+                let mut buf = [0u8; MAX_DATAGRAM];
+                let Some(n) = unwrap_rtx(rtp, ssrc, apt, &mut buf) else {
+                    return Err(DropReason::Filtered);
+                };
+                let Ok(original) = RtpView::parse(&buf[..n]) else {
+                    return Err(DropReason::RtpMalformed);
+                };
+                let (meta, fields) = packet_meta(codec_of(self, apt), layer, &original);
+                Ok(self.forward_layer(
+                    now,
+                    from,
+                    source,
+                    &meta,
+                    &fields,
+                    original.as_bytes(),
+                    transports,
+                    egress,
+                    total,
+                ))
+            }
+        }
+    }
+
+    /// The video payload types `transport` sends with; replaces what it had.
+    pub fn set_payload_types(&mut self, transport: TransportId, types: &[PayloadType]) {
+        self.payloads.insert(transport, PayloadMap::new(types));
     }
 
     /// Forwards one plain packet from member `from` to every other member, each receiver in turn: the
@@ -288,6 +411,9 @@ impl Router {
         self.members.retain(|t| *t != transport);
         self.producers.retain(|_, p| p.transport != transport);
         self.sources.remove(&transport);
+        self.payloads.remove(&transport);
+        self.video.retain(|_, v| v.owner != transport);
+        self.forget_receiver(transport);
     }
 
     /// Replaces the Sources of one transport (Colibri2 sources replace, never merge): a record of each
@@ -322,6 +448,9 @@ impl Router {
                                 last_keyframe_request: None,
                                 packets: 0,
                                 muted_run: None,
+                                route: Route::Plain,
+                                rate: RateMeter::default(),
+                                frame_size: None,
                             },
                         );
                     }
@@ -329,6 +458,7 @@ impl Router {
             }
         }
         self.sources.insert(transport, records);
+        self.refresh_video(transport);
         refused
     }
 

@@ -1,0 +1,525 @@
+//! Selective forwarding of video. Each signalled video Source with layers is a `VideoSource`; each of its
+//! SSRCs routes to it (a layer, or the RTX of one). Every receiver has a Projection of the Source: the one
+//! layer it is to get, rewritten onto the Source's primary SSRC (the first layer's, which the focus tells
+//! receivers about). RTX from the sender is unwrapped to the original packet and goes through the same
+//! Projection, so a retransmission fills the receiver's gap on the primary SSRC. Receivers' RTCP about the
+//! primary SSRC (PLI, FIR, NACK) is translated back to the layer and sequence numbers it was made from.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::Router;
+use crate::codec::{
+    h264::H264Payload, vp8, vp8::Vp8Descriptor, vp9::Vp9Descriptor, PictureIdWidth,
+};
+use crate::domain::{Codec, IdMap, Layer, MediaKind, TransportId};
+use crate::io::{Egress, MAX_DATAGRAM};
+use crate::projection::{PacketMeta, Projection, Rewrite, Verdict};
+use crate::rtcp::write_sender_report;
+use crate::rtp::{set_payload_type, set_sequence_number, set_ssrc, set_timestamp, RtpView};
+use crate::stats::{Counters, DropReason, LayerStats, WaitingStats};
+use crate::transport::{Protect, Transport};
+
+/// Where one Producer's packets go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// To every other member as they came (audio, and SSRCs outside a video Source's layers).
+    Plain,
+    /// Layer `layer` of video Source `source`: through each receiver's Projection.
+    Layer { source: u64, layer: u8 },
+    /// Retransmissions of that layer: unwrapped, then as the layer.
+    Rtx { source: u64, layer: u8 },
+}
+
+/// One video Source with its layers and a Projection per receiver that has seen it.
+pub struct VideoSource {
+    pub owner: TransportId,
+    pub name: String,
+    pub layers: Vec<Layer>,
+    consumers: IdMap<Projection>,
+}
+
+impl VideoSource {
+    /// The SSRC receivers know it by.
+    pub fn primary(&self) -> u32 {
+        self.layers.first().map_or(0, |l| l.ssrc)
+    }
+
+    fn target_for(
+        &self,
+        allocations: &IdMap<HashMap<String, Option<u8>>>,
+        receiver: u64,
+    ) -> Option<u8> {
+        vs_target(&self.name, &self.layers, allocations, receiver)
+    }
+
+    pub fn projection(&self, receiver: TransportId) -> Option<&Projection> {
+        self.consumers.get(&receiver)
+    }
+}
+
+/// Where a packet's codec fields sit (offsets from the start of the RTP packet), found once per packet
+/// so each receiver's copy is rewritten without parsing again; and the frame size a VP8 keyframe carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fields {
+    pub picture_id_at: Option<(usize, PictureIdWidth)>,
+    pub tl0picidx_at: Option<usize>,
+    pub keyframe_size: Option<(u16, u16)>,
+}
+
+/// The fields of a video packet a Projection needs, from its payload as `codec` says, and where they
+/// sit. A payload that does not parse as its codec is no switch point and has nothing to rewrite.
+#[inline]
+pub fn packet_meta(codec: Codec, layer: u8, rtp: &RtpView<'_>) -> (PacketMeta, Fields) {
+    let mut m = PacketMeta {
+        layer,
+        seq: rtp.sequence_number(),
+        timestamp: rtp.timestamp(),
+        switch_point: false,
+        frame_start: false,
+        picture_id: None,
+        tl0picidx: None,
+    };
+    let mut f = Fields::default();
+    let payload = rtp.payload();
+    match codec {
+        Codec::Vp8 => {
+            if let Ok(d) = Vp8Descriptor::parse(payload) {
+                m.switch_point = d.starts_keyframe();
+                m.frame_start = d.starts_frame();
+                m.picture_id = d.picture_id.zip(d.picture_id_width);
+                m.tl0picidx = d.tl0picidx;
+                let (pid_at, tl0_at) = vp8::field_offsets(&d);
+                let hl = rtp.header_len();
+                f.picture_id_at = pid_at.zip(d.picture_id_width).map(|(at, w)| (hl + at, w));
+                f.tl0picidx_at = tl0_at.map(|at| hl + at);
+                if m.switch_point {
+                    f.keyframe_size = payload.get(d.header_len..).and_then(vp8::keyframe_size);
+                }
+            }
+        }
+        Codec::Vp9 => {
+            // One layer per SSRC here (VP9 simulcast); spatial layers within an SSRC pass whole.
+            if let Ok(d) = Vp9Descriptor::parse(payload) {
+                m.switch_point = d.starts_keyframe();
+                m.frame_start = d.start_of_frame;
+            }
+        }
+        Codec::H264 => {
+            if let Ok(p) = H264Payload::parse(payload) {
+                m.switch_point = p.starts_keyframe();
+                m.frame_start = m.switch_point;
+            }
+        }
+        // No keyframe the bridge can see: every packet is a place to start or stop.
+        Codec::Av1 | Codec::Other | Codec::Rtx { .. } => {
+            m.switch_point = true;
+            m.frame_start = true;
+        }
+    }
+    (m, f)
+}
+
+/// Writes a Projection's rewrite into a receiver's copy of the packet.
+#[inline]
+fn apply(buf: &mut [u8], primary: u32, f: &Fields, r: &Rewrite) {
+    set_ssrc(buf, primary);
+    set_sequence_number(buf, r.seq);
+    set_timestamp(buf, r.timestamp);
+    if let (Some((at, width)), Some(pid)) = (f.picture_id_at, r.picture_id) {
+        match width {
+            PictureIdWidth::Bits7 => {
+                if let Some(b) = buf.get_mut(at) {
+                    *b = (pid & 0x7f) as u8;
+                }
+            }
+            PictureIdWidth::Bits15 => {
+                if let Some(b) = buf.get_mut(at..at + 2) {
+                    b.copy_from_slice(&(0x8000 | (pid & 0x7fff)).to_be_bytes());
+                }
+            }
+        }
+    }
+    if let (Some(at), Some(tl0)) = (f.tl0picidx_at, r.tl0picidx) {
+        if let Some(b) = buf.get_mut(at) {
+            *b = tl0;
+        }
+    }
+}
+
+/// The original packet of an RTX one (RFC 4588 4): the header with the layer's SSRC, the original
+/// sequence number and payload type, then the payload after the OSN, without padding. None for an RTX
+/// packet that carries no original (padding only, as senders probe with).
+pub fn unwrap_rtx(
+    rtx: &RtpView<'_>,
+    ssrc: u32,
+    apt: u8,
+    out: &mut [u8; MAX_DATAGRAM],
+) -> Option<usize> {
+    let payload = rtx.payload();
+    let (osn, body) = payload.split_first_chunk::<2>()?;
+    if body.is_empty() {
+        return None;
+    }
+    let hl = rtx.header_len();
+    let n = hl + body.len();
+    out.get_mut(..hl)?
+        .copy_from_slice(rtx.as_bytes().get(..hl)?);
+    out.get_mut(hl..n)?.copy_from_slice(body);
+    out[0] &= !0x20; // no padding any more
+    set_ssrc(out, ssrc);
+    set_sequence_number(out, u16::from_be_bytes(*osn));
+    set_payload_type(out, apt);
+    Some(n)
+}
+
+impl Router {
+    /// Rebuilds the video Sources of `transport` after its Sources were replaced: a Source that keeps
+    /// its name keeps its receivers' Projections; every SSRC it owns gets its route.
+    pub(super) fn refresh_video(&mut self, transport: TransportId) {
+        let mut old: HashMap<String, (u64, VideoSource)> = HashMap::new();
+        let keys: Vec<u64> = self
+            .video
+            .iter()
+            .filter(|(_, v)| v.owner == transport)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            if let Some(v) = self.video.remove(&k) {
+                old.insert(v.name.clone(), (k, v));
+            }
+        }
+        for p in self.producers.values_mut() {
+            if p.transport == transport {
+                p.route = Route::Plain;
+            }
+        }
+        let records = self.sources.get(&transport).cloned().unwrap_or_default();
+        for rec in records {
+            if rec.kind != MediaKind::Video || rec.layers.is_empty() {
+                continue;
+            }
+            let (key, mut vs) = old.remove(&rec.name).unwrap_or_else(|| {
+                self.next_video += 1;
+                let vs = VideoSource {
+                    owner: transport,
+                    name: rec.name.clone(),
+                    layers: Vec::new(),
+                    consumers: IdMap::default(),
+                };
+                (self.next_video, vs)
+            });
+            vs.layers = rec.layers.clone();
+            for (i, l) in rec.layers.iter().enumerate() {
+                let layer = u8::try_from(i).unwrap_or(u8::MAX);
+                let mut set = |ssrc: u32, route: Route| {
+                    if let Some(p) = self.producers.get_mut(&ssrc) {
+                        if p.transport == transport {
+                            p.route = route;
+                        }
+                    }
+                };
+                set(l.ssrc, Route::Layer { source: key, layer });
+                if let Some(rtx) = l.rtx {
+                    set(rtx, Route::Rtx { source: key, layer });
+                }
+            }
+            for (&receiver, proj) in vs.consumers.iter_mut() {
+                proj.set_target(vs_target(&vs.name, &vs.layers, &self.allocations, receiver));
+            }
+            self.video.insert(key, vs);
+        }
+    }
+
+    /// One video packet of `from`, layer `layer` of `source`, through every other ready member's
+    /// Projection. Returns the number queued; filtered copies are counted as `filtered` on the total.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn forward_layer(
+        &mut self,
+        now: Instant,
+        from: TransportId,
+        source: u64,
+        meta: &PacketMeta,
+        fields: &Fields,
+        packet: &[u8],
+        transports: &mut IdMap<Transport>,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> usize {
+        let Router {
+            members,
+            video,
+            allocations,
+            keyframe_wanted,
+            ..
+        } = self;
+        let Some(vs) = video.get_mut(&source) else {
+            return 0;
+        };
+        let primary = vs.primary();
+        let mut queued = 0;
+        for &m in members.iter() {
+            if m == from {
+                continue;
+            }
+            let Some(r) = transports.get_mut(&m) else {
+                continue;
+            };
+            if !r.is_media_ready() {
+                continue;
+            }
+            let proj = match vs.consumers.get_mut(&m) {
+                Some(p) => p,
+                None => {
+                    let target = vs.target_for(allocations, m);
+                    vs.consumers.entry(m).or_insert(Projection::new(target))
+                }
+            };
+            match proj.on_packet(now, MediaKind::Video.clock_rate(), meta) {
+                Verdict::Forward(rw) => {
+                    let sent = r.send_rewritten(Protect::Rtp, packet, egress, total, |b| {
+                        apply(b, primary, fields, &rw)
+                    });
+                    if sent {
+                        queued += 1;
+                    }
+                }
+                Verdict::Filtered => {
+                    r.counters.drop(DropReason::Filtered);
+                    total.drop(DropReason::Filtered);
+                }
+            }
+            if proj.waiting().is_some() {
+                if let Some(l) = proj.keyframe_request(now) {
+                    *keyframe_wanted = vs.layers.get(usize::from(l)).map(|l| l.ssrc);
+                }
+            }
+        }
+        queued
+    }
+
+    /// A keyframe a receiver's Projection is waiting for (the SSRC of its layer), once.
+    pub fn take_keyframe_request(&mut self) -> Option<u32> {
+        self.keyframe_wanted.take()
+    }
+
+    /// Sets what `receiver` gets of each named video Source (None: nothing; a layer index above the
+    /// Source's top means its top). Sources it does not name get their top layer. Returns the SSRCs
+    /// whose keyframe a receiver now waits for.
+    pub fn set_allocation(
+        &mut self,
+        now: Instant,
+        receiver: TransportId,
+        targets: Vec<(String, Option<u8>)>,
+    ) -> Vec<u32> {
+        self.allocations
+            .insert(receiver, targets.into_iter().collect());
+        let mut wanted = Vec::new();
+        for vs in self.video.values_mut() {
+            if vs.owner == receiver {
+                continue;
+            }
+            let target = vs_target(&vs.name, &vs.layers, &self.allocations, receiver);
+            let proj = vs
+                .consumers
+                .entry(receiver)
+                .or_insert(Projection::new(target));
+            proj.set_target(target);
+            if let Some(l) = proj.keyframe_request(now) {
+                if let Some(layer) = vs.layers.get(usize::from(l)) {
+                    wanted.push(layer.ssrc);
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Forgets a receiver's Projections and allocation (it left).
+    pub(super) fn forget_receiver(&mut self, receiver: TransportId) {
+        self.allocations.remove(&receiver);
+        for vs in self.video.values_mut() {
+            vs.consumers.remove(&receiver);
+        }
+    }
+
+    /// The video Source an SSRC belongs to and the layer it is (or retransmits).
+    pub fn video_route(&self, ssrc: u32) -> Option<(u64, u8)> {
+        match self.producers.get(&ssrc)?.route {
+            Route::Layer { source, layer } | Route::Rtx { source, layer } => Some((source, layer)),
+            Route::Plain => None,
+        }
+    }
+
+    pub fn video_source(&self, source: u64) -> Option<&VideoSource> {
+        self.video.get(&source)
+    }
+
+    /// The SSRC to ask a keyframe of when `receiver` asks one of `media_ssrc`: the layer it gets (or
+    /// waits for) of that Source; `media_ssrc` itself outside video Sources.
+    pub fn keyframe_ssrc_for(&self, receiver: TransportId, media_ssrc: u32) -> u32 {
+        let Some((source, _)) = self.video_route(media_ssrc) else {
+            return media_ssrc;
+        };
+        let Some(vs) = self.video.get(&source) else {
+            return media_ssrc;
+        };
+        let layer = vs
+            .consumers
+            .get(&receiver)
+            .and_then(|p| p.waiting().or(p.current()));
+        layer
+            .and_then(|l| vs.layers.get(usize::from(l)))
+            .map_or(media_ssrc, |l| l.ssrc)
+    }
+
+    /// A receiver's NACK of `media_ssrc` as the senders' sequence numbers: (layer SSRC, sequence
+    /// numbers) per layer. None when `media_ssrc` is not a video Source's (the NACK goes on as it is).
+    pub fn translate_nack(
+        &self,
+        receiver: TransportId,
+        media_ssrc: u32,
+        seqs: impl Iterator<Item = u16>,
+    ) -> Option<Vec<(u32, Vec<u16>)>> {
+        let (source, _) = self.video_route(media_ssrc)?;
+        let vs = self.video.get(&source)?;
+        let proj = vs.consumers.get(&receiver);
+        let mut out: Vec<(u32, Vec<u16>)> = Vec::new();
+        for seq in seqs {
+            let Some((layer, orig)) = proj.and_then(|p| p.original(seq)) else {
+                continue;
+            };
+            let Some(l) = vs.layers.get(usize::from(layer)) else {
+                continue;
+            };
+            match out.iter_mut().find(|(s, _)| *s == l.ssrc) {
+                Some((_, v)) => v.push(orig),
+                None => out.push((l.ssrc, vec![orig])),
+            }
+        }
+        Some(out)
+    }
+
+    /// Passes a sender report of `ssrc` from `from` on: as it is for a plain stream; for a video layer,
+    /// to each receiver currently getting that layer, on the primary SSRC with its timestamp offset; an
+    /// RTX stream's reports go to nobody (receivers know no RTX of layers). Returns the number queued.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_sender_report(
+        &self,
+        from: TransportId,
+        ssrc: u32,
+        ntp: u64,
+        rtp_timestamp: u32,
+        counts: (u32, u32),
+        transports: &mut IdMap<Transport>,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> usize {
+        let mut out = [0u8; 64];
+        let route = self.producers.get(&ssrc).map_or(Route::Plain, |p| p.route);
+        match route {
+            Route::Plain => {
+                let Ok(n) = write_sender_report(
+                    &mut out,
+                    ssrc,
+                    ntp,
+                    rtp_timestamp,
+                    counts.0,
+                    counts.1,
+                    &[],
+                ) else {
+                    return 0;
+                };
+                self.forward(from, Protect::Rtcp, &out[..n], transports, egress, total)
+            }
+            Route::Rtx { .. } => 0,
+            Route::Layer { source, layer } => {
+                let Some(vs) = self.video.get(&source) else {
+                    return 0;
+                };
+                let mut queued = 0;
+                for (&m, proj) in vs.consumers.iter() {
+                    let Some(off) = proj.timestamp_offset(layer) else {
+                        continue;
+                    };
+                    let ts = rtp_timestamp.wrapping_add(off);
+                    let Ok(n) = write_sender_report(
+                        &mut out,
+                        vs.primary(),
+                        ntp,
+                        ts,
+                        counts.0,
+                        counts.1,
+                        &[],
+                    ) else {
+                        continue;
+                    };
+                    if m == from {
+                        continue;
+                    }
+                    if let Some(r) = transports.get_mut(&m) {
+                        if r.send_protected(Protect::Rtcp, &out[..n], egress, total) {
+                            queued += 1;
+                        }
+                    }
+                }
+                queued
+            }
+        }
+    }
+}
+
+impl Router {
+    /// Appends every video layer's receive figures.
+    pub fn layer_stats(&self, now: Instant, out: &mut Vec<LayerStats>) {
+        for vs in self.video.values() {
+            for (i, l) in vs.layers.iter().enumerate() {
+                let Some(p) = self.producers.get(&l.ssrc) else {
+                    continue;
+                };
+                out.push(LayerStats {
+                    router: self.id,
+                    transport: vs.owner,
+                    source: vs.name.clone(),
+                    layer: u8::try_from(i).unwrap_or(u8::MAX),
+                    ssrc: l.ssrc,
+                    bitrate_bps: p.rate.bps(now),
+                    packets: p.packets,
+                    frame_size: p.frame_size,
+                });
+            }
+        }
+    }
+
+    /// Appends every receiver that waits for a layer's keyframe.
+    pub fn waiting_stats(&self, out: &mut Vec<WaitingStats>) {
+        for vs in self.video.values() {
+            for (&receiver, p) in vs.consumers.iter() {
+                if let Some(target) = p.waiting() {
+                    out.push(WaitingStats {
+                        router: self.id,
+                        receiver,
+                        source: vs.name.clone(),
+                        target,
+                        current: p.current(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// What `receiver` has been allocated of a Source: its named target (capped at the top layer), else the
+/// top layer.
+fn vs_target(
+    name: &str,
+    layers: &[Layer],
+    allocations: &IdMap<HashMap<String, Option<u8>>>,
+    receiver: u64,
+) -> Option<u8> {
+    let top = u8::try_from(layers.len().checked_sub(1)?).ok();
+    match allocations.get(&receiver).and_then(|a| a.get(name)) {
+        Some(t) => t.and_then(|t| top.map(|top| t.min(top))),
+        None => top,
+    }
+}
