@@ -4,6 +4,11 @@
 //! receiver's own SRTP context, count. What the shard adds around this is the address lookup and the
 //! RFC 7983 classification (see the demux bench).
 //!
+//! `fanout_simulcast_vp8` is the selective path: a VP8 simulcast Source of three layers, the receivers
+//! allocated a layer each in turn, so a packet of the top layer is forwarded (through each receiver's
+//! Projection, rewritten onto the primary SSRC) to a third of them and filtered for the rest; elements
+//! are receivers, forwarded or not.
+//!
 //! Every Transport is real: before timing starts, each one's ICE and DTLS-SRTP handshake runs in memory
 //! against a client made of the same protocol machines, so the keys come from DTLS as in a call. A full
 //! batch is cleared where the shard would `sendmmsg` it: the syscall is not part of this figure.
@@ -15,7 +20,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use sluice_core::domain::{FeedbackSsrcs, IdMap, MediaKind, RemoteCandidate, Source, TransportId};
+use sluice_core::domain::{
+    Codec, FeedbackSsrcs, GroupSemantics, IdMap, MediaKind, PayloadType, RemoteCandidate, Source,
+    SsrcGroup, TransportId,
+};
 use sluice_core::dtls::{
     DtlsCert, DtlsConfig, DtlsConn, DtlsEvent, DtlsRole, DtlsSetup, DtlsSrtpProfile, HashAlg,
 };
@@ -168,6 +176,24 @@ fn write_rtp(buf: &mut [u8; MAX_DATAGRAM], seq: u16) {
     buf[12..16].copy_from_slice(&[0xbe, 0xde, 0, 1]);
 }
 
+/// The simulcast layers' SSRCs; the bench sends on the top one.
+const LAYERS: [u32; 3] = [0x1000_0001, 0x1000_0002, SSRC];
+
+/// A VP8 packet of the top layer: after the header and its extension, a descriptor with a 15-bit
+/// PictureID and TL0PICIDX, then a delta frame.
+fn write_vp8(buf: &mut [u8; MAX_DATAGRAM], seq: u16) {
+    write_rtp(buf, seq);
+    buf[1] = 100;
+    buf[20..26].copy_from_slice(&[
+        0x90,
+        0xC0,
+        0x80 | (seq >> 8) as u8 & 0x7f,
+        seq as u8,
+        seq as u8,
+        0x11,
+    ]);
+}
+
 fn name(profile: DtlsSrtpProfile) -> &'static str {
     match profile {
         DtlsSrtpProfile::AeadAes128Gcm => "aead_aes_128_gcm",
@@ -203,6 +229,50 @@ impl Conference {
         }
         router.set_sources(SENDER, &[Source::single(SSRC, MediaKind::Video)]);
         (Conference { router, transports }, sender.expect("a sender"))
+    }
+
+    /// The conference with the sender's video a VP8 simulcast Source, receiver i allocated layer i % 3,
+    /// and every receiver's Projection started on its layer (a keyframe of each layer forwarded once).
+    fn simulcast(
+        profile: DtlsSrtpProfile,
+        n: usize,
+        sender: &mut SrtpContext,
+        now: Instant,
+    ) -> Self {
+        let (mut conf, mut tx) = Conference::new(profile, n);
+        std::mem::swap(sender, &mut tx);
+        let video = Source {
+            kind: MediaKind::Video,
+            ssrcs: LAYERS.to_vec(),
+            groups: vec![SsrcGroup {
+                semantics: GroupSemantics::Sim,
+                ssrcs: LAYERS.to_vec(),
+            }],
+            name: "sender-v0".into(),
+        };
+        conf.router.set_sources(SENDER, &[video]);
+        conf.router.set_payload_types(
+            SENDER,
+            &[PayloadType {
+                pt: 100,
+                codec: Codec::Vp8,
+            }],
+        );
+        for (i, r) in (SENDER + 1..=SENDER + n as u64).enumerate() {
+            conf.router
+                .set_allocation(now, r, vec![("sender-v0".into(), Some((i % 3) as u8))]);
+        }
+        let mut egress = ClearingEgress(SendBatch::new(BATCH));
+        let mut total = Counters::default();
+        for (l, ssrc) in LAYERS.iter().enumerate() {
+            let mut buf = [0u8; MAX_DATAGRAM];
+            write_vp8(&mut buf, 60_000 + l as u16);
+            buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            buf[25] = 0x10; // a keyframe
+            let len = sender.protect_rtp(&mut buf, SIZE).expect("protects");
+            conf.forward(now, &mut buf[..len], &mut egress, &mut total);
+        }
+        conf
     }
 
     /// One forwarding step, as the shard's ingress does it after the address lookup; returns the number
@@ -266,5 +336,37 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fanout);
+fn fanout_simulcast(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_simulcast_vp8");
+    let profile = DtlsSrtpProfile::AeadAes128Gcm;
+    for n in [3, 30] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new(name(profile), n), |b| {
+            let now = Instant::now();
+            let (_, mut sender) = Conference::new(profile, 1);
+            let mut conf = Conference::simulcast(profile, n, &mut sender, now);
+            let mut egress = ClearingEgress(SendBatch::new(BATCH));
+            let mut total = Counters::default();
+            let mut seq = 0u16;
+            b.iter_batched_ref(
+                || {
+                    seq = seq.wrapping_add(1);
+                    let mut buf = [0u8; MAX_DATAGRAM];
+                    write_vp8(&mut buf, seq);
+                    let len = sender.protect_rtp(&mut buf, SIZE).expect("protects");
+                    (buf, len)
+                },
+                |(buf, len)| {
+                    let sent = conf.forward(now, &mut buf[..*len], &mut egress, &mut total);
+                    assert_eq!(sent, n / 3, "{:?}", total);
+                },
+                BatchSize::SmallInput,
+            );
+            black_box(total.rtp_out);
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fanout, fanout_simulcast);
 criterion_main!(benches);

@@ -21,6 +21,10 @@ pub const SEGMENTS: usize = 4;
 /// shared by all receivers, comes on top).
 pub const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
 
+/// How far behind a stretch's newest packet a late one is still forwarded (and a NACK translated):
+/// beyond what receivers ask retransmissions for (libwebrtc stops at 10,000).
+const MAX_SPAN: u16 = 0x4000;
+
 /// Half the sequence-number space: `a` is newer than `b` when `a - b` is in (0, 2^15).
 const HALF: u16 = 0x8000;
 
@@ -157,7 +161,8 @@ impl Projection {
     #[inline]
     pub fn on_packet(&mut self, now: Instant, clock_rate: u32, m: &PacketMeta) -> Verdict {
         if let Some(seg) = self.segments[0].as_mut().filter(|s| s.open) {
-            if seg.layer == m.layer && !newer(seg.start, m.seq) {
+            if seg.layer == m.layer && (newer(m.seq, seg.end) || within(m.seq, seg.start, seg.end))
+            {
                 // Switched off: stop at the next frame. Going to another layer instead: this one goes
                 // on until that one's switch point.
                 if self.target.is_none() && m.frame_start && newer(m.seq, seg.end) {
@@ -251,6 +256,11 @@ impl Projection {
         if let Some(s) = self.segments[index].as_mut() {
             if newer(m.seq, s.end) {
                 s.end = m.seq;
+                // A long stretch keeps only its recent past: a packet further behind is no longer
+                // late but lost, and the span must stay well inside half the sequence space.
+                if s.end.wrapping_sub(s.start) > MAX_SPAN {
+                    s.start = s.end.wrapping_sub(MAX_SPAN);
+                }
             }
         }
         let newest = self.sent.is_none_or(|s| newer(out.seq, s.seq));

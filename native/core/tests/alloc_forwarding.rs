@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use sluice_core::domain::MediaKind;
-use sluice_testutil::counting_alloc::{counted, Counting};
+use sluice_testutil::counting_alloc::{counted_here, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -47,7 +47,7 @@ fn forwarding_allocates_nothing_per_packet_in_steady_state() {
         // Give the kernel a moment so the shard sees whole batches.
         std::thread::sleep(Duration::from_micros(200));
         let now = Instant::now();
-        let ((), n) = counted(|| conf.shard.poll_io(now));
+        let ((), n) = counted_here(|| conf.shard.poll_io(now));
         allocs += n;
         forwarded_in_window += conf.shard.stats().total.rtp_out - stats_before;
         for p in &mut conf.peers {
@@ -67,5 +67,109 @@ fn forwarding_allocates_nothing_per_packet_in_steady_state() {
     assert_eq!(
         allocs, 0,
         "{allocs} heap allocations while forwarding {forwarded_in_window} packets"
+    );
+}
+
+/// The selective path allocates nothing per packet either: a VP8 simulcast Source (three layers), each
+/// receiver's Projection choosing one, the other two filtered, every forwarded copy rewritten.
+#[test]
+fn selective_forwarding_allocates_nothing_per_packet_in_steady_state() {
+    use sluice_core::domain::{Codec, GroupSemantics, PayloadType, Source, SsrcGroup};
+    use sluice_core::seam::Command;
+
+    let layers = [0x31u32, 0x32, 0x33];
+    let mut conf = common::Conference::new(3);
+    conf.set_grouped_sources(
+        0,
+        vec![Source {
+            kind: MediaKind::Video,
+            ssrcs: layers.to_vec(),
+            groups: vec![SsrcGroup {
+                semantics: GroupSemantics::Sim,
+                ssrcs: layers.to_vec(),
+            }],
+            name: "peer0-v0".into(),
+        }],
+    );
+    conf.shard.handle_command(
+        Instant::now(),
+        Command::SetPayloadTypes {
+            transport: 10,
+            types: vec![PayloadType {
+                pt: 100,
+                codec: Codec::Vp8,
+            }],
+        },
+    );
+    conf.connect_all();
+    conf.shard.handle_command(
+        Instant::now(),
+        Command::SetAllocation {
+            transport: 12,
+            targets: vec![("peer0-v0".into(), Some(0))],
+        },
+    );
+
+    // VP8: descriptor with a 15-bit PictureID and TL0PICIDX; a keyframe every 30 frames per layer.
+    let mut seq = [0u16; 3];
+    let mut frame = 0u16;
+    let mut send_frames = |conf: &mut common::Conference, n: usize| {
+        for _ in 0..n {
+            frame = frame.wrapping_add(1);
+            let key = frame % 30 == 1;
+            for (l, &ssrc) in layers.iter().enumerate() {
+                let mut p = vec![
+                    0x90,
+                    0xC0,
+                    0x80 | (frame >> 8) as u8,
+                    frame as u8,
+                    frame as u8,
+                ];
+                p.push(if key { 0x10 } else { 0x11 });
+                p.resize(1000, 0x5a);
+                conf.peers[0].send_rtp_payload(ssrc, seq[l], u32::from(frame) * 3000, 100, &p);
+                seq[l] = seq[l].wrapping_add(1);
+            }
+        }
+        conf.peers[0].flush();
+    };
+    // Warm-up: every receiver's Projection exists and has started its layer.
+    send_frames(&mut conf, 40);
+    assert!(
+        conf.run_until(Duration::from_secs(5), |c| c.peers[1].rtp.len() >= 30
+            && c.peers[2].rtp.len() >= 30)
+    );
+
+    let before = (conf.peers[1].rtp.len(), conf.peers[2].rtp.len());
+    let mut allocs = 0u64;
+    let mut forwarded = 0u64;
+    for _round in 0..100 {
+        send_frames(&mut conf, 10);
+        let out_before = conf.shard.stats().total.rtp_out;
+        std::thread::sleep(Duration::from_micros(200));
+        let now = Instant::now();
+        let ((), n) = counted_here(|| conf.shard.poll_io(now));
+        allocs += n;
+        forwarded += conf.shard.stats().total.rtp_out - out_before;
+        for p in &mut conf.peers {
+            p.poll(now);
+        }
+    }
+    conf.run_until(Duration::from_secs(2), |_| false);
+    let after = (conf.peers[1].rtp.len(), conf.peers[2].rtp.len());
+    assert!(forwarded >= 1000, "forwarded only {forwarded}");
+    assert!(
+        after.0 - before.0 >= 900 && after.1 - before.1 >= 900,
+        "{before:?} {after:?}"
+    );
+    // Each receiver got one layer, on the primary SSRC.
+    assert!(conf.peers[1]
+        .rtp
+        .iter()
+        .chain(&conf.peers[2].rtp)
+        .all(|(s, _)| *s == layers[0]));
+    assert_eq!(
+        allocs, 0,
+        "{allocs} heap allocations while forwarding {forwarded} packets"
     );
 }

@@ -131,6 +131,36 @@ fn keyframe_requests_repeat_at_most_once_a_second_while_waiting() {
 }
 
 #[test]
+fn a_stretch_longer_than_half_the_sequence_space_keeps_forwarding() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(Some(0));
+    for i in 0..100_000u32 {
+        let seq = 60_000u16.wrapping_add(i as u16);
+        let r = fwd(p.on_packet(
+            t0,
+            VIDEO,
+            &meta(0, seq, i * 3000, i == 0, true, i as u16 & 0x7fff),
+        ));
+        assert_eq!(r.seq, seq);
+    }
+    // A packet 20,000 behind is past the stretch's memory: filtered, and no NACK translates to it.
+    let newest = 60_000u16.wrapping_add(99_999u32 as u16);
+    assert_eq!(
+        p.original(newest.wrapping_sub(100)),
+        Some((0, newest.wrapping_sub(100)))
+    );
+    assert_eq!(p.original(newest.wrapping_sub(20_000)), None);
+    assert_eq!(
+        p.on_packet(
+            t0,
+            VIDEO,
+            &meta(0, newest.wrapping_sub(20_000), 0, false, false, 0)
+        ),
+        Verdict::Filtered
+    );
+}
+
+#[test]
 fn seven_bit_picture_ids_wrap_at_127() {
     let t0 = Instant::now();
     let mut p = Projection::new(Some(0));
