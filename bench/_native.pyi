@@ -66,6 +66,12 @@ class Totals(TypedDict):
     recv_errors: int
     setup_errors: int
     schedule_resets: int
+    pli_received: int
+    fir_received: int
+    keyframe_requests_ignored: int  # rate-limited, a repeated FIR, or not one of our video SSRCs
+    keyframes_sent: int
+    rtcp_malformed: int
+    vp8_invalid: int  # video packets whose VP8 descriptor a forwarder broke
     stun_in: int
     stun_out: int
     dtls_in: int
@@ -92,7 +98,9 @@ class Stream(TypedDict):
     sender: int
     ssrc: int
     kind: str  # "audio" or "video"
+    layer: int  # simulcast layer of the sent ssrc, 0 = lowest
     sent: int
+    sent_payload_bytes: int
     received: int
     lost: int
     gap_lost: int
@@ -100,6 +108,40 @@ class Stream(TypedDict):
     reordered: int
     latency_mean_ns: float | None
     latency_max_ns: int | None
+
+class ReceiveTotals(TypedDict):
+    """What receivers saw per received ssrc (RTP header), summed over the streams from their group."""
+
+    streams: int
+    video_streams: int
+    packets: int
+    seq_gaps: int  # RTP sequence numbers skipped: 0 on a lossless path, across layer switches too
+    seq_late: int
+    layer_switches: int
+    switches_off_keyframe: int  # switches whose first packet does not start a keyframe
+    frames: int
+    keyframes: int
+    freezes: int  # video: gaps between frames above freeze_ms
+    freeze_ns: int
+
+class ReceiveStream(TypedDict):
+    """One received stream (RTP header ssrc) at one receiver."""
+
+    receiver: int
+    group: int
+    ssrc: int
+    sender: int
+    kind: str  # "audio" or "video"
+    packets: int
+    seq_gaps: int
+    seq_late: int
+    layer: int  # of the newest packet
+    layer_switches: int
+    switches_off_keyframe: int
+    frames: int
+    keyframes: int
+    freezes: int
+    freeze_ns: int
 
 class EndpointSummary(TypedDict):
     index: int
@@ -111,7 +153,9 @@ class EndpointSummary(TypedDict):
 
 class LoadGenStats(TypedDict):
     """A snapshot of the whole load generator. `lost` is final once stopped (after the drain); the
-    lists `series`, `streams` and `endpoint_list` are empty unless asked for with `detail`."""
+    lists `series`, `streams`, `receive_streams` and `endpoint_list` are empty unless asked for with
+    `detail`. `streams` are per sent ssrc (loss, latency); `receive` and `receive_streams` per
+    received ssrc (what a forwarder that rewrites layers onto one ssrc is judged by)."""
 
     mode: str  # "secure" or "raw"
     threads: int
@@ -139,15 +183,19 @@ class LoadGenStats(TypedDict):
     #: Send to the kernel's queueing on the receiving socket: `latency` without the receiver's read delay.
     latency_socket: Latency
     histogram: list[tuple[int, int]]  # non-empty buckets: (upper edge ns, count)
+    receive: ReceiveTotals
     series: list[Second]
     streams: list[Stream]
+    receive_streams: list[ReceiveStream]
     endpoint_list: list[EndpointSummary]
 
 class LoadGen:
     """Emulated endpoints (native/loadgen) on their own threads; no packet is handled under the GIL.
 
     mode "secure": ICE controlled, DTLS-SRTP to a bridge; mode "raw": clear RTP to the raw relay.
-    Each receiver expects every stream of every other endpoint in its group (conference).
+    Video is VP8 (RFC 7741) with 3 temporal layers; simulcast layers are 320x180 / 640x360 / 1280x720
+    at 2/15, 1/3 and all of video_bitrate_bps. Keyframes at start, every keyframe_interval_frames
+    (0: never) and on PLI/FIR. Each receiver expects every stream of every other endpoint in its group.
     """
 
     def __init__(
@@ -164,6 +212,8 @@ class LoadGen:
         audio_packet_size: int = 100,
         # With an IPv4 loopback bind_ip: one socket per worker, each endpoint its own 127.a.b.c address.
         shared_sockets: bool = True,
+        keyframe_interval_frames: int = 3000,  # libwebrtc's VP8 default: 100 s at 30 fps
+        freeze_ms: int = 500,
     ) -> None: ...
     def create_endpoints(self, count: int, group: int) -> list[LoadGenEndpoint]: ...
     def connect(

@@ -116,13 +116,15 @@ def markdown(result: dict[str, Any]) -> str:
     head = (
         "| scenario | conf | pub | sub | egress pps | payload MB/s | CPU cores | loadgen / other cores "
         "| µs/pkt | raw µs/pkt | ratio | loss % | p50 µs | p99 µs | p99.9 µs | raw p99 µs "
-        "| p99 at socket µs | raw p99 at socket µs | UDP drops | seam/pkt | pkts/sendmmsg | pkts/recvmmsg |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| p99 at socket µs | raw p99 at socket µs | UDP drops | seam/pkt | pkts/sendmmsg | pkts/recvmmsg "
+        "| seq gaps / switches / freezes |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for step in result["steps"]:
         b, r = step["bridge"], step.get("raw_relay") or {}
         drops = b["kernel_udp_drops"]
+        rx = b.get("receive") or {}
         rows.append(
             f"| {result['scenario']['name']} | {b['conferences']} | {b['publishers']} | {b['subscribers']} "
             f"| {_fmt(b['egress_pps'])} | {_fmt(b['payload_bytes_per_s'] / 1e6, 2)} "
@@ -136,6 +138,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_fmt((r.get('latency_at_socket_us') or {}).get('p99'), 1)} "
             f"| {drops['rcvbuf_errors'] + drops['sndbuf_errors']} "
             f"| {_fmt(b['seam_crossings_per_packet'], 5)} | {_fmt(b['packets_per_sendmmsg'], 1)} "
-            f"| {_fmt(b['packets_per_recvmmsg'], 1)} |"
+            f"| {_fmt(b['packets_per_recvmmsg'], 1)} "
+            f"| {_fmt(rx.get('rtp_seq_gaps'))} / {_fmt(rx.get('layer_switches'))} "
+            f"/ {_fmt(rx.get('freezes'))} |"
         )
     return head + "\n".join(rows) + "\n"

@@ -360,6 +360,7 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         s, lg = self.scenario, self.loadgen
+        rx, totals = lg["receive"], lg["totals"]
         elapsed = self.after.at - self.before.at
         egress = self._delta("packets_out")
         cpu_s = (
@@ -390,7 +391,7 @@ class RunResult:
             "offered_egress_pps": round(s.expected_egress_pps()),
             "egress_pps": round(egress / self.duration_s) if egress is not None else None,
             "received_pps": round(lg["received"] / max(self.duration_s, 1e-9)),
-            "payload_bytes_per_s": round(lg["totals"]["recv_bytes"] / max(self.duration_s, 1e-9)),
+            "payload_bytes_per_s": round(totals["recv_bytes"] / max(self.duration_s, 1e-9)),
             "cpu_cores": round(cpu_s / elapsed, 3) if cpu_s is not None else None,
             "cpu_us_per_egress_packet": round(cpu_s * 1e6 / egress, 3)
             if cpu_s is not None and egress
@@ -406,6 +407,18 @@ class RunResult:
             "loss_pct": round(100 * lost / expected, 4) if expected else None,
             "duplicates": lg["duplicates"],
             "reordered": lg["reordered"],
+            # Per received ssrc, what a browser would see: gaps in RTP sequence numbers, simulcast layer
+            # switches (and those not at a keyframe), video freezes; keyframes sent and asked for.
+            "receive": {
+                "rtp_seq_gaps": rx["seq_gaps"],
+                "layer_switches": rx["layer_switches"],
+                "switches_off_keyframe": rx["switches_off_keyframe"],
+                "freezes": rx["freezes"],
+                "freeze_s": round(rx["freeze_ns"] / 1e9, 3),
+                "keyframes_sent": totals["keyframes_sent"],
+                "keyframe_requests": totals["pli_received"] + totals["fir_received"],
+                "vp8_invalid": totals["vp8_invalid"],
+            },
             "latency_us": {
                 "p50": us(latency["p50_ns"]),
                 "p99": us(latency["p99_ns"]),

@@ -12,7 +12,8 @@ receivers = 0             # per conference; receive-only endpoints
 video-kbps = 500          # per sender; 0 = no video
 video-fps = 30
 video-packet-bytes = 1200
-simulcast = false         # three SSRCs per sender (each at the full rate: the bridge forwards all)
+simulcast = false         # three SSRCs per sender: 320x180, 640x360, 1280x720 at 2/15, 1/3 and all of
+                          # video-kbps (Jitsi's ratios); the bridge forwards all
 audio = true              # 50 packets/s of ~100 bytes
 [ramp]                    # optional: step the number of conferences to find the knee
 start = 1
@@ -51,15 +52,22 @@ class Media:
     def video_ssrcs(self) -> int:
         return 0 if self.video_kbps == 0 else (3 if self.simulcast else 1)
 
-    def video_pps(self) -> float:
-        """Packets per second per video SSRC: at least one packet per frame."""
+    def layer_kbps(self) -> list[float]:
+        """Each video SSRC's bitrate, lowest layer first (the load generator's: native/loadgen vp8.rs)."""
         if self.video_kbps == 0:
-            return 0.0
-        per_frame = math.ceil(self.video_kbps * 1000 / 8 / self.video_fps / self.video_packet_bytes)
-        return max(1, per_frame) * self.video_fps
+            return []
+        if not self.simulcast:
+            return [self.video_kbps]
+        return [self.video_kbps * 2 / 15, self.video_kbps / 3, self.video_kbps]
+
+    def video_pps(self) -> float:
+        """Packets per second of all video SSRCs, nominal: a mean frame's packets, at least one, every frame
+        (keyframes and the temporal layers' frame sizes move the real rate by some percent)."""
+        frame_bytes = (kbps * 1000 / 8 / self.video_fps for kbps in self.layer_kbps())
+        return sum(max(1, math.ceil(b / self.video_packet_bytes)) for b in frame_bytes) * self.video_fps
 
     def sender_pps(self) -> float:
-        return self.video_pps() * self.video_ssrcs + (AUDIO_PPS if self.audio else 0)
+        return self.video_pps() + (AUDIO_PPS if self.audio else 0)
 
 
 @dataclass(frozen=True, slots=True)

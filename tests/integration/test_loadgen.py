@@ -11,6 +11,7 @@ import ast
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bench import _native
+from bench.procstat import UdpCounters
+from bench.report import markdown
+from bench.run import Counters, RunResult
+from bench.scenario import parse_scenario
 from bridge import Bridge
 from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app
@@ -175,13 +180,15 @@ async def test_loadgen_through_the_colibri2_http_api(client: TestClient[Any, Any
         (stats["latency_video"], "Latency"),
         (stats["series"][0], "Second"),
         (stats["streams"][0], "Stream"),
+        (stats["receive"], "ReceiveTotals"),
+        (stats["receive_streams"][0], "ReceiveStream"),
         (stats["endpoint_list"][0], "EndpointSummary"),
     ):
         assert_keys(typed, name)
     assert (stats["endpoints"], stats["connected"], stats["failed"]) == (total, total, 0)
     assert (stats["mode"], stats["stopped"]) == ("secure", True)
     totals = stats["totals"]
-    for counter in ("decrypt_failures", "integrity_failures", "misrouted", "send_failed"):
+    for counter in ("decrypt_failures", "integrity_failures", "misrouted", "send_failed", "vp8_invalid"):
         assert totals[counter] == 0, (counter, totals)
     streams = stats["streams"]
     # Each endpoint gets audio and video from each of the other two members of its conference.
@@ -206,6 +213,21 @@ async def test_loadgen_through_the_colibri2_http_api(client: TestClient[Any, Any
     assert 0 < at_socket["p50_ns"] <= p50 and at_socket["p99_ns"] <= p99
     assert sum(count for _, count in stats["histogram"]) == received
     assert {e["state"] for e in stats["endpoint_list"]} == {"connected"}
+    # Per received ssrc: the bridge forwards every stream unchanged, so one received stream per sent
+    # one, gapless where nothing was lost, on one layer, each video stream starting with a keyframe.
+    receive = stats["receive"]
+    assert receive["streams"] == len(stats["receive_streams"]) == len(streams)
+    assert receive["video_streams"] == total * (PER_CONFERENCE - 1)
+    assert receive["packets"] == received + stats["duplicates"]
+    if stats["reordered"] == 0:
+        assert receive["seq_gaps"] == stats["lost_gap"]
+    assert (receive["layer_switches"], receive["switches_off_keyframe"], receive["freezes"]) == (0, 0, 0)
+    for r in stats["receive_streams"]:
+        if r["kind"] == "video":
+            assert r["keyframes"] >= 1 and r["frames"] > 50, r
+    # One keyframe per sender at start, at least; the bridge asked the first ones for more on joins.
+    assert totals["keyframes_sent"] >= total
+    assert totals["pli_received"] > 0
     # Once shut down, the workers are gone: stats are empty and control calls fail clearly.
     after = lg.stats()
     assert (after["endpoints"], after["latency"]["p50_ns"], after["streams"]) == (0, None, [])
@@ -218,6 +240,8 @@ def test_loadgen_rejects_bad_arguments() -> None:
         _native.LoadGen(mode="carrier-pigeon")
     with pytest.raises(ValueError):
         _native.LoadGen(bind_ip="not an address")
+    with pytest.raises(ValueError, match="video_packet_size"):
+        _native.LoadGen(video_packet_size=64)  # no room for the VP8 prefix and the trailer
     lg = _native.LoadGen(threads=1)
     try:
         with pytest.raises(ValueError, match="no endpoint"):
@@ -260,6 +284,25 @@ def test_raw_mode_through_the_raw_relay() -> None:
     assert expected == received + lost and expected > 0 and lost <= expected // 1000
     streams = stats["streams"]
     assert len(streams) == CONFERENCES * PER_CONFERENCE * (PER_CONFERENCE - 1) * 2
+    # The raw relay forwards the VP8 packets as they are: every one still parses.
+    assert stats["totals"]["vp8_invalid"] == 0 and stats["receive"]["keyframes"] > 0
+    # What the bench reports of it, per received ssrc.
+    scenario = parse_scenario(f"[load]\nconferences = {CONFERENCES}\nsenders = {PER_CONFERENCE}\n")
+    idle = Counters(at=0.0, cpu=None, udp=UdpCounters())
+    run = RunResult("raw-relay", scenario, 1.0, stats, idle, replace(idle, at=1.0), loadgen_cpu_cores=0.1)
+    summary = run.summary()
+    assert summary["receive"] == {
+        "rtp_seq_gaps": stats["receive"]["seq_gaps"],
+        "layer_switches": 0,
+        "switches_off_keyframe": 0,
+        "freezes": 0,
+        "freeze_s": 0.0,
+        "keyframes_sent": stats["totals"]["keyframes_sent"],
+        "keyframe_requests": 0,  # nobody asks in raw mode
+        "vp8_invalid": 0,
+    }
+    row = markdown({"scenario": {"name": "raw"}, "steps": [{"bridge": summary}]}).splitlines()[-1]
+    assert row.endswith(f"| {stats['receive']['seq_gaps']} / 0 / 0 |"), row
     rs = relay.stats()
     assert_keys(rs, "RelayStats")
     totals = stats["totals"]

@@ -81,6 +81,14 @@ video-fps = 30
     assert s.at(5).conferences == 5
 
 
+def test_simulcast_layers_have_jitsis_bitrate_ratios() -> None:
+    s = parse_scenario("[media]\nvideo-kbps = 1500\nsimulcast = true\naudio = false\n")
+    assert s.media.video_ssrcs == 3
+    assert s.media.layer_kbps() == pytest.approx([200, 500, 1500])
+    # Mean frames of 833, 2083 and 6250 bytes at 30 fps: 1, 2 and 6 packets of 1200 bytes.
+    assert s.media.video_pps() == (1 + 2 + 6) * 30 == s.media.sender_pps()
+
+
 @pytest.mark.parametrize(
     ("text", "fault"),
     [

@@ -38,7 +38,7 @@ impl LoadGen {
     #[pyo3(signature = (
         *, threads = 1, bind_ip = "127.0.0.1", mode = "secure", audio = true, video = true,
         video_bitrate_bps = 1_000_000, fps = 30, video_packet_size = 1200, audio_packet_size = 100,
-        shared_sockets = true
+        shared_sockets = true, keyframe_interval_frames = 3000, freeze_ms = 500
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -52,6 +52,8 @@ impl LoadGen {
         video_packet_size: usize,
         audio_packet_size: usize,
         shared_sockets: bool,
+        keyframe_interval_frames: u32,
+        freeze_ms: u32,
     ) -> PyResult<Self> {
         let bind_ip: IpAddr = bind_ip
             .parse()
@@ -61,9 +63,10 @@ impl LoadGen {
             "raw" => Mode::Raw,
             _ => return Err(PyValueError::new_err(format!("bad mode {mode:?}"))),
         };
-        if threads == 0 || fps == 0 || !(64..=1400).contains(&video_packet_size) {
+        // A video packet holds the RTP header, the longest VP8 prefix and the trailer.
+        if threads == 0 || fps == 0 || !(68..=1400).contains(&video_packet_size) {
             return Err(PyValueError::new_err(
-                "threads and fps must be positive, video_packet_size within 64..=1400",
+                "threads and fps must be positive, video_packet_size within 68..=1400",
             ));
         }
         if !(52..=1400).contains(&audio_packet_size) {
@@ -78,6 +81,8 @@ impl LoadGen {
             fps,
             video_packet_size,
             audio_packet_size,
+            keyframe_interval_frames,
+            freeze_ms,
             ..MediaConfig::default()
         };
         let inner = Inner::new(LoadGenConfig {
@@ -391,6 +396,11 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDi
     d.set_item("latency_video", latency_dict(py, &s.latency_video)?)?;
     d.set_item("latency_socket", latency_dict(py, &s.latency_socket)?)?;
     d.set_item("histogram", &s.histogram)?;
+    let receive = PyDict::new(py);
+    for (k, v) in s.receive.named() {
+        receive.set_item(k, v)?;
+    }
+    d.set_item("receive", receive)?;
     let series = PyList::empty(py);
     for x in &s.series {
         let e = PyDict::new(py);
@@ -412,7 +422,9 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDi
         e.set_item("sender", x.sender)?;
         e.set_item("ssrc", x.ssrc)?;
         e.set_item("kind", x.kind.as_str())?;
+        e.set_item("layer", x.layer)?;
         e.set_item("sent", x.sent)?;
+        e.set_item("sent_payload_bytes", x.sent_payload_bytes)?;
         e.set_item("received", x.received)?;
         e.set_item("lost", x.lost)?;
         e.set_item("gap_lost", x.gap_lost)?;
@@ -423,6 +435,28 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDi
         streams.append(e)?;
     }
     d.set_item("streams", streams)?;
+    let received = PyList::empty(py);
+    for x in &s.receive_streams {
+        let r = &x.stream;
+        let e = PyDict::new(py);
+        e.set_item("receiver", x.receiver)?;
+        e.set_item("group", x.group)?;
+        e.set_item("ssrc", r.ssrc)?;
+        e.set_item("sender", r.sender)?;
+        e.set_item("kind", r.kind.as_str())?;
+        e.set_item("packets", r.packets)?;
+        e.set_item("seq_gaps", r.seq_gaps)?;
+        e.set_item("seq_late", r.seq_late)?;
+        e.set_item("layer", r.layer)?;
+        e.set_item("layer_switches", r.layer_switches)?;
+        e.set_item("switches_off_keyframe", r.switches_off_keyframe)?;
+        e.set_item("frames", r.frames)?;
+        e.set_item("keyframes", r.keyframes)?;
+        e.set_item("freezes", r.freezes)?;
+        e.set_item("freeze_ns", r.freeze_ns)?;
+        received.append(e)?;
+    }
+    d.set_item("receive_streams", received)?;
     let endpoints = PyList::empty(py);
     for x in &s.endpoint_list {
         let e = PyDict::new(py);

@@ -17,6 +17,7 @@ fn fields(seq: u64) -> Fields {
         send_ns: 123_456,
         kind: Kind::Video,
         layer: 0,
+        prefix: 0,
     }
 }
 

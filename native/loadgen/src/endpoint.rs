@@ -1,24 +1,29 @@
 //! One emulated endpoint: a UDP socket, the bridge's own [`Transport`] in the client's seat (ICE
-//! controlled, DTLS by the remote's a=setup, SRTP), a synthetic media sender and per-stream
-//! receive tracking. Sans-IO like the machines it drives: it writes into the worker's batches and
-//! never reads the clock itself.
+//! controlled, DTLS by the remote's a=setup, SRTP), a media sender (synthetic audio, VP8 video from
+//! one emulated encoder per simulcast layer, keyframes on PLI/FIR) and receive tracking per sent
+//! and per received stream. Sans-IO like the machines it drives: it writes into the worker's
+//! batches and never reads the clock itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
+use sluice_core::codec::vp8::Vp8Descriptor;
 use sluice_core::domain::TransportState;
 use sluice_core::dtls::{DtlsCert, DtlsSetup};
 use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::io::{classify, DatagramKind, UdpSocket};
-use sluice_core::rtcp::{ntp_from_system_time, write_sdes_cname, write_sender_report};
+use sluice_core::rtcp::{
+    ntp_from_system_time, parse_compound, write_sdes_cname, write_sender_report, RtcpPacket,
+};
 use sluice_core::rtp::RtpView;
 use sluice_core::stats::DropReason;
 use sluice_core::stun::StunMessage;
 use sluice_core::transport::{Note, Transport};
 
 use crate::payload::{self, Fields, Kind, PayloadError, HEADER_LEN, RTP_HEADER_LEN};
-use crate::track::{Arrival, StreamTracker};
+use crate::track::{Arrival, ReceiveStream, Received, StreamTracker};
+use crate::vp8::{self, Encoder, Frame, DESCRIPTOR_LEN, MAX_PREFIX_LEN};
 use crate::worker::{Ctx, Latencies};
 use crate::{MediaConfig, RemoteDescription, Sources};
 
@@ -29,9 +34,11 @@ const VIDEO_CLOCK: u64 = 90_000;
 const AUDIO_CLOCK: u64 = 48_000;
 /// A schedule this far behind is reset instead of caught up (no bursts of a whole second).
 const MAX_CATCH_UP_NS: u64 = 200_000_000;
-/// Streams one endpoint tracks; more (only a broken or hostile sender makes them) are counted and
-/// dropped so memory stays bounded.
+/// Streams one endpoint tracks, of each kind (sent and received); more (only a broken or hostile
+/// sender makes them) are counted and dropped so memory stays bounded.
 const MAX_STREAMS: usize = 4096;
+/// The smallest video packet payload: the longest codec prefix and the trailer.
+const MIN_VIDEO_PAYLOAD: usize = MAX_PREFIX_LEN + HEADER_LEN;
 /// Hello packets a raw endpoint sends when it learns the relay.
 const RAW_HELLOS: usize = 3;
 
@@ -85,11 +92,29 @@ pub struct Outgoing {
     seq16: u16,
     /// Packets sent so far: also the next 64-bit sequence number.
     pub sent: u64,
+    /// Wire bytes sent.
     pub sent_bytes: u64,
-    payload_octets: u32,
+    /// RTP payload bytes sent (codec prefix, filler, trailer): the media bitrate.
+    pub payload_bytes: u64,
     rtp_ts: u32,
-    /// Video: payload bytes per frame.
-    frame_bytes: usize,
+    /// Video: the layer's emulated encoder.
+    pub encoder: Option<Encoder>,
+}
+
+impl Outgoing {
+    fn new(ssrc: u32, kind: Kind, layer: u8) -> Self {
+        Outgoing {
+            ssrc,
+            kind,
+            layer,
+            seq16: (ssrc as u16).wrapping_mul(31),
+            sent: 0,
+            sent_bytes: 0,
+            payload_bytes: 0,
+            rtp_ts: ssrc.rotate_left(7),
+            encoder: None,
+        }
+    }
 }
 
 enum Proto {
@@ -108,8 +133,12 @@ pub struct Endpoint {
     pub state: EndpointState,
     pub detail: String,
     pub outgoing: Vec<Outgoing>,
+    /// Per sent stream (sender, payload ssrc): loss accounting.
     pub streams: Vec<StreamTracker>,
     stream_index: HashMap<(u32, u32), usize>,
+    /// Per received stream (header ssrc): continuity, layers, frames.
+    pub receive: Vec<ReceiveStream>,
+    receive_index: HashMap<u32, usize>,
     cname: Vec<u8>,
     next_audio_ns: u64,
     next_video_ns: u64,
@@ -145,6 +174,8 @@ impl Endpoint {
             outgoing: Vec::new(),
             streams: Vec::new(),
             stream_index: HashMap::new(),
+            receive: Vec::new(),
+            receive_index: HashMap::new(),
             cname: format!("loadgen-{index}").into_bytes(),
             next_audio_ns: 0,
             next_video_ns: 0,
@@ -218,42 +249,35 @@ impl Endpoint {
         self.set_connected(ctx);
     }
 
-    /// Replaces the SSRCs this endpoint sends (counts restart for new SSRCs only).
+    /// Replaces the SSRCs this endpoint sends (counts restart for new SSRCs only; a kept video SSRC
+    /// keeps its encoder, PictureID and TL0PICIDX going).
     pub fn set_sources(&mut self, sources: &Sources, media: &MediaConfig) {
         let mut out = Vec::new();
-        let mut add = |ssrc: u32, kind: Kind, layer: u8, frame_bytes: usize| {
-            if let Some(o) = self.outgoing.iter().find(|o| o.ssrc == ssrc) {
-                let mut o = o.clone();
-                o.frame_bytes = frame_bytes;
-                out.push(o);
-            } else {
-                out.push(Outgoing {
-                    ssrc,
-                    kind,
-                    layer,
-                    seq16: (ssrc as u16).wrapping_mul(31),
-                    sent: 0,
-                    sent_bytes: 0,
-                    payload_octets: 0,
-                    rtp_ts: ssrc.rotate_left(7),
-                    frame_bytes,
-                });
-            }
+        let mut add = |ssrc: u32, kind: Kind, layer: u8, spec: Option<vp8::LayerSpec>| {
+            let mut o = match self.outgoing.iter().find(|o| o.ssrc == ssrc) {
+                Some(o) => o.clone(),
+                None => Outgoing::new(ssrc, kind, layer),
+            };
+            (o.kind, o.layer) = (kind, layer);
+            o.encoder = spec.map(|spec| match o.encoder.take() {
+                Some(mut e) => {
+                    e.configure(spec, media.fps);
+                    e
+                }
+                None => Encoder::new(ssrc, spec, media.fps),
+            });
+            out.push(o);
         };
         if media.audio {
             if let Some(a) = sources.audio {
-                add(a, Kind::Audio, 0, 0);
+                add(a, Kind::Audio, 0, None);
             }
         }
         if media.video {
             let n = sources.video.len();
             for (i, &ssrc) in sources.video.iter().enumerate() {
-                // Simulcast: each lower layer carries a quarter of the one above (≈ half the
-                // resolution in each dimension).
-                let shift = 2 * (n - 1 - i) as u32;
-                let bps = u64::from(media.video_bitrate_bps) >> shift.min(63);
-                let frame_bytes = (bps / 8 / u64::from(media.fps.max(1))) as usize;
-                add(ssrc, Kind::Video, i as u8, frame_bytes.max(HEADER_LEN));
+                let spec = vp8::simulcast_layer(u64::from(media.video_bitrate_bps), n, i);
+                add(ssrc, Kind::Video, i as u8, Some(spec));
             }
         }
         self.outgoing = out;
@@ -266,6 +290,9 @@ impl Endpoint {
         self.next_audio_ns = now_ns + h % media.audio_interval_ns().max(1);
         self.next_video_ns = now_ns + h % media.frame_interval_ns().max(1);
         self.next_rtcp_ns = now_ns + h % media.rtcp_interval_ns().max(1);
+        for e in self.outgoing.iter_mut().filter_map(|o| o.encoder.as_mut()) {
+            e.restart();
+        }
     }
 
     fn remote_for_media(&self) -> Option<SocketAddr> {
@@ -390,7 +417,12 @@ impl Endpoint {
             }
             (Proto::Secure(t), DatagramKind::Rtcp) => {
                 match t.unprotect_rtcp(buf) {
-                    Ok(_) => ctx.totals.recv_rtcp += 1,
+                    Ok(n) => {
+                        ctx.totals.recv_rtcp += 1;
+                        if let Some(rtcp) = buf.get(..n) {
+                            self.on_rtcp(rtcp, arrival_ns, ctx);
+                        }
+                    }
                     Err(DropReason::NotConnected) => ctx.totals.before_keys += 1,
                     Err(_) => ctx.totals.decrypt_failures += 1,
                 }
@@ -420,6 +452,45 @@ impl Endpoint {
         self.on_media(pkt, wire, queued_ns, arrival_ns, ctx);
     }
 
+    /// Keyframe requests in a decrypted RTCP compound (RFC 4585 PLI, RFC 5104 FIR); the rest (the
+    /// bridge's reports, other senders' SRs) is only counted as received.
+    fn on_rtcp(&mut self, buf: &[u8], now_ns: u64, ctx: &mut Ctx) {
+        for packet in parse_compound(buf) {
+            match packet {
+                Ok(RtcpPacket::Pli { media_ssrc, .. }) => {
+                    ctx.totals.pli_received += 1;
+                    self.keyframe_request(media_ssrc, None, now_ns, ctx);
+                }
+                Ok(RtcpPacket::Fir(fir)) => {
+                    for (ssrc, seq) in fir.entries() {
+                        ctx.totals.fir_received += 1;
+                        self.keyframe_request(ssrc, Some(seq), now_ns, ctx);
+                    }
+                }
+                Ok(_) => {}
+                // The iterator stops at the first malformed packet.
+                Err(_) => ctx.totals.rtcp_malformed += 1,
+            }
+        }
+    }
+
+    /// A PLI (or a FIR entry with its sequence number) for `ssrc`: the next frame of that layer is
+    /// a keyframe, unless rate-limited, a repeated FIR, or not a video SSRC of ours.
+    fn keyframe_request(&mut self, ssrc: u32, fir_seq: Option<u8>, now_ns: u64, ctx: &mut Ctx) {
+        let encoder = self
+            .outgoing
+            .iter_mut()
+            .find(|o| o.ssrc == ssrc)
+            .and_then(|o| o.encoder.as_mut());
+        let served = encoder.is_some_and(|e| match fir_seq {
+            Some(seq) => e.on_fir(seq, now_ns),
+            None => e.request_keyframe(now_ns),
+        });
+        if !served {
+            ctx.totals.keyframe_requests_ignored += 1;
+        }
+    }
+
     fn on_media(
         &mut self,
         pkt: &[u8],
@@ -428,13 +499,17 @@ impl Endpoint {
         arrival_ns: u64,
         ctx: &mut Ctx,
     ) {
-        let fields = match RtpView::parse(pkt).map(|v| payload::verify(v.payload())) {
-            Ok(Ok(f)) => f,
-            Ok(Err(PayloadError::Hello)) => {
+        let Ok(view) = RtpView::parse(pkt) else {
+            ctx.totals.integrity_failures += 1;
+            return;
+        };
+        let fields = match payload::verify(view.payload()) {
+            Ok(f) => f,
+            Err(PayloadError::Hello) => {
                 ctx.totals.hello += 1;
                 return;
             }
-            _ => {
+            Err(_) => {
                 ctx.totals.integrity_failures += 1;
                 return;
             }
@@ -445,6 +520,7 @@ impl Endpoint {
         }
         ctx.totals.recv_packets += 1;
         ctx.totals.recv_bytes += wire as u64;
+        self.on_received_stream(&view, &fields, arrival_ns, ctx);
         let key = (fields.sender, fields.ssrc);
         let idx = match self.stream_index.get(&key) {
             Some(&i) => i,
@@ -480,6 +556,43 @@ impl Endpoint {
         ctx.on_received(fields.kind, wire, latency, gap_delta, arrival_ns);
     }
 
+    /// The packet as its received stream (header SSRC) sees it, duplicates included: what a
+    /// browser's jitter buffer and decoder get.
+    fn on_received_stream(&mut self, view: &RtpView, f: &Fields, arrival_ns: u64, ctx: &mut Ctx) {
+        let (starts_frame, starts_keyframe) = match f.kind {
+            Kind::Audio => (true, false),
+            Kind::Video => match vp8_packet(view.payload(), usize::from(f.prefix)) {
+                Some(d) => (d.starts_frame(), d.starts_keyframe()),
+                None => {
+                    ctx.totals.vp8_invalid += 1;
+                    (false, false)
+                }
+            },
+        };
+        let ssrc = view.ssrc();
+        let idx = match self.receive_index.get(&ssrc) {
+            Some(&i) => i,
+            None if self.receive.len() >= MAX_STREAMS => {
+                ctx.totals.stream_limit += 1;
+                return;
+            }
+            None => {
+                self.receive
+                    .push(ReceiveStream::new(ssrc, f.sender, f.kind));
+                self.receive_index.insert(ssrc, self.receive.len() - 1);
+                self.receive.len() - 1
+            }
+        };
+        let received = Received {
+            seq: view.sequence_number(),
+            layer: f.layer,
+            starts_frame,
+            starts_keyframe,
+            at_ns: arrival_ns,
+        };
+        self.receive[idx].on_packet(&received, ctx.media.freeze_ns());
+    }
+
     /// Whether control traffic arrived that `after_input` has not handled yet.
     pub fn has_control_input(&self) -> bool {
         self.control_input
@@ -513,7 +626,7 @@ impl Endpoint {
                 for i in 0..self.outgoing.len() {
                     if self.outgoing[i].kind == Kind::Audio {
                         let size = media.audio_packet_size.max(RTP_HEADER_LEN + HEADER_LEN);
-                        self.send_packet(i, true, size - RTP_HEADER_LEN, remote, ctx);
+                        self.send_packet(i, true, size - RTP_HEADER_LEN, None, remote, ctx);
                         self.outgoing[i].rtp_ts = self.outgoing[i]
                             .rtp_ts
                             .wrapping_add((AUDIO_CLOCK * audio / 1_000_000_000) as u32);
@@ -528,19 +641,32 @@ impl Endpoint {
                 frame,
                 &mut ctx.totals.schedule_resets,
             );
-            let max_payload =
-                media.video_packet_size.max(RTP_HEADER_LEN + HEADER_LEN) - RTP_HEADER_LEN;
+            // Each packet: the descriptor, then its share of the frame (the first one's begins with
+            // the payload header; every one ends with our trailer).
+            let max_share = media
+                .video_packet_size
+                .max(RTP_HEADER_LEN + MIN_VIDEO_PAYLOAD)
+                - RTP_HEADER_LEN
+                - DESCRIPTOR_LEN;
             while self.next_video_ns <= now_ns {
                 self.next_video_ns += frame;
                 for i in 0..self.outgoing.len() {
-                    if self.outgoing[i].kind != Kind::Video {
+                    let interval = media.keyframe_interval_frames;
+                    let Some(f) = self.outgoing[i]
+                        .encoder
+                        .as_mut()
+                        .map(|e| e.next_frame(interval))
+                    else {
                         continue;
-                    }
-                    let bytes = self.outgoing[i].frame_bytes;
-                    let packets = bytes.div_ceil(max_payload).max(1);
-                    let each = (bytes / packets).max(HEADER_LEN);
+                    };
+                    ctx.totals.keyframes_sent += u64::from(f.keyframe);
+                    let packets = f.bytes.div_ceil(max_share).max(1);
+                    let (each, rest) = (f.bytes / packets, f.bytes % packets);
                     for p in 0..packets {
-                        self.send_packet(i, p + 1 == packets, each, remote, ctx);
+                        let share = each + usize::from(p < rest);
+                        let vp8 = Some((f, p == 0));
+                        let last = p + 1 == packets;
+                        self.send_packet(i, last, DESCRIPTOR_LEN + share, vp8, remote, ctx);
                     }
                     self.outgoing[i].rtp_ts = self.outgoing[i]
                         .rtp_ts
@@ -554,11 +680,14 @@ impl Endpoint {
         }
     }
 
+    /// One packet of stream `i`, of about `payload_len` payload bytes; for video, of `vp8.0`
+    /// (its first packet when `vp8.1`).
     fn send_packet(
         &mut self,
         i: usize,
         marker: bool,
         payload_len: usize,
+        vp8: Option<(Frame, bool)>,
         remote: SocketAddr,
         ctx: &mut Ctx,
     ) {
@@ -576,8 +705,10 @@ impl Endpoint {
             PT_VIDEO
         };
         payload::write_rtp_header(slot, marker, pt, o.seq16, o.rtp_ts, o.ssrc);
-        payload::write(
-            &mut slot[RTP_HEADER_LEN..],
+        let body = &mut slot[RTP_HEADER_LEN..];
+        let prefix = vp8.map_or(0, |(frame, first)| frame.write_prefix(body, first));
+        let payload_len = payload::write(
+            body,
             payload_len,
             &Fields {
                 group,
@@ -587,6 +718,7 @@ impl Endpoint {
                 send_ns,
                 kind: o.kind,
                 layer: o.layer,
+                prefix: prefix as u8,
             },
         );
         let plain = RTP_HEADER_LEN + payload_len;
@@ -604,7 +736,7 @@ impl Endpoint {
         o.sent += 1;
         o.sent_bytes += len as u64;
         o.seq16 = o.seq16.wrapping_add(1);
-        o.payload_octets = o.payload_octets.wrapping_add(payload_len as u32);
+        o.payload_bytes += payload_len as u64;
         ctx.on_sent(len, send_ns);
     }
 
@@ -624,7 +756,8 @@ impl Endpoint {
                 ntp,
                 o.rtp_ts,
                 o.sent as u32,
-                o.payload_octets,
+                // RFC 3550 6.4.1: the octet count wraps at 2^32.
+                o.payload_bytes as u32,
                 &[],
             ) else {
                 continue;
@@ -645,5 +778,218 @@ fn catch_up(next: &mut u64, now_ns: u64, interval: u64, resets: &mut u64) {
     if now_ns > *next + MAX_CATCH_UP_NS.max(interval) {
         *next = now_ns;
         *resets += 1;
+    }
+}
+
+/// The VP8 payload descriptor of a received video packet, if it parses, carries what the load
+/// generator sends (PictureID, TL0PICIDX, TID) and agrees with the trailer on where the codec prefix
+/// ends (a keyframe's payload header with its start code). A forwarder may rewrite the values,
+/// never the layout.
+fn vp8_packet(payload: &[u8], prefix: usize) -> Option<Vp8Descriptor> {
+    let d = Vp8Descriptor::parse(payload).ok()?;
+    if d.picture_id.is_none() || d.tl0picidx.is_none() || d.tid.is_none() {
+        return None;
+    }
+    let header = match (d.starts_frame(), d.starts_keyframe()) {
+        (false, _) => 0,
+        (true, false) => vp8::INTER_HEADER_LEN,
+        (true, true) => vp8::KEY_HEADER_LEN,
+    };
+    if d.header_len + header != prefix {
+        return None;
+    }
+    if d.starts_keyframe() {
+        let code = payload.get(d.header_len + 3..d.header_len + 6)?;
+        if code != vp8::START_CODE {
+            return None;
+        }
+    }
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vp8::LayerSpec;
+    use sluice_core::rtcp::{write_fir, write_pli};
+
+    const MEDIA: MediaConfig = MediaConfig {
+        audio: true,
+        video: true,
+        video_bitrate_bps: 900_000,
+        fps: 30,
+        video_packet_size: 1200,
+        audio_packet_size: 100,
+        audio_interval_ms: 20,
+        rtcp_interval_ms: 1000,
+        keyframe_interval_frames: 0,
+        freeze_ms: 500,
+    };
+
+    fn endpoint(index: u32, group: u32, layers: usize) -> Endpoint {
+        let local = SocketAddr::from(([127, 1, 0, 1], 5000));
+        let mut ep = Endpoint::raw(index, group, Sock::Shared { local });
+        ep.set_sources(&Sources::for_endpoint(index, layers), &MEDIA);
+        ep
+    }
+
+    /// Whether the next frame of each video layer is a keyframe.
+    fn next_keys(ep: &mut Endpoint) -> Vec<bool> {
+        ep.outgoing
+            .iter_mut()
+            .filter_map(|o| o.encoder.as_mut())
+            .map(|e| e.next_frame(0).keyframe)
+            .collect()
+    }
+
+    #[test]
+    fn simulcast_layers_get_their_own_encoder_rate_and_resolution() {
+        let mut ep = endpoint(0, 0, 3);
+        let specs: Vec<LayerSpec> = ep
+            .outgoing
+            .iter()
+            .filter_map(|o| o.encoder.as_ref().map(|e| e.spec()))
+            .collect();
+        let rates: Vec<u64> = specs.iter().map(|s| s.bitrate_bps).collect();
+        assert_eq!(rates, [120_000, 300_000, 900_000]);
+        assert_eq!(specs[0].height, 180);
+        // Fewer layers later: the kept SSRC keeps its encoder (and PictureID space), re-rated.
+        let before = ep.outgoing[1]
+            .encoder
+            .as_mut()
+            .map(|e| e.next_frame(0).picture_id);
+        ep.set_sources(
+            &Sources {
+                audio: None,
+                video: Sources::for_endpoint(0, 3).video[..2].to_vec(),
+            },
+            &MEDIA,
+        );
+        assert_eq!(ep.outgoing.len(), 2);
+        let after = ep.outgoing[0]
+            .encoder
+            .as_mut()
+            .map(|e| e.next_frame(0).picture_id);
+        assert_eq!(after, before.map(|p| (p + 1) & 0x7fff));
+        assert_eq!(
+            ep.outgoing[1].encoder.as_ref().map(|e| e.spec().height),
+            Some(720)
+        );
+    }
+
+    /// PLI and FIR for one layer make that layer's next frame a keyframe, rate-limited; a repeated
+    /// FIR, a request for an SSRC we do not send and a malformed packet ask for nothing.
+    #[test]
+    fn keyframe_on_pli_and_fir_for_that_layer_only() {
+        let mut ctx = Ctx::for_test(MEDIA);
+        let mut ep = endpoint(0, 0, 3);
+        let video = Sources::for_endpoint(0, 3).video;
+        assert_eq!(next_keys(&mut ep), [true, true, true], "keyframes at start");
+        assert_eq!(next_keys(&mut ep), [false, false, false]);
+
+        let t0 = 10_000_000_000;
+        let mut buf = [0u8; 64];
+        let n = write_pli(&mut buf, 0xb000, video[1]).expect("pli");
+        ep.on_rtcp(&buf[..n], t0, &mut ctx);
+        assert_eq!(next_keys(&mut ep), [false, true, false]);
+        // Again within 300 ms: ignored.
+        ep.on_rtcp(&buf[..n], t0 + 100_000_000, &mut ctx);
+        assert_eq!(next_keys(&mut ep), [false, false, false]);
+
+        // A compound: FIR for layer 2 (seq 7), then a PLI for an SSRC we do not send.
+        let mut n = write_fir(&mut buf, 0xb000, video[2], 7).expect("fir");
+        n += write_pli(&mut buf[n..], 0xb000, 0x5555).expect("pli");
+        ep.on_rtcp(&buf[..n], t0 + 200_000_000, &mut ctx);
+        assert_eq!(next_keys(&mut ep), [false, false, true]);
+        // The FIR retransmitted (same sequence number) later: nothing; audio's SSRC: nothing.
+        let n = write_fir(&mut buf, 0xb000, video[2], 7).expect("fir");
+        ep.on_rtcp(&buf[..n], t0 + 900_000_000, &mut ctx);
+        let audio = Sources::for_endpoint(0, 3).audio.expect("audio");
+        let n = write_pli(&mut buf, 0xb000, audio).expect("pli");
+        ep.on_rtcp(&buf[..n], t0 + 900_000_000, &mut ctx);
+        assert_eq!(next_keys(&mut ep), [false, false, false]);
+        // A truncated packet is counted, not trusted.
+        ep.on_rtcp(&[0x81, 206, 0, 5, 1, 2], t0, &mut ctx);
+
+        let t = &ctx.totals;
+        assert_eq!((t.pli_received, t.fir_received), (4, 2));
+        assert_eq!((t.keyframe_requests_ignored, t.rtcp_malformed), (4, 1));
+    }
+
+    /// One video packet of `frame` from endpoint 1 (group 0) to endpoint 0, as sent.
+    fn video_packet(frame: &Frame, first: bool, seq: u16, ssrc: u32, layer: u8) -> Vec<u8> {
+        let mut pkt = vec![0u8; 300];
+        payload::write_rtp_header(&mut pkt, true, PT_VIDEO, seq, 90_000, ssrc);
+        let body = &mut pkt[RTP_HEADER_LEN..];
+        let prefix = frame.write_prefix(body, first);
+        let fields = Fields {
+            group: 0,
+            sender: 1,
+            ssrc,
+            seq: u64::from(seq),
+            send_ns: 1,
+            kind: Kind::Video,
+            layer,
+            prefix: prefix as u8,
+        };
+        let n = payload::write(body, 200, &fields);
+        pkt.truncate(RTP_HEADER_LEN + n);
+        pkt
+    }
+
+    /// What a rewriting forwarder may change (PictureID, TL0PICIDX, the header's SSRC and
+    /// sequence number) keeps the packet valid; a descriptor it broke is counted.
+    #[test]
+    fn received_vp8_is_checked_and_tracked_per_received_ssrc() {
+        let mut ctx = Ctx::for_test(MEDIA);
+        let mut rx = endpoint(0, 0, 1);
+        let mut enc = Encoder::new(
+            9,
+            LayerSpec {
+                bitrate_bps: 300_000,
+                width: 640,
+                height: 360,
+            },
+            30,
+        );
+        let key = enc.next_frame(0);
+        let inter = enc.next_frame(0);
+        // Layer 1's keyframe (2 packets) and an inter frame, rewritten onto SSRC 77 from seq 100.
+        let mut pkts = vec![
+            video_packet(&key, true, 100, 77, 1),
+            video_packet(&key, false, 101, 77, 1),
+            video_packet(&inter, true, 102, 77, 1),
+        ];
+        for p in &mut pkts {
+            let body = &mut p[RTP_HEADER_LEN..];
+            sluice_core::codec::vp8::set_picture_id(body, 0x1234).expect("picture id");
+            sluice_core::codec::vp8::set_tl0picidx(body, 3).expect("tl0picidx");
+        }
+        for p in &pkts {
+            rx.on_media(p, p.len(), 1, 1, &mut ctx);
+        }
+        assert_eq!(ctx.totals.recv_packets, 3);
+        assert_eq!(
+            (ctx.totals.vp8_invalid, ctx.totals.integrity_failures),
+            (0, 0)
+        );
+        let s = &rx.receive[0];
+        assert_eq!((s.ssrc, s.sender, s.layer, s.packets), (77, 1, 1, 3));
+        assert_eq!((s.frames, s.keyframes, s.seq_gaps), (2, 1, 0));
+
+        // Broken descriptors: no PictureID (I=0); S cleared on a first packet, so the prefix
+        // length no longer matches; a keyframe's start code overwritten.
+        let mut no_i = video_packet(&inter, false, 103, 77, 1);
+        no_i[RTP_HEADER_LEN + 1] = 0x60;
+        let mut no_s = video_packet(&inter, true, 104, 77, 1);
+        no_s[RTP_HEADER_LEN] &= !0x10;
+        let mut no_code = video_packet(&key, true, 105, 77, 1);
+        no_code[RTP_HEADER_LEN + DESCRIPTOR_LEN + 3] = 0;
+        for p in [no_i, no_s, no_code] {
+            rx.on_media(&p, p.len(), 1, 1, &mut ctx);
+        }
+        // Still counted as received (the trailer verified): loss accounting is apart.
+        assert_eq!((ctx.totals.vp8_invalid, ctx.totals.recv_packets), (3, 6));
+        assert_eq!(rx.receive[0].frames, 2);
     }
 }

@@ -11,13 +11,23 @@
 //! 3. Wait for [`LoadGen::connected`], [`LoadGen::start`], let it run, [`LoadGen::stop`] with a
 //!    drain time, and read [`LoadGen::snapshot`].
 //!
+//! # What is sent
+//! Audio: one packet every 20 ms (payload type 111). Video (payload type 100): valid VP8 RTP
+//! (RFC 7741) from an emulated encoder per simulcast layer, each layer its own SSRC with its own
+//! PictureID and TL0PICIDX space, 3 temporal layers, keyframes at start, periodically and on
+//! PLI/FIR, and Jitsi's simulcast resolutions and bitrate ratios (see [`vp8`]). Every packet ends
+//! with the load generator's own trailer (see [`payload`]): sender, sent ssrc and layer, a 64-bit
+//! sequence number, the send time (CLOCK_MONOTONIC, same host) and a CRC-32.
+//!
 //! # What is measured
-//! Every packet's payload carries its sender, ssrc, a 64-bit sequence number, the send time
-//! (CLOCK_MONOTONIC, same host) and a CRC-32 (see [`payload`]). Receivers verify it and track loss,
-//! reordering, duplicates and one-way latency per (sender, ssrc). Each receiver is expected to get
+//! Receivers verify each packet and track it twice. Per sent stream (sender, ssrc as the payload
+//! names it): loss, reordering, duplicates and one-way latency. Each receiver is expected to get
 //! every stream of every other member of its group (what the bridge does today: forward all). Loss is
 //! `sent - received` per stream once sending stopped and in-flight packets drained; while running,
-//! only sequence gaps are known.
+//! only sequence gaps are known. Per received stream (the RTP header's ssrc, as a browser sees it):
+//! RTP sequence gaps, simulcast layer switches (and those not at a keyframe), frames, keyframes and
+//! freezes (see [`track`]), which is what a forwarder that rewrites layers onto one ssrc is judged
+//! by.
 //!
 //! Latency runs from the moment a packet is written (just before encryption) to the moment its
 //! receive batch is read from the socket, so it includes the load generator's own delays on both
@@ -38,6 +48,7 @@ pub mod payload;
 pub mod relay;
 pub mod stats;
 pub mod track;
+pub mod vp8;
 mod worker;
 
 use std::io as stdio;
@@ -56,7 +67,7 @@ use sluice_core::queue::Queue;
 pub use endpoint::EndpointState;
 use endpoint::{Endpoint, Sock};
 pub use payload::Kind;
-pub use stats::{Latency, Snapshot, StreamStats, Totals};
+pub use stats::{Latency, ReceiveTotals, Snapshot, StreamStats, Totals};
 use worker::{Cmd, Shared, Worker};
 
 /// Whether endpoints speak ICE/DTLS/SRTP to a bridge or clear RTP to the raw relay.
@@ -80,8 +91,8 @@ impl Mode {
 pub struct MediaConfig {
     pub audio: bool,
     pub video: bool,
-    /// Bitrate of the top video layer, bits/s. With simulcast, layer i of n sends
-    /// `top / 4^(n-1-i)`.
+    /// Bitrate of the top video layer, bits/s. With simulcast the layers below send a third and
+    /// 2/15 of it (Jitsi's ratios, [`vp8::simulcast_layer`]).
     pub video_bitrate_bps: u32,
     pub fps: u32,
     /// Largest video packet before SRTP, RTP header included (frames are split evenly below it).
@@ -92,6 +103,10 @@ pub struct MediaConfig {
     pub audio_interval_ms: u32,
     /// Sender report interval per sent SSRC (secure mode).
     pub rtcp_interval_ms: u32,
+    /// A keyframe every this many frames of a layer besides the first and those asked for (0: none).
+    pub keyframe_interval_frames: u32,
+    /// A received video stream with no new frame for longer than this is frozen.
+    pub freeze_ms: u32,
 }
 
 impl Default for MediaConfig {
@@ -105,6 +120,8 @@ impl Default for MediaConfig {
             audio_packet_size: 100,
             audio_interval_ms: 20,
             rtcp_interval_ms: 1000,
+            keyframe_interval_frames: vp8::DEFAULT_KEYFRAME_INTERVAL_FRAMES,
+            freeze_ms: 500,
         }
     }
 }
@@ -118,6 +135,9 @@ impl MediaConfig {
     }
     pub fn rtcp_interval_ns(&self) -> u64 {
         u64::from(self.rtcp_interval_ms.max(1)) * 1_000_000
+    }
+    pub fn freeze_ns(&self) -> u64 {
+        u64::from(self.freeze_ms) * 1_000_000
     }
 }
 

@@ -3,10 +3,10 @@
 //! the same kernel I/O, the same copy per receiver, nothing else.
 //!
 //! How it knows the group: the first datagram from an address it has not seen carries the group as
-//! a big-endian u32 at byte offset [`GROUP_TAG_OFFSET`] (16: inside the loadgen payload, right after
-//! the RTP header and the magic). That address joins the group for good; later datagrams from it are
-//! routed by address alone, like the bridge routes media by address after ICE. A first datagram too
-//! short to carry the tag is dropped and counted.
+//! a big-endian u32 [`GROUP_TAG_FROM_END`] bytes before its end (36: inside the loadgen payload's
+//! trailer, which ends every packet whatever codec prefix comes before it). That address joins the
+//! group for good; later datagrams from it are routed by address alone, like the bridge routes media
+//! by address after ICE. A first datagram too short to carry the tag is dropped and counted.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sluice_core::io::{RecvBatch, SendBatch, UdpSocket};
 
 use crate::payload::group_tag;
-pub use crate::payload::GROUP_TAG_OFFSET;
+pub use crate::payload::GROUP_TAG_FROM_END;
 
 /// Datagrams per recvmmsg/sendmmsg, as in the bridge's shard.
 const BATCH: usize = 64;

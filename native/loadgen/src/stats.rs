@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::endpoint::EndpointState;
 use crate::histogram::Histogram;
 use crate::payload::Kind;
-use crate::track::StreamTracker;
+use crate::track::{ReceiveStream, StreamTracker};
 
 /// Aggregate counters of a worker (or of the whole load generator).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +41,18 @@ pub struct Totals {
     pub setup_errors: u64,
     /// Media schedules reset after a stall instead of bursting to catch up.
     pub schedule_resets: u64,
+    /// Keyframe requests received (RFC 4585 PLI; RFC 5104 FIR, one per entry).
+    pub pli_received: u64,
+    pub fir_received: u64,
+    /// Requests that asked for nothing: rate-limited, a repeated FIR, or not one of our video SSRCs.
+    pub keyframe_requests_ignored: u64,
+    /// Keyframes sent: at start, periodic and requested, every layer.
+    pub keyframes_sent: u64,
+    /// Decrypted RTCP compounds with a malformed packet.
+    pub rtcp_malformed: u64,
+    /// Verified video packets whose VP8 payload descriptor does not parse or does not match what
+    /// was sent (its fields, its length, a keyframe's start code): a forwarder broke it.
+    pub vp8_invalid: u64,
     pub stun_in: u64,
     pub stun_out: u64,
     pub dtls_in: u64,
@@ -74,6 +86,12 @@ macro_rules! totals_fields {
             recv_errors,
             setup_errors,
             schedule_resets,
+            pli_received,
+            fir_received,
+            keyframe_requests_ignored,
+            keyframes_sent,
+            rtcp_malformed,
+            vp8_invalid,
             stun_in,
             stun_out,
             dtls_in,
@@ -139,8 +157,11 @@ impl Second {
 pub struct OutgoingReport {
     pub ssrc: u32,
     pub kind: Kind,
+    pub layer: u8,
     pub sent: u64,
     pub sent_bytes: u64,
+    pub payload_bytes: u64,
+    pub keyframes: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -151,6 +172,7 @@ pub struct EndpointReport {
     pub detail: String,
     pub outgoing: Vec<OutgoingReport>,
     pub streams: Vec<StreamTracker>,
+    pub receive: Vec<ReceiveStream>,
 }
 
 #[derive(Clone, Debug)]
@@ -200,7 +222,11 @@ pub struct StreamStats {
     pub sender: u32,
     pub ssrc: u32,
     pub kind: Kind,
+    /// Simulcast layer of the sent ssrc (0 = lowest).
+    pub layer: u8,
     pub sent: u64,
+    /// RTP payload bytes the sender sent on it: its media bitrate.
+    pub sent_payload_bytes: u64,
     pub received: u64,
     /// `sent - received`: exact once sending stopped and in-flight packets drained.
     pub lost: u64,
@@ -210,6 +236,64 @@ pub struct StreamStats {
     pub reordered: u64,
     pub latency_mean_ns: Option<f64>,
     pub latency_max_ns: Option<u64>,
+}
+
+/// The received streams (header ssrcs) of every receiver from members of its group, summed (see
+/// [`ReceiveStream`] for each count).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveTotals {
+    pub streams: u64,
+    pub video_streams: u64,
+    pub packets: u64,
+    pub seq_gaps: u64,
+    pub seq_late: u64,
+    pub layer_switches: u64,
+    pub switches_off_keyframe: u64,
+    pub frames: u64,
+    pub keyframes: u64,
+    pub freezes: u64,
+    pub freeze_ns: u64,
+}
+
+impl ReceiveTotals {
+    fn add(&mut self, r: &ReceiveStream) {
+        self.streams += 1;
+        self.video_streams += u64::from(r.kind == Kind::Video);
+        self.packets += r.packets;
+        self.seq_gaps += r.seq_gaps;
+        self.seq_late += r.seq_late;
+        self.layer_switches += r.layer_switches;
+        self.switches_off_keyframe += r.switches_off_keyframe;
+        self.frames += r.frames;
+        self.keyframes += r.keyframes;
+        self.freezes += r.freezes;
+        self.freeze_ns += r.freeze_ns;
+    }
+
+    /// Every count with its field name (the keys a bench reads).
+    pub fn named(&self) -> [(&'static str, u64); 11] {
+        [
+            ("streams", self.streams),
+            ("video_streams", self.video_streams),
+            ("packets", self.packets),
+            ("seq_gaps", self.seq_gaps),
+            ("seq_late", self.seq_late),
+            ("layer_switches", self.layer_switches),
+            ("switches_off_keyframe", self.switches_off_keyframe),
+            ("frames", self.frames),
+            ("keyframes", self.keyframes),
+            ("freezes", self.freezes),
+            ("freeze_ns", self.freeze_ns),
+        ]
+    }
+}
+
+/// One received stream at one receiver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceiveStreamStats {
+    pub receiver: u32,
+    pub group: u32,
+    pub stream: ReceiveStream,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -267,8 +351,11 @@ pub struct Snapshot {
     pub latency_socket: Latency,
     /// Non-empty latency buckets as (upper edge ns, count).
     pub histogram: Vec<(u64, u64)>,
+    /// What receivers saw per received stream (header ssrc), from members of their group.
+    pub receive: ReceiveTotals,
     pub series: Vec<SecondStats>,
     pub streams: Vec<StreamStats>,
+    pub receive_streams: Vec<ReceiveStreamStats>,
     pub endpoint_list: Vec<EndpointSummary>,
 }
 
@@ -357,6 +444,7 @@ impl Snapshot {
             latency_video: Latency::of(&lat_v),
             latency_socket: Latency::of(&lat_s),
             histogram: lat.buckets().collect(),
+            receive: ReceiveTotals::default(),
             series: series
                 .iter()
                 .enumerate()
@@ -371,6 +459,7 @@ impl Snapshot {
                 })
                 .collect(),
             streams: Vec::new(),
+            receive_streams: Vec::new(),
             endpoint_list: Vec::new(),
         };
         let group_of: HashMap<u32, u32> = endpoints.iter().map(|e| (e.index, e.group)).collect();
@@ -389,6 +478,19 @@ impl Snapshot {
                 snap.reordered += t.reordered;
                 snap.late += t.late;
                 received_here += t.received;
+            }
+            for r in &rx.receive {
+                if group_of.get(&r.sender) != Some(&rx.group) {
+                    continue; // forged: its packets are counted in `unexpected` above
+                }
+                snap.receive.add(r);
+                if detail {
+                    snap.receive_streams.push(ReceiveStreamStats {
+                        receiver: rx.index,
+                        group: rx.group,
+                        stream: r.clone(),
+                    });
+                }
             }
             let by_key: HashMap<(u32, u32), &StreamTracker> =
                 rx.streams.iter().map(|t| ((t.sender, t.ssrc), t)).collect();
@@ -410,7 +512,9 @@ impl Snapshot {
                             sender: tx.index,
                             ssrc: o.ssrc,
                             kind: o.kind,
+                            layer: o.layer,
                             sent: o.sent,
+                            sent_payload_bytes: o.payload_bytes,
                             received,
                             lost,
                             gap_lost: t.map_or(0, |t| t.gap_lost()),

@@ -202,6 +202,27 @@ impl Ctx {
     }
 }
 
+#[cfg(test)]
+impl Ctx {
+    /// A context with no socket behind it, for an endpoint's own tests (nothing is flushed).
+    pub fn for_test(media: MediaConfig) -> Ctx {
+        Ctx {
+            send: SendBatch::new(BATCH),
+            batch_fd: -1,
+            shared_fd: -1,
+            totals: Totals::default(),
+            media,
+            shared: Arc::new(Shared::default()),
+            latency: Histogram::new(),
+            latency_audio: Histogram::new(),
+            latency_video: Histogram::new(),
+            latency_socket: Histogram::new(),
+            series: Vec::new(),
+            epoch_ns: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
 /// One packet's latency, to where the receiving socket got it and to where we read it.
 #[derive(Clone, Copy, Debug)]
 pub struct Latencies {
@@ -605,11 +626,15 @@ impl Worker {
                         .map(|o| OutgoingReport {
                             ssrc: o.ssrc,
                             kind: o.kind,
+                            layer: o.layer,
                             sent: o.sent,
                             sent_bytes: o.sent_bytes,
+                            payload_bytes: o.payload_bytes,
+                            keyframes: o.encoder.as_ref().map_or(0, |e| e.keyframes),
                         })
                         .collect(),
                     streams: ep.streams.clone(),
+                    receive: ep.receive.clone(),
                 })
                 .collect(),
         }

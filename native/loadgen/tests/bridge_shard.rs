@@ -6,10 +6,11 @@ mod common;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::{Duration, Instant};
 
+use sluice_core::seam::Command;
 use sluice_loadgen::inproc::InProcessBridge;
 use sluice_loadgen::{Kind, LoadGen, LoadGenConfig, MediaConfig, Snapshot, Sources};
 
-use common::{assert_complete, assert_paced};
+use common::{assert_complete, assert_paced, payload_rate};
 
 struct Scenario {
     groups: u32,
@@ -103,13 +104,64 @@ fn three_conferences_of_three_with_simulcast_all_receive_everything() {
         "{:?}",
         snap.totals
     );
-    // Layer i of 3 sends 600k / 4^(2-i): 18.75 kB/s, 75 kB/s, 18.75 kB/s... per frame
-    // 78, 312 and 2500 payload bytes, i.e. 1, 1 and 3 packets per frame.
-    assert_paced(&snap, secs, |s| match s.kind {
-        Kind::Audio => 50.0,
-        Kind::Video if s.ssrc == Sources::for_endpoint(s.sender, 3).video[2] => 90.0,
-        Kind::Video => 30.0,
+    // The layers send 80, 200 and 600 kbit/s (2/15, 1/3 and all of the top's), audio 50 packets/s.
+    assert_paced(&snap, secs, |s| payload_rate(&media, 3, s));
+    for s in &snap.streams {
+        let want = Sources::for_endpoint(s.sender, 3);
+        match s.kind {
+            Kind::Video => assert_eq!(want.video[usize::from(s.layer)], s.ssrc, "{s:?}"),
+            Kind::Audio => assert_eq!(want.audio, Some(s.ssrc), "{s:?}"),
+        }
+    }
+    // Receivers joining ask the senders already there for keyframes (the bridge's PLIs).
+    assert!(snap.totals.pli_received > 0, "{:?}", snap.totals);
+    run.bridge.shard.shutdown();
+}
+
+/// The bridge asks one sender for a keyframe of one simulcast layer (a PLI, as it will when a
+/// receiver switches to that layer): that layer, and only it, sends one more, which every receiver
+/// sees start a frame.
+#[test]
+fn a_keyframe_request_gets_a_keyframe_of_that_layer_only() {
+    let media = MediaConfig {
+        video_bitrate_bps: 300_000,
+        ..MediaConfig::default()
+    };
+    let sc = Scenario {
+        groups: 1,
+        per_group: 3,
+        layers: 3,
+        media,
+        our_setup: "active",
+        bridge_setup: "actpass",
+        shared_sockets: true,
+    };
+    let mut run = connect(&sc, 1);
+    let ssrc = Sources::for_endpoint(0, 3).video[1];
+    run.lg.start();
+    // Past the bridge's and the sender's rate limits (300 ms) since the PLIs of the joins.
+    std::thread::sleep(Duration::from_millis(700));
+    let before = run.lg.snapshot(false).totals;
+    run.bridge.shard.send(Command::RequestKeyframe {
+        transport: InProcessBridge::transport(0),
+        ssrc,
     });
+    std::thread::sleep(Duration::from_millis(500));
+    run.lg.stop(Duration::from_millis(300));
+    let snap = run.lg.snapshot(true);
+    assert_complete(&snap, 1, 3, 1 + 3);
+    let t = &snap.totals;
+    assert_eq!(t.pli_received, before.pli_received + 1, "{t:?}");
+    // One at start per layer of each of the three senders, and the one asked for.
+    assert_eq!(t.keyframes_sent, 3 * 3 + 1, "{t:?}");
+    let video = snap
+        .receive_streams
+        .iter()
+        .filter(|s| s.stream.kind == Kind::Video);
+    for s in video {
+        let want = if s.stream.ssrc == ssrc { 2 } else { 1 };
+        assert_eq!(s.stream.keyframes, want, "{s:?}");
+    }
     run.bridge.shard.shutdown();
 }
 
@@ -129,8 +181,9 @@ fn dtls_server_role_when_the_bridge_is_active_on_per_endpoint_sockets() {
         shared_sockets: false,
     };
     let mut run = connect(&sc, 1);
-    let (snap, _) = run_media(&mut run, 1.0);
+    let (snap, secs) = run_media(&mut run, 1.0);
     assert_complete(&snap, 1, 2, 2);
+    assert_paced(&snap, secs, |s| payload_rate(&sc.media, 1, s));
     run.bridge.shard.shutdown();
 }
 

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use sluice_loadgen::relay::RawRelay;
 use sluice_loadgen::{Kind, LoadGen, LoadGenConfig, MediaConfig, Mode, Snapshot, Sources};
 
-use common::{assert_complete, assert_paced};
+use common::{assert_complete, assert_paced, payload_rate};
 
 fn raw_loadgen(
     relay: SocketAddr,
     groups: u32,
     per_group: usize,
+    layers: usize,
     media: MediaConfig,
     shared_sockets: bool,
 ) -> LoadGen {
@@ -32,7 +33,7 @@ fn raw_loadgen(
     .expect("loadgen");
     for g in 0..groups {
         for local in lg.create_endpoints(per_group, g).expect("endpoints") {
-            lg.set_sources(local.index, Sources::for_endpoint(local.index, 1))
+            lg.set_sources(local.index, Sources::for_endpoint(local.index, layers))
                 .expect("sources");
             lg.connect_raw(local.index, relay).expect("connect");
         }
@@ -79,7 +80,9 @@ fn three_groups_of_three_through_the_raw_relay() {
         video_bitrate_bps: 500_000,
         ..MediaConfig::default()
     };
-    let mut lg = raw_loadgen(addr, 3, 3, media, true);
+    // Simulcast: VP8 packets of every shape (keyframes' and inter frames' first packets, later
+    // packets) must reach the right group.
+    let mut lg = raw_loadgen(addr, 3, 3, 3, media, true);
     wait_for("the relay to learn every member", || {
         members.load(Ordering::Relaxed) == 9
     });
@@ -87,12 +90,8 @@ fn three_groups_of_three_through_the_raw_relay() {
     stop.store(true, Ordering::Relaxed);
     let rs = thread.join().expect("relay thread");
 
-    assert_complete(&snap, 3, 3, 2);
-    // 500 kbit/s at 30 fps: 2083 bytes a frame, two packets.
-    assert_paced(&snap, secs, |s| match s.kind {
-        Kind::Audio => 50.0,
-        Kind::Video => 60.0,
-    });
+    assert_complete(&snap, 3, 3, 1 + 3);
+    assert_paced(&snap, secs, |s| payload_rate(&media, 3, s));
     // The relay got every datagram sent (media and three hellos each) and delivered every copy.
     assert_eq!((rs.members, rs.groups, rs.untagged), (9, 3, 0));
     assert_eq!(snap.totals.sent_packets + 9 * 3, rs.packets_in);
@@ -117,7 +116,7 @@ fn the_relay_binary_relays_and_reports_on_sigterm() {
         video_bitrate_bps: 200_000,
         ..MediaConfig::default()
     };
-    let mut lg = raw_loadgen(addr, 1, 2, media, false);
+    let mut lg = raw_loadgen(addr, 1, 2, 1, media, false);
     // Registration is not observable from outside: wait for both hellos to be fanned out (the
     // second member's hello reaches the first one).
     wait_for("a hello to come back", || {
@@ -172,6 +171,7 @@ fn forged_and_corrupt_packets_are_counted_not_tracked() {
             send_ns: 1,
             kind: Kind::Video,
             layer: 0,
+            prefix: 0,
         };
         payload::write(&mut p[RTP_HEADER_LEN..], 188, &f);
         p
@@ -197,6 +197,8 @@ fn forged_and_corrupt_packets_are_counted_not_tracked() {
         "{t:?}"
     );
     assert_eq!(t.recv_packets, 2);
+    // Both valid ones claim to be video but carry no VP8 payload descriptor.
+    assert_eq!(t.vp8_invalid, 2);
     // The forged sender is no member: it is in no expected stream, and nothing overflowed.
     assert!(snap.streams.is_empty());
     assert_eq!((snap.expected, snap.received, snap.lost_gap), (0, 0, 0));

@@ -1,7 +1,8 @@
 //! Shared checks for the loadgen integration tests.
 #![allow(dead_code)]
 
-use sluice_loadgen::{Snapshot, StreamStats};
+use sluice_loadgen::vp8::simulcast_layer;
+use sluice_loadgen::{Kind, MediaConfig, Snapshot, StreamStats};
 
 /// Loss allowed on loopback: the bench's own knee criterion (0.1 %). Loopback UDP does not lose
 /// packets unless a socket queue overflows (4 MiB buffers here, seconds of traffic at these rates)
@@ -76,6 +77,55 @@ pub fn assert_complete(
     // Batched I/O was used and counted.
     assert!(t.recv_calls > 0 && t.recv_syscall_packets >= t.recv_calls);
     assert!(t.send_calls > 0 && t.send_syscall_packets >= t.send_calls);
+
+    assert_received_streams(snap, expected_streams);
+}
+
+/// What receivers saw per received ssrc, when the forwarder forwards every stream unchanged: one
+/// received stream per sent one, each on one layer (no switches), its RTP sequence gaps exactly the
+/// loss the payload's sequence numbers show, every video packet valid VP8, each video stream
+/// starting with a keyframe and never frozen.
+pub fn assert_received_streams(snap: &Snapshot, expected_streams: usize) {
+    let r = &snap.receive;
+    let t = &snap.totals;
+    assert_eq!(r.streams as usize, expected_streams, "{r:?}");
+    assert_eq!(snap.receive_streams.len(), expected_streams);
+    assert_eq!(r.packets, snap.received + snap.duplicates, "{r:?}");
+    if snap.reordered == 0 {
+        assert_eq!(r.seq_gaps, snap.lost_gap, "{r:?}");
+    }
+    assert_eq!((r.layer_switches, r.switches_off_keyframe), (0, 0), "{r:?}");
+    assert_eq!(t.vp8_invalid, 0, "{t:?}");
+    assert_eq!(r.freezes, 0, "{r:?}");
+    let video = snap
+        .receive_streams
+        .iter()
+        .filter(|s| s.stream.kind == Kind::Video);
+    for s in video {
+        assert!(
+            s.stream.keyframes >= 1 && s.stream.frames > s.stream.keyframes,
+            "{s:?}"
+        );
+    }
+    assert!(
+        r.keyframes >= r.video_streams && r.video_streams > 0,
+        "{r:?}"
+    );
+    assert!(t.keyframes_sent > 0);
+}
+
+/// The RTP payload bytes per second a stream of `media` carries: audio's packets, a video layer's
+/// bitrate (what the encoder makes; packetization adds about 0.5 % of descriptors).
+pub fn payload_rate(media: &MediaConfig, layers: usize, s: &StreamStats) -> f64 {
+    match s.kind {
+        Kind::Audio => {
+            (1000 / media.audio_interval_ms * (media.audio_packet_size as u32 - 12)) as f64
+        }
+        Kind::Video => {
+            let spec = simulcast_layer(u64::from(media.video_bitrate_bps), layers, s.layer.into());
+            spec.bitrate_bps as f64 / 8.0
+        }
+    }
 }
 
 fn group_of(snap: &Snapshot, index: u32) -> u32 {
@@ -86,21 +136,23 @@ fn group_of(snap: &Snapshot, index: u32) -> u32 {
         .expect("sender is listed")
 }
 
-/// Each stream carried about what its sender was configured to send in `secs`: within ±25 % (thread
-/// wake-ups on a shared machine shift a frame or two, never a whole interval's worth).
-pub fn assert_paced(snap: &Snapshot, secs: f64, per_second: impl Fn(&StreamStats) -> f64) {
+/// Each stream carried about the payload bytes its sender was configured to send in `secs`: within
+/// ±25 % (thread wake-ups on a shared machine shift a frame or two, never a whole interval's worth;
+/// the first keyframe's excess is paid back within half a second).
+pub fn assert_paced(snap: &Snapshot, secs: f64, bytes_per_second: impl Fn(&StreamStats) -> f64) {
     let mut seen = std::collections::HashSet::new();
     for s in &snap.streams {
         if !seen.insert((s.sender, s.ssrc)) {
             continue;
         }
-        let want = per_second(s) * secs;
-        let sent = s.sent as f64;
+        let want = bytes_per_second(s) * secs;
+        let sent = s.sent_payload_bytes as f64;
         assert!(
             sent >= want * 0.75 && sent <= want * 1.25,
-            "{:?} ssrc {} sent {sent}, want about {want}",
+            "{:?} ssrc {} layer {} sent {sent} payload bytes, want about {want}",
             s.kind,
-            s.ssrc
+            s.ssrc,
+            s.layer
         );
     }
     assert!(!seen.is_empty());
