@@ -28,7 +28,7 @@ use crate::worker::{Ctx, Latencies};
 use crate::{MediaConfig, RemoteDescription, Sources};
 
 /// Payload types on the wire (what a Jitsi client would use for VP8 and Opus).
-const PT_VIDEO: u8 = 100;
+pub(crate) const PT_VIDEO: u8 = 100;
 const PT_AUDIO: u8 = 111;
 const VIDEO_CLOCK: u64 = 90_000;
 const AUDIO_CLOCK: u64 = 48_000;

@@ -6,12 +6,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, Source, TransportState};
+use sluice_core::domain::{
+    Codec, FeedbackSsrcs, GroupSemantics, MediaKind, PayloadType, RemoteCandidate, Source,
+    SsrcGroup, TransportState,
+};
 use sluice_core::dtls::{DtlsCert, DtlsSetup, Fingerprint, HashAlg};
 use sluice_core::ice::{candidate_priority, CandidateKind, IceCredentials};
 use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{ShardConfig, ShardHandle};
 
+use crate::endpoint::PT_VIDEO;
 use crate::{LoadGen, LocalDescription, RemoteDescription, Sources};
 
 /// A shard thread on 127.0.0.1 (one router per load generator group) and the events it sent.
@@ -106,13 +110,31 @@ impl InProcessBridge {
             .audio
             .iter()
             .map(|&ssrc| Source::single(ssrc, MediaKind::Audio));
-        let video = sources
-            .video
-            .iter()
-            .map(|&ssrc| Source::single(ssrc, MediaKind::Video));
+        // The video SSRCs are one Source, simulcast (a SIM group) when there are several, as a
+        // browser signals them; the bridge reads its VP8.
+        let video = (!sources.video.is_empty()).then(|| Source {
+            kind: MediaKind::Video,
+            ssrcs: sources.video.clone(),
+            groups: if sources.video.len() > 1 {
+                vec![SsrcGroup {
+                    semantics: GroupSemantics::Sim,
+                    ssrcs: sources.video.clone(),
+                }]
+            } else {
+                Vec::new()
+            },
+            name: format!("{}-v0", local.index),
+        });
         self.shard.send(Command::SetSources {
             transport,
             sources: audio.chain(video).collect(),
+        });
+        self.shard.send(Command::SetPayloadTypes {
+            transport,
+            types: vec![PayloadType {
+                pt: PT_VIDEO,
+                codec: Codec::Vp8,
+            }],
         });
         lg.set_sources(local.index, sources)?;
         lg.connect(

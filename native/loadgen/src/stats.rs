@@ -6,6 +6,7 @@ use crate::endpoint::EndpointState;
 use crate::histogram::Histogram;
 use crate::payload::Kind;
 use crate::track::{ReceiveStream, StreamTracker};
+use crate::Mode;
 
 /// Aggregate counters of a worker (or of the whole load generator).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -499,8 +500,23 @@ impl Snapshot {
                 if tx.index == rx.index {
                     continue;
                 }
+                // A selective forwarding unit sends a receiver one layer of a simulcast Source: with no
+                // allocation (the bench sets none), the top one, whose packets the receiver expects
+                // (packets of another layer showing up are not counted against its loss; the receive
+                // streams show them). The raw relay fans every layer out, so there each is expected.
+                let top = tx
+                    .outgoing
+                    .iter()
+                    .filter(|o| o.kind == Kind::Video)
+                    .map(|o| o.layer)
+                    .max()
+                    .unwrap_or(0);
+                let selective = mode == Mode::Secure.as_str() && top > 0;
                 for o in &tx.outgoing {
                     let t = by_key.get(&(tx.index, o.ssrc));
+                    if selective && o.kind == Kind::Video && o.layer != top {
+                        continue;
+                    }
                     let received = t.map_or(0, |t| t.received);
                     let lost = o.sent.saturating_sub(received);
                     snap.expected += o.sent;
