@@ -11,9 +11,10 @@ the `strip_simulcast` setting is off), never the bridge's whole set; `Session.se
 source-remove takes back exactly what was added.
 
 A session-initiate that gets no session-accept within `session_accept_timeout` (counted from the client's
-ack, or from the IQ's timeout) is retried once with a new session on a new endpoint; if that one is not
-accepted either, the participant is given up: logged with room and nick, counted (`session_accept_timeouts`,
-`sessions_never_accepted`), its session terminated and its endpoint expired.
+ack, or from the IQ's timeout, which is also when it counts from if the IQ never went out) is retried once
+with a new session on a new endpoint; if that one is not accepted either, the participant is given up:
+logged with room and nick, counted (`session_accept_timeouts`, `sessions_never_accepted`), its session
+terminated and its endpoint expired.
 """
 
 from __future__ import annotations
@@ -159,6 +160,10 @@ class Sessions:
         session = Session(sid=self._out.new_id()[:16], json=json)
         p.session = session
         p.declined = False
+        # Watched from here, before anything can fail: should the initiate never go out (a bug, a source set
+        # it cannot encode), the deadline still comes. The ack or the IQ's timeout sets the real one.
+        session.accept_deadline = now + self._config.iq_timeout + self._config.session_accept_timeout
+        self._awaiting[session.sid] = (room, p, session)
         remote = self._desired_sources(room, p)
         session.sent = dict(remote)
         transport = jingle_transport(ice)

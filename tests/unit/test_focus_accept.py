@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from signaling.jingle import Jingle
+from signaling.jingle import Jingle, Source, SsrcGroup
+from signaling.jingle.model import Content, Description
 from tests.unit.test_focus import (
     BREWERY,
     CLIENT,
@@ -208,3 +209,32 @@ def test_a_refused_initiate_is_an_answer_not_a_silence() -> None:
     net.advance(3 * TIMEOUT)
     assert not [el for el in net.sent if el.get("to") == f"{ROOM}/cccc0003"]
     assert net.core.stats["session_accept_timeouts"] == 0
+
+
+def test_an_initiate_that_never_went_out_is_reported_too() -> None:
+    """A session-initiate that fails to be built (today: a sender's FEC-FR group, which the compact JSON
+    sources cannot carry) sends nothing, so there is neither ack nor IQ timeout; its deadline still comes."""
+    net = Net(session_accept_timeout=TIMEOUT, iq_timeout=10.0)
+    net.add_bridge("jvb1")
+    inits = in_call(net, "aaaa0001", "bbbb0002")
+    net.accept("bbbb0002", inits["bbbb0002"].sid, (300, 400))
+    fec = Jingle(
+        action="session-accept",
+        sid=inits["aaaa0001"].sid,
+        contents=(
+            Content(
+                "video",
+                description=Description(
+                    "video", sources=(Source(5), Source(6)), ssrc_groups=(SsrcGroup("FEC-FR", (5, 6)),)
+                ),
+            ),
+        ),
+    )
+    assert net.send_jingle("aaaa0001", fec)[0].get("type") == "result"
+    net.join("cccc0003")
+    assert not net.jingles("cccc0003"), "the initiate went out after all: find another way to break it"
+    assert net.core.stats["internal_errors"] >= 1
+    net.advance(2 * (10.0 + TIMEOUT) + 1.0)
+    assert net.core.stats["sessions_never_accepted"] == 1 and net.core.stats["sessions_retried"] == 1
+    p = net.core.rooms[ROOM].participants["cccc0003"]
+    assert p.session is None and p.endpoint is None
