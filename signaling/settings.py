@@ -9,6 +9,8 @@ naming the key::
     max-rooms = 200
     rooms-per-minute-per-requester = 10
     bridge-jid-regexp = "jvb-[0-9]+@auth\\.meet\\.example/.*"
+    strip-simulcast = true          # receivers see each SIM group's primary SSRC and its RTX only
+    session-accept-timeout = 15     # seconds; then one retry, then the session is given up (logged, counted)
 
     [signaling.xmpp.limits]
     room-creations-per-minute-per-address = 20
@@ -40,6 +42,8 @@ FOCUS_KEYS = (
     "restart_max_per_minute",
     "max_ssrcs_per_user",
     "use_json_sources",
+    "strip_simulcast",
+    "session_accept_timeout",
     "bridge_jid_regexp",
     "max_rooms",
     "rooms_per_minute",
@@ -120,6 +124,10 @@ def signaling_settings(doc: Mapping[str, object]) -> SignalingSettings:
             limits = _table(XmppLimits, table.get("limits", {}), "signaling.xmpp.limits", None)
         else:
             raise SignalingSettingsError(f"unknown key signaling.{name}")
+    if focus.get("session_accept_timeout", 1.0) <= 0:
+        raise SignalingSettingsError(
+            "bad value for signaling.focus.session-accept-timeout: expected a positive number"
+        )
     if "bridge_jid_regexp" in focus:
         try:
             re.compile(focus["bridge_jid_regexp"])

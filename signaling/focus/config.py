@@ -53,6 +53,12 @@ class FocusConfig(JitsiDomains):
     max_ssrcs_per_user: int = 20
     #: jicofo.conference.use-json-encoded-sources (for clients that advertise the feature).
     use_json_sources: bool = True
+    #: jicofo.conference.strip-simulcast: receivers are told only each SIM group's primary SSRC and its RTX
+    #: (FID); the bridge always gets every layer. Off, stock Chrome clients refuse late joiners' offers.
+    strip_simulcast: bool = True
+    #: A session-initiate the client acknowledged (or left unanswered past `iq_timeout`) but did not answer
+    #: with session-accept within this long is retried once with a new session, then given up and reported.
+    session_accept_timeout: float = 15.0
     #: Reconnect backoff of the c2s connection (seconds).
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0

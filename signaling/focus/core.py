@@ -11,8 +11,10 @@ What it does, in the order a call goes, and where:
   MUC presence and grants owner to the first participant;
 - `sessions`: once `min_participants` are in, allocates each on a bridge with Colibri2 and sends a
   session-initiate through the MUC; keeps bridge and participants in step on session-accept,
-  transport-info, source-add/remove, session-terminate (with Jicofo's restart rate limits) and leaves;
-- `mute`: mute requests and the bridge's force-mute;
+  transport-info, source-add/remove, session-terminate (with Jicofo's restart rate limits) and leaves,
+  telling receivers simulcast-stripped sources; retries once, then reports, a session never accepted;
+- `mute`: mute requests, self-unmutes seen in presence (`<SourceInfo>` or the legacy elements) and the
+  bridge's force-mute;
 - `bridges`: watches the brewery (stats presence, trust, health-check IQs), chooses a room's bridge, and
   moves the conferences of a failed bridge;
 - `colibri`: each room's Colibri2 requests, one at a time, and what their answers mean.
@@ -80,6 +82,7 @@ class FocusCore:
         """The connection was lost: everything the focus knew about rooms and bridges is gone."""
         self.rooms.clear()
         self._bridges.reset()
+        self._sessions.reset()
         self._out.clear()
         self._started = False
 
@@ -87,13 +90,19 @@ class FocusCore:
         return self._out.poll()
 
     def poll_timeout(self) -> float | None:
-        deadlines = (self._out.next_deadline(), self._bridges.next_deadline(), self._rooms.next_deadline())
+        deadlines = (
+            self._out.next_deadline(),
+            self._bridges.next_deadline(),
+            self._rooms.next_deadline(),
+            self._sessions.next_deadline(),
+        )
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timeout(self, now: float) -> None:
         self._out.handle_timeout(now)
         self._bridges.handle_timeout(now)
         self._rooms.handle_timeout(now)
+        self._sessions.handle_timeout(now)
 
     def handle_stanza(self, now: float, el: ET.Element) -> None:
         """One stanza from the server; bad input gets an error reply, never an exception."""

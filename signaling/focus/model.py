@@ -22,8 +22,11 @@ class Session:
     sid: str
     json: bool
     state: Literal["pending", "active"] = "pending"
-    #: Remote sources the client was told about in this session, by owner.
+    #: Remote sources the client was told about in this session, by owner (as receivers see them).
     sent: dict[str, EndpointSources] = field(default_factory=dict)
+    #: While pending: when the session is given up if no session-accept came (set once the client acked the
+    #: session-initiate or its IQ timed out).
+    accept_deadline: float | None = None
 
 
 @dataclass(slots=True)
@@ -44,6 +47,8 @@ class Participant:
     #: Waiting for a place on the bridge (the room is at `max_endpoints_per_conference`); counted once.
     over_quota: bool = False
     restarts: deque[float] = field(default_factory=deque)
+    #: Sessions in a row that got no session-accept in time (0 again once one is accepted).
+    unaccepted: int = 0
     audio_muted: bool | None = None
     video_muted: bool | None = None
     force_muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})

@@ -2,12 +2,18 @@
 enforces it.
 
 A mute request from a moderator is forwarded to its target and becomes a Colibri2 force-mute on the bridge;
-the target lifts it by unmuting itself (its presence goes from muted to unmuted).
+the target lifts it by unmuting itself (its presence goes from muted to unmuted). Current clients say their
+mute state only in presence `<SourceInfo>` (docs/jitsi-protocol.md 5.3, 9), older ones in `<audiomuted>` /
+`<videomuted>`; both are read, and `<SourceInfo>` wins for a kind it speaks of.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
 from signaling.focus import stanzas
 from signaling.focus.colibri import Colibri
@@ -22,8 +28,61 @@ from signaling.focus.stanzas import (
     resource,
 )
 
+log = logging.getLogger(__name__)
+
 MUTE_NAMESPACES = {NS_JITMEET_AUDIO: "audio", NS_JITMEET_VIDEO: "video", NS_JITMEET_DESKTOP: "video"}
 MUTE_TAGS = frozenset(q(ns, "mute") for ns in MUTE_NAMESPACES)
+
+#: Largest `<SourceInfo>` text read: a client with a microphone, a camera and a screen share sends ~150
+#: characters; this leaves room for many more sources and bounds what a hostile occupant makes us parse.
+MAX_SOURCE_INFO_CHARS = 2048
+#: What follows `<nick>-` in the name of an occupant's own source: a (audio) or v (video), then its index.
+_OWN_SOURCE = re.compile(r"([av])(?:0|[1-9][0-9]{0,2})")
+
+
+class SourceInfoError(ValueError):
+    """A `<SourceInfo>` that says nothing usable (too long, not JSON, not an object)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What an occupant's `<SourceInfo>` says about its own sources."""
+
+    #: "audio" / "video" -> muted, for each kind it names a source of: muted only if every such source is.
+    muted: dict[str, bool]
+    #: Entries ignored: another occupant's source or no source name of ours, a value that is not an object,
+    #: a `muted` that is not a boolean.
+    ignored: int
+
+
+def parse_source_info(nick: str, text: str) -> SourceInfo:
+    """The `<SourceInfo>` JSON of occupant `nick`: `{"<nick>-a0": {"muted": true}, "<nick>-v0": {...}}`.
+
+    Untrusted: only the occupant's own sources (`<nick>-a<n>`, `<nick>-v<n>`) count; bad entries are ignored
+    and counted; anything but a JSON object of bounded size raises `SourceInfoError`.
+    """
+    if len(text) > MAX_SOURCE_INFO_CHARS:
+        raise SourceInfoError(f"longer than {MAX_SOURCE_INFO_CHARS} characters")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested arrays
+        raise SourceInfoError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise SourceInfoError("not a JSON object")
+    muted: dict[str, bool] = {}
+    ignored = 0
+    prefix = f"{nick}-"
+    for name, info in doc.items():
+        own = _OWN_SOURCE.fullmatch(name[len(prefix) :]) if name.startswith(prefix) else None
+        value = info.get("muted") if isinstance(info, dict) else None
+        if own is None or not isinstance(info, dict) or ("muted" in info and not isinstance(value, bool)):
+            ignored += 1
+            continue
+        if isinstance(value, bool):
+            kind = "audio" if own.group(1) == "a" else "video"
+            # One unmuted source of a kind means the occupant sends that kind.
+            muted[kind] = muted.get(kind, True) and value
+    return SourceInfo(muted, ignored)
 
 
 class Mute:
@@ -68,6 +127,7 @@ class Mute:
 
     def handle_presence(self, now: float, room: Room, p: Participant, el: ET.Element) -> None:
         """A participant that unmutes itself (presence true -> false) is no longer force-muted."""
+        said: dict[str, bool] = {}
         for kind, tag in (
             ("audio", q(NS_JITMEET_AUDIO, "audiomuted")),
             ("video", q(NS_JITMEET_VIDEO, "videomuted")),
@@ -75,9 +135,10 @@ class Mute:
             found = el.find(tag)
             if found is None:
                 found = el.find(q(NS_CLIENT, tag.rpartition("}")[2]))
-            if found is None:
-                continue
-            muted = (found.text or "").strip().lower() == "true"
+            if found is not None:
+                said[kind] = (found.text or "").strip().lower() == "true"
+        said.update(self._source_info(room, p, el))
+        for kind, muted in said.items():
             before = p.audio_muted if kind == "audio" else p.video_muted
             if kind == "audio":
                 p.audio_muted = muted
@@ -85,6 +146,24 @@ class Mute:
                 p.video_muted = muted
             if before and not muted and p.force_muted[kind]:
                 self._force_mute(now, room, p, kind, False)
+
+    def _source_info(self, room: Room, p: Participant, el: ET.Element) -> dict[str, bool]:
+        """The mute state by kind that the presence's `<SourceInfo>` gives for `p`'s own sources."""
+        found = el.find(q(NS_CLIENT, "SourceInfo"))
+        if found is None:
+            found = el.find("SourceInfo")
+        if found is None:
+            return {}
+        try:
+            info = parse_source_info(p.nick, found.text or "")
+        except SourceInfoError as exc:
+            self._stats["source_info_invalid"] += 1
+            log.debug("focus: ignoring <SourceInfo> of %s in %s: %s", p.nick, room.jid, exc)
+            return {}
+        if info.ignored:
+            self._stats["source_info_entries_ignored"] += info.ignored
+            log.debug("focus: ignored %d <SourceInfo> entries of %s in %s", info.ignored, p.nick, room.jid)
+        return info.muted
 
     def _force_mute(self, now: float, room: Room, p: Participant, kind: str, value: bool) -> None:
         if p.force_muted[kind] == value:

@@ -5,6 +5,16 @@ Once `min_participants` are in a ready room, each participant gets an endpoint o
 a session-initiate with the bridge's transport and everyone else's sources. session-accept, transport-info
 and source-add/remove go on to the bridge, and every other active session hears of the change as
 source-add/source-remove. session-terminate ends a session, or restarts it within Jicofo's rate limits.
+
+Receivers are told a view of the others' sources (simulcast stripped by `sources.strip_simulcast` unless
+the `strip_simulcast` setting is off), never the bridge's whole set; `Session.sent` holds those views, so a
+source-remove takes back exactly what was added.
+
+A session-initiate that gets no session-accept within `session_accept_timeout` (counted from the client's
+ack, or from the IQ's timeout, which is also when it counts from if the IQ never went out) is retried once
+with a new session on a new endpoint; if that one is not accepted either, the participant is given up:
+logged with room and nick, counted (`session_accept_timeouts`, `sessions_never_accepted`), its session
+terminated and its endpoint expired.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from signaling.focus.sources import (
     merge_sources,
     named_sources,
     remove_ssrcs,
+    strip_simulcast,
 )
 from signaling.focus.stanzas import FEATURE_JSON_SOURCES, NS_CLIENT, q
 from signaling.jingle.model import (
@@ -42,6 +53,9 @@ from signaling.jingle.model import (
 from signaling.jingle.xml import build_jingle, parse_jingle, unknown_session_error
 
 log = logging.getLogger(__name__)
+
+#: New sessions offered to a participant whose session-initiate was not accepted in time, before giving up.
+ACCEPT_RETRIES = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +78,9 @@ class Sessions:
         self._out = shared.out
         self._colibri = colibri
         self._bridges = bridges
+        #: Pending sessions with an accept deadline, by sid; an entry whose session is no longer pending
+        #: (accepted, ended, its participant or room gone) is dropped when its deadline comes.
+        self._awaiting: dict[str, tuple[Room, Participant, Session]] = {}
 
     # ---- inviting (5.3-5.4)
 
@@ -143,6 +160,10 @@ class Sessions:
         session = Session(sid=self._out.new_id()[:16], json=json)
         p.session = session
         p.declined = False
+        # Watched from here, before anything can fail: should the initiate never go out (a bug, a source set
+        # it cannot encode), the deadline still comes. The ack or the IQ's timeout sets the real one.
+        session.accept_deadline = now + self._config.iq_timeout + self._config.session_accept_timeout
+        self._awaiting[session.sid] = (room, p, session)
         remote = self._desired_sources(room, p)
         session.sent = dict(remote)
         transport = jingle_transport(ice)
@@ -177,30 +198,41 @@ class Sessions:
             "set",
             room.occupant(p.nick),
             build_jingle(jingle),
-            on_result=lambda _n, _r: None,
+            on_result=lambda now, _r: self._await_accept(now, room, p, session),
             on_error=lambda now, err: self._initiate_failed(now, room, p, session, err),
         )
+
+    def _await_accept(self, now: float, room: Room, p: Participant, session: Session) -> None:
+        """The session-initiate was acked (or its IQ timed out): the accept is due within the timeout."""
+        if p.session is session and session.state == "pending":
+            session.accept_deadline = now + self._config.session_accept_timeout
+            self._awaiting[session.sid] = (room, p, session)
 
     def _initiate_failed(
         self, now: float, room: Room, p: Participant, session: Session, err: ET.Element | None
     ) -> None:
-        if err is None or p.session is not session:
-            return  # Jicofo treats a session-initiate timeout as success: the accept may still come
+        if err is None:
+            # Jicofo treats a session-initiate timeout as success: the accept may still come, but not forever.
+            self._await_accept(now, room, p, session)
+            return
+        if p.session is not session:
+            return
         log.warning("focus: %s refused session-initiate: %s", p.nick, stanzas.error_condition(err))
         self._stats["sessions_refused"] += 1
         p.session = None
         p.declined = True
         self.drop_endpoint(now, room, p)
 
-    def terminate(self, room: Room, p: Participant, text: str) -> None:
+    def terminate(self, room: Room, p: Participant, text: str, condition: str = "success") -> None:
         session, p.session = p.session, None
         if session is None:
             return
+        self._awaiting.pop(session.sid, None)
         jingle = Jingle(
             action="session-terminate",
             sid=session.sid,
             initiator=self._config.focus_full_jid,
-            reason=Reason("success", text),
+            reason=Reason(condition, text),
             bridge_session=BridgeSession(id=room.bridge_session),
         )
         self._out.send(stanzas.iq("set", room.occupant(p.nick), self._out.new_id(), build_jingle(jingle)))
@@ -213,12 +245,73 @@ class Sessions:
         p.sources = EndpointSources()
         self.sync_all(now, room)
 
+    # ---- sessions that are never accepted
+
+    def reset(self) -> None:
+        self._awaiting.clear()
+
+    def next_deadline(self) -> float | None:
+        return min(
+            (s.accept_deadline for _, _, s in self._awaiting.values() if s.accept_deadline is not None),
+            default=None,
+        )
+
+    def handle_timeout(self, now: float) -> None:
+        for sid, (room, p, session) in list(self._awaiting.items()):
+            if session.accept_deadline is None or session.accept_deadline > now:
+                continue
+            del self._awaiting[sid]
+            live = (
+                self._shared.rooms.get(room.jid) is room
+                and room.participants.get(p.nick) is p
+                and p.session is session
+                and session.state == "pending"
+            )
+            if live:
+                self._not_accepted(now, room, p, session)
+
+    def _not_accepted(self, now: float, room: Room, p: Participant, session: Session) -> None:
+        """No session-accept in time. The client acked, so it is there but could not apply the offer (a
+        description its browser refused) or lost it. Once: start over with a new session on a new endpoint,
+        as a restart request does. Then give up, loudly: a participant without media must not go unseen."""
+        p.unaccepted += 1
+        self._stats["session_accept_timeouts"] += 1
+        timeout = self._config.session_accept_timeout
+        if p.unaccepted <= ACCEPT_RETRIES:
+            log.warning(
+                "focus: %s in %s sent no session-accept within %g s (sid %s); retrying with a new session",
+                p.nick,
+                room.jid,
+                timeout,
+                session.sid,
+            )
+            self._stats["sessions_retried"] += 1
+            self.terminate(room, p, "no session-accept: retrying with a new session")
+            self.drop_endpoint(now, room, p)
+            self.maybe_invite(now, room)
+            return
+        log.error(
+            "focus: %s in %s sent no session-accept within %g s (sid %s), after %d retry; giving up: it has "
+            "no media",
+            p.nick,
+            room.jid,
+            timeout,
+            session.sid,
+            ACCEPT_RETRIES,
+        )
+        self._stats["sessions_never_accepted"] += 1
+        p.unaccepted = 0
+        self.terminate(room, p, "no session-accept", condition="timeout")
+        p.declined = True
+        self.drop_endpoint(now, room, p)
+
     # ---- sources kept in step
 
-    @staticmethod
-    def _desired_sources(room: Room, p: Participant) -> dict[str, EndpointSources]:
-        """Everything `p` should know: every other participant's sources and the bridge's feedback sources."""
-        out = {o.nick: o.sources for o in room.participants.values() if o is not p and o.sources}
+    def _desired_sources(self, room: Room, p: Participant) -> dict[str, EndpointSources]:
+        """Everything `p` should know: every other participant's sources as receivers see them (simulcast
+        stripped unless configured otherwise) and the bridge's feedback sources."""
+        view = strip_simulcast if self._config.strip_simulcast else (lambda es: es)
+        out = {o.nick: view(o.sources) for o in room.participants.values() if o is not p and o.sources}
         if room.feedback:
             out[JVB_OWNER] = room.feedback
         return out
@@ -339,6 +432,8 @@ class Sessions:
             return
         self._out.send(stanzas.result(request))
         session.state = "active"
+        self._awaiting.pop(session.sid, None)
+        p.unaccepted = 0
         p.sources = sources
         self._stats["sessions_accepted"] += 1
         log.info("focus: %s accepted (sid %s), %d SSRCs", p.nick, session.sid, len(sources.ssrcs))
@@ -397,6 +492,7 @@ class Sessions:
         self._out.send(stanzas.result(request))
         log.info("focus: %s ended its session%s", p.nick, " and asks for a restart" if restart else "")
         p.session = None
+        self._awaiting.pop(ctx.session.sid, None)
         p.declined = not restart
         self.drop_endpoint(now, room, p)
         if restart:

@@ -1,7 +1,8 @@
 """Source bookkeeping, pure: Jingle sources and transports to Colibri2 and back, and source-set arithmetic.
 
-A participant's sources are an `EndpointSources` (SSRCs with their groups); what a client is told about the
-others is the difference between what it should know and what it was told (`diff_sources`).
+A participant's sources are an `EndpointSources` (SSRCs with their groups). The bridge gets them whole
+(`colibri_sources`); receivers are told a view of them (`strip_simulcast`), and what a client is told about
+the others is the difference between the views it should know and the views it was told (`diff_sources`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,36 @@ def diff_sources(a: EndpointSources, b: EndpointSources) -> EndpointSources:
         video=tuple(s for s in a.video if s.ssrc not in b.ssrcs),
         video_groups=tuple(g for g in a.video_groups if g not in b.video_groups),
     )
+
+
+def strip_simulcast(es: EndpointSources) -> EndpointSources:
+    """What receivers are told about a sender when simulcast is stripped (Jicofo's `strip-simulcast`).
+
+    Of each SIM group only its primary (first) SSRC stays, with its FID group and RTX SSRC; the SIM group,
+    the other layers, their FID groups and their RTX SSRCs go. The bridge rewrites whichever layer it
+    forwards onto the primary SSRC; told every layer, lib-jitsi-meet makes one m-line per group with the
+    same msid and Chrome refuses the description. Sources without a SIM group are returned unchanged.
+    """
+
+    def strip(
+        srcs: tuple[Source, ...], groups: tuple[SsrcGroup, ...]
+    ) -> tuple[tuple[Source, ...], tuple[SsrcGroup, ...]]:
+        sims = [g for g in groups if g.semantics == "SIM"]
+        if not sims:
+            return srcs, groups
+        primaries = {g.ssrcs[0] for g in sims if g.ssrcs}
+        layers = {ssrc for g in sims for ssrc in g.ssrcs[1:]}
+        rtx = {
+            g.ssrcs[1] for g in groups if g.semantics == "FID" and len(g.ssrcs) == 2 and g.ssrcs[0] in layers
+        }
+        # A primary is never dropped, whatever else a (hostile) sender's groups say about it.
+        gone = (layers | rtx) - primaries
+        kept_groups = tuple(g for g in groups if g.semantics != "SIM" and not set(g.ssrcs) & gone)
+        return tuple(s for s in srcs if s.ssrc not in gone), kept_groups
+
+    audio, audio_groups = strip(es.audio, es.audio_groups)
+    video, video_groups = strip(es.video, es.video_groups)
+    return EndpointSources(audio, audio_groups, video, video_groups)
 
 
 def inline_sources(

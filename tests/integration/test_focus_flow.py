@@ -3,12 +3,14 @@ participants that speak Jingle and real ICE/DTLS/SRTP (tests/helpers/jingle_peer
 
 Covers issue 5's focus items: the conference IQ, invitations through the MUC, media between participants,
 a leaving participant's endpoint expiring on its bridge, conferences spread across bridges by stress, a
-stopped bridge's participants moved to the other one with media resuming, and the Jingle errors.
+stopped bridge's participants moved to the other one with media resuming, and the Jingle errors; and a
+participant that acks its session-initiate but never accepts it being retried once, then reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -19,7 +21,7 @@ import pytest
 from signaling.focus import Focus, FocusConfig
 from signaling.jingle import Jingle, build_jingle
 from tests.helpers.bridges import BridgeProcess, start_bridge
-from tests.helpers.call import wait_until
+from tests.helpers.call import wait_until, wait_until_async
 from tests.helpers.jingle_peer import JinglePeer
 from tests.helpers.prosody import DOMAIN, Prosody
 
@@ -28,9 +30,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("loopback_ice")]
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
-@pytest.fixture
-async def focus(prosody: Prosody) -> AsyncIterator[Focus]:
-    config = FocusConfig(
+def focus_config(prosody: Prosody, **overrides: float) -> FocusConfig:
+    return FocusConfig(
         xmpp_port=prosody.c2s_port,
         domain=DOMAIN,
         password=prosody.focus_password,
@@ -39,8 +40,13 @@ async def focus(prosody: Prosody) -> AsyncIterator[Focus]:
         health_timeout=3.0,
         colibri_timeout=5.0,
         participant_rampup=1.0,
+        **overrides,  # type: ignore[arg-type]
     )
-    f = Focus(config)
+
+
+@pytest.fixture
+async def focus(prosody: Prosody) -> AsyncIterator[Focus]:
+    f = Focus(focus_config(prosody))
     await f.start()
     try:
         await f.wait_ready(timeout=15)
@@ -215,6 +221,69 @@ async def test_unknown_session_and_malformed_jingle_get_xmpp_errors(
         timeout=10,
     )
     assert focus.core.stats["errors_unknown_session"] == 1 and focus.core.stats["errors_bad_request"] == 1
+
+
+class SilentPeer(JinglePeer):
+    """Acks every Jingle IQ, as lib-jitsi-meet does, but never answers a session-initiate: the client whose
+    browser refused the offer (docs/jitsi-protocol.md 9)."""
+
+    async def _on_initiate(self, j: Jingle) -> None:
+        self.initiates.append(j)
+        self.sid = j.sid
+
+
+async def test_a_participant_that_never_accepts_is_retried_once_then_reported(
+    prosody: Prosody, tmp_path: Path, stack: AsyncExitStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="signaling.focus")
+    focus = Focus(focus_config(prosody, session_accept_timeout=1.5))
+    await focus.start()
+    stack.push_async_callback(focus.stop)
+    await focus.wait_ready(timeout=15)
+    bridge = await start_bridge(prosody, tmp_path, "jvb-silent")
+    stack.push_async_callback(bridge.stop)
+    await wait_bridges(focus, bridge)
+
+    (talker,) = await joined(stack, prosody, "quiet", 1)
+    silent = SilentPeer(prosody, "quiet")
+    stack.push_async_callback(silent.leave)
+    await silent.join()
+
+    def terminated() -> list[Jingle]:
+        return [j for j in silent.jingles if j.action == "session-terminate"]
+
+    await wait_until(
+        lambda: focus.core.stats["sessions_never_accepted"] == 1 and len(terminated()) == 2,
+        within=30,
+        describe=lambda: f"{dict(focus.core.stats)}; silent got {[j.action for j in silent.jingles]}",
+    )
+    # Over real XMPP: initiate, terminate, a fresh initiate (new sid), terminate with reason timeout.
+    assert [j.action for j in silent.jingles] == [
+        "session-initiate",
+        "session-terminate",
+        "session-initiate",
+        "session-terminate",
+    ]
+    first, retry = silent.initiates
+    assert first.sid != retry.sid and [j.sid for j in terminated()] == [first.sid, retry.sid]
+    reason = terminated()[1].reason
+    assert reason is not None and reason.condition == "timeout"
+    assert focus.core.stats["session_accept_timeouts"] == 2 and focus.core.stats["sessions_retried"] == 1
+    reports = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("quiet@conference.meet.test" in m and silent.nick in m for m in reports), reports
+    # The bridge keeps only the participant that accepted; its session was never disturbed.
+    room = focus.core.rooms["quiet@conference.meet.test"]
+    assert room.meeting_id is not None
+    await wait_until_async(
+        lambda: _endpoints_are(bridge, room.meeting_id or "", {talker.nick}),
+        within=10,
+    )
+    assert len(talker.initiates) == 1 and talker.sid == talker.initiates[0].sid
+    assert not talker.errors and not silent.errors
+
+
+async def _endpoints_are(bridge: BridgeProcess, meeting_id: str, nicks: set[str]) -> bool:
+    return await bridge.endpoints(meeting_id) == nicks
 
 
 def error_parts(reply: ET.Element) -> set[str]:

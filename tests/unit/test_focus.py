@@ -861,7 +861,8 @@ def restart(sid: str) -> Jingle:
 
 
 def test_restart_requests_reinvite_and_are_rate_limited() -> None:
-    net = Net(health_interval=1000.0)
+    # The re-invites are never accepted here: no accept timeout may end them during the test.
+    net = Net(health_interval=1000.0, session_accept_timeout=1000.0)
     net.add_bridge("jvb1")
     inits = in_call(net, "aaaa0001", "bbbb0002")
     sid = inits["aaaa0001"].sid

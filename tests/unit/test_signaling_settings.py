@@ -19,6 +19,8 @@ port = 10000
 max-rooms = 50
 rooms-per-minute-per-requester = 3
 room-join-timeout = 30
+strip-simulcast = false
+session-accept-timeout = 8
 bridge-jid-regexp = "jvb-[0-9]+@auth\\\\.meet\\\\.example/.*"
 
 [signaling.xmpp.limits]
@@ -32,6 +34,8 @@ def test_tables_override_only_what_they_name() -> None:
     focus = settings.focus_config(FocusConfig(domain="meet.example", password="pw"))
     assert (focus.max_rooms, focus.rooms_per_minute_per_requester, focus.room_join_timeout) == (50, 3, 30.0)
     assert focus.rooms_per_minute == FocusConfig().rooms_per_minute
+    assert (focus.strip_simulcast, focus.session_accept_timeout) == (False, 8.0)
+    assert (FocusConfig().strip_simulcast, FocusConfig().session_accept_timeout) == (True, 15.0)
     assert (focus.domain, focus.password) == ("meet.example", "pw")
     assert focus.bridge_jid_pattern().fullmatch("jvb-7@auth.meet.example/r")
     assert not focus.bridge_jid_pattern().fullmatch("jvb@auth.meet.example/r")
@@ -51,6 +55,11 @@ def test_tables_override_only_what_they_name() -> None:
         ("[signaling.focus]\nmax-rooms = true", "bad value for signaling.focus.max-rooms"),
         ("[signaling.focus]\nroom-join-timeout = 'soon'", "bad value for signaling.focus.room-join-timeout"),
         ("[signaling.focus]\nbridge-jid-regexp = '('", "bridge-jid-regexp"),
+        ("[signaling.focus]\nstrip-simulcast = 'yes'", "bad value for signaling.focus.strip-simulcast"),
+        (
+            "[signaling.focus]\nsession-accept-timeout = 0",
+            "bad value for signaling.focus.session-accept-timeout",
+        ),
         ("[signaling.xmpp.limits]\nstanza-rate = 'fast'", "bad value for signaling.xmpp.limits.stanza-rate"),
         ("[signaling.xmpp]\nlimitz = {}", "only a [signaling.xmpp.limits] table"),
         ("[signaling.other]\nx = 1", "unknown key signaling.other"),
