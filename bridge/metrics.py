@@ -23,6 +23,8 @@ mean exactly what JVB's do, so a JVB dashboard must not silently mistake them fo
 | `sluice_private_http_refused_total` | counter | `reason` (cross_origin, ...) | private API refusals |
 | `sluice_xmpp_iqs_refused_total` | counter | | IQs from senders that are not authorized sources |
 | `sluice_colibri2_refused_total` | counter | `limit` (conferences, ...) | Colibri2 refused at a limit |
+| `sluice_allocation_runs_total` / `_changes_total` | counter | | allocations computed / changed |
+| `sluice_allocation_sources_total` | counter | `reason` (`Reason`: last-n, ...) | in changed allocations |
 
 `sluice serve` adds its XMPP server's and focus's families (sluice/serve.py) through `extra`.
 
@@ -38,6 +40,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from bridge.allocation import AllocationStats, Reason
 from bridge.channel import ChannelStats
 from bridge.load import LoadSample
 
@@ -64,6 +67,8 @@ class BridgeMetrics:
     xmpp_iqs_refused: int | None = None
     #: Colibri2 requests refused at a limit, by limit (bridge/colibri2_handler.py); None leaves them out.
     colibri2_refused: Mapping[str, int] | None = None
+    #: The allocators' counters (bridge/allocation.py); None leaves them out.
+    allocation: AllocationStats | None = None
     #: More families from whoever composes the process (signaling in `sluice serve`).
     extra: tuple[Metric, ...] = ()
 
@@ -125,6 +130,8 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
         for limit, n in sorted(m.colibri2_refused.items()):
             limits.add_metric([limit], n)
         yield limits
+    if m.allocation is not None:
+        yield from _allocation_families(m.allocation)
     yield from m.extra
     if m.snapshot is None:
         return
@@ -176,6 +183,20 @@ def _channel_families(c: ChannelStats) -> Iterator[Metric]:
         for reason, count in sorted(counts.items()):
             family.add_metric([reason], count)
         yield family
+
+
+def _allocation_families(a: AllocationStats) -> Iterator[Metric]:
+    yield _counter("allocation_runs", "Receiver allocations computed.", a.runs)
+    yield _counter("allocation_changes", "Receiver allocations that changed (recorded decisions).", a.changes)
+    sources = CounterMetricFamily(
+        f"{PREFIX}_allocation_sources",
+        "Sources in receiver allocations that changed, by the reason for their layer.",
+        labels=["reason"],
+    )
+    # Every reason, 0 included, and nothing else: the label set is the Reason enum.
+    for reason in Reason:
+        sources.add_metric([str(reason)], a.reasons.get(str(reason), 0))
+    yield sources
 
 
 class _Snapshot(Collector):

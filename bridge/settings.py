@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.allocation import AllocationSettings
 from bridge.colibri2_handler import Colibri2Limits
 from bridge.config import BridgeConfig
 from bridge.load import DEFAULT_CAPACITY_PPS
@@ -214,6 +215,53 @@ def _count(value: object, text: bool) -> int:
     return n
 
 
+def _last_n(value: object, text: bool) -> int:
+    n = _int(value, text)
+    if n < -1:
+        raise ValueError("a last-n is a count of videos, or -1 for no limit")
+    return n
+
+
+def _non_negative(value: object, text: bool) -> float:
+    if text and isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number")
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number, 0 or more")
+    return float(value)
+
+
+_BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+_BITRATE_UNITS = {"": 1, "bps": 1, "kbps": 1000, "mbps": 1000**2, "gbps": 1000**3}
+
+
+def parse_bitrate(value: object) -> int:
+    """Bits per second from a jvb bitrate like "500 kbps" or "10 Mbps" (units are powers of 1000, any case),
+    or a plain number of bps."""
+    if isinstance(value, bool):
+        raise ValueError('expected a bitrate such as "500 kbps"')
+    if isinstance(value, int | float):
+        bps = float(value)
+    elif isinstance(value, str):
+        match = _BITRATE.match(value.lower())
+        if match is None or match.group(2) not in _BITRATE_UNITS:
+            raise ValueError('expected a bitrate such as "500 kbps" (units: bps, kbps, Mbps, Gbps)')
+        bps = float(match.group(1)) * _BITRATE_UNITS[match.group(2)]
+    else:
+        raise ValueError('expected a bitrate such as "500 kbps"')
+    if not 0 <= bps <= 2**63 - 1:
+        raise ValueError("a bitrate is 0 or more")
+    return round(bps)
+
+
+def _bitrate(value: object, text: bool) -> int:
+    return parse_bitrate(value)
+
+
 def _path_segment(value: object, text: bool) -> str:
     s = _nonblank(value, text)
     if "/" in s or "?" in s or "#" in s or any(c.isspace() for c in s):
@@ -316,6 +364,15 @@ _KEYS: dict[str, Parse] = {
     "videobridge.limits.max-endpoints-per-conference": _count,  # sluice
     "videobridge.limits.max-ssrcs-per-endpoint": _count,  # sluice
     "videobridge.load-management.load-measurements.packet-rate.load-threshold": _positive,
+    "videobridge.cc.bwe-change-threshold": _non_negative,
+    "videobridge.cc.default-max-height-px": _count,
+    "videobridge.cc.onstage-preferred-height-px": _count,
+    "videobridge.cc.onstage-preferred-framerate": _positive,
+    "videobridge.cc.allow-oversend-onstage": _bool,
+    "videobridge.cc.max-oversend-bitrate": _bitrate,
+    "videobridge.cc.jvb-last-n": _last_n,
+    "videobridge.cc.initial-last-n": _last_n,
+    "videobridge.cc.assumed-bandwidth-limit": _bitrate,
 }
 _XMPP_PREFIX = "videobridge.apis.xmpp-client.configs"
 #: Keys of one `[videobridge.apis.xmpp-client.configs.<name>]` table.
@@ -374,6 +431,7 @@ _TABLES = {key.rsplit(".", i)[0] for key in _KEYS for i in range(1, key.count(".
 # ---- the settings
 
 _LIMITS = Colibri2Limits()
+_CC = AllocationSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +507,17 @@ class Settings:
     max_conferences: int = _LIMITS.max_conferences
     max_endpoints_per_conference: int = _LIMITS.max_endpoints_per_conference
     max_ssrcs_per_endpoint: int = _LIMITS.max_ssrcs_per_endpoint
+    #: Bandwidth allocation, `[videobridge.cc]` (bridge/allocation.py, docs/allocation.md).
+    cc_bwe_change_threshold: float = _CC.bwe_change_threshold
+    cc_default_max_height_px: int = _CC.default_max_height_px
+    cc_onstage_preferred_height_px: int = _CC.onstage_preferred_height_px
+    cc_onstage_preferred_framerate: float = _CC.onstage_preferred_framerate
+    cc_allow_oversend_onstage: bool = _CC.allow_oversend_onstage
+    cc_max_oversend_bitrate_bps: int = _CC.max_oversend_bitrate_bps
+    cc_jvb_last_n: int = _CC.jvb_last_n
+    cc_initial_last_n: int = _CC.initial_last_n
+    #: None: a receiver's assumedBandwidthBps is ignored.
+    cc_assumed_bandwidth_limit_bps: int | None = _CC.assumed_bandwidth_limit_bps
     xmpp: tuple[XmppSettings, ...] = ()
 
     def bridge_config(self) -> BridgeConfig:
@@ -464,6 +533,19 @@ class Settings:
             max_conferences=self.max_conferences,
             max_endpoints_per_conference=self.max_endpoints_per_conference,
             max_ssrcs_per_endpoint=self.max_ssrcs_per_endpoint,
+        )
+
+    def allocation_settings(self) -> AllocationSettings:
+        return AllocationSettings(
+            default_max_height_px=self.cc_default_max_height_px,
+            onstage_preferred_height_px=self.cc_onstage_preferred_height_px,
+            onstage_preferred_framerate=self.cc_onstage_preferred_framerate,
+            allow_oversend_onstage=self.cc_allow_oversend_onstage,
+            max_oversend_bitrate_bps=self.cc_max_oversend_bitrate_bps,
+            initial_last_n=self.cc_initial_last_n,
+            jvb_last_n=self.cc_jvb_last_n,
+            bwe_change_threshold=self.cc_bwe_change_threshold,
+            assumed_bandwidth_limit_bps=self.cc_assumed_bandwidth_limit_bps,
         )
 
     def xmpp_client_configs(self) -> list[XmppClientConfig]:
@@ -655,6 +737,27 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         ),
         max_ssrcs_per_endpoint=get(
             "videobridge.limits.max-ssrcs-per-endpoint", defaults.max_ssrcs_per_endpoint
+        ),
+        cc_bwe_change_threshold=get("videobridge.cc.bwe-change-threshold", defaults.cc_bwe_change_threshold),
+        cc_default_max_height_px=get(
+            "videobridge.cc.default-max-height-px", defaults.cc_default_max_height_px
+        ),
+        cc_onstage_preferred_height_px=get(
+            "videobridge.cc.onstage-preferred-height-px", defaults.cc_onstage_preferred_height_px
+        ),
+        cc_onstage_preferred_framerate=get(
+            "videobridge.cc.onstage-preferred-framerate", defaults.cc_onstage_preferred_framerate
+        ),
+        cc_allow_oversend_onstage=get(
+            "videobridge.cc.allow-oversend-onstage", defaults.cc_allow_oversend_onstage
+        ),
+        cc_max_oversend_bitrate_bps=get(
+            "videobridge.cc.max-oversend-bitrate", defaults.cc_max_oversend_bitrate_bps
+        ),
+        cc_jvb_last_n=get("videobridge.cc.jvb-last-n", defaults.cc_jvb_last_n),
+        cc_initial_last_n=get("videobridge.cc.initial-last-n", defaults.cc_initial_last_n),
+        cc_assumed_bandwidth_limit_bps=get(
+            "videobridge.cc.assumed-bandwidth-limit", defaults.cc_assumed_bandwidth_limit_bps
         ),
         xmpp=tuple(configs),
     )
