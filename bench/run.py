@@ -252,7 +252,10 @@ async def started_bridge(
             f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {port}\n'
             '[videobridge.stats]\ninterval = "1s"\n'
             # A bench outlives the default idle timeout only if nobody stops sending; keep it long.
-            '[videobridge.entity-expiration]\ntimeout = "10min"\n' + shard
+            '[videobridge.entity-expiration]\ntimeout = "10min"\n'
+            # The emulated receivers sit on loopback and send no bandwidth feedback: the allocation gives
+            # them whatever their constraints ask for (by default 180p, the lowest simulcast layer).
+            '[videobridge.cc]\nreceiver-bandwidth = "10 Gbps"\n' + shard
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
         log_path = Path(tmp) / "bridge.log"

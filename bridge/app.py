@@ -26,6 +26,7 @@ from bridge.http import create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.public_http import ColibriWebSockets, create_public_app
+from bridge.selection import Selection
 from bridge.settings import Settings
 from bridge.xmpp import BridgeXmppClient
 from bridge.xmpp_core import BridgeState, package_version
@@ -55,6 +56,12 @@ class BridgeApp:
         self.state = BridgeState(drain=settings.initial_drain_mode, channel_stats=self.channels.stats)
         self.colibri2 = Colibri2Handler(self.bridge, shutdown=self.state, limits=settings.colibri2_limits())
         self.xmpp: list[BridgeXmppClient] = []
+        #: Which layer of each video every receiver gets (bridge/allocation.py), on changes and on a tick.
+        self.selection = Selection(
+            self.bridge,
+            settings.allocation_settings(),
+            bandwidth_bps=settings.cc_receiver_bandwidth_bps,
+        )
         #: Drain, graceful shutdown and idle expiry; `lifecycle.finished` says when to exit.
         self.lifecycle = Lifecycle(
             self.bridge,
@@ -78,6 +85,7 @@ class BridgeApp:
         self.web_sockets: ColibriWebSockets | None = None
         self._public: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._allocating: asyncio.Task[None] | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -95,6 +103,7 @@ class BridgeApp:
                 self.xmpp.append(client)
                 await client.start()
             self.lifecycle.start()
+            self._allocating = asyncio.create_task(self._allocate(), name="allocation")
             if not self.xmpp:
                 # Presence ticks the sampler; without any XMPP client, HTTP stats need their own tick.
                 self._ticker = asyncio.create_task(self._tick(), name="load-sampler")
@@ -114,11 +123,12 @@ class BridgeApp:
             except Exception:
                 log.exception("xmpp: stopping the client for %s failed", client.config.hostname)
         self.xmpp.clear()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        for task in (self._ticker, self._allocating):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._ticker = self._allocating = None
         if self._public is not None:
             # Closes every colibri websocket (on_shutdown) before the conferences go.
             await self._public.cleanup()
@@ -155,6 +165,7 @@ class BridgeApp:
             server_id=settings.websockets_server_id,
             heartbeat=settings.websockets_keepalive_interval if settings.websockets_keepalive_pings else None,
             compress=settings.websockets_compression,
+            on_asked=self.channel_changed,
         )
         runner = web.AppRunner(create_public_app(sockets), access_log=None, shutdown_timeout=5.0)
         await runner.setup()
@@ -178,7 +189,16 @@ class BridgeApp:
         )
 
     def _conference_changed(self, conference: Conference) -> None:
-        """A conference changed in the registry: the bridge channel follows (ForwardedSources, closes)."""
+        """A conference changed in the registry: its allocation is made again, and the bridge channel follows
+        (ForwardedSources, closes)."""
+        try:
+            self.selection.run(time.monotonic(), conference)
+        except Exception:
+            # The Colibri2 answer must not fail because of the allocation; the next tick tries again.
+            log.exception("allocation: conference %s failed", conference.id)
+        self._sync_channel(conference)
+
+    def _sync_channel(self, conference: Conference) -> None:
         if self.web_sockets is None:
             return
         try:
@@ -186,6 +206,29 @@ class BridgeApp:
         except Exception:
             # The Colibri2 answer must not fail because of the channel.
             log.exception("colibri-ws: following conference %s failed", conference.id)
+
+    def channel_changed(self, conference_id: str) -> None:
+        """A bridge-channel message changed what a receiver asks for (constraints, lastN, video types)."""
+        conference = self.bridge.get_conference(conference_id)
+        if conference is not None:
+            self._conference_changed(conference)
+
+    async def _allocate(self) -> None:
+        """Every allocation interval: the layers' measured bitrates from the packet path, then every
+        conference's allocation again (a stats timeout skips one round)."""
+        while True:
+            await asyncio.sleep(self.settings.cc_allocation_interval)
+            try:
+                stats = await self.bridge.get_stats()
+            except TimeoutError:
+                continue
+            try:
+                changed = self.selection.on_stats(time.monotonic(), stats)
+            except Exception:
+                log.exception("allocation: a round failed")
+                continue
+            for conference in changed:
+                self._sync_channel(conference)
 
     async def _start_http(self) -> None:
         port = self.settings.private_http_port
@@ -203,6 +246,7 @@ class BridgeApp:
             ),
             token=self.settings.private_http_token,
             extra_metrics=self.extra_metrics,
+            selection=self.selection,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -151,6 +151,10 @@ class Endpoint:
         #: What its bridge channel said: receiver constraints merged so far (their lastN is `last_n`), the
         #: video type of each of its sources and of the deprecated single one, its audio subscription.
         self.video_constraints = ReceiverVideoConstraints()
+        #: What the allocation last gave it: per other video source, the layer index (None: nothing), as
+        #: sent to the packet path; and the sources it gets (None: no allocation yet, every source).
+        self.allocation: list[tuple[str, int | None]] | None = None
+        self.forwarded_sources: frozenset[str] | None = None
         self.video_types: dict[str, VideoType] = {}
         self.video_type: VideoType | None = None
         self.audio_subscription = ReceiverAudioSubscription()
@@ -231,6 +235,13 @@ class Endpoint:
         if types != self._payload_types:
             self._payload_types = types
             self._native.set_payload_types(self.transport_id, types)
+
+    def set_allocation(self, targets: list[tuple[str, int | None]]) -> None:
+        """The layer of each named video source this endpoint receives (None: nothing); replaces the last."""
+        self._check_open()
+        self.allocation = targets
+        self.forwarded_sources = frozenset(name for name, layer in targets if layer is not None)
+        self._native.set_allocation(self.transport_id, targets)
 
     def request_keyframe(self, ssrc: int) -> None:
         self._check_open()

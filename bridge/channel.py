@@ -379,6 +379,10 @@ class Close:
 Action = Send | Close
 
 
+#: Messages that change what a receiver gets: the allocation follows them.
+ASKING = (ReceiverVideoConstraints, LastNChangedEvent, SourceVideoTypeMessage, VideoTypeMessage)
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """The result of one incoming frame: the parsed message or the error, and what to send."""
@@ -469,7 +473,11 @@ class ConferenceChannel:
         return actions
 
     def forwarded_to(self, endpoint_id: str) -> frozenset[str]:
-        """Without an allocator the bridge forwards every video source of every other endpoint."""
+        """The video sources the endpoint's allocation gives it; before it has one, every other endpoint's
+        (the packet path forwards each source's top layer until then)."""
+        ep = self.conference.endpoints.get(endpoint_id)
+        if ep is not None and ep.forwarded_sources is not None:
+            return ep.forwarded_sources
         return frozenset(
             s.name
             for ep in self.conference.endpoints.values()

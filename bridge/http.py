@@ -48,6 +48,7 @@ from bridge.colibri2_handler import COLIBRI2_LIMITS, Colibri2Handler
 from bridge.lifecycle import Lifecycle
 from bridge.load import LoadSampler
 from bridge.metrics import BridgeMetrics, render
+from bridge.selection import Selection
 from bridge.xmpp_core import colibri_stats
 from colibri2.json import MAX_JSON_BYTES, conference_modified_to_json, conference_modify_from_json
 from colibri2.model import Colibri2Error
@@ -225,10 +226,12 @@ class PrivateApi:
         average_participant_stress: float = 0.01,
         health_timeout: float = HEALTH_TIMEOUT_S,
         extra_metrics: Callable[[], Iterable[Metric]] | None = None,
+        selection: Selection | None = None,
     ) -> None:
         self.bridge = bridge
         self.handler = handler
         self.extra_metrics = extra_metrics
+        self.selection = selection
         self.lifecycle = lifecycle
         self.state = lifecycle.state
         self.sampler = sampler
@@ -315,12 +318,23 @@ class PrivateApi:
                 private_http_refused={r: self.state.private_http_refused[r] for r in REFUSAL_REASONS},
                 xmpp_iqs_refused=self.state.xmpp_iqs_refused,
                 colibri2_refused={limit: self.handler.refused[limit] for limit in COLIBRI2_LIMITS},
+                allocation=self.selection.stats if self.selection is not None else None,
                 extra=tuple(self.extra_metrics()) if self.extra_metrics is not None else (),
             ),
             request.headers.get("Accept"),
         )
         # Content-Type carries parameters (version, charset), so set the header as a whole.
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def allocation(self, request: web.Request) -> web.Response:
+        """The allocation flight recorder of one conference: each receiver's recent decisions, with a reason
+        per source (docs/allocation.md)."""
+        conference = self.bridge.conference_by_meeting(request.match_info["meeting_id"])
+        if conference is None or self.selection is None:
+            raise web.HTTPNotFound(text="no such conference")
+        return web.json_response(
+            {"meeting_id": conference.meeting_id, "receivers": self.selection.dump(conference.id)}
+        )
 
     # ---- Colibri2 over JSON (2.7)
 
@@ -443,6 +457,7 @@ def create_private_app(
     allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
     token: str | None = None,
     extra_metrics: Callable[[], Iterable[Metric]] | None = None,
+    selection: Selection | None = None,
 ) -> web.Application:
     """The private HTTP API (bind it to 127.0.0.1, as JVB does on 8080).
 
@@ -458,6 +473,7 @@ def create_private_app(
         average_participant_stress=average_participant_stress,
         health_timeout=health_timeout,
         extra_metrics=extra_metrics,
+        selection=selection,
     )
     # A larger body is refused by aiohttp with 413 (made JSON by the middleware).
     guard = _guard(private_host_names(allowed_hosts), token, api.state.private_http_refused)
@@ -471,6 +487,7 @@ def create_private_app(
             web.post("/colibri/v2/conferences", api.create_conference),
             web.get("/colibri/v2/conferences", api.list_conferences),
             web.get("/colibri/v2/conferences/{meeting_id}", api.get_conference),
+            web.get("/debug/conferences/{meeting_id}/allocation", api.allocation),
             web.patch("/colibri/v2/conferences/{meeting_id}", api.patch_conference),
             web.get("/colibri/drain", api.get_drain),
             web.post("/colibri/drain/enable", api.enable_drain),

@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.bridge import Bridge
 from bridge.channel import (
+    ASKING,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     Action,
@@ -114,9 +115,12 @@ class ColibriWebSockets:
         compress: bool = True,
         close_timeout: float = 5.0,
         queue_size: int = QUEUE_SIZE,
+        on_asked: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_asked(conference_id)`: a receiver changed what it asks for (constraints, lastN, video type)."""
         self.bridge = bridge
         self.channels = channels
+        self.on_asked = on_asked
         self.server_id = server_id
         self.heartbeat = heartbeat
         self.compress = compress
@@ -208,6 +212,8 @@ class ColibriWebSockets:
                     if result.error is not None:
                         log.debug("colibri-ws: %s refused a frame: %s", endpoint_id, result.error)
                     self.apply(conference_id, result.actions)
+                    if result.error is None and isinstance(result.message, ASKING) and self.on_asked:
+                        self.on_asked(conference_id)
                 elif msg.type is WSMsgType.BINARY:
                     self.channels.reject("binary", "the bridge channel carries text frames only")
         finally:

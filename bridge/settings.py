@@ -373,6 +373,8 @@ _KEYS: dict[str, Parse] = {
     "videobridge.cc.jvb-last-n": _last_n,
     "videobridge.cc.initial-last-n": _last_n,
     "videobridge.cc.assumed-bandwidth-limit": _bitrate,
+    "videobridge.cc.receiver-bandwidth": _bitrate,  # sluice
+    "videobridge.cc.allocation-interval": _duration,  # sluice
 }
 _XMPP_PREFIX = "videobridge.apis.xmpp-client.configs"
 #: Keys of one `[videobridge.apis.xmpp-client.configs.<name>]` table.
@@ -518,6 +520,10 @@ class Settings:
     cc_initial_last_n: int = _CC.initial_last_n
     #: None: a receiver's assumedBandwidthBps is ignored.
     cc_assumed_bandwidth_limit_bps: int | None = _CC.assumed_bandwidth_limit_bps
+    #: Every receiver's available bandwidth until congestion control estimates it (jvb's initial estimate).
+    cc_receiver_bandwidth_bps: int = 2_500_000
+    #: How often layer bitrates are read from the packet path and every conference reallocated.
+    cc_allocation_interval: float = 1.0
     xmpp: tuple[XmppSettings, ...] = ()
 
     def bridge_config(self) -> BridgeConfig:
@@ -759,6 +765,10 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         cc_assumed_bandwidth_limit_bps=get(
             "videobridge.cc.assumed-bandwidth-limit", defaults.cc_assumed_bandwidth_limit_bps
         ),
+        cc_receiver_bandwidth_bps=get(
+            "videobridge.cc.receiver-bandwidth", defaults.cc_receiver_bandwidth_bps
+        ),
+        cc_allocation_interval=get("videobridge.cc.allocation-interval", defaults.cc_allocation_interval),
         xmpp=tuple(configs),
     )
 

@@ -500,21 +500,71 @@ impl Snapshot {
                 if tx.index == rx.index {
                     continue;
                 }
-                // A selective forwarding unit sends a receiver one layer of a simulcast Source: with no
-                // allocation (the bench sets none), the top one, whose packets the receiver expects
-                // (packets of another layer showing up are not counted against its loss; the receive
-                // streams show them). The raw relay fans every layer out, so there each is expected.
-                let top = tx
-                    .outgoing
-                    .iter()
-                    .filter(|o| o.kind == Kind::Video)
-                    .map(|o| o.layer)
-                    .max()
-                    .unwrap_or(0);
-                let selective = mode == Mode::Secure.as_str() && top > 0;
+                // A selective forwarding unit sends a receiver one layer of a simulcast Source, which
+                // layer its allocation says and may change: what the receiver expects is that stream,
+                // gapless, on the Source's one received SSRC. Its loss is the stream's sequence gaps
+                // (packets sent but not received), its received count the layer packets that came
+                // (counted per sent layer in `rx.streams`). Nothing received at all counts the lowest
+                // layer as lost: the least any allocation forwards. The raw relay fans every layer
+                // out, so there each is expected as sent.
+                let simulcast = tx.outgoing.iter().filter(|o| o.kind == Kind::Video).count() > 1;
+                if mode == Mode::Secure.as_str() && simulcast {
+                    let stream = rx
+                        .receive
+                        .iter()
+                        .find(|r| r.sender == tx.index && r.kind == Kind::Video);
+                    let layers: Vec<&OutgoingReport> = tx
+                        .outgoing
+                        .iter()
+                        .filter(|o| o.kind == Kind::Video)
+                        .collect();
+                    let trackers: Vec<&&StreamTracker> = layers
+                        .iter()
+                        .filter_map(|l| by_key.get(&(tx.index, l.ssrc)))
+                        .collect();
+                    let received: u64 = trackers.iter().map(|t| t.received).sum();
+                    let latency_sum: u64 = trackers.iter().map(|t| t.latency_sum_ns).sum();
+                    let (lost, layer) = match stream {
+                        Some(r) => (r.seq_gaps.saturating_sub(r.seq_late), r.layer),
+                        None => (layers.iter().map(|l| l.sent).min().unwrap_or(0), 0),
+                    };
+                    snap.expected += received + lost;
+                    snap.lost += lost;
+                    if detail {
+                        let o = layers
+                            .iter()
+                            .find(|l| l.layer == layer)
+                            .copied()
+                            .or(layers.first().copied());
+                        if let Some(o) = o {
+                            snap.streams.push(StreamStats {
+                                receiver: rx.index,
+                                group: rx.group,
+                                sender: tx.index,
+                                ssrc: o.ssrc,
+                                kind: o.kind,
+                                layer,
+                                sent: received + lost,
+                                sent_payload_bytes: o.payload_bytes,
+                                received,
+                                lost,
+                                gap_lost: lost,
+                                duplicates: trackers.iter().map(|t| t.duplicates).sum(),
+                                reordered: trackers.iter().map(|t| t.reordered).sum(),
+                                latency_mean_ns: (received > 0)
+                                    .then(|| latency_sum as f64 / received as f64),
+                                latency_max_ns: trackers
+                                    .iter()
+                                    .filter(|t| t.received > 0)
+                                    .map(|t| t.latency_max_ns)
+                                    .max(),
+                            });
+                        }
+                    }
+                }
                 for o in &tx.outgoing {
                     let t = by_key.get(&(tx.index, o.ssrc));
-                    if selective && o.kind == Kind::Video && o.layer != top {
+                    if mode == Mode::Secure.as_str() && simulcast && o.kind == Kind::Video {
                         continue;
                     }
                     let received = t.map_or(0, |t| t.received);

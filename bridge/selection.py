@@ -1,0 +1,172 @@
+"""Selective forwarding, applied: the Allocator (bridge/allocation.py) run for each conference over the
+registry and the packet path's layer figures, its decisions sent to the native core as one SetAllocation per
+receiver whose allocation changed, and what each receiver gets kept on its endpoint (the bridge channel's
+ForwardedSources reads it).
+
+It runs on a tick, with each native stats snapshot (the measured bitrate and keyframe size of every layer),
+and on every change of a conference (joins, sources, constraints, video types). Sans-IO apart from the seam
+calls the registry's endpoints make: the caller passes the time and the snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from bridge.allocation import (
+    Allocation,
+    AllocationSettings,
+    AllocationStats,
+    Allocator,
+    Layer,
+    Reason,
+    Receiver,
+    VideoSource,
+)
+from bridge.bridge import Bridge, Conference, Endpoint
+
+#: Native layer figures by (router, sender transport, source name): per layer index, (bitrate bps, height).
+LayerFigures = dict[tuple[int, int, str], dict[int, tuple[int, int]]]
+
+
+def native_target(decision: Any) -> int | None:
+    """The layer index the packet path forwards for one source's decision (None: nothing).
+
+    A source in lastN whose layers are not measured yet (`layer-missing`: it has just started, or its figures
+    are a tick behind) gets its lowest layer, so its first keyframe is forwarded without waiting for a tick;
+    the next allocation corrects it once bitrates are known.
+    """
+    if decision.layer is not None:
+        return int(decision.layer.spatial)
+    if decision.reason == Reason.LAYER_MISSING:
+        return 0
+    return None
+
+
+class Selection:
+    """The allocation of every conference of one registry."""
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        settings: AllocationSettings | None = None,
+        *,
+        bandwidth_bps: int = 2_500_000,
+        stats: AllocationStats | None = None,
+    ) -> None:
+        """`bandwidth_bps`: every receiver's available bandwidth until congestion control estimates it (jvb's
+        `jmt.bwe.estimator.initial-bw`, 2.5 Mbit/s)."""
+        self.bridge = bridge
+        self.settings = settings or AllocationSettings()
+        self.bandwidth_bps = bandwidth_bps
+        self.stats = stats if stats is not None else AllocationStats()
+        self._allocators: dict[str, Allocator] = {}
+        self._layers: LayerFigures = {}
+
+    # -- inputs
+
+    def on_stats(self, now: float, snapshot: Mapping[str, object]) -> list[Conference]:
+        """A native stats snapshot: takes its layer figures and reallocates every conference. Returns the
+        conferences where some receiver's forwarded set changed."""
+        layers: LayerFigures = {}
+        raw = snapshot.get("layers")
+        for entry in raw if isinstance(raw, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            key = (int(entry["router"]), int(entry["transport"]), str(entry["source"]))
+            height = entry.get("height")
+            layers.setdefault(key, {})[int(entry["layer"])] = (
+                int(entry["bitrate_bps"]),
+                int(height) if isinstance(height, int) else 0,
+            )
+        self._layers = layers
+        return [c for c in list(self.bridge.conferences.values()) if self.run(now, c)]
+
+    def run(self, now: float, conference: Conference) -> bool:
+        """Reallocates one conference; sends each changed receiver's allocation across the seam. Returns
+        whether a receiver's forwarded set changed."""
+        if conference.closed:
+            self.forget(conference.id)
+            return False
+        allocator = self._allocators.get(conference.id)
+        if allocator is None:
+            allocator = self._allocators[conference.id] = Allocator(self.settings, stats=self.stats)
+        endpoints = list(conference.endpoints.values())
+        receivers = [
+            Receiver(ep.id, self.bandwidth_bps, replace(ep.video_constraints, last_n=ep.last_n))
+            for ep in endpoints
+            if not ep.closed
+        ]
+        changed = allocator.update(now, receivers, self.speakers(conference), self._sources(conference))
+        forwarded_changed = False
+        for receiver_id, allocation in changed.items():
+            ep = conference.endpoints.get(receiver_id)
+            if ep is None or ep.closed:
+                continue
+            forwarded_changed |= self._apply(ep, allocation)
+        return forwarded_changed
+
+    def speakers(self, conference: Conference) -> list[str]:
+        """The speaker order, most recent first. Until dominant-speaker detection exists: join order."""
+        return list(conference.endpoints)
+
+    def forget(self, conference_id: str) -> None:
+        self._allocators.pop(conference_id, None)
+
+    # -- the private API's view
+
+    def history(self, conference_id: str, endpoint_id: str) -> list[dict[str, Any]]:
+        allocator = self._allocators.get(conference_id)
+        return allocator.history(endpoint_id) if allocator is not None else []
+
+    def dump(self, conference_id: str) -> dict[str, list[dict[str, Any]]]:
+        allocator = self._allocators.get(conference_id)
+        return allocator.dump() if allocator is not None else {}
+
+    # -- internals
+
+    def _sources(self, conference: Conference) -> list[VideoSource]:
+        out: list[VideoSource] = []
+        for ep in conference.endpoints.values():
+            if ep.closed:
+                continue
+            for s in ep.sources:
+                if s.kind != "video" or not s.name:
+                    continue
+                figures = self._layers.get((conference.router_id, ep.transport_id, s.name), {})
+                out.append(
+                    VideoSource(
+                        name=s.name,
+                        owner=ep.id,
+                        video_type=ep.video_types.get(s.name, ep.video_type or "camera"),
+                        muted=ep.force_mute_video,
+                        layers=tuple(
+                            Layer(spatial=i, temporal=0, height=h, frame_rate=0.0, bitrate_bps=bps)
+                            for i, (bps, h) in sorted(figures.items())
+                        )
+                        or _unmeasured(s),
+                    )
+                )
+        return out
+
+    def _apply(self, ep: Endpoint, allocation: Allocation) -> bool:
+        targets = [(s.source, native_target(s)) for s in allocation.sources]
+        if ep.allocation == targets:
+            return False
+        before = ep.forwarded_sources
+        ep.set_allocation(targets)
+        return ep.forwarded_sources != before
+
+
+def _unmeasured(source: Any) -> tuple[Layer, ...]:
+    """The layers of a source no figures came for yet: signalled, not received (bitrate 0)."""
+    count = max(1, _layer_count(source.groups, source.ssrcs))
+    return tuple(Layer(spatial=i, temporal=0, height=0, frame_rate=0.0, bitrate_bps=0) for i in range(count))
+
+
+def _layer_count(groups: Iterable[Any], ssrcs: Iterable[int]) -> int:
+    for g in groups:
+        if g.semantics == "SIM":
+            return len(g.ssrcs)
+    return 1
