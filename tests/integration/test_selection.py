@@ -1,0 +1,189 @@
+"""Selective forwarding end to end on a real BridgeApp: emulated endpoints (real ICE, DTLS-SRTP, VP8
+simulcast) allocated through the Colibri2 JSON API, receivers asking through the bridge channel (colibri
+websockets), the Allocator choosing, the packet path projecting one layer onto each Source's primary SSRC.
+
+- A receiver without a bridge channel gets jvb's default, 180p: the lowest layer.
+- A receiver asking 720p gets the top layer, switched at a keyframe, gapless; lastN 0 stops its video.
+- ForwardedSources follows, and the flight recorder says why per source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bench import _native
+from bench.colibri import ColibriClient, LocalTransport, SourceSet
+from bridge.app import BridgeApp
+from bridge.channel import colibri_ws_url
+from bridge.settings import parse_settings
+
+pytestmark = pytest.mark.integration
+
+MEETING = "selection-e2e"
+TOML = """
+[videobridge.ice.udp]
+port = 0
+bind-addresses = ["127.0.0.1"]
+
+[videobridge.http-servers.private]
+host = "127.0.0.1"
+port = 0
+
+[videobridge.http-servers.public]
+host = "127.0.0.1"
+port = 0
+
+[videobridge.websockets]
+enabled = true
+
+[videobridge.cc]
+allocation-interval = "300ms"
+"""
+
+SENDER, TALL, DEFAULT = 0, 1, 2
+
+
+@dataclass
+class Call:
+    app: BridgeApp
+    lg: _native.LoadGen
+    http: aiohttp.ClientSession
+    base: str
+
+    def video_stream(self, receiver: int) -> dict[str, Any] | None:
+        """What `receiver` gets of the sender's video (its one received video stream)."""
+        streams = self.lg.stats(detail=True)["receive_streams"]
+        mine = [s for s in streams if s["receiver"] == receiver and s["kind"] == "video"]
+        assert len(mine) <= 1, mine
+        return dict(mine[0]) if mine else None
+
+    async def until(self, what: str, predicate: Callable[[], bool], within: float = 5.0) -> float:
+        start = time.monotonic()
+        while not predicate():
+            if time.monotonic() - start > within:
+                raise AssertionError(f"{what}: not within {within} s")
+            await asyncio.sleep(0.1)
+        return time.monotonic() - start
+
+
+@pytest.fixture
+async def call() -> AsyncIterator[Call]:
+    app = BridgeApp(parse_settings(TOML))
+    await app.start()
+    lg = _native.LoadGen(video_bitrate_bps=900_000, fps=30)
+    try:
+        assert app.http_port is not None
+        base = f"http://127.0.0.1:{app.http_port}"
+        async with aiohttp.ClientSession() as http:
+            colibri = ColibriClient(base, http)
+            eps = lg.create_endpoints(3, 0)
+            answers = {}
+            for i, ep in enumerate(eps):
+                answers[ep["index"]] = await colibri.create_endpoint(
+                    MEETING, f"lg{ep['index']}", first=i == 0
+                )
+            for i, ep in enumerate(eps):
+                index = ep["index"]
+                audio, video = lg.default_sources(index, 3) if i == SENDER else (None, [])
+                lg.set_sources(index, audio, video)
+                local = LocalTransport(
+                    ufrag=ep["ufrag"],
+                    pwd=ep["pwd"],
+                    fingerprint_hash=ep["fingerprint_hash"],
+                    fingerprint=ep["fingerprint"],
+                    candidates=tuple((c["ip"], c["port"]) for c in ep["candidates"]),
+                    setup=ep["setup"],
+                )
+                sources = SourceSet(f"lg{index}", audio, tuple(video))
+                await colibri.connect_endpoint(MEETING, f"lg{index}", local, sources)
+                bt = answers[index]
+                lg.connect(
+                    index,
+                    bt.ufrag,
+                    bt.pwd,
+                    [(ip, port, 2130706431, "host") for ip, port in bt.candidates],
+                    [(bt.fingerprint_hash, bt.fingerprint)],
+                    "actpass",
+                )
+            assert await asyncio.to_thread(lg.wait_connected, 20.0), lg.failed()
+            lg.start()
+            yield Call(app, lg, http, base)
+    finally:
+        lg.shutdown()
+        await app.stop()
+
+
+async def channel(call: Call, index: int) -> aiohttp.ClientWebSocketResponse:
+    conference = call.app.bridge.conference_by_meeting(MEETING)
+    assert conference is not None
+    ep = conference.endpoints[f"lg{index}"]
+    (base,) = call.app.colibri2.web_socket_bases
+    return await call.http.ws_connect(colibri_ws_url(base, conference.id, ep.id, ep.pwd))
+
+
+async def forwarded_sources(ws: aiohttp.ClientWebSocketResponse, within: float = 5.0) -> list[str]:
+    """The next ForwardedSources the bridge sends on `ws`."""
+    async with asyncio.timeout(within):
+        while True:
+            msg = json.loads((await ws.receive()).data)
+            if msg.get("colibriClass") == "ForwardedSources":
+                return list(msg["forwardedSources"])
+
+
+async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stops_video(call: Call) -> None:
+    tall = await channel(call, TALL)
+    assert await forwarded_sources(tall) == ["lg0-v0"]
+
+    # No channel and no constraints: 180p, the lowest layer, for both receivers to begin with.
+    await call.until(
+        "both on layer 0",
+        lambda: all(
+            (s := call.video_stream(r)) and s["frames"] >= 15 and s["layer"] == 0 for r in (TALL, DEFAULT)
+        ),
+    )
+
+    # 720p asked: the top layer within 3 s (the allocation, a PLI, the sender's keyframe), switched at it.
+    await tall.send_str(
+        json.dumps({"colibriClass": "ReceiverVideoConstraints", "defaultConstraints": {"maxHeight": 720}})
+    )
+    took = await call.until(
+        "720p reaches the tall receiver",
+        lambda: (s := call.video_stream(TALL)) is not None and s["layer"] == 2,
+        within=3.0,
+    )
+    await asyncio.sleep(1.0)
+    tall_stream, other = call.video_stream(TALL), call.video_stream(DEFAULT)
+    assert tall_stream is not None and other is not None
+    assert tall_stream["layer"] == 2 and other["layer"] == 0, (tall_stream, other)
+    # One stream on the primary SSRC, gapless across the switch, which came at a keyframe; no freeze.
+    assert tall_stream["ssrc"] == other["ssrc"] == _native.LoadGen.default_sources(SENDER, 3)[1][0]
+    assert tall_stream["seq_gaps"] == 0 and other["seq_gaps"] == 0, (tall_stream, other)
+    assert tall_stream["layer_switches"] == 1 and tall_stream["switches_off_keyframe"] == 0, tall_stream
+    assert tall_stream["freezes"] == 0 and other["layer_switches"] == 0, (tall_stream, other)
+    assert took < 3.0
+
+    # The flight recorder: the tall receiver's last decision forwards the top layer ("forwarded").
+    async with call.http.get(f"{call.base}/debug/conferences/{MEETING}/allocation") as resp:
+        assert resp.status == 200
+        recorder = await resp.json()
+    (last,) = recorder["receivers"]["lg1"][-1:]
+    assert [(s["source"], s["reason"]) for s in last["sources"]] == [("lg0-v0", "forwarded")], last
+
+    # lastN 0: no video at all, and ForwardedSources says so.
+    await tall.send_str(json.dumps({"colibriClass": "ReceiverVideoConstraints", "lastN": 0}))
+    assert await forwarded_sources(tall) == []
+    await asyncio.sleep(0.5)
+    stopped = call.video_stream(TALL)
+    await asyncio.sleep(1.0)
+    assert call.video_stream(TALL) == stopped, "video still reaches a receiver with lastN 0"
+    other_later = call.video_stream(DEFAULT)
+    assert other_later is not None and other_later["packets"] > other["packets"], "the other receiver stopped"
+    await tall.close()
