@@ -21,18 +21,21 @@ from colibri2.model import (
     MediaSource,
     Parameter,
     PayloadType,
+    RtpHdrExt,
     SourceDesc,
     SsrcGroupDesc,
     Transport,
 )
 
-#: Jicofo's defaults (2.8), trimmed to what the load generator sends: opus 111 and VP8 100.
+#: Jicofo's defaults (2.8), trimmed to what the load generator sends: opus 111 with audio levels in
+#: extension 1, and VP8 100.
 MEDIAS = (
     Media(
         "audio",
         payload_types=(
             PayloadType(111, "opus", 48000, 2, (Parameter("minptime", "10"), Parameter("useinbandfec", "1"))),
         ),
+        rtp_hdrexts=(RtpHdrExt(1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"),),
     ),
     Media("video", payload_types=(PayloadType(100, "VP8", 90000),)),
 )

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client.metrics_core import Metric
 
 from bridge.bridge import Bridge, Conference
-from bridge.channel import BridgeChannels
+from bridge.channel import BridgeChannels, dominant_speaker_changed
 from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
@@ -28,6 +28,7 @@ from bridge.load import LoadSampler
 from bridge.public_http import ColibriWebSockets, create_public_app
 from bridge.selection import Selection
 from bridge.settings import Settings
+from bridge.speakers import Speakers
 from bridge.xmpp import BridgeXmppClient
 from bridge.xmpp_core import BridgeState, package_version
 from colibri2.model import Colibri2Error
@@ -56,11 +57,15 @@ class BridgeApp:
         self.state = BridgeState(drain=settings.initial_drain_mode, channel_stats=self.channels.stats)
         self.colibri2 = Colibri2Handler(self.bridge, shutdown=self.state, limits=settings.colibri2_limits())
         self.xmpp: list[BridgeXmppClient] = []
+        #: Dominant speaker detection from the packet path's audio levels (bridge/speakers.py).
+        self.speakers = Speakers(settings.speech_activity())
+        self.bridge.on_audio_levels = self._audio_levels
         #: Which layer of each video every receiver gets (bridge/allocation.py), on changes and on a tick.
         self.selection = Selection(
             self.bridge,
             settings.allocation_settings(),
             bandwidth_bps=settings.cc_receiver_bandwidth_bps,
+            speakers=self.speakers,
         )
         #: Drain, graceful shutdown and idle expiry; `lifecycle.finished` says when to exit.
         self.lifecycle = Lifecycle(
@@ -191,6 +196,8 @@ class BridgeApp:
     def _conference_changed(self, conference: Conference) -> None:
         """A conference changed in the registry: its allocation is made again, and the bridge channel follows
         (ForwardedSources, closes)."""
+        if conference.closed:
+            self.speakers.forget(conference.id)
         try:
             self.selection.run(time.monotonic(), conference)
         except Exception:
@@ -206,6 +213,22 @@ class BridgeApp:
         except Exception:
             # The Colibri2 answer must not fail because of the channel.
             log.exception("colibri-ws: following conference %s failed", conference.id)
+
+    def _audio_levels(self, conference: Conference, levels: dict[str, tuple[int, bool]]) -> None:
+        """A tick of audio levels: a new dominant speaker is announced on the bridge channel and moves up in
+        every receiver's allocation."""
+        now = time.monotonic()
+        change = self.speakers.conference(conference.id).update(now, levels, conference.endpoints)
+        if change is None:
+            return
+        if self.web_sockets is not None:
+            text = dominant_speaker_changed(change.dominant, change.previous, change.silence)
+            self.web_sockets.apply(conference.id, self.channels.broadcast(conference.id, text))
+        try:
+            if self.selection.run(now, conference):
+                self._sync_channel(conference)
+        except Exception:
+            log.exception("allocation: conference %s failed", conference.id)
 
     def channel_changed(self, conference_id: str) -> None:
         """A bridge-channel message changed what a receiver asks for (constraints, lastN, video types)."""
@@ -247,6 +270,7 @@ class BridgeApp:
             token=self.settings.private_http_token,
             extra_metrics=self.extra_metrics,
             selection=self.selection,
+            speakers=self.speakers,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

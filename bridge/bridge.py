@@ -38,6 +38,7 @@ from bridge.description import Candidate, Fingerprint, Source, TransportDescript
 from bridge.seam import (
     TRANSPORT_STATES,
     NativeSeam,
+    audio_level_id,
     local_fingerprint,
     to_native_candidate,
     to_native_fingerprint,
@@ -142,6 +143,7 @@ class Endpoint:
         self.medias: tuple[Media, ...] = ()
         #: The video payload types last sent to the packet path.
         self._payload_types: list[_native.PayloadType] = []
+        self._audio_level_id: int | None = None
         #: Colibri2 force-mute: kinds whose media from this endpoint reaches nobody (it still receives).
         self.force_mute_audio = False
         self.force_mute_video = False
@@ -235,6 +237,10 @@ class Endpoint:
         if types != self._payload_types:
             self._payload_types = types
             self._native.set_payload_types(self.transport_id, types)
+        level_id = audio_level_id(medias)
+        if level_id != self._audio_level_id:
+            self._audio_level_id = level_id
+            self._native.set_audio_level_id(self.transport_id, level_id)
 
     def set_allocation(self, targets: list[tuple[str, int | None]]) -> None:
         """The layer of each named video source this endpoint receives (None: nothing); replaces the last."""
@@ -352,6 +358,7 @@ class Bridge:
         self._ids = itertools.count(1)
         self._conferences: dict[str, Conference] = {}
         self._by_meeting: dict[str, Conference] = {}
+        self._by_router: dict[int, Conference] = {}
         self._transports: dict[int, Endpoint] = {}
         self._stats_waiters: dict[int, asyncio.Future[dict[str, object]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -360,6 +367,9 @@ class Bridge:
         #: Called once for each conference whose endpoints or sources changed (or that closed), after the
         #: change (after the whole batch, inside `batch()`), so the bridge channel can follow.
         self.on_change: Callable[[Conference], None] | None = None
+        #: Each conference's RFC 6464 audio levels over the last native tick: endpoint id -> (loudness
+        #: 0..127, voice).
+        self.on_audio_levels: Callable[[Conference, dict[str, tuple[int, bool]]], None] | None = None
         self._batch_depth = 0
         self._changed_conferences: dict[str, Conference] = {}
         if native is not None:
@@ -445,6 +455,7 @@ class Bridge:
         conf = Conference(self, conference_id, router_id, meeting_id, feedback, name=name)
         self._conferences[conference_id] = conf
         self._by_meeting[meeting_id] = conf
+        self._by_router[router_id] = conf
         return conf
 
     def get_conference(self, conference_id: str) -> Conference | None:
@@ -461,6 +472,7 @@ class Bridge:
         self._conferences.pop(conference.id, None)
         if self._by_meeting.get(conference.meeting_id) is conference:
             del self._by_meeting[conference.meeting_id]
+        self._by_router.pop(conference.router_id, None)
         self._changed(conference)
 
     # -- changes
@@ -564,6 +576,19 @@ class Bridge:
                     fut = self._stats_waiters.get(ev.request_id)
                     if fut is not None and not fut.done():
                         fut.set_result(ev.stats)
+                case _native.AudioLevelsEvent():
+                    conference = self._by_router.get(ev.router_id)
+                    if conference is None or self.on_audio_levels is None:
+                        continue
+                    levels: dict[str, tuple[int, bool]] = {}
+                    for transport_id, _ssrc, loudness, voice, _packets in ev.levels:
+                        ep = self._transports.get(transport_id)
+                        if ep is not None and ep.conference is conference:
+                            # An endpoint with several audio SSRCs speaks as loud as its loudest.
+                            prior = levels.get(ep.id)
+                            if prior is None or loudness > prior[0]:
+                                levels[ep.id] = (loudness, voice)
+                    self.on_audio_levels(conference, levels)
                 case _native.CommandFailedEvent():
                     failed = self._transports.get(ev.transport_id)
                     log.warning(

@@ -355,6 +355,18 @@ def forwarded_sources(names: Iterable[str]) -> str:
     return _dumps({"colibriClass": "ForwardedSources", "forwardedSources": sorted(names)})
 
 
+def dominant_speaker_changed(dominant: str | None, previous: Iterable[str], silence: bool) -> str:
+    """DominantSpeakerEndpointChangeEvent as lib-jitsi-meet reads it."""
+    return _dumps(
+        {
+            "colibriClass": "DominantSpeakerEndpointChangeEvent",
+            "dominantSpeakerEndpoint": dominant,
+            "previousSpeakers": list(previous),
+            "silence": silence,
+        }
+    )
+
+
 def colibri_ws_url(base: str, conference_id: str, endpoint_id: str, pwd: str) -> str:
     """`<base>/<conf-id>/<endpoint-id>?pwd=<pwd>` with each part escaped (our ICE pwd may hold + and /)."""
     return f"{base}/{quote(conference_id, safe='')}/{quote(endpoint_id, safe='')}?pwd={quote(pwd, safe='')}"
@@ -609,6 +621,13 @@ class BridgeChannels:
         if hub is None or hub.conference is not conference:
             hub = self._hubs[conference_id] = ConferenceChannel(conference, self.stats, version=self.version)
         return hub
+
+    def broadcast(self, conference_id: str, text: str) -> list[Action]:
+        """`text` to every endpoint of the conference whose channel is open."""
+        hub = self.conference(conference_id)
+        if hub is None:
+            return []
+        return [a for ep_id in list(hub.conference.endpoints) for a in hub._send(ep_id, text)]
 
     def sync(self, conference_id: str) -> list[Action]:
         """Follow the registry after the conference changed (see `ConferenceChannel.refresh`); once it is

@@ -49,6 +49,7 @@ from bridge.lifecycle import Lifecycle
 from bridge.load import LoadSampler
 from bridge.metrics import BridgeMetrics, render
 from bridge.selection import Selection
+from bridge.speakers import Speakers
 from bridge.xmpp_core import colibri_stats
 from colibri2.json import MAX_JSON_BYTES, conference_modified_to_json, conference_modify_from_json
 from colibri2.model import Colibri2Error
@@ -227,8 +228,10 @@ class PrivateApi:
         health_timeout: float = HEALTH_TIMEOUT_S,
         extra_metrics: Callable[[], Iterable[Metric]] | None = None,
         selection: Selection | None = None,
+        speakers: Speakers | None = None,
     ) -> None:
         self.bridge = bridge
+        self.speakers = speakers
         self.handler = handler
         self.extra_metrics = extra_metrics
         self.selection = selection
@@ -335,6 +338,16 @@ class PrivateApi:
         return web.json_response(
             {"meeting_id": conference.meeting_id, "receivers": self.selection.dump(conference.id)}
         )
+
+    async def dominant_speaker(self, request: web.Request) -> web.Response:
+        """The `dominant-speaker-identification` view of one conference: the dominant speaker, the recent
+        ones, and each endpoint's current loudness."""
+        conference = self.bridge.conference_by_meeting(request.match_info["meeting_id"])
+        if conference is None:
+            raise web.HTTPNotFound(text="no such conference")
+        state = self.speakers.get(conference.id) if self.speakers is not None else None
+        view = state.view() if state is not None else {"dominantSpeaker": None, "recentSpeakers": []}
+        return web.json_response({"meeting_id": conference.meeting_id, **view})
 
     # ---- Colibri2 over JSON (2.7)
 
@@ -458,6 +471,7 @@ def create_private_app(
     token: str | None = None,
     extra_metrics: Callable[[], Iterable[Metric]] | None = None,
     selection: Selection | None = None,
+    speakers: Speakers | None = None,
 ) -> web.Application:
     """The private HTTP API (bind it to 127.0.0.1, as JVB does on 8080).
 
@@ -474,6 +488,7 @@ def create_private_app(
         health_timeout=health_timeout,
         extra_metrics=extra_metrics,
         selection=selection,
+        speakers=speakers,
     )
     # A larger body is refused by aiohttp with 413 (made JSON by the middleware).
     guard = _guard(private_host_names(allowed_hosts), token, api.state.private_http_refused)
@@ -488,6 +503,7 @@ def create_private_app(
             web.get("/colibri/v2/conferences", api.list_conferences),
             web.get("/colibri/v2/conferences/{meeting_id}", api.get_conference),
             web.get("/debug/conferences/{meeting_id}/allocation", api.allocation),
+            web.get("/debug/conferences/{meeting_id}/dominant-speaker-identification", api.dominant_speaker),
             web.patch("/colibri/v2/conferences/{meeting_id}", api.patch_conference),
             web.get("/colibri/drain", api.get_drain),
             web.post("/colibri/drain/enable", api.enable_drain),

@@ -24,7 +24,9 @@ from bridge.description import (
 from colibri2.model import Media
 
 #: What `drain_events` returns: one class per kind of native Event.
-NativeEvent = _native.TransportStateEvent | _native.StatsEvent | _native.CommandFailedEvent
+NativeEvent = (
+    _native.TransportStateEvent | _native.StatsEvent | _native.CommandFailedEvent | _native.AudioLevelsEvent
+)
 
 #: The native state of a Transport, as the registry names it.
 TRANSPORT_STATES: dict[_native.TransportState, Literal["checking", "connected", "failed", "closed"]] = {
@@ -54,6 +56,7 @@ class NativeSeam(Protocol):
     def set_sources(self, transport_id: int, sources: Sequence[_native.Source]) -> None: ...
     def set_payload_types(self, transport_id: int, types: Sequence[_native.PayloadType]) -> None: ...
     def set_allocation(self, transport_id: int, targets: Sequence[tuple[str, int | None]]) -> None: ...
+    def set_audio_level_id(self, transport_id: int, id: int | None = None) -> None: ...
     def request_keyframe(self, transport_id: int, ssrc: int) -> None: ...
     def set_force_mute(self, transport_id: int, audio: bool, video: bool) -> None: ...
     def close_transport(self, transport_id: int) -> None: ...
@@ -126,6 +129,21 @@ def to_native_payload_types(medias: Sequence[Media]) -> list[_native.PayloadType
             else:
                 out.append(_native.PayloadType(pt.id, _CODECS.get(name, _native.VideoCodec.OTHER)))
     return out
+
+
+#: RFC 6464 client-to-mixer audio levels as Jingle and Colibri2 name the header extension.
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+def audio_level_id(medias: Sequence[Media]) -> int | None:
+    """The header extension id an endpoint's audio carries RFC 6464 levels in (1..255), if it says so."""
+    for media in medias:
+        if media.type != "audio":
+            continue
+        for ext in media.rtp_hdrexts:
+            if ext.uri == AUDIO_LEVEL_URI and 1 <= ext.id <= 255:
+                return ext.id
+    return None
 
 
 def local_fingerprint(native: NativeSeam) -> Fingerprint:

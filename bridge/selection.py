@@ -25,6 +25,7 @@ from bridge.allocation import (
     VideoSource,
 )
 from bridge.bridge import Bridge, Conference, Endpoint
+from bridge.speakers import Speakers
 
 #: Native layer figures by (router, sender transport, source name): per layer index, (bitrate bps, height).
 LayerFigures = dict[tuple[int, int, str], dict[int, tuple[int, int]]]
@@ -54,6 +55,7 @@ class Selection:
         *,
         bandwidth_bps: int = 2_500_000,
         stats: AllocationStats | None = None,
+        speakers: Speakers | None = None,
     ) -> None:
         """`bandwidth_bps`: every receiver's available bandwidth until congestion control estimates it (jvb's
         `jmt.bwe.estimator.initial-bw`, 2.5 Mbit/s)."""
@@ -61,6 +63,8 @@ class Selection:
         self.settings = settings or AllocationSettings()
         self.bandwidth_bps = bandwidth_bps
         self.stats = stats if stats is not None else AllocationStats()
+        #: Speech activity, for the speaker order (None: join order).
+        self.speakers = speakers
         self._allocators: dict[str, Allocator] = {}
         self._layers: LayerFigures = {}
 
@@ -98,7 +102,7 @@ class Selection:
             for ep in endpoints
             if not ep.closed
         ]
-        changed = allocator.update(now, receivers, self.speakers(conference), self._sources(conference))
+        changed = allocator.update(now, receivers, self.speaker_order(conference), self._sources(conference))
         forwarded_changed = False
         for receiver_id, allocation in changed.items():
             ep = conference.endpoints.get(receiver_id)
@@ -107,9 +111,12 @@ class Selection:
             forwarded_changed |= self._apply(ep, allocation)
         return forwarded_changed
 
-    def speakers(self, conference: Conference) -> list[str]:
-        """The speaker order, most recent first. Until dominant-speaker detection exists: join order."""
-        return list(conference.endpoints)
+    def speaker_order(self, conference: Conference) -> list[str]:
+        """Endpoints in speaker order: the dominant speaker, the recent ones, then join order."""
+        state = self.speakers.get(conference.id) if self.speakers is not None else None
+        if state is None:
+            return list(conference.endpoints)
+        return state.order(conference.endpoints)
 
     def forget(self, conference_id: str) -> None:
         self._allocators.pop(conference_id, None)

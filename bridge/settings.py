@@ -35,6 +35,7 @@ from bridge.allocation import AllocationSettings
 from bridge.colibri2_handler import Colibri2Limits
 from bridge.config import BridgeConfig
 from bridge.load import DEFAULT_CAPACITY_PPS
+from bridge.speakers import SpeechActivityConfig
 from bridge.xmpp_core import XmppClientConfig
 
 
@@ -374,6 +375,9 @@ _KEYS: dict[str, Parse] = {
     "videobridge.cc.initial-last-n": _last_n,
     "videobridge.cc.assumed-bandwidth-limit": _bitrate,
     "videobridge.cc.receiver-bandwidth": _bitrate,  # sluice
+    "videobridge.speech-activity.recent-speakers-count": _count,
+    "videobridge.speech-activity.enable-silence-detection": _bool,
+    "videobridge.speech-activity.silence-detection-timeout": _duration,
     "videobridge.cc.allocation-interval": _duration,  # sluice
 }
 _XMPP_PREFIX = "videobridge.apis.xmpp-client.configs"
@@ -524,6 +528,10 @@ class Settings:
     cc_receiver_bandwidth_bps: int = 2_500_000
     #: How often layer bitrates are read from the packet path and every conference reallocated.
     cc_allocation_interval: float = 1.0
+    #: Dominant speaker detection, `[videobridge.speech-activity]` (bridge/speakers.py).
+    recent_speakers_count: int = 10
+    enable_silence_detection: bool = False
+    silence_detection_timeout: float = 3.0
     xmpp: tuple[XmppSettings, ...] = ()
 
     def bridge_config(self) -> BridgeConfig:
@@ -552,6 +560,13 @@ class Settings:
             jvb_last_n=self.cc_jvb_last_n,
             bwe_change_threshold=self.cc_bwe_change_threshold,
             assumed_bandwidth_limit_bps=self.cc_assumed_bandwidth_limit_bps,
+        )
+
+    def speech_activity(self) -> SpeechActivityConfig:
+        return SpeechActivityConfig(
+            recent_speakers_count=self.recent_speakers_count,
+            enable_silence_detection=self.enable_silence_detection,
+            silence_detection_timeout=self.silence_detection_timeout,
         )
 
     def xmpp_client_configs(self) -> list[XmppClientConfig]:
@@ -769,6 +784,15 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
             "videobridge.cc.receiver-bandwidth", defaults.cc_receiver_bandwidth_bps
         ),
         cc_allocation_interval=get("videobridge.cc.allocation-interval", defaults.cc_allocation_interval),
+        recent_speakers_count=get(
+            "videobridge.speech-activity.recent-speakers-count", defaults.recent_speakers_count
+        ),
+        enable_silence_detection=get(
+            "videobridge.speech-activity.enable-silence-detection", defaults.enable_silence_detection
+        ),
+        silence_detection_timeout=get(
+            "videobridge.speech-activity.silence-detection-timeout", defaults.silence_detection_timeout
+        ),
         xmpp=tuple(configs),
     )
 

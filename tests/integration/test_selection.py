@@ -10,6 +10,7 @@ websockets), the Allocator choosing, the packet path projecting one layer onto e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -74,8 +75,10 @@ class Call:
         return time.monotonic() - start
 
 
-@pytest.fixture
-async def call() -> AsyncIterator[Call]:
+@contextlib.asynccontextmanager
+async def open_call(count: int, layers: int, *, all_send: bool) -> AsyncIterator[Call]:
+    """A BridgeApp and `count` emulated endpoints in one conference: endpoint 0 sends audio and `layers`
+    simulcast video layers (every endpoint does when `all_send`), the others receive."""
     app = BridgeApp(parse_settings(TOML))
     await app.start()
     lg = _native.LoadGen(video_bitrate_bps=900_000, fps=30)
@@ -84,7 +87,7 @@ async def call() -> AsyncIterator[Call]:
         base = f"http://127.0.0.1:{app.http_port}"
         async with aiohttp.ClientSession() as http:
             colibri = ColibriClient(base, http)
-            eps = lg.create_endpoints(3, 0)
+            eps = lg.create_endpoints(count, 0)
             answers = {}
             for i, ep in enumerate(eps):
                 answers[ep["index"]] = await colibri.create_endpoint(
@@ -92,7 +95,8 @@ async def call() -> AsyncIterator[Call]:
                 )
             for i, ep in enumerate(eps):
                 index = ep["index"]
-                audio, video = lg.default_sources(index, 3) if i == SENDER else (None, [])
+                sends = all_send or i == SENDER
+                audio, video = lg.default_sources(index, layers) if sends else (None, [])
                 lg.set_sources(index, audio, video)
                 local = LocalTransport(
                     ufrag=ep["ufrag"],
@@ -119,6 +123,12 @@ async def call() -> AsyncIterator[Call]:
     finally:
         lg.shutdown()
         await app.stop()
+
+
+@pytest.fixture
+async def call() -> AsyncIterator[Call]:
+    async with open_call(3, 3, all_send=False) as c:
+        yield c
 
 
 async def channel(call: Call, index: int) -> aiohttp.ClientWebSocketResponse:
@@ -187,3 +197,58 @@ async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stop
     other_later = call.video_stream(DEFAULT)
     assert other_later is not None and other_later["packets"] > other["packets"], "the other receiver stopped"
     await tall.close()
+
+
+def video_packets(call: Call, receiver: int) -> dict[int, int]:
+    """Video packets `receiver` got so far, per sender."""
+    streams = call.lg.stats(detail=True)["receive_streams"]
+    return {s["sender"]: s["packets"] for s in streams if s["receiver"] == receiver and s["kind"] == "video"}
+
+
+async def test_last_n_1_forwards_the_dominant_speakers_video_and_follows_the_next_speaker() -> None:
+    """Four endpoints sending audio (with RFC 6464 levels) and video; endpoint 3 asks lastN 1."""
+    async with open_call(4, 1, all_send=True) as call:
+        quiet, loud = 110, 30  # -dBov
+        for i in range(4):
+            call.lg.set_audio_level(i, quiet)
+        call.lg.set_audio_level(0, loud)
+        ws = await channel(call, 3)
+        await ws.send_str(json.dumps({"colibriClass": "ReceiverVideoConstraints", "lastN": 1}))
+
+        async def speaker_event(within: float) -> dict[str, Any]:
+            async with asyncio.timeout(within):
+                while True:
+                    msg = json.loads((await ws.receive()).data)
+                    if msg.get("colibriClass") == "DominantSpeakerEndpointChangeEvent":
+                        return dict(msg)
+
+        first = await speaker_event(3.0)
+        assert first["dominantSpeakerEndpoint"] == "lg0" and first["silence"] is False, first
+
+        async def only_from(sender: int) -> None:
+            before = video_packets(call, 3)
+            await asyncio.sleep(1.0)
+            after = video_packets(call, 3)
+            grew = {s for s, n in after.items() if n > before.get(s, 0)}
+            assert grew == {sender}, (before, after)
+
+        await call.until("lg0's video only", lambda: video_packets(call, 3).get(0, 0) > 30)
+        await only_from(0)
+
+        # lg0 falls silent and lg2 speaks: within 2 s the dominant speaker, and the one video, are lg2's.
+        call.lg.set_audio_level(0, quiet)
+        call.lg.set_audio_level(2, loud)
+        started = time.monotonic()
+        change = await speaker_event(2.0)
+        assert change["dominantSpeakerEndpoint"] == "lg2" and change["previousSpeakers"] == ["lg0"], change
+        base = video_packets(call, 3).get(2, 0)
+        await call.until("lg2's video", lambda: video_packets(call, 3).get(2, 0) > base + 10, within=2.0)
+        assert time.monotonic() - started < 2.0 + 0.5
+        await only_from(2)
+
+        async with call.http.get(
+            f"{call.base}/debug/conferences/{MEETING}/dominant-speaker-identification"
+        ) as r:
+            view = await r.json()
+        assert view["dominantSpeaker"] == "lg2" and view["recentSpeakers"] == ["lg2", "lg0"], view
+        await ws.close()

@@ -200,6 +200,13 @@ impl LoadGen {
             .map_err(os_err)
     }
 
+    /// The RFC 6464 level (-dBov, 0 loudest, 127 silence) endpoint `index` puts on its audio from
+    /// now on, in header extension 1; None: none.
+    #[pyo3(signature = (index, level))]
+    fn set_audio_level(&self, index: u32, level: Option<u8>) -> PyResult<()> {
+        self.inner.set_audio_level(index, level).map_err(os_err)
+    }
+
     /// Distinct SSRCs for endpoint `index`: (audio, [video per layer]).
     #[staticmethod]
     fn default_sources(index: u32, layers: usize) -> (Option<u32>, Vec<u32>) {

@@ -9,6 +9,7 @@ use crate::domain::{
 };
 use crate::dtls::{DtlsSetup, Fingerprint};
 use crate::ice::IceCredentials;
+use crate::router::AudioLevel;
 use crate::stats::StatsSnapshot;
 
 /// The closed list of control messages a shard accepts.
@@ -59,6 +60,12 @@ pub enum Command {
         transport: TransportId,
         targets: Vec<(String, Option<u8>)>,
     },
+    /// The RTP header extension id of RFC 6464 audio levels (`urn:ietf:params:rtp-hdrext:ssrc-audio-level`)
+    /// in what this transport sends; None: it sends none. Replaces the previous one.
+    SetAudioLevelId {
+        transport: TransportId,
+        id: Option<u8>,
+    },
     RequestKeyframe {
         transport: TransportId,
         ssrc: u32,
@@ -89,6 +96,12 @@ pub enum Event {
     Stats {
         request: u64,
         snapshot: Box<StatsSnapshot>,
+    },
+    /// The audio levels of one conference's senders over the last `LEVEL_TICK`, one batch per tick
+    /// for every Router that received audio with levels: what dominant-speaker detection reads.
+    AudioLevels {
+        router: RouterId,
+        levels: Vec<AudioLevel>,
     },
     /// A command named an object that does not exist (or no longer does).
     CommandFailed {

@@ -29,6 +29,8 @@ use crate::{MediaConfig, RemoteDescription, Sources};
 
 /// Payload types on the wire (what a Jitsi client would use for VP8 and Opus).
 pub(crate) const PT_VIDEO: u8 = 100;
+/// The one-byte header extension id of RFC 6464 audio levels (Jitsi's, and Chrome's usual one).
+pub const AUDIO_LEVEL_EXT_ID: u8 = 1;
 const PT_AUDIO: u8 = 111;
 const VIDEO_CLOCK: u64 = 90_000;
 const AUDIO_CLOCK: u64 = 48_000;
@@ -141,6 +143,8 @@ pub struct Endpoint {
     receive_index: HashMap<u32, usize>,
     cname: Vec<u8>,
     next_audio_ns: u64,
+    /// RFC 6464 level of its audio packets (-dBov), None: no extension.
+    pub audio_level: Option<u8>,
     next_video_ns: u64,
     next_rtcp_ns: u64,
     /// Set by control input (STUN, DTLS) so the protocol machines are drained afterwards.
@@ -178,6 +182,7 @@ impl Endpoint {
             receive_index: HashMap::new(),
             cname: format!("loadgen-{index}").into_bytes(),
             next_audio_ns: 0,
+            audio_level: None,
             next_video_ns: 0,
             next_rtcp_ns: 0,
             control_input: false,
@@ -705,7 +710,27 @@ impl Endpoint {
             PT_VIDEO
         };
         payload::write_rtp_header(slot, marker, pt, o.seq16, o.rtp_ts, o.ssrc);
-        let body = &mut slot[RTP_HEADER_LEN..];
+        // RFC 6464 in an RFC 8285 one-byte extension block (8 bytes): the level, and V when not silent.
+        let level = self.audio_level.filter(|_| o.kind == Kind::Audio);
+        let header = match level {
+            Some(l) => {
+                slot[0] |= 0x10;
+                let v = if l < 127 { 0x80 } else { 0 };
+                slot[12..20].copy_from_slice(&[
+                    0xbe,
+                    0xde,
+                    0,
+                    1,
+                    AUDIO_LEVEL_EXT_ID << 4,
+                    v | l,
+                    0,
+                    0,
+                ]);
+                RTP_HEADER_LEN + 8
+            }
+            None => RTP_HEADER_LEN,
+        };
+        let body = &mut slot[header..];
         let prefix = vp8.map_or(0, |(frame, first)| frame.write_prefix(body, first));
         let payload_len = payload::write(
             body,
@@ -721,7 +746,7 @@ impl Endpoint {
                 prefix: prefix as u8,
             },
         );
-        let plain = RTP_HEADER_LEN + payload_len;
+        let plain = header + payload_len;
         let len = match &mut self.proto {
             Proto::Secure(t) => match t.protect_rtp(slot, plain) {
                 Ok(n) => n,

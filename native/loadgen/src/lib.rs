@@ -64,8 +64,8 @@ use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::io::UdpSocket;
 use sluice_core::queue::Queue;
 
-pub use endpoint::EndpointState;
 use endpoint::{Endpoint, Sock};
+pub use endpoint::{EndpointState, AUDIO_LEVEL_EXT_ID};
 pub use payload::Kind;
 pub use stats::{Latency, ReceiveTotals, Snapshot, StreamStats, Totals};
 use worker::{Cmd, Shared, Worker};
@@ -374,6 +374,18 @@ impl LoadGen {
     pub fn set_sources(&self, index: u32, sources: Sources) -> stdio::Result<()> {
         let (w, local) = self.route(index)?;
         w.commands.push(Cmd::SetSources { local, sources });
+        Ok(())
+    }
+
+    /// The RFC 6464 audio level endpoint `index` puts on its audio packets from now on, in -dBov
+    /// (0 loudest, 127 silence; below 127 with the voice bit), in header extension
+    /// [`AUDIO_LEVEL_EXT_ID`]; None: no extension (the default).
+    pub fn set_audio_level(&self, index: u32, level: Option<u8>) -> stdio::Result<()> {
+        let (w, local) = self.route(index)?;
+        w.commands.push(Cmd::SetAudioLevel {
+            local,
+            level: level.map(|l| l.min(127)),
+        });
         Ok(())
     }
 

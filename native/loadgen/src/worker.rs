@@ -72,6 +72,10 @@ pub enum Cmd {
         local: usize,
         sources: Sources,
     },
+    SetAudioLevel {
+        local: usize,
+        level: Option<u8>,
+    },
     Start,
     Stop,
     Report {
@@ -568,6 +572,10 @@ impl Worker {
                     local
                 })
             }
+            Cmd::SetAudioLevel { local, level } => self.endpoints.get_mut(local).map(|ep| {
+                ep.audio_level = level;
+                local
+            }),
             Cmd::Start => {
                 self.sending = true;
                 let media = self.ctx.media;

@@ -408,12 +408,30 @@ impl CommandFailedEvent {
     }
 }
 
+/// Event::AudioLevels: one conference's senders' RFC 6464 levels over the last tick, as
+/// (transport_id, ssrc, loudness 0..=127, voice, packets).
+#[pyclass(frozen, get_all, eq, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct AudioLevelsEvent {
+    router_id: u64,
+    levels: Vec<(u64, u32, u8, bool, u32)>,
+}
+
+#[pymethods]
+impl AudioLevelsEvent {
+    #[new]
+    fn new(router_id: u64, levels: Vec<(u64, u32, u8, bool, u32)>) -> Self {
+        AudioLevelsEvent { router_id, levels }
+    }
+}
+
 /// One Event from a shard, as the Python class of its kind.
 #[derive(IntoPyObject)]
 pub enum NativeEvent {
     TransportState(TransportStateEvent),
     Stats(StatsEvent),
     CommandFailed(CommandFailedEvent),
+    AudioLevels(AudioLevelsEvent),
 }
 
 impl NativeEvent {
@@ -442,6 +460,13 @@ impl NativeEvent {
                     detail,
                 })
             }
+            Event::AudioLevels { router, levels } => NativeEvent::AudioLevels(AudioLevelsEvent {
+                router_id: router,
+                levels: levels
+                    .iter()
+                    .map(|l| (l.transport, l.ssrc, l.loudness, l.voice, l.packets))
+                    .collect(),
+            }),
         })
     }
 }
@@ -457,6 +482,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SsrcGroup>()?;
     m.add_class::<Source>()?;
     m.add_class::<VideoCodec>()?;
+    m.add_class::<AudioLevelsEvent>()?;
     m.add_class::<PayloadType>()?;
     m.add_class::<TransportState>()?;
     m.add_class::<TransportStateEvent>()?;

@@ -94,6 +94,41 @@ pub struct Producer {
     pub rate: RateMeter,
     /// Width and height of its last VP8 keyframe.
     pub frame_size: Option<(u16, u16)>,
+    /// RFC 6464 levels of its packets since the last tick.
+    pub levels: LevelMeter,
+}
+
+/// How often a Router's audio levels cross the seam.
+pub const LEVEL_TICK: Duration = Duration::from_millis(200);
+
+/// RFC 6464 audio levels of one SSRC over one tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LevelMeter {
+    /// Sum of the levels' loudness, 127 - level (level is -dBov, 127 silence), over `packets`.
+    loudness: u32,
+    packets: u32,
+    voice: bool,
+}
+
+impl LevelMeter {
+    /// One packet's extension byte: V (voice activity) and the level in -dBov.
+    #[inline]
+    pub fn add(&mut self, byte: u8) {
+        self.loudness = self.loudness.saturating_add(u32::from(127 - (byte & 0x7f)));
+        self.packets = self.packets.saturating_add(1);
+        self.voice |= byte & 0x80 != 0;
+    }
+}
+
+/// One sender SSRC's audio over a tick: its mean loudness (127 - mean level in -dBov: 0 is silence,
+/// 127 full scale), whether any packet said voice, and how many packets carried a level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AudioLevel {
+    pub transport: TransportId,
+    pub ssrc: u32,
+    pub loudness: u8,
+    pub voice: bool,
+    pub packets: u32,
 }
 
 /// Bits per second over the last complete window of at least RATE_WINDOW.
@@ -188,6 +223,8 @@ pub struct Router {
     allocations: IdMap<HashMap<String, Option<u8>>>,
     /// An SSRC whose keyframe a receiver waits for, taken by the shard after each packet.
     keyframe_wanted: Option<u32>,
+    /// Each sender's RFC 6464 header extension id.
+    audio_level_ids: IdMap<u8>,
 }
 
 impl Router {
@@ -204,6 +241,7 @@ impl Router {
             payloads: IdMap::default(),
             allocations: IdMap::default(),
             keyframe_wanted: None,
+            audio_level_ids: IdMap::default(),
         }
     }
 
@@ -253,6 +291,11 @@ impl Router {
                     .on_packet(now, rtp.sequence_number(), rtp.timestamp());
                 p.packets += 1;
                 p.rate.on_packet(now, rtp.as_bytes().len());
+                if let Some(&id) = self.audio_level_ids.get(&from) {
+                    if let Some(&byte) = rtp.extension(id).and_then(<[u8]>::first) {
+                        p.levels.add(byte);
+                    }
+                }
                 if force_mute.mutes(p.kind) {
                     p.note_muted(rtp.sequence_number());
                     return Err(DropReason::ForceMuted);
@@ -327,6 +370,32 @@ impl Router {
                 ))
             }
         }
+    }
+
+    /// The RFC 6464 header extension id `transport` sends audio levels with (None: none).
+    pub fn set_audio_level_id(&mut self, transport: TransportId, id: Option<u8>) {
+        match id {
+            Some(id) => self.audio_level_ids.insert(transport, id),
+            None => self.audio_level_ids.remove(&transport),
+        };
+    }
+
+    /// Every audio SSRC's levels since the last call, and resets them; empty when no level came.
+    pub fn take_levels(&mut self) -> Vec<AudioLevel> {
+        let mut out = Vec::new();
+        for (&ssrc, p) in self.producers.iter_mut() {
+            let m = std::mem::take(&mut p.levels);
+            if let Some(mean) = m.loudness.checked_div(m.packets) {
+                out.push(AudioLevel {
+                    transport: p.transport,
+                    ssrc,
+                    loudness: mean.min(127) as u8,
+                    voice: m.voice,
+                    packets: m.packets,
+                });
+            }
+        }
+        out
     }
 
     /// The video payload types `transport` sends with; replaces what it had.
@@ -412,6 +481,7 @@ impl Router {
         self.producers.retain(|_, p| p.transport != transport);
         self.sources.remove(&transport);
         self.payloads.remove(&transport);
+        self.audio_level_ids.remove(&transport);
         self.video.retain(|_, v| v.owner != transport);
         self.forget_receiver(transport);
     }
@@ -451,6 +521,7 @@ impl Router {
                                 route: Route::Plain,
                                 rate: RateMeter::default(),
                                 frame_size: None,
+                                levels: LevelMeter::default(),
                             },
                         );
                     }

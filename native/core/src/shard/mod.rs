@@ -62,6 +62,8 @@ pub struct State {
     events: Vec<Event>,
     /// Earliest time a timer may be due; a sweep runs when it passes.
     next_sweep: Instant,
+    /// When the Routers' audio levels next cross the seam.
+    next_levels: Instant,
     /// Seam crossings: commands handled and events handed out since start.
     commands_seen: u64,
     events_sent: u64,
@@ -124,6 +126,7 @@ impl Shard {
                 failures: FailureCounters::default(),
                 events: Vec::new(),
                 next_sweep: Instant::now(),
+                next_levels: Instant::now() + crate::router::LEVEL_TICK,
                 commands_seen: 0,
                 events_sent: 0,
             },

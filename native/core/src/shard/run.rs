@@ -14,6 +14,7 @@ use super::{Shard, ShardConfig, State, MAX_SLEEP, RECV_ROUNDS};
 use crate::domain::TransportId;
 use crate::dtls::DtlsCert;
 use crate::queue::Queue;
+use crate::router::LEVEL_TICK;
 use crate::seam::{Command, Event};
 use crate::stats::DropReason;
 use crate::transport::{FailureKind, Note, Transport};
@@ -145,6 +146,19 @@ impl State {
                 next = next.min(at);
             }
         }
+        if now >= self.next_levels {
+            self.next_levels = now + LEVEL_TICK;
+            for r in self.routers.values_mut() {
+                let levels = r.take_levels();
+                if !levels.is_empty() {
+                    self.events.push(Event::AudioLevels {
+                        router: r.id,
+                        levels,
+                    });
+                }
+            }
+        }
+        next = next.min(self.next_levels);
         self.next_sweep = next.max(now + Duration::from_millis(1));
     }
 }
