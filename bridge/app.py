@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client.metrics_core import Metric
 
 from bridge.bridge import Bridge, Conference
-from bridge.channel import BridgeChannels, dominant_speaker_changed
+from bridge.channel import BridgeChannels, dominant_speaker_changed, sender_source_constraints
 from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
@@ -209,7 +209,19 @@ class BridgeApp:
         if self.web_sockets is None:
             return
         try:
-            self.web_sockets.apply(conference.id, self.channels.sync(conference.id))
+            actions = self.channels.sync(conference.id)
+            if not conference.closed:
+                sockets = self.web_sockets
+
+                def reachable(endpoint_id: str) -> bool:
+                    return sockets.connected(conference.id, endpoint_id)
+
+                told = self.selection.sender_constraints(conference, reachable)
+                for name, (owner, height) in told.items():
+                    actions += self.channels.send_to(
+                        conference.id, owner, sender_source_constraints(name, height)
+                    )
+            self.web_sockets.apply(conference.id, actions)
         except Exception:
             # The Colibri2 answer must not fail because of the channel.
             log.exception("colibri-ws: following conference %s failed", conference.id)

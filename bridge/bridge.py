@@ -157,6 +157,9 @@ class Endpoint:
         #: sent to the packet path; and the sources it gets (None: no allocation yet, every source).
         self.allocation: list[tuple[str, int | None]] | None = None
         self.forwarded_sources: frozenset[str] | None = None
+        #: What this endpoint was last told (SenderSourceConstraints) of the largest height anyone wants of
+        #: each of its video sources.
+        self.sender_max_heights: dict[str, int] = {}
         self.video_types: dict[str, VideoType] = {}
         self.video_type: VideoType | None = None
         self.audio_subscription = ReceiverAudioSubscription()

@@ -355,6 +355,13 @@ def forwarded_sources(names: Iterable[str]) -> str:
     return _dumps({"colibriClass": "ForwardedSources", "forwardedSources": sorted(names)})
 
 
+def sender_source_constraints(source_name: str, max_height: int) -> str:
+    """SenderSourceConstraints: the largest height any receiver wants of the sender's source."""
+    return _dumps(
+        {"colibriClass": "SenderSourceConstraints", "sourceName": source_name, "maxHeight": max_height}
+    )
+
+
 def dominant_speaker_changed(dominant: str | None, previous: Iterable[str], silence: bool) -> str:
     """DominantSpeakerEndpointChangeEvent as lib-jitsi-meet reads it."""
     return _dumps(
@@ -621,6 +628,11 @@ class BridgeChannels:
         if hub is None or hub.conference is not conference:
             hub = self._hubs[conference_id] = ConferenceChannel(conference, self.stats, version=self.version)
         return hub
+
+    def send_to(self, conference_id: str, endpoint_id: str, text: str) -> list[Action]:
+        """`text` to one endpoint, if its channel is open."""
+        hub = self.conference(conference_id)
+        return hub._send(endpoint_id, text) if hub is not None else []
 
     def broadcast(self, conference_id: str, text: str) -> list[Action]:
         """`text` to every endpoint of the conference whose channel is open."""

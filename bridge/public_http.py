@@ -205,6 +205,13 @@ class ColibriWebSockets:
         writer = asyncio.create_task(conn.run(), name=f"colibri-ws-{endpoint_id}")
         log.info("colibri-ws: %s/%s connected from %s", conference_id, endpoint_id, request.remote)
         self.apply(conference_id, greeting)
+        if self.on_asked is not None:
+            # A sender that just connected is told (again) what is wanted of its sources.
+            conference = self.bridge.get_conference(conference_id)
+            ep = conference.endpoints.get(endpoint_id) if conference is not None else None
+            if ep is not None:
+                ep.sender_max_heights.clear()
+            self.on_asked(conference_id)
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:

@@ -10,7 +10,7 @@ calls the registry's endpoints make: the caller passes the time and the snapshot
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +25,11 @@ from bridge.allocation import (
     VideoSource,
 )
 from bridge.bridge import Bridge, Conference, Endpoint
+from bridge.channel import VideoConstraints
 from bridge.speakers import Speakers
+
+#: The height a sender is told when a receiver's constraint is unlimited: 4K, more than any camera layer.
+UNLIMITED_HEIGHT = 2160
 
 #: Native layer figures by (router, sender transport, source name): per layer index, (bitrate bps, height).
 LayerFigures = dict[tuple[int, int, str], dict[int, tuple[int, int]]]
@@ -117,6 +121,45 @@ class Selection:
         if state is None:
             return list(conference.endpoints)
         return state.order(conference.endpoints)
+
+    def sender_constraints(
+        self, conference: Conference, reachable: Callable[[str], bool]
+    ) -> dict[str, tuple[str, int]]:
+        """SenderSourceConstraints to send: for each video source whose largest wanted height changed since
+        last told, (owner endpoint, height). The height is the most any other endpoint's constraints ask of
+        it (0: nobody wants it, so its sender can stop encoding it; unlimited asks are `UNLIMITED_HEIGHT`),
+        so a sender keeps encoding only layers someone may receive. Only owners `reachable` (their bridge
+        channel is open) are told, and recorded as told."""
+        out: dict[str, tuple[str, int]] = {}
+        receivers = [ep for ep in conference.endpoints.values() if not ep.closed]
+        for owner in receivers:
+            if not reachable(owner.id):
+                continue
+            for s in owner.sources:
+                if s.kind != "video" or not s.name:
+                    continue
+                height = max(
+                    (self._wanted_height(r, s.name, owner.id) for r in receivers if r is not owner), default=0
+                )
+                if owner.sender_max_heights.get(s.name) != height:
+                    owner.sender_max_heights[s.name] = height
+                    out[s.name] = (owner.id, height)
+        return out
+
+    def _wanted_height(self, receiver: Endpoint, source: str, owner: str) -> int:
+        rc = receiver.video_constraints
+        if receiver.last_n == 0:
+            return 0
+        per_source = rc.constraints or {}
+        c = (
+            per_source.get(source)
+            or per_source.get(owner)
+            or rc.default_constraints
+            or VideoConstraints(max_height=self.settings.default_max_height_px)
+        )
+        if c.max_frame_rate == 0:
+            return 0
+        return UNLIMITED_HEIGHT if c.max_height < 0 else min(c.max_height, UNLIMITED_HEIGHT)
 
     def forget(self, conference_id: str) -> None:
         self._allocators.pop(conference_id, None)

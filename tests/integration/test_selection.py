@@ -139,6 +139,15 @@ async def channel(call: Call, index: int) -> aiohttp.ClientWebSocketResponse:
     return await call.http.ws_connect(colibri_ws_url(base, conference.id, ep.id, ep.pwd))
 
 
+async def sender_constraints(ws: aiohttp.ClientWebSocketResponse, within: float = 5.0) -> dict[str, Any]:
+    """The next SenderSourceConstraints the bridge sends on `ws`."""
+    async with asyncio.timeout(within):
+        while True:
+            msg = json.loads((await ws.receive()).data)
+            if msg.get("colibriClass") == "SenderSourceConstraints":
+                return dict(msg)
+
+
 async def forwarded_sources(ws: aiohttp.ClientWebSocketResponse, within: float = 5.0) -> list[str]:
     """The next ForwardedSources the bridge sends on `ws`."""
     async with asyncio.timeout(within):
@@ -149,6 +158,13 @@ async def forwarded_sources(ws: aiohttp.ClientWebSocketResponse, within: float =
 
 
 async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stops_video(call: Call) -> None:
+    sender = await channel(call, SENDER)
+    # Nobody has asked more than the default yet: the sender is told 180 is the most anyone wants.
+    assert await sender_constraints(sender) == {
+        "colibriClass": "SenderSourceConstraints",
+        "sourceName": "lg0-v0",
+        "maxHeight": 180,
+    }
     tall = await channel(call, TALL)
     assert await forwarded_sources(tall) == ["lg0-v0"]
 
@@ -164,6 +180,7 @@ async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stop
     await tall.send_str(
         json.dumps({"colibriClass": "ReceiverVideoConstraints", "defaultConstraints": {"maxHeight": 720}})
     )
+    assert (await sender_constraints(sender))["maxHeight"] == 720, "the sender is told someone wants 720p"
     took = await call.until(
         "720p reaches the tall receiver",
         lambda: (s := call.video_stream(TALL)) is not None and s["layer"] == 2,
@@ -197,6 +214,7 @@ async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stop
     other_later = call.video_stream(DEFAULT)
     assert other_later is not None and other_later["packets"] > other["packets"], "the other receiver stopped"
     await tall.close()
+    await sender.close()
 
 
 def video_packets(call: Call, receiver: int) -> dict[int, int]:
