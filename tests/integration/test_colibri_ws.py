@@ -223,8 +223,14 @@ async def test_two_endpoints_talk_over_the_bridge_channel(setup: Setup) -> None:
         patch=True,
     )
     assert await next_json(ws_a) == {"colibriClass": "ForwardedSources", "forwardedSources": ["b-v0"]}
+    # ... and b how much of its video anyone wants: a asked for nothing, so jvb's default 180p.
+    assert await next_json(ws_b) == {
+        "colibriClass": "SenderSourceConstraints",
+        "sourceName": "b-v0",
+        "maxHeight": 180,
+    }
 
-    # Policy state the allocator will read was kept.
+    # Policy state the allocator reads is kept.
     await ws_a.send_json(
         {"colibriClass": "ReceiverVideoConstraints", "lastN": 1, "selectedSources": ["b-v0"]}
     )
@@ -243,10 +249,11 @@ async def test_two_endpoints_talk_over_the_bridge_channel(setup: Setup) -> None:
 
     # Both counters are in /colibri/stats (and presence, from the same function) and in /metrics.
     # Received: 2 ClientHello, 5 EndpointMessage, 1 EndpointStats, 2 bad frames, 1 constraints.
-    # Sent: 2 greetings of 2, 2 ServerHello, 5 EndpointMessage, 1 EndpointStats, 2 ForwardedSources.
+    # Sent: 2 greetings of 2, 2 ServerHello, 5 EndpointMessage, 1 EndpointStats, 2 ForwardedSources,
+    # 1 SenderSourceConstraints.
     body = await setup.stats()
     assert body["total_colibri_web_socket_messages_received"] == stats.messages_received == 11
-    assert body["total_colibri_web_socket_messages_sent"] == stats.messages_sent == 14
+    assert body["total_colibri_web_socket_messages_sent"] == stats.messages_sent == 15
     async with setup.http.get(f"{setup.base}/metrics") as r:
         families = {f.name: f for f in text_string_to_metric_families(await r.text())}
     (sample,) = families["sluice_colibri_web_socket_messages_received"].samples
