@@ -54,6 +54,8 @@ class BridgeTransport:
     candidates: tuple[tuple[str, int], ...]
     fingerprint_hash: str
     fingerprint: str
+    #: The bridge channel's colibri websocket URLs (none when the bridge has websockets off).
+    web_sockets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,7 @@ class ColibriClient:
             candidates=tuple((c.ip, c.port) for c in ice.candidates if c.protocol == "udp"),
             fingerprint_hash=fp.hash,
             fingerprint=fp.value,
+            web_sockets=ice.web_sockets,
         )
 
     async def connect_endpoint(

@@ -117,8 +117,8 @@ def markdown(result: dict[str, Any]) -> str:
         "| scenario | conf | pub | sub | egress pps | payload MB/s | CPU cores | loadgen / other cores "
         "| µs/pkt | raw µs/pkt | ratio | loss % | p50 µs | p99 µs | p99.9 µs | raw p99 µs "
         "| p99 at socket µs | raw p99 at socket µs | UDP drops | seam/pkt | pkts/sendmmsg | pkts/recvmmsg "
-        "| seq gaps / switches / freezes |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| seq gaps / switches / freezes | filtered pps | videos / receiver |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for step in result["steps"]:
@@ -140,6 +140,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_fmt(b['seam_crossings_per_packet'], 5)} | {_fmt(b['packets_per_sendmmsg'], 1)} "
             f"| {_fmt(b['packets_per_recvmmsg'], 1)} "
             f"| {_fmt(rx.get('rtp_seq_gaps'))} / {_fmt(rx.get('layer_switches'))} "
-            f"/ {_fmt(rx.get('freezes'))} |"
+            f"/ {_fmt(rx.get('freezes'))} | {_fmt(rx.get('filtered_pps'))} "
+            f"| {_fmt(rx.get('video_streams_per_receiver'), 1)} |"
         )
     return head + "\n".join(rows) + "\n"

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,8 @@ class Counters:
     recv_packets: int | None = None
     send_calls: int | None = None
     send_packets: int | None = None
+    #: Packets the bridge did not forward to a receiver by its allocation (another layer, lastN, ...).
+    filtered: int | None = None
 
 
 class Target:
@@ -182,6 +185,7 @@ class BridgeTarget(Target):
         base.recv_packets = get("sluice_io_packets_total", op="recvmmsg")
         base.send_calls = get("sluice_io_syscalls_total", op="sendmmsg")
         base.send_packets = get("sluice_io_packets_total", op="sendmmsg")
+        base.filtered = get("sluice_packets_dropped_total", reason="filtered") or 0
         return base
 
 
@@ -255,7 +259,10 @@ async def started_bridge(
             '[videobridge.entity-expiration]\ntimeout = "10min"\n'
             # The emulated receivers sit on loopback and send no bandwidth feedback: the allocation gives
             # them whatever their constraints ask for (by default 180p, the lowest simulcast layer).
-            '[videobridge.cc]\nreceiver-bandwidth = "10 Gbps"\n' + shard
+            '[videobridge.cc]\nreceiver-bandwidth = "10 Gbps"\n'
+            # The bridge channel, for scenarios whose receivers ask something.
+            f'[videobridge.http-servers.public]\nhost = "127.0.0.1"\nport = {_free_tcp_port()}\n'
+            "[videobridge.websockets]\nenabled = true\n" + shard
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
         log_path = Path(tmp) / "bridge.log"
@@ -374,6 +381,7 @@ class RunResult:
         latency, at_socket = lg["latency"], lg["latency_socket"]
         expected, lost = lg["expected"], lg["lost"]
         seam = self._delta("seam")
+        filtered = self._delta("filtered")
         send_calls, send_packets = self._delta("send_calls"), self._delta("send_packets")
         recv_calls, recv_packets = self._delta("recv_calls"), self._delta("recv_packets")
         udp = self.after.udp - self.before.udp
@@ -413,6 +421,9 @@ class RunResult:
             # Per received ssrc, what a browser would see: gaps in RTP sequence numbers, simulcast layer
             # switches (and those not at a keyframe), video freezes; keyframes sent and asked for.
             "receive": {
+                # Selection: copies not forwarded (per packet and receiver), and video streams per receiver.
+                "filtered_pps": round(filtered / self.duration_s) if filtered is not None else None,
+                "video_streams_per_receiver": round(rx["video_streams"] / max(s.subscribers, 1), 2),
                 "rtp_seq_gaps": rx["seq_gaps"],
                 "layer_switches": rx["layer_switches"],
                 "switches_off_keyframe": rx["switches_off_keyframe"],
@@ -469,16 +480,52 @@ def _progress_line(target: str, elapsed: float, duration: float, sample: Sample 
     return f"\r{target:>9} [{bar}] {elapsed:5.1f}/{duration:.0f} s{live}"
 
 
-def _sources(scenario: Scenario, lg: LoadGen, index: int, *, sender: bool) -> tuple[int | None, list[int]]:
-    """The SSRCs endpoint `index` sends: none for a receive-only one, else what the media asks for."""
-    if not sender:
+def _sources(scenario: Scenario, lg: LoadGen, index: int, position: int) -> tuple[int | None, list[int]]:
+    """The SSRCs endpoint `index` (the `position`th of its conference) sends: none for a receive-only one,
+    else what the media asks for (audio only when it is unmuted)."""
+    if position >= scenario.senders:
         return None, []
     m = scenario.media
     audio, video = lg.default_sources(index, m.video_ssrcs)
-    return (audio if m.audio else None), (video if m.video_ssrcs else [])
+    return (audio if scenario.sends_audio(position) else None), (video if m.video_ssrcs else [])
 
 
-async def _allocate_bridge(target: BridgeTarget, lg: LoadGen, scenario: Scenario) -> list[str]:
+class Channels:
+    """The bridge channels (colibri websockets) of the bench's endpoints: each asks what the scenario's
+    `[receive]` says, the screen sharer says its video is a desktop share; every message the bridge sends is
+    read (and counted) so its queue never fills."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.received: Counter[str] = Counter()
+        self._sockets: list[aiohttp.ClientWebSocketResponse] = []
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def open(self, url: str, messages: list[dict[str, Any]]) -> None:
+        ws = await self.session.ws_connect(url, heartbeat=None)
+        self._sockets.append(ws)
+        self._readers.append(asyncio.create_task(self._read(ws)))
+        for message in messages:
+            await ws.send_str(json.dumps(message))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                with contextlib.suppress(ValueError, AttributeError):
+                    self.received[str(json.loads(msg.data).get("colibriClass"))] += 1
+
+    async def close(self) -> None:
+        for ws in self._sockets:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+async def _allocate_bridge(
+    target: BridgeTarget, lg: LoadGen, scenario: Scenario, channels: Channels | None
+) -> list[str]:
     meetings = []
     for conf in range(scenario.conferences):
         meeting = f"bench-{uuid.uuid4()}"
@@ -491,7 +538,7 @@ async def _allocate_bridge(target: BridgeTarget, lg: LoadGen, scenario: Scenario
             )
         for i, ep in enumerate(eps):
             index = ep["index"]
-            audio, video = _sources(scenario, lg, index, sender=i < scenario.senders)
+            audio, video = _sources(scenario, lg, index, i)
             lg.set_sources(index, audio, video)
             local = LocalTransport(
                 ufrag=ep["ufrag"],
@@ -513,6 +560,24 @@ async def _allocate_bridge(target: BridgeTarget, lg: LoadGen, scenario: Scenario
                 [(bt.fingerprint_hash, bt.fingerprint)],
                 "actpass",
             )
+        receive = scenario.receive
+        if receive is not None and channels is not None:
+            sharer = eps[1]["index"] if receive.screen_share else None
+            stage = f"lg{sharer}-v0" if sharer is not None else None
+            for ep in eps:
+                urls = answers[ep["index"]].web_sockets
+                if not urls:
+                    raise BenchError("the bridge advertised no colibri websocket for the bridge channel")
+                messages = [receive.constraints(stage if ep["index"] != sharer else None)]
+                if ep["index"] == sharer:
+                    messages.append(
+                        {
+                            "colibriClass": "SourceVideoTypeMessage",
+                            "sourceName": stage,
+                            "videoType": "desktop",
+                        }
+                    )
+                await channels.open(urls[0], messages)
     return meetings
 
 
@@ -522,7 +587,7 @@ def _allocate_raw(target: RawRelayTarget, lg: LoadGen, scenario: Scenario) -> No
         eps = lg.create_endpoints(scenario.endpoints_per_conference, conf)
         for i, ep in enumerate(eps):
             index = ep["index"]
-            audio, video = _sources(scenario, lg, index, sender=i < scenario.senders)
+            audio, video = _sources(scenario, lg, index, i)
             lg.set_sources(index, audio, video)
             lg.connect_raw(index, host, port)
 
@@ -542,9 +607,11 @@ async def run_once(
         video_packet_size=m.video_packet_bytes,
     )
     meetings: list[str] = []
+    channels: Channels | None = None
     try:
         if isinstance(target, BridgeTarget):
-            meetings = await _allocate_bridge(target, lg, scenario)
+            channels = Channels(target.session) if scenario.receive is not None else None
+            meetings = await _allocate_bridge(target, lg, scenario, channels)
         elif isinstance(target, RawRelayTarget):
             _allocate_raw(target, lg, scenario)
         if not await asyncio.to_thread(lg.wait_connected, 30.0):
@@ -598,6 +665,8 @@ async def run_once(
             series=series,
         )
     finally:
+        if channels is not None:
+            await channels.close()
         lg.shutdown()
         if isinstance(target, BridgeTarget):
             for meeting in meetings:

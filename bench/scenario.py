@@ -13,8 +13,14 @@ video-kbps = 500          # per sender; 0 = no video
 video-fps = 30
 video-packet-bytes = 1200
 simulcast = false         # three SSRCs per sender: 320x180, 640x360, 1280x720 at 2/15, 1/3 and all of
-                          # video-kbps (Jitsi's ratios); the bridge forwards all
+                          # video-kbps (Jitsi's ratios); the bridge forwards one per receiver
 audio = true              # 50 packets/s of ~100 bytes
+audio-senders = 3         # optional: only the first 3 senders of a conference are unmuted (send audio)
+[receive]                 # optional: what receivers ask over the bridge channel (colibri websockets)
+last-n = 25               # ReceiverVideoConstraints lastN
+max-height = 180          # defaultConstraints.maxHeight (the grid)
+screen-share = true       # the second sender's video is a screen share (SourceVideoTypeMessage desktop),
+on-stage-height = 720     # on stage for everyone at this height
 [ramp]                    # optional: step the number of conferences to find the knee
 start = 1
 step = 1
@@ -47,6 +53,8 @@ class Media:
     video_packet_bytes: int = 1200
     simulcast: bool = False
     audio: bool = True
+    #: Senders per conference that send audio (the first ones; the others are muted); None: all.
+    audio_senders: int | None = None
 
     @property
     def video_ssrcs(self) -> int:
@@ -71,6 +79,28 @@ class Media:
 
 
 @dataclass(frozen=True, slots=True)
+class Receive:
+    """What every receiver asks of the bridge over its bridge channel."""
+
+    last_n: int | None = None
+    max_height: int | None = None
+    screen_share: bool = False
+    on_stage_height: int = 720
+
+    def constraints(self, stage: str | None) -> dict[str, Any]:
+        """The ReceiverVideoConstraints message, with `stage` (a source name) on stage."""
+        msg: dict[str, Any] = {"colibriClass": "ReceiverVideoConstraints"}
+        if self.last_n is not None:
+            msg["lastN"] = self.last_n
+        if self.max_height is not None:
+            msg["defaultConstraints"] = {"maxHeight": self.max_height}
+        if stage is not None:
+            msg["onStageSources"] = [stage]
+            msg["constraints"] = {stage: {"maxHeight": self.on_stage_height}}
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
 class Ramp:
     start: int
     step: int
@@ -91,6 +121,13 @@ class Scenario:
     media: Media = Media()
     ramp: Ramp | None = None
     description: str = ""
+    #: None: receivers open no bridge channel (the bridge's defaults apply).
+    receive: Receive | None = None
+
+    def sends_audio(self, sender: int) -> bool:
+        """Whether sender `sender` (0-based within its conference) is unmuted."""
+        m = self.media
+        return m.audio and (m.audio_senders is None or sender < m.audio_senders)
 
     @property
     def endpoints_per_conference(self) -> int:
@@ -105,13 +142,19 @@ class Scenario:
         """Endpoints that receive something: everyone, when there are at least two per conference."""
         return self.conferences * self.endpoints_per_conference if self.endpoints_per_conference > 1 else 0
 
+    def audio_senders(self) -> int:
+        """Unmuted senders per conference."""
+        return sum(1 for i in range(self.senders) if self.sends_audio(i))
+
     def expected_egress_pps(self) -> float:
-        """What a lossless bridge sends: every sender's packets to every other endpoint."""
+        """What a bridge forwarding everything sends: every sender's packets to every other endpoint (an
+        upper bound once simulcast layers, lastN or constraints select)."""
         fan_out = self.endpoints_per_conference - 1
-        return self.conferences * self.senders * fan_out * self.media.sender_pps()
+        return fan_out * self.expected_ingress_pps()
 
     def expected_ingress_pps(self) -> float:
-        return self.conferences * self.senders * self.media.sender_pps()
+        per_conference = self.senders * self.media.video_pps() + self.audio_senders() * AUDIO_PPS
+        return self.conferences * per_conference
 
     def at(self, conferences: int) -> Scenario:
         """This scenario with `conferences` conferences (one ramp step)."""
@@ -140,12 +183,19 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"not TOML: {exc}") from None
-    _check_keys(data, {"name", "description", "duration", "loss-limit", "load", "media", "ramp"}, "")
+    _check_keys(
+        data, {"name", "description", "duration", "loss-limit", "load", "media", "ramp", "receive"}, ""
+    )
     load = _get(data, "load", dict, "", {})
     media_t = _get(data, "media", dict, "", {})
     ramp_t = _get(data, "ramp", dict, "", None)
     _check_keys(load, {"conferences", "senders", "receivers"}, "load.")
-    _check_keys(media_t, {"video-kbps", "video-fps", "video-packet-bytes", "simulcast", "audio"}, "media.")
+    receive_t = _get(data, "receive", dict, "", None)
+    _check_keys(
+        media_t,
+        {"video-kbps", "video-fps", "video-packet-bytes", "simulcast", "audio", "audio-senders"},
+        "media.",
+    )
 
     try:
         duration = parse_duration(data.get("duration", 20))
@@ -158,6 +208,7 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         video_packet_bytes=_get(media_t, "video-packet-bytes", int, "media.", defaults.video_packet_bytes),
         simulcast=_get(media_t, "simulcast", bool, "media.", defaults.simulcast),
         audio=_get(media_t, "audio", bool, "media.", defaults.audio),
+        audio_senders=_get(media_t, "audio-senders", int, "media.", None),
     )
     if media.video_kbps < 0 or (media.video_kbps > 0 and media.video_fps <= 0):
         raise ScenarioError("media: video-kbps must be >= 0 and video-fps > 0")
@@ -177,6 +228,17 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         if not (1 <= ramp.start <= ramp.max and ramp.step >= 1):
             raise ScenarioError("ramp: need 1 <= start <= max and step >= 1")
 
+    receive = None
+    if receive_t is not None:
+        _check_keys(receive_t, {"last-n", "max-height", "screen-share", "on-stage-height"}, "receive.")
+        receive = Receive(
+            last_n=_get(receive_t, "last-n", int, "receive.", None),
+            max_height=_get(receive_t, "max-height", int, "receive.", None),
+            screen_share=_get(receive_t, "screen-share", bool, "receive.", False),
+            on_stage_height=_get(receive_t, "on-stage-height", int, "receive.", 720),
+        )
+        if (receive.last_n is not None and receive.last_n < -1) or receive.on_stage_height < 1:
+            raise ScenarioError("receive: last-n >= -1 and on-stage-height >= 1")
     scenario = Scenario(
         name=_get(data, "name", str, "", default_name),
         description=_get(data, "description", str, "", ""),
@@ -187,11 +249,16 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         loss_limit_pct=float(_get(data, "loss-limit", (int, float), "", 0.1)),
         media=media,
         ramp=ramp,
+        receive=receive,
     )
     if scenario.conferences < 1 or scenario.senders < 1 or scenario.receivers < 0:
         raise ScenarioError("load: need conferences >= 1, senders >= 1, receivers >= 0")
     if scenario.endpoints_per_conference < 2:
         raise ScenarioError("load: a conference needs at least two endpoints for anything to be forwarded")
+    if media.audio_senders is not None and media.audio_senders < 0:
+        raise ScenarioError("media.audio-senders: >= 0")
+    if receive is not None and receive.screen_share and scenario.senders < 2:
+        raise ScenarioError("receive.screen-share: needs at least two senders (the second shares)")
     if not 0 <= scenario.loss_limit_pct <= 100:
         raise ScenarioError("loss-limit: a percentage, 0..100")
     return scenario

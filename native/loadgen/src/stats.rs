@@ -504,8 +504,9 @@ impl Snapshot {
                 // layer its allocation says and may change: what the receiver expects is that stream,
                 // gapless, on the Source's one received SSRC. Its loss is the stream's sequence gaps
                 // (packets sent but not received), its received count the layer packets that came
-                // (counted per sent layer in `rx.streams`). Nothing received at all counts the lowest
-                // layer as lost: the least any allocation forwards. The raw relay fans every layer
+                // (counted per sent layer in `rx.streams`). A Source received not at all is not
+                // expected: its allocation gave this receiver nothing (lastN, constraints); the receive
+                // totals (video streams per receiver) show what arrived. The raw relay fans every layer
                 // out, so there each is expected as sent.
                 let simulcast = tx.outgoing.iter().filter(|o| o.kind == Kind::Video).count() > 1;
                 if mode == Mode::Secure.as_str() && simulcast {
@@ -526,11 +527,11 @@ impl Snapshot {
                     let latency_sum: u64 = trackers.iter().map(|t| t.latency_sum_ns).sum();
                     let (lost, layer) = match stream {
                         Some(r) => (r.seq_gaps.saturating_sub(r.seq_late), r.layer),
-                        None => (layers.iter().map(|l| l.sent).min().unwrap_or(0), 0),
+                        None => (0, 0),
                     };
                     snap.expected += received + lost;
                     snap.lost += lost;
-                    if detail {
+                    if detail && stream.is_some() {
                         let o = layers
                             .iter()
                             .find(|l| l.layer == layer)
