@@ -36,6 +36,9 @@ from colibri2.xml import build_conference_modified, build_error, parse_conferenc
 
 log = logging.getLogger(__name__)
 
+#: How long bridge-channel asks of one conference are gathered before it is reallocated once.
+CHANNEL_COALESCE = 0.05
+
 
 class BridgeApp:
     """`await start()` binds the media port and starts logging in; `await stop()` undoes all of it."""
@@ -91,6 +94,7 @@ class BridgeApp:
         self._public: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._allocating: asyncio.Task[None] | None = None
+        self._pending_reallocations: set[str] = set()
         self._started = False
 
     async def start(self) -> None:
@@ -243,10 +247,20 @@ class BridgeApp:
             log.exception("allocation: conference %s failed", conference.id)
 
     def channel_changed(self, conference_id: str) -> None:
-        """A bridge-channel message changed what a receiver asks for (constraints, lastN, video types)."""
-        conference = self.bridge.get_conference(conference_id)
-        if conference is not None:
-            self._conference_changed(conference)
+        """A bridge-channel message changed what a receiver asks for (constraints, lastN, video types), or a
+        channel opened. The conference is reallocated once within `CHANNEL_COALESCE` however many such
+        messages come: a client sending many cannot make the bridge reallocate per message."""
+        if conference_id in self._pending_reallocations:
+            return
+        self._pending_reallocations.add(conference_id)
+
+        def run() -> None:
+            self._pending_reallocations.discard(conference_id)
+            conference = self.bridge.get_conference(conference_id)
+            if conference is not None:
+                self._conference_changed(conference)
+
+        asyncio.get_running_loop().call_later(CHANNEL_COALESCE, run)
 
     async def _allocate(self) -> None:
         """Every allocation interval: the layers' measured bitrates from the packet path, then every
