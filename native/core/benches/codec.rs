@@ -1,11 +1,13 @@
 //! Codec payload parser benchmarks, per packet of each kind a layer selector will see: `parse`
 //! hands the whole descriptor to `black_box` (so it also pays for moving the struct to memory),
 //! `parse_and_read` reads only the fields a selector uses, as inlined callers will. Plus the VP8
-//! egress rewrite.
+//! egress rewrite, and AV1's Dependency Descriptor (a header extension's data, with the stream's
+//! structure).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sluice_core::codec::av1::{Av1Descriptor, Av1Structure};
 use sluice_core::codec::h264::H264Payload;
 use sluice_core::codec::vp8::{set_picture_id, set_tl0picidx, Vp8Descriptor};
 use sluice_core::codec::vp9::Vp9Descriptor;
@@ -97,6 +99,53 @@ fn bench_codec(c: &mut Criterion) {
     ] {
         group.bench_function(format!("h264/parse/{name}"), |b| {
             b.iter(|| H264Payload::parse(black_box(p)))
+        });
+    }
+
+    // The vectors of codec/av1/tests.rs: A.10.2.1 L1T3 and A.10.2.2 L3T3 keyframes (each replaces
+    // the structure, as a keyframe does), a 3-byte frame naming L1T3's template 4, and an L1T3
+    // frame with the active decode targets and every custom field.
+    let av1_l1t3_keyframe = [
+        0xc1, 0x00, 0x64, 0x80, 0x22, 0x14, 0xea, 0xaa, 0x44, 0x10, 0x4d, 0x14, 0x10, 0x20, 0x84,
+        0x27, 0x02, 0x7f, 0x01, 0x67,
+    ];
+    let av1_l3t3_keyframe = [
+        0x81, 0x03, 0xe8, 0x80, 0x28, 0x14, 0x85, 0x21, 0x4e, 0xaa, 0xaa, 0xff, 0xfa, 0xbc, 0xf2,
+        0x4c, 0x30, 0x43, 0x0c, 0x10, 0xaa, 0xa0, 0x3f, 0xa8, 0x0f, 0x24, 0x03, 0x04, 0x00, 0xc1,
+        0x00, 0x2a, 0x00, 0x0a, 0x80, 0x02, 0x40, 0x00, 0x40, 0x00, 0x10, 0x00, 0x06, 0xd5, 0x49,
+        0x24, 0x1b, 0x82, 0xb0, 0x4a, 0x09, 0x41, 0x06, 0xe0, 0xac, 0x12, 0x82, 0x50, 0x3f, 0xea,
+        0x00, 0x01, 0x97, 0x4c, 0xa8, 0x64, 0x33, 0x0e, 0x22, 0x22, 0x22, 0xec, 0xa8, 0x65, 0x53,
+        0x04, 0x22, 0x42, 0x30, 0xec, 0xa8, 0x77, 0x53, 0x01, 0x3f, 0x00, 0xb3, 0x02, 0x7f, 0x01,
+        0x67, 0x04, 0xff, 0x02, 0xcf,
+    ];
+    let av1_frame = [0x44, 0x00, 0x65];
+    let av1_custom = [0x82, 0x00, 0x68, 0x7b, 0xf9, 0x38, 0x3f, 0x10, 0x00, 0x18];
+    let mut l1t3 = Av1Structure::new();
+    Av1Descriptor::parse(&av1_l1t3_keyframe, &mut l1t3).expect("L1T3 keyframe");
+    for (name, p) in [
+        ("mandatory_3_bytes", &av1_frame[..]),
+        ("custom_fields", &av1_custom[..]),
+        ("keyframe_l1t3_structure", &av1_l1t3_keyframe[..]),
+        ("keyframe_l3t3_structure", &av1_l3t3_keyframe[..]),
+    ] {
+        let mut s = l1t3.clone();
+        group.bench_function(format!("av1_dd/parse/{name}"), |b| {
+            b.iter(|| Av1Descriptor::parse(black_box(p), black_box(&mut s)))
+        });
+        group.bench_function(format!("av1_dd/parse_and_read/{name}"), |b| {
+            b.iter(|| {
+                Av1Descriptor::parse(black_box(p), black_box(&mut s)).map(|d| {
+                    (
+                        d.frame_number,
+                        d.spatial_id,
+                        d.temporal_id,
+                        d.start_of_frame,
+                        d.end_of_frame,
+                        d.starts_keyframe(),
+                        d.active_decode_targets,
+                    )
+                })
+            })
         });
     }
     group.finish();

@@ -1,7 +1,9 @@
 //! Proves the codec payload parsers allocate nothing: VP8 (with the PictureID / TL0PICIDX
-//! rewrites), VP9 (non-flexible, flexible, with a scalability structure) and H.264 (single NAL,
-//! STAP-A, FU-A), counted by a global allocator.
+//! rewrites), VP9 (non-flexible, flexible, with a scalability structure), H.264 (single NAL,
+//! STAP-A, FU-A) and AV1's Dependency Descriptor (structures replaced, frames resolved, custom
+//! fields, errors), counted by a global allocator.
 
+use sluice_core::codec::av1::{Av1Descriptor, Av1Structure};
 use sluice_core::codec::h264::H264Payload;
 use sluice_core::codec::vp8::{set_picture_id, set_tl0picidx, Vp8Descriptor};
 use sluice_core::codec::vp9::Vp9Descriptor;
@@ -30,6 +32,24 @@ fn codec_parsers_allocate_nothing() {
     ];
     let h264_fu_a = [0x7c, 0x85, 0x88, 0x84];
     let h264_bad = [0x78, 0x00, 0x09, 0x67];
+    // The L1T3 and L3T3 keyframes, a frame and a custom-field frame of codec/av1/tests.rs.
+    let av1_l1t3_keyframe = [
+        0xc1, 0x00, 0x64, 0x80, 0x22, 0x14, 0xea, 0xaa, 0x44, 0x10, 0x4d, 0x14, 0x10, 0x20, 0x84,
+        0x27, 0x02, 0x7f, 0x01, 0x67,
+    ];
+    let av1_l3t3_keyframe = [
+        0x81, 0x03, 0xe8, 0x80, 0x28, 0x14, 0x85, 0x21, 0x4e, 0xaa, 0xaa, 0xff, 0xfa, 0xbc, 0xf2,
+        0x4c, 0x30, 0x43, 0x0c, 0x10, 0xaa, 0xa0, 0x3f, 0xa8, 0x0f, 0x24, 0x03, 0x04, 0x00, 0xc1,
+        0x00, 0x2a, 0x00, 0x0a, 0x80, 0x02, 0x40, 0x00, 0x40, 0x00, 0x10, 0x00, 0x06, 0xd5, 0x49,
+        0x24, 0x1b, 0x82, 0xb0, 0x4a, 0x09, 0x41, 0x06, 0xe0, 0xac, 0x12, 0x82, 0x50, 0x3f, 0xea,
+        0x00, 0x01, 0x97, 0x4c, 0xa8, 0x64, 0x33, 0x0e, 0x22, 0x22, 0x22, 0xec, 0xa8, 0x65, 0x53,
+        0x04, 0x22, 0x42, 0x30, 0xec, 0xa8, 0x77, 0x53, 0x01, 0x3f, 0x00, 0xb3, 0x02, 0x7f, 0x01,
+        0x67, 0x04, 0xff, 0x02, 0xcf,
+    ];
+    let av1_frame = [0x44, 0x00, 0x65];
+    let av1_custom = [0x82, 0x00, 0x68, 0x7b, 0xf9, 0x38, 0x3f, 0x10, 0x00, 0x18];
+    let av1_unknown_template = [0x46, 0x00, 0x65];
+    let mut av1 = Av1Structure::new();
 
     let (sum, n) = counted_here(|| {
         let mut sum = 0usize;
@@ -58,6 +78,19 @@ fn codec_parsers_allocate_nothing() {
             }
             sum += usize::from(H264Payload::parse(&h264_bad).is_err());
             sum += usize::from(Vp8Descriptor::parse(&vp8[..3]).is_err());
+
+            for p in [
+                &av1_l3t3_keyframe[..],
+                &av1_l1t3_keyframe[..],
+                &av1_frame[..],
+                &av1_custom[..],
+            ] {
+                let d = Av1Descriptor::parse(p, &mut av1).expect("valid DD");
+                sum += usize::from(d.spatial_id) + usize::from(d.temporal_id);
+                sum += d.fdiffs().len() + d.chain_fdiffs().len() + usize::from(d.starts_keyframe());
+            }
+            sum += usize::from(Av1Descriptor::parse(&av1_unknown_template, &mut av1).is_err());
+            sum += usize::from(Av1Descriptor::parse(&av1_l3t3_keyframe[..40], &mut av1).is_err());
         }
         std::hint::black_box(sum)
     });

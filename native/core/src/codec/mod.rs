@@ -1,11 +1,11 @@
 //! Codec payload parsers for selective forwarding: what a layer selector and a Projection need from
 //! the RTP payload ([`crate::rtp::RtpView::payload`]) of VP8 (RFC 7741), VP9 (RFC 9628) and H.264
-//! (RFC 6184).
+//! (RFC 6184), and from AV1's Dependency Descriptor header extension (AV1 RTP spec, Appendix A).
 //!
-//! Like the RTP view, every parser borrows the payload, allocates nothing and bounds-checks each
-//! field its flags announce: malformed input is a [`CodecError`], never a panic. Nothing here is on
-//! the forwarding path yet.
+//! Like the RTP view, every parser borrows its input, allocates nothing and bounds-checks each
+//! field its flags announce: malformed input is a [`CodecError`], never a panic.
 
+pub mod av1;
 pub mod h264;
 pub mod vp8;
 pub mod vp9;
@@ -21,6 +21,8 @@ pub enum CodecError {
     /// (RFC 7741 4.3).
     MissingPayloadHeader,
     /// VP9: the third P_DIFF still has N set; at most 3 references are allowed (RFC 9628 4.2).
+    /// AV1 Dependency Descriptor: a template or frame lists more than [`av1::MAX_FDIFFS`] frame
+    /// differences.
     TooManyReferences,
     /// H.264 STAP-A: a NAL unit size is 0, runs past the end, or a size field is cut short
     /// (RFC 6184 5.7.1).
@@ -29,6 +31,18 @@ pub enum CodecError {
     EmptyAggregate,
     /// A rewrite helper was asked for a field the packet does not carry.
     FieldAbsent,
+    /// AV1 Dependency Descriptor: the packet names a template, or needs the decode target count,
+    /// and no template dependency structure is known yet (none received, A.8.2).
+    MissingStructure,
+    /// AV1 Dependency Descriptor: frame_dependency_template_id is outside the known structure's
+    /// templates; the packet with a newer structure was lost or is late (A.8.3).
+    UnknownTemplate,
+    /// AV1 Dependency Descriptor: template_layers defines more than [`av1::MAX_TEMPLATES`]
+    /// templates, more than a 6-bit template id can name.
+    TooManyTemplates,
+    /// AV1 Dependency Descriptor: a template's spatial or temporal id reaches
+    /// [`av1::MAX_SPATIAL_LAYERS`] or [`av1::MAX_TEMPORAL_LAYERS`].
+    TooManyLayers,
 }
 
 impl std::fmt::Display for CodecError {
