@@ -1,8 +1,8 @@
 """webclient/js/bridge-channel.js in headless Chromium against a scripted colibri-ws server.
 
 What the real bridge cannot be made to do on cue is scripted here (test_web_simulcast.py has the channel
-against `sluice serve`): dropping the socket, refusing a reconnect, sending DominantSpeakerEndpointChangeEvent
-(our bridge has no dominant speaker detection yet) and frames that are not messages. Checked: ClientHello
+against `sluice serve`): dropping the socket, refusing a reconnect, and frames that are not messages, next to
+ServerHello, ForwardedSources and DominantSpeakerEndpointChangeEvent. Checked: ClientHello
 on every open, ServerHello / ForwardedSources / dominant speaker taken in, bad frames counted and ignored,
 the layout's constraints re-sent on reconnect, reconnects after 1 s doubling (2 s) and back to 1 s once a
 socket opened, nothing after close().

@@ -4,7 +4,8 @@ the real `sluice serve` with headless Chromium and its fake camera (as tests/e2e
 - Three pages, the third joining late: each sends three layers (SIM of 3 + FID per layer in its
   session-accept, and 180p/360p/720p actually encoded); the late joiner is told each other participant's
   video as primary + RTX only (no SIM), accepts, and decodes everyone; the bridge channel (colibri-ws on the
-  web port) opens with ServerHello, and ForwardedSources names the others' `<endpoint>-v0`.
+  web port) opens with ServerHello, and ForwardedSources names the others' `<endpoint>-v0`; the dominant
+  speaker the bridge names is outlined and put on stage (at 720p), a pin beats it.
 - A receiver's layout drives the layer it gets: 180p in the grid, 720p within 3 s of pinning the sender on
   stage, without a freeze (needs the bridge's Allocator to turn ReceiverVideoConstraints into layers).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
@@ -195,19 +195,21 @@ async def test_three_simulcast_senders_and_a_late_joiner(serve: ServeProcess, tm
             assert channel["sent"]["ClientHello"] == 1 and channel["reconnects"] == [], channel
             assert channel["constraintsSent"] == GRID, channel
 
-        # Our bridge detects no dominant speaker yet, so Ada's page is handed the bridge's event: the
-        # speaker's tile is highlighted; the stage shows the speaker, follows a new one, and a pin beats it;
-        # each layout change goes to the bridge.
+        # The bridge names the dominant speaker (the fake microphone only beeps, so one page at a time sends
+        # a steady tone, the others muted): the speaker's tile is outlined; the stage shows the speaker at
+        # 720p, follows a new one, and a pin beats it; each layout change goes to the bridge.
         ada, grace, linus = (nicks[n] for n in ("Ada", "Grace", "Linus"))
         page = pages["Ada"]
+        for each in pages.values():
+            assert await each.acall("toggleAudio") is True
 
         async def speaks(nick: str) -> None:
-            frame = {"colibriClass": "DominantSpeakerEndpointChangeEvent", "dominantSpeakerEndpoint": nick}
-            await page.acall("channelFrame", json.dumps(frame))
+            await await_for(page, f"{nick} dominant", lambda layout: layout["dominant"] == nick, "layout", 10)
 
         async def sent() -> Any:
             return (await page.acall("channel"))["constraintsSent"]
 
+        await pages["Grace"].acall("tone", True)
         await speaks(grace)
         assert await tile_classes(page) == {ada: set(), grace: {"dominant"}, linus: set()}
         assert await sent() == GRID
@@ -215,8 +217,11 @@ async def test_three_simulcast_senders_and_a_late_joiner(serve: ServeProcess, tm
         assert (await page.acall("layout"))["stage"] == grace
         assert await sent() == on_stage(grace)
         assert await tile_classes(page) == {ada: set(), grace: {"dominant", "on-stage"}, linus: set()}
+        await pages["Grace"].acall("tone", False)
+        await pages["Linus"].acall("tone", True)
         await speaks(linus)
         assert await sent() == on_stage(linus)
+        await await_for(page, "Linus at 720p", lambda s: s[linus]["frameHeight"] == 720, "getStats", 10)
         await page.acall("clickTile", grace)
         assert await sent() == on_stage(grace)
         assert await tile_classes(page) == {ada: set(), grace: {"on-stage", "pinned"}, linus: {"dominant"}}

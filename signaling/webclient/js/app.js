@@ -12,6 +12,7 @@ const NOUNS = ['river', 'harbor', 'meadow', 'canyon', 'lagoon', 'summit', 'fores
 const app = document.getElementById('app');
 let conference = null;
 let callUi = null; // renderCall's handle: the layout, for the test API
+let testTone = null; // window.sluice.tone's track
 let view = 'loading';
 let localStream = null;
 let mediaError = null;
@@ -592,10 +593,28 @@ window.sluice = {
     if (!tile) throw new Error(`no tile for ${id}`);
     tile.click();
   },
-  /** Hands the bridge channel a frame as if the bridge had sent it (e.g. a dominant speaker change). */
-  channelFrame: (text) => {
-    if (!conference?.channel) throw new Error('no bridge channel');
-    conference.channel.receive(text);
+  /**
+   * Sends a steady tone instead of the microphone (true), or the microphone again (false): the fake
+   * microphone only beeps, too briefly for the bridge's dominant speaker detection.
+   */
+  tone: async (on) => {
+    const sender = conference?.pc?.getSenders().find((x) => x.track?.kind === 'audio');
+    if (!sender) throw new Error('no audio sender');
+    if (on) {
+      testTone ??= (() => {
+        const ctx = new AudioContext();
+        const osc = ctx.createOscillator();
+        const gain = ctx.createGain();
+        gain.gain.value = 0.5;
+        const out = ctx.createMediaStreamDestination();
+        osc.connect(gain).connect(out);
+        osc.start();
+        return out.stream.getAudioTracks()[0];
+      })();
+      await sender.replaceTrack(testTone);
+    } else {
+      await sender.replaceTrack(localStream.getAudioTracks()[0]);
+    }
   },
   /** Clicks the grid/stage button. */
   toggleLayout: () => document.getElementById('toggle-layout').click(),

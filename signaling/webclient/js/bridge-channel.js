@@ -92,7 +92,7 @@ export class BridgeChannel extends EventTarget {
     }, delay);
   }
 
-  /** One frame from the bridge (the socket's; tests hand in what our bridge never sends). */
+  /** One frame from the bridge. */
   receive(data) {
     if (typeof data !== 'string' || data.length > MAX_FRAME_CHARS) {
       this.state.errors += 1;
