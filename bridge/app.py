@@ -25,7 +25,7 @@ from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
-from bridge.public_http import ColibriWebSockets, create_public_app
+from bridge.public_http import ColibriWebSockets, add_colibri_ws, create_public_app
 from bridge.selection import Selection
 from bridge.settings import Settings
 from bridge.speakers import Speakers
@@ -143,8 +143,9 @@ class BridgeApp:
             await self._public.cleanup()
             self._public = None
             self.public_http_port = None
-            self.web_sockets = None
-            self.colibri2.web_socket_bases = ()
+        # Hosted websockets (host_web_sockets) close with their host's application.
+        self.web_sockets = None
+        self.colibri2.web_socket_bases = ()
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
@@ -168,7 +169,37 @@ class BridgeApp:
         settings = self.settings
         if settings.public_http_port == -1 or not settings.websockets_enabled:
             return
-        sockets = ColibriWebSockets(
+        sockets = self._colibri_web_sockets()
+        runner = web.AppRunner(create_public_app(sockets), access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        self._public = runner
+        site = web.TCPSite(runner, settings.public_http_host, settings.public_http_port)
+        await site.start()
+        self.public_http_port = _bound_port(site, settings.public_http_port)
+        self._advertise(sockets, f"{url_host(settings.public_http_host)}:{self.public_http_port}")
+        log.info(
+            "colibri websockets on %s:%s, advertised as %s",
+            settings.public_http_host,
+            self.public_http_port,
+            ", ".join(self.colibri2.web_socket_bases),
+        )
+
+    def host_web_sockets(self, app: web.Application, domain: str) -> ColibriWebSockets:
+        """The colibri websockets on someone else's HTTP application (`sluice serve`'s web port), instead of
+        the bridge's own public server. `domain` (host:port of that server) goes in the advertised URLs
+        unless `websockets.domains` names others. Call before `app` starts and before the first endpoint
+        is allocated (its answer carries the URL)."""
+        if self.web_sockets is not None:
+            raise RuntimeError("the colibri websockets are already served")
+        sockets = self._colibri_web_sockets()
+        add_colibri_ws(app, sockets)
+        self._advertise(sockets, domain)
+        log.info("colibri websockets hosted, advertised as %s", ", ".join(self.colibri2.web_socket_bases))
+        return sockets
+
+    def _colibri_web_sockets(self) -> ColibriWebSockets:
+        settings = self.settings
+        return ColibriWebSockets(
             self.bridge,
             self.channels,
             server_id=settings.websockets_server_id,
@@ -176,25 +207,15 @@ class BridgeApp:
             compress=settings.websockets_compression,
             on_asked=self.channel_changed,
         )
-        runner = web.AppRunner(create_public_app(sockets), access_log=None, shutdown_timeout=5.0)
-        await runner.setup()
-        self._public = runner
-        site = web.TCPSite(runner, settings.public_http_host, settings.public_http_port)
-        await site.start()
+
+    def _advertise(self, sockets: ColibriWebSockets, own_domain: str) -> None:
+        """Endpoint-create answers carry `<web-socket url>` from now on: one per websockets domain."""
+        settings = self.settings
         self.web_sockets = sockets
-        self.public_http_port = _bound_port(site, settings.public_http_port)
-        domains = settings.websockets_domains or (
-            f"{_url_host(settings.public_http_host)}:{self.public_http_port}",
-        )
         scheme = "wss" if settings.websockets_tls else "ws"
         self.colibri2.web_socket_bases = tuple(
-            f"{scheme}://{domain}/colibri-ws/{settings.websockets_server_id}" for domain in domains
-        )
-        log.info(
-            "colibri websockets on %s:%s, advertised as %s",
-            settings.public_http_host,
-            self.public_http_port,
-            ", ".join(self.colibri2.web_socket_bases),
+            f"{scheme}://{domain}/colibri-ws/{settings.websockets_server_id}"
+            for domain in settings.websockets_domains or (own_domain,)
         )
 
     def _conference_changed(self, conference: Conference) -> None:
@@ -335,7 +356,7 @@ def _bound_port(site: web.TCPSite, configured: int) -> int:
     return port
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
     """`host` as it goes in a URL; a wildcard bind address becomes loopback (right only on one machine)."""
     try:
         address = ipaddress.ip_address(host)

@@ -257,13 +257,23 @@ async def _json_refusals(request: web.Request, handler: _Handler) -> web.StreamR
         return web.json_response({"error": exc.reason}, status=exc.status)
 
 
-def create_public_app(sockets: ColibriWebSockets) -> web.Application:
-    """The public server (JVB's 9090): only the colibri websockets."""
-    app = web.Application(middlewares=[_json_refusals])
-    app.add_routes([web.get("/colibri-ws/{server_id}/{conference_id}/{endpoint_id}", sockets.handle)])
+#: The one route of the colibri websockets (section 3.2).
+ROUTE = "/colibri-ws/{server_id}/{conference_id}/{endpoint_id}"
+
+
+def add_colibri_ws(app: web.Application, sockets: ColibriWebSockets) -> None:
+    """Routes the colibri websockets on `app` and closes them when it shuts down: the bridge's own public
+    server, or another application's port (`sluice serve` carries them on its web port)."""
+    app.add_routes([web.get(ROUTE, sockets.handle)])
 
     async def on_shutdown(_app: web.Application) -> None:
         await sockets.close_all()
 
     app.on_shutdown.append(on_shutdown)
+
+
+def create_public_app(sockets: ColibriWebSockets) -> web.Application:
+    """The public server (JVB's 9090): only the colibri websockets."""
+    app = web.Application(middlewares=[_json_refusals])
+    add_colibri_ws(app, sockets)
     return app

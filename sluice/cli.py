@@ -191,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--xmpp-port", type=int, default=5222, help="c2s port of the embedded XMPP server on 127.0.0.1"
     )
+    serve.add_argument(
+        "--no-colibri-ws",
+        dest="colibri_ws",
+        action="store_false",
+        help="no bridge channel (colibri-ws) on the web port: clients then send no layout to the bridge",
+    )
     focus = sub.add_parser(
         "focus",
         help="run the focus alone against an XMPP server (Prosody in production)",
@@ -265,6 +271,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         xmpp_port=args.xmpp_port,
         bridge=bridge,
         signaling=signaling,
+        colibri_ws=args.colibri_ws,
     )
     try:
         uvloop.run(_run_served(config))
@@ -283,6 +290,8 @@ async def _run_served(config: ServeConfig) -> None:
         assert served.bridge is not None
         print(f"sluice serve: media on UDP {served.bridge.bridge.local_addresses()}", flush=True)
         print(f"sluice serve: XMPP c2s on {config.xmpp_host}:{served.xmpp.tcp_port}", flush=True)
+        if served.colibri_ws is not None:
+            print(f"sluice serve: bridge channel at {served.colibri_ws}/...", flush=True)
         print(f"sluice serve: open {served.url}", flush=True)
         gc.freeze()
         await stop.wait()

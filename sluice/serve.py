@@ -3,8 +3,9 @@
 The embedded XMPP server (signaling.xmpp), the focus (signaling.focus), one bridge (BridgeApp) and the web
 client (signaling.web) share one event loop, but still talk to each other as separate deployments do: focus
 and bridge log in to the XMPP server over c2s on loopback with accounts made up at start, the bridge joins
-the brewery, and the focus allocates on it with Colibri2. Browsers reach the web page and XMPP over
-WebSocket on one HTTP port; media goes to the bridge's UDP port.
+the brewery, and the focus allocates on it with Colibri2. Browsers reach the web page, XMPP over WebSocket
+and the bridge channel (colibri-ws, on unless `colibri_ws` is off) on one HTTP port; media goes to the
+bridge's UDP port. The bridge's own public HTTP server is not started: its one route rides on the web port.
 
 Only the sluice package imports both halves: signaling never imports bridge, nor bridge signaling.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from bridge.app import BridgeApp
+from bridge.app import BridgeApp, url_host
 from bridge.settings import Settings, XmppSettings
 from signaling.focus import Focus, FocusConfig
 from signaling.settings import SignalingSettings
@@ -47,6 +48,10 @@ class ServeConfig:
     bridge: Settings = dataclasses.field(default_factory=Settings)
     #: The focus's policy and the XMPP server's limits (quotas), from the file's `[signaling.*]` tables.
     signaling: SignalingSettings = dataclasses.field(default_factory=SignalingSettings)
+    #: The bridge channel over colibri-ws on the web port (each session-initiate carries its
+    #: `<web-socket url>`); the bridge's `[videobridge.websockets]` server-id, domains, tls, compression
+    #: and keepalive apply. Off: clients get no bridge channel (no layouts, the bridge's default layers).
+    colibri_ws: bool = True
 
 
 class Served:
@@ -73,7 +78,10 @@ class Served:
         self.focus: Focus | None = None
         self.bridge: BridgeApp | None = None
         self.http_port: int | None = None
+        #: The colibri-ws URL base endpoints are told (None while stopped or with colibri_ws off).
+        self.colibri_ws: str | None = None
         self._runner: web.AppRunner | None = None
+        self._listen: socket.socket | None = None
 
     @property
     def url(self) -> str:
@@ -86,9 +94,16 @@ class Served:
         cfg = self.config
         try:
             await self.xmpp.start()
+            # Bound first, so the real port is known (0 asked for) before the bridge advertises the
+            # colibri-ws URL on it; nothing is served until the site starts below.
+            self._listen = socket.create_server((cfg.http_host, cfg.http_port), reuse_port=False)
+            self.http_port = int(self._listen.getsockname()[1])
+            app = create_web_app(cfg.domain, self.xmpp.websocket_handler)
             xmpp_host = "127.0.0.1" if cfg.xmpp_host in ("0.0.0.0", "") else cfg.xmpp_host
             bridge_settings = dataclasses.replace(
                 cfg.bridge,
+                # The web port carries the colibri websockets; the bridge opens no public server of its own.
+                public_http_port=-1 if cfg.colibri_ws else cfg.bridge.public_http_port,
                 advertised_addresses=cfg.bridge.advertised_addresses or default_advertised(cfg.bridge),
                 xmpp=(
                     XmppSettings(
@@ -104,6 +119,10 @@ class Served:
                 ),
             )
             self.bridge = BridgeApp(bridge_settings, extra_metrics=self.signaling_metrics)
+            if cfg.colibri_ws:
+                domain = colibri_ws_domain(cfg.http_host, bridge_settings, self.http_port)
+                self.bridge.host_web_sockets(app, domain)
+                self.colibri_ws = self.bridge.colibri2.web_socket_bases[0]
             await self.bridge.start()
             await self.bridge.wait_joined()
             self.focus = Focus(
@@ -119,22 +138,24 @@ class Served:
             )
             await self.focus.start()
             await self.focus.wait_ready()
-            app = create_web_app(cfg.domain, self.xmpp.websocket_handler)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            # Bound here rather than by TCPSite, so the real port is known when 0 was asked for.
-            sock = socket.create_server((cfg.http_host, cfg.http_port), reuse_port=False)
-            self.http_port = int(sock.getsockname()[1])
+            sock, self._listen = self._listen, None
             await web.SockSite(self._runner, sock).start()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
-        """Web first (no new joins), then the focus (clients see it leave), the bridge, the server."""
+        """Web first (no new joins; the colibri websockets close), then the focus (clients see it leave), the
+        bridge, the server."""
+        if self._listen is not None:
+            self._listen.close()
+            self._listen = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.colibri_ws = None
         if self.focus is not None:
             with contextlib.suppress(Exception):
                 await self.focus.stop()
@@ -180,6 +201,19 @@ def _families(component: str, stats: Mapping[str, int], gauges: tuple[str, ...])
         if name not in gauges:
             events.add_metric([name], value)
     yield events
+
+
+def colibri_ws_domain(http_host: str, bridge: Settings, port: int) -> str:
+    """host:port of the web port as the colibri-ws URL names it: the web address when it is a specific one;
+    else the first address the bridge gives browsers for media (they must reach it anyway), or loopback.
+    `videobridge.websockets.domains` overrides it (a reverse proxy, a name)."""
+    host = http_host
+    if host in ("", "0.0.0.0", "::"):
+        specific = [
+            a for a in (*bridge.advertised_addresses, *bridge.bind_addresses) if a not in ("0.0.0.0", "::")
+        ]
+        host = specific[0] if specific else "127.0.0.1"
+    return f"{url_host(host)}:{port}"
 
 
 def default_advertised(settings: Settings) -> tuple[str, ...]:

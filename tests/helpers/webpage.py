@@ -134,14 +134,45 @@ window.sluice = {
 """
 
 
+# The bridge channel harness: webclient/js/bridge-channel.js alone, against the WebSocket URL it is given.
+CHANNEL_HARNESS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>bridge channel harness</title>
+<link rel="icon" href="data:,"></head><body>
+<script type="module">
+import { BridgeChannel } from '/js/bridge-channel.js';
+let ch = null;
+const events = [];
+window.sluice = {
+  open: (url) => {
+    ch = new BridgeChannel(url);
+    const types = ['open', 'close', 'server-hello', 'forwarded-sources', 'dominant-speaker', 'message'];
+    for (const type of types) ch.addEventListener(type, (e) => events.push({ type, detail: e.detail }));
+    return true;
+  },
+  setConstraints: (c) => ch.setConstraints(c),
+  snapshot: () => ch.snapshot(),
+  events: () => events,
+  close: () => ch.close(),
+};
+</script></body></html>
+"""
+
+Routes = Callable[[web.UrlDispatcher], object]
+
+
 class WebServer:
-    """The web client over http://127.0.0.1:<port>/ on a private thread; `stop()` joins it."""
+    """The web client over http://127.0.0.1:<port>/ on a private thread; `stop()` joins it. `routes` adds a
+    test's own routes (their handlers run on the server's thread)."""
 
     def __init__(
-        self, config: Mapping[str, Any] | None = None, websocket_upstream: str | None = None
+        self,
+        config: Mapping[str, Any] | None = None,
+        websocket_upstream: str | None = None,
+        routes: Routes | None = None,
     ) -> None:
         self.config = dict(config or client_config())
         self.websocket_upstream = websocket_upstream
+        self.routes = routes
         self.port = 0
         self.requests: list[str] = []
         self.missing: list[str] = []
@@ -179,6 +210,9 @@ class WebServer:
         app = web.Application(middlewares=[self._log])
         app.router.add_get("/config.json", self._config)
         app.router.add_get("/__harness/jingle", self._harness)
+        app.router.add_get("/__harness/channel", self._channel_harness)
+        if self.routes is not None:
+            self.routes(app.router)
         app.router.add_get("/xmpp-websocket", self._websocket)
         # The same files `sluice serve` serves, so the browser tests also prove nothing else is needed.
         add_client_files(app.router, WEB_DIR)
@@ -207,6 +241,9 @@ class WebServer:
 
     async def _harness(self, _request: web.Request) -> web.Response:
         return web.Response(text=HARNESS_HTML, content_type="text/html")
+
+    async def _channel_harness(self, _request: web.Request) -> web.Response:
+        return web.Response(text=CHANNEL_HARNESS_HTML, content_type="text/html")
 
     async def _index(self, _request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB_DIR / "index.html")

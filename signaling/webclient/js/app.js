@@ -2,6 +2,7 @@
 
 import { Conference, PasswordRequired } from './conference.js';
 import { icons } from './icons.js';
+import { receiverConstraints, stageParticipant } from './layout.js';
 
 const ROOM_RE = /^[a-z0-9_-]{1,64}$/;
 const NAME_KEY = 'sluice.displayName';
@@ -10,6 +11,8 @@ const NOUNS = ['river', 'harbor', 'meadow', 'canyon', 'lagoon', 'summit', 'fores
 
 const app = document.getElementById('app');
 let conference = null;
+let callUi = null; // renderCall's handle: the layout, for the test API
+let testTone = null; // window.sluice.tone's track
 let view = 'loading';
 let localStream = null;
 let mediaError = null;
@@ -266,6 +269,7 @@ async function startCall(room, name, audioMuted, videoMuted) {
   }
   conference = new Conference({ config, room, displayName: name, localStream, audioMuted, videoMuted });
   const ui = renderCall(room, conference);
+  callUi = ui;
   let password = null;
   let wrong = false;
   for (;;) {
@@ -315,7 +319,43 @@ function renderCall(room, conf) {
   const lockBtn = h('button.tool#room-password', { type: 'button', title: 'Room password', hidden: true });
   const linkBtn = h('button.tool#copy-link', { type: 'button', title: 'Copy meeting link', html: `${icons.link}<span class="tool-label">Invite</span>` });
   const leaveBtn = h('button.tool.danger#leave', { type: 'button', title: 'Leave', html: `${icons.leave}<span class="tool-label">Leave</span>` });
+  const layoutBtn = h('button.tool#toggle-layout', { type: 'button' });
   const tiles = new Map(); // id → {el, video, audios: Map}
+  // Grid or stage; who is pinned (a click on a tile); who the bridge says speaks (bridge channel).
+  const layout = { mode: 'grid', pinned: null, dominant: null, stage: null };
+  let people = [];
+
+  const applyLayout = () => {
+    const stage = stageParticipant(layout, people);
+    layout.stage = stage;
+    grid.classList.toggle('stage-view', layout.mode === 'stage');
+    grid.style.setProperty('--strip', String(Math.max(1, tiles.size - 1)));
+    for (const [id, t] of tiles) {
+      t.el.classList.toggle('on-stage', id === stage);
+      t.el.classList.toggle('pinned', id === layout.pinned);
+      t.el.classList.toggle('dominant', id === layout.dominant);
+      // A remote video the bridge does not forward (last-n) shows the avatar, not its last frame.
+      const src = conf.videoSourceOf(id);
+      if (src && conf.forwardedSources) t.el.dataset.forwarded = String(conf.forwardedSources.includes(src));
+      else delete t.el.dataset.forwarded;
+    }
+    const stageIsRemote = stage !== null && !people.find((p) => p.id === stage)?.local;
+    conf.setReceiverConstraints(receiverConstraints(stageIsRemote ? conf.videoSourceOf(stage) : null));
+    layoutBtn.innerHTML = (layout.mode === 'stage' ? icons.grid : icons.stage) +
+      `<span class="tool-label">${layout.mode === 'stage' ? 'Grid' : 'Stage'}</span>`;
+    layoutBtn.title = layout.mode === 'stage' ? 'Show everyone in a grid' : 'Show one participant large';
+  };
+  // A click on a tile pins it on stage; a click on the pinned tile unpins it (the speaker takes the stage).
+  const togglePin = (id) => {
+    layout.pinned = layout.pinned === id ? null : id;
+    if (layout.pinned) layout.mode = 'stage';
+    applyLayout();
+  };
+  layoutBtn.addEventListener('click', () => {
+    layout.mode = layout.mode === 'stage' ? 'grid' : 'stage';
+    if (layout.mode === 'grid') layout.pinned = null;
+    applyLayout();
+  });
 
   micBtn.addEventListener('click', () => conf.setAudioMuted(!conf.audioMuted));
   camBtn.addEventListener('click', () => conf.setVideoMuted(!conf.videoMuted));
@@ -368,13 +408,16 @@ function renderCall(room, conf) {
         h('div.tile-badges'));
       t = { el, video, audios: new Map(), stream: new MediaStream() };
       video.srcObject = t.stream;
+      el.addEventListener('click', () => togglePin(p.id));
+      el.title = 'Click to pin on stage';
       tiles.set(p.id, t);
       grid.append(el);
     }
     return t;
   };
 
-  const paintParticipants = (people) => {
+  const paintParticipants = (next) => {
+    people = next;
     const seen = new Set();
     for (const p of people) {
       seen.add(p.id);
@@ -422,6 +465,7 @@ function renderCall(room, conf) {
     grid.style.setProperty('--cols', String(cols));
     grid.style.setProperty('--rows', String(Math.ceil(n / cols)));
     grid.dataset.count = String(n);
+    applyLayout();
 
     list.replaceChildren(...people.map((p) => h('li.person', { 'data-id': p.id },
       avatar(p.id, p.name),
@@ -452,6 +496,11 @@ function renderCall(room, conf) {
     if (!e.detail.initial) toast(e.detail.locked ? 'This room is now password-protected.' : 'The room password was removed.');
   });
   conf.addEventListener('notice', (e) => toast(e.detail));
+  conf.addEventListener('dominant-speaker', (e) => {
+    layout.dominant = e.detail.id;
+    applyLayout();
+  });
+  conf.addEventListener('forwarded-sources', () => applyLayout());
   conf.addEventListener('ended', (e) => {
     if (view === 'call') renderEnded(room, e.detail.reason, false);
   });
@@ -459,13 +508,14 @@ function renderCall(room, conf) {
   setView('call', h('div.page.call', {},
     h('header.topbar.call-top', {}, brand(), h('span.room-chip', {}, room), lockBadge, h('span.spacer'), conn),
     h('div.call-body', {}, h('main.stage', {}, grid), panel),
-    h('footer.toolbar', {}, micBtn, camBtn, h('span.sep'), peopleBtn, linkBtn, lockBtn, h('span.sep'), leaveBtn)));
+    h('footer.toolbar', {}, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, h('span.sep'), leaveBtn)));
   paintState(conf.state);
   paintParticipants(conf.participantList());
   return {
     joined() {
       paintParticipants(conf.participantList());
     },
+    layout: () => ({ ...layout }),
   };
 }
 
@@ -510,6 +560,64 @@ window.sluice = {
     audioTracks: p.tracks.filter((t) => t.kind === 'audio').length,
   })),
   getStats: () => (conference ? conference.stats() : {}),
+  sentVideo: () => (conference ? conference.sentVideo() : []),
+  /** The last Jingle stanzas received and sent: [{dir: 'in'|'out', action, xml}]. */
+  jingleLog: () => conference?.jingleLog ?? [],
+  /**
+   * Samples one remote participant's inbound video every `everyMs` for `forMs`, in the page so the samples
+   * are evenly spaced, and clicks that participant's tile `clickAtMs` in (when given): {clickedAt, samples:
+   * [{t (ms), framesDecoded, frameHeight, packetsLost, freezeCount, totalFreezesDuration}]}.
+   */
+  sampleVideo: async (owner, forMs, everyMs = 50, clickAtMs = null) => {
+    const samples = [];
+    let clickedAt = null;
+    const t0 = performance.now();
+    while (performance.now() - t0 < forMs) {
+      if (clickAtMs !== null && clickedAt === null && performance.now() - t0 >= clickAtMs) {
+        clickedAt = performance.now() - t0;
+        window.sluice.clickTile(owner);
+      }
+      const s = (await conference.stats())[owner];
+      samples.push({ t: performance.now() - t0, framesDecoded: s?.framesDecoded ?? 0, frameHeight: s?.frameHeight ?? 0,
+        packetsLost: s?.videoPacketsLost ?? 0, freezeCount: s?.freezeCount ?? 0, totalFreezesDuration: s?.totalFreezesDuration ?? 0 });
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+    return { clickedAt, samples };
+  },
+  /** The bridge channel: open, ServerHello and ForwardedSources seen, what we asked for last. */
+  channel: () => conference?.channel?.snapshot() ?? null,
+  layout: () => ({ ...(callUi?.layout() ?? {}), constraints: conference?.receiverConstraints ?? null }),
+  /** Clicks a participant's tile (pins it on stage, or unpins it). */
+  clickTile: (id) => {
+    const tile = document.querySelector(`.tile[data-id='${CSS.escape(id)}']`);
+    if (!tile) throw new Error(`no tile for ${id}`);
+    tile.click();
+  },
+  /**
+   * Sends a steady tone instead of the microphone (true), or the microphone again (false): the fake
+   * microphone only beeps, too briefly for the bridge's dominant speaker detection.
+   */
+  tone: async (on) => {
+    const sender = conference?.pc?.getSenders().find((x) => x.track?.kind === 'audio');
+    if (!sender) throw new Error('no audio sender');
+    if (on) {
+      testTone ??= (() => {
+        const ctx = new AudioContext();
+        const osc = ctx.createOscillator();
+        const gain = ctx.createGain();
+        gain.gain.value = 0.5;
+        const out = ctx.createMediaStreamDestination();
+        osc.connect(gain).connect(out);
+        osc.start();
+        return out.stream.getAudioTracks()[0];
+      })();
+      await sender.replaceTrack(testTone);
+    } else {
+      await sender.replaceTrack(localStream.getAudioTracks()[0]);
+    }
+  },
+  /** Clicks the grid/stage button. */
+  toggleLayout: () => document.getElementById('toggle-layout').click(),
   remoteSources: () => (conference?.remote ? conference.remote.activeSources().map((s) => ({ mid: s.mid, owner: s.owner, media: s.media, name: s.name, ssrcs: s.ssrcs })) : []),
   toggleAudio: () => { conference.setAudioMuted(!conference.audioMuted); return conference.audioMuted; },
   toggleVideo: () => { conference.setVideoMuted(!conference.videoMuted); return conference.videoMuted; },

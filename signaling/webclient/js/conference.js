@@ -1,12 +1,15 @@
-// One conference: XMPP login, the conference request to the focus, the MUC room, and the Jingle session
-// with the bridge (docs/jitsi-protocol.md §5). No DOM: the UI listens to the events this object dispatches
-// ("state", "participants", "tracks", "locked", "error", "ended").
+// One conference: XMPP login, the conference request to the focus, the MUC room, the Jingle session with
+// the bridge (docs/jitsi-protocol.md §5) and the bridge channel (§4, bridge-channel.js). No DOM: the UI
+// listens to the events this object dispatches ("state", "participants", "tracks", "locked", "error",
+// "ended", "channel", "dominant-speaker", "forwarded-sources") and tells it what its layout needs
+// (setReceiverConstraints).
 
 import { $iq, $pres, Strophe, XmppClient, xmlElement, StanzaError } from './xmpp.js';
 import {
   NS, JingleError, RemoteSession, parseJingle, sessionAcceptXml, sessionTerminateXml, transportInfoXml,
-  candidateFromSdp, candidateToSdp,
+  candidateFromSdp, candidateToSdp, simulcastPlan, withSimulcast,
 } from './jingle-sdp.js';
+import { BridgeChannel } from './bridge-channel.js';
 
 const MUC = 'http://jabber.org/protocol/muc';
 const MUC_USER = 'http://jabber.org/protocol/muc#user';
@@ -40,7 +43,57 @@ export function randomNick() {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
 }
 
+// Our camera as Jitsi Meet sends it: three VP8 simulcast layers, lowest first (the SIM group's order),
+// at 1/4, 1/2 and full size of the capture (320x180, 640x360, 1280x720 from a 720p camera).
+export const SIMULCAST_LAYERS = Object.freeze([
+  { scaleResolutionDownBy: 4, maxBitrate: 200000 },
+  { scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+]);
+
+// Where Chrome's bandwidth estimate starts, so that every layer goes out from the start (the sum of their
+// maxBitrate); loss in the bridge's receiver reports still brings it down.
+export const START_BITRATE_KBPS = SIMULCAST_LAYERS.reduce((sum, l) => sum + l.maxBitrate, 0) / 1000;
+
+// Our bridge sends no transport-wide congestion control feedback (nor REMB) yet. With transport-cc
+// negotiated, Chrome counts every packet in flight until that feedback acknowledges it, and its congestion
+// window then throttles the encoder to its minimum within seconds: only the 180p layer stays on. Without
+// it, Chrome's estimate follows the loss in the bridge's receiver reports. Turn it back on once the bridge
+// answers transport-cc.
+export const NEGOTIATE_TRANSPORT_CC = false;
+
+const JINGLE_LOG = 32;
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Longest <SourceInfo> we read (the focus reads at most 2,048 characters too).
+const SOURCE_INFO_MAX = 2048;
+
+/**
+ * Mute flags from a presence's <SourceInfo> JSON ({"<nick>-a0": {"muted": true}, "<nick>-v0": {...}}), for
+ * the sender's own sources only; a kind is muted when every source of it named there is, undefined when
+ * none is named.
+ */
+export function sourceInfo(st, nick) {
+  const out = { audio: undefined, video: undefined };
+  const text = [...st.children].find((c) => c.localName === 'SourceInfo')?.textContent;
+  if (!text || text.length > SOURCE_INFO_MAX) return out;
+  let doc;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return out;
+  }
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) return out;
+  const muted = { a: [], v: [] };
+  for (const [name, v] of Object.entries(doc)) {
+    const m = /^(.+)-([av])\d+$/.exec(name);
+    if (m && m[1] === nick && v && typeof v.muted === 'boolean') muted[m[2]].push(v.muted);
+  }
+  if (muted.a.length) out.audio = muted.a.every(Boolean);
+  if (muted.v.length) out.video = muted.v.every(Boolean);
+  return out;
+}
 
 function websocketUrl(path) {
   const u = new URL(path, location.href);
@@ -74,6 +127,17 @@ export class Conference extends EventTarget {
     this.counters = { jingleErrors: 0, rejectedStanzas: 0, renegotiations: 0, sessions: 0 };
     this.xmpp = null;
     this.left = false;
+    this.simulcast = null; // this session's SIM/FID SSRCs (jingle-sdp.js simulcastPlan)
+    this.channel = null; // the bridge channel of the current session
+    this.receiverConstraints = null; // what the layout asked for last (setReceiverConstraints)
+    this.dominantSpeaker = null;
+    this.forwardedSources = null;
+    this.jingleLog = []; // the last JINGLE_LOG Jingle stanzas in and out: {dir, action, xml} (for tests)
+  }
+
+  _logJingle(dir, action, xml) {
+    this.jingleLog.push({ dir, action, xml });
+    if (this.jingleLog.length > JINGLE_LOG) this.jingleLog.shift();
   }
 
   // -------------------------------------------------------------------------------------------- events
@@ -266,10 +330,12 @@ export class Conference extends EventTarget {
     const isFocus = Boolean(realJid && realJid.startsWith(`${this.focusUserJid}/`));
     const prev = this.participants.get(nick);
     const p = prev ?? { id: nick, tracks: new Map() };
+    const info = sourceInfo(st, nick);
     Object.assign(p, {
       name: text(NICK, 'nick') || p.name || nick,
-      audioMuted: text(AUDIO_NS, 'audiomuted') === 'true',
-      videoMuted: text(VIDEO_NS, 'videomuted') === 'true',
+      // Current Jitsi clients say mute only in <SourceInfo>; older ones in <audiomuted>/<videomuted>.
+      audioMuted: info.audio ?? text(AUDIO_NS, 'audiomuted') === 'true',
+      videoMuted: info.video ?? text(VIDEO_NS, 'videomuted') === 'true',
       jid: realJid,
       isFocus,
       role: item ? item.getAttribute('role') : undefined,
@@ -380,6 +446,7 @@ export class Conference extends EventTarget {
       return true;
     }
     this._reply(st);
+    this._logJingle('in', j.action, new XMLSerializer().serializeToString(jingleEl));
     this.queue = this.queue.then(() => this._jingle(j)).catch((e) => {
       this.counters.jingleErrors += 1;
       console.error(`jingle ${j.action} failed:`, e);
@@ -416,12 +483,16 @@ export class Conference extends EventTarget {
   async _sessionInitiate(j) {
     this._closeSession();
     const remote = new RemoteSession(j);
+    remote.startBitrateKbps = START_BITRATE_KBPS;
+    remote.transportCc = NEGOTIATE_TRANSPORT_CC;
     this.remote = remote;
     this.counters.sessions += 1;
     this._set({ jingle: 'negotiating', ice: 'new' });
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
+    this.simulcast = null;
     this.pendingCandidates = [];
+    this._openChannel(remote.transport.webSockets ?? []);
     if (this.localStream) for (const t of this.localStream.getTracks()) pc.addTrack(t, this.localStream);
     pc.ontrack = (e) => this._onTrack(e);
     pc.onicecandidate = (e) => this._onLocalCandidate(pc, e.candidate);
@@ -432,8 +503,7 @@ export class Conference extends EventTarget {
     };
     await pc.setRemoteDescription({ type: 'offer', sdp: remote.toSdp() });
     this._bindLocalTracks(pc);
-    const answer = await pc.createAnswer();
-    await pc.setLocalDescription(answer);
+    await this._answer(pc);
     await this._gathered(pc, 3000);
     if (pc !== this.pc) return;
     const localSdp = pc.localDescription.sdp;
@@ -499,6 +569,7 @@ export class Conference extends EventTarget {
   }
 
   async _sendJingle(xml, what) {
+    this._logJingle('out', what, xml);
     const iq = $iq({ type: 'set', to: `${this.roomJid}/focus` }).cnode(xmlElement(xml));
     await this.xmpp.iq(iq, what);
   }
@@ -508,9 +579,34 @@ export class Conference extends EventTarget {
     if (!pc || !this.remote) return;
     this.counters.renegotiations += 1;
     await pc.setRemoteDescription({ type: 'offer', sdp: this.remote.toSdp() });
-    const answer = await pc.createAnswer();
-    await pc.setLocalDescription(answer);
+    await this._answer(pc);
     this._participantsChanged();
+  }
+
+  /** createAnswer, with our camera's m-line turned into simulcast (the same SSRCs for the whole session). */
+  async _answer(pc) {
+    const answer = await pc.createAnswer();
+    const video = this.remote.contents.find((c) => c.media === 'video');
+    let sdp = answer.sdp;
+    if (video && this.localStream?.getVideoTracks().length) {
+      this.simulcast ??= simulcastPlan(sdp, video.name, SIMULCAST_LAYERS.length);
+      sdp = withSimulcast(sdp, video.name, this.simulcast);
+    }
+    await pc.setLocalDescription({ type: 'answer', sdp });
+    if (video && this.simulcast) await this._setLayers(pc, video.name);
+  }
+
+  /** Sizes and bitrates of the simulcast layers (Chrome made one encoding per SIM SSRC). */
+  async _setLayers(pc, mid) {
+    const sender = pc.getTransceivers().find((t) => t.mid === mid)?.sender;
+    if (!sender || !sender.track) return;
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length !== SIMULCAST_LAYERS.length) {
+      console.warn('simulcast: the browser made', params.encodings?.length, 'encodings, not', SIMULCAST_LAYERS.length);
+      return;
+    }
+    params.encodings.forEach((e, i) => Object.assign(e, SIMULCAST_LAYERS[i], { active: true }));
+    await sender.setParameters(params);
   }
 
   async _transportInfo(j) {
@@ -571,10 +667,56 @@ export class Conference extends EventTarget {
       this.pc.close();
       this.pc = null;
     }
+    this._closeChannel();
     this.remote = null;
     for (const p of this.participants.values()) p.tracks.clear();
     this._set({ ice: 'closed', jingle: 'none' });
     this._participantsChanged();
+  }
+
+  // ------------------------------------------------------------------------------------ bridge channel
+
+  _openChannel(urls) {
+    this._closeChannel();
+    if (!urls.length) {
+      // A bridge without colibri-ws: media still flows, at the bridge's default layers.
+      console.info('bridge channel: the session-initiate offers no <web-socket>');
+      return;
+    }
+    const ch = new BridgeChannel(urls[0]);
+    this.channel = ch;
+    const changed = () => this._emit('channel', ch.snapshot());
+    ch.addEventListener('open', changed);
+    ch.addEventListener('close', changed);
+    ch.addEventListener('server-hello', changed);
+    ch.addEventListener('forwarded-sources', (e) => {
+      this.forwardedSources = e.detail;
+      this._emit('forwarded-sources', e.detail);
+    });
+    ch.addEventListener('dominant-speaker', (e) => {
+      this.dominantSpeaker = e.detail.id;
+      this._emit('dominant-speaker', e.detail);
+    });
+    if (this.receiverConstraints) ch.setConstraints(this.receiverConstraints);
+  }
+
+  _closeChannel() {
+    if (this.channel) {
+      this.channel.close();
+      this.channel = null;
+      this._emit('channel', null);
+    }
+  }
+
+  /** What the layout needs from the bridge (layout.js receiverConstraints); kept across sessions. */
+  setReceiverConstraints(constraints) {
+    this.receiverConstraints = constraints;
+    if (this.channel) this.channel.setConstraints(constraints);
+  }
+
+  /** The name of a remote participant's (first) video source, as the focus signalled it. */
+  videoSourceOf(owner) {
+    return this.remote?.activeSources().find((s) => s.owner === owner && s.media === 'video')?.name ?? null;
   }
 
   // ------------------------------------------------------------------------------------ local controls
@@ -625,12 +767,18 @@ export class Conference extends EventTarget {
       if (r.type !== 'inbound-rtp') return;
       const owner = (r.mid !== undefined ? remote.ownerOfMid(r.mid) : undefined) ?? remote.ownerOfSsrc(r.ssrc);
       if (!owner) return;
-      const s = (out[owner] ??= { framesDecoded: 0, frameWidth: 0, frameHeight: 0, videoPacketsReceived: 0, totalSamplesReceived: 0, audioPacketsReceived: 0, audioLevel: 0 });
+      const s = (out[owner] ??= {
+        framesDecoded: 0, frameWidth: 0, frameHeight: 0, videoPacketsReceived: 0, videoPacketsLost: 0,
+        freezeCount: 0, totalFreezesDuration: 0, totalSamplesReceived: 0, audioPacketsReceived: 0, audioLevel: 0,
+      });
       if (r.kind === 'video') {
         s.framesDecoded += r.framesDecoded ?? 0;
         s.frameWidth = Math.max(s.frameWidth, r.frameWidth ?? 0);
         s.frameHeight = Math.max(s.frameHeight, r.frameHeight ?? 0);
         s.videoPacketsReceived += r.packetsReceived ?? 0;
+        s.videoPacketsLost += r.packetsLost ?? 0;
+        s.freezeCount += r.freezeCount ?? 0;
+        s.totalFreezesDuration += r.totalFreezesDuration ?? 0;
       } else if (r.kind === 'audio') {
         s.totalSamplesReceived += r.totalSamplesReceived ?? 0;
         s.audioPacketsReceived += r.packetsReceived ?? 0;
@@ -638,6 +786,21 @@ export class Conference extends EventTarget {
       }
     });
     return out;
+  }
+
+  /** Our camera's outbound-rtp streams, one per simulcast layer: [{ssrc, frameWidth, frameHeight, ...}]. */
+  async sentVideo() {
+    if (!this.pc) return [];
+    const out = [];
+    (await this.pc.getStats()).forEach((r) => {
+      if (r.type !== 'outbound-rtp' || r.kind !== 'video') return;
+      out.push({
+        ssrc: r.ssrc, rid: r.rid ?? null, frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
+        framesEncoded: r.framesEncoded ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active ?? null,
+        qualityLimitationReason: r.qualityLimitationReason ?? null, encoderImplementation: r.encoderImplementation ?? null,
+      });
+    });
+    return out.sort((a, b) => a.frameHeight - b.frameHeight);
   }
 
   /** Ends the session (session-terminate to the focus), leaves the room and closes the connection. */

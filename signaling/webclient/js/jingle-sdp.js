@@ -5,10 +5,12 @@
 //
 // The focus is the offerer. We build a unified-plan offer from its session-initiate:
 //   - m-line "audio" and "video" (the Jingle content names) are sendrecv: our own tracks go there;
-//   - every remote source (one per owner and kind, RTX/SIM SSRCs included) gets its own m-line, sendonly
-//     from the focus's side, with a=ssrc lines: the bridge forwards SSRCs unchanged and sends no MID
-//     header extension, so Chrome can only route packets to a receiver by signalled SSRC;
+//   - every remote source (one per owner and kind, with the SSRCs signalled: a simulcast sender's primary
+//     and RTX, since the focus strips simulcast and the bridge rewrites the layer it forwards onto the
+//     primary) gets its own m-line, sendonly from the focus's side, with a=ssrc lines: the bridge sends no
+//     MID header extension, so Chrome can only route packets to a receiver by signalled SSRC;
 //   - removed sources keep their m-line (m-lines never disappear in unified plan) with port 0.
+// Our own answer is made simulcast by munging (simulcastPlan / withSimulcast at the end of this file).
 
 export const NS = Object.freeze({
   JINGLE: 'urn:xmpp:jingle:1',
@@ -23,6 +25,7 @@ export const NS = Object.freeze({
   JITMEET: 'http://jitsi.org/jitmeet',
   FOCUS: 'http://jitsi.org/protocol/focus',
   START_MUTED: 'http://jitsi.org/jitmeet/start-muted',
+  COLIBRI: 'http://jitsi.org/protocol/colibri',
 });
 
 export class JingleError extends Error {}
@@ -153,6 +156,8 @@ export function parseTransport(t) {
     })),
     candidates: kids(t, 'candidate').map(parseCandidateEl),
     sctp: sctp ? { number: int(sctp, 'number'), protocol: attr(sctp, 'protocol'), streams: int(sctp, 'streams') } : null,
+    // The bridge channel (colibri-ws, §4): absolute ws:// or wss:// URLs, in the bridge's order.
+    webSockets: kids(t, 'web-socket', NS.COLIBRI).map((w) => attr(w, 'url')).filter((u) => /^wss?:\/\//.test(u ?? '')),
   };
 }
 
@@ -353,12 +358,22 @@ function fmtpOf(pt) {
   return pt.parameters.map((p) => (p.name ? `${p.name}=${p.value}` : p.value)).join(';');
 }
 
-function codecLines(desc) {
+// Payload types that carry no media of their own: they take no bitrate hint.
+const NOT_MEDIA = new Set(['rtx', 'red', 'ulpfec', 'flexfec-03', 'telephone-event', 'cn']);
+
+export const TRANSPORT_CC_URI = 'http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01';
+
+function codecLines(desc, startBitrateKbps, transportCc = true) {
   const lines = [];
   for (const pt of desc.payloadTypes) {
     lines.push(`a=rtpmap:${pt.id} ${pt.name}/${pt.clockrate}${pt.channels && pt.channels !== 1 ? `/${pt.channels}` : ''}`);
-    if (pt.parameters.length) lines.push(`a=fmtp:${pt.id} ${fmtpOf(pt)}`);
-    for (const fb of pt.rtcpFbs) lines.push(`a=rtcp-fb:${pt.id} ${fb.type}${fb.subtype ? ` ${fb.subtype}` : ''}`);
+    const hint = startBitrateKbps && desc.media === 'video' && !NOT_MEDIA.has(pt.name.toLowerCase());
+    const params = hint ? [...pt.parameters, { name: 'x-google-start-bitrate', value: String(startBitrateKbps) }] : pt.parameters;
+    if (params.length) lines.push(`a=fmtp:${pt.id} ${fmtpOf({ parameters: params })}`);
+    for (const fb of pt.rtcpFbs) {
+      if (!transportCc && fb.type === 'transport-cc') continue;
+      lines.push(`a=rtcp-fb:${pt.id} ${fb.type}${fb.subtype ? ` ${fb.subtype}` : ''}`);
+    }
   }
   return lines;
 }
@@ -428,6 +443,10 @@ export class RemoteSession {
       throw new JingleError('session-initiate without a BUNDLE group');
     }
     this.nextMid = 0;
+    // Chrome's first send-side bandwidth estimate (kbps) for video; null leaves Chrome's own (300).
+    this.startBitrateKbps = null;
+    // false leaves transport-cc (rtcp-fb and header extension) out of the offer, so it is not negotiated.
+    this.transportCc = true;
     // Lines: {mid, media, content?, source?, active}
     this.lines = this.contents.map((c) => ({ mid: c.name, media: c.media, content: c, source: null, active: true }));
     this.sources = new Map(); // key → source
@@ -545,14 +564,14 @@ export class RemoteSession {
       lines.push('a=rtcp:9 IN IP4 0.0.0.0');
       lines.push(...transportLines(this.transport, line.active));
       lines.push(`a=mid:${line.mid}`);
-      for (const x of d.extmaps) lines.push(`a=extmap:${x.id} ${x.uri}`);
+      for (const x of d.extmaps) if (this.transportCc || x.uri !== TRANSPORT_CC_URI) lines.push(`a=extmap:${x.id} ${x.uri}`);
       if (!line.active) lines.push('a=inactive');
       else if (line.content) lines.push(line.content.senders === 'initiator' ? 'a=sendonly' : 'a=sendrecv');
       else lines.push('a=sendonly');
       if (line.active && line.source) lines.push(`a=msid:${line.source.msid}`);
       lines.push('a=rtcp-mux');
       if (d.maxptime) lines.push(`a=maxptime:${d.maxptime}`);
-      lines.push(...codecLines(d));
+      lines.push(...codecLines(d, this.startBitrateKbps, this.transportCc));
       if (line.active && line.source) lines.push(...ssrcLines(line.source));
     }
     return lines.join('\r\n') + '\r\n';
@@ -701,6 +720,7 @@ export function transportXml(t) {
     ...t.fingerprints.map((f) => el('fingerprint', { xmlns: NS.DTLS, hash: f.hash, setup: f.setup }, [], f.value)),
     ...t.candidates.map((c, i) => candidateXml(c, `c${i}`)),
     t.sctp ? el('sctpmap', { xmlns: NS.SCTP, number: t.sctp.number, protocol: t.sctp.protocol, streams: t.sctp.streams }) : null,
+    ...(t.webSockets ?? []).map((url) => el('web-socket', { xmlns: NS.COLIBRI, url })),
   ]);
 }
 
@@ -818,4 +838,85 @@ export function sessionTerminateXml(sid, { initiator, condition = 'success', tex
 /** Sources carried by a source-add / source-remove (inline per content, or JSON), grouped per source. */
 export function sourcesOf(parsedJingle) {
   return parsedJingle.sources;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Simulcast (legacy SSRC signalling, as Jitsi clients send it to the bridge)
+//
+// We are the answerer, so rid simulcast would need the focus's offer to ask for it (a=simulcast:recv),
+// and our bridge routes by signalled SSRC, not by rid. Instead, as lib-jitsi-meet does, we munge our
+// answer before setLocalDescription: the sending video m-line gets N primary SSRCs in one
+// `a=ssrc-group:SIM` (lowest layer first), each with its RTX in an `a=ssrc-group:FID`, all under the
+// track's one msid. Chrome then encodes one simulcast layer per SIM SSRC; the layers' sizes come from
+// RTCRtpSender.setParameters (scaleResolutionDownBy). The session-accept is built from the munged
+// local description, so the focus and the bridge see SIM(p1,p2,p3) + FID(p_i, r_i).
+
+// [start, end) of the m-section whose a=mid is `mid`, in SDP lines; null if none.
+function sectionBounds(lines, mid) {
+  const starts = lines.map((l, i) => (l.startsWith('m=') ? i : -1)).filter((i) => i >= 0);
+  for (let k = 0; k < starts.length; k += 1) {
+    const end = k + 1 < starts.length ? starts[k + 1] : lines.length;
+    if (lines.slice(starts[k], end).includes(`a=mid:${mid}`)) return [starts[k], end];
+  }
+  return null;
+}
+
+function randomSsrc(taken) {
+  const b = new Uint32Array(1);
+  for (;;) {
+    crypto.getRandomValues(b);
+    if (b[0] !== 0 && !taken.has(b[0])) {
+      taken.add(b[0]);
+      return b[0];
+    }
+  }
+}
+
+/**
+ * The SSRCs to simulcast the sending m-line `mid` with: Chrome's own primary and RTX as the lowest layer,
+ * then fresh random ones. Null when that m-line sends no SSRC (no camera) or has fewer than 1 layer to add.
+ * {primaries: [...], rtx: [...] (empty without RTX), cname, msid}
+ */
+export function simulcastPlan(sdp, mid, layers = 3) {
+  const lines = sdp.split(/\r?\n/).filter((l) => l.length);
+  const bounds = sectionBounds(lines, mid);
+  if (!bounds) return null;
+  const m = parseSdp(lines.slice(bounds[0], bounds[1]).join('\r\n')).media[0];
+  const c = mediaToContent(m);
+  if (!['sendrecv', 'sendonly'].includes(c.direction) || c.description.sources.length === 0) return null;
+  const sim = c.description.ssrcGroups.find((g) => g.semantics === 'SIM');
+  const fids = c.description.ssrcGroups.filter((g) => g.semantics === 'FID');
+  const taken = new Set(parseSdp(sdp).media.flatMap((x) => mediaToContent(x).description.sources.map((s) => s.ssrc)));
+  const primaries = sim ? [...sim.ssrcs] : [fids[0]?.ssrcs[0] ?? c.description.sources[0].ssrc];
+  const rtxOf = (p) => fids.find((g) => g.ssrcs[0] === p)?.ssrcs[1];
+  const hasRtx = rtxOf(primaries[0]) !== undefined;
+  while (primaries.length < layers) primaries.push(randomSsrc(taken));
+  const rtx = hasRtx ? primaries.map((p) => rtxOf(p) ?? randomSsrc(taken)) : [];
+  const first = c.description.sources.find((s) => s.ssrc === primaries[0]) ?? c.description.sources[0];
+  const msid = first.msid ?? one(m, 'msid');
+  if (!msid) return null;
+  return { primaries, rtx, cname: first.cname ?? 'sluice', msid };
+}
+
+/** `sdp` with the m-line `mid`'s SSRC lines replaced by the plan's (see simulcastPlan). */
+export function withSimulcast(sdp, mid, plan) {
+  const lines = sdp.split(/\r?\n/).filter((l) => l.length);
+  const bounds = sectionBounds(lines, mid);
+  if (!bounds || !plan) return sdp;
+  const [start, end] = bounds;
+  const section = lines.slice(start, end);
+  const firstSsrc = section.findIndex((l) => l.startsWith('a=ssrc-group:') || l.startsWith('a=ssrc:'));
+  const kept = section.filter((l) => !l.startsWith('a=ssrc-group:') && !l.startsWith('a=ssrc:'));
+  const block = [];
+  plan.primaries.forEach((p, i) => {
+    if (plan.rtx.length) block.push(`a=ssrc-group:FID ${p} ${plan.rtx[i]}`);
+  });
+  if (plan.primaries.length > 1) block.push(`a=ssrc-group:SIM ${plan.primaries.join(' ')}`);
+  for (const ssrc of [...plan.primaries, ...plan.rtx]) {
+    block.push(`a=ssrc:${ssrc} cname:${plan.cname}`);
+    block.push(`a=ssrc:${ssrc} msid:${plan.msid}`);
+  }
+  const at = firstSsrc < 0 ? kept.length : section.slice(0, firstSsrc).filter((l) => !l.startsWith('a=ssrc')).length;
+  kept.splice(at, 0, ...block);
+  return [...lines.slice(0, start), ...kept, ...lines.slice(end)].join('\r\n') + '\r\n';
 }
