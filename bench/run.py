@@ -500,19 +500,36 @@ class Channels:
         self.received: Counter[str] = Counter()
         self._sockets: list[aiohttp.ClientWebSocketResponse] = []
         self._readers: list[asyncio.Task[None]] = []
+        #: Per socket, how many sources the bridge last said it forwards (None: not said yet).
+        self._forwarded: list[int | None] = []
+        self._told = asyncio.Event()
 
     async def open(self, url: str, messages: list[dict[str, Any]]) -> None:
         ws = await self.session.ws_connect(url, heartbeat=None)
         self._sockets.append(ws)
-        self._readers.append(asyncio.create_task(self._read(ws)))
+        self._forwarded.append(None)
+        self._readers.append(asyncio.create_task(self._read(ws, len(self._sockets) - 1)))
         for message in messages:
             await ws.send_str(json.dumps(message))
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def settled(self, most: int, timeout: float = 20.0) -> None:
+        """Until every receiver was told it gets at most `most` sources: its lastN took effect, so the
+        run measures the allocation asked for, not the moment before it."""
+        async with asyncio.timeout(timeout):
+            while not all(n is not None and n <= most for n in self._forwarded):
+                self._told.clear()
+                await self._told.wait()
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, index: int) -> None:
         async for msg in ws:
             if msg.type is aiohttp.WSMsgType.TEXT:
-                with contextlib.suppress(ValueError, AttributeError):
-                    self.received[str(json.loads(msg.data).get("colibriClass"))] += 1
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    body = json.loads(msg.data)
+                    kind = str(body.get("colibriClass"))
+                    self.received[kind] += 1
+                    if kind == "ForwardedSources":
+                        self._forwarded[index] = len(body["forwardedSources"])
+                        self._told.set()
 
     async def close(self) -> None:
         for ws in self._sockets:
@@ -616,6 +633,18 @@ async def run_once(
             _allocate_raw(target, lg, scenario)
         if not await asyncio.to_thread(lg.wait_connected, 30.0):
             raise BenchError(f"{lg.failed()} endpoints failed, {lg.connected()}/{lg.endpoints()} connected")
+        receive = scenario.receive
+        if (
+            channels is not None
+            and receive is not None
+            and receive.last_n is not None
+            and receive.last_n >= 0
+        ):
+            # lastN sources, plus the one on stage.
+            try:
+                await channels.settled(receive.last_n + (1 if receive.screen_share else 0))
+            except TimeoutError:
+                raise BenchError("the bridge did not apply every receiver's lastN within 20 s") from None
         own_cpu0 = process_cpu(os.getpid())
         machine0 = machine_busy_seconds()
         before = await target.counters()
