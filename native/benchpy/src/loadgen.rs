@@ -236,6 +236,11 @@ impl LoadGen {
         self.inner.start();
     }
 
+    /// Forgets the latency recorded so far (totals and loss stay): the end of a warm-up.
+    fn reset_latency(&self) {
+        self.inner.reset_latency();
+    }
+
     /// Stops sending and keeps receiving for `drain` seconds (without the GIL).
     #[pyo3(signature = (drain = 0.5))]
     fn stop(&mut self, py: Python<'_>, drain: f64) {

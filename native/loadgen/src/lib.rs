@@ -428,6 +428,14 @@ impl LoadGen {
     }
 
     /// Stops sending, then keeps receiving for `drain` so in-flight packets are counted.
+    /// Forgets the latency recorded so far in every worker (the totals, loss and per-stream figures
+    /// stay): what comes after is measured without the start's synchronised keyframes.
+    pub fn reset_latency(&self) {
+        for w in &self.workers {
+            w.commands.push(Cmd::ResetLatency);
+        }
+    }
+
     pub fn stop(&mut self, drain: Duration) {
         for w in &self.workers {
             w.commands.push(Cmd::Stop);

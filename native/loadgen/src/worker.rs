@@ -78,6 +78,8 @@ pub enum Cmd {
     },
     Start,
     Stop,
+    /// Forget the latency recorded so far (the end of a warm-up).
+    ResetLatency,
     Report {
         series: bool,
         reply: mpsc::Sender<WorkerReport>,
@@ -587,6 +589,18 @@ impl Worker {
             }
             Cmd::Stop => {
                 self.sending = false;
+                None
+            }
+            Cmd::ResetLatency => {
+                let c = &mut self.ctx;
+                for h in [
+                    &mut c.latency,
+                    &mut c.latency_audio,
+                    &mut c.latency_video,
+                    &mut c.latency_socket,
+                ] {
+                    h.clear();
+                }
                 None
             }
             Cmd::Report { series, reply } => {
