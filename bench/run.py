@@ -545,9 +545,12 @@ class Channels:
         await asyncio.gather(*self._readers, return_exceptions=True)
 
 
-async def _allocate_bridge(
+async def allocate_bridge(
     target: BridgeTarget, lg: LoadGen, scenario: Scenario, channels: Channels | None
 ) -> list[str]:
+    """Allocates the scenario's conferences on the bridge through Colibri2 as Jicofo would (endpoint `lg<i>`
+    for the load generator's endpoint i, its sources, its transport) and connects the endpoints; with
+    `channels`, opens their bridge channels and asks what `[receive]` says. Returns the meeting ids."""
     meetings = []
     for conf in range(scenario.conferences):
         meeting = f"bench-{uuid.uuid4()}"
@@ -633,7 +636,7 @@ async def run_once(
     try:
         if isinstance(target, BridgeTarget):
             channels = Channels(target.session) if scenario.receive is not None else None
-            meetings = await _allocate_bridge(target, lg, scenario, channels)
+            meetings = await allocate_bridge(target, lg, scenario, channels)
         elif isinstance(target, RawRelayTarget):
             _allocate_raw(target, lg, scenario)
         if not await asyncio.to_thread(lg.wait_connected, 30.0):

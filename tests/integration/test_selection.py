@@ -21,14 +21,14 @@ import aiohttp
 import pytest
 
 from bench import _native
-from bench.colibri import ColibriClient, LocalTransport, SourceSet
+from bench.run import BridgeTarget, allocate_bridge
+from bench.scenario import parse_scenario
 from bridge.app import BridgeApp
 from bridge.channel import colibri_ws_url
 from bridge.settings import parse_settings
 
 pytestmark = pytest.mark.integration
 
-MEETING = "selection-e2e"
 TOML = """
 [videobridge.ice.udp]
 port = 0
@@ -58,6 +58,7 @@ class Call:
     lg: _native.LoadGen
     http: aiohttp.ClientSession
     base: str
+    meeting: str
 
     def video_stream(self, receiver: int) -> dict[str, Any] | None:
         """What `receiver` gets of the sender's video (its one received video stream)."""
@@ -77,49 +78,26 @@ class Call:
 
 @contextlib.asynccontextmanager
 async def open_call(count: int, layers: int, *, all_send: bool) -> AsyncIterator[Call]:
-    """A BridgeApp and `count` emulated endpoints in one conference: endpoint 0 sends audio and `layers`
-    simulcast video layers (every endpoint does when `all_send`), the others receive."""
+    """A BridgeApp and `count` emulated endpoints in one conference, allocated as the bench does: endpoint
+    0 sends audio and `layers` simulcast video layers (every endpoint does when `all_send`), the others
+    receive."""
     app = BridgeApp(parse_settings(TOML))
     await app.start()
     lg = _native.LoadGen(video_bitrate_bps=900_000, fps=30)
+    senders = count if all_send else 1
+    scenario = parse_scenario(
+        f"[load]\nsenders = {senders}\nreceivers = {count - senders}\n"
+        f"[media]\nvideo-kbps = 900\nsimulcast = {'true' if layers > 1 else 'false'}\n"
+    )
+    assert scenario.media.video_ssrcs == layers
     try:
         assert app.http_port is not None
         base = f"http://127.0.0.1:{app.http_port}"
         async with aiohttp.ClientSession() as http:
-            colibri = ColibriClient(base, http)
-            eps = lg.create_endpoints(count, 0)
-            answers = {}
-            for i, ep in enumerate(eps):
-                answers[ep["index"]] = await colibri.create_endpoint(
-                    MEETING, f"lg{ep['index']}", first=i == 0
-                )
-            for i, ep in enumerate(eps):
-                index = ep["index"]
-                sends = all_send or i == SENDER
-                audio, video = lg.default_sources(index, layers) if sends else (None, [])
-                lg.set_sources(index, audio, video)
-                local = LocalTransport(
-                    ufrag=ep["ufrag"],
-                    pwd=ep["pwd"],
-                    fingerprint_hash=ep["fingerprint_hash"],
-                    fingerprint=ep["fingerprint"],
-                    candidates=tuple((c["ip"], c["port"]) for c in ep["candidates"]),
-                    setup=ep["setup"],
-                )
-                sources = SourceSet(f"lg{index}", audio, tuple(video))
-                await colibri.connect_endpoint(MEETING, f"lg{index}", local, sources)
-                bt = answers[index]
-                lg.connect(
-                    index,
-                    bt.ufrag,
-                    bt.pwd,
-                    [(ip, port, 2130706431, "host") for ip, port in bt.candidates],
-                    [(bt.fingerprint_hash, bt.fingerprint)],
-                    "actpass",
-                )
+            (meeting,) = await allocate_bridge(BridgeTarget(base, http, None), lg, scenario, None)
             assert await asyncio.to_thread(lg.wait_connected, 20.0), lg.failed()
             lg.start()
-            yield Call(app, lg, http, base)
+            yield Call(app, lg, http, base, meeting)
     finally:
         lg.shutdown()
         await app.stop()
@@ -132,7 +110,7 @@ async def call() -> AsyncIterator[Call]:
 
 
 async def channel(call: Call, index: int) -> aiohttp.ClientWebSocketResponse:
-    conference = call.app.bridge.conference_by_meeting(MEETING)
+    conference = call.app.bridge.conference_by_meeting(call.meeting)
     assert conference is not None
     ep = conference.endpoints[f"lg{index}"]
     (base,) = call.app.colibri2.web_socket_bases
@@ -198,7 +176,7 @@ async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stop
     assert took < 3.0
 
     # The flight recorder: the tall receiver's last decision forwards the top layer ("forwarded").
-    async with call.http.get(f"{call.base}/debug/conferences/{MEETING}/allocation") as resp:
+    async with call.http.get(f"{call.base}/debug/conferences/{call.meeting}/allocation") as resp:
         assert resp.status == 200
         recorder = await resp.json()
     (last,) = recorder["receivers"]["lg1"][-1:]
@@ -265,7 +243,7 @@ async def test_last_n_1_forwards_the_dominant_speakers_video_and_follows_the_nex
         await only_from(2)
 
         async with call.http.get(
-            f"{call.base}/debug/conferences/{MEETING}/dominant-speaker-identification"
+            f"{call.base}/debug/conferences/{call.meeting}/dominant-speaker-identification"
         ) as r:
             view = await r.json()
         assert view["dominantSpeaker"] == "lg2" and view["recentSpeakers"] == ["lg2", "lg0"], view

@@ -176,24 +176,11 @@ impl TestPeer {
 
     /// Sends one SRTP packet with `payload_len` bytes of payload.
     pub fn send_rtp(&mut self, ssrc: u32, seq: u16, ts: u32, pt: u8, payload_len: usize) {
-        let Some((_, remote)) = self.ice.selected_pair() else {
-            return;
-        };
-        let Some(tx) = &mut self.tx else { return };
-        let mut buf = [0u8; 1500];
-        buf[0] = 0x80;
-        buf[1] = pt;
-        buf[2..4].copy_from_slice(&seq.to_be_bytes());
-        buf[4..8].copy_from_slice(&ts.to_be_bytes());
-        buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-        for (i, b) in buf[12..12 + payload_len].iter_mut().enumerate() {
+        let mut payload = [0u8; 1488];
+        for (i, b) in payload[..payload_len].iter_mut().enumerate() {
             *b = (i as u8) ^ (seq as u8);
         }
-        let n = tx.protect_rtp(&mut buf, 12 + payload_len).expect("protect");
-        self.send.push(&buf[..n], remote);
-        if self.send.is_full() {
-            self.sock.send_batch(&mut self.send);
-        }
+        self.send_rtp_payload(ssrc, seq, ts, pt, &payload[..payload_len]);
     }
 
     /// Sends one SRTP packet with this payload.
