@@ -439,7 +439,7 @@ impl Router {
                 };
                 let mut queued = 0;
                 for (&m, proj) in vs.consumers.iter() {
-                    let Some(off) = proj.timestamp_offset(layer) else {
+                    let Some(off) = proj.timestamp_offset(layer).filter(|_| m != from) else {
                         continue;
                     };
                     let ts = rtp_timestamp.wrapping_add(off);
@@ -454,9 +454,6 @@ impl Router {
                     ) else {
                         continue;
                     };
-                    if m == from {
-                        continue;
-                    }
                     if let Some(r) = transports.get_mut(&m) {
                         if r.send_protected(Protect::Rtcp, &out[..n], egress, total) {
                             queued += 1;
