@@ -9,7 +9,7 @@ mod video;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-pub use video::{packet_meta, unwrap_rtx, Fields, Route, VideoSource};
+pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSource};
 
 use crate::domain::{
     Codec, FeedbackSsrcs, ForceMute, IdMap, Layer, MediaKind, PayloadMap, PayloadType, RouterId,

@@ -120,9 +120,10 @@ pub fn packet_meta(codec: Codec, layer: u8, rtp: &RtpView<'_>) -> (PacketMeta, F
     (m, f)
 }
 
-/// Writes a Projection's rewrite into a receiver's copy of the packet.
+/// Writes a Projection's rewrite into a receiver's copy of the packet (a header the copy has, fields
+/// where `f` found them; anything out of range is left alone).
 #[inline]
-fn apply(buf: &mut [u8], primary: u32, f: &Fields, r: &Rewrite) {
+pub fn apply_rewrite(buf: &mut [u8], primary: u32, f: &Fields, r: &Rewrite) {
     set_ssrc(buf, primary);
     set_sequence_number(buf, r.seq);
     set_timestamp(buf, r.timestamp);
@@ -279,7 +280,7 @@ impl Router {
             match proj.on_packet(now, MediaKind::Video.clock_rate(), meta) {
                 Verdict::Forward(rw) => {
                     let sent = r.send_rewritten(Protect::Rtp, packet, egress, total, |b| {
-                        apply(b, primary, fields, &rw)
+                        apply_rewrite(b, primary, fields, &rw)
                     });
                     if sent {
                         queued += 1;

@@ -1,0 +1,80 @@
+#![no_main]
+//! The selective path on arbitrary packets: RTX unwrapping, the codec reading of `packet_meta` (for the
+//! codec the first byte picks), a Projection deciding each packet across arbitrary target changes and
+//! layers, and the rewrite of each forwarded copy, which must stay a parseable RTP packet carrying the
+//! rewritten sequence number and SSRC. Then NACK translation of what was seen.
+//!
+//! Input: a codec selector byte, then records of (length, control, packet bytes); control bit 7 sets a
+//! new target (bits 0-1: layer 0-2, 3 = none), bit 6 unwraps the packet as RTX, bits 2-3 are its layer.
+
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use sluice_core::domain::Codec;
+use sluice_core::io::MAX_DATAGRAM;
+use sluice_core::projection::{Projection, Verdict};
+use sluice_core::router::{apply_rewrite, packet_meta, unwrap_rtx};
+use sluice_core::rtp::RtpView;
+
+const PRIMARY: u32 = 0x1111_2222;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, mut rest)) = data.split_first() else {
+        return;
+    };
+    let codec = match sel % 5 {
+        0 => Codec::Vp8,
+        1 => Codec::Vp9,
+        2 => Codec::H264,
+        3 => Codec::Av1,
+        _ => Codec::Other,
+    };
+    let t0 = Instant::now();
+    let mut proj = Projection::new(Some(0));
+    let mut tick = 0u64;
+    while let Some((&len, tail)) = rest.split_first() {
+        let Some((&ctrl, tail)) = tail.split_first() else {
+            break;
+        };
+        let n = usize::from(len).min(tail.len());
+        let (pkt, next) = tail.split_at(n);
+        rest = next;
+        if ctrl & 0x80 != 0 {
+            proj.set_target(match ctrl & 3 {
+                3 => None,
+                l => Some(l),
+            });
+        }
+        let layer = (ctrl >> 2) & 3;
+        let Ok(rtp) = RtpView::parse(pkt) else {
+            continue;
+        };
+        let mut unwrapped = [0u8; MAX_DATAGRAM];
+        let bytes: &[u8] = if ctrl & 0x40 != 0 {
+            match unwrap_rtx(&rtp, PRIMARY ^ 1, 100, &mut unwrapped) {
+                Some(n) => &unwrapped[..n],
+                None => continue,
+            }
+        } else {
+            pkt
+        };
+        let Ok(view) = RtpView::parse(bytes) else {
+            continue;
+        };
+        let (meta, fields) = packet_meta(codec, layer, &view);
+        tick += 1;
+        let now = t0 + Duration::from_millis(tick * 7);
+        if let Verdict::Forward(rw) = proj.on_packet(now, 90_000, &meta) {
+            let mut copy = bytes.to_vec();
+            apply_rewrite(&mut copy, PRIMARY, &fields, &rw);
+            let after = RtpView::parse(&copy).expect("a rewritten copy is still RTP");
+            assert_eq!((after.ssrc(), after.sequence_number()), (PRIMARY, rw.seq));
+            assert_eq!(after.timestamp(), rw.timestamp);
+            assert_eq!(copy.len(), bytes.len());
+        }
+        let _ = proj.keyframe_request(now);
+        if let Some((l, orig)) = proj.original(meta.seq) {
+            assert!(l <= 3, "{l} {orig}");
+        }
+    }
+});
