@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from signaling.jingle import Jingle, parse_jingle
+from tests.helpers.call import wait_until
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.serve import ServeProcess, running_serve
 from tests.helpers.webpage import await_for, open_browser
@@ -152,8 +153,13 @@ async def test_three_simulcast_senders_and_a_late_joiner(serve: ServeProcess, tm
             assert {s.ssrc for s in sources.video} == set(fid.ssrcs)
             assert {s.name for s in sources.video} == {f"{nicks[name]}-v0"}
         # ... which it accepted: the focus logs the session-accept with its 6 video SSRCs and 1 audio.
+        # (The page applied the initiate before it sent its accept: wait for the focus's line.)
         accepted = f"focus: {nicks['Linus']} accepted"
-        assert any(accepted in line and "7 SSRCs" in line for line in serve.output), accepted
+        await wait_until(
+            lambda: any(accepted in line and "7 SSRCs" in line for line in serve.output),
+            within=15,
+            describe=lambda: accepted,
+        )
 
         # Everyone decodes everyone, and keeps decoding.
         first = {}
