@@ -39,6 +39,7 @@ from bridge.seam import (
     TRANSPORT_STATES,
     NativeSeam,
     audio_level_id,
+    dependency_descriptor_id,
     local_fingerprint,
     to_native_candidate,
     to_native_fingerprint,
@@ -144,6 +145,7 @@ class Endpoint:
         #: The video payload types last sent to the packet path.
         self._payload_types: list[_native.PayloadType] = []
         self._audio_level_id: int | None = None
+        self._dd_id: int | None = None
         #: Colibri2 force-mute: kinds whose media from this endpoint reaches nobody (it still receives).
         self.force_mute_audio = False
         self.force_mute_video = False
@@ -244,6 +246,10 @@ class Endpoint:
         if level_id != self._audio_level_id:
             self._audio_level_id = level_id
             self._native.set_audio_level_id(self.transport_id, level_id)
+        dd_id = dependency_descriptor_id(medias)
+        if dd_id != self._dd_id:
+            self._dd_id = dd_id
+            self._native.set_dependency_descriptor_id(self.transport_id, dd_id)
 
     def set_allocation(self, targets: list[tuple[str, int | None]]) -> None:
         """The layer of each named video source this endpoint receives (None: nothing); replaces the last."""

@@ -57,6 +57,7 @@ class NativeSeam(Protocol):
     def set_payload_types(self, transport_id: int, types: Sequence[_native.PayloadType]) -> None: ...
     def set_allocation(self, transport_id: int, targets: Sequence[tuple[str, int | None]]) -> None: ...
     def set_audio_level_id(self, transport_id: int, id: int | None = None) -> None: ...
+    def set_dependency_descriptor_id(self, transport_id: int, id: int | None = None) -> None: ...
     def request_keyframe(self, transport_id: int, ssrc: int) -> None: ...
     def set_force_mute(self, transport_id: int, audio: bool, video: bool) -> None: ...
     def close_transport(self, transport_id: int) -> None: ...
@@ -135,15 +136,31 @@ def to_native_payload_types(medias: Sequence[Media]) -> list[_native.PayloadType
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 
-def audio_level_id(medias: Sequence[Media]) -> int | None:
-    """The header extension id an endpoint's audio carries RFC 6464 levels in (1..255), if it says so."""
+#: The AV1 RTP spec's dependency descriptor header extension (Appendix A).
+DEPENDENCY_DESCRIPTOR_URI = (
+    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension"
+)
+
+
+def extension_id(medias: Sequence[Media], kind: str, uri: str) -> int | None:
+    """The header extension id (1..255) an endpoint's `kind` media carries `uri` in, if it says so."""
     for media in medias:
-        if media.type != "audio":
+        if media.type != kind:
             continue
         for ext in media.rtp_hdrexts:
-            if ext.uri == AUDIO_LEVEL_URI and 1 <= ext.id <= 255:
+            if ext.uri == uri and 1 <= ext.id <= 255:
                 return ext.id
     return None
+
+
+def audio_level_id(medias: Sequence[Media]) -> int | None:
+    """Where an endpoint's audio carries RFC 6464 levels."""
+    return extension_id(medias, "audio", AUDIO_LEVEL_URI)
+
+
+def dependency_descriptor_id(medias: Sequence[Media]) -> int | None:
+    """Where an endpoint's video carries the AV1 dependency descriptor."""
+    return extension_id(medias, "video", DEPENDENCY_DESCRIPTOR_URI)
 
 
 def local_fingerprint(native: NativeSeam) -> Fingerprint:

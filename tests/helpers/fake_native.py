@@ -89,6 +89,9 @@ class FakeNative:
     def set_audio_level_id(self, transport_id: int, id: int | None = None) -> None:
         self.commands.append(("set_audio_level_id", (transport_id, id)))
 
+    def set_dependency_descriptor_id(self, transport_id: int, id: int | None = None) -> None:
+        self.commands.append(("set_dependency_descriptor_id", (transport_id, id)))
+
     def request_keyframe(self, transport_id: int, ssrc: int) -> None:
         self.commands.append(("request_keyframe", (transport_id, ssrc)))
 

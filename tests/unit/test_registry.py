@@ -31,9 +31,24 @@ from bridge.changes import (
 )
 from bridge.colibri2_handler import Colibri2Handler
 from bridge.lifecycle import Lifecycle, LifecycleConfig, idle_expiry
-from bridge.seam import to_native_candidate, to_native_fingerprint, to_native_source
+from bridge.seam import (
+    AUDIO_LEVEL_URI,
+    DEPENDENCY_DESCRIPTOR_URI,
+    to_native_candidate,
+    to_native_fingerprint,
+    to_native_source,
+)
 from bridge.xmpp_core import BridgeState
-from colibri2.model import Colibri2Error, ConferenceModify, Endpoint, Transport
+from colibri2.model import (
+    Colibri2Error,
+    ConferenceModify,
+    Endpoint,
+    Media,
+    Parameter,
+    PayloadType,
+    RtpHdrExt,
+    Transport,
+)
 from tests.helpers.fake_native import FakeNative, fake_bridge
 
 FP = Fingerprint.parse("sha-256", ":".join(["AB"] * 32), "active")
@@ -236,3 +251,32 @@ async def test_native_events_arrive_typed_and_reach_their_owner(caplog: pytest.L
     native.push_event(_native.StatsEvent(request_id, {"total": {}}))
     bridge._drain_events()
     assert await stats == {"total": {}}
+
+
+def test_an_endpoints_medias_tell_the_packet_path_its_codecs_and_header_extensions() -> None:
+    """Video payload types, the RFC 6464 audio-level id and the AV1 dependency-descriptor id reach the
+    native core once, and again only when they change."""
+    bridge, native = fake_bridge()
+    av1 = Media(
+        "video",
+        payload_types=(
+            PayloadType(41, "AV1", 90000),
+            PayloadType(42, "rtx", 90000, None, (Parameter("apt", "41"),)),
+        ),
+        rtp_hdrexts=(RtpHdrExt(11, DEPENDENCY_DESCRIPTOR_URI),),
+    )
+    audio = Media("audio", rtp_hdrexts=(RtpHdrExt(1, AUDIO_LEVEL_URI),))
+    bridge.apply([CreateConference("m"), CreateEndpoint("m", "a", medias=(audio, av1))])
+    ep = bridge.conference_by_meeting("m").endpoints["a"]  # type: ignore[union-attr]
+    assert native.named("set_audio_level_id") == [(ep.transport_id, 1)]
+    assert native.named("set_dependency_descriptor_id") == [(ep.transport_id, 11)]
+    ((_, types),) = native.named("set_payload_types")
+    assert [(t.pt, t.codec, t.apt) for t in types] == [  # type: ignore[attr-defined]
+        (41, _native.VideoCodec.AV1, None),
+        (42, _native.VideoCodec.RTX, 41),
+    ]
+    # The same medias again: nothing new; without the extension: it is turned off.
+    bridge.apply([UpdateEndpoint("m", "a", medias=(audio, av1))])
+    assert len(native.named("set_dependency_descriptor_id")) == 1
+    bridge.apply([UpdateEndpoint("m", "a", medias=(audio, Media("video", payload_types=av1.payload_types)))])
+    assert native.named("set_dependency_descriptor_id")[-1] == (ep.transport_id, None)

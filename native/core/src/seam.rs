@@ -66,6 +66,12 @@ pub enum Command {
         transport: TransportId,
         id: Option<u8>,
     },
+    /// The header extension id of the AV1 dependency descriptor in what this transport sends; None:
+    /// none. Replaces the previous one.
+    SetDependencyDescriptorId {
+        transport: TransportId,
+        id: Option<u8>,
+    },
     RequestKeyframe {
         transport: TransportId,
         ssrc: u32,

@@ -198,6 +198,19 @@ impl NativeBridge {
         })
     }
 
+    #[pyo3(signature = (transport_id, id=None))]
+    fn set_dependency_descriptor_id(&self, transport_id: u64, id: Option<u8>) -> PyResult<()> {
+        if id == Some(0) {
+            return Err(PyValueError::new_err(
+                "an RTP header extension id is 1..=255",
+            ));
+        }
+        self.send(Command::SetDependencyDescriptorId {
+            transport: transport_id,
+            id,
+        })
+    }
+
     fn request_keyframe(&self, transport_id: u64, ssrc: u32) -> PyResult<()> {
         self.send(Command::RequestKeyframe {
             transport: transport_id,

@@ -617,4 +617,4 @@ impl BitReader<'_> {
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSource};
 
+use crate::codec::av1::{Av1Descriptor, Av1Structure};
 use crate::domain::{
     Codec, FeedbackSsrcs, ForceMute, IdMap, Layer, MediaKind, PayloadMap, PayloadType, RouterId,
     Source, TransportId,
 };
 use crate::io::{Egress, MAX_DATAGRAM};
+use crate::projection::PacketMeta;
 use crate::rtcp::{write_receiver_report, write_sdes_cname, ReportBlock};
 use crate::rtp::{ReceiverStats, RtpView};
 use crate::stats::{Counters, DropReason};
@@ -96,6 +98,8 @@ pub struct Producer {
     pub frame_size: Option<(u16, u16)>,
     /// RFC 6464 levels of its packets since the last tick.
     pub levels: LevelMeter,
+    /// AV1: the template dependency structure its last keyframe's dependency descriptor carried.
+    pub av1: Option<Box<Av1Structure>>,
 }
 
 /// How often a Router's audio levels cross the seam.
@@ -225,6 +229,8 @@ pub struct Router {
     keyframe_wanted: Option<u32>,
     /// Each sender's RFC 6464 header extension id.
     audio_level_ids: IdMap<u8>,
+    /// Each sender's AV1 dependency descriptor header extension id.
+    dd_ids: IdMap<u8>,
 }
 
 impl Router {
@@ -242,6 +248,7 @@ impl Router {
             allocations: IdMap::default(),
             keyframe_wanted: None,
             audio_level_ids: IdMap::default(),
+            dd_ids: IdMap::default(),
         }
     }
 
@@ -319,7 +326,10 @@ impl Router {
             )),
             Route::Layer { source, layer } => {
                 let codec = codec_of(self, rtp.payload_type());
-                let (meta, fields) = packet_meta(codec, layer, rtp);
+                let (mut meta, fields) = packet_meta(codec, layer, rtp);
+                if codec == Codec::Av1 {
+                    self.av1_meta(from, rtp, &mut meta);
+                }
                 if let Some(size) = fields.keyframe_size {
                     if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
                         p.frame_size = Some(size);
@@ -356,7 +366,11 @@ impl Router {
                 let Ok(original) = RtpView::parse(&buf[..n]) else {
                     return Err(DropReason::RtpMalformed);
                 };
-                let (meta, fields) = packet_meta(codec_of(self, apt), layer, &original);
+                let codec = codec_of(self, apt);
+                let (mut meta, fields) = packet_meta(codec, layer, &original);
+                if codec == Codec::Av1 {
+                    self.av1_meta(from, &original, &mut meta);
+                }
                 Ok(self.forward_layer(
                     now,
                     from,
@@ -368,6 +382,41 @@ impl Router {
                     egress,
                     total,
                 ))
+            }
+        }
+    }
+
+    /// The AV1 dependency descriptor header extension id `transport` sends with (None: none).
+    pub fn set_dependency_descriptor_id(&mut self, transport: TransportId, id: Option<u8>) {
+        match id {
+            Some(id) => self.dd_ids.insert(transport, id),
+            None => self.dd_ids.remove(&transport),
+        };
+    }
+
+    /// An AV1 packet's switch point and frame start from its dependency descriptor (AV1 RTP spec,
+    /// Appendix A), read against its SSRC's template structure: a keyframe starts where a structure
+    /// comes with start_of_frame. A sender without the extension keeps every packet a switch point; a
+    /// packet without a descriptor that parses is neither.
+    pub fn av1_meta(&mut self, from: TransportId, rtp: &RtpView<'_>, meta: &mut PacketMeta) {
+        let Some(&id) = self.dd_ids.get(&from) else {
+            return;
+        };
+        let Some(p) = self.producers.get_mut(&rtp.ssrc()) else {
+            return;
+        };
+        let structure = p.av1.get_or_insert_with(|| Box::new(Av1Structure::new()));
+        match rtp
+            .extension(id)
+            .map(|ext| Av1Descriptor::parse(ext, structure))
+        {
+            Some(Ok(d)) => {
+                meta.switch_point = d.starts_keyframe();
+                meta.frame_start = d.start_of_frame;
+            }
+            _ => {
+                meta.switch_point = false;
+                meta.frame_start = false;
             }
         }
     }
@@ -482,6 +531,7 @@ impl Router {
         self.sources.remove(&transport);
         self.payloads.remove(&transport);
         self.audio_level_ids.remove(&transport);
+        self.dd_ids.remove(&transport);
         self.video.retain(|_, v| v.owner != transport);
         self.forget_receiver(transport);
     }
@@ -522,6 +572,7 @@ impl Router {
                                 rate: RateMeter::default(),
                                 frame_size: None,
                                 levels: LevelMeter::default(),
+                                av1: None,
                             },
                         );
                     }
@@ -632,6 +683,61 @@ mod tests {
         assert!(!r.producers.contains_key(&1) && !r.producers.contains_key(&5));
         r.remove_member(10);
         assert!(r.sources_of(10).is_empty() && r.producers.is_empty());
+    }
+
+    /// An AV1 packet with its dependency descriptor in an RFC 8285 two-byte extension (id 11).
+    fn av1_packet(ssrc: u32, seq: u16, dd: Option<&[u8]>) -> Vec<u8> {
+        let mut p = vec![0x80, 41, (seq >> 8) as u8, seq as u8, 0, 0, 0, 0];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        if let Some(dd) = dd {
+            p[0] |= 0x10;
+            let mut ext = vec![11u8, dd.len() as u8];
+            ext.extend_from_slice(dd);
+            while ext.len() % 4 != 0 {
+                ext.push(0);
+            }
+            p.extend_from_slice(&[0x10, 0x00]);
+            p.extend_from_slice(&((ext.len() / 4) as u16).to_be_bytes());
+            p.extend_from_slice(&ext);
+        }
+        p.extend_from_slice(&[0x5a; 20]);
+        p
+    }
+
+    #[test]
+    fn av1_switch_points_come_from_the_dependency_descriptor() {
+        use crate::codec::av1::tests::{l1t3_keyframe, mandatory};
+        use crate::domain::{Codec, PayloadType};
+        let mut r = Router::new(1, FEEDBACK);
+        r.set_sources(10, &[spec(0x41, MediaKind::Video)]);
+        r.set_payload_types(
+            10,
+            &[PayloadType {
+                pt: 41,
+                codec: Codec::Av1,
+            }],
+        );
+        let meta_of = |r: &mut Router, pkt: &[u8]| {
+            let v = RtpView::parse(pkt).expect("rtp");
+            let (mut m, _) = packet_meta(Codec::Av1, 0, &v);
+            r.av1_meta(10, &v, &mut m);
+            (m.switch_point, m.frame_start)
+        };
+        let key = av1_packet(0x41, 1, Some(&l1t3_keyframe()));
+        // Template 3 of L1T3 at offset 1 (S0T1), the first packet of frame 101.
+        let delta = av1_packet(0x41, 2, Some(&mandatory(true, true, 3, 101)));
+        let bare = av1_packet(0x41, 3, None);
+        // Without the extension's id the bridge cannot tell: every packet is a place to switch.
+        assert_eq!(meta_of(&mut r, &delta), (true, true));
+        r.set_dependency_descriptor_id(10, Some(11));
+        // Before any keyframe the template is unknown: no switch point.
+        assert_eq!(meta_of(&mut r, &delta), (false, false));
+        assert_eq!(meta_of(&mut r, &key), (true, true));
+        assert_eq!(meta_of(&mut r, &delta), (false, true));
+        assert_eq!(meta_of(&mut r, &bare), (false, false));
+        assert!(r.producers[&0x41].av1.is_some());
+        r.set_dependency_descriptor_id(10, None);
+        assert_eq!(meta_of(&mut r, &bare), (true, true));
     }
 
     #[test]

@@ -144,6 +144,15 @@ impl State {
                     r.set_audio_level_id(transport, id);
                 }
             }
+            Command::SetDependencyDescriptorId { transport, id } => {
+                let Some(t) = self.transports.get(&transport) else {
+                    self.command_failed(transport, "no such transport".into());
+                    return true;
+                };
+                if let Some(r) = self.routers.get_mut(&t.router) {
+                    r.set_dependency_descriptor_id(transport, id);
+                }
+            }
             Command::RequestKeyframe { transport, ssrc } => {
                 let Some(router) = self.transports.get(&transport).map(|t| t.router) else {
                     self.command_failed(transport, "no such transport".into());

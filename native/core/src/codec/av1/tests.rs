@@ -26,7 +26,7 @@ pub(crate) fn bits(s: &str) -> Vec<u8> {
 }
 
 /// A 3-byte descriptor (mandatory fields only).
-fn mandatory(start: bool, end: bool, template_id: u8, frame_number: u16) -> Vec<u8> {
+pub(crate) fn mandatory(start: bool, end: bool, template_id: u8, frame_number: u16) -> Vec<u8> {
     bits(&format!(
         "{} {} {:06b} {:016b}",
         u8::from(start),
