@@ -275,9 +275,11 @@ impl Router {
         )
     }
 
-    /// The media path for one decrypted RTP packet from member `from`: RFC 3550 receive statistics on
-    /// its Producer, the sender's force-mute, then `forward` to every other member. Returns the number of
-    /// egress packets queued, or why the packet goes nowhere (the caller counts that on the sender).
+    /// The media path for one decrypted RTP packet from member `from`: RFC 3550 receive statistics, rate
+    /// and audio level on its Producer, the sender's force-mute, then by the Producer's route: `forward`
+    /// as it is to every other member, or through each receiver's Projection (RTX unwrapped first).
+    /// Returns the number of egress packets queued, or why the packet goes nowhere (the caller counts
+    /// that on the sender).
     // The shard's fields come separately so that it keeps the others borrowable.
     #[allow(clippy::too_many_arguments)]
     #[inline]
@@ -291,7 +293,7 @@ impl Router {
         egress: &mut impl Egress,
         total: &mut Counters,
     ) -> Result<usize, DropReason> {
-        match self.producers.get_mut(&rtp.ssrc()) {
+        let route = match self.producers.get_mut(&rtp.ssrc()) {
             Some(p) if p.transport == from => {
                 // A muted stream still counts as received: the bridge's RRs to its sender stay true.
                 p.stats
@@ -307,14 +309,10 @@ impl Router {
                     p.note_muted(rtp.sequence_number());
                     return Err(DropReason::ForceMuted);
                 }
+                p.route
             }
             _ => return Err(DropReason::UnknownSsrc),
-        }
-        let route = self
-            .producers
-            .get(&rtp.ssrc())
-            .map_or(Route::Plain, |p| p.route);
-        let codec_of = |r: &Self, pt: u8| r.payloads.get(&from).map_or(Codec::Other, |m| m.get(pt));
+        };
         match route {
             Route::Plain => Ok(self.forward(
                 from,
@@ -325,30 +323,13 @@ impl Router {
                 total,
             )),
             Route::Layer { source, layer } => {
-                let codec = codec_of(self, rtp.payload_type());
-                let (mut meta, fields) = packet_meta(codec, layer, rtp);
-                if codec == Codec::Av1 {
-                    self.av1_meta(from, rtp, &mut meta);
-                }
-                if let Some(size) = fields.keyframe_size {
-                    if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
-                        p.frame_size = Some(size);
-                    }
-                }
-                Ok(self.forward_layer(
-                    now,
-                    from,
-                    source,
-                    &meta,
-                    &fields,
-                    rtp.as_bytes(),
-                    transports,
-                    egress,
-                    total,
+                let codec = self.codec_of(from, rtp.payload_type());
+                Ok(self.forward_video(
+                    now, from, source, layer, codec, rtp, transports, egress, total,
                 ))
             }
             Route::Rtx { source, layer } => {
-                let Codec::Rtx { apt } = codec_of(self, rtp.payload_type()) else {
+                let Codec::Rtx { apt } = self.codec_of(from, rtp.payload_type()) else {
                     return Err(DropReason::Filtered);
                 };
                 let Some(ssrc) = self
@@ -366,32 +347,61 @@ impl Router {
                 let Ok(original) = RtpView::parse(&buf[..n]) else {
                     return Err(DropReason::RtpMalformed);
                 };
-                let codec = codec_of(self, apt);
-                let (mut meta, fields) = packet_meta(codec, layer, &original);
-                if codec == Codec::Av1 {
-                    self.av1_meta(from, &original, &mut meta);
-                }
-                Ok(self.forward_layer(
-                    now,
-                    from,
-                    source,
-                    &meta,
-                    &fields,
-                    original.as_bytes(),
-                    transports,
-                    egress,
-                    total,
+                let codec = self.codec_of(from, apt);
+                Ok(self.forward_video(
+                    now, from, source, layer, codec, &original, transports, egress, total,
                 ))
             }
         }
     }
 
+    /// What a payload type of `from` carries (`Other` for one it did not signal).
+    fn codec_of(&self, from: TransportId, pt: u8) -> Codec {
+        self.payloads.get(&from).map_or(Codec::Other, |m| m.get(pt))
+    }
+
+    /// A video packet of layer `layer` of `source` (received, or unwrapped from RTX): its codec fields,
+    /// the keyframe size its Producer keeps, then every receiver's Projection (`forward_layer`).
+    // The shard's fields come separately so that it keeps the others borrowable.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn forward_video(
+        &mut self,
+        now: Instant,
+        from: TransportId,
+        source: u64,
+        layer: u8,
+        codec: Codec,
+        rtp: &RtpView<'_>,
+        transports: &mut IdMap<Transport>,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> usize {
+        let (mut meta, fields) = packet_meta(codec, layer, rtp);
+        if codec == Codec::Av1 {
+            self.av1_meta(from, rtp, &mut meta);
+        }
+        if let Some(size) = fields.keyframe_size {
+            if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
+                p.frame_size = Some(size);
+            }
+        }
+        self.forward_layer(
+            now,
+            from,
+            source,
+            &meta,
+            &fields,
+            rtp.as_bytes(),
+            transports,
+            egress,
+            total,
+        )
+    }
+
     /// The AV1 dependency descriptor header extension id `transport` sends with (None: none).
     pub fn set_dependency_descriptor_id(&mut self, transport: TransportId, id: Option<u8>) {
-        match id {
-            Some(id) => self.dd_ids.insert(transport, id),
-            None => self.dd_ids.remove(&transport),
-        };
+        set_extension_id(&mut self.dd_ids, transport, id);
     }
 
     /// An AV1 packet's switch point and frame start from its dependency descriptor (AV1 RTP spec,
@@ -423,10 +433,7 @@ impl Router {
 
     /// The RFC 6464 header extension id `transport` sends audio levels with (None: none).
     pub fn set_audio_level_id(&mut self, transport: TransportId, id: Option<u8>) {
-        match id {
-            Some(id) => self.audio_level_ids.insert(transport, id),
-            None => self.audio_level_ids.remove(&transport),
-        };
+        set_extension_id(&mut self.audio_level_ids, transport, id);
     }
 
     /// Every audio SSRC's levels since the last call, and resets them; empty when no level came.
@@ -453,8 +460,8 @@ impl Router {
     }
 
     /// Forwards one plain packet from member `from` to every other member, each receiver in turn: the
-    /// filter (media ready), a copy into its egress slot (no rewrite yet: every stream goes out as it came
-    /// in), protect with its key, count. Returns the number queued.
+    /// filter (media ready), a copy into its egress slot as it came in, protect with its key, count.
+    /// Returns the number queued.
     #[inline]
     pub fn forward(
         &self,
@@ -613,6 +620,14 @@ impl Router {
             }
         }
     }
+}
+
+/// Records (or, with None, forgets) the header extension id one sender uses for something.
+fn set_extension_id(ids: &mut IdMap<u8>, transport: TransportId, id: Option<u8>) {
+    match id {
+        Some(id) => ids.insert(transport, id),
+        None => ids.remove(&transport),
+    };
 }
 
 #[cfg(test)]
