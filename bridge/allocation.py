@@ -296,6 +296,20 @@ def budget(bandwidth_bps: int, constraints: ReceiverVideoConstraints, settings: 
     return max(bandwidth_bps, 0)
 
 
+def source_constraints(
+    rc: ReceiverVideoConstraints, source: str, owner: str, settings: AllocationSettings
+) -> VideoConstraints:
+    """What a receiver asks of one source: its constraint for the source (by name, or by its owner's
+    endpoint id, the older spelling), else its defaultConstraints, else `default-max-height-px`."""
+    per_source = rc.constraints or {}
+    return (
+        per_source.get(source)
+        or per_source.get(owner)
+        or rc.default_constraints
+        or VideoConstraints(max_height=settings.default_max_height_px)
+    )
+
+
 def _ranks(
     names: Sequence[str] | None, endpoints: Sequence[str] | None
 ) -> tuple[dict[str, int], dict[str, int]]:
@@ -385,15 +399,13 @@ def _allocate(
 
     # 2. Apply lastN: in priority order, sources that are sent and wanted take a slot while slots remain.
     last_n = effective_last_n(rc.last_n, settings)
-    per_source = rc.constraints or {}
-    default = rc.default_constraints or VideoConstraints(max_height=settings.default_max_height_px)
     reasons: list[Reason] = []
     # Per admitted source: its position in `keyed`, candidates, preferred index, on-stage screen share.
     admitted: list[tuple[int, tuple[Layer, ...], int, bool, bool]] = []
     slots = 0
     for i, (_, p, stage, _pick) in enumerate(keyed):
         s = p.source
-        c = per_source.get(s.name) or per_source.get(s.owner) or default
+        c = source_constraints(rc, s.name, s.owner, settings)
         if not p.sending:
             reasons.append(Reason.SUSPENDED)
         elif _disabled(c):

@@ -254,18 +254,15 @@ class BridgeApp:
     def _audio_levels(self, conference: Conference, levels: dict[str, tuple[int, bool]]) -> None:
         """A tick of audio levels: a new dominant speaker is announced on the bridge channel and moves up in
         every receiver's allocation."""
-        now = time.monotonic()
-        change = self.speakers.conference(conference.id).update(now, levels, conference.endpoints)
+        change = self.speakers.conference(conference.id).update(
+            time.monotonic(), levels, conference.endpoints
+        )
         if change is None:
             return
         if self.web_sockets is not None:
             text = dominant_speaker_changed(change.dominant, change.previous, change.silence)
             self.web_sockets.apply(conference.id, self.channels.broadcast(conference.id, text))
-        try:
-            if self.selection.run(now, conference):
-                self._sync_channel(conference)
-        except Exception:
-            log.exception("allocation: conference %s failed", conference.id)
+        self._conference_changed(conference)
 
     def channel_changed(self, conference_id: str) -> None:
         """A bridge-channel message changed what a receiver asks for (constraints, lastN, video types), or a

@@ -10,7 +10,7 @@ calls the registry's endpoints make: the caller passes the time and the snapshot
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -22,10 +22,12 @@ from bridge.allocation import (
     Layer,
     Reason,
     Receiver,
+    SourceAllocation,
     VideoSource,
+    source_constraints,
 )
 from bridge.bridge import Bridge, Conference, Endpoint
-from bridge.channel import VideoConstraints
+from bridge.description import Source
 from bridge.speakers import Speakers
 
 #: The height a sender is told when a receiver's constraint is unlimited: 4K, more than any camera layer.
@@ -35,7 +37,7 @@ UNLIMITED_HEIGHT = 2160
 LayerFigures = dict[tuple[int, int, str], dict[int, tuple[int, int]]]
 
 
-def native_target(decision: Any) -> int | None:
+def native_target(decision: SourceAllocation) -> int | None:
     """The layer index the packet path forwards for one source's decision (None: nothing).
 
     A source in lastN whose layers are not measured yet (`layer-missing`: it has just started, or its figures
@@ -150,13 +152,7 @@ class Selection:
         rc = receiver.video_constraints
         if receiver.last_n == 0:
             return 0
-        per_source = rc.constraints or {}
-        c = (
-            per_source.get(source)
-            or per_source.get(owner)
-            or rc.default_constraints
-            or VideoConstraints(max_height=self.settings.default_max_height_px)
-        )
+        c = source_constraints(rc, source, owner, self.settings)
         if c.max_frame_rate == 0:
             return 0
         return UNLIMITED_HEIGHT if c.max_height < 0 else min(c.max_height, UNLIMITED_HEIGHT)
@@ -209,14 +205,9 @@ class Selection:
         return ep.forwarded_sources != before
 
 
-def _unmeasured(source: Any) -> tuple[Layer, ...]:
-    """The layers of a source no figures came for yet: signalled, not received (bitrate 0)."""
-    count = max(1, _layer_count(source.groups, source.ssrcs))
+def _unmeasured(source: Source) -> tuple[Layer, ...]:
+    """The layers of a source no figures came for yet: signalled (its SIM group's SSRCs, else one), not
+    received (bitrate 0)."""
+    sim = next((g for g in source.groups if g.semantics == "SIM"), None)
+    count = max(1, len(sim.ssrcs)) if sim is not None else 1
     return tuple(Layer(spatial=i, temporal=0, height=0, frame_rate=0.0, bitrate_bps=0) for i in range(count))
-
-
-def _layer_count(groups: Iterable[Any], ssrcs: Iterable[int]) -> int:
-    for g in groups:
-        if g.semantics == "SIM":
-            return len(g.ssrcs)
-    return 1
