@@ -224,6 +224,11 @@ def _is_screen(video_type: VideoType) -> bool:
     return video_type in ("desktop", "desktop_high_fps")
 
 
+#: Measured frame rates wander around the encoder's (29.4 or 31.8 for 30 frames a second, over the packet
+#: path's half-second windows): a frame-rate limit or preference counts as met within this fraction.
+FRAME_RATE_TOLERANCE = 0.15
+
+
 def _disabled(c: VideoConstraints) -> bool:
     return c.max_height == 0 or c.max_frame_rate == 0
 
@@ -237,7 +242,11 @@ def _candidates(p: _Prepared, c: VideoConstraints, settings: AllocationSettings)
         la
         for la in received
         if (c.max_height < 0 or la.height <= c.max_height)
-        and (c.max_frame_rate < 0 or la.frame_rate <= 0 or la.frame_rate <= c.max_frame_rate)
+        and (
+            c.max_frame_rate < 0
+            or la.frame_rate <= 0
+            or la.frame_rate <= c.max_frame_rate * (1 + FRAME_RATE_TOLERANCE)
+        )
     ]
     if not fits:
         # JVB's soft constraint: when no layer satisfies them, the lowest layer exceeds them (a sender without
@@ -255,7 +264,7 @@ def _candidates(p: _Prepared, c: VideoConstraints, settings: AllocationSettings)
             if la.height < settings.onstage_preferred_height_px
             or la.height == lowest
             or la.frame_rate <= 0
-            or la.frame_rate >= rate
+            or la.frame_rate >= rate * (1 - FRAME_RATE_TOLERANCE)
         ]
     # A better layer that costs no more makes a worse one pointless: keep only layers cheaper than every
     # better one, so that each step up costs more.

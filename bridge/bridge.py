@@ -155,9 +155,9 @@ class Endpoint:
         #: What its bridge channel said: receiver constraints merged so far (their lastN is `last_n`), the
         #: video type of each of its sources and of the deprecated single one, its audio subscription.
         self.video_constraints = ReceiverVideoConstraints()
-        #: What the allocation last gave it: per other video source, the layer index (None: nothing), as
+        #: What the allocation last gave it: per other video source, (spatial, temporal) (None: nothing), as
         #: sent to the packet path; and the sources it gets (None: no allocation yet, every source).
-        self.allocation: list[tuple[str, int | None]] | None = None
+        self.allocation: list[tuple[str, tuple[int, int] | None]] | None = None
         self.forwarded_sources: frozenset[str] | None = None
         #: What this endpoint was last told (SenderSourceConstraints) of the largest height anyone wants of
         #: each of its video sources.
@@ -251,8 +251,9 @@ class Endpoint:
             self._dd_id = dd_id
             self._native.set_dependency_descriptor_id(self.transport_id, dd_id)
 
-    def set_allocation(self, targets: list[tuple[str, int | None]]) -> None:
-        """The layer of each named video source this endpoint receives (None: nothing); replaces the last."""
+    def set_allocation(self, targets: list[tuple[str, tuple[int, int] | None]]) -> None:
+        """What this endpoint receives of each named video source, (spatial, temporal) as
+        `selection.native_target` gives it (None: nothing); replaces the last."""
         self._check_open()
         self.allocation = targets
         self.forwarded_sources = frozenset(name for name, layer in targets if layer is not None)

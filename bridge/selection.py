@@ -3,7 +3,8 @@ registry and the packet path's layer figures, its decisions sent to the native c
 receiver whose allocation changed, and what each receiver gets kept on its endpoint (the bridge channel's
 ForwardedSources reads it).
 
-It runs on a tick, with each native stats snapshot (the measured bitrate and keyframe size of every layer),
+It runs on a tick, with each native stats snapshot (the measured bitrate, frame rate and frame size of every
+spatial and temporal layer of every simulcast layer),
 and on every change of a conference (joins, sources, constraints, video types). Sans-IO apart from the seam
 calls the registry's endpoints make: the caller passes the time and the snapshot.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge.allocation import (
     Allocation,
@@ -33,21 +34,74 @@ from bridge.speakers import Speakers
 #: The height a sender is told when a receiver's constraint is unlimited: 4K, more than any camera layer.
 UNLIMITED_HEIGHT = 2160
 
-#: Native layer figures by (router, sender transport, source name): per layer index, (bitrate bps, height).
-LayerFigures = dict[tuple[int, int, str], dict[int, tuple[int, int]]]
+#: Every temporal layer, in a native target.
+ALL_TEMPORAL = 255
 
 
-def native_target(decision: SourceAllocation) -> int | None:
-    """The layer index the packet path forwards for one source's decision (None: nothing).
+class Sublayer(NamedTuple):
+    """The packet path's figures of one spatial and temporal layer of one simulcast layer (SSRC): its own
+    packets only, without the layers it depends on."""
+
+    layer: int
+    spatial: int
+    temporal: int
+    bitrate_bps: int
+    frame_rate: float
+    height: int
+
+
+#: Native layer figures by (router, sender transport, source name).
+LayerFigures = dict[tuple[int, int, str], list[Sublayer]]
+
+
+def allocation_layers(figures: list[Sublayer]) -> tuple[Layer, ...]:
+    """The Allocator's layers of one source from the packet path's figures.
+
+    With simulcast (figures for more than one SSRC) a layer's `spatial` is the simulcast layer; with one SSRC
+    it is the SVC spatial layer (0 without SVC). A layer costs its own bitrate plus that of the layers it
+    needs: the lower temporal layers, and for SVC the lower spatial layers (forwarded with it). Its frame rate
+    is that of its spatial layer's frames up to its temporal layer. A layer whose own packets stopped is not
+    received (bitrate 0), whatever the layers below it bring.
+    """
+    simulcast = any(f.layer > 0 for f in figures)
+
+    def index(f: Sublayer) -> int:
+        return f.layer if simulcast else f.spatial
+
+    def needed(f: Sublayer, s: int, t: int) -> bool:
+        if f.temporal > t:
+            return False
+        return f.layer == s if simulcast else f.spatial <= s
+
+    heights: dict[int, int] = {}
+    for f in figures:
+        if f.height > 0 and (not simulcast or f.spatial == 0):
+            heights.setdefault(index(f), f.height)
+    out: list[Layer] = []
+    for s, t in sorted({(index(f), f.temporal) for f in figures}):
+        own = [f for f in figures if index(f) == s and f.temporal == t]
+        received = any(f.bitrate_bps > 0 for f in own)
+        cost = sum(f.bitrate_bps for f in figures if needed(f, s, t)) if received else 0
+        rate = sum(
+            f.frame_rate
+            for f in figures
+            if index(f) == s and f.temporal <= t and (not simulcast or f.spatial == 0)
+        )
+        out.append(Layer(spatial=s, temporal=t, height=heights.get(s, 0), frame_rate=rate, bitrate_bps=cost))
+    return tuple(out)
+
+
+def native_target(decision: SourceAllocation) -> tuple[int, int] | None:
+    """What the packet path forwards for one source's decision, (spatial, temporal) (None: nothing).
 
     A source in lastN whose layers are not measured yet (`layer-missing`: it has just started, or its figures
-    are a tick behind) gets its lowest layer, so its first keyframe is forwarded without waiting for a tick;
-    the next allocation corrects it once bitrates are known.
+    are a tick behind) gets all of its lowest layer, so its first keyframe is forwarded without waiting for a
+    tick; the next allocation corrects it once bitrates are known.
     """
     if decision.layer is not None:
-        return int(decision.layer.spatial)
+        return (int(decision.layer.spatial), int(decision.layer.temporal))
     if decision.reason == Reason.LAYER_MISSING:
-        return 0
+        return (0, ALL_TEMPORAL)
     return None
 
 
@@ -86,9 +140,15 @@ class Selection:
                 continue
             key = (int(entry["router"]), int(entry["transport"]), str(entry["source"]))
             height = entry.get("height")
-            layers.setdefault(key, {})[int(entry["layer"])] = (
-                int(entry["bitrate_bps"]),
-                int(height) if isinstance(height, int) else 0,
+            layers.setdefault(key, []).append(
+                Sublayer(
+                    layer=int(entry["layer"]),
+                    spatial=int(entry.get("spatial", 0)),
+                    temporal=int(entry.get("temporal", 0)),
+                    bitrate_bps=int(entry["bitrate_bps"]),
+                    frame_rate=float(entry.get("frame_rate", 0.0)),
+                    height=int(height) if isinstance(height, int) else 0,
+                )
             )
         self._layers = layers
         return [c for c in list(self.bridge.conferences.values()) if self.run(now, c)]
@@ -180,18 +240,14 @@ class Selection:
             for s in ep.sources:
                 if s.kind != "video" or not s.name:
                     continue
-                figures = self._layers.get((conference.router_id, ep.transport_id, s.name), {})
+                figures = self._layers.get((conference.router_id, ep.transport_id, s.name), [])
                 out.append(
                     VideoSource(
                         name=s.name,
                         owner=ep.id,
                         video_type=ep.video_types.get(s.name, ep.video_type or "camera"),
                         muted=ep.force_mute_video,
-                        layers=tuple(
-                            Layer(spatial=i, temporal=0, height=h, frame_rate=0.0, bitrate_bps=bps)
-                            for i, (bps, h) in sorted(figures.items())
-                        )
-                        or _unmeasured(s),
+                        layers=allocation_layers(figures) or _unmeasured(s),
                     )
                 )
         return out

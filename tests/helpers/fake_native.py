@@ -83,7 +83,9 @@ class FakeNative:
     def set_payload_types(self, transport_id: int, types: Sequence[_native.PayloadType]) -> None:
         self.commands.append(("set_payload_types", (transport_id, list(types))))
 
-    def set_allocation(self, transport_id: int, targets: Sequence[tuple[str, int | None]]) -> None:
+    def set_allocation(
+        self, transport_id: int, targets: Sequence[tuple[str, tuple[int, int] | None]]
+    ) -> None:
         self.commands.append(("set_allocation", (transport_id, list(targets))))
 
     def set_audio_level_id(self, transport_id: int, id: int | None = None) -> None:

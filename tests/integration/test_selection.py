@@ -195,6 +195,56 @@ async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stop
     await sender.close()
 
 
+async def frame_rate(call: Call, receiver: int, over: float = 2.0) -> float:
+    """Frames a second `receiver` gets of the sender's video, measured over `over` seconds."""
+    before = call.video_stream(receiver)
+    await asyncio.sleep(over)
+    after = call.video_stream(receiver)
+    assert before is not None and after is not None
+    return float(after["frames"] - before["frames"]) / over
+
+
+async def test_a_frame_rate_limit_leaves_out_temporal_layers_without_gaps(call: Call) -> None:
+    """maxFrameRate 15 at 180p: the bridge forwards temporal layers 0 and 1 of the lowest layer only, so
+    the receiver gets half the frames, with sequence numbers still gapless; lifted, the full rate comes
+    back (at a switching-up point or the keyframe asked after a second without one)."""
+    slow = await channel(call, TALL)
+    await call.until("both receivers get video", lambda: all(call.video_stream(r) for r in (TALL, DEFAULT)))
+    await slow.send_str(
+        json.dumps(
+            {
+                "colibriClass": "ReceiverVideoConstraints",
+                "defaultConstraints": {"maxHeight": 180, "maxFrameRate": 15},
+            }
+        )
+    )
+    await asyncio.sleep(1.0)
+    slow_rate, full_rate = await asyncio.gather(frame_rate(call, TALL), frame_rate(call, DEFAULT))
+    if full_rate < 26:
+        async with call.http.get(f"{call.base}/debug/conferences/{call.meeting}/allocation") as resp:
+            for e in (await resp.json())["receivers"][f"lg{DEFAULT}"][-6:]:
+                print(e["time"], [(s["layer"], s["reason"]) for s in e["sources"]])
+    assert 12 <= slow_rate <= 18 and 26 <= full_rate <= 34, (slow_rate, full_rate)
+    stream = call.video_stream(TALL)
+    assert stream is not None and stream["layer"] == 0
+    assert stream["seq_gaps"] == 0 and stream["freezes"] == 0, stream
+
+    # The recorder shows the choice: 180p, temporal layer 1 (of 0-2).
+    async with call.http.get(f"{call.base}/debug/conferences/{call.meeting}/allocation") as resp:
+        (last,) = (await resp.json())["receivers"][f"lg{TALL}"][-1:]
+    (chosen,) = [s["layer"] for s in last["sources"]]
+    assert (chosen["spatial"], chosen["temporal"]) == (0, 1), last
+
+    await slow.send_str(
+        json.dumps({"colibriClass": "ReceiverVideoConstraints", "defaultConstraints": {"maxHeight": 180}})
+    )
+    await asyncio.sleep(2.5)
+    assert 26 <= await frame_rate(call, TALL) <= 34
+    stream = call.video_stream(TALL)
+    assert stream is not None and stream["seq_gaps"] == 0, stream
+    await slow.close()
+
+
 def video_packets(call: Call, receiver: int) -> dict[int, int]:
     """Video packets `receiver` got so far, per sender."""
     streams = call.lg.stats(detail=True)["receive_streams"]

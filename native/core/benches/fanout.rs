@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use sluice_core::domain::{
     Codec, FeedbackSsrcs, GroupSemantics, IdMap, MediaKind, PayloadType, RemoteCandidate, Source,
-    SsrcGroup, TransportId,
+    SsrcGroup, TransportId, VideoTarget,
 };
 use sluice_core::dtls::{
     DtlsCert, DtlsConfig, DtlsConn, DtlsEvent, DtlsRole, DtlsSetup, DtlsSrtpProfile, HashAlg,
@@ -259,8 +259,12 @@ impl Conference {
             }],
         );
         for (i, r) in (SENDER + 1..=SENDER + n as u64).enumerate() {
+            let target = VideoTarget {
+                spatial: (i % 3) as u8,
+                temporal: 255,
+            };
             conf.router
-                .set_allocation(now, r, vec![("sender-v0".into(), Some((i % 3) as u8))]);
+                .set_allocation(now, r, vec![("sender-v0".into(), Some(target))]);
         }
         let mut egress = ClearingEgress(SendBatch::new(BATCH));
         let mut total = Counters::default();

@@ -167,6 +167,14 @@ pub struct Source {
     pub name: String,
 }
 
+/// What a receiver is allocated of one video Source: `spatial`, the simulcast layer (SIM order) or, for a
+/// Source of one SSRC, its SVC spatial layer; `temporal`, the highest temporal layer (255: all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VideoTarget {
+    pub spatial: u8,
+    pub temporal: u8,
+}
+
 /// One encoding of a Source: the SSRC it is sent on and the SSRC of its retransmissions, if it has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layer {

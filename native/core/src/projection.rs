@@ -1,14 +1,20 @@
 //! Projection: what one receiver sees of one video Source. The Source may arrive on several layers
-//! (simulcast SSRCs, each with its own sequence numbers, timestamps and VP8 PictureIDs); the receiver
-//! gets one stream on the Source's primary SSRC, continuous across layer switches.
+//! (simulcast SSRCs, each with its own sequence numbers, timestamps and PictureIDs), and each layer may
+//! carry temporal layers and (one SSRC with SVC) spatial layers; the receiver gets one stream on the
+//! Source's primary SSRC, continuous across layer switches and without holes where frames were left out.
 //!
-//! The stream is a run of segments, each a stretch of one layer forwarded with fixed offsets. A new
-//! segment starts only at a switch point of the target layer (a keyframe's first packet), its offsets
-//! chosen so the receiver's sequence numbers, timestamps, PictureIDs and TL0PICIDX go on from the highest
-//! it has seen. Switching off waits for a frame boundary. A late packet is forwarded with the offsets of
-//! the segment it belongs to, so reordering and retransmissions fill gaps instead of making new ones;
-//! anything else is filtered. Sans-IO: the caller passes the packet's fields and the time, and writes
-//! the rewrite into its egress copy.
+//! The stream is a run of segments, each a stretch of one layer forwarded with the same timestamp offset.
+//! A new segment starts only at a switch point of the target layer (a keyframe's first packet), its
+//! offsets chosen so the receiver's sequence numbers, timestamps, PictureIDs and TL0PICIDX go on from the
+//! highest it has seen. Within a segment the packets of temporal and spatial layers above the target's
+//! are left out; each run left out lowers the sequence-number offset of what follows (and a picture left
+//! out, the PictureID offset), so the receiver sees gaps only where packets were really lost. Temporal
+//! layers go down at any picture and up one at a time at a switching-up point (VP8 Y, VP9 U) or a
+//! keyframe; spatial layers go down at any picture and up at a keyframe, the last packet forwarded of a
+//! picture getting the marker bit. Switching off waits for a picture boundary. A late packet is forwarded
+//! with the offsets it would have had in order, so reordering and retransmissions fill gaps instead of
+//! making new ones; anything else is filtered. Sans-IO: the caller passes the packet's fields and the
+//! time, and writes the rewrite into its egress copy.
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +23,13 @@ use crate::codec::PictureIdWidth;
 /// Segments remembered for late packets: the open one and the three before it.
 pub const SEGMENTS: usize = 4;
 
+/// Runs left out that one segment remembers for placing late packets: at 30 frames a second with the
+/// top temporal layer left out, about a second (the oldest is forgotten, and what came before it with it).
+pub const CHANGES: usize = 32;
+
 /// How often one receiver asks again for the keyframe it is waiting for (the Producer's own limit,
-/// shared by all receivers, comes on top).
+/// shared by all receivers, comes on top). A receiver waiting only for a temporal switching-up point
+/// asks after this long without one.
 pub const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
 
 /// How far behind a stretch's newest packet a late one is still forwarded (and a NACK translated):
@@ -27,6 +38,29 @@ const MAX_SPAN: u16 = 0x4000;
 
 /// Half the sequence-number space: `a` is newer than `b` when `a - b` is in (0, 2^15).
 const HALF: u16 = 0x8000;
+
+/// Every spatial or temporal layer.
+pub const ALL: u8 = u8::MAX;
+
+/// What a receiver is to get of a Source: one of its layers (simulcast SSRCs, in SIM order), and of that
+/// layer the spatial and temporal layers up to these ([`ALL`]: all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub layer: u8,
+    pub spatial: u8,
+    pub temporal: u8,
+}
+
+impl Target {
+    /// All of one layer.
+    pub const fn layer(layer: u8) -> Self {
+        Target {
+            layer,
+            spatial: ALL,
+            temporal: ALL,
+        }
+    }
+}
 
 /// What the Projection needs of one packet of the Source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,10 +72,44 @@ pub struct PacketMeta {
     /// A receiver may start on this layer here: the first packet of a keyframe (for a codec whose
     /// keyframes the bridge cannot see, every packet).
     pub switch_point: bool,
-    /// It starts a frame: a receiver may stop here without cutting a frame in two.
+    /// It starts a frame (of its spatial layer): a receiver may stop here without cutting one in two.
     pub frame_start: bool,
+    /// Its spatial layer within the SSRC (VP9 SID, AV1 spatial id); 0 without SVC.
+    pub spatial: u8,
+    /// Its temporal layer (VP8/VP9 TID, AV1 temporal id); 0 without temporal layers.
+    pub temporal: u8,
+    /// With `frame_start`: a receiver getting the temporal layers below this one may add this one here
+    /// (VP8 Y, VP9 U).
+    pub temporal_switch: bool,
+    /// The last packet of its spatial layer's frame (VP9 E, AV1 end_of_frame; false when unknown).
+    pub end_of_frame: bool,
     pub picture_id: Option<(u16, PictureIdWidth)>,
     pub tl0picidx: Option<u8>,
+}
+
+impl PacketMeta {
+    /// A packet of `layer` with no codec fields.
+    pub const fn plain(layer: u8, seq: u16, timestamp: u32) -> Self {
+        PacketMeta {
+            layer,
+            seq,
+            timestamp,
+            switch_point: false,
+            frame_start: false,
+            spatial: 0,
+            temporal: 0,
+            temporal_switch: false,
+            end_of_frame: false,
+            picture_id: None,
+            tl0picidx: None,
+        }
+    }
+
+    /// It starts a picture: the frame of its lowest spatial layer.
+    #[inline]
+    fn picture_start(&self) -> bool {
+        self.frame_start && self.spatial == 0
+    }
 }
 
 /// The fields the receiver's copy gets (the SSRC becomes the Source's primary one).
@@ -51,27 +119,151 @@ pub struct Rewrite {
     pub timestamp: u32,
     pub picture_id: Option<u16>,
     pub tl0picidx: Option<u8>,
+    /// Set the marker bit: it ends the picture as forwarded (upper spatial layers left out).
+    pub marker: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Forward(Rewrite),
-    /// Not for this receiver now: another layer, before a switch point, or switched off.
+    /// Not for this receiver now: another layer or a layer above its target, before a switch point,
+    /// or switched off.
     Filtered,
+}
+
+/// Sequence-number and PictureID offsets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Offsets {
+    seq: u16,
+    pid: u16,
+}
+
+/// A run of packets left out of a segment: `dropped` packets just before `seq`; from `seq` on the
+/// offsets are `after`. `pictures`: the first and last PictureID (as received) of the pictures it left
+/// out whole, so a late piece of one stays out too instead of taking a forwarded picture's PictureID.
+#[derive(Clone, Copy, Debug, Default)]
+struct Change {
+    seq: u16,
+    dropped: u16,
+    after: Offsets,
+    pictures: Option<(u16, u16)>,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Segment {
     layer: u8,
-    /// First and highest incoming sequence numbers forwarded in it.
+    /// First and newest incoming sequence numbers of it (forwarded or left out).
     start: u16,
     end: u16,
-    seq_off: u16,
+    /// The offsets from `start`, until the first change.
+    base: Offsets,
     ts_off: u32,
-    pid_off: u16,
     tl0_off: u8,
+    /// Runs left out, oldest first: `changes[..len]`.
+    changes: [Change; CHANGES],
+    len: u8,
+    /// The spatial and temporal layers forwarded now (up to).
+    spatial: u8,
+    temporal: u8,
     /// Still growing: packets of its layer newer than `end` join it.
     open: bool,
+}
+
+impl Segment {
+    fn changes(&self) -> &[Change] {
+        &self.changes[..usize::from(self.len)]
+    }
+
+    /// The offsets of newer packets.
+    #[inline]
+    fn current(&self) -> Offsets {
+        self.changes().last().map_or(self.base, |c| c.after)
+    }
+
+    /// The offsets `seq` (within the segment) went or goes out with; None if it was left out.
+    #[inline]
+    fn offsets(&self, seq: u16) -> Option<Offsets> {
+        let d = seq.wrapping_sub(self.start);
+        let mut off = self.base;
+        for c in self.changes() {
+            let dc = c.seq.wrapping_sub(self.start);
+            if dc <= d {
+                off = c.after;
+            } else {
+                return (dc - d > c.dropped).then_some(off);
+            }
+        }
+        Some(off)
+    }
+
+    /// Leaves out `seq`, the newest packet so far; `picture`: it starts a picture that is left out
+    /// whole, with this PictureID (0 when it has none).
+    #[inline]
+    fn leave_out(&mut self, seq: u16, picture: Option<u16>) {
+        self.end = seq;
+        let next = seq.wrapping_add(1);
+        let pid = u16::from(picture.is_some());
+        let n = usize::from(self.len);
+        if let Some(last) = self.changes[..n].last_mut().filter(|c| c.seq == seq) {
+            last.seq = next;
+            last.dropped = last.dropped.saturating_add(1);
+            last.after.seq = last.after.seq.wrapping_sub(1);
+            last.after.pid = last.after.pid.wrapping_sub(pid);
+            if let Some(p) = picture {
+                last.pictures = Some(last.pictures.map_or((p, p), |(first, _)| (first, p)));
+            }
+            return;
+        }
+        let cur = self.current();
+        let change = Change {
+            seq: next,
+            dropped: 1,
+            after: Offsets {
+                seq: cur.seq.wrapping_sub(1),
+                pid: cur.pid.wrapping_sub(pid),
+            },
+            pictures: picture.map(|p| (p, p)),
+        };
+        if n == CHANGES {
+            self.forget_oldest();
+        }
+        self.changes[usize::from(self.len)] = change;
+        self.len += 1;
+    }
+
+    /// Whether PictureID `pid` is of a picture this segment left out.
+    #[inline]
+    fn left_out_picture(&self, pid: (u16, PictureIdWidth)) -> bool {
+        let (pid, width) = pid;
+        let mask = width.max();
+        self.changes().iter().any(|c| {
+            c.pictures.is_some_and(|(first, last)| {
+                pid.wrapping_sub(first) & mask <= last.wrapping_sub(first) & mask
+            })
+        })
+    }
+
+    /// Forgets the oldest change: what came before it can no longer be placed.
+    fn forget_oldest(&mut self) {
+        let first = self.changes[0];
+        self.base = first.after;
+        self.start = first.seq;
+        self.changes.copy_within(1.., 0);
+        self.len -= 1;
+    }
+
+    /// Keeps the segment's span within MAX_SPAN of its newest packet.
+    #[inline]
+    fn trim(&mut self) {
+        if self.end.wrapping_sub(self.start) <= MAX_SPAN {
+            return;
+        }
+        let start = self.end.wrapping_sub(MAX_SPAN);
+        while self.len > 0 && newer(start, self.changes[0].seq) {
+            self.forget_oldest();
+        }
+        self.start = start;
+    }
 }
 
 /// The newest fields the receiver has been sent.
@@ -87,11 +279,13 @@ struct Sent {
 /// One receiver's view of one Source.
 #[derive(Clone, Debug)]
 pub struct Projection {
-    target: Option<u8>,
+    target: Option<Target>,
     /// Newest first.
     segments: [Option<Segment>; SEGMENTS],
     sent: Option<Sent>,
     last_keyframe_request: Option<Instant>,
+    /// Since when the receiver waits for a temporal switching-up point.
+    temporal_wait: Option<Instant>,
 }
 
 #[inline]
@@ -112,41 +306,84 @@ fn add_pid(pid: u16, off: u16, width: PictureIdWidth) -> u16 {
 
 impl Projection {
     /// A receiver that wants `target` (None: nothing) and has been sent nothing yet.
-    pub fn new(target: Option<u8>) -> Self {
+    pub fn new(target: Option<Target>) -> Self {
         Projection {
             target,
             segments: [None; SEGMENTS],
             sent: None,
             last_keyframe_request: None,
+            temporal_wait: None,
         }
     }
 
-    pub fn target(&self) -> Option<u8> {
+    pub fn target(&self) -> Option<Target> {
         self.target
+    }
+
+    fn open(&self) -> Option<&Segment> {
+        self.segments[0].as_ref().filter(|s| s.open)
     }
 
     /// The layer being forwarded now, if any.
     pub fn current(&self) -> Option<u8> {
-        self.segments[0].filter(|s| s.open).map(|s| s.layer)
+        self.open().map(|s| s.layer)
     }
 
-    /// Sets the layer this receiver should get. The switch itself happens on the packets: at the
-    /// target's next switch point, or (to nothing) at the current layer's next frame start.
-    pub fn set_target(&mut self, target: Option<u8>) {
+    /// The layer, spatial and temporal layers being forwarded now, if any.
+    pub fn current_target(&self) -> Option<Target> {
+        self.open().map(|s| Target {
+            layer: s.layer,
+            spatial: s.spatial,
+            temporal: s.temporal,
+        })
+    }
+
+    /// Sets what this receiver should get. The switch itself happens on the packets: at the target's
+    /// next switch point, or (going down, or to nothing) at the next picture.
+    pub fn set_target(&mut self, target: Option<Target>) {
         if self.target != target {
             self.target = target;
             self.last_keyframe_request = None;
+            self.temporal_wait = None;
         }
     }
 
-    /// Whether the receiver is waiting for a layer to start: it needs that layer's keyframe.
+    /// The layer whose keyframe the receiver waits for: another layer, or a spatial layer above what it
+    /// gets of this one.
     pub fn waiting(&self) -> Option<u8> {
-        self.target.filter(|&t| self.current() != Some(t))
+        let t = self.target?;
+        match self.open() {
+            Some(s) if s.layer == t.layer && s.spatial >= t.spatial => None,
+            _ => Some(t.layer),
+        }
     }
 
-    /// The layer to ask a keyframe of now, at most once per [`KEYFRAME_RETRY`] while waiting.
+    /// Whether the receiver waits for a temporal switching-up point of the layer it gets.
+    fn waiting_temporal(&self) -> bool {
+        match (self.target, self.open()) {
+            (Some(t), Some(s)) => s.layer == t.layer && s.temporal < t.temporal,
+            _ => false,
+        }
+    }
+
+    /// The layer to ask a keyframe of now, at most once per [`KEYFRAME_RETRY`] while waiting (for a
+    /// temporal switching-up point, once one has not come for that long). Called on every packet.
+    #[inline]
     pub fn keyframe_request(&mut self, now: Instant) -> Option<u8> {
-        let layer = self.waiting()?;
+        let layer = match self.waiting() {
+            Some(l) => l,
+            None if self.waiting_temporal() => {
+                let since = *self.temporal_wait.get_or_insert(now);
+                if now.saturating_duration_since(since) < KEYFRAME_RETRY {
+                    return None;
+                }
+                self.current()?
+            }
+            None => {
+                self.temporal_wait = None;
+                return None;
+            }
+        };
         match self.last_keyframe_request {
             Some(t) if now.saturating_duration_since(t) < KEYFRAME_RETRY => None,
             _ => {
@@ -160,51 +397,103 @@ impl Projection {
     /// time since the last packet sent into a timestamp step at a switch.
     #[inline]
     pub fn on_packet(&mut self, now: Instant, clock_rate: u32, m: &PacketMeta) -> Verdict {
-        if let Some(seg) = self.segments[0].as_mut().filter(|s| s.open) {
-            if seg.layer == m.layer && (newer(m.seq, seg.end) || within(m.seq, seg.start, seg.end))
-            {
-                // Switched off: stop at the next frame. Going to another layer instead: this one goes
-                // on until that one's switch point.
-                if self.target.is_none() && m.frame_start && newer(m.seq, seg.end) {
-                    seg.open = false;
+        let target = self.target;
+        if let Some(seg) = self.segments[0]
+            .as_mut()
+            .filter(|s| s.open && s.layer == m.layer)
+        {
+            if newer(m.seq, seg.end) {
+                match target {
+                    // Switched off: stop at the next picture.
+                    None if m.picture_start() => {
+                        seg.open = false;
+                        return Verdict::Filtered;
+                    }
+                    // A keyframe of the layer it gets: any spatial and temporal layer may start here.
+                    Some(t) if t.layer == m.layer && m.switch_point => {
+                        seg.spatial = t.spatial;
+                        seg.temporal = t.temporal;
+                    }
+                    Some(t) if t.layer == m.layer && m.picture_start() => {
+                        seg.spatial = seg.spatial.min(t.spatial);
+                        if seg.temporal > t.temporal {
+                            seg.temporal = t.temporal;
+                        } else if seg.temporal < t.temporal
+                            && m.temporal_switch
+                            && m.temporal == seg.temporal.saturating_add(1)
+                        {
+                            seg.temporal = m.temporal;
+                        }
+                    }
+                    // Mid-picture; or going to another layer: this one goes on as it is until that
+                    // one's switch point.
+                    _ => {}
+                }
+                if m.temporal > seg.temporal || m.spatial > seg.spatial {
+                    let picture = (m.picture_start() && m.temporal > seg.temporal)
+                        .then(|| m.picture_id.map_or(0, |p| p.0));
+                    seg.leave_out(m.seq, picture);
+                    seg.trim();
                     return Verdict::Filtered;
                 }
-                let seg = *seg;
-                return Verdict::Forward(self.forward(0, &seg, now, m));
+                return Verdict::Forward(self.forward(0, now, m));
+            }
+            if within(m.seq, seg.start, seg.end) {
+                return self.late(0, now, m);
             }
         }
-        if self.target == Some(m.layer) && m.switch_point {
-            let seg = self.open_segment(now, clock_rate, m);
-            return Verdict::Forward(self.forward(0, &seg, now, m));
+        if let Some(t) = target.filter(|t| t.layer == m.layer && m.switch_point) {
+            self.open_segment(now, clock_rate, m, t);
+            return Verdict::Forward(self.forward(0, now, m));
         }
         // A late packet of an earlier stretch.
         for i in 0..SEGMENTS {
-            let Some(seg) = self.segments[i] else { break };
+            let Some(seg) = &self.segments[i] else { break };
             if seg.layer == m.layer && within(m.seq, seg.start, seg.end) && (i > 0 || !seg.open) {
-                return Verdict::Forward(self.forward(i, &seg, now, m));
+                return self.late(i, now, m);
             }
         }
         Verdict::Filtered
+    }
+
+    /// A packet older than its segment's newest: forwarded where it would have gone in order, unless
+    /// it is of a layer left out now or its place was given up.
+    #[inline]
+    fn late(&mut self, index: usize, now: Instant, m: &PacketMeta) -> Verdict {
+        let Some(seg) = &self.segments[index] else {
+            return Verdict::Filtered;
+        };
+        if m.temporal > seg.temporal
+            || m.spatial > seg.spatial
+            || seg.offsets(m.seq).is_none()
+            || m.picture_id.is_some_and(|p| seg.left_out_picture(p))
+        {
+            return Verdict::Filtered;
+        }
+        Verdict::Forward(self.forward(index, now, m))
     }
 
     /// The incoming sequence number (and its layer) that the receiver's `seq` was made from, for
     /// translating its NACKs; None if it is not one this Projection forwarded recently.
     pub fn original(&self, seq: u16) -> Option<(u8, u16)> {
         self.segments.iter().flatten().find_map(|s| {
-            let orig = seq.wrapping_sub(s.seq_off);
-            within(orig, s.start, s.end).then_some((s.layer, orig))
+            std::iter::once(s.base)
+                .chain(s.changes().iter().map(|c| c.after))
+                .find_map(|off| {
+                    let orig = seq.wrapping_sub(off.seq);
+                    (within(orig, s.start, s.end) && s.offsets(orig) == Some(off))
+                        .then_some((s.layer, orig))
+                })
         })
     }
 
     /// The current segment's layer and timestamp offset, for rewriting that layer's sender reports.
     pub fn timestamp_offset(&self, layer: u8) -> Option<u32> {
-        self.segments[0]
-            .filter(|s| s.open && s.layer == layer)
-            .map(|s| s.ts_off)
+        self.open().filter(|s| s.layer == layer).map(|s| s.ts_off)
     }
 
-    fn open_segment(&mut self, now: Instant, clock_rate: u32, m: &PacketMeta) -> Segment {
-        let (seq_off, ts_off, pid_off, tl0_off) = match self.sent {
+    fn open_segment(&mut self, now: Instant, clock_rate: u32, m: &PacketMeta, t: Target) {
+        let (seq, ts_off, pid, tl0_off) = match self.sent {
             // The first stretch goes out as it came in.
             None => (0, 0, 0, 0),
             Some(s) => {
@@ -231,10 +520,13 @@ impl Projection {
             layer: m.layer,
             start: m.seq,
             end: m.seq,
-            seq_off,
+            base: Offsets { seq, pid },
             ts_off,
-            pid_off,
             tl0_off,
+            changes: [Change::default(); CHANGES],
+            len: 0,
+            spatial: t.spatial,
+            temporal: t.temporal,
             open: true,
         };
         for old in self.segments.iter_mut().flatten() {
@@ -242,26 +534,39 @@ impl Projection {
         }
         self.segments.rotate_right(1);
         self.segments[0] = Some(seg);
-        seg
     }
 
+    /// The rewrite of a packet of segment `index` that is forwarded.
     #[inline]
-    fn forward(&mut self, index: usize, seg: &Segment, now: Instant, m: &PacketMeta) -> Rewrite {
-        let out = Rewrite {
-            seq: m.seq.wrapping_add(seg.seq_off),
-            timestamp: m.timestamp.wrapping_add(seg.ts_off),
-            picture_id: m.picture_id.map(|(p, w)| add_pid(p, seg.pid_off, w)),
-            tl0picidx: m.tl0picidx.map(|t| t.wrapping_add(seg.tl0_off)),
+    fn forward(&mut self, index: usize, now: Instant, m: &PacketMeta) -> Rewrite {
+        let Some(seg) = self.segments[index].as_mut() else {
+            // Callers pass a segment they found.
+            return Rewrite {
+                seq: m.seq,
+                timestamp: m.timestamp,
+                picture_id: m.picture_id.map(|p| p.0),
+                tl0picidx: m.tl0picidx,
+                marker: false,
+            };
         };
-        if let Some(s) = self.segments[index].as_mut() {
-            if newer(m.seq, s.end) {
-                s.end = m.seq;
-                // A long stretch keeps only its recent past: a packet further behind is no longer
-                // late but lost, and the span must stay well inside half the sequence space.
-                if s.end.wrapping_sub(s.start) > MAX_SPAN {
-                    s.start = s.end.wrapping_sub(MAX_SPAN);
-                }
-            }
+        let in_order = newer(m.seq, seg.end);
+        let off = if in_order {
+            seg.current()
+        } else {
+            seg.offsets(m.seq).unwrap_or(seg.current())
+        };
+        let out = Rewrite {
+            seq: m.seq.wrapping_add(off.seq),
+            timestamp: m.timestamp.wrapping_add(seg.ts_off),
+            picture_id: m.picture_id.map(|(p, w)| add_pid(p, off.pid, w)),
+            tl0picidx: m.tl0picidx.map(|t| t.wrapping_add(seg.tl0_off)),
+            marker: m.end_of_frame && m.spatial == seg.spatial,
+        };
+        if in_order {
+            seg.end = m.seq;
+            // A long stretch keeps only its recent past: a packet further behind is no longer late
+            // but lost, and the span must stay well inside half the sequence space.
+            seg.trim();
         }
         let newest = self.sent.is_none_or(|s| newer(out.seq, s.seq));
         if newest {

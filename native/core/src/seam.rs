@@ -6,6 +6,7 @@
 
 use crate::domain::{
     FeedbackSsrcs, PayloadType, RemoteCandidate, RouterId, Source, TransportId, TransportState,
+    VideoTarget,
 };
 use crate::dtls::{DtlsSetup, Fingerprint};
 use crate::ice::IceCredentials;
@@ -54,11 +55,11 @@ pub enum Command {
         transport: TransportId,
         types: Vec<PayloadType>,
     },
-    /// What this transport receives of each named video Source: a layer index (in SIM order), or
-    /// None for nothing. Sources not named get their top layer. Replaces the previous allocation.
+    /// What this transport receives of each named video Source (None: nothing). Sources not named get
+    /// all of their top layer. Replaces the previous allocation.
     SetAllocation {
         transport: TransportId,
-        targets: Vec<(String, Option<u8>)>,
+        targets: Vec<(String, Option<VideoTarget>)>,
     },
     /// The RTP header extension id of RFC 6464 audio levels (`urn:ietf:params:rtp-hdrext:ssrc-audio-level`)
     /// in what this transport sends; None: it sends none. Replaces the previous one.

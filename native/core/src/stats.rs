@@ -272,7 +272,7 @@ pub struct TransportStats {
 }
 
 /// One layer of a video Source as the bridge receives it: what the Allocator sizes allocations with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LayerStats {
     pub router: u64,
     /// The sender's transport.
@@ -280,10 +280,16 @@ pub struct LayerStats {
     pub source: String,
     /// Index in the Source's SIM order.
     pub layer: u8,
+    /// The spatial and temporal layer within that SSRC (0 without SVC or temporal layers): the
+    /// figures are this sublayer's own, without the layers it depends on.
+    pub spatial: u8,
+    pub temporal: u8,
     pub ssrc: u32,
     pub bitrate_bps: u64,
+    pub frame_rate: f64,
+    /// Packets of the SSRC.
     pub packets: u64,
-    /// Width and height of its last VP8 keyframe.
+    /// Width and height of its spatial layer, from the last keyframe that said.
     pub frame_size: Option<(u16, u16)>,
 }
 

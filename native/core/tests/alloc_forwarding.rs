@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use sluice_core::domain::MediaKind;
+use sluice_core::domain::{MediaKind, VideoTarget};
 use sluice_testutil::counting_alloc::{counted_here, Counting};
 
 #[global_allocator]
@@ -106,7 +106,13 @@ fn selective_forwarding_allocates_nothing_per_packet_in_steady_state() {
         Instant::now(),
         Command::SetAllocation {
             transport: 12,
-            targets: vec![("peer0-v0".into(), Some(0))],
+            targets: vec![(
+                "peer0-v0".into(),
+                Some(VideoTarget {
+                    spatial: 0,
+                    temporal: 255,
+                }),
+            )],
         },
     );
 

@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use sluice_core::codec::vp8::Vp8Descriptor;
-use sluice_core::domain::{Codec, GroupSemantics, MediaKind, PayloadType, Source, SsrcGroup};
+use sluice_core::domain::{
+    Codec, GroupSemantics, MediaKind, PayloadType, Source, SsrcGroup, VideoTarget,
+};
 use sluice_core::rtcp::{parse_compound, write_nack, write_sender_report, RtcpPacket};
 use sluice_core::rtp::RtpView;
 use sluice_core::seam::Command;
@@ -129,7 +131,13 @@ fn allocate(conf: &mut common::Conference, receiver: usize, layer: Option<u8>) {
         Instant::now(),
         Command::SetAllocation {
             transport: 10 + receiver as u64,
-            targets: vec![("peer0-v0".into(), layer)],
+            targets: vec![(
+                "peer0-v0".into(),
+                layer.map(|spatial| VideoTarget {
+                    spatial,
+                    temporal: 255,
+                }),
+            )],
         },
     );
 }

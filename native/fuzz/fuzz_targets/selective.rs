@@ -5,14 +5,15 @@
 //! rewritten sequence number and SSRC. Then NACK translation of what was seen.
 //!
 //! Input: a codec selector byte, then records of (length, control, packet bytes); control bit 7 sets a
-//! new target (bits 0-1: layer 0-2, 3 = none), bit 6 unwraps the packet as RTX, bits 2-3 are its layer.
+//! new target (bits 0-1: layer 0-2, 3 = none; bits 4-5: the spatial and temporal cap, 3 = all), bit 6
+//! unwraps the packet as RTX, bits 2-3 are its layer.
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use sluice_core::domain::Codec;
 use sluice_core::io::MAX_DATAGRAM;
-use sluice_core::projection::{Projection, Verdict};
+use sluice_core::projection::{Projection, Target, Verdict, ALL};
 use sluice_core::router::{apply_rewrite, packet_meta, unwrap_rtx};
 use sluice_core::rtp::RtpView;
 
@@ -30,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         _ => Codec::Other,
     };
     let t0 = Instant::now();
-    let mut proj = Projection::new(Some(0));
+    let mut proj = Projection::new(Some(Target::layer(0)));
     let mut tick = 0u64;
     while let Some((&len, tail)) = rest.split_first() {
         let Some((&ctrl, tail)) = tail.split_first() else {
@@ -40,9 +41,17 @@ fuzz_target!(|data: &[u8]| {
         let (pkt, next) = tail.split_at(n);
         rest = next;
         if ctrl & 0x80 != 0 {
+            let cap = match (ctrl >> 4) & 3 {
+                3 => ALL,
+                c => c,
+            };
             proj.set_target(match ctrl & 3 {
                 3 => None,
-                l => Some(l),
+                layer => Some(Target {
+                    layer,
+                    spatial: cap,
+                    temporal: cap,
+                }),
             });
         }
         let layer = (ctrl >> 2) & 3;
@@ -71,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!((after.ssrc(), after.sequence_number()), (PRIMARY, rw.seq));
             assert_eq!(after.timestamp(), rw.timestamp);
             assert_eq!(copy.len(), bytes.len());
+            assert!(!rw.marker || after.marker(), "the marker is set where asked");
         }
         let _ = proj.keyframe_request(now);
         if let Some((l, orig)) = proj.original(meta.seq) {

@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use sluice_core::domain::FeedbackSsrcs;
+use sluice_core::domain::{FeedbackSsrcs, VideoTarget};
 use sluice_core::dtls::{DtlsCert, DtlsSetup, Fingerprint, HashAlg};
 use sluice_core::ice::IceCredentials;
 use sluice_core::seam::Command;
@@ -174,14 +174,21 @@ impl NativeBridge {
         })
     }
 
+    /// `targets`: (source name, (spatial, temporal) or None); temporal 255 is every temporal layer.
     fn set_allocation(
         &self,
         transport_id: u64,
-        targets: Vec<(String, Option<u8>)>,
+        targets: Vec<(String, Option<(u8, u8)>)>,
     ) -> PyResult<()> {
         self.send(Command::SetAllocation {
             transport: transport_id,
-            targets,
+            targets: targets
+                .into_iter()
+                .map(|(name, t)| {
+                    let t = t.map(|(spatial, temporal)| VideoTarget { spatial, temporal });
+                    (name, t)
+                })
+                .collect(),
         })
     }
 
@@ -299,6 +306,9 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
         ld.set_item("transport", l.transport)?;
         ld.set_item("source", &l.source)?;
         ld.set_item("layer", l.layer)?;
+        ld.set_item("spatial", l.spatial)?;
+        ld.set_item("temporal", l.temporal)?;
+        ld.set_item("frame_rate", l.frame_rate)?;
         ld.set_item("ssrc", l.ssrc)?;
         ld.set_item("bitrate_bps", l.bitrate_bps)?;
         ld.set_item("packets", l.packets)?;

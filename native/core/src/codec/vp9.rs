@@ -266,6 +266,17 @@ impl Vp9Descriptor {
     }
 }
 
+/// Byte offsets in the payload of the PictureID and TL0PICIDX fields a descriptor carries (RFC 9628
+/// 4.2: the PictureID follows the first byte; TL0PICIDX follows the layer indices in non-flexible mode),
+/// so a Projection can rewrite them in each receiver's copy without parsing again.
+pub fn field_offsets(d: &Vp9Descriptor) -> (Option<usize>, Option<usize>) {
+    let pid = d.picture_id_width.map(|_| 1);
+    let tl0 = d
+        .tl0picidx
+        .map(|_| 2 + d.picture_id_width.map_or(0, PictureIdWidth::byte_len));
+    (pid, tl0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +318,8 @@ mod tests {
         assert!(d.switching_up_point);
         assert_eq!(d.sid, Some(1));
         assert!(d.inter_layer_dependency);
+        // The fields a Projection rewrites sit where the layout says: PictureID at 1, TL0PICIDX at 4.
+        assert_eq!(field_offsets(&d), (Some(1), Some(4)));
         assert_eq!(d.tl0picidx, Some(0x17));
         assert_eq!(d.p_diffs(), &[] as &[u8]);
         assert_eq!(d.scalability_structure, None);
@@ -331,6 +344,8 @@ mod tests {
         assert_eq!(d.picture_id, Some(42));
         assert_eq!(d.picture_id_width, Some(PictureIdWidth::Bits7));
         assert!(d.flexible_mode && d.inter_picture_predicted);
+        // Flexible mode: no TL0PICIDX to rewrite.
+        assert_eq!(field_offsets(&d), (Some(1), None));
         assert!(!d.start_of_frame && d.end_of_frame);
         assert!(d.not_upper_spatial_reference);
         assert_eq!((d.tid, d.sid), (Some(1), Some(2)));

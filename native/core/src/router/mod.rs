@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSource};
 
-use crate::codec::av1::{Av1Descriptor, Av1Structure};
+use crate::codec::av1::{Av1Descriptor, Av1Structure, Dti};
 use crate::domain::{
     Codec, FeedbackSsrcs, ForceMute, IdMap, Layer, MediaKind, PayloadMap, PayloadType, RouterId,
     Source, TransportId,
@@ -94,8 +94,9 @@ pub struct Producer {
     pub route: Route,
     /// Its receive rate, measured on every packet.
     pub rate: RateMeter,
-    /// Width and height of its last VP8 keyframe.
-    pub frame_size: Option<(u16, u16)>,
+    /// A video layer's spatial and temporal layers, measured on every packet (not retransmissions);
+    /// made on its first packet.
+    pub sublayers: Option<Box<Sublayers>>,
     /// RFC 6464 levels of its packets since the last tick.
     pub levels: LevelMeter,
     /// AV1: the template dependency structure its last keyframe's dependency descriptor carried.
@@ -135,12 +136,15 @@ pub struct AudioLevel {
     pub packets: u32,
 }
 
-/// Bits per second over the last complete window of at least RATE_WINDOW.
+/// Bits and frames per second over the last complete window of at least RATE_WINDOW.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RateMeter {
     window_start: Option<Instant>,
     bytes: u64,
+    frames: u32,
     bps: u64,
+    /// Frames per second × 1000.
+    fps_milli: u32,
 }
 
 /// The window a rate is measured over: long enough for a few frames at the lowest layer's rate.
@@ -149,21 +153,94 @@ pub const RATE_WINDOW: Duration = Duration::from_millis(500);
 impl RateMeter {
     #[inline]
     pub fn on_packet(&mut self, now: Instant, len: usize) {
-        let start = *self.window_start.get_or_insert(now);
+        self.on_frame_packet(now, len, false);
+    }
+
+    /// A packet, `frame_start` when it begins a frame.
+    #[inline]
+    pub fn on_frame_packet(&mut self, now: Instant, len: usize, frame_start: bool) {
+        let Some(start) = self.window_start else {
+            // The first packet opens the window: a frame it starts would be counted over no time.
+            self.window_start = Some(now);
+            self.bytes = len as u64;
+            return;
+        };
         self.bytes += len as u64;
+        self.frames += u32::from(frame_start);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= RATE_WINDOW {
-            self.bps = (u128::from(self.bytes) * 8_000_000 / elapsed.as_micros().max(1)) as u64;
+            let micros = elapsed.as_micros().max(1);
+            self.bps = (u128::from(self.bytes) * 8_000_000 / micros) as u64;
+            self.fps_milli = (u128::from(self.frames) * 1_000_000_000 / micros) as u32;
             self.bytes = 0;
+            self.frames = 0;
             self.window_start = Some(now);
         }
     }
 
+    /// Whether a packet ever came.
+    pub fn seen(&self) -> bool {
+        self.window_start.is_some()
+    }
+
+    fn live(&self, now: Instant) -> bool {
+        matches!(self.window_start, Some(s) if now.saturating_duration_since(s) < 2 * RATE_WINDOW)
+    }
+
+    /// Until the first window closes, what the open one has seen so far (after a tenth of a window):
+    /// a layer that has just started is not taken for one that is not sent.
+    fn first_window(&self, now: Instant) -> Option<f64> {
+        let start = self.window_start?;
+        let elapsed = now.saturating_duration_since(start);
+        (self.bps == 0 && self.fps_milli == 0 && elapsed >= RATE_WINDOW / 10)
+            .then(|| elapsed.as_secs_f64())
+    }
+
     /// The rate, 0 once nothing came for two windows.
     pub fn bps(&self, now: Instant) -> u64 {
-        match self.window_start {
-            Some(s) if now.saturating_duration_since(s) < 2 * RATE_WINDOW => self.bps,
-            _ => 0,
+        if !self.live(now) {
+            return 0;
+        }
+        match self.first_window(now) {
+            Some(secs) => (self.bytes as f64 * 8.0 / secs) as u64,
+            None => self.bps,
+        }
+    }
+
+    /// Frames per second, 0 once nothing came for two windows.
+    pub fn fps(&self, now: Instant) -> f64 {
+        if !self.live(now) {
+            return 0.0;
+        }
+        match self.first_window(now) {
+            Some(secs) => f64::from(self.frames) / secs,
+            None => f64::from(self.fps_milli) / 1000.0,
+        }
+    }
+}
+
+/// Spatial and temporal layers measured within one SSRC (higher ids count as the highest).
+pub const MAX_SPATIAL: usize = 4;
+pub const MAX_TEMPORAL: usize = 4;
+
+/// What each spatial and temporal layer of one video SSRC brings: its own packets (not those of the
+/// layers below it) and the frame size of each spatial layer.
+#[derive(Clone, Debug, Default)]
+pub struct Sublayers {
+    pub meters: [[RateMeter; MAX_TEMPORAL]; MAX_SPATIAL],
+    pub sizes: [Option<(u16, u16)>; MAX_SPATIAL],
+}
+
+impl Sublayers {
+    #[inline]
+    pub fn on_packet(&mut self, now: Instant, len: usize, meta: &PacketMeta, fields: &Fields) {
+        let s = usize::from(meta.spatial).min(MAX_SPATIAL - 1);
+        let t = usize::from(meta.temporal).min(MAX_TEMPORAL - 1);
+        self.meters[s][t].on_frame_packet(now, len, meta.frame_start);
+        for (to, from) in self.sizes.iter_mut().zip(fields.sizes) {
+            if from.is_some() {
+                *to = from;
+            }
         }
     }
 }
@@ -224,7 +301,7 @@ pub struct Router {
     /// Each sender's video payload types.
     payloads: IdMap<PayloadMap>,
     /// What each receiver was allocated, by Source name.
-    allocations: IdMap<HashMap<String, Option<u8>>>,
+    allocations: video::Allocations,
     /// An SSRC whose keyframe a receiver waits for, taken by the shard after each packet.
     keyframe_wanted: Option<u32>,
     /// Each sender's RFC 6464 header extension id.
@@ -325,7 +402,7 @@ impl Router {
             Route::Layer { source, layer } => {
                 let codec = self.codec_of(from, rtp.payload_type());
                 Ok(self.forward_video(
-                    now, from, source, layer, codec, rtp, transports, egress, total,
+                    now, from, source, layer, codec, rtp, false, transports, egress, total,
                 ))
             }
             Route::Rtx { source, layer } => {
@@ -349,7 +426,7 @@ impl Router {
                 };
                 let codec = self.codec_of(from, apt);
                 Ok(self.forward_video(
-                    now, from, source, layer, codec, &original, transports, egress, total,
+                    now, from, source, layer, codec, &original, true, transports, egress, total,
                 ))
             }
         }
@@ -360,8 +437,9 @@ impl Router {
         self.payloads.get(&from).map_or(Codec::Other, |m| m.get(pt))
     }
 
-    /// A video packet of layer `layer` of `source` (received, or unwrapped from RTX): its codec fields,
-    /// the keyframe size its Producer keeps, then every receiver's Projection (`forward_layer`).
+    /// A video packet of layer `layer` of `source` (received, or unwrapped from RTX: `retransmission`):
+    /// its codec fields, its sublayer's figures (not for retransmissions), then every receiver's
+    /// Projection (`forward_layer`).
     // The shard's fields come separately so that it keeps the others borrowable.
     #[allow(clippy::too_many_arguments)]
     #[inline]
@@ -373,17 +451,23 @@ impl Router {
         layer: u8,
         codec: Codec,
         rtp: &RtpView<'_>,
+        retransmission: bool,
         transports: &mut IdMap<Transport>,
         egress: &mut impl Egress,
         total: &mut Counters,
     ) -> usize {
-        let (mut meta, fields) = packet_meta(codec, layer, rtp);
+        let (mut meta, mut fields) = packet_meta(codec, layer, rtp);
         if codec == Codec::Av1 {
-            self.av1_meta(from, rtp, &mut meta);
+            self.av1_meta(from, rtp, &mut meta, &mut fields);
         }
-        if let Some(size) = fields.keyframe_size {
+        if !retransmission {
             if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
-                p.frame_size = Some(size);
+                p.sublayers.get_or_insert_with(Box::default).on_packet(
+                    now,
+                    rtp.as_bytes().len(),
+                    &meta,
+                    &fields,
+                );
             }
         }
         self.forward_layer(
@@ -404,11 +488,18 @@ impl Router {
         set_extension_id(&mut self.dd_ids, transport, id);
     }
 
-    /// An AV1 packet's switch point and frame start from its dependency descriptor (AV1 RTP spec,
-    /// Appendix A), read against its SSRC's template structure: a keyframe starts where a structure
-    /// comes with start_of_frame. A sender without the extension keeps every packet a switch point; a
-    /// packet without a descriptor that parses is neither.
-    pub fn av1_meta(&mut self, from: TransportId, rtp: &RtpView<'_>, meta: &mut PacketMeta) {
+    /// An AV1 packet's switch point, frame start and end, layers and frame size from its dependency
+    /// descriptor (AV1 RTP spec, Appendix A), read against its SSRC's template structure: a keyframe
+    /// starts where a structure comes with start_of_frame; a frame is a temporal switching-up point
+    /// where it is a switch (DTI `S`) for a decode target of its temporal layer. A sender without the
+    /// extension keeps every packet a switch point; a packet without a descriptor that parses is neither.
+    pub fn av1_meta(
+        &mut self,
+        from: TransportId,
+        rtp: &RtpView<'_>,
+        meta: &mut PacketMeta,
+        fields: &mut Fields,
+    ) {
         let Some(&id) = self.dd_ids.get(&from) else {
             return;
         };
@@ -423,6 +514,22 @@ impl Router {
             Some(Ok(d)) => {
                 meta.switch_point = d.starts_keyframe();
                 meta.frame_start = d.start_of_frame;
+                meta.end_of_frame = d.end_of_frame;
+                meta.spatial = d.spatial_id;
+                meta.temporal = d.temporal_id;
+                meta.temporal_switch = (0..usize::from(d.decode_targets())).any(|dt| {
+                    d.dti(dt) == Dti::Switch
+                        && structure
+                            .decode_target_layer(dt)
+                            .is_some_and(|(_, t)| t == d.temporal_id)
+                });
+                if let (Some(r), Some(slot)) = (
+                    d.resolution,
+                    fields.sizes.get_mut(usize::from(d.spatial_id)),
+                ) {
+                    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+                    *slot = Some((clamp(r.width), clamp(r.height)));
+                }
             }
             _ => {
                 meta.switch_point = false;
@@ -577,7 +684,7 @@ impl Router {
                                 muted_run: None,
                                 route: Route::Plain,
                                 rate: RateMeter::default(),
-                                frame_size: None,
+                                sublayers: None,
                                 levels: LevelMeter::default(),
                                 av1: None,
                             },
@@ -720,6 +827,39 @@ mod tests {
     }
 
     #[test]
+    fn rate_meters_give_bits_and_frames_per_second_from_the_first_tenth_of_a_window() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        assert_eq!((m.bps(t0), m.seen()), (0, false));
+        // 30 frames a second of 1000 bytes each: 240 kbit/s.
+        let at = |i: u64| t0 + Duration::from_micros(i * 33_333);
+        m.on_frame_packet(at(0), 1000, true);
+        assert_eq!(m.bps(at(1)), 0, "nothing to say before a tenth of a window");
+        for i in 1..=3 {
+            m.on_frame_packet(at(i), 1000, true);
+        }
+        // The open first window: 4000 bytes and 3 frames over 100 ms.
+        assert!(
+            (310_000..=330_000).contains(&m.bps(at(3))),
+            "{}",
+            m.bps(at(3))
+        );
+        assert!((29.0..=31.0).contains(&m.fps(at(3))), "{}", m.fps(at(3)));
+        for i in 4..=60 {
+            m.on_frame_packet(at(i), 1000, true);
+        }
+        assert!(
+            (235_000..=245_000).contains(&m.bps(at(60))),
+            "{}",
+            m.bps(at(60))
+        );
+        assert!((29.5..=30.5).contains(&m.fps(at(60))), "{}", m.fps(at(60)));
+        // Silence for two windows: nothing.
+        assert_eq!(m.bps(at(60) + 2 * RATE_WINDOW), 0);
+        assert_eq!(m.fps(at(60) + 2 * RATE_WINDOW), 0.0);
+    }
+
+    #[test]
     fn av1_switch_points_come_from_the_dependency_descriptor() {
         use crate::codec::av1::tests::{l1t3_keyframe, mandatory};
         use crate::domain::{Codec, PayloadType};
@@ -734,9 +874,15 @@ mod tests {
         );
         let meta_of = |r: &mut Router, pkt: &[u8]| {
             let v = RtpView::parse(pkt).expect("rtp");
-            let (mut m, _) = packet_meta(Codec::Av1, 0, &v);
-            r.av1_meta(10, &v, &mut m);
+            let (mut m, mut f) = packet_meta(Codec::Av1, 0, &v);
+            r.av1_meta(10, &v, &mut m, &mut f);
             (m.switch_point, m.frame_start)
+        };
+        let layers_of = |r: &mut Router, pkt: &[u8]| {
+            let v = RtpView::parse(pkt).expect("rtp");
+            let (mut m, mut f) = packet_meta(Codec::Av1, 0, &v);
+            r.av1_meta(10, &v, &mut m, &mut f);
+            (m.spatial, m.temporal)
         };
         let key = av1_packet(0x41, 1, Some(&l1t3_keyframe()));
         // Template 3 of L1T3 at offset 1 (S0T1), the first packet of frame 101.
@@ -749,6 +895,8 @@ mod tests {
         assert_eq!(meta_of(&mut r, &delta), (false, false));
         assert_eq!(meta_of(&mut r, &key), (true, true));
         assert_eq!(meta_of(&mut r, &delta), (false, true));
+        // The layers come from the template: S0T1.
+        assert_eq!(layers_of(&mut r, &delta), (0, 1));
         assert_eq!(meta_of(&mut r, &bare), (false, false));
         assert!(r.producers[&0x41].av1.is_some());
         r.set_dependency_descriptor_id(10, None);

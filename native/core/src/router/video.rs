@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::Router;
+use super::{Router, MAX_SPATIAL};
 use crate::codec::{
-    h264::H264Payload, vp8, vp8::Vp8Descriptor, vp9::Vp9Descriptor, PictureIdWidth,
+    h264::H264Payload, vp8, vp8::Vp8Descriptor, vp9, vp9::Vp9Descriptor, PictureIdWidth,
 };
-use crate::domain::{Codec, IdMap, Layer, MediaKind, TransportId};
+use crate::domain::{Codec, IdMap, Layer, MediaKind, TransportId, VideoTarget};
 use crate::io::{Egress, MAX_DATAGRAM};
-use crate::projection::{PacketMeta, Projection, Rewrite, Verdict};
+use crate::projection::{PacketMeta, Projection, Rewrite, Target, Verdict, ALL};
 use crate::rtcp::write_sender_report;
 use crate::rtp::{set_payload_type, set_sequence_number, set_ssrc, set_timestamp, RtpView};
 use crate::stats::{Counters, DropReason, LayerStats, WaitingStats};
@@ -45,11 +45,7 @@ impl VideoSource {
         self.layers.first().map_or(0, |l| l.ssrc)
     }
 
-    fn target_for(
-        &self,
-        allocations: &IdMap<HashMap<String, Option<u8>>>,
-        receiver: u64,
-    ) -> Option<u8> {
+    fn target_for(&self, allocations: &Allocations, receiver: u64) -> Option<Target> {
         vs_target(&self.name, &self.layers, allocations, receiver)
     }
 
@@ -59,50 +55,59 @@ impl VideoSource {
 }
 
 /// Where a packet's codec fields sit (offsets from the start of the RTP packet), found once per packet
-/// so each receiver's copy is rewritten without parsing again; and the frame size a VP8 keyframe carries.
+/// so each receiver's copy is rewritten without parsing again; and the frame sizes a keyframe carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fields {
     pub picture_id_at: Option<(usize, PictureIdWidth)>,
     pub tl0picidx_at: Option<usize>,
-    pub keyframe_size: Option<(u16, u16)>,
+    /// Width and height of each spatial layer, when the packet says (a VP8 keyframe's header, a VP9
+    /// scalability structure, an AV1 dependency structure).
+    pub sizes: [Option<(u16, u16)>; MAX_SPATIAL],
 }
 
 /// The fields of a video packet a Projection needs, from its payload as `codec` says, and where they
 /// sit. A payload that does not parse as its codec is no switch point and has nothing to rewrite.
 #[inline]
 pub fn packet_meta(codec: Codec, layer: u8, rtp: &RtpView<'_>) -> (PacketMeta, Fields) {
-    let mut m = PacketMeta {
-        layer,
-        seq: rtp.sequence_number(),
-        timestamp: rtp.timestamp(),
-        switch_point: false,
-        frame_start: false,
-        picture_id: None,
-        tl0picidx: None,
-    };
+    let mut m = PacketMeta::plain(layer, rtp.sequence_number(), rtp.timestamp());
     let mut f = Fields::default();
     let payload = rtp.payload();
+    let hl = rtp.header_len();
     match codec {
         Codec::Vp8 => {
             if let Ok(d) = Vp8Descriptor::parse(payload) {
                 m.switch_point = d.starts_keyframe();
                 m.frame_start = d.starts_frame();
+                m.temporal = d.tid.unwrap_or(0);
+                m.temporal_switch = d.layer_sync;
                 m.picture_id = d.picture_id.zip(d.picture_id_width);
                 m.tl0picidx = d.tl0picidx;
                 let (pid_at, tl0_at) = vp8::field_offsets(&d);
-                let hl = rtp.header_len();
                 f.picture_id_at = pid_at.zip(d.picture_id_width).map(|(at, w)| (hl + at, w));
                 f.tl0picidx_at = tl0_at.map(|at| hl + at);
                 if m.switch_point {
-                    f.keyframe_size = payload.get(d.header_len..).and_then(vp8::keyframe_size);
+                    f.sizes[0] = payload.get(d.header_len..).and_then(vp8::keyframe_size);
                 }
             }
         }
         Codec::Vp9 => {
-            // One layer per SSRC here (VP9 simulcast); spatial layers within an SSRC pass whole.
             if let Ok(d) = Vp9Descriptor::parse(payload) {
                 m.switch_point = d.starts_keyframe();
                 m.frame_start = d.start_of_frame;
+                m.end_of_frame = d.end_of_frame;
+                m.spatial = d.sid.unwrap_or(0);
+                m.temporal = d.tid.unwrap_or(0);
+                m.temporal_switch = d.switching_up_point;
+                m.picture_id = d.picture_id.zip(d.picture_id_width);
+                m.tl0picidx = d.tl0picidx;
+                let (pid_at, tl0_at) = vp9::field_offsets(&d);
+                f.picture_id_at = pid_at.zip(d.picture_id_width).map(|(at, w)| (hl + at, w));
+                f.tl0picidx_at = tl0_at.map(|at| hl + at);
+                if let Some(ss) = &d.scalability_structure {
+                    for (slot, r) in f.sizes.iter_mut().zip(ss.resolutions()) {
+                        *slot = Some((r.width, r.height));
+                    }
+                }
             }
         }
         Codec::H264 => {
@@ -111,7 +116,8 @@ pub fn packet_meta(codec: Codec, layer: u8, rtp: &RtpView<'_>) -> (PacketMeta, F
                 m.frame_start = m.switch_point;
             }
         }
-        // No keyframe the bridge can see: every packet is a place to start or stop.
+        // No keyframe the bridge can see (AV1 without a dependency descriptor): every packet is a
+        // place to start or stop.
         Codec::Av1 | Codec::Other | Codec::Rtx { .. } => {
             m.switch_point = true;
             m.frame_start = true;
@@ -125,6 +131,11 @@ pub fn packet_meta(codec: Codec, layer: u8, rtp: &RtpView<'_>) -> (PacketMeta, F
 #[inline]
 pub fn apply_rewrite(buf: &mut [u8], primary: u32, f: &Fields, r: &Rewrite) {
     set_ssrc(buf, primary);
+    if r.marker {
+        if let Some(b) = buf.get_mut(1) {
+            *b |= 0x80;
+        }
+    }
     set_sequence_number(buf, r.seq);
     set_timestamp(buf, r.timestamp);
     if let (Some((at, width)), Some(pid)) = (f.picture_id_at, r.picture_id) {
@@ -291,10 +302,8 @@ impl Router {
                     total.drop(DropReason::Filtered);
                 }
             }
-            if proj.waiting().is_some() {
-                if let Some(l) = proj.keyframe_request(now) {
-                    *keyframe_wanted = vs.layers.get(usize::from(l)).map(|l| l.ssrc);
-                }
+            if let Some(l) = proj.keyframe_request(now) {
+                *keyframe_wanted = vs.layers.get(usize::from(l)).map(|l| l.ssrc);
             }
         }
         queued
@@ -305,14 +314,14 @@ impl Router {
         self.keyframe_wanted.take()
     }
 
-    /// Sets what `receiver` gets of each named video Source (None: nothing; a layer index above the
-    /// Source's top means its top). Sources it does not name get their top layer. Returns the SSRCs
-    /// whose keyframe a receiver now waits for.
+    /// Sets what `receiver` gets of each named video Source (None: nothing; a layer above the Source's
+    /// top means its top). Sources it does not name get all of their top layer. Returns the SSRCs whose
+    /// keyframe a receiver now waits for.
     pub fn set_allocation(
         &mut self,
         now: Instant,
         receiver: TransportId,
-        targets: Vec<(String, Option<u8>)>,
+        targets: Vec<(String, Option<VideoTarget>)>,
     ) -> Vec<u32> {
         self.allocations
             .insert(receiver, targets.into_iter().collect());
@@ -468,23 +477,41 @@ impl Router {
 }
 
 impl Router {
-    /// Appends every video layer's receive figures.
+    /// Appends the receive figures of every video layer's spatial and temporal layers (one entry with
+    /// nothing measured for a signalled layer no packet came on yet).
     pub fn layer_stats(&self, now: Instant, out: &mut Vec<LayerStats>) {
         for vs in self.video.values() {
             for (i, l) in vs.layers.iter().enumerate() {
                 let Some(p) = self.producers.get(&l.ssrc) else {
                     continue;
                 };
-                out.push(LayerStats {
+                let entry = |spatial: usize, temporal: usize| LayerStats {
                     router: self.id,
                     transport: vs.owner,
                     source: vs.name.clone(),
                     layer: u8::try_from(i).unwrap_or(u8::MAX),
+                    spatial: spatial as u8,
+                    temporal: temporal as u8,
                     ssrc: l.ssrc,
-                    bitrate_bps: p.rate.bps(now),
+                    bitrate_bps: 0,
+                    frame_rate: 0.0,
                     packets: p.packets,
-                    frame_size: p.frame_size,
-                });
+                    frame_size: None,
+                };
+                let Some(sub) = &p.sublayers else {
+                    out.push(entry(0, 0));
+                    continue;
+                };
+                for (s, row) in sub.meters.iter().enumerate() {
+                    for (t, meter) in row.iter().enumerate().filter(|(_, m)| m.seen()) {
+                        out.push(LayerStats {
+                            bitrate_bps: meter.bps(now),
+                            frame_rate: meter.fps(now),
+                            frame_size: sub.sizes[s],
+                            ..entry(s, t)
+                        });
+                    }
+                }
             }
         }
     }
@@ -507,17 +534,35 @@ impl Router {
     }
 }
 
-/// What `receiver` has been allocated of a Source: its named target (capped at the top layer), else the
-/// top layer.
+/// What each receiver was allocated, by Source name.
+pub(super) type Allocations = IdMap<HashMap<String, Option<VideoTarget>>>;
+
+/// What `receiver` has been allocated of a Source (all of its top layer if nothing was said): with
+/// simulcast the allocation's spatial index picks the layer; a Source of one SSRC filters its spatial
+/// layers instead.
 fn vs_target(
     name: &str,
     layers: &[Layer],
-    allocations: &IdMap<HashMap<String, Option<u8>>>,
+    allocations: &Allocations,
     receiver: u64,
-) -> Option<u8> {
-    let top = u8::try_from(layers.len().checked_sub(1)?).ok();
+) -> Option<Target> {
+    let top = u8::try_from(layers.len().checked_sub(1)?).ok()?;
     match allocations.get(&receiver).and_then(|a| a.get(name)) {
-        Some(t) => t.and_then(|t| top.map(|top| t.min(top))),
-        None => top,
+        Some(t) => t.map(|t| {
+            if top > 0 {
+                Target {
+                    layer: t.spatial.min(top),
+                    spatial: ALL,
+                    temporal: t.temporal,
+                }
+            } else {
+                Target {
+                    layer: 0,
+                    spatial: t.spatial,
+                    temporal: t.temporal,
+                }
+            }
+        }),
+        None => Some(Target::layer(top)),
     }
 }
