@@ -193,7 +193,7 @@ impl RateMeter {
         let start = self.window_start?;
         let elapsed = now.saturating_duration_since(start);
         (self.bps == 0 && self.fps_milli == 0 && elapsed >= RATE_WINDOW / 10)
-            .then(|| elapsed.as_secs_f64())
+            .then_some(elapsed.as_secs_f64())
     }
 
     /// The rate, 0 once nothing came for two windows.
