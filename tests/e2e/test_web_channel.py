@@ -5,7 +5,9 @@ against `sluice serve`): dropping the socket, refusing a reconnect, and frames t
 ServerHello, ForwardedSources and DominantSpeakerEndpointChangeEvent. Checked: ClientHello
 on every open, ServerHello / ForwardedSources / dominant speaker taken in, bad frames counted and ignored,
 the layout's constraints re-sent on reconnect, reconnects after 1 s doubling (2 s) and back to 1 s once a
-socket opened, nothing after close().
+socket opened, nothing after close(). SenderSourceConstraints: well-formed ones become "sender-constraints"
+events, malformed ones are counted as errors and dropped; and conference.js's encodingsWanted, which maps
+one to the encodings kept on (test_web_sender_constraints.py has the client acting on the real bridge's).
 """
 
 from __future__ import annotations
@@ -157,3 +159,105 @@ def test_messages_reconnect_backoff_and_close(
     time.sleep(2.5)
     assert len(script.attempts) == attempts, script.attempts
     assert browser.call("snapshot")["closed"] is True
+
+
+#: What the scripted bridge sends after ServerHello: (frame, taken). Taken ones become events, in order.
+SENDER_CONSTRAINTS = [
+    ('{"colibriClass":"SenderSourceConstraints","sourceName":"abcd1234-v0","maxHeight":360}', True),
+    ('{"colibriClass":"SenderSourceConstraints","sourceName":"abcd1234-v0","maxHeight":"720"}', False),
+    ('{"colibriClass":"SenderSourceConstraints","sourceName":"abcd1234-v0","maxHeight":-2}', False),
+    ('{"colibriClass":"SenderSourceConstraints","sourceName":"abcd1234-v0","maxHeight":1e999}', False),
+    ('{"colibriClass":"SenderSourceConstraints","sourceName":"abcd1234-v0"}', False),
+    ('{"colibriClass":"SenderSourceConstraints","sourceName":5,"maxHeight":180}', False),
+    ('{"colibriClass":"SenderSourceConstraints","sourceName":"","maxHeight":180}', False),
+    (
+        json.dumps({"colibriClass": "SenderSourceConstraints", "sourceName": "v" * 257, "maxHeight": 180}),
+        False,
+    ),
+    ('{"colibriClass":"SenderSourceConstraints","sourceName":"ef012345-v0","maxHeight":-1}', True),
+    ('{"colibriClass":"SenderSourceConstraints","sourceName":"abcd1234-v0","maxHeight":0}', True),
+]
+
+
+async def sender_constraints_bridge(request: web.Request) -> web.StreamResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT and json.loads(msg.data).get("colibriClass") == "ClientHello":
+            break
+    await ws.send_str('{"colibriClass":"ServerHello"}')
+    for frame, _taken in SENDER_CONSTRAINTS:
+        await ws.send_str(frame)
+    # The last frame: once it is taken in, so are all before it.
+    await ws.send_str('{"colibriClass":"ForwardedSources","forwardedSources":["done"]}')
+    async for _msg in ws:
+        pass
+    return ws
+
+
+def test_sender_source_constraints_are_checked(tmp_path: Path) -> None:
+    with WebServer(routes=lambda r: r.add_get("/ssc-ws", sender_constraints_bridge)) as server:
+        browser = ChromiumBrowser.start(tmp_path / "profile", server.url + "/__harness/channel")
+        try:
+            assert browser.call("open", server.url.replace("http://", "ws://") + "/ssc-ws") is True
+            snap = wait_for(
+                browser, "all frames", lambda s: s["forwardedSources"] == ["done"], "snapshot", 10
+            )
+            events = [e["detail"] for e in browser.call("events") if e["type"] == "sender-constraints"]
+            taken = [json.loads(f) for f, ok in SENDER_CONSTRAINTS if ok]
+            assert events == [{"sourceName": t["sourceName"], "maxHeight": t["maxHeight"]} for t in taken]
+            malformed = sum(not ok for _f, ok in SENDER_CONSTRAINTS)
+            assert snap["errors"] == malformed, snap
+            assert snap["received"]["SenderSourceConstraints"] == len(SENDER_CONSTRAINTS), snap
+            # Not handed on as an unhandled message.
+            assert not [e for e in browser.call("events") if e["type"] == "message"]
+            browser.call("close")
+        finally:
+            browser.save_console_log(tmp_path / "console.log")
+            browser.stop()
+
+
+@pytest.mark.parametrize(
+    ("max_height", "track_height", "scales", "wanted"),
+    [
+        # Our layers from a 720p camera: 180, 360, 720.
+        (None, 720, [4, 2, 1], [True, True, True]),  # the bridge said nothing yet
+        (-1, 720, [4, 2, 1], [True, True, True]),  # no limit
+        (0, 720, [4, 2, 1], [False, False, False]),  # nobody wants it
+        (2160, 720, [4, 2, 1], [True, True, True]),
+        (720, 720, [4, 2, 1], [True, True, True]),
+        (719, 720, [4, 2, 1], [True, True, False]),
+        (360, 720, [4, 2, 1], [True, True, False]),
+        (359, 720, [4, 2, 1], [True, False, False]),
+        (180, 720, [4, 2, 1], [True, False, False]),
+        (90, 720, [4, 2, 1], [True, False, False]),  # less than the smallest: the smallest stays on
+        (540, 1080, [4, 2, 1], [True, True, False]),  # 270, 540, 1080
+        (360, 720, [1, 2, 4], [False, True, True]),  # any order: the smallest is the one with most scaling
+        (100, 720, [1, 2, 4], [False, False, True]),
+        (180, 720, [1], [True]),  # no simulcast: on while anyone wants it
+        (0, 720, [1], [False]),
+        (180, 0, [4, 2, 1], [True, True, True]),  # the track's size is unknown: all on ...
+        (0, 0, [4, 2, 1], [False, False, False]),  # ... unless nobody wants any
+    ],
+)
+def test_encodings_wanted(
+    channel_harness: ChromiumBrowser,
+    max_height: int | None,
+    track_height: int,
+    scales: list[float],
+    wanted: list[bool],
+) -> None:
+    assert channel_harness.call("encodingsWanted", max_height, track_height, scales) == wanted
+
+
+@pytest.fixture(scope="module")
+def channel_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromiumBrowser]:
+    """One harness page for the pure-function cases."""
+    tmp = tmp_path_factory.mktemp("encodings")
+    with WebServer() as server:
+        browser = ChromiumBrowser.start(tmp / "profile", server.url + "/__harness/channel")
+        try:
+            yield browser
+        finally:
+            browser.save_console_log(tmp / "console.log")
+            browser.stop()

@@ -1,13 +1,16 @@
 """The web client sends VP8 simulcast, opens the bridge channel and asks for what its layout shows, against
 the real `sluice serve` with headless Chromium and its fake camera (as tests/e2e/test_serve.py).
 
-- Three pages, the third joining late: each sends three layers (SIM of 3 + FID per layer in its
-  session-accept, and 180p/360p/720p actually encoded); the late joiner is told each other participant's
-  video as primary + RTX only (no SIM), accepts, and decodes everyone; the bridge channel (colibri-ws on the
-  web port) opens with ServerHello, and ForwardedSources names the others' `<endpoint>-v0`; the dominant
-  speaker the bridge names is outlined and put on stage (at 720p), a pin beats it.
+- Three pages, the third joining late: each signals three layers (SIM of 3 + FID per layer in its
+  session-accept) and encodes those someone wants (SenderSourceConstraints): 180p alone while everyone
+  shows a grid, 180p/360p/720p once someone puts it on stage; the late joiner is told each other
+  participant's video as primary + RTX only (no SIM), accepts, and decodes everyone; the bridge channel
+  (colibri-ws on the web port) opens with ServerHello, and ForwardedSources names the others'
+  `<endpoint>-v0`; the dominant speaker the bridge names is outlined and put on stage (at 720p), a pin
+  beats it.
 - A receiver's layout drives the layer it gets: 180p in the grid, 720p within 3 s of pinning the sender on
-  stage, without a freeze (needs the bridge's Allocator to turn ReceiverVideoConstraints into layers).
+  stage, without a freeze (needs the sender to turn its 720p encoding back on when the bridge says 720p is
+  wanted, and the bridge's Allocator to turn ReceiverVideoConstraints into layers).
 """
 
 from __future__ import annotations
@@ -172,17 +175,19 @@ async def test_three_simulcast_senders_and_a_late_joiner(serve: ServeProcess, tm
                 if other != name:
                     assert later[n]["framesDecoded"] > first[name][n]["framesDecoded"], (name, other, later)
 
-        # Every sender signals three layers and really encodes them (the fake camera gives 720p), on the
-        # SSRCs it signalled, also after the renegotiation Linus's arrival caused in Ada's and Grace's pages.
+        # Every sender signals three layers, on the SSRCs its encodings use, also after the renegotiation
+        # Linus's arrival caused in Ada's and Grace's pages. Everyone shows a grid (180p), so the bridge tells
+        # each sender that 180p is the most anyone wants of it, and only its lowest encoding is on.
         for name, page in pages.items():
             accept = await jingle(page, "out", "session-accept")
             assert_sends_simulcast(accept, nicks[name])
             sent = await await_for(
                 page,
-                f"{name} encodes three layers",
+                f"{name} encodes its 180p layer only",
                 lambda layers: (
-                    [x["frameHeight"] for x in layers] == LAYER_HEIGHTS
-                    and all(x["framesEncoded"] > 0 for x in layers)
+                    [x["active"] for x in layers] == [True, False, False]
+                    and layers[0]["frameHeight"] == 180
+                    and layers[0]["framesEncoded"] > 0
                 ),
                 "sentVideo",
             )
@@ -228,6 +233,16 @@ async def test_three_simulcast_senders_and_a_late_joiner(serve: ServeProcess, tm
         await speaks(linus)
         assert await sent() == on_stage(linus)
         await await_for(page, "Linus at 720p", lambda s: s[linus]["frameHeight"] == 720, "getStats", 10)
+        # ... since Linus, whom Ada wants at 720p, encodes all three layers (the fake camera gives 720p).
+        await await_for(
+            pages["Linus"],
+            "Linus encodes three layers",
+            lambda layers: (
+                [x["frameHeight"] for x in layers] == LAYER_HEIGHTS and all(x["active"] for x in layers)
+            ),
+            "sentVideo",
+            5,
+        )
         await page.acall("clickTile", grace)
         assert await sent() == on_stage(grace)
         assert await tile_classes(page) == {ada: set(), grace: {"on-stage", "pinned"}, linus: {"dominant"}}
@@ -258,8 +273,10 @@ async def test_the_layout_picks_the_layer_180p_in_the_grid_720p_on_stage(
         await decodes(grace, {ada})
         await await_for(
             pages["Ada"],
-            "Ada encodes three layers",
-            lambda layers: [x["frameHeight"] for x in layers] == LAYER_HEIGHTS,
+            "Ada encodes 180p",
+            lambda layers: (
+                bool(layers) and layers[0]["frameHeight"] == 180 and layers[0]["framesEncoded"] > 0
+            ),
             "sentVideo",
         )
 

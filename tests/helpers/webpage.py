@@ -134,18 +134,23 @@ window.sluice = {
 """
 
 
-# The bridge channel harness: webclient/js/bridge-channel.js alone, against the WebSocket URL it is given.
+# The bridge channel harness: webclient/js/bridge-channel.js alone, against the WebSocket URL it is given,
+# and conference.js's encodingsWanted (conference.js needs the Strophe global, as index.html loads it).
 CHANNEL_HARNESS_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>bridge channel harness</title>
-<link rel="icon" href="data:,"></head><body>
+<link rel="icon" href="data:,">
+<script src="/node_modules/strophe.js/dist/strophe.umd.min.js"></script></head><body>
 <script type="module">
 import { BridgeChannel } from '/js/bridge-channel.js';
+import { encodingsWanted } from '/js/conference.js';
 let ch = null;
 const events = [];
 window.sluice = {
+  encodingsWanted: (maxHeight, trackHeight, scales) => encodingsWanted(maxHeight, trackHeight, scales),
   open: (url) => {
     ch = new BridgeChannel(url);
-    const types = ['open', 'close', 'server-hello', 'forwarded-sources', 'dominant-speaker', 'message'];
+    const types = ['open', 'close', 'server-hello', 'forwarded-sources', 'dominant-speaker',
+                   'sender-constraints', 'message'];
     for (const type of types) ch.addEventListener(type, (e) => events.push({ type, detail: e.detail }));
     return true;
   },

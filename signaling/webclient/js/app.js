@@ -561,6 +561,14 @@ window.sluice = {
   })),
   getStats: () => (conference ? conference.stats() : {}),
   sentVideo: () => (conference ? conference.sentVideo() : []),
+  /** Our camera's sender: the bridge's last SenderSourceConstraints maxHeight, the encodings' active flags. */
+  sender: () => conference?.senderState() ?? null,
+  /** Hands the bridge channel a frame as if the bridge sent it (for messages the bridge will not send on cue). */
+  bridgeSays: (text) => {
+    if (!conference?.channel) throw new Error('no bridge channel');
+    conference.channel.receive(text);
+    return conference.channel.snapshot();
+  },
   /** The last Jingle stanzas received and sent: [{dir: 'in'|'out', action, xml}]. */
   jingleLog: () => conference?.jingleLog ?? [],
   /**

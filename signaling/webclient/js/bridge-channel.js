@@ -3,14 +3,18 @@
 // (<web-socket xmlns="http://jitsi.org/protocol/colibri" url>). No DOM.
 //
 // On open we send ClientHello; the bridge answers ServerHello. It tells us which video sources it forwards
-// (ForwardedSources) and who the dominant speaker is (DominantSpeakerEndpointChangeEvent). We tell it what
-// our layout needs (ReceiverVideoConstraints). A dropped socket is reopened after 1 s, doubling up to 60 s
-// (lib-jitsi-meet's backoff), reset once a socket opens; close() stops for good.
+// (ForwardedSources), who the dominant speaker is (DominantSpeakerEndpointChangeEvent) and the largest
+// height anyone wants of a source we send (SenderSourceConstraints, checked here and acted on by
+// conference.js). We tell it what our layout needs (ReceiverVideoConstraints). A dropped socket is reopened
+// after 1 s, doubling up to 60 s (lib-jitsi-meet's backoff), reset once a socket opens; close() stops for
+// good.
 
 const MIN_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 60000;
 // Bigger frames than this are not ours to parse (the bridge's own bound is 64k characters).
 const MAX_FRAME_CHARS = 64 * 1024;
+// Our source names are "<nick>-v0"; anything much longer is not one of ours.
+const MAX_SOURCE_NAME_CHARS = 256;
 
 export class BridgeChannel extends EventTarget {
   /** `url`: the absolute ws:// or wss:// URL from the session-initiate. */
@@ -131,8 +135,21 @@ export class BridgeChannel extends EventTarget {
         this._emit('dominant-speaker', { id, previous, silence: msg.silence === true });
         break;
       }
+      case 'SenderSourceConstraints': {
+        // maxHeight: a height in pixels (0: nobody wants the source), or -1 for no limit as elsewhere in
+        // the protocol. Anything else is counted as an error and ignored.
+        const name = msg.sourceName;
+        const h = msg.maxHeight;
+        if (typeof name !== 'string' || !name || name.length > MAX_SOURCE_NAME_CHARS
+            || typeof h !== 'number' || !Number.isFinite(h) || (h < 0 && h !== -1)) {
+          this.state.errors += 1;
+          break;
+        }
+        this._emit('sender-constraints', { sourceName: name, maxHeight: h });
+        break;
+      }
       default:
-        // EndpointMessage, ConnectionStats, SenderSourceConstraints...: counted, otherwise unused here.
+        // EndpointMessage, ConnectionStats...: counted, otherwise unused here.
         this._emit('message', msg);
     }
   }

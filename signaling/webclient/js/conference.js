@@ -2,7 +2,8 @@
 // the bridge (docs/jitsi-protocol.md §5) and the bridge channel (§4, bridge-channel.js). No DOM: the UI
 // listens to the events this object dispatches ("state", "participants", "tracks", "locked", "error",
 // "ended", "channel", "dominant-speaker", "forwarded-sources") and tells it what its layout needs
-// (setReceiverConstraints).
+// (setReceiverConstraints). What the bridge says receivers want of our camera (SenderSourceConstraints)
+// turns its simulcast encodings on and off here.
 
 import { $iq, $pres, Strophe, XmppClient, xmlElement, StanzaError } from './xmpp.js';
 import {
@@ -61,6 +62,27 @@ export const START_BITRATE_KBPS = SIMULCAST_LAYERS.reduce((sum, l) => sum + l.ma
 // it, Chrome's estimate follows the loss in the bridge's receiver reports. Turn it back on once the bridge
 // answers transport-cc.
 export const NEGOTIATE_TRANSPORT_CC = false;
+
+/**
+ * Which of our camera's encodings stay on when the bridge says `maxHeight` is the most any receiver wants of
+ * it (SenderSourceConstraints; docs/jitsi-protocol.md §4): those whose height (the track's smaller side,
+ * `trackHeight`, over the encoding's scaleResolutionDownBy) is at most maxHeight, and always the smallest
+ * one while maxHeight > 0 (a receiver asking for less than our smallest layer still wants video); none at 0.
+ * All of them with no limit (-1, or null: the bridge has said nothing) or when the track's size is unknown.
+ */
+export function encodingsWanted(maxHeight, trackHeight, scales) {
+  if (maxHeight === 0) return scales.map(() => false);
+  if (maxHeight === null || maxHeight < 0 || !(trackHeight > 0)) return scales.map(() => true);
+  const heights = scales.map((s) => Math.floor(trackHeight / (s >= 1 ? s : 1)));
+  const smallest = heights.indexOf(Math.min(...heights));
+  return heights.map((h, i) => i === smallest || h <= maxHeight);
+}
+
+/** The smaller side of a video track (what SenderSourceConstraints' maxHeight measures), 0 if unknown. */
+function smallerSide(track) {
+  const { width, height } = track.getSettings();
+  return width > 0 && height > 0 ? Math.min(width, height) : 0;
+}
 
 const JINGLE_LOG = 32;
 
@@ -124,12 +146,21 @@ export class Conference extends EventTarget {
     this.queue = Promise.resolve();
     this.pendingCandidates = null; // local candidates found after session-accept was sent
     this.restartAt = 0;
-    this.counters = { jingleErrors: 0, rejectedStanzas: 0, renegotiations: 0, sessions: 0 };
+    this.counters = {
+      jingleErrors: 0, rejectedStanzas: 0, renegotiations: 0, sessions: 0,
+      senderConstraints: 0, // SenderSourceConstraints for our camera, taken
+      otherSenderConstraints: 0, // ... naming a source that is not ours, ignored
+      encodingUpdates: 0, // setParameters calls that changed which encodings are on
+    };
     this.xmpp = null;
     this.left = false;
     this.simulcast = null; // this session's SIM/FID SSRCs (jingle-sdp.js simulcastPlan)
     this.channel = null; // the bridge channel of the current session
     this.receiverConstraints = null; // what the layout asked for last (setReceiverConstraints)
+    // The last SenderSourceConstraints maxHeight for our camera (null: none yet). Kept across renegotiations
+    // and sessions, and applied after each: until the bridge says otherwise it is what receivers want.
+    this.senderMaxHeight = null;
+    this.encodings = Promise.resolve(); // the chain of setParameters calls on our camera's sender
     this.dominantSpeaker = null;
     this.forwardedSources = null;
     this.jingleLog = []; // the last JINGLE_LOG Jingle stanzas in and out: {dir, action, xml} (for tests)
@@ -593,20 +624,62 @@ export class Conference extends EventTarget {
       sdp = withSimulcast(sdp, video.name, this.simulcast);
     }
     await pc.setLocalDescription({ type: 'answer', sdp });
-    if (video && this.simulcast) await this._setLayers(pc, video.name);
+    if (video && this.localStream?.getVideoTracks().length) await this._setEncodings(Boolean(this.simulcast));
   }
 
-  /** Sizes and bitrates of the simulcast layers (Chrome made one encoding per SIM SSRC). */
-  async _setLayers(pc, mid) {
-    const sender = pc.getTransceivers().find((t) => t.mid === mid)?.sender;
-    if (!sender || !sender.track) return;
-    const params = sender.getParameters();
-    if (!params.encodings || params.encodings.length !== SIMULCAST_LAYERS.length) {
-      console.warn('simulcast: the browser made', params.encodings?.length, 'encodings, not', SIMULCAST_LAYERS.length);
+  /** Our camera's RTCRtpSender in the current session (on the focus's "video" content), if any. */
+  _videoSender() {
+    const mid = this.remote?.contents.find((c) => c.media === 'video')?.name;
+    return this.pc?.getTransceivers().find((t) => t.mid === mid)?.sender ?? null;
+  }
+
+  /**
+   * Our camera's encodings: with `layers`, the simulcast layers' sizes and bitrates (after each answer:
+   * Chrome made one encoding per SIM SSRC); always, which are on for the last SenderSourceConstraints
+   * (encodingsWanted), so a renegotiation or a new session (and the replaceTrack before its answer) keeps
+   * them. Calls run one after another, each on a fresh getParameters(), since setParameters takes only the
+   * parameters of the getParameters() just before it.
+   */
+  _setEncodings(layers) {
+    const run = async () => {
+      const sender = this._videoSender();
+      if (!sender || !sender.track) return;
+      const params = sender.getParameters();
+      const encodings = params.encodings ?? [];
+      if (!encodings.length) return;
+      let changed = false;
+      if (layers) {
+        if (encodings.length === SIMULCAST_LAYERS.length) {
+          encodings.forEach((e, i) => Object.assign(e, SIMULCAST_LAYERS[i]));
+          changed = true;
+        } else {
+          console.warn('simulcast: the browser made', encodings.length, 'encodings, not', SIMULCAST_LAYERS.length);
+        }
+      }
+      const scales = encodings.map((e) => e.scaleResolutionDownBy ?? 1);
+      const wanted = encodingsWanted(this.senderMaxHeight, smallerSide(sender.track), scales);
+      if (encodings.some((e, i) => e.active !== wanted[i])) {
+        encodings.forEach((e, i) => { e.active = wanted[i]; });
+        this.counters.encodingUpdates += 1;
+        changed = true;
+      }
+      if (changed) await sender.setParameters(params);
+    };
+    const done = this.encodings.then(run);
+    this.encodings = done.catch(() => {});
+    return done;
+  }
+
+  /** SenderSourceConstraints from the bridge channel: only our camera ("<nick>-v0") has encodings to switch. */
+  _onSenderConstraints({ sourceName, maxHeight }) {
+    if (sourceName !== `${this.nick}-v0` || !this.localStream?.getVideoTracks().length) {
+      this.counters.otherSenderConstraints += 1;
       return;
     }
-    params.encodings.forEach((e, i) => Object.assign(e, SIMULCAST_LAYERS[i], { active: true }));
-    await sender.setParameters(params);
+    this.counters.senderConstraints += 1;
+    this.senderMaxHeight = maxHeight;
+    // A sender closed meanwhile (a new session) fails here; the next answer applies the height.
+    this._setEncodings(false).catch((e) => console.warn('sender constraints:', e.message));
   }
 
   async _transportInfo(j) {
@@ -697,6 +770,7 @@ export class Conference extends EventTarget {
       this.dominantSpeaker = e.detail.id;
       this._emit('dominant-speaker', e.detail);
     });
+    ch.addEventListener('sender-constraints', (e) => this._onSenderConstraints(e.detail));
     if (this.receiverConstraints) ch.setConstraints(this.receiverConstraints);
   }
 
@@ -788,19 +862,38 @@ export class Conference extends EventTarget {
     return out;
   }
 
-  /** Our camera's outbound-rtp streams, one per simulcast layer: [{ssrc, frameWidth, frameHeight, ...}]. */
+  /**
+   * Our camera's outbound-rtp streams, one per simulcast layer, lowest first: [{ssrc, layer (the index in
+   * the SIM group), frameWidth, frameHeight, bytesSent, ...}].
+   */
   async sentVideo() {
     if (!this.pc) return [];
     const out = [];
+    const primaries = this.simulcast?.primaries ?? [];
     (await this.pc.getStats()).forEach((r) => {
       if (r.type !== 'outbound-rtp' || r.kind !== 'video') return;
+      const layer = primaries.indexOf(r.ssrc);
       out.push({
-        ssrc: r.ssrc, rid: r.rid ?? null, frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
+        ssrc: r.ssrc, layer: layer < 0 ? null : layer, rid: r.rid ?? null,
+        frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
         framesEncoded: r.framesEncoded ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active ?? null,
         qualityLimitationReason: r.qualityLimitationReason ?? null, encoderImplementation: r.encoderImplementation ?? null,
       });
     });
-    return out.sort((a, b) => a.frameHeight - b.frameHeight);
+    return out.sort((a, b) => (a.layer ?? 0) - (b.layer ?? 0) || a.frameHeight - b.frameHeight);
+  }
+
+  /** What the bridge last asked of our camera (maxHeight), and which of its encodings are on now. */
+  senderState() {
+    const sender = this._videoSender();
+    const encodings = sender ? sender.getParameters().encodings ?? [] : [];
+    return {
+      sourceName: `${this.nick}-v0`,
+      maxHeight: this.senderMaxHeight,
+      active: encodings.map((e) => e.active !== false),
+      scales: encodings.map((e) => e.scaleResolutionDownBy ?? 1),
+      trackSize: sender?.track ? smallerSide(sender.track) : 0,
+    };
   }
 
   /** Ends the session (session-terminate to the focus), leaves the room and closes the connection. */
