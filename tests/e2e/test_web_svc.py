@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from signaling.focus.media import DEPENDENCY_DESCRIPTOR, DEPENDENCY_DESCRIPTOR_ID
 from tests.e2e.test_web_simulcast import GRID, browsers, decodes, jingle, join, on_stage, sample
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.serve import ServeProcess, running_serve
@@ -114,6 +115,11 @@ async def svc_call(
     assert fid.semantics == "FID" and len(fid.ssrcs) == 2, groups
     assert {s.ssrc for s in video} == set(fid.ssrcs) and {s.name for s in video} == {f"{ada}-v0"}, video
     assert len({p.value for s in video for p in s.parameters if p.name == "msid"}) == 1, video
+    # Its answer keeps the dependency descriptor at the offer's id, where the bridge reads AV1 layers.
+    (content,) = (c for c in accept.contents if c.description and c.description.media == "video")
+    assert content.description is not None
+    extensions = {(e.id, e.uri) for e in content.description.rtp_hdrexts}
+    assert (DEPENDENCY_DESCRIPTOR_ID, DEPENDENCY_DESCRIPTOR) in extensions, extensions
 
     # It encodes that one SSRC with the codec and mode asked for, its top spatial layer at 720p.
     (sent,) = await await_for(

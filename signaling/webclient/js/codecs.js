@@ -1,12 +1,13 @@
 // Which codec our camera is sent with, and whether as simulcast or as SVC (like Jitsi Meet's
 // `videoQuality.preferredCodec`). The focus offers VP8, VP9, AV1 and H264 (VP8 first); by default Chrome
 // takes VP8 and conference.js sends it in three simulcast layers. Asked for a codec (`?codec=vp9`, or
-// `videoQuality.preferredCodec` in /config.json), the client puts it first in its answer
-// (RTCRtpTransceiver.setCodecPreferences); asked for an SVC mode (`&svc=L3T3_KEY`, or
+// `videoQuality.preferredCodec` in /config.json, which `sluice serve` does not write yet), the client puts it
+// first in its answer (RTCRtpTransceiver.setCodecPreferences) and names it in the sender's encodings; asked
+// for an SVC mode (`&svc=L3T3_KEY`, or
 // `videoQuality.scalabilityMode`) it sends ONE encoding with that `scalabilityMode` instead of simulcast, so
 // its session-accept signals one SSRC and its RTX (FID), no SIM group. VP9 and AV1 default to L3T3_KEY
 // (k-SVC: 3 spatial layers, 180/360/720 from a 720p camera, each in 3 temporal layers), as Jitsi Meet sends
-// them. No DOM, no window: the caller hands in the config and the query string.
+// them. No DOM: the caller hands in the config and the query string.
 
 export const CODECS = Object.freeze(['VP8', 'VP9', 'AV1', 'H264']);
 

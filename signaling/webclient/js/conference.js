@@ -800,7 +800,7 @@ export class Conference extends EventTarget {
     return out;
   }
 
-  /** Our camera's outbound-rtp streams, one per simulcast layer: [{ssrc, frameWidth, frameHeight, ...}]. */
+  /** Our camera's outbound-rtp streams, one per simulcast layer (one with SVC): [{ssrc, codec, frameHeight, ...}]. */
   async sentVideo() {
     if (!this.pc) return [];
     const out = [];
@@ -808,7 +808,8 @@ export class Conference extends EventTarget {
     report.forEach((r) => {
       if (r.type !== 'outbound-rtp' || r.kind !== 'video') return;
       out.push({
-        codec: codecOfStats(report, r), scalabilityMode: r.scalabilityMode ?? null, ssrc: r.ssrc, rid: r.rid ?? null, frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
+        ssrc: r.ssrc, rid: r.rid ?? null, frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
+        codec: codecOfStats(report, r), scalabilityMode: r.scalabilityMode ?? null,
         framesEncoded: r.framesEncoded ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active ?? null,
         qualityLimitationReason: r.qualityLimitationReason ?? null, encoderImplementation: r.encoderImplementation ?? null,
       });
