@@ -64,8 +64,11 @@ async def browsers(tmp_path: Path) -> AsyncIterator[dict[str, ChromiumBrowser]]:
             await asyncio.to_thread(browser.stop)
 
 
-async def join(serve: ServeProcess, tmp_path: Path, name: str) -> tuple[ChromiumBrowser, str]:
-    browser = await asyncio.to_thread(open_browser, tmp_path, name, f"{serve.url}/{ROOM}")
+async def join(
+    serve: ServeProcess, tmp_path: Path, name: str, query: str = ""
+) -> tuple[ChromiumBrowser, str]:
+    url = f"{serve.url}/{ROOM}" + (f"?{query}" if query else "")
+    browser = await asyncio.to_thread(open_browser, tmp_path, name, url)
     await await_for(browser, "pre-join", lambda s: s["view"] == "prejoin")
     await asyncio.to_thread(browser.call, "join", name)
     state = await await_for(browser, f"{name} in the room", lambda s: s["joined"])

@@ -15,15 +15,18 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bridge import _native
+from bridge.colibri2_handler import Colibri2Handler
 from colibri2 import model as c2
 from colibri2 import xml as c2xml
-from signaling.focus import FocusConfig, FocusCore
+from signaling.focus import FocusConfig, FocusCore, media
 from signaling.focus.bridges import BridgeInfo, select_bridge
 from signaling.focus.media import FORBIDDEN_EXTENSIONS
 from signaling.jingle import EndpointSources, Jingle, Source, SsrcGroup, build_jingle, parse_jingle
 from signaling.jingle.model import BridgeSession, Content, Description, IceTransport, Parameter, Reason
 from signaling.jingle.model import Candidate as JCandidate
 from signaling.jingle.model import Fingerprint as JFingerprint
+from tests.helpers.fake_native import fake_bridge
 
 DOMAIN = "meet.test"
 ROOM = f"room1@conference.{DOMAIN}"
@@ -506,7 +509,7 @@ def test_two_participants_are_allocated_and_invited() -> None:
         c2.Transport(ice_controlling=True),
     )
     assert [m.type for m in ep.medias] == ["audio", "video"]
-    assert [pt.id for pt in ep.medias[1].payload_types] == [100, 96]
+    assert ep.medias == media.colibri_medias()
 
     j = single(net.jingles("aaaa0001", "session-initiate"))
     assert j.initiator == FOCUS_FULL and j.groups[0].semantics == "BUNDLE"
@@ -515,11 +518,43 @@ def test_two_participants_are_allocated_and_invited() -> None:
     audio, video = j.contents
     assert audio.description is not None and video.description is not None
     assert [(p.id, p.name, p.clockrate) for p in audio.description.payload_types] == [(111, "opus", 48000)]
-    assert [(p.id, p.name) for p in video.description.payload_types] == [(100, "VP8"), (96, "rtx")]
+    # Jicofo's codecs and numbers (2.8), VP8 first: a client that takes the first codec sends VP8.
+    vp = video.description.payload_types
+    assert [(p.id, p.name, p.clockrate) for p in vp] == [
+        (100, "VP8", 90000),
+        (96, "rtx", 90000),
+        (101, "VP9", 90000),
+        (97, "rtx", 90000),
+        (41, "AV1", 90000),
+        (42, "rtx", 90000),
+        (107, "H264", 90000),
+        (99, "rtx", 90000),
+    ]
+    assert [[(q.name, q.value) for q in p.parameters] for p in vp if p.name == "rtx"] == [
+        [("apt", "100")],
+        [("apt", "101")],
+        [("apt", "41")],
+        [("apt", "107")],
+    ]
+    (h264,) = (p for p in vp if p.name == "H264")
+    assert [(q.name, q.value) for q in h264.parameters] == [
+        ("profile-level-id", "42e01f"),
+        ("level-asymmetry-allowed", "1"),
+        ("packetization-mode", "1"),
+    ]
+    fb = {("ccm", "fir"), ("nack", None), ("nack", "pli"), ("transport-cc", None), ("goog-remb", None)}
+    for p in vp:
+        fbs = {(f.type, f.subtype) for f in p.rtcp_fbs}
+        assert fbs == (set() if p.name == "rtx" else fb), (p.name, fbs)
     assert {(e.id, e.uri.rsplit("/", 1)[-1]) for e in audio.description.rtp_hdrexts} == {
         (1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
         (3, "abs-send-time"),
         (5, "draft-holmer-rmcat-transport-wide-cc-extensions-01"),
+    }
+    assert {(e.id, e.uri) for e in video.description.rtp_hdrexts} == {
+        (3, "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
+        (5, "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"),
+        (11, "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension"),
     }
     for content in j.contents:
         assert content.description is not None
@@ -532,6 +567,36 @@ def test_two_participants_are_allocated_and_invited() -> None:
     jvb = owners(j)["jvb"]
     assert [(s.ssrc, s.msid) for s in jvb.audio] == [(1111, "mixedmslabel mixedlabelaudio0")]
     assert single(net.jingles("bbbb0002", "session-initiate")).contents[0].transport.ufrag == "1-bbbb0002"  # type: ignore[union-attr]
+
+
+def test_the_bridge_learns_the_offers_codecs_and_dependency_descriptor_id() -> None:
+    """The focus's endpoint create, handled by the bridge's own Colibri2 handler: the packet path gets every
+    video payload type of the offer (so it reads VP9 and AV1 and unwraps their RTX) and the AV1 dependency
+    descriptor's id, with which it reads a sender's SVC layers."""
+    net = Net()
+    net.add_bridge("jvb1")
+    in_call(net, "aaaa0001", "bbbb0002")
+    bridge, native = fake_bridge()
+    handler = Colibri2Handler(bridge)
+    for request in net.colibri("jvb1"):
+        handler.handle(request)
+    conference = bridge.conference_by_meeting(MEETING_ID)
+    assert conference is not None
+    for nick in ("aaaa0001", "bbbb0002"):
+        transport = conference.endpoints[nick].transport_id
+        assert (transport, 11) in native.named("set_dependency_descriptor_id")
+        (types,) = (t for tid, t in native.named("set_payload_types") if tid == transport)
+        codec = _native.VideoCodec
+        assert [(t.pt, t.codec, t.apt) for t in types] == [  # type: ignore[attr-defined]
+            (100, codec.VP8, None),
+            (96, codec.RTX, 100),
+            (101, codec.VP9, None),
+            (97, codec.RTX, 101),
+            (41, codec.AV1, None),
+            (42, codec.RTX, 41),
+            (107, codec.H264, None),
+            (99, codec.RTX, 107),
+        ]
 
 
 def test_accept_updates_the_bridge_and_tells_everyone_else() -> None:

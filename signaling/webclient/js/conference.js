@@ -11,6 +11,7 @@ import {
   candidateFromSdp, candidateToSdp, simulcastPlan, withSimulcast,
 } from './jingle-sdp.js';
 import { BridgeChannel } from './bridge-channel.js';
+import { codecOfStats, preferCodec, sendWith, videoOptions } from './codecs.js';
 
 const MUC = 'http://jabber.org/protocol/muc';
 const MUC_USER = 'http://jabber.org/protocol/muc#user';
@@ -155,6 +156,9 @@ export class Conference extends EventTarget {
     this.xmpp = null;
     this.left = false;
     this.simulcast = null; // this session's SIM/FID SSRCs (jingle-sdp.js simulcastPlan)
+    // The camera's codec and SVC mode, from ?codec=&svc= or config.videoQuality (codecs.js); none: VP8 simulcast.
+    this.video = videoOptions(config, globalThis.location?.search ?? '');
+    for (const p of this.video.problems) console.warn('video options:', p);
     this.channel = null; // the bridge channel of the current session
     this.receiverConstraints = null; // what the layout asked for last (setReceiverConstraints)
     // The last SenderSourceConstraints maxHeight for our camera (null: none yet). Kept across renegotiations
@@ -614,17 +618,28 @@ export class Conference extends EventTarget {
     this._participantsChanged();
   }
 
-  /** createAnswer, with our camera's m-line turned into simulcast (the same SSRCs for the whole session). */
+  /**
+   * createAnswer, with our camera's m-line turned into simulcast (the same SSRCs for the whole session), or,
+   * with an SVC mode (codecs.js), left at its one SSRC + RTX and sent as one SVC encoding.
+   */
   async _answer(pc) {
-    const answer = await pc.createAnswer();
     const video = this.remote.contents.find((c) => c.media === 'video');
+    const camera = video && this.localStream?.getVideoTracks().length ? pc.getTransceivers().find((t) => t.mid === video.name) : null;
+    if (camera && this.video.codec) preferCodec(camera, this.video.codec);
+    const answer = await pc.createAnswer();
     let sdp = answer.sdp;
-    if (video && this.localStream?.getVideoTracks().length) {
+    if (camera && !this.video.scalabilityMode) {
       this.simulcast ??= simulcastPlan(sdp, video.name, SIMULCAST_LAYERS.length);
       sdp = withSimulcast(sdp, video.name, this.simulcast);
     }
     await pc.setLocalDescription({ type: 'answer', sdp });
-    if (video && this.localStream?.getVideoTracks().length) await this._setEncodings(Boolean(this.simulcast));
+    if (camera && (this.video.codec || this.video.scalabilityMode)) {
+      // In the chain of setParameters calls, before the encodings' sizes and on/off flags.
+      const done = this.encodings.then(() => sendWith(camera.sender, this.video));
+      this.encodings = done.catch(() => {});
+      await done;
+    }
+    if (camera) await this._setEncodings(Boolean(this.simulcast));
   }
 
   /** Our camera's RTCRtpSender in the current session (on the focus's "video" content), if any. */
@@ -844,8 +859,10 @@ export class Conference extends EventTarget {
       const s = (out[owner] ??= {
         framesDecoded: 0, frameWidth: 0, frameHeight: 0, videoPacketsReceived: 0, videoPacketsLost: 0,
         freezeCount: 0, totalFreezesDuration: 0, totalSamplesReceived: 0, audioPacketsReceived: 0, audioLevel: 0,
+        videoCodec: null,
       });
       if (r.kind === 'video') {
+        s.videoCodec = codecOfStats(report, r) ?? s.videoCodec;
         s.framesDecoded += r.framesDecoded ?? 0;
         s.frameWidth = Math.max(s.frameWidth, r.frameWidth ?? 0);
         s.frameHeight = Math.max(s.frameHeight, r.frameHeight ?? 0);
@@ -863,19 +880,21 @@ export class Conference extends EventTarget {
   }
 
   /**
-   * Our camera's outbound-rtp streams, one per simulcast layer, lowest first: [{ssrc, layer (the index in
-   * the SIM group), frameWidth, frameHeight, bytesSent, ...}].
+   * Our camera's outbound-rtp streams, one per simulcast layer (one with SVC), lowest first: [{ssrc, layer
+   * (the index in the SIM group), codec, scalabilityMode, frameWidth, frameHeight, bytesSent, ...}].
    */
   async sentVideo() {
     if (!this.pc) return [];
     const out = [];
     const primaries = this.simulcast?.primaries ?? [];
-    (await this.pc.getStats()).forEach((r) => {
+    const report = await this.pc.getStats();
+    report.forEach((r) => {
       if (r.type !== 'outbound-rtp' || r.kind !== 'video') return;
       const layer = primaries.indexOf(r.ssrc);
       out.push({
         ssrc: r.ssrc, layer: layer < 0 ? null : layer, rid: r.rid ?? null,
         frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
+        codec: codecOfStats(report, r), scalabilityMode: r.scalabilityMode ?? null,
         framesEncoded: r.framesEncoded ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active ?? null,
         qualityLimitationReason: r.qualityLimitationReason ?? null, encoderImplementation: r.encoderImplementation ?? null,
       });
