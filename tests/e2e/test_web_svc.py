@@ -28,8 +28,6 @@ from tests.helpers.webpage import WebServer, await_for
 
 pytestmark = pytest.mark.e2e
 
-LAYER_SELECTION = pytest.mark.xfail(reason="needs SVC layer selection in native", strict=False)
-
 #: (query, the codec's mimeType); AV1 is left out when this Chromium cannot encode its SVC in real time.
 CODECS = [
     pytest.param("codec=vp9&svc=L3T3_KEY", "video/VP9", id="vp9"),
@@ -169,7 +167,6 @@ def rising(samples: list[dict[str, float]]) -> bool:
     return True
 
 
-@LAYER_SELECTION
 @pytest.mark.parametrize(("query", "mime"), CODECS)
 async def test_the_receivers_constraints_pick_the_spatial_layer(
     serve: ServeProcess, tmp_path: Path, query: str, mime: str
