@@ -149,6 +149,10 @@ struct Change {
     pictures: Option<(u16, u16)>,
 }
 
+/// One segment's changes, oldest first (`[..len]` of them); apart from the segment, so that the fields
+/// every packet reads stay on a cache line or two.
+type Changes = [Change; CHANGES];
+
 #[derive(Clone, Copy, Debug)]
 struct Segment {
     layer: u8,
@@ -157,10 +161,11 @@ struct Segment {
     end: u16,
     /// The offsets from `start`, until the first change.
     base: Offsets,
+    /// The offsets of newer packets: the last change's, else `base`.
+    current: Offsets,
     ts_off: u32,
     tl0_off: u8,
-    /// Runs left out, oldest first: `changes[..len]`.
-    changes: [Change; CHANGES],
+    /// How many changes it has.
     len: u8,
     /// The spatial and temporal layers forwarded now (up to).
     spatial: u8,
@@ -170,22 +175,16 @@ struct Segment {
 }
 
 impl Segment {
-    fn changes(&self) -> &[Change] {
-        &self.changes[..usize::from(self.len)]
-    }
-
-    /// The offsets of newer packets.
-    #[inline]
-    fn current(&self) -> Offsets {
-        self.changes().last().map_or(self.base, |c| c.after)
+    fn changes<'a>(&self, all: &'a Changes) -> &'a [Change] {
+        &all[..usize::from(self.len)]
     }
 
     /// The offsets `seq` (within the segment) went or goes out with; None if it was left out.
     #[inline]
-    fn offsets(&self, seq: u16) -> Option<Offsets> {
+    fn offsets(&self, changes: &Changes, seq: u16) -> Option<Offsets> {
         let d = seq.wrapping_sub(self.start);
         let mut off = self.base;
-        for c in self.changes() {
+        for c in self.changes(changes) {
             let dc = c.seq.wrapping_sub(self.start);
             if dc <= d {
                 off = c.after;
@@ -199,44 +198,42 @@ impl Segment {
     /// Leaves out `seq`, the newest packet so far; `picture`: it starts a picture that is left out
     /// whole, with this PictureID (0 when it has none).
     #[inline]
-    fn leave_out(&mut self, seq: u16, picture: Option<u16>) {
+    fn leave_out(&mut self, changes: &mut Changes, seq: u16, picture: Option<u16>) {
         self.end = seq;
         let next = seq.wrapping_add(1);
         let pid = u16::from(picture.is_some());
+        self.current = Offsets {
+            seq: self.current.seq.wrapping_sub(1),
+            pid: self.current.pid.wrapping_sub(pid),
+        };
         let n = usize::from(self.len);
-        if let Some(last) = self.changes[..n].last_mut().filter(|c| c.seq == seq) {
+        if let Some(last) = changes[..n].last_mut().filter(|c| c.seq == seq) {
             last.seq = next;
             last.dropped = last.dropped.saturating_add(1);
-            last.after.seq = last.after.seq.wrapping_sub(1);
-            last.after.pid = last.after.pid.wrapping_sub(pid);
+            last.after = self.current;
             if let Some(p) = picture {
                 last.pictures = Some(last.pictures.map_or((p, p), |(first, _)| (first, p)));
             }
             return;
         }
-        let cur = self.current();
-        let change = Change {
+        if n == CHANGES {
+            self.forget_oldest(changes);
+        }
+        changes[usize::from(self.len)] = Change {
             seq: next,
             dropped: 1,
-            after: Offsets {
-                seq: cur.seq.wrapping_sub(1),
-                pid: cur.pid.wrapping_sub(pid),
-            },
+            after: self.current,
             pictures: picture.map(|p| (p, p)),
         };
-        if n == CHANGES {
-            self.forget_oldest();
-        }
-        self.changes[usize::from(self.len)] = change;
         self.len += 1;
     }
 
     /// Whether PictureID `pid` is of a picture this segment left out.
     #[inline]
-    fn left_out_picture(&self, pid: (u16, PictureIdWidth)) -> bool {
+    fn left_out_picture(&self, changes: &Changes, pid: (u16, PictureIdWidth)) -> bool {
         let (pid, width) = pid;
         let mask = width.max();
-        self.changes().iter().any(|c| {
+        self.changes(changes).iter().any(|c| {
             c.pictures.is_some_and(|(first, last)| {
                 pid.wrapping_sub(first) & mask <= last.wrapping_sub(first) & mask
             })
@@ -244,23 +241,23 @@ impl Segment {
     }
 
     /// Forgets the oldest change: what came before it can no longer be placed.
-    fn forget_oldest(&mut self) {
-        let first = self.changes[0];
+    fn forget_oldest(&mut self, changes: &mut Changes) {
+        let first = changes[0];
         self.base = first.after;
         self.start = first.seq;
-        self.changes.copy_within(1.., 0);
+        changes.copy_within(1.., 0);
         self.len -= 1;
     }
 
     /// Keeps the segment's span within MAX_SPAN of its newest packet.
     #[inline]
-    fn trim(&mut self) {
+    fn trim(&mut self, changes: &mut Changes) {
         if self.end.wrapping_sub(self.start) <= MAX_SPAN {
             return;
         }
         let start = self.end.wrapping_sub(MAX_SPAN);
-        while self.len > 0 && newer(start, self.changes[0].seq) {
-            self.forget_oldest();
+        while self.len > 0 && newer(start, changes[0].seq) {
+            self.forget_oldest(changes);
         }
         self.start = start;
     }
@@ -282,10 +279,12 @@ pub struct Projection {
     target: Option<Target>,
     /// Newest first.
     segments: [Option<Segment>; SEGMENTS],
+    /// Each segment's changes, by the same index.
+    changes: Box<[Changes; SEGMENTS]>,
     sent: Option<Sent>,
+    /// When it last asked a keyframe; or, waiting for a temporal switching-up point, since when it waits
+    /// (a keyframe is asked after a second of that too).
     last_keyframe_request: Option<Instant>,
-    /// Since when the receiver waits for a temporal switching-up point.
-    temporal_wait: Option<Instant>,
 }
 
 #[inline]
@@ -310,9 +309,9 @@ impl Projection {
         Projection {
             target,
             segments: [None; SEGMENTS],
+            changes: Box::new([[Change::default(); CHANGES]; SEGMENTS]),
             sent: None,
             last_keyframe_request: None,
-            temporal_wait: None,
         }
     }
 
@@ -344,7 +343,6 @@ impl Projection {
         if self.target != target {
             self.target = target;
             self.last_keyframe_request = None;
-            self.temporal_wait = None;
         }
     }
 
@@ -373,16 +371,13 @@ impl Projection {
         let layer = match self.waiting() {
             Some(l) => l,
             None if self.waiting_temporal() => {
-                let since = *self.temporal_wait.get_or_insert(now);
-                if now.saturating_duration_since(since) < KEYFRAME_RETRY {
+                if self.last_keyframe_request.is_none() {
+                    self.last_keyframe_request = Some(now);
                     return None;
                 }
                 self.current()?
             }
-            None => {
-                self.temporal_wait = None;
-                return None;
-            }
+            None => return None,
         };
         match self.last_keyframe_request {
             Some(t) if now.saturating_duration_since(t) < KEYFRAME_RETRY => None,
@@ -432,8 +427,9 @@ impl Projection {
                 if m.temporal > seg.temporal || m.spatial > seg.spatial {
                     let picture = (m.picture_start() && m.temporal > seg.temporal)
                         .then(|| m.picture_id.map_or(0, |p| p.0));
-                    seg.leave_out(m.seq, picture);
-                    seg.trim();
+                    let changes = &mut self.changes[0];
+                    seg.leave_out(changes, m.seq, picture);
+                    seg.trim(changes);
                     return Verdict::Filtered;
                 }
                 return Verdict::Forward(self.forward(0, now, m));
@@ -463,10 +459,12 @@ impl Projection {
         let Some(seg) = &self.segments[index] else {
             return Verdict::Filtered;
         };
+        let changes = &self.changes[index];
         if m.temporal > seg.temporal
             || m.spatial > seg.spatial
-            || seg.offsets(m.seq).is_none()
-            || m.picture_id.is_some_and(|p| seg.left_out_picture(p))
+            || seg.offsets(changes, m.seq).is_none()
+            || m.picture_id
+                .is_some_and(|p| seg.left_out_picture(changes, p))
         {
             return Verdict::Filtered;
         }
@@ -476,15 +474,19 @@ impl Projection {
     /// The incoming sequence number (and its layer) that the receiver's `seq` was made from, for
     /// translating its NACKs; None if it is not one this Projection forwarded recently.
     pub fn original(&self, seq: u16) -> Option<(u8, u16)> {
-        self.segments.iter().flatten().find_map(|s| {
-            std::iter::once(s.base)
-                .chain(s.changes().iter().map(|c| c.after))
-                .find_map(|off| {
-                    let orig = seq.wrapping_sub(off.seq);
-                    (within(orig, s.start, s.end) && s.offsets(orig) == Some(off))
-                        .then_some((s.layer, orig))
-                })
-        })
+        self.segments
+            .iter()
+            .zip(self.changes.iter())
+            .filter_map(|(s, c)| Some((s.as_ref()?, c)))
+            .find_map(|(s, changes)| {
+                std::iter::once(s.base)
+                    .chain(s.changes(changes).iter().map(|c| c.after))
+                    .find_map(|off| {
+                        let orig = seq.wrapping_sub(off.seq);
+                        (within(orig, s.start, s.end) && s.offsets(changes, orig) == Some(off))
+                            .then_some((s.layer, orig))
+                    })
+            })
     }
 
     /// The current segment's layer and timestamp offset, for rewriting that layer's sender reports.
@@ -521,9 +523,9 @@ impl Projection {
             start: m.seq,
             end: m.seq,
             base: Offsets { seq, pid },
+            current: Offsets { seq, pid },
             ts_off,
             tl0_off,
-            changes: [Change::default(); CHANGES],
             len: 0,
             spatial: t.spatial,
             temporal: t.temporal,
@@ -533,6 +535,7 @@ impl Projection {
             old.open = false;
         }
         self.segments.rotate_right(1);
+        self.changes.rotate_right(1);
         self.segments[0] = Some(seg);
     }
 
@@ -549,11 +552,12 @@ impl Projection {
                 marker: false,
             };
         };
+        let changes = &mut self.changes[index];
         let in_order = newer(m.seq, seg.end);
         let off = if in_order {
-            seg.current()
+            seg.current
         } else {
-            seg.offsets(m.seq).unwrap_or(seg.current())
+            seg.offsets(changes, m.seq).unwrap_or(seg.current)
         };
         let out = Rewrite {
             seq: m.seq.wrapping_add(off.seq),
@@ -566,7 +570,7 @@ impl Projection {
             seg.end = m.seq;
             // A long stretch keeps only its recent past: a packet further behind is no longer late
             // but lost, and the span must stay well inside half the sequence space.
-            seg.trim();
+            seg.trim(changes);
         }
         let newest = self.sent.is_none_or(|s| newer(out.seq, s.seq));
         if newest {

@@ -302,8 +302,11 @@ impl Router {
                     total.drop(DropReason::Filtered);
                 }
             }
-            if let Some(l) = proj.keyframe_request(now) {
-                *keyframe_wanted = vs.layers.get(usize::from(l)).map(|l| l.ssrc);
+            // Once a frame is often enough to ask again (at most once a second anyway).
+            if meta.frame_start {
+                if let Some(l) = proj.keyframe_request(now) {
+                    *keyframe_wanted = vs.layers.get(usize::from(l)).map(|l| l.ssrc);
+                }
             }
         }
         queued
