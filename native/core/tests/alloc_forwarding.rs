@@ -70,8 +70,9 @@ fn forwarding_allocates_nothing_per_packet_in_steady_state() {
     );
 }
 
-/// The selective path allocates nothing per packet either: a VP8 simulcast Source (three layers), each
-/// receiver's Projection choosing one, the other two filtered, every forwarded copy rewritten.
+/// The selective path allocates nothing per packet either: a VP8 simulcast Source (three layers, each
+/// with temporal layers 0, 2, 1, 2), each receiver's Projection choosing one, the other two filtered,
+/// one receiver's temporal layers above 0 left out, every forwarded copy rewritten.
 #[test]
 fn selective_forwarding_allocates_nothing_per_packet_in_steady_state() {
     use sluice_core::domain::{Codec, GroupSemantics, PayloadType, Source, SsrcGroup};
@@ -110,26 +111,32 @@ fn selective_forwarding_allocates_nothing_per_packet_in_steady_state() {
                 "peer0-v0".into(),
                 Some(VideoTarget {
                     spatial: 0,
-                    temporal: 255,
+                    temporal: 0,
                 }),
             )],
         },
     );
 
-    // VP8: descriptor with a 15-bit PictureID and TL0PICIDX; a keyframe every 30 frames per layer.
+    // VP8: descriptor with a 15-bit PictureID, TL0PICIDX and TID; a keyframe every 30 frames per layer.
     let mut seq = [0u16; 3];
     let mut frame = 0u16;
     let mut send_frames = |conf: &mut common::Conference, n: usize| {
         for _ in 0..n {
             frame = frame.wrapping_add(1);
             let key = frame % 30 == 1;
+            let tid = if key {
+                0
+            } else {
+                [0u8, 2, 1, 2][usize::from(frame % 4)]
+            };
             for (l, &ssrc) in layers.iter().enumerate() {
                 let mut p = vec![
                     0x90,
-                    0xC0,
+                    0xE0,
                     0x80 | (frame >> 8) as u8,
                     frame as u8,
                     frame as u8,
+                    tid << 6,
                 ];
                 p.push(if key { 0x10 } else { 0x11 });
                 p.resize(1000, 0x5a);
@@ -143,7 +150,7 @@ fn selective_forwarding_allocates_nothing_per_packet_in_steady_state() {
     send_frames(&mut conf, 40);
     assert!(
         conf.run_until(Duration::from_secs(5), |c| c.peers[1].rtp.len() >= 30
-            && c.peers[2].rtp.len() >= 30)
+            && c.peers[2].rtp.len() >= 8)
     );
 
     let before = (conf.peers[1].rtp.len(), conf.peers[2].rtp.len());
@@ -164,9 +171,17 @@ fn selective_forwarding_allocates_nothing_per_packet_in_steady_state() {
     conf.run_until(Duration::from_secs(2), |_| false);
     let after = (conf.peers[1].rtp.len(), conf.peers[2].rtp.len());
     assert!(forwarded >= 1000, "forwarded only {forwarded}");
+    // Receiver 1 gets every frame of the top layer, receiver 2 the temporal base of the lowest (a
+    // quarter of the frames, and the keyframes).
     assert!(
-        after.0 - before.0 >= 900 && after.1 - before.1 >= 900,
+        after.0 - before.0 >= 900 && (200..=400).contains(&(after.1 - before.1)),
         "{before:?} {after:?}"
+    );
+    // What receiver 2 got is gapless: the frames left out left no holes.
+    let seqs: Vec<u16> = conf.peers[2].rtp.iter().map(|&(_, q)| q).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "gaps where temporal layers were left out: {seqs:?}"
     );
     // Each receiver got one layer, on the primary SSRC.
     assert!(conf.peers[1]
