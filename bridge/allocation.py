@@ -238,20 +238,22 @@ def _candidates(p: _Prepared, c: VideoConstraints, settings: AllocationSettings)
     received = p.received
     if not received:
         return ()
-    fits = [
-        la
-        for la in received
-        if (c.max_height < 0 or la.height <= c.max_height)
-        and (
+
+    def rate_fits(la: Layer) -> bool:
+        return (
             c.max_frame_rate < 0
             or la.frame_rate <= 0
             or la.frame_rate <= c.max_frame_rate * (1 + FRAME_RATE_TOLERANCE)
         )
-    ]
+
+    fits = [la for la in received if (c.max_height < 0 or la.height <= c.max_height) and rate_fits(la)]
     if not fits:
         # JVB's soft constraint: when no layer satisfies them, the lowest layer exceeds them (a sender without
-        # simulcast still shows). A constraint of 0 never gets here.
-        fits = [received[0]]
+        # simulcast still shows). Only the height gives: the lowest height's temporal layers within the frame
+        # rate stay candidates, so a 720p-only camera in a 180p tile is not cut to its base frame rate. A
+        # constraint of 0 never gets here.
+        lowest = min(la.height for la in received)
+        fits = [la for la in received if la.height == lowest and rate_fits(la)] or [received[0]]
     if not _is_screen(p.source.video_type):
         # Cameras favour frame rate: at or above the preferred height only layers of at least the preferred
         # frame rate count (JVB 3.1 C), except at the lowest height. Screen shares favour resolution.
