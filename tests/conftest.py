@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from bridge import Bridge, BridgeConfig, _native
 from tests.helpers.chromium import ChromiumBrowser
+from tests.helpers.netns import Netlab
 from tests.helpers.peers import AiortcPeer, PeerFactory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +82,19 @@ async def aiortc_peers(loopback_ice: None) -> AsyncIterator[PeerFactory]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@pytest.fixture
+def netlab(tmp_path: Path) -> Iterator[Netlab]:
+    """Network namespaces, links and impairment relays for one test (tests/helpers/netns.py); all
+    removed at teardown, relays stopped by PID."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    lab = Netlab(tmp_path / "netlab")
+    try:
+        yield lab
+    finally:
+        lab.close()
 
 
 @pytest.fixture(scope="session")
