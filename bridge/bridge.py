@@ -37,9 +37,9 @@ from bridge.config import BridgeConfig
 from bridge.description import Candidate, Fingerprint, Source, TransportDescription
 from bridge.seam import (
     TRANSPORT_STATES,
+    HeaderExtensionIds,
     NativeSeam,
-    audio_level_id,
-    dependency_descriptor_id,
+    header_extension_ids,
     local_fingerprint,
     to_native_candidate,
     to_native_fingerprint,
@@ -144,8 +144,7 @@ class Endpoint:
         self.medias: tuple[Media, ...] = ()
         #: The video payload types last sent to the packet path.
         self._payload_types: list[_native.PayloadType] = []
-        self._audio_level_id: int | None = None
-        self._dd_id: int | None = None
+        self._extension_ids = HeaderExtensionIds(None, None, None)
         #: Colibri2 force-mute: kinds whose media from this endpoint reaches nobody (it still receives).
         self.force_mute_audio = False
         self.force_mute_video = False
@@ -242,14 +241,10 @@ class Endpoint:
         if types != self._payload_types:
             self._payload_types = types
             self._native.set_payload_types(self.transport_id, types)
-        level_id = audio_level_id(medias)
-        if level_id != self._audio_level_id:
-            self._audio_level_id = level_id
-            self._native.set_audio_level_id(self.transport_id, level_id)
-        dd_id = dependency_descriptor_id(medias)
-        if dd_id != self._dd_id:
-            self._dd_id = dd_id
-            self._native.set_dependency_descriptor_id(self.transport_id, dd_id)
+        ids = header_extension_ids(medias)
+        if ids != self._extension_ids:
+            self._extension_ids = ids
+            self._native.set_header_extensions(self.transport_id, *ids)
 
     def set_allocation(self, targets: list[tuple[str, tuple[int, int] | None]]) -> None:
         """What this endpoint receives of each named video source, (spatial, temporal) as

@@ -9,7 +9,7 @@ digest bytes, SSRC groups intact.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from bridge import _native
 from bridge.description import (
@@ -58,8 +58,13 @@ class NativeSeam(Protocol):
     def set_allocation(
         self, transport_id: int, targets: Sequence[tuple[str, tuple[int, int] | None]]
     ) -> None: ...
-    def set_audio_level_id(self, transport_id: int, id: int | None = None) -> None: ...
-    def set_dependency_descriptor_id(self, transport_id: int, id: int | None = None) -> None: ...
+    def set_header_extensions(
+        self,
+        transport_id: int,
+        audio_level: int | None = None,
+        dependency_descriptor: int | None = None,
+        transport_cc: int | None = None,
+    ) -> None: ...
     def request_keyframe(self, transport_id: int, ssrc: int) -> None: ...
     def set_force_mute(self, transport_id: int, audio: bool, video: bool) -> None: ...
     def close_transport(self, transport_id: int) -> None: ...
@@ -155,14 +160,27 @@ def extension_id(medias: Sequence[Media], kind: str, uri: str) -> int | None:
     return None
 
 
-def audio_level_id(medias: Sequence[Media]) -> int | None:
-    """Where an endpoint's audio carries RFC 6464 levels."""
-    return extension_id(medias, "audio", AUDIO_LEVEL_URI)
+#: Transport-wide sequence numbers for congestion control feedback.
+TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
-def dependency_descriptor_id(medias: Sequence[Media]) -> int | None:
-    """Where an endpoint's video carries the AV1 dependency descriptor."""
-    return extension_id(medias, "video", DEPENDENCY_DESCRIPTOR_URI)
+class HeaderExtensionIds(NamedTuple):
+    """Where an endpoint's RTP carries the header extensions the packet path reads (None: not sent)."""
+
+    audio_level: int | None
+    dependency_descriptor: int | None
+    transport_cc: int | None
+
+
+def header_extension_ids(medias: Sequence[Media]) -> HeaderExtensionIds:
+    """The ids from an endpoint's Colibri2 medias: audio levels in its audio, the AV1 dependency descriptor in
+    its video, transport-wide sequence numbers in either (one sequence per transport)."""
+    return HeaderExtensionIds(
+        audio_level=extension_id(medias, "audio", AUDIO_LEVEL_URI),
+        dependency_descriptor=extension_id(medias, "video", DEPENDENCY_DESCRIPTOR_URI),
+        transport_cc=extension_id(medias, "video", TRANSPORT_CC_URI)
+        or extension_id(medias, "audio", TRANSPORT_CC_URI),
+    )
 
 
 def local_fingerprint(native: NativeSeam) -> Fingerprint:

@@ -4,7 +4,7 @@ Our bridge rewrites neither payload types nor header extension ids, so everyone 
 Jicofo's numbers (docs/jitsi-protocol.md 2.8): opus 111; VP8 100 (rtx 96), VP9 101 (rtx 97), AV1 41 (rtx
 42), H264 107 (rtx 99), VP8 first so that a client taking the offer's first codec keeps sending VP8
 simulcast; ssrc-audio-level 1, abs-send-time 3, transport-cc 5, and on video the AV1 dependency descriptor
-11 (the bridge learns a sender's id from the Colibri2 media, `SetDependencyDescriptorId`). No sdes:mid or
+11 (the bridge learns a sender's id from the Colibri2 media, `SetHeaderExtensions`). No sdes:mid or
 rid extension: a sender's MID would be wrong at the receiver.
 """
 

@@ -88,11 +88,15 @@ class FakeNative:
     ) -> None:
         self.commands.append(("set_allocation", (transport_id, list(targets))))
 
-    def set_audio_level_id(self, transport_id: int, id: int | None = None) -> None:
-        self.commands.append(("set_audio_level_id", (transport_id, id)))
-
-    def set_dependency_descriptor_id(self, transport_id: int, id: int | None = None) -> None:
-        self.commands.append(("set_dependency_descriptor_id", (transport_id, id)))
+    def set_header_extensions(
+        self,
+        transport_id: int,
+        audio_level: int | None = None,
+        dependency_descriptor: int | None = None,
+        transport_cc: int | None = None,
+    ) -> None:
+        ids = (audio_level, dependency_descriptor, transport_cc)
+        self.commands.append(("set_header_extensions", (transport_id, ids)))
 
     def request_keyframe(self, transport_id: int, ssrc: int) -> None:
         self.commands.append(("request_keyframe", (transport_id, ssrc)))

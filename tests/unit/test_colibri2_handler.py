@@ -115,12 +115,12 @@ def test_jicofo_flow_create_update_sources_expire(registry: tuple[Bridge, FakeNa
         "create_router",
         "create_transport",
         "set_payload_types",
-        "set_audio_level_id",
+        "set_header_extensions",
         "set_force_mute",
         "set_sources",
     ]
     # Audio levels come in the extension id the create's audio media names (dominant speaker detection).
-    assert native.named("set_audio_level_id") == [(ep.transport_id, 1)]
+    assert [ids[0] for _, ids in native.named("set_header_extensions")] == [1]  # type: ignore[index]
     assert native.sources == [(ep.transport_id, [])], "the create's empty <sources/>"
     # The packet path learns which video payload types it can read, and what RTX retransmits.
     ((tid, types),) = native.named("set_payload_types")

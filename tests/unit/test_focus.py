@@ -584,7 +584,8 @@ def test_the_bridge_learns_the_offers_codecs_and_dependency_descriptor_id() -> N
     assert conference is not None
     for nick in ("aaaa0001", "bbbb0002"):
         transport = conference.endpoints[nick].transport_id
-        assert (transport, 11) in native.named("set_dependency_descriptor_id")
+        # Audio levels, the AV1 dependency descriptor and transport-wide sequence numbers, at the offer's ids.
+        assert (transport, (1, 11, 5)) in native.named("set_header_extensions")
         (types,) = (t for tid, t in native.named("set_payload_types") if tid == transport)
         codec = _native.VideoCodec
         assert [(t.pt, t.codec, t.apt) for t in types] == [  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from dataclasses import replace
 
 import pytest
 
@@ -34,6 +35,7 @@ from bridge.lifecycle import Lifecycle, LifecycleConfig, idle_expiry
 from bridge.seam import (
     AUDIO_LEVEL_URI,
     DEPENDENCY_DESCRIPTOR_URI,
+    TRANSPORT_CC_URI,
     to_native_candidate,
     to_native_fingerprint,
     to_native_source,
@@ -268,8 +270,7 @@ def test_an_endpoints_medias_tell_the_packet_path_its_codecs_and_header_extensio
     audio = Media("audio", rtp_hdrexts=(RtpHdrExt(1, AUDIO_LEVEL_URI),))
     bridge.apply([CreateConference("m"), CreateEndpoint("m", "a", medias=(audio, av1))])
     ep = bridge.conference_by_meeting("m").endpoints["a"]  # type: ignore[union-attr]
-    assert native.named("set_audio_level_id") == [(ep.transport_id, 1)]
-    assert native.named("set_dependency_descriptor_id") == [(ep.transport_id, 11)]
+    assert native.named("set_header_extensions") == [(ep.transport_id, (1, 11, None))]
     ((_, types),) = native.named("set_payload_types")
     assert [(t.pt, t.codec, t.apt) for t in types] == [  # type: ignore[attr-defined]
         (41, _native.VideoCodec.AV1, None),
@@ -277,6 +278,12 @@ def test_an_endpoints_medias_tell_the_packet_path_its_codecs_and_header_extensio
     ]
     # The same medias again: nothing new; without the extension: it is turned off.
     bridge.apply([UpdateEndpoint("m", "a", medias=(audio, av1))])
-    assert len(native.named("set_dependency_descriptor_id")) == 1
+    assert len(native.named("set_header_extensions")) == 1
     bridge.apply([UpdateEndpoint("m", "a", medias=(audio, Media("video", payload_types=av1.payload_types)))])
-    assert native.named("set_dependency_descriptor_id")[-1] == (ep.transport_id, None)
+    assert native.named("set_header_extensions")[-1] == (ep.transport_id, (1, None, None))
+    # Transport-wide sequence numbers: one id per transport, from the video (else the audio) media.
+    tcc = RtpHdrExt(5, TRANSPORT_CC_URI)
+    bridge.apply(
+        [UpdateEndpoint("m", "a", medias=(replace(audio, rtp_hdrexts=(*audio.rtp_hdrexts, tcc)), av1))]
+    )
+    assert native.named("set_header_extensions")[-1] == (ep.transport_id, (1, 11, 5))

@@ -167,6 +167,18 @@ pub struct Source {
     pub name: String,
 }
 
+/// Where a transport's RTP carries the header extensions the bridge reads (ids 1..=255 from its
+/// extmap; None: it does not send it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HeaderExtensionIds {
+    /// RFC 6464 audio levels (`urn:ietf:params:rtp-hdrext:ssrc-audio-level`).
+    pub audio_level: Option<u8>,
+    /// The AV1 dependency descriptor.
+    pub dependency_descriptor: Option<u8>,
+    /// Transport-wide sequence numbers (draft-holmer-rmcat-transport-wide-cc-extensions-01).
+    pub transport_cc: Option<u8>,
+}
+
 /// What a receiver is allocated of one video Source: `spatial`, the simulcast layer (SIM order) or, for a
 /// Source of one SSRC, its SVC spatial layer; `temporal`, the highest temporal layer (255: all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

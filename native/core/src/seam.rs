@@ -5,8 +5,8 @@
 //! scale with joins, leaves and control decisions, never with packets.
 
 use crate::domain::{
-    FeedbackSsrcs, PayloadType, RemoteCandidate, RouterId, Source, TransportId, TransportState,
-    VideoTarget,
+    FeedbackSsrcs, HeaderExtensionIds, PayloadType, RemoteCandidate, RouterId, Source, TransportId,
+    TransportState, VideoTarget,
 };
 use crate::dtls::{DtlsSetup, Fingerprint};
 use crate::ice::IceCredentials;
@@ -61,17 +61,11 @@ pub enum Command {
         transport: TransportId,
         targets: Vec<(String, Option<VideoTarget>)>,
     },
-    /// The RTP header extension id of RFC 6464 audio levels (`urn:ietf:params:rtp-hdrext:ssrc-audio-level`)
-    /// in what this transport sends; None: it sends none. Replaces the previous one.
-    SetAudioLevelId {
+    /// The RTP header extension ids of what this transport sends (from its extmap). Replaces the
+    /// previous ones.
+    SetHeaderExtensions {
         transport: TransportId,
-        id: Option<u8>,
-    },
-    /// The header extension id of the AV1 dependency descriptor in what this transport sends; None:
-    /// none. Replaces the previous one.
-    SetDependencyDescriptorId {
-        transport: TransportId,
-        id: Option<u8>,
+        ids: HeaderExtensionIds,
     },
     RequestKeyframe {
         transport: TransportId,

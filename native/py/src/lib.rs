@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use sluice_core::domain::{FeedbackSsrcs, VideoTarget};
+use sluice_core::domain::{FeedbackSsrcs, HeaderExtensionIds, VideoTarget};
 use sluice_core::dtls::{DtlsCert, DtlsSetup, Fingerprint, HashAlg};
 use sluice_core::ice::IceCredentials;
 use sluice_core::seam::Command;
@@ -192,29 +192,27 @@ impl NativeBridge {
         })
     }
 
-    #[pyo3(signature = (transport_id, id=None))]
-    fn set_audio_level_id(&self, transport_id: u64, id: Option<u8>) -> PyResult<()> {
-        if id == Some(0) {
+    /// The header extension ids the transport's RTP carries (from its extmap; None: not sent).
+    #[pyo3(signature = (transport_id, audio_level=None, dependency_descriptor=None, transport_cc=None))]
+    fn set_header_extensions(
+        &self,
+        transport_id: u64,
+        audio_level: Option<u8>,
+        dependency_descriptor: Option<u8>,
+        transport_cc: Option<u8>,
+    ) -> PyResult<()> {
+        if [audio_level, dependency_descriptor, transport_cc].contains(&Some(0)) {
             return Err(PyValueError::new_err(
                 "an RTP header extension id is 1..=255",
             ));
         }
-        self.send(Command::SetAudioLevelId {
+        self.send(Command::SetHeaderExtensions {
             transport: transport_id,
-            id,
-        })
-    }
-
-    #[pyo3(signature = (transport_id, id=None))]
-    fn set_dependency_descriptor_id(&self, transport_id: u64, id: Option<u8>) -> PyResult<()> {
-        if id == Some(0) {
-            return Err(PyValueError::new_err(
-                "an RTP header extension id is 1..=255",
-            ));
-        }
-        self.send(Command::SetDependencyDescriptorId {
-            transport: transport_id,
-            id,
+            ids: HeaderExtensionIds {
+                audio_level,
+                dependency_descriptor,
+                transport_cc,
+            },
         })
     }
 

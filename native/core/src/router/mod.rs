@@ -13,8 +13,8 @@ pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSour
 
 use crate::codec::av1::{Av1Descriptor, Av1Structure, Dti};
 use crate::domain::{
-    Codec, FeedbackSsrcs, ForceMute, IdMap, Layer, MediaKind, PayloadMap, PayloadType, RouterId,
-    Source, TransportId,
+    Codec, FeedbackSsrcs, ForceMute, HeaderExtensionIds, IdMap, Layer, MediaKind, PayloadMap,
+    PayloadType, RouterId, Source, TransportId,
 };
 use crate::io::{Egress, MAX_DATAGRAM};
 use crate::projection::PacketMeta;
@@ -304,10 +304,8 @@ pub struct Router {
     allocations: video::Allocations,
     /// An SSRC whose keyframe a receiver waits for, taken by the shard after each packet.
     keyframe_wanted: Option<u32>,
-    /// Each sender's RFC 6464 header extension id.
-    audio_level_ids: IdMap<u8>,
-    /// Each sender's AV1 dependency descriptor header extension id.
-    dd_ids: IdMap<u8>,
+    /// Each sender's header extension ids.
+    extensions: IdMap<HeaderExtensionIds>,
 }
 
 impl Router {
@@ -324,8 +322,7 @@ impl Router {
             payloads: IdMap::default(),
             allocations: IdMap::default(),
             keyframe_wanted: None,
-            audio_level_ids: IdMap::default(),
-            dd_ids: IdMap::default(),
+            extensions: IdMap::default(),
         }
     }
 
@@ -377,7 +374,7 @@ impl Router {
                     .on_packet(now, rtp.sequence_number(), rtp.timestamp());
                 p.packets += 1;
                 p.rate.on_packet(now, rtp.as_bytes().len());
-                if let Some(&id) = self.audio_level_ids.get(&from) {
+                if let Some(id) = self.extensions.get(&from).and_then(|e| e.audio_level) {
                     if let Some(&byte) = rtp.extension(id).and_then(<[u8]>::first) {
                         p.levels.add(byte);
                     }
@@ -483,9 +480,13 @@ impl Router {
         )
     }
 
-    /// The AV1 dependency descriptor header extension id `transport` sends with (None: none).
-    pub fn set_dependency_descriptor_id(&mut self, transport: TransportId, id: Option<u8>) {
-        set_extension_id(&mut self.dd_ids, transport, id);
+    /// The header extension ids `transport` sends with.
+    pub fn set_header_extensions(&mut self, transport: TransportId, ids: HeaderExtensionIds) {
+        if ids == HeaderExtensionIds::default() {
+            self.extensions.remove(&transport);
+        } else {
+            self.extensions.insert(transport, ids);
+        }
     }
 
     /// An AV1 packet's switch point, frame start and end, layers and frame size from its dependency
@@ -500,7 +501,11 @@ impl Router {
         meta: &mut PacketMeta,
         fields: &mut Fields,
     ) {
-        let Some(&id) = self.dd_ids.get(&from) else {
+        let Some(id) = self
+            .extensions
+            .get(&from)
+            .and_then(|e| e.dependency_descriptor)
+        else {
             return;
         };
         let Some(p) = self.producers.get_mut(&rtp.ssrc()) else {
@@ -536,11 +541,6 @@ impl Router {
                 meta.frame_start = false;
             }
         }
-    }
-
-    /// The RFC 6464 header extension id `transport` sends audio levels with (None: none).
-    pub fn set_audio_level_id(&mut self, transport: TransportId, id: Option<u8>) {
-        set_extension_id(&mut self.audio_level_ids, transport, id);
     }
 
     /// Every audio SSRC's levels since the last call, and resets them; empty when no level came.
@@ -644,8 +644,7 @@ impl Router {
         self.producers.retain(|_, p| p.transport != transport);
         self.sources.remove(&transport);
         self.payloads.remove(&transport);
-        self.audio_level_ids.remove(&transport);
-        self.dd_ids.remove(&transport);
+        self.extensions.remove(&transport);
         self.video.retain(|_, v| v.owner != transport);
         self.forget_receiver(transport);
     }
@@ -727,14 +726,6 @@ impl Router {
             }
         }
     }
-}
-
-/// Records (or, with None, forgets) the header extension id one sender uses for something.
-fn set_extension_id(ids: &mut IdMap<u8>, transport: TransportId, id: Option<u8>) {
-    match id {
-        Some(id) => ids.insert(transport, id),
-        None => ids.remove(&transport),
-    };
 }
 
 #[cfg(test)]
@@ -890,7 +881,11 @@ mod tests {
         let bare = av1_packet(0x41, 3, None);
         // Without the extension's id the bridge cannot tell: every packet is a place to switch.
         assert_eq!(meta_of(&mut r, &delta), (true, true));
-        r.set_dependency_descriptor_id(10, Some(11));
+        let dd = HeaderExtensionIds {
+            dependency_descriptor: Some(11),
+            ..HeaderExtensionIds::default()
+        };
+        r.set_header_extensions(10, dd);
         // Before any keyframe the template is unknown: no switch point.
         assert_eq!(meta_of(&mut r, &delta), (false, false));
         assert_eq!(meta_of(&mut r, &key), (true, true));
@@ -899,7 +894,7 @@ mod tests {
         assert_eq!(layers_of(&mut r, &delta), (0, 1));
         assert_eq!(meta_of(&mut r, &bare), (false, false));
         assert!(r.producers[&0x41].av1.is_some());
-        r.set_dependency_descriptor_id(10, None);
+        r.set_header_extensions(10, HeaderExtensionIds::default());
         assert_eq!(meta_of(&mut r, &bare), (true, true));
     }
 

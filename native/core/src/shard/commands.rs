@@ -135,22 +135,13 @@ impl State {
                     self.request_keyframe(now, router, ssrc, io);
                 }
             }
-            Command::SetAudioLevelId { transport, id } => {
+            Command::SetHeaderExtensions { transport, ids } => {
                 let Some(t) = self.transports.get(&transport) else {
                     self.command_failed(transport, "no such transport".into());
                     return true;
                 };
                 if let Some(r) = self.routers.get_mut(&t.router) {
-                    r.set_audio_level_id(transport, id);
-                }
-            }
-            Command::SetDependencyDescriptorId { transport, id } => {
-                let Some(t) = self.transports.get(&transport) else {
-                    self.command_failed(transport, "no such transport".into());
-                    return true;
-                };
-                if let Some(r) = self.routers.get_mut(&t.router) {
-                    r.set_dependency_descriptor_id(transport, id);
+                    r.set_header_extensions(transport, ids);
                 }
             }
             Command::RequestKeyframe { transport, ssrc } => {
