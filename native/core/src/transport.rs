@@ -13,6 +13,7 @@ use crate::domain::{ForceMute, RemoteCandidate, RouterId, TransportId, Transport
 use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, DtlsSetup, Fingerprint};
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
 use crate::io::Egress;
+use crate::rtp::RtpView;
 use crate::srtp::{SrtpContext, SrtpError, SrtpProfile};
 pub use crate::stats::FailureKind;
 use crate::stats::{Counters, DropReason, TransportStats};
@@ -74,9 +75,39 @@ pub struct Transport {
     pub counters: Counters,
     /// What the focus force-muted: read once per RTP packet that already has its Producer in hand.
     pub force_mute: ForceMute,
+    /// The transport-wide sequence numbers stamped on the RTP this transport sends, when its peer
+    /// negotiated transport-cc (the id is its extmap's, which the focus makes everyone's).
+    tcc_out: Option<TccOut>,
     /// Test-only fault injection: the next DTLS datagram panics (proves the shard's isolation).
     #[cfg(test)]
     pub(crate) panic_on_dtls: bool,
+}
+
+/// The transport-wide sequence numbering of what one transport sends.
+#[derive(Clone, Copy, Debug)]
+struct TccOut {
+    id: u8,
+    next: u16,
+}
+
+/// Writes `seq` into the transport-cc extension `id` of the RTP packet in `buf` (two bytes, big endian);
+/// false when the packet has no such extension of that size.
+#[inline]
+fn write_transport_cc(buf: &mut [u8], id: u8, seq: u16) -> bool {
+    let at = match RtpView::parse(buf) {
+        Ok(v) => match v.extension(id) {
+            Some(ext) if ext.len() == 2 => ext.as_ptr() as usize - buf.as_ptr() as usize,
+            _ => return false,
+        },
+        Err(_) => return false,
+    };
+    match buf.get_mut(at..at + 2) {
+        Some(b) => {
+            b.copy_from_slice(&seq.to_be_bytes());
+            true
+        }
+        None => false,
+    }
 }
 
 impl Transport {
@@ -114,6 +145,7 @@ impl Transport {
             notes: VecDeque::new(),
             counters: Counters::default(),
             force_mute: ForceMute::default(),
+            tcc_out: None,
             #[cfg(test)]
             panic_on_dtls: false,
         }
@@ -334,6 +366,50 @@ impl Transport {
         total: &mut Counters,
     ) -> bool {
         self.send_rewritten(kind, plain, egress, total, |_| {})
+    }
+
+    /// Forwards one RTP packet to this transport's peer: `send_rewritten` with, after `rewrite`, this
+    /// transport's next transport-wide sequence number written into the copy's transport-cc extension
+    /// (when the peer negotiated one and the packet carries it: the sender's number means nothing to
+    /// this receiver).
+    #[inline]
+    pub fn send_rtp(
+        &mut self,
+        _now: Instant,
+        plain: &[u8],
+        egress: &mut impl Egress,
+        total: &mut Counters,
+        rewrite: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let Some(tcc) = self.tcc_out else {
+            return self.send_rewritten(Protect::Rtp, plain, egress, total, rewrite);
+        };
+        let mut stamped = false;
+        let sent = self.send_rewritten(Protect::Rtp, plain, egress, total, |b| {
+            rewrite(b);
+            stamped = write_transport_cc(b, tcc.id, tcc.next);
+        });
+        if sent && stamped {
+            if let Some(t) = self.tcc_out.as_mut() {
+                t.next = t.next.wrapping_add(1);
+            }
+        }
+        sent
+    }
+
+    /// The transport-cc header extension id of the RTP this transport sends (None: its peer did not
+    /// negotiate it). Numbering starts at 0 and goes on across changes of the id.
+    pub fn set_transport_cc_id(&mut self, id: Option<u8>) {
+        self.tcc_out = match (id, self.tcc_out) {
+            (None, _) => None,
+            (Some(id), Some(t)) => Some(TccOut { id, ..t }),
+            (Some(id), None) => Some(TccOut { id, next: 0 }),
+        };
+    }
+
+    /// The next transport-wide sequence number this transport will stamp, if it stamps any.
+    pub fn next_transport_cc_seq(&self) -> Option<u16> {
+        self.tcc_out.map(|t| t.next)
     }
 
     /// `send_protected` with `rewrite` applied to this receiver's copy before it is protected (a

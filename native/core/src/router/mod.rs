@@ -389,6 +389,7 @@ impl Router {
         };
         match route {
             Route::Plain => Ok(self.forward(
+                now,
                 from,
                 Protect::Rtp,
                 rtp.as_bytes(),
@@ -570,8 +571,10 @@ impl Router {
     /// filter (media ready), a copy into its egress slot as it came in, protect with its key, count.
     /// Returns the number queued.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
+        now: Instant,
         from: TransportId,
         kind: Protect,
         packet: &[u8],
@@ -587,7 +590,11 @@ impl Router {
             let Some(r) = transports.get_mut(&m) else {
                 continue;
             };
-            if r.send_protected(kind, packet, egress, total) {
+            let sent = match kind {
+                Protect::Rtp => r.send_rtp(now, packet, egress, total, |_| {}),
+                Protect::Rtcp => r.send_protected(kind, packet, egress, total),
+            };
+            if sent {
                 queued += 1;
             }
         }

@@ -290,7 +290,7 @@ impl Router {
             };
             match proj.on_packet(now, MediaKind::Video.clock_rate(), meta) {
                 Verdict::Forward(rw) => {
-                    let sent = r.send_rewritten(Protect::Rtp, packet, egress, total, |b| {
+                    let sent = r.send_rtp(now, packet, egress, total, |b| {
                         apply_rewrite(b, primary, fields, &rw)
                     });
                     if sent {
@@ -419,6 +419,7 @@ impl Router {
     #[allow(clippy::too_many_arguments)]
     pub fn forward_sender_report(
         &self,
+        now: Instant,
         from: TransportId,
         ssrc: u32,
         ntp: u64,
@@ -443,7 +444,15 @@ impl Router {
                 ) else {
                     return 0;
                 };
-                self.forward(from, Protect::Rtcp, &out[..n], transports, egress, total)
+                self.forward(
+                    now,
+                    from,
+                    Protect::Rtcp,
+                    &out[..n],
+                    transports,
+                    egress,
+                    total,
+                )
             }
             Route::Rtx { .. } => 0,
             Route::Layer { source, layer } => {

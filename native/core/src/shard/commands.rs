@@ -140,7 +140,11 @@ impl State {
                     self.command_failed(transport, "no such transport".into());
                     return true;
                 };
-                if let Some(r) = self.routers.get_mut(&t.router) {
+                let router = t.router;
+                if let Some(t) = self.transports.get_mut(&transport) {
+                    t.set_transport_cc_id(ids.transport_cc);
+                }
+                if let Some(r) = self.routers.get_mut(&router) {
                     r.set_header_extensions(transport, ids);
                 }
             }

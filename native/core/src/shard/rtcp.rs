@@ -58,6 +58,7 @@ impl State {
                     }
                     if let Some(r) = self.routers.get(&router) {
                         r.forward_sender_report(
+                            now,
                             id,
                             sr.ssrc,
                             sr.ntp_timestamp,

@@ -205,6 +205,21 @@ impl TestPeer {
         }
     }
 
+    /// Protects and sends one plain RTP packet as it is (header extensions and all).
+    pub fn send_plain_rtp(&mut self, plain: &[u8]) {
+        let Some((_, remote)) = self.ice.selected_pair() else {
+            return;
+        };
+        let Some(tx) = &mut self.tx else { return };
+        let mut buf = [0u8; 1500];
+        buf[..plain.len()].copy_from_slice(plain);
+        let n = tx.protect_rtp(&mut buf, plain.len()).expect("protect");
+        self.send.push(&buf[..n], remote);
+        if self.send.is_full() {
+            self.sock.send_batch(&mut self.send);
+        }
+    }
+
     /// A protected RTP packet, not sent (so a test can tamper with it or replay it).
     pub fn protected_rtp(&mut self, ssrc: u32, seq: u16, payload_len: usize) -> Vec<u8> {
         let tx = self.tx.as_mut().expect("connected");
