@@ -3,6 +3,7 @@
 //! Protocol machines here are sans-IO: they take input and the current time and return what to send
 //! and when to be woken. Only `io` and the shard loop own sockets, threads and clocks.
 
+pub mod cc;
 pub mod codec;
 pub mod domain;
 pub mod dtls;
