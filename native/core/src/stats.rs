@@ -269,6 +269,9 @@ pub struct TransportStats {
     pub selected_remote: Option<std::net::SocketAddr>,
     pub srtp_profile: Option<&'static str>,
     pub force_mute: ForceMute,
+    /// What the peer can receive, from its transport-cc feedback (None: no feedback yet, or it did
+    /// not negotiate transport-cc).
+    pub bandwidth_estimate_bps: Option<u64>,
 }
 
 /// One layer of a video Source as the bridge receives it: what the Allocator sizes allocations with.

@@ -7,12 +7,14 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::cc::{Estimator, EstimatorConfig, FeedbackBuilder};
 use crate::domain::{ForceMute, RemoteCandidate, RouterId, TransportId, TransportState};
 use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, DtlsSetup, Fingerprint};
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
 use crate::io::Egress;
+use crate::rtcp::TransportCc;
 use crate::rtp::RtpView;
 use crate::srtp::{SrtpContext, SrtpError, SrtpProfile};
 pub use crate::stats::FailureKind;
@@ -78,6 +80,9 @@ pub struct Transport {
     /// The transport-wide sequence numbers stamped on the RTP this transport sends, when its peer
     /// negotiated transport-cc (the id is its extmap's, which the focus makes everyone's).
     tcc_out: Option<TccOut>,
+    /// Congestion control with the peer, made when it negotiated transport-cc: feedback on what it
+    /// sends, and the estimate of what it can receive.
+    cc: Option<Box<Cc>>,
     /// Test-only fault injection: the next DTLS datagram panics (proves the shard's isolation).
     #[cfg(test)]
     pub(crate) panic_on_dtls: bool,
@@ -88,6 +93,23 @@ pub struct Transport {
 struct TccOut {
     id: u8,
     next: u16,
+}
+
+/// One transport's congestion control, on the clock of its `epoch`.
+struct Cc {
+    epoch: Instant,
+    /// Arrivals of the peer's packets, for the transport-cc feedback the bridge sends it.
+    feedback: FeedbackBuilder,
+    /// What the peer can receive, from its feedback on what the bridge sends it.
+    estimator: Estimator,
+    /// Feedback from the peer that did not parse.
+    bad_feedback: u64,
+}
+
+impl Cc {
+    fn since(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.epoch)
+    }
 }
 
 /// Writes `seq` into the transport-cc extension `id` of the RTP packet in `buf` (two bytes, big endian);
@@ -146,6 +168,7 @@ impl Transport {
             counters: Counters::default(),
             force_mute: ForceMute::default(),
             tcc_out: None,
+            cc: None,
             #[cfg(test)]
             panic_on_dtls: false,
         }
@@ -375,7 +398,7 @@ impl Transport {
     #[inline]
     pub fn send_rtp(
         &mut self,
-        _now: Instant,
+        now: Instant,
         plain: &[u8],
         egress: &mut impl Egress,
         total: &mut Counters,
@@ -390,6 +413,10 @@ impl Transport {
             stamped = write_transport_cc(b, tcc.id, tcc.next);
         });
         if sent && stamped {
+            if let Some(cc) = self.cc.as_mut() {
+                let at = cc.since(now);
+                cc.estimator.on_packet_sent(tcc.next, plain.len(), at);
+            }
             if let Some(t) = self.tcc_out.as_mut() {
                 t.next = t.next.wrapping_add(1);
             }
@@ -397,14 +424,71 @@ impl Transport {
         sent
     }
 
-    /// The transport-cc header extension id of the RTP this transport sends (None: its peer did not
-    /// negotiate it). Numbering starts at 0 and goes on across changes of the id.
-    pub fn set_transport_cc_id(&mut self, id: Option<u8>) {
+    /// The transport-cc header extension id of the RTP this transport's peer sends and receives (None:
+    /// it did not negotiate it); `feedback_ssrc` is the bridge's SSRC its feedback comes from.
+    /// Numbering starts at 0 and goes on across changes of the id; the estimate too.
+    pub fn set_transport_cc_id(&mut self, now: Instant, id: Option<u8>, feedback_ssrc: u32) {
         self.tcc_out = match (id, self.tcc_out) {
             (None, _) => None,
             (Some(id), Some(t)) => Some(TccOut { id, ..t }),
             (Some(id), None) => Some(TccOut { id, next: 0 }),
         };
+        match id {
+            None => self.cc = None,
+            Some(_) if self.cc.is_none() => {
+                self.cc = Some(Box::new(Cc {
+                    epoch: now,
+                    feedback: FeedbackBuilder::new(feedback_ssrc, 0),
+                    estimator: Estimator::new(EstimatorConfig::default()),
+                    bad_feedback: 0,
+                }));
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// A packet from the peer, for the transport-cc feedback the bridge sends it.
+    #[inline]
+    pub fn on_rtp_received(&mut self, now: Instant, rtp: &RtpView<'_>) {
+        let (Some(t), Some(cc)) = (self.tcc_out, self.cc.as_mut()) else {
+            return;
+        };
+        let Some(&[hi, lo]) = rtp.extension(t.id) else {
+            return;
+        };
+        if cc.feedback.media_ssrc() == 0 {
+            cc.feedback.set_media_ssrc(rtp.ssrc());
+        }
+        let at = cc.since(now);
+        cc.feedback.on_arrival(u16::from_be_bytes([hi, lo]), at);
+    }
+
+    /// Writes the next transport-cc feedback to the peer into `out`, if any is due.
+    pub fn take_transport_feedback(&mut self, out: &mut [u8]) -> Option<usize> {
+        let cc = self.cc.as_mut()?;
+        if !cc.feedback.has_pending() {
+            return None;
+        }
+        cc.feedback.write(out).ok().flatten()
+    }
+
+    /// The peer's transport-cc feedback on what the bridge sent it: into the estimate.
+    pub fn on_transport_feedback(&mut self, now: Instant, feedback: &TransportCc<'_>) {
+        let Some(cc) = self.cc.as_mut() else {
+            return;
+        };
+        let at = cc.since(now);
+        if cc.estimator.on_feedback(feedback, at).is_err() {
+            cc.bad_feedback += 1;
+        }
+    }
+
+    /// The estimate of what the peer can receive, in bit/s, once its feedback came.
+    pub fn bandwidth_estimate(&self) -> Option<u64> {
+        let cc = self.cc.as_ref()?;
+        cc.estimator
+            .acknowledged_bps()
+            .map(|_| cc.estimator.estimate_bps())
     }
 
     /// The next transport-wide sequence number this transport will stamp, if it stamps any.
@@ -518,6 +602,7 @@ impl Transport {
             selected_remote: self.remote_addr(),
             srtp_profile: self.srtp_profile().map(|p| p.dtls_name()),
             force_mute: self.force_mute,
+            bandwidth_estimate_bps: self.bandwidth_estimate(),
         }
     }
 

@@ -79,3 +79,94 @@ fn each_receiver_gets_its_own_gapless_transport_wide_numbers() {
         .map(<[u8]>::to_vec);
     assert_eq!(level, Some(vec![0x85]));
 }
+
+/// Transport-cc feedback both ways: the bridge tells a sender what arrived (every 100 ms), and a
+/// receiver's feedback on what the bridge stamped gives that receiver a bandwidth estimate.
+#[test]
+fn feedback_goes_to_the_sender_and_the_receivers_feedback_makes_an_estimate() {
+    use sluice_core::cc::FeedbackBuilder;
+    use sluice_core::rtcp::{parse_compound, RtcpPacket};
+
+    let mut conf = common::Conference::new(2);
+    conf.set_sources(0, &[(AUDIO, MediaKind::Audio)]);
+    let ids = HeaderExtensionIds {
+        transport_cc: Some(TCC),
+        ..HeaderExtensionIds::default()
+    };
+    for transport in [10, 11] {
+        conf.shard.handle_command(
+            Instant::now(),
+            Command::SetHeaderExtensions { transport, ids },
+        );
+    }
+    conf.connect_all();
+    let t0 = Instant::now();
+    let mut receiver_feedback = FeedbackBuilder::new(0x5151, 0);
+    let mut sent = 0u16;
+    let mut seen = 0usize;
+    let deadline = t0 + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        for _ in 0..5 {
+            conf.peers[0].send_plain_rtp(&packet(sent, 100 + sent));
+            sent += 1;
+        }
+        conf.peers[0].flush();
+        conf.run_until(Duration::from_millis(20), |_| false);
+        // The receiver notes what arrived and answers with feedback, as a browser does.
+        let arrived: Vec<u16> = conf.peers[1].rtp_packets[seen..]
+            .iter()
+            .filter_map(|p| tcc_of(p))
+            .collect();
+        seen = conf.peers[1].rtp_packets.len();
+        for seq in arrived {
+            receiver_feedback.on_arrival(seq, Instant::now() - t0);
+        }
+        let mut out = [0u8; 1200];
+        while let Ok(Some(n)) = receiver_feedback.write(&mut out) {
+            conf.peers[1].send_rtcp(&out[..n]);
+        }
+    }
+    conf.run_until(Duration::from_millis(200), |_| false);
+    // The sender got the bridge's feedback, naming its own numbers (100, 101, ...).
+    let mut reported = 0usize;
+    for p in &conf.peers[0].rtcp_packets {
+        for packet in parse_compound(p).flatten() {
+            if let RtcpPacket::TransportCc(fb) = packet {
+                assert!(
+                    (100..100 + sent).contains(&fb.base_sequence_number),
+                    "{}",
+                    fb.base_sequence_number
+                );
+                reported += fb
+                    .packets()
+                    .filter_map(Result::ok)
+                    .filter(|s| s.delta_ticks.is_some())
+                    .count();
+            }
+        }
+    }
+    assert!(
+        reported >= usize::from(sent) * 9 / 10,
+        "the bridge reported {reported} of {sent} arrivals"
+    );
+    // The receiver's feedback gave its transport an estimate.
+    let stats = conf.shard.stats();
+    let receiver = stats
+        .transports
+        .iter()
+        .find(|t| t.id == 11)
+        .expect("receiver transport");
+    let sender = stats
+        .transports
+        .iter()
+        .find(|t| t.id == 10)
+        .expect("sender transport");
+    assert!(
+        receiver.bandwidth_estimate_bps.is_some_and(|b| b > 0),
+        "{receiver:?}"
+    );
+    assert_eq!(
+        sender.bandwidth_estimate_bps, None,
+        "the sender was sent nothing"
+    );
+}

@@ -80,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!((after.ssrc(), after.sequence_number()), (PRIMARY, rw.seq));
             assert_eq!(after.timestamp(), rw.timestamp);
             assert_eq!(copy.len(), bytes.len());
-            assert!(!rw.marker || after.marker(), "the marker is set where asked");
+            assert!(
+                !rw.marker || after.marker(),
+                "the marker is set where asked"
+            );
         }
         let _ = proj.keyframe_request(now);
         if let Some((l, orig)) = proj.original(meta.seq) {

@@ -294,6 +294,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
         td.set_item("srtp_profile", t.srtp_profile)?;
         td.set_item("force_mute_audio", t.force_mute.audio)?;
         td.set_item("force_mute_video", t.force_mute.video)?;
+        td.set_item("bandwidth_estimate_bps", t.bandwidth_estimate_bps)?;
         ts.set_item(t.id, td)?;
     }
     d.set_item("transports", ts)?;

@@ -118,6 +118,11 @@ impl FeedbackBuilder {
         }
     }
 
+    /// The media SSRC feedback names (0 until set).
+    pub fn media_ssrc(&self) -> u32 {
+        self.media_ssrc
+    }
+
     /// Changes the media SSRC later feedback names.
     pub fn set_media_ssrc(&mut self, media_ssrc: u32) {
         self.media_ssrc = media_ssrc;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::egress::Io;
 use super::{Shard, State};
-use crate::domain::{ForceMute, TransportId};
+use crate::domain::{ForceMute, MediaKind, TransportId};
 use crate::io::RecvBatch;
 use crate::router::Router;
 use crate::seam::{Command, Event};
@@ -141,8 +141,12 @@ impl State {
                     return true;
                 };
                 let router = t.router;
+                let feedback_ssrc = self
+                    .routers
+                    .get(&router)
+                    .map_or(0, |r| r.feedback.for_kind(MediaKind::Video));
                 if let Some(t) = self.transports.get_mut(&transport) {
-                    t.set_transport_cc_id(ids.transport_cc);
+                    t.set_transport_cc_id(now, ids.transport_cc, feedback_ssrc);
                 }
                 if let Some(r) = self.routers.get_mut(&router) {
                     r.set_header_extensions(transport, ids);

@@ -151,6 +151,8 @@ impl State {
                 return;
             }
         };
+        // Every authenticated packet counts for the sender's bandwidth estimate, forwarded or not.
+        t.on_rtp_received(now, &rtp);
         let Some(router) = self.routers.get_mut(&router_id) else {
             self.total.drop(DropReason::UnknownSsrc);
             return;

@@ -64,6 +64,8 @@ pub struct State {
     next_sweep: Instant,
     /// When the Routers' audio levels next cross the seam.
     next_levels: Instant,
+    /// When transport-cc feedback goes out next.
+    next_feedback: Instant,
     /// Seam crossings: commands handled and events handed out since start.
     commands_seen: u64,
     events_sent: u64,
@@ -127,6 +129,7 @@ impl Shard {
                 events: Vec::new(),
                 next_sweep: Instant::now(),
                 next_levels: Instant::now() + crate::router::LEVEL_TICK,
+                next_feedback: Instant::now() + rtcp::FEEDBACK_INTERVAL,
                 commands_seen: 0,
                 events_sent: 0,
             },

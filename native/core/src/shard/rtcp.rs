@@ -24,6 +24,9 @@ use crate::rtcp::{parse_compound, set_sender_ssrc, write_nack, write_pli, Nack, 
 use crate::stats::DropReason;
 use crate::transport::Protect;
 
+/// How often the bridge sends transport-cc feedback (libwebrtc: every 100 ms at low rates, down to 25).
+pub const FEEDBACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Sequence numbers kept when a NACK is rewritten without force-muted ones (the rest is best effort).
 const MAX_NACK_KEPT: usize = 256;
 
@@ -86,6 +89,11 @@ impl State {
                     }
                 }
                 RtcpPacket::Nack(nack) => self.on_nack(router, id, &nack, io),
+                RtcpPacket::TransportCc(feedback) => {
+                    if let Some(t) = self.transports.get_mut(&id) {
+                        t.on_transport_feedback(now, &feedback);
+                    }
+                }
                 _ => {}
             }
         }
@@ -262,6 +270,25 @@ impl State {
         dst.copy_from_slice(packet);
         set_sender_ssrc(dst, sender);
         self.send_rtcp(owner, &out[..packet.len()], io);
+    }
+
+    /// Sends each transport whose peer negotiated transport-cc the feedback on what arrived since the
+    /// last, every FEEDBACK_INTERVAL (as browsers do, so their own estimators work against the bridge).
+    pub(super) fn send_transport_feedback(&mut self, now: Instant, io: &mut Io) {
+        if now < self.next_feedback {
+            return;
+        }
+        self.next_feedback = now + FEEDBACK_INTERVAL;
+        let mut out = [0u8; MAX_DATAGRAM];
+        for t in self.transports.values_mut() {
+            // A few packets per interval at most; the writer bounds each.
+            for _ in 0..4 {
+                let Some(n) = t.take_transport_feedback(&mut out) else {
+                    break;
+                };
+                t.send_protected(Protect::Rtcp, &out[..n], io, &mut self.total);
+            }
+        }
     }
 
     /// Sends each sender the bridge's reports on the SSRCs it sends (one per media kind), every

@@ -141,6 +141,8 @@ impl State {
             }
         }
         self.send_receiver_reports(now, io);
+        self.send_transport_feedback(now, io);
+        next = next.min(self.next_feedback);
         for r in self.routers.values() {
             if let Some(at) = r.next_report {
                 next = next.min(at);
