@@ -68,6 +68,7 @@ class BridgeApp:
             self.bridge,
             settings.allocation_settings(),
             bandwidth_bps=settings.cc_receiver_bandwidth_bps,
+            trust_bwe=settings.cc_trust_bwe,
             speakers=self.speakers,
         )
         #: Drain, graceful shutdown and idle expiry; `lifecycle.finished` says when to exit.

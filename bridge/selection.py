@@ -114,6 +114,7 @@ class Selection:
         settings: AllocationSettings | None = None,
         *,
         bandwidth_bps: int = 2_500_000,
+        trust_bwe: bool = True,
         stats: AllocationStats | None = None,
         speakers: Speakers | None = None,
     ) -> None:
@@ -122,6 +123,9 @@ class Selection:
         self.bridge = bridge
         self.settings = settings or AllocationSettings()
         self.bandwidth_bps = bandwidth_bps
+        #: Whether a receiver's own estimate replaces `bandwidth_bps` once the packet path has one.
+        self.trust_bwe = trust_bwe
+        self._estimates: dict[int, int] = {}
         self.stats = stats if stats is not None else AllocationStats()
         #: Speech activity, for the speaker order (None: join order).
         self.speakers = speakers
@@ -151,7 +155,21 @@ class Selection:
                 )
             )
         self._layers = layers
+        estimates: dict[int, int] = {}
+        transports = snapshot.get("transports")
+        for tid, t in transports.items() if isinstance(transports, dict) else []:
+            bps = t.get("bandwidth_estimate_bps") if isinstance(t, dict) else None
+            if isinstance(bps, int) and bps > 0:
+                estimates[int(tid)] = bps
+        self._estimates = estimates
         return [c for c in list(self.bridge.conferences.values()) if self.run(now, c)]
+
+    def bandwidth_of(self, ep: Endpoint) -> int:
+        """What `ep` can receive: its transport-cc estimate with `trust-bwe` once it has one, else the
+        configured figure."""
+        if self.trust_bwe:
+            return self._estimates.get(ep.transport_id, self.bandwidth_bps)
+        return self.bandwidth_bps
 
     def run(self, now: float, conference: Conference) -> bool:
         """Reallocates one conference; sends each changed receiver's allocation across the seam. Returns
@@ -164,7 +182,7 @@ class Selection:
             allocator = self._allocators[conference.id] = Allocator(self.settings, stats=self.stats)
         endpoints = list(conference.endpoints.values())
         receivers = [
-            Receiver(ep.id, self.bandwidth_bps, replace(ep.video_constraints, last_n=ep.last_n))
+            Receiver(ep.id, self.bandwidth_of(ep), replace(ep.video_constraints, last_n=ep.last_n))
             for ep in endpoints
             if not ep.closed
         ]

@@ -375,6 +375,7 @@ _KEYS: dict[str, Parse] = {
     "videobridge.cc.initial-last-n": _last_n,
     "videobridge.cc.assumed-bandwidth-limit": _bitrate,
     "videobridge.cc.receiver-bandwidth": _bitrate,  # sluice
+    "videobridge.cc.trust-bwe": _bool,
     "videobridge.speech-activity.recent-speakers-count": _count,
     "videobridge.speech-activity.enable-silence-detection": _bool,
     "videobridge.speech-activity.silence-detection-timeout": _duration,
@@ -526,6 +527,8 @@ class Settings:
     cc_assumed_bandwidth_limit_bps: int | None = _CC.assumed_bandwidth_limit_bps
     #: Every receiver's available bandwidth until congestion control estimates it (jvb's initial estimate).
     cc_receiver_bandwidth_bps: int = 2_500_000
+    #: Allocate within a receiver's transport-cc estimate once it has one (jvb's `trust-bwe`).
+    cc_trust_bwe: bool = True
     #: How often layer bitrates are read from the packet path and every conference reallocated.
     cc_allocation_interval: float = 1.0
     #: Dominant speaker detection, `[videobridge.speech-activity]` (bridge/speakers.py).
@@ -784,6 +787,7 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
             "videobridge.cc.receiver-bandwidth", defaults.cc_receiver_bandwidth_bps
         ),
         cc_allocation_interval=get("videobridge.cc.allocation-interval", defaults.cc_allocation_interval),
+        cc_trust_bwe=get("videobridge.cc.trust-bwe", defaults.cc_trust_bwe),
         recent_speakers_count=get(
             "videobridge.speech-activity.recent-speakers-count", defaults.recent_speakers_count
         ),

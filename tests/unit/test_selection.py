@@ -1,0 +1,95 @@
+"""bridge.selection over a registry with a fake packet path: the sublayer figures become the Allocator's
+layers, and a receiver's transport-cc estimate becomes its bandwidth (`trust-bwe`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.changes import CreateConference, CreateEndpoint, UpdateEndpoint
+from bridge.channel import ReceiverVideoConstraints, VideoConstraints
+from bridge.description import Source, SsrcGroup
+from bridge.selection import Selection, Sublayer, allocation_layers
+from tests.helpers.fake_native import fake_bridge
+
+
+def _figures(router: int, transport: int) -> list[dict[str, object]]:
+    """A 3-layer simulcast source with 3 temporal layers each, as the packet path reports it."""
+    out: list[dict[str, object]] = []
+    for layer, (height, bps) in enumerate(((180, 150_000), (360, 500_000), (720, 1_500_000))):
+        for t, (share, fps) in enumerate(((0.5, 7.5), (0.2, 7.5), (0.3, 15.0))):
+            out.append(
+                {
+                    "router": router,
+                    "transport": transport,
+                    "source": "a-v0",
+                    "layer": layer,
+                    "spatial": 0,
+                    "temporal": t,
+                    "bitrate_bps": int(bps * share),
+                    "frame_rate": fps,
+                    "height": height,
+                }
+            )
+    return out
+
+
+def test_sublayers_become_layers_that_cost_what_they_need() -> None:
+    simulcast = [
+        Sublayer(layer, 0, t, 100 * (layer + 1), 10.0, 180 << layer) for layer in range(2) for t in range(2)
+    ]
+    layers = allocation_layers(simulcast)
+    assert [(la.spatial, la.temporal, la.height, la.frame_rate, la.bitrate_bps) for la in layers] == [
+        (0, 0, 180, 10.0, 100),
+        (0, 1, 180, 20.0, 200),
+        (1, 0, 360, 10.0, 200),
+        (1, 1, 360, 20.0, 400),
+    ]
+    # One SSRC with SVC: a spatial layer needs the ones below it; its frame rate is its own frames'.
+    svc = [Sublayer(0, s, t, 100, 15.0, 180 << s) for s in range(2) for t in range(2)]
+    layers = allocation_layers(svc)
+    assert [(la.spatial, la.temporal, la.bitrate_bps, la.frame_rate) for la in layers] == [
+        (0, 0, 100, 15.0),
+        (0, 1, 200, 30.0),
+        (1, 0, 200, 15.0),
+        (1, 1, 400, 30.0),
+    ]
+    # A layer whose own packets stopped is not received, whatever the layers below bring.
+    stopped = [Sublayer(0, 0, 0, 100, 15.0, 180), Sublayer(0, 0, 1, 0, 0.0, 180)]
+    assert [la.bitrate_bps for la in allocation_layers(stopped)] == [100, 0]
+
+
+def _call(trust_bwe: bool) -> tuple[Selection, dict[str, Any]]:
+    bridge, _native = fake_bridge()
+    sources = (Source("video", (1, 2, 3), "a-v0", (SsrcGroup("SIM", (1, 2, 3)),)),)
+    bridge.apply([CreateConference("m"), CreateEndpoint("m", "a"), CreateEndpoint("m", "b")])
+    bridge.apply([UpdateEndpoint("m", "a", sources=sources)])
+    conference = bridge.conference_by_meeting("m")
+    assert conference is not None
+    a, b = conference.endpoints["a"], conference.endpoints["b"]
+    # b asks 720p of everyone: only the bandwidth can hold it lower.
+    b.video_constraints = ReceiverVideoConstraints(default_constraints=VideoConstraints(720))
+    selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=trust_bwe)
+    snapshot: dict[str, object] = {
+        "layers": _figures(conference.router_id, a.transport_id),
+        # Receiver b's transport-cc estimate: 400 kbit/s.
+        "transports": {b.transport_id: {"bandwidth_estimate_bps": 400_000}, a.transport_id: {}},
+    }
+    selection.on_stats(1.0, snapshot)
+    (last,) = selection.history(conference.id, "b")[-1:]
+    return selection, last
+
+
+def test_a_receivers_estimate_is_its_bandwidth_with_trust_bwe() -> None:
+    _, last = _call(trust_bwe=True)
+    assert last["bandwidth_bps"] == 400_000
+    (source,) = last["sources"]
+    # 400 kbit/s: 180p at 30 frames/s; 360p would need 30 frames/s too for a camera (500 kbit/s).
+    assert (source["layer"]["height"], source["layer"]["frame_rate"]) == (180, 30.0), last
+    assert last["total_bps"] <= 400_000
+
+
+def test_without_trust_bwe_the_configured_bandwidth_stays() -> None:
+    _, last = _call(trust_bwe=False)
+    assert last["bandwidth_bps"] == 10_000_000
+    (source,) = last["sources"]
+    assert source["layer"]["height"] == 720, "the estimate was ignored"
