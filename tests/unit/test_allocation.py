@@ -776,7 +776,8 @@ def test_bitrates_in_jvb_spelling(text: object, bps: int) -> None:
         ("default-max-height-px = -1", "videobridge.cc.default-max-height-px: -1"),
         ("onstage-preferred-framerate = 0", "videobridge.cc.onstage-preferred-framerate: 0"),
         ("allow-oversend-onstage = 'yes'", "videobridge.cc.allow-oversend-onstage: 'yes'"),
-        ("trust-bwe = true", "unknown key videobridge.cc.trust-bwe"),
+        ("trust-bwe = 'yes'", "videobridge.cc.trust-bwe: 'yes'"),
+        ("use-vla-target-bitrate = true", "unknown key videobridge.cc.use-vla-target-bitrate"),
     ],
 )
 def test_bad_cc_settings_name_key_and_value(line: str, message: str) -> None:
