@@ -114,7 +114,7 @@ class Selection:
         settings: AllocationSettings | None = None,
         *,
         bandwidth_bps: int = 2_500_000,
-        trust_bwe: bool = True,
+        trust_bwe: bool = False,
         stats: AllocationStats | None = None,
         speakers: Speakers | None = None,
     ) -> None:

@@ -57,12 +57,10 @@ export const SIMULCAST_LAYERS = Object.freeze([
 // maxBitrate); loss in the bridge's receiver reports still brings it down.
 export const START_BITRATE_KBPS = SIMULCAST_LAYERS.reduce((sum, l) => sum + l.maxBitrate, 0) / 1000;
 
-// Our bridge sends no transport-wide congestion control feedback (nor REMB) yet. With transport-cc
-// negotiated, Chrome counts every packet in flight until that feedback acknowledges it, and its congestion
-// window then throttles the encoder to its minimum within seconds: only the 180p layer stays on. Without
-// it, Chrome's estimate follows the loss in the bridge's receiver reports. Turn it back on once the bridge
-// answers transport-cc.
-export const NEGOTIATE_TRANSPORT_CC = false;
+// Transport-wide congestion control, as Jitsi Meet negotiates it: the bridge answers with transport-cc
+// feedback every 100 ms, which Chrome's send-side estimator needs (without it, Chrome counts every packet
+// in flight and throttles the encoder to its minimum), and estimates what we can receive from ours.
+export const NEGOTIATE_TRANSPORT_CC = true;
 
 /**
  * Which of our camera's encodings stay on when the bridge says `maxHeight` is the most any receiver wants of
