@@ -33,23 +33,30 @@ fn tcc_of(packet: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*ext.first()?, *ext.get(1)?]))
 }
 
-#[test]
-fn each_receiver_gets_its_own_gapless_transport_wide_numbers() {
-    let mut conf = common::Conference::new(3);
+/// `n` connected peers, peer 0 sending the audio SSRC; `negotiated` transports have transport-cc (and
+/// audio levels at id 1).
+fn call(n: usize, negotiated: &[u64]) -> common::Conference {
+    let mut conf = common::Conference::new(n);
     conf.set_sources(0, &[(AUDIO, MediaKind::Audio)]);
     let ids = HeaderExtensionIds {
         audio_level: Some(1),
         transport_cc: Some(TCC),
         ..HeaderExtensionIds::default()
     };
-    // The sender and receiver 1 negotiated transport-cc; receiver 2 did not.
-    for transport in [10, 11] {
+    for &transport in negotiated {
         conf.shard.handle_command(
             Instant::now(),
             Command::SetHeaderExtensions { transport, ids },
         );
     }
     conf.connect_all();
+    conf
+}
+
+#[test]
+fn each_receiver_gets_its_own_gapless_transport_wide_numbers() {
+    // The sender and receiver 1 negotiated transport-cc; receiver 2 did not.
+    let mut conf = call(3, &[10, 11]);
     for i in 0..50u16 {
         // The sender's own numbers, with gaps (it numbers its video too).
         conf.peers[0].send_plain_rtp(&packet(i, 7000 + 3 * i));
@@ -87,19 +94,7 @@ fn feedback_goes_to_the_sender_and_the_receivers_feedback_makes_an_estimate() {
     use sluice_core::cc::FeedbackBuilder;
     use sluice_core::rtcp::{parse_compound, RtcpPacket};
 
-    let mut conf = common::Conference::new(2);
-    conf.set_sources(0, &[(AUDIO, MediaKind::Audio)]);
-    let ids = HeaderExtensionIds {
-        transport_cc: Some(TCC),
-        ..HeaderExtensionIds::default()
-    };
-    for transport in [10, 11] {
-        conf.shard.handle_command(
-            Instant::now(),
-            Command::SetHeaderExtensions { transport, ids },
-        );
-    }
-    conf.connect_all();
+    let mut conf = call(2, &[10, 11]);
     let t0 = Instant::now();
     let mut receiver_feedback = FeedbackBuilder::new(0x5151, 0);
     let mut sent = 0u16;
