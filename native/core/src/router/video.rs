@@ -302,11 +302,10 @@ impl Router {
                     total.drop(DropReason::Filtered);
                 }
             }
-            // Once a frame is often enough to ask again (at most once a second anyway).
-            if meta.frame_start {
-                if let Some(l) = proj.keyframe_request(now) {
-                    *keyframe_wanted = vs.layers.get(usize::from(l)).map(|l| l.ssrc);
-                }
+            // Every packet: H.264 marks no frame starts but keyframes, and a waiting receiver must ask
+            // again if its first request was lost (at most once a second; a few compares otherwise).
+            if let Some(l) = proj.keyframe_request(now) {
+                *keyframe_wanted = vs.layers.get(usize::from(l)).map(|l| l.ssrc);
             }
         }
         queued
