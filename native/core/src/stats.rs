@@ -117,6 +117,8 @@ pub struct Counters {
     pub rtp_out: u64,
     pub rtcp_in: u64,
     pub rtcp_out: u64,
+    /// Sequence numbers the bridge asked this sender for in its own NACKs (what it did not receive).
+    pub nack_requested: u64,
     drops: [u64; DROP_REASONS.len()],
 }
 

@@ -261,21 +261,27 @@ fn nacks_reach_the_layer_and_its_rtx_fills_the_receivers_gap() {
         "a receiver allocated nothing gets nothing"
     );
 
-    // The receiver NACKs 1002 on the primary SSRC; the sender is asked for 1002 of layer 0.
+    // The bridge asks for 1002 on its own (it did not receive it either), three times, then gives up.
+    let nacks = |peer: &common::TestPeer| -> Vec<(u32, Vec<u16>)> {
+        peer.rtcp_packets
+            .iter()
+            .flat_map(|c| parse_compound(c).filter_map(Result::ok).collect::<Vec<_>>())
+            .filter_map(|p| match p {
+                RtcpPacket::Nack(n) => Some((n.media_ssrc, n.lost_sequence_numbers().collect())),
+                _ => None,
+            })
+            .collect()
+    };
+    conf.run_until(Duration::from_millis(400), |_| false);
+    let own = nacks(&conf.peers[0]);
+    assert_eq!(own, vec![(LAYERS[0], vec![1002]); 3]);
+
+    // The receiver NACKs 1002 on the primary SSRC; the sender is asked for 1002 of layer 0 once more.
     let mut nack = [0u8; 64];
     let n = write_nack(&mut nack, 0x5151, LAYERS[0], &[1002]).expect("nack");
     conf.peers[1].send_rtcp(&nack[..n]);
     settle(&mut conf);
-    let asked: Vec<(u32, Vec<u16>)> = conf.peers[0]
-        .rtcp_packets
-        .iter()
-        .flat_map(|c| parse_compound(c).filter_map(Result::ok).collect::<Vec<_>>())
-        .filter_map(|p| match p {
-            RtcpPacket::Nack(n) => Some((n.media_ssrc, n.lost_sequence_numbers().collect())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(asked, [(LAYERS[0], vec![1002])]);
+    assert_eq!(nacks(&conf.peers[0]), vec![(LAYERS[0], vec![1002]); 4]);
 
     // The sender retransmits on RTX (OSN 1002, then the payload): the receiver gets 1002 on the primary.
     let mut rtx = vec![(1002u16 >> 8) as u8, 1002u16 as u8];

@@ -260,6 +260,7 @@ fn counters_dict<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyDi
     d.set_item("rtp_out", c.rtp_out)?;
     d.set_item("rtcp_in", c.rtcp_in)?;
     d.set_item("rtcp_out", c.rtcp_out)?;
+    d.set_item("nack_requested", c.nack_requested)?;
     let drops = PyDict::new(py);
     for (k, v) in c.drop_map() {
         drops.set_item(k, v)?;

@@ -2,11 +2,14 @@
 //! receives ([`FeedbackBuilder`]), and a GCC-style send-side bandwidth estimator per receiver, fed
 //! by the transport-cc feedback that receiver sends about what the bridge forwarded ([`Estimator`]).
 //!
-//! Both take time as a [`std::time::Duration`] since an epoch the caller chooses (the same epoch
+//! [`NackTracker`] keeps what the bridge did not receive of a sender's video, for its own NACKs.
+//!
+//! The first two take time as a [`std::time::Duration`] since an epoch the caller chooses (the same epoch
 //! for every call on one value); neither reads a clock, and neither allocates after construction.
 
 mod estimator;
 mod feedback;
+pub mod nack;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod oracle;
 
@@ -17,6 +20,7 @@ pub use estimator::{
     BandwidthUsage, Estimator, EstimatorConfig, EstimatorStats, RateControlState, HISTORY,
 };
 pub use feedback::{FeedbackBuilder, FeedbackCounters, FeedbackLimits, WINDOW};
+pub use nack::NackTracker;
 
 /// Extends 16-bit transport-wide sequence numbers to 64 bits: each one is taken as the value
 /// nearest to the highest seen so far (at most 32767 behind or 32768 ahead).

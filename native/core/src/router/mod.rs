@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSource};
 
+use crate::cc::NackTracker;
 use crate::codec::av1::{Av1Descriptor, Av1Structure, Dti};
 use crate::domain::{
     Codec, FeedbackSsrcs, ForceMute, HeaderExtensionIds, IdMap, Layer, MediaKind, PayloadMap,
@@ -101,6 +102,8 @@ pub struct Producer {
     pub levels: LevelMeter,
     /// AV1: the template dependency structure its last keyframe's dependency descriptor carried.
     pub av1: Option<Box<Av1Structure>>,
+    /// Video: what did not arrive, for the bridge's own NACKs to the sender (made on its first packet).
+    pub nack: Option<Box<NackTracker>>,
 }
 
 /// How often a Router's audio levels cross the seam.
@@ -374,6 +377,11 @@ impl Router {
                     .on_packet(now, rtp.sequence_number(), rtp.timestamp());
                 p.packets += 1;
                 p.rate.on_packet(now, rtp.as_bytes().len());
+                if p.kind == MediaKind::Video {
+                    p.nack
+                        .get_or_insert_with(|| Box::new(NackTracker::new()))
+                        .on_packet(rtp.sequence_number(), now);
+                }
                 if let Some(id) = self.extensions.get(&from).and_then(|e| e.audio_level) {
                     if let Some(&byte) = rtp.extension(id).and_then(<[u8]>::first) {
                         p.levels.add(byte);
@@ -422,6 +430,10 @@ impl Router {
                 let Ok(original) = RtpView::parse(&buf[..n]) else {
                     return Err(DropReason::RtpMalformed);
                 };
+                // A retransmission the bridge (or a receiver) asked for: no longer missing.
+                if let Some(t) = self.producers.get_mut(&ssrc).and_then(|p| p.nack.as_mut()) {
+                    t.on_packet(original.sequence_number(), now);
+                }
                 let codec = self.codec_of(from, apt);
                 Ok(self.forward_video(
                     now, from, source, layer, codec, &original, true, transports, egress, total,
@@ -542,6 +554,23 @@ impl Router {
                 meta.frame_start = false;
             }
         }
+    }
+
+    /// The bridge's own NACKs due now: (sender transport, SSRC, sequence numbers) for each video stream
+    /// with packets missing (`cc::nack`).
+    pub fn due_nacks(&mut self, now: Instant) -> Vec<(TransportId, u32, Vec<u16>)> {
+        let mut out = Vec::new();
+        for (&ssrc, p) in self.producers.iter_mut() {
+            let Some(t) = p.nack.as_mut().filter(|t| t.missing() > 0) else {
+                continue;
+            };
+            let mut seqs = Vec::new();
+            t.due(now, None, &mut seqs);
+            if !seqs.is_empty() {
+                out.push((p.transport, ssrc, seqs));
+            }
+        }
+        out
     }
 
     /// Every audio SSRC's levels since the last call, and resets them; empty when no level came.
@@ -691,6 +720,7 @@ impl Router {
                                 route: Route::Plain,
                                 rate: RateMeter::default(),
                                 sublayers: None,
+                                nack: None,
                                 levels: LevelMeter::default(),
                                 av1: None,
                             },

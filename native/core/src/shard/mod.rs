@@ -66,6 +66,8 @@ pub struct State {
     next_levels: Instant,
     /// When transport-cc feedback goes out next.
     next_feedback: Instant,
+    /// When the bridge's own NACKs are looked at next.
+    next_nack: Instant,
     /// Seam crossings: commands handled and events handed out since start.
     commands_seen: u64,
     events_sent: u64,
@@ -130,6 +132,7 @@ impl Shard {
                 next_sweep: Instant::now(),
                 next_levels: Instant::now() + crate::router::LEVEL_TICK,
                 next_feedback: Instant::now() + rtcp::FEEDBACK_INTERVAL,
+                next_nack: Instant::now() + rtcp::NACK_INTERVAL,
                 commands_seen: 0,
                 events_sent: 0,
             },

@@ -27,6 +27,9 @@ use crate::transport::Protect;
 /// How often the bridge sends transport-cc feedback (libwebrtc: every 100 ms at low rates, down to 25).
 pub const FEEDBACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How often the bridge's own NACKs go out (each missing packet is asked at most every `cc::nack::RETRY`).
+pub const NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Sequence numbers kept when a NACK is rewritten without force-muted ones (the rest is best effort).
 const MAX_NACK_KEPT: usize = 256;
 
@@ -287,6 +290,30 @@ impl State {
                     break;
                 };
                 t.send_protected(Protect::Rtcp, &out[..n], io, &mut self.total);
+            }
+        }
+    }
+
+    /// Sends each video sender the bridge's own NACKs for what it did not receive (`cc::nack`), every
+    /// NACK_INTERVAL.
+    pub(super) fn send_nacks(&mut self, now: Instant, io: &mut Io) {
+        if now < self.next_nack {
+            return;
+        }
+        self.next_nack = now + NACK_INTERVAL;
+        let mut out = [0u8; MAX_DATAGRAM];
+        for r in self.routers.values_mut() {
+            let sender_ssrc = r.feedback.for_kind(MediaKind::Video);
+            for (transport, ssrc, seqs) in r.due_nacks(now) {
+                let Ok(n) = write_nack(&mut out, sender_ssrc, ssrc, &seqs) else {
+                    continue;
+                };
+                if let Some(t) = self.transports.get_mut(&transport) {
+                    if t.send_protected(Protect::Rtcp, &out[..n], io, &mut self.total) {
+                        t.counters.nack_requested += seqs.len() as u64;
+                        self.total.nack_requested += seqs.len() as u64;
+                    }
+                }
             }
         }
     }

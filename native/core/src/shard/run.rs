@@ -143,6 +143,8 @@ impl State {
         self.send_receiver_reports(now, io);
         self.send_transport_feedback(now, io);
         next = next.min(self.next_feedback);
+        self.send_nacks(now, io);
+        next = next.min(self.next_nack);
         for r in self.routers.values() {
             if let Some(at) = r.next_report {
                 next = next.min(at);
