@@ -65,6 +65,20 @@ pub struct Fields {
     pub sizes: [Option<(u16, u16)>; MAX_SPATIAL],
 }
 
+impl Fields {
+    /// Where a VP8 or VP9 descriptor's PictureID and TL0PICIDX sit in the packet, from their offsets in
+    /// the payload (`field_offsets`) and the header's length.
+    fn place_picture_fields(
+        &mut self,
+        header_len: usize,
+        (pid_at, tl0_at): (Option<usize>, Option<usize>),
+        width: Option<PictureIdWidth>,
+    ) {
+        self.picture_id_at = pid_at.zip(width).map(|(at, w)| (header_len + at, w));
+        self.tl0picidx_at = tl0_at.map(|at| header_len + at);
+    }
+}
+
 /// The fields of a video packet a Projection needs, from its payload as `codec` says, and where they
 /// sit. A payload that does not parse as its codec is no switch point and has nothing to rewrite.
 #[inline]
@@ -82,9 +96,7 @@ pub fn packet_meta(codec: Codec, layer: u8, rtp: &RtpView<'_>) -> (PacketMeta, F
                 m.temporal_switch = d.layer_sync;
                 m.picture_id = d.picture_id.zip(d.picture_id_width);
                 m.tl0picidx = d.tl0picidx;
-                let (pid_at, tl0_at) = vp8::field_offsets(&d);
-                f.picture_id_at = pid_at.zip(d.picture_id_width).map(|(at, w)| (hl + at, w));
-                f.tl0picidx_at = tl0_at.map(|at| hl + at);
+                f.place_picture_fields(hl, vp8::field_offsets(&d), d.picture_id_width);
                 if m.switch_point {
                     f.sizes[0] = payload.get(d.header_len..).and_then(vp8::keyframe_size);
                 }
@@ -100,9 +112,7 @@ pub fn packet_meta(codec: Codec, layer: u8, rtp: &RtpView<'_>) -> (PacketMeta, F
                 m.temporal_switch = d.switching_up_point;
                 m.picture_id = d.picture_id.zip(d.picture_id_width);
                 m.tl0picidx = d.tl0picidx;
-                let (pid_at, tl0_at) = vp9::field_offsets(&d);
-                f.picture_id_at = pid_at.zip(d.picture_id_width).map(|(at, w)| (hl + at, w));
-                f.tl0picidx_at = tl0_at.map(|at| hl + at);
+                f.place_picture_fields(hl, vp9::field_offsets(&d), d.picture_id_width);
                 if let Some(ss) = &d.scalability_structure {
                     for (slot, r) in f.sizes.iter_mut().zip(ss.resolutions()) {
                         *slot = Some((r.width, r.height));
