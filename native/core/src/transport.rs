@@ -112,23 +112,34 @@ impl Cc {
     }
 }
 
-/// Writes `seq` into the transport-cc extension `id` of the RTP packet in `buf` (two bytes, big endian);
-/// false when the packet has no such extension of that size.
-#[inline]
-fn write_transport_cc(buf: &mut [u8], id: u8, seq: u16) -> bool {
-    let at = match RtpView::parse(buf) {
-        Ok(v) => match v.extension(id) {
-            Some(ext) if ext.len() == 2 => ext.as_ptr() as usize - buf.as_ptr() as usize,
-            _ => return false,
-        },
-        Err(_) => return false,
-    };
-    match buf.get_mut(at..at + 2) {
-        Some(b) => {
-            b.copy_from_slice(&seq.to_be_bytes());
-            true
+/// Where one forwarded packet's transport-cc extension sits: found on the first copy that needs it and
+/// kept for the others (a copy's rewrite never moves its header extensions).
+pub struct TccOffset<'a> {
+    packet: &'a [u8],
+    found: Option<(u8, Option<usize>)>,
+}
+
+impl<'a> TccOffset<'a> {
+    pub fn new(packet: &'a [u8]) -> Self {
+        TccOffset {
+            packet,
+            found: None,
         }
-        None => false,
+    }
+
+    /// The offset of the two-byte extension `id`, if the packet carries it at that size.
+    #[inline]
+    fn at(&mut self, id: u8) -> Option<usize> {
+        if let Some((_, at)) = self.found.filter(|(i, _)| *i == id) {
+            return at;
+        }
+        let at = RtpView::parse(self.packet)
+            .ok()
+            .and_then(|v| v.extension(id))
+            .filter(|ext| ext.len() == 2)
+            .map(|ext| ext.as_ptr() as usize - self.packet.as_ptr() as usize);
+        self.found = Some((id, at));
+        at
     }
 }
 
@@ -400,6 +411,7 @@ impl Transport {
         &mut self,
         now: Instant,
         plain: &[u8],
+        offset: &mut TccOffset<'_>,
         egress: &mut impl Egress,
         total: &mut Counters,
         rewrite: impl FnOnce(&mut [u8]),
@@ -407,10 +419,14 @@ impl Transport {
         let Some(tcc) = self.tcc_out else {
             return self.send_rewritten(Protect::Rtp, plain, egress, total, rewrite);
         };
+        let at = offset.at(tcc.id);
         let mut stamped = false;
         let sent = self.send_rewritten(Protect::Rtp, plain, egress, total, |b| {
             rewrite(b);
-            stamped = write_transport_cc(b, tcc.id, tcc.next);
+            if let Some(field) = at.and_then(|at| b.get_mut(at..at + 2)) {
+                field.copy_from_slice(&tcc.next.to_be_bytes());
+                stamped = true;
+            }
         });
         if sent && stamped {
             if let Some(cc) = self.cc.as_mut() {

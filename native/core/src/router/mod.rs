@@ -22,7 +22,7 @@ use crate::projection::PacketMeta;
 use crate::rtcp::{write_receiver_report, write_sdes_cname, ReportBlock};
 use crate::rtp::{ReceiverStats, RtpView};
 use crate::stats::{Counters, DropReason};
-use crate::transport::{Protect, Transport};
+use crate::transport::{Protect, TccOffset, Transport};
 
 /// How often the bridge sends its own receiver reports to each sender (RFC 3550 6.2 allows 5 s;
 /// WebRTC senders use them for loss-based rate control, so we report faster).
@@ -612,6 +612,7 @@ impl Router {
         total: &mut Counters,
     ) -> usize {
         let mut queued = 0;
+        let mut tcc = TccOffset::new(packet);
         for &m in &self.members {
             if m == from {
                 continue;
@@ -620,7 +621,7 @@ impl Router {
                 continue;
             };
             let sent = match kind {
-                Protect::Rtp => r.send_rtp(now, packet, egress, total, |_| {}),
+                Protect::Rtp => r.send_rtp(now, packet, &mut tcc, egress, total, |_| {}),
                 Protect::Rtcp => r.send_protected(kind, packet, egress, total),
             };
             if sent {

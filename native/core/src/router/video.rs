@@ -18,7 +18,7 @@ use crate::projection::{PacketMeta, Projection, Rewrite, Target, Verdict, ALL};
 use crate::rtcp::write_sender_report;
 use crate::rtp::{set_payload_type, set_sequence_number, set_ssrc, set_timestamp, RtpView};
 use crate::stats::{Counters, DropReason, LayerStats, WaitingStats};
-use crate::transport::{Protect, Transport};
+use crate::transport::{Protect, TccOffset, Transport};
 
 /// Where one Producer's packets go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,6 +280,7 @@ impl Router {
             return 0;
         };
         let primary = vs.primary();
+        let mut tcc = TccOffset::new(packet);
         let mut queued = 0;
         for &m in members.iter() {
             if m == from {
@@ -300,7 +301,7 @@ impl Router {
             };
             match proj.on_packet(now, MediaKind::Video.clock_rate(), meta) {
                 Verdict::Forward(rw) => {
-                    let sent = r.send_rtp(now, packet, egress, total, |b| {
+                    let sent = r.send_rtp(now, packet, &mut tcc, egress, total, |b| {
                         apply_rewrite(b, primary, fields, &rw)
                     });
                     if sent {
