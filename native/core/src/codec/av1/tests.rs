@@ -210,6 +210,26 @@ fn dtis_of(t: &Av1Template, count: usize) -> Vec<Dti> {
     (0..count).map(|dt| t.dti(dt)).collect()
 }
 
+/// The structure has exactly the table's templates, each with its row's layers, frame differences,
+/// chains and DTIs.
+fn assert_rows<const CHAINS: usize, const TARGETS: usize>(
+    s: &Av1Structure,
+    table: &[Row<CHAINS, TARGETS>],
+) {
+    assert_eq!(s.templates().len(), table.len());
+    for &(idx, sid, tid, fdiffs, chains, dtis) in table {
+        let t = s.template(idx).expect("in the structure");
+        assert_eq!(
+            (t.spatial_id(), t.temporal_id()),
+            (sid, tid),
+            "template {idx}"
+        );
+        assert_eq!(t.fdiffs(), fdiffs, "template {idx}");
+        assert_eq!(chains_of(t, CHAINS), chains, "template {idx}");
+        assert_eq!(dtis_of(t, TARGETS), dtis, "template {idx}");
+    }
+}
+
 fn chains_of(t: &Av1Template, count: usize) -> Vec<u8> {
     (0..count).map(|c| t.chain_fdiff(c)).collect()
 }
@@ -333,18 +353,9 @@ fn a10_2_1_l1t3_structure() {
         (4, 0, 2, &[1], [1], [D, N, N]),
         (5, 0, 2, &[1], [3], [D, N, N]),
     ];
-    assert_eq!(s.templates().len(), table.len());
-    for (idx, sid, tid, fdiffs, chains, dtis) in table {
-        let t = s.template(idx).expect("in the structure");
-        assert_eq!(
-            (t.spatial_id(), t.temporal_id()),
-            (sid, tid),
-            "template {idx}"
-        );
-        assert_eq!(t.fdiffs(), fdiffs, "template {idx}");
-        assert_eq!(chains_of(t, 1), chains, "template {idx}");
-        assert_eq!(dtis_of(t, 3), dtis, "template {idx}");
-        assert_eq!(t.dti(3), N);
+    assert_rows(&s, &table);
+    for (idx, ..) in table {
+        assert_eq!(s.template(idx).expect("in the structure").dti(3), N);
     }
 }
 
@@ -416,18 +427,7 @@ fn a10_2_2_l3t3_full_svc_structure() {
         (14, 2, 2, &[3, 1], [5, 4, 3], [D, N, N, N, N, N, N, N, N]),
         (15, 2, 2, &[3, 1], [11, 10, 9], [D, N, N, N, N, N, N, N, N]),
     ];
-    assert_eq!(s.templates().len(), table.len());
-    for (idx, sid, tid, fdiffs, chains, dtis) in table {
-        let t = s.template(idx).expect("in the structure");
-        assert_eq!(
-            (t.spatial_id(), t.temporal_id()),
-            (sid, tid),
-            "template {idx}"
-        );
-        assert_eq!(t.fdiffs(), fdiffs, "template {idx}");
-        assert_eq!(chains_of(t, 3), chains, "template {idx}");
-        assert_eq!(dtis_of(t, 9), dtis, "template {idx}");
-    }
+    assert_rows(&s, &table);
 
     // A later packet of a VGA frame at 30 fps only (template 9): S1 T2, its resolution.
     let d = Av1Descriptor::parse(&mandatory(false, true, 9, 1003), &mut s).expect("valid");
@@ -833,4 +833,15 @@ fn a8_2_keyframe_descriptor_as_chrome_sends_it() {
         (d.template_id, d.frame_number, d.fdiffs()),
         (1, 2, &[1u16][..])
     );
+}
+
+/// The byte vectors benches and integration tests take from `sluice_testutil::av1` are the ones the
+/// annotated builders above make.
+#[test]
+fn the_shared_byte_vectors_are_the_annotated_ones() {
+    use sluice_testutil::av1::{CUSTOM, FRAME, L1T3_KEYFRAME, L3T3_KEYFRAME};
+    assert_eq!(l1t3_keyframe(), L1T3_KEYFRAME);
+    assert_eq!(l3t3_keyframe(), L3T3_KEYFRAME);
+    assert_eq!(mandatory(false, true, 4, 101), FRAME);
+    assert_eq!(custom_fields_descriptor(), CUSTOM);
 }
