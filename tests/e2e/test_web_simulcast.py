@@ -235,17 +235,19 @@ async def test_three_simulcast_senders_and_a_late_joiner(serve: ServeProcess, tm
         await pages["Linus"].acall("tone", True)
         await speaks(linus)
         assert await sent() == on_stage(linus)
-        await await_for(page, "Linus at 720p", lambda s: s[linus]["frameHeight"] == 720, "getStats", 10)
-        # ... since Linus, whom Ada wants at 720p, encodes all three layers (the fake camera gives 720p).
+        # Linus, whom Ada wants at 720p, turns on all three layers (the fake camera gives 720p); his
+        # top layer waits on his own send-side estimate (its figures are in the message if it times out).
         await await_for(
             pages["Linus"],
             "Linus encodes three layers",
             lambda layers: (
-                [x["frameHeight"] for x in layers] == LAYER_HEIGHTS and all(x["active"] for x in layers)
+                [x["frameHeight"] for x in layers] == LAYER_HEIGHTS
+                and all(x["active"] and x["framesEncoded"] > 0 for x in layers)
             ),
             "sentVideo",
-            5,
+            15,
         )
+        await await_for(page, "Linus at 720p", lambda s: s[linus]["frameHeight"] == 720, "getStats", 10)
         await page.acall("clickTile", grace)
         assert await sent() == on_stage(grace)
         assert await tile_classes(page) == {ada: set(), grace: {"on-stage", "pinned"}, linus: {"dominant"}}

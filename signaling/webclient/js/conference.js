@@ -886,6 +886,13 @@ export class Conference extends EventTarget {
     const out = [];
     const primaries = this.simulcast?.primaries ?? [];
     const report = await this.pc.getStats();
+    // The sender's own bandwidth estimate (GoogCC, fed by the bridge's transport-cc feedback).
+    let availableOutgoingBitrate = null;
+    report.forEach((r) => {
+      if (r.type === 'candidate-pair' && r.nominated && r.availableOutgoingBitrate !== undefined) {
+        availableOutgoingBitrate = r.availableOutgoingBitrate;
+      }
+    });
     report.forEach((r) => {
       if (r.type !== 'outbound-rtp' || r.kind !== 'video') return;
       const layer = primaries.indexOf(r.ssrc);
@@ -895,6 +902,7 @@ export class Conference extends EventTarget {
         codec: codecOfStats(report, r), scalabilityMode: r.scalabilityMode ?? null,
         framesEncoded: r.framesEncoded ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active ?? null,
         qualityLimitationReason: r.qualityLimitationReason ?? null, encoderImplementation: r.encoderImplementation ?? null,
+        targetBitrate: r.targetBitrate ?? null, availableOutgoingBitrate,
       });
     });
     return out.sort((a, b) => (a.layer ?? 0) - (b.layer ?? 0) || a.frameHeight - b.frameHeight);
