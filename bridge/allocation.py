@@ -154,6 +154,19 @@ class Allocation:
     def forwarded(self) -> dict[str, Layer]:
         return {s.source: s.layer for s in self.sources if s.layer is not None}
 
+    @property
+    def ideal_bps(self) -> int:
+        """Sum of the ideal layers' bitrates: what unlimited bandwidth would send."""
+        return sum(s.ideal.bitrate_bps for s in self.sources if s.ideal is not None)
+
+    @property
+    def probe_target_bps(self) -> int:
+        """What to probe the receiver's link towards: the ideal total while bandwidth held some source below
+        its ideal layer, else 0 (a receiver at its constraints is not probed)."""
+        if any(s.reason == Reason.BANDWIDTH_LIMITED for s in self.sources):
+            return self.ideal_bps
+        return 0
+
     def decisions(self) -> tuple[tuple[str, int, int, Reason], ...]:
         """The part that changing bitrates alone do not change; two allocations with equal decisions are the
         same allocation."""

@@ -157,6 +157,8 @@ class Endpoint:
         #: What the allocation last gave it: per other video source, (spatial, temporal) (None: nothing), as
         #: sent to the packet path; and the sources it gets (None: no allocation yet, every source).
         self.allocation: list[tuple[str, tuple[int, int] | None]] | None = None
+        #: What the packet path was last told to probe towards (bit/s; 0: no probing).
+        self.probe_target_bps = 0
         self.forwarded_sources: frozenset[str] | None = None
         #: What this endpoint was last told (SenderSourceConstraints) of the largest height anyone wants of
         #: each of its video sources.
@@ -253,6 +255,13 @@ class Endpoint:
         self.allocation = targets
         self.forwarded_sources = frozenset(name for name, layer in targets if layer is not None)
         self._native.set_allocation(self.transport_id, targets)
+
+    def set_probe_target(self, bps: int) -> None:
+        """What the allocation would send this endpoint if its bandwidth estimate allowed (0: no more than it
+        is sent): the packet path probes its link towards it."""
+        self._check_open()
+        self.probe_target_bps = bps
+        self._native.set_probe_target(self.transport_id, bps)
 
     def request_keyframe(self, ssrc: int) -> None:
         self._check_open()

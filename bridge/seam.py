@@ -58,6 +58,7 @@ class NativeSeam(Protocol):
     def set_allocation(
         self, transport_id: int, targets: Sequence[tuple[str, tuple[int, int] | None]]
     ) -> None: ...
+    def set_probe_target(self, transport_id: int, bps: int) -> None: ...
     def set_header_extensions(
         self,
         transport_id: int,

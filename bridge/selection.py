@@ -1,7 +1,8 @@
 """Selective forwarding, applied: the Allocator (bridge/allocation.py) run for each conference over the
 registry and the packet path's layer figures, its decisions sent to the native core as one SetAllocation per
 receiver whose allocation changed, and what each receiver gets kept on its endpoint (the bridge channel's
-ForwardedSources reads it).
+ForwardedSources reads it). With `trust-bwe`, a receiver that bandwidth holds below its ideal layers gets a
+probe target (their total), so the packet path probes its link before the Allocator may switch it up.
 
 It runs on a tick, with each native stats snapshot (the measured bitrate, frame rate and frame size of every
 spatial and temporal layer of every simulcast layer),
@@ -36,6 +37,9 @@ UNLIMITED_HEIGHT = 2160
 
 #: Every temporal layer, in a native target.
 ALL_TEMPORAL = 255
+
+#: A receiver's probe target is sent again only when it moved more than this share (layer bitrates wobble).
+PROBE_TARGET_CHANGE = 0.1
 
 
 class Sublayer(NamedTuple):
@@ -193,7 +197,19 @@ class Selection:
             if ep is None or ep.closed:
                 continue
             forwarded_changed |= self._apply(ep, allocation)
+        if self.trust_bwe:
+            for receiver_id, allocation in allocator.allocations().items():
+                ep = conference.endpoints.get(receiver_id)
+                if ep is not None and not ep.closed:
+                    self._probe(ep, allocation.probe_target_bps)
         return forwarded_changed
+
+    def _probe(self, ep: Endpoint, target: int) -> None:
+        """Tells the packet path what to probe `ep`'s link towards, when it changed by more than
+        PROBE_TARGET_CHANGE (or started or stopped)."""
+        last = ep.probe_target_bps
+        if (target == 0) != (last == 0) or abs(target - last) > last * PROBE_TARGET_CHANGE:
+            ep.set_probe_target(target)
 
     def speaker_order(self, conference: Conference) -> list[str]:
         """Endpoints in speaker order: the dominant speaker, the recent ones, then join order."""

@@ -88,6 +88,9 @@ class FakeNative:
     ) -> None:
         self.commands.append(("set_allocation", (transport_id, list(targets))))
 
+    def set_probe_target(self, transport_id: int, bps: int) -> None:
+        self.commands.append(("set_probe_target", (transport_id, bps)))
+
     def set_header_extensions(
         self,
         transport_id: int,

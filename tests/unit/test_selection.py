@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bridge.changes import CreateConference, CreateEndpoint, UpdateEndpoint
 from bridge.channel import ReceiverVideoConstraints, VideoConstraints
 from bridge.description import Source, SsrcGroup
@@ -86,6 +88,42 @@ def test_a_receivers_estimate_is_its_bandwidth_with_trust_bwe() -> None:
     # 400 kbit/s: 180p at 30 frames/s; 360p would need 30 frames/s too for a camera (500 kbit/s).
     assert (source["layer"]["height"], source["layer"]["frame_rate"]) == (180, 30.0), last
     assert last["total_bps"] <= 400_000
+
+
+@pytest.mark.parametrize("trust_bwe", [True, False])
+def test_a_receiver_held_below_its_ideal_is_probed_towards_it_until_it_gets_it(trust_bwe: bool) -> None:
+    bridge, native = fake_bridge()
+    sources = (Source("video", (1, 2, 3), "a-v0", (SsrcGroup("SIM", (1, 2, 3)),)),)
+    bridge.apply([CreateConference("m"), CreateEndpoint("m", "a"), CreateEndpoint("m", "b")])
+    bridge.apply([UpdateEndpoint("m", "a", sources=sources)])
+    conference = bridge.conference_by_meeting("m")
+    assert conference is not None
+    a, b = conference.endpoints["a"], conference.endpoints["b"]
+    b.video_constraints = ReceiverVideoConstraints(default_constraints=VideoConstraints(720))
+    selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=trust_bwe)
+
+    def probes(estimate: int) -> list[Any]:
+        native.commands.clear()
+        selection.on_stats(
+            1.0,
+            {
+                "layers": _figures(conference.router_id, a.transport_id),
+                "transports": {b.transport_id: {"bandwidth_estimate_bps": estimate}, a.transport_id: {}},
+            },
+        )
+        return [args for name, args in native.commands if name == "set_probe_target"]
+
+    if not trust_bwe:
+        assert probes(400_000) == [], "the estimate is not used, so not probed either"
+        return
+    # 400 kbit/s holds b at 180p; its ideal is the 720p layer (1.5 Mbit/s): probe towards that, once.
+    assert probes(400_000) == [(b.transport_id, 1_500_000)]
+    assert probes(420_000) == []
+    # a receives nothing (b sends nothing): it is never probed.
+    assert a.probe_target_bps == 0
+    # Once the estimate allows 720p, probing stops.
+    assert probes(2_000_000) == [(b.transport_id, 0)]
+    assert probes(2_000_000) == []
 
 
 def test_without_trust_bwe_the_configured_bandwidth_stays() -> None:

@@ -104,6 +104,14 @@ impl PayloadMap {
     pub fn get(&self, pt: u8) -> Codec {
         self.0.get(usize::from(pt)).copied().unwrap_or_default()
     }
+
+    /// The lowest payload type that is RTX of a video codec the map knows.
+    pub fn video_rtx(&self) -> Option<u8> {
+        (0u8..128).find(|&pt| match self.get(pt) {
+            Codec::Rtx { apt } => !matches!(self.get(apt), Codec::Rtx { .. } | Codec::Other),
+            _ => false,
+        })
+    }
 }
 
 /// The kinds of media a transport may not send on (Colibri2 `force-mute`): its RTP of a muted kind reaches

@@ -61,6 +61,12 @@ pub enum Command {
         transport: TransportId,
         targets: Vec<(String, Option<VideoTarget>)>,
     },
+    /// What the Allocator would send this transport if its bandwidth estimate allowed, bit/s (0: no
+    /// more than it is allocated). Above the estimate, the bridge probes it (`cc::Prober`).
+    SetProbeTarget {
+        transport: TransportId,
+        bps: u64,
+    },
     /// The RTP header extension ids of what this transport sends (from its extmap). Replaces the
     /// previous ones.
     SetHeaderExtensions {

@@ -274,6 +274,10 @@ pub struct TransportStats {
     /// What the peer can receive, from its transport-cc feedback (None: no feedback yet, or it did
     /// not negotiate transport-cc).
     pub bandwidth_estimate_bps: Option<u64>,
+    /// Probing of the peer (None: it did not negotiate transport-cc), and the probe results that
+    /// raised its estimate.
+    pub probe: Option<crate::cc::ProbeStats>,
+    pub probe_raises: u64,
 }
 
 /// One layer of a video Source as the bridge receives it: what the Allocator sizes allocations with.

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::cc::{Estimator, EstimatorConfig, FeedbackBuilder};
+use crate::cc::{Estimator, EstimatorConfig, FeedbackBuilder, ProbeStats, Prober};
 use crate::domain::{ForceMute, RemoteCandidate, RouterId, TransportId, TransportState};
 use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, DtlsSetup, Fingerprint};
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
@@ -102,8 +102,34 @@ struct Cc {
     feedback: FeedbackBuilder,
     /// What the peer can receive, from its feedback on what the bridge sends it.
     estimator: Estimator,
+    /// When to send the peer a probe cluster, and the padding that fills one.
+    prober: Prober,
+    /// Sequence number of the next padding packet (on the RTX stream the shard names).
+    padding_seq: u16,
     /// Feedback from the peer that did not parse.
     bad_feedback: u64,
+}
+
+/// The stream a transport's padding goes on: an RTX SSRC its peer was told of, with the RTX payload
+/// type it negotiated (padding-only packets there are counted by its transport-cc and then dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaddingStream {
+    pub ssrc: u32,
+    pub payload_type: u8,
+}
+
+/// RTP header, a one-word header extension block with the transport-cc extension, 255 bytes of
+/// padding (the most one padding count byte can say).
+const PADDING_PACKET: usize = 12 + 8 + 255;
+/// Padding packets sent in one step of a cluster at most (the step is about a millisecond: 16 is
+/// 35 Mbit/s).
+const MAX_PADDING_PER_STEP: usize = 16;
+
+/// A random 16-bit value (an RTP stream's first sequence number, RFC 3550 5.1); 0 if RAND fails.
+fn random_u16() -> u16 {
+    let mut b = [0u8; 2];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    u16::from_be_bytes(b)
 }
 
 impl Cc {
@@ -456,6 +482,8 @@ impl Transport {
                     epoch: now,
                     feedback: FeedbackBuilder::new(feedback_ssrc, 0),
                     estimator: Estimator::new(EstimatorConfig::default()),
+                    prober: Prober::new(),
+                    padding_seq: random_u16(),
                     bad_feedback: 0,
                 }));
             }
@@ -497,6 +525,104 @@ impl Transport {
         if cc.estimator.on_feedback(feedback, at).is_err() {
             cc.bad_feedback += 1;
         }
+        if let Some(result) = cc.estimator.clusters().take_result() {
+            cc.prober.on_result(at, result);
+        }
+    }
+
+    /// What the Allocator would send the peer if its estimate allowed, bit/s (0: no more than now);
+    /// above the estimate, the peer is probed.
+    pub fn set_probe_target(&mut self, bps: u64) {
+        if let Some(cc) = self.cc.as_mut() {
+            cc.prober.set_target(bps);
+        }
+    }
+
+    /// Whether a probe cluster runs or may start now (the shard then looks up the padding stream).
+    pub fn wants_probe(&self) -> bool {
+        self.cc.as_ref().is_some_and(|cc| {
+            cc.prober.active().is_some()
+                || (cc.prober.target_bps() > 0 && self.bandwidth_estimate().is_some())
+        })
+    }
+
+    /// One step of probing at `now`: a cluster starts if one is due and `stream` can carry padding;
+    /// a running one is topped up with padding to its rate, and ends when its time is up. Returns
+    /// when the next step is due, while a cluster runs.
+    pub fn probe(
+        &mut self,
+        now: Instant,
+        stream: Option<PaddingStream>,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> Option<Instant> {
+        let estimate = self.bandwidth_estimate()?;
+        let cc = self.cc.as_mut()?;
+        let at = cc.since(now);
+        if cc.prober.active().is_none() && stream.is_some() {
+            if let Some((id, _)) = cc.prober.poll_start(at, estimate) {
+                cc.estimator.clusters().open(id);
+            }
+        }
+        let due = cc
+            .estimator
+            .clusters()
+            .open_cluster()
+            .map_or(0, |(_, sent)| cc.prober.padding_due(at, sent));
+        if let Some(stream) = stream.filter(|_| due > 0) {
+            let packets = (due as usize)
+                .div_ceil(PADDING_PACKET)
+                .min(MAX_PADDING_PER_STEP);
+            for _ in 0..packets {
+                if !self.send_padding(now, stream, egress, total) {
+                    break;
+                }
+            }
+        }
+        let cc = self.cc.as_mut()?;
+        if let Some(id) = cc.prober.poll_end(at) {
+            cc.estimator.clusters().close(id, at);
+        }
+        cc.prober.next_wake(at).map(|wake| cc.epoch + wake)
+    }
+
+    /// Sends the peer one padding-only packet on `stream`, stamped for transport-cc like media.
+    fn send_padding(
+        &mut self,
+        now: Instant,
+        stream: PaddingStream,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> bool {
+        let (Some(tcc), Some(cc)) = (self.tcc_out, self.cc.as_mut()) else {
+            return false;
+        };
+        let seq = cc.padding_seq;
+        // A 90 kHz clock from the epoch: the timestamp means nothing on a padding packet, but moves.
+        let ts = (cc.since(now).as_micros() * 9 / 100) as u32;
+        let mut p = [0u8; PADDING_PACKET];
+        p[0] = 0x80 | 0x20 | 0x10; // V=2, padding, extension
+        p[1] = stream.payload_type & 0x7f;
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        p[8..12].copy_from_slice(&stream.ssrc.to_be_bytes());
+        // One-byte header extensions (RFC 8285), one word: the transport-cc id with two bytes.
+        p[12..16].copy_from_slice(&[0xbe, 0xde, 0x00, 0x01]);
+        p[16] = (tcc.id << 4) | 1;
+        p[PADDING_PACKET - 1] = 255;
+        let sent = self.send_rtp(now, &p, &mut TccOffset::new(&p), egress, total, |_| {});
+        if sent {
+            if let Some(cc) = self.cc.as_mut() {
+                cc.padding_seq = seq.wrapping_add(1);
+                cc.prober.on_padding(PADDING_PACKET);
+            }
+        }
+        sent
+    }
+
+    /// Probing figures, when the peer negotiated transport-cc.
+    pub fn probe_stats(&self) -> Option<ProbeStats> {
+        self.cc.as_ref().map(|cc| cc.prober.stats())
     }
 
     /// The estimate of what the peer can receive, in bit/s, once its feedback came.
@@ -619,6 +745,11 @@ impl Transport {
             srtp_profile: self.srtp_profile().map(|p| p.dtls_name()),
             force_mute: self.force_mute,
             bandwidth_estimate_bps: self.bandwidth_estimate(),
+            probe: self.probe_stats(),
+            probe_raises: self
+                .cc
+                .as_ref()
+                .map_or(0, |cc| cc.estimator.stats().probe_raises),
         }
     }
 

@@ -165,3 +165,172 @@ fn feedback_goes_to_the_sender_and_the_receivers_feedback_makes_an_estimate() {
         "the sender was sent nothing"
     );
 }
+
+/// The receiver's side of the loop: every packet that arrived since `seen` (at the time it was
+/// taken off the socket) goes into its feedback, which it sends.
+fn answer_with_feedback(
+    conf: &mut common::Conference,
+    peer: usize,
+    t0: Instant,
+    seen: &mut usize,
+    builder: &mut sluice_core::cc::FeedbackBuilder,
+) {
+    let p = &conf.peers[peer];
+    let new: Vec<(u16, Instant)> = p.rtp_packets[*seen..]
+        .iter()
+        .zip(&p.rtp_arrivals[*seen..])
+        .filter_map(|(packet, &at)| tcc_of(packet).map(|s| (s, at)))
+        .collect();
+    *seen = p.rtp_packets.len();
+    for (seq, at) in new {
+        builder.on_arrival(seq, at - t0);
+    }
+    let mut out = [0u8; 1200];
+    while let Ok(Some(n)) = builder.write(&mut out) {
+        conf.peers[peer].send_rtcp(&out[..n]);
+    }
+}
+
+#[test]
+fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_stream() {
+    use sluice_core::cc::FeedbackBuilder;
+    use sluice_core::domain::{Codec, GroupSemantics, PayloadType, Source, SsrcGroup};
+
+    const VIDEO: u32 = 0xB0;
+    const VIDEO_RTX: u32 = 0xB1;
+    let mut conf = common::Conference::new(2);
+    // Peer 0 sends audio, and signals a video Source with RTX (the stream the padding goes on).
+    let video = Source {
+        kind: MediaKind::Video,
+        ssrcs: vec![VIDEO, VIDEO_RTX],
+        groups: vec![SsrcGroup {
+            semantics: GroupSemantics::Fid,
+            ssrcs: vec![VIDEO, VIDEO_RTX],
+        }],
+        name: "peer0-v0".into(),
+    };
+    conf.set_grouped_sources(0, vec![Source::single(AUDIO, MediaKind::Audio), video]);
+    let types = vec![
+        PayloadType {
+            pt: 100,
+            codec: Codec::Vp8,
+        },
+        PayloadType {
+            pt: 96,
+            codec: Codec::Rtx { apt: 100 },
+        },
+    ];
+    let ids = HeaderExtensionIds {
+        audio_level: Some(1),
+        transport_cc: Some(TCC),
+        ..HeaderExtensionIds::default()
+    };
+    for transport in [10, 11] {
+        let now = Instant::now();
+        conf.shard.handle_command(
+            now,
+            Command::SetPayloadTypes {
+                transport,
+                types: types.clone(),
+            },
+        );
+        conf.shard
+            .handle_command(now, Command::SetHeaderExtensions { transport, ids });
+    }
+    conf.connect_all();
+
+    // Audio only, about 100 kbit/s: the receiver's estimate starts at 2.5 Mbit/s and stays near it.
+    let t0 = Instant::now();
+    let mut builder = FeedbackBuilder::new(0x5151, 0);
+    let (mut sent, mut seen) = (0u16, 0usize);
+    let mut step = |conf: &mut common::Conference, until: Duration| {
+        let end = Instant::now() + until;
+        while Instant::now() < end {
+            conf.peers[0].send_plain_rtp(&packet(sent, sent));
+            sent = sent.wrapping_add(1);
+            conf.peers[0].flush();
+            conf.run_until(Duration::from_millis(10), |_| false);
+            answer_with_feedback(conf, 1, t0, &mut seen, &mut builder);
+        }
+    };
+    step(&mut conf, Duration::from_millis(600));
+    let receiver = |conf: &common::Conference| {
+        conf.shard
+            .stats()
+            .transports
+            .into_iter()
+            .find(|t| t.id == 11)
+            .expect("receiver")
+    };
+    let before = receiver(&conf);
+    let estimate = before.bandwidth_estimate_bps.expect("an estimate");
+    assert!((2_400_000..2_600_000).contains(&estimate), "{before:?}");
+    assert_eq!(
+        before.probe.map(|p| p.clusters),
+        Some(0),
+        "no target, no probe"
+    );
+    let audio_packets = conf.peers[1].rtp_packets.len();
+
+    // The allocation wants 8 Mbit/s: clusters of padding at up to twice the estimate find the
+    // loopback carries it, each success raising the estimate and the next probing higher.
+    conf.shard.handle_command(
+        Instant::now(),
+        Command::SetProbeTarget {
+            transport: 11,
+            bps: 8_000_000,
+        },
+    );
+    step(&mut conf, Duration::from_millis(1500));
+    let after = receiver(&conf);
+    let probe = after.probe.expect("probe stats");
+    assert!(probe.clusters >= 2 && probe.succeeded >= 2, "{after:?}");
+    assert!(after.probe_raises >= 2, "{after:?}");
+    assert!(
+        after.bandwidth_estimate_bps.is_some_and(|b| b >= 8_000_000),
+        "{after:?}"
+    );
+    // The padding: on the Source's RTX SSRC with the RTX payload type, padding-only, each stamped
+    // with the receiver's next transport-wide number like media.
+    let padding: Vec<&Vec<u8>> = conf.peers[1].rtp_packets[audio_packets..]
+        .iter()
+        .filter(|p| RtpView::parse(p).is_ok_and(|v| v.ssrc() == VIDEO_RTX))
+        .collect();
+    assert_eq!(padding.len() as u64, probe.padding_packets, "{after:?}");
+    for p in &padding {
+        let v = RtpView::parse(p).unwrap();
+        assert_eq!(v.payload_type(), 96);
+        assert_eq!(p[0] & 0x20, 0x20, "padding bit");
+        assert!(v.payload().is_empty(), "padding only");
+        assert!(tcc_of(p).is_some());
+    }
+    let numbers: Vec<u16> = conf.peers[1]
+        .rtp_packets
+        .iter()
+        .filter_map(|p| tcc_of(p))
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "gapless"
+    );
+    let seqs: Vec<u16> = padding
+        .iter()
+        .map(|p| RtpView::parse(p).unwrap().sequence_number())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{seqs:?}"
+    );
+
+    // At its target the receiver is not probed any more.
+    conf.shard.handle_command(
+        Instant::now(),
+        Command::SetProbeTarget {
+            transport: 11,
+            bps: 0,
+        },
+    );
+    let clusters = receiver(&conf).probe.unwrap().clusters;
+    step(&mut conf, Duration::from_millis(500));
+    assert_eq!(receiver(&conf).probe.unwrap().clusters, clusters);
+}

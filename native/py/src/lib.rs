@@ -192,6 +192,14 @@ impl NativeBridge {
         })
     }
 
+    /// What the allocation would send the transport if its estimate allowed, bit/s (0: no more).
+    fn set_probe_target(&self, transport_id: u64, bps: u64) -> PyResult<()> {
+        self.send(Command::SetProbeTarget {
+            transport: transport_id,
+            bps,
+        })
+    }
+
     /// The header extension ids the transport's RTP carries (from its extmap; None: not sent).
     #[pyo3(signature = (transport_id, audio_level=None, dependency_descriptor=None, transport_cc=None))]
     fn set_header_extensions(
@@ -296,6 +304,16 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
         td.set_item("force_mute_audio", t.force_mute.audio)?;
         td.set_item("force_mute_video", t.force_mute.video)?;
         td.set_item("bandwidth_estimate_bps", t.bandwidth_estimate_bps)?;
+        if let Some(p) = t.probe {
+            let pd = PyDict::new(py);
+            pd.set_item("clusters", p.clusters)?;
+            pd.set_item("succeeded", p.succeeded)?;
+            pd.set_item("failed", p.failed)?;
+            pd.set_item("padding_packets", p.padding_packets)?;
+            pd.set_item("padding_bytes", p.padding_bytes)?;
+            pd.set_item("raises", t.probe_raises)?;
+            td.set_item("probe", pd)?;
+        }
         ts.set_item(t.id, td)?;
     }
     d.set_item("transports", ts)?;

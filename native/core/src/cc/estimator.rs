@@ -20,6 +20,7 @@
 
 use std::time::Duration;
 
+use super::probe::ClusterMeter;
 use super::{micros, SeqUnwrapper};
 use crate::rtcp::{RtcpError, TransportCc};
 
@@ -148,12 +149,15 @@ pub struct EstimatorStats {
     pub feedbacks: u64,
     pub malformed_feedbacks: u64,
     pub unknown_packets: u64,
+    /// Probe results that raised the estimate.
+    pub probe_raises: u64,
 }
 
-/// Report state of a sent packet.
+/// Report state of a sent packet (`SLOT_EMPTY`: no packet in the slot).
 const REPORT_NONE: u8 = 0;
 const REPORT_LOST: u8 = 1;
 const REPORT_RECEIVED: u8 = 2;
+const SLOT_EMPTY: u8 = 3;
 
 #[derive(Clone, Copy, Debug)]
 struct SentPacket {
@@ -162,15 +166,16 @@ struct SentPacket {
     tag: u32,
     size: u16,
     report: u8,
-    valid: bool,
+    /// The probe cluster it was sent in (0: none).
+    cluster: u8,
 }
 
 const EMPTY: SentPacket = SentPacket {
     send_us: 0,
     tag: 0,
     size: 0,
-    report: REPORT_NONE,
-    valid: false,
+    report: SLOT_EMPTY,
+    cluster: 0,
 };
 
 /// The send-side estimator of one receiver. Memory is fixed at construction.
@@ -195,6 +200,10 @@ pub struct Estimator {
     feedbacks: u64,
     malformed_feedbacks: u64,
     unknown_packets: u64,
+    /// Probe clusters being measured.
+    clusters: ClusterMeter,
+    /// Probe results that raised the estimate.
+    probe_raises: u64,
 }
 
 impl Estimator {
@@ -218,7 +227,14 @@ impl Estimator {
             feedbacks: 0,
             malformed_feedbacks: 0,
             unknown_packets: 0,
+            clusters: ClusterMeter::default(),
+            probe_raises: 0,
         }
+    }
+
+    /// The probe clusters: the prober opens and closes them; packets sent while one is open join it.
+    pub fn clusters(&mut self) -> &mut ClusterMeter {
+        &mut self.clusters
     }
 
     pub fn config(&self) -> &EstimatorConfig {
@@ -261,6 +277,7 @@ impl Estimator {
             feedbacks: self.feedbacks,
             malformed_feedbacks: self.malformed_feedbacks,
             unknown_packets: self.unknown_packets,
+            probe_raises: self.probe_raises,
         }
     }
 
@@ -268,12 +285,15 @@ impl Estimator {
     /// packet as sent), at `at`.
     pub fn on_packet_sent(&mut self, seq: u16, size: usize, at: Duration) {
         let s = self.sent_seq.update(seq);
+        let send_us = micros(at);
+        let size = u16::try_from(size).unwrap_or(u16::MAX);
+        let cluster = self.clusters.on_sent(send_us, size);
         self.sent[(s % HISTORY as u64) as usize] = SentPacket {
-            send_us: micros(at),
+            send_us,
             tag: s as u32,
-            size: u16::try_from(size).unwrap_or(u16::MAX),
+            size,
             report: REPORT_NONE,
-            valid: true,
+            cluster,
         };
     }
 
@@ -286,7 +306,7 @@ impl Estimator {
         }
         let i = (s % HISTORY as u64) as usize;
         let p = &self.sent[i];
-        (p.valid && p.tag == s as u32).then_some((s, i))
+        (p.report != SLOT_EMPTY && p.tag == s as u32).then_some((s, i))
     }
 
     /// Takes one transport-cc feedback from the receiver, which arrived at `now`. A feedback whose
@@ -325,8 +345,12 @@ impl Estimator {
             let Some(delta) = status.delta_ticks else {
                 match found {
                     Some((_, i)) if self.sent[i].report == REPORT_NONE => {
-                        self.sent[i].report = REPORT_LOST;
+                        let p = &mut self.sent[i];
+                        p.report = REPORT_LOST;
                         self.loss.lost += 1;
+                        if p.cluster != 0 {
+                            self.clusters.on_report(p.cluster, p.size, None);
+                        }
                     }
                     Some(_) => {}
                     None => self.unknown_packets += 1,
@@ -342,7 +366,11 @@ impl Estimator {
             match p.report {
                 REPORT_RECEIVED => continue,
                 REPORT_LOST => self.loss.lost = self.loss.lost.saturating_sub(1),
-                _ => {}
+                _ => {
+                    if p.cluster != 0 {
+                        self.clusters.on_report(p.cluster, p.size, Some(arrival_us));
+                    }
+                }
             }
             self.sent[i].report = REPORT_RECEIVED;
             self.loss.received += 1;
@@ -372,7 +400,27 @@ impl Estimator {
         self.rate.rate = self.rate.rate.clamp(min, max);
         self.loss.rate = self.loss.rate.clamp(min, max);
         self.estimate_bps = self.rate.rate.min(self.loss.rate);
+        if let Some(result) = self.clusters.finish(now_us) {
+            if let Some(bps) = result.bps {
+                self.on_probe_result(bps as f64, min, max);
+            }
+        }
         Ok(())
+    }
+
+    /// A probe showed the link carrying `bps`: an estimate below it rises to it at once, both parts
+    /// (GCC's probe controller does the same), and the capacity the delay-based part remembered is
+    /// forgotten, since the link is not where it was.
+    fn on_probe_result(&mut self, bps: f64, min: f64, max: f64) {
+        let bps = bps.clamp(min, max);
+        if bps <= self.estimate_bps {
+            return;
+        }
+        self.probe_raises += 1;
+        self.rate.rate = self.rate.rate.max(bps);
+        self.rate.link.reset();
+        self.loss.rate = self.loss.rate.max(bps);
+        self.estimate_bps = self.rate.rate.min(self.loss.rate);
     }
 }
 

@@ -2,6 +2,9 @@
 //! receives ([`FeedbackBuilder`]), and a GCC-style send-side bandwidth estimator per receiver, fed
 //! by the transport-cc feedback that receiver sends about what the bridge forwarded ([`Estimator`]).
 //!
+//! [`Prober`] sends a receiver short clusters above its estimate when the Allocator wants more than
+//! the estimate allows, and the estimator's [`ClusterMeter`] reads the rate they arrived at.
+//!
 //! [`NackTracker`] keeps what the bridge did not receive of a sender's video, for its own NACKs.
 //!
 //! The first two take time as a [`std::time::Duration`] since an epoch the caller chooses (the same epoch
@@ -12,6 +15,7 @@ mod feedback;
 pub mod nack;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod oracle;
+pub mod probe;
 
 #[cfg(test)]
 mod tests;
@@ -21,6 +25,7 @@ pub use estimator::{
 };
 pub use feedback::{FeedbackBuilder, FeedbackCounters, FeedbackLimits, WINDOW};
 pub use nack::NackTracker;
+pub use probe::{ClusterMeter, ProbeResult, ProbeStats, Prober};
 
 /// Extends 16-bit transport-wide sequence numbers to 64 bits: each one is taken as the value
 /// nearest to the highest seen so far (at most 32767 behind or 32768 ahead).

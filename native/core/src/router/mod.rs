@@ -22,7 +22,7 @@ use crate::projection::PacketMeta;
 use crate::rtcp::{write_receiver_report, write_sdes_cname, ReportBlock};
 use crate::rtp::{ReceiverStats, RtpView};
 use crate::stats::{Counters, DropReason};
-use crate::transport::{Protect, TccOffset, Transport};
+use crate::transport::{PaddingStream, Protect, TccOffset, Transport};
 
 /// How often the bridge sends its own receiver reports to each sender (RFC 3550 6.2 allows 5 s;
 /// WebRTC senders use them for loss-based rate control, so we report faster).
@@ -350,6 +350,38 @@ impl Router {
                 .find_map(|s| s.stream(ssrc))
                 .unwrap_or(Stream::Other),
         )
+    }
+
+    /// The stream `receiver`'s probe padding goes on: the RTX SSRC of a video Source of another member
+    /// (receivers are told each Source's primary SSRC and its RTX), preferring one it is sent now, with
+    /// the RTX payload type of the receiver's own payload types (else the Source owner's: a Jitsi
+    /// conference uses one set). None: no Source has RTX, or nobody negotiated it.
+    pub fn padding_stream(&self, receiver: TransportId) -> Option<PaddingStream> {
+        let mut fallback = None;
+        for vs in self.video.values() {
+            if vs.owner == receiver {
+                continue;
+            }
+            let Some(ssrc) = vs.layers.first().and_then(|l| l.rtx) else {
+                continue;
+            };
+            let map = self
+                .payloads
+                .get(&receiver)
+                .or_else(|| self.payloads.get(&vs.owner));
+            let Some(payload_type) = map.and_then(PayloadMap::video_rtx) else {
+                continue;
+            };
+            let stream = PaddingStream { ssrc, payload_type };
+            if vs
+                .projection(receiver)
+                .is_some_and(|p| p.current().is_some())
+            {
+                return Some(stream);
+            }
+            fallback.get_or_insert(stream);
+        }
+        fallback
     }
 
     /// The media path for one decrypted RTP packet from member `from`: RFC 3550 receive statistics, rate

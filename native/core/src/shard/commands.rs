@@ -121,6 +121,11 @@ impl State {
                     r.set_payload_types(transport, &types);
                 }
             }
+            Command::SetProbeTarget { transport, bps } => match self.transports.get_mut(&transport)
+            {
+                Some(t) => t.set_probe_target(bps),
+                None => self.command_failed(transport, "no such transport".into()),
+            },
             Command::SetAllocation { transport, targets } => {
                 let Some(router) = self.transports.get(&transport).map(|t| t.router) else {
                     self.command_failed(transport, "no such transport".into());

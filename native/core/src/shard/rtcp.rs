@@ -318,6 +318,25 @@ impl State {
         }
     }
 
+    /// One probing step of every transport that probes or may start to (`Transport::probe`, with the
+    /// padding stream its Router names); when the next step of a running cluster is due.
+    pub(super) fn probe(&mut self, now: Instant, io: &mut Io) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for (&id, t) in self.transports.iter_mut() {
+            if !t.wants_probe() {
+                continue;
+            }
+            let stream = self
+                .routers
+                .get(&t.router)
+                .and_then(|r| r.padding_stream(id));
+            if let Some(at) = t.probe(now, stream, io, &mut self.total) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
     /// Sends each sender the bridge's reports on the SSRCs it sends (one per media kind), every
     /// RR_INTERVAL.
     pub(super) fn send_receiver_reports(&mut self, now: Instant, io: &mut Io) {

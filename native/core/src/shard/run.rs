@@ -145,6 +145,9 @@ impl State {
         next = next.min(self.next_feedback);
         self.send_nacks(now, io);
         next = next.min(self.next_nack);
+        if let Some(at) = self.probe(now, io) {
+            next = next.min(at);
+        }
         for r in self.routers.values() {
             if let Some(at) = r.next_report {
                 next = next.min(at);

@@ -31,6 +31,8 @@ pub struct TestPeer {
     pub rtp: Vec<(u32, u16)>,
     /// Every RTP packet received, decrypted.
     pub rtp_packets: Vec<Vec<u8>>,
+    /// When each of `rtp_packets` was taken off the socket (the turn's time).
+    pub rtp_arrivals: Vec<Instant>,
     pub rtcp: usize,
     /// Every decrypted RTCP compound received.
     pub rtcp_packets: Vec<Vec<u8>>,
@@ -58,6 +60,7 @@ impl TestPeer {
             send: SendBatch::new(64),
             rtp: Vec::new(),
             rtp_packets: Vec::new(),
+            rtp_arrivals: Vec::new(),
             rtcp: 0,
             rtcp_packets: Vec::new(),
             failed: None,
@@ -126,6 +129,7 @@ impl TestPeer {
                                 if let Ok(v) = RtpView::parse(&buf[..len]) {
                                     self.rtp.push((v.ssrc(), v.sequence_number()));
                                     self.rtp_packets.push(buf[..len].to_vec());
+                                    self.rtp_arrivals.push(now);
                                 }
                             }
                         }

@@ -259,3 +259,60 @@ fn the_link_checks_fail_for_broken_estimators() {
         trace.summary()
     );
 }
+
+// ---- an SFU's receiver: discrete layers, and probing ----
+
+/// An allocation of 150 kbit/s, 500 kbit/s or 2.5 Mbit/s (180p, 360p, 720p) over the step
+/// scenario's link: 3 Mbit/s, 300 kbit/s from 10 s to 20 s, 3 Mbit/s again.
+fn layered_step(probing: bool) -> Trace {
+    let mut scenario = step_scenario();
+    scenario.seconds = 40.0;
+    scenario.layers = Some(vec![150e3, 500e3, 2.5e6]);
+    scenario.probing = probing;
+    run(&scenario)
+}
+
+#[test]
+fn without_probing_a_receiver_sent_a_low_layer_never_gets_back_up() {
+    // The estimate may not grow past 1.5 x what is acknowledged: at 150 kbit/s sent, it stays
+    // far below the 2.5 Mbit/s layer after the link recovers. This is why the bridge probes.
+    let trace = layered_step(false);
+    assert!(trace.max(25.0, 40.0) < 1e6, "{}", trace.summary());
+    assert_eq!(trace.probes.clusters, 0);
+}
+
+#[test]
+fn probing_moves_a_receiver_down_fast_and_back_up_within_15_s_of_recovery() {
+    let trace = layered_step(true);
+    let detail = trace.summary();
+    // The 2.5 Mbit/s layer fits within 5 s of the start...
+    let up = trace.first_at_least(0.0, 2.5e6);
+    assert!(up.is_some_and(|t| t <= 5.0), "first up at {up:?}\n{detail}");
+    // ...down to at most 1.2 x the 300 kbit/s link within 2 s of the drop, and held there (the
+    // failed probes back off)...
+    let down = trace.first_at_most(10.0, 1.2 * 3e5);
+    assert!(
+        down.is_some_and(|t| t <= 12.0),
+        "down at {down:?}\n{detail}"
+    );
+    assert!(trace.max(13.0, 20.0) <= 1.5 * 3e5, "{detail}");
+    // ...and back to the top layer within 15 s of the recovery. What is sent (probes included)
+    // never goes past 1.2 x the link but for the second after the drop.
+    let back = trace.first_at_least(20.0, 2.5e6);
+    assert!(
+        back.is_some_and(|t| t <= 35.0),
+        "back at {back:?}\n{detail}"
+    );
+    for s in trace
+        .window(0.0, 40.0)
+        .filter(|s| !(10.0..11.0).contains(&s.t))
+    {
+        assert!(
+            s.sent_bps <= 1.2 * s.capacity,
+            "at {:.1}: {:.0}\n{detail}",
+            s.t,
+            s.sent_bps
+        );
+    }
+    assert!(trace.probes.succeeded >= 2, "{:?}", trace.probes);
+}

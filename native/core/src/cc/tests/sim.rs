@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::cc::{Estimator, EstimatorConfig, FeedbackBuilder};
+use crate::cc::{Estimator, EstimatorConfig, FeedbackBuilder, Prober};
 use crate::rtcp::RtcpPacket;
 use crate::rtp::tests::XorShift;
 
@@ -23,7 +23,16 @@ pub(super) struct Scenario {
     pub packet_size: usize,
     pub config: EstimatorConfig,
     pub seed: u64,
+    /// The rates (bit/s, ascending) an SFU could send this receiver, as its allocation's layers: the
+    /// sender sends the highest that fits in the estimate, or the lowest (None: always the estimate).
+    pub layers: Option<Vec<f64>>,
+    /// Probe with a [`Prober`] whose target is the highest layer while a lower one is sent,
+    /// padding with `PADDING_SIZE` packets.
+    pub probing: bool,
 }
+
+/// The size of a padding packet (RTP header, a transport-cc extension, 255 bytes of padding).
+pub(super) const PADDING_SIZE: usize = 275;
 
 impl Scenario {
     pub fn constant(bps: f64, seconds: f64) -> Self {
@@ -37,6 +46,8 @@ impl Scenario {
             packet_size: 1200,
             config: EstimatorConfig::default(),
             seed: 1,
+            layers: None,
+            probing: false,
         }
     }
 }
@@ -47,6 +58,8 @@ pub(super) struct Sample {
     pub estimate: f64,
     pub capacity: f64,
     pub queue_ms: f64,
+    /// What the sender sent over the last 100 ms, bit/s (media and padding).
+    pub sent_bps: f64,
     pub stats: crate::cc::EstimatorStats,
 }
 
@@ -54,6 +67,7 @@ pub(super) struct Trace {
     pub samples: Vec<Sample>,
     pub sent: u64,
     pub dropped: u64,
+    pub probes: crate::cc::ProbeStats,
 }
 
 impl Trace {
@@ -109,10 +123,11 @@ impl Trace {
             .map(|s| {
                 let st = &s.stats;
                 format!(
-                    "t={:5.1} est={:7.0}k cap={:6.0}k queue={:4.0}ms delay={:.0}k loss={:.0}k acked={:?} lossf={:.3} trend={:.1} thr={:.1} {:?} {:?}\n",
+                    "t={:5.1} est={:7.0}k cap={:6.0}k sent={:6.0}k queue={:4.0}ms delay={:.0}k loss={:.0}k acked={:?} lossf={:.3} trend={:.1} thr={:.1} {:?} {:?}\n",
                     s.t,
                     s.estimate / 1e3,
                     s.capacity / 1e3,
+                    s.sent_bps / 1e3,
                     s.queue_ms,
                     st.delay_based_bps as f64 / 1e3,
                     st.loss_based_bps as f64 / 1e3,
@@ -134,6 +149,8 @@ fn at(us: f64) -> Duration {
 
 pub(super) fn run(scenario: &Scenario) -> Trace {
     let mut estimator = Estimator::new(scenario.config);
+    let mut prober = Prober::new();
+    let mut sent_bits = 0.0;
     let mut rng = XorShift::new(scenario.seed);
     let mut builder = FeedbackBuilder::new(0x1111, 0x2222);
     // The receiver's clock is its own: an arbitrary offset from the sender's.
@@ -152,6 +169,7 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
         samples: Vec::new(),
         sent: 0,
         dropped: 0,
+        probes: Default::default(),
     };
 
     let end_ms = (scenario.seconds * 1000.0) as i64;
@@ -159,16 +177,16 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
         let now_us = now_ms * 1000;
         let now = now_us as f64;
 
-        while next_send_us <= now {
-            let t = next_send_us;
+        let mut send = |t: f64, size: usize, estimator: &mut Estimator, trace: &mut Trace| {
             estimator.on_packet_sent(seq, size, at(t));
             trace.sent += 1;
+            sent_bits += size as f64 * 8.0;
             let capacity = (scenario.capacity)(t / 1e6);
             let queued_us = (link_free_us - t).max(0.0);
             if queued_us > scenario.queue_limit_us {
                 trace.dropped += 1;
             } else {
-                link_free_us = link_free_us.max(t) + bits / capacity * 1e6;
+                link_free_us = link_free_us.max(t) + size as f64 * 8.0 / capacity * 1e6;
                 if rng.next_u64() as f64 / (u64::MAX as f64) < scenario.random_loss {
                     trace.dropped += 1;
                 } else {
@@ -176,7 +194,43 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
                 }
             }
             seq = seq.wrapping_add(1);
-            next_send_us += bits / estimator.estimate_bps() as f64 * 1e6;
+        };
+
+        let estimate = estimator.estimate_bps() as f64;
+        let layer = scenario.layers.as_ref().map(|l| {
+            let fits = l.iter().rev().find(|&&r| r <= estimate);
+            (
+                fits.or(l.first()).copied().unwrap_or(estimate),
+                l.last().copied().unwrap_or(0.0),
+            )
+        });
+        if scenario.probing {
+            // The allocator's ideal is the top layer; none is wanted while it is sent.
+            let target = layer.map_or(0.0, |(sent, top)| if sent < top { top } else { 0.0 });
+            prober.set_target(target as u64);
+            let now_d = at(now);
+            if let Some((id, _)) = prober.poll_start(now_d, estimator.estimate_bps()) {
+                estimator.clusters().open(id);
+            }
+            if prober.active().is_some() {
+                let sent = estimator.clusters().open_cluster().map_or(0, |(_, b)| b);
+                let mut due = prober.padding_due(now_d, sent);
+                while due > 0 {
+                    send(now, PADDING_SIZE, &mut estimator, &mut trace);
+                    prober.on_padding(PADDING_SIZE);
+                    due = due.saturating_sub(PADDING_SIZE as u64);
+                }
+            }
+            if let Some(id) = prober.poll_end(now_d) {
+                estimator.clusters().close(id, now_d);
+            }
+        }
+
+        while next_send_us <= now {
+            let t = next_send_us;
+            send(t, size, &mut estimator, &mut trace);
+            let rate = layer.map_or(estimator.estimate_bps() as f64, |(sent, _)| sent);
+            next_send_us += bits / rate * 1e6;
         }
 
         while in_flight
@@ -201,6 +255,9 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
                 panic!("the builder wrote something else");
             };
             estimator.on_feedback(&feedback, at(now)).unwrap();
+            if let Some(result) = estimator.clusters().take_result() {
+                prober.on_result(at(now), result);
+            }
         }
 
         if now_ms % 100 == 0 {
@@ -209,9 +266,11 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
                 estimate: estimator.estimate_bps() as f64,
                 capacity: (scenario.capacity)(now / 1e6),
                 queue_ms: (link_free_us - now).max(0.0) / 1000.0,
+                sent_bps: std::mem::take(&mut sent_bits) * 10.0,
                 stats: estimator.stats(),
             });
         }
     }
+    trace.probes = prober.stats();
     trace
 }

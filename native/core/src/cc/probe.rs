@@ -1,0 +1,576 @@
+//! Probing: before the Allocator may switch a receiver up past its estimate, the bridge finds out
+//! whether the link carries more by sending it a short cluster at a higher rate (the media it sends
+//! anyway, topped up with padding) and reading the rate the cluster arrived at from the receiver's
+//! transport-cc feedback (as GCC's probe controller does).
+//!
+//! [`Prober`] decides when a cluster starts, at what rate, and how much padding keeps it at that
+//! rate; [`ClusterMeter`] (inside the [`super::Estimator`], which sees every packet sent and every
+//! arrival reported) measures each cluster's send and arrival rates and makes the result.
+//!
+//! A receiver is probed only while the Allocator wants to send it more than its estimate allows (its
+//! target, set from the allocation); one already at its constraints is never probed. After a probe
+//! that raised the estimate the next may follow at once (doubling up towards the target); after one
+//! that did not, the wait doubles, from 2 s up to 5 s (so a link that recovers is found again
+//! within about 7 s; libwebrtc probes an application-limited sender every 5 s).
+
+use std::time::Duration;
+
+use super::micros;
+
+/// How long a cluster lasts, and the fewest packets it has (libwebrtc: 15 ms and 5; a little
+/// longer here since the shard paces in steps of about a millisecond).
+pub const CLUSTER_DURATION: Duration = Duration::from_millis(25);
+pub const MIN_CLUSTER_PACKETS: u32 = 5;
+/// A cluster probes at most this times the estimate, and somewhat above the target (so that a
+/// success leaves the estimate above it, not just at it).
+const MAX_STEP: f64 = 2.0;
+const TARGET_HEADROOM: f64 = 1.2;
+/// Not worth probing unless the target is this far above the estimate.
+const MIN_GAIN: f64 = 1.1;
+/// Waits after a success, and after a failure (doubling up to the last).
+const AFTER_SUCCESS_US: i64 = 300_000;
+const FIRST_BACKOFF_US: i64 = 2_000_000;
+const MAX_BACKOFF_US: i64 = 5_000_000;
+/// A result that is not this much above the estimate before the cluster is no success.
+const SUCCESS_GAIN: f64 = 1.05;
+
+/// Clusters measured at once (the newest replaces the oldest unfinished).
+const CLUSTERS: usize = 4;
+/// A closed cluster's result is made when every packet of it was reported, or this long after it
+/// closed with what was.
+const RESULT_TIMEOUT_US: i64 = 1_000_000;
+/// A cluster with fewer than this share of its packets received says nothing.
+const MIN_RECEIVED: f64 = 0.8;
+/// An arrival rate this far above the send rate is a measuring error (libwebrtc's 2).
+const MAX_RATIO: f64 = 2.0;
+/// When the arrival rate is below 90 % of the send rate, the link is what limited it: the result
+/// is a little under the arrival rate (libwebrtc: 0.95).
+const LIMITED_BELOW: f64 = 0.9;
+const LIMITED_SHARE: f64 = 0.95;
+
+/// What a finished cluster showed: its id and the rate the link carried, bit/s (None: the cluster
+/// told nothing, too few of its packets were reported received).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProbeResult {
+    pub cluster: u8,
+    pub bps: Option<u64>,
+}
+
+/// Counters of one transport's probing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeStats {
+    pub clusters: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub padding_packets: u64,
+    pub padding_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Active {
+    id: u8,
+    rate_bps: f64,
+    start_us: i64,
+    estimate_before: u64,
+}
+
+/// When and how hard one receiver is probed.
+#[derive(Debug, Default)]
+pub struct Prober {
+    target_bps: u64,
+    active: Option<Active>,
+    /// The cluster sent and waiting for its result, with the estimate before it.
+    awaiting: Option<(u8, u64)>,
+    next_id: u8,
+    not_before_us: i64,
+    backoff_us: i64,
+    stats: ProbeStats,
+}
+
+impl Prober {
+    pub fn new() -> Self {
+        Prober::default()
+    }
+
+    /// What the Allocator would send this receiver if the estimate allowed (0: nothing more than it
+    /// sends now, so no probing). A target well above the last one cuts a backoff short.
+    pub fn set_target(&mut self, bps: u64) {
+        if bps as f64 > self.target_bps as f64 * TARGET_HEADROOM {
+            self.backoff_us = 0;
+            self.not_before_us = 0;
+        }
+        self.target_bps = bps;
+    }
+
+    pub fn target_bps(&self) -> u64 {
+        self.target_bps
+    }
+
+    pub fn stats(&self) -> ProbeStats {
+        self.stats
+    }
+
+    /// The cluster being sent, if one is.
+    pub fn active(&self) -> Option<u8> {
+        self.active.map(|a| a.id)
+    }
+
+    /// Starts a cluster at `now` if one is due: the target is worth probing for, no cluster is sent
+    /// or awaited, and the wait after the last is over. Returns its id and rate, bit/s.
+    pub fn poll_start(&mut self, now: Duration, estimate_bps: u64) -> Option<(u8, u64)> {
+        let now_us = micros(now);
+        if self.active.is_some() || self.awaiting.is_some() || now_us < self.not_before_us {
+            return None;
+        }
+        let estimate = estimate_bps.max(1) as f64;
+        let target = self.target_bps as f64;
+        if target < estimate * MIN_GAIN {
+            return None;
+        }
+        let rate = (target * TARGET_HEADROOM).min(estimate * MAX_STEP);
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.active = Some(Active {
+            id: self.next_id,
+            rate_bps: rate,
+            start_us: now_us,
+            estimate_before: estimate_bps,
+        });
+        self.stats.clusters += 1;
+        Some((self.next_id, rate as u64))
+    }
+
+    /// Whether the active cluster's time is up at `now`; if so it ends (the caller closes it in the
+    /// meter) and its id is returned.
+    pub fn poll_end(&mut self, now: Duration) -> Option<u8> {
+        let a = self.active?;
+        if micros(now) - a.start_us < micros(CLUSTER_DURATION) {
+            return None;
+        }
+        self.active = None;
+        self.awaiting = Some((a.id, a.estimate_before));
+        Some(a.id)
+    }
+
+    /// Padding bytes due at `now` to keep the active cluster at its rate, given the bytes it has
+    /// sent (media and padding).
+    pub fn padding_due(&self, now: Duration, sent_bytes: u64) -> u64 {
+        let Some(a) = self.active else { return 0 };
+        // Pace over the cluster, a step ahead so that its last packet goes before it ends.
+        let step_us = micros(CLUSTER_DURATION) / i64::from(MIN_CLUSTER_PACKETS);
+        let elapsed_us = (micros(now) - a.start_us + step_us).clamp(0, micros(CLUSTER_DURATION));
+        let due = (a.rate_bps * elapsed_us as f64 / 8e6) as u64;
+        due.saturating_sub(sent_bytes)
+    }
+
+    /// When the shard should wake to pace the active cluster (about every millisecond while one
+    /// runs).
+    pub fn next_wake(&self, now: Duration) -> Option<Duration> {
+        self.active.map(|_| now + Duration::from_millis(1))
+    }
+
+    /// Counts padding sent.
+    pub fn on_padding(&mut self, bytes: usize) {
+        self.stats.padding_packets += 1;
+        self.stats.padding_bytes += bytes as u64;
+    }
+
+    /// A cluster's result at `now`: a success (the link carried clearly more than the estimate was)
+    /// lets the next cluster follow soon; anything else backs off.
+    pub fn on_result(&mut self, now: Duration, result: ProbeResult) {
+        let Some((id, before)) = self.awaiting else {
+            return;
+        };
+        if id != result.cluster {
+            return;
+        }
+        self.awaiting = None;
+        let now_us = micros(now);
+        let gained = result
+            .bps
+            .is_some_and(|bps| bps as f64 >= before as f64 * SUCCESS_GAIN);
+        if gained {
+            self.stats.succeeded += 1;
+            self.backoff_us = 0;
+            self.not_before_us = now_us + AFTER_SUCCESS_US;
+        } else {
+            self.stats.failed += 1;
+            self.backoff_us = (self.backoff_us * 2).clamp(FIRST_BACKOFF_US, MAX_BACKOFF_US);
+            self.not_before_us = now_us + self.backoff_us;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Cluster {
+    id: u8,
+    /// Closed (no more packets join) at this time.
+    closed_us: Option<i64>,
+    sent_packets: u32,
+    sent_bytes: u64,
+    first_send_us: i64,
+    last_send_us: i64,
+    last_send_size: u32,
+    reported: u32,
+    received: u32,
+    received_bytes: u64,
+    first_arrival_us: i64,
+    first_arrival_size: u32,
+    last_arrival_us: i64,
+}
+
+impl Cluster {
+    /// Send and arrival rates of what was received, bit/s: n packets span n - 1 gaps, so the last
+    /// sent and the first received are left out of their sums.
+    fn result(&self) -> Option<u64> {
+        if self.sent_packets < MIN_CLUSTER_PACKETS
+            || f64::from(self.received) < f64::from(self.sent_packets) * MIN_RECEIVED
+        {
+            return None;
+        }
+        let send_span = self.last_send_us - self.first_send_us;
+        let arrival_span = self.last_arrival_us - self.first_arrival_us;
+        if send_span <= 0 || arrival_span <= 0 {
+            return None;
+        }
+        let send =
+            (self.sent_bytes - u64::from(self.last_send_size)) as f64 * 8e6 / send_span as f64;
+        let arrival = (self.received_bytes - u64::from(self.first_arrival_size)) as f64 * 8e6
+            / arrival_span as f64;
+        if arrival > send * MAX_RATIO {
+            return None;
+        }
+        let bps = if arrival < send * LIMITED_BELOW {
+            arrival * LIMITED_SHARE
+        } else {
+            send.min(arrival)
+        };
+        Some(bps as u64)
+    }
+}
+
+/// The probe clusters being measured: which packets are in one, their send times and sizes, and
+/// their arrivals as feedback reports them. Fixed memory.
+#[derive(Debug, Default)]
+pub struct ClusterMeter {
+    clusters: [Option<Cluster>; CLUSTERS],
+    /// The cluster packets sent now join.
+    open: Option<u8>,
+    done: Option<ProbeResult>,
+}
+
+impl ClusterMeter {
+    /// Packets sent from now on belong to cluster `id` (replacing the oldest if all slots are taken).
+    pub fn open(&mut self, id: u8) {
+        let slot = self
+            .clusters
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| {
+                self.clusters
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, c)| c.map_or(i64::MIN, |c| c.first_send_us))
+                    .map_or(0, |(i, _)| i)
+            });
+        self.clusters[slot] = Some(Cluster {
+            id,
+            ..Cluster::default()
+        });
+        self.open = Some(id);
+    }
+
+    /// No more packets join cluster `id` after `at`.
+    pub fn close(&mut self, id: u8, at: Duration) {
+        if self.open == Some(id) {
+            self.open = None;
+        }
+        if let Some(c) = self.find(id) {
+            c.closed_us = Some(micros(at));
+        }
+    }
+
+    /// The open cluster's id and the bytes it has sent so far.
+    pub fn open_cluster(&self) -> Option<(u8, u64)> {
+        let id = self.open?;
+        self.clusters
+            .iter()
+            .flatten()
+            .find(|c| c.id == id)
+            .map(|c| (id, c.sent_bytes))
+    }
+
+    fn find(&mut self, id: u8) -> Option<&mut Cluster> {
+        self.clusters.iter_mut().flatten().find(|c| c.id == id)
+    }
+
+    /// A packet sent at `send_us`: the open cluster's id if it joins one (0: none).
+    pub(super) fn on_sent(&mut self, send_us: i64, size: u16) -> u8 {
+        let Some(id) = self.open else { return 0 };
+        let Some(c) = self.find(id) else { return 0 };
+        if c.sent_packets == 0 {
+            c.first_send_us = send_us;
+        }
+        c.sent_packets += 1;
+        c.sent_bytes += u64::from(size);
+        c.last_send_us = c.last_send_us.max(send_us);
+        c.last_send_size = u32::from(size);
+        id
+    }
+
+    /// A report on a packet of cluster `id`: its arrival (None: lost).
+    pub(super) fn on_report(&mut self, id: u8, size: u16, arrival_us: Option<i64>) {
+        let Some(c) = self.find(id) else { return };
+        c.reported += 1;
+        let Some(at) = arrival_us else { return };
+        if c.received == 0 || at < c.first_arrival_us {
+            c.first_arrival_us = at;
+            c.first_arrival_size = u32::from(size);
+        }
+        c.last_arrival_us = c.last_arrival_us.max(at);
+        c.received += 1;
+        c.received_bytes += u64::from(size);
+    }
+
+    /// After a feedback at `now_us`: the result of the first closed cluster all of whose packets
+    /// were reported, or whose wait ran out.
+    pub(super) fn finish(&mut self, now_us: i64) -> Option<ProbeResult> {
+        for slot in self.clusters.iter_mut() {
+            let Some(c) = slot else { continue };
+            let Some(closed) = c.closed_us else { continue };
+            if c.reported >= c.sent_packets || now_us - closed >= RESULT_TIMEOUT_US {
+                let result = ProbeResult {
+                    cluster: c.id,
+                    bps: c.result(),
+                };
+                *slot = None;
+                self.done = Some(result);
+                return Some(result);
+            }
+        }
+        None
+    }
+
+    /// The last result made, once.
+    pub fn take_result(&mut self) -> Option<ProbeResult> {
+        self.done.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn no_probe_without_a_target_above_the_estimate() {
+        let mut p = Prober::new();
+        assert_eq!(p.poll_start(ms(0), 1_000_000), None);
+        p.set_target(1_050_000);
+        assert_eq!(p.poll_start(ms(0), 1_000_000), None, "within 10 %");
+        p.set_target(3_000_000);
+        assert_eq!(p.poll_start(ms(0), 1_000_000), Some((1, 2_000_000)));
+        assert_eq!(p.poll_start(ms(1), 1_000_000), None, "one at a time");
+    }
+
+    #[test]
+    fn the_rate_is_capped_at_twice_the_estimate_and_a_little_above_the_target() {
+        let mut p = Prober::new();
+        p.set_target(1_500_000);
+        assert_eq!(p.poll_start(ms(0), 1_000_000), Some((1, 1_800_000)));
+    }
+
+    #[test]
+    fn paces_the_cluster_and_ends_it() {
+        let mut p = Prober::new();
+        p.set_target(10_000_000);
+        let (id, rate) = p.poll_start(ms(0), 1_000_000).unwrap();
+        assert_eq!(rate, 2_000_000);
+        // 2 Mbit/s over 25 ms is 6250 bytes; a fifth is due ahead at the start.
+        assert_eq!(p.padding_due(ms(0), 0), 1250);
+        assert_eq!(p.padding_due(ms(10), 1250), 3750 - 1250);
+        assert_eq!(p.padding_due(ms(10), 5000), 0, "media already filled it");
+        assert_eq!(
+            p.padding_due(ms(30), 0),
+            6250,
+            "never more than the cluster"
+        );
+        assert_eq!(p.poll_end(ms(24)), None);
+        assert_eq!(p.poll_end(ms(25)), Some(id));
+        assert_eq!(p.padding_due(ms(26), 0), 0);
+        assert_eq!(p.poll_start(ms(26), 1_000_000), None, "awaiting its result");
+    }
+
+    #[test]
+    fn success_lets_the_next_follow_failure_backs_off_doubling() {
+        let mut p = Prober::new();
+        p.set_target(10_000_000);
+        let (id, _) = p.poll_start(ms(0), 1_000_000).unwrap();
+        p.poll_end(ms(25));
+        p.on_result(
+            ms(150),
+            ProbeResult {
+                cluster: id,
+                bps: Some(2_000_000),
+            },
+        );
+        assert_eq!(p.poll_start(ms(449), 2_000_000), None);
+        let (id, rate) = p.poll_start(ms(450), 2_000_000).unwrap();
+        assert_eq!(rate, 4_000_000);
+        p.poll_end(ms(475));
+        p.on_result(
+            ms(600),
+            ProbeResult {
+                cluster: id,
+                bps: Some(2_050_000),
+            },
+        );
+        assert_eq!(p.poll_start(ms(2599), 2_000_000), None);
+        let (id, _) = p.poll_start(ms(2600), 2_000_000).unwrap();
+        p.poll_end(ms(2625));
+        p.on_result(
+            ms(2700),
+            ProbeResult {
+                cluster: id,
+                bps: None,
+            },
+        );
+        assert_eq!(p.poll_start(ms(6699), 2_000_000), None, "4 s now");
+        assert!(p.poll_start(ms(6700), 2_000_000).is_some());
+        assert_eq!(
+            p.stats(),
+            ProbeStats {
+                clusters: 4,
+                succeeded: 1,
+                failed: 2,
+                ..ProbeStats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_higher_target_cuts_the_backoff_short() {
+        let mut p = Prober::new();
+        p.set_target(3_000_000);
+        let (id, _) = p.poll_start(ms(0), 1_000_000).unwrap();
+        p.poll_end(ms(25));
+        p.on_result(
+            ms(100),
+            ProbeResult {
+                cluster: id,
+                bps: None,
+            },
+        );
+        assert_eq!(p.poll_start(ms(200), 1_000_000), None);
+        p.set_target(3_100_000);
+        assert_eq!(p.poll_start(ms(200), 1_000_000), None, "not much higher");
+        p.set_target(5_000_000);
+        assert!(p.poll_start(ms(200), 1_000_000).is_some());
+    }
+
+    /// A cluster of `n` packets of `size` sent `send_gap_us` apart, arriving `arrival_gap_us` apart
+    /// (the first after 20 ms), all reported.
+    fn measure(
+        n: u32,
+        size: u16,
+        send_gap_us: i64,
+        arrival_gap_us: i64,
+        lost: &[u32],
+    ) -> ProbeResult {
+        let mut m = ClusterMeter::default();
+        m.open(7);
+        for i in 0..n {
+            assert_eq!(m.on_sent(i64::from(i) * send_gap_us, size), 7);
+        }
+        m.close(
+            7,
+            Duration::from_micros((i64::from(n) * send_gap_us) as u64),
+        );
+        assert_eq!(m.on_sent(1_000_000, size), 0, "closed: no more join");
+        for i in 0..n {
+            let arrival = (!lost.contains(&i)).then(|| 20_000 + i64::from(i) * arrival_gap_us);
+            m.on_report(7, size, arrival);
+        }
+        m.finish(200_000).expect("every packet was reported")
+    }
+
+    #[test]
+    fn a_cluster_the_link_carries_measures_its_send_rate() {
+        // 11 packets of 1000 bytes 1 ms apart: 8 Mbit/s sent and received.
+        let r = measure(11, 1000, 1000, 1000, &[]);
+        assert_eq!(
+            r,
+            ProbeResult {
+                cluster: 7,
+                bps: Some(8_000_000)
+            }
+        );
+    }
+
+    #[test]
+    fn a_cluster_the_link_slows_measures_the_link() {
+        // Sent at 8 Mbit/s, spread to 2 ms apart by a 4 Mbit/s bottleneck: 0.95 x 4.
+        let r = measure(11, 1000, 1000, 2000, &[]);
+        assert_eq!(r.bps, Some(3_800_000));
+        // A little slower than sent (within 10 %) is the arrival rate itself.
+        let r = measure(11, 1000, 1000, 1050, &[]);
+        assert_eq!(r.bps, Some(7_619_047));
+    }
+
+    #[test]
+    fn too_few_received_or_an_impossible_rate_tells_nothing() {
+        assert_eq!(measure(10, 1000, 1000, 1000, &[1, 2, 3]).bps, None);
+        assert!(measure(10, 1000, 1000, 1000, &[1, 2]).bps.is_some());
+        assert_eq!(
+            measure(10, 1000, 1000, 400, &[]).bps,
+            None,
+            "arrived 2.5 x faster"
+        );
+        assert_eq!(
+            measure(4, 1000, 1000, 1000, &[]).bps,
+            None,
+            "under 5 packets"
+        );
+    }
+
+    #[test]
+    fn an_unreported_cluster_finishes_after_its_timeout() {
+        let mut m = ClusterMeter::default();
+        m.open(3);
+        for i in 0..6 {
+            m.on_sent(i * 1000, 500);
+        }
+        m.close(3, Duration::from_millis(6));
+        m.on_report(3, 500, Some(10_000));
+        assert_eq!(m.finish(500_000), None);
+        assert_eq!(
+            m.finish(1_006_000),
+            Some(ProbeResult {
+                cluster: 3,
+                bps: None
+            })
+        );
+        assert_eq!(
+            m.take_result(),
+            Some(ProbeResult {
+                cluster: 3,
+                bps: None
+            })
+        );
+        assert_eq!(m.take_result(), None);
+    }
+
+    #[test]
+    fn a_fifth_cluster_replaces_the_oldest() {
+        let mut m = ClusterMeter::default();
+        for id in 1..=5u8 {
+            m.open(id);
+            m.on_sent(i64::from(id) * 1000, 100);
+            m.close(id, Duration::from_millis(u64::from(id)));
+        }
+        assert!(m.clusters.iter().flatten().all(|c| c.id != 1));
+        assert_eq!(m.clusters.iter().flatten().count(), 4);
+    }
+}
