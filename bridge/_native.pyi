@@ -185,6 +185,7 @@ class NativeBridge:
         audio_level: int | None = None,
         dependency_descriptor: int | None = None,
         transport_cc: int | None = None,
+        abs_send_time: int | None = None,
     ) -> None: ...
     def set_probe_target(self, transport_id: int, bps: int) -> None:
         """What the allocation would send the transport if its estimate allowed (0: no more)."""

@@ -144,7 +144,7 @@ class Endpoint:
         self.medias: tuple[Media, ...] = ()
         #: The video payload types last sent to the packet path.
         self._payload_types: list[_native.PayloadType] = []
-        self._extension_ids = HeaderExtensionIds(None, None, None)
+        self._extension_ids = HeaderExtensionIds(None, None, None, None)
         #: Colibri2 force-mute: kinds whose media from this endpoint reaches nobody (it still receives).
         self.force_mute_audio = False
         self.force_mute_video = False

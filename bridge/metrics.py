@@ -140,6 +140,20 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
     yield _counter("packets_sent", "UDP packets sent.", _int(total, "packets_out"))
     yield _counter("bytes_received", "UDP payload bytes received.", _int(total, "bytes_in"))
     yield _counter("bytes_sent", "UDP payload bytes sent.", _int(total, "bytes_out"))
+    yield _counter(
+        "nack_requested",
+        "Sequence numbers the bridge asked senders for in its own NACKs (its ingress loss).",
+        _int(total, "nack_requested"),
+    )
+    yield _counter(
+        "remb_sent", "REMB sent to senders that negotiated it and not transport-cc.", _int(total, "remb_sent")
+    )
+    for name, text in (
+        ("probe_clusters", "Bandwidth probe clusters sent to receivers."),
+        ("padding_packets", "Padding packets sent in probe clusters."),
+        ("padding_bytes", "Padding bytes sent in probe clusters."),
+    ):
+        yield _counter(name, text, _int(total, name))
     drops = CounterMetricFamily(f"{PREFIX}_packets_dropped", "Packets dropped, by reason.", labels=["reason"])
     for reason, count in sorted(_section(total, "drops").items()):
         if isinstance(count, int):

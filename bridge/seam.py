@@ -65,6 +65,7 @@ class NativeSeam(Protocol):
         audio_level: int | None = None,
         dependency_descriptor: int | None = None,
         transport_cc: int | None = None,
+        abs_send_time: int | None = None,
     ) -> None: ...
     def request_keyframe(self, transport_id: int, ssrc: int) -> None: ...
     def set_force_mute(self, transport_id: int, audio: bool, video: bool) -> None: ...
@@ -163,6 +164,7 @@ def extension_id(medias: Sequence[Media], kind: str, uri: str) -> int | None:
 
 #: Transport-wide sequence numbers for congestion control feedback.
 TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
 class HeaderExtensionIds(NamedTuple):
@@ -171,16 +173,25 @@ class HeaderExtensionIds(NamedTuple):
     audio_level: int | None
     dependency_descriptor: int | None
     transport_cc: int | None
+    #: Only for an endpoint whose video negotiated REMB (goog-remb) and not transport-cc: the packet path then
+    #: estimates what it receives from it and answers with REMB.
+    abs_send_time: int | None = None
 
 
 def header_extension_ids(medias: Sequence[Media]) -> HeaderExtensionIds:
     """The ids from an endpoint's Colibri2 medias: audio levels in its audio, the AV1 dependency descriptor in
-    its video, transport-wide sequence numbers in either (one sequence per transport)."""
+    its video, transport-wide sequence numbers in either (one sequence per transport); abs-send-time in its
+    video when that negotiated REMB and there is no transport-cc (JVB's choice of estimator, the same way)."""
+    transport_cc = extension_id(medias, "video", TRANSPORT_CC_URI) or extension_id(
+        medias, "audio", TRANSPORT_CC_URI
+    )
+    fbs = {fb.type for m in medias if m.type == "video" for pt in m.payload_types for fb in pt.rtcp_fbs}
+    remb_only = "goog-remb" in fbs and transport_cc is None
     return HeaderExtensionIds(
         audio_level=extension_id(medias, "audio", AUDIO_LEVEL_URI),
         dependency_descriptor=extension_id(medias, "video", DEPENDENCY_DESCRIPTOR_URI),
-        transport_cc=extension_id(medias, "video", TRANSPORT_CC_URI)
-        or extension_id(medias, "audio", TRANSPORT_CC_URI),
+        transport_cc=transport_cc,
+        abs_send_time=extension_id(medias, "video", ABS_SEND_TIME_URI) if remb_only else None,
     )
 
 

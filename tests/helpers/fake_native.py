@@ -97,8 +97,11 @@ class FakeNative:
         audio_level: int | None = None,
         dependency_descriptor: int | None = None,
         transport_cc: int | None = None,
+        abs_send_time: int | None = None,
     ) -> None:
-        ids = (audio_level, dependency_descriptor, transport_cc)
+        ids: tuple[int | None, ...] = (audio_level, dependency_descriptor, transport_cc)
+        if abs_send_time is not None:
+            ids += (abs_send_time,)
         self.commands.append(("set_header_extensions", (transport_id, ids)))
 
     def request_keyframe(self, transport_id: int, ssrc: int) -> None:

@@ -33,6 +33,7 @@ from bridge.changes import (
 from bridge.colibri2_handler import Colibri2Handler
 from bridge.lifecycle import Lifecycle, LifecycleConfig, idle_expiry
 from bridge.seam import (
+    ABS_SEND_TIME_URI,
     AUDIO_LEVEL_URI,
     DEPENDENCY_DESCRIPTOR_URI,
     TRANSPORT_CC_URI,
@@ -48,6 +49,7 @@ from colibri2.model import (
     Media,
     Parameter,
     PayloadType,
+    RtcpFb,
     RtpHdrExt,
     Transport,
 )
@@ -287,3 +289,16 @@ def test_an_endpoints_medias_tell_the_packet_path_its_codecs_and_header_extensio
         [UpdateEndpoint("m", "a", medias=(replace(audio, rtp_hdrexts=(*audio.rtp_hdrexts, tcc)), av1))]
     )
     assert native.named("set_header_extensions")[-1] == (ep.transport_id, (1, 11, 5))
+    # REMB instead of transport-cc: abs-send-time is passed only while the video negotiated goog-remb and no
+    # transport-cc (the packet path then estimates what it receives and answers with REMB).
+    remb = tuple(replace(pt, rtcp_fbs=(RtcpFb("goog-remb"),)) for pt in av1.payload_types)
+    abs_send_time = RtpHdrExt(3, ABS_SEND_TIME_URI)
+    video = Media("video", payload_types=remb, rtp_hdrexts=(abs_send_time,))
+    bridge.apply([UpdateEndpoint("m", "a", medias=(audio, video))])
+    assert native.named("set_header_extensions")[-1] == (ep.transport_id, (1, None, None, 3))
+    with_tcc = replace(video, rtp_hdrexts=(abs_send_time, tcc))
+    bridge.apply([UpdateEndpoint("m", "a", medias=(audio, with_tcc))])
+    assert native.named("set_header_extensions")[-1] == (ep.transport_id, (1, None, 5))
+    no_remb = Media("video", payload_types=av1.payload_types, rtp_hdrexts=(abs_send_time,))
+    bridge.apply([UpdateEndpoint("m", "a", medias=(audio, no_remb))])
+    assert native.named("set_header_extensions")[-1] == (ep.transport_id, (1, None, None))

@@ -185,6 +185,9 @@ pub struct HeaderExtensionIds {
     pub dependency_descriptor: Option<u8>,
     /// Transport-wide sequence numbers (draft-holmer-rmcat-transport-wide-cc-extensions-01).
     pub transport_cc: Option<u8>,
+    /// abs-send-time, given only for a peer that negotiated REMB (goog-remb) and not transport-cc:
+    /// the bridge estimates what it receives from it and sends it REMB.
+    pub abs_send_time: Option<u8>,
 }
 
 /// What a receiver is allocated of one video Source: `spatial`, the simulcast layer (SIM order) or, for a

@@ -119,6 +119,12 @@ pub struct Counters {
     pub rtcp_out: u64,
     /// Sequence numbers the bridge asked this sender for in its own NACKs (what it did not receive).
     pub nack_requested: u64,
+    /// REMB packets the bridge sent this peer (one that negotiated REMB and not transport-cc).
+    pub remb_sent: u64,
+    /// Probe clusters sent this peer, and the padding packets and bytes in them.
+    pub probe_clusters: u64,
+    pub padding_packets: u64,
+    pub padding_bytes: u64,
     drops: [u64; DROP_REASONS.len()],
 }
 
@@ -278,6 +284,9 @@ pub struct TransportStats {
     /// raised its estimate.
     pub probe: Option<crate::cc::ProbeStats>,
     pub probe_raises: u64,
+    /// What the bridge estimates it can receive from the peer and tells it with REMB (a peer that
+    /// negotiated REMB and not transport-cc; None before the incoming rate is known).
+    pub remb_estimate_bps: Option<u64>,
 }
 
 /// One layer of a video Source as the bridge receives it: what the Allocator sizes allocations with.

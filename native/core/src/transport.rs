@@ -9,7 +9,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::cc::{Estimator, EstimatorConfig, FeedbackBuilder, ProbeStats, Prober};
+use crate::cc::{
+    Estimator, EstimatorConfig, FeedbackBuilder, ProbeStats, Prober, ReceiveEstimator,
+};
 use crate::domain::{ForceMute, RemoteCandidate, RouterId, TransportId, TransportState};
 use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, DtlsSetup, Fingerprint};
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent, IceState};
@@ -83,6 +85,9 @@ pub struct Transport {
     /// Congestion control with the peer, made when it negotiated transport-cc: feedback on what it
     /// sends, and the estimate of what it can receive.
     cc: Option<Box<Cc>>,
+    /// The receive-side estimate of what the peer sends, for a peer that negotiated REMB and not
+    /// transport-cc (made with the abs-send-time id).
+    remb: Option<Box<Remb>>,
     /// Test-only fault injection: the next DTLS datagram panics (proves the shard's isolation).
     #[cfg(test)]
     pub(crate) panic_on_dtls: bool,
@@ -93,6 +98,13 @@ pub struct Transport {
 struct TccOut {
     id: u8,
     next: u16,
+}
+
+/// REMB to a peer: its abs-send-time extension id and the receive-side estimate, on `epoch`'s clock.
+struct Remb {
+    epoch: Instant,
+    id: u8,
+    estimator: ReceiveEstimator,
 }
 
 /// One transport's congestion control, on the clock of its `epoch`.
@@ -206,6 +218,7 @@ impl Transport {
             force_mute: ForceMute::default(),
             tcc_out: None,
             cc: None,
+            remb: None,
             #[cfg(test)]
             panic_on_dtls: false,
         }
@@ -491,9 +504,47 @@ impl Transport {
         }
     }
 
-    /// A packet from the peer, for the transport-cc feedback the bridge sends it.
+    /// REMB to the peer, with the abs-send-time id its RTP carries (None: no REMB). The estimate
+    /// survives a change of the id.
+    pub fn set_remb(&mut self, now: Instant, abs_send_time: Option<u8>) {
+        match (abs_send_time, self.remb.as_mut()) {
+            (None, _) => self.remb = None,
+            (Some(id), Some(r)) => r.id = id,
+            (Some(id), None) => {
+                self.remb = Some(Box::new(Remb {
+                    epoch: now,
+                    id,
+                    estimator: ReceiveEstimator::new(EstimatorConfig::default()),
+                }));
+            }
+        }
+    }
+
+    /// The REMB bitrate due to the peer now, if one is (`ReceiveEstimator::poll_remb`).
+    pub fn poll_remb(&mut self, now: Instant) -> Option<u64> {
+        let r = self.remb.as_mut()?;
+        r.estimator
+            .poll_remb(now.saturating_duration_since(r.epoch))
+    }
+
+    /// The receive-side estimate of what the peer sends, with REMB.
+    pub fn remb_estimate(&self) -> Option<u64> {
+        let r = self.remb.as_ref()?;
+        r.estimator
+            .incoming_bps()
+            .map(|_| r.estimator.estimate_bps())
+    }
+
+    /// A packet from the peer, for the transport-cc feedback (or the REMB) the bridge sends it.
     #[inline]
     pub fn on_rtp_received(&mut self, now: Instant, rtp: &RtpView<'_>) {
+        if let Some(r) = self.remb.as_mut() {
+            if let Some(&[a, b, c]) = rtp.extension(r.id) {
+                let abs = u32::from_be_bytes([0, a, b, c]);
+                let at = now.saturating_duration_since(r.epoch);
+                r.estimator.on_packet(at, abs, rtp.as_bytes().len());
+            }
+        }
         let (Some(t), Some(cc)) = (self.tcc_out, self.cc.as_mut()) else {
             return;
         };
@@ -562,6 +613,8 @@ impl Transport {
         if cc.prober.active().is_none() && stream.is_some() {
             if let Some((id, _)) = cc.prober.poll_start(at, estimate) {
                 cc.estimator.clusters().open(id);
+                self.counters.probe_clusters += 1;
+                total.probe_clusters += 1;
             }
         }
         let due = cc
@@ -615,6 +668,10 @@ impl Transport {
             if let Some(cc) = self.cc.as_mut() {
                 cc.padding_seq = seq.wrapping_add(1);
                 cc.prober.on_padding(PADDING_PACKET);
+            }
+            for c in [&mut self.counters, total] {
+                c.padding_packets += 1;
+                c.padding_bytes += PADDING_PACKET as u64;
             }
         }
         sent
@@ -750,6 +807,7 @@ impl Transport {
                 .cc
                 .as_ref()
                 .map_or(0, |cc| cc.estimator.stats().probe_raises),
+            remb_estimate_bps: self.remb_estimate(),
         }
     }
 

@@ -334,3 +334,61 @@ fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_st
     step(&mut conf, Duration::from_millis(500));
     assert_eq!(receiver(&conf).probe.unwrap().clusters, clusters);
 }
+
+#[test]
+fn a_sender_that_negotiated_remb_and_not_transport_cc_gets_remb_on_its_video() {
+    use sluice_core::rtcp::{parse_compound, RtcpPacket};
+
+    const VIDEO: u32 = 0xC0;
+    const ABS: u8 = 3;
+    let mut conf = common::Conference::new(2);
+    conf.set_sources(0, &[(VIDEO, MediaKind::Video)]);
+    let ids = HeaderExtensionIds {
+        abs_send_time: Some(ABS),
+        ..HeaderExtensionIds::default()
+    };
+    conf.shard.handle_command(
+        Instant::now(),
+        Command::SetHeaderExtensions { transport: 10, ids },
+    );
+    conf.connect_all();
+    // About 1 Mbit/s of 1000-byte packets, each with its abs-send-time (6.18 fixed point seconds).
+    let t0 = Instant::now();
+    let mut seq = 0u16;
+    while t0.elapsed() < Duration::from_millis(2500) {
+        for _ in 0..2 {
+            let abs = ((t0.elapsed().as_micros() << 18) / 1_000_000) as u32 & 0x00ff_ffff;
+            let mut p = vec![0x90, 100];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+            p.extend_from_slice(&VIDEO.to_be_bytes());
+            p.extend_from_slice(&[0xBE, 0xDE, 0x00, 0x01, (ABS << 4) | 2]);
+            p.extend_from_slice(&abs.to_be_bytes()[1..]);
+            p.extend_from_slice(&[0x42; 980]);
+            conf.peers[0].send_plain_rtp(&p);
+            seq = seq.wrapping_add(1);
+        }
+        conf.peers[0].flush();
+        conf.run_until(Duration::from_millis(16), |_| false);
+    }
+    let rembs: Vec<(u64, Vec<u32>)> = conf.peers[0]
+        .rtcp_packets
+        .iter()
+        .flat_map(|p| parse_compound(p).flatten().collect::<Vec<_>>())
+        .filter_map(|packet| match packet {
+            RtcpPacket::Remb(r) => Some((r.bitrate_bps, r.ssrcs().collect())),
+            _ => None,
+        })
+        .collect();
+    // The first once the incoming rate is known (after 100 ms), then about one a second.
+    assert!((2..=4).contains(&rembs.len()), "{rembs:?}");
+    for (bps, ssrcs) in &rembs {
+        assert_eq!(ssrcs, &[VIDEO]);
+        assert!(*bps >= 900_000, "{rembs:?}");
+    }
+    let stats = conf.shard.stats();
+    let sender = stats.transports.iter().find(|t| t.id == 10).unwrap();
+    assert_eq!(sender.counters.remb_sent, rembs.len() as u64);
+    assert!(sender.remb_estimate_bps.is_some());
+    assert_eq!(sender.bandwidth_estimate_bps, None, "no transport-cc");
+}

@@ -201,15 +201,24 @@ impl NativeBridge {
     }
 
     /// The header extension ids the transport's RTP carries (from its extmap; None: not sent).
-    #[pyo3(signature = (transport_id, audio_level=None, dependency_descriptor=None, transport_cc=None))]
+    /// `abs_send_time` only for a peer that negotiated REMB and not transport-cc.
+    #[pyo3(signature = (transport_id, audio_level=None, dependency_descriptor=None, transport_cc=None, abs_send_time=None))]
     fn set_header_extensions(
         &self,
         transport_id: u64,
         audio_level: Option<u8>,
         dependency_descriptor: Option<u8>,
         transport_cc: Option<u8>,
+        abs_send_time: Option<u8>,
     ) -> PyResult<()> {
-        if [audio_level, dependency_descriptor, transport_cc].contains(&Some(0)) {
+        if [
+            audio_level,
+            dependency_descriptor,
+            transport_cc,
+            abs_send_time,
+        ]
+        .contains(&Some(0))
+        {
             return Err(PyValueError::new_err(
                 "an RTP header extension id is 1..=255",
             ));
@@ -220,6 +229,7 @@ impl NativeBridge {
                 audio_level,
                 dependency_descriptor,
                 transport_cc,
+                abs_send_time,
             },
         })
     }
@@ -269,6 +279,10 @@ fn counters_dict<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyDi
     d.set_item("rtcp_in", c.rtcp_in)?;
     d.set_item("rtcp_out", c.rtcp_out)?;
     d.set_item("nack_requested", c.nack_requested)?;
+    d.set_item("remb_sent", c.remb_sent)?;
+    d.set_item("probe_clusters", c.probe_clusters)?;
+    d.set_item("padding_packets", c.padding_packets)?;
+    d.set_item("padding_bytes", c.padding_bytes)?;
     let drops = PyDict::new(py);
     for (k, v) in c.drop_map() {
         drops.set_item(k, v)?;
@@ -304,6 +318,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
         td.set_item("force_mute_audio", t.force_mute.audio)?;
         td.set_item("force_mute_video", t.force_mute.video)?;
         td.set_item("bandwidth_estimate_bps", t.bandwidth_estimate_bps)?;
+        td.set_item("remb_estimate_bps", t.remb_estimate_bps)?;
         if let Some(p) = t.probe {
             let pd = PyDict::new(py);
             pd.set_item("clusters", p.clusters)?;

@@ -460,7 +460,7 @@ impl Group {
 
 /// Inter-group delay variation, its trend, and the over-use detector with its threshold.
 #[derive(Debug)]
-struct DelayDetector {
+pub(super) struct DelayDetector {
     current: Option<Group>,
     previous: Option<Group>,
     /// Arrival of the first group in the trend window's time base, us.
@@ -486,7 +486,7 @@ struct DelayDetector {
 }
 
 impl DelayDetector {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         DelayDetector {
             current: None,
             previous: None,
@@ -510,7 +510,7 @@ impl DelayDetector {
 
     /// The usage to act on for one feedback: over-use if it was declared at any group since the
     /// last call, else the current state.
-    fn take_usage(&mut self) -> BandwidthUsage {
+    pub(super) fn take_usage(&mut self) -> BandwidthUsage {
         let seen = std::mem::take(&mut self.overuse_seen);
         if seen {
             BandwidthUsage::Overusing
@@ -520,7 +520,7 @@ impl DelayDetector {
     }
 
     /// One acknowledged packet, in send order.
-    fn on_packet(&mut self, send_us: i64, arrival_us: i64) {
+    pub(super) fn on_packet(&mut self, send_us: i64, arrival_us: i64) {
         let Some(mut group) = self.current else {
             self.current = Some(Group::new(send_us, arrival_us));
             return;
@@ -702,8 +702,8 @@ impl LinkCapacity {
 
 /// The delay-based AIMD rate controller (draft 5.5).
 #[derive(Debug)]
-struct RateControl {
-    rate: f64,
+pub(super) struct RateControl {
+    pub(super) rate: f64,
     state: RateControlState,
     last_update_us: Option<i64>,
     last_decrease_us: Option<i64>,
@@ -711,7 +711,7 @@ struct RateControl {
 }
 
 impl RateControl {
-    fn new(rate: f64) -> Self {
+    pub(super) fn new(rate: f64) -> Self {
         RateControl {
             rate,
             state: RateControlState::Hold,
@@ -721,7 +721,7 @@ impl RateControl {
         }
     }
 
-    fn update(
+    pub(super) fn update(
         &mut self,
         usage: BandwidthUsage,
         acked: Option<f64>,
@@ -840,7 +840,7 @@ impl LossBased {
 
 /// Bytes the receiver got over the last 500 ms of its clock, in 25 ms buckets.
 #[derive(Debug)]
-struct AckedBitrate {
+pub(super) struct AckedBitrate {
     bytes: [u64; ACK_BUCKETS],
     packets: [u32; ACK_BUCKETS],
     /// Index (arrival / bucket length) of the newest bucket.
@@ -850,7 +850,7 @@ struct AckedBitrate {
 }
 
 impl AckedBitrate {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         AckedBitrate {
             bytes: [0; ACK_BUCKETS],
             packets: [0; ACK_BUCKETS],
@@ -860,7 +860,7 @@ impl AckedBitrate {
         }
     }
 
-    fn add(&mut self, arrival_us: i64, bytes: u64) {
+    pub(super) fn add(&mut self, arrival_us: i64, bytes: u64) {
         let index = arrival_us.div_euclid(ACK_BUCKET_US);
         let head = match self.head {
             None => {
@@ -888,7 +888,7 @@ impl AckedBitrate {
         self.packets[b] += 1;
     }
 
-    fn rate_bps(&self) -> Option<f64> {
+    pub(super) fn rate_bps(&self) -> Option<f64> {
         let head = self.head?;
         if self.last_arrival_us - self.first_arrival_us < ACK_MIN_SPAN_US {
             return None;

@@ -5,6 +5,9 @@
 //! [`Prober`] sends a receiver short clusters above its estimate when the Allocator wants more than
 //! the estimate allows, and the estimator's [`ClusterMeter`] reads the rate they arrived at.
 //!
+//! [`ReceiveEstimator`] is the receive-side variant for a sender that negotiated REMB and not
+//! transport-cc.
+//!
 //! [`NackTracker`] keeps what the bridge did not receive of a sender's video, for its own NACKs.
 //!
 //! The first two take time as a [`std::time::Duration`] since an epoch the caller chooses (the same epoch
@@ -16,6 +19,7 @@ pub mod nack;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod oracle;
 pub mod probe;
+mod remb;
 
 #[cfg(test)]
 mod tests;
@@ -26,6 +30,7 @@ pub use estimator::{
 pub use feedback::{FeedbackBuilder, FeedbackCounters, FeedbackLimits, WINDOW};
 pub use nack::NackTracker;
 pub use probe::{ClusterMeter, ProbeResult, ProbeStats, Prober};
+pub use remb::ReceiveEstimator;
 
 /// Extends 16-bit transport-wide sequence numbers to 64 bits: each one is taken as the value
 /// nearest to the highest seen so far (at most 32767 behind or 32768 ahead).

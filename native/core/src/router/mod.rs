@@ -352,6 +352,20 @@ impl Router {
         )
     }
 
+    /// Writes the video SSRCs `transport` sends (its Producers') into `out`; returns how many fit.
+    pub fn video_ssrcs_of(&self, transport: TransportId, out: &mut [u32]) -> usize {
+        let mut n = 0;
+        for (&ssrc, p) in &self.producers {
+            if p.transport != transport || p.kind != MediaKind::Video {
+                continue;
+            }
+            let Some(slot) = out.get_mut(n) else { break };
+            *slot = ssrc;
+            n += 1;
+        }
+        n
+    }
+
     /// The stream `receiver`'s probe padding goes on: the RTX SSRC of a video Source of another member
     /// (receivers are told each Source's primary SSRC and its RTX), preferring one it is sent now, with
     /// the RTX payload type of the receiver's own payload types (else the Source owner's: a Jitsi

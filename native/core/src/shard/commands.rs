@@ -152,6 +152,8 @@ impl State {
                     .map_or(0, |r| r.feedback.for_kind(MediaKind::Video));
                 if let Some(t) = self.transports.get_mut(&transport) {
                     t.set_transport_cc_id(now, ids.transport_cc, feedback_ssrc);
+                    let remb = ids.abs_send_time.filter(|_| ids.transport_cc.is_none());
+                    t.set_remb(now, remb);
                 }
                 if let Some(r) = self.routers.get_mut(&router) {
                     r.set_header_extensions(transport, ids);

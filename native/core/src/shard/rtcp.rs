@@ -20,7 +20,9 @@ use super::State;
 use crate::domain::{ForceMute, MediaKind, RouterId, TransportId};
 use crate::io::MAX_DATAGRAM;
 use crate::router::{Router, RR_INTERVAL};
-use crate::rtcp::{parse_compound, set_sender_ssrc, write_nack, write_pli, Nack, RtcpPacket};
+use crate::rtcp::{
+    parse_compound, set_sender_ssrc, write_nack, write_pli, write_remb, Nack, RtcpPacket,
+};
 use crate::stats::DropReason;
 use crate::transport::Protect;
 
@@ -29,6 +31,9 @@ pub const FEEDBACK_INTERVAL: std::time::Duration = std::time::Duration::from_mil
 
 /// How often the bridge's own NACKs go out (each missing packet is asked at most every `cc::nack::RETRY`).
 pub const NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The sender's video SSRCs a REMB names at most.
+const MAX_REMB_SSRCS: usize = 16;
 
 /// Sequence numbers kept when a NACK is rewritten without force-muted ones (the rest is best effort).
 const MAX_NACK_KEPT: usize = 256;
@@ -276,14 +281,28 @@ impl State {
     }
 
     /// Sends each transport whose peer negotiated transport-cc the feedback on what arrived since the
-    /// last, every FEEDBACK_INTERVAL (as browsers do, so their own estimators work against the bridge).
+    /// last, every FEEDBACK_INTERVAL (as browsers do, so their own estimators work against the bridge);
+    /// and each that negotiated REMB instead, REMB when its estimate says (`ReceiveEstimator`).
     pub(super) fn send_transport_feedback(&mut self, now: Instant, io: &mut Io) {
         if now < self.next_feedback {
             return;
         }
         self.next_feedback = now + FEEDBACK_INTERVAL;
         let mut out = [0u8; MAX_DATAGRAM];
-        for t in self.transports.values_mut() {
+        let mut ssrcs = [0u32; MAX_REMB_SSRCS];
+        for (&id, t) in self.transports.iter_mut() {
+            if let Some(bps) = t.poll_remb(now) {
+                if let Some(r) = self.routers.get(&t.router) {
+                    let n = r.video_ssrcs_of(id, &mut ssrcs);
+                    let sender = r.feedback.for_kind(MediaKind::Video);
+                    if let Ok(len) = write_remb(&mut out, sender, bps, &ssrcs[..n]) {
+                        if t.send_protected(Protect::Rtcp, &out[..len], io, &mut self.total) {
+                            t.counters.remb_sent += 1;
+                            self.total.remb_sent += 1;
+                        }
+                    }
+                }
+            }
             // A few packets per interval at most; the writer bounds each.
             for _ in 0..4 {
                 let Some(n) = t.take_transport_feedback(&mut out) else {
