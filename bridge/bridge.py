@@ -409,7 +409,9 @@ class Bridge:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         cpu = self.config.shard_cpu
-        native = _native.NativeBridge(self.config.bind_addresses, self.config.udp_port, cpu)
+        native = _native.NativeBridge(
+            self.config.bind_addresses, self.config.udp_port, cpu, self.config.cc_trace_dir
+        )
         if cpu is not None:
             keep_threads_off(cpu)
         self._attach(native)

@@ -19,5 +19,7 @@ class BridgeConfig:
     #: The CPU the shard (media) thread is pinned to; the process's other threads then keep off it when
     #: another CPU is theirs. None: the kernel places every thread.
     shard_cpu: int | None = None
+    #: Where each transport's congestion-control trace is written (None: nowhere).
+    cc_trace_dir: str | None = None
     #: Seconds a connected transport may go without consent before it fails (RFC 7675 fixes 30 s).
     consent_timeout_s: float = 30.0

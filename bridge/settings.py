@@ -376,6 +376,7 @@ _KEYS: dict[str, Parse] = {
     "videobridge.cc.assumed-bandwidth-limit": _bitrate,
     "videobridge.cc.receiver-bandwidth": _bitrate,  # sluice
     "videobridge.cc.trust-bwe": _bool,
+    "videobridge.cc.trace-dir": _string,  # sluice
     "videobridge.speech-activity.recent-speakers-count": _count,
     "videobridge.speech-activity.enable-silence-detection": _bool,
     "videobridge.speech-activity.silence-detection-timeout": _duration,
@@ -533,6 +534,9 @@ class Settings:
     cc_trust_bwe: bool = False
     #: How often layer bitrates are read from the packet path and every conference reallocated.
     cc_allocation_interval: float = 1.0
+    #: A directory each transport's congestion-control trace is written to (a line per packet: for
+    #: debugging and for recording the estimator's test traces; None: no traces).
+    cc_trace_dir: str | None = None
     #: Dominant speaker detection, `[videobridge.speech-activity]` (bridge/speakers.py).
     recent_speakers_count: int = 10
     enable_silence_detection: bool = False
@@ -545,6 +549,7 @@ class Settings:
             bind_addresses=list(self.bind_addresses),
             advertised_addresses=list(self.advertised_addresses),
             shard_cpu=self.shard_cpu,
+            cc_trace_dir=self.cc_trace_dir,
         )
 
     def colibri2_limits(self) -> Colibri2Limits:
@@ -790,6 +795,7 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         ),
         cc_allocation_interval=get("videobridge.cc.allocation-interval", defaults.cc_allocation_interval),
         cc_trust_bwe=get("videobridge.cc.trust-bwe", defaults.cc_trust_bwe),
+        cc_trace_dir=get("videobridge.cc.trace-dir", defaults.cc_trace_dir),
         recent_speakers_count=get(
             "videobridge.speech-activity.recent-speakers-count", defaults.recent_speakers_count
         ),

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::cc::{
-    Estimator, EstimatorConfig, FeedbackBuilder, ProbeStats, Prober, ReceiveEstimator,
+    Estimator, EstimatorConfig, FeedbackBuilder, ProbeStats, Prober, ReceiveEstimator, TraceWriter,
 };
 use crate::domain::{ForceMute, RemoteCandidate, RouterId, TransportId, TransportState};
 use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, DtlsSetup, Fingerprint};
@@ -120,6 +120,8 @@ struct Cc {
     padding_seq: u16,
     /// Feedback from the peer that did not parse.
     bad_feedback: u64,
+    /// The congestion-control trace being written, when tracing is on.
+    trace: Option<TraceWriter>,
 }
 
 /// The stream a transport's padding goes on: an RTX SSRC its peer was told of, with the RTX payload
@@ -471,6 +473,9 @@ impl Transport {
             if let Some(cc) = self.cc.as_mut() {
                 let at = cc.since(now);
                 cc.estimator.on_packet_sent(tcc.next, plain.len(), at);
+                if let Some(t) = cc.trace.as_mut() {
+                    t.sent(tcc.next, plain.len(), at);
+                }
             }
             if let Some(t) = self.tcc_out.as_mut() {
                 t.next = t.next.wrapping_add(1);
@@ -498,9 +503,18 @@ impl Transport {
                     prober: Prober::new(),
                     padding_seq: random_u16(),
                     bad_feedback: 0,
+                    trace: None,
                 }));
             }
             Some(_) => {}
+        }
+    }
+
+    /// Writes this transport's congestion-control trace into `dir` from now on (`cc::trace`), if it
+    /// negotiated transport-cc and is not traced yet. A file that cannot be made means no trace.
+    pub fn trace_cc(&mut self, dir: &std::path::Path) {
+        if let Some(cc) = self.cc.as_mut().filter(|cc| cc.trace.is_none()) {
+            cc.trace = TraceWriter::create(dir, self.id).ok();
         }
     }
 
@@ -573,6 +587,9 @@ impl Transport {
             return;
         };
         let at = cc.since(now);
+        if let Some(t) = cc.trace.as_mut() {
+            t.feedback(at, feedback.as_bytes());
+        }
         if cc.estimator.on_feedback(feedback, at).is_err() {
             cc.bad_feedback += 1;
         }
@@ -613,6 +630,9 @@ impl Transport {
         if cc.prober.active().is_none() && stream.is_some() {
             if let Some((id, _)) = cc.prober.poll_start(at, estimate) {
                 cc.estimator.clusters().open(id);
+                if let Some(t) = cc.trace.as_mut() {
+                    t.cluster(true, id, at);
+                }
                 self.counters.probe_clusters += 1;
                 total.probe_clusters += 1;
             }
@@ -635,6 +655,9 @@ impl Transport {
         let cc = self.cc.as_mut()?;
         if let Some(id) = cc.prober.poll_end(at) {
             cc.estimator.clusters().close(id, at);
+            if let Some(t) = cc.trace.as_mut() {
+                t.cluster(false, id, at);
+            }
         }
         cc.prober.next_wake(at).map(|wake| cc.epoch + wake)
     }

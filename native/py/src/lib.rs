@@ -40,8 +40,13 @@ impl NativeBridge {
 #[pymethods]
 impl NativeBridge {
     #[new]
-    #[pyo3(signature = (bind_addresses, port, shard_cpu=None))]
-    fn new(bind_addresses: Vec<String>, port: u16, shard_cpu: Option<usize>) -> PyResult<Self> {
+    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None))]
+    fn new(
+        bind_addresses: Vec<String>,
+        port: u16,
+        shard_cpu: Option<usize>,
+        cc_trace_dir: Option<String>,
+    ) -> PyResult<Self> {
         let mut bind = Vec::new();
         for a in &bind_addresses {
             let ip: IpAddr = a
@@ -55,6 +60,7 @@ impl NativeBridge {
         let config = ShardConfig {
             bind,
             cpu: shard_cpu,
+            cc_trace_dir: cc_trace_dir.map(std::path::PathBuf::from),
         };
         let shard =
             ShardHandle::spawn(&config, cert).map_err(|e| PyOSError::new_err(e.to_string()))?;

@@ -20,6 +20,7 @@ pub mod nack;
 pub mod oracle;
 pub mod probe;
 mod remb;
+pub mod trace;
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ pub use feedback::{FeedbackBuilder, FeedbackCounters, FeedbackLimits, WINDOW};
 pub use nack::NackTracker;
 pub use probe::{ClusterMeter, ProbeResult, ProbeStats, Prober};
 pub use remb::ReceiveEstimator;
+pub use trace::TraceWriter;
 
 /// Extends 16-bit transport-wide sequence numbers to 64 bits: each one is taken as the value
 /// nearest to the highest seen so far (at most 32767 behind or 32768 ahead).

@@ -152,6 +152,9 @@ impl State {
                     .map_or(0, |r| r.feedback.for_kind(MediaKind::Video));
                 if let Some(t) = self.transports.get_mut(&transport) {
                     t.set_transport_cc_id(now, ids.transport_cc, feedback_ssrc);
+                    if let Some(dir) = &self.cc_trace_dir {
+                        t.trace_cc(dir);
+                    }
                     let remb = ids.abs_send_time.filter(|_| ids.transport_cc.is_none());
                     t.set_remb(now, remb);
                 }

@@ -47,6 +47,8 @@ pub struct ShardConfig {
     pub bind: Vec<SocketAddr>,
     /// The CPU the shard's thread is pinned to, if any (see [`ShardHandle::spawn`]).
     pub cpu: Option<usize>,
+    /// Where each transport's congestion-control trace is written (`cc::trace`; None: nowhere).
+    pub cc_trace_dir: Option<std::path::PathBuf>,
 }
 
 /// All state a shard mutates per packet.
@@ -71,6 +73,7 @@ pub struct State {
     /// Seam crossings: commands handled and events handed out since start.
     commands_seen: u64,
     events_sent: u64,
+    cc_trace_dir: Option<std::path::PathBuf>,
 }
 
 pub struct Shard {
@@ -134,6 +137,7 @@ impl Shard {
                 next_feedback: Instant::now() + rtcp::FEEDBACK_INTERVAL,
                 next_nack: Instant::now() + rtcp::NACK_INTERVAL,
                 commands_seen: 0,
+                cc_trace_dir: config.cc_trace_dir.clone(),
                 events_sent: 0,
             },
         })

@@ -399,7 +399,7 @@ mod tests {
     fn config() -> ShardConfig {
         ShardConfig {
             bind: vec!["127.0.0.1:0".parse().expect("literal")],
-            cpu: None,
+            ..ShardConfig::default()
         }
     }
 
