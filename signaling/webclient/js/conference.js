@@ -861,7 +861,7 @@ export class Conference extends EventTarget {
       const s = (out[owner] ??= {
         framesDecoded: 0, frameWidth: 0, frameHeight: 0, videoPacketsReceived: 0, videoPacketsLost: 0,
         freezeCount: 0, totalFreezesDuration: 0, totalSamplesReceived: 0, audioPacketsReceived: 0, audioLevel: 0,
-        videoCodec: null, audioCodec: null, audioDiscarded: 0, concealedSamples: 0,
+        videoCodec: null, audioCodec: null, audioBytesReceived: 0, audioDiscarded: 0, concealedSamples: 0,
       });
       if (r.kind === 'video') {
         s.videoCodec = codecOfStats(report, r) ?? s.videoCodec;
@@ -875,6 +875,7 @@ export class Conference extends EventTarget {
       } else if (r.kind === 'audio') {
         s.totalSamplesReceived += r.totalSamplesReceived ?? 0;
         s.audioPacketsReceived += r.packetsReceived ?? 0;
+        s.audioBytesReceived += r.bytesReceived ?? 0; // payload bytes: RED's carry the redundant blocks too
         s.audioLevel = Math.max(s.audioLevel, r.audioLevel ?? 0);
         s.audioCodec = codecOfStats(report, r) ?? s.audioCodec;
         // What the jitter buffer threw away, and the samples made up for what it could not decode or lacked.
