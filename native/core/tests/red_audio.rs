@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use sluice_core::domain::{Codec, HeaderExtensionIds, MediaKind, PayloadType};
 use sluice_core::seam::{Command, Event};
 use sluice_core::stats::DropReason;
+use sluice_testutil::counting_alloc::{counted_here, Counting};
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const OPUS: u8 = 111;
 const RED: u8 = 63;
@@ -57,14 +61,20 @@ fn drops(conf: &common::Conference, peer: usize, reason: DropReason) -> u64 {
         .map_or(0, |t| t.counters.drops(reason))
 }
 
-#[test]
-fn red_goes_as_is_to_red_receivers_stripped_to_the_others_and_nowhere_when_malformed() {
-    let mut conf = common::Conference::new(4);
+/// A conference of a RED sender (peer 0), a receiver with RED (1) and one without (2), connected.
+fn red_call(n: usize) -> common::Conference {
+    let mut conf = common::Conference::new(n);
     conf.set_sources(0, &[(SENDER_AUDIO, MediaKind::Audio)]);
     let with_red = [(OPUS, Codec::Audio), (RED, Codec::Red), (100, Codec::Vp8)];
     set_payload_types(&mut conf, 0, &with_red);
     set_payload_types(&mut conf, 1, &with_red);
     set_payload_types(&mut conf, 2, &[(OPUS, Codec::Audio), (100, Codec::Vp8)]);
+    conf
+}
+
+#[test]
+fn red_goes_as_is_to_red_receivers_stripped_to_the_others_and_nowhere_when_malformed() {
+    let mut conf = red_call(4);
     // Peer 3 signalled an audio codec, but neither RED nor Opus.
     set_payload_types(&mut conf, 3, &[(0, Codec::Audio)]);
     conf.shard.handle_command(
@@ -131,4 +141,44 @@ fn red_goes_as_is_to_red_receivers_stripped_to_the_others_and_nowhere_when_malfo
     }
     let level = level.expect("an AudioLevels event for the RED sender");
     assert_eq!((level.loudness, level.voice), (127 - 30, true));
+}
+
+/// The RED fan-out allocates nothing per packet in steady state: the stripped copy is made on the stack.
+#[test]
+fn red_fan_out_allocates_nothing_per_packet_in_steady_state() {
+    let mut conf = red_call(3);
+    conf.connect_all();
+    // Warm-up: the first packets create per-SSRC SRTP state.
+    for seq in 0..100u16 {
+        conf.peers[0].send_plain_rtp(&valid_red(seq));
+    }
+    conf.peers[0].flush();
+    assert!(conf.run_until(Duration::from_secs(5), |c| {
+        c.peers[1].rtp.len() >= 100 && c.peers[2].rtp.len() >= 100
+    }));
+
+    let mut seq = 100u16;
+    let mut forwarded = 0u64;
+    let mut allocs = 0u64;
+    for _round in 0..50 {
+        for _ in 0..32 {
+            conf.peers[0].send_plain_rtp(&valid_red(seq));
+            seq = seq.wrapping_add(1);
+        }
+        conf.peers[0].flush();
+        let before = conf.shard.stats().total.rtp_out;
+        std::thread::sleep(Duration::from_micros(200));
+        let now = Instant::now();
+        let ((), n) = counted_here(|| conf.shard.poll_io(now));
+        allocs += n;
+        forwarded += conf.shard.stats().total.rtp_out - before;
+        for p in &mut conf.peers {
+            p.poll(now);
+        }
+    }
+    assert!(forwarded >= 1000, "forwarded only {forwarded} packets");
+    assert_eq!(
+        allocs, 0,
+        "{allocs} heap allocations forwarding {forwarded} RED packets"
+    );
 }
