@@ -18,9 +18,45 @@ import pytest
 from tests.e2e.test_web_simulcast import jingle, join
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.serve import ServeProcess, running_serve
-from tests.helpers.webpage import await_for
+from tests.helpers.webpage import WebServer, await_for
 
 pytestmark = pytest.mark.e2e
+
+
+_CASES = """
+const done = arguments[arguments.length - 1];
+import('/js/codecs.js').then((m) => done({
+  options: arguments[0].map(([config, search]) => m.redOption(config, search)),
+  on: m.audioPayloadTypes(arguments[1], true).map((p) => p.name),
+  off: m.audioPayloadTypes(arguments[1], false).map((p) => p.name),
+  none: m.audioPayloadTypes(arguments[1].slice(0, 1), false).map((p) => p.name),
+}), (e) => done(String(e)));
+"""
+
+
+def test_red_is_asked_by_the_query_then_the_config_and_ordered_or_left_out(tmp_path: Path) -> None:
+    """codecs.js alone: `?red=` wins over `audioQuality.enableOpusRed`; red goes first, or goes."""
+    cases: list[tuple[dict[str, Any], str, bool]] = [
+        ({}, "", False),
+        ({}, "?red=1", True),
+        ({}, "?red=true", True),
+        ({}, "?red=0", False),
+        ({"audioQuality": {"enableOpusRed": True}}, "", True),
+        ({"audioQuality": {"enableOpusRed": True}}, "?red=0", False),
+        ({"audioQuality": {"enableOpusRed": "yes"}}, "", False),
+    ]
+    offer = [{"id": 111, "name": "opus"}, {"id": 112, "name": "red"}, {"id": 126, "name": "telephone-event"}]
+    with WebServer() as server:
+        browser = ChromiumBrowser.start(tmp_path / "profile", server.url + "/")
+        try:
+            got = browser.driver.execute_async_script(_CASES, [[c, q] for c, q, _ in cases], offer)
+        finally:
+            browser.stop()
+    assert isinstance(got, dict), got
+    assert got["options"] == [want for _, _, want in cases]
+    assert got["on"] == ["red", "opus", "telephone-event"]
+    assert got["off"] == ["opus", "telephone-event"]
+    assert got["none"] == ["opus"]
 
 
 @pytest.fixture
