@@ -85,11 +85,15 @@ class Source:
     def name(self) -> str: ...
 
 class VideoCodec:
+    """A payload type's codec as far as forwarding cares (audio too, despite the name)."""
+
     VP8: ClassVar[VideoCodec]
     VP9: ClassVar[VideoCodec]
     H264: ClassVar[VideoCodec]
     AV1: ClassVar[VideoCodec]
     RTX: ClassVar[VideoCodec]
+    RED: ClassVar[VideoCodec]
+    AUDIO: ClassVar[VideoCodec]
     OTHER: ClassVar[VideoCodec]
 
 class PayloadType:

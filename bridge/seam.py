@@ -120,11 +120,20 @@ _CODECS = {
 
 
 def to_native_payload_types(medias: Sequence[Media]) -> list[_native.PayloadType]:
-    """The video payload types of an endpoint's Colibri2 medias: the codecs whose payload the packet path
-    reads (by name, case-insensitive), RTX with its `apt`, anything else as OTHER. An entry outside 0..127,
-    or an RTX whose apt is missing or out of range, is left out: it cannot name a packet on the wire."""
+    """The payload types of an endpoint's Colibri2 medias. Video: the codecs whose payload the packet path
+    reads (by name, case-insensitive), RTX with its `apt`, anything else as OTHER. Audio: RED (RFC 2198),
+    which the packet path strips to its primary for receivers without it, and every other audio codec as
+    AUDIO (what such a primary may be). An entry outside 0..127, or an RTX whose apt is missing or out of
+    range, is left out: it cannot name a packet on the wire."""
     out: list[_native.PayloadType] = []
     for media in medias:
+        if media.type == "audio":
+            for pt in media.payload_types:
+                if 0 <= pt.id <= 127:
+                    red = (pt.name or "").lower() == "red"
+                    codec = _native.VideoCodec.RED if red else _native.VideoCodec.AUDIO
+                    out.append(_native.PayloadType(pt.id, codec))
+            continue
         if media.type != "video":
             continue
         for pt in media.payload_types:

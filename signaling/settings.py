@@ -10,6 +10,7 @@ naming the key::
     rooms-per-minute-per-requester = 10
     bridge-jid-regexp = "jvb-[0-9]+@auth\\.meet\\.example/.*"
     strip-simulcast = true          # receivers see each SIM group's primary SSRC and its RTX only
+    enable-opus-red = false         # offer RFC 2198 redundant Opus (red/48000/2); clients opt in
     session-accept-timeout = 15     # seconds; then one retry, then the session is given up (logged, counted)
 
     [signaling.xmpp.limits]
@@ -43,6 +44,7 @@ FOCUS_KEYS = (
     "max_ssrcs_per_user",
     "use_json_sources",
     "strip_simulcast",
+    "enable_opus_red",
     "session_accept_timeout",
     "bridge_jid_regexp",
     "max_rooms",

@@ -119,9 +119,17 @@ class Colibri:
         self._enqueue(now, room, Allocation(room.epoch, p))
 
     def update(
-        self, now: float, room: Room, p: Participant, *, transport: IceTransport | None, sources: bool
+        self,
+        now: float,
+        room: Room,
+        p: Participant,
+        *,
+        transport: IceTransport | None,
+        sources: bool,
+        medias: tuple[c2.Media, ...] | None = None,
     ) -> None:
-        """The participant's transport and/or sources changed (session-accept, transport-info, sources)."""
+        """The participant's transport and/or sources changed (session-accept, transport-info, sources);
+        `medias`: what its answer negotiated, when that differs from the offer (RED left out)."""
         if p.endpoint is None or room.bridge is None:
             return
         c2_transport = c2.Transport(ice=colibri_ice(transport)) if transport is not None else None
@@ -130,6 +138,7 @@ class Colibri:
             stats_id=stats_id(p),
             transport=c2_transport,
             sources=colibri_sources(p.nick, p.sources) if sources else None,
+            medias=medias or (),
         )
         self._modify(now, room, c2.ConferenceModify(meeting_id=room.meeting_id or "", endpoints=(endpoint,)))
 
@@ -212,8 +221,7 @@ class Colibri:
         )
         return True
 
-    @staticmethod
-    def _allocation(room: Room, p: Participant) -> c2.ConferenceModify:
+    def _allocation(self, room: Room, p: Participant) -> c2.ConferenceModify:
         create = not room.conference_created
         return c2.ConferenceModify(
             meeting_id=room.meeting_id or "",
@@ -224,7 +232,7 @@ class Colibri:
                     id=p.nick,
                     create=True,
                     stats_id=stats_id(p),
-                    medias=media.colibri_medias(),
+                    medias=media.colibri_medias(self._shared.config.enable_opus_red),
                     transport=c2.Transport(ice_controlling=True),
                     sources=colibri_sources(p.nick, p.sources),
                     capabilities=("source-names",),

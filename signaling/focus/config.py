@@ -56,6 +56,9 @@ class FocusConfig(JitsiDomains):
     #: jicofo.conference.strip-simulcast: receivers are told only each SIM group's primary SSRC and its RTX
     #: (FID); the bridge always gets every layer. Off, stock Chrome clients refuse late joiners' offers.
     strip_simulcast: bool = True
+    #: jicofo.codec.audio.opus.red.enabled (Jitsi Meet's `enable-opus-red`): the audio offer also carries
+    #: RFC 2198 redundant Opus (red/48000/2, fmtp 111/111); off as in Jicofo.
+    enable_opus_red: bool = False
     #: A session-initiate the client acknowledged (or left unanswered past `iq_timeout`) but did not answer
     #: with session-accept within this long is retried once with a new session, then given up and reported.
     session_accept_timeout: float = 15.0

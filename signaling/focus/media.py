@@ -6,6 +6,12 @@ Jicofo's numbers (docs/jitsi-protocol.md 2.8): opus 111; VP8 100 (rtx 96), VP9 1
 simulcast; ssrc-audio-level 1, abs-send-time 3, transport-cc 5, and on video the AV1 dependency descriptor
 11 (the bridge learns a sender's id from the Colibri2 media, `SetHeaderExtensions`). No sdes:mid or
 rid extension: a sender's MID would be wrong at the receiver.
+
+With `enable-opus-red` (Jicofo's `codec.audio.opus.red.enabled`, off by default as there) the audio also
+offers RFC 2198 redundant Opus, `red/48000/2` at Jicofo's 112 with fmtp `111/111`, after Opus: a client that
+leaves the offer as it is keeps sending plain Opus, one that opts in (the web client's `?red=1`) puts red
+first. The bridge learns from each participant's answer whether it takes red (`answered_medias`) and strips
+RED to its Opus primary for those that do not.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from colibri2.model import Media, Parameter, PayloadType, RtcpFb, RtpHdrExt
 from signaling.jingle.model import Description
 
 OPUS_PT = 111
+RED_PT = 112
 VP8_PT = 100
 VP8_RTX_PT = 96
 VP9_PT = 101
@@ -61,6 +68,14 @@ AUDIO_PAYLOAD_TYPES = (
     ),
 )
 
+#: RFC 2198 redundant Opus; the nameless fmtp parameter is the blocks' payload types (redundant/primary).
+RED_PAYLOAD_TYPE = PayloadType(RED_PT, "red", 48000, 2, (Parameter("", f"{OPUS_PT}/{OPUS_PT}"),))
+
+
+def audio_payload_types(red: bool) -> tuple[PayloadType, ...]:
+    """The offer's audio payload types: Opus, then RED when `red` (`enable-opus-red`)."""
+    return (*AUDIO_PAYLOAD_TYPES, RED_PAYLOAD_TYPE) if red else AUDIO_PAYLOAD_TYPES
+
 
 def _video(pt: int, name: str, rtx: int, parameters: tuple[Parameter, ...] = ()) -> tuple[PayloadType, ...]:
     return (
@@ -83,21 +98,41 @@ VIDEO_EXTENSIONS = (
 )
 
 
-def colibri_medias() -> tuple[Media, ...]:
-    """The `<media>` of an endpoint create: the same offer the participant gets."""
+def colibri_medias(red: bool = False, audio: tuple[PayloadType, ...] | None = None) -> tuple[Media, ...]:
+    """The `<media>` of an endpoint: the same offer the participant gets (`red`: with RED), or with `audio`
+    as the audio payload types (those of the participant's answer, `answered_medias`)."""
     return (
-        Media("audio", AUDIO_PAYLOAD_TYPES, AUDIO_EXTENSIONS, extmap_allow_mixed=True),
+        Media(
+            "audio",
+            audio_payload_types(red) if audio is None else audio,
+            AUDIO_EXTENSIONS,
+            extmap_allow_mixed=True,
+        ),
         Media("video", VIDEO_PAYLOAD_TYPES, VIDEO_EXTENSIONS, extmap_allow_mixed=True),
     )
 
 
-def description(media: str) -> Description:
-    """The RTP description of the audio or video content of a session-initiate (without sources)."""
+def answered_medias(red: bool, answer: tuple[Description, ...]) -> tuple[Media, ...] | None:
+    """The bridge's `<media>` for a participant whose session-accept carried these descriptions, when its
+    audio answer left out something offered (RED, say): the offered audio payload types whose ids the answer
+    lists (an answer cannot add any). None when it took the whole audio offer, or said nothing of audio."""
+    offered = audio_payload_types(red)
+    audio = next((d for d in answer if d.media == "audio"), None)
+    if audio is None or not audio.payload_types:
+        return None
+    ids = {pt.id for pt in audio.payload_types}
+    kept = tuple(pt for pt in offered if pt.id in ids)
+    return None if kept == offered else colibri_medias(audio=kept)
+
+
+def description(media: str, red: bool = False) -> Description:
+    """The RTP description of the audio or video content of a session-initiate (without sources); `red`:
+    the audio with RED."""
     if media == "audio":
         return Description(
             "audio",
             maxptime=60,
-            payload_types=AUDIO_PAYLOAD_TYPES,
+            payload_types=audio_payload_types(red),
             rtp_hdrexts=AUDIO_EXTENSIONS,
             extmap_allow_mixed=True,
             rtcp_mux=True,

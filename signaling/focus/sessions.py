@@ -169,7 +169,7 @@ class Sessions:
         transport = jingle_transport(ice)
         contents = []
         for kind in ("audio", "video"):
-            description = media.description(kind)
+            description = media.description(kind, self._config.enable_opus_red)
             if not json:
                 srcs, groups = inline_sources(remote.items(), kind)
                 description = replace(description, sources=srcs, ssrc_groups=groups)
@@ -349,7 +349,7 @@ class Sessions:
         for kind in ("audio", "video"):
             srcs, groups = inline_sources(changes, kind)
             if srcs or groups or session.json:
-                description = media.description(kind)
+                description = media.description(kind, self._config.enable_opus_red)
                 description = replace(
                     description,
                     payload_types=(),
@@ -437,7 +437,9 @@ class Sessions:
         p.sources = sources
         self._stats["sessions_accepted"] += 1
         log.info("focus: %s accepted (sid %s), %d SSRCs", p.nick, session.sid, len(sources.ssrcs))
-        self._colibri.update(now, room, p, transport=jingle.transport(), sources=True)
+        descriptions = tuple(c.description for c in jingle.contents if c.description is not None)
+        medias = media.answered_medias(self._config.enable_opus_red, descriptions)
+        self._colibri.update(now, room, p, transport=jingle.transport(), sources=True, medias=medias)
         self.sync_all(now, room)
 
     def _on_session_info(self, now: float, request: ET.Element, ctx: _JingleCtx) -> None:

@@ -122,10 +122,13 @@ def test_jicofo_flow_create_update_sources_expire(registry: tuple[Bridge, FakeNa
     # Audio levels come in the extension id the create's audio media names (dominant speaker detection).
     assert [ids[0] for _, ids in native.named("set_header_extensions")] == [1]  # type: ignore[index]
     assert native.sources == [(ep.transport_id, [])], "the create's empty <sources/>"
-    # The packet path learns which video payload types it can read, and what RTX retransmits.
+    # The packet path learns which video payload types it can read, and what RTX retransmits; the audio
+    # ones as audio (RED is told apart: tests/unit/test_focus_red.py).
     ((tid, types),) = native.named("set_payload_types")
     assert tid == ep.transport_id
     assert [(t.pt, t.codec, t.apt) for t in cast(list[_native.PayloadType], types)] == [
+        (111, _native.VideoCodec.AUDIO, None),
+        (126, _native.VideoCodec.AUDIO, None),
         (100, _native.VideoCodec.VP8, None),
         (96, _native.VideoCodec.RTX, 100),
         (107, _native.VideoCodec.H264, None),

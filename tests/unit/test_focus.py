@@ -589,6 +589,7 @@ def test_the_bridge_learns_the_offers_codecs_and_dependency_descriptor_id() -> N
         (types,) = (t for tid, t in native.named("set_payload_types") if tid == transport)
         codec = _native.VideoCodec
         assert [(t.pt, t.codec, t.apt) for t in types] == [  # type: ignore[attr-defined]
+            (111, codec.AUDIO, None),
             (100, codec.VP8, None),
             (96, codec.RTX, 100),
             (101, codec.VP9, None),

@@ -56,8 +56,10 @@ impl MediaKind {
     }
 }
 
-/// What a video payload type carries, as far as forwarding cares: the codecs whose payload the bridge
-/// reads for keyframes and layers, RTX (RFC 4588) with the payload type it retransmits, or anything else.
+/// What a payload type carries, as far as forwarding cares: the video codecs whose payload the bridge
+/// reads for keyframes and layers, RTX (RFC 4588) with the payload type it retransmits, RFC 2198
+/// redundant audio (RED), any other audio codec (Opus, telephone-event: forwarded unread), or anything
+/// else (also what a payload type nobody signalled reads as).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Codec {
     Vp8,
@@ -67,6 +69,11 @@ pub enum Codec {
     Rtx {
         apt: u8,
     },
+    /// RFC 2198 redundant audio: blocks of other audio payload types, the primary last.
+    Red,
+    /// An audio codec the bridge forwards without reading it: what a RED packet's primary must be for a
+    /// receiver without RED to get it stripped.
+    Audio,
     #[default]
     Other,
 }
@@ -78,13 +85,22 @@ pub struct PayloadType {
     pub codec: Codec,
 }
 
-/// A sender's video payload types, looked up per packet.
+/// A transport's payload types (one payload type space for audio and video, as BUNDLE has it), looked
+/// up per packet: what a sender's packets carry, and what a receiver can take.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PayloadMap([Codec; 128]);
+pub struct PayloadMap {
+    codecs: [Codec; 128],
+    /// Whether any audio payload type (RED or another audio codec) was signalled: without one, what the
+    /// transport takes of audio is unknown.
+    audio: bool,
+}
 
 impl Default for PayloadMap {
     fn default() -> Self {
-        PayloadMap([Codec::Other; 128])
+        PayloadMap {
+            codecs: [Codec::Other; 128],
+            audio: false,
+        }
     }
 }
 
@@ -93,8 +109,9 @@ impl PayloadMap {
     pub fn new(types: &[PayloadType]) -> Self {
         let mut map = PayloadMap::default();
         for t in types {
-            if let Some(slot) = map.0.get_mut(usize::from(t.pt)) {
+            if let Some(slot) = map.codecs.get_mut(usize::from(t.pt)) {
                 *slot = t.codec;
+                map.audio |= matches!(t.codec, Codec::Red | Codec::Audio);
             }
         }
         map
@@ -102,7 +119,16 @@ impl PayloadMap {
 
     #[inline]
     pub fn get(&self, pt: u8) -> Codec {
-        self.0.get(usize::from(pt)).copied().unwrap_or_default()
+        self.codecs
+            .get(usize::from(pt))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether any audio payload type was signalled.
+    #[inline]
+    pub fn has_audio(&self) -> bool {
+        self.audio
     }
 
     /// The lowest payload type that is RTX of a video codec the map knows.

@@ -44,6 +44,11 @@ pub enum DropReason {
     /// Video not selected for this receiver now (another layer, before the target layer's keyframe,
     /// switched off by its allocation), or an RTX packet without an original to unwrap. Not loss.
     Filtered,
+    /// An RFC 2198 redundant audio payload whose headers or block lengths do not fit it.
+    RedMalformed,
+    /// A receiver negotiated neither the packet's payload type nor, for RED, its primary's: counted on
+    /// that receiver.
+    NotNegotiated,
     /// Forwarding was impossible: the egress packet would not fit, or protect failed.
     EgressFailed,
     /// The kernel refused to send it.
@@ -52,7 +57,7 @@ pub enum DropReason {
     Panic,
 }
 
-pub const DROP_REASONS: [DropReason; 20] = [
+pub const DROP_REASONS: [DropReason; 22] = [
     DropReason::Unclassified,
     DropReason::UnknownAddress,
     DropReason::StunMalformed,
@@ -70,6 +75,8 @@ pub const DROP_REASONS: [DropReason; 20] = [
     DropReason::UnknownSsrc,
     DropReason::ForceMuted,
     DropReason::Filtered,
+    DropReason::RedMalformed,
+    DropReason::NotNegotiated,
     DropReason::EgressFailed,
     DropReason::SendFailed,
     DropReason::Panic,
@@ -95,6 +102,8 @@ impl DropReason {
             DropReason::UnknownSsrc => "unknown_ssrc",
             DropReason::ForceMuted => "force_muted",
             DropReason::Filtered => "filtered",
+            DropReason::RedMalformed => "red_malformed",
+            DropReason::NotNegotiated => "not_negotiated",
             DropReason::EgressFailed => "egress_failed",
             DropReason::SendFailed => "send_failed",
             DropReason::Panic => "panic",

@@ -272,7 +272,8 @@ impl Source {
     }
 }
 
-/// A video payload type's codec, as far as forwarding cares.
+/// A payload type's codec, as far as forwarding cares (the name predates audio: RED, RFC 2198, and any
+/// other audio codec are here too).
 #[pyclass(eq, eq_int, hash, frozen, from_py_object, module = "bridge._native")]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VideoCodec {
@@ -286,11 +287,15 @@ pub enum VideoCodec {
     Av1,
     #[pyo3(name = "RTX")]
     Rtx,
+    #[pyo3(name = "RED")]
+    Red,
+    #[pyo3(name = "AUDIO")]
+    Audio,
     #[pyo3(name = "OTHER")]
     Other,
 }
 
-/// One signalled video payload type: 0..=127, with the payload type an RTX one retransmits.
+/// One signalled payload type: 0..=127, with the payload type an RTX one retransmits.
 #[pyclass(frozen, get_all, eq, from_py_object, module = "bridge._native")]
 #[derive(Clone, PartialEq, Eq)]
 pub struct PayloadType {
@@ -322,6 +327,8 @@ impl PayloadType {
             (VideoCodec::H264, _) => domain::Codec::H264,
             (VideoCodec::Av1, _) => domain::Codec::Av1,
             (VideoCodec::Rtx, Some(apt)) => domain::Codec::Rtx { apt },
+            (VideoCodec::Red, _) => domain::Codec::Red,
+            (VideoCodec::Audio, _) => domain::Codec::Audio,
             (VideoCodec::Rtx, None) | (VideoCodec::Other, _) => domain::Codec::Other,
         };
         domain::PayloadType { pt: self.pt, codec }

@@ -561,6 +561,7 @@ window.sluice = {
   })),
   getStats: () => (conference ? conference.stats() : {}),
   sentVideo: () => (conference ? conference.sentVideo() : []),
+  sentAudio: () => (conference ? conference.sentAudio() : []),
   /** Our camera's sender: the bridge's last SenderSourceConstraints maxHeight, the encodings' active flags. */
   sender: () => conference?.senderState() ?? null,
   /** Hands the bridge channel a frame as if the bridge sent it (for messages the bridge will not send on cue). */

@@ -121,3 +121,26 @@ export function codecOfStats(report, entry) {
   const codec = entry.codecId ? report.get(entry.codecId) : undefined;
   return codec?.mimeType ?? null;
 }
+
+/**
+ * Whether our microphone is sent as RFC 2198 redundant Opus (RED), like Jitsi Meet's
+ * `audioQuality.enableOpusRed`: `?red=1` (or `true`), else config.audioQuality.enableOpusRed. Only when the
+ * focus offers red (its `enable-opus-red`); off by default.
+ */
+export function redOption(config, search = '') {
+  const raw = new URLSearchParams(search).get('red');
+  if (raw !== null) return ['1', 'true', 'yes', 'on'].includes(raw.trim().toLowerCase());
+  const quality = (config && typeof config.audioQuality === 'object' && config.audioQuality) || {};
+  return quality.enableOpusRed === true;
+}
+
+/**
+ * The audio payload types of the focus's offer as this client takes them: with `red`, red first (Chrome as
+ * the answerer sends with the offer's first codec, so it then sends RED around Opus); without, no red at all,
+ * so that the answer tells the bridge to strip RED for us. Unchanged when the offer has no red.
+ */
+export function audioPayloadTypes(payloadTypes, red) {
+  const isRed = (pt) => String(pt.name).toLowerCase() === 'red';
+  if (!payloadTypes.some(isRed)) return payloadTypes;
+  return red ? [...payloadTypes.filter(isRed), ...payloadTypes.filter((pt) => !isRed(pt))] : payloadTypes.filter((pt) => !isRed(pt));
+}

@@ -11,7 +11,7 @@ import {
   candidateFromSdp, candidateToSdp, simulcastPlan, withSimulcast,
 } from './jingle-sdp.js';
 import { BridgeChannel } from './bridge-channel.js';
-import { codecOfStats, preferCodec, sendWith, videoOptions } from './codecs.js';
+import { audioPayloadTypes, codecOfStats, preferCodec, redOption, sendWith, videoOptions } from './codecs.js';
 
 const MUC = 'http://jabber.org/protocol/muc';
 const MUC_USER = 'http://jabber.org/protocol/muc#user';
@@ -157,6 +157,8 @@ export class Conference extends EventTarget {
     // The camera's codec and SVC mode, from ?codec=&svc= or config.videoQuality (codecs.js); none: VP8 simulcast.
     this.video = videoOptions(config, globalThis.location?.search ?? '');
     for (const p of this.video.problems) console.warn('video options:', p);
+    // RFC 2198 redundant Opus when the focus offers it, from ?red=1 or config.audioQuality.enableOpusRed.
+    this.red = redOption(config, globalThis.location?.search ?? '');
     this.channel = null; // the bridge channel of the current session
     this.receiverConstraints = null; // what the layout asked for last (setReceiverConstraints)
     // The last SenderSourceConstraints maxHeight for our camera (null: none yet). Kept across renegotiations
@@ -516,6 +518,8 @@ export class Conference extends EventTarget {
   async _sessionInitiate(j) {
     this._closeSession();
     const remote = new RemoteSession(j);
+    const audio = remote.templates.get('audio');
+    if (audio) audio.description.payloadTypes = audioPayloadTypes(audio.description.payloadTypes, this.red);
     remote.startBitrateKbps = START_BITRATE_KBPS;
     remote.transportCc = NEGOTIATE_TRANSPORT_CC;
     this.remote = remote;
@@ -857,7 +861,7 @@ export class Conference extends EventTarget {
       const s = (out[owner] ??= {
         framesDecoded: 0, frameWidth: 0, frameHeight: 0, videoPacketsReceived: 0, videoPacketsLost: 0,
         freezeCount: 0, totalFreezesDuration: 0, totalSamplesReceived: 0, audioPacketsReceived: 0, audioLevel: 0,
-        videoCodec: null,
+        videoCodec: null, audioCodec: null, audioBytesReceived: 0, audioDiscarded: 0, concealedSamples: 0,
       });
       if (r.kind === 'video') {
         s.videoCodec = codecOfStats(report, r) ?? s.videoCodec;
@@ -871,7 +875,25 @@ export class Conference extends EventTarget {
       } else if (r.kind === 'audio') {
         s.totalSamplesReceived += r.totalSamplesReceived ?? 0;
         s.audioPacketsReceived += r.packetsReceived ?? 0;
+        s.audioBytesReceived += r.bytesReceived ?? 0; // payload bytes: RED's carry the redundant blocks too
         s.audioLevel = Math.max(s.audioLevel, r.audioLevel ?? 0);
+        s.audioCodec = codecOfStats(report, r) ?? s.audioCodec;
+        // What the jitter buffer threw away, and the samples made up for what it could not decode or lacked.
+        s.audioDiscarded += r.packetsDiscarded ?? 0;
+        s.concealedSamples += r.concealedSamples ?? 0;
+      }
+    });
+    return out;
+  }
+
+  /** Our microphone's outbound-rtp streams: [{ssrc, codec ('audio/red' when sent as RED), packetsSent}]. */
+  async sentAudio() {
+    if (!this.pc) return [];
+    const report = await this.pc.getStats();
+    const out = [];
+    report.forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.kind === 'audio') {
+        out.push({ ssrc: r.ssrc, codec: codecOfStats(report, r), packetsSent: r.packetsSent ?? 0 });
       }
     });
     return out;

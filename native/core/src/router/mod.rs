@@ -4,11 +4,13 @@
 //! touches no socket. Producers stay per SSRC and as small as the packet path needs; what an SSRC is within
 //! its Source is looked up in the Source's record (`Router::stream`).
 
+mod red;
 mod video;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub use red::{red_variant, RedVariant};
 pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSource};
 
 use crate::cc::NackTracker;
@@ -301,7 +303,7 @@ pub struct Router {
     /// Video Sources with layers, by a key their SSRCs' routes name.
     video: IdMap<VideoSource>,
     next_video: u64,
-    /// Each sender's video payload types.
+    /// Each transport's payload types: what its packets carry, and (RED) what it can receive.
     payloads: IdMap<PayloadMap>,
     /// What each receiver was allocated, by Source name.
     allocations: video::Allocations,
@@ -442,6 +444,10 @@ impl Router {
             _ => return Err(DropReason::UnknownSsrc),
         };
         match route {
+            // RFC 2198 audio: as is to receivers with RED, the primary to the others.
+            Route::Plain if self.codec_of(from, rtp.payload_type()) == Codec::Red => {
+                self.forward_red(now, from, rtp, transports, egress, total)
+            }
             Route::Plain => Ok(self.forward(
                 now,
                 from,
@@ -637,7 +643,8 @@ impl Router {
         out
     }
 
-    /// The video payload types `transport` sends with; replaces what it had.
+    /// The payload types `transport` sends and receives with (video, and audio for RED); replaces what
+    /// it had.
     pub fn set_payload_types(&mut self, transport: TransportId, types: &[PayloadType]) {
         self.payloads.insert(transport, PayloadMap::new(types));
     }

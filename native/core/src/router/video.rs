@@ -128,7 +128,7 @@ pub fn packet_meta(codec: Codec, layer: u8, rtp: &RtpView<'_>) -> (PacketMeta, F
         }
         // No keyframe the bridge can see (AV1 without a dependency descriptor): every packet is a
         // place to start or stop.
-        Codec::Av1 | Codec::Other | Codec::Rtx { .. } => {
+        Codec::Av1 | Codec::Other | Codec::Rtx { .. } | Codec::Red | Codec::Audio => {
             m.switch_point = true;
             m.frame_start = true;
         }

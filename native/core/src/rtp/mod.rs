@@ -5,12 +5,14 @@
 //! allocates nothing. Egress rewrites go through the `set_*` functions on the receiver's own copy.
 
 mod ext;
+mod red;
 mod stats;
 
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use ext::{ExtensionIter, ONE_BYTE_PROFILE, TWO_BYTE_PROFILE, TWO_BYTE_PROFILE_MASK};
+pub use red::{strip_to_primary, RedBlock, RedError, RedPayload};
 pub use stats::ReceiverStats;
 
 /// Why a buffer is not a well-formed RTP packet.
