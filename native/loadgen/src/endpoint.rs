@@ -1165,7 +1165,10 @@ fn vp8_packet(payload: &[u8], prefix: usize) -> Option<Vp8Descriptor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repair::RESEND_SPACING_NS;
     use crate::vp8::LayerSpec;
+    use sluice_core::dtls::DtlsCert;
+    use sluice_core::ice::IceCredentials;
     use sluice_core::rtcp::{write_fir, write_pli};
 
     const MEDIA: MediaConfig = MediaConfig {
@@ -1350,5 +1353,192 @@ mod tests {
         // Still counted as received (the trailer verified): loss accounting is apart.
         assert_eq!((ctx.totals.vp8_invalid, ctx.totals.recv_packets), (3, 6));
         assert_eq!(rx.receive[0].frames, 2);
+    }
+    /// A sender answers the bridge's NACK from its history: RTX on the layer's RTX SSRC, one packet at
+    /// most once per 20 ms; nothing for a packet it never sent or for an SSRC that is not its video.
+    #[test]
+    fn a_nack_is_answered_from_the_history_with_rtx() {
+        let media = MediaConfig {
+            feedback: true,
+            ..MEDIA
+        };
+        let mut ctx = Ctx::for_test(media);
+        let local = SocketAddr::from(([127, 1, 0, 1], 5000));
+        let relay = SocketAddr::from(([127, 0, 0, 1], 9));
+        let mut ep = Endpoint::raw(0, 0, Sock::Shared { local });
+        let sources = Sources::with_rtx(0, 1);
+        ep.set_sources(&sources, &media);
+        ep.connect_raw(relay, &mut ctx);
+        let video = ep
+            .outgoing
+            .iter()
+            .position(|o| o.kind == Kind::Video)
+            .expect("video");
+        assert_eq!(ep.outgoing[video].rtx_ssrc, Some(sources.rtx[0]));
+        let first = ep.outgoing[video].seq16;
+        for _ in 0..3 {
+            ep.send_packet(video, false, 300, None, relay, &mut ctx);
+        }
+        let (queued, rtx_seq) = (ctx.send.len(), ep.outgoing[video].rtx_seq16);
+        let now = payload::mono_ns();
+        let mut buf = [0u8; 64];
+        let asked = [first.wrapping_add(1), first.wrapping_add(7)];
+        let n = write_nack(&mut buf, 0xb000, sources.video[0], &asked).expect("nack");
+        ep.on_rtcp(&buf[..n], now, &mut ctx);
+        assert_eq!(ctx.send.len(), queued + 1, "one retransmission");
+        let t = ctx.totals;
+        assert_eq!((t.nacks_received, t.nack_seqs_received), (1, 2));
+        assert_eq!((t.retransmits_sent, t.retransmits_unknown), (1, 1));
+        // Asked again at once: not resent; after the spacing: resent.
+        ep.on_rtcp(&buf[..n], now + 1, &mut ctx);
+        assert_eq!(ctx.totals.retransmits_limited, 1);
+        ep.on_rtcp(&buf[..n], now + RESEND_SPACING_NS, &mut ctx);
+        assert_eq!(ctx.totals.retransmits_sent, 2);
+        // The RTX stream numbers its own packets; the media stream's numbering did not move.
+        let o = &ep.outgoing[video];
+        assert_eq!(o.rtx_seq16, rtx_seq.wrapping_add(2));
+        assert_eq!((o.seq16, o.sent), (first.wrapping_add(3), 3));
+        // Audio is not retransmitted (no history).
+        let audio = sources.audio.expect("audio");
+        let n = write_nack(&mut buf, 0xb000, audio, &[1]).expect("nack");
+        ep.on_rtcp(&buf[..n], now, &mut ctx);
+        // The never-sent one was asked three times, then the audio packet.
+        assert_eq!(ctx.totals.retransmits_unknown, 3 + 1);
+    }
+
+    /// With feedback a receiver tracks what it misses of a received video stream; the packet it asked
+    /// for, coming back as RTX (payload type 96, the original sequence number first, on an SSRC of its
+    /// own), is unwrapped onto that stream, counted recovered, and not timed.
+    #[test]
+    fn rtx_is_unwrapped_onto_its_stream_and_counts_as_recovered() {
+        let media = MediaConfig {
+            feedback: true,
+            ..MEDIA
+        };
+        let mut ctx = Ctx::for_test(media);
+        let mut rx = endpoint(0, 0, 1);
+        let mut enc = Encoder::new(
+            9,
+            LayerSpec {
+                bitrate_bps: 300_000,
+                width: 640,
+                height: 360,
+            },
+            30,
+        );
+        let key = enc.next_frame(0);
+        let inter = enc.next_frame(0);
+        let lost = video_packet(&inter, true, 102, 77, 1);
+        let t0 = Instant::now();
+        for p in [
+            video_packet(&key, true, 100, 77, 1),
+            video_packet(&key, false, 101, 77, 1),
+            video_packet(&inter, false, 103, 77, 1),
+        ] {
+            rx.on_media(&p, p.len(), t0, 1, 1, &mut ctx);
+        }
+        assert!(
+            rx.next_nack_ns.is_some() && rx.needs_service(),
+            "a gap asks at once"
+        );
+        // What `send_nacks` asks, without a transport to send it on.
+        let mut asked = Vec::new();
+        rx.repair[0].as_mut().expect("video").due(t0, &mut asked);
+        assert_eq!(asked, [102]);
+
+        let rtx_of = |original: &[u8], osn: u16, ssrc: u32| {
+            let mut pkt = vec![0u8; RTP_HEADER_LEN];
+            payload::write_rtp_header(&mut pkt, false, PT_RTX, 5, 90_000, ssrc);
+            pkt.extend(osn.to_be_bytes());
+            let mut body = original[RTP_HEADER_LEN..].to_vec();
+            let prefix = payload::verify(&body).expect("payload").prefix;
+            payload::mark_retransmission(&mut body, usize::from(prefix));
+            pkt.extend(body);
+            pkt
+        };
+        let timed = ctx.latency.count();
+        let rtx = rtx_of(&lost, 102, 999);
+        rx.on_media(&rtx, rtx.len(), t0, 1, 1, &mut ctx);
+        let t = ctx.totals;
+        assert_eq!((t.rtx_received, t.recovered, t.rtx_unmatched), (1, 1, 0));
+        assert_eq!((t.recv_packets, t.integrity_failures), (4, 0));
+        assert_eq!(ctx.latency.count(), timed, "a repair is not timed");
+        assert_eq!(rx.receive.len(), 1, "no stream of the RTX SSRC");
+        assert_eq!((rx.receive[0].seq_late, rx.receive[0].packets), (1, 4));
+        assert_eq!(rx.repair[0].as_ref().map(Repair::missing), Some(0));
+        // Padding only (no original), and RTX of a sender we have no stream of: counted, dropped.
+        let mut padding = vec![0u8; RTP_HEADER_LEN + 2];
+        payload::write_rtp_header(&mut padding, false, PT_RTX, 6, 90_000, 999);
+        rx.on_media(&padding, padding.len(), t0, 1, 1, &mut ctx);
+        let mut audio = vec![0u8; RTP_HEADER_LEN + 100];
+        let fields = Fields {
+            group: 0,
+            sender: 1,
+            ssrc: 55,
+            seq: 1,
+            send_ns: 1,
+            kind: Kind::Audio,
+            layer: 0,
+            prefix: 0,
+        };
+        let n = payload::write(&mut audio[RTP_HEADER_LEN..], 100, &fields);
+        audio.truncate(RTP_HEADER_LEN + n);
+        let rtx = rtx_of(&audio, 9, 998);
+        rx.on_media(&rtx, rtx.len(), t0, 1, 1, &mut ctx);
+        assert_eq!((ctx.totals.rtx_unmatched, ctx.totals.recovered), (2, 1));
+    }
+    /// Feedback cadence: the first transport-wide number that arrives makes the feedback builder and
+    /// asks for a wake-up at once; each feedback tick schedules the next one interval later.
+    #[test]
+    fn transport_cc_feedback_is_scheduled_every_interval() {
+        let media = MediaConfig {
+            feedback: true,
+            feedback_interval_ms: 100,
+            ..MEDIA
+        };
+        let mut ctx = Ctx::for_test(media);
+        let local = SocketAddr::from(([127, 1, 0, 1], 5000));
+        let cert = DtlsCert::generate().expect("cert");
+        let mut rx = Endpoint::secure(0, 0, Sock::Shared { local }, IceCredentials::random(), cert);
+        // As if ICE and DTLS were done (what the Transport would report).
+        rx.state = EndpointState::Connected;
+        let (now, t0) = (Instant::now(), 5_000_000_000u64);
+        assert_eq!(
+            rx.next_wake_ns(now, t0, false),
+            None,
+            "nothing arrived: no feedback"
+        );
+        let mut enc = Encoder::new(
+            9,
+            LayerSpec {
+                bitrate_bps: 300_000,
+                width: 640,
+                height: 360,
+            },
+            30,
+        );
+        let frame = enc.next_frame(0);
+        let plain = video_packet(&frame, true, 100, 77, 1);
+        // The bridge's transport-wide number in extension 5, between header and payload.
+        let mut pkt = plain[..RTP_HEADER_LEN].to_vec();
+        pkt.resize(RTP_HEADER_LEN + 8, 0);
+        let header = repair::write_extensions(&mut pkt, None, Some(42));
+        pkt.extend_from_slice(&plain[RTP_HEADER_LEN..]);
+        assert_eq!(header, RTP_HEADER_LEN + 8);
+        rx.on_media(&pkt, pkt.len(), now, t0, t0, &mut ctx);
+        assert_eq!(ctx.totals.recv_packets, 1);
+        assert!(rx.needs_service() && rx.after_input(&mut ctx));
+        assert_eq!(
+            rx.next_wake_ns(now, t0, false),
+            Some(t0),
+            "the first feedback at once"
+        );
+        for k in 0..3u64 {
+            let at = t0 + k * 100_000_000;
+            rx.on_timer(now, at, false, &mut ctx);
+            assert_eq!(rx.next_wake_ns(now, at, false), Some(at + 100_000_000));
+        }
+        let counters = rx.tcc_in.as_ref().map(|f| f.counters().recorded);
+        assert_eq!(counters, Some(1));
     }
 }
