@@ -55,6 +55,7 @@ class Totals(TypedDict):
     recv_packets: int
     recv_bytes: int
     decrypt_failures: int
+    srtp_replays: int  # a retransmission the bridge forwarded to a receiver that had the packet already
     before_keys: int
     integrity_failures: int
     misrouted: int
@@ -80,6 +81,24 @@ class Totals(TypedDict):
     recv_syscall_packets: int
     send_calls: int
     send_syscall_packets: int
+    # With feedback (LoadGen(feedback=True)). Receivers: transport-cc feedback packets sent, NACK packets
+    # and the sequence numbers they asked for, packets that came after being asked for, RTX unwrapped
+    # (and RTX naming no known stream).
+    feedback_sent: int
+    nacks_sent: int
+    nack_seqs_sent: int
+    recovered: int
+    rtx_received: int
+    rtx_unmatched: int
+    # Senders: the bridge's NACKs and the sequence numbers they asked for, packets retransmitted, asked
+    # for but not in the history (or older than 1 s), not resent now (resent < 20 ms ago, or over budget).
+    nacks_received: int
+    nack_seqs_received: int
+    retransmits_sent: int
+    retransmits_unknown: int
+    retransmits_limited: int
+    feedback_received: int  # transport-cc feedback from the bridge on what we sent
+    link_dropped: int  # media datagrams the drop_every_n test knob dropped on arrival
 
 class Second(TypedDict):
     t: int
@@ -214,6 +233,13 @@ class LoadGen:
         shared_sockets: bool = True,
         keyframe_interval_frames: int = 3000,  # libwebrtc's VP8 default: 100 s at 30 fps
         freeze_ms: int = 500,
+        # Secure mode, like a browser: transport-wide sequence numbers (extension 5) on what is sent,
+        # transport-cc feedback every feedback_interval_ms and NACKs from receivers, NACKs answered
+        # (RTX, payload type 96, on a layer's RTX SSRC when set_sources gave one) by senders.
+        feedback: bool = False,
+        feedback_interval_ms: int = 100,
+        # Test knob: every endpoint drops every n-th SRTP media datagram it receives, as a lossy link.
+        drop_every_n: int = 0,
     ) -> None: ...
     def create_endpoints(self, count: int, group: int) -> list[LoadGenEndpoint]: ...
     def connect(
@@ -226,10 +252,14 @@ class LoadGen:
         setup: str,
     ) -> None: ...
     def connect_raw(self, index: int, host: str, port: int) -> None: ...
-    def set_sources(self, index: int, audio_ssrc: int | None, video_ssrcs: list[int]) -> None: ...
+    def set_sources(
+        self, index: int, audio_ssrc: int | None, video_ssrcs: list[int], rtx_ssrcs: list[int] = ...
+    ) -> None: ...
     def set_audio_level(self, index: int, level: int | None) -> None: ...
     @staticmethod
     def default_sources(index: int, layers: int) -> tuple[int | None, list[int]]: ...
+    @staticmethod
+    def default_rtx_sources(index: int, layers: int) -> list[int]: ...
     def endpoints(self) -> int: ...
     def connected(self) -> int: ...
     def failed(self) -> int: ...

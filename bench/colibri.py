@@ -21,23 +21,52 @@ from colibri2.model import (
     MediaSource,
     Parameter,
     PayloadType,
+    RtcpFb,
     RtpHdrExt,
     SourceDesc,
     SsrcGroupDesc,
     Transport,
 )
 
+AUDIO_LEVEL = RtpHdrExt(1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level")
+#: Transport-wide sequence numbers in extension 5, as the focus offers them (signaling/focus/media.py).
+TRANSPORT_CC = RtpHdrExt(5, "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01")
+_OPUS = PayloadType(111, "opus", 48000, 2, (Parameter("minptime", "10"), Parameter("useinbandfec", "1")))
+
 #: Jicofo's defaults (2.8), trimmed to what the load generator sends: opus 111 with audio levels in
 #: extension 1, and VP8 100.
 MEDIAS = (
+    Media("audio", payload_types=(_OPUS,), rtp_hdrexts=(AUDIO_LEVEL,)),
+    Media("video", payload_types=(PayloadType(100, "VP8", 90000),)),
+)
+
+#: With feedback (the scenario's `feedback`, on by default), what the focus offers a browser for the same
+#: codecs: VP8 with its RTCP feedback (NACK, PLI, FIR, transport-cc) and RTX 96 (apt 100), transport-cc
+#: on both medias. The bridge takes the extension id (`SetHeaderExtensions`) and RTX payload type from it.
+MEDIAS_WITH_FEEDBACK = (
     Media(
         "audio",
-        payload_types=(
-            PayloadType(111, "opus", 48000, 2, (Parameter("minptime", "10"), Parameter("useinbandfec", "1"))),
-        ),
-        rtp_hdrexts=(RtpHdrExt(1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"),),
+        payload_types=(PayloadType(111, "opus", 48000, 2, _OPUS.parameters, (RtcpFb("transport-cc"),)),),
+        rtp_hdrexts=(AUDIO_LEVEL, TRANSPORT_CC),
     ),
-    Media("video", payload_types=(PayloadType(100, "VP8", 90000),)),
+    Media(
+        "video",
+        payload_types=(
+            PayloadType(
+                100,
+                "VP8",
+                90000,
+                rtcp_fbs=(
+                    RtcpFb("nack"),
+                    RtcpFb("nack", "pli"),
+                    RtcpFb("ccm", "fir"),
+                    RtcpFb("transport-cc"),
+                ),
+            ),
+            PayloadType(96, "rtx", 90000, parameters=(Parameter("apt", "100"),)),
+        ),
+        rtp_hdrexts=(TRANSPORT_CC,),
+    ),
 )
 
 
@@ -73,11 +102,13 @@ class LocalTransport:
 
 @dataclass(frozen=True, slots=True)
 class SourceSet:
-    """One endpoint's sources: an audio SSRC (or none) and its video SSRCs (SIM group when several)."""
+    """One endpoint's sources: an audio SSRC (or none), its video SSRCs (SIM group when several) and
+    each one's RTX SSRC (an FID group each, as browsers signal them; none without RTX)."""
 
     endpoint_id: str
     audio_ssrc: int | None
     video_ssrcs: tuple[int, ...]
+    rtx_ssrcs: tuple[int, ...] = ()
 
     def media_sources(self) -> tuple[MediaSource, ...]:
         out = []
@@ -86,12 +117,16 @@ class SourceSet:
             out.append(MediaSource("audio", name, sources=(SourceDesc(self.audio_ssrc, name),)))
         if self.video_ssrcs:
             name = f"{self.endpoint_id}-v0"
-            groups = (SsrcGroupDesc("SIM", self.video_ssrcs),) if len(self.video_ssrcs) > 1 else ()
+            groups: tuple[SsrcGroupDesc, ...] = ()
+            if len(self.video_ssrcs) > 1:
+                groups = (SsrcGroupDesc("SIM", self.video_ssrcs),)
+            pairs = zip(self.video_ssrcs, self.rtx_ssrcs, strict=False)
+            groups += tuple(SsrcGroupDesc("FID", pair) for pair in pairs)
             out.append(
                 MediaSource(
                     "video",
                     name,
-                    sources=tuple(SourceDesc(s, name) for s in self.video_ssrcs),
+                    sources=tuple(SourceDesc(s, name) for s in self.video_ssrcs + self.rtx_ssrcs),
                     ssrc_groups=groups,
                 )
             )
@@ -114,8 +149,11 @@ class ColibriClient:
             data: dict[str, object] = await resp.json()
             return data
 
-    async def create_endpoint(self, meeting_id: str, endpoint_id: str, *, first: bool) -> BridgeTransport:
-        """Creates `endpoint_id` (and the conference, when `first`); returns the bridge's transport."""
+    async def create_endpoint(
+        self, meeting_id: str, endpoint_id: str, *, first: bool, feedback: bool = False
+    ) -> BridgeTransport:
+        """Creates `endpoint_id` (and the conference, when `first`) with the medias of `MEDIAS`, or with
+        `feedback` those of `MEDIAS_WITH_FEEDBACK`; returns the bridge's transport."""
         request = ConferenceModify(
             meeting_id=meeting_id,
             create=first,
@@ -125,7 +163,7 @@ class ColibriClient:
                     id=endpoint_id,
                     create=True,
                     stats_id=endpoint_id,
-                    medias=MEDIAS,
+                    medias=MEDIAS_WITH_FEEDBACK if feedback else MEDIAS,
                     transport=Transport(ice_controlling=True),
                     capabilities=("source-names",),
                     sources=(),

@@ -111,14 +111,25 @@ def _fmt(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+def _feedback(fb: dict[str, Any] | None) -> str:
+    """Receivers' transport-cc feedback packets, sequence numbers NACKed and recovered; senders' resends."""
+    if not fb or not fb.get("enabled"):
+        return "off"
+    return (
+        f"{_fmt(fb['transport_cc_sent'])} / {_fmt(fb['nack_seqs_sent'])} / {_fmt(fb['recovered'])} "
+        f"/ {_fmt(fb['retransmits_sent'])}"
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
     """One row per step: the figures an operator sizes hardware with."""
     head = (
         "| scenario | conf | pub | sub | egress pps | payload MB/s | CPU cores | loadgen / other cores "
         "| µs/pkt | raw µs/pkt | ratio | loss % | p50 µs | p99 µs | p99.9 µs | raw p99 µs "
         "| p99 at socket µs | raw p99 at socket µs | UDP drops | seam/pkt | pkts/sendmmsg | pkts/recvmmsg "
+        "| twcc fb / NACKed / recovered / resent "
         "| seq gaps / switches / freezes | filtered pps | videos / receiver |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for step in result["steps"]:
@@ -139,6 +150,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {drops['rcvbuf_errors'] + drops['sndbuf_errors']} "
             f"| {_fmt(b['seam_crossings_per_packet'], 5)} | {_fmt(b['packets_per_sendmmsg'], 1)} "
             f"| {_fmt(b['packets_per_recvmmsg'], 1)} "
+            f"| {_feedback(b.get('feedback'))} "
             f"| {_fmt(rx.get('rtp_seq_gaps'))} / {_fmt(rx.get('layer_switches'))} "
             f"/ {_fmt(rx.get('freezes'))} | {_fmt(rx.get('filtered_pps'))} "
             f"| {_fmt(rx.get('video_streams_per_receiver'), 1)} |"

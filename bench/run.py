@@ -257,8 +257,10 @@ async def started_bridge(
             '[videobridge.stats]\ninterval = "1s"\n'
             # A bench outlives the default idle timeout only if nobody stops sending; keep it long.
             '[videobridge.entity-expiration]\ntimeout = "10min"\n'
-            # The emulated receivers sit on loopback and send no bandwidth feedback: the allocation gives
-            # them whatever their constraints ask for (by default 180p, the lowest simulcast layer).
+            # The emulated receivers sit on loopback: the allocation gives them whatever their constraints
+            # ask for (by default 180p, the lowest simulcast layer). With feedback on, the bridge estimates
+            # each from its transport-cc feedback all the same; trust-bwe is off, so the estimate is not
+            # what it allocates by.
             '[videobridge.cc]\nreceiver-bandwidth = "10 Gbps"\n'
             # The bridge channel, for scenarios whose receivers ask something.
             f'[videobridge.http-servers.public]\nhost = "127.0.0.1"\nport = {_free_tcp_port()}\n'
@@ -458,6 +460,25 @@ class RunResult:
             "packets_per_recvmmsg": round(recv_packets / recv_calls, 2)
             if recv_calls and recv_packets
             else None,
+            # What the endpoints did about feedback (all zero with it off, and against the raw relay):
+            # receivers' transport-cc feedback and NACKs, what came back of what they asked for; senders'
+            # answers to the bridge's NACKs (which pass receivers' NACKs on, and add its own).
+            "feedback": {
+                "enabled": s.media.feedback and self.target != "raw-relay",
+                "transport_cc_sent": totals["feedback_sent"],
+                "transport_cc_received": totals["feedback_received"],
+                "nacks_sent": totals["nacks_sent"],
+                "nack_seqs_sent": totals["nack_seqs_sent"],
+                "recovered": totals["recovered"],
+                "rtx_received": totals["rtx_received"],
+                "nacks_received": totals["nacks_received"],
+                "nack_seqs_received": totals["nack_seqs_received"],
+                "retransmits_sent": totals["retransmits_sent"],
+                "retransmits_unknown": totals["retransmits_unknown"],
+                "retransmits_limited": totals["retransmits_limited"],
+                # Retransmissions forwarded to receivers that had the packet (refused as SRTP replays).
+                "srtp_replays": totals["srtp_replays"],
+            },
             "loadgen_packets_per_send_call": lg["packets_per_send_call"],
             "loadgen_packets_per_recv_call": lg["packets_per_recv_call"],
             "failed_endpoints": lg["failed"],
@@ -557,14 +578,17 @@ async def allocate_bridge(
         meetings.append(meeting)
         eps = lg.create_endpoints(scenario.endpoints_per_conference, conf)
         answers = {}
+        feedback = scenario.media.feedback
         for i, ep in enumerate(eps):
             answers[ep["index"]] = await target.colibri.create_endpoint(
-                meeting, f"lg{ep['index']}", first=i == 0
+                meeting, f"lg{ep['index']}", first=i == 0, feedback=feedback
             )
         for i, ep in enumerate(eps):
             index = ep["index"]
             audio, video = _sources(scenario, lg, index, i)
-            lg.set_sources(index, audio, video)
+            # With feedback each video layer has an RTX SSRC (an FID group), as browsers send.
+            rtx = lg.default_rtx_sources(index, len(video)) if feedback and video else []
+            lg.set_sources(index, audio, video, rtx)
             local = LocalTransport(
                 ufrag=ep["ufrag"],
                 pwd=ep["pwd"],
@@ -574,7 +598,7 @@ async def allocate_bridge(
                 setup=ep["setup"],
             )
             await target.colibri.connect_endpoint(
-                meeting, f"lg{index}", local, SourceSet(f"lg{index}", audio, tuple(video))
+                meeting, f"lg{index}", local, SourceSet(f"lg{index}", audio, tuple(video), tuple(rtx))
             )
             bt = answers[index]
             lg.connect(
@@ -630,6 +654,9 @@ async def run_once(
         video_bitrate_bps=int(m.video_kbps * 1000) or 1,
         fps=max(1, round(m.video_fps)),
         video_packet_size=m.video_packet_bytes,
+        # The raw relay carries no RTCP: feedback is the bridge's alone (the load generator turns it off
+        # in raw mode anyway).
+        feedback=m.feedback and mode == "secure",
     )
     meetings: list[str] = []
     channels: Channels | None = None

@@ -16,6 +16,8 @@ simulcast = false         # three SSRCs per sender: 320x180, 640x360, 1280x720 a
                           # video-kbps (Jitsi's ratios); the bridge forwards one per receiver
 audio = true              # 50 packets/s of ~100 bytes
 audio-senders = 3         # optional: only the first 3 senders of a conference are unmuted (send audio)
+feedback = true           # like browsers (the default): transport-cc feedback every 100 ms and NACKs from
+                          # receivers, RTX from senders answering NACKs; false: no RTCP feedback at all
 [receive]                 # optional: what receivers ask over the bridge channel (colibri websockets)
 last-n = 25               # ReceiverVideoConstraints lastN
 max-height = 180          # defaultConstraints.maxHeight (the grid)
@@ -55,6 +57,8 @@ class Media:
     audio: bool = True
     #: Senders per conference that send audio (the first ones; the others are muted); None: all.
     audio_senders: int | None = None
+    #: Endpoints behave like browsers about feedback (transport-cc, NACK, RTX); see native/loadgen repair.rs.
+    feedback: bool = True
 
     @property
     def video_ssrcs(self) -> int:
@@ -193,7 +197,7 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
     receive_t = _get(data, "receive", dict, "", None)
     _check_keys(
         media_t,
-        {"video-kbps", "video-fps", "video-packet-bytes", "simulcast", "audio", "audio-senders"},
+        {"video-kbps", "video-fps", "video-packet-bytes", "simulcast", "audio", "audio-senders", "feedback"},
         "media.",
     )
 
@@ -209,6 +213,7 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         simulcast=_get(media_t, "simulcast", bool, "media.", defaults.simulcast),
         audio=_get(media_t, "audio", bool, "media.", defaults.audio),
         audio_senders=_get(media_t, "audio-senders", int, "media.", None),
+        feedback=_get(media_t, "feedback", bool, "media.", defaults.feedback),
     )
     if media.video_kbps < 0 or (media.video_kbps > 0 and media.video_fps <= 0):
         raise ScenarioError("media: video-kbps must be >= 0 and video-fps > 0")

@@ -66,6 +66,11 @@ async def test_bench_runs_a_small_scenario_and_writes_a_consistent_result(tmp_pa
     assert bridge["packets_per_sendmmsg"] >= 1 and bridge["packets_per_recvmmsg"] >= 1
     assert bridge["seam_crossings_per_packet"] is not None and bridge["seam_crossings_per_packet"] < 0.01
     assert step["cpu_per_packet_ratio"] > 0
+    # Feedback is on by default for the bridge, as browsers have it, and off against the raw relay.
+    fb, raw_fb = bridge["feedback"], raw["feedback"]
+    assert fb["enabled"] is True and fb["transport_cc_sent"] > 0 and fb["transport_cc_received"] > 0, fb
+    assert raw_fb["enabled"] is False and raw_fb["transport_cc_sent"] == raw_fb["nacks_sent"] == 0, raw_fb
+    assert result["scenario"]["media"]["feedback"] is True
     assert len(step["series"]["bridge"]) >= 2 and step["latency_histogram_ns"]
     for name in ("small-timeline.png", "small-latency.png", "small.md"):
         assert (out / name).stat().st_size > 0, name

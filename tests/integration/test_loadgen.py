@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bench import _native
 from bench.procstat import UdpCounters
 from bench.report import markdown
-from bench.run import Counters, RunResult
+from bench.run import BridgeTarget, Counters, RunResult, allocate_bridge
 from bench.scenario import parse_scenario
 from bridge import Bridge
 from bridge.colibri2_handler import Colibri2Handler
@@ -233,6 +233,59 @@ async def test_loadgen_through_the_colibri2_http_api(client: TestClient[Any, Any
     assert (after["endpoints"], after["latency"]["p50_ns"], after["streams"]) == (0, None, [])
     with pytest.raises(OSError, match="shut down"):
         lg.create_endpoints(1, 0)
+
+
+async def test_loadgen_feedback_reaches_the_bridge_and_nacks_repair_loss(
+    client: TestClient[Any, Any], bridge: Bridge
+) -> None:
+    """Allocated by the bench's own control plane with feedback on (transport-cc in extension 5, RTX 96 and
+    FID groups, as the focus offers browsers): the bridge estimates every receiver from its feedback; with
+    every 20th media datagram dropped on arrival (a test knob), receivers NACK and senders' RTX repair it."""
+    scenario = parse_scenario("[load]\nsenders = 3\n[media]\nvideo-kbps = 300\nsimulcast = true\n")
+    assert scenario.media.feedback, "on by default, like browsers"
+    target = BridgeTarget(str(client.make_url("")), client.session, None)
+    lg = _native.LoadGen(threads=1, video_bitrate_bps=300_000, feedback=True, drop_every_n=20)
+    try:
+        meetings = await allocate_bridge(target, lg, scenario, None)
+        assert await asyncio.to_thread(lg.wait_connected, 15.0), lg.stats(detail=True)["endpoint_list"]
+        deadline = time.monotonic() + 10
+        while not await bridge_connected(client, meetings):
+            assert time.monotonic() < deadline, "bridge transports did not connect"
+            await asyncio.sleep(0.02)
+        lg.start()
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(lg.stop, 0.4)
+        stats = lg.stats(detail=True)
+        transports = (await bridge.get_stats())["transports"]
+    finally:
+        lg.shutdown()
+    totals = stats["totals"]
+    for counter in ("decrypt_failures", "integrity_failures", "misrouted", "vp8_invalid", "rtx_unmatched"):
+        assert totals[counter] == 0, (counter, totals)
+    # Every endpoint receives the two others: each sent feedback about every 100 ms, and the bridge took
+    # it (an estimate exists only once feedback acknowledged what it sent).
+    assert totals["feedback_sent"] >= 3 * 10, totals
+    assert isinstance(transports, dict) and len(transports) == 3
+    for t in transports.values():
+        assert t["bandwidth_estimate_bps"], t
+    # The bridge reported on the numbers our senders stamped, too.
+    assert totals["feedback_received"] > 0, totals
+    # Loss on the receiving links was asked for and came back; the bridge passed the NACKs on to the
+    # senders, which answered.
+    assert totals["link_dropped"] > 0 and totals["nack_seqs_sent"] > 0, totals
+    assert totals["nack_seqs_received"] > 0 and totals["retransmits_sent"] > 0, totals
+    assert totals["recovered"] > 0, totals
+    video_lost = sum(s["lost"] for s in stats["streams"] if s["kind"] == "video")
+    assert video_lost * 10 <= totals["recovered"], (video_lost, totals)
+    # What the bench reports of it.
+    idle = Counters(at=0.0, cpu=None, udp=UdpCounters())
+    run = RunResult("bridge", scenario, 2.0, stats, idle, replace(idle, at=2.0), loadgen_cpu_cores=0.1)
+    feedback = run.summary()["feedback"]
+    assert feedback["enabled"] is True
+    assert feedback["transport_cc_sent"] == totals["feedback_sent"]
+    assert feedback["recovered"] == totals["recovered"]
+    row = markdown({"scenario": {"name": "fb"}, "steps": [{"bridge": run.summary()}]}).splitlines()[-1]
+    assert f"| {totals['feedback_sent']:,} / {totals['nack_seqs_sent']:,} / {totals['recovered']:,} /" in row
 
 
 def test_loadgen_rejects_bad_arguments() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.colibri import MEDIAS, MEDIAS_WITH_FEEDBACK, SourceSet
 from bench.procstat import (
     _TICKS,
     UdpCounters,
@@ -16,6 +17,7 @@ from bench.procstat import (
     udp_counters,
 )
 from bench.scenario import ScenarioError, load_scenario, parse_scenario
+from bridge.seam import header_extension_ids, to_native_payload_types
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
 
@@ -95,6 +97,7 @@ def test_simulcast_layers_have_jitsis_bitrate_ratios() -> None:
         ("[load]\nconferences = 0\n", "conferences"),
         ("[load]\nsenders = 1\n", "two endpoints"),
         ("[load]\nsenders = true\n", "load.senders"),
+        ("[media]\nfeedback = 1\n", "media.feedback"),
         ("[media]\nvideo-kbps = 0\naudio = false\n", "nothing to send"),
         ("[media]\nvideo-packet-bytes = 9000\n", "video-packet-bytes"),
         ("[ramp]\nstart = 5\nmax = 2\n", "ramp"),
@@ -116,3 +119,24 @@ def test_shipped_scenarios_parse() -> None:
         s = load_scenario(f)
         assert s.expected_egress_pps() > 0, f.name
     assert load_scenario(SCENARIOS / "ramp.toml").ramp is not None
+
+
+def test_feedback_is_on_by_default_and_signalled_as_the_focus_signals_it() -> None:
+    assert parse_scenario("").media.feedback is True
+    assert parse_scenario("[media]\nfeedback = false\n").media.feedback is False
+    # What the bridge reads from the medias: transport-cc in extension 5 (the focus's) and RTX 96 of VP8.
+    assert header_extension_ids(MEDIAS_WITH_FEEDBACK).transport_cc == 5
+    assert header_extension_ids(MEDIAS).transport_cc is None
+    rtx = [(p.pt, p.apt) for p in to_native_payload_types(MEDIAS_WITH_FEEDBACK) if p.apt is not None]
+    assert rtx == [(96, 100)]
+    # Each layer's RTX SSRC in an FID group, after the SIM group of the layers.
+    (_, video) = SourceSet("lg0", 1, (2, 3, 4), (12, 13, 14)).media_sources()
+    assert [s.ssrc for s in video.sources] == [2, 3, 4, 12, 13, 14]
+    assert [(g.semantics, g.ssrcs) for g in video.ssrc_groups] == [
+        ("SIM", (2, 3, 4)),
+        ("FID", (2, 12)),
+        ("FID", (3, 13)),
+        ("FID", (4, 14)),
+    ]
+    (_, plain) = SourceSet("lg0", 1, (2, 3, 4)).media_sources()
+    assert [g.semantics for g in plain.ssrc_groups] == ["SIM"]

@@ -38,7 +38,8 @@ impl LoadGen {
     #[pyo3(signature = (
         *, threads = 1, bind_ip = "127.0.0.1", mode = "secure", audio = true, video = true,
         video_bitrate_bps = 1_000_000, fps = 30, video_packet_size = 1200, audio_packet_size = 100,
-        shared_sockets = true, keyframe_interval_frames = 3000, freeze_ms = 500
+        shared_sockets = true, keyframe_interval_frames = 3000, freeze_ms = 500,
+        feedback = false, feedback_interval_ms = 100, drop_every_n = 0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -54,6 +55,9 @@ impl LoadGen {
         shared_sockets: bool,
         keyframe_interval_frames: u32,
         freeze_ms: u32,
+        feedback: bool,
+        feedback_interval_ms: u32,
+        drop_every_n: u32,
     ) -> PyResult<Self> {
         let bind_ip: IpAddr = bind_ip
             .parse()
@@ -67,6 +71,11 @@ impl LoadGen {
         if threads == 0 || fps == 0 || !(68..=1400).contains(&video_packet_size) {
             return Err(PyValueError::new_err(
                 "threads and fps must be positive, video_packet_size within 68..=1400",
+            ));
+        }
+        if !(10..=1000).contains(&feedback_interval_ms) {
+            return Err(PyValueError::new_err(
+                "feedback_interval_ms must be within 10..=1000",
             ));
         }
         if !(52..=1400).contains(&audio_packet_size) {
@@ -83,6 +92,9 @@ impl LoadGen {
             audio_packet_size,
             keyframe_interval_frames,
             freeze_ms,
+            feedback,
+            feedback_interval_ms,
+            drop_every_n,
             ..MediaConfig::default()
         };
         let inner = Inner::new(LoadGenConfig {
@@ -181,20 +193,28 @@ impl LoadGen {
             .map_err(os_err)
     }
 
-    /// The SSRCs endpoint `index` sends: one audio (or None) and one video SSRC per simulcast layer.
-    #[pyo3(signature = (index, audio_ssrc, video_ssrcs))]
+    /// The SSRCs endpoint `index` sends: one audio (or None) and one video SSRC per simulcast layer,
+    /// and (with feedback) each layer's RTX SSRC, in the same order, or none.
+    #[pyo3(signature = (index, audio_ssrc, video_ssrcs, rtx_ssrcs = Vec::new()))]
     fn set_sources(
         &self,
         index: u32,
         audio_ssrc: Option<u32>,
         video_ssrcs: Vec<u32>,
+        rtx_ssrcs: Vec<u32>,
     ) -> PyResult<()> {
+        if !rtx_ssrcs.is_empty() && rtx_ssrcs.len() != video_ssrcs.len() {
+            return Err(PyValueError::new_err(
+                "rtx_ssrcs: one per video SSRC, or none",
+            ));
+        }
         self.inner
             .set_sources(
                 index,
                 Sources {
                     audio: audio_ssrc,
                     video: video_ssrcs,
+                    rtx: rtx_ssrcs,
                 },
             )
             .map_err(os_err)
@@ -212,6 +232,12 @@ impl LoadGen {
     fn default_sources(index: u32, layers: usize) -> (Option<u32>, Vec<u32>) {
         let s = Sources::for_endpoint(index, layers);
         (s.audio, s.video)
+    }
+
+    /// An RTX SSRC for each of `default_sources`' video SSRCs, from a range of their own.
+    #[staticmethod]
+    fn default_rtx_sources(index: u32, layers: usize) -> Vec<u32> {
+        Sources::with_rtx(index, layers).rtx
     }
 
     fn endpoints(&self) -> usize {

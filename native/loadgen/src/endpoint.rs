@@ -1,20 +1,23 @@
 //! One emulated endpoint: a UDP socket, the bridge's own [`Transport`] in the client's seat (ICE
 //! controlled, DTLS by the remote's a=setup, SRTP), a media sender (synthetic audio, VP8 video from
 //! one emulated encoder per simulcast layer, keyframes on PLI/FIR) and receive tracking per sent
-//! and per received stream. Sans-IO like the machines it drives: it writes into the worker's
+//! and per received stream; with feedback, transport-cc feedback and NACKs as a receiver and RTX as a
+//! sender (see [`crate::repair`]). Sans-IO like the machines it drives: it writes into the worker's
 //! batches and never reads the clock itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use sluice_core::cc::FeedbackBuilder;
 use sluice_core::codec::vp8::Vp8Descriptor;
 use sluice_core::domain::TransportState;
 use sluice_core::dtls::{DtlsCert, DtlsSetup};
 use sluice_core::ice::{Candidate, IceCredentials};
 use sluice_core::io::{classify, DatagramKind, UdpSocket};
 use sluice_core::rtcp::{
-    ntp_from_system_time, parse_compound, write_sdes_cname, write_sender_report, RtcpPacket,
+    ntp_from_system_time, parse_compound, write_nack, write_sdes_cname, write_sender_report,
+    RtcpPacket,
 };
 use sluice_core::rtp::RtpView;
 use sluice_core::stats::DropReason;
@@ -22,6 +25,9 @@ use sluice_core::stun::StunMessage;
 use sluice_core::transport::{Note, Transport};
 
 use crate::payload::{self, Fields, Kind, PayloadError, HEADER_LEN, RTP_HEADER_LEN};
+use crate::repair::{
+    self, Budget, History, Miss, Repair, SentPacket, NACK_INTERVAL_NS, PT_RTX, TRANSPORT_CC_EXT_ID,
+};
 use crate::track::{Arrival, ReceiveStream, Received, StreamTracker};
 use crate::vp8::{self, Encoder, Frame, DESCRIPTOR_LEN, MAX_PREFIX_LEN};
 use crate::worker::{Ctx, Latencies};
@@ -43,6 +49,18 @@ const MAX_STREAMS: usize = 4096;
 const MIN_VIDEO_PAYLOAD: usize = MAX_PREFIX_LEN + HEADER_LEN;
 /// Hello packets a raw endpoint sends when it learns the relay.
 const RAW_HELLOS: usize = 3;
+/// The extension block a transport-wide number takes alone (RFC 8285 one-byte, padded to a word).
+const TCC_EXT_LEN: usize = 8;
+
+/// The `drop_every_n` test knob: whether this SRTP media datagram is the n-th.
+fn drop_now(count: &mut u64, ctx: &Ctx) -> bool {
+    let n = u64::from(ctx.media.drop_every_n);
+    if n == 0 {
+        return false;
+    }
+    *count += 1;
+    count.is_multiple_of(n)
+}
 
 /// An endpoint's UDP address.
 pub enum Sock {
@@ -101,6 +119,11 @@ pub struct Outgoing {
     rtp_ts: u32,
     /// Video: the layer's emulated encoder.
     pub encoder: Option<Encoder>,
+    /// Video with feedback: the layer's RTX SSRC (if signalled) and sequence numbers, and what was
+    /// sent, to answer NACKs from.
+    pub rtx_ssrc: Option<u32>,
+    rtx_seq16: u16,
+    history: Option<Box<History>>,
 }
 
 impl Outgoing {
@@ -115,6 +138,9 @@ impl Outgoing {
             payload_bytes: 0,
             rtp_ts: ssrc.rotate_left(7),
             encoder: None,
+            rtx_ssrc: None,
+            rtx_seq16: (ssrc as u16).wrapping_mul(17),
+            history: None,
         }
     }
 }
@@ -151,6 +177,21 @@ pub struct Endpoint {
     control_input: bool,
     /// Earliest ICE or DTLS deadline, refreshed whenever the machines are driven.
     proto_wake: Option<Instant>,
+    /// Feedback (see `MediaConfig::feedback`): the transport-wide number of our next RTP packet.
+    tcc_seq: u16,
+    /// Arrivals of the transport-wide numbers the bridge stamped, made on the first one.
+    tcc_in: Option<Box<FeedbackBuilder>>,
+    next_feedback_ns: u64,
+    /// Per received stream (as `receive`): its NACK state, for video.
+    repair: Vec<Option<Repair>>,
+    /// When to look for NACKs due again, while anything is missing.
+    next_nack_ns: Option<u64>,
+    /// A deadline above moved earlier on input (the worker reschedules after the batch).
+    wake_changed: bool,
+    /// What this endpoint may retransmit.
+    budget: Option<Budget>,
+    /// SRTP media datagrams received, for the `drop_every_n` test knob.
+    media_datagrams: u64,
 }
 
 impl Endpoint {
@@ -187,6 +228,14 @@ impl Endpoint {
             next_rtcp_ns: 0,
             control_input: false,
             proto_wake: None,
+            tcc_seq: 0,
+            tcc_in: None,
+            next_feedback_ns: 0,
+            repair: Vec::new(),
+            next_nack_ns: None,
+            wake_changed: false,
+            budget: None,
+            media_datagrams: 0,
         }
     }
 
@@ -258,11 +307,20 @@ impl Endpoint {
     /// keeps its encoder, PictureID and TL0PICIDX going).
     pub fn set_sources(&mut self, sources: &Sources, media: &MediaConfig) {
         let mut out = Vec::new();
+        let mut old = std::mem::take(&mut self.outgoing);
         let mut add = |ssrc: u32, kind: Kind, layer: u8, spec: Option<vp8::LayerSpec>| {
-            let mut o = match self.outgoing.iter().find(|o| o.ssrc == ssrc) {
-                Some(o) => o.clone(),
+            let mut o = match old.iter().position(|o| o.ssrc == ssrc) {
+                Some(i) => old.swap_remove(i),
                 None => Outgoing::new(ssrc, kind, layer),
             };
+            if kind == Kind::Video && media.feedback {
+                o.rtx_ssrc = sources.rtx.get(usize::from(layer)).copied();
+                if o.history.is_none() {
+                    o.history = Some(Box::default());
+                }
+            } else {
+                (o.rtx_ssrc, o.history) = (None, None);
+            }
             (o.kind, o.layer) = (kind, layer);
             o.encoder = spec.map(|spec| match o.encoder.take() {
                 Some(mut e) => {
@@ -286,6 +344,9 @@ impl Endpoint {
             }
         }
         self.outgoing = out;
+        if media.feedback && self.budget.is_none() {
+            self.budget = Some(Budget::new(media.video_bitrate_bps));
+        }
     }
 
     /// Starts the media clock: audio, video and RTCP begin at a phase spread over one interval,
@@ -318,8 +379,19 @@ impl Endpoint {
             }
         }
         self.drive(ctx);
-        if sending && self.state == EndpointState::Connected {
+        if self.state != EndpointState::Connected {
+            return;
+        }
+        if sending {
             self.send_due_media(now_ns, ctx);
+        }
+        // Feedback goes on after sending stopped: receivers still receive what is in flight.
+        if self.tcc_in.is_some() && self.next_feedback_ns <= now_ns {
+            self.next_feedback_ns = now_ns + ctx.media.feedback_interval_ns();
+            self.send_transport_feedback(ctx);
+        }
+        if self.next_nack_ns.is_some_and(|at| at <= now_ns) {
+            self.send_nacks(now, now_ns, ctx);
         }
     }
 
@@ -341,6 +413,14 @@ impl Endpoint {
             }
             if matches!(self.proto, Proto::Secure(_)) && !self.outgoing.is_empty() {
                 at(self.next_rtcp_ns);
+            }
+        }
+        if self.state == EndpointState::Connected {
+            if self.tcc_in.is_some() {
+                at(self.next_feedback_ns);
+            }
+            if let Some(t) = self.next_nack_ns {
+                at(t);
             }
         }
         next
@@ -433,10 +513,18 @@ impl Endpoint {
                 }
                 return;
             }
+            (Proto::Secure(_), DatagramKind::Rtp) if drop_now(&mut self.media_datagrams, ctx) => {
+                ctx.totals.link_dropped += 1;
+                return;
+            }
             (Proto::Secure(t), DatagramKind::Rtp) => match t.unprotect_rtp(buf) {
                 Ok(len) => len,
                 Err(DropReason::NotConnected) => {
                     ctx.totals.before_keys += 1;
+                    return;
+                }
+                Err(DropReason::SrtpReplay) => {
+                    ctx.totals.srtp_replays += 1;
                     return;
                 }
                 Err(_) => {
@@ -454,7 +542,7 @@ impl Endpoint {
             ctx.totals.integrity_failures += 1;
             return;
         };
-        self.on_media(pkt, wire, queued_ns, arrival_ns, ctx);
+        self.on_media(pkt, wire, now, queued_ns, arrival_ns, ctx);
     }
 
     /// Keyframe requests in a decrypted RTCP compound (RFC 4585 PLI, RFC 5104 FIR); the rest (the
@@ -472,6 +560,14 @@ impl Endpoint {
                         self.keyframe_request(ssrc, Some(seq), now_ns, ctx);
                     }
                 }
+                Ok(RtcpPacket::Nack(nack)) => {
+                    ctx.totals.nacks_received += 1;
+                    for seq in nack.lost_sequence_numbers() {
+                        ctx.totals.nack_seqs_received += 1;
+                        self.retransmit(nack.media_ssrc, seq, now_ns, ctx);
+                    }
+                }
+                Ok(RtcpPacket::TransportCc(_)) => ctx.totals.feedback_received += 1,
                 Ok(_) => {}
                 // The iterator stops at the first malformed packet.
                 Err(_) => ctx.totals.rtcp_malformed += 1,
@@ -496,10 +592,12 @@ impl Endpoint {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_media(
         &mut self,
         pkt: &[u8],
         wire: usize,
+        now: Instant,
         queued_ns: u64,
         arrival_ns: u64,
         ctx: &mut Ctx,
@@ -508,7 +606,23 @@ impl Endpoint {
             ctx.totals.integrity_failures += 1;
             return;
         };
-        let fields = match payload::verify(view.payload()) {
+        let feedback = ctx.media.feedback;
+        if feedback {
+            self.record_arrival(&view, queued_ns, arrival_ns);
+        }
+        // RTX (RFC 4588): the original sequence number and payload. The bridge unwraps a sender's RTX
+        // and forwards the original today, but a forwarder may pass RTX on.
+        let (body, osn) = match (feedback && view.payload_type() == PT_RTX, view.payload()) {
+            (true, p) => match repair::rtx_original(p) {
+                Some((osn, body)) => (body, Some(osn)),
+                None => {
+                    ctx.totals.rtx_unmatched += 1;
+                    return;
+                }
+            },
+            (false, p) => (p, None),
+        };
+        let fields = match payload::verify(body) {
             Ok(f) => f,
             Err(PayloadError::Hello) => {
                 ctx.totals.hello += 1;
@@ -523,9 +637,27 @@ impl Endpoint {
             ctx.totals.misrouted += 1;
             return;
         }
+        // An RTX stream belongs to the received stream of the same sender and kind (each member sends
+        // one video Source, whatever SSRC the forwarder gives it).
+        let (ssrc, seq) = match osn {
+            None => (view.ssrc(), view.sequence_number()),
+            Some(osn) => {
+                let same = |r: &&ReceiveStream| r.sender == fields.sender && r.kind == fields.kind;
+                match self.receive.iter().find(same) {
+                    Some(r) => (r.ssrc, osn),
+                    None => {
+                        ctx.totals.rtx_unmatched += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        ctx.totals.rtx_received += u64::from(osn.is_some());
+        // A retransmission's latency is the repair's round trip, not forwarding: counted, not timed.
+        let retransmission = payload::is_retransmission(body);
         ctx.totals.recv_packets += 1;
         ctx.totals.recv_bytes += wire as u64;
-        self.on_received_stream(&view, &fields, arrival_ns, ctx);
+        self.on_received_stream(ssrc, seq, body, &fields, now, arrival_ns, ctx);
         let key = (fields.sender, fields.ssrc);
         let idx = match self.stream_index.get(&key) {
             Some(&i) => i,
@@ -557,16 +689,61 @@ impl Endpoint {
             socket_ns: queued_ns.saturating_sub(fields.send_ns),
             read_ns: arrival_ns.saturating_sub(fields.send_ns),
         };
-        t.on_latency(latency.read_ns);
+        let latency = (!retransmission).then_some(latency);
+        if let Some(l) = latency {
+            t.on_latency(l.read_ns);
+        }
         ctx.on_received(fields.kind, wire, latency, gap_delta, arrival_ns);
     }
 
-    /// The packet as its received stream (header SSRC) sees it, duplicates included: what a
-    /// browser's jitter buffer and decoder get.
-    fn on_received_stream(&mut self, view: &RtpView, f: &Fields, arrival_ns: u64, ctx: &mut Ctx) {
+    /// The bridge stamped a transport-wide number on `view`: record its arrival (the kernel's
+    /// timestamp: the link's timing, not our reading delay) for our transport-cc feedback.
+    fn record_arrival(&mut self, view: &RtpView, queued_ns: u64, arrival_ns: u64) {
+        let Some(&[hi, lo]) = view.extension(TRANSPORT_CC_EXT_ID) else {
+            return;
+        };
+        if !matches!(self.proto, Proto::Secure(_)) {
+            return;
+        }
+        if self.tcc_in.is_none() {
+            let sender = self.feedback_ssrc();
+            self.tcc_in = Some(Box::new(FeedbackBuilder::new(sender, view.ssrc())));
+            self.next_feedback_ns = arrival_ns;
+            self.wake_changed = true;
+        }
+        if let Some(fb) = self.tcc_in.as_mut() {
+            fb.on_arrival(
+                u16::from_be_bytes([hi, lo]),
+                Duration::from_nanos(queued_ns),
+            );
+        }
+    }
+
+    /// The SSRC our RTCP feedback comes from: our first sent SSRC, or (receive-only, as browsers
+    /// use one too) one of our own.
+    fn feedback_ssrc(&self) -> u32 {
+        self.outgoing
+            .first()
+            .map_or(0x3000_0000u32.wrapping_add(self.index), |o| o.ssrc)
+    }
+
+    /// The packet as its received stream (header SSRC, or the one an RTX packet repairs) sees it,
+    /// duplicates included: what a browser's jitter buffer and decoder get; with feedback, what its
+    /// NACKs ask for.
+    #[allow(clippy::too_many_arguments)]
+    fn on_received_stream(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        body: &[u8],
+        f: &Fields,
+        now: Instant,
+        arrival_ns: u64,
+        ctx: &mut Ctx,
+    ) {
         let (starts_frame, starts_keyframe) = match f.kind {
             Kind::Audio => (true, false),
-            Kind::Video => match vp8_packet(view.payload(), usize::from(f.prefix)) {
+            Kind::Video => match vp8_packet(body, usize::from(f.prefix)) {
                 Some(d) => (d.starts_frame(), d.starts_keyframe()),
                 None => {
                     ctx.totals.vp8_invalid += 1;
@@ -574,7 +751,6 @@ impl Endpoint {
                 }
             },
         };
-        let ssrc = view.ssrc();
         let idx = match self.receive_index.get(&ssrc) {
             Some(&i) => i,
             None if self.receive.len() >= MAX_STREAMS => {
@@ -584,29 +760,146 @@ impl Endpoint {
             None => {
                 self.receive
                     .push(ReceiveStream::new(ssrc, f.sender, f.kind));
+                // Browsers NACK video only (Opus has no retransmission in Jitsi's offer).
+                let nack = f.kind == Kind::Video && ctx.media.feedback;
+                self.repair.push(nack.then(Repair::default));
                 self.receive_index.insert(ssrc, self.receive.len() - 1);
                 self.receive.len() - 1
             }
         };
         let received = Received {
-            seq: view.sequence_number(),
+            seq,
             layer: f.layer,
             starts_frame,
             starts_keyframe,
             at_ns: arrival_ns,
         };
         self.receive[idx].on_packet(&received, ctx.media.freeze_ns());
+        if let Some(r) = self.repair.get_mut(idx).and_then(Option::as_mut) {
+            let before = r.missing();
+            if r.on_packet(seq, now) {
+                ctx.totals.recovered += 1;
+            }
+            // A new gap is asked for at once (the next timer tick), as libwebrtc does.
+            if r.missing() > before && self.next_nack_ns.is_none_or(|t| t > arrival_ns) {
+                self.next_nack_ns = Some(arrival_ns);
+                self.wake_changed = true;
+            }
+        }
     }
 
-    /// Whether control traffic arrived that `after_input` has not handled yet.
-    pub fn has_control_input(&self) -> bool {
-        self.control_input
+    /// Transport-cc feedback on what arrived since the last (a few packets at most).
+    fn send_transport_feedback(&mut self, ctx: &mut Ctx) {
+        let Some(remote) = self.remote_for_media() else {
+            return;
+        };
+        let (Proto::Secure(t), Some(fb)) = (&mut self.proto, self.tcc_in.as_mut()) else {
+            return;
+        };
+        for _ in 0..4 {
+            if !fb.has_pending() {
+                break;
+            }
+            let Some(slot) = ctx.slot(&self.sock) else {
+                return;
+            };
+            let Ok(Some(n)) = fb.write(slot) else {
+                break;
+            };
+            if let Ok(len) = t.protect_rtcp(slot, n) {
+                ctx.commit(&self.sock, len, remote);
+                ctx.totals.feedback_sent += 1;
+            }
+        }
+    }
+
+    /// One generic NACK (RFC 4585 6.2.1) per received video stream with sequence numbers due.
+    fn send_nacks(&mut self, now: Instant, now_ns: u64, ctx: &mut Ctx) {
+        self.next_nack_ns = None;
+        let Some(remote) = self.remote_for_media() else {
+            return;
+        };
+        let sender = self.feedback_ssrc();
+        let Proto::Secure(t) = &mut self.proto else {
+            return;
+        };
+        let mut seqs = std::mem::take(&mut ctx.nack_seqs);
+        let mut missing = false;
+        for (r, stream) in self.repair.iter_mut().zip(&self.receive) {
+            let Some(r) = r else {
+                continue;
+            };
+            seqs.clear();
+            r.due(now, &mut seqs);
+            missing |= r.missing() > 0;
+            if seqs.is_empty() {
+                continue;
+            }
+            let Some(slot) = ctx.slot(&self.sock) else {
+                break;
+            };
+            let Ok(n) = write_nack(slot, sender, stream.ssrc, &seqs) else {
+                continue;
+            };
+            if let Ok(len) = t.protect_rtcp(slot, n) {
+                ctx.commit(&self.sock, len, remote);
+                ctx.totals.nacks_sent += 1;
+                ctx.totals.nack_seqs_sent += seqs.len() as u64;
+            }
+        }
+        ctx.nack_seqs = seqs;
+        if missing {
+            self.next_nack_ns = Some(now_ns + NACK_INTERVAL_NS);
+        }
+    }
+
+    /// A NACK from the bridge asks for packet `seq` of `ssrc`: resend it from the history (RTX when
+    /// the layer has an RTX SSRC), within the retransmission budget.
+    fn retransmit(&mut self, ssrc: u32, seq: u16, now_ns: u64, ctx: &mut Ctx) {
+        let Some(remote) = self.remote_for_media() else {
+            return;
+        };
+        let history = self
+            .outgoing
+            .iter_mut()
+            .position(|o| o.ssrc == ssrc)
+            .and_then(|i| Some((i, self.outgoing[i].history.as_mut()?)));
+        let Some((i, history)) = history else {
+            ctx.totals.retransmits_unknown += 1;
+            return;
+        };
+        let p = match history.resend(seq, now_ns) {
+            Ok(p) => p,
+            Err(Miss::Unknown) => {
+                ctx.totals.retransmits_unknown += 1;
+                return;
+            }
+            Err(Miss::TooSoon) => {
+                ctx.totals.retransmits_limited += 1;
+                return;
+            }
+        };
+        let bytes = RTP_HEADER_LEN + TCC_EXT_LEN + 2 + p.payload_len;
+        if !self.budget.as_mut().is_some_and(|b| b.take(bytes, now_ns)) {
+            ctx.totals.retransmits_limited += 1;
+            return;
+        }
+        if self.write_media(i, &p, true, remote, ctx).is_some() {
+            ctx.totals.retransmits_sent += 1;
+        }
+    }
+
+    /// Whether input arrived that `after_input` has not handled yet: control traffic, or media that
+    /// moved a feedback deadline earlier.
+    pub fn needs_service(&self) -> bool {
+        self.control_input || self.wake_changed
     }
 
     /// Called after a batch of input: drains protocol output if control traffic arrived. Returns
-    /// whether deadlines may have moved (media alone never moves them).
+    /// whether deadlines may have moved.
     pub fn after_input(&mut self, ctx: &mut Ctx) -> bool {
-        self.drive(ctx)
+        let woke = std::mem::take(&mut self.wake_changed);
+        self.drive(ctx) | woke
     }
 
     fn send_due_media(&mut self, now_ns: u64, ctx: &mut Ctx) {
@@ -648,10 +941,13 @@ impl Endpoint {
             );
             // Each packet: the descriptor, then its share of the frame (the first one's begins with
             // the payload header; every one ends with our trailer).
+            // The transport-wide number's extension block comes out of the packet size, as in a browser.
+            let ext = if media.feedback { TCC_EXT_LEN } else { 0 };
             let max_share = media
                 .video_packet_size
-                .max(RTP_HEADER_LEN + MIN_VIDEO_PAYLOAD)
+                .max(RTP_HEADER_LEN + ext + MIN_VIDEO_PAYLOAD)
                 - RTP_HEADER_LEN
+                - ext
                 - DESCRIPTOR_LEN;
             while self.next_video_ns <= now_ns {
                 self.next_video_ns += frame;
@@ -699,70 +995,104 @@ impl Endpoint {
         // Stamped per packet, as late as possible: what waits in our own batch after this is the
         // load generator's delay, and it is counted in the latency (see the crate docs).
         let send_ns = payload::mono_ns();
-        let (index, group) = (self.index, self.group);
-        let o = &mut self.outgoing[i];
-        let Some(slot) = ctx.slot(&self.sock) else {
+        let o = &self.outgoing[i];
+        let p = SentPacket {
+            seq16: o.seq16,
+            rtp_ts: o.rtp_ts,
+            marker,
+            payload_len,
+            vp8,
+            seq: o.sent,
+            send_ns,
+        };
+        let Some((len, payload_len)) = self.write_media(i, &p, false, remote, ctx) else {
             return;
         };
-        let pt = if o.kind == Kind::Audio {
-            PT_AUDIO
-        } else {
-            PT_VIDEO
-        };
-        payload::write_rtp_header(slot, marker, pt, o.seq16, o.rtp_ts, o.ssrc);
-        // RFC 6464 in an RFC 8285 one-byte extension block (8 bytes): the level, and V when not silent.
-        let level = self.audio_level.filter(|_| o.kind == Kind::Audio);
-        let header = match level {
-            Some(l) => {
-                slot[0] |= 0x10;
-                let v = if l < 127 { 0x80 } else { 0 };
-                slot[12..20].copy_from_slice(&[
-                    0xbe,
-                    0xde,
-                    0,
-                    1,
-                    AUDIO_LEVEL_EXT_ID << 4,
-                    v | l,
-                    0,
-                    0,
-                ]);
-                RTP_HEADER_LEN + 8
+        let o = &mut self.outgoing[i];
+        if let Some(h) = o.history.as_mut() {
+            h.push(p);
+        }
+        o.sent += 1;
+        o.sent_bytes += len as u64;
+        o.seq16 = o.seq16.wrapping_add(1);
+        o.payload_bytes += payload_len as u64;
+        ctx.on_sent(len, send_ns);
+    }
+
+    /// Writes, protects and queues packet `p` of stream `i`: as sent, or (`resend`) as its
+    /// retransmission: on the layer's RTX SSRC with the original sequence number first (RFC 4588 4)
+    /// when it has one, else the same packet again; its payload flagged (see
+    /// `payload::mark_retransmission`). Returns the wire and payload lengths.
+    fn write_media(
+        &mut self,
+        i: usize,
+        p: &SentPacket,
+        resend: bool,
+        remote: SocketAddr,
+        ctx: &mut Ctx,
+    ) -> Option<(usize, usize)> {
+        let (index, group) = (self.index, self.group);
+        let tcc = ctx.media.feedback.then_some(self.tcc_seq);
+        let o = &mut self.outgoing[i];
+        let slot = ctx.slot(&self.sock)?;
+        let rtx = o.rtx_ssrc.filter(|_| resend);
+        match rtx {
+            Some(r) => payload::write_rtp_header(slot, p.marker, PT_RTX, o.rtx_seq16, p.rtp_ts, r),
+            None => {
+                let pt = if o.kind == Kind::Audio {
+                    PT_AUDIO
+                } else {
+                    PT_VIDEO
+                };
+                payload::write_rtp_header(slot, p.marker, pt, p.seq16, p.rtp_ts, o.ssrc);
             }
-            None => RTP_HEADER_LEN,
-        };
+        }
+        let level = self.audio_level.filter(|_| o.kind == Kind::Audio);
+        let mut header = repair::write_extensions(slot, level, tcc);
+        if rtx.is_some() {
+            slot[header..header + 2].copy_from_slice(&p.seq16.to_be_bytes());
+            header += 2;
+        }
         let body = &mut slot[header..];
-        let prefix = vp8.map_or(0, |(frame, first)| frame.write_prefix(body, first));
+        let prefix = p
+            .vp8
+            .map_or(0, |(frame, first)| frame.write_prefix(body, first));
         let payload_len = payload::write(
             body,
-            payload_len,
+            p.payload_len,
             &Fields {
                 group,
                 sender: index,
                 ssrc: o.ssrc,
-                seq: o.sent,
-                send_ns,
+                seq: p.seq,
+                send_ns: p.send_ns,
                 kind: o.kind,
                 layer: o.layer,
                 prefix: prefix as u8,
             },
         );
+        if resend {
+            payload::mark_retransmission(&mut body[..payload_len], prefix);
+        }
         let plain = header + payload_len;
         let len = match &mut self.proto {
             Proto::Secure(t) => match t.protect_rtp(slot, plain) {
                 Ok(n) => n,
                 Err(_) => {
                     ctx.totals.protect_failures += 1;
-                    return;
+                    return None;
                 }
             },
             Proto::Raw { .. } => plain,
         };
         ctx.commit(&self.sock, len, remote);
-        o.sent += 1;
-        o.sent_bytes += len as u64;
-        o.seq16 = o.seq16.wrapping_add(1);
-        o.payload_bytes += payload_len as u64;
-        ctx.on_sent(len, send_ns);
+        if tcc.is_some() {
+            self.tcc_seq = self.tcc_seq.wrapping_add(1);
+        }
+        if rtx.is_some() {
+            o.rtx_seq16 = o.rtx_seq16.wrapping_add(1);
+        }
+        Some((len, payload_len))
     }
 
     /// RFC 3550 6.4.1: one SR (+ SDES CNAME, 6.1 compound rule) per sent SSRC.
@@ -835,7 +1165,10 @@ fn vp8_packet(payload: &[u8], prefix: usize) -> Option<Vp8Descriptor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repair::RESEND_SPACING_NS;
     use crate::vp8::LayerSpec;
+    use sluice_core::dtls::DtlsCert;
+    use sluice_core::ice::IceCredentials;
     use sluice_core::rtcp::{write_fir, write_pli};
 
     const MEDIA: MediaConfig = MediaConfig {
@@ -849,6 +1182,9 @@ mod tests {
         rtcp_interval_ms: 1000,
         keyframe_interval_frames: 0,
         freeze_ms: 500,
+        feedback: false,
+        feedback_interval_ms: 100,
+        drop_every_n: 0,
     };
 
     fn endpoint(index: u32, group: u32, layers: usize) -> Endpoint {
@@ -887,6 +1223,7 @@ mod tests {
             &Sources {
                 audio: None,
                 video: Sources::for_endpoint(0, 3).video[..2].to_vec(),
+                rtx: Vec::new(),
             },
             &MEDIA,
         );
@@ -991,7 +1328,7 @@ mod tests {
             sluice_core::codec::vp8::set_tl0picidx(body, 3).expect("tl0picidx");
         }
         for p in &pkts {
-            rx.on_media(p, p.len(), 1, 1, &mut ctx);
+            rx.on_media(p, p.len(), Instant::now(), 1, 1, &mut ctx);
         }
         assert_eq!(ctx.totals.recv_packets, 3);
         assert_eq!(
@@ -1011,10 +1348,197 @@ mod tests {
         let mut no_code = video_packet(&key, true, 105, 77, 1);
         no_code[RTP_HEADER_LEN + DESCRIPTOR_LEN + 3] = 0;
         for p in [no_i, no_s, no_code] {
-            rx.on_media(&p, p.len(), 1, 1, &mut ctx);
+            rx.on_media(&p, p.len(), Instant::now(), 1, 1, &mut ctx);
         }
         // Still counted as received (the trailer verified): loss accounting is apart.
         assert_eq!((ctx.totals.vp8_invalid, ctx.totals.recv_packets), (3, 6));
         assert_eq!(rx.receive[0].frames, 2);
+    }
+    /// A sender answers the bridge's NACK from its history: RTX on the layer's RTX SSRC, one packet at
+    /// most once per 20 ms; nothing for a packet it never sent or for an SSRC that is not its video.
+    #[test]
+    fn a_nack_is_answered_from_the_history_with_rtx() {
+        let media = MediaConfig {
+            feedback: true,
+            ..MEDIA
+        };
+        let mut ctx = Ctx::for_test(media);
+        let local = SocketAddr::from(([127, 1, 0, 1], 5000));
+        let relay = SocketAddr::from(([127, 0, 0, 1], 9));
+        let mut ep = Endpoint::raw(0, 0, Sock::Shared { local });
+        let sources = Sources::with_rtx(0, 1);
+        ep.set_sources(&sources, &media);
+        ep.connect_raw(relay, &mut ctx);
+        let video = ep
+            .outgoing
+            .iter()
+            .position(|o| o.kind == Kind::Video)
+            .expect("video");
+        assert_eq!(ep.outgoing[video].rtx_ssrc, Some(sources.rtx[0]));
+        let first = ep.outgoing[video].seq16;
+        for _ in 0..3 {
+            ep.send_packet(video, false, 300, None, relay, &mut ctx);
+        }
+        let (queued, rtx_seq) = (ctx.send.len(), ep.outgoing[video].rtx_seq16);
+        let now = payload::mono_ns();
+        let mut buf = [0u8; 64];
+        let asked = [first.wrapping_add(1), first.wrapping_add(7)];
+        let n = write_nack(&mut buf, 0xb000, sources.video[0], &asked).expect("nack");
+        ep.on_rtcp(&buf[..n], now, &mut ctx);
+        assert_eq!(ctx.send.len(), queued + 1, "one retransmission");
+        let t = ctx.totals;
+        assert_eq!((t.nacks_received, t.nack_seqs_received), (1, 2));
+        assert_eq!((t.retransmits_sent, t.retransmits_unknown), (1, 1));
+        // Asked again at once: not resent; after the spacing: resent.
+        ep.on_rtcp(&buf[..n], now + 1, &mut ctx);
+        assert_eq!(ctx.totals.retransmits_limited, 1);
+        ep.on_rtcp(&buf[..n], now + RESEND_SPACING_NS, &mut ctx);
+        assert_eq!(ctx.totals.retransmits_sent, 2);
+        // The RTX stream numbers its own packets; the media stream's numbering did not move.
+        let o = &ep.outgoing[video];
+        assert_eq!(o.rtx_seq16, rtx_seq.wrapping_add(2));
+        assert_eq!((o.seq16, o.sent), (first.wrapping_add(3), 3));
+        // Audio is not retransmitted (no history).
+        let audio = sources.audio.expect("audio");
+        let n = write_nack(&mut buf, 0xb000, audio, &[1]).expect("nack");
+        ep.on_rtcp(&buf[..n], now, &mut ctx);
+        // The never-sent one was asked three times, then the audio packet.
+        assert_eq!(ctx.totals.retransmits_unknown, 3 + 1);
+    }
+
+    /// With feedback a receiver tracks what it misses of a received video stream; the packet it asked
+    /// for, coming back as RTX (payload type 96, the original sequence number first, on an SSRC of its
+    /// own), is unwrapped onto that stream, counted recovered, and not timed.
+    #[test]
+    fn rtx_is_unwrapped_onto_its_stream_and_counts_as_recovered() {
+        let media = MediaConfig {
+            feedback: true,
+            ..MEDIA
+        };
+        let mut ctx = Ctx::for_test(media);
+        let mut rx = endpoint(0, 0, 1);
+        let mut enc = Encoder::new(
+            9,
+            LayerSpec {
+                bitrate_bps: 300_000,
+                width: 640,
+                height: 360,
+            },
+            30,
+        );
+        let key = enc.next_frame(0);
+        let inter = enc.next_frame(0);
+        let lost = video_packet(&inter, true, 102, 77, 1);
+        let t0 = Instant::now();
+        for p in [
+            video_packet(&key, true, 100, 77, 1),
+            video_packet(&key, false, 101, 77, 1),
+            video_packet(&inter, false, 103, 77, 1),
+        ] {
+            rx.on_media(&p, p.len(), t0, 1, 1, &mut ctx);
+        }
+        assert!(
+            rx.next_nack_ns.is_some() && rx.needs_service(),
+            "a gap asks at once"
+        );
+        // What `send_nacks` asks, without a transport to send it on.
+        let mut asked = Vec::new();
+        rx.repair[0].as_mut().expect("video").due(t0, &mut asked);
+        assert_eq!(asked, [102]);
+
+        let rtx_of = |original: &[u8], osn: u16, ssrc: u32| {
+            let mut pkt = vec![0u8; RTP_HEADER_LEN];
+            payload::write_rtp_header(&mut pkt, false, PT_RTX, 5, 90_000, ssrc);
+            pkt.extend(osn.to_be_bytes());
+            let mut body = original[RTP_HEADER_LEN..].to_vec();
+            let prefix = payload::verify(&body).expect("payload").prefix;
+            payload::mark_retransmission(&mut body, usize::from(prefix));
+            pkt.extend(body);
+            pkt
+        };
+        let timed = ctx.latency.count();
+        let rtx = rtx_of(&lost, 102, 999);
+        rx.on_media(&rtx, rtx.len(), t0, 1, 1, &mut ctx);
+        let t = ctx.totals;
+        assert_eq!((t.rtx_received, t.recovered, t.rtx_unmatched), (1, 1, 0));
+        assert_eq!((t.recv_packets, t.integrity_failures), (4, 0));
+        assert_eq!(ctx.latency.count(), timed, "a repair is not timed");
+        assert_eq!(rx.receive.len(), 1, "no stream of the RTX SSRC");
+        assert_eq!((rx.receive[0].seq_late, rx.receive[0].packets), (1, 4));
+        assert_eq!(rx.repair[0].as_ref().map(Repair::missing), Some(0));
+        // Padding only (no original), and RTX of a sender we have no stream of: counted, dropped.
+        let mut padding = vec![0u8; RTP_HEADER_LEN + 2];
+        payload::write_rtp_header(&mut padding, false, PT_RTX, 6, 90_000, 999);
+        rx.on_media(&padding, padding.len(), t0, 1, 1, &mut ctx);
+        let mut audio = vec![0u8; RTP_HEADER_LEN + 100];
+        let fields = Fields {
+            group: 0,
+            sender: 1,
+            ssrc: 55,
+            seq: 1,
+            send_ns: 1,
+            kind: Kind::Audio,
+            layer: 0,
+            prefix: 0,
+        };
+        let n = payload::write(&mut audio[RTP_HEADER_LEN..], 100, &fields);
+        audio.truncate(RTP_HEADER_LEN + n);
+        let rtx = rtx_of(&audio, 9, 998);
+        rx.on_media(&rtx, rtx.len(), t0, 1, 1, &mut ctx);
+        assert_eq!((ctx.totals.rtx_unmatched, ctx.totals.recovered), (2, 1));
+    }
+    /// Feedback cadence: the first transport-wide number that arrives makes the feedback builder and
+    /// asks for a wake-up at once; each feedback tick schedules the next one interval later.
+    #[test]
+    fn transport_cc_feedback_is_scheduled_every_interval() {
+        let media = MediaConfig {
+            feedback: true,
+            feedback_interval_ms: 100,
+            ..MEDIA
+        };
+        let mut ctx = Ctx::for_test(media);
+        let local = SocketAddr::from(([127, 1, 0, 1], 5000));
+        let cert = DtlsCert::generate().expect("cert");
+        let mut rx = Endpoint::secure(0, 0, Sock::Shared { local }, IceCredentials::random(), cert);
+        // As if ICE and DTLS were done (what the Transport would report).
+        rx.state = EndpointState::Connected;
+        let (now, t0) = (Instant::now(), 5_000_000_000u64);
+        assert_eq!(
+            rx.next_wake_ns(now, t0, false),
+            None,
+            "nothing arrived: no feedback"
+        );
+        let mut enc = Encoder::new(
+            9,
+            LayerSpec {
+                bitrate_bps: 300_000,
+                width: 640,
+                height: 360,
+            },
+            30,
+        );
+        let frame = enc.next_frame(0);
+        let plain = video_packet(&frame, true, 100, 77, 1);
+        // The bridge's transport-wide number in extension 5, between header and payload.
+        let mut pkt = plain[..RTP_HEADER_LEN].to_vec();
+        pkt.resize(RTP_HEADER_LEN + 8, 0);
+        let header = repair::write_extensions(&mut pkt, None, Some(42));
+        pkt.extend_from_slice(&plain[RTP_HEADER_LEN..]);
+        assert_eq!(header, RTP_HEADER_LEN + 8);
+        rx.on_media(&pkt, pkt.len(), now, t0, t0, &mut ctx);
+        assert_eq!(ctx.totals.recv_packets, 1);
+        assert!(rx.needs_service() && rx.after_input(&mut ctx));
+        assert_eq!(
+            rx.next_wake_ns(now, t0, false),
+            Some(t0),
+            "the first feedback at once"
+        );
+        for k in 0..3u64 {
+            let at = t0 + k * 100_000_000;
+            rx.on_timer(now, at, false, &mut ctx);
+            assert_eq!(rx.next_wake_ns(now, at, false), Some(at + 100_000_000));
+        }
+        let counters = rx.tcc_in.as_ref().map(|f| f.counters().recorded);
+        assert_eq!(counters, Some(1));
     }
 }

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sluice_core::domain::{
-    Codec, FeedbackSsrcs, GroupSemantics, MediaKind, PayloadType, RemoteCandidate, Source,
-    SsrcGroup, TransportState,
+    Codec, FeedbackSsrcs, GroupSemantics, HeaderExtensionIds, MediaKind, PayloadType,
+    RemoteCandidate, Source, SsrcGroup, TransportState,
 };
 use sluice_core::dtls::{DtlsCert, DtlsSetup, Fingerprint, HashAlg};
 use sluice_core::ice::{candidate_priority, CandidateKind, IceCredentials};
@@ -16,7 +16,7 @@ use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{ShardConfig, ShardHandle};
 
 use crate::endpoint::PT_VIDEO;
-use crate::{LoadGen, LocalDescription, RemoteDescription, Sources};
+use crate::{LoadGen, LocalDescription, RemoteDescription, Sources, PT_RTX, TRANSPORT_CC_EXT_ID};
 
 /// A shard thread on 127.0.0.1 (one router per load generator group) and the events it sent.
 pub struct InProcessBridge {
@@ -110,32 +110,52 @@ impl InProcessBridge {
             .audio
             .iter()
             .map(|&ssrc| Source::single(ssrc, MediaKind::Audio));
-        // The video SSRCs are one Source, simulcast (a SIM group) when there are several, as a
-        // browser signals them; the bridge reads its VP8.
+        // The video SSRCs are one Source, simulcast (a SIM group) when there are several, each layer
+        // with its RTX SSRC in an FID group when it has one, as a browser signals them; the bridge
+        // reads its VP8.
+        let mut groups = Vec::new();
+        if sources.video.len() > 1 {
+            groups.push(SsrcGroup {
+                semantics: GroupSemantics::Sim,
+                ssrcs: sources.video.clone(),
+            });
+        }
+        for (&primary, &rtx) in sources.video.iter().zip(&sources.rtx) {
+            groups.push(SsrcGroup {
+                semantics: GroupSemantics::Fid,
+                ssrcs: vec![primary, rtx],
+            });
+        }
         let video = (!sources.video.is_empty()).then(|| Source {
             kind: MediaKind::Video,
-            ssrcs: sources.video.clone(),
-            groups: if sources.video.len() > 1 {
-                vec![SsrcGroup {
-                    semantics: GroupSemantics::Sim,
-                    ssrcs: sources.video.clone(),
-                }]
-            } else {
-                Vec::new()
-            },
+            ssrcs: sources.video.iter().chain(&sources.rtx).copied().collect(),
+            groups,
             name: format!("{}-v0", local.index),
         });
         self.shard.send(Command::SetSources {
             transport,
             sources: audio.chain(video).collect(),
         });
-        self.shard.send(Command::SetPayloadTypes {
-            transport,
-            types: vec![PayloadType {
-                pt: PT_VIDEO,
-                codec: Codec::Vp8,
-            }],
-        });
+        let mut types = vec![PayloadType {
+            pt: PT_VIDEO,
+            codec: Codec::Vp8,
+        }];
+        if lg.config().media.feedback {
+            // What the focus offers browsers: RTX of VP8, transport-wide numbers in extension 5.
+            types.push(PayloadType {
+                pt: PT_RTX,
+                codec: Codec::Rtx { apt: PT_VIDEO },
+            });
+            self.shard.send(Command::SetHeaderExtensions {
+                transport,
+                ids: HeaderExtensionIds {
+                    transport_cc: Some(TRANSPORT_CC_EXT_ID),
+                    ..HeaderExtensionIds::default()
+                },
+            });
+        }
+        self.shard
+            .send(Command::SetPayloadTypes { transport, types });
         lg.set_sources(local.index, sources)?;
         lg.connect(
             local.index,

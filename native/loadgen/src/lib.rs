@@ -19,6 +19,10 @@
 //! with the load generator's own trailer (see [`payload`]): sender, sent ssrc and layer, a 64-bit
 //! sequence number, the send time (CLOCK_MONOTONIC, same host) and a CRC-32.
 //!
+//! With [`MediaConfig::feedback`] (secure mode) endpoints also act like browsers about loss and
+//! congestion ([`repair`]): transport-wide sequence numbers on everything sent, transport-cc feedback
+//! and NACKs from receivers, RTX from senders' packet histories.
+//!
 //! # What is measured
 //! Receivers verify each packet and track it twice. Per sent stream (sender, ssrc as the payload
 //! names it): loss, reordering, duplicates and one-way latency. Each receiver is expected to get
@@ -46,6 +50,7 @@ pub mod inproc;
 pub mod io;
 pub mod payload;
 pub mod relay;
+pub mod repair;
 pub mod stats;
 pub mod track;
 pub mod vp8;
@@ -67,6 +72,7 @@ use sluice_core::queue::Queue;
 use endpoint::{Endpoint, Sock};
 pub use endpoint::{EndpointState, AUDIO_LEVEL_EXT_ID};
 pub use payload::Kind;
+pub use repair::{PT_RTX, TRANSPORT_CC_EXT_ID};
 pub use stats::{Latency, ReceiveTotals, Snapshot, StreamStats, Totals};
 use worker::{Cmd, Shared, Worker};
 
@@ -107,6 +113,19 @@ pub struct MediaConfig {
     pub keyframe_interval_frames: u32,
     /// A received video stream with no new frame for longer than this is frozen.
     pub freeze_ms: u32,
+    /// Secure mode: behave like a browser about feedback (see [`repair`]). Every RTP packet sent
+    /// carries a transport-wide sequence number ([`TRANSPORT_CC_EXT_ID`]); receivers send transport-cc
+    /// feedback on the numbers the bridge stamped every `feedback_interval_ms` and NACK what is missing
+    /// of each received video stream; senders answer NACKs from a history of their video packets, with
+    /// RTX ([`PT_RTX`]) on the layer's RTX SSRC when it has one ([`Sources::rtx`]), else the original.
+    pub feedback: bool,
+    /// Transport-cc feedback interval. Chrome's is 50-250 ms by its receive rate (100 ms until it
+    /// knows one); 100 ms is that default and the bridge's own interval.
+    pub feedback_interval_ms: u32,
+    /// Test knob, 0: off. Each endpoint drops every n-th SRTP media datagram it receives before
+    /// anything reads it, as if the link had lost it (so transport-cc feedback reports it lost and
+    /// NACKs ask for it). Counted in `Totals::link_dropped`.
+    pub drop_every_n: u32,
 }
 
 impl Default for MediaConfig {
@@ -122,6 +141,9 @@ impl Default for MediaConfig {
             rtcp_interval_ms: 1000,
             keyframe_interval_frames: vp8::DEFAULT_KEYFRAME_INTERVAL_FRAMES,
             freeze_ms: 500,
+            feedback: false,
+            feedback_interval_ms: 100,
+            drop_every_n: 0,
         }
     }
 }
@@ -138,6 +160,9 @@ impl MediaConfig {
     }
     pub fn freeze_ns(&self) -> u64 {
         u64::from(self.freeze_ms) * 1_000_000
+    }
+    pub fn feedback_interval_ns(&self) -> u64 {
+        u64::from(self.feedback_interval_ms.clamp(10, 1000)) * 1_000_000
     }
 }
 
@@ -173,6 +198,9 @@ pub struct Sources {
     pub audio: Option<u32>,
     /// One per simulcast layer, lowest first.
     pub video: Vec<u32>,
+    /// The RTX SSRC of each video layer (RFC 4588, an FID group each), in the same order; empty: no
+    /// RTX (retransmissions then resend the original packet).
+    pub rtx: Vec<u32>,
 }
 
 impl Sources {
@@ -182,6 +210,16 @@ impl Sources {
         Sources {
             audio: Some(base),
             video: (0..layers.min(7) as u32).map(|l| base + 1 + l).collect(),
+            rtx: Vec::new(),
+        }
+    }
+
+    /// [`Sources::for_endpoint`] with an RTX SSRC per video layer, from a range of its own.
+    pub fn with_rtx(index: u32, layers: usize) -> Self {
+        let base = 0x5000_0000u32.wrapping_add(index.wrapping_mul(8));
+        Sources {
+            rtx: (0..layers.min(7) as u32).map(|l| base + 1 + l).collect(),
+            ..Self::for_endpoint(index, layers)
         }
     }
 }
@@ -236,8 +274,12 @@ fn invalid(msg: String) -> stdio::Error {
 }
 
 impl LoadGen {
-    pub fn new(config: LoadGenConfig) -> stdio::Result<Self> {
+    pub fn new(mut config: LoadGenConfig) -> stdio::Result<Self> {
         raise_fd_limit();
+        if config.mode == Mode::Raw {
+            // No RTCP to or from the raw relay.
+            config.media.feedback = false;
+        }
         let cert = DtlsCert::generate().map_err(|e| stdio::Error::other(e.to_string()))?;
         let mut workers = Vec::new();
         let epoch_ns = Arc::new(AtomicU64::new(0));

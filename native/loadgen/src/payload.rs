@@ -14,7 +14,7 @@
 //!  32      -8        media kind: 0 audio, 1 video
 //!  33      -7        simulcast layer (0 = lowest) of the sent ssrc
 //!  34      -6        codec prefix length: the payload bytes before the filler
-//!  35      -5        zero
+//!  35      -5        flags: bit 0 set on a retransmission (the sender's answer to a NACK)
 //!  36..40  -4..      CRC-32 of the filler and trailer bytes 0..36
 //! ```
 //! All integers are big-endian. The checksum leaves the codec prefix out: a forwarder may rewrite
@@ -143,6 +143,26 @@ pub fn write_hello(out: &mut [u8], group: u32, sender: u32) -> usize {
 }
 
 /// Writes the checksum over `p[prefix..len - 4]` into the last 4 bytes.
+/// Marks a payload [`write`] wrote (with `prefix` bytes of codec prefix) as a retransmission and seals
+/// it again. Only the measurement reads the flag: receivers keep a repaired packet's latency (send to
+/// arrival, the repair's round trip included) out of the forwarding latency.
+pub fn mark_retransmission(p: &mut [u8], prefix: usize) {
+    let Some(at) = p.len().checked_sub(HEADER_LEN) else {
+        return;
+    };
+    p[at + 35] |= FLAG_RETRANSMISSION;
+    seal(p, prefix);
+}
+
+/// Whether a payload that verified carries the retransmission flag.
+pub fn is_retransmission(p: &[u8]) -> bool {
+    p.len()
+        .checked_sub(HEADER_LEN)
+        .is_some_and(|at| p[at + 35] & FLAG_RETRANSMISSION != 0)
+}
+
+const FLAG_RETRANSMISSION: u8 = 1;
+
 fn seal(p: &mut [u8], prefix: usize) {
     let end = p.len() - 4;
     let crc = crc32fast::hash(&p[prefix..end]);

@@ -20,8 +20,11 @@ pub struct Totals {
     /// Media packets received that decrypted and verified (duplicates included), and their wire bytes.
     pub recv_packets: u64,
     pub recv_bytes: u64,
-    /// SRTP/SRTCP unprotect failures.
+    /// SRTP/SRTCP unprotect failures (but replays).
     pub decrypt_failures: u64,
+    /// SRTP packets refused as replays of one already received. With feedback: a retransmission the
+    /// bridge forwards to every receiver of the layer, also those that did not lose the packet.
+    pub srtp_replays: u64,
     /// SRTP/SRTCP that arrived before our DTLS handshake finished (the bridge, as DTLS server,
     /// has keys one flight earlier and may already send RTCP feedback).
     pub before_keys: u64,
@@ -63,6 +66,27 @@ pub struct Totals {
     pub recv_syscall_packets: u64,
     pub send_calls: u64,
     pub send_syscall_packets: u64,
+    /// Feedback (see `MediaConfig::feedback`). Receivers: transport-cc feedback packets sent; NACK
+    /// packets sent and the sequence numbers they asked for; packets that came after being asked
+    /// for (recovered); RTX packets received and unwrapped; RTX that named no known stream.
+    pub feedback_sent: u64,
+    pub nacks_sent: u64,
+    pub nack_seqs_sent: u64,
+    pub recovered: u64,
+    pub rtx_received: u64,
+    pub rtx_unmatched: u64,
+    /// Senders: NACK packets received and the sequence numbers they asked for; packets retransmitted
+    /// (RTX or the original); asked for but not kept (never sent, overwritten, older than a second);
+    /// not resent now (the same packet resent within 20 ms, or over the retransmission budget).
+    pub nacks_received: u64,
+    pub nack_seqs_received: u64,
+    pub retransmits_sent: u64,
+    pub retransmits_unknown: u64,
+    pub retransmits_limited: u64,
+    /// Transport-cc feedback received from the bridge (about what we sent it).
+    pub feedback_received: u64,
+    /// Media datagrams dropped on arrival by the `drop_every_n` test knob.
+    pub link_dropped: u64,
 }
 
 /// Calls `$m!` with every counter of [`Totals`], so summing and naming cannot drift from each other.
@@ -76,6 +100,7 @@ macro_rules! totals_fields {
             recv_packets,
             recv_bytes,
             decrypt_failures,
+            srtp_replays,
             before_keys,
             integrity_failures,
             misrouted,
@@ -100,7 +125,20 @@ macro_rules! totals_fields {
             recv_calls,
             recv_syscall_packets,
             send_calls,
-            send_syscall_packets
+            send_syscall_packets,
+            feedback_sent,
+            nacks_sent,
+            nack_seqs_sent,
+            recovered,
+            rtx_received,
+            rtx_unmatched,
+            nacks_received,
+            nack_seqs_received,
+            retransmits_sent,
+            retransmits_unknown,
+            retransmits_limited,
+            feedback_received,
+            link_dropped
         )
     };
 }

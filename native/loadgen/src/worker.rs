@@ -109,6 +109,8 @@ pub struct Ctx {
     /// When `start` was called (CLOCK_MONOTONIC ns, 0 before), shared by every worker: a worker
     /// may receive media before its own Start command arrives.
     pub epoch_ns: Arc<AtomicU64>,
+    /// Scratch for the sequence numbers of one NACK (never grows past the NACK tracker's capacity).
+    pub nack_seqs: Vec<u16>,
 }
 
 impl Ctx {
@@ -188,22 +190,26 @@ impl Ctx {
         &mut self,
         kind: Kind,
         bytes: usize,
-        latency: Latencies,
+        latency: Option<Latencies>,
         gap: i64,
         at_ns: u64,
     ) {
-        let latency_ns = latency.read_ns;
-        self.latency.record(latency_ns);
-        self.latency_socket.record(latency.socket_ns);
-        match kind {
-            Kind::Audio => self.latency_audio.record(latency_ns),
-            Kind::Video => self.latency_video.record(latency_ns),
+        // None: a retransmission, counted but not timed.
+        if let Some(l) = latency {
+            self.latency.record(l.read_ns);
+            self.latency_socket.record(l.socket_ns);
+            match kind {
+                Kind::Audio => self.latency_audio.record(l.read_ns),
+                Kind::Video => self.latency_video.record(l.read_ns),
+            }
         }
         if let Some(s) = self.second(at_ns) {
             s.recv_packets += 1;
             s.recv_bytes += bytes as u64;
             s.gap_lost += gap;
-            s.latency.record(latency_ns);
+            if let Some(l) = latency {
+                s.latency.record(l.read_ns);
+            }
         }
     }
 }
@@ -225,6 +231,7 @@ impl Ctx {
             latency_socket: Histogram::new(),
             series: Vec::new(),
             epoch_ns: Arc::new(AtomicU64::new(0)),
+            nack_seqs: Vec::with_capacity(sluice_core::cc::nack::CAPACITY),
         }
     }
 }
@@ -405,6 +412,7 @@ impl Worker {
                 latency_socket: Histogram::new(),
                 series: Vec::new(),
                 epoch_ns,
+                nack_seqs: Vec::with_capacity(sluice_core::cc::nack::CAPACITY),
             },
             wheel: Wheel::new(mono_ns()),
             sending: false,
@@ -517,7 +525,7 @@ impl Worker {
                 };
                 let ep = &mut self.endpoints[i as usize];
                 ep.on_datagram(now, queued_ns, arrival_ns, from, buf, &mut self.ctx);
-                if ep.has_control_input() {
+                if ep.needs_service() {
                     self.touched.push(i);
                 }
             }

@@ -6,7 +6,8 @@ mod common;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::{Duration, Instant};
 
-use sluice_core::seam::Command;
+use sluice_core::seam::{Command, Event};
+use sluice_core::stats::StatsSnapshot;
 use sluice_loadgen::inproc::InProcessBridge;
 use sluice_loadgen::{Kind, LoadGen, LoadGenConfig, MediaConfig, Snapshot, Sources};
 
@@ -46,7 +47,12 @@ fn connect(sc: &Scenario, threads: usize) -> Run {
         bridge.create_conference(g);
         for local in lg.create_endpoints(sc.per_group, g).expect("endpoints") {
             addrs.push(local.candidates[0].addr);
-            let sources = Sources::for_endpoint(local.index, sc.layers);
+            // With feedback each video layer has an RTX SSRC, as a browser's does.
+            let sources = if sc.media.feedback {
+                Sources::with_rtx(local.index, sc.layers)
+            } else {
+                Sources::for_endpoint(local.index, sc.layers)
+            };
             bridge
                 .allocate(&lg, &local, sources, sc.our_setup, sc.bridge_setup)
                 .expect("allocate");
@@ -67,6 +73,27 @@ fn connect(sc: &Scenario, threads: usize) -> Run {
         bridge.events
     );
     Run { bridge, lg, addrs }
+}
+
+/// The shard's stats snapshot, asked over the seam as the bridge does.
+fn bridge_stats(bridge: &mut InProcessBridge) -> StatsSnapshot {
+    bridge.shard.send(Command::GetStats { request: 77 });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut events = Vec::new();
+    loop {
+        bridge.shard.events.drain_into(&mut events);
+        for e in events.drain(..) {
+            if let Event::Stats {
+                request: 77,
+                snapshot,
+            } = e
+            {
+                return *snapshot;
+            }
+        }
+        assert!(Instant::now() < deadline, "no stats from the shard");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn run_media(run: &mut Run, secs: f64) -> (Snapshot, f64) {
@@ -129,6 +156,96 @@ fn three_conferences_of_three_with_simulcast_each_receive_audio_and_the_top_laye
     }
     // Receivers joining ask the senders already there for keyframes (the bridge's PLIs).
     assert!(snap.totals.pli_received > 0, "{:?}", snap.totals);
+    run.bridge.shard.shutdown();
+}
+
+/// Browser-like feedback through a real shard: every endpoint stamps transport-wide numbers and
+/// reports those the bridge stamped every 100 ms (the bridge estimates each receiver from them and
+/// reports back to the senders); with every 20th media datagram dropped on arrival, receivers NACK
+/// the video they miss, senders answer with RTX, the bridge unwraps it and forwards the original,
+/// and what was asked comes back.
+#[test]
+fn with_feedback_receivers_report_and_nack_and_senders_repair_with_rtx() {
+    let media = MediaConfig {
+        video_bitrate_bps: 600_000,
+        feedback: true,
+        drop_every_n: 20,
+        ..MediaConfig::default()
+    };
+    let sc = Scenario {
+        groups: 1,
+        per_group: 3,
+        layers: 3,
+        media,
+        our_setup: "active",
+        bridge_setup: "actpass",
+        shared_sockets: true,
+    };
+    let mut run = connect(&sc, 1);
+    let (snap, secs) = run_media(&mut run, 2.0);
+    let t = &snap.totals;
+    // Cadence: each of the 3 receivers once per 100 ms while media flowed and over the 0.4 s drain
+    // (a feedback goes only when something arrived since the last; a loaded machine delays timers, so
+    // the lower bound is loose; per packet or per second would be far outside).
+    let per_receiver = t.feedback_sent as f64 / 3.0;
+    let intervals = (secs + 0.4) / 0.1;
+    assert!(
+        per_receiver >= 0.5 * secs / 0.1 && per_receiver <= intervals + 2.0,
+        "{per_receiver} feedbacks per receiver in {secs} s: {t:?}"
+    );
+    assert!(
+        t.feedback_received > 0,
+        "the bridge reports on our numbers: {t:?}"
+    );
+    assert!(t.link_dropped > 0, "{t:?}");
+    // Retransmissions also reach receivers that had the packet: replays, not failures.
+    assert_eq!(t.decrypt_failures, 0, "{t:?}");
+    assert!(
+        t.nacks_sent > 0 && t.nack_seqs_sent >= t.nacks_sent,
+        "{t:?}"
+    );
+    // The bridge passes NACKs on to the layer's sender, which answers with RTX; the bridge unwraps
+    // it, so receivers get the original on the Source's primary SSRC.
+    assert!(t.nacks_received > 0 && t.retransmits_sent > 0, "{t:?}");
+    assert!(t.recovered > 0, "{t:?}");
+    assert_eq!(t.rtx_received, 0, "{t:?}");
+    // Video that was dropped came back: of the forwarded (top) layer, only a few stay lost (the
+    // retransmission itself may be dropped again, three tries each); audio is never repaired.
+    let video_lost: u64 = snap
+        .streams
+        .iter()
+        .filter(|s| s.kind == Kind::Video)
+        .map(|s| s.lost)
+        .sum();
+    let audio_lost: u64 = snap
+        .streams
+        .iter()
+        .filter(|s| s.kind == Kind::Audio)
+        .map(|s| s.lost)
+        .sum();
+    assert!(audio_lost > 0, "audio is dropped and not repaired");
+    assert!(
+        video_lost * 10 <= t.recovered,
+        "video lost {video_lost}, recovered {}: {t:?}",
+        t.recovered
+    );
+    // A repaired packet is counted received but not timed.
+    assert!(
+        snap.latency.count < snap.totals.recv_packets,
+        "{:?}",
+        snap.latency
+    );
+    // The bridge took the receivers' feedback: each of their transports has an estimate.
+    let stats = bridge_stats(&mut run.bridge);
+    for i in 0..3 {
+        let id = InProcessBridge::transport(i);
+        let tr = stats
+            .transports
+            .iter()
+            .find(|t| t.id == id)
+            .expect("transport");
+        assert!(tr.bandwidth_estimate_bps.is_some_and(|b| b > 0), "{tr:?}");
+    }
     run.bridge.shard.shutdown();
 }
 
