@@ -713,6 +713,12 @@ impl Transport {
             .map(|_| cc.estimator.estimate_bps())
     }
 
+    /// The round-trip time to the peer, from its transport-cc feedback on what the bridge sent it
+    /// (so it includes the peer's wait before sending feedback), once known.
+    pub fn round_trip_time(&self) -> Option<Duration> {
+        self.cc.as_ref()?.estimator.rtt()
+    }
+
     /// The next transport-wide sequence number this transport will stamp, if it stamps any.
     pub fn next_transport_cc_seq(&self) -> Option<u16> {
         self.tcc_out.map(|t| t.next)

@@ -610,14 +610,18 @@ impl Router {
 
     /// The bridge's own NACKs due now: (sender transport, SSRC, sequence numbers) for each video stream
     /// with packets missing (`cc::nack`).
-    pub fn due_nacks(&mut self, now: Instant) -> Vec<(TransportId, u32, Vec<u16>)> {
+    pub fn due_nacks(
+        &mut self,
+        now: Instant,
+        rtt_of: impl Fn(TransportId) -> Option<Duration>,
+    ) -> Vec<(TransportId, u32, Vec<u16>)> {
         let mut out = Vec::new();
         for (&ssrc, p) in self.producers.iter_mut() {
             let Some(t) = p.nack.as_mut().filter(|t| t.missing() > 0) else {
                 continue;
             };
             let mut seqs = Vec::new();
-            t.due(now, None, &mut seqs);
+            t.due(now, rtt_of(p.transport), &mut seqs);
             if !seqs.is_empty() {
                 out.push((p.transport, ssrc, seqs));
             }

@@ -24,7 +24,7 @@ use crate::rtcp::{
     parse_compound, set_sender_ssrc, write_nack, write_pli, write_remb, Nack, RtcpPacket,
 };
 use crate::stats::DropReason;
-use crate::transport::Protect;
+use crate::transport::{Protect, Transport};
 
 /// How often the bridge sends transport-cc feedback (libwebrtc: every 100 ms at low rates, down to 25).
 pub const FEEDBACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -321,17 +321,25 @@ impl State {
         }
         self.next_nack = now + NACK_INTERVAL;
         let mut out = [0u8; MAX_DATAGRAM];
+        let transports = &self.transports;
+        // The RTT to a sender that also receives with transport-cc (its estimator's, which includes
+        // its feedback interval: a retry waits a little longer than it must).
+        let rtt_of = |t: TransportId| transports.get(&t).and_then(Transport::round_trip_time);
+        let mut due = Vec::new();
         for r in self.routers.values_mut() {
             let sender_ssrc = r.feedback.for_kind(MediaKind::Video);
-            for (transport, ssrc, seqs) in r.due_nacks(now) {
-                let Ok(n) = write_nack(&mut out, sender_ssrc, ssrc, &seqs) else {
-                    continue;
-                };
-                if let Some(t) = self.transports.get_mut(&transport) {
-                    if t.send_protected(Protect::Rtcp, &out[..n], io, &mut self.total) {
-                        t.counters.nack_requested += seqs.len() as u64;
-                        self.total.nack_requested += seqs.len() as u64;
-                    }
+            for (transport, ssrc, seqs) in r.due_nacks(now, rtt_of) {
+                due.push((sender_ssrc, transport, ssrc, seqs));
+            }
+        }
+        for (sender_ssrc, transport, ssrc, seqs) in due {
+            let Ok(n) = write_nack(&mut out, sender_ssrc, ssrc, &seqs) else {
+                continue;
+            };
+            if let Some(t) = self.transports.get_mut(&transport) {
+                if t.send_protected(Protect::Rtcp, &out[..n], io, &mut self.total) {
+                    t.counters.nack_requested += seqs.len() as u64;
+                    self.total.nack_requested += seqs.len() as u64;
                 }
             }
         }
