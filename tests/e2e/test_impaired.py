@@ -109,8 +109,7 @@ async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Pat
     assert sent and max(r for _, r in sent) <= cap * 1.1, (sent, figures)
     assert delivered and max(r for _, r in delivered) <= cap * 1.05, (delivered, figures)
     after = score(settled)
-    assert after.longest_stall_s < 0.5, figures
-    assert after.freeze_s < 0.5 and after.freezes <= 1, figures
+    assert after.longest_freeze_s < 0.5 and after.longest_stall_s < 0.5, figures
     pages = [s.page for s in settled if s.page]
     assert pages[-1].audio_packets_lost == pages[0].audio_packets_lost, figures
     assert pages[-1].audio_packets_received > pages[0].audio_packets_received, figures
@@ -132,7 +131,7 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
     bridges = [s.bridge for s in samples if s.bridge]
     assert pages[-1].nack_count > pages[0].nack_count, figures
     assert pages[-1].frames_decoded - pages[0].frames_decoded > 100, figures
-    assert card.longest_stall_s < 1.0, figures
+    assert max(card.longest_freeze_s, card.longest_stall_s) < 1.0, figures
     if bridges[-1].retransmitted is None:
         pytest.skip(
             f"the bridge's transport stats count no retransmissions yet (no `retransmitted` counter); "
