@@ -105,6 +105,9 @@ class BridgeSample:
     packets_out: int = 0
     #: The bridge's retransmissions to this receiver, when the packet path counts them (None: it does not).
     retransmitted: int | None = None
+    #: Probe clusters and padding the bridge sent this receiver (0 where the packet path has no probing).
+    probe_clusters: int = 0
+    padding_bytes: int = 0
 
     @classmethod
     def from_view(cls, view: Mapping[str, Any], source: str | None = None) -> BridgeSample:
@@ -126,6 +129,8 @@ class BridgeSample:
             bytes_out=_int(counters.get("bytes_out")),
             packets_out=_int(counters.get("packets_out")),
             retransmitted=retransmitted,
+            probe_clusters=_int(counters.get("probe_clusters")),
+            padding_bytes=_int(counters.get("padding_bytes")),
         )
 
 
@@ -208,6 +213,8 @@ class Scorecard:
     nacks: int
     retransmitted_received: int
     bridge_retransmitted: int | None
+    #: Probe clusters the bridge sent the receiver over the run.
+    probe_clusters: int
     passed: dict[str, bool] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -341,6 +348,9 @@ def score(
         retransmitted_received=last_page.retransmitted_packets_received
         - first_page.retransmitted_packets_received,
         bridge_retransmitted=bridge_rtx,
+        probe_clusters=bridge_samples[-1].probe_clusters - bridge_samples[0].probe_clusters
+        if bridge_samples
+        else 0,
     )
     if criteria is not None:
         card.passed.update(judge(card, criteria))
@@ -368,7 +378,9 @@ def judge(card: Scorecard, criteria: Criteria) -> dict[str, bool]:
     if c.max_overshoot_pct is not None:
         out["overshoot"] = at_most(card.send_overshoot_pct, c.max_overshoot_pct)
     if c.max_audio_loss_pct is not None:
-        out["audio_loss"] = at_most(card.audio_concealed_pct, c.max_audio_loss_pct)
+        # Packets lost, not concealment: the jitter buffer also conceals on a busy host without any loss
+        # (0.1-0.8 % in the unimpaired runs on the development VM).
+        out["audio_loss"] = at_most(card.audio_loss_pct, c.max_audio_loss_pct)
     if c.max_video_loss_pct is not None:
         out["video_loss"] = at_most(card.video_loss_pct, c.max_video_loss_pct)
     return out

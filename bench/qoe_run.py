@@ -19,7 +19,7 @@ longest-stall = "0.5s"
 freeze = "1s"              # total freeze time (Chromium's totalFreezesDuration)
 switches-per-min = 4
 overshoot-pct = 10         # the bridge's send rate over the capacity, 1 s windows
-audio-loss-pct = 0         # concealed samples
+audio-loss-pct = 0         # audio RTP packets lost (concealment is reported, not judged)
 video-loss-pct = 1         # after RTX
 ```
 

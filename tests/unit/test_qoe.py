@@ -176,6 +176,17 @@ def test_audio_loss_is_concealment_and_lost_packets() -> None:
     assert card.audio_loss_pct == pytest.approx(100 * 5 / 505, rel=1e-3)
     assert card.audio_concealed_pct == pytest.approx(100 * 5 * 480 / (9600 * 50), rel=1e-3)
     assert card.passed == {"audio_loss": False}
+    # Concealment without loss (a busy host's playout) is reported, not judged as loss.
+    samples = [
+        Sample(
+            i * 0.2,
+            PageSample(audio_packets_received=10 * i, total_samples_received=9600 * i, concealed_samples=i),
+        )
+        for i in range(10)
+    ]
+    card = score(samples, criteria=Criteria(max_audio_loss_pct=0))
+    assert card.audio_concealed_pct is not None and card.audio_concealed_pct > 0
+    assert card.passed == {"audio_loss": True}
 
 
 def test_missing_figures_fail_what_needs_them() -> None:
@@ -225,10 +236,12 @@ def test_views_parse_what_the_page_bridge_and_relay_give() -> None:
             "packets_out": 10,
             "retransmitted_packets": 3,
             "retransmitted_bytes": 99,
+            "probe_clusters": 2,
+            "padding_bytes": 500,
         },
     }
     bridge = BridgeSample.from_view(view, "aaaa-v0")
-    assert bridge == BridgeSample(480_000, 480_000, 350_000, 360, 1000, 10, 3)
+    assert bridge == BridgeSample(480_000, 480_000, 350_000, 360, 1000, 10, 3, 2, 500)
     assert BridgeSample.from_view({"estimate_bps": None, "counters": None}).retransmitted is None
     stats = {
         "directions": {
