@@ -339,6 +339,27 @@ class PrivateApi:
             {"meeting_id": conference.meeting_id, "receivers": self.selection.dump(conference.id)}
         )
 
+    async def bandwidth(self, request: web.Request) -> web.Response:
+        """Per endpoint of one conference: its estimate, what the Allocator allocated it now
+        (`Selection.bandwidth_view`), and its transport's counters from a fresh native snapshot (what the
+        bridge sent it, the NACKs and retransmissions the packet path counts)."""
+        conference = self.bridge.conference_by_meeting(request.match_info["meeting_id"])
+        if conference is None or self.selection is None:
+            raise web.HTTPNotFound(text="no such conference")
+        snapshot, _ = await self._snapshot()
+        transports = snapshot.get("transports") if snapshot is not None else None
+        view = self.selection.bandwidth_view(conference)
+        for item in view.values():
+            t = transports.get(item["transport"]) if isinstance(transports, Mapping) else None
+            item["counters"] = (
+                {k: v for k, v in t.items() if isinstance(v, int) and not isinstance(v, bool)}
+                if isinstance(t, Mapping)
+                else None
+            )
+        return web.json_response(
+            {"meeting_id": conference.meeting_id, "time": time.monotonic(), "endpoints": view}
+        )
+
     async def dominant_speaker(self, request: web.Request) -> web.Response:
         """The `dominant-speaker-identification` view of one conference: the dominant speaker, the recent
         ones, and each endpoint's current loudness."""
@@ -503,6 +524,7 @@ def create_private_app(
             web.get("/colibri/v2/conferences", api.list_conferences),
             web.get("/colibri/v2/conferences/{meeting_id}", api.get_conference),
             web.get("/debug/conferences/{meeting_id}/allocation", api.allocation),
+            web.get("/debug/conferences/{meeting_id}/bandwidth", api.bandwidth),
             web.get("/debug/conferences/{meeting_id}/dominant-speaker-identification", api.dominant_speaker),
             web.patch("/colibri/v2/conferences/{meeting_id}", api.patch_conference),
             web.get("/colibri/drain", api.get_drain),

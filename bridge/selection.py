@@ -264,6 +264,37 @@ class Selection:
         allocator = self._allocators.get(conference_id)
         return allocator.dump() if allocator is not None else {}
 
+    def bandwidth_view(self, conference: Conference) -> dict[str, dict[str, Any]]:
+        """Per endpoint, now: the transport-cc estimate the last stats snapshot had (None: none yet), the
+        bandwidth the Allocator sizes it by, and what its current allocation forwards (bitrates as measured
+        at ingress), for QoE measurements (bench/qoe.py) and operators."""
+        allocator = self._allocators.get(conference.id)
+        out: dict[str, dict[str, Any]] = {}
+        for ep in conference.endpoints.values():
+            allocation = allocator.allocation(ep.id) if allocator is not None else None
+            out[ep.id] = {
+                "transport": ep.transport_id,
+                "estimate_bps": self._estimates.get(ep.transport_id),
+                "trust_bwe": self.trust_bwe,
+                "bandwidth_bps": self.bandwidth_of(ep),
+                "allocated_bps": allocation.total_bps if allocation is not None else None,
+                "allocation_bandwidth_bps": allocation.bandwidth_bps if allocation is not None else None,
+                "oversending": allocation.oversending if allocation is not None else None,
+                "sources": [
+                    {
+                        "source": s.source,
+                        "owner": s.owner,
+                        "reason": str(s.reason),
+                        "spatial": s.layer.spatial if s.layer is not None else None,
+                        "temporal": s.layer.temporal if s.layer is not None else None,
+                        "height": s.layer.height if s.layer is not None else None,
+                        "bitrate_bps": s.layer.bitrate_bps if s.layer is not None else None,
+                    }
+                    for s in (allocation.sources if allocation is not None else ())
+                ],
+            }
+        return out
+
     # -- internals
 
     def _sources(self, conference: Conference) -> list[VideoSource]:

@@ -111,6 +111,42 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_impaired(args: argparse.Namespace) -> int:
+    """An impairment scenario (an `[impair]` table): Chromium receivers behind the relay, a QoE scorecard."""
+    from bench.qoe_run import load_impair_scenario, run_impaired, write_results  # noqa: PLC0415
+    from bench.run import BenchError  # noqa: PLC0415
+    from bench.scenario import ScenarioError  # noqa: PLC0415
+
+    try:
+        scenario = load_impair_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"sluice bench: {exc}", file=sys.stderr)
+        return 2
+    if args.duration is not None:
+        if not args.duration > 0:
+            print("sluice bench: --duration must be positive", file=sys.stderr)
+            return 2
+        scenario = dataclasses.replace(scenario, duration=args.duration)
+
+    def progress(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    try:
+        result, samples, card = uvloop.run(run_impaired(scenario, progress=progress))
+    except BenchError as exc:
+        print(f"sluice bench: {exc}", file=sys.stderr)
+        return 2
+    paths = write_results(result, samples, card, Path(args.out))
+    print(paths[2].read_text())
+    print(f"results: {', '.join(str(p) for p in paths)}")
+    if not result["passed"]:
+        failed = ", ".join(k for k, ok in card.passed.items() if not ok)
+        print(f"sluice bench: {scenario.name} failed its criteria: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _environment_help() -> str:
     lines = ["environment variables (override the file; SLUICE_XMPP_* apply to every XMPP config):"]
     lines += [f"  {var:46} {key}" for var, key in ENVIRONMENT.items()]
@@ -158,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a scenario file (bench/scenarios/*.toml) with emulated endpoints speaking ICE, "
         "DTLS-SRTP and RTP, against a bridge started here (or --url) and against the raw relay. Writes "
         "<out>/<name>.json, PNG plots and a Markdown table; exits 1 if the bridge lost more than the "
-        "scenario's loss-limit.",
+        "scenario's loss-limit. A scenario with an [impair] table (bench/scenarios/impair-*.toml, needs root "
+        "and Chromium) instead runs `sluice serve` with Chromium senders and a Chromium receiver behind the "
+        "impairment relay and writes its QoE scorecard (docs/bench.md); exits 1 if a criterion failed.",
     )
     bench.add_argument("scenario", metavar="SCENARIO", help="scenario TOML file")
     bench.add_argument(
@@ -237,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.run(_run_bridge(settings))
         return 0
     if args.command == "bench":
-        return _bench(args)
+        from bench.qoe_run import is_impair_scenario  # noqa: PLC0415
+
+        return _bench_impaired(args) if is_impair_scenario(args.scenario) else _bench(args)
     if args.command == "focus":
         return _focus(args)
     return _serve(args, parser)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -24,10 +25,12 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
 from bridge import TransportDescription
+from tests.helpers.netns import Netns, TcpForwarder
 from tests.helpers.sdp import BridgeOffer, PeerAnswer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+IP = shutil.which("ip") or "/usr/sbin/ip"
 
 # Headless, no background requests, fake camera and microphone granted without a prompt, loopback ICE allowed;
 # --user-data-dir is added per browser (fresh temp dir).
@@ -95,6 +98,34 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+class NetnsService(Service):
+    """chromedriver inside a network namespace (`ip netns exec` execs it, so the PID is chromedriver's),
+    listening on that namespace's loopback; a `TcpForwarder` makes the same port on this process's loopback
+    reach it, so Selenium (and Service's own readiness check) talk to it as to a local chromedriver and the
+    control traffic never touches the namespace's other interfaces."""
+
+    def __init__(self, netns: Netns, log_output: str) -> None:
+        super().__init__(IP, log_output=log_output)
+        self.netns = netns
+        self.forwarder: TcpForwarder | None = None
+
+    def command_line_args(self) -> list[str]:
+        return ["netns", "exec", self.netns.name, CHROMEDRIVER, f"--port={self.port}"]
+
+    def start(self) -> None:
+        self.forwarder = TcpForwarder(self.netns, self.port, listen_port=self.port).start()
+        try:
+            super().start()
+        except BaseException:
+            self.forwarder.stop()
+            raise
+
+    def stop(self) -> None:
+        super().stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()
+
+
 class ChromiumBrowser:
     def __init__(self, driver: webdriver.Chrome, service: Service, profile: Path) -> None:
         self.driver = driver
@@ -107,15 +138,32 @@ class ChromiumBrowser:
         self.stopped = False
 
     @classmethod
-    def start(cls, profile: Path, url: str | None = None) -> ChromiumBrowser:
+    def start(
+        cls,
+        profile: Path,
+        url: str | None = None,
+        *,
+        netns: Netns | None = None,
+        secure_origins: tuple[str, ...] = (),
+    ) -> ChromiumBrowser:
+        """A fresh browser on `profile`, inside `netns` when given (tests/helpers/netns.py; chromedriver
+        and Chromium run there, their media and page loads use its interfaces); `secure_origins` are
+        plain-HTTP origins treated as secure (getUserMedia needs a secure context, which only loopback
+        is without TLS)."""
         profile.mkdir(parents=True, exist_ok=True)
         options = Options()
         options.binary_location = CHROMIUM
         for flag in CHROMIUM_FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={profile}")
+        if secure_origins:
+            options.add_argument(f"--unsafely-treat-insecure-origin-as-secure={','.join(secure_origins)}")
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        service = Service(CHROMEDRIVER, log_output=str(profile.parent / "chromedriver.log"))
+        # Several browsers of one test in namespaces: one log each.
+        log = str(profile.parent / (f"{profile.name}-chromedriver.log" if netns else "chromedriver.log"))
+        service: Service = (
+            NetnsService(netns, log) if netns is not None else Service(CHROMEDRIVER, log_output=log)
+        )
         driver = webdriver.Chrome(service=service, options=options)
         browser = cls(driver, service, profile)
         try:
@@ -179,6 +227,8 @@ class ChromiumBrowser:
         if process is not None:
             with contextlib.suppress(Exception):
                 process.wait(timeout=5)
+        if isinstance(self.service, NetnsService) and self.service.forwarder is not None:
+            self.service.forwarder.stop()  # quit() stops it, unless quit() failed
 
     def alive_pids(self) -> list[int]:
         return sorted(p for p in self.pids if _alive(p))

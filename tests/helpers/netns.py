@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import re
@@ -356,6 +357,88 @@ class Netlab:
                 link.stop_relay()
         for ns in reversed(self.namespaces):
             _remove_namespace(ns.name)
+
+
+# --- reaching a namespace's loopback from this process -----------------------------------------------
+
+
+class TcpForwarder:
+    """Listens on this process's 127.0.0.1 and forwards each connection to `port` on `netns`'s loopback:
+    chromedriver and a server's private API inside a namespace are reached without any interface of the
+    namespace but its own `lo` (so nothing of the test's control traffic crosses an impaired link).
+    Threads: one accepting, two per connection; `stop()` closes every socket and joins them."""
+
+    def __init__(self, netns: Netns, port: int, *, host: str = "127.0.0.1", listen_port: int = 0) -> None:
+        self.netns = netns
+        self.target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", listen_port))
+        self.port: int = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> TcpForwarder:
+        self._spawn(self._accept, "forward-accept")
+        return self
+
+    def _spawn(self, fn: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=fn, name=name, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed by stop()
+            try:
+                upstream = self.netns.call(lambda: socket.create_connection(self.target, timeout=5))
+            except OSError:
+                client.close()  # nothing listens there (yet): the caller sees a closed connection
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._stopped:
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets += [client, upstream]
+            self._spawn(functools.partial(self._pump, client, upstream), "forward-up")
+            self._spawn(functools.partial(self._pump, upstream, client), "forward-down")
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            sockets, threads = list(self._sockets), list(self._threads)
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        for t in threads:
+            if t is not threading.current_thread():
+                t.join(5)
 
 
 # --- a simple UDP probe --------------------------------------------------------------------------------

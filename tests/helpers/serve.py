@@ -19,11 +19,13 @@ import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.jicofo import REPO, SLUICE, start_sluice
+from tests.helpers.netns import Netns, TcpForwarder
 from tests.helpers.prosody import free_tcp_port
 
 
@@ -84,6 +86,13 @@ class ServeProcess:
                 out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return out
 
+    async def debug_json(self, path: str) -> dict[str, Any]:
+        """A JSON view of the private API (`path` from the root, e.g. /debug/conferences/<id>/bandwidth)."""
+        async with aiohttp.ClientSession() as http, http.get(f"{self.private}{path}") as resp:
+            resp.raise_for_status()
+            body: dict[str, Any] = await resp.json()
+        return body
+
     def rss(self) -> int:
         """The process's resident memory in bytes (/proc)."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -105,17 +114,25 @@ async def running_serve(
     domain: str = "meet.sluice",
     command: Sequence[str] = SLUICE,
     cwd: Path = REPO,
+    netns: Netns | None = None,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[ServeProcess]:
+    """With `netns`, the process runs in that network namespace (tests/helpers/netns.py) with its web port
+    and media on `host` (an address of the namespace); its private API, on the namespace's loopback, is
+    reached through a `TcpForwarder` (`ServeProcess.private` names the forwarder)."""
     private, xmpp, udp = free_tcp_port(), free_tcp_port(), free_udp_port()
     config = directory / "serve.toml"
     config.write_text(
-        f'[videobridge.ice.udp]\nport = {udp}\nbind-addresses = ["127.0.0.1"]\n'
+        f'[videobridge.ice.udp]\nport = {udp}\nbind-addresses = ["{host}"]\n'
         f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {private}\n' + settings
     )
+    if netns is not None:
+        command = netns.exec_args(*command)
     proc = await start_sluice(
-        "serve", "--config", str(config), "--domain", domain, "--host", "127.0.0.1",
+        "serve", "--config", str(config), "--domain", domain, "--host", host,
         "--http-port", "0", "--xmpp-port", str(xmpp), *args, command=command, cwd=cwd,
     )  # fmt: skip
+    forwarder = TcpForwarder(netns, private).start() if netns is not None else None
     assert proc.stdout is not None
     output: list[str] = []
     try:
@@ -135,9 +152,12 @@ async def running_serve(
                 output.append(line.decode(errors="replace"))
 
         pump = asyncio.create_task(drain())
-        yield ServeProcess(proc, url, xmpp, f"http://127.0.0.1:{private}", ("127.0.0.1", udp), output)
+        private_url = forwarder.url if forwarder is not None else f"http://127.0.0.1:{private}"
+        yield ServeProcess(proc, url, xmpp, private_url, (host, udp), output)
         pump.cancel()
     finally:
+        if forwarder is not None:
+            forwarder.stop()
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -182,6 +182,28 @@ async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stop
     (last,) = recorder["receivers"]["lg1"][-1:]
     assert [(s["source"], s["reason"]) for s in last["sources"]] == [("lg0-v0", "forwarded")], last
 
+    # The bandwidth view: what each endpoint is allocated now, and what its transport was sent.
+    async def bandwidth() -> dict[str, Any]:
+        async with call.http.get(f"{call.base}/debug/conferences/{call.meeting}/bandwidth") as resp:
+            assert resp.status == 200
+            view: dict[str, Any] = (await resp.json())["endpoints"]
+            return view
+
+    first = await bandwidth()
+    await asyncio.sleep(0.5)
+    view = await bandwidth()
+    tall_view = view["lg1"]
+    (source,) = tall_view["sources"]
+    assert (source["source"], source["spatial"], source["height"]) == ("lg0-v0", 2, 720), tall_view
+    assert tall_view["allocated_bps"] == source["bitrate_bps"] > 0, tall_view
+    assert tall_view["bandwidth_bps"] > tall_view["allocated_bps"] and tall_view["trust_bwe"] is False
+    # The emulated endpoints send no transport-cc feedback: no estimate.
+    assert tall_view["estimate_bps"] is None, tall_view
+    assert tall_view["counters"]["bytes_out"] > first["lg1"]["counters"]["bytes_out"] > 0, (first, view)
+    assert view["lg0"]["sources"] == [], view["lg0"]  # the sender receives no other video
+    async with call.http.get(f"{call.base}/debug/conferences/nope/bandwidth") as resp:
+        assert resp.status == 404
+
     # lastN 0: no video at all, and ForwardedSources says so.
     await tall.send_str(json.dumps({"colibriClass": "ReceiverVideoConstraints", "lastN": 0}))
     assert await forwarded_sources(tall) == []

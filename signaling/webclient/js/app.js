@@ -562,6 +562,8 @@ window.sluice = {
   getStats: () => (conference ? conference.stats() : {}),
   sentVideo: () => (conference ? conference.sentVideo() : []),
   sentAudio: () => (conference ? conference.sentAudio() : []),
+  /** The transport's totals and selected candidate pair (conference.transportStats). */
+  transportStats: () => (conference ? conference.transportStats() : null),
   /** Our camera's sender: the bridge's last SenderSourceConstraints maxHeight, the encodings' active flags. */
   sender: () => conference?.senderState() ?? null,
   /** Hands the bridge channel a frame as if the bridge sent it (for messages the bridge will not send on cue). */

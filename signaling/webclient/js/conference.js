@@ -862,6 +862,9 @@ export class Conference extends EventTarget {
         framesDecoded: 0, frameWidth: 0, frameHeight: 0, videoPacketsReceived: 0, videoPacketsLost: 0,
         freezeCount: 0, totalFreezesDuration: 0, totalSamplesReceived: 0, audioPacketsReceived: 0, audioLevel: 0,
         videoCodec: null, audioCodec: null, audioBytesReceived: 0, audioDiscarded: 0, concealedSamples: 0,
+        videoBytesReceived: 0, nackCount: 0, pliCount: 0, retransmittedPacketsReceived: 0,
+        retransmittedBytesReceived: 0, framesDropped: 0, keyFramesDecoded: 0, audioPacketsLost: 0,
+        concealmentEvents: 0, fecPacketsReceived: 0,
       });
       if (r.kind === 'video') {
         s.videoCodec = codecOfStats(report, r) ?? s.videoCodec;
@@ -872,15 +875,27 @@ export class Conference extends EventTarget {
         s.videoPacketsLost += r.packetsLost ?? 0;
         s.freezeCount += r.freezeCount ?? 0;
         s.totalFreezesDuration += r.totalFreezesDuration ?? 0;
+        // Loss repair: NACKs this page sent, and the RTX that answered (what the bridge retransmitted).
+        s.videoBytesReceived += r.bytesReceived ?? 0;
+        s.nackCount += r.nackCount ?? 0;
+        s.pliCount += r.pliCount ?? 0;
+        s.retransmittedPacketsReceived += r.retransmittedPacketsReceived ?? 0;
+        s.retransmittedBytesReceived += r.retransmittedBytesReceived ?? 0;
+        s.framesDropped += r.framesDropped ?? 0;
+        s.keyFramesDecoded += r.keyFramesDecoded ?? 0;
       } else if (r.kind === 'audio') {
         s.totalSamplesReceived += r.totalSamplesReceived ?? 0;
         s.audioPacketsReceived += r.packetsReceived ?? 0;
         s.audioBytesReceived += r.bytesReceived ?? 0; // payload bytes: RED's carry the redundant blocks too
         s.audioLevel = Math.max(s.audioLevel, r.audioLevel ?? 0);
         s.audioCodec = codecOfStats(report, r) ?? s.audioCodec;
-        // What the jitter buffer threw away, and the samples made up for what it could not decode or lacked.
+        // What the jitter buffer threw away; audio loss as heard: concealed samples are what it made up for
+        // packets lost after any repair (RED, FEC), packetsLost the RTP gaps.
         s.audioDiscarded += r.packetsDiscarded ?? 0;
+        s.audioPacketsLost += r.packetsLost ?? 0;
         s.concealedSamples += r.concealedSamples ?? 0;
+        s.concealmentEvents += r.concealmentEvents ?? 0;
+        s.fecPacketsReceived += r.fecPacketsReceived ?? 0;
       }
     });
     return out;
@@ -896,6 +911,35 @@ export class Conference extends EventTarget {
         out.push({ ssrc: r.ssrc, codec: codecOfStats(report, r), packetsSent: r.packetsSent ?? 0 });
       }
     });
+    return out;
+  }
+
+  /**
+   * The transport as a whole: bytes and packets it received and sent (RTP and RTCP, after SRTP), the
+   * selected candidate pair's addresses, and the receive-side estimate when Chromium gives one.
+   */
+  async transportStats() {
+    if (!this.pc) return null;
+    const report = await this.pc.getStats();
+    const out = { bytesReceived: 0, bytesSent: 0, packetsReceived: 0, packetsSent: 0, local: null, remote: null,
+      availableIncomingBitrate: null, currentRoundTripTime: null };
+    let pairId = null;
+    report.forEach((r) => {
+      if (r.type !== 'transport') return;
+      out.bytesReceived += r.bytesReceived ?? 0;
+      out.bytesSent += r.bytesSent ?? 0;
+      out.packetsReceived += r.packetsReceived ?? 0;
+      out.packetsSent += r.packetsSent ?? 0;
+      pairId = r.selectedCandidatePairId ?? pairId;
+    });
+    const pair = pairId ? report.get(pairId) : null;
+    if (pair) {
+      const addr = (id) => { const c = report.get(id); return c ? `${c.address ?? c.ip}:${c.port}` : null; };
+      out.local = addr(pair.localCandidateId);
+      out.remote = addr(pair.remoteCandidateId);
+      out.availableIncomingBitrate = pair.availableIncomingBitrate ?? null;
+      out.currentRoundTripTime = pair.currentRoundTripTime ?? null;
+    }
     return out;
   }
 

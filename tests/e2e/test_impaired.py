@@ -1,0 +1,177 @@
+"""Chromium receivers behind a real impaired link (tests/helpers/impaired.py): the harness itself, and what
+issue 13 asks the bridge to show with trust-bwe on (its transport-cc estimate sizes each receiver's video).
+
+- The receiver's media really crosses the relay: what its page counts received is what the relay
+  delivered towards it.
+- A 500 kbit/s cap: within 5 s the bridge allocates the receiver no more than fits and the relay delivers
+  no more; after that no freeze longer than 500 ms and no audio loss.
+- 2 % random loss: the page NACKs, the bridge retransmits, frames keep being decoded.
+- A capacity drop 3 Mbit/s → 300 kbit/s → 3 Mbit/s: down within 3 s of the drop, back at 720p within 15 s
+  of the recovery, fewer than 4 layer switches a minute in steady state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.qoe import Sample, Scorecard, rate_kbps, samples_json, score, svg_plot
+from tests.helpers.impaired import ImpairedCall, impaired_call, sampler, stage
+from tests.helpers.netns import Netlab
+from tests.helpers.webpage import await_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+
+def bridge_lacks(what: str) -> pytest.MarkDecorator:
+    """A behaviour the bridge fails today for want of `what`: out of the default run, measured with
+    SLUICE_QOE_KNOWN_FAILING=1 (the figures are printed, and the samples saved as JSON and SVG)."""
+    return pytest.mark.skipif(
+        os.environ.get("SLUICE_QOE_KNOWN_FAILING") != "1",
+        reason=f"the bridge lacks {what} (SLUICE_QOE_KNOWN_FAILING=1 runs it)",
+    )
+
+
+async def test_the_receivers_media_crosses_the_relay(netlab: Netlab, tmp_path: Path) -> None:
+    async with impaired_call(netlab, tmp_path, {}) as call:
+        sender = await call.join("Ada")
+        receiver = await call.join("Grace", receiver=True)
+        await await_for(
+            receiver.browser,
+            "Ada's video decoded",
+            lambda s: s.get(sender.nick, {}).get("framesDecoded", 0) > 30,
+            "getStats",
+        )
+        transport = await receiver.browser.acall("transportStats")
+        # The selected pair is the bridge's address on the impaired link, the only one the page has.
+        assert transport["remote"] == f"{call.link.a_addr}:{call.serve.media[1]}", transport
+        assert transport["local"].startswith(f"{call.link.b_addr}:"), transport
+        await check_relay_counts_page_bytes(call, receiver.browser)
+
+
+async def check_relay_counts_page_bytes(call: ImpairedCall, browser: Any) -> None:
+    """The bytes the page's transport received grow as the relay's a-to-b bytes out do (the relay counts
+    Ethernet frames, the page SRTP payloads: per packet 14 + 20 + 8 bytes more at the relay)."""
+    before_page = await browser.acall("transportStats")
+    before_relay = call.link.fresh_stats()["directions"]["a-to-b"]
+    await asyncio.sleep(3)
+    after_page = await browser.acall("transportStats")
+    after_relay = call.link.fresh_stats()["directions"]["a-to-b"]
+    page_bytes = after_page["bytesReceived"] - before_page["bytesReceived"]
+    page_packets = after_page["packetsReceived"] - before_page["packetsReceived"]
+    relay_bytes = after_relay["bytes_out"] - before_relay["bytes_out"]
+    relay_packets = after_relay["packets_out"] - before_relay["packets_out"]
+    assert page_packets > 100, (before_page, after_page)
+    # Same packets within what 0.2 s of stats-file age and TCP signalling on the same link make.
+    assert abs(relay_packets - page_packets) <= 0.15 * page_packets, (relay_packets, page_packets)
+    on_wire = page_bytes + page_packets * (14 + 20 + 8)
+    assert abs(relay_bytes - on_wire) <= 0.15 * on_wire, (relay_bytes, on_wire)
+
+
+def _after(samples: list[Sample], t: float) -> list[Sample]:
+    return [s for s in samples if s.t >= t]
+
+
+def _report(card: Scorecard, samples: list[Sample], tmp_path: Path, name: str) -> str:
+    """The figures (and the samples, as JSON and an SVG, beside the test's other files) for a message."""
+    (tmp_path / f"{name}.json").write_text(
+        json.dumps({"scorecard": card.to_json(), "samples": samples_json(samples)})
+    )
+    (tmp_path / f"{name}.svg").write_text(svg_plot(samples, name))
+    return json.dumps(card.to_json())
+
+
+@bridge_lacks(
+    "an allocation that leaves room for audio and probes, and paced sending: with probing (9868ed1) the "
+    "estimate sits near the 500 kbit/s cap but the bridge sent up to 630 kbit/s in a 1 s window after 5 s, "
+    "the relay's queue overflowed (video loss 10-15 %) and freezes lasted up to 3.4-6 s"
+)
+async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Path) -> None:
+    cap = 500
+    async with impaired_call(netlab, tmp_path, {"a-to-b": {"rate-kbps": cap, "queue-ms": 200}}) as call:
+        staged = await stage(call)
+        samples = await sampler(call, staged).run(16)
+    card = score(samples, steady_after_s=5)
+    figures = _report(card, samples, tmp_path, "cap-500k")
+    print(figures)
+    settled = _after(samples, 5)
+    allocated = [s.bridge.allocated_bps for s in settled if s.bridge and s.bridge.allocated_bps is not None]
+    assert allocated and max(allocated) <= cap * 1000, (allocated, figures)
+    # What the bridge sent it and what the relay delivered, per second, fit the cap (10 % for 1 s windows
+    # over packets of up to 1.2 kB, and RTCP).
+    sent = rate_kbps([(s.t, s.bridge.bytes_out) for s in settled if s.bridge])
+    delivered = rate_kbps([(s.t, s.link.bytes_out) for s in settled if s.link])
+    assert sent and max(r for _, r in sent) <= cap * 1.1, (sent, figures)
+    assert delivered and max(r for _, r in delivered) <= cap * 1.05, (delivered, figures)
+    after = score(settled)
+    assert after.longest_freeze_s < 0.5 and after.longest_stall_s < 0.5, figures
+    pages = [s.page for s in settled if s.page]
+    assert pages[-1].audio_packets_lost == pages[0].audio_packets_lost, figures
+    assert pages[-1].audio_packets_received > pages[0].audio_packets_received, figures
+
+
+@bridge_lacks(
+    "an RTX cache of its own and a `retransmitted` counter (receivers' NACKs go to the sender): at 2 % loss "
+    "the page NACKed ~7 times a second, 0.9-3.3 % of video stayed lost, freezes lasted up to 1.5-3.5 s and "
+    "as few as 7.6 frames a second were decoded"
+)
+async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> None:
+    async with impaired_call(netlab, tmp_path, {"seed": 7, "a-to-b": {"loss-pct": 2}}) as call:
+        staged = await stage(call)
+        samples = await sampler(call, staged).run(12)
+    card = score(samples)
+    figures = _report(card, samples, tmp_path, "loss-2")
+    print(figures)
+    pages = [s.page for s in samples if s.page]
+    bridges = [s.bridge for s in samples if s.bridge]
+    assert pages[-1].nack_count > pages[0].nack_count, figures
+    assert pages[-1].frames_decoded - pages[0].frames_decoded > 100, figures
+    assert max(card.longest_freeze_s, card.longest_stall_s) < 1.0, figures
+    if bridges[-1].retransmitted is None:
+        pytest.skip(
+            f"the bridge's transport stats count no retransmissions yet (no `retransmitted` counter); "
+            f"the page NACKed {card.nacks} times and received {card.retransmitted_received} RTX packets: "
+            + figures
+        )
+    assert bridges[-1].retransmitted > (bridges[0].retransmitted or 0), figures
+
+
+@bridge_lacks(
+    "a steady estimate: with probing (9868ed1) it swings 1-2.3 Mbit/s on an idle 3 Mbit/s link, so 720p "
+    "is not held before the drop; after 3 -> 0.3 -> 3 Mbit/s it came down in 0.75 s but took 15-17.5 s "
+    "to allocate 720p again (before probing: never)"
+)
+async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
+    drop_at, recover_at, end = 8.0, 16.0, 34.0
+    impair = {
+        "a-to-b": {
+            "rate-kbps": 3000,
+            "queue-ms": 200,
+            "steps": [{"at-s": drop_at, "rate-kbps": 300}, {"at-s": recover_at, "rate-kbps": 3000}],
+        }
+    }
+    async with impaired_call(netlab, tmp_path, impair) as call:
+        staged = await stage(call)
+        qs = sampler(call, staged)
+        qs.started = call.link.restart_schedule()
+        samples = await qs.run(end)
+    card = score(samples, steady_after_s=5)
+    figures = _report(card, samples, tmp_path, "step")
+    print(figures)
+    # The bridge's allocation of the on-stage source: 720p before the drop, below within 3 s of it.
+    before = [s.bridge.allocated_height for s in samples if s.bridge and drop_at - 2 <= s.t < drop_at]
+    assert before and all(h == 720 for h in before), (before, figures)
+    down = next(
+        (s.t for s in _after(samples, drop_at) if s.bridge and (s.bridge.allocated_height or 0) < 720), None
+    )
+    assert down is not None and down - drop_at <= 3, (down, figures)
+    # The receiver sees it, and sees 720p again within 15 s of the recovery.
+    assert any(s.page and 0 < s.page.frame_height < 720 for s in _after(samples, drop_at)), figures
+    back = next((s.t for s in _after(samples, recover_at) if s.page and s.page.frame_height >= 720), None)
+    assert back is not None and back - recover_at <= 15, (back, figures)
+    assert card.switches_per_min < 4, figures
