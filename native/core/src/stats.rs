@@ -296,6 +296,9 @@ pub struct TransportStats {
     /// What the bridge estimates it can receive from the peer and tells it with REMB (a peer that
     /// negotiated REMB and not transport-cc; None before the incoming rate is known).
     pub remb_estimate_bps: Option<u64>,
+    /// The audio the peer sends, bit/s (every other member of its conference is sent it): the
+    /// Allocator keeps room for it in each receiver's estimate.
+    pub audio_in_bps: u64,
 }
 
 /// One layer of a video Source as the bridge receives it: what the Allocator sizes allocations with.

@@ -837,6 +837,8 @@ impl Transport {
                 .as_ref()
                 .map_or(0, |cc| cc.estimator.stats().probe_raises),
             remb_estimate_bps: self.remb_estimate(),
+            // Filled in by the shard, which has the Producers.
+            audio_in_bps: 0,
         }
     }
 

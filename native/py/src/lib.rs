@@ -325,6 +325,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
         td.set_item("force_mute_video", t.force_mute.video)?;
         td.set_item("bandwidth_estimate_bps", t.bandwidth_estimate_bps)?;
         td.set_item("remb_estimate_bps", t.remb_estimate_bps)?;
+        td.set_item("audio_in_bps", t.audio_in_bps)?;
         if let Some(p) = t.probe {
             let pd = PyDict::new(py);
             pd.set_item("clusters", p.clusters)?;

@@ -23,7 +23,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::domain::{IdMap, RouterId, TransportId, TransportState};
+use crate::domain::{IdMap, MediaKind, RouterId, TransportId, TransportState};
 use crate::dtls::DtlsCert;
 use crate::io::{RecvBatch, SendBatch, UdpSocket};
 use crate::router::Router;
@@ -236,6 +236,14 @@ impl State {
         for r in self.routers.values() {
             r.layer_stats(now, &mut layers);
             r.waiting_stats(&mut waiting);
+            for p in r.producers.values() {
+                if p.kind != MediaKind::Audio {
+                    continue;
+                }
+                if let Ok(i) = transports.binary_search_by_key(&p.transport, |t| t.id) {
+                    transports[i].audio_in_bps += p.rate.bps(now);
+                }
+            }
         }
         StatsSnapshot {
             layers,
