@@ -474,19 +474,51 @@ impl Projection {
     /// The incoming sequence number (and its layer) that the receiver's `seq` was made from, for
     /// translating its NACKs; None if it is not one this Projection forwarded recently.
     pub fn original(&self, seq: u16) -> Option<(u8, u16)> {
+        let (i, orig, _) = self.locate(seq)?;
+        Some((self.segments[i].as_ref()?.layer, orig))
+    }
+
+    /// The segment the receiver's `seq` was made in, the incoming sequence number and its offsets.
+    fn locate(&self, seq: u16) -> Option<(usize, u16, Offsets)> {
         self.segments
             .iter()
             .zip(self.changes.iter())
-            .filter_map(|(s, c)| Some((s.as_ref()?, c)))
-            .find_map(|(s, changes)| {
+            .enumerate()
+            .filter_map(|(i, (s, c))| Some((i, s.as_ref()?, c)))
+            .find_map(|(i, s, changes)| {
                 std::iter::once(s.base)
                     .chain(s.changes(changes).iter().map(|c| c.after))
                     .find_map(|off| {
                         let orig = seq.wrapping_sub(off.seq);
                         (within(orig, s.start, s.end) && s.offsets(changes, orig) == Some(off))
-                            .then_some((s.layer, orig))
+                            .then_some((i, orig, off))
                     })
             })
+    }
+
+    /// The rewrite the receiver's `seq` went out with, for resending it: `m` is the packet it was
+    /// made from (its layer and sequence number must be what [`Projection::original`] gives). The
+    /// same fields as the first time, from the segment's offsets; nothing of the Projection changes.
+    /// The marker bit follows the spatial layers the segment forwards now (they change only at a
+    /// picture start, so only a picture cut across a spatial switch could differ). None when `seq`
+    /// is not one it forwarded, or `m` is not its original.
+    pub fn replay(&self, seq: u16, m: &PacketMeta) -> Option<Rewrite> {
+        let (i, orig, off) = self.locate(seq)?;
+        let seg = self.segments[i].as_ref()?;
+        if orig != m.seq
+            || seg.layer != m.layer
+            || m.picture_id
+                .is_some_and(|p| seg.left_out_picture(&self.changes[i], p))
+        {
+            return None;
+        }
+        Some(Rewrite {
+            seq,
+            timestamp: m.timestamp.wrapping_add(seg.ts_off),
+            picture_id: m.picture_id.map(|(p, w)| add_pid(p, off.pid, w)),
+            tl0picidx: m.tl0picidx.map(|t| t.wrapping_add(seg.tl0_off)),
+            marker: m.end_of_frame && m.spatial == seg.spatial,
+        })
     }
 
     /// The current segment's layer and timestamp offset, for rewriting that layer's sender reports.

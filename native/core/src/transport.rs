@@ -507,6 +507,11 @@ impl Transport {
             .map(|_| cc.estimator.estimate_bps())
     }
 
+    /// The round-trip time to the peer from its transport-cc feedback (send to feedback), once known.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.cc.as_ref()?.estimator.rtt()
+    }
+
     /// The next transport-wide sequence number this transport will stamp, if it stamps any.
     pub fn next_transport_cc_seq(&self) -> Option<u16> {
         self.tcc_out.map(|t| t.next)

@@ -4,11 +4,16 @@
 //! touches no socket. Producers stay per SSRC and as small as the packet path needs; what an SSRC is within
 //! its Source is looked up in the Source's record (`Router::stream`).
 
+mod rtx;
 mod video;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub use rtx::{
+    resend_interval, PacketCache, RtxBudget, CACHE_AGE, CACHE_BYTES, CACHE_SLOTS, RESEND_CEILING,
+    RESEND_FLOOR, RTX_BURST, RTX_SHARE,
+};
 pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSource};
 
 use crate::cc::NackTracker;
@@ -104,6 +109,8 @@ pub struct Producer {
     pub av1: Option<Box<Av1Structure>>,
     /// Video: what did not arrive, for the bridge's own NACKs to the sender (made on its first packet).
     pub nack: Option<Box<NackTracker>>,
+    /// A video layer: its recent packets, for answering receivers' NACKs (made on its first packet).
+    pub cache: Option<Box<PacketCache>>,
 }
 
 /// How often a Router's audio levels cross the seam.
@@ -309,6 +316,8 @@ pub struct Router {
     keyframe_wanted: Option<u32>,
     /// Each sender's header extension ids.
     extensions: IdMap<HeaderExtensionIds>,
+    /// Each receiver's retransmission budget (made at its first NACK answered from a cache).
+    rtx_budgets: IdMap<RtxBudget>,
 }
 
 impl Router {
@@ -326,6 +335,7 @@ impl Router {
             allocations: IdMap::default(),
             keyframe_wanted: None,
             extensions: IdMap::default(),
+            rtx_budgets: IdMap::default(),
         }
     }
 
@@ -470,8 +480,8 @@ impl Router {
         if codec == Codec::Av1 {
             self.av1_meta(from, rtp, &mut meta, &mut fields);
         }
-        if !retransmission {
-            if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
+        if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
+            if !retransmission {
                 p.sublayers.get_or_insert_with(Box::default).on_packet(
                     now,
                     rtp.as_bytes().len(),
@@ -479,6 +489,10 @@ impl Router {
                     &fields,
                 );
             }
+            // Kept once for every receiver's NACKs; a retransmission fills its place.
+            p.cache
+                .get_or_insert_with(Box::default)
+                .insert(now, rtp.as_bytes(), &meta, &fields);
         }
         self.forward_layer(
             now,
@@ -722,6 +736,7 @@ impl Router {
                                 rate: RateMeter::default(),
                                 sublayers: None,
                                 nack: None,
+                                cache: None,
                                 levels: LevelMeter::default(),
                                 av1: None,
                             },
