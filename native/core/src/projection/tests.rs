@@ -590,6 +590,17 @@ fn spatial_layers_above_the_target_are_left_out_and_the_picture_ends_with_a_mark
     let r = fwd(p.on_packet(t0, VIDEO, &svc(11, 4, 1, true, true)));
     assert_eq!((r.seq, r.marker), (8, true));
     assert_eq!(p.waiting(), None);
+    // Resent now, each packet gets the marker it went out with, across both spatial switches.
+    for (out, m, marker) in [
+        (1, svc(1, 1, 0, true, true), false),
+        (3, svc(3, 1, 2, true, true), true),
+        (4, svc(4, 2, 0, true, true), true),
+        (6, svc(8, 3, 0, false, true), true),
+        (8, svc(11, 4, 1, true, true), true),
+    ] {
+        let r = p.replay(out, &m).expect("forwarded");
+        assert_eq!((r.seq, r.marker), (out, marker), "{out}");
+    }
 }
 
 /// One SSRC with the 3-layer temporal pattern (TID 0, 2, 1, 2; Y on the first TID 1 and 2 frames after

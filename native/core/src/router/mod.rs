@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub use rtx::{
-    resend_interval, PacketCache, RtxBudget, CACHE_AGE, CACHE_BYTES, CACHE_SLOTS, RESEND_CEILING,
-    RESEND_FLOOR, RTX_BURST, RTX_SHARE,
+    resend_interval, write_rtx, PacketCache, RtxBudget, CACHE_AGE, CACHE_BYTES, CACHE_SLOTS,
+    RESEND_CEILING, RESEND_FLOOR, RTX_BURST, RTX_SHARE,
 };
 pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSource};
 
