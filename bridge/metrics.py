@@ -8,6 +8,10 @@ mean exactly what JVB's do, so a JVB dashboard must not silently mistake them fo
 | `sluice_packets_received_total` / `sluice_packets_sent_total` | counter | | native `total.packets_in/out` |
 | `sluice_bytes_received_total` / `sluice_bytes_sent_total` | counter | | native `total.bytes_in/out` |
 | `sluice_packets_dropped_total` | counter | `reason` (native drop reason) | native `total.drops` |
+| `sluice_nack_requested_total` | counter | | native `total.nack_requested` (the bridge's own NACKs) |
+| `sluice_nack_cache_total` | counter | `result` (hit, miss) | native `total.nack_cache_hit/miss` |
+| `sluice_retransmitted_packets_total` / `_bytes_total` | counter | | native `total.retransmitted(_bytes)` |
+| `sluice_rtx_rate_limited_total` | counter | | native `total.rtx_rate_limited` |
 | `sluice_transport_failures_total` | counter | `cause` (ice, consent, dtls_...) | native `failures` |
 | `sluice_seam_commands_total` / `sluice_seam_events_total` | counter | | Python/Rust crossings |
 | `sluice_io_syscalls_total` / `sluice_io_packets_total` | counter | `op` (recvmmsg, sendmmsg) | native `io` |
@@ -159,6 +163,32 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
         if isinstance(count, int):
             drops.add_metric([str(reason)], count)
     yield drops
+    yield _counter(
+        "nack_requested", "Sequence numbers the bridge asked senders for.", _int(total, "nack_requested")
+    )
+    cache = CounterMetricFamily(
+        f"{PREFIX}_nack_cache",
+        "Sequence numbers receivers NACKed, by whether the RTX cache held them (a miss is asked upstream).",
+        labels=["result"],
+    )
+    cache.add_metric(["hit"], _int(total, "nack_cache_hit"))
+    cache.add_metric(["miss"], _int(total, "nack_cache_miss"))
+    yield cache
+    yield _counter(
+        "retransmitted_packets",
+        "Packets resent to receivers from the RTX cache.",
+        _int(total, "retransmitted"),
+    )
+    yield _counter(
+        "retransmitted_bytes",
+        "Bytes (protected) resent to receivers from the RTX cache.",
+        _int(total, "retransmitted_bytes"),
+    )
+    yield _counter(
+        "rtx_rate_limited",
+        "Cached packets NACKed but not resent: again within the receiver's RTT, or over its budget.",
+        _int(total, "rtx_rate_limited"),
+    )
     failures = CounterMetricFamily(
         f"{PREFIX}_transport_failures", "Transports failed, by cause.", labels=["cause"]
     )

@@ -8,6 +8,7 @@ carry the answer's SSRC for the kind of the stream it is about.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import struct
 from collections.abc import Awaitable, Callable
@@ -118,9 +119,10 @@ async def test_every_rtcp_packet_of_the_bridge_comes_from_the_signalled_feedback
     fir = RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=0x7777, media_ssrc=0, fci=struct.pack("!LBxxx", video, 1))
     await bob_video._send_rtcp(fir)
     # A video NACK names a sequence number Bob was sent (the bridge maps it back through Bob's Projection;
-    # one it never sent goes nowhere).
+    # one it never sent goes nowhere). Asked after the bridge's RTX cache let it go (1 s), it is passed on.
     streams = bob_video._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
     sent_to_bob = streams[video].max_seq
+    await asyncio.sleep(1.2)
     await bob_video._send_rtcp_nack(video, [sent_to_bob])
     await bob_audio._send_rtcp_nack(audio, [1])
 

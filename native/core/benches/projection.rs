@@ -3,7 +3,9 @@
 //! `vp8/all` forwards every packet; `vp8/temporal_0_1` keeps temporal layers 0 and 1 of the 0,2,1,2
 //! pattern, leaving out every other frame (each run left out is a change the later packets are
 //! offset by); `vp9/spatial_0` keeps the lowest of three spatial layers of a k-SVC picture. Elements are
-//! input packets.
+//! input packets. `rtx_cache/insert` keeps each VP8 packet (1200 bytes) in a Producer's RTX cache, as
+//! every video packet is on arrival; `rtx_cache/replay` looks one up and rewrites it again for a
+//! receiver, as a NACK answered from the cache does (before the RTX is written and sent).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -11,7 +13,7 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_core::domain::Codec;
 use sluice_core::projection::{Projection, Target, Verdict, ALL};
-use sluice_core::router::{apply_rewrite, packet_meta};
+use sluice_core::router::{apply_rewrite, packet_meta, PacketCache};
 use sluice_core::rtp::RtpView;
 
 /// Packets per run: frames of one packet, so every packet starts a picture.
@@ -131,5 +133,56 @@ fn projection(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, projection);
+fn rtx_cache(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rtx_cache");
+    g.throughput(Throughput::Elements(PACKETS as u64));
+    let stream = vp8_stream();
+    let now = Instant::now();
+    let parsed: Vec<_> = stream
+        .iter()
+        .map(|p| packet_meta(Codec::Vp8, 0, &RtpView::parse(p).expect("rtp")))
+        .collect();
+    let mut cache = PacketCache::new();
+    g.bench_function("insert", |b| {
+        b.iter(|| {
+            for (pkt, (meta, fields)) in stream.iter().zip(&parsed) {
+                // A new sequence number each time round: every insert takes a place.
+                let mut m = *meta;
+                m.seq = m.seq.wrapping_add(PACKETS as u16);
+                cache.insert(now, pkt, &m, fields);
+            }
+        })
+    });
+    // The receiver's Projection forwarded the whole stream; a NACK for each packet replays it.
+    let mut cache = PacketCache::new();
+    let mut p = Projection::new(Some(Target::layer(0)));
+    for (pkt, (meta, fields)) in stream.iter().zip(&parsed) {
+        cache.insert(now, pkt, meta, fields);
+        p.on_packet(now, 90_000, meta);
+    }
+    let mut copy = [0u8; 1200];
+    g.bench_function("replay", |b| {
+        b.iter(|| {
+            let mut resent = 0;
+            for i in 0..PACKETS as u16 {
+                let Some((layer, orig)) = p.original(i) else {
+                    continue;
+                };
+                let Some((bytes, meta, fields)) = cache.get(now, orig).filter(|_| layer == 0)
+                else {
+                    continue;
+                };
+                if let Some(rw) = p.replay(i, &meta) {
+                    copy.copy_from_slice(bytes);
+                    apply_rewrite(&mut copy, 0x1111_1111, &fields, &rw);
+                    resent += 1;
+                }
+            }
+            black_box(resent)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, projection, rtx_cache);
 criterion_main!(benches);

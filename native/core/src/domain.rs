@@ -138,6 +138,14 @@ impl PayloadMap {
             _ => false,
         })
     }
+
+    /// The RTX payload type (RFC 4588) that retransmits `apt`, the lowest if several do.
+    pub fn rtx_for(&self, apt: u8) -> Option<u8> {
+        self.codecs
+            .iter()
+            .position(|c| *c == Codec::Rtx { apt })
+            .and_then(|pt| u8::try_from(pt).ok())
+    }
 }
 
 /// The kinds of media a transport may not send on (Colibri2 `force-mute`): its RTP of a muted kind reaches

@@ -39,6 +39,10 @@ const MAX_SPAN: u16 = 0x4000;
 /// Half the sequence-number space: `a` is newer than `b` when `a - b` is in (0, 2^15).
 const HALF: u16 = 0x8000;
 
+/// Changes of the spatial layers forwarded that a segment remembers, for resending a packet with the
+/// marker bit it had (a resend is asked within a second; the spatial target changes far less often).
+const SPATIAL_LOG: usize = 4;
+
 /// Every spatial or temporal layer.
 pub const ALL: u8 = u8::MAX;
 
@@ -170,6 +174,10 @@ struct Segment {
     /// The spatial and temporal layers forwarded now (up to).
     spatial: u8,
     temporal: u8,
+    /// The last changes of `spatial`, oldest first, ring order from `spatial_head`: from the incoming
+    /// sequence number on, it was no longer the layer given.
+    spatial_log: [Option<(u16, u8)>; SPATIAL_LOG],
+    spatial_head: u8,
     /// Still growing: packets of its layer newer than `end` join it.
     open: bool,
 }
@@ -247,6 +255,28 @@ impl Segment {
         self.start = first.seq;
         changes.copy_within(1.., 0);
         self.len -= 1;
+    }
+
+    /// The spatial layers forwarded up to when the packet `seq` (in order) went out.
+    fn spatial_at(&self, seq: u16) -> u8 {
+        let mut spatial = self.spatial;
+        // Newest first: each change at or after `seq` was not yet made when it went.
+        for i in (0..SPATIAL_LOG).rev() {
+            let at = (usize::from(self.spatial_head) + i) % SPATIAL_LOG;
+            match self.spatial_log[at] {
+                Some((from, before)) if newer(from, seq) => spatial = before,
+                Some(_) => break,
+                None => {}
+            }
+        }
+        spatial
+    }
+
+    /// Records that from `seq` on the spatial layers forwarded are no longer `before`.
+    fn log_spatial(&mut self, seq: u16, before: u8) {
+        let head = usize::from(self.spatial_head);
+        self.spatial_log[head] = Some((seq, before));
+        self.spatial_head = ((head + 1) % SPATIAL_LOG) as u8;
     }
 
     /// Keeps the segment's span within MAX_SPAN of its newest packet.
@@ -398,6 +428,7 @@ impl Projection {
             .filter(|s| s.open && s.layer == m.layer)
         {
             if newer(m.seq, seg.end) {
+                let spatial = seg.spatial;
                 match target {
                     // Switched off: stop at the next picture.
                     None if m.picture_start() => {
@@ -423,6 +454,9 @@ impl Projection {
                     // Mid-picture; or going to another layer: this one goes on as it is until that
                     // one's switch point.
                     _ => {}
+                }
+                if seg.spatial != spatial {
+                    seg.log_spatial(m.seq, spatial);
                 }
                 if m.temporal > seg.temporal || m.spatial > seg.spatial {
                     let picture = (m.picture_start() && m.temporal > seg.temporal)
@@ -474,19 +508,50 @@ impl Projection {
     /// The incoming sequence number (and its layer) that the receiver's `seq` was made from, for
     /// translating its NACKs; None if it is not one this Projection forwarded recently.
     pub fn original(&self, seq: u16) -> Option<(u8, u16)> {
+        let (i, orig, _) = self.locate(seq)?;
+        Some((self.segments[i].as_ref()?.layer, orig))
+    }
+
+    /// The segment the receiver's `seq` was made in, the incoming sequence number and its offsets.
+    fn locate(&self, seq: u16) -> Option<(usize, u16, Offsets)> {
         self.segments
             .iter()
             .zip(self.changes.iter())
-            .filter_map(|(s, c)| Some((s.as_ref()?, c)))
-            .find_map(|(s, changes)| {
+            .enumerate()
+            .filter_map(|(i, (s, c))| Some((i, s.as_ref()?, c)))
+            .find_map(|(i, s, changes)| {
                 std::iter::once(s.base)
                     .chain(s.changes(changes).iter().map(|c| c.after))
                     .find_map(|off| {
                         let orig = seq.wrapping_sub(off.seq);
                         (within(orig, s.start, s.end) && s.offsets(changes, orig) == Some(off))
-                            .then_some((s.layer, orig))
+                            .then_some((i, orig, off))
                     })
             })
+    }
+
+    /// The rewrite the receiver's `seq` went out with, for resending it: `m` is the packet it was
+    /// made from (its layer and sequence number must be what [`Projection::original`] gives). The
+    /// same fields as the first time, from the segment's offsets and the spatial layers it forwarded
+    /// then (for the marker bit); nothing of the Projection changes. None when `seq` is not one it
+    /// forwarded, or `m` is not its original.
+    pub fn replay(&self, seq: u16, m: &PacketMeta) -> Option<Rewrite> {
+        let (i, orig, off) = self.locate(seq)?;
+        let seg = self.segments[i].as_ref()?;
+        if orig != m.seq
+            || seg.layer != m.layer
+            || m.picture_id
+                .is_some_and(|p| seg.left_out_picture(&self.changes[i], p))
+        {
+            return None;
+        }
+        Some(Rewrite {
+            seq,
+            timestamp: m.timestamp.wrapping_add(seg.ts_off),
+            picture_id: m.picture_id.map(|(p, w)| add_pid(p, off.pid, w)),
+            tl0picidx: m.tl0picidx.map(|t| t.wrapping_add(seg.tl0_off)),
+            marker: m.end_of_frame && m.spatial == seg.spatial_at(orig),
+        })
     }
 
     /// The current segment's layer and timestamp offset, for rewriting that layer's sender reports.
@@ -529,6 +594,8 @@ impl Projection {
             len: 0,
             spatial: t.spatial,
             temporal: t.temporal,
+            spatial_log: [None; SPATIAL_LOG],
+            spatial_head: 0,
             open: true,
         };
         for old in self.segments.iter_mut().flatten() {

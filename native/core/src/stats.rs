@@ -134,6 +134,16 @@ pub struct Counters {
     pub probe_clusters: u64,
     pub padding_packets: u64,
     pub padding_bytes: u64,
+    /// Packets (and their bytes, protected) the bridge resent this receiver from its RTX cache.
+    pub retransmitted: u64,
+    pub retransmitted_bytes: u64,
+    /// Sequence numbers this receiver NACKed that the cache held (resent, or refused by a limit)...
+    pub nack_cache_hit: u64,
+    /// ...and that it did not: asked of the sender.
+    pub nack_cache_miss: u64,
+    /// Cached packets this receiver NACKed that were not resent: again within its RTT, or over its
+    /// retransmission budget.
+    pub rtx_rate_limited: u64,
     drops: [u64; DROP_REASONS.len()],
 }
 
@@ -166,6 +176,12 @@ impl Counters {
         self.rtp_out += other.rtp_out;
         self.rtcp_in += other.rtcp_in;
         self.rtcp_out += other.rtcp_out;
+        self.nack_requested += other.nack_requested;
+        self.retransmitted += other.retransmitted;
+        self.retransmitted_bytes += other.retransmitted_bytes;
+        self.nack_cache_hit += other.nack_cache_hit;
+        self.nack_cache_miss += other.nack_cache_miss;
+        self.rtx_rate_limited += other.rtx_rate_limited;
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
         }

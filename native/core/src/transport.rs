@@ -116,8 +116,6 @@ struct Cc {
     estimator: Estimator,
     /// When to send the peer a probe cluster, and the padding that fills one.
     prober: Prober,
-    /// Sequence number of the next padding packet (on the RTX stream the shard names).
-    padding_seq: u16,
     /// Feedback from the peer that did not parse.
     bad_feedback: u64,
     /// The congestion-control trace being written, when tracing is on.
@@ -125,11 +123,16 @@ struct Cc {
 }
 
 /// The stream a transport's padding goes on: an RTX SSRC its peer was told of, with the RTX payload
-/// type it negotiated (padding-only packets there are counted by its transport-cc and then dropped).
+/// type it negotiated (padding-only packets there are counted by its transport-cc and then dropped),
+/// and the next RTX sequence number of that stream (shared with the RTX cache's resends: the Router
+/// keeps it, and is told how many were used).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PaddingStream {
     pub ssrc: u32,
     pub payload_type: u8,
+    pub next_seq: u16,
+    /// The Router's key of the Source whose RTX stream it is.
+    pub source: u64,
 }
 
 /// RTP header, a one-word header extension block with the transport-cc extension, 255 bytes of
@@ -138,13 +141,6 @@ const PADDING_PACKET: usize = 12 + 8 + 255;
 /// Padding packets sent in one step of a cluster at most (the step is about a millisecond: 16 is
 /// 35 Mbit/s).
 const MAX_PADDING_PER_STEP: usize = 16;
-
-/// A random 16-bit value (an RTP stream's first sequence number, RFC 3550 5.1); 0 if RAND fails.
-fn random_u16() -> u16 {
-    let mut b = [0u8; 2];
-    let _ = openssl::rand::rand_bytes(&mut b);
-    u16::from_be_bytes(b)
-}
 
 impl Cc {
     fn since(&self, now: Instant) -> Duration {
@@ -501,7 +497,6 @@ impl Transport {
                     feedback: FeedbackBuilder::new(feedback_ssrc, 0),
                     estimator: Estimator::new(EstimatorConfig::default()),
                     prober: Prober::new(),
-                    padding_seq: random_u16(),
                     bad_feedback: 0,
                     trace: None,
                 }));
@@ -616,16 +611,20 @@ impl Transport {
 
     /// One step of probing at `now`: a cluster starts if one is due and `stream` can carry padding;
     /// a running one is topped up with padding to its rate, and ends when its time is up. Returns
-    /// when the next step is due, while a cluster runs.
+    /// when the next step is due, while a cluster runs, and the padding packets sent on `stream`.
     pub fn probe(
         &mut self,
         now: Instant,
         stream: Option<PaddingStream>,
         egress: &mut impl Egress,
         total: &mut Counters,
-    ) -> Option<Instant> {
-        let estimate = self.bandwidth_estimate()?;
-        let cc = self.cc.as_mut()?;
+    ) -> (Option<Instant>, u16) {
+        let Some(estimate) = self.bandwidth_estimate() else {
+            return (None, 0);
+        };
+        let Some(cc) = self.cc.as_mut() else {
+            return (None, 0);
+        };
         let at = cc.since(now);
         if cc.prober.active().is_none() && stream.is_some() {
             if let Some((id, _)) = cc.prober.poll_start(at, estimate) {
@@ -642,24 +641,29 @@ impl Transport {
             .clusters()
             .open_cluster()
             .map_or(0, |(_, sent)| cc.prober.padding_due(at, sent));
+        let mut sent = 0u16;
         if let Some(stream) = stream.filter(|_| due > 0) {
             let packets = (due as usize)
                 .div_ceil(PADDING_PACKET)
                 .min(MAX_PADDING_PER_STEP);
             for _ in 0..packets {
-                if !self.send_padding(now, stream, egress, total) {
+                let seq = stream.next_seq.wrapping_add(sent);
+                if !self.send_padding(now, stream, seq, egress, total) {
                     break;
                 }
+                sent += 1;
             }
         }
-        let cc = self.cc.as_mut()?;
+        let Some(cc) = self.cc.as_mut() else {
+            return (None, sent);
+        };
         if let Some(id) = cc.prober.poll_end(at) {
             cc.estimator.clusters().close(id, at);
             if let Some(t) = cc.trace.as_mut() {
                 t.cluster(false, id, at);
             }
         }
-        cc.prober.next_wake(at).map(|wake| cc.epoch + wake)
+        (cc.prober.next_wake(at).map(|wake| cc.epoch + wake), sent)
     }
 
     /// Sends the peer one padding-only packet on `stream`, stamped for transport-cc like media.
@@ -667,13 +671,13 @@ impl Transport {
         &mut self,
         now: Instant,
         stream: PaddingStream,
+        seq: u16,
         egress: &mut impl Egress,
         total: &mut Counters,
     ) -> bool {
-        let (Some(tcc), Some(cc)) = (self.tcc_out, self.cc.as_mut()) else {
+        let (Some(tcc), Some(cc)) = (self.tcc_out, self.cc.as_ref()) else {
             return false;
         };
-        let seq = cc.padding_seq;
         // A 90 kHz clock from the epoch: the timestamp means nothing on a padding packet, but moves.
         let ts = (cc.since(now).as_micros() * 9 / 100) as u32;
         let mut p = [0u8; PADDING_PACKET];
@@ -689,7 +693,6 @@ impl Transport {
         let sent = self.send_rtp(now, &p, &mut TccOffset::new(&p), egress, total, |_| {});
         if sent {
             if let Some(cc) = self.cc.as_mut() {
-                cc.padding_seq = seq.wrapping_add(1);
                 cc.prober.on_padding(PADDING_PACKET);
             }
             for c in [&mut self.counters, total] {
@@ -713,9 +716,8 @@ impl Transport {
             .map(|_| cc.estimator.estimate_bps())
     }
 
-    /// The round-trip time to the peer, from its transport-cc feedback on what the bridge sent it
-    /// (so it includes the peer's wait before sending feedback), once known.
-    pub fn round_trip_time(&self) -> Option<Duration> {
+    /// The round-trip time to the peer from its transport-cc feedback (send to feedback), once known.
+    pub fn rtt(&self) -> Option<Duration> {
         self.cc.as_ref()?.estimator.rtt()
     }
 

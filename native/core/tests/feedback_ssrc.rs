@@ -54,7 +54,10 @@ fn the_bridge_sends_rtcp_from_the_signalled_feedback_ssrcs_by_media_kind() {
     conf.connect_all();
     for seq in 0..50u16 {
         conf.peers[0].send_rtp(AUDIO, seq, u32::from(seq) * 960, 111, 100);
-        conf.peers[0].send_rtp(VIDEO, seq, u32::from(seq) * 3000, 96, 800);
+        // Video 3 and 5 are lost on the way in: the bridge's cache cannot answer the NACK below.
+        if seq != 3 && seq != 5 {
+            conf.peers[0].send_rtp(VIDEO, seq, u32::from(seq) * 3000, 96, 800);
+        }
     }
     conf.peers[0].flush();
 

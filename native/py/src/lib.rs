@@ -289,6 +289,11 @@ fn counters_dict<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyDi
     d.set_item("probe_clusters", c.probe_clusters)?;
     d.set_item("padding_packets", c.padding_packets)?;
     d.set_item("padding_bytes", c.padding_bytes)?;
+    d.set_item("retransmitted", c.retransmitted)?;
+    d.set_item("retransmitted_bytes", c.retransmitted_bytes)?;
+    d.set_item("nack_cache_hit", c.nack_cache_hit)?;
+    d.set_item("nack_cache_miss", c.nack_cache_miss)?;
+    d.set_item("rtx_rate_limited", c.rtx_rate_limited)?;
     let drops = PyDict::new(py);
     for (k, v) in c.drop_map() {
         drops.set_item(k, v)?;

@@ -113,6 +113,16 @@ fn nacks_translate_back_to_the_layer_and_sequence_number_sent() {
     assert_eq!(p.original(1002), Some((0, 1002)));
     assert_eq!(p.original(1006), Some((1, 60_001)));
     assert_eq!(p.original(2000), None);
+    // Resending: the old stretch's packet gets its old fields back; a packet that is not the one the
+    // receiver's number was made from gets nothing.
+    let old = meta(0, 1002, 0, false, false, 1);
+    let r = p.replay(1002, &old).expect("old stretch");
+    assert_eq!((r.seq, r.timestamp, r.picture_id), (1002, 0, Some(1)));
+    let new = meta(1, 60_001, 0, false, false, 1);
+    let r = p.replay(1006, &new).expect("new stretch");
+    assert_eq!((r.seq, r.picture_id, r.tl0picidx), (1006, Some(2), Some(2)));
+    assert_eq!(p.replay(1006, &old), None);
+    assert_eq!(p.replay(2000, &old), None);
 }
 
 #[test]
@@ -236,7 +246,7 @@ fn traffic(rng: &mut Rng, ticks: usize, loss: u64) -> Vec<Vec<Sent>> {
 /// opened at a switch point.
 #[test]
 fn any_switches_losses_and_reordering_keep_each_receiver_stream_continuous() {
-    let mut totals = (0usize, 0usize, 0usize, 0usize);
+    let mut totals = (0usize, 0usize, 0usize, 0usize, 0usize);
     for seed in 1..=300u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let loss = [0, 0, 20, 100][rng.below(4) as usize];
@@ -285,6 +295,20 @@ fn any_switches_losses_and_reordering_keep_each_receiver_stream_continuous() {
             }
         }
         assert!(!forwarded.is_empty(), "seed {seed}: nothing forwarded");
+        // A resend of what it still remembers is the same rewrite as the first time; the most recent
+        // packets are always remembered.
+        for (i, (seq, m, r)) in forwarded.iter().enumerate() {
+            match p.replay(*seq, m) {
+                Some(again) => {
+                    assert_eq!(again, *r, "seed {seed}: replay of {seq}");
+                    totals.4 += 1;
+                }
+                None => assert!(
+                    i + 5 < forwarded.len(),
+                    "seed {seed}: a recent packet ({seq}) cannot be replayed"
+                ),
+            }
+        }
         // Unwrap the out sequence numbers in arrival order.
         let mut ext: Vec<(i64, PacketMeta, Rewrite)> = Vec::new();
         let mut last: Option<(u16, i64)> = None;
@@ -369,7 +393,7 @@ fn any_switches_losses_and_reordering_keep_each_receiver_stream_continuous() {
     }
     // The runs did switch, lose and filter: the properties above were exercised.
     assert!(
-        totals.0 > 1500 && totals.1 > 100 && totals.2 > 10_000,
+        totals.0 > 1500 && totals.1 > 100 && totals.2 > 10_000 && totals.4 > 10_000,
         "{totals:?}"
     );
 }
@@ -566,6 +590,17 @@ fn spatial_layers_above_the_target_are_left_out_and_the_picture_ends_with_a_mark
     let r = fwd(p.on_packet(t0, VIDEO, &svc(11, 4, 1, true, true)));
     assert_eq!((r.seq, r.marker), (8, true));
     assert_eq!(p.waiting(), None);
+    // Resent now, each packet gets the marker it went out with, across both spatial switches.
+    for (out, m, marker) in [
+        (1, svc(1, 1, 0, true, true), false),
+        (3, svc(3, 1, 2, true, true), true),
+        (4, svc(4, 2, 0, true, true), true),
+        (6, svc(8, 3, 0, false, true), true),
+        (8, svc(11, 4, 1, true, true), true),
+    ] {
+        let r = p.replay(out, &m).expect("forwarded");
+        assert_eq!((r.seq, r.marker), (out, marker), "{out}");
+    }
 }
 
 /// One SSRC with the 3-layer temporal pattern (TID 0, 2, 1, 2; Y on the first TID 1 and 2 frames after

@@ -5,12 +5,17 @@
 //! its Source is looked up in the Source's record (`Router::stream`).
 
 mod red;
+mod rtx;
 mod video;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub use red::{red_variant, RedVariant};
+pub use rtx::{
+    resend_interval, write_rtx, PacketCache, RtxBudget, CACHE_AGE, CACHE_BYTES, CACHE_SLOTS,
+    RESEND_CEILING, RESEND_FLOOR, RTX_BURST, RTX_SHARE,
+};
 pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSource};
 
 use crate::cc::NackTracker;
@@ -106,6 +111,8 @@ pub struct Producer {
     pub av1: Option<Box<Av1Structure>>,
     /// Video: what did not arrive, for the bridge's own NACKs to the sender (made on its first packet).
     pub nack: Option<Box<NackTracker>>,
+    /// A video layer: its recent packets, for answering receivers' NACKs (made on its first packet).
+    pub cache: Option<Box<PacketCache>>,
 }
 
 /// How often a Router's audio levels cross the seam.
@@ -311,6 +318,8 @@ pub struct Router {
     keyframe_wanted: Option<u32>,
     /// Each sender's header extension ids.
     extensions: IdMap<HeaderExtensionIds>,
+    /// Each receiver's retransmission budget (made at its first NACK answered from a cache).
+    rtx_budgets: IdMap<RtxBudget>,
 }
 
 impl Router {
@@ -328,6 +337,7 @@ impl Router {
             allocations: IdMap::default(),
             keyframe_wanted: None,
             extensions: IdMap::default(),
+            rtx_budgets: IdMap::default(),
         }
     }
 
@@ -372,9 +382,9 @@ impl Router {
     /// (receivers are told each Source's primary SSRC and its RTX), preferring one it is sent now, with
     /// the RTX payload type of the receiver's own payload types (else the Source owner's: a Jitsi
     /// conference uses one set). None: no Source has RTX, or nobody negotiated it.
-    pub fn padding_stream(&self, receiver: TransportId) -> Option<PaddingStream> {
-        let mut fallback = None;
-        for vs in self.video.values() {
+    pub fn padding_stream(&mut self, receiver: TransportId) -> Option<PaddingStream> {
+        let mut chosen: Option<(u64, u32, u8)> = None;
+        for (&key, vs) in self.video.iter() {
             if vs.owner == receiver {
                 continue;
             }
@@ -388,16 +398,40 @@ impl Router {
             let Some(payload_type) = map.and_then(PayloadMap::video_rtx) else {
                 continue;
             };
-            let stream = PaddingStream { ssrc, payload_type };
-            if vs
+            let sent_now = vs
                 .projection(receiver)
-                .is_some_and(|p| p.current().is_some())
-            {
-                return Some(stream);
+                .is_some_and(|p| p.current().is_some());
+            if sent_now || chosen.is_none() {
+                chosen = Some((key, ssrc, payload_type));
             }
-            fallback.get_or_insert(stream);
+            if sent_now {
+                break;
+            }
         }
-        fallback
+        let (source, ssrc, payload_type) = chosen?;
+        let out = self
+            .video
+            .get_mut(&source)?
+            .rtx
+            .entry(receiver)
+            .or_insert_with(rtx::RtxOut::random);
+        Some(PaddingStream {
+            ssrc,
+            payload_type,
+            next_seq: out.next_seq,
+            source,
+        })
+    }
+
+    /// `count` padding packets went out on `stream` (the RTX numbering it started from moves on).
+    pub fn padding_sent(&mut self, receiver: TransportId, stream: &PaddingStream, count: u16) {
+        if let Some(out) = self
+            .video
+            .get_mut(&stream.source)
+            .and_then(|vs| vs.rtx.get_mut(&receiver))
+        {
+            out.next_seq = out.next_seq.wrapping_add(count);
+        }
     }
 
     /// The media path for one decrypted RTP packet from member `from`: RFC 3550 receive statistics, rate
@@ -522,8 +556,8 @@ impl Router {
         if codec == Codec::Av1 {
             self.av1_meta(from, rtp, &mut meta, &mut fields);
         }
-        if !retransmission {
-            if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
+        if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
+            if !retransmission {
                 p.sublayers.get_or_insert_with(Box::default).on_packet(
                     now,
                     rtp.as_bytes().len(),
@@ -531,6 +565,10 @@ impl Router {
                     &fields,
                 );
             }
+            // Kept once for every receiver's NACKs; a retransmission fills its place.
+            p.cache
+                .get_or_insert_with(Box::default)
+                .insert(now, rtp.as_bytes(), &meta, &fields);
         }
         self.forward_layer(
             now,
@@ -779,6 +817,7 @@ impl Router {
                                 rate: RateMeter::default(),
                                 sublayers: None,
                                 nack: None,
+                                cache: None,
                                 levels: LevelMeter::default(),
                                 av1: None,
                             },

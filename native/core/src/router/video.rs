@@ -3,7 +3,8 @@
 //! layer it is to get, rewritten onto the Source's primary SSRC (the first layer's, which the focus tells
 //! receivers about). RTX from the sender is unwrapped to the original packet and goes through the same
 //! Projection, so a retransmission fills the receiver's gap on the primary SSRC. Receivers' RTCP about the
-//! primary SSRC (PLI, FIR, NACK) is translated back to the layer and sequence numbers it was made from.
+//! primary SSRC (PLI, FIR) is translated back to the layer it was made from; their NACKs are answered
+//! from the layers' caches, or translated back to the layer and sequence numbers (`rtx.rs`).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -36,7 +37,9 @@ pub struct VideoSource {
     pub owner: TransportId,
     pub name: String,
     pub layers: Vec<Layer>,
-    consumers: IdMap<Projection>,
+    pub(super) consumers: IdMap<Projection>,
+    /// What each receiver was resent of it (made at its first packet resent).
+    pub(super) rtx: IdMap<super::rtx::RtxOut>,
 }
 
 impl VideoSource {
@@ -228,6 +231,7 @@ impl Router {
                     name: rec.name.clone(),
                     layers: Vec::new(),
                     consumers: IdMap::default(),
+                    rtx: IdMap::default(),
                 };
                 (self.next_video, vs)
             });
@@ -361,8 +365,10 @@ impl Router {
     /// Forgets a receiver's Projections and allocation (it left).
     pub(super) fn forget_receiver(&mut self, receiver: TransportId) {
         self.allocations.remove(&receiver);
+        self.rtx_budgets.remove(&receiver);
         for vs in self.video.values_mut() {
             vs.consumers.remove(&receiver);
+            vs.rtx.remove(&receiver);
         }
     }
 
@@ -394,33 +400,6 @@ impl Router {
         layer
             .and_then(|l| vs.layers.get(usize::from(l)))
             .map_or(media_ssrc, |l| l.ssrc)
-    }
-
-    /// A receiver's NACK of `media_ssrc` as the senders' sequence numbers: (layer SSRC, sequence
-    /// numbers) per layer. None when `media_ssrc` is not a video Source's (the NACK goes on as it is).
-    pub fn translate_nack(
-        &self,
-        receiver: TransportId,
-        media_ssrc: u32,
-        seqs: impl Iterator<Item = u16>,
-    ) -> Option<Vec<(u32, Vec<u16>)>> {
-        let (source, _) = self.video_route(media_ssrc)?;
-        let vs = self.video.get(&source)?;
-        let proj = vs.consumers.get(&receiver);
-        let mut out: Vec<(u32, Vec<u16>)> = Vec::new();
-        for seq in seqs {
-            let Some((layer, orig)) = proj.and_then(|p| p.original(seq)) else {
-                continue;
-            };
-            let Some(l) = vs.layers.get(usize::from(layer)) else {
-                continue;
-            };
-            match out.iter_mut().find(|(s, _)| *s == l.ssrc) {
-                Some((_, v)) => v.push(orig),
-                None => out.push((l.ssrc, vec![orig])),
-            }
-        }
-        Some(out)
     }
 
     /// Passes a sender report of `ssrc` from `from` on: as it is for a plain stream; for a video layer,

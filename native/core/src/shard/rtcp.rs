@@ -1,7 +1,9 @@
 //! RTCP terminated per leg, as an SFU does (RFC 7667 3.7):
 //! - senders get the bridge's own receiver reports (from RFC 3550 receive statistics of each Producer);
 //! - sender reports are passed on to receivers without report blocks (they keep lip sync working);
-//! - PLI, FIR and NACK from a receiver go to the sender of that SSRC, with the bridge as packet sender;
+//! - PLI and FIR from a receiver go to the sender of that SSRC, with the bridge as packet sender;
+//! - a receiver's NACK of a video Source is answered from the layers' RTX caches (`router::rtx`); what
+//!   they do not hold goes to the sender like other NACKs;
 //! - everything else (RR, REMB, transport-cc, SDES, BYE from receivers) ends here.
 //!
 //! Every packet the bridge sends as itself (RR, SDES, PLI, and the FIR and NACK it passes on) carries the
@@ -96,7 +98,7 @@ impl State {
                         }
                     }
                 }
-                RtcpPacket::Nack(nack) => self.on_nack(router, id, &nack, io),
+                RtcpPacket::Nack(nack) => self.on_nack(now, router, id, &nack, io),
                 RtcpPacket::TransportCc(feedback) => {
                     if let Some(t) = self.transports.get_mut(&id) {
                         t.on_transport_feedback(now, &feedback);
@@ -109,19 +111,53 @@ impl State {
 
     /// Routes a receiver's NACK to the sender, without the sequence numbers force-mute dropped: those were
     /// never forwarded, and retransmitting them after an unmute would deliver what the focus muted.
-    /// A NACK of a video Source's primary SSRC names the receiver's sequence numbers: it goes to each
-    /// layer's SSRC with the numbers its Projection made them from.
-    fn on_nack(&mut self, router: RouterId, receiver: TransportId, nack: &Nack<'_>, io: &mut Io) {
-        let translated = self.routers.get(&router).and_then(|r| {
-            r.translate_nack(receiver, nack.media_ssrc, nack.lost_sequence_numbers())
+    /// A NACK of a video Source's primary SSRC names the receiver's sequence numbers (at most
+    /// MAX_NACK_KEPT of them are read): what the layers' caches hold is resent from there; the rest goes
+    /// to each layer's SSRC with the numbers its Projection made them from.
+    fn on_nack(
+        &mut self,
+        now: Instant,
+        router: RouterId,
+        receiver: TransportId,
+        nack: &Nack<'_>,
+        io: &mut Io,
+    ) {
+        let mut missed = [(0u32, 0u16); MAX_NACK_KEPT];
+        let mut n = 0;
+        let answered = self.routers.get_mut(&router).is_some_and(|r| {
+            r.answer_nack(
+                now,
+                receiver,
+                nack.media_ssrc,
+                nack.lost_sequence_numbers().take(MAX_NACK_KEPT),
+                &mut self.transports,
+                io,
+                &mut self.total,
+                |ssrc, seq| {
+                    if let Some(slot) = missed.get_mut(n) {
+                        *slot = (ssrc, seq);
+                        n += 1;
+                    }
+                },
+            )
         });
-        match translated {
-            None => self.nack_layer(router, nack, nack.media_ssrc, None, io),
-            Some(per_layer) => {
-                for (ssrc, seqs) in per_layer {
-                    self.nack_layer(router, nack, ssrc, Some(&seqs), io);
-                }
+        if !answered {
+            self.nack_layer(router, nack, nack.media_ssrc, None, io);
+            return;
+        }
+        // One NACK per layer, in the order the layers were first named.
+        let missed = &missed[..n];
+        let mut seqs = [0u16; MAX_NACK_KEPT];
+        for (i, &(ssrc, _)) in missed.iter().enumerate() {
+            if missed[..i].iter().any(|(s, _)| *s == ssrc) {
+                continue;
             }
+            let mut k = 0;
+            for &(_, seq) in missed[i..].iter().filter(|(s, _)| *s == ssrc) {
+                seqs[k] = seq;
+                k += 1;
+            }
+            self.nack_layer(router, nack, ssrc, Some(&seqs[..k]), io);
         }
     }
 
@@ -324,7 +360,7 @@ impl State {
         let transports = &self.transports;
         // The RTT to a sender that also receives with transport-cc (its estimator's, which includes
         // its feedback interval: a retry waits a little longer than it must).
-        let rtt_of = |t: TransportId| transports.get(&t).and_then(Transport::round_trip_time);
+        let rtt_of = |t: TransportId| transports.get(&t).and_then(Transport::rtt);
         let mut due = Vec::new();
         for r in self.routers.values_mut() {
             let sender_ssrc = r.feedback.for_kind(MediaKind::Video);
@@ -353,11 +389,13 @@ impl State {
             if !t.wants_probe() {
                 continue;
             }
-            let stream = self
-                .routers
-                .get(&t.router)
-                .and_then(|r| r.padding_stream(id));
-            if let Some(at) = t.probe(now, stream, io, &mut self.total) {
+            let router = self.routers.get_mut(&t.router);
+            let stream = router.and_then(|r| r.padding_stream(id));
+            let (wake, sent) = t.probe(now, stream, io, &mut self.total);
+            if let (Some(s), Some(r)) = (stream, self.routers.get_mut(&t.router)) {
+                r.padding_sent(id, &s, sent);
+            }
+            if let Some(at) = wake {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }

@@ -37,6 +37,8 @@ pub struct TestPeer {
     /// Every decrypted RTCP compound received.
     pub rtcp_packets: Vec<Vec<u8>>,
     pub failed: Option<String>,
+    /// RTP (SSRC, sequence number) lost on the way in, each once: loss on the receiver's downlink.
+    pub drop_rtp: Vec<(u32, u16)>,
 }
 
 impl TestPeer {
@@ -64,6 +66,7 @@ impl TestPeer {
             rtcp: 0,
             rtcp_packets: Vec::new(),
             failed: None,
+            drop_rtp: Vec::new(),
         }
     }
 
@@ -124,6 +127,17 @@ impl TestPeer {
                         }
                     }
                     DatagramKind::Rtp => {
+                        // SSRC and sequence number are in the clear.
+                        if let (Some(seq), Some(ssrc)) = (buf.get(2..4), buf.get(8..12)) {
+                            let key = (
+                                u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]),
+                                u16::from_be_bytes([seq[0], seq[1]]),
+                            );
+                            if let Some(i) = self.drop_rtp.iter().position(|d| *d == key) {
+                                self.drop_rtp.remove(i);
+                                continue;
+                            }
+                        }
                         if let Some(rx) = &mut self.rx {
                             if let Ok(len) = rx.unprotect_rtp(buf) {
                                 if let Ok(v) = RtpView::parse(&buf[..len]) {
