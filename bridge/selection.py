@@ -12,6 +12,7 @@ calls the registry's endpoints make: the caller passes the time and the snapshot
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -40,6 +41,11 @@ ALL_TEMPORAL = 255
 
 #: A receiver's probe target is sent again only when it moved more than this share (layer bitrates wobble).
 PROBE_TARGET_CHANGE = 0.1
+
+#: With trust-bwe a receiver's bandwidth is the least of its last ESTIMATE_HOLD estimates (one per stats
+#: snapshot): a fall counts at once, a rise only once it held, so the estimate's sawtooth and a probe's jump
+#: that does not last do not switch layers back and forth.
+ESTIMATE_HOLD = 3
 
 
 class Sublayer(NamedTuple):
@@ -130,6 +136,9 @@ class Selection:
         #: Whether a receiver's own estimate replaces `bandwidth_bps` once the packet path has one.
         self.trust_bwe = trust_bwe
         self._estimates: dict[int, int] = {}
+        self._estimate_history: dict[int, deque[int]] = {}
+        #: The audio each transport sends (bit/s): every other member of its conference is sent it.
+        self._audio_bps: dict[int, int] = {}
         self.stats = stats if stats is not None else AllocationStats()
         #: Speech activity, for the speaker order (None: join order).
         self.speakers = speakers
@@ -160,20 +169,39 @@ class Selection:
             )
         self._layers = layers
         estimates: dict[int, int] = {}
+        audio: dict[int, int] = {}
         transports = snapshot.get("transports")
         for tid, t in transports.items() if isinstance(transports, dict) else []:
-            bps = t.get("bandwidth_estimate_bps") if isinstance(t, dict) else None
+            if not isinstance(t, dict):
+                continue
+            bps = t.get("bandwidth_estimate_bps")
             if isinstance(bps, int) and bps > 0:
                 estimates[int(tid)] = bps
+                self._estimate_history.setdefault(int(tid), deque(maxlen=ESTIMATE_HOLD)).append(bps)
+            audio_bps = t.get("audio_in_bps")
+            if isinstance(audio_bps, int) and audio_bps > 0:
+                audio[int(tid)] = audio_bps
+        for gone in self._estimate_history.keys() - estimates.keys():
+            del self._estimate_history[gone]
         self._estimates = estimates
+        self._audio_bps = audio
         return [c for c in list(self.bridge.conferences.values()) if self.run(now, c)]
 
-    def bandwidth_of(self, ep: Endpoint) -> int:
-        """What `ep` can receive: its transport-cc estimate with `trust-bwe` once it has one, else the
-        configured figure."""
-        if self.trust_bwe:
-            return self._estimates.get(ep.transport_id, self.bandwidth_bps)
-        return self.bandwidth_bps
+    def bandwidth_of(self, ep: Endpoint, conference: Conference | None = None) -> int:
+        """What `ep` can receive of video: with `trust-bwe`, once it has an estimate, the least of its last
+        ESTIMATE_HOLD estimates less the audio the other members of `conference` send (it gets all of that
+        too); else the configured figure."""
+        history = self._estimate_history.get(ep.transport_id)
+        if not self.trust_bwe or not history:
+            return self.bandwidth_bps
+        audio = 0
+        if conference is not None:
+            audio = sum(
+                self._audio_bps.get(o.transport_id, 0)
+                for o in conference.endpoints.values()
+                if o is not ep and not o.closed
+            )
+        return max(min(history) - audio, 0)
 
     def run(self, now: float, conference: Conference) -> bool:
         """Reallocates one conference; sends each changed receiver's allocation across the seam. Returns
@@ -186,7 +214,9 @@ class Selection:
             allocator = self._allocators[conference.id] = Allocator(self.settings, stats=self.stats)
         endpoints = list(conference.endpoints.values())
         receivers = [
-            Receiver(ep.id, self.bandwidth_of(ep), replace(ep.video_constraints, last_n=ep.last_n))
+            Receiver(
+                ep.id, self.bandwidth_of(ep, conference), replace(ep.video_constraints, last_n=ep.last_n)
+            )
             for ep in endpoints
             if not ep.closed
         ]
@@ -276,7 +306,7 @@ class Selection:
                 "transport": ep.transport_id,
                 "estimate_bps": self._estimates.get(ep.transport_id),
                 "trust_bwe": self.trust_bwe,
-                "bandwidth_bps": self.bandwidth_of(ep),
+                "bandwidth_bps": self.bandwidth_of(ep, conference),
                 "allocated_bps": allocation.total_bps if allocation is not None else None,
                 "allocation_bandwidth_bps": allocation.bandwidth_bps if allocation is not None else None,
                 "oversending": allocation.oversending if allocation is not None else None,

@@ -121,9 +121,44 @@ def test_a_receiver_held_below_its_ideal_is_probed_towards_it_until_it_gets_it(t
     assert probes(420_000) == []
     # a receives nothing (b sends nothing): it is never probed.
     assert a.probe_target_bps == 0
-    # Once the estimate allows 720p, probing stops.
+    # Once the estimate allows 720p and held for ESTIMATE_HOLD snapshots, probing stops.
+    assert probes(2_000_000) == []
+    assert probes(2_000_000) == []
     assert probes(2_000_000) == [(b.transport_id, 0)]
     assert probes(2_000_000) == []
+
+
+def test_with_trust_bwe_a_rise_counts_once_it_held_and_the_others_audio_is_kept_room_for() -> None:
+    bridge, _native = fake_bridge()
+    bridge.apply([CreateConference("m"), CreateEndpoint("m", "a"), CreateEndpoint("m", "b")])
+    conference = bridge.conference_by_meeting("m")
+    assert conference is not None
+    a, b = conference.endpoints["a"], conference.endpoints["b"]
+    selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=True)
+
+    def snapshot(estimate: int, audio: int) -> int:
+        selection.on_stats(
+            1.0,
+            {
+                "layers": [],
+                "transports": {
+                    b.transport_id: {"bandwidth_estimate_bps": estimate},
+                    a.transport_id: {"audio_in_bps": audio},
+                },
+            },
+        )
+        return selection.bandwidth_of(b, conference)
+
+    assert selection.bandwidth_of(b, conference) == 10_000_000, "no estimate yet: the configured figure"
+    # b is sent a's 40 kbit/s of audio: its video gets the rest.
+    assert snapshot(1_000_000, 40_000) == 960_000
+    # A rise counts once it held for three snapshots; a fall at once.
+    assert snapshot(2_000_000, 40_000) == 960_000
+    assert snapshot(2_000_000, 40_000) == 960_000
+    assert snapshot(2_000_000, 40_000) == 1_960_000
+    assert snapshot(500_000, 40_000) == 460_000
+    # a's own audio is not taken from a's bandwidth.
+    assert selection.bandwidth_of(a, conference) == 10_000_000
 
 
 def test_without_trust_bwe_the_configured_bandwidth_stays() -> None:
