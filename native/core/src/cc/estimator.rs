@@ -64,6 +64,10 @@ const ACK_MIN_SPAN_US: i64 = 100_000;
 const LOSS_MIN_PACKETS: u32 = 20;
 const LOSS_HIGH: f64 = 0.10;
 const LOSS_LOW: f64 = 0.02;
+/// A probe's measured rate counts as carried by the link this long (us).
+const PROBE_MEASURE_VALID_US: i64 = 2_000_000;
+/// A loss-based cut goes no lower than this share of the acknowledged bitrate.
+const LOSS_FLOOR_OF_ACKED: f64 = 0.85;
 /// After a loss-based cut, the next waits this plus an RTT.
 const LOSS_DECREASE_INTERVAL_US: i64 = 300_000;
 
@@ -73,7 +77,7 @@ const RESPONSE_BASE_US: i64 = 100_000;
 const MIN_DECREASE_INTERVAL_US: i64 = 100_000;
 const MAX_DECREASE_INTERVAL_US: i64 = 300_000;
 /// The rate never grows past 1.5 x the acknowledged bitrate + 10 kbit/s (draft 5.5).
-const ACKED_HEADROOM: f64 = 1.5;
+const ACKED_HEADROOM: f64 = 1.1;
 const ACKED_HEADROOM_BPS: f64 = 10_000.0;
 /// Smallest increase per update, bit/s.
 const MIN_INCREASE_BPS: f64 = 1_000.0;
@@ -151,6 +155,8 @@ pub struct EstimatorStats {
     pub unknown_packets: u64,
     /// Probe results that raised the estimate.
     pub probe_raises: u64,
+    /// Over-use readings in feedback on probe clusters.
+    pub probe_overuses: u64,
 }
 
 /// Report state of a sent packet (`SLOT_EMPTY`: no packet in the slot).
@@ -204,6 +210,10 @@ pub struct Estimator {
     clusters: ClusterMeter,
     /// Probe results that raised the estimate.
     probe_raises: u64,
+    /// Over-use readings in feedback on probe clusters.
+    probe_overuses: u64,
+    /// The last probe's measured rate, bit/s, and when (us).
+    probe_measured: Option<(f64, i64)>,
 }
 
 impl Estimator {
@@ -229,6 +239,8 @@ impl Estimator {
             unknown_packets: 0,
             clusters: ClusterMeter::default(),
             probe_raises: 0,
+            probe_overuses: 0,
+            probe_measured: None,
         }
     }
 
@@ -278,6 +290,7 @@ impl Estimator {
             malformed_feedbacks: self.malformed_feedbacks,
             unknown_packets: self.unknown_packets,
             probe_raises: self.probe_raises,
+            probe_overuses: self.probe_overuses,
         }
     }
 
@@ -339,6 +352,7 @@ impl Estimator {
         let mut arrival_us = reference * 64_000;
 
         let mut newest_send_us: Option<i64> = None;
+        let mut probed = false;
         self.unknown_packets += statuses.saturating_sub(HISTORY) as u64;
         for status in feedback.packets().take(HISTORY).flatten() {
             let found = self.lookup(status.sequence_number);
@@ -368,6 +382,7 @@ impl Estimator {
                 REPORT_LOST => self.loss.lost = self.loss.lost.saturating_sub(1),
                 _ => {
                     if p.cluster != 0 {
+                        probed = true;
                         self.clusters.on_report(p.cluster, p.size, Some(arrival_us));
                     }
                 }
@@ -390,10 +405,30 @@ impl Estimator {
         let rtt_us = self.srtt_us.unwrap_or(RESPONSE_BASE_US);
         let acked = self.acked.rate_bps();
         let usage = self.delay.take_usage();
-        self.rate
-            .update(usage, acked, now_us, rtt_us, self.packet_bits, &self.config);
+        if probed && usage == BandwidthUsage::Overusing {
+            self.probe_overuses += 1;
+        }
+        // What the link carried: the acknowledged bitrate, or more if a recent probe measured more
+        // (a receiver sent less than the link carries acknowledges little, and an over-use -- a
+        // failed probe's own, say -- would cut to 0.85 x that).
+        let measured = self
+            .probe_measured
+            .filter(|&(_, at)| now_us - at <= PROBE_MEASURE_VALID_US)
+            .map(|(bps, _)| bps);
+        let carried = match (acked, measured) {
+            (Some(a), Some(m)) => Some(a.max(m)),
+            (a, m) => a.or(m),
+        };
+        self.rate.update(
+            usage,
+            carried,
+            now_us,
+            rtt_us,
+            self.packet_bits,
+            &self.config,
+        );
         self.loss
-            .update(now_us, rtt_us, self.estimate_bps, &self.config);
+            .update(now_us, rtt_us, self.estimate_bps, carried, &self.config);
 
         let min = self.config.min_bps.max(1) as f64;
         let max = (self.config.max_bps as f64).max(min);
@@ -402,6 +437,7 @@ impl Estimator {
         self.estimate_bps = self.rate.rate.min(self.loss.rate);
         if let Some(result) = self.clusters.finish(now_us) {
             if let Some(bps) = result.bps {
+                self.probe_measured = Some((bps as f64, now_us));
                 self.on_probe_result(bps as f64, min, max);
             }
         }
@@ -813,7 +849,14 @@ impl LossBased {
         }
     }
 
-    fn update(&mut self, now_us: i64, rtt_us: i64, estimate: f64, config: &EstimatorConfig) {
+    fn update(
+        &mut self,
+        now_us: i64,
+        rtt_us: i64,
+        estimate: f64,
+        acked: Option<f64>,
+        config: &EstimatorConfig,
+    ) {
         let total = self.lost + self.received;
         if total < LOSS_MIN_PACKETS {
             return;
@@ -830,7 +873,12 @@ impl LossBased {
             let wait = LOSS_DECREASE_INTERVAL_US + rtt_us.max(0);
             if self.last_decrease_us.is_none_or(|t| now_us - t >= wait) {
                 self.last_decrease_us = Some(now_us);
-                self.rate = self.rate.min(estimate) * (1.0 - 0.5 * fraction);
+                let current = self.rate.min(estimate);
+                // Never below what demonstrably got through (as the delay-based part on over-use):
+                // loss reported late, from an overshoot already over, would otherwise halve the rate
+                // again and again (seen behind a 500 kbit/s cap: 2.5 Mbit/s down to 86 kbit/s).
+                let floor = acked.map_or(0.0, |a| LOSS_FLOOR_OF_ACKED * a).min(current);
+                self.rate = (current * (1.0 - 0.5 * fraction)).max(floor);
             }
         } else if fraction < LOSS_LOW {
             self.rate = self.rate * config.increase_per_second.powf(dt_s) + MIN_INCREASE_BPS * dt_s;

@@ -17,10 +17,19 @@ use std::time::Duration;
 
 use super::micros;
 
-/// How long a cluster lasts, and the fewest packets it has (libwebrtc: 15 ms and 5; a little
-/// longer here since the shard paces in steps of about a millisecond).
+/// How long a cluster lasts at least, and the fewest packets it has (libwebrtc: 15 ms and 5; a
+/// little longer here since the shard paces in steps of about a millisecond).
 pub const CLUSTER_DURATION: Duration = Duration::from_millis(25);
 pub const MIN_CLUSTER_PACKETS: u32 = 5;
+/// A cluster carries at least this many bytes (lasting up to `MAX_CLUSTER_DURATION` at low rates):
+/// links pass their token bucket's depth at once (a frame or two), which a small cluster would
+/// measure as link rate; the arrival rate is also taken past the first quarter of its bytes.
+pub const MIN_CLUSTER_BYTES: u64 = 8_000;
+pub const MAX_CLUSTER_DURATION: Duration = Duration::from_millis(100);
+/// The share of a cluster's received bytes left out at its start when its arrival rate is taken.
+const BURST_SHARE: f64 = 0.25;
+/// Arrivals a cluster remembers for that (a 5 Mbit/s cluster of padding is about 60 packets).
+const CLUSTER_ARRIVALS: usize = 128;
 /// A cluster probes at most this times the estimate, and somewhat above the target (so that a
 /// success leaves the estimate above it, not just at it).
 const MAX_STEP: f64 = 2.0;
@@ -71,7 +80,15 @@ struct Active {
     id: u8,
     rate_bps: f64,
     start_us: i64,
+    duration_us: i64,
     estimate_before: u64,
+}
+
+/// How long a cluster at `rate_bps` lasts: `CLUSTER_DURATION`, longer to carry `MIN_CLUSTER_BYTES`,
+/// at most `MAX_CLUSTER_DURATION`.
+fn cluster_duration_us(rate_bps: f64) -> i64 {
+    let for_bytes = (MIN_CLUSTER_BYTES as f64 * 8e6 / rate_bps.max(1.0)) as i64;
+    for_bytes.clamp(micros(CLUSTER_DURATION), micros(MAX_CLUSTER_DURATION))
 }
 
 /// When and how hard one receiver is probed.
@@ -133,6 +150,7 @@ impl Prober {
             id: self.next_id,
             rate_bps: rate,
             start_us: now_us,
+            duration_us: cluster_duration_us(rate),
             estimate_before: estimate_bps,
         });
         self.stats.clusters += 1;
@@ -143,7 +161,7 @@ impl Prober {
     /// meter) and its id is returned.
     pub fn poll_end(&mut self, now: Duration) -> Option<u8> {
         let a = self.active?;
-        if micros(now) - a.start_us < micros(CLUSTER_DURATION) {
+        if micros(now) - a.start_us < a.duration_us {
             return None;
         }
         self.active = None;
@@ -156,8 +174,8 @@ impl Prober {
     pub fn padding_due(&self, now: Duration, sent_bytes: u64) -> u64 {
         let Some(a) = self.active else { return 0 };
         // Pace over the cluster, a step ahead so that its last packet goes before it ends.
-        let step_us = micros(CLUSTER_DURATION) / i64::from(MIN_CLUSTER_PACKETS);
-        let elapsed_us = (micros(now) - a.start_us + step_us).clamp(0, micros(CLUSTER_DURATION));
+        let step_us = a.duration_us / i64::from(MIN_CLUSTER_PACKETS);
+        let elapsed_us = (micros(now) - a.start_us + step_us).clamp(0, a.duration_us);
         let due = (a.rate_bps * elapsed_us as f64 / 8e6) as u64;
         due.saturating_sub(sent_bytes)
     }
@@ -200,7 +218,7 @@ impl Prober {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Cluster {
     id: u8,
     /// Closed (no more packets join) at this time.
@@ -216,12 +234,55 @@ struct Cluster {
     first_arrival_us: i64,
     first_arrival_size: u32,
     last_arrival_us: i64,
+    /// (arrival, size) of the first `CLUSTER_ARRIVALS` received, in report order.
+    arrivals: [(i64, u16); CLUSTER_ARRIVALS],
 }
 
 impl Cluster {
+    fn new(id: u8) -> Self {
+        Cluster {
+            id,
+            closed_us: None,
+            sent_packets: 0,
+            sent_bytes: 0,
+            first_send_us: 0,
+            last_send_us: 0,
+            last_send_size: 0,
+            reported: 0,
+            received: 0,
+            received_bytes: 0,
+            first_arrival_us: 0,
+            first_arrival_size: 0,
+            last_arrival_us: 0,
+            arrivals: [(0, 0); CLUSTER_ARRIVALS],
+        }
+    }
+
+    /// The arrival rate past the first `BURST_SHARE` of the bytes (what a link's token bucket lets
+    /// through at once), bit/s; None when too few arrivals were kept for it.
+    fn arrival_rate(&mut self) -> Option<f64> {
+        let n = (self.received as usize).min(CLUSTER_ARRIVALS);
+        let kept = &mut self.arrivals[..n];
+        kept.sort_unstable_by_key(|&(at, _)| at);
+        let total: u64 = kept.iter().map(|&(_, s)| u64::from(s)).sum();
+        let skip = (total as f64 * BURST_SHARE) as u64;
+        let mut seen = 0u64;
+        let start = kept.iter().position(|&(_, s)| {
+            seen += u64::from(s);
+            seen > skip
+        })?;
+        let rest = &kept[start..];
+        let (&(first_at, first_size), &(last_at, _)) = (rest.first()?, rest.last()?);
+        let span = last_at - first_at;
+        if rest.len() < 3 || span <= 0 {
+            return None;
+        }
+        let bytes = rest.iter().map(|&(_, s)| u64::from(s)).sum::<u64>() - u64::from(first_size);
+        Some(bytes as f64 * 8e6 / span as f64)
+    }
     /// Send and arrival rates of what was received, bit/s: n packets span n - 1 gaps, so the last
     /// sent and the first received are left out of their sums.
-    fn result(&self) -> Option<u64> {
+    fn result(&mut self) -> Option<u64> {
         if self.sent_packets < MIN_CLUSTER_PACKETS
             || f64::from(self.received) < f64::from(self.sent_packets) * MIN_RECEIVED
         {
@@ -234,8 +295,10 @@ impl Cluster {
         }
         let send =
             (self.sent_bytes - u64::from(self.last_send_size)) as f64 * 8e6 / send_span as f64;
-        let arrival = (self.received_bytes - u64::from(self.first_arrival_size)) as f64 * 8e6
+        let whole = (self.received_bytes - u64::from(self.first_arrival_size)) as f64 * 8e6
             / arrival_span as f64;
+        // Past the initial burst when enough arrivals were kept; never above the whole cluster's.
+        let arrival = self.arrival_rate().map_or(whole, |r| r.min(whole));
         if arrival > send * MAX_RATIO {
             return None;
         }
@@ -272,10 +335,7 @@ impl ClusterMeter {
                     .min_by_key(|(_, c)| c.map_or(i64::MIN, |c| c.first_send_us))
                     .map_or(0, |(i, _)| i)
             });
-        self.clusters[slot] = Some(Cluster {
-            id,
-            ..Cluster::default()
-        });
+        self.clusters[slot] = Some(Cluster::new(id));
         self.open = Some(id);
     }
 
@@ -327,6 +387,9 @@ impl ClusterMeter {
             c.first_arrival_size = u32::from(size);
         }
         c.last_arrival_us = c.last_arrival_us.max(at);
+        if let Some(slot) = c.arrivals.get_mut(c.received as usize) {
+            *slot = (at, size);
+        }
         c.received += 1;
         c.received_bytes += u64::from(size);
     }
@@ -388,19 +451,26 @@ mod tests {
         p.set_target(10_000_000);
         let (id, rate) = p.poll_start(ms(0), 1_000_000).unwrap();
         assert_eq!(rate, 2_000_000);
-        // 2 Mbit/s over 25 ms is 6250 bytes; a fifth is due ahead at the start.
-        assert_eq!(p.padding_due(ms(0), 0), 1250);
-        assert_eq!(p.padding_due(ms(10), 1250), 3750 - 1250);
+        // 8000 bytes at 2 Mbit/s take 32 ms (over the 25 ms least); a fifth is due ahead at first.
+        assert_eq!(p.padding_due(ms(0), 0), 1600);
+        assert_eq!(p.padding_due(ms(10), 1600), 4100 - 1600);
         assert_eq!(p.padding_due(ms(10), 5000), 0, "media already filled it");
         assert_eq!(
-            p.padding_due(ms(30), 0),
-            6250,
+            p.padding_due(ms(40), 0),
+            8000,
             "never more than the cluster"
         );
-        assert_eq!(p.poll_end(ms(24)), None);
-        assert_eq!(p.poll_end(ms(25)), Some(id));
-        assert_eq!(p.padding_due(ms(26), 0), 0);
-        assert_eq!(p.poll_start(ms(26), 1_000_000), None, "awaiting its result");
+        assert_eq!(p.poll_end(ms(31)), None);
+        assert_eq!(p.poll_end(ms(32)), Some(id));
+        assert_eq!(p.padding_due(ms(33), 0), 0);
+        assert_eq!(p.poll_start(ms(33), 1_000_000), None, "awaiting its result");
+    }
+
+    #[test]
+    fn a_cluster_lasts_25_ms_at_least_100_ms_at_most() {
+        assert_eq!(cluster_duration_us(10e6), 25_000);
+        assert_eq!(cluster_duration_us(1e6), 64_000);
+        assert_eq!(cluster_duration_us(300e3), 100_000);
     }
 
     #[test]
@@ -408,7 +478,7 @@ mod tests {
         let mut p = Prober::new();
         p.set_target(10_000_000);
         let (id, _) = p.poll_start(ms(0), 1_000_000).unwrap();
-        p.poll_end(ms(25));
+        p.poll_end(ms(100));
         p.on_result(
             ms(150),
             ProbeResult {
@@ -419,7 +489,7 @@ mod tests {
         assert_eq!(p.poll_start(ms(449), 2_000_000), None);
         let (id, rate) = p.poll_start(ms(450), 2_000_000).unwrap();
         assert_eq!(rate, 4_000_000);
-        p.poll_end(ms(475));
+        p.poll_end(ms(550));
         p.on_result(
             ms(600),
             ProbeResult {
@@ -429,7 +499,7 @@ mod tests {
         );
         assert_eq!(p.poll_start(ms(2599), 2_000_000), None);
         let (id, _) = p.poll_start(ms(2600), 2_000_000).unwrap();
-        p.poll_end(ms(2625));
+        p.poll_end(ms(2700));
         p.on_result(
             ms(2700),
             ProbeResult {
@@ -455,7 +525,7 @@ mod tests {
         let mut p = Prober::new();
         p.set_target(3_000_000);
         let (id, _) = p.poll_start(ms(0), 1_000_000).unwrap();
-        p.poll_end(ms(25));
+        p.poll_end(ms(100));
         p.on_result(
             ms(100),
             ProbeResult {

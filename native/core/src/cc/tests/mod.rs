@@ -3,4 +3,5 @@
 
 mod estimator;
 mod feedback;
+mod recorded;
 mod sim;
