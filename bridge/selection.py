@@ -194,14 +194,16 @@ class Selection:
         history = self._estimate_history.get(ep.transport_id)
         if not self.trust_bwe or not history:
             return self.bandwidth_bps
-        audio = 0
-        if conference is not None:
-            audio = sum(
-                self._audio_bps.get(o.transport_id, 0)
-                for o in conference.endpoints.values()
-                if o is not ep and not o.closed
-            )
+        audio = self._audio_to(ep, conference) if conference is not None else 0
         return max(min(history) - audio, 0)
+
+    def _audio_to(self, ep: Endpoint, conference: Conference) -> int:
+        """The audio `ep` is sent: what the other members of `conference` send, bit/s."""
+        return sum(
+            self._audio_bps.get(o.transport_id, 0)
+            for o in conference.endpoints.values()
+            if o is not ep and not o.closed
+        )
 
     def run(self, now: float, conference: Conference) -> bool:
         """Reallocates one conference; sends each changed receiver's allocation across the seam. Returns
@@ -231,7 +233,9 @@ class Selection:
             for receiver_id, allocation in allocator.allocations().items():
                 ep = conference.endpoints.get(receiver_id)
                 if ep is not None and not ep.closed:
-                    self._probe(ep, allocation.probe_target_bps)
+                    video = allocation.probe_target_bps
+                    # The estimate covers the audio it is sent too.
+                    self._probe(ep, video + self._audio_to(ep, conference) if video else 0)
         return forwarded_changed
 
     def _probe(self, ep: Endpoint, target: int) -> None:

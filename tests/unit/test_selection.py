@@ -108,7 +108,10 @@ def test_a_receiver_held_below_its_ideal_is_probed_towards_it_until_it_gets_it(t
             1.0,
             {
                 "layers": _figures(conference.router_id, a.transport_id),
-                "transports": {b.transport_id: {"bandwidth_estimate_bps": estimate}, a.transport_id: {}},
+                "transports": {
+                    b.transport_id: {"bandwidth_estimate_bps": estimate},
+                    a.transport_id: {"audio_in_bps": 40_000},
+                },
             },
         )
         return [args for name, args in native.commands if name == "set_probe_target"]
@@ -116,12 +119,13 @@ def test_a_receiver_held_below_its_ideal_is_probed_towards_it_until_it_gets_it(t
     if not trust_bwe:
         assert probes(400_000) == [], "the estimate is not used, so not probed either"
         return
-    # 400 kbit/s holds b at 180p; its ideal is the 720p layer (1.5 Mbit/s): probe towards that, once.
-    assert probes(400_000) == [(b.transport_id, 1_500_000)]
+    # 400 kbit/s holds b at 180p; its ideal is the 720p layer (1.5 Mbit/s): probe towards that and the
+    # 40 kbit/s of a's audio it is sent too, once.
+    assert probes(400_000) == [(b.transport_id, 1_540_000)]
     assert probes(420_000) == []
     # a receives nothing (b sends nothing): it is never probed.
     assert a.probe_target_bps == 0
-    # Once the estimate allows 720p and held for ESTIMATE_HOLD snapshots, probing stops.
+    # Once the estimate allows 720p (and a's audio) and held for ESTIMATE_HOLD snapshots, probing stops.
     assert probes(2_000_000) == []
     assert probes(2_000_000) == []
     assert probes(2_000_000) == [(b.transport_id, 0)]

@@ -62,3 +62,35 @@ fn behind_a_500_kbit_cap_the_estimate_finds_the_link_and_stays_near_it() {
         "mean {mean:.0}\n{detail}"
     );
 }
+
+/// With SLUICE_CC_TRACE=<file>, prints the estimate after every feedback and each probe result
+/// (a tool for reading a trace recorded with `[videobridge.cc] trace-dir`; does nothing otherwise).
+#[test]
+fn print_a_trace_given_in_the_environment() {
+    let Some(path) = std::env::var_os("SLUICE_CC_TRACE") else {
+        return;
+    };
+    let text = std::fs::read_to_string(path).expect("the trace file");
+    let records = parse(&text).expect("the trace parses");
+    let start = records.first().map_or(Duration::ZERO, Record::at);
+    let mut e = Estimator::new(EstimatorConfig::default());
+    let mut raises = 0;
+    replay(&records, &mut e, |at, e| {
+        let s = e.stats();
+        if s.probe_raises != raises {
+            raises = s.probe_raises;
+        }
+        println!(
+            "t={:6.2} est={:5.0}k delay={:5.0}k loss={:5.0}k acked={:?} usage={:?} raises={} overuses_in_probes={}",
+            (at - start).as_secs_f64(),
+            s.estimate_bps as f64 / 1e3,
+            s.delay_based_bps as f64 / 1e3,
+            s.loss_based_bps as f64 / 1e3,
+            s.acknowledged_bps.map(|a| a / 1000),
+            s.usage,
+            s.probe_raises,
+            s.probe_overuses,
+        );
+    })
+    .expect("the trace replays");
+}
