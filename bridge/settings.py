@@ -528,9 +528,9 @@ class Settings:
     cc_assumed_bandwidth_limit_bps: int | None = _CC.assumed_bandwidth_limit_bps
     #: Every receiver's available bandwidth until congestion control estimates it (jvb's initial estimate).
     cc_receiver_bandwidth_bps: int = 2_500_000
-    #: Allocate within a receiver's transport-cc estimate once it has one (jvb's `trust-bwe`, on there). Off
-    #: until the bridge probes: without probing, the estimate of a receiver sent little only goes down
-    #: (in Chromium runs it fell from 2.5 to 0.8 Mbit/s while the receiver got 180p, so 720p never fit).
+    #: Allocate within a receiver's transport-cc estimate once it has one, probing its link before switching
+    #: it up (jvb's `trust-bwe`, on there). Off until the impairment scorecard (README) meets issue 13's
+    #: criteria with it: a Chromium receiver behind a 500 kbit/s cap still sees multi-second freezes.
     cc_trust_bwe: bool = False
     #: How often layer bitrates are read from the packet path and every conference reallocated.
     cc_allocation_interval: float = 1.0

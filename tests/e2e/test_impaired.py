@@ -87,9 +87,11 @@ def _report(card: Scorecard, samples: list[Sample], tmp_path: Path, name: str) -
 
 
 @bridge_lacks(
-    "an allocation that leaves room for audio and probes, and paced sending: with probing (9868ed1) the "
-    "estimate sits near the 500 kbit/s cap but the bridge sent up to 630 kbit/s in a 1 s window after 5 s, "
-    "the relay's queue overflowed (video loss 10-15 %) and freezes lasted up to 3.4-6 s"
+    "a gentle start (the first estimate is 2.5 Mbit/s) and an allocation that keeps the on-stage source's "
+    "lowest layer when audio takes most of the link: with probing, the RTX cache and room for audio, what is "
+    "sent and delivered after 5 s fits the cap and the estimate sits near it (mean 327 kbit/s of RTP), but "
+    "the overshoot of the first second leaves the receiver without video for about 4 s (longest freeze "
+    "4.1 s; it was 6 s before the allocation kept room for audio)"
 )
 async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Path) -> None:
     cap = 500
@@ -115,11 +117,6 @@ async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Pat
     assert pages[-1].audio_packets_received > pages[0].audio_packets_received, figures
 
 
-@bridge_lacks(
-    "an RTX cache of its own and a `retransmitted` counter (receivers' NACKs go to the sender): at 2 % loss "
-    "the page NACKed ~7 times a second, 0.9-3.3 % of video stayed lost, freezes lasted up to 1.5-3.5 s and "
-    "as few as 7.6 frames a second were decoded"
-)
 async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> None:
     async with impaired_call(netlab, tmp_path, {"seed": 7, "a-to-b": {"loss-pct": 2}}) as call:
         staged = await stage(call)
@@ -132,19 +129,16 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
     assert pages[-1].nack_count > pages[0].nack_count, figures
     assert pages[-1].frames_decoded - pages[0].frames_decoded > 100, figures
     assert max(card.longest_freeze_s, card.longest_stall_s) < 1.0, figures
-    if bridges[-1].retransmitted is None:
-        pytest.skip(
-            f"the bridge's transport stats count no retransmissions yet (no `retransmitted` counter); "
-            f"the page NACKed {card.nacks} times and received {card.retransmitted_received} RTX packets: "
-            + figures
-        )
+    assert bridges[-1].retransmitted is not None, figures
     assert bridges[-1].retransmitted > (bridges[0].retransmitted or 0), figures
 
 
 @bridge_lacks(
-    "a steady estimate: with probing (9868ed1) it swings 1-2.3 Mbit/s on an idle 3 Mbit/s link, so 720p "
-    "is not held before the drop; after 3 -> 0.3 -> 3 Mbit/s it came down in 0.75 s but took 15-17.5 s "
-    "to allocate 720p again (before probing: never)"
+    "an estimate that survives the join: the three senders' keyframes at the start overflow the 200 ms "
+    "queue of the 3 Mbit/s link, the loss-based part falls to about 1.1 Mbit/s and grows back 8 % a second, "
+    "so the on-stage source is at 360p, not 720p, before the drop (it reached 720p at 8 s); and at 300 "
+    "kbit/s the three senders' audio leaves too little for any video (one 11 s freeze). Moved down within "
+    "1 s and back at 720p within 15 s of the recovery in two of three runs; 12-16 switches a minute"
 )
 async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
     drop_at, recover_at, end = 8.0, 16.0, 34.0
