@@ -5,99 +5,16 @@
 
 mod common;
 
+use common::simulcast::{allocate, settle, simulcast, vp8, Sender, LAYERS, RTX, RTXS, VP8};
+
 use std::time::{Duration, Instant};
 
 use sluice_core::codec::vp8::Vp8Descriptor;
-use sluice_core::domain::{
-    Codec, GroupSemantics, MediaKind, PayloadType, Source, SsrcGroup, VideoTarget,
-};
+use sluice_core::domain::{Codec, PayloadType};
 use sluice_core::rtcp::{parse_compound, write_nack, write_sender_report, RtcpPacket};
 use sluice_core::rtp::RtpView;
 use sluice_core::seam::Command;
 use sluice_core::stats::DropReason;
-
-const VP8: u8 = 100;
-const RTX: u8 = 96;
-const LAYERS: [u32; 3] = [0x11, 0x12, 0x13];
-const RTXS: [u32; 3] = [0x21, 0x22, 0x23];
-
-fn simulcast() -> Source {
-    let group = |semantics, ssrcs: &[u32]| SsrcGroup {
-        semantics,
-        ssrcs: ssrcs.to_vec(),
-    };
-    let mut groups = vec![group(GroupSemantics::Sim, &LAYERS)];
-    for i in 0..3 {
-        groups.push(group(GroupSemantics::Fid, &[LAYERS[i], RTXS[i]]));
-    }
-    Source {
-        kind: MediaKind::Video,
-        ssrcs: LAYERS.iter().chain(RTXS.iter()).copied().collect(),
-        groups,
-        name: "peer0-v0".into(),
-    }
-}
-
-/// A VP8 packet: descriptor with a 15-bit PictureID, TL0PICIDX and TID 0; on a frame's first packet the
-/// payload header (P=0 on a keyframe), then filler.
-fn vp8(pid: u16, first: bool, key: bool) -> Vec<u8> {
-    let mut p = vec![
-        if first { 0x90 } else { 0x80 },
-        0xE0,
-        0x80 | (pid >> 8) as u8,
-        pid as u8,
-        pid as u8,
-        0x00,
-    ];
-    if first {
-        p.extend_from_slice(&[if key { 0x10 } else { 0x11 }, 0, 0]);
-        if key {
-            p.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00]);
-        }
-    }
-    p.resize(p.len() + 100, 0x5a);
-    p
-}
-
-/// Frame numbers per layer; each frame two packets.
-struct Sender {
-    seq: [u16; 3],
-    pid: [u16; 3],
-    ts: [u32; 3],
-}
-
-impl Sender {
-    fn new() -> Self {
-        Sender {
-            seq: [1000, 30_000, 65_500],
-            pid: [100, 2000, 32_760],
-            ts: [0, 1_000_000, 4_000_000_000],
-        }
-    }
-
-    fn frame(&mut self, conf: &mut common::Conference, layer: usize, key: bool) {
-        self.pid[layer] = (self.pid[layer] + 1) & 0x7fff;
-        self.ts[layer] = self.ts[layer].wrapping_add(3000);
-        for first in [true, false] {
-            let payload = vp8(self.pid[layer], first, key);
-            conf.peers[0].send_rtp_payload(
-                LAYERS[layer],
-                self.seq[layer],
-                self.ts[layer],
-                VP8,
-                &payload,
-            );
-            self.seq[layer] = self.seq[layer].wrapping_add(1);
-        }
-        conf.peers[0].flush();
-    }
-
-    fn all(&mut self, conf: &mut common::Conference, key: bool) {
-        for l in 0..3 {
-            self.frame(conf, l, key);
-        }
-    }
-}
 
 fn connected() -> common::Conference {
     let mut conf = common::Conference::new(3);
@@ -120,26 +37,6 @@ fn connected() -> common::Conference {
     );
     conf.connect_all();
     conf
-}
-
-fn settle(conf: &mut common::Conference) {
-    conf.run_until(Duration::from_millis(150), |_| false);
-}
-
-fn allocate(conf: &mut common::Conference, receiver: usize, layer: Option<u8>) {
-    conf.shard.handle_command(
-        Instant::now(),
-        Command::SetAllocation {
-            transport: 10 + receiver as u64,
-            targets: vec![(
-                "peer0-v0".into(),
-                layer.map(|spatial| VideoTarget {
-                    spatial,
-                    temporal: 255,
-                }),
-            )],
-        },
-    );
 }
 
 /// (ssrc, seq, PictureID) of what a peer received.
@@ -285,7 +182,7 @@ fn nacks_reach_the_layer_and_its_rtx_fills_the_receivers_gap() {
 
     // The sender retransmits on RTX (OSN 1002, then the payload): the receiver gets 1002 on the primary.
     let mut rtx = vec![(1002u16 >> 8) as u8, 1002u16 as u8];
-    rtx.extend_from_slice(&vp8(101, false, false));
+    rtx.extend_from_slice(&vp8(101, false, false, 100, 1002));
     conf.peers[0].send_rtp_payload(RTXS[0], 7, 3000, RTX, &rtx);
     // A padding-only RTX probe carries no original: filtered.
     conf.peers[0].send_rtp_payload(RTXS[0], 8, 3000, RTX, &[]);

@@ -2,6 +2,7 @@
 //! (ICE controlled, DTLS active), on a real loopback socket, talking to a real Shard.
 #![allow(dead_code)]
 
+pub mod simulcast;
 pub mod spoof;
 
 use std::net::SocketAddr;
