@@ -611,7 +611,7 @@ impl Endpoint {
             self.record_arrival(&view, queued_ns, arrival_ns);
         }
         // RTX (RFC 4588): the original sequence number and payload. The bridge unwraps a sender's RTX
-        // and forwards the original today, but a forwarder may pass RTX on.
+        // and forwards the original, and answers receivers' NACKs from its RTX cache as RTX.
         let (body, osn) = match (feedback && view.payload_type() == PT_RTX, view.payload()) {
             (true, p) => match repair::rtx_original(p) {
                 Some((osn, body)) => (body, Some(osn)),
@@ -654,7 +654,8 @@ impl Endpoint {
         };
         ctx.totals.rtx_received += u64::from(osn.is_some());
         // A retransmission's latency is the repair's round trip, not forwarding: counted, not timed.
-        let retransmission = payload::is_retransmission(body);
+        // The sender marks its own; the bridge's resends from its RTX cache come as RTX.
+        let retransmission = payload::is_retransmission(body) || osn.is_some();
         ctx.totals.recv_packets += 1;
         ctx.totals.recv_bytes += wire as u64;
         self.on_received_stream(ssrc, seq, body, &fields, now, arrival_ns, ctx);
