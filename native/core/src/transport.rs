@@ -601,12 +601,13 @@ impl Transport {
         }
     }
 
-    /// Whether a probe cluster runs or may start now (the shard then looks up the padding stream).
-    pub fn wants_probe(&self) -> bool {
-        self.cc.as_ref().is_some_and(|cc| {
-            cc.prober.active().is_some()
-                || (cc.prober.target_bps() > 0 && self.bandwidth_estimate().is_some())
-        })
+    /// Whether a probe cluster runs or starts at `now` (only then does the shard look up the padding
+    /// stream).
+    pub fn wants_probe(&self, now: Instant) -> bool {
+        let (Some(cc), Some(estimate)) = (self.cc.as_ref(), self.bandwidth_estimate()) else {
+            return false;
+        };
+        cc.prober.due(cc.since(now), estimate)
     }
 
     /// One step of probing at `now`: a cluster starts if one is due and `stream` can carry padding;

@@ -119,10 +119,6 @@ impl Prober {
         self.target_bps = bps;
     }
 
-    pub fn target_bps(&self) -> u64 {
-        self.target_bps
-    }
-
     pub fn stats(&self) -> ProbeStats {
         self.stats
     }
@@ -132,18 +128,28 @@ impl Prober {
         self.active.map(|a| a.id)
     }
 
-    /// Starts a cluster at `now` if one is due: the target is worth probing for, no cluster is sent
-    /// or awaited, and the wait after the last is over. Returns its id and rate, bit/s.
+    /// Whether a cluster is being sent, or `poll_start` would start one at `now`.
+    pub fn due(&self, now: Duration, estimate_bps: u64) -> bool {
+        self.active.is_some() || self.may_start(now, estimate_bps)
+    }
+
+    /// The target is worth probing for, no cluster is sent or awaited, and the wait after the last
+    /// is over.
+    fn may_start(&self, now: Duration, estimate_bps: u64) -> bool {
+        self.active.is_none()
+            && self.awaiting.is_none()
+            && micros(now) >= self.not_before_us
+            && self.target_bps as f64 >= estimate_bps.max(1) as f64 * MIN_GAIN
+    }
+
+    /// Starts a cluster at `now` if one is due (`due`). Returns its id and rate, bit/s.
     pub fn poll_start(&mut self, now: Duration, estimate_bps: u64) -> Option<(u8, u64)> {
-        let now_us = micros(now);
-        if self.active.is_some() || self.awaiting.is_some() || now_us < self.not_before_us {
+        if !self.may_start(now, estimate_bps) {
             return None;
         }
+        let now_us = micros(now);
         let estimate = estimate_bps.max(1) as f64;
         let target = self.target_bps as f64;
-        if target < estimate * MIN_GAIN {
-            return None;
-        }
         let rate = (target * TARGET_HEADROOM).min(estimate * MAX_STEP);
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.active = Some(Active {

@@ -386,7 +386,7 @@ impl State {
     pub(super) fn probe(&mut self, now: Instant, io: &mut Io) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         for (&id, t) in self.transports.iter_mut() {
-            if !t.wants_probe() {
+            if !t.wants_probe(now) {
                 continue;
             }
             let router = self.routers.get_mut(&t.router);
