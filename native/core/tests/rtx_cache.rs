@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use sluice_core::domain::{ForceMute, MediaKind};
 use sluice_core::router::{RTX_BURST, RTX_SHARE};
-use sluice_core::rtcp::{parse_compound, write_nack, RtcpPacket};
+use sluice_core::rtcp::write_nack;
 use sluice_core::rtp::RtpView;
 use sluice_core::seam::Command;
 use sluice_core::stats::Counters;
@@ -46,19 +46,6 @@ fn counters(conf: &common::Conference, peer: usize) -> Counters {
         .find(|t| t.id == 10 + peer as u64)
         .expect("transport")
         .counters
-}
-
-/// The NACKs the sender got: (media SSRC, sequence numbers) each.
-fn nacks_to_sender(conf: &common::Conference) -> Vec<(u32, Vec<u16>)> {
-    conf.peers[0]
-        .rtcp_packets
-        .iter()
-        .flat_map(|c| parse_compound(c).filter_map(Result::ok).collect::<Vec<_>>())
-        .filter_map(|p| match p {
-            RtcpPacket::Nack(n) => Some((n.media_ssrc, n.lost_sequence_numbers().collect())),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The packet a peer was forwarded on the primary SSRC with sequence number `seq` (the first).
@@ -137,7 +124,7 @@ fn a_nack_is_answered_with_rtx_whose_osn_and_payload_are_what_was_forwarded() {
     );
     assert_eq!(conf.peers[2].rtp_packets.len(), 8);
     // The sender was asked nothing.
-    assert_eq!(nacks_to_sender(&conf), vec![]);
+    assert_eq!(conf.peers[0].nacks_received(), vec![]);
     let one = counters(&conf, 1);
     assert_eq!(
         (one.retransmitted, one.nack_cache_hit, one.nack_cache_miss),
@@ -180,7 +167,7 @@ fn a_nack_across_a_simulcast_switch_gets_each_stretchs_packet_as_it_was_rewritte
         .map(|p| check_rtx(&conf.peers[1], p).1)
         .collect();
     assert_eq!(got, [1001, 1005]);
-    assert_eq!(nacks_to_sender(&conf), vec![]);
+    assert_eq!(conf.peers[0].nacks_received(), vec![]);
 }
 
 #[test]
@@ -199,12 +186,15 @@ fn only_what_the_cache_lacks_is_asked_of_the_sender_and_its_retransmission_fills
     assert_eq!(before, 4);
 
     nack(&mut conf, 1, &[1002, 1003]);
-    assert!(
-        conf.run_until(Duration::from_secs(2), |c| !nacks_to_sender(c).is_empty()
-            && c.peers[1].rtp_packets.len() == before + 1)
-    );
+    assert!(conf.run_until(Duration::from_secs(2), |c| !c.peers[0]
+        .nacks_received()
+        .is_empty()
+        && c.peers[1].rtp_packets.len() == before + 1));
     settle(&mut conf);
-    assert_eq!(nacks_to_sender(&conf), vec![(LAYERS[0], vec![1002])]);
+    assert_eq!(
+        conf.peers[0].nacks_received(),
+        vec![(LAYERS[0], vec![1002])]
+    );
     assert_eq!(
         check_rtx(&conf.peers[1], &conf.peers[1].rtp_packets[before]).1,
         1003
@@ -230,7 +220,10 @@ fn only_what_the_cache_lacks_is_asked_of_the_sender_and_its_retransmission_fills
     let last = conf.peers[1].rtp_packets.last().expect("rtx").clone();
     assert_eq!(check_rtx(&conf.peers[1], &last).1, 1002);
     settle(&mut conf);
-    assert_eq!(nacks_to_sender(&conf), vec![(LAYERS[0], vec![1002])]);
+    assert_eq!(
+        conf.peers[0].nacks_received(),
+        vec![(LAYERS[0], vec![1002])]
+    );
     assert_eq!(counters(&conf, 1).nack_cache_hit, 2);
 }
 
@@ -375,16 +368,11 @@ fn force_muted_media_is_never_replayed_and_a_muted_receivers_nack_is_answered() 
         conf.peers[1].rtp[expected.len()..],
         [(VIDEO, 5), (VIDEO, 40)]
     );
-    let nacked: Vec<(u32, Vec<u16>)> = conf.peers[0]
-        .rtcp_packets
-        .iter()
-        .flat_map(|c| parse_compound(c).filter_map(Result::ok).collect::<Vec<_>>())
-        .filter_map(|p| match p {
-            RtcpPacket::Nack(n) => Some((n.media_ssrc, n.lost_sequence_numbers().collect())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(nacked, vec![], "muted packets asked of the sender");
+    assert_eq!(
+        conf.peers[0].nacks_received(),
+        vec![],
+        "muted packets asked of the sender"
+    );
     let one = counters(&conf, 1);
     assert_eq!(one.retransmitted, 2);
     assert_eq!(

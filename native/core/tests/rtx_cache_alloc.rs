@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use sluice_core::domain::{Codec, GroupSemantics, MediaKind, PayloadType, Source, SsrcGroup};
+use sluice_core::domain::{Codec, PayloadType};
 use sluice_core::rtcp::write_nack;
 use sluice_core::rtp::RtpView;
 use sluice_core::seam::Command;
@@ -21,18 +21,7 @@ const RTX: u32 = 0x42;
 #[test]
 fn caching_and_answering_nacks_allocates_nothing_in_steady_state() {
     let mut conf = common::Conference::new(2);
-    conf.set_grouped_sources(
-        0,
-        vec![Source {
-            kind: MediaKind::Video,
-            ssrcs: vec![VIDEO, RTX],
-            groups: vec![SsrcGroup {
-                semantics: GroupSemantics::Fid,
-                ssrcs: vec![VIDEO, RTX],
-            }],
-            name: "peer0-v0".into(),
-        }],
-    );
+    conf.set_grouped_sources(0, vec![common::simulcast::with_rtx("peer0-v0", VIDEO, RTX)]);
     for transport in [10, 11] {
         conf.shard.handle_command(
             Instant::now(),

@@ -159,18 +159,8 @@ fn nacks_reach_the_layer_and_its_rtx_fills_the_receivers_gap() {
     );
 
     // The bridge asks for 1002 on its own (it did not receive it either), three times, then gives up.
-    let nacks = |peer: &common::TestPeer| -> Vec<(u32, Vec<u16>)> {
-        peer.rtcp_packets
-            .iter()
-            .flat_map(|c| parse_compound(c).filter_map(Result::ok).collect::<Vec<_>>())
-            .filter_map(|p| match p {
-                RtcpPacket::Nack(n) => Some((n.media_ssrc, n.lost_sequence_numbers().collect())),
-                _ => None,
-            })
-            .collect()
-    };
     conf.run_until(Duration::from_millis(400), |_| false);
-    let own = nacks(&conf.peers[0]);
+    let own = conf.peers[0].nacks_received();
     assert_eq!(own, vec![(LAYERS[0], vec![1002]); 3]);
 
     // The receiver NACKs 1002 on the primary SSRC; the sender is asked for 1002 of layer 0 once more.
@@ -178,7 +168,10 @@ fn nacks_reach_the_layer_and_its_rtx_fills_the_receivers_gap() {
     let n = write_nack(&mut nack, 0x5151, LAYERS[0], &[1002]).expect("nack");
     conf.peers[1].send_rtcp(&nack[..n]);
     settle(&mut conf);
-    assert_eq!(nacks(&conf.peers[0]), vec![(LAYERS[0], vec![1002]); 4]);
+    assert_eq!(
+        conf.peers[0].nacks_received(),
+        vec![(LAYERS[0], vec![1002]); 4]
+    );
 
     // The sender retransmits on RTX (OSN 1002, then the payload): the receiver gets 1002 on the primary.
     let mut rtx = vec![(1002u16 >> 8) as u8, 1002u16 as u8];

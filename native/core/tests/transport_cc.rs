@@ -194,21 +194,13 @@ fn answer_with_feedback(
 #[test]
 fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_stream() {
     use sluice_core::cc::FeedbackBuilder;
-    use sluice_core::domain::{Codec, GroupSemantics, PayloadType, Source, SsrcGroup};
+    use sluice_core::domain::{Codec, PayloadType, Source};
 
     const VIDEO: u32 = 0xB0;
     const VIDEO_RTX: u32 = 0xB1;
     let mut conf = common::Conference::new(2);
     // Peer 0 sends audio, and signals a video Source with RTX (the stream the padding goes on).
-    let video = Source {
-        kind: MediaKind::Video,
-        ssrcs: vec![VIDEO, VIDEO_RTX],
-        groups: vec![SsrcGroup {
-            semantics: GroupSemantics::Fid,
-            ssrcs: vec![VIDEO, VIDEO_RTX],
-        }],
-        name: "peer0-v0".into(),
-    };
+    let video = common::simulcast::with_rtx("peer0-v0", VIDEO, VIDEO_RTX);
     conf.set_grouped_sources(0, vec![Source::single(AUDIO, MediaKind::Audio), video]);
     let types = vec![
         PayloadType {

@@ -12,6 +12,7 @@ use sluice_core::domain::{FeedbackSsrcs, MediaKind, RemoteCandidate, Source, Tra
 use sluice_core::dtls::{DtlsCert, DtlsConn, DtlsEvent, DtlsRole, DtlsSetup, Fingerprint, HashAlg};
 use sluice_core::ice::{Candidate, CandidateKind, IceAgent, IceCredentials};
 use sluice_core::io::{classify, DatagramKind, RecvBatch, SendBatch, UdpSocket};
+use sluice_core::rtcp::{parse_compound, RtcpPacket};
 use sluice_core::rtp::RtpView;
 use sluice_core::seam::{Command, Event};
 use sluice_core::shard::{Shard, ShardConfig};
@@ -191,6 +192,18 @@ impl TestPeer {
             }
         }
         self.sock.send_batch(&mut self.send);
+    }
+
+    /// The NACKs among the RTCP received: (media SSRC, sequence numbers) each, in order.
+    pub fn nacks_received(&self) -> Vec<(u32, Vec<u16>)> {
+        self.rtcp_packets
+            .iter()
+            .flat_map(|c| parse_compound(c).filter_map(Result::ok).collect::<Vec<_>>())
+            .filter_map(|p| match p {
+                RtcpPacket::Nack(n) => Some((n.media_ssrc, n.lost_sequence_numbers().collect())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Sends one SRTP packet with `payload_len` bytes of payload.

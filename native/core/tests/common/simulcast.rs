@@ -30,6 +30,19 @@ pub fn simulcast() -> Source {
     }
 }
 
+/// A video Source of one SSRC and its RTX (a FID group), named `name`.
+pub fn with_rtx(name: &str, primary: u32, rtx: u32) -> Source {
+    Source {
+        kind: MediaKind::Video,
+        ssrcs: vec![primary, rtx],
+        groups: vec![SsrcGroup {
+            semantics: GroupSemantics::Fid,
+            ssrcs: vec![primary, rtx],
+        }],
+        name: name.into(),
+    }
+}
+
 /// A VP8 packet: descriptor with a 15-bit PictureID, TL0PICIDX and TID 0; on a frame's first packet the
 /// payload header (P=0 on a keyframe); then `fill` bytes that differ per packet.
 pub fn vp8(pid: u16, first: bool, key: bool, fill: usize, salt: u16) -> Vec<u8> {
