@@ -46,7 +46,7 @@ from typing import Any
 
 from bench.impair import ConfigError, parse_config
 from bench.qoe import Criteria, Sample, Scorecard, markdown_table, samples_json, score, svg_plot
-from bench.scenario import ScenarioError
+from bench.scenario import ScenarioError, load_file
 from bridge.settings import parse_duration
 
 TRUST_BWE = "[videobridge.cc]\ntrust-bwe = true\n"
@@ -153,15 +153,7 @@ def parse_impair_scenario(text: str, default_name: str = "scenario") -> ImpairSc
 
 
 def load_impair_scenario(path: str | Path) -> ImpairScenario:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(f"cannot read {p}: {exc.strerror}") from None
-    try:
-        return parse_impair_scenario(text, default_name=p.stem)
-    except ScenarioError as exc:
-        raise ScenarioError(f"{p}: {exc}") from None
+    return load_file(path, parse_impair_scenario)
 
 
 async def run_impaired(

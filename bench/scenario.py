@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.settings import parse_duration
+
+T = TypeVar("T")
 
 AUDIO_PPS = 50
 AUDIO_BYTES = 100
@@ -269,13 +272,18 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
     return scenario
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def load_file(path: str | Path, parse: Callable[[str, str], T]) -> T:
+    """`parse(text, default name)` of a scenario file; errors name the file."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"cannot read {p}: {exc.strerror}") from None
     try:
-        return parse_scenario(text, default_name=p.stem)
+        return parse(text, p.stem)
     except ScenarioError as exc:
         raise ScenarioError(f"{p}: {exc}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    return load_file(path, parse_scenario)

@@ -11,7 +11,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import uvloop
 
@@ -20,6 +22,12 @@ from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings,
 from signaling.focus import Focus, FocusConfig
 from signaling.settings import SignalingSettings, SignalingSettingsError, signaling_settings
 from sluice.serve import ServeConfig, Served
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+#: A bench scenario (a dataclass with a duration).
+S = TypeVar("S", bound="DataclassInstance")
 
 log = logging.getLogger("sluice")
 
@@ -57,22 +65,32 @@ async def _run_bridge(settings: Settings) -> None:
         log.info("sluice bridge: stopping (%s)", "shutdown finished" if finished.is_set() else "signal")
 
 
+def _scenario(args: argparse.Namespace, load: Callable[[str], S]) -> S | None:
+    """The scenario file `load` reads, with --duration applied; None (the error said) if either is bad."""
+    from bench.scenario import ScenarioError  # noqa: PLC0415
+
+    try:
+        scenario = load(args.scenario)
+    except ScenarioError as exc:
+        print(f"sluice bench: {exc}", file=sys.stderr)
+        return None
+    if args.duration is None:
+        return scenario
+    if not args.duration > 0:
+        print("sluice bench: --duration must be positive", file=sys.stderr)
+        return None
+    return dataclasses.replace(scenario, duration=args.duration)
+
+
 def _bench(args: argparse.Namespace) -> int:
     # Imported here: the bench pulls in matplotlib, which `sluice bridge` does not need.
     from bench.report import markdown, plot, write_json  # noqa: PLC0415
     from bench.run import BenchError, run_bench  # noqa: PLC0415
-    from bench.scenario import ScenarioError, load_scenario  # noqa: PLC0415
+    from bench.scenario import load_scenario  # noqa: PLC0415
 
-    try:
-        scenario = load_scenario(args.scenario)
-    except ScenarioError as exc:
-        print(f"sluice bench: {exc}", file=sys.stderr)
+    scenario = _scenario(args, load_scenario)
+    if scenario is None:
         return 2
-    if args.duration is not None:
-        if not args.duration > 0:
-            print("sluice bench: --duration must be positive", file=sys.stderr)
-            return 2
-        scenario = dataclasses.replace(scenario, duration=args.duration)
     if args.threads < 1:
         print("sluice bench: --threads must be at least 1", file=sys.stderr)
         return 2
@@ -115,18 +133,10 @@ def _bench_impaired(args: argparse.Namespace) -> int:
     """An impairment scenario (an `[impair]` table): Chromium receivers behind the relay, a QoE scorecard."""
     from bench.qoe_run import load_impair_scenario, run_impaired, write_results  # noqa: PLC0415
     from bench.run import BenchError  # noqa: PLC0415
-    from bench.scenario import ScenarioError  # noqa: PLC0415
 
-    try:
-        scenario = load_impair_scenario(args.scenario)
-    except ScenarioError as exc:
-        print(f"sluice bench: {exc}", file=sys.stderr)
+    scenario = _scenario(args, load_impair_scenario)
+    if scenario is None:
         return 2
-    if args.duration is not None:
-        if not args.duration > 0:
-            print("sluice bench: --duration must be positive", file=sys.stderr)
-            return 2
-        scenario = dataclasses.replace(scenario, duration=args.duration)
 
     def progress(text: str) -> None:
         sys.stderr.write(text)
