@@ -187,23 +187,23 @@ class Selection:
         self._audio_bps = audio
         return [c for c in list(self.bridge.conferences.values()) if self.run(now, c)]
 
-    def bandwidth_of(self, ep: Endpoint, conference: Conference | None = None) -> int:
+    def bandwidth_of(self, ep: Endpoint, audio_bps: int = 0) -> int:
         """What `ep` can receive of video: with `trust-bwe`, once it has an estimate, the least of its last
-        ESTIMATE_HOLD estimates less the audio the other members of `conference` send (it gets all of that
-        too); else the configured figure."""
+        ESTIMATE_HOLD estimates less `audio_bps`, the audio it is sent (`_audio_to`); else the configured
+        figure."""
         history = self._estimate_history.get(ep.transport_id)
         if not self.trust_bwe or not history:
             return self.bandwidth_bps
-        audio = self._audio_to(ep, conference) if conference is not None else 0
-        return max(min(history) - audio, 0)
+        return max(min(history) - audio_bps, 0)
 
-    def _audio_to(self, ep: Endpoint, conference: Conference) -> int:
-        """The audio `ep` is sent: what the other members of `conference` send, bit/s."""
-        return sum(
-            self._audio_bps.get(o.transport_id, 0)
-            for o in conference.endpoints.values()
-            if o is not ep and not o.closed
-        )
+    def _audio_total(self, conference: Conference) -> int:
+        """The audio the open members of `conference` send, bit/s."""
+        members = conference.endpoints.values()
+        return sum(self._audio_bps.get(o.transport_id, 0) for o in members if not o.closed)
+
+    def _audio_to(self, ep: Endpoint, total: int) -> int:
+        """The audio `ep` is sent: the conference's `total` but its own (every other member's)."""
+        return total - (0 if ep.closed else self._audio_bps.get(ep.transport_id, 0))
 
     def run(self, now: float, conference: Conference) -> bool:
         """Reallocates one conference; sends each changed receiver's allocation across the seam. Returns
@@ -215,9 +215,12 @@ class Selection:
         if allocator is None:
             allocator = self._allocators[conference.id] = Allocator(self.settings, stats=self.stats)
         endpoints = list(conference.endpoints.values())
+        audio = self._audio_total(conference)
         receivers = [
             Receiver(
-                ep.id, self.bandwidth_of(ep, conference), replace(ep.video_constraints, last_n=ep.last_n)
+                ep.id,
+                self.bandwidth_of(ep, self._audio_to(ep, audio)),
+                replace(ep.video_constraints, last_n=ep.last_n),
             )
             for ep in endpoints
             if not ep.closed
@@ -235,7 +238,7 @@ class Selection:
                 if ep is not None and not ep.closed:
                     video = allocation.probe_target_bps
                     # The estimate covers the audio it is sent too.
-                    self._probe(ep, video + self._audio_to(ep, conference) if video else 0)
+                    self._probe(ep, video + self._audio_to(ep, audio) if video else 0)
         return forwarded_changed
 
     def _probe(self, ep: Endpoint, target: int) -> None:
@@ -303,6 +306,7 @@ class Selection:
         bandwidth the Allocator sizes it by, and what its current allocation forwards (bitrates as measured
         at ingress), for QoE measurements (bench/qoe.py) and operators."""
         allocator = self._allocators.get(conference.id)
+        audio = self._audio_total(conference)
         out: dict[str, dict[str, Any]] = {}
         for ep in conference.endpoints.values():
             allocation = allocator.allocation(ep.id) if allocator is not None else None
@@ -310,7 +314,7 @@ class Selection:
                 "transport": ep.transport_id,
                 "estimate_bps": self._estimates.get(ep.transport_id),
                 "trust_bwe": self.trust_bwe,
-                "bandwidth_bps": self.bandwidth_of(ep, conference),
+                "bandwidth_bps": self.bandwidth_of(ep, self._audio_to(ep, audio)),
                 "allocated_bps": allocation.total_bps if allocation is not None else None,
                 "allocation_bandwidth_bps": allocation.bandwidth_bps if allocation is not None else None,
                 "oversending": allocation.oversending if allocation is not None else None,

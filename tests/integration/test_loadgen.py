@@ -153,6 +153,19 @@ async def bridge_connected(client: TestClient[Any, Any], meetings: list[str]) ->
     return True
 
 
+async def run_connected(client: TestClient[Any, Any], lg: _native.LoadGen, meetings: list[str]) -> Any:
+    """Waits for both ends of every transport to connect, runs the load for 2 s, and returns its stats."""
+    assert await asyncio.to_thread(lg.wait_connected, 15.0), lg.stats(detail=True)["endpoint_list"]
+    deadline = time.monotonic() + 10
+    while not await bridge_connected(client, meetings):
+        assert time.monotonic() < deadline, "bridge transports did not connect"
+        await asyncio.sleep(0.02)
+    lg.start()
+    await asyncio.sleep(2.0)
+    await asyncio.to_thread(lg.stop, 0.4)
+    return lg.stats(detail=True)
+
+
 async def test_loadgen_through_the_colibri2_http_api(client: TestClient[Any, Any]) -> None:
     lg = _native.LoadGen(threads=1, video_bitrate_bps=300_000)
     try:
@@ -160,16 +173,7 @@ async def test_loadgen_through_the_colibri2_http_api(client: TestClient[Any, Any
         for g, m in enumerate(meetings):
             await allocate(client, lg, m, g)
         total = CONFERENCES * PER_CONFERENCE
-        assert await asyncio.to_thread(lg.wait_connected, 15.0), lg.stats(detail=True)["endpoint_list"]
-        deadline = time.monotonic() + 10
-        while not await bridge_connected(client, meetings):
-            assert time.monotonic() < deadline, "bridge transports did not connect"
-            await asyncio.sleep(0.02)
-
-        lg.start()
-        await asyncio.sleep(2.0)
-        await asyncio.to_thread(lg.stop, 0.4)
-        stats = lg.stats(detail=True)
+        stats = await run_connected(client, lg, meetings)
     finally:
         lg.shutdown()
 
@@ -247,15 +251,7 @@ async def test_loadgen_feedback_reaches_the_bridge_and_nacks_repair_loss(
     lg = _native.LoadGen(threads=1, video_bitrate_bps=300_000, feedback=True, drop_every_n=20)
     try:
         meetings = await allocate_bridge(target, lg, scenario, None)
-        assert await asyncio.to_thread(lg.wait_connected, 15.0), lg.stats(detail=True)["endpoint_list"]
-        deadline = time.monotonic() + 10
-        while not await bridge_connected(client, meetings):
-            assert time.monotonic() < deadline, "bridge transports did not connect"
-            await asyncio.sleep(0.02)
-        lg.start()
-        await asyncio.sleep(2.0)
-        await asyncio.to_thread(lg.stop, 0.4)
-        stats = lg.stats(detail=True)
+        stats = await run_connected(client, lg, meetings)
         transports = (await bridge.get_stats())["transports"]
     finally:
         lg.shutdown()
