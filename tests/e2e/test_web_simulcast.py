@@ -248,12 +248,33 @@ async def test_three_simulcast_senders_and_a_late_joiner(serve: ServeProcess, tm
             15,
         )
         await await_for(page, "Linus at 720p", lambda s: s[linus]["frameHeight"] == 720, "getStats", 10)
+        # Grace still shows a grid: the bridge sends her Linus's 180p layer only, so what she receives of
+        # him is a fraction of what Ada, who shows him on stage, receives.
+        await egress_is_one_layer(pages["Grace"], page, linus)
         await page.acall("clickTile", grace)
         assert await sent() == on_stage(grace)
         assert await tile_classes(page) == {ada: set(), grace: {"on-stage", "pinned"}, linus: {"dominant"}}
         await page.acall("toggleLayout")
         assert (await page.acall("layout"))["pinned"] is None
         assert await sent() == GRID
+
+
+async def egress_is_one_layer(viewer: ChromiumBrowser, stage: ChromiumBrowser, nick: str) -> None:
+    """Over 3 s, `viewer` (showing `nick` at 180p) receives a fraction of what `stage` (showing it at 720p)
+    receives of `nick`: the bridge sends it the 180p layer, not all three. (Against the sender's own
+    per-layer bytesSent this cannot be checked: Chromium counts more there than it sends the bridge.)"""
+
+    async def received() -> tuple[int, int]:
+        small, large = (await viewer.acall("getStats"))[nick], (await stage.acall("getStats"))[nick]
+        assert small["frameHeight"] <= 180 and large["frameHeight"] == 720, (small, large)
+        return int(small["videoBytesReceived"]), int(large["videoBytesReceived"])
+
+    before = await received()
+    await asyncio.sleep(3.0)
+    after = await received()
+    small_bps, large_bps = ((a - b) * 8 / 3.0 for a, b in zip(after, before, strict=True))
+    # 180p is about a sixth of 720p's bitrate (Chromium's targets: 150 of 1,500 + 500 + 150 kbit/s).
+    assert 0 < small_bps < 0.3 * large_bps, {"180p viewer bit/s": small_bps, "720p viewer bit/s": large_bps}
 
 
 async def sample(page: ChromiumBrowser, owner: str, ms: int, click_at: int | None = None) -> dict[str, Any]:
