@@ -76,11 +76,15 @@ const RESPONSE_BASE_US: i64 = 100_000;
 /// An over-use cuts again only after max(RTT, this), at most `MAX_DECREASE_INTERVAL_US`.
 const MIN_DECREASE_INTERVAL_US: i64 = 100_000;
 const MAX_DECREASE_INTERVAL_US: i64 = 300_000;
-/// The rate never grows past 1.5 x the acknowledged bitrate + 10 kbit/s (draft 5.5).
+/// The rate never grows past 1.1 x the acknowledged bitrate + 10 kbit/s (draft 5.5 says 1.5; an
+/// SFU's layers step, so a wide margin over what a receiver is sent only invites overshoot).
 const ACKED_HEADROOM: f64 = 1.1;
 const ACKED_HEADROOM_BPS: f64 = 10_000.0;
 /// Smallest increase per update, bit/s.
 const MIN_INCREASE_BPS: f64 = 1_000.0;
+/// The link delivered what was sent when the acknowledged bitrate is at least this share of the
+/// sent bitrate (both over 500 ms; windows apart by the path's delay differ by a few percent).
+const DELIVERED_SHARE: f64 = 0.9;
 
 /// Settings of one estimator.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -199,6 +203,8 @@ pub struct Estimator {
     rate: RateControl,
     loss: LossBased,
     acked: AckedBitrate,
+    /// What was sent over the last 500 ms (by send time).
+    sent_rate: AckedBitrate,
     /// Smoothed packet size in bits, for the additive increase.
     packet_bits: f64,
     srtt_us: Option<i64>,
@@ -231,6 +237,7 @@ impl Estimator {
             rate: RateControl::new(initial),
             loss: LossBased::new(initial),
             acked: AckedBitrate::new(),
+            sent_rate: AckedBitrate::new(),
             packet_bits: 1200.0 * 8.0,
             srtt_us: None,
             estimate_bps: initial,
@@ -301,6 +308,7 @@ impl Estimator {
         let send_us = micros(at);
         let size = u16::try_from(size).unwrap_or(u16::MAX);
         let cluster = self.clusters.on_sent(send_us, size);
+        self.sent_rate.add(send_us, u64::from(size));
         self.sent[(s % HISTORY as u64) as usize] = SentPacket {
             send_us,
             tag: s as u32,
@@ -422,6 +430,7 @@ impl Estimator {
         self.rate.update(
             usage,
             carried,
+            self.sent_rate.rate_bps(),
             now_us,
             rtt_us,
             self.packet_bits,
@@ -761,6 +770,7 @@ impl RateControl {
         &mut self,
         usage: BandwidthUsage,
         acked: Option<f64>,
+        sent: Option<f64>,
         now_us: i64,
         rtt_us: i64,
         packet_bits: f64,
@@ -788,14 +798,29 @@ impl RateControl {
                     return;
                 }
                 self.last_decrease_us = Some(now_us);
-                let basis = match acked {
+                let delivered_all =
+                    |a: f64| sent.is_some_and(|s| s < self.rate && a >= DELIVERED_SHARE * s);
+                match acked {
+                    // Sending below the estimate, and the link delivered all of it: the delay did
+                    // not come from this sender filling the link (jitter on a busy receiver or
+                    // path), and cutting to 0.85 x what it sends would take away a layer the link
+                    // carries. Back off from the estimate, no lower than the acked bitrate's
+                    // headroom. Should the over-use be real, what is delivered falls behind what
+                    // is sent and the next cut is the draft's; loss cuts as well.
+                    Some(a) if delivered_all(a) => {
+                        let floor = ACKED_HEADROOM * a + ACKED_HEADROOM_BPS;
+                        self.rate = self
+                            .rate
+                            .min((config.decrease_factor * self.rate).max(floor));
+                    }
+                    // The link delivered less than was sent: it is the bottleneck, and what it
+                    // delivered is its capacity (draft 5.5).
                     Some(a) => {
                         self.link.sample(a);
-                        a
+                        self.rate = self.rate.min(config.decrease_factor * a);
                     }
-                    None => self.rate,
-                };
-                self.rate = self.rate.min(config.decrease_factor * basis);
+                    None => self.rate *= config.decrease_factor,
+                }
             }
             RateControlState::Increase => {
                 if self.link.above(self.rate) {

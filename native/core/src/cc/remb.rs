@@ -100,6 +100,7 @@ impl ReceiveEstimator {
         self.rate.update(
             usage,
             Some(incoming),
+            None,
             now_us,
             ASSUMED_RTT_US,
             self.packet_bits,

@@ -322,6 +322,30 @@ fn probing_moves_a_receiver_down_fast_and_back_up_within_15_s_of_recovery() {
 }
 
 #[test]
+fn a_jittery_path_does_not_take_a_layer_the_link_carries() {
+    // A 5 Mbit/s link carrying the 1.5 Mbit/s top layer, its delay wandering over 40 ms (as the
+    // QoE runs' unimpaired path did on a busy machine). The wander reads as over-use now and then;
+    // the link delivered all that was sent, so the estimate backs off from itself, no lower than
+    // the acknowledged bitrate's headroom, not to 0.85 x the 1.5 Mbit/s sent: the top layer stays.
+    // (A link pausing outright is not over-use: its queue drains as one burst group.)
+    let mut scenario = Scenario::constant(5e6, 30.0);
+    scenario.layers = Some(vec![150e3, 500e3, 1.5e6]);
+    scenario.probing = true;
+    scenario.jitter_max_us = 40_000.0;
+    scenario.jitter_step_us = 3_000.0;
+    let trace = run(&scenario);
+    let detail = trace.summary();
+    assert!(
+        trace
+            .samples
+            .iter()
+            .any(|s| s.stats.usage == BandwidthUsage::Overusing),
+        "the jitter was never read as over-use: the test shows nothing\n{detail}"
+    );
+    assert!(trace.min(2.0, 30.0) >= 1.5e6, "{detail}");
+}
+
+#[test]
 fn an_overshoot_into_a_short_queue_does_not_collapse_the_estimate() {
     // Starting at 2.5 Mbit/s on a 500 kbit/s link with a 200 ms queue: most of the first second is
     // lost. The loss reported late must not cut the estimate far below what got through (it once

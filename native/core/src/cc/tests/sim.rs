@@ -29,6 +29,10 @@ pub(super) struct Scenario {
     /// Probe with a [`Prober`] whose target is the highest layer while a lower one is sent,
     /// padding with `PADDING_SIZE` packets.
     pub probing: bool,
+    /// Delay jitter: each packet's extra one-way delay walks randomly (by up to `jitter_step_us` a
+    /// packet) between 0 and this, in order (a busy receiver or relay); 0: none.
+    pub jitter_max_us: f64,
+    pub jitter_step_us: f64,
 }
 
 /// The size of a padding packet (RTP header, a transport-cc extension, 255 bytes of padding).
@@ -48,6 +52,8 @@ impl Scenario {
             seed: 1,
             layers: None,
             probing: false,
+            jitter_max_us: 0.0,
+            jitter_step_us: 0.0,
         }
     }
 }
@@ -162,6 +168,8 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
     let mut next_send_us = 0.0;
     let mut link_free_us = 0.0f64;
     let mut in_flight: VecDeque<(f64, u16)> = VecDeque::new();
+    let mut jitter_us = 0.0f64;
+    let mut last_arrival_us = 0.0f64;
     let mut returning: VecDeque<(i64, Vec<u8>)> = VecDeque::new();
     let mut next_feedback_us = scenario.feedback_interval_us;
     let mut buf = [0u8; 1500];
@@ -190,7 +198,15 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
                 if rng.next_u64() as f64 / (u64::MAX as f64) < scenario.random_loss {
                     trace.dropped += 1;
                 } else {
-                    in_flight.push_back((link_free_us + scenario.one_way_delay_us, seq));
+                    if scenario.jitter_max_us > 0.0 {
+                        let step = (rng.next_u64() as f64 / (u64::MAX as f64) * 2.0 - 1.0)
+                            * scenario.jitter_step_us;
+                        jitter_us = (jitter_us + step).clamp(0.0, scenario.jitter_max_us);
+                    }
+                    let arrival =
+                        (link_free_us + scenario.one_way_delay_us + jitter_us).max(last_arrival_us);
+                    last_arrival_us = arrival;
+                    in_flight.push_back((arrival, seq));
                 }
             }
             seq = seq.wrapping_add(1);
