@@ -39,7 +39,10 @@ class CoturnError(RuntimeError):
 
 
 def bridge_peers(addresses: Iterable[str]) -> tuple[str, ...]:
-    """The bridge's media addresses coturn may relay to: every specific address (not the wildcard)."""
+    """The bridge's media addresses coturn may relay to (and clients are told by default): every specific
+    address, loopback only when there is no other. A relay to 127.0.0.1 would reach every UDP service of the
+    host on that address (coturn cannot restrict ports), and no remote client needs it when the bridge has
+    another address."""
     out: list[str] = []
     for address in addresses:
         try:
@@ -48,7 +51,8 @@ def bridge_peers(addresses: Iterable[str]) -> tuple[str, ...]:
             continue  # a name: the advertised addresses are what browsers get; coturn needs addresses
         if not ip.is_unspecified and str(ip) not in out:
             out.append(str(ip))
-    return tuple(out)
+    routable = [a for a in out if not ipaddress.ip_address(a).is_loopback]
+    return tuple(routable or out)
 
 
 def coturn_config(

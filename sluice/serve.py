@@ -73,7 +73,7 @@ class Served:
         self.coturn: Coturn | None = None
         turn = config.signaling.turn
         if turn is not None:
-            self.turn = turn.turn_config(media)
+            self.turn = turn.turn_config(bridge_peers(media) or media)
             if turn.managed is not None:
                 managed = turn.managed
                 if not managed.listen:

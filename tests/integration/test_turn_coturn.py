@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -204,3 +206,46 @@ async def test_serve_runs_coturn_and_its_xmpp_credentials_work_there(tmp_path: P
             break
         await asyncio.sleep(0.1)
     assert not alive(pid), "coturn outlived sluice serve"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (openssl)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_turns_over_tls_with_the_managed_certificate(
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate
+    turn = TurnConfig(
+        secret=SECRET, hosts=("127.0.0.1",), port=free_tcp_port(), tls_port=free_tcp_port(), turns=True
+    )
+    managed = ManagedTurn(
+        listen=("127.0.0.1",), min_port=42600, max_port=42700, tls_cert=str(cert), tls_key=str(key)
+    )
+    (tmp_path / "coturn").mkdir()
+    server = Coturn(turn, managed, realm=REALM, peers=(BRIDGE,), directory=tmp_path / "coturn")
+    await server.start()
+    try:
+        (turns,) = [s for s in services(turn, "alice", time.time()) if s.type == "turns"]
+        assert (turns.port, turns.transport) == (turn.tls_port, "tcp")
+        context = ssl.create_default_context(cafile=str(cert))
+        relay, client = await create_turn_endpoint(
+            Client, ("127.0.0.1", turns.port), turns.username, turns.password, transport="tcp", ssl=context
+        )
+        try:
+            async with echo_on(BRIDGE) as (_, address):
+                relay.sendto(b"over tls", address)
+                data, _ = await asyncio.wait_for(client.received.get(), 5)
+            assert data == b"over tls"
+        finally:
+            relay.close()
+    finally:
+        await server.stop()

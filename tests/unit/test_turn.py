@@ -11,9 +11,18 @@ from pathlib import Path
 import pytest
 
 from signaling.settings import SignalingSettingsError, signaling_settings
-from signaling.turn import TurnConfig, TurnConfigError, rest_credentials, services, turn_user, xep0082
+from signaling.turn import (
+    ManagedTurn,
+    TurnConfig,
+    TurnConfigError,
+    rest_credentials,
+    services,
+    turn_user,
+    xep0082,
+)
 from signaling.xmpp import XmppLimits
 from signaling.xmpp.extdisco import NS_EXTDISCO, ExtDiscoError, answer
+from sluice.coturn import bridge_peers, coturn_config
 from tests.helpers.xmppd import CLIENT, Harness, SansIoClient, error_condition
 
 SECRET = "north-wind-and-the-sun-secret"
@@ -316,3 +325,40 @@ def test_managed_turn_needs_no_secret_and_defaults_listen_to_address_hosts() -> 
 def test_turn_table_errors_name_the_key(text: str, message: str) -> None:
     with pytest.raises(SignalingSettingsError, match=message):
         parse(f"[signaling.turn]\n{text}\n")
+
+
+# ---- the managed coturn's configuration (sluice/coturn.py), pure
+
+
+def test_the_bridge_peers_leave_out_the_wildcard_and_loopback_when_there_is_more() -> None:
+    assert bridge_peers(("0.0.0.0", "192.0.2.5", "127.0.0.1", "192.0.2.5", "meet.example")) == ("192.0.2.5",)
+    assert bridge_peers(("127.0.0.1", "0.0.0.0")) == ("127.0.0.1",)
+    assert bridge_peers(("::",)) == ()
+
+
+def test_the_coturn_configuration_relays_only_to_the_bridge_and_allowed_peers(tmp_path: Path) -> None:
+    turn = config(hosts=("192.0.2.5",))
+    managed = ManagedTurn(listen=("192.0.2.5",), allowed_peers=("198.51.100.0/30", "203.0.113.9"))
+    lines = coturn_config(turn, managed, realm="meet.example", peers=("192.0.2.5",), directory=tmp_path)
+    conf = lines.splitlines()
+    assert conf.index("denied-peer-ip=0.0.0.0-255.255.255.255") < conf.index("allowed-peer-ip=192.0.2.5")
+    assert [c for c in conf if c.startswith("allowed-peer-ip")] == [
+        "allowed-peer-ip=192.0.2.5",
+        "allowed-peer-ip=198.51.100.0-198.51.100.3",
+        "allowed-peer-ip=203.0.113.9",
+    ]
+    assert "allow-loopback-peers" not in conf and "no-tls" in conf and "no-tcp-relay" in conf
+    assert f"static-auth-secret={SECRET}" in conf and "realm=meet.example" in conf
+    assert {"listening-ip=192.0.2.5", "relay-ip=192.0.2.5", "listening-port=3478"} <= set(conf)
+    on_loopback = coturn_config(turn, managed, realm="r", peers=("127.0.0.1",), directory=tmp_path)
+    assert "allow-loopback-peers" in on_loopback.splitlines()
+    tls = ManagedTurn(listen=("192.0.2.5",), tls_cert="/c.pem", tls_key="/k.pem")
+    with_tls = coturn_config(
+        replace(turn, turns=True), tls, realm="r", peers=("192.0.2.5",), directory=tmp_path
+    )
+    assert {"tls-listening-port=5349", "cert=/c.pem", "pkey=/k.pem"} <= set(with_tls.splitlines())
+    assert "no-tls" not in with_tls.splitlines()
+    with pytest.raises(TurnConfigError, match="listen"):
+        coturn_config(turn, ManagedTurn(), realm="r", peers=("192.0.2.5",), directory=tmp_path)
+    with pytest.raises(TurnConfigError, match="relay to"):
+        coturn_config(turn, ManagedTurn(listen=("192.0.2.5",)), realm="r", peers=(), directory=tmp_path)
