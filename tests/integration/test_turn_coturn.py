@@ -201,6 +201,8 @@ async def test_serve_runs_coturn_and_its_xmpp_credentials_work_there(tmp_path: P
         )
         assert 42200 <= relay.get_extra_info("sockname")[1] <= 42300
         relay.close()
+        metrics = await serve.metrics()
+        assert metrics['sluice_xmpp_events_total{event="turn_credentials_issued"}'] == 1, metrics
     for _ in range(50):
         if not alive(pid):
             break
