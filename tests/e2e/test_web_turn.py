@@ -30,9 +30,21 @@ import pytest
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.netns import Link, Netlab, Netns
 from tests.helpers.serve import ServeProcess, running_serve
-from tests.helpers.webpage import WINDOW, await_for
+from tests.helpers.webpage import WINDOW, WebServer, await_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+_PURE = """
+const done = arguments[arguments.length - 1];
+import('/js/ice-servers.js').then((m) => {
+  const doc = new DOMParser().parseFromString(arguments[1], 'text/xml');
+  done({
+    servers: m.iceServersFromServices(arguments[0]),
+    parsed: m.servicesFromXml(doc.documentElement),
+    relay: ['', '?forceRelay=1', '?forceRelay=yes', '?forceRelay=0', '?red=1'].map(m.forceRelayOption),
+  });
+}, (e) => done(String(e)));
+"""
 
 ROOM = "behind-nat"
 TURN = "[signaling.turn]\nmanaged = true\nmin-port = 49160\nmax-port = 49200\n"
@@ -163,3 +175,53 @@ async def test_force_relay_makes_a_participant_that_could_go_direct_use_turn(
             with contextlib.suppress(Exception):
                 browser.save_console_log(tmp_path / "forced-console.log")
             await asyncio.to_thread(browser.stop)
+
+
+def test_ice_servers_module_takes_usable_services_and_ignores_the_rest(tmp_path: Path) -> None:
+    """ice-servers.js alone: XEP-0215 services become iceServers (credentials shared by one entry, IPv6 in
+    brackets, the earliest expiry), malformed ones are ignored and counted; ?forceRelay= read."""
+    creds = {"username": "1767225600:alice", "password": "pw", "expires": "2026-01-01T00:00:00Z"}
+    services = [
+        {"type": "stun", "host": "turn.example", "port": "3478", "transport": "udp"},
+        {"type": "turn", "host": "turn.example", "port": "3478", "transport": "udp", **creds},
+        {"type": "turn", "host": "turn.example", "port": "3478", "transport": "tcp", **creds},
+        {"type": "turns", "host": "2001:db8::1", "port": "5349", "transport": "tcp", **creds},
+        {"type": "turn", "host": "turn.example", "port": "3478", "transport": "udp"},  # no credentials
+        {"type": "turn", "host": "bad host", "port": "3478", "transport": "udp", **creds},
+        {"type": "turn", "host": "turn.example", "port": "0", "transport": "udp", **creds},
+        {"type": "turns", "host": "turn.example", "port": "5349", "transport": "udp", **creds},
+        {"type": "ftp", "host": "turn.example", "port": "21", "transport": "tcp"},
+    ]
+    xml = (
+        "<services xmlns='urn:xmpp:extdisco:2'><service type='stun' host='h' port='3478' transport='udp'/>"
+        "<other/><service type='turn' host='h' port='3478' transport='tcp' username='u' password='p'"
+        " restricted='1'/></services>"
+    )
+    with WebServer() as server:
+        browser = ChromiumBrowser.start(tmp_path / "profile", server.url + "/")
+        try:
+            got = browser.driver.execute_async_script(_PURE, services, xml)
+        finally:
+            browser.stop()
+    assert isinstance(got, dict), got
+    assert got["servers"] == {
+        "iceServers": [
+            {"urls": ["stun:turn.example:3478"]},
+            {
+                "urls": [
+                    "turn:turn.example:3478?transport=udp",
+                    "turn:turn.example:3478?transport=tcp",
+                    "turns:[2001:db8::1]:5349?transport=tcp",
+                ],
+                "username": "1767225600:alice",
+                "credential": "pw",
+            },
+        ],
+        "expires": 1767225600000,
+        "ignored": 5,
+    }
+    assert [(p["type"], p["transport"], p["username"]) for p in got["parsed"]] == [
+        ("stun", "udp", None),
+        ("turn", "tcp", "u"),
+    ]
+    assert got["relay"] == [False, True, True, False, False]
