@@ -486,7 +486,9 @@ class XmppCore:
         limits = config.limits
         self._per_address: Counter[str] = Counter()
         self._room_creations = RateLimit(limits.room_creations_per_minute_per_address, 60.0)
-        self._extdisco_requests = RateLimit(max(limits.external_service_requests_per_minute, 1), 60.0)
+        per_minute = limits.external_service_requests_per_minute
+        #: None: 0 a minute, every XEP-0215 query refused.
+        self._extdisco_requests = RateLimit(per_minute, 60.0) if per_minute > 0 else None
         #: Conference rooms asked for by a session that is not a component: room -> (address, when asked).
         self._room_requesters: dict[Jid, tuple[str, float]] = {}
         #: IQs forwarded to the focus through `focus.<domain>`: (requester, id) -> when, oldest first.
@@ -860,7 +862,7 @@ class XmppCore:
         the query was answered with an error."""
         config = self.config.turn
         assert config is not None and conn.jid is not None
-        if not self._extdisco_requests.allow(conn.jid, now):
+        if self._extdisco_requests is None or not self._extdisco_requests.allow(conn.jid, now):
             self.counters["extdisco_rate_limited"] += 1
             rate = self.config.limits.external_service_requests_per_minute
             conn._bounce(

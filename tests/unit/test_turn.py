@@ -254,6 +254,14 @@ def test_credential_requests_are_rate_limited_per_session_and_counted() -> None:
     assert ask(a, f"<services xmlns='{NS_EXTDISCO}'/>", "a4").get("type") == "result"
 
 
+def test_zero_requests_a_minute_refuses_every_query() -> None:
+    h = harness(config(), external_service_requests_per_minute=0)
+    c = h.client()
+    c.login_anonymous()
+    assert error_condition(ask(c, f"<services xmlns='{NS_EXTDISCO}'/>")) == "resource-constraint"
+    assert h.core.counters["extdisco_rate_limited"] == 1
+
+
 def test_a_bad_query_is_answered_bad_request_and_counted() -> None:
     h = harness(config())
     c = h.client()
