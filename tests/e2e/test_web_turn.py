@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -91,6 +92,15 @@ async def nat_lab(netlab: Netlab, tmp: Path, settings: str = TURN) -> AsyncItera
         yield NatLab(tmp, srv, rtr, nat, uplink, serve)
 
 
+def coturn_cpu_seconds(serve: ServeProcess) -> float:
+    """User + system CPU time of the managed coturn (its PID from the line `sluice serve` prints), for the
+    log: what relaying the call has cost it."""
+    line = next(line for line in serve.output if "managed coturn PID" in line)
+    pid = int(line.split("managed coturn PID ", 1)[1].split()[0])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def join(browser: ChromiumBrowser, name: str) -> str:
     await await_for(browser, "pre-join", lambda s: s["view"] == "prejoin")
     await asyncio.to_thread(browser.call, "join", name)
@@ -148,6 +158,7 @@ async def test_a_participant_behind_a_nat_without_udp_to_the_bridge_relays_throu
             # The direct participant's media goes to the same bridge address.
             other = await direct.acall("transportStats")
             assert other["remote"] == pair["remote"], other
+            print("coturn CPU seconds so far:", coturn_cpu_seconds(lab.serve))
         finally:
             for i, browser in enumerate(browsers):
                 with contextlib.suppress(Exception):
