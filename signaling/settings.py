@@ -15,16 +15,32 @@ naming the key::
 
     [signaling.xmpp.limits]
     room-creations-per-minute-per-address = 20
+    external-service-requests-per-minute = 10
+
+    [signaling.turn]                # STUN/TURN for clients (XEP-0215); absent: none
+    secret-file = "/etc/sluice/turn-secret"   # or secret = "..."; coturn's static-auth-secret
+    hosts = ["turn.meet.example"]   # what clients are told (managed: default the bridge's addresses)
+    port = 3478                     # STUN and TURN over UDP and TCP
+    tls-port = 5349
+    turns = false                   # also TURN over TLS on tls-port
+    ttl = 86400                     # seconds a credential may start allocations
+    managed = false                 # true: `sluice serve` runs coturn itself (sluice/coturn.py)
+    # managed only: listen = ["203.0.113.7"], min-port, max-port, allowed-peers, max-allocations,
+    # tls-cert, tls-key
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from signaling.focus.config import FocusConfig
+from signaling.turn import DEFAULT_TTL, ManagedTurn, TurnConfig, TurnConfigError
 from signaling.xmpp.config import XmppLimits
 
 #: FocusConfig fields a file may set: policy, never the connection or the password (those are the command
@@ -64,11 +80,35 @@ class SignalingSettingsError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TurnSettings:
+    """The `[signaling.turn]` table, checked; `turn_config()` makes the services clients are told."""
+
+    secret: str
+    #: Empty only when managed: then the bridge's media addresses (`sluice serve` knows them at start).
+    hosts: tuple[str, ...] = ()
+    port: int = 3478
+    tls_port: int = 5349
+    turns: bool = False
+    stun: bool = True
+    ttl: float = DEFAULT_TTL
+    #: How `sluice serve` runs coturn; None: the operator runs it.
+    managed: ManagedTurn | None = None
+
+    def turn_config(self, default_hosts: Sequence[str] = ()) -> TurnConfig:
+        hosts = self.hosts or tuple(default_hosts)
+        return TurnConfig(
+            secret=self.secret, hosts=hosts, port=self.port, tls_port=self.tls_port, turns=self.turns,
+            stun=self.stun, ttl=self.ttl,
+        )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SignalingSettings:
     """Overrides from a file; apply them with `focus_config()` / `xmpp_limits()`."""
 
     focus: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     xmpp_limits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    turn: TurnSettings | None = None
 
     def focus_config(self, base: FocusConfig) -> FocusConfig:
         return dataclasses.replace(base, **self.focus)
@@ -117,9 +157,12 @@ def signaling_settings(doc: Mapping[str, object]) -> SignalingSettings:
         raise SignalingSettingsError("signaling must be a table")
     focus: dict[str, Any] = {}
     limits: dict[str, Any] = {}
+    turn: TurnSettings | None = None
     for name, table in section.items():
         if name == "focus":
             focus = _table(FocusConfig, table, "signaling.focus", FOCUS_KEYS)
+        elif name == "turn":
+            turn = _turn(table)
         elif name == "xmpp":
             if not isinstance(table, Mapping) or set(table) - {"limits"}:
                 raise SignalingSettingsError("signaling.xmpp holds only a [signaling.xmpp.limits] table")
@@ -135,4 +178,89 @@ def signaling_settings(doc: Mapping[str, object]) -> SignalingSettings:
             re.compile(focus["bridge_jid_regexp"])
         except re.error as exc:
             raise SignalingSettingsError(f"bad value for signaling.focus.bridge-jid-regexp: {exc}") from None
-    return SignalingSettings(focus=focus, xmpp_limits=limits)
+    return SignalingSettings(focus=focus, xmpp_limits=limits, turn=turn)
+
+
+#: `[signaling.turn]` keys (kebab-case) and their kinds; the second group only with `managed = true`.
+_TURN_KEYS = {
+    "secret": "str", "secret-file": "str", "hosts": "strs", "port": "port", "tls-port": "port",
+    "turns": "bool", "stun": "bool", "ttl": "float", "managed": "bool",
+}  # fmt: skip
+_MANAGED_KEYS = {
+    "listen": "strs", "min-port": "port", "max-port": "port", "allowed-peers": "strs",
+    "max-allocations": "int", "tls-cert": "str", "tls-key": "str",
+}  # fmt: skip
+
+
+def _turn_value(key: str, kind: str, value: object) -> object:
+    if kind == "strs":
+        if not isinstance(value, list) or not value or len(value) > 32:
+            raise SignalingSettingsError(f"bad value for {key}: expected a list of 1 to 32 strings")
+        return tuple(_value(key, "str", v) for v in value)
+    if kind == "port":
+        checked = _value(key, "int", value)
+        if not 1 <= checked <= 65535:  # type: ignore[operator]
+            raise SignalingSettingsError(f"bad value for {key}: {value!r}: a port is 1..65535")
+        return checked
+    return _value(key, kind, value)
+
+
+def _turn(table: object) -> TurnSettings:
+    """`[signaling.turn]`: a secret (or a file holding it; managed without either: a random one), hosts
+    (managed: optional), ports, TTL, and the managed coturn's own keys."""
+    prefix = "signaling.turn"
+    if not isinstance(table, Mapping):
+        raise SignalingSettingsError(f"{prefix} must be a table")
+    values: dict[str, Any] = {}
+    for raw_key, value in table.items():
+        key = str(raw_key)
+        kind = _TURN_KEYS.get(key) or _MANAGED_KEYS.get(key)
+        if kind is None:
+            raise SignalingSettingsError(f"unknown key {prefix}.{key}")
+        values[key] = _turn_value(f"{prefix}.{key}", kind, value)
+    managed = bool(values.get("managed", False))
+    extra = sorted(set(values) & set(_MANAGED_KEYS))
+    if extra and not managed:
+        raise SignalingSettingsError(f"{prefix}.{extra[0]} applies only with managed = true")
+    if "secret" in values and "secret-file" in values:
+        raise SignalingSettingsError(f"{prefix}: secret or secret-file, not both")
+    secret = values.get("secret")
+    if "secret-file" in values:
+        try:
+            secret = Path(values["secret-file"]).read_text().strip()
+        except OSError as exc:
+            raise SignalingSettingsError(f"{prefix}.secret-file: {exc}") from None
+    if secret is None:
+        if not managed:
+            raise SignalingSettingsError(
+                f"{prefix}: secret or secret-file is needed for an operator's coturn"
+            )
+        secret = secrets.token_urlsafe(32)  # only this process and the coturn it starts know it
+    hosts = values.get("hosts", ())
+    if not hosts and not managed:
+        raise SignalingSettingsError(f"{prefix}.hosts is needed for an operator's coturn")
+    try:
+        managed_turn = None
+        if managed:
+            listen = values.get("listen") or tuple(h for h in hosts if _is_address(h))
+            given = {k.replace("-", "_"): v for k, v in values.items() if k in _MANAGED_KEYS}
+            managed_turn = ManagedTurn(**{**given, "listen": listen})
+            if values.get("turns") and managed_turn.tls_cert is None:
+                raise TurnConfigError("turns with managed = true needs tls-cert and tls-key")
+        settings = TurnSettings(
+            secret=secret, hosts=hosts, port=values.get("port", 3478), tls_port=values.get("tls-port", 5349),
+            turns=values.get("turns", False), stun=values.get("stun", True),
+            ttl=values.get("ttl", DEFAULT_TTL), managed=managed_turn,
+        )  # fmt: skip
+        settings.turn_config(("127.0.0.1",))  # checks secret, hosts, ports and TTL now, not at start
+    except TurnConfigError as exc:
+        raise SignalingSettingsError(f"{prefix}: {exc}") from None
+    return settings
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

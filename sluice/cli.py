@@ -342,6 +342,14 @@ async def _run_served(config: ServeConfig) -> None:
         print(f"sluice serve: XMPP c2s on {config.xmpp_host}:{served.xmpp.tcp_port}", flush=True)
         if served.colibri_ws is not None:
             print(f"sluice serve: bridge channel at {served.colibri_ws}/...", flush=True)
+        if served.turn is not None:
+            hosts = ", ".join(served.turn.hosts)
+            print(
+                f"sluice serve: STUN/TURN for clients (XEP-0215) on {hosts} port {served.turn.port}",
+                flush=True,
+            )
+        if served.coturn is not None:
+            print(f"sluice serve: {served.coturn.describe()}", flush=True)
         print(f"sluice serve: open {served.url}", flush=True)
         gc.freeze()
         await stop.wait()

@@ -27,8 +27,10 @@ from bridge.app import BridgeApp, url_host
 from bridge.settings import Settings, XmppSettings
 from signaling.focus import Focus, FocusConfig
 from signaling.settings import SignalingSettings
+from signaling.turn import TurnConfig
 from signaling.web import create_web_app
 from signaling.xmpp import XmppServer, XmppServerConfig
+from sluice.coturn import Coturn, bridge_peers
 
 log = logging.getLogger("sluice.serve")
 
@@ -61,6 +63,25 @@ class Served:
         self.config = config
         focus_password = secrets.token_urlsafe(24)
         bridge_password = secrets.token_urlsafe(24)
+        #: The addresses browsers get for media (computed once: the bridge, TURN and coturn agree on them).
+        self.media_addresses = config.bridge.advertised_addresses or default_advertised(config.bridge)
+        media = self.media_addresses or tuple(
+            a for a in config.bridge.bind_addresses if a not in ("0.0.0.0", "::")
+        )
+        self.turn: TurnConfig | None = None
+        #: The coturn `sluice serve` runs (`[signaling.turn] managed = true`), started first, stopped last.
+        self.coturn: Coturn | None = None
+        turn = config.signaling.turn
+        if turn is not None:
+            self.turn = turn.turn_config(bridge_peers(media) or media)
+            if turn.managed is not None:
+                managed = turn.managed
+                if not managed.listen:
+                    managed = dataclasses.replace(managed, listen=bridge_peers(self.turn.hosts))
+                self.coturn = Coturn(
+                    self.turn, managed, realm=config.domain,
+                    peers=bridge_peers((*media, *config.bridge.bind_addresses)),
+                )  # fmt: skip
         self.xmpp_config = XmppServerConfig(
             domain=config.domain,
             accounts={
@@ -70,6 +91,7 @@ class Served:
             components=(f"{BRIDGE_USER}@auth.{config.domain}",),
             tcp_host=config.xmpp_host,
             tcp_port=config.xmpp_port,
+            turn=self.turn,
             limits=config.signaling.xmpp_limits_config(),
         )
         self.xmpp = XmppServer(self.xmpp_config)
@@ -93,6 +115,8 @@ class Served:
     async def start(self) -> None:
         cfg = self.config
         try:
+            if self.coturn is not None:
+                await self.coturn.start()
             await self.xmpp.start()
             # Bound first, so the real port is known (0 asked for) before the bridge advertises the
             # colibri-ws URL on it; nothing is served until the site starts below.
@@ -104,7 +128,7 @@ class Served:
                 cfg.bridge,
                 # The web port carries the colibri websockets; the bridge opens no public server of its own.
                 public_http_port=-1 if cfg.colibri_ws else cfg.bridge.public_http_port,
-                advertised_addresses=cfg.bridge.advertised_addresses or default_advertised(cfg.bridge),
+                advertised_addresses=self.media_addresses,
                 xmpp=(
                     XmppSettings(
                         name="embedded",
@@ -164,6 +188,8 @@ class Served:
             await self.bridge.stop()
             self.bridge = None
         await self.xmpp.stop()
+        if self.coturn is not None:
+            await self.coturn.stop()
 
     def signaling_metrics(self) -> Iterator[Metric]:
         """The XMPP server's and the focus's counters and gauges, for the bridge's private `/metrics`."""

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from signaling.domains import JitsiDomains
+from signaling.turn import TurnConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,9 @@ class XmppLimits:
     room_creations_per_minute_per_address: int = 20
     #: Rooms alive at once that were created at the request of one source address.
     max_rooms_per_address: int = 20
+    #: XEP-0215 queries (each issues TURN credentials) one session may make per minute. A client asks once
+    #: per join and again before an ICE restart; more is refused with `resource-constraint`.
+    external_service_requests_per_minute: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,8 @@ class XmppServerConfig(JitsiDomains):
     #: With both set, c2s offers STARTTLS and requires it (RFC 6120 §5.3.1); without, streams are plain.
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: STUN/TURN services and the TURN secret for XEP-0215; None: the server answers service-unavailable.
+    turn: TurnConfig | None = None
     limits: XmppLimits = field(default_factory=XmppLimits)
 
     @property

@@ -17,13 +17,16 @@ import base64
 import binascii
 import enum
 import secrets
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from signaling import turn
 from signaling.quota import RateLimit
-from signaling.xmpp import sasl
+from signaling.xmpp import extdisco, sasl
 from signaling.xmpp.config import XmppServerConfig
 from signaling.xmpp.jid import Jid, JidError
 from signaling.xmpp.muc import MucService
@@ -470,8 +473,10 @@ def _b64(text: str | None) -> bytes | None:
 class XmppCore:
     """All connections, sessions, the router and the MUC services of one server."""
 
-    def __init__(self, config: XmppServerConfig) -> None:
+    def __init__(self, config: XmppServerConfig, wall_clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        #: Unix time, for the absolute expiry of TURN credentials (the `now` the adapter passes is monotonic).
+        self.wall_clock = wall_clock
         self.counters: Counter[str] = Counter()
         self.accounts = sasl.Accounts(config.accounts)
         self.connections: dict[int, Connection] = {}
@@ -481,6 +486,9 @@ class XmppCore:
         limits = config.limits
         self._per_address: Counter[str] = Counter()
         self._room_creations = RateLimit(limits.room_creations_per_minute_per_address, 60.0)
+        per_minute = limits.external_service_requests_per_minute
+        #: None: 0 a minute, every XEP-0215 query refused.
+        self._extdisco_requests = RateLimit(per_minute, 60.0) if per_minute > 0 else None
         #: Conference rooms asked for by a session that is not a component: room -> (address, when asked).
         self._room_requesters: dict[Jid, tuple[str, float]] = {}
         #: IQs forwarded to the focus through `focus.<domain>`: (requester, id) -> when, oldest first.
@@ -630,11 +638,11 @@ class XmppCore:
             if stanza.tag != PRESENCE:
                 conn._bounce(stanza, "remote-server-not-found", "cancel", "This server does not federate")
         elif not to.local:
-            self._to_server(conn, stanza, to)
+            self._to_server(now, conn, stanza, to)
         elif to.resource:
-            self._to_full(conn, stanza, to)
+            self._to_full(now, conn, stanza, to)
         else:
-            self._to_bare(conn, stanza, to)
+            self._to_bare(now, conn, stanza, to)
 
     def _destination(self, conn: Connection, stanza: ET.Element) -> Jid | None:
         """The stanza's `to` after checks, or None when it was answered or needs no routing."""
@@ -771,22 +779,22 @@ class XmppCore:
         self._room_requesters[room.bare] = (address, now)
         return True
 
-    def _to_full(self, conn: Connection, stanza: ET.Element, to: Jid) -> None:
+    def _to_full(self, now: float, conn: Connection, stanza: ET.Element, to: Jid) -> None:
         target = self.sessions.get(to)
         if target is not None:
             target.send_stanza(stanza)
             return
         if stanza.tag == MESSAGE and stanza.get("type", "normal") in ("normal", "chat"):
-            self._to_bare(conn, stanza, to.bare)  # RFC 6121 §8.5.3.2.1: fall back to the bare JID
+            self._to_bare(now, conn, stanza, to.bare)  # RFC 6121 §8.5.3.2.1: fall back to the bare JID
         elif stanza.tag != PRESENCE:
             conn._bounce(stanza, "service-unavailable", "cancel")
 
     def _resources(self, bare: Jid) -> list[Connection]:
         return [c for j, c in self.sessions.items() if j.bare == bare]
 
-    def _to_bare(self, conn: Connection, stanza: ET.Element, to: Jid) -> None:
+    def _to_bare(self, now: float, conn: Connection, stanza: ET.Element, to: Jid) -> None:
         if stanza.tag == IQ:
-            self._to_server(conn, stanza, to)  # RFC 6120 §10.5.3.1: the server answers for the account
+            self._to_server(now, conn, stanza, to)  # RFC 6120 §10.5.3.1: the server answers for the account
             return
         targets = self._resources(to)
         if stanza.tag == PRESENCE:
@@ -801,7 +809,7 @@ class XmppCore:
         elif kind in ("normal", "chat"):
             conn._bounce(stanza, "service-unavailable", "cancel", "The recipient is offline")
 
-    def _to_server(self, conn: Connection, stanza: ET.Element, to: Jid) -> None:
+    def _to_server(self, now: float, conn: Connection, stanza: ET.Element, to: Jid) -> None:
         """Stanzas to a hosted domain or an account's bare JID, which the server answers itself."""
         if stanza.tag != IQ:
             if stanza.tag == MESSAGE:
@@ -830,6 +838,10 @@ class XmppCore:
             reply_payload = ET.Element(tag)
             ET.SubElement(reply_payload, f"{{{NS_VERSION}}}name").text = SERVER_NAME
             ET.SubElement(reply_payload, f"{{{NS_VERSION}}}version").text = "0.1.0"
+        elif kind == "get" and extdisco.is_query(payload) and not to.local and self.config.turn is not None:
+            reply_payload = self._external_services(now, conn, stanza, payload)
+            if reply_payload is None:
+                return
         elif tag == f"{{{NS_ROSTER}}}query" and own:
             if kind == "set":
                 conn._bounce(stanza, "not-allowed", "cancel", "This server keeps no rosters")
@@ -842,6 +854,32 @@ class XmppCore:
         reply.set("from", str(to))
         conn.send_stanza(reply)
 
+    def _external_services(
+        self, now: float, conn: Connection, stanza: ET.Element, query: ET.Element
+    ) -> ET.Element | None:
+        """XEP-0215 for any session of our domains, anonymous guests included (they are the web client's
+        users; docs/security.md): STUN/TURN with fresh credentials, at a bounded rate per session. None when
+        the query was answered with an error."""
+        config = self.config.turn
+        assert config is not None and conn.jid is not None
+        if self._extdisco_requests is None or not self._extdisco_requests.allow(conn.jid, now):
+            self.counters["extdisco_rate_limited"] += 1
+            rate = self.config.limits.external_service_requests_per_minute
+            conn._bounce(
+                stanza, "resource-constraint", "wait", f"Too many service requests ({rate} per minute)"
+            )
+            return None
+        user = turn.turn_user(conn.jid.local or conn.jid.domain)
+        try:
+            payload = extdisco.answer(query, turn.services(config, user, self.wall_clock()))
+        except extdisco.ExtDiscoError as exc:
+            self.counters["extdisco_bad_requests"] += 1
+            conn._bounce(stanza, exc.condition, exc.error_type, exc.text)
+            return None
+        if any(child.get("restricted") == "1" for child in payload):
+            self.counters["turn_credentials_issued"] += 1
+        return payload
+
     def _disco_info(self, to: Jid) -> ET.Element:
         query = ET.Element(f"{{{NS_DISCO_INFO}}}query")
         identity = f"{{{NS_DISCO_INFO}}}identity"
@@ -852,6 +890,8 @@ class XmppCore:
         else:
             ET.SubElement(query, identity, {"category": "server", "type": "im", "name": SERVER_NAME})
             features = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_ROSTER)
+            if self.config.turn is not None:
+                features += (extdisco.NS_EXTDISCO,)
         for feature in features:
             ET.SubElement(query, f"{{{NS_DISCO_INFO}}}feature", {"var": feature})
         return query

@@ -90,6 +90,7 @@ component_ports = {{ }}
 modules_enabled = {{ "disco"; "saslauth"; "roster"; "ping"{extra_modules} }}
 consider_websocket_secure = true
 plugin_paths = {{ "{dir}/plugins" }}
+{settings}
 admins = {{ "{focus_jid}" }}
 modules_disabled = {{ "s2s"; "offline" }}
 c2s_require_encryption = false
@@ -167,8 +168,11 @@ class Prosody:
         focus_password: str = "focus-secret",
         *,
         websocket: bool = False,
+        modules: tuple[str, ...] = (),
+        settings: str = "",
     ) -> Prosody:
-        """Writes the config and registers the `jvb` and `focus` accounts; does not start the server."""
+        """Writes the config and registers the `jvb` and `focus` accounts; does not start the server.
+        `modules` are enabled besides the usual ones, `settings` (Lua) go in the global section."""
         if shutil.which("prosody") is None:
             raise RuntimeError("prosody is not installed: run scripts/bootstrap.sh")
         directory.mkdir(parents=True, exist_ok=True)
@@ -182,7 +186,8 @@ class Prosody:
             _CONFIG.format(
                 dir=directory,
                 http_ports=server.http_port or "",
-                extra_modules='; "websocket"' if websocket else "",
+                extra_modules="".join(f'; "{m}"' for m in (("websocket",) if websocket else ()) + modules),
+                settings=settings,
                 c2s_port=server.c2s_port,
                 domain=DOMAIN,
                 auth_domain=AUTH_DOMAIN,

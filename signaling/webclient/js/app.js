@@ -562,6 +562,8 @@ window.sluice = {
   getStats: () => (conference ? conference.stats() : {}),
   sentVideo: () => (conference ? conference.sentVideo() : []),
   sentAudio: () => (conference ? conference.sentAudio() : []),
+  /** The iceServers (from XEP-0215) and iceTransportPolicy the conference's RTCPeerConnection gets. */
+  iceConfig: () => (conference ? conference.iceConfig() : null),
   /** The transport's totals and selected candidate pair (conference.transportStats). */
   transportStats: () => (conference ? conference.transportStats() : null),
   /** Our camera's sender: the bridge's last SenderSourceConstraints maxHeight, the encodings' active flags. */

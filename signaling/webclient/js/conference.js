@@ -12,6 +12,7 @@ import {
 } from './jingle-sdp.js';
 import { BridgeChannel } from './bridge-channel.js';
 import { audioPayloadTypes, codecOfStats, preferCodec, redOption, sendWith, videoOptions } from './codecs.js';
+import { NS_EXTDISCO, forceRelayOption, iceServersFromServices, servicesFromXml } from './ice-servers.js';
 
 const MUC = 'http://jabber.org/protocol/muc';
 const MUC_USER = 'http://jabber.org/protocol/muc#user';
@@ -87,6 +88,9 @@ const JINGLE_LOG = 32;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// TURN credentials are asked for again when they expire within this long (a new session needs fresh ones).
+const ICE_SERVERS_MARGIN_MS = 60000;
+
 // Longest <SourceInfo> we read (the focus reads at most 2,048 characters too).
 const SOURCE_INFO_MAX = 2048;
 
@@ -150,6 +154,9 @@ export class Conference extends EventTarget {
       senderConstraints: 0, // SenderSourceConstraints for our camera, taken
       otherSenderConstraints: 0, // ... naming a source that is not ours, ignored
       encodingUpdates: 0, // setParameters calls that changed which encodings are on
+      iceServerRequests: 0, // XEP-0215 queries answered
+      iceServerErrors: 0, // ... answered with an error or not at all (the session goes on without them)
+      iceServicesIgnored: 0, // services in an answer we could not use
     };
     this.xmpp = null;
     this.left = false;
@@ -159,6 +166,11 @@ export class Conference extends EventTarget {
     for (const p of this.video.problems) console.warn('video options:', p);
     // RFC 2198 redundant Opus when the focus offers it, from ?red=1 or config.audioQuality.enableOpusRed.
     this.red = redOption(config, globalThis.location?.search ?? '');
+    // STUN/TURN from the server (XEP-0215), asked for after login and again before a session when the TURN
+    // credentials are about to expire; ?forceRelay=1 uses relayed candidates only.
+    this.iceServers = [];
+    this.iceServersExpire = null;
+    this.forceRelay = forceRelayOption(globalThis.location?.search ?? '');
     this.channel = null; // the bridge channel of the current session
     this.receiverConstraints = null; // what the layout asked for last (setReceiverConstraints)
     // The last SenderSourceConstraints maxHeight for our camera (null: none yet). Kept across renegotiations
@@ -217,6 +229,7 @@ export class Conference extends EventTarget {
       this._set({ xmpp: 'connecting' });
       await this.xmpp.connect(this.config.hosts.domain);
       this._installHandlers();
+      await this._askIceServers();
     }
     await this._requestConference();
     await this._joinRoom();
@@ -231,6 +244,28 @@ export class Conference extends EventTarget {
     x.on((st) => this._onDisco(st), { name: 'iq', type: 'get', ns: DISCO_INFO });
     x.on((st) => this._reply(st), { name: 'iq', type: 'get', ns: 'urn:xmpp:ping' });
     x.on((st) => this._onMessage(st), { name: 'message' });
+  }
+
+  /** XEP-0215: the server's STUN and TURN services become our iceServers; on error we keep none. */
+  async _askIceServers() {
+    try {
+      const res = await this.xmpp.iq($iq({ type: 'get', to: this.config.hosts.domain }).c('services', { xmlns: NS_EXTDISCO }),
+        'external services', 5000);
+      const { iceServers, expires, ignored } = iceServersFromServices(
+        servicesFromXml(res.getElementsByTagNameNS(NS_EXTDISCO, 'services')[0]));
+      this.iceServers = iceServers;
+      this.iceServersExpire = expires;
+      this.counters.iceServerRequests += 1;
+      this.counters.iceServicesIgnored += ignored;
+    } catch (e) {
+      this.counters.iceServerErrors += 1;
+      console.info('no STUN/TURN services:', e.message);
+    }
+  }
+
+  /** What the next RTCPeerConnection gets: iceServers (credentials included) and the transport policy. */
+  iceConfig() {
+    return { iceServers: this.iceServers, iceTransportPolicy: this.forceRelay ? 'relay' : 'all', expires: this.iceServersExpire };
   }
 
   async _requestConference() {
@@ -525,7 +560,10 @@ export class Conference extends EventTarget {
     this.remote = remote;
     this.counters.sessions += 1;
     this._set({ jingle: 'negotiating', ice: 'new' });
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    if (this.iceServersExpire !== null && this.iceServersExpire - Date.now() < ICE_SERVERS_MARGIN_MS) await this._askIceServers();
+    if (this.remote !== remote) return; // a newer session-initiate came meanwhile
+    const { iceServers, iceTransportPolicy } = this.iceConfig();
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers, iceTransportPolicy });
     this.pc = pc;
     this.simulcast = null;
     this.pendingCandidates = [];
@@ -922,6 +960,7 @@ export class Conference extends EventTarget {
     if (!this.pc) return null;
     const report = await this.pc.getStats();
     const out = { bytesReceived: 0, bytesSent: 0, packetsReceived: 0, packetsSent: 0, local: null, remote: null,
+      localType: null, remoteType: null, localProtocol: null, relayProtocol: null,
       availableIncomingBitrate: null, currentRoundTripTime: null };
     let pairId = null;
     report.forEach((r) => {
@@ -937,6 +976,12 @@ export class Conference extends EventTarget {
       const addr = (id) => { const c = report.get(id); return c ? `${c.address ?? c.ip}:${c.port}` : null; };
       out.local = addr(pair.localCandidateId);
       out.remote = addr(pair.remoteCandidateId);
+      // The pair's kind: 'relay' on our side when media goes through TURN (relayProtocol: how we reach it).
+      const local = report.get(pair.localCandidateId);
+      out.localType = local?.candidateType ?? null;
+      out.localProtocol = local?.protocol ?? null;
+      out.relayProtocol = local?.relayProtocol ?? null;
+      out.remoteType = report.get(pair.remoteCandidateId)?.candidateType ?? null;
       out.availableIncomingBitrate = pair.availableIncomingBitrate ?? null;
       out.currentRoundTripTime = pair.currentRoundTripTime ?? null;
     }
