@@ -137,6 +137,7 @@ class Served:
                         domain=cfg.domain,
                         password=self._focus_password,
                         use_tls=False,
+                        owner_needs_login=self.xmpp_config.secure_domain,
                     )
                 )
             )

@@ -103,7 +103,7 @@ class Rooms:
             q(NS_FOCUS, "conference"), {"room": room_jid, "ready": "true", "focusjid": self._config.focus_jid}
         )
         for name, value in (
-            ("authentication", "false"),
+            ("authentication", "true" if self._config.owner_needs_login else "false"),
             ("externalAuth", "false"),
             ("sipGatewayEnabled", "false"),
         ):
@@ -295,7 +295,7 @@ class Rooms:
         if any(p.affiliation == "owner" for p in room.participants.values()):
             return
         # One the MUC refused (its affiliation comes from its token) is passed over.
-        first = next((p for p in room.participants.values() if not p.owner_refused), None)
+        first = next((p for p in room.participants.values() if self._may_own(p)), None)
         if first is None or first.real_jid is None:
             return
         query = ET.Element(q(NS_MUC_ADMIN, "query"))
@@ -311,6 +311,14 @@ class Rooms:
                 self._maybe_grant_owner(now, room)
 
         self._out.request(now, "set", room.jid, query, on_result=lambda _now, _reply: None, on_error=refused)
+
+    def _may_own(self, p: Participant) -> bool:
+        if p.owner_refused:
+            return False
+        if not self._config.owner_needs_login:
+            return True
+        domain = bare(p.real_jid or "").partition("@")[2].lower()
+        return domain == self._config.auth_domain.lower()
 
     def _participant_left(self, now: float, room: Room, nick: str) -> None:
         p = room.participants.pop(nick, None)

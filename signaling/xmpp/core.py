@@ -28,7 +28,7 @@ from signaling.xmpp.config import XmppServerConfig
 from signaling.xmpp.jid import Jid, JidError
 from signaling.xmpp.muc import MucError, MucService
 from signaling.xmpp.parser import Event, ParseError, Stanza, StreamClose, StreamOpen, StreamParser
-from signaling.xmpp.token import TokenClaims, TokenError, TokenVerifier
+from signaling.xmpp.token import REASONS, TokenClaims, TokenError, TokenVerifier
 from signaling.xmpp.users import UserStore
 from signaling.xmpp.xmlutil import (
     IQ,
@@ -428,6 +428,12 @@ class Connection:
         session without one on a token-only server. False: refused (answered and counted)."""
         core = self.core
         verifier = core.token_verifier
+        if verifier is None and not core.config.allow_anonymous:
+            core.counters["anonymous_refused"] += 1
+            self._sasl_failure(
+                "not-authorized", "anonymous logins are not allowed here: log in with an account"
+            )
+            return False
         if verifier is None or (self.token is None and core.config.allow_anonymous):
             return True
         try:
@@ -517,6 +523,12 @@ class XmppCore:
         self.users = users
         self.accounts = sasl.Accounts(config.accounts, users, config.auth_domain)
         self.token_verifier = TokenVerifier(config.token, config.domain) if config.token is not None else None
+        # Every refusal reason shows in /metrics from the start (0), not only once it happened.
+        if self.token_verifier is not None:
+            for name in ("token_logins", "token_refused", *(f"token_refused_{r}" for r in REASONS)):
+                self.counters[name] = 0
+        if config.secure_domain:
+            self.counters["room_creations_refused_guest"] = 0
         self.connections: dict[int, Connection] = {}
         self.sessions: dict[Jid, Connection] = {}
         self._next_id = 0

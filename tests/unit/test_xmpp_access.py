@@ -82,7 +82,7 @@ def test_a_token_only_server_refuses_no_token_and_bad_tokens_with_their_reason()
         assert (failure.findtext(f"{{{SASL}}}text") or "").startswith(f"{reason}:"), reason
         assert h.core.stats()[f"token_refused_{reason}"] == 1
     assert h.core.stats()["token_refused"] == len(cases)
-    assert "sessions" not in h.core.counters
+    assert h.core.stats()["sessions"] == 0 and h.core.stats()["token_refused_wrong_room"] == 0
     token_client(h, hs256(claims()))
     assert h.core.stats()["token_logins"] == 1 and h.core.stats()["sessions"] == 1
     # Accounts on the auth domain still log in (the focus, users).
@@ -95,6 +95,13 @@ def test_anonymous_stays_allowed_unless_turned_off_and_tokens_are_still_checked(
     assert h.core.stats()["anonymous_logins"] == 1
     failure = sasl_anonymous(h.client(token=hs256(claims(iss="someone"))))
     assert (failure.findtext(f"{{{SASL}}}text") or "").startswith("wrong_issuer:")
+    # Without tokens, anonymous logins can be turned off: only accounts log in.
+    closed = harness(allow_anonymous=False)
+    failure = sasl_anonymous(closed.client(token=hs256(claims())))
+    assert failure.find(f"{{{SASL}}}not-authorized") is not None
+    assert "anonymous logins are not allowed" in (failure.findtext(f"{{{SASL}}}text") or "")
+    assert closed.core.stats()["anonymous_refused"] == 1
+    focus(closed)
 
 
 def test_a_token_for_room_a_cannot_ask_for_or_join_room_b() -> None:

@@ -349,6 +349,10 @@ async function startCall(room, name, audioMuted, videoMuted) {
         login = { error: null }; // a guest on a secure domain: offer the login prompt
         continue;
       }
+      if (e instanceof AuthFailed && config.hosts.auth && !conference.token && !conference.credentials) {
+        login = { error: null }; // no guests at all (anonymous logins off): log in to go on
+        continue;
+      }
       if (e instanceof PasswordRequired) {
         window.sluice._prompt = 'password';
         password = await passwordDialog({
@@ -603,7 +607,7 @@ function renderEnded(room, reason, isError) {
         h('p.sub#ended-reason', {}, reason),
         h('div.dialog-actions', {},
           h('a.btn.ghost', { href: '/' }, 'Home'),
-          h('a.btn.primary', { href: `/${room}` }, 'Rejoin'))))));
+          h('a.btn.primary', { href: `/${room}${location.search}` }, 'Rejoin'))))));
 }
 
 // ------------------------------------------------------------------------------------------ test API
