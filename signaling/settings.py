@@ -12,6 +12,7 @@ naming the key::
     strip-simulcast = true          # receivers see each SIM group's primary SSRC and its RTX only
     enable-opus-red = false         # offer RFC 2198 redundant Opus (red/48000/2); clients opt in
     session-accept-timeout = 15     # seconds; then one retry, then the session is given up (logged, counted)
+    owner-needs-login = false       # only users logged in on auth.<domain> made owner (secure domain: on)
 
     [signaling.xmpp.limits]
     room-creations-per-minute-per-address = 20
@@ -68,6 +69,7 @@ FOCUS_KEYS = (
     "max_conferences_per_bridge",
     "room_join_timeout",
     "max_conference_restarts",
+    "owner_needs_login",
 )
 
 T = TypeVar("T")
