@@ -97,7 +97,9 @@ def create_web_app(
         room = request.match_info.get("room")
         if room is not None and (room in RESERVED or not ROOM.fullmatch(room)):
             raise web.HTTPNotFound(text=f"no such room name: {room!r} (letters, digits, '-' and '_')")
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+        # The URL may carry a token (?jwt=): no Referer takes it anywhere.
+        headers = {"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"}
+        return web.FileResponse(index, headers=headers)
 
     app = web.Application()
     app.router.add_get("/config.json", config_json)
