@@ -796,14 +796,15 @@ class MucService:
         return any(o.jid.bare == bare and self._claims(o.jid) is not None for o in room.occupants.values())
 
     def _own_payload(self, sender: Jid, stanza: ET.Element) -> list[ET.Element]:
-        """What `sender` broadcasts; a token's holder is shown by the token's name (its own `<nick>` is
-        replaced) with Jitsi's `<identity>` (user id, name, avatar; never the email) added."""
-        payload = _payload(stanza)
+        """What `sender` broadcasts. `<identity>` is the server's to say (an occupant's own is dropped, so
+        none can pass for a token's holder); a token's holder gets Jitsi's `<identity>` (user id, name,
+        avatar; never the email) and, when the token names the user, that name as its `<nick>`."""
+        payload = [c for c in _payload(stanza) if c.tag != f"{{{NS_CLIENT}}}identity"]
         claims = self._claims(sender)
         if claims is None:
             return payload
-        payload = [c for c in payload if c.tag not in (f"{{{NS_NICK}}}nick", f"{{{NS_CLIENT}}}identity")]
         if claims.name:
+            payload = [c for c in payload if c.tag != f"{{{NS_NICK}}}nick"]
             nick = ET.Element(f"{{{NS_NICK}}}nick")
             nick.text = claims.name
             payload.append(nick)

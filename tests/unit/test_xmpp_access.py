@@ -147,6 +147,17 @@ def test_moderator_claim_and_name_come_from_the_token() -> None:
     identity = seen["mod1"].find(f"{{{CLIENT}}}identity/{{{CLIENT}}}user")
     assert identity is not None and identity.findtext(f"{{{CLIENT}}}id") == "u-42"
     assert identity.findtext(f"{{{CLIENT}}}email") is None
+    # A token without a name keeps the name its holder chose; nobody passes for a token's holder.
+    anon = token_client(h, hs256(claims("*", name=None)))
+    got = anon.join(room, "cccc0003", extra=f"<nick xmlns='{NICK}'>Chosen</nick>")
+    (own,) = [p for p in got if p.get("from") == f"{room}/cccc0003"]
+    assert own.findtext(f"{{{NICK}}}nick") == "Chosen"
+    guest = h.client()
+    guest.login_anonymous()
+    forged = "<identity><user><id>u-42</id><name>Ada Mod</name></user></identity>"
+    got = guest.join(room, "dddd0004", extra=forged)
+    (own,) = [p for p in got if p.get("from") == f"{room}/dddd0004"]
+    assert own.find(f"{{{CLIENT}}}identity") is None
     # Nobody, not even the focus, makes the token's non-moderator an owner.
     f.take()
     f.stanza(
