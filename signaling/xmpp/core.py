@@ -65,6 +65,8 @@ _PENDING_ROOM_GRACE = 30.0
 #: Requests to `focus.<domain>` remembered (to make the focus's answer come from there), and for how long.
 _MAX_PROXIED = 10_000
 _PROXIED_TTL = 60.0
+#: Longest `?room=` taken from a WebSocket URL (room names are at most 64 characters; longer is ignored).
+_MAX_ROOM_HINT = 64
 
 
 class Framing(enum.Enum):
@@ -106,6 +108,7 @@ class Connection:
         secure: bool,
         address: str,
         token: str | None = None,
+        room: str | None = None,
     ) -> None:
         limits = core.config.limits
         self.core = core
@@ -129,6 +132,9 @@ class Connection:
         self.registered = False  # authenticated as a user of the users file (`sluice user`)
         #: The JWT the WebSocket URL carried (`?token=`), verified at SASL ANONYMOUS; then its claims.
         self.token = token
+        #: The room the WebSocket URL named (`?room=`, as Jitsi's clients send it): with a token, its room
+        #: claim is checked at login already. Only a hint: every conference IQ and join is checked again.
+        self.room_hint = room.lower() if room and len(room) <= _MAX_ROOM_HINT else None
         self.claims: TokenClaims | None = None
         self.jid: Jid | None = None  # bound full JID
         self.sasl: sasl.Exchange | None = None
@@ -437,7 +443,12 @@ class Connection:
         if verifier is None or (self.token is None and core.config.allow_anonymous):
             return True
         try:
-            self.claims = verifier.verify(self.token)
+            claims = verifier.verify(self.token)
+            if self.room_hint is not None and not claims.allows_room(self.room_hint):
+                raise TokenError(
+                    "wrong_room", f"the token is for room {claims.room!r}, not {self.room_hint!r}"
+                )
+            self.claims = claims
         except TokenError as exc:
             core.count_token_refusal(exc.reason)
             self._sasl_failure("not-authorized", f"{exc.reason}: {exc.text}")
@@ -585,11 +596,14 @@ class XmppCore:
         secure: bool = False,
         address: str = "",
         token: str | None = None,
+        room: str | None = None,
     ) -> Connection:
         """A new transport; `address` is the peer's IP (per-address quotas) when the adapter knows it,
-        `token` the JWT its WebSocket URL carried (`?token=`)."""
+        `token` the JWT its WebSocket URL carried (`?token=`) and `room` the room it named (`?room=`)."""
         self._next_id += 1
-        conn = Connection(self, self._next_id, framing, now, secure=secure, address=address, token=token)
+        conn = Connection(
+            self, self._next_id, framing, now, secure=secure, address=address, token=token, room=room
+        )
         limits = self.config.limits
         if len(self.connections) >= limits.max_connections:
             conn.over_limit = "Too many connections"

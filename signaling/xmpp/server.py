@@ -438,6 +438,7 @@ class XmppServer:
             secure=request.secure,
             address=request.remote or "",
             token=request.query.get("token") or None,
+            room=request.query.get("room") or None,
         )
         link = _WsLink(conn.id, ws, transport, self._monitor())
         self._register(conn, link)

@@ -91,12 +91,17 @@ class SansIoClient:
     """One client connection on a `Harness`; `received` holds what the server sent, parsed."""
 
     def __init__(
-        self, harness: Harness, framing: Framing, address: str = "", token: str | None = None
+        self,
+        harness: Harness,
+        framing: Framing,
+        address: str = "",
+        token: str | None = None,
+        room: str | None = None,
     ) -> None:
         self.harness = harness
         self.framing = framing
         self.conn: Connection = harness.core.open_connection(
-            harness.clock.now, framing, address=address, token=token
+            harness.clock.now, framing, address=address, token=token, room=room
         )
         self.received: list[ET.Element] = []
         self.headers: list[dict[str, str]] = []
@@ -217,9 +222,13 @@ class Harness:
         self.clients: dict[int, SansIoClient] = {}
 
     def client(
-        self, framing: Framing = Framing.WEBSOCKET, address: str = "", token: str | None = None
+        self,
+        framing: Framing = Framing.WEBSOCKET,
+        address: str = "",
+        token: str | None = None,
+        room: str | None = None,
     ) -> SansIoClient:
-        return SansIoClient(self, framing, address, token)
+        return SansIoClient(self, framing, address, token, room)
 
     def pump(self) -> None:
         for conn in self.core.take_dirty():

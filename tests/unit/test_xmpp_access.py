@@ -117,6 +117,12 @@ def test_a_token_for_room_a_cannot_ask_for_or_join_room_b() -> None:
     assert refused.get("type") == "error" and error_condition(refused) == "not-allowed"
     assert "room-a" in error_text(refused)
     assert h.core.stats()["token_refused_wrong_room"] == 2
+    # Jitsi's clients name the room on the WebSocket URL too (?room=): then a token for another room is
+    # refused at login already, with the reason.
+    failure = sasl_anonymous(h.client(token=hs256(claims("room-a")), room="room-b"))
+    assert (failure.findtext(f"{{{SASL}}}text") or "").startswith("wrong_room:")
+    assert h.core.stats()["token_refused_wrong_room"] == 3
+    assert sasl_anonymous(h.client(token=hs256(claims("room-a")), room="ROOM-A")).tag == f"{{{SASL}}}success"
     # Its own room is fine (case does not matter).
     conference_iq(c, "Room-A")
     assert [s for s in f.take() if s.tag == f"{{{CLIENT}}}iq"], "the focus did not get the request"

@@ -145,11 +145,13 @@ export function sourceInfo(st, nick) {
   return out;
 }
 
-// Jitsi's token flow: the room URL's ?jwt= rides on the XMPP WebSocket URL as ?token=.
-function websocketUrl(path, token = null) {
+// Jitsi's token flow: the room URL's ?jwt= rides on the XMPP WebSocket URL as ?token=, next to ?room= (so a
+// token for another room is refused at login, with its reason).
+function websocketUrl(path, token = null, room = null) {
   const u = new URL(path, location.href);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   else if (u.protocol === 'https:') u.protocol = 'wss:';
+  if (room) u.searchParams.set('room', room);
   if (token) u.searchParams.set('token', token);
   return u.href;
 }
@@ -239,7 +241,7 @@ export class Conference extends EventTarget {
   async join(password = null) {
     this.password = password;
     if (!this.xmpp) {
-      const client = new XmppClient(websocketUrl(this.config.websocket, this.credentials ? null : this.token));
+      const client = new XmppClient(websocketUrl(this.config.websocket, this.credentials ? null : this.token, this.room));
       this.xmpp = client;
       client.addEventListener('status', (e) => {
         if (this.xmpp !== client) return; // one we replaced (the login prompt's)
