@@ -90,6 +90,10 @@ def test_auth_tables(tmp_path: Path) -> None:
     assert (auth.token.audiences, auth.token.leeway, auth.token.max_bytes) == (("app", "jitsi"), 5.0, 2048)
     xmpp = signaling_settings(tomllib.loads(text), tmp_path).xmpp_auth(XmppServerConfig())
     assert xmpp.token == auth.token and xmpp.secure_domain and not xmpp.allow_anonymous
+    focus = signaling_settings({"signaling": {"focus": {"owner-needs-login": True}}}).focus_config(
+        FocusConfig()
+    )
+    assert focus.owner_needs_login and not FocusConfig().owner_needs_login
     default = signaling_settings({}).auth
     assert (default.allow_anonymous, default.secure_domain, default.token) == (True, False, None)
 
