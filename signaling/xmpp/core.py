@@ -9,6 +9,11 @@ Stream negotiation (RFC 6120): stream header -> [STARTTLS, required when the ser
 SASL (ANONYMOUS on the login domain, SCRAM/PLAIN on the accounts domain) -> stream restart -> resource
 binding (§7) -> the legacy session IQ (RFC 3921 §3; slixmpp and strophe.js still send it) -> stanzas.
 Bad input is answered with the RFC's stream or stanza error, counted, and only ever closes its own stream.
+
+Access control (docs/security.md): ANONYMOUS verifies the JWT a WebSocket URL carried when tokens are on
+(token.py; refused with `not-authorized` and `<reason>: <text>`); the accounts domain also takes the users
+of the users file (users.py); conference IQs are checked against a token's room claim and, on a secure
+domain, refused to guests for rooms that do not exist yet.
 """
 
 from __future__ import annotations

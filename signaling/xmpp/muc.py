@@ -7,7 +7,9 @@ delivers them; nothing here touches a connection or a clock.
 Behaviour follows the Jitsi Prosody setup: rooms are not locked on creation (`muc_room_locking = false`),
 non-anonymous by default (`muc_room_default_public_jids = true`, whois=anyone), temporary (destroyed when
 the last occupant leaves), and a service may restrict creation to admins (`restrict_room_creation`).
-Each room gets a `muc#roominfo_meetingId` UUID on creation (Jitsi's mod_muc_meeting_id).
+Each room gets a `muc#roominfo_meetingId` UUID on creation (Jitsi's mod_muc_meeting_id). A session with a
+verified token (token.py) joins only rooms its `room` claim names, as owner with `moderator` and member
+without (Jitsi's token moderation), and is shown by its token's name and `<identity>`.
 """
 
 from __future__ import annotations
