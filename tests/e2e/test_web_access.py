@@ -133,6 +133,9 @@ async def test_valid_tokens_give_their_name_and_moderator_rights(tmp_path: Path)
                 "return [...document.querySelectorAll('.tile-name')].map((t) => t.textContent)",
             )
             assert "Typed Name" not in " ".join(names) and "Bob Token" in names, names
+            # The moderator's rights are the owner's: it locks the room (the MUC's owner form), Bob sees it.
+            await browsers["ada"].acall("setPassword", "board-only")
+            await await_for(browsers["bob"], "room locked for Bob", lambda s: s["locked"])
             metrics = await serve.metrics()
             assert xmpp_event(metrics, "token_logins") == 2
             assert xmpp_event(metrics, "token_refused") == 0
