@@ -85,7 +85,7 @@ async def test_token_only_server_refuses_each_bad_token_with_its_reason(
                 assert xmpp_event(metrics, f"token_refused_{reason}") == 1, reason
             assert xmpp_event(metrics, "token_refused") == len(cases)
             # The page names its room on the WebSocket URL (?room=), so the wrong-room token is refused at
-            # login already (the conference request and the join check it too: tests/unit/test_xmpp_access.py).
+            # login already (the conference request and the join check it too: test_xmpp_access.py).
             assert xmpp_event(metrics, "token_logins") == 0
             assert xmpp_event(metrics, "anonymous_logins") == 0
             assert not await serve.conferences()
