@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from signaling.xmpp.jid import Jid, JidError
-from signaling.xmpp.users import ScramCredentials, UserStore, derive
+from signaling.xmpp.users import USER_ITERATIONS, ScramCredentials, UserStore, derive
 
 SCRAM_ITERATIONS = 4096
 SCRAM_HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
@@ -59,6 +59,8 @@ class Accounts:
         self._scram: dict[tuple[Jid, str], _ScramKeys] = {}
         self.users = users
         self.users_domain = users_domain.lower()
+        #: Keys the decoys of unknown names are derived from (per process).
+        self._decoy_secret = secrets.token_bytes(32)
 
     def configured(self, jid: Jid) -> bool:
         """One of the deployment's own accounts (focus, bridges), not a user of the store."""
@@ -73,12 +75,24 @@ class Accounts:
     def __contains__(self, jid: Jid) -> bool:
         return jid.bare in self._passwords or self._user(jid) is not None
 
+    def decoy_keys(self, jid: Jid, hash_name: str) -> _ScramKeys:
+        """SCRAM keys for a name that has no account, the same on every attempt (RFC 5802 §9: the exchange
+        goes on and fails at the proof, so it does not tell which names exist)."""
+        seed = hmac.digest(self._decoy_secret, f"{hash_name}\0{jid}".encode(), "sha256")
+        size = hashlib.new(hash_name).digest_size
+        iterations = USER_ITERATIONS if self.users is not None else SCRAM_ITERATIONS
+        return _ScramKeys(seed[:16], iterations, secrets.token_bytes(size), secrets.token_bytes(size))
+
     def check_password(self, jid: Jid, password: str) -> bool:
         expected = self._passwords.get(jid)
         user = self._user(jid) if expected is None else None
         if user is not None:
             assert self.users is not None
             return self.users.check_password(user, password)
+        if expected is None and self.users is not None:
+            # As long as a user's check takes (a PBKDF2 run), so the time does not tell that none exists.
+            derive(password, "sha256", self.decoy_keys(jid, "sha256").salt, USER_ITERATIONS)
+            return False
         # compare_digest on both branches keeps the timing of unknown and known users alike.
         if expected is None:
             hmac.compare_digest(password.encode(), password.encode())
@@ -215,9 +229,11 @@ class _Scram(Exchange):
         if "m" in attrs or "n" not in attrs or not attrs.get("r"):
             return Failure("malformed-request", "client-first-message needs n= and r=")
         jid = _user_jid(_scram_name(attrs["n"]), self.host)
-        keys = self.accounts.scram_keys(jid, self.hash_name) if jid is not None else None
-        if jid is None or keys is None:
+        if jid is None:
             return Failure("not-authorized")
+        keys = self.accounts.scram_keys(jid, self.hash_name)
+        if keys is None:
+            keys = self.accounts.decoy_keys(jid, self.hash_name)  # fails at the proof
         if authzid and _scram_name(authzid[2:]) != str(jid):
             return Failure("invalid-authzid")
         self.gs2_header = f"{flag},{authzid},"

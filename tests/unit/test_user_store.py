@@ -116,6 +116,16 @@ def test_scram_and_plain_logins_against_the_store(tmp_path: Path) -> None:
         assert isinstance(ok, sasl.Success) and str(ok.jid) == "alice@auth.meet.sluice"
         assert isinstance(scram_login(accounts, "alice", "wrong", mech), sasl.Failure)
         assert isinstance(scram_login(accounts, "nobody", PASSWORD, mech), sasl.Failure)
+    # An unknown name gets a challenge like a real one (the same salt each time) and fails at the proof, so
+    # the exchange does not tell which names exist (RFC 5802 §9).
+    salts = set()
+    for _ in range(2):
+        _, first = sasl.start(
+            "SCRAM-SHA-256", b"n,,n=nobody,r=abc", host="auth.meet.sluice", accounts=accounts
+        )
+        assert isinstance(first, sasl.Challenge)
+        salts.add(dict(a.split("=", 1) for a in first.data.decode().split(","))["s"])
+    assert len(salts) == 1
     alice = Jid.parse("alice@auth.meet.sluice")
     assert accounts.check_password(alice, PASSWORD) and not accounts.check_password(alice, "wrong")
     assert alice in accounts and not accounts.configured(alice)
