@@ -420,6 +420,8 @@ class Connection:
                 self.core.counters["anonymous_logins"] += 1
             elif self.registered:
                 self.core.counters["user_logins"] += 1
+                # By mechanism (a bounded set: what the accounts domain offers).
+                self.core.counters[f"user_logins_{self._mechanism.lower().replace('-', '_')}"] += 1
             success = ET.Element(f"{{{NS_SASL}}}success")
             if step.data:
                 success.text = base64.b64encode(step.data).decode()

@@ -190,6 +190,7 @@ async def test_secure_domain_guest_logs_in_to_start_and_guests_join(
             assert started["affiliation"] == "owner", started
             metrics = await serve.metrics()
             assert xmpp_event(metrics, "user_logins") == 1
+            assert xmpp_event(metrics, "user_logins_scram_sha_256") == 1  # strophe.js's first choice
             assert xmpp_event(metrics, "auth_failure") >= 1
             # Another guest joins the started meeting without any prompt.
             browsers["guest"] = guest = await open_room(tmp_path, "guest", f"{serve.url}/{room}")

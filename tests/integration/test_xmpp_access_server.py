@@ -77,6 +77,8 @@ async def test_users_file_is_reread_while_running(served: tuple[XmppServer, str]
     assert not await login(server, "early", "early-secret")
     stats = server.stats()
     assert stats["users_file_reloads"] == 2 and stats["user_logins"] == 4
+    by_mechanism = [stats[f"user_logins_{m}"] for m in ("scram_sha_256", "scram_sha_1", "plain")]
+    assert by_mechanism == [2, 1, 1]
 
 
 async def test_a_users_file_others_can_read_stops_the_server_at_start(tmp_path: Path) -> None:
