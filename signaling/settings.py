@@ -12,6 +12,7 @@ naming the key::
     strip-simulcast = true          # receivers see each SIM group's primary SSRC and its RTX only
     enable-opus-red = false         # offer RFC 2198 redundant Opus (red/48000/2); clients opt in
     session-accept-timeout = 15     # seconds; then one retry, then the session is given up (logged, counted)
+    owner-needs-login = false       # only users logged in on auth.<domain> made owner (secure domain: on)
 
     [signaling.xmpp.limits]
     room-creations-per-minute-per-address = 20
@@ -27,6 +28,18 @@ naming the key::
     managed = false                 # true: `sluice serve` runs coturn itself (sluice/coturn.py)
     # managed only: listen = ["203.0.113.7"], min-port, max-port, allowed-peers, max-allocations,
     # tls-cert, tls-key
+
+    [signaling.auth]
+    allow-anonymous = true          # sessions without a token may log in (false + a token table: token-only)
+    secure-domain = false           # only users (accounts, tokens) start meetings; guests join started ones
+    users-file = "users.json"       # `sluice user`'s SCRAM accounts on auth.<domain> (relative: to this file)
+
+    [signaling.auth.token]          # JWT tokens as Jitsi issues them (Prosody's token auth)
+    app-id = "my-app"               # the issuer (iss) tokens must name
+    app-secret = "..."              # HS256; or public-key-file = "issuer.pem" for RS256 (exactly one)
+    accepted-audiences = ["my-app"] # aud values accepted (default: the app id)
+    leeway = 10                     # seconds of clock skew allowed on exp/nbf/iat
+    max-token-bytes = 4096
 """
 
 from __future__ import annotations
@@ -41,7 +54,8 @@ from typing import Any, TypeVar
 
 from signaling.focus.config import FocusConfig
 from signaling.turn import DEFAULT_TTL, ManagedTurn, TurnConfig, TurnConfigError
-from signaling.xmpp.config import XmppLimits
+from signaling.xmpp.config import XmppLimits, XmppServerConfig
+from signaling.xmpp.token import TokenConfig, TokenVerifier
 
 #: FocusConfig fields a file may set: policy, never the connection or the password (those are the command
 #: line's and the environment's).
@@ -70,6 +84,7 @@ FOCUS_KEYS = (
     "max_conferences_per_bridge",
     "room_join_timeout",
     "max_conference_restarts",
+    "owner_needs_login",
 )
 
 T = TypeVar("T")
@@ -103,12 +118,34 @@ class TurnSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Who may log in and who may start meetings (`[signaling.auth]`)."""
+
+    allow_anonymous: bool = True
+    secure_domain: bool = False
+    #: Absolute path of the users file (resolved against the settings file's directory).
+    users_file: str | None = None
+    token: TokenConfig | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SignalingSettings:
-    """Overrides from a file; apply them with `focus_config()` / `xmpp_limits()`."""
+    """Overrides from a file; apply them with `focus_config()` / `xmpp_limits()` / `xmpp_auth()`."""
 
     focus: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     xmpp_limits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     turn: TurnSettings | None = None
+    auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+
+    def xmpp_auth(self, base: XmppServerConfig) -> XmppServerConfig:
+        a = self.auth
+        return dataclasses.replace(
+            base,
+            token=a.token,
+            allow_anonymous=a.allow_anonymous,
+            secure_domain=a.secure_domain,
+            users_file=a.users_file,
+        )
 
     def focus_config(self, base: FocusConfig) -> FocusConfig:
         return dataclasses.replace(base, **self.focus)
@@ -150,14 +187,107 @@ def _table(cls: type[T], table: object, prefix: str, allowed: tuple[str, ...] | 
     return out
 
 
-def signaling_settings(doc: Mapping[str, object]) -> SignalingSettings:
-    """The `signaling` table of a parsed TOML document (absent: all defaults)."""
+_AUTH_KEYS = {"allow-anonymous": "bool", "secure-domain": "bool", "users-file": "str"}
+_TOKEN_KEYS = {
+    "app-id": "str",
+    "app-secret": "str",
+    "public-key-file": "str",
+    "accepted-audiences": "list",
+    "leeway": "float",
+    "max-token-bytes": "int",
+}
+
+
+def _auth(table: object, base_dir: Path | None) -> AuthSettings:
+    if not isinstance(table, Mapping):
+        raise SignalingSettingsError("signaling.auth must be a table")
+    values: dict[str, Any] = {}
+    token: TokenConfig | None = None
+    for key, value in table.items():
+        if key == "token":
+            token = _token(value, base_dir)
+        elif key in _AUTH_KEYS:
+            values[key] = _value(f"signaling.auth.{key}", _AUTH_KEYS[key], value)
+        else:
+            raise SignalingSettingsError(f"unknown key signaling.auth.{key}")
+    users_file = values.get("users-file")
+    if users_file is not None:
+        users_file = str(_resolve(users_file, base_dir))
+    return AuthSettings(
+        allow_anonymous=values.get("allow-anonymous", True),
+        secure_domain=values.get("secure-domain", False),
+        users_file=users_file,
+        token=token,
+    )
+
+
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or base_dir is None else base_dir / p
+
+
+def _token(table: object, base_dir: Path | None) -> TokenConfig:
+    prefix = "signaling.auth.token"
+    if not isinstance(table, Mapping):
+        raise SignalingSettingsError(f"{prefix} must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        kind = _TOKEN_KEYS.get(key)
+        if kind is None:
+            raise SignalingSettingsError(f"unknown key {prefix}.{key}")
+        if kind == "list":
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                raise SignalingSettingsError(
+                    f"bad value for {prefix}.{key}: {value!r}: expected a list of strings"
+                )
+            values[key] = tuple(value)
+        else:
+            values[key] = _value(f"{prefix}.{key}", kind, value)
+    if "app-id" not in values:
+        raise SignalingSettingsError(f"{prefix}.app-id is required")
+    if ("app-secret" in values) == ("public-key-file" in values):
+        raise SignalingSettingsError(
+            f"{prefix} needs exactly one of app-secret (HS256) and public-key-file (RS256)"
+        )
+    if values.get("max-token-bytes", 1) < 1:
+        raise SignalingSettingsError(f"bad value for {prefix}.max-token-bytes: expected a positive integer")
+    if "app-secret" in values and len(values["app-secret"].encode()) < 32:
+        # RFC 7518 §3.2: an HS256 key at least as long as the hash (32 bytes); shorter is guessable.
+        raise SignalingSettingsError(f"bad value for {prefix}.app-secret: at least 32 bytes are needed")
+    public_key = None
+    if "public-key-file" in values:
+        path = _resolve(values["public-key-file"], base_dir)
+        try:
+            public_key = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SignalingSettingsError(
+                f"bad value for {prefix}.public-key-file: cannot read {path}: {exc}"
+            ) from None
+    config = TokenConfig(
+        app_id=values["app-id"],
+        secret=values.get("app-secret"),
+        public_key=public_key,
+        audiences=values.get("accepted-audiences", ()),
+        leeway=values.get("leeway", 10.0),
+        max_bytes=values.get("max-token-bytes", 4096),
+    )
+    try:
+        TokenVerifier(config, "")  # the key loads now, not at the first login
+    except ValueError as exc:
+        raise SignalingSettingsError(f"bad value for {prefix}.public-key-file: {exc}") from None
+    return config
+
+
+def signaling_settings(doc: Mapping[str, object], base_dir: Path | None = None) -> SignalingSettings:
+    """The `signaling` table of a parsed TOML document (absent: all defaults). Relative paths in it are taken
+    from `base_dir` (the settings file's directory)."""
     section = doc.get("signaling", {})
     if not isinstance(section, Mapping):
         raise SignalingSettingsError("signaling must be a table")
     focus: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     turn: TurnSettings | None = None
+    auth = AuthSettings()
     for name, table in section.items():
         if name == "focus":
             focus = _table(FocusConfig, table, "signaling.focus", FOCUS_KEYS)
@@ -167,6 +297,8 @@ def signaling_settings(doc: Mapping[str, object]) -> SignalingSettings:
             if not isinstance(table, Mapping) or set(table) - {"limits"}:
                 raise SignalingSettingsError("signaling.xmpp holds only a [signaling.xmpp.limits] table")
             limits = _table(XmppLimits, table.get("limits", {}), "signaling.xmpp.limits", None)
+        elif name == "auth":
+            auth = _auth(table, base_dir)
         else:
             raise SignalingSettingsError(f"unknown key signaling.{name}")
     if focus.get("session_accept_timeout", 1.0) <= 0:
@@ -178,7 +310,7 @@ def signaling_settings(doc: Mapping[str, object]) -> SignalingSettings:
             re.compile(focus["bridge_jid_regexp"])
         except re.error as exc:
             raise SignalingSettingsError(f"bad value for signaling.focus.bridge-jid-regexp: {exc}") from None
-    return SignalingSettings(focus=focus, xmpp_limits=limits, turn=turn)
+    return SignalingSettings(focus=focus, xmpp_limits=limits, turn=turn, auth=auth)
 
 
 #: `[signaling.turn]` keys (kebab-case) and their kinds; the second group only with `managed = true`.

@@ -41,14 +41,14 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 WebSocketHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def client_config(domain: str, websocket: str = "/xmpp-websocket") -> dict[str, Any]:
-    """What the page fetches as `/config.json`: Debian Jitsi's layout under one base domain."""
+def client_config(domain: str, websocket: str = "/xmpp-websocket", *, login: bool = False) -> dict[str, Any]:
+    """What the page fetches as `/config.json`: Debian Jitsi's layout under one base domain. With `login`
+    (a secure domain) `hosts.auth` names where users log in with a password to start a meeting."""
     layout = _Layout(domain)
-    return {
-        "hosts": {"domain": domain, "muc": layout.muc_domain, "focus": layout.focus_domain},
-        "focusUserJid": f"focus@{layout.auth_domain}",
-        "websocket": websocket,
-    }
+    hosts = {"domain": domain, "muc": layout.muc_domain, "focus": layout.focus_domain}
+    if login:
+        hosts["auth"] = layout.auth_domain
+    return {"hosts": hosts, "focusUserJid": f"focus@{layout.auth_domain}", "websocket": websocket}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +79,16 @@ def add_client_files(router: web.UrlDispatcher, web_dir: Path = WEB_DIR) -> None
         router.add_get(f"/{sub}/{{name}}", files_of(web_dir / sub))
 
 
-def create_web_app(domain: str, websocket: WebSocketHandler, web_dir: Path = WEB_DIR) -> web.Application:
+def create_web_app(
+    domain: str, websocket: WebSocketHandler, web_dir: Path = WEB_DIR, *, login: bool = False
+) -> web.Application:
     """The application; raises FileNotFoundError when the client or its npm dependency is missing."""
     index = web_dir / "index.html"
     strophe = web_dir / STROPHE
     for needed in (index, strophe):
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} is missing (run scripts/bootstrap.sh)")
-    config = client_config(domain)
+    config = client_config(domain, login=login)
 
     async def config_json(_request: web.Request) -> web.Response:
         return web.json_response(config, headers={"Cache-Control": "no-store"})
@@ -95,7 +97,9 @@ def create_web_app(domain: str, websocket: WebSocketHandler, web_dir: Path = WEB
         room = request.match_info.get("room")
         if room is not None and (room in RESERVED or not ROOM.fullmatch(room)):
             raise web.HTTPNotFound(text=f"no such room name: {room!r} (letters, digits, '-' and '_')")
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+        # The URL may carry a token (?jwt=): no Referer takes it anywhere.
+        headers = {"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"}
+        return web.FileResponse(index, headers=headers)
 
     app = web.Application()
     app.router.add_get("/config.json", config_json)

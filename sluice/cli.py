@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import getpass
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from bridge.app import BridgeApp
 from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings, read_toml
 from signaling.focus import Focus, FocusConfig
 from signaling.settings import SignalingSettings, SignalingSettingsError, signaling_settings
+from signaling.xmpp.users import UserStore, UserStoreError, check_name
 from sluice.serve import ServeConfig, Served
 
 if TYPE_CHECKING:
@@ -262,7 +264,26 @@ def main(argv: list[str] | None = None) -> int:
     focus.add_argument(
         "--config", metavar="FILE", default=None, help="settings file; its [signaling.focus] table is read"
     )
+    user = sub.add_parser(
+        "user",
+        help="manage user accounts on auth.<domain> (who may start meetings on a secure domain)",
+        description="Add, remove or list the user accounts of the users file (JSON, mode 0600, SCRAM "
+        "credentials only: the password is never stored). The file is [signaling.auth] users-file of "
+        "--config, or --file. A running `sluice serve` re-reads it on the next login.",
+    )
+    user.add_argument("action", choices=("add", "remove", "list"))
+    user.add_argument(
+        "name", nargs="?", help="user name (add, remove): the local part of <name>@auth.<domain>"
+    )
+    where = user.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", metavar="FILE", help="settings file naming [signaling.auth] users-file")
+    where.add_argument("--file", metavar="PATH", help="the users file itself")
+    user.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of stdin (add)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "user":
+        return _user(args, parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "bridge":
         try:
@@ -295,7 +316,59 @@ def main(argv: list[str] | None = None) -> int:
 
 def _signaling(path: str | None) -> SignalingSettings:
     """The file's `[signaling.*]` tables (none: defaults); raises SettingsError or SignalingSettingsError."""
-    return signaling_settings(read_toml(path)) if path is not None else SignalingSettings()
+    if path is None:
+        return SignalingSettings()
+    return signaling_settings(read_toml(path), Path(path).resolve().parent)
+
+
+def _user(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`sluice user add|remove|list`: exit 0 done, 1 nothing to do (no such user), 2 refused."""
+    try:
+        path = _users_file(args)
+    except (SettingsError, SignalingSettingsError) as exc:
+        print(f"sluice user: {exc}", file=sys.stderr)
+        return 2
+    if args.action != "list" and not args.name:
+        parser.error(f"sluice user {args.action} needs a user name")
+    store = UserStore(path)
+    try:
+        store.load()
+        if args.action == "list":
+            for name in store.names():
+                print(name)
+            return 0
+        if args.action == "remove":
+            if not store.remove(args.name):
+                print(f"sluice user: no user {args.name!r} in {path}", file=sys.stderr)
+                return 1
+            print(f"sluice user: removed {args.name}")
+            return 0
+        check_name(args.name)
+        password = _read_password(args.password_stdin)
+        new = store.add(args.name, password)
+    except UserStoreError as exc:
+        print(f"sluice user: {exc}", file=sys.stderr)
+        return 2
+    print(f"sluice user: {'added' if new else 'changed the password of'} {args.name} in {path}")
+    return 0
+
+
+def _users_file(args: argparse.Namespace) -> str:
+    if args.config is None:
+        return str(args.file)
+    path = _signaling(args.config).auth.users_file
+    if path is None:
+        raise SignalingSettingsError(f"{args.config} has no [signaling.auth] users-file")
+    return path
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise UserStoreError("the passwords differ")
+    return first
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -325,7 +398,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     try:
         uvloop.run(_run_served(config))
-    except (OSError, FileNotFoundError) as exc:
+    except (OSError, FileNotFoundError, UserStoreError) as exc:
         print(f"sluice serve: {exc}", file=sys.stderr)
         return 1
     return 0

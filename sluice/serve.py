@@ -82,17 +82,19 @@ class Served:
                     self.turn, managed, realm=config.domain,
                     peers=bridge_peers((*media, *config.bridge.bind_addresses)),
                 )  # fmt: skip
-        self.xmpp_config = XmppServerConfig(
-            domain=config.domain,
-            accounts={
-                f"focus@auth.{config.domain}": focus_password,
-                f"{BRIDGE_USER}@auth.{config.domain}": bridge_password,
-            },
-            components=(f"{BRIDGE_USER}@auth.{config.domain}",),
-            tcp_host=config.xmpp_host,
-            tcp_port=config.xmpp_port,
-            turn=self.turn,
-            limits=config.signaling.xmpp_limits_config(),
+        self.xmpp_config = config.signaling.xmpp_auth(
+            XmppServerConfig(
+                domain=config.domain,
+                accounts={
+                    f"focus@auth.{config.domain}": focus_password,
+                    f"{BRIDGE_USER}@auth.{config.domain}": bridge_password,
+                },
+                components=(f"{BRIDGE_USER}@auth.{config.domain}",),
+                tcp_host=config.xmpp_host,
+                tcp_port=config.xmpp_port,
+                turn=self.turn,
+                limits=config.signaling.xmpp_limits_config(),
+            )
         )
         self.xmpp = XmppServer(self.xmpp_config)
         self._focus_password = focus_password
@@ -122,7 +124,9 @@ class Served:
             # colibri-ws URL on it; nothing is served until the site starts below.
             self._listen = socket.create_server((cfg.http_host, cfg.http_port), reuse_port=False)
             self.http_port = int(self._listen.getsockname()[1])
-            app = create_web_app(cfg.domain, self.xmpp.websocket_handler)
+            app = create_web_app(
+                cfg.domain, self.xmpp.websocket_handler, login=self.xmpp_config.secure_domain
+            )
             xmpp_host = "127.0.0.1" if cfg.xmpp_host in ("0.0.0.0", "") else cfg.xmpp_host
             bridge_settings = dataclasses.replace(
                 cfg.bridge,
@@ -157,6 +161,7 @@ class Served:
                         domain=cfg.domain,
                         password=self._focus_password,
                         use_tls=False,
+                        owner_needs_login=self.xmpp_config.secure_domain,
                     )
                 )
             )

@@ -84,6 +84,10 @@ class FocusConfig(JitsiDomains):
     #: Colibri2 errors restart one room's conference; more restarts than this within a minute and the room
     #: avoids that bridge for `failure_reset` (the bridge itself is failed only by health checks).
     max_conference_restarts: int = 3
+    #: A secure domain: only participants logged in on the auth domain are made owner when the room has none
+    #: (Jicofo's authentication role manager); guests never become owner that way. The conference answer
+    #: says `authentication` true.
+    owner_needs_login: bool = False
 
     @property
     def focus_jid(self) -> str:

@@ -53,6 +53,8 @@ class Participant:
     video_muted: bool | None = None
     force_muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
     display_name: str | None = None
+    #: The MUC refused to make it owner (a token decides its affiliation): not asked again.
+    owner_refused: bool = False
 
     @property
     def moderator(self) -> bool:

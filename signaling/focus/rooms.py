@@ -103,7 +103,7 @@ class Rooms:
             q(NS_FOCUS, "conference"), {"room": room_jid, "ready": "true", "focusjid": self._config.focus_jid}
         )
         for name, value in (
-            ("authentication", "false"),
+            ("authentication", "true" if self._config.owner_needs_login else "false"),
             ("externalAuth", "false"),
             ("sipGatewayEnabled", "false"),
         ):
@@ -294,13 +294,31 @@ class Rooms:
         """enable-auto-owner: the first participant (by join order) owns the room while nobody else does."""
         if any(p.affiliation == "owner" for p in room.participants.values()):
             return
-        first = next(iter(room.participants.values()), None)
+        # One the MUC refused (its affiliation comes from its token) is passed over.
+        first = next((p for p in room.participants.values() if self._may_own(p)), None)
         if first is None or first.real_jid is None:
             return
         query = ET.Element(q(NS_MUC_ADMIN, "query"))
         ET.SubElement(query, q(NS_MUC_ADMIN, "item"), {"affiliation": "owner", "jid": bare(first.real_jid)})
-        first.affiliation = "owner"  # optimistic: the MUC's presence confirms it
-        self._out.fire(now, "set", room.jid, query)
+        previous, first.affiliation = first.affiliation, "owner"  # optimistic: the MUC's presence confirms it
+
+        def refused(now: float, error: ET.Element | None) -> None:
+            if error is None or first.affiliation != "owner":
+                return  # timed out (the presence may still come) or changed since
+            self._stats["owner_grants_refused"] += 1
+            first.affiliation, first.owner_refused = previous, True
+            if room.participants.get(first.nick) is first:
+                self._maybe_grant_owner(now, room)
+
+        self._out.request(now, "set", room.jid, query, on_result=lambda _now, _reply: None, on_error=refused)
+
+    def _may_own(self, p: Participant) -> bool:
+        if p.owner_refused:
+            return False
+        if not self._config.owner_needs_login:
+            return True
+        domain = bare(p.real_jid or "").partition("@")[2].lower()
+        return domain == self._config.auth_domain.lower()
 
     def _participant_left(self, now: float, room: Room, nick: str) -> None:
         p = room.participants.pop(nick, None)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from signaling.domains import JitsiDomains
 from signaling.turn import TurnConfig
+from signaling.xmpp.token import TokenConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,17 @@ class XmppServerConfig(JitsiDomains):
     #: STUN/TURN services and the TURN secret for XEP-0215; None: the server answers service-unavailable.
     turn: TurnConfig | None = None
     limits: XmppLimits = field(default_factory=XmppLimits)
+    #: JWT tokens (Jitsi's token auth): verified at SASL ANONYMOUS on the login domain when the WebSocket URL
+    #: carries `?token=`. None: tokens are ignored.
+    token: TokenConfig | None = None
+    #: Sessions without a token may log in anonymously on the login domain (Jitsi's allow_empty_token with
+    #: tokens on). False with tokens on: a token-only server; accounts on the auth domain still log in.
+    allow_anonymous: bool = True
+    #: Only authenticated sessions (a user account on the auth domain, or a token) may start a meeting
+    #: (make the focus create a room); guests may join one that exists (Jitsi's secure domain).
+    secure_domain: bool = False
+    #: The users file of `sluice user` (SCRAM credentials, mode 0600): user accounts on the auth domain.
+    users_file: str | None = None
 
     @property
     def focus_bare_jid(self) -> str:

@@ -9,6 +9,11 @@ Stream negotiation (RFC 6120): stream header -> [STARTTLS, required when the ser
 SASL (ANONYMOUS on the login domain, SCRAM/PLAIN on the accounts domain) -> stream restart -> resource
 binding (§7) -> the legacy session IQ (RFC 3921 §3; slixmpp and strophe.js still send it) -> stanzas.
 Bad input is answered with the RFC's stream or stanza error, counted, and only ever closes its own stream.
+
+Access control (docs/security.md): ANONYMOUS verifies the JWT a WebSocket URL carried when tokens are on
+(token.py; refused with `not-authorized` and `<reason>: <text>`); the accounts domain also takes the users
+of the users file (users.py); conference IQs are checked against a token's room claim and, on a secure
+domain, refused to guests for rooms that do not exist yet.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from signaling.quota import RateLimit
 from signaling.xmpp import extdisco, sasl
 from signaling.xmpp.config import XmppServerConfig
 from signaling.xmpp.jid import Jid, JidError
-from signaling.xmpp.muc import MucService
+from signaling.xmpp.muc import MucError, MucService
 from signaling.xmpp.parser import Event, ParseError, Stanza, StreamClose, StreamOpen, StreamParser
+from signaling.xmpp.token import REASONS, TokenClaims, TokenError, TokenVerifier
+from signaling.xmpp.users import UserStore
 from signaling.xmpp.xmlutil import (
     IQ,
     MESSAGE,
@@ -66,6 +73,8 @@ _PENDING_ROOM_GRACE = 30.0
 #: Requests to `focus.<domain>` remembered (to make the focus's answer come from there), and for how long.
 _MAX_PROXIED = 10_000
 _PROXIED_TTL = 60.0
+#: Longest `?room=` taken from a WebSocket URL (room names are at most 64 characters; longer is ignored).
+_MAX_ROOM_HINT = 64
 
 
 class Framing(enum.Enum):
@@ -98,7 +107,16 @@ class Connection:
     """One client connection (TCP or WebSocket) and, once bound, its session."""
 
     def __init__(
-        self, core: XmppCore, cid: int, framing: Framing, now: float, *, secure: bool, address: str
+        self,
+        core: XmppCore,
+        cid: int,
+        framing: Framing,
+        now: float,
+        *,
+        secure: bool,
+        address: str,
+        token: str | None = None,
+        room: str | None = None,
     ) -> None:
         limits = core.config.limits
         self.core = core
@@ -118,7 +136,14 @@ class Connection:
         self.header_sent = False
         self.host: str | None = None
         self.user: Jid | None = None  # authenticated bare JID
-        self.account = False  # authenticated with a configured account (not ANONYMOUS)
+        self.account = False  # authenticated with a configured account (focus, bridges)
+        self.registered = False  # authenticated as a user of the users file (`sluice user`)
+        #: The JWT the WebSocket URL carried (`?token=`), verified at SASL ANONYMOUS; then its claims.
+        self.token = token
+        #: The room the WebSocket URL named (`?room=`, as Jitsi's clients send it): with a token, its room
+        #: claim is checked at login already. Only a hint: every conference IQ and join is checked again.
+        self.room_hint = room.lower() if room and len(room) <= _MAX_ROOM_HINT else None
+        self.claims: TokenClaims | None = None
         self.jid: Jid | None = None  # bound full JID
         self.sasl: sasl.Exchange | None = None
         self._mechanism = ""
@@ -164,6 +189,11 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self.phase is _Phase.CLOSED
+
+    @property
+    def authenticated(self) -> bool:
+        """Not a guest: a configured account, a user account, or a verified token (secure domain)."""
+        return self.account or self.registered or self.claims is not None
 
     @property
     def component(self) -> bool:
@@ -384,10 +414,17 @@ class Connection:
             self._send_element(challenge)
         elif isinstance(step, sasl.Success):
             self.sasl = None
+            if self._mechanism == "ANONYMOUS" and not self._anonymous_allowed():
+                return
             self.user = step.jid
-            self.account = self._mechanism != "ANONYMOUS"
-            if not self.account:
+            self.account = self._mechanism != "ANONYMOUS" and self.core.accounts.configured(step.jid)
+            self.registered = self._mechanism != "ANONYMOUS" and not self.account
+            if self._mechanism == "ANONYMOUS" and self.claims is None:
                 self.core.counters["anonymous_logins"] += 1
+            elif self.registered:
+                self.core.counters["user_logins"] += 1
+                # By mechanism (a bounded set: what the accounts domain offers).
+                self.core.counters[f"user_logins_{self._mechanism.lower().replace('-', '_')}"] += 1
             success = ET.Element(f"{{{NS_SASL}}}success")
             if step.data:
                 success.text = base64.b64encode(step.data).decode()
@@ -401,6 +438,33 @@ class Connection:
         else:
             self.sasl = None
             self._sasl_failure(step.condition, step.text)
+
+    def _anonymous_allowed(self) -> bool:
+        """SASL ANONYMOUS on the login domain: verifies the token when tokens are on and one came, refuses a
+        session without one on a token-only server. False: refused (answered and counted)."""
+        core = self.core
+        verifier = core.token_verifier
+        if verifier is None and not core.config.allow_anonymous:
+            core.counters["anonymous_refused"] += 1
+            self._sasl_failure(
+                "not-authorized", "anonymous logins are not allowed here: log in with an account"
+            )
+            return False
+        if verifier is None or (self.token is None and core.config.allow_anonymous):
+            return True
+        try:
+            claims = verifier.verify(self.token)
+            if self.room_hint is not None and not claims.allows_room(self.room_hint):
+                raise TokenError(
+                    "wrong_room", f"the token is for room {claims.room!r}, not {self.room_hint!r}"
+                )
+            self.claims = claims
+        except TokenError as exc:
+            core.count_token_refusal(exc.reason)
+            self._sasl_failure("not-authorized", f"{exc.reason}: {exc.text}")
+            return False
+        core.counters["token_logins"] += 1
+        return True
 
     def _sasl_failure(self, condition: str, text: str = "") -> None:
         failure = ET.Element(f"{{{NS_SASL}}}failure")
@@ -473,12 +537,26 @@ def _b64(text: str | None) -> bytes | None:
 class XmppCore:
     """All connections, sessions, the router and the MUC services of one server."""
 
-    def __init__(self, config: XmppServerConfig, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: XmppServerConfig,
+        users: UserStore | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         #: Unix time, for the absolute expiry of TURN credentials (the `now` the adapter passes is monotonic).
         self.wall_clock = wall_clock
         self.counters: Counter[str] = Counter()
-        self.accounts = sasl.Accounts(config.accounts)
+        #: The users file's accounts on the auth domain; the adapter loads and refreshes it.
+        self.users = users
+        self.accounts = sasl.Accounts(config.accounts, users, config.auth_domain)
+        self.token_verifier = TokenVerifier(config.token, config.domain) if config.token is not None else None
+        # Every refusal reason shows in /metrics from the start (0), not only once it happened.
+        if self.token_verifier is not None:
+            for name in ("token_logins", "token_refused", *(f"token_refused_{r}" for r in REASONS)):
+                self.counters[name] = 0
+        if config.secure_domain:
+            self.counters["room_creations_refused_guest"] = 0
         self.connections: dict[int, Connection] = {}
         self.sessions: dict[Jid, Connection] = {}
         self._next_id = 0
@@ -510,6 +588,8 @@ class XmppCore:
                 name="Conferences",
                 max_rooms_per_occupant=limits.max_rooms_per_session,
                 on_destroyed=self._room_destroyed,
+                join_check=self._muc_join_check,
+                token_of=self._token_of,
             ),
             # The brewery: components only; real JIDs for the focus (the only admin) alone.
             config.internal_muc_domain: MucService(
@@ -529,11 +609,21 @@ class XmppCore:
     # ---- adapter interface
 
     def open_connection(
-        self, now: float, framing: Framing, *, secure: bool = False, address: str = ""
+        self,
+        now: float,
+        framing: Framing,
+        *,
+        secure: bool = False,
+        address: str = "",
+        token: str | None = None,
+        room: str | None = None,
     ) -> Connection:
-        """A new transport; `address` is the peer's IP (per-address quotas) when the adapter knows it."""
+        """A new transport; `address` is the peer's IP (per-address quotas) when the adapter knows it,
+        `token` the JWT its WebSocket URL carried (`?token=`) and `room` the room it named (`?room=`)."""
         self._next_id += 1
-        conn = Connection(self, self._next_id, framing, now, secure=secure, address=address)
+        conn = Connection(
+            self, self._next_id, framing, now, secure=secure, address=address, token=token, room=room
+        )
         limits = self.config.limits
         if len(self.connections) >= limits.max_connections:
             conn.over_limit = "Too many connections"
@@ -721,8 +811,8 @@ class XmppCore:
                 if stanza.tag != PRESENCE:
                     conn._bounce(stanza, "service-unavailable", "cancel", "Only the conference request")
                 return
-            if payload.tag == f"{{{NS_FOCUS}}}conference" and not self._room_quota(
-                now, conn, stanza, payload
+            if payload.tag == f"{{{NS_FOCUS}}}conference" and not (
+                self._room_access(conn, stanza, payload) and self._room_quota(now, conn, stanza, payload)
             ):
                 return
         focus = self.sessions.get(Jid.parse(self.config.focus_jid))
@@ -739,6 +829,27 @@ class XmppCore:
 
     def _is_focus(self, conn: Connection) -> bool:
         return conn.jid is not None and conn.jid == Jid.parse(self.config.focus_jid)
+
+    def _room_access(self, conn: Connection, stanza: ET.Element, payload: ET.Element) -> bool:
+        """A token's room claim, and on a secure domain who may start a meeting. True: go on."""
+        try:
+            room = Jid.parse(payload.get("room", ""))
+        except JidError:
+            return True  # the focus answers bad-request
+        refusal = self._token_room_refusal(conn, room)
+        if refusal is not None:
+            conn._bounce(stanza, "not-allowed", "cancel", refusal)
+            return False
+        muc = self.mucs[self.config.muc_domain]
+        exists = room.bare in muc.rooms or room.bare in self._room_requesters
+        if not self.config.secure_domain or conn.authenticated or exists or room.domain != muc.domain:
+            return True
+        # Jicofo's answer to a guest on a secure domain: not-authorized (the client offers a login).
+        self.counters["room_creations_refused"] += 1
+        self.counters["room_creations_refused_guest"] += 1
+        text = "Only authenticated users may start a meeting: log in, or wait for the host"
+        conn._bounce(stanza, "not-authorized", "auth", text)
+        return False
 
     def _room_quota(self, now: float, conn: Connection, stanza: ET.Element, payload: ET.Element) -> bool:
         """Per source address: rooms created per minute and rooms alive at once. True: forward it."""
@@ -778,6 +889,30 @@ class XmppCore:
             return False
         self._room_requesters[room.bare] = (address, now)
         return True
+
+    def _token_room_refusal(self, conn: Connection, room: Jid) -> str | None:
+        """Why `conn`'s token does not let it into `room` (counted), or None."""
+        claims = conn.claims
+        if claims is None or room.domain != self.config.muc_domain or claims.allows_room(room.local):
+            return None
+        self.count_token_refusal("wrong_room")
+        return f"wrong_room: the token is for room {claims.room!r}, not {room.local!r}"
+
+    def count_token_refusal(self, reason: str) -> None:
+        self.counters["token_refused"] += 1
+        self.counters[f"token_refused_{reason}"] += 1
+
+    def _muc_join_check(self, sender: Jid, room: Jid) -> MucError | None:
+        """The conference MUC asks before a join: a token's room claim must allow the room."""
+        conn = self.sessions.get(sender)
+        if conn is None:
+            return None
+        refusal = self._token_room_refusal(conn, room)
+        return None if refusal is None else MucError("not-allowed", "cancel", refusal)
+
+    def _token_of(self, sender: Jid) -> TokenClaims | None:
+        conn = self.sessions.get(sender)
+        return None if conn is None else conn.claims
 
     def _to_full(self, now: float, conn: Connection, stanza: ET.Element, to: Jid) -> None:
         target = self.sessions.get(to)

@@ -7,7 +7,9 @@ delivers them; nothing here touches a connection or a clock.
 Behaviour follows the Jitsi Prosody setup: rooms are not locked on creation (`muc_room_locking = false`),
 non-anonymous by default (`muc_room_default_public_jids = true`, whois=anyone), temporary (destroyed when
 the last occupant leaves), and a service may restrict creation to admins (`restrict_room_creation`).
-Each room gets a `muc#roominfo_meetingId` UUID on creation (Jitsi's mod_muc_meeting_id).
+Each room gets a `muc#roominfo_meetingId` UUID on creation (Jitsi's mod_muc_meeting_id). A session with a
+verified token (token.py) joins only rooms its `room` claim names, as owner with `moderator` and member
+without (Jitsi's token moderation), and is shown by its token's name and `<identity>`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from signaling.xmpp.jid import Jid, JidError
+from signaling.xmpp.token import TokenClaims
 from signaling.xmpp.xmlutil import (
     IQ,
     MESSAGE,
@@ -38,6 +41,7 @@ NS_MUC_ADMIN = f"{NS_MUC}#admin"
 NS_MUC_OWNER = f"{NS_MUC}#owner"
 NS_ROOMCONFIG = f"{NS_MUC}#roomconfig"
 NS_ROOMINFO = f"{NS_MUC}#roominfo"
+NS_NICK = "http://jabber.org/protocol/nick"
 
 AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
 ROLES = ("moderator", "participant", "visitor", "none")
@@ -148,6 +152,8 @@ class MucService:
         creator_is_owner: bool = True,
         max_rooms_per_occupant: int | None = None,
         on_destroyed: Callable[[Jid], None] | None = None,
+        join_check: Callable[[Jid, Jid], MucError | None] | None = None,
+        token_of: Callable[[Jid], TokenClaims | None] | None = None,
     ) -> None:
         self.domain = domain
         self.restrict_creation = restrict_creation
@@ -166,6 +172,11 @@ class MucService:
         self.max_rooms_per_occupant = max_rooms_per_occupant
         #: Called with each destroyed room's JID (quota bookkeeping outside the service).
         self.on_destroyed = on_destroyed
+        #: Asked before each join (sender, room): a refusal to send back, or None (a token's room claim).
+        self.join_check = join_check
+        #: A session's verified token (full JID -> claims): its affiliation and its name in presence come
+        #: from it (Jitsi's token affiliation and presence identity), and nobody else may change either.
+        self.token_of = token_of
         self.rooms: dict[Jid, Room] = {}
 
     # ---- entry points
@@ -277,7 +288,7 @@ class MucService:
             raise MucError("jid-malformed", "modify", "join with room@service/nick")
         if room is not None and occupant is not None:
             if occupant.nick == to.resource:
-                occupant.payload = _payload(stanza)
+                occupant.payload = self._own_payload(sender, stanza)
                 self._broadcast_presence(room, occupant, out, stanza_id=stanza.get("id"))
             else:
                 self._change_nick(room, occupant, to.resource, stanza, out)
@@ -296,6 +307,10 @@ class MucService:
             self.counters["muc_join_refused"] += 1
             self.counters["muc_rooms_per_occupant_refused"] += 1
             raise MucError("resource-constraint", "wait", f"You are in {limit} rooms already")
+        refused = self.join_check(sender, to.bare) if self.join_check is not None else None
+        if refused is not None:
+            self.counters["muc_join_refused"] += 1
+            raise refused
         if room is None:
             if self.restrict_creation and not self.is_admin(sender.bare):
                 self.counters["muc_join_refused"] += 1
@@ -328,7 +343,13 @@ class MucService:
             self.counters["muc_rooms_created"] += 1
         if self.is_admin(sender.bare) and room.affiliation(sender) != "owner":
             room.affiliations[sender.bare] = "owner"  # service admins own every room (as in Prosody)
-        occupant = Occupant(nick, sender, _role_for(room.affiliation(sender), room.config), _payload(stanza))
+        claims = self._claims(sender)
+        if claims is not None:
+            # Jitsi's token moderation: `moderator` makes an owner (so a moderator), else a member.
+            room.affiliations[sender.bare] = "owner" if claims.moderator else "member"
+        occupant = Occupant(
+            nick, sender, _role_for(room.affiliation(sender), room.config), self._own_payload(sender, stanza)
+        )
         for other in room.occupants.values():
             out.append(self._presence_of(room, other, occupant))
         room.occupants[nick] = occupant
@@ -360,7 +381,7 @@ class MucService:
         self._send_unavailable(room, occupant, out, codes=[STATUS_NICK_CHANGED], new_nick=new_nick)
         del room.occupants[occupant.nick]
         occupant.nick = new_nick
-        occupant.payload = _payload(stanza)
+        occupant.payload = self._own_payload(occupant.jid, stanza)
         room.occupants[new_nick] = occupant
         self._broadcast_presence(room, occupant, out)
 
@@ -732,6 +753,10 @@ class MucService:
                 if affiliation not in AFFILIATIONS:
                     raise MucError("bad-request", "modify", f"Unknown affiliation {affiliation!r}")
                 target = self._item_jid(room, item)
+                if self._token_fixed(room, target):
+                    raise MucError(
+                        "not-allowed", "cancel", "That occupant's affiliation comes from its token"
+                    )
                 current = room.affiliation(target)
                 needs_owner = affiliation in ("owner", "admin") or current in ("owner", "admin")
                 if actor_aff != "owner" and (needs_owner or actor_aff != "admin"):
@@ -764,6 +789,34 @@ class MucService:
             if room.occupants.get(occupant.nick) is occupant:  # not banned by an affiliation change above
                 self._set_role(room, occupant, value, item, out)
         self.counters["muc_admin_changes"] += 1
+
+    def _claims(self, real: Jid) -> TokenClaims | None:
+        return self.token_of(real) if self.token_of is not None else None
+
+    def _token_fixed(self, room: Room, bare: Jid) -> bool:
+        """An occupant with that bare JID holds a token (its affiliation is the token's to say)."""
+        return any(o.jid.bare == bare and self._claims(o.jid) is not None for o in room.occupants.values())
+
+    def _own_payload(self, sender: Jid, stanza: ET.Element) -> list[ET.Element]:
+        """What `sender` broadcasts. `<identity>` is the server's to say (an occupant's own is dropped, so
+        none can pass for a token's holder); a token's holder gets Jitsi's `<identity>` (user id, name,
+        avatar; never the email) and, when the token names the user, that name as its `<nick>`."""
+        payload = [c for c in _payload(stanza) if c.tag != f"{{{NS_CLIENT}}}identity"]
+        claims = self._claims(sender)
+        if claims is None:
+            return payload
+        if claims.name:
+            payload = [c for c in payload if c.tag != f"{{{NS_NICK}}}nick"]
+            nick = ET.Element(f"{{{NS_NICK}}}nick")
+            nick.text = claims.name
+            payload.append(nick)
+        identity = ET.Element(f"{{{NS_CLIENT}}}identity")
+        user = ET.SubElement(identity, f"{{{NS_CLIENT}}}user")
+        for tag, value in (("id", claims.user_id), ("name", claims.name), ("avatar", claims.avatar)):
+            if value:
+                ET.SubElement(user, f"{{{NS_CLIENT}}}{tag}").text = value
+        payload.append(identity)
+        return payload
 
     def _item_jid(self, room: Room, item: ET.Element) -> Jid:
         text = item.get("jid")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from signaling.xmpp.jid import Jid, JidError
+from signaling.xmpp.users import USER_ITERATIONS, ScramCredentials, UserStore, derive
 
 SCRAM_ITERATIONS = 4096
 SCRAM_HASHES = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
@@ -41,28 +42,57 @@ class Failure:
 Step = Challenge | Success | Failure
 
 
-@dataclass(frozen=True, slots=True)
-class _ScramKeys:
-    salt: bytes
-    iterations: int
-    stored_key: bytes
-    server_key: bytes
+_ScramKeys = ScramCredentials
 
 
 class Accounts:
-    """Configured accounts (bare JID -> password); SCRAM keys derived once per account and hash."""
+    """Who may log in with a password: the deployment's configured accounts (bare JID -> password; their
+    SCRAM keys derived once per account and hash) and, on `users_domain`, the users of a `UserStore` (stored
+    as SCRAM credentials only). A configured account wins over a user of the same JID."""
 
-    def __init__(self, accounts: Mapping[str, str]) -> None:
+    def __init__(
+        self, accounts: Mapping[str, str], users: UserStore | None = None, users_domain: str = ""
+    ) -> None:
         self._passwords: dict[Jid, str] = {}
         for jid_text, password in accounts.items():
             self._passwords[Jid.parse(jid_text).bare] = password
         self._scram: dict[tuple[Jid, str], _ScramKeys] = {}
+        self.users = users
+        self.users_domain = users_domain.lower()
+        #: Keys the decoys of unknown names are derived from (per process).
+        self._decoy_secret = secrets.token_bytes(32)
+
+    def configured(self, jid: Jid) -> bool:
+        """One of the deployment's own accounts (focus, bridges), not a user of the store."""
+        return jid.bare in self._passwords
+
+    def _user(self, jid: Jid) -> str | None:
+        """The store's user name for `jid`, if it names one."""
+        if self.users is None or jid.domain != self.users_domain or jid.bare in self._passwords:
+            return None
+        return jid.local if jid.local in self.users else None
 
     def __contains__(self, jid: Jid) -> bool:
-        return jid.bare in self._passwords
+        return jid.bare in self._passwords or self._user(jid) is not None
+
+    def decoy_keys(self, jid: Jid, hash_name: str) -> _ScramKeys:
+        """SCRAM keys for a name that has no account, the same on every attempt (RFC 5802 §9: the exchange
+        goes on and fails at the proof, so it does not tell which names exist)."""
+        seed = hmac.digest(self._decoy_secret, f"{hash_name}\0{jid}".encode(), "sha256")
+        size = hashlib.new(hash_name).digest_size
+        iterations = USER_ITERATIONS if self.users is not None else SCRAM_ITERATIONS
+        return _ScramKeys(seed[:16], iterations, secrets.token_bytes(size), secrets.token_bytes(size))
 
     def check_password(self, jid: Jid, password: str) -> bool:
         expected = self._passwords.get(jid)
+        user = self._user(jid) if expected is None else None
+        if user is not None:
+            assert self.users is not None
+            return self.users.check_password(user, password)
+        if expected is None and self.users is not None:
+            # As long as a user's check takes (a PBKDF2 run), so the time does not tell that none exists.
+            derive(password, "sha256", self.decoy_keys(jid, "sha256").salt, USER_ITERATIONS)
+            return False
         # compare_digest on both branches keeps the timing of unknown and known users alike.
         if expected is None:
             hmac.compare_digest(password.encode(), password.encode())
@@ -72,18 +102,14 @@ class Accounts:
     def scram_keys(self, jid: Jid, hash_name: str) -> _ScramKeys | None:
         password = self._passwords.get(jid)
         if password is None:
-            return None
+            user = self._user(jid)
+            if user is None:
+                return None
+            assert self.users is not None
+            return self.users.credentials(user, hash_name)
         keys = self._scram.get((jid, hash_name))
         if keys is None:
-            salt = secrets.token_bytes(16)
-            salted = hashlib.pbkdf2_hmac(hash_name, password.encode(), salt, SCRAM_ITERATIONS)
-            client_key = hmac.digest(salted, b"Client Key", hash_name)
-            keys = _ScramKeys(
-                salt=salt,
-                iterations=SCRAM_ITERATIONS,
-                stored_key=hashlib.new(hash_name, client_key).digest(),
-                server_key=hmac.digest(salted, b"Server Key", hash_name),
-            )
+            keys = derive(password, hash_name, secrets.token_bytes(16), SCRAM_ITERATIONS)
             self._scram[(jid, hash_name)] = keys
         return keys
 
@@ -203,9 +229,11 @@ class _Scram(Exchange):
         if "m" in attrs or "n" not in attrs or not attrs.get("r"):
             return Failure("malformed-request", "client-first-message needs n= and r=")
         jid = _user_jid(_scram_name(attrs["n"]), self.host)
-        keys = self.accounts.scram_keys(jid, self.hash_name) if jid is not None else None
-        if jid is None or keys is None:
+        if jid is None:
             return Failure("not-authorized")
+        keys = self.accounts.scram_keys(jid, self.hash_name)
+        if keys is None:
+            keys = self.accounts.decoy_keys(jid, self.hash_name)  # fails at the proof
         if authzid and _scram_name(authzid[2:]) != str(jid):
             return Failure("invalid-authzid")
         self.gs2_header = f"{flag},{authzid},"

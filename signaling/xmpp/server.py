@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 from signaling.xmpp.config import XmppServerConfig
 from signaling.xmpp.core import Close, Connection, Framing, Output, StartTls, XmppCore
 from signaling.xmpp.sendqueue import SendMonitor, SlowReader
+from signaling.xmpp.users import UserStore, UserStoreError
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,9 @@ class XmppServer:
 
     def __init__(self, config: XmppServerConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.core = XmppCore(config)
+        #: The users file (`sluice user`), read at start and re-read when it changes.
+        self.users = UserStore(config.users_file) if config.users_file else None
+        self.core = XmppCore(config, self.users)
         self._clock = clock
         self._server: asyncio.Server | None = None
         #: Every link whose transport may still hold output for its peer, registered or closing.
@@ -193,7 +196,11 @@ class XmppServer:
     # ---- lifecycle
 
     async def start(self) -> None:
+        """Raises UserStoreError for a users file it must not trust (readable by others, not one)."""
         cfg = self.config
+        if self.users is not None:
+            self.users.load()
+            log.info("xmpp: %d user account(s) from %s", len(self.users), self.users.path)
         if cfg.tls_enabled:
             assert cfg.tls_cert is not None and cfg.tls_key is not None
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -261,6 +268,18 @@ class XmppServer:
     def _monitor(self) -> SendMonitor:
         limits = self.config.limits
         return SendMonitor(limits.max_send_queue_bytes, limits.send_stall_timeout)
+
+    def _refresh_users(self) -> None:
+        """A changed users file is re-read as connections arrive (a bad one keeps the last good users)."""
+        if self.users is None:
+            return
+        try:
+            if self.users.refresh(self._now()):
+                self._count("users_file_reloads")
+                log.info("xmpp: users file re-read: %d user account(s)", len(self.users))
+        except UserStoreError as exc:
+            self._count("users_file_errors")
+            log.warning("xmpp: users file not re-read: %s", exc)
 
     def _register(self, conn: Connection, link: _Link) -> None:
         self._links[conn.id] = link
@@ -346,6 +365,7 @@ class XmppServer:
         if task is not None:
             self._handlers.add(task)
         peer = writer.get_extra_info("peername")
+        self._refresh_users()
         conn = self.core.open_connection(
             self._now(), Framing.TCP, address=str(peer[0]) if isinstance(peer, tuple) else ""
         )
@@ -410,8 +430,15 @@ class XmppServer:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
+        self._refresh_users()
+        # Jitsi's token auth: the JWT rides on the WebSocket URL; the core verifies it at SASL.
         conn = self.core.open_connection(
-            self._now(), Framing.WEBSOCKET, secure=request.secure, address=request.remote or ""
+            self._now(),
+            Framing.WEBSOCKET,
+            secure=request.secure,
+            address=request.remote or "",
+            token=request.query.get("token") or None,
+            room=request.query.get("room") or None,
         )
         link = _WsLink(conn.id, ws, transport, self._monitor())
         self._register(conn, link)

@@ -31,6 +31,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from signaling.xmpp import XmppServerConfig
 from signaling.xmpp.core import Close, Connection, Framing, StartTls, XmppCore
 from signaling.xmpp.parser import ParseError, Stanza, StreamOpen, StreamParser
+from signaling.xmpp.users import UserStore
 
 CLIENT = "jabber:client"
 STREAMS = "http://etherx.jabber.org/streams"
@@ -89,10 +90,19 @@ class FakeClock:
 class SansIoClient:
     """One client connection on a `Harness`; `received` holds what the server sent, parsed."""
 
-    def __init__(self, harness: Harness, framing: Framing, address: str = "") -> None:
+    def __init__(
+        self,
+        harness: Harness,
+        framing: Framing,
+        address: str = "",
+        token: str | None = None,
+        room: str | None = None,
+    ) -> None:
         self.harness = harness
         self.framing = framing
-        self.conn: Connection = harness.core.open_connection(harness.clock.now, framing, address=address)
+        self.conn: Connection = harness.core.open_connection(
+            harness.clock.now, framing, address=address, token=token, room=room
+        )
         self.received: list[ET.Element] = []
         self.headers: list[dict[str, str]] = []
         self.closed = False
@@ -198,7 +208,7 @@ class SansIoClient:
 class Harness:
     """An XmppCore with a fake clock; routes the core's output to the matching `SansIoClient`."""
 
-    def __init__(self, config: XmppServerConfig | None = None) -> None:
+    def __init__(self, config: XmppServerConfig | None = None, users: UserStore | None = None) -> None:
         self.config = config or XmppServerConfig(
             accounts={
                 "focus@auth.meet.sluice": "focus-pw",
@@ -208,11 +218,17 @@ class Harness:
             components=("jvb@auth.meet.sluice",),
         )
         self.clock = FakeClock()
-        self.core = XmppCore(self.config)
+        self.core = XmppCore(self.config, users)
         self.clients: dict[int, SansIoClient] = {}
 
-    def client(self, framing: Framing = Framing.WEBSOCKET, address: str = "") -> SansIoClient:
-        return SansIoClient(self, framing, address)
+    def client(
+        self,
+        framing: Framing = Framing.WEBSOCKET,
+        address: str = "",
+        token: str | None = None,
+        room: str | None = None,
+    ) -> SansIoClient:
+        return SansIoClient(self, framing, address, token, room)
 
     def pump(self) -> None:
         for conn in self.core.take_dirty():

@@ -112,3 +112,20 @@ async def test_dotfiles_symlinks_and_subdirectories_are_not_served(tmp_path: Pat
         # A new client file in js/ is served without a code change.
         resp = await c.get("/js/extra.js")
         assert resp.status == 200 and "extra" in await resp.text()
+
+
+async def test_config_names_the_login_host_only_on_a_secure_domain(client: TestClient[Any, Any]) -> None:
+    config = await (await client.get("/config.json")).json()
+    assert "auth" not in config["hosts"]
+    # The page's URL may carry a token: it sends no Referer anywhere.
+    page = await client.get("/standup?jwt=x.y.z")
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    app = create_web_app("meet.test", no_websocket, WEB_DIR, login=True)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as secure:
+        hosts = (await (await secure.get("/config.json")).json())["hosts"]
+        assert hosts == {
+            "domain": "meet.test",
+            "muc": "conference.meet.test",
+            "focus": "focus.meet.test",
+            "auth": "auth.meet.test",
+        }

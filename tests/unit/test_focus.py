@@ -140,6 +140,8 @@ class Net:
         self.bridges: dict[str, FakeBridge] = {}
         self.client_iqs: list[ET.Element] = []  # IQs to participants, unanswered
         self.auto_answer_clients = True
+        #: Bare JIDs the MUC refuses to make owner (as ours does for a token's holder).
+        self.refuse_owner: set[str] = set()
         self.core.start(self.now)
         self.pump()
 
@@ -188,6 +190,9 @@ class Net:
 
     def _muc_service(self, iq: ET.Element) -> ET.Element:
         payload = iq[0]
+        item = payload.find("{http://jabber.org/protocol/muc#admin}item")
+        if item is not None and item.get("jid") in self.refuse_owner:
+            return _error(iq, "not-allowed")
         if payload.tag == "{http://jabber.org/protocol/disco#info}query":
             return _result(
                 iq,
@@ -442,6 +447,51 @@ def test_first_participant_is_made_owner() -> None:
     )
     net.join("bbbb0002")
     assert not net.take(lambda el: el.find("{http://jabber.org/protocol/muc#admin}query") is not None)
+
+
+def owner_grants(net: Net) -> list[str | None]:
+    """The JIDs the focus asked the MUC to make owner since last asked."""
+    admin = "{http://jabber.org/protocol/muc#admin}"
+    items = [
+        g.find(f"{admin}query/{admin}item") for g in net.take(lambda el: el.find(f"{admin}query") is not None)
+    ]
+    return [item.get("jid") if item is not None else None for item in items]
+
+
+def test_a_refused_owner_grant_is_not_believed_and_the_next_participant_is_asked() -> None:
+    """The MUC decides a token holder's affiliation: the focus's grant is refused, and it must not then take
+    that participant for a moderator (mute rights) nor stop looking for an owner."""
+    net = Net()
+    net.add_bridge("jvb1")
+    net.open_room()
+    net.refuse_owner.add(f"aaaa0001-user@{DOMAIN}")
+    net.join("aaaa0001")
+    assert owner_grants(net) == [f"aaaa0001-user@{DOMAIN}"]
+    first = net.core.rooms[ROOM].participants["aaaa0001"]
+    assert not first.moderator and first.owner_refused
+    assert net.core.stats["owner_grants_refused"] == 1
+    net.join("bbbb0002")
+    assert owner_grants(net) == [f"bbbb0002-user@{DOMAIN}"]
+    assert net.core.rooms[ROOM].participants["bbbb0002"].moderator
+
+
+def test_on_a_secure_domain_only_logged_in_participants_become_owner() -> None:
+    net = Net(owner_needs_login=True)
+    net.add_bridge("jvb1")
+    net.conference_iq()
+    net.focus_joined()
+    (reply,) = net.replies_to("conf1")
+    props = {p.get("name"): p.get("value") for p in reply.iter("{http://jitsi.org/protocol/focus}property")}
+    assert props["authentication"] == "true"
+    net.join("aaaa0001")  # a guest (anonymous, on the login domain)
+    assert owner_grants(net) == []
+    net.feed(
+        x(
+            f'<presence xmlns="{CLIENT}" from="{ROOM}/cccc0003"><x xmlns="{MUC_USER}">'
+            f'<item affiliation="none" role="participant" jid="host@auth.{DOMAIN}/web"/></x></presence>'
+        )
+    )
+    assert owner_grants(net) == [f"host@auth.{DOMAIN}"]
 
 
 # ---- bridge selection (1.3)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from bridge.settings import parse_settings
 from signaling.focus import FocusConfig
 from signaling.settings import SignalingSettingsError, signaling_settings
-from signaling.xmpp import XmppLimits
+from signaling.xmpp import XmppLimits, XmppServerConfig
+from tests.helpers.tokens import rsa_key
 
 FILE = """
 [videobridge.ice.udp]
@@ -68,3 +70,61 @@ def test_tables_override_only_what_they_name() -> None:
 def test_bad_tables_name_the_key(text: str, message: str) -> None:
     with pytest.raises(SignalingSettingsError, match=message.replace("[", r"\[").replace(".", r"\.")):
         signaling_settings(tomllib.loads(text))
+
+
+SECRET = "s" * 32
+
+
+def test_auth_tables(tmp_path: Path) -> None:
+    _, pem = rsa_key()
+    (tmp_path / "issuer.pem").write_text(pem)
+    text = (
+        "[signaling.auth]\nallow-anonymous = false\nsecure-domain = true\nusers-file = 'users.json'\n"
+        "[signaling.auth.token]\napp-id = 'app'\npublic-key-file = 'issuer.pem'\n"
+        "accepted-audiences = ['app', 'jitsi']\nleeway = 5\nmax-token-bytes = 2048\n"
+    )
+    auth = signaling_settings(tomllib.loads(text), tmp_path).auth
+    assert (auth.allow_anonymous, auth.secure_domain) == (False, True)
+    assert auth.users_file == str(tmp_path / "users.json")
+    assert auth.token is not None and auth.token.public_key == pem and auth.token.secret is None
+    assert (auth.token.audiences, auth.token.leeway, auth.token.max_bytes) == (("app", "jitsi"), 5.0, 2048)
+    xmpp = signaling_settings(tomllib.loads(text), tmp_path).xmpp_auth(XmppServerConfig())
+    assert xmpp.token == auth.token and xmpp.secure_domain and not xmpp.allow_anonymous
+    focus = signaling_settings({"signaling": {"focus": {"owner-needs-login": True}}}).focus_config(
+        FocusConfig()
+    )
+    assert focus.owner_needs_login and not FocusConfig().owner_needs_login
+    default = signaling_settings({}).auth
+    assert (default.allow_anonymous, default.secure_domain, default.token) == (True, False, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[signaling.auth]\nsecure = true", "unknown key signaling.auth.secure"),
+        ("[signaling.auth]\nsecure-domain = 'yes'", "bad value for signaling.auth.secure-domain"),
+        ("[signaling.auth.token]\napp-secret = '" + SECRET + "'", "signaling.auth.token.app-id is required"),
+        ("[signaling.auth.token]\napp-id = 'a'", "exactly one of app-secret"),
+        ("[signaling.auth.token]\napp-id = 'a'\napp-secret = 'short'", "signaling.auth.token.app-secret"),
+        (
+            "[signaling.auth.token]\napp-id = 'a'\napp-secret = '" + SECRET + "'\nleeway = -1",
+            "bad value for signaling.auth.token.leeway",
+        ),
+        (
+            "[signaling.auth.token]\napp-id = 'a'\napp-secret = '" + SECRET + "'\naccepted-audiences = 'a'",
+            "bad value for signaling.auth.token.accepted-audiences",
+        ),
+        ("[signaling.auth.token]\napp-id = 'a'\npublic-key-file = '/nonexistent.pem'", "public-key-file"),
+        ("[signaling.auth.token]\napp-id = 'a'\napp-secret = '" + SECRET + "'\nalg = 'none'", "unknown key"),
+    ],
+)
+def test_bad_auth_tables_name_the_key(text: str, message: str) -> None:
+    with pytest.raises(SignalingSettingsError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        signaling_settings(tomllib.loads(text))
+
+
+def test_a_public_key_that_does_not_load_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    text = "[signaling.auth.token]\napp-id = 'a'\npublic-key-file = 'bad.pem'\n"
+    with pytest.raises(SignalingSettingsError, match="public-key-file"):
+        signaling_settings(tomllib.loads(text), tmp_path)

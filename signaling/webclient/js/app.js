@@ -1,6 +1,6 @@
 // The page: landing (/), pre-join (/<room>), the call, and the screens around it. Plain DOM, no framework.
 
-import { Conference, PasswordRequired } from './conference.js';
+import { AuthFailed, AuthRequired, Conference, PasswordRequired, tokenClaims } from './conference.js';
 import { icons } from './icons.js';
 import { receiverConstraints, stageParticipant } from './layout.js';
 
@@ -88,6 +88,16 @@ function loadConfig() {
   return configPromise;
 }
 
+// Jitsi's token flow: /<room>?jwt=<token>. The token's user name (context.user.name) is the name others see.
+function urlToken() {
+  return new URLSearchParams(location.search).get('jwt') || null;
+}
+
+function tokenName(token) {
+  const name = token ? tokenClaims(token)?.context?.user?.name : null;
+  return typeof name === 'string' && name.trim() ? name.trim().slice(0, 48) : null;
+}
+
 function setView(name, node) {
   view = name;
   document.body.dataset.view = name;
@@ -153,7 +163,7 @@ async function openMedia() {
 }
 
 function renderPrejoin(room) {
-  const saved = localStorage.getItem(NAME_KEY) || '';
+  const saved = tokenName(urlToken()) || localStorage.getItem(NAME_KEY) || '';
   let audioOn = true;
   let videoOn = true;
   const video = h('video.mirror', { autoplay: true, muted: true, playsInline: true });
@@ -211,6 +221,7 @@ function renderPrejoin(room) {
           status,
           joinBtn)))));
   paint();
+  if (tokenName(urlToken())) nameInput.readOnly = true; // the token's name is what others see
   if (!saved) nameInput.focus();
 
   acquireMedia().then((stream) => {
@@ -259,6 +270,43 @@ function passwordDialog({ title, text, confirm, allowClear = false, error = null
   });
 }
 
+/** The login prompt of a secure domain: resolves {username, password}, or null when cancelled. */
+function loginDialog({ error = null } = {}) {
+  return new Promise((resolve) => {
+    const user = h('input#login-username', { type: 'text', placeholder: 'User name', autocomplete: 'username', 'aria-label': 'User name', autocapitalize: 'none', spellcheck: 'false' });
+    const pass = h('input#login-password', { type: 'password', placeholder: 'Password', autocomplete: 'current-password', 'aria-label': 'Password' });
+    const err = h('p.hint.error#login-error', {}, error || '');
+    const close = (v) => {
+      back.remove();
+      resolve(v);
+    };
+    const form = h('form.dialog#login-dialog', {
+      onsubmit: (e) => {
+        e.preventDefault();
+        const username = user.value.trim().toLowerCase();
+        if (!username || !pass.value) {
+          err.textContent = 'Please enter your user name and password.';
+          return;
+        }
+        close({ username, password: pass.value });
+      },
+    },
+    h('div.dialog-icon', { html: icons.lock }),
+    h('h3', {}, 'Log in to start this meeting'),
+    h('p.sub', {}, 'This meeting has not started yet. Log in to start it, or wait for the host.'),
+    user,
+    pass,
+    err,
+    h('div.dialog-actions', {},
+      h('span.spacer'),
+      h('button.btn.ghost#login-cancel', { type: 'button', onclick: () => close(null) }, 'Cancel'),
+      h('button.btn.primary#login-submit', { type: 'submit' }, 'Log in')));
+    const back = h('div.backdrop', {}, form);
+    document.body.append(back);
+    user.focus();
+  });
+}
+
 async function startCall(room, name, audioMuted, videoMuted) {
   let config;
   try {
@@ -267,16 +315,44 @@ async function startCall(room, name, audioMuted, videoMuted) {
     renderEnded(room, `Cannot load the server configuration (${e.message}).`, true);
     return;
   }
-  conference = new Conference({ config, room, displayName: name, localStream, audioMuted, videoMuted });
+  conference = new Conference({ config, room, displayName: name, localStream, audioMuted, videoMuted, token: urlToken() });
   const ui = renderCall(room, conference);
   callUi = ui;
   let password = null;
   let wrong = false;
+  let login = null; // {error} while the login prompt is to be shown (a secure domain)
   for (;;) {
     try {
-      await conference.join(password);
+      if (login) {
+        window.sluice._prompt = 'login';
+        const creds = await loginDialog(login);
+        window.sluice._prompt = null;
+        if (creds === null) {
+          await conference.leave();
+          renderEnded(room, 'This meeting has not started yet: the host must log in to start it.', true);
+          return;
+        }
+        try {
+          await conference.login(creds.username, creds.password);
+        } catch (e) {
+          if (!(e instanceof AuthFailed)) throw e;
+          login = { error: 'Wrong user name or password, please try again.' };
+          continue;
+        }
+        login = null;
+      } else {
+        await conference.join(password);
+      }
       break;
     } catch (e) {
+      if (e instanceof AuthRequired && config.hosts.auth) {
+        login = { error: null }; // a guest on a secure domain: offer the login prompt
+        continue;
+      }
+      if (e instanceof AuthFailed && config.hosts.auth && !conference.token && !conference.credentials) {
+        login = { error: null }; // no guests at all (anonymous logins off): log in to go on
+        continue;
+      }
       if (e instanceof PasswordRequired) {
         window.sluice._prompt = 'password';
         password = await passwordDialog({
@@ -531,7 +607,7 @@ function renderEnded(room, reason, isError) {
         h('p.sub#ended-reason', {}, reason),
         h('div.dialog-actions', {},
           h('a.btn.ghost', { href: '/' }, 'Home'),
-          h('a.btn.primary', { href: `/${room}` }, 'Rejoin'))))));
+          h('a.btn.primary', { href: `/${room}${location.search}` }, 'Rejoin'))))));
 }
 
 // ------------------------------------------------------------------------------------------ test API
@@ -551,12 +627,14 @@ window.sluice = {
     nick: conference?.nick ?? null,
     room: conference?.room ?? null,
     affiliation: conference?.affiliation ?? null,
+    role: conference?.role ?? null,
+    displayName: conference?.displayName ?? null,
     locked: conference?.locked ?? false,
     counters: conference ? { ...conference.counters } : {},
   }),
   participants: () => (conference ? conference.participantList() : []).map((p) => ({
     id: p.id, name: p.name, local: p.local, audioMuted: p.audioMuted, videoMuted: p.videoMuted,
-    affiliation: p.affiliation ?? null, videoTracks: p.tracks.filter((t) => t.kind === 'video').length,
+    affiliation: p.affiliation ?? null, role: p.role ?? null, videoTracks: p.tracks.filter((t) => t.kind === 'video').length,
     audioTracks: p.tracks.filter((t) => t.kind === 'audio').length,
   })),
   getStats: () => (conference ? conference.stats() : {}),
@@ -644,6 +722,18 @@ window.sluice = {
     input.dispatchEvent(new Event('input'));
     document.getElementById('join-button').click();
   },
+  /** Types into the login prompt (secure domain) and submits it. */
+  submitLogin: (username, password) => {
+    const user = document.getElementById('login-username');
+    if (!user) throw new Error('no login prompt');
+    user.value = username;
+    document.getElementById('login-password').value = password;
+    document.getElementById('login-submit').click();
+  },
+  /** The login prompt's error line ('' when none is shown). */
+  loginError: () => document.getElementById('login-error')?.textContent ?? null,
+  /** The ended screen's reason ('' when not on it). */
+  endedReason: () => document.getElementById('ended-reason')?.textContent ?? '',
   /** Types into the password prompt and submits it. */
   submitPassword: (pw) => {
     const input = document.getElementById('password-input');

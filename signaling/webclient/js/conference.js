@@ -5,7 +5,7 @@
 // (setReceiverConstraints). What the bridge says receivers want of our camera (SenderSourceConstraints)
 // turns its simulcast encodings on and off here.
 
-import { $iq, $pres, Strophe, XmppClient, xmlElement, StanzaError } from './xmpp.js';
+import { $iq, $pres, Strophe, XmppClient, xmlElement, StanzaError, AuthFailed } from './xmpp.js';
 import {
   NS, JingleError, RemoteSession, parseJingle, sessionAcceptXml, sessionTerminateXml, transportInfoXml,
   candidateFromSdp, candidateToSdp, simulcastPlan, withSimulcast,
@@ -37,6 +37,35 @@ export class PasswordRequired extends Error {
   constructor(wrong) {
     super(wrong ? 'wrong password' : 'this room is protected by a password');
     this.wrong = wrong;
+  }
+}
+
+/**
+ * The focus will not start this room for a guest (a secure domain): someone must log in first. `reason` is
+ * the server's text.
+ */
+export class AuthRequired extends Error {
+  constructor(reason) {
+    super(reason || 'only authenticated users may start this meeting');
+    this.reason = reason || '';
+  }
+}
+
+/** Conference request errors that another try will not change: give up at once and say why. */
+const FINAL_CONDITIONS = ['not-allowed', 'forbidden', 'bad-request', 'registration-required'];
+
+/**
+ * The claims of a JWT (its middle part), read without verifying it: only to show the token's name before
+ * joining. The server verifies the token and shows others the name from it.
+ */
+export function tokenClaims(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = new TextDecoder().decode(Uint8Array.from(atob(part), (c) => c.charCodeAt(0)));
+    const claims = JSON.parse(json);
+    return claims && typeof claims === 'object' ? claims : null;
+  } catch {
+    return null;
   }
 }
 
@@ -120,17 +149,23 @@ export function sourceInfo(st, nick) {
   return out;
 }
 
-function websocketUrl(path) {
+// Jitsi's token flow: the room URL's ?jwt= rides on the XMPP WebSocket URL as ?token=, next to ?room= (so a
+// token for another room is refused at login, with its reason).
+function websocketUrl(path, token = null, room = null) {
   const u = new URL(path, location.href);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   else if (u.protocol === 'https:') u.protocol = 'wss:';
+  if (room) u.searchParams.set('room', room);
+  if (token) u.searchParams.set('token', token);
   return u.href;
 }
 
 export class Conference extends EventTarget {
-  constructor({ config, room, displayName, localStream, audioMuted = false, videoMuted = false }) {
+  constructor({ config, room, displayName, localStream, audioMuted = false, videoMuted = false, token = null }) {
     super();
     this.config = config;
+    this.token = token; // the room URL's ?jwt=
+    this.credentials = null; // {username, password} after the login prompt (secure domain)
     this.room = room;
     this.roomJid = `${room}@${config.hosts.muc}`;
     this.nick = randomNick();
@@ -143,6 +178,7 @@ export class Conference extends EventTarget {
     this.participants = new Map(); // nick → participant
     this.state = { xmpp: 'disconnected', ice: 'new', joined: false, focus: 'none', jingle: 'none', error: null };
     this.affiliation = 'none';
+    this.role = 'none';
     this.locked = false;
     this.pc = null;
     this.remote = null;
@@ -205,7 +241,7 @@ export class Conference extends EventTarget {
   participantList() {
     const local = {
       id: this.nick, name: this.displayName, local: true, audioMuted: this.audioMuted, videoMuted: this.videoMuted,
-      affiliation: this.affiliation, role: 'participant', tracks: this.localStream ? this.localStream.getTracks() : [],
+      affiliation: this.affiliation, role: this.role, tracks: this.localStream ? this.localStream.getTracks() : [],
     };
     const remote = [...this.participants.values()].filter((p) => !p.isFocus).map((p) => ({ ...p, local: false, tracks: [...p.tracks.values()] }));
     return [local, ...remote];
@@ -217,17 +253,30 @@ export class Conference extends EventTarget {
   async join(password = null) {
     this.password = password;
     if (!this.xmpp) {
-      this.xmpp = new XmppClient(websocketUrl(this.config.websocket));
-      this.xmpp.addEventListener('status', (e) => {
+      const client = new XmppClient(websocketUrl(this.config.websocket, this.credentials ? null : this.token, this.room));
+      this.xmpp = client;
+      client.addEventListener('status', (e) => {
+        if (this.xmpp !== client) return; // one we replaced (the login prompt's)
         this._set({ xmpp: e.detail.status });
-        if (e.detail.status === 'disconnected' && !this.left) {
+        if (e.detail.status === 'disconnected' && client.wasConnected && !this.left) {
           this._closeSession();
           this._set({ joined: false, error: 'connection to the server lost' });
           this._emit('ended', { reason: 'connection to the server lost' });
         }
       });
       this._set({ xmpp: 'connecting' });
-      await this.xmpp.connect(this.config.hosts.domain);
+      try {
+        if (this.credentials) {
+          const { username, password } = this.credentials;
+          await client.connect(`${username}@${this.config.hosts.auth}`, password);
+        } else {
+          await client.connect(this.config.hosts.domain);
+        }
+      } catch (e) {
+        this.xmpp = null;
+        this._set({ xmpp: 'failed', error: e.message });
+        throw e;
+      }
       this._installHandlers();
       await this._askIceServers();
     }
@@ -287,6 +336,15 @@ export class Conference extends EventTarget {
         this._set({ focus: 'waiting' });
       } catch (e) {
         this._set({ focus: `unavailable (${e.condition ?? e.message})` });
+        const text = e.stanza?.getElementsByTagName?.('text')[0]?.textContent ?? '';
+        if (e.condition === 'not-authorized') {
+          this._set({ focus: 'login required', error: text || e.message });
+          throw new AuthRequired(text);
+        }
+        if (FINAL_CONDITIONS.includes(e.condition)) {
+          this._set({ error: e.message });
+          throw e;
+        }
         if (attempt >= 30) throw new Error(`the conference focus does not answer: ${e.message}`);
       }
       await sleep(Math.min(500 * 2 ** attempt, 5000));
@@ -357,7 +415,10 @@ export class Conference extends EventTarget {
       else if (condition === 'conflict') {
         this.nick = randomNick();
         this._joinRoom().then(waiter.resolve, waiter.reject);
-      } else waiter.reject(new Error(`cannot join the room: ${condition}`));
+      } else {
+        const text = err?.getElementsByTagName('text')[0]?.textContent;
+        waiter.reject(new Error(`cannot join the room: ${condition}${text ? ` (${text})` : ''}`));
+      }
       return;
     }
 
@@ -386,6 +447,10 @@ export class Conference extends EventTarget {
     const text = (ns, name) => st.getElementsByTagNameNS(ns, name)[0]?.textContent;
     if (self) {
       if (item) this.affiliation = item.getAttribute('affiliation') || 'none';
+      if (item) this.role = item.getAttribute('role') || 'participant';
+      // With a token the server shows everyone the token's name: show ours the same.
+      const shown = text(NICK, 'nick');
+      if (shown) this.displayName = shown;
       if (!this.state.joined && this._joinWaiter) {
         const waiter = this._joinWaiter;
         this._joinWaiter = null;
@@ -1033,6 +1098,24 @@ export class Conference extends EventTarget {
   }
 
   /** Ends the session (session-terminate to the focus), leaves the room and closes the connection. */
+  /**
+   * Logs in as `username` on the auth domain (the login prompt of a secure domain), replacing the anonymous
+   * session; then `join()` again starts the room. Rejects with AuthFailed on a wrong name or password.
+   */
+  async login(username, password) {
+    const old = this.xmpp;
+    this.xmpp = null;
+    if (old) old.disconnect('logging in');
+    this.credentials = { username, password };
+    this._set({ xmpp: 'connecting', focus: 'none', error: null });
+    try {
+      await this.join(this.password);
+    } catch (e) {
+      if (e instanceof AuthFailed) this.credentials = null;
+      throw e;
+    }
+  }
+
   async leave() {
     if (this.left) return;
     this.left = true;
@@ -1055,4 +1138,4 @@ export class Conference extends EventTarget {
   }
 }
 
-export { JingleError, StanzaError };
+export { AuthFailed, JingleError, StanzaError };

@@ -19,6 +19,15 @@ export class StanzaError extends Error {
   }
 }
 
+/** The server refused our login (SASL failure): `reason` is its text (e.g. "expired: the token has expired"). */
+export class AuthFailed extends Error {
+  constructor(reason) {
+    super(`not authorized${reason ? `: ${reason}` : ''}`);
+    this.condition = 'not-authorized';
+    this.reason = reason || '';
+  }
+}
+
 /** Parses an XML string (from jingle-sdp.js) into an Element that Strophe builders can import. */
 export function xmlElement(xml) {
   const doc = new DOMParser().parseFromString(xml, 'text/xml');
@@ -32,6 +41,7 @@ export class XmppClient extends EventTarget {
     this.conn = new Strophe.Connection(serviceUrl);
     this.status = 'disconnected';
     this.jid = null;
+    this.wasConnected = false;
   }
 
   _state(status, detail) {
@@ -39,18 +49,30 @@ export class XmppClient extends EventTarget {
     this.dispatchEvent(new CustomEvent('status', { detail: { status, detail } }));
   }
 
-  /** Anonymous login to `domain` (SASL ANONYMOUS); resolves once the resource is bound. */
-  connect(domain) {
+  /**
+   * Anonymous login to `domain` (SASL ANONYMOUS), or with `password` as `domain`'s account (a bare JID:
+   * SCRAM or PLAIN, whichever the server offers first); resolves once the resource is bound, rejects with
+   * AuthFailed (the server's reason) when the login is refused.
+   */
+  connect(domain, password = null) {
     return new Promise((resolve, reject) => {
       let done = false;
-      this.conn.connect(domain, null, (status, condition) => {
+      this.conn.connect(domain, password, (status, condition, elem) => {
         const name = STATUS_NAMES[status] ?? String(status);
         if (status === Strophe.Status.CONNECTED) {
           this.jid = this.conn.jid;
+          this.wasConnected = true;
           this._state('connected');
           done = true;
           resolve(this.jid);
-        } else if (status === Strophe.Status.CONNFAIL || status === Strophe.Status.AUTHFAIL || status === Strophe.Status.ERROR) {
+        } else if (status === Strophe.Status.AUTHFAIL) {
+          const reason = elem?.getElementsByTagName?.('text')[0]?.textContent ?? condition ?? '';
+          this._state('failed', reason || name);
+          if (!done) {
+            done = true;
+            reject(new AuthFailed(reason));
+          }
+        } else if (status === Strophe.Status.CONNFAIL || status === Strophe.Status.ERROR) {
           this._state('failed', condition || name);
           if (!done) {
             done = true;
