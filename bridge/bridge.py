@@ -410,7 +410,11 @@ class Bridge:
         self._loop = asyncio.get_running_loop()
         cpu = self.config.shard_cpu
         native = _native.NativeBridge(
-            self.config.bind_addresses, self.config.udp_port, cpu, self.config.cc_trace_dir
+            self.config.bind_addresses,
+            self.config.udp_port,
+            cpu,
+            self.config.cc_trace_dir,
+            self.config.cc_initial_estimate_bps,
         )
         if cpu is not None:
             keep_threads_off(cpu)

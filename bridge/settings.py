@@ -377,6 +377,7 @@ _KEYS: dict[str, Parse] = {
     "videobridge.cc.receiver-bandwidth": _bitrate,  # sluice
     "videobridge.cc.trust-bwe": _bool,
     "videobridge.cc.trace-dir": _string,  # sluice
+    "videobridge.cc.initial-estimate": _bitrate,  # sluice
     "videobridge.speech-activity.recent-speakers-count": _count,
     "videobridge.speech-activity.enable-silence-detection": _bool,
     "videobridge.speech-activity.silence-detection-timeout": _duration,
@@ -537,6 +538,9 @@ class Settings:
     #: A directory each transport's congestion-control trace is written to (a line per packet: for
     #: debugging and for recording the estimator's test traces; None: no traces).
     cc_trace_dir: str | None = None
+    #: A receiver's send-side estimate before its first transport-cc feedback (None: 300 kbit/s, probed up
+    #: from there as libwebrtc starts; jvb starts at 2.5 Mbit/s).
+    cc_initial_estimate_bps: int | None = None
     #: Dominant speaker detection, `[videobridge.speech-activity]` (bridge/speakers.py).
     recent_speakers_count: int = 10
     enable_silence_detection: bool = False
@@ -550,6 +554,7 @@ class Settings:
             advertised_addresses=list(self.advertised_addresses),
             shard_cpu=self.shard_cpu,
             cc_trace_dir=self.cc_trace_dir,
+            cc_initial_estimate_bps=self.cc_initial_estimate_bps,
         )
 
     def colibri2_limits(self) -> Colibri2Limits:
@@ -796,6 +801,7 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         cc_allocation_interval=get("videobridge.cc.allocation-interval", defaults.cc_allocation_interval),
         cc_trust_bwe=get("videobridge.cc.trust-bwe", defaults.cc_trust_bwe),
         cc_trace_dir=get("videobridge.cc.trace-dir", defaults.cc_trace_dir),
+        cc_initial_estimate_bps=get("videobridge.cc.initial-estimate", defaults.cc_initial_estimate_bps),
         recent_speakers_count=get(
             "videobridge.speech-activity.recent-speakers-count", defaults.recent_speakers_count
         ),

@@ -483,7 +483,13 @@ impl Transport {
     /// The transport-cc header extension id of the RTP this transport's peer sends and receives (None:
     /// it did not negotiate it); `feedback_ssrc` is the bridge's SSRC its feedback comes from.
     /// Numbering starts at 0 and goes on across changes of the id; the estimate too.
-    pub fn set_transport_cc_id(&mut self, now: Instant, id: Option<u8>, feedback_ssrc: u32) {
+    pub fn set_transport_cc_id(
+        &mut self,
+        now: Instant,
+        id: Option<u8>,
+        feedback_ssrc: u32,
+        config: EstimatorConfig,
+    ) {
         self.tcc_out = match (id, self.tcc_out) {
             (None, _) => None,
             (Some(id), Some(t)) => Some(TccOut { id, ..t }),
@@ -495,7 +501,7 @@ impl Transport {
                 self.cc = Some(Box::new(Cc {
                     epoch: now,
                     feedback: FeedbackBuilder::new(feedback_ssrc, 0),
-                    estimator: Estimator::new(EstimatorConfig::default()),
+                    estimator: Estimator::new(config),
                     prober: Prober::new(),
                     bad_feedback: 0,
                     trace: None,

@@ -40,12 +40,13 @@ impl NativeBridge {
 #[pymethods]
 impl NativeBridge {
     #[new]
-    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None))]
+    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None, cc_initial_estimate_bps=None))]
     fn new(
         bind_addresses: Vec<String>,
         port: u16,
         shard_cpu: Option<usize>,
         cc_trace_dir: Option<String>,
+        cc_initial_estimate_bps: Option<u64>,
     ) -> PyResult<Self> {
         let mut bind = Vec::new();
         for a in &bind_addresses {
@@ -61,6 +62,7 @@ impl NativeBridge {
             bind,
             cpu: shard_cpu,
             cc_trace_dir: cc_trace_dir.map(std::path::PathBuf::from),
+            cc_initial_estimate_bps,
         };
         let shard =
             ShardHandle::spawn(&config, cert).map_err(|e| PyOSError::new_err(e.to_string()))?;

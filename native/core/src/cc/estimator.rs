@@ -114,6 +114,18 @@ impl Default for EstimatorConfig {
     }
 }
 
+impl EstimatorConfig {
+    /// The bridge's send-side estimate of a receiver: from 300 kbit/s (libwebrtc's start), probed
+    /// up. Starting at 2.5 Mbit/s sent a receiver behind a small link 720p before any feedback, and
+    /// the queue that built cost it seconds of video and its audio.
+    pub fn send_side() -> Self {
+        EstimatorConfig {
+            initial_bps: 300_000,
+            ..EstimatorConfig::default()
+        }
+    }
+}
+
 /// What the delay signal says (draft 5.4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BandwidthUsage {
@@ -429,8 +441,10 @@ impl Estimator {
         };
         self.rate.update(
             usage,
-            carried,
-            self.sent_rate.rate_bps(),
+            Throughput {
+                acked: carried,
+                sent: self.sent_rate.rate_bps(),
+            },
             now_us,
             rtt_us,
             self.packet_bits,
@@ -745,6 +759,13 @@ impl LinkCapacity {
     }
 }
 
+/// What the link carried and what was sent to it, bit/s, over the last 500 ms (None: not known yet).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Throughput {
+    pub(super) acked: Option<f64>,
+    pub(super) sent: Option<f64>,
+}
+
 /// The delay-based AIMD rate controller (draft 5.5).
 #[derive(Debug)]
 pub(super) struct RateControl {
@@ -769,13 +790,13 @@ impl RateControl {
     pub(super) fn update(
         &mut self,
         usage: BandwidthUsage,
-        acked: Option<f64>,
-        sent: Option<f64>,
+        throughput: Throughput,
         now_us: i64,
         rtt_us: i64,
         packet_bits: f64,
         config: &EstimatorConfig,
     ) {
+        let Throughput { acked, sent } = throughput;
         let dt_s = self
             .last_update_us
             .map_or(0.0, |t| ((now_us - t) as f64 / 1e6).clamp(0.0, 1.0));

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::estimator::{AckedBitrate, DelayDetector, RateControl};
+use super::estimator::{AckedBitrate, DelayDetector, RateControl, Throughput};
 use super::{micros, EstimatorConfig};
 
 /// abs-send-time is 6.18 fixed point seconds in 24 bits: it wraps every 64 s.
@@ -99,8 +99,10 @@ impl ReceiveEstimator {
         let usage = self.delay.take_usage();
         self.rate.update(
             usage,
-            Some(incoming),
-            None,
+            Throughput {
+                acked: Some(incoming),
+                sent: None,
+            },
             now_us,
             ASSUMED_RTT_US,
             self.packet_bits,

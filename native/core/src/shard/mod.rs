@@ -49,6 +49,8 @@ pub struct ShardConfig {
     pub cpu: Option<usize>,
     /// Where each transport's congestion-control trace is written (`cc::trace`; None: nowhere).
     pub cc_trace_dir: Option<std::path::PathBuf>,
+    /// Each receiver's send-side estimate before feedback, bit/s (None: `EstimatorConfig::send_side`).
+    pub cc_initial_estimate_bps: Option<u64>,
 }
 
 /// All state a shard mutates per packet.
@@ -74,6 +76,8 @@ pub struct State {
     commands_seen: u64,
     events_sent: u64,
     cc_trace_dir: Option<std::path::PathBuf>,
+    /// Every receiver's send-side estimator starts from this.
+    cc_config: crate::cc::EstimatorConfig,
 }
 
 pub struct Shard {
@@ -138,6 +142,13 @@ impl Shard {
                 next_nack: Instant::now() + rtcp::NACK_INTERVAL,
                 commands_seen: 0,
                 cc_trace_dir: config.cc_trace_dir.clone(),
+                cc_config: {
+                    let base = crate::cc::EstimatorConfig::send_side();
+                    crate::cc::EstimatorConfig {
+                        initial_bps: config.cc_initial_estimate_bps.unwrap_or(base.initial_bps),
+                        ..base
+                    }
+                },
                 events_sent: 0,
             },
         })

@@ -322,6 +322,30 @@ fn probing_moves_a_receiver_down_fast_and_back_up_within_15_s_of_recovery() {
 }
 
 #[test]
+fn the_send_side_start_probes_up_without_overshooting_a_small_link() {
+    // From 300 kbit/s, probing towards the 2.5 Mbit/s layer: a 5 Mbit/s link gets it within 4 s;
+    // a 500 kbit/s link is never estimated above 1.2 x its rate (the old 2.5 Mbit/s start sent it
+    // 720p before the first feedback), and gets the 500 kbit/s layer's worth within 3 s.
+    for (link, layer_by, within) in [(5e6, 2.5e6, 4.0), (5e5, 0.9 * 5e5, 3.0)] {
+        let mut scenario = Scenario::constant(link, 15.0);
+        scenario.config = EstimatorConfig::send_side();
+        scenario.queue_limit_us = 200_000.0;
+        scenario.layers = Some(vec![150e3, 500e3, 2.5e6]);
+        scenario.probing = true;
+        let trace = run(&scenario);
+        let detail = trace.summary();
+        let up = trace.first_at_least(0.0, layer_by);
+        assert!(
+            up.is_some_and(|t| t <= within),
+            "{link}: up at {up:?}\n{detail}"
+        );
+        if link < 1e6 {
+            assert!(trace.max(0.0, 15.0) <= 1.2 * link, "{detail}");
+        }
+    }
+}
+
+#[test]
 fn a_jittery_path_does_not_take_a_layer_the_link_carries() {
     // A 5 Mbit/s link carrying the 1.5 Mbit/s top layer, its delay wandering over 40 ms (as the
     // QoE runs' unimpaired path did on a busy machine). The wander reads as over-use now and then;
