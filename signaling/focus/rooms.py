@@ -234,6 +234,8 @@ class Rooms:
         name = el.find(q(NS_NICK, "nick"))
         if name is not None:
             p.display_name = name.text
+        if joined:
+            self._mute.joined(now, room, p)
         self._mute.handle_presence(now, room, p, el)
         if joined:
             self._learn_features(now, room, p, el.find(q(NS_CAPS, "c")))

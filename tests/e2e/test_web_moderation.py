@@ -71,9 +71,7 @@ async def test_lobby_knock_admit_and_reject(tmp_path: Path, artifact_dir: Path) 
             assert shown == "Ann Newcomer"
             await ann.ascreenshot(artifact_dir / "lobby-waiting.png")
             ann_nick = waiting["nick"]
-            lobby = await await_for(
-                host, "the knock on the host's page", lambda lb: lb["knockers"], "lobby"
-            )
+            lobby = await await_for(host, "the knock on the host's page", lambda lb: lb["knockers"], "lobby")
             assert lobby["knockers"] == [{"nick": ann_nick, "name": "Ann Newcomer"}], lobby
             await host.ascreenshot(artifact_dir / "lobby-knock-moderator.png")
             assert ann_nick not in await asyncio.to_thread(serve.endpoint_ids)
@@ -132,7 +130,9 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
                 assert answer != "ok" and ("not-allowed" in answer or "forbidden" in answer), (action, answer)
             after = await serve.metrics()
             assert event(after, "focus", "mute_not_allowed") - event(before, "focus", "mute_not_allowed") == 1
-            refused = event(after, "xmpp", "muc_moderation_refused") - event(before, "xmpp", "muc_moderation_refused")
+            refused = event(after, "xmpp", "muc_moderation_refused") - event(
+                before, "xmpp", "muc_moderation_refused"
+            )
             assert refused == 3
             assert (await call(ann, "state"))["counters"]["moderationRefused"] == 4
             assert not (await call(bob, "state"))["audioMuted"]
@@ -145,7 +145,9 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
             drops_before = force_muted_drops(await serve.metrics())
             await call(host, "clickMuteAll")
             for who in ("ann", "bob"):
-                muted = await await_for(browsers[who], f"{who} muted", lambda s: s["mutedByModerator"]["audio"])
+                muted = await await_for(
+                    browsers[who], f"{who} muted", lambda s: s["mutedByModerator"]["audio"]
+                )
                 assert muted["audioMuted"], muted
             await ann.ascreenshot(artifact_dir / "moderation-muted-by-moderator.png")
             await await_for(
@@ -161,13 +163,18 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
             assert event(await serve.metrics(), "focus", "mutes") >= 2
 
             # The participant list's menu removes Bob: his page says so, Ann sees him go, the bridge drops him.
-            await asyncio.to_thread(host.driver.execute_script, "document.getElementById('toggle-people').click()")
+            await asyncio.to_thread(
+                host.driver.execute_script, "document.getElementById('toggle-people').click()"
+            )
             items = await call(host, "openMenu", nicks["bob"], "list")
             await call(host, "clickMenu", "menu-kick")
             await await_for(bob, "Bob removed", lambda s: s["view"] == "ended")
             assert "removed you" in await call(bob, "endedReason")
             await await_for(
-                ann, "Ann sees Bob leave", lambda ps: nicks["bob"] not in [p["id"] for p in ps], "participants"
+                ann,
+                "Ann sees Bob leave",
+                lambda ps: nicks["bob"] not in [p["id"] for p in ps],
+                "participants",
             )
             await await_for(
                 host, "Bob off the bridge", lambda _s: nicks["bob"] not in serve.endpoint_ids(), "state"
