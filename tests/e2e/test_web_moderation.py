@@ -46,6 +46,15 @@ async def joining(tmp_path: Path, serve: ServeProcess, who: str, name: str, room
     return browser
 
 
+AUDIO_IN = "audioPacketsReceived"
+
+
+async def heard(browser: ChromiumBrowser, nick: str) -> int:
+    """Audio packets `browser` has received from `nick` (its page's inbound-rtp stats)."""
+    stats = await call(browser, "getStats")
+    return int(stats.get(nick, {}).get(AUDIO_IN, 0))
+
+
 def decoding(nick: str) -> Any:
     return lambda stats: stats.get(nick, {}).get("framesDecoded", 0) > 10
 
@@ -162,7 +171,7 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
                 await asyncio.sleep(0.5)
             assert event(await serve.metrics(), "focus", "mutes") >= 2
 
-            # The participant list's menu removes Bob: his page says so, Ann sees him go, the bridge drops him.
+            # The participant list's menu removes Bob: his page says so, Ann sees him leave, the bridge too.
             await asyncio.to_thread(
                 host.driver.execute_script, "document.getElementById('toggle-people').click()"
             )
@@ -186,6 +195,78 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
             assert "ended the meeting" in await call(ann, "endedReason")
             await ann.ascreenshot(artifact_dir / "moderation-meeting-ended.png")
             await await_for(host, "no conference on the bridge", lambda _s: not serve.endpoint_ids(), "state")
+        finally:
+            for b in browsers.values():
+                await asyncio.to_thread(b.stop)
+
+
+async def test_moderated_meeting_keeps_everyone_muted_until_a_moderator_allows(
+    tmp_path: Path, artifact_dir: Path
+) -> None:
+    room = "moderated-meeting"
+    browsers: dict[str, ChromiumBrowser] = {}
+    async with running_serve(tmp_path) as serve:
+        try:
+            browsers["host"] = host = await joining(tmp_path, serve, "host", "Hana Host", room)
+            await await_for(host, "host is moderator", lambda s: s["joined"] and s["moderator"])
+            browsers["ann"] = ann = await joining(tmp_path, serve, "ann", "Ann", room)
+            ann_state = await await_for(ann, "Ann's media", lambda s: s["ice"] in ("connected", "completed"))
+            ann_nick = ann_state["nick"]
+            assert not ann_state["audioMuted"]
+
+            await call(host, "clickAvModeration")
+            muted = await await_for(ann, "Ann muted by moderation", lambda s: s["mutedByModerator"]["audio"])
+            assert muted["audioMuted"] and muted["avModeration"]["audio"] and not muted["avAllowed"]["audio"]
+            # A newcomer starts muted ("everyone starts muted").
+            browsers["bob"] = bob = await joining(tmp_path, serve, "bob", "Bob", room)
+            bob_state = await await_for(bob, "Bob starts muted", lambda s: s["joined"] and s["audioMuted"])
+            assert bob_state["avModeration"]["audio"], bob_state
+            # Ann's page will not unmute; a client that unmutes anyway is muted again by the focus, and the
+            # bridge keeps dropping its audio.
+            await call(ann, "clickMic")
+            state = await call(ann, "state")
+            assert state["audioMuted"] and "moderator must allow" in state["banner"], state
+            await ann.ascreenshot(artifact_dir / "moderation-moderated-meeting.png")
+            before = await serve.metrics()
+            assert await call(ann, "toggleAudio") is False  # unmuted locally, against the moderation
+            await await_for(ann, "Ann muted again by the focus", lambda s: s["audioMuted"])
+            after = await serve.metrics()
+            refused = event(after, "focus", "unmute_refused_av_moderation")
+            assert refused - event(before, "focus", "unmute_refused_av_moderation") == 1
+            drops = force_muted_drops(after)
+            deadline = asyncio.get_running_loop().time() + 15
+            while force_muted_drops(await serve.metrics()) <= drops:
+                assert asyncio.get_running_loop().time() < deadline, "Ann's audio is no longer dropped"
+                await asyncio.sleep(0.5)
+
+            # Nothing of Ann's audio reaches the host while she is held.
+            held = await heard(host, ann_nick)
+            await asyncio.sleep(1.5)
+            assert await heard(host, ann_nick) == held
+
+            # The moderator allows Ann (its menu); her page lets her unmute, the focus lifts the force-mute.
+            items = await call(host, "openMenu", ann_nick, "tile")
+            assert "menu-allow" in items, items
+            await call(host, "clickMenu", "menu-allow")
+            await await_for(ann, "Ann allowed", lambda s: s["avAllowed"]["audio"])
+            await call(ann, "clickMic")
+            await await_for(ann, "Ann unmuted", lambda s: not s["audioMuted"])
+            await await_for(
+                host,
+                "host sees Ann unmuted",
+                lambda ps: any(p["id"] == ann_nick and not p["audioMuted"] for p in ps),
+                "participants",
+            )
+            await await_for(
+                host,
+                "the host hears Ann",
+                lambda stats: stats.get(ann_nick, {}).get(AUDIO_IN, 0) > held,
+                "getStats",
+            )
+            metrics = await serve.metrics()
+            assert event(metrics, "focus", "av_moderation_allowed") == 2  # audio and video
+            # Bob, not allowed, is still held.
+            assert (await call(bob, "state"))["audioMuted"]
         finally:
             for b in browsers.values():
                 await asyncio.to_thread(b.stop)

@@ -1,4 +1,4 @@
-"""A moderated meeting ("AV moderation"), sans-IO in the focus: a moderator turns it on, every non-moderator is
+"""A moderated meeting ("AV moderation"), sans-IO in the focus: a moderator turns it on, each non-moderator is
 told, muted and force-muted on the bridge (newcomers from their allocation on); a self-unmute does not lift
 the force-mute until a moderator allows it; non-moderators and malformed requests are refused and counted."""
 

@@ -432,6 +432,7 @@ function renderCall(room, conf) {
   // Moderators: the lobby, mute everyone, end the meeting; and who knocks (admit / reject).
   const lobbyBtn = h('button.tool#toggle-lobby', { type: 'button', title: 'Lobby: newcomers wait until a moderator lets them in', hidden: true });
   const muteAllBtn = h('button.tool#mute-all', { type: 'button', title: 'Mute everyone', hidden: true, html: `${icons.micOff}<span class="tool-label">Mute all</span>` });
+  const avBtn = h('button.tool#toggle-av-moderation', { type: 'button', title: 'Moderated meeting: only those a moderator allows may unmute', hidden: true });
   const endBtn = h('button.tool.danger#end-meeting', { type: 'button', title: 'End the meeting for everyone', hidden: true, html: `${icons.close}<span class="tool-label">End</span>` });
   const knocks = h('div.card.knocks#knocks', { hidden: true });
   const modBanner = h('div.moderator-muted#moderator-muted', { hidden: true });
@@ -472,8 +473,15 @@ function renderCall(room, conf) {
     applyLayout();
   });
 
-  micBtn.addEventListener('click', () => conf.setAudioMuted(!conf.audioMuted));
-  camBtn.addEventListener('click', () => conf.setVideoMuted(!conf.videoMuted));
+  // In a moderated meeting a moderator must allow us first (the focus would keep us muted anyway).
+  micBtn.addEventListener('click', () => {
+    if (conf.audioMuted && conf.mustAsk('audio')) toast('This meeting is moderated: a moderator must allow you to unmute.');
+    else conf.setAudioMuted(!conf.audioMuted);
+  });
+  camBtn.addEventListener('click', () => {
+    if (conf.videoMuted && conf.mustAsk('video')) toast('This meeting is moderated: a moderator must allow you to start your camera.');
+    else conf.setVideoMuted(!conf.videoMuted);
+  });
   peopleBtn.addEventListener('click', () => document.body.classList.toggle('panel-open'));
   linkBtn.addEventListener('click', async () => {
     try {
@@ -515,6 +523,11 @@ function renderCall(room, conf) {
     toast(refused ? `${refused} could not be muted.` : 'Everyone else is muted.', refused ? 'error' : 'ok');
   }));
   endBtn.addEventListener('click', () => act('end the meeting', () => conf.endMeeting()));
+  avBtn.addEventListener('click', () => act('moderate the meeting', async () => {
+    const on = !conf.avModeration.audio;
+    await conf.setAvModeration(on);
+    toast(on ? 'Moderated: others stay muted until you allow them.' : 'Everyone may unmute again.', 'ok');
+  }));
 
   // The moderator menu of one participant, on its tile and in the participant list.
   const closeMenu = () => document.getElementById('person-menu')?.remove();
@@ -529,6 +542,7 @@ function renderCall(room, conf) {
       h('div.menu-title', {}, p.name),
       item('menu-mute', 'Mute', () => conf.muteParticipant(p.id, 'audio')),
       item('menu-stop-video', 'Stop video', () => conf.muteParticipant(p.id, 'video')),
+      conf.avModeration.audio ? item('menu-allow', 'Allow to unmute', () => conf.allowUnmute(p.id)) : null,
       p.affiliation === 'owner' ? null : item('menu-grant', 'Make moderator', () => conf.grantModerator(p.id)),
       item('menu-kick', 'Remove from meeting', () => conf.kick(p.id)));
     const r = anchor.getBoundingClientRect();
@@ -657,10 +671,15 @@ function renderCall(room, conf) {
     lobbyBtn.hidden = conf.affiliation !== 'owner';
     endBtn.hidden = conf.affiliation !== 'owner';
     muteAllBtn.hidden = !conf.isModerator;
+    avBtn.hidden = !conf.isModerator;
+    avBtn.innerHTML = `${icons.star}<span class="tool-label">${conf.avModeration.audio ? 'Moderated' : 'Moderate'}</span>`;
+    avBtn.classList.toggle('active', conf.avModeration.audio);
     const by = conf.mutedByModerator;
     const what = [by.audio ? 'microphone' : null, by.video ? 'camera' : null].filter(Boolean).join(' and ');
-    modBanner.hidden = !what;
-    modBanner.textContent = what ? `A moderator muted your ${what}.` : '';
+    const ask = conf.mustAsk('audio') && conf.audioMuted;
+    modBanner.hidden = !what && !ask;
+    modBanner.textContent = ask ? 'This meeting is moderated: a moderator must allow you to unmute.'
+      : what ? `A moderator muted your ${what}.` : '';
     paintLock();
   };
 
@@ -691,7 +710,7 @@ function renderCall(room, conf) {
   const page = h('div.page.call', {},
     h('header.topbar.call-top', {}, brand(), h('span.room-chip', {}, room), lockBadge, h('span.spacer'), conn),
     h('div.call-body', {}, h('main.stage', {}, grid, modBanner, knocks), panel),
-    h('footer.toolbar', {}, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, lobbyBtn, muteAllBtn,
+    h('footer.toolbar', {}, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, lobbyBtn, muteAllBtn, avBtn,
       h('span.sep'), endBtn, leaveBtn));
   setView('call', page);
   paintState(conf.state);
@@ -746,6 +765,9 @@ window.sluice = {
     locked: conference?.locked ?? false,
     moderator: conference?.isModerator ?? false,
     mutedByModerator: conference ? { ...conference.mutedByModerator } : { audio: false, video: false },
+    avModeration: conference ? { ...conference.avModeration } : null,
+    avAllowed: conference ? { ...conference.avAllowed } : null,
+    banner: document.getElementById('moderator-muted')?.hidden === false ? document.getElementById('moderator-muted').textContent : '',
     audioMuted: conference?.audioMuted ?? null,
     videoMuted: conference?.videoMuted ?? null,
     counters: conference ? { ...conference.counters } : {},
@@ -840,6 +862,9 @@ window.sluice = {
   clickReject: (nick) => document.querySelector(`.knock[data-nick='${CSS.escape(nick)}'] .reject`).click(),
   clickMuteAll: () => document.getElementById('mute-all').click(),
   clickEndMeeting: () => document.getElementById('end-meeting').click(),
+  clickAvModeration: () => document.getElementById('toggle-av-moderation').click(),
+  /** Clicks the microphone button (the page may refuse to unmute in a moderated meeting). */
+  clickMic: () => document.getElementById('toggle-audio').click(),
   /** Opens a participant's moderator menu on its tile (`where` 'tile') or in the participant list ('list'). */
   openMenu: (id, where = 'tile') => {
     const scope = where === 'tile' ? `.tile[data-id='${CSS.escape(id)}']` : `.person[data-id='${CSS.escape(id)}']`;

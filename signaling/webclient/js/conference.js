@@ -20,6 +20,8 @@ const MUC_OWNER = 'http://jabber.org/protocol/muc#owner';
 const MUC_ADMIN = 'http://jabber.org/protocol/muc#admin';
 const JITMEET = 'http://jitsi.org/jitmeet';
 const DATA = 'jabber:x:data';
+const AV_MODERATION = 'urn:xmpp:sluice:av-moderation:0';
+const KINDS = ['audio', 'video'];
 const DISCO_INFO = 'http://jabber.org/protocol/disco#info';
 const NICK = 'http://jabber.org/protocol/nick';
 const AUDIO_NS = 'http://jitsi.org/jitmeet/audio';
@@ -206,6 +208,9 @@ export class Conference extends EventTarget {
     this.lobby = { jid: null, joined: false, knockers: new Map() };
     this.knocking = null; // while we wait in a lobby: {jid, resolve, reject}
     this.mutedByModerator = { audio: false, video: false };
+    // A moderated meeting, as the focus tells us (or, as its moderator, as we set it); whether we may unmute.
+    this.avModeration = { audio: false, video: false };
+    this.avAllowed = { audio: false, video: false };
     this.pc = null;
     this.remote = null;
     this.queue = Promise.resolve();
@@ -318,6 +323,7 @@ export class Conference extends EventTarget {
     x.on((st) => this._onJingle(st), { name: 'iq', type: 'set', ns: NS.JINGLE });
     x.on((st) => this._onMute(st, 'audio'), { name: 'iq', type: 'set', ns: AUDIO_NS });
     x.on((st) => this._onMute(st, 'video'), { name: 'iq', type: 'set', ns: VIDEO_NS });
+    x.on((st) => this._onAvModeration(st), { name: 'iq', type: 'set', ns: AV_MODERATION });
     x.on((st) => this._onDisco(st), { name: 'iq', type: 'get', ns: DISCO_INFO });
     x.on((st) => this._reply(st), { name: 'iq', type: 'get', ns: 'urn:xmpp:ping' });
     x.on((st) => this._onMessage(st), { name: 'message' });
@@ -672,6 +678,48 @@ export class Conference extends EventTarget {
       .c('field', { var: 'FORM_TYPE' }).c('value').t('http://jabber.org/protocol/muc#roomconfig').up().up();
     for (const [k, v] of Object.entries(fields)) form.c('field', { var: k }).c('value').t(v).up().up();
     await this._moderate(form, what);
+  }
+
+  /** Whether we must wait for a moderator before unmuting `kind` (a moderated meeting). */
+  mustAsk(kind) {
+    return this.avModeration[kind] && !this.avAllowed[kind] && !this.isModerator;
+  }
+
+  _onAvModeration(st) {
+    const note = st.getElementsByTagNameNS(AV_MODERATION, 'av-moderation')[0];
+    const kind = note?.getAttribute('kind');
+    if (!this._fromFocus(st) || !KINDS.includes(kind)) {
+      this.counters.rejectedStanzas += 1;
+      this._error(st, 'auth', 'not-authorized', null, null, 'moderation notices are accepted from the focus only');
+      return true;
+    }
+    this._reply(st);
+    const allowedBefore = this.avAllowed[kind];
+    this.avModeration[kind] = note.getAttribute('enabled') === 'true';
+    this.avAllowed[kind] = note.getAttribute('allowed') === 'true';
+    if (this.avModeration[kind] && this.avAllowed[kind] && !allowedBefore) {
+      this._emit('notice', `A moderator allowed you to turn your ${kind === 'audio' ? 'microphone' : 'camera'} on.`);
+    }
+    this._participantsChanged();
+    return true;
+  }
+
+  /** Moderators: a moderated meeting (everyone else muted until a moderator allows them), or not. */
+  async setAvModeration(on) {
+    for (const kind of KINDS) {
+      await this._moderate($iq({ type: 'set', to: `${this.roomJid}/focus` })
+        .c('av-moderation', { xmlns: AV_MODERATION, kind, enable: String(on) }), 'moderate the meeting');
+      this.avModeration[kind] = on;
+    }
+    this._participantsChanged();
+  }
+
+  /** Moderators: lets `id` unmute in a moderated meeting. */
+  async allowUnmute(id) {
+    for (const kind of KINDS) {
+      await this._moderate($iq({ type: 'set', to: `${this.roomJid}/focus` })
+        .c('av-moderation', { xmlns: AV_MODERATION, kind, allow: id }), 'allow to unmute');
+    }
   }
 
   /** Mutes `id`'s microphone (`audio`) or camera (`video`) through the focus (Colibri2 force-mute). */
