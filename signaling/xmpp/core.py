@@ -3,7 +3,8 @@
 The asyncio adapters (server.py) own the sockets and the clock. They call into `XmppCore`/`Connection` with
 bytes (TCP) or text messages (WebSocket) and the current time, then drain `take_dirty()`: every connection
 with output gets its `take_output()` list of text to write and actions (`StartTls`, `Close`) to perform in
-order. `poll_timeout()`/`handle_timer(now)` drive the unauthenticated-connection timeout.
+order. `poll_timeout()`/`handle_timer(now)` drive the unauthenticated-connection timeout and the expiry of
+unanswered lobby knocks.
 
 Stream negotiation (RFC 6120): stream header -> [STARTTLS, required when the server has a certificate] ->
 SASL (ANONYMOUS on the login domain, SCRAM/PLAIN on the accounts domain) -> stream restart -> resource

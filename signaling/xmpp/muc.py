@@ -10,6 +10,12 @@ the last occupant leaves), and a service may restrict creation to admins (`restr
 Each room gets a `muc#roominfo_meetingId` UUID on creation (Jitsi's mod_muc_meeting_id). A session with a
 verified token (token.py) joins only rooms its `room` claim names, as owner with `moderator` and member
 without (Jitsi's token moderation), and is shown by its token's name and `<identity>`.
+
+The lobby is Jitsi's mod_muc_lobby_rooms: a conference service made with `lobby=` (a second service, on
+`lobby.<domain>`) opens a lobby room for each room an owner turns members-only; a refused join names it
+(`<lobbyroom>`), knockers wait there seen only by the moderators, a `member` affiliation on the room sends
+them its invitation, a kick from the lobby turns them away, and knocks are bounded and expire
+(`expire_knocks`). docs/security.md has the protocol and the counters.
 """
 
 from __future__ import annotations
