@@ -9,6 +9,7 @@ items).
   focus's and the XMPP server's counters); the moderator's "Mute all" reaches both others, whose pages show
   that a moderator muted them, and the bridge counts media dropped by force-mute; the moderator's menu (in the
   participant list) removes one participant, whom the others see leave; "End" ends the meeting for the last.
+  The moderator also stops everyone's video (the participant list) and makes another participant moderator.
 """
 
 from __future__ import annotations
@@ -170,6 +171,20 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
                 assert asyncio.get_running_loop().time() < deadline, "the bridge dropped no force-muted media"
                 await asyncio.sleep(0.5)
             assert event(await serve.metrics(), "focus", "mutes") >= 2
+            # Everyone's camera too, from the participant list.
+            await call(host, "clickStopAllVideo")
+            for who in ("ann", "bob"):
+                await await_for(
+                    browsers[who],
+                    f"{who}'s camera off",
+                    lambda s: s["videoMuted"] and s["mutedByModerator"]["video"],
+                )
+            # Make Ann a moderator (her tile's menu): her page and the MUC say so.
+            await call(host, "openMenu", nicks["ann"], "tile")
+            await call(host, "clickMenu", "menu-grant")
+            await await_for(
+                ann, "Ann is a moderator", lambda s: s["moderator"] and s["affiliation"] == "owner"
+            )
 
             # The participant list's menu removes Bob: his page says so, Ann sees him leave, the bridge too.
             await asyncio.to_thread(

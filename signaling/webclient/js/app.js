@@ -415,7 +415,11 @@ async function startCall(room, name, audioMuted, videoMuted) {
 function renderCall(room, conf) {
   const grid = h('div.grid#grid');
   const list = h('ul.people#people');
-  const panel = h('aside.panel#panel', {}, h('div.panel-head', {}, h('h3', {}, 'Participants'), h('span.count#people-count')), list);
+  // Moderators: everyone's microphone or camera off, from the participant list.
+  const panelMod = h('div.panel-mod#panel-moderation', { hidden: true },
+    h('button.btn.ghost.small#panel-mute-all', { type: 'button', onclick: () => act('mute everyone', () => conf.muteEveryone('audio')) }, 'Mute all'),
+    h('button.btn.ghost.small#panel-stop-all-video', { type: 'button', onclick: () => act('stop everyone\'s video', () => conf.muteEveryone('video')) }, 'Stop all video'));
+  const panel = h('aside.panel#panel', {}, h('div.panel-head', {}, h('h3', {}, 'Participants'), h('span.count#people-count')), panelMod, list);
   const xmppDot = h('span.dot');
   const iceDot = h('span.dot');
   const conn = h('div.conn#conn', { title: 'Connection' },
@@ -672,6 +676,7 @@ function renderCall(room, conf) {
     endBtn.hidden = conf.affiliation !== 'owner';
     muteAllBtn.hidden = !conf.isModerator;
     avBtn.hidden = !conf.isModerator;
+    panelMod.hidden = !conf.isModerator;
     avBtn.innerHTML = `${icons.star}<span class="tool-label">${conf.avModeration.audio ? 'Moderated' : 'Moderate'}</span>`;
     avBtn.classList.toggle('active', conf.avModeration.audio);
     const by = conf.mutedByModerator;
@@ -861,6 +866,8 @@ window.sluice = {
   clickAdmit: (nick) => document.querySelector(`.knock[data-nick='${CSS.escape(nick)}'] .admit`).click(),
   clickReject: (nick) => document.querySelector(`.knock[data-nick='${CSS.escape(nick)}'] .reject`).click(),
   clickMuteAll: () => document.getElementById('mute-all').click(),
+  /** The participant list's "Stop all video" (the list need not be open). */
+  clickStopAllVideo: () => document.getElementById('panel-stop-all-video').click(),
   clickEndMeeting: () => document.getElementById('end-meeting').click(),
   clickAvModeration: () => document.getElementById('toggle-av-moderation').click(),
   /** Clicks the microphone button (the page may refuse to unmute in a moderated meeting). */
