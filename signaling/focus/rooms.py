@@ -251,7 +251,11 @@ class Rooms:
                 self._out.send(stanzas.error(request, condition, f"the focus cannot join {room.jid}"))
             return
         if ptype == "unavailable":
-            # Kicked or the room was destroyed: the conference is over.
+            # Kicked or the room was destroyed (a moderator ended the meeting): the conference is over.
+            x = el.find(q(NS_MUC_USER, "x"))
+            ended = x is not None and x.find(q(NS_MUC_USER, "destroy")) is not None
+            self._stats["rooms_ended_destroyed" if ended else "rooms_ended_focus_removed"] += 1
+            log.info("focus: %s %s; expiring its conference", room.jid, "destroyed" if ended else "left us")
             self._colibri.expire_conference(now, room)
             self._rooms.pop(room.jid, None)
             return

@@ -210,6 +210,7 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
             assert "ended the meeting" in await call(ann, "endedReason")
             await ann.ascreenshot(artifact_dir / "moderation-meeting-ended.png")
             await await_for(host, "no conference on the bridge", lambda _s: not serve.endpoint_ids(), "state")
+            assert event(await serve.metrics(), "focus", "rooms_ended_destroyed") == 1
         finally:
             for b in browsers.values():
                 await asyncio.to_thread(b.stop)
