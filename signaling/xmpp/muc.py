@@ -386,7 +386,10 @@ class MucService:
                 refusal = MucError("not-authorized", "auth", "A password is required to join this room")
             elif nick in room.occupants:
                 refusal = MucError("conflict", "cancel", "That nickname is already in use")
-            elif len(self._knockers(room) if self.is_lobby else room.occupants) >= self.max_occupants:
+            elif (
+                not (self.is_lobby and affiliation in ("owner", "admin"))  # a full lobby's moderators get in
+                and len(self._knockers(room) if self.is_lobby else room.occupants) >= self.max_occupants
+            ):
                 if self.is_lobby:
                     self.counters["lobby_full"] += 1
                     text = f"The lobby is full ({self.max_occupants} waiting): try again later"
