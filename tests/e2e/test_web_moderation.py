@@ -191,6 +191,8 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
                 host.driver.execute_script, "document.getElementById('toggle-people').click()"
             )
             items = await call(host, "openMenu", nicks["bob"], "list")
+            assert "menu-kick" in items, items
+            await host.ascreenshot(artifact_dir / "moderation-list-menu.png")
             await call(host, "clickMenu", "menu-kick")
             await await_for(bob, "Bob removed", lambda s: s["view"] == "ended")
             assert "removed you" in await call(bob, "endedReason")
