@@ -24,6 +24,11 @@ class JitsiDomains:
         return f"conference.{self.domain}"
 
     @property
+    def lobby_muc_domain(self) -> str:
+        """Lobby rooms, one a members-only conference room (Jitsi's `lobby.<domain>`)."""
+        return f"lobby.{self.domain}"
+
+    @property
     def internal_muc_domain(self) -> str:
         """The brewery's MUC service."""
         return f"internal.auth.{self.domain}"

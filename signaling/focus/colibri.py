@@ -236,6 +236,12 @@ class Colibri:
                     transport=c2.Transport(ice_controlling=True),
                     sources=colibri_sources(p.nick, p.sources),
                     capabilities=("source-names",),
+                    # A moderated meeting: a newcomer's media reaches nobody until it is allowed.
+                    force_mute=(
+                        c2.ForceMute(audio=p.force_muted["audio"], video=p.force_muted["video"])
+                        if any(p.force_muted.values())
+                        else None
+                    ),
                 ),
             ),
         )

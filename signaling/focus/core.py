@@ -37,7 +37,7 @@ from signaling.focus.bridges import BridgeInfo, Bridges
 from signaling.focus.colibri import Colibri
 from signaling.focus.config import FocusConfig
 from signaling.focus.model import Participant, Room, Shared
-from signaling.focus.mute import MUTE_TAGS, Mute
+from signaling.focus.mute import AV_MODERATION_TAG, MUTE_TAGS, Mute
 from signaling.focus.outbox import Outbox
 from signaling.focus.rooms import Rooms
 from signaling.focus.sessions import Sessions
@@ -143,8 +143,8 @@ class FocusCore:
             if payload.tag == q(NS_JINGLE, "jingle"):
                 self._sessions.handle_jingle(now, el)
                 return
-            if payload.tag in MUTE_TAGS:
-                self._mute.handle_request(now, el, payload)
+            if payload.tag in MUTE_TAGS or payload.tag == AV_MODERATION_TAG:
+                self._mute.handle(now, el, payload)
                 return
         tag = payload.tag if payload is not None else ""
         if tag == q(NS_PING, "ping"):

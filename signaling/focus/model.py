@@ -82,6 +82,10 @@ class Room:
     restarts: deque[float] = field(default_factory=deque)
     #: Bridges this room stays away from, and until when (after repeated Colibri2 errors there).
     avoid: dict[str, float] = field(default_factory=dict)
+    #: A moderated meeting, by kind: non-moderators are force-muted and stay so until a moderator allows.
+    av_moderation: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
+    #: Who a moderator allowed to unmute, by kind (nicks), while that kind is moderated.
+    av_allowed: dict[str, set[str]] = field(default_factory=lambda: {"audio": set(), "video": set()})
 
     def occupant(self, nick: str) -> str:
         return f"{self.jid}/{nick}"

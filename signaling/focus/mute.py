@@ -19,6 +19,7 @@ from signaling.focus import stanzas
 from signaling.focus.colibri import Colibri
 from signaling.focus.model import Participant, Room, Shared, find_participant
 from signaling.focus.stanzas import (
+    NS_AV_MODERATION,
     NS_CLIENT,
     NS_JITMEET_AUDIO,
     NS_JITMEET_DESKTOP,
@@ -32,12 +33,18 @@ log = logging.getLogger(__name__)
 
 MUTE_NAMESPACES = {NS_JITMEET_AUDIO: "audio", NS_JITMEET_VIDEO: "video", NS_JITMEET_DESKTOP: "video"}
 MUTE_TAGS = frozenset(q(ns, "mute") for ns in MUTE_NAMESPACES)
+AV_MODERATION_TAG = q(NS_AV_MODERATION, "av-moderation")
+KINDS = ("audio", "video")
 
 #: Largest `<SourceInfo>` text read: a client with a microphone, a camera and a screen share sends ~150
 #: characters; this leaves room for many more sources and bounds what a hostile occupant makes us parse.
 MAX_SOURCE_INFO_CHARS = 2048
 #: What follows `<nick>-` in the name of an occupant's own source: a (audio) or v (video), then its index.
 _OWN_SOURCE = re.compile(r"([av])(?:0|[1-9][0-9]{0,2})")
+
+
+def _mute_tag(kind: str) -> str:
+    return q(NS_JITMEET_AUDIO if kind == "audio" else NS_JITMEET_VIDEO, "mute")
 
 
 class SourceInfoError(ValueError):
@@ -94,6 +101,13 @@ class Mute:
         self._out = shared.out
         self._colibri = colibri
 
+    def handle(self, now: float, request: ET.Element, payload: ET.Element) -> None:
+        """A mute request or a moderated meeting's request (AV_MODERATION_TAG)."""
+        if payload.tag == AV_MODERATION_TAG:
+            self.handle_av_moderation(now, request, payload)
+        else:
+            self.handle_request(now, request, payload)
+
     def handle_request(self, now: float, request: ET.Element, payload: ET.Element) -> None:
         kind = MUTE_NAMESPACES[payload.tag[1:].partition("}")[0]]
         found = find_participant(self._shared.rooms, request.get("from", ""))
@@ -115,15 +129,90 @@ class Mute:
             self._stats["mute_not_allowed"] += 1
             self._out.send(stanzas.error(request, "not-allowed", "only a moderator may mute others"))
             return
+        if not mute and not self._may_unmute(room, target, kind):
+            self._stats["unmute_refused_av_moderation"] += 1
+            self._out.send(stanzas.error(request, "not-allowed", "a moderator must allow you to unmute"))
+            return
         self._out.send(stanzas.result(request))
         self._stats["mutes"] += 1
         if actor is not target:
-            forward = ET.Element(
-                payload.tag, {"jid": room.occupant(target.nick), "actor": room.occupant(actor.nick)}
-            )
-            forward.text = "true" if mute else "false"
-            self._out.fire(now, "set", room.occupant(target.nick), forward)
+            self._tell_muted(now, room, target, payload.tag, actor)
         self._force_mute(now, room, target, kind, mute)
+
+    def _tell_muted(
+        self, now: float, room: Room, target: Participant, tag: str, actor: Participant | None
+    ) -> None:
+        """The mute IQ a client obeys (it mutes itself and shows who did it)."""
+        attrs = {"jid": room.occupant(target.nick)}
+        if actor is not None:
+            attrs["actor"] = room.occupant(actor.nick)
+        forward = ET.Element(tag, attrs)
+        forward.text = "true"
+        self._out.fire(now, "set", room.occupant(target.nick), forward)
+
+    # ---- a moderated meeting ("AV moderation")
+
+    def _may_unmute(self, room: Room, p: Participant, kind: str) -> bool:
+        return not room.av_moderation[kind] or p.moderator or p.nick in room.av_allowed[kind]
+
+    def handle_av_moderation(self, now: float, request: ET.Element, payload: ET.Element) -> None:
+        """`<av-moderation kind='audio|video' enable='true|false'/>` or `... allow='<nick>'/>` from a
+        moderator: a moderated meeting force-mutes every non-moderator for that kind (and everyone who joins
+        later), and only those a moderator allows may lift it by unmuting."""
+        found = find_participant(self._shared.rooms, request.get("from", ""))
+        kind = payload.get("kind", "")
+        enable = payload.get("enable")
+        allow = payload.get("allow")
+        if kind not in KINDS or (enable is None) == (allow is None) or enable not in (None, "true", "false"):
+            self._stats["av_moderation_bad_requests"] += 1
+            self._out.send(stanzas.error(request, "bad-request", "kind=audio|video and enable= or allow="))
+            return
+        if found is None or not found[1].moderator:
+            self._stats["av_moderation_not_allowed"] += 1
+            self._out.send(stanzas.error(request, "not-allowed", "only a moderator may moderate the meeting"))
+            return
+        room, actor = found
+        if allow is not None:
+            target = room.participants.get(allow)
+            if target is None:
+                self._out.send(stanzas.error(request, "item-not-found", f"no participant {allow}"))
+                return
+            self._out.send(stanzas.result(request))
+            room.av_allowed[kind].add(allow)
+            self._stats["av_moderation_allowed"] += 1
+            self._notify(now, room, target, kind, allowed=True)
+            return
+        on = enable == "true"
+        self._out.send(stanzas.result(request))
+        if room.av_moderation[kind] == on:
+            return
+        room.av_moderation[kind] = on
+        room.av_allowed[kind].clear()
+        self._stats["av_moderation_enabled" if on else "av_moderation_disabled"] += 1
+        tag = _mute_tag(kind)
+        for p in list(room.participants.values()):
+            if p.moderator:
+                continue
+            self._notify(now, room, p, kind, allowed=not on)
+            if on:
+                self._tell_muted(now, room, p, tag, actor)
+                self._force_mute(now, room, p, kind, True)
+
+    def _notify(self, now: float, room: Room, p: Participant, kind: str, *, allowed: bool) -> None:
+        """Tells a participant whether its `kind` is moderated and whether it may unmute."""
+        note = ET.Element(
+            AV_MODERATION_TAG,
+            {"kind": kind, "enabled": str(room.av_moderation[kind]).lower(), "allowed": str(allowed).lower()},
+        )
+        self._out.fire(now, "set", room.occupant(p.nick), note)
+
+    def joined(self, now: float, room: Room, p: Participant) -> None:
+        """A newcomer to a moderated meeting starts force-muted (its allocation carries it) and is told."""
+        for kind in KINDS:
+            if room.av_moderation[kind] and not p.moderator:
+                p.force_muted[kind] = True
+                self._notify(now, room, p, kind, allowed=False)
+                self._tell_muted(now, room, p, _mute_tag(kind), None)
 
     def handle_presence(self, now: float, room: Room, p: Participant, el: ET.Element) -> None:
         """A participant that unmutes itself (presence true -> false) is no longer force-muted."""
@@ -145,7 +234,13 @@ class Mute:
             else:
                 p.video_muted = muted
             if before and not muted and p.force_muted[kind]:
-                self._force_mute(now, room, p, kind, False)
+                if self._may_unmute(room, p, kind):
+                    self._force_mute(now, room, p, kind, False)
+                else:
+                    # A moderated meeting: the bridge keeps dropping its media; tell the client again.
+                    self._stats["unmute_refused_av_moderation"] += 1
+                    tag = _mute_tag(kind)
+                    self._tell_muted(now, room, p, tag, None)
 
     def _source_info(self, room: Room, p: Participant, el: ET.Element) -> dict[str, bool]:
         """The mute state by kind that the presence's `<SourceInfo>` gives for `p`'s own sources."""

@@ -234,6 +234,8 @@ class Rooms:
         name = el.find(q(NS_NICK, "nick"))
         if name is not None:
             p.display_name = name.text
+        if joined:
+            self._mute.joined(now, room, p)
         self._mute.handle_presence(now, room, p, el)
         if joined:
             self._learn_features(now, room, p, el.find(q(NS_CAPS, "c")))
@@ -249,7 +251,11 @@ class Rooms:
                 self._out.send(stanzas.error(request, condition, f"the focus cannot join {room.jid}"))
             return
         if ptype == "unavailable":
-            # Kicked or the room was destroyed: the conference is over.
+            # Kicked or the room was destroyed (a moderator ended the meeting): the conference is over.
+            x = el.find(q(NS_MUC_USER, "x"))
+            ended = x is not None and x.find(q(NS_MUC_USER, "destroy")) is not None
+            self._stats["rooms_ended_destroyed" if ended else "rooms_ended_focus_removed"] += 1
+            log.info("focus: %s %s; expiring its conference", room.jid, "destroyed" if ended else "left us")
             self._colibri.expire_conference(now, room)
             self._rooms.pop(room.jid, None)
             return

@@ -20,6 +20,9 @@ NS_HEALTHCHECK = "http://jitsi.org/protocol/healthcheck"
 NS_JITMEET_AUDIO = "http://jitsi.org/jitmeet/audio"
 NS_JITMEET_VIDEO = "http://jitsi.org/jitmeet/video"
 NS_JITMEET_DESKTOP = "http://jitsi.org/jitmeet/desktop"
+#: A moderated meeting (Jitsi's "AV moderation", which Jitsi runs through a Prosody component's JSON
+#: messages): here an IQ a moderator sends the focus, and the focus's notices to participants.
+NS_AV_MODERATION = "urn:xmpp:sluice:av-moderation:0"
 NS_COLIBRI2 = "jitsi:colibri2"
 #: The client's disco feature for Jingle sources as JSON (Jicofo's default when a client says nothing).
 FEATURE_JSON_SOURCES = "http://jitsi.org/json-encoded-sources"

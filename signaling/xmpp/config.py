@@ -40,6 +40,10 @@ class XmppLimits:
     #: Failed SASL attempts on one connection before it is closed.
     max_auth_failures: int = 3
     max_occupants_per_room: int = 100
+    #: People waiting in one room's lobby at once; more get `service-unavailable` ("The lobby is full").
+    max_lobby_occupants_per_room: int = 50
+    #: Seconds a knock may wait in a lobby unanswered; then it is sent away with the reason.
+    lobby_knock_timeout: float = 300.0
     #: Open connections from one source address; more get `resource-constraint`. Offices behind one NAT
     #: share an address, so this is generous.
     max_connections_per_address: int = 100

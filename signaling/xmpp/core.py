@@ -3,7 +3,8 @@
 The asyncio adapters (server.py) own the sockets and the clock. They call into `XmppCore`/`Connection` with
 bytes (TCP) or text messages (WebSocket) and the current time, then drain `take_dirty()`: every connection
 with output gets its `take_output()` list of text to write and actions (`StartTls`, `Close`) to perform in
-order. `poll_timeout()`/`handle_timer(now)` drive the unauthenticated-connection timeout.
+order. `poll_timeout()`/`handle_timer(now)` drive the unauthenticated-connection timeout and the expiry of
+unanswered lobby knocks.
 
 Stream negotiation (RFC 6120): stream header -> [STARTTLS, required when the server has a certificate] ->
 SASL (ANONYMOUS on the login domain, SCRAM/PLAIN on the accounts domain) -> stream restart -> resource
@@ -578,6 +579,22 @@ class XmppCore:
         def is_component(jid: Jid) -> bool:
             return config.is_component(str(jid.bare))
 
+        # Lobby rooms: created by the conference service alone (when a room turns members-only); anyone may
+        # knock; moderators of the main room moderate its lobby (muc.py).
+        lobby = MucService(
+            config.lobby_muc_domain,
+            restrict_creation=True,
+            is_admin=lambda _jid: False,
+            max_occupants=limits.max_lobby_occupants_per_room,
+            counters=self.counters,
+            name="Lobbies",
+            max_rooms_per_occupant=limits.max_rooms_per_session,
+            creator_is_owner=False,
+            join_check=self._lobby_join_check,
+            token_of=self._token_of,
+            knock_timeout=limits.lobby_knock_timeout,
+        )
+        self.lobby = lobby
         self.mucs: dict[str, MucService] = {
             config.muc_domain: MucService(
                 config.muc_domain,
@@ -590,7 +607,9 @@ class XmppCore:
                 on_destroyed=self._room_destroyed,
                 join_check=self._muc_join_check,
                 token_of=self._token_of,
+                lobby=lobby,
             ),
+            config.lobby_muc_domain: lobby,
             # The brewery: components only; real JIDs for the focus (the only admin) alone.
             config.internal_muc_domain: MucService(
                 config.internal_muc_domain,
@@ -645,9 +664,14 @@ class XmppCore:
 
     def poll_timeout(self) -> float | None:
         deadlines = [c.deadline for c in self.connections.values() if c.deadline is not None and not c.closed]
+        knock = self.lobby.next_knock_deadline()
+        if knock is not None:
+            deadlines.append(knock)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
+        for stanza in self.lobby.expire_knocks(now):
+            self._deliver_generated(stanza)
         for conn in list(self.connections.values()):
             if conn.deadline is not None and conn.deadline <= now and not conn.closed:
                 conn.deadline = None
@@ -720,7 +744,7 @@ class XmppCore:
             return
         muc = self.mucs.get(to.domain)
         if muc is not None:
-            for out in muc.handle(stanza, sender, to):
+            for out in muc.handle(stanza, sender, to, now):
                 self._deliver_generated(out)
         elif to.domain == self.config.focus_domain:
             self._to_focus(now, conn, stanza)
@@ -910,6 +934,12 @@ class XmppCore:
         refusal = self._token_room_refusal(conn, room)
         return None if refusal is None else MucError("not-allowed", "cancel", refusal)
 
+    def _lobby_join_check(self, sender: Jid, room: Jid) -> MucError | None:
+        """A knock is a join of the main room as far as a token's room claim goes."""
+        if not room.local:
+            return None
+        return self._muc_join_check(sender, Jid.parse(f"{room.local}@{self.config.muc_domain}"))
+
     def _token_of(self, sender: Jid) -> TokenClaims | None:
         conn = self.sessions.get(sender)
         return None if conn is None else conn.claims
@@ -1038,7 +1068,11 @@ class XmppCore:
         cfg = self.config
         items: list[tuple[str, str]] = []
         if to.domain == cfg.domain:
-            items = [(cfg.muc_domain, "Conferences"), (cfg.focus_domain, "Focus")]
+            items = [
+                (cfg.muc_domain, "Conferences"),
+                (cfg.lobby_muc_domain, "Lobbies"),
+                (cfg.focus_domain, "Focus"),
+            ]
         elif component:
             items = [(cfg.internal_muc_domain, "Internal")]  # nothing there for anyone else
         for jid, name in items:

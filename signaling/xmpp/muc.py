@@ -10,6 +10,12 @@ the last occupant leaves), and a service may restrict creation to admins (`restr
 Each room gets a `muc#roominfo_meetingId` UUID on creation (Jitsi's mod_muc_meeting_id). A session with a
 verified token (token.py) joins only rooms its `room` claim names, as owner with `moderator` and member
 without (Jitsi's token moderation), and is shown by its token's name and `<identity>`.
+
+The lobby is Jitsi's mod_muc_lobby_rooms: a conference service made with `lobby=` (a second service, on
+`lobby.<domain>`) opens a lobby room for each room an owner turns members-only; a refused join names it
+(`<lobbyroom>`), knockers wait there seen only by the moderators, a `member` affiliation on the room sends
+them its invitation, a kick from the lobby turns them away, and knocks are bounded and expire
+(`expire_knocks`). docs/security.md has the protocol and the counters.
 """
 
 from __future__ import annotations
@@ -42,6 +48,15 @@ NS_MUC_OWNER = f"{NS_MUC}#owner"
 NS_ROOMCONFIG = f"{NS_MUC}#roomconfig"
 NS_ROOMINFO = f"{NS_MUC}#roominfo"
 NS_NICK = "http://jabber.org/protocol/nick"
+NS_JITMEET = "http://jitsi.org/jitmeet"
+NS_CONFERENCE = "jabber:x:conference"
+#: The room-info field naming a room's lobby (Jitsi's mod_muc_lobby_rooms; clients read it from disco#info).
+LOBBY_FIELD = "muc#roominfo_lobbyroom"
+LOBBY_COUNTERS = (
+    "lobby_enabled", "lobby_disabled", "lobby_knocks", "lobby_admitted", "lobby_rejected",
+    "lobby_knocks_expired", "lobby_full", "lobby_bypassed_password", "lobby_bypassed_token", "lobby_refused",
+    "muc_moderation_refused",
+)  # fmt: skip
 
 AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
 ROLES = ("moderator", "participant", "visitor", "none")
@@ -83,6 +98,8 @@ class Occupant:
     role: str
     #: The payload of the occupant's last available presence, without the MUC elements.
     payload: list[ET.Element] = field(default_factory=list)
+    #: When it joined (the `now` of `MucService.handle`): a lobby knock expires from then.
+    joined_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -93,6 +110,8 @@ class Room:
     occupants: dict[str, Occupant] = field(default_factory=dict)
     affiliations: dict[Jid, str] = field(default_factory=dict)
     subject: str = ""
+    #: The room's lobby room while the lobby is on (members-only with a lobby service), else None.
+    lobby: Jid | None = None
 
     def affiliation(self, jid: Jid) -> str:
         return self.affiliations.get(jid.bare, "none")
@@ -107,11 +126,22 @@ class Room:
 class MucError(Exception):
     """A request we refuse: becomes the error reply of the stanza."""
 
-    def __init__(self, condition: str, error_type: str = "cancel", text: str | None = None) -> None:
+    def __init__(
+        self,
+        condition: str,
+        error_type: str = "cancel",
+        text: str | None = None,
+        extra: Iterable[ET.Element] = (),
+        counter: str | None = None,
+    ) -> None:
         super().__init__(text or condition)
         self.condition = condition
         self.error_type = error_type
         self.text = text
+        #: Children added to the error stanza (a refused join's `<lobbyroom>`).
+        self.extra = list(extra)
+        #: A counter to bump besides `muc_errors` (a refusal an operator wants to see by name).
+        self.counter = counter
 
 
 class _Silent(Exception):
@@ -154,6 +184,8 @@ class MucService:
         on_destroyed: Callable[[Jid], None] | None = None,
         join_check: Callable[[Jid, Jid], MucError | None] | None = None,
         token_of: Callable[[Jid], TokenClaims | None] | None = None,
+        lobby: MucService | None = None,
+        knock_timeout: float = 300.0,
     ) -> None:
         self.domain = domain
         self.restrict_creation = restrict_creation
@@ -177,13 +209,30 @@ class MucService:
         #: A session's verified token (full JID -> claims): its affiliation and its name in presence come
         #: from it (Jitsi's token affiliation and presence identity), and nobody else may change either.
         self.token_of = token_of
+        #: The lobby service (`lobby.<domain>`) of this one: members-only rooms get a lobby room there.
+        self.lobby = lobby
+        #: Set on a lobby service: its rooms' main rooms (lobby room -> main room), and that service.
+        self.main: MucService | None = None
+        #: A lobby service: how long a knock may wait unanswered before it is sent away (seconds).
+        self.knock_timeout = knock_timeout
         self.rooms: dict[Jid, Room] = {}
+        #: The time `handle` was called with (sans-IO: the caller owns the clock).
+        self._now = 0.0
+        if lobby is not None:
+            lobby.main = self
+            for event in LOBBY_COUNTERS:  # each shows in /metrics from the start (0)
+                self.counters[event] = 0
+
+    @property
+    def is_lobby(self) -> bool:
+        return self.main is not None
 
     # ---- entry points
 
-    def handle(self, stanza: ET.Element, sender: Jid, to: Jid) -> list[ET.Element]:
+    def handle(self, stanza: ET.Element, sender: Jid, to: Jid, now: float = 0.0) -> list[ET.Element]:
         """One stanza from the local full JID `sender` to `to` (the service, a room, or an occupant)."""
         out: list[ET.Element] = []
+        self._now = now
         try:
             if self.admit is not None and not self.admit(sender.bare):
                 self._refuse_outsider(stanza, sender, to)
@@ -199,8 +248,11 @@ class MucService:
             pass
         except MucError as err:
             self.counters["muc_errors"] += 1
+            if err.counter is not None:
+                self.counters[err.counter] += 1
             reply = error_reply(stanza, err.condition, err.error_type, err.text)
             if reply is not None:
+                reply.extend(err.extra)
                 reply.set("to", str(sender))
                 reply.set("from", str(to))
                 error = reply.find(f"{{{NS_CLIENT}}}error")
@@ -320,11 +372,12 @@ class MucService:
                 room.affiliations[sender.bare] = "owner"
         else:
             affiliation = room.affiliation(sender)
+            claims = self._claims(sender)
             refusal: MucError | None = None
             if affiliation == "outcast":
                 refusal = MucError("forbidden", "auth", "You are banned from this room")
             elif room.config.members_only and affiliation == "none":
-                refusal = MucError("registration-required", "auth", "Members only")
+                refusal = self._members_only(room, sender, claims, password)
             elif (
                 room.config.password_protected
                 and affiliation not in ("owner", "admin")
@@ -333,8 +386,16 @@ class MucService:
                 refusal = MucError("not-authorized", "auth", "A password is required to join this room")
             elif nick in room.occupants:
                 refusal = MucError("conflict", "cancel", "That nickname is already in use")
-            elif len(room.occupants) >= self.max_occupants:
-                refusal = MucError("service-unavailable", "wait", "The room is full")
+            elif (
+                not (self.is_lobby and affiliation in ("owner", "admin"))  # a full lobby's moderators get in
+                and len(self._knockers(room) if self.is_lobby else room.occupants) >= self.max_occupants
+            ):
+                if self.is_lobby:
+                    self.counters["lobby_full"] += 1
+                    text = f"The lobby is full ({self.max_occupants} waiting): try again later"
+                else:
+                    text = "The room is full"
+                refusal = MucError("service-unavailable", "wait", text)
             if refusal is not None:
                 self.counters["muc_join_refused"] += 1
                 raise refusal
@@ -348,17 +409,43 @@ class MucService:
             # Jitsi's token moderation: `moderator` makes an owner (so a moderator), else a member.
             room.affiliations[sender.bare] = "owner" if claims.moderator else "member"
         occupant = Occupant(
-            nick, sender, _role_for(room.affiliation(sender), room.config), self._own_payload(sender, stanza)
+            nick,
+            sender,
+            _role_for(room.affiliation(sender), room.config),
+            self._own_payload(sender, stanza),
+            joined_at=self._now,
         )
         for other in room.occupants.values():
-            out.append(self._presence_of(room, other, occupant))
+            if self._sees(occupant, other):
+                out.append(self._presence_of(room, other, occupant))
         room.occupants[nick] = occupant
         self.counters["muc_joins"] += 1
+        if self.is_lobby and occupant.role != "moderator":
+            self.counters["lobby_knocks"] += 1
         extra = [STATUS_CREATED] if created else []
         self._broadcast_presence(room, occupant, out, self_codes=extra, stanza_id=stanza.get("id"))
         subject = ET.Element(MESSAGE, {"type": "groupchat", "from": str(room.jid), "to": str(sender)})
         ET.SubElement(subject, f"{{{NS_CLIENT}}}subject").text = room.subject or None
         out.append(subject)
+
+    def _members_only(
+        self, room: Room, sender: Jid, claims: TokenClaims | None, password: str | None
+    ) -> MucError | None:
+        """A join of a members-only room by a non-member: refused, unless the room has a lobby and the
+        joiner bypasses it (the room's password, or a token with `moderator`, as in Jitsi)."""
+        if room.lobby is None:
+            return MucError("registration-required", "auth", "Members only")
+        if claims is not None and claims.moderator:
+            self.counters["lobby_bypassed_token"] += 1
+            return None
+        if room.config.password_protected and password == room.config.password:
+            # Jitsi's lobby password bypass: the password makes a member (it comes back without the lobby).
+            room.affiliations[sender.bare] = "member"
+            self.counters["lobby_bypassed_password"] += 1
+            return None
+        lobbyroom = ET.Element(f"{{{NS_JITMEET}}}lobbyroom")
+        lobbyroom.text = str(room.lobby)
+        return MucError("registration-required", "auth", "The lobby is on: knock to join", [lobbyroom])
 
     def _leave(self, room: Room, occupant: Occupant, status: list[ET.Element], out: list[ET.Element]) -> None:
         del room.occupants[occupant.nick]
@@ -366,11 +453,113 @@ class MucService:
         occupant.payload = status
         self._send_unavailable(room, occupant, out, codes=[])
         self.counters["muc_leaves"] += 1
-        self._maybe_destroy(room)
+        self._maybe_destroy(room, out)
 
-    def _maybe_destroy(self, room: Room) -> None:
+    def _maybe_destroy(self, room: Room, out: list[ET.Element]) -> None:
         if not room.occupants and not room.config.persistent and self.rooms.get(room.jid) is room:
-            self._forget(room)
+            self._forget(room, out)
+
+    # ---- lobby (Jitsi's mod_muc_lobby_rooms)
+
+    def _sees(self, recipient: Occupant, occupant: Occupant) -> bool:
+        """In a lobby room knockers see only themselves (and are not shown to each other); moderators see
+        everyone. Elsewhere every occupant sees every other."""
+        return not self.is_lobby or recipient is occupant or recipient.role == "moderator"
+
+    @staticmethod
+    def _knockers(room: Room) -> list[Occupant]:
+        return [o for o in room.occupants.values() if o.role != "moderator"]
+
+    def _lobby_room_of(self, room: Room) -> Room | None:
+        if self.lobby is None or room.lobby is None:
+            return None
+        return self.lobby.rooms.get(room.lobby)
+
+    def _lobby_changed(self, room: Room, was_on: bool, out: list[ET.Element]) -> None:
+        """members-only turned on (a lobby room opens, its owners the main room's) or off (it closes; who
+        waited there is sent to the main room: `<destroy jid=main room>`)."""
+        if self.lobby is None:
+            return
+        on = room.config.members_only
+        if on and not was_on and room.lobby is None:
+            lobby_jid = Jid.parse(f"{room.jid.local}@{self.lobby.domain}")
+            old = self.lobby.rooms.get(lobby_jid)
+            if old is not None:
+                self.lobby._destroy_room(old, None, "The lobby was reset", out)
+            opened = Room(lobby_jid, room.meeting_id, config=RoomConfig(persistent=True, whois="moderators"))
+            opened.affiliations = {
+                j: "owner" for j, a in room.affiliations.items() if a in ("owner", "admin")
+            }
+            self.lobby.rooms[lobby_jid] = opened
+            room.lobby = lobby_jid
+            self.counters["lobby_enabled"] += 1
+        elif not on and was_on and room.lobby is not None:
+            lobby = self._lobby_room_of(room)
+            room.lobby = None
+            if lobby is not None:
+                self.lobby._destroy_room(lobby, room.jid, "The lobby was turned off: join the meeting", out)
+            self.counters["lobby_disabled"] += 1
+
+    def _mirror_to_lobby(
+        self, room: Room, target: Jid, value: str, actor: Jid, out: list[ET.Element]
+    ) -> None:
+        """An affiliation change in a main room, seen from its lobby: owners and admins moderate the lobby
+        too; a member is admitted (each of its knocks gets the room's invitation)."""
+        lobby = self._lobby_room_of(room)
+        if lobby is None or self.lobby is None:
+            return
+        if value in ("owner", "admin"):
+            lobby.affiliations[target] = "owner"
+        else:
+            lobby.affiliations.pop(target, None)
+        for occupant in [o for o in lobby.occupants.values() if o.jid.bare == target]:
+            role = _role_for(lobby.affiliation(occupant.jid), lobby.config)
+            if role != occupant.role:
+                occupant.role = role
+                self.lobby._broadcast_presence(lobby, occupant, out)
+            if value == "member":
+                out.append(self._invitation(room, occupant.jid, actor))
+                self.counters["lobby_admitted"] += 1
+
+    def _invitation(self, room: Room, to: Jid, actor: Jid) -> ET.Element:
+        """XEP-0045 §7.8.2's mediated invitation from the main room, with its password if it has one."""
+        message = ET.Element(MESSAGE, {"from": str(room.jid), "to": str(to)})
+        x = ET.SubElement(message, f"{{{NS_MUC_USER}}}x")
+        inviter = room.occupant_of(actor)
+        ET.SubElement(
+            x,
+            f"{{{NS_MUC_USER}}}invite",
+            {"from": room.occupant_jid(inviter.nick) if inviter else str(room.jid)},
+        )
+        if room.config.password:
+            ET.SubElement(x, f"{{{NS_MUC_USER}}}password").text = room.config.password
+        ET.SubElement(message, f"{{{NS_CONFERENCE}}}x", {"jid": str(room.jid)})
+        return message
+
+    def _destroy_room(self, room: Room, venue: Jid | None, reason: str, out: list[ET.Element]) -> None:
+        destroy = ET.Element(f"{{{NS_MUC_OWNER}}}destroy", {"jid": str(venue)} if venue else {})
+        ET.SubElement(destroy, f"{{{NS_MUC_OWNER}}}reason").text = reason
+        self._destroy(room, destroy, out)
+
+    def expire_knocks(self, now: float) -> list[ET.Element]:
+        """A lobby service: knocks unanswered for `knock_timeout` are sent away (kicked, with the reason)."""
+        out: list[ET.Element] = []
+        for room in list(self.rooms.values()):
+            for occupant in self._knockers(room):
+                if occupant.joined_at + self.knock_timeout <= now:
+                    reason = ET.Element(f"{{{NS_MUC_ADMIN}}}item")
+                    minutes = f"{self.knock_timeout / 60:g}"
+                    ET.SubElement(
+                        reason, f"{{{NS_MUC_ADMIN}}}reason"
+                    ).text = f"Nobody let you in within {minutes} minutes: try again later"
+                    self._kick(room, occupant, STATUS_KICKED, reason, out, counter="lobby_knocks_expired")
+        return out
+
+    def next_knock_deadline(self) -> float | None:
+        return min(
+            (o.joined_at + self.knock_timeout for r in self.rooms.values() for o in self._knockers(r)),
+            default=None,
+        )
 
     def _change_nick(
         self, room: Room, occupant: Occupant, new_nick: str, stanza: ET.Element, out: list[ET.Element]
@@ -396,7 +585,7 @@ class MucService:
         extra: Iterable[ET.Element] = (),
         reason: str | None = None,
     ) -> None:
-        recipients = [*room.occupants.values()]
+        recipients = [r for r in room.occupants.values() if self._sees(r, occupant)]
         if occupant not in recipients:
             recipients.append(occupant)
         extra = list(extra)
@@ -416,6 +605,8 @@ class MucService:
         stanza_id: str | None = None,
     ) -> None:
         for recipient in room.occupants.values():
+            if not self._sees(recipient, occupant):
+                continue
             codes = list(self_codes) if recipient is occupant else []
             pres = self._presence_of(room, occupant, recipient, codes=codes)
             if recipient is occupant and stanza_id:
@@ -477,6 +668,7 @@ class MucService:
             raise MucError("bad-request", "modify", "Only groupchat messages may be sent to the room")
         if occupant is None:
             raise MucError("not-acceptable", "modify", "You are not in this room")
+        self._knocker_quiet(occupant)
         if occupant.role == "visitor":
             raise MucError("forbidden", "auth", "Visitors may not speak")
         subject = stanza.find(f"{{{NS_CLIENT}}}subject")
@@ -501,6 +693,7 @@ class MucService:
             return
         if kind == "groupchat":
             raise MucError("bad-request", "modify", "Groupchat messages go to the room")
+        self._knocker_quiet(occupant)
         target = room.occupants.get(nick)
         if target is None:
             if kind != "error":
@@ -510,6 +703,12 @@ class MucService:
         if kind != "error" and copy.find(f"{{{NS_MUC_USER}}}x") is None:
             ET.SubElement(copy, f"{{{NS_MUC_USER}}}x")  # XEP-0045 §7.5: marks a private message
         out.append(copy)
+
+    def _knocker_quiet(self, occupant: Occupant) -> None:
+        """Who waits in a lobby only waits: no messages or IQs to the others there (a knock flood cannot
+        become a message flood at the moderators)."""
+        if self.is_lobby and occupant.role != "moderator":
+            raise MucError("forbidden", "auth", "You are waiting in the lobby", counter="lobby_refused")
 
     @staticmethod
     def _forward(room: Room, sender: Occupant, target: Occupant, stanza: ET.Element) -> ET.Element:
@@ -541,6 +740,7 @@ class MucService:
                 if request:
                     raise MucError("item-not-found", "cancel", "No such occupant")
                 return
+            self._knocker_quiet(occupant)
             out.append(self._forward(room, occupant, target, stanza))
             self.counters["muc_iqs_relayed"] += 1
             return
@@ -590,6 +790,7 @@ class MucService:
                 ("muc#roominfo_description", "text-single", [cfg.description]),
                 ("muc#roomconfig_roomname", "text-single", [cfg.name]),
                 ("muc#roominfo_subject", "text-single", [room.subject]),
+                *([(LOBBY_FIELD, "text-single", [str(room.lobby)])] if room.lobby is not None else []),
             ],
         )
         query.append(form)
@@ -601,7 +802,9 @@ class MucService:
         self, room: Room, stanza: ET.Element, query: ET.Element, sender: Jid, out: list[ET.Element]
     ) -> None:
         if room.affiliation(sender) != "owner":
-            raise MucError("forbidden", "auth", "Only owners may configure the room")
+            raise MucError(
+                "forbidden", "auth", "Only owners may configure the room", counter="muc_moderation_refused"
+            )
         kind = stanza.get("type")
         if kind == "get":
             reply = ET.Element(f"{{{NS_MUC_OWNER}}}query")
@@ -622,6 +825,7 @@ class MucService:
         if form.get("type") != "submit":
             raise MucError("bad-request", "modify", "Expected a submitted form")
         old_whois = room.config.whois
+        was_members_only = room.config.members_only
         meeting_id = self._apply_config(room, _form_values(form), sender)
         if meeting_id is not None:
             room.meeting_id = meeting_id
@@ -638,6 +842,7 @@ class MucService:
                 ET.SubElement(x, f"{{{NS_MUC_USER}}}status", {"code": code})
             out.append(note)
         self.counters["muc_config_changes"] += 1
+        self._lobby_changed(room, was_members_only, out)
 
     def _apply_config(self, room: Room, values: dict[str, list[str]], sender: Jid) -> str | None:
         """Validates every field first, then applies all (a bad field changes nothing)."""
@@ -723,13 +928,17 @@ class MucService:
             out.append(pres)
         room.occupants.clear()
         if self.rooms.get(room.jid) is room:
-            self._forget(room)
+            self._forget(room, out)
 
-    def _forget(self, room: Room) -> None:
+    def _forget(self, room: Room, out: list[ET.Element]) -> None:
         del self.rooms[room.jid]
         self.counters["muc_rooms_destroyed"] += 1
         if self.on_destroyed is not None:
             self.on_destroyed(room.jid)
+        lobby = self._lobby_room_of(room)
+        room.lobby = None
+        if lobby is not None and self.lobby is not None:
+            self.lobby._destroy_room(lobby, None, "The meeting has ended", out)
 
     # ---- admin: affiliations and roles (XEP-0045 §9, §10)
 
@@ -760,7 +969,12 @@ class MucService:
                 current = room.affiliation(target)
                 needs_owner = affiliation in ("owner", "admin") or current in ("owner", "admin")
                 if actor_aff != "owner" and (needs_owner or actor_aff != "admin"):
-                    raise MucError("not-allowed", "cancel", "You may not change that affiliation")
+                    raise MucError(
+                        "not-allowed",
+                        "cancel",
+                        "You may not change that affiliation",
+                        counter="muc_moderation_refused",
+                    )
                 affiliation_changes.append((target, affiliation, item))
             elif role is not None:
                 if role not in ROLES:
@@ -769,9 +983,19 @@ class MucService:
                 if occupant is None:
                     raise MucError("item-not-found", "cancel", "No such occupant")
                 if actor is None or actor.role != "moderator":
-                    raise MucError("not-allowed", "cancel", "Only moderators may change roles")
+                    raise MucError(
+                        "not-allowed",
+                        "cancel",
+                        "Only moderators may change roles",
+                        counter="muc_moderation_refused",
+                    )
                 if room.affiliation(occupant.jid) in ("owner", "admin") and actor_aff != "owner":
-                    raise MucError("not-allowed", "cancel", "You may not change that occupant's role")
+                    raise MucError(
+                        "not-allowed",
+                        "cancel",
+                        "You may not change that occupant's role",
+                        counter="muc_moderation_refused",
+                    )
                 role_changes.append((occupant, role, item))
             else:
                 raise MucError("bad-request", "modify", "An item needs an affiliation or a role")
@@ -785,6 +1009,7 @@ class MucService:
         out.append(self._result(stanza, sender, None))
         for jid, value, item in affiliation_changes:
             self._set_affiliation(room, jid, value, item, out)
+            self._mirror_to_lobby(room, jid, value, sender, out)
         for occupant, value, item in role_changes:
             if room.occupants.get(occupant.nick) is occupant:  # not banned by an affiliation change above
                 self._set_role(room, occupant, value, item, out)
@@ -848,13 +1073,22 @@ class MucService:
         self, room: Room, occupant: Occupant, value: str, item: ET.Element, out: list[ET.Element]
     ) -> None:
         if value == "none":
-            self._kick(room, occupant, STATUS_KICKED, item, out)
+            self._kick(
+                room, occupant, STATUS_KICKED, item, out, counter="lobby_rejected" if self.is_lobby else None
+            )
             return
         occupant.role = value
         self._broadcast_presence(room, occupant, out)
 
     def _kick(
-        self, room: Room, occupant: Occupant, code: str, item: ET.Element, out: list[ET.Element]
+        self,
+        room: Room,
+        occupant: Occupant,
+        code: str,
+        item: ET.Element,
+        out: list[ET.Element],
+        *,
+        counter: str | None = None,
     ) -> None:
         occupant.role = "none"
         occupant.payload = []
@@ -862,7 +1096,9 @@ class MucService:
         self._send_unavailable(room, occupant, out, codes=[code], reason=reason)
         del room.occupants[occupant.nick]
         self.counters["muc_kicks"] += 1
-        self._maybe_destroy(room)
+        if counter is not None:
+            self.counters[counter] += 1
+        self._maybe_destroy(room, out)
 
     def _admin_list(
         self,

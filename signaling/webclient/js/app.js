@@ -1,6 +1,6 @@
 // The page: landing (/), pre-join (/<room>), the call, and the screens around it. Plain DOM, no framework.
 
-import { AuthFailed, AuthRequired, Conference, PasswordRequired, tokenClaims } from './conference.js';
+import { AuthFailed, AuthRequired, Conference, LobbyRefused, LobbyRequired, PasswordRequired, tokenClaims } from './conference.js';
 import { icons } from './icons.js';
 import { receiverConstraints, stageParticipant } from './layout.js';
 
@@ -307,6 +307,23 @@ function loginDialog({ error = null } = {}) {
   });
 }
 
+/** The lobby's waiting screen: our name, and that a moderator has been asked to let us in. */
+function renderLobby(room, name) {
+  const cancel = h('button.btn.ghost#lobby-cancel', { type: 'button', onclick: async () => {
+    await conference?.leave();
+    location.assign('/');
+  } }, 'Cancel');
+  setView('lobby', h('div.page.lobby', {},
+    h('header.topbar', {}, brand(), h('span.room-chip', {}, room)),
+    h('main.hero', {},
+      h('div.card.lobby-card#lobby-waiting', {},
+        avatar('me', name, true),
+        h('h2', {}, 'Asking to join…'),
+        h('p.sub', {}, h('strong#lobby-name', {}, name), ', the meeting has a lobby: a moderator will let you in.'),
+        h('div.spinner'),
+        h('div.dialog-actions', {}, h('span.spacer'), cancel)))));
+}
+
 async function startCall(room, name, audioMuted, videoMuted) {
   let config;
   try {
@@ -321,9 +338,16 @@ async function startCall(room, name, audioMuted, videoMuted) {
   let password = null;
   let wrong = false;
   let login = null; // {error} while the login prompt is to be shown (a secure domain)
+  let lobby = null; // the LobbyRequired of our join: knock and wait
   for (;;) {
     try {
-      if (login) {
+      if (lobby) {
+        renderLobby(room, conference.displayName);
+        const knock = lobby;
+        lobby = null;
+        await conference.knock(knock);
+        ui.show();
+      } else if (login) {
         window.sluice._prompt = 'login';
         const creds = await loginDialog(login);
         window.sluice._prompt = null;
@@ -345,6 +369,15 @@ async function startCall(room, name, audioMuted, videoMuted) {
       }
       break;
     } catch (e) {
+      if (e instanceof LobbyRequired) {
+        lobby = e;
+        continue;
+      }
+      if (e instanceof LobbyRefused) {
+        await conference.leave();
+        renderEnded(room, e.reason, false, 'You were not let in');
+        return;
+      }
       if (e instanceof AuthRequired && config.hosts.auth) {
         login = { error: null }; // a guest on a secure domain: offer the login prompt
         continue;
@@ -382,7 +415,11 @@ async function startCall(room, name, audioMuted, videoMuted) {
 function renderCall(room, conf) {
   const grid = h('div.grid#grid');
   const list = h('ul.people#people');
-  const panel = h('aside.panel#panel', {}, h('div.panel-head', {}, h('h3', {}, 'Participants'), h('span.count#people-count')), list);
+  // Moderators: everyone's microphone or camera off, from the participant list.
+  const panelMod = h('div.panel-mod#panel-moderation', { hidden: true },
+    h('button.btn.ghost.small#panel-mute-all', { type: 'button', onclick: () => act('mute everyone', () => conf.muteEveryone('audio')) }, 'Mute all'),
+    h('button.btn.ghost.small#panel-stop-all-video', { type: 'button', onclick: () => act('stop everyone\'s video', () => conf.muteEveryone('video')) }, 'Stop all video'));
+  const panel = h('aside.panel#panel', {}, h('div.panel-head', {}, h('h3', {}, 'Participants'), h('span.count#people-count')), panelMod, list);
   const xmppDot = h('span.dot');
   const iceDot = h('span.dot');
   const conn = h('div.conn#conn', { title: 'Connection' },
@@ -396,6 +433,13 @@ function renderCall(room, conf) {
   const linkBtn = h('button.tool#copy-link', { type: 'button', title: 'Copy meeting link', html: `${icons.link}<span class="tool-label">Invite</span>` });
   const leaveBtn = h('button.tool.danger#leave', { type: 'button', title: 'Leave', html: `${icons.leave}<span class="tool-label">Leave</span>` });
   const layoutBtn = h('button.tool#toggle-layout', { type: 'button' });
+  // Moderators: the lobby, mute everyone, end the meeting; and who knocks (admit / reject).
+  const lobbyBtn = h('button.tool#toggle-lobby', { type: 'button', title: 'Lobby: newcomers wait until a moderator lets them in', hidden: true });
+  const muteAllBtn = h('button.tool#mute-all', { type: 'button', title: 'Mute everyone', hidden: true, html: `${icons.micOff}<span class="tool-label">Mute all</span>` });
+  const avBtn = h('button.tool#toggle-av-moderation', { type: 'button', title: 'Moderated meeting: only those a moderator allows may unmute', hidden: true });
+  const endBtn = h('button.tool.danger#end-meeting', { type: 'button', title: 'End the meeting for everyone', hidden: true, html: `${icons.close}<span class="tool-label">End</span>` });
+  const knocks = h('div.card.knocks#knocks', { hidden: true });
+  const modBanner = h('div.moderator-muted#moderator-muted', { hidden: true });
   const tiles = new Map(); // id → {el, video, audios: Map}
   // Grid or stage; who is pinned (a click on a tile); who the bridge says speaks (bridge channel).
   const layout = { mode: 'grid', pinned: null, dominant: null, stage: null };
@@ -433,8 +477,15 @@ function renderCall(room, conf) {
     applyLayout();
   });
 
-  micBtn.addEventListener('click', () => conf.setAudioMuted(!conf.audioMuted));
-  camBtn.addEventListener('click', () => conf.setVideoMuted(!conf.videoMuted));
+  // In a moderated meeting a moderator must allow us first (the focus would keep us muted anyway).
+  micBtn.addEventListener('click', () => {
+    if (conf.audioMuted && conf.mustAsk('audio')) toast('This meeting is moderated: a moderator must allow you to unmute.');
+    else conf.setAudioMuted(!conf.audioMuted);
+  });
+  camBtn.addEventListener('click', () => {
+    if (conf.videoMuted && conf.mustAsk('video')) toast('This meeting is moderated: a moderator must allow you to start your camera.');
+    else conf.setVideoMuted(!conf.videoMuted);
+  });
   peopleBtn.addEventListener('click', () => document.body.classList.toggle('panel-open'));
   linkBtn.addEventListener('click', async () => {
     try {
@@ -460,6 +511,66 @@ function renderCall(room, conf) {
     }
   });
   leaveBtn.addEventListener('click', () => conf.leave());
+  const act = async (what, fn) => {
+    try {
+      await fn();
+    } catch (e) {
+      toast(`Could not ${what}: ${e.message}`, 'error');
+    }
+  };
+  lobbyBtn.addEventListener('click', () => act('change the lobby', async () => {
+    await conf.setLobby(!conf.lobby.jid);
+    toast(conf.lobby.jid ? 'Lobby on: newcomers wait to be let in.' : 'Lobby off.', 'ok');
+  }));
+  muteAllBtn.addEventListener('click', () => act('mute everyone', async () => {
+    const refused = await conf.muteEveryone('audio');
+    toast(refused ? `${refused} could not be muted.` : 'Everyone else is muted.', refused ? 'error' : 'ok');
+  }));
+  endBtn.addEventListener('click', () => act('end the meeting', () => conf.endMeeting()));
+  avBtn.addEventListener('click', () => act('moderate the meeting', async () => {
+    const on = !conf.avModeration.audio;
+    await conf.setAvModeration(on);
+    toast(on ? 'Moderated: others stay muted until you allow them.' : 'Everyone may unmute again.', 'ok');
+  }));
+
+  // The moderator menu of one participant, on its tile and in the participant list.
+  const closeMenu = () => document.getElementById('person-menu')?.remove();
+  const openMenu = (p, anchor) => {
+    closeMenu();
+    const item = (id, label, fn) => h(`button.menu-item#${id}`, { type: 'button', onclick: (e) => {
+      e.stopPropagation();
+      closeMenu();
+      act(label.toLowerCase(), fn);
+    } }, label);
+    const menu = h('div.menu#person-menu', { 'data-id': p.id },
+      h('div.menu-title', {}, p.name),
+      item('menu-mute', 'Mute', () => conf.muteParticipant(p.id, 'audio')),
+      item('menu-stop-video', 'Stop video', () => conf.muteParticipant(p.id, 'video')),
+      conf.avModeration.audio ? item('menu-allow', 'Allow to unmute', () => conf.allowUnmute(p.id)) : null,
+      p.affiliation === 'owner' ? null : item('menu-grant', 'Make moderator', () => conf.grantModerator(p.id)),
+      item('menu-kick', 'Remove from meeting', () => conf.kick(p.id)));
+    const r = anchor.getBoundingClientRect();
+    menu.style.top = `${Math.min(r.bottom + 4, window.innerHeight - 200)}px`;
+    menu.style.left = `${Math.max(8, Math.min(r.left, window.innerWidth - 220))}px`;
+    document.body.append(menu);
+  };
+  document.addEventListener('click', (e) => { if (!e.target.closest?.('.menu, .menu-btn')) closeMenu(); });
+  const menuButton = (p) => h('button.menu-btn', { type: 'button', title: `Moderate ${p.name}`, 'data-id': p.id, onclick: (e) => {
+    e.stopPropagation();
+    openMenu(p, e.currentTarget);
+  } }, '⋮');
+
+  const paintLobby = (l) => {
+    lobbyBtn.innerHTML = `${icons.people}<span class="tool-label">${l.on ? 'Lobby on' : 'Lobby'}</span>`;
+    lobbyBtn.classList.toggle('active', l.on);
+    knocks.hidden = !l.knockers.length;
+    knocks.replaceChildren(h('div.knocks-head', {}, `Waiting in the lobby (${l.knockers.length})`),
+      ...l.knockers.map((k) => h('div.knock', { 'data-nick': k.nick },
+        avatar(k.nick, k.name),
+        h('span.knock-name', {}, k.name),
+        h('button.btn.primary.small.admit', { type: 'button', onclick: () => act('admit', () => conf.admit(k.nick)) }, 'Admit'),
+        h('button.btn.ghost.small.reject', { type: 'button', onclick: () => act('reject', () => conf.reject(k.nick)) }, 'Reject'))));
+  };
 
   const paintState = (s) => {
     const good = (v) => ['connected', 'completed'].includes(v);
@@ -481,7 +592,8 @@ function renderCall(room, conf) {
         video,
         h('div.tile-avatar'),
         h('div.tile-label', {}, h('span.tile-mic'), h('span.tile-name')),
-        h('div.tile-badges'));
+        h('div.tile-badges'),
+        h('div.tile-menu'));
       t = { el, video, audios: new Map(), stream: new MediaStream() };
       video.srcObject = t.stream;
       el.addEventListener('click', () => togglePin(p.id));
@@ -529,6 +641,9 @@ function renderCall(room, conf) {
         avatarBox.replaceChildren(avatar(p.id, p.name, true));
       }
       t.el.querySelector('.tile-badges').innerHTML = p.videoMuted ? `<span class="badge" title="Camera off">${icons.camOff}</span>` : '';
+      const moderate = conf.isModerator && !p.local;
+      const slot = t.el.querySelector('.tile-menu');
+      if (moderate !== Boolean(slot.firstChild) || (moderate && slot.firstChild.title !== `Moderate ${p.name}`)) slot.replaceChildren(...(moderate ? [menuButton(p)] : []));
     }
     for (const [id, t] of tiles) {
       if (!seen.has(id)) {
@@ -547,7 +662,8 @@ function renderCall(room, conf) {
       avatar(p.id, p.name),
       h('span.person-name', {}, p.name, p.local ? h('span.you', {}, ' (you)') : null),
       p.affiliation === 'owner' ? h('span.role', { title: 'Owner', html: icons.star }) : null,
-      h('span.person-icons', { html: (p.audioMuted ? icons.micOff : icons.mic) + (p.videoMuted ? icons.camOff : icons.cam) }))));
+      h('span.person-icons', { html: (p.audioMuted ? icons.micOff : icons.mic) + (p.videoMuted ? icons.camOff : icons.cam) }),
+      conf.isModerator && !p.local ? menuButton(p) : null)));
     panel.querySelector('#people-count').textContent = String(people.length);
     micBtn.innerHTML = (conf.audioMuted ? icons.micOff : icons.mic) + `<span class="tool-label">${conf.audioMuted ? 'Unmute' : 'Mute'}</span>`;
     camBtn.innerHTML = (conf.videoMuted ? icons.camOff : icons.cam) + `<span class="tool-label">${conf.videoMuted ? 'Start video' : 'Stop video'}</span>`;
@@ -556,6 +672,19 @@ function renderCall(room, conf) {
     micBtn.title = conf.audioMuted ? 'Unmute microphone' : 'Mute microphone';
     camBtn.title = conf.videoMuted ? 'Turn camera on' : 'Turn camera off';
     lockBtn.hidden = conf.affiliation !== 'owner';
+    lobbyBtn.hidden = conf.affiliation !== 'owner';
+    endBtn.hidden = conf.affiliation !== 'owner';
+    muteAllBtn.hidden = !conf.isModerator;
+    avBtn.hidden = !conf.isModerator;
+    panelMod.hidden = !conf.isModerator;
+    avBtn.innerHTML = `${icons.star}<span class="tool-label">${conf.avModeration.audio ? 'Moderated' : 'Moderate'}</span>`;
+    avBtn.classList.toggle('active', conf.avModeration.audio);
+    const by = conf.mutedByModerator;
+    const what = [by.audio ? 'microphone' : null, by.video ? 'camera' : null].filter(Boolean).join(' and ');
+    const ask = conf.mustAsk('audio') && conf.audioMuted;
+    modBanner.hidden = !what && !ask;
+    modBanner.textContent = ask ? 'This meeting is moderated: a moderator must allow you to unmute.'
+      : what ? `A moderator muted your ${what}.` : '';
     paintLock();
   };
 
@@ -572,22 +701,31 @@ function renderCall(room, conf) {
     if (!e.detail.initial) toast(e.detail.locked ? 'This room is now password-protected.' : 'The room password was removed.');
   });
   conf.addEventListener('notice', (e) => toast(e.detail));
+  conf.addEventListener('lobby', (e) => paintLobby(e.detail));
   conf.addEventListener('dominant-speaker', (e) => {
     layout.dominant = e.detail.id;
     applyLayout();
   });
   conf.addEventListener('forwarded-sources', () => applyLayout());
   conf.addEventListener('ended', (e) => {
-    if (view === 'call') renderEnded(room, e.detail.reason, false);
+    closeMenu();
+    if (view === 'call') renderEnded(room, e.detail.reason, false, /moderator/.test(e.detail.reason) ? 'The meeting is over for you' : null);
   });
 
-  setView('call', h('div.page.call', {},
+  const page = h('div.page.call', {},
     h('header.topbar.call-top', {}, brand(), h('span.room-chip', {}, room), lockBadge, h('span.spacer'), conn),
-    h('div.call-body', {}, h('main.stage', {}, grid), panel),
-    h('footer.toolbar', {}, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, h('span.sep'), leaveBtn)));
+    h('div.call-body', {}, h('main.stage', {}, grid, modBanner, knocks), panel),
+    h('footer.toolbar', {}, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, lobbyBtn, muteAllBtn, avBtn,
+      h('span.sep'), endBtn, leaveBtn));
+  setView('call', page);
   paintState(conf.state);
   paintParticipants(conf.participantList());
+  paintLobby(conf.lobbyState());
   return {
+    show() {
+      setView('call', page);
+      paintParticipants(conf.participantList());
+    },
     joined() {
       paintParticipants(conf.participantList());
     },
@@ -595,7 +733,7 @@ function renderCall(room, conf) {
   };
 }
 
-function renderEnded(room, reason, isError) {
+function renderEnded(room, reason, isError, title = null) {
   for (const t of localStream?.getTracks() ?? []) t.stop();
   localStream = null;
   mediaPromise = null;
@@ -603,7 +741,7 @@ function renderEnded(room, reason, isError) {
     h('header.topbar', {}, brand()),
     h('main.hero', {},
       h(`div.card.ended-card${isError ? '.error' : ''}`, {},
-        h('h2', {}, isError ? 'Something went wrong' : 'You left the meeting'),
+        h('h2#ended-title', {}, title ?? (isError ? 'Something went wrong' : 'You left the meeting')),
         h('p.sub#ended-reason', {}, reason),
         h('div.dialog-actions', {},
           h('a.btn.ghost', { href: '/' }, 'Home'),
@@ -630,6 +768,13 @@ window.sluice = {
     role: conference?.role ?? null,
     displayName: conference?.displayName ?? null,
     locked: conference?.locked ?? false,
+    moderator: conference?.isModerator ?? false,
+    mutedByModerator: conference ? { ...conference.mutedByModerator } : { audio: false, video: false },
+    avModeration: conference ? { ...conference.avModeration } : null,
+    avAllowed: conference ? { ...conference.avAllowed } : null,
+    banner: document.getElementById('moderator-muted')?.hidden === false ? document.getElementById('moderator-muted').textContent : '',
+    audioMuted: conference?.audioMuted ?? null,
+    videoMuted: conference?.videoMuted ?? null,
     counters: conference ? { ...conference.counters } : {},
   }),
   participants: () => (conference ? conference.participantList() : []).map((p) => ({
@@ -714,6 +859,40 @@ window.sluice = {
   toggleVideo: () => { conference.setVideoMuted(!conference.videoMuted); return conference.videoMuted; },
   leave: () => conference?.leave(),
   setPassword: (pw) => conference.setPassword(pw),
+  /** The lobby as this page sees it: {on, jid, waiting (we knock), knockers: [{nick, name}]}. */
+  lobby: () => (conference ? conference.lobbyState() : null),
+  /** Moderator actions through the page's buttons (as a person would); each resolves when clicked. */
+  clickLobbyToggle: () => document.getElementById('toggle-lobby').click(),
+  clickAdmit: (nick) => document.querySelector(`.knock[data-nick='${CSS.escape(nick)}'] .admit`).click(),
+  clickReject: (nick) => document.querySelector(`.knock[data-nick='${CSS.escape(nick)}'] .reject`).click(),
+  clickMuteAll: () => document.getElementById('mute-all').click(),
+  /** The participant list's "Stop all video" (the list need not be open). */
+  clickStopAllVideo: () => document.getElementById('panel-stop-all-video').click(),
+  clickEndMeeting: () => document.getElementById('end-meeting').click(),
+  clickAvModeration: () => document.getElementById('toggle-av-moderation').click(),
+  /** Clicks the microphone button (the page may refuse to unmute in a moderated meeting). */
+  clickMic: () => document.getElementById('toggle-audio').click(),
+  /** Opens a participant's moderator menu on its tile (`where` 'tile') or in the participant list ('list'). */
+  openMenu: (id, where = 'tile') => {
+    const scope = where === 'tile' ? `.tile[data-id='${CSS.escape(id)}']` : `.person[data-id='${CSS.escape(id)}']`;
+    const btn = document.querySelector(`${scope} .menu-btn`);
+    if (!btn) throw new Error(`no moderator menu for ${id} in the ${where}`);
+    btn.click();
+    return [...document.querySelectorAll('#person-menu .menu-item')].map((b) => b.id);
+  },
+  clickMenu: (itemId) => document.getElementById(itemId).click(),
+  /**
+   * The conference's moderator calls made directly, whatever the page shows (a non-moderator's attempts):
+   * resolves 'ok' or the error's text.
+   */
+  moderate: async (action, ...args) => {
+    try {
+      await conference[action](...args);
+      return 'ok';
+    } catch (e) {
+      return e.message;
+    }
+  },
   /** Fills the pre-join form and clicks Join (as a person would). */
   join: (name) => {
     const input = document.getElementById('display-name');

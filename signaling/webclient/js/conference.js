@@ -17,6 +17,11 @@ import { NS_EXTDISCO, forceRelayOption, iceServersFromServices, servicesFromXml 
 const MUC = 'http://jabber.org/protocol/muc';
 const MUC_USER = 'http://jabber.org/protocol/muc#user';
 const MUC_OWNER = 'http://jabber.org/protocol/muc#owner';
+const MUC_ADMIN = 'http://jabber.org/protocol/muc#admin';
+const JITMEET = 'http://jitsi.org/jitmeet';
+const DATA = 'jabber:x:data';
+const AV_MODERATION = 'urn:xmpp:sluice:av-moderation:0';
+const KINDS = ['audio', 'video'];
 const DISCO_INFO = 'http://jabber.org/protocol/disco#info';
 const NICK = 'http://jabber.org/protocol/nick';
 const AUDIO_NS = 'http://jitsi.org/jitmeet/audio';
@@ -48,6 +53,25 @@ export class AuthRequired extends Error {
   constructor(reason) {
     super(reason || 'only authenticated users may start this meeting');
     this.reason = reason || '';
+  }
+}
+
+/**
+ * The room is members-only with a lobby (Jitsi's lobby): knock there (`Conference.knock`) and wait to be let
+ * in. `lobbyJid` is the lobby room the server named in its refusal.
+ */
+export class LobbyRequired extends Error {
+  constructor(lobbyJid) {
+    super('the lobby is on: ask to join');
+    this.lobbyJid = lobbyJid;
+  }
+}
+
+/** A moderator turned our knock down, nobody answered it in time, or the meeting ended while we waited. */
+export class LobbyRefused extends Error {
+  constructor(reason) {
+    super(reason);
+    this.reason = reason;
   }
 }
 
@@ -180,6 +204,13 @@ export class Conference extends EventTarget {
     this.affiliation = 'none';
     this.role = 'none';
     this.locked = false;
+    // The lobby: its room while it is on; as a moderator we sit in it and see knocks (nick -> {nick, name, jid}).
+    this.lobby = { jid: null, joined: false, knockers: new Map() };
+    this.knocking = null; // while we wait in a lobby: {jid, resolve, reject}
+    this.mutedByModerator = { audio: false, video: false };
+    // A moderated meeting, as the focus tells us (or, as its moderator, as we set it); whether we may unmute.
+    this.avModeration = { audio: false, video: false };
+    this.avAllowed = { audio: false, video: false };
     this.pc = null;
     this.remote = null;
     this.queue = Promise.resolve();
@@ -193,6 +224,7 @@ export class Conference extends EventTarget {
       iceServerRequests: 0, // XEP-0215 queries answered
       iceServerErrors: 0, // ... answered with an error or not at all (the session goes on without them)
       iceServicesIgnored: 0, // services in an answer we could not use
+      moderationRefused: 0, // moderator actions the server refused us
     };
     this.xmpp = null;
     this.left = false;
@@ -241,6 +273,7 @@ export class Conference extends EventTarget {
   participantList() {
     const local = {
       id: this.nick, name: this.displayName, local: true, audioMuted: this.audioMuted, videoMuted: this.videoMuted,
+      mutedByModerator: { ...this.mutedByModerator },
       affiliation: this.affiliation, role: this.role, tracks: this.localStream ? this.localStream.getTracks() : [],
     };
     const remote = [...this.participants.values()].filter((p) => !p.isFocus).map((p) => ({ ...p, local: false, tracks: [...p.tracks.values()] }));
@@ -290,6 +323,7 @@ export class Conference extends EventTarget {
     x.on((st) => this._onJingle(st), { name: 'iq', type: 'set', ns: NS.JINGLE });
     x.on((st) => this._onMute(st, 'audio'), { name: 'iq', type: 'set', ns: AUDIO_NS });
     x.on((st) => this._onMute(st, 'video'), { name: 'iq', type: 'set', ns: VIDEO_NS });
+    x.on((st) => this._onAvModeration(st), { name: 'iq', type: 'set', ns: AV_MODERATION });
     x.on((st) => this._onDisco(st), { name: 'iq', type: 'get', ns: DISCO_INFO });
     x.on((st) => this._reply(st), { name: 'iq', type: 'get', ns: 'urn:xmpp:ping' });
     x.on((st) => this._onMessage(st), { name: 'message' });
@@ -398,7 +432,12 @@ export class Conference extends EventTarget {
 
   _handlePresence(st) {
     const from = st.getAttribute('from') || '';
-    if (Strophe.getBareJidFromJid(from) !== this.roomJid) return;
+    const bare = Strophe.getBareJidFromJid(from);
+    if (bare && (bare === this.lobby.jid || bare === this.knocking?.jid)) {
+      this._lobbyPresence(st, Strophe.getResourceFromJid(from));
+      return;
+    }
+    if (bare !== this.roomJid) return;
     const nick = Strophe.getResourceFromJid(from);
     const type = st.getAttribute('type');
     const xuser = st.getElementsByTagNameNS(MUC_USER, 'x')[0];
@@ -411,7 +450,9 @@ export class Conference extends EventTarget {
       const condition = err && err.firstElementChild ? err.firstElementChild.localName : 'unknown';
       const waiter = this._joinWaiter;
       this._joinWaiter = null;
+      const lobbyJid = st.getElementsByTagNameNS(JITMEET, 'lobbyroom')[0]?.textContent;
       if (condition === 'not-authorized') waiter.reject(new PasswordRequired(Boolean(this.password)));
+      else if (condition === 'registration-required' && lobbyJid) waiter.reject(new LobbyRequired(lobbyJid));
       else if (condition === 'conflict') {
         this.nick = randomNick();
         this._joinRoom().then(waiter.resolve, waiter.reject);
@@ -426,9 +467,14 @@ export class Conference extends EventTarget {
     if (type === 'unavailable') {
       if (self) {
         if (!this.left) {
+          const destroyed = xuser?.getElementsByTagNameNS(MUC_USER, 'destroy')[0];
+          const why = item?.getElementsByTagNameNS(MUC_USER, 'reason')[0]?.textContent;
+          const reason = codes.includes('307') ? `A moderator removed you from the meeting.${why ? ` (${why})` : ''}`
+            : destroyed ? 'A moderator ended the meeting for everyone.' : 'The room was closed.';
           this._closeSession();
-          this._set({ joined: false, error: codes.includes('307') ? 'removed from the room' : 'left the room' });
-          this._emit('ended', { reason: codes.includes('307') ? 'You were removed from the room.' : 'The room was closed.' });
+          this._leaveLobby();
+          this._set({ joined: false, error: codes.includes('307') ? 'removed from the room' : destroyed ? 'meeting ended' : 'left the room' });
+          this._emit('ended', { reason });
         }
         return;
       }
@@ -446,8 +492,10 @@ export class Conference extends EventTarget {
 
     const text = (ns, name) => st.getElementsByTagNameNS(ns, name)[0]?.textContent;
     if (self) {
+      const wasModerator = this.isModerator;
       if (item) this.affiliation = item.getAttribute('affiliation') || 'none';
       if (item) this.role = item.getAttribute('role') || 'participant';
+      if (this.state.joined && this.isModerator && !wasModerator) this._refreshLocked();
       // With a token the server shows everyone the token's name: show ours the same.
       const shown = text(NICK, 'nick');
       if (shown) this.displayName = shown;
@@ -484,6 +532,16 @@ export class Conference extends EventTarget {
   _onMessage(st) {
     // Room configuration changed (status 104): the password may have been set or cleared.
     const from = st.getAttribute('from') || '';
+    const invite = st.getElementsByTagNameNS(MUC_USER, 'invite')[0];
+    if (invite && from === this.roomJid && this.knocking) {
+      // A moderator let us in (the room's invitation, with its password if it has one).
+      const password = st.getElementsByTagNameNS(MUC_USER, 'password')[0]?.textContent;
+      const knock = this.knocking;
+      this.knocking = null;
+      this.xmpp.send($pres({ to: `${knock.jid}/${this.nick}`, type: 'unavailable' }));
+      knock.resolve(password ?? null);
+      return true;
+    }
     if (Strophe.getBareJidFromJid(from) === this.roomJid) {
       const codes = [...st.getElementsByTagNameNS(MUC_USER, 'status')].map((s) => s.getAttribute('code'));
       if (codes.includes('104')) this._refreshLocked();
@@ -496,9 +554,204 @@ export class Conference extends EventTarget {
       const res = await this.xmpp.iq($iq({ type: 'get', to: this.roomJid }).c('query', { xmlns: DISCO_INFO }), 'room info');
       const features = [...res.getElementsByTagNameNS(DISCO_INFO, 'feature')].map((f) => f.getAttribute('var'));
       this._setLocked(features.includes('muc_passwordprotected'), initial);
+      const lobbyField = [...res.getElementsByTagNameNS(DATA, 'field')].find((f) => f.getAttribute('var') === 'muc#roominfo_lobbyroom');
+      this._setLobby(lobbyField?.getElementsByTagNameNS(DATA, 'value')[0]?.textContent || null);
     } catch (e) {
       console.warn('room disco#info failed:', e.message);
     }
+  }
+
+  // -------------------------------------------------------------------------------------------- lobby
+
+  get isModerator() {
+    return this.role === 'moderator' || this.affiliation === 'owner' || this.affiliation === 'admin';
+  }
+
+  /** The room's lobby is `jid` (null: off). A moderator joins it to see who knocks. */
+  _setLobby(jid) {
+    if (jid === this.lobby.jid && (this.lobby.joined || !jid || !this.isModerator)) return;
+    if (jid !== this.lobby.jid) this._leaveLobby();
+    this.lobby.jid = jid;
+    if (jid && this.isModerator && !this.lobby.joined) {
+      this.lobby.joined = true;
+      this.xmpp.send($pres({ to: `${jid}/${this.nick}` }).c('x', { xmlns: MUC }).up().c('nick', { xmlns: NICK }).t(this.displayName));
+    }
+    this._emit('lobby', this.lobbyState());
+  }
+
+  _leaveLobby() {
+    if (this.lobby.joined && this.lobby.jid && this.xmpp) this.xmpp.send($pres({ to: `${this.lobby.jid}/${this.nick}`, type: 'unavailable' }));
+    this.lobby.joined = false;
+    this.lobby.knockers.clear();
+  }
+
+  lobbyState() {
+    return {
+      on: Boolean(this.lobby.jid), jid: this.lobby.jid, waiting: Boolean(this.knocking),
+      knockers: [...this.lobby.knockers.values()].map(({ nick, name }) => ({ nick, name })),
+    };
+  }
+
+  _lobbyPresence(st, nick) {
+    const type = st.getAttribute('type');
+    const xuser = st.getElementsByTagNameNS(MUC_USER, 'x')[0];
+    const codes = xuser ? [...xuser.getElementsByTagNameNS(MUC_USER, 'status')].map((s) => s.getAttribute('code')) : [];
+    const item = xuser?.getElementsByTagNameNS(MUC_USER, 'item')[0];
+    const self = nick === this.nick;
+    if (this.knocking && self) {
+      const knock = this.knocking;
+      if (type === 'error') {
+        const err = st.getElementsByTagName('error')[0];
+        this.knocking = null;
+        knock.reject(new LobbyRefused(err?.getElementsByTagName('text')[0]?.textContent || 'The lobby refused us.'));
+      } else if (type === 'unavailable') {
+        this.knocking = null;
+        const destroy = xuser?.getElementsByTagNameNS(MUC_USER, 'destroy')[0];
+        const why = item?.getElementsByTagNameNS(MUC_USER, 'reason')[0]?.textContent;
+        if (destroy?.getAttribute('jid') === this.roomJid) knock.resolve(null); // the lobby was turned off: go in
+        else if (destroy) knock.reject(new LobbyRefused('The meeting ended while you waited.'));
+        else if (codes.includes('307')) knock.reject(new LobbyRefused(why ? `You were not let in: ${why}` : 'A moderator did not let you in.'));
+        else knock.reject(new LobbyRefused('You left the lobby.'));
+      }
+      return;
+    }
+    if (self) {
+      if (type === 'unavailable') this.lobby.joined = false;
+      return;
+    }
+    if (type === 'unavailable') this.lobby.knockers.delete(nick);
+    else if (item?.getAttribute('role') !== 'moderator') {
+      const name = st.getElementsByTagNameNS(NICK, 'nick')[0]?.textContent || nick;
+      this.lobby.knockers.set(nick, { nick, name: name.slice(0, 48), jid: item?.getAttribute('jid') || null });
+    }
+    this._emit('lobby', this.lobbyState());
+  }
+
+  /**
+   * Waits in the room's lobby (`err` is the LobbyRequired of our join) under our display name until a
+   * moderator lets us in, then joins the room; rejects with LobbyRefused when turned down.
+   */
+  async knock(err) {
+    const password = await new Promise((resolve, reject) => {
+      this.knocking = { jid: err.lobbyJid, resolve, reject };
+      this._emit('lobby', this.lobbyState());
+      this.xmpp.send($pres({ to: `${err.lobbyJid}/${this.nick}` }).c('x', { xmlns: MUC }).up()
+        .c('nick', { xmlns: NICK }).t(this.displayName));
+    });
+    this._emit('lobby', this.lobbyState());
+    if (password) this.password = password;
+    await this._joinRoom();
+  }
+
+  /** Moderators: turns the lobby on or off (the room's members-only setting, as Jitsi's lobby). */
+  async setLobby(on) {
+    await this._configure({ 'muc#roomconfig_membersonly': on ? '1' : '0' }, 'lobby');
+    await this._refreshLocked();
+  }
+
+  async admit(nick) {
+    const k = this.lobby.knockers.get(nick);
+    if (!k?.jid) throw new Error(`nobody called ${nick} is waiting`);
+    await this._moderate($iq({ type: 'set', to: this.roomJid }).c('query', { xmlns: MUC_ADMIN })
+      .c('item', { affiliation: 'member', jid: Strophe.getBareJidFromJid(k.jid) }), 'admit');
+  }
+
+  async reject(nick) {
+    await this._moderate($iq({ type: 'set', to: this.lobby.jid }).c('query', { xmlns: MUC_ADMIN })
+      .c('item', { nick, role: 'none' }).c('reason').t('A moderator did not let you in.'), 'reject');
+  }
+
+  // ------------------------------------------------------------------------------------ moderation
+
+  async _moderate(iq, what) {
+    try {
+      return await this.xmpp.iq(iq, what);
+    } catch (e) {
+      this.counters.moderationRefused += 1;
+      throw e;
+    }
+  }
+
+  async _configure(fields, what) {
+    const form = $iq({ type: 'set', to: this.roomJid }).c('query', { xmlns: MUC_OWNER })
+      .c('x', { xmlns: DATA, type: 'submit' })
+      .c('field', { var: 'FORM_TYPE' }).c('value').t('http://jabber.org/protocol/muc#roomconfig').up().up();
+    for (const [k, v] of Object.entries(fields)) form.c('field', { var: k }).c('value').t(v).up().up();
+    await this._moderate(form, what);
+  }
+
+  /** Whether we must wait for a moderator before unmuting `kind` (a moderated meeting). */
+  mustAsk(kind) {
+    return this.avModeration[kind] && !this.avAllowed[kind] && !this.isModerator;
+  }
+
+  _onAvModeration(st) {
+    const note = st.getElementsByTagNameNS(AV_MODERATION, 'av-moderation')[0];
+    const kind = note?.getAttribute('kind');
+    if (!this._fromFocus(st) || !KINDS.includes(kind)) {
+      this.counters.rejectedStanzas += 1;
+      this._error(st, 'auth', 'not-authorized', null, null, 'moderation notices are accepted from the focus only');
+      return true;
+    }
+    this._reply(st);
+    const allowedBefore = this.avAllowed[kind];
+    this.avModeration[kind] = note.getAttribute('enabled') === 'true';
+    this.avAllowed[kind] = note.getAttribute('allowed') === 'true';
+    if (this.avModeration[kind] && this.avAllowed[kind] && !allowedBefore) {
+      this._emit('notice', `A moderator allowed you to turn your ${kind === 'audio' ? 'microphone' : 'camera'} on.`);
+    }
+    this._participantsChanged();
+    return true;
+  }
+
+  /** Moderators: a moderated meeting (everyone else muted until a moderator allows them), or not. */
+  async setAvModeration(on) {
+    for (const kind of KINDS) {
+      await this._moderate($iq({ type: 'set', to: `${this.roomJid}/focus` })
+        .c('av-moderation', { xmlns: AV_MODERATION, kind, enable: String(on) }), 'moderate the meeting');
+      this.avModeration[kind] = on;
+    }
+    this._participantsChanged();
+  }
+
+  /** Moderators: lets `id` unmute in a moderated meeting. */
+  async allowUnmute(id) {
+    for (const kind of KINDS) {
+      await this._moderate($iq({ type: 'set', to: `${this.roomJid}/focus` })
+        .c('av-moderation', { xmlns: AV_MODERATION, kind, allow: id }), 'allow to unmute');
+    }
+  }
+
+  /** Mutes `id`'s microphone (`audio`) or camera (`video`) through the focus (Colibri2 force-mute). */
+  async muteParticipant(id, kind = 'audio') {
+    const ns = kind === 'audio' ? AUDIO_NS : VIDEO_NS;
+    await this._moderate($iq({ type: 'set', to: `${this.roomJid}/focus` })
+      .c('mute', { xmlns: ns, jid: `${this.roomJid}/${id}` }).t('true'), `mute ${kind}`);
+  }
+
+  /** Mutes every other participant's `kind`; resolves with how many requests were refused. */
+  async muteEveryone(kind = 'audio') {
+    const others = [...this.participants.values()].filter((p) => !p.isFocus);
+    const results = await Promise.allSettled(others.map((p) => this.muteParticipant(p.id, kind)));
+    return results.filter((r) => r.status === 'rejected').length;
+  }
+
+  async kick(id) {
+    await this._moderate($iq({ type: 'set', to: this.roomJid }).c('query', { xmlns: MUC_ADMIN })
+      .c('item', { nick: id, role: 'none' }).c('reason').t('Removed by a moderator'), 'kick');
+  }
+
+  async grantModerator(id) {
+    const p = this.participants.get(id);
+    if (!p?.jid) throw new Error(`no real JID known for ${id}`);
+    await this._moderate($iq({ type: 'set', to: this.roomJid }).c('query', { xmlns: MUC_ADMIN })
+      .c('item', { affiliation: 'owner', jid: Strophe.getBareJidFromJid(p.jid) }), 'grant moderator');
+  }
+
+  /** Ends the meeting for everyone: the MUC destroys the room; the focus ends every media session. */
+  async endMeeting() {
+    await this._moderate($iq({ type: 'set', to: this.roomJid }).c('query', { xmlns: MUC_OWNER })
+      .c('destroy').c('reason').t('A moderator ended the meeting'), 'end meeting');
   }
 
   _setLocked(locked, initial = false) {
@@ -553,6 +806,8 @@ export class Conference extends EventTarget {
     if (mute.textContent.trim() === 'true') {
       if (kind === 'audio') this.setAudioMuted(true);
       else this.setVideoMuted(true);
+      this.mutedByModerator[kind] = true;
+      this._participantsChanged();
       this._emit('notice', `The moderator muted your ${kind === 'audio' ? 'microphone' : 'camera'}.`);
     }
     return true;
@@ -923,6 +1178,7 @@ export class Conference extends EventTarget {
   setAudioMuted(muted) {
     if (!this.localStream?.getAudioTracks().length) muted = true;
     this.audioMuted = muted;
+    if (!muted) this.mutedByModerator.audio = false;
     this.applyLocalMute();
     if (this.state.joined) this.xmpp.send(this._presence(false));
     this._participantsChanged();
@@ -931,6 +1187,7 @@ export class Conference extends EventTarget {
   setVideoMuted(muted) {
     if (!this.localStream?.getVideoTracks().length) muted = true;
     this.videoMuted = muted;
+    if (!muted) this.mutedByModerator.video = false;
     this.applyLocalMute();
     if (this.state.joined) this.xmpp.send(this._presence(false));
     this._participantsChanged();
@@ -1129,6 +1386,8 @@ export class Conference extends EventTarget {
     }
     this._closeSession();
     if (this.xmpp && this.xmpp.status === 'connected') {
+      this._leaveLobby();
+      if (this.knocking) this.xmpp.send($pres({ to: `${this.knocking.jid}/${this.nick}`, type: 'unavailable' }));
       this.xmpp.send($pres({ to: `${this.roomJid}/${this.nick}`, type: 'unavailable' }));
       this.xmpp.disconnect('left');
     }
