@@ -424,8 +424,8 @@ def _allocate(
     # 2. Apply lastN: in priority order, sources that are sent and wanted take a slot while slots remain.
     last_n = effective_last_n(rc.last_n, settings)
     reasons: list[Reason] = []
-    # Per admitted source: its position in `keyed`, candidates, preferred index, on stage.
-    admitted: list[tuple[int, tuple[Layer, ...], int, bool]] = []
+    # Per admitted source: its position in `keyed`, candidates, preferred index, on-stage screen share.
+    admitted: list[tuple[int, tuple[Layer, ...], int, bool, bool]] = []
     slots = 0
     for i, (_, p, stage, _pick) in enumerate(keyed):
         s = p.source
@@ -443,10 +443,10 @@ def _allocate(
                 reasons.append(Reason.LAYER_MISSING)
             else:
                 reasons.append(Reason.BANDWIDTH_LIMITED)  # until the allocation says otherwise
-                admitted.append((i, candidates, preferred, stage))
+                admitted.append((i, candidates, preferred, stage, stage and _is_screen(s.video_type)))
 
     # 3. Allocate: the longest affordable prefix of one schedule of steps, fixed before looking at bandwidth.
-    #    A: each admitted source's lowest layer, in priority order (an on-stage source may oversend).
+    #    A: each admitted source's lowest layer, in priority order (an on-stage screen share may oversend).
     #    B: each on-stage source up to its preferred layer, in priority order.
     #    C: every other step, by the height and frame rate it reaches, then priority (one step per source per
     #       round, as JVB's allocation loop goes).
@@ -467,18 +467,18 @@ def _allocate(
         return True
 
     done = False
-    for a, (_, _, _, stage) in enumerate(admitted):
-        if not step(a, 0, oversend if stage else 0):
+    for a, (_, _, _, _, screen) in enumerate(admitted):
+        if not step(a, 0, oversend if screen else 0):
             done = True
             break
     if not done:
-        for a, (_, _, preferred, stage) in enumerate(admitted):
+        for a, (_, _, preferred, stage, _) in enumerate(admitted):
             if stage and not all(step(a, index, 0) for index in range(1, preferred + 1)):
                 done = True
                 break
     if not done:
         rest = []
-        for a, (_, candidates, preferred, stage) in enumerate(admitted):
+        for a, (_, candidates, preferred, stage, _) in enumerate(admitted):
             first = preferred + 1 if stage else 1
             for index in range(first, len(candidates)):
                 la = candidates[index]
@@ -490,7 +490,7 @@ def _allocate(
 
     layers: list[Layer | None] = [None] * len(keyed)
     ideals: list[Layer | None] = [None] * len(keyed)
-    for a, (i, candidates, _, _) in enumerate(admitted):
+    for a, (i, candidates, _, _, _) in enumerate(admitted):
         ideals[i] = candidates[-1]
         if chosen[a] >= 0:
             layers[i] = candidates[chosen[a]]

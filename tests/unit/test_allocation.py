@@ -275,7 +275,7 @@ def test_a_better_layer_that_costs_less_replaces_the_worse_one() -> None:
     assert hf(a.sources[0].layer) == (360, 30.0) and a.sources[0].reason is Reason.FORWARDED
 
 
-def test_only_an_on_stage_source_oversends_and_only_its_lowest_layer() -> None:
+def test_only_an_on_stage_screen_share_oversends_and_only_its_lowest_layer() -> None:
     screen = single("a-v0", "a", 1080, 1_200_000, "desktop")
     stage = rvc(on_stage_sources=("a-v0",), constraints={"a-v0": VideoConstraints(1080)})
     a = allocate("r", stage, [], [screen, simulcast("b-v0", "b")], 1_000_000)
@@ -287,10 +287,9 @@ def test_only_an_on_stage_source_oversends_and_only_its_lowest_layer() -> None:
     # not when disabled,
     no = AllocationSettings(allow_oversend_onstage=False)
     assert allocate("r", stage, [], [screen], 1_000_000, settings=no).sources[0].layer is None
-    # for an on-stage camera too (JVB only oversends a screen share: a receiver whose link the others'
-    # audio nearly fills would get no video of the speaker at all),
+    # not for a camera (JVB: only when screensharing),
     camera = replace(screen, video_type="camera")
-    assert allocate("r", stage, [], [camera], 1_000_000).oversending
+    assert allocate("r", stage, [], [camera], 1_000_000).sources[0].layer is None
     # not off stage, and never to climb above the lowest layer.
     assert allocate("r", rvc(constraints=stage.constraints), [], [screen], 1_000_000).sources[0].layer is None
     two = VideoSource(
@@ -503,11 +502,13 @@ def test_bandwidth_is_never_exceeded_but_by_the_on_stage_oversend(conf: Conf, bw
     if a.oversending:
         assert s.allow_oversend_onstage
         assert a.total_bps <= a.bandwidth_bps + s.max_oversend_bitrate_bps
+        types = {src.name: src.video_type for src in sources}
         forwarded = [x for x in a.sources if x.layer is not None]
-        assert forwarded[-1].on_stage
-        # Oversend only added on-stage sources (at their lowest layer: nothing climbed after them).
+        assert forwarded[-1].on_stage and types[forwarded[-1].source] in ("desktop", "desktop_high_fps")
+        # Oversend only added on-stage screen shares (at their lowest layer: nothing climbed after them).
         extra = a.forwarded().keys() - strict.forwarded().keys()
-        assert extra and extra <= {x.source for x in a.sources if x.on_stage}
+        assert extra and all(types[name] in ("desktop", "desktop_high_fps") for name in extra)
+        assert extra <= {x.source for x in a.sources if x.on_stage}
         assert strict.forwarded().items() <= a.forwarded().items()
     else:
         assert strict == a
