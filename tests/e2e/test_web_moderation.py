@@ -47,6 +47,16 @@ async def joining(tmp_path: Path, serve: ServeProcess, who: str, name: str, room
     return browser
 
 
+async def host_and_ann(
+    tmp_path: Path, serve: ServeProcess, room: str, browsers: dict[str, ChromiumBrowser]
+) -> tuple[ChromiumBrowser, ChromiumBrowser]:
+    """The room's first page (Hana Host, its moderator) and a second (Ann), kept in `browsers`."""
+    browsers["host"] = host = await joining(tmp_path, serve, "host", "Hana Host", room)
+    await await_for(host, "host is moderator", lambda s: s["joined"] and s["moderator"])
+    browsers["ann"] = ann = await joining(tmp_path, serve, "ann", "Ann", room)
+    return host, ann
+
+
 AUDIO_IN = "audioPacketsReceived"
 
 
@@ -120,9 +130,7 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
     browsers: dict[str, ChromiumBrowser] = {}
     async with running_serve(tmp_path) as serve:
         try:
-            browsers["host"] = host = await joining(tmp_path, serve, "host", "Hana Host", room)
-            await await_for(host, "host is moderator", lambda s: s["joined"] and s["moderator"])
-            browsers["ann"] = ann = await joining(tmp_path, serve, "ann", "Ann", room)
+            host, ann = await host_and_ann(tmp_path, serve, room, browsers)
             browsers["bob"] = bob = await joining(tmp_path, serve, "bob", "Bob", room)
             nicks = {}
             for who, b in browsers.items():
@@ -225,9 +233,7 @@ async def test_moderated_meeting_keeps_everyone_muted_until_a_moderator_allows(
     browsers: dict[str, ChromiumBrowser] = {}
     async with running_serve(tmp_path) as serve:
         try:
-            browsers["host"] = host = await joining(tmp_path, serve, "host", "Hana Host", room)
-            await await_for(host, "host is moderator", lambda s: s["joined"] and s["moderator"])
-            browsers["ann"] = ann = await joining(tmp_path, serve, "ann", "Ann", room)
+            host, ann = await host_and_ann(tmp_path, serve, room, browsers)
             ann_state = await await_for(ann, "Ann's media", lambda s: s["ice"] in ("connected", "completed"))
             ann_nick = ann_state["nick"]
             assert not ann_state["audioMuted"]

@@ -15,12 +15,15 @@ import datetime
 import socket
 import ssl
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import slixmpp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,7 +31,7 @@ from cryptography.x509.oid import NameOID
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from signaling.xmpp import XmppServerConfig
+from signaling.xmpp import XmppServer, XmppServerConfig
 from signaling.xmpp.core import Close, Connection, Framing, StartTls, XmppCore
 from signaling.xmpp.parser import ParseError, Stanza, StreamOpen, StreamParser
 from signaling.xmpp.users import UserStore
@@ -546,3 +549,30 @@ def make_self_signed(directory: Path, domain: str) -> tuple[str, str]:
         )
     )
     return str(cert_path), str(key_path)
+
+
+@dataclass
+class Xmppd:
+    """A real `XmppServer` on loopback: c2s on `port`, WebSocket (RFC 7395) at `ws_url`."""
+
+    server: XmppServer
+    ws_url: str
+
+    @property
+    def port(self) -> int:
+        return self.server.tcp_port
+
+
+async def serve_xmpp(config: XmppServerConfig) -> AsyncIterator[Xmppd]:
+    """Starts the server with its WebSocket on an aiohttp test server; stops both after the one yield."""
+    server = XmppServer(config)
+    await server.start()
+    app = web.Application()
+    app.router.add_get("/xmpp-websocket", server.websocket_handler)
+    http = TestServer(app, host="127.0.0.1")
+    await http.start_server()
+    try:
+        yield Xmppd(server, str(http.make_url("/xmpp-websocket")).replace("http://", "ws://"))
+    finally:
+        await server.stop()
+        await http.close()

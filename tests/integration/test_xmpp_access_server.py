@@ -12,14 +12,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from signaling.xmpp import XmppServer, XmppServerConfig
 from signaling.xmpp.token import TokenConfig
 from signaling.xmpp.users import UserStore, UserStoreError
 from tests.helpers.tokens import APP_ID, SECRET, claims, hs256
-from tests.helpers.xmppd import FRAMING, SASL, RawWebSocket, SlixClient
+from tests.helpers.xmppd import FRAMING, SASL, RawWebSocket, SlixClient, serve_xmpp
 
 DOMAIN = "meet.sluice"
 ACCOUNTS = {f"focus@auth.{DOMAIN}": "focus-secret"}
@@ -37,17 +35,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[XmppServer, str]]:
         token=TokenConfig(app_id=APP_ID, secret=SECRET),
         allow_anonymous=False,
     )
-    server = XmppServer(config)
-    await server.start()
-    app = web.Application()
-    app.router.add_get("/xmpp-websocket", server.websocket_handler)
-    http = TestServer(app, host="127.0.0.1")
-    await http.start_server()
-    try:
-        yield server, str(http.make_url("/xmpp-websocket")).replace("http://", "ws://")
-    finally:
-        await server.stop()
-        await http.close()
+    async for xmppd in serve_xmpp(config):
+        yield xmppd.server, xmppd.ws_url
 
 
 async def login(server: XmppServer, user: str, password: str, mechanism: str | None = None) -> bool:

@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import slixmpp
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -31,9 +28,11 @@ from tests.helpers.xmppd import (
     RawTcp,
     RawWebSocket,
     SlixClient,
+    Xmppd,
     error_condition,
     make_self_signed,
     muc_item,
+    serve_xmpp,
     status_codes,
 )
 from tests.integration.conftest import EchoColibri2
@@ -48,30 +47,6 @@ COMPONENTS = (f"jvb@auth.{DOMAIN}",)
 MAX_STANZA = 8192
 
 
-@dataclass
-class Xmppd:
-    server: XmppServer
-    ws_url: str
-
-    @property
-    def port(self) -> int:
-        return self.server.tcp_port
-
-
-async def _serve(config: XmppServerConfig) -> AsyncIterator[Xmppd]:
-    server = XmppServer(config)
-    await server.start()
-    app = web.Application()
-    app.router.add_get("/xmpp-websocket", server.websocket_handler)
-    http = TestServer(app, host="127.0.0.1")
-    await http.start_server()
-    try:
-        yield Xmppd(server, str(http.make_url("/xmpp-websocket")).replace("http://", "ws://"))
-    finally:
-        await server.stop()
-        await http.close()
-
-
 @pytest.fixture
 async def xmppd() -> AsyncIterator[Xmppd]:
     config = XmppServerConfig(
@@ -81,7 +56,7 @@ async def xmppd() -> AsyncIterator[Xmppd]:
         tcp_port=0,
         limits=XmppLimits(max_stanza_bytes=MAX_STANZA),
     )
-    async for served in _serve(config):
+    async for served in serve_xmpp(config):
         yield served
 
 
@@ -302,7 +277,7 @@ async def test_starttls_required_with_certificate(tmp_path: Path, clients: list[
     config = XmppServerConfig(
         domain=DOMAIN, accounts=ACCOUNTS, components=COMPONENTS, tcp_port=0, tls_cert=cert, tls_key=key
     )
-    async for xmppd in _serve(config):
+    async for xmppd in serve_xmpp(config):
         jvb = SlixClient(f"jvb@auth.{DOMAIN}", PASSWORDS["jvb"], tls=True, mechanism="PLAIN")
         clients.append(jvb)
         await jvb.connect(xmppd.port)
