@@ -700,7 +700,7 @@ export class Conference extends EventTarget {
     if (sender) await sender.replaceTrack(track);
     if (old && old !== track) old.stop();
     this.counters.trackSwitches += 1;
-    if (kind === 'video' && sender) await this._setEncodings(false);
+    if (kind === 'video' && sender) await this._setEncodings(false); // its size may differ
     this._participantsChanged();
   }
 
