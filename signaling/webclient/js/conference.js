@@ -265,7 +265,7 @@ export class Conference extends EventTarget {
     };
     const screens = [];
     const screen = (owner, name, local, track) => ({
-      id: screenSourceName(owner), name, local, screen: true, owner, audioMuted: true, videoMuted: false, tracks: [track],
+      id: screenSourceName(owner), name, local, screen: true, owner, audioMuted: false, videoMuted: false, tracks: [track],
     });
     if (this.screen) screens.push(screen(this.nick, 'Your screen', true, this.screen.track));
     const remote = [];
