@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,14 @@ async def test_chat_private_messages_limits_and_raised_hands(
         for name in ("Grace", "Linus"):
             chat = await await_for(p[name], f"{name} gets it", lambda c: len(c["messages"]) == 1, "chat")
             (msg,) = chat["messages"]
-            assert msg == {"from": nick["Ada"], "name": "Ada", "text": text, "private": False, "mine": False, "to": None}
+            assert msg == {
+                "from": nick["Ada"],
+                "name": "Ada",
+                "text": text,
+                "private": False,
+                "mine": False,
+                "to": None,
+            }
             (shown,) = chat["rendered"]
             assert shown["text"] == text
             assert shown["elements"] == ["a"] and shown["links"] == ["https://example.test/a?b=1&c=2"]
@@ -135,10 +141,13 @@ async def test_chat_private_messages_limits_and_raised_hands(
         )
         assert hands["list"] == ["Linus", "Ada"] and hands["mine"] is None
         badges = p["Grace"].driver.execute_script(
-            "return Object.fromEntries([...document.querySelectorAll('.tile')].map((t) => [t.dataset.id, t.dataset.hand]))"
+            "return Object.fromEntries([...document.querySelectorAll('.tile')]"
+            ".map((t) => [t.dataset.id, t.dataset.hand]))"
         )
         assert badges[nick["Linus"]] == "1" and badges[nick["Ada"]] == "2" and badges[nick["Grace"]] == ""
-        await asyncio.to_thread(p["Grace"].driver.execute_script, "document.getElementById('toggle-people').click()")
+        await asyncio.to_thread(
+            p["Grace"].driver.execute_script, "document.getElementById('toggle-people').click()"
+        )
         await shot(p["Grace"], artifact_dir, "raised-hands")
         await p["Linus"].acall("key", "h")  # lowered
         await await_for(p["Grace"], "Linus lowered", lambda h: h["queue"] == [nick["Ada"]], "hands")
@@ -163,7 +172,7 @@ async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
 ) -> None:
     async with pages(tmp_path) as p:
         p["Ada"], ada = await join(serve, tmp_path, "share-room", "Ada", TWO_CAMERAS)
-        p["Grace"], grace = await join(serve, tmp_path, "share-room", "Grace", TWO_CAMERAS)
+        p["Grace"], _ = await join(serve, tmp_path, "share-room", "Grace", TWO_CAMERAS)
         await await_for(p["Grace"], "Ada's camera", lambda s: camera_frames(s, ada) > 10, "getStats")
         assert (await p["Grace"].acall("layout"))["mode"] == "grid"
 
@@ -174,7 +183,10 @@ async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
         mine = await p["Ada"].acall("screen")
         assert mine["source"] and mine["track"]["height"] == 1080
         seen = await await_for(
-            p["Grace"], "screen entry", lambda ps: any(x["id"] == screen and x["screen"] for x in ps), "participants"
+            p["Grace"],
+            "screen entry",
+            lambda ps: any(x["id"] == screen and x["screen"] for x in ps),
+            "participants",
         )
         assert next(x for x in seen if x["id"] == screen)["owner"] == ada
         layout = await await_for(p["Grace"], "stage", lambda lay: lay.get("stage") == screen, "layout")
@@ -187,7 +199,14 @@ async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
             and s[screen]["frameHeight"] > s.get(ada, {}).get("frameHeight", 0) > 0,
             "getStats", 40,
         )  # fmt: skip
-        print("screen", stats[screen]["frameWidth"], "x", stats[screen]["frameHeight"], "camera", stats[ada]["frameHeight"])
+        print(
+            "screen",
+            stats[screen]["frameWidth"],
+            "x",
+            stats[screen]["frameHeight"],
+            "camera",
+            stats[ada]["frameHeight"],
+        )
         assert stats[screen]["frameHeight"] >= 720
         # The bridge was told the source is a desktop (SourceVideoTypeMessage) and Ada's session-accept
         # stays the only session: the screen came as source-add.
@@ -200,7 +219,9 @@ async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
 
         # Stopping (the browser's own control ends the track): Grace's page is back to the grid.
         await p["Ada"].acall("endScreenTrack")
-        await await_for(p["Grace"], "screen gone", lambda ps: all(not x["screen"] for x in ps), "participants")
+        await await_for(
+            p["Grace"], "screen gone", lambda ps: all(not x["screen"] for x in ps), "participants"
+        )
         layout = await await_for(p["Grace"], "grid again", lambda lay: lay["mode"] == "grid", "layout")
         assert layout["constraints"]["onStageSources"] == []
         assert await p["Ada"].acall("screen") is None
@@ -217,7 +238,10 @@ async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
         after = await p["Ada"].acall("camera")
         assert after["id"] != before["id"] and after["width"] == 640 and before["width"] == 1280
         await await_for(
-            p["Grace"], "frames after the switch", lambda s: camera_frames(s, ada) > frames_before + 30, "getStats"
+            p["Grace"],
+            "frames after the switch",
+            lambda s: camera_frames(s, ada) > frames_before + 30,
+            "getStats",
         )
         assert (await p["Ada"].acall("state"))["counters"]["sessions"] == sessions
         assert (await p["Grace"].acall("state"))["counters"]["sessions"] == grace_sessions
@@ -243,7 +267,8 @@ async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
         await p["Ada"].acall("openSettings")
         await asyncio.sleep(1)
         options = p["Ada"].driver.execute_script(
-            "return ['camera', 'microphone', 'speaker'].map((k) => document.getElementById(`settings-${k}`).options.length)"
+            "return ['camera', 'microphone', 'speaker']"
+            ".map((k) => document.getElementById(`settings-${k}`).options.length)"
         )
         assert options[0] == 2 and options[1] >= 1, options
         await shot(p["Ada"], artifact_dir, "settings")
