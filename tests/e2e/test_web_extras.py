@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,18 @@ async def test_chat_private_messages_limits_and_raised_hands(
         await await_for(p["Grace"], "Linus lowered", lambda h: h["queue"] == [nick["Ada"]], "hands")
         await await_for(p["Linus"], "Linus lowered own", lambda h: h["queue"] == [nick["Ada"]], "hands")
 
+        # A reaction goes through the bridge to the others' tile of its sender.
+        await p["Ada"].acall("react", "clap")
+        burst = (
+            "const t = document.querySelector(`.tile[data-id='${arguments[0]}'] .reaction-burst`);"
+            "return t ? t.textContent : null"
+        )
+        for name in ("Grace", "Linus"):
+            deadline = time.monotonic() + 10
+            while p[name].driver.execute_script(burst, nick["Ada"]) != "👏":
+                assert time.monotonic() < deadline, f"{name} saw no reaction"
+                await asyncio.sleep(0.1)
+
         # m mutes the microphone; typing m in the chat box does not.
         await p["Grace"].acall("key", "m")
         await await_for(
@@ -171,6 +184,21 @@ async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
     serve: ServeProcess, tmp_path: Path, artifact_dir: Path
 ) -> None:
     async with pages(tmp_path) as p:
+        # The pre-join screen's settings: devices with a preview, before joining.
+        p["Ada"] = await asyncio.to_thread(
+            open_browser, tmp_path, "Ada-pre", f"{serve.url}/share-room", TWO_CAMERAS
+        )
+        await await_for(p["Ada"], "pre-join", lambda s: s["view"] == "prejoin")
+        p["Ada"].driver.execute_script("document.getElementById('pre-settings').click()")
+        cameras = "return document.getElementById('settings-camera')?.options.length ?? 0"
+        deadline = time.monotonic() + 10
+        while p["Ada"].driver.execute_script(cameras) != 2:
+            assert time.monotonic() < deadline, "the pre-join settings list no two cameras"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # the preview
+        await shot(p["Ada"], artifact_dir, "prejoin-settings")
+        p["Ada"].driver.execute_script("document.getElementById('settings-cancel').click()")
+        await asyncio.to_thread(p.pop("Ada").stop)
         p["Ada"], ada = await join(serve, tmp_path, "share-room", "Ada", TWO_CAMERAS)
         p["Grace"], _ = await join(serve, tmp_path, "share-room", "Grace", TWO_CAMERAS)
         await await_for(p["Grace"], "Ada's camera", lambda s: camera_frames(s, ada) > 10, "getStats")
