@@ -243,6 +243,9 @@ async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
         log = await p["Ada"].acall("jingleLog")
         adds = [e["xml"] for e in log if e["dir"] == "out" and e["action"] == "source-add"]
         assert len(adds) == 1 and 'videoType="desktop"' in adds[0] and f'name="{screen}"' in adds[0]
+        # The bridge tells Ada what the most anyone wants of her screen is (Grace's stage: 1080p).
+        told = await await_for(p["Ada"], "screen constraints", lambda x: x["maxHeight"] is not None, "screen")
+        assert told["maxHeight"] == 1080, told
         await shot(p["Grace"], artifact_dir, "screenshare-stage")
 
         # Stopping (the browser's own control ends the track): Grace's page is back to the grid.

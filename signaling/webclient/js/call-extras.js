@@ -447,7 +447,9 @@ export function installCallExtras({ conf, toolbar, before, body, toast }) {
     quality: () => structuredClone(quality),
     popover: () => (popover.hidden ? null : { for: popover.dataset.for, text: popover.textContent }),
     openQuality: (id) => togglePopover(id),
-    screen: () => (conf.screen ? { mid: conf.screen.mid, source: conf.screen.source, track: conf.screen.track.getSettings() } : null),
+    screen: () => (conf.screen
+      ? { mid: conf.screen.mid, source: conf.screen.source, maxHeight: conf.screen.maxHeight, track: conf.screen.track.getSettings() }
+      : null),
     shareScreen: () => conf.startScreenShare(),
     stopScreen: () => conf.stopScreenShare(),
     endScreenTrack: () => { conf.screen?.track.stop(); conf.screen?.track.dispatchEvent(new Event('ended')); },

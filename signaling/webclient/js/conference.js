@@ -627,7 +627,7 @@ export class Conference extends EventTarget {
     track.contentHint = 'detail';
     // The browser's own "Stop sharing" control ends the track.
     track.addEventListener('ended', () => { if (this.screen?.track === track) this.stopScreenShare(); });
-    this.screen = { track, mid: null, source: null };
+    this.screen = { track, mid: null, source: null, maxHeight: null }; // maxHeight: SenderSourceConstraints
     this.counters.screenShares += 1;
     if (this.state.joined) this.xmpp.send(this._presence(false));
     this._participantsChanged();
@@ -653,7 +653,7 @@ export class Conference extends EventTarget {
     await this._answer(pc);
     const params = tr.sender.getParameters();
     if (params.encodings?.length) {
-      Object.assign(params.encodings[0], SCREEN_ENCODING);
+      Object.assign(params.encodings[0], SCREEN_ENCODING, { active: s.maxHeight !== 0 });
       await tr.sender.setParameters(params);
     }
     s.source = localSourceOf(pc.localDescription.sdp, s.mid);
@@ -661,6 +661,16 @@ export class Conference extends EventTarget {
     await this._sendJingle(screenSourcesXml(remote, 'source-add', { nick: this.nick, source: s.source, responder: this.xmpp.jid }), 'source-add');
     this.channel?.send({ colibriClass: 'SourceVideoTypeMessage', sourceName: screenSourceName(this.nick), videoType: 'desktop' });
     this._participantsChanged();
+  }
+
+  async _screenActive(on) {
+    const s = this.screen;
+    const sender = this.pc?.getTransceivers().find((t) => t.mid === s?.mid)?.sender;
+    if (!sender) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.length || params.encodings[0].active === on) return;
+    params.encodings[0].active = on;
+    await sender.setParameters(params);
   }
 
   async stopScreenShare() {
@@ -1010,6 +1020,13 @@ export class Conference extends EventTarget {
 
   /** SenderSourceConstraints from the bridge channel: only our camera ("<nick>-v0") has encodings to switch. */
   _onSenderConstraints({ sourceName, maxHeight }) {
+    if (this.screen?.mid && sourceName === screenSourceName(this.nick)) {
+      // Our screen share: one encoding, on while anyone wants it.
+      this.counters.senderConstraints += 1;
+      this.screen.maxHeight = maxHeight;
+      this._screenActive(maxHeight !== 0).catch((e) => console.warn('screen constraints:', e.message));
+      return;
+    }
     if (sourceName !== `${this.nick}-v0` || !this.localStream?.getVideoTracks().length) {
       this.counters.otherSenderConstraints += 1;
       return;
