@@ -256,6 +256,16 @@ async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
         layout = await await_for(p["Grace"], "grid again", lambda lay: lay["mode"] == "grid", "layout")
         assert layout["constraints"]["onStageSources"] == []
         assert await p["Ada"].acall("screen") is None
+        # The Share button starts a share again, and stops it.
+        button = "document.getElementById('share-screen').click()"
+        await asyncio.to_thread(p["Ada"].driver.execute_script, button)
+        await await_for(p["Grace"], "shared again", lambda ps: any(x["screen"] for x in ps), "participants")
+        await await_for(
+            p["Ada"], "on its session", lambda x: x is not None and x["source"] is not None, "screen"
+        )
+        await asyncio.to_thread(p["Ada"].driver.execute_script, button)
+        await await_for(p["Grace"], "stopped", lambda ps: not any(x["screen"] for x in ps), "participants")
+        await await_for(p["Grace"], "grid once more", lambda lay: lay["mode"] == "grid", "layout")
         # Switching camera mid-call, through replaceTrack. Chromium gives two fake cameras here, but after
         # replaceTrack onto fake_device_1 its encoder takes no more frames (seen, cause not found), so the
         # switch is to a new track of the same fake camera with other constraints (640 wide).
