@@ -6,7 +6,8 @@ to test-artifacts/web-extras-*.png.
   becomes elements; the link is an <a> to an http(s) URL), a private message reaches only its addressee,
   a message over the limit is refused with a clear error and sent to nobody, the unread badge counts.
 - Raised hands (presence, `<jitsi_participant_raisedHand>` with the time raised) are seen by the others in
-  the order they were raised; lowering one takes it out of the line. Keyboard shortcuts m, h and c.
+  the order they were raised; the moderator lowers one (a non-moderator's request is refused and counted).
+  Reactions reach the others' tiles. Keyboard shortcuts m, h and c.
 - A page shares its screen (Chromium's fake capture through getDisplayMedia): a second video source,
   `<nick>-v1`, desktop; the other page puts it on stage by itself and decodes it at a greater height than
   the camera tiles; stopping returns that page to the grid.
@@ -150,9 +151,25 @@ async def test_chat_private_messages_limits_and_raised_hands(
             p["Grace"].driver.execute_script, "document.getElementById('toggle-people').click()"
         )
         await shot(p["Grace"], artifact_dir, "raised-hands")
-        await p["Linus"].acall("key", "h")  # lowered
+        # Only a moderator lowers someone else's hand (Jitsi Meet's "lower-hand-message" through the bridge).
+        assert (await p["Ada"].acall("state"))["role"] == "moderator"
+        assert (await p["Grace"].acall("state"))["role"] != "moderator"
+        assert await p["Grace"].acall("forceLowerHand", nick["Ada"]) is True
+        await await_for(p["Ada"], "refused", lambda s: s["counters"]["lowerHandRefused"] == 1)
+        assert (await p["Ada"].acall("hands"))["mine"] is not None
+        await asyncio.to_thread(
+            p["Ada"].driver.execute_script, "document.getElementById('toggle-people').click()"
+        )
+        await shot(p["Ada"], artifact_dir, "raised-hands-moderator")
+        assert await p["Ada"].acall("lowerHandOf", nick["Linus"]) is True
         await await_for(p["Grace"], "Linus lowered", lambda h: h["queue"] == [nick["Ada"]], "hands")
-        await await_for(p["Linus"], "Linus lowered own", lambda h: h["queue"] == [nick["Ada"]], "hands")
+        linus_hands = await await_for(
+            p["Linus"], "Linus's own", lambda h: h["queue"] == [nick["Ada"]], "hands"
+        )
+        assert linus_hands["mine"] is None
+        assert (await p["Linus"].acall("state"))["counters"]["handsLowered"] == 1
+        await p["Ada"].acall("key", "h")  # and her own, herself
+        await await_for(p["Grace"], "no hands", lambda h: h["queue"] == [], "hands")
 
         # A reaction goes through the bridge to the others' tile of its sender.
         await p["Ada"].acall("react", "clap")

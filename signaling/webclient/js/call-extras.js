@@ -183,7 +183,8 @@ export function installCallExtras({ conf, toolbar, before, body, toast }) {
       h('button.btn.primary#chat-send', { type: 'submit' }, 'Send')));
   body.append(chatPanel);
   const handList = h('ol.hand-queue#hand-queue', { 'aria-label': 'Raised hands, first raised first' });
-  const handSection = h('div.hand-section#hand-section', { hidden: true }, h('h4', {}, 'Raised hands'), handList);
+  const lowerAll = h('button.link#lower-all-hands', { type: 'button', hidden: true, onclick: () => conf.lowerHand('') }, 'Lower all');
+  const handSection = h('div.hand-section#hand-section', { hidden: true }, h('div.hand-head', {}, h('h4', {}, 'Raised hands'), lowerAll), handList);
   document.getElementById('panel')?.insertBefore(handSection, document.getElementById('people'));
 
   const chatOpen = () => document.body.classList.contains('chat-open');
@@ -285,7 +286,15 @@ export function installCallExtras({ conf, toolbar, before, body, toast }) {
     }
     // Raised hands in the participants panel, in order.
     handSection.hidden = queue.length === 0;
-    handList.replaceChildren(...queue.map((id) => h('li', { 'data-id': id }, people.find((p) => p.id === id)?.name ?? id)));
+    const moderator = conf.role === 'moderator';
+    handList.replaceChildren(...queue.map((id) => {
+      const p = people.find((x) => x.id === id);
+      const lower = moderator && p && !p.local
+        ? h('button.link.lower-hand', { type: 'button', 'data-id': id, 'aria-label': `Lower ${p.name}'s hand`, onclick: () => conf.lowerHand(id) }, 'Lower')
+        : null;
+      return h('li', { 'data-id': id }, h('span.hand-name', {}, p?.name ?? id), lower);
+    }));
+    lowerAll.hidden = !moderator || queue.length < 2;
     for (const li of document.querySelectorAll('li.person[data-id]')) {
       const at = queue.indexOf(li.dataset.id);
       if (at >= 0 && !li.querySelector('.person-hand')) li.insertBefore(h('span.person-hand', { title: 'Hand raised', html: icons.hand }), li.lastChild);
@@ -443,7 +452,15 @@ export function installCallExtras({ conf, toolbar, before, body, toast }) {
       badge: chatBadge.hidden ? null : chatBadge.textContent,
       error: chatErr.textContent,
     }),
-    hands: () => ({ mine: conf.raisedHand, queue: handQueue(people), list: [...handList.children].map((li) => li.textContent) }),
+    hands: () => ({ mine: conf.raisedHand, queue: handQueue(people), list: [...handList.children].map((li) => li.querySelector('.hand-name').textContent) }),
+    /** Clicks the Lower button of `id`'s raised hand (a moderator's), false when there is none. */
+    lowerHandOf: (id) => {
+      const b = handList.querySelector(`.lower-hand[data-id='${CSS.escape(id)}']`);
+      b?.click();
+      return Boolean(b);
+    },
+    /** Sends a lower-hand request whatever our role (to show the others refuse it). */
+    forceLowerHand: (id) => conf.channel?.send({ colibriClass: 'EndpointMessage', to: id, msgPayload: { name: 'lower-hand-message' } }) ?? false,
     quality: () => structuredClone(quality),
     popover: () => (popover.hidden ? null : { for: popover.dataset.for, text: popover.textContent }),
     openQuality: (id) => togglePopover(id),

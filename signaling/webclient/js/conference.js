@@ -16,7 +16,7 @@ import { BridgeChannel } from './bridge-channel.js';
 import { audioPayloadTypes, codecOfStats, preferCodec, redOption, sendWith, videoOptions } from './codecs.js';
 import { NS_EXTDISCO, forceRelayOption, iceServersFromServices, servicesFromXml } from './ice-servers.js';
 import { ChatError, MUC_USER_NS, NICK_NS, parseChatMessage, validateMessage } from './chat.js';
-import { RAISED_HAND, raisedHandOf } from './hands.js';
+import { LOWER_HAND_MESSAGE, RAISED_HAND, raisedHandOf } from './hands.js';
 import { SCREEN_CONSTRAINTS, SCREEN_ENCODING, localSourceOf, screenSourceName, screenSourcesXml } from './screenshare.js';
 
 /** Reactions a page may send (EndpointMessage "endpoint-reaction"); anything else received is ignored. */
@@ -206,6 +206,8 @@ export class Conference extends EventTarget {
       chatErrors: 0, // messages the server bounced
       screenShares: 0, trackSwitches: 0,
       reactionsIgnored: 0, // endpoint messages that were not a reaction we know
+      handsLowered: 0, // our hand lowered by a moderator
+      lowerHandRefused: 0, // ... asked by someone who is not a moderator, ignored
     };
     this.raisedHand = null; // when we raised our hand (ms), null when down
     this.screen = null; // our screen share: {track, mid (its m-line in this session), source (its SSRCs)}
@@ -603,12 +605,31 @@ export class Conference extends EventTarget {
     } else if (msg.colibriClass === 'EndpointMessage') {
       const payload = msg.msgPayload;
       const from = typeof msg.from === 'string' ? msg.from : null;
-      if (from && payload?.name === 'endpoint-reaction' && typeof payload.reaction === 'string' && Object.hasOwn(REACTIONS, payload.reaction)) {
+      if (from && payload?.name === LOWER_HAND_MESSAGE) {
+        // Only a moderator may lower our hand (the bridge sets "from": it cannot be forged).
+        if (this.participants.get(from)?.role !== 'moderator') {
+          this.counters.lowerHandRefused += 1;
+        } else if (this.raisedHand !== null) {
+          this.counters.handsLowered += 1;
+          this.setRaisedHand(false);
+          this._emit('notice', `${this.participants.get(from).name} lowered your hand.`);
+        }
+      } else if (from && payload?.name === 'endpoint-reaction' && typeof payload.reaction === 'string' && Object.hasOwn(REACTIONS, payload.reaction)) {
         this._emit('reaction', { from, reaction: payload.reaction });
       } else {
         this.counters.reactionsIgnored += 1;
       }
     }
+  }
+
+  /**
+   * A moderator lowers `nick`'s hand, or everyone's ('') including ours, as Jitsi Meet does: an
+   * EndpointMessage {name: "lower-hand-message"} through the bridge; the receiver checks we are a moderator.
+   */
+  lowerHand(nick = '') {
+    if (this.role !== 'moderator') throw new Error('only a moderator can lower hands');
+    if (!nick) this.setRaisedHand(false);
+    return Boolean(this.channel?.send({ colibriClass: 'EndpointMessage', to: nick, msgPayload: { name: LOWER_HAND_MESSAGE } }));
   }
 
   /** Tells the others, through the bridge, how our own connection is (EndpointStats, as Jitsi clients). */

@@ -2,6 +2,8 @@
 // it was raised (ms since the epoch); lowered, the element is gone or empty. Pure.
 
 export const RAISED_HAND = 'jitsi_participant_raisedHand';
+// What a moderator sends (an EndpointMessage's payload name) to lower someone's hand, as Jitsi Meet.
+export const LOWER_HAND_MESSAGE = 'lower-hand-message';
 // Timestamps outside this range are not times a hand was raised (year 2000 .. 2286).
 const MIN_TS = 946684800000;
 const MAX_TS = 9999999999999;
