@@ -480,5 +480,28 @@ def _bridge_sources(endpoint_id: str, sources: tuple[MediaSource, ...]) -> tuple
         for g in groups:
             if not set(g.ssrcs) <= set(ssrcs):
                 raise bad_request(f"ssrc-group {g.semantics} of {ms.id} names an SSRC that is not a source")
-        out.append(desc.Source(kind=cast(desc.MediaKind, ms.type), ssrcs=ssrcs, name=ms.id, groups=groups))
+        # A screen share's desktop type comes with its sources (as Jicofo sends them), before the channel's.
+        signalled = next((s.video_type for s in ms.sources if s.video_type), None)
+        video_type = (
+            SIGNALLED_VIDEO_TYPES.get(signalled.lower()) if signalled and ms.type == "video" else None
+        )
+        out.append(
+            desc.Source(
+                kind=cast(desc.MediaKind, ms.type),
+                ssrcs=ssrcs,
+                name=ms.id,
+                groups=groups,
+                video_type=video_type,
+            )
+        )
     return tuple(out)
+
+
+#: Colibri2 `videoType` values we act on (case-insensitive, as JVB reads them); others are left unset.
+SIGNALLED_VIDEO_TYPES: dict[str, str] = {
+    "camera": "camera",
+    "desktop": "desktop",
+    "desktop_high_fps": "desktop_high_fps",
+    "disabled": "disabled",
+    "none": "disabled",
+}

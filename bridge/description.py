@@ -93,3 +93,6 @@ class Source:
     ssrcs: tuple[int, ...]
     name: str = ""
     groups: tuple[SsrcGroup, ...] = field(default=())
+    #: The video type its Colibri2 `<source videoType>` gave ("camera", "desktop", ...), None when none did;
+    #: the bridge channel's SourceVideoTypeMessage for the same name overrides it.
+    video_type: str | None = None

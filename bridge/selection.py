@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from bridge.allocation import (
     Allocation,
@@ -30,6 +30,7 @@ from bridge.allocation import (
     source_constraints,
 )
 from bridge.bridge import Bridge, Conference, Endpoint
+from bridge.channel import VideoType
 from bridge.description import Source
 from bridge.speakers import Speakers
 
@@ -348,7 +349,7 @@ class Selection:
                     VideoSource(
                         name=s.name,
                         owner=ep.id,
-                        video_type=ep.video_types.get(s.name, ep.video_type or "camera"),
+                        video_type=video_type_of(ep, s),
                         muted=ep.force_mute_video,
                         layers=allocation_layers(figures) or _unmeasured(s),
                     )
@@ -362,6 +363,17 @@ class Selection:
         before = ep.forwarded_sources
         ep.set_allocation(targets)
         return ep.forwarded_sources != before
+
+
+def video_type_of(ep: Endpoint, source: Source) -> VideoType:
+    """A source's video type: what its endpoint said of it over the bridge channel (SourceVideoTypeMessage),
+    else what its Colibri2 source said, else the endpoint's own VideoTypeMessage, else camera."""
+    said = ep.video_types.get(source.name)
+    if said is not None:
+        return said
+    if source.video_type in ("camera", "desktop", "desktop_high_fps", "disabled"):
+        return cast(VideoType, source.video_type)
+    return ep.video_type or "camera"
 
 
 def _unmeasured(source: Source) -> tuple[Layer, ...]:

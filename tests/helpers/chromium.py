@@ -145,15 +145,16 @@ class ChromiumBrowser:
         *,
         netns: Netns | None = None,
         secure_origins: tuple[str, ...] = (),
+        flags: tuple[str, ...] = (),
     ) -> ChromiumBrowser:
         """A fresh browser on `profile`, inside `netns` when given (tests/helpers/netns.py; chromedriver
         and Chromium run there, their media and page loads use its interfaces); `secure_origins` are
         plain-HTTP origins treated as secure (getUserMedia needs a secure context, which only loopback
-        is without TLS)."""
+        is without TLS); `flags` are added after the default ones (a later flag of the same name wins)."""
         profile.mkdir(parents=True, exist_ok=True)
         options = Options()
         options.binary_location = CHROMIUM
-        for flag in CHROMIUM_FLAGS:
+        for flag in (*CHROMIUM_FLAGS, *flags):
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={profile}")
         if secure_origins:

@@ -301,9 +301,10 @@ def dump(obj: object) -> str:
 WINDOW = (1280, 800)
 
 
-def open_browser(tmp: Path, name: str, url: str) -> ChromiumBrowser:
-    """A fresh headless Chromium profile under `tmp`, on `url`, at a laptop-sized window."""
-    browser = ChromiumBrowser.start(tmp / f"{name}-profile", url)
+def open_browser(tmp: Path, name: str, url: str, flags: tuple[str, ...] = ()) -> ChromiumBrowser:
+    """A fresh headless Chromium profile under `tmp`, on `url`, at a laptop-sized window (`flags`: more
+    Chromium flags)."""
+    browser = ChromiumBrowser.start(tmp / f"{name}-profile", url, flags=flags)
     browser.driver.set_window_size(*WINDOW)
     return browser
 

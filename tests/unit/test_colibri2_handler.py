@@ -543,3 +543,20 @@ def test_sources_keep_their_groups_and_bad_groups_are_refused(registry: tuple[Br
     data = MediaSource("application", "a-d0", sources=(SourceDesc(5, "a-d0"),))
     err = expect(handler, ConferenceModify("m", endpoints=(Endpoint("a", sources=(data,)),)))
     assert err.condition == "bad-request" and "unsupported type" in err.text
+
+
+def test_a_screen_shares_signalled_video_type_is_kept(registry: tuple[Bridge, FakeNative]) -> None:
+    """A second video source signalled `videoType="desktop"` (a screen share, as Jicofo passes it on) is a
+    desktop for the allocator from the start; an unknown type, or one on audio, is left unset."""
+    bridge, _ = registry
+    handler = Colibri2Handler(bridge)
+    handler.handle(ConferenceModify("m", create=True, endpoints=(create_endpoint("a"),)))
+    ep = bridge.conference_by_meeting("m").endpoints["a"]  # type: ignore[union-attr]
+    camera = MediaSource("video", "a-v0", sources=(SourceDesc(7, "a-v0", video_type="camera"),))
+    screen = MediaSource("video", "a-v1", sources=(SourceDesc(9, "a-v1", video_type="DESKTOP"),))
+    odd = MediaSource("video", "a-v2", sources=(SourceDesc(11, "a-v2", video_type="hologram"),))
+    audio = MediaSource("audio", "a-a0", sources=(SourceDesc(5, "a-a0", video_type="desktop"),))
+    handler.handle(ConferenceModify("m", endpoints=(Endpoint("a", sources=(camera, screen, odd, audio)),)))
+    assert {s.name: s.video_type for s in ep.sources} == {
+        "a-v0": "camera", "a-v1": "desktop", "a-v2": None, "a-a0": None,
+    }  # fmt: skip

@@ -11,7 +11,7 @@ from bridge.bridge import Bridge, Conference, Endpoint
 from bridge.changes import CreateConference, CreateEndpoint, UpdateEndpoint
 from bridge.channel import ReceiverVideoConstraints, VideoConstraints
 from bridge.description import Source, SsrcGroup
-from bridge.selection import Selection, Sublayer, allocation_layers
+from bridge.selection import Selection, Sublayer, allocation_layers, video_type_of
 from tests.helpers.fake_native import FakeNative, fake_bridge
 
 
@@ -175,3 +175,22 @@ def test_without_trust_bwe_the_configured_bandwidth_stays() -> None:
     assert last["bandwidth_bps"] == 10_000_000
     (source,) = last["sources"]
     assert source["layer"]["height"] == 720, "the estimate was ignored"
+
+
+def test_a_sources_video_type_channel_first_then_signalled_then_endpoint() -> None:
+    """The allocator's video type of a source: the bridge channel's SourceVideoTypeMessage for it, else its
+    Colibri2 videoType, else the endpoint's VideoTypeMessage, else camera."""
+    bridge, _native = fake_bridge()
+    bridge.apply([CreateConference("m"), CreateEndpoint("m", "a")])
+    conference = bridge.conference_by_meeting("m")
+    assert conference is not None
+    a = conference.endpoints["a"]
+    camera = Source("video", (1,), "a-v0")
+    screen = Source("video", (2,), "a-v1", video_type="desktop")
+    assert video_type_of(a, camera) == "camera"
+    assert video_type_of(a, screen) == "desktop"
+    a.video_type = "disabled"
+    assert (video_type_of(a, camera), video_type_of(a, screen)) == ("disabled", "desktop")
+    a.video_types["a-v1"] = "camera"
+    a.video_types["a-v0"] = "desktop_high_fps"
+    assert (video_type_of(a, camera), video_type_of(a, screen)) == ("desktop_high_fps", "camera")

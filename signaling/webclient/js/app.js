@@ -2,7 +2,9 @@
 
 import { AuthFailed, AuthRequired, Conference, LobbyRefused, LobbyRequired, PasswordRequired, tokenClaims } from './conference.js';
 import { icons } from './icons.js';
-import { receiverConstraints, stageParticipant } from './layout.js';
+import { SCREEN_STAGE_HEIGHT, STAGE_HEIGHT, followScreens, receiverConstraints, stageParticipant } from './layout.js';
+import { installCallExtras, openSettings } from './call-extras.js';
+import { loadPrefs, mediaConstraints } from './devices.js';
 
 const ROOM_RE = /^[a-z0-9_-]{1,64}$/;
 const NAME_KEY = 'sluice.displayName';
@@ -150,7 +152,8 @@ function acquireMedia() {
 
 async function openMedia() {
   try {
-    localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
+    // The devices chosen in settings last time (devices.js), else the defaults.
+    localStream = await navigator.mediaDevices.getUserMedia(mediaConstraints(loadPrefs()));
   } catch (e) {
     mediaError = e;
     try {
@@ -172,8 +175,22 @@ function renderPrejoin(room) {
   const nameInput = h('input#display-name', { type: 'text', value: saved, placeholder: 'Your name', autocomplete: 'name', maxlength: '48', 'aria-label': 'Your name' });
   const micBtn = h('button.round#pre-mic', { type: 'button', title: 'Microphone' });
   const camBtn = h('button.round#pre-cam', { type: 'button', title: 'Camera' });
+  const setBtn = h('button.round#pre-settings', { type: 'button', title: 'Choose camera, microphone and speaker', 'aria-label': 'Device settings', html: icons.settings });
   const joinBtn = h('button.btn.primary.wide#join-button', { type: 'submit' }, 'Join meeting');
-  const preview = h('div.preview', {}, video, av, h('div.preview-controls', {}, micBtn, camBtn));
+  const preview = h('div.preview', {}, video, av, h('div.preview-controls', {}, micBtn, camBtn, setBtn));
+  setBtn.addEventListener('click', async () => {
+    await acquireMedia();
+    await openSettings({
+      stream: localStream,
+      replaceTrack: async (kind, track) => {
+        localStream ??= new MediaStream();
+        for (const old of localStream.getTracks().filter((t) => t.kind === kind)) { localStream.removeTrack(old); old.stop(); }
+        localStream.addTrack(track);
+        video.srcObject = localStream;
+        paint();
+      },
+    });
+  });
 
   const paint = () => {
     const hasA = Boolean(localStream?.getAudioTracks().length);
@@ -442,7 +459,8 @@ function renderCall(room, conf) {
   const modBanner = h('div.moderator-muted#moderator-muted', { hidden: true });
   const tiles = new Map(); // id → {el, video, audios: Map}
   // Grid or stage; who is pinned (a click on a tile); who the bridge says speaks (bridge channel).
-  const layout = { mode: 'grid', pinned: null, dominant: null, stage: null };
+  // auto: the stage was chosen for a screen share; chosen: the person picked a layout during one.
+  const layout = { mode: 'grid', pinned: null, dominant: null, stage: null, auto: false, chosen: false };
   let people = [];
 
   const applyLayout = () => {
@@ -460,7 +478,9 @@ function renderCall(room, conf) {
       else delete t.el.dataset.forwarded;
     }
     const stageIsRemote = stage !== null && !people.find((p) => p.id === stage)?.local;
-    conf.setReceiverConstraints(receiverConstraints(stageIsRemote ? conf.videoSourceOf(stage) : null));
+    const stageScreen = Boolean(people.find((p) => p.id === stage)?.screen);
+    conf.setReceiverConstraints(receiverConstraints(stageIsRemote ? conf.videoSourceOf(stage) : null,
+      stageScreen ? SCREEN_STAGE_HEIGHT : STAGE_HEIGHT));
     layoutBtn.innerHTML = (layout.mode === 'stage' ? icons.grid : icons.stage) +
       `<span class="tool-label">${layout.mode === 'stage' ? 'Grid' : 'Stage'}</span>`;
     layoutBtn.title = layout.mode === 'stage' ? 'Show everyone in a grid' : 'Show one participant large';
@@ -474,6 +494,8 @@ function renderCall(room, conf) {
   layoutBtn.addEventListener('click', () => {
     layout.mode = layout.mode === 'stage' ? 'grid' : 'stage';
     if (layout.mode === 'grid') layout.pinned = null;
+    layout.auto = false;
+    layout.chosen = people.some((p) => p.screen && !p.local);
     applyLayout();
   });
 
@@ -587,7 +609,7 @@ function renderCall(room, conf) {
     let t = tiles.get(p.id);
     if (!t) {
       const video = h('video', { autoplay: true, playsInline: true, muted: true });
-      if (p.local) video.classList.add('mirror');
+      if (p.local && !p.screen) video.classList.add('mirror');
       const el = h('div.tile', { 'data-id': p.id },
         video,
         h('div.tile-avatar'),
@@ -656,21 +678,24 @@ function renderCall(room, conf) {
     grid.style.setProperty('--cols', String(cols));
     grid.style.setProperty('--rows', String(Math.ceil(n / cols)));
     grid.dataset.count = String(n);
+    followScreens(layout, people);
     applyLayout();
 
-    list.replaceChildren(...people.map((p) => h('li.person', { 'data-id': p.id },
+    list.replaceChildren(...people.filter((p) => !p.screen).map((p) => h('li.person', { 'data-id': p.id },
       avatar(p.id, p.name),
       h('span.person-name', {}, p.name, p.local ? h('span.you', {}, ' (you)') : null),
       p.affiliation === 'owner' ? h('span.role', { title: 'Owner', html: icons.star }) : null,
       h('span.person-icons', { html: (p.audioMuted ? icons.micOff : icons.mic) + (p.videoMuted ? icons.camOff : icons.cam) }),
-      conf.isModerator && !p.local ? menuButton(p) : null)));
-    panel.querySelector('#people-count').textContent = String(people.length);
+      conf.isModerator && !p.local && !p.screen ? menuButton(p) : null)));
+    panel.querySelector('#people-count').textContent = String(people.filter((p) => !p.screen).length);
     micBtn.innerHTML = (conf.audioMuted ? icons.micOff : icons.mic) + `<span class="tool-label">${conf.audioMuted ? 'Unmute' : 'Mute'}</span>`;
     camBtn.innerHTML = (conf.videoMuted ? icons.camOff : icons.cam) + `<span class="tool-label">${conf.videoMuted ? 'Start video' : 'Stop video'}</span>`;
     micBtn.classList.toggle('off', conf.audioMuted);
     camBtn.classList.toggle('off', conf.videoMuted);
-    micBtn.title = conf.audioMuted ? 'Unmute microphone' : 'Mute microphone';
-    camBtn.title = conf.videoMuted ? 'Turn camera on' : 'Turn camera off';
+    micBtn.title = `${conf.audioMuted ? 'Unmute microphone' : 'Mute microphone'} (m)`;
+    camBtn.title = `${conf.videoMuted ? 'Turn camera on' : 'Turn camera off'} (v)`;
+    micBtn.setAttribute('aria-pressed', String(conf.audioMuted));
+    camBtn.setAttribute('aria-pressed', String(conf.videoMuted));
     lockBtn.hidden = conf.affiliation !== 'owner';
     lobbyBtn.hidden = conf.affiliation !== 'owner';
     endBtn.hidden = conf.affiliation !== 'owner';
@@ -712,15 +737,19 @@ function renderCall(room, conf) {
     if (view === 'call') renderEnded(room, e.detail.reason, false, /moderator/.test(e.detail.reason) ? 'The meeting is over for you' : null);
   });
 
-  const page = h('div.page.call', {},
+  const lastSep = h('span.sep');
+  const toolbar = h('footer.toolbar', { role: 'toolbar', 'aria-label': 'Call controls' }, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, lobbyBtn, muteAllBtn, avBtn,
+    lastSep, endBtn, leaveBtn);
+  const callBody = h('div.call-body', {}, h('main.stage', { 'aria-label': 'Participants\' video' }, grid, modBanner, knocks), panel);
+  setView('call', h('div.page.call', {},
     h('header.topbar.call-top', {}, brand(), h('span.room-chip', {}, room), lockBadge, h('span.spacer'), conn),
-    h('div.call-body', {}, h('main.stage', {}, grid, modBanner, knocks), panel),
-    h('footer.toolbar', {}, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, lobbyBtn, muteAllBtn, avBtn,
-      h('span.sep'), endBtn, leaveBtn));
-  setView('call', page);
+    callBody,
+    toolbar));
   paintState(conf.state);
   paintParticipants(conf.participantList());
   paintLobby(conf.lobbyState());
+  // Chat, hands, reactions, screen share, settings, quality, shortcuts (call-extras.js).
+  Object.assign(window.sluice, installCallExtras({ conf, toolbar, before: lastSep, body: callBody, toast }));
   return {
     show() {
       setView('call', page);
@@ -779,6 +808,7 @@ window.sluice = {
   }),
   participants: () => (conference ? conference.participantList() : []).map((p) => ({
     id: p.id, name: p.name, local: p.local, audioMuted: p.audioMuted, videoMuted: p.videoMuted,
+    screen: Boolean(p.screen), owner: p.owner ?? null, raisedHand: p.raisedHand ?? null,
     affiliation: p.affiliation ?? null, role: p.role ?? null, videoTracks: p.tracks.filter((t) => t.kind === 'video').length,
     audioTracks: p.tracks.filter((t) => t.kind === 'audio').length,
   })),

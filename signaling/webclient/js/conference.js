@@ -3,9 +3,11 @@
 // listens to the events this object dispatches ("state", "participants", "tracks", "locked", "error",
 // "ended", "channel", "dominant-speaker", "forwarded-sources") and tells it what its layout needs
 // (setReceiverConstraints). What the bridge says receivers want of our camera (SenderSourceConstraints)
-// turns its simulcast encodings on and off here.
+// turns its simulcast encodings on and off here. Chat ("chat", "chat-error"), raised hands (in presence),
+// a screen share as a second video source, switching devices mid-call and what other pages report of
+// their connection ("endpoint-stats", "reaction") use chat.js, hands.js, screenshare.js and quality.js.
 
-import { $iq, $pres, Strophe, XmppClient, xmlElement, StanzaError, AuthFailed } from './xmpp.js';
+import { $iq, $msg, $pres, Strophe, XmppClient, xmlElement, StanzaError, AuthFailed } from './xmpp.js';
 import {
   NS, JingleError, RemoteSession, parseJingle, sessionAcceptXml, sessionTerminateXml, transportInfoXml,
   candidateFromSdp, candidateToSdp, simulcastPlan, withSimulcast,
@@ -13,6 +15,12 @@ import {
 import { BridgeChannel } from './bridge-channel.js';
 import { audioPayloadTypes, codecOfStats, preferCodec, redOption, sendWith, videoOptions } from './codecs.js';
 import { NS_EXTDISCO, forceRelayOption, iceServersFromServices, servicesFromXml } from './ice-servers.js';
+import { ChatError, MUC_USER_NS, NICK_NS, parseChatMessage, validateMessage } from './chat.js';
+import { LOWER_HAND_MESSAGE, RAISED_HAND, raisedHandOf } from './hands.js';
+import { SCREEN_CONSTRAINTS, SCREEN_ENCODING, localSourceOf, screenSourceName, screenSourcesXml } from './screenshare.js';
+
+/** Reactions a page may send (EndpointMessage "endpoint-reaction"); anything else received is ignored. */
+export const REACTIONS = Object.freeze({ like: '👍', clap: '👏', laugh: '😂', surprised: '😮', heart: '❤️' });
 
 const MUC = 'http://jabber.org/protocol/muc';
 const MUC_USER = 'http://jabber.org/protocol/muc#user';
@@ -225,7 +233,16 @@ export class Conference extends EventTarget {
       iceServerErrors: 0, // ... answered with an error or not at all (the session goes on without them)
       iceServicesIgnored: 0, // services in an answer we could not use
       moderationRefused: 0, // moderator actions the server refused us
+      chatSent: 0, chatReceived: 0,
+      chatRejected: 0, // messages refused on arrival (too long)
+      chatErrors: 0, // messages the server bounced
+      screenShares: 0, trackSwitches: 0,
+      reactionsIgnored: 0, // endpoint messages that were not a reaction we know
+      handsLowered: 0, // our hand lowered by a moderator
+      lowerHandRefused: 0, // ... asked by someone who is not a moderator, ignored
     };
+    this.raisedHand = null; // when we raised our hand (ms), null when down
+    this.screen = null; // our screen share: {track, mid (its m-line in this session), source (its SSRCs)}
     this.xmpp = null;
     this.left = false;
     this.simulcast = null; // this session's SIM/FID SSRCs (jingle-sdp.js simulcastPlan)
@@ -270,14 +287,33 @@ export class Conference extends EventTarget {
     this._emit('participants', this.participantList());
   }
 
+  /**
+   * Everyone in the call, us first; a screen share is an entry of its own (id: its source name, screen:
+   * true, owner), after the participants.
+   */
   participantList() {
     const local = {
       id: this.nick, name: this.displayName, local: true, audioMuted: this.audioMuted, videoMuted: this.videoMuted,
       mutedByModerator: { ...this.mutedByModerator },
       affiliation: this.affiliation, role: this.role, tracks: this.localStream ? this.localStream.getTracks() : [],
+      raisedHand: this.raisedHand,
     };
-    const remote = [...this.participants.values()].filter((p) => !p.isFocus).map((p) => ({ ...p, local: false, tracks: [...p.tracks.values()] }));
-    return [local, ...remote];
+    const screens = [];
+    const screen = (owner, name, local, track) => ({
+      id: screenSourceName(owner), name, local, screen: true, owner, audioMuted: false, videoMuted: false, tracks: [track],
+    });
+    if (this.screen) screens.push(screen(this.nick, 'Your screen', true, this.screen.track));
+    const remote = [];
+    for (const p of this.participants.values()) {
+      if (p.isFocus) continue;
+      const tracks = [];
+      for (const [mid, t] of p.tracks) {
+        if (this.remote?.sourceOfMid(mid)?.videoType === 'desktop') screens.push(screen(p.id, `${p.name}'s screen`, false, t));
+        else tracks.push(t);
+      }
+      remote.push({ ...p, local: false, tracks });
+    }
+    return [local, ...remote, ...screens];
   }
 
   // ------------------------------------------------------------------------------------------ joining
@@ -395,10 +431,12 @@ export class Conference extends EventTarget {
     const sourceInfo = {};
     if (this.localStream?.getAudioTracks().length) sourceInfo[`${this.nick}-a0`] = { muted: this.audioMuted };
     if (this.localStream?.getVideoTracks().length) sourceInfo[`${this.nick}-v0`] = { muted: this.videoMuted, videoType: 'camera' };
+    if (this.screen) sourceInfo[screenSourceName(this.nick)] = { muted: false, videoType: 'desktop' };
     p.c('nick', { xmlns: NICK }).t(this.displayName).up()
       .c('audiomuted', { xmlns: AUDIO_NS }).t(String(this.audioMuted)).up()
       .c('videomuted', { xmlns: VIDEO_NS }).t(String(this.videoMuted)).up()
       .c('SourceInfo').t(JSON.stringify(sourceInfo)).up();
+    if (this.raisedHand !== null) p.c(RAISED_HAND).t(String(this.raisedHand)).up();
     return p;
   }
 
@@ -523,6 +561,7 @@ export class Conference extends EventTarget {
       isFocus,
       role: item ? item.getAttribute('role') : undefined,
       affiliation: item ? item.getAttribute('affiliation') : undefined,
+      raisedHand: raisedHandOf(st),
     });
     this.participants.set(nick, p);
     if (isFocus) this._set({ focus: 'in room' });
@@ -545,8 +584,213 @@ export class Conference extends EventTarget {
     if (Strophe.getBareJidFromJid(from) === this.roomJid) {
       const codes = [...st.getElementsByTagNameNS(MUC_USER, 'status')].map((s) => s.getAttribute('code'));
       if (codes.includes('104')) this._refreshLocked();
+      this._onChat(st);
     }
     return true;
+  }
+
+  _onChat(st) {
+    if (st.getAttribute('type') === 'error') {
+      // A message of ours the server bounced (too big, not in the room, no such occupant).
+      this.counters.chatErrors += 1;
+      const err = st.getElementsByTagName('error')[0];
+      const text = err?.getElementsByTagName('text')[0]?.textContent;
+      const condition = err?.firstElementChild?.localName ?? 'error';
+      this._emit('chat-error', `Your message was not delivered: ${text || condition}.`);
+      return;
+    }
+    let msg;
+    try {
+      msg = parseChatMessage(st, this.roomJid);
+    } catch (e) {
+      if (!(e instanceof ChatError)) throw e;
+      this.counters.chatRejected += 1;
+      console.warn('chat message refused:', e.message);
+      return;
+    }
+    if (!msg) return;
+    this.counters.chatReceived += 1;
+    const p = this.participants.get(msg.from);
+    const mine = msg.from === this.nick && !msg.private; // the room echoes our groupchat back
+    this._emit('chat', { ...msg, name: mine ? this.displayName : msg.name || p?.name || msg.from, mine });
+  }
+
+  /**
+   * Sends `text` to the room, or privately to the occupant `to` (a nick). Throws ChatError (the message for
+   * people) when it is empty or too long. A private message shows at once (the room echoes only groupchat).
+   */
+  sendChat(text, to = null) {
+    const body = validateMessage(text);
+    if (!this.state.joined) throw new ChatError('Not in the meeting yet.');
+    if (to !== null && !this.participants.has(to)) throw new ChatError('That participant has left.');
+    const m = $msg({ to: to ? `${this.roomJid}/${to}` : this.roomJid, type: to ? 'chat' : 'groupchat' })
+      .c('body').t(body).up()
+      .c('nick', { xmlns: NICK_NS }).t(this.displayName).up();
+    if (to) m.c('x', { xmlns: MUC_USER_NS }).up();
+    this.xmpp.send(m);
+    this.counters.chatSent += 1;
+    if (to) {
+      this._emit('chat', { from: this.nick, name: this.displayName, text: body, private: true, to, time: Date.now(), delayed: false, mine: true });
+    }
+  }
+
+  /** Raises (true) or lowers our hand: a timestamp in our presence, as Jitsi clients do. */
+  setRaisedHand(up) {
+    this.raisedHand = up ? Date.now() : null;
+    if (this.state.joined) this.xmpp.send(this._presence(false));
+    this._participantsChanged();
+  }
+
+  setDisplayName(name) {
+    const n = String(name).trim().slice(0, 48);
+    if (!n) return;
+    this.displayName = n;
+    if (this.state.joined) this.xmpp.send(this._presence(false));
+    this._participantsChanged();
+  }
+
+  /** A reaction everyone sees for a moment (an EndpointMessage through the bridge, as Jitsi's). */
+  sendReaction(reaction) {
+    if (!(reaction in REACTIONS)) throw new Error(`unknown reaction ${reaction}`);
+    const sent = this.channel?.send({ colibriClass: 'EndpointMessage', to: '', msgPayload: { name: 'endpoint-reaction', reaction, timeStamp: Date.now() } });
+    this._emit('reaction', { from: this.nick, reaction });
+    return Boolean(sent);
+  }
+
+  _onChannelMessage(msg) {
+    if (msg.colibriClass === 'EndpointStats') {
+      this._emit('endpoint-stats', msg);
+    } else if (msg.colibriClass === 'EndpointMessage') {
+      const payload = msg.msgPayload;
+      const from = typeof msg.from === 'string' ? msg.from : null;
+      if (from && payload?.name === LOWER_HAND_MESSAGE) {
+        // Only a moderator may lower our hand (the bridge sets "from": it cannot be forged).
+        if (this.participants.get(from)?.role !== 'moderator') {
+          this.counters.lowerHandRefused += 1;
+        } else if (this.raisedHand !== null) {
+          this.counters.handsLowered += 1;
+          this.setRaisedHand(false);
+          this._emit('notice', `${this.participants.get(from).name} lowered your hand.`);
+        }
+      } else if (from && payload?.name === 'endpoint-reaction' && typeof payload.reaction === 'string' && Object.hasOwn(REACTIONS, payload.reaction)) {
+        this._emit('reaction', { from, reaction: payload.reaction });
+      } else {
+        this.counters.reactionsIgnored += 1;
+      }
+    }
+  }
+
+  /**
+   * A moderator lowers `nick`'s hand, or everyone's ('') including ours, as Jitsi Meet does: an
+   * EndpointMessage {name: "lower-hand-message"} through the bridge; the receiver checks we are a moderator.
+   */
+  lowerHand(nick = '') {
+    if (this.role !== 'moderator') throw new Error('only a moderator can lower hands');
+    if (!nick) this.setRaisedHand(false);
+    return Boolean(this.channel?.send({ colibriClass: 'EndpointMessage', to: nick, msgPayload: { name: LOWER_HAND_MESSAGE } }));
+  }
+
+  /** Tells the others, through the bridge, how our own connection is (EndpointStats, as Jitsi clients). */
+  sendEndpointStats(body) {
+    return Boolean(this.channel?.send({ ...body, colibriClass: 'EndpointStats' }));
+  }
+
+  // ----------------------------------------------------------------------------------- screen sharing
+
+  /** Shares the screen (getDisplayMedia, or `stream` when given): a second video source, "<nick>-v1". */
+  async startScreenShare(stream = null) {
+    if (this.screen) return;
+    const media = stream ?? await navigator.mediaDevices.getDisplayMedia(SCREEN_CONSTRAINTS);
+    const track = media.getVideoTracks()[0];
+    if (!track) throw new Error('the screen capture has no video');
+    track.contentHint = 'detail';
+    // The browser's own "Stop sharing" control ends the track.
+    track.addEventListener('ended', () => { if (this.screen?.track === track) this.stopScreenShare(); });
+    this.screen = { track, mid: null, source: null, maxHeight: null }; // maxHeight: SenderSourceConstraints
+    this.counters.screenShares += 1;
+    if (this.state.joined) this.xmpp.send(this._presence(false));
+    this._participantsChanged();
+    const done = this.queue.then(() => this._shareOnSession());
+    this.queue = done.catch((e) => console.error('screen share:', e));
+    await done;
+  }
+
+  /** Puts the screen on a new m-line of the current session and announces it (source-add). */
+  async _shareOnSession() {
+    const s = this.screen;
+    const pc = this.pc;
+    if (!s || !pc || !this.remote || this.state.jingle !== 'active' || s.mid) return;
+    const remote = this.remote;
+    s.mid = remote.addLocalLine('video');
+    this.counters.renegotiations += 1;
+    await pc.setRemoteDescription({ type: 'offer', sdp: remote.toSdp() });
+    const tr = pc.getTransceivers().find((t) => t.mid === s.mid);
+    if (!tr) throw new Error(`no transceiver for ${s.mid}`);
+    tr.direction = 'sendonly';
+    await tr.sender.replaceTrack(s.track);
+    tr.sender.setStreams(new MediaStream([s.track]));
+    await this._answer(pc);
+    const params = tr.sender.getParameters();
+    if (params.encodings?.length) {
+      Object.assign(params.encodings[0], SCREEN_ENCODING, { active: s.maxHeight !== 0 });
+      await tr.sender.setParameters(params);
+    }
+    s.source = localSourceOf(pc.localDescription.sdp, s.mid);
+    if (!s.source) throw new Error('the answer sends nothing on the screen line');
+    await this._sendJingle(screenSourcesXml(remote, 'source-add', { nick: this.nick, source: s.source, responder: this.xmpp.jid }), 'source-add');
+    this.channel?.send({ colibriClass: 'SourceVideoTypeMessage', sourceName: screenSourceName(this.nick), videoType: 'desktop' });
+    this._participantsChanged();
+  }
+
+  async _screenActive(on) {
+    const s = this.screen;
+    const sender = this.pc?.getTransceivers().find((t) => t.mid === s?.mid)?.sender;
+    if (!sender) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.length || params.encodings[0].active === on) return;
+    params.encodings[0].active = on;
+    await sender.setParameters(params);
+  }
+
+  async stopScreenShare() {
+    const s = this.screen;
+    if (!s) return;
+    this.screen = null;
+    s.track.stop();
+    if (this.state.joined) this.xmpp.send(this._presence(false));
+    this._participantsChanged();
+    const remote = this.remote;
+    const done = this.queue.then(async () => {
+      if (!s.mid || !remote || remote !== this.remote || !this.pc) return;
+      if (s.source) {
+        await this._sendJingle(screenSourcesXml(remote, 'source-remove', { nick: this.nick, source: s.source, responder: this.xmpp.jid }), 'source-remove');
+      }
+      remote.removeLocalLine(s.mid);
+      await this._renegotiate();
+    });
+    this.queue = done.catch((e) => console.error('stop screen share:', e));
+    await done;
+  }
+
+  // ------------------------------------------------------------------------------------------ devices
+
+  /**
+   * Sends `track` instead of our current `kind` track (another camera or microphone), without a new
+   * session: the sender's replaceTrack; the old track stops.
+   */
+  async replaceLocalTrack(kind, track) {
+    this.localStream ??= new MediaStream();
+    const old = this.localStream.getTracks().find((t) => t.kind === kind) ?? null;
+    if (old) this.localStream.removeTrack(old);
+    this.localStream.addTrack(track);
+    track.enabled = !(kind === 'audio' ? this.audioMuted : this.videoMuted);
+    const mid = this.remote?.contents.find((c) => c.media === kind)?.name;
+    const sender = this.pc?.getTransceivers().find((t) => t.mid === mid)?.sender;
+    if (sender) await sender.replaceTrack(track);
+    if (old && old !== track) old.stop();
+    this.counters.trackSwitches += 1;
+    if (kind === 'video' && sender) await this._setEncodings(false); // its size may differ
+    this._participantsChanged();
   }
 
   async _refreshLocked(initial = false) {
@@ -909,6 +1153,11 @@ export class Conference extends EventTarget {
     await this._sendJingle(xml, 'session-accept');
     if (late.length) this._sendCandidates(late);
     this._set({ jingle: 'active' });
+    if (this.screen) {
+      // A new session while sharing: the screen goes on this one too.
+      Object.assign(this.screen, { mid: null, source: null });
+      this.queue = this.queue.then(() => this._shareOnSession()).catch((e) => console.error('screen share:', e));
+    }
     if (j.startMuted) {
       if (j.startMuted.audio) this.setAudioMuted(true);
       if (j.startMuted.video) this.setVideoMuted(true);
@@ -1047,6 +1296,13 @@ export class Conference extends EventTarget {
 
   /** SenderSourceConstraints from the bridge channel: only our camera ("<nick>-v0") has encodings to switch. */
   _onSenderConstraints({ sourceName, maxHeight }) {
+    if (this.screen?.mid && sourceName === screenSourceName(this.nick)) {
+      // Our screen share: one encoding, on while anyone wants it.
+      this.counters.senderConstraints += 1;
+      this.screen.maxHeight = maxHeight;
+      this._screenActive(maxHeight !== 0).catch((e) => console.warn('screen constraints:', e.message));
+      return;
+    }
     if (sourceName !== `${this.nick}-v0` || !this.localStream?.getVideoTracks().length) {
       this.counters.otherSenderConstraints += 1;
       return;
@@ -1146,6 +1402,7 @@ export class Conference extends EventTarget {
       this._emit('dominant-speaker', e.detail);
     });
     ch.addEventListener('sender-constraints', (e) => this._onSenderConstraints(e.detail));
+    ch.addEventListener('message', (e) => this._onChannelMessage(e.detail));
     if (this.receiverConstraints) ch.setConstraints(this.receiverConstraints);
   }
 
@@ -1165,7 +1422,10 @@ export class Conference extends EventTarget {
 
   /** The name of a remote participant's (first) video source, as the focus signalled it. */
   videoSourceOf(owner) {
-    return this.remote?.activeSources().find((s) => s.owner === owner && s.media === 'video')?.name ?? null;
+    const sources = this.remote?.activeSources() ?? [];
+    // A screen share's entry (participantList) is named after its source.
+    if (sources.some((s) => s.name === owner && s.videoType === 'desktop')) return owner;
+    return sources.find((s) => s.owner === owner && s.media === 'video' && s.videoType !== 'desktop')?.name ?? null;
   }
 
   // ------------------------------------------------------------------------------------ local controls
@@ -1216,7 +1476,9 @@ export class Conference extends EventTarget {
     const report = await pc.getStats();
     report.forEach((r) => {
       if (r.type !== 'inbound-rtp') return;
-      const owner = (r.mid !== undefined ? remote.ownerOfMid(r.mid) : undefined) ?? remote.ownerOfSsrc(r.ssrc);
+      // A screen share counts apart from its owner's camera, under its source name.
+      const src = r.mid !== undefined ? remote.sourceOfMid(r.mid) : undefined;
+      const owner = (src?.videoType === 'desktop' ? src.name : src?.owner) ?? remote.ownerOfSsrc(r.ssrc);
       if (!owner) return;
       const s = (out[owner] ??= {
         framesDecoded: 0, frameWidth: 0, frameHeight: 0, videoPacketsReceived: 0, videoPacketsLost: 0,
@@ -1259,6 +1521,29 @@ export class Conference extends EventTarget {
       }
     });
     return out;
+  }
+
+  /**
+   * What quality.js needs, cumulative: {at (ms), participants (stats()), rttMs, bytesSent, bytesReceived,
+   * uploadLossFraction (the bridge's receiver reports of our media, worst stream)}.
+   */
+  async qualityReport() {
+    const at = performance.now();
+    const participants = await this.stats();
+    const t = await this.transportStats();
+    let uploadLossFraction = null;
+    if (this.pc) {
+      (await this.pc.getStats()).forEach((r) => {
+        if (r.type === 'remote-inbound-rtp' && typeof r.fractionLost === 'number') {
+          uploadLossFraction = Math.max(uploadLossFraction ?? 0, r.fractionLost);
+        }
+      });
+    }
+    return {
+      at, participants, uploadLossFraction,
+      rttMs: typeof t?.currentRoundTripTime === 'number' ? Math.round(t.currentRoundTripTime * 1000) : null,
+      bytesSent: t?.bytesSent ?? 0, bytesReceived: t?.bytesReceived ?? 0,
+    };
   }
 
   /** Our microphone's outbound-rtp streams: [{ssrc, codec ('audio/red' when sent as RED), packetsSent}]. */

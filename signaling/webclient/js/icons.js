@@ -25,3 +25,13 @@ export const icons = {
     '<path d="M6 12c3-3 6-3 10 0s7 3 10 0M6 18c3-3 6-3 10 0s7 3 10 0M6 24c3-3 6-3 10 0s7 3 10 0" ' +
     'stroke="#fff" stroke-width="2.2" fill="none" stroke-linecap="round"/></svg>',
 };
+
+// Icons of the call's extras (chat, hand, screen, settings, reactions).
+Object.assign(icons, {
+  chat: wrap('<path d="M4 5h16v11H9l-5 4z"/>'),
+  hand: wrap('<path d="M8 11V5a1.5 1.5 0 0 1 3 0v5"/><path d="M11 10V4a1.5 1.5 0 0 1 3 0v6"/><path d="M14 10V5.5a1.5 1.5 0 0 1 3 0V14a7 7 0 0 1-7 7h-.5a6 6 0 0 1-4.6-2.2L3 15.5a1.5 1.5 0 0 1 2.3-1.9L8 16v-5"/>'),
+  screen: wrap('<rect x="3" y="4" width="18" height="12" rx="2"/><path d="M8 20h8M12 16v4"/><path d="M9 10l3-3 3 3M12 7v6"/>'),
+  settings: wrap('<circle cx="12" cy="12" r="3"/><path d="M12 2v3M12 19v3M4.9 4.9l2.1 2.1M17 17l2.1 2.1M2 12h3M19 12h3M4.9 19.1L7 17M17 7l2.1-2.1"/>'),
+  smile: wrap('<circle cx="12" cy="12" r="9"/><path d="M8.5 14a4 4 0 0 0 7 0"/><path d="M9 9.5h.01M15 9.5h.01"/>'),
+  signal: wrap('<path d="M4 20v-3M9 20v-7M14 20v-11M19 20V5"/>'),
+});

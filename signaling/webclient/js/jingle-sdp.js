@@ -453,6 +453,29 @@ export class RemoteSession {
     this.addSources(initiate.sources);
   }
 
+  /**
+   * A line for a second source of ours (a screen share): the offer says recvonly on it (the focus only
+   * receives there), so our answer sends on it. Offers are ours to build, as lib-jitsi-meet adds an m-line
+   * to the remote description for a new local source; returns its mid.
+   */
+  addLocalLine(media) {
+    if (!this.templates.has(media)) throw new JingleError(`no ${media} content to send a second source on`);
+    this.nextMid += 1;
+    const mid = `l${this.nextMid}`;
+    this.lines.push({ mid, media, content: null, source: null, local: true, active: true });
+    this.version += 1;
+    return mid;
+  }
+
+  /** Disables a line of ours (port 0): its transceiver stops. */
+  removeLocalLine(mid) {
+    const line = this.lines.find((l) => l.local && l.mid === mid && l.active);
+    if (!line) return false;
+    line.active = false;
+    this.version += 1;
+    return true;
+  }
+
   _lineFor(src) {
     return this.lines.find((l) => l.active && l.source && l.source.key === src.key && l.source.owner === src.owner);
   }
@@ -567,6 +590,7 @@ export class RemoteSession {
       for (const x of d.extmaps) if (this.transportCc || x.uri !== TRANSPORT_CC_URI) lines.push(`a=extmap:${x.id} ${x.uri}`);
       if (!line.active) lines.push('a=inactive');
       else if (line.content) lines.push(line.content.senders === 'initiator' ? 'a=sendonly' : 'a=sendrecv');
+      else if (line.local) lines.push('a=recvonly');
       else lines.push('a=sendonly');
       if (line.active && line.source) lines.push(`a=msid:${line.source.msid}`);
       lines.push('a=rtcp-mux');
