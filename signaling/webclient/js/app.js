@@ -741,10 +741,11 @@ function renderCall(room, conf) {
   const toolbar = h('footer.toolbar', { role: 'toolbar', 'aria-label': 'Call controls' }, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, lobbyBtn, muteAllBtn, avBtn,
     lastSep, endBtn, leaveBtn);
   const callBody = h('div.call-body', {}, h('main.stage', { 'aria-label': 'Participants\' video' }, grid, modBanner, knocks), panel);
-  setView('call', h('div.page.call', {},
+  const page = h('div.page.call', {},
     h('header.topbar.call-top', {}, brand(), h('span.room-chip', {}, room), lockBadge, h('span.spacer'), conn),
     callBody,
-    toolbar));
+    toolbar);
+  setView('call', page);
   paintState(conf.state);
   paintParticipants(conf.participantList());
   paintLobby(conf.lobbyState());
