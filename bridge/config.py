@@ -21,7 +21,7 @@ class BridgeConfig:
     shard_cpu: int | None = None
     #: Where each transport's congestion-control trace is written (None: nowhere).
     cc_trace_dir: str | None = None
-    #: Each receiver's send-side estimate before its first feedback, bit/s (None: the packet path's 300k).
+    #: Each receiver's send-side estimate before its first feedback, bit/s (None: the packet path's 2.5M).
     cc_initial_estimate_bps: int | None = None
     #: Seconds a connected transport may go without consent before it fails (RFC 7675 fixes 30 s).
     consent_timeout_s: float = 30.0

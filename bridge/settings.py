@@ -538,8 +538,9 @@ class Settings:
     #: A directory each transport's congestion-control trace is written to (a line per packet: for
     #: debugging and for recording the estimator's test traces; None: no traces).
     cc_trace_dir: str | None = None
-    #: A receiver's send-side estimate before its first transport-cc feedback (None: 300 kbit/s, probed up
-    #: from there as libwebrtc starts; jvb starts at 2.5 Mbit/s).
+    #: A receiver's send-side estimate before its first transport-cc feedback (None: 2.5 Mbit/s, as jvb
+    #: starts; 300 kbit/s, libwebrtc's start, probed up, spares a small link the first seconds' overshoot
+    #: but takes 6-8 s to 720p: README, the impairment scorecard).
     cc_initial_estimate_bps: int | None = None
     #: Dominant speaker detection, `[videobridge.speech-activity]` (bridge/speakers.py).
     recent_speakers_count: int = 10

@@ -87,9 +87,9 @@ def _report(card: Scorecard, samples: list[Sample], tmp_path: Path, name: str) -
 
 
 @bridge_lacks(
-    "a start that does not overflow the link: from a 300 kbit/s estimate, probed up, the first seconds still "
-    "cost the receiver 2 freezes (longest 4.1 s) and 0.27 % of its audio (5b49d82; it was 5 freezes, 7.5 s, "
-    "and 0.96 % from a 2.5 Mbit/s start), and the senders' audio leaves room for one 180p stream at most"
+    "a start that does not overflow the link: the default 2.5 Mbit/s start cost the receiver 5 freezes "
+    "(7.5 s) and 0.96 % of its audio (f53a70e); initial-estimate = 300 kbps, probed up, still 2 freezes "
+    "(longest 4.1 s) and 0.27 % (5b49d82); and the senders' audio leaves room for one 180p stream at most"
 )
 async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Path) -> None:
     cap = 500
@@ -139,7 +139,7 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
 )
 @pytest.mark.timeout(120)
 async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
-    # The estimate starts at 300 kbit/s and is probed up: 720p from about 7 s.
+    # Room for a slower start (initial-estimate = 300 kbps reaches 720p at about 7 s).
     drop_at, recover_at, end = 14.0, 22.0, 40.0
     impair = {
         "a-to-b": {

@@ -114,18 +114,6 @@ impl Default for EstimatorConfig {
     }
 }
 
-impl EstimatorConfig {
-    /// The bridge's send-side estimate of a receiver: from 300 kbit/s (libwebrtc's start), probed
-    /// up. Starting at 2.5 Mbit/s sent a receiver behind a small link 720p before any feedback, and
-    /// the queue that built cost it seconds of video and its audio.
-    pub fn send_side() -> Self {
-        EstimatorConfig {
-            initial_bps: 300_000,
-            ..EstimatorConfig::default()
-        }
-    }
-}
-
 /// What the delay signal says (draft 5.4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BandwidthUsage {

@@ -49,7 +49,7 @@ pub struct ShardConfig {
     pub cpu: Option<usize>,
     /// Where each transport's congestion-control trace is written (`cc::trace`; None: nowhere).
     pub cc_trace_dir: Option<std::path::PathBuf>,
-    /// Each receiver's send-side estimate before feedback, bit/s (None: `EstimatorConfig::send_side`).
+    /// Each receiver's send-side estimate before feedback, bit/s (None: `EstimatorConfig`'s 2.5 Mbit/s).
     pub cc_initial_estimate_bps: Option<u64>,
 }
 
@@ -143,7 +143,7 @@ impl Shard {
                 commands_seen: 0,
                 cc_trace_dir: config.cc_trace_dir.clone(),
                 cc_config: {
-                    let base = crate::cc::EstimatorConfig::send_side();
+                    let base = crate::cc::EstimatorConfig::default();
                     crate::cc::EstimatorConfig {
                         initial_bps: config.cc_initial_estimate_bps.unwrap_or(base.initial_bps),
                         ..base

@@ -322,13 +322,16 @@ fn probing_moves_a_receiver_down_fast_and_back_up_within_15_s_of_recovery() {
 }
 
 #[test]
-fn the_send_side_start_probes_up_without_overshooting_a_small_link() {
-    // From 300 kbit/s, probing towards the 2.5 Mbit/s layer: a 5 Mbit/s link gets it within 4 s;
+fn a_300_kbit_start_probes_up_without_overshooting_a_small_link() {
+    // From 300 kbit/s (`[videobridge.cc] initial-estimate`), probing towards the 2.5 Mbit/s layer: a 5 Mbit/s link gets it within 4 s;
     // a 500 kbit/s link is never estimated above 1.2 x its rate (the old 2.5 Mbit/s start sent it
     // 720p before the first feedback), and gets the 500 kbit/s layer's worth within 3 s.
     for (link, layer_by, within) in [(5e6, 2.5e6, 4.0), (5e5, 0.9 * 5e5, 3.0)] {
         let mut scenario = Scenario::constant(link, 15.0);
-        scenario.config = EstimatorConfig::send_side();
+        scenario.config = EstimatorConfig {
+            initial_bps: 300_000,
+            ..EstimatorConfig::default()
+        };
         scenario.queue_limit_us = 200_000.0;
         scenario.layers = Some(vec![150e3, 500e3, 2.5e6]);
         scenario.probing = true;
