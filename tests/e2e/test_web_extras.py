@@ -18,7 +18,6 @@ to test-artifacts/web-extras-*.png.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +27,7 @@ import pytest
 
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.serve import ServeProcess, running_serve
-from tests.helpers.webpage import await_for, console_errors, open_browser
+from tests.helpers.webpage import await_for, console_errors, open_browser, open_pages
 
 pytestmark = pytest.mark.e2e
 
@@ -40,18 +39,6 @@ TWO_CAMERAS = ("--use-fake-device-for-media-stream=device-count=2",)
 async def serve(tmp_path: Path) -> AsyncIterator[ServeProcess]:
     async with running_serve(tmp_path) as served:
         yield served
-
-
-@contextlib.asynccontextmanager
-async def pages(tmp_path: Path) -> AsyncIterator[dict[str, ChromiumBrowser]]:
-    opened: dict[str, ChromiumBrowser] = {}
-    try:
-        yield opened
-    finally:
-        for name, browser in opened.items():
-            with contextlib.suppress(Exception):
-                browser.save_console_log(tmp_path / f"{name}-console.log")
-            await asyncio.to_thread(browser.stop)
 
 
 async def join(
@@ -78,7 +65,7 @@ def no_console_errors(browser: ChromiumBrowser) -> None:
 async def test_chat_private_messages_limits_and_raised_hands(
     serve: ServeProcess, tmp_path: Path, artifact_dir: Path
 ) -> None:
-    async with pages(tmp_path) as p:
+    async with open_pages(tmp_path) as p:
         nick: dict[str, str] = {}
         for name in ("Ada", "Grace", "Linus"):
             p[name], nick[name] = await join(serve, tmp_path, "chat-room", name)
@@ -200,7 +187,7 @@ def camera_frames(stats: dict[str, Any], nick: str) -> int:
 async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
     serve: ServeProcess, tmp_path: Path, artifact_dir: Path
 ) -> None:
-    async with pages(tmp_path) as p:
+    async with open_pages(tmp_path) as p:
         # The pre-join screen's settings: devices with a preview, before joining.
         p["Ada"] = await asyncio.to_thread(
             open_browser, tmp_path, "Ada-pre", f"{serve.url}/share-room", TWO_CAMERAS

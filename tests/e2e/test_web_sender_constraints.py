@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_web_simulcast import GRID, browsers, decodes, jingle, join, on_stage
+from tests.e2e.test_web_simulcast import GRID, decodes, jingle, join, on_stage
 from tests.helpers.chromium import ChromiumBrowser, PageError
 from tests.helpers.serve import ServeProcess, running_serve
-from tests.helpers.webpage import await_for
+from tests.helpers.webpage import await_for, open_pages
 
 pytestmark = pytest.mark.e2e
 
@@ -70,7 +70,7 @@ async def sends_only(
 
 
 async def test_the_sender_encodes_only_the_layers_receivers_want(serve: ServeProcess, tmp_path: Path) -> None:
-    async with browsers(tmp_path) as pages:
+    async with open_pages(tmp_path) as pages:
         pages["Ada"], ada = await join(serve, tmp_path, "Ada")
         pages["Grace"], grace = await join(serve, tmp_path, "Grace")
         sender, receiver = pages["Ada"], pages["Grace"]

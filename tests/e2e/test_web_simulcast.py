@@ -16,7 +16,6 @@ the real `sluice serve` with headless Chromium and its fake camera (as tests/e2e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import re
 import xml.etree.ElementTree as ET
@@ -30,7 +29,7 @@ from signaling.jingle import Jingle, parse_jingle
 from tests.helpers.call import wait_until
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.serve import ServeProcess, running_serve
-from tests.helpers.webpage import await_for, open_browser
+from tests.helpers.webpage import await_for, open_browser, open_pages
 
 pytestmark = pytest.mark.e2e
 
@@ -50,18 +49,6 @@ GRID = {
 async def serve(tmp_path: Path) -> AsyncIterator[ServeProcess]:
     async with running_serve(tmp_path) as served:
         yield served
-
-
-@contextlib.asynccontextmanager
-async def browsers(tmp_path: Path) -> AsyncIterator[dict[str, ChromiumBrowser]]:
-    opened: dict[str, ChromiumBrowser] = {}
-    try:
-        yield opened
-    finally:
-        for name, browser in opened.items():
-            with contextlib.suppress(Exception):
-                browser.save_console_log(tmp_path / f"{name}-console.log")
-            await asyncio.to_thread(browser.stop)
 
 
 async def join(
@@ -141,7 +128,7 @@ async def decodes(browser: ChromiumBrowser, nicks: set[str], within: float = 30.
 
 
 async def test_three_simulcast_senders_and_a_late_joiner(serve: ServeProcess, tmp_path: Path) -> None:
-    async with browsers(tmp_path) as pages:
+    async with open_pages(tmp_path) as pages:
         nicks: dict[str, str] = {}
         for name in ("Ada", "Grace"):
             pages[name], nicks[name] = await join(serve, tmp_path, name)
@@ -292,7 +279,7 @@ def longest_stall(samples: list[dict[str, float]]) -> float:
 async def test_the_layout_picks_the_layer_180p_in_the_grid_720p_on_stage(
     serve: ServeProcess, tmp_path: Path
 ) -> None:
-    async with browsers(tmp_path) as pages:
+    async with open_pages(tmp_path) as pages:
         pages["Ada"], ada = await join(serve, tmp_path, "Ada")
         pages["Grace"], _grace = await join(serve, tmp_path, "Grace")
         grace = pages["Grace"]

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from signaling.focus.media import DEPENDENCY_DESCRIPTOR, DEPENDENCY_DESCRIPTOR_ID
-from tests.e2e.test_web_simulcast import GRID, browsers, decodes, jingle, join, on_stage, sample
+from tests.e2e.test_web_simulcast import GRID, decodes, jingle, join, on_stage, sample
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.serve import ServeProcess, running_serve
-from tests.helpers.webpage import WebServer, await_for
+from tests.helpers.webpage import WebServer, await_for, open_pages
 
 pytestmark = pytest.mark.e2e
 
@@ -153,7 +153,7 @@ async def svc_call(
 async def test_an_svc_sender_signals_one_ssrc_and_is_decoded(
     serve: ServeProcess, tmp_path: Path, query: str, mime: str
 ) -> None:
-    async with browsers(tmp_path) as pages:
+    async with open_pages(tmp_path) as pages:
         await svc_call(serve, tmp_path, pages, query, mime)
 
 
@@ -171,7 +171,7 @@ def rising(samples: list[dict[str, float]]) -> bool:
 async def test_the_receivers_constraints_pick_the_spatial_layer(
     serve: ServeProcess, tmp_path: Path, query: str, mime: str
 ) -> None:
-    async with browsers(tmp_path) as pages:
+    async with open_pages(tmp_path) as pages:
         ada, _grace = await svc_call(serve, tmp_path, pages, query, mime)
         grace = pages["Grace"]
         # The grid asks for at most 180p: the bridge forwards Ada's lowest spatial layer.

@@ -15,7 +15,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +299,20 @@ def dump(obj: object) -> str:
 # ---- driving the client's page (window.sluice, webclient/js/app.js)
 
 WINDOW = (1280, 800)
+
+
+@contextlib.asynccontextmanager
+async def open_pages(tmp: Path) -> AsyncIterator[dict[str, ChromiumBrowser]]:
+    """A dict the test puts its pages in, by name; at the end each page's console log is saved beside the
+    test's files and its browser stopped."""
+    opened: dict[str, ChromiumBrowser] = {}
+    try:
+        yield opened
+    finally:
+        for name, browser in opened.items():
+            with contextlib.suppress(Exception):
+                browser.save_console_log(tmp / f"{name}-console.log")
+            await asyncio.to_thread(browser.stop)
 
 
 def open_browser(tmp: Path, name: str, url: str, flags: tuple[str, ...] = ()) -> ChromiumBrowser:

@@ -1,6 +1,7 @@
 // The page: landing (/), pre-join (/<room>), the call, and the screens around it. Plain DOM, no framework.
 
 import { AuthFailed, AuthRequired, Conference, LobbyRefused, LobbyRequired, PasswordRequired, tokenClaims } from './conference.js';
+import { h } from './dom.js';
 import { icons } from './icons.js';
 import { SCREEN_STAGE_HEIGHT, STAGE_HEIGHT, followScreens, receiverConstraints, stageParticipant } from './layout.js';
 import { installCallExtras, openSettings } from './call-extras.js';
@@ -21,25 +22,6 @@ let mediaError = null;
 let configPromise = null;
 
 // ------------------------------------------------------------------------------------------- helpers
-
-function h(tag, props = {}, ...children) {
-  // "tag.class1.class2#id" (the id may come anywhere after the tag name)
-  const name = tag.match(/^[a-z0-9]*/)[0];
-  const e = document.createElement(name || 'div');
-  for (const [, sigil, value] of tag.slice(name.length).matchAll(/([.#])([^.#]+)/g)) {
-    if (sigil === '#') e.id = value;
-    else e.classList.add(value);
-  }
-  for (const [k, v] of Object.entries(props)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else if (k === 'html') e.innerHTML = v;
-    else if (k in e && typeof v !== 'string') e[k] = v;
-    else e.setAttribute(k, v === true ? '' : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) e.append(c);
-  return e;
-}
 
 function randomRoom() {
   const pick = (a) => a[Math.floor(Math.random() * a.length)];

@@ -1,5 +1,5 @@
-// The small DOM builder the call's panels use (the same "tag.class#id" form as app.js's). Text children
-// become text nodes: nothing a remote party sends is ever parsed as HTML here.
+// The page's DOM builder: h("tag.class1.class2#id", props, ...children) (the id may come anywhere after the
+// tag name). Text children become text nodes: nothing a remote party sends is ever parsed as HTML here.
 
 export function h(tag, props = {}, ...children) {
   const name = tag.match(/^[a-z0-9]*/)[0];
