@@ -85,6 +85,14 @@ const MIN_INCREASE_BPS: f64 = 1_000.0;
 /// The link delivered what was sent when the acknowledged bitrate is at least this share of the
 /// sent bitrate (both over 500 ms; windows apart by the path's delay differ by a few percent).
 const DELIVERED_SHARE: f64 = 0.9;
+/// An over-use shorter than this is taken for a passing dip (a radio's rate, a descheduled
+/// receiver): its first cut backs off from the estimate; only a longer one cuts to what the link
+/// delivered.
+const SUSTAINED_OVERUSE_US: i64 = 400_000;
+/// A link delivering under this share of what was sent is no passing dip: it is cut for at once.
+const DIP_SHARE: f64 = 0.75;
+/// A queue that has not drained below this for 500 ms is the sender's own, not jitter's.
+const STANDING_QUEUE_US: i64 = 30_000;
 
 /// Settings of one estimator.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -142,6 +150,8 @@ pub struct EstimatorStats {
     pub loss_based_bps: u64,
     /// What the receiver got over the last 500 ms of its clock, once known.
     pub acknowledged_bps: Option<u64>,
+    /// What was sent over the last 500 ms (by send time), once known.
+    pub sent_bps: Option<u64>,
     /// Loss fraction of the last loss interval (0 before one completes).
     pub loss_fraction: f64,
     /// Smoothed round-trip time: from sending a packet to the feedback reporting it (so it
@@ -203,6 +213,7 @@ pub struct Estimator {
     rate: RateControl,
     loss: LossBased,
     acked: AckedBitrate,
+    queue: StandingQueue,
     /// What was sent over the last 500 ms (by send time).
     sent_rate: AckedBitrate,
     /// Smoothed packet size in bits, for the additive increase.
@@ -237,6 +248,7 @@ impl Estimator {
             rate: RateControl::new(initial),
             loss: LossBased::new(initial),
             acked: AckedBitrate::new(),
+            queue: StandingQueue::new(),
             sent_rate: AckedBitrate::new(),
             packet_bits: 1200.0 * 8.0,
             srtt_us: None,
@@ -287,6 +299,7 @@ impl Estimator {
             delay_based_bps: self.rate.rate as u64,
             loss_based_bps: self.loss.rate as u64,
             acknowledged_bps: self.acknowledged_bps(),
+            sent_bps: self.sent_rate.rate_bps().map(|r| r as u64),
             loss_fraction: self.loss.last_fraction,
             rtt: self.rtt(),
             usage: self.delay.usage,
@@ -398,6 +411,7 @@ impl Estimator {
             self.sent[i].report = REPORT_RECEIVED;
             self.loss.received += 1;
             self.acked.add(arrival_us, u64::from(p.size));
+            self.queue.add(p.send_us, arrival_us);
             self.packet_bits = 0.95 * self.packet_bits + 0.05 * f64::from(p.size) * 8.0;
             newest_send_us = Some(newest_send_us.map_or(p.send_us, |n| n.max(p.send_us)));
             if s > self.last_delay_seq {
@@ -432,6 +446,7 @@ impl Estimator {
             Throughput {
                 acked: carried,
                 sent: self.sent_rate.rate_bps(),
+                standing_us: self.queue.standing_us(),
             },
             now_us,
             rtt_us,
@@ -752,6 +767,8 @@ impl LinkCapacity {
 pub(super) struct Throughput {
     pub(super) acked: Option<f64>,
     pub(super) sent: Option<f64>,
+    /// The queueing delay that has not drained for 500 ms.
+    pub(super) standing_us: Option<i64>,
 }
 
 /// The delay-based AIMD rate controller (draft 5.5).
@@ -761,6 +778,10 @@ pub(super) struct RateControl {
     state: RateControlState,
     last_update_us: Option<i64>,
     last_decrease_us: Option<i64>,
+    /// When the over-use going on began, and whether it was cut for yet (None: none going on).
+    overuse: Option<(i64, bool)>,
+    /// The acked bitrate when the link last showed no over-use.
+    acked_before: Option<f64>,
     link: LinkCapacity,
 }
 
@@ -771,6 +792,8 @@ impl RateControl {
             state: RateControlState::Hold,
             last_update_us: None,
             last_decrease_us: None,
+            overuse: None,
+            acked_before: None,
             link: LinkCapacity::default(),
         }
     }
@@ -784,7 +807,11 @@ impl RateControl {
         packet_bits: f64,
         config: &EstimatorConfig,
     ) {
-        let Throughput { acked, sent } = throughput;
+        let Throughput {
+            acked,
+            sent,
+            standing_us,
+        } = throughput;
         let dt_s = self
             .last_update_us
             .map_or(0.0, |t| ((now_us - t) as f64 / 1e6).clamp(0.0, 1.0));
@@ -798,6 +825,13 @@ impl RateControl {
             (BandwidthUsage::Normal, RateControlState::Decrease) => RateControlState::Hold,
             (BandwidthUsage::Normal, _) => RateControlState::Increase,
         };
+        self.overuse = match usage {
+            BandwidthUsage::Overusing => self.overuse.or(Some((now_us, false))),
+            _ => {
+                self.acked_before = acked.or(self.acked_before);
+                None
+            }
+        };
 
         match self.state {
             RateControlState::Hold => {}
@@ -806,30 +840,54 @@ impl RateControl {
                 if self.last_decrease_us.is_some_and(|t| now_us - t < interval) {
                     return;
                 }
-                self.last_decrease_us = Some(now_us);
-                let delivered_all =
-                    |a: f64| sent.is_some_and(|s| s < self.rate && a >= DELIVERED_SHARE * s);
+                let (since, cut) = self.overuse.unwrap_or((now_us, false));
+                let drained = standing_us.is_none_or(|q| q < STANDING_QUEUE_US);
+                let delivered_all = |a: f64| {
+                    drained && sent.is_some_and(|s| s < self.rate && a >= DELIVERED_SHARE * s)
+                };
+                // Backing off from the estimate, no lower than the headroom of what the link
+                // delivered, now or before this over-use (while it lasts, late packets lower
+                // the acked bitrate now).
+                let before = self.acked_before.unwrap_or(0.0);
+                let back_off = |rate: f64, a: f64| {
+                    let floor = ACKED_HEADROOM * a.max(before) + ACKED_HEADROOM_BPS;
+                    rate.min((config.decrease_factor * rate).max(floor))
+                };
+                let sustained = now_us - since >= SUSTAINED_OVERUSE_US;
                 match acked {
                     // Sending below the estimate, and the link delivered all of it: the delay did
                     // not come from this sender filling the link (jitter on a busy receiver or
                     // path), and cutting to 0.85 x what it sends would take away a layer the link
-                    // carries. Back off from the estimate, no lower than the acked bitrate's
-                    // headroom. Should the over-use be real, what is delivered falls behind what
-                    // is sent and the next cut is the draft's; loss cuts as well.
+                    // carries. Should the over-use be real, it lasts, or what is delivered falls
+                    // behind what is sent, and the next cut is the draft's; loss cuts as well.
                     Some(a) if delivered_all(a) => {
                         let floor = ACKED_HEADROOM * a + ACKED_HEADROOM_BPS;
                         self.rate = self
                             .rate
                             .min((config.decrease_factor * self.rate).max(floor));
                     }
-                    // The link delivered less than was sent: it is the bottleneck, and what it
-                    // delivered is its capacity (draft 5.5).
+                    // The link delivered less than was sent, but only for a moment so far and
+                    // not much less: a passing dip queues what is sent and delivers it late,
+                    // which reads as a link carrying less than it does (0.85 x that took a layer
+                    // at each such dip in the QoE runs). One back-off, then see whether it lasts.
+                    Some(a)
+                        if !sustained && drained && sent.is_some_and(|s| a >= DIP_SHARE * s) =>
+                    {
+                        if cut {
+                            return;
+                        }
+                        self.rate = back_off(self.rate, a);
+                    }
+                    // It lasted, or the link delivered far less than was sent: it is the
+                    // bottleneck, and what it delivered is its capacity (draft 5.5).
                     Some(a) => {
                         self.link.sample(a);
                         self.rate = self.rate.min(config.decrease_factor * a);
                     }
                     None => self.rate *= config.decrease_factor,
                 }
+                self.last_decrease_us = Some(now_us);
+                self.overuse = Some((since, true));
             }
             RateControlState::Increase => {
                 if self.link.above(self.rate) {
@@ -917,6 +975,65 @@ impl LossBased {
         } else if fraction < LOSS_LOW {
             self.rate = self.rate * config.increase_per_second.powf(dt_s) + MIN_INCREASE_BPS * dt_s;
         }
+    }
+}
+
+/// The queueing delay that stays: the least one-way delay of the last 500 ms above the least of
+/// the last 10 s (the clocks' offset cancels out). A path that jitter delays drains between its
+/// spikes; a link its sender keeps full does not.
+#[derive(Debug)]
+pub(super) struct StandingQueue {
+    /// (bucket index, least one-way delay in it), by arrival: 250 ms and 1 s buckets.
+    recent: [(i64, i64); 2],
+    base: [(i64, i64); 10],
+    newest: Option<i64>,
+}
+
+impl StandingQueue {
+    const RECENT_US: i64 = 250_000;
+    const BASE_US: i64 = 1_000_000;
+
+    pub(super) fn new() -> Self {
+        StandingQueue {
+            recent: [(i64::MIN, 0); 2],
+            base: [(i64::MIN, 0); 10],
+            newest: None,
+        }
+    }
+
+    fn put(ring: &mut [(i64, i64)], index: i64, delay_us: i64) {
+        let slot = &mut ring[index.rem_euclid(ring.len() as i64) as usize];
+        if slot.0 != index {
+            *slot = (index, delay_us);
+        } else {
+            slot.1 = slot.1.min(delay_us);
+        }
+    }
+
+    fn least(ring: &[(i64, i64)], newest: i64) -> Option<i64> {
+        ring.iter()
+            .filter(|(i, _)| *i <= newest && newest.saturating_sub(*i) < ring.len() as i64)
+            .map(|&(_, d)| d)
+            .min()
+    }
+
+    pub(super) fn add(&mut self, send_us: i64, arrival_us: i64) {
+        let delay = arrival_us - send_us;
+        self.newest = Some(self.newest.map_or(arrival_us, |n| n.max(arrival_us)));
+        Self::put(
+            &mut self.recent,
+            arrival_us.div_euclid(Self::RECENT_US),
+            delay,
+        );
+        Self::put(&mut self.base, arrival_us.div_euclid(Self::BASE_US), delay);
+    }
+
+    /// The standing queue, us (None: not known yet).
+    pub(super) fn standing_us(&self) -> Option<i64> {
+        let newest = self.newest?;
+        let recent = Self::least(&self.recent, newest.div_euclid(Self::RECENT_US))?;
+        let base = Self::least(&self.base, newest.div_euclid(Self::BASE_US))?;
+        Some(recent - base)
     }
 }
 

@@ -102,6 +102,7 @@ impl ReceiveEstimator {
             Throughput {
                 acked: Some(incoming),
                 sent: None,
+                standing_us: None,
             },
             now_us,
             ASSUMED_RTT_US,

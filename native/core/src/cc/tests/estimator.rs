@@ -373,6 +373,38 @@ fn a_jittery_path_does_not_take_a_layer_the_link_carries() {
 }
 
 #[test]
+fn a_passing_dip_does_not_take_a_layer_the_link_carries() {
+    // A 3 Mbit/s link carrying the 1.2 Mbit/s top layer dips now and then below what is sent (a
+    // radio's rate; in the QoE runs, a descheduled receiver on the loaded host): 150 ms at 800
+    // kbit/s, or 300 ms at 1 Mbit/s. Each queues what is sent and delivers it late, which reads
+    // as over-use and as a link delivering less than was sent; 0.85 x that took the top layer at
+    // each dip (down to 890 and 920 kbit/s here). A dip that passes costs one back-off.
+    for (dip, seconds, every) in [(0.8e6, 0.15, 3.0), (1e6, 0.3, 2.0)] {
+        let mut scenario = Scenario::constant(3e6, 30.0);
+        scenario.capacity = Box::new(move |t| {
+            if t > 1.0 && t % every < seconds {
+                dip
+            } else {
+                3e6
+            }
+        });
+        scenario.queue_limit_us = 200_000.0;
+        scenario.layers = Some(vec![150e3, 500e3, 1.2e6]);
+        scenario.probing = true;
+        let trace = run(&scenario);
+        let detail = trace.summary();
+        assert!(
+            trace
+                .samples
+                .iter()
+                .any(|s| s.stats.usage == BandwidthUsage::Overusing),
+            "no dip was read as over-use: the test shows nothing\n{detail}"
+        );
+        assert!(trace.min(2.0, 30.0) >= 1.2e6, "dip to {dip}\n{detail}");
+    }
+}
+
+#[test]
 fn an_overshoot_into_a_short_queue_does_not_collapse_the_estimate() {
     // Starting at 2.5 Mbit/s on a 500 kbit/s link with a 200 ms queue: most of the first second is
     // lost. The loss reported late must not cut the estimate far below what got through (it once

@@ -81,12 +81,13 @@ fn print_a_trace_given_in_the_environment() {
             raises = s.probe_raises;
         }
         println!(
-            "t={:6.2} est={:5.0}k delay={:5.0}k loss={:5.0}k acked={:?} usage={:?} raises={} overuses_in_probes={}",
+            "t={:6.2} est={:5.0}k delay={:5.0}k loss={:5.0}k acked={:?} sent={:?} usage={:?} raises={} overuses_in_probes={}",
             (at - start).as_secs_f64(),
             s.estimate_bps as f64 / 1e3,
             s.delay_based_bps as f64 / 1e3,
             s.loss_based_bps as f64 / 1e3,
             s.acknowledged_bps.map(|a| a / 1000),
+            s.sent_bps.map(|a| a / 1000),
             s.usage,
             s.probe_raises,
             s.probe_overuses,
