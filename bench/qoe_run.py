@@ -193,6 +193,12 @@ async def run_impaired(
                 samples = await qs.run(scenario.duration, tick)
                 if progress:
                     progress("\n")
+                # The receiver's recent allocation decisions (layers and their measured bitrates), to
+                # tell why it got what it did.
+                try:
+                    decisions = (await call.decisions()).get(staged.receiver.nick, [])
+                except Exception as e:  # noqa: BLE001 - a debug aid; the run's figures stand without it
+                    decisions = [{"error": str(e)}]
                 relay = call.link.stop_relay()
                 errors = dict(qs.errors)
         finally:
@@ -213,6 +219,7 @@ async def run_impaired(
         "sample_errors": errors,
         "relay": relay,
         "samples": samples_json(samples),
+        "decisions": decisions,
         "passed": all(card.passed.values()),
     }
     return result, samples, card

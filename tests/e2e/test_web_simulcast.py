@@ -183,8 +183,17 @@ async def test_three_simulcast_senders_and_a_late_joiner(serve: ServeProcess, tm
             )
             (sim,) = (g for g in accept.sources().video_groups if g.semantics == "SIM")
             assert [x["ssrc"] for x in sent] == list(sim.ssrcs), (sent, sim)
+            # With three temporal layers (7.5, 15, 30 fps), as the bridge needs to send a poor link the
+            # smallest layer at a quarter of its frame rate (the stats tell it of encodings in use only).
+            assert sent[0]["scalabilityMode"] == "L1T3", sent
             if name != "Linus":
                 assert (await page.acall("state"))["counters"]["renegotiations"] >= 1
+
+        # The bridge parses those temporal layers: what each grid tile is sent is the 180p layer's top one.
+        ((meeting, _),) = (await serve.endpoints()).items()
+        recorded = (await serve.debug_json(f"/debug/conferences/{meeting}/allocation"))["receivers"]
+        layers = [s["layer"] for r in recorded.values() for s in r[-1]["sources"] if s["layer"]]
+        assert len(layers) == 6 and all((la["height"], la["temporal"]) == (180, 2) for la in layers), recorded
 
         # The bridge channel opened on the web port: ServerHello, ForwardedSources naming the others'
         # video sources, and the grid's constraints sent.

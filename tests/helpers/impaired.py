@@ -102,6 +102,17 @@ class ImpairedCall:
         endpoints: dict[str, Any] = view["endpoints"]
         return endpoints
 
+    async def decisions(self) -> dict[str, Any]:
+        """The Allocator's flight recorder of the room's one conference (`/debug/conferences/<meeting>/
+        allocation`: each receiver's recent decisions with their inputs and layers); {} before it exists."""
+        meetings = await self.serve.endpoints()
+        if not meetings:
+            return {}
+        (meeting,) = meetings
+        view = await self.serve.debug_json(f"/debug/conferences/{meeting}/allocation")
+        receivers: dict[str, Any] = view["receivers"]
+        return receivers
+
 
 @contextlib.asynccontextmanager
 async def impaired_call(

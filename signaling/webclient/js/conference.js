@@ -108,11 +108,13 @@ export function randomNick() {
 }
 
 // Our camera as Jitsi Meet sends it: three VP8 simulcast layers, lowest first (the SIM group's order),
-// at 1/4, 1/2 and full size of the capture (320x180, 640x360, 1280x720 from a 720p camera).
+// at 1/4, 1/2 and full size of the capture (320x180, 640x360, 1280x720 from a 720p camera), each with three
+// temporal layers (7.5, 15 and 30 fps), so that the bridge can send a receiver on a poor link the smallest
+// layer at a quarter of its frame rate, and a grid tile less than the stage.
 export const SIMULCAST_LAYERS = Object.freeze([
-  { scaleResolutionDownBy: 4, maxBitrate: 200000 },
-  { scaleResolutionDownBy: 2, maxBitrate: 500000 },
-  { scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+  { scaleResolutionDownBy: 4, maxBitrate: 200000, scalabilityMode: 'L1T3' },
+  { scaleResolutionDownBy: 2, maxBitrate: 500000, scalabilityMode: 'L1T3' },
+  { scaleResolutionDownBy: 1, maxBitrate: 1500000, scalabilityMode: 'L1T3' },
 ]);
 
 // Where Chrome's bandwidth estimate starts, so that every layer goes out from the start (the sum of their
@@ -1287,7 +1289,20 @@ export class Conference extends EventTarget {
         this.counters.encodingUpdates += 1;
         changed = true;
       }
-      if (changed) await sender.setParameters(params);
+      if (!changed) return;
+      try {
+        await sender.setParameters(params);
+      } catch (e) {
+        // A browser without per-encoding scalabilityMode sends the layers without temporal layers.
+        if (!layers || !encodings.some((x) => x.scalabilityMode)) throw e;
+        console.warn('simulcast: no temporal layers:', e.message);
+        const again = sender.getParameters();
+        again.encodings.forEach((x, i) => {
+          Object.assign(x, SIMULCAST_LAYERS[i] ?? {}, { active: encodings[i]?.active ?? true });
+          delete x.scalabilityMode;
+        });
+        await sender.setParameters(again);
+      }
     };
     const done = this.encodings.then(run);
     this.encodings = done.catch(() => {});

@@ -555,6 +555,8 @@ impl Router {
         let (mut meta, mut fields) = packet_meta(codec, layer, rtp);
         if codec == Codec::Av1 {
             self.av1_meta(from, rtp, &mut meta, &mut fields);
+        } else if codec == Codec::Vp8 && meta.tl0picidx.is_none() {
+            self.vp8_temporal_from_dd(from, rtp, &mut meta);
         }
         if let Some(p) = self.producers.get_mut(&rtp.ssrc()) {
             if !retransmission {
@@ -625,12 +627,7 @@ impl Router {
                 meta.end_of_frame = d.end_of_frame;
                 meta.spatial = d.spatial_id;
                 meta.temporal = d.temporal_id;
-                meta.temporal_switch = (0..usize::from(d.decode_targets())).any(|dt| {
-                    d.dti(dt) == Dti::Switch
-                        && structure
-                            .decode_target_layer(dt)
-                            .is_some_and(|(_, t)| t == d.temporal_id)
-                });
+                meta.temporal_switch = switches_up(&d, structure);
                 if let (Some(r), Some(slot)) = (
                     d.resolution,
                     fields.sizes.get_mut(usize::from(d.spatial_id)),
@@ -643,6 +640,37 @@ impl Router {
                 meta.switch_point = false;
                 meta.frame_start = false;
             }
+        }
+    }
+
+    /// A VP8 packet's temporal layer from its dependency descriptor: libwebrtc, once the extension is
+    /// negotiated, sends VP8 temporal layers (L1T3) with a bare payload descriptor (no TID, no picture
+    /// id) and tells the layers only there. The rest of what the bridge needs (keyframes, frame starts,
+    /// sizes) stays the payload descriptor's; a descriptor that does not parse (its structure not yet
+    /// seen) leaves the packet in temporal layer 0.
+    fn vp8_temporal_from_dd(
+        &mut self,
+        from: TransportId,
+        rtp: &RtpView<'_>,
+        meta: &mut PacketMeta,
+    ) {
+        let Some(id) = self
+            .extensions
+            .get(&from)
+            .and_then(|e| e.dependency_descriptor)
+        else {
+            return;
+        };
+        let Some(ext) = rtp.extension(id) else {
+            return;
+        };
+        let Some(p) = self.producers.get_mut(&rtp.ssrc()) else {
+            return;
+        };
+        let structure = p.av1.get_or_insert_with(|| Box::new(Av1Structure::new()));
+        if let Ok(d) = Av1Descriptor::parse(ext, structure) {
+            meta.temporal = d.temporal_id;
+            meta.temporal_switch = switches_up(&d, structure);
         }
     }
 
@@ -862,6 +890,17 @@ impl Router {
     }
 }
 
+/// A frame is a temporal switching-up point where it is a switch (DTI `S`) for a decode target of its
+/// own temporal layer.
+fn switches_up(d: &Av1Descriptor, structure: &Av1Structure) -> bool {
+    (0..usize::from(d.decode_targets())).any(|dt| {
+        d.dti(dt) == Dti::Switch
+            && structure
+                .decode_target_layer(dt)
+                .is_some_and(|(_, t)| t == d.temporal_id)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1030,6 +1069,40 @@ mod tests {
         assert!(r.producers[&0x41].av1.is_some());
         r.set_header_extensions(10, HeaderExtensionIds::default());
         assert_eq!(meta_of(&mut r, &bare), (true, true));
+    }
+
+    #[test]
+    fn vp8_temporal_layers_come_from_the_dependency_descriptor_when_its_payload_has_none() {
+        use crate::codec::av1::tests::{l1t3_keyframe, mandatory};
+        let mut r = Router::new(1, FEEDBACK);
+        r.set_sources(10, &[spec(0x41, MediaKind::Video)]);
+        r.set_header_extensions(
+            10,
+            HeaderExtensionIds {
+                dependency_descriptor: Some(11),
+                ..HeaderExtensionIds::default()
+            },
+        );
+        // A bare VP8 payload descriptor (S=1, no X: no TID), as libwebrtc sends L1T3 with the extension.
+        let vp8 = |seq: u16, dd: &[u8]| {
+            let mut p = av1_packet(0x41, seq, Some(dd));
+            let n = p.len();
+            p[n - 20] = 0x10;
+            p
+        };
+        let temporal = |r: &mut Router, pkt: &[u8]| {
+            let v = RtpView::parse(pkt).expect("rtp");
+            let (mut m, _) = packet_meta(Codec::Vp8, 0, &v);
+            assert_eq!((m.tl0picidx, m.temporal), (None, 0));
+            r.vp8_temporal_from_dd(10, &v, &mut m);
+            (m.temporal, m.frame_start)
+        };
+        // Template 3 of L1T3 (S0T1): before its structure came, layer 0; then layer 1, the payload
+        // descriptor's frame start kept.
+        let delta = vp8(2, &mandatory(true, true, 3, 101));
+        assert_eq!(temporal(&mut r, &delta), (0, true));
+        assert_eq!(temporal(&mut r, &vp8(1, &l1t3_keyframe())), (0, true));
+        assert_eq!(temporal(&mut r, &delta), (1, true));
     }
 
     #[test]
