@@ -197,7 +197,7 @@ async def run_impaired(
                 # tell why it got what it did.
                 try:
                     decisions = (await call.decisions()).get(staged.receiver.nick, [])
-                except Exception as e:  # noqa: BLE001 - a debug aid; the run's figures stand without it
+                except Exception as e:  # a debug aid: the run's figures stand without it
                     decisions = [{"error": str(e)}]
                 relay = call.link.stop_relay()
                 errors = dict(qs.errors)

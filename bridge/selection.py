@@ -45,7 +45,9 @@ PROBE_TARGET_CHANGE = 0.1
 
 #: With trust-bwe a receiver's bandwidth is the least of its last ESTIMATE_HOLD estimates (one per stats
 #: snapshot): a fall counts at once, a rise only once it held, so the estimate's sawtooth and a probe's jump
-#: that does not last do not switch layers back and forth.
+#: that does not last do not switch layers back and forth. One rise counts at once: a probe's that takes
+#: the estimate higher than it ever was (the link measured carrying more than it was ever asked to: the
+#: climb from a low start), where holding would only delay the first good layer by ESTIMATE_HOLD seconds.
 ESTIMATE_HOLD = 3
 
 
@@ -138,6 +140,8 @@ class Selection:
         self.trust_bwe = trust_bwe
         self._estimates: dict[int, int] = {}
         self._estimate_history: dict[int, deque[int]] = {}
+        #: Per transport: the highest estimate it had, and its probe raises so far.
+        self._estimate_peak: dict[int, tuple[int, int]] = {}
         #: The audio each transport sends (bit/s): every other member of its conference is sent it.
         self._audio_bps: dict[int, int] = {}
         self.stats = stats if stats is not None else AllocationStats()
@@ -178,12 +182,21 @@ class Selection:
             bps = t.get("bandwidth_estimate_bps")
             if isinstance(bps, int) and bps > 0:
                 estimates[int(tid)] = bps
-                self._estimate_history.setdefault(int(tid), deque(maxlen=ESTIMATE_HOLD)).append(bps)
+                history = self._estimate_history.setdefault(int(tid), deque(maxlen=ESTIMATE_HOLD))
+                probe = t.get("probe")
+                raises = probe.get("raises") if isinstance(probe, dict) else None
+                raises = raises if isinstance(raises, int) else 0
+                peak, raised = self._estimate_peak.get(int(tid), (0, 0))
+                if raises > raised and history and bps > peak:
+                    history.clear()
+                history.append(bps)
+                self._estimate_peak[int(tid)] = (max(peak, bps), raises)
             audio_bps = t.get("audio_in_bps")
             if isinstance(audio_bps, int) and audio_bps > 0:
                 audio[int(tid)] = audio_bps
         for gone in self._estimate_history.keys() - estimates.keys():
             del self._estimate_history[gone]
+            self._estimate_peak.pop(gone, None)
         self._estimates = estimates
         self._audio_bps = audio
         return [c for c in list(self.bridge.conferences.values()) if self.run(now, c)]

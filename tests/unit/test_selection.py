@@ -170,6 +170,33 @@ def test_with_trust_bwe_a_rise_counts_once_it_held_and_the_others_audio_is_kept_
     assert bandwidth(a) == 10_000_000
 
 
+def test_a_probe_taking_the_estimate_to_a_new_high_counts_at_once() -> None:
+    bridge, _native = fake_bridge()
+    bridge.apply([CreateConference("m"), CreateEndpoint("m", "a"), CreateEndpoint("m", "b")])
+    conference = bridge.conference_by_meeting("m")
+    assert conference is not None
+    b = conference.endpoints["b"]
+    selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=True)
+
+    def snapshot(estimate: int, raises: int) -> int:
+        transport = {"bandwidth_estimate_bps": estimate, "probe": {"raises": raises}}
+        selection.on_stats(1.0, {"layers": [], "transports": {b.transport_id: transport}})
+        value: int = selection.bandwidth_view(conference)[b.id]["bandwidth_bps"]
+        return value
+
+    # From a low start, each probe that finds more than the link was ever seen to carry counts at once.
+    assert snapshot(300_000, 0) == 300_000
+    assert snapshot(900_000, 1) == 900_000
+    assert snapshot(2_000_000, 2) == 2_000_000
+    # A fall at once; a probe back up to where it was before is a rise like any other: it must hold.
+    assert snapshot(800_000, 2) == 800_000
+    assert snapshot(1_900_000, 3) == 800_000
+    assert snapshot(1_900_000, 3) == 800_000
+    assert snapshot(1_900_000, 3) == 1_900_000
+    # A new high the estimator reached by itself (no probe) holds too.
+    assert snapshot(2_400_000, 3) == 1_900_000
+
+
 def test_without_trust_bwe_the_configured_bandwidth_stays() -> None:
     _, last = _call(trust_bwe=False)
     assert last["bandwidth_bps"] == 10_000_000
