@@ -19,7 +19,8 @@ longest-stall = "0.5s"
 freeze = "1s"              # total freeze time (Chromium's totalFreezesDuration)
 switches-per-min = 4
 overshoot-pct = 10         # the bridge's send rate over the capacity, 1 s windows
-audio-loss-pct = 0         # audio RTP packets lost (concealment is reported, not judged)
+audio-loss-pct = 0         # audio RTP packets lost
+audio-concealed-pct = 0.5  # audio concealed (after RED), where RED repairs loss
 video-loss-pct = 1         # after RTX
 ```
 
@@ -95,6 +96,7 @@ _CRITERIA: dict[str, tuple[str, Callable[[str, object], float]]] = {
     "switches-per-min": ("max_switches_per_min", _number),
     "overshoot-pct": ("max_overshoot_pct", _number),
     "audio-loss-pct": ("max_audio_loss_pct", _number),
+    "audio-concealed-pct": ("max_audio_concealed_pct", _number),
     "video-loss-pct": ("max_video_loss_pct", _number),
 }
 

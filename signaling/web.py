@@ -41,14 +41,25 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 WebSocketHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def client_config(domain: str, websocket: str = "/xmpp-websocket", *, login: bool = False) -> dict[str, Any]:
+def client_config(
+    domain: str, websocket: str = "/xmpp-websocket", *, login: bool = False, opus_red: bool = False
+) -> dict[str, Any]:
     """What the page fetches as `/config.json`: Debian Jitsi's layout under one base domain. With `login`
-    (a secure domain) `hosts.auth` names where users log in with a password to start a meeting."""
+    (a secure domain) `hosts.auth` names where users log in with a password to start a meeting; with
+    `opus_red` (the focus offers redundant Opus) clients send it (Jitsi Meet's
+    `audioQuality.enableOpusRed`: the server's one switch turns on both sides)."""
     layout = _Layout(domain)
     hosts = {"domain": domain, "muc": layout.muc_domain, "focus": layout.focus_domain}
     if login:
         hosts["auth"] = layout.auth_domain
-    return {"hosts": hosts, "focusUserJid": f"focus@{layout.auth_domain}", "websocket": websocket}
+    config: dict[str, Any] = {
+        "hosts": hosts,
+        "focusUserJid": f"focus@{layout.auth_domain}",
+        "websocket": websocket,
+    }
+    if opus_red:
+        config["audioQuality"] = {"enableOpusRed": True}
+    return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +91,12 @@ def add_client_files(router: web.UrlDispatcher, web_dir: Path = WEB_DIR) -> None
 
 
 def create_web_app(
-    domain: str, websocket: WebSocketHandler, web_dir: Path = WEB_DIR, *, login: bool = False
+    domain: str,
+    websocket: WebSocketHandler,
+    web_dir: Path = WEB_DIR,
+    *,
+    login: bool = False,
+    opus_red: bool = False,
 ) -> web.Application:
     """The application; raises FileNotFoundError when the client or its npm dependency is missing."""
     index = web_dir / "index.html"
@@ -88,7 +104,7 @@ def create_web_app(
     for needed in (index, strophe):
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} is missing (run scripts/bootstrap.sh)")
-    config = client_config(domain, login=login)
+    config = client_config(domain, login=login, opus_red=opus_red)
 
     async def config_json(_request: web.Request) -> web.Response:
         return web.json_response(config, headers={"Cache-Control": "no-store"})

@@ -125,7 +125,10 @@ class Served:
             self._listen = socket.create_server((cfg.http_host, cfg.http_port), reuse_port=False)
             self.http_port = int(self._listen.getsockname()[1])
             app = create_web_app(
-                cfg.domain, self.xmpp.websocket_handler, login=self.xmpp_config.secure_domain
+                cfg.domain,
+                self.xmpp.websocket_handler,
+                login=self.xmpp_config.secure_domain,
+                opus_red=cfg.signaling.focus_config(FocusConfig()).enable_opus_red,
             )
             xmpp_host = "127.0.0.1" if cfg.xmpp_host in ("0.0.0.0", "") else cfg.xmpp_host
             bridge_settings = dataclasses.replace(

@@ -1,6 +1,7 @@
 """RFC 2198 redundant Opus (RED) through the real `sluice serve` with headless Chromium: the focus offers red
-(`enable-opus-red`), Ada and Grace opt in (`?red=1`: red first in their answers, so Chrome sends RED), Linus
-does not (no red in his answer). While Ada plays a steady tone, Grace gets Ada's audio as RED and Linus as
+(`enable-opus-red`, so the server's config.json asks clients for it), Ada and Grace take it (Ada from the
+config, Grace from `?red=1`: red first in their answers, so Chrome sends RED), Linus opts out (`?red=0`: no
+red in his answer). While Ada plays a steady tone, Grace gets Ada's audio as RED and Linus as
 plain Opus (the bridge strips it to the primary for him); both decode it: packets keep coming, the level is
 above silence, and little is concealed. The bridge drops no RED as malformed or undeliverable.
 """
@@ -78,9 +79,9 @@ async def test_red_reaches_red_receivers_as_sent_and_the_others_as_opus(
     pages: dict[str, ChromiumBrowser] = {}
     try:
         joined = await asyncio.gather(
-            join(serve, tmp_path, "Ada", "red=1"),
+            join(serve, tmp_path, "Ada"),
             join(serve, tmp_path, "Grace", "red=1"),
-            join(serve, tmp_path, "Linus"),
+            join(serve, tmp_path, "Linus", "red=0"),
             return_exceptions=True,
         )
         nicks: dict[str, str] = {}

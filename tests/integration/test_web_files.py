@@ -117,6 +117,7 @@ async def test_dotfiles_symlinks_and_subdirectories_are_not_served(tmp_path: Pat
 async def test_config_names_the_login_host_only_on_a_secure_domain(client: TestClient[Any, Any]) -> None:
     config = await (await client.get("/config.json")).json()
     assert "auth" not in config["hosts"]
+    assert "audioQuality" not in config, "redundant Opus only where the focus offers it"
     # The page's URL may carry a token: it sends no Referer anywhere.
     page = await client.get("/standup?jwt=x.y.z")
     assert page.headers["Referrer-Policy"] == "no-referrer"
@@ -129,3 +130,10 @@ async def test_config_names_the_login_host_only_on_a_secure_domain(client: TestC
             "focus": "focus.meet.test",
             "auth": "auth.meet.test",
         }
+
+
+async def test_config_asks_for_redundant_opus_where_the_focus_offers_it() -> None:
+    app = create_web_app("meet.test", no_websocket, WEB_DIR, opus_red=True)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as red:
+        config = await (await red.get("/config.json")).json()
+    assert config["audioQuality"] == {"enableOpusRed": True}
