@@ -76,20 +76,28 @@ class NatLab:
         )
         return int(rule.split()[0])
 
+    def block_media(self) -> None:
+        """From now on the router drops every UDP datagram to the bridge's media port."""
+        self.rtr.run(
+            "iptables", "-A", "FORWARD", "-p", "udp", "-d", self.uplink.a_addr,
+            "--dport", str(self.serve.media[1]), "-j", "DROP",
+        )  # fmt: skip
+
 
 @contextlib.asynccontextmanager
-async def nat_lab(netlab: Netlab, tmp: Path, settings: str = TURN) -> AsyncIterator[NatLab]:
+async def nat_lab(
+    netlab: Netlab, tmp: Path, settings: str = TURN, *, block_media: bool = True
+) -> AsyncIterator[NatLab]:
     srv, rtr, nat = netlab.namespace("srv"), netlab.namespace("rtr"), netlab.namespace("nat")
     uplink = netlab.link(srv, rtr)
     lan = netlab.link(rtr, nat)
     netlab.default_route(nat, lan)  # rtr forwards
     async with running_serve(tmp, settings, netns=srv, host=uplink.a_addr) as serve:
         rtr.run("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", uplink.ifname, "-j", "MASQUERADE")
-        rtr.run(
-            "iptables", "-A", "FORWARD", "-p", "udp", "-d", uplink.a_addr,
-            "--dport", str(serve.media[1]), "-j", "DROP",
-        )  # fmt: skip
-        yield NatLab(tmp, srv, rtr, nat, uplink, serve)
+        lab = NatLab(tmp, srv, rtr, nat, uplink, serve)
+        if block_media:
+            lab.block_media()
+        yield lab
 
 
 def coturn_cpu_seconds(serve: ServeProcess) -> float:

@@ -153,6 +153,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // TURN credentials are asked for again when they expire within this long (a new session needs fresh ones).
 const ICE_SERVERS_MARGIN_MS = 60000;
+// ICE this long 'disconnected' (consent lost: our address changed, or the path went away) and the session is
+// restarted, as Jitsi Meet does on ICE failure: session-terminate asking for a restart, the focus re-invites,
+// a new PeerConnection gathers where we are now. Chromium says 'failed' only after 30 s without consent.
+const ICE_DISCONNECTED_RESTART_MS = 2000;
 
 // Longest <SourceInfo> we read (the focus reads at most 2,048 characters too).
 const SOURCE_INFO_MAX = 2048;
@@ -226,6 +230,7 @@ export class Conference extends EventTarget {
     this.queue = Promise.resolve();
     this.pendingCandidates = null; // local candidates found after session-accept was sent
     this.restartAt = 0;
+    this.iceTimer = null; // ICE_DISCONNECTED_RESTART_MS running since the session's ICE went 'disconnected'
     this.counters = {
       jingleErrors: 0, rejectedStanzas: 0, renegotiations: 0, sessions: 0,
       senderConstraints: 0, // SenderSourceConstraints for our camera, taken
@@ -242,6 +247,7 @@ export class Conference extends EventTarget {
       reactionsIgnored: 0, // endpoint messages that were not a reaction we know
       handsLowered: 0, // our hand lowered by a moderator
       lowerHandRefused: 0, // ... asked by someone who is not a moderator, ignored
+      restartsAsked: 0, // sessions we ended asking the focus for a new one (ICE failed or disconnected)
     };
     this.raisedHand = null; // when we raised our hand (ms), null when down
     this.screen = null; // our screen share: {track, mid (its m-line in this session), source (its SSRCs)}
@@ -1139,8 +1145,16 @@ export class Conference extends EventTarget {
     pc.onicecandidate = (e) => this._onLocalCandidate(pc, e.candidate);
     pc.oniceconnectionstatechange = () => {
       if (pc !== this.pc) return;
-      this._set({ ice: pc.iceConnectionState });
-      if (pc.iceConnectionState === 'failed') this._requestRestart('ICE failed');
+      const state = pc.iceConnectionState;
+      this._set({ ice: state });
+      clearTimeout(this.iceTimer);
+      this.iceTimer = null;
+      if (state === 'failed') this._requestRestart('ICE failed');
+      else if (state === 'disconnected') {
+        this.iceTimer = setTimeout(() => {
+          if (pc === this.pc && pc.iceConnectionState === 'disconnected') this._requestRestart('ICE disconnected');
+        }, ICE_DISCONNECTED_RESTART_MS);
+      }
     };
     await pc.setRemoteDescription({ type: 'offer', sdp: remote.toSdp() });
     this._bindLocalTracks(pc);
@@ -1372,6 +1386,7 @@ export class Conference extends EventTarget {
     const now = Date.now();
     if (!this.remote || now - this.restartAt < 10000) return;
     this.restartAt = now;
+    this.counters.restartsAsked += 1;
     const xml = sessionTerminateXml(this.remote.sid, {
       initiator: this.remote.initiator, condition: 'connectivity-error', text: why,
       bridgeSessionId: this.remote.bridgeSession?.id, restart: true,
@@ -1382,6 +1397,8 @@ export class Conference extends EventTarget {
   }
 
   _closeSession() {
+    clearTimeout(this.iceTimer);
+    this.iceTimer = null;
     if (this.pc) {
       this.pc.close();
       this.pc = null;
