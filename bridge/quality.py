@@ -3,7 +3,8 @@
 Sans-IO: `QualityTracker.update(now, snapshot)` is fed the snapshots the allocation loop already takes. Per
 transport the packet path reports (bridge._native `transports`): `rtt_ms` (transport-cc round trip, None
 before feedback), `rtp_received`/`rtp_lost` (RFC 3550 receive statistics of what the endpoint sends,
-summed over its SSRCs), `jitter_ms` (the largest interarrival jitter of those SSRCs), `bytes_in`/`_out`.
+summed over its SSRCs), `jitter_ms` (the largest interarrival jitter of its audio SSRCs: a paused
+simulcast layer that starts again makes video jitter meaningless), `bytes_in`/`_out`.
 Loss and bitrates are taken over a window of at least `window` seconds between two snapshots.
 
 Prometheus never gets one series per endpoint: `families` exports gauge histograms (the distribution

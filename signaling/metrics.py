@@ -97,17 +97,15 @@ def xmpp_families(stats: Mapping[str, int]) -> Iterator[Metric]:
     yield events("xmpp", stats, XMPP_GAUGES)
 
 
-def focus_families(
-    stats: Mapping[str, float], *, rooms: int, participants: int, bridges: int, operational: int
-) -> Iterator[Metric]:
-    """The focus's families from `FocusCore.stats` and its current rooms and bridges."""
-    for name, value, doc in (
-        ("rooms", rooms, "Rooms the focus runs a conference for."),
-        ("participants", participants, "Participants in those rooms (the focus's view of the MUC)."),
-        ("bridges", bridges, "Bridges in the brewery."),
-        ("bridges_operational", operational, "Bridges fit for new conferences (healthy, not draining)."),
+def focus_families(stats: Mapping[str, float], gauges: Mapping[str, int]) -> Iterator[Metric]:
+    """The focus's families from `FocusCore.stats` and `FocusCore.gauges()` (rooms and bridges now)."""
+    for name, doc in (
+        ("rooms", "Rooms the focus runs a conference for."),
+        ("participants", "Participants in those rooms (the focus's view of the MUC)."),
+        ("bridges", "Bridges in the brewery."),
+        ("bridges_operational", "Bridges fit for new conferences (healthy, not draining)."),
     ):
-        yield GaugeMetricFamily(f"sluice_focus_{name}", doc, value=value)
+        yield GaugeMetricFamily(f"sluice_focus_{name}", doc, value=gauges.get(name, 0))
     yield _counter(
         "focus", "conference_requests", "Conference IQs from clients.", stats.get("conference_requests", 0)
     )

@@ -529,7 +529,7 @@ def _focus(args: argparse.Namespace) -> int:
 async def _focus_metrics(focus: Focus, host: str, port: int) -> tuple[web.AppRunner, int]:
     """The standalone focus's /metrics, behind the private API's guard (loopback names and the host)."""
     app = create_metrics_app(
-        lambda: focus_families(focus.core.stats, **focus.core.gauges()),
+        lambda: focus_families(focus.core.stats, focus.core.gauges()),
         allowed_hosts=private_host_names(LOOPBACK_HOSTS, host),
         token=os.environ.get("SLUICE_FOCUS_METRICS_TOKEN") or None,
     )

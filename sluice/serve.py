@@ -208,7 +208,7 @@ class Served:
         `/metrics`: one scrape has all three components."""
         yield from xmpp_families(self.xmpp.stats())
         if self.focus is not None:
-            yield from focus_families(self.focus.core.stats, **self.focus.core.gauges())
+            yield from focus_families(self.focus.core.stats, self.focus.core.gauges())
 
     # ---- the admin page's operator (bridge/admin.py `Operator`): the focus's rooms, bridges and actions
 

@@ -321,7 +321,7 @@ pub struct TransportStats {
     /// cumulative lost (expected - received), for the operator's loss figures.
     pub rtp_received: u64,
     pub rtp_lost: i64,
-    /// The largest interarrival jitter of those SSRCs, in milliseconds.
+    /// The largest interarrival jitter of its audio SSRCs, in milliseconds.
     pub jitter_ms: f64,
 }
 

@@ -252,14 +252,16 @@ impl State {
                     continue;
                 };
                 let t = &mut transports[i];
-                if p.kind == MediaKind::Audio {
-                    t.audio_in_bps += p.rate.bps(now);
-                }
                 t.rtp_received += p.stats.packets_received();
                 t.rtp_lost += p.stats.packets_lost();
-                let jitter_ms =
-                    f64::from(p.stats.jitter()) * 1000.0 / f64::from(p.kind.clock_rate());
-                t.jitter_ms = t.jitter_ms.max(jitter_ms);
+                if p.kind == MediaKind::Audio {
+                    t.audio_in_bps += p.rate.bps(now);
+                    // Audio only: a video SSRC's timestamps jump when a paused simulcast layer
+                    // starts again, which RFC 3550 jitter takes for minutes of delay.
+                    let jitter_ms =
+                        f64::from(p.stats.jitter()) * 1000.0 / f64::from(p.kind.clock_rate());
+                    t.jitter_ms = t.jitter_ms.max(jitter_ms);
+                }
             }
         }
         StatsSnapshot {
