@@ -12,9 +12,10 @@ Routes (added to the private API by `add_admin_routes`):
 Authority is the private API's (bridge/http.py `_guard`): its Host and Origin checks apply to every route.
 With a token configured (the API exposed beyond loopback), every route but the page's three files and the
 login needs `Authorization: Bearer <token>` or the session cookie the login gives for that token (HttpOnly,
-SameSite=Strict, bounded in number and time); without a token the API is loopback-only and open to local
-clients, as the rest of it is. Actions are POSTs with a JSON body, which a page elsewhere cannot send (415
-and the Origin check), so the cookie cannot be ridden cross-site.
+SameSite=Strict, bounded in number and time; it counts on `/admin/` routes only, never on the rest of the
+API). Without a token the API is loopback-only and open to local clients, as the rest of it is. Actions
+are POSTs with a JSON body, which a page elsewhere cannot send (415 and the Origin check), so the cookie
+cannot be ridden cross-site.
 
 Names in rooms (room names, nicks, display names) are remote input: the state carries them as JSON strings,
 cut to `MAX_NAME`, and the page writes them with `textContent` only (never as HTML). At most `MAX_ROOMS`

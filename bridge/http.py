@@ -172,8 +172,8 @@ def _guard(
     admin: AdminApi | None = None,
 ) -> Middleware:
     """The middleware that keeps web pages (and anyone without the token) out; see the module docstring.
-    With `admin`, its login session cookie stands for the token, and the admin page's files and login
-    need neither (bridge/admin.py)."""
+    With `admin`, its login session cookie stands for the token on the admin page's routes (only), and the
+    page's files and login need neither (bridge/admin.py)."""
     expected = token.encode() if token is not None else None
 
     def refuse(reason: str, status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -202,7 +202,11 @@ def _guard(
         ):
             return refuse("cross_origin", 403, f"cross-origin request refused (Origin {_shown(origin)})")
         if expected is not None and not (
-            admin is not None and (request.path in OPEN_PATHS or admin.session_valid(request))
+            admin is not None
+            and (
+                request.path in OPEN_PATHS
+                or (request.path.startswith("/admin/") and admin.session_valid(request))
+            )
         ):
             scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
