@@ -132,12 +132,7 @@ async def test_metrics_admin_page_and_json_logs_during_a_call(tmp_path: Path, ar
         shown = await await_for(
             admin,
             "the room with three participants and their figures",
-            lambda s: (
-                s["state"] is not None
-                and _room(s["state"]) is not None
-                and len(_room(s["state"])["participants"]) == 3
-                and all(p["up_bps"] for p in _room(s["state"])["participants"])
-            ),
+            lambda s: len(people := _people(s)) == 3 and all(p["up_bps"] for p in people),
         )
         state = shown["state"]
         room = _room(state)
@@ -162,7 +157,7 @@ async def test_metrics_admin_page_and_json_logs_during_a_call(tmp_path: Path, ar
         await await_for(
             admin,
             "two participants left",
-            lambda s: _room(s["state"]) is not None and len(_room(s["state"])["participants"]) == 2,
+            lambda s: len(_people(s)) == 2,
         )
         await _until_endpoints(serve, lambda ids: nicks["bob"] not in ids and len(ids) == 2)
 
@@ -194,6 +189,12 @@ async def test_metrics_admin_page_and_json_logs_during_a_call(tmp_path: Path, ar
     }
     assert joined >= set(nicks.values()), joined
     assert any(r.get("room", "").startswith(f"{ROOM}@") for r in about)
+
+
+def _people(page: dict[str, Any]) -> list[dict[str, Any]]:
+    """The participants of our room in the admin page's state (none before it has one)."""
+    room = _room(page["state"]) if page["state"] is not None else None
+    return list(room["participants"]) if room is not None else []
 
 
 def _room(state: dict[str, Any]) -> dict[str, Any] | None:
