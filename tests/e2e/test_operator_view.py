@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.serve import ServeProcess, running_serve
 from tests.helpers.webpage import await_for, joining, open_browser, open_pages
@@ -39,8 +40,6 @@ def value(metrics: dict[str, float], name: str) -> float:
 
 async def scrape_families(serve: ServeProcess) -> set[str]:
     """The family names of one scrape, as prometheus-client's parser reads them."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
-
     async with aiohttp.ClientSession() as http, http.get(f"{serve.private}/metrics", headers=serve.auth) as r:
         assert r.status == 200
         return {f.name for f in text_string_to_metric_families(await r.text())}

@@ -85,18 +85,7 @@ class ServeProcess:
 
     async def metrics(self) -> dict[str, float]:
         """Every sample of the private /metrics as `name{label="value",...}` -> value."""
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"{self.private}/metrics", headers=self.auth) as resp,
-        ):
-            resp.raise_for_status()
-            text = await resp.text()
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return out
+        return await scrape(f"{self.private}/metrics", self.auth)
 
     async def debug_json(self, path: str) -> dict[str, Any]:
         """A JSON view of the private API (`path` from the root, e.g. /debug/conferences/<id>/bandwidth)."""
@@ -114,6 +103,20 @@ class ServeProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
+
+
+async def scrape(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
+    """Every sample of a Prometheus endpoint, read with prometheus-client's text parser, as
+    `name{label="value",...}` -> value (labels sorted)."""
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers or {}) as resp:
+        resp.raise_for_status()
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
 
 
 def _json(body: bytes) -> dict[str, list[dict[str, list[dict[str, str]]]]]:
