@@ -63,3 +63,5 @@ def setup_logging(fmt: str, stream: TextIO | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # Python's warnings too go through the handler, as log lines of the chosen format.
+    logging.captureWarnings(True)
