@@ -17,9 +17,10 @@ API). Without a token the API is loopback-only and open to local clients, as the
 are POSTs with a JSON body, which a page elsewhere cannot send (415 and the Origin check), so the cookie
 cannot be ridden cross-site.
 
-Names in rooms (room names, nicks, display names) are remote input: the state carries them as JSON strings,
-cut to `MAX_NAME`, and the page writes them with `textContent` only (never as HTML). At most `MAX_ROOMS`
-rooms (largest first) and `MAX_PARTICIPANTS` participants per room are listed, with the totals.
+Names in rooms (room names, nicks, display names) are remote input: the state carries them as JSON strings
+(display names cut to `MAX_NAME`, ids to `MAX_ID`), and the page writes them with `textContent` only (never
+as HTML). At most `MAX_ROOMS` rooms (largest first) and `MAX_PARTICIPANTS` participants per room are
+listed, with the totals.
 
 The rooms and actions come from whoever hosts the bridge (`Operator`, implemented by `sluice serve` over its
 focus); a bridge alone lists its own conferences and endpoints and offers no actions.
@@ -49,7 +50,9 @@ COOKIE = "sluice_admin"
 OPEN_PATHS = frozenset({"/admin", "/admin/admin.js", "/admin/admin.css", "/admin/login"})
 MAX_ROOMS = 100
 MAX_PARTICIPANTS = 100
+#: Display names are cut to this; ids (room JIDs, nicks) to XMPP's own bound, so actions can name them.
 MAX_NAME = 64
+MAX_ID = 1023
 #: Bounds of the login sessions: the oldest is dropped beyond MAX_SESSIONS; each lasts SESSION_TTL seconds.
 MAX_SESSIONS = 16
 SESSION_TTL = 8 * 3600.0
@@ -130,8 +133,8 @@ class AdminSessions:
         return len(self._sessions)
 
 
-def _cut(text: str | None) -> str | None:
-    return None if text is None else text[:MAX_NAME]
+def _cut(text: str | None, limit: int = MAX_NAME) -> str | None:
+    return None if text is None else text[:limit]
 
 
 def _figures(q: Quality | None) -> dict[str, float | None]:
@@ -203,8 +206,8 @@ class AdminApi:
     # ---- the page
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        name = {"/admin": "index.html", "/admin/admin.js": "admin.js", "/admin/admin.css": "admin.css"}
-        response = web.FileResponse(PAGE_DIR / name[request.path])
+        files = {"/admin": "index.html", "/admin/admin.js": "admin.js", "/admin/admin.css": "admin.css"}
+        response = web.FileResponse(PAGE_DIR / files[request.path])
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
@@ -264,9 +267,9 @@ class AdminApi:
                 )
                 people.append(
                     {
-                        "nick": _cut(p.nick),
+                        "nick": _cut(p.nick, MAX_ID),
                         "name": _cut(p.name),
-                        "endpoint": _cut(p.endpoint),
+                        "endpoint": _cut(p.endpoint, MAX_ID),
                         "moderator": p.moderator,
                         "audio_muted": p.audio_muted,
                         "video_muted": p.video_muted,
@@ -275,9 +278,9 @@ class AdminApi:
                 )
             shown.append(
                 {
-                    "room": _cut(room.room),
+                    "room": _cut(room.room, MAX_ID),
                     "meeting_id": room.meeting_id,
-                    "bridge": _cut(room.bridge),
+                    "bridge": _cut(room.bridge, MAX_ID),
                     "participant_count": len(room.participants),
                     "participants": people,
                 }

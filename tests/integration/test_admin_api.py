@@ -16,7 +16,19 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge import Bridge
-from bridge.admin import COOKIE, MAX_SESSIONS, SESSION_TTL, AdminSessions
+from bridge.admin import (
+    COOKIE,
+    MAX_NAME,
+    MAX_PARTICIPANTS,
+    MAX_ROOMS,
+    MAX_SESSIONS,
+    SESSION_TTL,
+    AdminBridge,
+    AdminParticipant,
+    AdminRoom,
+    AdminSessions,
+    Operator,
+)
 from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app
 from bridge.lifecycle import Lifecycle, LifecycleConfig
@@ -30,12 +42,14 @@ TOKEN = "YWRtaW4tdG9rZW4tZm9yLXRlc3Rz"
 JSON = {"Content-Type": "application/json"}
 
 
-async def _client(bridge: Bridge, token: str | None) -> AsyncIterator[TestClient[Any, Any]]:
+async def _client(
+    bridge: Bridge, token: str | None, operator: Operator | None = None
+) -> AsyncIterator[TestClient[Any, Any]]:
     state = BridgeState()
     lifecycle = Lifecycle(bridge, state, LifecycleConfig(shutting_down_delay=0.1))
     app = create_private_app(
         bridge, Colibri2Handler(bridge, shutdown=state), lifecycle, LoadSampler(), version="t",
-        token=token, quality=QualityTracker(), name="jvb-test",
+        token=token, quality=QualityTracker(), name="jvb-test", operator=operator,
     )  # fmt: skip
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client
@@ -121,3 +135,65 @@ def test_sessions_are_bounded_and_expire() -> None:
     now[0] = SESSION_TTL + 1
     assert not sessions.valid(ids[-1]) and len(sessions) == 0
     assert not sessions.valid("") and not sessions.valid(None)
+
+
+class ManyRooms:
+    """More rooms and people than the page lists, as a focus would report them (the page's input); actions
+    are recorded and succeed only for a room and nick it has."""
+
+    def __init__(self) -> None:
+        self.acted: list[tuple[str, ...]] = []
+
+    def rooms(self) -> list[AdminRoom]:
+        return [
+            AdminRoom(
+                room=f"room{i}@conference.example",
+                meeting_id=None,
+                bridge="jvb-test",
+                participants=tuple(
+                    AdminParticipant(f"n{i}-{j}", "x" * 500, None, False, None, None) for j in range(i)
+                ),
+            )
+            for i in range(MAX_ROOMS + 50)
+        ]
+
+    def bridges(self) -> list[AdminBridge]:
+        return [AdminBridge("jvb-test", 0.5, True, False, "1.0")]
+
+    def end_meeting(self, room: str) -> bool:
+        self.acted.append(("end", room))
+        return room == "room3@conference.example"
+
+    def kick(self, room: str, nick: str) -> bool:
+        self.acted.append(("kick", room, nick))
+        return room == "room3@conference.example" and nick == "n3-1"
+
+
+async def test_the_state_is_bounded_and_actions_reach_the_operator(bridge: Bridge) -> None:
+    operator = ManyRooms()
+    async for client in _client(bridge, None, operator):
+        state = await (await client.get("/admin/state")).json()
+        rooms = state["rooms"]
+        assert len(rooms) == MAX_ROOMS and state["room_count"] == MAX_ROOMS + 50
+        assert rooms[0]["room"] == f"room{MAX_ROOMS + 49}@conference.example"  # the largest first
+        assert rooms[0]["participant_count"] == MAX_ROOMS + 49
+        assert len(rooms[0]["participants"]) == MAX_PARTICIPANTS
+        assert all(len(p["name"]) == MAX_NAME for p in rooms[0]["participants"])
+        assert state["actions"] and state["bridges"][0]["stress"] == 0.5
+        assert (
+            await client.post("/admin/kick", json={"room": "room3@conference.example", "nick": "n3-1"})
+        ).status == 202
+        assert (
+            await client.post("/admin/kick", json={"room": "room3@conference.example", "nick": "zz"})
+        ).status == 404
+        assert (await client.post("/admin/end", json={"room": "room3@conference.example"})).status == 202
+        assert (await client.post("/admin/end", json={"room": ["not", "a", "string"]})).status == 400
+        assert (await client.post("/admin/end", data=b"{not json", headers=JSON)).status == 400
+        assert operator.acted == [
+            ("kick", "room3@conference.example", "n3-1"),
+            ("kick", "room3@conference.example", "zz"),
+            ("end", "room3@conference.example"),
+        ]
+        metrics = await (await client.get("/metrics")).text()
+        assert 'sluice_admin_events_total{event="admin_actions"} 2.0' in metrics
+        assert 'sluice_admin_events_total{event="admin_actions_unknown"} 1.0' in metrics
