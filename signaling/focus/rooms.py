@@ -75,7 +75,7 @@ class Rooms:
             room = Room(room_jid, join_deadline=now + self._config.room_join_timeout)
             self._rooms[room_jid] = room
             self._stats["rooms_created"] += 1
-            log.info("focus: creating %s", room_jid)
+            log.info("focus: creating %s", room_jid, extra=log_ids(room))
             self._out.send(stanzas.presence(room.occupant(self._config.nickname), None, muc_join()))
         if room.state == "ready":
             self._out.send(self._conference_reply(request, room_jid))

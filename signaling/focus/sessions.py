@@ -512,7 +512,12 @@ class Sessions:
             p.restarts.append(now)
             self._stats["restarts"] += 1
         self._out.send(stanzas.result(request))
-        log.info("focus: %s ended its session%s", p.nick, " and asks for a restart" if restart else "")
+        log.info(
+            "focus: %s ended its session%s",
+            p.nick,
+            " and asks for a restart" if restart else "",
+            extra=log_ids(room, p.nick),
+        )
         p.session = None
         self._awaiting.pop(ctx.session.sid, None)
         p.declined = not restart
