@@ -21,7 +21,14 @@ from aiohttp import web
 
 from bridge.app import BridgeApp, bound_port, url_host
 from bridge.http import LOOPBACK_HOSTS, create_metrics_app, private_host_names
-from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings, read_toml
+from bridge.settings import (
+    ENVIRONMENT,
+    MIN_TOKEN_LENGTH,
+    Settings,
+    SettingsError,
+    load_settings,
+    read_toml,
+)
 from signaling.focus import Focus, FocusConfig
 from signaling.metrics import focus_families
 from signaling.settings import SignalingSettings, SignalingSettingsError, signaling_settings
@@ -499,6 +506,13 @@ def _focus(args: argparse.Namespace) -> int:
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         print(f"sluice focus: --metrics-port {args.metrics_port}: a port is 0..65535", file=sys.stderr)
         return 2
+    metrics_token = os.environ.get("SLUICE_FOCUS_METRICS_TOKEN") or None
+    if metrics_token is not None and len(metrics_token) < MIN_TOKEN_LENGTH:
+        print(
+            f"sluice focus: SLUICE_FOCUS_METRICS_TOKEN needs at least {MIN_TOKEN_LENGTH} characters",
+            file=sys.stderr,
+        )
+        return 2
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -511,7 +525,9 @@ def _focus(args: argparse.Namespace) -> int:
             )
             runner = None
             if args.metrics_port is not None:
-                runner, port = await _focus_metrics(focus, args.metrics_host, args.metrics_port)
+                runner, port = await _focus_metrics(
+                    focus, args.metrics_host, args.metrics_port, metrics_token
+                )
                 print(
                     f"sluice focus: metrics on http://{url_host(args.metrics_host)}:{port}/metrics",
                     flush=True,
@@ -526,12 +542,12 @@ def _focus(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _focus_metrics(focus: Focus, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def _focus_metrics(focus: Focus, host: str, port: int, token: str | None) -> tuple[web.AppRunner, int]:
     """The standalone focus's /metrics, behind the private API's guard (loopback names and the host)."""
     app = create_metrics_app(
         lambda: focus_families(focus.core.stats, focus.core.gauges()),
         allowed_hosts=private_host_names(LOOPBACK_HOSTS, host),
-        token=os.environ.get("SLUICE_FOCUS_METRICS_TOKEN") or None,
+        token=token,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.metrics import render_families
 from signaling.focus import FocusConfig
 from signaling.focus.core import FocusCore
 from signaling.metrics import focus_families, is_xmpp_refusal, xmpp_families
+from sluice.cli import main
 
 
 def samples(families: object) -> dict[str, float]:
@@ -66,3 +70,20 @@ def test_operator_actions_need_a_known_room_and_participant() -> None:
     assert not core.kick(0.0, "nowhere@conference.meet.test", "nick", "r")
     assert core.poll_transmit() is None
     assert core.stats["operator_kicks"] == 0
+
+
+def test_sluice_focus_refuses_a_short_metrics_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SLUICE_FOCUS_PASSWORD", "secret")
+    monkeypatch.setenv("SLUICE_FOCUS_METRICS_TOKEN", "short")
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        assert main(["focus", "--domain", "meet.test", "--metrics-port", "0"]) == 2
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in handlers:
+            root.addHandler(h)
+    assert "SLUICE_FOCUS_METRICS_TOKEN" in capsys.readouterr().err
