@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 from prometheus_client.metrics_core import Metric
 
+from bridge.admin import Operator
 from bridge.bridge import Bridge, Conference
 from bridge.channel import BridgeChannels, dominant_speaker_changed, sender_source_constraints
 from bridge.colibri2_handler import Colibri2Handler
@@ -26,6 +27,7 @@ from bridge.http import create_private_app, private_host_names
 from bridge.lifecycle import Lifecycle, LifecycleConfig
 from bridge.load import LoadSampler
 from bridge.public_http import ColibriWebSockets, add_colibri_ws, create_public_app
+from bridge.quality import QualityTracker
 from bridge.selection import Selection
 from bridge.settings import Settings
 from bridge.speakers import Speakers
@@ -44,11 +46,19 @@ class BridgeApp:
     """`await start()` binds the media port and starts logging in; `await stop()` undoes all of it."""
 
     def __init__(
-        self, settings: Settings, *, extra_metrics: Callable[[], Iterable[Metric]] | None = None
+        self,
+        settings: Settings,
+        *,
+        extra_metrics: Callable[[], Iterable[Metric]] | None = None,
+        operator: Operator | None = None,
     ) -> None:
-        """`extra_metrics`: more families for `/metrics` from whoever hosts this bridge (`sluice serve`)."""
+        """`extra_metrics`: more families for `/metrics` from whoever hosts this bridge (`sluice serve`);
+        `operator`: the rooms and actions of its admin page (bridge/admin.py), likewise."""
         self.settings = settings
         self.extra_metrics = extra_metrics
+        self.operator = operator
+        #: Each endpoint's RTT, jitter, loss and bitrates from the allocation loop's snapshots.
+        self.quality = QualityTracker()
         #: The registry of conferences and endpoints, over the native core.
         self.bridge = Bridge(settings.bridge_config())
         self.bridge.on_change = self._conference_changed
@@ -176,7 +186,7 @@ class BridgeApp:
         self._public = runner
         site = web.TCPSite(runner, settings.public_http_host, settings.public_http_port)
         await site.start()
-        self.public_http_port = _bound_port(site, settings.public_http_port)
+        self.public_http_port = bound_port(site, settings.public_http_port)
         self._advertise(sockets, f"{url_host(settings.public_http_host)}:{self.public_http_port}")
         log.info(
             "colibri websockets on %s:%s, advertised as %s",
@@ -290,6 +300,7 @@ class BridgeApp:
                 stats = await self.bridge.get_stats()
             except TimeoutError:
                 continue
+            self.quality.update(time.monotonic(), stats)
             try:
                 changed = self.selection.on_stats(time.monotonic(), stats)
             except Exception:
@@ -316,14 +327,22 @@ class BridgeApp:
             extra_metrics=self.extra_metrics,
             selection=self.selection,
             speakers=self.speakers,
+            quality=self.quality,
+            operator=self.operator,
+            name=self._name(),
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.private_http_host, port)
         await site.start()
         self._http = runner
-        self.http_port = _bound_port(site, port)
+        self.http_port = bound_port(site, port)
         log.info("private HTTP API on %s:%s", self.settings.private_http_host, self.http_port)
+
+    def _name(self) -> str:
+        """How the admin page names this bridge: its brewery nickname (what the focus knows it by)."""
+        configs = self.settings.xmpp_client_configs()
+        return configs[0].muc_nickname if configs else "this bridge"
 
     def _publish_now(self) -> None:
         for client in self.xmpp:
@@ -346,7 +365,7 @@ class BridgeApp:
         return build_conference_modified(response)
 
 
-def _bound_port(site: web.TCPSite, configured: int) -> int:
+def bound_port(site: web.TCPSite, configured: int) -> int:
     """The port the site listens on (differs from the configured one when that is 0)."""
     server = getattr(site, "_server", None)
     sockets = getattr(server, "sockets", None) or []

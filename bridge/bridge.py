@@ -83,6 +83,14 @@ def keep_threads_off(cpu: int) -> None:
     log.info("shard pinned to CPU %d; the other threads run on %s", cpu, sorted(others))
 
 
+def log_ids(conference: str, endpoint: str | None = None) -> dict[str, str]:
+    """`extra` for a log line about a conference (its meeting-id) or an endpoint: JSON logs make them fields
+    (sluice/logs.py), as the focus's lines name the same meeting-id."""
+    return (
+        {"conference": conference} if endpoint is None else {"conference": conference, "endpoint": endpoint}
+    )
+
+
 class BridgeError(Exception):
     """A request the bridge cannot satisfy (unknown id, closed object, bad description)."""
 
@@ -508,17 +516,21 @@ class Bridge:
         match change:
             case CreateConference(meeting_id=meeting_id, name=name):
                 self.create_conference(meeting_id, name=name)
+                log.info("conference created (%s)", name, extra=log_ids(meeting_id))
             case ExpireConference(meeting_id=meeting_id):
                 self._conference(meeting_id).close()
+                log.info("conference expired", extra=log_ids(meeting_id))
             case CreateEndpoint():
                 ep = self._conference(change.meeting_id).create_endpoint(change.endpoint_id)
                 ep.stats_id, ep.muc_role = change.stats_id, change.muc_role
                 ep.capabilities = change.capabilities
                 ep.set_medias(change.medias)
+                log.info("endpoint created", extra=log_ids(change.meeting_id, change.endpoint_id))
             case UpdateEndpoint():
                 self._update(self._endpoint(change.meeting_id, change.endpoint_id), change)
             case ExpireEndpoint(meeting_id=meeting_id, endpoint_id=endpoint_id):
                 self._endpoint(meeting_id, endpoint_id).close()
+                log.info("endpoint expired", extra=log_ids(meeting_id, endpoint_id))
 
     def _update(self, ep: Endpoint, change: UpdateEndpoint) -> None:
         if change.force_mute is not None:
@@ -590,6 +602,12 @@ class Bridge:
                         continue
                     state = TRANSPORT_STATES[ev.state]
                     ep._set_state(state, ev.detail)
+                    log.info(
+                        "transport %s%s",
+                        state,
+                        f": {ev.detail}" if ev.detail else "",
+                        extra=log_ids(ep.conference.meeting_id, ep.id),
+                    )
                     if self.on_transport_state is not None:
                         self.on_transport_state(TransportStateChange(ep.id, state, ev.detail))
                 case _native.StatsEvent():
@@ -615,4 +633,7 @@ class Bridge:
                         "bridge refused a request for endpoint %s: %s",
                         failed.id if failed is not None else ev.transport_id,
                         ev.detail,
+                        extra=log_ids(failed.conference.meeting_id, failed.id)
+                        if failed is not None
+                        else None,
                     )

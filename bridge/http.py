@@ -12,6 +12,7 @@ Routes:
   GET   /colibri/v2/conferences[/{id}]      what the bridge hosts (JVB answers 501 here; ours is informative)
   GET   /colibri/drain, POST /colibri/drain/enable|disable
   POST  /colibri/shutdown                   {"graceful-shutdown": bool}
+  GET   /admin (and /admin/state ...)       the operator's admin page (bridge/admin.py)
 
 Every error is JSON {"error": text, ...}; nothing a client sends can produce a traceback page. A Colibri2
 error is 400 like JVB's REST (`"Failed to create conference: <text>"`), with condition/reason/endpoint
@@ -41,13 +42,15 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
+from bridge.admin import OPEN_PATHS, AdminApi, Operator, add_admin_routes
 from bridge.bridge import Bridge, BridgeError
 from bridge.colibri2_handler import COLIBRI2_LIMITS, Colibri2Handler
 from bridge.lifecycle import Lifecycle
 from bridge.load import LoadSampler
-from bridge.metrics import BridgeMetrics, render
+from bridge.metrics import BridgeMetrics, render, render_families
+from bridge.quality import QualityTracker
 from bridge.selection import Selection
 from bridge.speakers import Speakers
 from bridge.xmpp_core import colibri_stats
@@ -65,6 +68,8 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 #: Why `_guard` refused a request: the label of `sluice_private_http_refused_total`.
 REFUSAL_REASONS = ("misdirected_host", "cross_origin", "unauthorized", "unsupported_content_type")
+#: The admin page's counters (bridge/admin.py), exported as `sluice_admin_events_total{event}`.
+ADMIN_EVENTS = ("admin_logins", "admin_login_failures", "admin_actions", "admin_actions_unknown")
 _STATE_CHANGING = frozenset({hdrs.METH_POST, hdrs.METH_PATCH, hdrs.METH_PUT, hdrs.METH_DELETE})
 _NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 _PORT = re.compile(r":([0-9]{1,5})")
@@ -160,8 +165,15 @@ def _shown(value: str, limit: int = 100) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
-def _guard(allowed_hosts: frozenset[str], token: str | None, refused: Counter[str]) -> Middleware:
-    """The middleware that keeps web pages (and anyone without the token) out; see the module docstring."""
+def _guard(
+    allowed_hosts: frozenset[str],
+    token: str | None,
+    refused: Counter[str],
+    admin: AdminApi | None = None,
+) -> Middleware:
+    """The middleware that keeps web pages (and anyone without the token) out; see the module docstring.
+    With `admin`, its login session cookie stands for the token on the admin page's routes (only), and the
+    page's files and login need neither (bridge/admin.py)."""
     expected = token.encode() if token is not None else None
 
     def refuse(reason: str, status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -189,7 +201,13 @@ def _guard(allowed_hosts: frozenset[str], token: str | None, refused: Counter[st
             (theirs := _origin(origin)) is None or theirs != _origin(f"{request.scheme}://{host_header}")
         ):
             return refuse("cross_origin", 403, f"cross-origin request refused (Origin {_shown(origin)})")
-        if expected is not None:
+        if expected is not None and not (
+            admin is not None
+            and (
+                request.path in OPEN_PATHS
+                or (request.path.startswith("/admin/") and admin.session_valid(request))
+            )
+        ):
             scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
                 return refuse(
@@ -229,8 +247,12 @@ class PrivateApi:
         extra_metrics: Callable[[], Iterable[Metric]] | None = None,
         selection: Selection | None = None,
         speakers: Speakers | None = None,
+        quality: QualityTracker | None = None,
+        admin_counters: Counter[str] | None = None,
     ) -> None:
         self.bridge = bridge
+        self.quality = quality
+        self.admin_counters = admin_counters
         self.speakers = speakers
         self.handler = handler
         self.extra_metrics = extra_metrics
@@ -322,6 +344,10 @@ class PrivateApi:
                 xmpp_iqs_refused=self.state.xmpp_iqs_refused,
                 colibri2_refused={limit: self.handler.refused[limit] for limit in COLIBRI2_LIMITS},
                 allocation=self.selection.stats if self.selection is not None else None,
+                quality=tuple(self.quality.current.values()) if self.quality is not None else None,
+                admin={e: self.admin_counters[e] for e in ADMIN_EVENTS}
+                if self.admin_counters is not None
+                else None,
                 extra=tuple(self.extra_metrics()) if self.extra_metrics is not None else (),
             ),
             request.headers.get("Accept"),
@@ -493,12 +519,17 @@ def create_private_app(
     extra_metrics: Callable[[], Iterable[Metric]] | None = None,
     selection: Selection | None = None,
     speakers: Speakers | None = None,
+    quality: QualityTracker | None = None,
+    operator: Operator | None = None,
+    name: str = "this bridge",
 ) -> web.Application:
     """The private HTTP API (bind it to 127.0.0.1, as JVB does on 8080).
 
     `allowed_hosts` are the names the Host header may carry (pass them through `private_host_names` to add
-    the bind host); `token`, when set, is the bearer token every request must carry.
+    the bind host); `token`, when set, is the bearer token every request must carry. With `quality` the
+    admin page (bridge/admin.py) is served, acting through `operator` when given.
     """
+    admin_counters: Counter[str] = Counter()
     api = PrivateApi(
         bridge,
         handler,
@@ -510,9 +541,16 @@ def create_private_app(
         extra_metrics=extra_metrics,
         selection=selection,
         speakers=speakers,
+        quality=quality,
+        admin_counters=admin_counters if quality is not None else None,
+    )
+    admin = (
+        AdminApi(bridge, sampler, quality, token=token, operator=operator, name=name, counters=admin_counters)
+        if quality is not None
+        else None
     )
     # A larger body is refused by aiohttp with 413 (made JSON by the middleware).
-    guard = _guard(private_host_names(allowed_hosts), token, api.state.private_http_refused)
+    guard = _guard(private_host_names(allowed_hosts), token, api.state.private_http_refused, admin)
     app = web.Application(middlewares=[_json_errors, guard], client_max_size=MAX_JSON_BYTES)
     app.add_routes(
         [
@@ -533,4 +571,32 @@ def create_private_app(
             web.post("/colibri/shutdown", api.shutdown),
         ]
     )
+    if admin is not None:
+        add_admin_routes(app, admin)
+    return app
+
+
+def create_metrics_app(
+    collect: Callable[[], Iterable[Metric]],
+    *,
+    allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
+    token: str | None = None,
+) -> web.Application:
+    """`GET /metrics` alone, behind the private API's guard (Host, Origin, token): the exporter of a
+    component that runs without a bridge (`sluice focus --metrics-port`)."""
+    refused: Counter[str] = Counter()
+
+    async def metrics(request: web.Request) -> web.Response:
+        refusals = CounterMetricFamily(
+            "sluice_private_http_refused", "Metrics requests refused, by reason.", labels=["reason"]
+        )
+        for reason in REFUSAL_REASONS:
+            refusals.add_metric([reason], refused[reason])
+        body, content_type = render_families([*collect(), refusals], request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application(
+        middlewares=[_json_errors, _guard(private_host_names(allowed_hosts), token, refused)]
+    )
+    app.add_routes([web.get("/metrics", metrics)])
     return app

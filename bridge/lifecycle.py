@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bridge.bridge import Bridge, BridgeError
+from bridge.bridge import Bridge, BridgeError, log_ids
 from bridge.changes import ExpireConference, ExpireEndpoint
 from bridge.xmpp_core import BridgeState
 
@@ -158,7 +158,14 @@ class Lifecycle:
                     log.warning("idle expiry stopped: %s", exc)
                 for change in changes:
                     if isinstance(change, ExpireEndpoint):
-                        log.info("expired idle endpoint %s of %s", change.endpoint_id, change.meeting_id)
+                        log.info(
+                            "expired idle endpoint %s of %s",
+                            change.endpoint_id,
+                            change.meeting_id,
+                            extra=log_ids(change.meeting_id, change.endpoint_id),
+                        )
                     else:
-                        log.info("expired idle conference %s", change.meeting_id)
+                        log.info(
+                            "expired idle conference %s", change.meeting_id, extra=log_ids(change.meeting_id)
+                        )
             await asyncio.sleep(cfg.entity_expiration_check_interval)

@@ -30,6 +30,10 @@ mean exactly what JVB's do, so a JVB dashboard must not silently mistake them fo
 | `sluice_allocation_runs_total` / `_changes_total` | counter | | allocations computed / changed |
 | `sluice_allocation_sources_total` | counter | `reason` (`Reason`: last-n, ...) | in changed allocations |
 
+| `sluice_endpoint_rtt_seconds`, `_jitter_seconds`, `_loss_ratio` | gauge histogram | `le` | quality.py |
+| `sluice_endpoint_bitrate_bps` | gauge histogram | `direction` (up, down), `le` | endpoints now |
+| `sluice_admin_events_total` | counter | `event` (admin_logins, ...) | the admin page (admin.py) |
+
 `sluice serve` adds its XMPP server's and focus's families (sluice/serve.py) through `extra`.
 
 Without a snapshot (the core did not answer) only the gauges are exported and `sluice_healthy` is 0.
@@ -47,6 +51,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from bridge.allocation import AllocationStats, Reason
 from bridge.channel import ChannelStats
 from bridge.load import LoadSample
+from bridge.quality import Quality
+from bridge.quality import families as quality_families
 
 PREFIX = "sluice"
 
@@ -73,6 +79,10 @@ class BridgeMetrics:
     colibri2_refused: Mapping[str, int] | None = None
     #: The allocators' counters (bridge/allocation.py); None leaves them out.
     allocation: AllocationStats | None = None
+    #: Each endpoint's link figures now (bridge/quality.py), exported as aggregates; None leaves them out.
+    quality: tuple[Quality, ...] | None = None
+    #: The admin page's counters (bridge/admin.py); None leaves them out.
+    admin: Mapping[str, int] | None = None
     #: More families from whoever composes the process (signaling in `sluice serve`).
     extra: tuple[Metric, ...] = ()
 
@@ -136,6 +146,15 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
         yield limits
     if m.allocation is not None:
         yield from _allocation_families(m.allocation)
+    if m.quality is not None:
+        yield from quality_families(m.quality)
+    if m.admin is not None:
+        admin = CounterMetricFamily(
+            f"{PREFIX}_admin_events", "Admin page logins and actions, by event.", labels=["event"]
+        )
+        for event, n in m.admin.items():
+            admin.add_metric([event], n)
+        yield admin
     yield from m.extra
     if m.snapshot is None:
         return
@@ -243,17 +262,23 @@ def _allocation_families(a: AllocationStats) -> Iterator[Metric]:
     yield sources
 
 
-class _Snapshot(Collector):
-    def __init__(self, metrics: BridgeMetrics) -> None:
+class _Families(Collector):
+    def __init__(self, metrics: Iterable[Metric]) -> None:
         self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        return families(self._metrics)
+        return self._metrics
+
+
+def render_families(metrics: Iterable[Metric], accept: str | None) -> tuple[bytes, str]:
+    """The exposition body of these families and its Content-Type for the client's Accept header (text or
+    OpenMetrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(metrics))
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
 
 
 def render(metrics: BridgeMetrics, accept: str | None) -> tuple[bytes, str]:
-    """The exposition body and its Content-Type for the client's Accept header (text or OpenMetrics)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(metrics))
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
+    """The bridge's exposition body and its Content-Type."""
+    return render_families(families(metrics), accept)

@@ -621,8 +621,8 @@ def _flatten(
 ) -> None:
     for raw_key, value in table.items():
         dotted = f"{prefix}.{_norm(raw_key)}" if prefix else _norm(raw_key)
-        if dotted == "signaling":
-            continue  # the focus's and XMPP server's tables (signaling/settings.py), not the bridge's
+        if dotted in ("signaling", "logging"):
+            continue  # the focus's and XMPP server's tables (signaling/settings.py), the log format (sluice)
         if prefix == _XMPP_PREFIX:
             # The config's name is the operator's, kept as written.
             if not isinstance(value, dict):

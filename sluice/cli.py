@@ -17,12 +17,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import uvloop
+from aiohttp import web
 
-from bridge.app import BridgeApp
-from bridge.settings import ENVIRONMENT, Settings, SettingsError, load_settings, read_toml
+from bridge.app import BridgeApp, bound_port, url_host
+from bridge.http import LOOPBACK_HOSTS, create_metrics_app, private_host_names
+from bridge.settings import (
+    ENVIRONMENT,
+    MIN_TOKEN_LENGTH,
+    Settings,
+    SettingsError,
+    load_settings,
+    read_toml,
+)
 from signaling.focus import Focus, FocusConfig
+from signaling.metrics import focus_families
 from signaling.settings import SignalingSettings, SignalingSettingsError, signaling_settings
 from signaling.xmpp.users import UserStore, UserStoreError, check_name
+from sluice.logs import FORMATS, TEXT_FORMAT, log_format, setup_logging
 from sluice.serve import ServeConfig, Served
 
 if TYPE_CHECKING:
@@ -200,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="seconds between stats logs and brewery presences; overrides videobridge.stats.interval",
     )
+    _log_flag(b)
     bench = sub.add_parser(
         "bench",
         help="run a load scenario against a bridge and the raw relay baseline",
@@ -247,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="no bridge channel (colibri-ws) on the web port: clients then send no layout to the bridge",
     )
+    _log_flag(serve)
     focus = sub.add_parser(
         "focus",
         help="run the focus alone against an XMPP server (Prosody in production)",
@@ -264,6 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     focus.add_argument(
         "--config", metavar="FILE", default=None, help="settings file; its [signaling.focus] table is read"
     )
+    focus.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics of the focus on this port (default: none); a bearer token from "
+        "SLUICE_FOCUS_METRICS_TOKEN is then required when set",
+    )
+    focus.add_argument("--metrics-host", default="127.0.0.1", help="address of /metrics (default 127.0.0.1)")
+    _log_flag(focus)
     user = sub.add_parser(
         "user",
         help="manage user accounts on auth.<domain> (who may start meetings on a secure domain)",
@@ -284,27 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "user":
         return _user(args, parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not _setup_logging(args):
+        return 2
     if args.command == "bridge":
-        try:
-            settings = load_settings(args.config)
-        except SettingsError as exc:
-            print(f"sluice bridge: {exc}", file=sys.stderr)
-            return 2
-        overrides: dict[str, object] = {}
-        if args.port is not None:
-            if not 0 <= args.port <= 65535:
-                parser.error(f"--port {args.port}: a port is 0..65535")
-            overrides["udp_port"] = args.port
-        if args.bind:
-            overrides["bind_addresses"] = tuple(args.bind)
-        if args.stats_interval is not None:
-            if not args.stats_interval > 0:
-                parser.error(f"--stats-interval {args.stats_interval}: must be positive")
-            overrides["stats_interval"] = args.stats_interval
-        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
-        uvloop.run(_run_bridge(settings))
-        return 0
+        return _bridge(args, parser)
     if args.command == "bench":
         from bench.qoe_run import is_impair_scenario  # noqa: PLC0415
 
@@ -312,6 +317,52 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "focus":
         return _focus(args)
     return _serve(args, parser)
+
+
+def _bridge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"sluice bridge: {exc}", file=sys.stderr)
+        return 2
+    overrides: dict[str, object] = {}
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            parser.error(f"--port {args.port}: a port is 0..65535")
+        overrides["udp_port"] = args.port
+    if args.bind:
+        overrides["bind_addresses"] = tuple(args.bind)
+    if args.stats_interval is not None:
+        if not args.stats_interval > 0:
+            parser.error(f"--stats-interval {args.stats_interval}: must be positive")
+        overrides["stats_interval"] = args.stats_interval
+    settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+    uvloop.run(_run_bridge(settings))
+    return 0
+
+
+def _setup_logging(args: argparse.Namespace) -> bool:
+    """Text lines for the bench; the flag's or the file's format for the rest. False: the error was said."""
+    if args.command == "bench":
+        logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT)
+        return True
+    try:
+        doc = read_toml(args.config) if args.config is not None else {}
+        setup_logging(log_format(doc, args.log_format))
+    except (SettingsError, ValueError) as exc:
+        print(f"sluice {args.command}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _log_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=None,
+        help="text lines, or one JSON object per line with conference and endpoint ids "
+        "(default: [logging] format of --config, else text)",
+    )
 
 
 def _signaling(path: str | None) -> SignalingSettings:
@@ -452,19 +503,57 @@ def _focus(args: argparse.Namespace) -> int:
         )
     )
 
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        print(f"sluice focus: --metrics-port {args.metrics_port}: a port is 0..65535", file=sys.stderr)
+        return 2
+    metrics_token = os.environ.get("SLUICE_FOCUS_METRICS_TOKEN") or None
+    if metrics_token is not None and len(metrics_token) < MIN_TOKEN_LENGTH:
+        print(
+            f"sluice focus: SLUICE_FOCUS_METRICS_TOKEN needs at least {MIN_TOKEN_LENGTH} characters",
+            file=sys.stderr,
+        )
+        return 2
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Focus(config):
+        async with Focus(config) as focus:
             print(
                 f"sluice focus: {config.focus_full_jid} on {config.xmpp_host}:{config.xmpp_port}", flush=True
             )
-            await stop.wait()
+            runner = None
+            if args.metrics_port is not None:
+                runner, port = await _focus_metrics(
+                    focus, args.metrics_host, args.metrics_port, metrics_token
+                )
+                print(
+                    f"sluice focus: metrics on http://{url_host(args.metrics_host)}:{port}/metrics",
+                    flush=True,
+                )
+            try:
+                await stop.wait()
+            finally:
+                if runner is not None:
+                    await runner.cleanup()
 
     uvloop.run(run())
     return 0
+
+
+async def _focus_metrics(focus: Focus, host: str, port: int, token: str | None) -> tuple[web.AppRunner, int]:
+    """The standalone focus's /metrics, behind the private API's guard (loopback names and the host)."""
+    app = create_metrics_app(
+        lambda: focus_families(focus.core.stats, focus.core.gauges()),
+        allowed_hosts=private_host_names(LOOPBACK_HOSTS, host),
+        token=token,
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner, bound_port(site, port)
 
 
 if __name__ == "__main__":

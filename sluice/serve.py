@@ -17,15 +17,19 @@ import dataclasses
 import logging
 import secrets
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 
+from bridge.admin import AdminBridge, AdminParticipant, AdminRoom
 from bridge.app import BridgeApp, url_host
 from bridge.settings import Settings, XmppSettings
 from signaling.focus import Focus, FocusConfig
+from signaling.focus.core import FocusCore
+from signaling.focus.stanzas import resource
+from signaling.metrics import focus_families, xmpp_families
 from signaling.settings import SignalingSettings
 from signaling.turn import TurnConfig
 from signaling.web import create_web_app
@@ -149,7 +153,7 @@ class Served:
                     ),
                 ),
             )
-            self.bridge = BridgeApp(bridge_settings, extra_metrics=self.signaling_metrics)
+            self.bridge = BridgeApp(bridge_settings, extra_metrics=self.signaling_metrics, operator=self)
             if cfg.colibri_ws:
                 domain = colibri_ws_domain(cfg.http_host, bridge_settings, self.http_port)
                 self.bridge.host_web_sockets(app, domain)
@@ -200,14 +204,25 @@ class Served:
             await self.coturn.stop()
 
     def signaling_metrics(self) -> Iterator[Metric]:
-        """The XMPP server's and the focus's counters and gauges, for the bridge's private `/metrics`."""
-        xmpp = self.xmpp.stats()
-        yield from _families("xmpp", xmpp, XMPP_GAUGES)
+        """The XMPP server's and the focus's families (signaling/metrics.py), for the bridge's private
+        `/metrics`: one scrape has all three components."""
+        yield from xmpp_families(self.xmpp.stats())
         if self.focus is not None:
-            focus: dict[str, int] = dict(self.focus.core.stats)
-            focus["rooms"] = len(self.focus.core.rooms)
-            focus["bridges"] = len(self.focus.core.bridges)
-            yield from _families("focus", focus, ("rooms", "bridges"))
+            yield from focus_families(self.focus.core.stats, self.focus.core.gauges())
+
+    # ---- the admin page's operator (bridge/admin.py `Operator`): the focus's rooms, bridges and actions
+
+    def rooms(self) -> list[AdminRoom]:
+        return admin_rooms(self.focus.core if self.focus is not None else None)
+
+    def bridges(self) -> list[AdminBridge]:
+        return admin_bridges(self.focus.core if self.focus is not None else None)
+
+    def end_meeting(self, room: str) -> bool:
+        return self.focus is not None and self.focus.end_meeting(room, "The meeting was ended by an operator")
+
+    def kick(self, room: str, nick: str) -> bool:
+        return self.focus is not None and self.focus.kick(room, nick, "Removed by an operator")
 
     async def __aenter__(self) -> Served:
         await self.start()
@@ -217,24 +232,39 @@ class Served:
         await self.stop()
 
 
-#: XmppServer.stats() keys that are current values, not counts since start.
-XMPP_GAUGES = ("connections", "sessions", "rooms", "occupants", "send_queue_bytes", "send_queue_peak_bytes")
-
-
-def _families(component: str, stats: Mapping[str, int], gauges: tuple[str, ...]) -> Iterator[Metric]:
-    """`sluice_<component>_<gauge>` for each gauge and `sluice_<component>_events_total{event}` for the rest
-    (refusals, quotas, joins ...: the names docs/security.md lists)."""
-    for name in gauges:
-        yield GaugeMetricFamily(
-            f"sluice_{component}_{name}", f"{component}: {name} now", value=stats.get(name, 0)
+def admin_rooms(core: FocusCore | None) -> list[AdminRoom]:
+    """The focus's rooms as the admin page shows them (`sluice focus` has no page; `sluice serve` does)."""
+    if core is None:
+        return []
+    return [
+        AdminRoom(
+            room=room.jid,
+            meeting_id=room.meeting_id,
+            bridge=resource(room.bridge) if room.bridge is not None else None,
+            participants=tuple(
+                AdminParticipant(
+                    nick=p.nick,
+                    name=p.display_name,
+                    endpoint=p.nick if p.endpoint == "allocated" else None,
+                    moderator=p.role == "moderator" or p.affiliation in ("owner", "admin"),
+                    audio_muted=p.audio_muted,
+                    video_muted=p.video_muted,
+                )
+                for p in room.participants.values()
+            ),
         )
-    events = CounterMetricFamily(
-        f"sluice_{component}_events", f"{component}: events since start, by name", labels=["event"]
-    )
-    for name, value in sorted(stats.items()):
-        if name not in gauges:
-            events.add_metric([name], value)
-    yield events
+        for room in core.rooms.values()
+    ]
+
+
+def admin_bridges(core: FocusCore | None) -> list[AdminBridge]:
+    if core is None:
+        return []
+    return [
+        AdminBridge(name=resource(b.jid), stress=b.stress, operational=b.selectable, drain=b.drain,
+                    version=b.version)
+        for b in sorted(core.bridges.values(), key=lambda b: b.jid)
+    ]  # fmt: skip
 
 
 def colibri_ws_domain(http_host: str, bridge: Settings, port: int) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from signaling.focus.logids import log_ids
 from signaling.focus.stanzas import NS_HEALTHCHECK, NS_MUC_USER, q, same_jid
 from signaling.jingle.model import EndpointSources
 
@@ -264,6 +265,8 @@ class Bridges:
 
     def move_room(self, now: float, room: Room) -> None:
         old = room.bridge
+        if old is not None:
+            self._stats["bridge_failovers"] += 1
         bridge = self._bridges.get(old) if old is not None else None
         if bridge is not None and bridge.jid in self._bridges and not bridge.shutting_down:
             self._colibri.expire_conference(now, room)
@@ -283,7 +286,13 @@ class Bridges:
             room.restarts.popleft()
         room.restarts.append(now)
         self._stats["conference_restarts"] += 1
-        log.warning("focus: restarting the conference of %s on %s: %s", room.jid, room.bridge, why)
+        log.warning(
+            "focus: restarting the conference of %s on %s: %s",
+            room.jid,
+            room.bridge,
+            why,
+            extra=log_ids(room),
+        )
         if room.bridge is not None and len(room.restarts) > self._config.max_conference_restarts:
             self._stats["conference_bridges_avoided"] += 1
             room.avoid[room.bridge] = now + self._config.failure_reset
@@ -312,9 +321,10 @@ class Bridges:
             if any(b.selectable for b in self._bridges.values() if b.jid in full):
                 self._stats["bridges_full"] += 1
             return None
+        self._stats["bridge_selections"] += 1
         room.bridge = chosen.jid
         room.epoch += 1
         room.bridge_session = str(uuid.uuid4())
         room.conference_created = False
-        log.info("focus: %s goes to bridge %s", room.jid, chosen.jid)
+        log.info("focus: %s goes to bridge %s", room.jid, chosen.jid, extra=log_ids(room))
         return chosen.jid

@@ -41,7 +41,17 @@ from signaling.focus.mute import AV_MODERATION_TAG, MUTE_TAGS, Mute
 from signaling.focus.outbox import Outbox
 from signaling.focus.rooms import Rooms
 from signaling.focus.sessions import Sessions
-from signaling.focus.stanzas import NS_DISCO_INFO, NS_FOCUS, NS_PING, bare, muc_join, q, resource
+from signaling.focus.stanzas import (
+    NS_DISCO_INFO,
+    NS_FOCUS,
+    NS_MUC_ADMIN,
+    NS_MUC_OWNER,
+    NS_PING,
+    bare,
+    muc_join,
+    q,
+    resource,
+)
 from signaling.jingle.xml import NS_JINGLE
 
 log = logging.getLogger(__name__)
@@ -85,6 +95,43 @@ class FocusCore:
         self._sessions.reset()
         self._out.clear()
         self._started = False
+
+    # ---- the operator's view and actions (the admin page, through whoever hosts the focus)
+
+    def gauges(self) -> dict[str, int]:
+        """Current rooms, participants and bridges (the counters are `stats`)."""
+        return {
+            "rooms": len(self.rooms),
+            "participants": sum(len(r.participants) for r in self.rooms.values()),
+            "bridges": len(self.bridges),
+            "bridges_operational": sum(1 for b in self.bridges.values() if b.selectable),
+        }
+
+    def end_meeting(self, now: float, room_jid: str, reason: str) -> bool:
+        """Destroys the room as its owner (the focus owns every room): everyone is sent away with `reason`,
+        and the focus's own presence going then expires the conference. False: no such room."""
+        room = self.rooms.get(room_jid)
+        if room is None:
+            return False
+        query = ET.Element(q(NS_MUC_OWNER, "query"))
+        ET.SubElement(
+            ET.SubElement(query, q(NS_MUC_OWNER, "destroy")), q(NS_MUC_OWNER, "reason")
+        ).text = reason
+        self.stats["operator_meetings_ended"] += 1
+        self._out.fire(now, "set", room.jid, query)
+        return True
+
+    def kick(self, now: float, room_jid: str, nick: str, reason: str) -> bool:
+        """Removes one participant (role none, XEP-0045 8.2). False: no such room or participant."""
+        room = self.rooms.get(room_jid)
+        if room is None or nick not in room.participants:
+            return False
+        query = ET.Element(q(NS_MUC_ADMIN, "query"))
+        item = ET.SubElement(query, q(NS_MUC_ADMIN, "item"), {"nick": nick, "role": "none"})
+        ET.SubElement(item, q(NS_MUC_ADMIN, "reason")).text = reason
+        self.stats["operator_kicks"] += 1
+        self._out.fire(now, "set", room.jid, query)
+        return True
 
     def poll_transmit(self) -> ET.Element | None:
         return self._out.poll()

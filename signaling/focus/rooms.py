@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from colibri2 import model as c2
 from signaling.focus import stanzas
 from signaling.focus.colibri import Colibri
+from signaling.focus.logids import log_ids
 from signaling.focus.model import Participant, Room, Shared
 from signaling.focus.mute import Mute
 from signaling.focus.sessions import Sessions
@@ -74,7 +75,7 @@ class Rooms:
             room = Room(room_jid, join_deadline=now + self._config.room_join_timeout)
             self._rooms[room_jid] = room
             self._stats["rooms_created"] += 1
-            log.info("focus: creating %s", room_jid)
+            log.info("focus: creating %s", room_jid, extra=log_ids(room))
             self._out.send(stanzas.presence(room.occupant(self._config.nickname), None, muc_join()))
         if room.state == "ready":
             self._out.send(self._conference_reply(request, room_jid))
@@ -170,7 +171,7 @@ class Rooms:
     def _give_up(self, now: float, room: Room) -> None:
         """Nobody joined in time (or the MUC never let us in): leave it; the MUC destroys it when empty."""
         self._stats["rooms_expired_unjoined"] += 1
-        log.info("focus: nobody joined %s in time, leaving it", room.jid)
+        log.info("focus: nobody joined %s in time, leaving it", room.jid, extra=log_ids(room))
         for request in room.waiting:
             self._out.send(stanzas.error(request, "remote-server-timeout", f"{room.jid} could not be set up"))
         self._leave(now, room)
@@ -225,8 +226,13 @@ class Rooms:
             if p.unallocatable:
                 # The nick becomes the endpoint id; a bridge refuses ids outside the rule, so do not try.
                 self._stats["participants_unallocatable_nick"] += 1
-                log.info("focus: %r in %s is not a usable endpoint id; no media for it", nick, room.jid)
-            log.info("focus: %s joined %s", nick, room.jid)
+                log.info(
+                    "focus: %r in %s is not a usable endpoint id; no media for it",
+                    nick,
+                    room.jid,
+                    extra=log_ids(room),
+                )
+            log.info("focus: %s joined %s", nick, room.jid, extra=log_ids(room, nick))
         if item is not None:
             p.real_jid = item.get("jid") or p.real_jid
             p.role = item.get("role") or p.role
@@ -245,7 +251,7 @@ class Rooms:
     def _own_presence(self, now: float, room: Room, ptype: str | None, el: ET.Element) -> None:
         if ptype == "error":
             condition = stanzas.error_condition(el) or "service-unavailable"
-            log.warning("focus: cannot join %s: %s", room.jid, condition)
+            log.warning("focus: cannot join %s: %s", room.jid, condition, extra=log_ids(room))
             self._rooms.pop(room.jid, None)
             for request in room.waiting:
                 self._out.send(stanzas.error(request, condition, f"the focus cannot join {room.jid}"))
@@ -255,7 +261,12 @@ class Rooms:
             x = el.find(q(NS_MUC_USER, "x"))
             ended = x is not None and x.find(q(NS_MUC_USER, "destroy")) is not None
             self._stats["rooms_ended_destroyed" if ended else "rooms_ended_focus_removed"] += 1
-            log.info("focus: %s %s; expiring its conference", room.jid, "destroyed" if ended else "left us")
+            log.info(
+                "focus: %s %s; expiring its conference",
+                room.jid,
+                "destroyed" if ended else "left us",
+                extra=log_ids(room),
+            )
             self._colibri.expire_conference(now, room)
             self._rooms.pop(room.jid, None)
             return
@@ -331,13 +342,13 @@ class Rooms:
         if p is None:
             return
         self._stats["participants_left"] += 1
-        log.info("focus: %s left %s", nick, room.jid)
+        log.info("focus: %s left %s", nick, room.jid, extra=log_ids(room, nick))
         if p.endpoint is not None:
             self._colibri.expire_endpoints(now, room, [nick])
         self._sessions.sync_all(now, room)
         if not room.participants:
             self._leave(now, room)
-            log.info("focus: %s is empty, left it", room.jid)
+            log.info("focus: %s is empty, left it", room.jid, extra=log_ids(room))
             return
         self._maybe_grant_owner(now, room)
         self._sessions.maybe_invite(now, room)  # someone waiting for an endpoint may fit now

@@ -74,6 +74,18 @@ class Focus:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    # ---- the operator's actions (FocusCore.end_meeting, .kick)
+
+    def end_meeting(self, room_jid: str, reason: str) -> bool:
+        done = self.core.end_meeting(self._now(), room_jid, reason)
+        self._flush()
+        return done
+
+    def kick(self, room_jid: str, nick: str, reason: str) -> bool:
+        done = self.core.kick(self._now(), room_jid, nick, reason)
+        self._flush()
+        return done
+
     # ---- stanzas and time
 
     def _now(self) -> float:

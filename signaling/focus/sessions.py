@@ -28,6 +28,7 @@ from colibri2 import model as c2
 from signaling.focus import media, stanzas
 from signaling.focus.bridges import Bridges
 from signaling.focus.colibri import Colibri
+from signaling.focus.logids import log_ids
 from signaling.focus.model import Participant, Room, Session, Shared, find_participant
 from signaling.focus.sources import (
     diff_sources,
@@ -192,7 +193,13 @@ class Sessions:
             json_sources=tuple(remote.items()) if json else None,
         )
         self._stats["sessions_initiated"] += 1
-        log.info("focus: session-initiate to %s/%s (sid %s)", room.jid, p.nick, session.sid)
+        log.info(
+            "focus: session-initiate to %s/%s (sid %s)",
+            room.jid,
+            p.nick,
+            session.sid,
+            extra=log_ids(room, p.nick),
+        )
         self._out.request(
             now,
             "set",
@@ -217,7 +224,12 @@ class Sessions:
             return
         if p.session is not session:
             return
-        log.warning("focus: %s refused session-initiate: %s", p.nick, stanzas.error_condition(err))
+        log.warning(
+            "focus: %s refused session-initiate: %s",
+            p.nick,
+            stanzas.error_condition(err),
+            extra=log_ids(room, p.nick),
+        )
         self._stats["sessions_refused"] += 1
         p.session = None
         p.declined = True
@@ -284,6 +296,7 @@ class Sessions:
                 room.jid,
                 timeout,
                 session.sid,
+                extra=log_ids(room, p.nick),
             )
             self._stats["sessions_retried"] += 1
             self.terminate(room, p, "no session-accept: retrying with a new session")
@@ -298,6 +311,7 @@ class Sessions:
             timeout,
             session.sid,
             ACCEPT_RETRIES,
+            extra=log_ids(room, p.nick),
         )
         self._stats["sessions_never_accepted"] += 1
         p.unaccepted = 0
@@ -436,7 +450,13 @@ class Sessions:
         p.unaccepted = 0
         p.sources = sources
         self._stats["sessions_accepted"] += 1
-        log.info("focus: %s accepted (sid %s), %d SSRCs", p.nick, session.sid, len(sources.ssrcs))
+        log.info(
+            "focus: %s accepted (sid %s), %d SSRCs",
+            p.nick,
+            session.sid,
+            len(sources.ssrcs),
+            extra=log_ids(room, p.nick),
+        )
         descriptions = tuple(c.description for c in jingle.contents if c.description is not None)
         medias = media.answered_medias(self._config.enable_opus_red, descriptions)
         self._colibri.update(now, room, p, transport=jingle.transport(), sources=True, medias=medias)
@@ -492,7 +512,12 @@ class Sessions:
             p.restarts.append(now)
             self._stats["restarts"] += 1
         self._out.send(stanzas.result(request))
-        log.info("focus: %s ended its session%s", p.nick, " and asks for a restart" if restart else "")
+        log.info(
+            "focus: %s ended its session%s",
+            p.nick,
+            " and asks for a restart" if restart else "",
+            extra=log_ids(room, p.nick),
+        )
         p.session = None
         self._awaiting.pop(ctx.session.sid, None)
         p.declined = not restart

@@ -6,7 +6,8 @@ Real components throughout: Prosody (Jitsi's layout, mod_websocket for the brows
 
 Room "one" (two browsers) goes to one bridge; its media shows as that bridge's stress in brewery presence,
 so room "two" (a browser and the aiortc peer) goes to the other bridge. Stopping that bridge moves room
-"two" to the surviving one, and the browser decodes the peer's video again.
+"two" to the surviving one, and the browser decodes the peer's video again. The focus's own /metrics
+(`sluice focus --metrics-port`) counts the selections and the failover.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -21,12 +23,14 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.helpers.bridges import BridgeProcess, start_bridge, start_focus
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.jingle_peer import JinglePeer
-from tests.helpers.prosody import Prosody
+from tests.helpers.prosody import Prosody, free_tcp_port
+from tests.helpers.serve import scrape
 from tests.helpers.webpage import WebServer, client_config, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("loopback_ice")]
@@ -74,7 +78,8 @@ async def test_two_rooms_spread_over_two_bridges_and_move_when_one_stops(
     stack.push_async_callback(a.stop)
     b = await start_bridge(prosody, tmp_path, "jvb-b")
     stack.push_async_callback(b.stop)
-    await start_focus(prosody, tmp_path, stack)
+    focus_metrics, metrics_token = free_tcp_port(), secrets.token_urlsafe(16)
+    await start_focus(prosody, tmp_path, stack, metrics_port=focus_metrics, metrics_token=metrics_token)
     web = stack.enter_context(
         WebServer(client_config("/xmpp-websocket"), websocket_upstream=prosody.websocket_url)
     )
@@ -150,6 +155,23 @@ async def test_two_rooms_spread_over_two_bridges_and_move_when_one_stops(
     later = await asyncio.to_thread(frames, browsers["Ada"], grace)
     await asyncio.sleep(1.0)
     assert await asyncio.to_thread(frames, browsers["Ada"], grace) > later
+
+    # The focus, a process of its own, has its own /metrics (with its token): two rooms, four participants,
+    # one bridge left, two bridge selections and room two's failover. The surviving bridge's /metrics has
+    # the four endpoints' link figures as aggregates.
+    focus_url = f"http://127.0.0.1:{focus_metrics}/metrics"
+    with pytest.raises(aiohttp.ClientResponseError, match="401"):
+        await scrape(focus_url)
+    focus = await scrape(focus_url, {"Authorization": f"Bearer {metrics_token}"})
+    assert focus["sluice_focus_rooms"] == 2 and focus["sluice_focus_participants"] == 4, focus
+    assert focus["sluice_focus_bridges"] == 1
+    assert focus["sluice_focus_bridge_selections_total"] >= 3  # one, two, and two again
+    assert focus["sluice_focus_bridge_failovers_total"] >= 1
+    assert focus['sluice_focus_jingle_total{outcome="accepted"}'] >= 6  # four, then room two's two again
+    survivor = await scrape(f"http://127.0.0.1:{busy.http_port}/metrics")
+    assert survivor["sluice_endpoints"] == 4
+    assert survivor['sluice_endpoint_bitrate_bps_bucket{direction="up",le="+Inf"}'] == 4
+    assert not any(k.startswith("sluice_focus_") for k in survivor)  # a bridge alone exports its own
 
 
 def frames_of(stats: dict[str, Any], nick: str) -> int:

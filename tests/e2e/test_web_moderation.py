@@ -22,7 +22,7 @@ import pytest
 
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.serve import ServeProcess, running_serve
-from tests.helpers.webpage import await_for, open_browser, open_pages
+from tests.helpers.webpage import await_for, joining, open_pages
 
 pytestmark = pytest.mark.e2e
 
@@ -39,21 +39,13 @@ async def call(browser: ChromiumBrowser, fn: str, *args: Any) -> Any:
     return await asyncio.to_thread(browser.call, fn, *args)
 
 
-async def joining(tmp_path: Path, serve: ServeProcess, who: str, name: str, room: str) -> ChromiumBrowser:
-    """A page on the room that pressed Join as `name` (not waiting for the result)."""
-    browser = await asyncio.to_thread(open_browser, tmp_path, who, f"{serve.url}/{room}")
-    await await_for(browser, f"{who}: pre-join", lambda s: s["view"] == "prejoin")
-    await call(browser, "join", name)
-    return browser
-
-
 async def host_and_ann(
     tmp_path: Path, serve: ServeProcess, room: str, browsers: dict[str, ChromiumBrowser]
 ) -> tuple[ChromiumBrowser, ChromiumBrowser]:
     """The room's first page (Hana Host, its moderator) and a second (Ann), kept in `browsers`."""
-    browsers["host"] = host = await joining(tmp_path, serve, "host", "Hana Host", room)
+    browsers["host"] = host = await joining(tmp_path, serve.url, "host", "Hana Host", room)
     await await_for(host, "host is moderator", lambda s: s["joined"] and s["moderator"])
-    browsers["ann"] = ann = await joining(tmp_path, serve, "ann", "Ann", room)
+    browsers["ann"] = ann = await joining(tmp_path, serve.url, "ann", "Ann", room)
     return host, ann
 
 
@@ -73,13 +65,13 @@ def decoding(nick: str) -> Any:
 async def test_lobby_knock_admit_and_reject(tmp_path: Path, artifact_dir: Path) -> None:
     room = "waiting-room"
     async with running_serve(tmp_path) as serve, open_pages(tmp_path) as browsers:
-        host = await joining(tmp_path, serve, "host", "Hana Host", room)
+        host = await joining(tmp_path, serve.url, "host", "Hana Host", room)
         browsers["host"] = host
         hosted = await await_for(host, "host is moderator", lambda s: s["joined"] and s["moderator"])
         await call(host, "clickLobbyToggle")
         await await_for(host, "lobby on", lambda lobby: lobby["on"], "lobby")
 
-        ann = await joining(tmp_path, serve, "ann", "Ann Newcomer", room)
+        ann = await joining(tmp_path, serve.url, "ann", "Ann Newcomer", room)
         browsers["ann"] = ann
         waiting = await await_for(ann, "Ann waits in the lobby", lambda s: s["view"] == "lobby")
         assert not waiting["joined"]
@@ -99,7 +91,7 @@ async def test_lobby_knock_admit_and_reject(tmp_path: Path, artifact_dir: Path) 
         await await_for(ann, "Ann decodes the host's video", decoding(hosted["nick"]), "getStats", 40)
         await await_for(host, "no more knocks", lambda lb: not lb["knockers"], "lobby")
 
-        bob = await joining(tmp_path, serve, "bob", "Bob Stranger", room)
+        bob = await joining(tmp_path, serve.url, "bob", "Bob Stranger", room)
         browsers["bob"] = bob
         bob_nick = (await await_for(bob, "Bob waits", lambda s: s["view"] == "lobby"))["nick"]
         await await_for(
@@ -124,7 +116,7 @@ async def test_moderator_mutes_everyone_removes_one_and_ends_the_meeting(
     room = "moderated"
     async with running_serve(tmp_path) as serve, open_pages(tmp_path) as browsers:
         host, ann = await host_and_ann(tmp_path, serve, room, browsers)
-        browsers["bob"] = bob = await joining(tmp_path, serve, "bob", "Bob", room)
+        browsers["bob"] = bob = await joining(tmp_path, serve.url, "bob", "Bob", room)
         nicks = {}
         for who, b in browsers.items():
             state = await await_for(b, f"{who}: media", lambda s: s["ice"] in ("connected", "completed"))
@@ -226,7 +218,7 @@ async def test_moderated_meeting_keeps_everyone_muted_until_a_moderator_allows(
         muted = await await_for(ann, "Ann muted by moderation", lambda s: s["mutedByModerator"]["audio"])
         assert muted["audioMuted"] and muted["avModeration"]["audio"] and not muted["avAllowed"]["audio"]
         # A newcomer starts muted ("everyone starts muted").
-        browsers["bob"] = bob = await joining(tmp_path, serve, "bob", "Bob", room)
+        browsers["bob"] = bob = await joining(tmp_path, serve.url, "bob", "Bob", room)
         bob_state = await await_for(bob, "Bob starts muted", lambda s: s["joined"] and s["audioMuted"])
         assert bob_state["avModeration"]["audio"], bob_state
         # Ann's page will not unmute; a client that unmutes anyway is muted again by the focus, and the

@@ -65,13 +65,23 @@ async def start_bridge(
     return BridgeProcess(nick, http_port, proc)
 
 
-async def start_focus(prosody: Prosody, tmp_path: Path, stack: AsyncExitStack) -> asyncio.subprocess.Process:
+async def start_focus(
+    prosody: Prosody,
+    tmp_path: Path,
+    stack: AsyncExitStack,
+    *,
+    metrics_port: int | None = None,
+    metrics_token: str | None = None,
+) -> asyncio.subprocess.Process:
     """`sluice focus` logged in to `prosody` as the focus account; stopped (and its log saved as focus.log)
-    when `stack` closes."""
+    when `stack` closes. With `metrics_port` it serves its /metrics there (wanting `metrics_token`)."""
+    metrics = ("--metrics-port", str(metrics_port)) if metrics_port is not None else ()
+    env = {"SLUICE_FOCUS_PASSWORD": prosody.focus_password}
+    if metrics_token is not None:
+        env["SLUICE_FOCUS_METRICS_TOKEN"] = metrics_token
     focus = await start_sluice(
-        "focus", "--xmpp-port", str(prosody.c2s_port), "--domain", DOMAIN, "--no-tls",
-        env={"SLUICE_FOCUS_PASSWORD": prosody.focus_password},
-    )  # fmt: skip
+        "focus", "--xmpp-port", str(prosody.c2s_port), "--domain", DOMAIN, "--no-tls", *metrics, env=env
+    )
 
     async def stop() -> None:
         if focus.returncode is None:

@@ -47,6 +47,13 @@ class ServeProcess:
     #: The bridge's media address.
     media: tuple[str, int]
     output: list[str] = field(default_factory=list)
+    #: The private API's bearer token, when the settings set one (`running_serve(private_token=...)`).
+    token: str | None = None
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers the private API needs."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token is not None else {}
 
     @property
     def web(self) -> str:
@@ -55,14 +62,15 @@ class ServeProcess:
 
     def endpoint_ids(self) -> set[str]:
         """Every endpoint the bridge hosts now (blocking; for browser tests that poll)."""
-        with urllib.request.urlopen(f"{self.private}/colibri/v2/conferences", timeout=5) as resp:
+        request = urllib.request.Request(f"{self.private}/colibri/v2/conferences", headers=self.auth)
+        with urllib.request.urlopen(request, timeout=5) as resp:
             body = resp.read()
         return {ep["id"] for conf in _json(body)["conferences"] for ep in conf["endpoints"]}
 
     async def conferences(self) -> list[dict[str, object]]:
         async with (
             aiohttp.ClientSession() as http,
-            http.get(f"{self.private}/colibri/v2/conferences") as resp,
+            http.get(f"{self.private}/colibri/v2/conferences", headers=self.auth) as resp,
         ):
             body = await resp.json()
         conferences: list[dict[str, object]] = body["conferences"]
@@ -77,18 +85,14 @@ class ServeProcess:
 
     async def metrics(self) -> dict[str, float]:
         """Every sample of the private /metrics as `name{label="value",...}` -> value."""
-        async with aiohttp.ClientSession() as http, http.get(f"{self.private}/metrics") as resp:
-            text = await resp.text()
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return out
+        return await scrape(f"{self.private}/metrics", self.auth)
 
     async def debug_json(self, path: str) -> dict[str, Any]:
         """A JSON view of the private API (`path` from the root, e.g. /debug/conferences/<id>/bandwidth)."""
-        async with aiohttp.ClientSession() as http, http.get(f"{self.private}{path}") as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{self.private}{path}", headers=self.auth) as resp,
+        ):
             resp.raise_for_status()
             body: dict[str, Any] = await resp.json()
         return body
@@ -99,6 +103,20 @@ class ServeProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
+
+
+async def scrape(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
+    """Every sample of a Prometheus endpoint, read with prometheus-client's text parser, as
+    `name{label="value",...}` -> value (labels sorted)."""
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers or {}) as resp:
+        resp.raise_for_status()
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
 
 
 def _json(body: bytes) -> dict[str, list[dict[str, list[dict[str, str]]]]]:
@@ -116,15 +134,19 @@ async def running_serve(
     cwd: Path = REPO,
     netns: Netns | None = None,
     host: str = "127.0.0.1",
+    private_token: str | None = None,
 ) -> AsyncIterator[ServeProcess]:
     """With `netns`, the process runs in that network namespace (tests/helpers/netns.py) with its web port
     and media on `host` (an address of the namespace); its private API, on the namespace's loopback, is
-    reached through a `TcpForwarder` (`ServeProcess.private` names the forwarder)."""
+    reached through a `TcpForwarder` (`ServeProcess.private` names the forwarder). With `private_token` the
+    private API wants that bearer token, which `ServeProcess`'s views send."""
     private, xmpp, udp = free_tcp_port(), free_tcp_port(), free_udp_port()
     config = directory / "serve.toml"
     config.write_text(
         f'[videobridge.ice.udp]\nport = {udp}\nbind-addresses = ["{host}"]\n'
-        f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {private}\n' + settings
+        f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {private}\n'
+        + (f'token = "{private_token}"\n' if private_token is not None else "")
+        + settings
     )
     if netns is not None:
         command = netns.exec_args(*command)
@@ -153,7 +175,7 @@ async def running_serve(
 
         pump = asyncio.create_task(drain())
         private_url = forwarder.url if forwarder is not None else f"http://127.0.0.1:{private}"
-        yield ServeProcess(proc, url, xmpp, private_url, (host, udp), output)
+        yield ServeProcess(proc, url, xmpp, private_url, (host, udp), output, private_token)
         pump.cancel()
     finally:
         if forwarder is not None:

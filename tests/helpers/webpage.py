@@ -341,3 +341,11 @@ async def await_for(
     browser: ChromiumBrowser, what: str, check: Callable[[Any], bool], fn: str = "state", within: float = 30.0
 ) -> Any:
     return await asyncio.to_thread(wait_for, browser, what, check, fn, within)
+
+
+async def joining(tmp: Path, base_url: str, who: str, name: str, room: str) -> ChromiumBrowser:
+    """A page on `base_url`/`room` (the web client) that pressed Join as `name` (not waiting for more)."""
+    browser = await asyncio.to_thread(open_browser, tmp, who, f"{base_url}/{room}")
+    await await_for(browser, f"{who}: pre-join", lambda s: s["view"] == "prejoin")
+    await browser.acall("join", name)
+    return browser

@@ -315,6 +315,14 @@ pub struct TransportStats {
     /// The audio the peer sends, bit/s (every other member of its conference is sent it): the
     /// Allocator keeps room for it in each receiver's estimate.
     pub audio_in_bps: u64,
+    /// Round trip to the peer from its transport-cc feedback (None: no estimate yet).
+    pub rtt_ms: Option<f64>,
+    /// RFC 3550 receive statistics over the SSRCs the peer sends, summed: packets received and
+    /// cumulative lost (expected - received), for the operator's loss figures.
+    pub rtp_received: u64,
+    pub rtp_lost: i64,
+    /// The largest interarrival jitter of its audio SSRCs, in milliseconds.
+    pub jitter_ms: f64,
 }
 
 /// One layer of a video Source as the bridge receives it: what the Allocator sizes allocations with.

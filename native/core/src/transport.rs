@@ -846,8 +846,12 @@ impl Transport {
                 .as_ref()
                 .map_or(0, |cc| cc.estimator.stats().probe_raises),
             remb_estimate_bps: self.remb_estimate(),
+            rtt_ms: self.rtt().map(|d| d.as_secs_f64() * 1000.0),
             // Filled in by the shard, which has the Producers.
             audio_in_bps: 0,
+            rtp_received: 0,
+            rtp_lost: 0,
+            jitter_ms: 0.0,
         }
     }
 

@@ -160,6 +160,11 @@ fn feedback_goes_to_the_sender_and_the_receivers_feedback_makes_an_estimate() {
         receiver.bandwidth_estimate_bps.is_some_and(|b| b > 0),
         "{receiver:?}"
     );
+    // And a round trip (what the operator's view shows): loopback, well under a second.
+    assert!(
+        receiver.rtt_ms.is_some_and(|r| (0.0..1000.0).contains(&r)),
+        "{receiver:?}"
+    );
     assert_eq!(
         sender.bandwidth_estimate_bps, None,
         "the sender was sent nothing"

@@ -333,6 +333,10 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
         td.set_item("bandwidth_estimate_bps", t.bandwidth_estimate_bps)?;
         td.set_item("remb_estimate_bps", t.remb_estimate_bps)?;
         td.set_item("audio_in_bps", t.audio_in_bps)?;
+        td.set_item("rtt_ms", t.rtt_ms)?;
+        td.set_item("rtp_received", t.rtp_received)?;
+        td.set_item("rtp_lost", t.rtp_lost)?;
+        td.set_item("jitter_ms", t.jitter_ms)?;
         if let Some(p) = t.probe {
             let pd = PyDict::new(py);
             pd.set_item("clusters", p.clusters)?;

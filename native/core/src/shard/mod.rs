@@ -248,11 +248,19 @@ impl State {
             r.layer_stats(now, &mut layers);
             r.waiting_stats(&mut waiting);
             for p in r.producers.values() {
-                if p.kind != MediaKind::Audio {
+                let Ok(i) = transports.binary_search_by_key(&p.transport, |t| t.id) else {
                     continue;
-                }
-                if let Ok(i) = transports.binary_search_by_key(&p.transport, |t| t.id) {
-                    transports[i].audio_in_bps += p.rate.bps(now);
+                };
+                let t = &mut transports[i];
+                t.rtp_received += p.stats.packets_received();
+                t.rtp_lost += p.stats.packets_lost();
+                if p.kind == MediaKind::Audio {
+                    t.audio_in_bps += p.rate.bps(now);
+                    // Audio only: a video SSRC's timestamps jump when a paused simulcast layer
+                    // starts again, which RFC 3550 jitter takes for minutes of delay.
+                    let jitter_ms =
+                        f64::from(p.stats.jitter()) * 1000.0 / f64::from(p.kind.clock_rate());
+                    t.jitter_ms = t.jitter_ms.max(jitter_ms);
                 }
             }
         }
