@@ -17,9 +17,13 @@ Scorecard, per receiver and run (times from the run's start, when the sender was
   certainly did not rise (between the first and last of consecutive samples that saw the same count: a
   lower bound, never inflated by a late sample; it also sees a stall still going at the run's end, which
   Chromium counts only once frames resume);
-- layer switches per minute in steady state (after `steady_after_s`): changes of the frame height received;
+- layer switches per minute in steady state (after `steady_after_s`): changes of the frame height received,
+  outside the reactions to capacity steps (the 3 s after a fall, and after a rise until the height is back
+  where it was before the fall, at most 15 s: the moves the issue times separately); those are counted as
+  `reaction_switches`;
 - overshoot: how far the allocation and the bridge's send rate went above the link's capacity (the share
-  of samples above it, and the largest excess in percent of the capacity, send rate over 1 s windows);
+  of samples above it, and the largest excess in percent of the capacity, send rate over 1 s windows, outside
+  the reactions to capacity steps);
 - audio loss after repair: concealed samples over samples received (what the listener heard made up), and
   RTP packets lost over expected; video loss after RTX: packets lost over expected.
 """
@@ -38,6 +42,9 @@ from typing import Any
 
 #: Steady state starts after this many seconds of a run.
 STEADY_AFTER_S = 10.0
+#: A capacity step's reaction window (see the module docstring): after a fall, and at most after a rise.
+REACT_DOWN_S = 3.0
+REACT_UP_S = 15.0
 #: Ethernet + IPv4 + UDP: a packet's bytes on the wire the relay counts beyond its UDP payload.
 UDP_OVERHEAD = 14 + 20 + 8
 
@@ -202,6 +209,8 @@ class Scorecard:
     longest_stall_s: float
     layer_switches: int
     switches_per_min: float
+    #: Switches inside the reaction windows of capacity steps (not in `layer_switches`).
+    reaction_switches: int
     #: Share of samples whose allocation exceeded the capacity in force, in percent.
     allocated_over_capacity_pct: float | None
     #: Largest excess of the bridge's send rate (1 s windows) over the capacity, in percent of it.
@@ -266,6 +275,28 @@ def capacity_at(samples: Sequence[Sample], t: float) -> float | None:
     return current
 
 
+def reaction_windows(samples: Sequence[Sample]) -> list[tuple[float, float]]:
+    """(start, end) of each capacity step's reaction: REACT_DOWN_S after a fall; after a rise, until the frame
+    height received is back at the highest seen before the fall (at most REACT_UP_S)."""
+    pages = [(s.t, s.page.frame_height) for s in samples if s.page is not None and s.page.frame_height > 0]
+    out: list[tuple[float, float]] = []
+    previous: float | None = None
+    fell_at: float | None = None
+    for s in samples:
+        cap = s.link.capacity_kbps if s.link is not None else None
+        if cap is None or cap == previous:
+            continue
+        if previous is not None and cap < previous:
+            out.append((s.t, s.t + REACT_DOWN_S))
+            fell_at = s.t
+        elif previous is not None:
+            before = max((h for t, h in pages if t < fell_at), default=0) if fell_at is not None else 0
+            back = next((t for t, h in pages if t >= s.t and h >= before), None)
+            out.append((s.t, min(back if back is not None else s.t + REACT_UP_S, s.t + REACT_UP_S)))
+        previous = cap
+    return out
+
+
 def score(
     samples: Sequence[Sample], *, steady_after_s: float = STEADY_AFTER_S, criteria: Criteria | None = None
 ) -> Scorecard:
@@ -291,8 +322,17 @@ def score(
         default=0.0,
     )
     steady = [(t, p) for t, p in pages if t >= steady_after_s and p.frame_height > 0]
-    switches = sum(1 for a, b in itertools.pairwise(steady) if a[1].frame_height != b[1].frame_height)
+    windows = reaction_windows(samples)
+
+    def reacting(t: float) -> bool:
+        return any(start <= t <= end for start, end in windows)
+
+    changes = [b[0] for a, b in itertools.pairwise(steady) if a[1].frame_height != b[1].frame_height]
+    switches = sum(1 for t in changes if not reacting(t))
     steady_s = steady[-1][0] - steady[0][0] if len(steady) > 1 else 0.0
+    if steady:
+        first, last = steady[0][0], steady[-1][0]
+        steady_s -= sum(max(0.0, min(end, last) - max(start, first)) for start, end in windows)
     per_min = round(switches * 60 / steady_s, 2) if steady_s > 0 else 0.0
 
     over = [
@@ -305,10 +345,12 @@ def score(
     bridge_points = [(s.t, s.bridge.bytes_out) for s in samples if s.bridge is not None]
     link_points = _link_points(samples)
     send_rates = rate_kbps(bridge_points)
+    # Not while the bridge reacts to a fall of the capacity: what was in flight then overshoots whatever it
+    # does (the time it takes to move down is judged on its own).
     excess = [
         100 * (r - cap) / cap
         for t, r in send_rates
-        if (cap := capacity_at(samples, t)) is not None and cap > 0
+        if (cap := capacity_at(samples, t)) is not None and cap > 0 and not reacting(t)
     ]
     caps = [s.link.capacity_kbps for s in samples if s.link is not None and s.link.capacity_kbps is not None]
     estimates = [s.bridge.estimate_bps / 1000 for s in samples if s.bridge and s.bridge.estimate_bps]
@@ -338,6 +380,7 @@ def score(
         longest_stall_s=round(stall, 2),
         layer_switches=switches,
         switches_per_min=per_min,
+        reaction_switches=len(changes) - switches,
         allocated_over_capacity_pct=_pct(sum(over), len(over)),
         send_overshoot_pct=round(max(excess), 1) if excess else None,
         mean_capacity_kbps=_mean(caps),
@@ -622,7 +665,8 @@ def markdown_table(rows: Sequence[tuple[str, Scorecard]]) -> str:
                         "longest_stall",
                         f"{_fmt(c.longest_freeze_s, ' s')} / {_fmt(c.longest_stall_s, ' s')}",
                     ),
-                    mark(c, "switches_per_min", _fmt(c.switches_per_min)),
+                    mark(c, "switches_per_min", _fmt(c.switches_per_min))
+                    + (f" (+{c.reaction_switches} on steps)" if c.reaction_switches else ""),
                     _fmt(c.allocated_over_capacity_pct, " %"),
                     mark(c, "overshoot", _fmt(c.send_overshoot_pct, " %")),
                     means,

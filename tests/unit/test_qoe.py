@@ -102,6 +102,27 @@ def test_a_clean_run_scores_clean() -> None:
     assert card.passed == {"longest_stall": True, "switches_per_min": True, "overshoot": True}
 
 
+def test_the_reactions_to_capacity_steps_are_not_counted_as_switches() -> None:
+    # 3 Mbit/s, 300 kbit/s from 20 s, 3 Mbit/s from 40 s. The receiver goes 720p -> 360p -> 180p within
+    # 2 s of the fall, and 180p -> 360p -> 720p within 6 s of the rise: 4 reactions. One flap at 30 s
+    # (180p -> 360p -> 180p) is steady-state switching.
+    def height(t: float) -> int:
+        if t < 20 or t >= 46:
+            return 720
+        if t < 21 or 30 <= t < 31 or 43 <= t < 46:
+            return 360
+        return 180
+
+    def capacity(t: float) -> float:
+        return 300.0 if 20 <= t < 40 else 3000.0
+
+    card = score(run(60, height=height, capacity=capacity))
+    assert card.reaction_switches == 4
+    assert card.layer_switches == 2
+    # Steady time: 10-60 s less the 3 s after the fall and the 6 s until 720p was back.
+    assert card.switches_per_min == pytest.approx(2 * 60 / (50 - 3 - 6), rel=0.02)
+
+
 def test_time_to_720p_and_switches_count_only_steady_state() -> None:
     # 180p until 3 s, 720p; then in steady state (after 10 s) 360p for 1 s twice: 4 switches in 20 s.
     def height(t: float) -> int:
@@ -157,18 +178,27 @@ def test_a_late_sample_is_no_stall_and_chromiums_freeze_is_the_longest_one() -> 
 
 
 def test_overshoot_above_a_stepped_capacity() -> None:
-    # Capacity drops to 300 at 10 s; the bridge keeps sending 600 for 3 s, allocating 900 until 12 s.
+    # Capacity drops to 300 at 10 s; the bridge keeps sending 600 for 5 s, allocating 900 until 12 s. The
+    # first 3 s after the fall are its reaction (not judged as overshoot); the 2 s after are.
     samples = run(
         20,
         capacity=lambda t: 3000.0 if t < 10 else 300.0,
         allocated_kbps=lambda t: 900.0 if t < 12 else 250.0,
-        send_kbps=lambda t: 600.0 if t < 13 else 250.0,
+        send_kbps=lambda t: 600.0 if t < 15 else 250.0,
     )
     card = score(samples, criteria=Criteria(max_overshoot_pct=10))
     assert card.send_overshoot_pct == pytest.approx(100, abs=2)  # 600 against 300
     # Samples at 10.0 .. 11.8 allocated 900 over 300: 10 of 101.
     assert card.allocated_over_capacity_pct == pytest.approx(100 * 10 / 101, rel=0.01)
     assert card.passed == {"overshoot": False}
+    # Moving down within the reaction's 3 s: no overshoot judged.
+    samples = run(
+        20,
+        capacity=lambda t: 3000.0 if t < 10 else 300.0,
+        send_kbps=lambda t: 600.0 if t < 12.5 else 250.0,
+    )
+    card = score(samples, criteria=Criteria(max_overshoot_pct=10))
+    assert card.passed == {"overshoot": True}, card.send_overshoot_pct
 
 
 def test_audio_loss_is_concealment_and_lost_packets() -> None:
