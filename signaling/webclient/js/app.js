@@ -5,6 +5,7 @@ import { h } from './dom.js';
 import { icons } from './icons.js';
 import { SCREEN_STAGE_HEIGHT, STAGE_HEIGHT, followScreens, receiverConstraints, stageParticipant } from './layout.js';
 import { installCallExtras, openSettings } from './call-extras.js';
+import { installE2eeUi } from './e2ee-ui.js';
 import { loadPrefs, mediaConstraints } from './devices.js';
 
 const ROOM_RE = /^[a-z0-9_-]{1,64}$/;
@@ -723,8 +724,9 @@ function renderCall(room, conf) {
   const toolbar = h('footer.toolbar', { role: 'toolbar', 'aria-label': 'Call controls' }, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, lobbyBtn, muteAllBtn, avBtn,
     lastSep, endBtn, leaveBtn);
   const callBody = h('div.call-body', {}, h('main.stage', { 'aria-label': 'Participants\' video' }, grid, modBanner, knocks), panel);
+  const topbar = h('header.topbar.call-top', {}, brand(), h('span.room-chip', {}, room), lockBadge, h('span.spacer'), conn);
   const page = h('div.page.call', {},
-    h('header.topbar.call-top', {}, brand(), h('span.room-chip', {}, room), lockBadge, h('span.spacer'), conn),
+    topbar,
     callBody,
     toolbar);
   setView('call', page);
@@ -733,6 +735,7 @@ function renderCall(room, conf) {
   paintLobby(conf.lobbyState());
   // Chat, hands, reactions, screen share, settings, quality, shortcuts (call-extras.js).
   Object.assign(window.sluice, installCallExtras({ conf, toolbar, before: lastSep, body: callBody, toast }));
+  Object.assign(window.sluice, installE2eeUi({ conf, toolbar, before: lastSep, topbar }));
   return {
     show() {
       setView('call', page);

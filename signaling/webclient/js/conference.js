@@ -6,6 +6,7 @@
 // turns its simulcast encodings on and off here. Chat ("chat", "chat-error"), raised hands (in presence),
 // a screen share as a second video source, switching devices mid-call and what other pages report of
 // their connection ("endpoint-stats", "reaction") use chat.js, hands.js, screenshare.js and quality.js.
+// End-to-end encryption (e2ee.js) transforms the frames of the session's senders and receivers.
 
 import { $iq, $msg, $pres, Strophe, XmppClient, xmlElement, StanzaError, AuthFailed } from './xmpp.js';
 import {
@@ -18,6 +19,7 @@ import { NS_EXTDISCO, forceRelayOption, iceServersFromServices, servicesFromXml 
 import { ChatError, MUC_USER_NS, NICK_NS, parseChatMessage, validateMessage } from './chat.js';
 import { LOWER_HAND_MESSAGE, RAISED_HAND, raisedHandOf } from './hands.js';
 import { SCREEN_CONSTRAINTS, SCREEN_ENCODING, localSourceOf, screenSourceName, screenSourcesXml } from './screenshare.js';
+import { E2EE_PRESENCE, E2ee, e2eeOf, e2eeSupported, passphraseProblem } from './e2ee.js';
 
 /** Reactions a page may send (EndpointMessage "endpoint-reaction"); anything else received is ignored. */
 export const REACTIONS = Object.freeze({ like: '👍', clap: '👏', laugh: '😂', surprised: '😮', heart: '❤️' });
@@ -248,7 +250,9 @@ export class Conference extends EventTarget {
       handsLowered: 0, // our hand lowered by a moderator
       lowerHandRefused: 0, // ... asked by someone who is not a moderator, ignored
       restartsAsked: 0, // sessions we ended asking the focus for a new one (ICE failed or disconnected)
+      e2eeRotations: 0, // key generations our senders moved to (one per participant who left)
     };
+    this.e2ee = null; // E2ee (null when the browser cannot transform encoded frames)
     this.raisedHand = null; // when we raised our hand (ms), null when down
     this.screen = null; // our screen share: {track, mid (its m-line in this session), source (its SSRCs)}
     this.xmpp = null;
@@ -304,11 +308,12 @@ export class Conference extends EventTarget {
       id: this.nick, name: this.displayName, local: true, audioMuted: this.audioMuted, videoMuted: this.videoMuted,
       mutedByModerator: { ...this.mutedByModerator },
       affiliation: this.affiliation, role: this.role, tracks: this.localStream ? this.localStream.getTracks() : [],
-      raisedHand: this.raisedHand,
+      raisedHand: this.raisedHand, e2ee: Boolean(this.e2ee?.enabled),
     };
     const screens = [];
-    const screen = (owner, name, local, track) => ({
+    const screen = (owner, name, local, track, mid = null) => ({
       id: screenSourceName(owner), name, local, screen: true, owner, audioMuted: false, videoMuted: false, tracks: [track],
+      e2ee: local ? Boolean(this.e2ee?.enabled) : Boolean(this.participants.get(owner)?.e2ee), e2eeState: mid ? this._e2eeStateOf([mid]) : null,
     });
     if (this.screen) screens.push(screen(this.nick, 'Your screen', true, this.screen.track));
     const remote = [];
@@ -316,10 +321,10 @@ export class Conference extends EventTarget {
       if (p.isFocus) continue;
       const tracks = [];
       for (const [mid, t] of p.tracks) {
-        if (this.remote?.sourceOfMid(mid)?.videoType === 'desktop') screens.push(screen(p.id, `${p.name}'s screen`, false, t));
+        if (this.remote?.sourceOfMid(mid)?.videoType === 'desktop') screens.push(screen(p.id, `${p.name}'s screen`, false, t, mid));
         else tracks.push(t);
       }
-      remote.push({ ...p, local: false, tracks });
+      remote.push({ ...p, local: false, tracks, e2eeState: this._e2eeStateOf([...p.tracks.keys()]) });
     }
     return [local, ...remote, ...screens];
   }
@@ -445,6 +450,7 @@ export class Conference extends EventTarget {
       .c('videomuted', { xmlns: VIDEO_NS }).t(String(this.videoMuted)).up()
       .c('SourceInfo').t(JSON.stringify(sourceInfo)).up();
     if (this.raisedHand !== null) p.c(RAISED_HAND).t(String(this.raisedHand)).up();
+    if (this.e2ee?.enabled) p.c(E2EE_PRESENCE).t('true').up();
     return p;
   }
 
@@ -532,6 +538,10 @@ export class Conference extends EventTarget {
       } else if (this.remote) {
         this.queue = this.queue.then(() => this._removeOwner(nick));
       }
+      if (p && !p.isFocus && this.e2ee?.enabled) {
+        this.e2ee.rotate();
+        this.counters.e2eeRotations += 1;
+      }
       this._participantsChanged();
       return;
     }
@@ -570,6 +580,7 @@ export class Conference extends EventTarget {
       role: item ? item.getAttribute('role') : undefined,
       affiliation: item ? item.getAttribute('affiliation') : undefined,
       raisedHand: raisedHandOf(st),
+      e2ee: e2eeOf(st),
     });
     this.participants.set(nick, p);
     if (isFocus) this._set({ focus: 'in room' });
@@ -705,6 +716,36 @@ export class Conference extends EventTarget {
 
   // ----------------------------------------------------------------------------------- screen sharing
 
+  // ------------------------------------------------------------------------------- end-to-end encryption
+
+  _e2eeStart() {
+    if (this.e2ee || !e2eeSupported()) return this.e2ee;
+    this.e2ee = new E2ee(this.roomJid);
+    this.e2ee.addEventListener('state', () => this._participantsChanged());
+    if (this.pc) this.e2ee.attach(this.pc);
+    return this.e2ee;
+  }
+
+  /**
+   * Encrypts our media end to end with `passphrase` (a salt per room: the room's JID), or stops with ''.
+   * Others see it in our presence.
+   */
+  setE2ee(passphrase) {
+    const problem = passphrase ? passphraseProblem(passphrase) : '';
+    if (problem) throw new Error(problem);
+    if (!e2eeSupported()) throw new Error('This browser cannot encrypt media end to end.');
+    this._e2eeStart().setPassphrase(passphrase);
+    if (this.state.joined) this.xmpp.send(this._presence(false));
+    this._participantsChanged();
+  }
+
+  /** What our receivers of these m-lines saw last: 'no-key' or 'wrong-key' over 'decrypted' over 'clear'. */
+  _e2eeStateOf(mids) {
+    const states = new Set(mids.map((m) => this.e2ee?.states.get(m)).filter(Boolean));
+    for (const s of ['no-key', 'wrong-key', 'decrypted', 'clear']) if (states.has(s)) return s;
+    return null;
+  }
+
   /** Shares the screen (getDisplayMedia, or `stream` when given): a second video source, "<nick>-v1". */
   async startScreenShare(stream = null) {
     if (this.screen) return;
@@ -734,6 +775,7 @@ export class Conference extends EventTarget {
     await pc.setRemoteDescription({ type: 'offer', sdp: remote.toSdp() });
     const tr = pc.getTransceivers().find((t) => t.mid === s.mid);
     if (!tr) throw new Error(`no transceiver for ${s.mid}`);
+    this.e2ee?.attach(pc); // before the sender has its track (see _sessionInitiate)
     tr.direction = 'sendonly';
     await tr.sender.replaceTrack(s.track);
     tr.sender.setStreams(new MediaStream([s.track]));
@@ -1140,7 +1182,11 @@ export class Conference extends EventTarget {
     this.simulcast = null;
     this.pendingCandidates = [];
     this._openChannel(remote.transport.webSockets ?? []);
-    if (this.localStream) for (const t of this.localStream.getTracks()) pc.addTrack(t, this.localStream);
+    // Chrome calls a sender's transform only when it was set before the sender had a track (one set later
+    // is never called), so every session gets the E2EE transforms from the start, passing frames through
+    // until a passphrase is set.
+    const e2ee = this._e2eeStart();
+    if (this.localStream) for (const t of this.localStream.getTracks()) e2ee?.attachSender(pc.addTrack(t, this.localStream), t.kind);
     pc.ontrack = (e) => this._onTrack(e);
     pc.onicecandidate = (e) => this._onLocalCandidate(pc, e.candidate);
     pc.oniceconnectionstatechange = () => {
@@ -1248,6 +1294,7 @@ export class Conference extends EventTarget {
    * with an SVC mode (codecs.js), left at its one SSRC + RTX and sent as one SVC encoding.
    */
   async _answer(pc) {
+    this.e2ee?.attach(pc); // before the sender has its track (see _sessionInitiate) // before any frame is encoded on a new line
     const video = this.remote.contents.find((c) => c.media === 'video');
     const camera = video && this.localStream?.getVideoTracks().length ? pc.getTransceivers().find((t) => t.mid === video.name) : null;
     if (camera && this.video.codec) preferCodec(camera, this.video.codec);
@@ -1369,6 +1416,7 @@ export class Conference extends EventTarget {
 
   _onTrack(e) {
     const mid = e.transceiver.mid;
+    if (e.target === this.pc) this.e2ee?.attach(this.pc);
     const src = this.remote?.sourceOfMid(mid);
     if (!src) return; // the bridge's own (jvb) lines or our sendrecv lines
     const p = this.participants.get(src.owner);
@@ -1702,6 +1750,7 @@ export class Conference extends EventTarget {
       }
     }
     this._closeSession();
+    this.e2ee?.close();
     if (this.xmpp && this.xmpp.status === 'connected') {
       this._leaveLobby();
       if (this.knocking) this.xmpp.send($pres({ to: `${this.knocking.jid}/${this.nick}`, type: 'unavailable' }));

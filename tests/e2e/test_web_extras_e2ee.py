@@ -1,0 +1,180 @@
+"""End-to-end encryption in headless Chromium on the real `sluice serve` (issue 16; signaling/webclient/js/
+e2ee*.js, docs/security.md "End-to-end encryption"). Screenshots: test-artifacts/web-extras-e2ee-*.png.
+
+- Two pages with the same passphrase decode each other; a third without it shows the "encrypted"
+  placeholder over their tiles and decodes nothing more of them (its worker drops what it cannot decrypt);
+  with another passphrase it says so. When the third leaves, the two move to the next key generation and
+  keep decoding each other.
+- What the bridge forwards carries no plaintext. The bridge has no packet capture and its SRTP keys stay in
+  it, so the test looks at the bridge's output where it is first readable: the encoded frames as the third
+  page's receiver gets them (SRTP removed, RTP depacketized, before any decryption), which are the RTP
+  payloads the bridge forwarded without the VP8 payload descriptor. The sender's worker records the
+  plaintext frames it encrypts. Compared: 16 bytes after the clear prefix (10 bytes of a VP8 keyframe,
+  3 of a delta frame). In a plain run the receiver's frames are the sender's (the comparison finds them);
+  with E2EE none of the frames that reached the third page is one the sender's encoder made, every one
+  carries the trailer, and keyframes still show VP8's start code (9d 01 2a) in the clear prefix the
+  bridge reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_web_extras import camera_frames, join, no_console_errors, shot
+from tests.helpers.chromium import ChromiumBrowser
+from tests.helpers.serve import ServeProcess, running_serve
+from tests.helpers.webpage import await_for, open_pages
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[ServeProcess]:
+    async with running_serve(tmp_path) as served:
+        yield served
+
+PASSPHRASE = "correct horse battery staple"
+KEY_CLEAR, DELTA_CLEAR = 10, 3
+MAGIC = "534c45"  # "SLE", the trailer's last bytes (e2ee-frame.js)
+
+
+def after_prefix(frame: dict[str, str]) -> str:
+    """The 16 bytes after the clear prefix, in hex (a VP8 keyframe's frame tag has bit 0 clear)."""
+    head = frame["head"]
+    prefix = KEY_CLEAR if int(head[:2], 16) & 1 == 0 else DELTA_CLEAR
+    return head[2 * prefix : 2 * prefix + 32]
+
+
+def video_mid(sources: list[dict[str, Any]], owner: str) -> str:
+    (mid,) = [s["mid"] for s in sources if s["owner"] == owner and s["media"] == "video"]
+    return str(mid)
+
+
+async def frames_flat(browser: ChromiumBrowser, owner: str, seconds: float) -> tuple[int, int]:
+    before = camera_frames(await browser.acall("getStats"), owner)
+    await asyncio.sleep(seconds)
+    return before, camera_frames(await browser.acall("getStats"), owner)
+
+
+async def test_plain_run_shows_the_comparison_finds_plaintext(serve: ServeProcess, tmp_path: Path) -> None:
+    async with open_pages(tmp_path) as p:
+        p["Ada"], ada = await join(serve, tmp_path, "plain-room", "Ada")
+        p["Grace"], _ = await join(serve, tmp_path, "plain-room", "Grace")
+        for name in p:
+            assert await p[name].acall("e2eeRecord", True) is True
+        await await_for(p["Grace"], "Ada decoded", lambda s: camera_frames(s, ada) > 60, "getStats", 40)
+        mid = video_mid(await p["Grace"].acall("remoteSources"), ada)
+        sent = (await p["Ada"].acall("e2ee"))["worker"]["record"]["sent"]
+        got = (await p["Grace"].acall("e2ee"))["worker"]["record"]["received"][mid]
+        plain = {after_prefix(f) for f in sent}
+        assert len(got) > 30
+        assert not any(f["tail"] == MAGIC for f in got)
+        found = sum(after_prefix(f) in plain for f in got[-100:])
+        print("plain run: of the last", len(got[-100:]), "frames received,", found, "are the sender's")
+        # All but frames older than the sender's record (it keeps 2,000 frames of three layers).
+        assert found >= 0.9 * len(got[-100:])
+        keyframes = [f for f in got if int(f["head"][:2], 16) & 1 == 0]
+        assert keyframes and all(f["head"][6:12] == "9d012a" for f in keyframes)
+
+
+async def test_e2ee_same_passphrase_decodes_others_see_placeholder_bridge_sees_no_plaintext(
+    serve: ServeProcess, tmp_path: Path, artifact_dir: Path
+) -> None:
+    async with open_pages(tmp_path) as p:
+        nick: dict[str, str] = {}
+        for name in ("Ada", "Grace", "Linus"):
+            p[name], nick[name] = await join(serve, tmp_path, "secret-room", name)
+        ada, grace = nick["Ada"], nick["Grace"]
+        await await_for(p["Linus"], "Ada decoded", lambda s: camera_frames(s, ada) > 30, "getStats", 40)
+        for name in ("Ada", "Linus"):
+            assert await p[name].acall("e2eeRecord", True) is True
+
+        # Ada and Grace turn encryption on with the same passphrase, through the dialog.
+        assert "too long" in await p["Ada"].acall("setE2ee", "x" * 300)
+        for name in ("Ada", "Grace"):
+            assert await p[name].acall("setE2ee", PASSPHRASE) == ""
+        for me, other in (("Ada", grace), ("Grace", ada)):
+            mid = video_mid(await p[me].acall("remoteSources"), other)
+            await await_for(
+                p[me], f"{me} decrypts",
+                lambda e, mid=mid: (e["worker"]["receivers"].get(mid) or {}).get("state") == "decrypted", "e2ee",
+            )  # fmt: skip
+            before = camera_frames(await p[me].acall("getStats"), other)
+            await await_for(p[me], f"{me} decodes", lambda s, o=other, b=before: camera_frames(s, o) > b + 30, "getStats")
+            shown = await p[me].acall("e2ee")
+            assert shown["enabled"] and shown["placeholders"][other] is None
+            assert shown["worker"]["counters"]["encrypted"] > 0 and shown["worker"]["counters"]["failed"] == 0
+
+        # Linus has no passphrase: placeholders over both, nothing more of theirs decoded, audio dropped too.
+        linus = await await_for(
+            p["Linus"], "placeholders",
+            lambda e: all(e["placeholders"].get(n) for n in (ada, grace)), "e2ee",
+        )  # fmt: skip
+        assert "end-to-end encrypted" in linus["placeholders"][ada]
+        assert not linus["enabled"]
+        before, after = await frames_flat(p["Linus"], ada, 3)
+        assert after == before, (before, after)
+        linus = await p["Linus"].acall("e2ee")
+        assert linus["worker"]["counters"]["noKey"] > 100 and linus["worker"]["counters"]["decrypted"] == 0
+        await shot(p["Linus"], artifact_dir, "e2ee-placeholder")
+        await shot(p["Grace"], artifact_dir, "e2ee-decrypted")
+
+        # What the bridge forwarded to Linus: encrypted frames, none of Ada's plaintext frames in them.
+        mid = video_mid(await p["Linus"].acall("remoteSources"), ada)
+        got = linus["worker"]["record"]["received"][mid]
+        sent = (await p["Ada"].acall("e2ee"))["worker"]["record"]["sent"]
+        plain = {after_prefix(f) for f in sent}
+        encrypted = [f for f in got if f["tail"] == MAGIC]
+        clear_before = [f for f in got if f["tail"] != MAGIC]
+        print("E2EE run:", len(encrypted), "encrypted frames reached Linus,", len(clear_before), "clear before")
+        assert len(encrypted) > 60
+        # Once encrypted, always: the clear ones all came before the first encrypted one.
+        first = next(i for i, f in enumerate(got) if f["tail"] == MAGIC)
+        assert all(f["tail"] == MAGIC for f in got[first:])
+        assert not [f for f in encrypted if after_prefix(f) in plain]
+        # The control: the clear frames from before E2EE was on are found the same way.
+        assert sum(after_prefix(f) in plain for f in clear_before[-20:]) >= min(10, len(clear_before[-20:]))
+        keyframes = [f for f in encrypted if int(f["head"][:2], 16) & 1 == 0]
+        assert keyframes and all(f["head"][6:12] == "9d012a" for f in keyframes)
+
+        # Another passphrase: "encrypted with another passphrase", still nothing decoded.
+        assert await p["Linus"].acall("setE2ee", "not the passphrase") == ""
+        linus = await await_for(
+            p["Linus"], "wrong key", lambda e: "another passphrase" in (e["placeholders"].get(ada) or ""), "e2ee"
+        )
+        assert linus["worker"]["counters"]["decrypted"] == 0 and linus["worker"]["counters"]["failed"] > 0
+        before, after = await frames_flat(p["Linus"], ada, 2)
+        assert after == before
+
+        # Linus leaves: Ada and Grace move to generation 1 and keep decoding each other, without a failure
+        # (those counted so far were Linus's frames, under his passphrase).
+        await p["Linus"].acall("leave")
+        for me, other in (("Ada", grace), ("Grace", ada)):
+            mid = video_mid(await p[me].acall("remoteSources"), other)
+            await await_for(p[me], f"{me} rotated", lambda s: s["counters"]["e2eeRotations"] == 1)
+            failed = (await p[me].acall("e2ee"))["worker"]["counters"]["failed"]
+            await await_for(
+                p[me], f"{me} on generation 1",
+                lambda e, mid=mid: e["worker"]["generation"] == 1
+                and (e["worker"]["receivers"].get(mid) or {}).get("generation") == 1, "e2ee",
+            )  # fmt: skip
+            before = camera_frames(await p[me].acall("getStats"), other)
+            await await_for(p[me], f"{me} decodes", lambda s, o=other, b=before: camera_frames(s, o) > b + 30, "getStats")
+            assert (await p[me].acall("e2ee"))["worker"]["counters"]["failed"] == failed
+        # A screen share is encrypted too (its sender is made with the transform): Grace decrypts it.
+        await p["Ada"].acall("shareScreen")
+        screen = f"{ada}-v1"
+        await await_for(p["Grace"], "screen decoded", lambda s: s.get(screen, {}).get("framesDecoded", 0) > 5, "getStats", 40)
+        mid = next(s["mid"] for s in await p["Grace"].acall("remoteSources") if s["name"] == screen)
+        grace_e2ee = await p["Grace"].acall("e2ee")
+        assert grace_e2ee["worker"]["receivers"][mid]["state"] == "decrypted"
+        assert grace_e2ee["placeholders"][screen] is None
+        p["Ada"].driver.execute_script("document.getElementById('toggle-e2ee').click()")
+        await shot(p["Ada"], artifact_dir, "e2ee-dialog")
+        for name in ("Ada", "Grace"):
+            no_console_errors(p[name])
