@@ -1,6 +1,6 @@
 """The call extras' pure modules alone in a page (js/chat.js, hands.js, quality.js, devices.js, layout.js,
-screenshare.js): parsing what other pages send, bounds, ordering, the quality levels and the layout's
-screen-share rule."""
+screenshare.js, e2ee-frame.js, e2ee.js, e2ee-ui.js): parsing what other pages send, bounds, ordering, the
+quality levels, the layout's screen-share rule and grid pages, the E2EE frame format and key schedule."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ ROOM = "r@conference.meet.test"
 _RUN = """
 const done = arguments[arguments.length - 1];
 const [name, input] = [arguments[0], arguments[1]];
-const modules = ['chat', 'hands', 'quality', 'devices', 'layout', 'screenshare'];
+const modules = ['chat', 'hands', 'quality', 'devices', 'layout', 'screenshare', 'e2ee-frame', 'e2ee', 'e2ee-ui'];
 Promise.all(modules.map((m) => import(`/js/${m}.js`)))
-  .then(([chat, hands, quality, devices, layout, screenshare]) => {
+  .then(([chat, hands, quality, devices, layout, screenshare, frame, e2ee, e2eeUi]) => {
     const xml = (s) => new DOMParser().parseFromString(s, 'text/xml').documentElement;
     const tests = {
       chat: () => {
@@ -79,16 +79,65 @@ Promise.all(modules.map((m) => import(`/js/${m}.js`)))
         const own = { mode: 'grid', pinned: null, auto: false, chosen: false };
         const mine = [{ id: 'me', local: true }, { id: 'me-v1', local: true, screen: true }];
         steps.push([layout.followScreens(own, mine), own.mode]);
+        const ids = ['me', 'a', 'b', 'c', 'd'];
         return { steps,
           pinned: layout.stageParticipant({ mode: 'stage', pinned: 'a', dominant: null }, people),
-          constraints: layout.receiverConstraints('a-v1', layout.SCREEN_STAGE_HEIGHT) };
+          constraints: layout.receiverConstraints('a-v1', layout.SCREEN_STAGE_HEIGHT),
+          hidden: layout.receiverConstraints('a-v0', layout.STAGE_HEIGHT, ['c-v0', 'a-v0', 'b-v0']),
+          perPage: [[1248, 640], [900, 250], [300, 100], [0, 0], [664, 384]].map(([w, h]) => layout.tilesPerPage(w, h)),
+          pages: [[2, 0], [2, 2], [2, 9], [2, -1], [9, 0]].map(([per, page]) => layout.gridPage(ids, per, page)),
+          columns: [[1, 2000], [3, 2000], [5, 2000], [16, 2000], [5, 500], [5, 0]].map(([n, w]) => layout.gridColumns(n, w)),
+        };
+      },
+      e2ee: async () => {
+        const room = input.room;
+        const data = Uint8Array.from([0x90, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00, ...Array.from({ length: 90 }, (_, i) => i)]);
+        const material = await frame.deriveMaterial('correct horse', room);
+        const [k0, k1] = await Promise.all([0, 1].map((g) => frame.frameKey(material, room, g)));
+        const elsewhere = await frame.frameKey(await frame.deriveMaterial('correct horse', 'other@conference.meet.test'), room, 0);
+        const wrong = await frame.frameKey(await frame.deriveMaterial('correct horsf', room), room, 0);
+        const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+        const opens = async (key, bytes) => {
+          try {
+            return hex(await frame.decryptFrame(key, frame.parseFrame(bytes, 10))) === hex(data);
+          } catch (e) {
+            return e.name;
+          }
+        };
+        const enc = await frame.encryptFrame(k0, 0, data, 10);
+        const again = await frame.encryptFrame(k0, 0, data, 10);
+        const later = await frame.encryptFrame(k1, 257, data, 10);
+        const tampered = (i) => { const c = enc.slice(); c[i] ^= 1; return c; };
+        const refused = async (p) => { try { await frame.deriveMaterial(p, room); return null; } catch (e) { return e.message; } };
+        const xml = (s) => new DOMParser().parseFromString(s, 'text/xml').documentElement;
+        return {
+          length: [data.length, enc.length],
+          clear: hex(enc.subarray(0, 10)) === hex(data.subarray(0, 10)),
+          after: [hex(enc.subarray(10, 26)), hex(data.subarray(10, 26))],
+          fresh: hex(enc) !== hex(again),
+          trailer: hex(enc.subarray(enc.length - 4)),
+          laterIndex: frame.parseFrame(later, 10).index,
+          encrypted: [frame.isEncrypted(enc), frame.isEncrypted(data), frame.isEncrypted(enc.subarray(0, 20))],
+          opens: {
+            right: await opens(k0, enc), nextGeneration: await opens(k1, later), generationMismatch: await opens(k1, enc),
+            otherRoom: await opens(elsewhere, enc), otherPassphrase: await opens(wrong, enc),
+            clearByteChanged: await opens(k0, tampered(5)), bodyByteChanged: await opens(k0, tampered(40)),
+            ivChanged: await opens(k0, tampered(enc.length - 10)),
+          },
+          generations: [[1, 0], [64, 0], [65, 0], [0, 5], [4, 260], [255, 0], [3, 3]].map(([i, last]) => frame.generationOf(i, last)),
+          clearBytes: [frame.clearBytes('audio'), frame.clearBytes('video', 'key'), frame.clearBytes('video', 'delta')],
+          refused: [await refused(''), await refused('x'.repeat(frame.MAX_PASSPHRASE + 1)), await refused('x'.repeat(frame.MAX_PASSPHRASE))],
+          problems: ['', 'ok', 'x'.repeat(300)].map(e2ee.passphraseProblem),
+          presence: input.presences.map((s) => e2ee.e2eeOf(xml(s))),
+          placeholders: input.people.map((p) => e2eeUi.placeholderText(p, p.weEncrypt)),
+        };
       },
       screenshare: () => ({
         source: screenshare.localSourceOf(input.sdp, 'l3'),
         none: screenshare.localSourceOf(input.sdp, 'video'),
       }),
     };
-    done(tests[name]());
+    Promise.resolve(tests[name]()).then(done, (e) => done({ error: String(e) }));
   }, (e) => done({ error: String(e) }));
 """
 
@@ -258,6 +307,63 @@ def test_a_screen_share_takes_the_stage_and_gives_it_back(page: ChromiumBrowser)
         "defaultConstraints": {"maxHeight": 180},
         "constraints": {"a-v1": {"maxHeight": 1080}},
     }
+
+
+def test_grid_pages_and_constraints_of_what_is_not_shown(page: ChromiumBrowser) -> None:
+    got = run(page, "layout", {})
+    # Hidden sources at 0 (sorted, the stage's own never), the stage at its height.
+    assert got["hidden"]["constraints"] == {"b-v0": {"maxHeight": 0}, "c-v0": {"maxHeight": 0}, "a-v0": {"maxHeight": 720}}
+    # 320×180 tiles and 12 px gaps: 3×3 in a laptop's grid, 2×1, at least one when nothing fits.
+    assert got["perPage"] == [9, 2, 1, 1, 4]
+    assert got["pages"] == [
+        {"page": 0, "pages": 3, "visible": ["me", "a"]},
+        {"page": 2, "pages": 3, "visible": ["d"]},
+        {"page": 2, "pages": 3, "visible": ["d"]},  # past the end: the last page
+        {"page": 0, "pages": 3, "visible": ["me", "a"]},
+        {"page": 0, "pages": 1, "visible": ["me", "a", "b", "c", "d"]},
+    ]
+    assert got["columns"] == [1, 2, 3, 4, 1, 1]
+
+
+def test_e2ee_frames_keys_and_generations(page: ChromiumBrowser) -> None:
+    presences = [
+        "<presence xmlns='jabber:client'><jitsi_participant_e2ee.enabled>true</jitsi_participant_e2ee.enabled>"
+        "</presence>",
+        "<presence xmlns='jabber:client'><jitsi_participant_e2ee.enabled>false</jitsi_participant_e2ee.enabled>"
+        "</presence>",
+        "<presence xmlns='jabber:client'/>",
+    ]
+    people = [
+        {"id": "a", "name": "Ada", "e2ee": True, "e2eeState": None, "weEncrypt": False},
+        {"id": "a", "name": "Ada", "e2ee": True, "e2eeState": "decrypted", "weEncrypt": True},
+        {"id": "a", "name": "Ada", "e2ee": False, "e2eeState": "wrong-key", "weEncrypt": True},
+        {"id": "a", "name": "Ada", "e2ee": False, "e2eeState": "no-key", "weEncrypt": False},
+        {"id": "a", "name": "Ada", "e2ee": False, "e2eeState": "clear", "weEncrypt": False},
+        {"id": "me", "name": "Me", "local": True, "e2ee": True, "e2eeState": None, "weEncrypt": False},
+    ]
+    got = run(page, "e2ee", {"room": ROOM, "presences": presences, "people": people})
+    # Clear prefix + ciphertext + 16-byte tag + IV, key index and "SLE".
+    assert got["length"] == [100, 100 + 16 + 16]
+    assert got["clear"] and got["after"][0] != got["after"][1] and got["fresh"]
+    assert got["trailer"] == "00534c45" and got["laterIndex"] == 1  # generation 257: index 1
+    assert got["encrypted"] == [True, False, False]
+    assert got["opens"] == {
+        "right": True, "nextGeneration": True, "generationMismatch": "OperationError",
+        "otherRoom": "OperationError", "otherPassphrase": "OperationError",
+        "clearByteChanged": "OperationError", "bodyByteChanged": "OperationError", "ivChanged": "OperationError",
+    }  # fmt: skip
+    # Up to 64 generations ahead; else behind; never below 0.
+    assert got["generations"] == [1, 64, None, 0, 260, None, 3]
+    assert got["clearBytes"] == [1, 10, 3]
+    too_long = "the passphrase must have 1 to 256 characters"
+    assert got["refused"] == [too_long, too_long, None]
+    assert got["problems"][0] == "Please enter a passphrase." and got["problems"][1] == ""
+    assert "too long: 300 characters, the limit is 256" in got["problems"][2]
+    assert got["presence"] == [True, False, False]
+    first, decrypted, wrong, no_key, clear, me = got["placeholders"]
+    assert "Ada is end-to-end encrypted" in first and decrypted is None and clear is None and me is None
+    assert wrong == "Ada is encrypted with another passphrase."
+    assert "Ada is end-to-end encrypted" in no_key
 
 
 def test_the_screen_lines_sources_are_read_from_the_answer(page: ChromiumBrowser) -> None:

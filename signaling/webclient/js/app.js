@@ -3,7 +3,7 @@
 import { AuthFailed, AuthRequired, Conference, LobbyRefused, LobbyRequired, PasswordRequired, tokenClaims } from './conference.js';
 import { h } from './dom.js';
 import { icons } from './icons.js';
-import { SCREEN_STAGE_HEIGHT, STAGE_HEIGHT, followScreens, receiverConstraints, stageParticipant } from './layout.js';
+import { SCREEN_STAGE_HEIGHT, STAGE_HEIGHT, followScreens, gridColumns, gridPage, receiverConstraints, stageParticipant, tilesPerPage } from './layout.js';
 import { installCallExtras, openSettings } from './call-extras.js';
 import { installE2eeUi } from './e2ee-ui.js';
 import { loadPrefs, mediaConstraints } from './devices.js';
@@ -443,15 +443,55 @@ function renderCall(room, conf) {
   const tiles = new Map(); // id → {el, video, audios: Map}
   // Grid or stage; who is pinned (a click on a tile); who the bridge says speaks (bridge channel).
   // auto: the stage was chosen for a screen share; chosen: the person picked a layout during one.
-  const layout = { mode: 'grid', pinned: null, dominant: null, stage: null, auto: false, chosen: false };
+  // The grid's page (of pages, perPage tiles each: what fits); whether our own tile and the stage's
+  // filmstrip show.
+  const layout = { mode: 'grid', pinned: null, dominant: null, stage: null, auto: false, chosen: false,
+    page: 0, pages: 1, perPage: 9, selfView: true, filmstrip: true };
   let people = [];
+  // Which tiles the viewport shows (another page, a hidden filmstrip, scrolled away: not): what is not shown
+  // is asked of the bridge at 0.
+  const inView = new Map();
+  const observer = new IntersectionObserver((entries) => {
+    let changed = false;
+    for (const e of entries) {
+      const id = e.target.dataset.id;
+      if (inView.get(id) !== e.isIntersecting) changed = true;
+      inView.set(id, e.isIntersecting);
+    }
+    if (changed) applyLayout();
+  });
+  const pageLabel = h('span.page-label#page-label');
+  const prevBtn = h('button.icon-btn#page-prev', { type: 'button', title: 'Previous page', 'aria-label': 'Previous page' }, '‹');
+  const nextBtn = h('button.icon-btn#page-next', { type: 'button', title: 'Next page', 'aria-label': 'Next page' }, '›');
+  const pager = h('div.pager#pager', { hidden: true, role: 'navigation', 'aria-label': 'Grid pages' }, prevBtn, pageLabel, nextBtn);
+  const selfBtn = h('button.chip#toggle-self-view', { type: 'button', 'aria-pressed': 'false' });
+  const stripBtn = h('button.chip#toggle-filmstrip', { type: 'button', 'aria-pressed': 'false' });
+  const viewBar = h('div.view-bar#view-bar', { role: 'toolbar', 'aria-label': 'View' }, selfBtn, stripBtn, h('span.spacer'), pager);
 
   const applyLayout = () => {
     const stage = stageParticipant(layout, people);
     layout.stage = stage;
     grid.classList.toggle('stage-view', layout.mode === 'stage');
-    grid.style.setProperty('--strip', String(Math.max(1, tiles.size - 1)));
+    // Our own camera's tile only while self view is on (our screen share stays).
+    const ordered = people.filter((p) => layout.selfView || !p.local || p.screen).map((p) => p.id);
+    if (grid.clientHeight > 0) layout.perPage = tilesPerPage(grid.clientWidth, grid.clientHeight);
+    let shown;
+    if (layout.mode === 'grid') {
+      const g = gridPage(ordered, layout.perPage, layout.page);
+      Object.assign(layout, { page: g.page, pages: g.pages });
+      shown = new Set(g.visible);
+    } else {
+      shown = new Set(ordered.filter((id) => id === stage || layout.filmstrip));
+      if (stage) shown.add(stage);
+    }
+    const cols = gridColumns(shown.size, grid.clientWidth);
+    grid.style.setProperty('--cols', String(cols));
+    grid.style.setProperty('--rows', String(Math.max(1, Math.ceil(shown.size / cols))));
+    grid.style.setProperty('--strip', String(Math.max(1, shown.size - 1)));
+    grid.dataset.count = String(shown.size);
+    grid.classList.toggle('no-strip', layout.mode === 'stage' && shown.size <= 1);
     for (const [id, t] of tiles) {
+      t.el.classList.toggle('off', !shown.has(id));
       t.el.classList.toggle('on-stage', id === stage);
       t.el.classList.toggle('pinned', id === layout.pinned);
       t.el.classList.toggle('dominant', id === layout.dominant);
@@ -462,8 +502,19 @@ function renderCall(room, conf) {
     }
     const stageIsRemote = stage !== null && !people.find((p) => p.id === stage)?.local;
     const stageScreen = Boolean(people.find((p) => p.id === stage)?.screen);
+    const hidden = people.filter((p) => !p.local && (!shown.has(p.id) || inView.get(p.id) === false))
+      .map((p) => conf.videoSourceOf(p.id)).filter(Boolean);
     conf.setReceiverConstraints(receiverConstraints(stageIsRemote ? conf.videoSourceOf(stage) : null,
-      stageScreen ? SCREEN_STAGE_HEIGHT : STAGE_HEIGHT));
+      stageScreen ? SCREEN_STAGE_HEIGHT : STAGE_HEIGHT, hidden));
+    pager.hidden = layout.mode !== 'grid' || layout.pages <= 1;
+    pageLabel.textContent = `Page ${layout.page + 1} of ${layout.pages}`;
+    prevBtn.disabled = layout.page === 0;
+    nextBtn.disabled = layout.page >= layout.pages - 1;
+    selfBtn.textContent = layout.selfView ? 'Hide self view' : 'Show self view';
+    selfBtn.setAttribute('aria-pressed', String(!layout.selfView));
+    stripBtn.hidden = layout.mode !== 'stage';
+    stripBtn.textContent = layout.filmstrip ? 'Hide filmstrip' : 'Show filmstrip';
+    stripBtn.setAttribute('aria-pressed', String(!layout.filmstrip));
     layoutBtn.innerHTML = (layout.mode === 'stage' ? icons.grid : icons.stage) +
       `<span class="tool-label">${layout.mode === 'stage' ? 'Grid' : 'Stage'}</span>`;
     layoutBtn.title = layout.mode === 'stage' ? 'Show everyone in a grid' : 'Show one participant large';
@@ -474,6 +525,14 @@ function renderCall(room, conf) {
     if (layout.pinned) layout.mode = 'stage';
     applyLayout();
   };
+  prevBtn.addEventListener('click', () => { layout.page -= 1; applyLayout(); });
+  nextBtn.addEventListener('click', () => { layout.page += 1; applyLayout(); });
+  selfBtn.addEventListener('click', () => { layout.selfView = !layout.selfView; applyLayout(); });
+  stripBtn.addEventListener('click', () => { layout.filmstrip = !layout.filmstrip; applyLayout(); });
+  // The grid's size decides how many tiles a page holds.
+  new ResizeObserver(() => {
+    if (tilesPerPage(grid.clientWidth, grid.clientHeight) !== layout.perPage) applyLayout();
+  }).observe(grid);
   layoutBtn.addEventListener('click', () => {
     layout.mode = layout.mode === 'stage' ? 'grid' : 'stage';
     if (layout.mode === 'grid') layout.pinned = null;
@@ -605,6 +664,7 @@ function renderCall(room, conf) {
       el.title = 'Click to pin on stage';
       tiles.set(p.id, t);
       grid.append(el);
+      observer.observe(el);
     }
     return t;
   };
@@ -652,15 +712,12 @@ function renderCall(room, conf) {
     }
     for (const [id, t] of tiles) {
       if (!seen.has(id)) {
+        observer.unobserve(t.el);
+        inView.delete(id);
         t.el.remove();
         tiles.delete(id);
       }
     }
-    const n = tiles.size;
-    const cols = n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4;
-    grid.style.setProperty('--cols', String(cols));
-    grid.style.setProperty('--rows', String(Math.ceil(n / cols)));
-    grid.dataset.count = String(n);
     followScreens(layout, people);
     applyLayout();
 
@@ -723,7 +780,7 @@ function renderCall(room, conf) {
   const lastSep = h('span.sep');
   const toolbar = h('footer.toolbar', { role: 'toolbar', 'aria-label': 'Call controls' }, micBtn, camBtn, h('span.sep'), layoutBtn, peopleBtn, linkBtn, lockBtn, lobbyBtn, muteAllBtn, avBtn,
     lastSep, endBtn, leaveBtn);
-  const callBody = h('div.call-body', {}, h('main.stage', { 'aria-label': 'Participants\' video' }, grid, modBanner, knocks), panel);
+  const callBody = h('div.call-body', {}, h('main.stage', { 'aria-label': 'Participants\' video' }, viewBar, grid, modBanner, knocks), panel);
   const topbar = h('header.topbar.call-top', {}, brand(), h('span.room-chip', {}, room), lockBadge, h('span.spacer'), conn);
   const page = h('div.page.call', {},
     topbar,
@@ -870,6 +927,15 @@ window.sluice = {
   },
   /** Clicks the grid/stage button. */
   toggleLayout: () => document.getElementById('toggle-layout').click(),
+  /** Clicks a view bar button: 'page-prev', 'page-next', 'toggle-self-view', 'toggle-filmstrip'. */
+  clickView: (id) => {
+    const b = document.getElementById(id);
+    if (!b || b.disabled || b.closest('[hidden]')) throw new Error(`${id} is not there to click`);
+    b.click();
+  },
+  /** The tiles on screen now: ids of those shown (not on another page or hidden) and in the viewport. */
+  visibleTiles: () => [...document.querySelectorAll('.tile[data-id]')]
+    .filter((t) => !t.classList.contains('off') && t.getBoundingClientRect().height > 0).map((t) => t.dataset.id),
   remoteSources: () => (conference?.remote ? conference.remote.activeSources().map((s) => ({ mid: s.mid, owner: s.owner, media: s.media, name: s.name, ssrcs: s.ssrcs })) : []),
   toggleAudio: () => { conference.setAudioMuted(!conference.audioMuted); return conference.audioMuted; },
   toggleVideo: () => { conference.setVideoMuted(!conference.videoMuted); return conference.videoMuted; },
