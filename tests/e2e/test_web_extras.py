@@ -184,6 +184,22 @@ def camera_frames(stats: dict[str, Any], nick: str) -> int:
     return int(stats.get(nick, {}).get("framesDecoded", 0))
 
 
+async def decoding(browser: ChromiumBrowser, owner: str, more: int = 15, within: float = 20) -> None:
+    """Waits until `browser` decodes `more` new frames of `owner`'s camera."""
+    before = camera_frames(await browser.acall("getStats"), owner)
+    await await_for(
+        browser, f"frames of {owner}", lambda s: camera_frames(s, owner) > before + more, "getStats", within
+    )
+
+
+async def stalled(browser: ChromiumBrowser, owner: str, seconds: float = 2) -> None:
+    """No frame of `owner` decoded for `seconds`, after 1 s to let a change land."""
+    await asyncio.sleep(1)
+    before = camera_frames(await browser.acall("getStats"), owner)
+    await asyncio.sleep(seconds)
+    assert camera_frames(await browser.acall("getStats"), owner) == before, f"{owner} still decoded"
+
+
 async def test_screen_share_on_stage_camera_switch_quality_settings_phone(
     serve: ServeProcess, tmp_path: Path, artifact_dir: Path
 ) -> None:

@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_web_extras import camera_frames, join, no_console_errors, shot
+from tests.e2e.test_web_extras import decoding, join, no_console_errors, shot, stalled
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.serve import ServeProcess, running_serve
 from tests.helpers.webpage import await_for, open_pages
 
 pytestmark = pytest.mark.e2e
 
-#: Ada's small window: her grid holds two tiles a page (at no less than 320×180 each).
+#: Ada's small window: her grid holds two tiles a page (at no less than 320x180 each).
 SMALL = (900, 500)
 
 
@@ -35,22 +35,12 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeProcess]:
         yield served
 
 
-async def decoding(browser: ChromiumBrowser, owner: str, more: int = 15, within: float = 20) -> None:
-    before = camera_frames(await browser.acall("getStats"), owner)
-    await await_for(browser, f"frames of {owner}", lambda s: camera_frames(s, owner) > before + more, "getStats", within)
-
-
-async def stalled(browser: ChromiumBrowser, owner: str) -> None:
-    """No frame of `owner` decoded for 2 s (the bridge forwards none), after 1 s to let the change land."""
-    await asyncio.sleep(1)
-    before = camera_frames(await browser.acall("getStats"), owner)
-    await asyncio.sleep(2)
-    assert camera_frames(await browser.acall("getStats"), owner) == before, f"{owner} still decoded"
-
-
 async def forwarded(browser: ChromiumBrowser, sources: set[str]) -> None:
     await await_for(
-        browser, f"forwarded {sorted(sources)}", lambda c: set(c["forwardedSources"] or []) == sources, "channel"
+        browser,
+        f"forwarded {sorted(sources)}",
+        lambda c: set(c["forwardedSources"] or []) == sources,
+        "channel",
     )
 
 
@@ -96,7 +86,9 @@ async def test_grid_pages_self_view_stage_filmstrip_and_pins(
 
         # Self view off: one page holds both others, everything remote is visible again.
         await p["Ada"].acall("clickView", "toggle-self-view")
-        layout = await await_for(p["Ada"], "self hidden", lambda lay: not lay["selfView"] and lay["pages"] == 1, "layout")
+        layout = await await_for(
+            p["Ada"], "self hidden", lambda lay: not lay["selfView"] and lay["pages"] == 1, "layout"
+        )
         assert await p["Ada"].acall("visibleTiles") == [grace, linus] and zeros(layout) == set()
         await forwarded(p["Ada"], {cam[grace], cam[linus]})
         await decoding(p["Ada"], grace)
@@ -108,13 +100,17 @@ async def test_grid_pages_self_view_stage_filmstrip_and_pins(
         # filmstrip; hiding the filmstrip leaves only the stage forwarded.
         await asyncio.to_thread(p["Ada"].driver.set_window_size, 1280, 800)
         await p["Ada"].acall("toggleLayout")
-        layout = await await_for(p["Ada"], "stage", lambda lay: lay["mode"] == "stage" and lay["stage"] is not None, "layout")
+        layout = await await_for(
+            p["Ada"], "stage", lambda lay: lay["mode"] == "stage" and lay["stage"] is not None, "layout"
+        )
         on_stage = layout["stage"]
         other = linus if on_stage == grace else grace
         assert layout["constraints"]["onStageSources"] == [cam[on_stage]] and zeros(layout) == set()
         await shot(p["Ada"], artifact_dir, "layout-stage-filmstrip")
         await p["Ada"].acall("clickView", "toggle-filmstrip")
-        layout = await await_for(p["Ada"], "filmstrip hidden", lambda lay: zeros(lay) == {cam[other]}, "layout")
+        layout = await await_for(
+            p["Ada"], "filmstrip hidden", lambda lay: zeros(lay) == {cam[other]}, "layout"
+        )
         assert not layout["filmstrip"] and await p["Ada"].acall("visibleTiles") == [on_stage]
         await forwarded(p["Ada"], {cam[on_stage]})
         await stalled(p["Ada"], other)

@@ -16,11 +16,13 @@ from tests.helpers.webpage import WebServer
 pytestmark = pytest.mark.e2e
 
 ROOM = "r@conference.meet.test"
+E2EE = "jitsi_participant_e2ee.enabled"
 
 _RUN = """
 const done = arguments[arguments.length - 1];
 const [name, input] = [arguments[0], arguments[1]];
-const modules = ['chat', 'hands', 'quality', 'devices', 'layout', 'screenshare', 'e2ee-frame', 'e2ee', 'e2ee-ui'];
+const modules = ['chat', 'hands', 'quality', 'devices', 'layout', 'screenshare',
+  'e2ee-frame', 'e2ee', 'e2ee-ui'];
 Promise.all(modules.map((m) => import(`/js/${m}.js`)))
   .then(([chat, hands, quality, devices, layout, screenshare, frame, e2ee, e2eeUi]) => {
     const xml = (s) => new DOMParser().parseFromString(s, 'text/xml').documentElement;
@@ -84,17 +86,22 @@ Promise.all(modules.map((m) => import(`/js/${m}.js`)))
           pinned: layout.stageParticipant({ mode: 'stage', pinned: 'a', dominant: null }, people),
           constraints: layout.receiverConstraints('a-v1', layout.SCREEN_STAGE_HEIGHT),
           hidden: layout.receiverConstraints('a-v0', layout.STAGE_HEIGHT, ['c-v0', 'a-v0', 'b-v0']),
-          perPage: [[1248, 640], [900, 250], [300, 100], [0, 0], [664, 384]].map(([w, h]) => layout.tilesPerPage(w, h)),
-          pages: [[2, 0], [2, 2], [2, 9], [2, -1], [9, 0]].map(([per, page]) => layout.gridPage(ids, per, page)),
-          columns: [[1, 2000], [3, 2000], [5, 2000], [16, 2000], [5, 500], [5, 0]].map(([n, w]) => layout.gridColumns(n, w)),
+          perPage: [[1248, 640], [900, 250], [300, 100], [0, 0], [664, 384]]
+            .map(([w, h]) => layout.tilesPerPage(w, h)),
+          pages: [[2, 0], [2, 2], [2, 9], [2, -1], [9, 0]]
+            .map(([per, page]) => layout.gridPage(ids, per, page)),
+          columns: [[1, 2000], [3, 2000], [5, 2000], [16, 2000], [5, 500], [5, 0]]
+            .map(([n, w]) => layout.gridColumns(n, w)),
         };
       },
       e2ee: async () => {
         const room = input.room;
-        const data = Uint8Array.from([0x90, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00, ...Array.from({ length: 90 }, (_, i) => i)]);
+        const data = Uint8Array.from([0x90, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
+          ...Array.from({ length: 90 }, (_, i) => i)]);
         const material = await frame.deriveMaterial('correct horse', room);
         const [k0, k1] = await Promise.all([0, 1].map((g) => frame.frameKey(material, room, g)));
-        const elsewhere = await frame.frameKey(await frame.deriveMaterial('correct horse', 'other@conference.meet.test'), room, 0);
+        const other = await frame.deriveMaterial('correct horse', 'other@conference.meet.test');
+        const elsewhere = await frame.frameKey(other, room, 0);
         const wrong = await frame.frameKey(await frame.deriveMaterial('correct horsf', room), room, 0);
         const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
         const opens = async (key, bytes) => {
@@ -108,7 +115,9 @@ Promise.all(modules.map((m) => import(`/js/${m}.js`)))
         const again = await frame.encryptFrame(k0, 0, data, 10);
         const later = await frame.encryptFrame(k1, 257, data, 10);
         const tampered = (i) => { const c = enc.slice(); c[i] ^= 1; return c; };
-        const refused = async (p) => { try { await frame.deriveMaterial(p, room); return null; } catch (e) { return e.message; } };
+        const refused = async (p) => {
+          try { await frame.deriveMaterial(p, room); return null; } catch (e) { return e.message; }
+        };
         const xml = (s) => new DOMParser().parseFromString(s, 'text/xml').documentElement;
         return {
           length: [data.length, enc.length],
@@ -117,16 +126,20 @@ Promise.all(modules.map((m) => import(`/js/${m}.js`)))
           fresh: hex(enc) !== hex(again),
           trailer: hex(enc.subarray(enc.length - 4)),
           laterIndex: frame.parseFrame(later, 10).index,
-          encrypted: [frame.isEncrypted(enc), frame.isEncrypted(data), frame.isEncrypted(enc.subarray(0, 20))],
+          encrypted: [enc, data, enc.subarray(0, 20)].map(frame.isEncrypted),
           opens: {
-            right: await opens(k0, enc), nextGeneration: await opens(k1, later), generationMismatch: await opens(k1, enc),
+            right: await opens(k0, enc), nextGeneration: await opens(k1, later),
+            generationMismatch: await opens(k1, enc),
             otherRoom: await opens(elsewhere, enc), otherPassphrase: await opens(wrong, enc),
             clearByteChanged: await opens(k0, tampered(5)), bodyByteChanged: await opens(k0, tampered(40)),
             ivChanged: await opens(k0, tampered(enc.length - 10)),
           },
-          generations: [[1, 0], [64, 0], [65, 0], [0, 5], [4, 260], [255, 0], [3, 3]].map(([i, last]) => frame.generationOf(i, last)),
-          clearBytes: [frame.clearBytes('audio'), frame.clearBytes('video', 'key'), frame.clearBytes('video', 'delta')],
-          refused: [await refused(''), await refused('x'.repeat(frame.MAX_PASSPHRASE + 1)), await refused('x'.repeat(frame.MAX_PASSPHRASE))],
+          generations: [[1, 0], [64, 0], [65, 0], [0, 5], [4, 260], [255, 0], [3, 3]]
+            .map(([i, last]) => frame.generationOf(i, last)),
+          clearBytes: [['audio'], ['video', 'key'], ['video', 'delta']]
+            .map(([k, t]) => frame.clearBytes(k, t)),
+          refused: [await refused(''), await refused('x'.repeat(frame.MAX_PASSPHRASE + 1)),
+            await refused('x'.repeat(frame.MAX_PASSPHRASE))],
           problems: ['', 'ok', 'x'.repeat(300)].map(e2ee.passphraseProblem),
           presence: input.presences.map((s) => e2ee.e2eeOf(xml(s))),
           placeholders: input.people.map((p) => e2eeUi.placeholderText(p, p.weEncrypt)),
@@ -312,8 +325,12 @@ def test_a_screen_share_takes_the_stage_and_gives_it_back(page: ChromiumBrowser)
 def test_grid_pages_and_constraints_of_what_is_not_shown(page: ChromiumBrowser) -> None:
     got = run(page, "layout", {})
     # Hidden sources at 0 (sorted, the stage's own never), the stage at its height.
-    assert got["hidden"]["constraints"] == {"b-v0": {"maxHeight": 0}, "c-v0": {"maxHeight": 0}, "a-v0": {"maxHeight": 720}}
-    # 320×180 tiles and 12 px gaps: 3×3 in a laptop's grid, 2×1, at least one when nothing fits.
+    assert got["hidden"]["constraints"] == {
+        "b-v0": {"maxHeight": 0},
+        "c-v0": {"maxHeight": 0},
+        "a-v0": {"maxHeight": 720},
+    }
+    # 320x180 tiles and 12 px gaps: 3x3 in a laptop's grid, 2x1, at least one when nothing fits.
     assert got["perPage"] == [9, 2, 1, 1, 4]
     assert got["pages"] == [
         {"page": 0, "pages": 3, "visible": ["me", "a"]},
@@ -327,10 +344,8 @@ def test_grid_pages_and_constraints_of_what_is_not_shown(page: ChromiumBrowser) 
 
 def test_e2ee_frames_keys_and_generations(page: ChromiumBrowser) -> None:
     presences = [
-        "<presence xmlns='jabber:client'><jitsi_participant_e2ee.enabled>true</jitsi_participant_e2ee.enabled>"
-        "</presence>",
-        "<presence xmlns='jabber:client'><jitsi_participant_e2ee.enabled>false</jitsi_participant_e2ee.enabled>"
-        "</presence>",
+        f"<presence xmlns='jabber:client'><{E2EE}>true</{E2EE}></presence>",
+        f"<presence xmlns='jabber:client'><{E2EE}>false</{E2EE}></presence>",
         "<presence xmlns='jabber:client'/>",
     ]
     people = [
@@ -350,7 +365,8 @@ def test_e2ee_frames_keys_and_generations(page: ChromiumBrowser) -> None:
     assert got["opens"] == {
         "right": True, "nextGeneration": True, "generationMismatch": "OperationError",
         "otherRoom": "OperationError", "otherPassphrase": "OperationError",
-        "clearByteChanged": "OperationError", "bodyByteChanged": "OperationError", "ivChanged": "OperationError",
+        "clearByteChanged": "OperationError", "bodyByteChanged": "OperationError",
+        "ivChanged": "OperationError",
     }  # fmt: skip
     # Up to 64 generations ahead; else behind; never below 0.
     assert got["generations"] == [1, 64, None, 0, 260, None, 3]
