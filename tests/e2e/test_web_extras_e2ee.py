@@ -3,8 +3,9 @@ e2ee*.js, docs/security.md "End-to-end encryption"). Screenshots: test-artifacts
 
 - Two pages with the same passphrase decode each other; a third without it shows the "encrypted"
   placeholder over their tiles and decodes nothing more of them (its worker drops what it cannot decrypt);
-  with another passphrase it says so. When the third leaves, the two move to the next key generation and
-  keep decoding each other.
+  with another passphrase it says so. Microphones are encrypted too. When the third leaves, the two move to
+  the next key generation and keep decoding each other; a screen share is encrypted and decrypted; turning
+  encryption off sends in clear again (and the other's frames become unreadable).
 - What the bridge forwards carries no plaintext. The bridge has no packet capture and its SRTP keys stay in
   it, so the test looks at the bridge's output where it is first readable: the encoded frames as the third
   page's receiver gets them (SRTP removed, RTP depacketized, before any decryption), which are the RTP
@@ -214,6 +215,18 @@ async def test_e2ee_same_passphrase_decodes_others_see_placeholder_bridge_sees_n
         grace_e2ee = await p["Grace"].acall("e2ee")
         assert grace_e2ee["worker"]["receivers"][mid]["state"] == "decrypted"
         assert grace_e2ee["placeholders"][screen] is None
+
+        # Grace turns encryption off: her frames go in clear (Ada decodes them, her receiver says "clear"),
+        # and Ada's she can no longer read.
+        assert await p["Grace"].acall("setE2ee", "") == ""
+        mid = mid_of(await p["Ada"].acall("remoteSources"), grace)
+        await receiver_state(p["Ada"], "Grace in clear", mid, lambda r: r["state"] == "clear")
+        await decoding(p["Ada"], grace)
+        grace_e2ee = await await_for(
+            p["Grace"], "Ada unreadable", lambda e: bool(e["placeholders"].get(ada)), "e2ee"
+        )
+        assert not grace_e2ee["enabled"]
+        await stalled(p["Grace"], ada)
         p["Ada"].driver.execute_script("document.getElementById('toggle-e2ee').click()")
         await shot(p["Ada"], artifact_dir, "e2ee-dialog")
         for name in ("Ada", "Grace"):
