@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_web_extras import camera_frames, decoding, join, no_console_errors, shot, stalled
+from tests.e2e.test_web_red import audio_codecs
+from tests.e2e.test_web_simulcast import jingle
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.serve import ServeProcess, running_serve
 from tests.helpers.webpage import await_for, open_pages
@@ -40,6 +42,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeProcess]:
 
 
 PASSPHRASE = "correct horse battery staple"
+AUDIO_TOTALS = ("audioPacketsReceived", "audioBytesReceived", "concealedSamples", "totalSamplesReceived")
 KEY_CLEAR, DELTA_CLEAR = 10, 3
 MAGIC = "534c45"  # "SLE", the trailer's last bytes (e2ee-frame.js)
 
@@ -231,3 +234,56 @@ async def test_e2ee_same_passphrase_decodes_others_see_placeholder_bridge_sees_n
         await shot(p["Ada"], artifact_dir, "e2ee-dialog")
         for name in ("Ada", "Grace"):
             no_console_errors(p[name])
+
+
+@pytest.fixture
+async def red_serve(tmp_path: Path) -> AsyncIterator[ServeProcess]:
+    async with running_serve(tmp_path, "[signaling.focus]\nenable-opus-red = true\n") as served:
+        yield served
+
+
+async def test_e2ee_with_redundant_opus(red_serve: ServeProcess, tmp_path: Path) -> None:
+    """RED (RFC 2198): each block is encrypted apart and the headers stay clear, so the bridge still strips
+    RED to the primary for a receiver without it; both kinds of receiver decrypt and hear the sender."""
+    async with open_pages(tmp_path) as p:
+        nick: dict[str, str] = {}
+        # Ada sends RED (the server's config.json asks for it), Grace takes it, Linus opts out.
+        for name, query in (("Ada", ""), ("Grace", "?red=1"), ("Linus", "?red=0")):
+            p[name], nick[name] = await join(red_serve, tmp_path, f"red-room{query}", name)
+        ada = nick["Ada"]
+        assert audio_codecs(await jingle(p["Ada"], "out", "session-accept"))[0] == "red"
+        assert "red" not in audio_codecs(await jingle(p["Linus"], "out", "session-accept"))
+        for name in p:
+            assert await p[name].acall("setE2ee", PASSPHRASE) == ""
+        await p["Ada"].acall("tone", True)
+        heard: dict[str, dict[str, Any]] = {}
+        for name in ("Grace", "Linus"):
+            mid = mid_of(await p[name].acall("remoteSources"), ada, "audio")
+            await receiver_state(
+                p[name], f"{name} decrypts Ada's audio", mid, lambda r: r["state"] == "decrypted"
+            )
+            # From here on (what came before the passphrases were all set was dropped, and concealed).
+            start = (await p[name].acall("getStats"))[ada]
+
+            def hears(s: dict[str, Any], start: dict[str, Any] = start) -> bool:
+                return bool(s[ada]["audioPacketsReceived"] > start["audioPacketsReceived"] + 100)
+
+            now = (await await_for(p[name], f"{name} hears Ada", hears, "getStats", 20))[ada]
+            heard[name] = {k: now[k] - start[k] for k in AUDIO_TOTALS}
+            assert now["audioLevel"] > 0.01, now
+            # Decoded, not made up: concealment stays a small part of what was played.
+            assert heard[name]["concealedSamples"] < 0.2 * heard[name]["totalSamplesReceived"], heard[name]
+            assert receiver(await p[name].acall("e2ee"), mid)["state"] == "decrypted"
+        per_packet = {n: s["audioBytesReceived"] / s["audioPacketsReceived"] for n, s in heard.items()}
+        print("E2EE with RED: bytes per audio packet", per_packet)
+        # Chrome hands the transforms RED itself: Ada's worker encrypted RED packets block by block, Grace's
+        # decrypted them so, and Linus's got the primaries the bridge stripped them to, as Opus.
+        seen = {n: (await p[n].acall("e2ee"))["worker"]["counters"] for n in p}
+        assert seen["Ada"]["redSent"] > 50 and seen["Grace"]["redReceived"] > 50, seen
+        assert seen["Linus"]["redReceived"] == 0 and seen["Linus"]["failed"] == 0, seen
+        assert per_packet["Grace"] > 1.5 * per_packet["Linus"], per_packet  # Grace's carry redundancy
+        counters = (await p["Ada"].acall("e2ee"))["worker"]["counters"]
+        assert counters["unsupported"] == 0 and counters["encrypted"] > 0
+        metrics = await red_serve.metrics()
+        for reason in ("red_malformed", "not_negotiated"):
+            assert metrics.get(f'sluice_packets_dropped_total{{reason="{reason}"}}', 0.0) == 0.0, reason

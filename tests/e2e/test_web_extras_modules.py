@@ -143,6 +143,18 @@ Promise.all(modules.map((m) => import(`/js/${m}.js`)))
           problems: ['', 'ok', 'x'.repeat(300)].map(e2ee.passphraseProblem),
           presence: input.presences.map((s) => e2ee.e2eeOf(xml(s))),
           placeholders: input.people.map((p) => e2eeUi.placeholderText(p, p.weEncrypt)),
+          red: (() => {
+            const heads = [{ pt: 111, offset: 960 }, { pt: 111, offset: 0 }];
+            const built = frame.buildRed(heads, [new Uint8Array(5).fill(1), new Uint8Array(7).fill(2)]);
+            const back = frame.parseRed(built);
+            const bad = [[], [0x80, 0x0f, 0x00], [0x80, 0x0f, 0x00, 0x09, 0x6f, 1, 2],
+              Array(17).fill([0xef, 0, 0, 0]).flat()];
+            return {
+              built: hex(built), heads: back.heads, blocks: back.blocks.map(hex),
+              bad: bad.map((b) => frame.parseRed(Uint8Array.from(b))),
+              tooLong: frame.buildRed(heads, [new Uint8Array(1024), new Uint8Array(1)]),
+            };
+          })(),
         };
       },
       screenshare: () => ({
@@ -380,6 +392,13 @@ def test_e2ee_frames_keys_and_generations(page: ChromiumBrowser) -> None:
     assert "Ada is end-to-end encrypted" in first and decrypted is None and clear is None and me is None
     assert wrong == "Ada is encrypted with another passphrase."
     assert "Ada is end-to-end encrypted" in no_key
+    # RED: F=1 | PT 111, offset 960 (14 bits), length 5 (10 bits); then F=0 | PT 111; the blocks.
+    red = got["red"]
+    assert red["built"] == "ef0f0005" + "6f" + "01" * 5 + "02" * 7
+    assert red["heads"] == [{"pt": 111, "offset": 960}, {"pt": 111, "offset": 0}]
+    assert red["blocks"] == ["01" * 5, "02" * 7]
+    # Empty, a header cut short, a length past the payload, more than 16 headers; a block too long to say.
+    assert red["bad"] == [None, None, None, None] and red["tooLong"] is None
 
 
 def test_the_screen_lines_sources_are_read_from_the_answer(page: ChromiumBrowser) -> None:

@@ -102,3 +102,60 @@ export async function decryptFrame(key, parsed) {
   out.set(plain, parsed.clear.length);
   return out;
 }
+
+// RFC 2198 redundant audio (RED): the bridge reads its block headers (to strip a packet to its primary
+// for receivers without RED), so those stay in clear and each block is encrypted as a frame of its own;
+// a primary stripped out by the bridge is then a whole encrypted Opus frame.
+const MAX_RED_BLOCKS = 16;
+const MAX_RED_LENGTH = 1023; // a block length has 10 bits
+
+/** An RFC 2198 payload's headers ({pt, offset}) and blocks (the primary last), or null when it does not parse. */
+export function parseRed(data) {
+  const heads = [];
+  const lengths = [];
+  let i = 0;
+  for (;;) {
+    if (i >= data.length || heads.length >= MAX_RED_BLOCKS) return null;
+    const b = data[i];
+    if (!(b & 0x80)) {
+      heads.push({ pt: b & 0x7f, offset: 0 });
+      i += 1;
+      break;
+    }
+    if (i + 4 > data.length) return null;
+    heads.push({ pt: b & 0x7f, offset: (data[i + 1] << 6) | (data[i + 2] >> 2) });
+    lengths.push(((data[i + 2] & 0x03) << 8) | data[i + 3]);
+    i += 4;
+  }
+  const blocks = [];
+  for (const n of lengths) {
+    if (i + n > data.length) return null;
+    blocks.push(data.subarray(i, i + n));
+    i += n;
+  }
+  blocks.push(data.subarray(i));
+  return { heads, blocks };
+}
+
+/** The RFC 2198 payload of `heads` and `blocks` (parseRed's); null when a redundant block is too long. */
+export function buildRed(heads, blocks) {
+  if (blocks.slice(0, -1).some((b) => b.length > MAX_RED_LENGTH)) return null;
+  const size = 4 * (heads.length - 1) + 1 + blocks.reduce((n, b) => n + b.length, 0);
+  const out = new Uint8Array(size);
+  let i = 0;
+  heads.forEach((hd, k) => {
+    if (k === heads.length - 1) {
+      out[i] = hd.pt & 0x7f;
+      i += 1;
+      return;
+    }
+    const n = blocks[k].length;
+    out.set([0x80 | (hd.pt & 0x7f), (hd.offset >> 6) & 0xff, ((hd.offset & 0x3f) << 2) | (n >> 8), n & 0xff], i);
+    i += 4;
+  });
+  for (const b of blocks) {
+    out.set(b, i);
+    i += b.length;
+  }
+  return out;
+}

@@ -4,7 +4,10 @@
 // (no key, or another one), telling the page, which shows the "encrypted" placeholder: the decoder never
 // gets ciphertext, so there is no garbage to see or hear.
 
-import { GENERATION_WINDOW, clearBytes, decryptFrame, deriveMaterial, encryptFrame, frameKey, generationOf, parseFrame } from './e2ee-frame.js';
+import {
+  AUDIO_CLEAR, GENERATION_WINDOW, buildRed, clearBytes, decryptFrame, deriveMaterial, encryptFrame, frameKey, generationOf,
+  parseFrame, parseRed,
+} from './e2ee-frame.js';
 
 const KEY_CACHE = 8; // frame keys kept (the newest generations asked for)
 const RECORD = 2000; // frames remembered per stream while recording (tests)
@@ -17,7 +20,7 @@ let epoch = 0; // changes with the passphrase: keys of an older one are not used
 let generation = 0; // our senders' key generation
 const keys = new Map(); // generation → Promise<CryptoKey> (of the current material)
 const receivers = new Map(); // transform id → {state, last (generation), kind}
-const counters = { sent: 0, encrypted: 0, decrypted: 0, clear: 0, noKey: 0, failed: 0, unsupported: 0, dropped: 0 };
+const counters = { sent: 0, encrypted: 0, decrypted: 0, clear: 0, noKey: 0, failed: 0, unsupported: 0, dropped: 0, redSent: 0, redReceived: 0 };
 let recording = false;
 // Video frames as they enter the transform (before encryption, before decryption): {head: the clear prefix
 // and WINDOW_BYTES after it, tail: the last 3 bytes}, in hex.
@@ -67,12 +70,24 @@ async function send(kind, frame, controller) {
     counters.unsupported += 1;
     return;
   }
+  const red = codec === 'audio/red' ? parseRed(data) : null;
+  if (codec === 'audio/red' && !red) {
+    counters.unsupported += 1;
+    return;
+  }
   const mine = epoch;
   const g = generation;
   try {
     const key = await keyOf(g);
     if (mine !== epoch) return;
-    frame.data = (await encryptFrame(key, g, data, prefix)).buffer;
+    if (red) {
+      counters.redSent += 1;
+      // Each block a frame of its own; redundancy that no longer fits a block length goes.
+      const blocks = await Promise.all(red.blocks.map((b) => encryptFrame(key, g, b, AUDIO_CLEAR)));
+      frame.data = (buildRed(red.heads, blocks) ?? buildRed(red.heads.slice(-1), blocks.slice(-1))).buffer;
+    } else {
+      frame.data = (await encryptFrame(key, g, data, prefix)).buffer;
+    }
     counters.encrypted += 1;
     controller.enqueue(frame);
   } catch {
@@ -92,35 +107,32 @@ async function receive(id, kind, frame, controller) {
     if (!record.received.has(id)) record.received.set(id, []);
     remember(record.received.get(id), data, prefix);
   }
-  const parsed = parseFrame(data, prefix);
-  if (!parsed) {
-    counters.clear += 1;
-    setState(id, r, 'clear');
-    controller.enqueue(frame);
-    return;
-  }
-  if (!material) {
-    counters.noKey += 1;
-    setState(id, r, 'no-key');
-    return;
-  }
-  const g = generationOf(parsed.index, r.last);
-  if (g === null) {
-    counters.failed += 1;
-    setState(id, r, 'wrong-key');
-    return;
-  }
-  try {
-    frame.data = (await decryptFrame(await keyOf(g), parsed)).buffer;
-  } catch {
-    counters.failed += 1;
-    setState(id, r, 'wrong-key');
-    return;
-  }
-  if (g > r.last && g - r.last <= GENERATION_WINDOW) r.last = g;
-  counters.decrypted += 1;
-  setState(id, r, 'decrypted');
+  const red = codecOf(frame) === 'audio/red' ? parseRed(data) : null;
+  if (red) counters.redReceived += 1;
+  const opened = red ? await Promise.all(red.blocks.map((b) => open(r, b, AUDIO_CLEAR))) : [await open(r, data, prefix)];
+  // One block that cannot be read spoils the packet: nothing of it is decoded.
+  const state = ['no-key', 'wrong-key', 'decrypted', 'clear'].find((st) => opened.some((o) => o.state === st));
+  counters[{ 'no-key': 'noKey', 'wrong-key': 'failed', decrypted: 'decrypted', clear: 'clear' }[state]] += 1;
+  setState(id, r, state);
+  if (state === 'no-key' || state === 'wrong-key') return;
+  if (state === 'decrypted') frame.data = (red ? buildRed(red.heads, opened.map((o) => o.data)) : opened[0].data).buffer;
   controller.enqueue(frame);
+}
+
+/** One frame (or RED block) as received: {state: 'clear' | 'decrypted' | 'no-key' | 'wrong-key', data}. */
+async function open(r, data, prefix) {
+  const parsed = parseFrame(data, prefix);
+  if (!parsed) return { state: 'clear', data };
+  if (!material) return { state: 'no-key', data: null };
+  const g = generationOf(parsed.index, r.last);
+  if (g === null) return { state: 'wrong-key', data: null };
+  try {
+    const plain = await decryptFrame(await keyOf(g), parsed);
+    if (g > r.last && g - r.last <= GENERATION_WINDOW) r.last = g;
+    return { state: 'decrypted', data: plain };
+  } catch {
+    return { state: 'wrong-key', data: null };
+  }
 }
 
 self.onrtctransform = (event) => {
