@@ -714,8 +714,6 @@ export class Conference extends EventTarget {
     return Boolean(this.channel?.send({ ...body, colibriClass: 'EndpointStats' }));
   }
 
-  // ----------------------------------------------------------------------------------- screen sharing
-
   // ------------------------------------------------------------------------------- end-to-end encryption
 
   _e2eeStart() {
@@ -745,6 +743,8 @@ export class Conference extends EventTarget {
     for (const s of ['no-key', 'wrong-key', 'decrypted', 'clear']) if (states.has(s)) return s;
     return null;
   }
+
+  // ----------------------------------------------------------------------------------- screen sharing
 
   /** Shares the screen (getDisplayMedia, or `stream` when given): a second video source, "<nick>-v1". */
   async startScreenShare(stream = null) {
@@ -1294,7 +1294,7 @@ export class Conference extends EventTarget {
    * with an SVC mode (codecs.js), left at its one SSRC + RTX and sent as one SVC encoding.
    */
   async _answer(pc) {
-    this.e2ee?.attach(pc); // before the sender has its track (see _sessionInitiate) // before any frame is encoded on a new line
+    this.e2ee?.attach(pc); // before any frame is encoded on a new line
     const video = this.remote.contents.find((c) => c.media === 'video');
     const camera = video && this.localStream?.getVideoTracks().length ? pc.getTransceivers().find((t) => t.mid === video.name) : null;
     if (camera && this.video.codec) preferCodec(camera, this.video.codec);

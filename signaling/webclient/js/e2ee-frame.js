@@ -57,7 +57,7 @@ export function frameKey(material, room, generation) {
 /** `data` (Uint8Array) encrypted with `key` of `generation`, its first `prefix` bytes in clear. */
 export async function encryptFrame(key, generation, data, prefix) {
   const n = Math.min(prefix, data.length);
-  const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES)); // random: fine for 2^32 frames per key
+  const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES)); // random: 2^32 frames per key, all senders'
   const body = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData: data.subarray(0, n) }, key, data.subarray(n)));
   const out = new Uint8Array(n + body.length + TRAILER_BYTES);
   out.set(data.subarray(0, n));

@@ -14,7 +14,7 @@ const RECORD = 2000; // frames remembered per stream while recording (tests)
 const WINDOW_BYTES = 16; // bytes after the clear prefix a recorded frame keeps (with the prefix)
 
 let room = '';
-let enabled = false; // a passphrase is set: senders encrypt (or drop until the key is ready)
+let enabled = false; // a passphrase is set: senders encrypt (frames wait for its key, never go in clear)
 let material = null; // Promise of the passphrase's key material
 let epoch = 0; // changes with the passphrase: keys of an older one are not used
 let generation = 0; // our senders' key generation
