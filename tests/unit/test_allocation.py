@@ -221,6 +221,23 @@ def test_camera_layers_at_the_preferred_height_need_the_preferred_frame_rate() -
     assert (360, 7.5) in climbs and (720, 15.0) in climbs
 
 
+def test_measured_frame_rates_of_one_camera_may_differ_between_its_spatial_layers() -> None:
+    # A busy sender's 720p ran at 15.4 fps while its 360p ran at 19.4 in the same second (a QoE run): 720p
+    # is still the full-rate layer, not a lower temporal one, so a receiver with the bandwidth gets it. Its
+    # 720p@7.5-equivalent (the bottom temporal layer) stays skipped.
+    rates = {0: {0: 5.0, 1: 9.9, 2: 19.8}, 1: {0: 4.9, 1: 9.7, 2: 19.4}, 2: {0: 3.9, 1: 7.7, 2: 15.4}}
+    layers = tuple(
+        Layer(sp, t, h, rates[sp][t], int(BASE_BPS[sp] * TEMPORAL_SHARE[t]))
+        for sp, h in enumerate(HEIGHTS)
+        for t in range(3)
+    )
+    source = VideoSource("a-v0", "a", "camera", False, layers)
+    c = rvc(default_constraints=VideoConstraints(720))
+    assert hf(allocate("r", c, [], [source], UNLIMITED).sources[0].layer) == (720, 15.4)
+    climbs = {hf(allocate("r", c, [], [source], bw).sources[0].layer) for bw in range(0, 2_000_000, 10_000)}
+    assert (720, 3.9) not in climbs and (720, 7.7) not in climbs and (360, 9.7) not in climbs
+
+
 def test_a_source_above_every_constraint_still_shows_its_lowest_layer() -> None:
     # JVB's soft constraint: a sender without simulcast is forwarded even when above the receiver's maxHeight.
     big = single("a-v0", "a", 720, 1_000_000)
