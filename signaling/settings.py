@@ -29,6 +29,9 @@ naming the key::
     # managed only: listen = ["203.0.113.7"], min-port, max-port, allowed-peers, max-allocations,
     # tls-cert, tls-key
 
+    [signaling.web]
+    e2ee = false                    # the web client offers end-to-end encryption (its transforms cost CPU)
+
     [signaling.auth]
     allow-anonymous = true          # sessions without a token may log in (false + a token table: token-only)
     secure-domain = false           # only users (accounts, tokens) start meetings; guests join started ones
@@ -136,6 +139,8 @@ class SignalingSettings:
     xmpp_limits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     turn: TurnSettings | None = None
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+    #: `[signaling.web] e2ee`: the web client offers end-to-end encryption (config.json's e2ee.enabled).
+    web_e2ee: bool = False
 
     def xmpp_auth(self, base: XmppServerConfig) -> XmppServerConfig:
         a = self.auth
@@ -288,6 +293,7 @@ def signaling_settings(doc: Mapping[str, object], base_dir: Path | None = None) 
     limits: dict[str, Any] = {}
     turn: TurnSettings | None = None
     auth = AuthSettings()
+    web_e2ee = False
     for name, table in section.items():
         if name == "focus":
             focus = _table(FocusConfig, table, "signaling.focus", FOCUS_KEYS)
@@ -299,6 +305,12 @@ def signaling_settings(doc: Mapping[str, object], base_dir: Path | None = None) 
             limits = _table(XmppLimits, table.get("limits", {}), "signaling.xmpp.limits", None)
         elif name == "auth":
             auth = _auth(table, base_dir)
+        elif name == "web":
+            if not isinstance(table, Mapping) or set(table) - {"e2ee"}:
+                raise SignalingSettingsError("signaling.web holds only e2ee")
+            if not isinstance(table.get("e2ee", False), bool):
+                raise SignalingSettingsError("bad value for signaling.web.e2ee: expected true or false")
+            web_e2ee = bool(table.get("e2ee", False))
         else:
             raise SignalingSettingsError(f"unknown key signaling.{name}")
     if focus.get("session_accept_timeout", 1.0) <= 0:
@@ -310,7 +322,7 @@ def signaling_settings(doc: Mapping[str, object], base_dir: Path | None = None) 
             re.compile(focus["bridge_jid_regexp"])
         except re.error as exc:
             raise SignalingSettingsError(f"bad value for signaling.focus.bridge-jid-regexp: {exc}") from None
-    return SignalingSettings(focus=focus, xmpp_limits=limits, turn=turn, auth=auth)
+    return SignalingSettings(focus=focus, xmpp_limits=limits, turn=turn, auth=auth, web_e2ee=web_e2ee)
 
 
 #: `[signaling.turn]` keys (kebab-case) and their kinds; the second group only with `managed = true`.

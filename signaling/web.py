@@ -42,12 +42,18 @@ WebSocketHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def client_config(
-    domain: str, websocket: str = "/xmpp-websocket", *, login: bool = False, opus_red: bool = False
+    domain: str,
+    websocket: str = "/xmpp-websocket",
+    *,
+    login: bool = False,
+    opus_red: bool = False,
+    e2ee: bool = False,
 ) -> dict[str, Any]:
     """What the page fetches as `/config.json`: Debian Jitsi's layout under one base domain. With `login`
     (a secure domain) `hosts.auth` names where users log in with a password to start a meeting; with
     `opus_red` (the focus offers redundant Opus) clients send it (Jitsi Meet's
-    `audioQuality.enableOpusRed`: the server's one switch turns on both sides)."""
+    `audioQuality.enableOpusRed`: the server's one switch turns on both sides); with `e2ee` clients offer
+    end-to-end encryption (`[signaling.web] e2ee`: off by default, for what its frame transforms cost)."""
     layout = _Layout(domain)
     hosts = {"domain": domain, "muc": layout.muc_domain, "focus": layout.focus_domain}
     if login:
@@ -59,6 +65,8 @@ def client_config(
     }
     if opus_red:
         config["audioQuality"] = {"enableOpusRed": True}
+    if e2ee:
+        config["e2ee"] = {"enabled": True}
     return config
 
 
@@ -97,6 +105,7 @@ def create_web_app(
     *,
     login: bool = False,
     opus_red: bool = False,
+    e2ee: bool = False,
 ) -> web.Application:
     """The application; raises FileNotFoundError when the client or its npm dependency is missing."""
     index = web_dir / "index.html"
@@ -104,7 +113,7 @@ def create_web_app(
     for needed in (index, strophe):
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} is missing (run scripts/bootstrap.sh)")
-    config = client_config(domain, login=login, opus_red=opus_red)
+    config = client_config(domain, login=login, opus_red=opus_red, e2ee=e2ee)
 
     async def config_json(_request: web.Request) -> web.Response:
         return web.json_response(config, headers={"Cache-Control": "no-store"})

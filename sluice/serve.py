@@ -133,6 +133,7 @@ class Served:
                 self.xmpp.websocket_handler,
                 login=self.xmpp_config.secure_domain,
                 opus_red=cfg.signaling.focus_config(FocusConfig()).enable_opus_red,
+                e2ee=cfg.signaling.web_e2ee,
             )
             xmpp_host = "127.0.0.1" if cfg.xmpp_host in ("0.0.0.0", "") else cfg.xmpp_host
             bridge_settings = dataclasses.replace(

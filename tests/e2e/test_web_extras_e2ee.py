@@ -34,10 +34,13 @@ from tests.helpers.webpage import await_for, open_pages
 
 pytestmark = pytest.mark.e2e
 
+#: The server offers end-to-end encryption (off by default: its frame transforms cost every call CPU).
+E2EE = "[signaling.web]\ne2ee = true\n"
+
 
 @pytest.fixture
 async def serve(tmp_path: Path) -> AsyncIterator[ServeProcess]:
-    async with running_serve(tmp_path) as served:
+    async with running_serve(tmp_path, E2EE) as served:
         yield served
 
 
@@ -238,7 +241,7 @@ async def test_e2ee_same_passphrase_decodes_others_see_placeholder_bridge_sees_n
 
 @pytest.fixture
 async def red_serve(tmp_path: Path) -> AsyncIterator[ServeProcess]:
-    async with running_serve(tmp_path, "[signaling.focus]\nenable-opus-red = true\n") as served:
+    async with running_serve(tmp_path, E2EE + "[signaling.focus]\nenable-opus-red = true\n") as served:
         yield served
 
 

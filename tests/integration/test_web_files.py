@@ -118,6 +118,7 @@ async def test_config_names_the_login_host_only_on_a_secure_domain(client: TestC
     config = await (await client.get("/config.json")).json()
     assert "auth" not in config["hosts"]
     assert "audioQuality" not in config, "redundant Opus only where the focus offers it"
+    assert "e2ee" not in config, "end-to-end encryption only where the server offers it"
     # The page's URL may carry a token: it sends no Referer anywhere.
     page = await client.get("/standup?jwt=x.y.z")
     assert page.headers["Referrer-Policy"] == "no-referrer"
@@ -137,3 +138,10 @@ async def test_config_asks_for_redundant_opus_where_the_focus_offers_it() -> Non
     async with TestClient(TestServer(app, host="127.0.0.1")) as red:
         config = await (await red.get("/config.json")).json()
     assert config["audioQuality"] == {"enableOpusRed": True}
+
+
+async def test_config_offers_end_to_end_encryption_only_where_the_server_does() -> None:
+    app = create_web_app("meet.test", no_websocket, WEB_DIR, e2ee=True)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as offered:
+        config = await (await offered.get("/config.json")).json()
+    assert config["e2ee"] == {"enabled": True}

@@ -48,6 +48,11 @@ def test_tables_override_only_what_they_name() -> None:
     assert parse_settings(FILE).udp_port == 10000
 
 
+def test_end_to_end_encryption_is_offered_only_when_asked() -> None:
+    assert not signaling_settings({}).web_e2ee
+    assert signaling_settings(tomllib.loads("[signaling.web]\ne2ee = true")).web_e2ee
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -65,6 +70,8 @@ def test_tables_override_only_what_they_name() -> None:
         ("[signaling.xmpp.limits]\nstanza-rate = 'fast'", "bad value for signaling.xmpp.limits.stanza-rate"),
         ("[signaling.xmpp]\nlimitz = {}", "only a [signaling.xmpp.limits] table"),
         ("[signaling.other]\nx = 1", "unknown key signaling.other"),
+        ("[signaling.web]\ne2ee = 'yes'", "bad value for signaling.web.e2ee"),
+        ("[signaling.web]\nchat = true", "signaling.web holds only e2ee"),
     ],
 )
 def test_bad_tables_name_the_key(text: str, message: str) -> None:

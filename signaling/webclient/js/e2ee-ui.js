@@ -21,6 +21,7 @@ export function placeholderText(p, weEncrypt) {
 
 export function installE2eeUi({ conf, toolbar, before, topbar }) {
   const btn = h('button.tool#toggle-e2ee', { type: 'button', title: 'End-to-end encryption', 'aria-pressed': 'false', html: `${icons.lock}<span class="tool-label">Encrypt</span>` });
+  btn.hidden = !conf.e2eeAllowed; // the server does not offer it (config.json's e2ee.enabled)
   toolbar.insertBefore(btn, before);
   const badge = h('span.e2ee-badge#e2ee-badge', { hidden: true, title: 'Your audio and video are end-to-end encrypted', html: `${icons.lock}<span>E2EE</span>` });
   topbar?.insertBefore(badge, topbar.querySelector('.spacer'));
