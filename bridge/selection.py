@@ -50,6 +50,12 @@ PROBE_TARGET_CHANGE = 0.1
 #: climb from a low start), where holding would only delay the first good layer by ESTIMATE_HOLD seconds.
 ESTIMATE_HOLD = 3
 
+#: A layer's bitrate is the mean of its last BITRATE_SMOOTHING figures (one per stats snapshot, each over the
+#: packet path's half-second windows) while it is received: a sender's 720p measured 634-910 kbit/s from one
+#: second to the next, and a receiver whose budget fell between switched 720p and 360p every second at an
+#: unchanged estimate. A layer that stops reads 0 at once.
+BITRATE_SMOOTHING = 5
+
 
 class Sublayer(NamedTuple):
     """The packet path's figures of one spatial and temporal layer of one simulcast layer (SSRC): its own
@@ -149,6 +155,8 @@ class Selection:
         self.speakers = speakers
         self._allocators: dict[str, Allocator] = {}
         self._layers: LayerFigures = {}
+        #: Recent bitrates of each received layer, by (router, transport, source, layer, spatial, temporal).
+        self._bitrates: dict[tuple[int, int, str, int, int, int], deque[int]] = {}
 
     # -- inputs
 
@@ -156,23 +164,35 @@ class Selection:
         """A native stats snapshot: takes its layer figures and reallocates every conference. Returns the
         conferences where some receiver's forwarded set changed."""
         layers: LayerFigures = {}
+        bitrates: dict[tuple[int, int, str, int, int, int], deque[int]] = {}
         raw = snapshot.get("layers")
         for entry in raw if isinstance(raw, list) else []:
             if not isinstance(entry, dict):
                 continue
             key = (int(entry["router"]), int(entry["transport"]), str(entry["source"]))
             height = entry.get("height")
-            layers.setdefault(key, []).append(
-                Sublayer(
-                    layer=int(entry["layer"]),
-                    spatial=int(entry.get("spatial", 0)),
-                    temporal=int(entry.get("temporal", 0)),
-                    bitrate_bps=int(entry["bitrate_bps"]),
-                    frame_rate=float(entry.get("frame_rate", 0.0)),
-                    height=int(height) if isinstance(height, int) else 0,
-                )
+            figure = Sublayer(
+                layer=int(entry["layer"]),
+                spatial=int(entry.get("spatial", 0)),
+                temporal=int(entry.get("temporal", 0)),
+                bitrate_bps=int(entry["bitrate_bps"]),
+                frame_rate=float(entry.get("frame_rate", 0.0)),
+                height=int(height) if isinstance(height, int) else 0,
             )
+            rates = bitrates.setdefault(
+                (*key, figure.layer, figure.spatial, figure.temporal),
+                self._bitrates.get((*key, figure.layer, figure.spatial, figure.temporal))
+                or deque(maxlen=BITRATE_SMOOTHING),
+            )
+            if figure.bitrate_bps > 0:
+                rates.append(figure.bitrate_bps)
+                figure = figure._replace(bitrate_bps=sum(rates) // len(rates))
+            else:
+                rates.clear()
+            layers.setdefault(key, []).append(figure)
         self._layers = layers
+        # Only the layers of this snapshot are remembered: a source that went takes its history along.
+        self._bitrates = bitrates
         estimates: dict[int, int] = {}
         audio: dict[int, int] = {}
         transports = snapshot.get("transports")

@@ -11,7 +11,7 @@ from bridge.bridge import Bridge, Conference, Endpoint
 from bridge.changes import CreateConference, CreateEndpoint, UpdateEndpoint
 from bridge.channel import ReceiverVideoConstraints, VideoConstraints
 from bridge.description import Source, SsrcGroup
-from bridge.selection import Selection, Sublayer, allocation_layers, video_type_of
+from bridge.selection import BITRATE_SMOOTHING, Selection, Sublayer, allocation_layers, video_type_of
 from tests.helpers.fake_native import FakeNative, fake_bridge
 
 
@@ -195,6 +195,31 @@ def test_a_probe_taking_the_estimate_to_a_new_high_counts_at_once() -> None:
     assert snapshot(1_900_000, 3) == 1_900_000
     # A new high the estimator reached by itself (no probe) holds too.
     assert snapshot(2_400_000, 3) == 1_900_000
+
+
+def test_a_layers_bitrate_is_its_recent_mean_and_zero_once_it_stops() -> None:
+    bridge, _native, conference, a, _b = _a_sends_b_wants_720p()
+    selection = Selection(bridge, bandwidth_bps=10_000_000)
+
+    def top_layer_cost(scale: float) -> int:
+        figures = _figures(conference.router_id, a.transport_id)
+        for f in figures:
+            if f["layer"] == 2:
+                f["bitrate_bps"] = int(int(f["bitrate_bps"]) * scale)  # type: ignore[call-overload]
+        selection.on_stats(1.0, {"layers": figures, "transports": {}})
+        (source,) = selection.bandwidth_view(conference)["b"]["sources"]
+        cost: int = source["bitrate_bps"] if source["height"] == 720 else 0
+        return cost
+
+    # 720p's three temporal layers cost 1.5 Mbit/s together; its figures swing by a fifth either way.
+    assert top_layer_cost(1.0) == 1_500_000
+    assert top_layer_cost(1.2) == pytest.approx(1_650_000, abs=3)
+    assert top_layer_cost(0.8) == pytest.approx(1_500_000, abs=3)
+    # Only the last BITRATE_SMOOTHING figures count; a stopped layer is not received at once.
+    for _ in range(BITRATE_SMOOTHING):
+        cost = top_layer_cost(1.1)
+    assert cost == pytest.approx(1_650_000, abs=3)
+    assert top_layer_cost(0.0) == 0
 
 
 def test_without_trust_bwe_the_configured_bandwidth_stays() -> None:
