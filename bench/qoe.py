@@ -255,7 +255,7 @@ def rate_kbps(points: Sequence[tuple[float, int]], window_s: float = 1.0) -> lis
     return out
 
 
-def _link_points(samples: Sequence[Sample]) -> list[tuple[float, int]]:
+def link_points(samples: Sequence[Sample]) -> list[tuple[float, int]]:
     """The relay's delivered bytes at the times it counted them (each written figure once)."""
     points: dict[float, int] = {}
     for s in samples:
@@ -343,7 +343,7 @@ def score(
         and (cap := capacity_at(samples, s.t)) is not None
     ]
     bridge_points = [(s.t, s.bridge.bytes_out) for s in samples if s.bridge is not None]
-    link_points = _link_points(samples)
+    delivered_points = link_points(samples)
     send_rates = rate_kbps(bridge_points)
     # Not while the bridge reacts to a fall of the capacity: what was in flight then overshoots whatever it
     # does (the time it takes to move down is judged on its own).
@@ -357,7 +357,7 @@ def score(
     allocated = [
         s.bridge.allocated_bps / 1000 for s in samples if s.bridge and s.bridge.allocated_bps is not None
     ]
-    delivered = [r for _, r in rate_kbps(link_points)]
+    delivered = [r for _, r in rate_kbps(delivered_points)]
 
     audio_rx = last_page.audio_packets_received - first_page.audio_packets_received
     audio_lost = last_page.audio_packets_lost - first_page.audio_packets_lost
@@ -519,7 +519,7 @@ _SERIES = (
 def series(samples: Sequence[Sample]) -> dict[str, list[tuple[float, float]]]:
     """The plotted lines, in kbit/s over time: link capacity, the bridge's estimate, what it allocated,
     what the relay delivered (1 s windows); and the frame height the page received."""
-    link_points = _link_points(samples)
+    delivered_points = link_points(samples)
     return {
         "capacity": [
             (s.t, s.link.capacity_kbps)
@@ -534,7 +534,7 @@ def series(samples: Sequence[Sample]) -> dict[str, list[tuple[float, float]]]:
             for s in samples
             if s.bridge is not None and s.bridge.allocated_bps is not None
         ],
-        "delivered": rate_kbps(link_points),
+        "delivered": rate_kbps(delivered_points),
         "height": [(s.t, float(s.page.frame_height)) for s in samples if s.page is not None],
     }
 

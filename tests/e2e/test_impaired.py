@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bench.qoe import Sample, Scorecard, rate_kbps, samples_json, score, svg_plot
+from bench.qoe import Sample, Scorecard, link_points, rate_kbps, samples_json, score, svg_plot
 from tests.helpers.impaired import ImpairedCall, impaired_call, sampler, stage
 from tests.helpers.netns import Netlab
 from tests.helpers.webpage import await_for
@@ -28,12 +28,13 @@ from tests.helpers.webpage import await_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 
-def bridge_lacks(what: str) -> pytest.MarkDecorator:
-    """A behaviour the bridge fails today for want of `what`: out of the default run, measured with
-    SLUICE_QOE_KNOWN_FAILING=1 (the figures are printed, and the samples saved as JSON and SVG)."""
+def not_reliable(why: str) -> pytest.MarkDecorator:
+    """A behaviour the bridge meets only in some runs, so far: out of the default run (the suite must not
+    depend on luck), measured with SLUICE_QOE_KNOWN_FAILING=1 (the figures are printed, and the samples saved
+    as JSON and SVG)."""
     return pytest.mark.skipif(
         os.environ.get("SLUICE_QOE_KNOWN_FAILING") != "1",
-        reason=f"the bridge lacks {what} (SLUICE_QOE_KNOWN_FAILING=1 runs it)",
+        reason=f"not reliable yet: {why} (SLUICE_QOE_KNOWN_FAILING=1 runs it)",
     )
 
 
@@ -86,10 +87,10 @@ def _report(card: Scorecard, samples: list[Sample], tmp_path: Path, name: str) -
     return json.dumps(card.to_json())
 
 
-@bridge_lacks(
-    "a start that does not overflow the link: the default 2.5 Mbit/s start cost the receiver 5 freezes "
-    "(7.5 s) and 0.96 % of its audio (f53a70e); initial-estimate = 300 kbps, probed up, still 2 freezes "
-    "(longest 4.1 s) and 0.27 % (5b49d82); and the senders' audio leaves room for one 180p stream at most"
+@not_reliable(
+    "passed 2 of the 3 runs at fe0db3f (the third failed on the test's own rate measurement, since fixed); "
+    "the first passed with a 0.494 s freeze against the 0.5 s bound, and the 2.5 Mbit/s start still "
+    "overflows the link in the first seconds"
 )
 async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Path) -> None:
     cap = 500
@@ -105,7 +106,8 @@ async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Pat
     # What the bridge sent it and what the relay delivered, per second, fit the cap (10 % for 1 s windows
     # over packets of up to 1.2 kB, and RTCP).
     sent = rate_kbps([(s.t, s.bridge.bytes_out) for s in settled if s.bridge])
-    delivered = rate_kbps([(s.t, s.link.bytes_out) for s in settled if s.link])
+    # The relay's figures at the times it counted them (the sampler reads them up to 200 ms late).
+    delivered = rate_kbps(link_points(settled))
     assert sent and max(r for _, r in sent) <= cap * 1.1, (sent, figures)
     assert delivered and max(r for _, r in delivered) <= cap * 1.05, (delivered, figures)
     after = score(settled)
@@ -131,15 +133,13 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
     assert bridges[-1].retransmitted > (bridges[0].retransmitted or 0), figures
 
 
-@bridge_lacks(
-    "a pacer: each switch up to 720p sends the keyframe in one burst that overflows the 3 Mbit/s link's "
-    "200 ms queue, the estimate drops a second later and the receiver goes back down (11 switches a minute "
-    "in the bench's step run at 5b49d82); and at 300 kbit/s the three senders' audio leaves too little for "
-    "any video (a 31 s stall of the on-stage source)"
+@not_reliable(
+    "passed 2 of 3 runs at fe0db3f (down 1-2 s after the drop, 720p back in 5 s, 2.25 switches a minute); "
+    "in the third 720p had not come back 18 s after the recovery"
 )
 @pytest.mark.timeout(120)
 async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
-    # Room for a slower start (initial-estimate = 300 kbps reaches 720p at about 7 s).
+    # Room for a slower start (with initial-estimate = 300 kbps 720p came at about 7 s).
     drop_at, recover_at, end = 14.0, 22.0, 40.0
     impair = {
         "a-to-b": {
