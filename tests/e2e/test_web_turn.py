@@ -127,51 +127,56 @@ async def frames(browser: ChromiumBrowser, nick: str) -> int:
     return int(stats.get(nick, {}).get("framesDecoded", 0))
 
 
+@contextlib.asynccontextmanager
+async def direct_and_nat(lab: NatLab) -> AsyncIterator[tuple[ChromiumBrowser, str, ChromiumBrowser, str]]:
+    """Direct (beside the server) and Nat (behind the router) in the room: (direct, its nick, nat, its nick);
+    both pages stopped (their console logs kept) at the end."""
+    browsers: list[ChromiumBrowser] = []
+    try:
+        direct = await asyncio.to_thread(lab.open, "direct", lab.srv)
+        browsers.append(direct)
+        nat = await asyncio.to_thread(lab.open, "nat", lab.nat)
+        browsers.append(nat)
+        yield direct, await join(direct, "Direct"), nat, await join(nat, "Nat")
+    finally:
+        for i, browser in enumerate(browsers):
+            with contextlib.suppress(Exception):
+                browser.save_console_log(lab.tmp / f"browser{i}-console.log")
+            await asyncio.to_thread(browser.stop)
+
+
 async def test_a_participant_behind_a_nat_without_udp_to_the_bridge_relays_through_coturn(
     netlab: Netlab, tmp_path: Path
 ) -> None:
-    async with nat_lab(netlab, tmp_path) as lab:
-        browsers: list[ChromiumBrowser] = []
-        try:
-            direct = await asyncio.to_thread(lab.open, "direct", lab.srv)
-            browsers.append(direct)
-            nat = await asyncio.to_thread(lab.open, "nat", lab.nat)
-            browsers.append(nat)
-            direct_nick = await join(direct, "Direct")
-            nat_nick = await join(nat, "Nat")
-            # It was told STUN and TURN (XEP-0215) with credentials, and uses every candidate kind.
-            ice = await nat.acall("iceConfig")
-            assert ice["iceTransportPolicy"] == "all", ice
-            urls = [u for server in ice["iceServers"] for u in server["urls"]]
-            assert f"stun:{lab.uplink.a_addr}:3478" in urls, ice
-            assert f"turn:{lab.uplink.a_addr}:3478?transport=udp" in urls, ice
-            assert all(s.get("username") for s in ice["iceServers"] if s["urls"][0].startswith("turn")), ice
-            # Both decode each other, and keep doing so.
-            await await_for(nat, "Nat decodes Direct", decodes(direct_nick), "getStats", 45)
-            await await_for(direct, "Direct decodes Nat", decodes(nat_nick), "getStats", 30)
-            before = (await frames(nat, direct_nick), await frames(direct, nat_nick))
-            await asyncio.sleep(2)
-            after = (await frames(nat, direct_nick), await frames(direct, nat_nick))
-            assert after[0] > before[0] + 10 and after[1] > before[1] + 10, (before, after)
-            # Its media goes through coturn: a relayed local candidate, the bridge remote. The relay is
-            # reached over UDP or TCP (both are offered; the bridge nominates the best pair valid within
-            # 500 ms of the first, which on a loaded machine may be the TCP one).
-            pair = await nat.acall("transportStats")
-            print("selected pair behind the NAT:", pair)
-            assert pair["localType"] == "relay" and pair["relayProtocol"] in ("udp", "tcp"), pair
-            assert pair["local"].startswith(f"{lab.uplink.a_addr}:"), pair
-            assert pair["remote"] == f"{lab.uplink.a_addr}:{lab.serve.media[1]}", pair
-            # It did try the bridge directly, and the router dropped that.
-            assert lab.dropped() > 0
-            # The direct participant's media goes to the same bridge address.
-            other = await direct.acall("transportStats")
-            assert other["remote"] == pair["remote"], other
-            print("coturn CPU seconds so far:", coturn_cpu_seconds(lab.serve))
-        finally:
-            for i, browser in enumerate(browsers):
-                with contextlib.suppress(Exception):
-                    browser.save_console_log(tmp_path / f"browser{i}-console.log")
-                await asyncio.to_thread(browser.stop)
+    async with nat_lab(netlab, tmp_path) as lab, direct_and_nat(lab) as (direct, direct_nick, nat, nat_nick):
+        # It was told STUN and TURN (XEP-0215) with credentials, and uses every candidate kind.
+        ice = await nat.acall("iceConfig")
+        assert ice["iceTransportPolicy"] == "all", ice
+        urls = [u for server in ice["iceServers"] for u in server["urls"]]
+        assert f"stun:{lab.uplink.a_addr}:3478" in urls, ice
+        assert f"turn:{lab.uplink.a_addr}:3478?transport=udp" in urls, ice
+        assert all(s.get("username") for s in ice["iceServers"] if s["urls"][0].startswith("turn")), ice
+        # Both decode each other, and keep doing so.
+        await await_for(nat, "Nat decodes Direct", decodes(direct_nick), "getStats", 45)
+        await await_for(direct, "Direct decodes Nat", decodes(nat_nick), "getStats", 30)
+        before = (await frames(nat, direct_nick), await frames(direct, nat_nick))
+        await asyncio.sleep(2)
+        after = (await frames(nat, direct_nick), await frames(direct, nat_nick))
+        assert after[0] > before[0] + 10 and after[1] > before[1] + 10, (before, after)
+        # Its media goes through coturn: a relayed local candidate, the bridge remote. The relay is
+        # reached over UDP or TCP (both are offered; the bridge nominates the best pair valid within
+        # 500 ms of the first, which on a loaded machine may be the TCP one).
+        pair = await nat.acall("transportStats")
+        print("selected pair behind the NAT:", pair)
+        assert pair["localType"] == "relay" and pair["relayProtocol"] in ("udp", "tcp"), pair
+        assert pair["local"].startswith(f"{lab.uplink.a_addr}:"), pair
+        assert pair["remote"] == f"{lab.uplink.a_addr}:{lab.serve.media[1]}", pair
+        # It did try the bridge directly, and the router dropped that.
+        assert lab.dropped() > 0
+        # The direct participant's media goes to the same bridge address.
+        other = await direct.acall("transportStats")
+        assert other["remote"] == pair["remote"], other
+        print("coturn CPU seconds so far:", coturn_cpu_seconds(lab.serve))
 
 
 async def test_force_relay_makes_a_participant_that_could_go_direct_use_turn(

@@ -606,28 +606,15 @@ impl Router {
         meta: &mut PacketMeta,
         fields: &mut Fields,
     ) {
-        let Some(id) = self
-            .extensions
-            .get(&from)
-            .and_then(|e| e.dependency_descriptor)
-        else {
-            return;
-        };
-        let Some(p) = self.producers.get_mut(&rtp.ssrc()) else {
-            return;
-        };
-        let structure = p.av1.get_or_insert_with(|| Box::new(Av1Structure::new()));
-        match rtp
-            .extension(id)
-            .map(|ext| Av1Descriptor::parse(ext, structure))
-        {
-            Some(Ok(d)) => {
+        match self.dependency_descriptor(from, rtp) {
+            None => {}
+            Some(Some((d, switches_up))) => {
                 meta.switch_point = d.starts_keyframe();
                 meta.frame_start = d.start_of_frame;
                 meta.end_of_frame = d.end_of_frame;
                 meta.spatial = d.spatial_id;
                 meta.temporal = d.temporal_id;
-                meta.temporal_switch = switches_up(&d, structure);
+                meta.temporal_switch = switches_up;
                 if let (Some(r), Some(slot)) = (
                     d.resolution,
                     fields.sizes.get_mut(usize::from(d.spatial_id)),
@@ -636,11 +623,35 @@ impl Router {
                     *slot = Some((clamp(r.width), clamp(r.height)));
                 }
             }
-            _ => {
+            Some(None) => {
                 meta.switch_point = false;
                 meta.frame_start = false;
             }
         }
+    }
+
+    /// A packet's dependency descriptor, read against its SSRC's template structure, and whether its
+    /// frame is a temporal switching-up point (None: its sender negotiated no such extension, or the
+    /// SSRC is no Producer; Some(None): this packet has none that parses).
+    fn dependency_descriptor(
+        &mut self,
+        from: TransportId,
+        rtp: &RtpView<'_>,
+    ) -> Option<Option<(Av1Descriptor, bool)>> {
+        let id = self
+            .extensions
+            .get(&from)
+            .and_then(|e| e.dependency_descriptor)?;
+        let p = self.producers.get_mut(&rtp.ssrc())?;
+        let structure = p.av1.get_or_insert_with(|| Box::new(Av1Structure::new()));
+        Some(
+            rtp.extension(id)
+                .and_then(|ext| Av1Descriptor::parse(ext, structure).ok())
+                .map(|d| {
+                    let up = switches_up(&d, structure);
+                    (d, up)
+                }),
+        )
     }
 
     /// A VP8 packet's temporal layer from its dependency descriptor: libwebrtc, once the extension is
@@ -654,23 +665,9 @@ impl Router {
         rtp: &RtpView<'_>,
         meta: &mut PacketMeta,
     ) {
-        let Some(id) = self
-            .extensions
-            .get(&from)
-            .and_then(|e| e.dependency_descriptor)
-        else {
-            return;
-        };
-        let Some(ext) = rtp.extension(id) else {
-            return;
-        };
-        let Some(p) = self.producers.get_mut(&rtp.ssrc()) else {
-            return;
-        };
-        let structure = p.av1.get_or_insert_with(|| Box::new(Av1Structure::new()));
-        if let Ok(d) = Av1Descriptor::parse(ext, structure) {
+        if let Some(Some((d, switches_up))) = self.dependency_descriptor(from, rtp) {
             meta.temporal = d.temporal_id;
-            meta.temporal_switch = switches_up(&d, structure);
+            meta.temporal_switch = switches_up;
         }
     }
 
