@@ -181,8 +181,11 @@ def test_serializer_declares_namespaces_without_prefixes() -> None:
 
 # ---- property tests
 
+# Characters XML 1.0 allows: no surrogates, controls or unassigned code points (Cn holds U+FFFE and U+FFFF,
+# which expat rightly refuses: drawing one once made this test fail with not-well-formed).
 _text = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")) | st.sampled_from("\n\t<>&'\""),
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Cn"))
+    | st.sampled_from("\n\t<>&'\""),
     max_size=30,
 )
 _names = st.sampled_from(["a", "b", "body", "x", "item", "source"])
