@@ -170,7 +170,8 @@ async def test_two_rooms_spread_over_two_bridges_and_move_when_one_stops(
     assert focus['sluice_focus_jingle_total{outcome="accepted"}'] >= 6  # four, then room two's two again
     survivor = await scrape(f"http://127.0.0.1:{busy.http_port}/metrics")
     assert survivor["sluice_endpoints"] == 4
-    assert survivor['sluice_endpoint_bitrate_bps_bucket{direction="up",le="+Inf"}'] == 4
+    # Each endpoint with a figure yet (over >= 2 s windows: one that just moved may have none), never more.
+    assert 1 <= survivor['sluice_endpoint_bitrate_bps_bucket{direction="up",le="+Inf"}'] <= 4
     assert not any(k.startswith("sluice_focus_") for k in survivor)  # a bridge alone exports its own
 
 
