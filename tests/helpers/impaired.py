@@ -91,27 +91,24 @@ class ImpairedCall:
             await asyncio.to_thread(page.browser.stop)
         self.pages.clear()
 
-    async def allocation(self) -> dict[str, Any]:
-        """The bridge's per-receiver view (`/debug/conferences/<meeting>/bandwidth`) of the room's one
-        conference: {endpoint id: {...}}; {} before the conference exists."""
+    async def _debug_view(self, view: str, key: str) -> dict[str, Any]:
+        """`key` of the private API's `/debug/conferences/<meeting>/<view>` for the room's one conference; {}
+        before it exists."""
         meetings = await self.serve.endpoints()
         if not meetings:
             return {}
         (meeting,) = meetings
-        view = await self.serve.debug_json(f"/debug/conferences/{meeting}/bandwidth")
-        endpoints: dict[str, Any] = view["endpoints"]
-        return endpoints
+        found: dict[str, Any] = (await self.serve.debug_json(f"/debug/conferences/{meeting}/{view}"))[key]
+        return found
+
+    async def allocation(self) -> dict[str, Any]:
+        """The bridge's per-receiver view (`bandwidth`) of the room's one conference: {endpoint id: {...}}."""
+        return await self._debug_view("bandwidth", "endpoints")
 
     async def decisions(self) -> dict[str, Any]:
-        """The Allocator's flight recorder of the room's one conference (`/debug/conferences/<meeting>/
-        allocation`: each receiver's recent decisions with their inputs and layers); {} before it exists."""
-        meetings = await self.serve.endpoints()
-        if not meetings:
-            return {}
-        (meeting,) = meetings
-        view = await self.serve.debug_json(f"/debug/conferences/{meeting}/allocation")
-        receivers: dict[str, Any] = view["receivers"]
-        return receivers
+        """The Allocator's flight recorder (`allocation`: each receiver's recent decisions with their inputs
+        and layers) of the room's one conference."""
+        return await self._debug_view("allocation", "receivers")
 
 
 @contextlib.asynccontextmanager

@@ -363,10 +363,7 @@ fn a_jittery_path_does_not_take_a_layer_the_link_carries() {
     let trace = run(&scenario);
     let detail = trace.summary();
     assert!(
-        trace
-            .samples
-            .iter()
-            .any(|s| s.stats.usage == BandwidthUsage::Overusing),
+        trace.saw_overuse(),
         "the jitter was never read as over-use: the test shows nothing\n{detail}"
     );
     assert!(trace.min(2.0, 30.0) >= 1.5e6, "{detail}");
@@ -394,10 +391,7 @@ fn a_passing_dip_does_not_take_a_layer_the_link_carries() {
         let trace = run(&scenario);
         let detail = trace.summary();
         assert!(
-            trace
-                .samples
-                .iter()
-                .any(|s| s.stats.usage == BandwidthUsage::Overusing),
+            trace.saw_overuse(),
             "no dip was read as over-use: the test shows nothing\n{detail}"
         );
         assert!(trace.min(2.0, 30.0) >= 1.2e6, "dip to {dip}\n{detail}");

@@ -77,6 +77,13 @@ pub(super) struct Trace {
 }
 
 impl Trace {
+    /// Whether the estimator read over-use at some sample (a test of its reaction needs one).
+    pub fn saw_overuse(&self) -> bool {
+        self.samples
+            .iter()
+            .any(|s| s.stats.usage == crate::cc::BandwidthUsage::Overusing)
+    }
+
     pub fn window(&self, from: f64, to: f64) -> impl Iterator<Item = &Sample> {
         self.samples.iter().filter(move |s| s.t >= from && s.t < to)
     }
