@@ -163,6 +163,7 @@ class NativeBridge:
         shard_cpu: int | None = None,
         cc_trace_dir: str | None = None,
         cc_initial_estimate_bps: int | None = None,
+        cc_pacing: bool = False,
     ) -> None: ...
     def local_addresses(self) -> list[tuple[str, int]]: ...
     # The bridge certificate's fingerprint: hash function and digest.

@@ -423,6 +423,7 @@ class Bridge:
             cpu,
             self.config.cc_trace_dir,
             self.config.cc_initial_estimate_bps,
+            self.config.cc_pacing,
         )
         if cpu is not None:
             keep_threads_off(cpu)

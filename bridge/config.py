@@ -23,5 +23,7 @@ class BridgeConfig:
     cc_trace_dir: str | None = None
     #: Each receiver's send-side estimate before its first feedback, bit/s (None: the packet path's 2.5M).
     cc_initial_estimate_bps: int | None = None
+    #: Pace each receiver's video to its estimate (the packet path's `cc::pacer`); on with trust-bwe.
+    cc_pacing: bool = False
     #: Seconds a connected transport may go without consent before it fails (RFC 7675 fixes 30 s).
     consent_timeout_s: float = 30.0

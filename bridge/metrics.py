@@ -175,6 +175,7 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
         ("probe_clusters", "Bandwidth probe clusters sent to receivers."),
         ("padding_packets", "Padding packets sent in probe clusters."),
         ("padding_bytes", "Padding bytes sent in probe clusters."),
+        ("paced", "Video packets a receiver's pacer held before they left."),
     ):
         yield _counter(name, text, _int(total, name))
     drops = CounterMetricFamily(f"{PREFIX}_packets_dropped", "Packets dropped, by reason.", labels=["reason"])

@@ -40,8 +40,11 @@ UNLIMITED_HEIGHT = 2160
 #: Every temporal layer, in a native target.
 ALL_TEMPORAL = 255
 
-#: A receiver's probe target is sent again only when it moved more than this share (layer bitrates wobble).
+#: A receiver's probe target is sent again when it fell more than this share (layer bitrates wobble), or
+#: rose more than PROBE_TARGET_RISE: a stale lower target can sit just under the estimate, where the
+#: packet path would never probe while the Allocator still holds a layer back.
 PROBE_TARGET_CHANGE = 0.1
+PROBE_TARGET_RISE = 0.01
 
 #: With trust-bwe a receiver's bandwidth is the least of its last ESTIMATE_HOLD estimates (one per stats
 #: snapshot): a fall counts at once, a rise only once it held, so the estimate's sawtooth and a probe's jump
@@ -276,10 +279,14 @@ class Selection:
         return forwarded_changed
 
     def _probe(self, ep: Endpoint, target: int) -> None:
-        """Tells the packet path what to probe `ep`'s link towards, when it changed by more than
-        PROBE_TARGET_CHANGE (or started or stopped)."""
+        """Tells the packet path what to probe `ep`'s link towards, when it started or stopped, fell by more
+        than PROBE_TARGET_CHANGE or rose by more than PROBE_TARGET_RISE."""
         last = ep.probe_target_bps
-        if (target == 0) != (last == 0) or abs(target - last) > last * PROBE_TARGET_CHANGE:
+        if (
+            (target == 0) != (last == 0)
+            or last - target > last * PROBE_TARGET_CHANGE
+            or target - last > last * PROBE_TARGET_RISE
+        ):
             ep.set_probe_target(target)
 
     def speaker_order(self, conference: Conference) -> list[str]:

@@ -556,6 +556,8 @@ class Settings:
             shard_cpu=self.shard_cpu,
             cc_trace_dir=self.cc_trace_dir,
             cc_initial_estimate_bps=self.cc_initial_estimate_bps,
+            # The estimate sizes what is sent only with trust-bwe; only then does it pace it too.
+            cc_pacing=self.cc_trust_bwe,
         )
 
     def colibri2_limits(self) -> Colibri2Limits:

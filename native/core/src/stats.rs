@@ -49,6 +49,8 @@ pub enum DropReason {
     /// A receiver negotiated neither the packet's payload type nor, for RED, its primary's: counted on
     /// that receiver.
     NotNegotiated,
+    /// Video a receiver's pacer held longest, dropped because its queue was full (`cc::pacer`).
+    PacerOverflow,
     /// Forwarding was impossible: the egress packet would not fit, or protect failed.
     EgressFailed,
     /// The kernel refused to send it.
@@ -57,7 +59,7 @@ pub enum DropReason {
     Panic,
 }
 
-pub const DROP_REASONS: [DropReason; 22] = [
+pub const DROP_REASONS: [DropReason; 23] = [
     DropReason::Unclassified,
     DropReason::UnknownAddress,
     DropReason::StunMalformed,
@@ -77,6 +79,7 @@ pub const DROP_REASONS: [DropReason; 22] = [
     DropReason::Filtered,
     DropReason::RedMalformed,
     DropReason::NotNegotiated,
+    DropReason::PacerOverflow,
     DropReason::EgressFailed,
     DropReason::SendFailed,
     DropReason::Panic,
@@ -104,6 +107,7 @@ impl DropReason {
             DropReason::Filtered => "filtered",
             DropReason::RedMalformed => "red_malformed",
             DropReason::NotNegotiated => "not_negotiated",
+            DropReason::PacerOverflow => "pacer_overflow",
             DropReason::EgressFailed => "egress_failed",
             DropReason::SendFailed => "send_failed",
             DropReason::Panic => "panic",
@@ -134,6 +138,8 @@ pub struct Counters {
     pub probe_clusters: u64,
     pub padding_packets: u64,
     pub padding_bytes: u64,
+    /// Video packets this receiver's pacer held before they left (`cc::pacer`).
+    pub paced: u64,
     /// Packets (and their bytes, protected) the bridge resent this receiver from its RTX cache.
     pub retransmitted: u64,
     pub retransmitted_bytes: u64,

@@ -9,8 +9,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::cc::pacer::PACING_FACTOR;
 use crate::cc::{
-    Estimator, EstimatorConfig, FeedbackBuilder, ProbeStats, Prober, ReceiveEstimator, TraceWriter,
+    Estimator, EstimatorConfig, FeedbackBuilder, Pacer, ProbeStats, Prober, ReceiveEstimator,
+    TraceWriter,
 };
 use crate::domain::{ForceMute, RemoteCandidate, RouterId, TransportId, TransportState};
 use crate::dtls::{DtlsCert, DtlsConn, DtlsError, DtlsEvent, DtlsRole, DtlsSetup, Fingerprint};
@@ -120,6 +122,8 @@ struct Cc {
     bad_feedback: u64,
     /// The congestion-control trace being written, when tracing is on.
     trace: Option<TraceWriter>,
+    /// Holds video back to a rate the estimate allows, when pacing is on (`cc::pacer`).
+    pacer: Option<Pacer>,
 }
 
 /// The stream a transport's padding goes on: an RTX SSRC its peer was told of, with the RTX payload
@@ -442,7 +446,8 @@ impl Transport {
     /// Forwards one RTP packet to this transport's peer: `send_rewritten` with, after `rewrite`, this
     /// transport's next transport-wide sequence number written into the copy's transport-cc extension
     /// (when the peer negotiated one and the packet carries it: the sender's number means nothing to
-    /// this receiver).
+    /// this receiver). Never held by the pacer (audio, retransmissions, padding), but counted
+    /// against its budget.
     #[inline]
     pub fn send_rtp(
         &mut self,
@@ -453,28 +458,137 @@ impl Transport {
         total: &mut Counters,
         rewrite: impl FnOnce(&mut [u8]),
     ) -> bool {
+        let at = self.tcc_out.and_then(|t| offset.at(t.id));
+        self.send_stamped(now, plain, at, egress, total, rewrite)
+    }
+
+    /// `send_rtp` for video: when this transport paces and its pacer has a backlog or no budget
+    /// left, the rewritten packet is held (`cc::pacer`) and leaves in `pace`. Returns whether it was
+    /// sent or held.
+    #[inline]
+    pub fn send_rtp_paced(
+        &mut self,
+        now: Instant,
+        plain: &[u8],
+        offset: &mut TccOffset<'_>,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+        rewrite: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let rate = self
+            .pacing_rate()
+            .filter(|_| self.is_media_ready() && self.selected.is_some());
+        let held = match (self.cc.as_mut(), rate) {
+            (Some(cc), Some(rate)) => {
+                let at_us = cc.since(now).as_micros() as i64;
+                let pacer = cc
+                    .pacer
+                    .as_mut()
+                    .and_then(|p| (!p.may_send(at_us, rate)).then_some(p));
+                match pacer {
+                    Some(p) => {
+                        let at = self.tcc_out.and_then(|t| offset.at(t.id));
+                        Some(p.hold(at_us, plain, at, rewrite))
+                    }
+                    None => {
+                        return self.send_rtp(now, plain, offset, egress, total, rewrite);
+                    }
+                }
+            }
+            _ => return self.send_rtp(now, plain, offset, egress, total, rewrite),
+        };
+        self.counters.paced += 1;
+        total.paced += 1;
+        if held == Some(true) {
+            self.drop_counted(DropReason::PacerOverflow, total);
+        }
+        egress.paced();
+        true
+    }
+
+    /// The rate this transport's video is paced at, bit/s, if it paces and has an estimate.
+    fn pacing_rate(&self) -> Option<f64> {
+        let estimate = self.bandwidth_estimate()?;
+        self.cc.as_ref()?.pacer.as_ref()?;
+        Some(estimate as f64 * PACING_FACTOR)
+    }
+
+    /// Sends what the pacer lets leave at `now`; returns when it should be asked again, while it
+    /// holds packets.
+    pub fn pace(
+        &mut self,
+        now: Instant,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> Option<Instant> {
+        let rate = self.pacing_rate()?;
+        loop {
+            let cc = self.cc.as_mut()?;
+            let at_us = cc.since(now).as_micros() as i64;
+            let pacer = cc.pacer.as_mut()?;
+            let Some(held) = pacer.pop(at_us, rate) else {
+                let epoch = cc.epoch;
+                return pacer
+                    .next_send_us(at_us, rate)
+                    .map(|us| epoch + Duration::from_micros(us.max(0) as u64));
+            };
+            // send_stamped spends the budget.
+            self.send_stamped(now, &held.packet, held.tcc_at, egress, total, |_| {});
+            if let Some(p) = self.cc.as_mut().and_then(|cc| cc.pacer.as_mut()) {
+                p.recycle(held.packet);
+            }
+        }
+    }
+
+    /// Whether the pacer holds packets.
+    pub fn pacer_backlog(&self) -> bool {
+        self.cc
+            .as_ref()
+            .and_then(|cc| cc.pacer.as_ref())
+            .is_some_and(|p| !p.is_empty())
+    }
+
+    /// Sends one RTP packet with this transport's next transport-wide sequence number written at
+    /// `tcc_at` (when it has one), tells the estimator, and spends the pacer's budget.
+    fn send_stamped(
+        &mut self,
+        now: Instant,
+        plain: &[u8],
+        tcc_at: Option<usize>,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+        rewrite: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let Some(tcc) = self.tcc_out else {
             return self.send_rewritten(Protect::Rtp, plain, egress, total, rewrite);
         };
-        let at = offset.at(tcc.id);
         let mut stamped = false;
+        let before = self.counters.bytes_out;
         let sent = self.send_rewritten(Protect::Rtp, plain, egress, total, |b| {
             rewrite(b);
-            if let Some(field) = at.and_then(|at| b.get_mut(at..at + 2)) {
+            if let Some(field) = tcc_at.and_then(|at| b.get_mut(at..at + 2)) {
                 field.copy_from_slice(&tcc.next.to_be_bytes());
                 stamped = true;
             }
         });
-        if sent && stamped {
+        if sent {
+            let bytes = (self.counters.bytes_out - before) as usize;
             if let Some(cc) = self.cc.as_mut() {
-                let at = cc.since(now);
-                cc.estimator.on_packet_sent(tcc.next, plain.len(), at);
-                if let Some(t) = cc.trace.as_mut() {
-                    t.sent(tcc.next, plain.len(), at);
+                if let Some(p) = cc.pacer.as_mut() {
+                    p.spend(bytes);
+                }
+                if stamped {
+                    let at = cc.since(now);
+                    cc.estimator.on_packet_sent(tcc.next, plain.len(), at);
+                    if let Some(t) = cc.trace.as_mut() {
+                        t.sent(tcc.next, plain.len(), at);
+                    }
                 }
             }
-            if let Some(t) = self.tcc_out.as_mut() {
-                t.next = t.next.wrapping_add(1);
+            if stamped {
+                if let Some(t) = self.tcc_out.as_mut() {
+                    t.next = t.next.wrapping_add(1);
+                }
             }
         }
         sent
@@ -482,13 +596,15 @@ impl Transport {
 
     /// The transport-cc header extension id of the RTP this transport's peer sends and receives (None:
     /// it did not negotiate it); `feedback_ssrc` is the bridge's SSRC its feedback comes from.
-    /// Numbering starts at 0 and goes on across changes of the id; the estimate too.
+    /// Numbering starts at 0 and goes on across changes of the id; the estimate too. With `pacing`
+    /// its video is paced to the estimate (`send_rtp_paced`).
     pub fn set_transport_cc_id(
         &mut self,
         now: Instant,
         id: Option<u8>,
         feedback_ssrc: u32,
         config: EstimatorConfig,
+        pacing: bool,
     ) {
         self.tcc_out = match (id, self.tcc_out) {
             (None, _) => None,
@@ -505,6 +621,7 @@ impl Transport {
                     prober: Prober::new(),
                     bad_feedback: 0,
                     trace: None,
+                    pacer: pacing.then(Pacer::new),
                 }));
             }
             Some(_) => {}

@@ -1,10 +1,11 @@
 //! Proves the congestion-control pieces allocate nothing in steady state: recording arrivals and
 //! writing transport-cc feedback (FeedbackBuilder), recording sent packets and taking feedback
-//! (Estimator), counted by a global allocator after both were built and warmed up.
+//! (Estimator), holding and letting out bursts (Pacer), counted by a global allocator after each was
+//! built and warmed up.
 
 use std::time::Duration;
 
-use sluice_core::cc::{Estimator, EstimatorConfig, FeedbackBuilder};
+use sluice_core::cc::{Estimator, EstimatorConfig, FeedbackBuilder, Pacer};
 use sluice_core::rtcp::RtcpPacket;
 use sluice_testutil::counting_alloc::{counted_here, Counting};
 
@@ -75,4 +76,43 @@ fn cc_feedback_and_estimator_allocate_nothing() {
     assert!(bytes > 500 * 100);
     assert!(estimator.acknowledged_bps().is_some());
     assert!(estimator.loss_fraction() > 0.0);
+}
+
+/// The pacer holds and lets out bursts without allocating once its queue has been as long as it
+/// gets: held packets reuse the buffers of those that left.
+#[test]
+fn the_pacer_allocates_nothing_once_warm() {
+    let mut pacer = Pacer::new();
+    let packet = [0x80u8; 1100];
+    let rate = 1_000_000.0;
+    let mut now_us = 0i64;
+    let burst = |pacer: &mut Pacer, now_us: &mut i64| {
+        let mut left = 0;
+        for _ in 0..40 {
+            if pacer.may_send(*now_us, rate) {
+                pacer.spend(packet.len());
+            } else {
+                pacer.hold(*now_us, &packet, Some(20), |b| b[1] = 0x60);
+            }
+        }
+        while !pacer.is_empty() {
+            *now_us += 1_000;
+            while let Some(h) = pacer.pop(*now_us, rate) {
+                pacer.spend(h.packet.len());
+                pacer.recycle(h.packet);
+                left += 1;
+            }
+        }
+        left
+    };
+    for _ in 0..3 {
+        burst(&mut pacer, &mut now_us);
+    }
+    let (left, allocations) = counted_here(|| {
+        (0..50)
+            .map(|_| burst(&mut pacer, &mut now_us))
+            .sum::<usize>()
+    });
+    assert_eq!(allocations, 0);
+    assert!(left > 50 * 30, "{left}");
 }

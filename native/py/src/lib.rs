@@ -40,13 +40,14 @@ impl NativeBridge {
 #[pymethods]
 impl NativeBridge {
     #[new]
-    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None, cc_initial_estimate_bps=None))]
+    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None, cc_initial_estimate_bps=None, cc_pacing=false))]
     fn new(
         bind_addresses: Vec<String>,
         port: u16,
         shard_cpu: Option<usize>,
         cc_trace_dir: Option<String>,
         cc_initial_estimate_bps: Option<u64>,
+        cc_pacing: bool,
     ) -> PyResult<Self> {
         let mut bind = Vec::new();
         for a in &bind_addresses {
@@ -63,6 +64,7 @@ impl NativeBridge {
             cpu: shard_cpu,
             cc_trace_dir: cc_trace_dir.map(std::path::PathBuf::from),
             cc_initial_estimate_bps,
+            cc_pacing,
         };
         let shard =
             ShardHandle::spawn(&config, cert).map_err(|e| PyOSError::new_err(e.to_string()))?;
@@ -291,6 +293,7 @@ fn counters_dict<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyDi
     d.set_item("probe_clusters", c.probe_clusters)?;
     d.set_item("padding_packets", c.padding_packets)?;
     d.set_item("padding_bytes", c.padding_bytes)?;
+    d.set_item("paced", c.paced)?;
     d.set_item("retransmitted", c.retransmitted)?;
     d.set_item("retransmitted_bytes", c.retransmitted_bytes)?;
     d.set_item("nack_cache_hit", c.nack_cache_hit)?;

@@ -18,6 +18,7 @@ mod feedback;
 pub mod nack;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod oracle;
+pub mod pacer;
 pub mod probe;
 mod remb;
 pub mod trace;
@@ -30,6 +31,7 @@ pub use estimator::{
 };
 pub use feedback::{FeedbackBuilder, FeedbackCounters, FeedbackLimits, WINDOW};
 pub use nack::NackTracker;
+pub use pacer::{Pacer, PacerStats};
 pub use probe::{ClusterMeter, ProbeResult, ProbeStats, Prober};
 pub use remb::ReceiveEstimator;
 pub use trace::TraceWriter;

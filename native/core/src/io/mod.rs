@@ -14,6 +14,8 @@ pub use socket::{from_sockaddr, to_sockaddr, RecvBatch, SendBatch, UdpSocket, MA
 pub trait Egress {
     /// A batch with room for one more datagram leaving from `local`.
     fn batch_for(&mut self, local: SocketAddr) -> &mut SendBatch;
+    /// A pacer now holds a packet: the caller's loop should come back for it soon.
+    fn paced(&mut self) {}
 }
 
 /// What a datagram on the shared port carries, by RFC 7983 section 7:

@@ -305,7 +305,7 @@ impl Router {
             };
             match proj.on_packet(now, MediaKind::Video.clock_rate(), meta) {
                 Verdict::Forward(rw) => {
-                    let sent = r.send_rtp(now, packet, &mut tcc, egress, total, |b| {
+                    let sent = r.send_rtp_paced(now, packet, &mut tcc, egress, total, |b| {
                         apply_rewrite(b, primary, fields, &rw)
                     });
                     if sent {

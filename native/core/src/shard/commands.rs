@@ -151,7 +151,13 @@ impl State {
                     .get(&router)
                     .map_or(0, |r| r.feedback.for_kind(MediaKind::Video));
                 if let Some(t) = self.transports.get_mut(&transport) {
-                    t.set_transport_cc_id(now, ids.transport_cc, feedback_ssrc, self.cc_config);
+                    t.set_transport_cc_id(
+                        now,
+                        ids.transport_cc,
+                        feedback_ssrc,
+                        self.cc_config,
+                        self.cc_pacing,
+                    );
                     if let Some(dir) = &self.cc_trace_dir {
                         t.trace_cc(dir);
                     }

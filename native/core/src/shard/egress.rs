@@ -17,12 +17,18 @@ use crate::transport::{Protect, Transmit, Transport};
 pub struct Io {
     sockets: Vec<UdpSocket>,
     send: Vec<SendBatch>,
+    /// A transport's pacer started holding packets since the last `take_paced`.
+    paced: bool,
 }
 
 impl Io {
     pub(super) fn new(sockets: Vec<UdpSocket>, send: Vec<SendBatch>) -> Self {
         debug_assert_eq!(sockets.len(), send.len(), "one batch per socket");
-        Io { sockets, send }
+        Io {
+            sockets,
+            send,
+            paced: false,
+        }
     }
 
     pub(super) fn sockets(&self) -> &[UdpSocket] {
@@ -66,6 +72,11 @@ impl Io {
         }
     }
 
+    /// Whether a pacer started holding packets since last asked.
+    pub(super) fn take_paced(&mut self) -> bool {
+        std::mem::take(&mut self.paced)
+    }
+
     /// Forgets whatever is queued (the fuzz entry point never puts its output on the wire).
     #[cfg(feature = "fuzzing")]
     pub(super) fn discard(&mut self) {
@@ -82,6 +93,10 @@ impl Egress for Io {
             self.sockets[idx].send_batch(&mut self.send[idx]);
         }
         &mut self.send[idx]
+    }
+
+    fn paced(&mut self) {
+        self.paced = true;
     }
 }
 

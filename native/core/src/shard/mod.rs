@@ -39,6 +39,8 @@ pub const BATCH: usize = 64;
 const RECV_ROUNDS: usize = 8;
 /// The longest the loop sleeps; also the granularity of protocol timers.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
+/// How soon the loop comes back to a pacer that just started holding packets.
+const PACE_STEP: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Debug, Default)]
 pub struct ShardConfig {
@@ -51,6 +53,8 @@ pub struct ShardConfig {
     pub cc_trace_dir: Option<std::path::PathBuf>,
     /// Each receiver's send-side estimate before feedback, bit/s (None: `EstimatorConfig`'s 2.5 Mbit/s).
     pub cc_initial_estimate_bps: Option<u64>,
+    /// Whether each receiver's video is paced to its estimate (`cc::pacer`).
+    pub cc_pacing: bool,
 }
 
 /// All state a shard mutates per packet.
@@ -78,6 +82,7 @@ pub struct State {
     cc_trace_dir: Option<std::path::PathBuf>,
     /// Every receiver's send-side estimator starts from this.
     cc_config: crate::cc::EstimatorConfig,
+    cc_pacing: bool,
 }
 
 pub struct Shard {
@@ -149,6 +154,7 @@ impl Shard {
                         ..base
                     }
                 },
+                cc_pacing: config.cc_pacing,
                 events_sent: 0,
             },
         })

@@ -402,6 +402,20 @@ impl State {
         next
     }
 
+    /// Lets out what every pacer with a backlog may send now (`Transport::pace`); when the next is due.
+    pub(super) fn pace(&mut self, now: Instant, io: &mut Io) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for t in self.transports.values_mut() {
+            if !t.pacer_backlog() {
+                continue;
+            }
+            if let Some(at) = t.pace(now, io, &mut self.total) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
     /// Sends each sender the bridge's reports on the SSRCs it sends (one per media kind), every
     /// RR_INTERVAL.
     pub(super) fn send_receiver_reports(&mut self, now: Instant, io: &mut Io) {

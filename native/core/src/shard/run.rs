@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::egress::Io;
-use super::{Shard, ShardConfig, State, MAX_SLEEP, RECV_ROUNDS};
+use super::{Shard, ShardConfig, State, MAX_SLEEP, PACE_STEP, RECV_ROUNDS};
 use crate::domain::TransportId;
 use crate::dtls::DtlsCert;
 use crate::queue::Queue;
@@ -51,6 +51,10 @@ impl Shard {
                     break;
                 }
             }
+        }
+        // A pacer that started holding video is served at the next step, not the next sweep.
+        if io.take_paced() {
+            state.next_sweep = state.next_sweep.min(now + PACE_STEP);
         }
     }
 
@@ -146,6 +150,9 @@ impl State {
         self.send_nacks(now, io);
         next = next.min(self.next_nack);
         if let Some(at) = self.probe(now, io) {
+            next = next.min(at);
+        }
+        if let Some(at) = self.pace(now, io) {
             next = next.min(at);
         }
         for r in self.routers.values() {

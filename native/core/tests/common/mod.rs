@@ -309,16 +309,21 @@ impl Conference {
 
     /// A conference whose shard and peers all use `bind`'s address family (e.g. `[::1]:0`).
     pub fn on(n: usize, bind: SocketAddr) -> Self {
-        let cert = DtlsCert::generate().expect("cert");
-        let bridge_fp = cert.fingerprint(HashAlg::Sha256);
-        let mut shard = Shard::new(
-            &ShardConfig {
+        Self::with_config(
+            n,
+            ShardConfig {
                 bind: vec![bind],
                 ..Default::default()
             },
-            cert,
         )
-        .expect("shard");
+    }
+
+    /// A conference on a shard made with `config` (its first bind address is the peers' family).
+    pub fn with_config(n: usize, config: ShardConfig) -> Self {
+        let bind = config.bind[0];
+        let cert = DtlsCert::generate().expect("cert");
+        let bridge_fp = cert.fingerprint(HashAlg::Sha256);
+        let mut shard = Shard::new(&config, cert).expect("shard");
         let bridge_addr = shard.local_addrs()[0];
         let now = Instant::now();
         shard.handle_command(
