@@ -378,6 +378,7 @@ _KEYS: dict[str, Parse] = {
     "videobridge.cc.trust-bwe": _bool,
     "videobridge.cc.trace-dir": _string,  # sluice
     "videobridge.cc.initial-estimate": _bitrate,  # sluice
+    "videobridge.cc.pacing": _bool,  # sluice
     "videobridge.speech-activity.recent-speakers-count": _count,
     "videobridge.speech-activity.enable-silence-detection": _bool,
     "videobridge.speech-activity.silence-detection-timeout": _duration,
@@ -542,6 +543,9 @@ class Settings:
     #: starts; 300 kbit/s, libwebrtc's start, probed up, spares a small link the first seconds' overshoot
     #: but takes 6-8 s to 720p: README, the impairment scorecard).
     cc_initial_estimate_bps: int | None = None
+    #: Pace each receiver's video to 1.5x its estimate (None: when trust-bwe is on, the only time the
+    #: estimate sizes what is sent).
+    cc_pacing: bool | None = None
     #: Dominant speaker detection, `[videobridge.speech-activity]` (bridge/speakers.py).
     recent_speakers_count: int = 10
     enable_silence_detection: bool = False
@@ -556,8 +560,7 @@ class Settings:
             shard_cpu=self.shard_cpu,
             cc_trace_dir=self.cc_trace_dir,
             cc_initial_estimate_bps=self.cc_initial_estimate_bps,
-            # The estimate sizes what is sent only with trust-bwe; only then does it pace it too.
-            cc_pacing=self.cc_trust_bwe,
+            cc_pacing=self.cc_trust_bwe if self.cc_pacing is None else self.cc_pacing,
         )
 
     def colibri2_limits(self) -> Colibri2Limits:
@@ -805,6 +808,7 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         cc_trust_bwe=get("videobridge.cc.trust-bwe", defaults.cc_trust_bwe),
         cc_trace_dir=get("videobridge.cc.trace-dir", defaults.cc_trace_dir),
         cc_initial_estimate_bps=get("videobridge.cc.initial-estimate", defaults.cc_initial_estimate_bps),
+        cc_pacing=get("videobridge.cc.pacing", defaults.cc_pacing),
         recent_speakers_count=get(
             "videobridge.speech-activity.recent-speakers-count", defaults.recent_speakers_count
         ),

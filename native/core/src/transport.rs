@@ -508,8 +508,9 @@ impl Transport {
 
     /// The rate this transport's video is paced at, bit/s, if it paces and has an estimate.
     fn pacing_rate(&self) -> Option<f64> {
-        let estimate = self.bandwidth_estimate()?;
+        // The cheap test first: with pacing off this is all a video copy pays.
         self.cc.as_ref()?.pacer.as_ref()?;
+        let estimate = self.bandwidth_estimate()?;
         Some(estimate as f64 * PACING_FACTOR)
     }
 
