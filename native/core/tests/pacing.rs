@@ -29,12 +29,6 @@ fn audio(seq: u16) -> Vec<u8> {
     p
 }
 
-fn tcc_of(packet: &[u8]) -> Option<u16> {
-    let v = RtpView::parse(packet).ok()?;
-    let ext = v.extension(TCC)?;
-    Some(u16::from_be_bytes([*ext.first()?, *ext.get(1)?]))
-}
-
 fn ssrc_of(packet: &[u8]) -> u32 {
     RtpView::parse(packet).map_or(0, |v| v.ssrc())
 }
@@ -85,20 +79,7 @@ fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
             audio_seq = audio_seq.wrapping_add(1);
             conf.peers[0].flush();
             conf.run_until(Duration::from_millis(10), |_| false);
-            let p = &conf.peers[1];
-            let new: Vec<(u16, Instant)> = p.rtp_packets[seen..]
-                .iter()
-                .zip(&p.rtp_arrivals[seen..])
-                .filter_map(|(packet, &at)| tcc_of(packet).map(|s| (s, at)))
-                .collect();
-            seen = p.rtp_packets.len();
-            for (seq, at) in new {
-                builder.on_arrival(seq, at - t0);
-            }
-            let mut out = [0u8; 1200];
-            while let Ok(Some(n)) = builder.write(&mut out) {
-                conf.peers[1].send_rtcp(&out[..n]);
-            }
+            common::tcc::answer_with_feedback(conf, 1, TCC, t0, &mut seen, &mut builder);
         }
     };
     step(&mut conf, Duration::from_millis(600));
@@ -162,15 +143,7 @@ fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
         audio_during[0] - first_audio_after
     );
     // Numbers stamped at departure: gapless in the order packets arrived.
-    let numbers: Vec<u16> = conf.peers[1]
-        .rtp_packets
-        .iter()
-        .filter_map(|p| tcc_of(p))
-        .collect();
-    assert!(
-        numbers.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
-        "{numbers:?}"
-    );
+    common::tcc::assert_gapless(&conf.peers[1].rtp_packets, TCC);
     let stats = conf.shard.stats();
     assert!(stats.total.paced >= 25, "{:?}", stats.total);
     assert_eq!(

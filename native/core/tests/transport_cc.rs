@@ -28,9 +28,7 @@ fn packet(seq: u16, tcc: u16) -> Vec<u8> {
 }
 
 fn tcc_of(packet: &[u8]) -> Option<u16> {
-    let v = RtpView::parse(packet).ok()?;
-    let ext = v.extension(TCC)?;
-    Some(u16::from_be_bytes([*ext.first()?, *ext.get(1)?]))
+    common::tcc::number(packet, TCC)
 }
 
 /// `n` connected peers, peer 0 sending the audio SSRC; `negotiated` transports have transport-cc (and
@@ -171,31 +169,6 @@ fn feedback_goes_to_the_sender_and_the_receivers_feedback_makes_an_estimate() {
     );
 }
 
-/// The receiver's side of the loop: every packet that arrived since `seen` (at the time it was
-/// taken off the socket) goes into its feedback, which it sends.
-fn answer_with_feedback(
-    conf: &mut common::Conference,
-    peer: usize,
-    t0: Instant,
-    seen: &mut usize,
-    builder: &mut sluice_core::cc::FeedbackBuilder,
-) {
-    let p = &conf.peers[peer];
-    let new: Vec<(u16, Instant)> = p.rtp_packets[*seen..]
-        .iter()
-        .zip(&p.rtp_arrivals[*seen..])
-        .filter_map(|(packet, &at)| tcc_of(packet).map(|s| (s, at)))
-        .collect();
-    *seen = p.rtp_packets.len();
-    for (seq, at) in new {
-        builder.on_arrival(seq, at - t0);
-    }
-    let mut out = [0u8; 1200];
-    while let Ok(Some(n)) = builder.write(&mut out) {
-        conf.peers[peer].send_rtcp(&out[..n]);
-    }
-}
-
 #[test]
 fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_stream() {
     use sluice_core::cc::FeedbackBuilder;
@@ -247,7 +220,7 @@ fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_st
             sent = sent.wrapping_add(1);
             conf.peers[0].flush();
             conf.run_until(Duration::from_millis(10), |_| false);
-            answer_with_feedback(conf, 1, t0, &mut seen, &mut builder);
+            common::tcc::answer_with_feedback(conf, 1, TCC, t0, &mut seen, &mut builder);
         }
     };
     step(&mut conf, Duration::from_millis(600));
@@ -301,15 +274,7 @@ fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_st
         assert!(v.payload().is_empty(), "padding only");
         assert!(tcc_of(p).is_some());
     }
-    let numbers: Vec<u16> = conf.peers[1]
-        .rtp_packets
-        .iter()
-        .filter_map(|p| tcc_of(p))
-        .collect();
-    assert!(
-        numbers.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
-        "gapless"
-    );
+    common::tcc::assert_gapless(&conf.peers[1].rtp_packets, TCC);
     let seqs: Vec<u16> = padding
         .iter()
         .map(|p| RtpView::parse(p).unwrap().sequence_number())

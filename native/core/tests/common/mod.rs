@@ -4,6 +4,7 @@
 
 pub mod simulcast;
 pub mod spoof;
+pub mod tcc;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,0 +1,49 @@
+//! Transport-cc on the receiving side of shard tests: reading a forwarded packet's transport-wide
+//! number, checking a receiver's numbers are gapless, and answering with feedback as a browser does.
+
+use std::time::Instant;
+
+use sluice_core::cc::FeedbackBuilder;
+use sluice_core::rtp::RtpView;
+
+/// The transport-wide number in `packet`'s extension `id`, if it carries one.
+pub fn number(packet: &[u8], id: u8) -> Option<u16> {
+    let v = RtpView::parse(packet).ok()?;
+    let ext = v.extension(id)?;
+    Some(u16::from_be_bytes([*ext.first()?, *ext.get(1)?]))
+}
+
+/// Every transport-wide number in `packets` (in arrival order) follows the one before.
+pub fn assert_gapless(packets: &[Vec<u8>], id: u8) {
+    let numbers: Vec<u16> = packets.iter().filter_map(|p| number(p, id)).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{numbers:?}"
+    );
+}
+
+/// The receiver's side of the loop: every packet `peer` took off its socket since `seen` (at that
+/// time) goes into its feedback, which it sends.
+pub fn answer_with_feedback(
+    conf: &mut super::Conference,
+    peer: usize,
+    id: u8,
+    t0: Instant,
+    seen: &mut usize,
+    builder: &mut FeedbackBuilder,
+) {
+    let p = &conf.peers[peer];
+    let new: Vec<(u16, Instant)> = p.rtp_packets[*seen..]
+        .iter()
+        .zip(&p.rtp_arrivals[*seen..])
+        .filter_map(|(packet, &at)| number(packet, id).map(|s| (s, at)))
+        .collect();
+    *seen = p.rtp_packets.len();
+    for (seq, at) in new {
+        builder.on_arrival(seq, at - t0);
+    }
+    let mut out = [0u8; 1200];
+    while let Ok(Some(n)) = builder.write(&mut out) {
+        conf.peers[peer].send_rtcp(&out[..n]);
+    }
+}
