@@ -77,7 +77,13 @@ class BridgeApp:
         self.selection = Selection(
             self.bridge,
             settings.allocation_settings(),
-            bandwidth_bps=settings.cc_receiver_bandwidth_bps,
+            # With trust-bwe a receiver is sized by its estimate, which starts at the initial estimate: the
+            # allocation made at its join, before any feedback, starts there too.
+            bandwidth_bps=(
+                settings.cc_initial_estimate_bps
+                if settings.cc_trust_bwe and settings.cc_initial_estimate_bps
+                else settings.cc_receiver_bandwidth_bps
+            ),
             trust_bwe=settings.cc_trust_bwe,
             speakers=self.speakers,
         )

@@ -88,9 +88,9 @@ def _report(card: Scorecard, samples: list[Sample], tmp_path: Path, name: str) -
 
 
 @not_reliable(
-    "passed 2 of the 3 runs at fe0db3f (the third failed on the test's own rate measurement, since fixed); "
-    "the first passed with a 0.494 s freeze against the 0.5 s bound, and the 2.5 Mbit/s start still "
-    "overflows the link in the first seconds"
+    "passed 4 of 7 runs with the pacer (ac5f024 and after); the failures are the first seconds: the "
+    "2.5 Mbit/s start, the keyframes of three senders and the resends of what they lost overflow the link, "
+    "the loss-based estimate falls to 100-160 kbit/s and video stops for 2-6 s"
 )
 async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Path) -> None:
     cap = 500
@@ -134,8 +134,8 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
 
 
 @not_reliable(
-    "passed 2 of 3 runs at fe0db3f (down 1-2 s after the drop, 720p back in 5 s, 2.25 switches a minute); "
-    "in the third 720p had not come back 18 s after the recovery"
+    "passed 4 of 6 runs with the pacer (ac5f024 and after); one failed on 4.96 switches a minute, one had "
+    "720p not back 15 s after the recovery; another (a pacer variant not kept) froze 9 s after a slow fall"
 )
 @pytest.mark.timeout(120)
 async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
@@ -156,8 +156,14 @@ async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> N
     card = score(samples, steady_after_s=5)
     figures = _report(card, samples, tmp_path, "step")
     print(figures)
-    # The bridge's allocation of the on-stage source: 720p before the drop, below within 3 s of it.
-    before = [s.bridge.allocated_height for s in samples if s.bridge and drop_at - 2 <= s.t < drop_at]
+    # The bridge's allocation of the on-stage source: 720p before the drop, below within 3 s of it. Before
+    # is by the relay's own reading of its rate (its schedule and the sampler's clock differ by up to a
+    # sample: a run had the link at 300 kbit/s in the sample at 13.9 s, and the bridge already moved).
+    before = [
+        s.bridge.allocated_height
+        for s in samples
+        if s.bridge and drop_at - 2 <= s.t < drop_at and s.link and s.link.capacity_kbps == 3000
+    ]
     assert before and all(h == 720 for h in before), (before, figures)
     down = next(
         (s.t for s in _after(samples, drop_at) if s.bridge and (s.bridge.allocated_height or 0) < 720), None

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub use red::{red_variant, RedVariant};
 pub use rtx::{
     resend_interval, write_rtx, PacketCache, RtxBudget, CACHE_AGE, CACHE_BYTES, CACHE_SLOTS,
-    RESEND_CEILING, RESEND_FLOOR, RTX_BURST, RTX_SHARE,
+    RESEND_CEILING, RESEND_FLOOR, RTX_BURST, RTX_SHARE, RTX_START,
 };
 pub use video::{apply_rewrite, packet_meta, unwrap_rtx, Fields, Route, VideoSource};
 

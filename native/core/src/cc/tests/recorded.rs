@@ -73,7 +73,15 @@ fn print_a_trace_given_in_the_environment() {
     let text = std::fs::read_to_string(path).expect("the trace file");
     let records = parse(&text).expect("the trace parses");
     let start = records.first().map_or(Duration::ZERO, Record::at);
-    let mut e = Estimator::new(EstimatorConfig::default());
+    // The live estimator's start, when it was not the default (`[videobridge.cc] initial-estimate`).
+    let initial = std::env::var("SLUICE_CC_INITIAL_BPS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let base = EstimatorConfig::default();
+    let mut e = Estimator::new(EstimatorConfig {
+        initial_bps: initial.unwrap_or(base.initial_bps),
+        ..base
+    });
     let mut raises = 0;
     replay(&records, &mut e, |at, e| {
         let s = e.stats();
