@@ -48,9 +48,12 @@ PROBE_TARGET_RISE = 0.01
 
 #: With trust-bwe a receiver's bandwidth is the least of its last ESTIMATE_HOLD estimates (one per stats
 #: snapshot): a fall counts at once, a rise only once it held, so the estimate's sawtooth and a probe's jump
-#: that does not last do not switch layers back and forth. One rise counts at once: a probe's that takes
+#: that does not last do not switch layers back and forth. Two rises count at once: a probe's that takes
 #: the estimate higher than it ever was (the link measured carrying more than it was ever asked to: the
-#: climb from a low start), where holding would only delay the first good layer by ESTIMATE_HOLD seconds.
+#: climb from a low start), where holding would only delay the first good layer by ESTIMATE_HOLD seconds;
+#: and any rise of a receiver its allocation sends no video for want of bandwidth (a receiver behind a
+#: 500 kbit/s link whose first seconds' losses took the estimate to 160 kbit/s had no video for 5 s, the
+#: probe back to 340 kbit/s held 3 of them).
 ESTIMATE_HOLD = 3
 
 #: A layer's bitrate is the mean of its last BITRATE_SMOOTHING figures (one per stats snapshot, each over the
@@ -198,19 +201,21 @@ class Selection:
         self._bitrates = bitrates
         estimates: dict[int, int] = {}
         audio: dict[int, int] = {}
+        hungry = self._starved()
         transports = snapshot.get("transports")
         for tid, t in transports.items() if isinstance(transports, dict) else []:
             if not isinstance(t, dict):
                 continue
             bps = t.get("bandwidth_estimate_bps")
             if isinstance(bps, int) and bps > 0:
+                starved = int(tid) in hungry
                 estimates[int(tid)] = bps
                 history = self._estimate_history.setdefault(int(tid), deque(maxlen=ESTIMATE_HOLD))
                 probe = t.get("probe")
                 raises = probe.get("raises") if isinstance(probe, dict) else None
                 raises = raises if isinstance(raises, int) else 0
                 peak, raised = self._estimate_peak.get(int(tid), (0, 0))
-                if raises > raised and history and bps > peak:
+                if history and (starved or (raises > raised and bps > peak)):
                     history.clear()
                 history.append(bps)
                 self._estimate_peak[int(tid)] = (max(peak, bps), raises)
@@ -232,6 +237,22 @@ class Selection:
         if not self.trust_bwe or not history:
             return self.bandwidth_bps
         return max(min(history) - audio_bps, 0)
+
+    def _starved(self) -> set[int]:
+        """Transports of the receivers whose last allocation forwards them no video because bandwidth held
+        every source back."""
+        out: set[int] = set()
+        for conference in list(self.bridge.conferences.values()):
+            allocator = self._allocators.get(conference.id)
+            if allocator is None:
+                continue
+            for receiver_id, allocation in allocator.allocations().items():
+                ep = conference.endpoints.get(receiver_id)
+                if ep is None or ep.closed or allocation.forwarded():
+                    continue
+                if any(s.reason == Reason.BANDWIDTH_LIMITED for s in allocation.sources):
+                    out.add(ep.transport_id)
+        return out
 
     def _audio_total(self, conference: Conference) -> int:
         """The audio the open members of `conference` send, bit/s."""

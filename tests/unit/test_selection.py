@@ -197,6 +197,28 @@ def test_a_probe_taking_the_estimate_to_a_new_high_counts_at_once() -> None:
     assert snapshot(2_400_000, 3) == 1_900_000
 
 
+def test_a_receiver_sent_no_video_for_want_of_bandwidth_takes_a_rise_at_once() -> None:
+    bridge, _native, conference, a, b = _a_sends_b_wants_720p()
+    selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=True)
+
+    def snapshot(estimate: int) -> tuple[int, int | None]:
+        transports = {b.transport_id: {"bandwidth_estimate_bps": estimate}, a.transport_id: {}}
+        figures = _figures(conference.router_id, a.transport_id)
+        selection.on_stats(1.0, {"layers": figures, "transports": transports})
+        view = selection.bandwidth_view(conference)[b.id]
+        (source,) = view["sources"]
+        return view["bandwidth_bps"], source["height"]
+
+    assert snapshot(2_000_000) == (2_000_000, 720)
+    # The link collapsed under 180p's cheapest layer (75 kbit/s): no video at all.
+    assert snapshot(60_000) == (60_000, None)
+    # The next rise counts at once, not after ESTIMATE_HOLD snapshots.
+    assert snapshot(400_000)[0] == 400_000
+    # With video again, a rise holds as before.
+    assert snapshot(300_000)[0] == 300_000
+    assert snapshot(900_000)[0] == 300_000
+
+
 def test_a_layers_bitrate_is_its_recent_mean_and_zero_once_it_stops() -> None:
     bridge, _native, conference, a, _b = _a_sends_b_wants_720p()
     selection = Selection(bridge, bandwidth_bps=10_000_000)
