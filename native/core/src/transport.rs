@@ -446,7 +446,7 @@ impl Transport {
     /// Forwards one RTP packet to this transport's peer: `send_rewritten` with, after `rewrite`, this
     /// transport's next transport-wide sequence number written into the copy's transport-cc extension
     /// (when the peer negotiated one and the packet carries it: the sender's number means nothing to
-    /// this receiver). Never held by the pacer (audio, passed-on and padding packets), but counted
+    /// this receiver). Never held by the pacer (audio, retransmissions, padding), but counted
     /// against its budget.
     #[inline]
     pub fn send_rtp(

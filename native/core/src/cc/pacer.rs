@@ -2,8 +2,8 @@
 //! burst (keyframes of several senders at once, a layer switch) waits here instead of overflowing the
 //! queue of the receiver's bottleneck link, where it would take that receiver's audio with it.
 //!
-//! Video and its retransmissions are paced; audio, RTCP and probe padding are never held: they
-//! leave at once and only spend the budget. Held packets are plain RTP, already rewritten for the receiver; the transport stamps
+//! Video is paced; audio, RTCP, retransmissions (budgeted apart) and probe padding are never held:
+//! they leave at once and only spend the budget. Held packets are plain RTP, already rewritten for the receiver; the transport stamps
 //! their transport-wide sequence number and protects them when they leave, so the estimator sees the
 //! time they really left (a packet's wait here is not the link's queueing delay).
 //!

@@ -384,8 +384,9 @@ impl Router {
                 continue;
             }
             let before = t.counters.bytes_out;
-            // Paced like the video it repairs: under congestion a resend waits its turn.
-            if t.send_rtp_paced(
+            // Not behind the pacer's video backlog (libwebrtc's pacer sends resends ahead of video);
+            // the budget above bounds them, and they spend the pacer's budget.
+            if t.send_rtp(
                 now,
                 packet,
                 &mut TccOffset::new(packet),
@@ -393,11 +394,7 @@ impl Router {
                 total,
                 |_| {},
             ) {
-                // Protected bytes when it left at once; its plain bytes when the pacer holds it.
-                let n = match t.counters.bytes_out - before {
-                    0 => packet.len() as u64,
-                    n => n,
-                };
+                let n = t.counters.bytes_out - before;
                 count(t, total, |c| {
                     c.retransmitted += 1;
                     c.retransmitted_bytes += n;
