@@ -201,21 +201,20 @@ class Selection:
         self._bitrates = bitrates
         estimates: dict[int, int] = {}
         audio: dict[int, int] = {}
-        hungry = self._starved()
+        starved = self._starved()
         transports = snapshot.get("transports")
         for tid, t in transports.items() if isinstance(transports, dict) else []:
             if not isinstance(t, dict):
                 continue
             bps = t.get("bandwidth_estimate_bps")
             if isinstance(bps, int) and bps > 0:
-                starved = int(tid) in hungry
                 estimates[int(tid)] = bps
                 history = self._estimate_history.setdefault(int(tid), deque(maxlen=ESTIMATE_HOLD))
                 probe = t.get("probe")
                 raises = probe.get("raises") if isinstance(probe, dict) else None
                 raises = raises if isinstance(raises, int) else 0
                 peak, raised = self._estimate_peak.get(int(tid), (0, 0))
-                if history and (starved or (raises > raised and bps > peak)):
+                if history and (int(tid) in starved or (raises > raised and bps > peak)):
                     history.clear()
                 history.append(bps)
                 self._estimate_peak[int(tid)] = (max(peak, bps), raises)

@@ -89,6 +89,20 @@ async def keyframe_recorded(browser: ChromiumBrowser, mid: str) -> None:
     await await_for(browser, "a keyframe", seen, "e2ee", 20)
 
 
+async def pinned_record(
+    receiver: ChromiumBrowser, sender: ChromiumBrowser, owner: str
+) -> tuple[list[dict[str, str]], set[str]]:
+    """`receiver` pins `owner` and waits for its keyframe; returns the frames `receiver` recorded of `owner`'s
+    video as the bridge forwarded them, and the 16 bytes after the clear prefix of every frame `sender`'s
+    encoder made. The receiver's record is read first: all in it was sent before the sender's is read."""
+    mid = mid_of(await receiver.acall("remoteSources"), owner)
+    await receiver.acall("clickTile", owner)
+    await keyframe_recorded(receiver, mid)
+    got: list[dict[str, str]] = (await receiver.acall("e2ee"))["worker"]["record"]["received"][mid]
+    sent = (await sender.acall("e2ee"))["worker"]["record"]["sent"]
+    return got, {after_prefix(f) for f in sent}
+
+
 async def test_plain_run_shows_the_comparison_finds_plaintext(serve: ServeProcess, tmp_path: Path) -> None:
     async with open_pages(tmp_path) as p:
         p["Ada"], ada = await join(serve, tmp_path, "plain-room", "Ada")
@@ -96,13 +110,7 @@ async def test_plain_run_shows_the_comparison_finds_plaintext(serve: ServeProces
         for name in p:
             assert await p[name].acall("e2eeRecord", True) is True
         await await_for(p["Grace"], "Ada decoded", lambda s: camera_frames(s, ada) > 60, "getStats", 40)
-        mid = mid_of(await p["Grace"].acall("remoteSources"), ada)
-        await p["Grace"].acall("clickTile", ada)
-        await keyframe_recorded(p["Grace"], mid)
-        # The receiver's record first: everything in it was sent before the sender's is read.
-        got = (await p["Grace"].acall("e2ee"))["worker"]["record"]["received"][mid]
-        sent = (await p["Ada"].acall("e2ee"))["worker"]["record"]["sent"]
-        plain = {after_prefix(f) for f in sent}
+        got, plain = await pinned_record(p["Grace"], p["Ada"], ada)
         assert len(got) > 30
         assert not any(f["tail"] == MAGIC for f in got)
         found = sum(after_prefix(f) in plain for f in got[-100:])
@@ -163,12 +171,7 @@ async def test_e2ee_same_passphrase_decodes_others_see_placeholder_bridge_sees_n
 
         # What the bridge forwarded to Linus: encrypted frames, none of Ada's plaintext frames in them; a
         # keyframe among them (Linus pins Ada), its VP8 header in clear.
-        mid = mid_of(await p["Linus"].acall("remoteSources"), ada)
-        await p["Linus"].acall("clickTile", ada)
-        await keyframe_recorded(p["Linus"], mid)
-        got = (await p["Linus"].acall("e2ee"))["worker"]["record"]["received"][mid]
-        sent = (await p["Ada"].acall("e2ee"))["worker"]["record"]["sent"]
-        plain = {after_prefix(f) for f in sent}
+        got, plain = await pinned_record(p["Linus"], p["Ada"], ada)
         encrypted = [f for f in got if f["tail"] == MAGIC]
         clear_before = [f for f in got if f["tail"] != MAGIC]
         print(

@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::cc::pacer::PACING_FACTOR;
 use crate::cc::{
     Estimator, EstimatorConfig, FeedbackBuilder, Pacer, ProbeStats, Prober, ReceiveEstimator,
     TraceWriter,
@@ -475,43 +474,32 @@ impl Transport {
         total: &mut Counters,
         rewrite: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let rate = self
-            .pacing_rate()
-            .filter(|_| self.is_media_ready() && self.selected.is_some());
-        let held = match (self.cc.as_mut(), rate) {
-            (Some(cc), Some(rate)) => {
-                let at_us = cc.since(now).as_micros() as i64;
-                let pacer = cc
-                    .pacer
-                    .as_mut()
-                    .and_then(|p| (!p.may_send(at_us, rate)).then_some(p));
-                match pacer {
-                    Some(p) => {
-                        let at = self.tcc_out.and_then(|t| offset.at(t.id));
-                        Some(p.hold(at_us, plain, at, rewrite))
-                    }
-                    None => {
-                        return self.send_rtp(now, plain, offset, egress, total, rewrite);
-                    }
-                }
-            }
-            _ => return self.send_rtp(now, plain, offset, egress, total, rewrite),
+        let tcc_at = self.tcc_out.and_then(|t| offset.at(t.id));
+        // With pacing off the first test is all a video copy pays; before media is ready nothing is
+        // sent, and nothing should be held either.
+        let paces = self.cc.as_ref().is_some_and(|cc| cc.pacer.is_some())
+            && self.is_media_ready()
+            && self.selected.is_some();
+        let Some((pacer, epoch)) = self
+            .cc
+            .as_mut()
+            .filter(|_| paces)
+            .and_then(|cc| Some((cc.pacer.as_mut()?, cc.epoch)))
+        else {
+            return self.send_stamped(now, plain, tcc_at, egress, total, rewrite);
         };
+        let at_us = now.saturating_duration_since(epoch).as_micros() as i64;
+        if pacer.may_send(at_us) {
+            return self.send_stamped(now, plain, tcc_at, egress, total, rewrite);
+        }
+        let dropped = pacer.hold(at_us, plain, tcc_at, rewrite);
         self.counters.paced += 1;
         total.paced += 1;
-        if held == Some(true) {
+        if dropped {
             self.drop_counted(DropReason::PacerOverflow, total);
         }
         egress.paced();
         true
-    }
-
-    /// The rate this transport's video is paced at, bit/s, if it paces and has an estimate.
-    fn pacing_rate(&self) -> Option<f64> {
-        // The cheap test first: with pacing off this is all a video copy pays.
-        self.cc.as_ref()?.pacer.as_ref()?;
-        let estimate = self.bandwidth_estimate()?;
-        Some(estimate as f64 * PACING_FACTOR)
     }
 
     /// Sends what the pacer lets leave at `now`; returns when it should be asked again, while it
@@ -522,15 +510,14 @@ impl Transport {
         egress: &mut impl Egress,
         total: &mut Counters,
     ) -> Option<Instant> {
-        let rate = self.pacing_rate()?;
         loop {
             let cc = self.cc.as_mut()?;
             let at_us = cc.since(now).as_micros() as i64;
             let pacer = cc.pacer.as_mut()?;
-            let Some(held) = pacer.pop(at_us, rate) else {
+            let Some(held) = pacer.pop(at_us) else {
                 let epoch = cc.epoch;
                 return pacer
-                    .next_send_us(at_us, rate)
+                    .next_send_us(at_us)
                     .map(|us| epoch + Duration::from_micros(us.max(0) as u64));
             };
             // send_stamped spends the budget.
@@ -714,6 +701,11 @@ impl Transport {
         }
         if let Some(result) = cc.estimator.clusters().take_result() {
             cc.prober.on_result(at, result);
+        }
+        // The estimate changes only here: the pacer takes it once, not per packet.
+        let estimate = self.bandwidth_estimate();
+        if let Some(p) = self.cc.as_mut().and_then(|cc| cc.pacer.as_mut()) {
+            p.set_estimate(estimate);
         }
     }
 

@@ -83,13 +83,13 @@ fn cc_feedback_and_estimator_allocate_nothing() {
 #[test]
 fn the_pacer_allocates_nothing_once_warm() {
     let mut pacer = Pacer::new();
+    pacer.set_estimate(Some(700_000));
     let packet = [0x80u8; 1100];
-    let rate = 1_000_000.0;
     let mut now_us = 0i64;
     let burst = |pacer: &mut Pacer, now_us: &mut i64| {
         let mut left = 0;
         for _ in 0..40 {
-            if pacer.may_send(*now_us, rate) {
+            if pacer.may_send(*now_us) {
                 pacer.spend(packet.len());
             } else {
                 pacer.hold(*now_us, &packet, Some(20), |b| b[1] = 0x60);
@@ -97,7 +97,7 @@ fn the_pacer_allocates_nothing_once_warm() {
         }
         while !pacer.is_empty() {
             *now_us += 1_000;
-            while let Some(h) = pacer.pop(*now_us, rate) {
+            while let Some(h) = pacer.pop(*now_us) {
                 pacer.spend(h.packet.len());
                 pacer.recycle(h.packet);
                 left += 1;

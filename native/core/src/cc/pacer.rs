@@ -51,6 +51,8 @@ pub struct Pacer {
     queue: VecDeque<Held>,
     spare: Vec<Vec<u8>>,
     queued_bytes: usize,
+    /// PACING_FACTOR times the estimate, bit/s (None: no estimate yet, nothing is held).
+    rate_bps: Option<f64>,
     /// Bytes that may leave now; below zero after what left unpaced.
     budget: f64,
     last_us: Option<i64>,
@@ -72,6 +74,16 @@ impl Pacer {
 
     pub fn len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// The receiver's estimate, bit/s, when it changes (it does only on feedback): the pacing rate
+    /// follows it.
+    pub fn set_estimate(&mut self, bps: Option<u64>) {
+        self.rate_bps = bps.map(|b| b as f64 * PACING_FACTOR);
+    }
+
+    pub fn rate_bps(&self) -> Option<f64> {
+        self.rate_bps
     }
 
     /// The rate the budget fills at: `rate_bps`, or faster when the backlog would not have left
@@ -97,10 +109,13 @@ impl Pacer {
         self.last_us = Some(now_us);
     }
 
-    /// Whether a video packet may leave at once at `now_us` (nothing held, budget left); if not, the
-    /// caller holds it.
-    pub fn may_send(&mut self, now_us: i64, rate_bps: f64) -> bool {
-        self.refill(now_us, rate_bps);
+    /// Whether a video packet may leave at once at `now_us` (no estimate yet, or nothing held and
+    /// budget left); if not, the caller holds it.
+    pub fn may_send(&mut self, now_us: i64) -> bool {
+        let Some(rate) = self.rate_bps else {
+            return true;
+        };
+        self.refill(now_us, rate);
         self.queue.is_empty() && self.budget > 0.0
     }
 
@@ -144,13 +159,15 @@ impl Pacer {
 
     /// The next held packet, if the budget lets it leave at `now_us`. Spend its bytes after sending,
     /// and give its buffer back (`recycle`).
-    pub fn pop(&mut self, now_us: i64, rate_bps: f64) -> Option<Held> {
+    pub fn pop(&mut self, now_us: i64) -> Option<Held> {
         if self.queue.is_empty() {
             return None;
         }
-        self.refill(now_us, rate_bps);
-        if self.budget <= 0.0 {
-            return None;
+        if let Some(rate) = self.rate_bps {
+            self.refill(now_us, rate);
+            if self.budget <= 0.0 {
+                return None;
+            }
         }
         let held = self.queue.pop_front()?;
         self.queued_bytes -= held.packet.len();
@@ -167,13 +184,13 @@ impl Pacer {
     }
 
     /// When the next held packet may leave (now, if the budget allows), if one is held.
-    pub fn next_send_us(&self, now_us: i64, rate_bps: f64) -> Option<i64> {
+    pub fn next_send_us(&self, now_us: i64) -> Option<i64> {
         if self.queue.is_empty() {
             return None;
         }
-        if self.budget > 0.0 {
+        let Some(rate_bps) = self.rate_bps.filter(|_| self.budget <= 0.0) else {
             return Some(now_us);
-        }
+        };
         let rate = self.drain_rate(now_us, rate_bps).max(1.0);
         let wait = (-self.budget + 1.0) * 8e6 / rate;
         Some(now_us + wait.ceil() as i64)
@@ -186,6 +203,14 @@ mod tests {
 
     const RATE: f64 = 480_000.0; // 60 kB/s: a 1200-byte packet every 20 ms
 
+    /// A pacer at RATE (an estimate of 320 kbit/s).
+    fn pacer() -> Pacer {
+        let mut p = Pacer::new();
+        p.set_estimate(Some(320_000));
+        assert_eq!(p.rate_bps(), Some(RATE));
+        p
+    }
+
     fn packet(n: u8) -> Vec<u8> {
         vec![n; 1200]
     }
@@ -196,7 +221,7 @@ mod tests {
         let mut out = Vec::new();
         for t in 0..ms {
             let now = from_us + t * 1000;
-            while let Some(h) = p.pop(now, RATE) {
+            while let Some(h) = p.pop(now) {
                 p.spend(h.packet.len());
                 out.push((now, h.packet[0]));
                 p.recycle(h.packet);
@@ -207,10 +232,10 @@ mod tests {
 
     #[test]
     fn a_burst_leaves_at_the_pacing_rate_in_order() {
-        let mut p = Pacer::new();
+        let mut p = pacer();
         let mut sent_at_once = 0;
         for n in 0..10 {
-            if p.may_send(0, RATE) {
+            if p.may_send(0) {
                 p.spend(1200);
                 sent_at_once += 1;
             } else {
@@ -233,23 +258,23 @@ mod tests {
 
     #[test]
     fn what_leaves_unpaced_spends_the_budget_and_delays_video() {
-        let mut p = Pacer::new();
-        assert!(p.may_send(0, RATE));
+        let mut p = pacer();
+        assert!(p.may_send(0));
         // Audio and padding went out unpaced, 6 kB.
         p.spend(6_000);
-        assert!(!p.may_send(0, RATE));
+        assert!(!p.may_send(0));
         p.hold(0, &packet(1), None, |_| {});
-        let next = p.next_send_us(0, RATE).expect("held");
+        let next = p.next_send_us(0).expect("held");
         // 3.6 kB over the idle budget's 2.4 kB: 60 ms at 60 kB/s.
         assert!((55_000..=65_000).contains(&next), "{next}");
-        assert!(p.pop(next - 2_000, RATE).is_none());
-        assert!(p.pop(next, RATE).is_some());
+        assert!(p.pop(next - 2_000).is_none());
+        assert!(p.pop(next).is_some());
     }
 
     #[test]
     fn a_backlog_drains_within_the_queue_delay_bound() {
-        let mut p = Pacer::new();
-        p.may_send(0, RATE);
+        let mut p = pacer();
+        p.may_send(0);
         p.spend(2_400);
         // 200 packets (240 kB): four seconds at the pacing rate, gone within the bound instead.
         for n in 0..200u8 {
@@ -267,9 +292,26 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_held_before_an_estimate() {
+        let mut p = Pacer::new();
+        for _ in 0..10 {
+            assert!(p.may_send(0));
+            p.spend(1200);
+        }
+        // Pacing starts from an idle budget (two packets at this rate), whatever left before.
+        p.set_estimate(Some(320_000));
+        assert!(p.may_send(0));
+        p.spend(1200);
+        assert!(p.may_send(0));
+        p.spend(1200);
+        assert!(!p.may_send(0));
+    }
+
+    #[test]
     fn a_full_queue_drops_its_oldest_and_counts_it() {
         let mut p = Pacer::new();
-        p.may_send(0, 1.0);
+        p.set_estimate(Some(1));
+        p.may_send(0);
         p.spend(1_000_000);
         for n in 0..MAX_HELD + 3 {
             p.hold(0, &packet(n as u8), None, |_| {});
@@ -281,18 +323,18 @@ mod tests {
 
     #[test]
     fn the_rewrite_applies_to_the_held_copy_and_buffers_are_reused() {
-        let mut p = Pacer::new();
-        p.may_send(0, RATE);
+        let mut p = pacer();
+        p.may_send(0);
         p.spend(10_000);
         p.hold(0, &[1, 2, 3, 4], Some(2), |b| b[0] = 9);
-        let h = p.pop(1_000_000, RATE).expect("due");
+        let h = p.pop(1_000_000).expect("due");
         assert_eq!(h.packet, vec![9, 2, 3, 4]);
         assert_eq!(h.tcc_at, Some(2));
         let ptr = h.packet.as_ptr();
         p.recycle(h.packet);
         p.spend(10_000);
         p.hold(1_000_000, &[5, 6], None, |_| {});
-        let h = p.pop(3_000_000, RATE).expect("due");
+        let h = p.pop(3_000_000).expect("due");
         assert_eq!(h.packet.as_ptr(), ptr, "the spare buffer is used again");
     }
 }
