@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client.metrics_core import Metric
 
 from bridge.admin import Operator
-from bridge.bridge import Bridge, Conference
+from bridge.bridge import Bridge, Conference, Endpoint
 from bridge.channel import BridgeChannels, dominant_speaker_changed, sender_source_constraints
 from bridge.colibri2_handler import Colibri2Handler
 from bridge.http import create_private_app, private_host_names
@@ -73,6 +73,7 @@ class BridgeApp:
         #: Dominant speaker detection from the packet path's audio levels (bridge/speakers.py).
         self.speakers = Speakers(settings.speech_activity())
         self.bridge.on_audio_levels = self._audio_levels
+        self.bridge.on_estimate_fell = self._estimate_fell
         #: Which layer of each video every receiver gets (bridge/allocation.py), on changes and on a tick.
         self.selection = Selection(
             self.bridge,
@@ -281,10 +282,22 @@ class BridgeApp:
             self.web_sockets.apply(conference.id, self.channels.broadcast(conference.id, text))
         self._conference_changed(conference)
 
+    def _estimate_fell(self, ep: Endpoint, bps: int) -> None:
+        """The packet path reported a fall of a receiver's estimate: with trust-bwe its conference is
+        reallocated now (`_reallocate_soon`), not at the next snapshot up to an allocation interval later,
+        while the old layers overflow its link."""
+        if self.selection.on_estimate_fell(ep.transport_id, bps):
+            self._reallocate_soon(ep.conference.id)
+
     def channel_changed(self, conference_id: str) -> None:
         """A bridge-channel message changed what a receiver asks for (constraints, lastN, video types), or a
-        channel opened. The conference is reallocated once within `CHANNEL_COALESCE` however many such
-        messages come: a client sending many cannot make the bridge reallocate per message."""
+        channel opened: the conference is reallocated (`_reallocate_soon`)."""
+        self._reallocate_soon(conference_id)
+
+    def _reallocate_soon(self, conference_id: str) -> None:
+        """Reallocates the conference once within `CHANNEL_COALESCE` however many calls come: a client
+        sending many channel messages, or many receivers' estimates falling at once, cannot make the bridge
+        reallocate per message."""
         if conference_id in self._pending_reallocations:
             return
         self._pending_reallocations.add(conference_id)

@@ -392,6 +392,8 @@ class Bridge:
         #: Each conference's RFC 6464 audio levels over the last native tick: endpoint id -> (loudness
         #: 0..127, voice).
         self.on_audio_levels: Callable[[Conference, dict[str, tuple[int, bool]]], None] | None = None
+        #: An endpoint's send-side estimate fell (bit/s), between stats snapshots.
+        self.on_estimate_fell: Callable[[Endpoint, int], None] | None = None
         self._batch_depth = 0
         self._changed_conferences: dict[str, Conference] = {}
         if native is not None:
@@ -628,6 +630,10 @@ class Bridge:
                             if prior is None or loudness > prior[0]:
                                 levels[ep.id] = (loudness, voice)
                     self.on_audio_levels(conference, levels)
+                case _native.EstimateFellEvent():
+                    fell = self._transports.get(ev.transport_id)
+                    if fell is not None and not fell.closed and self.on_estimate_fell is not None:
+                        self.on_estimate_fell(fell, ev.bps)
                 case _native.CommandFailedEvent():
                     failed = self._transports.get(ev.transport_id)
                     log.warning(

@@ -25,7 +25,11 @@ from colibri2.model import Media
 
 #: What `drain_events` returns: one class per kind of native Event.
 NativeEvent = (
-    _native.TransportStateEvent | _native.StatsEvent | _native.CommandFailedEvent | _native.AudioLevelsEvent
+    _native.TransportStateEvent
+    | _native.StatsEvent
+    | _native.CommandFailedEvent
+    | _native.AudioLevelsEvent
+    | _native.EstimateFellEvent
 )
 
 #: The native state of a Transport, as the registry names it.

@@ -228,6 +228,18 @@ class Selection:
         self._audio_bps = audio
         return [c for c in list(self.bridge.conferences.values()) if self.run(now, c)]
 
+    def on_estimate_fell(self, transport_id: int, bps: int) -> bool:
+        """The packet path reported that a transport's estimate fell to `bps` between snapshots: with
+        trust-bwe it counts at once, as a fall in a snapshot does. Returns whether it lowers what the receiver
+        is sized by (then its conference is worth reallocating)."""
+        if not self.trust_bwe:
+            return False
+        history = self._estimate_history.setdefault(transport_id, deque(maxlen=ESTIMATE_HOLD))
+        lowers = not history or bps < min(history)
+        history.append(bps)
+        self._estimates[transport_id] = bps
+        return lowers
+
     def bandwidth_of(self, ep: Endpoint, audio_bps: int = 0) -> int:
         """What `ep` can receive of video: with `trust-bwe`, once it has an estimate, the least of its last
         ESTIMATE_HOLD estimates less `audio_bps`, the audio it is sent (`_audio_to`); else the configured

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -39,8 +40,9 @@ from tests.helpers.serve import ServeProcess, running_serve
 from tests.helpers.webpage import WINDOW, await_for
 
 ROOM = "impaired"
-#: trust-bwe on: the receiver's transport-cc estimate is what the Allocator sizes its video by.
-TRUST_BWE = "[videobridge.cc]\ntrust-bwe = true\n"
+#: trust-bwe on: the receiver's transport-cc estimate is what the Allocator sizes its video by. Lines in
+#: SLUICE_TEST_CC are added to that section (a measuring aid: `trace-dir = "/tmp/t"`, `pacing = false`).
+TRUST_BWE = "[videobridge.cc]\ntrust-bwe = true\n" + os.environ.get("SLUICE_TEST_CC", "")
 
 
 @dataclass

@@ -239,6 +239,14 @@ async def test_native_events_arrive_typed_and_reach_their_owner(caplog: pytest.L
     seen = [ep.state]
     assert changes == [("a", "connected", "")]
 
+    # An estimate's fall reaches its endpoint's owner; one of an unknown transport nobody.
+    fell: list[tuple[str, int]] = []
+    bridge.on_estimate_fell = lambda e, bps: fell.append((e.id, bps))
+    native.push_event(_native.EstimateFellEvent(ep.transport_id, 300_000))
+    native.push_event(_native.EstimateFellEvent(ep.transport_id + 100, 200_000))
+    bridge._drain_events()
+    assert fell == [("a", 300_000)]
+
     native.push_event(_native.TransportStateEvent(ep.transport_id, _native.TransportState.FAILED, "consent"))
     native.push_event(_native.CommandFailedEvent(ep.transport_id, "unknown transport"))
     bridge._drain_events()

@@ -98,6 +98,28 @@ def test_a_receivers_estimate_is_its_bandwidth_with_trust_bwe() -> None:
 
 
 @pytest.mark.parametrize("trust_bwe", [True, False])
+def test_a_fall_reported_between_snapshots_counts_at_once(trust_bwe: bool) -> None:
+    """The packet path's EstimateFell: with trust-bwe the receiver is sized by it at once (the caller then
+    reallocates), a rise still holds; without, it changes nothing."""
+    bridge, _native, conference, a, b = _a_sends_b_wants_720p()
+    selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=trust_bwe)
+    snapshot: dict[str, object] = {
+        "layers": _figures(conference.router_id, a.transport_id),
+        "transports": {b.transport_id: {"bandwidth_estimate_bps": 3_000_000}, a.transport_id: {}},
+    }
+    selection.on_stats(1.0, snapshot)
+    assert selection.on_estimate_fell(b.transport_id, 400_000) is trust_bwe
+    selection.run(1.1, conference)
+    (last,) = selection.history(conference.id, "b")[-1:]
+    assert last["bandwidth_bps"] == (400_000 if trust_bwe else 10_000_000)
+    # A report no lower than the least held is no news; the next snapshot's rise still holds.
+    assert selection.on_estimate_fell(b.transport_id, 500_000) is False
+    selection.on_stats(2.0, snapshot)
+    (last,) = selection.history(conference.id, "b")[-1:]
+    assert last["bandwidth_bps"] == (400_000 if trust_bwe else 10_000_000)
+
+
+@pytest.mark.parametrize("trust_bwe", [True, False])
 def test_a_receiver_held_below_its_ideal_is_probed_towards_it_until_it_gets_it(trust_bwe: bool) -> None:
     bridge, native, conference, a, b = _a_sends_b_wants_720p()
     selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=trust_bwe)

@@ -110,6 +110,9 @@ pub enum Event {
         router: RouterId,
         levels: Vec<AudioLevel>,
     },
+    /// A transport's send-side estimate fell (`Transport::on_transport_feedback`): the control plane
+    /// reallocates its receiver now rather than at its next stats snapshot.
+    EstimateFell { transport: TransportId, bps: u64 },
     /// A command named an object that does not exist (or no longer does).
     CommandFailed {
         transport: TransportId,

@@ -123,7 +123,17 @@ struct Cc {
     trace: Option<TraceWriter>,
     /// Holds video back to a rate the estimate allows, when pacing is on (`cc::pacer`).
     pacer: Option<Pacer>,
+    /// The highest estimate since the last fall was reported, and when that was.
+    fall_peak: u64,
+    fall_reported: Option<Duration>,
 }
+
+/// An estimate under this share of its peak since the last report is reported at once: the Allocator
+/// would otherwise go on sending the old layers until its next stats snapshot, up to a second of
+/// overflowing a link that just shrank (a 500 kbit/s receiver's first seconds). At most one report per
+/// `FALL_REPORT_INTERVAL` per transport: each costs the control plane a reallocation.
+const FALL_REPORT_SHARE: f64 = 0.9;
+const FALL_REPORT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The stream a transport's padding goes on: an RTX SSRC its peer was told of, with the RTX payload
 /// type it negotiated (padding-only packets there are counted by its transport-cc and then dropped),
@@ -610,6 +620,8 @@ impl Transport {
                     bad_feedback: 0,
                     trace: None,
                     pacer: pacing.then(Pacer::new),
+                    fall_peak: 0,
+                    fall_reported: None,
                 }));
             }
             Some(_) => {}
@@ -687,11 +699,14 @@ impl Transport {
         cc.feedback.write(out).ok().flatten()
     }
 
-    /// The peer's transport-cc feedback on what the bridge sent it: into the estimate.
-    pub fn on_transport_feedback(&mut self, now: Instant, feedback: &TransportCc<'_>) {
-        let Some(cc) = self.cc.as_mut() else {
-            return;
-        };
+    /// The peer's transport-cc feedback on what the bridge sent it: into the estimate. Returns the
+    /// estimate when it fell enough to be reported now (`Event::EstimateFell`).
+    pub fn on_transport_feedback(
+        &mut self,
+        now: Instant,
+        feedback: &TransportCc<'_>,
+    ) -> Option<u64> {
+        let cc = self.cc.as_mut()?;
         let at = cc.since(now);
         if let Some(t) = cc.trace.as_mut() {
             t.feedback(at, feedback.as_bytes());
@@ -704,9 +719,23 @@ impl Transport {
         }
         // The estimate changes only here: the pacer takes it once, not per packet.
         let estimate = self.bandwidth_estimate();
-        if let Some(p) = self.cc.as_mut().and_then(|cc| cc.pacer.as_mut()) {
+        let cc = self.cc.as_mut()?;
+        if let Some(p) = cc.pacer.as_mut() {
             p.set_estimate(estimate);
         }
+        let bps = estimate?;
+        let fell = (bps as f64) < cc.fall_peak as f64 * FALL_REPORT_SHARE;
+        if fell
+            && cc
+                .fall_reported
+                .is_none_or(|t| at - t >= FALL_REPORT_INTERVAL)
+        {
+            cc.fall_peak = bps;
+            cc.fall_reported = Some(at);
+            return Some(bps);
+        }
+        cc.fall_peak = cc.fall_peak.max(bps);
+        None
     }
 
     /// What the Allocator would send the peer if its estimate allowed, bit/s (0: no more than now);

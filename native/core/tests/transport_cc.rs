@@ -85,6 +85,76 @@ fn each_receiver_gets_its_own_gapless_transport_wide_numbers() {
     assert_eq!(level, Some(vec![0x85]));
 }
 
+/// A receiver whose feedback starts reporting half its packets lost: its estimate's fall is an event at
+/// once (the control plane reallocates it then, not at its next snapshot), at most one per 100 ms, and
+/// only for that receiver.
+#[test]
+fn a_falling_estimate_is_reported_as_an_event() {
+    use sluice_core::cc::FeedbackBuilder;
+    use sluice_core::seam::Event;
+
+    let mut conf = call(2, &[10, 11]);
+    let t0 = Instant::now();
+    let mut feedback = FeedbackBuilder::new(0x5151, 0);
+    let (mut sent, mut seen) = (0u16, 0usize);
+    let lossy_from = t0 + Duration::from_millis(800);
+    let deadline = t0 + Duration::from_millis(2500);
+    while Instant::now() < deadline {
+        for _ in 0..5 {
+            conf.peers[0].send_plain_rtp(&packet(sent, sent));
+            sent += 1;
+        }
+        conf.peers[0].flush();
+        conf.run_until(Duration::from_millis(20), |_| false);
+        let lossy = Instant::now() >= lossy_from;
+        let arrived: Vec<u16> = conf.peers[1].rtp_packets[seen..]
+            .iter()
+            .filter_map(|p| tcc_of(p))
+            .collect();
+        seen = conf.peers[1].rtp_packets.len();
+        for seq in arrived.into_iter().filter(|s| !lossy || s % 2 == 0) {
+            feedback.on_arrival(seq, Instant::now() - t0);
+        }
+        let mut out = [0u8; 1200];
+        while let Ok(Some(n)) = feedback.write(&mut out) {
+            conf.peers[1].send_rtcp(&out[..n]);
+        }
+    }
+    conf.run_until(Duration::from_millis(100), |_| false);
+    let falls: Vec<(u64, u64)> = conf
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::EstimateFell { transport, bps } => Some((*transport, *bps)),
+            _ => None,
+        })
+        .collect();
+    assert!(!falls.is_empty(), "no fall reported: {:?}", conf.events);
+    assert!(falls.iter().all(|&(t, _)| t == 11), "{falls:?}");
+    // Each report is at least 10 % under the one before (the loss-based part halves the loss fraction
+    // off per cut), and they come no faster than one per 100 ms: 1.7 s of loss makes at most 18.
+    assert!(
+        falls
+            .windows(2)
+            .all(|w| (w[1].1 as f64) < 0.9 * w[0].1 as f64),
+        "{falls:?}"
+    );
+    assert!(falls.len() <= 18, "{falls:?}");
+    let stats = conf.shard.stats();
+    let receiver = stats
+        .transports
+        .iter()
+        .find(|t| t.id == 11)
+        .expect("receiver");
+    // What the snapshot shows has not risen back past what was reported first.
+    assert!(
+        receiver
+            .bandwidth_estimate_bps
+            .is_some_and(|b| b <= falls[0].1),
+        "{falls:?} {receiver:?}"
+    );
+}
+
 /// Transport-cc feedback both ways: the bridge tells a sender what arrived (every 100 ms), and a
 /// receiver's feedback on what the bridge stamped gives that receiver a bandwidth estimate.
 #[test]

@@ -432,6 +432,22 @@ impl AudioLevelsEvent {
     }
 }
 
+/// Event::EstimateFell: a transport's send-side estimate fell, bit/s.
+#[pyclass(frozen, get_all, eq, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct EstimateFellEvent {
+    transport_id: u64,
+    bps: u64,
+}
+
+#[pymethods]
+impl EstimateFellEvent {
+    #[new]
+    fn new(transport_id: u64, bps: u64) -> Self {
+        EstimateFellEvent { transport_id, bps }
+    }
+}
+
 /// One Event from a shard, as the Python class of its kind.
 #[derive(IntoPyObject)]
 pub enum NativeEvent {
@@ -439,6 +455,7 @@ pub enum NativeEvent {
     Stats(StatsEvent),
     CommandFailed(CommandFailedEvent),
     AudioLevels(AudioLevelsEvent),
+    EstimateFell(EstimateFellEvent),
 }
 
 impl NativeEvent {
@@ -465,6 +482,12 @@ impl NativeEvent {
                 NativeEvent::CommandFailed(CommandFailedEvent {
                     transport_id: transport,
                     detail,
+                })
+            }
+            Event::EstimateFell { transport, bps } => {
+                NativeEvent::EstimateFell(EstimateFellEvent {
+                    transport_id: transport,
+                    bps,
                 })
             }
             Event::AudioLevels { router, levels } => NativeEvent::AudioLevels(AudioLevelsEvent {
@@ -495,5 +518,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TransportStateEvent>()?;
     m.add_class::<StatsEvent>()?;
     m.add_class::<CommandFailedEvent>()?;
+    m.add_class::<EstimateFellEvent>()?;
     Ok(())
 }

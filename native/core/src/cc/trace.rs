@@ -15,7 +15,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{micros, Estimator};
+use super::{micros, Estimator, ProbeResult};
 use crate::rtcp::{RtcpPacket, TransportCc};
 
 /// A trace file being written. Errors writing it end the trace (counted nowhere else: it is a debug aid).
@@ -163,11 +163,12 @@ pub fn parse(text: &str) -> Result<Vec<Record>, String> {
     Ok(out)
 }
 
-/// Replays `records` through `estimator`, calling `each` after every feedback with its time.
+/// Replays `records` through `estimator`, calling `each` after every feedback with its time and the
+/// probe result it made, if any.
 pub fn replay(
     records: &[Record],
     estimator: &mut Estimator,
-    mut each: impl FnMut(Duration, &Estimator),
+    mut each: impl FnMut(Duration, &Estimator, Option<ProbeResult>),
 ) -> Result<(), String> {
     for r in records {
         match r {
@@ -185,8 +186,8 @@ pub fn replay(
                 };
                 // A feedback the estimator refuses is counted there, as it was live.
                 let _ = estimator.on_feedback(&feedback, *at);
-                let _ = estimator.clusters().take_result();
-                each(*at, estimator);
+                let probe = estimator.clusters().take_result();
+                each(*at, estimator, probe);
             }
         }
     }
@@ -247,7 +248,7 @@ mod tests {
         assert_eq!(records.len(), 300 + 30 + 2);
         let mut replayed = Estimator::new(EstimatorConfig::default());
         let mut feedbacks = 0;
-        replay(&records, &mut replayed, |_, _| feedbacks += 1).unwrap();
+        replay(&records, &mut replayed, |_, _, _| feedbacks += 1).unwrap();
         assert_eq!(feedbacks, 30);
         assert_eq!(replayed.stats(), live.stats());
     }

@@ -25,6 +25,7 @@ use crate::router::{Router, RR_INTERVAL};
 use crate::rtcp::{
     parse_compound, set_sender_ssrc, write_nack, write_pli, write_remb, Nack, RtcpPacket,
 };
+use crate::seam::Event;
 use crate::stats::DropReason;
 use crate::transport::{Protect, Transport};
 
@@ -100,8 +101,9 @@ impl State {
                 }
                 RtcpPacket::Nack(nack) => self.on_nack(now, router, id, &nack, io),
                 RtcpPacket::TransportCc(feedback) => {
-                    if let Some(t) = self.transports.get_mut(&id) {
-                        t.on_transport_feedback(now, &feedback);
+                    let t = self.transports.get_mut(&id);
+                    if let Some(bps) = t.and_then(|t| t.on_transport_feedback(now, &feedback)) {
+                        self.events.push(Event::EstimateFell { transport: id, bps });
                     }
                 }
                 _ => {}

@@ -13,7 +13,7 @@ fn timeline(text: &str) -> Vec<(f64, f64, Option<u64>)> {
     let start = records.first().map_or(Duration::ZERO, Record::at);
     let mut e = Estimator::new(EstimatorConfig::default());
     let mut out = Vec::new();
-    replay(&records, &mut e, |at, e| {
+    replay(&records, &mut e, |at, e, _| {
         let t = (at - start).as_secs_f64();
         out.push((t, e.estimate_bps() as f64, e.acknowledged_bps()));
     })
@@ -82,11 +82,15 @@ fn print_a_trace_given_in_the_environment() {
         initial_bps: initial.unwrap_or(base.initial_bps),
         ..base
     });
-    let mut raises = 0;
-    replay(&records, &mut e, |at, e| {
+    replay(&records, &mut e, |at, e, probe| {
         let s = e.stats();
-        if s.probe_raises != raises {
-            raises = s.probe_raises;
+        if let Some(p) = probe {
+            println!(
+                "t={:6.2} probe cluster {} measured {:?} bit/s",
+                (at - start).as_secs_f64(),
+                p.cluster,
+                p.bps
+            );
         }
         println!(
             "t={:6.2} est={:5.0}k delay={:5.0}k loss={:5.0}k acked={:?} sent={:?} usage={:?} raises={} overuses_in_probes={}",
