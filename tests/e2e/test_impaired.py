@@ -88,9 +88,9 @@ def _report(card: Scorecard, samples: list[Sample], tmp_path: Path, name: str) -
 
 
 @not_reliable(
-    "passed 6 of 10 runs with the pacer (ac5f024 to 18a5b04); the failures are the first seconds: the "
-    "2.5 Mbit/s start, the keyframes of three senders and the resends of what they lost overflow the link, "
-    "the loss-based estimate falls to 100-160 kbit/s and video stops for 2-6 s"
+    "passed 3 of 5 runs with falls reallocated at once, the layer tolerance and the relay at nice -10; the "
+    "failures: one audio packet lost after 5 s (a probe cluster at twice the estimate on the full link), and "
+    "a 3.2 s freeze"
 )
 async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Path) -> None:
     cap = 500
@@ -133,10 +133,6 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
     assert bridges[-1].retransmitted > (bridges[0].retransmitted or 0), figures
 
 
-@not_reliable(
-    "passed 5 of 10 runs with the pacer (ac5f024 to 18a5b04): switches (4.96, 6.46 a minute), 720p not back "
-    "15 s after the recovery (the estimate collapsed to 86 kbit/s at 300), 360p before the drop"
-)
 @pytest.mark.timeout(120)
 async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
     # Room for a slower start (with initial-estimate = 300 kbps 720p came at about 7 s).

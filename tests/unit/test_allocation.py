@@ -634,6 +634,34 @@ def test_small_bandwidth_changes_do_not_reallocate(conf: Conf, bw: int, change: 
 # ---- the Allocator
 
 
+def test_a_receiver_keeps_its_layers_while_their_cost_wanders_a_little_over_an_unfallen_bandwidth() -> None:
+    """STAY_TOLERANCE: 720p that just fitted stays when its measured bitrate grows up to a tenth past the
+    budget, and goes when it grows more, or when the bandwidth itself falls."""
+    allocator = Allocator()
+    budget = 2_500_000  # Just 720p on stage (1.5 Mbit/s) and the others' 360p (2 x 500 kbit/s).
+    stage = Receiver("r", budget, STAGE_A)
+
+    def costing(scale: float) -> list[VideoSource]:
+        return [
+            replace(s, layers=tuple(replace(la, bitrate_bps=int(la.bitrate_bps * scale)) for la in s.layers))
+            if s.name == "a-v0"
+            else s
+            for s in ABC
+        ]
+
+    first = allocator.update(0.0, [stage], ["a"], ABC)
+    assert hf(first["r"].sources[0].layer) == (720, 30.0), first
+    assert allocator.update(1.0, [stage], ["a"], costing(1.1)) == {}, "wandered less than a tenth over"
+    kept = allocator.allocation("r")
+    assert kept is not None and kept.bandwidth_bps == budget and hf(kept.sources[0].layer) == (720, 30.0)
+    moved = allocator.update(2.0, [stage], ["a"], costing(1.2))
+    assert hf(moved["r"].sources[0].layer) != (720, 30.0), "more than a tenth over"
+    # Back where it fitted; then the bandwidth falls (less than the threshold): no tolerance.
+    assert hf(allocator.update(3.0, [stage], ["a"], ABC)["r"].sources[0].layer) == (720, 30.0)
+    fell = allocator.update(4.0, [replace(stage, bandwidth_bps=budget - 1)], ["a"], costing(1.05))
+    assert hf(fell["r"].sources[0].layer) != (720, 30.0)
+
+
 def test_allocator_reports_changes_and_takes_bandwidth_up_past_the_threshold() -> None:
     stats = AllocationStats()
     allocator = Allocator(stats=stats)

@@ -728,7 +728,7 @@ impl Transport {
         if fell
             && cc
                 .fall_reported
-                .is_none_or(|t| at - t >= FALL_REPORT_INTERVAL)
+                .is_none_or(|t| at.saturating_sub(t) >= FALL_REPORT_INTERVAL)
         {
             cc.fall_peak = bps;
             cc.fall_reported = Some(at);
