@@ -75,15 +75,20 @@ def _a_sends_b_wants_720p() -> tuple[Bridge, FakeNative, Conference, Endpoint, E
     return bridge, native, conference, a, b
 
 
-def _call(trust_bwe: bool) -> tuple[Selection, dict[str, Any]]:
+def _b_estimated(trust_bwe: bool, estimate: int) -> tuple[Selection, Conference, Endpoint, dict[str, object]]:
+    """A stats snapshot taken: a's layers, receiver b's transport-cc estimate `estimate`."""
     bridge, _native, conference, a, b = _a_sends_b_wants_720p()
     selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=trust_bwe)
     snapshot: dict[str, object] = {
         "layers": _figures(conference.router_id, a.transport_id),
-        # Receiver b's transport-cc estimate: 400 kbit/s.
-        "transports": {b.transport_id: {"bandwidth_estimate_bps": 400_000}, a.transport_id: {}},
+        "transports": {b.transport_id: {"bandwidth_estimate_bps": estimate}, a.transport_id: {}},
     }
     selection.on_stats(1.0, snapshot)
+    return selection, conference, b, snapshot
+
+
+def _call(trust_bwe: bool) -> tuple[Selection, dict[str, Any]]:
+    selection, conference, _b, _snapshot = _b_estimated(trust_bwe, 400_000)
     (last,) = selection.history(conference.id, "b")[-1:]
     return selection, last
 
@@ -101,13 +106,7 @@ def test_a_receivers_estimate_is_its_bandwidth_with_trust_bwe() -> None:
 def test_a_fall_reported_between_snapshots_counts_at_once(trust_bwe: bool) -> None:
     """The packet path's EstimateFell: with trust-bwe the receiver is sized by it at once (the caller then
     reallocates), a rise still holds; without, it changes nothing."""
-    bridge, _native, conference, a, b = _a_sends_b_wants_720p()
-    selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=trust_bwe)
-    snapshot: dict[str, object] = {
-        "layers": _figures(conference.router_id, a.transport_id),
-        "transports": {b.transport_id: {"bandwidth_estimate_bps": 3_000_000}, a.transport_id: {}},
-    }
-    selection.on_stats(1.0, snapshot)
+    selection, conference, b, snapshot = _b_estimated(trust_bwe, 3_000_000)
     assert selection.on_estimate_fell(b.transport_id, 400_000) is trust_bwe
     selection.run(1.1, conference)
     (last,) = selection.history(conference.id, "b")[-1:]
