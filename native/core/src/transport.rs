@@ -490,15 +490,12 @@ impl Transport {
         let paces = self.cc.as_ref().is_some_and(|cc| cc.pacer.is_some())
             && self.is_media_ready()
             && self.selected.is_some();
-        let Some((pacer, epoch)) = self
-            .cc
-            .as_mut()
-            .filter(|_| paces)
-            .and_then(|cc| Some((cc.pacer.as_mut()?, cc.epoch)))
-        else {
+        let Some((pacer, at_us)) = self.cc.as_mut().filter(|_| paces).and_then(|cc| {
+            let at_us = cc.since(now).as_micros() as i64;
+            Some((cc.pacer.as_mut()?, at_us))
+        }) else {
             return self.send_stamped(now, plain, tcc_at, egress, total, rewrite);
         };
-        let at_us = now.saturating_duration_since(epoch).as_micros() as i64;
         if pacer.may_send(at_us) {
             return self.send_stamped(now, plain, tcc_at, egress, total, rewrite);
         }

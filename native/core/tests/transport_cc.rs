@@ -107,18 +107,8 @@ fn a_falling_estimate_is_reported_as_an_event() {
         conf.peers[0].flush();
         conf.run_until(Duration::from_millis(20), |_| false);
         let lossy = Instant::now() >= lossy_from;
-        let arrived: Vec<u16> = conf.peers[1].rtp_packets[seen..]
-            .iter()
-            .filter_map(|p| tcc_of(p))
-            .collect();
-        seen = conf.peers[1].rtp_packets.len();
-        for seq in arrived.into_iter().filter(|s| !lossy || s % 2 == 0) {
-            feedback.on_arrival(seq, Instant::now() - t0);
-        }
-        let mut out = [0u8; 1200];
-        while let Ok(Some(n)) = feedback.write(&mut out) {
-            conf.peers[1].send_rtcp(&out[..n]);
-        }
+        let keep = |s: u16| !lossy || s.is_multiple_of(2);
+        common::tcc::answer_with_feedback_of(&mut conf, 1, TCC, t0, &mut seen, &mut feedback, keep);
     }
     conf.run_until(Duration::from_millis(100), |_| false);
     let falls: Vec<(u64, u64)> = conf

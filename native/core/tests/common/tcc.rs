@@ -32,11 +32,26 @@ pub fn answer_with_feedback(
     seen: &mut usize,
     builder: &mut FeedbackBuilder,
 ) {
+    answer_with_feedback_of(conf, peer, id, t0, seen, builder, |_| true);
+}
+
+/// `answer_with_feedback`, reporting only the transport-wide numbers `keep` takes: the others are
+/// lost, as far as the bridge can tell.
+pub fn answer_with_feedback_of(
+    conf: &mut super::Conference,
+    peer: usize,
+    id: u8,
+    t0: Instant,
+    seen: &mut usize,
+    builder: &mut FeedbackBuilder,
+    keep: impl Fn(u16) -> bool,
+) {
     let p = &conf.peers[peer];
     let new: Vec<(u16, Instant)> = p.rtp_packets[*seen..]
         .iter()
         .zip(&p.rtp_arrivals[*seen..])
         .filter_map(|(packet, &at)| number(packet, id).map(|s| (s, at)))
+        .filter(|&(s, _)| keep(s))
         .collect();
     *seen = p.rtp_packets.len();
     for (seq, at) in new {
