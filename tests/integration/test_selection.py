@@ -241,12 +241,14 @@ async def test_a_frame_rate_limit_leaves_out_temporal_layers_without_gaps(call: 
         )
     )
     await asyncio.sleep(1.0)
+    # Both over the same window and judged against each other: on a loaded machine the sender itself
+    # makes fewer than its nominal 30 frames a second (CI measured 26).
     slow_rate, full_rate = await asyncio.gather(frame_rate(call, TALL), frame_rate(call, DEFAULT))
-    if full_rate < 26:
+    if full_rate < 22:
         async with call.http.get(f"{call.base}/debug/conferences/{call.meeting}/allocation") as resp:
             for e in (await resp.json())["receivers"][f"lg{DEFAULT}"][-6:]:
                 print(e["time"], [(s["layer"], s["reason"]) for s in e["sources"]])
-    assert 12 <= slow_rate <= 18 and 26 <= full_rate <= 34, (slow_rate, full_rate)
+    assert 22 <= full_rate <= 34 and 0.4 <= slow_rate / full_rate <= 0.6, (slow_rate, full_rate)
     stream = call.video_stream(TALL)
     assert stream is not None and stream["layer"] == 0
     assert stream["seq_gaps"] == 0 and stream["freezes"] == 0, stream
@@ -261,7 +263,8 @@ async def test_a_frame_rate_limit_leaves_out_temporal_layers_without_gaps(call: 
         json.dumps({"colibriClass": "ReceiverVideoConstraints", "defaultConstraints": {"maxHeight": 180}})
     )
     await asyncio.sleep(2.5)
-    assert 26 <= await frame_rate(call, TALL) <= 34
+    lifted, full_rate = await asyncio.gather(frame_rate(call, TALL), frame_rate(call, DEFAULT))
+    assert full_rate >= 22 and abs(lifted - full_rate) <= 2, (lifted, full_rate)
     stream = call.video_stream(TALL)
     assert stream is not None and stream["seq_gaps"] == 0, stream
     await slow.close()
