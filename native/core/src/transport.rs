@@ -721,6 +721,7 @@ impl Transport {
             p.set_estimate(estimate);
         }
         let bps = estimate?;
+        cc.prober.on_estimate(at, bps);
         let fell = (bps as f64) < cc.fall_peak as f64 * FALL_REPORT_SHARE;
         if fell
             && cc

@@ -11,7 +11,11 @@
 //! target, set from the allocation); one already at its constraints is never probed. After a probe
 //! that raised the estimate the next may follow at once (doubling up towards the target); after one
 //! that did not, the wait doubles, from 2 s up to 5 s (so a link that recovers is found again
-//! within about 7 s; libwebrtc probes an application-limited sender every 5 s).
+//! within about 7 s; libwebrtc probes an application-limited sender every 5 s). A large drop of the
+//! estimate (under 0.66 of its peak within 5 s, libwebrtc's probe controller's figures) brings one
+//! cluster a second later whatever the backoff: a link that lost packets for a moment leaves an
+//! estimate cut to what arrived then, an allocation with little or no video, and (the estimate growing
+//! only with what is acknowledged) nothing that would raise it but a probe.
 
 use std::time::Duration;
 
@@ -40,6 +44,12 @@ const FIRST_BACKOFF_US: i64 = 2_000_000;
 const MAX_BACKOFF_US: i64 = 5_000_000;
 /// A result that is not this much above the estimate before the cluster is no success.
 const SUCCESS_GAIN: f64 = 1.05;
+
+/// A large drop: the estimate under this share of its peak, a peak being at most this old (us).
+const DROP_SHARE: f64 = 0.66;
+const DROP_WINDOW_US: i64 = 5_000_000;
+/// The cluster after a large drop waits this long: the queue behind the drop drains first.
+const AFTER_DROP_WAIT_US: i64 = 1_000_000;
 
 /// Clusters measured at once (the newest replaces the oldest unfinished).
 const CLUSTERS: usize = 4;
@@ -99,6 +109,11 @@ pub struct Prober {
     next_id: u8,
     not_before_us: i64,
     backoff_us: i64,
+    /// The highest estimate lately and when it was seen, for telling a large drop.
+    peak_bps: u64,
+    peak_us: i64,
+    /// A large drop was seen and its cluster is still to come.
+    after_drop: bool,
     stats: ProbeStats,
 }
 
@@ -119,6 +134,22 @@ impl Prober {
 
     pub fn stats(&self) -> ProbeStats {
         self.stats
+    }
+
+    /// The estimate after feedback changed it. A large drop (under `DROP_SHARE` of the peak within
+    /// `DROP_WINDOW_US`) ends any backoff: the next cluster may start `AFTER_DROP_WAIT_US` later.
+    pub fn on_estimate(&mut self, now: Duration, bps: u64) {
+        let now_us = micros(now);
+        if bps >= self.peak_bps || now_us - self.peak_us > DROP_WINDOW_US {
+            self.peak_bps = bps;
+            self.peak_us = now_us;
+        } else if (bps as f64) < self.peak_bps as f64 * DROP_SHARE {
+            self.peak_bps = bps;
+            self.peak_us = now_us;
+            self.after_drop = true;
+            self.backoff_us = 0;
+            self.not_before_us = now_us + AFTER_DROP_WAIT_US;
+        }
     }
 
     /// The cluster being sent, if one is.
@@ -151,6 +182,7 @@ impl Prober {
         let estimate = estimate_bps.max(1) as f64;
         let target = self.target_bps as f64;
         let rate = (target * TARGET_HEADROOM).min(estimate * MAX_STEP);
+        self.after_drop = false;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.active = Some(Active {
             id: self.next_id,
@@ -218,8 +250,11 @@ impl Prober {
             self.not_before_us = now_us + AFTER_SUCCESS_US;
         } else {
             self.stats.failed += 1;
-            self.backoff_us = (self.backoff_us * 2).clamp(FIRST_BACKOFF_US, MAX_BACKOFF_US);
-            self.not_before_us = now_us + self.backoff_us;
+            // A cluster sent into a large drop tells nothing of the link after it.
+            if !self.after_drop {
+                self.backoff_us = (self.backoff_us * 2).clamp(FIRST_BACKOFF_US, MAX_BACKOFF_US);
+                self.not_before_us = now_us + self.backoff_us;
+            }
         }
     }
 }
@@ -554,6 +589,60 @@ mod tests {
         assert_eq!(p.poll_start(ms(200), 1_000_000), None, "not much higher");
         p.set_target(5_000_000);
         assert!(p.poll_start(ms(200), 1_000_000).is_some());
+    }
+
+    #[test]
+    fn a_large_drop_brings_a_cluster_a_second_later_whatever_the_backoff() {
+        // A cap run: the estimate at 413 kbit/s, a moment's loss cut it to 130 (video off, audio
+        // only acknowledged), and the failed cluster sent into the loss had the next wait 4 s.
+        let mut p = Prober::new();
+        p.set_target(700_000);
+        p.on_estimate(ms(0), 413_000);
+        p.on_estimate(ms(100), 360_000);
+        let (id, _) = p.poll_start(ms(100), 360_000).unwrap();
+        p.poll_end(ms(200));
+        p.on_estimate(ms(300), 130_000);
+        p.on_result(
+            ms(400),
+            ProbeResult {
+                cluster: id,
+                bps: None,
+            },
+        );
+        assert_eq!(p.poll_start(ms(1299), 130_000), None);
+        assert_eq!(p.poll_start(ms(1300), 130_000), Some((2, 260_000)));
+        p.poll_end(ms(1400));
+        p.on_result(
+            ms(1500),
+            ProbeResult {
+                cluster: 2,
+                bps: None,
+            },
+        );
+        assert_eq!(p.poll_start(ms(3499), 130_000), None, "backing off again");
+        assert!(p.poll_start(ms(3500), 130_000).is_some());
+    }
+
+    #[test]
+    fn falls_that_are_small_or_slow_are_no_large_drop() {
+        let mut p = Prober::new();
+        p.set_target(10_000_000);
+        let (id, _) = p.poll_start(ms(0), 1_000_000).unwrap();
+        p.poll_end(ms(100));
+        p.on_result(
+            ms(100),
+            ProbeResult {
+                cluster: id,
+                bps: None,
+            },
+        );
+        p.on_estimate(ms(100), 1_000_000);
+        p.on_estimate(ms(200), 700_000);
+        // Down from 1 Mbit/s over more than the window.
+        p.on_estimate(ms(5_300), 650_000);
+        p.on_estimate(ms(10_400), 600_000);
+        assert_eq!(p.poll_start(ms(2_099), 600_000), None);
+        assert!(p.poll_start(ms(2_100), 600_000).is_some());
     }
 
     /// A cluster of `n` packets of `size` sent `send_gap_us` apart, arriving `arrival_gap_us` apart

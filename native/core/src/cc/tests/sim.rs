@@ -281,6 +281,8 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
             if let Some(result) = estimator.clusters().take_result() {
                 prober.on_result(at(now), result);
             }
+            // As the transport does after each feedback.
+            prober.on_estimate(at(now), estimator.estimate_bps());
         }
 
         if now_ms % 100 == 0 {
