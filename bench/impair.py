@@ -100,11 +100,15 @@ PACKET_STATISTICS = 6
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 ETH_P_ALL = 0x0003
+# asm-generic/socket.h: receive timestamps (CLOCK_REALTIME, struct timespec) as ancillary data.
+SO_TIMESTAMPNS = 35
+TIMESPEC = struct.Struct("qq")
 VNET_HDR_LEN = 10  # struct virtio_net_hdr
 ETH_HDR_LEN = 14
 IMPAIRED_ETHERTYPES = (b"\x08\x00", b"\x86\xdd")  # IPv4, IPv6
 # A GSO frame (TCP between namespaces) can be 64 KB; BIG TCP could make it larger, which we refuse.
 MAX_FRAME = VNET_HDR_LEN + 65536 + ETH_HDR_LEN
+ANC_SIZE = socket.CMSG_SPACE(TIMESPEC.size)
 RECV_BATCH = 256  # frames read per readiness callback before the loop looks at timers again
 
 
@@ -613,6 +617,8 @@ def open_packet_socket(ifname: str) -> socket.socket:
     try:
         sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        # A frame's arrival is when the kernel took it, not when the loop got round to reading it.
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         # Room for a few hundred milliseconds at tens of Mbit/s, should the loop stall.
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE (root)
@@ -642,6 +648,21 @@ class _Side:
     tx: socket.socket
     timer: asyncio.TimerHandle | None = None
     timer_due: float = math.inf
+    #: The latest time handed to its Direction: arrivals are never taken earlier.
+    floor: float = -math.inf
+
+
+def arrival_time(now: float, now_unix: float, ancdata: list[tuple[int, int, bytes]], floor: float) -> float:
+    """A frame's arrival on the relay's clock: its kernel receive timestamp (`ancdata`, CLOCK_REALTIME)
+    moved onto that clock by the current `now` / `now_unix` pair, within [floor, now]. A loop that stalls
+    (a busy host) then delays frames as a real link's jitter would, instead of taking them all as arriving
+    at once when it reads them, which turned a 100 ms stall into a burst the bottleneck's queue dropped."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            sec, nsec = TIMESPEC.unpack_from(data)
+            taken = float(sec) + float(nsec) / 1e9
+            return min(now, max(floor, now - (now_unix - taken)))
+    return max(floor, now)
 
 
 class Relay:
@@ -714,13 +735,13 @@ class Relay:
         c = d.counters
         for _ in range(RECV_BATCH):
             try:
-                n = side.rx.recv_into(self._buf)
+                n, ancdata, _, _ = side.rx.recvmsg_into([self._buf], ANC_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 c.dropped["malformed"] += 1
                 break
-            now = self._clock()
+            now = side.floor = arrival_time(self._clock(), time.time(), ancdata, side.floor)
             size = n - VNET_HDR_LEN
             if size < ETH_HDR_LEN or n > MAX_FRAME:
                 c.packets_in += 1
@@ -745,6 +766,7 @@ class Relay:
                 side.direction.unsent(len(frame) - VNET_HDR_LEN)
 
     def _service(self, side: _Side, now: float) -> None:
+        side.floor = max(side.floor, now)
         for frame in side.direction.poll(now):
             self._send(side, frame)
         self._arm(side)

@@ -9,18 +9,22 @@ import itertools
 import json
 import math
 import random
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.impair import (
+    SO_TIMESTAMPNS,
+    TIMESPEC,
     BurstLoss,
     ConfigError,
     Direction,
     Histogram,
     Impairment,
     Plan,
+    arrival_time,
     load_config,
     parse_config,
 )
@@ -231,3 +235,30 @@ def test_histogram_quantiles_within_a_bucket() -> None:
     summary = h.summary_ms()
     assert summary["count"] == 1000 and summary["mean"] == pytest.approx(500.5)
     assert Histogram().quantile(0.5) == 0.0
+
+
+def _stamp(unix: float) -> list[tuple[int, int, bytes]]:
+    return [(socket.SOL_SOCKET, SO_TIMESTAMPNS, TIMESPEC.pack(int(unix), round((unix % 1) * 1e9)))]
+
+
+def test_arrival_is_the_kernels_receive_time_on_the_relays_clock() -> None:
+    """A frame the loop read 150 ms late (a stall) arrived when the kernel took it, not at the read."""
+    now, unix = 100.0, 1_800_000_000.0
+    assert arrival_time(now, unix, _stamp(unix - 0.150), 0.0) == pytest.approx(99.85, abs=1e-6)
+    # Never before what the Direction was already told, never after now, and now without a stamp.
+    assert arrival_time(now, unix, _stamp(unix - 0.150), 99.9) == 99.9
+    assert arrival_time(now, unix, _stamp(unix + 1.0), 0.0) == now
+    assert arrival_time(now, unix, [], 0.0) == now
+    assert arrival_time(now, unix, [(socket.SOL_SOCKET, SO_TIMESTAMPNS, b"short")], 0.0) == now
+
+
+def test_a_stall_of_the_loop_costs_no_capacity() -> None:
+    """Frames read together after a stall but stamped 1 ms apart go through a 1 Mbit/s bottleneck as if
+    read in time: none is dropped by a queue sized for a burst they would have made at once."""
+    d = _direction({"rate-kbps": 1000, "queue-ms": 20})
+    frames = [(0.001 * i, b"x" * 125, 125) for i in range(40)]  # exactly the link's rate
+    left = _run(d, frames, until=1.0)
+    assert len(left) == 40 and d.counters.dropped["queue_full"] == 0
+    burst = _direction({"rate-kbps": 1000, "queue-ms": 20})
+    left = _run(burst, [(0.04, f, n) for _, f, n in frames], until=1.0)
+    assert burst.counters.dropped["queue_full"] > 0, "the same frames taken as arriving at once"
