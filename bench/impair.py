@@ -656,7 +656,7 @@ def arrival_time(now: float, now_unix: float, ancdata: list[tuple[int, int, byte
     """A frame's arrival on the relay's clock: its kernel receive timestamp (`ancdata`, CLOCK_REALTIME)
     moved onto that clock by the current `now` / `now_unix` pair, within [floor, now]. A loop that stalls
     (a busy host) then delays frames as a real link's jitter would, instead of taking them all as arriving
-    at once when it reads them, which turned a 100 ms stall into a burst the bottleneck's queue dropped."""
+    at once when it reads them, a burst the bottleneck's queue could drop."""
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
             sec, nsec = TIMESPEC.unpack_from(data)
