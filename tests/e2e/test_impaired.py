@@ -91,7 +91,9 @@ def _report(card: Scorecard, samples: list[Sample], tmp_path: Path, name: str) -
     "passed 12 of 15 runs with falls reallocated at once, the layer tolerance and the relay at nice -10 "
     "(3 of 5, then 9 of 10 at c887ec6); the failures: one audio packet lost after 5 s (a probe cluster at "
     "twice the estimate on the full link), a 3.2 s freeze, and a 0.67 s one (a 20 kB keyframe paced at "
-    "1.5 x the estimate overflowed the link's queue; the loss cut the estimate and the allocation with it)"
+    "1.5 x the estimate overflowed the link's queue; the loss cut the estimate and the allocation with it); "
+    "11 of 16 at 2f56798 (freezes of 2.0 and 3.1 s, one audio packet lost, 558 and 619 kbit/s sent over a "
+    "second at 6-7 s)"
 )
 async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Path) -> None:
     cap = 500
@@ -135,7 +137,8 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
 
 
 @not_reliable(
-    "passed 8 of 10 runs at e838bcd (one in the suite), then 6 of 6 at c887ec6; the two failures counted 2 "
+    "passed 8 of 10 runs at e838bcd (one in the suite), then 6 of 6 at c887ec6 and at 2f56798; the two "
+    "failures counted 2 "
     "switches over a 22 s "
     "steady window (5.4, 5.8 a minute): the estimate fell at the start (1.3 Mbit/s to 588 kbit/s at 1.9 s on "
     "the 3 Mbit/s link) and the climb back to 720p at 9.5 s counted as a steady-state switch"
