@@ -468,6 +468,21 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Starts a cluster at `start` ms (at `estimate`), ends it 100 ms later and has it tell nothing;
+    /// returns its rate.
+    fn one_that_fails(p: &mut Prober, start: u64, estimate: u64) -> u64 {
+        let (id, rate) = p.poll_start(ms(start), estimate).expect("a cluster");
+        p.poll_end(ms(start + 100));
+        p.on_result(
+            ms(start + 100),
+            ProbeResult {
+                cluster: id,
+                bps: None,
+            },
+        );
+        rate
+    }
+
     #[test]
     fn no_probe_without_a_target_above_the_estimate() {
         let mut p = Prober::new();
@@ -575,15 +590,7 @@ mod tests {
     fn a_higher_target_cuts_the_backoff_short() {
         let mut p = Prober::new();
         p.set_target(3_000_000);
-        let (id, _) = p.poll_start(ms(0), 1_000_000).unwrap();
-        p.poll_end(ms(100));
-        p.on_result(
-            ms(100),
-            ProbeResult {
-                cluster: id,
-                bps: None,
-            },
-        );
+        one_that_fails(&mut p, 0, 1_000_000);
         assert_eq!(p.poll_start(ms(200), 1_000_000), None);
         p.set_target(3_100_000);
         assert_eq!(p.poll_start(ms(200), 1_000_000), None, "not much higher");
@@ -610,32 +617,17 @@ mod tests {
             },
         );
         assert_eq!(p.poll_start(ms(1299), 130_000), None);
-        assert_eq!(p.poll_start(ms(1300), 130_000), Some((2, 260_000)));
-        p.poll_end(ms(1400));
-        p.on_result(
-            ms(1500),
-            ProbeResult {
-                cluster: 2,
-                bps: None,
-            },
-        );
-        assert_eq!(p.poll_start(ms(3499), 130_000), None, "backing off again");
-        assert!(p.poll_start(ms(3500), 130_000).is_some());
+        assert!(!p.due(ms(1299), 130_000));
+        assert_eq!(one_that_fails(&mut p, 1300, 130_000), 260_000);
+        assert_eq!(p.poll_start(ms(3399), 130_000), None, "backing off again");
+        assert!(p.poll_start(ms(3400), 130_000).is_some());
     }
 
     #[test]
     fn falls_that_are_small_or_slow_are_no_large_drop() {
         let mut p = Prober::new();
         p.set_target(10_000_000);
-        let (id, _) = p.poll_start(ms(0), 1_000_000).unwrap();
-        p.poll_end(ms(100));
-        p.on_result(
-            ms(100),
-            ProbeResult {
-                cluster: id,
-                bps: None,
-            },
-        );
+        one_that_fails(&mut p, 0, 1_000_000);
         p.on_estimate(ms(100), 1_000_000);
         p.on_estimate(ms(200), 700_000);
         // Down from 1 Mbit/s over more than the window.
