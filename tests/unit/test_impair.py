@@ -253,12 +253,22 @@ def test_arrival_is_the_kernels_receive_time_on_the_relays_clock() -> None:
 
 
 def test_a_stall_of_the_loop_costs_no_capacity() -> None:
-    """Frames read together after a stall but stamped 1 ms apart go through a 1 Mbit/s bottleneck as if
-    read in time: none is dropped by a queue sized for a burst they would have made at once."""
-    d = _direction({"rate-kbps": 1000, "queue-ms": 20})
+    """Frames the kernel took 1 ms apart but the loop read together after a 40 ms stall go through a
+    1 Mbit/s bottleneck as if read in time when their arrivals come from `arrival_time` (the floor passed
+    along as the relay does); taken as arriving at the read, the queue drops some."""
+    unix0, read_at = 1_800_000_000.0, 0.040
     frames = [(0.001 * i, b"x" * 125, 125) for i in range(40)]  # exactly the link's rate
-    left = _run(d, frames, until=1.0)
-    assert len(left) == 40 and d.counters.dropped["queue_full"] == 0
-    burst = _direction({"rate-kbps": 1000, "queue-ms": 20})
-    left = _run(burst, [(0.04, f, n) for _, f, n in frames], until=1.0)
-    assert burst.counters.dropped["queue_full"] > 0, "the same frames taken as arriving at once"
+
+    def read_together(stamped: bool) -> tuple[Direction, int]:
+        d = _direction({"rate-kbps": 1000, "queue-ms": 20})
+        floor, pushes = -math.inf, []
+        for t, frame, size in frames:
+            anc = _stamp(unix0 + t) if stamped else []
+            floor = arrival_time(read_at, unix0 + read_at, anc, floor)
+            pushes.append((floor, frame, size))
+        return d, len(_run(d, pushes, until=1.0))
+
+    d, left = read_together(stamped=True)
+    assert left == 40 and d.counters.dropped["queue_full"] == 0
+    d, _ = read_together(stamped=False)
+    assert d.counters.dropped["queue_full"] > 0, "all taken at the read"
