@@ -140,6 +140,11 @@ class Endpoint:
         self.transport_id = transport_id
         self.ufrag = _ice_string(8)
         self.pwd = _ice_string(24)
+        #: The bridge channel's password (in its WebSocket URL): the first ICE pwd, kept across ICE
+        #: restarts so that the URL the client already has still opens the channel.
+        self.channel_pwd = self.pwd
+        #: ICE restarts so far (Colibri2 `ice-generation`).
+        self.ice_generation = 0
         self.state: TransportState = "new"
         self.detail = ""
         self.closed = False
@@ -217,6 +222,19 @@ class Endpoint:
             )
         self.add_remote_candidates(remote.candidates)
         self.remote = remote
+
+    def restart_ice(self) -> None:
+        """ICE restart (Colibri2 `ice-restart`): new local credentials. DTLS, SRTP and the path media takes
+        stay until the client's new generation connects; its new credentials come as a remote description."""
+        self._check_open()
+        self.ufrag, self.pwd = _ice_string(8), _ice_string(24)
+        self.ice_generation += 1
+        self._native.restart_ice(self.transport_id, self.ufrag, self.pwd)
+        log.info(
+            "ICE restart, generation %d",
+            self.ice_generation,
+            extra=log_ids(self.conference.meeting_id, self.id),
+        )
 
     def add_remote_candidates(self, candidates: Iterable[Candidate]) -> None:
         """Trickled candidates (RFC 8838)."""
@@ -542,6 +560,8 @@ class Bridge:
             ep.stats_id = change.stats_id
         if change.medias is not None:
             ep.set_medias(change.medias)
+        if change.ice_restart:
+            ep.restart_ice()
         if change.remote is not None:
             ep.set_remote_description(change.remote)
         if change.sources is not None:

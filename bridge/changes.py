@@ -47,6 +47,8 @@ class UpdateEndpoint:
     force_mute: tuple[bool, bool] | None = None
     stats_id: str | None = None
     medias: tuple[Media, ...] | None = None
+    #: Colibri2 `ice-restart`: new local ICE credentials, before any new `remote`.
+    ice_restart: bool = False
     remote: TransportDescription | None = None
     #: The complete set: replaces the previous one.
     sources: tuple[Source, ...] | None = None

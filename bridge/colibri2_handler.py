@@ -100,7 +100,7 @@ class Answer:
     """How the response names one requested endpoint."""
 
     endpoint_id: str
-    how: Literal["created", "updated", "expired"]
+    how: Literal["created", "updated", "restarted", "expired"]
     sctp: bool = False
 
 
@@ -210,6 +210,9 @@ class Colibri2Handler:
                 endpoints.append(Endpoint(a.endpoint_id, expire=True))
             elif a.how == "created" and ep is not None:
                 endpoints.append(Endpoint(a.endpoint_id, transport=self._local_transport(ep, a.sctp)))
+            elif a.how == "restarted" and ep is not None:
+                # Section 2.3: the new ICE transport, tagged with its generation.
+                endpoints.append(Endpoint(a.endpoint_id, transport=self._local_transport(ep, False)))
             else:
                 endpoints.append(Endpoint(a.endpoint_id))
         sources = _feedback_sources(conference) if plan.feedback and conference is not None else None
@@ -289,8 +292,9 @@ class Colibri2Handler:
         current = conference.endpoints[request.id]
         if current is not None and current.muc_role == "visitor" and request.sources:
             raise bad_request(f"Visitor endpoint {request.id} may not send sources")
-        conference.changes.append(self._update(conference, current, request))
-        return Answer(request.id, "updated")
+        update = self._update(conference, current, request)
+        conference.changes.append(update)
+        return Answer(request.id, "restarted" if update.ice_restart else "updated")
 
     def _update(
         self, conference: _Conference, current: BridgeEndpoint | None, request: Endpoint
@@ -333,6 +337,9 @@ class Colibri2Handler:
             # A create already carries these.
             stats_id=None if request.create else request.stats_id,
             medias=request.medias if request.medias and not request.create else None,
+            ice_restart=bool(
+                request.transport is not None and request.transport.ice_restart and not request.create
+            ),
             remote=remote,
             sources=sources,
             last_n=request.initial_last_n,
@@ -385,8 +392,10 @@ class Colibri2Handler:
             rtcp_mux=local.rtcp_mux,
             fingerprints=tuple(Fingerprint(fp.hash, fp.value, fp.setup) for fp in local.fingerprints),
             web_sockets=tuple(
-                colibri_ws_url(base, ep.conference.id, ep.id, ep.pwd) for base in self.web_socket_bases
+                colibri_ws_url(base, ep.conference.id, ep.id, ep.channel_pwd)
+                for base in self.web_socket_bases
             ),
+            ice_generation=ep.ice_generation or None,
         )
         return Transport(ice=ice, sctp=Sctp(port=SCTP_PORT, role="server") if sctp else None)
 

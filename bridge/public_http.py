@@ -168,7 +168,7 @@ class ColibriWebSockets:
         endpoint = conference.get_endpoint(endpoint_id)
         if endpoint is None:
             return _refuse(self.stats, 404, "unknown_endpoint", f"endpoint {endpoint_id} not found")
-        if not hmac.compare_digest(pwd.encode(), endpoint.pwd.encode()):
+        if not hmac.compare_digest(pwd.encode(), endpoint.channel_pwd.encode()):
             return _refuse(self.stats, 403, "bad_pwd", "wrong or missing pwd")
         return None
 

@@ -12,6 +12,7 @@ naming the key::
     strip-simulcast = true          # receivers see each SIM group's primary SSRC and its RTX only
     enable-opus-red = false         # offer RFC 2198 redundant Opus (red/48000/2); clients opt in
     session-accept-timeout = 15     # seconds; then one retry, then the session is given up (logged, counted)
+    enable-ice-restart = true       # clients' in-place ICE restarts (else they restart the whole session)
     owner-needs-login = false       # only users logged in on auth.<domain> made owner (secure domain: on)
 
     [signaling.xmpp.limits]
@@ -74,6 +75,7 @@ FOCUS_KEYS = (
     "stress_threshold",
     "restart_min_interval",
     "restart_max_per_minute",
+    "enable_ice_restart",
     "max_ssrcs_per_user",
     "use_json_sources",
     "strip_simulcast",

@@ -48,12 +48,15 @@ def client_config(
     login: bool = False,
     opus_red: bool = False,
     e2ee: bool = False,
+    ice_restart: bool = False,
 ) -> dict[str, Any]:
     """What the page fetches as `/config.json`: Debian Jitsi's layout under one base domain. With `login`
     (a secure domain) `hosts.auth` names where users log in with a password to start a meeting; with
     `opus_red` (the focus offers redundant Opus) clients send it (Jitsi Meet's
     `audioQuality.enableOpusRed`: the server's one switch turns on both sides); with `e2ee` clients offer
-    end-to-end encryption (`[signaling.web] e2ee`: off by default, for what its frame transforms cost)."""
+    end-to-end encryption (`[signaling.web] e2ee`: off by default, for what its frame transforms cost); with
+    `ice_restart` (the focus restarts ICE in place) clients ask for that before a new session (Jitsi Meet's
+    `enableIceRestart`)."""
     layout = _Layout(domain)
     hosts = {"domain": domain, "muc": layout.muc_domain, "focus": layout.focus_domain}
     if login:
@@ -67,6 +70,8 @@ def client_config(
         config["audioQuality"] = {"enableOpusRed": True}
     if e2ee:
         config["e2ee"] = {"enabled": True}
+    if ice_restart:
+        config["enableIceRestart"] = True
     return config
 
 
@@ -106,6 +111,7 @@ def create_web_app(
     login: bool = False,
     opus_red: bool = False,
     e2ee: bool = False,
+    ice_restart: bool = False,
 ) -> web.Application:
     """The application; raises FileNotFoundError when the client or its npm dependency is missing."""
     index = web_dir / "index.html"
@@ -113,7 +119,7 @@ def create_web_app(
     for needed in (index, strophe):
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} is missing (run scripts/bootstrap.sh)")
-    config = client_config(domain, login=login, opus_red=opus_red, e2ee=e2ee)
+    config = client_config(domain, login=login, opus_red=opus_red, e2ee=e2ee, ice_restart=ice_restart)
 
     async def config_json(_request: web.Request) -> web.Response:
         return web.json_response(config, headers={"Cache-Control": "no-store"})

@@ -128,12 +128,14 @@ class Served:
             # colibri-ws URL on it; nothing is served until the site starts below.
             self._listen = socket.create_server((cfg.http_host, cfg.http_port), reuse_port=False)
             self.http_port = int(self._listen.getsockname()[1])
+            focus_policy = cfg.signaling.focus_config(FocusConfig())
             app = create_web_app(
                 cfg.domain,
                 self.xmpp.websocket_handler,
                 login=self.xmpp_config.secure_domain,
-                opus_red=cfg.signaling.focus_config(FocusConfig()).enable_opus_red,
+                opus_red=focus_policy.enable_opus_red,
                 e2ee=cfg.signaling.web_e2ee,
+                ice_restart=focus_policy.enable_ice_restart,
             )
             xmpp_host = "127.0.0.1" if cfg.xmpp_host in ("0.0.0.0", "") else cfg.xmpp_host
             bridge_settings = dataclasses.replace(

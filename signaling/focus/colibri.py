@@ -54,7 +54,19 @@ class Modification:
         return self.request.endpoints[0].id if len(self.request.endpoints) == 1 else None
 
 
-Job = Allocation | Modification
+@dataclass(frozen=True, slots=True)
+class IceRestart:
+    """Has the bridge restart `p`'s ICE in place (section 2.3 item 5); its answer has the new transport."""
+
+    epoch: int
+    p: Participant
+
+    @property
+    def endpoint(self) -> str:
+        return self.p.nick
+
+
+Job = Allocation | Modification | IceRestart
 
 
 class ColibriQueue:
@@ -92,6 +104,9 @@ class ColibriEvents(Protocol):
 
     def endpoint_lost(self, now: float, room: Room, nick: str) -> None:
         """The bridge no longer knows `nick`'s endpoint (unknown_endpoint)."""
+
+    def ice_restarted(self, now: float, room: Room, p: Participant, ice: c2.IceUdpTransport | None) -> None:
+        """The bridge restarted `p`'s ICE and has a new transport `ice` (None: it refused)."""
 
     def conference_failed(self, now: float, room: Room, why: str) -> None:
         """The room's conference is broken on its bridge (an error, a timeout or a senseless answer)."""
@@ -141,6 +156,11 @@ class Colibri:
             medias=medias or (),
         )
         self._modify(now, room, c2.ConferenceModify(meeting_id=room.meeting_id or "", endpoints=(endpoint,)))
+
+    def ice_restart(self, now: float, room: Room, p: Participant) -> None:
+        if p.endpoint != "allocated" or room.bridge is None:
+            return
+        self._enqueue(now, room, IceRestart(room.epoch, p))
 
     def force_mute(self, now: float, room: Room, p: Participant) -> None:
         if p.endpoint is None or room.bridge is None:
@@ -205,6 +225,11 @@ class Colibri:
             request = self._allocation(room, job.p)
             if bridge is not None:
                 bridge.recent.append(now)  # its stress shows this endpoint only later
+        elif isinstance(job, IceRestart):
+            if room.participants.get(job.p.nick) is not job.p:
+                return False
+            restart = c2.Endpoint(id=job.p.nick, transport=c2.Transport(ice_restart=True))
+            request = c2.ConferenceModify(meeting_id=room.meeting_id or "", endpoints=(restart,))
         else:
             request = job.request
         if bridge is None:
@@ -251,8 +276,24 @@ class Colibri:
     def _on_result(self, now: float, room: Room, job: Job, reply: ET.Element) -> None:
         if isinstance(job, Allocation):
             self._on_allocated(now, room, job, reply)
+        elif isinstance(job, IceRestart):
+            self._on_ice_restarted(now, room, job, reply)
         else:
             self._finish(now, room, job.epoch)
+
+    def _on_ice_restarted(self, now: float, room: Room, job: IceRestart, reply: ET.Element) -> None:
+        self._finish(now, room, job.epoch)
+        if room.epoch != job.epoch or room.participants.get(job.p.nick) is not job.p:
+            return
+        try:
+            modified = c2xml.parse_conference_modified(reply)
+        except c2.Colibri2Error as exc:
+            self._failed(now, room, job.epoch, f"bad conference-modified: {exc.text}")
+            return
+        ep = next((e for e in modified.endpoints if e.id == job.p.nick), None)
+        # A bridge that cannot restart answers without a transport (section 2.3 item 5).
+        ice = ep.transport.ice if ep is not None and ep.transport is not None else None
+        self._events.ice_restarted(now, room, job.p, ice)
 
     def _on_allocated(self, now: float, room: Room, job: Allocation, reply: ET.Element) -> None:
         epoch, p = job.epoch, job.p
@@ -299,7 +340,7 @@ class Colibri:
             reason: c2.Colibri2Error | None = c2xml.parse_error(err)
         except c2.Colibri2Error:
             reason = None
-        endpoint = job.endpoint if isinstance(job, Modification) else None
+        endpoint = job.endpoint if isinstance(job, Modification | IceRestart) else None
         if reason is not None and reason.reason == c2.Reason.UNKNOWN_ENDPOINT and endpoint is not None:
             self._events.endpoint_lost(now, room, endpoint)
             return

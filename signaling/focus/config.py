@@ -49,6 +49,10 @@ class FocusConfig(JitsiDomains):
     #: jicofo.conference.restart-request-rate-limits.
     restart_min_interval: float = 5.0
     restart_max_per_minute: int = 5
+    #: jicofo.conference.enable-ice-restart: a client's `<bridge-session ice-restart="true">` has the bridge
+    #: restart its endpoint's ICE in place (Colibri2 `ice-restart`) instead of a new session. Rate-limited
+    #: like restart requests.
+    enable_ice_restart: bool = True
     #: jicofo.conference.max-ssrcs-per-user.
     max_ssrcs_per_user: int = 20
     #: jicofo.conference.use-json-encoded-sources (for clients that advertise the feature).

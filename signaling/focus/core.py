@@ -228,6 +228,9 @@ class FocusCore:
     def endpoint_lost(self, now: float, room: Room, nick: str) -> None:
         self._sessions.reinvite_one(now, room, nick)
 
+    def ice_restarted(self, now: float, room: Room, p: Participant, ice: c2.IceUdpTransport | None) -> None:
+        self._sessions.send_ice_restart(now, room, p, ice)
+
     def conference_failed(self, now: float, room: Room, why: str) -> None:
         self._bridges.restart_conference(now, room, why)
 

@@ -47,6 +47,8 @@ class Participant:
     #: Waiting for a place on the bridge (the room is at `max_endpoints_per_conference`); counted once.
     over_quota: bool = False
     restarts: deque[float] = field(default_factory=deque)
+    #: When it asked for in-place ICE restarts (the last minute's), rate-limited like `restarts`.
+    ice_restarts: deque[float] = field(default_factory=deque)
     #: Sessions in a row that got no session-accept in time (0 again once one is accepted).
     unaccepted: int = 0
     audio_muted: bool | None = None

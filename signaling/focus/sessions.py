@@ -463,7 +463,58 @@ class Sessions:
         self.sync_all(now, room)
 
     def _on_session_info(self, now: float, request: ET.Element, ctx: _JingleCtx) -> None:
-        self._out.send(stanzas.result(request))  # ICE state reports; restarts come as session-terminate
+        asked = ctx.jingle.bridge_session
+        if asked is None or not asked.ice_restart:
+            self._out.send(stanzas.result(request))  # ICE state reports; restarts come as session-terminate
+            return
+        room, p, session = ctx.room, ctx.p, ctx.session
+        # Refused, the client falls back to a session restart (session-terminate asking for one).
+        if not self._config.enable_ice_restart:
+            self._out.send(stanzas.error(request, "feature-not-implemented", "ICE restart is not enabled"))
+            return
+        if session.state != "active" or p.endpoint != "allocated":
+            self._out.send(stanzas.error(request, "unexpected-request", "no active session to restart"))
+            return
+        if asked.id != room.bridge_session:
+            self._out.send(stanzas.error(request, "item-not-found", "not the room's bridge session"))
+            return
+        while p.ice_restarts and p.ice_restarts[0] <= now - 60.0:
+            p.ice_restarts.popleft()
+        too_soon = bool(p.ice_restarts) and now - p.ice_restarts[-1] < self._config.restart_min_interval
+        if too_soon or len(p.ice_restarts) >= self._config.restart_max_per_minute:
+            self._stats["ice_restarts_rate_limited"] += 1
+            self._out.send(stanzas.error(request, "resource-constraint", "ICE restarts are rate limited"))
+            return
+        p.ice_restarts.append(now)
+        self._stats["ice_restarts"] += 1
+        self._out.send(stanzas.result(request))
+        log.info(
+            "focus: %s asks for an ICE restart (sid %s)", p.nick, session.sid, extra=log_ids(room, p.nick)
+        )
+        self._colibri.ice_restart(now, room, p)
+
+    def send_ice_restart(
+        self, now: float, room: Room, p: Participant, ice: c2.IceUdpTransport | None
+    ) -> None:
+        """The bridge's new transport for `p`'s endpoint, to the client as a transport-info tagged with its
+        `ice-generation` (docs/jitsi-protocol.md 5.5); the client answers with its own new credentials."""
+        session = p.session
+        if session is None or session.state != "active":
+            return
+        if ice is None or ice.ice_generation is None or not ice.ufrag or not ice.pwd:
+            self._stats["ice_restarts_refused"] += 1
+            log.warning("focus: the bridge did not restart %s's ICE", p.nick, extra=log_ids(room, p.nick))
+            return
+        transport = jingle_transport(ice)
+        jingle = Jingle(
+            action="transport-info",
+            sid=session.sid,
+            initiator=self._config.focus_full_jid,
+            contents=tuple(
+                Content(name=kind, creator="initiator", transport=transport) for kind in ("audio", "video")
+            ),
+        )
+        self._out.send(stanzas.iq("set", room.occupant(p.nick), self._out.new_id(), build_jingle(jingle)))
 
     def _on_transport_info(self, now: float, request: ET.Element, ctx: _JingleCtx) -> None:
         transport = ctx.jingle.transport()

@@ -25,6 +25,7 @@ def jingle_transport(ice: c2.IceUdpTransport) -> IceTransport:
         rtcp_mux=True,
         fingerprints=ice.fingerprints,
         web_sockets=ice.web_sockets,
+        ice_generation=ice.ice_generation,
     )
 
 

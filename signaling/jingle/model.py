@@ -135,6 +135,8 @@ class IceTransport:
     fingerprints: tuple[Fingerprint, ...] = ()
     web_sockets: tuple[str, ...] = ()  # `<web-socket xmlns="http://jitsi.org/protocol/colibri" url>`
     sctpmap: SctpMap | None = None
+    #: `ice-generation` (docs/jitsi-protocol.md 5.5): the transport of an in-place ICE restart.
+    ice_generation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

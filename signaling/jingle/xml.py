@@ -140,6 +140,7 @@ def _parse_transport(el: ET.Element) -> IceTransport:
         rtcp_mux=_child(el, q(NS_ICE, "rtcp-mux")) is not None,
         fingerprints=_all(el, q(NS_DTLS, "fingerprint"), parse_fingerprint),
         web_sockets=_all(el, q(NS_COLIBRI, "web-socket"), lambda e: _req(e, "url")),
+        ice_generation=_int(el, "ice-generation", _U32),
         sctpmap=(
             SctpMap(
                 _reqint(sctpmap, "number", _U16), _req(sctpmap, "protocol"), _int(sctpmap, "streams", _U16)
@@ -291,7 +292,7 @@ def _build_description(parent: ET.Element, d: Description) -> None:
 
 
 def _build_transport(parent: ET.Element, t: IceTransport) -> None:
-    el = _el(parent, NS_ICE, "transport", ufrag=t.ufrag, pwd=t.pwd)
+    el = _el(parent, NS_ICE, "transport", ufrag=t.ufrag, pwd=t.pwd, ice_generation=t.ice_generation)
     for c in t.candidates:
         build_candidate(el, c)
     if t.rtcp_mux:

@@ -72,6 +72,9 @@ class FakeNative:
         self.connected.append((transport_id, ufrag, pwd, list(fingerprints)))
         self.commands.append(("connect_transport", self.connected[-1]))
 
+    def restart_ice(self, transport_id: int, ufrag: str, pwd: str) -> None:
+        self.commands.append(("restart_ice", (transport_id, ufrag, pwd)))
+
     def add_remote_candidates(self, transport_id: int, candidates: Sequence[_native.Candidate]) -> None:
         self.candidates.append((transport_id, list(candidates)))
         self.commands.append(("add_remote_candidates", self.candidates[-1]))

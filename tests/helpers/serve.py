@@ -135,15 +135,18 @@ async def running_serve(
     netns: Netns | None = None,
     host: str = "127.0.0.1",
     private_token: str | None = None,
+    media_host: str | None = None,
 ) -> AsyncIterator[ServeProcess]:
     """With `netns`, the process runs in that network namespace (tests/helpers/netns.py) with its web port
     and media on `host` (an address of the namespace); its private API, on the namespace's loopback, is
     reached through a `TcpForwarder` (`ServeProcess.private` names the forwarder). With `private_token` the
-    private API wants that bearer token, which `ServeProcess`'s views send."""
+    private API wants that bearer token, which `ServeProcess`'s views send. `media_host` puts the media on
+    another address than the web port."""
+    media_host = media_host or host
     private, xmpp, udp = free_tcp_port(), free_tcp_port(), free_udp_port()
     config = directory / "serve.toml"
     config.write_text(
-        f'[videobridge.ice.udp]\nport = {udp}\nbind-addresses = ["{host}"]\n'
+        f'[videobridge.ice.udp]\nport = {udp}\nbind-addresses = ["{media_host}"]\n'
         f'[videobridge.http-servers.private]\nhost = "127.0.0.1"\nport = {private}\n'
         + (f'token = "{private_token}"\n' if private_token is not None else "")
         + settings
@@ -175,7 +178,7 @@ async def running_serve(
 
         pump = asyncio.create_task(drain())
         private_url = forwarder.url if forwarder is not None else f"http://127.0.0.1:{private}"
-        yield ServeProcess(proc, url, xmpp, private_url, (host, udp), output, private_token)
+        yield ServeProcess(proc, url, xmpp, private_url, (media_host, udp), output, private_token)
         pump.cancel()
     finally:
         if forwarder is not None:

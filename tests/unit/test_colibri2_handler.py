@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
+from urllib.parse import quote
 
 import pytest
 
@@ -442,6 +443,67 @@ def test_a_trickle_update_keeps_the_fingerprint(registry: tuple[Bridge, FakeNati
     # Other credentials without a fingerprint are still refused: that is a new, unauthenticated transport.
     other = transport_update("abcd1234", f'ufrag="u" pwd="{"p" * 22}">')
     assert expect(handler, other).condition == "bad-request"
+
+
+def test_ice_restart_answers_a_new_transport_and_keeps_dtls_and_the_channel(
+    registry: tuple[Bridge, FakeNative],
+) -> None:
+    """Section 2.3 item 5: `<transport ice-restart="true"/>` on a known endpoint; the answer carries new ICE
+    credentials tagged with `ice-generation`, the same fingerprint and bridge-channel URL; the client's new
+    credentials (with its fingerprint) connect again, and its trickle under them is taken."""
+    bridge, native = registry
+    handler = Colibri2Handler(bridge)
+    handler.web_socket_bases = ("wss://bridge.example/colibri-ws/jvb1",)
+    handler.handle(recorded("create-conference.request.xml"))
+    handler.handle(recorded("update-endpoint.request.xml"))
+    conference = bridge.conference_by_meeting(MEETING)
+    assert conference is not None
+    ep = conference.endpoints["abcd1234"]
+    before = ep.local_description()
+    channel = f"?pwd={quote(ep.channel_pwd, safe='')}"
+
+    restart = cxml.parse_conference_modify(
+        f'<conference-modify xmlns="{C2}" meeting-id="{MEETING}"><endpoint id="abcd1234">'
+        '<transport ice-restart="true"/></endpoint></conference-modify>'
+    )
+    answer = handler.handle(restart)
+    (answered,) = answer.endpoints
+    assert answered.transport is not None and answered.transport.ice is not None
+    ice = answered.transport.ice
+    assert ice.ice_generation == 1 and ep.ice_generation == 1
+    assert (ice.ufrag, ice.pwd) == (ep.ufrag, ep.pwd) != (before.ufrag, before.pwd)
+    assert [f.value for f in ice.fingerprints] == [f.value for f in before.fingerprints]
+    assert ice.candidates and all(url.endswith(channel) for url in ice.web_sockets)
+    assert native.commands[-1] == ("restart_ice", (ep.transport_id, ep.ufrag, ep.pwd))
+    # The answer round-trips through the XML codec with its generation.
+    xml = cxml.to_string(cxml.build_conference_modified(answer))
+    assert 'ice-generation="1"' in xml
+
+    # The client's new transport, then a trickle under its new credentials.
+    connected = len(native.connected)
+    handler.handle(
+        transport_update(
+            "abcd1234",
+            f'ufrag="newufrag" pwd="{"n" * 22}"><fingerprint xmlns="{DTLS}" hash="sha-256" setup="active">'
+            f"{FP_256}</fingerprint>",
+        )
+    )
+    assert len(native.connected) == connected + 1 and native.connected[-1][1:3] == ("newufrag", "n" * 22)
+    handler.handle(
+        transport_update(
+            "abcd1234",
+            f'ufrag="newufrag" pwd="{"n" * 22}"><candidate component="1" foundation="2" generation="0" '
+            'id="c9" ip="192.0.2.46" network="0" port="50002" priority="1000" protocol="udp" type="host"/>',
+        )
+    )
+    assert ep.remote is not None and ("192.0.2.46", 50002) in [
+        (str(c.ip), c.port) for c in ep.remote.candidates
+    ]
+
+    # A second restart is generation 2.
+    answer = handler.handle(restart)
+    assert answer.endpoints[0].transport is not None and answer.endpoints[0].transport.ice is not None
+    assert answer.endpoints[0].transport.ice.ice_generation == 2
 
 
 def _xml_request(meeting_id: str, endpoint_id: str, stats_id: str, create: bool) -> ConferenceModify:

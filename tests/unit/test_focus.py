@@ -57,6 +57,9 @@ class FakeBridge:
     answer: bool = True
     #: Refuse every conference-modify with this Colibri2 error reason.
     refuse: c2.Reason | None = None
+    #: ICE restarts per endpoint; with `ice_restarts_allowed` False the bridge answers without a transport.
+    ice_restarts: dict[str, int] = field(default_factory=dict)
+    ice_restarts_allowed: bool = True
 
     def handle(self, iq: ET.Element) -> ET.Element | None:
         req = c2xml.parse_conference_modify(iq)
@@ -98,6 +101,22 @@ class FakeBridge:
                 out.append(c2.Endpoint(id=ep.id, transport=c2.Transport(ice=ice)))
             elif ep.id not in endpoints:
                 return _error(iq, "item-not-found", c2.Reason.UNKNOWN_ENDPOINT, ep.id)
+            elif ep.transport is not None and ep.transport.ice_restart:
+                if not self.ice_restarts_allowed:
+                    out.append(c2.Endpoint(id=ep.id))  # section 2.3 item 5: no transport, refused
+                    continue
+                generation = self.ice_restarts[ep.id] = self.ice_restarts.get(ep.id, 0) + 1
+                ice = c2.IceUdpTransport(
+                    ufrag=f"{self.jid[-1]}-{ep.id}-g{generation}",
+                    pwd="r" * 24,
+                    candidates=(
+                        c2.Candidate(1, "1", 0, "c1", "127.0.0.1", 0, 10000, 2130706431, "udp", "host"),
+                    ),
+                    rtcp_mux=True,
+                    fingerprints=(c2.Fingerprint("sha-256", "AA:BB", "active"),),
+                    ice_generation=generation,
+                )
+                out.append(c2.Endpoint(id=ep.id, transport=c2.Transport(ice=ice)))
         feedback = (
             (
                 c2.MediaSource("audio", "jvb-a0", sources=(c2.SourceDesc(ssrc=1111, name="jvb-a0"),)),
@@ -1103,3 +1122,118 @@ def test_junk_stanzas_do_not_break_the_focus() -> None:
     assert [error_of(r)[0] for r in replies] == ["service-unavailable", "bad-request", "bad-request"]
     inits = in_call(net, "aaaa0001", "bbbb0002")
     assert set(inits) == {"aaaa0001", "bbbb0002"}
+
+
+def ice_restart(sid: str, bridge_session: str | None) -> Jingle:
+    return Jingle(
+        action="session-info", sid=sid, bridge_session=BridgeSession(id=bridge_session, ice_restart=True)
+    )
+
+
+def test_an_ice_restart_request_restarts_the_endpoint_in_place_and_sends_its_new_transport() -> None:
+    net = Net()
+    net.add_bridge("jvb1")
+    inits = in_call(net, "aaaa0001", "bbbb0002")
+    init = inits["aaaa0001"]
+    assert init.bridge_session is not None
+    net.accept("aaaa0001", init.sid, (100, 200))
+    net.accept("bbbb0002", inits["bbbb0002"].sid, (300, 400))
+    net.jingles("aaaa0001")
+    net.jingles("bbbb0002")
+    net.colibri("jvb1")
+
+    (ok,) = net.send_jingle("aaaa0001", ice_restart(init.sid, init.bridge_session.id))
+    assert ok.get("type") == "result"
+    (request,) = net.colibri("jvb1")
+    (ep,) = request.endpoints
+    assert ep.id == "aaaa0001" and ep.transport is not None and ep.transport.ice_restart
+    assert ep.transport.ice is None and ep.sources is None
+    # The bridge's new transport goes to the client as a transport-info of the same session, tagged.
+    (info,) = net.jingles("aaaa0001")
+    assert (info.action, info.sid) == ("transport-info", init.sid)
+    transports = {c.name: c.transport for c in info.contents}
+    assert set(transports) == {"audio", "video"}
+    t = transports["audio"]
+    assert t is not None and (t.ufrag, t.ice_generation) == ("1-aaaa0001-g1", 1)
+    assert t.candidates and t.fingerprints
+    assert not net.jingles("bbbb0002"), "the others hear nothing of it"
+    assert net.core.stats["ice_restarts"] == 1
+
+    # The client answers with its new credentials, tagged: they go to the bridge like any transport-info.
+    answer = IceTransport(
+        ufrag="u-new",
+        pwd="n" * 22,
+        fingerprints=(JFingerprint("sha-256", "CC:DD", "active"),),
+        ice_generation=1,
+    )
+    info = Jingle(action="transport-info", sid=init.sid, contents=(Content("audio", transport=answer),))
+    (ok,) = net.send_jingle("aaaa0001", info, iq_id="ti")
+    assert ok.get("type") == "result"
+    (update,) = net.colibri("jvb1")
+    ice = update.endpoints[0].transport.ice if update.endpoints[0].transport else None
+    assert ice is not None and (ice.ufrag, ice.pwd) == ("u-new", "n" * 22) and ice.fingerprints
+
+
+def test_ice_restart_requests_are_refused_when_off_stale_early_or_too_many() -> None:
+    net = Net(enable_ice_restart=False)
+    net.add_bridge("jvb1")
+    inits = in_call(net, "aaaa0001", "bbbb0002")
+    init = inits["aaaa0001"]
+    assert init.bridge_session is not None
+    (refused,) = net.send_jingle("aaaa0001", ice_restart(init.sid, init.bridge_session.id))
+    assert error_of(refused)[0] == "feature-not-implemented"
+
+    net = Net(health_interval=1000.0)
+    net.add_bridge("jvb1")
+    inits = in_call(net, "aaaa0001", "bbbb0002")
+    init = inits["aaaa0001"]
+    assert init.bridge_session is not None
+    bs = init.bridge_session.id
+    (refused,) = net.send_jingle("aaaa0001", ice_restart(init.sid, bs), iq_id="early")
+    assert error_of(refused)[0] == "unexpected-request", "not before session-accept"
+    net.accept("aaaa0001", init.sid, (100, 200))
+    net.colibri("jvb1")
+    (refused,) = net.send_jingle("aaaa0001", ice_restart(init.sid, "another"), iq_id="stale")
+    assert error_of(refused)[0] == "item-not-found"
+    assert not net.colibri("jvb1")
+
+    # Jicofo's restart limits: 5 s apart, 5 a minute.
+    (ok,) = net.send_jingle("aaaa0001", ice_restart(init.sid, bs), iq_id="r1")
+    assert ok.get("type") == "result"
+    net.advance(2.0)
+    (refused,) = net.send_jingle("aaaa0001", ice_restart(init.sid, bs), iq_id="r2")
+    assert error_of(refused)[0] == "resource-constraint"
+    for i in range(4):
+        net.advance(5.0)
+        (ok,) = net.send_jingle("aaaa0001", ice_restart(init.sid, bs), iq_id=f"r3{i}")
+        assert ok.get("type") == "result"
+    net.advance(5.0)
+    (refused,) = net.send_jingle("aaaa0001", ice_restart(init.sid, bs), iq_id="r4")
+    assert error_of(refused)[0] == "resource-constraint"
+    assert net.core.stats["ice_restarts"] == 5 and net.core.stats["ice_restarts_rate_limited"] == 2
+    generations = [
+        c.transport.ice_generation
+        for j in net.jingles("aaaa0001", "transport-info")
+        for c in j.contents[:1]
+        if c.transport is not None
+    ]
+    assert generations == [1, 2, 3, 4, 5]
+    assert not net.jingles("aaaa0001", "session-terminate")
+
+
+def test_a_bridge_that_does_not_restart_ice_sends_the_client_nothing() -> None:
+    net = Net()
+    bridge = net.add_bridge("jvb1")
+    bridge.ice_restarts_allowed = False
+    inits = in_call(net, "aaaa0001", "bbbb0002")
+    init = inits["aaaa0001"]
+    assert init.bridge_session is not None
+    net.accept("aaaa0001", init.sid, (100, 200))
+    net.jingles("aaaa0001")
+    (ok,) = net.send_jingle("aaaa0001", ice_restart(init.sid, init.bridge_session.id))
+    assert ok.get("type") == "result"
+    assert not net.jingles("aaaa0001"), (
+        "no transport-info: the client's own timer falls back to a new session"
+    )
+    assert net.core.stats["ice_restarts_refused"] == 1
+    assert net.core.rooms[ROOM].bridge == f"{BREWERY}/jvb1", "not a bridge failure"

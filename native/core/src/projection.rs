@@ -315,6 +315,8 @@ pub struct Projection {
     /// When it last asked a keyframe; or, waiting for a temporal switching-up point, since when it waits
     /// (a keyframe is asked after a second of that too).
     last_keyframe_request: Option<Instant>,
+    /// The sender's path is changing ([`Projection::resync_after_gap`]): until then, a gap cuts.
+    resync_until: Option<Instant>,
 }
 
 #[inline]
@@ -342,7 +344,17 @@ impl Projection {
             changes: Box::new([[Change::default(); CHANGES]; SEGMENTS]),
             sent: None,
             last_keyframe_request: None,
+            resync_until: None,
         }
+    }
+
+    /// The sender's path is changing (an ICE restart): what it sends while the old path fails is lost
+    /// on the way in, and its own history may not have it all. A gap in its stream before `until`
+    /// makes the receiver get it from the next switch point on, numbered on from what it last got,
+    /// instead of holding every later frame while it asks for packets that may never come. Without a
+    /// gap nothing changes. A later `until` extends the window, an earlier one does not shorten it.
+    pub fn resync_after_gap(&mut self, until: Instant) {
+        self.resync_until = Some(self.resync_until.map_or(until, |u| u.max(until)));
     }
 
     pub fn target(&self) -> Option<Target> {
@@ -423,6 +435,16 @@ impl Projection {
     #[inline]
     pub fn on_packet(&mut self, now: Instant, clock_rate: u32, m: &PacketMeta) -> Verdict {
         let target = self.target;
+        if let Some(until) = self.resync_until {
+            if now >= until {
+                self.resync_until = None;
+            } else if let Some(seg) = self.segments[0].as_mut().filter(|s| {
+                s.open && s.layer == m.layer && newer(m.seq, s.end) && m.seq.wrapping_sub(s.end) > 1
+            }) {
+                seg.open = false;
+                self.resync_until = None;
+            }
+        }
         if let Some(seg) = self.segments[0]
             .as_mut()
             .filter(|s| s.open && s.layer == m.layer)
@@ -601,6 +623,7 @@ impl Projection {
         for old in self.segments.iter_mut().flatten() {
             old.open = false;
         }
+        self.resync_until = None;
         self.segments.rotate_right(1);
         self.changes.rotate_right(1);
         self.segments[0] = Some(seg);

@@ -43,6 +43,13 @@ pub enum Command {
         transport: TransportId,
         candidates: Vec<RemoteCandidate>,
     },
+    /// ICE restart with our new credentials (Colibri2 `ice-restart`): the DTLS association and SRTP
+    /// keys stay, and media keeps its path until the new generation selects one. The remote's new
+    /// credentials follow in a `ConnectTransport`.
+    RestartIce {
+        transport: TransportId,
+        ice: IceCredentials,
+    },
     /// The full set of Sources this transport sends, each with its SSRCs and SIM/FID groups; replaces
     /// the previous set.
     SetSources {

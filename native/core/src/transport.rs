@@ -54,6 +54,9 @@ pub enum Note {
     },
     /// SRTP is ready: media may flow both ways.
     MediaReady,
+    /// Media moved to another path (an ICE restart, a new address): what was sent on the old one
+    /// while it was failing was lost, and decoders on both sides wait for keyframes.
+    PathChanged,
     /// The transport discarded `count` datagrams or records for `reason`, already counted on
     /// its own counters; the shard adds them to its total.
     Dropped { reason: DropReason, count: u64 },
@@ -308,6 +311,26 @@ impl Transport {
         }
         self.ice.handle_timeout(now);
         self.drive(now);
+    }
+
+    /// ICE restart with our new credentials; DTLS and SRTP go on (see [`IceAgent::restart`]).
+    pub fn restart_ice(&mut self, now: Instant, ice: IceCredentials) {
+        if self.is_finished() {
+            return;
+        }
+        self.ice.restart(ice);
+        self.ice.handle_timeout(now);
+        self.drive(now);
+    }
+
+    /// The ufrags STUN requests for this transport may name (two while an ICE restart is under way).
+    pub fn accepted_ufrags(&self) -> impl Iterator<Item = &str> {
+        self.ice.accepted_ufrags()
+    }
+
+    /// ICE restarts so far.
+    pub fn ice_generation(&self) -> u32 {
+        self.ice.generation()
     }
 
     /// A STUN message routed to this transport (by ufrag or transaction id). The agent authenticates it.
@@ -1028,6 +1051,10 @@ impl Transport {
         while let Some(ev) = self.ice.poll_event() {
             match ev {
                 IceEvent::SelectedPair { local, remote } => {
+                    let moved = self.selected.is_some_and(|s| s != (local, remote));
+                    if moved && self.srtp_tx.is_some() {
+                        self.notes.push_back(Note::PathChanged);
+                    }
                     self.selected = Some((local, remote));
                     self.notes.push_back(Note::Address(remote));
                     if let Some(conn) = &mut self.dtls {

@@ -1017,3 +1017,179 @@ fn rfc8839_5_1_candidate_type_names_round_trip() {
     assert_eq!(CandidateKind::from_sdp_name("Host"), None);
     assert_eq!(CandidateKind::from_sdp_name(""), None);
 }
+
+/// Both agents restart ICE (new credentials, the same candidates), then learn each other's again.
+fn restart_both(net: &mut Net) {
+    net.agent(0).restart(IceCredentials::random());
+    net.agent(1).restart(IceCredentials::random());
+    let (a, b) = net.nodes.split_at_mut(1);
+    introduce(&mut a[0].agent, &mut b[0].agent);
+    net.kick();
+}
+
+fn selections(net: &Net, i: usize) -> Vec<(SocketAddr, SocketAddr)> {
+    net.nodes[i]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            IceEvent::SelectedPair { local, remote } => Some((*local, *remote)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rfc8445_9_restart_keeps_the_old_path_until_the_new_generation_is_selected() {
+    let mut net = two(&["10.0.0.1:10000"], &["10.0.0.2:5000"]);
+    assert!(net.run_until(Duration::from_secs(2), Net::all_connected));
+    net.run_for(Duration::from_secs(10));
+    let old = assert_mirrored(&net);
+    let old_ufrag = net.agent(0).local_credentials().ufrag.clone();
+
+    // The bridge restarts; the peer hears of it 12 s later (a slow signalling path): meanwhile the old
+    // path keeps its consent both ways, with the old credentials.
+    net.agent(0).restart(IceCredentials::random());
+    let new_ufrag = net.agent(0).local_credentials().ufrag.clone();
+    assert_eq!(net.agent(0).generation(), 1);
+    let accepted: Vec<String> = net.agent(0).accepted_ufrags().map(str::to_owned).collect();
+    assert_eq!(accepted, [new_ufrag.clone(), old_ufrag]);
+    net.kick();
+    net.run_for(Duration::from_secs(12));
+    assert!(net.all_connected(), "{:?} {:?}", net.state(0), net.state(1));
+    assert_eq!(net.agent(0).selected_pair(), Some(old));
+    assert_eq!(selections(&net, 0).len(), 1);
+
+    // Then the peer restarts as well and both learn the other's new credentials: the new generation
+    // selects a pair, and only the new ufrag is accepted after that.
+    net.agent(1).restart(IceCredentials::random());
+    let b_ufrag = net.agent(1).local_credentials().ufrag.clone();
+    let (a, b) = net.nodes.split_at_mut(1);
+    introduce(&mut a[0].agent, &mut b[0].agent);
+    net.kick();
+    assert!(
+        net.run_until(Duration::from_secs(2), |n| selections(n, 0).len() == 2
+            && selections(n, 1).len() == 2)
+    );
+    assert_mirrored(&net);
+    let accepted: Vec<String> = net.agent(0).accepted_ufrags().map(str::to_owned).collect();
+    assert_eq!(accepted, [new_ufrag]);
+    net.run_for(Duration::from_secs(60));
+    assert!(net.all_connected());
+    for i in 0..2 {
+        assert_eq!(
+            net.states(i),
+            [IceState::Checking, IceState::Connected],
+            "node {i}"
+        );
+        assert!(
+            net.nodes[i].drops.is_empty(),
+            "node {i}: {:?}",
+            net.nodes[i].drops
+        );
+    }
+    // The new generation's requests name the new credentials.
+    let last = net.nodes[0].sent.last().unwrap();
+    let msg = StunMessage::parse(&last.1.contents).unwrap();
+    if msg.class() == StunClass::Request {
+        let username = String::from_utf8(msg.username().unwrap().to_vec()).unwrap();
+        assert!(username.starts_with(&format!("{b_ufrag}:")), "{username}");
+    }
+}
+
+#[test]
+fn rfc8445_9_restart_moves_the_call_to_the_peer_s_new_address() {
+    let mut net = two(&["10.0.0.1:10000"], &["10.0.0.2:5000"]);
+    assert!(net.run_until(Duration::from_secs(2), Net::all_connected));
+    net.run_for(Duration::from_secs(5));
+    // The peer's address changes: the old one is gone, a new one appears.
+    net.dead.push(sa("10.0.0.2:5000"));
+    net.agent(1)
+        .add_local_candidate(Candidate::host(sa("10.0.0.3:5001"), 65535));
+    net.nodes[1].addrs.push(sa("10.0.0.3:5001"));
+    let moved = net.now;
+    restart_both(&mut net);
+    assert!(net.run_until(Duration::from_secs(5), |n| selections(n, 0).len() == 2));
+    assert!(
+        net.now - moved < Duration::from_secs(1),
+        "{:?}",
+        net.now - moved
+    );
+    assert_eq!(
+        net.agent(0).selected_pair(),
+        Some((sa("10.0.0.1:10000"), sa("10.0.0.3:5001")))
+    );
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.state(0), IceState::Connected);
+    assert_eq!(net.states(0), [IceState::Checking, IceState::Connected]);
+}
+
+#[test]
+fn rfc8445_9_a_restart_that_never_completes_fails_when_the_old_path_s_consent_expires() {
+    let mut net = two(&["10.0.0.1:10000"], &["10.0.0.2:5000"]);
+    assert!(net.run_until(Duration::from_secs(2), Net::all_connected));
+    net.agent(0).restart(IceCredentials::random());
+    net.kick();
+    net.run_for(Duration::from_secs(20));
+    assert_eq!(
+        net.state(0),
+        IceState::Connected,
+        "the old path's consent holds"
+    );
+    net.delivering = false;
+    let cut = net.now;
+    net.run_for(Duration::from_secs(40));
+    let failed = net
+        .event_time(0, &IceEvent::StateChanged(IceState::Failed))
+        .expect("failed");
+    assert!(failed - cut > Duration::from_secs(23) && failed - cut <= Duration::from_secs(30));
+    assert_eq!(net.agent(0).selected_pair(), None);
+}
+
+#[test]
+fn rfc8445_9_a_restart_before_connecting_starts_over_with_the_new_credentials() {
+    let cfg = IceConfig::default();
+    let mut a = agent(true, 1000, &["10.0.0.1:10000"], &cfg);
+    let mut b = agent(false, 2000, &["10.0.0.2:5000"], &cfg);
+    a.restart(IceCredentials::random());
+    assert_eq!(a.accepted_ufrags().count(), 1);
+    assert_eq!(a.selected_pair(), None);
+    introduce(&mut a, &mut b);
+    let mut net = Net::new();
+    net.add(a);
+    net.add(b);
+    net.kick();
+    assert!(net.run_until(Duration::from_secs(2), Net::all_connected));
+    assert_mirrored(&net);
+}
+
+#[test]
+fn rfc8445_9_checks_naming_a_retired_ufrag_are_dropped_and_counted() {
+    let mut net = two(&["10.0.0.1:10000"], &["10.0.0.2:5000"]);
+    assert!(net.run_until(Duration::from_secs(2), Net::all_connected));
+    let first = net.agent(0).local_credentials().clone();
+    let peer_first = net.agent(1).local_credentials().ufrag.clone();
+    let check = |creds: &IceCredentials, peer: &str| {
+        let mut bytes = Vec::new();
+        let mut w = StunWriter::new(&mut bytes, StunClass::Request, BINDING, [7; 12]);
+        w.username(format!("{}:{peer}", creds.ufrag).as_bytes())
+            .priority(1);
+        w.finish(Some(creds.pwd.as_bytes()));
+        bytes
+    };
+    restart_both(&mut net);
+    // While the old path is kept, a check with the first generation's credentials is answered.
+    let bytes = check(&first, &peer_first);
+    let now = net.now;
+    let (local, from) = (sa("10.0.0.1:10000"), sa("10.0.0.2:5000"));
+    let msg = StunMessage::parse(&bytes).unwrap();
+    assert_eq!(net.agent(0).handle_stun(now, local, from, &msg), Ok(()));
+    // Once the new generation is selected, it names a retired ufrag.
+    assert!(net.run_until(Duration::from_secs(2), |n| selections(n, 0).len() == 2));
+    let before = net.agent(0).drop_count(IceDrop::BadUsername);
+    let now = net.now;
+    assert_eq!(
+        net.agent(0).handle_stun(now, local, from, &msg),
+        Err(IceDrop::BadUsername)
+    );
+    assert_eq!(net.agent(0).drop_count(IceDrop::BadUsername), before + 1);
+}

@@ -164,7 +164,9 @@ impl Pair {
                     self.ours_drops.push(d);
                 }
             } else {
-                assert_eq!(destination, self.peer_addr);
+                if destination != self.peer_addr {
+                    continue; // an address the peer no longer has
+                }
                 let message = PeerStun::parse(&bytes).expect("str0m parses our STUN");
                 let accepted = self.peer.handle_packet(
                     now,
@@ -285,4 +287,87 @@ fn ours_controlled_str0m_controlling_ipv4() {
 #[test]
 fn ours_controlling_str0m_controlled_ipv6() {
     connect_and_hold(true, "[2001:db8::1]:10000", "[2001:db8::2]:5000");
+}
+
+#[test]
+fn ours_controlling_restarts_ice_and_follows_str0m_to_its_new_address() {
+    let mut p = Pair::new(true, "10.0.0.1:10000", "10.0.0.2:5000");
+    assert!(p.run_until(Duration::from_secs(5), Pair::both_connected));
+    p.run_for(Duration::from_secs(10));
+
+    // str0m's network changes: a new address and an ICE restart of its own; the bridge is asked
+    // to restart too, and the new credentials and candidates cross over (as Jingle would carry them).
+    let new_addr: SocketAddr = "10.0.0.3:5001".parse().unwrap();
+    let peer_creds = IceCreds::new();
+    p.peer.ice_restart(peer_creds.clone(), false);
+    let host = str0m::Candidate::host(new_addr, "udp").unwrap();
+    let prio = host.prio();
+    p.peer.add_local_candidate(host);
+    p.peer_addr = new_addr;
+    p.ours.restart(IceCredentials::random());
+    assert_eq!(p.ours.generation(), 1);
+    let ours_c = &p.ours.local_candidates()[0];
+    let sdp = format!(
+        "candidate:{} 1 udp {} {} {} typ host",
+        ours_c.foundation,
+        ours_c.priority,
+        p.ours_addr.ip(),
+        p.ours_addr.port()
+    );
+    p.peer
+        .add_remote_candidate(str0m::Candidate::from_sdp_string(&sdp).unwrap());
+    p.peer.set_remote_credentials(IceCreds {
+        ufrag: p.ours.local_credentials().ufrag.clone(),
+        pass: p.ours.local_credentials().pwd.clone(),
+    });
+    p.ours.set_remote_credentials(IceCredentials {
+        ufrag: peer_creds.ufrag,
+        pwd: peer_creds.pass,
+    });
+    p.ours.add_remote_candidate(Candidate::new(
+        new_addr,
+        CandidateKind::Host,
+        prio,
+        "str0m2",
+    ));
+    let (now, ours_addr) = (p.now, p.ours_addr);
+    p.ours.handle_timeout(now);
+    p.peer.handle_timeout(now);
+    let moved = p.now;
+    assert!(
+        p.run_until(Duration::from_secs(5), |p| {
+            p.ours.selected_pair() == Some((ours_addr, new_addr))
+                && p.peer_nominated() == Some((new_addr, ours_addr))
+        }),
+        "ours {:?} {:?}, str0m {:?}",
+        p.ours.state(),
+        p.ours.selected_pair(),
+        p.peer.state()
+    );
+    assert!(
+        p.now - moved < Duration::from_secs(1),
+        "{:?}",
+        p.now - moved
+    );
+
+    // A minute on the new path: consent holds, and we never went through Disconnected.
+    p.run_for(Duration::from_secs(60));
+    assert_eq!(p.ours.state(), IceState::Connected);
+    assert!(p.peer_connected());
+    let states: Vec<_> = p
+        .ours_events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            IceEvent::StateChanged(s) => Some(*s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states, [IceState::Checking, IceState::Connected]);
+    assert!(
+        !p.ours_drops
+            .iter()
+            .any(|d| matches!(d, IceDrop::BadUsername | IceDrop::BadIntegrity)),
+        "{:?}",
+        p.ours_drops
+    );
 }

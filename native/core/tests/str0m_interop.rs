@@ -267,6 +267,28 @@ impl Peer {
         self.error.is_none()
     }
 
+    /// The peer's network changes: a new socket at `to`, its old host candidate gone, new ICE
+    /// credentials (its side of an ICE restart); DTLS and SRTP state stay.
+    fn move_to(&mut self, to: &str) {
+        let old = Candidate::host(self.addr, "udp").expect("old candidate");
+        let sock = UdpSocket::bind(to).expect("bind the moved socket");
+        sock.set_nonblocking(true).expect("non-blocking");
+        self.addr = sock.local_addr().expect("local addr");
+        self.sock = sock;
+        let new = Candidate::host(self.addr, "udp").expect("new candidate");
+        self.prio = self
+            .rtc
+            .add_local_candidate(new)
+            .expect("str0m accepts the new candidate")
+            .prio();
+        let mut api = self.rtc.direct_api();
+        assert!(
+            api.invalidate_candidate(&old),
+            "the old candidate was known"
+        );
+        api.set_local_ice_credentials(IceCreds::new());
+    }
+
     fn is_connected(&self) -> bool {
         self.events.iter().any(|e| matches!(e, Event::Connected))
     }
@@ -988,6 +1010,96 @@ fn str0m_receiver_joining_gets_a_keyframe_request_sent_to_every_ready_sender() {
             .map(|p| p.keyframe_requests().len())
             .collect::<Vec<_>>()
     );
+}
+
+/// ICE restart through the shard (Colibri2 `ice-restart`): a str0m peer moves to a new address with
+/// new ICE credentials; the bridge restarts the transport's ICE, learns the peer's new credentials and
+/// candidate, and the call goes on over the new path with the same DTLS association and SRTP keys.
+#[test]
+fn str0m_peer_that_moves_is_followed_through_an_ice_restart() {
+    let mut call = Call::new(&Options {
+        peers: 2,
+        dtls: Dtls::Str0mDefault,
+        wrong_fingerprint: None,
+        staged: false,
+    });
+    let live = [0, 1];
+    call.connect(&live);
+    let t = call.peers[0].transport;
+    let old_addr = call.peers[0].addr;
+
+    call.peers[0].move_to("127.0.0.3:0");
+    let bridge_ice = IceCredentials::random();
+    let now = Instant::now();
+    call.shard.handle_command(
+        now,
+        Command::RestartIce {
+            transport: t,
+            ice: bridge_ice.clone(),
+        },
+    );
+    call.peers[0]
+        .rtc
+        .direct_api()
+        .set_remote_ice_credentials(IceCreds {
+            ufrag: bridge_ice.ufrag.clone(),
+            pass: bridge_ice.pwd.clone(),
+        });
+    let (peer_ice, peer_fp) = (call.peers[0].ice_credentials(), call.peers[0].fingerprint());
+    let (new_addr, prio) = (call.peers[0].addr, call.peers[0].prio);
+    for c in [
+        Command::ConnectTransport {
+            transport: t,
+            remote_ice: peer_ice,
+            fingerprints: vec![peer_fp],
+            remote_setup: DtlsSetup::Active,
+        },
+        Command::AddRemoteCandidates {
+            transport: t,
+            candidates: vec![RemoteCandidate {
+                addr: new_addr,
+                priority: prio,
+                kind: CandidateKind::Host,
+            }],
+        },
+    ] {
+        call.shard.handle_command(now, c);
+    }
+    let moved = call.run_until(Duration::from_secs(5), |c| {
+        c.shard
+            .stats()
+            .transports
+            .iter()
+            .any(|s| s.id == t && s.selected_remote == Some(new_addr))
+    });
+    assert!(moved, "the bridge did not follow: {}", call.diagnostics());
+
+    // Media both ways over the new path, from the keys of the first handshake.
+    call.exchange_media(&live);
+    call.assert_delivery(&live);
+    let stats = call.shard.stats();
+    assert_eq!(stats.failures, Default::default(), "{}", call.diagnostics());
+    // The peer's checks under its new credentials found the transport by the new ufrag, and were
+    // authenticated with the bridge's new password.
+    for reason in [DropReason::StunUnroutable, DropReason::StunRejected] {
+        assert_eq!(
+            stats.total.drops(reason),
+            0,
+            "{reason:?}: {}",
+            call.diagnostics()
+        );
+    }
+    call.assert_bridge_profile(&live, "SRTP_AEAD_AES_128_GCM");
+    let connected = call
+        .events
+        .iter()
+        .filter(|e| matches!(e, SeamEvent::TransportState { transport, state: TransportState::Connected, .. } if *transport == t))
+        .count();
+    assert_eq!(connected, 1, "one handshake, never failed or reconnected");
+    assert_ne!(old_addr, new_addr);
+    for p in &call.peers {
+        assert!(p.error.is_none(), "{}: {:?}", p.name, p.error);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

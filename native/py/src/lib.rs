@@ -159,6 +159,14 @@ impl NativeBridge {
         })
     }
 
+    /// ICE restart with our new credentials (Colibri2 `ice-restart`); DTLS and SRTP state stay.
+    fn restart_ice(&self, transport_id: u64, ufrag: String, pwd: String) -> PyResult<()> {
+        self.send(Command::RestartIce {
+            transport: transport_id,
+            ice: IceCredentials { ufrag, pwd },
+        })
+    }
+
     fn add_remote_candidates(
         &self,
         transport_id: u64,

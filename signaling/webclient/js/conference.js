@@ -11,7 +11,7 @@
 import { $iq, $msg, $pres, Strophe, XmppClient, xmlElement, StanzaError, AuthFailed } from './xmpp.js';
 import {
   NS, JingleError, RemoteSession, parseJingle, sessionAcceptXml, sessionTerminateXml, transportInfoXml,
-  candidateFromSdp, candidateToSdp, simulcastPlan, withSimulcast,
+  candidateFromSdp, candidateToSdp, simulcastPlan, withSimulcast, iceRestartRequestXml, iceRestartTransportXml,
 } from './jingle-sdp.js';
 import { BridgeChannel } from './bridge-channel.js';
 import { audioPayloadTypes, codecOfStats, preferCodec, redOption, sendWith, videoOptions } from './codecs.js';
@@ -159,6 +159,19 @@ const ICE_SERVERS_MARGIN_MS = 60000;
 // restarted, as Jitsi Meet does on ICE failure: session-terminate asking for a restart, the focus re-invites,
 // a new PeerConnection gathers where we are now. Chromium says 'failed' only after 30 s without consent.
 const ICE_DISCONNECTED_RESTART_MS = 2000;
+// Where the server offers in-place ICE restarts (config.json `enableIceRestart`), those come first, after
+// this long 'disconnected' (or at once on 'failed'): the bridge keeps the old path while the new generation
+// is checked, so a restart that was not needed costs nothing. One that has not reconnected ICE this long after
+// it was asked for gives way to a new session; and a second one follows no sooner than this (the focus
+// allows one per 5 s).
+const ICE_DISCONNECTED_ICE_RESTART_MS = 1000;
+const ICE_RESTART_GIVE_UP_MS = 6000;
+const ICE_RESTART_MIN_INTERVAL_MS = 10000;
+// Chrome says 'disconnected' only about 5 s after its address went away (its checks must time out). Sooner:
+// while we send media the bridge answers with transport-cc feedback every 100 ms or so, so nothing at all
+// received for this long while our bytes go out means the path is gone; checked this often.
+const MEDIA_SILENCE_MS = 1500;
+const MEDIA_WATCH_MS = 250;
 
 // Longest <SourceInfo> we read (the focus reads at most 2,048 characters too).
 const SOURCE_INFO_MAX = 2048;
@@ -233,6 +246,11 @@ export class Conference extends EventTarget {
     this.pendingCandidates = null; // local candidates found after session-accept was sent
     this.restartAt = 0;
     this.iceTimer = null; // ICE_DISCONNECTED_RESTART_MS running since the session's ICE went 'disconnected'
+    this.iceRestartEnabled = config?.enableIceRestart === true;
+    this.iceRestart = null; // an in-place ICE restart under way: {pc, giveUp (its timer)}
+    this.iceRestartAt = 0;
+    this.iceGeneration = 0; // of the bridge's transport last applied
+    this.mediaWatch = null; // the MEDIA_WATCH_MS timer of the session's silence check
     this.counters = {
       jingleErrors: 0, rejectedStanzas: 0, renegotiations: 0, sessions: 0,
       senderConstraints: 0, // SenderSourceConstraints for our camera, taken
@@ -250,6 +268,11 @@ export class Conference extends EventTarget {
       handsLowered: 0, // our hand lowered by a moderator
       lowerHandRefused: 0, // ... asked by someone who is not a moderator, ignored
       restartsAsked: 0, // sessions we ended asking the focus for a new one (ICE failed or disconnected)
+      iceRestartsAsked: 0, // in-place ICE restarts asked for (session-info)
+      iceRestartsRefused: 0, // ... that the focus refused (a new session followed)
+      iceRestartsApplied: 0, // the bridge's new transports applied
+      iceRestartsIgnored: 0, // ... stale (an older generation) or without credentials
+      mediaSilences: 0, // times nothing arrived for MEDIA_SILENCE_MS while we sent (ICE was recovered)
       e2eeRotations: 0, // key generations our senders moved to (one per participant who left)
     };
     this.e2ee = null; // E2ee (null when the browser cannot transform encoded frames)
@@ -1200,11 +1223,12 @@ export class Conference extends EventTarget {
       this._set({ ice: state });
       clearTimeout(this.iceTimer);
       this.iceTimer = null;
-      if (state === 'failed') this._requestRestart('ICE failed');
+      if (state === 'connected' || state === 'completed') this._iceRestartEnded();
+      else if (state === 'failed') this._recoverIce('ICE failed');
       else if (state === 'disconnected') {
         this.iceTimer = setTimeout(() => {
-          if (pc === this.pc && pc.iceConnectionState === 'disconnected') this._requestRestart('ICE disconnected');
-        }, ICE_DISCONNECTED_RESTART_MS);
+          if (pc === this.pc && pc.iceConnectionState === 'disconnected') this._recoverIce('ICE disconnected');
+        }, this.iceRestartEnabled ? ICE_DISCONNECTED_ICE_RESTART_MS : ICE_DISCONNECTED_RESTART_MS);
       }
     };
     await pc.setRemoteDescription({ type: 'offer', sdp: remote.toSdp() });
@@ -1220,6 +1244,7 @@ export class Conference extends EventTarget {
     await this._sendJingle(xml, 'session-accept');
     if (late.length) this._sendCandidates(late);
     this._set({ jingle: 'active' });
+    this._watchMedia(pc);
     if (this.screen) {
       // A new session while sharing: the screen goes on this one too.
       Object.assign(this.screen, { mid: null, source: null });
@@ -1395,6 +1420,8 @@ export class Conference extends EventTarget {
   }
 
   async _transportInfo(j) {
+    const restarted = j.contents.find((c) => c.transport?.iceGeneration)?.transport;
+    if (restarted) return this._applyIceRestart(restarted);
     const cands = j.contents.flatMap((c) => (c.transport ? c.transport.candidates : []));
     this.remote.addCandidates(cands);
     const mid = this.remote.contents[0].name;
@@ -1435,6 +1462,94 @@ export class Conference extends EventTarget {
     this._participantsChanged();
   }
 
+  /** ICE lost its path: an in-place restart where the server offers it, else (or if it fails) a new session. */
+  _recoverIce(why) {
+    if (!this.remote || !this.pc || this.iceRestart) return; // one under way: its own timer decides
+    if (!this.iceRestartEnabled || Date.now() - this.iceRestartAt < ICE_RESTART_MIN_INTERVAL_MS) {
+      this._requestRestart(why);
+      return;
+    }
+    const pc = this.pc;
+    this.iceRestartAt = Date.now();
+    this.counters.iceRestartsAsked += 1;
+    const fallBack = (reason) => {
+      if (this.iceRestart?.pc !== pc) return;
+      clearTimeout(this.iceRestart.giveUp);
+      this.iceRestart = null;
+      if (this.pc === pc) this._requestRestart(`${why}; ${reason}`);
+    };
+    this.iceRestart = { pc, giveUp: setTimeout(() => fallBack('the ICE restart did not reconnect'), ICE_RESTART_GIVE_UP_MS) };
+    this._sendJingle(iceRestartRequestXml(this.remote), 'session-info').catch((e) => {
+      this.counters.iceRestartsRefused += 1;
+      fallBack(`ICE restart refused: ${e.message}`);
+    });
+  }
+
+  /** While `pc` is the session's: ICE recovery when nothing arrives for MEDIA_SILENCE_MS while we send. */
+  _watchMedia(pc) {
+    clearInterval(this.mediaWatch);
+    let last = null; // {received, sent, since}: bytes at the last change of what we received
+    this.mediaWatch = setInterval(async () => {
+      if (pc !== this.pc) return;
+      let received = 0;
+      let sent = 0;
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === 'transport') {
+          received += r.bytesReceived ?? 0;
+          sent += r.bytesSent ?? 0;
+        }
+      });
+      const now = Date.now();
+      const connected = ['connected', 'completed'].includes(pc.iceConnectionState);
+      if (!connected || !last || received !== last.received) {
+        last = { received, sent, since: now };
+        return;
+      }
+      if (now - last.since >= MEDIA_SILENCE_MS && sent > last.sent && !this.iceRestart) {
+        this.counters.mediaSilences += 1;
+        last = { received, sent, since: now };
+        this._recoverIce(`nothing received for ${MEDIA_SILENCE_MS} ms`);
+      }
+    }, MEDIA_WATCH_MS);
+  }
+
+  _iceRestartEnded() {
+    if (!this.iceRestart) return;
+    clearTimeout(this.iceRestart.giveUp);
+    this.iceRestart = null;
+  }
+
+  /**
+   * The bridge's transport after an in-place ICE restart (transport-info tagged with its generation): its new
+   * credentials into our offer, answered (Chrome makes new credentials of ours and gathers again), then its
+   * candidates, then our new transport back to the focus, tagged with the same generation.
+   */
+  async _applyIceRestart(t) {
+    const pc = this.pc;
+    const remote = this.remote;
+    if (!pc || !remote) return;
+    if (t.iceGeneration <= this.iceGeneration || !t.ufrag || !t.pwd) {
+      this.counters.iceRestartsIgnored += 1;
+      return;
+    }
+    this.iceGeneration = t.iceGeneration;
+    remote.restartIce(t.ufrag, t.pwd);
+    // Candidates found while answering travel with the answer's transport or right after it.
+    this.pendingCandidates = [];
+    await this._renegotiate();
+    if (pc !== this.pc) return;
+    remote.addCandidates(t.candidates);
+    const mid = remote.contents[0].name;
+    for (const c of t.candidates) await pc.addIceCandidate({ candidate: candidateToSdp(c), sdpMid: mid, sdpMLineIndex: 0 });
+    const localSdp = pc.localDescription.sdp;
+    const xml = iceRestartTransportXml(remote, localSdp, t.iceGeneration, { nick: this.nick, responder: this.xmpp.jid });
+    const late = (this.pendingCandidates ?? []).filter((c) => !localSdp.includes(c.candidate.trim()));
+    this.pendingCandidates = null;
+    await this._sendJingle(xml, 'transport-info');
+    if (late.length) this._sendCandidates(late);
+    this.counters.iceRestartsApplied += 1;
+  }
+
   _requestRestart(why) {
     const now = Date.now();
     if (!this.remote || now - this.restartAt < 10000) return;
@@ -1452,6 +1567,10 @@ export class Conference extends EventTarget {
   _closeSession() {
     clearTimeout(this.iceTimer);
     this.iceTimer = null;
+    this._iceRestartEnded();
+    this.iceGeneration = 0;
+    clearInterval(this.mediaWatch);
+    this.mediaWatch = null;
     if (this.pc) {
       this.pc.close();
       this.pc = null;
@@ -1704,6 +1823,8 @@ export class Conference extends EventTarget {
         frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
         codec: codecOfStats(report, r), scalabilityMode: r.scalabilityMode ?? null,
         framesEncoded: r.framesEncoded ?? 0, bytesSent: r.bytesSent ?? 0, active: r.active ?? null,
+        keyFramesEncoded: r.keyFramesEncoded ?? 0, pliCount: r.pliCount ?? 0, nackCount: r.nackCount ?? 0,
+        retransmittedPacketsSent: r.retransmittedPacketsSent ?? 0,
         qualityLimitationReason: r.qualityLimitationReason ?? null, encoderImplementation: r.encoderImplementation ?? null,
         targetBitrate: r.targetBitrate ?? null, availableOutgoingBitrate,
       });

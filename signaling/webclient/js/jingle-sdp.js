@@ -158,6 +158,8 @@ export function parseTransport(t) {
     sctp: sctp ? { number: int(sctp, 'number'), protocol: attr(sctp, 'protocol'), streams: int(sctp, 'streams') } : null,
     // The bridge channel (colibri-ws, §4): absolute ws:// or wss:// URLs, in the bridge's order.
     webSockets: kids(t, 'web-socket', NS.COLIBRI).map((w) => attr(w, 'url')).filter((u) => /^wss?:\/\//.test(u ?? '')),
+    // An in-place ICE restart's transport (§5.5): a positive integer, else null.
+    iceGeneration: /^[1-9][0-9]{0,9}$/.test(attr(t, 'ice-generation') ?? '') ? Number(attr(t, 'ice-generation')) : null,
   };
 }
 
@@ -292,7 +294,7 @@ export function parseJingle(jingle) {
     responder: attr(jingle, 'responder'),
     contents,
     groups,
-    bridgeSession: bs ? { id: attr(bs, 'id'), region: attr(bs, 'region'), restart: attr(bs, 'restart') === 'true' } : null,
+    bridgeSession: bs ? { id: attr(bs, 'id'), region: attr(bs, 'region'), restart: attr(bs, 'restart') === 'true', iceRestart: attr(bs, 'ice-restart') === 'true' } : null,
     reason: reasonEl ? { condition: reasonEl.children[0] ? reasonEl.children[0].localName : undefined, text: kid(reasonEl, 'text')?.textContent } : null,
     startMuted: sm ? { audio: attr(sm, 'audio') === 'true', video: attr(sm, 'video') === 'true' } : null,
     sources: groupRemoteSources(sourceSets),
@@ -465,6 +467,16 @@ export class RemoteSession {
     this.lines.push({ mid, media, content: null, source: null, local: true, active: true });
     this.version += 1;
     return mid;
+  }
+
+  /**
+   * The bridge's new ICE credentials after an in-place restart (§5.5), its candidates left out: in the
+   * offer they would make Chrome drop the selected pair at once; added after the answer, the new ones are
+   * checked while the old pair still carries media (lib-jitsi-meet does the same). DTLS stays.
+   */
+  restartIce(ufrag, pwd) {
+    this.transport = { ...this.transport, ufrag, pwd, candidates: [] };
+    this.version += 1;
   }
 
   /** Disables a line of ours (port 0): its transceiver stops. */
@@ -739,7 +751,7 @@ export function candidateXml(c, id) {
 }
 
 export function transportXml(t) {
-  return el('transport', { xmlns: NS.ICE_UDP, ufrag: t.ufrag, pwd: t.pwd }, [
+  return el('transport', { xmlns: NS.ICE_UDP, ufrag: t.ufrag, pwd: t.pwd, 'ice-generation': t.iceGeneration ?? undefined }, [
     t.rtcpMux ? el('rtcp-mux') : null,
     ...t.fingerprints.map((f) => el('fingerprint', { xmlns: NS.DTLS, hash: f.hash, setup: f.setup }, [], f.value)),
     ...t.candidates.map((c, i) => candidateXml(c, `c${i}`)),
@@ -782,7 +794,10 @@ export function jingleXml(j) {
     ...(j.contents ?? []).map(contentXml),
     ...(j.groups ?? []).map((g) => el('group', { xmlns: NS.GROUPING, semantics: g.semantics }, g.contents.map((n) => el('content', { name: n })))),
     j.reason ? el('reason', {}, [el(j.reason.condition ?? 'success'), j.reason.text ? el('text', {}, [], j.reason.text) : null]) : null,
-    j.bridgeSession ? el('bridge-session', { xmlns: NS.FOCUS, id: j.bridgeSession.id, region: j.bridgeSession.region, restart: j.bridgeSession.restart ? 'true' : undefined }) : null,
+    j.bridgeSession ? el('bridge-session', {
+      xmlns: NS.FOCUS, id: j.bridgeSession.id, region: j.bridgeSession.region,
+      restart: j.bridgeSession.restart ? 'true' : undefined, 'ice-restart': j.bridgeSession.iceRestart ? 'true' : undefined,
+    }) : null,
     j.jsonSources ? el('json-message', { xmlns: NS.JITMEET }, [], encodeJsonSources(j.jsonSources)) : null,
     j.startMuted ? el('startmuted', { xmlns: NS.START_MUTED, audio: String(j.startMuted.audio), video: String(j.startMuted.video) }) : null,
   ]);
@@ -846,6 +861,31 @@ export function transportInfoXml(remote, contentName, candidates, { responder })
     initiator: remote.initiator,
     responder,
     contents: [{ name: contentName, creator: 'initiator', transport: t }],
+  }));
+}
+
+/**
+ * An in-place ICE restart's answer (§5.5): transport-info with our new credentials, fingerprint and the
+ * candidates gathered so far, from the local answer, tagged with the bridge's `generation`.
+ */
+export function iceRestartTransportXml(remote, answerSdp, generation, { nick, responder }) {
+  const [first] = answerContents(answerSdp, remote, nick);
+  return toXml(jingleXml({
+    action: 'transport-info',
+    sid: remote.sid,
+    initiator: remote.initiator,
+    responder,
+    contents: [{ name: first.name, creator: 'initiator', transport: { ...first.transport, iceGeneration: generation } }],
+  }));
+}
+
+/** session-info asking the focus to restart our ICE in place (`<bridge-session ice-restart="true">`). */
+export function iceRestartRequestXml(remote) {
+  return toXml(jingleXml({
+    action: 'session-info',
+    sid: remote.sid,
+    initiator: remote.initiator,
+    bridgeSession: { id: remote.bridgeSession?.id, iceRestart: true },
   }));
 }
 

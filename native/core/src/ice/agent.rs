@@ -65,8 +65,13 @@ enum TxKind {
 #[derive(Debug)]
 struct Transaction {
     id: [u8; 12],
+    /// The pair checked; for a consent request on the path an ICE restart kept, unused (`old`).
     pair: usize,
     kind: TxKind,
+    /// A consent request on the kept path, with its generation's credentials.
+    old: bool,
+    source: SocketAddr,
+    destination: SocketAddr,
     /// Role we claimed in the request (for 487 handling, RFC 8445 section 7.2.5.1).
     sent_controlling: bool,
     /// The request, resent byte for byte.
@@ -75,6 +80,19 @@ struct Transaction {
     rto: Duration,
     /// Next retransmission, or the final timeout after the last send.
     deadline: Instant,
+}
+
+/// The path an ICE restart keeps carrying media until the new generation selects a pair (make
+/// before break, RFC 8445 section 9): its generation's credentials keep its consent alive and
+/// still answer the peer's checks on it.
+#[derive(Debug)]
+struct OldPath {
+    local: IceCredentials,
+    remote: IceCredentials,
+    /// USERNAME of our requests on it.
+    username: Vec<u8>,
+    source: SocketAddr,
+    destination: SocketAddr,
 }
 
 /// A sans-IO ICE agent for one component. See the [module docs](super) for how to drive it.
@@ -111,6 +129,10 @@ pub struct IceAgent {
     idle_since: Option<Instant>,
     prflx_count: u32,
     drops: [u64; IceDrop::COUNT],
+    /// Set by an ICE restart while the previous generation's selected pair still carries media.
+    old: Option<OldPath>,
+    /// ICE restarts so far (the Colibri2 `ice-generation`).
+    generation: u32,
 }
 
 impl IceAgent {
@@ -151,6 +173,8 @@ impl IceAgent {
             idle_since: None,
             prflx_count: 0,
             drops: [0; IceDrop::COUNT],
+            old: None,
+            generation: 0,
         }
     }
 
@@ -196,7 +220,69 @@ impl IceAgent {
         &self.remote_candidates
     }
 
-    /// Sets the peer's credentials (ICE restarts are not supported: set them once).
+    /// ICE restart (RFC 8445 section 9) with our new `local` credentials: the checklist and the
+    /// peer's candidates are flushed, and the peer's new credentials and candidates are awaited.
+    /// Make before break: the pair selected so far keeps carrying media, its consent checked and
+    /// the peer's checks on it answered with the old credentials, until a pair of the new
+    /// generation is selected; if its consent expires first, the agent fails as it would have.
+    /// Ignored once `Failed` or `Closed`.
+    pub fn restart(&mut self, local: IceCredentials) {
+        if matches!(self.state, IceState::Closed | IceState::Failed) {
+            return;
+        }
+        let kept = match (self.selected_pair(), self.selected, self.remote.take()) {
+            (Some((source, destination)), Some(sel), Some(remote)) => {
+                // Consent requests in flight on the pair are the old generation's now.
+                self.transactions
+                    .retain(|t| t.kind == TxKind::Consent && t.pair == sel);
+                for t in &mut self.transactions {
+                    t.old = true;
+                }
+                Some(OldPath {
+                    local: self.local.clone(),
+                    remote,
+                    username: std::mem::take(&mut self.outgoing_username),
+                    source,
+                    destination,
+                })
+            }
+            // Restarted again before the last restart selected anything: the path kept then is
+            // still the one carrying media.
+            _ => {
+                self.transactions.retain(|t| t.old);
+                self.old.take()
+            }
+        };
+        self.old = kept;
+        self.local = local;
+        self.outgoing_username.clear();
+        self.remote_candidates.clear();
+        self.pairs.clear();
+        self.triggered.clear();
+        self.selected = None;
+        self.nominating = None;
+        self.first_valid_at = None;
+        self.next_check_at = None;
+        self.idle_since = None;
+        self.generation += 1;
+        if self.old.is_none() && self.state != IceState::New {
+            // Nothing was connected: the new generation starts over.
+            self.set_state(IceState::Checking);
+        }
+    }
+
+    /// ICE restarts so far.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The ufrags requests may name: ours, and the previous generation's while its path is kept.
+    pub fn accepted_ufrags(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.local.ufrag.as_str())
+            .chain(self.old.as_ref().map(|o| o.local.ufrag.as_str()))
+    }
+
+    /// Sets the peer's credentials: once, and once more after each [`IceAgent::restart`].
     pub fn set_remote_credentials(&mut self, creds: IceCredentials) {
         self.outgoing_username.clear();
         self.outgoing_username
@@ -306,7 +392,7 @@ impl IceAgent {
                 .first_valid_at
                 .map(|t| t + self.config.nomination_delay));
         }
-        if self.selected.is_some()
+        if (self.selected.is_some() || self.old.is_some())
             && matches!(self.state, IceState::Connected | IceState::Disconnected)
         {
             at(self.consent_next);
@@ -334,7 +420,10 @@ impl IceAgent {
         if matches!(self.state, IceState::Failed | IceState::Closed) {
             return None;
         }
-        let pair = self.pairs.get(self.selected?)?;
+        let Some(selected) = self.selected else {
+            return self.old.as_ref().map(|o| (o.source, o.destination));
+        };
+        let pair = self.pairs.get(selected)?;
         Some((
             self.local_candidates.get(pair.local)?.addr,
             self.remote_candidates.get(pair.remote)?.addr,
@@ -413,7 +502,12 @@ impl IceAgent {
             .ok_or(IceDrop::BadUsername)?;
         let (ours, theirs) = (&username[..colon], &username[colon + 1..]);
         if ours != self.local.ufrag.as_bytes() {
-            return Err(IceDrop::BadUsername);
+            return match &self.old {
+                Some(old) if ours == old.local.ufrag.as_bytes() => {
+                    self.on_old_request(local, from, theirs, msg)
+                }
+                _ => Err(IceDrop::BadUsername),
+            };
         }
         if self
             .remote
@@ -436,7 +530,7 @@ impl IceAgent {
         if self.controlling {
             if let Some(theirs) = msg.ice_controlling() {
                 if self.tie_breaker >= theirs {
-                    self.send_response(local_idx, from, tid, Some(ROLE_CONFLICT));
+                    self.send_response(local_idx, from, tid, Some(ROLE_CONFLICT), false);
                     return Ok(());
                 }
                 self.switch_role(false);
@@ -445,13 +539,13 @@ impl IceAgent {
             if self.tie_breaker >= theirs {
                 self.switch_role(true);
             } else {
-                self.send_response(local_idx, from, tid, Some(ROLE_CONFLICT));
+                self.send_response(local_idx, from, tid, Some(ROLE_CONFLICT), false);
                 return Ok(());
             }
         }
 
         // 7.3.1.2: success response with XOR-MAPPED-ADDRESS = source of the request.
-        self.send_response(local_idx, from, tid, None);
+        self.send_response(local_idx, from, tid, None, false);
 
         // 7.3.1.3: learn a peer-reflexive candidate from an unknown source.
         let remote_idx = match self.remote_candidates.iter().position(|r| r.addr == from) {
@@ -499,6 +593,32 @@ impl IceAgent {
         Ok(())
     }
 
+    /// A check on the path an ICE restart kept (the peer's consent, or its old generation's checks):
+    /// answered with the old credentials; it teaches nothing about the new generation.
+    fn on_old_request(
+        &mut self,
+        local: SocketAddr,
+        from: SocketAddr,
+        theirs: &[u8],
+        msg: &StunMessage<'_>,
+    ) -> Result<(), IceDrop> {
+        let Some(old) = &self.old else {
+            return Err(IceDrop::BadUsername);
+        };
+        if old.remote.ufrag.as_bytes() != theirs {
+            return Err(IceDrop::BadUsername);
+        }
+        if !msg.has_integrity() {
+            return Err(IceDrop::MissingIntegrity);
+        }
+        if !msg.verify_integrity(old.local.pwd.as_bytes()) {
+            return Err(IceDrop::BadIntegrity);
+        }
+        let local_idx = self.find_local(local).ok_or(IceDrop::UnknownLocal)?;
+        self.send_response(local_idx, from, msg.transaction_id(), None, true);
+        Ok(())
+    }
+
     /// A response to one of our checks or consent requests, RFC 8445 section 7.2.5.
     fn on_response(
         &mut self,
@@ -513,9 +633,12 @@ impl IceAgent {
             .iter()
             .position(|t| t.id == tid)
             .ok_or(IceDrop::UnknownTransaction)?;
-        let remote_pwd = self
-            .remote
-            .as_ref()
+        let remote = if self.transactions[ti].old {
+            self.old.as_ref().map(|o| &o.remote)
+        } else {
+            self.remote.as_ref()
+        };
+        let remote_pwd = remote
             .map(|r| r.pwd.as_bytes())
             .ok_or(IceDrop::UnknownTransaction)?;
         if !msg.has_integrity() {
@@ -526,6 +649,13 @@ impl IceAgent {
             return Err(IceDrop::BadIntegrity);
         }
         let tx = self.transactions.swap_remove(ti);
+        if tx.old {
+            let symmetric = from == tx.destination && self.find_local(local).is_some();
+            if msg.class() == StunClass::SuccessResponse && symmetric && self.selected.is_none() {
+                self.refresh_consent(now);
+            }
+            return Ok(());
+        }
         let pair_idx = tx.pair;
         // 7.2.5.2.1: source and destination must be symmetric with the request.
         let symmetric = {
@@ -616,20 +746,24 @@ impl IceAgent {
             }
         }
 
-        if let Some(sel) = self.selected {
-            if matches!(self.state, IceState::Connected | IceState::Disconnected) {
-                let ok = *self.consent_ok.get_or_insert(now);
-                if now >= ok + self.config.consent_timeout {
-                    self.fail();
-                    return;
+        // Consent on the path media takes: the selected pair, or the one a restart keeps.
+        if (self.selected.is_some() || self.old.is_some())
+            && matches!(self.state, IceState::Connected | IceState::Disconnected)
+        {
+            let ok = *self.consent_ok.get_or_insert(now);
+            if now >= ok + self.config.consent_timeout {
+                self.fail();
+                return;
+            }
+            if self.state == IceState::Connected && now >= ok + self.config.disconnected_after {
+                self.set_state(IceState::Disconnected);
+            }
+            if self.consent_next.is_none_or(|t| t <= now) {
+                match self.selected {
+                    Some(sel) => self.send_request(now, sel, TxKind::Consent),
+                    None => self.send_old_consent(now),
                 }
-                if self.state == IceState::Connected && now >= ok + self.config.disconnected_after {
-                    self.set_state(IceState::Disconnected);
-                }
-                if self.consent_next.is_none_or(|t| t <= now) {
-                    self.send_request(now, sel, TxKind::Consent);
-                    self.consent_next = Some(now + self.consent_jitter());
-                }
+                self.consent_next = Some(now + self.consent_jitter());
             }
         }
 
@@ -664,17 +798,16 @@ impl IceAgent {
                 tx.rto = tx.rto.saturating_mul(2).min(self.config.rto_max);
                 tx.deadline = now + tx.rto;
                 let contents = tx.bytes.clone();
-                let pair = &self.pairs[tx.pair];
                 self.transmits.push_back(Transmit {
-                    source: self.local_candidates[pair.local].addr,
-                    destination: self.remote_candidates[pair.remote].addr,
+                    source: tx.source,
+                    destination: tx.destination,
                     contents,
                 });
                 i += 1;
                 continue;
             }
             let tx = self.transactions.swap_remove(i);
-            if let TxKind::Check { use_candidate } = tx.kind {
+            if let (TxKind::Check { use_candidate }, false) = (tx.kind, tx.old) {
                 // RFC 8445 section 7.2.5.2.3: no response means the pair failed.
                 let pair = &mut self.pairs[tx.pair];
                 if pair.state == PairState::InProgress || use_candidate {
@@ -803,15 +936,19 @@ impl IceAgent {
         }
         w.finish(Some(remote.pwd.as_bytes()));
 
+        let (source, destination) = (local.addr, self.remote_candidates[pair.remote].addr);
         self.transmits.push_back(Transmit {
-            source: local.addr,
-            destination: self.remote_candidates[pair.remote].addr,
+            source,
+            destination,
             contents: bytes.clone(),
         });
         self.transactions.push(Transaction {
             id,
             pair: pair_idx,
             kind,
+            old: false,
+            source,
+            destination,
             sent_controlling: self.controlling,
             bytes,
             sends: 1,
@@ -824,14 +961,57 @@ impl IceAgent {
         }
     }
 
+    /// A consent request on the path an ICE restart kept, with its generation's credentials.
+    fn send_old_consent(&mut self, now: Instant) {
+        let Some(old) = &self.old else {
+            return;
+        };
+        let mut id = [0u8; 12];
+        random_bytes(&mut id);
+        let priority = self
+            .find_local(old.source)
+            .map_or(0, |i| self.local_candidates[i].priority);
+        let prflx_priority =
+            (CandidateKind::PeerReflexive.type_preference() << 24) | (priority & 0x00FF_FFFF);
+        let mut bytes = Vec::with_capacity(128);
+        let mut w = StunWriter::new(&mut bytes, StunClass::Request, BINDING, id);
+        w.username(&old.username).priority(prflx_priority);
+        if self.controlling {
+            w.ice_controlling(self.tie_breaker);
+        } else {
+            w.ice_controlled(self.tie_breaker);
+        }
+        w.finish(Some(old.remote.pwd.as_bytes()));
+        let (source, destination) = (old.source, old.destination);
+        self.transmits.push_back(Transmit {
+            source,
+            destination,
+            contents: bytes.clone(),
+        });
+        self.transactions.push(Transaction {
+            id,
+            pair: 0,
+            kind: TxKind::Consent,
+            old: true,
+            source,
+            destination,
+            sent_controlling: self.controlling,
+            bytes,
+            sends: 1,
+            rto: self.config.rto_initial,
+            deadline: now + self.config.rto_initial,
+        });
+    }
+
     /// Answers a check: 200 with XOR-MAPPED-ADDRESS, or an error (487), with MESSAGE-INTEGRITY
-    /// (our password) and FINGERPRINT.
+    /// (our password, or the kept path's with `old`) and FINGERPRINT.
     fn send_response(
         &mut self,
         local_idx: usize,
         to: SocketAddr,
         tid: [u8; 12],
         error: Option<u16>,
+        old: bool,
     ) {
         let mut bytes = Vec::with_capacity(80);
         let class = if error.is_some() {
@@ -844,7 +1024,11 @@ impl IceAgent {
             None => w.xor_mapped_address(to),
             Some(code) => w.error_code(code, "Role Conflict"),
         };
-        w.finish(Some(self.local.pwd.as_bytes()));
+        let pwd = match &self.old {
+            Some(o) if old => &o.local.pwd,
+            _ => &self.local.pwd,
+        };
+        w.finish(Some(pwd.as_bytes()));
         self.transmits.push_back(Transmit {
             source: self.local_candidates[local_idx].addr,
             destination: to,
@@ -989,6 +1173,9 @@ impl IceAgent {
             return;
         }
         self.selected = Some(best);
+        if self.old.take().is_some() {
+            self.transactions.retain(|t| !t.old);
+        }
         let pair = &self.pairs[best];
         let (local, remote) = (
             self.local_candidates[pair.local].addr,

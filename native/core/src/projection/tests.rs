@@ -777,3 +777,65 @@ fn any_temporal_targets_losses_and_reordering_leave_gaps_only_where_packets_were
         "{totals:?}"
     );
 }
+
+#[test]
+fn while_the_senders_path_changes_a_gap_resumes_at_the_next_keyframe_numbered_on() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(Some(Target::layer(0)));
+    fwd(p.on_packet(t0, VIDEO, &meta(0, 100, 1000, true, true, 10)));
+    fwd(p.on_packet(t0, VIDEO, &meta(0, 101, 4000, false, true, 11)));
+    p.resync_after_gap(t0 + Duration::from_secs(5));
+    // Packets the sender queued come on without a gap: forwarded as ever.
+    let t1 = t0 + Duration::from_millis(2000);
+    assert_eq!(
+        fwd(p.on_packet(t1, VIDEO, &meta(0, 102, 7000, false, true, 12))).seq,
+        102
+    );
+    // 103..=149 were lost on the way in: the stream comes back at 150, a delta frame, filtered.
+    assert_eq!(
+        p.on_packet(t1, VIDEO, &meta(0, 150, 180_000, false, true, 60)),
+        Verdict::Filtered
+    );
+    assert_eq!(p.waiting(), Some(0), "it waits for a keyframe");
+    // A retransmission of something lost goes nowhere either.
+    assert_eq!(
+        p.on_packet(t1, VIDEO, &meta(0, 120, 90_000, false, true, 30)),
+        Verdict::Filtered
+    );
+    // The keyframe: numbered on from 102 (no gap for the receiver to wait on).
+    let r = fwd(p.on_packet(t1, VIDEO, &meta(0, 151, 183_000, true, true, 61)));
+    assert_eq!((r.seq, r.picture_id), (103, Some(13)));
+    assert_eq!(
+        r.timestamp, 7001,
+        "the last went out at this instant: the smallest step"
+    );
+    assert_eq!(
+        fwd(p.on_packet(t1, VIDEO, &meta(0, 152, 186_000, false, true, 62))).seq,
+        104
+    );
+    // One cut per window: a later gap is ordinary loss, left to NACKs.
+    assert_eq!(
+        fwd(p.on_packet(t1, VIDEO, &meta(0, 160, 189_000, false, true, 63))).seq,
+        112
+    );
+}
+
+#[test]
+fn once_the_window_is_over_a_gap_is_ordinary_loss() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(Some(Target::layer(0)));
+    fwd(p.on_packet(t0, VIDEO, &meta(0, 100, 1000, true, true, 10)));
+    p.resync_after_gap(t0 + Duration::from_secs(1));
+    p.resync_after_gap(t0 + Duration::from_millis(500)); // does not shorten it
+    let t1 = t0 + Duration::from_millis(900);
+    assert_eq!(
+        fwd(p.on_packet(t1, VIDEO, &meta(0, 101, 4000, false, true, 11))).seq,
+        101
+    );
+    let t2 = t0 + Duration::from_millis(1100);
+    assert_eq!(
+        fwd(p.on_packet(t2, VIDEO, &meta(0, 105, 7000, false, true, 12))).seq,
+        105
+    );
+    assert_eq!(p.waiting(), None);
+}

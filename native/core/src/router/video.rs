@@ -362,6 +362,16 @@ impl Router {
         wanted
     }
 
+    /// `owner`'s path is changing (an ICE restart): until `until`, a gap in its video makes each
+    /// receiver resume at a switch point ([`Projection::resync_after_gap`]).
+    pub fn resync_sender(&mut self, owner: TransportId, until: Instant) {
+        for vs in self.video.values_mut().filter(|v| v.owner == owner) {
+            for p in vs.consumers.values_mut() {
+                p.resync_after_gap(until);
+            }
+        }
+    }
+
     /// Forgets a receiver's Projections and allocation (it left).
     pub(super) fn forget_receiver(&mut self, receiver: TransportId) {
         self.allocations.remove(&receiver);

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::egress::Io;
-use super::{Shard, State};
+use super::{Shard, State, RESYNC_AFTER_RESTART};
 use crate::domain::{ForceMute, MediaKind, TransportId};
 use crate::io::RecvBatch;
 use crate::router::Router;
@@ -94,6 +94,29 @@ impl State {
                     return true;
                 };
                 t.add_remote_candidates(now, &candidates);
+                self.after_transport(now, transport, io);
+            }
+            Command::RestartIce { transport, ice } => {
+                let Some(t) = self.transports.get_mut(&transport) else {
+                    self.command_failed(transport, "no such transport".into());
+                    return true;
+                };
+                t.restart_ice(now, ice);
+                // A restart follows a failing path, as a rule: what the peer sends meanwhile is lost on
+                // the way in, so its receivers resume at a switch point if its stream comes back with a gap.
+                let router = t.router;
+                if let Some(r) = self.routers.get_mut(&router) {
+                    r.resync_sender(transport, now + RESYNC_AFTER_RESTART);
+                }
+                // STUN finds it by the ufrags it accepts now: the new one, and the old one while
+                // the old path carries media.
+                let accepted: Vec<Vec<u8>> =
+                    t.accepted_ufrags().map(|u| u.as_bytes().to_vec()).collect();
+                self.by_ufrag
+                    .retain(|u, id| *id != transport || accepted.contains(u));
+                for u in accepted {
+                    self.by_ufrag.insert(u, transport);
+                }
                 self.after_transport(now, transport, io);
             }
             Command::SetSources { transport, sources } => {
@@ -187,7 +210,7 @@ impl State {
                 let was = t.force_mute;
                 t.force_mute = ForceMute { audio, video };
                 if was.video && !video {
-                    self.keyframe_after_unmute(now, transport, io);
+                    self.keyframes_from(now, transport, io);
                 }
             }
             Command::CloseTransport { transport } => self.close_transport(now, transport, io),
@@ -214,7 +237,8 @@ impl State {
         let Some(t) = self.transports.remove(&id) else {
             return;
         };
-        self.by_ufrag.remove(t.local_ufrag().as_bytes());
+        // Every ufrag it had: one a restart retired may still be mapped.
+        self.by_ufrag.retain(|_, v| *v != id);
         self.by_addr.retain(|_, v| *v != id);
         if let Some(r) = self.routers.get_mut(&t.router) {
             r.remove_member(id);

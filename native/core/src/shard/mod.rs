@@ -41,6 +41,11 @@ const RECV_ROUNDS: usize = 8;
 const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// How soon the loop comes back to a pacer that just started holding packets.
 const PACE_STEP: Duration = Duration::from_millis(1);
+/// After an ICE restart command, how long a gap in the peer's video makes its receivers resume at a
+/// switch point (the new path is usually up within a second or two; the web client gives up at 6 s).
+const RESYNC_AFTER_RESTART: Duration = Duration::from_secs(5);
+/// ... and after its media moved to the new path: its queued and retransmitted packets settle by then.
+const RESYNC_AFTER_PATH_CHANGE: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug, Default)]
 pub struct ShardConfig {
@@ -185,7 +190,7 @@ impl State {
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };
-        let mut media_ready = false;
+        let (mut media_ready, mut path_changed) = (false, false);
         while let Some(tx) = t.poll_transmit() {
             io.send_plain(t, &mut self.total, &tx);
         }
@@ -201,11 +206,18 @@ impl State {
                     failure,
                 } => self.on_state(id, state, detail, failure),
                 Note::MediaReady => media_ready = true,
+                Note::PathChanged => path_changed = true,
                 Note::Dropped { reason, count } => self.total.drop_n(reason, count),
             }
         }
-        if media_ready {
+        if media_ready || path_changed {
             self.keyframes_for_new_receiver(now, router, id, io);
+        }
+        if path_changed {
+            if let Some(r) = self.routers.get_mut(&router) {
+                r.resync_sender(id, now + RESYNC_AFTER_PATH_CHANGE);
+            }
+            self.keyframes_from(now, id, io);
         }
     }
 

@@ -264,9 +264,10 @@ impl State {
         }
     }
 
-    /// A video sender was just unmuted: receivers need a keyframe to decode it at once. Not rate-limited,
-    /// since a request made just before (at a join) produced a keyframe that nobody got.
-    pub(super) fn keyframe_after_unmute(&mut self, now: Instant, owner: TransportId, io: &mut Io) {
+    /// A video sender's receivers need a keyframe to decode it at once: it was just unmuted, or its
+    /// path changed (an ICE restart) and what it sent meanwhile was lost. Not rate-limited, since a
+    /// request made just before (at a join) produced a keyframe that nobody got.
+    pub(super) fn keyframes_from(&mut self, now: Instant, owner: TransportId, io: &mut Io) {
         let Some(t) = self.transports.get(&owner) else {
             return;
         };

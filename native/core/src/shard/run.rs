@@ -117,7 +117,7 @@ impl State {
                     failure,
                 } => self.on_state(id, state, detail, failure),
                 Note::Dropped { reason, count } => self.total.drop_n(reason, count),
-                Note::Address(_) | Note::MediaReady => {}
+                Note::Address(_) | Note::MediaReady | Note::PathChanged => {}
             }
         }
     }
