@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge import _native
+from bridge import _native, stun_mapping
 from bridge.changes import (
     Change,
     CreateConference,
@@ -401,6 +401,8 @@ class Bridge:
         self._by_router: dict[int, Conference] = {}
         self._transports: dict[int, Endpoint] = {}
         self._stats_waiters: dict[int, asyncio.Future[dict[str, object]]] = {}
+        #: Public addresses STUN mapping found at start (`stun_mapping_servers`), advertised too.
+        self.mappings: list[stun_mapping.Mapping] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fingerprint: Fingerprint | None = None
         self.on_transport_state: Callable[[TransportStateChange], None] | None = None
@@ -450,6 +452,10 @@ class Bridge:
         self._attach(native)
         self._loop.add_reader(native.event_fd(), self._drain_events)
         log.info("bridge started on %s", native.local_addresses())
+        if self.config.stun_mapping_servers:
+            self.mappings = await stun_mapping.discover(
+                self.config.bind_addresses, self.config.stun_mapping_servers
+            )
 
     async def stop(self) -> None:
         if self._native is None:
@@ -475,17 +481,22 @@ class Bridge:
         return self.native.local_addresses()
 
     def advertised_addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
-        """(address, port) pairs to put in candidates; a wildcard bind address becomes loopback."""
+        """(address, port) pairs to put in candidates: the configured ones, else the bound ones (a wildcard
+        becomes loopback); then the public addresses STUN mapping found, on the same port."""
         bound = self.local_addresses()
+        out: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
         if self.config.advertised_addresses:
-            port = bound[0][1]
-            return [(ipaddress.ip_address(ip), port) for ip in self.config.advertised_addresses]
-        out = []
-        for ip, port in bound:
-            addr = ipaddress.ip_address(ip)
-            if addr.is_unspecified:
-                addr = ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
-            out.append((addr, port))
+            out = [(ipaddress.ip_address(ip), bound[0][1]) for ip in self.config.advertised_addresses]
+        else:
+            for ip, port in bound:
+                addr = ipaddress.ip_address(ip)
+                if addr.is_unspecified:
+                    addr = ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
+                out.append((addr, port))
+        for m in self.mappings:
+            public = (ipaddress.ip_address(m.public), bound[0][1])
+            if public not in out:
+                out.append(public)
         return out
 
     # -- the registry

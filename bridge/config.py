@@ -16,6 +16,9 @@ class BridgeConfig:
     #: Addresses put in candidates (what peers can reach). Empty: the bound addresses, wildcards resolved
     #: to loopback, which is right only for one machine.
     advertised_addresses: list[str] = field(default_factory=list)
+    #: STUN servers (host, port) asked at start for the public address of each bound one; a public address
+    #: other than the bound one is advertised too (the "bridge behind a 1:1 NAT" deployment).
+    stun_mapping_servers: list[tuple[str, int]] = field(default_factory=list)
     #: The CPU the shard (media) thread is pinned to; the process's other threads then keep off it when
     #: another CPU is theirs. None: the kernel places every thread.
     shard_cpu: int | None = None

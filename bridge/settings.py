@@ -198,6 +198,29 @@ def _addresses(value: object, text: bool) -> tuple[str, ...]:
     return items
 
 
+def _stun_servers(value: object, text: bool) -> tuple[tuple[str, int], ...]:
+    # "host:port" or "[v6]:port", as ice4j's harvest.mapping.stun.addresses names them.
+    out = []
+    for item in _strings(value, text):
+        host, sep, port = item.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        bare = host[1:-1] if bracketed else host
+        if not sep or not bare:
+            raise ValueError(f"{item!r} is not host:port")
+        if ":" in bare or bracketed:
+            try:
+                ipaddress.IPv6Address(bare)
+            except ValueError:
+                raise ValueError(f"{item!r} is not host:port") from None
+        elif not _HOST_NAME.fullmatch(bare):
+            raise ValueError(f"{item!r} is not host:port")
+        number = _port(port, True)
+        if number == 0:
+            raise ValueError(f"{item!r}: a STUN server's port is 1..65535")
+        out.append((bare, number))
+    return tuple(out)
+
+
 def _bind_addresses(value: object, text: bool) -> tuple[str, ...]:
     items = _addresses(value, text)
     if not items:
@@ -335,6 +358,7 @@ _KEYS: dict[str, Parse] = {
     "videobridge.ice.udp.port": _port,
     "videobridge.ice.udp.bind-addresses": _bind_addresses,  # sluice
     "videobridge.ice.udp.advertised-addresses": _addresses,  # sluice
+    "ice4j.harvest.mapping.stun.addresses": _stun_servers,
     "videobridge.shard.cpu": _cpu,  # sluice
     "videobridge.http-servers.private.host": _nonblank,
     "videobridge.http-servers.private.port": _port_or_disabled,
@@ -405,6 +429,7 @@ ENVIRONMENT: dict[str, str] = {
     "SLUICE_UDP_PORT": "videobridge.ice.udp.port",
     "SLUICE_BIND_ADDRESSES": "videobridge.ice.udp.bind-addresses",
     "SLUICE_ADVERTISED_ADDRESSES": "videobridge.ice.udp.advertised-addresses",
+    "SLUICE_STUN_MAPPING_ADDRESSES": "ice4j.harvest.mapping.stun.addresses",
     "SLUICE_SHARD_CPU": "videobridge.shard.cpu",
     "SLUICE_PRIVATE_HTTP_HOST": "videobridge.http-servers.private.host",
     "SLUICE_PRIVATE_HTTP_PORT": "videobridge.http-servers.private.port",
@@ -471,6 +496,9 @@ class Settings:
     udp_port: int = 10000
     bind_addresses: tuple[str, ...] = ("0.0.0.0",)
     advertised_addresses: tuple[str, ...] = ()
+    #: STUN servers (host, port) asked at start for the public address of each bound one (a 1:1 NAT), which
+    #: is then advertised too (ice4j `harvest.mapping.stun.addresses`).
+    stun_mapping_servers: tuple[tuple[str, int], ...] = ()
     #: The CPU the media thread is pinned to (the control plane then keeps off it); None: not pinned.
     shard_cpu: int | None = None
     private_http_host: str = "127.0.0.1"
@@ -557,6 +585,7 @@ class Settings:
             udp_port=self.udp_port,
             bind_addresses=list(self.bind_addresses),
             advertised_addresses=list(self.advertised_addresses),
+            stun_mapping_servers=list(self.stun_mapping_servers),
             shard_cpu=self.shard_cpu,
             cc_trace_dir=self.cc_trace_dir,
             cc_initial_estimate_bps=self.cc_initial_estimate_bps,
@@ -725,6 +754,7 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         udp_port=get("videobridge.ice.udp.port", defaults.udp_port),
         bind_addresses=get("videobridge.ice.udp.bind-addresses", defaults.bind_addresses),
         advertised_addresses=get("videobridge.ice.udp.advertised-addresses", defaults.advertised_addresses),
+        stun_mapping_servers=get("ice4j.harvest.mapping.stun.addresses", defaults.stun_mapping_servers),
         shard_cpu=get("videobridge.shard.cpu", defaults.shard_cpu),
         private_http_host=host,
         private_http_port=get("videobridge.http-servers.private.port", defaults.private_http_port),

@@ -136,12 +136,13 @@ async def running_serve(
     host: str = "127.0.0.1",
     private_token: str | None = None,
     media_host: str | None = None,
+    http_port: int = 0,
 ) -> AsyncIterator[ServeProcess]:
     """With `netns`, the process runs in that network namespace (tests/helpers/netns.py) with its web port
     and media on `host` (an address of the namespace); its private API, on the namespace's loopback, is
     reached through a `TcpForwarder` (`ServeProcess.private` names the forwarder). With `private_token` the
     private API wants that bearer token, which `ServeProcess`'s views send. `media_host` puts the media on
-    another address than the web port."""
+    another address than the web port; `http_port` fixes the web port (0: any free one)."""
     media_host = media_host or host
     private, xmpp, udp = free_tcp_port(), free_tcp_port(), free_udp_port()
     config = directory / "serve.toml"
@@ -155,7 +156,7 @@ async def running_serve(
         command = netns.exec_args(*command)
     proc = await start_sluice(
         "serve", "--config", str(config), "--domain", domain, "--host", host,
-        "--http-port", "0", "--xmpp-port", str(xmpp), *args, command=command, cwd=cwd,
+        "--http-port", str(http_port), "--xmpp-port", str(xmpp), *args, command=command, cwd=cwd,
     )  # fmt: skip
     forwarder = TcpForwarder(netns, private).start() if netns is not None else None
     assert proc.stdout is not None

@@ -17,6 +17,7 @@ use sluice_core::ice::IceCredentials;
 use sluice_core::seam::Command;
 use sluice_core::shard::{ShardConfig, ShardHandle};
 use sluice_core::stats::{Counters, StatsSnapshot};
+use sluice_core::stun::{StunClass, StunMessage, StunWriter, BINDING};
 
 #[pyclass]
 struct NativeBridge {
@@ -393,9 +394,41 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
     Ok(d)
 }
 
+/// A STUN Binding request without credentials (RFC 8489 section 6.1, with FINGERPRINT): what asks a STUN
+/// server for the bridge's public address.
+#[pyfunction]
+fn stun_binding_request<'py>(
+    py: Python<'py>,
+    transaction_id: &[u8],
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let id: [u8; 12] = transaction_id
+        .try_into()
+        .map_err(|_| PyValueError::new_err("a STUN transaction id is 12 bytes"))?;
+    let mut buf = Vec::with_capacity(28);
+    StunWriter::new(&mut buf, StunClass::Request, BINDING, id).finish(None);
+    Ok(pyo3::types::PyBytes::new(py, &buf))
+}
+
+/// The XOR-MAPPED-ADDRESS (ip, port) of a Binding success response to `transaction_id`; None for any other
+/// datagram (not STUN, another class, method or transaction, no such attribute).
+#[pyfunction]
+fn stun_mapped_address(datagram: &[u8], transaction_id: &[u8]) -> Option<(String, u16)> {
+    let msg = StunMessage::parse(datagram).ok()?;
+    if msg.class() != StunClass::SuccessResponse
+        || msg.method() != BINDING
+        || msg.transaction_id().as_slice() != transaction_id
+    {
+        return None;
+    }
+    let addr = msg.xor_mapped_address()?;
+    Some((addr.ip().to_string(), addr.port()))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeBridge>()?;
+    m.add_function(wrap_pyfunction!(stun_binding_request, m)?)?;
+    m.add_function(wrap_pyfunction!(stun_mapped_address, m)?)?;
     seam::register(m)?;
     Ok(())
 }

@@ -1505,7 +1505,8 @@ export class Conference extends EventTarget {
         last = { received, sent, since: now };
         return;
       }
-      if (now - last.since >= MEDIA_SILENCE_MS && sent > last.sent && !this.iceRestart) {
+      // Only where the restart is in place and cheap: a session restart on a false alarm is not.
+      if (this.iceRestartEnabled && now - last.since >= MEDIA_SILENCE_MS && sent > last.sent && !this.iceRestart) {
         this.counters.mediaSilences += 1;
         last = { received, sent, since: now };
         this._recoverIce(`nothing received for ${MEDIA_SILENCE_MS} ms`);
