@@ -203,22 +203,27 @@ def _stun_servers(value: object, text: bool) -> tuple[tuple[str, int], ...]:
     out = []
     for item in _strings(value, text):
         host, sep, port = item.rpartition(":")
-        bracketed = host.startswith("[") and host.endswith("]")
-        bare = host[1:-1] if bracketed else host
-        if not sep or not bare:
-            raise ValueError(f"{item!r} is not host:port")
-        if ":" in bare or bracketed:
-            try:
-                ipaddress.IPv6Address(bare)
-            except ValueError:
-                raise ValueError(f"{item!r} is not host:port") from None
-        elif not _HOST_NAME.fullmatch(bare):
+        bare = _host(host) if sep else None
+        if bare is None:
             raise ValueError(f"{item!r} is not host:port")
         number = _port(port, True)
         if number == 0:
             raise ValueError(f"{item!r}: a STUN server's port is 1..65535")
         out.append((bare, number))
     return tuple(out)
+
+
+def _host(text: str) -> str | None:
+    """A host name, an IPv4 address or an IPv6 one (bracketed or not), without the brackets; None if not."""
+    bracketed = text.startswith("[") and text.endswith("]")
+    bare = text[1:-1] if bracketed else text
+    if ":" in bare or bracketed:
+        try:
+            ipaddress.IPv6Address(bare)
+        except ValueError:
+            return None
+        return bare
+    return bare if _HOST_NAME.fullmatch(bare) else None
 
 
 def _bind_addresses(value: object, text: bool) -> tuple[str, ...]:
@@ -322,13 +327,7 @@ def _host_names(value: object, text: bool) -> tuple[str, ...]:
         return ()
     items = _strings(value, text)
     for item in items:
-        bare = item[1:-1] if item.startswith("[") and item.endswith("]") else item
-        if ":" in bare:
-            try:
-                ipaddress.IPv6Address(bare)
-            except ValueError:
-                raise ValueError(f"{item!r} is not a host name or address (no port, no scheme)") from None
-        elif not _HOST_NAME.fullmatch(bare):
+        if _host(item) is None:
             raise ValueError(f"{item!r} is not a host name or address (no port, no scheme)")
     return items
 

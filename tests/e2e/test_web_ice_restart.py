@@ -176,68 +176,71 @@ def _turn_rules(lab: Any) -> list[tuple[str, ...]]:
     ]
 
 
-async def test_a_broken_media_path_is_restarted_in_place_through_turn(netlab: Netlab, tmp_path: Path) -> None:
-    async with nat_lab(netlab, tmp_path, block_media=False) as lab:
-        # TURN out of reach at first, so the first generation goes direct (with both, the bridge may nominate
-        # the relayed pair first, and there would be nothing to break); then UDP to the bridge closes and TURN
-        # opens.
-        for rule in _turn_rules(lab):
-            lab.rtr.run("iptables", "-A", "FORWARD", *rule)
-        async with direct_and_nat(lab) as (direct, direct_nick, nat, nat_nick):
-            await await_for(nat, "Nat decodes Direct", decodes(direct_nick), "getStats", 45)
-            await await_for(direct, "Direct decodes Nat", decodes(nat_nick), "getStats", 30)
-            assert (await nat.acall("transportStats"))["localType"] != "relay"
+@contextlib.asynccontextmanager
+async def _in_a_direct_call(lab: Any) -> AsyncIterator[tuple[ChromiumBrowser, str, ChromiumBrowser, str]]:
+    """Direct and Nat in a call whose first path goes direct: TURN out of reach until the path breaks (with
+    both from the start, the bridge may nominate the relayed pair first, and there would be nothing to
+    break)."""
+    for rule in _turn_rules(lab):
+        lab.rtr.run("iptables", "-A", "FORWARD", *rule)
+    async with direct_and_nat(lab) as (direct, direct_nick, nat, nat_nick):
+        await await_for(nat, "Nat decodes Direct", decodes(direct_nick), "getStats", 45)
+        await await_for(direct, "Direct decodes Nat", decodes(nat_nick), "getStats", 30)
+        assert (await nat.acall("transportStats"))["localType"] != "relay"
+        yield direct, direct_nick, nat, nat_nick
 
-            await _break_media_and_open_turn(lab)
-            broke = time.monotonic()
-            recovered = await _flowing_again(nat, nat_nick, direct, direct_nick, since=broke, limit=25.0)
-            state = await nat.acall("state")
-            pair = await nat.acall("transportStats")
-            print("recovered after", recovered, "s; Nat:", state["counters"], pair)
-            assert recovered is not None, (state, pair)
-            assert pair.get("localType") == "relay", pair
-            counters = state["counters"]
-            assert counters["iceRestartsApplied"] >= 1 and counters["restartsAsked"] == 0, counters
-            assert counters["sessions"] == 1
-            assert recovered <= ICE_RESTART_TURN_RECOVERY_S, f"{recovered:.1f} s"
-            await _others_saw_nothing(direct, nat_nick, 2.0)
-            assert lab.dropped() > 0
+
+async def test_a_broken_media_path_is_restarted_in_place_through_turn(netlab: Netlab, tmp_path: Path) -> None:
+    async with (
+        nat_lab(netlab, tmp_path, block_media=False) as lab,
+        _in_a_direct_call(lab) as (direct, direct_nick, nat, nat_nick),
+    ):
+        await _break_media_and_open_turn(lab)
+        broke = time.monotonic()
+        recovered = await _flowing_again(nat, nat_nick, direct, direct_nick, since=broke, limit=25.0)
+        state = await nat.acall("state")
+        pair = await nat.acall("transportStats")
+        print("recovered after", recovered, "s; Nat:", state["counters"], pair)
+        assert recovered is not None, (state, pair)
+        assert pair.get("localType") == "relay", pair
+        counters = state["counters"]
+        assert counters["iceRestartsApplied"] >= 1 and counters["restartsAsked"] == 0, counters
+        assert counters["sessions"] == 1
+        assert recovered <= ICE_RESTART_TURN_RECOVERY_S, f"{recovered:.1f} s"
+        await _others_saw_nothing(direct, nat_nick, 2.0)
+        assert lab.dropped() > 0
 
 
 async def test_without_in_place_restarts_a_broken_path_gets_a_new_session_through_turn(
     netlab: Netlab, tmp_path: Path
 ) -> None:
     settings = TURN + "[signaling.focus]\nenable-ice-restart = false\n"
-    async with nat_lab(netlab, tmp_path, settings, block_media=False) as lab:
-        for rule in _turn_rules(lab):
-            lab.rtr.run("iptables", "-A", "FORWARD", *rule)
-        async with direct_and_nat(lab) as (direct, direct_nick, nat, nat_nick):
-            await await_for(nat, "Nat decodes Direct", decodes(direct_nick), "getStats", 45)
-            await await_for(direct, "Direct decodes Nat", decodes(nat_nick), "getStats", 30)
-            assert (await nat.acall("transportStats"))["localType"] != "relay"
-
-            await _break_media_and_open_turn(lab)
-            broke = time.monotonic()
-            seen = [await frames(nat, direct_nick), await frames(direct, nat_nick)]
-            stayed = True
-            recovered_at = None
-            while time.monotonic() - broke < SESSION_RECOVERY_S:
-                await asyncio.sleep(0.25)
-                people = {p["id"] for p in await direct.acall("participants")}
-                stayed = stayed and nat_nick in people
-                now = [await frames(nat, direct_nick), await frames(direct, nat_nick)]
-                # A new session's receivers count from 0: any rise past a fall is new media.
-                fresh = [n > s + 10 or n < s for n, s in zip(now, seen, strict=True)]
-                if all(fresh) and (await nat.acall("transportStats")).get("localType") == "relay":
-                    recovered_at = time.monotonic() - broke
-                    break
-            state = await nat.acall("state")
-            print("recovered after", recovered_at, "s; Nat's counters:", state["counters"])
-            assert recovered_at is not None, (state, await nat.acall("transportStats"))
-            assert stayed, "the other participant saw Nat leave"
-            counters = state["counters"]
-            assert counters["restartsAsked"] == 1 and counters["iceRestartsAsked"] == 0, counters
-            assert any("asks for a restart" in line for line in lab.serve.output)
-            await await_for(nat, "Nat decodes Direct again", decodes(direct_nick), "getStats", 10)
-            await await_for(direct, "Direct decodes Nat again", decodes(nat_nick), "getStats", 10)
-            assert lab.dropped() > 0
+    async with (
+        nat_lab(netlab, tmp_path, settings, block_media=False) as lab,
+        _in_a_direct_call(lab) as (direct, direct_nick, nat, nat_nick),
+    ):
+        await _break_media_and_open_turn(lab)
+        broke = time.monotonic()
+        seen = [await frames(nat, direct_nick), await frames(direct, nat_nick)]
+        stayed = True
+        recovered_at = None
+        while time.monotonic() - broke < SESSION_RECOVERY_S:
+            await asyncio.sleep(0.25)
+            people = {p["id"] for p in await direct.acall("participants")}
+            stayed = stayed and nat_nick in people
+            now = [await frames(nat, direct_nick), await frames(direct, nat_nick)]
+            # A new session's receivers count from 0: any rise past a fall is new media.
+            fresh = [n > s + 10 or n < s for n, s in zip(now, seen, strict=True)]
+            if all(fresh) and (await nat.acall("transportStats")).get("localType") == "relay":
+                recovered_at = time.monotonic() - broke
+                break
+        state = await nat.acall("state")
+        print("recovered after", recovered_at, "s; Nat's counters:", state["counters"])
+        assert recovered_at is not None, (state, await nat.acall("transportStats"))
+        assert stayed, "the other participant saw Nat leave"
+        counters = state["counters"]
+        assert counters["restartsAsked"] == 1 and counters["iceRestartsAsked"] == 0, counters
+        assert any("asks for a restart" in line for line in lab.serve.output)
+        await await_for(nat, "Nat decodes Direct again", decodes(direct_nick), "getStats", 10)
+        await await_for(direct, "Direct decodes Nat again", decodes(nat_nick), "getStats", 10)
+        assert lab.dropped() > 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -88,16 +88,8 @@ class FakeBridge:
                 assert "source-names" in ep.capabilities
                 endpoints.add(ep.id)
                 created = True
-                ice = c2.IceUdpTransport(
-                    ufrag=f"{self.jid[-1]}-{ep.id}",
-                    pwd="p" * 24,
-                    candidates=(
-                        c2.Candidate(1, "1", 0, "c1", "127.0.0.1", 0, 10000, 2130706431, "udp", "host"),
-                    ),
-                    rtcp_mux=True,
-                    fingerprints=(c2.Fingerprint("sha-256", "AA:BB", "actpass"),),
-                    web_sockets=(f"ws://127.0.0.1/colibri-ws/x/{ep.id}",),
-                )
+                ice = _bridge_ice(f"{self.jid[-1]}-{ep.id}", "p", "actpass")
+                ice = replace(ice, web_sockets=(f"ws://127.0.0.1/colibri-ws/x/{ep.id}",))
                 out.append(c2.Endpoint(id=ep.id, transport=c2.Transport(ice=ice)))
             elif ep.id not in endpoints:
                 return _error(iq, "item-not-found", c2.Reason.UNKNOWN_ENDPOINT, ep.id)
@@ -106,16 +98,8 @@ class FakeBridge:
                     out.append(c2.Endpoint(id=ep.id))  # section 2.3 item 5: no transport, refused
                     continue
                 generation = self.ice_restarts[ep.id] = self.ice_restarts.get(ep.id, 0) + 1
-                ice = c2.IceUdpTransport(
-                    ufrag=f"{self.jid[-1]}-{ep.id}-g{generation}",
-                    pwd="r" * 24,
-                    candidates=(
-                        c2.Candidate(1, "1", 0, "c1", "127.0.0.1", 0, 10000, 2130706431, "udp", "host"),
-                    ),
-                    rtcp_mux=True,
-                    fingerprints=(c2.Fingerprint("sha-256", "AA:BB", "active"),),
-                    ice_generation=generation,
-                )
+                ice = _bridge_ice(f"{self.jid[-1]}-{ep.id}-g{generation}", "r", "active")
+                ice = replace(ice, ice_generation=generation)
                 out.append(c2.Endpoint(id=ep.id, transport=c2.Transport(ice=ice)))
         feedback = (
             (
@@ -128,6 +112,17 @@ class FakeBridge:
         return _result(
             iq, c2xml.build_conference_modified(c2.ConferenceModified(tuple(out), sources=feedback))
         )
+
+
+def _bridge_ice(ufrag: str, pwd_char: str, setup: str) -> c2.IceUdpTransport:
+    """An endpoint's transport as our bridge answers it: one host candidate, a fingerprint."""
+    return c2.IceUdpTransport(
+        ufrag=ufrag,
+        pwd=pwd_char * 24,
+        candidates=(c2.Candidate(1, "1", 0, "c1", "127.0.0.1", 0, 10000, 2130706431, "udp", "host"),),
+        rtcp_mux=True,
+        fingerprints=(c2.Fingerprint("sha-256", "AA:BB", setup),),
+    )
 
 
 def _result(iq: ET.Element, payload: ET.Element | None = None) -> ET.Element:

@@ -225,6 +225,17 @@ impl Pair {
         })
     }
 
+    /// Every state our agent went through.
+    fn our_states(&self) -> Vec<IceState> {
+        self.ours_events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                IceEvent::StateChanged(s) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn both_connected(&self) -> bool {
         self.ours.state() == IceState::Connected
             && self.peer_connected()
@@ -248,15 +259,7 @@ fn connect_and_hold(ours_controlling: bool, ours_addr: &str, peer_addr: &str) {
     p.run_for(Duration::from_secs(120));
     assert_eq!(p.ours.state(), IceState::Connected);
     assert!(p.peer_connected());
-    let states: Vec<_> = p
-        .ours_events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            IceEvent::StateChanged(s) => Some(*s),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(states, [IceState::Checking, IceState::Connected]);
+    assert_eq!(p.our_states(), [IceState::Checking, IceState::Connected]);
     assert!(p.ours_drops.is_empty(), "we dropped: {:?}", p.ours_drops);
     assert_eq!(p.peer_rejected, 0, "str0m rejected some of our messages");
 
@@ -354,15 +357,7 @@ fn ours_controlling_restarts_ice_and_follows_str0m_to_its_new_address() {
     p.run_for(Duration::from_secs(60));
     assert_eq!(p.ours.state(), IceState::Connected);
     assert!(p.peer_connected());
-    let states: Vec<_> = p
-        .ours_events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            IceEvent::StateChanged(s) => Some(*s),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(states, [IceState::Checking, IceState::Connected]);
+    assert_eq!(p.our_states(), [IceState::Checking, IceState::Connected]);
     assert!(
         !p.ours_drops
             .iter()

@@ -910,51 +910,22 @@ impl IceAgent {
         let Some(remote) = &self.remote else {
             return;
         };
-        let mut id = [0u8; 12];
-        random_bytes(&mut id);
         let pair = &self.pairs[pair_idx];
         let local = &self.local_candidates[pair.local];
-        // PRIORITY carries the priority a peer-reflexive candidate of ours would have (7.2.2).
-        let prflx_priority =
-            (CandidateKind::PeerReflexive.type_preference() << 24) | (local.priority & 0x00FF_FFFF);
-        let mut bytes = Vec::with_capacity(128);
-        let mut w = StunWriter::new(&mut bytes, StunClass::Request, BINDING, id);
-        w.username(&self.outgoing_username).priority(prflx_priority);
+        let (source, destination) = (local.addr, self.remote_candidates[pair.remote].addr);
         let use_candidate = matches!(
             kind,
             TxKind::Check {
                 use_candidate: true
             }
         );
-        if self.controlling {
-            w.ice_controlling(self.tie_breaker);
-            if use_candidate {
-                w.use_candidate();
-            }
-        } else {
-            w.ice_controlled(self.tie_breaker);
-        }
-        w.finish(Some(remote.pwd.as_bytes()));
-
-        let (source, destination) = (local.addr, self.remote_candidates[pair.remote].addr);
-        self.transmits.push_back(Transmit {
-            source,
-            destination,
-            contents: bytes.clone(),
-        });
-        self.transactions.push(Transaction {
-            id,
-            pair: pair_idx,
-            kind,
-            old: false,
-            source,
-            destination,
-            sent_controlling: self.controlling,
-            bytes,
-            sends: 1,
-            rto: self.config.rto_initial,
-            deadline: now + self.config.rto_initial,
-        });
+        let (id, bytes) = self.binding_request(
+            &self.outgoing_username,
+            local.priority,
+            use_candidate,
+            remote.pwd.as_bytes(),
+        );
+        self.start_transaction(now, id, bytes, (source, destination), pair_idx, kind, false);
         let pair = &mut self.pairs[pair_idx];
         if matches!(kind, TxKind::Check { .. }) && pair.state != PairState::Succeeded {
             pair.state = PairState::InProgress;
@@ -966,23 +937,56 @@ impl IceAgent {
         let Some(old) = &self.old else {
             return;
         };
-        let mut id = [0u8; 12];
-        random_bytes(&mut id);
         let priority = self
             .find_local(old.source)
             .map_or(0, |i| self.local_candidates[i].priority);
+        let (id, bytes) =
+            self.binding_request(&old.username, priority, false, old.remote.pwd.as_bytes());
+        let path = (old.source, old.destination);
+        self.start_transaction(now, id, bytes, path, 0, TxKind::Consent, true);
+    }
+
+    /// A Binding request under a fresh transaction id: USERNAME, the PRIORITY a peer-reflexive
+    /// candidate of ours would have (7.2.2), our role, USE-CANDIDATE when nominating, integrity
+    /// with the peer's `pwd`.
+    fn binding_request(
+        &self,
+        username: &[u8],
+        local_priority: u32,
+        use_candidate: bool,
+        pwd: &[u8],
+    ) -> ([u8; 12], Vec<u8>) {
+        let mut id = [0u8; 12];
+        random_bytes(&mut id);
         let prflx_priority =
-            (CandidateKind::PeerReflexive.type_preference() << 24) | (priority & 0x00FF_FFFF);
+            (CandidateKind::PeerReflexive.type_preference() << 24) | (local_priority & 0x00FF_FFFF);
         let mut bytes = Vec::with_capacity(128);
         let mut w = StunWriter::new(&mut bytes, StunClass::Request, BINDING, id);
-        w.username(&old.username).priority(prflx_priority);
+        w.username(username).priority(prflx_priority);
         if self.controlling {
             w.ice_controlling(self.tie_breaker);
+            if use_candidate {
+                w.use_candidate();
+            }
         } else {
             w.ice_controlled(self.tie_breaker);
         }
-        w.finish(Some(old.remote.pwd.as_bytes()));
-        let (source, destination) = (old.source, old.destination);
+        w.finish(Some(pwd));
+        (id, bytes)
+    }
+
+    /// Sends a request and starts its transaction (RFC 8489 section 6.2.1 retransmissions).
+    #[allow(clippy::too_many_arguments)]
+    fn start_transaction(
+        &mut self,
+        now: Instant,
+        id: [u8; 12],
+        bytes: Vec<u8>,
+        (source, destination): (SocketAddr, SocketAddr),
+        pair: usize,
+        kind: TxKind,
+        old: bool,
+    ) {
         self.transmits.push_back(Transmit {
             source,
             destination,
@@ -990,9 +994,9 @@ impl IceAgent {
         });
         self.transactions.push(Transaction {
             id,
-            pair: 0,
-            kind: TxKind::Consent,
-            old: true,
+            pair,
+            kind,
+            old,
             source,
             destination,
             sent_controlling: self.controlling,
