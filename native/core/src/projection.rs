@@ -435,15 +435,8 @@ impl Projection {
     #[inline]
     pub fn on_packet(&mut self, now: Instant, clock_rate: u32, m: &PacketMeta) -> Verdict {
         let target = self.target;
-        if let Some(until) = self.resync_until {
-            if now >= until {
-                self.resync_until = None;
-            } else if let Some(seg) = self.segments[0].as_mut().filter(|s| {
-                s.open && s.layer == m.layer && newer(m.seq, s.end) && m.seq.wrapping_sub(s.end) > 1
-            }) {
-                seg.open = false;
-                self.resync_until = None;
-            }
+        if self.resync_until.is_some() {
+            self.resync(now, m);
         }
         if let Some(seg) = self.segments[0]
             .as_mut()
@@ -529,12 +522,14 @@ impl Projection {
 
     /// The incoming sequence number (and its layer) that the receiver's `seq` was made from, for
     /// translating its NACKs; None if it is not one this Projection forwarded recently.
+    #[inline]
     pub fn original(&self, seq: u16) -> Option<(u8, u16)> {
         let (i, orig, _) = self.locate(seq)?;
         Some((self.segments[i].as_ref()?.layer, orig))
     }
 
     /// The segment the receiver's `seq` was made in, the incoming sequence number and its offsets.
+    #[inline]
     fn locate(&self, seq: u16) -> Option<(usize, u16, Offsets)> {
         self.segments
             .iter()
@@ -557,6 +552,7 @@ impl Projection {
     /// same fields as the first time, from the segment's offsets and the spatial layers it forwarded
     /// then (for the marker bit); nothing of the Projection changes. None when `seq` is not one it
     /// forwarded, or `m` is not its original.
+    #[inline]
     pub fn replay(&self, seq: u16, m: &PacketMeta) -> Option<Rewrite> {
         let (i, orig, off) = self.locate(seq)?;
         let seg = self.segments[i].as_ref()?;
@@ -627,6 +623,24 @@ impl Projection {
         self.segments.rotate_right(1);
         self.changes.rotate_right(1);
         self.segments[0] = Some(seg);
+    }
+
+    /// Within the resync window: the window ends, or a gap closes the open stretch (the next switch
+    /// point opens the next). Out of line: rare, and the per-packet path stays small.
+    #[cold]
+    #[inline(never)]
+    fn resync(&mut self, now: Instant, m: &PacketMeta) {
+        let Some(until) = self.resync_until else {
+            return;
+        };
+        if now >= until {
+            self.resync_until = None;
+        } else if let Some(seg) = self.segments[0].as_mut().filter(|s| {
+            s.open && s.layer == m.layer && newer(m.seq, s.end) && m.seq.wrapping_sub(s.end) > 1
+        }) {
+            seg.open = false;
+            self.resync_until = None;
+        }
     }
 
     /// The rewrite of a packet of segment `index` that is forwarded.

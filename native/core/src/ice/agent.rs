@@ -130,7 +130,7 @@ pub struct IceAgent {
     prflx_count: u32,
     drops: [u64; IceDrop::COUNT],
     /// Set by an ICE restart while the previous generation's selected pair still carries media.
-    old: Option<OldPath>,
+    old: Option<Box<OldPath>>,
     /// ICE restarts so far (the Colibri2 `ice-generation`).
     generation: u32,
 }
@@ -238,13 +238,13 @@ impl IceAgent {
                 for t in &mut self.transactions {
                     t.old = true;
                 }
-                Some(OldPath {
+                Some(Box::new(OldPath {
                     local: self.local.clone(),
                     remote,
                     username: std::mem::take(&mut self.outgoing_username),
                     source,
                     destination,
-                })
+                }))
             }
             // Restarted again before the last restart selected anything: the path kept then is
             // still the one carrying media.
