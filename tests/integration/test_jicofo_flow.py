@@ -24,6 +24,7 @@ from bridge.settings import parse_settings
 from tests.helpers.call import wait_until, wait_until_async
 from tests.helpers.jicofo import (
     C2,
+    ICE,
     NICK,
     ROOM,
     STANZAS,
@@ -138,6 +139,25 @@ async def test_jicofo_allocates_two_peers_through_prosody_then_expires_one(
     assert alice.frame_size_from("bob") == (320, 240) and bob.frame_size_from("alice") == (320, 240)
     assert alice.audio_frames_from("bob") > 0 and bob.audio_frames_from("alice") > 0
     print(f"both directions at >= 30 video frames after {took:.1f} s: {summary(alice, bob)}")
+
+    # 3b. Jicofo restarts alice's ICE in place (2.3 item 5): the answer is a new transport tagged with its
+    # ice-generation, the same fingerprint. aiortc cannot restart ICE and never sends new credentials: her
+    # media goes on both ways on the path it had while the bridge waits for them (the kept path's consent is
+    # tested in native/core/tests/ice_agent.rs, over longer than this test runs).
+    request = conference_modify(meeting)
+    el(el(request, C2, "endpoint", id="alice"), C2, "transport", ice_restart="true")
+    restarted = result_payload(await jicofo.iq(bridge_jid, request))
+    ice = restarted.find(f"{{{C2}}}endpoint[@id='alice']/{{{C2}}}transport/{{{ICE}}}transport")
+    assert ice is not None and ice.get("ice-generation") == "1", ET.tostring(restarted, encoding="unicode")
+    new_transport = transport_of(restarted, "alice")
+    assert new_transport.ufrag != alice_transport.ufrag
+    assert [f.value for f in new_transport.fingerprints] == [f.value for f in alice_transport.fingerprints]
+    frames = (alice.frames_from("bob"), bob.frames_from("alice"))
+    await wait_until(
+        lambda: alice.frames_from("bob") >= frames[0] + 30 and bob.frames_from("alice") >= frames[1] + 30,
+        within=10,
+        describe=lambda: summary(alice, bob),
+    )
 
     # 4. force-mute (2.3 step 3) stops what bob sends, kind by kind, and nothing else; the native core counts
     # the packets it drops. Each "stopped" check first waits until enough of bob's packets were dropped for
