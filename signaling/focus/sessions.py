@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -478,14 +479,10 @@ class Sessions:
         if asked.id != room.bridge_session:
             self._out.send(stanzas.error(request, "item-not-found", "not the room's bridge session"))
             return
-        while p.ice_restarts and p.ice_restarts[0] <= now - 60.0:
-            p.ice_restarts.popleft()
-        too_soon = bool(p.ice_restarts) and now - p.ice_restarts[-1] < self._config.restart_min_interval
-        if too_soon or len(p.ice_restarts) >= self._config.restart_max_per_minute:
+        if not self._within_restart_limits(now, p.ice_restarts):
             self._stats["ice_restarts_rate_limited"] += 1
             self._out.send(stanzas.error(request, "resource-constraint", "ICE restarts are rate limited"))
             return
-        p.ice_restarts.append(now)
         self._stats["ice_restarts"] += 1
         self._out.send(stanzas.result(request))
         log.info(
@@ -547,20 +544,28 @@ class Sessions:
         self._colibri.update(now, room, p, transport=None, sources=True)
         self.sync_all(now, room)
 
+    def _within_restart_limits(self, now: float, history: deque[float]) -> bool:
+        """Jicofo's restart-request-rate-limits over `history` (when the last minute's requests came):
+        records `now` and says yes when it is `restart_min_interval` after the last and under
+        `restart_max_per_minute`."""
+        while history and history[0] <= now - 60.0:
+            history.popleft()
+        too_soon = bool(history) and now - history[-1] < self._config.restart_min_interval
+        if too_soon or len(history) >= self._config.restart_max_per_minute:
+            return False
+        history.append(now)
+        return True
+
     def _on_session_terminate(self, now: float, request: ET.Element, ctx: _JingleCtx) -> None:
         room, p, jingle = ctx.room, ctx.p, ctx.jingle
         restart = jingle.bridge_session is not None and bool(jingle.bridge_session.restart)
         if restart:
-            while p.restarts and p.restarts[0] <= now - 60.0:
-                p.restarts.popleft()
-            too_soon = bool(p.restarts) and now - p.restarts[-1] < self._config.restart_min_interval
-            if too_soon or len(p.restarts) >= self._config.restart_max_per_minute:
+            if not self._within_restart_limits(now, p.restarts):
                 self._stats["restarts_rate_limited"] += 1
                 self._out.send(
                     stanzas.error(request, "resource-constraint", "restart requests are rate limited")
                 )
                 return
-            p.restarts.append(now)
             self._stats["restarts"] += 1
         self._out.send(stanzas.result(request))
         log.info(

@@ -328,11 +328,6 @@ impl Transport {
         self.ice.accepted_ufrags()
     }
 
-    /// ICE restarts so far.
-    pub fn ice_generation(&self) -> u32 {
-        self.ice.generation()
-    }
-
     /// A STUN message routed to this transport (by ufrag or transaction id). The agent authenticates it.
     pub fn handle_stun(
         &mut self,
