@@ -108,6 +108,11 @@ def _feedback_ssrcs() -> tuple[int, int]:
     return audio, video
 
 
+#: RFC 6544 4.2 local preference of a passive TCP host candidate: 2^13 * 4 (direction) + 8191 (the
+#: native agent's, so both sides of the seam agree); below UDP's 65535, so UDP wins when both work.
+TCP_PASSIVE_PREFERENCE = (4 << 13) | 0x1FFF
+
+
 def host_priority(local_preference: int) -> int:
     """RFC 8445 5.1.2.1 priority of a host candidate for component 1."""
     return (126 << 24) | (local_preference << 8) | (256 - 1)
@@ -192,9 +197,20 @@ class Endpoint:
     def local_description(self) -> TransportDescription:
         """Our ICE credentials, one host candidate per advertised address, our fingerprint (actpass)."""
         bridge = self.conference.bridge
+        udp = bridge.advertised_addresses()
         candidates = tuple(
             Candidate(ip=ip, port=port, priority=host_priority(65535 - i), foundation=str(i + 1))
-            for i, (ip, port) in enumerate(bridge.advertised_addresses())
+            for i, (ip, port) in enumerate(udp)
+        ) + tuple(
+            Candidate(
+                ip=ip,
+                port=port,
+                priority=host_priority(TCP_PASSIVE_PREFERENCE - i),
+                foundation=str(len(udp) + i + 1),
+                protocol="tcp",
+                tcptype="passive",
+            )
+            for i, (ip, port) in enumerate(bridge.advertised_tcp_addresses())
         )
         return TransportDescription(
             ufrag=self.ufrag, pwd=self.pwd, fingerprints=(bridge.fingerprint,), candidates=candidates
@@ -446,12 +462,16 @@ class Bridge:
             self.config.cc_trace_dir,
             self.config.cc_initial_estimate_bps,
             self.config.cc_pacing,
+            self.config.ice_tcp_port,
+            self.config.ice_tcp_max_connections,
         )
         if cpu is not None:
             keep_threads_off(cpu)
         self._attach(native)
         self._loop.add_reader(native.event_fd(), self._drain_events)
         log.info("bridge started on %s", native.local_addresses())
+        if (tcp := native.tcp_local_address()) is not None:
+            log.info("ICE-TCP (passive candidates) on %s:%s", *tcp)
         if self.config.stun_mapping_servers:
             self.mappings = await stun_mapping.discover(
                 self.config.bind_addresses, self.config.stun_mapping_servers
@@ -479,6 +499,15 @@ class Bridge:
 
     def local_addresses(self) -> list[tuple[str, int]]:
         return self.native.local_addresses()
+
+    def advertised_tcp_addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        """(address, port) of the ICE-TCP candidates: the UDP ones' addresses on the TCP port (or the mapped
+        one); none without an ICE-TCP listener."""
+        tcp = self.native.tcp_local_address()
+        if tcp is None:
+            return []
+        port = self.config.ice_tcp_mapped_port or tcp[1]
+        return [(ip, port) for ip, _ in self.advertised_addresses()]
 
     def advertised_addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
         """(address, port) pairs to put in candidates: the configured ones, else the bound ones (a wildcard

@@ -384,8 +384,9 @@ class Colibri2Handler:
                     network=0,
                     port=c.port,
                     priority=c.priority,
-                    protocol="udp",
+                    protocol=c.protocol,
                     type=c.type,
+                    tcptype=c.tcptype,
                 )
                 for i, c in enumerate(local.candidates)
             ),

@@ -19,6 +19,15 @@ class BridgeConfig:
     #: STUN servers (host, port) asked at start for the public address of each bound one; a public address
     #: other than the bound one is advertised too (the "bridge behind a 1:1 NAT" deployment).
     stun_mapping_servers: list[tuple[str, int]] = field(default_factory=list)
+    #: ICE-TCP (RFC 6544): the TCP port of the bridge's passive candidates (jvb.conf
+    #: `videobridge.ice.tcp.port` when `enabled`); None: no ICE-TCP. For clients whose UDP is blocked and who
+    #: have no TURN.
+    ice_tcp_port: int | None = None
+    #: The port advertised in the TCP candidates when a NAT or load balancer maps another one to it
+    #: (`videobridge.ice.tcp.mapped-port`); None: `ice_tcp_port`.
+    ice_tcp_mapped_port: int | None = None
+    #: Open ICE-TCP connections at most (also 64 per source IP); more are refused and counted.
+    ice_tcp_max_connections: int = 1024
     #: The CPU the shard (media) thread is pinned to; the process's other threads then keep off it when
     #: another CPU is theirs. None: the kernel places every thread.
     shard_cpu: int | None = None

@@ -14,6 +14,7 @@ from typing import Literal
 
 MediaKind = Literal["audio", "video"]
 CandidateType = Literal["host", "srflx", "prflx", "relay"]
+Protocol = Literal["udp", "tcp"]
 Setup = Literal["actpass", "active", "passive"]
 HashName = Literal["sha-1", "sha-256", "sha-384", "sha-512"]
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -26,8 +27,9 @@ DIGEST_LENGTHS: dict[HashName, int] = {"sha-1": 20, "sha-256": 32, "sha-384": 48
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One ICE candidate for component 1 over UDP (RFC 8445 5.1; BUNDLE with rtcp-mux), the only kind the
-    bridge offers or uses."""
+    """One ICE candidate for component 1 (RFC 8445 5.1; BUNDLE with rtcp-mux): over UDP, or for the bridge's
+    own ICE-TCP listener a passive TCP one (RFC 6544). A peer's TCP candidates are never used: the bridge
+    learns them from the connection the peer opens."""
 
     ip: IpAddress
     port: int
@@ -35,6 +37,9 @@ class Candidate:
     type: CandidateType = "host"
     foundation: str = "1"
     generation: int = 0
+    protocol: Protocol = "udp"
+    #: "passive" for the bridge's TCP candidates; None over UDP.
+    tcptype: Literal["passive"] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,6 +231,33 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
     batched.add_metric(["recvmmsg"], _int(io, "recv_packets"))
     batched.add_metric(["sendmmsg"], _int(io, "send_packets"))
     yield batched
+    tcp = _section(io, "tcp")
+    conns = CounterMetricFamily(
+        f"{PREFIX}_ice_tcp_connections",
+        "ICE-TCP connections accepted, refused (over the limits) and closed, by why they closed.",
+        labels=["event"],
+    )
+    for event in ("accepted", "refused"):
+        conns.add_metric([event], _int(tcp, event))
+    for why in ("by_peer", "bad_framing", "unclaimed", "idle", "slow", "error"):
+        conns.add_metric([f"closed_{why}"], _int(tcp, f"closed_{why}"))
+    yield conns
+    frames = CounterMetricFamily(
+        f"{PREFIX}_ice_tcp_frames",
+        "ICE-TCP frames (RFC 4571) received, sent, and dropped: write buffer full, or no connection.",
+        labels=["event"],
+    )
+    for event, key in (
+        ("in", "frames_in"),
+        ("out", "frames_out"),
+        ("dropped_full", "frames_dropped_full"),
+        ("no_connection", "frames_no_connection"),
+    ):
+        frames.add_metric([event], _int(tcp, key))
+    yield frames
+    yield GaugeMetricFamily(
+        f"{PREFIX}_ice_tcp_connections_open", "Open ICE-TCP connections.", _int(tcp, "open")
+    )
 
 
 def _channel_families(c: ChannelStats) -> Iterator[Metric]:

@@ -357,6 +357,10 @@ _KEYS: dict[str, Parse] = {
     "videobridge.ice.udp.port": _port,
     "videobridge.ice.udp.bind-addresses": _bind_addresses,  # sluice
     "videobridge.ice.udp.advertised-addresses": _addresses,  # sluice
+    "videobridge.ice.tcp.enabled": _bool,
+    "videobridge.ice.tcp.port": _tcp_port,
+    "videobridge.ice.tcp.mapped-port": _tcp_port,
+    "videobridge.ice.tcp.max-connections": _count,  # sluice
     "ice4j.harvest.mapping.stun.addresses": _stun_servers,
     "videobridge.shard.cpu": _cpu,  # sluice
     "videobridge.http-servers.private.host": _nonblank,
@@ -428,6 +432,9 @@ ENVIRONMENT: dict[str, str] = {
     "SLUICE_UDP_PORT": "videobridge.ice.udp.port",
     "SLUICE_BIND_ADDRESSES": "videobridge.ice.udp.bind-addresses",
     "SLUICE_ADVERTISED_ADDRESSES": "videobridge.ice.udp.advertised-addresses",
+    "SLUICE_ICE_TCP_ENABLED": "videobridge.ice.tcp.enabled",
+    "SLUICE_ICE_TCP_PORT": "videobridge.ice.tcp.port",
+    "SLUICE_ICE_TCP_MAPPED_PORT": "videobridge.ice.tcp.mapped-port",
     "SLUICE_STUN_MAPPING_ADDRESSES": "ice4j.harvest.mapping.stun.addresses",
     "SLUICE_SHARD_CPU": "videobridge.shard.cpu",
     "SLUICE_PRIVATE_HTTP_HOST": "videobridge.http-servers.private.host",
@@ -495,6 +502,13 @@ class Settings:
     udp_port: int = 10000
     bind_addresses: tuple[str, ...] = ("0.0.0.0",)
     advertised_addresses: tuple[str, ...] = ()
+    #: ICE-TCP passive candidates (RFC 6544) for clients whose UDP is blocked and who have no TURN; off by
+    #: default as in jvb (TURN over TCP/TLS is the better fallback: it survives proxies).
+    ice_tcp_enabled: bool = False
+    #: jvb's default is 443 with ssltcp; ours 4443 (plain RFC 4571 framing, and no privileged port).
+    ice_tcp_port: int = 4443
+    ice_tcp_mapped_port: int | None = None
+    ice_tcp_max_connections: int = 1024
     #: STUN servers (host, port) asked at start for the public address of each bound one (a 1:1 NAT), which
     #: is then advertised too (ice4j `harvest.mapping.stun.addresses`).
     stun_mapping_servers: tuple[tuple[str, int], ...] = ()
@@ -584,6 +598,9 @@ class Settings:
             udp_port=self.udp_port,
             bind_addresses=list(self.bind_addresses),
             advertised_addresses=list(self.advertised_addresses),
+            ice_tcp_port=self.ice_tcp_port if self.ice_tcp_enabled else None,
+            ice_tcp_mapped_port=self.ice_tcp_mapped_port,
+            ice_tcp_max_connections=self.ice_tcp_max_connections,
             stun_mapping_servers=list(self.stun_mapping_servers),
             shard_cpu=self.shard_cpu,
             cc_trace_dir=self.cc_trace_dir,
@@ -742,6 +759,13 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
             "videobridge.websockets.enabled is true but videobridge.http-servers.public.port is -1: "
             "colibri websockets are served on the public HTTP server, so give it a port"
         )
+    if get("videobridge.ice.tcp.enabled", False) and get(
+        "videobridge.ice.tcp.port", defaults.ice_tcp_port
+    ) == get("videobridge.ice.udp.port", defaults.udp_port):
+        raise SettingsError(
+            "videobridge.ice.tcp.port is the UDP port: ICE-TCP needs a port of its own "
+            "(the packet path tells the two apart by local address)"
+        )
     host = get("videobridge.http-servers.private.host", defaults.private_http_host)
     allowed_hosts = get("videobridge.http-servers.private.allowed-hosts", defaults.private_http_allowed_hosts)
     if not allowed_hosts and _is_wildcard(host):
@@ -753,6 +777,10 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         udp_port=get("videobridge.ice.udp.port", defaults.udp_port),
         bind_addresses=get("videobridge.ice.udp.bind-addresses", defaults.bind_addresses),
         advertised_addresses=get("videobridge.ice.udp.advertised-addresses", defaults.advertised_addresses),
+        ice_tcp_enabled=get("videobridge.ice.tcp.enabled", defaults.ice_tcp_enabled),
+        ice_tcp_port=get("videobridge.ice.tcp.port", defaults.ice_tcp_port),
+        ice_tcp_mapped_port=get("videobridge.ice.tcp.mapped-port", defaults.ice_tcp_mapped_port),
+        ice_tcp_max_connections=get("videobridge.ice.tcp.max-connections", defaults.ice_tcp_max_connections),
         stun_mapping_servers=get("ice4j.harvest.mapping.stun.addresses", defaults.stun_mapping_servers),
         shard_cpu=get("videobridge.shard.cpu", defaults.shard_cpu),
         private_http_host=host,

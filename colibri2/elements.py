@@ -129,6 +129,7 @@ def parse_candidate(el: ET.Element) -> Candidate:
         type=req(el, "type"),
         rel_addr=el.get("rel-addr"),
         rel_port=opt_int(el, "rel-port", U16),
+        tcptype=el.get("tcptype"),
     )
 
 
@@ -186,6 +187,7 @@ def build_candidate(parent: ET.Element, c: Candidate) -> None:
         type=c.type,
         rel_addr=c.rel_addr,
         rel_port=c.rel_port,
+        tcptype=c.tcptype,
     )
 
 

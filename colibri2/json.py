@@ -169,6 +169,7 @@ def _candidate(value: object) -> Candidate:
         type=_str(o, "type"),
         rel_addr=_opt_str(o, "rel-addr"),
         rel_port=_opt_int(o, "rel-port", 0xFFFF),
+        tcptype=_opt_str(o, "tcptype"),
     )
 
 
@@ -396,6 +397,7 @@ def _candidate_json(c: Candidate) -> Json:
     _put(o, "network", c.network)
     _put(o, "rel-addr", c.rel_addr)
     _put(o, "rel-port", c.rel_port)
+    _put(o, "tcptype", c.tcptype)
     return o
 
 

@@ -184,6 +184,8 @@ class Candidate:
     type: str
     rel_addr: str | None = None
     rel_port: int | None = None
+    #: ICE-TCP (RFC 6544): "active", "passive" or "so"; None for UDP.
+    tcptype: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

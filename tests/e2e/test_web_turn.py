@@ -12,7 +12,8 @@ The NAT participant reaches the web page, XMPP over WebSocket and coturn through
 datagram it sends to the bridge's media port is dropped there (the rule's counter shows it tried). It gets
 STUN and TURN from the server (XEP-0215), so its selected candidate pair must be a relay through coturn to
 the bridge; both participants decode each other. A second test forces relay (`?forceRelay=1`) on a
-participant that could reach the bridge directly.
+participant that could reach the bridge directly. A third gives the bridge ICE-TCP and the server no TURN:
+the NAT participant then connects over TCP to the bridge's passive candidate.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pytest
 
 from tests.helpers.chromium import ChromiumBrowser
 from tests.helpers.netns import Link, Netlab, Netns
+from tests.helpers.prosody import free_tcp_port
 from tests.helpers.serve import ServeProcess, running_serve
 from tests.helpers.webpage import WINDOW, WebServer, await_for
 
@@ -199,6 +201,44 @@ async def test_force_relay_makes_a_participant_that_could_go_direct_use_turn(
             with contextlib.suppress(Exception):
                 browser.save_console_log(tmp_path / "forced-console.log")
             await asyncio.to_thread(browser.stop)
+
+
+async def test_without_udp_to_the_bridge_and_without_turn_a_participant_connects_over_ice_tcp(
+    netlab: Netlab, tmp_path: Path
+) -> None:
+    """Issue 14's first Show, its ICE-TCP half: the same NAT and the same blocked UDP, no TURN at all; the
+    bridge offers a passive TCP candidate (RFC 6544) and the participant's media goes over that connection
+    (RFC 4571 framing) through the router's MASQUERADE."""
+    tcp_port = free_tcp_port()
+    settings = f"[videobridge.ice.tcp]\nenabled = true\nport = {tcp_port}\n"
+    async with (
+        nat_lab(netlab, tmp_path, settings) as lab,
+        direct_and_nat(lab) as (direct, direct_nick, nat, nat_nick),
+    ):
+        ice = await nat.acall("iceConfig")
+        assert not [s for s in ice["iceServers"] if s["urls"][0].startswith("turn")], ice
+        await await_for(nat, "Nat decodes Direct", decodes(direct_nick), "getStats", 45)
+        await await_for(direct, "Direct decodes Nat", decodes(nat_nick), "getStats", 30)
+        before = (await frames(nat, direct_nick), await frames(direct, nat_nick))
+        await asyncio.sleep(2)
+        after = (await frames(nat, direct_nick), await frames(direct, nat_nick))
+        assert after[0] > before[0] + 10 and after[1] > before[1] + 10, (before, after)
+        # Its selected pair is TCP to the bridge's listener, from the router's address (the NAT).
+        pair = await nat.acall("transportStats")
+        print("selected pair behind the NAT:", pair)
+        assert pair["localProtocol"] == "tcp" and pair["localType"] != "relay", pair
+        assert pair["remote"] == f"{lab.uplink.a_addr}:{tcp_port}", pair
+        assert lab.dropped() > 0, "it did try UDP first"
+        # The direct participant, whose UDP works, stays on UDP (its candidates are preferred).
+        other = await direct.acall("transportStats")
+        assert other["localProtocol"] == "udp", other
+        assert other["remote"] == f"{lab.uplink.a_addr}:{lab.serve.media[1]}", other
+        metrics = await lab.serve.metrics()
+        print({k: v for k, v in metrics.items() if "ice_tcp" in k})
+        assert metrics['sluice_ice_tcp_connections_total{event="accepted"}'] >= 1, metrics
+        assert metrics["sluice_ice_tcp_connections_open"] >= 1, metrics
+        assert metrics['sluice_ice_tcp_frames_total{event="in"}'] > 100, metrics
+        assert metrics['sluice_ice_tcp_frames_total{event="out"}'] > 100, metrics
 
 
 def test_ice_servers_module_takes_usable_services_and_ignores_the_rest(tmp_path: Path) -> None:

@@ -42,6 +42,9 @@ class FakeNative:
     def local_addresses(self) -> list[tuple[str, int]]:
         return list(self.addresses)
 
+    def tcp_local_address(self) -> tuple[str, int] | None:
+        return None
+
     def fingerprint(self) -> tuple[_native.HashFunction, bytes]:
         return _native.HashFunction.SHA_256, DIGEST
 

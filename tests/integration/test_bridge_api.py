@@ -31,6 +31,31 @@ async def test_local_description_names_the_shared_port_and_a_sha256_fingerprint(
     assert da.fingerprints == db.fingerprints, "one certificate per bridge"
 
 
+async def test_with_ice_tcp_every_endpoint_also_gets_a_passive_tcp_candidate() -> None:
+    async with Bridge(BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"], ice_tcp_port=0)) as bridge:
+        tcp = bridge.native.tcp_local_address()
+        assert tcp is not None and tcp[0] == "127.0.0.1" and tcp[1] != bridge.local_addresses()[0][1]
+        d = bridge.create_conference(meeting_id="m").create_endpoint("a").local_description()
+        udp_c, tcp_c = d.candidates
+        assert (udp_c.protocol, udp_c.tcptype, udp_c.priority) == ("udp", None, host_priority(65535))
+        assert (tcp_c.ip, tcp_c.port, tcp_c.protocol, tcp_c.tcptype) == (LOOPBACK, tcp[1], "tcp", "passive")
+        assert tcp_c.priority == host_priority((4 << 13) | 0x1FFF) < udp_c.priority
+        assert tcp_c.foundation != udp_c.foundation
+        stats = await bridge.get_stats()
+        assert stats["io"]["tcp"]["open"] == 0  # type: ignore[index]
+    async with Bridge(
+        BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"], ice_tcp_port=0, ice_tcp_mapped_port=443)
+    ) as bridge:
+        (_, tcp_c) = (
+            bridge.create_conference(meeting_id="m").create_endpoint("a").local_description().candidates
+        )
+        assert tcp_c.port == 443
+    async with Bridge(BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"])) as bridge:
+        assert bridge.native.tcp_local_address() is None
+        (only,) = bridge.create_conference(meeting_id="m").create_endpoint("a").local_description().candidates
+        assert only.protocol == "udp"
+
+
 async def test_lifecycle_errors_are_clear(bridge: Bridge) -> None:
     conf = bridge.create_conference(meeting_id="m", conference_id="c1")
     with pytest.raises(BridgeError, match="already exists"):

@@ -321,10 +321,11 @@ candidates = st.builds(
     network=st.none() | u32,
     port=st.integers(0, 65535),
     priority=u32,
-    protocol=st.just("udp"),
+    protocol=st.sampled_from(["udp", "tcp"]),
     type=st.sampled_from(["host", "srflx", "relay"]),
     rel_addr=st.none() | st.ip_addresses().map(str),
     rel_port=st.none() | st.integers(0, 65535),
+    tcptype=st.none() | st.sampled_from(["active", "passive", "so"]),
 )
 ices = st.builds(
     IceUdpTransport,

@@ -148,6 +148,30 @@ def test_environment_overrides_file() -> None:
     )
 
 
+def test_ice_tcp_keys_file_environment_and_a_port_of_its_own() -> None:
+    assert Settings().bridge_config().ice_tcp_port is None, "off by default, as in jvb"
+    s = parse_settings("[videobridge.ice.tcp]\nenabled = true\nport = 4444\nmax-connections = 10\n")
+    config = s.bridge_config()
+    assert (config.ice_tcp_port, config.ice_tcp_mapped_port, config.ice_tcp_max_connections) == (
+        4444,
+        None,
+        10,
+    )
+    env = {
+        "SLUICE_ICE_TCP_ENABLED": "true",
+        "SLUICE_ICE_TCP_PORT": "5555",
+        "SLUICE_ICE_TCP_MAPPED_PORT": "443",
+    }
+    config = parse_settings("", env).bridge_config()
+    assert (config.ice_tcp_port, config.ice_tcp_mapped_port) == (5555, 443)
+    # Disabled, the port is not used at all.
+    assert parse_settings("[videobridge.ice.tcp]\nport = 4444\n").bridge_config().ice_tcp_port is None
+    with pytest.raises(SettingsError, match="ICE-TCP needs a port of its own"):
+        parse_settings("[videobridge.ice.udp]\nport = 4443\n[videobridge.ice.tcp]\nenabled = true\n")
+    with pytest.raises(SettingsError, match=r"videobridge\.ice\.tcp\.port"):
+        parse_settings("[videobridge.ice.tcp]\nport = 0\n")
+
+
 def test_environment_alone_defines_an_xmpp_config() -> None:
     env = {
         "SLUICE_XMPP_HOST": "127.0.0.1",

@@ -57,9 +57,11 @@ pub enum DropReason {
     SendFailed,
     /// Processing panicked; the transport was failed.
     Panic,
+    /// An ICE-TCP peer's check selected an address another live transport receives from: not routed.
+    AddressInUse,
 }
 
-pub const DROP_REASONS: [DropReason; 23] = [
+pub const DROP_REASONS: [DropReason; 24] = [
     DropReason::Unclassified,
     DropReason::UnknownAddress,
     DropReason::StunMalformed,
@@ -83,6 +85,7 @@ pub const DROP_REASONS: [DropReason; 23] = [
     DropReason::EgressFailed,
     DropReason::SendFailed,
     DropReason::Panic,
+    DropReason::AddressInUse,
 ];
 
 impl DropReason {
@@ -111,6 +114,7 @@ impl DropReason {
             DropReason::EgressFailed => "egress_failed",
             DropReason::SendFailed => "send_failed",
             DropReason::Panic => "panic",
+            DropReason::AddressInUse => "address_in_use",
         }
     }
 
@@ -297,6 +301,8 @@ pub struct IoCounters {
     pub recv_packets: u64,
     pub send_calls: u64,
     pub send_packets: u64,
+    /// ICE-TCP connections and frames (all zero without a listener).
+    pub tcp: crate::io::tcp::TcpCounters,
 }
 
 #[derive(Clone, Debug, Default)]

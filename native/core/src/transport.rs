@@ -45,8 +45,12 @@ pub struct Transmit {
 /// What the shard must learn from a Transport.
 #[derive(Debug)]
 pub enum Note {
-    /// The peer proved itself (authenticated STUN) from this address: route its datagrams here.
-    Address(SocketAddr),
+    /// The peer proved itself (authenticated STUN) from `remote`, to our `local`: route its datagrams
+    /// here.
+    Address {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
     State {
         state: TransportState,
         detail: String,
@@ -238,6 +242,12 @@ impl Transport {
         }
     }
 
+    /// A passive ICE-TCP candidate on the shard's listener (RFC 6544): the peer connects to it.
+    pub fn add_tcp_candidate(&mut self, addr: SocketAddr) {
+        self.ice
+            .add_local_candidate(Candidate::host_tcp_passive(addr));
+    }
+
     pub fn local_ufrag(&self) -> &str {
         &self.ice.local_credentials().ufrag
     }
@@ -302,8 +312,10 @@ impl Transport {
             return;
         }
         for c in candidates {
+            // Signalled candidates are UDP: a peer's ICE-TCP candidates are learned from its connection.
             self.ice.add_remote_candidate(Candidate {
                 addr: c.addr,
+                tcp: false,
                 kind: c.kind,
                 priority: c.priority,
                 foundation: format!("r{}", c.priority),
@@ -342,7 +354,10 @@ impl Transport {
         let result = self.ice.handle_stun(now, local, from, msg);
         // Only an authenticated request teaches the shard a new address to route media from.
         if result.is_ok() && msg.class() == crate::stun::StunClass::Request {
-            self.notes.push_back(Note::Address(from));
+            self.notes.push_back(Note::Address {
+                local,
+                remote: from,
+            });
         }
         self.drive(now);
         result.map_err(|_| DropReason::StunRejected)
@@ -1051,7 +1066,7 @@ impl Transport {
                         self.notes.push_back(Note::PathChanged);
                     }
                     self.selected = Some((local, remote));
-                    self.notes.push_back(Note::Address(remote));
+                    self.notes.push_back(Note::Address { local, remote });
                     if let Some(conn) = &mut self.dtls {
                         if !self.dtls_started && conn.role() == DtlsRole::Client {
                             self.dtls_started = true;

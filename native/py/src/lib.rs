@@ -14,6 +14,7 @@ use pyo3::types::PyDict;
 use sluice_core::domain::{FeedbackSsrcs, HeaderExtensionIds, VideoTarget};
 use sluice_core::dtls::{DtlsCert, DtlsSetup, Fingerprint, HashAlg};
 use sluice_core::ice::IceCredentials;
+use sluice_core::io::tcp::TcpConfig;
 use sluice_core::seam::Command;
 use sluice_core::shard::{ShardConfig, ShardHandle};
 use sluice_core::stats::{Counters, StatsSnapshot};
@@ -41,7 +42,8 @@ impl NativeBridge {
 #[pymethods]
 impl NativeBridge {
     #[new]
-    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None, cc_initial_estimate_bps=None, cc_pacing=false))]
+    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None, cc_initial_estimate_bps=None, cc_pacing=false, tcp_port=None, tcp_max_connections=1024))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         bind_addresses: Vec<String>,
         port: u16,
@@ -49,6 +51,8 @@ impl NativeBridge {
         cc_trace_dir: Option<String>,
         cc_initial_estimate_bps: Option<u64>,
         cc_pacing: bool,
+        tcp_port: Option<u16>,
+        tcp_max_connections: usize,
     ) -> PyResult<Self> {
         let mut bind = Vec::new();
         for a in &bind_addresses {
@@ -57,6 +61,14 @@ impl NativeBridge {
                 .map_err(|_| PyValueError::new_err(format!("bad bind address {a:?}")))?;
             bind.push(SocketAddr::new(ip, port));
         }
+        // ICE-TCP listens on the first bind address (a wildcard there listens on all of them).
+        let tcp = match (tcp_port, bind.first()) {
+            (Some(p), Some(first)) => Some(TcpConfig {
+                bind: SocketAddr::new(first.ip(), p),
+                max_connections: tcp_max_connections,
+            }),
+            _ => None,
+        };
         let cert = DtlsCert::generate()
             .map_err(|e| PyRuntimeError::new_err(format!("certificate: {e:?}")))?;
         let fingerprint = cert.fingerprint(HashAlg::Sha256);
@@ -66,6 +78,7 @@ impl NativeBridge {
             cc_trace_dir: cc_trace_dir.map(std::path::PathBuf::from),
             cc_initial_estimate_bps,
             cc_pacing,
+            tcp,
         };
         let shard =
             ShardHandle::spawn(&config, cert).map_err(|e| PyOSError::new_err(e.to_string()))?;
@@ -82,6 +95,14 @@ impl NativeBridge {
             .iter()
             .map(|a| (a.ip().to_string(), a.port()))
             .collect())
+    }
+
+    /// The ICE-TCP listener's (address, port), if there is one.
+    fn tcp_local_address(&self) -> PyResult<Option<(String, u16)>> {
+        Ok(self
+            .shard()?
+            .tcp_local_addr()
+            .map(|a| (a.ip().to_string(), a.port())))
     }
 
     /// The bridge certificate's fingerprint: its hash function and digest.
@@ -329,6 +350,26 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
     io.set_item("recv_packets", s.io.recv_packets)?;
     io.set_item("send_calls", s.io.send_calls)?;
     io.set_item("send_packets", s.io.send_packets)?;
+    let t = &s.io.tcp;
+    let tcp = PyDict::new(py);
+    for (name, value) in [
+        ("accepted", t.accepted),
+        ("refused", t.refused),
+        ("closed_by_peer", t.closed_by_peer),
+        ("closed_bad_framing", t.closed_bad_framing),
+        ("closed_unclaimed", t.closed_unclaimed),
+        ("closed_idle", t.closed_idle),
+        ("closed_slow", t.closed_slow),
+        ("closed_error", t.closed_error),
+        ("frames_in", t.frames_in),
+        ("frames_out", t.frames_out),
+        ("frames_dropped_full", t.frames_dropped_full),
+        ("frames_no_connection", t.frames_no_connection),
+        ("open", t.open),
+    ] {
+        tcp.set_item(name, value)?;
+    }
+    io.set_item("tcp", tcp)?;
     d.set_item("io", io)?;
     d.set_item("routers", s.routers)?;
     d.set_item("seam_commands", s.seam_commands)?;

@@ -818,7 +818,8 @@ export function answerContents(answerSdp, remote, nick) {
   if (!bundled) throw new JingleError('answer has no m-line');
   const transport = {
     ...bundled.transport,
-    // The bridge speaks ICE over UDP only (and Chrome's tcptype=active candidates carry port 9).
+    // Only UDP candidates are signalled: the bridge's ICE-TCP side is passive and learns ours from the
+    // connection we open (Chrome's tcptype=active candidates carry port 9).
     candidates: bundled.transport.candidates.filter((c) => c.protocol === 'udp'),
     fingerprints: bundled.transport.fingerprints.map((f) => ({ ...f, setup: f.setup === 'actpass' || !f.setup ? 'active' : f.setup })),
   };

@@ -200,7 +200,11 @@ impl IceAgent {
 
     /// Adds a local candidate (duplicates by address are ignored) and pairs it with remote ones.
     pub fn add_local_candidate(&mut self, c: Candidate) {
-        if self.local_candidates.iter().any(|l| l.addr == c.addr) {
+        if self
+            .local_candidates
+            .iter()
+            .any(|l| l.addr == c.addr && l.tcp == c.tcp)
+        {
             return;
         }
         self.local_candidates.push(c);
@@ -296,7 +300,11 @@ impl IceAgent {
     /// Adds a remote candidate; trickle is fine, also after `Connected`. A signalled candidate
     /// replaces a peer-reflexive one with the same address (RFC 8445 section 7.3.1.3).
     pub fn add_remote_candidate(&mut self, c: Candidate) {
-        if let Some(i) = self.remote_candidates.iter().position(|r| r.addr == c.addr) {
+        if let Some(i) = self
+            .remote_candidates
+            .iter()
+            .position(|r| r.addr == c.addr && r.tcp == c.tcp)
+        {
             let known = &mut self.remote_candidates[i];
             if known.kind == CandidateKind::PeerReflexive && c.kind != CandidateKind::PeerReflexive
             {
@@ -548,7 +556,13 @@ impl IceAgent {
         self.send_response(local_idx, from, tid, None, false);
 
         // 7.3.1.3: learn a peer-reflexive candidate from an unknown source.
-        let remote_idx = match self.remote_candidates.iter().position(|r| r.addr == from) {
+        // Over ICE-TCP the source is the peer's end of the connection this request came on.
+        let tcp = self.local_candidates[local_idx].tcp;
+        let remote_idx = match self
+            .remote_candidates
+            .iter()
+            .position(|r| r.addr == from && r.tcp == tcp)
+        {
             Some(i) => i,
             None => {
                 if self.remote_candidates.len() >= self.config.max_remote_candidates {
@@ -556,12 +570,10 @@ impl IceAgent {
                 }
                 self.prflx_count += 1;
                 let foundation = format!("prflx{}", self.prflx_count);
-                self.remote_candidates.push(Candidate::new(
-                    from,
-                    CandidateKind::PeerReflexive,
-                    priority,
-                    foundation,
-                ));
+                self.remote_candidates.push(Candidate {
+                    tcp,
+                    ..Candidate::new(from, CandidateKind::PeerReflexive, priority, foundation)
+                });
                 self.remote_candidates.len() - 1
             }
         };
@@ -1080,7 +1092,7 @@ impl IceAgent {
     }
 
     /// Finds or creates the pair (RFC 8445 section 6.1.2). None for mixed address families or
-    /// when the pair limit is reached.
+    /// transport protocols, or when the pair limit is reached.
     fn form_pair(&mut self, local: usize, remote: usize) -> Option<usize> {
         if let Some(i) = self
             .pairs
@@ -1093,7 +1105,10 @@ impl IceAgent {
             &self.local_candidates[local],
             &self.remote_candidates[remote],
         );
-        if l.addr.is_ipv4() != r.addr.is_ipv4() || self.pairs.len() >= self.config.max_pairs {
+        if l.addr.is_ipv4() != r.addr.is_ipv4()
+            || l.tcp != r.tcp
+            || self.pairs.len() >= self.config.max_pairs
+        {
             return None;
         }
         let priority = pair_priority(self.controlling, l.priority, r.priority);

@@ -124,11 +124,14 @@ pub fn candidate_priority(kind: CandidateKind, local_preference: u16, component:
         | (256 - u32::from(component))
 }
 
-/// One transport address of either side (component 1, UDP).
+/// One transport address of either side (component 1): UDP, or ICE-TCP (RFC 6544) when `tcp`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     /// Transport address.
     pub addr: SocketAddr,
+    /// An ICE-TCP candidate (RFC 6544): it pairs only with TCP candidates of the other side. The
+    /// bridge's are passive; a peer's are learned (peer-reflexive) from the connection it opened.
+    pub tcp: bool,
     /// Candidate type.
     pub kind: CandidateKind,
     /// Priority (RFC 8445 section 5.1.2).
@@ -142,9 +145,24 @@ impl Candidate {
     pub fn host(addr: SocketAddr, local_preference: u16) -> Self {
         Candidate {
             addr,
+            tcp: false,
             kind: CandidateKind::Host,
             priority: candidate_priority(CandidateKind::Host, local_preference, 1),
-            foundation: foundation_of(CandidateKind::Host, addr),
+            foundation: foundation_of(CandidateKind::Host, addr, false),
+        }
+    }
+
+    /// A passive ICE-TCP host candidate (RFC 6544 section 4.2): local preference
+    /// `2^13 * direction-pref + other-pref` with direction-pref 4 for passive host candidates, so
+    /// a UDP host candidate (65535) is preferred when both work.
+    pub fn host_tcp_passive(addr: SocketAddr) -> Self {
+        const PASSIVE_HOST: u16 = (4 << 13) | 0x1fff;
+        Candidate {
+            addr,
+            tcp: true,
+            kind: CandidateKind::Host,
+            priority: candidate_priority(CandidateKind::Host, PASSIVE_HOST, 1),
+            foundation: foundation_of(CandidateKind::Host, addr, true),
         }
     }
 
@@ -157,6 +175,7 @@ impl Candidate {
     ) -> Self {
         Candidate {
             addr,
+            tcp: false,
             kind,
             priority,
             foundation: foundation.into(),
@@ -164,10 +183,10 @@ impl Candidate {
     }
 }
 
-/// Same type and base IP give the same foundation (RFC 8445 section 5.1.1.3).
-fn foundation_of(kind: CandidateKind, addr: SocketAddr) -> String {
+/// Same type, base IP and transport protocol give the same foundation (RFC 8445 section 5.1.1.3).
+fn foundation_of(kind: CandidateKind, addr: SocketAddr, tcp: bool) -> String {
     let mut h = crc32fast::Hasher::new();
-    h.update(&[kind.type_preference() as u8]);
+    h.update(&[kind.type_preference() as u8, u8::from(tcp)]);
     match addr.ip() {
         std::net::IpAddr::V4(ip) => h.update(&ip.octets()),
         std::net::IpAddr::V6(ip) => h.update(&ip.octets()),

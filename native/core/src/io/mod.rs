@@ -1,9 +1,11 @@
-//! UDP I/O for the shard loop: one socket per bound address on the shared port, `recvmmsg`/`sendmmsg`
-//! batches over pooled buffers, and RFC 7983 demultiplexing by first byte.
+//! I/O for the shard loop: one UDP socket per bound address on the shared port, `recvmmsg`/`sendmmsg`
+//! batches over pooled buffers, RFC 7983 demultiplexing by first byte, and ICE-TCP (`tcp`: a
+//! listener for passive candidates, RFC 4571 framing).
 //!
 //! This is the only module (with the shard loop) that touches sockets.
 
 mod socket;
+pub mod tcp;
 
 use std::net::SocketAddr;
 

@@ -395,6 +395,15 @@ impl SendBatch {
         self.commit(len, to);
     }
 
+    /// Datagram `i` as queued, with its destination (for a caller that frames them itself).
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.count {
+            return None;
+        }
+        let to = from_sockaddr(&self.addrs[i])?;
+        Some((&self.bufs[i][..self.lens[i]], to))
+    }
+
     /// Copies `data` into the next slot and queues it. Returns false when the batch is full or it is too big.
     pub fn push(&mut self, data: &[u8], to: SocketAddr) -> bool {
         if data.len() > MAX_DATAGRAM {

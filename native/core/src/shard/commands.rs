@@ -59,7 +59,7 @@ impl State {
                     self.command_failed(transport, "transport exists".into());
                     return true;
                 }
-                let t = Transport::new(
+                let mut t = Transport::new(
                     transport,
                     router,
                     ice,
@@ -67,6 +67,9 @@ impl State {
                     self.cert.clone(),
                     &self.local_addrs,
                 );
+                if let Some(addr) = self.tcp_local {
+                    t.add_tcp_candidate(addr);
+                }
                 self.by_ufrag
                     .insert(t.local_ufrag().as_bytes().to_vec(), transport);
                 r.add_member(transport);

@@ -6,29 +6,46 @@
 //! `Io::send_plain`.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use super::State;
 use crate::domain::TransportId;
+use crate::io::tcp::TcpIo;
 use crate::io::{Egress, SendBatch, UdpSocket};
 use crate::stats::{Counters, DropReason};
 use crate::transport::{Protect, Transmit, Transport};
 
-/// Sockets and egress batches, one batch per socket.
+/// Sockets and egress batches, one batch per socket; and the ICE-TCP listener, if enabled.
 pub struct Io {
     sockets: Vec<UdpSocket>,
     send: Vec<SendBatch>,
+    pub(super) tcp: Option<TcpIo>,
     /// A transport's pacer started holding packets since the last `take_paced`.
     paced: bool,
+    /// The loop turn's time, for the TCP connections' progress timers.
+    now: Instant,
+}
+
+/// Where a datagram from a local address leaves.
+enum Way {
+    Udp(usize),
+    Tcp,
 }
 
 impl Io {
-    pub(super) fn new(sockets: Vec<UdpSocket>, send: Vec<SendBatch>) -> Self {
+    pub(super) fn new(sockets: Vec<UdpSocket>, send: Vec<SendBatch>, tcp: Option<TcpIo>) -> Self {
         debug_assert_eq!(sockets.len(), send.len(), "one batch per socket");
         Io {
             sockets,
             send,
+            tcp,
             paced: false,
+            now: Instant::now(),
         }
+    }
+
+    pub(super) fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
     pub(super) fn sockets(&self) -> &[UdpSocket] {
@@ -39,17 +56,22 @@ impl Io {
         &self.send
     }
 
-    /// The socket index for a local address (same address, or else same family).
-    fn socket_for(&self, local: SocketAddr) -> usize {
-        self.sockets
-            .iter()
-            .position(|s| s.local_addr() == local)
-            .or_else(|| {
-                self.sockets
-                    .iter()
-                    .position(|s| s.local_addr().is_ipv4() == local.is_ipv4())
-            })
-            .unwrap_or(0)
+    /// The way out for a local address: its UDP socket, the ICE-TCP listener's connections, or else
+    /// the first UDP socket of the same family.
+    #[inline]
+    fn way_for(&self, local: SocketAddr) -> Way {
+        if let Some(i) = self.sockets.iter().position(|s| s.local_addr() == local) {
+            return Way::Udp(i);
+        }
+        if self.tcp.as_ref().is_some_and(|t| t.local_addr() == local) {
+            return Way::Tcp;
+        }
+        Way::Udp(
+            self.sockets
+                .iter()
+                .position(|s| s.local_addr().is_ipv4() == local.is_ipv4())
+                .unwrap_or(0),
+        )
     }
 
     /// Queues one control datagram of `t` as it is (STUN and DTLS carry their own protection).
@@ -70,6 +92,9 @@ impl Io {
                 s.send_batch(b);
             }
         }
+        if let Some(tcp) = &mut self.tcp {
+            tcp.flush(self.now);
+        }
     }
 
     /// Whether a pacer started holding packets since last asked.
@@ -81,6 +106,9 @@ impl Io {
     #[cfg(feature = "fuzzing")]
     pub(super) fn discard(&mut self) {
         self.send.iter_mut().for_each(|b| b.clear());
+        if let Some(tcp) = &mut self.tcp {
+            tcp.batch(self.now).clear();
+        }
     }
 }
 
@@ -88,11 +116,18 @@ impl Egress for Io {
     /// The batch of the socket for `local`, flushed first with sendmmsg if it is full.
     #[inline]
     fn batch_for(&mut self, local: SocketAddr) -> &mut SendBatch {
-        let idx = self.socket_for(local);
-        if self.send[idx].is_full() {
-            self.sockets[idx].send_batch(&mut self.send[idx]);
+        match self.way_for(local) {
+            Way::Udp(idx) => {
+                if self.send[idx].is_full() {
+                    self.sockets[idx].send_batch(&mut self.send[idx]);
+                }
+                &mut self.send[idx]
+            }
+            Way::Tcp => match &mut self.tcp {
+                Some(tcp) => tcp.batch(self.now),
+                None => &mut self.send[0],
+            },
         }
-        &mut self.send[idx]
     }
 
     fn paced(&mut self) {

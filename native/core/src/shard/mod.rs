@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use crate::domain::{IdMap, MediaKind, RouterId, TransportId, TransportState};
 use crate::dtls::DtlsCert;
-use crate::io::{RecvBatch, SendBatch, UdpSocket};
+use crate::io::tcp::{TcpConfig, TcpIo};
+use crate::io::{RecvBatch, SendBatch, UdpSocket, MAX_DATAGRAM};
 use crate::router::Router;
 use crate::seam::Event;
 use crate::stats::{Counters, DropReason, FailureCounters, FailureKind, IoCounters, StatsSnapshot};
@@ -60,12 +61,16 @@ pub struct ShardConfig {
     pub cc_initial_estimate_bps: Option<u64>,
     /// Whether each receiver's video is paced to its estimate (`cc::pacer`).
     pub cc_pacing: bool,
+    /// ICE-TCP passive candidates (RFC 6544) on this listener, if any.
+    pub tcp: Option<TcpConfig>,
 }
 
 /// All state a shard mutates per packet.
 pub struct State {
     cert: DtlsCert,
     local_addrs: Vec<SocketAddr>,
+    /// The ICE-TCP listener's address: every Transport gets a passive candidate on it.
+    tcp_local: Option<SocketAddr>,
     routers: IdMap<Router>,
     transports: IdMap<Transport>,
     by_ufrag: HashMap<Vec<u8>, TransportId>,
@@ -94,8 +99,11 @@ pub struct Shard {
     io: Io,
     recv: RecvBatch,
     state: State,
-    /// poll(2) set: every socket, then one slot for the caller's wake-up fd.
+    /// poll(2) set: every UDP socket, then the ICE-TCP listener and connections, then one slot for
+    /// the caller's wake-up fd.
     pollfds: Vec<libc::pollfd>,
+    /// One received ICE-TCP frame, as a datagram for `on_datagram`.
+    tcp_frame: Box<[u8; MAX_DATAGRAM]>,
 }
 
 impl Shard {
@@ -117,7 +125,22 @@ impl Shard {
             port = s.local_addr().port();
             sockets.push(s);
         }
-        let local_addrs = sockets.iter().map(|s| s.local_addr()).collect();
+        let local_addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr()).collect();
+        let tcp = match config.tcp {
+            // One address would then name two ways out (the egress goes by local address).
+            Some(t) if local_addrs.iter().any(|a| a.port() == t.bind.port()) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the ICE-TCP port {} must differ from the UDP port",
+                        t.bind.port()
+                    ),
+                ))
+            }
+            Some(t) => Some(TcpIo::bind(t)?),
+            None => None,
+        };
+        let tcp_local = tcp.as_ref().map(TcpIo::local_addr);
         let send = sockets.iter().map(|_| SendBatch::new(BATCH)).collect();
         let mut pollfds: Vec<libc::pollfd> = sockets
             .iter()
@@ -134,11 +157,13 @@ impl Shard {
         });
         Ok(Shard {
             pollfds,
-            io: Io::new(sockets, send),
+            tcp_frame: Box::new([0; MAX_DATAGRAM]),
+            io: Io::new(sockets, send, tcp),
             recv: RecvBatch::new(BATCH),
             state: State {
                 cert,
                 local_addrs,
+                tcp_local,
                 routers: IdMap::default(),
                 transports: IdMap::default(),
                 by_ufrag: HashMap::new(),
@@ -169,6 +194,11 @@ impl Shard {
         &self.state.local_addrs
     }
 
+    /// The ICE-TCP listener's address, if there is one.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.state.tcp_local
+    }
+
     pub fn take_events(&mut self, out: &mut Vec<Event>) {
         self.state.events_sent += self.state.events.len() as u64;
         out.append(&mut self.state.events);
@@ -197,9 +227,7 @@ impl State {
         let router = t.router;
         while let Some(note) = self.transports.get_mut(&id).and_then(Transport::poll_note) {
             match note {
-                Note::Address(addr) => {
-                    self.by_addr.insert(addr, id);
-                }
+                Note::Address { local, remote } => self.route_address(id, local, remote),
                 Note::State {
                     state,
                     detail,
@@ -219,6 +247,24 @@ impl State {
             }
             self.keyframes_from(now, id, io);
         }
+    }
+
+    /// Routes datagrams from `addr` to transport `id`. A TCP peer never takes an address another live
+    /// transport has: a UDP peer's address, reused as a TCP source from the same host or NAT, would
+    /// otherwise divert that peer's media.
+    fn route_address(&mut self, id: TransportId, local: SocketAddr, addr: SocketAddr) {
+        if Some(local) == self.tcp_local {
+            if let Some(other) = self.by_addr.get(&addr) {
+                let live = self.transports.get(other).is_some_and(|t| {
+                    !matches!(t.state(), TransportState::Failed | TransportState::Closed)
+                });
+                if *other != id && live {
+                    self.total.drop(DropReason::AddressInUse);
+                    return;
+                }
+            }
+        }
+        self.by_addr.insert(addr, id);
     }
 
     /// Records a transport's state change: failure counters, the event, and no more routing to a
@@ -248,6 +294,7 @@ impl State {
         let mut io_counters = IoCounters {
             recv_calls: recv.calls,
             recv_packets: recv.packets,
+            tcp: io.tcp.as_ref().map(|t| t.counters).unwrap_or_default(),
             ..Default::default()
         };
         for b in io.batches() {

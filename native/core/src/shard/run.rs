@@ -23,8 +23,13 @@ impl Shard {
     /// Receives and processes whatever is queued on the sockets (bounded), then flushes egress.
     pub fn poll_io(&mut self, now: Instant) {
         let Shard {
-            io, recv, state, ..
+            io,
+            recv,
+            state,
+            tcp_frame,
+            ..
         } = self;
+        io.set_now(now);
         for sock_idx in 0..io.sockets().len() {
             let local = io.sockets()[sock_idx].local_addr();
             for _ in 0..RECV_ROUNDS {
@@ -52,6 +57,27 @@ impl Shard {
                 }
             }
         }
+        if let (Some(local), Some(tcp)) = (state.tcp_local, &mut io.tcp) {
+            tcp.poll(now);
+            let mut any = false;
+            while let Some((from, n)) = io
+                .tcp
+                .as_mut()
+                .and_then(|t| t.next_frame(now, &mut tcp_frame[..]))
+            {
+                any = true;
+                let buf = &mut tcp_frame[..n];
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    state.on_datagram(now, local, from, buf, io)
+                }));
+                if outcome.is_err() {
+                    state.on_panic(from);
+                }
+            }
+            if any {
+                io.flush();
+            }
+        }
         // A pacer that started holding video is served at the next step, not the next sweep.
         if io.take_paced() {
             state.next_sweep = state.next_sweep.min(now + PACE_STEP);
@@ -63,6 +89,11 @@ impl Shard {
         if now < self.state.next_sweep {
             return;
         }
+        self.io.set_now(now);
+        if let Some(tcp) = &mut self.io.tcp {
+            let by_addr = &self.state.by_addr;
+            tcp.expire(now, |peer| by_addr.contains_key(&peer));
+        }
         self.state.sweep(now, &mut self.io);
         self.io.flush();
     }
@@ -72,8 +103,19 @@ impl Shard {
         self.state.next_sweep.min(now + MAX_SLEEP)
     }
 
-    /// Sleeps until a socket or `extra_fd` is readable, or until `deadline`.
+    /// Sleeps until a socket or `extra_fd` is readable (or a TCP connection writable where bytes
+    /// wait), or until `deadline`.
     pub fn wait(&mut self, extra_fd: Option<i32>, deadline: Instant, now: Instant) {
+        if let Some(tcp) = &self.io.tcp {
+            // Connections come and go: the set after the UDP sockets is rebuilt each time.
+            self.pollfds.truncate(self.io.sockets().len());
+            tcp.poll_fds(&mut self.pollfds);
+            self.pollfds.push(libc::pollfd {
+                fd: -1,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         // A negative fd is ignored by poll(2).
         if let Some(last) = self.pollfds.last_mut() {
             last.fd = extra_fd.unwrap_or(-1);
@@ -117,7 +159,7 @@ impl State {
                     failure,
                 } => self.on_state(id, state, detail, failure),
                 Note::Dropped { reason, count } => self.total.drop_n(reason, count),
-                Note::Address(_) | Note::MediaReady | Note::PathChanged => {}
+                Note::Address { .. } | Note::MediaReady | Note::PathChanged => {}
             }
         }
     }
@@ -182,6 +224,7 @@ pub struct ShardHandle {
     pub commands: Arc<Queue<Command>>,
     pub events: Arc<Queue<Event>>,
     local_addrs: Vec<SocketAddr>,
+    tcp_local: Option<SocketAddr>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -193,6 +236,7 @@ impl ShardHandle {
     pub fn spawn(config: &ShardConfig, cert: DtlsCert) -> io::Result<Self> {
         let shard = Shard::new(config, cert)?;
         let local_addrs = shard.local_addrs().to_vec();
+        let tcp_local = shard.tcp_local_addr();
         let commands = Arc::new(Queue::new()?);
         let events = Arc::new(Queue::new()?);
         let (c, e) = (commands.clone(), events.clone());
@@ -219,12 +263,18 @@ impl ShardHandle {
             commands,
             events,
             local_addrs,
+            tcp_local,
             thread: Some(thread),
         })
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The ICE-TCP listener's address, if the shard has one.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp_local
     }
 
     pub fn send(&self, cmd: Command) {
@@ -440,5 +490,138 @@ mod tests {
             .expect("refused");
             assert!(err.to_string().contains(&format!("CPU {cpu}")), "{err}");
         }
+    }
+
+    #[test]
+    fn ice_over_tcp_selects_the_connection_and_it_stays_open_while_routed() {
+        use crate::ice::{Candidate, IceAgent, IceState};
+        use crate::io::tcp::{frame_into, Deframer, TcpConfig, UNCLAIMED_TIMEOUT};
+        use std::io::{Read, Write};
+
+        let cert = DtlsCert::generate().expect("cert");
+        let mut shard = Shard::new(
+            &ShardConfig {
+                tcp: Some(TcpConfig {
+                    bind: "127.0.0.1:0".parse().expect("literal"),
+                    max_connections: 8,
+                }),
+                ..config()
+            },
+            cert,
+        )
+        .expect("shard");
+        let bridge_tcp = shard.tcp_local_addr().expect("listener");
+        let now = Instant::now();
+        let (ours, theirs) = (
+            IceCredentials {
+                ufrag: "bridgeT".into(),
+                pwd: "b".repeat(24),
+            },
+            IceCredentials {
+                ufrag: "peerT".into(),
+                pwd: "c".repeat(24),
+            },
+        );
+        shard.handle_command(
+            now,
+            Command::CreateRouter {
+                router: 1,
+                feedback: crate::domain::FeedbackSsrcs {
+                    audio: 0xA0,
+                    video: 0xB0,
+                },
+            },
+        );
+        shard.handle_command(
+            now,
+            Command::CreateTransport {
+                router: 1,
+                transport: 7,
+                ice: ours.clone(),
+                controlling: true,
+            },
+        );
+        let peer_fp = DtlsCert::generate()
+            .expect("cert")
+            .fingerprint(crate::dtls::HashAlg::Sha256);
+        shard.handle_command(
+            now,
+            Command::ConnectTransport {
+                transport: 7,
+                remote_ice: theirs.clone(),
+                fingerprints: vec![peer_fp],
+                remote_setup: DtlsSetup::Active,
+            },
+        );
+
+        // The peer: an active ICE-TCP candidate, which the bridge learns as peer-reflexive.
+        let mut stream = std::net::TcpStream::connect(bridge_tcp).expect("connect");
+        stream.set_nonblocking(true).expect("nonblocking");
+        let peer_addr = stream.local_addr().expect("addr");
+        let mut peer = IceAgent::new(false, theirs, 1);
+        peer.add_local_candidate(Candidate {
+            tcp: true,
+            ..Candidate::host(peer_addr, 65535)
+        });
+        peer.set_remote_credentials(ours);
+        peer.add_remote_candidate(Candidate::host_tcp_passive(bridge_tcp));
+        peer.handle_timeout(now);
+
+        let mut rx = Deframer::default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(peer.state() == IceState::Connected
+            && shard.state.transports[&7].local_addr() == Some(bridge_tcp))
+        {
+            assert!(Instant::now() < deadline, "ICE over TCP did not complete");
+            let now = Instant::now();
+            peer.handle_timeout(now);
+            while let Some(tx) = peer.poll_transmit() {
+                assert_eq!(tx.destination, bridge_tcp);
+                let mut framed = Vec::new();
+                frame_into(&mut framed, &tx.contents);
+                stream.write_all(&framed).expect("write");
+            }
+            shard.poll_io(now);
+            shard.handle_timeouts(now);
+            if let Ok(n) = stream.read(rx.spare()) {
+                rx.filled(n);
+            }
+            while let Ok(Some(frame)) = rx.next_frame() {
+                let _ = peer.handle_datagram(now, peer_addr, bridge_tcp, frame);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let t = &shard.state.transports[&7];
+        assert_eq!(t.local_addr(), Some(bridge_tcp));
+        assert_eq!(t.remote_addr(), Some(peer_addr));
+        let tcp = shard.stats().io.tcp;
+        assert!(tcp.frames_in > 0 && tcp.frames_out > 0, "{tcp:?}");
+        // Routed, so the unauthenticated limit does not close it.
+        let later = Instant::now() + UNCLAIMED_TIMEOUT + Duration::from_secs(1);
+        shard.state.next_sweep = later;
+        shard.handle_timeouts(later);
+        assert_eq!(shard.stats().io.tcp.open, 1);
+        assert_eq!(shard.stats().io.tcp.closed_unclaimed, 0);
+    }
+
+    #[test]
+    fn the_ice_tcp_port_must_differ_from_the_udp_port() {
+        let udp = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let port = udp.local_addr().port();
+        drop(udp);
+        let err = Shard::new(
+            &ShardConfig {
+                bind: vec![format!("127.0.0.1:{port}").parse().expect("literal")],
+                tcp: Some(crate::io::tcp::TcpConfig {
+                    bind: format!("127.0.0.1:{port}").parse().expect("literal"),
+                    max_connections: 1,
+                }),
+                ..ShardConfig::default()
+            },
+            DtlsCert::generate().expect("cert"),
+        )
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("must differ"), "{err}");
     }
 }

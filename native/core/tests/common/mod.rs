@@ -95,6 +95,7 @@ impl TestPeer {
         self.ice.set_remote_credentials(bridge);
         self.ice.add_remote_candidate(Candidate {
             addr: bridge_addr,
+            tcp: false,
             kind: CandidateKind::Host,
             priority: 2_130_706_431,
             foundation: "1".into(),
