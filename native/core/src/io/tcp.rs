@@ -4,8 +4,8 @@
 //!
 //! Every connection is bounded: its read buffer holds two frames at most, its write buffer
 //! [`WRITE_CAP`] bytes (a frame that does not fit is dropped and counted), and it is closed and
-//! counted when it breaks the framing, when it is not routed to a Transport within
-//! [`UNCLAIMED_TIMEOUT`] (no authenticated ICE check made it one), when it sends nothing for
+//! counted when it breaks the framing, when no Transport has selected a pair over it within
+//! [`UNCLAIMED_TIMEOUT`] (only authenticated ICE checks select one), when it sends nothing for
 //! [`IDLE_TIMEOUT`], or when it takes nothing of what we queued for [`STALL_TIMEOUT`] (a slow or
 //! stuck reader). Connections are limited in all and per source IP; excess ones are refused.
 //!
@@ -28,7 +28,7 @@ pub const MAX_FRAME: usize = MAX_DATAGRAM;
 const READ_CAP: usize = 2 * (2 + MAX_FRAME);
 /// Bytes queued for one connection before its frames are dropped (about 180 video packets).
 pub const WRITE_CAP: usize = 256 * 1024;
-/// A connection must be routed to a Transport (an authenticated check selected it) by then.
+/// A connection must carry a Transport's selected pair by then.
 pub const UNCLAIMED_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that sends nothing for this long is gone: ICE consent alone sends every ~5 s.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -150,8 +150,6 @@ struct Conn {
     /// Last frame received; last time the kernel took bytes of ours (or the queue was empty).
     last_rx: Instant,
     last_tx_progress: Instant,
-    /// Routed to a Transport at the last check: only then may it outlive `UNCLAIMED_TIMEOUT`.
-    claimed: bool,
     /// Frames are buffered and may be taken.
     pending: bool,
 }
@@ -342,7 +340,6 @@ impl TcpIo {
                     opened: now,
                     last_rx: now,
                     last_tx_progress: now,
-                    claimed: false,
                     pending: false,
                 },
             );
@@ -450,7 +447,7 @@ impl TcpIo {
     }
 
     /// Closes connections past their limits (at most every [`EXPIRE_EVERY`]). `routed` says whether a
-    /// peer address is routed to a Transport now.
+    /// Transport's selected pair runs over the connection from that peer address now.
     pub fn expire(&mut self, now: Instant, routed: impl Fn(SocketAddr) -> bool) {
         if now < self.next_expiry {
             return;
@@ -458,8 +455,7 @@ impl TcpIo {
         self.next_expiry = now + EXPIRE_EVERY;
         let mut gone = Vec::new();
         for (peer, c) in &mut self.conns {
-            c.claimed = routed(*peer);
-            let why = if !c.claimed && now.duration_since(c.opened) >= UNCLAIMED_TIMEOUT {
+            let why = if !routed(*peer) && now.duration_since(c.opened) >= UNCLAIMED_TIMEOUT {
                 Some(Close::Unclaimed)
             } else if now.duration_since(c.last_rx) >= IDLE_TIMEOUT {
                 Some(Close::Idle)

@@ -91,8 +91,19 @@ impl Shard {
         }
         self.io.set_now(now);
         if let Some(tcp) = &mut self.io.tcp {
-            let by_addr = &self.state.by_addr;
-            tcp.expire(now, |peer| by_addr.contains_key(&peer));
+            // A connection is claimed once a transport's selected pair runs over it.
+            let State {
+                by_addr,
+                transports,
+                tcp_local,
+                ..
+            } = &self.state;
+            tcp.expire(now, |peer| {
+                by_addr
+                    .get(&peer)
+                    .and_then(|id| transports.get(id))
+                    .is_some_and(|t| t.local_addr() == *tcp_local && t.remote_addr() == Some(peer))
+            });
         }
         self.state.sweep(now, &mut self.io);
         self.io.flush();
@@ -492,116 +503,184 @@ mod tests {
         }
     }
 
+    /// A shard with an ICE-TCP listener and transport 7 (controlling, credentials known both ways), and
+    /// a TCP peer connected to the listener that runs a controlled ICE agent over RFC 4571 frames.
+    struct TcpPeer {
+        shard: Shard,
+        stream: std::net::TcpStream,
+        agent: crate::ice::IceAgent,
+        rx: crate::io::tcp::Deframer,
+        addr: SocketAddr,
+        bridge: SocketAddr,
+    }
+
+    impl TcpPeer {
+        fn new() -> Self {
+            use crate::ice::{Candidate, IceAgent};
+            use crate::io::tcp::{Deframer, TcpConfig};
+            let mut shard = Shard::new(
+                &ShardConfig {
+                    tcp: Some(TcpConfig {
+                        bind: "127.0.0.1:0".parse().expect("literal"),
+                        max_connections: 8,
+                    }),
+                    ..config()
+                },
+                DtlsCert::generate().expect("cert"),
+            )
+            .expect("shard");
+            let bridge = shard.tcp_local_addr().expect("listener");
+            let now = Instant::now();
+            let (ours, theirs) = (
+                IceCredentials {
+                    ufrag: "bridgeT".into(),
+                    pwd: "b".repeat(24),
+                },
+                IceCredentials {
+                    ufrag: "peerT".into(),
+                    pwd: "c".repeat(24),
+                },
+            );
+            shard.handle_command(
+                now,
+                Command::CreateRouter {
+                    router: 1,
+                    feedback: crate::domain::FeedbackSsrcs {
+                        audio: 0xA0,
+                        video: 0xB0,
+                    },
+                },
+            );
+            shard.handle_command(
+                now,
+                Command::CreateTransport {
+                    router: 1,
+                    transport: 7,
+                    ice: ours.clone(),
+                    controlling: true,
+                },
+            );
+            let peer_fp = DtlsCert::generate()
+                .expect("cert")
+                .fingerprint(crate::dtls::HashAlg::Sha256);
+            shard.handle_command(
+                now,
+                Command::ConnectTransport {
+                    transport: 7,
+                    remote_ice: theirs.clone(),
+                    fingerprints: vec![peer_fp],
+                    remote_setup: DtlsSetup::Active,
+                },
+            );
+            // The peer: an active ICE-TCP candidate, which the bridge learns as peer-reflexive.
+            let stream = std::net::TcpStream::connect(bridge).expect("connect");
+            stream.set_nonblocking(true).expect("nonblocking");
+            let addr = stream.local_addr().expect("addr");
+            let mut agent = IceAgent::new(false, theirs, 1);
+            agent.add_local_candidate(Candidate {
+                tcp: true,
+                ..Candidate::host(addr, 65535)
+            });
+            agent.set_remote_credentials(ours);
+            agent.add_remote_candidate(Candidate::host_tcp_passive(bridge));
+            agent.handle_timeout(now);
+            TcpPeer {
+                shard,
+                stream,
+                agent,
+                rx: Deframer::default(),
+                addr,
+                bridge,
+            }
+        }
+
+        /// Runs both sides until `done` (5 s at most).
+        fn run_until(&mut self, mut done: impl FnMut(&mut Self) -> bool) {
+            use crate::io::tcp::frame_into;
+            use std::io::{Read, Write};
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !done(self) {
+                assert!(Instant::now() < deadline, "timed out");
+                let now = Instant::now();
+                self.agent.handle_timeout(now);
+                while let Some(tx) = self.agent.poll_transmit() {
+                    assert_eq!(tx.destination, self.bridge);
+                    let mut framed = Vec::new();
+                    frame_into(&mut framed, &tx.contents);
+                    self.stream.write_all(&framed).expect("write");
+                }
+                self.shard.poll_io(now);
+                self.shard.handle_timeouts(now);
+                if let Ok(n) = self.stream.read(self.rx.spare()) {
+                    self.rx.filled(n);
+                }
+                while let Ok(Some(frame)) = self.rx.next_frame() {
+                    let _ = self
+                        .agent
+                        .handle_datagram(now, self.addr, self.bridge, frame);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+
     #[test]
     fn ice_over_tcp_selects_the_connection_and_it_stays_open_while_routed() {
-        use crate::ice::{Candidate, IceAgent, IceState};
-        use crate::io::tcp::{frame_into, Deframer, TcpConfig, UNCLAIMED_TIMEOUT};
-        use std::io::{Read, Write};
-
-        let cert = DtlsCert::generate().expect("cert");
-        let mut shard = Shard::new(
-            &ShardConfig {
-                tcp: Some(TcpConfig {
-                    bind: "127.0.0.1:0".parse().expect("literal"),
-                    max_connections: 8,
-                }),
-                ..config()
-            },
-            cert,
-        )
-        .expect("shard");
-        let bridge_tcp = shard.tcp_local_addr().expect("listener");
-        let now = Instant::now();
-        let (ours, theirs) = (
-            IceCredentials {
-                ufrag: "bridgeT".into(),
-                pwd: "b".repeat(24),
-            },
-            IceCredentials {
-                ufrag: "peerT".into(),
-                pwd: "c".repeat(24),
-            },
-        );
-        shard.handle_command(
-            now,
-            Command::CreateRouter {
-                router: 1,
-                feedback: crate::domain::FeedbackSsrcs {
-                    audio: 0xA0,
-                    video: 0xB0,
-                },
-            },
-        );
-        shard.handle_command(
-            now,
-            Command::CreateTransport {
-                router: 1,
-                transport: 7,
-                ice: ours.clone(),
-                controlling: true,
-            },
-        );
-        let peer_fp = DtlsCert::generate()
-            .expect("cert")
-            .fingerprint(crate::dtls::HashAlg::Sha256);
-        shard.handle_command(
-            now,
-            Command::ConnectTransport {
-                transport: 7,
-                remote_ice: theirs.clone(),
-                fingerprints: vec![peer_fp],
-                remote_setup: DtlsSetup::Active,
-            },
-        );
-
-        // The peer: an active ICE-TCP candidate, which the bridge learns as peer-reflexive.
-        let mut stream = std::net::TcpStream::connect(bridge_tcp).expect("connect");
-        stream.set_nonblocking(true).expect("nonblocking");
-        let peer_addr = stream.local_addr().expect("addr");
-        let mut peer = IceAgent::new(false, theirs, 1);
-        peer.add_local_candidate(Candidate {
-            tcp: true,
-            ..Candidate::host(peer_addr, 65535)
+        use crate::ice::IceState;
+        use crate::io::tcp::UNCLAIMED_TIMEOUT;
+        let mut p = TcpPeer::new();
+        let bridge = p.bridge;
+        p.run_until(|p| {
+            p.agent.state() == IceState::Connected
+                && p.shard.state.transports[&7].local_addr() == Some(bridge)
         });
-        peer.set_remote_credentials(ours);
-        peer.add_remote_candidate(Candidate::host_tcp_passive(bridge_tcp));
-        peer.handle_timeout(now);
-
-        let mut rx = Deframer::default();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !(peer.state() == IceState::Connected
-            && shard.state.transports[&7].local_addr() == Some(bridge_tcp))
-        {
-            assert!(Instant::now() < deadline, "ICE over TCP did not complete");
-            let now = Instant::now();
-            peer.handle_timeout(now);
-            while let Some(tx) = peer.poll_transmit() {
-                assert_eq!(tx.destination, bridge_tcp);
-                let mut framed = Vec::new();
-                frame_into(&mut framed, &tx.contents);
-                stream.write_all(&framed).expect("write");
-            }
-            shard.poll_io(now);
-            shard.handle_timeouts(now);
-            if let Ok(n) = stream.read(rx.spare()) {
-                rx.filled(n);
-            }
-            while let Ok(Some(frame)) = rx.next_frame() {
-                let _ = peer.handle_datagram(now, peer_addr, bridge_tcp, frame);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let t = &shard.state.transports[&7];
-        assert_eq!(t.local_addr(), Some(bridge_tcp));
-        assert_eq!(t.remote_addr(), Some(peer_addr));
-        let tcp = shard.stats().io.tcp;
+        let t = &p.shard.state.transports[&7];
+        assert_eq!(t.remote_addr(), Some(p.addr));
+        assert_eq!(p.shard.state.by_addr.get(&p.addr), Some(&7));
+        let tcp = p.shard.stats().io.tcp;
         assert!(tcp.frames_in > 0 && tcp.frames_out > 0, "{tcp:?}");
         // Routed, so the unauthenticated limit does not close it.
         let later = Instant::now() + UNCLAIMED_TIMEOUT + Duration::from_secs(1);
-        shard.state.next_sweep = later;
-        shard.handle_timeouts(later);
-        assert_eq!(shard.stats().io.tcp.open, 1);
-        assert_eq!(shard.stats().io.tcp.closed_unclaimed, 0);
+        p.shard.state.next_sweep = later;
+        p.shard.handle_timeouts(later);
+        assert_eq!(p.shard.stats().io.tcp.open, 1);
+        assert_eq!(p.shard.stats().io.tcp.closed_unclaimed, 0);
+    }
+
+    #[test]
+    fn a_tcp_peer_cannot_take_the_address_a_live_udp_transport_receives_from() {
+        use crate::ice::IceState;
+        use crate::io::tcp::UNCLAIMED_TIMEOUT;
+        let mut p = TcpPeer::new();
+        // Transport 8 is live and receives (over UDP) from the very address the TCP peer connects from.
+        p.shard.handle_command(
+            Instant::now(),
+            Command::CreateTransport {
+                router: 1,
+                transport: 8,
+                ice: IceCredentials {
+                    ufrag: "victim".into(),
+                    pwd: "v".repeat(24),
+                },
+                controlling: true,
+            },
+        );
+        let addr = p.addr;
+        p.shard.state.by_addr.insert(addr, 8);
+        p.run_until(|p| {
+            p.agent.state() == IceState::Connected
+                && p.shard.stats().total.drops(DropReason::AddressInUse) > 0
+        });
+        assert_eq!(
+            p.shard.state.by_addr.get(&addr),
+            Some(&8),
+            "still the UDP peer's"
+        );
+        // Never routed, the connection is closed as unauthenticated.
+        let later = Instant::now() + UNCLAIMED_TIMEOUT + Duration::from_secs(1);
+        p.shard.state.next_sweep = later;
+        p.shard.handle_timeouts(later);
+        assert_eq!(p.shard.stats().io.tcp.closed_unclaimed, 1);
     }
 
     #[test]
