@@ -99,6 +99,7 @@ class Totals(TypedDict):
     retransmits_limited: int
     feedback_received: int  # transport-cc feedback from the bridge on what we sent
     link_dropped: int  # media datagrams the drop_every_n test knob dropped on arrival
+    unrelayable: int  # behind TURN: datagrams to an address the channel does not carry
 
 class Second(TypedDict):
     t: int
@@ -167,6 +168,7 @@ class EndpointSummary(TypedDict):
     group: int
     state: str  # "new", "connecting", "connected", "failed"
     detail: str
+    relayed: str | None  # behind TURN: "ip:port" the TURN server relays it from
     sent: int
     received: int
 
@@ -250,6 +252,8 @@ class LoadGen:
         candidates: list[tuple[str, int, int, str]],
         fingerprints: list[tuple[str, str]],
         setup: str,
+        # (server ip, port, username, password): reach the bridge through this TURN server.
+        turn: tuple[str, int, str, str] | None = None,
     ) -> None: ...
     def connect_raw(self, index: int, host: str, port: int) -> None: ...
     def set_sources(

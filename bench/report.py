@@ -155,4 +155,30 @@ def markdown(result: dict[str, Any]) -> str:
             f"/ {_fmt(rx.get('freezes'))} | {_fmt(rx.get('filtered_pps'))} "
             f"| {_fmt(rx.get('video_streams_per_receiver'), 1)} |"
         )
+    return head + "\n".join(rows) + "\n" + _turn_table(result)
+
+
+def _turn_table(result: dict[str, Any]) -> str:
+    """For a `[turn]` scenario: CPU per packet the load generator moved (µs), direct and through TURN."""
+    steps = [step for step in result["steps"] if step.get("turn")]
+    if not steps:
+        return ""
+    head = (
+        "\n| through TURN | conf | relayed endpoints | loss % | p50 µs | p99 µs "
+        "| µs/pkt loadgen | bridge | coturn | machine "
+        "| direct: loadgen | bridge | machine | machine ratio |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for step in steps:
+        t = step["turn"]
+        r, d, rel = t["relayed"], t["cpu_us_per_packet"]["direct"], t["cpu_us_per_packet"]["relayed"]
+        rows.append(
+            f"| {result['scenario']['name']} | {r['conferences']} | {t['relayed_endpoints']} "
+            f"| {_fmt(r['loss_pct'], 3)} | {_fmt(r['latency_us']['p50'], 1)} "
+            f"| {_fmt(r['latency_us']['p99'], 1)} "
+            f"| {_fmt(rel['loadgen'], 1)} | {_fmt(rel['target'], 1)} | {_fmt(rel['turn_server'], 1)} "
+            f"| {_fmt(rel['machine'], 1)} | {_fmt(d['loadgen'], 1)} | {_fmt(d['target'], 1)} "
+            f"| {_fmt(d['machine'], 1)} | {_fmt(t['machine_cpu_ratio'], 2)} |"
+        )
     return head + "\n".join(rows) + "\n"

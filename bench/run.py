@@ -353,6 +353,21 @@ def started_raw_relay(cpu: int | None) -> Any:
 # ---- one run
 
 
+@dataclass(frozen=True, slots=True)
+class TurnServer:
+    """A TURN server the scenario's `[turn]` endpoints relay through (`sluice bench` starts a coturn), with
+    credentials for it; `pid` (when known) for its CPU time."""
+
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    pid: int | None = None
+
+    def credentials(self) -> tuple[str, int, str, str]:
+        return (self.host, self.port, self.username, self.password)
+
+
 @dataclass
 class RunResult:
     target: str
@@ -365,6 +380,31 @@ class RunResult:
     #: All cores' busy time over the run, in cores: the target, the load generator and everything else.
     machine_cpu_cores: float | None = None
     series: list[Sample] = field(default_factory=list)
+    #: Endpoints that reached the bridge through TURN, and the TURN server's CPU over the run, in cores.
+    relayed_endpoints: int = 0
+    relay_cpu_cores: float | None = None
+
+    def cpu_us_per_loadgen_packet(self) -> dict[str, float | None]:
+        """CPU per packet the load generator sent or received (µs): its own, the target's, the TURN
+        server's, and the whole machine's."""
+        totals = self.loadgen["totals"]
+        packets = totals["sent_packets"] + self.loadgen["received"]
+        elapsed = self.after.at - self.before.at
+        target = (
+            self.after.cpu.total - self.before.cpu.total
+            if self.after.cpu is not None and self.before.cpu is not None
+            else None
+        )
+
+        def us(cores: float | None, seconds: float) -> float | None:
+            return round(cores * seconds * 1e6 / packets, 3) if cores is not None and packets else None
+
+        return {
+            "loadgen": us(self.loadgen_cpu_cores, self.duration_s),
+            "target": us(target / elapsed if target is not None else None, elapsed),
+            "turn_server": us(self.relay_cpu_cores, self.duration_s),
+            "machine": us(self.machine_cpu_cores, elapsed),
+        }
 
     def _delta(self, name: str) -> int | None:
         a, b = getattr(self.after, name), getattr(self.before, name)
@@ -479,6 +519,10 @@ class RunResult:
                 # Retransmissions forwarded to receivers that had the packet (refused as SRTP replays).
                 "srtp_replays": totals["srtp_replays"],
             },
+            "relayed_endpoints": self.relayed_endpoints,
+            "turn_server_cpu_cores": round(self.relay_cpu_cores, 3)
+            if self.relay_cpu_cores is not None
+            else None,
             "loadgen_packets_per_send_call": lg["packets_per_send_call"],
             "loadgen_packets_per_recv_call": lg["packets_per_recv_call"],
             "failed_endpoints": lg["failed"],
@@ -567,12 +611,19 @@ class Channels:
 
 
 async def allocate_bridge(
-    target: BridgeTarget, lg: LoadGen, scenario: Scenario, channels: Channels | None
-) -> list[str]:
+    target: BridgeTarget,
+    lg: LoadGen,
+    scenario: Scenario,
+    channels: Channels | None,
+    turn: TurnServer | None = None,
+) -> tuple[list[str], int]:
     """Allocates the scenario's conferences on the bridge through Colibri2 as Jicofo would (endpoint `lg<i>`
     for the load generator's endpoint i, its sources, its transport) and connects the endpoints; with
-    `channels`, opens their bridge channels and asks what `[receive]` says. Returns the meeting ids."""
+    `channels`, opens their bridge channels and asks what `[receive]` says. With `turn`, the endpoints
+    `[turn]` names signal no candidate and reach the bridge through that TURN server (the bridge learns
+    their relayed address from their first check). Returns the meeting ids and how many were relayed."""
     meetings = []
+    relayed = 0
     for conf in range(scenario.conferences):
         meeting = f"bench-{uuid.uuid4()}"
         meetings.append(meeting)
@@ -589,12 +640,14 @@ async def allocate_bridge(
             # With feedback each video layer has an RTX SSRC (an FID group), as browsers send.
             rtx = lg.default_rtx_sources(index, len(video)) if feedback and video else []
             lg.set_sources(index, audio, video, rtx)
+            via_turn = turn is not None and scenario.turn is not None and scenario.turn.relayed(i)
+            relayed += via_turn
             local = LocalTransport(
                 ufrag=ep["ufrag"],
                 pwd=ep["pwd"],
                 fingerprint_hash=ep["fingerprint_hash"],
                 fingerprint=ep["fingerprint"],
-                candidates=tuple((c["ip"], c["port"]) for c in ep["candidates"]),
+                candidates=() if via_turn else tuple((c["ip"], c["port"]) for c in ep["candidates"]),
                 setup=ep["setup"],
             )
             await target.colibri.connect_endpoint(
@@ -608,6 +661,7 @@ async def allocate_bridge(
                 [(ip, port, 2130706431, "host") for ip, port in bt.candidates],
                 [(bt.fingerprint_hash, bt.fingerprint)],
                 "actpass",
+                turn.credentials() if via_turn and turn is not None else None,
             )
         receive = scenario.receive
         if receive is not None and channels is not None:
@@ -627,7 +681,7 @@ async def allocate_bridge(
                         }
                     )
                 await channels.open(urls[0], messages)
-    return meetings
+    return meetings, relayed
 
 
 def _allocate_raw(target: RawRelayTarget, lg: LoadGen, scenario: Scenario) -> None:
@@ -642,7 +696,12 @@ def _allocate_raw(target: RawRelayTarget, lg: LoadGen, scenario: Scenario) -> No
 
 
 async def run_once(
-    target: Target, scenario: Scenario, *, threads: int, progress: Progress | None = None
+    target: Target,
+    scenario: Scenario,
+    *,
+    threads: int,
+    progress: Progress | None = None,
+    turn: TurnServer | None = None,
 ) -> RunResult:
     m = scenario.media
     mode = "raw" if isinstance(target, RawRelayTarget) else "secure"
@@ -659,15 +718,21 @@ async def run_once(
         feedback=m.feedback and mode == "secure",
     )
     meetings: list[str] = []
+    relayed = 0
     channels: Channels | None = None
     try:
         if isinstance(target, BridgeTarget):
             channels = Channels(target.session) if scenario.receive is not None else None
-            meetings = await allocate_bridge(target, lg, scenario, channels)
+            meetings, relayed = await allocate_bridge(target, lg, scenario, channels, turn)
         elif isinstance(target, RawRelayTarget):
             _allocate_raw(target, lg, scenario)
         if not await asyncio.to_thread(lg.wait_connected, 30.0):
             raise BenchError(f"{lg.failed()} endpoints failed, {lg.connected()}/{lg.endpoints()} connected")
+        if relayed:
+            # What the load generator knows: an endpoint is relayed once its channel is bound.
+            got = sum(1 for ep in lg.stats(detail=True)["endpoint_list"] if ep["relayed"] is not None)
+            if got != relayed:
+                raise BenchError(f"{relayed} endpoints should go through TURN, {got} do")
         receive = scenario.receive
         if (
             channels is not None
@@ -681,6 +746,8 @@ async def run_once(
             except TimeoutError:
                 raise BenchError("the bridge did not apply every receiver's lastN within 20 s") from None
         own_cpu0 = process_cpu(os.getpid())
+        relay_pid = turn.pid if turn is not None and relayed else None
+        relay_cpu0 = process_cpu(relay_pid) if relay_pid is not None else None
         machine0 = machine_busy_seconds()
         before = await target.counters()
         lg.start()
@@ -722,6 +789,7 @@ async def run_once(
         await asyncio.to_thread(lg.stop, 0.5)
         after = await target.counters()
         own_cpu1 = process_cpu(os.getpid())
+        relay_cpu1 = process_cpu(relay_pid) if relay_pid is not None else None
         machine1 = machine_busy_seconds()
         final = lg.stats()
         return RunResult(
@@ -734,6 +802,10 @@ async def run_once(
             loadgen_cpu_cores=(own_cpu1.total - own_cpu0.total) / max(ran, 1e-6),
             machine_cpu_cores=(machine1 - machine0) / max(after.at - before.at, 1e-6),
             series=series,
+            relayed_endpoints=relayed,
+            relay_cpu_cores=(relay_cpu1.total - relay_cpu0.total) / max(ran, 1e-6)
+            if relay_cpu0 is not None and relay_cpu1 is not None
+            else None,
         )
     finally:
         if channels is not None:
@@ -763,6 +835,20 @@ def _commit() -> str:
         return "unknown"
 
 
+def _turn_step(direct: RunResult, relayed: RunResult) -> dict[str, Any]:
+    """The same step through TURN against direct UDP: the relayed run's figures, and CPU per packet the load
+    generator moved (µs) on each side: its own, the bridge's, the TURN server's and the whole machine's."""
+    d, r = direct.cpu_us_per_loadgen_packet(), relayed.cpu_us_per_loadgen_packet()
+    extra = r["machine"] - d["machine"] if r["machine"] is not None and d["machine"] is not None else None
+    return {
+        "relayed": relayed.summary(),
+        "relayed_endpoints": relayed.relayed_endpoints,
+        "cpu_us_per_packet": {"direct": d, "relayed": r},
+        "extra_machine_us_per_packet": round(extra, 3) if extra is not None else None,
+        "machine_cpu_ratio": round(r["machine"] / d["machine"], 3) if r["machine"] and d["machine"] else None,
+    }
+
+
 def _step(bridge: RunResult, raw: RunResult | None) -> dict[str, Any]:
     b = bridge.summary()
     step: dict[str, Any] = {"conferences": bridge.scenario.conferences, "bridge": b}
@@ -788,12 +874,17 @@ async def run_bench(
     threads: int = 1,
     pin: bool = True,
     progress: Progress | None = None,
+    turn: TurnServer | None = None,
 ) -> dict[str, Any]:
     """Runs `scenario` (every ramp step) against the bridge and the raw relay; returns the JSON result.
 
     With `pin` and a bridge started here, each target's packet thread and the load generator get their own
-    CPUs (`Placement`); a bridge at `url` is placed by whoever started it, so nothing is pinned then.
+    CPUs (`Placement`); a bridge at `url` is placed by whoever started it, so nothing is pinned then. A
+    scenario with `[turn]` runs each step against the bridge a second time with those endpoints through
+    `turn`, and reports what relaying cost against the direct run (`_turn_step`).
     """
+    if scenario.turn is not None and turn is None:
+        raise BenchError("the scenario has [turn]: give it a TURN server (`sluice bench` starts a coturn)")
     steps = [scenario.at(n) for n in scenario.ramp.steps()] if scenario.ramp else [scenario]
     _loadgen_class()  # before anything starts: a checkout without it fails here, clearly
     results: list[dict[str, Any]] = []
@@ -814,6 +905,9 @@ async def run_bench(
                 with started_raw_relay(place.target_cpu) as relay:
                     raw_run = await run_once(relay, step, threads=threads, progress=progress)
             results.append(_step(bridge_run, raw_run))
+            if scenario.turn is not None:
+                relayed_run = await run_once(target, step, threads=threads, progress=progress, turn=turn)
+                results[-1]["turn"] = _turn_step(bridge_run, relayed_run)
             loss = results[-1]["bridge"]["loss_pct"]
             if scenario.ramp and (loss is None or loss > scenario.loss_limit_pct):
                 break  # past the knee: more load only loses more

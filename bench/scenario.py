@@ -108,6 +108,19 @@ class Receive:
 
 
 @dataclass(frozen=True, slots=True)
+class Turn:
+    """`[turn]`: run the scenario twice, directly and with endpoints reaching the bridge through a TURN
+    server (`sluice bench` starts a coturn), to report what relaying costs."""
+
+    #: Endpoints per conference that go through TURN, the first ones (None: all).
+    endpoints: int | None = None
+
+    def relayed(self, position: int) -> bool:
+        """Whether the endpoint at `position` (0-based within its conference) goes through TURN."""
+        return self.endpoints is None or position < self.endpoints
+
+
+@dataclass(frozen=True, slots=True)
 class Ramp:
     start: int
     step: int
@@ -130,6 +143,8 @@ class Scenario:
     description: str = ""
     #: None: receivers open no bridge channel (the bridge's defaults apply).
     receive: Receive | None = None
+    #: None: no TURN run.
+    turn: Turn | None = None
 
     def sends_audio(self, sender: int) -> bool:
         """Whether sender `sender` (0-based within its conference) is unmuted."""
@@ -191,7 +206,9 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"not TOML: {exc}") from None
     _check_keys(
-        data, {"name", "description", "duration", "loss-limit", "load", "media", "ramp", "receive"}, ""
+        data,
+        {"name", "description", "duration", "loss-limit", "load", "media", "ramp", "receive", "turn"},
+        "",
     )
     load = _get(data, "load", dict, "", {})
     media_t = _get(data, "media", dict, "", {})
@@ -247,6 +264,13 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         )
         if (receive.last_n is not None and receive.last_n < -1) or receive.on_stage_height < 1:
             raise ScenarioError("receive: last-n >= -1 and on-stage-height >= 1")
+    turn = None
+    turn_t = _get(data, "turn", dict, "", None)
+    if turn_t is not None:
+        _check_keys(turn_t, {"endpoints"}, "turn.")
+        turn = Turn(endpoints=_get(turn_t, "endpoints", int, "turn.", None))
+        if turn.endpoints is not None and turn.endpoints < 1:
+            raise ScenarioError("turn.endpoints: at least 1 (leave it out for all)")
     scenario = Scenario(
         name=_get(data, "name", str, "", default_name),
         description=_get(data, "description", str, "", ""),
@@ -258,6 +282,7 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         media=media,
         ramp=ramp,
         receive=receive,
+        turn=turn,
     )
     if scenario.conferences < 1 or scenario.senders < 1 or scenario.receivers < 0:
         raise ScenarioError("load: need conferences >= 1, senders >= 1, receivers >= 0")

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import getpass
 import json
 import logging
 import os
+import secrets
 import signal
+import socket
 import sys
-from collections.abc import Callable
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -32,12 +37,16 @@ from bridge.settings import (
 from signaling.focus import Focus, FocusConfig
 from signaling.metrics import focus_families
 from signaling.settings import SignalingSettings, SignalingSettingsError, signaling_settings
+from signaling.turn import ManagedTurn, TurnConfig, TurnConfigError, rest_credentials
 from signaling.xmpp.users import UserStore, UserStoreError, check_name
+from sluice.coturn import Coturn, CoturnError
 from sluice.logs import FORMATS, TEXT_FORMAT, log_format, setup_logging
 from sluice.serve import ServeConfig, Served
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+
+    from bench.run import TurnServer
 
 #: A bench scenario (a dataclass with a duration).
 S = TypeVar("S", bound="DataclassInstance")
@@ -112,9 +121,12 @@ def _bench(args: argparse.Namespace) -> int:
         sys.stderr.write(text)
         sys.stderr.flush()
 
-    try:
-        result = uvloop.run(
-            run_bench(
+    async def run() -> dict[str, object]:
+        async with contextlib.AsyncExitStack() as stack:
+            turn = None
+            if scenario.turn is not None:
+                turn = await stack.enter_async_context(_bench_coturn(args.url))
+            return await run_bench(
                 scenario,
                 url=args.url,
                 pid=args.pid,
@@ -122,8 +134,14 @@ def _bench(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 pin=not args.no_pin,
                 progress=progress,
+                turn=turn,
             )
-        )
+
+    try:
+        result = uvloop.run(run())
+    except (CoturnError, TurnConfigError) as exc:
+        print(f"sluice bench: {exc}", file=sys.stderr)
+        return 2
     except BenchError as exc:
         print(f"sluice bench: {exc}", file=sys.stderr)
         return 2
@@ -140,6 +158,33 @@ def _bench(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _bench_coturn(url: str | None) -> AsyncIterator[TurnServer]:
+    """A coturn for a scenario's `[turn]` endpoints, on loopback, relaying only to the bridge (the one the
+    bench starts on loopback, or the host of `url`), with TURN REST credentials for the load generator;
+    stopped by PID afterwards."""
+    from bench.run import TurnServer  # noqa: PLC0415
+
+    host = "127.0.0.1"
+    peer = host if url is None else (urllib.parse.urlsplit(url).hostname or host)
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    secret = secrets.token_urlsafe(24)
+    coturn = Coturn(
+        TurnConfig(secret=secret, hosts=(host,), port=port),
+        ManagedTurn(listen=(host,)),
+        realm="sluice-bench",
+        peers=(peer,),
+    )
+    await coturn.start()
+    try:
+        username, password = rest_credentials(secret, "loadgen", int(time.time()) + 3600)
+        yield TurnServer(host, port, username, password, coturn.pid)
+    finally:
+        await coturn.stop()
 
 
 def _bench_impaired(args: argparse.Namespace) -> int:

@@ -77,6 +77,57 @@ async def test_bench_runs_a_small_scenario_and_writes_a_consistent_result(tmp_pa
     assert "| small | 2 | 6 | 8 |" in (out / "small.md").read_text()
 
 
+TURN_SCENARIO = """
+name = "turn-small"
+duration = "3s"
+loss-limit = 1.0
+[load]
+conferences = 2
+senders = 2
+[media]
+video-kbps = 300
+video-fps = 30
+audio = true
+[turn]
+endpoints = 1
+"""
+
+
+async def test_bench_runs_a_turn_scenario_through_a_real_coturn_and_compares_it_with_direct_udp(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: load-generator endpoints through TURN (the coturn `sluice bench` starts: Allocate with
+    long-term credentials, ChannelBind, ChannelData both ways), with CPU per packet against direct UDP."""
+    scenario = tmp_path / "turn-small.toml"
+    scenario.write_text(TURN_SCENARIO)
+    out = tmp_path / "out"
+    proc = await start_sluice("bench", str(scenario), "--out", str(out), "--no-raw")
+    output, _ = await asyncio.wait_for(proc.communicate(), 120)
+    text = output.decode()
+    assert proc.returncode == 0, text
+    assert "managed coturn PID" in text, text
+    result: dict[str, Any] = json.loads((out / "turn-small.json").read_text())
+    (step,) = result["steps"]
+    turn = step["turn"]
+    relayed, direct = turn["relayed"], step["bridge"]
+    # The first endpoint of each conference got a relay (the load generator saw its relayed address) and
+    # signalled no candidate of its own, so the bridge could reach it only there.
+    assert turn["relayed_endpoints"] == relayed["relayed_endpoints"] == 2
+    for run in (direct, relayed):
+        assert run["failed_endpoints"] == 0
+        assert run["expected_packets"] == run["received_packets"] + run["lost_packets"] > 0
+        assert run["loss_pct"] is not None and run["loss_pct"] <= 1.0
+    assert relayed["received_packets"] > 0.8 * direct["received_packets"]
+    # coturn worked for it, and each side's CPU per packet is reported.
+    assert relayed["turn_server_cpu_cores"] > 0
+    cost = turn["cpu_us_per_packet"]
+    assert cost["relayed"]["turn_server"] > 0 and cost["direct"]["turn_server"] is None
+    for side in ("direct", "relayed"):
+        assert cost[side]["loadgen"] > 0 and cost[side]["target"] > 0 and cost[side]["machine"] > 0
+    assert turn["machine_cpu_ratio"] > 0
+    assert "| through TURN |" in (out / "turn-small.md").read_text()
+
+
 async def test_an_aiortc_peer_receives_a_loadgen_endpoints_media_through_the_bridge(
     bridge: Bridge, aiortc_peers: PeerFactory
 ) -> None:

@@ -250,7 +250,7 @@ async def test_loadgen_feedback_reaches_the_bridge_and_nacks_repair_loss(
     target = BridgeTarget(str(client.make_url("")), client.session, None)
     lg = _native.LoadGen(threads=1, video_bitrate_bps=300_000, feedback=True, drop_every_n=20)
     try:
-        meetings = await allocate_bridge(target, lg, scenario, None)
+        meetings, _ = await allocate_bridge(target, lg, scenario, None)
         stats = await run_connected(client, lg, meetings)
         transports = (await bridge.get_stats())["transports"]
     finally:

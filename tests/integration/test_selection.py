@@ -94,7 +94,7 @@ async def open_call(count: int, layers: int, *, all_send: bool) -> AsyncIterator
         assert app.http_port is not None
         base = f"http://127.0.0.1:{app.http_port}"
         async with aiohttp.ClientSession() as http:
-            (meeting,) = await allocate_bridge(BridgeTarget(base, http, None), lg, scenario, None)
+            (meeting,), _ = await allocate_bridge(BridgeTarget(base, http, None), lg, scenario, None)
             assert await asyncio.to_thread(lg.wait_connected, 20.0), lg.failed()
             lg.start()
             yield Call(app, lg, http, base, meeting)

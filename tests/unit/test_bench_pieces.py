@@ -106,6 +106,8 @@ def test_simulcast_layers_have_jitsis_bitrate_ratios() -> None:
         ('duration = "soon"\n', "duration"),
         ("loss-limit = 200\n", "loss-limit"),
         ("not toml = = 1", "not TOML"),
+        ("[turn]\nendpoints = 0\n", "turn.endpoints"),
+        ("[turn]\nrelays = 1\n", "unknown key turn.relays"),
     ],
 )
 def test_bad_scenarios_name_the_key(text: str, fault: str) -> None:
@@ -121,6 +123,16 @@ def test_shipped_scenarios_parse() -> None:
         s = load_scenario(f)
         assert s.expected_egress_pps() > 0, f.name
     assert load_scenario(SCENARIOS / "ramp.toml").ramp is not None
+    turn = load_scenario(SCENARIOS / "turn.toml").turn
+    assert turn is not None and turn.endpoints is None
+
+
+def test_turn_names_which_endpoints_of_each_conference_are_relayed() -> None:
+    assert parse_scenario("").turn is None
+    every = parse_scenario("[turn]\n").turn
+    assert every is not None and all(every.relayed(i) for i in range(5))
+    first = parse_scenario("[turn]\nendpoints = 1\n").turn
+    assert first is not None and [first.relayed(i) for i in range(3)] == [True, False, False]
 
 
 def test_feedback_is_on_by_default_and_signalled_as_the_focus_signals_it() -> None:

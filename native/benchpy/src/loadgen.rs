@@ -15,6 +15,7 @@ use sluice_core::domain::RemoteCandidate;
 use sluice_core::dtls::Fingerprint;
 use sluice_core::ice::{CandidateKind, IceCredentials};
 use sluice_loadgen::relay::RelayStats;
+use sluice_loadgen::turn::TurnConfig;
 use sluice_loadgen::{
     Latency, LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Snapshot,
     Sources,
@@ -142,7 +143,11 @@ impl LoadGen {
         Ok(out)
     }
 
-    /// The bridge's transport for endpoint `index`: candidates as (ip, port, priority, type).
+    /// The bridge's transport for endpoint `index`: candidates as (ip, port, priority, type). With
+    /// `turn` (server host, port, username, password) the endpoint reaches the bridge through that
+    /// TURN server: an allocation, and a channel bound to the first candidate.
+    #[pyo3(signature = (index, ufrag, pwd, candidates, fingerprints, setup, turn = None))]
+    #[allow(clippy::too_many_arguments)]
     fn connect(
         &self,
         index: u32,
@@ -151,7 +156,21 @@ impl LoadGen {
         candidates: Vec<(String, u16, u32, String)>,
         fingerprints: Vec<(String, String)>,
         setup: String,
+        turn: Option<(String, u16, String, String)>,
     ) -> PyResult<()> {
+        let turn = match turn {
+            Some((host, port, username, password)) => {
+                let ip: IpAddr = host.parse().map_err(|_| {
+                    PyValueError::new_err(format!("bad TURN server address {host:?}"))
+                })?;
+                Some(TurnConfig {
+                    server: SocketAddr::new(ip, port),
+                    username,
+                    password,
+                })
+            }
+            None => None,
+        };
         let mut cands = Vec::with_capacity(candidates.len());
         for (ip, port, priority, typ) in candidates {
             let ip: IpAddr = ip
@@ -178,6 +197,7 @@ impl LoadGen {
                     candidates: cands,
                     fingerprints: fps,
                     setup,
+                    turn,
                 },
             )
             .map_err(os_err)
@@ -502,6 +522,7 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDi
         e.set_item("group", x.group)?;
         e.set_item("state", x.state)?;
         e.set_item("detail", &x.detail)?;
+        e.set_item("relayed", x.relayed.map(|a| a.to_string()))?;
         e.set_item("sent", x.sent)?;
         e.set_item("received", x.received)?;
         endpoints.append(e)?;

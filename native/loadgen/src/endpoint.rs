@@ -29,6 +29,7 @@ use crate::repair::{
     self, Budget, History, Miss, Repair, SentPacket, NACK_INTERVAL_NS, PT_RTX, TRANSPORT_CC_EXT_ID,
 };
 use crate::track::{Arrival, ReceiveStream, Received, StreamTracker};
+use crate::turn::{parse_channel_data, TurnClient, TurnState, CHANNEL};
 use crate::vp8::{self, Encoder, Frame, DESCRIPTOR_LEN, MAX_PREFIX_LEN};
 use crate::worker::{Ctx, Latencies};
 use crate::{MediaConfig, RemoteDescription, Sources};
@@ -192,6 +193,24 @@ pub struct Endpoint {
     budget: Option<Budget>,
     /// SRTP media datagrams received, for the `drop_every_n` test knob.
     media_datagrams: u64,
+    /// Through a TURN relay (`RemoteDescription::turn`): the client, and the remote description
+    /// it holds back until the channel to the bridge is bound.
+    turn: Option<Box<TurnPath>>,
+    /// Set once the channel is bound: every datagram to the bridge leaves as ChannelData.
+    pub relay: Option<Relay>,
+}
+
+struct TurnPath {
+    client: TurnClient,
+    pending: Option<RemoteDescription>,
+}
+
+/// Where an endpoint behind TURN sends: its datagrams to `peer` go to `server` on `channel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relay {
+    pub server: SocketAddr,
+    pub peer: SocketAddr,
+    pub channel: u16,
 }
 
 impl Endpoint {
@@ -236,6 +255,8 @@ impl Endpoint {
             wake_changed: false,
             budget: None,
             media_datagrams: 0,
+            turn: None,
+            relay: None,
         }
     }
 
@@ -266,13 +287,31 @@ impl Endpoint {
 
     /// The remote (bridge) description: starts ICE, and DTLS once a pair is selected. An unknown
     /// a=setup fails the endpoint at once; other failures come out of the Transport later.
-    pub fn connect(&mut self, now: Instant, remote: RemoteDescription) {
+    pub fn connect(&mut self, now: Instant, mut remote: RemoteDescription) {
         let Proto::Secure(t) = &mut self.proto else {
             self.detail = "connect on a raw endpoint".into();
             return;
         };
         if self.state != EndpointState::New {
             return; // one remote description per endpoint; ICE restarts are not emulated
+        }
+        if let Some(config) = remote.turn.take() {
+            // Through TURN: allocate and bind a channel to the bridge's first candidate first;
+            // `turn_progress` connects once the channel is up.
+            let Some(peer) = remote.candidates.first().map(|c| c.addr) else {
+                self.state = EndpointState::Failed;
+                self.detail = "turn: the bridge has no candidate".into();
+                return;
+            };
+            let mut client = TurnClient::new(config, peer);
+            client.start(now);
+            self.turn = Some(Box::new(TurnPath {
+                client,
+                pending: Some(remote),
+            }));
+            self.state = EndpointState::Connecting;
+            self.control_input = true;
+            return;
         }
         let Some(setup) = DtlsSetup::parse(&remote.setup) else {
             self.state = EndpointState::Failed;
@@ -369,8 +408,52 @@ impl Endpoint {
         }
     }
 
+    /// Behind TURN, once the channel is bound: the relayed address the server allocated.
+    pub fn relayed_address(&self) -> Option<SocketAddr> {
+        self.relay
+            .and(self.turn.as_ref())
+            .and_then(|t| t.client.relayed())
+    }
+
+    /// After the TURN client moved: once its channel is bound, connect the held remote description
+    /// through it; if it failed, fail the endpoint.
+    fn turn_progress(&mut self, now: Instant, ctx: &mut Ctx) {
+        let Some(turn) = &mut self.turn else {
+            return;
+        };
+        self.control_input = true;
+        match turn.client.state() {
+            TurnState::Ready if self.relay.is_none() => {
+                self.relay = Some(Relay {
+                    server: turn.client.server(),
+                    peer: turn.client.peer(),
+                    channel: CHANNEL,
+                });
+                if let Some(mut remote) = turn.pending.take() {
+                    // The channel reaches one address: checks to others could not be relayed.
+                    let peer = turn.client.peer();
+                    remote.candidates.retain(|c| c.addr == peer);
+                    // `connect` runs its first-time path: the state must read New again.
+                    self.state = EndpointState::New;
+                    self.connect(now, remote);
+                }
+            }
+            TurnState::Failed(reason) => {
+                let reason = reason.clone();
+                self.fail(reason, ctx);
+            }
+            _ => {}
+        }
+    }
+
     /// Runs due protocol timers and, while `sending`, due media. Output goes into `ctx.send`.
     pub fn on_timer(&mut self, now: Instant, now_ns: u64, sending: bool, ctx: &mut Ctx) {
+        if let Some(turn) = &mut self.turn {
+            if turn.client.poll_timeout().is_some_and(|at| at <= now) {
+                turn.client.handle_timeout(now);
+                self.turn_progress(now, ctx);
+            }
+        }
         if let Proto::Secure(t) = &mut self.proto {
             if self.proto_wake.is_some_and(|at| at <= now) {
                 // Each machine checks its own deadline; an early call does nothing.
@@ -403,6 +486,9 @@ impl Endpoint {
         if let Some(t) = self.proto_wake {
             at(to_ns(t));
         }
+        if let Some(t) = self.turn.as_ref().and_then(|p| p.client.poll_timeout()) {
+            at(to_ns(t));
+        }
         if sending && self.state == EndpointState::Connected {
             let has = |k: Kind| self.outgoing.iter().any(|o| o.kind == k);
             if has(Kind::Audio) {
@@ -432,6 +518,13 @@ impl Endpoint {
         if !std::mem::take(&mut self.control_input) {
             return false;
         }
+        if let Some(turn) = &mut self.turn {
+            let server = turn.client.server();
+            while let Some(msg) = turn.client.poll_transmit() {
+                ctx.totals.stun_out += 1;
+                ctx.push(&self.sock, &msg, server);
+            }
+        }
         let Proto::Secure(t) = &mut self.proto else {
             return true;
         };
@@ -440,7 +533,12 @@ impl Endpoint {
                 DatagramKind::Stun => ctx.totals.stun_out += 1,
                 _ => ctx.totals.dtls_out += 1,
             }
-            ctx.push(&self.sock, &out.contents, out.destination);
+            ctx.push_via(
+                &self.sock,
+                self.relay.as_ref(),
+                &out.contents,
+                out.destination,
+            );
         }
         let mut failure = None;
         while let Some(note) = t.poll_note() {
@@ -475,6 +573,30 @@ impl Endpoint {
         buf: &mut [u8],
         ctx: &mut Ctx,
     ) {
+        // Behind TURN, the server's ChannelData carry the bridge's datagrams; its STUN is TURN's.
+        let (from, buf) = match &mut self.turn {
+            Some(turn) if from == turn.client.server() => match parse_channel_data(buf) {
+                Some((CHANNEL, len)) if self.relay.is_some() => {
+                    (turn.client.peer(), &mut buf[4..4 + len])
+                }
+                Some(_) => {
+                    ctx.totals.foreign += 1;
+                    return;
+                }
+                None => {
+                    match StunMessage::parse(buf) {
+                        Ok(msg) => {
+                            ctx.totals.stun_in += 1;
+                            turn.client.handle(now, &msg);
+                        }
+                        Err(_) => ctx.totals.foreign += 1,
+                    }
+                    self.turn_progress(now, ctx);
+                    return;
+                }
+            },
+            _ => (from, buf),
+        };
         let wire = buf.len();
         let local = self.sock.local_addr();
         let kind = classify(buf);
@@ -808,7 +930,7 @@ impl Endpoint {
                 break;
             };
             if let Ok(len) = t.protect_rtcp(slot, n) {
-                ctx.commit(&self.sock, len, remote);
+                ctx.commit_via(&self.sock, self.relay.as_ref(), len, remote);
                 ctx.totals.feedback_sent += 1;
             }
         }
@@ -843,7 +965,7 @@ impl Endpoint {
                 continue;
             };
             if let Ok(len) = t.protect_rtcp(slot, n) {
-                ctx.commit(&self.sock, len, remote);
+                ctx.commit_via(&self.sock, self.relay.as_ref(), len, remote);
                 ctx.totals.nacks_sent += 1;
                 ctx.totals.nack_seqs_sent += seqs.len() as u64;
             }
@@ -1086,7 +1208,7 @@ impl Endpoint {
             },
             Proto::Raw { .. } => plain,
         };
-        ctx.commit(&self.sock, len, remote);
+        ctx.commit_via(&self.sock, self.relay.as_ref(), len, remote);
         if tcc.is_some() {
             self.tcc_seq = self.tcc_seq.wrapping_add(1);
         }
@@ -1122,7 +1244,7 @@ impl Endpoint {
                 continue;
             };
             if let Ok(n) = t.protect_rtcp(slot, sr + sdes) {
-                ctx.commit(&self.sock, n, remote);
+                ctx.commit_via(&self.sock, self.relay.as_ref(), n, remote);
                 ctx.totals.sent_rtcp += 1;
             }
         }

@@ -168,6 +168,7 @@ impl InProcessBridge {
                 }],
                 fingerprints: vec![self.fingerprint.clone()],
                 setup: bridge_setup.into(),
+                turn: None,
             },
         )
     }

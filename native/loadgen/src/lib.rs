@@ -53,6 +53,7 @@ pub mod relay;
 pub mod repair;
 pub mod stats;
 pub mod track;
+pub mod turn;
 pub mod vp8;
 mod worker;
 
@@ -233,6 +234,9 @@ pub struct RemoteDescription {
     pub fingerprints: Vec<Fingerprint>,
     /// Its a=setup: "actpass" or "passive" makes us the DTLS client, "active" the server.
     pub setup: String,
+    /// Reach the bridge through this TURN server (a channel bound to its first candidate) rather
+    /// than directly.
+    pub turn: Option<turn::TurnConfig>,
 }
 
 /// One endpoint's side, to put into the Colibri2 endpoint transport.

@@ -87,6 +87,8 @@ pub struct Totals {
     pub feedback_received: u64,
     /// Media datagrams dropped on arrival by the `drop_every_n` test knob.
     pub link_dropped: u64,
+    /// Behind TURN: datagrams to an address other than the bound peer, which the channel cannot carry.
+    pub unrelayable: u64,
 }
 
 /// Calls `$m!` with every counter of [`Totals`], so summing and naming cannot drift from each other.
@@ -138,7 +140,8 @@ macro_rules! totals_fields {
             retransmits_unknown,
             retransmits_limited,
             feedback_received,
-            link_dropped
+            link_dropped,
+            unrelayable
         )
     };
 }
@@ -209,6 +212,8 @@ pub struct EndpointReport {
     pub group: u32,
     pub state: EndpointState,
     pub detail: String,
+    /// Behind TURN: the relayed address the server allocated (what the bridge sees it as).
+    pub relayed: Option<std::net::SocketAddr>,
     pub outgoing: Vec<OutgoingReport>,
     pub streams: Vec<StreamTracker>,
     pub receive: Vec<ReceiveStream>,
@@ -352,6 +357,7 @@ pub struct EndpointSummary {
     pub group: u32,
     pub state: &'static str,
     pub detail: String,
+    pub relayed: Option<std::net::SocketAddr>,
     pub sent: u64,
     pub received: u64,
 }
@@ -639,6 +645,7 @@ impl Snapshot {
                     group: rx.group,
                     state: rx.state.as_str(),
                     detail: rx.detail.clone(),
+                    relayed: rx.relayed,
                     sent: rx.outgoing.iter().map(|o| o.sent).sum(),
                     received: received_here,
                 });

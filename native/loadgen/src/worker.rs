@@ -14,10 +14,11 @@ use std::time::Instant;
 use sluice_core::io::{RecvBatch, SendBatch, UdpSocket, MAX_DATAGRAM};
 use sluice_core::queue::Queue;
 
-use crate::endpoint::{Endpoint, Sock};
+use crate::endpoint::{Endpoint, Relay, Sock};
 use crate::histogram::Histogram;
 use crate::payload::{mono_ns, realtime_ns, Kind};
 use crate::stats::{EndpointReport, OutgoingReport, Second, Totals, WorkerReport};
+use crate::turn::channel_data_header;
 use crate::{MediaConfig, RemoteDescription, Sources};
 
 /// Datagrams per recvmmsg/sendmmsg.
@@ -140,6 +141,38 @@ impl Ctx {
                 local: SocketAddr::V4(a),
             } => self.send.commit_from(len, to, *a.ip()),
             _ => self.send.commit(len, to),
+        }
+    }
+
+    /// [`Ctx::commit`] for an endpoint that may be behind TURN: with a `relay`, a datagram to its
+    /// peer leaves as ChannelData to the server (the 4-byte header goes in front, in the slot);
+    /// one to any other address cannot be relayed and is counted.
+    #[inline]
+    pub fn commit_via(&mut self, sock: &Sock, relay: Option<&Relay>, len: usize, to: SocketAddr) {
+        let Some(r) = relay else {
+            self.commit(sock, len, to);
+            return;
+        };
+        if to != r.peer || len + 4 > MAX_DATAGRAM {
+            self.totals.unrelayable += 1;
+            return;
+        }
+        let Some(slot) = self.send.slot() else {
+            return;
+        };
+        slot.copy_within(..len, 4);
+        slot[..4].copy_from_slice(&channel_data_header(r.channel, len));
+        self.commit(sock, len + 4, r.server);
+    }
+
+    /// [`Ctx::push`] through [`Ctx::commit_via`].
+    pub fn push_via(&mut self, sock: &Sock, relay: Option<&Relay>, data: &[u8], to: SocketAddr) {
+        if data.len() > MAX_DATAGRAM {
+            return;
+        }
+        if let Some(slot) = self.slot(sock) {
+            slot[..data.len()].copy_from_slice(data);
+            self.commit_via(sock, relay, data.len(), to);
         }
     }
 
@@ -650,6 +683,7 @@ impl Worker {
                     group: ep.group,
                     state: ep.state,
                     detail: ep.detail.clone(),
+                    relayed: ep.relayed_address(),
                     outgoing: ep
                         .outgoing
                         .iter()
@@ -682,5 +716,41 @@ fn epoll_add(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::turn::{parse_channel_data, CHANNEL};
+    use crate::MediaConfig;
+
+    #[test]
+    fn behind_turn_datagrams_to_the_peer_leave_as_channel_data_to_the_server() {
+        let mut ctx = Ctx::for_test(MediaConfig::default());
+        let sock = Sock::Shared {
+            local: "127.0.0.2:5000".parse().expect("literal"),
+        };
+        let relay = Relay {
+            server: "127.0.0.1:3478".parse().expect("literal"),
+            peer: "127.0.0.1:10000".parse().expect("literal"),
+            channel: CHANNEL,
+        };
+        ctx.push_via(&sock, Some(&relay), &[0x80, 96, 1, 2, 3], relay.peer);
+        let (data, to) = ctx.send.get(0).expect("queued");
+        assert_eq!(to, relay.server);
+        assert_eq!(parse_channel_data(data), Some((CHANNEL, 5)));
+        assert_eq!(&data[4..], &[0x80, 96, 1, 2, 3]);
+        // Anything else cannot be relayed over the one channel: counted, not sent.
+        ctx.push_via(
+            &sock,
+            Some(&relay),
+            &[1, 2],
+            "127.0.0.1:9".parse().expect("literal"),
+        );
+        assert_eq!((ctx.send.len(), ctx.totals.unrelayable), (1, 1));
+        // Without a relay, nothing changes.
+        ctx.push_via(&sock, None, &[7], relay.peer);
+        assert_eq!(ctx.send.get(1), Some((&[7u8][..], relay.peer)));
     }
 }

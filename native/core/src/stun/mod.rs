@@ -351,6 +351,25 @@ impl<'a> StunMessage<'a> {
         self.buf
     }
 
+    /// The value of the first attribute of type `typ` before MESSAGE-INTEGRITY (or FINGERPRINT), for
+    /// attributes this view does not decode itself (TURN's REALM, NONCE, LIFETIME, XOR-RELAYED-ADDRESS).
+    pub fn attribute(&self, typ: u16) -> Option<&'a [u8]> {
+        let mut pos = HEADER_LEN;
+        // parse() checked every TLV fits; the bounds are checked again rather than trusted.
+        while let (Some(t), Some(len)) = (be16(self.buf, pos), be16(self.buf, pos + 2)) {
+            if t == attr::MESSAGE_INTEGRITY || t == attr::FINGERPRINT {
+                return None;
+            }
+            let start = pos + 4;
+            let value = self.buf.get(start..start + usize::from(len))?;
+            if t == typ {
+                return Some(value);
+            }
+            pos = start + padded(usize::from(len));
+        }
+        None
+    }
+
     /// USERNAME (for ICE: "<receiver ufrag>:<sender ufrag>").
     pub fn username(&self) -> Option<&'a [u8]> {
         self.username
@@ -438,7 +457,7 @@ impl<'a> StunMessage<'a> {
 /// ```
 /// X-Port is XORed with the cookie's top 16 bits; an IPv4 address with the cookie, an IPv6 address
 /// with the cookie followed by the transaction id.
-fn decode_xor_address(value: &[u8], tid: &[u8; 12]) -> Option<SocketAddr> {
+pub fn decode_xor_address(value: &[u8], tid: &[u8; 12]) -> Option<SocketAddr> {
     let cookie = MAGIC_COOKIE.to_be_bytes();
     let port = be16(value, 2)? ^ (MAGIC_COOKIE >> 16) as u16;
     match (value.first()?, value.get(1)?, value.len()) {

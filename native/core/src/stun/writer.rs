@@ -126,9 +126,14 @@ impl<'b> StunWriter<'b> {
 
     /// XOR-MAPPED-ADDRESS (RFC 8489 section 14.2).
     pub fn xor_mapped_address(&mut self, addr: SocketAddr) -> &mut Self {
+        self.xor_address(attr::XOR_MAPPED_ADDRESS, addr)
+    }
+
+    /// Any attribute in the XOR-MAPPED-ADDRESS format (TURN's XOR-PEER-ADDRESS, XOR-RELAYED-ADDRESS).
+    pub fn xor_address(&mut self, typ: u16, addr: SocketAddr) -> &mut Self {
         let mut value = [0u8; 20];
         let len = encode_xor_address(addr, &self.transaction_id, &mut value);
-        self.attribute(attr::XOR_MAPPED_ADDRESS, &value[..len])
+        self.attribute(typ, &value[..len])
     }
 
     /// ERROR-CODE (RFC 8489 section 14.8); `code` is 300..=699, the reason is cut to 763 bytes.
