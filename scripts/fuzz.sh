@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-TARGETS=(stun rtp rtcp srtp_unprotect demux dtls_record vp8 vp9 h264 av1_dd selective twcc_write red tcp_deframe)
+TARGETS=(stun rtp rtcp srtp_unprotect demux dtls_record vp8 vp9 h264 av1_dd selective twcc_write red tcp_deframe turn_client)
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
 cd native/fuzz
