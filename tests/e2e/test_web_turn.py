@@ -129,6 +129,18 @@ async def frames(browser: ChromiumBrowser, nick: str) -> int:
     return int(stats.get(nick, {}).get("framesDecoded", 0))
 
 
+async def decode_each_other(
+    direct: ChromiumBrowser, direct_nick: str, nat: ChromiumBrowser, nat_nick: str
+) -> None:
+    """Both pages decode each other, and keep doing so for 2 s."""
+    await await_for(nat, "Nat decodes Direct", decodes(direct_nick), "getStats", 45)
+    await await_for(direct, "Direct decodes Nat", decodes(nat_nick), "getStats", 30)
+    before = (await frames(nat, direct_nick), await frames(direct, nat_nick))
+    await asyncio.sleep(2)
+    after = (await frames(nat, direct_nick), await frames(direct, nat_nick))
+    assert after[0] > before[0] + 10 and after[1] > before[1] + 10, (before, after)
+
+
 @contextlib.asynccontextmanager
 async def direct_and_nat(lab: NatLab) -> AsyncIterator[tuple[ChromiumBrowser, str, ChromiumBrowser, str]]:
     """Direct (beside the server) and Nat (behind the router) in the room: (direct, its nick, nat, its nick);
@@ -158,13 +170,7 @@ async def test_a_participant_behind_a_nat_without_udp_to_the_bridge_relays_throu
         assert f"stun:{lab.uplink.a_addr}:3478" in urls, ice
         assert f"turn:{lab.uplink.a_addr}:3478?transport=udp" in urls, ice
         assert all(s.get("username") for s in ice["iceServers"] if s["urls"][0].startswith("turn")), ice
-        # Both decode each other, and keep doing so.
-        await await_for(nat, "Nat decodes Direct", decodes(direct_nick), "getStats", 45)
-        await await_for(direct, "Direct decodes Nat", decodes(nat_nick), "getStats", 30)
-        before = (await frames(nat, direct_nick), await frames(direct, nat_nick))
-        await asyncio.sleep(2)
-        after = (await frames(nat, direct_nick), await frames(direct, nat_nick))
-        assert after[0] > before[0] + 10 and after[1] > before[1] + 10, (before, after)
+        await decode_each_other(direct, direct_nick, nat, nat_nick)
         # Its media goes through coturn: a relayed local candidate, the bridge remote. The relay is
         # reached over UDP or TCP (both are offered; the bridge nominates the best pair valid within
         # 500 ms of the first, which on a loaded machine may be the TCP one).
@@ -217,12 +223,7 @@ async def test_without_udp_to_the_bridge_and_without_turn_a_participant_connects
     ):
         ice = await nat.acall("iceConfig")
         assert not [s for s in ice["iceServers"] if s["urls"][0].startswith("turn")], ice
-        await await_for(nat, "Nat decodes Direct", decodes(direct_nick), "getStats", 45)
-        await await_for(direct, "Direct decodes Nat", decodes(nat_nick), "getStats", 30)
-        before = (await frames(nat, direct_nick), await frames(direct, nat_nick))
-        await asyncio.sleep(2)
-        after = (await frames(nat, direct_nick), await frames(direct, nat_nick))
-        assert after[0] > before[0] + 10 and after[1] > before[1] + 10, (before, after)
+        await decode_each_other(direct, direct_nick, nat, nat_nick)
         # Its selected pair is TCP to the bridge's listener, from the router's address (the NAT).
         pair = await nat.acall("transportStats")
         print("selected pair behind the NAT:", pair)
