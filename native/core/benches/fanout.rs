@@ -4,7 +4,8 @@
 //! receiver's own SRTP context, count. What the shard adds around this is the address lookup and the
 //! RFC 7983 classification (see the demux bench).
 //!
-//! `fanout_simulcast_vp8` is the selective path: a VP8 simulcast Source of three layers, the receivers
+//! `fanout_audio_100` forwards a 100-octet audio packet to 50 receivers. `fanout_simulcast_vp8` is the
+//! selective path: a VP8 simulcast Source of three layers, the receivers
 //! allocated a layer each in turn, so a packet of the top layer is forwarded (through each receiver's
 //! Projection, rewritten onto the primary SSRC) to a third of them and filtered for the rest; elements
 //! are receivers, forwarded or not.
@@ -16,295 +17,25 @@
 //! the cost per egress packet (including its share of the one unprotect).
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use sluice_core::domain::{
-    Codec, FeedbackSsrcs, GroupSemantics, IdMap, MediaKind, PayloadType, RemoteCandidate, Source,
-    SsrcGroup, TransportId, VideoTarget,
-};
-use sluice_core::dtls::{
-    DtlsCert, DtlsConfig, DtlsConn, DtlsEvent, DtlsRole, DtlsSetup, DtlsSrtpProfile, HashAlg,
-};
-use sluice_core::ice::{Candidate, CandidateKind, IceAgent, IceCredentials};
-use sluice_core::io::{classify, DatagramKind, Egress, SendBatch, MAX_DATAGRAM};
-use sluice_core::router::Router;
-use sluice_core::rtp::RtpView;
+use sluice_core::dtls::DtlsSrtpProfile;
+use sluice_core::io::{SendBatch, MAX_DATAGRAM};
 use sluice_core::shard::BATCH;
-use sluice_core::srtp::{SrtpContext, SrtpProfile};
 use sluice_core::stats::Counters;
-use sluice_core::stun::StunMessage;
-use sluice_core::transport::Transport;
+
+#[path = "support/conference.rs"]
+mod conference;
+use conference::{
+    name, write_audio, write_rtp, write_vp8, ClearingEgress, Conference, AUDIO_SIZE, SIZE,
+};
 
 const PROFILES: [DtlsSrtpProfile; 2] = [
     DtlsSrtpProfile::AeadAes128Gcm,
     DtlsSrtpProfile::Aes128CmSha1_80,
 ];
 const RECEIVERS: [usize; 3] = [1, 10, 50];
-/// A full video packet.
-const SIZE: usize = 1200;
-const SSRC: u32 = 0x1234_5678;
-const ROUTER: u64 = 1;
-const SENDER: TransportId = 1;
-
-/// The batch the Router queues into, cleared when full where the shard would flush it with sendmmsg.
-struct ClearingEgress(SendBatch);
-
-impl Egress for ClearingEgress {
-    fn batch_for(&mut self, _local: SocketAddr) -> &mut SendBatch {
-        if self.0.is_full() {
-            self.0.clear();
-        }
-        &mut self.0
-    }
-}
-
-fn bridge_addr() -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 10_000)
-}
-
-fn peer_addr(i: usize) -> SocketAddr {
-    SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::new(198, 51, 100, (i % 250) as u8 + 1)),
-        40_000 + i as u16,
-    )
-}
-
-/// A bridge Transport connected in memory to a client peer (ICE controlled, DTLS client offering only
-/// `profile`); returns it with the peer's sending SRTP context.
-fn connected(
-    id: TransportId,
-    bridge_cert: &DtlsCert,
-    peer_cert: &DtlsCert,
-    profile: DtlsSrtpProfile,
-) -> (Transport, SrtpContext) {
-    let (bridge, peer) = (bridge_addr(), peer_addr(id as usize));
-    let mut now = Instant::now();
-    let bridge_ice = IceCredentials::random();
-    let peer_ice = IceCredentials::random();
-    let mut t = Transport::new(
-        id,
-        ROUTER,
-        bridge_ice.clone(),
-        true,
-        bridge_cert.clone(),
-        &[bridge],
-    );
-    let mut agent = IceAgent::new(false, peer_ice.clone(), id);
-    agent.add_local_candidate(Candidate::host(peer, 65535));
-    agent.set_remote_credentials(bridge_ice);
-    agent.add_remote_candidate(Candidate::host(bridge, 65535));
-    let config = DtlsConfig {
-        srtp_profiles: vec![profile],
-        ..DtlsConfig::default()
-    };
-    let mut dtls = DtlsConn::with_config(
-        peer_cert,
-        DtlsRole::Client,
-        vec![bridge_cert.fingerprint(HashAlg::Sha256)],
-        &config,
-    )
-    .expect("client");
-    t.connect(
-        now,
-        peer_ice,
-        vec![peer_cert.fingerprint(HashAlg::Sha256)],
-        DtlsSetup::Active,
-    );
-    t.add_remote_candidates(
-        now,
-        &[RemoteCandidate {
-            addr: peer,
-            priority: Candidate::host(peer, 65535).priority,
-            kind: CandidateKind::Host,
-        }],
-    );
-    let mut started = false;
-    let mut keys = None;
-    for _ in 0..4000 {
-        while let Some(tx) = t.poll_transmit() {
-            match classify(&tx.contents) {
-                DatagramKind::Stun => {
-                    let _ = agent.handle_datagram(now, peer, bridge, &tx.contents);
-                }
-                DatagramKind::Dtls => {
-                    dtls.handle_datagram(now, &tx.contents);
-                }
-                _ => {}
-            }
-        }
-        agent.handle_timeout(now);
-        while let Some(tx) = agent.poll_transmit() {
-            let msg = StunMessage::parse(&tx.contents).expect("our own STUN");
-            let _ = t.handle_stun(now, bridge, peer, &msg);
-        }
-        while agent.poll_event().is_some() {}
-        if !started && agent.selected_pair().is_some() {
-            started = true;
-            dtls.start(now);
-        }
-        dtls.handle_timeout(now);
-        while let Some(d) = dtls.poll_transmit() {
-            let _ = t.handle_dtls(now, bridge, peer, &d);
-        }
-        while let Some(ev) = dtls.poll_event() {
-            if let DtlsEvent::Connected(k) = ev {
-                keys = Some(k);
-            }
-        }
-        t.handle_timeout(now);
-        while t.poll_note().is_some() {}
-        if let (true, Some(k)) = (t.is_media_ready(), &keys) {
-            let p = SrtpProfile::from_dtls_name(k.profile.name()).expect("profile");
-            let tx = SrtpContext::new(p, &k.local_key, &k.local_salt).expect("peer keys");
-            return (t, tx);
-        }
-        now += Duration::from_millis(5);
-    }
-    panic!("transport {id} did not connect in memory");
-}
-
-/// A plain RTP packet (12-octet header, one-word 0xBEDE extension) of `SIZE` octets.
-fn write_rtp(buf: &mut [u8; MAX_DATAGRAM], seq: u16) {
-    buf[..SIZE].fill(0x5a);
-    buf[0] = 0x90;
-    buf[1] = 96;
-    buf[2..4].copy_from_slice(&seq.to_be_bytes());
-    buf[4..8].copy_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
-    buf[8..12].copy_from_slice(&SSRC.to_be_bytes());
-    buf[12..16].copy_from_slice(&[0xbe, 0xde, 0, 1]);
-}
-
-/// The simulcast layers' SSRCs; the bench sends on the top one.
-const LAYERS: [u32; 3] = [0x1000_0001, 0x1000_0002, SSRC];
-
-/// A VP8 packet of the top layer: after the header and its extension, a descriptor with a 15-bit
-/// PictureID and TL0PICIDX, then a delta frame.
-fn write_vp8(buf: &mut [u8; MAX_DATAGRAM], seq: u16) {
-    write_rtp(buf, seq);
-    buf[1] = 100;
-    buf[20..26].copy_from_slice(&[
-        0x90,
-        0xC0,
-        0x80 | (seq >> 8) as u8 & 0x7f,
-        seq as u8,
-        seq as u8,
-        0x11,
-    ]);
-}
-
-fn name(profile: DtlsSrtpProfile) -> &'static str {
-    match profile {
-        DtlsSrtpProfile::AeadAes128Gcm => "aead_aes_128_gcm",
-        DtlsSrtpProfile::Aes128CmSha1_80 => "aes_128_cm_sha1_80",
-    }
-}
-
-/// One conference: the sender and `n` receivers, all connected, the sender's SSRC signalled.
-struct Conference {
-    router: Router,
-    transports: IdMap<Transport>,
-}
-
-impl Conference {
-    /// The conference and the sender peer's SRTP context, to make ingress packets with.
-    fn new(profile: DtlsSrtpProfile, n: usize) -> (Self, SrtpContext) {
-        let bridge_cert = DtlsCert::generate().expect("cert");
-        let peer_cert = DtlsCert::generate().expect("cert");
-        let mut router = Router::new(
-            ROUTER,
-            FeedbackSsrcs {
-                audio: 0xA0,
-                video: 0xB0,
-            },
-        );
-        let mut transports = IdMap::default();
-        let mut sender = None;
-        for id in SENDER..=SENDER + n as u64 {
-            let (t, tx) = connected(id, &bridge_cert, &peer_cert, profile);
-            router.add_member(id);
-            transports.insert(id, t);
-            sender.get_or_insert(tx);
-        }
-        router.set_sources(SENDER, &[Source::single(SSRC, MediaKind::Video)]);
-        (Conference { router, transports }, sender.expect("a sender"))
-    }
-
-    /// The conference with the sender's video a VP8 simulcast Source, receiver i allocated layer i % 3,
-    /// and every receiver's Projection started on its layer (a keyframe of each layer forwarded once).
-    fn simulcast(
-        profile: DtlsSrtpProfile,
-        n: usize,
-        sender: &mut SrtpContext,
-        now: Instant,
-    ) -> Self {
-        let (mut conf, mut tx) = Conference::new(profile, n);
-        std::mem::swap(sender, &mut tx);
-        let video = Source {
-            kind: MediaKind::Video,
-            ssrcs: LAYERS.to_vec(),
-            groups: vec![SsrcGroup {
-                semantics: GroupSemantics::Sim,
-                ssrcs: LAYERS.to_vec(),
-            }],
-            name: "sender-v0".into(),
-        };
-        conf.router.set_sources(SENDER, &[video]);
-        conf.router.set_payload_types(
-            SENDER,
-            &[PayloadType {
-                pt: 100,
-                codec: Codec::Vp8,
-            }],
-        );
-        for (i, r) in (SENDER + 1..=SENDER + n as u64).enumerate() {
-            let target = VideoTarget {
-                spatial: (i % 3) as u8,
-                temporal: 255,
-            };
-            conf.router
-                .set_allocation(now, r, vec![("sender-v0".into(), Some(target))]);
-        }
-        let mut egress = ClearingEgress(SendBatch::new(BATCH));
-        let mut total = Counters::default();
-        for (l, ssrc) in LAYERS.iter().enumerate() {
-            let mut buf = [0u8; MAX_DATAGRAM];
-            write_vp8(&mut buf, 60_000 + l as u16);
-            buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-            buf[25] = 0x10; // a keyframe
-            let len = sender.protect_rtp(&mut buf, SIZE).expect("protects");
-            conf.forward(now, &mut buf[..len], &mut egress, &mut total);
-        }
-        conf
-    }
-
-    /// One forwarding step, as the shard's ingress does it after the address lookup; returns the number
-    /// of egress packets queued.
-    fn forward(
-        &mut self,
-        now: Instant,
-        pkt: &mut [u8],
-        egress: &mut ClearingEgress,
-        total: &mut Counters,
-    ) -> usize {
-        let t = self.transports.get_mut(&SENDER).expect("sender");
-        let force_mute = t.force_mute;
-        let len = t.unprotect_rtp(pkt).expect("unprotects");
-        let rtp = RtpView::parse(&pkt[..len]).expect("valid RTP");
-        self.router
-            .on_rtp(
-                now,
-                SENDER,
-                force_mute,
-                &rtp,
-                &mut self.transports,
-                egress,
-                total,
-            )
-            .expect("forwarded")
-    }
-}
 
 fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout_rtp_1200");
@@ -372,5 +103,37 @@ fn fanout_simulcast(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fanout, fanout_simulcast);
+/// A 100-octet audio packet to 50 receivers (the audio-large shape): per-packet costs weigh more than
+/// per-byte ones here.
+fn fanout_audio(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_audio_100");
+    let profile = DtlsSrtpProfile::AeadAes128Gcm;
+    let n = 50;
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(BenchmarkId::new(name(profile), n), |b| {
+        let (mut conf, mut sender) = Conference::audio(profile, n);
+        let mut egress = ClearingEgress(SendBatch::new(BATCH));
+        let mut total = Counters::default();
+        let now = Instant::now();
+        let mut seq = 0u16;
+        b.iter_batched_ref(
+            || {
+                seq = seq.wrapping_add(1);
+                let mut buf = [0u8; MAX_DATAGRAM];
+                write_audio(&mut buf, seq);
+                let len = sender.protect_rtp(&mut buf, AUDIO_SIZE).expect("protects");
+                (buf, len)
+            },
+            |(buf, len)| {
+                let sent = conf.forward(now, &mut buf[..*len], &mut egress, &mut total);
+                assert_eq!(sent, n);
+            },
+            BatchSize::SmallInput,
+        );
+        black_box(total.rtp_out);
+    });
+    g.finish();
+}
+
+criterion_group!(benches, fanout, fanout_simulcast, fanout_audio);
 criterion_main!(benches);
