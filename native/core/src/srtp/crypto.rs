@@ -8,9 +8,9 @@ use std::ffi::{c_int, c_uint, c_void};
 use std::ptr::{self, NonNull};
 
 use openssl::cipher::Cipher;
-use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_128_GCM};
 use openssl::cipher_ctx::CipherCtx;
 use openssl_sys as ffi;
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_128_GCM};
 
 use super::SrtpError;
 
