@@ -137,6 +137,8 @@ class Counters:
     recv_packets: int | None = None
     send_calls: int | None = None
     send_packets: int | None = None
+    #: Messages the bridge sent as one UDP GSO send of several datagrams.
+    gso_sends: int | None = None
     #: Packets the bridge did not forward to a receiver by its allocation (another layer, lastN, ...).
     filtered: int | None = None
 
@@ -185,6 +187,7 @@ class BridgeTarget(Target):
         base.recv_packets = get("sluice_io_packets_total", op="recvmmsg")
         base.send_calls = get("sluice_io_syscalls_total", op="sendmmsg")
         base.send_packets = get("sluice_io_packets_total", op="sendmmsg")
+        base.gso_sends = get("sluice_io_gso_total", event="sends")
         base.filtered = get("sluice_packets_dropped_total", reason="filtered") or 0
         return base
 
@@ -244,11 +247,12 @@ def _free_tcp_port() -> int:
 
 @contextlib.asynccontextmanager
 async def started_bridge(
-    session: aiohttp.ClientSession, shard_cpu: int | None
+    session: aiohttp.ClientSession, shard_cpu: int | None, gso: bool = True
 ) -> AsyncIterator[BridgeTarget]:
     """`sluice bridge` on loopback with its private API on a free port; stopped by PID afterwards."""
     port = _free_tcp_port()
-    shard = f"[videobridge.shard]\ncpu = {shard_cpu}\n" if shard_cpu is not None else ""
+    shard = "[videobridge.shard]\n" + (f"cpu = {shard_cpu}\n" if shard_cpu is not None else "")
+    shard += f"gso = {'true' if gso else 'false'}\n"
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         config = Path(tmp) / "bridge.toml"
         config.write_text(
@@ -425,6 +429,7 @@ class RunResult:
         seam = self._delta("seam")
         filtered = self._delta("filtered")
         send_calls, send_packets = self._delta("send_calls"), self._delta("send_packets")
+        gso_sends = self._delta("gso_sends")
         recv_calls, recv_packets = self._delta("recv_calls"), self._delta("recv_packets")
         udp = self.after.udp - self.before.udp
 
@@ -497,6 +502,8 @@ class RunResult:
             "packets_per_sendmmsg": round(send_packets / send_calls, 2)
             if send_calls and send_packets
             else None,
+            # UDP GSO: messages that carried several datagrams, per second.
+            "gso_sends_per_s": round(gso_sends / self.duration_s) if gso_sends is not None else None,
             "packets_per_recvmmsg": round(recv_packets / recv_calls, 2)
             if recv_calls and recv_packets
             else None,
@@ -875,6 +882,7 @@ async def run_bench(
     pin: bool = True,
     progress: Progress | None = None,
     turn: TurnServer | None = None,
+    gso: bool = True,
 ) -> dict[str, Any]:
     """Runs `scenario` (every ramp step) against the bridge and the raw relay; returns the JSON result.
 
@@ -891,7 +899,7 @@ async def run_bench(
     place = Placement.split() if pin and url is None else Placement()
     async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
         if url is None:
-            target = await stack.enter_async_context(started_bridge(session, place.target_cpu))
+            target = await stack.enter_async_context(started_bridge(session, place.target_cpu, gso))
         else:
             target = BridgeTarget(url, session, pid)
         # After the bridge started: a child inherits its parent's CPUs, and the bridge may use them all.

@@ -176,6 +176,7 @@ class NativeBridge:
         cc_pacing: bool = False,
         tcp_port: int | None = None,
         tcp_max_connections: int = 1024,
+        gso: bool = True,
     ) -> None: ...
     def local_addresses(self) -> list[tuple[str, int]]: ...
     # The ICE-TCP listener's (address, port); None without one.

@@ -464,6 +464,7 @@ class Bridge:
             self.config.cc_pacing,
             self.config.ice_tcp_port,
             self.config.ice_tcp_max_connections,
+            self.config.gso,
         )
         if cpu is not None:
             keep_threads_off(cpu)

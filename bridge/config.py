@@ -31,6 +31,9 @@ class BridgeConfig:
     #: The CPU the shard (media) thread is pinned to; the process's other threads then keep off it when
     #: another CPU is theirs. None: the kernel places every thread.
     shard_cpu: int | None = None
+    #: UDP GSO for each receiver's runs of equal-size packets in a send batch (the packet path turns it off
+    #: by itself where the kernel refuses it).
+    gso: bool = True
     #: Where each transport's congestion-control trace is written (None: nowhere).
     cc_trace_dir: str | None = None
     #: Each receiver's send-side estimate before its first feedback, bit/s (None: the packet path's 2.5M).

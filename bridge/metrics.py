@@ -231,6 +231,14 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
     batched.add_metric(["recvmmsg"], _int(io, "recv_packets"))
     batched.add_metric(["sendmmsg"], _int(io, "send_packets"))
     yield batched
+    gso = CounterMetricFamily(
+        f"{PREFIX}_io_gso",
+        "UDP GSO: messages sent as one send of several datagrams; sends refused.",
+        labels=["event"],
+    )
+    gso.add_metric(["sends"], _int(io, "gso_sends"))
+    gso.add_metric(["refused"], _int(io, "gso_refused"))
+    yield gso
     tcp = _section(io, "tcp")
     conns = CounterMetricFamily(
         f"{PREFIX}_ice_tcp_connections",

@@ -363,6 +363,7 @@ _KEYS: dict[str, Parse] = {
     "videobridge.ice.tcp.max-connections": _count,  # sluice
     "ice4j.harvest.mapping.stun.addresses": _stun_servers,
     "videobridge.shard.cpu": _cpu,  # sluice
+    "videobridge.shard.gso": _bool,  # sluice
     "videobridge.http-servers.private.host": _nonblank,
     "videobridge.http-servers.private.port": _port_or_disabled,
     "videobridge.http-servers.private.allowed-hosts": _host_names,  # sluice
@@ -437,6 +438,7 @@ ENVIRONMENT: dict[str, str] = {
     "SLUICE_ICE_TCP_MAPPED_PORT": "videobridge.ice.tcp.mapped-port",
     "SLUICE_STUN_MAPPING_ADDRESSES": "ice4j.harvest.mapping.stun.addresses",
     "SLUICE_SHARD_CPU": "videobridge.shard.cpu",
+    "SLUICE_SHARD_GSO": "videobridge.shard.gso",
     "SLUICE_PRIVATE_HTTP_HOST": "videobridge.http-servers.private.host",
     "SLUICE_PRIVATE_HTTP_PORT": "videobridge.http-servers.private.port",
     "SLUICE_PRIVATE_HTTP_ALLOWED_HOSTS": "videobridge.http-servers.private.allowed-hosts",
@@ -514,6 +516,9 @@ class Settings:
     stun_mapping_servers: tuple[tuple[str, int], ...] = ()
     #: The CPU the media thread is pinned to (the control plane then keeps off it); None: not pinned.
     shard_cpu: int | None = None
+    #: Send a receiver's run of equal-size packets as one UDP GSO message (off again by itself where the
+    #: kernel refuses).
+    shard_gso: bool = True
     private_http_host: str = "127.0.0.1"
     private_http_port: int = 8080
     #: Host header names (any port) the private API answers; its own concrete host is always added.
@@ -603,6 +608,7 @@ class Settings:
             ice_tcp_max_connections=self.ice_tcp_max_connections,
             stun_mapping_servers=list(self.stun_mapping_servers),
             shard_cpu=self.shard_cpu,
+            gso=self.shard_gso,
             cc_trace_dir=self.cc_trace_dir,
             cc_initial_estimate_bps=self.cc_initial_estimate_bps,
             cc_pacing=self.cc_trust_bwe if self.cc_pacing is None else self.cc_pacing,
@@ -783,6 +789,7 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
         ice_tcp_max_connections=get("videobridge.ice.tcp.max-connections", defaults.ice_tcp_max_connections),
         stun_mapping_servers=get("ice4j.harvest.mapping.stun.addresses", defaults.stun_mapping_servers),
         shard_cpu=get("videobridge.shard.cpu", defaults.shard_cpu),
+        shard_gso=get("videobridge.shard.gso", defaults.shard_gso),
         private_http_host=host,
         private_http_port=get("videobridge.http-servers.private.port", defaults.private_http_port),
         private_http_allowed_hosts=allowed_hosts,

@@ -135,6 +135,7 @@ def _bench(args: argparse.Namespace) -> int:
                 pin=not args.no_pin,
                 progress=progress,
                 turn=turn,
+                gso=not args.no_gso,
             )
 
     try:
@@ -283,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="let the kernel place every thread (default: a bridge started here and the raw relay run on the "
         "last CPU, the load generator on the others)",
+    )
+    bench.add_argument(
+        "--no-gso",
+        action="store_true",
+        help="start the bridge with [videobridge.shard] gso = false, to compare with UDP GSO",
     )
     serve = sub.add_parser(
         "serve",

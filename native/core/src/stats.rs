@@ -301,6 +301,9 @@ pub struct IoCounters {
     pub recv_packets: u64,
     pub send_calls: u64,
     pub send_packets: u64,
+    /// Messages sent as one UDP GSO send of several datagrams, and GSO sends the kernel refused.
+    pub gso_sends: u64,
+    pub gso_refused: u64,
     /// ICE-TCP connections and frames (all zero without a listener).
     pub tcp: crate::io::tcp::TcpCounters,
 }

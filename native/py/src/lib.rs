@@ -42,7 +42,7 @@ impl NativeBridge {
 #[pymethods]
 impl NativeBridge {
     #[new]
-    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None, cc_initial_estimate_bps=None, cc_pacing=false, tcp_port=None, tcp_max_connections=1024))]
+    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None, cc_initial_estimate_bps=None, cc_pacing=false, tcp_port=None, tcp_max_connections=1024, gso=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         bind_addresses: Vec<String>,
@@ -53,6 +53,7 @@ impl NativeBridge {
         cc_pacing: bool,
         tcp_port: Option<u16>,
         tcp_max_connections: usize,
+        gso: bool,
     ) -> PyResult<Self> {
         let mut bind = Vec::new();
         for a in &bind_addresses {
@@ -79,6 +80,7 @@ impl NativeBridge {
             cc_initial_estimate_bps,
             cc_pacing,
             tcp,
+            gso,
         };
         let shard =
             ShardHandle::spawn(&config, cert).map_err(|e| PyOSError::new_err(e.to_string()))?;
@@ -350,6 +352,8 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
     io.set_item("recv_packets", s.io.recv_packets)?;
     io.set_item("send_calls", s.io.send_calls)?;
     io.set_item("send_packets", s.io.send_packets)?;
+    io.set_item("gso_sends", s.io.gso_sends)?;
+    io.set_item("gso_refused", s.io.gso_refused)?;
     let t = &s.io.tcp;
     let tcp = PyDict::new(py);
     for (name, value) in [

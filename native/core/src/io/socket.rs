@@ -310,11 +310,32 @@ pub struct SendBatch {
     iovecs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
     count: usize,
+    /// UDP GSO (`SendBatch::with_gso`): each datagram's destination as a number (for grouping), the
+    /// next datagram to the same destination, each message's datagram count. Empty otherwise.
+    keys: Box<[u64]>,
+    next: Box<[u16]>,
+    segments: Box<[u16]>,
+    /// Group heads (first datagram per destination, in order of appearance), and their tails.
+    heads: Box<[u16]>,
+    tails: Box<[u16]>,
+    gso: bool,
     /// `sendmmsg` calls, datagrams sent, datagrams the kernel refused.
     pub calls: u64,
     pub packets: u64,
     pub dropped: u64,
+    /// Messages that carried several datagrams as one GSO send, and times the kernel refused one
+    /// (GSO is then off for this batch and the datagrams go one by one).
+    pub gso_sends: u64,
+    pub gso_refused: u64,
 }
+
+/// `UDP_SEGMENT` (linux/udp.h), not in the libc crate for glibc targets.
+const UDP_SEGMENT: libc::c_int = 103;
+/// The kernel's limit on segments per GSO send (UDP_MAX_SEGMENTS).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// A GSO send is one UDP datagram until segmented: its payload must fit in 16 bits of length.
+const GSO_MAX_BYTES: usize = 65_000;
+const NONE: u16 = u16::MAX;
 
 // SAFETY: see RecvBatch.
 unsafe impl Send for SendBatch {}
@@ -330,6 +351,28 @@ impl SendBatch {
         Self::build(capacity, true)
     }
 
+    /// A batch that sends the datagrams of one destination together with UDP GSO (`UDP_SEGMENT`):
+    /// at flush they are grouped by destination (each destination's order kept), and a run of equal
+    /// sizes (the last may be shorter) leaves as one message the kernel segments. A kernel that
+    /// refuses it gets the datagrams one by one, and GSO stays off for this batch.
+    pub fn with_gso(capacity: usize) -> Self {
+        let mut b = Self::build(capacity, false);
+        let capacity = b.bufs.len();
+        b.keys = vec![0; capacity].into_boxed_slice();
+        b.next = vec![NONE; capacity].into_boxed_slice();
+        b.segments = vec![0; capacity].into_boxed_slice();
+        b.heads = vec![NONE; capacity].into_boxed_slice();
+        b.tails = vec![NONE; capacity].into_boxed_slice();
+        b.cmsgs = vec![[0u64; 8]; capacity].into_boxed_slice();
+        b.gso = true;
+        b
+    }
+
+    /// Whether the next flush may use GSO.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
     fn build(capacity: usize, pktinfo: bool) -> Self {
         let capacity = capacity.max(1);
         let with = if pktinfo { capacity } else { 0 };
@@ -343,9 +386,17 @@ impl SendBatch {
             iovecs: iovecs(capacity),
             hdrs: zeroed_slice(capacity),
             count: 0,
+            keys: Box::new([]),
+            next: Box::new([]),
+            segments: Box::new([]),
+            heads: Box::new([]),
+            tails: Box::new([]),
+            gso: false,
             calls: 0,
             packets: 0,
             dropped: 0,
+            gso_sends: 0,
+            gso_refused: 0,
         }
     }
 
@@ -382,6 +433,9 @@ impl SendBatch {
         let (storage, slen) = to_sockaddr(to);
         self.addrs[self.count] = storage;
         self.addr_lens[self.count] = slen;
+        if let Some(k) = self.keys.get_mut(self.count) {
+            *k = destination_key(to);
+        }
         self.lens[self.count] = len.min(MAX_DATAGRAM);
         self.count += 1;
     }
@@ -420,6 +474,10 @@ impl SendBatch {
     /// Sends everything queued on `fd` (see [`UdpSocket::send_batch`]), for a caller that keeps
     /// sockets apart from their batches.
     pub fn send_on(&mut self, fd: BorrowedFd<'_>) {
+        if self.gso && self.count > 1 {
+            self.send_gso(fd);
+            return;
+        }
         let mut start = 0;
         self.prepare();
         while start < self.count {
@@ -450,6 +508,152 @@ impl SendBatch {
         self.count = 0;
     }
 
+    /// GSO flush: group, build one message per run, send; see [`SendBatch::with_gso`].
+    fn send_gso(&mut self, fd: BorrowedFd<'_>) {
+        let messages = self.prepare_gso();
+        let mut start = 0;
+        while start < messages {
+            // SAFETY: hdrs[start..messages] point into iovecs, buffers, addresses and control
+            // buffers owned by `self`, prepared above.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    self.hdrs.as_mut_ptr().add(start),
+                    (messages - start) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            self.calls += 1;
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                let segs = self.segments[start] as usize;
+                if segs > 1
+                    && matches!(
+                        err.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+                    )
+                {
+                    // The kernel or the route cannot segment: this message one by one, and no GSO
+                    // from now on.
+                    self.gso = false;
+                    self.gso_refused += 1;
+                    self.send_one_by_one(fd, start);
+                } else {
+                    self.dropped += segs as u64;
+                }
+                start += 1;
+                continue;
+            }
+            for m in start..start + n as usize {
+                let segs = self.segments[m];
+                self.packets += u64::from(segs);
+                self.gso_sends += u64::from(segs > 1);
+            }
+            start += n as usize;
+        }
+        self.count = 0;
+    }
+
+    /// Sends the datagrams of message `m` each on its own (`sendmsg`), after the kernel refused GSO.
+    fn send_one_by_one(&mut self, fd: BorrowedFd<'_>, m: usize) {
+        let hdr = self.hdrs[m].msg_hdr;
+        for k in 0..self.segments[m] as usize {
+            let mut single = hdr;
+            // SAFETY: msg_iov points at `segments[m]` consecutive iovecs of `self.iovecs`.
+            single.msg_iov = unsafe { hdr.msg_iov.add(k) };
+            single.msg_iovlen = 1;
+            single.msg_control = std::ptr::null_mut();
+            single.msg_controllen = 0;
+            self.calls += 1;
+            // SAFETY: `single` points at one prepared iovec and the message's destination.
+            if unsafe { libc::sendmsg(fd.as_raw_fd(), &single, libc::MSG_DONTWAIT) } < 0 {
+                self.dropped += 1;
+            } else {
+                self.packets += 1;
+            }
+        }
+    }
+
+    /// Groups the queued datagrams by destination and writes one message per run of equal sizes
+    /// (the last of a run may be shorter); returns the number of messages.
+    fn prepare_gso(&mut self) -> usize {
+        let n = self.count;
+        let mut groups = 0;
+        for i in 0..n {
+            self.next[i] = NONE;
+            let g = (0..groups).find(|&g| {
+                let h = self.heads[g] as usize;
+                self.keys[h] == self.keys[i]
+                    && same_destination(
+                        &self.addrs[h],
+                        self.addr_lens[h],
+                        &self.addrs[i],
+                        self.addr_lens[i],
+                    )
+            });
+            match g {
+                Some(g) => {
+                    let tail = self.tails[g] as usize;
+                    self.next[tail] = i as u16;
+                    self.tails[g] = i as u16;
+                }
+                None => {
+                    self.heads[groups] = i as u16;
+                    self.tails[groups] = i as u16;
+                    groups += 1;
+                }
+            }
+        }
+        let (mut iov, mut messages) = (0, 0);
+        for g in 0..groups {
+            let mut i = self.heads[g];
+            while i != NONE {
+                let first = i as usize;
+                let size = self.lens[first];
+                let (start, mut segs, mut total, mut last_len) = (iov, 0usize, 0usize, size);
+                while i != NONE {
+                    let len = self.lens[i as usize];
+                    let fits = segs == 0
+                        || (last_len == size
+                            && len <= size
+                            && segs < GSO_MAX_SEGMENTS
+                            && total + len <= GSO_MAX_BYTES);
+                    if !fits {
+                        break;
+                    }
+                    self.iovecs[iov] = libc::iovec {
+                        iov_base: self.bufs[i as usize].as_mut_ptr().cast(),
+                        iov_len: len,
+                    };
+                    iov += 1;
+                    segs += 1;
+                    total += len;
+                    last_len = len;
+                    i = self.next[i as usize];
+                }
+                let hdr = &mut self.hdrs[messages];
+                hdr.msg_hdr.msg_name =
+                    (&mut self.addrs[first] as *mut libc::sockaddr_storage).cast();
+                hdr.msg_hdr.msg_namelen = self.addr_lens[first];
+                hdr.msg_hdr.msg_iov = &mut self.iovecs[start];
+                hdr.msg_hdr.msg_iovlen = segs;
+                hdr.msg_hdr.msg_control = std::ptr::null_mut();
+                hdr.msg_hdr.msg_controllen = 0;
+                hdr.msg_hdr.msg_flags = 0;
+                hdr.msg_len = 0;
+                if segs > 1 {
+                    write_segment_size(&mut hdr.msg_hdr, &mut self.cmsgs[messages], size as u16);
+                }
+                self.segments[messages] = segs as u16;
+                messages += 1;
+            }
+        }
+        messages
+    }
+
     fn prepare(&mut self) {
         for i in 0..self.count {
             self.iovecs[i] = libc::iovec {
@@ -473,6 +677,54 @@ impl SendBatch {
                 write_pktinfo(&mut self.hdrs[i].msg_hdr, &mut self.cmsgs[i], src);
             }
         }
+    }
+}
+
+/// A number for a destination, to compare cheaply before comparing addresses (equal addresses give
+/// equal keys; equal keys are checked with `same_destination`).
+fn destination_key(to: SocketAddr) -> u64 {
+    match to {
+        SocketAddr::V4(a) => (u64::from(u32::from(*a.ip())) << 16) | u64::from(a.port()),
+        SocketAddr::V6(a) => {
+            let ip = u128::from(*a.ip());
+            (ip as u64 ^ (ip >> 64) as u64).rotate_left(16) ^ u64::from(a.port())
+        }
+    }
+}
+
+fn same_destination(
+    a: &libc::sockaddr_storage,
+    alen: libc::socklen_t,
+    b: &libc::sockaddr_storage,
+    blen: libc::socklen_t,
+) -> bool {
+    let len = alen as usize;
+    // SAFETY: both point at sockaddr_storage values at least `len` (<= their size) bytes long.
+    alen == blen
+        && len <= size_of::<libc::sockaddr_storage>()
+        && unsafe {
+            std::slice::from_raw_parts((a as *const libc::sockaddr_storage).cast::<u8>(), len)
+                == std::slice::from_raw_parts(
+                    (b as *const libc::sockaddr_storage).cast::<u8>(),
+                    len,
+                )
+        }
+}
+
+/// Points `hdr` at `buf` holding one UDP_SEGMENT control message: the kernel cuts the message's
+/// payload into datagrams of `size` bytes (the last may be shorter).
+fn write_segment_size(hdr: &mut libc::msghdr, buf: &mut CmsgBuf, size: u16) {
+    hdr.msg_control = buf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a length.
+    hdr.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+    // SAFETY: msg_control points at an aligned buffer of 64 bytes, more than CMSG_SPACE(u16), so
+    // CMSG_FIRSTHDR is non-null and one cmsghdr with its u16 fits.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(hdr);
+        (*c).cmsg_level = libc::IPPROTO_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), size);
     }
 }
 
@@ -655,6 +907,79 @@ mod tests {
             }
             assert_eq!(got, 10);
         }
+    }
+
+    /// Every datagram `sock` receives within a second, up to `want`, as (length, contents).
+    fn receive_all(sock: &UdpSocket, want: usize) -> Vec<Vec<u8>> {
+        let mut rx = RecvBatch::new(64);
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            let n = sock.recv_batch(&mut rx).expect("recv");
+            for k in 0..n {
+                let (buf, _) = rx.get_mut(k).expect("datagram");
+                got.push(buf.to_vec());
+            }
+            if got.len() >= want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        got
+    }
+
+    #[test]
+    fn gso_sends_each_destinations_runs_together_and_plain_receivers_get_every_datagram_in_order() {
+        let tx = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let a = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let b = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let mut batch = SendBatch::with_gso(64);
+        // Interleaved as a fan-out queues them: a's run of 1,200s ends with a 500 and then starts
+        // again; b's run is broken by a larger datagram.
+        let plan: [(&UdpSocket, usize); 9] = [
+            (&a, 1200),
+            (&b, 1000),
+            (&a, 1200),
+            (&b, 1000),
+            (&a, 500),
+            (&b, 1200),
+            (&a, 1200),
+            (&b, 1000),
+            (&a, 1200),
+        ]; // fmt: skip
+        let mut sent_a = Vec::new();
+        let mut sent_b = Vec::new();
+        for (k, (to, len)) in plan.iter().enumerate() {
+            let data: Vec<u8> = (0..*len).map(|i| (i + k * 7) as u8).collect();
+            assert!(batch.push(&data, to.local_addr()));
+            if std::ptr::eq(*to, &a) {
+                sent_a.push(data);
+            } else {
+                sent_b.push(data);
+            }
+        }
+        tx.send_batch(&mut batch);
+        assert_eq!((batch.packets, batch.dropped), (9, 0));
+        if batch.gso_refused == 0 {
+            // a: [1200, 1200, 500] then [1200, 1200]; b: [1000, 1000], then [1200, 1000] (a
+            // shorter last segment is allowed).
+            assert_eq!(batch.gso_sends, 4);
+        }
+        assert_eq!(
+            receive_all(&a, 5),
+            sent_a,
+            "a gets its datagrams whole and in order"
+        );
+        assert_eq!(receive_all(&b, 4), sent_b);
+
+        // Sizes that cannot be one send (more than the kernel's segment limit) are split.
+        let mut batch = SendBatch::with_gso(128);
+        let many: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 200]).collect();
+        for d in &many {
+            assert!(batch.push(d, a.local_addr()));
+        }
+        tx.send_batch(&mut batch);
+        assert_eq!(batch.packets, 100);
+        assert_eq!(receive_all(&a, 100), many);
     }
 
     /// Receives up to `want` datagrams on `sock` within a second, each as (first byte, source,

@@ -63,6 +63,9 @@ pub struct ShardConfig {
     pub cc_pacing: bool,
     /// ICE-TCP passive candidates (RFC 6544) on this listener, if any.
     pub tcp: Option<TcpConfig>,
+    /// Send each receiver's run of equal-size packets in a batch as one UDP GSO message
+    /// (`SendBatch::with_gso`; off again by itself where the kernel refuses it).
+    pub gso: bool,
 }
 
 /// All state a shard mutates per packet.
@@ -141,7 +144,16 @@ impl Shard {
             None => None,
         };
         let tcp_local = tcp.as_ref().map(TcpIo::local_addr);
-        let send = sockets.iter().map(|_| SendBatch::new(BATCH)).collect();
+        let send = sockets
+            .iter()
+            .map(|_| {
+                if config.gso {
+                    SendBatch::with_gso(BATCH)
+                } else {
+                    SendBatch::new(BATCH)
+                }
+            })
+            .collect();
         let mut pollfds: Vec<libc::pollfd> = sockets
             .iter()
             .map(|s| libc::pollfd {
@@ -300,6 +312,8 @@ impl State {
         for b in io.batches() {
             io_counters.send_calls += b.calls;
             io_counters.send_packets += b.packets;
+            io_counters.gso_sends += b.gso_sends;
+            io_counters.gso_refused += b.gso_refused;
             for _ in 0..b.dropped {
                 total.drop(DropReason::SendFailed);
             }
