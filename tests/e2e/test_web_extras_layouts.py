@@ -116,11 +116,20 @@ async def test_grid_pages_self_view_stage_filmstrip_and_pins(
             lambda lay: zeros(lay) == {c for who, c in cam.items() if who != lay["stage"]},
             "layout",
         )
-        on_stage = layout["stage"]
-        other = linus if on_stage == grace else grace
-        assert not layout["filmstrip"] and await p["Ada"].acall("visibleTiles") == [on_stage]
-        await forwarded(p["Ada"], {cam[on_stage]})
-        await stalled(p["Ada"], other)
+        # The one off stage stops decoding, judged again if the stage moved during the check (the
+        # dominant speaker can move it at any time; a suite run saw it move in these 3 s).
+        for attempt in range(3):
+            on_stage = layout["stage"]
+            other = linus if on_stage == grace else grace
+            assert not layout["filmstrip"] and await p["Ada"].acall("visibleTiles") == [on_stage]
+            try:
+                await forwarded(p["Ada"], {cam[on_stage]})
+                await stalled(p["Ada"], other)
+                break
+            except AssertionError:
+                layout = await p["Ada"].acall("layout")
+                if attempt == 2 or layout["stage"] == on_stage:
+                    raise
         await shot(p["Ada"], artifact_dir, "layout-stage-no-filmstrip")
         await p["Ada"].acall("clickView", "toggle-filmstrip")
         await await_for(p["Ada"], "filmstrip back", lambda lay: zeros(lay) == set(), "layout")
