@@ -19,10 +19,13 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BatchSize, Bencher, BenchmarkId, Criterion, Throughput,
+};
 use sluice_core::dtls::DtlsSrtpProfile;
 use sluice_core::io::{SendBatch, MAX_DATAGRAM};
 use sluice_core::shard::BATCH;
+use sluice_core::srtp::SrtpContext;
 use sluice_core::stats::Counters;
 
 #[path = "support/conference.rs"]
@@ -37,6 +40,40 @@ const PROFILES: [DtlsSrtpProfile; 2] = [
 ];
 const RECEIVERS: [usize; 3] = [1, 10, 50];
 
+/// A packet writer of the conference module (`write_rtp`, `write_vp8`, `write_audio`).
+type Writer = fn(&mut [u8; MAX_DATAGRAM], u16);
+
+/// Times one forwarding step per iteration: a fresh sequence number per packet, written by `write` and
+/// protected outside the timed section (so the ingress replay window never refuses one); `expect`
+/// egress packets each.
+fn time_forward(
+    b: &mut Bencher<'_>,
+    conf: &mut Conference,
+    sender: &mut SrtpContext,
+    (write, size): (Writer, usize),
+    expect: usize,
+) {
+    let mut egress = ClearingEgress(SendBatch::new(BATCH));
+    let mut total = Counters::default();
+    let now = Instant::now();
+    let mut seq = 0u16;
+    b.iter_batched_ref(
+        || {
+            seq = seq.wrapping_add(1);
+            let mut buf = [0u8; MAX_DATAGRAM];
+            write(&mut buf, seq);
+            let len = sender.protect_rtp(&mut buf, size).expect("protects");
+            (buf, len)
+        },
+        |(buf, len)| {
+            let sent = conf.forward(now, &mut buf[..*len], &mut egress, &mut total);
+            assert_eq!(sent, expect, "{total:?}");
+        },
+        BatchSize::SmallInput,
+    );
+    black_box(total.rtp_out);
+}
+
 fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout_rtp_1200");
     for profile in PROFILES {
@@ -44,27 +81,7 @@ fn fanout(c: &mut Criterion) {
             g.throughput(Throughput::Elements(n as u64));
             g.bench_function(BenchmarkId::new(name(profile), n), |b| {
                 let (mut conf, mut sender) = Conference::new(profile, n);
-                let mut egress = ClearingEgress(SendBatch::new(BATCH));
-                let mut total = Counters::default();
-                let now = Instant::now();
-                let mut seq = 0u16;
-                // A fresh sequence number per packet, protected outside the timed section, so the
-                // ingress replay window never refuses one.
-                b.iter_batched_ref(
-                    || {
-                        seq = seq.wrapping_add(1);
-                        let mut buf = [0u8; MAX_DATAGRAM];
-                        write_rtp(&mut buf, seq);
-                        let len = sender.protect_rtp(&mut buf, SIZE).expect("protects");
-                        (buf, len)
-                    },
-                    |(buf, len)| {
-                        let sent = conf.forward(now, &mut buf[..*len], &mut egress, &mut total);
-                        assert_eq!(sent, n);
-                    },
-                    BatchSize::SmallInput,
-                );
-                black_box(total.rtp_out);
+                time_forward(b, &mut conf, &mut sender, (write_rtp, SIZE), n);
             });
         }
     }
@@ -77,27 +94,9 @@ fn fanout_simulcast(c: &mut Criterion) {
     for n in [3, 30] {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(BenchmarkId::new(name(profile), n), |b| {
-            let now = Instant::now();
             let (_, mut sender) = Conference::new(profile, 1);
-            let mut conf = Conference::simulcast(profile, n, &mut sender, now);
-            let mut egress = ClearingEgress(SendBatch::new(BATCH));
-            let mut total = Counters::default();
-            let mut seq = 0u16;
-            b.iter_batched_ref(
-                || {
-                    seq = seq.wrapping_add(1);
-                    let mut buf = [0u8; MAX_DATAGRAM];
-                    write_vp8(&mut buf, seq);
-                    let len = sender.protect_rtp(&mut buf, SIZE).expect("protects");
-                    (buf, len)
-                },
-                |(buf, len)| {
-                    let sent = conf.forward(now, &mut buf[..*len], &mut egress, &mut total);
-                    assert_eq!(sent, n / 3, "{:?}", total);
-                },
-                BatchSize::SmallInput,
-            );
-            black_box(total.rtp_out);
+            let mut conf = Conference::simulcast(profile, n, &mut sender, Instant::now());
+            time_forward(b, &mut conf, &mut sender, (write_vp8, SIZE), n / 3);
         });
     }
     g.finish();
@@ -112,25 +111,7 @@ fn fanout_audio(c: &mut Criterion) {
     g.throughput(Throughput::Elements(n as u64));
     g.bench_function(BenchmarkId::new(name(profile), n), |b| {
         let (mut conf, mut sender) = Conference::audio(profile, n);
-        let mut egress = ClearingEgress(SendBatch::new(BATCH));
-        let mut total = Counters::default();
-        let now = Instant::now();
-        let mut seq = 0u16;
-        b.iter_batched_ref(
-            || {
-                seq = seq.wrapping_add(1);
-                let mut buf = [0u8; MAX_DATAGRAM];
-                write_audio(&mut buf, seq);
-                let len = sender.protect_rtp(&mut buf, AUDIO_SIZE).expect("protects");
-                (buf, len)
-            },
-            |(buf, len)| {
-                let sent = conf.forward(now, &mut buf[..*len], &mut egress, &mut total);
-                assert_eq!(sent, n);
-            },
-            BatchSize::SmallInput,
-        );
-        black_box(total.rtp_out);
+        time_forward(b, &mut conf, &mut sender, (write_audio, AUDIO_SIZE), n);
     });
     g.finish();
 }

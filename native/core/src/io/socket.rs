@@ -909,22 +909,11 @@ mod tests {
         }
     }
 
-    /// Every datagram `sock` receives within a second, up to `want`, as (length, contents).
+    /// Every datagram `sock` receives within a second, up to `want`, whole.
     fn receive_all(sock: &UdpSocket, want: usize) -> Vec<Vec<u8>> {
-        let mut rx = RecvBatch::new(64);
-        let mut got = Vec::new();
-        for _ in 0..1000 {
-            let n = sock.recv_batch(&mut rx).expect("recv");
-            for k in 0..n {
-                let (buf, _) = rx.get_mut(k).expect("datagram");
-                got.push(buf.to_vec());
-            }
-            if got.len() >= want {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        got
+        receive_as(sock, &mut RecvBatch::new(64), want, |rx, k| {
+            rx.get_mut(k).expect("datagram").0.to_vec()
+        })
     }
 
     #[test]
@@ -982,6 +971,25 @@ mod tests {
         assert_eq!(receive_all(&a, 100), many);
     }
 
+    /// Receives up to `want` datagrams on `sock` within a second, each as `take` makes it.
+    fn receive_as<T>(
+        sock: &UdpSocket,
+        rx: &mut RecvBatch,
+        want: usize,
+        mut take: impl FnMut(&mut RecvBatch, usize) -> T,
+    ) -> Vec<T> {
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            let n = sock.recv_batch(rx).expect("recv");
+            got.extend((0..n).map(|k| take(rx, k)));
+            if got.len() >= want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        got
+    }
+
     /// Receives up to `want` datagrams on `sock` within a second, each as (first byte, source,
     /// destination).
     fn receive(
@@ -989,20 +997,11 @@ mod tests {
         rx: &mut RecvBatch,
         want: usize,
     ) -> Vec<(u8, SocketAddr, Option<Ipv4Addr>)> {
-        let mut got = Vec::new();
-        for _ in 0..1000 {
-            let n = sock.recv_batch(rx).expect("recv");
-            for k in 0..n {
-                let dst = rx.destination(k);
-                let (buf, from) = rx.get_mut(k).expect("datagram");
-                got.push((buf[0], from, dst));
-            }
-            if got.len() >= want {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        got
+        receive_as(sock, rx, want, |rx, k| {
+            let dst = rx.destination(k);
+            let (buf, from) = rx.get_mut(k).expect("datagram");
+            (buf[0], from, dst)
+        })
     }
 
     #[test]
