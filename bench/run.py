@@ -394,11 +394,7 @@ class RunResult:
         totals = self.loadgen["totals"]
         packets = totals["sent_packets"] + self.loadgen["received"]
         elapsed = self.after.at - self.before.at
-        target = (
-            self.after.cpu.total - self.before.cpu.total
-            if self.after.cpu is not None and self.before.cpu is not None
-            else None
-        )
+        target = self._target_cpu_seconds()
 
         def us(cores: float | None, seconds: float) -> float | None:
             return round(cores * seconds * 1e6 / packets, 3) if cores is not None and packets else None
@@ -410,6 +406,12 @@ class RunResult:
             "machine": us(self.machine_cpu_cores, elapsed),
         }
 
+    def _target_cpu_seconds(self) -> float | None:
+        """The target process's CPU seconds over the run (None where it has no PID to read)."""
+        if self.after.cpu is None or self.before.cpu is None:
+            return None
+        return self.after.cpu.total - self.before.cpu.total
+
     def _delta(self, name: str) -> int | None:
         a, b = getattr(self.after, name), getattr(self.before, name)
         return a - b if a is not None and b is not None else None
@@ -419,11 +421,7 @@ class RunResult:
         rx, totals = lg["receive"], lg["totals"]
         elapsed = self.after.at - self.before.at
         egress = self._delta("packets_out")
-        cpu_s = (
-            self.after.cpu.total - self.before.cpu.total
-            if self.after.cpu is not None and self.before.cpu is not None
-            else None
-        )
+        cpu_s = self._target_cpu_seconds()
         latency, at_socket = lg["latency"], lg["latency_socket"]
         expected, lost = lg["expected"], lg["lost"]
         seam = self._delta("seam")

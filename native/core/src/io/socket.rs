@@ -481,31 +481,43 @@ impl SendBatch {
         let mut start = 0;
         self.prepare();
         while start < self.count {
-            let remaining = self.count - start;
-            // SAFETY: hdrs[start..count] point into buffers owned by `self`, prepared above.
+            match self.sendmmsg(fd, start, self.count) {
+                Ok(n) => {
+                    self.packets += n as u64;
+                    start += n;
+                }
+                Err(_) => {
+                    // Skip the datagram that failed (e.g. EAGAIN or an unreachable destination) and go on.
+                    self.dropped += 1;
+                    start += 1;
+                }
+            }
+        }
+        self.count = 0;
+    }
+
+    /// One `sendmmsg` of the prepared messages `start..end` (retried on EINTR): how many went out.
+    fn sendmmsg(&mut self, fd: BorrowedFd<'_>, start: usize, end: usize) -> io::Result<usize> {
+        loop {
+            // SAFETY: hdrs[start..end] were prepared (`prepare` or `prepare_gso`) and point into
+            // iovecs, buffers, addresses and control buffers owned by `self`.
             let n = unsafe {
                 libc::sendmmsg(
                     fd.as_raw_fd(),
                     self.hdrs.as_mut_ptr().add(start),
-                    remaining as libc::c_uint,
+                    (end - start) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
             };
             self.calls += 1;
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // Skip the datagram that failed (e.g. EAGAIN or an unreachable destination) and go on.
-                self.dropped += 1;
-                start += 1;
-                continue;
+            if n >= 0 {
+                return Ok(n as usize);
             }
-            self.packets += n as u64;
-            start += n as usize;
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
         }
-        self.count = 0;
     }
 
     /// GSO flush: group, build one message per run, send; see [`SendBatch::with_gso`].
@@ -513,46 +525,34 @@ impl SendBatch {
         let messages = self.prepare_gso();
         let mut start = 0;
         while start < messages {
-            // SAFETY: hdrs[start..messages] point into iovecs, buffers, addresses and control
-            // buffers owned by `self`, prepared above.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    self.hdrs.as_mut_ptr().add(start),
-                    (messages - start) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            self.calls += 1;
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
+            let n = match self.sendmmsg(fd, start, messages) {
+                Ok(n) => n,
+                Err(err) => {
+                    let segs = self.segments[start] as usize;
+                    if segs > 1
+                        && matches!(
+                            err.raw_os_error(),
+                            Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+                        )
+                    {
+                        // The kernel or the route cannot segment: this message one by one, and no GSO
+                        // from now on.
+                        self.gso = false;
+                        self.gso_refused += 1;
+                        self.send_one_by_one(fd, start);
+                    } else {
+                        self.dropped += segs as u64;
+                    }
+                    start += 1;
                     continue;
                 }
-                let segs = self.segments[start] as usize;
-                if segs > 1
-                    && matches!(
-                        err.raw_os_error(),
-                        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
-                    )
-                {
-                    // The kernel or the route cannot segment: this message one by one, and no GSO
-                    // from now on.
-                    self.gso = false;
-                    self.gso_refused += 1;
-                    self.send_one_by_one(fd, start);
-                } else {
-                    self.dropped += segs as u64;
-                }
-                start += 1;
-                continue;
-            }
-            for m in start..start + n as usize {
+            };
+            for m in start..start + n {
                 let segs = self.segments[m];
                 self.packets += u64::from(segs);
                 self.gso_sends += u64::from(segs > 1);
             }
-            start += n as usize;
+            start += n;
         }
         self.count = 0;
     }
