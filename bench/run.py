@@ -141,6 +141,15 @@ class Counters:
     gso_sends: int | None = None
     #: Packets the bridge did not forward to a receiver by its allocation (another layer, lastN, ...).
     filtered: int | None = None
+    #: Per bridge shard (by index): its thread's CPU seconds, packets sent, conferences held.
+    shards: dict[str, ShardCounters] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCounters:
+    cpu_s: float
+    packets_out: int
+    conferences: int
 
 
 class Target:
@@ -189,6 +198,15 @@ class BridgeTarget(Target):
         base.send_packets = get("sluice_io_packets_total", op="sendmmsg")
         base.gso_sends = get("sluice_io_gso_total", event="sends")
         base.filtered = get("sluice_packets_dropped_total", reason="filtered") or 0
+        base.shards = {
+            labels[0][1]: ShardCounters(
+                cpu_s=value,
+                packets_out=get("sluice_shard_packets_total", shard=labels[0][1], direction="out") or 0,
+                conferences=get("sluice_shard_conferences", shard=labels[0][1]) or 0,
+            )
+            for (name, labels), value in values.items()
+            if name == "sluice_shard_cpu_seconds_total"
+        }
         return base
 
 
@@ -247,11 +265,16 @@ def _free_tcp_port() -> int:
 
 @contextlib.asynccontextmanager
 async def started_bridge(
-    session: aiohttp.ClientSession, shard_cpu: int | None, gso: bool = True
+    session: aiohttp.ClientSession, shard_cpu: int | None, gso: bool = True, shards: int = 1
 ) -> AsyncIterator[BridgeTarget]:
-    """`sluice bridge` on loopback with its private API on a free port; stopped by PID afterwards."""
+    """`sluice bridge` on loopback with its private API on a free port and `shards` shards (a pinned one on
+    `shard_cpu`); stopped by PID afterwards."""
+    if shard_cpu is not None and shards != 1:
+        raise BenchError("only a single shard is pinned")
     port = _free_tcp_port()
-    shard = "[videobridge.shard]\n" + (f"cpu = {shard_cpu}\n" if shard_cpu is not None else "")
+    shard = f"[videobridge.shard]\ncount = {shards}\n" + (
+        f"cpu = {shard_cpu}\n" if shard_cpu is not None else ""
+    )
     shard += f"gso = {'true' if gso else 'false'}\n"
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         config = Path(tmp) / "bridge.toml"
@@ -412,6 +435,25 @@ class RunResult:
             return None
         return self.after.cpu.total - self.before.cpu.total
 
+    def _shards(self) -> list[dict[str, Any]] | None:
+        """Each bridge shard over the run: its cores, egress packets per second, conferences at the end."""
+        before, after = self.before.shards, self.after.shards
+        if not before or not after:
+            return None
+        elapsed = self.after.at - self.before.at
+        out = []
+        for index in sorted(after, key=int):
+            a, b = after[index], before.get(index, ShardCounters(0.0, 0, 0))
+            out.append(
+                {
+                    "shard": int(index),
+                    "cpu_cores": round((a.cpu_s - b.cpu_s) / elapsed, 3),
+                    "egress_pps": round((a.packets_out - b.packets_out) / self.duration_s),
+                    "conferences": a.conferences,
+                }
+            )
+        return out
+
     def _delta(self, name: str) -> int | None:
         a, b = getattr(self.after, name), getattr(self.before, name)
         return a - b if a is not None and b is not None else None
@@ -497,6 +539,7 @@ class RunResult:
                 "in_errors": udp.in_errors,
             },
             "seam_crossings_per_packet": round(seam / egress, 6) if seam is not None and egress else None,
+            "shards": self._shards(),
             "packets_per_sendmmsg": round(send_packets / send_calls, 2)
             if send_calls and send_packets
             else None,
@@ -881,11 +924,13 @@ async def run_bench(
     progress: Progress | None = None,
     turn: TurnServer | None = None,
     gso: bool = True,
+    shards: int = 1,
 ) -> dict[str, Any]:
     """Runs `scenario` (every ramp step) against the bridge and the raw relay; returns the JSON result.
 
-    With `pin` and a bridge started here, each target's packet thread and the load generator get their own
-    CPUs (`Placement`); a bridge at `url` is placed by whoever started it, so nothing is pinned then. A
+    With `pin` and a bridge started here with one shard, each target's packet thread and the load generator
+    get their own CPUs (`Placement`); a bridge at `url` is placed by whoever started it, and several shards
+    by the kernel, so nothing is pinned then. A
     scenario with `[turn]` runs each step against the bridge a second time with those endpoints through
     `turn`, and reports what relaying cost against the direct run (`_turn_step`).
     """
@@ -894,10 +939,10 @@ async def run_bench(
     steps = [scenario.at(n) for n in scenario.ramp.steps()] if scenario.ramp else [scenario]
     _loadgen_class()  # before anything starts: a checkout without it fails here, clearly
     results: list[dict[str, Any]] = []
-    place = Placement.split() if pin and url is None else Placement()
+    place = Placement.split() if pin and url is None and shards == 1 else Placement()
     async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
         if url is None:
-            target = await stack.enter_async_context(started_bridge(session, place.target_cpu, gso))
+            target = await stack.enter_async_context(started_bridge(session, place.target_cpu, gso, shards))
         else:
             target = BridgeTarget(url, session, pid)
         # After the bridge started: a child inherits its parent's CPUs, and the bridge may use them all.
@@ -938,6 +983,7 @@ async def run_bench(
         "commit": _commit(),
         "loadgen_threads": threads,
         "placement": place.as_dict(),
+        "shards": shards if url is None else None,
         "bridge_url": url,
         "steps": results,
         "knee": None

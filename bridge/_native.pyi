@@ -166,6 +166,8 @@ class EstimateFellEvent:
     def bps(self) -> int: ...
 
 class NativeBridge:
+    # One shard: its thread (sluice-shard-<shard_index>), sockets and transports; `certificate_of`, another
+    # shard of the bridge whose DTLS certificate this one presents too.
     def __init__(
         self,
         bind_addresses: list[str],
@@ -177,6 +179,8 @@ class NativeBridge:
         tcp_port: int | None = None,
         tcp_max_connections: int = 1024,
         gso: bool = True,
+        shard_index: int = 0,
+        certificate_of: NativeBridge | None = None,
     ) -> None: ...
     def local_addresses(self) -> list[tuple[str, int]]: ...
     # The ICE-TCP listener's (address, port); None without one.

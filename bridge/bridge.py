@@ -19,9 +19,10 @@ import logging
 import os
 import secrets
 import string
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from bridge import _native, stun_mapping
 from bridge.changes import (
@@ -35,6 +36,7 @@ from bridge.changes import (
 from bridge.channel import ReceiverAudioSubscription, ReceiverVideoConstraints, VideoType
 from bridge.config import BridgeConfig
 from bridge.description import Candidate, Fingerprint, Source, TransportDescription
+from bridge.placement import Placement
 from bridge.seam import (
     TRANSPORT_STATES,
     HeaderExtensionIds,
@@ -70,17 +72,18 @@ def process_threads(pid: int | str = "self") -> Iterator[tuple[int, bool]]:
         yield int(tid), name.startswith(SHARD_THREAD_PREFIX)
 
 
-def keep_threads_off(cpu: int) -> None:
-    """Moves this process's threads, shards excepted, off `cpu` (a pinned shard's) when another CPU is
-    theirs: the control plane must not take the media thread's CPU. Threads started later inherit it."""
-    others = os.sched_getaffinity(0) - {cpu}
+def keep_threads_off(cpus: Iterable[int]) -> None:
+    """Moves this process's threads, shards excepted, off `cpus` (the pinned shards') when another CPU is
+    theirs: the control plane must not take the media threads' CPUs. Threads started later inherit it."""
+    pinned = set(cpus)
+    others = os.sched_getaffinity(0) - pinned
     if not others:
         return
     for tid, shard in process_threads():
         if not shard:
             with contextlib.suppress(OSError):  # the thread ended meanwhile
                 os.sched_setaffinity(tid, others)
-    log.info("shard pinned to CPU %d; the other threads run on %s", cpu, sorted(others))
+    log.info("shards pinned to CPUs %s; the other threads run on %s", sorted(pinned), sorted(others))
 
 
 def log_ids(conference: str, endpoint: str | None = None) -> dict[str, str]:
@@ -192,12 +195,12 @@ class Endpoint:
 
     @property
     def _native(self) -> NativeSeam:
-        return self.conference.bridge.native
+        return self.conference.shard.native
 
     def local_description(self) -> TransportDescription:
         """Our ICE credentials, one host candidate per advertised address, our fingerprint (actpass)."""
-        bridge = self.conference.bridge
-        udp = bridge.advertised_addresses()
+        bridge, shard = self.conference.bridge, self.conference.shard
+        udp = bridge.advertised_addresses(shard)
         candidates = tuple(
             Candidate(ip=ip, port=port, priority=host_priority(65535 - i), foundation=str(i + 1))
             for i, (ip, port) in enumerate(udp)
@@ -210,7 +213,7 @@ class Endpoint:
                 protocol="tcp",
                 tcptype="passive",
             )
-            for i, (ip, port) in enumerate(bridge.advertised_tcp_addresses())
+            for i, (ip, port) in enumerate(bridge.advertised_tcp_addresses(shard))
         )
         return TransportDescription(
             ufrag=self.ufrag, pwd=self.pwd, fingerprints=(bridge.fingerprint,), candidates=candidates
@@ -355,9 +358,13 @@ class Conference:
         meeting_id: str,
         feedback_ssrcs: tuple[int, int],
         *,
+        shard: Shard,
         name: str | None = None,
     ) -> None:
         self.bridge = bridge
+        #: The shard whose thread forwards all of this conference's media: its endpoints' transports live
+        #: there and their candidates carry that shard's ports.
+        self.shard = shard
         self.id = conference_id
         self.meeting_id = meeting_id
         #: The Colibri2 conference name (the MUC's JID), if the focus gave one.
@@ -379,7 +386,7 @@ class Conference:
             raise BridgeError(f"endpoint {endpoint_id} already exists")
         transport_id = next(self.bridge._ids)
         ep = Endpoint(self, endpoint_id, transport_id)
-        self.bridge.native.create_transport(self.router_id, transport_id, ep.ufrag, ep.pwd, True)
+        self.shard.native.create_transport(self.router_id, transport_id, ep.ufrag, ep.pwd, True)
         self.endpoints[endpoint_id] = ep
         self.bridge._transports[transport_id] = ep
         self.bridge._changed(self)
@@ -395,7 +402,7 @@ class Conference:
             for ep in list(self.endpoints.values()):
                 ep.close()
             self.closed = True
-            self.bridge.native.close_router(self.router_id)
+            self.shard.native.close_router(self.router_id)
             self.bridge._forget(self)
 
     def _forget(self, ep: Endpoint) -> None:
@@ -404,13 +411,29 @@ class Conference:
         self.bridge._changed(self)
 
 
-class Bridge:
-    """The media-bridge process's core: binds the shared UDP port and is the registry of Conferences."""
+@dataclass(eq=False, slots=True)
+class Shard:
+    """One shard of the packet path: a thread with its own sockets (its own UDP port, and TCP port with
+    ICE-TCP) that forwards every packet of the conferences placed on it."""
 
-    def __init__(self, config: BridgeConfig | None = None, *, native: NativeSeam | None = None) -> None:
-        """`native`: a seam to use instead of starting the native core (tests drive the registry so)."""
+    index: int
+    native: NativeSeam
+    #: Conferences on it now.
+    conferences: int = 0
+
+
+class Bridge:
+    """The media-bridge process's core: starts the shards (each binds its own UDP port) and is the registry of
+    Conferences, each placed on one shard."""
+
+    def __init__(
+        self, config: BridgeConfig | None = None, *, native: NativeSeam | Sequence[NativeSeam] | None = None
+    ) -> None:
+        """`native`: a seam (or one per shard) to use instead of starting the native core (tests drive the
+        registry so)."""
         self.config = config or BridgeConfig()
-        self._native: NativeSeam | None = None
+        self._shards: list[Shard] = []
+        self.placement = Placement(1)
         self._ids = itertools.count(1)
         self._conferences: dict[str, Conference] = {}
         self._by_meeting: dict[str, Conference] = {}
@@ -433,13 +456,13 @@ class Bridge:
         self._batch_depth = 0
         self._changed_conferences: dict[str, Conference] = {}
         if native is not None:
-            self._attach(native)
+            self._attach(list(native) if isinstance(native, Sequence) else [native])
 
     @property
-    def native(self) -> NativeSeam:
-        if self._native is None:
+    def shards(self) -> list[Shard]:
+        if not self._shards:
             raise BridgeError("bridge is not started")
-        return self._native
+        return list(self._shards)
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -448,45 +471,65 @@ class Bridge:
             raise BridgeError("bridge is not started")
         return self._fingerprint
 
-    def _attach(self, native: NativeSeam) -> None:
-        self._native = native
-        self._fingerprint = local_fingerprint(native)
+    def _attach(self, natives: list[NativeSeam]) -> None:
+        fingerprints = {local_fingerprint(n) for n in natives}
+        if len(fingerprints) != 1:
+            raise BridgeError("the shards of one bridge must present one DTLS certificate")
+        self._shards = [Shard(i, n) for i, n in enumerate(natives)]
+        self.placement = Placement(len(natives))
+        (self._fingerprint,) = fingerprints
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        cpu = self.config.shard_cpu
-        native = _native.NativeBridge(
-            self.config.bind_addresses,
-            self.config.udp_port,
-            cpu,
-            self.config.cc_trace_dir,
-            self.config.cc_initial_estimate_bps,
-            self.config.cc_pacing,
-            self.config.ice_tcp_port,
-            self.config.ice_tcp_max_connections,
-            self.config.gso,
-        )
-        if cpu is not None:
-            keep_threads_off(cpu)
-        self._attach(native)
-        self._loop.add_reader(native.event_fd(), self._drain_events)
-        log.info("bridge started on %s", native.local_addresses())
-        if (tcp := native.tcp_local_address()) is not None:
-            log.info("ICE-TCP (passive candidates) on %s:%s", *tcp)
+        cfg = self.config
+        cpus = cfg.shard_cpus
+        if cpus is not None and len(cpus) != cfg.shards:
+            raise BridgeError(f"{cfg.shards} shards need {cfg.shards} CPUs to pin to, not {len(cpus)}")
+        natives: list[_native.NativeBridge] = []
+        try:
+            for i in range(cfg.shards):
+                natives.append(
+                    _native.NativeBridge(
+                        cfg.bind_addresses,
+                        cfg.udp_port + i if cfg.udp_port else 0,
+                        None if cpus is None else cpus[i],
+                        cfg.cc_trace_dir,
+                        cfg.cc_initial_estimate_bps,
+                        cfg.cc_pacing,
+                        None if cfg.ice_tcp_port is None else cfg.ice_tcp_port + i if cfg.ice_tcp_port else 0,
+                        cfg.ice_tcp_max_connections,
+                        cfg.gso,
+                        shard_index=i,
+                        certificate_of=natives[0] if natives else None,
+                    )
+                )
+        except BaseException:
+            for started in natives:
+                started.shutdown()
+            raise
+        if cpus is not None:
+            keep_threads_off(cpus)
+        self._attach(list(natives))
+        for shard in self._shards:
+            self._loop.add_reader(shard.native.event_fd(), self._drain_events, shard)
+            log.info("shard %d started on %s", shard.index, shard.native.local_addresses())
+            if (tcp := shard.native.tcp_local_address()) is not None:
+                log.info("shard %d: ICE-TCP (passive candidates) on %s:%s", shard.index, *tcp)
         if self.config.stun_mapping_servers:
             self.mappings = await stun_mapping.discover(
                 self.config.bind_addresses, self.config.stun_mapping_servers
             )
 
     async def stop(self) -> None:
-        if self._native is None:
+        if not self._shards:
             return
         for conf in list(self._conferences.values()):
             conf.close()
-        if self._loop is not None:
-            self._loop.remove_reader(self._native.event_fd())
-        self._native.shutdown()
-        self._native = None
+        for shard in self._shards:
+            if self._loop is not None:
+                self._loop.remove_reader(shard.native.event_fd())
+            shard.native.shutdown()
+        self._shards = []
         for fut in self._stats_waiters.values():
             if not fut.done():
                 fut.cancel()
@@ -499,21 +542,29 @@ class Bridge:
         await self.stop()
 
     def local_addresses(self) -> list[tuple[str, int]]:
-        return self.native.local_addresses()
+        """Every shard's bound (address, port) pairs, shard by shard."""
+        return [a for shard in self.shards for a in shard.native.local_addresses()]
 
-    def advertised_tcp_addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
-        """(address, port) of the ICE-TCP candidates: the UDP ones' addresses on the TCP port (or the mapped
-        one); none without an ICE-TCP listener."""
-        tcp = self.native.tcp_local_address()
+    def advertised_tcp_addresses(
+        self, shard: Shard | None = None
+    ) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        """(address, port) of a shard's ICE-TCP candidates (the first shard's by default): its UDP ones'
+        addresses on its TCP port (or the mapped one, plus the shard's index); none without ICE-TCP."""
+        shard = shard or self.shards[0]
+        tcp = shard.native.tcp_local_address()
         if tcp is None:
             return []
-        port = self.config.ice_tcp_mapped_port or tcp[1]
-        return [(ip, port) for ip, _ in self.advertised_addresses()]
+        mapped = self.config.ice_tcp_mapped_port
+        port = mapped + shard.index if mapped else tcp[1]
+        return [(ip, port) for ip, _ in self.advertised_addresses(shard)]
 
-    def advertised_addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
-        """(address, port) pairs to put in candidates: the configured ones, else the bound ones (a wildcard
-        becomes loopback); then the public addresses STUN mapping found, on the same port."""
-        bound = self.local_addresses()
+    def advertised_addresses(
+        self, shard: Shard | None = None
+    ) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        """(address, port) pairs to put in a shard's candidates (the first shard's by default): the configured
+        addresses, else the bound ones (a wildcard becomes loopback); then the public addresses STUN mapping
+        found; all on the shard's port."""
+        bound = (shard or self.shards[0]).native.local_addresses()
         out: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
         if self.config.advertised_addresses:
             out = [(ipaddress.ip_address(ip), bound[0][1]) for ip in self.config.advertised_addresses]
@@ -539,10 +590,14 @@ class Bridge:
             raise BridgeError(f"conference {conference_id} already exists")
         if meeting_id in self._by_meeting:
             raise BridgeError(f"a conference for meeting {meeting_id} already exists")
+        shards = self.shards
         router_id = next(self._ids)
         feedback = _feedback_ssrcs()
-        self.native.create_router(router_id, *feedback)
-        conf = Conference(self, conference_id, router_id, meeting_id, feedback, name=name)
+        held = [s.conferences for s in shards]
+        shard = shards[self.placement.choose(time.monotonic(), held)] if len(shards) > 1 else shards[0]
+        shard.native.create_router(router_id, *feedback)
+        shard.conferences += 1
+        conf = Conference(self, conference_id, router_id, meeting_id, feedback, shard=shard, name=name)
         self._conferences[conference_id] = conf
         self._by_meeting[meeting_id] = conf
         self._by_router[router_id] = conf
@@ -559,7 +614,8 @@ class Bridge:
         return dict(self._conferences)
 
     def _forget(self, conference: Conference) -> None:
-        self._conferences.pop(conference.id, None)
+        if self._conferences.pop(conference.id, None) is not None:
+            conference.shard.conferences -= 1
         if self._by_meeting.get(conference.meeting_id) is conference:
             del self._by_meeting[conference.meeting_id]
         self._by_router.pop(conference.router_id, None)
@@ -643,22 +699,33 @@ class Bridge:
     # -- the native core's answers
 
     async def get_stats(self, timeout: float = 5.0) -> dict[str, object]:
-        """A stats snapshot from the native core: totals, drops by reason, per transport."""
-        request_id = next(self._ids)
-        fut: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
-        self._stats_waiters[request_id] = fut
-        self.native.get_stats(request_id)
+        """A stats snapshot of every shard, merged (`merge_snapshots`): totals, drops by reason, per
+        transport, and each shard's own figures under "shards". Also what placement measures shards by."""
+        loop = asyncio.get_running_loop()
+        waits: list[tuple[Shard, int, asyncio.Future[dict[str, object]]]] = []
+        for shard in self.shards:
+            request_id = next(self._ids)
+            fut: asyncio.Future[dict[str, object]] = loop.create_future()
+            self._stats_waiters[request_id] = fut
+            waits.append((shard, request_id, fut))
+            shard.native.get_stats(request_id)
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the result.
             async with asyncio.timeout(timeout):
-                return await fut
+                snapshots = [await fut for _, _, fut in waits]
         finally:
-            self._stats_waiters.pop(request_id, None)
+            for _, request_id, _ in waits:
+                self._stats_waiters.pop(request_id, None)
+        now = time.monotonic()
+        for (shard, _, _), snapshot in zip(waits, snapshots, strict=True):
+            cpu = snapshot.get("cpu_seconds")
+            self.placement.observe(shard.index, now, float(cpu) if isinstance(cpu, int | float) else 0.0)
+        return merge_snapshots(snapshots)
 
-    def _drain_events(self) -> None:
-        if self._native is None:
+    def _drain_events(self, shard: Shard) -> None:
+        if shard not in self._shards:
             return
-        for ev in self._native.drain_events():
+        for ev in shard.native.drain_events():
             match ev:
                 case _native.TransportStateEvent():
                     ep = self._transports.get(ev.transport_id)
@@ -705,3 +772,55 @@ class Bridge:
                         if failed is not None
                         else None,
                     )
+
+
+#: Top-level entries of a snapshot that are keyed by id rather than summed.
+_BY_ID = frozenset({"transports"})
+
+
+def _summable(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _merge_into(into: dict[str, object], snapshot: Mapping[str, object]) -> None:
+    for key, value in snapshot.items():
+        prior = into.get(key)
+        if isinstance(value, Mapping):
+            if not isinstance(prior, dict):
+                prior = into[key] = {}
+            if key in _BY_ID:
+                prior.update(value)
+            else:
+                _merge_into(prior, value)
+        elif isinstance(value, list):
+            if not isinstance(prior, list):
+                prior = into[key] = []
+            prior.extend(value)
+        elif _summable(value) and _summable(prior):
+            into[key] = prior + value
+        elif key not in into:
+            into[key] = value
+
+
+def merge_snapshots(snapshots: Sequence[Mapping[str, object]]) -> dict[str, object]:
+    """One snapshot of the whole bridge from its shards': counters summed (totals, drops, failures, I/O, seam
+    crossings, routers, CPU seconds), transports (ids are unique across shards) joined, layers and waiting
+    receivers listed together; each shard's own packets, routers, transports and CPU under "shards"."""
+    merged: dict[str, object] = {}
+    shards: list[dict[str, object]] = []
+    for index, snapshot in enumerate(snapshots):
+        _merge_into(merged, snapshot)
+        total = snapshot.get("total")
+        transports = snapshot.get("transports")
+        shards.append(
+            {
+                "index": index,
+                "cpu_seconds": snapshot.get("cpu_seconds", 0.0),
+                "routers": snapshot.get("routers", 0),
+                "transports": len(transports) if isinstance(transports, Mapping) else 0,
+                "packets_in": total.get("packets_in", 0) if isinstance(total, Mapping) else 0,
+                "packets_out": total.get("packets_out", 0) if isinstance(total, Mapping) else 0,
+            }
+        )
+    merged["shards"] = shards
+    return merged

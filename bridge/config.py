@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 class BridgeConfig:
     """Media settings of one bridge process."""
 
-    #: The one UDP port shared by every endpoint (jvb.conf `videobridge.ice.udp.port`).
+    #: The UDP port of the first shard, shared by its endpoints (jvb.conf `videobridge.ice.udp.port`); shard
+    #: i binds this + i (0: each an ephemeral port).
     udp_port: int = 10000
     #: Local addresses to bind the UDP port on. IPv4 and IPv6 wildcards by default.
     bind_addresses: list[str] = field(default_factory=lambda: ["0.0.0.0"])
@@ -28,9 +29,12 @@ class BridgeConfig:
     ice_tcp_mapped_port: int | None = None
     #: Open ICE-TCP connections at most (also 64 per source IP); more are refused and counted.
     ice_tcp_max_connections: int = 1024
-    #: The CPU the shard (media) thread is pinned to; the process's other threads then keep off it when
-    #: another CPU is theirs. None: the kernel places every thread.
-    shard_cpu: int | None = None
+    #: Shards: media threads, each with its own sockets on port `udp_port` + its index (and
+    #: `ice_tcp_port` + its index); each conference is placed on one (bridge/placement.py).
+    shards: int = 1
+    #: The CPU each shard's thread is pinned to (one per shard); the process's other threads then keep off
+    #: them when another CPU is theirs. None: the kernel places every thread.
+    shard_cpus: list[int] | None = None
     #: UDP GSO for each receiver's runs of equal-size packets in a send batch (the packet path turns it off
     #: by itself where the kernel refuses it).
     gso: bool = True

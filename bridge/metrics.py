@@ -266,6 +266,35 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         f"{PREFIX}_ice_tcp_connections_open", "Open ICE-TCP connections.", _int(tcp, "open")
     )
+    yield from _shard_families(m.snapshot)
+
+
+def _shard_families(snapshot: Mapping[str, object]) -> Iterator[Metric]:
+    """Each shard's own figures: how its conferences are spread and what its thread costs."""
+    shards = snapshot.get("shards")
+    if not isinstance(shards, list):
+        return
+    cpu = CounterMetricFamily(
+        f"{PREFIX}_shard_cpu_seconds", "CPU time of each shard's thread.", labels=["shard"]
+    )
+    packets = CounterMetricFamily(
+        f"{PREFIX}_shard_packets", "UDP packets each shard received and sent.", labels=["shard", "direction"]
+    )
+    conferences = GaugeMetricFamily(
+        f"{PREFIX}_shard_conferences", "Conferences placed on each shard.", labels=["shard"]
+    )
+    endpoints = GaugeMetricFamily(f"{PREFIX}_shard_endpoints", "Transports on each shard.", labels=["shard"])
+    for entry in shards:
+        if not isinstance(entry, Mapping):
+            continue
+        shard = str(entry.get("index"))
+        seconds = entry.get("cpu_seconds")
+        cpu.add_metric([shard], float(seconds) if isinstance(seconds, int | float) else 0.0)
+        packets.add_metric([shard, "in"], _int(entry, "packets_in"))
+        packets.add_metric([shard, "out"], _int(entry, "packets_out"))
+        conferences.add_metric([shard], _int(entry, "routers"))
+        endpoints.add_metric([shard], _int(entry, "transports"))
+    yield from (cpu, packets, conferences, endpoints)
 
 
 def _channel_families(c: ChannelStats) -> Iterator[Metric]:

@@ -124,15 +124,36 @@ def _port(value: object, text: bool) -> int:
     return port
 
 
-def _cpu(value: object, text: bool) -> int | None:
-    cpu = _int(value, text)
-    if cpu == -1:
+def _cpus(value: object, text: bool) -> tuple[int, ...] | None:
+    """One CPU (a single shard) or a list, one per shard ("0,1" in the environment); -1: not pinned."""
+    if text and isinstance(value, str) and "," in value:
+        items: list[object] = [v for v in value.split(",")]
+    elif isinstance(value, list):
+        items = list(value)
+    else:
+        items = [value]
+    cpus = tuple(_int(v, text) for v in items)
+    if cpus == (-1,):
         return None
     usable = sorted(os.sched_getaffinity(0))
-    if cpu not in usable:
-        usable_list = ", ".join(str(c) for c in usable)
-        raise ValueError(f"CPU {cpu} is not one this process may run on ({usable_list}); -1: not pinned")
-    return cpu
+    for cpu in cpus:
+        if cpu not in usable:
+            usable_list = ", ".join(str(c) for c in usable)
+            raise ValueError(f"CPU {cpu} is not one this process may run on ({usable_list}); -1: not pinned")
+    if len(set(cpus)) != len(cpus):
+        raise ValueError("each shard needs a CPU of its own")
+    return cpus
+
+
+#: More shards than this gain nothing on any machine we know of and each costs a thread and ports.
+MAX_SHARDS = 64
+
+
+def _shard_count(value: object, text: bool) -> int:
+    count = _int(value, text)
+    if not 1 <= count <= MAX_SHARDS:
+        raise ValueError(f"a bridge has 1..{MAX_SHARDS} shards")
+    return count
 
 
 def _port_or_disabled(value: object, text: bool) -> int:
@@ -362,7 +383,8 @@ _KEYS: dict[str, Parse] = {
     "videobridge.ice.tcp.mapped-port": _tcp_port,
     "videobridge.ice.tcp.max-connections": _count,  # sluice
     "ice4j.harvest.mapping.stun.addresses": _stun_servers,
-    "videobridge.shard.cpu": _cpu,  # sluice
+    "videobridge.shard.cpu": _cpus,  # sluice
+    "videobridge.shard.count": _shard_count,  # sluice
     "videobridge.shard.gso": _bool,  # sluice
     "videobridge.http-servers.private.host": _nonblank,
     "videobridge.http-servers.private.port": _port_or_disabled,
@@ -439,6 +461,7 @@ ENVIRONMENT: dict[str, str] = {
     "SLUICE_STUN_MAPPING_ADDRESSES": "ice4j.harvest.mapping.stun.addresses",
     "SLUICE_SHARD_CPU": "videobridge.shard.cpu",
     "SLUICE_SHARD_GSO": "videobridge.shard.gso",
+    "SLUICE_SHARD_COUNT": "videobridge.shard.count",
     "SLUICE_PRIVATE_HTTP_HOST": "videobridge.http-servers.private.host",
     "SLUICE_PRIVATE_HTTP_PORT": "videobridge.http-servers.private.port",
     "SLUICE_PRIVATE_HTTP_ALLOWED_HOSTS": "videobridge.http-servers.private.allowed-hosts",
@@ -514,8 +537,11 @@ class Settings:
     #: STUN servers (host, port) asked at start for the public address of each bound one (a 1:1 NAT), which
     #: is then advertised too (ice4j `harvest.mapping.stun.addresses`).
     stun_mapping_servers: tuple[tuple[str, int], ...] = ()
-    #: The CPU the media thread is pinned to (the control plane then keeps off it); None: not pinned.
-    shard_cpu: int | None = None
+    #: Media (shard) threads, each with its own UDP port (udp_port + its index) and conferences: by default
+    #: one per CPU this process may use, or one per CPU of `shard_cpus`.
+    shard_count: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    #: The CPU each shard is pinned to (the control plane then keeps off them); None: not pinned.
+    shard_cpus: tuple[int, ...] | None = None
     #: Send a receiver's run of equal-size packets as one UDP GSO message (off again by itself where the
     #: kernel refuses).
     shard_gso: bool = True
@@ -607,7 +633,8 @@ class Settings:
             ice_tcp_mapped_port=self.ice_tcp_mapped_port,
             ice_tcp_max_connections=self.ice_tcp_max_connections,
             stun_mapping_servers=list(self.stun_mapping_servers),
-            shard_cpu=self.shard_cpu,
+            shards=self.shard_count,
+            shard_cpus=None if self.shard_cpus is None else list(self.shard_cpus),
             gso=self.shard_gso,
             cc_trace_dir=self.cc_trace_dir,
             cc_initial_estimate_bps=self.cc_initial_estimate_bps,
@@ -765,12 +792,23 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
             "videobridge.websockets.enabled is true but videobridge.http-servers.public.port is -1: "
             "colibri websockets are served on the public HTTP server, so give it a port"
         )
-    if get("videobridge.ice.tcp.enabled", False) and get(
-        "videobridge.ice.tcp.port", defaults.ice_tcp_port
-    ) == get("videobridge.ice.udp.port", defaults.udp_port):
+    cpus = get("videobridge.shard.cpu")
+    shards = get("videobridge.shard.count", len(cpus) if cpus else len(os.sched_getaffinity(0)))
+    if cpus is not None and len(cpus) != shards:
         raise SettingsError(
-            "videobridge.ice.tcp.port is the UDP port: ICE-TCP needs a port of its own "
-            "(the packet path tells the two apart by local address)"
+            f"videobridge.shard.cpu names {len(cpus)} CPUs for {shards} shards (videobridge.shard.count): "
+            "pin each shard to a CPU of its own, or none"
+        )
+    udp_port = get("videobridge.ice.udp.port", defaults.udp_port)
+    tcp_port = get("videobridge.ice.tcp.port", defaults.ice_tcp_port)
+    for name, port in (("videobridge.ice.udp.port", udp_port), ("videobridge.ice.tcp.port", tcp_port)):
+        if port and port + shards - 1 > 65535:
+            raise SettingsError(f"{name} {port}: its {shards} shards need ports {port}..{port + shards - 1}")
+    overlap = udp_port and tcp_port and abs(udp_port - tcp_port) < shards
+    if get("videobridge.ice.tcp.enabled", False) and overlap:
+        raise SettingsError(
+            f"videobridge.ice.tcp.port is among the UDP ports ({udp_port}..{udp_port + shards - 1}, one per "
+            "shard): ICE-TCP needs ports of its own (the packet path tells the two apart by local address)"
         )
     host = get("videobridge.http-servers.private.host", defaults.private_http_host)
     allowed_hosts = get("videobridge.http-servers.private.allowed-hosts", defaults.private_http_allowed_hosts)
@@ -780,15 +818,16 @@ def _build(values: Mapping[str, Any], xmpp_values: Mapping[str, Mapping[str, Any
             "every request to the private API would be refused; name the hosts it is reached by"
         )
     return Settings(
-        udp_port=get("videobridge.ice.udp.port", defaults.udp_port),
+        udp_port=udp_port,
         bind_addresses=get("videobridge.ice.udp.bind-addresses", defaults.bind_addresses),
         advertised_addresses=get("videobridge.ice.udp.advertised-addresses", defaults.advertised_addresses),
         ice_tcp_enabled=get("videobridge.ice.tcp.enabled", defaults.ice_tcp_enabled),
-        ice_tcp_port=get("videobridge.ice.tcp.port", defaults.ice_tcp_port),
+        ice_tcp_port=tcp_port,
         ice_tcp_mapped_port=get("videobridge.ice.tcp.mapped-port", defaults.ice_tcp_mapped_port),
         ice_tcp_max_connections=get("videobridge.ice.tcp.max-connections", defaults.ice_tcp_max_connections),
         stun_mapping_servers=get("ice4j.harvest.mapping.stun.addresses", defaults.stun_mapping_servers),
-        shard_cpu=get("videobridge.shard.cpu", defaults.shard_cpu),
+        shard_count=shards,
+        shard_cpus=cpus,
         shard_gso=get("videobridge.shard.gso", defaults.shard_gso),
         private_http_host=host,
         private_http_port=get("videobridge.http-servers.private.port", defaults.private_http_port),

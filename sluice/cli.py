@@ -28,6 +28,7 @@ from bridge.app import BridgeApp, bound_port, url_host
 from bridge.http import LOOPBACK_HOSTS, create_metrics_app, private_host_names
 from bridge.settings import (
     ENVIRONMENT,
+    MAX_SHARDS,
     MIN_TOKEN_LENGTH,
     Settings,
     SettingsError,
@@ -104,6 +105,13 @@ def _scenario(args: argparse.Namespace, load: Callable[[str], S]) -> S | None:
     return dataclasses.replace(scenario, duration=args.duration)
 
 
+def _shard_count(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"1..{MAX_SHARDS}")
+    return count
+
+
 def _bench(args: argparse.Namespace) -> int:
     # Imported here: the bench pulls in matplotlib, which `sluice bridge` does not need.
     from bench.report import markdown, plot, write_json  # noqa: PLC0415
@@ -136,6 +144,7 @@ def _bench(args: argparse.Namespace) -> int:
                 progress=progress,
                 turn=turn,
                 gso=not args.no_gso,
+                shards=args.shards,
             )
 
     try:
@@ -284,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="let the kernel place every thread (default: a bridge started here and the raw relay run on the "
         "last CPU, the load generator on the others)",
+    )
+    bench.add_argument(
+        "--shards",
+        type=_shard_count,
+        default=1,
+        help="shards of the bridge started here (default 1, pinned; more are placed by the kernel)",
     )
     bench.add_argument(
         "--no-gso",

@@ -77,6 +77,27 @@ async def test_bench_runs_a_small_scenario_and_writes_a_consistent_result(tmp_pa
     assert "| small | 2 | 6 | 8 |" in (out / "small.md").read_text()
 
 
+async def test_bench_with_two_shards_reports_each_shards_conferences_cpu_and_egress(tmp_path: Path) -> None:
+    scenario = tmp_path / "small.toml"
+    scenario.write_text(SCENARIO)
+    out = tmp_path / "out"
+    proc = await start_sluice("bench", str(scenario), "--out", str(out), "--shards", "2", "--no-raw")
+    output, _ = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, output.decode()
+
+    result: dict[str, Any] = json.loads((out / "small.json").read_text())
+    assert result["passed"] is True and result["shards"] == 2
+    # Two shards are placed by the kernel, not pinned.
+    assert result["placement"] == {"target_cpu": None, "loadgen_cpus": None}
+    (step,) = result["steps"]
+    shards = step["bridge"]["shards"]
+    assert [s["shard"] for s in shards] == [0, 1], shards
+    # One conference on each idle shard, and each forwards its own.
+    assert [s["conferences"] for s in shards] == [1, 1], shards
+    assert all(s["egress_pps"] > 0 and s["cpu_cores"] > 0 for s in shards), shards
+    assert sum(s["egress_pps"] for s in shards) == pytest.approx(step["bridge"]["egress_pps"], rel=0.02)
+
+
 TURN_SCENARIO = """
 name = "turn-small"
 duration = "3s"

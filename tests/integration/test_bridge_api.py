@@ -33,7 +33,7 @@ async def test_local_description_names_the_shared_port_and_a_sha256_fingerprint(
 
 async def test_with_ice_tcp_every_endpoint_also_gets_a_passive_tcp_candidate() -> None:
     async with Bridge(BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"], ice_tcp_port=0)) as bridge:
-        tcp = bridge.native.tcp_local_address()
+        tcp = bridge.shards[0].native.tcp_local_address()
         assert tcp is not None and tcp[0] == "127.0.0.1" and tcp[1] != bridge.local_addresses()[0][1]
         d = bridge.create_conference(meeting_id="m").create_endpoint("a").local_description()
         udp_c, tcp_c = d.candidates
@@ -51,7 +51,7 @@ async def test_with_ice_tcp_every_endpoint_also_gets_a_passive_tcp_candidate() -
         )
         assert tcp_c.port == 443
     async with Bridge(BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"])) as bridge:
-        assert bridge.native.tcp_local_address() is None
+        assert bridge.shards[0].native.tcp_local_address() is None
         (only,) = bridge.create_conference(meeting_id="m").create_endpoint("a").local_description().candidates
         assert only.protocol == "udp"
 

@@ -51,7 +51,7 @@ async def test_a_pinned_shard_has_its_cpu_and_the_other_threads_keep_off_it(
     restored_affinity: set[int],
 ) -> None:
     cpu = max(restored_affinity)
-    bridge = Bridge(BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"], shard_cpu=cpu))
+    bridge = Bridge(BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"], shard_cpus=[cpu]))
     await bridge.start()
     try:
         threads = _threads()
@@ -66,12 +66,31 @@ async def test_a_pinned_shard_has_its_cpu_and_the_other_threads_keep_off_it(
         await bridge.stop()
 
 
+async def test_two_shards_each_pinned_to_its_own_cpu(restored_affinity: set[int]) -> None:
+    if len(restored_affinity) < 2:
+        pytest.skip("needs two CPUs")
+    cpus = sorted(restored_affinity)[-2:]
+    bridge = Bridge(BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"], shards=2, shard_cpus=cpus))
+    await bridge.start()
+    try:
+        pinned = {name: c for name, c in _threads().values() if name.startswith(SHARD_THREAD_PREFIX)}
+        assert pinned == {"sluice-shard-0": {cpus[0]}, "sluice-shard-1": {cpus[1]}}, pinned
+    finally:
+        await bridge.stop()
+
+
 async def test_a_cpu_the_process_may_not_use_is_refused_at_start(restored_affinity: set[int]) -> None:
-    bridge = Bridge(BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"], shard_cpu=1023))
+    bridge = Bridge(BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"], shard_cpus=[1023]))
     with pytest.raises(OSError, match="CPU 1023"):
         await bridge.start()
     # Nothing moved: the refusal came before any thread was touched.
     assert all(cpus == restored_affinity for _, cpus in _threads().values())
+    # A second shard refused stops the first one started: no shard thread is left behind.
+    cpu = max(restored_affinity)
+    config = BridgeConfig(udp_port=0, bind_addresses=["127.0.0.1"], shards=2, shard_cpus=[cpu, 1023])
+    with pytest.raises(OSError, match="CPU 1023"):
+        await Bridge(config).start()
+    assert not [n for n, _ in _threads().values() if n.startswith(SHARD_THREAD_PREFIX)]
 
 
 def test_the_bench_lowers_the_bridges_control_plane_and_not_its_shard() -> None:

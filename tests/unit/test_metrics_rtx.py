@@ -38,3 +38,30 @@ def test_rtx_cache_counters_are_exported_from_the_native_total() -> None:
         "sluice_rtx_rate_limited_total 2.0",
     ):
         assert line in text.splitlines(), line
+
+
+def test_each_shards_cpu_packets_conferences_and_endpoints_are_exported() -> None:
+    shards = [
+        {"index": 0, "cpu_seconds": 1.5, "routers": 3, "transports": 9, "packets_in": 10, "packets_out": 70},
+        {"index": 1, "cpu_seconds": 0.5, "routers": 2, "transports": 4, "packets_in": 5, "packets_out": 15},
+    ]
+    m = BridgeMetrics(
+        snapshot={"total": {"drops": {}}, "failures": {}, "io": {}, "shards": shards},
+        conferences=5,
+        endpoints=13,
+        load=LoadSample(0, 0, 0, 0, 0),
+        healthy=True,
+        drain=False,
+        graceful_shutdown=False,
+        shutting_down=False,
+    )
+    lines = render(m, None)[0].decode().splitlines()
+    for line in (
+        'sluice_shard_cpu_seconds_total{shard="0"} 1.5',
+        'sluice_shard_cpu_seconds_total{shard="1"} 0.5',
+        'sluice_shard_packets_total{direction="out",shard="0"} 70.0',
+        'sluice_shard_packets_total{direction="in",shard="1"} 5.0',
+        'sluice_shard_conferences{shard="0"} 3.0',
+        'sluice_shard_endpoints{shard="1"} 4.0',
+    ):
+        assert line in lines, line

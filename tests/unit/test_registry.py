@@ -235,7 +235,7 @@ async def test_native_events_arrive_typed_and_reach_their_owner(caplog: pytest.L
 
     native.push_event(_native.TransportStateEvent(ep.transport_id, _native.TransportState.CONNECTED, ""))
     native.push_event(_native.TransportStateEvent(ep.transport_id + 100, _native.TransportState.FAILED, "x"))
-    bridge._drain_events()
+    bridge._drain_events(bridge.shards[0])
     seen = [ep.state]
     assert changes == [("a", "connected", "")]
 
@@ -244,12 +244,12 @@ async def test_native_events_arrive_typed_and_reach_their_owner(caplog: pytest.L
     bridge.on_estimate_fell = lambda e, bps: fell.append((e.id, bps))
     native.push_event(_native.EstimateFellEvent(ep.transport_id, 300_000))
     native.push_event(_native.EstimateFellEvent(ep.transport_id + 100, 200_000))
-    bridge._drain_events()
+    bridge._drain_events(bridge.shards[0])
     assert fell == [("a", 300_000)]
 
     native.push_event(_native.TransportStateEvent(ep.transport_id, _native.TransportState.FAILED, "consent"))
     native.push_event(_native.CommandFailedEvent(ep.transport_id, "unknown transport"))
-    bridge._drain_events()
+    bridge._drain_events(bridge.shards[0])
     seen.append(ep.state)
     assert seen == ["connected", "failed"] and changes[-1] == ("a", "failed", "consent")
     assert "endpoint a: unknown transport" in caplog.text
@@ -261,8 +261,12 @@ async def test_native_events_arrive_typed_and_reach_their_owner(caplog: pytest.L
     assert isinstance(request_id, int)
     native.push_event(_native.StatsEvent(request_id + 1, {"stale": True}))
     native.push_event(_native.StatsEvent(request_id, {"total": {}}))
-    bridge._drain_events()
-    assert await stats == {"total": {}}
+    bridge._drain_events(bridge.shards[0])
+    merged = await stats
+    assert merged["total"] == {} and "stale" not in merged
+    assert merged["shards"] == [
+        {"index": 0, "cpu_seconds": 0.0, "routers": 0, "transports": 0, "packets_in": 0, "packets_out": 0}
+    ]
 
 
 def test_an_endpoints_medias_tell_the_packet_path_its_codecs_and_header_extensions() -> None:

@@ -166,7 +166,7 @@ def test_ice_tcp_keys_file_environment_and_a_port_of_its_own() -> None:
     assert (config.ice_tcp_port, config.ice_tcp_mapped_port) == (5555, 443)
     # Disabled, the port is not used at all.
     assert parse_settings("[videobridge.ice.tcp]\nport = 4444\n").bridge_config().ice_tcp_port is None
-    with pytest.raises(SettingsError, match="ICE-TCP needs a port of its own"):
+    with pytest.raises(SettingsError, match="ICE-TCP needs ports of its own"):
         parse_settings("[videobridge.ice.udp]\nport = 4443\n[videobridge.ice.tcp]\nenabled = true\n")
     with pytest.raises(SettingsError, match=r"videobridge\.ice\.tcp\.port"):
         parse_settings("[videobridge.ice.tcp]\nport = 0\n")
@@ -244,17 +244,46 @@ def test_bad_values_name_key_and_value(text: str, key: str, value: str) -> None:
 
 def test_shard_cpu_from_file_or_environment_and_only_a_usable_one() -> None:
     usable = sorted(os.sched_getaffinity(0))
-    assert parse_settings("").shard_cpu is None
-    assert parse_settings("[videobridge.shard]\ncpu = -1").shard_cpu is None
+    assert parse_settings("").shard_cpus is None
+    assert parse_settings("[videobridge.shard]\ncpu = -1").shard_cpus is None
+    # One CPU is one pinned shard unless a count says otherwise.
     s = parse_settings(f"[videobridge.shard]\ncpu = {usable[-1]}")
-    assert (s.shard_cpu, s.bridge_config().shard_cpu) == (usable[-1], usable[-1])
-    assert parse_settings("", {"SLUICE_SHARD_CPU": str(usable[0])}).shard_cpu == usable[0]
+    config = s.bridge_config()
+    assert (s.shard_cpus, config.shard_cpus, config.shards) == ((usable[-1],), [usable[-1]], 1)
+    assert parse_settings("", {"SLUICE_SHARD_CPU": str(usable[0])}).shard_cpus == (usable[0],)
     for bad in ("1023", "-2"):
         refused = f"videobridge.shard.cpu.*{bad}.*not one this process may run on"
         with pytest.raises(SettingsError, match=refused):
             parse_settings(f"[videobridge.shard]\ncpu = {bad}")
     with pytest.raises(SettingsError, match="SLUICE_SHARD_CPU"):
         parse_settings("", {"SLUICE_SHARD_CPU": "first"})
+
+
+def test_shards_one_per_usable_cpu_by_default_each_pinned_to_its_own_cpu_and_ports_of_their_own() -> None:
+    usable = sorted(os.sched_getaffinity(0))
+    assert parse_settings("").shard_count == len(usable) == Settings().shard_count
+    s = parse_settings("[videobridge.shard]\ncount = 3", {})
+    assert (s.shard_count, s.bridge_config().shards) == (3, 3)
+    assert parse_settings("", {"SLUICE_SHARD_COUNT": "2"}).shard_count == 2
+    for bad in ("0", "65"):
+        with pytest.raises(SettingsError, match=r"videobridge.shard.count.*1\.\.64 shards"):
+            parse_settings(f"[videobridge.shard]\ncount = {bad}")
+    if len(usable) >= 2:
+        pair = f"{usable[0]},{usable[1]}"
+        s = parse_settings("", {"SLUICE_SHARD_CPU": pair})
+        assert (s.shard_count, s.bridge_config().shard_cpus) == (2, usable[:2])
+        assert parse_settings(f"[videobridge.shard]\ncpu = [{pair}]").shard_cpus == tuple(usable[:2])
+        with pytest.raises(SettingsError, match="names 2 CPUs for 3 shards"):
+            parse_settings(f"[videobridge.shard]\ncpu = [{pair}]\ncount = 3")
+    with pytest.raises(SettingsError, match="a CPU of its own"):
+        parse_settings(f"[videobridge.shard]\ncpu = [{usable[0]}, {usable[0]}]")
+    # Shard i binds udp port + i: the range must fit, and stay clear of ICE-TCP's.
+    with pytest.raises(SettingsError, match=r"need ports 65535\.\.65536"):
+        parse_settings("[videobridge.shard]\ncount = 2\n[videobridge.ice.udp]\nport = 65535")
+    with pytest.raises(SettingsError, match=r"among the UDP ports \(10000\.\.10003"):
+        parse_settings("[videobridge.shard]\ncount = 4\n[videobridge.ice.tcp]\nenabled = true\nport = 10003")
+    ok = parse_settings("[videobridge.shard]\ncount = 4\n[videobridge.ice.tcp]\nenabled = true\nport = 10004")
+    assert ok.bridge_config().ice_tcp_port == 10004
 
 
 def test_bad_environment_value_names_the_variable() -> None:

@@ -23,6 +23,8 @@ use sluice_core::stun::{StunClass, StunMessage, StunWriter, BINDING};
 #[pyclass]
 struct NativeBridge {
     shard: Option<ShardHandle>,
+    /// The DTLS certificate every Transport of this shard presents; shards of one bridge share one.
+    cert: DtlsCert,
     fingerprint: Fingerprint,
 }
 
@@ -42,7 +44,9 @@ impl NativeBridge {
 #[pymethods]
 impl NativeBridge {
     #[new]
-    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None, cc_initial_estimate_bps=None, cc_pacing=false, tcp_port=None, tcp_max_connections=1024, gso=true))]
+    /// One shard: its thread, sockets and Transports. `shard_index` names its thread; `certificate_of`, another
+    /// shard of the same bridge, whose DTLS certificate this one presents too (None: a new one).
+    #[pyo3(signature = (bind_addresses, port, shard_cpu=None, cc_trace_dir=None, cc_initial_estimate_bps=None, cc_pacing=false, tcp_port=None, tcp_max_connections=1024, gso=true, shard_index=0, certificate_of=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         bind_addresses: Vec<String>,
@@ -54,6 +58,8 @@ impl NativeBridge {
         tcp_port: Option<u16>,
         tcp_max_connections: usize,
         gso: bool,
+        shard_index: usize,
+        certificate_of: Option<PyRef<'_, NativeBridge>>,
     ) -> PyResult<Self> {
         let mut bind = Vec::new();
         for a in &bind_addresses {
@@ -70,8 +76,11 @@ impl NativeBridge {
             }),
             _ => None,
         };
-        let cert = DtlsCert::generate()
-            .map_err(|e| PyRuntimeError::new_err(format!("certificate: {e:?}")))?;
+        let cert = match certificate_of {
+            Some(other) => other.cert.clone(),
+            None => DtlsCert::generate()
+                .map_err(|e| PyRuntimeError::new_err(format!("certificate: {e:?}")))?,
+        };
         let fingerprint = cert.fingerprint(HashAlg::Sha256);
         let config = ShardConfig {
             bind,
@@ -81,11 +90,13 @@ impl NativeBridge {
             cc_pacing,
             tcp,
             gso,
+            index: shard_index,
         };
-        let shard =
-            ShardHandle::spawn(&config, cert).map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let shard = ShardHandle::spawn(&config, cert.clone())
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(NativeBridge {
             shard: Some(shard),
+            cert,
             fingerprint,
         })
     }
@@ -378,6 +389,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
     d.set_item("routers", s.routers)?;
     d.set_item("seam_commands", s.seam_commands)?;
     d.set_item("seam_events", s.seam_events)?;
+    d.set_item("cpu_seconds", s.thread_cpu_ns as f64 / 1e9)?;
     let ts = PyDict::new(py);
     for t in &s.transports {
         let td = counters_dict(py, &t.counters)?;

@@ -66,6 +66,8 @@ pub struct ShardConfig {
     /// Send each receiver's run of equal-size packets in a batch as one UDP GSO message
     /// (`SendBatch::with_gso`; off again by itself where the kernel refuses it).
     pub gso: bool,
+    /// This shard's number among the bridge's: its thread is `sluice-shard-<index>`.
+    pub index: usize,
 }
 
 /// All state a shard mutates per packet.
@@ -353,6 +355,7 @@ impl State {
             transports,
             seam_commands: self.commands_seen,
             seam_events: self.events_sent,
+            thread_cpu_ns: crate::stats::thread_cpu_ns(),
         }
     }
 }

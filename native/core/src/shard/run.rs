@@ -252,17 +252,16 @@ impl ShardHandle {
         let events = Arc::new(Queue::new()?);
         let (c, e) = (commands.clone(), events.clone());
         let cpu = config.cpu;
+        let name = format!("sluice-shard-{}", config.index);
         let (pinned_tx, pinned_rx) = std::sync::mpsc::sync_channel(1);
-        let thread = std::thread::Builder::new()
-            .name("sluice-shard-0".into())
-            .spawn(move || {
-                let pinned = cpu.map_or(Ok(()), pin_current_thread);
-                let ok = pinned.is_ok();
-                let _ = pinned_tx.send(pinned);
-                if ok {
-                    run(shard, &c, &e);
-                }
-            })?;
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let pinned = cpu.map_or(Ok(()), pin_current_thread);
+            let ok = pinned.is_ok();
+            let _ = pinned_tx.send(pinned);
+            if ok {
+                run(shard, &c, &e);
+            }
+        })?;
         let pinned = pinned_rx
             .recv()
             .unwrap_or_else(|_| Err(io::Error::other("the shard thread ended before starting")));
