@@ -94,6 +94,8 @@ async def nat_lab(
     uplink = netlab.link(srv, rtr)
     lan = netlab.link(rtr, nat)
     netlab.default_route(nat, lan)  # rtr forwards
+    # One shard: the router's rules name the one media port (and ICE-TCP port) the bridge has then.
+    settings = "[videobridge.shard]\ncount = 1\n" + settings
     async with running_serve(tmp, settings, netns=srv, host=uplink.a_addr) as serve:
         rtr.run("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", uplink.ifname, "-j", "MASQUERADE")
         lab = NatLab(tmp, srv, rtr, nat, uplink, serve)

@@ -89,13 +89,17 @@ async def test_jicofo_allocates_two_peers_through_prosody_then_expires_one(
     )
     bridge_jid = f"{BREWERY_JID.lower()}/{NICK}"
     meeting = str(uuid.uuid4())
-    (port,) = {p for _, p in app.bridge.local_addresses()}
 
     # 1. Create the conference with alice's endpoint (2.3 step 1).
     request = conference_modify(meeting, name=ROOM, create="true")
     create_endpoint(request, "alice")
     created = result_payload(await jicofo.iq(bridge_jid, request))
     alice_transport = transport_of(created, "alice")
+    # The port of the shard the conference was placed on.
+    conference = app.bridge.conference_by_meeting(meeting)
+    assert conference is not None
+    (port,) = {p for _, p in conference.shard.native.local_addresses()}
+    assert port in {p for _, p in app.bridge.local_addresses()}
     assert alice_transport.ufrag and alice_transport.pwd
     assert {(str(c.ip), c.port) for c in alice_transport.candidates} == {("127.0.0.1", port)}
     ((hash_name, value, setup),) = [(f.hash, f.value, f.setup) for f in alice_transport.fingerprints]
