@@ -143,6 +143,8 @@ class Counters:
     filtered: int | None = None
     #: Per bridge shard (by index): its thread's CPU seconds, packets sent, conferences held.
     shards: dict[str, ShardCounters] | None = None
+    #: Packets the bridge dropped, by reason (`filtered` among them).
+    drops: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,12 @@ class BridgeTarget(Target):
         base.send_calls = get("sluice_io_syscalls_total", op="sendmmsg")
         base.send_packets = get("sluice_io_packets_total", op="sendmmsg")
         base.gso_sends = get("sluice_io_gso_total", event="sends")
-        base.filtered = get("sluice_packets_dropped_total", reason="filtered") or 0
+        base.drops = {
+            dict(labels).get("reason", ""): int(value)
+            for (name, labels), value in values.items()
+            if name == "sluice_packets_dropped_total"
+        }
+        base.filtered = base.drops.get("filtered", 0)
         base.shards = {
             labels[0][1]: ShardCounters(
                 cpu_s=value,
@@ -454,6 +461,14 @@ class RunResult:
             )
         return out
 
+    def _drops(self) -> dict[str, int] | None:
+        """What the bridge dropped over the run, by reason (only reasons that rose; None: not a bridge)."""
+        before, after = self.before.drops, self.after.drops
+        if before is None or after is None:
+            return None
+        rose = {reason: count - before.get(reason, 0) for reason, count in after.items()}
+        return {reason: n for reason, n in sorted(rose.items()) if n > 0}
+
     def _delta(self, name: str) -> int | None:
         a, b = getattr(self.after, name), getattr(self.before, name)
         return a - b if a is not None and b is not None else None
@@ -540,6 +555,7 @@ class RunResult:
             },
             "seam_crossings_per_packet": round(seam / egress, 6) if seam is not None and egress else None,
             "shards": self._shards(),
+            "bridge_drops": self._drops(),
             "packets_per_sendmmsg": round(send_packets / send_calls, 2)
             if send_calls and send_packets
             else None,

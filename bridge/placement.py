@@ -6,7 +6,9 @@ created. A shard's load is the share of a
 core its thread used between its last two snapshots. A conference placed in the last `WARMUP` seconds has
 not shown its cost yet (its endpoints are still joining), so it counts as the average measured cost of a
 conference; without any measured load, the shard with the fewest conferences wins, which spreads a burst of
-new conferences evenly.
+new conferences evenly. Estimates within `TIE_CORES` or `TIE_SHARE` of the lowest count as equal, and then
+the shard with the fewest conferences wins: equal shards keep equal counts despite the noise of measurement,
+while a shard carrying a much dearer meeting gets fewer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from dataclasses import dataclass, field
 WARMUP = 10.0
 #: Snapshots closer than this to the previous one keep the previous rate (too short to measure).
 MIN_INTERVAL = 0.2
+#: Estimates this close to the lowest (in cores, or as a share of it, whichever is larger) are a tie, which
+#: the conference count breaks: measured CPU wanders by a few percent between equal shards.
+TIE_CORES = 0.05
+TIE_SHARE = 0.10
 
 
 @dataclass(slots=True)
@@ -66,9 +72,13 @@ class Placement:
         return [s.cpu + s.recent(now) * per_conference for s in self.shards]
 
     def choose(self, now: float, conferences: Sequence[int]) -> int:
-        """The shard for a new conference created at `now`: the lowest estimated load, then the fewest
-        conferences, then the lowest index. Counts the conference as warming up there."""
+        """The shard for a new conference created at `now`: among those whose estimated load ties with the
+        lowest, the one with the fewest conferences, then the lowest index. Counts the conference as warming
+        up there."""
         estimates = self.estimates(now, conferences)
-        best = min(self.shards, key=lambda s: (estimates[s.index], conferences[s.index], s.index))
+        lowest = min(estimates)
+        tie = max(TIE_CORES, lowest * TIE_SHARE)
+        close = [s for s in self.shards if estimates[s.index] <= lowest + tie]
+        best = min(close, key=lambda s: (conferences[s.index], s.index))
         best._recent.append(now)
         return best.index

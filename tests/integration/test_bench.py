@@ -66,6 +66,9 @@ async def test_bench_runs_a_small_scenario_and_writes_a_consistent_result(tmp_pa
     assert bridge["packets_per_sendmmsg"] >= 1 and bridge["packets_per_recvmmsg"] >= 1
     assert bridge["seam_crossings_per_packet"] is not None and bridge["seam_crossings_per_packet"] < 0.01
     assert step["cpu_per_packet_ratio"] > 0
+    # What the bridge dropped, by reason (the relay has no such counters); a healthy run drops no media.
+    assert raw["bridge_drops"] is None
+    assert not set(bridge["bridge_drops"]) & {"srtp_auth", "unknown_ssrc", "send_failed", "panic"}, bridge
     # Feedback is on by default for the bridge, as browsers have it, and off against the raw relay.
     fb, raw_fb = bridge["feedback"], raw["feedback"]
     assert fb["enabled"] is True and fb["transport_cc_sent"] > 0 and fb["transport_cc_received"] > 0, fb
