@@ -41,9 +41,17 @@ impl UdpSocket {
         if addr.is_ipv6() {
             setsockopt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
         }
-        // Best effort: the kernel caps these at rmem_max/wmem_max without failing.
-        let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
-        let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
+        // Best effort: past net.core.rmem_max/wmem_max only with CAP_NET_ADMIN (the *FORCE options);
+        // without it the kernel caps the plain ones there without failing. A burst (every sender's
+        // keyframe at once) must not overflow the queue while the shard waits for a CPU.
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if setsockopt(raw, libc::SOL_SOCKET, force, SOCKET_BUFFER).is_err() {
+                let _ = setsockopt(raw, libc::SOL_SOCKET, plain, SOCKET_BUFFER);
+            }
+        }
         let (storage, len) = to_sockaddr(addr);
         // SAFETY: storage is a valid sockaddr of `len` bytes for this family.
         let rc =
@@ -866,6 +874,47 @@ pub fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn buffer_size(sock: &UdpSocket, name: libc::c_int) -> usize {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: value and len are live and sized for an int option.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt");
+        usize::try_from(value).expect("size")
+    }
+
+    fn sysctl(name: &str) -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn buffers_are_as_large_as_asked_or_as_the_host_allows() {
+        let sock = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let asked = SOCKET_BUFFER as usize;
+        // The kernel reports twice what was set (its bookkeeping share). With CAP_NET_ADMIN (root here)
+        // the FORCE options pass the host's cap; without it the cap is the most there is.
+        // SAFETY: geteuid has no preconditions.
+        let privileged = unsafe { libc::geteuid() } == 0;
+        for (name, cap) in [
+            (libc::SO_RCVBUF, sysctl("rmem_max")),
+            (libc::SO_SNDBUF, sysctl("wmem_max")),
+        ] {
+            let want = if privileged { asked } else { asked.min(cap) };
+            assert!(buffer_size(&sock, name) >= 2 * want, "option {name}: cap {cap}");
+        }
+    }
 
     #[test]
     fn sockaddr_round_trip() {

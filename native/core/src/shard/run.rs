@@ -115,8 +115,9 @@ impl Shard {
     }
 
     /// Sleeps until a socket or `extra_fd` is readable (or a TCP connection writable where bytes
-    /// wait), or until `deadline`.
-    pub fn wait(&mut self, extra_fd: Option<i32>, deadline: Instant, now: Instant) {
+    /// wait), or until `deadline`. Returns whether `extra_fd` may be readable: the loop then drains
+    /// the command queue, and otherwise spares that syscall on each wake-up.
+    pub fn wait(&mut self, extra_fd: Option<i32>, deadline: Instant, now: Instant) -> bool {
         if let Some(tcp) = &self.io.tcp {
             // Connections come and go: the set after the UDP sockets is rebuilt each time.
             self.pollfds.truncate(self.io.sockets().len());
@@ -135,14 +136,20 @@ impl Shard {
             .saturating_duration_since(now)
             .as_millis()
             .min(1000) as libc::c_int;
+        for p in &mut self.pollfds {
+            p.revents = 0;
+        }
         // SAFETY: pollfds is a live array of pollfd of the given length.
-        unsafe {
+        let ready = unsafe {
             libc::poll(
                 self.pollfds.as_mut_ptr(),
                 self.pollfds.len() as libc::nfds_t,
                 ms,
             )
         };
+        // An interrupted poll says nothing of the fd: look, as before.
+        extra_fd.is_some()
+            && (ready < 0 || self.pollfds.last().is_some_and(|last| last.revents != 0))
     }
 }
 
@@ -338,9 +345,11 @@ fn run(mut shard: Shard, commands: &Queue<Command>, events: &Queue<Event>) {
     let mut evs = Vec::new();
     loop {
         let now = Instant::now();
-        shard.wait(Some(commands.fd()), shard.poll_timeout(now), now);
+        let commanded = shard.wait(Some(commands.fd()), shard.poll_timeout(now), now);
         let now = Instant::now();
-        commands.drain_into(&mut cmds);
+        if commanded {
+            commands.drain_into(&mut cmds);
+        }
         for cmd in cmds.drain(..) {
             if !shard.handle_command(now, cmd) {
                 return;
