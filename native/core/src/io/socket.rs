@@ -912,7 +912,10 @@ mod tests {
             (libc::SO_SNDBUF, sysctl("wmem_max")),
         ] {
             let want = if privileged { asked } else { asked.min(cap) };
-            assert!(buffer_size(&sock, name) >= 2 * want, "option {name}: cap {cap}");
+            assert!(
+                buffer_size(&sock, name) >= 2 * want,
+                "option {name}: cap {cap}"
+            );
         }
     }
 

@@ -252,14 +252,17 @@ impl ShardHandle {
     /// and the kernel cannot pull a woken reader onto its CPU mid-batch. A CPU this process may not
     /// use is an error here, before anything runs.
     pub fn spawn(config: &ShardConfig, cert: DtlsCert) -> io::Result<Self> {
-        let shard = Shard::new(config, cert)?;
+        Self::start(Shard::new(config, cert)?, config.cpu, config.index)
+    }
+
+    /// Starts `shard`'s thread (`sluice-shard-<index>`), pinned to `cpu` if given.
+    fn start(shard: Shard, cpu: Option<usize>, index: usize) -> io::Result<Self> {
         let local_addrs = shard.local_addrs().to_vec();
         let tcp_local = shard.tcp_local_addr();
         let commands = Arc::new(Queue::new()?);
         let events = Arc::new(Queue::new()?);
         let (c, e) = (commands.clone(), events.clone());
-        let cpu = config.cpu;
-        let name = format!("sluice-shard-{}", config.index);
+        let name = format!("sluice-shard-{index}");
         let (pinned_tx, pinned_rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let pinned = cpu.map_or(Ok(()), pin_current_thread);
@@ -454,6 +457,84 @@ mod tests {
             shard.state.transports[&11].state(),
             TransportState::Checking
         );
+    }
+
+    /// Waits for the first event `pick` takes from `handle`'s queue.
+    fn next_event<T>(handle: &ShardHandle, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut events = Vec::new();
+        loop {
+            handle.events.drain_into(&mut events);
+            if let Some(found) = events.iter().find_map(&mut pick) {
+                return found;
+            }
+            events.clear();
+            assert!(Instant::now() < deadline, "no such event within 5 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Transport `id`'s packets in, by a stats request to the running shard.
+    fn packets_in(handle: &ShardHandle, request: u64, id: TransportId) -> u64 {
+        handle.send(Command::GetStats { request });
+        next_event(handle, |e| match e {
+            Event::Stats {
+                request: r,
+                snapshot,
+            } if *r == request => snapshot
+                .transports
+                .iter()
+                .find(|t| t.id == id)
+                .map(|t| t.counters.packets_in),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_panic_on_one_running_shard_leaves_the_other_shards_call_alone() {
+        let mut a = shard_with_transports(&[10]);
+        let mut b = shard_with_transports(&[20]);
+        let peer = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let other = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        a.state.by_addr.insert(peer.local_addr(), 10);
+        b.state.by_addr.insert(other.local_addr(), 20);
+        a.state
+            .transports
+            .get_mut(&10)
+            .expect("transport")
+            .panic_on_dtls = true;
+        let (a_addr, b_addr) = (a.local_addrs()[0], b.local_addrs()[0]);
+        let mut ha = ShardHandle::start(a, None, 0).expect("shard a");
+        let mut hb = ShardHandle::start(b, None, 1).expect("shard b");
+
+        let mut batch = SendBatch::new(4);
+        batch.push(&[22, 0xfe, 0xfd, 0, 0], a_addr);
+        peer.send_batch(&mut batch);
+        let detail = next_event(&ha, |e| match e {
+            Event::TransportState {
+                transport: 10,
+                state: TransportState::Failed,
+                detail,
+            } => Some(detail.clone()),
+            _ => None,
+        });
+        assert!(detail.contains("internal"), "{detail}");
+
+        // Shard b, on its own thread, still takes its transport's datagrams; shard a still answers.
+        batch.push(&[22, 0xfe, 0xfd, 0, 0], b_addr);
+        other.send_batch(&mut batch);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut request = 1;
+        while packets_in(&hb, request, 20) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "shard b stopped taking datagrams"
+            );
+            request += 1;
+        }
+        assert_eq!(packets_in(&ha, 1000, 10), 1);
+        ha.shutdown();
+        hb.shutdown();
     }
 
     /// The CPUs a thread of this process named `name` may run on, from /proc.
