@@ -93,6 +93,46 @@ def udp_counters(snmp: Path = Path("/proc/net/snmp")) -> UdpCounters:
     return parse_snmp(snmp.read_text())
 
 
+def parse_udp_socket_drops(table: str) -> dict[str, int]:
+    """Drops per socket inode from a /proc/net/udp or udp6 table (its last column)."""
+    drops: dict[str, int] = {}
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 13 and fields[-1].isdigit():
+            drops[fields[9]] = int(fields[-1])
+    return drops
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of process `pid`'s sockets (empty if it is gone or not ours to read)."""
+    inodes: set[str] = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        fds = list(fd_dir.iterdir())
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def udp_socket_drops(pid: int, net: Path = Path("/proc/net")) -> int:
+    """Datagrams the kernel dropped at process `pid`'s own UDP sockets (a full receive buffer), summed: which
+    side of a run lost what the namespace-wide counters count."""
+    drops: dict[str, int] = {}
+    for name in ("udp", "udp6"):
+        try:
+            drops |= parse_udp_socket_drops((net / name).read_text())
+        except OSError:
+            continue
+    return sum(drops.get(inode, 0) for inode in socket_inodes(pid))
+
+
 def hardware() -> dict[str, object]:
     """CPU model, core count and memory, for the result header."""
     model = "unknown"

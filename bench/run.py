@@ -33,7 +33,15 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.colibri import ColibriClient, LocalTransport, SourceSet
-from bench.procstat import CpuTimes, UdpCounters, hardware, machine_busy_seconds, process_cpu, udp_counters
+from bench.procstat import (
+    CpuTimes,
+    UdpCounters,
+    hardware,
+    machine_busy_seconds,
+    process_cpu,
+    udp_counters,
+    udp_socket_drops,
+)
 from bench.scenario import Scenario
 from bridge.bridge import process_threads
 
@@ -145,6 +153,10 @@ class Counters:
     shards: dict[str, ShardCounters] | None = None
     #: Packets the bridge dropped, by reason (`filtered` among them).
     drops: dict[str, int] | None = None
+    #: Datagrams the kernel dropped at the target's own UDP sockets, and at this process's (the load
+    #: generator's): where the namespace-wide `udp` drops happened.
+    target_socket_drops: int | None = None
+    own_socket_drops: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +175,13 @@ class Target:
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 cpu = process_cpu(self.pid)
-        return Counters(at=time.monotonic(), cpu=cpu, udp=udp_counters())
+        return Counters(
+            at=time.monotonic(),
+            cpu=cpu,
+            udp=udp_counters(),
+            target_socket_drops=udp_socket_drops(self.pid) if self.pid is not None else None,
+            own_socket_drops=udp_socket_drops(os.getpid()),
+        )
 
 
 class BridgeTarget(Target):
@@ -552,6 +570,9 @@ class RunResult:
                 "rcvbuf_errors": udp.rcvbuf_errors,
                 "sndbuf_errors": udp.sndbuf_errors,
                 "in_errors": udp.in_errors,
+                # Receive-buffer drops at the target's sockets and at the load generator's.
+                "at_target": self._delta("target_socket_drops"),
+                "at_loadgen": self._delta("own_socket_drops"),
             },
             "seam_crossings_per_packet": round(seam / egress, 6) if seam is not None and egress else None,
             "shards": self._shards(),

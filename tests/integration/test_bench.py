@@ -68,6 +68,9 @@ async def test_bench_runs_a_small_scenario_and_writes_a_consistent_result(tmp_pa
     assert step["cpu_per_packet_ratio"] > 0
     # What the bridge dropped, by reason (the relay has no such counters); a healthy run drops no media.
     assert raw["bridge_drops"] is None
+    for run in (bridge, raw):
+        drops = run["kernel_udp_drops"]
+        assert drops["at_target"] >= 0 and drops["at_loadgen"] >= 0, drops
     assert not set(bridge["bridge_drops"]) & {"srtp_auth", "unknown_ssrc", "send_failed", "panic"}, bridge
     # Feedback is on by default for the bridge, as browsers have it, and off against the raw relay.
     fb, raw_fb = bridge["feedback"], raw["feedback"]

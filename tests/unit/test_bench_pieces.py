@@ -14,8 +14,10 @@ from bench.procstat import (
     UdpCounters,
     machine_busy_seconds,
     parse_snmp,
+    parse_udp_socket_drops,
     process_cpu,
     udp_counters,
+    udp_socket_drops,
 )
 from bench.qoe_run import is_impair_scenario
 from bench.readme_report import BEGIN, END, ReportError, rewrite, table
@@ -43,6 +45,32 @@ def test_snmp_udp_line_is_read_by_name() -> None:
     with pytest.raises(ValueError):
         parse_snmp("Ip: a\nIp: 1\n")
     assert udp_counters().in_datagrams >= 0  # this machine's own file parses
+
+
+# /proc/net/udp as the kernel writes it (its runs of spaces shortened): the inode is field 10, drops the last.
+UDP_TABLE = """\
+sl local_address rem_address st tx_queue rx_queue tr tm->when retrnsmt uid timeout inode ref pointer drops
+123: 0100007F:BE61 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 9738771 2 0000000000000000 4290
+124: 0100007F:9F9C 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 9738772 2 0000000000000000 0
+"""
+
+
+def test_udp_drops_are_read_per_socket_and_summed_per_process() -> None:
+    assert parse_udp_socket_drops(UDP_TABLE) == {"9738771": 4290, "9738772": 0}
+    # A real socket of this process whose small receive buffer overflows: its drops are this process's.
+    import socket  # noqa: PLC0415
+
+    before = udp_socket_drops(os.getpid())
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        rx.bind(("127.0.0.1", 0))
+        for _ in range(200):
+            tx.sendto(b"x" * 1000, rx.getsockname())
+        assert udp_socket_drops(os.getpid()) > before
+    assert udp_socket_drops(2**22 + 1) == 0  # no such process
 
 
 def test_machine_busy_time_leaves_out_idle_and_iowait(tmp_path: Path) -> None:
