@@ -12,34 +12,39 @@ from bridge.placement import WARMUP, Placement
 from tests.helpers.fake_native import FakeNative
 
 
-def test_idle_shards_take_new_conferences_in_turn() -> None:
-    placement = Placement(3)
-    held = [0, 0, 0]
+def _place(placement: Placement, now: float, held: list[int], count: int) -> list[int]:
+    """`count` new conferences at `now`, each added to `held` where it went."""
     chosen = []
-    for _ in range(7):
-        chosen.append(placement.choose(0.0, held))
+    for _ in range(count):
+        chosen.append(placement.choose(now, held))
         held[chosen[-1]] += 1
-    assert chosen == [0, 1, 2, 0, 1, 2, 0]
+    return chosen
 
 
-def test_the_least_loaded_shard_by_measured_cpu_wins() -> None:
+def _measured(first: float, second: float) -> Placement:
+    """Two shards whose threads used `first` and `second` cores over the last second."""
     placement = Placement(2)
     for shard in (0, 1):
         placement.observe(shard, 0.0, 0.0)
+    placement.observe(0, 1.0, first)
+    placement.observe(1, 1.0, second)
+    return placement
+
+
+def test_idle_shards_take_new_conferences_in_turn() -> None:
+    assert _place(Placement(3), 0.0, [0, 0, 0], 7) == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_the_least_loaded_shard_by_measured_cpu_wins() -> None:
     # Shard 0's thread used 0.6 of a core over the second, shard 1's 0.2, with more conferences.
-    placement.observe(0, 1.0, 0.6)
-    placement.observe(1, 1.0, 0.2)
+    placement = _measured(0.6, 0.2)
     assert placement.estimates(1.0, [4, 6]) == pytest.approx([0.6, 0.2])
     assert placement.choose(1.0, [4, 6]) == 1
 
 
 def test_shards_measured_about_equal_keep_equal_counts_and_a_dearer_one_gets_fewer() -> None:
-    placement = Placement(2)
-    for shard in (0, 1):
-        placement.observe(shard, 0.0, 0.0)
     # Equal meetings: 0.24 against 0.25 cores is noise; the counts decide, whichever shard measured less.
-    placement.observe(0, 1.0, 0.25)
-    placement.observe(1, 1.0, 0.24)
+    placement = _measured(0.25, 0.24)
     assert placement.choose(1.0, [7, 6]) == 1
     assert placement.choose(1.0, [6, 7]) == 0
     # A shard carrying a large meeting (0.6 against 0.2 cores) gets the next ones though it has fewer.
@@ -50,16 +55,9 @@ def test_shards_measured_about_equal_keep_equal_counts_and_a_dearer_one_gets_few
 
 def test_a_burst_of_new_conferences_is_spread_before_any_of_them_shows_its_cost() -> None:
     """Each newly placed conference counts as the average measured cost of a conference until WARMUP."""
-    placement = Placement(2)
-    for shard in (0, 1):
-        placement.observe(shard, 0.0, 0.0)
-    placement.observe(0, 1.0, 0.40)  # 0.15 cores per conference on average
-    placement.observe(1, 1.0, 0.20)
+    placement = _measured(0.40, 0.20)  # 0.15 cores per conference on average
     held = [2, 2]
-    chosen = []
-    for _ in range(6):
-        chosen.append(placement.choose(1.0, held))
-        held[chosen[-1]] += 1
+    chosen = _place(placement, 1.0, held, 6)
     # Measured alone, shard 1 would stay the lighter for all six; counting each new one at the average
     # cost, shard 0 gets its share once shard 1's newcomers catch up with it.
     assert chosen[:2] == [1, 1] and 2 <= chosen.count(0) < chosen.count(1), chosen
