@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sluice_core::codec::vp8::Vp8Descriptor;
 use sluice_core::domain::{Codec, PayloadType};
+use sluice_core::router::KEYFRAME_REQUEST_MIN_INTERVAL;
 use sluice_core::rtcp::{parse_compound, write_nack, write_sender_report, RtcpPacket};
 use sluice_core::rtp::RtpView;
 use sluice_core::seam::Command;
@@ -135,6 +136,55 @@ fn each_receiver_gets_its_layer_on_the_primary_ssrc_and_switches_only_at_its_key
             .keyframe_ssrc_for(11, LAYERS[0]),
         LAYERS[1]
     );
+}
+
+/// Receivers 1 and 2 on the top layer with its keyframe in, the joins' keyframe requests long past; then
+/// receiver 1 goes down to layer 1 (a PLI at once) and receiver 2 follows within the Producer's limit.
+fn two_switch_within_the_limit() -> (common::Conference, Sender, usize) {
+    let mut conf = connected();
+    let mut s = Sender::new();
+    s.all(&mut conf, true);
+    settle(&mut conf);
+    conf.run_until(KEYFRAME_REQUEST_MIN_INTERVAL, |_| false);
+    let before = plis_for(&conf.peers[0], LAYERS[1]);
+    allocate(&mut conf, 1, Some(1));
+    allocate(&mut conf, 2, Some(1));
+    settle(&mut conf);
+    assert_eq!(
+        plis_for(&conf.peers[0], LAYERS[1]),
+        before + 1,
+        "one PLI now, the second refused by the limit"
+    );
+    (conf, s, before)
+}
+
+#[test]
+fn a_keyframe_request_the_limit_refused_goes_when_it_allows_if_a_receiver_still_waits() {
+    let (mut conf, _, before) = two_switch_within_the_limit();
+    // No packet of the Source comes meanwhile, so no Projection's own retry (a second apart) asks: the
+    // second PLI is the deferred one, once the limit allows.
+    let sent = conf.run_until(Duration::from_millis(700), |c| {
+        plis_for(&c.peers[0], LAYERS[1]) == before + 2
+    });
+    assert!(
+        sent,
+        "the refused request was not sent when the limit allowed"
+    );
+    conf.run_until(Duration::from_millis(400), |_| false);
+    assert_eq!(plis_for(&conf.peers[0], LAYERS[1]), before + 2, "once");
+}
+
+#[test]
+fn a_deferred_keyframe_request_is_dropped_when_the_keyframe_came_first() {
+    let (mut conf, mut s, before) = two_switch_within_the_limit();
+    s.frame(&mut conf, 1, true);
+    conf.run_until(Duration::from_millis(700), |_| false);
+    assert_eq!(
+        plis_for(&conf.peers[0], LAYERS[1]),
+        before + 1,
+        "nobody waits any more: no second PLI"
+    );
+    assert!(conf.shard.stats().waiting.is_empty());
 }
 
 #[test]

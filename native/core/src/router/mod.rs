@@ -49,6 +49,30 @@ const MAX_BLOCKS: usize = 31;
 /// The CNAME the bridge uses for its own RTCP.
 const BRIDGE_CNAME: &[u8] = b"sluice";
 
+/// The layers whose keyframe receivers asked for during one packet's fan-out: distinct SSRCs, as many as
+/// a simulcast Source has layers (receivers may wait for different ones). Fixed size: no allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyframeWants {
+    ssrcs: [u32; 4],
+    len: u8,
+}
+
+impl KeyframeWants {
+    /// Adds `ssrc` unless it is there; past four (more layers than simulcast has) the receiver asks again
+    /// after its retry interval.
+    pub fn add(&mut self, ssrc: u32) {
+        let len = usize::from(self.len);
+        if !self.ssrcs[..len].contains(&ssrc) && len < self.ssrcs.len() {
+            self.ssrcs[len] = ssrc;
+            self.len += 1;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ssrcs[..usize::from(self.len)].iter().copied()
+    }
+}
+
 /// The part one SSRC plays in its Source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -315,7 +339,7 @@ pub struct Router {
     /// What each receiver was allocated, by Source name.
     allocations: video::Allocations,
     /// An SSRC whose keyframe a receiver waits for, taken by the shard after each packet.
-    keyframe_wanted: Option<u32>,
+    keyframe_wanted: KeyframeWants,
     /// Each sender's header extension ids.
     extensions: IdMap<HeaderExtensionIds>,
     /// Each receiver's retransmission budget (made at its first NACK answered from a cache).
@@ -335,7 +359,7 @@ impl Router {
             next_video: 0,
             payloads: IdMap::default(),
             allocations: IdMap::default(),
-            keyframe_wanted: None,
+            keyframe_wanted: KeyframeWants::default(),
             extensions: IdMap::default(),
             rtx_budgets: IdMap::default(),
         }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{Router, MAX_SPATIAL};
+use super::{KeyframeWants, Router, MAX_SPATIAL};
 use crate::codec::{
     h264::H264Payload, vp8, vp8::Vp8Descriptor, vp9, vp9::Vp9Descriptor, PictureIdWidth,
 };
@@ -319,16 +319,33 @@ impl Router {
             }
             // Every packet: H.264 marks no frame starts but keyframes, and a waiting receiver must ask
             // again if its first request was lost (at most once a second; a few compares otherwise).
-            if let Some(l) = proj.keyframe_request(now) {
-                *keyframe_wanted = vs.layers.get(usize::from(l)).map(|l| l.ssrc);
+            if let Some(l) = proj
+                .keyframe_request(now)
+                .and_then(|l| vs.layers.get(usize::from(l)))
+            {
+                keyframe_wanted.add(l.ssrc);
             }
         }
         queued
     }
 
     /// A keyframe a receiver's Projection is waiting for (the SSRC of its layer), once.
-    pub fn take_keyframe_request(&mut self) -> Option<u32> {
-        self.keyframe_wanted.take()
+    pub fn take_keyframe_requests(&mut self) -> KeyframeWants {
+        std::mem::take(&mut self.keyframe_wanted)
+    }
+
+    /// Whether some receiver still waits for a keyframe of `ssrc`, a layer of a video Source.
+    pub fn keyframe_awaited(&self, ssrc: u32) -> bool {
+        let Some((source, layer)) = self.video_route(ssrc) else {
+            return false;
+        };
+        let Some(vs) = self.video.get(&source) else {
+            return false;
+        };
+        vs.layers
+            .get(usize::from(layer))
+            .is_some_and(|l| l.ssrc == ssrc)
+            && vs.consumers.values().any(|p| p.waiting() == Some(layer))
     }
 
     /// Sets what `receiver` gets of each named video Source (None: nothing; a layer above the Source's

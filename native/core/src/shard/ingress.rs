@@ -166,14 +166,14 @@ impl State {
             io,
             &mut self.total,
         );
-        let wanted = router.take_keyframe_request();
+        let wanted = router.take_keyframe_requests();
         if let Err(reason) = routed {
             if let Some(t) = self.transports.get_mut(&id) {
                 t.counters.drop(reason);
             }
             self.total.drop(reason);
         }
-        if let Some(ssrc) = wanted {
+        for ssrc in wanted.iter() {
             self.request_keyframe(now, router_id, ssrc, io);
         }
     }

@@ -91,6 +91,9 @@ pub struct State {
     next_feedback: Instant,
     /// When the bridge's own NACKs are looked at next.
     next_nack: Instant,
+    /// Keyframe requests the Producer's rate limit refused: (router, SSRC, when it allows one), at most
+    /// `MAX_DEFERRED_KEYFRAMES`; capacity kept, so no allocation once it has grown.
+    deferred_keyframes: Vec<(RouterId, u32, Instant)>,
     /// Seam crossings: commands handled and events handed out since start.
     commands_seen: u64,
     events_sent: u64,
@@ -189,6 +192,7 @@ impl Shard {
                 next_levels: Instant::now() + crate::router::LEVEL_TICK,
                 next_feedback: Instant::now() + rtcp::FEEDBACK_INTERVAL,
                 next_nack: Instant::now() + rtcp::NACK_INTERVAL,
+                deferred_keyframes: Vec::with_capacity(64),
                 commands_seen: 0,
                 cc_trace_dir: config.cc_trace_dir.clone(),
                 cc_config: {

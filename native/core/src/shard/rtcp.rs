@@ -21,13 +21,16 @@ use super::egress::Io;
 use super::State;
 use crate::domain::{ForceMute, MediaKind, RouterId, TransportId};
 use crate::io::MAX_DATAGRAM;
-use crate::router::{Router, RR_INTERVAL};
+use crate::router::{Router, KEYFRAME_REQUEST_MIN_INTERVAL, RR_INTERVAL};
 use crate::rtcp::{
     parse_compound, set_sender_ssrc, write_nack, write_pli, write_remb, Nack, RtcpPacket,
 };
 use crate::seam::Event;
 use crate::stats::DropReason;
 use crate::transport::{Protect, Transport};
+
+/// Deferred keyframe requests kept at most (one per video layer Producer in practice).
+const MAX_DEFERRED_KEYFRAMES: usize = 1024;
 
 /// How often the bridge sends transport-cc feedback (libwebrtc: every 100 ms at low rates, down to 25).
 pub const FEEDBACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -214,7 +217,10 @@ impl State {
             .map_or(media_ssrc, |r| r.keyframe_ssrc_for(receiver, media_ssrc))
     }
 
-    /// Asks the sender of `ssrc` for a keyframe with a PLI (rate-limited per Producer).
+    /// Asks the sender of `ssrc` for a keyframe with a PLI (rate-limited per Producer). A request the
+    /// limit refuses is kept until the limit allows it (`deferred_keyframes`) and sent then if a receiver
+    /// still waits for that layer: a receiver switched just after another request to the sender would
+    /// otherwise wait for its own retry, a second later.
     pub(super) fn request_keyframe(
         &mut self,
         now: Instant,
@@ -233,11 +239,49 @@ impl State {
             .transports
             .get(&p.transport)
             .is_some_and(|t| t.is_media_ready() && !t.force_mute.mutes(kind));
-        if !owner_ready || !Router::may_request_keyframe(p, now) {
+        if !owner_ready {
+            return;
+        }
+        if !Router::may_request_keyframe(p, now) {
+            let due = p
+                .last_keyframe_request
+                .map_or(now, |t| t + KEYFRAME_REQUEST_MIN_INTERVAL);
+            let known = self
+                .deferred_keyframes
+                .iter()
+                .any(|d| d.0 == router && d.1 == ssrc);
+            // Bounded: past it the receiver's own retry still asks.
+            if !known && self.deferred_keyframes.len() < MAX_DEFERRED_KEYFRAMES {
+                self.deferred_keyframes.push((router, ssrc, due));
+                self.next_sweep = self.next_sweep.min(due);
+            }
             return;
         }
         let owner = p.transport;
         self.send_pli(router, owner, ssrc, io);
+    }
+
+    /// Sends the deferred keyframe requests that are due and still wanted; returns when the next is due.
+    pub(super) fn send_deferred_keyframes(&mut self, now: Instant, io: &mut Io) -> Option<Instant> {
+        let mut next = None::<Instant>;
+        let mut i = 0;
+        while i < self.deferred_keyframes.len() {
+            let (router, ssrc, due) = self.deferred_keyframes[i];
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                i += 1;
+                continue;
+            }
+            self.deferred_keyframes.swap_remove(i);
+            if self
+                .routers
+                .get(&router)
+                .is_some_and(|r| r.keyframe_awaited(ssrc))
+            {
+                self.request_keyframe(now, router, ssrc, io);
+            }
+        }
+        next
     }
 
     /// `receiver` can take media now: its decoders need a keyframe of every video stream already flowing

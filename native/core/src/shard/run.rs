@@ -209,6 +209,9 @@ impl State {
         next = next.min(self.next_feedback);
         self.send_nacks(now, io);
         next = next.min(self.next_nack);
+        if let Some(at) = self.send_deferred_keyframes(now, io) {
+            next = next.min(at);
+        }
         if let Some(at) = self.probe(now, io) {
             next = next.min(at);
         }
@@ -504,8 +507,8 @@ mod tests {
             .expect("transport")
             .panic_on_dtls = true;
         let (a_addr, b_addr) = (a.local_addrs()[0], b.local_addrs()[0]);
-        let mut ha = ShardHandle::start(a, None, 0).expect("shard a");
-        let mut hb = ShardHandle::start(b, None, 1).expect("shard b");
+        let mut ha = ShardHandle::start(a, None, 50).expect("shard a");
+        let mut hb = ShardHandle::start(b, None, 51).expect("shard b");
 
         let mut batch = SendBatch::new(4);
         batch.push(&[22, 0xfe, 0xfd, 0, 0], a_addr);
@@ -564,16 +567,18 @@ mod tests {
     fn a_pinned_shard_runs_on_its_cpu_and_an_unusable_cpu_is_refused() {
         let cert = DtlsCert::generate().expect("cert");
         let last = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        // A thread name of its own: tests run side by side, and others start shards too.
         let mut pinned = ShardHandle::spawn(
             &ShardConfig {
                 cpu: Some(last),
+                index: 40,
                 ..config()
             },
             cert.clone(),
         )
         .expect("an allowed CPU");
         assert_eq!(
-            allowed_cpus_of("sluice-shard-0").as_deref(),
+            allowed_cpus_of("sluice-shard-40").as_deref(),
             Some(last.to_string().as_str())
         );
         pinned.shutdown();
