@@ -418,8 +418,6 @@ class Shard:
 
     index: int
     native: NativeSeam
-    #: Conferences on it now.
-    conferences: int = 0
 
 
 class Bridge:
@@ -491,12 +489,12 @@ class Bridge:
                 natives.append(
                     _native.NativeBridge(
                         cfg.bind_addresses,
-                        cfg.udp_port + i if cfg.udp_port else 0,
+                        _shard_port(cfg.udp_port, i),
                         None if cpus is None else cpus[i],
                         cfg.cc_trace_dir,
                         cfg.cc_initial_estimate_bps,
                         cfg.cc_pacing,
-                        None if cfg.ice_tcp_port is None else cfg.ice_tcp_port + i if cfg.ice_tcp_port else 0,
+                        None if cfg.ice_tcp_port is None else _shard_port(cfg.ice_tcp_port, i),
                         cfg.ice_tcp_max_connections,
                         cfg.gso,
                         shard_index=i,
@@ -546,25 +544,23 @@ class Bridge:
         return [a for shard in self.shards for a in shard.native.local_addresses()]
 
     def advertised_tcp_addresses(
-        self, shard: Shard | None = None
+        self, shard: Shard
     ) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
-        """(address, port) of a shard's ICE-TCP candidates (the first shard's by default): its UDP ones'
-        addresses on its TCP port (or the mapped one, plus the shard's index); none without ICE-TCP."""
-        shard = shard or self.shards[0]
+        """(address, port) of a shard's ICE-TCP candidates: its UDP ones' addresses on its TCP port (or the
+        mapped one, plus the shard's index); none without ICE-TCP."""
         tcp = shard.native.tcp_local_address()
         if tcp is None:
             return []
-        mapped = self.config.ice_tcp_mapped_port
-        port = mapped + shard.index if mapped else tcp[1]
+        port = _shard_port(self.config.ice_tcp_mapped_port or 0, shard.index) or tcp[1]
         return [(ip, port) for ip, _ in self.advertised_addresses(shard)]
 
     def advertised_addresses(
-        self, shard: Shard | None = None
+        self, shard: Shard
     ) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
-        """(address, port) pairs to put in a shard's candidates (the first shard's by default): the configured
-        addresses, else the bound ones (a wildcard becomes loopback); then the public addresses STUN mapping
-        found; all on the shard's port."""
-        bound = (shard or self.shards[0]).native.local_addresses()
+        """(address, port) pairs to put in a shard's candidates: the configured addresses, else the bound ones
+        (a wildcard becomes loopback); then the public addresses STUN mapping found; all on the shard's
+        port."""
+        bound = shard.native.local_addresses()
         out: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
         if self.config.advertised_addresses:
             out = [(ipaddress.ip_address(ip), bound[0][1]) for ip in self.config.advertised_addresses]
@@ -593,10 +589,11 @@ class Bridge:
         shards = self.shards
         router_id = next(self._ids)
         feedback = _feedback_ssrcs()
-        held = [s.conferences for s in shards]
-        shard = shards[self.placement.choose(time.monotonic(), held)] if len(shards) > 1 else shards[0]
+        if len(shards) > 1:
+            shard = shards[self.placement.choose(time.monotonic(), self.conferences_per_shard())]
+        else:
+            shard = shards[0]
         shard.native.create_router(router_id, *feedback)
-        shard.conferences += 1
         conf = Conference(self, conference_id, router_id, meeting_id, feedback, shard=shard, name=name)
         self._conferences[conference_id] = conf
         self._by_meeting[meeting_id] = conf
@@ -613,9 +610,15 @@ class Bridge:
     def conferences(self) -> dict[str, Conference]:
         return dict(self._conferences)
 
+    def conferences_per_shard(self) -> list[int]:
+        """How many conferences each shard holds, by shard index."""
+        held = [0] * len(self.shards)
+        for conference in self._conferences.values():
+            held[conference.shard.index] += 1
+        return held
+
     def _forget(self, conference: Conference) -> None:
-        if self._conferences.pop(conference.id, None) is not None:
-            conference.shard.conferences -= 1
+        self._conferences.pop(conference.id, None)
         if self._by_meeting.get(conference.meeting_id) is conference:
             del self._by_meeting[conference.meeting_id]
         self._by_router.pop(conference.router_id, None)
@@ -772,6 +775,11 @@ class Bridge:
                         if failed is not None
                         else None,
                     )
+
+
+def _shard_port(base: int, index: int) -> int:
+    """Shard `index`'s port from the configured one: the next ones up, or 0 (any free port) for 0."""
+    return base + index if base else 0
 
 
 #: Top-level entries of a snapshot that are keyed by id rather than summed.
