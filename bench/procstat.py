@@ -121,16 +121,17 @@ def socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def udp_socket_drops(pid: int, net: Path = Path("/proc/net")) -> int:
-    """Datagrams the kernel dropped at process `pid`'s own UDP sockets (a full receive buffer), summed: which
-    side of a run lost what the namespace-wide counters count."""
+def udp_socket_drops(*pids: int, net: Path = Path("/proc/net")) -> list[int]:
+    """Datagrams the kernel dropped at each process's own UDP sockets (a full receive buffer), summed per
+    process, from one reading of the socket tables: which side of a run lost what the namespace-wide
+    counters count."""
     drops: dict[str, int] = {}
     for name in ("udp", "udp6"):
         try:
             drops |= parse_udp_socket_drops((net / name).read_text())
         except OSError:
             continue
-    return sum(drops.get(inode, 0) for inode in socket_inodes(pid))
+    return [sum(drops.get(inode, 0) for inode in socket_inodes(pid)) for pid in pids]
 
 
 def hardware() -> dict[str, object]:

@@ -175,12 +175,16 @@ class Target:
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 cpu = process_cpu(self.pid)
+        if self.pid is None:
+            (own,), target = udp_socket_drops(os.getpid()), None
+        else:
+            own, target = udp_socket_drops(os.getpid(), self.pid)
         return Counters(
             at=time.monotonic(),
             cpu=cpu,
             udp=udp_counters(),
-            target_socket_drops=udp_socket_drops(self.pid) if self.pid is not None else None,
-            own_socket_drops=udp_socket_drops(os.getpid()),
+            target_socket_drops=target,
+            own_socket_drops=own,
         )
 
 

@@ -60,7 +60,7 @@ def test_udp_drops_are_read_per_socket_and_summed_per_process() -> None:
     # A real socket of this process whose small receive buffer overflows: its drops are this process's.
     import socket  # noqa: PLC0415
 
-    before = udp_socket_drops(os.getpid())
+    (before,) = udp_socket_drops(os.getpid())
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
@@ -69,8 +69,8 @@ def test_udp_drops_are_read_per_socket_and_summed_per_process() -> None:
         rx.bind(("127.0.0.1", 0))
         for _ in range(200):
             tx.sendto(b"x" * 1000, rx.getsockname())
-        assert udp_socket_drops(os.getpid()) > before
-    assert udp_socket_drops(2**22 + 1) == 0  # no such process
+        assert udp_socket_drops(os.getpid())[0] > before
+    assert udp_socket_drops(2**22 + 1) == [0]  # no such process
 
 
 def test_machine_busy_time_leaves_out_idle_and_iowait(tmp_path: Path) -> None:
