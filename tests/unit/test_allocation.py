@@ -27,9 +27,8 @@ from bridge.allocation import (
     infer_heights,
 )
 from bridge.channel import ReceiverVideoConstraints, VideoConstraints, VideoType
-from bridge.load import LoadSample
-from bridge.metrics import BridgeMetrics, render
 from bridge.settings import SettingsError, parse_bitrate, parse_settings
+from tests.helpers.metrics import exposition
 
 HEIGHTS = (180, 360, 720)
 RATES = (7.5, 15.0, 30.0)
@@ -724,19 +723,7 @@ def test_flight_recorder_is_bounded_and_json() -> None:
 def test_allocation_counters_are_exported_by_reason_only() -> None:
     stats = AllocationStats()
     Allocator(stats=stats).update(0.0, [Receiver("r", 0, rvc(last_n=1))], [], ABC)
-    m = BridgeMetrics(
-        snapshot=None,
-        conferences=1,
-        endpoints=3,
-        load=LoadSample(0, 0, 0, 0, 0),
-        healthy=True,
-        drain=False,
-        graceful_shutdown=False,
-        shutting_down=False,
-        allocation=stats,
-    )
-    body, _ = render(m, None)
-    text = body.decode()
+    text = exposition(None, conferences=1, endpoints=3, allocation=stats)
     assert "sluice_allocation_runs_total 1.0" in text and "sluice_allocation_changes_total 1.0" in text
     assert 'sluice_allocation_sources_total{reason="bandwidth-limited"} 1.0' in text
     assert 'sluice_allocation_sources_total{reason="last-n"} 2.0' in text

@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.load import LoadSample
-from bridge.metrics import BridgeMetrics, render
-
-
-def _exposition(snapshot: dict[str, object]) -> str:
-    """The text /metrics serves for `snapshot` on an otherwise idle bridge."""
-    m = BridgeMetrics(
-        snapshot=snapshot,
-        conferences=0,
-        endpoints=0,
-        load=LoadSample(0, 0, 0, 0, 0),
-        healthy=True,
-        drain=False,
-        graceful_shutdown=False,
-        shutting_down=False,
-    )
-    return render(m, None)[0].decode()
+from tests.helpers.metrics import exposition
 
 
 def test_rtx_cache_counters_are_exported_from_the_native_total() -> None:
@@ -32,7 +16,7 @@ def test_rtx_cache_counters_are_exported_from_the_native_total() -> None:
         "rtx_rate_limited": 2,
         "drops": {},
     }
-    text = _exposition({"total": total, "failures": {}, "io": {}})
+    text = exposition({"total": total, "failures": {}, "io": {}})
     for line in (
         "sluice_nack_requested_total 4.0",
         'sluice_nack_cache_total{result="hit"} 5.0',
@@ -49,7 +33,7 @@ def test_each_shards_cpu_packets_conferences_and_endpoints_are_exported() -> Non
         {"index": 0, "cpu_seconds": 1.5, "routers": 3, "transports": 9, "packets_in": 10, "packets_out": 70},
         {"index": 1, "cpu_seconds": 0.5, "routers": 2, "transports": 4, "packets_in": 5, "packets_out": 15},
     ]
-    lines = _exposition({"total": {"drops": {}}, "failures": {}, "io": {}, "shards": shards}).splitlines()
+    lines = exposition({"total": {"drops": {}}, "failures": {}, "io": {}, "shards": shards}).splitlines()
     for line in (
         'sluice_shard_cpu_seconds_total{shard="0"} 1.5',
         'sluice_shard_cpu_seconds_total{shard="1"} 0.5',
