@@ -243,7 +243,16 @@ class LoadGen:
         # Test knob: every endpoint drops every n-th SRTP media datagram it receives, as a lossy link.
         drop_every_n: int = 0,
     ) -> None: ...
-    def create_endpoints(self, count: int, group: int) -> list[LoadGenEndpoint]: ...
+    def create_endpoints(
+        self,
+        count: int,
+        group: int,
+        *,
+        ice_controlling: bool = False,
+        receives: bool = True,
+        peer: int | None = None,
+        rtx_pt: int | None = 96,
+    ) -> list[LoadGenEndpoint]: ...
     def connect(
         self,
         index: int,

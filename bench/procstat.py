@@ -62,6 +62,16 @@ class UdpCounters:
         """Datagrams the kernel dropped: full receive or send buffers, other input errors."""
         return self.in_errors + self.sndbuf_errors
 
+    def __add__(self, other: UdpCounters) -> UdpCounters:
+        return UdpCounters(
+            self.in_datagrams + other.in_datagrams,
+            self.out_datagrams + other.out_datagrams,
+            self.in_errors + other.in_errors,
+            self.rcvbuf_errors + other.rcvbuf_errors,
+            self.sndbuf_errors + other.sndbuf_errors,
+            self.no_ports + other.no_ports,
+        )
+
     def __sub__(self, other: UdpCounters) -> UdpCounters:
         return UdpCounters(
             self.in_datagrams - other.in_datagrams,

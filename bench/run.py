@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import janus
 from bench.colibri import ColibriClient, LocalTransport, SourceSet
 from bench.procstat import (
     CpuTimes,
@@ -47,6 +48,7 @@ from bridge.bridge import process_threads
 
 if TYPE_CHECKING:
     from bench._native import LoadGen, LoadGenStats
+    from tests.helpers.netns import Netns
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_RELAY = REPO / "native" / "target" / "release" / "raw_relay"
@@ -169,6 +171,8 @@ class ShardCounters:
 class Target:
     name = "target"
     pid: int | None = None
+    #: Where the load generator's endpoints bind (each its own socket unless on loopback).
+    loadgen_bind_ip = "127.0.0.1"
 
     async def counters(self) -> Counters:
         cpu = None
@@ -290,6 +294,52 @@ def _free_tcp_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+
+class JanusTarget(Target):
+    """Janus VideoRoom in its own network namespace (bench/janus.py); the load generator's sockets live in a
+    second namespace, across a veth. Its egress is what the kernel counts leaving its namespace over UDP."""
+
+    name = "janus"
+
+    def __init__(self, url: str, http: aiohttp.ClientSession, server: janus.JanusServer, lg_ns: Netns, bind_ip: str):
+        self.url = url
+        self.http = http
+        self.server = server
+        self.pid = server.pid
+        self.lg_ns = lg_ns
+        self.loadgen_bind_ip = bind_ip
+
+    async def counters(self) -> Counters:
+        net = Path(f"/proc/{self.server.pid}/net")
+        own_net = Path("/proc/thread-self/net")
+        cpu = None
+        with contextlib.suppress(ProcessLookupError):
+            cpu = process_cpu(self.server.pid)
+        theirs = udp_counters(net / "snmp")
+        ours, (own_drops,) = self.lg_ns.call(
+            lambda: (udp_counters(own_net / "snmp"), udp_socket_drops(os.getpid(), net=own_net))
+        )
+        (target_drops,) = udp_socket_drops(self.server.pid, net=net)
+        return Counters(
+            at=time.monotonic(),
+            cpu=cpu,
+            udp=theirs + ours,
+            packets_out=theirs.out_datagrams,
+            packets_in=theirs.in_datagrams,
+            target_socket_drops=target_drops,
+            own_socket_drops=own_drops,
+        )
+
+
+@contextlib.asynccontextmanager
+async def started_janus_target(http: aiohttp.ClientSession, cpu: int | None) -> AsyncIterator[JanusTarget]:
+    try:
+        async with janus.started_janus(http, cpu) as (url, server, lg_ns, bind_ip):
+            yield JanusTarget(url, http, server, lg_ns, bind_ip)
+    except janus.JanusError as exc:
+        raise BenchError(f"janus: {exc}") from exc
 
 
 @contextlib.asynccontextmanager
@@ -796,6 +846,7 @@ async def run_once(
     mode = "raw" if isinstance(target, RawRelayTarget) else "secure"
     lg = _loadgen_class()(
         threads=threads,
+        bind_ip=target.loadgen_bind_ip,
         mode=mode,
         audio=m.audio,
         video=m.video_ssrcs > 0,
@@ -809,8 +860,24 @@ async def run_once(
     meetings: list[str] = []
     relayed = 0
     channels: Channels | None = None
+    janus_api: janus.JanusApi | None = None
     try:
-        if isinstance(target, BridgeTarget):
+        if isinstance(target, JanusTarget):
+            janus_api = janus.JanusApi(target.url, target.http)
+            await janus_api.open()
+            lg_ns = target.lg_ns
+
+            def create(count: int, group: int, **role: Any) -> list[Any]:
+                # Sockets made on a thread inside the namespace stay there.
+                return lg_ns.call(lambda: lg.create_endpoints(count, group, **role))
+
+            try:
+                await janus.allocate_janus(
+                    janus_api, lg, scenario, create, lambda index, position: _sources(scenario, lg, index, position)
+                )
+            except janus.JanusError as exc:
+                raise BenchError(f"janus: {exc}\n{target.server.log_tail()}") from exc
+        elif isinstance(target, BridgeTarget):
             channels = Channels(target.session) if scenario.receive is not None else None
             meetings, relayed = await allocate_bridge(target, lg, scenario, channels, turn)
         elif isinstance(target, RawRelayTarget):
@@ -899,6 +966,8 @@ async def run_once(
     finally:
         if channels is not None:
             await channels.close()
+        if janus_api is not None:
+            await janus_api.close()
         lg.shutdown()
         if isinstance(target, BridgeTarget):
             for meeting in meetings:
@@ -954,6 +1023,37 @@ def _step(bridge: RunResult, raw: RunResult | None) -> dict[str, Any]:
     return step
 
 
+def _add_peers(step: dict[str, Any], runs: Sequence[RunResult]) -> None:
+    """The other SFUs' runs of a step, and every target side by side: egress packets per CPU-second (the
+    target's own egress count over its process's CPU time), loss and latency."""
+    step["peers"] = {run.target: run.summary() for run in runs}
+    for run in runs:
+        step["series"][run.target] = [vars(s) for s in run.series]
+    rows = {"sluice": step["bridge"], **({"raw-relay": step["raw_relay"]} if "raw_relay" in step else {})}
+    rows |= step["peers"]
+    table = {}
+    for name, summary in rows.items():
+        egress, cores = summary["egress_pps"], summary["cpu_cores"]
+        table[name] = {
+            "egress_pps": egress,
+            "cpu_cores": cores,
+            "egress_packets_per_cpu_second": round(egress / cores) if egress and cores else None,
+            "loss_pct": summary["loss_pct"],
+            "latency_p50_us": summary["latency_us"]["p50"],
+            "latency_p99_us": summary["latency_us"]["p99"],
+        }
+    ours = table["sluice"]["egress_packets_per_cpu_second"]
+    for name in step["peers"]:
+        theirs = table[name]["egress_packets_per_cpu_second"]
+        table[name]["sluice_advantage"] = round(ours / theirs, 2) if ours and theirs else None
+    step["side_by_side"] = table
+
+
+PEER_TARGETS: dict[str, Callable[[aiohttp.ClientSession, int | None], contextlib.AbstractAsyncContextManager[Target]]] = {
+    "janus": started_janus_target,
+}
+
+
 async def run_bench(
     scenario: Scenario,
     *,
@@ -966,6 +1066,7 @@ async def run_bench(
     turn: TurnServer | None = None,
     gso: bool = True,
     shards: int = 1,
+    peers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Runs `scenario` (every ramp step) against the bridge and the raw relay; returns the JSON result.
 
@@ -973,8 +1074,13 @@ async def run_bench(
     get their own CPUs (`Placement`); a bridge at `url` is placed by whoever started it, and several shards
     by the kernel, so nothing is pinned then. A
     scenario with `[turn]` runs each step against the bridge a second time with those endpoints through
-    `turn`, and reports what relaying cost against the direct run (`_turn_step`).
+    `turn`, and reports what relaying cost against the direct run (`_turn_step`). Each of `peers` (another
+    SFU: "janus") runs every step too, started here on the target's CPU, and the step's `side_by_side`
+    compares them all by egress packets per CPU-second.
     """
+    unknown = set(peers) - set(PEER_TARGETS)
+    if unknown:
+        raise BenchError(f"unknown target {sorted(unknown)}: the bench knows {', '.join(PEER_TARGETS)}")
     if scenario.turn is not None and turn is None:
         raise BenchError("the scenario has [turn]: give it a TURN server (`sluice bench` starts a coturn)")
     steps = [scenario.at(n) for n in scenario.ramp.steps()] if scenario.ramp else [scenario]
@@ -986,7 +1092,10 @@ async def run_bench(
             target = await stack.enter_async_context(started_bridge(session, place.target_cpu, gso, shards))
         else:
             target = BridgeTarget(url, session, pid)
-        # After the bridge started: a child inherits its parent's CPUs, and the bridge may use them all.
+        peer_targets: list[Target] = []
+        for name in peers:
+            peer_targets.append(await stack.enter_async_context(PEER_TARGETS[name](session, place.target_cpu)))
+        # After the targets started: a child inherits its parent's CPUs, and the bridge may use them all.
         stack.enter_context(_pinned(place.loadgen_cpus))
         for step in steps:
             bridge_run = await run_once(target, step, threads=threads, progress=progress)
@@ -997,6 +1106,9 @@ async def run_bench(
                 with started_raw_relay(place.target_cpu) as relay:
                     raw_run = await run_once(relay, step, threads=threads, progress=progress)
             results.append(_step(bridge_run, raw_run))
+            peer_runs = [await run_once(peer, step, threads=threads, progress=progress) for peer in peer_targets]
+            if peer_runs:
+                _add_peers(results[-1], peer_runs)
             if scenario.turn is not None:
                 relayed_run = await run_once(target, step, threads=threads, progress=progress, turn=turn)
                 results[-1]["turn"] = _turn_step(bridge_run, relayed_run)

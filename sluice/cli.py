@@ -145,6 +145,7 @@ def _bench(args: argparse.Namespace) -> int:
                 turn=turn,
                 gso=not args.no_gso,
                 shards=args.shards,
+                peers=args.target,
             )
 
     try:
@@ -299,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         type=_shard_count,
         default=1,
         help="shards of the bridge started here (default 1, pinned; more are placed by the kernel)",
+    )
+    bench.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        choices=("janus",),
+        help="also run every step through this SFU, side by side with Sluice (repeatable; janus: Debian's "
+        "Janus VideoRoom in a network namespace, needs root)",
     )
     bench.add_argument(
         "--no-gso",

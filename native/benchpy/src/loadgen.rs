@@ -17,8 +17,8 @@ use sluice_core::ice::{CandidateKind, IceCredentials};
 use sluice_loadgen::relay::RelayStats;
 use sluice_loadgen::turn::TurnConfig;
 use sluice_loadgen::{
-    Latency, LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Snapshot,
-    Sources,
+    Latency, LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Role,
+    Snapshot, Sources,
 };
 
 fn os_err(e: std::io::Error) -> PyErr {
@@ -110,13 +110,36 @@ impl LoadGen {
     }
 
     /// Creates `count` endpoints in `group`; one dict per endpoint with its local description.
+    /// `ice_controlling`: the endpoint offers to a full ICE agent; `receives`: loss is counted against
+    /// it; `peer`: the endpoint (its own publisher) whose streams it does not expect; `rtx_pt`: the
+    /// payload type RTX arrives with (None: not negotiated).
+    #[pyo3(signature = (
+        count, group, *, ice_controlling = false, receives = true, peer = None, rtx_pt = Some(96)
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn create_endpoints<'py>(
         &mut self,
         py: Python<'py>,
         count: usize,
         group: u32,
+        ice_controlling: bool,
+        receives: bool,
+        peer: Option<u32>,
+        rtx_pt: Option<u8>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let locals = self.inner.create_endpoints(count, group).map_err(os_err)?;
+        if rtx_pt.is_some_and(|pt| pt > 127) {
+            return Err(PyValueError::new_err("rtx_pt must be within 0..=127"));
+        }
+        let role = Role {
+            ice_controlling,
+            receives,
+            peer,
+            rtx_pt,
+        };
+        let locals = self
+            .inner
+            .create_endpoints_with(count, group, role)
+            .map_err(os_err)?;
         let out = PyList::empty(py);
         for l in locals {
             let d = PyDict::new(py);

@@ -154,6 +154,34 @@ enum Proto {
     },
 }
 
+/// How an endpoint stands towards its target. The default is a bridge's client: ICE controlled, a
+/// receiver of every other sender in its group. A forwarder with a PeerConnection per direction
+/// (Janus, LiveKit) gets two endpoints per participant: a publisher that only sends and a subscriber
+/// that receives everyone but its own publisher (`peer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Role {
+    /// ICE controlling: the endpoint offered, against a full ICE agent that answered.
+    pub ice_controlling: bool,
+    /// Expected to receive the group's streams (loss is counted against it).
+    pub receives: bool,
+    /// The endpoint of the same participant whose streams this one does not expect.
+    pub peer: Option<u32>,
+    /// The payload type RTX arrives with (with feedback), as the remote's description numbers it; None:
+    /// it negotiated none, so no payload type is unwrapped.
+    pub rtx_pt: Option<u8>,
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role {
+            ice_controlling: false,
+            receives: true,
+            peer: None,
+            rtx_pt: Some(PT_RTX),
+        }
+    }
+}
+
 pub struct Endpoint {
     pub index: u32,
     pub group: u32,
@@ -161,6 +189,7 @@ pub struct Endpoint {
     proto: Proto,
     pub state: EndpointState,
     pub detail: String,
+    pub role: Role,
     pub outgoing: Vec<Outgoing>,
     /// Per sent stream (sender, payload ssrc): loss accounting.
     pub streams: Vec<StreamTracker>,
@@ -217,9 +246,23 @@ impl Endpoint {
     /// A secure endpoint on `sock`, answering as ICE controlled with `ice` credentials. Its
     /// Transport's ids are the endpoint's index and group (they only name it in its own stats).
     pub fn secure(index: u32, group: u32, sock: Sock, ice: IceCredentials, cert: DtlsCert) -> Self {
+        Self::secure_with(index, group, sock, ice, cert, Role::default())
+    }
+
+    /// A secure endpoint in `role`: its ICE role and what it expects to receive.
+    pub fn secure_with(
+        index: u32,
+        group: u32,
+        sock: Sock,
+        ice: IceCredentials,
+        cert: DtlsCert,
+        role: Role,
+    ) -> Self {
         let local = [sock.local_addr()];
-        let t = Transport::new(index.into(), group.into(), ice, false, cert, &local);
-        Self::with_proto(index, group, sock, Proto::Secure(Box::new(t)))
+        let t = Transport::new(index.into(), group.into(), ice, role.ice_controlling, cert, &local);
+        let mut ep = Self::with_proto(index, group, sock, Proto::Secure(Box::new(t)));
+        ep.role = role;
+        ep
     }
 
     /// A raw endpoint: clear RTP-shaped packets to a relay, no ICE/DTLS/SRTP.
@@ -235,6 +278,7 @@ impl Endpoint {
             proto,
             state: EndpointState::New,
             detail: String::new(),
+            role: Role::default(),
             outgoing: Vec::new(),
             streams: Vec::new(),
             stream_index: HashMap::new(),
@@ -734,7 +778,8 @@ impl Endpoint {
         }
         // RTX (RFC 4588): the original sequence number and payload. The bridge unwraps a sender's RTX
         // and forwards the original, and answers receivers' NACKs from its RTX cache as RTX.
-        let (body, osn) = match (feedback && view.payload_type() == PT_RTX, view.payload()) {
+        let rtx = feedback && self.role.rtx_pt == Some(view.payload_type());
+        let (body, osn) = match (rtx, view.payload()) {
             (true, p) => match repair::rtx_original(p) {
                 Some((osn, body)) => (body, Some(osn)),
                 None => {

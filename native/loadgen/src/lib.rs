@@ -71,7 +71,7 @@ use sluice_core::io::UdpSocket;
 use sluice_core::queue::Queue;
 
 use endpoint::{Endpoint, Sock};
-pub use endpoint::{EndpointState, AUDIO_LEVEL_EXT_ID};
+pub use endpoint::{EndpointState, Role, AUDIO_LEVEL_EXT_ID};
 pub use payload::Kind;
 pub use repair::{PT_RTX, TRANSPORT_CC_EXT_ID};
 pub use stats::{Latency, ReceiveTotals, Snapshot, StreamStats, Totals};
@@ -357,7 +357,20 @@ impl LoadGen {
         n: usize,
         group: u32,
     ) -> stdio::Result<Vec<LocalDescription>> {
+        self.create_endpoints_with(n, group, Role::default())
+    }
+
+    /// As [`LoadGen::create_endpoints`], each endpoint in `role` (secure mode; raw endpoints have none).
+    pub fn create_endpoints_with(
+        &mut self,
+        n: usize,
+        group: u32,
+        role: Role,
+    ) -> stdio::Result<Vec<LocalDescription>> {
         self.check_running()?;
+        if self.config.mode == Mode::Raw && role != Role::default() {
+            return Err(invalid("raw endpoints have no ICE role".into()));
+        }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let index = self.endpoints;
@@ -375,7 +388,7 @@ impl LoadGen {
             let ice = IceCredentials::random();
             let ep = match self.config.mode {
                 Mode::Secure => {
-                    Endpoint::secure(index, group, sock, ice.clone(), self.cert.clone())
+                    Endpoint::secure_with(index, group, sock, ice.clone(), self.cert.clone(), role)
                 }
                 Mode::Raw => Endpoint::raw(index, group, sock),
             };

@@ -212,6 +212,7 @@ pub struct EndpointReport {
     pub group: u32,
     pub state: EndpointState,
     pub detail: String,
+    pub role: crate::endpoint::Role,
     /// Behind TURN: the relayed address the server allocated (what the bridge sees it as).
     pub relayed: Option<std::net::SocketAddr>,
     pub outgoing: Vec<OutgoingReport>,
@@ -510,6 +511,7 @@ impl Snapshot {
         let group_of: HashMap<u32, u32> = endpoints.iter().map(|e| (e.index, e.group)).collect();
         for rx in &endpoints {
             let mut received_here = 0;
+            let expects = rx.role.receives;
             for t in &rx.streams {
                 // Only streams of members of the receiver's group count: anything else was forged
                 // (a raw-mode receiver accepts any source) and must not skew loss.
@@ -539,9 +541,14 @@ impl Snapshot {
             }
             let by_key: HashMap<(u32, u32), &StreamTracker> =
                 rx.streams.iter().map(|t| ((t.sender, t.ssrc), t)).collect();
-            for &s in senders.get(&rx.group).map(Vec::as_slice).unwrap_or(&[]) {
+            let senders = if expects {
+                senders.get(&rx.group).map(Vec::as_slice).unwrap_or(&[])
+            } else {
+                &[]
+            };
+            for &s in senders {
                 let tx = &endpoints[s];
-                if tx.index == rx.index {
+                if tx.index == rx.index || rx.role.peer == Some(tx.index) {
                     continue;
                 }
                 // A selective forwarding unit sends a receiver one layer of a simulcast Source, which

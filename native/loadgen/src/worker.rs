@@ -683,6 +683,7 @@ impl Worker {
                     group: ep.group,
                     state: ep.state,
                     detail: ep.detail.clone(),
+                    role: ep.role,
                     relayed: ep.relayed_address(),
                     outgoing: ep
                         .outgoing
