@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
-import os
 import shutil
 import signal
 import subprocess
@@ -130,7 +129,9 @@ class JanusApi:
             self.session_id = None
 
     async def attach(self) -> int:
-        reply = await self._post(f"/{self.session_id}", {"janus": "attach", "plugin": "janus.plugin.videoroom"})
+        reply = await self._post(
+            f"/{self.session_id}", {"janus": "attach", "plugin": "janus.plugin.videoroom"}
+        )
         return int(reply["data"]["id"])
 
     async def request(self, handle: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +193,7 @@ class JanusServer:
         self.log_path = folder / "janus.log"
         cmd = netns.exec_args(exe, "-C", str(jcfg), "-F", str(folder), "-o", "-d", "3")
         if cpu is not None:
-            # taskset and `ip netns exec` exec: the PID is Janus's, and every thread it makes inherits the CPU.
+            # taskset and `ip netns exec` exec: the PID is Janus's; every thread it makes inherits the CPU.
             cmd = ["taskset", "-c", str(cpu), *cmd]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -218,7 +219,9 @@ class JanusServer:
                     if info.get("janus") == "server_info":
                         return
             if time.monotonic() > deadline:
-                raise JanusError(f"janus did not answer on its HTTP API in {timeout:.0f} s:\n{self.log_tail()}")
+                raise JanusError(
+                    f"janus did not answer on its HTTP API in {timeout:.0f} s:\n{self.log_tail()}"
+                )
             await asyncio.sleep(0.2)
 
     def stop(self) -> None:
@@ -232,7 +235,9 @@ class JanusServer:
 
 
 @contextlib.asynccontextmanager
-async def started_janus(http: aiohttp.ClientSession, cpu: int | None) -> AsyncIterator[tuple[str, JanusServer, Netns, str]]:
+async def started_janus(
+    http: aiohttp.ClientSession, cpu: int | None
+) -> AsyncIterator[tuple[str, JanusServer, Netns, str]]:
     """Janus in a namespace of its own and a namespace for the load generator's sockets, joined by a veth;
     yields (its API URL, the server, the load generator's namespace, the load generator's address there)."""
     from tests.helpers.netns import Netlab, TcpForwarder  # noqa: PLC0415
@@ -269,7 +274,9 @@ async def _link_up(netns: Netns, iface: str, timeout: float = 5.0) -> None:
 
 
 def _remote(lg: LoadGen, index: int, remote: sdp.RemoteSdp) -> None:
-    lg.connect(index, remote.ufrag, remote.pwd, list(remote.candidates), list(remote.fingerprints), remote.setup)
+    lg.connect(
+        index, remote.ufrag, remote.pwd, list(remote.candidates), list(remote.fingerprints), remote.setup
+    )
 
 
 async def allocate_janus(
@@ -288,9 +295,12 @@ async def allocate_janus(
     # Per conference: its room, and per participant (publisher endpoint index, feed id).
     rooms: list[tuple[int, list[tuple[int | None, int | None]]]] = []
     for conf in range(scenario.conferences):
-        room = (await api.request(control, {"request": "create", "publishers": max(scenario.senders, 1),
-                                            "bitrate": 0, "fir_freq": 0, "audiocodec": "opus",
-                                            "videocodec": "vp8", "notify_joining": False}))["room"]  # fmt: skip
+        created = await api.request(
+            control,
+            {"request": "create", "publishers": max(scenario.senders, 1), "bitrate": 0, "fir_freq": 0,
+             "audiocodec": "opus", "videocodec": "vp8", "notify_joining": False},
+        )  # fmt: skip
+        room = created["room"]
         members: list[tuple[int | None, int | None]] = []
         for position in range(per):
             if position >= scenario.senders:
@@ -324,18 +334,17 @@ async def allocate_janus(
             if not feeds:
                 continue
             handle = await api.attach()
-            _, offer = await api.message(
+            _, jsep = await api.message(
                 handle,
                 {"request": "join", "ptype": "subscriber", "room": room_id,
                  "streams": [{"feed": feed} for feed in feeds]},
             )  # fmt: skip
-            if offer is None:
+            if jsep is None:
                 raise JanusError("subscribe: no SDP offer")
-            remote = sdp.parse(offer["sdp"])
+            remote = sdp.parse(jsep["sdp"])
             # Janus numbers the payload types of what it offers itself (VP8 is 96 there).
             ep = create(1, conf, ice_controlling=False, receives=True, peer=own_index,
                         rtx_pt=sdp.rtx_payload_type(remote))[0]  # fmt: skip
-            answer = sdp.subscriber_answer(remote, ep)
-            await api.message(handle, {"request": "start"}, {"type": "answer", "sdp": answer})
+            local = sdp.subscriber_answer(remote, ep)
+            await api.message(handle, {"request": "start"}, {"type": "answer", "sdp": local})
             _remote(lg, ep["index"], remote)
-

@@ -45,7 +45,8 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ("egress packets/s", "CPU (cores)", "loss (%)", "latency p99 (µs, cumulative)"),
         strict=True,
     ):
-        for target, style in (("bridge", "-"), ("raw_relay", "--")):
+        peers = [(name, ":") for name in step["series"] if name not in ("bridge", "raw_relay")]
+        for target, style in (("bridge", "-"), ("raw_relay", "--"), *peers):
             xs, ys = _series(step, target, key)
             if xs:
                 ax.plot(xs, ys, style, label=target.replace("_", " "))
@@ -155,7 +156,29 @@ def markdown(result: dict[str, Any]) -> str:
             f"/ {_fmt(rx.get('freezes'))} | {_fmt(rx.get('filtered_pps'))} "
             f"| {_fmt(rx.get('video_streams_per_receiver'), 1)} |"
         )
-    return head + "\n".join(rows) + "\n" + _turn_table(result)
+    return head + "\n".join(rows) + "\n" + _turn_table(result) + side_by_side_table(result)
+
+
+def side_by_side_table(result: dict[str, Any]) -> str:
+    """With other SFUs (`--target`): every target per step by egress packets per CPU-second of its own
+    process, with its loss and latency under the same load."""
+    steps = [s for s in result["steps"] if s.get("side_by_side")]
+    if not steps:
+        return ""
+    head = (
+        "\n| scenario | conf | target | egress pps | CPU cores | egress pkts / CPU-s | Sluice x | loss % "
+        "| p50 µs | p99 µs |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for step in steps:
+        for name, t in step["side_by_side"].items():
+            rows.append(
+                f"| {result['scenario']['name']} | {step['conferences']} | {name} | {_fmt(t['egress_pps'])} "
+                f"| {_fmt(t['cpu_cores'], 2)} | {_fmt(t['egress_packets_per_cpu_second'])} "
+                f"| {_fmt(t.get('sluice_advantage'), 2)} | {_fmt(t['loss_pct'], 3)} "
+                f"| {_fmt(t['latency_p50_us'], 1)} | {_fmt(t['latency_p99_us'], 1)} |"
+            )
+    return head + "\n".join(rows) + "\n"
 
 
 def _turn_table(result: dict[str, Any]) -> str:

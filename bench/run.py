@@ -296,14 +296,15 @@ def _free_tcp_port() -> int:
         return port
 
 
-
 class JanusTarget(Target):
     """Janus VideoRoom in its own network namespace (bench/janus.py); the load generator's sockets live in a
     second namespace, across a veth. Its egress is what the kernel counts leaving its namespace over UDP."""
 
     name = "janus"
 
-    def __init__(self, url: str, http: aiohttp.ClientSession, server: janus.JanusServer, lg_ns: Netns, bind_ip: str):
+    def __init__(
+        self, url: str, http: aiohttp.ClientSession, server: janus.JanusServer, lg_ns: Netns, bind_ip: str
+    ):
         self.url = url
         self.http = http
         self.server = server
@@ -873,7 +874,11 @@ async def run_once(
 
             try:
                 await janus.allocate_janus(
-                    janus_api, lg, scenario, create, lambda index, position: _sources(scenario, lg, index, position)
+                    janus_api,
+                    lg,
+                    scenario,
+                    create,
+                    lambda index, position: _sources(scenario, lg, index, position),
                 )
             except janus.JanusError as exc:
                 raise BenchError(f"janus: {exc}\n{target.server.log_tail()}") from exc
@@ -1049,7 +1054,9 @@ def _add_peers(step: dict[str, Any], runs: Sequence[RunResult]) -> None:
     step["side_by_side"] = table
 
 
-PEER_TARGETS: dict[str, Callable[[aiohttp.ClientSession, int | None], contextlib.AbstractAsyncContextManager[Target]]] = {
+PEER_TARGETS: dict[
+    str, Callable[[aiohttp.ClientSession, int | None], contextlib.AbstractAsyncContextManager[Target]]
+] = {
     "janus": started_janus_target,
 }
 
@@ -1094,7 +1101,9 @@ async def run_bench(
             target = BridgeTarget(url, session, pid)
         peer_targets: list[Target] = []
         for name in peers:
-            peer_targets.append(await stack.enter_async_context(PEER_TARGETS[name](session, place.target_cpu)))
+            peer_targets.append(
+                await stack.enter_async_context(PEER_TARGETS[name](session, place.target_cpu))
+            )
         # After the targets started: a child inherits its parent's CPUs, and the bridge may use them all.
         stack.enter_context(_pinned(place.loadgen_cpus))
         for step in steps:
@@ -1106,7 +1115,9 @@ async def run_bench(
                 with started_raw_relay(place.target_cpu) as relay:
                     raw_run = await run_once(relay, step, threads=threads, progress=progress)
             results.append(_step(bridge_run, raw_run))
-            peer_runs = [await run_once(peer, step, threads=threads, progress=progress) for peer in peer_targets]
+            peer_runs = [
+                await run_once(peer, step, threads=threads, progress=progress) for peer in peer_targets
+            ]
             if peer_runs:
                 _add_peers(results[-1], peer_runs)
             if scenario.turn is not None:

@@ -62,7 +62,13 @@ def parse(sdp: str) -> RemoteSdp:
             if len(parts) < 3:
                 raise SdpError(f"bad m-line {line!r}")
             media.append(
-                {"kind": parts[0], "port": int(parts[1]), "proto": parts[2], "formats": tuple(parts[3:]), "attrs": []}
+                {
+                    "kind": parts[0],
+                    "port": int(parts[1]),
+                    "proto": parts[2],
+                    "formats": tuple(parts[3:]),
+                    "attrs": [],
+                }
             )
             continue
         if not line.startswith("a="):
@@ -100,9 +106,7 @@ def parse(sdp: str) -> RemoteSdp:
         )
         pts = set(m["formats"])
         codec = tuple(
-            f"{n}:{v}"
-            for n, v in attrs
-            if n in ("rtpmap", "fmtp", "rtcp-fb") and v.split(" ", 1)[0] in pts
+            f"{n}:{v}" for n, v in attrs if n in ("rtpmap", "fmtp", "rtcp-fb") and v.split(" ", 1)[0] in pts
         )
         out.append(Media(m["kind"], mid, m["port"], m["proto"], m["formats"], codec, direction))
     return RemoteSdp(
@@ -168,9 +172,9 @@ def _session(ep: Mapping[str, Any], mids: Sequence[str]) -> list[str]:
 
 
 def publisher_offer(ep: Mapping[str, Any], audio_ssrc: int | None, video_ssrcs: Sequence[int]) -> str:
-    """A sendonly offer for what endpoint `ep` (a `LoadGen.create_endpoints` dict) sends: Opus on `audio_ssrc`,
-    VP8 on `video_ssrcs` (several: an SSRC simulcast group, lowest layer first, as Chrome signals it). Its
-    a=setup is `active`: the load generator's endpoints are DTLS clients."""
+    """A sendonly offer for what endpoint `ep` (a `LoadGen.create_endpoints` dict) sends: Opus on
+    `audio_ssrc`, VP8 on `video_ssrcs` (several: an SSRC simulcast group, lowest layer first, as Chrome
+    signals it). Its a=setup is `active`: the load generator's endpoints are DTLS clients."""
     name = f"lg{ep['index']}"
     sections: list[tuple[str, list[str]]] = []
     if audio_ssrc is not None:
@@ -223,7 +227,11 @@ def subscriber_answer(offer: RemoteSdp, ep: Mapping[str, Any]) -> str:
         if m.mid not in accepted:
             out += [f"m={m.kind} 0 {m.proto} {' '.join(m.formats)}", "c=IN IP4 0.0.0.0", f"a=mid:{m.mid}"]
             continue
-        out += [f"m={m.kind} 9 {m.proto} {' '.join(m.formats)}", "c=IN IP4 0.0.0.0", "a=rtcp:9 IN IP4 0.0.0.0"]
+        out += [
+            f"m={m.kind} 9 {m.proto} {' '.join(m.formats)}",
+            "c=IN IP4 0.0.0.0",
+            "a=rtcp:9 IN IP4 0.0.0.0",
+        ]
         out += _transport_lines(ep, "active", candidates=first)
         first = False
         direction = "recvonly" if m.direction in ("sendrecv", "sendonly") else "inactive"
