@@ -279,6 +279,21 @@ def _remote(lg: LoadGen, index: int, remote: sdp.RemoteSdp) -> None:
     )
 
 
+def simulcast_substream(scenario: Scenario) -> int | None:
+    """The simulcast layer Janus should send every subscriber (its substream: 0 lowest) to match what
+    Sluice's allocation gives the same scenario's receivers: the layer of their `[receive]` max-height, the
+    lowest (180p) by default. None without simulcast. Janus has no lastN or stage: such a scenario is not
+    the same load there, and is refused."""
+    if scenario.media.video_ssrcs < 2:
+        return None
+    receive = scenario.receive
+    if receive is not None and (receive.last_n is not None or receive.screen_share):
+        raise JanusError("the scenario's [receive] lastN or screen share has no Janus equivalent")
+    height = receive.max_height if receive is not None and receive.max_height is not None else 180
+    # The load generator's layers are 180p, 360p and 720p (native/loadgen vp8.rs), lowest first.
+    return 0 if height < 360 else 1 if height < 720 else min(2, scenario.media.video_ssrcs - 1)
+
+
 async def allocate_janus(
     api: JanusApi,
     lg: LoadGen,
@@ -290,6 +305,7 @@ async def allocate_janus(
     someone to receive subscribes to the others (after the publishers connected: Janus offers a subscriber
     only streams it already has). `create(count, group, **role)` makes endpoints (in the load generator's
     namespace), `sources(index, position)` says what endpoint `index` sends."""
+    substream = simulcast_substream(scenario)
     control = await api.attach()
     per = scenario.endpoints_per_conference
     # Per conference: its room, and per participant (publisher endpoint index, feed id).
@@ -347,4 +363,8 @@ async def allocate_janus(
                         rtx_pt=sdp.rtx_payload_type(remote))[0]  # fmt: skip
             local = sdp.subscriber_answer(remote, ep)
             await api.message(handle, {"request": "start"}, {"type": "answer", "sdp": local})
+            if substream is not None:
+                # Before any media flows: the layer Sluice's receivers get under the same scenario.
+                videos = [{"mid": m.mid, "substream": substream} for m in remote.media if m.kind == "video"]
+                await api.message(handle, {"request": "configure", "streams": videos})
             _remote(lg, ep["index"], remote)

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PKGS=(chromium chromium-driver libssl-dev pkg-config prosody coturn iproute2 iptables valgrind)
+DEB_PKGS=(chromium chromium-driver libssl-dev pkg-config prosody coturn iproute2 iptables valgrind janus)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

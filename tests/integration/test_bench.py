@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,68 @@ async def test_bench_with_two_shards_reports_each_shards_conferences_cpu_and_egr
     assert [s["conferences"] for s in shards] == [1, 1], shards
     assert all(s["egress_pps"] > 0 and s["cpu_cores"] > 0 for s in shards), shards
     assert sum(s["egress_pps"] for s in shards) == pytest.approx(step["bridge"]["egress_pps"], rel=0.02)
+
+
+JANUS_SCENARIO = """
+name = "janus-small"
+duration = "4s"
+loss-limit = 1.0
+[load]
+conferences = 2
+senders = 2
+receivers = 1
+[media]
+video-kbps = 600
+video-fps = 30
+simulcast = true
+audio = true
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="Janus runs in a network namespace (needs root)")
+async def test_bench_runs_janus_videoroom_beside_sluice_on_the_same_load(tmp_path: Path) -> None:
+    """`--target janus`: Debian's Janus in its own namespace takes the same conferences (publishers with an
+    SSRC simulcast group, multistream subscribers, the layer Sluice gives), and the step puts both side by
+    side."""
+    scenario = tmp_path / "janus.toml"
+    scenario.write_text(JANUS_SCENARIO)
+    out = tmp_path / "out"
+    proc = await start_sluice("bench", str(scenario), "--out", str(out), "--no-raw", "--target", "janus")
+    output, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, output.decode()
+
+    result: dict[str, Any] = json.loads((out / "janus-small.json").read_text())
+    (step,) = result["steps"]
+    sluice, janus = step["bridge"], step["peers"]["janus"]
+    assert janus["target"] == "janus" and janus["failed_endpoints"] == 0
+    assert janus["expected_packets"] == janus["received_packets"] + janus["lost_packets"] > 0
+    assert janus["loss_pct"] is not None and janus["loss_pct"] <= 1.0, janus
+    # One simulcast layer of each other sender per receiver, as from Sluice; what arrived is the same load.
+    for run in (sluice, janus):
+        assert run["receive"]["video_streams_per_receiver"] == pytest.approx(4 / 3, abs=0.01), run["receive"]
+        assert run["receive"]["switches_off_keyframe"] == 0
+    assert janus["received_pps"] == pytest.approx(sluice["received_pps"], rel=0.15)
+    # Its CPU is the Janus process's, its egress what left its namespace over UDP.
+    assert janus["cpu_cores"] > 0 and janus["egress_pps"] >= janus["received_pps"] * 0.9
+    table = step["side_by_side"]
+    assert set(table) == {"sluice", "janus"}
+    assert table["janus"]["egress_packets_per_cpu_second"] > 0 and table["janus"]["sluice_advantage"] > 0
+    assert step["series"]["janus"]
+    assert "| janus-small | 2 | janus |" in (out / "janus-small.md").read_text()
+    # Janus and its namespaces went with the bench.
+    assert not _processes_named("janus")
+
+
+def _processes_named(name: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().strip() == name:
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
 
 
 TURN_SCENARIO = """
