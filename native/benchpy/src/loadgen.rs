@@ -17,8 +17,8 @@ use sluice_core::ice::{CandidateKind, IceCredentials};
 use sluice_loadgen::relay::RelayStats;
 use sluice_loadgen::turn::TurnConfig;
 use sluice_loadgen::{
-    Latency, LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Role,
-    Snapshot, Sources,
+    Latency, LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Role, Snapshot,
+    Sources,
 };
 
 fn os_err(e: std::io::Error) -> PyErr {

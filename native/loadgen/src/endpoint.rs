@@ -259,7 +259,14 @@ impl Endpoint {
         role: Role,
     ) -> Self {
         let local = [sock.local_addr()];
-        let t = Transport::new(index.into(), group.into(), ice, role.ice_controlling, cert, &local);
+        let t = Transport::new(
+            index.into(),
+            group.into(),
+            ice,
+            role.ice_controlling,
+            cert,
+            &local,
+        );
         let mut ep = Self::with_proto(index, group, sock, Proto::Secure(Box::new(t)));
         ep.role = role;
         ep

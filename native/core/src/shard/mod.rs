@@ -110,6 +110,9 @@ pub struct Shard {
     /// poll(2) set: every UDP socket, then the ICE-TCP listener and connections, then one slot for
     /// the caller's wake-up fd.
     pollfds: Vec<libc::pollfd>,
+    /// The last `wait` returned readiness in `pollfds`: `poll_io` then reads only the UDP sockets it
+    /// reported (a timer wake-up costs no `recvmmsg` that finds nothing).
+    polled: bool,
     /// One received ICE-TCP frame, as a datagram for `on_datagram`.
     tcp_frame: Box<[u8; MAX_DATAGRAM]>,
 }
@@ -174,6 +177,7 @@ impl Shard {
         });
         Ok(Shard {
             pollfds,
+            polled: false,
             tcp_frame: Box::new([0; MAX_DATAGRAM]),
             io: Io::new(sockets, send, tcp),
             recv: RecvBatch::new(BATCH),

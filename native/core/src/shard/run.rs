@@ -27,10 +27,20 @@ impl Shard {
             recv,
             state,
             tcp_frame,
-            ..
+            pollfds,
+            polled,
         } = self;
         io.set_now(now);
+        let ready = std::mem::take(polled);
         for sock_idx in 0..io.sockets().len() {
+            let readable = libc::POLLIN | libc::POLLERR;
+            if ready
+                && pollfds
+                    .get(sock_idx)
+                    .is_some_and(|p| p.revents & readable == 0)
+            {
+                continue;
+            }
             let local = io.sockets()[sock_idx].local_addr();
             for _ in 0..RECV_ROUNDS {
                 // A receive error (e.g. ICMP unreachable reported on the socket) means no datagrams now.
@@ -132,21 +142,29 @@ impl Shard {
         if let Some(last) = self.pollfds.last_mut() {
             last.fd = extra_fd.unwrap_or(-1);
         }
-        let ms = deadline
+        // To the nanosecond: a timeout in whole milliseconds, rounded down, made the loop spin
+        // through the last fraction of one before a timer (the pacer's 1 ms step among them).
+        let sleep = deadline
             .saturating_duration_since(now)
-            .as_millis()
-            .min(1000) as libc::c_int;
+            .min(Duration::from_secs(1));
+        let timeout = libc::timespec {
+            tv_sec: sleep.as_secs() as libc::time_t,
+            tv_nsec: sleep.subsec_nanos() as libc::c_long,
+        };
         for p in &mut self.pollfds {
             p.revents = 0;
         }
-        // SAFETY: pollfds is a live array of pollfd of the given length.
+        // SAFETY: pollfds is a live array of pollfd of the given length; the timespec outlives the
+        // call; a null sigmask leaves the thread's signal mask alone.
         let ready = unsafe {
-            libc::poll(
+            libc::ppoll(
                 self.pollfds.as_mut_ptr(),
                 self.pollfds.len() as libc::nfds_t,
-                ms,
+                &timeout,
+                std::ptr::null(),
             )
         };
+        self.polled = ready >= 0;
         // An interrupted poll says nothing of the fd: look, as before.
         extra_fd.is_some()
             && (ready < 0 || self.pollfds.last().is_some_and(|last| last.revents != 0))
@@ -378,6 +396,32 @@ mod tests {
     use crate::dtls::DtlsSetup;
     use crate::ice::IceCredentials;
     use crate::io::{SendBatch, UdpSocket};
+
+    #[test]
+    fn a_wait_sleeps_to_a_sub_millisecond_deadline_and_a_timer_wake_reads_no_socket() {
+        let mut shard = test_shard(DtlsCert::generate().expect("cert"));
+        // A deadline 1.5 ms away: poll(2)'s whole milliseconds would have woken at 1 ms and spun.
+        let start = Instant::now();
+        let deadline = start + Duration::from_micros(1500);
+        let mut wakes = 0;
+        while Instant::now() < deadline {
+            shard.wait(None, deadline, Instant::now());
+            wakes += 1;
+        }
+        assert!(wakes <= 2, "{wakes} wake-ups for one timer");
+        // A datagram that came after that timer wake-up is left for the next wait: the socket was
+        // not reported readable, so it is not read.
+        let peer = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let mut batch = SendBatch::new(1);
+        batch.push(b"x", shard.local_addrs()[0]);
+        peer.send_batch(&mut batch);
+        shard.poll_io(Instant::now());
+        assert_eq!(shard.stats().io.recv_packets, 0);
+        let now = Instant::now();
+        shard.wait(None, now + Duration::from_secs(1), now);
+        shard.poll_io(Instant::now());
+        assert_eq!(shard.stats().io.recv_packets, 1);
+    }
 
     fn shard_with_transports(ids: &[TransportId]) -> Shard {
         let mut shard = test_shard(DtlsCert::generate().expect("cert"));
