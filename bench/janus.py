@@ -2,11 +2,10 @@
 Sluice's own run, through Debian's `janus` (1.1).
 
 Janus gathers no ICE candidates on loopback, so it runs in a network namespace of its own, joined by a veth
-pair to a second namespace that holds the load generator's sockets (tests/helpers/netns.py; nothing of the
-host's own network is touched, and both go when the bench ends). Its HTTP API listens on the namespace's
-loopback and is reached through a TCP forwarder. Its configuration is generated: the VideoRoom plugin and
-the HTTP transport only, full ICE (libnice) on the veth, default event loops (a thread per handle), no
-event handlers, logging at warnings.
+pair to a second namespace that holds the load generator's sockets (bench/peerlab.py); its HTTP API listens
+on the namespace's loopback and is reached through a TCP forwarder. Its configuration is generated: the
+VideoRoom plugin and the HTTP transport only, full ICE (libnice) on the veth, default event loops (a thread
+per handle), no event handlers, logging at warnings.
 
 Each participant is two PeerConnections, as Janus clients make them: a publisher (the load generator
 offers, ICE-controlling, sendonly, an SSRC simulcast group when the scenario has simulcast) and, when
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from bench import sdp
+from bench.peerlab import PeerLab, PeerLabError, peer_lab
 
 if TYPE_CHECKING:
     from bench._native import LoadGen, LoadGenEndpoint
@@ -237,40 +237,25 @@ class JanusServer:
 @contextlib.asynccontextmanager
 async def started_janus(
     http: aiohttp.ClientSession, cpu: int | None
-) -> AsyncIterator[tuple[str, JanusServer, Netns, str]]:
-    """Janus in a namespace of its own and a namespace for the load generator's sockets, joined by a veth;
-    yields (its API URL, the server, the load generator's namespace, the load generator's address there)."""
-    from tests.helpers.netns import Netlab, TcpForwarder  # noqa: PLC0415
-
+) -> AsyncIterator[tuple[str, JanusServer, PeerLab]]:
+    """Janus in a namespace of its own (bench/peerlab.py); yields its API URL, the server and the lab (the
+    load generator's namespace and address)."""
     with tempfile.TemporaryDirectory(prefix="sluice-bench-janus-") as tmp:
-        lab = Netlab(Path(tmp) / "lab")
-        server: JanusServer | None = None
-        forwarder: TcpForwarder | None = None
         try:
-            loadgen_ns, janus_ns = lab.namespace("lg"), lab.namespace("janus")
-            link = lab.link(loadgen_ns, janus_ns)
-            await _link_up(janus_ns, link.ifname)
-            server = JanusServer(janus_ns, link.ifname, Path(tmp), cpu)
-            forwarder = TcpForwarder(janus_ns, server.http_port).start()
-            url = f"{forwarder.url}/janus"
-            await server.ready(url, http)
-            yield url, server, loadgen_ns, link.a_addr
-        finally:
-            if forwarder is not None:
-                forwarder.stop()
-            if server is not None:
-                server.stop()
-            lab.close()
-
-
-async def _link_up(netns: Netns, iface: str, timeout: float = 5.0) -> None:
-    """Until the veth's carrier is up: Janus reads its addresses once, at start, and skips a link that is
-    not running yet (then it has no candidate at all)."""
-    deadline = time.monotonic() + timeout
-    while netns.run("cat", f"/sys/class/net/{iface}/operstate", check=False).stdout.strip() != "up":
-        if time.monotonic() > deadline:
-            raise JanusError(f"the veth {iface} did not come up in {timeout:.0f} s")
-        await asyncio.sleep(0.05)
+            async with peer_lab(Path(tmp) / "lab", "janus") as lab:
+                server = JanusServer(lab.peer, lab.peer_iface, Path(tmp), cpu)
+                forwarder = None
+                try:
+                    forwarder = lab.forward(server.http_port)
+                    url = f"{forwarder.url}/janus"
+                    await server.ready(url, http)
+                    yield url, server, lab
+                finally:
+                    if forwarder is not None:
+                        forwarder.stop()
+                    server.stop()
+        except PeerLabError as exc:
+            raise JanusError(str(exc)) from exc
 
 
 def _remote(lg: LoadGen, index: int, remote: sdp.RemoteSdp) -> None:

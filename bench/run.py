@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import janus
+from bench import janus, livekit
 from bench.colibri import ColibriClient, LocalTransport, SourceSet
 from bench.procstat import (
     CpuTimes,
@@ -48,6 +48,7 @@ from bridge.bridge import process_threads
 
 if TYPE_CHECKING:
     from bench._native import LoadGen, LoadGenStats
+    from bench.peerlab import PeerLab
     from tests.helpers.netns import Netns
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,33 +297,39 @@ def _free_tcp_port() -> int:
         return port
 
 
-class JanusTarget(Target):
-    """Janus VideoRoom in its own network namespace (bench/janus.py); the load generator's sockets live in a
+class PeerTarget(Target):
+    """Another SFU in its own network namespace (bench/peerlab.py); the load generator's sockets live in a
     second namespace, across a veth. Its egress is what the kernel counts leaving its namespace over UDP."""
 
-    name = "janus"
-
-    def __init__(
-        self, url: str, http: aiohttp.ClientSession, server: janus.JanusServer, lg_ns: Netns, bind_ip: str
-    ):
+    def __init__(self, url: str, http: aiohttp.ClientSession, pid: int, lg_ns: Netns, bind_ip: str) -> None:
         self.url = url
         self.http = http
-        self.server = server
-        self.pid = server.pid
+        self.pid = pid
         self.lg_ns = lg_ns
         self.loadgen_bind_ip = bind_ip
 
+    def create_endpoints(self, lg: LoadGen) -> Callable[..., list[Any]]:
+        """`LoadGen.create_endpoints` with the sockets made in the load generator's namespace."""
+        lg_ns = self.lg_ns
+
+        def create(count: int, group: int, **role: Any) -> list[Any]:
+            # Sockets made on a thread inside the namespace stay there.
+            return lg_ns.call(lambda: lg.create_endpoints(count, group, **role))
+
+        return create
+
     async def counters(self) -> Counters:
-        net = Path(f"/proc/{self.server.pid}/net")
+        assert self.pid is not None
+        net = Path(f"/proc/{self.pid}/net")
         own_net = Path("/proc/thread-self/net")
         cpu = None
         with contextlib.suppress(ProcessLookupError):
-            cpu = process_cpu(self.server.pid)
+            cpu = process_cpu(self.pid)
         theirs = udp_counters(net / "snmp")
         ours, (own_drops,) = self.lg_ns.call(
             lambda: (udp_counters(own_net / "snmp"), udp_socket_drops(os.getpid(), net=own_net))
         )
-        (target_drops,) = udp_socket_drops(self.server.pid, net=net)
+        (target_drops,) = udp_socket_drops(self.pid, net=net)
         return Counters(
             at=time.monotonic(),
             cpu=cpu,
@@ -334,13 +341,65 @@ class JanusTarget(Target):
         )
 
 
+class JanusTarget(PeerTarget):
+    name = "janus"
+
+    def __init__(
+        self, url: str, http: aiohttp.ClientSession, server: janus.JanusServer, lab: PeerLab
+    ) -> None:
+        super().__init__(url, http, server.pid, lab.loadgen, lab.loadgen_ip)
+        self.server = server
+
+
+class LiveKitTarget(PeerTarget):
+    name = "livekit"
+
+    def __init__(
+        self, url: str, http: aiohttp.ClientSession, server: livekit.LiveKitServer, lab: PeerLab
+    ) -> None:
+        super().__init__(url, http, server.pid, lab.loadgen, lab.loadgen_ip)
+        self.server = server
+
+
 @contextlib.asynccontextmanager
 async def started_janus_target(http: aiohttp.ClientSession, cpu: int | None) -> AsyncIterator[JanusTarget]:
     try:
-        async with janus.started_janus(http, cpu) as (url, server, lg_ns, bind_ip):
-            yield JanusTarget(url, http, server, lg_ns, bind_ip)
+        async with janus.started_janus(http, cpu) as (url, server, lab):
+            yield JanusTarget(url, http, server, lab)
     except janus.JanusError as exc:
         raise BenchError(f"janus: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def started_livekit_target(
+    http: aiohttp.ClientSession, cpu: int | None
+) -> AsyncIterator[LiveKitTarget]:
+    try:
+        async with livekit.started_livekit(http, cpu) as (url, server, lab):
+            yield LiveKitTarget(url, http, server, lab)
+    except livekit.LiveKitError as exc:
+        raise BenchError(f"livekit: {exc}") from exc
+
+
+#: Loadgen snapshot counts that a window (`window`) takes as differences.
+_WINDOWED = ("expected", "received", "unexpected", "lost", "lost_gap", "duplicates", "reordered", "late")
+
+
+def window(final: LoadGenStats, base: LoadGenStats) -> LoadGenStats:
+    """The load generator's counts between two snapshots, for a run whose measurement starts after the
+    endpoints started sending (LiveKit: see bench/livekit.py). Latency comes from `final` (reset when the
+    window opened). Packets in flight when it opened arrive inside it: loss can read low by those (about
+    one packet per stream at this latency), never high."""
+    out: dict[str, Any] = dict(final)
+    for key in _WINDOWED:
+        out[key] = final[key] - base[key]  # type: ignore[literal-required]
+    out["lost"] = max(0, out["lost"])
+    for part in ("totals", "receive"):
+        now: dict[str, Any] = dict(final[part])
+        before: dict[str, Any] = dict(base[part])
+        out[part] = {k: v - before.get(k, 0) if isinstance(v, int | float) else v for k, v in now.items()}
+    out["loss_ratio"] = out["lost"] / out["expected"] if out["expected"] else 0.0
+    return out  # type: ignore[return-value]
 
 
 @contextlib.asynccontextmanager
@@ -862,26 +921,38 @@ async def run_once(
     relayed = 0
     channels: Channels | None = None
     janus_api: janus.JanusApi | None = None
+    participants: list[livekit.Participant] = []
+    sending_early = False
     try:
         if isinstance(target, JanusTarget):
             janus_api = janus.JanusApi(target.url, target.http)
             await janus_api.open()
-            lg_ns = target.lg_ns
-
-            def create(count: int, group: int, **role: Any) -> list[Any]:
-                # Sockets made on a thread inside the namespace stay there.
-                return lg_ns.call(lambda: lg.create_endpoints(count, group, **role))
-
             try:
                 await janus.allocate_janus(
                     janus_api,
                     lg,
                     scenario,
-                    create,
+                    target.create_endpoints(lg),
                     lambda index, position: _sources(scenario, lg, index, position),
                 )
             except janus.JanusError as exc:
                 raise BenchError(f"janus: {exc}\n{target.server.log_tail()}") from exc
+        elif isinstance(target, LiveKitTarget):
+            try:
+                await livekit.allocate_livekit(
+                    url=target.url,
+                    http=target.http,
+                    server=target.server,
+                    lg=lg,
+                    scenario=scenario,
+                    create=target.create_endpoints(lg),
+                    sources=lambda index, position: _sources(scenario, lg, index, position),
+                    participants=participants,
+                )
+            except (livekit.LiveKitError, TimeoutError, aiohttp.ClientError) as exc:
+                raise BenchError(f"livekit: {exc!r}\n{target.server.log_tail()}") from exc
+            # It made the tracks on their first packets: the load generator is already sending.
+            sending_early = True
         elif isinstance(target, BridgeTarget):
             channels = Channels(target.session) if scenario.receive is not None else None
             meetings, relayed = await allocate_bridge(target, lg, scenario, channels, turn)
@@ -910,12 +981,14 @@ async def run_once(
         relay_pid = turn.pid if turn is not None and relayed else None
         relay_cpu0 = process_cpu(relay_pid) if relay_pid is not None else None
         machine0 = machine_busy_seconds()
+        base = lg.stats() if sending_early else None
         before = await target.counters()
-        lg.start()
+        if base is None:
+            lg.start()
         started = time.monotonic()
         series: list[Sample] = []
         last = before
-        last_received = last_gaps = 0
+        last_received, last_gaps = (base["received"], base["lost_gap"]) if base is not None else (0, 0)
         warm_up: float | None = latency_warm_up(scenario.duration)
         while (elapsed := time.monotonic() - started) < scenario.duration:
             if warm_up is not None and elapsed >= warm_up:
@@ -953,6 +1026,8 @@ async def run_once(
         relay_cpu1 = process_cpu(relay_pid) if relay_pid is not None else None
         machine1 = machine_busy_seconds()
         final = lg.stats()
+        if base is not None:
+            final = window(final, base)
         return RunResult(
             target=target.name,
             scenario=scenario,
@@ -973,6 +1048,8 @@ async def run_once(
             await channels.close()
         if janus_api is not None:
             await janus_api.close()
+        for participant in participants:
+            await participant.close()
         lg.shutdown()
         if isinstance(target, BridgeTarget):
             for meeting in meetings:
@@ -1058,6 +1135,7 @@ PEER_TARGETS: dict[
     str, Callable[[aiohttp.ClientSession, int | None], contextlib.AbstractAsyncContextManager[Target]]
 ] = {
     "janus": started_janus_target,
+    "livekit": started_livekit_target,
 }
 
 

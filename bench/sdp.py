@@ -133,6 +133,11 @@ def rtx_payload_type(remote: RemoteSdp) -> int | None:
     return None
 
 
+def candidate_from_attribute(text: str) -> tuple[str, int, int, str] | None:
+    """A trickled candidate (`candidate:...`, as an RTCIceCandidateInit carries it), like `_candidate`."""
+    return _candidate(text.removeprefix("a=").removeprefix("candidate:"))
+
+
 def _candidate(value: str) -> tuple[str, int, int, str] | None:
     """(ip, port, priority, type) of a UDP candidate line (RFC 8839 5.1); None for TCP or a malformed one."""
     parts = value.split()
@@ -171,11 +176,21 @@ def _session(ep: Mapping[str, Any], mids: Sequence[str]) -> list[str]:
     ]
 
 
-def publisher_offer(ep: Mapping[str, Any], audio_ssrc: int | None, video_ssrcs: Sequence[int]) -> str:
+def publisher_offer(
+    ep: Mapping[str, Any],
+    audio_ssrc: int | None,
+    video_ssrcs: Sequence[int],
+    *,
+    track_ids: tuple[str, str] | None = None,
+    stream: str | None = None,
+) -> str:
     """A sendonly offer for what endpoint `ep` (a `LoadGen.create_endpoints` dict) sends: Opus on
     `audio_ssrc`, VP8 on `video_ssrcs` (several: an SSRC simulcast group, lowest layer first, as Chrome
-    signals it). Its a=setup is `active`: the load generator's endpoints are DTLS clients."""
-    name = f"lg{ep['index']}"
+    signals it). Its a=setup is `active`: the load generator's endpoints are DTLS clients. `track_ids`
+    (audio, video) and `stream` name the MediaStreamTracks in a=msid (LiveKit matches them to the tracks
+    it was told of); by default they are made from the endpoint's index."""
+    name = stream or f"lg{ep['index']}"
+    audio_id, video_id = track_ids or (f"{name}-a0", f"{name}-v0")
     sections: list[tuple[str, list[str]]] = []
     if audio_ssrc is not None:
         sections.append(
@@ -185,8 +200,9 @@ def publisher_offer(ep: Mapping[str, Any], audio_ssrc: int | None, video_ssrcs: 
                     f"m=audio 9 UDP/TLS/RTP/SAVPF {PT_AUDIO}",
                     f"a=rtpmap:{PT_AUDIO} opus/48000/2",
                     f"a=fmtp:{PT_AUDIO} minptime=10;useinbandfec=1",
+                    f"a=msid:{name} {audio_id}",
                     f"a=ssrc:{audio_ssrc} cname:{name}",
-                    f"a=ssrc:{audio_ssrc} msid:{name} {name}-a0",
+                    f"a=ssrc:{audio_ssrc} msid:{name} {audio_id}",
                 ],
             )
         )
@@ -197,11 +213,12 @@ def publisher_offer(ep: Mapping[str, Any], audio_ssrc: int | None, video_ssrcs: 
             f"a=rtcp-fb:{PT_VIDEO} nack",
             f"a=rtcp-fb:{PT_VIDEO} nack pli",
             f"a=rtcp-fb:{PT_VIDEO} ccm fir",
+            f"a=msid:{name} {video_id}",
         ]
         if len(video_ssrcs) > 1:
             lines.append(f"a=ssrc-group:SIM {' '.join(str(s) for s in video_ssrcs)}")
         for s in video_ssrcs:
-            lines += [f"a=ssrc:{s} cname:{name}", f"a=ssrc:{s} msid:{name} {name}-v0"]
+            lines += [f"a=ssrc:{s} cname:{name}", f"a=ssrc:{s} msid:{name} {video_id}"]
         sections.append(("video", lines))
     if not sections:
         raise SdpError("an offer needs audio or video")
@@ -214,13 +231,15 @@ def publisher_offer(ep: Mapping[str, Any], audio_ssrc: int | None, video_ssrcs: 
     return "\r\n".join(out) + "\r\n"
 
 
-def subscriber_answer(offer: RemoteSdp, ep: Mapping[str, Any]) -> str:
+def subscriber_answer(offer: RemoteSdp, ep: Mapping[str, Any], *, accept_data: bool = False) -> str:
     """A recvonly answer by endpoint `ep` to a forwarder's offer: every audio and video m-line accepted with
-    the codecs offered, anything else (data channels) rejected with port 0; one BUNDLE transport, DTLS
-    client (`active`)."""
-    accepted = [m.mid for m in offer.media if m.kind in ("audio", "video") and m.port != 0]
+    the codecs offered, a data channel (SCTP) accepted with `accept_data` (its association never opens: the
+    load generator speaks no SCTP; LiveKit offers one first and bundles the rest with it) and else rejected
+    with port 0, like anything else; one BUNDLE transport, DTLS client (`active`)."""
+    kinds = ("audio", "video", "application") if accept_data else ("audio", "video")
+    accepted = [m.mid for m in offer.media if m.kind in kinds and m.port != 0]
     if not accepted:
-        raise SdpError("the offer has no audio or video to receive")
+        raise SdpError("the offer has nothing to receive")
     out = _session(ep, [mid for mid in (offer.bundle or accepted) if mid in accepted])
     first = True
     for m in offer.media:
@@ -234,6 +253,9 @@ def subscriber_answer(offer: RemoteSdp, ep: Mapping[str, Any]) -> str:
         ]
         out += _transport_lines(ep, "active", candidates=first)
         first = False
+        if m.kind == "application":
+            out += [f"a=mid:{m.mid}", "a=sctp-port:5000", "a=max-message-size:262144"]
+            continue
         direction = "recvonly" if m.direction in ("sendrecv", "sendonly") else "inactive"
         out += [f"a=mid:{m.mid}", f"a={direction}", "a=rtcp-mux"]
         out += [f"a={line}" for line in m.codec_lines]

@@ -305,9 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         "--target",
         action="append",
         default=[],
-        choices=("janus",),
-        help="also run every step through this SFU, side by side with Sluice (repeatable; janus: Debian's "
-        "Janus VideoRoom in a network namespace, needs root)",
+        choices=("janus", "livekit"),
+        help="also run every step through this SFU, side by side with Sluice (repeatable, needs root: each "
+        "runs in a network namespace; janus: Debian's Janus VideoRoom; livekit: LiveKit server "
+        "v1.13.5, built with `go install` on first use)",
     )
     bench.add_argument(
         "--no-gso",

@@ -1,0 +1,69 @@
+"""Network namespaces for the other SFUs the bench runs beside Sluice (bench/janus.py, bench/livekit.py): the
+peer in a namespace of its own and the load generator's sockets in a second, joined by a veth pair
+(tests/helpers/netns.py makes and removes them; nothing of the host's own network is touched). Janus gathers
+no ICE candidates on loopback, and both peers then see the same path: one veth, the same kernel cost per
+packet on both sides. Each peer's HTTP or WebSocket API listens on its namespace's loopback and is reached
+through a TCP forwarder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.helpers.netns import Netns, TcpForwarder
+
+
+class PeerLabError(RuntimeError):
+    """The namespaces or their link could not be set up."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLab:
+    #: Where the load generator's endpoint sockets are made (`Netns.call`), and their address there.
+    loadgen: Netns
+    loadgen_ip: str
+    #: Where the peer runs, its interface (the only one it should gather on) and address.
+    peer: Netns
+    peer_iface: str
+    peer_ip: str
+
+    def forward(self, port: int) -> TcpForwarder:
+        """A local TCP port that reaches `port` on the peer namespace's loopback (started)."""
+        from tests.helpers.netns import TcpForwarder  # noqa: PLC0415
+
+        return TcpForwarder(self.peer, port).start()
+
+
+async def _link_up(netns: Netns, iface: str, timeout: float = 5.0) -> None:
+    """Until the veth's carrier is up: a peer that reads its addresses once, at start, skips a link that is
+    not running yet (Janus then has no candidate at all)."""
+    deadline = time.monotonic() + timeout
+    while netns.run("cat", f"/sys/class/net/{iface}/operstate", check=False).stdout.strip() != "up":
+        if time.monotonic() > deadline:
+            raise PeerLabError(f"the veth {iface} did not come up in {timeout:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def peer_lab(workdir: Path, role: str) -> AsyncIterator[PeerLab]:
+    """The two namespaces and their veth, removed on exit (with whatever still runs in them)."""
+    from tests.helpers.netns import Netlab  # noqa: PLC0415
+
+    try:
+        lab = Netlab(workdir)
+    except PermissionError as exc:
+        raise PeerLabError(f"{exc}: run the bench as root to compare with other SFUs") from exc
+    try:
+        loadgen, peer = lab.namespace("lg"), lab.namespace(role)
+        link = lab.link(loadgen, peer)
+        await _link_up(peer, link.ifname)
+        yield PeerLab(loadgen, link.a_addr, peer, link.ifname, link.b_addr)
+    finally:
+        lab.close()
