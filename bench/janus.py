@@ -49,6 +49,10 @@ class JanusError(RuntimeError):
     """Janus refused a request or did not answer it."""
 
 
+class Unsupported(JanusError):
+    """The scenario asks what has no Janus equivalent."""
+
+
 def janus_binary() -> tuple[str, Path]:
     """The `janus` executable and its library folder (plugins, transports)."""
     exe = shutil.which("janus")
@@ -273,7 +277,7 @@ def simulcast_substream(scenario: Scenario) -> int | None:
         return None
     receive = scenario.receive
     if receive is not None and (receive.last_n is not None or receive.screen_share):
-        raise JanusError("the scenario's [receive] lastN or screen share has no Janus equivalent")
+        raise Unsupported("the scenario's [receive] lastN or screen share has no Janus equivalent")
     height = receive.max_height if receive is not None and receive.max_height is not None else 180
     # The load generator's layers are 180p, 360p and 720p (native/loadgen vp8.rs), lowest first.
     return 0 if height < 360 else 1 if height < 720 else min(2, scenario.media.video_ssrcs - 1)

@@ -28,13 +28,14 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import jwt
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from bench._native import LoadGen, LoadGenEndpoint
     from bench.scenario import Scenario
 
+T = TypeVar("T")
 VERSION = "v1.13.5"
 MODULE = "github.com/livekit/livekit-server/cmd/server"
 SIGNAL_PORT = 7880
@@ -57,6 +59,10 @@ STEP_TIMEOUT = 20.0
 
 class LiveKitError(RuntimeError):
     """LiveKit could not be built or started, or refused a step."""
+
+
+class Unsupported(LiveKitError):
+    """The scenario asks what the bench cannot give LiveKit in the same form as Sluice."""
 
 
 def binary_path() -> Path:
@@ -195,6 +201,14 @@ async def started_livekit(
             raise LiveKitError(str(exc)) from exc
 
 
+async def _within(waitable: Awaitable[T], what: str) -> T:
+    try:
+        async with asyncio.timeout(STEP_TIMEOUT):
+            return await waitable
+    except TimeoutError:
+        raise LiveKitError(f"{what} within {STEP_TIMEOUT:.0f} s") from None
+
+
 # ---- a participant: its signalling connection and its two PeerConnections
 
 
@@ -210,7 +224,9 @@ class Participant:
     ws: aiohttp.ClientWebSocketResponse
     lg: LoadGen
     create: Create
-    publisher: int | None = None
+    #: Its publisher endpoint, made before it joins (its subscriber, made on LiveKit's first offer, names it
+    #: as the peer whose streams it does not expect).
+    publisher_ep: LoadGenEndpoint | None = None
     subscriber: LoadGenEndpoint | None = None
     #: Media m-lines LiveKit offered the subscriber so far (audio and video tracks of the others).
     offered_tracks: int = 0
@@ -224,6 +240,10 @@ class Participant:
     error: str | None = None
     reader: asyncio.Task[None] | None = None
     pinger: asyncio.Task[None] | None = None
+
+    @property
+    def publisher(self) -> int | None:
+        return None if self.publisher_ep is None else self.publisher_ep["index"]
 
     async def send(self, **request: Any) -> None:
         from livekit.protocol import rtc  # noqa: PLC0415
@@ -331,11 +351,11 @@ class Participant:
         for cid, spec in tracks:
             self.published[cid] = asyncio.get_running_loop().create_future()
             await self.send(add_track={"cid": cid, "name": cid, **spec})
-        async with asyncio.timeout(STEP_TIMEOUT):
-            for cid, _ in tracks:
-                await self.published[cid]
-        ep = self.create(1, self.group, ice_controlling=True, receives=False)[0]
-        self.publisher = ep["index"]
+        for cid, _ in tracks:
+            await _within(self.published[cid], f"LiveKit did not accept track {cid}")
+        ep = self.publisher_ep
+        if ep is None:
+            raise LiveKitError("publish: the participant has no publisher endpoint")
         audio_ssrc, video = sources(ep["index"])
         self.lg.set_sources(ep["index"], audio_ssrc, video)
         self.answer = asyncio.get_running_loop().create_future()
@@ -343,11 +363,10 @@ class Participant:
             ep, audio_ssrc, video, track_ids=(f"{name}-a0", f"{name}-v0"), stream=name
         )
         await self.send(offer={"type": "offer", "sdp": offer})
-        async with asyncio.timeout(STEP_TIMEOUT):
-            remote = sdp.parse(await self.answer)
-            while not self.candidates[0]:
-                self.candidate_seen.clear()
-                await self.candidate_seen.wait()
+        remote = sdp.parse(await _within(self.answer, f"no answer to {name}'s publisher offer"))
+        while not self.candidates[0]:
+            self.candidate_seen.clear()
+            await _within(self.candidate_seen.wait(), f"no ICE candidate for {name}'s publisher")
         self.lg.connect(
             ep["index"],
             remote.ufrag,
@@ -385,6 +404,15 @@ async def allocate_livekit(
     and connects, the load generator starts sending (LiveKit makes a track on its first packet), and this
     returns once every subscriber was offered every other participant's tracks and connected. The caller
     closes `participants`."""
+    if scenario.media.video_ssrcs > 1:
+        # pion reads several SSRCs on one m-line as Plan B and refuses it.
+        raise Unsupported(
+            "LiveKit takes simulcast as RIDs (a=simulcast); the load generator signals SSRC groups"
+        )
+    if scenario.receive is not None:
+        raise Unsupported(
+            "the scenario's [receive] (lastN, max-height, stage) has no LiveKit equivalent here"
+        )
     ws_url = url.replace("http://", "ws://", 1) + "/rtc"
     expected: dict[int, int] = {}  # per conference: tracks published
     for conf in range(scenario.conferences):
@@ -393,19 +421,20 @@ async def allocate_livekit(
             identity = f"lg-{conf}-{position}"
             params = {"access_token": token(server.key, server.secret, room, identity), "auto_subscribe": "1",
                       "protocol": "15", "sdk": "go", "version": "2.9.0"}  # fmt: skip
+            sends = position < scenario.senders and (
+                scenario.sends_audio(position) or scenario.media.video_ssrcs > 0
+            )
+            publisher = create(1, conf, ice_controlling=True, receives=False)[0] if sends else None
             ws = await http.ws_connect(ws_url, params=params, heartbeat=None, max_msg_size=0)
-            p = Participant(position, conf, ws, lg, create)
+            p = Participant(position, conf, ws, lg, create, publisher_ep=publisher)
             p.reader = asyncio.create_task(p.read())
             participants.append(p)
-            async with asyncio.timeout(STEP_TIMEOUT):
-                join = await p.joined
+            join = await _within(p.joined, f"{identity} was not let in")
             p.pinger = asyncio.create_task(p.ping(max(1.0, float(join.ping_interval or 5) / 2)))
     for p in participants:
-        if p.index >= scenario.senders:
+        if p.publisher_ep is None:
             continue
         audio, layers = scenario.sends_audio(p.index), scenario.media.video_ssrcs
-        if not audio and not layers:
-            continue
         await p.publish(audio, layers, functools.partial(_sources_at, sources, p.index))
         expected[p.group] = expected.get(p.group, 0) + audio + bool(layers)
     if not await asyncio.to_thread(lg.wait_connected, 30.0):
@@ -418,7 +447,18 @@ async def allocate_livekit(
             raise LiveKitError(errors[0])
         waiting = [p for p in participants if p.offered_tracks < _tracks_for(p, expected, scenario)]
         if not waiting and lg.connected() == lg.endpoints():
-            return
+            # And every track flows: LiveKit starts a video track at its next keyframe.
+            flowing: dict[int, int] = {}
+            for r in lg.stats(detail=True)["receive_streams"]:
+                flowing[r["receiver"]] = flowing.get(r["receiver"], 0) + 1
+            waiting = [
+                p
+                for p in participants
+                if p.subscriber is not None
+                and flowing.get(p.subscriber["index"], 0) < _tracks_for(p, expected, scenario)
+            ]
+            if not waiting:
+                return
         if time.monotonic() > deadline:
             raise LiveKitError(
                 f"{len(waiting)} subscribers lack tracks, {lg.connected()}/{lg.endpoints()} connected:\n"
@@ -439,3 +479,20 @@ def _tracks_for(p: Participant, expected: Mapping[int, int], scenario: Scenario)
     if p.index < scenario.senders:
         own = (1 if scenario.sends_audio(p.index) else 0) + (1 if scenario.media.video_ssrcs else 0)
     return expected.get(p.group, 0) - own
+
+
+def main(argv: list[str]) -> int:
+    """`python -m bench.livekit build`: builds LiveKit for the bench now (scripts/bootstrap.sh calls it)."""
+    if argv != ["build"]:
+        print("usage: python -m bench.livekit build", file=sys.stderr)
+        return 2
+    try:
+        print(ensure_binary())
+    except LiveKitError as exc:
+        print(f"bench.livekit: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -162,7 +162,7 @@ def markdown(result: dict[str, Any]) -> str:
 def side_by_side_table(result: dict[str, Any]) -> str:
     """With other SFUs (`--target`): every target per step by egress packets per CPU-second of its own
     process, with its loss and latency under the same load."""
-    steps = [s for s in result["steps"] if s.get("side_by_side")]
+    steps = [s for s in result["steps"] if s.get("side_by_side") or s.get("peers_skipped")]
     if not steps:
         return ""
     head = (
@@ -171,12 +171,16 @@ def side_by_side_table(result: dict[str, Any]) -> str:
     )
     rows = []
     for step in steps:
-        for name, t in step["side_by_side"].items():
+        for name, t in (step.get("side_by_side") or {}).items():
             rows.append(
                 f"| {result['scenario']['name']} | {step['conferences']} | {name} | {_fmt(t['egress_pps'])} "
                 f"| {_fmt(t['cpu_cores'], 2)} | {_fmt(t['egress_packets_per_cpu_second'])} "
                 f"| {_fmt(t.get('sluice_advantage'), 2)} | {_fmt(t['loss_pct'], 3)} "
                 f"| {_fmt(t['latency_p50_us'], 1)} | {_fmt(t['latency_p99_us'], 1)} |"
+            )
+        for name, why in (step.get("peers_skipped") or {}).items():
+            rows.append(
+                f"| {result['scenario']['name']} | {step['conferences']} | {name} | not run: {why} |||||||"
             )
     return head + "\n".join(rows) + "\n"
 

@@ -61,6 +61,10 @@ class BenchError(RuntimeError):
     """The bench could not run (a target did not start, endpoints did not connect)."""
 
 
+class PeerUnsupported(BenchError):
+    """Another SFU cannot take the scenario in the same form as Sluice: the step records why and goes on."""
+
+
 @dataclass(frozen=True)
 class Placement:
     """The CPUs the target's packet thread and the load generator run on (None: the kernel chooses).
@@ -381,6 +385,8 @@ async def started_livekit_target(
         raise BenchError(f"livekit: {exc}") from exc
 
 
+#: What a snapshot's `receive` holds that is a count of streams now, not of events: kept as it is.
+_GAUGES = frozenset({"streams", "video_streams"})
 #: Loadgen snapshot counts that a window (`window`) takes as differences.
 _WINDOWED = ("expected", "received", "unexpected", "lost", "lost_gap", "duplicates", "reordered", "late")
 
@@ -397,7 +403,10 @@ def window(final: LoadGenStats, base: LoadGenStats) -> LoadGenStats:
     for part in ("totals", "receive"):
         now: dict[str, Any] = dict(final[part])
         before: dict[str, Any] = dict(base[part])
-        out[part] = {k: v - before.get(k, 0) if isinstance(v, int | float) else v for k, v in now.items()}
+        out[part] = {
+            k: v - before.get(k, 0) if isinstance(v, int | float) and k not in _GAUGES else v
+            for k, v in now.items()
+        }
     out["loss_ratio"] = out["lost"] / out["expected"] if out["expected"] else 0.0
     return out  # type: ignore[return-value]
 
@@ -922,6 +931,7 @@ async def run_once(
     channels: Channels | None = None
     janus_api: janus.JanusApi | None = None
     participants: list[livekit.Participant] = []
+    signalling: aiohttp.ClientSession | None = None
     sending_early = False
     try:
         if isinstance(target, JanusTarget):
@@ -935,13 +945,17 @@ async def run_once(
                     target.create_endpoints(lg),
                     lambda index, position: _sources(scenario, lg, index, position),
                 )
+            except janus.Unsupported as exc:
+                raise PeerUnsupported(str(exc)) from exc
             except janus.JanusError as exc:
                 raise BenchError(f"janus: {exc}\n{target.server.log_tail()}") from exc
         elif isinstance(target, LiveKitTarget):
+            # A WebSocket per participant: more than aiohttp's default 100 connections per session.
+            signalling = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
             try:
                 await livekit.allocate_livekit(
                     url=target.url,
-                    http=target.http,
+                    http=signalling,
                     server=target.server,
                     lg=lg,
                     scenario=scenario,
@@ -949,6 +963,8 @@ async def run_once(
                     sources=lambda index, position: _sources(scenario, lg, index, position),
                     participants=participants,
                 )
+            except livekit.Unsupported as exc:
+                raise PeerUnsupported(str(exc)) from exc
             except (livekit.LiveKitError, TimeoutError, aiohttp.ClientError) as exc:
                 raise BenchError(f"livekit: {exc!r}\n{target.server.log_tail()}") from exc
             # It made the tracks on their first packets: the load generator is already sending.
@@ -1050,6 +1066,8 @@ async def run_once(
             await janus_api.close()
         for participant in participants:
             await participant.close()
+        if signalling is not None:
+            await signalling.close()
         lg.shutdown()
         if isinstance(target, BridgeTarget):
             for meeting in meetings:
@@ -1105,10 +1123,12 @@ def _step(bridge: RunResult, raw: RunResult | None) -> dict[str, Any]:
     return step
 
 
-def _add_peers(step: dict[str, Any], runs: Sequence[RunResult]) -> None:
+def _add_peers(step: dict[str, Any], runs: Sequence[RunResult], skipped: dict[str, str]) -> None:
     """The other SFUs' runs of a step, and every target side by side: egress packets per CPU-second (the
-    target's own egress count over its process's CPU time), loss and latency."""
+    target's own egress count over its process's CPU time), loss and latency; `skipped`: the peers that
+    could not take the scenario, and why."""
     step["peers"] = {run.target: run.summary() for run in runs}
+    step["peers_skipped"] = skipped
     for run in runs:
         step["series"][run.target] = [vars(s) for s in run.series]
     rows = {"sluice": step["bridge"], **({"raw-relay": step["raw_relay"]} if "raw_relay" in step else {})}
@@ -1193,11 +1213,14 @@ async def run_bench(
                 with started_raw_relay(place.target_cpu) as relay:
                     raw_run = await run_once(relay, step, threads=threads, progress=progress)
             results.append(_step(bridge_run, raw_run))
-            peer_runs = [
-                await run_once(peer, step, threads=threads, progress=progress) for peer in peer_targets
-            ]
-            if peer_runs:
-                _add_peers(results[-1], peer_runs)
+            peer_runs, skipped = [], {}
+            for peer in peer_targets:
+                try:
+                    peer_runs.append(await run_once(peer, step, threads=threads, progress=progress))
+                except PeerUnsupported as exc:
+                    skipped[peer.name] = str(exc)
+            if peer_targets:
+                _add_peers(results[-1], peer_runs, skipped)
             if scenario.turn is not None:
                 relayed_run = await run_once(target, step, threads=threads, progress=progress, turn=turn)
                 results[-1]["turn"] = _turn_step(bridge_run, relayed_run)

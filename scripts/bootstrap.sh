@@ -65,4 +65,14 @@ if [ ! -f "$web_stamp" ]; then
     npm ci --prefix "$web" --omit=optional --no-audit --no-fund --loglevel=error
     touch "$web_stamp"
 fi
+# LiveKit server for `sluice bench --target livekit` and its test: built once with `go install` (a few
+# minutes) into ~/.cache/sluice; a machine without Go skips it, and the bench then says so.
+if [ -x /usr/local/go/bin/go ] && ! command -v go >/dev/null; then
+    export PATH="/usr/local/go/bin:$PATH"
+fi
+if command -v go >/dev/null; then
+    .venv/bin/python -m bench.livekit build >/dev/null
+else
+    echo "bootstrap: no Go here: \`sluice bench --target livekit\` will not run" >&2
+fi
 echo "bootstrap: ready"

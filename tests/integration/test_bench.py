@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from ipaddress import ip_address
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench import _native
+from bench.livekit import binary_path
 from bridge import Bridge, Candidate, Fingerprint, Source, TransportDescription
 from tests.helpers.jicofo import start_sluice
 from tests.helpers.peers import PeerFactory
@@ -155,6 +157,16 @@ async def test_bench_runs_janus_videoroom_beside_sluice_on_the_same_load(tmp_pat
     assert not _processes_named("janus")
 
 
+def _processes_of(exe: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(proc / "exe")) == exe:
+                    found.append(int(proc.name))
+    return found
+
+
 def _processes_named(name: str) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
@@ -165,6 +177,48 @@ def _processes_named(name: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+LIVEKIT_SCENARIO = """
+name = "livekit-small"
+duration = "4s"
+loss-limit = 1.0
+[load]
+conferences = 2
+senders = 2
+receivers = 1
+[media]
+video-kbps = 300
+video-fps = 30
+audio = true
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="LiveKit runs in a network namespace (needs root)")
+async def test_bench_runs_livekit_beside_sluice_on_the_same_load(tmp_path: Path) -> None:
+    """`--target livekit`: LiveKit server (built by scripts/bootstrap.sh) in its own namespace takes the same
+    conferences over its WebSocket signalling (a publisher and a subscriber PeerConnection per participant),
+    measured over the window after every subscriber has every track."""
+    scenario = tmp_path / "livekit.toml"
+    scenario.write_text(LIVEKIT_SCENARIO)
+    out = tmp_path / "out"
+    proc = await start_sluice("bench", str(scenario), "--out", str(out), "--no-raw", "--target", "livekit")
+    output, _ = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode == 0, output.decode()
+
+    result: dict[str, Any] = json.loads((out / "livekit-small.json").read_text())
+    (step,) = result["steps"]
+    sluice, livekit = step["bridge"], step["peers"]["livekit"]
+    assert livekit["failed_endpoints"] == 0 and step["peers_skipped"] == {}
+    assert livekit["expected_packets"] > 0 and livekit["received_packets"] > 0
+    assert livekit["loss_pct"] is not None and livekit["loss_pct"] <= 1.0, livekit
+    # Everyone gets every other sender's audio and video from both.
+    for run in (sluice, livekit):
+        assert run["receive"]["video_streams_per_receiver"] == pytest.approx(4 / 3, abs=0.01), run["receive"]
+    assert livekit["received_pps"] == pytest.approx(sluice["received_pps"], rel=0.15)
+    assert livekit["cpu_cores"] > 0 and livekit["egress_pps"] >= livekit["received_pps"] * 0.9
+    assert step["side_by_side"]["livekit"]["sluice_advantage"] > 0
+    assert not _processes_of(binary_path())
 
 
 TURN_SCENARIO = """

@@ -233,3 +233,27 @@ def test_readme_report_puts_each_target_of_a_step_side_by_side_between_the_peers
     readme = f"{BEGIN}\nmain\n{END}\n{PEERS_BEGIN}\nold\n{PEERS_END}\n"
     new = rewrite(readme, block, PEERS_BEGIN, PEERS_END)
     assert "main" in new and "old" not in new and "| meeting | janus |" in new
+
+
+def test_a_window_takes_counts_as_differences_and_keeps_stream_counts() -> None:
+    from bench.run import window  # noqa: PLC0415
+
+    def snap(expected: int, received: int, lost: int, sent: int, streams: int) -> Any:
+        return {
+            "expected": expected, "received": received, "unexpected": 0, "lost": lost, "lost_gap": 0,
+            "duplicates": 0, "reordered": 0, "late": 0, "loss_ratio": 0.0,
+            "totals": {"sent_packets": sent, "recv_packets": received},
+            "receive": {"streams": streams, "video_streams": streams // 2, "packets": received},
+            "latency": {"count": 5},
+        }  # fmt: skip
+
+    base = snap(1000, 700, 300, 400, 4)  # before the window: 300 sent before a subscriber existed
+    final = snap(3000, 2690, 310, 1200, 8)
+    w = window(final, base)
+    assert (w["expected"], w["received"], w["lost"]) == (2000, 1990, 10)
+    assert w["loss_ratio"] == pytest.approx(10 / 2000)
+    assert w["totals"] == {"sent_packets": 800, "recv_packets": 1990}
+    assert w["receive"] == {"streams": 8, "video_streams": 4, "packets": 1990}
+    assert w["latency"] == {"count": 5}
+    # In flight when it opened: more arrived than was counted sent in it, never a negative loss.
+    assert window(snap(3000, 2710, 300, 1200, 8), snap(1000, 700, 310, 400, 4))["lost"] == 0
