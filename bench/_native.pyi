@@ -252,6 +252,7 @@ class LoadGen:
         receives: bool = True,
         peer: int | None = None,
         rtx_pt: int | None = 96,
+        rid: tuple[int, int, str] | None = None,
     ) -> list[LoadGenEndpoint]: ...
     def connect(
         self,

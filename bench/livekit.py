@@ -53,6 +53,10 @@ MODULE = "github.com/livekit/livekit-server/cmd/server"
 SIGNAL_PORT = 7880
 RTC_UDP_PORT = 7882
 RTC_TCP_PORT = 7881
+#: One-byte extension ids of MID and RID in a publisher's RID simulcast (not the load generator's others: 1
+#: audio level, 5 transport-wide sequence numbers).
+MID_EXT_ID = 9
+RID_EXT_ID = 10
 #: Seconds LiveKit gets to answer one signalling step (a published track, an SDP answer, a candidate).
 STEP_TIMEOUT = 20.0
 
@@ -238,6 +242,8 @@ class Participant:
     candidate_seen: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
+    #: Its published video track's sid (what others' track settings name).
+    video_sid: str | None = None
     reader: asyncio.Task[None] | None = None
     pinger: asyncio.Task[None] | None = None
 
@@ -345,14 +351,19 @@ class Participant:
                 "source": models.TrackSource.CAMERA,
                 "width": sizes[-1][0],
                 "height": sizes[-1][1],
-                "layers": [{"quality": q, "width": w, "height": h} for q, (w, h) in enumerate(sizes)],
+                "layers": [
+                    {"quality": q, "width": w, "height": h, **({"rid": sdp.RIDS[q]} if layers > 1 else {})}
+                    for q, (w, h) in enumerate(sizes)
+                ],
             }
             tracks.append((f"{name}-v0", spec))
         for cid, spec in tracks:
             self.published[cid] = asyncio.get_running_loop().create_future()
             await self.send(add_track={"cid": cid, "name": cid, **spec})
         for cid, _ in tracks:
-            await _within(self.published[cid], f"LiveKit did not accept track {cid}")
+            info = await _within(self.published[cid], f"LiveKit did not accept track {cid}")
+            if cid.endswith("-v0"):
+                self.video_sid = str(info.sid)
         ep = self.publisher_ep
         if ep is None:
             raise LiveKitError("publish: the participant has no publisher endpoint")
@@ -360,7 +371,12 @@ class Participant:
         self.lg.set_sources(ep["index"], audio_ssrc, video)
         self.answer = asyncio.get_running_loop().create_future()
         offer = sdp.publisher_offer(
-            ep, audio_ssrc, video, track_ids=(f"{name}-a0", f"{name}-v0"), stream=name
+            ep,
+            audio_ssrc,
+            video,
+            track_ids=(f"{name}-a0", f"{name}-v0"),
+            stream=name,
+            rid_ext=(MID_EXT_ID, RID_EXT_ID) if len(video) > 1 else None,
         )
         await self.send(offer={"type": "offer", "sdp": offer})
         remote = sdp.parse(await _within(self.answer, f"no answer to {name}'s publisher offer"))
@@ -404,11 +420,6 @@ async def allocate_livekit(
     and connects, the load generator starts sending (LiveKit makes a track on its first packet), and this
     returns once every subscriber was offered every other participant's tracks and connected. The caller
     closes `participants`."""
-    if scenario.media.video_ssrcs > 1:
-        # pion reads several SSRCs on one m-line as Plan B and refuses it.
-        raise Unsupported(
-            "LiveKit takes simulcast as RIDs (a=simulcast); the load generator signals SSRC groups"
-        )
     if scenario.receive is not None:
         raise Unsupported(
             "the scenario's [receive] (lastN, max-height, stage) has no LiveKit equivalent here"
@@ -424,7 +435,10 @@ async def allocate_livekit(
             sends = position < scenario.senders and (
                 scenario.sends_audio(position) or scenario.media.video_ssrcs > 0
             )
-            publisher = create(1, conf, ice_controlling=True, receives=False)[0] if sends else None
+            # RID simulcast: its video packets carry the video m-line's MID (after audio's, if any) and RID.
+            rid = (MID_EXT_ID, RID_EXT_ID, "1" if scenario.sends_audio(position) else "0")
+            role: dict[str, Any] = {"rid": rid} if scenario.media.video_ssrcs > 1 else {}
+            publisher = create(1, conf, ice_controlling=True, receives=False, **role)[0] if sends else None
             ws = await http.ws_connect(ws_url, params=params, heartbeat=None, max_msg_size=0)
             p = Participant(position, conf, ws, lg, create, publisher_ep=publisher)
             p.reader = asyncio.create_task(p.read())
@@ -458,6 +472,8 @@ async def allocate_livekit(
                 and flowing.get(p.subscriber["index"], 0) < _tracks_for(p, expected, scenario)
             ]
             if not waiting:
+                if scenario.media.video_ssrcs > 1:
+                    await _lowest_layer(participants, lg)
                 return
         if time.monotonic() > deadline:
             raise LiveKitError(
@@ -471,6 +487,34 @@ def _sources_at(
     sources: Callable[[int, int], tuple[int | None, list[int]]], position: int, index: int
 ) -> tuple[int | None, list[int]]:
     return sources(index, position)
+
+
+async def _lowest_layer(participants: list[Participant], lg: LoadGen, timeout: float = 15.0) -> None:
+    """Every subscriber asks for the others' video at 180p, the layer Sluice's bench receivers get (LiveKit
+    sends the highest by default), and this waits until every received video stream is on it."""
+    from livekit.protocol import models  # noqa: PLC0415
+
+    for p in participants:
+        sids = [o.video_sid for o in participants if o.group == p.group and o is not p and o.video_sid]
+        if p.subscriber is not None and sids:
+            await p.send(
+                track_setting={
+                    "track_sids": sids,
+                    "quality": models.VideoQuality.LOW,
+                    "width": 320,
+                    "height": 180,
+                }
+            )
+    deadline = time.monotonic() + timeout
+    while True:
+        videos = [r for r in lg.stats(detail=True)["receive_streams"] if r["kind"] == "video"]
+        if videos and all(r["layer"] == 0 for r in videos):
+            # A moment on it: the window then opens on a steady stream.
+            await asyncio.sleep(0.5)
+            return
+        if time.monotonic() > deadline:
+            raise LiveKitError("subscribers did not get the lowest simulcast layer in time")
+        await asyncio.sleep(0.2)
 
 
 def _tracks_for(p: Participant, expected: Mapping[int, int], scenario: Scenario) -> int:

@@ -61,8 +61,12 @@ async def peer_lab(workdir: Path, role: str) -> AsyncIterator[PeerLab]:
     except PermissionError as exc:
         raise PeerLabError(f"{exc}: run the bench as root to compare with other SFUs") from exc
     try:
-        loadgen, peer = lab.namespace("lg"), lab.namespace(role)
-        link = lab.link(loadgen, peer)
+        try:
+            # Names unique within the process: several labs (a peer each) share its PID in theirs.
+            loadgen, peer = lab.namespace(f"lg{role}"[:12]), lab.namespace(role)
+            link = lab.link(loadgen, peer)
+        except RuntimeError as exc:
+            raise PeerLabError(str(exc)) from exc
         await _link_up(peer, link.ifname)
         yield PeerLab(loadgen, link.a_addr, peer, link.ifname, link.b_addr)
     finally:

@@ -17,6 +17,8 @@ from typing import Any
 #: What the load generator sends (native/loadgen: Opus-shaped audio, VP8).
 PT_AUDIO = 111
 PT_VIDEO = 100
+#: RIDs of simulcast layers, lowest first (what the load generator writes; LiveKit's names).
+RIDS = ("q", "h", "f")
 
 
 class SdpError(ValueError):
@@ -183,12 +185,16 @@ def publisher_offer(
     *,
     track_ids: tuple[str, str] | None = None,
     stream: str | None = None,
+    rid_ext: tuple[int, int] | None = None,
 ) -> str:
     """A sendonly offer for what endpoint `ep` (a `LoadGen.create_endpoints` dict) sends: Opus on
     `audio_ssrc`, VP8 on `video_ssrcs` (several: an SSRC simulcast group, lowest layer first, as Chrome
     signals it). Its a=setup is `active`: the load generator's endpoints are DTLS clients. `track_ids`
     (audio, video) and `stream` name the MediaStreamTracks in a=msid (LiveKit matches them to the tracks
-    it was told of); by default they are made from the endpoint's index."""
+    it was told of); by default they are made from the endpoint's index. With `rid_ext` (the one-byte
+    extension ids of MID and RID) several video SSRCs are signalled as RID simulcast instead (RFC 8853:
+    a=rid per layer, `q`, `h`, `f` from the lowest, a=simulcast, no SSRC lines), as browsers offer it to
+    LiveKit; the endpoint must then write those extensions (`create_endpoints(rid=...)`)."""
     name = stream or f"lg{ep['index']}"
     audio_id, video_id = track_ids or (f"{name}-a0", f"{name}-v0")
     sections: list[tuple[str, list[str]]] = []
@@ -215,10 +221,19 @@ def publisher_offer(
             f"a=rtcp-fb:{PT_VIDEO} ccm fir",
             f"a=msid:{name} {video_id}",
         ]
-        if len(video_ssrcs) > 1:
-            lines.append(f"a=ssrc-group:SIM {' '.join(str(s) for s in video_ssrcs)}")
-        for s in video_ssrcs:
-            lines += [f"a=ssrc:{s} cname:{name}", f"a=ssrc:{s} msid:{name} {video_id}"]
+        if rid_ext is not None and len(video_ssrcs) > 1:
+            rids = RIDS[: len(video_ssrcs)]
+            lines += [
+                f"a=extmap:{rid_ext[0]} urn:ietf:params:rtp-hdrext:sdes:mid",
+                f"a=extmap:{rid_ext[1]} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+                *(f"a=rid:{r} send" for r in rids),
+                f"a=simulcast:send {';'.join(rids)}",
+            ]
+        else:
+            if len(video_ssrcs) > 1:
+                lines.append(f"a=ssrc-group:SIM {' '.join(str(s) for s in video_ssrcs)}")
+            for s in video_ssrcs:
+                lines += [f"a=ssrc:{s} cname:{name}", f"a=ssrc:{s} msid:{name} {video_id}"]
         sections.append(("video", lines))
     if not sections:
         raise SdpError("an offer needs audio or video")

@@ -80,6 +80,22 @@ def test_publisher_offer_signals_a_simulcast_group() -> None:
         sdp.publisher_offer(ENDPOINT, None, [])
 
 
+def test_publisher_offer_signals_rid_simulcast_for_livekit() -> None:
+    offer = sdp.publisher_offer(ENDPOINT, 11, [21, 22, 23], track_ids=("a", "v"), stream="s", rid_ext=(9, 10))
+    video = offer[offer.index("m=video") :]
+    for line in (
+        "a=extmap:9 urn:ietf:params:rtp-hdrext:sdes:mid",
+        "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "a=rid:q send",
+        "a=rid:f send",
+        "a=simulcast:send q;h;f",
+        "a=msid:s v",
+    ):
+        assert line in video, line
+    # No SSRC lines for the video: pion would read three on one m-line as Plan B.
+    assert "a=ssrc" not in video and "a=ssrc:11 msid:s a" in offer
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [

@@ -17,8 +17,8 @@ use sluice_core::ice::{CandidateKind, IceCredentials};
 use sluice_loadgen::relay::RelayStats;
 use sluice_loadgen::turn::TurnConfig;
 use sluice_loadgen::{
-    Latency, LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, Role, Snapshot,
-    Sources,
+    Latency, LoadGen as Inner, LoadGenConfig, MediaConfig, Mode, RemoteDescription, RidSignal,
+    Role, Snapshot, Sources,
 };
 
 fn os_err(e: std::io::Error) -> PyErr {
@@ -112,9 +112,11 @@ impl LoadGen {
     /// Creates `count` endpoints in `group`; one dict per endpoint with its local description.
     /// `ice_controlling`: the endpoint offers to a full ICE agent; `receives`: loss is counted against
     /// it; `peer`: the endpoint (its own publisher) whose streams it does not expect; `rtx_pt`: the
-    /// payload type RTX arrives with (None: not negotiated).
+    /// payload type RTX arrives with (None: not negotiated); `rid`: (mid extension id, rid extension id,
+    /// the video m-line's mid) for RID-signalled simulcast, every video packet then carrying MID and RID.
     #[pyo3(signature = (
-        count, group, *, ice_controlling = false, receives = true, peer = None, rtx_pt = Some(96)
+        count, group, *, ice_controlling = false, receives = true, peer = None, rtx_pt = Some(96),
+        rid = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create_endpoints<'py>(
@@ -126,15 +128,38 @@ impl LoadGen {
         receives: bool,
         peer: Option<u32>,
         rtx_pt: Option<u8>,
+        rid: Option<(u8, u8, String)>,
     ) -> PyResult<Bound<'py, PyList>> {
         if rtx_pt.is_some_and(|pt| pt > 127) {
             return Err(PyValueError::new_err("rtx_pt must be within 0..=127"));
         }
+        let rid = match rid {
+            None => None,
+            Some((mid_id, rid_id, mid)) => {
+                // One-byte extensions (RFC 8285 4.2): ids 1..=14; a one-character mid.
+                if !(1..=14).contains(&mid_id) || !(1..=14).contains(&rid_id) || mid_id == rid_id {
+                    return Err(PyValueError::new_err(
+                        "rid: two distinct extension ids in 1..=14",
+                    ));
+                }
+                let &[mid] = mid.as_bytes() else {
+                    return Err(PyValueError::new_err(
+                        "rid: the mid must be one ASCII character",
+                    ));
+                };
+                Some(RidSignal {
+                    mid_id,
+                    rid_id,
+                    mid,
+                })
+            }
+        };
         let role = Role {
             ice_controlling,
             receives,
             peer,
             rtx_pt,
+            rid,
         };
         let locals = self
             .inner

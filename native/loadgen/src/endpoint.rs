@@ -169,7 +169,22 @@ pub struct Role {
     /// The payload type RTX arrives with (with feedback), as the remote's description numbers it; None:
     /// it negotiated none, so no payload type is unwrapped.
     pub rtx_pt: Option<u8>,
+    /// RID-signalled simulcast (as browsers send it to LiveKit): every video packet carries the video
+    /// m-line's MID and its layer's RID (`q`, `h`, `f` from the lowest) in these one-byte extension ids,
+    /// with the mid. None: SSRC-signalled.
+    pub rid: Option<RidSignal>,
 }
+
+/// Extension ids and the video m-line's mid for [`Role::rid`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RidSignal {
+    pub mid_id: u8,
+    pub rid_id: u8,
+    pub mid: u8,
+}
+
+/// RIDs of simulcast layers, lowest first (LiveKit's names for its qualities).
+const RIDS: [u8; 3] = [b'q', b'h', b'f'];
 
 impl Default for Role {
     fn default() -> Self {
@@ -178,6 +193,7 @@ impl Default for Role {
             receives: true,
             peer: None,
             rtx_pt: Some(PT_RTX),
+            rid: None,
         }
     }
 }
@@ -1223,7 +1239,18 @@ impl Endpoint {
             }
         }
         let level = self.audio_level.filter(|_| o.kind == Kind::Audio);
-        let mut header = repair::write_extensions(slot, level, tcc);
+        let top = usize::from(o.layer).min(RIDS.len() - 1);
+        let sdes = self
+            .role
+            .rid
+            .filter(|_| o.kind == Kind::Video && rtx.is_none())
+            .map(|r| repair::Sdes {
+                mid_id: r.mid_id,
+                mid: r.mid,
+                rid_id: r.rid_id,
+                rid: RIDS[top],
+            });
+        let mut header = repair::write_extensions_with(slot, level, tcc, sdes);
         if rtx.is_some() {
             slot[header..header + 2].copy_from_slice(&p.seq16.to_be_bytes());
             header += 2;

@@ -71,7 +71,7 @@ use sluice_core::io::UdpSocket;
 use sluice_core::queue::Queue;
 
 use endpoint::{Endpoint, Sock};
-pub use endpoint::{EndpointState, Role, AUDIO_LEVEL_EXT_ID};
+pub use endpoint::{EndpointState, RidSignal, Role, AUDIO_LEVEL_EXT_ID};
 pub use payload::Kind;
 pub use repair::{PT_RTX, TRANSPORT_CC_EXT_ID};
 pub use stats::{Latency, ReceiveTotals, Snapshot, StreamStats, Totals};

@@ -202,8 +202,28 @@ impl Repair {
 /// (setting X): the audio level (RFC 6464; V when not silence) and the transport-wide sequence
 /// number, either or both. Returns the header length with the block (12 without either).
 pub fn write_extensions(out: &mut [u8], level: Option<u8>, tcc: Option<u16>) -> usize {
+    write_extensions_with(out, level, tcc, None)
+}
+
+/// The MID and RID (RFC 8843 15, RFC 8852 3.3) a packet of RID-signalled simulcast carries: the
+/// one-byte extension ids the offer gave them, the m-line's mid and the layer's rid, one byte each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sdes {
+    pub mid_id: u8,
+    pub mid: u8,
+    pub rid_id: u8,
+    pub rid: u8,
+}
+
+/// As [`write_extensions`], with `sdes` (MID and RID) as well.
+pub fn write_extensions_with(
+    out: &mut [u8],
+    level: Option<u8>,
+    tcc: Option<u16>,
+    sdes: Option<Sdes>,
+) -> usize {
     const FIXED: usize = 12;
-    if level.is_none() && tcc.is_none() {
+    if level.is_none() && tcc.is_none() && sdes.is_none() {
         return FIXED;
     }
     out[0] |= 0x10;
@@ -218,6 +238,10 @@ pub fn write_extensions(out: &mut [u8], level: Option<u8>, tcc: Option<u16>) -> 
         out[at] = (TRANSPORT_CC_EXT_ID << 4) | 1;
         out[at + 1..at + 3].copy_from_slice(&seq.to_be_bytes());
         at += 3;
+    }
+    if let Some(x) = sdes {
+        out[at..at + 4].copy_from_slice(&[x.mid_id << 4, x.mid, x.rid_id << 4, x.rid]);
+        at += 4;
     }
     let end = (at - FIXED).next_multiple_of(4) + FIXED;
     out[at..end].fill(0);
@@ -325,6 +349,24 @@ mod tests {
         out.clear();
         late.due(t0 + GIVE_UP, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn mid_and_rid_parse_back_beside_the_others() {
+        let mut pkt = [0u8; 40];
+        crate::payload::write_rtp_header(&mut pkt, false, 100, 1, 2, 3);
+        let sdes = Sdes {
+            mid_id: 4,
+            mid: b'1',
+            rid_id: 10,
+            rid: b'h',
+        };
+        let n = write_extensions_with(&mut pkt, None, Some(9), Some(sdes));
+        assert_eq!(n, 24);
+        let v = RtpView::parse(&pkt).expect("parses");
+        assert_eq!(v.extension(4), Some(&b"1"[..]));
+        assert_eq!(v.extension(10), Some(&b"h"[..]));
+        assert_eq!(v.extension(TRANSPORT_CC_EXT_ID), Some(&[0, 9][..]));
     }
 
     #[test]

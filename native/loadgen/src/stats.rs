@@ -669,3 +669,80 @@ fn ratio(a: u64, b: u64) -> f64 {
         a as f64 / b as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{EndpointState, Role};
+    use crate::track::StreamTracker;
+
+    fn endpoint(
+        index: u32,
+        role: Role,
+        sends: Option<u32>,
+        heard: &[(u32, u32, u64)],
+    ) -> EndpointReport {
+        EndpointReport {
+            index,
+            group: 0,
+            state: EndpointState::Connected,
+            detail: String::new(),
+            role,
+            relayed: None,
+            outgoing: sends
+                .map(|ssrc| OutgoingReport {
+                    ssrc,
+                    kind: Kind::Audio,
+                    layer: 0,
+                    sent: 100,
+                    sent_bytes: 0,
+                    payload_bytes: 0,
+                    keyframes: 0,
+                })
+                .into_iter()
+                .collect(),
+            streams: heard
+                .iter()
+                .map(|&(sender, ssrc, n)| {
+                    let mut t = StreamTracker::new(sender, ssrc, false);
+                    for seq in 0..n {
+                        t.on_packet(seq, 100);
+                    }
+                    t
+                })
+                .collect(),
+            receive: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_publisher_expects_nothing_and_a_subscriber_not_its_own_publisher() {
+        // Two participants, each a publisher (0, 2) and a subscriber (1, 3) as Janus and LiveKit have them.
+        let publisher = Role {
+            ice_controlling: true,
+            receives: false,
+            ..Role::default()
+        };
+        let subscriber = |peer| Role {
+            peer: Some(peer),
+            ..Role::default()
+        };
+        let report = WorkerReport {
+            totals: Totals::default(),
+            latency: Histogram::new(),
+            latency_audio: Histogram::new(),
+            latency_video: Histogram::new(),
+            latency_socket: Histogram::new(),
+            series: Vec::new(),
+            endpoints: vec![
+                endpoint(0, publisher, Some(10), &[]),
+                endpoint(1, subscriber(0), None, &[(2, 20, 97)]),
+                endpoint(2, publisher, Some(20), &[]),
+                endpoint(3, subscriber(2), None, &[(0, 10, 100)]),
+            ],
+        };
+        let snap = Snapshot::build("secure", vec![report], 1.0, false, true, 4, 0, false);
+        // Each subscriber expects the other's 100 packets; publishers nothing.
+        assert_eq!((snap.expected, snap.received, snap.lost), (200, 197, 3));
+    }
+}
