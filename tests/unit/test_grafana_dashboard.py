@@ -21,7 +21,11 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.js
 
 def exported() -> set[str]:
     bridge = BridgeMetrics(
-        snapshot={"total": {"drops": {"filtered": 1}}, "failures": {"ice": 0}, "io": {}},
+        snapshot={
+            "total": {"drops": {"filtered": 1}}, "failures": {"ice": 0}, "io": {},
+            "shards": [{"index": 0, "cpu_seconds": 1.5, "packets_in": 1, "packets_out": 2, "routers": 1,
+                        "transports": 2}],
+        },
         conferences=1, endpoints=1, load=IDLE, healthy=True, drain=False, graceful_shutdown=False,
         shutting_down=False, channels=ChannelStats(), private_http_refused={}, xmpp_iqs_refused=0,
         colibri2_refused={}, allocation=AllocationStats(), quality=(Quality(0.01, 0.0, 0.0, 1.0, 1.0),),
