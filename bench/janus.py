@@ -22,10 +22,7 @@ import asyncio
 import contextlib
 import glob
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from bench import sdp
-from bench.peerlab import PeerLab, PeerLabError, peer_lab
+from bench.peerlab import PeerLab, PeerLabError, PeerProcess, peer_lab
 
 if TYPE_CHECKING:
     from bench._native import LoadGen, LoadGenEndpoint
@@ -187,55 +184,23 @@ class JanusApi:
                     waiter.set_result(event)
 
 
-class JanusServer:
+class JanusServer(PeerProcess):
     """Janus started in its namespace (`netns`), pinned to `cpu` when given; stopped by PID."""
 
     def __init__(self, netns: Netns, iface: str, folder: Path, cpu: int | None) -> None:
         exe, lib = janus_binary()
         self.http_port = 8088
         jcfg = write_config(folder, lib, http_port=self.http_port, iface=iface, rtp_ports=(20000, 40000))
-        self.log_path = folder / "janus.log"
         cmd = netns.exec_args(exe, "-C", str(jcfg), "-F", str(folder), "-o", "-d", "3")
-        if cpu is not None:
-            # taskset and `ip netns exec` exec: the PID is Janus's; every thread it makes inherits the CPU.
-            cmd = ["taskset", "-c", str(cpu), *cmd]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        super().__init__("janus", cmd, folder / "janus.log", cpu)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    async def ready(self, url: str, http: aiohttp.ClientSession) -> None:
+        async def answers() -> bool:
+            async with http.get(f"{url}/info", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                info = await resp.json(content_type=None)
+                return bool(info.get("janus") == "server_info")
 
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def ready(self, url: str, http: aiohttp.ClientSession, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise JanusError(f"janus exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                async with http.get(f"{url}/info", timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                    info = await resp.json(content_type=None)
-                    if info.get("janus") == "server_info":
-                        return
-            if time.monotonic() > deadline:
-                raise JanusError(
-                    f"janus did not answer on its HTTP API in {timeout:.0f} s:\n{self.log_tail()}"
-                )
-            await asyncio.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        await self.wait_ready(answers)
 
 
 @contextlib.asynccontextmanager

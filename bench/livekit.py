@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import aiohttp
 import jwt
 
 from bench import sdp
-from bench.peerlab import PeerLab, PeerLabError, peer_lab
+from bench.peerlab import PeerLab, PeerLabError, PeerProcess, peer_lab
 
 if TYPE_CHECKING:
     from bench._native import LoadGen, LoadGenEndpoint
@@ -132,7 +131,7 @@ def token(key: str, secret: str, room: str, identity: str) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-class LiveKitServer:
+class LiveKitServer(PeerProcess):
     """LiveKit in its namespace, pinned to `cpu` when given; stopped by PID."""
 
     def __init__(self, lab: PeerLab, folder: Path, cpu: int | None) -> None:
@@ -141,45 +140,15 @@ class LiveKitServer:
         config = write_config(
             folder, node_ip=lab.peer_ip, iface=lab.peer_iface, key=self.key, secret=self.secret
         )
-        self.log_path = folder / "livekit.log"
         cmd = lab.peer.exec_args(str(exe), "--config", str(config))
-        if cpu is not None:
-            # taskset and `ip netns exec` exec: the PID is LiveKit's; its threads inherit the CPU.
-            cmd = ["taskset", "-c", str(cpu), *cmd]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        super().__init__("livekit-server", cmd, folder / "livekit.log", cpu)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    async def ready(self, url: str, http: aiohttp.ClientSession) -> None:
+        async def answers() -> bool:
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                return resp.status == 200
 
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def ready(self, url: str, http: aiohttp.ClientSession, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise LiveKitError(f"livekit-server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                    if resp.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise LiveKitError(f"livekit-server did not answer in {timeout:.0f} s:\n{self.log_tail()}")
-            await asyncio.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        await self.wait_ready(answers)
 
 
 @contextlib.asynccontextmanager

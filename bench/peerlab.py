@@ -10,18 +10,68 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import aiohttp
 
 if TYPE_CHECKING:
     from tests.helpers.netns import Netns, TcpForwarder
 
 
 class PeerLabError(RuntimeError):
-    """The namespaces or their link could not be set up."""
+    """The namespaces or their link could not be set up, or the peer did not start."""
+
+
+class PeerProcess:
+    """A peer's server started in its namespace (`cmd` as `Netns.exec_args` gives it), pinned to `cpu` when
+    given, its output in `log_path`; stopped by PID (SIGINT, then SIGKILL after 10 s)."""
+
+    def __init__(self, name: str, cmd: list[str], log_path: Path, cpu: int | None) -> None:
+        self.name = name
+        self.log_path = log_path
+        if cpu is not None:
+            # taskset and `ip netns exec` exec: the PID is the server's; its threads inherit the CPU.
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def wait_ready(self, probe: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+        """Until `probe()` says the server answers; PeerLabError if it exits or does not answer in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise PeerLabError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                if await probe():
+                    return
+            if time.monotonic() > deadline:
+                raise PeerLabError(f"{self.name} did not answer in {timeout:.0f} s:\n{self.log_tail()}")
+            await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 @dataclass(frozen=True, slots=True)

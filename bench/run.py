@@ -358,9 +358,7 @@ class JanusTarget(PeerTarget):
 class LiveKitTarget(PeerTarget):
     name = "livekit"
 
-    def __init__(
-        self, url: str, http: aiohttp.ClientSession, server: livekit.LiveKitServer, lab: PeerLab
-    ) -> None:
+    def __init__(self, url: str, http: aiohttp.ClientSession, server: livekit.LiveKitServer, lab: PeerLab):
         super().__init__(url, http, server.pid, lab.loadgen, lab.loadgen_ip)
         self.server = server
 

@@ -107,8 +107,8 @@ async def test_bench_with_two_shards_reports_each_shards_conferences_cpu_and_egr
     assert sum(s["egress_pps"] for s in shards) == pytest.approx(step["bridge"]["egress_pps"], rel=0.02)
 
 
-JANUS_SCENARIO = """
-name = "janus-small"
+PEER_SCENARIO = """
+name = "peer-small"
 duration = "4s"
 loss-limit = 1.0
 [load]
@@ -123,38 +123,56 @@ audio = true
 """
 
 
+async def _bench_step_beside(target: str, tmp_path: Path, timeout: float) -> tuple[dict[str, Any], str]:
+    """`sluice bench PEER_SCENARIO --no-raw --target <target>`: its one step and its Markdown table."""
+    scenario = tmp_path / "peer.toml"
+    scenario.write_text(PEER_SCENARIO)
+    out = tmp_path / "out"
+    proc = await start_sluice("bench", str(scenario), "--out", str(out), "--no-raw", "--target", target)
+    output, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode == 0, output.decode()
+    result: dict[str, Any] = json.loads((out / "peer-small.json").read_text())
+    (step,) = result["steps"]
+    assert step["peers_skipped"] == {} and set(step["side_by_side"]) == {"sluice", target}
+    peer, sluice = step["peers"][target], step["bridge"]
+    assert peer["target"] == target and peer["failed_endpoints"] == 0
+    assert peer["expected_packets"] > 0 and peer["received_packets"] > 0
+    assert peer["loss_pct"] is not None and peer["loss_pct"] <= 1.0, peer
+    # One simulcast layer of each other sender per receiver, as from Sluice, and at its rate: the same load.
+    for run in (sluice, peer):
+        assert run["receive"]["video_streams_per_receiver"] == pytest.approx(4 / 3, abs=0.01), run["receive"]
+        assert run["receive"]["switches_off_keyframe"] == 0
+    assert peer["received_pps"] == pytest.approx(sluice["received_pps"], rel=0.15)
+    # Its CPU is the peer process's, its egress what left its namespace over UDP.
+    assert peer["cpu_cores"] > 0 and peer["egress_pps"] >= peer["received_pps"] * 0.9
+    assert step["side_by_side"][target]["egress_packets_per_cpu_second"] > 0
+    assert step["side_by_side"][target]["sluice_advantage"] > 0
+    assert step["series"][target]
+    return step, (out / "peer-small.md").read_text()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="Janus runs in a network namespace (needs root)")
 async def test_bench_runs_janus_videoroom_beside_sluice_on_the_same_load(tmp_path: Path) -> None:
     """`--target janus`: Debian's Janus in its own namespace takes the same conferences (publishers with an
     SSRC simulcast group, multistream subscribers, the layer Sluice gives), and the step puts both side by
     side."""
-    scenario = tmp_path / "janus.toml"
-    scenario.write_text(JANUS_SCENARIO)
-    out = tmp_path / "out"
-    proc = await start_sluice("bench", str(scenario), "--out", str(out), "--no-raw", "--target", "janus")
-    output, _ = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, output.decode()
-
-    result: dict[str, Any] = json.loads((out / "janus-small.json").read_text())
-    (step,) = result["steps"]
-    sluice, janus = step["bridge"], step["peers"]["janus"]
-    assert janus["target"] == "janus" and janus["failed_endpoints"] == 0
-    assert janus["expected_packets"] == janus["received_packets"] + janus["lost_packets"] > 0
-    assert janus["loss_pct"] is not None and janus["loss_pct"] <= 1.0, janus
-    # One simulcast layer of each other sender per receiver, as from Sluice; what arrived is the same load.
-    for run in (sluice, janus):
-        assert run["receive"]["video_streams_per_receiver"] == pytest.approx(4 / 3, abs=0.01), run["receive"]
-        assert run["receive"]["switches_off_keyframe"] == 0
-    assert janus["received_pps"] == pytest.approx(sluice["received_pps"], rel=0.15)
-    # Its CPU is the Janus process's, its egress what left its namespace over UDP.
-    assert janus["cpu_cores"] > 0 and janus["egress_pps"] >= janus["received_pps"] * 0.9
-    table = step["side_by_side"]
-    assert set(table) == {"sluice", "janus"}
-    assert table["janus"]["egress_packets_per_cpu_second"] > 0 and table["janus"]["sluice_advantage"] > 0
-    assert step["series"]["janus"]
-    assert "| janus-small | 2 | janus |" in (out / "janus-small.md").read_text()
+    step, table = await _bench_step_beside("janus", tmp_path, 120)
+    janus = step["peers"]["janus"]
+    # Measured from the start, like Sluice: what was expected arrived or is counted lost.
+    assert janus["expected_packets"] == janus["received_packets"] + janus["lost_packets"]
+    assert "| peer-small | 2 | janus |" in table
     # Janus and its namespaces went with the bench.
     assert not _processes_named("janus")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="LiveKit runs in a network namespace (needs root)")
+async def test_bench_runs_livekit_beside_sluice_on_the_same_load(tmp_path: Path) -> None:
+    """`--target livekit`: LiveKit server (built by scripts/bootstrap.sh) in its own namespace takes the same
+    conferences over its WebSocket signalling (a publisher PeerConnection with RID simulcast and a
+    subscriber one per participant), measured over the window after every subscriber has every track."""
+    _, table = await _bench_step_beside("livekit", tmp_path, 240)
+    assert "| peer-small | 2 | livekit |" in table
+    assert not _processes_of(binary_path())
 
 
 def _processes_of(exe: Path) -> list[int]:
@@ -177,48 +195,6 @@ def _processes_named(name: str) -> list[int]:
             except OSError:
                 continue
     return found
-
-
-LIVEKIT_SCENARIO = """
-name = "livekit-small"
-duration = "4s"
-loss-limit = 1.0
-[load]
-conferences = 2
-senders = 2
-receivers = 1
-[media]
-video-kbps = 300
-video-fps = 30
-audio = true
-"""
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="LiveKit runs in a network namespace (needs root)")
-async def test_bench_runs_livekit_beside_sluice_on_the_same_load(tmp_path: Path) -> None:
-    """`--target livekit`: LiveKit server (built by scripts/bootstrap.sh) in its own namespace takes the same
-    conferences over its WebSocket signalling (a publisher and a subscriber PeerConnection per participant),
-    measured over the window after every subscriber has every track."""
-    scenario = tmp_path / "livekit.toml"
-    scenario.write_text(LIVEKIT_SCENARIO)
-    out = tmp_path / "out"
-    proc = await start_sluice("bench", str(scenario), "--out", str(out), "--no-raw", "--target", "livekit")
-    output, _ = await asyncio.wait_for(proc.communicate(), 240)
-    assert proc.returncode == 0, output.decode()
-
-    result: dict[str, Any] = json.loads((out / "livekit-small.json").read_text())
-    (step,) = result["steps"]
-    sluice, livekit = step["bridge"], step["peers"]["livekit"]
-    assert livekit["failed_endpoints"] == 0 and step["peers_skipped"] == {}
-    assert livekit["expected_packets"] > 0 and livekit["received_packets"] > 0
-    assert livekit["loss_pct"] is not None and livekit["loss_pct"] <= 1.0, livekit
-    # Everyone gets every other sender's audio and video from both.
-    for run in (sluice, livekit):
-        assert run["receive"]["video_streams_per_receiver"] == pytest.approx(4 / 3, abs=0.01), run["receive"]
-    assert livekit["received_pps"] == pytest.approx(sluice["received_pps"], rel=0.15)
-    assert livekit["cpu_cores"] > 0 and livekit["egress_pps"] >= livekit["received_pps"] * 0.9
-    assert step["side_by_side"]["livekit"]["sluice_advantage"] > 0
-    assert not _processes_of(binary_path())
 
 
 TURN_SCENARIO = """
