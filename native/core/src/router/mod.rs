@@ -243,15 +243,15 @@ impl RateMeter {
         }
     }
 
-    /// Frames per second, 0 once nothing came for two windows.
+    /// Frames per second, 0 once nothing came for two windows, and 0 (unknown) until the first window
+    /// closed: a few frames over part of a window read low (the first frame opens it uncounted), and the
+    /// allocation would take a layer just started for one under its frame rate and choose a lower
+    /// temporal layer, whose way back up then waits for a switching point.
     pub fn fps(&self, now: Instant) -> f64 {
-        if !self.live(now) {
+        if !self.live(now) || self.first_window(now).is_some() {
             return 0.0;
         }
-        match self.first_window(now) {
-            Some(secs) => f64::from(self.frames) / secs,
-            None => f64::from(self.fps_milli) / 1000.0,
-        }
+        f64::from(self.fps_milli) / 1000.0
     }
 }
 
@@ -1012,7 +1012,7 @@ mod tests {
     }
 
     #[test]
-    fn rate_meters_give_bits_and_frames_per_second_from_the_first_tenth_of_a_window() {
+    fn rate_meters_give_bits_from_the_first_tenth_of_a_window_and_frames_from_the_first_window() {
         let t0 = Instant::now();
         let mut m = RateMeter::default();
         assert_eq!((m.bps(t0), m.seen()), (0, false));
@@ -1029,7 +1029,9 @@ mod tests {
             "{}",
             m.bps(at(3))
         );
-        assert!((29.0..=31.0).contains(&m.fps(at(3))), "{}", m.fps(at(3)));
+        // Frames per second only once a whole window was seen: read between frames, 3 frames over part
+        // of one read low, and the allocation would take the layer for a slower one.
+        assert_eq!(m.fps(at(3)), 0.0);
         for i in 4..=60 {
             m.on_frame_packet(at(i), 1000, true);
         }
