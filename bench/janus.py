@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import glob
 import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,13 +30,15 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from bench import sdp
-from bench.peerlab import PeerLab, PeerLabError, PeerProcess, peer_lab
+from bench.peerlab import PeerLab, PeerLabError, PeerProcess, running_peer
 
 if TYPE_CHECKING:
     from bench._native import LoadGen, LoadGenEndpoint
     from bench.scenario import Scenario
     from tests.helpers.netns import Netns
 
+#: Its HTTP API's port, on its namespace's loopback.
+HTTP_PORT = 8088
 #: Seconds Janus gets to answer one asynchronous request (publish, subscribe, start).
 EVENT_TIMEOUT = 20.0
 
@@ -189,8 +190,7 @@ class JanusServer(PeerProcess):
 
     def __init__(self, netns: Netns, iface: str, folder: Path, cpu: int | None) -> None:
         exe, lib = janus_binary()
-        self.http_port = 8088
-        jcfg = write_config(folder, lib, http_port=self.http_port, iface=iface, rtp_ports=(20000, 40000))
+        jcfg = write_config(folder, lib, http_port=HTTP_PORT, iface=iface, rtp_ports=(20000, 40000))
         cmd = netns.exec_args(exe, "-C", str(jcfg), "-F", str(folder), "-o", "-d", "3")
         super().__init__("janus", cmd, folder / "janus.log", cpu)
 
@@ -209,22 +209,18 @@ async def started_janus(
 ) -> AsyncIterator[tuple[str, JanusServer, PeerLab]]:
     """Janus in a namespace of its own (bench/peerlab.py); yields its API URL, the server and the lab (the
     load generator's namespace and address)."""
-    with tempfile.TemporaryDirectory(prefix="sluice-bench-janus-") as tmp:
-        try:
-            async with peer_lab(Path(tmp) / "lab", "janus") as lab:
-                server = JanusServer(lab.peer, lab.peer_iface, Path(tmp), cpu)
-                forwarder = None
-                try:
-                    forwarder = lab.forward(server.http_port)
-                    url = f"{forwarder.url}/janus"
-                    await server.ready(url, http)
-                    yield url, server, lab
-                finally:
-                    if forwarder is not None:
-                        forwarder.stop()
-                    server.stop()
-        except PeerLabError as exc:
-            raise JanusError(str(exc)) from exc
+
+    def start(lab: PeerLab, folder: Path) -> JanusServer:
+        return JanusServer(lab.peer, lab.peer_iface, folder, cpu)
+
+    async def ready(server: JanusServer, base: str) -> None:
+        await server.ready(f"{base}/janus", http)
+
+    try:
+        async with running_peer("janus", start, HTTP_PORT, ready) as (base, server, lab):
+            yield f"{base}/janus", server, lab
+    except PeerLabError as exc:
+        raise JanusError(str(exc)) from exc
 
 
 def _remote(lg: LoadGen, index: int, remote: sdp.RemoteSdp) -> None:

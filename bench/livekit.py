@@ -28,7 +28,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -40,7 +39,7 @@ import aiohttp
 import jwt
 
 from bench import sdp
-from bench.peerlab import PeerLab, PeerLabError, PeerProcess, peer_lab
+from bench.peerlab import PeerLab, PeerLabError, PeerProcess, running_peer
 
 if TYPE_CHECKING:
     from bench._native import LoadGen, LoadGenEndpoint
@@ -157,21 +156,18 @@ async def started_livekit(
 ) -> AsyncIterator[tuple[str, LiveKitServer, PeerLab]]:
     """LiveKit in a namespace of its own; yields its signalling URL (http://...), the server and the lab."""
     ensure_binary()  # before the namespaces: the first build takes minutes
-    with tempfile.TemporaryDirectory(prefix="sluice-bench-livekit-") as tmp:
-        try:
-            async with peer_lab(Path(tmp) / "lab", "livekit") as lab:
-                server = LiveKitServer(lab, Path(tmp), cpu)
-                forwarder = None
-                try:
-                    forwarder = lab.forward(SIGNAL_PORT)
-                    await server.ready(forwarder.url, http)
-                    yield forwarder.url, server, lab
-                finally:
-                    if forwarder is not None:
-                        forwarder.stop()
-                    server.stop()
-        except PeerLabError as exc:
-            raise LiveKitError(str(exc)) from exc
+
+    def start(lab: PeerLab, folder: Path) -> LiveKitServer:
+        return LiveKitServer(lab, folder, cpu)
+
+    async def ready(server: LiveKitServer, base: str) -> None:
+        await server.ready(base, http)
+
+    try:
+        async with running_peer("livekit", start, SIGNAL_PORT, ready) as peer:
+            yield peer
+    except PeerLabError as exc:
+        raise LiveKitError(str(exc)) from exc
 
 
 async def _within(waitable: Awaitable[T], what: str) -> T:

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 
@@ -121,3 +122,31 @@ async def peer_lab(workdir: Path, role: str) -> AsyncIterator[PeerLab]:
         yield PeerLab(loadgen, link.a_addr, peer, link.ifname, link.b_addr)
     finally:
         lab.close()
+
+
+P = TypeVar("P", bound=PeerProcess)
+
+
+@contextlib.asynccontextmanager
+async def running_peer(
+    role: str,
+    start: Callable[[PeerLab, Path], P],
+    port: int,
+    ready: Callable[[P, str], Awaitable[None]],
+) -> AsyncIterator[tuple[str, P, PeerLab]]:
+    """A peer in a namespace of its own: `start(lab, folder)` makes its server (its configuration and log in
+    `folder`, a temporary directory), and once `ready(server, url)` returns, yields the base URL of its API
+    (`port` on its namespace's loopback, through a forwarder), the server and the lab. Everything is stopped
+    and removed on exit."""
+    with tempfile.TemporaryDirectory(prefix=f"sluice-bench-{role}-") as tmp:
+        async with peer_lab(Path(tmp) / "lab", role) as lab:
+            server = start(lab, Path(tmp))
+            forwarder = None
+            try:
+                forwarder = lab.forward(port)
+                await ready(server, forwarder.url)
+                yield forwarder.url, server, lab
+            finally:
+                if forwarder is not None:
+                    forwarder.stop()
+                server.stop()
