@@ -65,7 +65,7 @@ BITRATE_SMOOTHING = 5
 
 class Sublayer(NamedTuple):
     """The packet path's figures of one spatial and temporal layer of one simulcast layer (SSRC): its own
-    packets only, without the layers it depends on."""
+    packets only, without the layers it depends on. `settled`: a whole rate window was measured."""
 
     layer: int
     spatial: int
@@ -73,6 +73,7 @@ class Sublayer(NamedTuple):
     bitrate_bps: int
     frame_rate: float
     height: int
+    settled: bool = True
 
 
 #: Native layer figures by (router, sender transport, source name).
@@ -87,7 +88,14 @@ def allocation_layers(figures: list[Sublayer]) -> tuple[Layer, ...]:
     needs: the lower temporal layers, and for SVC the lower spatial layers (forwarded with it). Its frame rate
     is that of its spatial layer's frames up to its temporal layer. A layer whose own packets stopped is not
     received (bitrate 0), whatever the layers below it bring.
+
+    A source none of whose layers has a whole rate window behind it has just started: no layers yet (the
+    Allocator says `layer-missing` and its lowest layer is forwarded with every temporal layer). Its other
+    layers are still coming: within the first ~50 ms of a 30 frames/s camera only the base temporal layer
+    has a bitrate, and choosing it would leave the others out until the next switching point (a keyframe).
     """
+    if not any(f.settled for f in figures):
+        return ()
     simulcast = any(f.layer > 0 for f in figures)
 
     def index(f: Sublayer) -> int:
@@ -184,6 +192,7 @@ class Selection:
                 bitrate_bps=int(entry["bitrate_bps"]),
                 frame_rate=float(entry.get("frame_rate", 0.0)),
                 height=int(height) if isinstance(height, int) else 0,
+                settled=bool(entry.get("settled", True)),
             )
             rates = bitrates.setdefault(
                 (*key, figure.layer, figure.spatial, figure.temporal),

@@ -11,7 +11,14 @@ from bridge.bridge import Bridge, Conference, Endpoint
 from bridge.changes import CreateConference, CreateEndpoint, UpdateEndpoint
 from bridge.channel import ReceiverVideoConstraints, VideoConstraints
 from bridge.description import Source, SsrcGroup
-from bridge.selection import BITRATE_SMOOTHING, Selection, Sublayer, allocation_layers, video_type_of
+from bridge.selection import (
+    ALL_TEMPORAL,
+    BITRATE_SMOOTHING,
+    Selection,
+    Sublayer,
+    allocation_layers,
+    video_type_of,
+)
 from tests.helpers.fake_native import FakeNative, fake_bridge
 
 
@@ -59,6 +66,39 @@ def test_sublayers_become_layers_that_cost_what_they_need() -> None:
     # A layer whose own packets stopped is not received, whatever the layers below bring.
     stopped = [Sublayer(0, 0, 0, 100, 15.0, 180), Sublayer(0, 0, 1, 0, 0.0, 180)]
     assert [la.bitrate_bps for la in allocation_layers(stopped)] == [100, 0]
+
+
+def test_a_source_with_no_whole_rate_window_yet_has_no_layers_to_choose_from() -> None:
+    """In the first ~50 ms of a camera only its base temporal layer has a bitrate; choosing it would leave
+    the others out until a keyframe. Until one of its layers was measured over a whole window the source
+    has no layers; once one was, the others count as they come."""
+    young = [
+        Sublayer(0, 0, 0, 90_000, 0.0, 180, settled=False),
+        Sublayer(0, 0, 2, 0, 0.0, 180, settled=False),
+    ]
+    assert allocation_layers(young) == ()
+    one_settled = [young[0]._replace(frame_rate=7.5, settled=True), young[1]]
+    assert [(la.temporal, la.bitrate_bps) for la in allocation_layers(one_settled)] == [(0, 90_000), (2, 0)]
+
+
+def test_a_camera_that_has_just_started_is_forwarded_whole_until_its_layers_are_measured() -> None:
+    bridge, native, conference, a, b = _a_sends_b_wants_720p()
+    selection = Selection(bridge, bandwidth_bps=10_000_000)
+    started = _figures(conference.router_id, a.transport_id)
+    for f in started:
+        f["settled"] = False
+        f["frame_rate"] = 0.0
+        if f["temporal"] != 0:
+            f["bitrate_bps"] = 0  # seen, but for less than a tenth of a window
+    selection.on_stats(1.0, {"layers": started, "transports": {}})
+    (last,) = selection.history(conference.id, "b")[-1:]
+    assert [(s["reason"], s["layer"]) for s in last["sources"]] == [("layer-missing", None)]
+    assert native.named("set_allocation")[-1] == (b.transport_id, [("a-v0", (0, ALL_TEMPORAL))])
+    selection.on_stats(1.5, {"layers": _figures(conference.router_id, a.transport_id), "transports": {}})
+    (last,) = selection.history(conference.id, "b")[-1:]
+    (source,) = last["sources"]
+    assert (source["layer"]["spatial"], source["layer"]["temporal"]) == (2, 2), last
+    assert native.named("set_allocation")[-1] == (b.transport_id, [("a-v0", (2, 2))])
 
 
 def _a_sends_b_wants_720p() -> tuple[Bridge, FakeNative, Conference, Endpoint, Endpoint]:

@@ -356,6 +356,8 @@ pub struct LayerStats {
     pub ssrc: u32,
     pub bitrate_bps: u64,
     pub frame_rate: f64,
+    /// A whole rate window was measured (false: the figures are of a layer just started, or none).
+    pub settled: bool,
     /// Packets of the SSRC.
     pub packets: u64,
     /// Width and height of its spatial layer, from the last keyframe that said.

@@ -429,6 +429,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
         ld.set_item("spatial", l.spatial)?;
         ld.set_item("temporal", l.temporal)?;
         ld.set_item("frame_rate", l.frame_rate)?;
+        ld.set_item("settled", l.settled)?;
         ld.set_item("ssrc", l.ssrc)?;
         ld.set_item("bitrate_bps", l.bitrate_bps)?;
         ld.set_item("packets", l.packets)?;

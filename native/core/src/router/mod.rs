@@ -181,6 +181,8 @@ pub struct RateMeter {
     bps: u64,
     /// Frames per second × 1000.
     fps_milli: u32,
+    /// A window closed: `bps` and `fps_milli` are measured, not just started.
+    settled: bool,
 }
 
 /// The window a rate is measured over: long enough for a few frames at the lowest layer's rate.
@@ -208,6 +210,7 @@ impl RateMeter {
             let micros = elapsed.as_micros().max(1);
             self.bps = (u128::from(self.bytes) * 8_000_000 / micros) as u64;
             self.fps_milli = (u128::from(self.frames) * 1_000_000_000 / micros) as u32;
+            self.settled = true;
             self.bytes = 0;
             self.frames = 0;
             self.window_start = Some(now);
@@ -219,6 +222,11 @@ impl RateMeter {
         self.window_start.is_some()
     }
 
+    /// Whether a whole window was measured: until then a layer's rates are a start, not its rates.
+    pub fn settled(&self) -> bool {
+        self.settled
+    }
+
     fn live(&self, now: Instant) -> bool {
         matches!(self.window_start, Some(s) if now.saturating_duration_since(s) < 2 * RATE_WINDOW)
     }
@@ -228,8 +236,7 @@ impl RateMeter {
     fn first_window(&self, now: Instant) -> Option<f64> {
         let start = self.window_start?;
         let elapsed = now.saturating_duration_since(start);
-        (self.bps == 0 && self.fps_milli == 0 && elapsed >= RATE_WINDOW / 10)
-            .then_some(elapsed.as_secs_f64())
+        (!self.settled && elapsed >= RATE_WINDOW / 10).then_some(elapsed.as_secs_f64())
     }
 
     /// The rate, 0 once nothing came for two windows.
@@ -1032,6 +1039,7 @@ mod tests {
         // Frames per second only once a whole window was seen: read between frames, 3 frames over part
         // of one read low, and the allocation would take the layer for a slower one.
         assert_eq!(m.fps(at(3)), 0.0);
+        assert!(!m.settled());
         for i in 4..=60 {
             m.on_frame_packet(at(i), 1000, true);
         }
@@ -1041,6 +1049,7 @@ mod tests {
             m.bps(at(60))
         );
         assert!((29.5..=30.5).contains(&m.fps(at(60))), "{}", m.fps(at(60)));
+        assert!(m.settled());
         // Silence for two windows: nothing.
         assert_eq!(m.bps(at(60) + 2 * RATE_WINDOW), 0);
         assert_eq!(m.fps(at(60) + 2 * RATE_WINDOW), 0.0);

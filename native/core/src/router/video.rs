@@ -523,6 +523,7 @@ impl Router {
                     ssrc: l.ssrc,
                     bitrate_bps: 0,
                     frame_rate: 0.0,
+                    settled: false,
                     packets: p.packets,
                     frame_size: None,
                 };
@@ -535,6 +536,7 @@ impl Router {
                         out.push(LayerStats {
                             bitrate_bps: meter.bps(now),
                             frame_rate: meter.fps(now),
+                            settled: meter.settled(),
                             frame_size: sub.sizes[s],
                             ..entry(s, t)
                         });
