@@ -115,9 +115,9 @@ def test_the_bench_lowers_the_bridges_control_plane_and_not_its_shard() -> None:
             time.sleep(0.01)
         assert "sluice-shard-0" in names.values(), names
         _lower_control_plane(proc.pid)
-        nice = {name: os.getpriority(os.PRIO_PROCESS, tid) for tid, name in names.items()}
-        assert nice.pop("sluice-shard-0") == 0
-        assert nice and set(nice.values()) == {19}, nice
+        policy = {name: os.sched_getscheduler(tid) for tid, name in names.items()}
+        assert policy.pop("sluice-shard-0") == os.SCHED_OTHER
+        assert policy and set(policy.values()) == {os.SCHED_IDLE}, policy
     finally:
         proc.kill()
         proc.wait()
