@@ -77,6 +77,12 @@ pub use repair::{PT_RTX, TRANSPORT_CC_EXT_ID};
 pub use stats::{Latency, ReceiveTotals, Snapshot, StreamStats, Totals};
 use worker::{Cmd, Shared, Worker};
 
+/// Receive buffer of a worker's shared loopback socket. Every emulated encoder starts with a keyframe
+/// within one frame interval, so every receiver's first keyframes arrive at once: at 30 meetings of
+/// 8 about 25k datagrams, which overflowed 8 MB at the generator (not at the target) and capped the
+/// measured knee. The instrument must not be what loses packets.
+const SHARED_RECEIVE_BUFFER: libc::c_int = 128 << 20;
+
 /// Whether endpoints speak ICE/DTLS/SRTP to a bridge or clear RTP to the raw relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -293,10 +299,9 @@ impl LoadGen {
             let commands = Arc::new(Queue::new()?);
             let shared = Arc::new(Shared::default());
             let shared_sock = if share {
-                Some(UdpSocket::bind(SocketAddr::from((
-                    Ipv4Addr::UNSPECIFIED,
-                    0,
-                )))?)
+                let sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+                sock.set_receive_buffer(SHARED_RECEIVE_BUFFER);
+                Some(sock)
             } else {
                 None
             };

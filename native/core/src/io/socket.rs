@@ -48,9 +48,7 @@ impl UdpSocket {
             (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
             (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
         ] {
-            if setsockopt(raw, libc::SOL_SOCKET, force, SOCKET_BUFFER).is_err() {
-                let _ = setsockopt(raw, libc::SOL_SOCKET, plain, SOCKET_BUFFER);
-            }
+            buffer(raw, force, plain, SOCKET_BUFFER);
         }
         if addr.is_ipv4() {
             // DF on every datagram, the path MTU ignored (as QUIC stacks do): an unfragmentable
@@ -78,6 +76,16 @@ impl UdpSocket {
     /// The bound address (with the kernel-chosen port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Asks for a receive buffer of `bytes` instead of the default 8 MB (best effort, as at bind).
+    pub fn set_receive_buffer(&self, bytes: libc::c_int) {
+        buffer(
+            self.fd.as_raw_fd(),
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            bytes,
+        );
     }
 
     /// Asks the kernel for the local IPv4 address each datagram was sent to (IP_PKTINFO), read back
@@ -771,6 +779,14 @@ fn write_pktinfo(hdr: &mut libc::msghdr, buf: &mut CmsgBuf, src: Ipv4Addr) {
     }
 }
 
+/// Sets a buffer size past `net.core.*mem_max` (`force`, with CAP_NET_ADMIN), else as far as the
+/// host's cap allows (`plain`: the kernel caps it without failing).
+fn buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: libc::c_int) {
+    if setsockopt(fd, libc::SOL_SOCKET, force, bytes).is_err() {
+        let _ = setsockopt(fd, libc::SOL_SOCKET, plain, bytes);
+    }
+}
+
 fn setsockopt(
     fd: RawFd,
     level: libc::c_int,
@@ -906,6 +922,21 @@ mod tests {
         };
         assert_eq!(rc, 0, "getsockopt");
         value
+    }
+
+    #[test]
+    fn a_larger_receive_buffer_is_had_where_the_host_allows() {
+        let sock = UdpSocket::bind("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let asked: libc::c_int = 32 << 20;
+        sock.set_receive_buffer(asked);
+        // SAFETY: geteuid has no preconditions.
+        let privileged = unsafe { libc::geteuid() } == 0;
+        let want = if privileged {
+            asked as usize
+        } else {
+            (asked as usize).min(sysctl("rmem_max"))
+        };
+        assert!(buffer_size(&sock, libc::SO_RCVBUF) >= 2 * want);
     }
 
     #[test]
