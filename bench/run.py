@@ -113,6 +113,12 @@ def _pinned(cpus: frozenset[int] | None) -> Any:
         _set_process_affinity(before)
 
 
+def _passes(scenario: Scenario, step: dict[str, Any]) -> bool:
+    """Whether the bridge's run of a step is within the scenario's loss and median-latency limits."""
+    bridge = step["bridge"]
+    return scenario.passes(bridge["loss_pct"], (bridge.get("latency_us") or {}).get("p50"))
+
+
 def _loadgen_class() -> type[LoadGen]:
     try:
         from bench import _native  # noqa: PLC0415
@@ -1225,14 +1231,9 @@ async def run_bench(
             if scenario.turn is not None:
                 relayed_run = await run_once(target, step, threads=threads, progress=progress, turn=turn)
                 results[-1]["turn"] = _turn_step(bridge_run, relayed_run)
-            loss = results[-1]["bridge"]["loss_pct"]
-            if scenario.ramp and (loss is None or loss > scenario.loss_limit_pct):
-                break  # past the knee: more load only loses more
-    passing = [
-        r
-        for r in results
-        if r["bridge"]["loss_pct"] is not None and r["bridge"]["loss_pct"] <= scenario.loss_limit_pct
-    ]
+            if scenario.ramp and not _passes(scenario, results[-1]):
+                break  # past the knee: more load only loses more (or queues more)
+    passing = [r for r in results if _passes(scenario, r)]
     knee = max(passing, key=lambda r: r["bridge"]["egress_pps"] or 0, default=None)
     return {
         "scenario": {
@@ -1240,6 +1241,7 @@ async def run_bench(
             "description": scenario.description,
             "duration_s": scenario.duration,
             "loss_limit_pct": scenario.loss_limit_pct,
+            "median_latency_limit_s": scenario.median_latency_limit_s,
             "senders_per_conference": scenario.senders,
             "receivers_per_conference": scenario.receivers,
             "media": dataclasses.asdict(scenario.media),
@@ -1258,6 +1260,7 @@ async def run_bench(
             "conferences": knee["conferences"],
             "egress_pps": knee["bridge"]["egress_pps"],
             "loss_pct": knee["bridge"]["loss_pct"],
+            "latency_p50_us": (knee["bridge"]["latency_us"] or {}).get("p50"),
             "cpu_per_packet_ratio": knee.get("cpu_per_packet_ratio"),
         },
         "passed": bool(passing) if scenario.ramp else bool(passing) and len(passing) == len(results),

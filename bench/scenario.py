@@ -4,6 +4,8 @@
 name = "meeting"
 duration = "20s"          # per run (per step when ramping)
 loss-limit = 0.1          # percent; the run fails above it
+median-latency-limit = "10ms"  # optional: a run whose median one-way latency is above it fails too (a
+                          # standing queue: the target is saturated though its buffers lose nothing)
 [load]
 conferences = 2
 senders = 4               # per conference; each sends and receives everyone else
@@ -138,6 +140,8 @@ class Scenario:
     receivers: int = 0
     duration: float = 20.0
     loss_limit_pct: float = 0.1
+    #: None: latency does not decide whether a run passes.
+    median_latency_limit_s: float | None = None
     media: Media = Media()
     ramp: Ramp | None = None
     description: str = ""
@@ -145,6 +149,13 @@ class Scenario:
     receive: Receive | None = None
     #: None: no TURN run.
     turn: Turn | None = None
+
+    def passes(self, loss_pct: float | None, latency_p50_us: float | None) -> bool:
+        """Whether a run with this loss and median latency is within the scenario's limits."""
+        if loss_pct is None or loss_pct > self.loss_limit_pct:
+            return False
+        limit = self.median_latency_limit_s
+        return limit is None or (latency_p50_us is not None and latency_p50_us <= limit * 1e6)
 
     def sends_audio(self, sender: int) -> bool:
         """Whether sender `sender` (0-based within its conference) is unmuted."""
@@ -207,7 +218,18 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         raise ScenarioError(f"not TOML: {exc}") from None
     _check_keys(
         data,
-        {"name", "description", "duration", "loss-limit", "load", "media", "ramp", "receive", "turn"},
+        {
+            "name",
+            "description",
+            "duration",
+            "loss-limit",
+            "median-latency-limit",
+            "load",
+            "media",
+            "ramp",
+            "receive",
+            "turn",
+        },
         "",
     )
     load = _get(data, "load", dict, "", {})
@@ -225,6 +247,14 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         duration = parse_duration(data.get("duration", 20))
     except ValueError as exc:
         raise ScenarioError(f"duration: {exc}") from None
+    latency_limit: float | None = None
+    if "median-latency-limit" in data:
+        try:
+            latency_limit = parse_duration(data["median-latency-limit"])
+        except ValueError as exc:
+            raise ScenarioError(f"median-latency-limit: {exc}") from None
+        if latency_limit <= 0:
+            raise ScenarioError("median-latency-limit: must be above 0")
     defaults = Media()
     media = Media(
         video_kbps=float(_get(media_t, "video-kbps", (int, float), "media.", defaults.video_kbps)),
@@ -279,6 +309,7 @@ def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:
         receivers=_get(load, "receivers", int, "load.", 0),
         duration=duration,
         loss_limit_pct=float(_get(data, "loss-limit", (int, float), "", 0.1)),
+        median_latency_limit_s=latency_limit,
         media=media,
         ramp=ramp,
         receive=receive,

@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a scenario file (bench/scenarios/*.toml) with emulated endpoints speaking ICE, "
         "DTLS-SRTP and RTP, against a bridge started here (or --url) and against the raw relay. Writes "
         "<out>/<name>.json, PNG plots and a Markdown table; exits 1 if the bridge lost more than the "
-        "scenario's loss-limit. A scenario with an [impair] table (bench/scenarios/impair-*.toml, needs root "
+        "scenario's loss-limit (or its median latency was above median-latency-limit). A scenario with an "
+        "[impair] table (bench/scenarios/impair-*.toml, needs root "
         "and Chromium) instead runs `sluice serve` with Chromium senders and a Chromium receiver behind the "
         "impairment relay and writes its QoE scorecard (docs/bench.md); exits 1 if a criterion failed.",
     )

@@ -114,6 +114,19 @@ video-fps = 30
     assert s.at(5).conferences == 5
 
 
+def test_a_run_passes_within_the_loss_limit_and_the_median_latency_limit() -> None:
+    lossy_only = parse_scenario("loss-limit = 0.1\n")
+    assert lossy_only.median_latency_limit_s is None
+    assert lossy_only.passes(0.1, 500_000.0) and not lossy_only.passes(0.2, 100.0)
+    assert not lossy_only.passes(None, 100.0)
+    queued = parse_scenario('median-latency-limit = "10ms"\n')
+    assert queued.median_latency_limit_s == pytest.approx(0.01)
+    assert queued.passes(0.0, 10_000.0) and not queued.passes(0.0, 10_001.0)
+    # A saturated step (the bridge at a full core, its queue standing) loses nothing with deep buffers.
+    assert not queued.passes(0.0, 106_954.8) and not queued.passes(0.0, None)
+    assert load_scenario(SCENARIOS / "ramp.toml").median_latency_limit_s == pytest.approx(0.01)
+
+
 def test_simulcast_layers_have_jitsis_bitrate_ratios() -> None:
     s = parse_scenario("[media]\nvideo-kbps = 1500\nsimulcast = true\naudio = false\n")
     assert s.media.video_ssrcs == 3
@@ -135,6 +148,8 @@ def test_simulcast_layers_have_jitsis_bitrate_ratios() -> None:
         ("[load]\nconference = 2\n", "unknown key load.conference"),
         ('duration = "soon"\n', "duration"),
         ("loss-limit = 200\n", "loss-limit"),
+        ('median-latency-limit = "0s"\n', "median-latency-limit"),
+        ('median-latency-limit = "soon"\n', "median-latency-limit"),
         ("not toml = = 1", "not TOML"),
         ("[turn]\nendpoints = 0\n", "turn.endpoints"),
         ("[turn]\nrelays = 1\n", "unknown key turn.relays"),
