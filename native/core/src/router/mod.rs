@@ -255,7 +255,7 @@ impl RateMeter {
     /// allocation would take a layer just started for one under its frame rate and choose a lower
     /// temporal layer, whose way back up then waits for a switching point.
     pub fn fps(&self, now: Instant) -> f64 {
-        if !self.live(now) || self.first_window(now).is_some() {
+        if !self.live(now) || !self.settled {
             return 0.0;
         }
         f64::from(self.fps_milli) / 1000.0
