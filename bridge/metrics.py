@@ -183,9 +183,6 @@ def families(m: BridgeMetrics) -> Iterator[Metric]:
         if isinstance(count, int):
             drops.add_metric([str(reason)], count)
     yield drops
-    yield _counter(
-        "nack_requested", "Sequence numbers the bridge asked senders for.", _int(total, "nack_requested")
-    )
     cache = CounterMetricFamily(
         f"{PREFIX}_nack_cache",
         "Sequence numbers receivers NACKed, by whether the RTX cache held them (a miss is asked upstream).",

@@ -43,3 +43,15 @@ def test_each_shards_cpu_packets_conferences_and_endpoints_are_exported() -> Non
         'sluice_shard_endpoints{shard="1"} 4.0',
     ):
         assert line in lines, line
+
+
+def test_no_metric_family_is_exported_twice() -> None:
+    # Prometheus refuses a whole scrape whose text names a family twice ("second TYPE line"): the
+    # bridge's NACK counter once was.
+    total = {"packets_in": 1, "nack_requested": 4, "drops": {}}
+    types = [
+        line
+        for line in exposition({"total": total, "failures": {}, "io": {}}).splitlines()
+        if line.startswith("# TYPE")
+    ]
+    assert types and len(types) == len(set(types)), sorted(t for t in types if types.count(t) > 1)
