@@ -133,6 +133,44 @@ struct Cc {
     /// The highest estimate since the last fall was reported, and when that was.
     fall_peak: u64,
     fall_reported: Option<Duration>,
+    /// What share of the datagrams' bytes is the Allocator's (plain RTP), to tell it the estimate in
+    /// its own terms.
+    share: PayloadShare,
+}
+
+/// IP and UDP headers: what the link carries of each datagram beyond its payload. The estimator
+/// counts them, as libwebrtc's send-side estimate does: a link's rate covers them, and a receiver of
+/// small audio packets spends about a fifth of a 500 kbit/s link on headers and SRTP tags. Counting
+/// plain RTP, a probe's large padding packets measured more than the media could use.
+const IPV4_UDP_HEADERS: usize = 20 + 8;
+const IPV6_UDP_HEADERS: usize = 40 + 8;
+
+/// The share of the bytes the estimator counts (datagrams with their IP and UDP headers) that is
+/// plain RTP, which the Allocator's bitrates count, over about the last `SHARE_PACKETS` media
+/// packets (padding left out: it is no media). Decayed per packet: no allocation, no clock.
+#[derive(Clone, Copy, Debug, Default)]
+struct PayloadShare {
+    plain: f64,
+    wire: f64,
+}
+
+const SHARE_PACKETS: f64 = 256.0;
+
+impl PayloadShare {
+    fn add(&mut self, plain: usize, wire: usize) {
+        let keep = 1.0 - 1.0 / SHARE_PACKETS;
+        self.plain = self.plain * keep + plain as f64;
+        self.wire = self.wire * keep + wire as f64;
+    }
+
+    /// 1 before any packet was sent.
+    fn get(&self) -> f64 {
+        if self.wire > 0.0 {
+            (self.plain / self.wire).clamp(0.05, 1.0)
+        } else {
+            1.0
+        }
+    }
 }
 
 /// An estimate under this share of its peak since the last report is reported at once: the Allocator
@@ -501,7 +539,7 @@ impl Transport {
         rewrite: impl FnOnce(&mut [u8]),
     ) -> bool {
         let at = self.tcc_out.and_then(|t| offset.at(t.id));
-        self.send_stamped(now, plain, at, egress, total, rewrite)
+        self.send_stamped(now, plain, at, true, egress, total, rewrite)
     }
 
     /// `send_rtp` for video: when this transport paces and its pacer has a backlog or no budget
@@ -527,10 +565,10 @@ impl Transport {
             let at_us = cc.since(now).as_micros() as i64;
             Some((cc.pacer.as_mut()?, at_us))
         }) else {
-            return self.send_stamped(now, plain, tcc_at, egress, total, rewrite);
+            return self.send_stamped(now, plain, tcc_at, true, egress, total, rewrite);
         };
         if pacer.may_send(at_us) {
-            return self.send_stamped(now, plain, tcc_at, egress, total, rewrite);
+            return self.send_stamped(now, plain, tcc_at, true, egress, total, rewrite);
         }
         let dropped = pacer.hold(at_us, plain, tcc_at, rewrite);
         self.counters.paced += 1;
@@ -561,7 +599,7 @@ impl Transport {
                     .map(|us| epoch + Duration::from_micros(us.max(0) as u64));
             };
             // send_stamped spends the budget.
-            self.send_stamped(now, &held.packet, held.tcc_at, egress, total, |_| {});
+            self.send_stamped(now, &held.packet, held.tcc_at, true, egress, total, |_| {});
             if let Some(p) = self.cc.as_mut().and_then(|cc| cc.pacer.as_mut()) {
                 p.recycle(held.packet);
             }
@@ -577,12 +615,16 @@ impl Transport {
     }
 
     /// Sends one RTP packet with this transport's next transport-wide sequence number written at
-    /// `tcc_at` (when it has one), tells the estimator, and spends the pacer's budget.
+    /// `tcc_at` (when it has one), tells the estimator, and spends the pacer's budget, all in
+    /// datagram bytes with IP and UDP headers. `media`: it counts in the payload share (padding
+    /// does not).
+    #[allow(clippy::too_many_arguments)]
     fn send_stamped(
         &mut self,
         now: Instant,
         plain: &[u8],
         tcc_at: Option<usize>,
+        media: bool,
         egress: &mut impl Egress,
         total: &mut Counters,
         rewrite: impl FnOnce(&mut [u8]),
@@ -600,16 +642,23 @@ impl Transport {
             }
         });
         if sent {
-            let bytes = (self.counters.bytes_out - before) as usize;
+            let headers = match self.remote_addr() {
+                Some(SocketAddr::V6(_)) => IPV6_UDP_HEADERS,
+                _ => IPV4_UDP_HEADERS,
+            };
+            let wire = (self.counters.bytes_out - before) as usize + headers;
             if let Some(cc) = self.cc.as_mut() {
                 if let Some(p) = cc.pacer.as_mut() {
-                    p.spend(bytes);
+                    p.spend(wire);
+                }
+                if media {
+                    cc.share.add(plain.len(), wire);
                 }
                 if stamped {
                     let at = cc.since(now);
-                    cc.estimator.on_packet_sent(tcc.next, plain.len(), at);
+                    cc.estimator.on_packet_sent(tcc.next, wire, at);
                     if let Some(t) = cc.trace.as_mut() {
-                        t.sent(tcc.next, plain.len(), at);
+                        t.sent(tcc.next, wire, at);
                     }
                 }
             }
@@ -652,6 +701,7 @@ impl Transport {
                     pacer: pacing.then(Pacer::new),
                     fall_peak: 0,
                     fall_reported: None,
+                    share: PayloadShare::default(),
                 }));
             }
             Some(_) => {}
@@ -748,13 +798,15 @@ impl Transport {
             cc.prober.on_result(at, result);
         }
         // The estimate changes only here: the pacer takes it once, not per packet.
-        let estimate = self.bandwidth_estimate();
+        let estimate = self.wire_estimate();
+        let payload = self.bandwidth_estimate();
         let cc = self.cc.as_mut()?;
         if let Some(p) = cc.pacer.as_mut() {
             p.set_estimate(estimate);
         }
-        let bps = estimate?;
-        cc.prober.on_estimate(at, bps);
+        cc.prober.on_queue(cc.estimator.standing_queue());
+        cc.prober.on_estimate(at, estimate?);
+        let bps = payload?;
         let fell = (bps as f64) < cc.fall_peak as f64 * FALL_REPORT_SHARE;
         if fell
             && cc
@@ -769,18 +821,20 @@ impl Transport {
         None
     }
 
-    /// What the Allocator would send the peer if its estimate allowed, bit/s (0: no more than now);
-    /// above the estimate, the peer is probed.
+    /// What the Allocator would send the peer if its estimate allowed, bit/s of plain RTP as its
+    /// layers count (0: no more than now); above the estimate, the peer is probed.
     pub fn set_probe_target(&mut self, bps: u64) {
         if let Some(cc) = self.cc.as_mut() {
-            cc.prober.set_target(bps);
+            // In the prober's terms, datagrams, at the payload share of what is sent now.
+            let wire = (bps as f64 / cc.share.get()) as u64;
+            cc.prober.set_target(wire);
         }
     }
 
     /// Whether a probe cluster runs or starts at `now` (only then does the shard look up the padding
     /// stream).
     pub fn wants_probe(&self, now: Instant) -> bool {
-        let (Some(cc), Some(estimate)) = (self.cc.as_ref(), self.bandwidth_estimate()) else {
+        let (Some(cc), Some(estimate)) = (self.cc.as_ref(), self.wire_estimate()) else {
             return false;
         };
         cc.prober.due(cc.since(now), estimate)
@@ -796,7 +850,7 @@ impl Transport {
         egress: &mut impl Egress,
         total: &mut Counters,
     ) -> (Option<Instant>, u16) {
-        let Some(estimate) = self.bandwidth_estimate() else {
+        let Some(estimate) = self.wire_estimate() else {
             return (None, 0);
         };
         let Some(cc) = self.cc.as_mut() else {
@@ -867,7 +921,8 @@ impl Transport {
         p[12..16].copy_from_slice(&[0xbe, 0xde, 0x00, 0x01]);
         p[16] = (tcc.id << 4) | 1;
         p[PADDING_PACKET - 1] = 255;
-        let sent = self.send_rtp(now, &p, &mut TccOffset::new(&p), egress, total, |_| {});
+        let at = TccOffset::new(&p).at(tcc.id);
+        let sent = self.send_stamped(now, &p, at, false, egress, total, |_| {});
         if sent {
             if let Some(cc) = self.cc.as_mut() {
                 cc.prober.on_padding(PADDING_PACKET);
@@ -885,8 +940,18 @@ impl Transport {
         self.cc.as_ref().map(|cc| cc.prober.stats())
     }
 
-    /// The estimate of what the peer can receive, in bit/s, once its feedback came.
+    /// The estimate of what the peer can receive, in bit/s of plain RTP as the Allocator counts
+    /// layers (the estimator's figure, which counts datagrams with their headers, times the payload
+    /// share of what is sent now), once its feedback came.
     pub fn bandwidth_estimate(&self) -> Option<u64> {
+        let cc = self.cc.as_ref()?;
+        self.wire_estimate()
+            .map(|bps| (bps as f64 * cc.share.get()) as u64)
+    }
+
+    /// The estimator's own figure: what the link carries, in bit/s of datagrams with their IP and
+    /// UDP headers; what the pacer and the prober work in.
+    fn wire_estimate(&self) -> Option<u64> {
         let cc = self.cc.as_ref()?;
         cc.estimator
             .acknowledged_bps()

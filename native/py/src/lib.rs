@@ -413,6 +413,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
             pd.set_item("failed", p.failed)?;
             pd.set_item("padding_packets", p.padding_packets)?;
             pd.set_item("padding_bytes", p.padding_bytes)?;
+            pd.set_item("held_for_queue", p.held_for_queue)?;
             pd.set_item("raises", t.probe_raises)?;
             td.set_item("probe", pd)?;
         }

@@ -16,6 +16,12 @@
 //! cluster a second later whatever the backoff: a link that lost packets for a moment leaves an
 //! estimate cut to what arrived then, an allocation with little or no video, and (the estimate growing
 //! only with what is acknowledged) nothing that would raise it but a probe.
+//!
+//! No cluster starts while the link holds a standing queue (the estimator's: a queue that did not
+//! drain below `QUEUED` for half a second). Such a link is full, there is no headroom to find, and a
+//! cluster on top of its queue overflows it: in the 500 kbit/s QoE runs every audio packet lost
+//! after the start fell in the 200 ms after a cluster sent into a full queue. The cluster waits
+//! until the queue drains.
 
 use std::time::Duration;
 
@@ -51,6 +57,10 @@ const DROP_WINDOW_US: i64 = 5_000_000;
 /// The cluster after a large drop waits this long: the queue behind the drop drains first.
 const AFTER_DROP_WAIT_US: i64 = 1_000_000;
 
+/// A standing queue at least this long holds clusters back (the estimator's own test of a queue its
+/// sender keeps full).
+pub const QUEUED: Duration = Duration::from_millis(30);
+
 /// Clusters measured at once (the newest replaces the oldest unfinished).
 const CLUSTERS: usize = 4;
 /// A closed cluster's result is made when every packet of it was reported, or this long after it
@@ -81,6 +91,8 @@ pub struct ProbeStats {
     pub failed: u64,
     pub padding_packets: u64,
     pub padding_bytes: u64,
+    /// Times the link began to hold a standing queue, which holds clusters back.
+    pub held_for_queue: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +126,8 @@ pub struct Prober {
     peak_us: i64,
     /// A large drop was seen and its cluster is still to come.
     after_drop: bool,
+    /// The link holds a standing queue (`QUEUED`): no cluster starts.
+    queued: bool,
     stats: ProbeStats,
 }
 
@@ -152,6 +166,15 @@ impl Prober {
         }
     }
 
+    /// The link's standing queue after feedback (None: not known yet).
+    pub fn on_queue(&mut self, standing: Option<Duration>) {
+        let queued = standing.is_some_and(|q| q >= QUEUED);
+        if queued && !self.queued {
+            self.stats.held_for_queue += 1;
+        }
+        self.queued = queued;
+    }
+
     /// The cluster being sent, if one is.
     pub fn active(&self) -> Option<u8> {
         self.active.map(|a| a.id)
@@ -167,6 +190,7 @@ impl Prober {
     fn may_start(&self, now: Duration, estimate_bps: u64) -> bool {
         self.active.is_none()
             && self.awaiting.is_none()
+            && !self.queued
             && micros(now) >= self.not_before_us
             // Any target above the estimate: the Allocator holds a layer back for want of it, and a
             // target just above (within a layer's smoothing) is where a receiver would stay stuck.
@@ -492,6 +516,23 @@ mod tests {
         p.set_target(3_000_000);
         assert_eq!(p.poll_start(ms(0), 1_000_000), Some((1, 2_000_000)));
         assert_eq!(p.poll_start(ms(1), 1_000_000), None, "one at a time");
+    }
+
+    #[test]
+    fn no_cluster_starts_on_a_link_with_a_standing_queue() {
+        let mut p = Prober::new();
+        p.set_target(3_000_000);
+        p.on_queue(Some(ms(80)));
+        assert!(!p.due(ms(0), 1_000_000));
+        assert_eq!(p.poll_start(ms(0), 1_000_000), None, "a full link");
+        p.on_queue(Some(ms(5)));
+        assert_eq!(
+            p.poll_start(ms(1), 1_000_000),
+            Some((1, 2_000_000)),
+            "drained"
+        );
+        p.on_queue(None);
+        assert_eq!(p.stats().held_for_queue, 1);
     }
 
     #[test]
