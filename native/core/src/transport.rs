@@ -133,9 +133,8 @@ struct Cc {
     /// The highest estimate since the last fall was reported, and when that was.
     fall_peak: u64,
     fall_reported: Option<Duration>,
-    /// What share of the datagrams' bytes is the Allocator's (plain RTP), to tell it the estimate in
-    /// its own terms.
-    share: PayloadShare,
+    /// What media costs the link beyond plain RTP, to tell the Allocator the estimate in its terms.
+    overhead: Overhead,
 }
 
 /// IP and UDP headers: what the link carries of each datagram beyond its payload. The estimator
@@ -145,31 +144,34 @@ struct Cc {
 const IPV4_UDP_HEADERS: usize = 20 + 8;
 const IPV6_UDP_HEADERS: usize = 40 + 8;
 
-/// The share of the bytes the estimator counts (datagrams with their IP and UDP headers) that is
-/// plain RTP, which the Allocator's bitrates count, over about the last `SHARE_PACKETS` media
-/// packets (padding left out: it is no media). Decayed per packet: no allocation, no clock.
+/// What the link carries of media packets beyond their plain RTP (SRTP tags, IP and UDP headers),
+/// bit/s, over windows of `OVERHEAD_WINDOW_US` (padding left out: it is no media). Headers cost per
+/// packet, not per bit: a receiver's overhead is about its packet rate (three Opus streams, 150 a
+/// second) times 44 bytes, whatever its video's bitrate. No allocation.
 #[derive(Clone, Copy, Debug, Default)]
-struct PayloadShare {
-    plain: f64,
-    wire: f64,
+struct Overhead {
+    start_us: Option<i64>,
+    bytes: u64,
+    bps: u64,
 }
 
-const SHARE_PACKETS: f64 = 256.0;
+const OVERHEAD_WINDOW_US: i64 = 500_000;
 
-impl PayloadShare {
-    fn add(&mut self, plain: usize, wire: usize) {
-        let keep = 1.0 - 1.0 / SHARE_PACKETS;
-        self.plain = self.plain * keep + plain as f64;
-        self.wire = self.wire * keep + wire as f64;
+impl Overhead {
+    fn add(&mut self, at_us: i64, bytes: usize) {
+        let start = *self.start_us.get_or_insert(at_us);
+        let elapsed = at_us - start;
+        if elapsed >= OVERHEAD_WINDOW_US {
+            self.bps = (self.bytes as f64 * 8e6 / elapsed as f64) as u64;
+            self.start_us = Some(at_us);
+            self.bytes = 0;
+        }
+        self.bytes += bytes as u64;
     }
 
-    /// 1 before any packet was sent.
-    fn get(&self) -> f64 {
-        if self.wire > 0.0 {
-            (self.plain / self.wire).clamp(0.05, 1.0)
-        } else {
-            1.0
-        }
+    /// The last whole window's rate (0 before one closed).
+    fn bps(&self) -> u64 {
+        self.bps
     }
 }
 
@@ -651,11 +653,11 @@ impl Transport {
                 if let Some(p) = cc.pacer.as_mut() {
                     p.spend(wire);
                 }
+                let at = cc.since(now);
                 if media {
-                    cc.share.add(plain.len(), wire);
+                    cc.overhead.add(at.as_micros() as i64, wire - plain.len());
                 }
                 if stamped {
-                    let at = cc.since(now);
                     cc.estimator.on_packet_sent(tcc.next, wire, at);
                     if let Some(t) = cc.trace.as_mut() {
                         t.sent(tcc.next, wire, at);
@@ -701,7 +703,7 @@ impl Transport {
                     pacer: pacing.then(Pacer::new),
                     fall_peak: 0,
                     fall_reported: None,
-                    share: PayloadShare::default(),
+                    overhead: Overhead::default(),
                 }));
             }
             Some(_) => {}
@@ -825,8 +827,8 @@ impl Transport {
     /// layers count (0: no more than now); above the estimate, the peer is probed.
     pub fn set_probe_target(&mut self, bps: u64) {
         if let Some(cc) = self.cc.as_mut() {
-            // In the prober's terms, datagrams, at the payload share of what is sent now.
-            let wire = (bps as f64 / cc.share.get()) as u64;
+            // In the prober's terms, datagrams: with what media costs beyond plain RTP now.
+            let wire = if bps == 0 { 0 } else { bps + cc.overhead.bps() };
             cc.prober.set_target(wire);
         }
     }
@@ -941,12 +943,12 @@ impl Transport {
     }
 
     /// The estimate of what the peer can receive, in bit/s of plain RTP as the Allocator counts
-    /// layers (the estimator's figure, which counts datagrams with their headers, times the payload
-    /// share of what is sent now), once its feedback came.
+    /// layers (the estimator's figure, which counts datagrams with their headers, less what media
+    /// costs beyond plain RTP now), once its feedback came.
     pub fn bandwidth_estimate(&self) -> Option<u64> {
         let cc = self.cc.as_ref()?;
         self.wire_estimate()
-            .map(|bps| (bps as f64 * cc.share.get()) as u64)
+            .map(|bps| bps.saturating_sub(cc.overhead.bps()))
     }
 
     /// The estimator's own figure: what the link carries, in bit/s of datagrams with their IP and
