@@ -618,8 +618,8 @@ impl Transport {
 
     /// Sends one RTP packet with this transport's next transport-wide sequence number written at
     /// `tcc_at` (when it has one), tells the estimator, and spends the pacer's budget, all in
-    /// datagram bytes with IP and UDP headers. `media`: it counts in the payload share (padding
-    /// does not).
+    /// datagram bytes with IP and UDP headers. `media`: its bytes beyond plain RTP count in the
+    /// media overhead (`Overhead`; padding's do not).
     #[allow(clippy::too_many_arguments)]
     fn send_stamped(
         &mut self,

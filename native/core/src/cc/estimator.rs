@@ -282,7 +282,6 @@ impl Estimator {
         self.loss.last_fraction
     }
 
-    /// Smoothed round-trip time (send to feedback arrival), once a feedback reported a packet.
     /// The queue the link holds lately and does not drain (`StandingQueue`), once known.
     pub fn standing_queue(&self) -> Option<Duration> {
         self.queue
@@ -290,6 +289,7 @@ impl Estimator {
             .map(|us| Duration::from_micros(us.max(0) as u64))
     }
 
+    /// Smoothed round-trip time (send to feedback arrival), once a feedback reported a packet.
     pub fn rtt(&self) -> Option<Duration> {
         self.srtt_us
             .map(|us| Duration::from_micros(u64::try_from(us).unwrap_or(0)))
