@@ -216,7 +216,9 @@ class Selection:
             if not isinstance(t, dict):
                 continue
             bps = t.get("bandwidth_estimate_bps")
-            if isinstance(bps, int) and bps > 0:
+            # 0 is an estimate (headers and tags take the whole link: no room for video), not its absence,
+            # which would size the receiver by the configured bandwidth.
+            if isinstance(bps, int) and bps >= 0:
                 estimates[int(tid)] = bps
                 history = self._estimate_history.setdefault(int(tid), deque(maxlen=ESTIMATE_HOLD))
                 probe = t.get("probe")

@@ -142,6 +142,17 @@ def test_a_receivers_estimate_is_its_bandwidth_with_trust_bwe() -> None:
     assert last["total_bps"] <= 400_000
 
 
+def test_an_estimate_of_nothing_sends_no_video_rather_than_the_configured_bandwidth() -> None:
+    """The packet path says 0 when what media costs beyond plain RTP takes the whole estimate: the receiver
+    then has no room for video, not the configured 10 Mbit/s of a receiver without an estimate."""
+    selection, conference, _b, _snapshot = _b_estimated(True, 0)
+    (last,) = selection.history(conference.id, "b")[-1:]
+    assert last["bandwidth_bps"] == 0, last
+    assert last["total_bps"] == 0, last
+    (source,) = last["sources"]
+    assert source["layer"] is None, last
+
+
 @pytest.mark.parametrize("trust_bwe", [True, False])
 def test_a_fall_reported_between_snapshots_counts_at_once(trust_bwe: bool) -> None:
     """The packet path's EstimateFell: with trust-bwe the receiver is sized by it at once (the caller then

@@ -44,6 +44,10 @@ pub enum DropReason {
     /// Video not selected for this receiver now (another layer, before the target layer's keyframe,
     /// switched off by its allocation), or an RTX packet without an original to unwrap. Not loss.
     Filtered,
+    /// A sender's RTX packet whose original the bridge was not missing and no receiver asked for
+    /// (libwebrtc probes its own link by resending recent packets on RTX): forwarding it would hand
+    /// every receiver a duplicate, which SRTP's replay check drops and transport-cc reports as lost.
+    RtxUnneeded,
     /// An RFC 2198 redundant audio payload whose headers or block lengths do not fit it.
     RedMalformed,
     /// A receiver negotiated neither the packet's payload type nor, for RED, its primary's: counted on
@@ -61,7 +65,7 @@ pub enum DropReason {
     AddressInUse,
 }
 
-pub const DROP_REASONS: [DropReason; 24] = [
+pub const DROP_REASONS: [DropReason; 25] = [
     DropReason::Unclassified,
     DropReason::UnknownAddress,
     DropReason::StunMalformed,
@@ -79,6 +83,7 @@ pub const DROP_REASONS: [DropReason; 24] = [
     DropReason::UnknownSsrc,
     DropReason::ForceMuted,
     DropReason::Filtered,
+    DropReason::RtxUnneeded,
     DropReason::RedMalformed,
     DropReason::NotNegotiated,
     DropReason::PacerOverflow,
@@ -108,6 +113,7 @@ impl DropReason {
             DropReason::UnknownSsrc => "unknown_ssrc",
             DropReason::ForceMuted => "force_muted",
             DropReason::Filtered => "filtered",
+            DropReason::RtxUnneeded => "rtx_unneeded",
             DropReason::RedMalformed => "red_malformed",
             DropReason::NotNegotiated => "not_negotiated",
             DropReason::PacerOverflow => "pacer_overflow",

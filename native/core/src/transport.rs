@@ -635,12 +635,19 @@ impl Transport {
             return self.send_rewritten(Protect::Rtp, plain, egress, total, rewrite);
         };
         let mut stamped = false;
+        // The copy's SSRC and sequence number, as the receiver sees them, for the trace only.
+        let tracing = self.cc.as_ref().is_some_and(|cc| cc.trace.is_some());
+        let (mut ssrc, mut rtp_seq) = (0, 0);
         let before = self.counters.bytes_out;
         let sent = self.send_rewritten(Protect::Rtp, plain, egress, total, |b| {
             rewrite(b);
             if let Some(field) = tcc_at.and_then(|at| b.get_mut(at..at + 2)) {
                 field.copy_from_slice(&tcc.next.to_be_bytes());
                 stamped = true;
+            }
+            if let (true, Some(h)) = (tracing, b.get(..12)) {
+                rtp_seq = u16::from_be_bytes([h[2], h[3]]);
+                ssrc = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
             }
         });
         if sent {
@@ -660,7 +667,7 @@ impl Transport {
                 if stamped {
                     cc.estimator.on_packet_sent(tcc.next, wire, at);
                     if let Some(t) = cc.trace.as_mut() {
-                        t.sent(tcc.next, wire, at);
+                        t.sent(tcc.next, wire, at, ssrc, rtp_seq);
                     }
                 }
             }

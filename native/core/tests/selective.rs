@@ -236,6 +236,29 @@ fn nacks_reach_the_layer_and_its_rtx_fills_the_receivers_gap() {
         got.last().map(|g| (g.0, g.1, g.2)),
         Some((LAYERS[0], 1002, 101))
     );
+
+    // A resend of what everyone has (libwebrtc probing with RTX payload), and a second copy of the
+    // repair: duplicates the receiver's SRTP would drop as replays (this peer's does), so the bridge
+    // does not send them; they are counted.
+    let sent_to_receiver = |conf: &common::Conference| {
+        let stats = conf.shard.stats();
+        let t = stats
+            .transports
+            .iter()
+            .find(|t| t.id == 11)
+            .expect("receiver");
+        t.counters.rtp_out
+    };
+    let before = sent_to_receiver(&conf);
+    for (rtx_seq, orig) in [(9u16, 1001u16), (10, 1002)] {
+        let mut dup = vec![(orig >> 8) as u8, orig as u8];
+        dup.extend_from_slice(&vp8(101, orig == 1001, false, 100, orig));
+        conf.peers[0].send_rtp_payload(RTXS[0], rtx_seq, 3000, RTX, &dup);
+    }
+    conf.peers[0].flush();
+    settle(&mut conf);
+    assert_eq!(sent_to_receiver(&conf), before);
+    assert_eq!(conf.shard.stats().total.drops(DropReason::RtxUnneeded), 2);
 }
 
 #[test]

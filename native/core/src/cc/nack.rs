@@ -3,6 +3,10 @@
 //! at most `MAX_TRIES` times, `RETRY` apart (or the round-trip time, if longer), and given up after
 //! `GIVE_UP`; a packet that comes (late, or as RTX) leaves the list. Bounded: at most `CAPACITY` missing
 //! entries per stream, and a gap wider than that is not asked for at all (a keyframe repairs it sooner).
+//!
+//! It also says which RTX packets are repairs (`take_repair`): those of packets still missing or asked
+//! for upstream on a receiver's behalf (`want`). Any other is a duplicate of what every receiver has
+//! (libwebrtc senders probe their link by resending recent packets on RTX).
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,8 @@ pub const MAX_TRIES: u8 = 3;
 pub const RETRY: Duration = Duration::from_millis(100);
 /// How long after it went missing a packet is still worth asking for.
 pub const GIVE_UP: Duration = Duration::from_millis(1000);
+/// Packets asked for upstream on receivers' behalf, remembered per stream (the oldest goes first).
+pub const WANTED: usize = 32;
 
 #[derive(Clone, Copy, Debug)]
 struct Missing {
@@ -28,6 +34,8 @@ struct Missing {
 pub struct NackTracker {
     highest: Option<u16>,
     missing: Vec<Missing>,
+    /// Sequence numbers asked for upstream because a receiver missed them, and since when.
+    wanted: Vec<(u16, Instant)>,
     /// Packets asked for, and gaps too wide to ask for.
     pub requested: u64,
     pub gaps_skipped: u64,
@@ -38,6 +46,7 @@ impl NackTracker {
         NackTracker {
             highest: None,
             missing: Vec::with_capacity(CAPACITY),
+            wanted: Vec::with_capacity(WANTED),
             requested: 0,
             gaps_skipped: 0,
         }
@@ -80,16 +89,19 @@ impl NackTracker {
         }
     }
 
-    /// Appends to `out` the sequence numbers to ask for now (oldest first), and forgets those given up.
-    /// `rtt`: the round-trip time to the sender, when known.
+    /// Appends to `out` the sequence numbers to ask for now (oldest first), and forgets those given up
+    /// (after the last try, once its answer had a retry interval to come). `rtt`: the round-trip time
+    /// to the sender, when known.
     pub fn due(&mut self, now: Instant, rtt: Option<Duration>, out: &mut Vec<u16>) {
         let retry = rtt.map_or(RETRY, |r| r.max(RETRY));
-        self.missing
-            .retain(|m| m.tries < MAX_TRIES && now.saturating_duration_since(m.since) < GIVE_UP);
+        let waited =
+            |t: Option<Instant>| t.is_none_or(|t| now.saturating_duration_since(t) >= retry);
+        self.missing.retain(|m| {
+            now.saturating_duration_since(m.since) < GIVE_UP
+                && (m.tries < MAX_TRIES || !waited(m.asked))
+        });
         for m in &mut self.missing {
-            if m.asked
-                .is_none_or(|t| now.saturating_duration_since(t) >= retry)
-            {
+            if m.tries < MAX_TRIES && waited(m.asked) {
                 m.asked = Some(now);
                 m.tries += 1;
                 self.requested += 1;
@@ -98,9 +110,34 @@ impl NackTracker {
         }
     }
 
-    /// How many packets are missing now.
+    /// How many packets are missing now (those waiting for the answer to their last request too).
     pub fn missing(&self) -> usize {
         self.missing.len()
+    }
+
+    /// `seq` was asked for upstream because a receiver missed it (the bridge's cache no longer had it).
+    pub fn want(&mut self, seq: u16, now: Instant) {
+        self.wanted
+            .retain(|&(s, since)| s != seq && now.saturating_duration_since(since) < GIVE_UP);
+        if self.wanted.len() == WANTED {
+            self.wanted.remove(0);
+        }
+        self.wanted.push((seq, now));
+    }
+
+    /// Whether an RTX packet of `seq` repairs something: the bridge is missing it, or asked for it on a
+    /// receiver's behalf within `GIVE_UP`. Either way it then counts as received.
+    pub fn take_repair(&mut self, seq: u16, now: Instant) -> bool {
+        let mut repair = false;
+        if let Some(i) = self.missing.iter().position(|m| m.seq == seq) {
+            self.missing.remove(i);
+            repair = true;
+        }
+        if let Some(i) = self.wanted.iter().position(|&(s, _)| s == seq) {
+            let (_, since) = self.wanted.remove(i);
+            repair |= now.saturating_duration_since(since) < GIVE_UP;
+        }
+        repair
     }
 }
 
@@ -148,6 +185,45 @@ mod tests {
         t.due(t0 + GIVE_UP, Some(Duration::from_millis(300)), &mut out);
         // 2 is past GIVE_UP; 4 is asked.
         assert_eq!(out, vec![4]);
+    }
+
+    #[test]
+    fn only_an_rtx_of_a_missing_or_wanted_packet_is_a_repair() {
+        let t0 = Instant::now();
+        let mut t = NackTracker::new();
+        for s in [10u16, 11, 13] {
+            t.on_packet(s, t0);
+        }
+        // A resend of what arrived (a sender's probe) is none; the missing 12 is, once.
+        assert!(!t.take_repair(11, t0));
+        assert!(t.take_repair(12, t0));
+        assert!(!t.take_repair(12, t0));
+        assert_eq!(t.missing(), 0);
+        // What a receiver missed and the cache no longer had: asked upstream, a repair while fresh.
+        t.want(11, t0);
+        t.want(10, t0);
+        assert!(t.take_repair(11, t0 + GIVE_UP / 2));
+        assert!(!t.take_repair(10, t0 + GIVE_UP));
+        // Bounded: the oldest wanted goes first.
+        for s in 0..WANTED as u16 + 1 {
+            t.want(100 + s, t0);
+        }
+        assert!(!t.take_repair(100, t0));
+        assert!(t.take_repair(101, t0));
+    }
+
+    #[test]
+    fn the_answer_to_the_last_request_still_counts_as_a_repair() {
+        let t0 = Instant::now();
+        let mut t = NackTracker::new();
+        t.on_packet(1, t0);
+        t.on_packet(3, t0);
+        for i in 0..3 {
+            assert_eq!(asked(&mut t, t0 + i * RETRY), vec![2]);
+        }
+        // Asked three times; its answer may still be on the way for a retry interval.
+        assert_eq!(asked(&mut t, t0 + 2 * RETRY + RETRY / 2), Vec::<u16>::new());
+        assert!(t.take_repair(2, t0 + 2 * RETRY + RETRY / 2));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! by default, since it writes a line per packet.
 //!
 //! The format is text, one record per line, times in microseconds:
-//! `S <seq> <size> <at>` (sent), `F <at> <hex>` (feedback), `O <cluster> <at>` and `C <cluster> <at>`
+//! `S <seq> <size> <at> <ssrc> <rtp seq>` (sent; the SSRC in hex and the RTP sequence number as the
+//! receiver sees them, which older traces lack),
+//! `F <at> <hex>` (feedback), `O <cluster> <at>` and `C <cluster> <at>`
 //! (a probe cluster opened, closed); `#` starts a comment.
 
 use std::fmt::Write as _;
@@ -49,8 +51,12 @@ impl TraceWriter {
         self.line.clear();
     }
 
-    pub fn sent(&mut self, seq: u16, size: usize, at: Duration) {
-        let _ = writeln!(self.line, "S {seq} {size} {}", micros(at));
+    pub fn sent(&mut self, seq: u16, size: usize, at: Duration, ssrc: u32, rtp_seq: u16) {
+        let _ = writeln!(
+            self.line,
+            "S {seq} {size} {} {ssrc:08x} {rtp_seq}",
+            micros(at)
+        );
         self.emit();
     }
 
@@ -212,7 +218,7 @@ mod tests {
             for i in 0..300u16 {
                 let at = Duration::from_millis(u64::from(i) * 10);
                 live.on_packet_sent(i, 1200, at);
-                w.sent(i, 1200, at);
+                w.sent(i, 1200, at, 0x1234, i);
                 if i == 100 {
                     live.clusters().open(1);
                     w.cluster(true, 1, at);

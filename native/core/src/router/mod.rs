@@ -547,9 +547,15 @@ impl Router {
                 let Ok(original) = RtpView::parse(&buf[..n]) else {
                     return Err(DropReason::RtpMalformed);
                 };
-                // A retransmission the bridge (or a receiver) asked for: no longer missing.
-                if let Some(t) = self.producers.get_mut(&ssrc).and_then(|p| p.nack.as_mut()) {
-                    t.on_packet(original.sequence_number(), now);
+                // Only a repair the bridge (or a receiver) asked for goes on; any other resend is a
+                // duplicate of what every receiver has.
+                let repair = self
+                    .producers
+                    .get_mut(&ssrc)
+                    .and_then(|p| p.nack.as_mut())
+                    .is_some_and(|t| t.take_repair(original.sequence_number(), now));
+                if !repair {
+                    return Err(DropReason::RtxUnneeded);
                 }
                 let codec = self.codec_of(from, apt);
                 Ok(self.forward_video(

@@ -333,7 +333,7 @@ impl Router {
             let Some(ssrc) = vs.layers.get(usize::from(layer)).map(|l| l.ssrc) else {
                 continue;
             };
-            let Some(p) = producers.get(&ssrc) else {
+            let Some(p) = producers.get_mut(&ssrc) else {
                 continue;
             };
             // Never replayed: it was dropped by force-mute (or forwarded just before a re-mute).
@@ -345,6 +345,10 @@ impl Router {
                 cached.and_then(|(b, m, f)| Some((b, f, proj.replay(seq, &m)?)))
             else {
                 count(t, total, |c| c.nack_cache_miss += 1);
+                // The sender's RTX of it is then a repair to forward.
+                if let Some(n) = p.nack.as_mut() {
+                    n.want(orig, now);
+                }
                 upstream(ssrc, orig);
                 continue;
             };
