@@ -148,9 +148,10 @@ pub struct Counters {
     pub probe_clusters: u64,
     pub padding_packets: u64,
     pub padding_bytes: u64,
-    /// Video packets this receiver's pacer held before they left (`cc::pacer`).
+    /// Video and RTX packets this receiver's pacer held before they left (`cc::pacer`).
     pub paced: u64,
-    /// Packets (and their bytes, protected) the bridge resent this receiver from its RTX cache.
+    /// Packets (and their RTP bytes) the bridge resent this receiver from its RTX cache (or queued in
+    /// its pacer to be).
     pub retransmitted: u64,
     pub retransmitted_bytes: u64,
     /// Sequence numbers this receiver NACKed that the cache held (resent, or refused by a limit)...

@@ -557,6 +557,33 @@ impl Transport {
         total: &mut Counters,
         rewrite: impl FnOnce(&mut [u8]),
     ) -> bool {
+        self.paced(now, plain, offset, false, egress, total, rewrite)
+    }
+
+    /// A retransmission, paced as video is but ahead of any held video (`Pacer::hold_first`).
+    pub fn send_rtx_paced(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        egress: &mut impl Egress,
+        total: &mut Counters,
+    ) -> bool {
+        let mut offset = TccOffset::new(packet);
+        self.paced(now, packet, &mut offset, true, egress, total, |_| {})
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn paced(
+        &mut self,
+        now: Instant,
+        plain: &[u8],
+        offset: &mut TccOffset<'_>,
+        first: bool,
+        egress: &mut impl Egress,
+        total: &mut Counters,
+        rewrite: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let tcc_at = self.tcc_out.and_then(|t| offset.at(t.id));
         // With pacing off the first test is all a video copy pays; before media is ready nothing is
         // sent, and nothing should be held either.
@@ -572,7 +599,11 @@ impl Transport {
         if pacer.may_send(at_us) {
             return self.send_stamped(now, plain, tcc_at, true, egress, total, rewrite);
         }
-        let dropped = pacer.hold(at_us, plain, tcc_at, rewrite);
+        let dropped = if first {
+            pacer.hold_first(at_us, plain, tcc_at, rewrite)
+        } else {
+            pacer.hold(at_us, plain, tcc_at, rewrite)
+        };
         self.counters.paced += 1;
         total.paced += 1;
         if dropped {

@@ -156,3 +156,115 @@ fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
         0
     );
 }
+
+#[test]
+fn resends_are_paced_ahead_of_held_video() {
+    let mut conf = common::Conference::with_config(
+        2,
+        ShardConfig {
+            bind: vec!["127.0.0.1:0".parse().expect("literal")],
+            cc_initial_estimate_bps: Some(300_000),
+            cc_pacing: true,
+            ..Default::default()
+        },
+    );
+    conf.set_grouped_sources(
+        0,
+        vec![
+            Source::single(AUDIO, MediaKind::Audio),
+            simulcast::simulcast(),
+        ],
+    );
+    let ids = HeaderExtensionIds {
+        transport_cc: Some(TCC),
+        ..HeaderExtensionIds::default()
+    };
+    for transport in [10, 11] {
+        simulcast::payload_types(&mut conf, transport, true);
+        conf.shard.handle_command(
+            Instant::now(),
+            Command::SetHeaderExtensions { transport, ids },
+        );
+    }
+    conf.connect_all();
+    simulcast::allocate(&mut conf, 1, Some(0));
+    let t0 = Instant::now();
+    let mut builder = FeedbackBuilder::new(0x5151, 0);
+    let (mut audio_seq, mut seen) = (0u16, 0usize);
+    let mut step = |conf: &mut common::Conference, until: Duration| {
+        let end = Instant::now() + until;
+        while Instant::now() < end {
+            conf.peers[0].send_plain_rtp(&audio(audio_seq));
+            audio_seq = audio_seq.wrapping_add(1);
+            conf.peers[0].flush();
+            conf.run_until(Duration::from_millis(10), |_| false);
+            common::tcc::answer_with_feedback(conf, 1, TCC, t0, &mut seen, &mut builder);
+        }
+    };
+    step(&mut conf, Duration::from_millis(600));
+    let before = conf.peers[1].rtp_packets.len();
+
+    // The 33 kB burst; as soon as its first packets arrive the receiver NACKs the first of them.
+    let mut sender = Sender::new();
+    sender.fill = 1000;
+    for i in 0..16 {
+        sender.frame(&mut conf, 0, i == 0);
+    }
+    conf.run_until(Duration::from_millis(20), |c| {
+        c.peers[1].rtp_packets[before..]
+            .iter()
+            .any(|p| ssrc_of(p) == LAYERS[0])
+    });
+    let first = conf.peers[1].rtp_packets[before..]
+        .iter()
+        .find(|p| ssrc_of(p) == LAYERS[0])
+        .map(|p| RtpView::parse(p).unwrap().sequence_number())
+        .expect("the burst's first packet");
+    let mut nack = [0u8; 64];
+    let n = sluice_core::rtcp::write_nack(&mut nack, 0x7777, LAYERS[0], &[first]).expect("nack");
+    conf.peers[1].send_rtcp(&nack[..n]);
+    step(&mut conf, Duration::from_millis(600));
+
+    let arrived: Vec<u32> = conf.peers[1].rtp_packets[before..]
+        .iter()
+        .map(|p| ssrc_of(p))
+        .filter(|&s| s != AUDIO)
+        .collect();
+    let resend = arrived
+        .iter()
+        .position(|&s| s == simulcast::RTXS[0])
+        .expect("the resend arrived");
+    // Ahead of most of the held burst, not behind all of it.
+    let video_after = arrived[resend..]
+        .iter()
+        .filter(|&&s| s == LAYERS[0])
+        .count();
+    assert!(video_after >= 16, "{arrived:x?}");
+
+    // Twelve packets of the burst (still cached) NACKed at once: the resends (about 12 kB) leave at
+    // the pacing rate, not in one go on top of what the link carries.
+    let burst: Vec<u16> = conf.peers[1].rtp_packets[before..]
+        .iter()
+        .filter(|p| ssrc_of(p) == LAYERS[0])
+        .map(|p| RtpView::parse(p).unwrap().sequence_number())
+        .skip(16)
+        .take(12)
+        .collect();
+    let mark = conf.peers[1].rtp_packets.len();
+    let n = sluice_core::rtcp::write_nack(&mut nack, 0x7777, LAYERS[0], &burst).expect("nack");
+    conf.peers[1].send_rtcp(&nack[..n]);
+    step(&mut conf, Duration::from_millis(600));
+    let resends: Vec<Instant> = conf.peers[1].rtp_packets[mark..]
+        .iter()
+        .zip(&conf.peers[1].rtp_arrivals[mark..])
+        .filter(|(p, _)| ssrc_of(p) == simulcast::RTXS[0])
+        .map(|(_, &at)| at)
+        .collect();
+    assert_eq!(resends.len(), 12);
+    // 12.6 kB at about 56 kB/s: over 150 ms or more, less the idle budget's two packets.
+    let spread = *resends.last().unwrap() - resends[0];
+    assert!(spread >= Duration::from_millis(120), "{spread:?}");
+    let stats = conf.shard.stats();
+    assert_eq!(stats.total.retransmitted, 13, "{:?}", stats.total);
+    common::tcc::assert_gapless(&conf.peers[1].rtp_packets, TCC);
+}

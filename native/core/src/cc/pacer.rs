@@ -2,8 +2,10 @@
 //! burst (keyframes of several senders at once, a layer switch) waits here instead of overflowing the
 //! queue of the receiver's bottleneck link, where it would take that receiver's audio with it.
 //!
-//! Video is paced; audio, RTCP, retransmissions (budgeted apart) and probe padding are never held:
-//! they leave at once and only spend the budget. Held packets are plain RTP, already rewritten for the receiver; the transport stamps
+//! Video and retransmissions are paced, retransmissions ahead of held video (`hold_first`, as
+//! libwebrtc's pacer orders them: a repair is worth more than the next frame, and a burst of them on a
+//! small link takes the link's queue, and the audio in it, as surely as video does); audio, RTCP and
+//! probe padding are never held: they leave at once and only spend the budget. Held packets are plain RTP, already rewritten for the receiver; the transport stamps
 //! their transport-wide sequence number and protects them when they leave, so the estimator sees the
 //! time they really left (a packet's wait here is not the link's queueing delay).
 //!
@@ -49,6 +51,8 @@ pub struct Held {
 #[derive(Debug, Default)]
 pub struct Pacer {
     queue: VecDeque<Held>,
+    /// How many of the queue's first packets are retransmissions (`hold_first`).
+    first: usize,
     spare: Vec<Vec<u8>>,
     queued_bytes: usize,
     /// PACING_FACTOR times the estimate, bit/s (None: no estimate yet, nothing is held).
@@ -133,28 +137,65 @@ impl Pacer {
         tcc_at: Option<usize>,
         rewrite: impl FnOnce(&mut [u8]),
     ) -> bool {
-        let dropped = if self.queue.len() >= MAX_HELD {
-            if let Some(old) = self.queue.pop_front() {
-                self.queued_bytes -= old.packet.len();
-                self.spare.push(old.packet);
-            }
-            self.stats.dropped += 1;
-            true
+        let dropped = self.make_room();
+        let held = self.copy(now_us, plain, tcc_at, rewrite);
+        self.queue.push_back(held);
+        dropped
+    }
+
+    /// `hold` for a retransmission: it leaves before any held video, after the retransmissions held
+    /// before it.
+    pub fn hold_first(
+        &mut self,
+        now_us: i64,
+        plain: &[u8],
+        tcc_at: Option<usize>,
+        rewrite: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let dropped = self.make_room();
+        let held = self.copy(now_us, plain, tcc_at, rewrite);
+        self.queue.insert(self.first, held);
+        self.first += 1;
+        dropped
+    }
+
+    /// At `MAX_HELD`, drops the oldest held video (the oldest retransmission if only they are held).
+    fn make_room(&mut self) -> bool {
+        if self.queue.len() < MAX_HELD {
+            return false;
+        }
+        let at = if self.queue.len() > self.first {
+            self.first
         } else {
-            false
+            self.first -= 1;
+            0
         };
+        if let Some(old) = self.queue.remove(at) {
+            self.queued_bytes -= old.packet.len();
+            self.spare.push(old.packet);
+        }
+        self.stats.dropped += 1;
+        true
+    }
+
+    fn copy(
+        &mut self,
+        now_us: i64,
+        plain: &[u8],
+        tcc_at: Option<usize>,
+        rewrite: impl FnOnce(&mut [u8]),
+    ) -> Held {
         let mut packet = self.spare.pop().unwrap_or_default();
         packet.clear();
         packet.extend_from_slice(plain);
         rewrite(&mut packet);
         self.queued_bytes += packet.len();
-        self.queue.push_back(Held {
+        self.stats.held += 1;
+        Held {
             packet,
             tcc_at,
             since_us: now_us,
-        });
-        self.stats.held += 1;
-        dropped
+        }
     }
 
     /// The next held packet, if the budget lets it leave at `now_us`. Spend its bytes after sending,
@@ -170,6 +211,7 @@ impl Pacer {
             }
         }
         let held = self.queue.pop_front()?;
+        self.first = self.first.saturating_sub(1);
         self.queued_bytes -= held.packet.len();
         let waited = (now_us - held.since_us).max(0) as u64;
         self.stats.max_wait_us = self.stats.max_wait_us.max(waited);
@@ -305,6 +347,36 @@ mod tests {
         assert!(p.may_send(0));
         p.spend(1200);
         assert!(!p.may_send(0));
+    }
+
+    #[test]
+    fn retransmissions_leave_before_held_video_in_their_own_order() {
+        let mut p = pacer();
+        p.may_send(0);
+        p.spend(10_000);
+        for n in 0..3 {
+            p.hold(0, &packet(n), None, |_| {});
+        }
+        p.hold_first(1_000, &packet(100), None, |_| {});
+        p.hold_first(2_000, &packet(101), None, |_| {});
+        p.hold(3_000, &packet(3), None, |_| {});
+        let order: Vec<u8> = drain(&mut p, 0, 1_000).iter().map(|&(_, n)| n).collect();
+        assert_eq!(order, vec![100, 101, 0, 1, 2, 3]);
+        // A full queue drops its oldest video, not a retransmission.
+        let mut q = Pacer::new();
+        q.set_estimate(Some(1));
+        q.may_send(0);
+        q.spend(1_000_000);
+        q.hold_first(0, &packet(200), None, |_| {});
+        for n in 0..MAX_HELD {
+            q.hold(0, &packet(n as u8), None, |_| {});
+        }
+        assert_eq!(q.stats().dropped, 1);
+        q.set_estimate(Some(1_000_000_000));
+        let first: Vec<u8> = (0..2)
+            .filter_map(|_| q.pop(1_000_000).map(|h| h.packet[0]))
+            .collect();
+        assert_eq!(first, vec![200, 1]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::io::{Egress, MAX_DATAGRAM};
 use crate::projection::PacketMeta;
 use crate::rtp::{set_payload_type, set_sequence_number, set_ssrc, RtpView};
 use crate::stats::{Counters, DropReason};
-use crate::transport::{TccOffset, Transport};
+use crate::transport::Transport;
 
 use super::video::{apply_rewrite, Fields};
 use super::Router;
@@ -387,18 +387,11 @@ impl Router {
                 count(t, total, |c| c.rtx_rate_limited += 1);
                 continue;
             }
-            let before = t.counters.bytes_out;
-            // Not behind the pacer's video backlog (libwebrtc's pacer sends resends ahead of video);
-            // the budget above bounds them, and they spend the pacer's budget.
-            if t.send_rtp(
-                now,
-                packet,
-                &mut TccOffset::new(packet),
-                egress,
-                total,
-                |_| {},
-            ) {
-                let n = t.counters.bytes_out - before;
+            // Paced, ahead of any held video (libwebrtc's pacer orders resends so): unpaced, a burst
+            // of them to a receiver behind a small link overflowed its queue. The budget above
+            // bounds them besides. Counted in RTP bytes when queued (a held one leaves later).
+            if t.send_rtx_paced(now, packet, egress, total) {
+                let n = packet.len() as u64;
                 count(t, total, |c| {
                     c.retransmitted += 1;
                     c.retransmitted_bytes += n;
