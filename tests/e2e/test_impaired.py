@@ -88,13 +88,10 @@ def _report(card: Scorecard, samples: list[Sample], tmp_path: Path, name: str) -
 
 
 @not_reliable(
-    "on 7 December: 1 of 4 runs before the estimate counted datagram bytes and probes waited for a "
-    "standing queue to drain (every audio loss after 5 s came within 200 ms of a probe cluster sent into "
-    "the full queue), 27 of 30 after (18 of 20 and 9 of 10 with two ways of telling the Allocator the "
-    "estimate); the failures: audio lost while the bridge sent 430-595 kbit/s for 2 s against an "
-    "allocation of 180 (not explained yet), a probe measured at 710 kbit/s that allocated 360p, and 555 "
-    "kbit/s sent over a second after a probe the standing-queue test missed (the link full since the "
-    "start leaves no unqueued base delay); earlier 11 of 16 at 2f56798, 9 of 10 at c887ec6"
+    "on 7 December, one test per run: 18 of 20 once a sender's RTX duplicates were no longer forwarded "
+    "(404abb2), 12 of 12 once RTX resends were paced (edb1b1a; before, 76 resends in 1.5 s took the link "
+    "after a switch to 360p); but 2 of 3 in runs of the whole file on a busy host (CPU pressure 74-85 %: "
+    "four Chromiums on two cores), the failure 4 audio packets lost after 5 s"
 )
 async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Path) -> None:
     cap = 500
@@ -138,11 +135,11 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
 
 
 @not_reliable(
-    "passed 8 of 10 runs at e838bcd (one in the suite), 6 of 6 at c887ec6 and at 2f56798, 10 of 12 on "
-    "7 December (2 of 3 before the estimate counted datagram bytes, 8 of 9 after); every failure counted "
-    "2 switches over a 22 s steady window (4.7-5.8 a minute): the estimate fell in the first seconds on "
-    "the 3 Mbit/s link (1.3 Mbit/s to 588 kbit/s at 1.9 s; 1.49 to 1.11 at 3.4 s) and the climb back to "
-    "720p counted as a steady-state switch"
+    "on 7 December, one test per run: 7 of 7 at 404abb2 (the estimate no longer falls in the first "
+    "seconds: the 'lost' packets were a sender's RTX duplicates), 6 of 9 at edb1b1a, each failure while the "
+    "host was busy: the sender scaled its camera to 540p for CPU (now an inconclusive skip); 0 of 3 in runs "
+    "of the whole file on a busy host (4.45 and 4.56 switches a minute, 360p before the drop with the "
+    "sampler starved to one sample in 0.4 s)"
 )
 @pytest.mark.timeout(120)
 async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
@@ -160,9 +157,18 @@ async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> N
         qs = sampler(call, staged)
         qs.started = call.link.restart_schedule()
         samples = await qs.run(end)
+        sent = await staged.on_stage.browser.acall("sentVideo")
     card = score(samples, steady_after_s=5)
     figures = _report(card, samples, tmp_path, "step")
     print(figures)
+    # On a host too busy for four Chromiums, the sender's own encoder scales its camera down (a 540p top
+    # layer, 135p at the bottom): then no bridge can bring 720p back, and the ladder's change reads as
+    # switches. Its stats say so; that run judges nothing (a limit of bandwidth it would: that is ours).
+    top = max((int(x.get("frameHeight") or 0) for x in sent), default=0)
+    if top < 720 and any(x.get("qualityLimitationReason") == "cpu" for x in sent):
+        pytest.skip(
+            f"inconclusive: the on-stage sender scaled its camera down for CPU ({top}p at the top): {sent}"
+        )
     # The bridge's allocation of the on-stage source: 720p before the drop, below within 3 s of it. Before
     # is by the relay's own reading of its rate (its schedule and the sampler's clock differ by up to a
     # sample: a run had the link at 300 kbit/s in the sample at 13.9 s, and the bridge already moved).
