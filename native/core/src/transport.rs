@@ -560,7 +560,7 @@ impl Transport {
         self.paced(now, plain, offset, false, egress, total, rewrite)
     }
 
-    /// A retransmission, paced as video is but ahead of any held video (`Pacer::hold_first`).
+    /// A retransmission, paced as video is but ahead of any held video (`Pacer::hold` with `first`).
     pub fn send_rtx_paced(
         &mut self,
         now: Instant,
@@ -599,11 +599,7 @@ impl Transport {
         if pacer.may_send(at_us) {
             return self.send_stamped(now, plain, tcc_at, true, egress, total, rewrite);
         }
-        let dropped = if first {
-            pacer.hold_first(at_us, plain, tcc_at, rewrite)
-        } else {
-            pacer.hold(at_us, plain, tcc_at, rewrite)
-        };
+        let dropped = pacer.hold(at_us, plain, tcc_at, first, rewrite);
         self.counters.paced += 1;
         total.paced += 1;
         if dropped {

@@ -92,7 +92,7 @@ fn the_pacer_allocates_nothing_once_warm() {
             if pacer.may_send(*now_us) {
                 pacer.spend(packet.len());
             } else {
-                pacer.hold(*now_us, &packet, Some(20), |b| b[1] = 0x60);
+                pacer.hold(*now_us, &packet, Some(20), false, |b| b[1] = 0x60);
             }
         }
         while !pacer.is_empty() {

@@ -2,7 +2,7 @@
 //! burst (keyframes of several senders at once, a layer switch) waits here instead of overflowing the
 //! queue of the receiver's bottleneck link, where it would take that receiver's audio with it.
 //!
-//! Video and retransmissions are paced, retransmissions ahead of held video (`hold_first`, as
+//! Video and retransmissions are paced, retransmissions ahead of held video (`hold` with `first`, as
 //! libwebrtc's pacer orders them: a repair is worth more than the next frame, and a burst of them on a
 //! small link takes the link's queue, and the audio in it, as surely as video does); audio, RTCP and
 //! probe padding are never held: they leave at once and only spend the budget. Held packets are plain RTP, already rewritten for the receiver; the transport stamps
@@ -51,7 +51,7 @@ pub struct Held {
 #[derive(Debug, Default)]
 pub struct Pacer {
     queue: VecDeque<Held>,
-    /// How many of the queue's first packets are retransmissions (`hold_first`).
+    /// How many of the queue's first packets are retransmissions (`hold` with `first`).
     first: usize,
     spare: Vec<Vec<u8>>,
     queued_bytes: usize,
@@ -129,33 +129,24 @@ impl Pacer {
     }
 
     /// Holds a copy of `plain` (then `rewrite` applied to the copy); `tcc_at` is where its
-    /// transport-cc field is. Returns whether an older packet was dropped to make room.
+    /// transport-cc field is. A retransmission (`first`) leaves before any held video, after those held
+    /// before it. Returns whether an older packet was dropped to make room.
     pub fn hold(
         &mut self,
         now_us: i64,
         plain: &[u8],
         tcc_at: Option<usize>,
+        first: bool,
         rewrite: impl FnOnce(&mut [u8]),
     ) -> bool {
         let dropped = self.make_room();
         let held = self.copy(now_us, plain, tcc_at, rewrite);
-        self.queue.push_back(held);
-        dropped
-    }
-
-    /// `hold` for a retransmission: it leaves before any held video, after the retransmissions held
-    /// before it.
-    pub fn hold_first(
-        &mut self,
-        now_us: i64,
-        plain: &[u8],
-        tcc_at: Option<usize>,
-        rewrite: impl FnOnce(&mut [u8]),
-    ) -> bool {
-        let dropped = self.make_room();
-        let held = self.copy(now_us, plain, tcc_at, rewrite);
-        self.queue.insert(self.first, held);
-        self.first += 1;
+        if first {
+            self.queue.insert(self.first, held);
+            self.first += 1;
+        } else {
+            self.queue.push_back(held);
+        }
         dropped
     }
 
@@ -281,7 +272,7 @@ mod tests {
                 p.spend(1200);
                 sent_at_once += 1;
             } else {
-                p.hold(0, &packet(n), None, |_| {});
+                p.hold(0, &packet(n), None, false, |_| {});
             }
         }
         // The idle budget lets two packets out at once; the rest wait.
@@ -305,7 +296,7 @@ mod tests {
         // Audio and padding went out unpaced, 6 kB.
         p.spend(6_000);
         assert!(!p.may_send(0));
-        p.hold(0, &packet(1), None, |_| {});
+        p.hold(0, &packet(1), None, false, |_| {});
         let next = p.next_send_us(0).expect("held");
         // 3.6 kB over the idle budget's 2.4 kB: 60 ms at 60 kB/s.
         assert!((55_000..=65_000).contains(&next), "{next}");
@@ -320,7 +311,7 @@ mod tests {
         p.spend(2_400);
         // 200 packets (240 kB): four seconds at the pacing rate, gone within the bound instead.
         for n in 0..200u8 {
-            p.hold(0, &packet(n), None, |_| {});
+            p.hold(0, &packet(n), None, false, |_| {});
         }
         let out = drain(&mut p, 0, 2_000);
         assert_eq!(out.len(), 200);
@@ -355,11 +346,11 @@ mod tests {
         p.may_send(0);
         p.spend(10_000);
         for n in 0..3 {
-            p.hold(0, &packet(n), None, |_| {});
+            p.hold(0, &packet(n), None, false, |_| {});
         }
-        p.hold_first(1_000, &packet(100), None, |_| {});
-        p.hold_first(2_000, &packet(101), None, |_| {});
-        p.hold(3_000, &packet(3), None, |_| {});
+        p.hold(1_000, &packet(100), None, true, |_| {});
+        p.hold(2_000, &packet(101), None, true, |_| {});
+        p.hold(3_000, &packet(3), None, false, |_| {});
         let order: Vec<u8> = drain(&mut p, 0, 1_000).iter().map(|&(_, n)| n).collect();
         assert_eq!(order, vec![100, 101, 0, 1, 2, 3]);
         // A full queue drops its oldest video, not a retransmission.
@@ -367,9 +358,9 @@ mod tests {
         q.set_estimate(Some(1));
         q.may_send(0);
         q.spend(1_000_000);
-        q.hold_first(0, &packet(200), None, |_| {});
+        q.hold(0, &packet(200), None, true, |_| {});
         for n in 0..MAX_HELD {
-            q.hold(0, &packet(n as u8), None, |_| {});
+            q.hold(0, &packet(n as u8), None, false, |_| {});
         }
         assert_eq!(q.stats().dropped, 1);
         q.set_estimate(Some(1_000_000_000));
@@ -386,7 +377,7 @@ mod tests {
         p.may_send(0);
         p.spend(1_000_000);
         for n in 0..MAX_HELD + 3 {
-            p.hold(0, &packet(n as u8), None, |_| {});
+            p.hold(0, &packet(n as u8), None, false, |_| {});
         }
         assert_eq!(p.len(), MAX_HELD);
         assert_eq!(p.stats().dropped, 3);
@@ -398,14 +389,14 @@ mod tests {
         let mut p = pacer();
         p.may_send(0);
         p.spend(10_000);
-        p.hold(0, &[1, 2, 3, 4], Some(2), |b| b[0] = 9);
+        p.hold(0, &[1, 2, 3, 4], Some(2), false, |b| b[0] = 9);
         let h = p.pop(1_000_000).expect("due");
         assert_eq!(h.packet, vec![9, 2, 3, 4]);
         assert_eq!(h.tcc_at, Some(2));
         let ptr = h.packet.as_ptr();
         p.recycle(h.packet);
         p.spend(10_000);
-        p.hold(1_000_000, &[5, 6], None, |_| {});
+        p.hold(1_000_000, &[5, 6], None, false, |_| {});
         let h = p.pop(3_000_000).expect("due");
         assert_eq!(h.packet.as_ptr(), ptr, "the spare buffer is used again");
     }
