@@ -5,9 +5,10 @@
 //! Video and retransmissions are paced, retransmissions ahead of held video (`hold` with `first`, as
 //! libwebrtc's pacer orders them: a repair is worth more than the next frame, and a burst of them on a
 //! small link takes the link's queue, and the audio in it, as surely as video does); audio, RTCP and
-//! probe padding are never held: they leave at once and only spend the budget. Held packets are plain RTP, already rewritten for the receiver; the transport stamps
-//! their transport-wide sequence number and protects them when they leave, so the estimator sees the
-//! time they really left (a packet's wait here is not the link's queueing delay).
+//! probe padding are never held: they leave at once and only spend the budget. Held packets are plain
+//! RTP, already rewritten for the receiver; the transport stamps their transport-wide sequence number
+//! and protects them when they leave, so the estimator sees the time they really left (a packet's wait
+//! here is not the link's queueing delay).
 //!
 //! A backlog that would not leave within `MAX_QUEUE_DELAY_US` of its oldest packet's arrival at the
 //! pacing rate raises the rate to make it (libwebrtc's pacer does the same, over 2 s); past `MAX_HELD` packets the
