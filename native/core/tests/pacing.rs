@@ -33,8 +33,9 @@ fn ssrc_of(packet: &[u8]) -> u32 {
     RtpView::parse(packet).map_or(0, |v| v.ssrc())
 }
 
-#[test]
-fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
+/// Peer 0 sends audio and a simulcast Source with RTX; peer 1 is allocated its lowest layer, with
+/// pacing on and an initial estimate of 300 kbit/s (paced at 450 kbit/s, about 56 kB a second).
+fn paced_call() -> common::Conference {
     let mut conf = common::Conference::with_config(
         2,
         ShardConfig {
@@ -65,6 +66,12 @@ fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
     }
     conf.connect_all();
     simulcast::allocate(&mut conf, 1, Some(0));
+    conf
+}
+
+#[test]
+fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
+    let mut conf = paced_call();
 
     // Audio every 10 ms, and the receiver's feedback on it: the estimate starts at 300 kbit/s.
     let t0 = Instant::now();
@@ -159,35 +166,7 @@ fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
 
 #[test]
 fn resends_are_paced_ahead_of_held_video() {
-    let mut conf = common::Conference::with_config(
-        2,
-        ShardConfig {
-            bind: vec!["127.0.0.1:0".parse().expect("literal")],
-            cc_initial_estimate_bps: Some(300_000),
-            cc_pacing: true,
-            ..Default::default()
-        },
-    );
-    conf.set_grouped_sources(
-        0,
-        vec![
-            Source::single(AUDIO, MediaKind::Audio),
-            simulcast::simulcast(),
-        ],
-    );
-    let ids = HeaderExtensionIds {
-        transport_cc: Some(TCC),
-        ..HeaderExtensionIds::default()
-    };
-    for transport in [10, 11] {
-        simulcast::payload_types(&mut conf, transport, true);
-        conf.shard.handle_command(
-            Instant::now(),
-            Command::SetHeaderExtensions { transport, ids },
-        );
-    }
-    conf.connect_all();
-    simulcast::allocate(&mut conf, 1, Some(0));
+    let mut conf = paced_call();
     let t0 = Instant::now();
     let mut builder = FeedbackBuilder::new(0x5151, 0);
     let (mut audio_seq, mut seen) = (0u16, 0usize);
