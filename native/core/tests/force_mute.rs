@@ -85,8 +85,7 @@ fn muted_audio_reaches_nobody_while_its_video_and_the_other_direction_flow_then_
     );
 
     set_force_mute(&mut conf, 0, true, false);
-    let stats = conf.shard.stats();
-    let a = stats.transports.iter().find(|t| t.id == 10).expect("A");
+    let a = conf.transport_stats(10);
     assert_eq!(
         a.force_mute,
         ForceMute {

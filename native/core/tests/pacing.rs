@@ -6,13 +6,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use sluice_core::cc::FeedbackBuilder;
 use sluice_core::domain::{HeaderExtensionIds, MediaKind, Source};
 use sluice_core::rtp::RtpView;
 use sluice_core::seam::Command;
 use sluice_core::shard::ShardConfig;
 
 use common::simulcast::{self, Sender, LAYERS};
+use common::tcc::FeedbackLoop;
 
 const TCC: u8 = 5;
 const AUDIO: u32 = 0xA0;
@@ -74,29 +74,11 @@ fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
     let mut conf = paced_call();
 
     // Audio every 10 ms, and the receiver's feedback on it: the estimate starts at 300 kbit/s.
-    let t0 = Instant::now();
-    let mut builder = FeedbackBuilder::new(0x5151, 0);
-    let (mut audio_seq, mut seen) = (0u16, 0usize);
-    let mut audio_sent: Vec<(u16, Instant)> = Vec::new();
-    let mut step = |conf: &mut common::Conference, until: Duration| {
-        let end = Instant::now() + until;
-        while Instant::now() < end {
-            conf.peers[0].send_plain_rtp(&audio(audio_seq));
-            audio_sent.push((audio_seq, Instant::now()));
-            audio_seq = audio_seq.wrapping_add(1);
-            conf.peers[0].flush();
-            conf.run_until(Duration::from_millis(10), |_| false);
-            common::tcc::answer_with_feedback(conf, 1, TCC, t0, &mut seen, &mut builder);
-        }
-    };
-    step(&mut conf, Duration::from_millis(600));
+    let mut feedback = FeedbackLoop::new(TCC);
+    let mut audio_sent = feedback.run(&mut conf, Duration::from_millis(600), audio);
     let estimate = conf
-        .shard
-        .stats()
-        .transports
-        .into_iter()
-        .find(|t| t.id == 11)
-        .and_then(|t| t.bandwidth_estimate_bps)
+        .transport_stats(11)
+        .bandwidth_estimate_bps
         .expect("an estimate");
     assert!(estimate < 600_000, "{estimate}");
     let before = conf.peers[1].rtp_packets.len();
@@ -108,7 +90,7 @@ fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
     for i in 0..16 {
         sender.frame(&mut conf, 0, i == 0);
     }
-    step(&mut conf, Duration::from_millis(1200));
+    audio_sent.extend(feedback.run(&mut conf, Duration::from_millis(1200), audio));
 
     let arrived = &conf.peers[1].rtp_packets[before..];
     let arrivals = &conf.peers[1].rtp_arrivals[before..];
@@ -167,20 +149,8 @@ fn a_video_burst_leaves_at_the_pacing_rate_and_audio_is_not_held_behind_it() {
 #[test]
 fn resends_are_paced_ahead_of_held_video() {
     let mut conf = paced_call();
-    let t0 = Instant::now();
-    let mut builder = FeedbackBuilder::new(0x5151, 0);
-    let (mut audio_seq, mut seen) = (0u16, 0usize);
-    let mut step = |conf: &mut common::Conference, until: Duration| {
-        let end = Instant::now() + until;
-        while Instant::now() < end {
-            conf.peers[0].send_plain_rtp(&audio(audio_seq));
-            audio_seq = audio_seq.wrapping_add(1);
-            conf.peers[0].flush();
-            conf.run_until(Duration::from_millis(10), |_| false);
-            common::tcc::answer_with_feedback(conf, 1, TCC, t0, &mut seen, &mut builder);
-        }
-    };
-    step(&mut conf, Duration::from_millis(600));
+    let mut feedback = FeedbackLoop::new(TCC);
+    feedback.run(&mut conf, Duration::from_millis(600), audio);
     let before = conf.peers[1].rtp_packets.len();
 
     // The 33 kB burst; as soon as its first packets arrive the receiver NACKs the first of them.
@@ -202,7 +172,7 @@ fn resends_are_paced_ahead_of_held_video() {
     let mut nack = [0u8; 64];
     let n = sluice_core::rtcp::write_nack(&mut nack, 0x7777, LAYERS[0], &[first]).expect("nack");
     conf.peers[1].send_rtcp(&nack[..n]);
-    step(&mut conf, Duration::from_millis(600));
+    feedback.run(&mut conf, Duration::from_millis(600), audio);
 
     let arrived: Vec<u32> = conf.peers[1].rtp_packets[before..]
         .iter()
@@ -232,7 +202,7 @@ fn resends_are_paced_ahead_of_held_video() {
     let mark = conf.peers[1].rtp_packets.len();
     let n = sluice_core::rtcp::write_nack(&mut nack, 0x7777, LAYERS[0], &burst).expect("nack");
     conf.peers[1].send_rtcp(&nack[..n]);
-    step(&mut conf, Duration::from_millis(600));
+    feedback.run(&mut conf, Duration::from_millis(600), audio);
     let resends: Vec<Instant> = conf.peers[1].rtp_packets[mark..]
         .iter()
         .zip(&conf.peers[1].rtp_arrivals[mark..])

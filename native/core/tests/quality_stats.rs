@@ -33,12 +33,7 @@ fn a_senders_losses_and_jitter_show_on_its_transport() {
         conf.run_until(Duration::from_secs(5), |c| c.peers[1].rtp_packets.len()
             >= 90)
     );
-    let stats = conf.shard.stats();
-    let sender = stats
-        .transports
-        .iter()
-        .find(|t| t.id == 10)
-        .expect("sender");
+    let sender = conf.transport_stats(10);
     assert_eq!(
         (sender.rtp_received, sender.rtp_lost),
         (90, 10),
@@ -51,11 +46,7 @@ fn a_senders_losses_and_jitter_show_on_its_transport() {
     );
     assert!(sender.jitter_ms < 1000.0, "{sender:?}");
     // The receiver sent nothing: nothing received from it, nothing lost, no RTT without feedback.
-    let receiver = stats
-        .transports
-        .iter()
-        .find(|t| t.id == 11)
-        .expect("receiver");
+    let receiver = conf.transport_stats(11);
     assert_eq!((receiver.rtp_received, receiver.rtp_lost), (0, 0));
     assert_eq!(receiver.rtt_ms, None);
 }

@@ -240,15 +240,7 @@ fn nacks_reach_the_layer_and_its_rtx_fills_the_receivers_gap() {
     // A resend of what everyone has (libwebrtc probing with RTX payload), and a second copy of the
     // repair: duplicates the receiver's SRTP would drop as replays (this peer's does), so the bridge
     // does not send them; they are counted.
-    let sent_to_receiver = |conf: &common::Conference| {
-        let stats = conf.shard.stats();
-        let t = stats
-            .transports
-            .iter()
-            .find(|t| t.id == 11)
-            .expect("receiver");
-        t.counters.rtp_out
-    };
+    let sent_to_receiver = |conf: &common::Conference| conf.transport_stats(11).counters.rtp_out;
     let before = sent_to_receiver(&conf);
     for (rtx_seq, orig) in [(9u16, 1001u16), (10, 1002)] {
         let mut dup = vec![(orig >> 8) as u8, orig as u8];

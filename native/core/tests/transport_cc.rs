@@ -130,12 +130,7 @@ fn a_falling_estimate_is_reported_as_an_event() {
         "{falls:?}"
     );
     assert!(falls.len() <= 18, "{falls:?}");
-    let stats = conf.shard.stats();
-    let receiver = stats
-        .transports
-        .iter()
-        .find(|t| t.id == 11)
-        .expect("receiver");
+    let receiver = conf.transport_stats(11);
     // What the snapshot shows has not risen back past what was reported first.
     assert!(
         receiver
@@ -203,17 +198,8 @@ fn feedback_goes_to_the_sender_and_the_receivers_feedback_makes_an_estimate() {
         "the bridge reported {reported} of {sent} arrivals"
     );
     // The receiver's feedback gave its transport an estimate.
-    let stats = conf.shard.stats();
-    let receiver = stats
-        .transports
-        .iter()
-        .find(|t| t.id == 11)
-        .expect("receiver transport");
-    let sender = stats
-        .transports
-        .iter()
-        .find(|t| t.id == 10)
-        .expect("sender transport");
+    let receiver = conf.transport_stats(11);
+    let sender = conf.transport_stats(10);
     assert!(
         receiver.bandwidth_estimate_bps.is_some_and(|b| b > 0),
         "{receiver:?}"
@@ -231,7 +217,6 @@ fn feedback_goes_to_the_sender_and_the_receivers_feedback_makes_an_estimate() {
 
 #[test]
 fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_stream() {
-    use sluice_core::cc::FeedbackBuilder;
     use sluice_core::domain::{Codec, PayloadType, Source};
 
     const VIDEO: u32 = 0xB0;
@@ -270,28 +255,12 @@ fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_st
     conf.connect_all();
 
     // Audio only, about 100 kbit/s: the receiver's estimate starts at 2.5 Mbit/s and stays near it.
-    let t0 = Instant::now();
-    let mut builder = FeedbackBuilder::new(0x5151, 0);
-    let (mut sent, mut seen) = (0u16, 0usize);
+    let mut feedback = common::tcc::FeedbackLoop::new(TCC);
     let mut step = |conf: &mut common::Conference, until: Duration| {
-        let end = Instant::now() + until;
-        while Instant::now() < end {
-            conf.peers[0].send_plain_rtp(&packet(sent, sent));
-            sent = sent.wrapping_add(1);
-            conf.peers[0].flush();
-            conf.run_until(Duration::from_millis(10), |_| false);
-            common::tcc::answer_with_feedback(conf, 1, TCC, t0, &mut seen, &mut builder);
-        }
+        feedback.run(conf, until, |n| packet(n, n));
     };
     step(&mut conf, Duration::from_millis(600));
-    let receiver = |conf: &common::Conference| {
-        conf.shard
-            .stats()
-            .transports
-            .into_iter()
-            .find(|t| t.id == 11)
-            .expect("receiver")
-    };
+    let receiver = |conf: &common::Conference| conf.transport_stats(11);
     let before = receiver(&conf);
     // The estimator counts datagrams; the stats say the estimate in plain RTP, less what media costs
     // beyond it: 44 bytes (SRTP tag, IPv4 and UDP headers) a packet, at most 100 packets a second here.
@@ -413,8 +382,7 @@ fn a_sender_that_negotiated_remb_and_not_transport_cc_gets_remb_on_its_video() {
         assert_eq!(ssrcs, &[VIDEO]);
         assert!(*bps >= 900_000, "{rembs:?}");
     }
-    let stats = conf.shard.stats();
-    let sender = stats.transports.iter().find(|t| t.id == 10).unwrap();
+    let sender = conf.transport_stats(10);
     assert_eq!(sender.counters.remb_sent, rembs.len() as u64);
     assert!(sender.remb_estimate_bps.is_some());
     assert_eq!(sender.bandwidth_estimate_bps, None, "no transport-cc");

@@ -305,6 +305,16 @@ pub struct Conference {
 }
 
 impl Conference {
+    /// The stats of transport `id`, from a fresh snapshot.
+    pub fn transport_stats(&self, id: u64) -> sluice_core::stats::TransportStats {
+        self.shard
+            .stats()
+            .transports
+            .into_iter()
+            .find(|t| t.id == id)
+            .unwrap_or_else(|| panic!("transport {id} in the stats"))
+    }
+
     pub fn new(n: usize) -> Self {
         Self::on(n, "127.0.0.1:0".parse().expect("literal"))
     }

@@ -1,7 +1,8 @@
 //! Transport-cc on the receiving side of shard tests: reading a forwarded packet's transport-wide
-//! number, checking a receiver's numbers are gapless, and answering with feedback as a browser does.
+//! number, checking a receiver's numbers are gapless, answering with feedback as a browser does, and
+//! the loop of a sender's packets and that feedback a receiver's estimate runs on.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sluice_core::cc::FeedbackBuilder;
 use sluice_core::rtp::RtpView;
@@ -60,5 +61,49 @@ pub fn answer_with_feedback_of(
     let mut out = [0u8; 1200];
     while let Ok(Some(n)) = builder.write(&mut out) {
         conf.peers[peer].send_rtcp(&out[..n]);
+    }
+}
+
+/// Peer 0 sending a packet every 10 ms and peer 1 answering with transport-cc feedback on what it
+/// took: the loop a receiver's estimate runs on in shard tests.
+pub struct FeedbackLoop {
+    id: u8,
+    t0: Instant,
+    builder: FeedbackBuilder,
+    seen: usize,
+    next: u16,
+}
+
+impl FeedbackLoop {
+    /// Feedback on the transport-cc extension `id`, its times counted from now.
+    pub fn new(id: u8) -> Self {
+        FeedbackLoop {
+            id,
+            t0: Instant::now(),
+            builder: FeedbackBuilder::new(0x5151, 0),
+            seen: 0,
+            next: 0,
+        }
+    }
+
+    /// For `until`: peer 0 sends `packet(n)` (n counting on from 0 over the loop's life), the shard
+    /// runs 10 ms, peer 1 answers. Returns each packet's n and when it was sent.
+    pub fn run(
+        &mut self,
+        conf: &mut super::Conference,
+        until: Duration,
+        packet: impl Fn(u16) -> Vec<u8>,
+    ) -> Vec<(u16, Instant)> {
+        let mut sent = Vec::new();
+        let end = Instant::now() + until;
+        while Instant::now() < end {
+            conf.peers[0].send_plain_rtp(&packet(self.next));
+            sent.push((self.next, Instant::now()));
+            self.next = self.next.wrapping_add(1);
+            conf.peers[0].flush();
+            conf.run_until(Duration::from_millis(10), |_| false);
+            answer_with_feedback(conf, 1, self.id, self.t0, &mut self.seen, &mut self.builder);
+        }
+        sent
     }
 }
