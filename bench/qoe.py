@@ -25,7 +25,13 @@ Scorecard, per receiver and run (times from the run's start, when the sender was
   of samples above it, and the largest excess in percent of the capacity, send rate over 1 s windows, outside
   the reactions to capacity steps);
 - audio loss after repair: concealed samples over samples received (what the listener heard made up), and
-  RTP packets lost over expected; video loss after RTX: packets lost over expected.
+  RTP packets lost over expected; video loss after RTX: packets lost less packets RTX repaired, over
+  expected. Chromium counts a packet RTX repaired as lost (libwebrtc leaves recovered packets out of the
+  media stream's receive statistics and counts them as retransmitted instead), so `packetsLost` alone is
+  the loss before repair, reported beside it; the repairs are estimated from the RTX payload bytes (see
+  `_repaired`). Lost packets nobody needed (those of a layer left at a switch, which the receiver's
+  keyframe makes moot) count as lost; the receiver's keyframe requests (PLI) show loss that no repair
+  reached.
 """
 
 from __future__ import annotations
@@ -73,7 +79,9 @@ class PageSample:
     video_packets_lost: int = 0
     video_bytes_received: int = 0
     nack_count: int = 0
+    pli_count: int = 0
     retransmitted_packets_received: int = 0
+    retransmitted_bytes_received: int = 0
     audio_packets_received: int = 0
     audio_packets_lost: int = 0
     total_samples_received: int = 0
@@ -90,7 +98,9 @@ class PageSample:
             video_packets_lost=_int(stats.get("videoPacketsLost")),
             video_bytes_received=_int(stats.get("videoBytesReceived")),
             nack_count=_int(stats.get("nackCount")),
+            pli_count=_int(stats.get("pliCount")),
             retransmitted_packets_received=_int(stats.get("retransmittedPacketsReceived")),
+            retransmitted_bytes_received=_int(stats.get("retransmittedBytesReceived")),
             audio_packets_received=_int(stats.get("audioPacketsReceived")),
             audio_packets_lost=_int(stats.get("audioPacketsLost")),
             total_samples_received=_int(stats.get("totalSamplesReceived")),
@@ -221,9 +231,13 @@ class Scorecard:
     mean_delivered_kbps: float | None
     audio_loss_pct: float | None
     audio_concealed_pct: float | None
+    #: Video packets lost after RTX (lost less retransmitted received), and before (as Chromium counts).
     video_loss_pct: float | None
+    video_loss_before_rtx_pct: float | None
     nacks: int
     retransmitted_received: int
+    #: Keyframe requests (PLI) the receiver sent: frames that loss made undecodable.
+    keyframe_requests: int
     bridge_retransmitted: int | None
     #: Probe clusters the bridge sent the receiver over the run.
     probe_clusters: int
@@ -235,6 +249,17 @@ class Scorecard:
 
 def _pct(part: float, whole: float) -> float | None:
     return round(100 * part / whole, 3) if whole > 0 else None
+
+
+def _repaired(rtx_packets: int, rtx_bytes: int, video_packets: int, video_bytes: int) -> int:
+    """How many lost video packets RTX repaired, from what Chromium counts retransmitted. Its packet count
+    takes in the padding the bridge probes with on the RTX SSRC (seen: 136 "retransmitted" behind the 500
+    kbit/s cap, where the bridge resent 16 packets and sent 37 kB of padding); its byte count is
+    payload only, which padding has none of. So: the RTX payload bytes over the mean video payload (an RTX
+    payload is the original's and 2 bytes), never more than the RTX packets received."""
+    if rtx_packets <= 0 or video_packets <= 0 or video_bytes <= 0:
+        return 0
+    return min(rtx_packets, round(rtx_bytes / (video_bytes / video_packets + 2)))
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -365,6 +390,14 @@ def score(
     concealed = last_page.concealed_samples - first_page.concealed_samples
     video_rx = last_page.video_packets_received - first_page.video_packets_received
     video_lost = last_page.video_packets_lost - first_page.video_packets_lost
+    rtx_rx = last_page.retransmitted_packets_received - first_page.retransmitted_packets_received
+    repaired = _repaired(
+        rtx_rx,
+        last_page.retransmitted_bytes_received - first_page.retransmitted_bytes_received,
+        video_rx,
+        last_page.video_bytes_received - first_page.video_bytes_received,
+    )
+    video_expected = video_rx + max(video_lost, 0)
     bridge_samples = [s.bridge for s in samples if s.bridge is not None]
     bridge_rtx = None
     if bridge_samples and bridge_samples[-1].retransmitted is not None:
@@ -389,10 +422,11 @@ def score(
         mean_delivered_kbps=_mean(delivered),
         audio_loss_pct=_pct(max(audio_lost, 0), audio_rx + max(audio_lost, 0)),
         audio_concealed_pct=_pct(concealed, samples_rx),
-        video_loss_pct=_pct(max(video_lost, 0), video_rx + max(video_lost, 0)),
+        video_loss_pct=_pct(max(video_lost - repaired, 0), video_expected),
+        video_loss_before_rtx_pct=_pct(max(video_lost, 0), video_expected),
         nacks=last_page.nack_count - first_page.nack_count,
-        retransmitted_received=last_page.retransmitted_packets_received
-        - first_page.retransmitted_packets_received,
+        retransmitted_received=rtx_rx,
+        keyframe_requests=last_page.pli_count - first_page.pli_count,
         bridge_retransmitted=bridge_rtx,
         probe_clusters=bridge_samples[-1].probe_clusters - bridge_samples[0].probe_clusters
         if bridge_samples
@@ -629,7 +663,7 @@ def markdown_table(rows: Sequence[tuple[str, Scorecard]]) -> str:
     head = (
         "| scenario | time to 720p | freezes (total) | longest freeze / stall | switches/min | "
         "allocated > cap | send overshoot | mean est. / alloc. / delivered / cap (kbit/s) | "
-        "audio lost / concealed | video loss | NACKs / RTX recv | criteria |\n"
+        "audio lost / concealed | video loss after RTX (before) | NACKs / RTX recv / PLIs | criteria |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
 
@@ -673,8 +707,9 @@ def markdown_table(rows: Sequence[tuple[str, Scorecard]]) -> str:
                     mark(c, "audio_loss", _fmt(c.audio_loss_pct, " %"))
                     + " / "
                     + mark(c, "audio_concealed", _fmt(c.audio_concealed_pct, " %")),
-                    mark(c, "video_loss", _fmt(c.video_loss_pct, " %")),
-                    f"{c.nacks} / {c.retransmitted_received}",
+                    mark(c, "video_loss", _fmt(c.video_loss_pct, " %"))
+                    + f" ({_fmt(c.video_loss_before_rtx_pct, ' %')})",
+                    f"{c.nacks} / {c.retransmitted_received} / {c.keyframe_requests}",
                     verdict,
                 ]
             )

@@ -70,6 +70,13 @@ def run(
             total_samples_received=9600 * i,
             concealed_samples=480 * audio_lost(t),
             nack_count=i // 5,
+            # Chromium counts a packet RTX repaired as lost and as retransmitted: about half are here.
+            # Payload bytes of those (a video payload here is 1000 bytes, and 2), plus padding packets
+            # that probes sent on the RTX SSRC: counted as retransmitted packets, with no payload bytes.
+            retransmitted_packets_received=i // 20 + i // 3,
+            retransmitted_bytes_received=1002 * (i // 20),
+            video_bytes_received=100_000 * i,
+            pli_count=i // 75,
         )
         bridge = BridgeSample(
             estimate_bps=int(allocated_kbps(t) * 1250),
@@ -97,8 +104,10 @@ def test_a_clean_run_scores_clean() -> None:
     assert card.mean_capacity_kbps == 500 and card.mean_allocated_kbps == 400
     assert card.mean_delivered_kbps == pytest.approx(400, rel=0.01)
     assert card.audio_loss_pct == 0 and card.audio_concealed_pct == 0
-    assert card.video_loss_pct == pytest.approx(100 * 15 / (15000 + 15), abs=1e-3)
-    assert card.nacks == 30
+    # 15 lost as Chromium counts them, 7 of those repaired by RTX.
+    assert card.video_loss_before_rtx_pct == pytest.approx(100 * 15 / (15000 + 15), abs=1e-3)
+    assert card.video_loss_pct == pytest.approx(100 * (15 - 7) / (15000 + 15), abs=1e-3)
+    assert card.nacks == 30 and card.retransmitted_received == 7 + 50 and card.keyframe_requests == 2
     assert card.passed == {"longest_stall": True, "switches_per_min": True, "overshoot": True}
 
 
@@ -242,6 +251,7 @@ def test_views_parse_what_the_page_bridge_and_relay_give() -> None:
             "frameHeight": 360,
             "framesDecoded": 90,
             "nackCount": 4,
+            "pliCount": 2,
             "concealedSamples": 960,
             "freezeCount": None,
         }
@@ -252,7 +262,7 @@ def test_views_parse_what_the_page_bridge_and_relay_give() -> None:
         4,
         960,
     )
-    assert page.freeze_count == 0
+    assert page.freeze_count == 0 and page.pli_count == 2
     view = {
         "estimate_bps": 480_000,
         "bandwidth_bps": 480_000,

@@ -13,8 +13,8 @@
 //!   from the link's capacity (or a packet per response time, if more), adds about one packet per
 //!   response time (100 ms + RTT) near it, holds on under-use, and on over-use drops to 0.85 of
 //!   the bitrate the receiver acknowledged.
-//! - loss-based (draft 6): the fraction of packets lost over at least 20 reported: above 10 %
-//!   the rate is cut by half that fraction, below 2 % it may grow, in between it holds.
+//! - loss-based (draft 6): the fraction of packets lost over at least 20 reported and a second:
+//!   above 10 % the rate is cut by half that fraction, below 2 % it may grow, in between it holds.
 //!
 //! The estimate is the smaller of the two, within the configured bounds.
 
@@ -60,8 +60,13 @@ const ACK_BUCKET_US: i64 = 25_000;
 const ACK_BUCKETS: usize = 20;
 const ACK_MIN_SPAN_US: i64 = 100_000;
 
-/// Loss: the fraction is taken over at least this many reported packets.
+/// Loss: the fraction is taken over at least this many reported packets, and at least this long
+/// (us). Feedback comes every 50-100 ms; over so short an interval a burst of a few packets reads as
+/// more than 10 % on a link that loses 5 % in bursts, with nothing queued, and every such burst cut
+/// the estimate (impair-burst-5: 18 layer switches a minute). The draft's interval is that of the
+/// receiver reports, about a second.
 const LOSS_MIN_PACKETS: u32 = 20;
+const LOSS_MIN_INTERVAL_US: i64 = 1_000_000;
 const LOSS_HIGH: f64 = 0.10;
 const LOSS_LOW: f64 = 0.02;
 /// A probe's measured rate counts as carried by the link this long (us).
@@ -931,6 +936,8 @@ struct LossBased {
     /// Packets reported lost and received in the interval being gathered.
     lost: u32,
     received: u32,
+    /// When the interval being gathered began (the first update after the last one completed).
+    since_us: Option<i64>,
     last_fraction: f64,
     last_update_us: Option<i64>,
     last_decrease_us: Option<i64>,
@@ -942,6 +949,7 @@ impl LossBased {
             rate,
             lost: 0,
             received: 0,
+            since_us: None,
             last_fraction: 0.0,
             last_update_us: None,
             last_decrease_us: None,
@@ -957,12 +965,14 @@ impl LossBased {
         config: &EstimatorConfig,
     ) {
         let total = self.lost + self.received;
-        if total < LOSS_MIN_PACKETS {
+        let since = *self.since_us.get_or_insert(now_us);
+        if total < LOSS_MIN_PACKETS || now_us - since < LOSS_MIN_INTERVAL_US {
             return;
         }
         let fraction = f64::from(self.lost) / f64::from(total);
         self.lost = 0;
         self.received = 0;
+        self.since_us = Some(now_us);
         self.last_fraction = fraction;
         let dt_s = self
             .last_update_us

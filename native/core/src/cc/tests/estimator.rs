@@ -80,25 +80,38 @@ fn a_feedback_claiming_65535_statuses_is_read_only_as_far_as_the_history() {
 fn rtt_loss_fraction_and_the_loss_based_cut() {
     let mut e = Estimator::new(EstimatorConfig::default());
     let mut b = FeedbackBuilder::new(1, 2);
-    for i in 0..40u16 {
-        e.on_packet_sent(i, 1200, ms(u64::from(i)));
-        if i % 2 == 0 {
-            b.on_arrival(i, ms(5000 + u64::from(i)));
-        }
-    }
-    // The last status written is the last received, 38; 39 is not reported yet.
     let mut buf = [0u8; 1200];
-    let n = b.write(&mut buf).unwrap().unwrap();
-    e.on_feedback(&parse(&buf[..n]), ms(100)).unwrap();
+    // Every other packet arrives, in two batches a second apart.
+    let mut batch = |e: &mut Estimator, from: u16, at_ms: u64| {
+        for i in from..from + 40 {
+            e.on_packet_sent(i, 1200, ms(at_ms - 100 + u64::from(i - from)));
+            if i % 2 == 0 {
+                b.on_arrival(i, ms(5000 + at_ms + u64::from(i - from)));
+            }
+        }
+        let n = b.write(&mut buf).unwrap().unwrap();
+        e.on_feedback(&parse(&buf[..n]), ms(at_ms)).unwrap();
+    };
+    batch(&mut e, 0, 100);
+    // The last status written is the last received, 38; 39 is not reported yet.
     let s = e.stats();
     assert_eq!(s.rtt, Some(ms(100 - 38)));
+    // 39 packets reported, but the loss interval lasts a second: no fraction, no cut yet.
+    assert_eq!(
+        (s.loss_fraction, s.loss_based_bps),
+        (0.0, 2_500_000),
+        "{s:?}"
+    );
+    batch(&mut e, 40, 1100);
+    // 39 to 78 reported now, 20 of them lost: 39 of 79 over the interval.
+    let s = e.stats();
     assert!(
-        (s.loss_fraction - 19.0 / 39.0).abs() < 1e-9,
+        (s.loss_fraction - 39.0 / 79.0).abs() < 1e-9,
         "{}",
         s.loss_fraction
     );
     // Over 10 %: cut by half the fraction.
-    let expect = 2_500_000.0 * (1.0 - 0.5 * 19.0 / 39.0);
+    let expect = 2_500_000.0 * (1.0 - 0.5 * 39.0 / 79.0);
     assert!((s.loss_based_bps as f64 - expect).abs() < 2.0, "{s:?}");
     assert_eq!(s.estimate_bps, s.loss_based_bps);
     assert_eq!(s.delay_based_bps, 2_500_000);
@@ -417,4 +430,28 @@ fn an_overshoot_into_a_short_queue_does_not_collapse_the_estimate() {
     assert!((mean / 5e5 - 1.0).abs() <= 0.1, "mean {mean:.0}\n{detail}");
     assert!(trace.max(6.0, 20.0) <= 1.2 * 5e5, "{detail}");
     assert!(trace.mean_queue_ms(6.0, 20.0) <= 4.0 * 19.2, "{detail}");
+}
+
+#[test]
+fn burst_loss_of_5_percent_does_not_move_a_receiver_between_layers() {
+    // The impair-burst-5 scenario's loss (Gilbert-Elliott: bursts of 4 packets on average, 5 % of
+    // packets) on a link with room to spare: nothing here is congestion, so the receiver keeps
+    // its top layer. A loss-based part that reads each burst in a short interval as over 10 %
+    // cuts every half second or so and moves the receiver up and down all the time.
+    let layers = [150e3, 500e3, 1.5e6];
+    for seed in 1..=3 {
+        let mut scenario = Scenario::constant(10e6, 60.0);
+        scenario.burst_loss = Some((0.01316, 0.25));
+        scenario.layers = Some(layers.to_vec());
+        scenario.probing = true;
+        scenario.seed = seed;
+        let trace = run(&scenario);
+        let detail = trace.summary();
+        let layer = |e: f64| layers.iter().rposition(|&r| r <= e).unwrap_or(0);
+        let chosen: Vec<usize> = trace.window(5.0, 60.0).map(|s| layer(s.estimate)).collect();
+        let switches = chosen.windows(2).filter(|w| w[0] != w[1]).count();
+        let lost = trace.dropped as f64 / trace.sent as f64;
+        assert!((0.03..0.08).contains(&lost), "seed {seed}: loss {lost:.3}");
+        assert!(switches <= 2, "seed {seed}: {switches} switches\n{detail}");
+    }
 }

@@ -19,6 +19,9 @@ pub(super) struct Scenario {
     /// Packets that would wait longer than this in the queue are dropped.
     pub queue_limit_us: f64,
     pub random_loss: f64,
+    /// Gilbert-Elliott burst loss after the queue: per packet, good to bad with the first
+    /// probability, bad to good with the second; every packet in the bad state is lost.
+    pub burst_loss: Option<(f64, f64)>,
     pub feedback_interval_us: i64,
     pub packet_size: usize,
     pub config: EstimatorConfig,
@@ -46,6 +49,7 @@ impl Scenario {
             one_way_delay_us: 25_000.0,
             queue_limit_us: 400_000.0,
             random_loss: 0.0,
+            burst_loss: None,
             feedback_interval_us: 100_000,
             packet_size: 1200,
             config: EstimatorConfig::default(),
@@ -176,6 +180,7 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
     let mut link_free_us = 0.0f64;
     let mut in_flight: VecDeque<(f64, u16)> = VecDeque::new();
     let mut jitter_us = 0.0f64;
+    let mut bad = false;
     let mut last_arrival_us = 0.0f64;
     let mut returning: VecDeque<(i64, Vec<u8>)> = VecDeque::new();
     let mut next_feedback_us = scenario.feedback_interval_us;
@@ -202,7 +207,11 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
                 trace.dropped += 1;
             } else {
                 link_free_us = link_free_us.max(t) + size as f64 * 8.0 / capacity * 1e6;
-                if rng.next_u64() as f64 / (u64::MAX as f64) < scenario.random_loss {
+                if let Some((p, r)) = scenario.burst_loss {
+                    let u = rng.next_u64() as f64 / (u64::MAX as f64);
+                    bad = if bad { u >= r } else { u < p };
+                }
+                if bad || rng.next_u64() as f64 / (u64::MAX as f64) < scenario.random_loss {
                     trace.dropped += 1;
                 } else {
                     if scenario.jitter_max_us > 0.0 {
