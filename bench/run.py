@@ -438,9 +438,9 @@ async def started_bridge(
             '[videobridge.entity-expiration]\ntimeout = "10min"\n'
             # The emulated receivers sit on loopback: the allocation gives them whatever their constraints
             # ask for (by default 180p, the lowest simulcast layer). With feedback on, the bridge estimates
-            # each from its transport-cc feedback all the same; trust-bwe is off, so the estimate is not
-            # what it allocates by.
-            '[videobridge.cc]\nreceiver-bandwidth = "10 Gbps"\n'
+            # each from its transport-cc feedback all the same; trust-bwe is off (on by default), so the
+            # estimate is not what it allocates by and nothing is paced: the bench measures forwarding.
+            '[videobridge.cc]\nreceiver-bandwidth = "10 Gbps"\ntrust-bwe = false\n'
             # The bridge channel, for scenarios whose receivers ask something.
             f'[videobridge.http-servers.public]\nhost = "127.0.0.1"\nport = {_free_tcp_port()}\n'
             "[videobridge.websockets]\nenabled = true\n" + shard

@@ -603,9 +603,9 @@ class Settings:
     #: Every receiver's available bandwidth until congestion control estimates it (jvb's initial estimate).
     cc_receiver_bandwidth_bps: int = 2_500_000
     #: Allocate within a receiver's transport-cc estimate once it has one, probing its link before switching
-    #: it up (jvb's `trust-bwe`, on there). Off until the impairment scorecard (README) meets issue 13's
-    #: criteria with it: a Chromium receiver behind a 500 kbit/s cap still sees multi-second freezes.
-    cc_trust_bwe: bool = False
+    #: it up (jvb's `trust-bwe`, on there too). Off, a receiver gets what `receiver-bandwidth` allows whatever
+    #: its link carries: one behind a small link loses packets and freezes.
+    cc_trust_bwe: bool = True
     #: How often layer bitrates are read from the packet path and every conference reallocated.
     cc_allocation_interval: float = 1.0
     #: A directory each transport's congestion-control trace is written to (a line per packet: for

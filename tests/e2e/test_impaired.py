@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,6 @@ from tests.helpers.netns import Netlab
 from tests.helpers.webpage import await_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
-
-
-def not_reliable(why: str) -> pytest.MarkDecorator:
-    """A behaviour the bridge meets only in some runs, so far: out of the default run (the suite must not
-    depend on luck), measured with SLUICE_QOE_KNOWN_FAILING=1 (the figures are printed, and the samples saved
-    as JSON and SVG)."""
-    return pytest.mark.skipif(
-        os.environ.get("SLUICE_QOE_KNOWN_FAILING") != "1",
-        reason=f"not reliable yet: {why} (SLUICE_QOE_KNOWN_FAILING=1 runs it)",
-    )
 
 
 async def test_the_receivers_media_crosses_the_relay(netlab: Netlab, tmp_path: Path) -> None:
@@ -87,12 +76,6 @@ def _report(card: Scorecard, samples: list[Sample], tmp_path: Path, name: str) -
     return json.dumps(card.to_json())
 
 
-@not_reliable(
-    "on 7 December, one test per run: 18 of 20 once a sender's RTX duplicates were no longer forwarded "
-    "(404abb2), 12 of 12 once RTX resends were paced (edb1b1a; before, 76 resends in 1.5 s took the link "
-    "after a switch to 360p); but 2 of 3 in runs of the whole file on a busy host (CPU pressure 74-85 %: "
-    "four Chromiums on two cores), the failure 4 audio packets lost after 5 s"
-)
 async def test_a_500_kbits_cap_gets_only_what_fits(netlab: Netlab, tmp_path: Path) -> None:
     cap = 500
     async with impaired_call(netlab, tmp_path, {"a-to-b": {"rate-kbps": cap, "queue-ms": 200}}) as call:
@@ -134,13 +117,6 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
     assert bridges[-1].retransmitted > (bridges[0].retransmitted or 0), figures
 
 
-@not_reliable(
-    "on 7 December, one test per run: 7 of 7 at 404abb2 (the estimate no longer falls in the first "
-    "seconds: the 'lost' packets were a sender's RTX duplicates), 6 of 9 at edb1b1a, each failure while the "
-    "host was busy: the sender scaled its camera to 540p for CPU (now an inconclusive skip); 0 of 3 in runs "
-    "of the whole file on a busy host (4.45 and 4.56 switches a minute, 360p before the drop with the "
-    "sampler starved to one sample in 0.4 s)"
-)
 @pytest.mark.timeout(120)
 async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
     # Room for a slower start (with initial-estimate = 300 kbps 720p came at about 7 s).

@@ -196,8 +196,9 @@ async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stop
     (source,) = tall_view["sources"]
     assert (source["source"], source["spatial"], source["height"]) == ("lg0-v0", 2, 720), tall_view
     assert tall_view["allocated_bps"] == source["bitrate_bps"] > 0, tall_view
-    assert tall_view["bandwidth_bps"] > tall_view["allocated_bps"] and tall_view["trust_bwe"] is False
-    # The emulated endpoints send no transport-cc feedback: no estimate.
+    assert tall_view["bandwidth_bps"] > tall_view["allocated_bps"] and tall_view["trust_bwe"] is True
+    # The emulated endpoints send no transport-cc feedback: no estimate, so trust-bwe (the default) leaves
+    # the configured receiver-bandwidth as the budget.
     assert tall_view["estimate_bps"] is None, tall_view
     assert tall_view["counters"]["bytes_out"] > first["lg1"]["counters"]["bytes_out"] > 0, (first, view)
     assert view["lg0"]["sources"] == [], view["lg0"]  # the sender receives no other video
