@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: lint and type checks, Rust tests, fuzz build, pytest (unit, integration, e2e).
+# The whole test suite: lint and type checks, Rust tests, fuzz build, pytest (unit, integration, e2e; the
+# 30 slowest listed, to keep the whole under 30 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -21,4 +22,4 @@ step "cargo test"
 step "cargo fuzz build"
 scripts/fuzz.sh build
 step "pytest"
-pytest -q -p no:cacheprovider "$@"
+pytest -q -p no:cacheprovider --durations=30 "$@"
