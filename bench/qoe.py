@@ -231,7 +231,7 @@ class Scorecard:
     mean_delivered_kbps: float | None
     audio_loss_pct: float | None
     audio_concealed_pct: float | None
-    #: Video packets lost after RTX (lost less retransmitted received), and before (as Chromium counts).
+    #: Video packets lost after RTX (less those RTX repaired: `_repaired`), and before (as Chromium counts).
     video_loss_pct: float | None
     video_loss_before_rtx_pct: float | None
     nacks: int
