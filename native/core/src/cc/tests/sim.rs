@@ -70,6 +70,8 @@ pub(super) struct Sample {
     pub queue_ms: f64,
     /// What the sender sent over the last 100 ms, bit/s (media and padding).
     pub sent_bps: f64,
+    /// The layer sent this millisecond, bit/s (None: no `layers`, the sender sends the estimate).
+    pub layer_bps: Option<f64>,
     pub stats: crate::cc::EstimatorStats,
 }
 
@@ -301,6 +303,7 @@ pub(super) fn run(scenario: &Scenario) -> Trace {
                 capacity: (scenario.capacity)(now / 1e6),
                 queue_ms: (link_free_us - now).max(0.0) / 1000.0,
                 sent_bps: std::mem::take(&mut sent_bits) * 10.0,
+                layer_bps: layer.map(|(sent, _)| sent),
                 stats: estimator.stats(),
             });
         }
