@@ -106,6 +106,8 @@ class JinglePeer:
         self.bridge_session: str | None = None
         self.initiates: list[Jingle] = []
         self.jingles: list[Jingle] = []
+        #: What each session-accept announced of ours: SSRCs per session, for a failing test's trace.
+        self.sent_ssrcs: list[tuple[str, tuple[int, ...]]] = []
         self.mutes: list[ET.Element] = []
         self.focus_presence: ET.Element | None = None
         self.errors: list[str] = []
@@ -181,6 +183,19 @@ class JinglePeer:
     def summary(self) -> str:
         state = self.peer.summary() if self.peer is not None else "no session"
         return f"{self.nick}: {state}"
+
+    def trace(self) -> str:
+        """The Jingle this peer applied (action, sid, each owner's SSRCs) and what it announced: what a
+        failing media test prints to tell a signalling race from a forwarding fault."""
+        steps = []
+        for j in self.jingles:
+            owners = ", ".join(
+                f"{owner}={sorted(x for s in sources for x in s.ssrcs)}"
+                for owner, sources in remote_sources(j, self.json_sources)
+            )
+            steps.append(f"{j.action}({(j.sid or '')[:6]}: {owners})")
+        sent = ", ".join(f"{sid[:6]}={list(ssrcs)}" for sid, ssrcs in self.sent_ssrcs)
+        return f"{self.nick}: sessions={len(self.peers)} sent {sent}; got " + " ".join(steps)
 
     async def wait_for(self, what: Callable[[], bool], timeout: float = 20.0) -> None:
         async def wait() -> None:
@@ -284,6 +299,7 @@ class JinglePeer:
         answer = parse_answer(
             await self.peer.answer(self.builder.offer()), self.nick, candidate_filter=only_loopback
         )
+        self.sent_ssrcs.append((j.sid, tuple(x for s in answer.sources for x in s.ssrcs)))
         accept = Jingle(
             action="session-accept",
             sid=j.sid,

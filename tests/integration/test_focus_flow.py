@@ -89,7 +89,9 @@ async def media_flows(peers: list[JinglePeer], frames: int = 20, within: float =
     def all_flow() -> bool:
         return all(p.frames_from(o.nick) >= frames for p in peers for o in peers if o is not p)
 
-    return await wait_until(all_flow, within=within, describe=lambda: summary(*peers))
+    return await wait_until(
+        all_flow, within=within, describe=lambda: summary(*peers) + "\n" + "\n".join(p.trace() for p in peers)
+    )
 
 
 async def test_three_participants_exchange_media_and_a_leaver_expires(
