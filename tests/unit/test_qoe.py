@@ -228,6 +228,23 @@ def test_audio_loss_is_concealment_and_lost_packets() -> None:
     assert card.passed == {"audio_loss": True}
 
 
+def test_audio_lost_as_a_link_falls_is_reported_but_not_judged() -> None:
+    """What was in flight when the capacity fell tenfold is lost whatever the bridge does: the criterion
+    judges the loss outside the REACT_DOWN_S after a fall; loss later, or at a rise, counts."""
+
+    def falling(lost: Any) -> list[Sample]:
+        return run(20, capacity=lambda t: 3000.0 if t < 10 or t >= 15 else 300.0, audio_lost=lost)
+
+    card = score(falling(lambda t: 5 if t >= 10.4 else 0), criteria=Criteria(max_audio_loss_pct=0))
+    assert card.audio_loss_pct is not None and card.audio_loss_pct > 0
+    assert card.audio_loss_off_falls_pct == 0 and card.passed == {"audio_loss": True}
+    for later in (13.4, 15.2):
+        lost_later = falling(lambda t, at=later: 5 if t >= at else 0)
+        card = score(lost_later, criteria=Criteria(max_audio_loss_pct=0))
+        assert card.audio_loss_off_falls_pct is not None and card.audio_loss_off_falls_pct > 0, later
+        assert card.passed == {"audio_loss": False}, later
+
+
 def test_missing_figures_fail_what_needs_them() -> None:
     samples = [Sample(t * 0.2, PageSample(frame_height=720, frames_decoded=t)) for t in range(20)]
     card = score(samples, criteria=Criteria(max_overshoot_pct=10, max_longest_stall_s=1))
