@@ -397,7 +397,10 @@ def _allocate(
     bandwidth_bps: int,
     *,
     cache: _Cache,
+    previous: Allocation | None = None,
 ) -> Allocation:
+    """`allocate`; with the receiver's `previous` allocation, a step above the layer a source had must fit
+    UP_HEADROOM less (a step that fits only the whole budget is skipped, with the source's later steps)."""
     settings = cache.settings
     on_stage_names, on_stage_owners = _ranks(rc.on_stage_sources, rc.on_stage_endpoints)
     selected_names, selected_owners = _ranks(rc.selected_sources, rc.selected_endpoints)
@@ -459,14 +462,34 @@ def _allocate(
     oversend = settings.max_oversend_bitrate_bps if settings.allow_oversend_onstage else 0
     chosen = [-1] * len(admitted)
     total = 0
+    # The highest step of each admitted source that it had before (-1: none; all when there is no before).
+    had = [len(candidates) for _, candidates, _, _, _ in admitted]
+    if previous is not None:
+        before = {s.source: s.layer for s in previous.sources}
+        for a, (i, candidates, _, _, _) in enumerate(admitted):
+            layer = before.get(keyed[i][1].source.name)
+            had[a] = (
+                max((j for j, la in enumerate(candidates) if _quality(la) <= _quality(layer)), default=-1)
+                if layer is not None
+                else -1
+            )
+    up_limit = int(limit * (1 - UP_HEADROOM))
+    held = [False] * len(admitted)
 
     def step(a: int, index: int, slack: int) -> bool:
+        """Takes one step if it fits. False: the schedule ends here. A step up that fits the budget but not
+        its headroom holds the source where it is and lets the schedule go on."""
         nonlocal total
+        if held[a]:
+            return True
         candidates = admitted[a][1]
         current = candidates[chosen[a]].bitrate_bps if chosen[a] >= 0 else 0
         after = total - current + candidates[index].bitrate_bps
         if after > limit + slack:
             return False
+        if index > had[a] and after > up_limit + slack:
+            held[a] = True
+            return True
         total = after
         chosen[a] = index
         return True
@@ -598,6 +621,11 @@ class _ReceiverState:
 #: sits about a tenth above what the receiver is sent, so a 720p that just fitted switched to 360p and back
 #: every few seconds at an unchanged estimate (10.6 switches a minute in the step test).
 STAY_TOLERANCE = 0.1
+#: A receiver's step above the layer it had must fit this share less than its bandwidth: switching up costs
+#: the new layer's keyframe on top of its mean rate, which the budget does not count (behind a 500 kbit/s cap
+#: an upswitch to 360p at 319 of 329 kbit/s sent 574 kbit/s in the next second, and an over-use cut took it
+#: back 0.7 s later). Staying needs no headroom. The prober's target (TARGET_HEADROOM, 1.2 x) lies above it.
+UP_HEADROOM = 0.1
 #: "Did not fall" allows this share: an estimate that holds still wanders by a little (a step-test run lost
 #: its 720p for 4 s when the bandwidth read 1 kbit/s under the 1.224 Mbit/s it was allocated by), while a
 #: reaction to congestion cuts by far more (0.85 x, or to what the link delivered).
@@ -647,7 +675,10 @@ class Allocator:
             bandwidth = r.bandwidth_bps
             if state is not None and not self._moved(state.bandwidth_bps, bandwidth):
                 bandwidth = state.bandwidth_bps
-            allocation = _allocate(r.id, r.constraints, speakers, prepared, bandwidth, cache=cache)
+            previous = state.allocation if state is not None else None
+            allocation = _allocate(
+                r.id, r.constraints, speakers, prepared, bandwidth, cache=cache, previous=previous
+            )
             if (
                 state is not None
                 and r.bandwidth_bps >= state.bandwidth_bps * (1 - STAY_FALL)
@@ -655,7 +686,9 @@ class Allocator:
             ):
                 # What it had still fits a little more room: the costs moved, not the bandwidth.
                 roomier = int(bandwidth * (1 + STAY_TOLERANCE))
-                kept = _allocate(r.id, r.constraints, speakers, prepared, roomier, cache=cache)
+                kept = _allocate(
+                    r.id, r.constraints, speakers, prepared, roomier, cache=cache, previous=previous
+                )
                 if kept.decisions() == state.allocation.decisions():
                     allocation = replace(kept, bandwidth_bps=bandwidth)
             self.stats.runs += 1

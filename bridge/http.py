@@ -378,7 +378,13 @@ class PrivateApi:
         for item in view.values():
             t = transports.get(item["transport"]) if isinstance(transports, Mapping) else None
             item["counters"] = (
-                {k: v for k, v in t.items() if isinstance(v, int) and not isinstance(v, bool)}
+                {
+                    k: v
+                    for k, v in t.items()
+                    # The probe's results too: a receiver held low tells why (clusters failed or held back).
+                    if (isinstance(v, int) and not isinstance(v, bool))
+                    or (k == "probe" and isinstance(v, Mapping))
+                }
                 if isinstance(t, Mapping)
                 else None
             )

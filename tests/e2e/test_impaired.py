@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,6 @@ from tests.helpers.netns import Netlab
 from tests.helpers.webpage import await_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
-
-
-def not_reliable(why: str) -> pytest.MarkDecorator:
-    """A behaviour the bridge meets only in some runs, so far: out of the default run (the suite must not
-    depend on luck), measured with SLUICE_QOE_KNOWN_FAILING=1 (the figures are printed, and the samples saved
-    as JSON and SVG)."""
-    return pytest.mark.skipif(
-        os.environ.get("SLUICE_QOE_KNOWN_FAILING") != "1",
-        reason=f"not reliable yet: {why} (SLUICE_QOE_KNOWN_FAILING=1 runs it)",
-    )
 
 
 async def test_the_receivers_media_crosses_the_relay(netlab: Netlab, tmp_path: Path) -> None:
@@ -128,12 +117,6 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
     assert bridges[-1].retransmitted > (bridges[0].retransmitted or 0), figures
 
 
-@not_reliable(
-    "on 7 December the whole file passed 11 runs of 11 in a row (720p back 4.2-10.6 s after the recovery), "
-    "then failed in the next CI run (the estimate fell at the receiver's join, 720p only at 13 s, before the "
-    "drop) and, once the drop waited for 720p, in 1 run of 2 (720p back 16.4 s after the recovery: the "
-    "estimate climbed from 1.3 to 2.3 Mbit/s in 12 s)"
-)
 @pytest.mark.timeout(120)
 async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
     # Room for a slower start (with initial-estimate = 300 kbps 720p came at about 7 s).
@@ -151,13 +134,20 @@ async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> N
         # that comes after a join is the scorecard's time to 720p (impair-step), not this test's question
         # (a CI run had the estimate fall at the join, three senders' keyframes at once, and 720p at 13 s).
         nick = staged.on_stage.nick
-        await await_for(
-            staged.receiver.browser,
-            "720p on the receiver's stage",
-            lambda st: int(st.get(nick, {}).get("frameHeight") or 0) >= 720,
-            "getStats",
-            30.0,
-        )
+        try:
+            await await_for(
+                staged.receiver.browser,
+                "720p on the receiver's stage",
+                lambda st: int(st.get(nick, {}).get("frameHeight") or 0) >= 720,
+                "getStats",
+                30.0,
+            )
+        except AssertionError as exc:
+            sent = await staged.on_stage.browser.acall("sentVideo")
+            _skip_if_sender_scaled_down(sent)
+            # The bridge's side: the receiver's estimate, what it is allocated, and the Allocator's reasons.
+            views = {"bandwidth": await call.allocation(), "allocation": await call.decisions()}
+            raise AssertionError(f"{exc}\nsender: {sent}\nbridge: {json.dumps(views)[:6000]}") from None
         qs = sampler(call, staged)
         qs.started = call.link.restart_schedule()
         samples = await qs.run(end)
@@ -165,14 +155,28 @@ async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> N
     card = score(samples, steady_after_s=5)
     figures = _report(card, samples, tmp_path, "step")
     print(figures)
-    # On a host too busy for four Chromiums, the sender's own encoder scales its camera down (a 540p top
-    # layer, 135p at the bottom): then no bridge can bring 720p back, and the ladder's change reads as
-    # switches. Its stats say so; that run judges nothing (a limit of bandwidth it would: that is ours).
+    try:
+        _judge_step(samples, card, figures, drop_at, recover_at)
+    except AssertionError:
+        _skip_if_sender_scaled_down(sent)
+        raise
+
+
+def _skip_if_sender_scaled_down(sent: list[dict[str, Any]]) -> None:
+    """On a host too busy for four Chromiums, the sender's own encoder scales its camera down (a 540p top
+    layer, 135p at the bottom): then no bridge can bring 720p, and the ladder's change reads as switches. Its
+    stats say so; then a failed run judges nothing (a limit of bandwidth would: that is ours). A run that
+    meets everything passes whatever the sender did."""
     top = max((int(x.get("frameHeight") or 0) for x in sent), default=0)
     if top < 720 and any(x.get("qualityLimitationReason") == "cpu" for x in sent):
-        pytest.skip(
-            f"inconclusive: the on-stage sender scaled its camera down for CPU ({top}p at the top): {sent}"
-        )
+        pytest.skip(f"inconclusive: the on-stage sender scaled down for CPU ({top}p at the top): {sent}")
+
+
+def _judge_step(
+    samples: list[Sample], card: Scorecard, figures: str, drop_at: float, recover_at: float
+) -> None:
+    """The issue's capacity step: moved down within 3 s of the drop, 720p again within 15 s of the
+    recovery, under 4 layer switches a minute in steady state."""
     # The bridge's allocation of the on-stage source: 720p before the drop, below within 3 s of it. Before
     # is by the relay's own reading of its rate (its schedule and the sampler's clock differ by up to a
     # sample: a run had the link at 300 kbit/s in the sample at 13.9 s, and the bridge already moved).

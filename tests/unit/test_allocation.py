@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from bridge.allocation import (
     STAY_FALL,
+    UP_HEADROOM,
     Allocation,
     AllocationSettings,
     AllocationStats,
@@ -656,9 +657,9 @@ def test_a_receiver_keeps_its_layers_while_their_cost_wanders_a_little_over_an_u
     assert kept is not None and kept.bandwidth_bps == budget and hf(kept.sources[0].layer) == (720, 30.0)
     moved = allocator.update(2.0, [stage], ["a"], costing(1.2))
     assert hf(moved["r"].sources[0].layer) != (720, 30.0), "more than a tenth over"
-    # Back where it fitted. The bandwidth reading a little lower is still "not fallen" (an estimate that
-    # holds wanders) ...
-    assert hf(allocator.update(3.0, [stage], ["a"], ABC)["r"].sources[0].layer) == (720, 30.0)
+    # Back up once it fits with UP_HEADROOM to spare. The bandwidth reading a little lower is still "not
+    # fallen" (an estimate that holds wanders) ...
+    assert hf(allocator.update(3.0, [stage], ["a"], costing(0.8))["r"].sources[0].layer) == (720, 30.0)
     wandered = int(budget * (1 - STAY_FALL)) + 1
     assert allocator.update(4.0, [replace(stage, bandwidth_bps=wandered)], ["a"], costing(1.05)) == {}
     # ... but falling further (still less than the threshold, so the allocation is by the same bandwidth)
@@ -667,6 +668,31 @@ def test_a_receiver_keeps_its_layers_while_their_cost_wanders_a_little_over_an_u
     fell = allocator.update(5.0, [replace(stage, bandwidth_bps=fallen)], ["a"], costing(1.05))
     assert hf(fell["r"].sources[0].layer) != (720, 30.0)
     assert fell["r"].bandwidth_bps == budget
+
+
+def test_a_step_up_needs_headroom_for_its_keyframe_and_staying_does_not() -> None:
+    """UP_HEADROOM: a receiver at 360p whose bandwidth now fits 720p on stage only exactly stays at 360p,
+    while a new receiver with the same bandwidth gets 720p; the others keep the layers they had; once its
+    bandwidth moves again (past the threshold) to leave a tenth spare, it goes up."""
+    allocator = Allocator()
+    before = allocator.update(0.0, [Receiver("r", 1_500_000, STAGE_A)], ["a"], ABC)["r"]
+    assert [hf(s.layer) for s in before.sources] == [(360, 30.0)] * 3
+    exact = 2_500_000  # 720p on stage (1.5 Mbit/s) and the others' 360p (2 x 500 kbit/s)
+    assert hf(allocate("r", STAGE_A, ["a"], ABC, exact).sources[0].layer) == (720, 30.0)
+    up = allocator.update(1.0, [Receiver("r", exact, STAGE_A), Receiver("n", exact, STAGE_A)], ["a"], ABC)
+    assert list(up) == ["n"], "r has no room for 720p's keyframe: nothing changed"
+    assert [hf(s.layer) for s in up["n"].sources] == [(720, 30.0), (360, 30.0), (360, 30.0)], up["n"]
+    held = allocator.allocation("r")
+    assert (
+        held is not None
+        and held.bandwidth_bps == exact
+        and [hf(s.layer) for s in held.sources] == [(360, 30.0)] * 3
+    )
+    assert reason(held, "a-v0") == Reason.BANDWIDTH_LIMITED and held.probe_target_bps > exact
+    roomy = int(exact * (1 + 0.2))  # past bwe-change-threshold (0.15), and past the headroom
+    assert roomy * (1 - UP_HEADROOM) >= exact
+    more = allocator.update(2.0, [Receiver("r", roomy, STAGE_A)], ["a"], ABC)["r"]
+    assert [hf(s.layer) for s in more.sources] == [(720, 30.0), (360, 30.0), (360, 30.0)], more
 
 
 def test_allocator_reports_changes_and_takes_bandwidth_up_past_the_threshold() -> None:
