@@ -120,6 +120,9 @@ class BridgeSample:
     allocated_bps: int | None = None
     #: The height of the layer allocated of the source on stage (None: not forwarded or unknown).
     allocated_height: int | None = None
+    #: The height of that source's best layer the bridge receives, what unlimited bandwidth would forward
+    #: (below 720 when the sender itself scaled down).
+    ideal_height: int | None = None
     bytes_out: int = 0
     packets_out: int = 0
     #: The bridge's retransmissions to this receiver, when the packet path counts them (None: it does not).
@@ -132,10 +135,10 @@ class BridgeSample:
     def from_view(cls, view: Mapping[str, Any], source: str | None = None) -> BridgeSample:
         counters = view.get("counters")
         counters = counters if isinstance(counters, Mapping) else {}
-        height = None
+        height = ideal = None
         for s in view.get("sources") or []:
             if isinstance(s, Mapping) and s.get("source") == source:
-                height = _opt_int(s.get("height"))
+                height, ideal = _opt_int(s.get("height")), _opt_int(s.get("ideal_height"))
         retransmitted = next(
             (_opt_int(v) for k, v in counters.items() if "retransmit" in str(k) and "bytes" not in str(k)),
             None,
@@ -145,6 +148,7 @@ class BridgeSample:
             bandwidth_bps=_opt_int(view.get("bandwidth_bps")),
             allocated_bps=_opt_int(view.get("allocated_bps")),
             allocated_height=height,
+            ideal_height=ideal,
             bytes_out=_int(counters.get("bytes_out")),
             packets_out=_int(counters.get("packets_out")),
             retransmitted=retransmitted,

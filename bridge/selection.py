@@ -411,6 +411,8 @@ class Selection:
                         "temporal": s.layer.temporal if s.layer is not None else None,
                         "height": s.layer.height if s.layer is not None else None,
                         "bitrate_bps": s.layer.bitrate_bps if s.layer is not None else None,
+                        # What unlimited bandwidth would forward: the sender's own best, now.
+                        "ideal_height": s.ideal.height if s.ideal is not None else None,
                     }
                     for s in (allocation.sources if allocation is not None else ())
                 ],

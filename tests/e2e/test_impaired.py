@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bench.qoe import Sample, Scorecard, link_points, rate_kbps, samples_json, score, svg_plot
+from bench.qoe import BridgeSample, Sample, Scorecard, link_points, rate_kbps, samples_json, score, svg_plot
 from tests.helpers.impaired import ImpairedCall, impaired_call, sampler, stage
 from tests.helpers.netns import Netlab
 from tests.helpers.webpage import await_for
@@ -144,9 +144,11 @@ async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> N
             )
         except AssertionError as exc:
             sent = await staged.on_stage.browser.acall("sentVideo")
-            _skip_if_sender_scaled_down(sent)
             # The bridge's side: the receiver's estimate, what it is allocated, and the Allocator's reasons.
             views = {"bandwidth": await call.allocation(), "allocation": await call.decisions()}
+            view = views["bandwidth"].get(staged.receiver.nick, {})
+            ideal = BridgeSample.from_view(view, f"{nick}-v0").ideal_height
+            _skip_if_sender_scaled_down(sent, [ideal] if ideal is not None else [])
             raise AssertionError(f"{exc}\nsender: {sent}\nbridge: {json.dumps(views)[:6000]}") from None
         qs = sampler(call, staged)
         qs.started = call.link.restart_schedule()
@@ -158,18 +160,25 @@ async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> N
     try:
         _judge_step(samples, card, figures, drop_at, recover_at)
     except AssertionError:
-        _skip_if_sender_scaled_down(sent)
+        judged = [s.bridge.ideal_height for s in _after(samples, drop_at - 2) if s.bridge]
+        _skip_if_sender_scaled_down(sent, [h for h in judged if h is not None])
         raise
 
 
-def _skip_if_sender_scaled_down(sent: list[dict[str, Any]]) -> None:
+def _skip_if_sender_scaled_down(sent: list[dict[str, Any]], ideal_heights: list[int]) -> None:
     """On a host too busy for four Chromiums, the sender's own encoder scales its camera down (a 540p top
-    layer, 135p at the bottom): then no bridge can bring 720p, and the ladder's change reads as switches. Its
-    stats say so; then a failed run judges nothing (a limit of bandwidth would: that is ours). A run that
-    meets everything passes whatever the sender did."""
+    layer, 135p at the bottom): then no bridge can bring 720p, and the ladder's change reads as switches. The
+    sender's stats say so at the end, or the bridge, which saw the source's best layer (its ideal) below
+    720p while the run was judged; then a failed run judges nothing (a limit of bandwidth would: that is
+    ours). A run that meets everything passes whatever the sender did."""
     top = max((int(x.get("frameHeight") or 0) for x in sent), default=0)
     if top < 720 and any(x.get("qualityLimitationReason") == "cpu" for x in sent):
         pytest.skip(f"inconclusive: the on-stage sender scaled down for CPU ({top}p at the top): {sent}")
+    if ideal_heights and min(ideal_heights) < 720:
+        pytest.skip(
+            f"inconclusive: the on-stage source's best layer was {min(ideal_heights)}p at the bridge while "
+            f"judged (its sender scaled down); at the end it sent {top}p at the top"
+        )
 
 
 def _judge_step(

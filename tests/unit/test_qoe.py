@@ -285,7 +285,7 @@ def test_views_parse_what_the_page_bridge_and_relay_give() -> None:
         "bandwidth_bps": 480_000,
         "allocated_bps": 350_000,
         "sources": [
-            {"source": "aaaa-v0", "height": 360},
+            {"source": "aaaa-v0", "height": 360, "ideal_height": 720},
             {"source": "bbbb-v0", "height": None},
         ],
         "counters": {
@@ -298,7 +298,7 @@ def test_views_parse_what_the_page_bridge_and_relay_give() -> None:
         },
     }
     bridge = BridgeSample.from_view(view, "aaaa-v0")
-    assert bridge == BridgeSample(480_000, 480_000, 350_000, 360, 1000, 10, 3, 2, 500)
+    assert bridge == BridgeSample(480_000, 480_000, 350_000, 360, 720, 1000, 10, 3, 2, 500)
     assert BridgeSample.from_view({"estimate_bps": None, "counters": None}).retransmitted is None
     stats = {
         "directions": {
