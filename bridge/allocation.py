@@ -14,6 +14,7 @@ counters by reason (`AllocationStats`, exported by bridge/metrics.py).
 from __future__ import annotations
 
 import enum
+import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -161,10 +162,11 @@ class Allocation:
 
     @property
     def probe_target_bps(self) -> int:
-        """What to probe the receiver's link towards: the ideal total while bandwidth held some source below
-        its ideal layer, else 0 (a receiver at its constraints is not probed)."""
+        """What to probe the receiver's link towards: while bandwidth held some source below its ideal layer,
+        the ideal total with UP_HEADROOM to spare (what switching up to it needs), else 0 (a receiver at its
+        constraints is not probed)."""
         if any(s.reason == Reason.BANDWIDTH_LIMITED for s in self.sources):
-            return self.ideal_bps
+            return math.ceil(self.ideal_bps / (1 - UP_HEADROOM))
         return 0
 
     def decisions(self) -> tuple[tuple[str, int, int, Reason], ...]:

@@ -3,10 +3,12 @@ layers, and a receiver's transport-cc estimate becomes its bandwidth (`trust-bwe
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
+from bridge.allocation import UP_HEADROOM
 from bridge.bridge import Bridge, Conference, Endpoint
 from bridge.changes import CreateConference, CreateEndpoint, UpdateEndpoint
 from bridge.channel import ReceiverVideoConstraints, VideoConstraints
@@ -191,9 +193,9 @@ def test_a_receiver_held_below_its_ideal_is_probed_towards_it_until_it_gets_it(t
     if not trust_bwe:
         assert probes(400_000) == [], "the estimate is not used, so not probed either"
         return
-    # 400 kbit/s holds b at 180p; its ideal is the 720p layer (1.5 Mbit/s): probe towards that and the
-    # 40 kbit/s of a's audio it is sent too, once.
-    assert probes(400_000) == [(b.transport_id, 1_540_000)]
+    # 400 kbit/s holds b at 180p; its ideal is the 720p layer (1.5 Mbit/s): probe towards that with the
+    # headroom a switch up needs, and the 40 kbit/s of a's audio it is sent too, once.
+    assert probes(400_000) == [(b.transport_id, math.ceil(1_500_000 / (1 - UP_HEADROOM)) + 40_000)]
     assert probes(420_000) == []
     # a receives nothing (b sends nothing): it is never probed.
     assert a.probe_target_bps == 0
