@@ -662,7 +662,8 @@ class Allocator:
         """Reallocate every receiver; returns those whose decisions changed (a new receiver counts).
 
         Receivers not given are forgotten. A receiver's bandwidth is taken up only when it moved more than
-        `bwe-change-threshold` from the one last used; until then the last one is used. A receiver whose
+        `bwe-change-threshold` from the one last used, or rose while bandwidth held a source of it below its
+        ideal; until then the last one is used. A receiver whose
         bandwidth did not fall (by more than STAY_FALL) keeps its decisions while they fit STAY_TOLERANCE more
         of it.
         """
@@ -675,7 +676,14 @@ class Allocator:
             seen.add(r.id)
             state = self._receivers.get(r.id)
             bandwidth = r.bandwidth_bps
-            if state is not None and not self._moved(state.bandwidth_bps, bandwidth):
+            if (
+                state is not None
+                and not self._moved(state.bandwidth_bps, bandwidth)
+                # A rise counts at once for a receiver that bandwidth holds below its ideal: else an estimate
+                # that rose less than the threshold above the one last used stays unused, and one already
+                # above the probe target gets no probe to move it further (a run sat at 360p for 30 s).
+                and not (bandwidth > state.bandwidth_bps and state.allocation.probe_target_bps > 0)
+            ):
                 bandwidth = state.bandwidth_bps
             previous = state.allocation if state is not None else None
             allocation = _allocate(
