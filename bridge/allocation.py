@@ -161,13 +161,16 @@ class Allocation:
         return sum(s.ideal.bitrate_bps for s in self.sources if s.ideal is not None)
 
     @property
+    def bandwidth_limited(self) -> bool:
+        """Whether bandwidth held some source below its ideal layer."""
+        return any(s.reason == Reason.BANDWIDTH_LIMITED for s in self.sources)
+
+    @property
     def probe_target_bps(self) -> int:
-        """What to probe the receiver's link towards: while bandwidth held some source below its ideal layer,
-        the ideal total with UP_HEADROOM to spare (what switching up to it needs), else 0 (a receiver at its
-        constraints is not probed)."""
-        if any(s.reason == Reason.BANDWIDTH_LIMITED for s in self.sources):
-            return math.ceil(self.ideal_bps / (1 - UP_HEADROOM))
-        return 0
+        """What to probe the receiver's link towards: while `bandwidth_limited`, the ideal total with
+        UP_HEADROOM to spare (what switching up to it needs), else 0 (a receiver at its constraints is not
+        probed)."""
+        return math.ceil(self.ideal_bps / (1 - UP_HEADROOM)) if self.bandwidth_limited else 0
 
     def decisions(self) -> tuple[tuple[str, int, int, Reason], ...]:
         """The part that changing bitrates alone do not change; two allocations with equal decisions are the
@@ -191,7 +194,8 @@ class _Prepared:
     received: tuple[Layer, ...]
 
 
-def _quality(layer: Layer) -> tuple[int, float, int, int]:
+def layer_quality(layer: Layer) -> tuple[int, float, int, int]:
+    """The order of layers by quality the allocator uses (height, then frame rate, then the indices)."""
     return (layer.height, layer.frame_rate, layer.spatial, layer.temporal)
 
 
@@ -229,7 +233,7 @@ def _prepare(sources: Sequence[VideoSource]) -> list[_Prepared]:
     prepared = []
     for index, source in enumerate(sources):
         layers = infer_heights(source.layers) if source.layers else ()
-        received = tuple(sorted((la for la in layers if la.bitrate_bps > 0), key=_quality))
+        received = tuple(sorted((la for la in layers if la.bitrate_bps > 0), key=layer_quality))
         sending = not source.muted and source.video_type != "disabled" and bool(layers)
         prepared.append(_Prepared(source, index, sending, received))
     return prepared
@@ -471,7 +475,7 @@ def _allocate(
         for a, (i, candidates, _, _, _) in enumerate(admitted):
             layer = before.get(keyed[i][1].source.name)
             had[a] = (
-                max((j for j, la in enumerate(candidates) if _quality(la) <= _quality(layer)), default=-1)
+                max((j for j, la in enumerate(candidates) if layer_quality(la) <= layer_quality(layer)), default=-1)
                 if layer is not None
                 else -1
             )
@@ -663,9 +667,8 @@ class Allocator:
 
         Receivers not given are forgotten. A receiver's bandwidth is taken up only when it moved more than
         `bwe-change-threshold` from the one last used, or rose while bandwidth held a source of it below its
-        ideal; until then the last one is used. A receiver whose
-        bandwidth did not fall (by more than STAY_FALL) keeps its decisions while they fit STAY_TOLERANCE more
-        of it.
+        ideal; until then the last one is used. A receiver whose bandwidth did not fall (by more than
+        STAY_FALL) keeps its decisions while they fit STAY_TOLERANCE more of it.
         """
         prepared = _prepare(sources)
         cache = _Cache(self.settings)
@@ -682,7 +685,7 @@ class Allocator:
                 # A rise counts at once for a receiver that bandwidth holds below its ideal: else an estimate
                 # that rose less than the threshold above the one last used stays unused, and one already
                 # above the probe target gets no probe to move it further (a run sat at 360p for 30 s).
-                and not (bandwidth > state.bandwidth_bps and state.allocation.probe_target_bps > 0)
+                and not (bandwidth > state.bandwidth_bps and state.allocation.bandwidth_limited)
             ):
                 bandwidth = state.bandwidth_bps
             previous = state.allocation if state is not None else None

@@ -27,6 +27,7 @@ from bridge.allocation import (
     budget,
     effective_last_n,
     infer_heights,
+    layer_quality,
 )
 from bridge.channel import ReceiverVideoConstraints, VideoConstraints, VideoType
 from bridge.settings import SettingsError, parse_bitrate, parse_settings
@@ -70,10 +71,6 @@ def reason(allocation: Allocation, source: str) -> Reason | None:
 
 def hf(layer: Layer | None) -> tuple[int, float] | None:
     return None if layer is None else (layer.height, layer.frame_rate)
-
-
-def quality(layer: Layer) -> tuple[int, float, int, int]:
-    return (layer.height, layer.frame_rate, layer.spatial, layer.temporal)
 
 
 UNLIMITED = 10**9
@@ -636,12 +633,12 @@ def test_small_bandwidth_changes_do_not_reallocate(conf: Conf, bw: int, change: 
     changed = allocator.update(1.0, [Receiver("r", moved, c)], speakers, sources)
     a = allocator.allocation("r")
     assert a is not None
-    if moved > bw and first.probe_target_bps > 0:
+    if moved > bw and first.bandwidth_limited:
         assert a.bandwidth_bps == budget(moved, c, s)
         for before, after in zip(first.sources, a.sources, strict=True):
             assert before.source == after.source
             if before.layer is not None:
-                assert after.layer is not None and quality(after.layer) >= quality(before.layer)
+                assert after.layer is not None and layer_quality(after.layer) >= layer_quality(before.layer)
         return
     assert changed == {}
     assert a == allocate("r", c, speakers, sources, bw, settings=s)
