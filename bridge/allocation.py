@@ -474,11 +474,11 @@ def _allocate(
         before = {s.source: s.layer for s in previous.sources}
         for a, (i, candidates, _, _, _) in enumerate(admitted):
             layer = before.get(keyed[i][1].source.name)
-            had[a] = (
-                max((j for j, la in enumerate(candidates) if layer_quality(la) <= layer_quality(layer)), default=-1)
-                if layer is not None
-                else -1
-            )
+            if layer is None:
+                had[a] = -1
+                continue
+            ceiling = layer_quality(layer)
+            had[a] = max((j for j, la in enumerate(candidates) if layer_quality(la) <= ceiling), default=-1)
     up_limit = int(limit * (1 - UP_HEADROOM))
     held = [False] * len(admitted)
 
