@@ -165,6 +165,15 @@ class EstimateFellEvent:
     @property
     def bps(self) -> int: ...
 
+class EstimateRoseEvent:
+    """A probe raised a transport's send-side estimate (at most once per probe cluster), bit/s."""
+
+    def __init__(self, transport_id: int, bps: int) -> None: ...
+    @property
+    def transport_id(self) -> int: ...
+    @property
+    def bps(self) -> int: ...
+
 class NativeBridge:
     # One shard: its thread (sluice-shard-<shard_index>), sockets and transports; `certificate_of`, another
     # shard of the bridge whose DTLS certificate this one presents too.
@@ -191,7 +200,12 @@ class NativeBridge:
     def drain_events(
         self,
     ) -> list[
-        TransportStateEvent | StatsEvent | CommandFailedEvent | AudioLevelsEvent | EstimateFellEvent
+        TransportStateEvent
+        | StatsEvent
+        | CommandFailedEvent
+        | AudioLevelsEvent
+        | EstimateFellEvent
+        | EstimateRoseEvent
     ]: ...
     # The conference's feedback SSRCs (Colibri2 jvb-a0, jvb-v0): the senders of all the bridge's own RTCP.
     def create_router(self, router_id: int, feedback_audio_ssrc: int, feedback_video_ssrc: int) -> None: ...

@@ -74,19 +74,17 @@ class BridgeApp:
         self.speakers = Speakers(settings.speech_activity())
         self.bridge.on_audio_levels = self._audio_levels
         self.bridge.on_estimate_fell = self._estimate_fell
+        self.bridge.on_estimate_rose = self._estimate_rose
         #: Which layer of each video every receiver gets (bridge/allocation.py), on changes and on a tick.
         self.selection = Selection(
             self.bridge,
             settings.allocation_settings(),
-            # With trust-bwe a receiver is sized by its estimate, which starts at the initial estimate: the
-            # allocation made at its join, before any feedback, starts there too.
-            bandwidth_bps=(
-                settings.cc_initial_estimate_bps
-                if settings.cc_trust_bwe and settings.cc_initial_estimate_bps
-                else settings.cc_receiver_bandwidth_bps
-            ),
+            bandwidth_bps=settings.cc_receiver_bandwidth_bps,
             trust_bwe=settings.cc_trust_bwe,
             speakers=self.speakers,
+            # With trust-bwe a receiver is sized by its estimate, which starts at the initial estimate: the
+            # allocation made at its join, before any feedback, starts there too.
+            initial_estimate_bps=settings.cc_initial_estimate_bps,
         )
         #: Drain, graceful shutdown and idle expiry; `lifecycle.finished` says when to exit.
         self.lifecycle = Lifecycle(
@@ -287,6 +285,12 @@ class BridgeApp:
         reallocated now (`_reallocate_soon`), not at the next snapshot up to an allocation interval later,
         while the old layers overflow its link."""
         if self.selection.on_estimate_fell(ep.transport_id, bps):
+            self._reallocate_soon(ep.conference.id)
+
+    def _estimate_rose(self, ep: Endpoint, bps: int) -> None:
+        """A probe raised a receiver's estimate: with trust-bwe its conference is reallocated now, not at the
+        next snapshot (from a low start each step of the climb would wait up to an allocation interval)."""
+        if self.selection.on_estimate_rose(ep.transport_id, bps):
             self._reallocate_soon(ep.conference.id)
 
     def channel_changed(self, conference_id: str) -> None:

@@ -197,6 +197,12 @@ class Endpoint:
     def _native(self) -> NativeSeam:
         return self.conference.shard.native
 
+    @property
+    def transport_cc(self) -> bool:
+        """Whether its RTP carries transport-wide sequence numbers: the packet path then estimates what it can
+        receive from its feedback."""
+        return self._extension_ids.transport_cc is not None
+
     def local_description(self) -> TransportDescription:
         """Our ICE credentials, one host candidate per advertised address, our fingerprint (actpass)."""
         bridge, shard = self.conference.bridge, self.conference.shard
@@ -451,6 +457,8 @@ class Bridge:
         self.on_audio_levels: Callable[[Conference, dict[str, tuple[int, bool]]], None] | None = None
         #: An endpoint's send-side estimate fell (bit/s), between stats snapshots.
         self.on_estimate_fell: Callable[[Endpoint, int], None] | None = None
+        #: A probe raised an endpoint's send-side estimate (bit/s), between stats snapshots.
+        self.on_estimate_rose: Callable[[Endpoint, int], None] | None = None
         self._batch_depth = 0
         self._changed_conferences: dict[str, Conference] = {}
         if native is not None:
@@ -765,6 +773,10 @@ class Bridge:
                     fell = self._transports.get(ev.transport_id)
                     if fell is not None and not fell.closed and self.on_estimate_fell is not None:
                         self.on_estimate_fell(fell, ev.bps)
+                case _native.EstimateRoseEvent():
+                    rose = self._transports.get(ev.transport_id)
+                    if rose is not None and not rose.closed and self.on_estimate_rose is not None:
+                        self.on_estimate_rose(rose, ev.bps)
                 case _native.CommandFailedEvent():
                     failed = self._transports.get(ev.transport_id)
                     log.warning(

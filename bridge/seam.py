@@ -30,6 +30,7 @@ NativeEvent = (
     | _native.CommandFailedEvent
     | _native.AudioLevelsEvent
     | _native.EstimateFellEvent
+    | _native.EstimateRoseEvent
 )
 
 #: The native state of a Transport, as the registry names it.

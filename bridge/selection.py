@@ -150,12 +150,16 @@ class Selection:
         trust_bwe: bool = False,
         stats: AllocationStats | None = None,
         speakers: Speakers | None = None,
+        initial_estimate_bps: int | None = None,
     ) -> None:
-        """`bandwidth_bps`: every receiver's available bandwidth until congestion control estimates it (jvb's
-        `jmt.bwe.estimator.initial-bw`, 2.5 Mbit/s)."""
+        """`bandwidth_bps`: the available bandwidth of a receiver congestion control does not estimate (jvb's
+        receiver bandwidth). `initial_estimate_bps`: with `trust_bwe`, that of a receiver whose RTP carries
+        transport-cc before its first estimate, where the packet path's estimate starts (None:
+        `bandwidth_bps`)."""
         self.bridge = bridge
         self.settings = settings or AllocationSettings()
         self.bandwidth_bps = bandwidth_bps
+        self.initial_estimate_bps = initial_estimate_bps
         #: Whether a receiver's own estimate replaces `bandwidth_bps` once the packet path has one.
         self.trust_bwe = trust_bwe
         self._estimates: dict[int, int] = {}
@@ -251,14 +255,37 @@ class Selection:
         self._estimates[transport_id] = bps
         return lowers
 
+    def on_estimate_rose(self, transport_id: int, bps: int) -> bool:
+        """The packet path reported that a probe raised a transport's estimate to `bps` between snapshots:
+        with trust-bwe, one above every estimate it had counts at once, as such a rise in a snapshot does (see
+        ESTIMATE_HOLD). Returns whether it raises what the receiver is sized by (then its conference is worth
+        reallocating)."""
+        if not self.trust_bwe:
+            return False
+        history = self._estimate_history.setdefault(transport_id, deque(maxlen=ESTIMATE_HOLD))
+        peak, raised = self._estimate_peak.get(transport_id, (0, 0))
+        if bps <= peak:
+            return False
+        before = min(history) if history else None
+        history.clear()
+        history.append(bps)
+        self._estimates[transport_id] = bps
+        # The snapshot's raise count catches up with this one; one it missed still counts there.
+        self._estimate_peak[transport_id] = (bps, raised + 1)
+        return before is None or bps > before
+
     def bandwidth_of(self, ep: Endpoint, audio_bps: int = 0) -> int:
         """What `ep` can receive of video: with `trust-bwe`, once it has an estimate, the least of its last
-        ESTIMATE_HOLD estimates less `audio_bps`, the audio it is sent (`_audio_to`); else the configured
-        figure."""
-        history = self._estimate_history.get(ep.transport_id)
-        if not self.trust_bwe or not history:
+        ESTIMATE_HOLD estimates less `audio_bps`, the audio it is sent (`_audio_to`), and before that the
+        initial estimate if its RTP carries transport-cc; else the configured figure."""
+        if not self.trust_bwe:
             return self.bandwidth_bps
-        return max(min(history) - audio_bps, 0)
+        history = self._estimate_history.get(ep.transport_id)
+        if history:
+            return max(min(history) - audio_bps, 0)
+        if ep.transport_cc and self.initial_estimate_bps is not None:
+            return max(self.initial_estimate_bps - audio_bps, 0)
+        return self.bandwidth_bps
 
     def _starved(self) -> set[int]:
         """Transports of the receivers whose last allocation forwards them no video because bandwidth held

@@ -611,10 +611,11 @@ class Settings:
     #: A directory each transport's congestion-control trace is written to (a line per packet: for
     #: debugging and for recording the estimator's test traces; None: no traces).
     cc_trace_dir: str | None = None
-    #: A receiver's send-side estimate before its first transport-cc feedback (None: 2.5 Mbit/s, as jvb
-    #: starts; 300 kbit/s, libwebrtc's start, probed up, spares a small link the first seconds' overshoot
-    #: but takes 6-8 s to 720p: README, the impairment scorecard).
-    cc_initial_estimate_bps: int | None = None
+    #: A receiver's send-side estimate before its first transport-cc feedback, where its allocation starts:
+    #: libwebrtc's 300 kbit/s, probed up (720p about 1.5 s later than from jvb's 2.5 Mbit/s, which sends a
+    #: receiver behind a small link five times what it carries until the first feedback: README, the
+    #: impairment scorecard).
+    cc_initial_estimate_bps: int = 300_000
     #: Pace each receiver's video to 1.5x its estimate (None: when trust-bwe is on, the only time the
     #: estimate sizes what is sent).
     cc_pacing: bool | None = None

@@ -246,6 +246,12 @@ async def test_native_events_arrive_typed_and_reach_their_owner(caplog: pytest.L
     native.push_event(_native.EstimateFellEvent(ep.transport_id + 100, 200_000))
     bridge._drain_events(bridge.shards[0])
     assert fell == [("a", 300_000)]
+    rose: list[tuple[str, int]] = []
+    bridge.on_estimate_rose = lambda e, bps: rose.append((e.id, bps))
+    native.push_event(_native.EstimateRoseEvent(ep.transport_id, 900_000))
+    native.push_event(_native.EstimateRoseEvent(ep.transport_id + 100, 800_000))
+    bridge._drain_events(bridge.shards[0])
+    assert rose == [("a", 900_000)] and fell == [("a", 300_000)]
 
     native.push_event(_native.TransportStateEvent(ep.transport_id, _native.TransportState.FAILED, "consent"))
     native.push_event(_native.CommandFailedEvent(ep.transport_id, "unknown transport"))

@@ -13,6 +13,7 @@ from bridge.bridge import Bridge, Conference, Endpoint
 from bridge.changes import CreateConference, CreateEndpoint, UpdateEndpoint
 from bridge.channel import ReceiverVideoConstraints, VideoConstraints
 from bridge.description import Source, SsrcGroup
+from bridge.seam import TRANSPORT_CC_URI
 from bridge.selection import (
     ALL_TEMPORAL,
     BITRATE_SMOOTHING,
@@ -21,6 +22,7 @@ from bridge.selection import (
     allocation_layers,
     video_type_of,
 )
+from colibri2.model import Media, RtpHdrExt
 from tests.helpers.fake_native import FakeNative, fake_bridge
 
 
@@ -153,6 +155,48 @@ def test_an_estimate_of_nothing_sends_no_video_rather_than_the_configured_bandwi
     assert last["total_bps"] == 0, last
     (source,) = last["sources"]
     assert source["layer"] is None, last
+
+
+def test_before_its_first_estimate_a_receiver_with_transport_cc_is_sized_by_the_initial_estimate() -> None:
+    """Where the packet path's estimate starts (a receiver behind a small link is not sent 720p before any
+    feedback); a receiver without transport-cc never gets an estimate and keeps the configured bandwidth."""
+    bridge, _native, conference, a, b = _a_sends_b_wants_720p()
+    selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=True, initial_estimate_bps=300_000)
+    selection.on_stats(1.0, {"layers": _figures(conference.router_id, a.transport_id), "transports": {}})
+    assert selection.bandwidth_of(b) == 10_000_000
+    tcc = Media("video", rtp_hdrexts=(RtpHdrExt(5, TRANSPORT_CC_URI),))
+    bridge.apply([UpdateEndpoint("m", "b", medias=(tcc,))])
+    assert b.transport_cc
+    assert selection.bandwidth_of(b) == 300_000
+    assert selection.bandwidth_of(b, audio_bps=50_000) == 250_000
+    selection.run(1.5, conference)
+    (last,) = selection.history(conference.id, "b")[-1:]
+    assert last["bandwidth_bps"] == 300_000 and last["total_bps"] <= 300_000, last
+    # Without trust-bwe the estimate sizes nothing.
+    off = Selection(bridge, bandwidth_bps=10_000_000, initial_estimate_bps=300_000)
+    assert off.bandwidth_of(b) == 10_000_000
+
+
+@pytest.mark.parametrize("trust_bwe", [True, False])
+def test_a_probe_raise_reported_between_snapshots_counts_at_once_if_it_is_a_new_peak(trust_bwe: bool) -> None:
+    """The packet path's EstimateRose: with trust-bwe an estimate above every one the receiver had sizes it at
+    once (the caller then reallocates) instead of at the next snapshot; a raise back under an earlier peak
+    holds like any rise; without trust-bwe nothing changes."""
+    selection, conference, b, snapshot = _b_estimated(trust_bwe, 400_000)
+    assert selection.on_estimate_rose(b.transport_id, 900_000) is trust_bwe
+    selection.run(1.1, conference)
+    (last,) = selection.history(conference.id, "b")[-1:]
+    assert last["bandwidth_bps"] == (900_000 if trust_bwe else 10_000_000)
+    # The next snapshot's slightly lower estimate is held as any.
+    transports = snapshot["transports"]
+    assert isinstance(transports, dict)
+    transports[b.transport_id] = {"bandwidth_estimate_bps": 880_000, "probe": {"raises": 1}}
+    selection.on_stats(2.0, snapshot)
+    assert selection.bandwidth_of(b) == (880_000 if trust_bwe else 10_000_000)
+    # After a fall, a probe back up, below the peak, holds.
+    assert selection.on_estimate_fell(b.transport_id, 300_000) is trust_bwe
+    assert selection.on_estimate_rose(b.transport_id, 600_000) is False
+    assert selection.bandwidth_of(b) == (300_000 if trust_bwe else 10_000_000)
 
 
 @pytest.mark.parametrize("trust_bwe", [True, False])

@@ -31,6 +31,10 @@ pub const CHANGES: usize = 32;
 /// shared by all receivers, comes on top). A receiver waiting only for a temporal switching-up point
 /// asks after this long without one.
 pub const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
+/// The first retry for a target comes sooner: libwebrtc's encoder ignores a keyframe request within
+/// 300 ms of its last (`EncoderRtcpFeedback`), which a switch right after another switch of the same
+/// sender meets (two steps of a climb), and the receiver would wait a whole `KEYFRAME_RETRY`.
+pub const KEYFRAME_FIRST_RETRY: Duration = Duration::from_millis(400);
 
 /// How far behind a stretch's newest packet a late one is still forwarded (and a NACK translated):
 /// beyond what receivers ask retransmissions for (libwebrtc stops at 10,000).
@@ -315,6 +319,9 @@ pub struct Projection {
     /// When it last asked a keyframe; or, waiting for a temporal switching-up point, since when it waits
     /// (a keyframe is asked after a second of that too).
     last_keyframe_request: Option<Instant>,
+    /// Keyframes asked for the current target (the first retry is `KEYFRAME_FIRST_RETRY` after the
+    /// first request).
+    keyframe_requests: u8,
     /// The sender's path is changing ([`Projection::resync_after_gap`]): until then, a gap cuts.
     resync_until: Option<Instant>,
 }
@@ -344,6 +351,7 @@ impl Projection {
             changes: Box::new([[Change::default(); CHANGES]; SEGMENTS]),
             sent: None,
             last_keyframe_request: None,
+            keyframe_requests: 0,
             resync_until: None,
         }
     }
@@ -385,6 +393,7 @@ impl Projection {
         if self.target != target {
             self.target = target;
             self.last_keyframe_request = None;
+            self.keyframe_requests = 0;
         }
     }
 
@@ -406,8 +415,9 @@ impl Projection {
         }
     }
 
-    /// The layer to ask a keyframe of now, at most once per [`KEYFRAME_RETRY`] while waiting (for a
-    /// temporal switching-up point, once one has not come for that long). Called on every packet.
+    /// The layer to ask a keyframe of now, at most once per [`KEYFRAME_RETRY`] while waiting, the first
+    /// retry [`KEYFRAME_FIRST_RETRY`] after the first request (for a temporal switching-up point, once
+    /// one has not come for `KEYFRAME_RETRY`). Called on every packet.
     #[inline]
     pub fn keyframe_request(&mut self, now: Instant) -> Option<u8> {
         let layer = match self.waiting() {
@@ -421,10 +431,16 @@ impl Projection {
             }
             None => return None,
         };
+        let wait = if self.keyframe_requests == 1 {
+            KEYFRAME_FIRST_RETRY
+        } else {
+            KEYFRAME_RETRY
+        };
         match self.last_keyframe_request {
-            Some(t) if now.saturating_duration_since(t) < KEYFRAME_RETRY => None,
+            Some(t) if now.saturating_duration_since(t) < wait => None,
             _ => {
                 self.last_keyframe_request = Some(now);
+                self.keyframe_requests = self.keyframe_requests.saturating_add(1);
                 Some(layer)
             }
         }

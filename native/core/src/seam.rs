@@ -120,6 +120,9 @@ pub enum Event {
     /// A transport's send-side estimate fell (`Transport::on_transport_feedback`): the control plane
     /// reallocates its receiver now rather than at its next stats snapshot.
     EstimateFell { transport: TransportId, bps: u64 },
+    /// A probe raised a transport's send-side estimate: the control plane may switch its receiver up
+    /// now rather than at its next stats snapshot.
+    EstimateRose { transport: TransportId, bps: u64 },
     /// A command named an object that does not exist (or no longer does).
     CommandFailed {
         transport: TransportId,

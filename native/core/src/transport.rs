@@ -175,6 +175,18 @@ impl Overhead {
     }
 }
 
+/// What a transport-cc feedback did to the estimate that the control plane hears of at once, with
+/// the estimate after it (bit/s of plain RTP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EstimateChange {
+    /// It fell enough (`FALL_REPORT_SHARE`): the old layers would overflow the link until the next
+    /// stats snapshot.
+    Fell(u64),
+    /// A probe raised it: a receiver held below its ideal need not wait for the next snapshot to get
+    /// what the probe found room for.
+    Rose(u64),
+}
+
 /// An estimate under this share of its peak since the last report is reported at once: the Allocator
 /// would otherwise go on sending the old layers until its next stats snapshot, up to a second of
 /// overflowing a link that just shrank (a 500 kbit/s receiver's first seconds). At most one report per
@@ -816,17 +828,19 @@ impl Transport {
     }
 
     /// The peer's transport-cc feedback on what the bridge sent it: into the estimate. Returns the
-    /// estimate when it fell enough to be reported now (`Event::EstimateFell`).
+    /// estimate when it fell enough to be reported now (`Event::EstimateFell`), or when a probe raised
+    /// it (`Event::EstimateRose`).
     pub fn on_transport_feedback(
         &mut self,
         now: Instant,
         feedback: &TransportCc<'_>,
-    ) -> Option<u64> {
+    ) -> Option<EstimateChange> {
         let cc = self.cc.as_mut()?;
         let at = cc.since(now);
         if let Some(t) = cc.trace.as_mut() {
             t.feedback(at, feedback.as_bytes());
         }
+        let raises = cc.estimator.probe_raises();
         if cc.estimator.on_feedback(feedback, at).is_err() {
             cc.bad_feedback += 1;
         }
@@ -843,6 +857,11 @@ impl Transport {
         cc.prober.on_queue(cc.estimator.standing_queue());
         cc.prober.on_estimate(at, estimate?);
         let bps = payload?;
+        if cc.estimator.probe_raises() > raises {
+            // At most one a probe cluster, and clusters are 300 ms apart at the closest.
+            cc.fall_peak = cc.fall_peak.max(bps);
+            return Some(EstimateChange::Rose(bps));
+        }
         let fell = (bps as f64) < cc.fall_peak as f64 * FALL_REPORT_SHARE;
         if fell
             && cc
@@ -851,7 +870,7 @@ impl Transport {
         {
             cc.fall_peak = bps;
             cc.fall_reported = Some(at);
-            return Some(bps);
+            return Some(EstimateChange::Fell(bps));
         }
         cc.fall_peak = cc.fall_peak.max(bps);
         None

@@ -218,6 +218,7 @@ fn feedback_goes_to_the_sender_and_the_receivers_feedback_makes_an_estimate() {
 #[test]
 fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_stream() {
     use sluice_core::domain::{Codec, PayloadType, Source};
+    use sluice_core::seam::Event;
 
     const VIDEO: u32 = 0xB0;
     const VIDEO_RTX: u32 = 0xB1;
@@ -293,6 +294,21 @@ fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_st
     assert!(
         after.bandwidth_estimate_bps.is_some_and(|b| b >= 8_000_000),
         "{after:?}"
+    );
+    // Each raise was told to the control plane at once, rising, the last at the estimate now.
+    let rises: Vec<u64> = conf
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::EstimateRose { transport: 11, bps } => Some(*bps),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rises.len() as u64, after.probe_raises, "{rises:?}");
+    assert!(rises.windows(2).all(|w| w[1] > w[0]), "{rises:?}");
+    assert!(
+        rises.last().is_some_and(|&b| b >= 8_000_000),
+        "{rises:?} {after:?}"
     );
     // The padding: on the Source's RTX SSRC with the RTX payload type, padding-only, each stamped
     // with the receiver's next transport-wide number like media.

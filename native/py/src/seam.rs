@@ -448,6 +448,22 @@ impl EstimateFellEvent {
     }
 }
 
+/// Event::EstimateRose: a probe raised a transport's send-side estimate, bit/s.
+#[pyclass(frozen, get_all, eq, module = "bridge._native")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct EstimateRoseEvent {
+    transport_id: u64,
+    bps: u64,
+}
+
+#[pymethods]
+impl EstimateRoseEvent {
+    #[new]
+    fn new(transport_id: u64, bps: u64) -> Self {
+        EstimateRoseEvent { transport_id, bps }
+    }
+}
+
 /// One Event from a shard, as the Python class of its kind.
 #[derive(IntoPyObject)]
 pub enum NativeEvent {
@@ -456,6 +472,7 @@ pub enum NativeEvent {
     CommandFailed(CommandFailedEvent),
     AudioLevels(AudioLevelsEvent),
     EstimateFell(EstimateFellEvent),
+    EstimateRose(EstimateRoseEvent),
 }
 
 impl NativeEvent {
@@ -490,6 +507,12 @@ impl NativeEvent {
                     bps,
                 })
             }
+            Event::EstimateRose { transport, bps } => {
+                NativeEvent::EstimateRose(EstimateRoseEvent {
+                    transport_id: transport,
+                    bps,
+                })
+            }
             Event::AudioLevels { router, levels } => NativeEvent::AudioLevels(AudioLevelsEvent {
                 router_id: router,
                 levels: levels
@@ -519,5 +542,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<StatsEvent>()?;
     m.add_class::<CommandFailedEvent>()?;
     m.add_class::<EstimateFellEvent>()?;
+    m.add_class::<EstimateRoseEvent>()?;
     Ok(())
 }

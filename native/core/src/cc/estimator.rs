@@ -305,6 +305,11 @@ impl Estimator {
         self.acked.rate_bps().map(|r| r as u64)
     }
 
+    /// Times a probe raised the estimate so far.
+    pub fn probe_raises(&self) -> u64 {
+        self.probe_raises
+    }
+
     pub fn stats(&self) -> EstimatorStats {
         EstimatorStats {
             estimate_bps: self.estimate_bps(),

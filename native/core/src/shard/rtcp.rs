@@ -27,7 +27,7 @@ use crate::rtcp::{
 };
 use crate::seam::Event;
 use crate::stats::DropReason;
-use crate::transport::{Protect, Transport};
+use crate::transport::{EstimateChange, Protect, Transport};
 
 /// Deferred keyframe requests kept at most (one per video layer Producer in practice).
 const MAX_DEFERRED_KEYFRAMES: usize = 1024;
@@ -105,8 +105,14 @@ impl State {
                 RtcpPacket::Nack(nack) => self.on_nack(now, router, id, &nack, io),
                 RtcpPacket::TransportCc(feedback) => {
                     let t = self.transports.get_mut(&id);
-                    if let Some(bps) = t.and_then(|t| t.on_transport_feedback(now, &feedback)) {
-                        self.events.push(Event::EstimateFell { transport: id, bps });
+                    match t.and_then(|t| t.on_transport_feedback(now, &feedback)) {
+                        Some(EstimateChange::Fell(bps)) => {
+                            self.events.push(Event::EstimateFell { transport: id, bps })
+                        }
+                        Some(EstimateChange::Rose(bps)) => {
+                            self.events.push(Event::EstimateRose { transport: id, bps })
+                        }
+                        None => {}
                     }
                 }
                 _ => {}
