@@ -47,6 +47,9 @@ enabled = true
 
 [videobridge.cc]
 allocation-interval = "300ms"
+# Jitsi's start rather than libwebrtc's 300 kbit/s: only the receivers' constraints choose their layers here
+# (the climb from a low start is the impairment tests' subject).
+initial-estimate = "2.5 Mbps"
 """
 
 SENDER, TALL, DEFAULT = 0, 1, 2
@@ -83,12 +86,13 @@ async def open_call(count: int, layers: int, *, all_send: bool) -> AsyncIterator
     receive."""
     app = BridgeApp(parse_settings(TOML))
     await app.start()
-    lg = _native.LoadGen(video_bitrate_bps=900_000, fps=30)
     senders = count if all_send else 1
     scenario = parse_scenario(
         f"[load]\nsenders = {senders}\nreceivers = {count - senders}\n"
         f"[media]\nvideo-kbps = 900\nsimulcast = {'true' if layers > 1 else 'false'}\n"
     )
+    # Feedback as the allocation announces it (transport-cc, NACK, RTX), like a browser.
+    lg = _native.LoadGen(video_bitrate_bps=900_000, fps=30, feedback=scenario.media.feedback)
     assert scenario.media.video_ssrcs == layers
     try:
         assert app.http_port is not None
@@ -197,9 +201,10 @@ async def test_receivers_get_the_layer_their_constraints_ask_for_and_last_n_stop
     assert (source["source"], source["spatial"], source["height"]) == ("lg0-v0", 2, 720), tall_view
     assert tall_view["allocated_bps"] == source["bitrate_bps"] > 0, tall_view
     assert tall_view["bandwidth_bps"] > tall_view["allocated_bps"] and tall_view["trust_bwe"] is True
-    # The emulated endpoints send no transport-cc feedback: no estimate, so trust-bwe (the default) leaves
-    # the configured receiver-bandwidth as the budget.
-    assert tall_view["estimate_bps"] is None, tall_view
+    # The emulated endpoints send transport-cc feedback: with trust-bwe (the default) the receiver's estimate,
+    # less the audio it is sent, is its budget.
+    assert tall_view["estimate_bps"] is not None, tall_view
+    assert tall_view["bandwidth_bps"] <= tall_view["estimate_bps"], tall_view
     assert tall_view["counters"]["bytes_out"] > first["lg1"]["counters"]["bytes_out"] > 0, (first, view)
     assert view["lg0"]["sources"] == [], view["lg0"]  # the sender receives no other video
     async with call.http.get(f"{call.base}/debug/conferences/nope/bandwidth") as resp:
