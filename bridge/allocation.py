@@ -551,6 +551,9 @@ class AllocationStats:
     changes: int = 0
     #: Per source in each changed allocation, by its reason (the label set is `Reason`, never a name).
     reasons: Counter[str] = field(default_factory=Counter)
+    #: Receivers with transport-cc that sent no feedback (`selection.FEEDBACK_GRACE`): sized by
+    #: receiver-bandwidth instead of their estimate.
+    no_feedback: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -313,6 +313,11 @@ def _channel_families(c: ChannelStats) -> Iterator[Metric]:
 def _allocation_families(a: AllocationStats) -> Iterator[Metric]:
     yield _counter("allocation_runs", "Receiver allocations computed.", a.runs)
     yield _counter("allocation_changes", "Receiver allocations that changed (recorded decisions).", a.changes)
+    yield _counter(
+        "allocation_no_feedback",
+        "Receivers with transport-cc that sent no feedback, sized by receiver-bandwidth instead.",
+        a.no_feedback,
+    )
     sources = CounterMetricFamily(
         f"{PREFIX}_allocation_sources",
         "Sources in receiver allocations that changed, by the reason for their layer.",

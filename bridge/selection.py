@@ -12,6 +12,7 @@ calls the registry's endpoints make: the caller passes the time and the snapshot
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -34,6 +35,8 @@ from bridge.channel import VideoType
 from bridge.description import Source
 from bridge.speakers import Speakers
 
+log = logging.getLogger(__name__)
+
 #: The height a sender is told when a receiver's constraint is unlimited: 4K, more than any camera layer.
 UNLIMITED_HEIGHT = 2160
 
@@ -55,6 +58,12 @@ PROBE_TARGET_RISE = 0.01
 #: 500 kbit/s link whose first seconds' losses took the estimate to 160 kbit/s had no video for 5 s, the
 #: probe back to 340 kbit/s held 3 of them).
 ESTIMATE_HOLD = 3
+
+#: A receiver whose RTP carries transport-cc but that sent no feedback this long (seconds of stats snapshots)
+#: after the bridge began sending it RTP never will (a client that takes the extension and implements no
+#: feedback): it is sized by receiver-bandwidth, as one without transport-cc (and as jvb, whose estimate then
+#: stays at its start), not held at the initial estimate for good.
+FEEDBACK_GRACE = 3.0
 
 #: A layer's bitrate is the mean of its last BITRATE_SMOOTHING figures (one per stats snapshot, each over the
 #: packet path's half-second windows) while it is received: a sender's 720p measured 634-910 kbit/s from one
@@ -163,6 +172,10 @@ class Selection:
         #: Whether a receiver's own estimate replaces `bandwidth_bps` once the packet path has one.
         self.trust_bwe = trust_bwe
         self._estimates: dict[int, int] = {}
+        #: Transports with transport-cc, sent RTP but no estimate yet: since when (FEEDBACK_GRACE).
+        self._unanswered: dict[int, float] = {}
+        #: Those past FEEDBACK_GRACE.
+        self._silent: set[int] = set()
         self._estimate_history: dict[int, deque[int]] = {}
         #: Per transport: the highest estimate it had, and its probe raises so far.
         self._estimate_peak: dict[int, tuple[int, int]] = {}
@@ -213,6 +226,7 @@ class Selection:
         # Only the layers of this snapshot are remembered: a source that went takes its history along.
         self._bitrates = bitrates
         estimates: dict[int, int] = {}
+        unanswered: dict[int, float] = {}
         audio: dict[int, int] = {}
         starved = self._starved()
         transports = snapshot.get("transports")
@@ -233,6 +247,15 @@ class Selection:
                     history.clear()
                 history.append(bps)
                 self._estimate_peak[int(tid)] = (max(peak, bps), raises)
+            elif isinstance(t.get("probe"), dict):
+                # Transport-cc, and no feedback yet: none while it was sent nothing, for a while after.
+                rtp_out = t.get("rtp_out")
+                if isinstance(rtp_out, int) and rtp_out > 0:
+                    since = unanswered[int(tid)] = self._unanswered.get(int(tid), now)
+                    if now - since >= FEEDBACK_GRACE and int(tid) not in self._silent:
+                        self._silent.add(int(tid))
+                        self.stats.no_feedback += 1
+                        log.info("transport %s sent no transport-cc feedback in %.0f s", tid, now - since)
             audio_bps = t.get("audio_in_bps")
             if isinstance(audio_bps, int) and audio_bps > 0:
                 audio[int(tid)] = audio_bps
@@ -240,6 +263,8 @@ class Selection:
             del self._estimate_history[gone]
             self._estimate_peak.pop(gone, None)
         self._estimates = estimates
+        self._unanswered = unanswered
+        self._silent &= transports.keys() if isinstance(transports, dict) else set()
         self._audio_bps = audio
         return [c for c in list(self.bridge.conferences.values()) if self.run(now, c)]
 
@@ -277,13 +302,14 @@ class Selection:
     def bandwidth_of(self, ep: Endpoint, audio_bps: int = 0) -> int:
         """What `ep` can receive of video: with `trust-bwe`, once it has an estimate, the least of its last
         ESTIMATE_HOLD estimates less `audio_bps`, the audio it is sent (`_audio_to`), and before that the
-        initial estimate if its RTP carries transport-cc; else the configured figure."""
+        initial estimate if its RTP carries transport-cc (unless it sent no feedback for FEEDBACK_GRACE); else
+        the configured figure."""
         if not self.trust_bwe:
             return self.bandwidth_bps
         history = self._estimate_history.get(ep.transport_id)
         if history:
             return max(min(history) - audio_bps, 0)
-        if ep.transport_cc and self.initial_estimate_bps is not None:
+        if ep.transport_cc and self.initial_estimate_bps is not None and ep.transport_id not in self._silent:
             return max(self.initial_estimate_bps - audio_bps, 0)
         return self.bandwidth_bps
 

@@ -611,11 +611,11 @@ class Settings:
     #: A directory each transport's congestion-control trace is written to (a line per packet: for
     #: debugging and for recording the estimator's test traces; None: no traces).
     cc_trace_dir: str | None = None
-    #: A receiver's send-side estimate before its first transport-cc feedback, where its allocation starts:
-    #: libwebrtc's 300 kbit/s, probed up (720p about 1.5 s later than from jvb's 2.5 Mbit/s, which sends a
-    #: receiver behind a small link five times what it carries until the first feedback: README, the
-    #: impairment scorecard).
-    cc_initial_estimate_bps: int = 300_000
+    #: A receiver's send-side estimate before its first transport-cc feedback, where its allocation starts
+    #: (None: 2.5 Mbit/s, as jvb starts). libwebrtc's 300 kbit/s, probed up, spares a receiver behind a small
+    #: link the first second's overflow but brings 720p about 1.5 s later, and a layer switched on from the
+    #: grid can come back down while its bitrate ramps (README, the impairment scorecard).
+    cc_initial_estimate_bps: int | None = None
     #: Pace each receiver's video to 1.5x its estimate (None: when trust-bwe is on, the only time the
     #: estimate sizes what is sent).
     cc_pacing: bool | None = None

@@ -119,7 +119,7 @@ async def test_b_2_percent_loss_is_repaired(netlab: Netlab, tmp_path: Path) -> N
 
 @pytest.mark.timeout(120)
 async def test_c_capacity_drop_and_recovery(netlab: Netlab, tmp_path: Path) -> None:
-    # Room for a slower start (with initial-estimate = 300 kbps 720p came at about 7 s).
+    # The schedule starts once 720p is decoded (below); 14 s leaves the layers time to settle first.
     drop_at, recover_at, end = 14.0, 22.0, 40.0
     impair = {
         "a-to-b": {

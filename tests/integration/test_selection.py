@@ -47,9 +47,6 @@ enabled = true
 
 [videobridge.cc]
 allocation-interval = "300ms"
-# Jitsi's start rather than libwebrtc's 300 kbit/s: only the receivers' constraints choose their layers here
-# (the climb from a low start is the impairment tests' subject).
-initial-estimate = "2.5 Mbps"
 """
 
 SENDER, TALL, DEFAULT = 0, 1, 2

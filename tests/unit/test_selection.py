@@ -177,6 +177,38 @@ def test_before_its_first_estimate_a_receiver_with_transport_cc_is_sized_by_the_
     assert off.bandwidth_of(b) == 10_000_000
 
 
+def test_a_receiver_that_announced_transport_cc_and_sends_no_feedback_gets_the_configured_bandwidth() -> None:
+    """Held at the initial estimate while feedback may still come; after FEEDBACK_GRACE of being sent RTP
+    without any, sized as a receiver without transport-cc (counted); feedback later still counts."""
+    bridge, _native, conference, a, b = _a_sends_b_wants_720p()
+    tcc = Media("video", rtp_hdrexts=(RtpHdrExt(5, TRANSPORT_CC_URI),))
+    bridge.apply([UpdateEndpoint("m", "b", medias=(tcc,))])
+    selection = Selection(bridge, bandwidth_bps=10_000_000, trust_bwe=True, initial_estimate_bps=300_000)
+    layers = _figures(conference.router_id, a.transport_id)
+
+    def snapshot(now: float, b_stats: dict[str, object]) -> None:
+        selection.on_stats(
+            now, {"layers": layers, "transports": {b.transport_id: b_stats, a.transport_id: {}}}
+        )
+
+    cc = {"probe": {"raises": 0}}
+    snapshot(1.0, {**cc, "rtp_out": 0})
+    snapshot(5.0, {**cc, "rtp_out": 0})
+    assert selection.bandwidth_of(b) == 300_000, "sent nothing yet: no feedback to expect"
+    snapshot(6.0, {**cc, "rtp_out": 50})
+    snapshot(8.9, {**cc, "rtp_out": 400})
+    assert selection.bandwidth_of(b) == 300_000
+    assert selection.stats.no_feedback == 0
+    snapshot(9.0, {**cc, "rtp_out": 420})
+    assert selection.bandwidth_of(b) == 10_000_000
+    assert selection.stats.no_feedback == 1
+    (last,) = selection.history(conference.id, "b")[-1:]
+    assert last["bandwidth_bps"] == 10_000_000, last
+    snapshot(10.0, {**cc, "rtp_out": 500, "bandwidth_estimate_bps": 700_000})
+    assert selection.bandwidth_of(b) == 700_000
+    assert selection.stats.no_feedback == 1
+
+
 @pytest.mark.parametrize("trust_bwe", [True, False])
 def test_a_probe_raise_reported_between_snapshots_counts_at_once_if_it_is_a_new_peak(trust_bwe: bool) -> None:
     """The packet path's EstimateRose: with trust-bwe an estimate above every one the receiver had sizes it at
