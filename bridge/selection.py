@@ -174,7 +174,7 @@ class Selection:
         self._estimates: dict[int, int] = {}
         #: Transports with transport-cc, sent RTP but no estimate yet: since when (FEEDBACK_GRACE).
         self._unanswered: dict[int, float] = {}
-        #: Those past FEEDBACK_GRACE.
+        #: Those past FEEDBACK_GRACE at the last snapshot.
         self._silent: set[int] = set()
         self._estimate_history: dict[int, deque[int]] = {}
         #: Per transport: the highest estimate it had, and its probe raises so far.
@@ -251,11 +251,7 @@ class Selection:
                 # Transport-cc, and no feedback yet: none while it was sent nothing, for a while after.
                 rtp_out = t.get("rtp_out")
                 if isinstance(rtp_out, int) and rtp_out > 0:
-                    since = unanswered[int(tid)] = self._unanswered.get(int(tid), now)
-                    if now - since >= FEEDBACK_GRACE and int(tid) not in self._silent:
-                        self._silent.add(int(tid))
-                        self.stats.no_feedback += 1
-                        log.info("transport %s sent no transport-cc feedback in %.0f s", tid, now - since)
+                    unanswered[int(tid)] = self._unanswered.get(int(tid), now)
             audio_bps = t.get("audio_in_bps")
             if isinstance(audio_bps, int) and audio_bps > 0:
                 audio[int(tid)] = audio_bps
@@ -263,8 +259,11 @@ class Selection:
             del self._estimate_history[gone]
             self._estimate_peak.pop(gone, None)
         self._estimates = estimates
-        self._unanswered = unanswered
-        self._silent &= transports.keys() if isinstance(transports, dict) else set()
+        silent = {tid for tid, since in unanswered.items() if now - since >= FEEDBACK_GRACE}
+        for tid in silent - self._silent:
+            self.stats.no_feedback += 1
+            log.info("transport %s sent no transport-cc feedback in %.0f s", tid, now - unanswered[tid])
+        self._unanswered, self._silent = unanswered, silent
         self._audio_bps = audio
         return [c for c in list(self.bridge.conferences.values()) if self.run(now, c)]
 

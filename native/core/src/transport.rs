@@ -857,12 +857,10 @@ impl Transport {
         cc.prober.on_queue(cc.estimator.standing_queue());
         cc.prober.on_estimate(at, estimate?);
         let bps = payload?;
-        if cc.estimator.probe_raises() > raises {
-            // At most one a probe cluster, and clusters are 300 ms apart at the closest.
-            cc.fall_peak = cc.fall_peak.max(bps);
-            return Some(EstimateChange::Rose(bps));
-        }
-        let fell = (bps as f64) < cc.fall_peak as f64 * FALL_REPORT_SHARE;
+        // At most one a probe cluster, and clusters go one at a time. A raise is no fall even when
+        // it stays under a peak from before a drop.
+        let rose = cc.estimator.probe_raises() > raises;
+        let fell = !rose && (bps as f64) < cc.fall_peak as f64 * FALL_REPORT_SHARE;
         if fell
             && cc
                 .fall_reported
@@ -873,7 +871,7 @@ impl Transport {
             return Some(EstimateChange::Fell(bps));
         }
         cc.fall_peak = cc.fall_peak.max(bps);
-        None
+        rose.then_some(EstimateChange::Rose(bps))
     }
 
     /// What the Allocator would send the peer if its estimate allowed, bit/s of plain RTP as its
