@@ -29,6 +29,11 @@ RECORDED_SPEAKERS = 8
 #: Heights assumed for the spatial layers of a source whose sender did not say, from the bottom; above the
 #: last, each doubles.
 ASSUMED_HEIGHTS = (180, 360, 720)
+#: What a camera layer settles at with bandwidth to spare, by the least listed height at or above its own
+#: (libwebrtc's simulcast targets; taller layers get EXPECTED_BITRATE_ABOVE): the probe target counts a
+#: `ramping` layer at this, so the link is probed ahead of a layer just switched on that is still rising.
+EXPECTED_BITRATES = ((180, 150_000), (270, 350_000), (360, 500_000), (540, 1_200_000), (720, 2_500_000))
+EXPECTED_BITRATE_ABOVE = 4_000_000
 
 
 class Reason(enum.StrEnum):
@@ -59,7 +64,8 @@ class Layer:
 
     `bitrate_bps` is what forwarding this layer costs (with the lower temporal layers it depends on); 0 means
     it is not being received now. `height` 0 is unknown (inferred, see `ASSUMED_HEIGHTS`); `frame_rate` 0 is
-    unknown and treated as meeting any frame-rate limit.
+    unknown and treated as meeting any frame-rate limit. `ramping`: it (re)started lately, so its bitrate
+    may still be rising towards `expected_bitrate`.
     """
 
     spatial: int
@@ -67,6 +73,16 @@ class Layer:
     height: int
     frame_rate: float
     bitrate_bps: int
+    ramping: bool = False
+
+
+def expected_bitrate(layer: Layer) -> int:
+    """What `layer` is expected to cost: a ramping layer at least its height's EXPECTED_BITRATES figure, any
+    other its bitrate."""
+    if not layer.ramping:
+        return layer.bitrate_bps
+    nominal = next((bps for h, bps in EXPECTED_BITRATES if layer.height <= h), EXPECTED_BITRATE_ABOVE)
+    return max(layer.bitrate_bps, nominal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +182,21 @@ class Allocation:
         return any(s.reason == Reason.BANDWIDTH_LIMITED for s in self.sources)
 
     @property
-    def probe_target_bps(self) -> int:
-        """What to probe the receiver's link towards: while `bandwidth_limited`, the ideal total with
-        UP_HEADROOM to spare (what switching up to it needs), else 0 (a receiver at its constraints is not
-        probed)."""
+    def up_target_bps(self) -> int:
+        """What switching up to the ideal layers needs now: while `bandwidth_limited`, their total with
+        UP_HEADROOM to spare, else 0."""
         return math.ceil(self.ideal_bps / (1 - UP_HEADROOM)) if self.bandwidth_limited else 0
+
+    @property
+    def probe_target_bps(self) -> int:
+        """What to probe the receiver's link towards: the ideal layers at their `expected_bitrate` with
+        UP_HEADROOM to spare, while bandwidth holds one back or one is ramping past what it costs now (a layer
+        just switched on that fits at its first figures outgrows the estimate as it rises, and falls back
+        unless the link was probed ahead of it); else 0 (a receiver at its constraints is not probed)."""
+        expected = sum(expected_bitrate(s.ideal) for s in self.sources if s.ideal is not None)
+        if self.bandwidth_limited or expected > self.ideal_bps:
+            return math.ceil(expected / (1 - UP_HEADROOM))
+        return 0
 
     def decisions(self) -> tuple[tuple[str, int, int, Reason], ...]:
         """The part that changing bitrates alone do not change; two allocations with equal decisions are the
@@ -615,6 +641,7 @@ def _layer_json(layer: Layer) -> dict[str, Any]:
         "height": layer.height,
         "frame_rate": layer.frame_rate,
         "bitrate_bps": layer.bitrate_bps,
+        "ramping": layer.ramping,
     }
 
 

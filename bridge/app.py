@@ -288,12 +288,10 @@ class BridgeApp:
             self._reallocate_soon(ep.conference.id)
 
     def _estimate_rose(self, ep: Endpoint, bps: int) -> None:
-        """A probe raised a receiver's estimate: with trust-bwe, once it reaches what the receiver is probed
-        towards, its conference is reallocated now, not at the next snapshot up to an allocation interval
-        later. A raise short of it waits: the next cluster follows within 100 ms, and a switch to an
-        intermediate layer would ask the sender for a keyframe that makes it refuse the next for 300 ms
-        (libwebrtc)."""
-        if self.selection.on_estimate_rose(ep.transport_id, bps) and bps >= ep.probe_target_bps:
+        """A probe raised a receiver's estimate: with trust-bwe, once it reaches what switching the receiver
+        up needs (`Selection.on_estimate_rose`), its conference is reallocated now, not at the next snapshot
+        up to an allocation interval later."""
+        if self.selection.on_estimate_rose(ep.transport_id, bps):
             self._reallocate_soon(ep.conference.id)
 
     def channel_changed(self, conference_id: str) -> None:

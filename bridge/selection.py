@@ -74,7 +74,9 @@ BITRATE_SMOOTHING = 5
 
 class Sublayer(NamedTuple):
     """The packet path's figures of one spatial and temporal layer of one simulcast layer (SSRC): its own
-    packets only, without the layers it depends on. `settled`: a whole rate window was measured."""
+    packets only, without the layers it depends on. `settled`: a whole rate window was measured. `ramping`:
+    received in fewer than BITRATE_SMOOTHING snapshots in a row (an encoder brings a layer it switches on up
+    to its rate over seconds)."""
 
     layer: int
     spatial: int
@@ -83,6 +85,7 @@ class Sublayer(NamedTuple):
     frame_rate: float
     height: int
     settled: bool = True
+    ramping: bool = False
 
 
 #: Native layer figures by (router, sender transport, source name).
@@ -124,12 +127,22 @@ def allocation_layers(figures: list[Sublayer]) -> tuple[Layer, ...]:
         own = [f for f in figures if index(f) == s and f.temporal == t]
         received = any(f.bitrate_bps > 0 for f in own)
         cost = sum(f.bitrate_bps for f in figures if needed(f, s, t)) if received else 0
+        ramping = received and any(f.ramping for f in figures if needed(f, s, t))
         rate = sum(
             f.frame_rate
             for f in figures
             if index(f) == s and f.temporal <= t and (not simulcast or f.spatial == 0)
         )
-        out.append(Layer(spatial=s, temporal=t, height=heights.get(s, 0), frame_rate=rate, bitrate_bps=cost))
+        out.append(
+            Layer(
+                spatial=s,
+                temporal=t,
+                height=heights.get(s, 0),
+                frame_rate=rate,
+                bitrate_bps=cost,
+                ramping=ramping,
+            )
+        )
     return tuple(out)
 
 
@@ -179,6 +192,9 @@ class Selection:
         self._estimate_history: dict[int, deque[int]] = {}
         #: Per transport: the highest estimate it had, and its probe raises so far.
         self._estimate_peak: dict[int, tuple[int, int]] = {}
+        #: Per transport: the estimate its allocation's switch up needs (`Allocation.up_target_bps`, with
+        #: the audio it is sent), as of the last run.
+        self._up_targets: dict[int, int] = {}
         #: The audio each transport sends (bit/s): every other member of its conference is sent it.
         self._audio_bps: dict[int, int] = {}
         self.stats = stats if stats is not None else AllocationStats()
@@ -218,7 +234,9 @@ class Selection:
             )
             if figure.bitrate_bps > 0:
                 rates.append(figure.bitrate_bps)
-                figure = figure._replace(bitrate_bps=sum(rates) // len(rates))
+                figure = figure._replace(
+                    bitrate_bps=sum(rates) // len(rates), ramping=len(rates) < BITRATE_SMOOTHING
+                )
             else:
                 rates.clear()
             layers.setdefault(key, []).append(figure)
@@ -258,6 +276,9 @@ class Selection:
         for gone in self._estimate_history.keys() - estimates.keys():
             del self._estimate_history[gone]
             self._estimate_peak.pop(gone, None)
+        open_transports = {int(tid) for tid in transports} if isinstance(transports, dict) else set()
+        for gone in self._up_targets.keys() - open_transports:
+            del self._up_targets[gone]
         self._estimates = estimates
         silent = {tid for tid, since in unanswered.items() if now - since >= FEEDBACK_GRACE}
         for tid in silent - self._silent:
@@ -282,8 +303,10 @@ class Selection:
     def on_estimate_rose(self, transport_id: int, bps: int) -> bool:
         """The packet path reported that a probe raised a transport's estimate to `bps` between snapshots:
         with trust-bwe, one above every estimate it had counts at once, as such a rise in a snapshot does (see
-        ESTIMATE_HOLD). Returns whether it raises what the receiver is sized by (then its conference is worth
-        reallocating)."""
+        ESTIMATE_HOLD). Returns whether it raises what the receiver is sized by to what its switch up needs
+        (`Allocation.up_target_bps`): then its conference is worth reallocating now. A raise short of that
+        waits for the next snapshot: the next cluster follows within 100 ms, and a switch to an intermediate
+        layer would ask the sender for a keyframe that makes it refuse the next for 300 ms (libwebrtc)."""
         if not self.trust_bwe:
             return False
         history = self._estimate_history.setdefault(transport_id, deque(maxlen=ESTIMATE_HOLD))
@@ -296,7 +319,7 @@ class Selection:
         self._estimates[transport_id] = bps
         # The snapshot's raise count catches up with this one; one it missed still counts there.
         self._estimate_peak[transport_id] = (bps, raised + 1)
-        return before is None or bps > before
+        return (before is None or bps > before) and bps >= self._up_targets.get(transport_id, 0)
 
     def bandwidth_of(self, ep: Endpoint, audio_bps: int = 0) -> int:
         """What `ep` can receive of video: with `trust-bwe`, once it has an estimate, the least of its last
@@ -368,9 +391,12 @@ class Selection:
             for receiver_id, allocation in allocator.allocations().items():
                 ep = conference.endpoints.get(receiver_id)
                 if ep is not None and not ep.closed:
-                    video = allocation.probe_target_bps
                     # The estimate covers the audio it is sent too.
-                    self._probe(ep, video + self._audio_to(ep, audio) if video else 0)
+                    to = self._audio_to(ep, audio)
+                    video = allocation.probe_target_bps
+                    self._probe(ep, video + to if video else 0)
+                    up = allocation.up_target_bps
+                    self._up_targets[ep.transport_id] = up + to if up else 0
         return forwarded_changed
 
     def _probe(self, ep: Endpoint, target: int) -> None:

@@ -13,6 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bridge.allocation import (
+    EXPECTED_BITRATE_ABOVE,
     STAY_FALL,
     UP_HEADROOM,
     Allocation,
@@ -26,6 +27,7 @@ from bridge.allocation import (
     allocate,
     budget,
     effective_last_n,
+    expected_bitrate,
     infer_heights,
     layer_quality,
 )
@@ -711,6 +713,29 @@ def test_a_step_up_needs_headroom_for_its_keyframe_and_staying_does_not() -> Non
     assert [hf(s.layer) for s in more.sources] == [(720, 30.0), (360, 30.0), (360, 30.0)], more
 
 
+def test_a_layer_switched_on_is_probed_ahead_of_while_it_ramps() -> None:
+    """A 720p layer just switched on fits at its first figures; the probe target counts it at what 720p
+    settles at (EXPECTED_BITRATES), so the link is probed before the layer outgrows the estimate; switching
+    up needs only what it costs now. Once it has settled, a receiver at its constraints is not probed."""
+    assert expected_bitrate(Layer(2, 2, 720, 30.0, 400_000, ramping=True)) == 2_500_000
+    assert expected_bitrate(Layer(2, 2, 720, 30.0, 3_000_000, ramping=True)) == 3_000_000
+    assert expected_bitrate(Layer(0, 0, 200, 30.0, 90_000, ramping=True)) == 350_000
+    assert expected_bitrate(Layer(0, 0, 1080, 30.0, 90_000, ramping=True)) == EXPECTED_BITRATE_ABOVE
+    assert expected_bitrate(Layer(2, 2, 720, 30.0, 400_000)) == 400_000
+    rising = VideoSource(
+        "a-v0", "a", layers=(Layer(0, 0, 180, 30.0, 150_000), Layer(1, 0, 720, 30.0, 400_000, ramping=True))
+    )
+    fits = allocate("r", STAGE_A, ["a"], [rising], 1_000_000)
+    assert hf(fits.sources[0].layer) == (720, 30.0) and not fits.bandwidth_limited
+    assert fits.up_target_bps == 0
+    assert fits.probe_target_bps == -(-2_500_000 * 10 // 9)
+    settled = replace(rising, layers=(rising.layers[0], replace(rising.layers[1], ramping=False)))
+    assert allocate("r", STAGE_A, ["a"], [settled], 1_000_000).probe_target_bps == 0
+    held = allocate("r", STAGE_A, ["a"], [rising], 300_000)
+    assert held.bandwidth_limited and held.up_target_bps == -(-400_000 * 10 // 9)
+    assert held.probe_target_bps == fits.probe_target_bps
+
+
 def test_allocator_reports_changes_and_takes_bandwidth_up_past_the_threshold() -> None:
     stats = AllocationStats()
     allocator = Allocator(stats=stats)
@@ -767,6 +792,7 @@ def test_flight_recorder_is_bounded_and_json() -> None:
         "height": 720,
         "frame_rate": 30.0,
         "bitrate_bps": 1_500_000,
+        "ramping": False,
     }
     assert allocator.dump() == {"r": history}
 

@@ -70,6 +70,11 @@ def test_sublayers_become_layers_that_cost_what_they_need() -> None:
     # A layer whose own packets stopped is not received, whatever the layers below bring.
     stopped = [Sublayer(0, 0, 0, 100, 15.0, 180), Sublayer(0, 0, 1, 0, 0.0, 180)]
     assert [la.bitrate_bps for la in allocation_layers(stopped)] == [100, 0]
+    # A layer is ramping while any sublayer it needs is (a 360p switched on above a steady 180p).
+    rising = [*simulcast[:2], *(f._replace(ramping=True) for f in simulcast[2:])]
+    assert [la.ramping for la in allocation_layers(rising)] == [False, False, True, True]
+    svc_rising = [svc[0]._replace(ramping=True), *svc[1:]]
+    assert [la.ramping for la in allocation_layers(svc_rising)] == [True, True, True, True]
 
 
 def test_a_source_with_no_whole_rate_window_yet_has_no_layers_to_choose_from() -> None:
@@ -213,9 +218,11 @@ def test_a_receiver_that_announced_transport_cc_and_sends_no_feedback_gets_the_c
 def test_a_probe_raise_reported_between_snapshots_counts_at_once_if_it_is_a_new_peak(trust_bwe: bool) -> None:
     """The packet path's EstimateRose: with trust-bwe an estimate above every one the receiver had sizes it at
     once (the caller then reallocates) instead of at the next snapshot; a raise back under an earlier peak
-    holds like any rise; without trust-bwe nothing changes."""
+    holds like any rise; without trust-bwe nothing changes. It is worth reallocating for at once only when it
+    reaches what switching up needs."""
     selection, conference, b, snapshot = _b_estimated(trust_bwe, 400_000)
-    assert selection.on_estimate_rose(b.transport_id, 900_000) is trust_bwe
+    # Short of 720p's 1.5 Mbit/s with UP_HEADROOM: b is sized by it, and the next cluster may reach that.
+    assert selection.on_estimate_rose(b.transport_id, 900_000) is False
     selection.run(1.1, conference)
     (last,) = selection.history(conference.id, "b")[-1:]
     assert last["bandwidth_bps"] == (900_000 if trust_bwe else 10_000_000)
@@ -229,6 +236,9 @@ def test_a_probe_raise_reported_between_snapshots_counts_at_once_if_it_is_a_new_
     assert selection.on_estimate_fell(b.transport_id, 300_000) is trust_bwe
     assert selection.on_estimate_rose(b.transport_id, 600_000) is False
     assert selection.bandwidth_of(b) == (300_000 if trust_bwe else 10_000_000)
+    # A new peak that affords 720p is.
+    assert selection.on_estimate_rose(b.transport_id, 1_700_000) is trust_bwe
+    assert selection.bandwidth_of(b) == (1_700_000 if trust_bwe else 10_000_000)
 
 
 @pytest.mark.parametrize("trust_bwe", [True, False])
@@ -269,10 +279,15 @@ def test_a_receiver_held_below_its_ideal_is_probed_towards_it_until_it_gets_it(t
     if not trust_bwe:
         assert probes(400_000) == [], "the estimate is not used, so not probed either"
         return
-    # 400 kbit/s holds b at 180p; its ideal is the 720p layer (1.5 Mbit/s): probe towards that with the
-    # headroom a switch up needs, and the 40 kbit/s of a's audio it is sent too, once.
-    assert probes(400_000) == [(b.transport_id, math.ceil(1_500_000 / (1 - UP_HEADROOM)) + 40_000)]
+    # 400 kbit/s holds b at 180p; its ideal is the 720p layer, which has just started: probe towards what
+    # 720p settles at (EXPECTED_BITRATES) with the headroom a switch up needs, and the 40 kbit/s of a's audio
+    # it is sent too, once.
+    assert probes(400_000) == [(b.transport_id, math.ceil(2_500_000 / (1 - UP_HEADROOM)) + 40_000)]
     assert probes(420_000) == []
+    # Once measured for BITRATE_SMOOTHING snapshots, towards what it costs (1.5 Mbit/s).
+    for _ in range(BITRATE_SMOOTHING - 3):
+        assert probes(400_000) == []
+    assert probes(400_000) == [(b.transport_id, math.ceil(1_500_000 / (1 - UP_HEADROOM)) + 40_000)]
     # a receives nothing (b sends nothing): it is never probed.
     assert a.probe_target_bps == 0
     # Once the estimate allows 720p (and a's audio) and held for ESTIMATE_HOLD snapshots, probing stops.

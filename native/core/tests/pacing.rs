@@ -190,8 +190,9 @@ fn resends_are_paced_ahead_of_held_video() {
         .count();
     assert!(video_after >= 16, "{arrived:x?}");
 
-    // Twelve packets of the burst (still cached) NACKed at once: the resends (about 12 kB) leave at
-    // the pacing rate, not in one go on top of what the link carries.
+    // Twelve packets of the burst (still cached) NACKed at once: the resends leave at the pacing
+    // rate, not in one go on top of what the link carries, and no more than the retransmission
+    // budget allows a receiver sent more than its estimate: 250 ms of its 300 kbit/s (9.4 kB).
     let burst: Vec<u16> = conf.peers[1].rtp_packets[before..]
         .iter()
         .filter(|p| ssrc_of(p) == LAYERS[0])
@@ -199,21 +200,35 @@ fn resends_are_paced_ahead_of_held_video() {
         .skip(16)
         .take(12)
         .collect();
+    let limited = conf.shard.stats().total.rtx_rate_limited;
     let mark = conf.peers[1].rtp_packets.len();
     let n = sluice_core::rtcp::write_nack(&mut nack, 0x7777, LAYERS[0], &burst).expect("nack");
     conf.peers[1].send_rtcp(&nack[..n]);
     feedback.run(&mut conf, Duration::from_millis(600), audio);
-    let resends: Vec<Instant> = conf.peers[1].rtp_packets[mark..]
+    let resends: Vec<(usize, Instant)> = conf.peers[1].rtp_packets[mark..]
         .iter()
         .zip(&conf.peers[1].rtp_arrivals[mark..])
         .filter(|(p, _)| ssrc_of(p) == simulcast::RTXS[0])
-        .map(|(_, &at)| at)
+        .map(|(p, &at)| (p.len(), at))
         .collect();
-    assert_eq!(resends.len(), 12);
-    // 12.6 kB at about 56 kB/s: over 150 ms or more, less the idle budget's two packets.
-    let spread = *resends.last().unwrap() - resends[0];
-    assert!(spread >= Duration::from_millis(120), "{spread:?}");
     let stats = conf.shard.stats();
-    assert_eq!(stats.total.retransmitted, 13, "{:?}", stats.total);
+    let refused = stats.total.rtx_rate_limited - limited;
+    assert_eq!(resends.len() as u64 + refused, 12, "{:?}", stats.total);
+    let bytes: usize = resends.iter().map(|(len, _)| len).sum();
+    assert!(
+        resends.len() >= 4 && bytes <= 9_375 + 1_100,
+        "{bytes} in {}",
+        resends.len()
+    );
+    // At about 56 kB/s, less the idle budget's two packets.
+    let spread = resends.last().unwrap().1 - resends[0].1;
+    let paced = Duration::from_micros((bytes as u64 - 3 * 1_100) * 1_000_000 / 56_000);
+    assert!(spread >= paced, "{spread:?} for {bytes} bytes");
+    assert_eq!(
+        stats.total.retransmitted,
+        1 + resends.len() as u64,
+        "{:?}",
+        stats.total
+    );
     common::tcc::assert_gapless(&conf.peers[1].rtp_packets, TCC);
 }

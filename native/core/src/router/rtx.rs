@@ -8,8 +8,8 @@
 //! Bounds: a cache holds at most `CACHE_SLOTS` packets, `CACHE_BYTES` of them and nothing older than
 //! `CACHE_AGE`. A receiver is not sent the same packet again within its round-trip time
 //! (`resend_interval`), and what it is resent comes out of a token bucket filled by a quarter of what
-//! it is sent (`RtxBudget`). A NACK is untrusted input: it can make the bridge send a receiver at most
-//! that, and only packets it was sent already.
+//! it is sent, within what its bandwidth estimate leaves room for (`RtxBudget`). A NACK is untrusted
+//! input: it can make the bridge send a receiver at most that, and only packets it was sent already.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,11 @@ pub const RTX_BURST: u64 = 64 * 1024;
 /// joins behind a small link loses much of its first second (keyframes of every sender at once), and
 /// a full bucket resent 45 packets into that link within 0.4 s, which lost more (a measured run).
 pub const RTX_START: u64 = 16 * 1024;
+
+/// With an estimate the bucket holds at most this long of it (a 500 kbit/s link: 15 kB, what its
+/// bottleneck's queue takes on top of the media), but never under `RTX_MIN_BURST` (two packets).
+pub const RTX_BURST_TIME: Duration = Duration::from_millis(250);
+pub const RTX_MIN_BURST: u64 = 2_400;
 
 /// Where a packet's codec fields sit, as `Fields` has them, in fewer bytes.
 #[derive(Clone, Copy, Debug)]
@@ -211,29 +216,44 @@ pub fn resend_interval(rtt: Option<Duration>) -> Duration {
 }
 
 /// One receiver's retransmission budget: a token bucket in bytes, filled by `1/RTX_SHARE` of the
-/// bytes it is sent otherwise, up to `RTX_BURST`.
+/// bytes it is sent otherwise, up to `RTX_BURST`. With a bandwidth estimate, resends fill no more
+/// than the room the estimate left above what was sent since the last fill, and the bucket holds at
+/// most `RTX_BURST_TIME` of the estimate: a receiver sent more than its link carries loses packets,
+/// NACKs them, and resends on top (a quarter more, and a 64 kB bucket) kept a 500 kbit/s link
+/// overflowing for 2 s, with its audio (a measured run: 700 kbit/s sent, 40 resends a second).
 #[derive(Clone, Copy, Debug)]
 pub struct RtxBudget {
     tokens: u64,
-    /// What it had been sent (retransmissions excluded) when last filled.
+    /// What it had been sent (retransmissions excluded) when last filled, and when.
     seen: u64,
+    at: Instant,
 }
 
 impl RtxBudget {
-    /// A bucket of `RTX_START` bytes, counting from `sent` bytes.
-    pub fn new(sent: u64) -> Self {
+    /// A bucket of `RTX_START` bytes, counting from `sent` bytes at `now`.
+    pub fn new(now: Instant, sent: u64) -> Self {
         RtxBudget {
             tokens: RTX_START,
             seen: sent,
+            at: now,
         }
     }
 
     /// Takes `len` bytes if the bucket has them, after filling it from `sent` (the receiver's bytes
-    /// out so far without its retransmissions).
-    pub fn take(&mut self, sent: u64, len: usize) -> bool {
+    /// out so far without its retransmissions) and `estimate_bps` (its bandwidth estimate, if any).
+    pub fn take(&mut self, now: Instant, sent: u64, estimate_bps: Option<u64>, len: usize) -> bool {
         let new = sent.saturating_sub(self.seen);
         self.seen = self.seen.max(sent);
-        self.tokens = (self.tokens + new / RTX_SHARE).min(RTX_BURST);
+        let mut gain = new / RTX_SHARE;
+        let mut cap = RTX_BURST;
+        if let Some(bps) = estimate_bps {
+            let bytes_in = |d: Duration| (u128::from(bps) * d.as_micros() / 8_000_000) as u64;
+            let room = bytes_in(now.saturating_duration_since(self.at)).saturating_sub(new);
+            gain = gain.min(room);
+            cap = bytes_in(RTX_BURST_TIME).clamp(RTX_MIN_BURST, RTX_BURST);
+        }
+        self.at = self.at.max(now);
+        self.tokens = (self.tokens + gain).min(cap);
         let len = len as u64;
         if self.tokens >= len {
             self.tokens -= len;
@@ -382,8 +402,8 @@ impl Router {
             let sent = sent_otherwise(t);
             let budget = rtx_budgets
                 .entry(receiver)
-                .or_insert_with(|| RtxBudget::new(sent));
-            if !budget.take(sent, packet.len()) {
+                .or_insert_with(|| RtxBudget::new(now, sent));
+            if !budget.take(now, sent, t.bandwidth_estimate(), packet.len()) {
                 count(t, total, |c| c.rtx_rate_limited += 1);
                 continue;
             }
@@ -509,18 +529,42 @@ mod tests {
         assert!(!out.recently(t0 + iv, 100, iv));
         assert!(!out.recently(t0, 101, iv));
 
-        let mut b = RtxBudget::new(1000);
+        let mut b = RtxBudget::new(t0, 1000);
         assert!(
-            !b.take(1000, RTX_START as usize + 1),
+            !b.take(t0, 1000, None, RTX_START as usize + 1),
             "it starts with RTX_START"
         );
-        assert!(b.take(1000, RTX_START as usize));
-        assert!(!b.take(1000, 1));
+        assert!(b.take(t0, 1000, None, RTX_START as usize));
+        assert!(!b.take(t0, 1000, None, 1));
         // 4000 bytes sent since: 1000 to resend.
-        assert!(!b.take(5000, 1001));
-        assert!(b.take(5000, 1000));
+        assert!(!b.take(t0, 5000, None, 1001));
+        assert!(b.take(t0, 5000, None, 1000));
         // Never more than the burst, however much was sent.
-        assert!(!b.take(u64::MAX / 2, RTX_BURST as usize + 1));
-        assert!(b.take(u64::MAX / 2, RTX_BURST as usize));
+        assert!(!b.take(t0, u64::MAX / 2, None, RTX_BURST as usize + 1));
+        assert!(b.take(t0, u64::MAX / 2, None, RTX_BURST as usize));
+    }
+
+    #[test]
+    fn resends_fill_only_the_room_the_estimate_leaves() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // 500 kbit/s: 62 500 bytes a second.
+        let est = Some(500_000);
+        let mut b = RtxBudget::new(t0, 0);
+        // The bucket holds 250 ms of the estimate (15 625 bytes), not RTX_START.
+        assert!(!b.take(t0, 0, est, 15_626));
+        assert!(b.take(t0, 0, est, 15_625));
+        // Sent 40 000 bytes in 400 ms (800 kbit/s, over the estimate): no room, nothing gained.
+        assert!(!b.take(ms(400), 40_000, est, 1));
+        // Then 20 000 in the next 400 ms (400 kbit/s): a quarter of it (5 000) fits the 5 000 of room.
+        assert!(!b.take(ms(800), 60_000, est, 5_001));
+        assert!(b.take(ms(800), 60_000, est, 5_000));
+        // 10 000 in the next second (80 kbit/s): a quarter (2 500), well inside the room.
+        assert!(!b.take(ms(1800), 70_000, est, 2_501));
+        assert!(b.take(ms(1800), 70_000, est, 2_500));
+        // A tiny estimate still allows two packets' bucket.
+        let mut tiny = RtxBudget::new(t0, 0);
+        assert!(tiny.take(t0, 0, Some(10_000), RTX_MIN_BURST as usize));
+        assert!(!tiny.take(t0, 0, Some(10_000), 1));
     }
 }
