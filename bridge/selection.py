@@ -1,8 +1,9 @@
 """Selective forwarding, applied: the Allocator (bridge/allocation.py) run for each conference over the
 registry and the packet path's layer figures, its decisions sent to the native core as one SetAllocation per
 receiver whose allocation changed, and what each receiver gets kept on its endpoint (the bridge channel's
-ForwardedSources reads it). With `trust-bwe`, a receiver that bandwidth holds below its ideal layers gets a
-probe target (their total), so the packet path probes its link before the Allocator may switch it up.
+ForwardedSources reads it). With `trust-bwe`, a receiver that bandwidth holds below its ideal layers, or whose
+ideal layers are ramping, gets a probe target (their total, a ramping layer at what it settles at), so the
+packet path probes its link before the Allocator may switch it up.
 
 It runs on a tick, with each native stats snapshot (the measured bitrate, frame rate and frame size of every
 spatial and temporal layer of every simulcast layer),
