@@ -192,7 +192,7 @@ class Allocation:
         """What to probe the receiver's link towards: the ideal layers at their `expected_bitrate` with
         UP_HEADROOM to spare, while bandwidth holds one back or one is ramping past what it costs now (a layer
         just switched on that fits at its first figures outgrows the estimate as it rises, and falls back
-        unless the link was probed ahead of it); else 0 (a receiver at its constraints is not probed)."""
+        unless the link was probed ahead of it); else 0 (one at its settled constraints is not probed)."""
         expected = sum(expected_bitrate(s.ideal) for s in self.sources if s.ideal is not None)
         if self.bandwidth_limited or expected > self.ideal_bps:
             return math.ceil(expected / (1 - UP_HEADROOM))

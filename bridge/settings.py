@@ -614,7 +614,7 @@ class Settings:
     #: A receiver's send-side estimate before its first transport-cc feedback, where its allocation starts
     #: (None: 2.5 Mbit/s, as jvb starts). libwebrtc's 300 kbit/s, probed up, spares a receiver behind a small
     #: link the first second's overflow (2.5 Mbit/s sends it 720p before any feedback), at the cost of 720p
-    #: up to a second or so later on a link that has room (README, the impairment scorecard).
+    #: about 2 s later on a link that has room (README, the impairment scorecard).
     cc_initial_estimate_bps: int | None = 300_000
     #: Pace each receiver's video to 1.5x its estimate (None: when trust-bwe is on, the only time the
     #: estimate sizes what is sent).
