@@ -40,7 +40,8 @@ class BridgeConfig:
     gso: bool = True
     #: Where each transport's congestion-control trace is written (None: nowhere).
     cc_trace_dir: str | None = None
-    #: Each receiver's send-side estimate before its first feedback, bit/s (None: the packet path's 2.5M).
+    #: Each receiver's send-side estimate before its first feedback, bit/s (None: the packet path's 2.5M;
+    #: `Settings` gives 300k).
     cc_initial_estimate_bps: int | None = None
     #: Pace each receiver's video to its estimate (the packet path's `cc::pacer`); on with trust-bwe.
     cc_pacing: bool = False

@@ -612,11 +612,10 @@ class Settings:
     #: debugging and for recording the estimator's test traces; None: no traces).
     cc_trace_dir: str | None = None
     #: A receiver's send-side estimate before its first transport-cc feedback, where its allocation starts
-    #: (None: 2.5 Mbit/s, as jvb starts). libwebrtc's 300 kbit/s, probed up, spares a receiver behind a small
-    #: link the first second's overflow (2.5 Mbit/s sends it 720p before any feedback), at the cost of 720p
-    #: about 2 s later on a link that has room, and a grid that starts below its full frame rate while the
-    #: probes climb (README, the impairment scorecard): not the default.
-    cc_initial_estimate_bps: int | None = None
+    #: (None: 2.5 Mbit/s, as jvb starts). libwebrtc's 300 kbit/s, probed up at once at 3x and 6x, spares a
+    #: receiver behind a small link the first second's overflow (2.5 Mbit/s sends it 720p before any
+    #: feedback, audio lost with it) (README, the impairment scorecard).
+    cc_initial_estimate_bps: int | None = 300_000
     #: Pace each receiver's video to 1.5x its estimate (None: when trust-bwe is on, the only time the
     #: estimate sizes what is sent).
     cc_pacing: bool | None = None

@@ -743,7 +743,7 @@ impl Transport {
                     epoch: now,
                     feedback: FeedbackBuilder::new(feedback_ssrc, 0),
                     estimator: Estimator::new(config),
-                    prober: Prober::new(),
+                    prober: Prober::starting_at(config.initial_bps),
                     bad_feedback: 0,
                     trace: None,
                     pacer: pacing.then(Pacer::new),

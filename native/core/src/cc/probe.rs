@@ -17,6 +17,11 @@
 //! estimate cut to what arrived then, an allocation with little or no video, and (the estimate growing
 //! only with what is acknowledged) nothing that would raise it but a probe.
 //!
+//! A transport's first clusters, while its estimate is still the initial guess, go as a pair at 3x
+//! and 6x of it, the second right after the first without waiting for its result (libwebrtc's
+//! initial exponential probes): from a low start, one round of feedback finds a link with room for
+//! 720p, where doubling would take three.
+//!
 //! No cluster starts while the link holds a standing queue (the estimator's: a queue that did not
 //! drain below `QUEUED` for half a second). Such a link is full, there is no headroom to find, and a
 //! cluster on top of its queue overflows it: in the 500 kbit/s QoE runs every audio packet lost
@@ -49,6 +54,11 @@ const TARGET_HEADROOM: f64 = 1.2;
 const AFTER_SUCCESS_US: i64 = 100_000;
 const FIRST_BACKOFF_US: i64 = 2_000_000;
 const MAX_BACKOFF_US: i64 = 5_000_000;
+/// The first clusters, as multiples of the initial estimate (libwebrtc's first and second exponential
+/// probes), sent back to back.
+const INITIAL_STEPS: [f64; 2] = [3.0, 6.0];
+/// The estimate counts as the initial guess while under this times it (growing alone, it creeps).
+const INITIAL_WHILE_BELOW: f64 = 1.5;
 /// A result that is not this much above the estimate before the cluster is no success.
 const SUCCESS_GAIN: f64 = 1.05;
 
@@ -129,12 +139,33 @@ pub struct Prober {
     after_drop: bool,
     /// The link holds a standing queue (`QUEUED`): no cluster starts.
     queued: bool,
+    /// The initial estimate while the first clusters are still to go at `INITIAL_STEPS` of it (0:
+    /// none, or they went), and how many of them went.
+    initial_bps: u64,
+    initial_sent: usize,
     stats: ProbeStats,
 }
 
 impl Prober {
     pub fn new() -> Self {
         Prober::default()
+    }
+
+    /// A prober whose first clusters go at `INITIAL_STEPS` of `initial_bps`, the estimate before any
+    /// feedback, as long as the estimate is still about that.
+    pub fn starting_at(initial_bps: u64) -> Self {
+        Prober {
+            initial_bps,
+            ..Prober::default()
+        }
+    }
+
+    /// The rate of the next of the initial clusters, if one is still to go at `estimate_bps`.
+    fn initial_rate(&self, estimate_bps: u64) -> Option<f64> {
+        let step = INITIAL_STEPS.get(self.initial_sent)?;
+        (self.initial_bps > 0
+            && estimate_bps as f64 <= self.initial_bps as f64 * INITIAL_WHILE_BELOW)
+            .then(|| self.initial_bps as f64 * step)
     }
 
     /// What the Allocator would send this receiver if the estimate allowed (0: nothing more than it
@@ -206,7 +237,21 @@ impl Prober {
         let now_us = micros(now);
         let estimate = estimate_bps.max(1) as f64;
         let target = self.target_bps as f64;
-        let rate = (target * TARGET_HEADROOM).min(estimate * MAX_STEP);
+        let cap = target * TARGET_HEADROOM;
+        let rate = match self.initial_rate(estimate_bps) {
+            Some(initial) => {
+                self.initial_sent += 1;
+                // A target that the last initial cluster already passed needs no further one.
+                if initial >= cap {
+                    self.initial_sent = INITIAL_STEPS.len();
+                }
+                initial.min(cap)
+            }
+            None => {
+                self.initial_sent = INITIAL_STEPS.len();
+                cap.min(estimate * MAX_STEP)
+            }
+        };
         self.after_drop = false;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.active = Some(Active {
@@ -228,7 +273,11 @@ impl Prober {
             return None;
         }
         self.active = None;
-        self.awaiting = Some((a.id, a.estimate_before));
+        // Between the initial clusters nothing is awaited: the next starts at once, and the last's
+        // result decides the wait after them (the estimator takes every cluster's result).
+        if self.initial_rate(a.estimate_before).is_none() {
+            self.awaiting = Some((a.id, a.estimate_before));
+        }
         Some(a.id)
     }
 
@@ -626,6 +675,75 @@ mod tests {
                 ..ProbeStats::default()
             }
         );
+    }
+
+    #[test]
+    fn the_first_clusters_go_at_3_and_6_times_the_initial_estimate_back_to_back() {
+        let mut p = Prober::starting_at(300_000);
+        p.set_target(3_000_000);
+        let (first, rate) = p.poll_start(ms(0), 300_000).unwrap();
+        assert_eq!(rate, 900_000);
+        assert_eq!(p.poll_end(ms(100)), Some(first));
+        // The second at once, without the first's result.
+        let (second, rate) = p.poll_start(ms(101), 300_000).unwrap();
+        assert_eq!(rate, 1_800_000);
+        assert_eq!(p.poll_end(ms(140)), Some(second));
+        assert_eq!(
+            p.poll_start(ms(141), 300_000),
+            None,
+            "awaiting the second's"
+        );
+        // The first's result is the estimator's; the second's decides the wait.
+        p.on_result(
+            ms(200),
+            ProbeResult {
+                cluster: first,
+                bps: Some(900_000),
+            },
+        );
+        assert_eq!(p.poll_start(ms(201), 900_000), None);
+        p.on_result(
+            ms(230),
+            ProbeResult {
+                cluster: second,
+                bps: Some(1_800_000),
+            },
+        );
+        let (_, rate) = p.poll_start(ms(330), 1_800_000).unwrap();
+        assert_eq!(rate, 3_600_000, "doubling from there");
+        assert_eq!(p.stats().succeeded, 1);
+    }
+
+    #[test]
+    fn the_initial_clusters_stop_at_the_target_and_once_the_estimate_rose() {
+        let mut p = Prober::starting_at(300_000);
+        p.set_target(600_000);
+        let (first, rate) = p.poll_start(ms(0), 300_000).unwrap();
+        assert_eq!(rate, 720_000, "a little above the target, not 3x");
+        p.poll_end(ms(100));
+        assert_eq!(
+            p.poll_start(ms(101), 300_000),
+            None,
+            "no second: awaiting the first"
+        );
+        p.on_result(
+            ms(150),
+            ProbeResult {
+                cluster: first,
+                bps: Some(700_000),
+            },
+        );
+        let mut q = Prober::starting_at(300_000);
+        q.set_target(3_000_000);
+        assert_eq!(
+            q.poll_start(ms(0), 500_000).map(|c| c.1),
+            Some(1_000_000),
+            "grown past it: doubling"
+        );
+        // Without an initial estimate (Prober::new) the first is a doubling too.
+        let mut r = Prober::new();
+        r.set_target(3_000_000);
+        assert_eq!(r.poll_start(ms(0), 300_000).map(|c| c.1), Some(600_000));
     }
 
     #[test]

@@ -168,7 +168,7 @@ fn at(us: f64) -> Duration {
 
 pub(super) fn run(scenario: &Scenario) -> Trace {
     let mut estimator = Estimator::new(scenario.config);
-    let mut prober = Prober::new();
+    let mut prober = Prober::starting_at(scenario.config.initial_bps);
     let mut sent_bits = 0.0;
     let mut rng = XorShift::new(scenario.seed);
     let mut builder = FeedbackBuilder::new(0x1111, 0x2222);
