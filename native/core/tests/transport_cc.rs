@@ -277,8 +277,9 @@ fn a_receiver_wanting_more_than_its_estimate_is_probed_with_padding_on_an_rtx_st
     );
     let audio_packets = conf.peers[1].rtp_packets.len();
 
-    // The allocation wants 8 Mbit/s: clusters of padding at up to twice the estimate find the
-    // loopback carries it, each success raising the estimate and the next probing higher.
+    // The allocation wants 8 Mbit/s: clusters of padding (the first two at 3 x and 6 x the initial
+    // estimate, capped at 1.2 x the target; then up to twice the estimate) find the loopback carries
+    // it, each success raising the estimate.
     conf.shard.handle_command(
         Instant::now(),
         Command::SetProbeTarget {

@@ -129,6 +129,8 @@ pub struct Prober {
     active: Option<Active>,
     /// The cluster sent and waiting for its result, with the estimate before it.
     awaiting: Option<(u8, u64)>,
+    /// The first of the initial clusters, whose result is only counted (the second's decides).
+    counted_only: Option<(u8, u64)>,
     next_id: u8,
     not_before_us: i64,
     backoff_us: i64,
@@ -277,6 +279,8 @@ impl Prober {
         // result decides the wait after them (the estimator takes every cluster's result).
         if self.initial_rate(a.estimate_before).is_none() {
             self.awaiting = Some((a.id, a.estimate_before));
+        } else {
+            self.counted_only = Some((a.id, a.estimate_before));
         }
         Some(a.id)
     }
@@ -307,6 +311,20 @@ impl Prober {
     /// A cluster's result at `now`: a success (the link carried clearly more than the estimate was)
     /// lets the next cluster follow soon; anything else backs off.
     pub fn on_result(&mut self, now: Duration, result: ProbeResult) {
+        let gained = |before: u64| {
+            result
+                .bps
+                .is_some_and(|bps| bps as f64 >= before as f64 * SUCCESS_GAIN)
+        };
+        if let Some((_, before)) = self.counted_only.filter(|c| c.0 == result.cluster) {
+            self.counted_only = None;
+            if gained(before) {
+                self.stats.succeeded += 1;
+            } else {
+                self.stats.failed += 1;
+            }
+            return;
+        }
         let Some((id, before)) = self.awaiting else {
             return;
         };
@@ -315,10 +333,7 @@ impl Prober {
         }
         self.awaiting = None;
         let now_us = micros(now);
-        let gained = result
-            .bps
-            .is_some_and(|bps| bps as f64 >= before as f64 * SUCCESS_GAIN);
-        if gained {
+        if gained(before) {
             self.stats.succeeded += 1;
             self.backoff_us = 0;
             self.not_before_us = now_us + AFTER_SUCCESS_US;
@@ -711,7 +726,7 @@ mod tests {
         );
         let (_, rate) = p.poll_start(ms(330), 1_800_000).unwrap();
         assert_eq!(rate, 3_600_000, "doubling from there");
-        assert_eq!(p.stats().succeeded, 1);
+        assert_eq!(p.stats().succeeded, 2, "both counted");
     }
 
     #[test]
