@@ -1,6 +1,6 @@
-//! Replays a congestion-control trace (`[videobridge.cc] trace-dir`) through an `Estimator` and prints,
-//! per feedback, the time, the estimate and its parts and any probe cluster's result; clusters opened and
-//! closed are printed where they were. A debugging aid: `cargo run --release --example cc_replay --
+//! Replays a congestion-control trace (`[videobridge.cc] trace-dir`) through an `Estimator` and prints
+//! the probe clusters' opening and closing times first, then, per feedback, the time, the estimate and
+//! its parts and any probe cluster's result. A debugging aid: `cargo run --release --example cc_replay --
 //! FILE [INITIAL_BPS]` (the initial estimate in the estimator's datagram terms; default Jitsi's 2.5 Mbit/s).
 
 use sluice_core::cc::trace::{parse, replay, Record};

@@ -141,8 +141,8 @@ pub struct Prober {
     after_drop: bool,
     /// The link holds a standing queue (`QUEUED`): no cluster starts.
     queued: bool,
-    /// The initial estimate while the first clusters are still to go at `INITIAL_STEPS` of it (0:
-    /// none, or they went), and how many of them went.
+    /// The initial estimate the first clusters go at `INITIAL_STEPS` of (0: none), and how many of
+    /// them went (`INITIAL_STEPS.len()` once they all did or a doubling took their place).
     initial_bps: u64,
     initial_sent: usize,
     stats: ProbeStats,
